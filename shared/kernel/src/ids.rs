@@ -1,0 +1,102 @@
+use std::fmt;
+
+/// A tenant id, as carried by the `tenant` claim of a caller's token:
+/// 1 to 63 characters of `a-z`, `0-9`, `-` and `_`, starting with a letter
+/// or digit. Every row of every service is keyed by it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Tenant(String);
+
+impl Tenant {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let ok_first = s
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        let ok_rest = s
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        if s.len() > 63 || !ok_first || !ok_rest {
+            return Err(format!(
+                "tenant must be 1-63 characters of a-z, 0-9, '-' or '_', starting with a letter or digit; got {s:?}"
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Tenant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An idempotency key chosen by the caller: 1 to 128 printable ASCII
+/// characters. A repeated key returns the first response.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RequestId(String);
+
+impl RequestId {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s.is_empty() {
+            return Err("request_id is required (any unique string, a UUID is a good choice)".into());
+        }
+        if s.len() > 128 || !s.chars().all(|c| c.is_ascii_graphic()) {
+            return Err("request_id must be 1-128 printable ASCII characters without spaces".into());
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Splits a resource name `collection/{id}` and returns the id.
+pub fn parse_name<'a>(name: &'a str, collection: &str) -> Result<&'a str, String> {
+    match name.split_once('/') {
+        Some((c, id)) if c == collection && !id.is_empty() && !id.contains('/') => Ok(id),
+        _ => Err(format!("must look like {collection}/{{id}}; got {name:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_rules() {
+        assert!(Tenant::parse("acme").is_ok());
+        assert!(Tenant::parse("acme-eu_2").is_ok());
+        assert!(Tenant::parse("").is_err());
+        assert!(Tenant::parse("Acme").is_err());
+        assert!(Tenant::parse("-acme").is_err());
+        assert!(Tenant::parse(&"a".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn request_id_rules() {
+        assert!(RequestId::parse("b5c1-7").is_ok());
+        assert!(RequestId::parse("").is_err());
+        assert!(RequestId::parse("has space").is_err());
+        assert!(RequestId::parse(&"x".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(parse_name("orders/abc", "orders"), Ok("abc"));
+        assert!(parse_name("orders/", "orders").is_err());
+        assert!(parse_name("items/abc", "orders").is_err());
+        assert!(parse_name("orders/a/b", "orders").is_err());
+        assert!(parse_name("abc", "orders").is_err());
+    }
+}

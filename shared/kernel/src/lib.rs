@@ -1,0 +1,12 @@
+//! Small pure types shared by every OMS service. Nothing here does I/O.
+//!
+//! Requests are parsed into these types once, at the gRPC edge; problems are
+//! collected as [`Violations`] so a caller learns every bad field at once.
+
+mod ids;
+mod page;
+mod violations;
+
+pub use ids::{RequestId, Tenant, parse_name};
+pub use page::{PageSize, PageToken};
+pub use violations::{Violation, Violations};

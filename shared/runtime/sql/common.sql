@@ -1,0 +1,32 @@
+-- Tables every service has in its own schema, managed by oms-runtime.
+-- Idempotent DDL: each start applies it under an advisory lock.
+
+-- One row per (tenant, request_id): the first response of a mutating call.
+CREATE TABLE IF NOT EXISTS idempotency (
+    tenant       text        NOT NULL,
+    request_id   text        NOT NULL,
+    method       text        NOT NULL,
+    request_hash bytea       NOT NULL,
+    response     bytea,
+    create_time  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant, request_id)
+);
+
+-- Events written in the same transaction as the change that caused them.
+-- txid orders the feed safely: a reader only returns rows of transactions
+-- older than every transaction still in flight, so a slow commit can never
+-- slip in behind a cursor.
+CREATE TABLE IF NOT EXISTS outbox (
+    id          bigserial   PRIMARY KEY,
+    txid        xid8        NOT NULL DEFAULT pg_current_xact_id(),
+    tenant      text        NOT NULL,
+    event_id    uuid        NOT NULL UNIQUE,
+    event_type  text        NOT NULL,
+    subject     text        NOT NULL,
+    request_id  text        NOT NULL DEFAULT '',
+    traceparent text        NOT NULL DEFAULT '',
+    tracestate  text        NOT NULL DEFAULT '',
+    payload     bytea       NOT NULL,
+    occur_time  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS outbox_feed ON outbox (tenant, txid, id);

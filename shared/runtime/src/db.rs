@@ -1,0 +1,74 @@
+//! Postgres: one schema per service, created at start, with the service's
+//! embedded migrations applied and the runtime's common tables in place.
+use crate::config::DbConfig;
+use sqlx::{
+    AssertSqlSafe, Connection, PgConnection, PgPool,
+    migrate::Migrator,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+use std::{str::FromStr, time::Duration};
+
+/// Connects to the service's schema (creating it if needed), applies the
+/// common tables and then `migrator`. Retries the first connection for up
+/// to `startup_wait`, because on Kubernetes or `make up` Postgres may still
+/// be starting.
+pub async fn connect_and_migrate(
+    cfg: &DbConfig,
+    migrator: &Migrator,
+    startup_wait: Duration,
+) -> anyhow::Result<PgPool> {
+    let base = PgConnectOptions::from_str(&cfg.url)?;
+    let mut conn = first_connection(&base, startup_wait).await?;
+    // Lock per schema so replicas starting together do not race the DDL.
+    let mut tx = conn.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('oms.schema.' || $1))")
+        .bind(&cfg.schema)
+        .execute(&mut *tx)
+        .await?;
+    // The schema name is validated as a plain identifier by the config.
+    sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{}\"", cfg.schema)))
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(AssertSqlSafe(format!("SET LOCAL search_path TO \"{}\"", cfg.schema)))
+        .execute(&mut *tx)
+        .await?;
+    sqlx::raw_sql(include_str!("../sql/common.sql"))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    conn.close().await?;
+
+    let pool = PgPoolOptions::new()
+        .max_connections(cfg.max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(base.options([("search_path", cfg.schema.as_str())]))
+        .await?;
+    migrator.run(&pool).await?;
+    Ok(pool)
+}
+
+async fn first_connection(
+    opts: &PgConnectOptions,
+    wait: Duration,
+) -> anyhow::Result<PgConnection> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match PgConnection::connect_with(opts).await {
+            Ok(c) => return Ok(c),
+            Err(e) if tokio::time::Instant::now() + backoff < deadline => {
+                tracing::warn!(error = %e, "Postgres not reachable yet; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(anyhow::anyhow!("cannot connect to Postgres: {e}")),
+        }
+    }
+}
+
+/// Is the database answering? Used by health checks.
+pub async fn ping(pool: &PgPool) -> bool {
+    tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(pool))
+        .await
+        .is_ok_and(|r| r.is_ok())
+}

@@ -1,0 +1,104 @@
+//! Idempotent mutations by `request_id` (AIP-155): the first response is
+//! stored in the same transaction as the change, and a repeat of the same
+//! request returns it without doing anything again. A `request_id` reused
+//! for a different request is refused.
+//!
+//! Concurrent repeats are safe: the second insert waits on the first
+//! transaction's row lock and then sees its committed response.
+use oms_kernel::{RequestId, Tenant, Violations};
+use prost::Message;
+use sha2::{Digest, Sha256};
+use sqlx::PgConnection;
+
+pub enum Claim<R> {
+    /// First time: do the work, then call [`complete`] in the same transaction.
+    New,
+    /// Seen before: answer with this response.
+    Replay(R),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdempotencyError {
+    #[error("request_id was already used for a different request ({method})")]
+    Reused { method: String },
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    #[error("stored response cannot be decoded: {0}")]
+    Decode(#[from] prost::DecodeError),
+}
+
+impl IdempotencyError {
+    pub fn into_status(self, domain: &str) -> tonic::Status {
+        match self {
+            IdempotencyError::Reused { .. } => crate::status::invalid_argument(
+                domain,
+                &Violations::one("request_id", self.to_string()),
+            ),
+            IdempotencyError::Db(e) => crate::status::from_db(domain, &e),
+            IdempotencyError::Decode(e) => crate::status::internal(domain, &e),
+        }
+    }
+}
+
+/// Claims `request_id` for `method` with this request, or finds the stored
+/// response of an earlier identical request.
+pub async fn claim<Req: Message, Resp: Message + Default>(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    request_id: &RequestId,
+    method: &str,
+    request: &Req,
+) -> Result<Claim<Resp>, IdempotencyError> {
+    let hash = Sha256::digest(request.encode_to_vec()).to_vec();
+    let inserted = sqlx::query(
+        "INSERT INTO idempotency (tenant, request_id, method, request_hash)
+         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+    )
+    .bind(tenant.as_str())
+    .bind(request_id.as_str())
+    .bind(method)
+    .bind(&hash)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        return Ok(Claim::New);
+    }
+    let (stored_method, stored_hash, response): (String, Vec<u8>, Option<Vec<u8>>) =
+        sqlx::query_as(
+            "SELECT method, request_hash, response FROM idempotency
+             WHERE tenant = $1 AND request_id = $2",
+        )
+        .bind(tenant.as_str())
+        .bind(request_id.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+    if stored_method != method || stored_hash != hash {
+        return Err(IdempotencyError::Reused {
+            method: stored_method,
+        });
+    }
+    // A committed claim always has its response (both are written in one
+    // transaction), so a missing one is a bug worth failing loudly on.
+    let response = response.ok_or_else(|| {
+        IdempotencyError::Db(sqlx::Error::Protocol("idempotency row without response".into()))
+    })?;
+    Ok(Claim::Replay(Resp::decode(response.as_slice())?))
+}
+
+/// Stores the response of a claimed request; call it in the claim's
+/// transaction.
+pub async fn complete<Resp: Message>(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    request_id: &RequestId,
+    response: &Resp,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE idempotency SET response = $3 WHERE tenant = $1 AND request_id = $2")
+        .bind(tenant.as_str())
+        .bind(request_id.as_str())
+        .bind(response.encode_to_vec())
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}

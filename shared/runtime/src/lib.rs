@@ -1,0 +1,61 @@
+//! `oms-runtime`: what every OMS service runs on.
+//!
+//! A service's `main.rs` is one call to [`service_main`]; its `lib.rs`
+//! exposes `run(config, listener, shutdown)` and uses the pieces here: the
+//! gRPC [`server`] bootstrap (health, reflection, layers, drain), [`auth`]
+//! (bearer JWT, tenant from the token), [`db`] (its own schema, migrations),
+//! [`redis`], [`idempotency`], the [`outbox`] feed and [`status`] helpers
+//! that turn domain errors into rich gRPC errors.
+
+pub mod auth;
+pub mod client;
+pub mod config;
+pub mod db;
+pub mod idempotency;
+pub mod metrics;
+pub mod outbox;
+pub mod redis;
+pub mod server;
+pub mod shutdown;
+pub mod status;
+pub mod telemetry;
+pub mod time;
+
+pub use config::{Config, Service};
+
+use std::future::Future;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// The whole `main` of a service binary: load and validate configuration
+/// from the environment, start telemetry, bind the listener, run until
+/// SIGTERM or Ctrl-C, drain, flush telemetry.
+pub async fn service_main<F, Fut>(service: Service, run: F) -> anyhow::Result<()>
+where
+    F: FnOnce(Config, TcpListener, CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let config = match Config::from_env(service) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("oms-{}: invalid configuration:\n{e}", service.name());
+            std::process::exit(2);
+        }
+    };
+    let telemetry = telemetry::init(service.name(), &config.log)?;
+    let listener = TcpListener::bind(config.listen_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen_addr))?;
+    tracing::info!(
+        service = service.name(),
+        addr = %listener.local_addr()?,
+        "listening"
+    );
+    let shutdown = shutdown::on_signal();
+    let result = run(config, listener, shutdown).await;
+    if let Err(e) = &result {
+        tracing::error!(error = format!("{e:#}"), "service failed");
+    }
+    telemetry.shutdown();
+    result
+}

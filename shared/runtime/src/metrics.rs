@@ -1,0 +1,90 @@
+//! RED metrics per gRPC method: `rpc.server.duration` (histogram, seconds)
+//! labelled with `rpc.method` and `rpc.grpc.status_code`, exported through
+//! the global meter provider (OTLP when configured).
+use futures::future::BoxFuture;
+use opentelemetry::{KeyValue, global, metrics::Histogram};
+use std::{
+    task::{Context, Poll},
+    time::Instant,
+};
+use tower::{Layer, Service};
+
+#[derive(Clone)]
+pub struct RedLayer {
+    duration: Histogram<f64>,
+}
+
+impl RedLayer {
+    pub fn new(service: &'static str) -> Self {
+        let meter = global::meter(service);
+        Self {
+            duration: meter
+                .f64_histogram("rpc.server.duration")
+                .with_unit("s")
+                .with_description("gRPC server call duration")
+                .build(),
+        }
+    }
+}
+
+impl<S> Layer<S> for RedLayer {
+    type Service = Red<S>;
+    fn layer(&self, inner: S) -> Red<S> {
+        Red {
+            inner,
+            duration: self.duration.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Red<S> {
+    inner: S,
+    duration: Histogram<f64>,
+}
+
+impl<S, B, R> Service<http::Request<B>> for Red<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        // The clone that was polled ready must serve this call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let method = req.uri().path().to_owned();
+        let histogram = self.duration.clone();
+        let start = Instant::now();
+        Box::pin(async move {
+            let res = inner.call(req).await;
+            // Errors before the body are in the headers (trailers-only);
+            // a body that ends with an error is counted by its first status.
+            let code = match &res {
+                Ok(r) => r
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("0")
+                    .to_owned(),
+                Err(_) => "14".to_owned(),
+            };
+            histogram.record(
+                start.elapsed().as_secs_f64(),
+                &[
+                    KeyValue::new("rpc.method", method),
+                    KeyValue::new("rpc.grpc.status_code", code),
+                ],
+            );
+            res
+        })
+    }
+}

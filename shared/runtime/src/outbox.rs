@@ -1,0 +1,277 @@
+//! The transactional outbox and the `Watch...Events` feeds served from it.
+//!
+//! A service appends an event in the same transaction as the change that
+//! caused it. Feeds read rows in commit-safe order `(txid, id)`, never past
+//! the oldest transaction still running, so an event committed late can
+//! never land behind a cursor a consumer already holds. The cursor is the
+//! opaque string `<txid>.<id>`.
+use chrono::{DateTime, Utc};
+use futures::Stream;
+use oms_kernel::Tenant;
+use oms_proto::common::EventMeta;
+use sqlx::{PgConnection, PgPool, postgres::PgListener};
+use std::{collections::HashMap, collections::VecDeque, sync::Arc, time::Duration};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use uuid::Uuid;
+
+/// An event to append.
+pub struct NewEvent<'a> {
+    pub tenant: &'a Tenant,
+    /// Past-tense type name (`OrderCreated`).
+    pub event_type: &'a str,
+    /// Resource name of the subject (`orders/…`).
+    pub subject: &'a str,
+    pub request_id: &'a str,
+    /// The encoded event message, without its `EventMeta` (filled in when
+    /// served, because the cursor is only known after insert).
+    pub payload: Vec<u8>,
+}
+
+/// Appends an event in the caller's transaction and wakes feed readers when
+/// it commits. Carries the current trace context along.
+pub async fn append(tx: &mut PgConnection, ev: NewEvent<'_>) -> Result<Uuid, sqlx::Error> {
+    let mut carrier = HashMap::new();
+    let cx = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut carrier));
+    let event_id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO outbox (tenant, event_id, event_type, subject, request_id, traceparent, tracestate, payload)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(ev.tenant.as_str())
+    .bind(event_id)
+    .bind(ev.event_type)
+    .bind(ev.subject)
+    .bind(ev.request_id)
+    .bind(carrier.get("traceparent").cloned().unwrap_or_default())
+    .bind(carrier.get("tracestate").cloned().unwrap_or_default())
+    .bind(ev.payload)
+    .execute(&mut *tx)
+    .await?;
+    // NOTIFY is delivered at commit, exactly when readers can see the row.
+    sqlx::query("SELECT pg_notify('oms_outbox_' || current_schema(), '')")
+        .execute(&mut *tx)
+        .await?;
+    Ok(event_id)
+}
+
+/// A position in a feed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cursor {
+    txid: u64,
+    id: i64,
+}
+
+impl Cursor {
+    /// Parses an `after_cursor`; empty means the start of the feed.
+    pub fn parse(s: &str) -> Result<Cursor, String> {
+        if s.is_empty() {
+            return Ok(Cursor::default());
+        }
+        let bad = || format!("{s:?} is not a cursor from this feed");
+        let (t, i) = s.split_once('.').ok_or_else(bad)?;
+        Ok(Cursor {
+            txid: t.parse().map_err(|_| bad())?,
+            id: i.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.txid, self.id)
+    }
+}
+
+/// One stored event.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub cursor: Cursor,
+    pub tenant: String,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub subject: String,
+    pub request_id: String,
+    pub traceparent: String,
+    pub tracestate: String,
+    pub payload: Vec<u8>,
+    pub occur_time: DateTime<Utc>,
+}
+
+impl OutboxRow {
+    pub fn meta(&self) -> EventMeta {
+        EventMeta {
+            event_id: self.event_id.to_string(),
+            occur_time: Some(crate::time::to_timestamp(self.occur_time)),
+            tenant: self.tenant.clone(),
+            cursor: self.cursor.to_string(),
+            subject: self.subject.clone(),
+            request_id: self.request_id.clone(),
+            traceparent: self.traceparent.clone(),
+            tracestate: self.tracestate.clone(),
+        }
+    }
+}
+
+type Row = (
+    i64,
+    String,
+    String,
+    Uuid,
+    String,
+    String,
+    String,
+    String,
+    String,
+    Vec<u8>,
+    DateTime<Utc>,
+);
+
+/// Reads up to `limit` committed events of `tenant` after `after`.
+pub async fn read_after(
+    pool: &PgPool,
+    tenant: &Tenant,
+    after: Cursor,
+    limit: i64,
+) -> Result<Vec<OutboxRow>, sqlx::Error> {
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, txid::text, tenant, event_id, event_type, subject, request_id,
+                traceparent, tracestate, payload, occur_time
+         FROM outbox
+         WHERE tenant = $1
+           AND (txid, id) > ($2::text::xid8, $3)
+           AND txid < pg_snapshot_xmin(pg_current_snapshot())
+         ORDER BY txid, id
+         LIMIT $4",
+    )
+    .bind(tenant.as_str())
+    .bind(after.txid.to_string())
+    .bind(after.id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| OutboxRow {
+            cursor: Cursor {
+                txid: r.1.parse().unwrap_or_default(),
+                id: r.0,
+            },
+            tenant: r.2,
+            event_id: r.3,
+            event_type: r.4,
+            subject: r.5,
+            request_id: r.6,
+            traceparent: r.7,
+            tracestate: r.8,
+            payload: r.9,
+            occur_time: r.10,
+        })
+        .collect())
+}
+
+/// Wakes feed readers when any transaction of this service's schema that
+/// appended events commits (Postgres LISTEN/NOTIFY, so it works across
+/// replicas too).
+#[derive(Clone, Default)]
+pub struct FeedWaker(Arc<Notify>);
+
+impl FeedWaker {
+    /// Starts listening on the schema's channel until `shutdown`.
+    pub async fn listen(pool: &PgPool, schema: &str, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let waker = FeedWaker::default();
+        let mut listener = PgListener::connect_with(pool).await?;
+        listener.listen(&format!("oms_outbox_{schema}")).await?;
+        let w = waker.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    n = listener.recv() => match n {
+                        Ok(_) => w.0.notify_waiters(),
+                        Err(e) => {
+                            // PgListener reconnects by itself on the next recv.
+                            tracing::warn!(error = %e, "outbox listener error");
+                            w.0.notify_waiters();
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(waker)
+    }
+}
+
+/// Follows the feed of `tenant` after `after`: every stored event, then new
+/// ones as they commit, until `shutdown` or the receiver goes away.
+pub fn follow(
+    pool: PgPool,
+    tenant: Tenant,
+    after: Cursor,
+    waker: FeedWaker,
+    shutdown: CancellationToken,
+) -> impl Stream<Item = Result<OutboxRow, sqlx::Error>> + Send + 'static {
+    struct State {
+        pool: PgPool,
+        tenant: Tenant,
+        cursor: Cursor,
+        waker: FeedWaker,
+        shutdown: CancellationToken,
+        buffer: VecDeque<OutboxRow>,
+    }
+    let state = State {
+        pool,
+        tenant,
+        cursor: after,
+        waker,
+        shutdown,
+        buffer: VecDeque::new(),
+    };
+    futures::stream::unfold(state, |mut s| async move {
+        loop {
+            if let Some(row) = s.buffer.pop_front() {
+                s.cursor = row.cursor;
+                return Some((Ok(row), s));
+            }
+            if s.shutdown.is_cancelled() {
+                return None;
+            }
+            // Register interest before reading so a commit between the read
+            // and the wait is not missed.
+            let notified = s.waker.0.clone();
+            let notified = notified.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match read_after(&s.pool, &s.tenant, s.cursor, 500).await {
+                Ok(rows) if !rows.is_empty() => s.buffer.extend(rows),
+                Ok(_) => {
+                    // Rows held back behind a running transaction produce no
+                    // notification of their own: re-check now and then.
+                    tokio::select! {
+                        _ = notified => {}
+                        _ = s.shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
+                }
+                Err(e) => return Some((Err(e), s)),
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cursor;
+
+    #[test]
+    fn cursor_round_trip() {
+        let c = Cursor::parse("123.45").unwrap();
+        assert_eq!(c.to_string(), "123.45");
+        assert_eq!(Cursor::parse("").unwrap(), Cursor::default());
+        assert!(Cursor::parse("x").is_err());
+        assert!(Cursor::parse("1.x").is_err());
+    }
+}

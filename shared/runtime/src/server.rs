@@ -1,0 +1,223 @@
+//! gRPC server bootstrap shared by every service: health (NOT_SERVING while
+//! a dependency is down and during drain), reflection v1 and v1alpha with
+//! the whole descriptor set (so grpcurl can decode error details), a span
+//! per call that continues the caller's W3C trace, RED metrics, request
+//! timeout, concurrency limit with load shedding, and graceful drain.
+use crate::{config::Config, metrics::RedLayer, redis::RedisConn};
+use http::HeaderMap;
+use opentelemetry::{propagation::Extractor, trace::TraceContextExt as _};
+use sqlx::PgPool;
+use std::{convert::Infallible, time::Duration};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{body::Body, server::NamedService, service::RoutesBuilder};
+use tonic_health::{ServingStatus, server::HealthReporter};
+use tower::{Service, limit::GlobalConcurrencyLimitLayer};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+/// Collects a service's gRPC services and dependencies, then serves them.
+pub struct GrpcServer {
+    config: Config,
+    routes: RoutesBuilder,
+    names: Vec<&'static str>,
+    health: HealthReporter,
+    db: Option<PgPool>,
+    redis: Option<RedisConn>,
+}
+
+impl GrpcServer {
+    pub fn new(config: &Config) -> Self {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let mut routes = RoutesBuilder::default();
+        routes.add_service(health_service);
+        Self {
+            config: config.clone(),
+            routes,
+            names: Vec::new(),
+            health,
+            db: None,
+            redis: None,
+        }
+    }
+
+    /// Adds a gRPC service (normally wrapped in the auth interceptor).
+    pub fn add<S>(mut self, svc: S) -> Self
+    where
+        S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.names.push(S::NAME);
+        self.routes.add_service(svc);
+        self
+    }
+
+    /// Health follows this database.
+    pub fn with_db(mut self, pool: &PgPool) -> Self {
+        self.db = Some(pool.clone());
+        self
+    }
+
+    /// Health follows this Redis.
+    pub fn with_redis(mut self, conn: &RedisConn) -> Self {
+        self.redis = Some(conn.clone());
+        self
+    }
+
+    /// Serves until `shutdown`, then goes NOT_SERVING, drains in-flight
+    /// calls for up to the configured grace, and returns.
+    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let GrpcServer {
+            config,
+            mut routes,
+            names,
+            health,
+            db,
+            redis,
+        } = self;
+        let service = config.service.name();
+        let mut reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(oms_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("grpc.health.v1.Health");
+        for n in &names {
+            reflection = reflection.with_service_name(*n);
+        }
+        let mut reflection_alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(oms_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("grpc.health.v1.Health");
+        for n in &names {
+            reflection_alpha = reflection_alpha.with_service_name(*n);
+        }
+        routes.add_service(reflection.build_v1()?);
+        routes.add_service(reflection_alpha.build_v1alpha()?);
+
+        set_all(&health, &names, ServingStatus::Serving).await;
+        let watcher = tokio::spawn(watch_dependencies(
+            health.clone(),
+            names.clone(),
+            db,
+            redis,
+            shutdown.clone(),
+        ));
+
+        let limit = config.server.concurrency_limit;
+        let drain = shutdown.clone();
+        let reporter = health.clone();
+        let drain_names = names.clone();
+        let server = tonic::transport::Server::builder()
+            .trace_fn(request_span)
+            .timeout(config.server.request_timeout)
+            .concurrency_limit_per_connection(limit)
+            .load_shed(true)
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .layer(GlobalConcurrencyLimitLayer::new(limit))
+            .layer(RedLayer::new(config.service.name()))
+            .add_routes(routes.routes())
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                drain.cancelled().await;
+                set_all(&reporter, &drain_names, ServingStatus::NotServing).await;
+            });
+        let mut server = tokio::spawn(server);
+        let result = tokio::select! {
+            r = &mut server => r,
+            _ = shutdown.cancelled() => {
+                match tokio::time::timeout(config.server.shutdown_grace, &mut server).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::warn!("calls still running after the shutdown grace; stopping");
+                        server.abort();
+                        Ok(Ok(()))
+                    }
+                }
+            }
+        };
+        watcher.abort();
+        result??;
+        tracing::info!(service, "stopped");
+        Ok(())
+    }
+}
+
+
+async fn set_all(health: &HealthReporter, names: &[&'static str], status: ServingStatus) {
+    health.set_service_status("", status).await;
+    for n in names {
+        health.set_service_status(*n, status).await;
+    }
+}
+
+/// Marks the service NOT_SERVING while its database or Redis is down.
+async fn watch_dependencies(
+    health: HealthReporter,
+    names: Vec<&'static str>,
+    db: Option<PgPool>,
+    mut redis: Option<RedisConn>,
+    shutdown: CancellationToken,
+) {
+    let mut serving = true;
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let db_ok = match &db {
+            Some(p) => crate::db::ping(p).await,
+            None => true,
+        };
+        let redis_ok = match &mut redis {
+            Some(r) => crate::redis::ping(r).await,
+            None => true,
+        };
+        let ok = db_ok && redis_ok;
+        if ok != serving && !shutdown.is_cancelled() {
+            tracing::warn!(db_ok, redis_ok, "dependency health changed");
+            let status = if ok { ServingStatus::Serving } else { ServingStatus::NotServing };
+            set_all(&health, &names, status).await;
+            serving = ok;
+        }
+    }
+}
+
+struct HeaderExtractor<'a>(&'a HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// One span per call, child of the caller's `traceparent` when present, with
+/// its `trace_id` as a field so every log line of the call carries it.
+fn request_span(req: &http::Request<()>) -> tracing::Span {
+    let path = req.uri().path();
+    let span = tracing::info_span!(
+        "grpc",
+        otel.name = %path.trim_start_matches('/'),
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.method = %path,
+        trace_id = tracing::field::Empty,
+        tenant = tracing::field::Empty,
+    );
+    let parent = opentelemetry::global::get_text_map_propagator(|p| {
+        p.extract(&HeaderExtractor(req.headers()))
+    });
+    if parent.span().span_context().is_valid() {
+        let _ = span.set_parent(parent);
+    }
+    let trace_id = span.context().span().span_context().trace_id();
+    span.record("trace_id", tracing::field::display(trace_id));
+    span
+}

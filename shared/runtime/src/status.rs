@@ -1,0 +1,120 @@
+//! Canonical gRPC errors with details: `ErrorInfo` (reason in
+//! UPPER_SNAKE_CASE, domain `<service>.oms`), `BadRequest` field violations,
+//! `ResourceInfo`, `PreconditionFailure`. Internal causes are logged with
+//! the trace id and never sent to the caller.
+use oms_kernel::Violations;
+use std::collections::HashMap;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+fn info(reason: &str, domain: &str) -> ErrorDetails {
+    let mut d = ErrorDetails::new();
+    d.set_error_info(reason, domain, HashMap::<String, String>::new());
+    d
+}
+
+/// INVALID_ARGUMENT with every field violation.
+pub fn invalid_argument(domain: &str, violations: &Violations) -> Status {
+    let mut d = info("INVALID_ARGUMENT", domain);
+    for v in &violations.0 {
+        d.add_bad_request_violation(&v.field, &v.description);
+    }
+    Status::with_error_details(Code::InvalidArgument, violations.to_string(), d)
+}
+
+/// NOT_FOUND for a resource (`order`, `orders/123`); reason `ORDER_NOT_FOUND`.
+pub fn not_found(domain: &str, resource_type: &str, name: &str) -> Status {
+    let reason = format!("{}_NOT_FOUND", resource_type.to_uppercase());
+    let mut d = info(&reason, domain);
+    d.set_resource_info(resource_type, name, "", "does not exist or belongs to another tenant");
+    Status::with_error_details(Code::NotFound, format!("{name} not found"), d)
+}
+
+/// FAILED_PRECONDITION: the request is valid but the resource's state
+/// forbids it (an illegal state move, a confirm of an expired reservation).
+pub fn failed_precondition(domain: &str, reason: &str, subject: &str, message: &str) -> Status {
+    let mut d = info(reason, domain);
+    d.add_precondition_failure_violation(reason, subject, message);
+    Status::with_error_details(Code::FailedPrecondition, message, d)
+}
+
+/// ALREADY_EXISTS, e.g. a second resource with the same caller-chosen id.
+pub fn already_exists(domain: &str, reason: &str, name: &str) -> Status {
+    let mut d = info(reason, domain);
+    d.set_resource_info("", name, "", "already exists");
+    Status::with_error_details(Code::AlreadyExists, format!("{name} already exists"), d)
+}
+
+/// Any code with just an `ErrorInfo`.
+pub fn with_reason(code: Code, domain: &str, reason: &str, message: impl Into<String>) -> Status {
+    Status::with_error_details(code, message, info(reason, domain))
+}
+
+/// UNAVAILABLE for a dependency that is down; the caller may retry.
+pub fn unavailable(domain: &str, what: &str, cause: &dyn std::error::Error) -> Status {
+    tracing::warn!(error = %ErrorChain(cause), "{what} unavailable");
+    with_reason(
+        Code::Unavailable,
+        domain,
+        "DEPENDENCY_UNAVAILABLE",
+        format!("{what} is unavailable; retry later"),
+    )
+}
+
+/// INTERNAL: logs the whole cause chain and answers without it.
+pub fn internal(domain: &str, cause: &dyn std::error::Error) -> Status {
+    tracing::error!(error = %ErrorChain(cause), "internal error");
+    with_reason(Code::Internal, domain, "INTERNAL", "internal error; it was logged")
+}
+
+/// Maps a database error: connection trouble is UNAVAILABLE (retryable),
+/// the rest INTERNAL.
+pub fn from_db(domain: &str, e: &sqlx::Error) -> Status {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+            unavailable(domain, "the database", e)
+        }
+        _ => internal(domain, e),
+    }
+}
+
+/// Displays an error with its sources: `a: b: c`.
+pub struct ErrorChain<'a>(pub &'a dyn std::error::Error);
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn violations_travel_as_bad_request() {
+        let mut v = Violations::new();
+        v.add("order.lines[0].quantity", "must be positive");
+        v.add("request_id", "is required");
+        let s = invalid_argument("orders.oms", &v);
+        assert_eq!(s.code(), Code::InvalidArgument);
+        let d = s.get_error_details();
+        let br = d.bad_request().expect("bad request");
+        assert_eq!(br.field_violations.len(), 2);
+        assert_eq!(br.field_violations[0].field, "order.lines[0].quantity");
+        assert_eq!(d.error_info().expect("info").domain, "orders.oms");
+    }
+
+    #[test]
+    fn not_found_names_reason() {
+        let s = not_found("orders.oms", "order", "orders/x");
+        assert_eq!(s.code(), Code::NotFound);
+        assert_eq!(s.get_error_details().error_info().unwrap().reason, "ORDER_NOT_FOUND");
+    }
+}
