@@ -1,1 +1,4 @@
-fn main(){}
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    oms_runtime::service_main(oms_runtime::Service::Fulfillment, oms_fulfillment::run).await
+}

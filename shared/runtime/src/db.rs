@@ -9,12 +9,12 @@ use sqlx::{
 use std::{str::FromStr, time::Duration};
 
 /// Connects to the service's schema (creating it if needed), applies the
-/// common tables and then `migrator`. Retries the first connection for up
+/// common tables and then the service's own `migrator`, if it has one. Retries the first connection for up
 /// to `startup_wait`, because on Kubernetes or `make up` Postgres may still
 /// be starting.
 pub async fn connect_and_migrate(
     cfg: &DbConfig,
-    migrator: &Migrator,
+    migrator: Option<&Migrator>,
     startup_wait: Duration,
 ) -> anyhow::Result<PgPool> {
     let base = PgConnectOptions::from_str(&cfg.url)?;
@@ -43,7 +43,9 @@ pub async fn connect_and_migrate(
         .acquire_timeout(Duration::from_secs(5))
         .connect_with(base.options([("search_path", cfg.schema.as_str())]))
         .await?;
-    migrator.run(&pool).await?;
+    if let Some(m) = migrator {
+        m.run(&pool).await?;
+    }
     Ok(pool)
 }
 

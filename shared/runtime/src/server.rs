@@ -42,9 +42,11 @@ impl GrpcServer {
     }
 
     /// Adds a gRPC service (normally wrapped in the auth interceptor).
-    pub fn add<S>(mut self, svc: S) -> Self
+    pub fn add<S, B>(mut self, svc: S) -> Self
     where
-        S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        S: Service<http::Request<Body>, Response = http::Response<B>, Error = Infallible>
             + NamedService
             + Clone
             + Send
@@ -152,6 +154,35 @@ async fn set_all(health: &HealthReporter, names: &[&'static str], status: Servin
     for n in names {
         health.set_service_status(*n, status).await;
     }
+}
+
+/// The whole `run` of a service that only needs its database: connect and
+/// migrate its schema, then serve `svc` with health following the database.
+pub async fn serve_with_database<S, B>(
+    config: &Config,
+    migrator: Option<&sqlx::migrate::Migrator>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    svc: S,
+) -> anyhow::Result<()>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: Service<http::Request<Body>, Response = http::Response<B>, Error = Infallible>
+        + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let pool =
+        crate::db::connect_and_migrate(&config.database, migrator, Duration::from_secs(30)).await?;
+    GrpcServer::new(config)
+        .add(svc)
+        .with_db(&pool)
+        .serve(listener, shutdown)
+        .await
 }
 
 /// Marks the service NOT_SERVING while its database or Redis is down.

@@ -1,0 +1,10 @@
+//! Pure order logic: parsing requests into domain values and the state
+//! machine. No I/O here.
+
+mod filter;
+mod new_order;
+mod state;
+
+pub use filter::OrderFilter;
+pub use new_order::NewOrder;
+pub use state::OrderState;

@@ -1,0 +1,240 @@
+//! The OrderService API: parses requests, runs them in one transaction with
+//! their idempotency record, history and outbox event, and is the only
+//! place errors become gRPC statuses.
+use crate::domain::{NewOrder, OrderFilter, OrderState};
+use crate::error::{Error, Result};
+use crate::repo::{self, history::Change, orders::Projection};
+use chrono::Utc;
+use futures::StreamExt as _;
+use oms_kernel::{PageSize, PageToken, RequestId, Violations, parse_name};
+use oms_proto::orders::{
+    self as pb, CreateOrderRequest, CreateOrderResponse, GetOrderRequest, GetOrderResponse,
+    ListOrderHistoryRequest, ListOrderHistoryResponse, ListOrdersRequest, ListOrdersResponse,
+    OrderEvent, WatchOrderEventsRequest, WatchOrderEventsResponse, order_event,
+    order_service_server::OrderService,
+};
+use oms_runtime::{
+    auth::{self, Caller},
+    idempotency::{self, Claim},
+    outbox::{self, Cursor, FeedWaker, NewEvent},
+    status,
+    time::to_timestamp,
+};
+use prost::Message;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, codegen::BoxStream};
+use uuid::Uuid;
+
+const DOMAIN: &str = "orders.oms";
+
+pub struct OrderApi {
+    pool: PgPool,
+    waker: FeedWaker,
+    shutdown: CancellationToken,
+}
+
+impl OrderApi {
+    pub fn new(pool: PgPool, waker: FeedWaker, shutdown: CancellationToken) -> Self {
+        Self { pool, waker, shutdown }
+    }
+
+    async fn create(&self, caller: &Caller, req: CreateOrderRequest) -> Result<CreateOrderResponse> {
+        let mut v = Violations::new();
+        let request_id = v.check("request_id", RequestId::parse(&req.request_id));
+        let new = match NewOrder::parse(req.order.clone()) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                v.0.extend(e.0);
+                None
+            }
+        };
+        let (Some(request_id), Some(new)) = (request_id, new) else {
+            return Err(v.into());
+        };
+        let tenant = &caller.tenant;
+        let mut tx = self.pool.begin().await?;
+        if let Claim::Replay(r) =
+            idempotency::claim(&mut tx, tenant, &request_id, "CreateOrder", &req).await?
+        {
+            return Ok(r);
+        }
+        let now = Utc::now();
+        let id = Uuid::now_v7();
+        let state = OrderState::Created;
+        let mut order = new.order;
+        order.name = format!("orders/{id}");
+        order.order_id = id.to_string();
+        order.state = state.to_proto() as i32;
+        order.create_time = Some(to_timestamp(now));
+        order.update_time = Some(to_timestamp(now));
+        order.order_time = Some(to_timestamp(new.order_time.unwrap_or(now)));
+        order.version = 1;
+        let projection = Projection {
+            order_id: id,
+            state,
+            promise_time: new.promise_time,
+            create_time: now,
+            doc: &order,
+        };
+        if let Some(existing) = repo::orders::insert(&mut tx, tenant, projection).await? {
+            return Err(Error::DuplicateChannelOrder {
+                channel: order.channel,
+                channel_order_id: order.channel_order_id,
+                existing: format!("orders/{existing}"),
+            });
+        }
+        let change = Change {
+            actor: &caller.subject,
+            kind: "OrderCreated",
+            reason: "",
+            from: None,
+            to: Some(state),
+            request_id: request_id.as_str(),
+        };
+        repo::history::record(&mut tx, tenant, id, change).await?;
+        let event = OrderEvent {
+            meta: None,
+            order: Some(order.clone()),
+            kind: Some(order_event::Kind::Created(pb::OrderCreated {})),
+        };
+        outbox::append(
+            &mut tx,
+            NewEvent {
+                tenant,
+                event_type: "OrderCreated",
+                subject: &order.name,
+                request_id: request_id.as_str(),
+                payload: event.encode_to_vec(),
+            },
+        )
+        .await?;
+        let response = CreateOrderResponse { order: Some(order) };
+        idempotency::complete(&mut tx, tenant, &request_id, &response).await?;
+        tx.commit().await?;
+        tracing::info!(order = %response.order.as_ref().map_or("", |o| o.name.as_str()), "order created");
+        Ok(response)
+    }
+}
+
+fn order_id(field: &str, name: &str) -> Result<Uuid> {
+    let id = parse_name(name, "orders").map_err(|e| Violations::one(field, e))?;
+    Uuid::parse_str(id).map_err(|_| Violations::one(field, format!("{name:?} is not an order name")).into())
+}
+
+fn to_status(e: Error) -> Status {
+    match e {
+        Error::Invalid(v) => status::invalid_argument(DOMAIN, &v),
+        Error::NotFound(name) => status::not_found(DOMAIN, "order", &name),
+        Error::DuplicateChannelOrder { existing, .. } => {
+            status::already_exists(DOMAIN, "CHANNEL_ORDER_EXISTS", &existing)
+        }
+        Error::Idempotency(e) => e.into_status(DOMAIN),
+        Error::Db(e) => status::from_db(DOMAIN, &e),
+    }
+}
+
+#[tonic::async_trait]
+impl OrderService for OrderApi {
+    async fn create_order(&self, req: Request<CreateOrderRequest>) -> Result<Response<CreateOrderResponse>, Status> {
+        let caller = auth::caller(&req)?;
+        self.create(&caller, req.into_inner()).await.map(Response::new).map_err(to_status)
+    }
+
+    async fn get_order(&self, req: Request<GetOrderRequest>) -> Result<Response<GetOrderResponse>, Status> {
+        let caller = auth::caller(&req)?;
+        let name = req.into_inner().name;
+        let id = order_id("name", &name).map_err(to_status)?;
+        match repo::orders::get(&self.pool, &caller.tenant, id).await {
+            Ok(Some(order)) => Ok(Response::new(GetOrderResponse { order: Some(order) })),
+            Ok(None) => Err(to_status(Error::NotFound(name))),
+            Err(e) => Err(to_status(e.into())),
+        }
+    }
+
+    async fn list_orders(&self, req: Request<ListOrdersRequest>) -> Result<Response<ListOrdersResponse>, Status> {
+        let caller = auth::caller(&req)?;
+        let filter = OrderFilter::parse(req.get_ref()).map_err(|v| to_status(v.into()))?;
+        let (orders, last) = repo::orders::list(&self.pool, &caller.tenant, &filter)
+            .await
+            .map_err(|e| to_status(e.into()))?;
+        Ok(Response::new(ListOrdersResponse {
+            orders,
+            next_page_token: last.map(|l| filter.next_page_token(l)).unwrap_or_default(),
+        }))
+    }
+
+    async fn list_order_history(
+        &self,
+        req: Request<ListOrderHistoryRequest>,
+    ) -> Result<Response<ListOrderHistoryResponse>, Status> {
+        let caller = auth::caller(&req)?;
+        let req = req.into_inner();
+        let mut v = Violations::new();
+        let id = v.check("name", order_id("name", &req.name).map_err(|_| "must look like orders/{id}"));
+        let size = v.check("page_size", PageSize::parse(req.page_size, 100, 500));
+        let filter_hash = 0;
+        let after = v
+            .check("page_token", PageToken::<i64>::decode(&req.page_token, filter_hash))
+            .flatten();
+        let (Some(id), Some(size)) = (id, size) else {
+            return Err(to_status(v.into()));
+        };
+        if !v.is_empty() {
+            return Err(to_status(v.into()));
+        }
+        let tenant = &caller.tenant;
+        let exists = repo::orders::get(&self.pool, tenant, id).await.map_err(|e| to_status(e.into()))?;
+        if exists.is_none() {
+            return Err(to_status(Error::NotFound(req.name)));
+        }
+        let limit = i64::from(size.get());
+        let mut rows = repo::history::list(&self.pool, tenant, id, after.unwrap_or(0), limit + 1)
+            .await
+            .map_err(|e| to_status(e.into()))?;
+        let more = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        let next_page_token = match rows.last() {
+            Some(last) if more => PageToken::encode(last.seq, filter_hash),
+            _ => String::new(),
+        };
+        let state = |s: Option<OrderState>| s.map_or(0, |s| s.to_proto() as i32);
+        let changes = rows
+            .into_iter()
+            .map(|r| pb::OrderChange {
+                change_time: Some(to_timestamp(r.change_time)),
+                actor: r.actor,
+                kind: r.kind,
+                reason: r.reason,
+                from_state: state(r.from_state),
+                to_state: state(r.to_state),
+                request_id: r.request_id,
+            })
+            .collect();
+        Ok(Response::new(ListOrderHistoryResponse { changes, next_page_token }))
+    }
+
+    async fn watch_order_events(
+        &self,
+        req: Request<WatchOrderEventsRequest>,
+    ) -> Result<Response<BoxStream<WatchOrderEventsResponse>>, Status> {
+        let caller = auth::caller(&req)?;
+        let after = Cursor::parse(&req.get_ref().after_cursor)
+            .map_err(|e| to_status(Violations::one("after_cursor", e).into()))?;
+        let feed = outbox::follow(
+            self.pool.clone(),
+            caller.tenant,
+            after,
+            self.waker.clone(),
+            self.shutdown.clone(),
+        )
+        .map(|row| {
+            let row = row.map_err(|e| to_status(e.into()))?;
+            let mut event = OrderEvent::decode(row.payload.as_slice())
+                .map_err(|e| status::internal(DOMAIN, &e))?;
+            event.meta = Some(row.meta());
+            Ok(WatchOrderEventsResponse { event: Some(event) })
+        });
+        Ok(Response::new(Box::pin(feed)))
+    }
+}

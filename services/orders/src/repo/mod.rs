@@ -1,0 +1,3 @@
+//! SQL of the orders service, one module per table group.
+pub mod history;
+pub mod orders;

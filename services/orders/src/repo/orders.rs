@@ -1,0 +1,124 @@
+use crate::domain::{OrderFilter, OrderState};
+use chrono::{DateTime, Utc};
+use oms_kernel::Tenant;
+use oms_proto::orders::Order;
+use prost::Message;
+use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
+use uuid::Uuid;
+
+/// Columns projected from an order for lookups and filters.
+pub struct Projection<'a> {
+    pub order_id: Uuid,
+    pub state: OrderState,
+    pub promise_time: Option<DateTime<Utc>>,
+    pub create_time: DateTime<Utc>,
+    pub doc: &'a Order,
+}
+
+/// Inserts a new order. Returns `Some(existing order id)` instead when the
+/// tenant already has an order for the same channel order id.
+pub async fn insert(tx: &mut PgConnection, tenant: &Tenant, p: Projection<'_>) -> sqlx::Result<Option<Uuid>> {
+    let inserted = sqlx::query(
+        "INSERT INTO orders (tenant, order_id, channel, channel_order_id, state, promise_time,
+                             create_time, update_time, version, doc)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, 1, $8)
+         ON CONFLICT (tenant, channel, channel_order_id) WHERE channel_order_id <> '' DO NOTHING",
+    )
+    .bind(tenant.as_str())
+    .bind(p.order_id)
+    .bind(&p.doc.channel)
+    .bind(&p.doc.channel_order_id)
+    .bind(p.state.as_db())
+    .bind(p.promise_time)
+    .bind(p.create_time)
+    .bind(p.doc.encode_to_vec())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        return Ok(None);
+    }
+    let existing: Uuid = sqlx::query_scalar(
+        "SELECT order_id FROM orders WHERE tenant = $1 AND channel = $2 AND channel_order_id = $3",
+    )
+    .bind(tenant.as_str())
+    .bind(&p.doc.channel)
+    .bind(&p.doc.channel_order_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(Some(existing))
+}
+
+fn decode(doc: &[u8]) -> sqlx::Result<Order> {
+    Order::decode(doc).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+pub async fn get(pool: &PgPool, tenant: &Tenant, order_id: Uuid) -> sqlx::Result<Option<Order>> {
+    let doc: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT doc FROM orders WHERE tenant = $1 AND order_id = $2")
+            .bind(tenant.as_str())
+            .bind(order_id)
+            .fetch_optional(pool)
+            .await?;
+    doc.as_deref().map(decode).transpose()
+}
+
+/// One page of orders, newest first, plus the cursor of the last one when
+/// more follow.
+pub async fn list(
+    pool: &PgPool,
+    tenant: &Tenant,
+    f: &OrderFilter,
+) -> sqlx::Result<(Vec<Order>, Option<(DateTime<Utc>, Uuid)>)> {
+    let mut q: QueryBuilder<Postgres> =
+        QueryBuilder::new("SELECT create_time, order_id, doc FROM orders WHERE tenant = ");
+    q.push_bind(tenant.as_str());
+    if !f.states.is_empty() {
+        let states: Vec<&str> = f.states.iter().map(|s| s.as_db()).collect();
+        q.push(" AND state = ANY(").push_bind(states).push(")");
+    }
+    if let Some(c) = &f.channel {
+        q.push(" AND channel = ").push_bind(c.clone());
+    }
+    if let Some(c) = &f.channel_order_id {
+        q.push(" AND channel_order_id = ").push_bind(c.clone());
+    }
+    if let Some(n) = &f.node_id {
+        q.push(" AND node_ids @> ARRAY[").push_bind(n.clone()).push("]::text[]");
+    }
+    if let Some(t) = f.create_time_from {
+        q.push(" AND create_time >= ").push_bind(t);
+    }
+    if let Some(t) = f.create_time_to {
+        q.push(" AND create_time < ").push_bind(t);
+    }
+    if f.sla_at_risk {
+        let open: Vec<&str> = OrderState::ALL
+            .iter()
+            .filter(|s| s.is_open())
+            .map(|s| s.as_db())
+            .collect();
+        q.push(" AND promise_time < now() + interval '24 hours' AND state = ANY(")
+            .push_bind(open)
+            .push(")");
+    }
+    if let Some((t, id)) = f.after {
+        q.push(" AND (create_time, order_id) < (")
+            .push_bind(t)
+            .push(", ")
+            .push_bind(id)
+            .push(")");
+    }
+    let limit = i64::from(f.page_size.get());
+    q.push(" ORDER BY create_time DESC, order_id DESC LIMIT ")
+        .push_bind(limit + 1);
+    let rows: Vec<(DateTime<Utc>, Uuid, Vec<u8>)> = q.build_query_as().fetch_all(pool).await?;
+    let more = rows.len() as i64 > limit;
+    let mut orders = Vec::with_capacity(rows.len());
+    let mut last = None;
+    for (t, id, doc) in rows.into_iter().take(limit as usize) {
+        orders.push(decode(&doc)?);
+        last = Some((t, id));
+    }
+    Ok((orders, if more { last } else { None }))
+}
