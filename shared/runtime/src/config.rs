@@ -186,7 +186,7 @@ impl Config {
         let format = parse("OMS_LOG_FORMAT", "json");
         let filter = get("OMS_LOG")
             .or_else(|| get("RUST_LOG"))
-            .unwrap_or_else(|| "info".into());
+            .unwrap_or_else(|| "info,sqlx::postgres::notice=warn".into());
         let peers: Vec<(Service, String)> = Service::ALL
             .iter()
             .map(|s| {

@@ -58,6 +58,11 @@ async fn first_connection(
     loop {
         match PgConnection::connect_with(opts).await {
             Ok(c) => return Ok(c),
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("3D000") => {
+                // A fresh local Postgres has no `oms` database yet: create it.
+                create_database(opts).await?;
+                continue;
+            }
             Err(e) if tokio::time::Instant::now() + backoff < deadline => {
                 tracing::warn!(error = %e, "Postgres not reachable yet; retrying");
                 tokio::time::sleep(backoff).await;
@@ -65,6 +70,20 @@ async fn first_connection(
             }
             Err(e) => return Err(anyhow::anyhow!("cannot connect to Postgres: {e}")),
         }
+    }
+}
+
+async fn create_database(opts: &PgConnectOptions) -> anyhow::Result<()> {
+    let name = opts.get_database().unwrap_or("oms").to_owned();
+    let mut admin = PgConnection::connect_with(&opts.clone().database("postgres")).await?;
+    tracing::info!(database = %name, "creating database");
+    let sql = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
+    match sqlx::query(AssertSqlSafe(sql)).execute(&mut admin).await {
+        Ok(_) => Ok(()),
+        // Another service created it at the same moment.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => Ok(()),
+        Err(e) if matches!(&e, sqlx::Error::Database(d) if d.code().as_deref() == Some("23505")) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 

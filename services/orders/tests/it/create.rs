@@ -1,0 +1,182 @@
+use crate::*;
+use oms_proto::orders::{GetOrderRequest, OrderState};
+use tonic::Code;
+
+#[tokio::test]
+async fn created_order_is_stored_with_its_event_and_history() {
+    let mut h = start().await;
+    let o = create(&mut h.client, "acme", "req-1", order("1001")).await;
+    assert!(o.name.starts_with("orders/"));
+    assert_eq!(o.state, OrderState::Created as i32);
+    assert_eq!(o.lines[0].line_id, "1");
+    assert_eq!(o.lines[1].line_id, "2");
+    assert_eq!(o.totals.as_ref().unwrap().total, eur(2 * 1250 + 999));
+    assert_eq!(o.version, 1);
+
+    let got = h
+        .client
+        .get_order(authed("acme", GetOrderRequest { name: o.name.clone() }))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(got, o);
+
+    let mut db = h.db.connect("orders").await;
+    let (events, subject): (i64, String) =
+        sqlx::query_as("SELECT count(*), max(subject) FROM outbox WHERE tenant = 'acme' AND event_type = 'OrderCreated'")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!((events, subject), (1, o.name.clone()));
+    let history: i64 = sqlx::query_scalar("SELECT count(*) FROM order_history WHERE kind = 'OrderCreated' AND actor = 'test'")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(history, 1);
+}
+
+#[tokio::test]
+async fn a_repeated_request_returns_the_first_order_and_changes_nothing() {
+    let h = start().await;
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let mut c = h.client.clone();
+            tokio::spawn(async move { create(&mut c, "acme", "same-request", order("2001")).await })
+        })
+        .collect();
+    let mut names = std::collections::HashSet::new();
+    for t in tasks {
+        names.insert(t.await.unwrap().name);
+    }
+    assert_eq!(names.len(), 1, "every replay answers with the same order");
+
+    let mut db = h.db.connect("orders").await;
+    let (orders, events): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM outbox)",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!((orders, events), (1, 1));
+}
+
+#[tokio::test]
+async fn a_request_id_reused_for_another_order_is_refused() {
+    let mut h = start().await;
+    create(&mut h.client, "acme", "req-x", order("3001")).await;
+    let err = h
+        .client
+        .create_order(authed(
+            "acme",
+            CreateOrderRequest {
+                request_id: "req-x".into(),
+                order: Some(order("3002")),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(fields(&err), ["request_id"]);
+}
+
+#[tokio::test]
+async fn request_ids_are_per_tenant() {
+    let mut h = start().await;
+    let a = create(&mut h.client, "acme", "req-1", order("4001")).await;
+    let b = create(&mut h.client, "globex", "req-1", order("4001")).await;
+    assert_ne!(a.name, b.name);
+}
+
+#[tokio::test]
+async fn the_same_channel_order_twice_is_already_exists() {
+    let mut h = start().await;
+    let first = create(&mut h.client, "acme", "req-1", order("5001")).await;
+    let err = h
+        .client
+        .create_order(authed(
+            "acme",
+            CreateOrderRequest {
+                request_id: "req-2".into(),
+                order: Some(order("5001")),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+    assert_eq!(reason(&err), "CHANNEL_ORDER_EXISTS");
+    use tonic_types::StatusExt;
+    assert_eq!(err.get_error_details().resource_info().unwrap().resource_name, first.name);
+}
+
+#[tokio::test]
+async fn bad_orders_get_every_field_violation_and_store_nothing() {
+    let mut h = start().await;
+    let mut bad = order("6001");
+    bad.currency_code = "euro".into();
+    bad.lines[0].quantity = 0;
+    bad.lines[1].sku.clear();
+    bad.ship_to.as_mut().unwrap().country_code = "Germany".into();
+    let err = h
+        .client
+        .create_order(authed(
+            "acme",
+            CreateOrderRequest {
+                request_id: String::new(),
+                order: Some(bad),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(reason(&err), "INVALID_ARGUMENT");
+    let f = fields(&err);
+    for expected in [
+        "request_id",
+        "order.currency_code",
+        "order.lines[0].quantity",
+        "order.lines[1].sku",
+        "order.ship_to.country_code",
+    ] {
+        assert!(f.iter().any(|x| x == expected), "{expected} missing from {f:?}");
+    }
+    let err = h
+        .client
+        .create_order(authed(
+            "acme",
+            CreateOrderRequest {
+                request_id: "r".into(),
+                order: None,
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["order"]);
+
+    let mut db = h.db.connect("orders").await;
+    let stored: i64 = sqlx::query_scalar("SELECT (SELECT count(*) FROM orders) + (SELECT count(*) FROM idempotency)")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0);
+}
+
+#[tokio::test]
+async fn calls_without_a_valid_token_are_unauthenticated() {
+    let mut h = start().await;
+    let err = h
+        .client
+        .get_order(GetOrderRequest { name: "orders/x".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert_eq!(reason(&err), "TOKEN_MISSING");
+
+    let mut req = tonic::Request::new(GetOrderRequest { name: "orders/x".into() });
+    req.metadata_mut()
+        .insert("authorization", "Bearer not.a.jwt".parse().unwrap());
+    let err = h.client.get_order(req).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert_eq!(reason(&err), "TOKEN_INVALID");
+}

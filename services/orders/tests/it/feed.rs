@@ -1,0 +1,94 @@
+use crate::*;
+use oms_proto::orders::{OrderEvent, WatchOrderEventsRequest, order_event};
+use tonic::Code;
+
+async fn next(stream: &mut tonic::Streaming<oms_proto::orders::WatchOrderEventsResponse>) -> OrderEvent {
+    stream.message().await.unwrap().expect("feed open").event.unwrap()
+}
+
+#[tokio::test]
+async fn the_feed_replays_resumes_and_follows() {
+    let mut h = start().await;
+    let first = create(&mut h.client, "acme", "r1", order("W1")).await;
+    let second = create(&mut h.client, "acme", "r2", order("W2")).await;
+
+    let mut feed = h
+        .client
+        .watch_order_events(authed("acme", WatchOrderEventsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let e1 = next(&mut feed).await;
+    let e2 = next(&mut feed).await;
+    assert_eq!(e1.order.as_ref().unwrap().name, first.name);
+    assert_eq!(e2.order.as_ref().unwrap().name, second.name);
+    assert!(matches!(e1.kind, Some(order_event::Kind::Created(_))));
+    let m1 = e1.meta.unwrap();
+    assert_eq!((m1.tenant.as_str(), m1.subject.as_str(), m1.request_id.as_str()), ("acme", first.name.as_str(), "r1"));
+
+    // Follows new events as they commit.
+    let third = create(&mut h.client, "acme", "r3", order("W3")).await;
+    assert_eq!(next(&mut feed).await.order.unwrap().name, third.name);
+
+    // Resumes right after a cursor.
+    let mut resumed = h
+        .client
+        .watch_order_events(authed("acme", WatchOrderEventsRequest { after_cursor: m1.cursor }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next(&mut resumed).await.order.unwrap().name, second.name);
+}
+
+#[tokio::test]
+async fn the_feed_shows_only_the_callers_tenant() {
+    let mut h = start().await;
+    create(&mut h.client, "acme", "r1", order("T1")).await;
+    let mut feed = h
+        .client
+        .watch_order_events(authed("globex", WatchOrderEventsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let mine = create(&mut h.client, "globex", "r1", order("T1")).await;
+    let first = next(&mut feed).await;
+    assert_eq!(first.order.unwrap().name, mine.name, "acme's event never reaches globex");
+}
+
+#[tokio::test]
+async fn events_carry_the_callers_trace() {
+    let mut h = start().await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut req = authed(
+        "acme",
+        oms_proto::orders::CreateOrderRequest {
+            request_id: "traced".into(),
+            order: Some(order("TR1")),
+        },
+    );
+    req.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-00f067aa0ba902b7-01").parse().unwrap(),
+    );
+    h.client.create_order(req).await.unwrap();
+    let mut feed = h
+        .client
+        .watch_order_events(authed("acme", WatchOrderEventsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let meta = next(&mut feed).await.meta.unwrap();
+    assert!(meta.traceparent.contains(trace_id), "{}", meta.traceparent);
+}
+
+#[tokio::test]
+async fn a_bad_cursor_is_invalid() {
+    let mut h = start().await;
+    let err = h
+        .client
+        .watch_order_events(authed("acme", WatchOrderEventsRequest { after_cursor: "nope".into() }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(fields(&err), ["after_cursor"]);
+}
