@@ -10,7 +10,7 @@
 
 use oms_kernel::Tenant;
 use oms_runtime::{Config, Service, auth::TokenIssuer};
-use sqlx::{AssertSqlSafe, Connection, PgConnection};
+use sqlx::{AssertSqlSafe, Connection};
 use std::{future::Future, net::SocketAddr, time::Duration};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
@@ -84,6 +84,13 @@ impl Drop for TestDb {
     }
 }
 
+pub use sqlx::PgConnection;
+
+/// Runs a query returning one text column (for assertions on catalogs).
+pub async fn query_strings(db: &mut PgConnection, sql: &'static str) -> Vec<String> {
+    sqlx::query_scalar(sql).fetch_all(db).await.unwrap()
+}
+
 /// A Redis key prefix of its own for one test.
 pub fn redis_prefix() -> String {
     format!("test:{}:", uuid::Uuid::new_v4().simple())
@@ -144,6 +151,16 @@ where
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    spawn_on(listener, config, run).await
+}
+
+/// Like [`spawn`] on a listener bound beforehand (so peers can be told
+/// each other's addresses before any starts).
+pub async fn spawn_on<F, Fut>(listener: TcpListener, config: Config, run: F) -> Running
+where
+    F: FnOnce(Config, TcpListener, CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(run(config, listener, shutdown.clone()));

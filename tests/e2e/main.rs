@@ -1,0 +1,4 @@
+//! End-to-end tests of the suite.
+#![allow(clippy::unwrap_used)]
+
+mod platform;
