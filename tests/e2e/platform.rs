@@ -11,10 +11,16 @@ const SERVICE_NAMES: [(Service, &str); 8] = [
     (Service::Orders, "oms.orders.v1.OrderService"),
     (Service::Inventory, "oms.inventory.v1.InventoryService"),
     (Service::Routing, "oms.routing.v1.RoutingService"),
-    (Service::Fulfillment, "oms.fulfillment.v1.FulfillmentService"),
+    (
+        Service::Fulfillment,
+        "oms.fulfillment.v1.FulfillmentService",
+    ),
     (Service::Returns, "oms.returns.v1.ReturnService"),
     (Service::Billing, "oms.billing.v1.BillingService"),
-    (Service::Notifications, "oms.notifications.v1.NotificationService"),
+    (
+        Service::Notifications,
+        "oms.notifications.v1.NotificationService",
+    ),
 ];
 
 #[tokio::test]
@@ -28,7 +34,9 @@ async fn every_service_is_healthy_and_fully_reflected() {
     for (svc, name) in SERVICE_NAMES {
         let ch = suite.channel(svc);
         let status = HealthClient::new(ch.clone())
-            .check(HealthCheckRequest { service: name.into() })
+            .check(HealthCheckRequest {
+                service: name.into(),
+            })
             .await
             .unwrap()
             .into_inner()
@@ -53,27 +61,49 @@ async fn every_service_is_healthy_and_fully_reflected() {
             .await
             .unwrap()
             .into_inner();
-        let listed = match answers.next().await.unwrap().unwrap().message_response.unwrap() {
+        let listed = match answers
+            .next()
+            .await
+            .unwrap()
+            .unwrap()
+            .message_response
+            .unwrap()
+        {
             MessageResponse::ListServicesResponse(l) => {
                 l.service.into_iter().map(|s| s.name).collect::<Vec<_>>()
             }
             other => panic!("{other:?}"),
         };
-        assert!(listed.contains(&name.to_string()), "{name} lists {listed:?}");
+        assert!(
+            listed.contains(&name.to_string()),
+            "{name} lists {listed:?}"
+        );
         assert!(listed.contains(&"grpc.health.v1.Health".to_string()));
         assert!(
             !listed.iter().any(|l| l.starts_with("oms.") && l != name),
             "{name} lists only what it serves: {listed:?}"
         );
         for _ in 0..3 {
-            match answers.next().await.unwrap().unwrap().message_response.unwrap() {
-                MessageResponse::FileDescriptorResponse(f) => assert!(!f.file_descriptor_proto.is_empty()),
+            match answers
+                .next()
+                .await
+                .unwrap()
+                .unwrap()
+                .message_response
+                .unwrap()
+            {
+                MessageResponse::FileDescriptorResponse(f) => {
+                    assert!(!f.file_descriptor_proto.is_empty())
+                }
                 other => panic!("{name}: {other:?}"),
             }
         }
 
         // grpcurl 1.8 still speaks v1alpha.
-        let mut alpha = tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient::new(ch);
+        let mut alpha =
+            tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient::new(
+                ch,
+            );
         let req = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
             host: String::new(),
             message_request: Some(
@@ -100,17 +130,29 @@ async fn unbuilt_methods_answer_unimplemented_behind_authentication() {
     let suite = Suite::start().await;
     let mut inventory = InventoryServiceClient::new(suite.channel(Service::Inventory));
     let err = inventory
-        .get_node(GetNodeRequest { name: "nodes/DC1".into() })
+        .get_node(GetNodeRequest {
+            name: "nodes/DC1".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "auth comes first");
     let err = inventory
-        .get_node(authed("acme", GetNodeRequest { name: "nodes/DC1".into() }))
+        .get_node(authed(
+            "acme",
+            GetNodeRequest {
+                name: "nodes/DC1".into(),
+            },
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
     let err = RoutingServiceClient::new(suite.channel(Service::Routing))
-        .get_rule_set(authed("acme", GetRuleSetRequest { name: "ruleSets/active".into() }))
+        .get_rule_set(authed(
+            "acme",
+            GetRuleSetRequest {
+                name: "ruleSets/active".into(),
+            },
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
@@ -122,17 +164,28 @@ async fn every_service_owns_its_schema() {
     let mut db = suite.db.connect("public").await;
     let schemas: Vec<String> = sqlx_schemas(&mut db).await;
     for s in Service::ALL {
-        assert!(schemas.contains(&s.name().to_string()), "{} schema in {schemas:?}", s.name());
+        assert!(
+            schemas.contains(&s.name().to_string()),
+            "{} schema in {schemas:?}",
+            s.name()
+        );
     }
 }
 
 async fn sqlx_schemas(db: &mut oms_testkit::PgConnection) -> Vec<String> {
-    oms_testkit::query_strings(db, "SELECT schema_name::text FROM information_schema.schemata").await
+    oms_testkit::query_strings(
+        db,
+        "SELECT schema_name::text FROM information_schema.schemata",
+    )
+    .await
 }
 
 #[tokio::test]
 async fn a_stopped_service_drains_and_exits_cleanly() {
     let mut suite = Suite::start().await;
     let orders = suite.services.remove(&Service::Orders).unwrap();
-    orders.stop().await.expect("orders stops with Ok after drain");
+    orders
+        .stop()
+        .await
+        .expect("orders stops with Ok after drain");
 }

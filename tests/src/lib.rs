@@ -30,9 +30,13 @@ impl Suite {
             let running = match s {
                 Service::Ingest => oms_testkit::spawn_on(listener, config, oms_ingest::run).await,
                 Service::Orders => oms_testkit::spawn_on(listener, config, oms_orders::run).await,
-                Service::Inventory => oms_testkit::spawn_on(listener, config, oms_inventory::run).await,
+                Service::Inventory => {
+                    oms_testkit::spawn_on(listener, config, oms_inventory::run).await
+                }
                 Service::Routing => oms_testkit::spawn_on(listener, config, oms_routing::run).await,
-                Service::Fulfillment => oms_testkit::spawn_on(listener, config, oms_fulfillment::run).await,
+                Service::Fulfillment => {
+                    oms_testkit::spawn_on(listener, config, oms_fulfillment::run).await
+                }
                 Service::Returns => oms_testkit::spawn_on(listener, config, oms_returns::run).await,
                 Service::Billing => oms_testkit::spawn_on(listener, config, oms_billing::run).await,
                 Service::Notifications => {

@@ -14,7 +14,11 @@ pub struct Api;
 impl IngestService for Api {}
 
 /// Runs the ingest service on `listener` until `shutdown`.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let api = IngestServiceServer::with_interceptor(Api, Authenticator::new(&config.auth));
     oms_runtime::server::serve_with_database(&config, None, listener, shutdown, api).await
 }

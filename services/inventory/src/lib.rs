@@ -15,13 +15,19 @@ pub struct Api;
 impl InventoryService for Api {}
 
 /// Runs the inventory service on `listener` until `shutdown`.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let pool = oms_runtime::db::connect_and_migrate(&config.database, None, Duration::from_secs(30)).await?;
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let pool =
+        oms_runtime::db::connect_and_migrate(&config.database, None, Duration::from_secs(30))
+            .await?;
     // Redis gates reservations; health follows it as well as Postgres.
     let redis = oms_runtime::redis::connect(&config.redis).await?;
     let api = InventoryServiceServer::with_interceptor(Api, Authenticator::new(&config.auth));
     GrpcServer::new(&config)
-        .add(api)
+        .with_service(api)
         .with_db(&pool)
         .with_redis(&redis)
         .serve(listener, shutdown)

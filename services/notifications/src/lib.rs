@@ -2,7 +2,9 @@
 //! not built yet: every method answers UNIMPLEMENTED while the service
 //! starts, owns its schema and serves health and reflection.
 
-use oms_proto::notifications::notification_service_server::{NotificationService, NotificationServiceServer};
+use oms_proto::notifications::notification_service_server::{
+    NotificationService, NotificationServiceServer,
+};
 use oms_runtime::{Config, auth::Authenticator};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -14,7 +16,11 @@ pub struct Api;
 impl NotificationService for Api {}
 
 /// Runs the notifications service on `listener` until `shutdown`.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let api = NotificationServiceServer::with_interceptor(Api, Authenticator::new(&config.auth));
     oms_runtime::server::serve_with_database(&config, None, listener, shutdown, api).await
 }

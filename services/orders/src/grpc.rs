@@ -36,10 +36,18 @@ pub struct OrderApi {
 
 impl OrderApi {
     pub fn new(pool: PgPool, waker: FeedWaker, shutdown: CancellationToken) -> Self {
-        Self { pool, waker, shutdown }
+        Self {
+            pool,
+            waker,
+            shutdown,
+        }
     }
 
-    async fn create(&self, caller: &Caller, req: CreateOrderRequest) -> Result<CreateOrderResponse> {
+    async fn create(
+        &self,
+        caller: &Caller,
+        req: CreateOrderRequest,
+    ) -> Result<CreateOrderResponse> {
         let mut v = Violations::new();
         let request_id = v.check("request_id", RequestId::parse(&req.request_id));
         let new = match NewOrder::parse(req.order.clone()) {
@@ -119,7 +127,8 @@ impl OrderApi {
 
 fn order_id(field: &str, name: &str) -> Result<Uuid> {
     let id = parse_name(name, "orders").map_err(|e| Violations::one(field, e))?;
-    Uuid::parse_str(id).map_err(|_| Violations::one(field, format!("{name:?} is not an order name")).into())
+    Uuid::parse_str(id)
+        .map_err(|_| Violations::one(field, format!("{name:?} is not an order name")).into())
 }
 
 fn to_status(e: Error) -> Status {
@@ -136,12 +145,21 @@ fn to_status(e: Error) -> Status {
 
 #[tonic::async_trait]
 impl OrderService for OrderApi {
-    async fn create_order(&self, req: Request<CreateOrderRequest>) -> Result<Response<CreateOrderResponse>, Status> {
+    async fn create_order(
+        &self,
+        req: Request<CreateOrderRequest>,
+    ) -> Result<Response<CreateOrderResponse>, Status> {
         let caller = auth::caller(&req)?;
-        self.create(&caller, req.into_inner()).await.map(Response::new).map_err(to_status)
+        self.create(&caller, req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(to_status)
     }
 
-    async fn get_order(&self, req: Request<GetOrderRequest>) -> Result<Response<GetOrderResponse>, Status> {
+    async fn get_order(
+        &self,
+        req: Request<GetOrderRequest>,
+    ) -> Result<Response<GetOrderResponse>, Status> {
         let caller = auth::caller(&req)?;
         let name = req.into_inner().name;
         let id = order_id("name", &name).map_err(to_status)?;
@@ -152,7 +170,10 @@ impl OrderService for OrderApi {
         }
     }
 
-    async fn list_orders(&self, req: Request<ListOrdersRequest>) -> Result<Response<ListOrdersResponse>, Status> {
+    async fn list_orders(
+        &self,
+        req: Request<ListOrdersRequest>,
+    ) -> Result<Response<ListOrdersResponse>, Status> {
         let caller = auth::caller(&req)?;
         let filter = OrderFilter::parse(req.get_ref()).map_err(|v| to_status(v.into()))?;
         let (orders, last) = repo::orders::list(&self.pool, &caller.tenant, &filter)
@@ -171,11 +192,17 @@ impl OrderService for OrderApi {
         let caller = auth::caller(&req)?;
         let req = req.into_inner();
         let mut v = Violations::new();
-        let id = v.check("name", order_id("name", &req.name).map_err(|_| "must look like orders/{id}"));
+        let id = v.check(
+            "name",
+            order_id("name", &req.name).map_err(|_| "must look like orders/{id}"),
+        );
         let size = v.check("page_size", PageSize::parse(req.page_size, 100, 500));
         let filter_hash = 0;
         let after = v
-            .check("page_token", PageToken::<i64>::decode(&req.page_token, filter_hash))
+            .check(
+                "page_token",
+                PageToken::<i64>::decode(&req.page_token, filter_hash),
+            )
             .flatten();
         let (Some(id), Some(size)) = (id, size) else {
             return Err(to_status(v.into()));
@@ -184,7 +211,9 @@ impl OrderService for OrderApi {
             return Err(to_status(v.into()));
         }
         let tenant = &caller.tenant;
-        let exists = repo::orders::get(&self.pool, tenant, id).await.map_err(|e| to_status(e.into()))?;
+        let exists = repo::orders::get(&self.pool, tenant, id)
+            .await
+            .map_err(|e| to_status(e.into()))?;
         if exists.is_none() {
             return Err(to_status(Error::NotFound(req.name)));
         }
@@ -211,7 +240,10 @@ impl OrderService for OrderApi {
                 request_id: r.request_id,
             })
             .collect();
-        Ok(Response::new(ListOrderHistoryResponse { changes, next_page_token }))
+        Ok(Response::new(ListOrderHistoryResponse {
+            changes,
+            next_page_token,
+        }))
     }
 
     async fn watch_order_events(

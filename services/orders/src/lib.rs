@@ -9,9 +9,7 @@ mod grpc;
 mod repo;
 
 use oms_proto::orders::order_service_server::OrderServiceServer;
-use oms_runtime::{
-    Config, auth::Authenticator, outbox::FeedWaker, server::GrpcServer,
-};
+use oms_runtime::{Config, auth::Authenticator, outbox::FeedWaker, server::GrpcServer};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -19,15 +17,22 @@ use tokio_util::sync::CancellationToken;
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Runs the orders service on `listener` until `shutdown`.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let pool =
-        oms_runtime::db::connect_and_migrate(&config.database, Some(&MIGRATOR), Duration::from_secs(30))
-            .await?;
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let pool = oms_runtime::db::connect_and_migrate(
+        &config.database,
+        Some(&MIGRATOR),
+        Duration::from_secs(30),
+    )
+    .await?;
     let waker = FeedWaker::listen(&pool, &config.database.schema, shutdown.clone()).await?;
     let api = grpc::OrderApi::new(pool.clone(), waker, shutdown.clone());
     let auth = Authenticator::new(&config.auth);
     GrpcServer::new(&config)
-        .add(OrderServiceServer::with_interceptor(api, auth))
+        .with_service(OrderServiceServer::with_interceptor(api, auth))
         .with_db(&pool)
         .serve(listener, shutdown)
         .await

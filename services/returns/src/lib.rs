@@ -14,7 +14,11 @@ pub struct Api;
 impl ReturnService for Api {}
 
 /// Runs the returns service on `listener` until `shutdown`.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let api = ReturnServiceServer::with_interceptor(Api, Authenticator::new(&config.auth));
     oms_runtime::server::serve_with_database(&config, None, listener, shutdown, api).await
 }

@@ -42,10 +42,14 @@ pub struct RequestId(String);
 impl RequestId {
     pub fn parse(s: &str) -> Result<Self, String> {
         if s.is_empty() {
-            return Err("request_id is required (any unique string, a UUID is a good choice)".into());
+            return Err(
+                "request_id is required (any unique string, a UUID is a good choice)".into(),
+            );
         }
         if s.len() > 128 || !s.chars().all(|c| c.is_ascii_graphic()) {
-            return Err("request_id must be 1-128 printable ASCII characters without spaces".into());
+            return Err(
+                "request_id must be 1-128 printable ASCII characters without spaces".into(),
+            );
         }
         Ok(Self(s.to_owned()))
     }

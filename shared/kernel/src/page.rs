@@ -40,8 +40,11 @@ struct Wire<C> {
 
 impl<C: Serialize + DeserializeOwned> PageToken<C> {
     pub fn encode(cursor: C, filter_hash: u64) -> String {
-        let json = serde_json::to_vec(&Wire { c: cursor, f: filter_hash })
-            .expect("page cursors serialize");
+        let json = serde_json::to_vec(&Wire {
+            c: cursor,
+            f: filter_hash,
+        })
+        .expect("page cursors serialize");
         URL_SAFE_NO_PAD.encode(json)
     }
 

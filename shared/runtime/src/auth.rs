@@ -35,7 +35,12 @@ pub struct Caller {
 pub fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
     req.extensions().get::<Caller>().cloned().ok_or_else(|| {
         // Only reachable if a service forgot the interceptor: a server bug.
-        crate::status::with_reason(Code::Unauthenticated, DOMAIN, "NO_CALLER", "no authenticated caller")
+        crate::status::with_reason(
+            Code::Unauthenticated,
+            DOMAIN,
+            "NO_CALLER",
+            "no authenticated caller",
+        )
     })
 }
 
@@ -95,17 +100,24 @@ impl Authenticator {
     /// Checks a raw `authorization` header value.
     pub fn authenticate(&self, header: Option<&str>) -> Result<Caller, Status> {
         let header = header.ok_or_else(|| {
-            unauthenticated("TOKEN_MISSING", "missing authorization: Bearer <token> metadata")
+            unauthenticated(
+                "TOKEN_MISSING",
+                "missing authorization: Bearer <token> metadata",
+            )
         })?;
         let token = header
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
-            .ok_or_else(|| unauthenticated("TOKEN_MALFORMED", "authorization must be 'Bearer <token>'"))?;
+            .ok_or_else(|| {
+                unauthenticated("TOKEN_MALFORMED", "authorization must be 'Bearer <token>'")
+            })?;
         let data = jsonwebtoken::decode::<Claims>(token.trim(), &self.key, &self.validation)
             .map_err(|e| {
                 use jsonwebtoken::errors::ErrorKind;
                 match e.kind() {
-                    ErrorKind::ExpiredSignature => unauthenticated("TOKEN_EXPIRED", "token expired"),
+                    ErrorKind::ExpiredSignature => {
+                        unauthenticated("TOKEN_EXPIRED", "token expired")
+                    }
                     _ => unauthenticated("TOKEN_INVALID", &format!("token rejected: {e}")),
                 }
             })?;
@@ -151,8 +163,14 @@ mod tests {
     #[test]
     fn minted_tokens_authenticate_with_their_tenant() {
         let c = cfg(DEV_JWT_SECRET);
-        let t = TokenIssuer::new(&c).mint(&Tenant::parse("acme").unwrap(), "alice", Duration::from_secs(60));
-        let caller = Authenticator::new(&c).authenticate(Some(&format!("Bearer {t}"))).unwrap();
+        let t = TokenIssuer::new(&c).mint(
+            &Tenant::parse("acme").unwrap(),
+            "alice",
+            Duration::from_secs(60),
+        );
+        let caller = Authenticator::new(&c)
+            .authenticate(Some(&format!("Bearer {t}")))
+            .unwrap();
         assert_eq!(caller.tenant.as_str(), "acme");
         assert_eq!(caller.subject, "alice");
     }
@@ -161,9 +179,18 @@ mod tests {
     fn bad_tokens_are_unauthenticated() {
         let c = cfg(DEV_JWT_SECRET);
         let other = cfg("another-secret-another-secret-another");
-        let t = TokenIssuer::new(&other).mint(&Tenant::parse("acme").unwrap(), "eve", Duration::from_secs(60));
+        let t = TokenIssuer::new(&other).mint(
+            &Tenant::parse("acme").unwrap(),
+            "eve",
+            Duration::from_secs(60),
+        );
         let auth = Authenticator::new(&c);
-        for header in [None, Some("Basic abc".to_string()), Some(format!("Bearer {t}")), Some("Bearer x.y.z".into())] {
+        for header in [
+            None,
+            Some("Basic abc".to_string()),
+            Some(format!("Bearer {t}")),
+            Some("Bearer x.y.z".into()),
+        ] {
             let err = auth.authenticate(header.as_deref()).unwrap_err();
             assert_eq!(err.code(), Code::Unauthenticated, "{header:?}");
         }
@@ -182,8 +209,13 @@ mod tests {
             exp: 2,
         };
         let t = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap();
-        let err = Authenticator::new(&c).authenticate(Some(&format!("Bearer {t}"))).unwrap_err();
+        let err = Authenticator::new(&c)
+            .authenticate(Some(&format!("Bearer {t}")))
+            .unwrap_err();
         use tonic_types::StatusExt;
-        assert_eq!(err.get_error_details().error_info().unwrap().reason, "TOKEN_EXPIRED");
+        assert_eq!(
+            err.get_error_details().error_info().unwrap().reason,
+            "TOKEN_EXPIRED"
+        );
     }
 }

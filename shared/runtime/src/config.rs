@@ -191,8 +191,8 @@ impl Config {
             .iter()
             .map(|s| {
                 let key = format!("{}_URL", s.env_prefix());
-                let url = get(&key)
-                    .unwrap_or_else(|| format!("http://127.0.0.1:{}", s.default_port()));
+                let url =
+                    get(&key).unwrap_or_else(|| format!("http://127.0.0.1:{}", s.default_port()));
                 (*s, url)
             })
             .collect();
@@ -209,7 +209,8 @@ impl Config {
                 "OMS_DATABASE_SCHEMA={schema:?}: must be a lower-case SQL identifier"
             ));
         }
-        let max_connections = number::<u32>(&mut errors, "OMS_DATABASE_MAX_CONNECTIONS", &max_conn, 1);
+        let max_connections =
+            number::<u32>(&mut errors, "OMS_DATABASE_MAX_CONNECTIONS", &max_conn, 1);
         let request_timeout = number::<u64>(&mut errors, "OMS_REQUEST_TIMEOUT_MS", &timeout, 1);
         let concurrency_limit = number::<usize>(&mut errors, "OMS_CONCURRENCY_LIMIT", &limit, 1);
         let shutdown_grace = number::<u64>(&mut errors, "OMS_SHUTDOWN_GRACE_MS", &grace, 0);
@@ -221,7 +222,9 @@ impl Config {
             .collect();
         for url in std::iter::once(&redis_url).chain(&cluster_nodes) {
             if !url.starts_with("redis://") && !url.starts_with("rediss://") {
-                errors.push(format!("Redis URL {url:?} must start with redis:// or rediss://"));
+                errors.push(format!(
+                    "Redis URL {url:?} must start with redis:// or rediss://"
+                ));
             }
         }
         let jwt_secret = match (secret, environment.as_str()) {
@@ -231,7 +234,8 @@ impl Config {
             }
             (Some(s), _) => Secret::new(s),
             (None, "production") => {
-                errors.push("OMS_AUTH_JWT_SECRET is required when OMS_ENVIRONMENT=production".into());
+                errors
+                    .push("OMS_AUTH_JWT_SECRET is required when OMS_ENVIRONMENT=production".into());
                 Secret::new("")
             }
             (None, _) => Secret::new(DEV_JWT_SECRET),
@@ -246,7 +250,10 @@ impl Config {
         };
         for (s, url) in &peers {
             if !url.starts_with("http://") && !url.starts_with("https://") {
-                errors.push(format!("{}_URL={url:?}: must be an http(s):// URL", s.env_prefix()));
+                errors.push(format!(
+                    "{}_URL={url:?}: must be an http(s):// URL",
+                    s.env_prefix()
+                ));
             }
         }
         if !errors.is_empty() {
@@ -299,7 +306,9 @@ fn number<T: std::str::FromStr + PartialOrd + From<u8> + Default>(
     match value.parse::<T>() {
         Ok(v) if v >= T::from(min) => v,
         _ => {
-            errors.push(format!("{key}={value:?}: must be a whole number of at least {min}"));
+            errors.push(format!(
+                "{key}={value:?}: must be a whole number of at least {min}"
+            ));
             T::default()
         }
     }
@@ -309,7 +318,8 @@ fn is_identifier(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 /// Every configuration problem found, one per line.
@@ -369,9 +379,11 @@ mod tests {
 
     #[test]
     fn production_needs_a_secret() {
-        let err =
-            Config::from_lookup(Service::Orders, lookup(&[("OMS_ENVIRONMENT", "production")]))
-                .unwrap_err();
+        let err = Config::from_lookup(
+            Service::Orders,
+            lookup(&[("OMS_ENVIRONMENT", "production")]),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("OMS_AUTH_JWT_SECRET"));
     }
 

@@ -26,12 +26,18 @@ pub async fn connect_and_migrate(
         .execute(&mut *tx)
         .await?;
     // The schema name is validated as a plain identifier by the config.
-    sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{}\"", cfg.schema)))
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(AssertSqlSafe(format!("SET LOCAL search_path TO \"{}\"", cfg.schema)))
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(AssertSqlSafe(format!(
+        "CREATE SCHEMA IF NOT EXISTS \"{}\"",
+        cfg.schema
+    )))
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(AssertSqlSafe(format!(
+        "SET LOCAL search_path TO \"{}\"",
+        cfg.schema
+    )))
+    .execute(&mut *tx)
+    .await?;
     sqlx::raw_sql(include_str!("../sql/common.sql"))
         .execute(&mut *tx)
         .await?;
@@ -49,10 +55,7 @@ pub async fn connect_and_migrate(
     Ok(pool)
 }
 
-async fn first_connection(
-    opts: &PgConnectOptions,
-    wait: Duration,
-) -> anyhow::Result<PgConnection> {
+async fn first_connection(opts: &PgConnectOptions, wait: Duration) -> anyhow::Result<PgConnection> {
     let deadline = tokio::time::Instant::now() + wait;
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -82,14 +85,19 @@ async fn create_database(opts: &PgConnectOptions) -> anyhow::Result<()> {
         Ok(_) => Ok(()),
         // Another service created it at the same moment.
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => Ok(()),
-        Err(e) if matches!(&e, sqlx::Error::Database(d) if d.code().as_deref() == Some("23505")) => Ok(()),
+        Err(e) if matches!(&e, sqlx::Error::Database(d) if d.code().as_deref() == Some("23505")) => {
+            Ok(())
+        }
         Err(e) => Err(e.into()),
     }
 }
 
 /// Is the database answering? Used by health checks.
 pub async fn ping(pool: &PgPool) -> bool {
-    tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(pool))
-        .await
-        .is_ok_and(|r| r.is_ok())
+    tokio::time::timeout(
+        Duration::from_secs(2),
+        sqlx::query("SELECT 1").execute(pool),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok())
 }

@@ -81,7 +81,9 @@ pub async fn claim<Req: Message, Resp: Message + Default>(
     // A committed claim always has its response (both are written in one
     // transaction), so a missing one is a bug worth failing loudly on.
     let response = response.ok_or_else(|| {
-        IdempotencyError::Db(sqlx::Error::Protocol("idempotency row without response".into()))
+        IdempotencyError::Db(sqlx::Error::Protocol(
+            "idempotency row without response".into(),
+        ))
     })?;
     Ok(Claim::Replay(Resp::decode(response.as_slice())?))
 }

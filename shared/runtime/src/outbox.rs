@@ -180,7 +180,11 @@ pub struct FeedWaker(Arc<Notify>);
 
 impl FeedWaker {
     /// Starts listening on the schema's channel until `shutdown`.
-    pub async fn listen(pool: &PgPool, schema: &str, shutdown: CancellationToken) -> anyhow::Result<Self> {
+    pub async fn listen(
+        pool: &PgPool,
+        schema: &str,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
         let waker = FeedWaker::default();
         let mut listener = PgListener::connect_with(pool).await?;
         listener.listen(&format!("oms_outbox_{schema}")).await?;

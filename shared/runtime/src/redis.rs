@@ -78,9 +78,12 @@ impl Keys {
 /// Is Redis answering? Used by health checks.
 pub async fn ping(conn: &mut RedisConn) -> bool {
     let ping = redis::cmd("PING");
-    tokio::time::timeout(std::time::Duration::from_secs(2), ping.query_async::<String>(conn))
-        .await
-        .is_ok_and(|r| r.is_ok())
+    tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        ping.query_async::<String>(conn),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok())
 }
 
 #[cfg(test)]
@@ -88,6 +91,9 @@ mod tests {
     #[test]
     fn keys_carry_hash_tags() {
         let k = super::Keys::new("t1:", "inventory");
-        assert_eq!(k.key("acme:SKU-1", "avail"), "t1:oms:inventory:{acme:SKU-1}:avail");
+        assert_eq!(
+            k.key("acme:SKU-1", "avail"),
+            "t1:oms:inventory:{acme:SKU-1}:avail"
+        );
     }
 }

@@ -42,7 +42,7 @@ impl GrpcServer {
     }
 
     /// Adds a gRPC service (normally wrapped in the auth interceptor).
-    pub fn add<S, B>(mut self, svc: S) -> Self
+    pub fn with_service<S, B>(mut self, svc: S) -> Self
     where
         B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -73,7 +73,11 @@ impl GrpcServer {
 
     /// Serves until `shutdown`, then goes NOT_SERVING, drains in-flight
     /// calls for up to the configured grace, and returns.
-    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
         let GrpcServer {
             config,
             mut routes,
@@ -148,7 +152,6 @@ impl GrpcServer {
     }
 }
 
-
 async fn set_all(health: &HealthReporter, names: &[&'static str], status: ServingStatus) {
     health.set_service_status("", status).await;
     for n in names {
@@ -179,7 +182,7 @@ where
     let pool =
         crate::db::connect_and_migrate(&config.database, migrator, Duration::from_secs(30)).await?;
     GrpcServer::new(config)
-        .add(svc)
+        .with_service(svc)
         .with_db(&pool)
         .serve(listener, shutdown)
         .await
@@ -211,7 +214,11 @@ async fn watch_dependencies(
         let ok = db_ok && redis_ok;
         if ok != serving && !shutdown.is_cancelled() {
             tracing::warn!(db_ok, redis_ok, "dependency health changed");
-            let status = if ok { ServingStatus::Serving } else { ServingStatus::NotServing };
+            let status = if ok {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
             set_all(&health, &names, status).await;
             serving = ok;
         }

@@ -26,7 +26,12 @@ pub fn invalid_argument(domain: &str, violations: &Violations) -> Status {
 pub fn not_found(domain: &str, resource_type: &str, name: &str) -> Status {
     let reason = format!("{}_NOT_FOUND", resource_type.to_uppercase());
     let mut d = info(&reason, domain);
-    d.set_resource_info(resource_type, name, "", "does not exist or belongs to another tenant");
+    d.set_resource_info(
+        resource_type,
+        name,
+        "",
+        "does not exist or belongs to another tenant",
+    );
     Status::with_error_details(Code::NotFound, format!("{name} not found"), d)
 }
 
@@ -64,7 +69,12 @@ pub fn unavailable(domain: &str, what: &str, cause: &dyn std::error::Error) -> S
 /// INTERNAL: logs the whole cause chain and answers without it.
 pub fn internal(domain: &str, cause: &dyn std::error::Error) -> Status {
     tracing::error!(error = %ErrorChain(cause), "internal error");
-    with_reason(Code::Internal, domain, "INTERNAL", "internal error; it was logged")
+    with_reason(
+        Code::Internal,
+        domain,
+        "INTERNAL",
+        "internal error; it was logged",
+    )
 }
 
 /// Maps a database error: connection trouble is UNAVAILABLE (retryable),
@@ -115,6 +125,9 @@ mod tests {
     fn not_found_names_reason() {
         let s = not_found("orders.oms", "order", "orders/x");
         assert_eq!(s.code(), Code::NotFound);
-        assert_eq!(s.get_error_details().error_info().unwrap().reason, "ORDER_NOT_FOUND");
+        assert_eq!(
+            s.get_error_details().error_info().unwrap().reason,
+            "ORDER_NOT_FOUND"
+        );
     }
 }

@@ -75,7 +75,10 @@ pub fn init(service: &str, log: &LogConfig) -> anyhow::Result<TelemetryGuard> {
     let otel = tracing_opentelemetry::layer().with_tracer(tracer.tracer("oms"));
 
     let filter = EnvFilter::try_new(&log.filter).unwrap_or_else(|e| {
-        eprintln!("OMS_LOG={:?} is not a valid filter ({e}); using info", log.filter);
+        eprintln!(
+            "OMS_LOG={:?} is not a valid filter ({e}); using info",
+            log.filter
+        );
         EnvFilter::new("info")
     });
     let fmt = match log.format {
@@ -113,6 +116,9 @@ pub fn init_for_tests() {
                     std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
                 ))
         });
-        let _ = tracing_subscriber::registry().with(otel).with(fmt).try_init();
+        let _ = tracing_subscriber::registry()
+            .with(otel)
+            .with(fmt)
+            .try_init();
     });
 }

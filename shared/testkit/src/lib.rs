@@ -71,12 +71,16 @@ impl Drop for TestDb {
         // Drop runs outside async context; a short-lived runtime on its own
         // thread does the cleanup.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(async move {
                 let mut admin = PgConnection::connect(&admin_url()).await?;
-                sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-                    .execute(&mut admin)
-                    .await?;
+                sqlx::query(AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut admin)
+                .await?;
                 Ok::<_, anyhow::Error>(())
             })
         })
@@ -174,19 +178,31 @@ where
 }
 
 async fn wait_serving(r: &Running) {
-    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut client = HealthClient::new(r.channel());
     loop {
-        assert!(!r.handle.is_finished(), "service at {} exited during start", r.addr);
+        assert!(
+            !r.handle.is_finished(),
+            "service at {} exited during start",
+            r.addr
+        );
         let status = client
-            .check(HealthCheckRequest { service: String::new() })
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
             .await
             .map(|s| s.into_inner().status);
         if status.ok() == Some(ServingStatus::Serving as i32) {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "service at {} never became healthy", r.addr);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "service at {} never became healthy",
+            r.addr
+        );
         // Polling a readiness condition, not timing a result.
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
@@ -195,13 +211,19 @@ async fn wait_serving(r: &Running) {
 /// A bearer token for `tenant` signed with the development secret.
 pub fn token(tenant: &str) -> String {
     let cfg = Config::from_lookup(Service::Orders, |_| None).unwrap();
-    TokenIssuer::new(&cfg.auth).mint(&Tenant::parse(tenant).unwrap(), "test", Duration::from_secs(600))
+    TokenIssuer::new(&cfg.auth).mint(
+        &Tenant::parse(tenant).unwrap(),
+        "test",
+        Duration::from_secs(600),
+    )
 }
 
 /// `msg` as a request carrying `tenant`'s token.
 pub fn authed<T>(tenant: &str, msg: T) -> Request<T> {
     let mut req = Request::new(msg);
-    req.metadata_mut()
-        .insert("authorization", format!("Bearer {}", token(tenant)).parse().unwrap());
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", token(tenant)).parse().unwrap(),
+    );
     req
 }

@@ -30,7 +30,10 @@ impl OrderFilter {
         let page_size = v.check("page_size", PageSize::parse(req.page_size, 50, 500));
         let mut states = Vec::new();
         for (i, s) in req.states.iter().enumerate() {
-            match ProtoState::try_from(*s).ok().and_then(OrderState::from_proto) {
+            match ProtoState::try_from(*s)
+                .ok()
+                .and_then(OrderState::from_proto)
+            {
                 Some(st) => states.push(st),
                 None => v.add(format!("states[{i}]"), "unknown order state"),
             }
@@ -60,7 +63,10 @@ impl OrderFilter {
         let digest = Sha256::digest(fingerprint.encode_to_vec());
         let filter_hash = u64::from_be_bytes(digest[..8].try_into().unwrap_or_default());
         let after = v
-            .check("page_token", PageToken::<ListCursor>::decode(&req.page_token, filter_hash))
+            .check(
+                "page_token",
+                PageToken::<ListCursor>::decode(&req.page_token, filter_hash),
+            )
             .flatten();
         let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
         v.into_result(OrderFilter {

@@ -29,10 +29,16 @@ impl NewOrder {
         };
         let currency = o.currency_code.clone();
         if !is_currency(&currency) {
-            v.add("order.currency_code", "must be an ISO 4217 code such as EUR or USD");
+            v.add(
+                "order.currency_code",
+                "must be an ISO 4217 code such as EUR or USD",
+            );
         }
         if !o.channel.is_empty() {
-            v.check("order.channel", oms_kernel::parse_name(&o.channel, "channels"));
+            v.check(
+                "order.channel",
+                oms_kernel::parse_name(&o.channel, "channels"),
+            );
         }
         if o.channel_order_id.len() > 128 {
             v.add("order.channel_order_id", "must be at most 128 characters");
@@ -66,8 +72,20 @@ impl NewOrder {
             } else if line.quantity > MAX_QUANTITY {
                 v.add(f("quantity"), format!("must be at most {MAX_QUANTITY}"));
             }
-            check_money(&mut v, &f("unit_price"), line.unit_price.as_ref(), &currency, false);
-            check_money(&mut v, &f("discount"), line.discount.as_ref(), &currency, false);
+            check_money(
+                &mut v,
+                &f("unit_price"),
+                line.unit_price.as_ref(),
+                &currency,
+                false,
+            );
+            check_money(
+                &mut v,
+                &f("discount"),
+                line.discount.as_ref(),
+                &currency,
+                false,
+            );
             check_money(&mut v, &f("tax"), line.tax.as_ref(), &currency, false);
             // Output-only counters start at zero whatever the caller sent.
             line.quantity_cancelled = 0;
@@ -95,7 +113,10 @@ impl NewOrder {
             v.add("order.service_level", "unknown service level");
         }
         if o.attributes.len() > MAX_ATTRIBUTES {
-            v.add("order.attributes", format!("at most {MAX_ATTRIBUTES} attributes"));
+            v.add(
+                "order.attributes",
+                format!("at most {MAX_ATTRIBUTES} attributes"),
+            );
         }
         for (k, val) in &o.attributes {
             if k.is_empty() || k.len() > 64 || val.len() > 1024 {
@@ -117,7 +138,13 @@ impl NewOrder {
                     ("discount", &t.discount),
                     ("total", &t.total),
                 ] {
-                    check_money(&mut v, &format!("order.totals.{name}"), m.as_ref(), &currency, false);
+                    check_money(
+                        &mut v,
+                        &format!("order.totals.{name}"),
+                        m.as_ref(),
+                        &currency,
+                        false,
+                    );
                 }
             }
             None if v.is_empty() => o.totals = Some(derive_totals(&o.lines, &currency)),
@@ -144,7 +171,13 @@ fn is_currency(c: &str) -> bool {
     c.len() == 3 && c.chars().all(|ch| ch.is_ascii_uppercase())
 }
 
-fn check_money(v: &mut Violations, field: &str, m: Option<&Money>, currency: &str, allow_negative: bool) {
+fn check_money(
+    v: &mut Violations,
+    field: &str,
+    m: Option<&Money>,
+    currency: &str,
+    allow_negative: bool,
+) {
     let Some(m) = m else { return };
     if m.currency_code != currency {
         v.add(
@@ -159,22 +192,38 @@ fn check_money(v: &mut Violations, field: &str, m: Option<&Money>, currency: &st
 
 fn check_address(v: &mut Violations, field: &str, a: &PostalAddress) {
     if a.lines.iter().all(|l| l.trim().is_empty()) {
-        v.add(format!("{field}.lines"), "at least one street line is required");
+        v.add(
+            format!("{field}.lines"),
+            "at least one street line is required",
+        );
     }
     if a.city.trim().is_empty() {
         v.add(format!("{field}.city"), "is required");
     }
     if a.country_code.len() != 2 || !a.country_code.chars().all(|c| c.is_ascii_uppercase()) {
-        v.add(format!("{field}.country_code"), "must be an ISO 3166-1 alpha-2 code such as US");
+        v.add(
+            format!("{field}.country_code"),
+            "must be an ISO 3166-1 alpha-2 code such as US",
+        );
     }
-    if let Some(GeoPoint { latitude, longitude }) = a.geo
+    if let Some(GeoPoint {
+        latitude,
+        longitude,
+    }) = a.geo
         && (!(-90.0..=90.0).contains(&latitude) || !(-180.0..=180.0).contains(&longitude))
     {
-        v.add(format!("{field}.geo"), "latitude must be within ±90 and longitude within ±180");
+        v.add(
+            format!("{field}.geo"),
+            "latitude must be within ±90 and longitude within ±180",
+        );
     }
 }
 
-fn time(v: &mut Violations, field: &str, t: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+fn time(
+    v: &mut Violations,
+    field: &str,
+    t: Option<&prost_types::Timestamp>,
+) -> Option<DateTime<Utc>> {
     let t = t?;
     let parsed = from_timestamp(t);
     if parsed.is_none() {

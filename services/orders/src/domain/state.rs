@@ -50,7 +50,10 @@ impl OrderState {
                 | (Released, PartiallyShipped | Shipped)
                 | (PartiallyShipped, Shipped)
                 | (Shipped, Delivered)
-                | (Created | OnHold | Backordered | Reserved | Routed, Cancelled)
+                | (
+                    Created | OnHold | Backordered | Reserved | Routed,
+                    Cancelled
+                )
         )
     }
 
@@ -105,7 +108,15 @@ mod tests {
 
     #[test]
     fn happy_path_is_legal() {
-        let path = [Created, Reserved, Routed, Released, PartiallyShipped, Shipped, Delivered];
+        let path = [
+            Created,
+            Reserved,
+            Routed,
+            Released,
+            PartiallyShipped,
+            Shipped,
+            Delivered,
+        ];
         for w in path.windows(2) {
             assert!(w[0].can_move_to(w[1]), "{:?} -> {:?}", w[0], w[1]);
         }
@@ -114,7 +125,10 @@ mod tests {
     #[test]
     fn illegal_moves_are_refused() {
         assert!(!Created.can_move_to(Shipped));
-        assert!(!Released.can_move_to(Cancelled), "released work is cancelled through fulfillment");
+        assert!(
+            !Released.can_move_to(Cancelled),
+            "released work is cancelled through fulfillment"
+        );
         assert!(!Delivered.can_move_to(Created));
         assert!(!Cancelled.can_move_to(Reserved));
         assert!(!Shipped.can_move_to(OnHold));

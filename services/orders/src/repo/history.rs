@@ -14,7 +14,12 @@ pub struct Change<'a> {
     pub request_id: &'a str,
 }
 
-pub async fn record(tx: &mut PgConnection, tenant: &Tenant, order_id: Uuid, c: Change<'_>) -> sqlx::Result<()> {
+pub async fn record(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    order_id: Uuid,
+    c: Change<'_>,
+) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO order_history (tenant, order_id, actor, kind, reason, from_state, to_state, request_id)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -45,8 +50,23 @@ pub struct Row {
 }
 
 /// Up to `limit` changes after `after_seq`, oldest first.
-pub async fn list(pool: &PgPool, tenant: &Tenant, order_id: Uuid, after_seq: i64, limit: i64) -> sqlx::Result<Vec<Row>> {
-    type R = (i64, DateTime<Utc>, String, String, String, String, String, String);
+pub async fn list(
+    pool: &PgPool,
+    tenant: &Tenant,
+    order_id: Uuid,
+    after_seq: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<Row>> {
+    type R = (
+        i64,
+        DateTime<Utc>,
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+    );
     let rows: Vec<R> = sqlx::query_as(
         "SELECT seq, change_time, actor, kind, reason, from_state, to_state, request_id
          FROM order_history WHERE tenant = $1 AND order_id = $2 AND seq > $3

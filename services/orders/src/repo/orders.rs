@@ -17,7 +17,11 @@ pub struct Projection<'a> {
 
 /// Inserts a new order. Returns `Some(existing order id)` instead when the
 /// tenant already has an order for the same channel order id.
-pub async fn insert(tx: &mut PgConnection, tenant: &Tenant, p: Projection<'_>) -> sqlx::Result<Option<Uuid>> {
+pub async fn insert(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    p: Projection<'_>,
+) -> sqlx::Result<Option<Uuid>> {
     let inserted = sqlx::query(
         "INSERT INTO orders (tenant, order_id, channel, channel_order_id, state, promise_time,
                              create_time, update_time, version, doc)
@@ -84,7 +88,9 @@ pub async fn list(
         q.push(" AND channel_order_id = ").push_bind(c.clone());
     }
     if let Some(n) = &f.node_id {
-        q.push(" AND node_ids @> ARRAY[").push_bind(n.clone()).push("]::text[]");
+        q.push(" AND node_ids @> ARRAY[")
+            .push_bind(n.clone())
+            .push("]::text[]");
     }
     if let Some(t) = f.create_time_from {
         q.push(" AND create_time >= ").push_bind(t);

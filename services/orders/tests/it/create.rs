@@ -15,7 +15,12 @@ async fn created_order_is_stored_with_its_event_and_history() {
 
     let got = h
         .client
-        .get_order(authed("acme", GetOrderRequest { name: o.name.clone() }))
+        .get_order(authed(
+            "acme",
+            GetOrderRequest {
+                name: o.name.clone(),
+            },
+        ))
         .await
         .unwrap()
         .into_inner()
@@ -30,10 +35,12 @@ async fn created_order_is_stored_with_its_event_and_history() {
             .await
             .unwrap();
     assert_eq!((events, subject), (1, o.name.clone()));
-    let history: i64 = sqlx::query_scalar("SELECT count(*) FROM order_history WHERE kind = 'OrderCreated' AND actor = 'test'")
-        .fetch_one(&mut db)
-        .await
-        .unwrap();
+    let history: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM order_history WHERE kind = 'OrderCreated' AND actor = 'test'",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
     assert_eq!(history, 1);
 }
 
@@ -53,12 +60,11 @@ async fn a_repeated_request_returns_the_first_order_and_changes_nothing() {
     assert_eq!(names.len(), 1, "every replay answers with the same order");
 
     let mut db = h.db.connect("orders").await;
-    let (orders, events): (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM outbox)",
-    )
-    .fetch_one(&mut db)
-    .await
-    .unwrap();
+    let (orders, events): (i64, i64) =
+        sqlx::query_as("SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM outbox)")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
     assert_eq!((orders, events), (1, 1));
 }
 
@@ -107,7 +113,13 @@ async fn the_same_channel_order_twice_is_already_exists() {
     assert_eq!(err.code(), Code::AlreadyExists);
     assert_eq!(reason(&err), "CHANNEL_ORDER_EXISTS");
     use tonic_types::StatusExt;
-    assert_eq!(err.get_error_details().resource_info().unwrap().resource_name, first.name);
+    assert_eq!(
+        err.get_error_details()
+            .resource_info()
+            .unwrap()
+            .resource_name,
+        first.name
+    );
 }
 
 #[tokio::test]
@@ -139,7 +151,10 @@ async fn bad_orders_get_every_field_violation_and_store_nothing() {
         "order.lines[1].sku",
         "order.ship_to.country_code",
     ] {
-        assert!(f.iter().any(|x| x == expected), "{expected} missing from {f:?}");
+        assert!(
+            f.iter().any(|x| x == expected),
+            "{expected} missing from {f:?}"
+        );
     }
     let err = h
         .client
@@ -155,10 +170,12 @@ async fn bad_orders_get_every_field_violation_and_store_nothing() {
     assert_eq!(fields(&err), ["order"]);
 
     let mut db = h.db.connect("orders").await;
-    let stored: i64 = sqlx::query_scalar("SELECT (SELECT count(*) FROM orders) + (SELECT count(*) FROM idempotency)")
-        .fetch_one(&mut db)
-        .await
-        .unwrap();
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM orders) + (SELECT count(*) FROM idempotency)",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
     assert_eq!(stored, 0);
 }
 
@@ -167,13 +184,17 @@ async fn calls_without_a_valid_token_are_unauthenticated() {
     let mut h = start().await;
     let err = h
         .client
-        .get_order(GetOrderRequest { name: "orders/x".into() })
+        .get_order(GetOrderRequest {
+            name: "orders/x".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
     assert_eq!(reason(&err), "TOKEN_MISSING");
 
-    let mut req = tonic::Request::new(GetOrderRequest { name: "orders/x".into() });
+    let mut req = tonic::Request::new(GetOrderRequest {
+        name: "orders/x".into(),
+    });
     req.metadata_mut()
         .insert("authorization", "Bearer not.a.jwt".parse().unwrap());
     let err = h.client.get_order(req).await.unwrap_err();

@@ -2,8 +2,16 @@ use crate::*;
 use oms_proto::orders::{OrderEvent, WatchOrderEventsRequest, order_event};
 use tonic::Code;
 
-async fn next(stream: &mut tonic::Streaming<oms_proto::orders::WatchOrderEventsResponse>) -> OrderEvent {
-    stream.message().await.unwrap().expect("feed open").event.unwrap()
+async fn next(
+    stream: &mut tonic::Streaming<oms_proto::orders::WatchOrderEventsResponse>,
+) -> OrderEvent {
+    stream
+        .message()
+        .await
+        .unwrap()
+        .expect("feed open")
+        .event
+        .unwrap()
 }
 
 #[tokio::test]
@@ -24,7 +32,14 @@ async fn the_feed_replays_resumes_and_follows() {
     assert_eq!(e2.order.as_ref().unwrap().name, second.name);
     assert!(matches!(e1.kind, Some(order_event::Kind::Created(_))));
     let m1 = e1.meta.unwrap();
-    assert_eq!((m1.tenant.as_str(), m1.subject.as_str(), m1.request_id.as_str()), ("acme", first.name.as_str(), "r1"));
+    assert_eq!(
+        (
+            m1.tenant.as_str(),
+            m1.subject.as_str(),
+            m1.request_id.as_str()
+        ),
+        ("acme", first.name.as_str(), "r1")
+    );
 
     // Follows new events as they commit.
     let third = create(&mut h.client, "acme", "r3", order("W3")).await;
@@ -33,7 +48,12 @@ async fn the_feed_replays_resumes_and_follows() {
     // Resumes right after a cursor.
     let mut resumed = h
         .client
-        .watch_order_events(authed("acme", WatchOrderEventsRequest { after_cursor: m1.cursor }))
+        .watch_order_events(authed(
+            "acme",
+            WatchOrderEventsRequest {
+                after_cursor: m1.cursor,
+            },
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -52,7 +72,11 @@ async fn the_feed_shows_only_the_callers_tenant() {
         .into_inner();
     let mine = create(&mut h.client, "globex", "r1", order("T1")).await;
     let first = next(&mut feed).await;
-    assert_eq!(first.order.unwrap().name, mine.name, "acme's event never reaches globex");
+    assert_eq!(
+        first.order.unwrap().name,
+        mine.name,
+        "acme's event never reaches globex"
+    );
 }
 
 #[tokio::test]
@@ -68,7 +92,9 @@ async fn events_carry_the_callers_trace() {
     );
     req.metadata_mut().insert(
         "traceparent",
-        format!("00-{trace_id}-00f067aa0ba902b7-01").parse().unwrap(),
+        format!("00-{trace_id}-00f067aa0ba902b7-01")
+            .parse()
+            .unwrap(),
     );
     h.client.create_order(req).await.unwrap();
     let mut feed = h
@@ -86,7 +112,12 @@ async fn a_bad_cursor_is_invalid() {
     let mut h = start().await;
     let err = h
         .client
-        .watch_order_events(authed("acme", WatchOrderEventsRequest { after_cursor: "nope".into() }))
+        .watch_order_events(authed(
+            "acme",
+            WatchOrderEventsRequest {
+                after_cursor: "nope".into(),
+            },
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);

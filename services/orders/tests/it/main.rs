@@ -21,7 +21,11 @@ pub struct Harness {
 
 pub async fn start() -> Harness {
     let db = TestDb::new().await;
-    let svc = oms_testkit::spawn(oms_testkit::config(Service::Orders, &db, &[]), oms_orders::run).await;
+    let svc = oms_testkit::spawn(
+        oms_testkit::config(Service::Orders, &db, &[]),
+        oms_orders::run,
+    )
+    .await;
     let client = OrderServiceClient::new(svc.channel());
     Harness { db, svc, client }
 }
@@ -64,7 +68,12 @@ pub fn order(channel_order_id: &str) -> Order {
     }
 }
 
-pub async fn create(client: &mut OrderServiceClient<Channel>, tenant: &str, request_id: &str, o: Order) -> Order {
+pub async fn create(
+    client: &mut OrderServiceClient<Channel>,
+    tenant: &str,
+    request_id: &str,
+    o: Order,
+) -> Order {
     client
         .create_order(authed(
             tenant,

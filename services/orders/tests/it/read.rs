@@ -9,7 +9,12 @@ async fn get_refuses_malformed_names_and_hides_other_tenants() {
 
     let err = h
         .client
-        .get_order(authed("acme", GetOrderRequest { name: "order/1".into() }))
+        .get_order(authed(
+            "acme",
+            GetOrderRequest {
+                name: "order/1".into(),
+            },
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -26,15 +31,35 @@ async fn get_refuses_malformed_names_and_hides_other_tenants() {
 
     let err = h
         .client
-        .get_order(authed("globex", GetOrderRequest { name: o.name.clone() }))
+        .get_order(authed(
+            "globex",
+            GetOrderRequest {
+                name: o.name.clone(),
+            },
+        ))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound, "a foreign tenant's order does not exist for you");
+    assert_eq!(
+        err.code(),
+        Code::NotFound,
+        "a foreign tenant's order does not exist for you"
+    );
 }
 
-async fn list(h: &mut Harness, tenant: &str, req: ListOrdersRequest) -> Result<(Vec<String>, String), tonic::Status> {
-    let r = h.client.list_orders(authed(tenant, req)).await?.into_inner();
-    Ok((r.orders.into_iter().map(|o| o.name).collect(), r.next_page_token))
+async fn list(
+    h: &mut Harness,
+    tenant: &str,
+    req: ListOrdersRequest,
+) -> Result<(Vec<String>, String), tonic::Status> {
+    let r = h
+        .client
+        .list_orders(authed(tenant, req))
+        .await?
+        .into_inner();
+    Ok((
+        r.orders.into_iter().map(|o| o.name).collect(),
+        r.next_page_token,
+    ))
 }
 
 #[tokio::test]
@@ -42,7 +67,16 @@ async fn list_pages_newest_first_without_gaps_or_repeats() {
     let mut h = start().await;
     let mut created = Vec::new();
     for i in 0..7 {
-        created.push(create(&mut h.client, "acme", &format!("r{i}"), order(&format!("L{i}"))).await.name);
+        created.push(
+            create(
+                &mut h.client,
+                "acme",
+                &format!("r{i}"),
+                order(&format!("L{i}")),
+            )
+            .await
+            .name,
+        );
     }
     create(&mut h.client, "globex", "g1", order("G1")).await;
     created.reverse();
@@ -92,7 +126,7 @@ async fn list_filters_and_guards_its_tokens() {
     )
     .await
     .unwrap();
-    assert_eq!(names, [a.name.clone()]);
+    assert_eq!(names, std::slice::from_ref(&a.name));
 
     let (names, _) = list(
         &mut h,
@@ -118,9 +152,16 @@ async fn list_filters_and_guards_its_tokens() {
     .unwrap();
     assert_eq!(names, [a.name]);
 
-    let (_, token) = list(&mut h, "acme", ListOrdersRequest { page_size: 1, ..Default::default() })
-        .await
-        .unwrap();
+    let (_, token) = list(
+        &mut h,
+        "acme",
+        ListOrdersRequest {
+            page_size: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     let err = list(
         &mut h,
         "acme",
@@ -136,9 +177,16 @@ async fn list_filters_and_guards_its_tokens() {
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(fields(&err), ["page_token"]);
 
-    let err = list(&mut h, "acme", ListOrdersRequest { page_size: 501, ..Default::default() })
-        .await
-        .unwrap_err();
+    let err = list(
+        &mut h,
+        "acme",
+        ListOrdersRequest {
+            page_size: 501,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
     assert_eq!(fields(&err), ["page_size"]);
 }
 
@@ -148,7 +196,13 @@ async fn history_records_who_created_the_order() {
     let o = create(&mut h.client, "acme", "r1", order("H1")).await;
     let changes = h
         .client
-        .list_order_history(authed("acme", ListOrderHistoryRequest { name: o.name.clone(), ..Default::default() }))
+        .list_order_history(authed(
+            "acme",
+            ListOrderHistoryRequest {
+                name: o.name.clone(),
+                ..Default::default()
+            },
+        ))
         .await
         .unwrap()
         .into_inner()
@@ -161,7 +215,13 @@ async fn history_records_who_created_the_order() {
 
     let err = h
         .client
-        .list_order_history(authed("globex", ListOrderHistoryRequest { name: o.name, ..Default::default() }))
+        .list_order_history(authed(
+            "globex",
+            ListOrderHistoryRequest {
+                name: o.name,
+                ..Default::default()
+            },
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
