@@ -137,6 +137,9 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// `OMS_LOG` (or `RUST_LOG`): a tracing filter, default `info`.
     pub filter: String,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: when set, traces and metrics are
+    /// exported there over OTLP/gRPC.
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -282,7 +285,11 @@ impl Config {
                 concurrency_limit,
                 shutdown_grace: Duration::from_millis(shutdown_grace),
             },
-            log: LogConfig { format, filter },
+            log: LogConfig {
+                format,
+                filter,
+                otlp_endpoint: get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            },
             peers,
         })
     }

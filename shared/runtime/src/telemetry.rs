@@ -7,6 +7,7 @@
 //! standard `OTEL_*` variables.
 use crate::config::{LogConfig, LogFormat};
 use opentelemetry::{global, trace::TracerProvider as _};
+use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::{
     Resource, metrics::SdkMeterProvider, propagation::TraceContextPropagator,
     trace::SdkTracerProvider,
@@ -32,12 +33,6 @@ impl TelemetryGuard {
     }
 }
 
-fn otlp_endpoint() -> Option<String> {
-    std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .ok()
-        .filter(|s| !s.is_empty())
-}
-
 fn resource(service: &str) -> Resource {
     let builder = Resource::builder();
     // OTEL_SERVICE_NAME wins when set (the env detector reads it).
@@ -55,13 +50,15 @@ pub fn init(service: &str, log: &LogConfig) -> anyhow::Result<TelemetryGuard> {
     let resource = resource(service);
     let mut tracer = SdkTracerProvider::builder().with_resource(resource.clone());
     let mut meter = None;
-    if otlp_endpoint().is_some() {
+    if let Some(endpoint) = &log.otlp_endpoint {
         let spans = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
+            .with_endpoint(endpoint)
             .build()?;
         tracer = tracer.with_batch_exporter(spans);
         let metrics = opentelemetry_otlp::MetricExporter::builder()
             .with_tonic()
+            .with_endpoint(endpoint)
             .build()?;
         let provider = SdkMeterProvider::builder()
             .with_resource(resource)
