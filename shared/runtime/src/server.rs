@@ -16,6 +16,48 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::{Service, limit::GlobalConcurrencyLimitLayer};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
+/// A response body tonic's router can carry.
+pub trait ResponseBody:
+    http_body::Body<Data = bytes::Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+    + Send
+    + 'static
+{
+}
+impl<B> ResponseBody for B where
+    B: http_body::Body<Data = bytes::Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + 'static
+{
+}
+
+/// A generated gRPC server (usually wrapped in the auth interceptor).
+pub trait GrpcService<B>:
+    Service<
+        http::Request<Body>,
+        Response = http::Response<B>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + NamedService
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+impl<S, B> GrpcService<B> for S where
+    S: Service<
+            http::Request<Body>,
+            Response = http::Response<B>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// Collects a service's gRPC services and dependencies, then serves them.
 pub struct GrpcServer {
     config: Config,
@@ -42,18 +84,7 @@ impl GrpcServer {
     }
 
     /// Adds a gRPC service (normally wrapped in the auth interceptor).
-    pub fn with_service<S, B>(mut self, svc: S) -> Self
-    where
-        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-        S: Service<http::Request<Body>, Response = http::Response<B>, Error = Infallible>
-            + NamedService
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-    {
+    pub fn with_service<S: GrpcService<B>, B: ResponseBody>(mut self, svc: S) -> Self {
         self.names.push(S::NAME);
         self.routes.add_service(svc);
         self
@@ -87,22 +118,19 @@ impl GrpcServer {
             redis,
         } = self;
         let service = config.service.name();
-        let mut reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(oms_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .with_service_name("grpc.health.v1.Health");
-        for n in &names {
-            reflection = reflection.with_service_name(*n);
-        }
-        let mut reflection_alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(oms_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .with_service_name("grpc.health.v1.Health");
-        for n in &names {
-            reflection_alpha = reflection_alpha.with_service_name(*n);
-        }
-        routes.add_service(reflection.build_v1()?);
-        routes.add_service(reflection_alpha.build_v1alpha()?);
+        // Every descriptor is registered (google.rpc included, so clients can
+        // decode error details) but only the services served here are listed.
+        let reflection = || {
+            names.iter().fold(
+                tonic_reflection::server::Builder::configure()
+                    .register_encoded_file_descriptor_set(oms_proto::FILE_DESCRIPTOR_SET)
+                    .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                    .with_service_name("grpc.health.v1.Health"),
+                |b, n| b.with_service_name(*n),
+            )
+        };
+        routes.add_service(reflection().build_v1()?);
+        routes.add_service(reflection().build_v1alpha()?);
 
         set_all(&health, &names, ServingStatus::Serving).await;
         let watcher = tokio::spawn(watch_dependencies(
@@ -161,24 +189,13 @@ async fn set_all(health: &HealthReporter, names: &[&'static str], status: Servin
 
 /// The whole `run` of a service that only needs its database: connect and
 /// migrate its schema, then serve `svc` with health following the database.
-pub async fn serve_with_database<S, B>(
+pub async fn serve_with_database<S: GrpcService<B>, B: ResponseBody>(
     config: &Config,
     migrator: Option<&sqlx::migrate::Migrator>,
     listener: TcpListener,
     shutdown: CancellationToken,
     svc: S,
-) -> anyhow::Result<()>
-where
-    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    S: Service<http::Request<Body>, Response = http::Response<B>, Error = Infallible>
-        + NamedService
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-{
+) -> anyhow::Result<()> {
     let pool =
         crate::db::connect_and_migrate(&config.database, migrator, Duration::from_secs(30)).await?;
     GrpcServer::new(config)
