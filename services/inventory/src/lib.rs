@@ -1,31 +1,41 @@
-//! The inventory service. Its API is designed (see `proto/oms/inventory/v1`) but
-//! not built yet: every method answers UNIMPLEMENTED while the service
-//! starts, owns its schema and serves health and reflection.
+//! The inventory service: nodes, items, the stock ledger, availability,
+//! and reservations gated in Redis that never oversell.
+//!
+//! `grpc` is the API edge, `ops` the use cases (one transaction each),
+//! `domain` pure rules, `repo` the SQL, `gate` the Redis scripts.
 
-use oms_proto::inventory::inventory_service_server::{InventoryService, InventoryServiceServer};
-use oms_runtime::{Config, auth::Authenticator, server::GrpcServer};
-use std::time::Duration;
+mod domain;
+mod error;
+mod gate;
+mod grpc;
+mod ops;
+mod repo;
+
+use oms_proto::inventory::inventory_service_server::InventoryServiceServer;
+use oms_runtime::{Config, auth::Authenticator, outbox::FeedWaker, server::GrpcServer};
+use std::{sync::Arc, time::Duration};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// The API; methods not implemented here answer UNIMPLEMENTED.
-pub struct Api;
-
-#[tonic::async_trait]
-impl InventoryService for Api {}
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Runs the inventory service on `listener` until `shutdown`.
-pub async fn run(
-    config: Config,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     let pool =
-        oms_runtime::db::connect_and_migrate(&config.database, None, Duration::from_secs(30))
-            .await?;
-    // Redis gates reservations; health follows it as well as Postgres.
+        oms_runtime::db::connect_and_migrate(&config.database, Some(&MIGRATOR), Duration::from_secs(30)).await?;
     let redis = oms_runtime::redis::connect(&config.redis).await?;
-    let api = InventoryServiceServer::with_interceptor(Api, Authenticator::new(&config.auth));
+    let gate = gate::Gate::new(redis.clone(), gate::GateKeys::new(&config.redis.key_prefix));
+    let waker = FeedWaker::listen(&pool, &config.database.schema, shutdown.clone()).await?;
+    let writer = ops::reservations::Writer::start(pool.clone(), gate.clone(), shutdown.clone());
+    let inv = Arc::new(ops::Inventory {
+        pool: pool.clone(),
+        gate,
+        waker,
+        shutdown: shutdown.clone(),
+        writer,
+    });
+    ops::reservations::start_sweeper(inv.clone(), config.sweep_interval);
+    let api = InventoryServiceServer::with_interceptor(grpc::InventoryApi(inv), Authenticator::new(&config.auth));
     GrpcServer::new(&config)
         .with_service(api)
         .with_db(&pool)

@@ -23,6 +23,16 @@ impl PageSize {
     }
 }
 
+/// A stable fingerprint of a request's filters (its encoding with the
+/// paging fields cleared), bound into page tokens.
+pub fn fingerprint<M: prost::Message>(filters: &M) -> u64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(filters.encode_to_vec());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
+}
+
 /// An opaque page token: a keyset cursor plus a fingerprint of the filters
 /// it was issued for, so a token reused with other filters is refused
 /// instead of returning a wrong page.

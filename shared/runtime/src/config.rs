@@ -152,6 +152,9 @@ pub struct Config {
     pub auth: AuthConfig,
     pub server: ServerConfig,
     pub log: LogConfig,
+    /// `OMS_SWEEP_INTERVAL_MS`, default 1000: how often background sweeps
+    /// (expired reservations...) run.
+    pub sweep_interval: Duration,
     /// `OMS_<SERVICE>_URL` for every service, default
     /// `http://127.0.0.1:<its port>`: where this service calls its peers.
     pub peers: Vec<(Service, String)>,
@@ -187,6 +190,7 @@ impl Config {
         let limit = parse("OMS_CONCURRENCY_LIMIT", "1024");
         let grace = parse("OMS_SHUTDOWN_GRACE_MS", "20000");
         let format = parse("OMS_LOG_FORMAT", "json");
+        let sweep = parse("OMS_SWEEP_INTERVAL_MS", "1000");
         let filter = get("OMS_LOG")
             .or_else(|| get("RUST_LOG"))
             .unwrap_or_else(|| "info,sqlx::postgres::notice=warn".into());
@@ -217,6 +221,7 @@ impl Config {
         let request_timeout = number::<u64>(&mut errors, "OMS_REQUEST_TIMEOUT_MS", &timeout, 1);
         let concurrency_limit = number::<usize>(&mut errors, "OMS_CONCURRENCY_LIMIT", &limit, 1);
         let shutdown_grace = number::<u64>(&mut errors, "OMS_SHUTDOWN_GRACE_MS", &grace, 0);
+        let sweep_interval = number::<u64>(&mut errors, "OMS_SWEEP_INTERVAL_MS", &sweep, 10);
         let cluster_nodes: Vec<String> = cluster
             .split(',')
             .map(str::trim)
@@ -290,6 +295,7 @@ impl Config {
                 filter,
                 otlp_endpoint: get("OTEL_EXPORTER_OTLP_ENDPOINT"),
             },
+            sweep_interval: Duration::from_millis(sweep_interval),
             peers,
         })
     }

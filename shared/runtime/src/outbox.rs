@@ -57,6 +57,44 @@ pub async fn append(tx: &mut PgConnection, ev: NewEvent<'_>) -> Result<Uuid, sql
     Ok(event_id)
 }
 
+/// Appends many events in two statements (batch writers append hundreds
+/// per transaction).
+pub async fn append_many(tx: &mut PgConnection, events: &[NewEvent<'_>]) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut carrier = HashMap::new();
+    let cx = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut carrier));
+    let traceparent = carrier.get("traceparent").cloned().unwrap_or_default();
+    let tracestate = carrier.get("tracestate").cloned().unwrap_or_default();
+    let ids: Vec<Uuid> = events.iter().map(|_| Uuid::now_v7()).collect();
+    let tenants: Vec<&str> = events.iter().map(|e| e.tenant.as_str()).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type).collect();
+    let subjects: Vec<&str> = events.iter().map(|e| e.subject).collect();
+    let requests: Vec<&str> = events.iter().map(|e| e.request_id).collect();
+    let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_slice()).collect();
+    sqlx::query(
+        "INSERT INTO outbox (tenant, event_id, event_type, subject, request_id, traceparent, tracestate, payload)
+         SELECT t, i, ty, s, r, $6, $7, p
+         FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $8::bytea[]) AS x(t, i, ty, s, r, p)",
+    )
+    .bind(&tenants)
+    .bind(&ids)
+    .bind(&types)
+    .bind(&subjects)
+    .bind(&requests)
+    .bind(&traceparent)
+    .bind(&tracestate)
+    .bind(&payloads)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("SELECT pg_notify('oms_outbox_' || current_schema(), '')")
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
 /// A position in a feed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Cursor {

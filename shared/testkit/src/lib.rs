@@ -113,6 +113,7 @@ pub fn config(service: Service, db: &TestDb, peers: &[(Service, SocketAddr)]) ->
         "OMS_REDIS_KEY_PREFIX" => Some(prefix.clone()),
         "OMS_DATABASE_MAX_CONNECTIONS" => Some("5".into()),
         "OMS_SHUTDOWN_GRACE_MS" => Some("5000".into()),
+        "OMS_SWEEP_INTERVAL_MS" => Some("50".into()),
         k => peers
             .iter()
             .find(|(s, _)| format!("OMS_{}_URL", s.name().to_uppercase()) == k)

@@ -2,8 +2,6 @@ use super::OrderState;
 use chrono::{DateTime, Utc};
 use oms_kernel::{PageSize, PageToken, Violations};
 use oms_proto::orders::{ListOrdersRequest, OrderState as ProtoState};
-use prost::Message;
-use sha2::{Digest, Sha256};
 
 /// Keyset position of the last order on a page: newest first.
 pub type ListCursor = (DateTime<Utc>, uuid::Uuid);
@@ -57,11 +55,11 @@ impl OrderFilter {
         {
             v.add("create_time_to", "must be after create_time_from");
         }
-        let mut fingerprint = req.clone();
-        fingerprint.page_size = 0;
-        fingerprint.page_token.clear();
-        let digest = Sha256::digest(fingerprint.encode_to_vec());
-        let filter_hash = u64::from_be_bytes(digest[..8].try_into().unwrap_or_default());
+        let filter_hash = oms_kernel::fingerprint(&ListOrdersRequest {
+            page_size: 0,
+            page_token: String::new(),
+            ..req.clone()
+        });
         let after = v
             .check(
                 "page_token",

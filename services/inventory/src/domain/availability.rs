@@ -1,0 +1,173 @@
+//! Available-to-promise from the record: on-hand, safety stock and holds.
+//! The Redis gate keeps the same figures incrementally; `gate_fields` is
+//! what a rebuild writes, so both sides share one definition.
+use oms_proto::inventory::{Availability, ChannelRule, channel_rule::Buffer};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+#[derive(Debug, Default)]
+pub struct Figures {
+    /// On-hand per (node, sku).
+    pub on_hand: HashMap<(String, String), i64>,
+    /// Held per (sku, node); node '' = held anywhere in the network.
+    pub held: HashMap<(String, String), i64>,
+    /// Safety stock per (node, sku); sku '' = node default.
+    pub safety: HashMap<(String, String), i64>,
+    /// Enabled nodes the tenant may use.
+    pub enabled: HashSet<String>,
+}
+
+impl Figures {
+    fn safety_of(&self, node: &str, sku: &str) -> i64 {
+        crate::repo::rules::effective(&self.safety, node, sku)
+    }
+
+    /// Nodes where the SKU has stock or holds, enabled only.
+    fn nodes_of(&self, sku: &str) -> Vec<String> {
+        let mut nodes: Vec<String> = self
+            .on_hand
+            .keys()
+            .filter(|(_, s)| s == sku)
+            .map(|(n, _)| n.clone())
+            .chain(
+                self.held
+                    .keys()
+                    .filter(|(s, n)| s == sku && !n.is_empty())
+                    .map(|(_, n)| n.clone()),
+            )
+            .filter(|n| self.enabled.contains(n))
+            .collect();
+        nodes.sort();
+        nodes.dedup();
+        nodes
+    }
+
+    /// What a node can still promise of a SKU (negative when over-held).
+    pub fn promisable_at(&self, node: &str, sku: &str) -> i64 {
+        let k = (node.to_owned(), sku.to_owned());
+        self.on_hand.get(&k).copied().unwrap_or(0)
+            - self.safety_of(node, sku)
+            - self.held.get(&(sku.to_owned(), node.to_owned())).copied().unwrap_or(0)
+    }
+
+    fn network_held(&self, sku: &str) -> i64 {
+        self.held.get(&(sku.to_owned(), String::new())).copied().unwrap_or(0)
+    }
+
+    /// The gate's hash for a SKU: `n:<node>` per enabled node, `nh`.
+    pub fn gate_fields(&self, sku: &str) -> BTreeMap<String, i64> {
+        let mut f: BTreeMap<String, i64> = self
+            .nodes_of(sku)
+            .into_iter()
+            .map(|n| (format!("n:{n}"), self.promisable_at(&n, sku)))
+            .collect();
+        f.insert("nh".into(), self.network_held(sku));
+        f
+    }
+
+    /// One figure per node that has the SKU (enabled or in `only`).
+    pub fn per_node(&self, sku: &str, only: &[String]) -> Vec<Availability> {
+        self.nodes_of(sku)
+            .into_iter()
+            .filter(|n| only.is_empty() || only.contains(n))
+            .map(|n| {
+                let on_hand = self.on_hand.get(&(n.clone(), sku.to_owned())).copied().unwrap_or(0);
+                let reserved = self.held.get(&(sku.to_owned(), n.clone())).copied().unwrap_or(0);
+                let held_back = self.safety_of(&n, sku);
+                Availability {
+                    sku: sku.to_owned(),
+                    available: self.promisable_at(&n, sku).max(0),
+                    node_id: n,
+                    channel: String::new(),
+                    on_hand,
+                    reserved,
+                    held_back,
+                }
+            })
+            .collect()
+    }
+
+    /// The figure over a pool of nodes (every enabled node when empty).
+    pub fn pooled(&self, sku: &str, pool: &[String]) -> Availability {
+        let nodes: Vec<String> = self
+            .nodes_of(sku)
+            .into_iter()
+            .filter(|n| pool.is_empty() || pool.contains(n))
+            .collect();
+        let mut a = Availability {
+            sku: sku.to_owned(),
+            reserved: self.network_held(sku),
+            ..Default::default()
+        };
+        let mut promisable = 0;
+        for n in &nodes {
+            a.on_hand += self.on_hand.get(&(n.clone(), sku.to_owned())).copied().unwrap_or(0);
+            a.reserved += self.held.get(&(sku.to_owned(), n.clone())).copied().unwrap_or(0);
+            a.held_back += self.safety_of(n, sku);
+            promisable += self.promisable_at(n, sku).max(0);
+        }
+        a.available = (promisable - self.network_held(sku)).max(0);
+        a
+    }
+
+    /// What a channel may sell: its pool, minus its buffer.
+    pub fn for_channel(&self, sku: &str, channel: &str, rule: Option<&ChannelRule>) -> Availability {
+        let pool = rule.map(|r| r.node_ids.clone()).unwrap_or_default();
+        let mut a = self.pooled(sku, &pool);
+        let buffer = match rule.and_then(|r| r.buffer) {
+            Some(Buffer::BufferPercent(p)) => a.available * i64::from(p) / 100,
+            Some(Buffer::BufferQuantity(q)) => q,
+            None => 0,
+        };
+        a.held_back += buffer;
+        a.available = (a.available - buffer).max(0);
+        a.channel = channel.to_owned();
+        a
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figures() -> Figures {
+        let mut f = Figures::default();
+        f.on_hand.insert(("A".into(), "S".into()), 10);
+        f.on_hand.insert(("B".into(), "S".into()), 3);
+        f.on_hand.insert(("OFF".into(), "S".into()), 50);
+        f.safety.insert(("B".into(), String::new()), 5);
+        f.held.insert(("S".into(), "A".into()), 4);
+        f.held.insert(("S".into(), String::new()), 2);
+        f.enabled = ["A".to_string(), "B".to_string()].into();
+        f
+    }
+
+    #[test]
+    fn network_counts_each_node_at_most_what_it_has() {
+        let f = figures();
+        // A: 10 - 4 = 6; B: 3 - 5 = -2 counts as 0; minus 2 held in the network.
+        let a = f.pooled("S", &[]);
+        assert_eq!(a.available, 4);
+        assert_eq!(a.on_hand, 13, "disabled nodes do not count");
+        assert_eq!(a.reserved, 6);
+        assert_eq!(a.held_back, 5);
+        assert_eq!(f.gate_fields("S"), BTreeMap::from([("n:A".into(), 6), ("n:B".into(), -2), ("nh".into(), 2)]));
+    }
+
+    #[test]
+    fn channel_buffers() {
+        let f = figures();
+        let pct = ChannelRule {
+            channel: "channels/web".into(),
+            node_ids: vec![],
+            buffer: Some(Buffer::BufferPercent(50)),
+        };
+        assert_eq!(f.for_channel("S", "channels/web", Some(&pct)).available, 2);
+        let qty = ChannelRule {
+            channel: "channels/web".into(),
+            node_ids: vec!["A".into()],
+            buffer: Some(Buffer::BufferQuantity(1)),
+        };
+        assert_eq!(f.for_channel("S", "channels/web", Some(&qty)).available, 3);
+        assert_eq!(f.for_channel("S", "channels/web", None).available, 4);
+    }
+}

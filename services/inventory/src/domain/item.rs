@@ -1,0 +1,42 @@
+use oms_kernel::Violations;
+use oms_proto::inventory::Item;
+
+/// Parses the item of a CreateItem request.
+pub fn parse_new(item: Option<Item>) -> Result<Item, Violations> {
+    let Some(mut item) = item else {
+        return Err(Violations::one("item", "is required"));
+    };
+    let mut v = Violations::new();
+    v.check("item.sku", super::check_sku(&item.sku));
+    check_fields(&mut v, &item);
+    item.name = format!("items/{}", item.sku);
+    v.into_result(item)
+}
+
+pub fn check_fields(v: &mut Violations, item: &Item) {
+    if item.description.len() > 1024 {
+        v.add("item.description", "must be at most 1024 characters");
+    }
+    if item.expiry_tracked && !item.lot_tracked {
+        v.add("item.expiry_tracked", "expiry is tracked per lot: set lot_tracked too");
+    }
+}
+
+/// Applies the fields of `update_mask` from `patch` to `current`.
+pub fn apply_update(current: &mut Item, patch: &Item, paths: &[String]) -> Result<(), Violations> {
+    let mut v = Violations::new();
+    for p in paths {
+        match p.as_str() {
+            "description" => current.description = patch.description.clone(),
+            "lot_tracked" => current.lot_tracked = patch.lot_tracked,
+            "expiry_tracked" => current.expiry_tracked = patch.expiry_tracked,
+            "serial_tracked" => current.serial_tracked = patch.serial_tracked,
+            other => v.add("update_mask", format!("{other:?} cannot be updated")),
+        }
+    }
+    if paths.is_empty() {
+        v.add("update_mask", "name at least one field");
+    }
+    check_fields(&mut v, current);
+    v.into_result(())
+}

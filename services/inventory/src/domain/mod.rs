@@ -1,0 +1,9 @@
+//! Pure inventory rules: parsing requests into domain values. No I/O.
+pub mod availability;
+pub mod ids;
+pub mod item;
+pub mod movement;
+pub mod node;
+pub mod reservation;
+
+pub use ids::{check_node_id, check_sku};

@@ -1,0 +1,146 @@
+use oms_kernel::Violations;
+use oms_proto::inventory::{Item, MovementKind, StockMovement};
+
+/// Largest single movement; guards against typos like an extra zero row.
+const MAX_UNITS: i64 = 1_000_000_000;
+
+/// How a movement changes on-hand, given the lot's current on-hand: a
+/// cycle count sets it, every other kind adds its signed quantity.
+pub fn delta(m: &StockMovement, on_hand: i64) -> i64 {
+    match MovementKind::try_from(m.kind) {
+        Ok(MovementKind::CycleCount) => m.counted_quantity - on_hand,
+        _ => m.quantity,
+    }
+}
+
+/// Parses a movement sent to RecordMovement (transfers have their own RPC);
+/// what it does to on-hand is decided with the current figure, in the
+/// ledger transaction.
+pub fn parse(m: Option<StockMovement>) -> Result<StockMovement, Violations> {
+    let Some(m) = m else {
+        return Err(Violations::one("movement", "is required"));
+    };
+    let mut v = Violations::new();
+    v.check("movement.node_id", super::check_node_id(&m.node_id));
+    v.check("movement.sku", super::check_sku(&m.sku));
+    let kind = MovementKind::try_from(m.kind).unwrap_or(MovementKind::Unspecified);
+    let q = m.quantity;
+    let sign_error = match kind {
+        MovementKind::Unspecified => Some("choose a movement kind"),
+        MovementKind::TransferOut | MovementKind::TransferIn => {
+            Some("transfers are recorded with TransferStock, which writes both sides")
+        }
+        MovementKind::Receipt | MovementKind::ReturnRestock if q <= 0 => {
+            Some("must be positive for receipts and restocks")
+        }
+        MovementKind::Shipment | MovementKind::Damage if q >= 0 => {
+            Some("must be negative for shipments and damage (units leaving)")
+        }
+        MovementKind::Adjustment if q == 0 => Some("must not be zero"),
+        _ => None,
+    };
+    if let Some(e) = sign_error {
+        let field = if kind == MovementKind::Unspecified || matches!(kind, MovementKind::TransferOut | MovementKind::TransferIn) {
+            "movement.kind"
+        } else {
+            "movement.quantity"
+        };
+        v.add(field, e);
+    }
+    if q.abs() > MAX_UNITS {
+        v.add("movement.quantity", format!("must be within ±{MAX_UNITS}"));
+    }
+    if kind == MovementKind::CycleCount && !(0..=MAX_UNITS).contains(&m.counted_quantity) {
+        v.add("movement.counted_quantity", "must be zero or more");
+    }
+    if matches!(kind, MovementKind::Adjustment | MovementKind::Damage) && m.reason.trim().is_empty() {
+        v.add("movement.reason", "is required for adjustments and damage");
+    }
+    if m.reason.len() > 500 || m.reference.len() > 200 {
+        v.add("movement.reason", "reason at most 500 and reference at most 200 characters");
+    }
+    if !m.expiry_date.is_empty() && !is_date(&m.expiry_date) {
+        v.add("movement.expiry_date", "must be YYYY-MM-DD");
+    }
+    v.into_result(m)
+}
+
+/// Checks a movement against how its item is tracked.
+pub fn check_tracking(item: &Item, lot: &str, expiry: &str, serials: &[String], units: i64, prefix: &str) -> Violations {
+    let mut v = Violations::new();
+    if item.lot_tracked && lot.is_empty() {
+        v.add(format!("{prefix}lot"), format!("{} is lot-tracked: name the lot", item.sku));
+    }
+    if !item.lot_tracked && !lot.is_empty() {
+        v.add(format!("{prefix}lot"), format!("{} is not lot-tracked", item.sku));
+    }
+    if item.expiry_tracked && units > 0 && expiry.is_empty() {
+        v.add(format!("{prefix}expiry_date"), format!("{} tracks expiry: give the lot's expiry date", item.sku));
+    }
+    if item.serial_tracked && units != 0 && serials.len() as i64 != units.abs() {
+        v.add(
+            format!("{prefix}serial_numbers"),
+            format!("{} is serial-tracked: give one serial number per unit", item.sku),
+        );
+    }
+    v
+}
+
+fn is_date(s: &str) -> bool {
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(kind: MovementKind, q: i64) -> Option<StockMovement> {
+        Some(StockMovement {
+            kind: kind as i32,
+            node_id: "DC1".into(),
+            sku: "SKU-1".into(),
+            quantity: q,
+            reason: "count".into(),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn signs_follow_kinds() {
+        assert!(parse(m(MovementKind::Receipt, 5)).is_ok());
+        assert!(parse(m(MovementKind::Receipt, -5)).is_err());
+        assert!(parse(m(MovementKind::Shipment, -2)).is_ok());
+        assert!(parse(m(MovementKind::Shipment, 2)).is_err());
+        assert!(parse(m(MovementKind::Damage, -1)).is_ok());
+        assert!(parse(m(MovementKind::Adjustment, 0)).is_err());
+        assert!(parse(m(MovementKind::TransferIn, 3)).is_err());
+        assert!(parse(m(MovementKind::Unspecified, 3)).is_err());
+    }
+
+    #[test]
+    fn cycle_counts_set_on_hand() {
+        let mut cc = m(MovementKind::CycleCount, 0).unwrap();
+        cc.counted_quantity = 7;
+        let n = parse(Some(cc)).unwrap();
+        assert_eq!(delta(&n, 10), -3);
+        assert_eq!(delta(&n, 2), 5);
+    }
+
+    #[test]
+    fn tracking_rules() {
+        let item = Item {
+            sku: "S".into(),
+            lot_tracked: true,
+            expiry_tracked: true,
+            ..Default::default()
+        };
+        assert_eq!(check_tracking(&item, "", "", &[], 5, "").0.len(), 2);
+        assert!(check_tracking(&item, "L1", "2027-01-01", &[], 5, "").is_empty());
+        let serial = Item {
+            sku: "S".into(),
+            serial_tracked: true,
+            ..Default::default()
+        };
+        assert_eq!(check_tracking(&serial, "", "", &["a".into()], 2, "").0.len(), 1);
+    }
+}

@@ -1,0 +1,178 @@
+use crate::gate::Line;
+use oms_kernel::Violations;
+use oms_proto::inventory::{Allocation, CreateReservationRequest, ReservationLine};
+use prost::Message;
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+
+pub const DEFAULT_TTL: Duration = Duration::from_secs(15 * 60);
+const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+const MAX_LINES: usize = 200;
+
+/// A parsed CreateReservation request.
+#[derive(Debug, Clone)]
+pub struct NewReservation {
+    pub id: String,
+    pub lines: Vec<ReservationLine>,
+    pub ttl: Duration,
+    pub reference: String,
+    /// Channel id (without `channels/`), when the channel's rule applies.
+    pub channel: Option<String>,
+    /// Fingerprint of the request: a reused id with another request is refused.
+    pub request_hash: String,
+}
+
+impl NewReservation {
+    pub fn parse(req: &CreateReservationRequest) -> Result<NewReservation, Violations> {
+        let mut v = Violations::new();
+        let id = &req.reservation_id;
+        if id.is_empty() || id.len() > 128 || !id.chars().all(|c| c.is_ascii_graphic() && c != '/') {
+            v.add("reservation_id", "is required: 1-128 printable characters without spaces or '/'");
+        }
+        if req.lines.is_empty() {
+            v.add("lines", "at least one line is required");
+        }
+        if req.lines.len() > MAX_LINES {
+            v.add("lines", format!("at most {MAX_LINES} lines"));
+        }
+        let mut lines = Vec::with_capacity(req.lines.len());
+        for (i, l) in req.lines.iter().enumerate() {
+            v.check(format!("lines[{i}].sku"), super::check_sku(&l.sku));
+            if !l.node_id.is_empty() {
+                v.check(format!("lines[{i}].node_id"), super::check_node_id(&l.node_id));
+            }
+            if l.quantity <= 0 {
+                v.add(format!("lines[{i}].quantity"), "must be positive");
+            } else if l.quantity > 1_000_000 {
+                v.add(format!("lines[{i}].quantity"), "must be at most 1000000");
+            }
+            lines.push(ReservationLine {
+                sku: l.sku.clone(),
+                quantity: l.quantity,
+                node_id: l.node_id.clone(),
+                quantity_released: 0,
+                allocations: vec![],
+            });
+        }
+        let ttl = match &req.ttl {
+            None => DEFAULT_TTL,
+            Some(d) if d.seconds == 0 && d.nanos == 0 => DEFAULT_TTL,
+            Some(d) => {
+                let ttl = Duration::try_from(*d).ok().filter(|t| *t >= Duration::from_millis(100) && *t <= MAX_TTL);
+                if ttl.is_none() {
+                    v.add("ttl", "must be between 100ms and 7 days");
+                }
+                ttl.unwrap_or(DEFAULT_TTL)
+            }
+        };
+        let channel = if req.channel.is_empty() {
+            None
+        } else {
+            v.check("channel", oms_kernel::parse_name(&req.channel, "channels")).map(str::to_owned)
+        };
+        if req.reference.len() > 200 {
+            v.add("reference", "must be at most 200 characters");
+        }
+        let request_hash = hex::encode(&Sha256::digest(req.encode_to_vec())[..16]);
+        v.into_result(NewReservation {
+            id: id.clone(),
+            lines,
+            ttl,
+            reference: req.reference.clone(),
+            channel,
+            request_hash,
+        })
+    }
+
+    pub fn gate_lines(&self) -> Vec<Line> {
+        self.lines
+            .iter()
+            .map(|l| Line {
+                sku: l.sku.clone(),
+                node: l.node_id.clone(),
+                q: l.quantity,
+                lot: String::new(),
+            })
+            .collect()
+    }
+
+    pub fn skus(&self) -> Vec<String> {
+        let mut s: Vec<String> = self.lines.iter().map(|l| l.sku.clone()).collect();
+        s.sort();
+        s.dedup();
+        s
+    }
+}
+
+/// Parses allocations or release / shipment entries of a change request.
+/// `need_node`: every entry must name a node (allocations, shipments).
+pub fn parse_entries(field: &str, entries: &[Allocation], need_node: bool, allow_empty: bool) -> Result<Vec<Line>, Violations> {
+    let mut v = Violations::new();
+    if entries.is_empty() && !allow_empty {
+        v.add(field, "at least one entry is required");
+    }
+    let mut out = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        v.check(format!("{field}[{i}].sku"), super::check_sku(&e.sku));
+        if need_node || !e.node_id.is_empty() {
+            v.check(format!("{field}[{i}].node_id"), super::check_node_id(&e.node_id));
+        }
+        if e.quantity <= 0 {
+            v.add(format!("{field}[{i}].quantity"), "must be positive");
+        }
+        out.push(Line {
+            sku: e.sku.clone(),
+            node: e.node_id.clone(),
+            q: e.quantity,
+            lot: e.lot.clone(),
+        });
+    }
+    v.into_result(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req() -> CreateReservationRequest {
+        CreateReservationRequest {
+            reservation_id: "r-1".into(),
+            lines: vec![ReservationLine {
+                sku: "SKU-1".into(),
+                quantity: 2,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_and_hash() {
+        let r = NewReservation::parse(&req()).unwrap();
+        assert_eq!(r.ttl, DEFAULT_TTL);
+        assert_eq!(r.request_hash, NewReservation::parse(&req()).unwrap().request_hash);
+        let mut other = req();
+        other.lines[0].quantity = 3;
+        assert_ne!(r.request_hash, NewReservation::parse(&other).unwrap().request_hash);
+    }
+
+    #[test]
+    fn refuses_bad_lines() {
+        let mut r = req();
+        r.reservation_id.clear();
+        r.lines[0].quantity = 0;
+        r.lines.push(ReservationLine {
+            sku: "".into(),
+            quantity: -1,
+            node_id: "bad node".into(),
+            ..Default::default()
+        });
+        r.ttl = Some(prost_types::Duration { seconds: -5, nanos: 0 });
+        let err = NewReservation::parse(&r).unwrap_err();
+        let f: Vec<_> = err.0.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(
+            f,
+            ["reservation_id", "lines[0].quantity", "lines[1].sku", "lines[1].node_id", "lines[1].quantity", "ttl"]
+        );
+    }
+}

@@ -1,0 +1,51 @@
+use crate::gate::{GateError, Short};
+use oms_kernel::Violations;
+use oms_runtime::idempotency::IdempotencyError;
+
+/// What can go wrong in the inventory service; mapped to gRPC in `grpc.rs`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Invalid(#[from] Violations),
+    #[error("{name} not found")]
+    NotFound { kind: &'static str, name: String },
+    #[error("{name} already exists")]
+    AlreadyExists { reason: &'static str, name: String },
+    #[error("{message}")]
+    Precondition {
+        reason: &'static str,
+        subject: String,
+        message: String,
+    },
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("not enough stock")]
+    Insufficient(Vec<Short>),
+    /// A dependency failed; the caller may retry.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+    #[error(transparent)]
+    Idempotency(#[from] IdempotencyError),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    #[error(transparent)]
+    Gate(#[from] GateError),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn not_found(kind: &'static str, name: impl Into<String>) -> Self {
+        Error::NotFound { kind, name: name.into() }
+    }
+
+    pub fn precondition(reason: &'static str, subject: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Precondition {
+            reason,
+            subject: subject.into(),
+            message: message.into(),
+        }
+    }
+}

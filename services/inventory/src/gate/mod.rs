@@ -1,0 +1,296 @@
+//! The reservation gate in Redis: atomic Lua scripts over per-SKU
+//! availability hashes and reservation records, all keyed under the
+//! tenant's hash tag so they run unchanged on Redis Cluster.
+//!
+//! The gate is only ever changed inside a Postgres transaction that holds
+//! the tenant's gate lock in shared mode and records the same change, so a
+//! rebuild (which takes the lock exclusively) always sees a quiet, complete
+//! record. A missing `ready` marker (Redis lost its data) makes every
+//! script refuse with `NotReady` until the gate is rebuilt.
+mod keys;
+pub mod rebuild;
+
+pub use keys::GateKeys;
+
+use oms_kernel::Tenant;
+use oms_runtime::redis::RedisConn;
+use redis::Script;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+
+const COMMON: &str = include_str!("lua/common.lua");
+
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    /// Redis lost its data; rebuild the tenant's gate and try again.
+    #[error("the reservation gate of the tenant must be rebuilt")]
+    NotReady,
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("unexpected gate answer: {0}")]
+    Answer(#[from] serde_json::Error),
+}
+
+#[derive(Clone)]
+pub struct Gate {
+    conn: RedisConn,
+    pub keys: GateKeys,
+    reserve: Script,
+    change: Script,
+    adjust: Script,
+}
+
+/// One line to hold: units of a SKU anywhere (`node` empty) or at a node.
+#[derive(Debug, Clone, Serialize)]
+pub struct Line {
+    pub sku: String,
+    pub node: String,
+    pub q: i64,
+    /// Lot of shipped units; the gate does not count lots.
+    #[serde(skip)]
+    pub lot: String,
+}
+
+/// A channel's pool and buffer, checked on top of network availability.
+#[derive(Debug, Clone, Default)]
+pub struct ChannelLimit {
+    pub pool: Vec<String>,
+    pub buffer_percent: i64,
+    pub buffer_quantity: i64,
+}
+
+pub struct ReserveItem {
+    pub id: String,
+    pub request_hash: String,
+    pub expire_ms: i64,
+    pub lines: Vec<Line>,
+    pub channel: Option<ChannelLimit>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Short {
+    pub sku: String,
+    pub node: String,
+    pub have: i64,
+    pub want: i64,
+    #[serde(default)]
+    pub channel: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "status", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ReserveOutcome {
+    Ok,
+    /// The id was reserved before with the same request.
+    Exists {},
+    /// The id was reserved before with a different request.
+    Conflict,
+    Short { short: Vec<Short> },
+}
+
+/// Units per `"<sku>\t<node>"`, as the gate keeps them.
+pub type Holds = BTreeMap<String, i64>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    Confirm,
+    Release,
+    Consume,
+    Expire,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChangeOutcome {
+    pub status: String,
+    #[serde(default)]
+    pub state: String,
+    #[serde(default, deserialize_with = "holds")]
+    pub holds: Holds,
+    #[serde(default)]
+    pub detail: serde_json::Value,
+}
+
+// cjson writes an empty table as `{}` or `[]`; both mean no holds.
+fn holds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Holds, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(match v {
+        serde_json::Value::Object(m) => m
+            .into_iter()
+            .filter_map(|(k, v)| v.as_i64().map(|n| (k, n)))
+            .collect(),
+        _ => Holds::new(),
+    })
+}
+
+/// A change of promisable stock at a node.
+#[derive(Debug, Clone)]
+pub struct AvailChange {
+    pub sku: String,
+    pub node: String,
+    pub delta: i64,
+    /// Starting value when the gate has never seen this SKU at this node:
+    /// minus its safety stock.
+    pub init: i64,
+}
+
+#[derive(Deserialize)]
+struct Envelope<T> {
+    ready: bool,
+    #[serde(flatten)]
+    body: Option<T>,
+}
+
+#[derive(Deserialize)]
+struct ReserveBody {
+    results: Vec<ReserveOutcome>,
+}
+
+pub fn hold_key(sku: &str, node: &str) -> String {
+    format!("{sku}\t{node}")
+}
+
+pub fn split_hold(key: &str) -> (&str, &str) {
+    key.split_once('\t').unwrap_or((key, ""))
+}
+
+impl Gate {
+    pub fn new(conn: RedisConn, keys: GateKeys) -> Self {
+        let script = |body: &str| Script::new(&format!("{COMMON}\n{body}"));
+        Self {
+            conn,
+            keys,
+            reserve: script(include_str!("lua/reserve.lua")),
+            change: script(include_str!("lua/change.lua")),
+            adjust: script(include_str!("lua/adjust.lua")),
+        }
+    }
+
+    pub fn conn(&self) -> RedisConn {
+        self.conn.clone()
+    }
+
+    async fn run<T: for<'de> Deserialize<'de>>(
+        &self,
+        script: &Script,
+        keys: Vec<String>,
+        arg: serde_json::Value,
+    ) -> Result<T, GateError> {
+        let mut inv = script.prepare_invoke();
+        for k in &keys {
+            inv.key(k);
+        }
+        inv.arg(arg.to_string());
+        let mut conn = self.conn.clone();
+        let raw: String = inv.invoke_async(&mut conn).await?;
+        let env: Envelope<T> = serde_json::from_str(&raw)?;
+        match (env.ready, env.body) {
+            (true, Some(b)) => Ok(b),
+            (false, _) => Err(GateError::NotReady),
+            (true, None) => Err(GateError::Answer(serde::de::Error::custom("empty answer"))),
+        }
+    }
+
+    /// Reserves a batch of one tenant's reservations in one atomic script.
+    pub async fn reserve(
+        &self,
+        tenant: &Tenant,
+        items: &[ReserveItem],
+    ) -> Result<Vec<ReserveOutcome>, GateError> {
+        let k = &self.keys;
+        let mut keys = vec![k.ready(tenant), k.expiry(tenant)];
+        let mut json_items = Vec::with_capacity(items.len());
+        for it in items {
+            let rkey = k.reservation(tenant, &it.id);
+            keys.push(rkey.clone());
+            let mut akeys = serde_json::Map::new();
+            for l in &it.lines {
+                let a = k.avail(tenant, &l.sku);
+                if !akeys.contains_key(&l.sku) {
+                    keys.push(a.clone());
+                    akeys.insert(l.sku.clone(), a.into());
+                }
+            }
+            let mut item = serde_json::json!({
+                "id": it.id, "rkey": rkey, "h": it.request_hash, "e": it.expire_ms,
+                "akeys": akeys, "lines": it.lines, "buf_pct": 0, "buf_qty": 0,
+            });
+            if let Some(c) = &it.channel {
+                item["pool"] = serde_json::json!(c.pool);
+                item["buf_pct"] = c.buffer_percent.into();
+                item["buf_qty"] = c.buffer_quantity.into();
+            }
+            json_items.push(item);
+        }
+        let body: ReserveBody = self
+            .run(&self.reserve, keys, serde_json::json!({ "items": json_items }))
+            .await?;
+        Ok(body.results)
+    }
+
+    /// Confirms, releases, consumes or expires one reservation. `skus` are
+    /// every SKU the reservation holds.
+    pub async fn change(
+        &self,
+        tenant: &Tenant,
+        op: Op,
+        id: &str,
+        skus: &[String],
+        entries: &[Line],
+        now_ms: i64,
+    ) -> Result<ChangeOutcome, GateError> {
+        let k = &self.keys;
+        let mut keys = vec![k.ready(tenant), k.expiry(tenant), k.reservation(tenant, id)];
+        let mut akeys = serde_json::Map::new();
+        for sku in skus.iter().chain(entries.iter().map(|e| &e.sku)) {
+            if !akeys.contains_key(sku) {
+                let a = k.avail(tenant, sku);
+                keys.push(a.clone());
+                akeys.insert(sku.clone(), a.into());
+            }
+        }
+        let arg = serde_json::json!({
+            "op": op, "id": id, "now": now_ms, "akeys": akeys, "entries": entries,
+        });
+        self.run(&self.change, keys, arg).await
+    }
+
+    /// Applies changes of promisable stock.
+    pub async fn adjust(&self, tenant: &Tenant, changes: &[AvailChange]) -> Result<(), GateError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let k = &self.keys;
+        let mut keys = vec![k.ready(tenant)];
+        let mut list = Vec::new();
+        for c in changes {
+            let a = k.avail(tenant, &c.sku);
+            keys.push(a.clone());
+            list.push(serde_json::json!({"akey": a, "node": c.node, "delta": c.delta, "init": c.init}));
+        }
+        #[derive(Deserialize)]
+        struct Nothing {}
+        let _: Nothing = self
+            .run(&self.adjust, keys, serde_json::json!({ "changes": list }))
+            .await?;
+        Ok(())
+    }
+
+    /// The gate's current figures of some SKUs: field -> value per SKU.
+    pub async fn read(
+        &self,
+        tenant: &Tenant,
+        skus: &[String],
+    ) -> Result<HashMap<String, HashMap<String, i64>>, GateError> {
+        let mut out = HashMap::new();
+        let mut conn = self.conn.clone();
+        for sku in skus {
+            let v: HashMap<String, i64> = redis::cmd("HGETALL")
+                .arg(self.keys.avail(tenant, sku))
+                .query_async(&mut conn)
+                .await?;
+            out.insert(sku.clone(), v);
+        }
+        Ok(out)
+    }
+}

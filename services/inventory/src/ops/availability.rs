@@ -1,0 +1,154 @@
+//! Available-to-promise, computed from the record, and its change feed.
+use super::Inventory;
+use crate::domain::{availability::Figures, check_node_id, check_sku};
+use crate::error::Result;
+use crate::repo;
+use futures::{Stream, StreamExt};
+use oms_kernel::{Tenant, Violations, parse_name};
+use oms_proto::inventory::*;
+use oms_runtime::outbox::{self, Cursor};
+use prost::Message;
+
+const MAX_SKUS: usize = 1000;
+
+#[derive(Debug, Clone)]
+enum Scope {
+    Network,
+    Node(Vec<String>),
+    Channel(String),
+}
+
+async fn figures(inv: &Inventory, tenant: &Tenant, skus: &[String]) -> Result<Figures> {
+    let mut f = Figures::default();
+    for (node, sku, q) in repo::stock::on_hand(&inv.pool, tenant, skus).await? {
+        f.on_hand.insert((node, sku), q);
+    }
+    for (sku, node, q) in repo::reservations::held(&inv.pool, tenant, skus).await? {
+        f.held.insert((sku, node), q);
+    }
+    f.safety = repo::rules::safety(&inv.pool, tenant, skus).await?;
+    f.enabled = repo::nodes::enabled_ids(&inv.pool, tenant).await?.into_iter().collect();
+    Ok(f)
+}
+
+async fn compute(inv: &Inventory, tenant: &Tenant, skus: &[String], scope: &Scope) -> Result<Vec<Availability>> {
+    let f = figures(inv, tenant, skus).await?;
+    let rule = match scope {
+        Scope::Channel(c) => repo::rules::channel_rule(&inv.pool, tenant, c).await?,
+        _ => None,
+    };
+    Ok(skus
+        .iter()
+        .flat_map(|sku| match scope {
+            Scope::Network => vec![f.pooled(sku, &[])],
+            Scope::Node(only) => f.per_node(sku, only),
+            Scope::Channel(c) => vec![f.for_channel(sku, c, rule.as_ref())],
+        })
+        .collect())
+}
+
+fn parse_scope(v: &mut Violations, scope: i32, node_ids: &[String], channel: &str) -> Scope {
+    for (i, n) in node_ids.iter().enumerate() {
+        v.check(format!("node_ids[{i}]"), check_node_id(n));
+    }
+    match AvailabilityScope::try_from(scope) {
+        Ok(AvailabilityScope::Unspecified | AvailabilityScope::Network) => Scope::Network,
+        Ok(AvailabilityScope::Node) => Scope::Node(node_ids.to_vec()),
+        Ok(AvailabilityScope::Channel) => {
+            v.check("channel", parse_name(channel, "channels"));
+            Scope::Channel(channel.to_owned())
+        }
+        Err(_) => {
+            v.add("scope", "unknown scope");
+            Scope::Network
+        }
+    }
+}
+
+fn parse_skus(v: &mut Violations, skus: &[String], required: bool) -> Vec<String> {
+    if required && skus.is_empty() {
+        v.add("skus", "name at least one SKU");
+    }
+    if skus.len() > MAX_SKUS {
+        v.add("skus", format!("at most {MAX_SKUS} per call"));
+    }
+    for (i, s) in skus.iter().enumerate() {
+        v.check(format!("skus[{i}]"), check_sku(s));
+    }
+    let mut out = skus.to_vec();
+    out.sort();
+    out.dedup();
+    out
+}
+
+pub async fn get(inv: &Inventory, tenant: &Tenant, req: GetAvailabilityRequest) -> Result<GetAvailabilityResponse> {
+    let mut v = Violations::new();
+    let skus = parse_skus(&mut v, &req.skus, true);
+    let scope = parse_scope(&mut v, req.scope, &req.node_ids, &req.channel);
+    v.into_result(())?;
+    Ok(GetAvailabilityResponse {
+        availabilities: compute(inv, tenant, &skus, &scope).await?,
+    })
+}
+
+/// SKUs whose availability an inventory event may have changed.
+fn touched(ev: &InventoryEvent) -> Vec<String> {
+    use inventory_event::Kind;
+    let reservation = |r: &Option<Reservation>| {
+        r.as_ref()
+            .map(|r| r.lines.iter().map(|l| l.sku.clone()).collect())
+            .unwrap_or_default()
+    };
+    match &ev.kind {
+        Some(Kind::StockMoved(m)) => m.movement.iter().map(|m| m.sku.clone()).collect(),
+        Some(Kind::StockReserved(e)) => reservation(&e.reservation),
+        Some(Kind::ReservationConfirmed(e)) => reservation(&e.reservation),
+        Some(Kind::ReservationReleased(e)) => reservation(&e.reservation),
+        Some(Kind::AllocationsConsumed(e)) => reservation(&e.reservation),
+        None => vec![],
+    }
+}
+
+/// Follows the inventory feed and answers each change with the new figure
+/// of every SKU it touched (network, or the channel's figure).
+pub fn watch(inv: super::Shared, tenant: Tenant, req: WatchAvailabilityRequest) -> Result<impl Stream<Item = Result<WatchAvailabilityResponse>>> {
+    let mut v = Violations::new();
+    let after = v.check("after_cursor", Cursor::parse(&req.after_cursor)).unwrap_or_default();
+    let only = parse_skus(&mut v, &req.skus, false);
+    let scope = if req.channel.is_empty() {
+        Scope::Network
+    } else {
+        v.check("channel", parse_name(&req.channel, "channels"));
+        Scope::Channel(req.channel.clone())
+    };
+    v.into_result(())?;
+    let feed = outbox::follow(inv.pool.clone(), tenant.clone(), after, inv.waker.clone(), inv.shutdown.clone());
+    Ok(feed
+        .then(move |row| {
+            let (inv, tenant, only, scope) = (inv.clone(), tenant.clone(), only.clone(), scope.clone());
+            async move {
+                let row = row?;
+                let ev = InventoryEvent::decode(row.payload.as_slice())
+                    .map_err(|e| crate::error::Error::Internal(e.to_string()))?;
+                let mut skus = touched(&ev);
+                skus.sort();
+                skus.dedup();
+                skus.retain(|s| only.is_empty() || only.contains(s));
+                let figures = if skus.is_empty() { vec![] } else { compute(&inv, &tenant, &skus, &scope).await? };
+                let meta = row.meta();
+                Ok(figures
+                    .into_iter()
+                    .map(|a| WatchAvailabilityResponse {
+                        meta: Some(meta.clone()),
+                        availability: Some(a),
+                    })
+                    .collect::<Vec<_>>())
+            }
+        })
+        .flat_map(|batch: Result<Vec<WatchAvailabilityResponse>>| {
+            futures::stream::iter(match batch {
+                Ok(v) => v.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(e) => vec![Err(e)],
+            })
+        }))
+}

@@ -1,0 +1,194 @@
+//! Nodes and items.
+use super::{Begin, Inventory};
+use crate::domain::{item, node};
+use crate::error::{Error, Result};
+use crate::repo;
+use chrono::Utc;
+use oms_kernel::{PageSize, PageToken, Tenant, Violations, parse_name};
+use oms_proto::inventory::*;
+use oms_runtime::time::to_timestamp;
+
+fn mask(m: &Option<prost_types::FieldMask>) -> Vec<String> {
+    m.as_ref().map(|m| m.paths.clone()).unwrap_or_default()
+}
+
+fn name_id<'a>(field: &str, name: &'a str, collection: &str) -> Result<&'a str> {
+    parse_name(name, collection).map_err(|e| Violations::one(field, e).into())
+}
+
+pub async fn create_node(inv: &Inventory, tenant: &Tenant, req: CreateNodeRequest) -> Result<CreateNodeResponse> {
+    let mut node = node::parse_new(req.node.clone(), tenant)?;
+    let (tx, rid) = match inv.begin(tenant, &req.request_id, "CreateNode", &req).await? {
+        Begin::Replay(r) => return Ok(r),
+        Begin::Tx(tx, rid) => (tx, rid),
+    };
+    let mut tx = tx;
+    let now = Utc::now();
+    node.create_time = Some(to_timestamp(now));
+    node.update_time = node.create_time;
+    if !repo::nodes::insert(&mut tx, &node, now).await? {
+        return Err(Error::AlreadyExists {
+            reason: "NODE_EXISTS",
+            name: node.name,
+        });
+    }
+    inv.finish(tx, tenant, &rid, CreateNodeResponse { node: Some(node) }).await
+}
+
+pub async fn update_node(inv: &Inventory, tenant: &Tenant, req: UpdateNodeRequest) -> Result<UpdateNodeResponse> {
+    let Some(patch) = req.node.clone() else {
+        return Err(Violations::one("node", "is required").into());
+    };
+    let id = name_id("node.name", &patch.name, "nodes")?.to_owned();
+    let paths = mask(&req.update_mask);
+    let (mut tx, rid) = match inv.begin(tenant, &req.request_id, "UpdateNode", &req).await? {
+        Begin::Replay(r) => return Ok(r),
+        Begin::Tx(tx, rid) => (tx, rid),
+    };
+    let Some(mut current) = repo::nodes::get_owned_for_update(&mut tx, tenant, &id).await? else {
+        return Err(match repo::nodes::get_visible(&mut *tx, tenant, &id).await? {
+            Some(_) => Error::PermissionDenied(format!("nodes/{id} is shared with you; only its owner changes it")),
+            None => Error::not_found("node", format!("nodes/{id}")),
+        });
+    };
+    let was_enabled = current.enabled;
+    let was_shared = current.shared_with_tenants.clone();
+    node::apply_update(&mut current, patch, &paths)?;
+    let now = Utc::now();
+    current.update_time = Some(to_timestamp(now));
+    repo::nodes::update(&mut tx, &current, now).await?;
+    if was_enabled != current.enabled || was_shared != current.shared_with_tenants {
+        // Which nodes count in the network changed: the gates of every
+        // tenant with stock there are rebuilt (exclusively) on their next use.
+        for t in repo::nodes::tenants_at(&mut tx, &id).await? {
+            if let Ok(t) = Tenant::parse(&t) {
+                super::reconcile::invalidate(inv, &t).await?;
+            }
+        }
+    }
+    inv.finish(tx, tenant, &rid, UpdateNodeResponse { node: Some(current) }).await
+}
+
+pub async fn get_node(inv: &Inventory, tenant: &Tenant, req: GetNodeRequest) -> Result<GetNodeResponse> {
+    let id = name_id("name", &req.name, "nodes")?;
+    repo::nodes::get_visible(&inv.pool, tenant, id)
+        .await?
+        .map(|n| GetNodeResponse { node: Some(n) })
+        .ok_or_else(|| Error::not_found("node", req.name.clone()))
+}
+
+pub async fn list_nodes(inv: &Inventory, tenant: &Tenant, req: ListNodesRequest) -> Result<ListNodesResponse> {
+    let mut v = Violations::new();
+    let size = v.check("page_size", PageSize::parse(req.page_size, 100, 1000));
+    let capability = req.capability.as_str();
+    if !["", "ship", "pickup", "ship_from_store"].contains(&capability) {
+        v.add("capability", "one of ship, pickup, ship_from_store");
+    }
+    let hash = oms_kernel::fingerprint(&ListNodesRequest {
+        page_size: 0,
+        page_token: String::new(),
+        ..req.clone()
+    });
+    let after = v.check("page_token", PageToken::<String>::decode(&req.page_token, hash)).flatten();
+    let size = v.into_result(size)?.unwrap_or(PageSize(100));
+    // Region and capability filter documents; read pages until one is full.
+    let mut nodes = Vec::new();
+    let mut cursor = after;
+    let limit = i64::from(size.get());
+    loop {
+        let filter = repo::nodes::ListFilter {
+            kinds: req.kinds.clone(),
+            enabled_only: req.enabled_only,
+            after: cursor.clone(),
+            limit,
+        };
+        let batch = repo::nodes::list(&inv.pool, tenant, &filter).await?;
+        let exhausted = (batch.len() as i64) < limit;
+        for n in batch {
+            cursor = Some(n.node_id.clone());
+            let caps = n.capabilities.unwrap_or_default();
+            let cap_ok = match capability {
+                "ship" => caps.ship,
+                "pickup" => caps.pickup,
+                "ship_from_store" => caps.ship_from_store,
+                _ => true,
+            };
+            if cap_ok && (req.region.is_empty() || n.region == req.region) {
+                nodes.push(n);
+                if nodes.len() as i64 == limit {
+                    break;
+                }
+            }
+        }
+        if exhausted || nodes.len() as i64 == limit {
+            let next_page_token = match (&cursor, nodes.len() as i64 == limit && !exhausted) {
+                (Some(c), true) => PageToken::encode(c.clone(), hash),
+                _ => String::new(),
+            };
+            return Ok(ListNodesResponse { nodes, next_page_token });
+        }
+    }
+}
+
+pub async fn create_item(inv: &Inventory, tenant: &Tenant, req: CreateItemRequest) -> Result<CreateItemResponse> {
+    let mut it = item::parse_new(req.item.clone())?;
+    let (mut tx, rid) = match inv.begin(tenant, &req.request_id, "CreateItem", &req).await? {
+        Begin::Replay(r) => return Ok(r),
+        Begin::Tx(tx, rid) => (tx, rid),
+    };
+    let now = Utc::now();
+    it.create_time = Some(to_timestamp(now));
+    it.update_time = it.create_time;
+    if !repo::items::insert(&mut tx, tenant, &it, now).await? {
+        return Err(Error::AlreadyExists {
+            reason: "ITEM_EXISTS",
+            name: it.name,
+        });
+    }
+    inv.finish(tx, tenant, &rid, CreateItemResponse { item: Some(it) }).await
+}
+
+pub async fn update_item(inv: &Inventory, tenant: &Tenant, req: UpdateItemRequest) -> Result<UpdateItemResponse> {
+    let Some(patch) = req.item.clone() else {
+        return Err(Violations::one("item", "is required").into());
+    };
+    let sku = name_id("item.name", &patch.name, "items")?.to_owned();
+    let paths = mask(&req.update_mask);
+    let (mut tx, rid) = match inv.begin(tenant, &req.request_id, "UpdateItem", &req).await? {
+        Begin::Replay(r) => return Ok(r),
+        Begin::Tx(tx, rid) => (tx, rid),
+    };
+    let Some(mut current) = repo::items::get(&mut *tx, tenant, &sku, true).await? else {
+        return Err(Error::not_found("item", format!("items/{sku}")));
+    };
+    item::apply_update(&mut current, &patch, &paths)?;
+    let now = Utc::now();
+    current.update_time = Some(to_timestamp(now));
+    repo::items::update(&mut tx, tenant, &current, now).await?;
+    inv.finish(tx, tenant, &rid, UpdateItemResponse { item: Some(current) }).await
+}
+
+pub async fn get_item(inv: &Inventory, tenant: &Tenant, req: GetItemRequest) -> Result<GetItemResponse> {
+    let sku = name_id("name", &req.name, "items")?;
+    repo::items::get(&inv.pool, tenant, sku, false)
+        .await?
+        .map(|i| GetItemResponse { item: Some(i) })
+        .ok_or_else(|| Error::not_found("item", req.name.clone()))
+}
+
+pub async fn list_items(inv: &Inventory, tenant: &Tenant, req: ListItemsRequest) -> Result<ListItemsResponse> {
+    let mut v = Violations::new();
+    let size = v.check("page_size", PageSize::parse(req.page_size, 100, 1000));
+    let after = v.check("page_token", PageToken::<String>::decode(&req.page_token, 0)).flatten();
+    let size = v.into_result(size)?.unwrap_or(PageSize(100));
+    let limit = i64::from(size.get());
+    let mut items = repo::items::list(&inv.pool, tenant, after.as_deref(), limit + 1).await?;
+    let more = items.len() as i64 > limit;
+    items.truncate(limit as usize);
+    let next_page_token = match items.last() {
+        Some(i) if more => PageToken::encode(i.sku.clone(), 0),
+        _ => String::new(),
+    };
+    Ok(ListItemsResponse { items, next_page_token })
+}
+

@@ -1,0 +1,376 @@
+//! The stock ledger: movements, transfers, snapshot imports, levels, and
+//! the rules that hold stock back (safety stock, channel rules).
+use super::{Begin, Inventory, emit};
+use crate::domain::{check_node_id, check_sku, movement};
+use crate::error::{Error, Result};
+use crate::gate::AvailChange;
+use crate::repo;
+use chrono::Utc;
+use oms_kernel::{PageSize, PageToken, Tenant, Violations};
+use oms_proto::inventory::*;
+use oms_runtime::time::to_timestamp;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// Applies one movement in `tx`: ledger row, on-hand, gate. `m.quantity`
+/// is the signed change, or for cycle counts `m.counted_quantity` the new
+/// on-hand. Refuses to take on-hand below zero.
+pub(crate) async fn apply(
+    inv: &Inventory,
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    mut m: StockMovement,
+    actor: &str,
+    request_id: &str,
+    adjust_gate: bool,
+) -> Result<StockMovement> {
+    let nodes = repo::nodes::visible(&mut *tx, tenant, std::slice::from_ref(&m.node_id)).await?;
+    let Some(&enabled) = nodes.get(&m.node_id) else {
+        return Err(Error::not_found("node", format!("nodes/{}", m.node_id)));
+    };
+    let Some(item) = repo::items::get(&mut *tx, tenant, &m.sku, false).await? else {
+        return Err(Error::not_found("item", format!("items/{}", m.sku)));
+    };
+    let kind = MovementKind::try_from(m.kind).unwrap_or_default();
+    let old = repo::stock::lock_on_hand(tx, tenant, &m.node_id, &m.sku, &m.lot).await?;
+    let delta = movement::delta(&m, old);
+    // Counts restate what is there: only the lot rule applies to them.
+    let units = if kind == MovementKind::CycleCount { 0 } else { delta };
+    let tracking = movement::check_tracking(&item, &m.lot, &m.expiry_date, &m.serial_numbers, units, "movement.");
+    if !tracking.is_empty() {
+        return Err(tracking.into());
+    }
+    let new = old + delta;
+    if new < 0 {
+        return Err(Error::precondition(
+            "INSUFFICIENT_ON_HAND",
+            format!("nodes/{}/items/{}", m.node_id, m.sku),
+            format!("{} of {} on hand at {}; the movement takes {}", old, m.sku, m.node_id, -delta),
+        ));
+    }
+    let now = Utc::now();
+    let id = Uuid::now_v7();
+    m.movement_id = id.to_string();
+    m.quantity = delta;
+    m.on_hand_after = new;
+    m.actor = actor.to_owned();
+    m.record_time = Some(to_timestamp(now));
+    if m.occur_time.is_none() {
+        m.occur_time = m.record_time;
+    }
+    repo::stock::record(tx, tenant, &m, id, now).await?;
+    if adjust_gate && enabled && delta != 0 {
+        let safety = repo::rules::safety(&mut *tx, tenant, std::slice::from_ref(&m.sku)).await?;
+        let change = AvailChange {
+            sku: m.sku.clone(),
+            node: m.node_id.clone(),
+            delta,
+            init: -repo::rules::effective(&safety, &m.node_id, &m.sku),
+        };
+        inv.gate.adjust(tenant, &[change]).await?;
+    }
+    emit(
+        tx,
+        tenant,
+        &format!("nodes/{}/items/{}", m.node_id, m.sku),
+        request_id,
+        inventory_event::Kind::StockMoved(StockMoved { movement: Some(m.clone()) }),
+    )
+    .await?;
+    Ok(m)
+}
+
+pub async fn record(inv: &Inventory, tenant: &Tenant, actor: &str, req: RecordMovementRequest) -> Result<RecordMovementResponse> {
+    let parsed = movement::parse(req.movement.clone())?;
+    inv.retrying(tenant, || async {
+        let (mut tx, rid) = match inv.begin(tenant, &req.request_id, "RecordMovement", &req).await? {
+            Begin::Replay(r) => return Ok(r),
+            Begin::Tx(tx, rid) => (tx, rid),
+        };
+        let m = apply(inv, &mut tx, tenant, parsed.clone(), actor, rid.as_str(), true).await?;
+        inv.finish(tx, tenant, &rid, RecordMovementResponse { movement: Some(m) }).await
+    })
+    .await
+}
+
+pub async fn transfer(inv: &Inventory, tenant: &Tenant, actor: &str, req: TransferStockRequest) -> Result<TransferStockResponse> {
+    let mut v = Violations::new();
+    v.check("from_node_id", check_node_id(&req.from_node_id));
+    v.check("to_node_id", check_node_id(&req.to_node_id));
+    v.check("sku", check_sku(&req.sku));
+    if req.from_node_id == req.to_node_id {
+        v.add("to_node_id", "must differ from from_node_id");
+    }
+    if req.quantity <= 0 {
+        v.add("quantity", "must be positive");
+    }
+    v.into_result(())?;
+    let side = |kind: MovementKind, node: &str, q: i64| StockMovement {
+        kind: kind as i32,
+        node_id: node.to_owned(),
+        sku: req.sku.clone(),
+        lot: req.lot.clone(),
+        quantity: q,
+        reason: req.reason.clone(),
+        reference: format!("transfer:{}->{}", req.from_node_id, req.to_node_id),
+        ..Default::default()
+    };
+    inv.retrying(tenant, || async {
+        let (mut tx, rid) = match inv.begin(tenant, &req.request_id, "TransferStock", &req).await? {
+            Begin::Replay(r) => return Ok(r),
+            Begin::Tx(tx, rid) => (tx, rid),
+        };
+        let out = apply(inv, &mut tx, tenant, side(MovementKind::TransferOut, &req.from_node_id, -req.quantity), actor, rid.as_str(), true).await?;
+        let inn = apply(inv, &mut tx, tenant, side(MovementKind::TransferIn, &req.to_node_id, req.quantity), actor, rid.as_str(), true).await?;
+        let resp = TransferStockResponse {
+            transfer_out: Some(out),
+            transfer_in: Some(inn),
+        };
+        inv.finish(tx, tenant, &rid, resp).await
+    })
+    .await
+}
+
+/// What an import's `request_id` is claimed with: the whole snapshot.
+#[derive(Clone, PartialEq, prost::Message)]
+struct SnapshotDigest {
+    #[prost(message, optional, tag = "1")]
+    header: Option<SnapshotHeader>,
+    #[prost(message, repeated, tag = "2")]
+    rows: Vec<SnapshotRow>,
+}
+
+pub const MAX_SNAPSHOT_ROWS: usize = 100_000;
+
+/// Applies a snapshot: each valid row is a cycle count; invalid rows are
+/// reported and skipped. One transaction, so a retry replays the result.
+pub async fn import(inv: &Inventory, tenant: &Tenant, actor: &str, header: SnapshotHeader, rows: Vec<SnapshotRow>) -> Result<ImportStockSnapshotResponse> {
+    let digest = SnapshotDigest {
+        header: Some(header.clone()),
+        rows,
+    };
+    inv.retrying(tenant, || async {
+        let (mut tx, rid) = match inv.begin(tenant, &header.request_id, "ImportStockSnapshot", &digest).await? {
+            Begin::Replay(r) => return Ok(r),
+            Begin::Tx(tx, rid) => (tx, rid),
+        };
+        let mut resp = ImportStockSnapshotResponse::default();
+        for (i, row) in digest.rows.iter().enumerate() {
+            let mut v = Violations::new();
+            v.check("node_id", check_node_id(&row.node_id));
+            v.check("sku", check_sku(&row.sku));
+            if row.on_hand < 0 {
+                v.add("on_hand", "must be zero or more");
+            }
+            if let Some(bad) = v.0.first() {
+                resp.errors.push(RowError {
+                    row_index: i as i64,
+                    field: bad.field.clone(),
+                    description: bad.description.clone(),
+                });
+                continue;
+            }
+            let m = StockMovement {
+                kind: MovementKind::CycleCount as i32,
+                node_id: row.node_id.clone(),
+                sku: row.sku.clone(),
+                lot: row.lot.clone(),
+                expiry_date: row.expiry_date.clone(),
+                counted_quantity: row.on_hand,
+                reason: format!("snapshot import from {}", header.source),
+                occur_time: header.count_time,
+                ..Default::default()
+            };
+            // A savepoint per row: a refused row leaves the others applied.
+            let mut sp = sqlx::Connection::begin(&mut *tx).await?;
+            match apply(inv, &mut sp, tenant, m, actor, rid.as_str(), true).await {
+                Ok(_) => {
+                    sp.commit().await?;
+                    resp.rows_applied += 1;
+                }
+                Err(e @ (Error::Gate(_) | Error::Db(_))) => return Err(e),
+                Err(e) => {
+                    sp.rollback().await?;
+                    let (field, description) = row_error(&e);
+                    resp.errors.push(RowError {
+                        row_index: i as i64,
+                        field,
+                        description,
+                    });
+                }
+            }
+        }
+        inv.finish(tx, tenant, &rid, resp).await
+    })
+    .await
+}
+
+fn row_error(e: &Error) -> (String, String) {
+    match e {
+        Error::NotFound { kind: "node", name } => ("node_id".into(), format!("{name} not found")),
+        Error::NotFound { name, .. } => ("sku".into(), format!("{name} not found")),
+        Error::Invalid(v) => v
+            .0
+            .first()
+            .map(|x| (x.field.trim_start_matches("movement.").to_owned(), x.description.clone()))
+            .unwrap_or_default(),
+        other => (String::new(), other.to_string()),
+    }
+}
+
+pub async fn list_movements(inv: &Inventory, tenant: &Tenant, req: ListMovementsRequest) -> Result<ListMovementsResponse> {
+    let mut v = Violations::new();
+    let size = v.check("page_size", PageSize::parse(req.page_size, 100, 1000));
+    let hash = oms_kernel::fingerprint(&ListMovementsRequest {
+        page_size: 0,
+        page_token: String::new(),
+        ..req.clone()
+    });
+    let after = v
+        .check("page_token", PageToken::<(chrono::DateTime<Utc>, Uuid)>::decode(&req.page_token, hash))
+        .flatten();
+    let size = v.into_result(size)?.unwrap_or(PageSize(100));
+    let limit = i64::from(size.get());
+    let filter = repo::stock::MovementFilter {
+        node_id: (!req.node_id.is_empty()).then(|| req.node_id.clone()),
+        sku: (!req.sku.is_empty()).then(|| req.sku.clone()),
+        kinds: req.kinds.iter().map(|k| k.to_string()).collect(),
+        after,
+        limit: limit + 1,
+    };
+    let mut rows = repo::stock::movements(&inv.pool, tenant, &filter).await?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next_page_token = match rows.last() {
+        Some((t, id, _)) if more => PageToken::encode((*t, *id), hash),
+        _ => String::new(),
+    };
+    Ok(ListMovementsResponse {
+        movements: rows.into_iter().map(|(_, _, m)| m).collect(),
+        next_page_token,
+    })
+}
+
+pub async fn list_levels(inv: &Inventory, tenant: &Tenant, req: ListStockLevelsRequest) -> Result<ListStockLevelsResponse> {
+    let mut v = Violations::new();
+    let size = v.check("page_size", PageSize::parse(req.page_size, 100, 1000));
+    let hash = oms_kernel::fingerprint(&ListStockLevelsRequest {
+        page_size: 0,
+        page_token: String::new(),
+        ..req.clone()
+    });
+    let after = v
+        .check("page_token", PageToken::<(String, String, String)>::decode(&req.page_token, hash))
+        .flatten();
+    let size = v.into_result(size)?.unwrap_or(PageSize(100));
+    let limit = i64::from(size.get());
+    let node = (!req.node_id.is_empty()).then_some(req.node_id.as_str());
+    let mut levels = repo::stock::levels(&inv.pool, tenant, node, &req.skus, after.as_ref(), limit + 1).await?;
+    let more = levels.len() as i64 > limit;
+    levels.truncate(limit as usize);
+    let next_page_token = match levels.last() {
+        Some(l) if more => PageToken::encode((l.node_id.clone(), l.sku.clone(), l.lot.clone()), hash),
+        _ => String::new(),
+    };
+    Ok(ListStockLevelsResponse { levels, next_page_token })
+}
+
+pub async fn set_safety(inv: &Inventory, tenant: &Tenant, req: SetSafetyStockRequest) -> Result<SetSafetyStockResponse> {
+    let mut v = Violations::new();
+    v.check("node_id", check_node_id(&req.node_id));
+    if !req.sku.is_empty() {
+        v.check("sku", check_sku(&req.sku));
+    }
+    if req.quantity < 0 {
+        v.add("quantity", "must be zero or more");
+    }
+    v.into_result(())?;
+    inv.retrying(tenant, || async {
+        let (mut tx, rid) = match inv.begin(tenant, &req.request_id, "SetSafetyStock", &req).await? {
+            Begin::Replay(r) => return Ok(r),
+            Begin::Tx(tx, rid) => (tx, rid),
+        };
+        let nodes = repo::nodes::visible(&mut *tx, tenant, std::slice::from_ref(&req.node_id)).await?;
+        let Some(&enabled) = nodes.get(&req.node_id) else {
+            return Err(Error::not_found("node", format!("nodes/{}", req.node_id)));
+        };
+        if !req.sku.is_empty() && repo::items::get(&mut *tx, tenant, &req.sku, false).await?.is_none() {
+            return Err(Error::not_found("item", format!("items/{}", req.sku)));
+        }
+        let before = repo::rules::safety(&mut *tx, tenant, &[]).await?;
+        repo::rules::set_safety(&mut tx, tenant, &req.node_id, &req.sku, req.quantity).await?;
+        let after = repo::rules::safety(&mut *tx, tenant, &[]).await?;
+        if enabled {
+            let skus = if req.sku.is_empty() {
+                repo::rules::skus_at(&mut tx, tenant, &req.node_id).await?
+            } else {
+                vec![req.sku.clone()]
+            };
+            let changes: Vec<AvailChange> = skus
+                .into_iter()
+                .filter_map(|sku| {
+                    let old = repo::rules::effective(&before, &req.node_id, &sku);
+                    let new = repo::rules::effective(&after, &req.node_id, &sku);
+                    (old != new).then(|| AvailChange {
+                        node: req.node_id.clone(),
+                        delta: old - new,
+                        init: -old,
+                        sku,
+                    })
+                })
+                .collect();
+            inv.gate.adjust(tenant, &changes).await?;
+        }
+        inv.finish(tx, tenant, &rid, SetSafetyStockResponse {}).await
+    })
+    .await
+}
+
+pub async fn set_channel_rule(inv: &Inventory, tenant: &Tenant, req: SetChannelRuleRequest) -> Result<SetChannelRuleResponse> {
+    let Some(rule) = req.rule.clone() else {
+        return Err(Violations::one("rule", "is required").into());
+    };
+    let mut v = Violations::new();
+    v.check("rule.channel", oms_kernel::parse_name(&rule.channel, "channels"));
+    for (i, n) in rule.node_ids.iter().enumerate() {
+        v.check(format!("rule.node_ids[{i}]"), check_node_id(n));
+    }
+    match rule.buffer {
+        Some(channel_rule::Buffer::BufferPercent(p)) if !(0..=100).contains(&p) => {
+            v.add("rule.buffer_percent", "must be 0 to 100")
+        }
+        Some(channel_rule::Buffer::BufferQuantity(q)) if q < 0 => v.add("rule.buffer_quantity", "must be zero or more"),
+        _ => {}
+    }
+    v.into_result(())?;
+    let (mut tx, rid) = match inv.begin(tenant, &req.request_id, "SetChannelRule", &req).await? {
+        Begin::Replay(r) => return Ok(r),
+        Begin::Tx(tx, rid) => (tx, rid),
+    };
+    let known = repo::nodes::visible(&mut *tx, tenant, &rule.node_ids).await?;
+    let mut v = Violations::new();
+    for (i, n) in rule.node_ids.iter().enumerate() {
+        if !known.contains_key(n) {
+            v.add(format!("rule.node_ids[{i}]"), format!("nodes/{n} not found"));
+        }
+    }
+    v.into_result(())?;
+    repo::rules::set_channel_rule(&mut tx, tenant, &rule).await?;
+    inv.finish(tx, tenant, &rid, SetChannelRuleResponse { rule: Some(rule) }).await
+}
+
+pub async fn list_channel_rules(inv: &Inventory, tenant: &Tenant, req: ListChannelRulesRequest) -> Result<ListChannelRulesResponse> {
+    let mut v = Violations::new();
+    let size = v.check("page_size", PageSize::parse(req.page_size, 100, 1000));
+    let after = v.check("page_token", PageToken::<String>::decode(&req.page_token, 0)).flatten();
+    let size = v.into_result(size)?.unwrap_or(PageSize(100));
+    let limit = i64::from(size.get());
+    let mut rules = repo::rules::channel_rules(&inv.pool, tenant, after.as_deref().unwrap_or(""), limit + 1).await?;
+    let more = rules.len() as i64 > limit;
+    rules.truncate(limit as usize);
+    let next_page_token = match rules.last() {
+        Some(r) if more => PageToken::encode(r.channel.clone(), 0),
+        _ => String::new(),
+    };
+    Ok(ListChannelRulesResponse { rules, next_page_token })
+}

@@ -1,0 +1,117 @@
+//! Rebuilding the Redis gate from the Postgres record: automatically when
+//! Redis has lost a tenant's data, and on demand (Reconcile) with a report
+//! of every difference found.
+use super::Inventory;
+use crate::domain::availability::Figures;
+use crate::error::Result;
+use crate::gate::{Gate, rebuild::LiveRecord};
+use crate::repo::{self, lock};
+use oms_kernel::Tenant;
+use oms_proto::inventory::{Drift, ReconcileRequest, ReconcileResponse};
+use sqlx::{PgConnection, PgPool};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Most drifts reported by one Reconcile.
+const MAX_DRIFTS: usize = 1000;
+
+/// Rebuilds the gate unless another caller already has.
+pub async fn ensure_ready(inv: &Inventory, tenant: &Tenant) -> Result<()> {
+    ensure_ready_with(&inv.pool, &inv.gate, tenant).await
+}
+
+pub async fn ensure_ready_with(pool: &PgPool, gate: &Gate, tenant: &Tenant) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    lock::exclusive(&mut tx, tenant).await?;
+    if !gate.is_ready(tenant).await? {
+        let drifts = rebuild(&mut tx, gate, tenant, false).await?;
+        tracing::warn!(tenant = %tenant, drifts = drifts.1.len(), "reservation gate rebuilt from the record");
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Drops the tenant's ready marker; the next gate change rebuilds.
+pub async fn invalidate(inv: &Inventory, tenant: &Tenant) -> Result<()> {
+    inv.gate.invalidate(tenant).await?;
+    Ok(())
+}
+
+pub async fn reconcile(inv: &Inventory, tenant: &Tenant, req: ReconcileRequest) -> Result<ReconcileResponse> {
+    oms_kernel::RequestId::parse(&req.request_id).map_err(|e| oms_kernel::Violations::one("request_id", e))?;
+    let mut tx = inv.pool.begin().await?;
+    lock::exclusive(&mut tx, tenant).await?;
+    let (keys_rebuilt, drifts) = rebuild(&mut tx, &inv.gate, tenant, req.dry_run).await?;
+    tx.commit().await?;
+    if !drifts.is_empty() {
+        tracing::warn!(tenant = %tenant, drifts = drifts.len(), dry_run = req.dry_run, "gate drift found");
+    }
+    Ok(ReconcileResponse { keys_rebuilt, drifts })
+}
+
+/// Computes the gate from the record (under the exclusive lock), compares
+/// it with Redis and, unless `dry_run`, installs it.
+async fn rebuild(tx: &mut PgConnection, gate: &Gate, tenant: &Tenant, dry_run: bool) -> Result<(i64, Vec<Drift>)> {
+    let mut f = Figures::default();
+    for (node, sku, q) in repo::stock::on_hand(&mut *tx, tenant, &[]).await? {
+        f.on_hand.insert((node, sku), q);
+    }
+    for (sku, node, q) in repo::reservations::held(&mut *tx, tenant, &[]).await? {
+        f.held.insert((sku, node), q);
+    }
+    f.safety = repo::rules::safety(&mut *tx, tenant, &[]).await?;
+    f.enabled = repo::nodes::enabled_ids(&mut *tx, tenant).await?.into_iter().collect();
+    let skus: BTreeSet<String> = f
+        .on_hand
+        .keys()
+        .map(|(_, s)| s.clone())
+        .chain(f.held.keys().map(|(s, _)| s.clone()))
+        .collect();
+    let expected: BTreeMap<String, BTreeMap<String, i64>> =
+        skus.iter().map(|s| (s.clone(), f.gate_fields(s))).collect();
+    let sku_list: Vec<String> = skus.into_iter().collect();
+    let current = gate.read(tenant, &sku_list).await?;
+    let drifts = compare(&expected, &current);
+    if !dry_run {
+        let live: Vec<LiveRecord> = repo::reservations::live(tx, tenant)
+            .await?
+            .into_iter()
+            .map(|l| LiveRecord {
+                id: l.id,
+                state: l.state,
+                request_hash: l.request_hash,
+                expire_ms: l.expire_ms,
+                consumed: l.consumed,
+                holds: l.holds,
+            })
+            .collect();
+        gate.install(tenant, &expected, &live).await?;
+    }
+    let rebuilt = if dry_run { 0 } else { expected.len() as i64 };
+    Ok((rebuilt, drifts))
+}
+
+fn compare(expected: &BTreeMap<String, BTreeMap<String, i64>>, current: &HashMap<String, HashMap<String, i64>>) -> Vec<Drift> {
+    let empty = HashMap::new();
+    let mut out = Vec::new();
+    for (sku, fields) in expected {
+        let cur = current.get(sku).unwrap_or(&empty);
+        let names: BTreeSet<&String> = fields.keys().chain(cur.keys()).collect();
+        for name in names {
+            let want = fields.get(name).copied();
+            let have = cur.get(name).copied();
+            // A missing zero is no drift.
+            if want.unwrap_or(0) != have.unwrap_or(0) || (have.is_none() && want.unwrap_or(0) != 0) {
+                out.push(Drift {
+                    sku: sku.clone(),
+                    node_id: name.strip_prefix("n:").unwrap_or("").to_owned(),
+                    gate_value: have.unwrap_or(-1),
+                    record_value: want.unwrap_or(0),
+                });
+                if out.len() >= MAX_DRIFTS {
+                    return out;
+                }
+            }
+        }
+    }
+    out
+}

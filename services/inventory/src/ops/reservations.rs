@@ -1,0 +1,717 @@
+//! Reservations: created through a group-commit writer (many per Postgres
+//! transaction and one gate script per tenant, so a hot SKU is not bound
+//! by commit latency), changed one at a time (confirm, release, consume,
+//! expire).
+use super::{Begin, Inventory, emit, now_ms};
+use crate::domain::reservation::{NewReservation, parse_entries};
+use crate::error::{Error, Result};
+use crate::gate::{self, ChannelLimit, Gate, GateError, Holds, Line, Op, ReserveItem, ReserveOutcome, Short};
+use crate::repo::{self, lock, reservations::NewRow};
+use chrono::{DateTime, Utc};
+use oms_kernel::{PageSize, PageToken, Tenant, Violations, parse_name};
+use oms_proto::inventory::{channel_rule::Buffer, *};
+use oms_runtime::{
+    outbox::{self, NewEvent},
+    time::to_timestamp,
+};
+use prost::Message;
+use sqlx::PgPool;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+const MAX_BATCH: usize = 256;
+const WORKERS: usize = 3;
+
+struct Job {
+    tenant: Tenant,
+    res: NewReservation,
+    respond: oneshot::Sender<Result<Reservation>>,
+}
+
+/// The group-commit writer of new reservations.
+#[derive(Clone)]
+pub struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    pub fn start(pool: PgPool, gate: Gate, shutdown: CancellationToken) -> Writer {
+        let (jobs, rx) = mpsc::channel::<Job>(4096);
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..WORKERS {
+            let (pool, gate, rx, shutdown) = (pool.clone(), gate.clone(), rx.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                loop {
+                    let batch = {
+                        let mut rx = rx.lock().await;
+                        let first = tokio::select! {
+                            j = rx.recv() => j,
+                            _ = shutdown.cancelled() => None,
+                        };
+                        let Some(first) = first else { return };
+                        let mut batch = vec![first];
+                        while batch.len() < MAX_BATCH {
+                            match rx.try_recv() {
+                                Ok(j) => batch.push(j),
+                                Err(_) => break,
+                            }
+                        }
+                        batch
+                    };
+                    write_batch(&pool, &gate, batch).await;
+                }
+            });
+        }
+        Writer { jobs }
+    }
+
+    async fn submit(&self, tenant: &Tenant, res: NewReservation) -> Result<Reservation> {
+        let (respond, answer) = oneshot::channel();
+        let job = Job {
+            tenant: tenant.clone(),
+            res,
+            respond,
+        };
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| Error::precondition("SHUTTING_DOWN", "reservations", "the service is shutting down"))?;
+        answer
+            .await
+            .map_err(|_| Error::precondition("SHUTTING_DOWN", "reservations", "the service is shutting down"))?
+    }
+}
+
+pub async fn create(inv: &Inventory, tenant: &Tenant, req: CreateReservationRequest) -> Result<CreateReservationResponse> {
+    let res = NewReservation::parse(&req)?;
+    let reservation = inv.writer.submit(tenant, res).await?;
+    Ok(CreateReservationResponse {
+        reservation: Some(reservation),
+    })
+}
+
+/// Writes one batch, answering every job. A gate that lost its data is
+/// rebuilt and the batch written again.
+async fn write_batch(pool: &PgPool, gate: &Gate, jobs: Vec<Job>) {
+    let mut by_tenant: BTreeMap<Tenant, Vec<Job>> = BTreeMap::new();
+    for j in jobs {
+        by_tenant.entry(j.tenant.clone()).or_default().push(j);
+    }
+    for attempt in 0..5 {
+        match try_batch(pool, gate, &by_tenant).await {
+            Ok(mut answers) => {
+                for (t, jobs) in by_tenant {
+                    let answers = answers.remove(&t).unwrap_or_default();
+                    let mut answers = answers.into_iter();
+                    for j in jobs {
+                        let a = answers
+                            .next()
+                            .unwrap_or_else(|| Err(Error::Internal("reservation batch lost an answer".into())));
+                        let _ = j.respond.send(a);
+                    }
+                }
+                return;
+            }
+            Err((Some(t), Error::Gate(GateError::NotReady))) if attempt < 4 => {
+                if let Err(e) = super::reconcile::ensure_ready_with(pool, gate, &t).await {
+                    tracing::error!(error = %e, tenant = %t, "gate rebuild failed");
+                }
+            }
+            Err((_, e)) => {
+                tracing::error!(error = %e, "reservation batch failed");
+                for j in by_tenant.into_values().flatten() {
+                    let _ = j.respond.send(Err(match &e {
+                        Error::Db(_) | Error::Gate(_) => {
+                            Error::Unavailable("the reservation store is unavailable; retry".into())
+                        }
+                        _ => Error::Internal(e.to_string()),
+                    }));
+                }
+                return;
+            }
+        }
+    }
+}
+
+type Answers = HashMap<Tenant, Vec<Result<Reservation>>>;
+
+async fn try_batch(pool: &PgPool, gate: &Gate, by_tenant: &BTreeMap<Tenant, Vec<Job>>) -> Result<Answers, (Option<Tenant>, Error)> {
+    let mut tx = pool.begin().await.map_err(|e| (None, e.into()))?;
+    for t in by_tenant.keys() {
+        lock::shared(&mut tx, t).await.map_err(|e| (None, e.into()))?;
+    }
+    let now = Utc::now();
+    let mut answers: Answers = HashMap::new();
+    let mut granted: Vec<(Tenant, String, Vec<String>)> = Vec::new();
+    let mut events: Vec<(Tenant, String, Vec<u8>)> = Vec::new();
+    for (t, jobs) in by_tenant {
+        let per = tenant_batch(&mut tx, gate, t, jobs, now).await.map_err(|e| (Some(t.clone()), e))?;
+        let mut out = Vec::with_capacity(per.len());
+        for (answer, new) in per {
+            if let (Ok(r), true) = (&answer, new) {
+                let skus = r.lines.iter().map(|l| l.sku.clone()).collect();
+                granted.push((t.clone(), r.reservation_id.clone(), skus));
+                let ev = InventoryEvent {
+                    meta: None,
+                    kind: Some(inventory_event::Kind::StockReserved(StockReserved { reservation: Some(r.clone()) })),
+                };
+                events.push((t.clone(), r.name.clone(), ev.encode_to_vec()));
+            }
+            out.push(answer);
+        }
+        answers.insert(t.clone(), out);
+    }
+    let new_events: Vec<NewEvent> = events
+        .iter()
+        .map(|(t, subject, payload)| NewEvent {
+            tenant: t,
+            event_type: "StockReserved",
+            subject,
+            request_id: "",
+            payload: payload.clone(),
+        })
+        .collect();
+    let written = async {
+        outbox::append_many(&mut tx, &new_events).await?;
+        tx.commit().await
+    }
+    .await;
+    if let Err(e) = written {
+        // The gate granted what the record could not keep: give it back.
+        for (t, id, skus) in granted {
+            let _ = gate.change(&t, Op::Release, &id, &skus, &[], now_ms()).await;
+        }
+        return Err((None, e.into()));
+    }
+    Ok(answers)
+}
+
+/// Reserves one tenant's part of a batch inside the batch transaction:
+/// an answer per job, and whether it is a new grant.
+async fn tenant_batch(
+    tx: &mut sqlx::PgConnection,
+    gate: &Gate,
+    tenant: &Tenant,
+    jobs: &[Job],
+    now: DateTime<Utc>,
+) -> Result<Vec<(Result<Reservation>, bool)>> {
+    let ids: Vec<String> = jobs.iter().map(|j| j.res.id.clone()).collect();
+    let stored = repo::reservations::existing(&mut *tx, tenant, &ids).await?;
+    let mut skus: Vec<String> = jobs.iter().flat_map(|j| j.res.skus()).collect();
+    skus.sort();
+    skus.dedup();
+    let items = repo::items::existing(&mut *tx, tenant, &skus).await?;
+    let mut node_ids: Vec<String> = jobs
+        .iter()
+        .flat_map(|j| j.res.lines.iter().map(|l| l.node_id.clone()))
+        .filter(|n| !n.is_empty())
+        .collect();
+    node_ids.sort();
+    node_ids.dedup();
+    let nodes = repo::nodes::visible(&mut *tx, tenant, &node_ids).await?;
+    let mut rules: HashMap<String, Option<ChannelRule>> = HashMap::new();
+
+    let mut answers: Vec<Option<Result<Reservation>>> = Vec::with_capacity(jobs.len());
+    let mut to_gate: Vec<(usize, ReserveItem)> = Vec::new();
+    for (i, j) in jobs.iter().enumerate() {
+        let r = &j.res;
+        if let Some((hash, existing)) = stored.get(&r.id) {
+            answers.push(Some(if *hash == r.request_hash {
+                Ok(existing.clone())
+            } else {
+                Err(reused(&r.id))
+            }));
+            continue;
+        }
+        let mut v = Violations::new();
+        for (li, l) in r.lines.iter().enumerate() {
+            if !items.contains_key(&l.sku) {
+                v.add(format!("lines[{li}].sku"), format!("items/{} not found", l.sku));
+            }
+            match nodes.get(&l.node_id) {
+                _ if l.node_id.is_empty() => {}
+                None => v.add(format!("lines[{li}].node_id"), format!("nodes/{} not found", l.node_id)),
+                Some(false) => v.add(format!("lines[{li}].node_id"), format!("nodes/{} is disabled", l.node_id)),
+                Some(true) => {}
+            }
+        }
+        if !v.is_empty() {
+            answers.push(Some(Err(v.into())));
+            continue;
+        }
+        let channel = match &r.channel {
+            None => None,
+            Some(c) => {
+                let name = format!("channels/{c}");
+                if !rules.contains_key(&name) {
+                    let rule = repo::rules::channel_rule(&mut *tx, tenant, &name).await?;
+                    rules.insert(name.clone(), rule);
+                }
+                rules[&name].as_ref().map(|rule| ChannelLimit {
+                    pool: rule.node_ids.clone(),
+                    buffer_percent: match rule.buffer {
+                        Some(Buffer::BufferPercent(p)) => i64::from(p),
+                        _ => 0,
+                    },
+                    buffer_quantity: match rule.buffer {
+                        Some(Buffer::BufferQuantity(q)) => q,
+                        _ => 0,
+                    },
+                })
+            }
+        };
+        answers.push(None);
+        to_gate.push((
+            i,
+            ReserveItem {
+                id: r.id.clone(),
+                request_hash: r.request_hash.clone(),
+                expire_ms: now.timestamp_millis() + r.ttl.as_millis() as i64,
+                lines: r.gate_lines(),
+                channel,
+            },
+        ));
+    }
+    let items: Vec<ReserveItem> = to_gate.iter().map(|(_, it)| it.clone_item()).collect();
+    let outcomes = if items.is_empty() { vec![] } else { gate.reserve(tenant, &items).await? };
+    let mut new_rows: Vec<(usize, Reservation, Holds, DateTime<Utc>)> = Vec::new();
+    for ((i, it), outcome) in to_gate.iter().zip(outcomes) {
+        let j = &jobs[*i];
+        match outcome {
+            // A grant the record never kept (its transaction failed and the
+            // give-back too) is recorded now: the gate holds exactly its lines.
+            ReserveOutcome::Ok | ReserveOutcome::Exists {} => {
+                let expire = DateTime::from_timestamp_millis(it.expire_ms).unwrap_or(now);
+                let r = new_reservation(&j.res, now, expire);
+                let holds = j.res.gate_lines().iter().fold(Holds::new(), |mut h, l| {
+                    *h.entry(gate::hold_key(&l.sku, &l.node)).or_default() += l.q;
+                    h
+                });
+                new_rows.push((*i, r, holds, expire));
+            }
+            ReserveOutcome::Conflict => answers[*i] = Some(Err(reused(&j.res.id))),
+            ReserveOutcome::Short { short } => answers[*i] = Some(Err(Error::Insufficient(short))),
+        }
+    }
+    let rows: Vec<NewRow> = new_rows
+        .iter()
+        .map(|(i, r, holds, expire)| NewRow {
+            reservation: r,
+            request_hash: &jobs[*i].res.request_hash,
+            expire_time: *expire,
+            holds,
+        })
+        .collect();
+    repo::reservations::insert_many(tx, tenant, &rows, now).await?;
+    let mut new = vec![false; jobs.len()];
+    for (i, r, _, _) in new_rows {
+        answers[i] = Some(Ok(r));
+        new[i] = true;
+    }
+    Ok(answers
+        .into_iter()
+        .zip(new)
+        .map(|(a, n)| (a.unwrap_or_else(|| Err(Error::Internal("unanswered reservation".into()))), n))
+        .collect())
+}
+
+impl ReserveItem {
+    fn clone_item(&self) -> ReserveItem {
+        ReserveItem {
+            id: self.id.clone(),
+            request_hash: self.request_hash.clone(),
+            expire_ms: self.expire_ms,
+            lines: self.lines.clone(),
+            channel: self.channel.clone(),
+        }
+    }
+}
+
+fn reused(id: &str) -> Error {
+    Violations::one("reservation_id", format!("{id:?} was used for a different reservation")).into()
+}
+
+fn new_reservation(r: &NewReservation, now: DateTime<Utc>, expire: DateTime<Utc>) -> Reservation {
+    Reservation {
+        name: format!("reservations/{}", r.id),
+        reservation_id: r.id.clone(),
+        state: ReservationState::Active as i32,
+        lines: r.lines.clone(),
+        reference: r.reference.clone(),
+        channel: r.channel.as_ref().map(|c| format!("channels/{c}")).unwrap_or_default(),
+        expire_time: Some(to_timestamp(expire)),
+        create_time: Some(to_timestamp(now)),
+        update_time: Some(to_timestamp(now)),
+    }
+}
+
+fn reservation_id<'a>(field: &str, name: &'a str) -> Result<&'a str> {
+    parse_name(name, "reservations").map_err(|e| Violations::one(field, e).into())
+}
+
+pub async fn get(inv: &Inventory, tenant: &Tenant, req: GetReservationRequest) -> Result<GetReservationResponse> {
+    let id = reservation_id("name", &req.name)?;
+    repo::reservations::get(&inv.pool, tenant, id)
+        .await?
+        .map(|r| GetReservationResponse { reservation: Some(r) })
+        .ok_or_else(|| Error::not_found("reservation", req.name.clone()))
+}
+
+pub async fn list(inv: &Inventory, tenant: &Tenant, req: ListReservationsRequest) -> Result<ListReservationsResponse> {
+    let mut v = Violations::new();
+    let size = v.check("page_size", PageSize::parse(req.page_size, 100, 1000));
+    let hash = oms_kernel::fingerprint(&ListReservationsRequest {
+        page_size: 0,
+        page_token: String::new(),
+        ..req.clone()
+    });
+    let after = v.check("page_token", PageToken::<(DateTime<Utc>, String)>::decode(&req.page_token, hash)).flatten();
+    let mut states = Vec::new();
+    for (i, s) in req.states.iter().enumerate() {
+        match ReservationState::try_from(*s) {
+            Ok(st) if st != ReservationState::Unspecified => states.push(repo::reservations::state_db(st)),
+            _ => v.add(format!("states[{i}]"), "unknown reservation state"),
+        }
+    }
+    let size = v.into_result(size)?.unwrap_or(PageSize(100));
+    let limit = i64::from(size.get());
+    let reference = (!req.reference.is_empty()).then_some(req.reference.as_str());
+    let mut rows = repo::reservations::list(&inv.pool, tenant, &states, reference, after, limit + 1).await?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next_page_token = match rows.last() {
+        Some((t, r)) if more => PageToken::encode((*t, r.reservation_id.clone()), hash),
+        _ => String::new(),
+    };
+    Ok(ListReservationsResponse {
+        reservations: rows.into_iter().map(|(_, r)| r).collect(),
+        next_page_token,
+    })
+}
+
+/// A change asked of one reservation.
+pub struct Change<'a> {
+    pub op: Op,
+    pub id: &'a str,
+    pub entries: Vec<Line>,
+    pub reason: &'a str,
+    pub reference: &'a str,
+}
+
+pub async fn confirm(inv: &Inventory, tenant: &Tenant, actor: &str, req: ConfirmReservationRequest) -> Result<ConfirmReservationResponse> {
+    let id = reservation_id("name", &req.name)?;
+    let entries = parse_entries("allocations", &req.allocations, true, false)?;
+    let change = Change { op: Op::Confirm, id, entries, reason: "", reference: "" };
+    let r = idempotent_change(inv, tenant, actor, &req.request_id, "ConfirmReservation", &req, &change).await?;
+    Ok(ConfirmReservationResponse { reservation: Some(r) })
+}
+
+pub async fn release(inv: &Inventory, tenant: &Tenant, actor: &str, req: ReleaseReservationRequest) -> Result<ReleaseReservationResponse> {
+    let id = reservation_id("name", &req.name)?;
+    let entries = parse_entries("lines", &req.lines, false, true)?;
+    let change = Change { op: Op::Release, id, entries, reason: &req.reason, reference: "" };
+    let r = idempotent_change(inv, tenant, actor, &req.request_id, "ReleaseReservation", &req, &change).await?;
+    Ok(ReleaseReservationResponse { reservation: Some(r) })
+}
+
+pub async fn consume(inv: &Inventory, tenant: &Tenant, actor: &str, req: ConsumeAllocationsRequest) -> Result<ConsumeAllocationsResponse> {
+    let id = reservation_id("name", &req.name)?;
+    let entries = parse_entries("shipped", &req.shipped, true, false)?;
+    let change = Change { op: Op::Consume, id, entries, reason: "", reference: &req.reference };
+    let r = idempotent_change(inv, tenant, actor, &req.request_id, "ConsumeAllocations", &req, &change).await?;
+    Ok(ConsumeAllocationsResponse { reservation: Some(r) })
+}
+
+async fn idempotent_change<Req: Message>(
+    inv: &Inventory,
+    tenant: &Tenant,
+    actor: &str,
+    request_id: &str,
+    method: &str,
+    req: &Req,
+    change: &Change<'_>,
+) -> Result<Reservation> {
+    // The stored answer is the reservation; the response types wrap it.
+    inv.retrying(tenant, || async {
+        let (mut tx, rid) = match inv.begin::<Req, Reservation>(tenant, request_id, method, req).await? {
+            Begin::Replay(r) => return Ok(r),
+            Begin::Tx(tx, rid) => (tx, rid),
+        };
+        match apply_change(inv, &mut tx, tenant, actor, rid.as_str(), change).await? {
+            Applied::Done(r) => inv.finish(tx, tenant, &rid, r).await,
+            Applied::Refused(e) => {
+                // Keep what was learnt (an expiry), not the claim.
+                oms_runtime::idempotency::release(&mut tx, tenant, &rid).await?;
+                tx.commit().await?;
+                Err(e)
+            }
+        }
+    })
+    .await
+}
+
+/// Expires one reservation if it is due (the sweeper); no request id.
+pub async fn expire(inv: &Inventory, tenant: &Tenant, id: &str) -> Result<()> {
+    let change = Change { op: Op::Expire, id, entries: vec![], reason: "expired", reference: "" };
+    inv.retrying(tenant, || async {
+        let mut tx = inv.pool.begin().await?;
+        lock::shared(&mut tx, tenant).await?;
+        apply_change(inv, &mut tx, tenant, "system:expiry", "", &change).await?;
+        tx.commit().await?;
+        Ok(())
+    })
+    .await
+}
+
+enum Applied {
+    Done(Reservation),
+    /// Refused, but the transaction holds a state change worth keeping.
+    Refused(Error),
+}
+
+async fn apply_change(
+    inv: &Inventory,
+    tx: &mut sqlx::PgConnection,
+    tenant: &Tenant,
+    actor: &str,
+    request_id: &str,
+    c: &Change<'_>,
+) -> Result<Applied> {
+    let name = format!("reservations/{}", c.id);
+    let Some((mut r, consumed)) = repo::reservations::lock(tx, tenant, c.id).await? else {
+        return Err(Error::not_found("reservation", name));
+    };
+    let state = ReservationState::try_from(r.state).unwrap_or_default();
+    if !matches!(state, ReservationState::Active | ReservationState::Confirmed) {
+        return Err(not_live(&name, state));
+    }
+    let mut skus: Vec<String> = r.lines.iter().map(|l| l.sku.clone()).collect();
+    skus.sort();
+    skus.dedup();
+    let out = inv.gate.change(tenant, c.op, c.id, &skus, &c.entries, now_ms()).await?;
+    let new_state = repo::reservations::state_from(&out.state);
+    match out.status.as_str() {
+        "OK" => {}
+        "STATE" if new_state == ReservationState::Expired => {
+            // Found expired on the way: record that, refuse the change.
+            let released = record(inv, tx, tenant, &mut r, &out.holds, consumed, new_state, c, request_id, actor, &BTreeMap::new()).await;
+            released?;
+            return Ok(if c.op == Op::Expire {
+                Applied::Done(r)
+            } else {
+                Applied::Refused(Error::precondition("RESERVATION_EXPIRED", name.clone(), format!("{name} expired")))
+            });
+        }
+        "STATE" => return Err(not_live(&name, new_state)),
+        "NOT_FOUND" => {
+            // The record is live but Redis lost it: rebuild, then retry.
+            super::reconcile::invalidate(inv, tenant).await?;
+            return Err(GateError::NotReady.into());
+        }
+        "SHORT" => {
+            let s: Short = serde_json::from_value(out.detail).map_err(GateError::from)?;
+            return Err(Error::Insufficient(vec![s]));
+        }
+        "MISMATCH" => {
+            let d = out.detail;
+            return Err(Violations::one(
+                "allocations",
+                format!(
+                    "must cover exactly what is reserved: {} holds {} at {:?}, allocations give {}",
+                    d["sku"].as_str().unwrap_or_default(),
+                    d["held"],
+                    d["node"].as_str().unwrap_or(""),
+                    d["want"]
+                ),
+            )
+            .into());
+        }
+        "TOO_MUCH" => {
+            let d = &out.detail;
+            let (reason, what) = if c.op == Op::Consume {
+                ("CONSUME_EXCEEDS_ALLOCATED", "allocated")
+            } else {
+                ("RELEASE_EXCEEDS_HELD", "held")
+            };
+            return Err(Error::precondition(
+                reason,
+                name,
+                format!(
+                    "{} of {} {} at {:?}; {} asked",
+                    d["held"],
+                    d["sku"].as_str().unwrap_or_default(),
+                    what,
+                    d["node"].as_str().unwrap_or(""),
+                    d["want"]
+                ),
+            ));
+        }
+        other => return Err(GateError::Answer(serde::de::Error::custom(format!("gate status {other}"))).into()),
+    }
+    let taken: BTreeMap<String, i64> = serde_json::from_value(out.detail.clone()).unwrap_or_default();
+    let consumed = consumed || c.op == Op::Consume;
+    record(inv, tx, tenant, &mut r, &out.holds, consumed, new_state, c, request_id, actor, &taken).await?;
+    Ok(Applied::Done(r))
+}
+
+fn not_live(name: &str, state: ReservationState) -> Error {
+    let s = repo::reservations::state_db(state);
+    Error::precondition("RESERVATION_NOT_ACTIVE", name, format!("{name} is {s}"))
+}
+
+/// Writes a changed reservation: its document, holds, event, and for
+/// shipments the ledger.
+#[allow(clippy::too_many_arguments)]
+async fn record(
+    inv: &Inventory,
+    tx: &mut sqlx::PgConnection,
+    tenant: &Tenant,
+    r: &mut Reservation,
+    holds: &Holds,
+    consumed: bool,
+    state: ReservationState,
+    c: &Change<'_>,
+    request_id: &str,
+    actor: &str,
+    taken: &BTreeMap<String, i64>,
+) -> Result<()> {
+    let now = Utc::now();
+    let mut moved = Vec::new();
+    match (c.op, state) {
+        (_, ReservationState::Expired) => {
+            for l in &mut r.lines {
+                l.quantity_released = l.quantity;
+            }
+        }
+        (Op::Confirm, _) => {
+            for e in &c.entries {
+                if let Some(l) = r.lines.iter_mut().find(|l| l.sku == e.sku) {
+                    l.allocations.push(Allocation {
+                        sku: e.sku.clone(),
+                        node_id: e.node.clone(),
+                        quantity: e.q,
+                        quantity_consumed: 0,
+                        lot: String::new(),
+                    });
+                }
+            }
+        }
+        (Op::Release, _) => {
+            for (k, t) in taken {
+                let (sku, node) = gate::split_hold(k);
+                let mut left = *t;
+                for l in r.lines.iter_mut().filter(|l| l.sku == sku) {
+                    for a in l.allocations.iter_mut().filter(|a| a.node_id == node) {
+                        let x = left.min(a.quantity - a.quantity_consumed);
+                        a.quantity -= x;
+                        left -= x;
+                    }
+                    let x = left.min(l.quantity - l.quantity_released);
+                    l.quantity_released += x;
+                    left -= x;
+                }
+            }
+        }
+        (Op::Consume, _) => {
+            for (k, t) in taken {
+                let (sku, node) = gate::split_hold(k);
+                let mut left = *t;
+                for a in r.lines.iter_mut().flat_map(|l| l.allocations.iter_mut()).filter(|a| a.sku == sku && a.node_id == node) {
+                    let x = left.min(a.quantity - a.quantity_consumed);
+                    a.quantity_consumed += x;
+                    left -= x;
+                }
+                moved.push((sku.to_owned(), node.to_owned(), *t));
+            }
+        }
+        (Op::Expire, _) => {}
+    }
+    r.state = state as i32;
+    r.update_time = Some(to_timestamp(now));
+    repo::reservations::save(tx, tenant, r, holds, consumed, now).await?;
+    // Shipped units leave on-hand; what the node can promise is unchanged
+    // (the allocation they leave held the same units), so the gate is not
+    // touched.
+    for (sku, node, q) in &moved {
+        let lot = c
+            .entries
+            .iter()
+            .find(|e| &e.sku == sku && &e.node == node)
+            .map(|e| e.lot.clone())
+            .unwrap_or_default();
+        let m = StockMovement {
+            kind: MovementKind::Shipment as i32,
+            node_id: node.clone(),
+            sku: sku.clone(),
+            lot,
+            quantity: -q,
+            reference: if c.reference.is_empty() { r.name.clone() } else { c.reference.to_owned() },
+            reason: "shipment of allocated units".into(),
+            ..Default::default()
+        };
+        super::movements::apply(inv, tx, tenant, m, actor, request_id, false).await?;
+    }
+    let kind = match (c.op, state) {
+        (_, ReservationState::Expired) => inventory_event::Kind::ReservationReleased(ReservationReleased {
+            reservation: Some(r.clone()),
+            released: vec![],
+            reason: "expired".into(),
+        }),
+        (Op::Confirm, _) => inventory_event::Kind::ReservationConfirmed(ReservationConfirmed { reservation: Some(r.clone()) }),
+        (Op::Consume, _) => inventory_event::Kind::AllocationsConsumed(AllocationsConsumed {
+            reservation: Some(r.clone()),
+            consumed: as_allocations(taken),
+        }),
+        _ => inventory_event::Kind::ReservationReleased(ReservationReleased {
+            reservation: Some(r.clone()),
+            released: as_allocations(taken),
+            reason: c.reason.to_owned(),
+        }),
+    };
+    emit(tx, tenant, &r.name, request_id, kind).await
+}
+
+fn as_allocations(taken: &BTreeMap<String, i64>) -> Vec<Allocation> {
+    taken
+        .iter()
+        .map(|(k, q)| {
+            let (sku, node) = gate::split_hold(k);
+            Allocation {
+                sku: sku.to_owned(),
+                node_id: node.to_owned(),
+                quantity: *q,
+                ..Default::default()
+            }
+        })
+        .collect()
+}
+
+/// Expires due reservations every `interval` until `shutdown`.
+pub fn start_sweeper(inv: super::Shared, interval: std::time::Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = inv.shutdown.cancelled() => return,
+            }
+            let due = match repo::reservations::due(&inv.pool, 200).await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(error = %e, "expiry sweep cannot read due reservations");
+                    continue;
+                }
+            };
+            for (tenant, id) in due {
+                let Ok(tenant) = Tenant::parse(&tenant) else { continue };
+                match expire(&inv, &tenant, &id).await {
+                    Ok(()) | Err(Error::Precondition { .. }) | Err(Error::NotFound { .. }) => {}
+                    Err(e) => tracing::warn!(error = %e, reservation = %id, "expiry failed; retried next sweep"),
+                }
+            }
+        }
+    });
+}
