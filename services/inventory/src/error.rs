@@ -38,10 +38,17 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn not_found(kind: &'static str, name: impl Into<String>) -> Self {
-        Error::NotFound { kind, name: name.into() }
+        Error::NotFound {
+            kind,
+            name: name.into(),
+        }
     }
 
-    pub fn precondition(reason: &'static str, subject: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn precondition(
+        reason: &'static str,
+        subject: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Error::Precondition {
             reason,
             subject: subject.into(),

@@ -23,11 +23,21 @@ pub fn to_status(e: Error) -> Status {
         Error::Invalid(v) => status::invalid_argument(DOMAIN, &v),
         Error::NotFound { kind, name } => status::not_found(DOMAIN, kind, &name),
         Error::AlreadyExists { reason, name } => status::already_exists(DOMAIN, reason, &name),
-        Error::Precondition { reason, subject, message } => status::failed_precondition(DOMAIN, reason, &subject, &message),
-        Error::PermissionDenied(m) => status::with_reason(Code::PermissionDenied, DOMAIN, "NOT_OWNER", m),
+        Error::Precondition {
+            reason,
+            subject,
+            message,
+        } => status::failed_precondition(DOMAIN, reason, &subject, &message),
+        Error::PermissionDenied(m) => {
+            status::with_reason(Code::PermissionDenied, DOMAIN, "NOT_OWNER", m)
+        }
         Error::Insufficient(short) => {
             let mut d = ErrorDetails::new();
-            d.set_error_info("INSUFFICIENT_STOCK", DOMAIN, std::collections::HashMap::<String, String>::new());
+            d.set_error_info(
+                "INSUFFICIENT_STOCK",
+                DOMAIN,
+                std::collections::HashMap::<String, String>::new(),
+            );
             let mut lines = Vec::new();
             for s in &short {
                 let subject = match (s.node.is_empty(), s.channel) {
@@ -39,7 +49,11 @@ pub fn to_status(e: Error) -> Status {
                 lines.push(format!("{subject}: {what}"));
                 d.add_precondition_failure_violation("INSUFFICIENT_STOCK", subject, what);
             }
-            Status::with_error_details(Code::FailedPrecondition, format!("not enough stock: {}", lines.join("; ")), d)
+            Status::with_error_details(
+                Code::FailedPrecondition,
+                format!("not enough stock: {}", lines.join("; ")),
+                d,
+            )
         }
         Error::Unavailable(m) => status::with_reason(Code::Unavailable, DOMAIN, "UNAVAILABLE", m),
         Error::Internal(m) => status::internal(DOMAIN, &Error::Internal(m)),
@@ -52,7 +66,10 @@ pub fn to_status(e: Error) -> Status {
 macro_rules! unary {
     ($self:ident, $req:ident, $op:path) => {{
         let caller = auth::caller(&$req)?;
-        $op(&$self.0, &caller.tenant, $req.into_inner()).await.map(Response::new).map_err(to_status)
+        $op(&$self.0, &caller.tenant, $req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(to_status)
     }};
     ($self:ident, $req:ident, $op:path, actor) => {{
         let caller = auth::caller(&$req)?;
@@ -65,40 +82,76 @@ macro_rules! unary {
 
 #[tonic::async_trait]
 impl InventoryService for InventoryApi {
-    async fn create_node(&self, req: Request<CreateNodeRequest>) -> Result<Response<CreateNodeResponse>, Status> {
+    async fn create_node(
+        &self,
+        req: Request<CreateNodeRequest>,
+    ) -> Result<Response<CreateNodeResponse>, Status> {
         unary!(self, req, ops::catalog::create_node)
     }
-    async fn update_node(&self, req: Request<UpdateNodeRequest>) -> Result<Response<UpdateNodeResponse>, Status> {
+    async fn update_node(
+        &self,
+        req: Request<UpdateNodeRequest>,
+    ) -> Result<Response<UpdateNodeResponse>, Status> {
         unary!(self, req, ops::catalog::update_node)
     }
-    async fn get_node(&self, req: Request<GetNodeRequest>) -> Result<Response<GetNodeResponse>, Status> {
+    async fn get_node(
+        &self,
+        req: Request<GetNodeRequest>,
+    ) -> Result<Response<GetNodeResponse>, Status> {
         unary!(self, req, ops::catalog::get_node)
     }
-    async fn list_nodes(&self, req: Request<ListNodesRequest>) -> Result<Response<ListNodesResponse>, Status> {
+    async fn list_nodes(
+        &self,
+        req: Request<ListNodesRequest>,
+    ) -> Result<Response<ListNodesResponse>, Status> {
         unary!(self, req, ops::catalog::list_nodes)
     }
-    async fn create_item(&self, req: Request<CreateItemRequest>) -> Result<Response<CreateItemResponse>, Status> {
+    async fn create_item(
+        &self,
+        req: Request<CreateItemRequest>,
+    ) -> Result<Response<CreateItemResponse>, Status> {
         unary!(self, req, ops::catalog::create_item)
     }
-    async fn update_item(&self, req: Request<UpdateItemRequest>) -> Result<Response<UpdateItemResponse>, Status> {
+    async fn update_item(
+        &self,
+        req: Request<UpdateItemRequest>,
+    ) -> Result<Response<UpdateItemResponse>, Status> {
         unary!(self, req, ops::catalog::update_item)
     }
-    async fn get_item(&self, req: Request<GetItemRequest>) -> Result<Response<GetItemResponse>, Status> {
+    async fn get_item(
+        &self,
+        req: Request<GetItemRequest>,
+    ) -> Result<Response<GetItemResponse>, Status> {
         unary!(self, req, ops::catalog::get_item)
     }
-    async fn list_items(&self, req: Request<ListItemsRequest>) -> Result<Response<ListItemsResponse>, Status> {
+    async fn list_items(
+        &self,
+        req: Request<ListItemsRequest>,
+    ) -> Result<Response<ListItemsResponse>, Status> {
         unary!(self, req, ops::catalog::list_items)
     }
-    async fn record_movement(&self, req: Request<RecordMovementRequest>) -> Result<Response<RecordMovementResponse>, Status> {
+    async fn record_movement(
+        &self,
+        req: Request<RecordMovementRequest>,
+    ) -> Result<Response<RecordMovementResponse>, Status> {
         unary!(self, req, ops::movements::record, actor)
     }
-    async fn transfer_stock(&self, req: Request<TransferStockRequest>) -> Result<Response<TransferStockResponse>, Status> {
+    async fn transfer_stock(
+        &self,
+        req: Request<TransferStockRequest>,
+    ) -> Result<Response<TransferStockResponse>, Status> {
         unary!(self, req, ops::movements::transfer, actor)
     }
-    async fn list_movements(&self, req: Request<ListMovementsRequest>) -> Result<Response<ListMovementsResponse>, Status> {
+    async fn list_movements(
+        &self,
+        req: Request<ListMovementsRequest>,
+    ) -> Result<Response<ListMovementsResponse>, Status> {
         unary!(self, req, ops::movements::list_movements)
     }
-    async fn list_stock_levels(&self, req: Request<ListStockLevelsRequest>) -> Result<Response<ListStockLevelsResponse>, Status> {
+    async fn list_stock_levels(
+        &self,
+        req: Request<ListStockLevelsRequest>,
+    ) -> Result<Response<ListStockLevelsResponse>, Status> {
         unary!(self, req, ops::movements::list_levels)
     }
     async fn import_stock_snapshot(
@@ -109,10 +162,13 @@ impl InventoryService for InventoryApi {
         let caller = auth::caller(&req)?;
         let mut stream = req.into_inner();
         let header = match stream.message().await? {
-            Some(ImportStockSnapshotRequest { part: Some(Part::Header(h)) }) => h,
+            Some(ImportStockSnapshotRequest {
+                part: Some(Part::Header(h)),
+            }) => h,
             _ => {
                 return Err(to_status(
-                    Violations::one("header", "the first message must be the snapshot header").into(),
+                    Violations::one("header", "the first message must be the snapshot header")
+                        .into(),
                 ));
             }
         };
@@ -122,13 +178,24 @@ impl InventoryService for InventoryApi {
                 Some(Part::Row(r)) => rows.push(r),
                 _ => {
                     return Err(to_status(
-                        Violations::one(format!("row[{}]", rows.len()), "only the first message is a header").into(),
+                        Violations::one(
+                            format!("row[{}]", rows.len()),
+                            "only the first message is a header",
+                        )
+                        .into(),
                     ));
                 }
             }
             if rows.len() > ops::movements::MAX_SNAPSHOT_ROWS {
                 return Err(to_status(
-                    Violations::one("row", format!("at most {} rows per import", ops::movements::MAX_SNAPSHOT_ROWS)).into(),
+                    Violations::one(
+                        "row",
+                        format!(
+                            "at most {} rows per import",
+                            ops::movements::MAX_SNAPSHOT_ROWS
+                        ),
+                    )
+                    .into(),
                 ));
             }
         }
@@ -137,25 +204,46 @@ impl InventoryService for InventoryApi {
             .map(Response::new)
             .map_err(to_status)
     }
-    async fn create_reservation(&self, req: Request<CreateReservationRequest>) -> Result<Response<CreateReservationResponse>, Status> {
+    async fn create_reservation(
+        &self,
+        req: Request<CreateReservationRequest>,
+    ) -> Result<Response<CreateReservationResponse>, Status> {
         unary!(self, req, ops::reservations::create)
     }
-    async fn get_reservation(&self, req: Request<GetReservationRequest>) -> Result<Response<GetReservationResponse>, Status> {
+    async fn get_reservation(
+        &self,
+        req: Request<GetReservationRequest>,
+    ) -> Result<Response<GetReservationResponse>, Status> {
         unary!(self, req, ops::reservations::get)
     }
-    async fn list_reservations(&self, req: Request<ListReservationsRequest>) -> Result<Response<ListReservationsResponse>, Status> {
+    async fn list_reservations(
+        &self,
+        req: Request<ListReservationsRequest>,
+    ) -> Result<Response<ListReservationsResponse>, Status> {
         unary!(self, req, ops::reservations::list)
     }
-    async fn confirm_reservation(&self, req: Request<ConfirmReservationRequest>) -> Result<Response<ConfirmReservationResponse>, Status> {
+    async fn confirm_reservation(
+        &self,
+        req: Request<ConfirmReservationRequest>,
+    ) -> Result<Response<ConfirmReservationResponse>, Status> {
         unary!(self, req, ops::reservations::confirm, actor)
     }
-    async fn release_reservation(&self, req: Request<ReleaseReservationRequest>) -> Result<Response<ReleaseReservationResponse>, Status> {
+    async fn release_reservation(
+        &self,
+        req: Request<ReleaseReservationRequest>,
+    ) -> Result<Response<ReleaseReservationResponse>, Status> {
         unary!(self, req, ops::reservations::release, actor)
     }
-    async fn consume_allocations(&self, req: Request<ConsumeAllocationsRequest>) -> Result<Response<ConsumeAllocationsResponse>, Status> {
+    async fn consume_allocations(
+        &self,
+        req: Request<ConsumeAllocationsRequest>,
+    ) -> Result<Response<ConsumeAllocationsResponse>, Status> {
         unary!(self, req, ops::reservations::consume, actor)
     }
-    async fn get_availability(&self, req: Request<GetAvailabilityRequest>) -> Result<Response<GetAvailabilityResponse>, Status> {
+    async fn get_availability(
+        &self,
+        req: Request<GetAvailabilityRequest>,
+    ) -> Result<Response<GetAvailabilityResponse>, Status> {
         unary!(self, req, ops::availability::get)
     }
     async fn watch_availability(
@@ -163,19 +251,32 @@ impl InventoryService for InventoryApi {
         req: Request<WatchAvailabilityRequest>,
     ) -> Result<Response<BoxStream<WatchAvailabilityResponse>>, Status> {
         let caller = auth::caller(&req)?;
-        let feed = ops::availability::watch(self.0.clone(), caller.tenant, req.into_inner()).map_err(to_status)?;
+        let feed = ops::availability::watch(self.0.clone(), caller.tenant, req.into_inner())
+            .map_err(to_status)?;
         Ok(Response::new(Box::pin(feed.map(|r| r.map_err(to_status)))))
     }
-    async fn set_safety_stock(&self, req: Request<SetSafetyStockRequest>) -> Result<Response<SetSafetyStockResponse>, Status> {
+    async fn set_safety_stock(
+        &self,
+        req: Request<SetSafetyStockRequest>,
+    ) -> Result<Response<SetSafetyStockResponse>, Status> {
         unary!(self, req, ops::movements::set_safety)
     }
-    async fn set_channel_rule(&self, req: Request<SetChannelRuleRequest>) -> Result<Response<SetChannelRuleResponse>, Status> {
+    async fn set_channel_rule(
+        &self,
+        req: Request<SetChannelRuleRequest>,
+    ) -> Result<Response<SetChannelRuleResponse>, Status> {
         unary!(self, req, ops::movements::set_channel_rule)
     }
-    async fn list_channel_rules(&self, req: Request<ListChannelRulesRequest>) -> Result<Response<ListChannelRulesResponse>, Status> {
+    async fn list_channel_rules(
+        &self,
+        req: Request<ListChannelRulesRequest>,
+    ) -> Result<Response<ListChannelRulesResponse>, Status> {
         unary!(self, req, ops::movements::list_channel_rules)
     }
-    async fn reconcile(&self, req: Request<ReconcileRequest>) -> Result<Response<ReconcileResponse>, Status> {
+    async fn reconcile(
+        &self,
+        req: Request<ReconcileRequest>,
+    ) -> Result<Response<ReconcileResponse>, Status> {
         unary!(self, req, ops::reconcile::reconcile)
     }
     async fn watch_inventory_events(
@@ -186,9 +287,17 @@ impl InventoryService for InventoryApi {
         let after = Cursor::parse(&req.get_ref().after_cursor)
             .map_err(|e| to_status(Violations::one("after_cursor", e).into()))?;
         let inv = &self.0;
-        let feed = outbox::follow(inv.pool.clone(), caller.tenant, after, inv.waker.clone(), inv.shutdown.clone()).map(|row| {
+        let feed = outbox::follow(
+            inv.pool.clone(),
+            caller.tenant,
+            after,
+            inv.waker.clone(),
+            inv.shutdown.clone(),
+        )
+        .map(|row| {
             let row = row.map_err(|e| to_status(e.into()))?;
-            let mut event = InventoryEvent::decode(row.payload.as_slice()).map_err(|e| status::internal(DOMAIN, &e))?;
+            let mut event = InventoryEvent::decode(row.payload.as_slice())
+                .map_err(|e| status::internal(DOMAIN, &e))?;
             event.meta = Some(row.meta());
             Ok(WatchInventoryEventsResponse { event: Some(event) })
         });

@@ -20,9 +20,17 @@ use tokio_util::sync::CancellationToken;
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Runs the inventory service on `listener` until `shutdown`.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let pool =
-        oms_runtime::db::connect_and_migrate(&config.database, Some(&MIGRATOR), Duration::from_secs(30)).await?;
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let pool = oms_runtime::db::connect_and_migrate(
+        &config.database,
+        Some(&MIGRATOR),
+        Duration::from_secs(30),
+    )
+    .await?;
     let redis = oms_runtime::redis::connect(&config.redis).await?;
     let gate = gate::Gate::new(redis.clone(), gate::GateKeys::new(&config.redis.key_prefix));
     let waker = FeedWaker::listen(&pool, &config.database.schema, shutdown.clone()).await?;
@@ -35,7 +43,10 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         writer,
     });
     ops::reservations::start_sweeper(inv.clone(), config.sweep_interval);
-    let api = InventoryServiceServer::with_interceptor(grpc::InventoryApi(inv), Authenticator::new(&config.auth));
+    let api = InventoryServiceServer::with_interceptor(
+        grpc::InventoryApi(inv),
+        Authenticator::new(&config.auth),
+    );
     GrpcServer::new(&config)
         .with_service(api)
         .with_db(&pool)

@@ -108,7 +108,11 @@ pub async fn complete<Resp: Message>(
 /// Gives up a claim in its transaction: the request failed, but the
 /// transaction is committed for another reason (a state change it found),
 /// and a retry must be evaluated anew.
-pub async fn release(tx: &mut PgConnection, tenant: &Tenant, request_id: &RequestId) -> Result<(), sqlx::Error> {
+pub async fn release(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    request_id: &RequestId,
+) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM idempotency WHERE tenant = $1 AND request_id = $2")
         .bind(tenant.as_str())
         .bind(request_id.as_str())

@@ -59,7 +59,10 @@ pub async fn append(tx: &mut PgConnection, ev: NewEvent<'_>) -> Result<Uuid, sql
 
 /// Appends many events in two statements (batch writers append hundreds
 /// per transaction).
-pub async fn append_many(tx: &mut PgConnection, events: &[NewEvent<'_>]) -> Result<(), sqlx::Error> {
+pub async fn append_many(
+    tx: &mut PgConnection,
+    events: &[NewEvent<'_>],
+) -> Result<(), sqlx::Error> {
     if events.is_empty() {
         return Ok(());
     }

@@ -104,20 +104,35 @@ pub fn redis_prefix() -> String {
 /// Redis prefix, an ephemeral port, the development secret, and peers at
 /// `peers` (services already spawned).
 pub fn config(service: Service, db: &TestDb, peers: &[(Service, SocketAddr)]) -> Config {
+    config_with(service, db, peers, &[])
+}
+
+/// [`config`] with some variables set otherwise (`("OMS_REDIS_URL", ...)`).
+pub fn config_with(
+    service: Service,
+    db: &TestDb,
+    peers: &[(Service, SocketAddr)],
+    overrides: &[(&str, String)],
+) -> Config {
     let prefix = redis_prefix();
     let redis = redis_url();
-    Config::from_lookup(service, |key| match key {
-        "OMS_DATABASE_URL" => Some(db.url.clone()),
-        "OMS_LISTEN_ADDR" => Some("127.0.0.1:0".into()),
-        "OMS_REDIS_URL" => Some(redis.clone()),
-        "OMS_REDIS_KEY_PREFIX" => Some(prefix.clone()),
-        "OMS_DATABASE_MAX_CONNECTIONS" => Some("5".into()),
-        "OMS_SHUTDOWN_GRACE_MS" => Some("5000".into()),
-        "OMS_SWEEP_INTERVAL_MS" => Some("50".into()),
-        k => peers
-            .iter()
-            .find(|(s, _)| format!("OMS_{}_URL", s.name().to_uppercase()) == k)
-            .map(|(_, a)| format!("http://{a}")),
+    Config::from_lookup(service, |key| {
+        if let Some((_, v)) = overrides.iter().find(|(k, _)| *k == key) {
+            return Some(v.clone());
+        }
+        match key {
+            "OMS_DATABASE_URL" => Some(db.url.clone()),
+            "OMS_LISTEN_ADDR" => Some("127.0.0.1:0".into()),
+            "OMS_REDIS_URL" => Some(redis.clone()),
+            "OMS_REDIS_KEY_PREFIX" => Some(prefix.clone()),
+            "OMS_DATABASE_MAX_CONNECTIONS" => Some("5".into()),
+            "OMS_SHUTDOWN_GRACE_MS" => Some("5000".into()),
+            "OMS_SWEEP_INTERVAL_MS" => Some("50".into()),
+            k => peers
+                .iter()
+                .find(|(s, _)| format!("OMS_{}_URL", s.name().to_uppercase()) == k)
+                .map(|(_, a)| format!("http://{a}")),
+        }
     })
     .expect("test configuration is valid")
 }
@@ -228,3 +243,6 @@ pub fn authed<T>(tenant: &str, msg: T) -> Request<T> {
     );
     req
 }
+
+mod redis_servers;
+pub use redis_servers::{RedisCluster, RedisServer};

@@ -46,11 +46,18 @@ impl Figures {
         let k = (node.to_owned(), sku.to_owned());
         self.on_hand.get(&k).copied().unwrap_or(0)
             - self.safety_of(node, sku)
-            - self.held.get(&(sku.to_owned(), node.to_owned())).copied().unwrap_or(0)
+            - self
+                .held
+                .get(&(sku.to_owned(), node.to_owned()))
+                .copied()
+                .unwrap_or(0)
     }
 
     fn network_held(&self, sku: &str) -> i64 {
-        self.held.get(&(sku.to_owned(), String::new())).copied().unwrap_or(0)
+        self.held
+            .get(&(sku.to_owned(), String::new()))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The gate's hash for a SKU: `n:<node>` per enabled node, `nh`.
@@ -70,8 +77,16 @@ impl Figures {
             .into_iter()
             .filter(|n| only.is_empty() || only.contains(n))
             .map(|n| {
-                let on_hand = self.on_hand.get(&(n.clone(), sku.to_owned())).copied().unwrap_or(0);
-                let reserved = self.held.get(&(sku.to_owned(), n.clone())).copied().unwrap_or(0);
+                let on_hand = self
+                    .on_hand
+                    .get(&(n.clone(), sku.to_owned()))
+                    .copied()
+                    .unwrap_or(0);
+                let reserved = self
+                    .held
+                    .get(&(sku.to_owned(), n.clone()))
+                    .copied()
+                    .unwrap_or(0);
                 let held_back = self.safety_of(&n, sku);
                 Availability {
                     sku: sku.to_owned(),
@@ -100,8 +115,16 @@ impl Figures {
         };
         let mut promisable = 0;
         for n in &nodes {
-            a.on_hand += self.on_hand.get(&(n.clone(), sku.to_owned())).copied().unwrap_or(0);
-            a.reserved += self.held.get(&(sku.to_owned(), n.clone())).copied().unwrap_or(0);
+            a.on_hand += self
+                .on_hand
+                .get(&(n.clone(), sku.to_owned()))
+                .copied()
+                .unwrap_or(0);
+            a.reserved += self
+                .held
+                .get(&(sku.to_owned(), n.clone()))
+                .copied()
+                .unwrap_or(0);
             a.held_back += self.safety_of(n, sku);
             promisable += self.promisable_at(n, sku).max(0);
         }
@@ -110,7 +133,12 @@ impl Figures {
     }
 
     /// What a channel may sell: its pool, minus its buffer.
-    pub fn for_channel(&self, sku: &str, channel: &str, rule: Option<&ChannelRule>) -> Availability {
+    pub fn for_channel(
+        &self,
+        sku: &str,
+        channel: &str,
+        rule: Option<&ChannelRule>,
+    ) -> Availability {
         let pool = rule.map(|r| r.node_ids.clone()).unwrap_or_default();
         let mut a = self.pooled(sku, &pool);
         let buffer = match rule.and_then(|r| r.buffer) {
@@ -150,7 +178,10 @@ mod tests {
         assert_eq!(a.on_hand, 13, "disabled nodes do not count");
         assert_eq!(a.reserved, 6);
         assert_eq!(a.held_back, 5);
-        assert_eq!(f.gate_fields("S"), BTreeMap::from([("n:A".into(), 6), ("n:B".into(), -2), ("nh".into(), 2)]));
+        assert_eq!(
+            f.gate_fields("S"),
+            BTreeMap::from([("n:A".into(), 6), ("n:B".into(), -2), ("nh".into(), 2)])
+        );
     }
 
     #[test]

@@ -15,7 +15,11 @@ pub fn check_node_id(s: &str) -> Result<(), String> {
     if s.is_empty() {
         return Err("is required".into());
     }
-    if s.len() > 64 || !s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+    if s.len() > 64
+        || !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
         return Err("must be 1-64 letters, digits, '-', '_' or '.'".into());
     }
     Ok(())

@@ -18,7 +18,10 @@ pub fn check_fields(v: &mut Violations, item: &Item) {
         v.add("item.description", "must be at most 1024 characters");
     }
     if item.expiry_tracked && !item.lot_tracked {
-        v.add("item.expiry_tracked", "expiry is tracked per lot: set lot_tracked too");
+        v.add(
+            "item.expiry_tracked",
+            "expiry is tracked per lot: set lot_tracked too",
+        );
     }
 }
 

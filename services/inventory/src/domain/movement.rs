@@ -40,7 +40,9 @@ pub fn parse(m: Option<StockMovement>) -> Result<StockMovement, Violations> {
         _ => None,
     };
     if let Some(e) = sign_error {
-        let field = if kind == MovementKind::Unspecified || matches!(kind, MovementKind::TransferOut | MovementKind::TransferIn) {
+        let field = if kind == MovementKind::Unspecified
+            || matches!(kind, MovementKind::TransferOut | MovementKind::TransferIn)
+        {
             "movement.kind"
         } else {
             "movement.quantity"
@@ -53,11 +55,15 @@ pub fn parse(m: Option<StockMovement>) -> Result<StockMovement, Violations> {
     if kind == MovementKind::CycleCount && !(0..=MAX_UNITS).contains(&m.counted_quantity) {
         v.add("movement.counted_quantity", "must be zero or more");
     }
-    if matches!(kind, MovementKind::Adjustment | MovementKind::Damage) && m.reason.trim().is_empty() {
+    if matches!(kind, MovementKind::Adjustment | MovementKind::Damage) && m.reason.trim().is_empty()
+    {
         v.add("movement.reason", "is required for adjustments and damage");
     }
     if m.reason.len() > 500 || m.reference.len() > 200 {
-        v.add("movement.reason", "reason at most 500 and reference at most 200 characters");
+        v.add(
+            "movement.reason",
+            "reason at most 500 and reference at most 200 characters",
+        );
     }
     if !m.expiry_date.is_empty() && !is_date(&m.expiry_date) {
         v.add("movement.expiry_date", "must be YYYY-MM-DD");
@@ -66,21 +72,40 @@ pub fn parse(m: Option<StockMovement>) -> Result<StockMovement, Violations> {
 }
 
 /// Checks a movement against how its item is tracked.
-pub fn check_tracking(item: &Item, lot: &str, expiry: &str, serials: &[String], units: i64, prefix: &str) -> Violations {
+pub fn check_tracking(
+    item: &Item,
+    lot: &str,
+    expiry: &str,
+    serials: &[String],
+    units: i64,
+    prefix: &str,
+) -> Violations {
     let mut v = Violations::new();
     if item.lot_tracked && lot.is_empty() {
-        v.add(format!("{prefix}lot"), format!("{} is lot-tracked: name the lot", item.sku));
+        v.add(
+            format!("{prefix}lot"),
+            format!("{} is lot-tracked: name the lot", item.sku),
+        );
     }
     if !item.lot_tracked && !lot.is_empty() {
-        v.add(format!("{prefix}lot"), format!("{} is not lot-tracked", item.sku));
+        v.add(
+            format!("{prefix}lot"),
+            format!("{} is not lot-tracked", item.sku),
+        );
     }
     if item.expiry_tracked && units > 0 && expiry.is_empty() {
-        v.add(format!("{prefix}expiry_date"), format!("{} tracks expiry: give the lot's expiry date", item.sku));
+        v.add(
+            format!("{prefix}expiry_date"),
+            format!("{} tracks expiry: give the lot's expiry date", item.sku),
+        );
     }
     if item.serial_tracked && units != 0 && serials.len() as i64 != units.abs() {
         v.add(
             format!("{prefix}serial_numbers"),
-            format!("{} is serial-tracked: give one serial number per unit", item.sku),
+            format!(
+                "{} is serial-tracked: give one serial number per unit",
+                item.sku
+            ),
         );
     }
     v
@@ -141,6 +166,11 @@ mod tests {
             serial_tracked: true,
             ..Default::default()
         };
-        assert_eq!(check_tracking(&serial, "", "", &["a".into()], 2, "").0.len(), 1);
+        assert_eq!(
+            check_tracking(&serial, "", "", &["a".into()], 2, "")
+                .0
+                .len(),
+            1
+        );
     }
 }

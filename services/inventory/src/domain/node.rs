@@ -25,18 +25,27 @@ fn check_fields(v: &mut Violations, node: &Node) {
         v.add("node.display_name", "must be at most 200 characters");
     }
     if node.daily_capacity < 0 {
-        v.add("node.daily_capacity", "must not be negative (0 means unlimited)");
+        v.add(
+            "node.daily_capacity",
+            "must not be negative (0 means unlimited)",
+        );
     }
     if !node.cutoff_local_time.is_empty() && !is_hh_mm(&node.cutoff_local_time) {
         v.add("node.cutoff_local_time", "must be HH:MM (24-hour)");
     }
     if !node.time_zone.is_empty() && !is_time_zone(&node.time_zone) {
-        v.add("node.time_zone", "must be an IANA time zone such as Europe/Berlin or UTC");
+        v.add(
+            "node.time_zone",
+            "must be an IANA time zone such as Europe/Berlin or UTC",
+        );
     }
     if let Some(geo) = node.address.as_ref().and_then(|a| a.geo.as_ref())
         && (!(-90.0..=90.0).contains(&geo.latitude) || !(-180.0..=180.0).contains(&geo.longitude))
     {
-        v.add("node.address.geo", "latitude must be within ±90 and longitude within ±180");
+        v.add(
+            "node.address.geo",
+            "latitude must be within ±90 and longitude within ±180",
+        );
     }
     for (i, t) in node.shared_with_tenants.iter().enumerate() {
         if let Err(e) = Tenant::parse(t) {
@@ -45,12 +54,17 @@ fn check_fields(v: &mut Violations, node: &Node) {
     }
     let caps = node.capabilities.unwrap_or_default();
     if caps.ship_from_store && NodeKind::try_from(node.kind) != Ok(NodeKind::Store) {
-        v.add("node.capabilities.ship_from_store", "only stores ship from store");
+        v.add(
+            "node.capabilities.ship_from_store",
+            "only stores ship from store",
+        );
     }
 }
 
 fn is_hh_mm(s: &str) -> bool {
-    let Some((h, m)) = s.split_once(':') else { return false };
+    let Some((h, m)) = s.split_once(':') else {
+        return false;
+    };
     h.len() == 2
         && m.len() == 2
         && h.parse::<u8>().is_ok_and(|h| h < 24)
@@ -64,7 +78,8 @@ fn is_time_zone(s: &str) -> bool {
     s == "UTC"
         || (s.contains('/')
             && s.len() <= 64
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || "/_-+".contains(c)))
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/_-+".contains(c)))
 }
 
 /// Fields a node update may change.
@@ -100,10 +115,15 @@ pub fn apply_update(current: &mut Node, patch: Node, paths: &[String]) -> Result
             "enabled" => current.enabled = patch.enabled,
             "region" => current.region = patch.region.clone(),
             "priority" => current.priority = patch.priority,
-            "shared_with_tenants" => current.shared_with_tenants = patch.shared_with_tenants.clone(),
+            "shared_with_tenants" => {
+                current.shared_with_tenants = patch.shared_with_tenants.clone()
+            }
             other => v.add(
                 "update_mask",
-                format!("{other:?} cannot be updated; updatable: {}", UPDATABLE.join(", ")),
+                format!(
+                    "{other:?} cannot be updated; updatable: {}",
+                    UPDATABLE.join(", ")
+                ),
             ),
         }
     }

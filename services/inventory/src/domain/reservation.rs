@@ -26,8 +26,12 @@ impl NewReservation {
     pub fn parse(req: &CreateReservationRequest) -> Result<NewReservation, Violations> {
         let mut v = Violations::new();
         let id = &req.reservation_id;
-        if id.is_empty() || id.len() > 128 || !id.chars().all(|c| c.is_ascii_graphic() && c != '/') {
-            v.add("reservation_id", "is required: 1-128 printable characters without spaces or '/'");
+        if id.is_empty() || id.len() > 128 || !id.chars().all(|c| c.is_ascii_graphic() && c != '/')
+        {
+            v.add(
+                "reservation_id",
+                "is required: 1-128 printable characters without spaces or '/'",
+            );
         }
         if req.lines.is_empty() {
             v.add("lines", "at least one line is required");
@@ -39,7 +43,10 @@ impl NewReservation {
         for (i, l) in req.lines.iter().enumerate() {
             v.check(format!("lines[{i}].sku"), super::check_sku(&l.sku));
             if !l.node_id.is_empty() {
-                v.check(format!("lines[{i}].node_id"), super::check_node_id(&l.node_id));
+                v.check(
+                    format!("lines[{i}].node_id"),
+                    super::check_node_id(&l.node_id),
+                );
             }
             if l.quantity <= 0 {
                 v.add(format!("lines[{i}].quantity"), "must be positive");
@@ -58,7 +65,9 @@ impl NewReservation {
             None => DEFAULT_TTL,
             Some(d) if d.seconds == 0 && d.nanos == 0 => DEFAULT_TTL,
             Some(d) => {
-                let ttl = Duration::try_from(*d).ok().filter(|t| *t >= Duration::from_millis(100) && *t <= MAX_TTL);
+                let ttl = Duration::try_from(*d)
+                    .ok()
+                    .filter(|t| *t >= Duration::from_millis(100) && *t <= MAX_TTL);
                 if ttl.is_none() {
                     v.add("ttl", "must be between 100ms and 7 days");
                 }
@@ -68,7 +77,8 @@ impl NewReservation {
         let channel = if req.channel.is_empty() {
             None
         } else {
-            v.check("channel", oms_kernel::parse_name(&req.channel, "channels")).map(str::to_owned)
+            v.check("channel", oms_kernel::parse_name(&req.channel, "channels"))
+                .map(str::to_owned)
         };
         if req.reference.len() > 200 {
             v.add("reference", "must be at most 200 characters");
@@ -106,7 +116,12 @@ impl NewReservation {
 
 /// Parses allocations or release / shipment entries of a change request.
 /// `need_node`: every entry must name a node (allocations, shipments).
-pub fn parse_entries(field: &str, entries: &[Allocation], need_node: bool, allow_empty: bool) -> Result<Vec<Line>, Violations> {
+pub fn parse_entries(
+    field: &str,
+    entries: &[Allocation],
+    need_node: bool,
+    allow_empty: bool,
+) -> Result<Vec<Line>, Violations> {
     let mut v = Violations::new();
     if entries.is_empty() && !allow_empty {
         v.add(field, "at least one entry is required");
@@ -115,7 +130,10 @@ pub fn parse_entries(field: &str, entries: &[Allocation], need_node: bool, allow
     for (i, e) in entries.iter().enumerate() {
         v.check(format!("{field}[{i}].sku"), super::check_sku(&e.sku));
         if need_node || !e.node_id.is_empty() {
-            v.check(format!("{field}[{i}].node_id"), super::check_node_id(&e.node_id));
+            v.check(
+                format!("{field}[{i}].node_id"),
+                super::check_node_id(&e.node_id),
+            );
         }
         if e.quantity <= 0 {
             v.add(format!("{field}[{i}].quantity"), "must be positive");
@@ -150,10 +168,16 @@ mod tests {
     fn defaults_and_hash() {
         let r = NewReservation::parse(&req()).unwrap();
         assert_eq!(r.ttl, DEFAULT_TTL);
-        assert_eq!(r.request_hash, NewReservation::parse(&req()).unwrap().request_hash);
+        assert_eq!(
+            r.request_hash,
+            NewReservation::parse(&req()).unwrap().request_hash
+        );
         let mut other = req();
         other.lines[0].quantity = 3;
-        assert_ne!(r.request_hash, NewReservation::parse(&other).unwrap().request_hash);
+        assert_ne!(
+            r.request_hash,
+            NewReservation::parse(&other).unwrap().request_hash
+        );
     }
 
     #[test]
@@ -167,12 +191,22 @@ mod tests {
             node_id: "bad node".into(),
             ..Default::default()
         });
-        r.ttl = Some(prost_types::Duration { seconds: -5, nanos: 0 });
+        r.ttl = Some(prost_types::Duration {
+            seconds: -5,
+            nanos: 0,
+        });
         let err = NewReservation::parse(&r).unwrap_err();
         let f: Vec<_> = err.0.iter().map(|v| v.field.as_str()).collect();
         assert_eq!(
             f,
-            ["reservation_id", "lines[0].quantity", "lines[1].sku", "lines[1].node_id", "lines[1].quantity", "ttl"]
+            [
+                "reservation_id",
+                "lines[0].quantity",
+                "lines[1].sku",
+                "lines[1].node_id",
+                "lines[1].quantity",
+                "ttl"
+            ]
         );
     }
 }

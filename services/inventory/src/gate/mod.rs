@@ -85,7 +85,9 @@ pub enum ReserveOutcome {
     Exists {},
     /// The id was reserved before with a different request.
     Conflict,
-    Short { short: Vec<Short> },
+    Short {
+        short: Vec<Short>,
+    },
 }
 
 /// Units per `"<sku>\t<node>"`, as the gate keeps them.
@@ -223,7 +225,11 @@ impl Gate {
             json_items.push(item);
         }
         let body: ReserveBody = self
-            .run(&self.reserve, keys, serde_json::json!({ "items": json_items }))
+            .run(
+                &self.reserve,
+                keys,
+                serde_json::json!({ "items": json_items }),
+            )
             .await?;
         Ok(body.results)
     }
@@ -266,7 +272,9 @@ impl Gate {
         for c in changes {
             let a = k.avail(tenant, &c.sku);
             keys.push(a.clone());
-            list.push(serde_json::json!({"akey": a, "node": c.node, "delta": c.delta, "init": c.init}));
+            list.push(
+                serde_json::json!({"akey": a, "node": c.node, "delta": c.delta, "init": c.init}),
+            );
         }
         #[derive(Deserialize)]
         struct Nothing {}

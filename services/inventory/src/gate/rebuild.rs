@@ -17,13 +17,20 @@ pub struct LiveRecord {
 impl Gate {
     pub async fn is_ready(&self, tenant: &Tenant) -> Result<bool, GateError> {
         let mut c = self.conn();
-        Ok(redis::cmd("EXISTS").arg(self.keys.ready(tenant)).query_async::<i64>(&mut c).await? == 1)
+        Ok(redis::cmd("EXISTS")
+            .arg(self.keys.ready(tenant))
+            .query_async::<i64>(&mut c)
+            .await?
+            == 1)
     }
 
     /// Drops the ready marker: the next gate change rebuilds first.
     pub async fn invalidate(&self, tenant: &Tenant) -> Result<(), GateError> {
         let mut c = self.conn();
-        redis::cmd("DEL").arg(self.keys.ready(tenant)).query_async::<i64>(&mut c).await?;
+        redis::cmd("DEL")
+            .arg(self.keys.ready(tenant))
+            .query_async::<i64>(&mut c)
+            .await?;
         Ok(())
     }
 
@@ -63,7 +70,8 @@ impl Gate {
                 "s": l.state, "h": l.request_hash, "e": l.expire_ms,
                 "c": if l.consumed { 1 } else { 0 }, "holds": l.holds,
             });
-            p.set(k.reservation(tenant, &l.id), rec.to_string()).ignore();
+            p.set(k.reservation(tenant, &l.id), rec.to_string())
+                .ignore();
             if l.state == "active" {
                 p.zadd(k.expiry(tenant), &l.id, l.expire_ms).ignore();
             }

@@ -27,11 +27,19 @@ async fn figures(inv: &Inventory, tenant: &Tenant, skus: &[String]) -> Result<Fi
         f.held.insert((sku, node), q);
     }
     f.safety = repo::rules::safety(&inv.pool, tenant, skus).await?;
-    f.enabled = repo::nodes::enabled_ids(&inv.pool, tenant).await?.into_iter().collect();
+    f.enabled = repo::nodes::enabled_ids(&inv.pool, tenant)
+        .await?
+        .into_iter()
+        .collect();
     Ok(f)
 }
 
-async fn compute(inv: &Inventory, tenant: &Tenant, skus: &[String], scope: &Scope) -> Result<Vec<Availability>> {
+async fn compute(
+    inv: &Inventory,
+    tenant: &Tenant,
+    skus: &[String],
+    scope: &Scope,
+) -> Result<Vec<Availability>> {
     let f = figures(inv, tenant, skus).await?;
     let rule = match scope {
         Scope::Channel(c) => repo::rules::channel_rule(&inv.pool, tenant, c).await?,
@@ -81,7 +89,11 @@ fn parse_skus(v: &mut Violations, skus: &[String], required: bool) -> Vec<String
     out
 }
 
-pub async fn get(inv: &Inventory, tenant: &Tenant, req: GetAvailabilityRequest) -> Result<GetAvailabilityResponse> {
+pub async fn get(
+    inv: &Inventory,
+    tenant: &Tenant,
+    req: GetAvailabilityRequest,
+) -> Result<GetAvailabilityResponse> {
     let mut v = Violations::new();
     let skus = parse_skus(&mut v, &req.skus, true);
     let scope = parse_scope(&mut v, req.scope, &req.node_ids, &req.channel);
@@ -111,9 +123,15 @@ fn touched(ev: &InventoryEvent) -> Vec<String> {
 
 /// Follows the inventory feed and answers each change with the new figure
 /// of every SKU it touched (network, or the channel's figure).
-pub fn watch(inv: super::Shared, tenant: Tenant, req: WatchAvailabilityRequest) -> Result<impl Stream<Item = Result<WatchAvailabilityResponse>>> {
+pub fn watch(
+    inv: super::Shared,
+    tenant: Tenant,
+    req: WatchAvailabilityRequest,
+) -> Result<impl Stream<Item = Result<WatchAvailabilityResponse>>> {
     let mut v = Violations::new();
-    let after = v.check("after_cursor", Cursor::parse(&req.after_cursor)).unwrap_or_default();
+    let after = v
+        .check("after_cursor", Cursor::parse(&req.after_cursor))
+        .unwrap_or_default();
     let only = parse_skus(&mut v, &req.skus, false);
     let scope = if req.channel.is_empty() {
         Scope::Network
@@ -122,10 +140,17 @@ pub fn watch(inv: super::Shared, tenant: Tenant, req: WatchAvailabilityRequest) 
         Scope::Channel(req.channel.clone())
     };
     v.into_result(())?;
-    let feed = outbox::follow(inv.pool.clone(), tenant.clone(), after, inv.waker.clone(), inv.shutdown.clone());
+    let feed = outbox::follow(
+        inv.pool.clone(),
+        tenant.clone(),
+        after,
+        inv.waker.clone(),
+        inv.shutdown.clone(),
+    );
     Ok(feed
         .then(move |row| {
-            let (inv, tenant, only, scope) = (inv.clone(), tenant.clone(), only.clone(), scope.clone());
+            let (inv, tenant, only, scope) =
+                (inv.clone(), tenant.clone(), only.clone(), scope.clone());
             async move {
                 let row = row?;
                 let ev = InventoryEvent::decode(row.payload.as_slice())
@@ -134,7 +159,11 @@ pub fn watch(inv: super::Shared, tenant: Tenant, req: WatchAvailabilityRequest) 
                 skus.sort();
                 skus.dedup();
                 skus.retain(|s| only.is_empty() || only.contains(s));
-                let figures = if skus.is_empty() { vec![] } else { compute(&inv, &tenant, &skus, &scope).await? };
+                let figures = if skus.is_empty() {
+                    vec![]
+                } else {
+                    compute(&inv, &tenant, &skus, &scope).await?
+                };
                 let meta = row.meta();
                 Ok(figures
                     .into_iter()

@@ -16,9 +16,16 @@ fn name_id<'a>(field: &str, name: &'a str, collection: &str) -> Result<&'a str> 
     parse_name(name, collection).map_err(|e| Violations::one(field, e).into())
 }
 
-pub async fn create_node(inv: &Inventory, tenant: &Tenant, req: CreateNodeRequest) -> Result<CreateNodeResponse> {
+pub async fn create_node(
+    inv: &Inventory,
+    tenant: &Tenant,
+    req: CreateNodeRequest,
+) -> Result<CreateNodeResponse> {
     let mut node = node::parse_new(req.node.clone(), tenant)?;
-    let (tx, rid) = match inv.begin(tenant, &req.request_id, "CreateNode", &req).await? {
+    let (tx, rid) = match inv
+        .begin(tenant, &req.request_id, "CreateNode", &req)
+        .await?
+    {
         Begin::Replay(r) => return Ok(r),
         Begin::Tx(tx, rid) => (tx, rid),
     };
@@ -32,24 +39,36 @@ pub async fn create_node(inv: &Inventory, tenant: &Tenant, req: CreateNodeReques
             name: node.name,
         });
     }
-    inv.finish(tx, tenant, &rid, CreateNodeResponse { node: Some(node) }).await
+    inv.finish(tx, tenant, &rid, CreateNodeResponse { node: Some(node) })
+        .await
 }
 
-pub async fn update_node(inv: &Inventory, tenant: &Tenant, req: UpdateNodeRequest) -> Result<UpdateNodeResponse> {
+pub async fn update_node(
+    inv: &Inventory,
+    tenant: &Tenant,
+    req: UpdateNodeRequest,
+) -> Result<UpdateNodeResponse> {
     let Some(patch) = req.node.clone() else {
         return Err(Violations::one("node", "is required").into());
     };
     let id = name_id("node.name", &patch.name, "nodes")?.to_owned();
     let paths = mask(&req.update_mask);
-    let (mut tx, rid) = match inv.begin(tenant, &req.request_id, "UpdateNode", &req).await? {
+    let (mut tx, rid) = match inv
+        .begin(tenant, &req.request_id, "UpdateNode", &req)
+        .await?
+    {
         Begin::Replay(r) => return Ok(r),
         Begin::Tx(tx, rid) => (tx, rid),
     };
     let Some(mut current) = repo::nodes::get_owned_for_update(&mut tx, tenant, &id).await? else {
-        return Err(match repo::nodes::get_visible(&mut *tx, tenant, &id).await? {
-            Some(_) => Error::PermissionDenied(format!("nodes/{id} is shared with you; only its owner changes it")),
-            None => Error::not_found("node", format!("nodes/{id}")),
-        });
+        return Err(
+            match repo::nodes::get_visible(&mut *tx, tenant, &id).await? {
+                Some(_) => Error::PermissionDenied(format!(
+                    "nodes/{id} is shared with you; only its owner changes it"
+                )),
+                None => Error::not_found("node", format!("nodes/{id}")),
+            },
+        );
     };
     let was_enabled = current.enabled;
     let was_shared = current.shared_with_tenants.clone();
@@ -66,10 +85,22 @@ pub async fn update_node(inv: &Inventory, tenant: &Tenant, req: UpdateNodeReques
             }
         }
     }
-    inv.finish(tx, tenant, &rid, UpdateNodeResponse { node: Some(current) }).await
+    inv.finish(
+        tx,
+        tenant,
+        &rid,
+        UpdateNodeResponse {
+            node: Some(current),
+        },
+    )
+    .await
 }
 
-pub async fn get_node(inv: &Inventory, tenant: &Tenant, req: GetNodeRequest) -> Result<GetNodeResponse> {
+pub async fn get_node(
+    inv: &Inventory,
+    tenant: &Tenant,
+    req: GetNodeRequest,
+) -> Result<GetNodeResponse> {
     let id = name_id("name", &req.name, "nodes")?;
     repo::nodes::get_visible(&inv.pool, tenant, id)
         .await?
@@ -77,7 +108,11 @@ pub async fn get_node(inv: &Inventory, tenant: &Tenant, req: GetNodeRequest) -> 
         .ok_or_else(|| Error::not_found("node", req.name.clone()))
 }
 
-pub async fn list_nodes(inv: &Inventory, tenant: &Tenant, req: ListNodesRequest) -> Result<ListNodesResponse> {
+pub async fn list_nodes(
+    inv: &Inventory,
+    tenant: &Tenant,
+    req: ListNodesRequest,
+) -> Result<ListNodesResponse> {
     let mut v = Violations::new();
     let size = v.check("page_size", PageSize::parse(req.page_size, 100, 1000));
     let capability = req.capability.as_str();
@@ -89,7 +124,12 @@ pub async fn list_nodes(inv: &Inventory, tenant: &Tenant, req: ListNodesRequest)
         page_token: String::new(),
         ..req.clone()
     });
-    let after = v.check("page_token", PageToken::<String>::decode(&req.page_token, hash)).flatten();
+    let after = v
+        .check(
+            "page_token",
+            PageToken::<String>::decode(&req.page_token, hash),
+        )
+        .flatten();
     let size = v.into_result(size)?.unwrap_or(PageSize(100));
     // Region and capability filter documents; read pages until one is full.
     let mut nodes = Vec::new();
@@ -125,14 +165,24 @@ pub async fn list_nodes(inv: &Inventory, tenant: &Tenant, req: ListNodesRequest)
                 (Some(c), true) => PageToken::encode(c.clone(), hash),
                 _ => String::new(),
             };
-            return Ok(ListNodesResponse { nodes, next_page_token });
+            return Ok(ListNodesResponse {
+                nodes,
+                next_page_token,
+            });
         }
     }
 }
 
-pub async fn create_item(inv: &Inventory, tenant: &Tenant, req: CreateItemRequest) -> Result<CreateItemResponse> {
+pub async fn create_item(
+    inv: &Inventory,
+    tenant: &Tenant,
+    req: CreateItemRequest,
+) -> Result<CreateItemResponse> {
     let mut it = item::parse_new(req.item.clone())?;
-    let (mut tx, rid) = match inv.begin(tenant, &req.request_id, "CreateItem", &req).await? {
+    let (mut tx, rid) = match inv
+        .begin(tenant, &req.request_id, "CreateItem", &req)
+        .await?
+    {
         Begin::Replay(r) => return Ok(r),
         Begin::Tx(tx, rid) => (tx, rid),
     };
@@ -145,16 +195,24 @@ pub async fn create_item(inv: &Inventory, tenant: &Tenant, req: CreateItemReques
             name: it.name,
         });
     }
-    inv.finish(tx, tenant, &rid, CreateItemResponse { item: Some(it) }).await
+    inv.finish(tx, tenant, &rid, CreateItemResponse { item: Some(it) })
+        .await
 }
 
-pub async fn update_item(inv: &Inventory, tenant: &Tenant, req: UpdateItemRequest) -> Result<UpdateItemResponse> {
+pub async fn update_item(
+    inv: &Inventory,
+    tenant: &Tenant,
+    req: UpdateItemRequest,
+) -> Result<UpdateItemResponse> {
     let Some(patch) = req.item.clone() else {
         return Err(Violations::one("item", "is required").into());
     };
     let sku = name_id("item.name", &patch.name, "items")?.to_owned();
     let paths = mask(&req.update_mask);
-    let (mut tx, rid) = match inv.begin(tenant, &req.request_id, "UpdateItem", &req).await? {
+    let (mut tx, rid) = match inv
+        .begin(tenant, &req.request_id, "UpdateItem", &req)
+        .await?
+    {
         Begin::Replay(r) => return Ok(r),
         Begin::Tx(tx, rid) => (tx, rid),
     };
@@ -165,10 +223,22 @@ pub async fn update_item(inv: &Inventory, tenant: &Tenant, req: UpdateItemReques
     let now = Utc::now();
     current.update_time = Some(to_timestamp(now));
     repo::items::update(&mut tx, tenant, &current, now).await?;
-    inv.finish(tx, tenant, &rid, UpdateItemResponse { item: Some(current) }).await
+    inv.finish(
+        tx,
+        tenant,
+        &rid,
+        UpdateItemResponse {
+            item: Some(current),
+        },
+    )
+    .await
 }
 
-pub async fn get_item(inv: &Inventory, tenant: &Tenant, req: GetItemRequest) -> Result<GetItemResponse> {
+pub async fn get_item(
+    inv: &Inventory,
+    tenant: &Tenant,
+    req: GetItemRequest,
+) -> Result<GetItemResponse> {
     let sku = name_id("name", &req.name, "items")?;
     repo::items::get(&inv.pool, tenant, sku, false)
         .await?
@@ -176,10 +246,19 @@ pub async fn get_item(inv: &Inventory, tenant: &Tenant, req: GetItemRequest) -> 
         .ok_or_else(|| Error::not_found("item", req.name.clone()))
 }
 
-pub async fn list_items(inv: &Inventory, tenant: &Tenant, req: ListItemsRequest) -> Result<ListItemsResponse> {
+pub async fn list_items(
+    inv: &Inventory,
+    tenant: &Tenant,
+    req: ListItemsRequest,
+) -> Result<ListItemsResponse> {
     let mut v = Violations::new();
     let size = v.check("page_size", PageSize::parse(req.page_size, 100, 1000));
-    let after = v.check("page_token", PageToken::<String>::decode(&req.page_token, 0)).flatten();
+    let after = v
+        .check(
+            "page_token",
+            PageToken::<String>::decode(&req.page_token, 0),
+        )
+        .flatten();
     let size = v.into_result(size)?.unwrap_or(PageSize(100));
     let limit = i64::from(size.get());
     let mut items = repo::items::list(&inv.pool, tenant, after.as_deref(), limit + 1).await?;
@@ -189,6 +268,8 @@ pub async fn list_items(inv: &Inventory, tenant: &Tenant, req: ListItemsRequest)
         Some(i) if more => PageToken::encode(i.sku.clone(), 0),
         _ => String::new(),
     };
-    Ok(ListItemsResponse { items, next_page_token })
+    Ok(ListItemsResponse {
+        items,
+        next_page_token,
+    })
 }
-

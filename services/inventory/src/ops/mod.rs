@@ -52,10 +52,12 @@ impl Inventory {
         let rid = RequestId::parse(request_id).map_err(|e| Violations::one("request_id", e))?;
         let mut tx = self.pool.begin().await?;
         lock::shared(&mut tx, tenant).await?;
-        Ok(match idempotency::claim(&mut tx, tenant, &rid, method, req).await? {
-            Claim::Replay(r) => Begin::Replay(r),
-            Claim::New => Begin::Tx(tx, rid),
-        })
+        Ok(
+            match idempotency::claim(&mut tx, tenant, &rid, method, req).await? {
+                Claim::Replay(r) => Begin::Replay(r),
+                Claim::New => Begin::Tx(tx, rid),
+            },
+        )
     }
 
     /// Stores the answer with the claim and commits.
@@ -106,7 +108,13 @@ pub fn event_type(kind: &inventory_event::Kind) -> &'static str {
 }
 
 /// Appends one inventory event in the transaction.
-pub async fn emit(tx: &mut PgConnection, tenant: &Tenant, subject: &str, request_id: &str, kind: inventory_event::Kind) -> Result<()> {
+pub async fn emit(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    subject: &str,
+    request_id: &str,
+    kind: inventory_event::Kind,
+) -> Result<()> {
     let event_type = event_type(&kind);
     let payload = InventoryEvent {
         meta: None,
@@ -126,4 +134,3 @@ pub async fn emit(tx: &mut PgConnection, tenant: &Tenant, subject: &str, request
     .await?;
     Ok(())
 }
-

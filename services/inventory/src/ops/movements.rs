@@ -35,8 +35,19 @@ pub(crate) async fn apply(
     let old = repo::stock::lock_on_hand(tx, tenant, &m.node_id, &m.sku, &m.lot).await?;
     let delta = movement::delta(&m, old);
     // Counts restate what is there: only the lot rule applies to them.
-    let units = if kind == MovementKind::CycleCount { 0 } else { delta };
-    let tracking = movement::check_tracking(&item, &m.lot, &m.expiry_date, &m.serial_numbers, units, "movement.");
+    let units = if kind == MovementKind::CycleCount {
+        0
+    } else {
+        delta
+    };
+    let tracking = movement::check_tracking(
+        &item,
+        &m.lot,
+        &m.expiry_date,
+        &m.serial_numbers,
+        units,
+        "movement.",
+    );
     if !tracking.is_empty() {
         return Err(tracking.into());
     }
@@ -45,7 +56,10 @@ pub(crate) async fn apply(
         return Err(Error::precondition(
             "INSUFFICIENT_ON_HAND",
             format!("nodes/{}/items/{}", m.node_id, m.sku),
-            format!("{} of {} on hand at {}; the movement takes {}", old, m.sku, m.node_id, -delta),
+            format!(
+                "{} of {} on hand at {}; the movement takes {}",
+                old, m.sku, m.node_id, -delta
+            ),
         ));
     }
     let now = Utc::now();
@@ -74,26 +88,56 @@ pub(crate) async fn apply(
         tenant,
         &format!("nodes/{}/items/{}", m.node_id, m.sku),
         request_id,
-        inventory_event::Kind::StockMoved(StockMoved { movement: Some(m.clone()) }),
+        inventory_event::Kind::StockMoved(StockMoved {
+            movement: Some(m.clone()),
+        }),
     )
     .await?;
     Ok(m)
 }
 
-pub async fn record(inv: &Inventory, tenant: &Tenant, actor: &str, req: RecordMovementRequest) -> Result<RecordMovementResponse> {
+pub async fn record(
+    inv: &Inventory,
+    tenant: &Tenant,
+    actor: &str,
+    req: RecordMovementRequest,
+) -> Result<RecordMovementResponse> {
     let parsed = movement::parse(req.movement.clone())?;
     inv.retrying(tenant, || async {
-        let (mut tx, rid) = match inv.begin(tenant, &req.request_id, "RecordMovement", &req).await? {
+        let (mut tx, rid) = match inv
+            .begin(tenant, &req.request_id, "RecordMovement", &req)
+            .await?
+        {
             Begin::Replay(r) => return Ok(r),
             Begin::Tx(tx, rid) => (tx, rid),
         };
-        let m = apply(inv, &mut tx, tenant, parsed.clone(), actor, rid.as_str(), true).await?;
-        inv.finish(tx, tenant, &rid, RecordMovementResponse { movement: Some(m) }).await
+        let m = apply(
+            inv,
+            &mut tx,
+            tenant,
+            parsed.clone(),
+            actor,
+            rid.as_str(),
+            true,
+        )
+        .await?;
+        inv.finish(
+            tx,
+            tenant,
+            &rid,
+            RecordMovementResponse { movement: Some(m) },
+        )
+        .await
     })
     .await
 }
 
-pub async fn transfer(inv: &Inventory, tenant: &Tenant, actor: &str, req: TransferStockRequest) -> Result<TransferStockResponse> {
+pub async fn transfer(
+    inv: &Inventory,
+    tenant: &Tenant,
+    actor: &str,
+    req: TransferStockRequest,
+) -> Result<TransferStockResponse> {
     let mut v = Violations::new();
     v.check("from_node_id", check_node_id(&req.from_node_id));
     v.check("to_node_id", check_node_id(&req.to_node_id));
@@ -116,12 +160,33 @@ pub async fn transfer(inv: &Inventory, tenant: &Tenant, actor: &str, req: Transf
         ..Default::default()
     };
     inv.retrying(tenant, || async {
-        let (mut tx, rid) = match inv.begin(tenant, &req.request_id, "TransferStock", &req).await? {
+        let (mut tx, rid) = match inv
+            .begin(tenant, &req.request_id, "TransferStock", &req)
+            .await?
+        {
             Begin::Replay(r) => return Ok(r),
             Begin::Tx(tx, rid) => (tx, rid),
         };
-        let out = apply(inv, &mut tx, tenant, side(MovementKind::TransferOut, &req.from_node_id, -req.quantity), actor, rid.as_str(), true).await?;
-        let inn = apply(inv, &mut tx, tenant, side(MovementKind::TransferIn, &req.to_node_id, req.quantity), actor, rid.as_str(), true).await?;
+        let out = apply(
+            inv,
+            &mut tx,
+            tenant,
+            side(MovementKind::TransferOut, &req.from_node_id, -req.quantity),
+            actor,
+            rid.as_str(),
+            true,
+        )
+        .await?;
+        let inn = apply(
+            inv,
+            &mut tx,
+            tenant,
+            side(MovementKind::TransferIn, &req.to_node_id, req.quantity),
+            actor,
+            rid.as_str(),
+            true,
+        )
+        .await?;
         let resp = TransferStockResponse {
             transfer_out: Some(out),
             transfer_in: Some(inn),
@@ -144,13 +209,22 @@ pub const MAX_SNAPSHOT_ROWS: usize = 100_000;
 
 /// Applies a snapshot: each valid row is a cycle count; invalid rows are
 /// reported and skipped. One transaction, so a retry replays the result.
-pub async fn import(inv: &Inventory, tenant: &Tenant, actor: &str, header: SnapshotHeader, rows: Vec<SnapshotRow>) -> Result<ImportStockSnapshotResponse> {
+pub async fn import(
+    inv: &Inventory,
+    tenant: &Tenant,
+    actor: &str,
+    header: SnapshotHeader,
+    rows: Vec<SnapshotRow>,
+) -> Result<ImportStockSnapshotResponse> {
     let digest = SnapshotDigest {
         header: Some(header.clone()),
         rows,
     };
     inv.retrying(tenant, || async {
-        let (mut tx, rid) = match inv.begin(tenant, &header.request_id, "ImportStockSnapshot", &digest).await? {
+        let (mut tx, rid) = match inv
+            .begin(tenant, &header.request_id, "ImportStockSnapshot", &digest)
+            .await?
+        {
             Begin::Replay(r) => return Ok(r),
             Begin::Tx(tx, rid) => (tx, rid),
         };
@@ -209,16 +283,25 @@ fn row_error(e: &Error) -> (String, String) {
     match e {
         Error::NotFound { kind: "node", name } => ("node_id".into(), format!("{name} not found")),
         Error::NotFound { name, .. } => ("sku".into(), format!("{name} not found")),
-        Error::Invalid(v) => v
-            .0
-            .first()
-            .map(|x| (x.field.trim_start_matches("movement.").to_owned(), x.description.clone()))
-            .unwrap_or_default(),
+        Error::Invalid(v) => {
+            v.0.first()
+                .map(|x| {
+                    (
+                        x.field.trim_start_matches("movement.").to_owned(),
+                        x.description.clone(),
+                    )
+                })
+                .unwrap_or_default()
+        }
         other => (String::new(), other.to_string()),
     }
 }
 
-pub async fn list_movements(inv: &Inventory, tenant: &Tenant, req: ListMovementsRequest) -> Result<ListMovementsResponse> {
+pub async fn list_movements(
+    inv: &Inventory,
+    tenant: &Tenant,
+    req: ListMovementsRequest,
+) -> Result<ListMovementsResponse> {
     let mut v = Violations::new();
     let size = v.check("page_size", PageSize::parse(req.page_size, 100, 1000));
     let hash = oms_kernel::fingerprint(&ListMovementsRequest {
@@ -227,7 +310,10 @@ pub async fn list_movements(inv: &Inventory, tenant: &Tenant, req: ListMovements
         ..req.clone()
     });
     let after = v
-        .check("page_token", PageToken::<(chrono::DateTime<Utc>, Uuid)>::decode(&req.page_token, hash))
+        .check(
+            "page_token",
+            PageToken::<(chrono::DateTime<Utc>, Uuid)>::decode(&req.page_token, hash),
+        )
         .flatten();
     let size = v.into_result(size)?.unwrap_or(PageSize(100));
     let limit = i64::from(size.get());
@@ -251,7 +337,11 @@ pub async fn list_movements(inv: &Inventory, tenant: &Tenant, req: ListMovements
     })
 }
 
-pub async fn list_levels(inv: &Inventory, tenant: &Tenant, req: ListStockLevelsRequest) -> Result<ListStockLevelsResponse> {
+pub async fn list_levels(
+    inv: &Inventory,
+    tenant: &Tenant,
+    req: ListStockLevelsRequest,
+) -> Result<ListStockLevelsResponse> {
     let mut v = Violations::new();
     let size = v.check("page_size", PageSize::parse(req.page_size, 100, 1000));
     let hash = oms_kernel::fingerprint(&ListStockLevelsRequest {
@@ -260,22 +350,42 @@ pub async fn list_levels(inv: &Inventory, tenant: &Tenant, req: ListStockLevelsR
         ..req.clone()
     });
     let after = v
-        .check("page_token", PageToken::<(String, String, String)>::decode(&req.page_token, hash))
+        .check(
+            "page_token",
+            PageToken::<(String, String, String)>::decode(&req.page_token, hash),
+        )
         .flatten();
     let size = v.into_result(size)?.unwrap_or(PageSize(100));
     let limit = i64::from(size.get());
     let node = (!req.node_id.is_empty()).then_some(req.node_id.as_str());
-    let mut levels = repo::stock::levels(&inv.pool, tenant, node, &req.skus, after.as_ref(), limit + 1).await?;
+    let mut levels = repo::stock::levels(
+        &inv.pool,
+        tenant,
+        node,
+        &req.skus,
+        after.as_ref(),
+        limit + 1,
+    )
+    .await?;
     let more = levels.len() as i64 > limit;
     levels.truncate(limit as usize);
     let next_page_token = match levels.last() {
-        Some(l) if more => PageToken::encode((l.node_id.clone(), l.sku.clone(), l.lot.clone()), hash),
+        Some(l) if more => {
+            PageToken::encode((l.node_id.clone(), l.sku.clone(), l.lot.clone()), hash)
+        }
         _ => String::new(),
     };
-    Ok(ListStockLevelsResponse { levels, next_page_token })
+    Ok(ListStockLevelsResponse {
+        levels,
+        next_page_token,
+    })
 }
 
-pub async fn set_safety(inv: &Inventory, tenant: &Tenant, req: SetSafetyStockRequest) -> Result<SetSafetyStockResponse> {
+pub async fn set_safety(
+    inv: &Inventory,
+    tenant: &Tenant,
+    req: SetSafetyStockRequest,
+) -> Result<SetSafetyStockResponse> {
     let mut v = Violations::new();
     v.check("node_id", check_node_id(&req.node_id));
     if !req.sku.is_empty() {
@@ -286,15 +396,23 @@ pub async fn set_safety(inv: &Inventory, tenant: &Tenant, req: SetSafetyStockReq
     }
     v.into_result(())?;
     inv.retrying(tenant, || async {
-        let (mut tx, rid) = match inv.begin(tenant, &req.request_id, "SetSafetyStock", &req).await? {
+        let (mut tx, rid) = match inv
+            .begin(tenant, &req.request_id, "SetSafetyStock", &req)
+            .await?
+        {
             Begin::Replay(r) => return Ok(r),
             Begin::Tx(tx, rid) => (tx, rid),
         };
-        let nodes = repo::nodes::visible(&mut *tx, tenant, std::slice::from_ref(&req.node_id)).await?;
+        let nodes =
+            repo::nodes::visible(&mut *tx, tenant, std::slice::from_ref(&req.node_id)).await?;
         let Some(&enabled) = nodes.get(&req.node_id) else {
             return Err(Error::not_found("node", format!("nodes/{}", req.node_id)));
         };
-        if !req.sku.is_empty() && repo::items::get(&mut *tx, tenant, &req.sku, false).await?.is_none() {
+        if !req.sku.is_empty()
+            && repo::items::get(&mut *tx, tenant, &req.sku, false)
+                .await?
+                .is_none()
+        {
             return Err(Error::not_found("item", format!("items/{}", req.sku)));
         }
         let before = repo::rules::safety(&mut *tx, tenant, &[]).await?;
@@ -321,17 +439,25 @@ pub async fn set_safety(inv: &Inventory, tenant: &Tenant, req: SetSafetyStockReq
                 .collect();
             inv.gate.adjust(tenant, &changes).await?;
         }
-        inv.finish(tx, tenant, &rid, SetSafetyStockResponse {}).await
+        inv.finish(tx, tenant, &rid, SetSafetyStockResponse {})
+            .await
     })
     .await
 }
 
-pub async fn set_channel_rule(inv: &Inventory, tenant: &Tenant, req: SetChannelRuleRequest) -> Result<SetChannelRuleResponse> {
+pub async fn set_channel_rule(
+    inv: &Inventory,
+    tenant: &Tenant,
+    req: SetChannelRuleRequest,
+) -> Result<SetChannelRuleResponse> {
     let Some(rule) = req.rule.clone() else {
         return Err(Violations::one("rule", "is required").into());
     };
     let mut v = Violations::new();
-    v.check("rule.channel", oms_kernel::parse_name(&rule.channel, "channels"));
+    v.check(
+        "rule.channel",
+        oms_kernel::parse_name(&rule.channel, "channels"),
+    );
     for (i, n) in rule.node_ids.iter().enumerate() {
         v.check(format!("rule.node_ids[{i}]"), check_node_id(n));
     }
@@ -339,11 +465,16 @@ pub async fn set_channel_rule(inv: &Inventory, tenant: &Tenant, req: SetChannelR
         Some(channel_rule::Buffer::BufferPercent(p)) if !(0..=100).contains(&p) => {
             v.add("rule.buffer_percent", "must be 0 to 100")
         }
-        Some(channel_rule::Buffer::BufferQuantity(q)) if q < 0 => v.add("rule.buffer_quantity", "must be zero or more"),
+        Some(channel_rule::Buffer::BufferQuantity(q)) if q < 0 => {
+            v.add("rule.buffer_quantity", "must be zero or more")
+        }
         _ => {}
     }
     v.into_result(())?;
-    let (mut tx, rid) = match inv.begin(tenant, &req.request_id, "SetChannelRule", &req).await? {
+    let (mut tx, rid) = match inv
+        .begin(tenant, &req.request_id, "SetChannelRule", &req)
+        .await?
+    {
         Begin::Replay(r) => return Ok(r),
         Begin::Tx(tx, rid) => (tx, rid),
     };
@@ -351,26 +482,49 @@ pub async fn set_channel_rule(inv: &Inventory, tenant: &Tenant, req: SetChannelR
     let mut v = Violations::new();
     for (i, n) in rule.node_ids.iter().enumerate() {
         if !known.contains_key(n) {
-            v.add(format!("rule.node_ids[{i}]"), format!("nodes/{n} not found"));
+            v.add(
+                format!("rule.node_ids[{i}]"),
+                format!("nodes/{n} not found"),
+            );
         }
     }
     v.into_result(())?;
     repo::rules::set_channel_rule(&mut tx, tenant, &rule).await?;
-    inv.finish(tx, tenant, &rid, SetChannelRuleResponse { rule: Some(rule) }).await
+    inv.finish(
+        tx,
+        tenant,
+        &rid,
+        SetChannelRuleResponse { rule: Some(rule) },
+    )
+    .await
 }
 
-pub async fn list_channel_rules(inv: &Inventory, tenant: &Tenant, req: ListChannelRulesRequest) -> Result<ListChannelRulesResponse> {
+pub async fn list_channel_rules(
+    inv: &Inventory,
+    tenant: &Tenant,
+    req: ListChannelRulesRequest,
+) -> Result<ListChannelRulesResponse> {
     let mut v = Violations::new();
     let size = v.check("page_size", PageSize::parse(req.page_size, 100, 1000));
-    let after = v.check("page_token", PageToken::<String>::decode(&req.page_token, 0)).flatten();
+    let after = v
+        .check(
+            "page_token",
+            PageToken::<String>::decode(&req.page_token, 0),
+        )
+        .flatten();
     let size = v.into_result(size)?.unwrap_or(PageSize(100));
     let limit = i64::from(size.get());
-    let mut rules = repo::rules::channel_rules(&inv.pool, tenant, after.as_deref().unwrap_or(""), limit + 1).await?;
+    let mut rules =
+        repo::rules::channel_rules(&inv.pool, tenant, after.as_deref().unwrap_or(""), limit + 1)
+            .await?;
     let more = rules.len() as i64 > limit;
     rules.truncate(limit as usize);
     let next_page_token = match rules.last() {
         Some(r) if more => PageToken::encode(r.channel.clone(), 0),
         _ => String::new(),
     };
-    Ok(ListChannelRulesResponse { rules, next_page_token })
+    Ok(ListChannelRulesResponse {
+        rules,
+        next_page_token,
+    })
 }

@@ -36,8 +36,13 @@ pub async fn invalidate(inv: &Inventory, tenant: &Tenant) -> Result<()> {
     Ok(())
 }
 
-pub async fn reconcile(inv: &Inventory, tenant: &Tenant, req: ReconcileRequest) -> Result<ReconcileResponse> {
-    oms_kernel::RequestId::parse(&req.request_id).map_err(|e| oms_kernel::Violations::one("request_id", e))?;
+pub async fn reconcile(
+    inv: &Inventory,
+    tenant: &Tenant,
+    req: ReconcileRequest,
+) -> Result<ReconcileResponse> {
+    oms_kernel::RequestId::parse(&req.request_id)
+        .map_err(|e| oms_kernel::Violations::one("request_id", e))?;
     let mut tx = inv.pool.begin().await?;
     lock::exclusive(&mut tx, tenant).await?;
     let (keys_rebuilt, drifts) = rebuild(&mut tx, &inv.gate, tenant, req.dry_run).await?;
@@ -45,12 +50,20 @@ pub async fn reconcile(inv: &Inventory, tenant: &Tenant, req: ReconcileRequest) 
     if !drifts.is_empty() {
         tracing::warn!(tenant = %tenant, drifts = drifts.len(), dry_run = req.dry_run, "gate drift found");
     }
-    Ok(ReconcileResponse { keys_rebuilt, drifts })
+    Ok(ReconcileResponse {
+        keys_rebuilt,
+        drifts,
+    })
 }
 
 /// Computes the gate from the record (under the exclusive lock), compares
 /// it with Redis and, unless `dry_run`, installs it.
-async fn rebuild(tx: &mut PgConnection, gate: &Gate, tenant: &Tenant, dry_run: bool) -> Result<(i64, Vec<Drift>)> {
+async fn rebuild(
+    tx: &mut PgConnection,
+    gate: &Gate,
+    tenant: &Tenant,
+    dry_run: bool,
+) -> Result<(i64, Vec<Drift>)> {
     let mut f = Figures::default();
     for (node, sku, q) in repo::stock::on_hand(&mut *tx, tenant, &[]).await? {
         f.on_hand.insert((node, sku), q);
@@ -59,7 +72,10 @@ async fn rebuild(tx: &mut PgConnection, gate: &Gate, tenant: &Tenant, dry_run: b
         f.held.insert((sku, node), q);
     }
     f.safety = repo::rules::safety(&mut *tx, tenant, &[]).await?;
-    f.enabled = repo::nodes::enabled_ids(&mut *tx, tenant).await?.into_iter().collect();
+    f.enabled = repo::nodes::enabled_ids(&mut *tx, tenant)
+        .await?
+        .into_iter()
+        .collect();
     let skus: BTreeSet<String> = f
         .on_hand
         .keys()
@@ -90,7 +106,10 @@ async fn rebuild(tx: &mut PgConnection, gate: &Gate, tenant: &Tenant, dry_run: b
     Ok((rebuilt, drifts))
 }
 
-fn compare(expected: &BTreeMap<String, BTreeMap<String, i64>>, current: &HashMap<String, HashMap<String, i64>>) -> Vec<Drift> {
+fn compare(
+    expected: &BTreeMap<String, BTreeMap<String, i64>>,
+    current: &HashMap<String, HashMap<String, i64>>,
+) -> Vec<Drift> {
     let empty = HashMap::new();
     let mut out = Vec::new();
     for (sku, fields) in expected {
@@ -100,7 +119,8 @@ fn compare(expected: &BTreeMap<String, BTreeMap<String, i64>>, current: &HashMap
             let want = fields.get(name).copied();
             let have = cur.get(name).copied();
             // A missing zero is no drift.
-            if want.unwrap_or(0) != have.unwrap_or(0) || (have.is_none() && want.unwrap_or(0) != 0) {
+            if want.unwrap_or(0) != have.unwrap_or(0) || (have.is_none() && want.unwrap_or(0) != 0)
+            {
                 out.push(Drift {
                     sku: sku.clone(),
                     node_id: name.strip_prefix("n:").unwrap_or("").to_owned(),

@@ -5,7 +5,9 @@
 use super::{Begin, Inventory, emit, now_ms};
 use crate::domain::reservation::{NewReservation, parse_entries};
 use crate::error::{Error, Result};
-use crate::gate::{self, ChannelLimit, Gate, GateError, Holds, Line, Op, ReserveItem, ReserveOutcome, Short};
+use crate::gate::{
+    self, ChannelLimit, Gate, GateError, Holds, Line, Op, ReserveItem, ReserveOutcome, Short,
+};
 use crate::repo::{self, lock, reservations::NewRow};
 use chrono::{DateTime, Utc};
 use oms_kernel::{PageSize, PageToken, Tenant, Violations, parse_name};
@@ -41,7 +43,8 @@ impl Writer {
         let (jobs, rx) = mpsc::channel::<Job>(4096);
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..WORKERS {
-            let (pool, gate, rx, shutdown) = (pool.clone(), gate.clone(), rx.clone(), shutdown.clone());
+            let (pool, gate, rx, shutdown) =
+                (pool.clone(), gate.clone(), rx.clone(), shutdown.clone());
             tokio::spawn(async move {
                 loop {
                     let batch = {
@@ -74,17 +77,28 @@ impl Writer {
             res,
             respond,
         };
-        self.jobs
-            .send(job)
-            .await
-            .map_err(|_| Error::precondition("SHUTTING_DOWN", "reservations", "the service is shutting down"))?;
-        answer
-            .await
-            .map_err(|_| Error::precondition("SHUTTING_DOWN", "reservations", "the service is shutting down"))?
+        self.jobs.send(job).await.map_err(|_| {
+            Error::precondition(
+                "SHUTTING_DOWN",
+                "reservations",
+                "the service is shutting down",
+            )
+        })?;
+        answer.await.map_err(|_| {
+            Error::precondition(
+                "SHUTTING_DOWN",
+                "reservations",
+                "the service is shutting down",
+            )
+        })?
     }
 }
 
-pub async fn create(inv: &Inventory, tenant: &Tenant, req: CreateReservationRequest) -> Result<CreateReservationResponse> {
+pub async fn create(
+    inv: &Inventory,
+    tenant: &Tenant,
+    req: CreateReservationRequest,
+) -> Result<CreateReservationResponse> {
     let res = NewReservation::parse(&req)?;
     let reservation = inv.writer.submit(tenant, res).await?;
     Ok(CreateReservationResponse {
@@ -106,9 +120,9 @@ async fn write_batch(pool: &PgPool, gate: &Gate, jobs: Vec<Job>) {
                     let answers = answers.remove(&t).unwrap_or_default();
                     let mut answers = answers.into_iter();
                     for j in jobs {
-                        let a = answers
-                            .next()
-                            .unwrap_or_else(|| Err(Error::Internal("reservation batch lost an answer".into())));
+                        let a = answers.next().unwrap_or_else(|| {
+                            Err(Error::Internal("reservation batch lost an answer".into()))
+                        });
                         let _ = j.respond.send(a);
                     }
                 }
@@ -137,17 +151,25 @@ async fn write_batch(pool: &PgPool, gate: &Gate, jobs: Vec<Job>) {
 
 type Answers = HashMap<Tenant, Vec<Result<Reservation>>>;
 
-async fn try_batch(pool: &PgPool, gate: &Gate, by_tenant: &BTreeMap<Tenant, Vec<Job>>) -> Result<Answers, (Option<Tenant>, Error)> {
+async fn try_batch(
+    pool: &PgPool,
+    gate: &Gate,
+    by_tenant: &BTreeMap<Tenant, Vec<Job>>,
+) -> Result<Answers, (Option<Tenant>, Error)> {
     let mut tx = pool.begin().await.map_err(|e| (None, e.into()))?;
     for t in by_tenant.keys() {
-        lock::shared(&mut tx, t).await.map_err(|e| (None, e.into()))?;
+        lock::shared(&mut tx, t)
+            .await
+            .map_err(|e| (None, e.into()))?;
     }
     let now = Utc::now();
     let mut answers: Answers = HashMap::new();
     let mut granted: Vec<(Tenant, String, Vec<String>)> = Vec::new();
     let mut events: Vec<(Tenant, String, Vec<u8>)> = Vec::new();
     for (t, jobs) in by_tenant {
-        let per = tenant_batch(&mut tx, gate, t, jobs, now).await.map_err(|e| (Some(t.clone()), e))?;
+        let per = tenant_batch(&mut tx, gate, t, jobs, now)
+            .await
+            .map_err(|e| (Some(t.clone()), e))?;
         let mut out = Vec::with_capacity(per.len());
         for (answer, new) in per {
             if let (Ok(r), true) = (&answer, new) {
@@ -155,7 +177,9 @@ async fn try_batch(pool: &PgPool, gate: &Gate, by_tenant: &BTreeMap<Tenant, Vec<
                 granted.push((t.clone(), r.reservation_id.clone(), skus));
                 let ev = InventoryEvent {
                     meta: None,
-                    kind: Some(inventory_event::Kind::StockReserved(StockReserved { reservation: Some(r.clone()) })),
+                    kind: Some(inventory_event::Kind::StockReserved(StockReserved {
+                        reservation: Some(r.clone()),
+                    })),
                 };
                 events.push((t.clone(), r.name.clone(), ev.encode_to_vec()));
             }
@@ -181,7 +205,9 @@ async fn try_batch(pool: &PgPool, gate: &Gate, by_tenant: &BTreeMap<Tenant, Vec<
     if let Err(e) = written {
         // The gate granted what the record could not keep: give it back.
         for (t, id, skus) in granted {
-            let _ = gate.change(&t, Op::Release, &id, &skus, &[], now_ms()).await;
+            let _ = gate
+                .change(&t, Op::Release, &id, &skus, &[], now_ms())
+                .await;
         }
         return Err((None, e.into()));
     }
@@ -228,12 +254,21 @@ async fn tenant_batch(
         let mut v = Violations::new();
         for (li, l) in r.lines.iter().enumerate() {
             if !items.contains_key(&l.sku) {
-                v.add(format!("lines[{li}].sku"), format!("items/{} not found", l.sku));
+                v.add(
+                    format!("lines[{li}].sku"),
+                    format!("items/{} not found", l.sku),
+                );
             }
             match nodes.get(&l.node_id) {
                 _ if l.node_id.is_empty() => {}
-                None => v.add(format!("lines[{li}].node_id"), format!("nodes/{} not found", l.node_id)),
-                Some(false) => v.add(format!("lines[{li}].node_id"), format!("nodes/{} is disabled", l.node_id)),
+                None => v.add(
+                    format!("lines[{li}].node_id"),
+                    format!("nodes/{} not found", l.node_id),
+                ),
+                Some(false) => v.add(
+                    format!("lines[{li}].node_id"),
+                    format!("nodes/{} is disabled", l.node_id),
+                ),
                 Some(true) => {}
             }
         }
@@ -275,7 +310,11 @@ async fn tenant_batch(
         ));
     }
     let items: Vec<ReserveItem> = to_gate.iter().map(|(_, it)| it.clone_item()).collect();
-    let outcomes = if items.is_empty() { vec![] } else { gate.reserve(tenant, &items).await? };
+    let outcomes = if items.is_empty() {
+        vec![]
+    } else {
+        gate.reserve(tenant, &items).await?
+    };
     let mut new_rows: Vec<(usize, Reservation, Holds, DateTime<Utc>)> = Vec::new();
     for ((i, it), outcome) in to_gate.iter().zip(outcomes) {
         let j = &jobs[*i];
@@ -313,7 +352,12 @@ async fn tenant_batch(
     Ok(answers
         .into_iter()
         .zip(new)
-        .map(|(a, n)| (a.unwrap_or_else(|| Err(Error::Internal("unanswered reservation".into()))), n))
+        .map(|(a, n)| {
+            (
+                a.unwrap_or_else(|| Err(Error::Internal("unanswered reservation".into()))),
+                n,
+            )
+        })
         .collect())
 }
 
@@ -330,7 +374,11 @@ impl ReserveItem {
 }
 
 fn reused(id: &str) -> Error {
-    Violations::one("reservation_id", format!("{id:?} was used for a different reservation")).into()
+    Violations::one(
+        "reservation_id",
+        format!("{id:?} was used for a different reservation"),
+    )
+    .into()
 }
 
 fn new_reservation(r: &NewReservation, now: DateTime<Utc>, expire: DateTime<Utc>) -> Reservation {
@@ -340,7 +388,11 @@ fn new_reservation(r: &NewReservation, now: DateTime<Utc>, expire: DateTime<Utc>
         state: ReservationState::Active as i32,
         lines: r.lines.clone(),
         reference: r.reference.clone(),
-        channel: r.channel.as_ref().map(|c| format!("channels/{c}")).unwrap_or_default(),
+        channel: r
+            .channel
+            .as_ref()
+            .map(|c| format!("channels/{c}"))
+            .unwrap_or_default(),
         expire_time: Some(to_timestamp(expire)),
         create_time: Some(to_timestamp(now)),
         update_time: Some(to_timestamp(now)),
@@ -351,15 +403,25 @@ fn reservation_id<'a>(field: &str, name: &'a str) -> Result<&'a str> {
     parse_name(name, "reservations").map_err(|e| Violations::one(field, e).into())
 }
 
-pub async fn get(inv: &Inventory, tenant: &Tenant, req: GetReservationRequest) -> Result<GetReservationResponse> {
+pub async fn get(
+    inv: &Inventory,
+    tenant: &Tenant,
+    req: GetReservationRequest,
+) -> Result<GetReservationResponse> {
     let id = reservation_id("name", &req.name)?;
     repo::reservations::get(&inv.pool, tenant, id)
         .await?
-        .map(|r| GetReservationResponse { reservation: Some(r) })
+        .map(|r| GetReservationResponse {
+            reservation: Some(r),
+        })
         .ok_or_else(|| Error::not_found("reservation", req.name.clone()))
 }
 
-pub async fn list(inv: &Inventory, tenant: &Tenant, req: ListReservationsRequest) -> Result<ListReservationsResponse> {
+pub async fn list(
+    inv: &Inventory,
+    tenant: &Tenant,
+    req: ListReservationsRequest,
+) -> Result<ListReservationsResponse> {
     let mut v = Violations::new();
     let size = v.check("page_size", PageSize::parse(req.page_size, 100, 1000));
     let hash = oms_kernel::fingerprint(&ListReservationsRequest {
@@ -367,18 +429,26 @@ pub async fn list(inv: &Inventory, tenant: &Tenant, req: ListReservationsRequest
         page_token: String::new(),
         ..req.clone()
     });
-    let after = v.check("page_token", PageToken::<(DateTime<Utc>, String)>::decode(&req.page_token, hash)).flatten();
+    let after = v
+        .check(
+            "page_token",
+            PageToken::<(DateTime<Utc>, String)>::decode(&req.page_token, hash),
+        )
+        .flatten();
     let mut states = Vec::new();
     for (i, s) in req.states.iter().enumerate() {
         match ReservationState::try_from(*s) {
-            Ok(st) if st != ReservationState::Unspecified => states.push(repo::reservations::state_db(st)),
+            Ok(st) if st != ReservationState::Unspecified => {
+                states.push(repo::reservations::state_db(st))
+            }
             _ => v.add(format!("states[{i}]"), "unknown reservation state"),
         }
     }
     let size = v.into_result(size)?.unwrap_or(PageSize(100));
     let limit = i64::from(size.get());
     let reference = (!req.reference.is_empty()).then_some(req.reference.as_str());
-    let mut rows = repo::reservations::list(&inv.pool, tenant, &states, reference, after, limit + 1).await?;
+    let mut rows =
+        repo::reservations::list(&inv.pool, tenant, &states, reference, after, limit + 1).await?;
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     let next_page_token = match rows.last() {
@@ -400,28 +470,94 @@ pub struct Change<'a> {
     pub reference: &'a str,
 }
 
-pub async fn confirm(inv: &Inventory, tenant: &Tenant, actor: &str, req: ConfirmReservationRequest) -> Result<ConfirmReservationResponse> {
+pub async fn confirm(
+    inv: &Inventory,
+    tenant: &Tenant,
+    actor: &str,
+    req: ConfirmReservationRequest,
+) -> Result<ConfirmReservationResponse> {
     let id = reservation_id("name", &req.name)?;
     let entries = parse_entries("allocations", &req.allocations, true, false)?;
-    let change = Change { op: Op::Confirm, id, entries, reason: "", reference: "" };
-    let r = idempotent_change(inv, tenant, actor, &req.request_id, "ConfirmReservation", &req, &change).await?;
-    Ok(ConfirmReservationResponse { reservation: Some(r) })
+    let change = Change {
+        op: Op::Confirm,
+        id,
+        entries,
+        reason: "",
+        reference: "",
+    };
+    let r = idempotent_change(
+        inv,
+        tenant,
+        actor,
+        &req.request_id,
+        "ConfirmReservation",
+        &req,
+        &change,
+    )
+    .await?;
+    Ok(ConfirmReservationResponse {
+        reservation: Some(r),
+    })
 }
 
-pub async fn release(inv: &Inventory, tenant: &Tenant, actor: &str, req: ReleaseReservationRequest) -> Result<ReleaseReservationResponse> {
+pub async fn release(
+    inv: &Inventory,
+    tenant: &Tenant,
+    actor: &str,
+    req: ReleaseReservationRequest,
+) -> Result<ReleaseReservationResponse> {
     let id = reservation_id("name", &req.name)?;
     let entries = parse_entries("lines", &req.lines, false, true)?;
-    let change = Change { op: Op::Release, id, entries, reason: &req.reason, reference: "" };
-    let r = idempotent_change(inv, tenant, actor, &req.request_id, "ReleaseReservation", &req, &change).await?;
-    Ok(ReleaseReservationResponse { reservation: Some(r) })
+    let change = Change {
+        op: Op::Release,
+        id,
+        entries,
+        reason: &req.reason,
+        reference: "",
+    };
+    let r = idempotent_change(
+        inv,
+        tenant,
+        actor,
+        &req.request_id,
+        "ReleaseReservation",
+        &req,
+        &change,
+    )
+    .await?;
+    Ok(ReleaseReservationResponse {
+        reservation: Some(r),
+    })
 }
 
-pub async fn consume(inv: &Inventory, tenant: &Tenant, actor: &str, req: ConsumeAllocationsRequest) -> Result<ConsumeAllocationsResponse> {
+pub async fn consume(
+    inv: &Inventory,
+    tenant: &Tenant,
+    actor: &str,
+    req: ConsumeAllocationsRequest,
+) -> Result<ConsumeAllocationsResponse> {
     let id = reservation_id("name", &req.name)?;
     let entries = parse_entries("shipped", &req.shipped, true, false)?;
-    let change = Change { op: Op::Consume, id, entries, reason: "", reference: &req.reference };
-    let r = idempotent_change(inv, tenant, actor, &req.request_id, "ConsumeAllocations", &req, &change).await?;
-    Ok(ConsumeAllocationsResponse { reservation: Some(r) })
+    let change = Change {
+        op: Op::Consume,
+        id,
+        entries,
+        reason: "",
+        reference: &req.reference,
+    };
+    let r = idempotent_change(
+        inv,
+        tenant,
+        actor,
+        &req.request_id,
+        "ConsumeAllocations",
+        &req,
+        &change,
+    )
+    .await?;
+    Ok(ConsumeAllocationsResponse {
+        reservation: Some(r),
+    })
 }
 
 async fn idempotent_change<Req: Message>(
@@ -435,7 +571,10 @@ async fn idempotent_change<Req: Message>(
 ) -> Result<Reservation> {
     // The stored answer is the reservation; the response types wrap it.
     inv.retrying(tenant, || async {
-        let (mut tx, rid) = match inv.begin::<Req, Reservation>(tenant, request_id, method, req).await? {
+        let (mut tx, rid) = match inv
+            .begin::<Req, Reservation>(tenant, request_id, method, req)
+            .await?
+        {
             Begin::Replay(r) => return Ok(r),
             Begin::Tx(tx, rid) => (tx, rid),
         };
@@ -454,7 +593,13 @@ async fn idempotent_change<Req: Message>(
 
 /// Expires one reservation if it is due (the sweeper); no request id.
 pub async fn expire(inv: &Inventory, tenant: &Tenant, id: &str) -> Result<()> {
-    let change = Change { op: Op::Expire, id, entries: vec![], reason: "expired", reference: "" };
+    let change = Change {
+        op: Op::Expire,
+        id,
+        entries: vec![],
+        reason: "expired",
+        reference: "",
+    };
     inv.retrying(tenant, || async {
         let mut tx = inv.pool.begin().await?;
         lock::shared(&mut tx, tenant).await?;
@@ -484,24 +629,47 @@ async fn apply_change(
         return Err(Error::not_found("reservation", name));
     };
     let state = ReservationState::try_from(r.state).unwrap_or_default();
-    if !matches!(state, ReservationState::Active | ReservationState::Confirmed) {
+    if !matches!(
+        state,
+        ReservationState::Active | ReservationState::Confirmed
+    ) {
         return Err(not_live(&name, state));
     }
     let mut skus: Vec<String> = r.lines.iter().map(|l| l.sku.clone()).collect();
     skus.sort();
     skus.dedup();
-    let out = inv.gate.change(tenant, c.op, c.id, &skus, &c.entries, now_ms()).await?;
+    let out = inv
+        .gate
+        .change(tenant, c.op, c.id, &skus, &c.entries, now_ms())
+        .await?;
     let new_state = repo::reservations::state_from(&out.state);
     match out.status.as_str() {
         "OK" => {}
         "STATE" if new_state == ReservationState::Expired => {
             // Found expired on the way: record that, refuse the change.
-            let released = record(inv, tx, tenant, &mut r, &out.holds, consumed, new_state, c, request_id, actor, &BTreeMap::new()).await;
+            let released = record(
+                inv,
+                tx,
+                tenant,
+                &mut r,
+                &out.holds,
+                consumed,
+                new_state,
+                c,
+                request_id,
+                actor,
+                &BTreeMap::new(),
+            )
+            .await;
             released?;
             return Ok(if c.op == Op::Expire {
                 Applied::Done(r)
             } else {
-                Applied::Refused(Error::precondition("RESERVATION_EXPIRED", name.clone(), format!("{name} expired")))
+                Applied::Refused(Error::precondition(
+                    "RESERVATION_EXPIRED",
+                    name.clone(),
+                    format!("{name} expired"),
+                ))
             });
         }
         "STATE" => return Err(not_live(&name, new_state)),
@@ -548,11 +716,19 @@ async fn apply_change(
                 ),
             ));
         }
-        other => return Err(GateError::Answer(serde::de::Error::custom(format!("gate status {other}"))).into()),
+        other => {
+            return Err(
+                GateError::Answer(serde::de::Error::custom(format!("gate status {other}"))).into(),
+            );
+        }
     }
-    let taken: BTreeMap<String, i64> = serde_json::from_value(out.detail.clone()).unwrap_or_default();
+    let taken: BTreeMap<String, i64> =
+        serde_json::from_value(out.detail.clone()).unwrap_or_default();
     let consumed = consumed || c.op == Op::Consume;
-    record(inv, tx, tenant, &mut r, &out.holds, consumed, new_state, c, request_id, actor, &taken).await?;
+    record(
+        inv, tx, tenant, &mut r, &out.holds, consumed, new_state, c, request_id, actor, &taken,
+    )
+    .await?;
     Ok(Applied::Done(r))
 }
 
@@ -618,7 +794,12 @@ async fn record(
             for (k, t) in taken {
                 let (sku, node) = gate::split_hold(k);
                 let mut left = *t;
-                for a in r.lines.iter_mut().flat_map(|l| l.allocations.iter_mut()).filter(|a| a.sku == sku && a.node_id == node) {
+                for a in r
+                    .lines
+                    .iter_mut()
+                    .flat_map(|l| l.allocations.iter_mut())
+                    .filter(|a| a.sku == sku && a.node_id == node)
+                {
                     let x = left.min(a.quantity - a.quantity_consumed);
                     a.quantity_consumed += x;
                     left -= x;
@@ -647,19 +828,27 @@ async fn record(
             sku: sku.clone(),
             lot,
             quantity: -q,
-            reference: if c.reference.is_empty() { r.name.clone() } else { c.reference.to_owned() },
+            reference: if c.reference.is_empty() {
+                r.name.clone()
+            } else {
+                c.reference.to_owned()
+            },
             reason: "shipment of allocated units".into(),
             ..Default::default()
         };
         super::movements::apply(inv, tx, tenant, m, actor, request_id, false).await?;
     }
     let kind = match (c.op, state) {
-        (_, ReservationState::Expired) => inventory_event::Kind::ReservationReleased(ReservationReleased {
+        (_, ReservationState::Expired) => {
+            inventory_event::Kind::ReservationReleased(ReservationReleased {
+                reservation: Some(r.clone()),
+                released: vec![],
+                reason: "expired".into(),
+            })
+        }
+        (Op::Confirm, _) => inventory_event::Kind::ReservationConfirmed(ReservationConfirmed {
             reservation: Some(r.clone()),
-            released: vec![],
-            reason: "expired".into(),
         }),
-        (Op::Confirm, _) => inventory_event::Kind::ReservationConfirmed(ReservationConfirmed { reservation: Some(r.clone()) }),
         (Op::Consume, _) => inventory_event::Kind::AllocationsConsumed(AllocationsConsumed {
             reservation: Some(r.clone()),
             consumed: as_allocations(taken),
@@ -706,10 +895,14 @@ pub fn start_sweeper(inv: super::Shared, interval: std::time::Duration) {
                 }
             };
             for (tenant, id) in due {
-                let Ok(tenant) = Tenant::parse(&tenant) else { continue };
+                let Ok(tenant) = Tenant::parse(&tenant) else {
+                    continue;
+                };
                 match expire(&inv, &tenant, &id).await {
                     Ok(()) | Err(Error::Precondition { .. }) | Err(Error::NotFound { .. }) => {}
-                    Err(e) => tracing::warn!(error = %e, reservation = %id, "expiry failed; retried next sweep"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, reservation = %id, "expiry failed; retried next sweep")
+                    }
                 }
             }
         }

@@ -6,7 +6,12 @@ use prost::Message;
 use sqlx::{PgConnection, PgExecutor};
 use std::collections::HashMap;
 
-pub async fn insert(tx: &mut PgConnection, tenant: &Tenant, item: &Item, now: DateTime<Utc>) -> sqlx::Result<bool> {
+pub async fn insert(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    item: &Item,
+    now: DateTime<Utc>,
+) -> sqlx::Result<bool> {
     let n = sqlx::query(
         "INSERT INTO items (tenant, sku, doc, create_time, update_time) VALUES ($1, $2, $3, $4, $4)
          ON CONFLICT DO NOTHING",
@@ -20,7 +25,12 @@ pub async fn insert(tx: &mut PgConnection, tenant: &Tenant, item: &Item, now: Da
     Ok(n.rows_affected() == 1)
 }
 
-pub async fn update(tx: &mut PgConnection, tenant: &Tenant, item: &Item, now: DateTime<Utc>) -> sqlx::Result<()> {
+pub async fn update(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    item: &Item,
+    now: DateTime<Utc>,
+) -> sqlx::Result<()> {
     sqlx::query("UPDATE items SET doc = $3, update_time = $4 WHERE tenant = $1 AND sku = $2")
         .bind(tenant.as_str())
         .bind(&item.sku)
@@ -31,7 +41,12 @@ pub async fn update(tx: &mut PgConnection, tenant: &Tenant, item: &Item, now: Da
     Ok(())
 }
 
-pub async fn get(db: impl PgExecutor<'_>, tenant: &Tenant, sku: &str, for_update: bool) -> sqlx::Result<Option<Item>> {
+pub async fn get(
+    db: impl PgExecutor<'_>,
+    tenant: &Tenant,
+    sku: &str,
+    for_update: bool,
+) -> sqlx::Result<Option<Item>> {
     let sql = if for_update {
         "SELECT doc FROM items WHERE tenant = $1 AND sku = $2 FOR UPDATE"
     } else {
@@ -46,18 +61,28 @@ pub async fn get(db: impl PgExecutor<'_>, tenant: &Tenant, sku: &str, for_update
 }
 
 /// The items among `skus` that exist.
-pub async fn existing(db: impl PgExecutor<'_>, tenant: &Tenant, skus: &[String]) -> sqlx::Result<HashMap<String, Item>> {
-    let docs: Vec<Vec<u8>> = sqlx::query_scalar("SELECT doc FROM items WHERE tenant = $1 AND sku = ANY($2)")
-        .bind(tenant.as_str())
-        .bind(skus)
-        .fetch_all(db)
-        .await?;
+pub async fn existing(
+    db: impl PgExecutor<'_>,
+    tenant: &Tenant,
+    skus: &[String],
+) -> sqlx::Result<HashMap<String, Item>> {
+    let docs: Vec<Vec<u8>> =
+        sqlx::query_scalar("SELECT doc FROM items WHERE tenant = $1 AND sku = ANY($2)")
+            .bind(tenant.as_str())
+            .bind(skus)
+            .fetch_all(db)
+            .await?;
     docs.iter()
         .map(|d| decode::<Item>(d).map(|i| (i.sku.clone(), i)))
         .collect()
 }
 
-pub async fn list(db: impl PgExecutor<'_>, tenant: &Tenant, after: Option<&str>, limit: i64) -> sqlx::Result<Vec<Item>> {
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    tenant: &Tenant,
+    after: Option<&str>,
+    limit: i64,
+) -> sqlx::Result<Vec<Item>> {
     let docs: Vec<Vec<u8>> = sqlx::query_scalar(
         "SELECT doc FROM items WHERE tenant = $1 AND sku > $2 ORDER BY sku LIMIT $3",
     )

@@ -4,15 +4,23 @@
 use oms_kernel::Tenant;
 use sqlx::PgConnection;
 
-const SQL_SHARED: &str = "SELECT pg_advisory_xact_lock_shared(hashtextextended('oms.inventory.gate:' || $1, 0))";
-const SQL_EXCLUSIVE: &str = "SELECT pg_advisory_xact_lock(hashtextextended('oms.inventory.gate:' || $1, 0))";
+const SQL_SHARED: &str =
+    "SELECT pg_advisory_xact_lock_shared(hashtextextended('oms.inventory.gate:' || $1, 0))";
+const SQL_EXCLUSIVE: &str =
+    "SELECT pg_advisory_xact_lock(hashtextextended('oms.inventory.gate:' || $1, 0))";
 
 pub async fn shared(tx: &mut PgConnection, tenant: &Tenant) -> sqlx::Result<()> {
-    sqlx::query(SQL_SHARED).bind(tenant.as_str()).execute(tx).await?;
+    sqlx::query(SQL_SHARED)
+        .bind(tenant.as_str())
+        .execute(tx)
+        .await?;
     Ok(())
 }
 
 pub async fn exclusive(tx: &mut PgConnection, tenant: &Tenant) -> sqlx::Result<()> {
-    sqlx::query(SQL_EXCLUSIVE).bind(tenant.as_str()).execute(tx).await?;
+    sqlx::query(SQL_EXCLUSIVE)
+        .bind(tenant.as_str())
+        .execute(tx)
+        .await?;
     Ok(())
 }

@@ -38,28 +38,43 @@ pub async fn update(tx: &mut PgConnection, node: &Node, now: DateTime<Utc>) -> s
 }
 
 /// A node the tenant owns or shares.
-pub async fn get_visible(db: impl PgExecutor<'_>, tenant: &Tenant, node_id: &str) -> sqlx::Result<Option<Node>> {
-    let doc: Option<Vec<u8>> = sqlx::query_scalar("SELECT doc FROM nodes WHERE node_id = $2 AND (owner_tenant = $1 OR $1 = ANY(shared_with))")
-        .bind(tenant.as_str())
-        .bind(node_id)
-        .fetch_optional(db)
-        .await?;
+pub async fn get_visible(
+    db: impl PgExecutor<'_>,
+    tenant: &Tenant,
+    node_id: &str,
+) -> sqlx::Result<Option<Node>> {
+    let doc: Option<Vec<u8>> = sqlx::query_scalar(
+        "SELECT doc FROM nodes WHERE node_id = $2 AND (owner_tenant = $1 OR $1 = ANY(shared_with))",
+    )
+    .bind(tenant.as_str())
+    .bind(node_id)
+    .fetch_optional(db)
+    .await?;
     doc.as_deref().map(decode).transpose()
 }
 
 /// A node the tenant owns, locked for update.
-pub async fn get_owned_for_update(tx: &mut PgConnection, tenant: &Tenant, node_id: &str) -> sqlx::Result<Option<Node>> {
-    let doc: Option<Vec<u8>> =
-        sqlx::query_scalar("SELECT doc FROM nodes WHERE node_id = $2 AND owner_tenant = $1 FOR UPDATE")
-            .bind(tenant.as_str())
-            .bind(node_id)
-            .fetch_optional(tx)
-            .await?;
+pub async fn get_owned_for_update(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    node_id: &str,
+) -> sqlx::Result<Option<Node>> {
+    let doc: Option<Vec<u8>> = sqlx::query_scalar(
+        "SELECT doc FROM nodes WHERE node_id = $2 AND owner_tenant = $1 FOR UPDATE",
+    )
+    .bind(tenant.as_str())
+    .bind(node_id)
+    .fetch_optional(tx)
+    .await?;
     doc.as_deref().map(decode).transpose()
 }
 
 /// Which of `ids` the tenant may use, with their enabled flag.
-pub async fn visible(db: impl PgExecutor<'_>, tenant: &Tenant, ids: &[String]) -> sqlx::Result<HashMap<String, bool>> {
+pub async fn visible(
+    db: impl PgExecutor<'_>,
+    tenant: &Tenant,
+    ids: &[String],
+) -> sqlx::Result<HashMap<String, bool>> {
     let rows: Vec<(String, bool)> =
         sqlx::query_as(
             "SELECT node_id, enabled FROM nodes WHERE node_id = ANY($2) AND (owner_tenant = $1 OR $1 = ANY(shared_with))",
@@ -73,10 +88,12 @@ pub async fn visible(db: impl PgExecutor<'_>, tenant: &Tenant, ids: &[String]) -
 
 /// Every enabled node the tenant may use.
 pub async fn enabled_ids(db: impl PgExecutor<'_>, tenant: &Tenant) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar("SELECT node_id FROM nodes WHERE enabled AND (owner_tenant = $1 OR $1 = ANY(shared_with))")
-        .bind(tenant.as_str())
-        .fetch_all(db)
-        .await
+    sqlx::query_scalar(
+        "SELECT node_id FROM nodes WHERE enabled AND (owner_tenant = $1 OR $1 = ANY(shared_with))",
+    )
+    .bind(tenant.as_str())
+    .fetch_all(db)
+    .await
 }
 
 /// Tenants that hold stock or reservations at a node.
@@ -98,8 +115,13 @@ pub struct ListFilter {
 
 /// Nodes visible to the tenant, by id; region and capability are filtered
 /// by the caller from the documents.
-pub async fn list(db: impl PgExecutor<'_>, tenant: &Tenant, f: &ListFilter) -> sqlx::Result<Vec<Node>> {
-    let mut q: QueryBuilder<Postgres> = QueryBuilder::new("SELECT doc FROM nodes WHERE (owner_tenant = ");
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    tenant: &Tenant,
+    f: &ListFilter,
+) -> sqlx::Result<Vec<Node>> {
+    let mut q: QueryBuilder<Postgres> =
+        QueryBuilder::new("SELECT doc FROM nodes WHERE (owner_tenant = ");
     q.push_bind(tenant.as_str().to_owned())
         .push(" OR ")
         .push_bind(tenant.as_str().to_owned())

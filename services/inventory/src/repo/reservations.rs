@@ -38,7 +38,11 @@ pub struct NewRow<'a> {
 }
 
 /// Stored reservations among `ids`: request hash and document.
-pub async fn existing(db: impl PgExecutor<'_>, tenant: &Tenant, ids: &[String]) -> sqlx::Result<HashMap<String, (String, Reservation)>> {
+pub async fn existing(
+    db: impl PgExecutor<'_>,
+    tenant: &Tenant,
+    ids: &[String],
+) -> sqlx::Result<HashMap<String, (String, Reservation)>> {
     let rows: Vec<(String, String, Vec<u8>)> = sqlx::query_as(
         "SELECT reservation_id, request_hash, doc FROM reservations WHERE tenant = $1 AND reservation_id = ANY($2)",
     )
@@ -53,14 +57,25 @@ pub async fn existing(db: impl PgExecutor<'_>, tenant: &Tenant, ids: &[String]) 
 
 /// Stores new reservations and their holds in a few statements, whatever
 /// their number (the group-commit writer sends hundreds at once).
-pub async fn insert_many(tx: &mut PgConnection, tenant: &Tenant, rows: &[NewRow<'_>], now: DateTime<Utc>) -> sqlx::Result<()> {
+pub async fn insert_many(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    rows: &[NewRow<'_>],
+    now: DateTime<Utc>,
+) -> sqlx::Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
-    let ids: Vec<&str> = rows.iter().map(|r| r.reservation.reservation_id.as_str()).collect();
+    let ids: Vec<&str> = rows
+        .iter()
+        .map(|r| r.reservation.reservation_id.as_str())
+        .collect();
     let hashes: Vec<&str> = rows.iter().map(|r| r.request_hash).collect();
     let expires: Vec<DateTime<Utc>> = rows.iter().map(|r| r.expire_time).collect();
-    let refs: Vec<&str> = rows.iter().map(|r| r.reservation.reference.as_str()).collect();
+    let refs: Vec<&str> = rows
+        .iter()
+        .map(|r| r.reservation.reference.as_str())
+        .collect();
     let docs: Vec<Vec<u8>> = rows.iter().map(|r| r.reservation.encode_to_vec()).collect();
     sqlx::query(
         "INSERT INTO reservations (tenant, reservation_id, state, request_hash, expire_time, create_time, update_time, reference, doc)
@@ -106,7 +121,11 @@ pub async fn insert_many(tx: &mut PgConnection, tenant: &Tenant, rows: &[NewRow<
 }
 
 /// A reservation locked for a change.
-pub async fn lock(tx: &mut PgConnection, tenant: &Tenant, id: &str) -> sqlx::Result<Option<(Reservation, bool)>> {
+pub async fn lock(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    id: &str,
+) -> sqlx::Result<Option<(Reservation, bool)>> {
     let row: Option<(Vec<u8>, bool)> = sqlx::query_as(
         "SELECT doc, consumed FROM reservations WHERE tenant = $1 AND reservation_id = $2 FOR UPDATE",
     )
@@ -118,7 +137,14 @@ pub async fn lock(tx: &mut PgConnection, tenant: &Tenant, id: &str) -> sqlx::Res
 }
 
 /// Writes a changed reservation and replaces its holds.
-pub async fn save(tx: &mut PgConnection, tenant: &Tenant, r: &Reservation, holds: &Holds, consumed: bool, now: DateTime<Utc>) -> sqlx::Result<()> {
+pub async fn save(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    r: &Reservation,
+    holds: &Holds,
+    consumed: bool,
+    now: DateTime<Utc>,
+) -> sqlx::Result<()> {
     let state = state_db(ReservationState::try_from(r.state).unwrap_or_default());
     sqlx::query(
         "UPDATE reservations SET state = $3, consumed = $4, doc = $5, update_time = $6
@@ -144,12 +170,15 @@ pub async fn save(tx: &mut PgConnection, tenant: &Tenant, r: &Reservation, holds
             let (s, n) = split_hold(k);
             (s, n, *v)
         })
-        .fold((vec![], vec![], vec![]), |(mut a, mut b, mut c), (s, n, v)| {
-            a.push(s);
-            b.push(n);
-            c.push(v);
-            (a, b, c)
-        });
+        .fold(
+            (vec![], vec![], vec![]),
+            |(mut a, mut b, mut c), (s, n, v)| {
+                a.push(s);
+                b.push(n);
+                c.push(v);
+                (a, b, c)
+            },
+        );
     sqlx::query(
         "INSERT INTO holds (tenant, reservation_id, sku, node_id, held)
          SELECT $1, $2, s, n, h FROM UNNEST($3::text[], $4::text[], $5::bigint[]) AS t(s, n, h)",
@@ -164,12 +193,18 @@ pub async fn save(tx: &mut PgConnection, tenant: &Tenant, r: &Reservation, holds
     Ok(())
 }
 
-pub async fn get(db: impl PgExecutor<'_>, tenant: &Tenant, id: &str) -> sqlx::Result<Option<Reservation>> {
-    let doc: Option<Vec<u8>> = sqlx::query_scalar("SELECT doc FROM reservations WHERE tenant = $1 AND reservation_id = $2")
-        .bind(tenant.as_str())
-        .bind(id)
-        .fetch_optional(db)
-        .await?;
+pub async fn get(
+    db: impl PgExecutor<'_>,
+    tenant: &Tenant,
+    id: &str,
+) -> sqlx::Result<Option<Reservation>> {
+    let doc: Option<Vec<u8>> = sqlx::query_scalar(
+        "SELECT doc FROM reservations WHERE tenant = $1 AND reservation_id = $2",
+    )
+    .bind(tenant.as_str())
+    .bind(id)
+    .fetch_optional(db)
+    .await?;
     doc.as_deref().map(decode).transpose()
 }
 
@@ -181,7 +216,8 @@ pub async fn list(
     after: Option<(DateTime<Utc>, String)>,
     limit: i64,
 ) -> sqlx::Result<Vec<(DateTime<Utc>, Reservation)>> {
-    let mut q: QueryBuilder<Postgres> = QueryBuilder::new("SELECT create_time, doc FROM reservations WHERE tenant = ");
+    let mut q: QueryBuilder<Postgres> =
+        QueryBuilder::new("SELECT create_time, doc FROM reservations WHERE tenant = ");
     q.push_bind(tenant.as_str().to_owned());
     if !states.is_empty() {
         let s: Vec<String> = states.iter().map(|s| s.to_string()).collect();
@@ -191,11 +227,18 @@ pub async fn list(
         q.push(" AND reference = ").push_bind(r.to_owned());
     }
     if let Some((t, id)) = after {
-        q.push(" AND (create_time, reservation_id) < (").push_bind(t).push(", ").push_bind(id).push(")");
+        q.push(" AND (create_time, reservation_id) < (")
+            .push_bind(t)
+            .push(", ")
+            .push_bind(id)
+            .push(")");
     }
-    q.push(" ORDER BY create_time DESC, reservation_id DESC LIMIT ").push_bind(limit);
+    q.push(" ORDER BY create_time DESC, reservation_id DESC LIMIT ")
+        .push_bind(limit);
     let rows: Vec<(DateTime<Utc>, Vec<u8>)> = q.build_query_as().fetch_all(db).await?;
-    rows.into_iter().map(|(t, d)| decode(&d).map(|r| (t, r))).collect()
+    rows.into_iter()
+        .map(|(t, d)| decode(&d).map(|r| (t, r)))
+        .collect()
 }
 
 /// Active reservations past their expiry, oldest first.
@@ -210,7 +253,11 @@ pub async fn due(db: impl PgExecutor<'_>, limit: i64) -> sqlx::Result<Vec<(Strin
 }
 
 /// Units held per (sku, node) by live reservations of some SKUs (all when empty).
-pub async fn held(db: impl PgExecutor<'_>, tenant: &Tenant, skus: &[String]) -> sqlx::Result<Vec<(String, String, i64)>> {
+pub async fn held(
+    db: impl PgExecutor<'_>,
+    tenant: &Tenant,
+    skus: &[String],
+) -> sqlx::Result<Vec<(String, String, i64)>> {
     sqlx::query_as(
         "SELECT sku, node_id, SUM(held)::bigint FROM holds
          WHERE tenant = $1 AND (cardinality($2::text[]) = 0 OR sku = ANY($2)) GROUP BY sku, node_id",
@@ -247,7 +294,10 @@ pub async fn live(db: &mut PgConnection, tenant: &Tenant) -> sqlx::Result<Vec<Li
             .await?;
     let mut by_id: HashMap<String, Holds> = HashMap::new();
     for (id, sku, node, held) in holds {
-        by_id.entry(id).or_default().insert(crate::gate::hold_key(&sku, &node), held);
+        by_id
+            .entry(id)
+            .or_default()
+            .insert(crate::gate::hold_key(&sku, &node), held);
     }
     Ok(rows
         .into_iter()

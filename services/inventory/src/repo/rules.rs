@@ -6,7 +6,11 @@ use sqlx::{PgConnection, PgExecutor};
 use std::collections::HashMap;
 
 /// Safety stock rows (node, sku; sku '' = node default) for some SKUs.
-pub async fn safety(db: impl PgExecutor<'_>, tenant: &Tenant, skus: &[String]) -> sqlx::Result<HashMap<(String, String), i64>> {
+pub async fn safety(
+    db: impl PgExecutor<'_>,
+    tenant: &Tenant,
+    skus: &[String],
+) -> sqlx::Result<HashMap<(String, String), i64>> {
     let rows: Vec<(String, String, i64)> = sqlx::query_as(
         "SELECT node_id, sku, quantity FROM safety_stock
          WHERE tenant = $1 AND (sku = '' OR cardinality($2::text[]) = 0 OR sku = ANY($2))",
@@ -28,7 +32,13 @@ pub fn effective(safety: &HashMap<(String, String), i64>, node: &str, sku: &str)
 }
 
 /// Sets a safety stock row; returns the previous quantity (0 when none).
-pub async fn set_safety(tx: &mut PgConnection, tenant: &Tenant, node: &str, sku: &str, quantity: i64) -> sqlx::Result<Option<i64>> {
+pub async fn set_safety(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    node: &str,
+    sku: &str,
+    quantity: i64,
+) -> sqlx::Result<Option<i64>> {
     let old: Option<i64> = sqlx::query_scalar(
         "SELECT quantity FROM safety_stock WHERE tenant = $1 AND node_id = $2 AND sku = $3 FOR UPDATE",
     )
@@ -51,7 +61,11 @@ pub async fn set_safety(tx: &mut PgConnection, tenant: &Tenant, node: &str, sku:
 }
 
 /// SKUs the tenant has at a node.
-pub async fn skus_at(tx: &mut PgConnection, tenant: &Tenant, node: &str) -> sqlx::Result<Vec<String>> {
+pub async fn skus_at(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    node: &str,
+) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar("SELECT DISTINCT sku FROM stock WHERE tenant = $1 AND node_id = $2")
         .bind(tenant.as_str())
         .bind(node)
@@ -59,7 +73,11 @@ pub async fn skus_at(tx: &mut PgConnection, tenant: &Tenant, node: &str) -> sqlx
         .await
 }
 
-pub async fn set_channel_rule(tx: &mut PgConnection, tenant: &Tenant, rule: &ChannelRule) -> sqlx::Result<()> {
+pub async fn set_channel_rule(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    rule: &ChannelRule,
+) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO channel_rules (tenant, channel, doc) VALUES ($1, $2, $3)
          ON CONFLICT (tenant, channel) DO UPDATE SET doc = EXCLUDED.doc",
@@ -72,16 +90,26 @@ pub async fn set_channel_rule(tx: &mut PgConnection, tenant: &Tenant, rule: &Cha
     Ok(())
 }
 
-pub async fn channel_rule(db: impl PgExecutor<'_>, tenant: &Tenant, channel: &str) -> sqlx::Result<Option<ChannelRule>> {
-    let doc: Option<Vec<u8>> = sqlx::query_scalar("SELECT doc FROM channel_rules WHERE tenant = $1 AND channel = $2")
-        .bind(tenant.as_str())
-        .bind(channel)
-        .fetch_optional(db)
-        .await?;
+pub async fn channel_rule(
+    db: impl PgExecutor<'_>,
+    tenant: &Tenant,
+    channel: &str,
+) -> sqlx::Result<Option<ChannelRule>> {
+    let doc: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT doc FROM channel_rules WHERE tenant = $1 AND channel = $2")
+            .bind(tenant.as_str())
+            .bind(channel)
+            .fetch_optional(db)
+            .await?;
     doc.as_deref().map(decode).transpose()
 }
 
-pub async fn channel_rules(db: impl PgExecutor<'_>, tenant: &Tenant, after: &str, limit: i64) -> sqlx::Result<Vec<ChannelRule>> {
+pub async fn channel_rules(
+    db: impl PgExecutor<'_>,
+    tenant: &Tenant,
+    after: &str,
+    limit: i64,
+) -> sqlx::Result<Vec<ChannelRule>> {
     let docs: Vec<Vec<u8>> = sqlx::query_scalar(
         "SELECT doc FROM channel_rules WHERE tenant = $1 AND channel > $2 ORDER BY channel LIMIT $3",
     )

@@ -8,7 +8,13 @@ use uuid::Uuid;
 
 /// The on-hand of one lot, locked for the rest of the transaction; 0 when
 /// the lot has never been seen.
-pub async fn lock_on_hand(tx: &mut PgConnection, tenant: &Tenant, node: &str, sku: &str, lot: &str) -> sqlx::Result<i64> {
+pub async fn lock_on_hand(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    node: &str,
+    sku: &str,
+    lot: &str,
+) -> sqlx::Result<i64> {
     sqlx::query(
         "INSERT INTO stock (tenant, node_id, sku, lot, on_hand) VALUES ($1, $2, $3, $4, 0) ON CONFLICT DO NOTHING",
     )
@@ -30,7 +36,13 @@ pub async fn lock_on_hand(tx: &mut PgConnection, tenant: &Tenant, node: &str, sk
 }
 
 /// Sets the on-hand of a locked lot and appends the movement to the ledger.
-pub async fn record(tx: &mut PgConnection, tenant: &Tenant, m: &StockMovement, id: Uuid, now: DateTime<Utc>) -> sqlx::Result<()> {
+pub async fn record(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    m: &StockMovement,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE stock SET on_hand = $5, expiry_date = CASE WHEN $6 = '' THEN expiry_date ELSE $6 END
          WHERE tenant = $1 AND node_id = $2 AND sku = $3 AND lot = $4",
@@ -70,7 +82,11 @@ pub struct MovementFilter {
     pub limit: i64,
 }
 
-pub async fn movements(db: impl PgExecutor<'_>, tenant: &Tenant, f: &MovementFilter) -> sqlx::Result<Vec<(DateTime<Utc>, Uuid, StockMovement)>> {
+pub async fn movements(
+    db: impl PgExecutor<'_>,
+    tenant: &Tenant,
+    f: &MovementFilter,
+) -> sqlx::Result<Vec<(DateTime<Utc>, Uuid, StockMovement)>> {
     let mut q: QueryBuilder<Postgres> =
         QueryBuilder::new("SELECT record_time, movement_id, doc FROM movements WHERE tenant = ");
     q.push_bind(tenant.as_str().to_owned());
@@ -81,12 +97,19 @@ pub async fn movements(db: impl PgExecutor<'_>, tenant: &Tenant, f: &MovementFil
         q.push(" AND sku = ").push_bind(s.clone());
     }
     if !f.kinds.is_empty() {
-        q.push(" AND kind = ANY(").push_bind(f.kinds.clone()).push(")");
+        q.push(" AND kind = ANY(")
+            .push_bind(f.kinds.clone())
+            .push(")");
     }
     if let Some((t, id)) = f.after {
-        q.push(" AND (record_time, movement_id) < (").push_bind(t).push(", ").push_bind(id).push(")");
+        q.push(" AND (record_time, movement_id) < (")
+            .push_bind(t)
+            .push(", ")
+            .push_bind(id)
+            .push(")");
     }
-    q.push(" ORDER BY record_time DESC, movement_id DESC LIMIT ").push_bind(f.limit);
+    q.push(" ORDER BY record_time DESC, movement_id DESC LIMIT ")
+        .push_bind(f.limit);
     let rows: Vec<(DateTime<Utc>, Uuid, Vec<u8>)> = q.build_query_as().fetch_all(db).await?;
     rows.into_iter()
         .map(|(t, id, d)| decode(&d).map(|m| (t, id, m)))
@@ -112,7 +135,9 @@ pub async fn levels(
         q.push(" AND s.node_id = ").push_bind(n.to_owned());
     }
     if !skus.is_empty() {
-        q.push(" AND s.sku = ANY(").push_bind(skus.to_vec()).push(")");
+        q.push(" AND s.sku = ANY(")
+            .push_bind(skus.to_vec())
+            .push(")");
     }
     if let Some((n, s, l)) = after {
         q.push(" AND (s.node_id, s.sku, s.lot) > (")
@@ -123,23 +148,31 @@ pub async fn levels(
             .push_bind(l.clone())
             .push(")");
     }
-    q.push(" ORDER BY s.node_id, s.sku, s.lot LIMIT ").push_bind(limit);
-    let rows: Vec<(String, String, String, String, i64, i64)> = q.build_query_as().fetch_all(db).await?;
+    q.push(" ORDER BY s.node_id, s.sku, s.lot LIMIT ")
+        .push_bind(limit);
+    let rows: Vec<(String, String, String, String, i64, i64)> =
+        q.build_query_as().fetch_all(db).await?;
     Ok(rows
         .into_iter()
-        .map(|(node_id, sku, lot, expiry_date, on_hand, allocated)| StockLevel {
-            node_id,
-            sku,
-            lot,
-            expiry_date,
-            on_hand,
-            allocated,
-        })
+        .map(
+            |(node_id, sku, lot, expiry_date, on_hand, allocated)| StockLevel {
+                node_id,
+                sku,
+                lot,
+                expiry_date,
+                on_hand,
+                allocated,
+            },
+        )
         .collect())
 }
 
 /// On-hand per (node, sku) summed over lots, for some SKUs (all when empty).
-pub async fn on_hand(db: impl PgExecutor<'_>, tenant: &Tenant, skus: &[String]) -> sqlx::Result<Vec<(String, String, i64)>> {
+pub async fn on_hand(
+    db: impl PgExecutor<'_>,
+    tenant: &Tenant,
+    skus: &[String],
+) -> sqlx::Result<Vec<(String, String, i64)>> {
     sqlx::query_as(
         "SELECT node_id, sku, SUM(on_hand)::bigint FROM stock
          WHERE tenant = $1 AND (cardinality($2::text[]) = 0 OR sku = ANY($2)) GROUP BY node_id, sku",

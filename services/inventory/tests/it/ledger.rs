@@ -1,0 +1,414 @@
+use crate::*;
+use tonic::Code;
+
+async fn movement(
+    c: &mut Client,
+    request_id: &str,
+    kind: MovementKind,
+    node: &str,
+    sku: &str,
+    f: impl FnOnce(&mut StockMovement),
+) -> Result<StockMovement, tonic::Status> {
+    let mut m = StockMovement {
+        kind: kind as i32,
+        node_id: node.into(),
+        sku: sku.into(),
+        ..Default::default()
+    };
+    f(&mut m);
+    c.record_movement(authed(
+        "acme",
+        RecordMovementRequest {
+            request_id: request_id.into(),
+            movement: Some(m),
+        },
+    ))
+    .await
+    .map(|r| r.into_inner().movement.unwrap())
+}
+
+#[tokio::test]
+async fn the_ledger_derives_on_hand_and_refuses_going_below_zero() {
+    let mut h = start().await;
+    node(&mut h.client, "acme", "DC1").await;
+    node(&mut h.client, "acme", "DC2").await;
+    item(&mut h.client, "acme", "SKU-1").await;
+    let c = &mut h.client;
+
+    let r = movement(c, "m1", MovementKind::Receipt, "DC1", "SKU-1", |m| {
+        m.quantity = 10
+    })
+    .await
+    .unwrap();
+    assert_eq!(r.on_hand_after, 10);
+    // A replay changes nothing.
+    let again = movement(c, "m1", MovementKind::Receipt, "DC1", "SKU-1", |m| {
+        m.quantity = 10
+    })
+    .await
+    .unwrap();
+    assert_eq!(again, r);
+    let adj = movement(c, "m2", MovementKind::Adjustment, "DC1", "SKU-1", |m| {
+        m.quantity = -3;
+        m.reason = "found broken packaging".into();
+    })
+    .await
+    .unwrap();
+    assert_eq!(adj.on_hand_after, 7);
+    let count = movement(c, "m3", MovementKind::CycleCount, "DC1", "SKU-1", |m| {
+        m.counted_quantity = 9
+    })
+    .await
+    .unwrap();
+    assert_eq!((count.quantity, count.on_hand_after), (2, 9));
+
+    let err = movement(c, "m4", MovementKind::Damage, "DC1", "SKU-1", |m| {
+        m.quantity = -20;
+        m.reason = "flood".into();
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&err), "INSUFFICIENT_ON_HAND");
+
+    let err = movement(c, "m5", MovementKind::Adjustment, "DC1", "SKU-1", |m| {
+        m.quantity = 1
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(fields(&err), ["movement.reason"]);
+    let err = movement(c, "m6", MovementKind::Receipt, "DC1", "NOPE", |m| {
+        m.quantity = 1
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(
+        (err.code(), reason(&err)),
+        (Code::NotFound, "ITEM_NOT_FOUND".into())
+    );
+    let err = movement(c, "m7", MovementKind::Receipt, "DC9", "SKU-1", |m| {
+        m.quantity = 1
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(
+        (err.code(), reason(&err)),
+        (Code::NotFound, "NODE_NOT_FOUND".into())
+    );
+    let err = movement(c, "m8", MovementKind::Receipt, "DC1", "SKU-1", |m| {
+        m.quantity = 0
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(fields(&err), ["movement.quantity"]);
+
+    let t = c
+        .transfer_stock(authed(
+            "acme",
+            TransferStockRequest {
+                request_id: "t1".into(),
+                from_node_id: "DC1".into(),
+                to_node_id: "DC2".into(),
+                sku: "SKU-1".into(),
+                quantity: 4,
+                reason: "rebalance".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(t.transfer_out.unwrap().on_hand_after, 5);
+    assert_eq!(t.transfer_in.unwrap().on_hand_after, 4);
+
+    let levels = c
+        .list_stock_levels(authed(
+            "acme",
+            ListStockLevelsRequest {
+                skus: vec!["SKU-1".into()],
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .levels;
+    let on_hand: Vec<(String, i64)> = levels
+        .iter()
+        .map(|l| (l.node_id.clone(), l.on_hand))
+        .collect();
+    assert_eq!(on_hand, [("DC1".to_string(), 5), ("DC2".to_string(), 4)]);
+    assert_eq!(available(c, "acme", "SKU-1").await.available, 9);
+
+    let moves = c
+        .list_movements(authed(
+            "acme",
+            ListMovementsRequest {
+                sku: "SKU-1".into(),
+                page_size: 2,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(moves.movements.len(), 2);
+    assert_eq!(
+        moves.movements[0].kind,
+        MovementKind::TransferIn as i32,
+        "newest first"
+    );
+    let rest = c
+        .list_movements(authed(
+            "acme",
+            ListMovementsRequest {
+                sku: "SKU-1".into(),
+                page_size: 10,
+                page_token: moves.next_page_token,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rest.movements.len(), 3, "receipt, adjustment, count");
+}
+
+#[tokio::test]
+async fn lot_tracked_items_need_lots() {
+    let mut h = start().await;
+    node(&mut h.client, "acme", "DC1").await;
+    h.client
+        .create_item(authed(
+            "acme",
+            CreateItemRequest {
+                request_id: rid(),
+                item: Some(Item {
+                    sku: "MILK".into(),
+                    lot_tracked: true,
+                    expiry_tracked: true,
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .unwrap();
+    let c = &mut h.client;
+    let err = movement(c, "a", MovementKind::Receipt, "DC1", "MILK", |m| {
+        m.quantity = 5
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(fields(&err), ["movement.lot", "movement.expiry_date"]);
+    let ok = movement(c, "b", MovementKind::Receipt, "DC1", "MILK", |m| {
+        m.quantity = 5;
+        m.lot = "L42".into();
+        m.expiry_date = "2027-03-01".into();
+    })
+    .await
+    .unwrap();
+    assert_eq!(ok.on_hand_after, 5);
+}
+
+#[tokio::test]
+async fn a_snapshot_import_applies_good_rows_and_reports_bad_ones() {
+    let mut h = start().await;
+    node(&mut h.client, "acme", "DC1").await;
+    item(&mut h.client, "acme", "A").await;
+    item(&mut h.client, "acme", "B").await;
+    receive(&mut h.client, "acme", "DC1", "A", 3).await;
+    use import_stock_snapshot_request::Part;
+    let row = |node: &str, sku: &str, on_hand: i64| ImportStockSnapshotRequest {
+        part: Some(Part::Row(SnapshotRow {
+            node_id: node.into(),
+            sku: sku.into(),
+            on_hand,
+            ..Default::default()
+        })),
+    };
+    let msgs = vec![
+        ImportStockSnapshotRequest {
+            part: Some(Part::Header(SnapshotHeader {
+                request_id: "snap-1".into(),
+                source: "wms".into(),
+                count_time: None,
+            })),
+        },
+        row("DC1", "A", 10),
+        row("DC1", "B", 4),
+        row("DC1", "UNKNOWN", 1),
+        row("DC1", "A", -1),
+    ];
+    let resp = h
+        .client
+        .import_stock_snapshot(authed("acme", tokio_stream::iter(msgs.clone())))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.rows_applied, 2);
+    let bad: Vec<(i64, String)> = resp
+        .errors
+        .iter()
+        .map(|e| (e.row_index, e.field.clone()))
+        .collect();
+    assert_eq!(bad, [(2, "sku".to_string()), (3, "on_hand".to_string())]);
+    assert_eq!(available(&mut h.client, "acme", "A").await.on_hand, 10);
+    assert_eq!(available(&mut h.client, "acme", "B").await.on_hand, 4);
+    // The same import again changes nothing.
+    let again = h
+        .client
+        .import_stock_snapshot(authed("acme", tokio_stream::iter(msgs)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again, resp);
+    let count = h
+        .client
+        .list_movements(authed(
+            "acme",
+            ListMovementsRequest {
+                sku: "A".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .movements
+        .len();
+    assert_eq!(count, 2, "receipt and one count");
+}
+
+#[tokio::test]
+async fn safety_stock_and_channel_rules_hold_stock_back() {
+    let mut h = start().await;
+    node(&mut h.client, "acme", "DC1").await;
+    node(&mut h.client, "acme", "STORE1").await;
+    item(&mut h.client, "acme", "S").await;
+    receive(&mut h.client, "acme", "DC1", "S", 10).await;
+    receive(&mut h.client, "acme", "STORE1", "S", 4).await;
+    h.client
+        .set_safety_stock(authed(
+            "acme",
+            SetSafetyStockRequest {
+                request_id: rid(),
+                node_id: "STORE1".into(),
+                sku: String::new(),
+                quantity: 3,
+            },
+        ))
+        .await
+        .unwrap();
+    let a = available(&mut h.client, "acme", "S").await;
+    assert_eq!((a.on_hand, a.held_back, a.available), (14, 3, 11));
+
+    h.client
+        .set_channel_rule(authed(
+            "acme",
+            SetChannelRuleRequest {
+                request_id: rid(),
+                rule: Some(ChannelRule {
+                    channel: "channels/marketplace".into(),
+                    node_ids: vec!["DC1".into()],
+                    buffer: Some(channel_rule::Buffer::BufferPercent(20)),
+                }),
+            },
+        ))
+        .await
+        .unwrap();
+    let ch = h
+        .client
+        .get_availability(authed(
+            "acme",
+            GetAvailabilityRequest {
+                skus: vec!["S".into()],
+                scope: AvailabilityScope::Channel as i32,
+                channel: "channels/marketplace".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .availabilities;
+    assert_eq!(ch[0].available, 8, "DC1's 10 minus 20%");
+
+    // The channel rule gates reservations too.
+    let mut req = CreateReservationRequest {
+        reservation_id: "ch-1".into(),
+        lines: vec![line("S", "", 9)],
+        channel: "channels/marketplace".into(),
+        ..Default::default()
+    };
+    let err = h
+        .client
+        .create_reservation(authed("acme", req.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "INSUFFICIENT_STOCK");
+    req.lines[0].quantity = 8;
+    h.client
+        .create_reservation(authed("acme", req))
+        .await
+        .unwrap();
+
+    let nodes = h
+        .client
+        .get_availability(authed(
+            "acme",
+            GetAvailabilityRequest {
+                skus: vec!["S".into()],
+                scope: AvailabilityScope::Node as i32,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .availabilities;
+    let per: Vec<(String, i64)> = nodes
+        .iter()
+        .map(|a| (a.node_id.clone(), a.available))
+        .collect();
+    assert_eq!(
+        per,
+        [("DC1".to_string(), 10), ("STORE1".to_string(), 1)],
+        "a network hold is not at any node yet"
+    );
+    assert_eq!(available(&mut h.client, "acme", "S").await.available, 3);
+}
+
+#[tokio::test]
+async fn the_availability_feed_follows_changes() {
+    let mut h = start().await;
+    node(&mut h.client, "acme", "DC1").await;
+    item(&mut h.client, "acme", "S").await;
+    item(&mut h.client, "acme", "OTHER").await;
+    let mut feed = h
+        .client
+        .watch_availability(authed(
+            "acme",
+            WatchAvailabilityRequest {
+                skus: vec!["S".into()],
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    receive(&mut h.client, "acme", "DC1", "OTHER", 1).await;
+    receive(&mut h.client, "acme", "DC1", "S", 6).await;
+    let first = feed.message().await.unwrap().unwrap();
+    assert_eq!(
+        first.availability.as_ref().unwrap().sku,
+        "S",
+        "only the SKUs asked for"
+    );
+    assert_eq!(first.availability.unwrap().available, 6);
+    reserve(&mut h.client, "acme", "r1", vec![line("S", "", 2)])
+        .await
+        .unwrap();
+    let second = feed.message().await.unwrap().unwrap();
+    assert_eq!(second.availability.unwrap().available, 4);
+    assert!(!second.meta.unwrap().cursor.is_empty());
+}

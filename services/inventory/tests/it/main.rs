@@ -1,0 +1,181 @@
+//! Inventory through real gRPC against real Postgres and Redis.
+#![allow(clippy::unwrap_used)]
+
+mod catalog;
+mod cluster;
+mod ledger;
+mod recovery;
+mod reservations;
+
+use oms_proto::common::NodeKind;
+use oms_proto::inventory::{inventory_service_client::InventoryServiceClient, *};
+use oms_runtime::Service;
+use oms_testkit::{Running, TestDb, authed};
+use tonic::transport::Channel;
+
+pub type Client = InventoryServiceClient<Channel>;
+
+pub struct Harness {
+    pub db: TestDb,
+    pub svc: Running,
+    pub client: Client,
+}
+
+pub async fn start() -> Harness {
+    start_with(&[]).await
+}
+
+pub async fn start_with(overrides: &[(&str, String)]) -> Harness {
+    let db = TestDb::new().await;
+    let config = oms_testkit::config_with(Service::Inventory, &db, &[], overrides);
+    let svc = oms_testkit::spawn(config, oms_inventory::run).await;
+    let client = InventoryServiceClient::new(svc.channel());
+    Harness { db, svc, client }
+}
+
+pub fn rid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+pub async fn node(c: &mut Client, tenant: &str, id: &str) -> Node {
+    node_with(c, tenant, id, |_| {}).await
+}
+
+pub async fn node_with(c: &mut Client, tenant: &str, id: &str, f: impl FnOnce(&mut Node)) -> Node {
+    let mut n = Node {
+        node_id: id.into(),
+        display_name: format!("Node {id}"),
+        kind: NodeKind::Warehouse as i32,
+        enabled: true,
+        capabilities: Some(NodeCapabilities {
+            ship: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    f(&mut n);
+    c.create_node(authed(
+        tenant,
+        CreateNodeRequest {
+            request_id: rid(),
+            node: Some(n),
+        },
+    ))
+    .await
+    .unwrap()
+    .into_inner()
+    .node
+    .unwrap()
+}
+
+pub async fn item(c: &mut Client, tenant: &str, sku: &str) -> Item {
+    c.create_item(authed(
+        tenant,
+        CreateItemRequest {
+            request_id: rid(),
+            item: Some(Item {
+                sku: sku.into(),
+                description: format!("item {sku}"),
+                ..Default::default()
+            }),
+        },
+    ))
+    .await
+    .unwrap()
+    .into_inner()
+    .item
+    .unwrap()
+}
+
+pub async fn receive(c: &mut Client, tenant: &str, node: &str, sku: &str, q: i64) -> StockMovement {
+    c.record_movement(authed(
+        tenant,
+        RecordMovementRequest {
+            request_id: rid(),
+            movement: Some(StockMovement {
+                kind: MovementKind::Receipt as i32,
+                node_id: node.into(),
+                sku: sku.into(),
+                quantity: q,
+                ..Default::default()
+            }),
+        },
+    ))
+    .await
+    .unwrap()
+    .into_inner()
+    .movement
+    .unwrap()
+}
+
+pub fn line(sku: &str, node: &str, q: i64) -> ReservationLine {
+    ReservationLine {
+        sku: sku.into(),
+        node_id: node.into(),
+        quantity: q,
+        ..Default::default()
+    }
+}
+
+pub async fn reserve(
+    c: &mut Client,
+    tenant: &str,
+    id: &str,
+    lines: Vec<ReservationLine>,
+) -> Result<Reservation, tonic::Status> {
+    c.create_reservation(authed(
+        tenant,
+        CreateReservationRequest {
+            reservation_id: id.into(),
+            lines,
+            ..Default::default()
+        },
+    ))
+    .await
+    .map(|r| r.into_inner().reservation.unwrap())
+}
+
+/// Network availability of a SKU.
+pub async fn available(c: &mut Client, tenant: &str, sku: &str) -> Availability {
+    c.get_availability(authed(
+        tenant,
+        GetAvailabilityRequest {
+            skus: vec![sku.into()],
+            ..Default::default()
+        },
+    ))
+    .await
+    .unwrap()
+    .into_inner()
+    .availabilities
+    .remove(0)
+}
+
+/// Units held per reservation in the record, summed for a SKU.
+pub async fn held_in_record(db: &TestDb, tenant: &str, sku: &str) -> i64 {
+    let mut c = db.connect("inventory").await;
+    sqlx::query_scalar::<_, i64>(
+        "SELECT COALESCE(SUM(held), 0)::bigint FROM holds WHERE tenant = $1 AND sku = $2",
+    )
+    .bind(tenant)
+    .bind(sku)
+    .fetch_one(&mut c)
+    .await
+    .unwrap()
+}
+
+pub fn reason(s: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    s.get_error_details()
+        .error_info()
+        .map(|i| i.reason.clone())
+        .unwrap_or_default()
+}
+
+pub fn fields(s: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    s.get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default()
+}

@@ -1,0 +1,412 @@
+use crate::*;
+use futures::future::join_all;
+use tonic::Code;
+
+async fn stocked(h: &mut Harness, skus: &[(&str, i64)]) {
+    node(&mut h.client, "acme", "DC1").await;
+    for (sku, q) in skus {
+        item(&mut h.client, "acme", sku).await;
+        receive(&mut h.client, "acme", "DC1", sku, *q).await;
+    }
+}
+
+#[tokio::test]
+async fn five_hundred_concurrent_reservations_for_a_hundred_units_grant_exactly_a_hundred() {
+    let mut h = start().await;
+    stocked(&mut h, &[("HOT", 100)]).await;
+    let calls = (0..500).map(|i| {
+        let mut c = h.client.clone();
+        async move { reserve(&mut c, "acme", &format!("r{i}"), vec![line("HOT", "", 1)]).await }
+    });
+    let results = join_all(calls).await;
+    let granted = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(granted, 100);
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(
+            (r.code(), reason(r)),
+            (Code::FailedPrecondition, "INSUFFICIENT_STOCK".into()),
+            "{r:?}"
+        );
+    }
+    let a = available(&mut h.client, "acme", "HOT").await;
+    assert_eq!((a.available, a.reserved), (0, 100));
+    assert_eq!(held_in_record(&h.db, "acme", "HOT").await, 100);
+}
+
+#[tokio::test]
+async fn multi_line_reservations_are_all_or_nothing_under_contention() {
+    let mut h = start().await;
+    stocked(&mut h, &[("A", 30), ("B", 10)]).await;
+    // 60 reservations want one A and one B; 40 want two A only.
+    let calls = (0..100).map(|i| {
+        let mut c = h.client.clone();
+        let lines = if i % 5 < 3 {
+            vec![line("A", "", 1), line("B", "", 1)]
+        } else {
+            vec![line("A", "", 2)]
+        };
+        async move { (i, reserve(&mut c, "acme", &format!("m{i}"), lines).await) }
+    });
+    let results = join_all(calls).await;
+    let mut db = h.db.connect("inventory").await;
+    let (mut a_used, mut b_used) = (0, 0);
+    for (i, r) in &results {
+        let holds: Vec<(String, i64)> =
+            sqlx::query_as("SELECT sku, held FROM holds WHERE reservation_id = $1 ORDER BY sku")
+                .bind(format!("m{i}"))
+                .fetch_all(&mut db)
+                .await
+                .unwrap();
+        match r {
+            Ok(_) if i % 5 < 3 => {
+                assert_eq!(holds, [("A".to_string(), 1), ("B".to_string(), 1)]);
+                a_used += 1;
+                b_used += 1;
+            }
+            Ok(_) => {
+                assert_eq!(holds, [("A".to_string(), 2)]);
+                a_used += 2;
+            }
+            Err(e) => {
+                assert_eq!(reason(e), "INSUFFICIENT_STOCK");
+                assert!(holds.is_empty(), "a refused reservation holds nothing");
+            }
+        }
+    }
+    assert!(
+        a_used <= 30 && b_used <= 10,
+        "oversold: A {a_used}, B {b_used}"
+    );
+    assert_eq!(b_used, 10, "B sells out");
+    assert_eq!(
+        available(&mut h.client, "acme", "A").await.available,
+        30 - a_used
+    );
+    assert_eq!(available(&mut h.client, "acme", "B").await.available, 0);
+}
+
+#[tokio::test]
+async fn repeating_a_reservation_id_returns_the_first_result() {
+    let mut h = start().await;
+    stocked(&mut h, &[("S", 5)]).await;
+    let first = reserve(&mut h.client, "acme", "same", vec![line("S", "", 2)])
+        .await
+        .unwrap();
+    let calls = (0..10).map(|_| {
+        let mut c = h.client.clone();
+        async move {
+            reserve(&mut c, "acme", "same", vec![line("S", "", 2)])
+                .await
+                .unwrap()
+        }
+    });
+    for again in join_all(calls).await {
+        assert_eq!(again, first);
+    }
+    assert_eq!(available(&mut h.client, "acme", "S").await.available, 3);
+    let err = reserve(&mut h.client, "acme", "same", vec![line("S", "", 3)])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), fields(&err)),
+        (Code::InvalidArgument, vec!["reservation_id".to_string()])
+    );
+    // Another tenant's id space is its own.
+    let err = reserve(&mut h.client, "globex", "same", vec![line("S", "", 2)])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::InvalidArgument,
+        "globex has no item S: {err:?}"
+    );
+}
+
+#[tokio::test]
+async fn bad_reservations_change_nothing() {
+    let mut h = start().await;
+    stocked(&mut h, &[("S", 5)]).await;
+    let err = reserve(&mut h.client, "acme", "x1", vec![line("S", "", 0)])
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["lines[0].quantity"]);
+    let err = reserve(
+        &mut h.client,
+        "acme",
+        "x2",
+        vec![line("S", "", 1), line("NOPE", "", 1)],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(fields(&err), ["lines[1].sku"]);
+    let err = reserve(&mut h.client, "acme", "x3", vec![line("S", "DC9", 1)])
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["lines[0].node_id"]);
+    let err = reserve(&mut h.client, "acme", "x4", vec![line("S", "", 6)])
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "INSUFFICIENT_STOCK");
+    assert_eq!(available(&mut h.client, "acme", "S").await.available, 5);
+    assert_eq!(held_in_record(&h.db, "acme", "S").await, 0);
+}
+
+async fn confirm(
+    c: &mut Client,
+    tenant: &str,
+    request_id: &str,
+    id: &str,
+    allocs: &[(&str, &str, i64)],
+) -> Result<Reservation, tonic::Status> {
+    c.confirm_reservation(authed(
+        tenant,
+        ConfirmReservationRequest {
+            request_id: request_id.into(),
+            name: format!("reservations/{id}"),
+            allocations: allocs
+                .iter()
+                .map(|(s, n, q)| Allocation {
+                    sku: s.to_string(),
+                    node_id: n.to_string(),
+                    quantity: *q,
+                    ..Default::default()
+                })
+                .collect(),
+        },
+    ))
+    .await
+    .map(|r| r.into_inner().reservation.unwrap())
+}
+
+#[tokio::test]
+async fn confirm_release_and_ship_keep_stock_in_step() {
+    let mut h = start().await;
+    stocked(&mut h, &[("S", 10)]).await;
+    node(&mut h.client, "acme", "DC2").await;
+    receive(&mut h.client, "acme", "DC2", "S", 2).await;
+    reserve(&mut h.client, "acme", "r1", vec![line("S", "", 6)])
+        .await
+        .unwrap();
+
+    let err = confirm(&mut h.client, "acme", "c0", "r1", &[("S", "DC1", 5)])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        fields(&err),
+        ["allocations"],
+        "allocations must cover the reservation"
+    );
+    let err = confirm(&mut h.client, "acme", "c0b", "r1", &[("S", "DC2", 6)])
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "INSUFFICIENT_STOCK", "DC2 has only 2");
+    let err = confirm(&mut h.client, "globex", "c0c", "r1", &[("S", "DC1", 6)])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::NotFound,
+        "a foreign reservation does not exist for you"
+    );
+
+    let r = confirm(
+        &mut h.client,
+        "acme",
+        "c1",
+        "r1",
+        &[("S", "DC1", 4), ("S", "DC2", 2)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.state, ReservationState::Confirmed as i32);
+    let replay = confirm(
+        &mut h.client,
+        "acme",
+        "c1",
+        "r1",
+        &[("S", "DC1", 4), ("S", "DC2", 2)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(replay, r);
+    assert_eq!(available(&mut h.client, "acme", "S").await.available, 6);
+
+    // Release more than held: refused, nothing changes.
+    let release = |request_id: &str, q: i64| ReleaseReservationRequest {
+        request_id: request_id.into(),
+        name: "reservations/r1".into(),
+        lines: vec![Allocation {
+            sku: "S".into(),
+            node_id: "DC2".into(),
+            quantity: q,
+            ..Default::default()
+        }],
+        reason: "customer changed mind".into(),
+    };
+    let err = h
+        .client
+        .release_reservation(authed("acme", release("rel0", 3)))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "RELEASE_EXCEEDS_HELD");
+    h.client
+        .release_reservation(authed("acme", release("rel1", 1)))
+        .await
+        .unwrap();
+    h.client
+        .release_reservation(authed("acme", release("rel1", 1)))
+        .await
+        .unwrap();
+    assert_eq!(
+        available(&mut h.client, "acme", "S").await.available,
+        7,
+        "a replayed release frees once"
+    );
+
+    let ship = ConsumeAllocationsRequest {
+        request_id: "ship1".into(),
+        name: "reservations/r1".into(),
+        shipped: vec![Allocation {
+            sku: "S".into(),
+            node_id: "DC1".into(),
+            quantity: 4,
+            ..Default::default()
+        }],
+        reference: "fulfillmentOrders/f1".into(),
+    };
+    h.client
+        .consume_allocations(authed("acme", ship.clone()))
+        .await
+        .unwrap();
+    h.client
+        .consume_allocations(authed("acme", ship))
+        .await
+        .unwrap();
+    let a = available(&mut h.client, "acme", "S").await;
+    assert_eq!(
+        (a.on_hand, a.reserved, a.available),
+        (8, 1, 7),
+        "shipping leaves availability as it was"
+    );
+
+    let rest = ConsumeAllocationsRequest {
+        request_id: "ship2".into(),
+        name: "reservations/r1".into(),
+        shipped: vec![Allocation {
+            sku: "S".into(),
+            node_id: "DC2".into(),
+            quantity: 1,
+            ..Default::default()
+        }],
+        reference: "fulfillmentOrders/f2".into(),
+    };
+    let done = h
+        .client
+        .consume_allocations(authed("acme", rest))
+        .await
+        .unwrap()
+        .into_inner()
+        .reservation
+        .unwrap();
+    assert_eq!(done.state, ReservationState::Consumed as i32);
+    let err = h
+        .client
+        .release_reservation(authed("acme", release("rel9", 1)))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "RESERVATION_NOT_ACTIVE");
+}
+
+#[tokio::test]
+async fn an_unconfirmed_reservation_expires_and_its_stock_returns() {
+    let mut h = start().await;
+    stocked(&mut h, &[("S", 3)]).await;
+    let mut feed = h
+        .client
+        .watch_inventory_events(authed("acme", WatchInventoryEventsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    h.client
+        .create_reservation(authed(
+            "acme",
+            CreateReservationRequest {
+                reservation_id: "short-lived".into(),
+                lines: vec![line("S", "", 3)],
+                ttl: Some(prost_types::Duration {
+                    seconds: 0,
+                    nanos: 300_000_000,
+                }),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    assert_eq!(available(&mut h.client, "acme", "S").await.available, 0);
+    // Wait for the expiry on the feed (the sweeper runs every 50 ms in tests).
+    loop {
+        let ev = feed.message().await.unwrap().unwrap().event.unwrap();
+        if let Some(inventory_event::Kind::ReservationReleased(r)) = ev.kind {
+            assert_eq!(r.reason, "expired");
+            assert_eq!(
+                r.reservation.unwrap().state,
+                ReservationState::Expired as i32
+            );
+            break;
+        }
+    }
+    assert_eq!(available(&mut h.client, "acme", "S").await.available, 3);
+    let err = confirm(
+        &mut h.client,
+        "acme",
+        "late",
+        "short-lived",
+        &[("S", "DC1", 3)],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(reason(&err), "RESERVATION_NOT_ACTIVE");
+}
+
+#[tokio::test]
+async fn a_confirm_after_expiry_is_refused_even_before_the_sweep() {
+    // A slow sweep: the confirm itself finds the reservation expired.
+    let mut h = start_with(&[("OMS_SWEEP_INTERVAL_MS", "3600000".into())]).await;
+    stocked(&mut h, &[("S", 3)]).await;
+    h.client
+        .create_reservation(authed(
+            "acme",
+            CreateReservationRequest {
+                reservation_id: "r".into(),
+                lines: vec![line("S", "", 2)],
+                ttl: Some(prost_types::Duration {
+                    seconds: 0,
+                    nanos: 100_000_000,
+                }),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    // The TTL itself must run out: here time passing is what is tested.
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let err = confirm(&mut h.client, "acme", "c", "r", &[("S", "DC1", 2)])
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "RESERVATION_EXPIRED");
+    let got = h
+        .client
+        .get_reservation(authed(
+            "acme",
+            GetReservationRequest {
+                name: "reservations/r".into(),
+            },
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        got.into_inner().reservation.unwrap().state,
+        ReservationState::Expired as i32
+    );
+    assert_eq!(available(&mut h.client, "acme", "S").await.available, 3);
+}

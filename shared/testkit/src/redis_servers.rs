@@ -1,0 +1,178 @@
+//! Private Redis servers for tests that need to break Redis (FLUSHALL, a
+//! restart) or a cluster, without touching the shared one.
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A free loopback port at or below 45535 (a cluster bus adds 10000).
+fn free_port() -> u16 {
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = l.local_addr().unwrap().port();
+        if p <= 45535 {
+            return p;
+        }
+    }
+}
+
+fn spawn(port: u16, dir: &std::path::Path, cluster: bool) -> Child {
+    let mut cmd = Command::new("redis-server");
+    cmd.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ])
+    .arg("--dir")
+    .arg(dir)
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    if cluster {
+        cmd.args([
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            &format!("nodes-{port}.conf"),
+        ]);
+    }
+    cmd.spawn()
+        .expect("redis-server is installed (make deps installs it)")
+}
+
+fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli is installed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits until `check` holds, polling: a readiness condition, not a timing.
+fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..400 {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("{what} did not happen");
+}
+
+/// A standalone Redis on a free port, killed on drop.
+pub struct RedisServer {
+    pub port: u16,
+    child: Child,
+    _dir: TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let dir = TempDir::new();
+        let port = free_port();
+        let child = spawn(port, &dir.0, false);
+        wait_until("redis-server start", || {
+            cli(port, &["PING"]).trim() == "PONG"
+        });
+        RedisServer {
+            port,
+            child,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs a redis-cli command against it.
+    pub fn cli(&self, args: &[&str]) -> String {
+        cli(self.port, args)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A three-master Redis Cluster on loopback, killed on drop.
+pub struct RedisCluster {
+    pub ports: Vec<u16>,
+    children: Vec<Child>,
+    _dir: TempDir,
+}
+
+impl RedisCluster {
+    pub fn start() -> RedisCluster {
+        let dir = TempDir::new();
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let children: Vec<Child> = ports.iter().map(|p| spawn(*p, &dir.0, true)).collect();
+        for p in &ports {
+            wait_until("cluster node start", || cli(*p, &["PING"]).trim() == "PONG");
+        }
+        let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli is installed");
+        assert!(
+            out.status.success(),
+            "cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        for p in &ports {
+            wait_until("cluster state ok", || {
+                cli(*p, &["CLUSTER", "INFO"]).contains("cluster_state:ok")
+            });
+        }
+        RedisCluster {
+            ports,
+            children,
+            _dir: dir,
+        }
+    }
+
+    /// `OMS_REDIS_CLUSTER_NODES` for this cluster.
+    pub fn nodes(&self) -> String {
+        self.ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        let p = std::env::temp_dir().join(format!("oms-redis-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
