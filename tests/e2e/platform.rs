@@ -125,22 +125,22 @@ async fn every_service_is_healthy_and_fully_reflected() {
 
 #[tokio::test]
 async fn unbuilt_methods_answer_unimplemented_behind_authentication() {
-    use oms_proto::inventory::{GetNodeRequest, inventory_service_client::InventoryServiceClient};
+    use oms_proto::returns::{GetReturnRequest, return_service_client::ReturnServiceClient};
     use oms_proto::routing::{GetRuleSetRequest, routing_service_client::RoutingServiceClient};
     let suite = Suite::start().await;
-    let mut inventory = InventoryServiceClient::new(suite.channel(Service::Inventory));
-    let err = inventory
-        .get_node(GetNodeRequest {
-            name: "nodes/DC1".into(),
+    let mut returns = ReturnServiceClient::new(suite.channel(Service::Returns));
+    let err = returns
+        .get_return(GetReturnRequest {
+            name: "returns/1".into(),
         })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "auth comes first");
-    let err = inventory
-        .get_node(authed(
+    let err = returns
+        .get_return(authed(
             "acme",
-            GetNodeRequest {
-                name: "nodes/DC1".into(),
+            GetReturnRequest {
+                name: "returns/1".into(),
             },
         ))
         .await

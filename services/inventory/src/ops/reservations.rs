@@ -717,9 +717,10 @@ async fn apply_change(
             ));
         }
         other => {
-            return Err(
-                GateError::Answer(serde::de::Error::custom(format!("gate status {other}"))).into(),
-            );
+            return Err(GateError::Answer(serde::de::Error::custom(format!(
+                "gate status {other}"
+            )))
+            .into());
         }
     }
     let taken: BTreeMap<String, i64> =
