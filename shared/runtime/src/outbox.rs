@@ -77,10 +77,14 @@ pub async fn append_many(
     let subjects: Vec<&str> = events.iter().map(|e| e.subject).collect();
     let requests: Vec<&str> = events.iter().map(|e| e.request_id).collect();
     let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_slice()).collect();
+    // Insert and notify in one statement: one round trip per batch.
     sqlx::query(
-        "INSERT INTO outbox (tenant, event_id, event_type, subject, request_id, traceparent, tracestate, payload)
-         SELECT t, i, ty, s, r, $6, $7, p
-         FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $8::bytea[]) AS x(t, i, ty, s, r, p)",
+        "WITH ins AS (
+            INSERT INTO outbox (tenant, event_id, event_type, subject, request_id, traceparent, tracestate, payload)
+            SELECT t, i, ty, s, r, $6, $7, p
+            FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $8::bytea[]) AS x(t, i, ty, s, r, p)
+         )
+         SELECT pg_notify('oms_outbox_' || current_schema(), '')",
     )
     .bind(&tenants)
     .bind(&ids)
@@ -92,9 +96,6 @@ pub async fn append_many(
     .bind(&payloads)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("SELECT pg_notify('oms_outbox_' || current_schema(), '')")
-        .execute(&mut *tx)
-        .await?;
     Ok(())
 }
 

@@ -105,15 +105,18 @@ pub fn init_for_tests() {
         let tracer = SdkTracerProvider::builder().build();
         global::set_tracer_provider(tracer.clone());
         let otel = tracing_opentelemetry::layer().with_tracer(tracer.tracer("oms-test"));
+        // One filter for every layer: without it h2 and hyper trace events
+        // would all reach the span layer and cost far more than the calls.
+        let filter = EnvFilter::new(
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info,sqlx::postgres::notice=warn".into()),
+        );
         let fmt = std::env::var("TEST_LOG").is_ok().then(|| {
             tracing_subscriber::fmt::layer()
                 .compact()
                 .with_test_writer()
-                .with_filter(EnvFilter::new(
-                    std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-                ))
         });
         let _ = tracing_subscriber::registry()
+            .with(filter)
             .with(otel)
             .with(fmt)
             .try_init();

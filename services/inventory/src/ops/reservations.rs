@@ -24,7 +24,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 const MAX_BATCH: usize = 256;
-const WORKERS: usize = 3;
+const WORKERS: usize = 8;
 
 struct Job {
     tenant: Tenant,
@@ -156,12 +156,10 @@ async fn try_batch(
     gate: &Gate,
     by_tenant: &BTreeMap<Tenant, Vec<Job>>,
 ) -> Result<Answers, (Option<Tenant>, Error)> {
-    let mut tx = pool.begin().await.map_err(|e| (None, e.into()))?;
-    for t in by_tenant.keys() {
-        lock::shared(&mut tx, t)
-            .await
-            .map_err(|e| (None, e.into()))?;
-    }
+    let mut tx = pool
+        .begin_with(sqlx::AssertSqlSafe(lock::begin_shared(by_tenant.keys())))
+        .await
+        .map_err(|e| (None, e.into()))?;
     let now = Utc::now();
     let mut answers: Answers = HashMap::new();
     let mut granted: Vec<(Tenant, String, Vec<String>)> = Vec::new();
@@ -228,7 +226,7 @@ async fn tenant_batch(
     let mut skus: Vec<String> = jobs.iter().flat_map(|j| j.res.skus()).collect();
     skus.sort();
     skus.dedup();
-    let items = repo::items::existing(&mut *tx, tenant, &skus).await?;
+    let items = known_items(tx, tenant, &skus).await?;
     let mut node_ids: Vec<String> = jobs
         .iter()
         .flat_map(|j| j.res.lines.iter().map(|l| l.node_id.clone()))
@@ -236,7 +234,11 @@ async fn tenant_batch(
         .collect();
     node_ids.sort();
     node_ids.dedup();
-    let nodes = repo::nodes::visible(&mut *tx, tenant, &node_ids).await?;
+    let nodes = if node_ids.is_empty() {
+        HashMap::new()
+    } else {
+        repo::nodes::visible(&mut *tx, tenant, &node_ids).await?
+    };
     let mut rules: HashMap<String, Option<ChannelRule>> = HashMap::new();
 
     let mut answers: Vec<Option<Result<Reservation>>> = Vec::with_capacity(jobs.len());
@@ -253,7 +255,7 @@ async fn tenant_batch(
         }
         let mut v = Violations::new();
         for (li, l) in r.lines.iter().enumerate() {
-            if !items.contains_key(&l.sku) {
+            if !items.contains(&l.sku) {
                 v.add(
                     format!("lines[{li}].sku"),
                     format!("items/{} not found", l.sku),
@@ -359,6 +361,40 @@ async fn tenant_batch(
             )
         })
         .collect())
+}
+
+/// Items are never deleted, so a SKU seen once stays known: the hot path
+/// asks Postgres only about SKUs this process has not seen.
+static KNOWN_ITEMS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashSet<(Tenant, String)>>,
+> = std::sync::LazyLock::new(Default::default);
+
+async fn known_items(
+    tx: &mut sqlx::PgConnection,
+    tenant: &Tenant,
+    skus: &[String],
+) -> Result<std::collections::HashSet<String>> {
+    let mut known = std::collections::HashSet::new();
+    let mut ask = Vec::new();
+    {
+        let cache = KNOWN_ITEMS.lock().unwrap_or_else(|p| p.into_inner());
+        for s in skus {
+            if cache.contains(&(tenant.clone(), s.clone())) {
+                known.insert(s.clone());
+            } else {
+                ask.push(s.clone());
+            }
+        }
+    }
+    if !ask.is_empty() {
+        let found = repo::items::existing(&mut *tx, tenant, &ask).await?;
+        let mut cache = KNOWN_ITEMS.lock().unwrap_or_else(|p| p.into_inner());
+        for s in found.into_keys() {
+            cache.insert((tenant.clone(), s.clone()));
+            known.insert(s);
+        }
+    }
+    Ok(known)
 }
 
 impl ReserveItem {

@@ -24,3 +24,17 @@ pub async fn exclusive(tx: &mut PgConnection, tenant: &Tenant) -> sqlx::Result<(
         .await?;
     Ok(())
 }
+
+/// `BEGIN` plus the shared gate locks of `tenants`, to send in one round
+/// trip (`Pool::begin_with`). Tenant ids are `[a-z0-9_-]` (checked when the
+/// token is read), so they embed safely.
+pub fn begin_shared<'a>(tenants: impl IntoIterator<Item = &'a Tenant>) -> String {
+    let mut sql = String::from("BEGIN;");
+    for t in tenants {
+        sql.push_str(&format!(
+            " SELECT pg_advisory_xact_lock_shared(hashtextextended('oms.inventory.gate:{}', 0));",
+            t.as_str()
+        ));
+    }
+    sql
+}

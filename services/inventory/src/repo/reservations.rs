@@ -46,6 +46,9 @@ pub async fn existing(
     let rows: Vec<(String, String, Vec<u8>)> = sqlx::query_as(
         "SELECT reservation_id, request_hash, doc FROM reservations WHERE tenant = $1 AND reservation_id = ANY($2)",
     )
+    // Planned per call: a cached generic plan made while the table was
+    // small scans it whole once it is large.
+    .persistent(false)
     .bind(tenant.as_str())
     .bind(ids)
     .fetch_all(db)
@@ -77,21 +80,6 @@ pub async fn insert_many(
         .map(|r| r.reservation.reference.as_str())
         .collect();
     let docs: Vec<Vec<u8>> = rows.iter().map(|r| r.reservation.encode_to_vec()).collect();
-    sqlx::query(
-        "INSERT INTO reservations (tenant, reservation_id, state, request_hash, expire_time, create_time, update_time, reference, doc)
-         SELECT $1, id, 'active', h, e, $2, $2, r, d
-         FROM UNNEST($3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::bytea[]) AS t(id, h, e, r, d)
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(tenant.as_str())
-    .bind(now)
-    .bind(&ids)
-    .bind(&hashes)
-    .bind(&expires)
-    .bind(&refs)
-    .bind(&docs)
-    .execute(&mut *tx)
-    .await?;
     let mut h_ids = Vec::new();
     let mut h_skus = Vec::new();
     let mut h_nodes = Vec::new();
@@ -105,12 +93,25 @@ pub async fn insert_many(
             h_held.push(*v);
         }
     }
+    // One statement (one round trip) for both tables.
     sqlx::query(
-        "INSERT INTO holds (tenant, reservation_id, sku, node_id, held)
-         SELECT $1, id, s, n, h FROM UNNEST($2::text[], $3::text[], $4::text[], $5::bigint[]) AS t(id, s, n, h)
+        "WITH r AS (
+            INSERT INTO reservations (tenant, reservation_id, state, request_hash, expire_time, create_time, update_time, reference, doc)
+            SELECT $1, id, 'active', h, e, $2, $2, r, d
+            FROM UNNEST($3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::bytea[]) AS t(id, h, e, r, d)
+            ON CONFLICT DO NOTHING
+         )
+         INSERT INTO holds (tenant, reservation_id, sku, node_id, held)
+         SELECT $1, id, s, n, h FROM UNNEST($8::text[], $9::text[], $10::text[], $11::bigint[]) AS t(id, s, n, h)
          ON CONFLICT DO NOTHING",
     )
     .bind(tenant.as_str())
+    .bind(now)
+    .bind(&ids)
+    .bind(&hashes)
+    .bind(&expires)
+    .bind(&refs)
+    .bind(&docs)
     .bind(&h_ids)
     .bind(&h_skus)
     .bind(&h_nodes)

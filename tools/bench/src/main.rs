@@ -1,0 +1,30 @@
+//! `oms-bench`: the OMS's own benchmark scenarios. Each starts what it
+//! measures in-process on a fresh database (real Postgres, real Redis,
+//! real gRPC over loopback), drives it for a fixed time, verifies the
+//! outcome, and prints one JSON line. `make bench` prints them beside the
+//! raw baselines measured in the same run.
+#![allow(clippy::unwrap_used)]
+
+mod hot_sku;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "oms-bench")]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Concurrent clients each reserving one unit of one SKU through gRPC.
+    HotSku(hot_sku::Args),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().scenario {
+        Scenario::HotSku(args) => hot_sku::run(args).await,
+    }
+}
