@@ -14,6 +14,8 @@ pub enum Error {
         channel_order_id: String,
         existing: String,
     },
+    #[error("{}", .0.message)]
+    Refused(crate::domain::lifecycle::Refused),
     #[error(transparent)]
     Idempotency(#[from] IdempotencyError),
     #[error(transparent)]

@@ -1,9 +1,11 @@
 //! The OrderService API: parses requests, runs them in one transaction with
 //! their idempotency record, history and outbox event, and is the only
 //! place errors become gRPC statuses.
-use crate::domain::{NewOrder, OrderFilter, OrderState};
+use crate::changes::{Happened, record};
+use crate::domain::{NewOrder, OrderFilter, OrderState, lifecycle};
 use crate::error::{Error, Result};
 use crate::repo::{self, history::Change, orders::Projection};
+use crate::workers::saga::{self, Saga};
 use chrono::Utc;
 use futures::StreamExt as _;
 use oms_kernel::{PageSize, PageToken, RequestId, Violations, parse_name};
@@ -32,15 +34,87 @@ pub struct OrderApi {
     pool: PgPool,
     waker: FeedWaker,
     shutdown: CancellationToken,
+    saga: Saga,
+}
+
+/// What a custom method did to an order.
+struct Outcome {
+    happened: Happened,
+    /// Saga steps to enqueue: (step, payload).
+    steps: Vec<(String, Vec<u8>)>,
+    /// Steps that no longer apply.
+    drop_steps: Vec<&'static str>,
 }
 
 impl OrderApi {
-    pub fn new(pool: PgPool, waker: FeedWaker, shutdown: CancellationToken) -> Self {
+    pub fn new(pool: PgPool, waker: FeedWaker, shutdown: CancellationToken, saga: Saga) -> Self {
         Self {
             pool,
             waker,
             shutdown,
+            saga,
         }
+    }
+
+    /// Runs a custom method: claims the request id, locks the order, lets
+    /// `apply` change it under the lifecycle rules, records the change and
+    /// its saga steps, and answers with the order.
+    async fn mutate<Req: Message>(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        method: &str,
+        req: &Req,
+        name: &str,
+        apply: impl FnOnce(&mut pb::Order, &mut Option<OrderState>, Uuid) -> Result<Outcome>,
+    ) -> Result<pb::Order> {
+        let mut v = Violations::new();
+        let rid = v.check("request_id", RequestId::parse(request_id));
+        let id = v.check(
+            "name",
+            order_id("name", name).map_err(|_| "must look like orders/{id}"),
+        );
+        let (Some(rid), Some(id)) = (rid, id) else {
+            return Err(v.into());
+        };
+        let tenant = &caller.tenant;
+        let mut tx = self.pool.begin().await?;
+        if let Claim::Replay(o) =
+            idempotency::claim::<Req, pb::Order>(&mut tx, tenant, &rid, method, req).await?
+        {
+            return Ok(o);
+        }
+        let Some((mut order, mut held_from)) = repo::orders::lock(&mut tx, tenant, id).await?
+        else {
+            return Err(Error::NotFound(name.to_owned()));
+        };
+        let from = lifecycle::state(&order);
+        let outcome = apply(&mut order, &mut held_from, id)?;
+        record(
+            &mut tx,
+            tenant,
+            id,
+            &mut order,
+            held_from,
+            from,
+            &caller.subject,
+            rid.as_str(),
+            outcome.happened,
+        )
+        .await?;
+        for step in outcome.drop_steps {
+            repo::saga::drop_step(&mut tx, tenant, id, step).await?;
+        }
+        let wake = !outcome.steps.is_empty();
+        for (step, payload) in &outcome.steps {
+            repo::saga::enqueue(&mut tx, tenant, id, step, payload).await?;
+        }
+        idempotency::complete(&mut tx, tenant, &rid, &order).await?;
+        tx.commit().await?;
+        if wake {
+            self.saga.wake();
+        }
+        Ok(order)
     }
 
     async fn create(
@@ -101,6 +175,7 @@ impl OrderApi {
             request_id: request_id.as_str(),
         };
         repo::history::record(&mut tx, tenant, id, change).await?;
+        repo::saga::enqueue(&mut tx, tenant, id, repo::saga::RESERVE, &[]).await?;
         let event = OrderEvent {
             meta: None,
             order: Some(order.clone()),
@@ -120,6 +195,7 @@ impl OrderApi {
         let response = CreateOrderResponse { order: Some(order) };
         idempotency::complete(&mut tx, tenant, &request_id, &response).await?;
         tx.commit().await?;
+        self.saga.wake();
         tracing::info!(order = %response.order.as_ref().map_or("", |o| o.name.as_str()), "order created");
         Ok(response)
     }
@@ -138,6 +214,7 @@ fn to_status(e: Error) -> Status {
         Error::DuplicateChannelOrder { existing, .. } => {
             status::already_exists(DOMAIN, "CHANNEL_ORDER_EXISTS", &existing)
         }
+        Error::Refused(r) => status::failed_precondition(DOMAIN, r.reason, "order", &r.message),
         Error::Idempotency(e) => e.into_status(DOMAIN),
         Error::Db(e) => status::from_db(DOMAIN, &e),
     }
@@ -268,5 +345,223 @@ impl OrderService for OrderApi {
             Ok(WatchOrderEventsResponse { event: Some(event) })
         });
         Ok(Response::new(Box::pin(feed)))
+    }
+    async fn place_hold(
+        &self,
+        req: Request<pb::PlaceHoldRequest>,
+    ) -> Result<Response<pb::PlaceHoldResponse>, Status> {
+        let caller = auth::caller(&req)?;
+        let r = req.into_inner();
+        let kind = hold_type(r.r#type).map_err(to_status)?;
+        let hold = pb::Hold {
+            r#type: kind as i32,
+            reason: r.reason.clone(),
+            placed_by: caller.subject.clone(),
+            place_time: Some(to_timestamp(Utc::now())),
+        };
+        self.mutate(
+            &caller,
+            &r.request_id,
+            "PlaceHold",
+            &r,
+            &r.name,
+            |o, held_from, _| {
+                if let Some(from) =
+                    lifecycle::place_hold(o, hold.clone()).map_err(Error::Refused)?
+                {
+                    *held_from = Some(from);
+                }
+                Ok(Outcome {
+                    happened: Happened {
+                        kind: order_event::Kind::HoldPlaced(pb::OrderHoldPlaced {
+                            hold: Some(hold),
+                        }),
+                        reason: r.reason.clone(),
+                    },
+                    steps: vec![],
+                    drop_steps: vec![],
+                })
+            },
+        )
+        .await
+        .map(|o| Response::new(pb::PlaceHoldResponse { order: Some(o) }))
+        .map_err(to_status)
+    }
+
+    async fn release_hold(
+        &self,
+        req: Request<pb::ReleaseHoldRequest>,
+    ) -> Result<Response<pb::ReleaseHoldResponse>, Status> {
+        let caller = auth::caller(&req)?;
+        let r = req.into_inner();
+        let kind = hold_type(r.r#type).map_err(to_status)?;
+        self.mutate(
+            &caller,
+            &r.request_id,
+            "ReleaseHold",
+            &r,
+            &r.name,
+            |o, held_from, _| {
+                let back_to = held_from.unwrap_or(OrderState::Created);
+                let resumed = lifecycle::release_hold(o, kind, back_to).map_err(Error::Refused)?;
+                let mut steps = vec![];
+                if resumed {
+                    *held_from = None;
+                    // Placement resumes where it stopped.
+                    if matches!(back_to, OrderState::Created | OrderState::Backordered) {
+                        steps.push((crate::repo::saga::RESERVE.to_owned(), vec![]));
+                    }
+                }
+                Ok(Outcome {
+                    happened: Happened {
+                        kind: order_event::Kind::HoldReleased(pb::OrderHoldReleased {
+                            r#type: kind as i32,
+                            reason: r.reason.clone(),
+                        }),
+                        reason: r.reason.clone(),
+                    },
+                    steps,
+                    drop_steps: vec![],
+                })
+            },
+        )
+        .await
+        .map(|o| Response::new(pb::ReleaseHoldResponse { order: Some(o) }))
+        .map_err(to_status)
+    }
+
+    async fn cancel_order(
+        &self,
+        req: Request<pb::CancelOrderRequest>,
+    ) -> Result<Response<pb::CancelOrderResponse>, Status> {
+        let caller = auth::caller(&req)?;
+        let r = req.into_inner();
+        let key = r.request_id.clone();
+        self.mutate(
+            &caller,
+            &r.request_id,
+            "CancelOrder",
+            &r,
+            &r.name,
+            |o, held_from, id| {
+                let from = lifecycle::state(o);
+                let open: Vec<pb::LineQuantity> = lifecycle::open_quantity(o)
+                    .into_iter()
+                    .map(|(line_id, _, quantity)| pb::LineQuantity { line_id, quantity })
+                    .collect();
+                lifecycle::cancel(o).map_err(Error::Refused)?;
+                *held_from = None;
+                // Whatever was reserved goes back (a release of nothing is a no-op).
+                let release = saga::release_request(id, &key, &[], "order cancelled");
+                Ok(Outcome {
+                    happened: Happened {
+                        kind: order_event::Kind::LinesCancelled(pb::OrderLinesCancelled {
+                            lines: open,
+                            reason: r.reason.clone(),
+                        }),
+                        reason: format!("cancelled from {}: {}", from.as_db(), r.reason),
+                    },
+                    steps: vec![(format!("release:{key}"), release)],
+                    drop_steps: vec![crate::repo::saga::RESERVE],
+                })
+            },
+        )
+        .await
+        .map(|o| Response::new(pb::CancelOrderResponse { order: Some(o) }))
+        .map_err(to_status)
+    }
+
+    async fn cancel_order_lines(
+        &self,
+        req: Request<pb::CancelOrderLinesRequest>,
+    ) -> Result<Response<pb::CancelOrderLinesResponse>, Status> {
+        let caller = auth::caller(&req)?;
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        if r.lines.is_empty() {
+            v.add("lines", "name at least one line");
+        }
+        for (i, l) in r.lines.iter().enumerate() {
+            if l.quantity <= 0 {
+                v.add(format!("lines[{i}].quantity"), "must be positive");
+            }
+        }
+        v.into_result(()).map_err(|v| to_status(v.into()))?;
+        let key = r.request_id.clone();
+        self.mutate(
+            &caller,
+            &r.request_id,
+            "CancelOrderLines",
+            &r,
+            &r.name,
+            |o, held_from, id| {
+                let reserved =
+                    matches!(
+                        lifecycle::state(o),
+                        OrderState::Reserved | OrderState::Routed
+                    ) || matches!(held_from, Some(OrderState::Reserved | OrderState::Routed));
+                let cancelled = lifecycle::cancel_lines(o, &r.lines).map_err(Error::Refused)?;
+                if lifecycle::state(o) == OrderState::Cancelled {
+                    *held_from = None;
+                }
+                let mut steps = vec![];
+                if reserved {
+                    let release = saga::release_request(id, &key, &cancelled, "lines cancelled");
+                    steps.push((format!("release:{key}"), release));
+                }
+                Ok(Outcome {
+                    happened: Happened {
+                        kind: order_event::Kind::LinesCancelled(pb::OrderLinesCancelled {
+                            lines: r.lines.clone(),
+                            reason: r.reason.clone(),
+                        }),
+                        reason: r.reason.clone(),
+                    },
+                    steps,
+                    drop_steps: vec![],
+                })
+            },
+        )
+        .await
+        .map(|o| Response::new(pb::CancelOrderLinesResponse { order: Some(o) }))
+        .map_err(to_status)
+    }
+
+    async fn count_orders(
+        &self,
+        req: Request<pb::CountOrdersRequest>,
+    ) -> Result<Response<pb::CountOrdersResponse>, Status> {
+        let caller = auth::caller(&req)?;
+        let channel = req.into_inner().channel;
+        if !channel.is_empty() {
+            parse_name(&channel, "channels")
+                .map_err(|e| to_status(Violations::one("channel", e).into()))?;
+        }
+        let rows = repo::orders::counts(
+            &self.pool,
+            &caller.tenant,
+            (!channel.is_empty()).then_some(channel.as_str()),
+        )
+        .await
+        .map_err(|e| to_status(e.into()))?;
+        let total = rows.iter().map(|(_, n)| n).sum();
+        let mut counts: Vec<pb::StateCount> = rows
+            .into_iter()
+            .map(|(s, count)| pb::StateCount {
+                state: s.to_proto() as i32,
+                count,
+            })
+            .collect();
+        counts.sort_by_key(|c| c.state);
+        Ok(Response::new(pb::CountOrdersResponse { counts, total }))
+    }
+}
+
+fn hold_type(t: i32) -> Result<pb::HoldType> {
+    match pb::HoldType::try_from(t) {
+        Ok(pb::HoldType::Unspecified) | Err(_) => {
+            Err(Violations::one("type", "choose a hold type").into())
+        }
+        Ok(k) => Ok(k),
     }
 }

@@ -3,10 +3,12 @@
 //! `grpc` is the API edge (the only place errors become `Status`),
 //! `domain` parses requests and guards state moves, `repo` holds the SQL.
 
+mod changes;
 mod domain;
 mod error;
 mod grpc;
 mod repo;
+mod workers;
 
 use oms_proto::orders::order_service_server::OrderServiceServer;
 use oms_runtime::{Config, auth::Authenticator, outbox::FeedWaker, server::GrpcServer};
@@ -29,7 +31,14 @@ pub async fn run(
     )
     .await?;
     let waker = FeedWaker::listen(&pool, &config.database.schema, shutdown.clone()).await?;
-    let api = grpc::OrderApi::new(pool.clone(), waker, shutdown.clone());
+    let inventory = oms_runtime::client::channel(config.peer_url(oms_runtime::Service::Inventory))?;
+    let saga = workers::saga::Saga::new(
+        pool.clone(),
+        inventory,
+        oms_runtime::auth::TokenIssuer::new(&config.auth),
+    );
+    saga.clone().start(config.sweep_interval, shutdown.clone());
+    let api = grpc::OrderApi::new(pool.clone(), waker, shutdown.clone(), saga);
     let auth = Authenticator::new(&config.auth);
     GrpcServer::new(&config)
         .with_service(OrderServiceServer::with_interceptor(api, auth))

@@ -2,6 +2,7 @@
 //! machine. No I/O here.
 
 mod filter;
+pub mod lifecycle;
 mod new_order;
 mod state;
 

@@ -31,9 +31,6 @@ impl OrderState {
         Cancelled,
     ];
 
-    // The lifecycle methods (holds, cancel, the saga) call this; until they
-    // land only the tests do.
-    #[cfg_attr(not(test), allow(dead_code))]
     /// Whether the order may move from `self` to `to`. A hold can stop any
     /// order not yet released; releasing the hold returns it to the state
     /// it was held in (the saga remembers which), so any pre-release state

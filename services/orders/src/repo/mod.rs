@@ -1,3 +1,4 @@
 //! SQL of the orders service, one module per table group.
 pub mod history;
 pub mod orders;
+pub mod saga;

@@ -128,3 +128,71 @@ pub async fn list(
     }
     Ok((orders, if more { last } else { None }))
 }
+
+/// An order locked for a change, with the state it was held in.
+pub async fn lock(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    order_id: Uuid,
+) -> sqlx::Result<Option<(Order, Option<OrderState>)>> {
+    let row: Option<(Vec<u8>, String)> = sqlx::query_as(
+        "SELECT doc, held_from FROM orders WHERE tenant = $1 AND order_id = $2 FOR UPDATE",
+    )
+    .bind(tenant.as_str())
+    .bind(order_id)
+    .fetch_optional(tx)
+    .await?;
+    row.map(|(d, h)| decode(&d).map(|o| (o, OrderState::from_db(&h))))
+        .transpose()
+}
+
+/// Writes a changed order (its version and update time are set here).
+pub async fn save(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    order_id: Uuid,
+    order: &mut Order,
+    held_from: Option<OrderState>,
+    now: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    order.version += 1;
+    order.update_time = Some(oms_runtime::time::to_timestamp(now));
+    let state = oms_proto::orders::OrderState::try_from(order.state)
+        .ok()
+        .and_then(OrderState::from_proto)
+        .unwrap_or(OrderState::Created);
+    sqlx::query(
+        "UPDATE orders SET state = $3, held_from = $4, doc = $5, version = $6, update_time = $7
+         WHERE tenant = $1 AND order_id = $2",
+    )
+    .bind(tenant.as_str())
+    .bind(order_id)
+    .bind(state.as_db())
+    .bind(held_from.map_or("", |s| s.as_db()))
+    .bind(order.encode_to_vec())
+    .bind(order.version)
+    .bind(now)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Orders per state (the operations board).
+pub async fn counts(
+    pool: &PgPool,
+    tenant: &Tenant,
+    channel: Option<&str>,
+) -> sqlx::Result<Vec<(OrderState, i64)>> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT state, count(*) FROM orders WHERE tenant = $1 AND ($2::text IS NULL OR channel = $2)
+         GROUP BY state",
+    )
+    .bind(tenant.as_str())
+    .bind(channel)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(s, n)| OrderState::from_db(&s).map(|s| (s, n)))
+        .collect())
+}

@@ -1,0 +1,288 @@
+//! The order's own rules for holds, cancellation and placement outcomes:
+//! each function checks the move against the state machine and changes the
+//! order, or refuses and leaves it as it was.
+use super::OrderState;
+use oms_proto::orders::{Hold, HoldType, LineQuantity, Order};
+
+/// A refused change: FAILED_PRECONDITION with this reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+fn refuse(reason: &'static str, message: impl Into<String>) -> Refused {
+    Refused {
+        reason,
+        message: message.into(),
+    }
+}
+
+pub fn state(o: &Order) -> OrderState {
+    oms_proto::orders::OrderState::try_from(o.state)
+        .ok()
+        .and_then(OrderState::from_proto)
+        .unwrap_or(OrderState::Created)
+}
+
+fn set(o: &mut Order, to: OrderState) -> Result<(), Refused> {
+    let from = state(o);
+    if !from.can_move_to(to) {
+        return Err(refuse(
+            "ILLEGAL_STATE_CHANGE",
+            format!(
+                "{} cannot go from {} to {}",
+                o.name,
+                from.as_db(),
+                to.as_db()
+            ),
+        ));
+    }
+    o.state = to.to_proto() as i32;
+    Ok(())
+}
+
+/// Places a hold. The first hold moves the order to ON_HOLD and returns the
+/// state it was held in; a second hold of another type only adds itself.
+pub fn place_hold(o: &mut Order, hold: Hold) -> Result<Option<OrderState>, Refused> {
+    if o.holds.iter().any(|h| h.r#type == hold.r#type) {
+        return Err(refuse(
+            "HOLD_EXISTS",
+            format!("{} already has a hold of that type", o.name),
+        ));
+    }
+    let from = state(o);
+    let held_from = if from == OrderState::OnHold {
+        None
+    } else {
+        set(o, OrderState::OnHold)?;
+        Some(from)
+    };
+    o.holds.push(hold);
+    Ok(held_from)
+}
+
+/// Releases a hold; when none is left the order returns to `held_from`.
+pub fn release_hold(o: &mut Order, kind: HoldType, held_from: OrderState) -> Result<bool, Refused> {
+    let before = o.holds.len();
+    o.holds.retain(|h| h.r#type != kind as i32);
+    if o.holds.len() == before {
+        return Err(refuse(
+            "NO_SUCH_HOLD",
+            format!("{} has no hold of that type", o.name),
+        ));
+    }
+    if o.holds.is_empty() {
+        set(o, held_from)?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// Units of each line still wanted (ordered minus cancelled).
+pub fn open_quantity(o: &Order) -> Vec<(String, String, i64)> {
+    o.lines
+        .iter()
+        .map(|l| {
+            (
+                l.line_id.clone(),
+                l.sku.clone(),
+                l.quantity - l.quantity_cancelled,
+            )
+        })
+        .filter(|(_, _, q)| *q > 0)
+        .collect()
+}
+
+/// Cancels the whole order.
+pub fn cancel(o: &mut Order) -> Result<(), Refused> {
+    set(o, OrderState::Cancelled)?;
+    for l in &mut o.lines {
+        l.quantity_cancelled = l.quantity;
+        l.quantity_backordered = 0;
+    }
+    o.holds.clear();
+    Ok(())
+}
+
+/// Cancels quantities of lines; cancelling everything cancels the order.
+/// Returns (sku, units) cancelled per line.
+pub fn cancel_lines(o: &mut Order, lines: &[LineQuantity]) -> Result<Vec<(String, i64)>, Refused> {
+    let st = state(o);
+    if !st.can_move_to(OrderState::Cancelled) {
+        return Err(refuse(
+            "ILLEGAL_STATE_CHANGE",
+            format!(
+                "{} is {}; its lines can no longer be cancelled here",
+                o.name,
+                st.as_db()
+            ),
+        ));
+    }
+    let mut out = Vec::new();
+    for lq in lines {
+        let Some(l) = o.lines.iter().find(|l| l.line_id == lq.line_id) else {
+            return Err(refuse(
+                "NO_SUCH_LINE",
+                format!("{} has no line {:?}", o.name, lq.line_id),
+            ));
+        };
+        let open = l.quantity - l.quantity_cancelled;
+        if lq.quantity > open {
+            return Err(refuse(
+                "CANCEL_EXCEEDS_OPEN",
+                format!(
+                    "line {} has {} open units; {} asked",
+                    l.line_id, open, lq.quantity
+                ),
+            ));
+        }
+        out.push((l.sku.clone(), lq.quantity));
+    }
+    for lq in lines {
+        if let Some(l) = o.lines.iter_mut().find(|l| l.line_id == lq.line_id) {
+            l.quantity_cancelled += lq.quantity;
+            l.quantity_backordered = l
+                .quantity_backordered
+                .min(l.quantity - l.quantity_cancelled);
+        }
+    }
+    if o.lines.iter().all(|l| l.quantity_cancelled == l.quantity) {
+        cancel(o)?;
+    }
+    Ok(out)
+}
+
+/// The reservation of the open lines succeeded.
+pub fn reserved(o: &mut Order) -> Result<(), Refused> {
+    set(o, OrderState::Reserved)?;
+    for l in &mut o.lines {
+        l.quantity_backordered = 0;
+    }
+    Ok(())
+}
+
+/// Stock was short: lines of the short SKUs wait for `missing` units each.
+pub fn backordered(o: &mut Order, missing: &[(String, i64)]) -> Result<(), Refused> {
+    if state(o) != OrderState::Backordered {
+        set(o, OrderState::Backordered)?;
+    }
+    for l in &mut o.lines {
+        let open = l.quantity - l.quantity_cancelled;
+        l.quantity_backordered = missing
+            .iter()
+            .find(|(sku, _)| *sku == l.sku)
+            .map_or(0, |(_, m)| (*m).min(open));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oms_proto::orders::{OrderLine, OrderState as P};
+
+    fn order() -> Order {
+        Order {
+            name: "orders/1".into(),
+            state: P::Created as i32,
+            lines: vec![
+                OrderLine {
+                    line_id: "1".into(),
+                    sku: "A".into(),
+                    quantity: 2,
+                    ..Default::default()
+                },
+                OrderLine {
+                    line_id: "2".into(),
+                    sku: "B".into(),
+                    quantity: 1,
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        }
+    }
+
+    fn hold(t: HoldType) -> Hold {
+        Hold {
+            r#type: t as i32,
+            reason: "r".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn holds_stack_and_return_to_where_they_were() {
+        let mut o = order();
+        assert_eq!(
+            place_hold(&mut o, hold(HoldType::Payment)),
+            Ok(Some(OrderState::Created))
+        );
+        assert_eq!(place_hold(&mut o, hold(HoldType::Fraud)), Ok(None));
+        assert_eq!(
+            place_hold(&mut o, hold(HoldType::Fraud))
+                .unwrap_err()
+                .reason,
+            "HOLD_EXISTS"
+        );
+        assert_eq!(
+            release_hold(&mut o, HoldType::Payment, OrderState::Created),
+            Ok(false)
+        );
+        assert_eq!(state(&o), OrderState::OnHold);
+        assert_eq!(
+            release_hold(&mut o, HoldType::Fraud, OrderState::Created),
+            Ok(true)
+        );
+        assert_eq!(state(&o), OrderState::Created);
+        assert_eq!(
+            release_hold(&mut o, HoldType::Fraud, OrderState::Created)
+                .unwrap_err()
+                .reason,
+            "NO_SUCH_HOLD"
+        );
+    }
+
+    #[test]
+    fn cancelling_every_line_cancels_the_order() {
+        let mut o = order();
+        let lq = |id: &str, q| LineQuantity {
+            line_id: id.into(),
+            quantity: q,
+        };
+        assert_eq!(
+            cancel_lines(&mut o, &[lq("1", 3)]).unwrap_err().reason,
+            "CANCEL_EXCEEDS_OPEN"
+        );
+        assert_eq!(
+            cancel_lines(&mut o, &[lq("9", 1)]).unwrap_err().reason,
+            "NO_SUCH_LINE"
+        );
+        assert_eq!(
+            cancel_lines(&mut o, &[lq("1", 1)]).unwrap(),
+            [("A".to_string(), 1)]
+        );
+        assert_eq!(state(&o), OrderState::Created);
+        cancel_lines(&mut o, &[lq("1", 1), lq("2", 1)]).unwrap();
+        assert_eq!(state(&o), OrderState::Cancelled);
+        assert_eq!(cancel(&mut o).unwrap_err().reason, "ILLEGAL_STATE_CHANGE");
+    }
+
+    #[test]
+    fn backorders_name_the_short_lines() {
+        let mut o = order();
+        backordered(&mut o, &[("A".into(), 1)]).unwrap();
+        assert_eq!(state(&o), OrderState::Backordered);
+        assert_eq!(
+            (
+                o.lines[0].quantity_backordered,
+                o.lines[1].quantity_backordered
+            ),
+            (1, 0)
+        );
+        reserved(&mut o).unwrap();
+        assert_eq!(o.lines[0].quantity_backordered, 0);
+        assert!(cancel(&mut o).is_ok());
+    }
+}

@@ -1,0 +1,105 @@
+//! The placement saga's durable steps.
+use chrono::{DateTime, Utc};
+use oms_kernel::Tenant;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+pub const RESERVE: &str = "reserve";
+
+/// A pending step.
+pub struct Step {
+    pub tenant: String,
+    pub order_id: Uuid,
+    pub step: String,
+    pub payload: Vec<u8>,
+    pub attempts: i32,
+}
+
+/// Adds a step (or makes an existing one due now).
+pub async fn enqueue(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    order_id: Uuid,
+    step: &str,
+    payload: &[u8],
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO saga_steps (tenant, order_id, step, payload) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (tenant, order_id, step) DO UPDATE SET next_attempt_time = now(), payload = EXCLUDED.payload",
+    )
+    .bind(tenant.as_str())
+    .bind(order_id)
+    .bind(step)
+    .bind(payload)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Due steps, locked for this transaction; other workers skip them.
+pub async fn claim_due(tx: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<Step>> {
+    let rows: Vec<(String, Uuid, String, Vec<u8>, i32)> = sqlx::query_as(
+        "SELECT tenant, order_id, step, payload, attempts FROM saga_steps
+         WHERE next_attempt_time <= now() ORDER BY next_attempt_time
+         LIMIT $1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(limit)
+    .fetch_all(tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(tenant, order_id, step, payload, attempts)| Step {
+            tenant,
+            order_id,
+            step,
+            payload,
+            attempts,
+        })
+        .collect())
+}
+
+pub async fn done(tx: &mut PgConnection, s: &Step) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM saga_steps WHERE tenant = $1 AND order_id = $2 AND step = $3")
+        .bind(&s.tenant)
+        .bind(s.order_id)
+        .bind(&s.step)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+pub async fn retry(
+    tx: &mut PgConnection,
+    s: &Step,
+    error: &str,
+    at: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE saga_steps SET attempts = attempts + 1, last_error = $4, next_attempt_time = $5
+         WHERE tenant = $1 AND order_id = $2 AND step = $3",
+    )
+    .bind(&s.tenant)
+    .bind(s.order_id)
+    .bind(&s.step)
+    .bind(error)
+    .bind(at)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Drops a step that no longer applies (the order was cancelled or held).
+pub async fn drop_step(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    order_id: Uuid,
+    step: &str,
+) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM saga_steps WHERE tenant = $1 AND order_id = $2 AND step = $3")
+        .bind(tenant.as_str())
+        .bind(order_id)
+        .bind(step)
+        .execute(tx)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,2 @@
+//! Background work of the orders service.
+pub mod saga;
