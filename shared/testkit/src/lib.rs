@@ -148,6 +148,8 @@ pub struct Running {
     pub addr: SocketAddr,
     pub shutdown: CancellationToken,
     pub handle: JoinHandle<anyhow::Result<()>>,
+    /// The service's own runtime, when started with [`spawn_isolated`].
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl Running {
@@ -166,7 +168,53 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
     }
+}
+
+impl Running {
+    /// Kills the service as a crash would: every task of its runtime stops
+    /// where it is, connections drop, nothing drains. Returns once its
+    /// sockets are closed.
+    pub async fn crash(mut self) {
+        if let Some(rt) = self.runtime.take() {
+            tokio::task::spawn_blocking(move || rt.shutdown_timeout(Duration::from_secs(10)))
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// Starts a service on a runtime of its own (so [`Running::crash`] can kill
+/// all its tasks at once) and returns once it is healthy.
+pub async fn spawn_isolated<F, Fut>(listener: TcpListener, config: Config, run: F) -> Running
+where
+    F: FnOnce(Config, TcpListener, CancellationToken) -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let addr = listener.local_addr().unwrap();
+    let std_listener = listener.into_std().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    let handle = rt.spawn(async move {
+        let listener = TcpListener::from_std(std_listener)?;
+        run(config, listener, token).await
+    });
+    let running = Running {
+        addr,
+        shutdown,
+        handle,
+        runtime: Some(rt),
+    };
+    wait_serving(&running).await;
+    running
 }
 
 /// Starts a service's `run` on `127.0.0.1:0` and returns once its health
@@ -194,6 +242,7 @@ where
         addr,
         shutdown,
         handle,
+        runtime: None,
     };
     wait_serving(&running).await;
     running

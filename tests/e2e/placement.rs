@@ -1,0 +1,345 @@
+//! The placement saga across orders and inventory: reserve, backorder,
+//! cancel with compensation, holds, and a crash in the middle.
+use oms_e2e::Suite;
+use oms_proto::common::{Money, NodeKind, PostalAddress};
+use oms_proto::inventory::{self as inv, inventory_service_client::InventoryServiceClient};
+use oms_proto::orders::{self as ord, OrderState, order_service_client::OrderServiceClient};
+use oms_runtime::Service;
+use oms_testkit::authed;
+use tonic::transport::Channel;
+
+const T: &str = "acme";
+
+async fn stock(suite: &Suite, items: &[(&str, i64)]) -> InventoryServiceClient<Channel> {
+    let mut c = InventoryServiceClient::new(suite.channel(Service::Inventory));
+    c.create_node(authed(
+        T,
+        inv::CreateNodeRequest {
+            request_id: "node".into(),
+            node: Some(inv::Node {
+                node_id: "DC1".into(),
+                kind: NodeKind::Warehouse as i32,
+                enabled: true,
+                ..Default::default()
+            }),
+        },
+    ))
+    .await
+    .unwrap();
+    for (sku, q) in items {
+        c.create_item(authed(
+            T,
+            inv::CreateItemRequest {
+                request_id: format!("item-{sku}"),
+                item: Some(inv::Item {
+                    sku: sku.to_string(),
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .unwrap();
+        receive(&mut c, sku, *q).await;
+    }
+    c
+}
+
+async fn receive(c: &mut InventoryServiceClient<Channel>, sku: &str, q: i64) {
+    c.record_movement(authed(
+        T,
+        inv::RecordMovementRequest {
+            request_id: format!("receive-{sku}-{}", uuid()),
+            movement: Some(inv::StockMovement {
+                kind: inv::MovementKind::Receipt as i32,
+                node_id: "DC1".into(),
+                sku: sku.into(),
+                quantity: q,
+                ..Default::default()
+            }),
+        },
+    ))
+    .await
+    .unwrap();
+}
+
+fn uuid() -> String {
+    format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+fn order(lines: &[(&str, i64)]) -> ord::Order {
+    ord::Order {
+        currency_code: "EUR".into(),
+        lines: lines
+            .iter()
+            .map(|(sku, q)| ord::OrderLine {
+                sku: sku.to_string(),
+                quantity: *q,
+                unit_price: Some(Money {
+                    currency_code: "EUR".into(),
+                    amount_minor: 500,
+                }),
+                ..Default::default()
+            })
+            .collect(),
+        ship_to: Some(PostalAddress {
+            lines: vec!["1 Main St".into()],
+            city: "Lisbon".into(),
+            country_code: "PT".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn create(
+    c: &mut OrderServiceClient<Channel>,
+    request_id: &str,
+    lines: &[(&str, i64)],
+) -> ord::Order {
+    c.create_order(authed(
+        T,
+        ord::CreateOrderRequest {
+            request_id: request_id.into(),
+            order: Some(order(lines)),
+        },
+    ))
+    .await
+    .unwrap()
+    .into_inner()
+    .order
+    .unwrap()
+}
+
+/// Follows the order feed until `name` reaches `state`; returns that event.
+async fn until_state(
+    feed: &mut tonic::Streaming<ord::WatchOrderEventsResponse>,
+    name: &str,
+    state: OrderState,
+) -> ord::OrderEvent {
+    loop {
+        let ev = feed
+            .message()
+            .await
+            .unwrap()
+            .expect("feed open")
+            .event
+            .unwrap();
+        if ev
+            .order
+            .as_ref()
+            .is_some_and(|o| o.name == name && o.state == state as i32)
+        {
+            return ev;
+        }
+    }
+}
+
+async fn available(c: &mut InventoryServiceClient<Channel>, sku: &str) -> i64 {
+    c.get_availability(authed(
+        T,
+        inv::GetAvailabilityRequest {
+            skus: vec![sku.into()],
+            ..Default::default()
+        },
+    ))
+    .await
+    .unwrap()
+    .into_inner()
+    .availabilities[0]
+        .available
+}
+
+#[tokio::test]
+async fn orders_are_reserved_backordered_held_and_cancelled_with_their_stock() {
+    let suite = Suite::start().await;
+    let mut stock_c = stock(&suite, &[("A", 5), ("B", 1)]).await;
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = orders
+        .watch_order_events(authed(T, ord::WatchOrderEventsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+
+    let first = create(&mut orders, "o1", &[("A", 2), ("B", 1)]).await;
+    until_state(&mut feed, &first.name, OrderState::Reserved).await;
+    assert_eq!(
+        (
+            available(&mut stock_c, "A").await,
+            available(&mut stock_c, "B").await
+        ),
+        (3, 0)
+    );
+
+    // Short stock: a backorder naming the short line, not an error.
+    let second = create(&mut orders, "o2", &[("A", 1), ("B", 2)]).await;
+    let ev = until_state(&mut feed, &second.name, OrderState::Backordered).await;
+    let o = ev.order.unwrap();
+    assert_eq!(
+        (
+            o.lines[0].quantity_backordered,
+            o.lines[1].quantity_backordered
+        ),
+        (0, 2)
+    );
+    match ev.kind {
+        Some(ord::order_event::Kind::StateChanged(c)) => {
+            assert!(c.reason.contains("B (2 missing)"), "{}", c.reason)
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // A hold stops a reserved order; releasing it resumes where it was.
+    let held = orders
+        .place_hold(authed(
+            T,
+            ord::PlaceHoldRequest {
+                request_id: "h1".into(),
+                name: first.name.clone(),
+                r#type: ord::HoldType::Fraud as i32,
+                reason: "review".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(held.state, OrderState::OnHold as i32);
+    let resumed = orders
+        .release_hold(authed(
+            T,
+            ord::ReleaseHoldRequest {
+                request_id: "h2".into(),
+                name: first.name.clone(),
+                r#type: ord::HoldType::Fraud as i32,
+                reason: "ok".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(resumed.state, OrderState::Reserved as i32);
+
+    // Cancelling the first order gives its stock back; the backorder then fills.
+    let cancelled = orders
+        .cancel_order(authed(
+            T,
+            ord::CancelOrderRequest {
+                request_id: "c1".into(),
+                name: first.name.clone(),
+                reason: "customer".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(cancelled.state, OrderState::Cancelled as i32);
+    receive(&mut stock_c, "B", 1).await;
+    until_state(&mut feed, &second.name, OrderState::Reserved).await;
+    assert_eq!(
+        (
+            available(&mut stock_c, "A").await,
+            available(&mut stock_c, "B").await
+        ),
+        (4, 0)
+    );
+
+    let err = orders
+        .cancel_order(authed(
+            T,
+            ord::CancelOrderRequest {
+                request_id: "c2".into(),
+                name: first.name.clone(),
+                reason: "again".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+
+    let counts = orders
+        .count_orders(authed(T, ord::CountOrdersRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let by_state: Vec<(i32, i64)> = counts.counts.iter().map(|c| (c.state, c.count)).collect();
+    assert_eq!(
+        by_state,
+        [
+            (OrderState::Reserved as i32, 1),
+            (OrderState::Cancelled as i32, 1)
+        ]
+    );
+    assert_eq!(counts.total, 2);
+}
+
+#[tokio::test]
+async fn a_crash_in_the_middle_of_placements_places_every_order_exactly_once() {
+    let mut suite = Suite::start().await;
+    stock(&suite, &[("A", 30)]).await;
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    // Inventory is down: every accepted order's placement is pending.
+    suite.crash(Service::Inventory).await;
+    let mut names = Vec::new();
+    for i in 0..40 {
+        names.push(
+            create(&mut orders, &format!("crash-{i}"), &[("A", 1)])
+                .await
+                .name,
+        );
+    }
+    let mut db = suite.db.connect("orders").await;
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM saga_steps")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(pending, 40);
+    // Kill orders without draining, then bring both back.
+    suite.crash(Service::Orders).await;
+    suite.start_again(Service::Inventory).await;
+    suite.start_again(Service::Orders).await;
+    let mut stock_c = InventoryServiceClient::new(suite.channel(Service::Inventory));
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = orders
+        .watch_order_events(authed(T, ord::WatchOrderEventsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut settled = std::collections::HashSet::new();
+    while settled.len() < names.len() {
+        let ev = feed.message().await.unwrap().unwrap().event.unwrap();
+        let o = ev.order.unwrap();
+        if o.state == OrderState::Reserved as i32 || o.state == OrderState::Backordered as i32 {
+            settled.insert(o.name);
+        }
+    }
+    let reserved: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT order_id::text, count(*) FROM order_history WHERE to_state = 'reserved' AND kind = 'OrderStateChanged' GROUP BY order_id",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(reserved.len(), 30, "30 units, 30 reserved orders");
+    assert!(
+        reserved.iter().all(|(_, n)| *n == 1),
+        "each reserved once: {reserved:?}"
+    );
+    assert_eq!(available(&mut stock_c, "A").await, 0);
+    let mut inv_db = suite.db.connect("inventory").await;
+    let holds: i64 =
+        sqlx::query_scalar("SELECT COALESCE(SUM(held), 0)::bigint FROM holds WHERE sku = 'A'")
+            .fetch_one(&mut inv_db)
+            .await
+            .unwrap();
+    assert_eq!(holds, 30);
+}
