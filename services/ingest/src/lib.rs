@@ -1,17 +1,19 @@
-//! The ingest service. Its API is designed (see `proto/oms/ingest/v1`) but
-//! not built yet: every method answers UNIMPLEMENTED while the service
-//! starts, owns its schema and serves health and reflection.
+//! The ingest service: sales channels, signed channel payloads mapped to
+//! canonical orders (Shopify, WooCommerce; canonical for POS and generic),
+//! the raw payload audit log, and dedupe of webhook retries.
+mod adapters;
+mod grpc;
+mod repo;
+pub mod signature;
+mod time;
 
-use oms_proto::ingest::ingest_service_server::{IngestService, IngestServiceServer};
-use oms_runtime::{Config, auth::Authenticator};
+use oms_proto::ingest::ingest_service_server::IngestServiceServer;
+use oms_runtime::{Config, Service, auth::Authenticator, auth::TokenIssuer, server::GrpcServer};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// The API; methods not implemented here answer UNIMPLEMENTED.
-pub struct Api;
-
-#[tonic::async_trait]
-impl IngestService for Api {}
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Runs the ingest service on `listener` until `shutdown`.
 pub async fn run(
@@ -19,6 +21,24 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let api = IngestServiceServer::with_interceptor(Api, Authenticator::new(&config.auth));
-    oms_runtime::server::serve_with_database(&config, None, listener, shutdown, api).await
+    let pool = oms_runtime::db::connect_and_migrate(
+        &config.database,
+        Some(&MIGRATOR),
+        Duration::from_secs(30),
+    )
+    .await?;
+    let orders = oms_runtime::client::channel(config.peer_url(Service::Orders))?;
+    let api = grpc::IngestApi {
+        pool: pool.clone(),
+        orders,
+        issuer: TokenIssuer::new(&config.auth),
+    };
+    GrpcServer::new(&config)
+        .with_service(IngestServiceServer::with_interceptor(
+            api,
+            Authenticator::new(&config.auth),
+        ))
+        .with_db(&pool)
+        .serve(listener, shutdown)
+        .await
 }

@@ -1,0 +1,107 @@
+//! Channel payload adapters: each turns a channel's own order format into
+//! the canonical order, naming the JSON path of anything it cannot map.
+pub mod money;
+pub mod shopify;
+pub mod woocommerce;
+
+use oms_kernel::Violations;
+use oms_proto::orders::Order;
+use serde_json::Value;
+
+/// What a payload says about its order.
+#[derive(Debug, Clone)]
+pub struct Mapped {
+    pub order: Order,
+    /// The channel cancelled the order.
+    pub cancelled: bool,
+}
+
+/// Reads fields of a JSON document, collecting every problem with its path.
+pub struct Reader<'a> {
+    pub root: &'a Value,
+    pub v: Violations,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(root: &'a Value) -> Self {
+        Self {
+            root,
+            v: Violations::new(),
+        }
+    }
+
+    pub fn at(&self, path: &[&str]) -> Option<&'a Value> {
+        let mut cur = self.root;
+        for p in path {
+            cur = cur.get(*p)?;
+        }
+        (!cur.is_null()).then_some(cur)
+    }
+
+    fn field(path: &[&str]) -> String {
+        format!("body.{}", path.join("."))
+    }
+
+    /// A string (numbers are written out, never through a float).
+    pub fn string(&mut self, path: &[&str], required: bool) -> String {
+        match self.at(path) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            Some(_) => {
+                self.v.add(Self::field(path), "must be a string");
+                String::new()
+            }
+            None if required => {
+                self.v.add(Self::field(path), "is required");
+                String::new()
+            }
+            None => String::new(),
+        }
+    }
+
+    /// A whole number (ids beyond 2^53 included: read as integers).
+    pub fn int(&mut self, path: &[&str]) -> Option<i64> {
+        match self.at(path) {
+            Some(Value::Number(n)) if n.is_i64() => n.as_i64(),
+            Some(Value::String(s)) if s.parse::<i64>().is_ok() => s.parse().ok(),
+            Some(_) => {
+                self.v.add(Self::field(path), "must be a whole number");
+                None
+            }
+            None => {
+                self.v.add(Self::field(path), "is required");
+                None
+            }
+        }
+    }
+
+    /// An amount in minor units of `currency`.
+    pub fn money(&mut self, path: &[&str], currency: &str) -> Option<i64> {
+        let text = match self.at(path)? {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            _ => {
+                self.v.add(Self::field(path), "must be a decimal amount");
+                return None;
+            }
+        };
+        match money::to_minor(&text, currency) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                self.v.add(Self::field(path), e);
+                None
+            }
+        }
+    }
+
+    pub fn array(&mut self, path: &[&str]) -> Vec<&'a Value> {
+        match self.at(path) {
+            Some(Value::Array(a)) => a.iter().collect(),
+            Some(_) => {
+                self.v.add(Self::field(path), "must be a list");
+                vec![]
+            }
+            None => vec![],
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Shopify order webhook (`orders/create`, `orders/updated`,
+//! `orders/cancelled`): the REST order JSON, signed with
+//! `X-Shopify-Hmac-Sha256` = base64(HMAC-SHA256(secret, body)).
+use super::{Mapped, Reader};
+use oms_kernel::Violations;
+use oms_proto::common::{GeoPoint, Money, PostalAddress};
+use oms_proto::orders::{Customer, Order, OrderLine, OrderTotals};
+use serde_json::Value;
+
+pub const SIGNATURE_HEADER: &str = "x-shopify-hmac-sha256";
+
+pub fn map(body: &Value) -> Result<Mapped, Violations> {
+    // Webhooks send the order itself; the REST API wraps it in "order".
+    let doc = body.get("order").unwrap_or(body);
+    let mut r = Reader::new(doc);
+    let id = r.int(&["id"]);
+    let currency = r.string(&["currency"], true).to_uppercase();
+    let money = |amount: Option<i64>| {
+        amount.map(|a| Money {
+            currency_code: currency.clone(),
+            amount_minor: a,
+        })
+    };
+    let mut lines = Vec::new();
+    for (i, item) in r.array(&["line_items"]).into_iter().enumerate() {
+        let mut li = Reader::new(item);
+        let idx = i.to_string();
+        let sku = li.string(&["sku"], false);
+        let variant = li.string(&["variant_id"], false);
+        let quantity = li.int(&["quantity"]).unwrap_or(0);
+        let price = li.money(&["price"], &currency);
+        let discount = li.money(&["total_discount"], &currency);
+        let tax: i64 = li
+            .array(&["tax_lines"])
+            .iter()
+            .filter_map(|t| Reader::new(t).money(&["price"], &currency))
+            .sum();
+        if quantity <= 0 {
+            li.v.add("body.quantity", "must be positive");
+        }
+        let channel_sku = if sku.is_empty() { variant } else { sku };
+        if channel_sku.is_empty() {
+            li.v.add("body.sku", "a line needs a sku or a variant_id");
+        }
+        for v in li.v.0 {
+            r.v.add(
+                v.field
+                    .replacen("body.", &format!("body.line_items[{idx}]."), 1),
+                v.description,
+            );
+        }
+        lines.push(OrderLine {
+            line_id: li_id(item, i),
+            sku: channel_sku.clone(),
+            channel_sku,
+            title: item
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            quantity,
+            unit_price: money(price),
+            discount: money(discount),
+            tax: money(Some(tax)),
+            ..Default::default()
+        });
+    }
+    if lines.is_empty() {
+        r.v.add("body.line_items", "at least one line item is required");
+    }
+    let ship_to = r.at(&["shipping_address"]).map(|a| {
+        let mut ar = Reader::new(a);
+        let geo = match (
+            ar.string(&["latitude"], false).parse::<f64>(),
+            ar.string(&["longitude"], false).parse::<f64>(),
+        ) {
+            (Ok(latitude), Ok(longitude)) => Some(GeoPoint {
+                latitude,
+                longitude,
+            }),
+            _ => None,
+        };
+        PostalAddress {
+            name: ar.string(&["name"], false),
+            company: ar.string(&["company"], false),
+            lines: [
+                ar.string(&["address1"], false),
+                ar.string(&["address2"], false),
+            ]
+            .into_iter()
+            .filter(|l| !l.is_empty())
+            .collect(),
+            city: ar.string(&["city"], false),
+            region: ar.string(&["province_code"], false),
+            postal_code: ar.string(&["zip"], false),
+            country_code: ar.string(&["country_code"], false),
+            phone: ar.string(&["phone"], false),
+            email: String::new(),
+            geo,
+        }
+    });
+    let shipping: i64 = r
+        .array(&["shipping_lines"])
+        .iter()
+        .filter_map(|s| Reader::new(s).money(&["price"], &currency))
+        .sum();
+    let totals = OrderTotals {
+        subtotal: money(r.money(&["subtotal_price"], &currency)),
+        shipping: money(Some(shipping)),
+        tax: money(r.money(&["total_tax"], &currency)),
+        discount: money(r.money(&["total_discounts"], &currency)),
+        total: money(r.money(&["total_price"], &currency)),
+    };
+    let customer = Customer {
+        customer_id: r
+            .at(&["customer", "id"])
+            .map(|v| v.to_string())
+            .unwrap_or_default(),
+        name: [
+            r.string(&["customer", "first_name"], false),
+            r.string(&["customer", "last_name"], false),
+        ]
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(" "),
+        email: r.string(&["email"], false),
+        phone: r.string(&["phone"], false),
+    };
+    let order_time = super::super::time::parse_rfc3339(&r.string(&["created_at"], false));
+    let cancelled = r.at(&["cancelled_at"]).is_some();
+    let order = Order {
+        channel_order_id: id.map(|i| i.to_string()).unwrap_or_default(),
+        currency_code: currency.clone(),
+        lines,
+        customer: Some(customer),
+        ship_to,
+        totals: Some(totals),
+        order_time,
+        attributes: [("channel_order_name".to_owned(), r.string(&["name"], false))]
+            .into_iter()
+            .filter(|(_, v)| !v.is_empty())
+            .collect(),
+        ..Default::default()
+    };
+    r.v.into_result(Mapped { order, cancelled })
+}
+
+fn li_id(item: &Value, i: usize) -> String {
+    item.get("id")
+        .map(|v| v.to_string())
+        .unwrap_or_else(|| (i + 1).to_string())
+}

@@ -1,0 +1,138 @@
+//! WooCommerce order webhook: the REST v3 order JSON, signed with
+//! `X-WC-Webhook-Signature` = base64(HMAC-SHA256(secret, body)).
+use super::{Mapped, Reader};
+use oms_kernel::Violations;
+use oms_proto::common::{Money, PostalAddress};
+use oms_proto::orders::{Customer, Order, OrderLine, OrderTotals};
+use serde_json::Value;
+
+pub const SIGNATURE_HEADER: &str = "x-wc-webhook-signature";
+
+pub fn map(body: &Value) -> Result<Mapped, Violations> {
+    let mut r = Reader::new(body);
+    let id = r.int(&["id"]);
+    let currency = r.string(&["currency"], true).to_uppercase();
+    let money = |amount: Option<i64>| {
+        amount.map(|a| Money {
+            currency_code: currency.clone(),
+            amount_minor: a,
+        })
+    };
+    let mut lines = Vec::new();
+    for (i, item) in r.array(&["line_items"]).into_iter().enumerate() {
+        let mut li = Reader::new(item);
+        let sku = li.string(&["sku"], false);
+        let product = li.string(&["product_id"], false);
+        let variation = li.string(&["variation_id"], false);
+        let quantity = li.int(&["quantity"]).unwrap_or(0);
+        let subtotal = li.money(&["subtotal"], &currency).unwrap_or(0);
+        let total = li.money(&["total"], &currency).unwrap_or(0);
+        let tax = li.money(&["total_tax"], &currency);
+        if quantity <= 0 {
+            li.v.add("body.quantity", "must be positive");
+        }
+        // Products without a SKU are known by product (and variation) id.
+        let channel_sku = if !sku.is_empty() {
+            sku
+        } else if variation != "0" && !variation.is_empty() {
+            format!("woo-{product}-{variation}")
+        } else {
+            format!("woo-{product}")
+        };
+        for v in li.v.0 {
+            r.v.add(
+                v.field
+                    .replacen("body.", &format!("body.line_items[{i}]."), 1),
+                v.description,
+            );
+        }
+        lines.push(OrderLine {
+            line_id: item
+                .get("id")
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| (i + 1).to_string()),
+            sku: channel_sku.clone(),
+            channel_sku,
+            title: item
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            quantity,
+            unit_price: money((quantity > 0).then(|| subtotal / quantity)),
+            discount: money(Some(subtotal - total)),
+            tax: money(tax),
+            ..Default::default()
+        });
+    }
+    if lines.is_empty() {
+        r.v.add("body.line_items", "at least one line item is required");
+    }
+    let ship_to = r.at(&["shipping"]).map(|a| {
+        let mut ar = Reader::new(a);
+        PostalAddress {
+            name: [
+                ar.string(&["first_name"], false),
+                ar.string(&["last_name"], false),
+            ]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(" "),
+            company: ar.string(&["company"], false),
+            lines: [
+                ar.string(&["address_1"], false),
+                ar.string(&["address_2"], false),
+            ]
+            .into_iter()
+            .filter(|l| !l.is_empty())
+            .collect(),
+            city: ar.string(&["city"], false),
+            region: ar.string(&["state"], false),
+            postal_code: ar.string(&["postcode"], false),
+            country_code: ar.string(&["country"], false),
+            ..Default::default()
+        }
+    });
+    let shipping = r.money(&["shipping_total"], &currency);
+    let tax = r.money(&["total_tax"], &currency);
+    let discount = r.money(&["discount_total"], &currency);
+    let total = r.money(&["total"], &currency);
+    let subtotal: i64 = lines
+        .iter()
+        .map(|l| l.unit_price.as_ref().map_or(0, |m| m.amount_minor) * l.quantity)
+        .sum();
+    let customer = Customer {
+        customer_id: r.string(&["customer_id"], false),
+        name: [
+            r.string(&["billing", "first_name"], false),
+            r.string(&["billing", "last_name"], false),
+        ]
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(" "),
+        email: r.string(&["billing", "email"], false),
+        phone: r.string(&["billing", "phone"], false),
+    };
+    let created = r.string(&["date_created_gmt"], false);
+    let order_time = super::super::time::parse_rfc3339(&format!("{created}Z"));
+    let cancelled = r.string(&["status"], false) == "cancelled";
+    let order = Order {
+        channel_order_id: id.map(|i| i.to_string()).unwrap_or_default(),
+        currency_code: currency.clone(),
+        lines,
+        customer: Some(customer),
+        ship_to,
+        totals: Some(OrderTotals {
+            subtotal: money(Some(subtotal)),
+            shipping: money(shipping),
+            tax: money(tax),
+            discount: money(discount),
+            total: money(total),
+        }),
+        order_time,
+        ..Default::default()
+    };
+    r.v.into_result(Mapped { order, cancelled })
+}

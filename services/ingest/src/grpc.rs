@@ -1,0 +1,497 @@
+//! The IngestService API.
+use crate::adapters::{self, Mapped};
+use crate::{repo, signature};
+use oms_kernel::{Tenant, Violations, parse_name};
+use oms_proto::ingest::{ingest_service_server::IngestService, *};
+use oms_proto::orders::{self as ord, order_service_client::OrderServiceClient};
+use oms_runtime::{
+    auth::{self, Caller, TokenIssuer},
+    client::Outbound,
+    status,
+};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use std::collections::BTreeMap;
+use tonic::{Code, Request, Response, Status, transport::Channel as GrpcChannel};
+
+const DOMAIN: &str = "ingest.oms";
+const MAX_BODY: usize = 1 << 20;
+
+pub struct IngestApi {
+    pub pool: PgPool,
+    pub orders: GrpcChannel,
+    pub issuer: TokenIssuer,
+}
+
+fn db(e: sqlx::Error) -> Status {
+    status::from_db(DOMAIN, &e)
+}
+
+fn invalid(v: Violations) -> Status {
+    status::invalid_argument(DOMAIN, &v)
+}
+
+fn channel_id(field: &str, name: &str) -> Result<String, Status> {
+    parse_name(name, "channels")
+        .map(str::to_owned)
+        .map_err(|e| invalid(Violations::one(field, e)))
+}
+
+/// A payload as received, before and after mapping.
+struct Submission<'a> {
+    channel: &'a str,
+    body: Vec<u8>,
+    headers: BTreeMap<String, String>,
+    /// The canonical order, when the caller sent one instead of a payload.
+    canonical: Option<ord::Order>,
+}
+
+impl IngestApi {
+    async fn submit(
+        &self,
+        caller: &Caller,
+        s: Submission<'_>,
+    ) -> Result<SubmitChannelPayloadResponse, Status> {
+        let tenant = &caller.tenant;
+        let id = channel_id("channel", s.channel)?;
+        let Some((channel, secret)) = repo::channel(&self.pool, tenant, &id).await.map_err(db)?
+        else {
+            return Err(status::not_found(DOMAIN, "channel", s.channel));
+        };
+        if !channel.enabled {
+            return Err(status::failed_precondition(
+                DOMAIN,
+                "CHANNEL_DISABLED",
+                s.channel,
+                "the channel is disabled",
+            ));
+        }
+        let payload_id = uuid::Uuid::now_v7();
+        let body_hash = hex::encode(Sha256::digest(&s.body));
+        let mut audit = Payload {
+            name: format!("payloads/{payload_id}"),
+            channel: s.channel.to_owned(),
+            body: s.body.clone(),
+            headers: s.headers.clone().into_iter().collect(),
+            receive_time: Some(oms_runtime::time::to_timestamp(chrono::Utc::now())),
+            ..Default::default()
+        };
+        let outcome = self.accept(tenant, &channel, &secret, &s, &body_hash).await;
+        let (status_code, channel_order_id) = match &outcome {
+            Ok((resp, coid)) => {
+                audit.order = resp.order.clone();
+                (
+                    if resp.outcome == SubmissionOutcome::Duplicate as i32 {
+                        PayloadStatus::Duplicate
+                    } else {
+                        PayloadStatus::Accepted
+                    },
+                    coid.clone(),
+                )
+            }
+            Err(e) => {
+                audit.error = e.message().to_owned();
+                (PayloadStatus::Rejected, String::new())
+            }
+        };
+        audit.status = status_code as i32;
+        // Every attempt is kept for audit, accepted or not.
+        repo::insert_payload(
+            &self.pool,
+            tenant,
+            payload_id,
+            &audit,
+            &body_hash,
+            &channel_order_id,
+        )
+        .await
+        .map_err(db)?;
+        outcome.map(|(mut r, _)| {
+            r.payload = audit.name;
+            r
+        })
+    }
+
+    async fn accept(
+        &self,
+        tenant: &Tenant,
+        channel: &oms_proto::ingest::Channel,
+        secret: &str,
+        s: &Submission<'_>,
+        body_hash: &str,
+    ) -> Result<(SubmitChannelPayloadResponse, String), Status> {
+        let kind = ChannelKind::try_from(channel.kind).unwrap_or_default();
+        let mapped = match (&s.canonical, kind) {
+            (Some(order), _) => Mapped {
+                order: order.clone(),
+                cancelled: false,
+            },
+            (None, ChannelKind::Shopify | ChannelKind::Woocommerce) => {
+                let header = if kind == ChannelKind::Shopify {
+                    adapters::shopify::SIGNATURE_HEADER
+                } else {
+                    adapters::woocommerce::SIGNATURE_HEADER
+                };
+                let given = s
+                    .headers
+                    .get(header)
+                    .map(String::as_str)
+                    .unwrap_or_default();
+                if secret.is_empty() || !signature::verify(secret, &s.body, given) {
+                    return Err(status::with_reason(
+                        Code::Unauthenticated,
+                        DOMAIN,
+                        "SIGNATURE_INVALID",
+                        format!(
+                            "the {header} header does not sign this body with the channel's webhook secret"
+                        ),
+                    ));
+                }
+                let json: serde_json::Value = serde_json::from_slice(&s.body)
+                    .map_err(|e| invalid(Violations::one("body", format!("not JSON: {e}"))))?;
+                let mapped = if kind == ChannelKind::Shopify {
+                    adapters::shopify::map(&json)
+                } else {
+                    adapters::woocommerce::map(&json)
+                };
+                mapped.map_err(invalid)?
+            }
+            (None, _) => {
+                return Err(invalid(Violations::one(
+                    "body",
+                    "this channel kind takes canonical orders (SubmitOrder), not raw payloads",
+                )));
+            }
+        };
+        let mut order = mapped.order;
+        if order.channel_order_id.is_empty() {
+            return Err(invalid(Violations::one(
+                "order.channel_order_id",
+                "is required to recognise repeats",
+            )));
+        }
+        let map: BTreeMap<&str, &str> = channel
+            .sku_mappings
+            .iter()
+            .map(|m| (m.channel_sku.as_str(), m.sku.as_str()))
+            .collect();
+        for l in &mut order.lines {
+            if l.channel_sku.is_empty() {
+                l.channel_sku = l.sku.clone();
+            }
+            if let Some(sku) = map.get(l.channel_sku.as_str()) {
+                l.sku = (*sku).to_owned();
+            }
+        }
+        order.channel = channel.name.clone();
+        let coid = order.channel_order_id.clone();
+        let mut orders = OrderServiceClient::with_interceptor(
+            self.orders.clone(),
+            Outbound::for_tenant(&self.issuer, tenant, "service:ingest"),
+        );
+        let known = repo::channel_order(&self.pool, tenant, &channel.channel_id, &coid)
+            .await
+            .map_err(db)?;
+        let (name, outcome) = match known {
+            Some((name, hash, _)) if hash == body_hash => (name, SubmissionOutcome::Duplicate),
+            Some((name, _, was_cancelled)) => {
+                if mapped.cancelled && !was_cancelled {
+                    self.cancel(&mut orders, &name, &channel.channel_id, &coid)
+                        .await?;
+                }
+                (name, SubmissionOutcome::Updated)
+            }
+            None => {
+                let request_id = format!("ingest:{}:{}", channel.channel_id, coid);
+                let created = orders
+                    .create_order(ord::CreateOrderRequest {
+                        request_id,
+                        order: Some(order),
+                    })
+                    .await?
+                    .into_inner()
+                    .order
+                    .unwrap_or_default();
+                if mapped.cancelled {
+                    self.cancel(&mut orders, &created.name, &channel.channel_id, &coid)
+                        .await?;
+                }
+                (created.name, SubmissionOutcome::Created)
+            }
+        };
+        repo::upsert_channel_order(
+            &self.pool,
+            tenant,
+            &channel.channel_id,
+            &coid,
+            &name,
+            body_hash,
+            mapped.cancelled,
+        )
+        .await
+        .map_err(db)?;
+        Ok((
+            SubmitChannelPayloadResponse {
+                payload: String::new(),
+                order: name,
+                outcome: outcome as i32,
+            },
+            coid,
+        ))
+    }
+
+    async fn cancel(
+        &self,
+        orders: &mut OrderServiceClient<
+            tonic::service::interceptor::InterceptedService<GrpcChannel, Outbound>,
+        >,
+        name: &str,
+        channel: &str,
+        coid: &str,
+    ) -> Result<(), Status> {
+        let req = ord::CancelOrderRequest {
+            request_id: format!("ingest-cancel:{channel}:{coid}"),
+            name: name.to_owned(),
+            reason: "cancelled in the channel".into(),
+        };
+        match orders.cancel_order(req).await {
+            // Already cancelled or past cancellation: the order keeps its own truth.
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Code::FailedPrecondition => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl IngestService for IngestApi {
+    async fn create_channel(
+        &self,
+        req: Request<CreateChannelRequest>,
+    ) -> Result<Response<CreateChannelResponse>, Status> {
+        let caller = auth::caller(&req)?;
+        let r = req.into_inner();
+        let Some(mut c) = r.channel.clone() else {
+            return Err(invalid(Violations::one("channel", "is required")));
+        };
+        let mut v = Violations::new();
+        v.check("request_id", oms_kernel::RequestId::parse(&r.request_id));
+        let id_ok = !c.channel_id.is_empty()
+            && c.channel_id.len() <= 64
+            && c.channel_id
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch));
+        if !id_ok {
+            v.add(
+                "channel.channel_id",
+                "must be 1-64 letters, digits, '-', '_' or '.'",
+            );
+        }
+        let kind = ChannelKind::try_from(c.kind).unwrap_or_default();
+        if kind == ChannelKind::Unspecified {
+            v.add("channel.kind", "choose a channel kind");
+        }
+        if matches!(kind, ChannelKind::Shopify | ChannelKind::Woocommerce)
+            && c.webhook_secret.is_empty()
+        {
+            v.add(
+                "channel.webhook_secret",
+                "signed channels need their webhook secret",
+            );
+        }
+        for (i, m) in c.sku_mappings.iter().enumerate() {
+            if m.channel_sku.is_empty() || m.sku.is_empty() {
+                v.add(
+                    format!("channel.sku_mappings[{i}]"),
+                    "both channel_sku and sku are required",
+                );
+            }
+        }
+        v.into_result(()).map_err(invalid)?;
+        let secret = std::mem::take(&mut c.webhook_secret);
+        c.has_webhook_secret = !secret.is_empty();
+        c.name = format!("channels/{}", c.channel_id);
+        let now = Some(oms_runtime::time::to_timestamp(chrono::Utc::now()));
+        c.create_time = now;
+        c.update_time = now;
+        if !repo::insert_channel(&self.pool, &caller.tenant, &c, &secret)
+            .await
+            .map_err(db)?
+        {
+            let (existing, _) = repo::channel(&self.pool, &caller.tenant, &c.channel_id)
+                .await
+                .map_err(db)?
+                .unwrap_or_default();
+            // The same request again returns the channel; another is a conflict.
+            if existing.kind == c.kind && existing.display_name == c.display_name {
+                return Ok(Response::new(CreateChannelResponse {
+                    channel: Some(existing),
+                }));
+            }
+            return Err(status::already_exists(DOMAIN, "CHANNEL_EXISTS", &c.name));
+        }
+        Ok(Response::new(CreateChannelResponse { channel: Some(c) }))
+    }
+
+    async fn get_channel(
+        &self,
+        req: Request<GetChannelRequest>,
+    ) -> Result<Response<GetChannelResponse>, Status> {
+        let caller = auth::caller(&req)?;
+        let id = channel_id("name", &req.get_ref().name)?;
+        match repo::channel(&self.pool, &caller.tenant, &id)
+            .await
+            .map_err(db)?
+        {
+            Some((c, _)) => Ok(Response::new(GetChannelResponse { channel: Some(c) })),
+            None => Err(status::not_found(DOMAIN, "channel", &req.get_ref().name)),
+        }
+    }
+
+    async fn list_channels(
+        &self,
+        req: Request<ListChannelsRequest>,
+    ) -> Result<Response<ListChannelsResponse>, Status> {
+        let caller = auth::caller(&req)?;
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        let size = v.check(
+            "page_size",
+            oms_kernel::PageSize::parse(r.page_size, 50, 500),
+        );
+        let after = v
+            .check(
+                "page_token",
+                oms_kernel::PageToken::<String>::decode(&r.page_token, 0),
+            )
+            .flatten();
+        let size = v
+            .into_result(size)
+            .map_err(invalid)?
+            .map_or(50, |s| s.get());
+        let limit = i64::from(size);
+        let mut channels = repo::channels(
+            &self.pool,
+            &caller.tenant,
+            after.as_deref().unwrap_or(""),
+            limit + 1,
+        )
+        .await
+        .map_err(db)?;
+        let more = channels.len() as i64 > limit;
+        channels.truncate(limit as usize);
+        let next_page_token = match channels.last() {
+            Some(c) if more => oms_kernel::PageToken::encode(c.channel_id.clone(), 0),
+            _ => String::new(),
+        };
+        Ok(Response::new(ListChannelsResponse {
+            channels,
+            next_page_token,
+        }))
+    }
+
+    async fn submit_channel_payload(
+        &self,
+        req: Request<SubmitChannelPayloadRequest>,
+    ) -> Result<Response<SubmitChannelPayloadResponse>, Status> {
+        let caller = auth::caller(&req)?;
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        v.check("request_id", oms_kernel::RequestId::parse(&r.request_id));
+        if r.body.is_empty() {
+            v.add("body", "is required");
+        }
+        if r.body.len() > MAX_BODY {
+            v.add("body", "must be at most 1 MiB");
+        }
+        v.into_result(()).map_err(invalid)?;
+        let headers = r
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect();
+        let s = Submission {
+            channel: &r.channel,
+            body: r.body.clone(),
+            headers,
+            canonical: None,
+        };
+        self.submit(&caller, s).await.map(Response::new)
+    }
+
+    async fn submit_order(
+        &self,
+        req: Request<SubmitOrderRequest>,
+    ) -> Result<Response<SubmitOrderResponse>, Status> {
+        let caller = auth::caller(&req)?;
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        v.check("request_id", oms_kernel::RequestId::parse(&r.request_id));
+        let Some(order) = r.order.clone() else {
+            v.add("order", "is required");
+            return Err(invalid(v));
+        };
+        v.into_result(()).map_err(invalid)?;
+        let body = prost::Message::encode_to_vec(&order);
+        let s = Submission {
+            channel: &r.channel,
+            body,
+            headers: BTreeMap::new(),
+            canonical: Some(order),
+        };
+        let resp = self.submit(&caller, s).await?;
+        Ok(Response::new(SubmitOrderResponse {
+            payload: resp.payload,
+            order: resp.order,
+            outcome: resp.outcome,
+        }))
+    }
+
+    async fn get_payload(
+        &self,
+        req: Request<GetPayloadRequest>,
+    ) -> Result<Response<GetPayloadResponse>, Status> {
+        let caller = auth::caller(&req)?;
+        let name = req.get_ref().name.clone();
+        let id = parse_name(&name, "payloads")
+            .ok()
+            .and_then(|i| uuid::Uuid::parse_str(i).ok())
+            .ok_or_else(|| invalid(Violations::one("name", "must look like payloads/{id}")))?;
+        match repo::payload(&self.pool, &caller.tenant, id)
+            .await
+            .map_err(db)?
+        {
+            Some(p) => Ok(Response::new(GetPayloadResponse { payload: Some(p) })),
+            None => Err(status::not_found(DOMAIN, "payload", &name)),
+        }
+    }
+
+    async fn list_payloads(
+        &self,
+        req: Request<ListPayloadsRequest>,
+    ) -> Result<Response<ListPayloadsResponse>, Status> {
+        let caller = auth::caller(&req)?;
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        let size = v.check(
+            "page_size",
+            oms_kernel::PageSize::parse(r.page_size, 50, 500),
+        );
+        let channel = if r.channel.is_empty() {
+            None
+        } else {
+            v.check("channel", parse_name(&r.channel, "channels"))
+        };
+        let size = v
+            .into_result(size)
+            .map_err(invalid)?
+            .map_or(50, |s| s.get());
+        let payloads = repo::payloads(&self.pool, &caller.tenant, channel, i64::from(size))
+            .await
+            .map_err(db)?;
+        Ok(Response::new(ListPayloadsResponse {
+            payloads,
+            next_page_token: String::new(),
+        }))
+    }
+}
