@@ -248,6 +248,58 @@ async fn shopify_and_woocommerce_samples_become_reserved_orders() {
     );
     assert_eq!(shop_order.totals.unwrap().tax.unwrap().amount_minor, 1194);
 
+    // Amazon: the connector sends what getOrders, getOrderItems and
+    // getOrderAddress returned.
+    channel(
+        &mut ingest,
+        "amazon",
+        ing::ChannelKind::AmazonSpApi,
+        &[("NABetaASINB00551Q3CS", "IPOD2008GREEN")],
+    )
+    .await;
+    let orders_doc: serde_json::Value =
+        serde_json::from_slice(&sample("amazon-sp-api-getOrders.json")).unwrap();
+    let body = serde_json::json!({
+        "order": orders_doc["payload"]["Orders"][0],
+        "items": serde_json::from_slice::<serde_json::Value>(&sample("amazon-sp-api-getOrderItems.json")).unwrap(),
+        "address": serde_json::from_slice::<serde_json::Value>(&sample("amazon-sp-api-getOrderAddress.json")).unwrap(),
+    });
+    let amazon = ingest
+        .submit_channel_payload(authed(
+            T,
+            ing::SubmitChannelPayloadRequest {
+                request_id: "amazon-1".into(),
+                channel: "channels/amazon".into(),
+                body: body.to_string().into_bytes(),
+                headers: Default::default(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let amazon_order = orders
+        .get_order(authed(T, ord::GetOrderRequest { name: amazon.order }))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(amazon_order.channel_order_id, "902-1845936-5435065");
+    let l = &amazon_order.lines[0];
+    assert_eq!(
+        (
+            l.sku.as_str(),
+            l.quantity,
+            l.unit_price.as_ref().unwrap().amount_minor
+        ),
+        ("IPOD2008GREEN", 1, 1000)
+    );
+    assert_eq!(amazon_order.ship_to.unwrap().city, "SEATTLE");
+    assert_eq!(
+        amazon_order.totals.unwrap().total.unwrap().amount_minor,
+        1101
+    );
+
     let woo_order = orders
         .get_order(authed(T, ord::GetOrderRequest { name: woo.order }))
         .await

@@ -156,6 +156,11 @@ impl IngestApi {
                 };
                 mapped.map_err(invalid)?
             }
+            (None, ChannelKind::AmazonSpApi) => {
+                let json: serde_json::Value = serde_json::from_slice(&s.body)
+                    .map_err(|e| invalid(Violations::one("body", format!("not JSON: {e}"))))?;
+                adapters::amazon::map(&json).map_err(invalid)?
+            }
             (None, _) => {
                 return Err(invalid(Violations::one(
                     "body",

@@ -1,5 +1,6 @@
 //! Channel payload adapters: each turns a channel's own order format into
 //! the canonical order, naming the JSON path of anything it cannot map.
+pub mod amazon;
 pub mod money;
 pub mod shopify;
 pub mod woocommerce;

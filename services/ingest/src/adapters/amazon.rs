@@ -1,0 +1,133 @@
+//! Amazon Selling Partner API orders. A connector polls SP-API and submits
+//! one body per order with the three answers it fetched:
+//! `{"order": <getOrders Orders[i]>, "items": <getOrderItems payload>,
+//!   "address": <getOrderAddress payload>}` (each may also be the whole
+//! response with its `payload`). Amazon does not sign these; the
+//! connector's bearer token authenticates them.
+use super::{Mapped, Reader};
+use oms_kernel::Violations;
+use oms_proto::common::{Money, PostalAddress};
+use oms_proto::orders::{Order, OrderLine, OrderTotals};
+use serde_json::Value;
+
+fn unwrap(v: Option<&Value>) -> Option<&Value> {
+    v.map(|v| v.get("payload").unwrap_or(v))
+}
+
+pub fn map(body: &Value) -> Result<Mapped, Violations> {
+    let mut top = Reader::new(body);
+    let Some(order) = unwrap(top.at(&["order"])) else {
+        return Err(Violations::one(
+            "body.order",
+            "is required (an order from getOrders)",
+        ));
+    };
+    let mut r = Reader::new(order);
+    let id = r.string(&["AmazonOrderId"], true);
+    let currency = r
+        .string(&["OrderTotal", "CurrencyCode"], true)
+        .to_uppercase();
+    let money = |a: Option<i64>| {
+        a.map(|a| Money {
+            currency_code: currency.clone(),
+            amount_minor: a,
+        })
+    };
+    let items_doc = unwrap(top.at(&["items"]));
+    let items: Vec<&Value> = items_doc
+        .and_then(|d| d.get("OrderItems"))
+        .and_then(Value::as_array)
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    if items.is_empty() {
+        top.v.add(
+            "body.items.OrderItems",
+            "at least one order item is required (getOrderItems)",
+        );
+    }
+    let mut lines = Vec::new();
+    let mut tax_total = 0;
+    for (i, item) in items.into_iter().enumerate() {
+        let mut li = Reader::new(item);
+        let sku = li.string(&["SellerSKU"], true);
+        let quantity = li.int(&["QuantityOrdered"]).unwrap_or(0);
+        // ItemPrice is the price of all units of the item.
+        let price = li.money(&["ItemPrice", "Amount"], &currency).unwrap_or(0);
+        let tax = li.money(&["ItemTax", "Amount"], &currency).unwrap_or(0);
+        let discount = li
+            .money(&["PromotionDiscount", "Amount"], &currency)
+            .unwrap_or(0);
+        let line_id = li.string(&["OrderItemId"], false);
+        let title = li.string(&["Title"], false);
+        if quantity <= 0 {
+            li.v.add("body.QuantityOrdered", "must be positive");
+        }
+        for v in li.v.0 {
+            top.v.add(
+                v.field
+                    .replacen("body.", &format!("body.items.OrderItems[{i}]."), 1),
+                v.description,
+            );
+        }
+        tax_total += tax;
+        lines.push(OrderLine {
+            line_id,
+            sku: sku.clone(),
+            channel_sku: sku,
+            title,
+            quantity,
+            unit_price: money((quantity > 0).then(|| price / quantity)),
+            discount: money(Some(discount)),
+            tax: money(Some(tax)),
+            ..Default::default()
+        });
+    }
+    let ship_to = unwrap(top.at(&["address"]))
+        .and_then(|a| a.get("ShippingAddress"))
+        .map(|a| {
+            let mut ar = Reader::new(a);
+            PostalAddress {
+                name: ar.string(&["Name"], false),
+                lines: ["AddressLine1", "AddressLine2", "AddressLine3"]
+                    .iter()
+                    .map(|k| ar.string(&[k], false))
+                    .filter(|l| !l.is_empty())
+                    .collect(),
+                city: ar.string(&["City"], false),
+                region: ar.string(&["StateOrRegion"], false),
+                postal_code: ar.string(&["PostalCode"], false),
+                country_code: ar.string(&["CountryCode"], false),
+                phone: ar.string(&["Phone"], false),
+                ..Default::default()
+            }
+        });
+    let subtotal: i64 = lines
+        .iter()
+        .map(|l| l.unit_price.as_ref().map_or(0, |m| m.amount_minor) * l.quantity)
+        .sum();
+    let total = r.money(&["OrderTotal", "Amount"], &currency);
+    let order_time = super::super::time::parse_rfc3339(&r.string(&["PurchaseDate"], false));
+    let promise_time = super::super::time::parse_rfc3339(&r.string(&["LatestDeliveryDate"], false));
+    let cancelled = r.string(&["OrderStatus"], false) == "Canceled";
+    for v in r.v.0 {
+        top.v
+            .add(v.field.replacen("body.", "body.order.", 1), v.description);
+    }
+    let order = Order {
+        channel_order_id: id,
+        currency_code: currency.clone(),
+        lines,
+        ship_to,
+        totals: Some(OrderTotals {
+            subtotal: money(Some(subtotal)),
+            shipping: money(Some(0)),
+            tax: money(Some(tax_total)),
+            discount: money(Some(0)),
+            total: money(total),
+        }),
+        order_time,
+        promise_time,
+        ..Default::default()
+    };
+    top.v.into_result(Mapped { order, cancelled })
+}
