@@ -395,3 +395,89 @@ async fn bad_signatures_and_bad_payloads_are_refused_and_audited() {
         .orders;
     assert!(listed.is_empty(), "nothing but the audit is stored");
 }
+
+#[tokio::test]
+async fn a_bulk_import_answers_each_item() {
+    let suite = Suite::start().await;
+    stocked(&suite, &["IPOD2008GREEN", "IPOD2008RED", "IPOD2008BLACK"]).await;
+    let mut ingest = IngestServiceClient::new(suite.channel(Service::Ingest));
+    channel(&mut ingest, "shop", ing::ChannelKind::Shopify, &[]).await;
+    channel(&mut ingest, "pos", ing::ChannelKind::Pos, &[]).await;
+    let pos_order = |id: &str, sku: &str| ord::Order {
+        channel_order_id: id.into(),
+        currency_code: "EUR".into(),
+        delivery_method: oms_proto::common::DeliveryMethod::Pickup as i32,
+        pickup_node_id: "DC1".into(),
+        lines: vec![ord::OrderLine {
+            sku: sku.into(),
+            quantity: 1,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let items = vec![
+        ing::ImportOrdersRequest {
+            item_id: "a".into(),
+            item: Some(ing::import_orders_request::Item::Payload(webhook(
+                "shop",
+                "X-Shopify-Hmac-Sha256",
+                sample("shopify-order.json"),
+            ))),
+        },
+        ing::ImportOrdersRequest {
+            item_id: "b".into(),
+            item: Some(ing::import_orders_request::Item::Order(
+                ing::SubmitOrderRequest {
+                    request_id: "pos-1".into(),
+                    channel: "channels/pos".into(),
+                    order: Some(pos_order("till-1", "IPOD2008RED")),
+                },
+            )),
+        },
+        ing::ImportOrdersRequest {
+            item_id: "c".into(),
+            item: Some(ing::import_orders_request::Item::Order(
+                ing::SubmitOrderRequest {
+                    request_id: "pos-2".into(),
+                    channel: "channels/pos".into(),
+                    order: Some(ord::Order {
+                        lines: vec![],
+                        ..pos_order("till-2", "X")
+                    }),
+                },
+            )),
+        },
+    ];
+    let results = ingest
+        .import_orders(authed(T, tokio_stream::iter(items)))
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    let summary: Vec<(&str, i32, i32)> = results
+        .iter()
+        .map(|r| {
+            (
+                r.item_id.as_str(),
+                r.status.as_ref().unwrap().code,
+                r.outcome,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("a", 0, ing::SubmissionOutcome::Created as i32),
+            ("b", 0, ing::SubmissionOutcome::Created as i32),
+            (
+                "c",
+                tonic::Code::InvalidArgument as i32,
+                ing::SubmissionOutcome::Unspecified as i32
+            ),
+        ]
+    );
+    assert!(
+        !results[2].status.as_ref().unwrap().details.is_empty(),
+        "field violations travel with the item"
+    );
+}

@@ -499,4 +499,87 @@ impl IngestService for IngestApi {
             next_page_token: String::new(),
         }))
     }
+    async fn import_orders(
+        &self,
+        req: Request<tonic::Streaming<ImportOrdersRequest>>,
+    ) -> Result<Response<ImportOrdersResponse>, Status> {
+        use import_orders_request::Item;
+        let caller = auth::caller(&req)?;
+        let mut stream = req.into_inner();
+        let mut results = Vec::new();
+        while let Some(msg) = stream.message().await? {
+            if results.len() >= MAX_IMPORT_ITEMS {
+                return Err(invalid(Violations::one(
+                    "item",
+                    format!("at most {MAX_IMPORT_ITEMS} items per import"),
+                )));
+            }
+            let outcome = match msg.item {
+                Some(Item::Payload(p)) => {
+                    let headers = p
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                        .collect();
+                    let s = Submission {
+                        channel: &p.channel,
+                        body: p.body.clone(),
+                        headers,
+                        canonical: None,
+                    };
+                    self.submit(&caller, s).await
+                }
+                Some(Item::Order(o)) => match o.order.clone() {
+                    Some(order) => {
+                        let s = Submission {
+                            channel: &o.channel,
+                            body: prost::Message::encode_to_vec(&order),
+                            headers: BTreeMap::new(),
+                            canonical: Some(order),
+                        };
+                        self.submit(&caller, s).await
+                    }
+                    None => Err(invalid(Violations::one("order.order", "is required"))),
+                },
+                None => Err(invalid(Violations::one(
+                    "item",
+                    "send a payload or an order",
+                ))),
+            };
+            results.push(match outcome {
+                Ok(r) => ImportResult {
+                    item_id: msg.item_id,
+                    status: Some(oms_proto::google::rpc::Status {
+                        code: 0,
+                        message: String::new(),
+                        details: vec![],
+                    }),
+                    order: r.order,
+                    outcome: r.outcome,
+                },
+                Err(e) => ImportResult {
+                    item_id: msg.item_id,
+                    status: Some(rpc_status(&e)),
+                    order: String::new(),
+                    outcome: SubmissionOutcome::Unspecified as i32,
+                },
+            });
+        }
+        Ok(Response::new(ImportOrdersResponse { results }))
+    }
+}
+
+const MAX_IMPORT_ITEMS: usize = 10_000;
+
+/// A tonic status as `google.rpc.Status`, with its rich details.
+fn rpc_status(e: &Status) -> oms_proto::google::rpc::Status {
+    use prost::Message as _;
+    oms_proto::google::rpc::Status::decode(e.details())
+        .ok()
+        .filter(|s| s.code != 0)
+        .unwrap_or_else(|| oms_proto::google::rpc::Status {
+            code: e.code() as i32,
+            message: e.message().to_owned(),
+            details: vec![],
+        })
 }
