@@ -173,6 +173,27 @@ async fn shopify_and_woocommerce_samples_become_reserved_orders() {
         )
     );
 
+    // A later version of the order (the address changed) updates it.
+    let mut changed: serde_json::Value =
+        serde_json::from_slice(&sample("shopify-order.json")).unwrap();
+    changed["shipping_address"]["city"] = "Lexington".into();
+    let update = ingest
+        .submit_channel_payload(authed(
+            T,
+            webhook(
+                "shop",
+                "X-Shopify-Hmac-Sha256",
+                changed.to_string().into_bytes(),
+            ),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (update.outcome, update.order.as_str()),
+        (ing::SubmissionOutcome::Updated as i32, first.order.as_str())
+    );
+
     let woo = ingest
         .submit_channel_payload(authed(
             T,
@@ -244,7 +265,7 @@ async fn shopify_and_woocommerce_samples_become_reserved_orders() {
             to.country_code.as_str(),
             to.postal_code.as_str()
         ),
-        ("Louisville", "KY", "US", "40202")
+        ("Lexington", "KY", "US", "40202")
     );
     assert_eq!(shop_order.totals.unwrap().tax.unwrap().amount_minor, 1194);
 

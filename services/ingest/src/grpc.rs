@@ -203,6 +203,32 @@ impl IngestApi {
                 if mapped.cancelled && !was_cancelled {
                     self.cancel(&mut orders, &name, &channel.channel_id, &coid)
                         .await?;
+                } else if !mapped.cancelled {
+                    // A later version of the order: its address and customer
+                    // follow, while the order can still change.
+                    let update = ord::UpdateOrderRequest {
+                        request_id: format!(
+                            "ingest-update:{}:{}:{}",
+                            channel.channel_id,
+                            coid,
+                            &body_hash[..16]
+                        ),
+                        order: Some(ord::Order {
+                            name: name.clone(),
+                            ..order
+                        }),
+                        update_mask: Some(prost_types::FieldMask {
+                            paths: vec!["ship_to".into(), "customer".into()],
+                        }),
+                        reason: "updated in the channel".into(),
+                    };
+                    match orders.update_order(update).await {
+                        Ok(_) => {}
+                        Err(e) if e.code() == Code::FailedPrecondition => {
+                            tracing::info!(order = %name, "channel update after release not applied: {}", e.message());
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
                 (name, SubmissionOutcome::Updated)
             }

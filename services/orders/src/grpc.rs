@@ -555,6 +555,49 @@ impl OrderService for OrderApi {
         counts.sort_by_key(|c| c.state);
         Ok(Response::new(pb::CountOrdersResponse { counts, total }))
     }
+    async fn update_order(
+        &self,
+        req: Request<pb::UpdateOrderRequest>,
+    ) -> Result<Response<pb::UpdateOrderResponse>, Status> {
+        let caller = auth::caller(&req)?;
+        let r = req.into_inner();
+        let Some(patch) = r.order.clone() else {
+            return Err(to_status(Violations::one("order", "is required").into()));
+        };
+        let paths = r
+            .update_mask
+            .as_ref()
+            .map(|m| m.paths.clone())
+            .unwrap_or_default();
+        let reason = r.reason.clone();
+        self.mutate(
+            &caller,
+            &r.request_id,
+            "UpdateOrder",
+            &r,
+            &patch.name,
+            |o, _, _| {
+                lifecycle::update(o, &patch, &paths).map_err(|e| match e {
+                    lifecycle::UpdateError::Invalid(v) => Error::Invalid(v),
+                    lifecycle::UpdateError::Refused(r) => Error::Refused(r),
+                })?;
+                Ok(Outcome {
+                    happened: Happened {
+                        kind: order_event::Kind::Updated(pb::OrderUpdated {
+                            paths: paths.clone(),
+                            reason: reason.clone(),
+                        }),
+                        reason: reason.clone(),
+                    },
+                    steps: vec![],
+                    drop_steps: vec![],
+                })
+            },
+        )
+        .await
+        .map(|o| Response::new(pb::UpdateOrderResponse { order: Some(o) }))
+        .map_err(to_status)
+    }
 }
 
 fn hold_type(t: i32) -> Result<pb::HoldType> {

@@ -177,6 +177,77 @@ pub fn backordered(o: &mut Order, missing: &[(String, i64)]) -> Result<(), Refus
     Ok(())
 }
 
+pub enum UpdateError {
+    Invalid(oms_kernel::Violations),
+    Refused(Refused),
+}
+
+/// Fields an update may change, before the order is released.
+pub const UPDATABLE: &[&str] = &[
+    "customer",
+    "ship_to",
+    "promise_time",
+    "priority",
+    "service_level",
+    "attributes",
+];
+
+/// Applies the `paths` of `patch` to the order; the address is checked as
+/// at creation. Released orders belong to the warehouse: refused.
+pub fn update(o: &mut Order, patch: &Order, paths: &[String]) -> Result<(), UpdateError> {
+    let st = state(o);
+    if !matches!(
+        st,
+        OrderState::Created
+            | OrderState::OnHold
+            | OrderState::Backordered
+            | OrderState::Reserved
+            | OrderState::Routed
+    ) {
+        return Err(UpdateError::Refused(refuse(
+            "ORDER_RELEASED",
+            format!("{} is {}; it can no longer be changed", o.name, st.as_db()),
+        )));
+    }
+    let mut v = oms_kernel::Violations::new();
+    if paths.is_empty() {
+        v.add(
+            "update_mask",
+            format!("name the fields to change: {}", UPDATABLE.join(", ")),
+        );
+    }
+    let mut next = o.clone();
+    for p in paths {
+        match p.as_str() {
+            "customer" => next.customer = patch.customer.clone(),
+            "ship_to" => next.ship_to = patch.ship_to.clone(),
+            "promise_time" => next.promise_time = patch.promise_time,
+            "priority" => next.priority = patch.priority,
+            "service_level" => next.service_level = patch.service_level,
+            "attributes" => next.attributes = patch.attributes.clone(),
+            other => v.add(
+                "update_mask",
+                format!(
+                    "{other:?} cannot be updated; updatable: {}",
+                    UPDATABLE.join(", ")
+                ),
+            ),
+        }
+    }
+    // The same checks as at creation, on the whole result.
+    if let Err(e) = super::NewOrder::parse(Some(next.clone())) {
+        v.0.extend(
+            e.0.into_iter()
+                .filter(|x| !x.field.starts_with("order.lines")),
+        );
+    }
+    if !v.is_empty() {
+        return Err(UpdateError::Invalid(v));
+    }
+    *o = next;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
