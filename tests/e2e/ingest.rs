@@ -321,6 +321,52 @@ async fn shopify_and_woocommerce_samples_become_reserved_orders() {
         1101
     );
 
+    // Trendyol: a shipment package as its API returns it.
+    channel(
+        &mut ingest,
+        "trendyol",
+        ing::ChannelKind::Trendyol,
+        &[("merchantSku", "Bar3")],
+    )
+    .await;
+    let ty = ingest
+        .submit_channel_payload(authed(
+            T,
+            ing::SubmitChannelPayloadRequest {
+                request_id: "ty-1".into(),
+                channel: "channels/trendyol".into(),
+                body: sample("trendyol-shipment-packages.json"),
+                headers: Default::default(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let ty_order = orders
+        .get_order(authed(T, ord::GetOrderRequest { name: ty.order }))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(
+        (
+            ty_order.channel_order_id.as_str(),
+            ty_order.currency_code.as_str()
+        ),
+        ("80869231", "TRY")
+    );
+    let l = &ty_order.lines[0];
+    assert_eq!(
+        (
+            l.sku.as_str(),
+            l.quantity,
+            l.unit_price.as_ref().unwrap().amount_minor
+        ),
+        ("Bar3", 2, 1299)
+    );
+    assert_eq!(ty_order.ship_to.unwrap().country_code, "TR");
+
     let woo_order = orders
         .get_order(authed(T, ord::GetOrderRequest { name: woo.order }))
         .await

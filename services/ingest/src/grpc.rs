@@ -161,6 +161,11 @@ impl IngestApi {
                     .map_err(|e| invalid(Violations::one("body", format!("not JSON: {e}"))))?;
                 adapters::amazon::map(&json).map_err(invalid)?
             }
+            (None, ChannelKind::Trendyol) => {
+                let json: serde_json::Value = serde_json::from_slice(&s.body)
+                    .map_err(|e| invalid(Violations::one("body", format!("not JSON: {e}"))))?;
+                adapters::trendyol::map(&json).map_err(invalid)?
+            }
             (None, _) => {
                 return Err(invalid(Violations::one(
                     "body",

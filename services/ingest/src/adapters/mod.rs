@@ -3,6 +3,7 @@
 pub mod amazon;
 pub mod money;
 pub mod shopify;
+pub mod trendyol;
 pub mod woocommerce;
 
 use oms_kernel::Violations;

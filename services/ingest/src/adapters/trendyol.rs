@@ -1,0 +1,123 @@
+//! Trendyol shipment packages (`GET /suppliers/{id}/orders`): one package
+//! per submission (a page's `content[0]` is taken when a page is sent).
+//! Trendyol is polled with API credentials, not signed webhooks; the
+//! connector's bearer token authenticates the submission.
+use super::{Mapped, Reader};
+use oms_kernel::Violations;
+use oms_proto::common::{Money, PostalAddress};
+use oms_proto::orders::{Customer, Order, OrderLine, OrderTotals};
+use serde_json::Value;
+
+pub fn map(body: &Value) -> Result<Mapped, Violations> {
+    let package = body.get("content").and_then(|c| c.get(0)).unwrap_or(body);
+    let mut r = Reader::new(package);
+    let id = r.string(&["orderNumber"], true);
+    let currency = r.string(&["currencyCode"], true).to_uppercase();
+    let money = |a: Option<i64>| {
+        a.map(|a| Money {
+            currency_code: currency.clone(),
+            amount_minor: a,
+        })
+    };
+    let mut lines = Vec::new();
+    for (i, item) in r.array(&["lines"]).into_iter().enumerate() {
+        let mut li = Reader::new(item);
+        let merchant_sku = li.string(&["merchantSku"], false);
+        let sku = if merchant_sku.is_empty() {
+            li.string(&["sku"], true)
+        } else {
+            merchant_sku
+        };
+        let quantity = li.int(&["quantity"]).unwrap_or(0);
+        let price = li.money(&["price"], &currency);
+        let discount = li.money(&["discount"], &currency);
+        let line_id = li.string(&["id"], false);
+        let title = li.string(&["productName"], false);
+        if quantity <= 0 {
+            li.v.add("body.quantity", "must be positive");
+        }
+        for v in li.v.0 {
+            r.v.add(
+                v.field.replacen("body.", &format!("body.lines[{i}]."), 1),
+                v.description,
+            );
+        }
+        lines.push(OrderLine {
+            line_id,
+            sku: sku.clone(),
+            channel_sku: sku,
+            title,
+            quantity,
+            unit_price: money(price),
+            discount: money(discount),
+            ..Default::default()
+        });
+    }
+    if lines.is_empty() {
+        r.v.add("body.lines", "at least one line is required");
+    }
+    let ship_to = r.at(&["shipmentAddress"]).map(|a| {
+        let mut ar = Reader::new(a);
+        let district = ar.string(&["district"], false);
+        PostalAddress {
+            name: ar.string(&["fullName"], false).trim().to_owned(),
+            company: ar.string(&["company"], false),
+            lines: [
+                ar.string(&["address1"], false),
+                ar.string(&["address2"], false),
+                district,
+            ]
+            .into_iter()
+            .map(|l| l.trim().to_owned())
+            .filter(|l| !l.is_empty())
+            .collect(),
+            city: ar.string(&["city"], false).trim().to_owned(),
+            postal_code: ar.string(&["postalCode"], false),
+            country_code: ar.string(&["countryCode"], false),
+            phone: ar.string(&["phone"], false),
+            ..Default::default()
+        }
+    });
+    let gross = r.money(&["grossAmount"], &currency);
+    let discount = r.money(&["totalDiscount"], &currency);
+    let total = r.money(&["totalPrice"], &currency);
+    let customer = Customer {
+        customer_id: r.string(&["customerId"], false),
+        name: format!(
+            "{} {}",
+            r.string(&["customerFirstName"], false),
+            r.string(&["customerLastName"], false)
+        )
+        .trim()
+        .to_owned(),
+        email: r.string(&["customerEmail"], false),
+        phone: String::new(),
+    };
+    // orderDate is epoch milliseconds.
+    let order_time = r
+        .at(&["orderDate"])
+        .and_then(Value::as_i64)
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map(oms_runtime::time::to_timestamp);
+    let cancelled = matches!(
+        r.string(&["status"], false).as_str(),
+        "Cancelled" | "UnSupplied"
+    );
+    let order = Order {
+        channel_order_id: id,
+        currency_code: currency.clone(),
+        lines,
+        customer: Some(customer),
+        ship_to,
+        totals: Some(OrderTotals {
+            subtotal: money(gross),
+            shipping: money(Some(0)),
+            tax: money(Some(0)),
+            discount: money(discount),
+            total: money(total),
+        }),
+        order_time,
+        ..Default::default()
+    };
+    r.v.into_result(Mapped { order, cancelled })
+}
