@@ -37,6 +37,14 @@ fn channel_id(field: &str, name: &str) -> Result<String, Status> {
         .map_err(|e| invalid(Violations::one(field, e)))
 }
 
+/// What a channel order became, recorded with its payload.
+struct Seen {
+    channel_id: String,
+    channel_order_id: String,
+    order: String,
+    cancelled: bool,
+}
+
 /// A payload as received, before and after mapping.
 struct Submission<'a> {
     channel: &'a str,
@@ -78,7 +86,8 @@ impl IngestApi {
         };
         let outcome = self.accept(tenant, &channel, &secret, &s, &body_hash).await;
         let (status_code, channel_order_id) = match &outcome {
-            Ok((resp, coid)) => {
+            Ok((resp, seen)) => {
+                let coid = &seen.channel_order_id;
                 audit.order = resp.order.clone();
                 (
                     if resp.outcome == SubmissionOutcome::Duplicate as i32 {
@@ -95,9 +104,24 @@ impl IngestApi {
             }
         };
         audit.status = status_code as i32;
-        // Every attempt is kept for audit, accepted or not.
+        // Every attempt is kept for audit, accepted or not; what the channel
+        // order became is recorded with it, in one transaction.
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        if let Ok((_, seen)) = &outcome {
+            repo::upsert_channel_order(
+                &mut *tx,
+                tenant,
+                &seen.channel_id,
+                &seen.channel_order_id,
+                &seen.order,
+                &body_hash,
+                seen.cancelled,
+            )
+            .await
+            .map_err(db)?;
+        }
         repo::insert_payload(
-            &self.pool,
+            &mut *tx,
             tenant,
             payload_id,
             &audit,
@@ -106,6 +130,7 @@ impl IngestApi {
         )
         .await
         .map_err(db)?;
+        tx.commit().await.map_err(db)?;
         outcome.map(|(mut r, _)| {
             r.payload = audit.name;
             r
@@ -119,7 +144,7 @@ impl IngestApi {
         secret: &str,
         s: &Submission<'_>,
         body_hash: &str,
-    ) -> Result<(SubmitChannelPayloadResponse, String), Status> {
+    ) -> Result<(SubmitChannelPayloadResponse, Seen), Status> {
         let kind = ChannelKind::try_from(channel.kind).unwrap_or_default();
         let mapped = match (&s.canonical, kind) {
             (Some(order), _) => Mapped {
@@ -255,24 +280,19 @@ impl IngestApi {
                 (created.name, SubmissionOutcome::Created)
             }
         };
-        repo::upsert_channel_order(
-            &self.pool,
-            tenant,
-            &channel.channel_id,
-            &coid,
-            &name,
-            body_hash,
-            mapped.cancelled,
-        )
-        .await
-        .map_err(db)?;
+        let seen = Seen {
+            channel_id: channel.channel_id.clone(),
+            channel_order_id: coid,
+            order: name.clone(),
+            cancelled: mapped.cancelled,
+        };
         Ok((
             SubmitChannelPayloadResponse {
                 payload: String::new(),
                 order: name,
                 outcome: outcome as i32,
             },
-            coid,
+            seen,
         ))
     }
 

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use futures::Stream;
 use oms_kernel::Tenant;
 use oms_proto::common::EventMeta;
-use sqlx::{PgConnection, PgPool, postgres::PgListener};
+use sqlx::{PgConnection, PgPool};
 use std::{collections::HashMap, collections::VecDeque, sync::Arc, time::Duration};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -50,10 +50,6 @@ pub async fn append(tx: &mut PgConnection, ev: NewEvent<'_>) -> Result<Uuid, sql
     .bind(ev.payload)
     .execute(&mut *tx)
     .await?;
-    // NOTIFY is delivered at commit, exactly when readers can see the row.
-    sqlx::query("SELECT pg_notify('oms_outbox_' || current_schema(), '')")
-        .execute(&mut *tx)
-        .await?;
     Ok(event_id)
 }
 
@@ -77,14 +73,10 @@ pub async fn append_many(
     let subjects: Vec<&str> = events.iter().map(|e| e.subject).collect();
     let requests: Vec<&str> = events.iter().map(|e| e.request_id).collect();
     let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_slice()).collect();
-    // Insert and notify in one statement: one round trip per batch.
     sqlx::query(
-        "WITH ins AS (
-            INSERT INTO outbox (tenant, event_id, event_type, subject, request_id, traceparent, tracestate, payload)
-            SELECT t, i, ty, s, r, $6, $7, p
-            FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $8::bytea[]) AS x(t, i, ty, s, r, p)
-         )
-         SELECT pg_notify('oms_outbox_' || current_schema(), '')",
+        "INSERT INTO outbox (tenant, event_id, event_type, subject, request_id, traceparent, tracestate, payload)
+         SELECT t, i, ty, s, r, $6, $7, p
+         FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $8::bytea[]) AS x(t, i, ty, s, r, p)",
     )
     .bind(&tenants)
     .bind(&ids)
@@ -214,36 +206,45 @@ pub async fn read_after(
         .collect())
 }
 
-/// Wakes feed readers when any transaction of this service's schema that
-/// appended events commits (Postgres LISTEN/NOTIFY, so it works across
-/// replicas too).
+/// Wakes feed readers when events were appended, by any process. It
+/// watches the outbox's highest id rather than using LISTEN/NOTIFY: a
+/// NOTIFY serialises the commits of every transaction that sends one,
+/// which would cap the write throughput of the whole service.
 #[derive(Clone, Default)]
 pub struct FeedWaker(Arc<Notify>);
 
+/// How often the outbox is checked for new events.
+const WATCH_INTERVAL: Duration = Duration::from_millis(50);
+
 impl FeedWaker {
-    /// Starts listening on the schema's channel until `shutdown`.
+    /// Starts watching the service's outbox until `shutdown`.
     pub async fn listen(
         pool: &PgPool,
-        schema: &str,
+        _schema: &str,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         let waker = FeedWaker::default();
-        let mut listener = PgListener::connect_with(pool).await?;
-        listener.listen(&format!("oms_outbox_{schema}")).await?;
         let w = waker.clone();
+        let pool = pool.clone();
         tokio::spawn(async move {
+            let mut last: i64 = -1;
+            let mut tick = tokio::time::interval(WATCH_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    n = listener.recv() => match n {
-                        Ok(_) => w.0.notify_waiters(),
-                        Err(e) => {
-                            // PgListener reconnects by itself on the next recv.
-                            tracing::warn!(error = %e, "outbox listener error");
-                            w.0.notify_waiters();
-                            tokio::time::sleep(Duration::from_millis(500)).await;
-                        }
+                    _ = tick.tick() => {}
+                }
+                match sqlx::query_scalar::<_, i64>("SELECT COALESCE(max(id), 0) FROM outbox")
+                    .fetch_one(&pool)
+                    .await
+                {
+                    Ok(head) if head != last => {
+                        last = head;
+                        w.0.notify_waiters();
                     }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "outbox watch failed; retrying"),
                 }
             }
         });

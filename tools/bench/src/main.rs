@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod hot_sku;
+mod ingest;
 
 use clap::{Parser, Subcommand};
 
@@ -20,11 +21,14 @@ struct Cli {
 enum Scenario {
     /// Concurrent clients each reserving one unit of one SKU through gRPC.
     HotSku(hot_sku::Args),
+    /// Concurrent clients submitting 3-line orders through ingest.
+    Ingest(ingest::Args),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().scenario {
         Scenario::HotSku(args) => hot_sku::run(args).await,
+        Scenario::Ingest(args) => ingest::run(args).await,
     }
 }
