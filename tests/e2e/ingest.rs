@@ -14,10 +14,8 @@ const T: &str = "acme";
 const SECRET: &str = "whsec-test-0123456789";
 
 fn sample(name: &str) -> Vec<u8> {
-    let dir = std::env::var("OMS_SHARED_DIR")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared").into());
-    std::fs::read(format!("{dir}/samples/channels/{name}"))
-        .unwrap_or_else(|e| panic!("sample {name}: {e}"))
+    let path = format!("{}/fixtures/channels/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("sample {path}: {e}"))
 }
 
 async fn stocked(suite: &Suite, skus: &[&str]) {
