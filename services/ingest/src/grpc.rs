@@ -411,35 +411,14 @@ impl IngestService for IngestApi {
         let caller = auth::caller(&req)?;
         let r = req.into_inner();
         let mut v = Violations::new();
-        let size = v.check(
-            "page_size",
-            oms_kernel::PageSize::parse(r.page_size, 50, 500),
-        );
-        let after = v
-            .check(
-                "page_token",
-                oms_kernel::PageToken::<String>::decode(&r.page_token, 0),
-            )
-            .flatten();
-        let size = v
-            .into_result(size)
-            .map_err(invalid)?
-            .map_or(50, |s| s.get());
-        let limit = i64::from(size);
-        let mut channels = repo::channels(
-            &self.pool,
-            &caller.tenant,
-            after.as_deref().unwrap_or(""),
-            limit + 1,
-        )
-        .await
-        .map_err(db)?;
-        let more = channels.len() as i64 > limit;
-        channels.truncate(limit as usize);
-        let next_page_token = match channels.last() {
-            Some(c) if more => oms_kernel::PageToken::encode(c.channel_id.clone(), 0),
-            _ => String::new(),
-        };
+        let paging =
+            oms_kernel::Paging::<String>::parse(&mut v, r.page_size, &r.page_token, (50, 500), 0);
+        v.into_result(()).map_err(invalid)?;
+        let after = paging.after.as_deref().unwrap_or("");
+        let rows = repo::channels(&self.pool, &caller.tenant, after, paging.fetch())
+            .await
+            .map_err(db)?;
+        let (channels, next_page_token) = paging.page(rows, |c| c.channel_id.clone());
         Ok(Response::new(ListChannelsResponse {
             channels,
             next_page_token,

@@ -8,7 +8,7 @@ use crate::repo::{self, history::Change, orders::Projection};
 use crate::workers::saga::{self, Saga};
 use chrono::Utc;
 use futures::StreamExt as _;
-use oms_kernel::{PageSize, PageToken, RequestId, Violations, parse_name};
+use oms_kernel::{RequestId, Violations, parse_name};
 use oms_proto::orders::{
     self as pb, CreateOrderRequest, CreateOrderResponse, GetOrderRequest, GetOrderResponse,
     ListOrderHistoryRequest, ListOrderHistoryResponse, ListOrdersRequest, ListOrdersResponse,
@@ -273,15 +273,9 @@ impl OrderService for OrderApi {
             "name",
             order_id("name", &req.name).map_err(|_| "must look like orders/{id}"),
         );
-        let size = v.check("page_size", PageSize::parse(req.page_size, 100, 500));
-        let filter_hash = 0;
-        let after = v
-            .check(
-                "page_token",
-                PageToken::<i64>::decode(&req.page_token, filter_hash),
-            )
-            .flatten();
-        let (Some(id), Some(size)) = (id, size) else {
+        let paging =
+            oms_kernel::Paging::<i64>::parse(&mut v, req.page_size, &req.page_token, (100, 500), 0);
+        let Some(id) = id else {
             return Err(to_status(v.into()));
         };
         if !v.is_empty() {
@@ -294,16 +288,16 @@ impl OrderService for OrderApi {
         if exists.is_none() {
             return Err(to_status(Error::NotFound(req.name)));
         }
-        let limit = i64::from(size.get());
-        let mut rows = repo::history::list(&self.pool, tenant, id, after.unwrap_or(0), limit + 1)
-            .await
-            .map_err(|e| to_status(e.into()))?;
-        let more = rows.len() as i64 > limit;
-        rows.truncate(limit as usize);
-        let next_page_token = match rows.last() {
-            Some(last) if more => PageToken::encode(last.seq, filter_hash),
-            _ => String::new(),
-        };
+        let rows = repo::history::list(
+            &self.pool,
+            tenant,
+            id,
+            paging.after.unwrap_or(0),
+            paging.fetch(),
+        )
+        .await
+        .map_err(|e| to_status(e.into()))?;
+        let (rows, next_page_token) = paging.page(rows, |r| r.seq);
         let state = |s: Option<OrderState>| s.map_or(0, |s| s.to_proto() as i32);
         let changes = rows
             .into_iter()

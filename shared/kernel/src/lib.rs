@@ -8,5 +8,5 @@ mod page;
 mod violations;
 
 pub use ids::{RequestId, Tenant, parse_name};
-pub use page::{PageSize, PageToken, fingerprint};
+pub use page::{PageSize, PageToken, Paging, fingerprint};
 pub use violations::{Violation, Violations};

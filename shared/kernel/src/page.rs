@@ -75,9 +75,75 @@ impl<C: Serialize + DeserializeOwned> PageToken<C> {
     }
 }
 
+/// One list request's paging: its limit and where it starts, parsed from
+/// `page_size` and `page_token` (problems go to `v`), and the cutting of
+/// the rows read (`limit + 1`, to know whether a next page exists).
+#[derive(Debug, Clone)]
+pub struct Paging<C> {
+    pub limit: i64,
+    pub after: Option<C>,
+    filter_hash: u64,
+}
+
+impl<C: Serialize + DeserializeOwned> Paging<C> {
+    pub fn parse(
+        v: &mut crate::Violations,
+        page_size: i32,
+        page_token: &str,
+        (default, max): (u32, u32),
+        filter_hash: u64,
+    ) -> Self {
+        let size = v.check("page_size", PageSize::parse(page_size, default, max));
+        let after = v
+            .check(
+                "page_token",
+                PageToken::<C>::decode(page_token, filter_hash),
+            )
+            .flatten();
+        Paging {
+            limit: i64::from(size.unwrap_or(PageSize(default)).get()),
+            after,
+            filter_hash,
+        }
+    }
+
+    /// How many rows to read: one more than a page.
+    pub fn fetch(&self) -> i64 {
+        self.limit + 1
+    }
+
+    /// Cuts `rows` (read with [`Paging::fetch`]) to a page and returns the
+    /// token of the next page, empty on the last.
+    pub fn page<T>(&self, mut rows: Vec<T>, cursor: impl Fn(&T) -> C) -> (Vec<T>, String) {
+        let more = rows.len() as i64 > self.limit;
+        rows.truncate(self.limit as usize);
+        let token = match rows.last() {
+            Some(last) if more => PageToken::encode(cursor(last), self.filter_hash),
+            _ => String::new(),
+        };
+        (rows, token)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paging_cuts_pages_and_chains_tokens() {
+        let mut v = crate::Violations::new();
+        let p = Paging::<i64>::parse(&mut v, 2, "", (50, 500), 7);
+        assert!(v.is_empty());
+        assert_eq!(p.fetch(), 3);
+        let (rows, token) = p.page(vec![1, 2, 3], |r| *r);
+        assert_eq!(rows, [1, 2]);
+        let next = Paging::<i64>::parse(&mut v, 2, &token, (50, 500), 7);
+        assert_eq!(next.after, Some(2));
+        let (rows, token) = next.page(vec![3], |r| *r);
+        assert_eq!((rows, token), (vec![3], String::new()));
+        Paging::<i64>::parse(&mut v, -1, "x", (50, 500), 7);
+        assert_eq!(v.0.len(), 2);
+    }
 
     #[test]
     fn page_size_bounds() {

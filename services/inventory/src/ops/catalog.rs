@@ -4,7 +4,7 @@ use crate::domain::{item, node};
 use crate::error::{Error, Result};
 use crate::repo;
 use chrono::Utc;
-use oms_kernel::{PageSize, PageToken, Tenant, Violations, parse_name};
+use oms_kernel::{PageSize, PageToken, Paging, Tenant, Violations, parse_name};
 use oms_proto::inventory::*;
 use oms_runtime::time::to_timestamp;
 
@@ -252,22 +252,11 @@ pub async fn list_items(
     req: ListItemsRequest,
 ) -> Result<ListItemsResponse> {
     let mut v = Violations::new();
-    let size = v.check("page_size", PageSize::parse(req.page_size, 100, 1000));
-    let after = v
-        .check(
-            "page_token",
-            PageToken::<String>::decode(&req.page_token, 0),
-        )
-        .flatten();
-    let size = v.into_result(size)?.unwrap_or(PageSize(100));
-    let limit = i64::from(size.get());
-    let mut items = repo::items::list(&inv.pool, tenant, after.as_deref(), limit + 1).await?;
-    let more = items.len() as i64 > limit;
-    items.truncate(limit as usize);
-    let next_page_token = match items.last() {
-        Some(i) if more => PageToken::encode(i.sku.clone(), 0),
-        _ => String::new(),
-    };
+    let paging = Paging::<String>::parse(&mut v, req.page_size, &req.page_token, (100, 1000), 0);
+    v.into_result(())?;
+    let rows =
+        repo::items::list(&inv.pool, tenant, paging.after.as_deref(), paging.fetch()).await?;
+    let (items, next_page_token) = paging.page(rows, |i| i.sku.clone());
     Ok(ListItemsResponse {
         items,
         next_page_token,

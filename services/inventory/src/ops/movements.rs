@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::gate::AvailChange;
 use crate::repo;
 use chrono::Utc;
-use oms_kernel::{PageSize, PageToken, Tenant, Violations};
+use oms_kernel::{Paging, Tenant, Violations};
 use oms_proto::inventory::*;
 use oms_runtime::time::to_timestamp;
 use sqlx::PgConnection;
@@ -303,34 +303,28 @@ pub async fn list_movements(
     req: ListMovementsRequest,
 ) -> Result<ListMovementsResponse> {
     let mut v = Violations::new();
-    let size = v.check("page_size", PageSize::parse(req.page_size, 100, 1000));
     let hash = oms_kernel::fingerprint(&ListMovementsRequest {
         page_size: 0,
         page_token: String::new(),
         ..req.clone()
     });
-    let after = v
-        .check(
-            "page_token",
-            PageToken::<(chrono::DateTime<Utc>, Uuid)>::decode(&req.page_token, hash),
-        )
-        .flatten();
-    let size = v.into_result(size)?.unwrap_or(PageSize(100));
-    let limit = i64::from(size.get());
+    let paging = Paging::<(chrono::DateTime<Utc>, Uuid)>::parse(
+        &mut v,
+        req.page_size,
+        &req.page_token,
+        (100, 1000),
+        hash,
+    );
+    v.into_result(())?;
     let filter = repo::stock::MovementFilter {
         node_id: (!req.node_id.is_empty()).then(|| req.node_id.clone()),
         sku: (!req.sku.is_empty()).then(|| req.sku.clone()),
         kinds: req.kinds.iter().map(|k| k.to_string()).collect(),
-        after,
-        limit: limit + 1,
+        after: paging.after,
+        limit: paging.fetch(),
     };
-    let mut rows = repo::stock::movements(&inv.pool, tenant, &filter).await?;
-    let more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
-    let next_page_token = match rows.last() {
-        Some((t, id, _)) if more => PageToken::encode((*t, *id), hash),
-        _ => String::new(),
-    };
+    let rows = repo::stock::movements(&inv.pool, tenant, &filter).await?;
+    let (rows, next_page_token) = paging.page(rows, |(t, id, _)| (*t, *id));
     Ok(ListMovementsResponse {
         movements: rows.into_iter().map(|(_, _, m)| m).collect(),
         next_page_token,
@@ -343,38 +337,31 @@ pub async fn list_levels(
     req: ListStockLevelsRequest,
 ) -> Result<ListStockLevelsResponse> {
     let mut v = Violations::new();
-    let size = v.check("page_size", PageSize::parse(req.page_size, 100, 1000));
     let hash = oms_kernel::fingerprint(&ListStockLevelsRequest {
         page_size: 0,
         page_token: String::new(),
         ..req.clone()
     });
-    let after = v
-        .check(
-            "page_token",
-            PageToken::<(String, String, String)>::decode(&req.page_token, hash),
-        )
-        .flatten();
-    let size = v.into_result(size)?.unwrap_or(PageSize(100));
-    let limit = i64::from(size.get());
+    let paging = Paging::<(String, String, String)>::parse(
+        &mut v,
+        req.page_size,
+        &req.page_token,
+        (100, 1000),
+        hash,
+    );
+    v.into_result(())?;
     let node = (!req.node_id.is_empty()).then_some(req.node_id.as_str());
-    let mut levels = repo::stock::levels(
+    let rows = repo::stock::levels(
         &inv.pool,
         tenant,
         node,
         &req.skus,
-        after.as_ref(),
-        limit + 1,
+        paging.after.as_ref(),
+        paging.fetch(),
     )
     .await?;
-    let more = levels.len() as i64 > limit;
-    levels.truncate(limit as usize);
-    let next_page_token = match levels.last() {
-        Some(l) if more => {
-            PageToken::encode((l.node_id.clone(), l.sku.clone(), l.lot.clone()), hash)
-        }
-        _ => String::new(),
-    };
+    let (levels, next_page_token) =
+        paging.page(rows, |l| (l.node_id.clone(), l.sku.clone(), l.lot.clone()));
     Ok(ListStockLevelsResponse {
         levels,
         next_page_token,
@@ -505,24 +492,11 @@ pub async fn list_channel_rules(
     req: ListChannelRulesRequest,
 ) -> Result<ListChannelRulesResponse> {
     let mut v = Violations::new();
-    let size = v.check("page_size", PageSize::parse(req.page_size, 100, 1000));
-    let after = v
-        .check(
-            "page_token",
-            PageToken::<String>::decode(&req.page_token, 0),
-        )
-        .flatten();
-    let size = v.into_result(size)?.unwrap_or(PageSize(100));
-    let limit = i64::from(size.get());
-    let mut rules =
-        repo::rules::channel_rules(&inv.pool, tenant, after.as_deref().unwrap_or(""), limit + 1)
-            .await?;
-    let more = rules.len() as i64 > limit;
-    rules.truncate(limit as usize);
-    let next_page_token = match rules.last() {
-        Some(r) if more => PageToken::encode(r.channel.clone(), 0),
-        _ => String::new(),
-    };
+    let paging = Paging::<String>::parse(&mut v, req.page_size, &req.page_token, (100, 1000), 0);
+    v.into_result(())?;
+    let after = paging.after.as_deref().unwrap_or("");
+    let rows = repo::rules::channel_rules(&inv.pool, tenant, after, paging.fetch()).await?;
+    let (rules, next_page_token) = paging.page(rows, |r| r.channel.clone());
     Ok(ListChannelRulesResponse {
         rules,
         next_page_token,

@@ -10,7 +10,7 @@ use crate::gate::{
 };
 use crate::repo::{self, lock, reservations::NewRow};
 use chrono::{DateTime, Utc};
-use oms_kernel::{PageSize, PageToken, Tenant, Violations, parse_name};
+use oms_kernel::{Paging, Tenant, Violations, parse_name};
 use oms_proto::inventory::{channel_rule::Buffer, *};
 use oms_runtime::{
     outbox::{self, NewEvent},
@@ -459,18 +459,18 @@ pub async fn list(
     req: ListReservationsRequest,
 ) -> Result<ListReservationsResponse> {
     let mut v = Violations::new();
-    let size = v.check("page_size", PageSize::parse(req.page_size, 100, 1000));
     let hash = oms_kernel::fingerprint(&ListReservationsRequest {
         page_size: 0,
         page_token: String::new(),
         ..req.clone()
     });
-    let after = v
-        .check(
-            "page_token",
-            PageToken::<(DateTime<Utc>, String)>::decode(&req.page_token, hash),
-        )
-        .flatten();
+    let paging = Paging::<(DateTime<Utc>, String)>::parse(
+        &mut v,
+        req.page_size,
+        &req.page_token,
+        (100, 1000),
+        hash,
+    );
     let mut states = Vec::new();
     for (i, s) in req.states.iter().enumerate() {
         match ReservationState::try_from(*s) {
@@ -480,17 +480,18 @@ pub async fn list(
             _ => v.add(format!("states[{i}]"), "unknown reservation state"),
         }
     }
-    let size = v.into_result(size)?.unwrap_or(PageSize(100));
-    let limit = i64::from(size.get());
+    v.into_result(())?;
     let reference = (!req.reference.is_empty()).then_some(req.reference.as_str());
-    let mut rows =
-        repo::reservations::list(&inv.pool, tenant, &states, reference, after, limit + 1).await?;
-    let more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
-    let next_page_token = match rows.last() {
-        Some((t, r)) if more => PageToken::encode((*t, r.reservation_id.clone()), hash),
-        _ => String::new(),
-    };
+    let rows = repo::reservations::list(
+        &inv.pool,
+        tenant,
+        &states,
+        reference,
+        paging.after.clone(),
+        paging.fetch(),
+    )
+    .await?;
+    let (rows, next_page_token) = paging.page(rows, |(t, r)| (*t, r.reservation_id.clone()));
     Ok(ListReservationsResponse {
         reservations: rows.into_iter().map(|(_, r)| r).collect(),
         next_page_token,
