@@ -42,8 +42,6 @@ struct Outcome {
     happened: Happened,
     /// Saga steps to enqueue: (step, payload).
     steps: Vec<(String, Vec<u8>)>,
-    /// Steps that no longer apply.
-    drop_steps: Vec<&'static str>,
 }
 
 impl OrderApi {
@@ -102,9 +100,6 @@ impl OrderApi {
             outcome.happened,
         )
         .await?;
-        for step in outcome.drop_steps {
-            repo::saga::drop_step(&mut tx, tenant, id, step).await?;
-        }
         let wake = !outcome.steps.is_empty();
         for (step, payload) in &outcome.steps {
             repo::saga::enqueue(&mut tx, tenant, id, step, payload).await?;
@@ -373,7 +368,6 @@ impl OrderService for OrderApi {
                         reason: r.reason.clone(),
                     },
                     steps: vec![],
-                    drop_steps: vec![],
                 })
             },
         )
@@ -415,7 +409,6 @@ impl OrderService for OrderApi {
                         reason: r.reason.clone(),
                     },
                     steps,
-                    drop_steps: vec![],
                 })
             },
         )
@@ -456,7 +449,6 @@ impl OrderService for OrderApi {
                         reason: format!("cancelled from {}: {}", from.as_db(), r.reason),
                     },
                     steps: vec![(format!("release:{key}"), release)],
-                    drop_steps: vec![crate::repo::saga::RESERVE],
                 })
             },
         )
@@ -512,7 +504,6 @@ impl OrderService for OrderApi {
                         reason: r.reason.clone(),
                     },
                     steps,
-                    drop_steps: vec![],
                 })
             },
         )
@@ -584,7 +575,6 @@ impl OrderService for OrderApi {
                         reason: reason.clone(),
                     },
                     steps: vec![],
-                    drop_steps: vec![],
                 })
             },
         )

@@ -129,6 +129,49 @@ pub async fn list(
     Ok((orders, if more { last } else { None }))
 }
 
+/// Whether an order could be locked without waiting.
+pub enum TryLock {
+    Locked(Box<Order>, Option<OrderState>),
+    /// A request is changing it right now.
+    Busy,
+    Missing,
+}
+
+/// Locks an order unless someone else holds it. The saga uses this: it
+/// already holds its step's row lock, and waiting here while a request
+/// that holds the order waits on that step would deadlock.
+pub async fn try_lock(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    order_id: Uuid,
+) -> sqlx::Result<TryLock> {
+    let row: Option<(Vec<u8>, String)> = sqlx::query_as(
+        "SELECT doc, held_from FROM orders WHERE tenant = $1 AND order_id = $2 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(tenant.as_str())
+    .bind(order_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some((d, h)) = row {
+        return Ok(TryLock::Locked(
+            Box::new(decode(&d)?),
+            OrderState::from_db(&h),
+        ));
+    }
+    let exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM orders WHERE tenant = $1 AND order_id = $2)",
+    )
+    .bind(tenant.as_str())
+    .bind(order_id)
+    .fetch_one(tx)
+    .await?;
+    Ok(if exists {
+        TryLock::Busy
+    } else {
+        TryLock::Missing
+    })
+}
+
 /// An order locked for a change, with the state it was held in.
 pub async fn lock(
     tx: &mut PgConnection,

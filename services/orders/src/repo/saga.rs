@@ -87,19 +87,3 @@ pub async fn retry(
     .await?;
     Ok(())
 }
-
-/// Drops a step that no longer applies (the order was cancelled or held).
-pub async fn drop_step(
-    tx: &mut PgConnection,
-    tenant: &Tenant,
-    order_id: Uuid,
-    step: &str,
-) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM saga_steps WHERE tenant = $1 AND order_id = $2 AND step = $3")
-        .bind(tenant.as_str())
-        .bind(order_id)
-        .bind(step)
-        .execute(tx)
-        .await?;
-    Ok(())
-}

@@ -10,7 +10,7 @@
 //! inventory confirms).
 use crate::changes::{Happened, record};
 use crate::domain::{OrderState, lifecycle};
-use crate::repo::{self, saga::Step};
+use crate::repo::{self, orders::TryLock, saga::Step};
 use chrono::Utc;
 use oms_kernel::Tenant;
 use oms_proto::inventory::{
@@ -115,9 +115,23 @@ impl Saga {
         tenant: &Tenant,
         s: &Step,
     ) -> anyhow::Result<()> {
-        let Some((mut o, held_from)) = repo::orders::lock(tx, tenant, s.order_id).await? else {
-            repo::saga::done(tx, s).await?;
-            return Ok(());
+        let (mut o, held_from) = match repo::orders::try_lock(tx, tenant, s.order_id).await? {
+            TryLock::Locked(o, h) => (*o, h),
+            TryLock::Missing => {
+                repo::saga::done(tx, s).await?;
+                return Ok(());
+            }
+            TryLock::Busy => {
+                // A request is changing the order; come back shortly.
+                repo::saga::retry(
+                    tx,
+                    s,
+                    "order busy",
+                    Utc::now() + chrono::Duration::milliseconds(100),
+                )
+                .await?;
+                return Ok(());
+            }
         };
         let from = lifecycle::state(&o);
         if !matches!(from, OrderState::Created | OrderState::Backordered) {
