@@ -228,6 +228,44 @@ async fn orders_are_reserved_backordered_held_and_cancelled_with_their_stock() {
         .unwrap();
     assert_eq!(resumed.state, OrderState::Reserved as i32);
 
+    // Fewer units on a reserved line give the difference back; more are refused.
+    let edit = |request_id: &str, q: i64| ord::EditOrderLinesRequest {
+        request_id: request_id.into(),
+        name: first.name.clone(),
+        lines: vec![ord::LineQuantity {
+            line_id: "1".into(),
+            quantity: q,
+        }],
+        reason: "customer call".into(),
+    };
+    let err = orders
+        .edit_order_lines(authed(T, edit("e0", 3)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    let edited = orders
+        .edit_order_lines(authed(T, edit("e1", 1)))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(edited.lines[0].quantity, 1);
+    let mut inv_feed = stock_c
+        .watch_inventory_events(authed(T, inv::WatchInventoryEventsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    loop {
+        let ev = inv_feed.message().await.unwrap().unwrap().event.unwrap();
+        if let Some(inv::inventory_event::Kind::ReservationReleased(r)) = ev.kind
+            && r.reason == "lines edited"
+        {
+            break;
+        }
+    }
+    assert_eq!(available(&mut stock_c, "A").await, 4);
+
     // Cancelling the first order gives its stock back; the backorder then fills.
     let cancelled = orders
         .cancel_order(authed(

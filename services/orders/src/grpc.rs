@@ -582,6 +582,64 @@ impl OrderService for OrderApi {
         .map(|o| Response::new(pb::UpdateOrderResponse { order: Some(o) }))
         .map_err(to_status)
     }
+    async fn edit_order_lines(
+        &self,
+        req: Request<pb::EditOrderLinesRequest>,
+    ) -> Result<Response<pb::EditOrderLinesResponse>, Status> {
+        let caller = auth::caller(&req)?;
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        if r.lines.is_empty() {
+            v.add("lines", "name at least one line");
+        }
+        for (i, l) in r.lines.iter().enumerate() {
+            if l.quantity <= 0 || l.quantity > 1_000_000 {
+                v.add(
+                    format!("lines[{i}].quantity"),
+                    "must be 1 to 1000000 (cancel lines to remove them)",
+                );
+            }
+        }
+        v.into_result(()).map_err(|v| to_status(v.into()))?;
+        let key = r.request_id.clone();
+        self.mutate(
+            &caller,
+            &r.request_id,
+            "EditOrderLines",
+            &r,
+            &r.name,
+            |o, held_from, id| {
+                let st = lifecycle::state(o);
+                let reserved = matches!(st, OrderState::Reserved | OrderState::Routed)
+                    || matches!(held_from, Some(OrderState::Reserved | OrderState::Routed));
+                let freed = lifecycle::edit_lines(o, &r.lines, reserved).map_err(Error::Refused)?;
+                let mut steps = vec![];
+                if reserved && !freed.is_empty() {
+                    steps.push((
+                        format!("release:{key}"),
+                        saga::release_request(id, &key, &freed, "lines edited"),
+                    ));
+                }
+                if !reserved && matches!(st, OrderState::Created | OrderState::Backordered) {
+                    // Placement looks again with the new quantities.
+                    steps.push((crate::repo::saga::RESERVE.to_owned(), vec![]));
+                }
+                Ok(Outcome {
+                    happened: Happened {
+                        kind: order_event::Kind::Updated(pb::OrderUpdated {
+                            paths: vec!["lines".into()],
+                            reason: r.reason.clone(),
+                        }),
+                        reason: r.reason.clone(),
+                    },
+                    steps,
+                })
+            },
+        )
+        .await
+        .map(|o| Response::new(pb::EditOrderLinesResponse { order: Some(o) }))
+        .map_err(to_status)
+    }
 }
 
 fn hold_type(t: i32) -> Result<pb::HoldType> {

@@ -177,6 +177,73 @@ pub fn backordered(o: &mut Order, missing: &[(String, i64)]) -> Result<(), Refus
     Ok(())
 }
 
+/// Sets new total quantities of lines before release. Before stock is
+/// reserved any change goes; once reserved, quantities may only go down
+/// (the units freed are returned). Returns (sku, units freed) per line.
+pub fn edit_lines(
+    o: &mut Order,
+    lines: &[LineQuantity],
+    reserved: bool,
+) -> Result<Vec<(String, i64)>, Refused> {
+    let st = state(o);
+    if !matches!(
+        st,
+        OrderState::Created
+            | OrderState::OnHold
+            | OrderState::Backordered
+            | OrderState::Reserved
+            | OrderState::Routed
+    ) {
+        return Err(refuse(
+            "ORDER_RELEASED",
+            format!(
+                "{} is {}; its lines can no longer be edited",
+                o.name,
+                st.as_db()
+            ),
+        ));
+    }
+    let mut freed = Vec::new();
+    for lq in lines {
+        let Some(l) = o.lines.iter().find(|l| l.line_id == lq.line_id) else {
+            return Err(refuse(
+                "NO_SUCH_LINE",
+                format!("{} has no line {:?}", o.name, lq.line_id),
+            ));
+        };
+        if lq.quantity <= l.quantity_cancelled {
+            return Err(refuse(
+                "EDIT_BELOW_CANCELLED",
+                format!(
+                    "line {} has {} cancelled units; cancel lines to remove them all",
+                    l.line_id, l.quantity_cancelled
+                ),
+            ));
+        }
+        if reserved && lq.quantity > l.quantity {
+            return Err(refuse(
+                "INCREASE_AFTER_RESERVATION",
+                format!(
+                    "line {} is reserved at {} units; more units need a new order",
+                    l.line_id, l.quantity
+                ),
+            ));
+        }
+        if lq.quantity < l.quantity {
+            freed.push((l.sku.clone(), l.quantity - lq.quantity));
+        }
+    }
+    for lq in lines {
+        if let Some(l) = o.lines.iter_mut().find(|l| l.line_id == lq.line_id) {
+            l.quantity = lq.quantity;
+            l.quantity_backordered = l
+                .quantity_backordered
+                .min(l.quantity - l.quantity_cancelled);
+        }
+    }
+    Ok(freed)
+}
+
 pub enum UpdateError {
     Invalid(oms_kernel::Violations),
     Refused(Refused),
@@ -338,6 +405,27 @@ mod tests {
         cancel_lines(&mut o, &[lq("1", 1), lq("2", 1)]).unwrap();
         assert_eq!(state(&o), OrderState::Cancelled);
         assert_eq!(cancel(&mut o).unwrap_err().reason, "ILLEGAL_STATE_CHANGE");
+    }
+
+    #[test]
+    fn edits_only_shrink_once_reserved() {
+        let mut o = order();
+        let lq = |id: &str, q| LineQuantity {
+            line_id: id.into(),
+            quantity: q,
+        };
+        assert_eq!(edit_lines(&mut o, &[lq("1", 5)], false).unwrap(), vec![]);
+        assert_eq!(o.lines[0].quantity, 5);
+        reserved(&mut o).unwrap();
+        assert_eq!(
+            edit_lines(&mut o, &[lq("1", 6)], true).unwrap_err().reason,
+            "INCREASE_AFTER_RESERVATION"
+        );
+        assert_eq!(
+            edit_lines(&mut o, &[lq("1", 3)], true).unwrap(),
+            [("A".to_string(), 2)]
+        );
+        assert_eq!(o.lines[0].quantity, 3);
     }
 
     #[test]
