@@ -47,17 +47,22 @@ for i in "${!services[@]}"; do
   echo $! >> "$PIDS"
 done
 
-# Wait until every port answers.
+GRPCURL=grpcurl
+[ -x "$STATE/tools/venv/bin/grpcurl" ] && GRPCURL="$STATE/tools/venv/bin/grpcurl"
+
+# Wait until every service is SERVING (migrated, dependencies up); without
+# grpcurl, until its port answers.
 for i in "${!services[@]}"; do
   port=$((50051 + i))
   for _ in $(seq 1 240); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    if command -v "$GRPCURL" >/dev/null 2>&1; then
+      "$GRPCURL" -plaintext -max-time 1 "127.0.0.1:$port" grpc.health.v1.Health/Check 2>/dev/null | grep -q SERVING && break
+    else
+      (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    fi
     sleep 0.25
   done
 done
-
-GRPCURL=grpcurl
-[ -x "$STATE/tools/venv/bin/grpcurl" ] && GRPCURL="$STATE/tools/venv/bin/grpcurl"
 cat <<MSG
 
 The OMS is up:
