@@ -4,9 +4,7 @@ use oms_proto::ingest::{Channel, Payload};
 use prost::Message;
 use sqlx::{PgExecutor, PgPool};
 
-fn decode<M: Message + Default>(d: &[u8]) -> sqlx::Result<M> {
-    M::decode(d).map_err(|e| sqlx::Error::Decode(Box::new(e)))
-}
+use oms_runtime::db::decode;
 
 pub async fn insert_channel(
     db: impl PgExecutor<'_>,

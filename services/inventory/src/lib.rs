@@ -33,7 +33,7 @@ pub async fn run(
     .await?;
     let redis = oms_runtime::redis::connect(&config.redis).await?;
     let gate = gate::Gate::new(redis.clone(), gate::GateKeys::new(&config.redis.key_prefix));
-    let waker = FeedWaker::listen(&pool, &config.database.schema, shutdown.clone()).await?;
+    let waker = FeedWaker::start(&pool, shutdown.clone());
     let writer = ops::reservations::Writer::start(pool.clone(), gate.clone(), shutdown.clone());
     let inv = Arc::new(ops::Inventory {
         pool: pool.clone(),

@@ -30,7 +30,7 @@ pub async fn run(
         Duration::from_secs(30),
     )
     .await?;
-    let waker = FeedWaker::listen(&pool, &config.database.schema, shutdown.clone()).await?;
+    let waker = FeedWaker::start(&pool, shutdown.clone());
     let inventory = oms_runtime::client::channel(config.peer_url(oms_runtime::Service::Inventory))?;
     let saga = workers::saga::Saga::new(
         pool.clone(),

@@ -12,10 +12,16 @@ use tonic::{
 };
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-/// A channel that connects on first use and reconnects by itself.
+/// How long a unary call to a peer may take: a hung peer must not hold a
+/// caller's transaction (the saga's, ingest's) forever.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A channel that connects on first use and reconnects by itself; unary
+/// calls on it time out after [`CALL_TIMEOUT`].
 pub fn channel(url: &str) -> anyhow::Result<Channel> {
     Ok(Endpoint::from_shared(url.to_owned())?
         .connect_timeout(Duration::from_secs(5))
+        .timeout(CALL_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .connect_lazy())
@@ -55,11 +61,6 @@ impl Outbound {
         Self {
             bearer: MetadataValue::try_from(format!("Bearer {token}")).ok(),
         }
-    }
-
-    /// Calls carrying only the trace context.
-    pub fn anonymous() -> Self {
-        Self { bearer: None }
     }
 }
 

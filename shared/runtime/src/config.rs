@@ -28,8 +28,7 @@ impl Service {
         Service::Notifications,
     ];
 
-    /// Lower-case name: binary `oms-<name>`, schema `<name>`, error domain
-    /// `<name>.oms`.
+    /// Lower-case name: binary `oms-<name>`, schema `<name>`.
     pub fn name(self) -> &'static str {
         match self {
             Service::Ingest => "ingest",
@@ -45,11 +44,6 @@ impl Service {
 
     pub fn default_port(self) -> u16 {
         50051 + Service::ALL.iter().position(|s| *s == self).unwrap_or(0) as u16
-    }
-
-    /// Error domain for `ErrorInfo`.
-    pub fn domain(self) -> String {
-        format!("{}.oms", self.name())
     }
 
     fn env_prefix(self) -> String {

@@ -101,3 +101,9 @@ pub async fn ping(pool: &PgPool) -> bool {
     .await
     .is_ok_and(|r| r.is_ok())
 }
+
+/// Decodes a protobuf document stored in a `bytea` column (services keep
+/// their resources whole beside the columns they query).
+pub fn decode<M: prost::Message + Default>(doc: &[u8]) -> sqlx::Result<M> {
+    M::decode(doc).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}

@@ -218,11 +218,7 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(50);
 
 impl FeedWaker {
     /// Starts watching the service's outbox until `shutdown`.
-    pub async fn listen(
-        pool: &PgPool,
-        _schema: &str,
-        shutdown: CancellationToken,
-    ) -> anyhow::Result<Self> {
+    pub fn start(pool: &PgPool, shutdown: CancellationToken) -> Self {
         let waker = FeedWaker::default();
         let w = waker.clone();
         let pool = pool.clone();
@@ -248,7 +244,7 @@ impl FeedWaker {
                 }
             }
         });
-        Ok(waker)
+        waker
     }
 }
 

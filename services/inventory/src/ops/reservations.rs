@@ -42,9 +42,15 @@ impl Writer {
     pub fn start(pool: PgPool, gate: Gate, shutdown: CancellationToken) -> Writer {
         let (jobs, rx) = mpsc::channel::<Job>(4096);
         let rx = Arc::new(Mutex::new(rx));
+        let known = KnownItems::default();
         for _ in 0..WORKERS {
-            let (pool, gate, rx, shutdown) =
-                (pool.clone(), gate.clone(), rx.clone(), shutdown.clone());
+            let (pool, gate, rx, shutdown, known) = (
+                pool.clone(),
+                gate.clone(),
+                rx.clone(),
+                shutdown.clone(),
+                known.clone(),
+            );
             tokio::spawn(async move {
                 loop {
                     let batch = {
@@ -63,7 +69,7 @@ impl Writer {
                         }
                         batch
                     };
-                    write_batch(&pool, &gate, batch).await;
+                    write_batch(&pool, &gate, &known, batch).await;
                 }
             });
         }
@@ -108,13 +114,13 @@ pub async fn create(
 
 /// Writes one batch, answering every job. A gate that lost its data is
 /// rebuilt and the batch written again.
-async fn write_batch(pool: &PgPool, gate: &Gate, jobs: Vec<Job>) {
+async fn write_batch(pool: &PgPool, gate: &Gate, known: &KnownItems, jobs: Vec<Job>) {
     let mut by_tenant: BTreeMap<Tenant, Vec<Job>> = BTreeMap::new();
     for j in jobs {
         by_tenant.entry(j.tenant.clone()).or_default().push(j);
     }
     for attempt in 0..5 {
-        match try_batch(pool, gate, &by_tenant).await {
+        match try_batch(pool, gate, known, &by_tenant).await {
             Ok(mut answers) => {
                 for (t, jobs) in by_tenant {
                     let answers = answers.remove(&t).unwrap_or_default();
@@ -154,6 +160,7 @@ type Answers = HashMap<Tenant, Vec<Result<Reservation>>>;
 async fn try_batch(
     pool: &PgPool,
     gate: &Gate,
+    known: &KnownItems,
     by_tenant: &BTreeMap<Tenant, Vec<Job>>,
 ) -> Result<Answers, (Option<Tenant>, Error)> {
     let mut tx = pool
@@ -165,7 +172,7 @@ async fn try_batch(
     let mut granted: Vec<(Tenant, String, Vec<String>)> = Vec::new();
     let mut events: Vec<(Tenant, String, Vec<u8>)> = Vec::new();
     for (t, jobs) in by_tenant {
-        let per = tenant_batch(&mut tx, gate, t, jobs, now)
+        let per = tenant_batch(&mut tx, gate, known, t, jobs, now)
             .await
             .map_err(|e| (Some(t.clone()), e))?;
         let mut out = Vec::with_capacity(per.len());
@@ -217,6 +224,7 @@ async fn try_batch(
 async fn tenant_batch(
     tx: &mut sqlx::PgConnection,
     gate: &Gate,
+    known: &KnownItems,
     tenant: &Tenant,
     jobs: &[Job],
     now: DateTime<Utc>,
@@ -226,7 +234,7 @@ async fn tenant_batch(
     let mut skus: Vec<String> = jobs.iter().flat_map(|j| j.res.skus()).collect();
     skus.sort();
     skus.dedup();
-    let items = known_items(tx, tenant, &skus).await?;
+    let items = known_items(known, tx, tenant, &skus).await?;
     let mut node_ids: Vec<String> = jobs
         .iter()
         .flat_map(|j| j.res.lines.iter().map(|l| l.node_id.clone()))
@@ -364,12 +372,12 @@ async fn tenant_batch(
 }
 
 /// Items are never deleted, so a SKU seen once stays known: the hot path
-/// asks Postgres only about SKUs this process has not seen.
-static KNOWN_ITEMS: std::sync::LazyLock<
-    std::sync::Mutex<std::collections::HashSet<(Tenant, String)>>,
-> = std::sync::LazyLock::new(Default::default);
+/// asks Postgres only about SKUs this writer has not seen.
+#[derive(Clone, Default)]
+struct KnownItems(Arc<std::sync::Mutex<std::collections::HashSet<(Tenant, String)>>>);
 
 async fn known_items(
+    cache_of: &KnownItems,
     tx: &mut sqlx::PgConnection,
     tenant: &Tenant,
     skus: &[String],
@@ -377,7 +385,7 @@ async fn known_items(
     let mut known = std::collections::HashSet::new();
     let mut ask = Vec::new();
     {
-        let cache = KNOWN_ITEMS.lock().unwrap_or_else(|p| p.into_inner());
+        let cache = cache_of.0.lock().unwrap_or_else(|p| p.into_inner());
         for s in skus {
             if cache.contains(&(tenant.clone(), s.clone())) {
                 known.insert(s.clone());
@@ -388,7 +396,7 @@ async fn known_items(
     }
     if !ask.is_empty() {
         let found = repo::items::existing(&mut *tx, tenant, &ask).await?;
-        let mut cache = KNOWN_ITEMS.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = cache_of.0.lock().unwrap_or_else(|p| p.into_inner());
         for s in found.into_keys() {
             cache.insert((tenant.clone(), s.clone()));
             known.insert(s);

@@ -6,8 +6,4 @@ pub mod reservations;
 pub mod rules;
 pub mod stock;
 
-use prost::Message;
-
-pub(crate) fn decode<M: Message + Default>(doc: &[u8]) -> sqlx::Result<M> {
-    M::decode(doc).map_err(|e| sqlx::Error::Decode(Box::new(e)))
-}
+pub(crate) use oms_runtime::db::decode;

@@ -53,9 +53,7 @@ pub async fn insert(
     Ok(Some(existing))
 }
 
-fn decode(doc: &[u8]) -> sqlx::Result<Order> {
-    Order::decode(doc).map_err(|e| sqlx::Error::Decode(Box::new(e)))
-}
+use oms_runtime::db::decode;
 
 pub async fn get(pool: &PgPool, tenant: &Tenant, order_id: Uuid) -> sqlx::Result<Option<Order>> {
     let doc: Option<Vec<u8>> =
