@@ -2,15 +2,12 @@
 //! they can. Reports reservations/s and latency, then verifies that no unit
 //! was oversold: grants counted by the clients, the holds in Postgres and
 //! the availability left must agree with the stock.
-use hdrhistogram::Histogram;
+use crate::load::{self, Outcome};
 use oms_proto::common::NodeKind;
 use oms_proto::inventory::{inventory_service_client::InventoryServiceClient, *};
 use oms_runtime::Service;
 use oms_testkit::{TestDb, authed};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
-use tonic::{Code, Request};
+use tonic::Code;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -99,54 +96,34 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .map(|_| svc.channel())
         .collect();
     let token = format!("Bearer {}", oms_testkit::token(TENANT));
-    let stop = Arc::new(AtomicBool::new(false));
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..args.clients)
-        .map(|c| {
-            let mut client = InventoryServiceClient::new(channels[c % channels.len()].clone());
-            let (stop, token) = (stop.clone(), token.clone());
-            tokio::spawn(async move {
-                let mut hist = Histogram::<u64>::new(3).unwrap();
-                let (mut granted, mut refused, mut failed) = (0u64, 0u64, 0u64);
-                let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    n += 1;
-                    let mut req = Request::new(CreateReservationRequest {
-                        reservation_id: format!("c{c}-{n}"),
-                        lines: vec![ReservationLine {
-                            sku: "HOT".into(),
-                            quantity: 1,
-                            ..Default::default()
-                        }],
+    let report = load::drive(args.clients, args.seconds, |c| {
+        let client = InventoryServiceClient::new(channels[c % channels.len()].clone());
+        let token = token.clone();
+        move |n| {
+            let mut client = client.clone();
+            let req = load::with_token(
+                CreateReservationRequest {
+                    reservation_id: format!("c{c}-{n}"),
+                    lines: vec![ReservationLine {
+                        sku: "HOT".into(),
+                        quantity: 1,
                         ..Default::default()
-                    });
-                    req.metadata_mut()
-                        .insert("authorization", token.parse().unwrap());
-                    let t = Instant::now();
-                    let r = client.create_reservation(req).await;
-                    hist.record(t.elapsed().as_micros() as u64).unwrap();
-                    match r {
-                        Ok(_) => granted += 1,
-                        Err(e) if e.code() == Code::FailedPrecondition => refused += 1,
-                        Err(_) => failed += 1,
-                    }
+                    }],
+                    ..Default::default()
+                },
+                &token,
+            );
+            async move {
+                match client.create_reservation(req).await {
+                    Ok(_) => Outcome::Ok,
+                    Err(e) if e.code() == Code::FailedPrecondition => Outcome::Refused,
+                    Err(_) => Outcome::Failed,
                 }
-                (hist, granted, refused, failed)
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut hist = Histogram::<u64>::new(3).unwrap();
-    let (mut granted, mut refused, mut failed) = (0u64, 0u64, 0u64);
-    for t in tasks {
-        let (h, g, r, f) = t.await?;
-        hist.add(h).unwrap();
-        granted += g;
-        refused += r;
-        failed += f;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
+            }
+        }
+    })
+    .await;
+    let (granted, refused, failed) = (report.ok, report.refused, report.failed);
 
     // Verify: the record, the availability and the clients agree.
     let mut conn = db.connect("inventory").await;
@@ -177,12 +154,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "clients": args.clients,
             "connections": args.connections,
             "seconds": args.seconds,
-            "reservations_per_s": (granted + refused) as f64 / elapsed,
+            "reservations_per_s": (granted + refused) as f64 / report.seconds,
             "granted": granted,
             "refused": refused,
             "failed": failed,
-            "p50_ms": hist.value_at_quantile(0.50) as f64 / 1000.0,
-            "p99_ms": hist.value_at_quantile(0.99) as f64 / 1000.0,
+            "p50_ms": report.ms(0.50),
+            "p99_ms": report.ms(0.99),
             "stock": args.stock,
             "held_in_record": held,
             "available_left": avail.available,

@@ -1,17 +1,13 @@
 //! Ingest: N clients submit canonical orders of three lines through gRPC
 //! (ingest → orders, each order committed before the answer). Reports
 //! orders/s and latency, then checks every accepted order is stored once.
-use hdrhistogram::Histogram;
+use crate::load::{self, Outcome};
 use oms_proto::common::{DeliveryMethod, Money};
 use oms_proto::ingest::{ingest_service_client::IngestServiceClient, *};
 use oms_proto::orders::{Order, OrderLine};
 use oms_runtime::Service;
 use oms_testkit::{TestDb, authed};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tonic::Request;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -87,48 +83,29 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .map(|_| ingest.channel())
         .collect();
     let token = format!("Bearer {}", oms_testkit::token(TENANT));
-    let stop = Arc::new(AtomicBool::new(false));
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..args.clients)
-        .map(|c| {
-            let mut client = IngestServiceClient::new(channels[c % channels.len()].clone());
-            let (stop, token) = (stop.clone(), token.clone());
-            tokio::spawn(async move {
-                let mut hist = Histogram::<u64>::new(3).unwrap();
-                let (mut ok, mut failed) = (0u64, 0u64);
-                let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    n += 1;
-                    let mut req = Request::new(SubmitOrderRequest {
-                        request_id: format!("r{c}-{n}"),
-                        channel: "channels/pos".into(),
-                        order: Some(order(c, n)),
-                    });
-                    req.metadata_mut()
-                        .insert("authorization", token.parse().unwrap());
-                    let t = Instant::now();
-                    let r = client.submit_order(req).await;
-                    hist.record(t.elapsed().as_micros() as u64).unwrap();
-                    match r {
-                        Ok(_) => ok += 1,
-                        Err(_) => failed += 1,
-                    }
+    let report = load::drive(args.clients, args.seconds, |c| {
+        let client = IngestServiceClient::new(channels[c % channels.len()].clone());
+        let token = token.clone();
+        move |n| {
+            let mut client = client.clone();
+            let req = load::with_token(
+                SubmitOrderRequest {
+                    request_id: format!("r{c}-{n}"),
+                    channel: "channels/pos".into(),
+                    order: Some(order(c, n)),
+                },
+                &token,
+            );
+            async move {
+                match client.submit_order(req).await {
+                    Ok(_) => Outcome::Ok,
+                    Err(_) => Outcome::Failed,
                 }
-                (hist, ok, failed)
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut hist = Histogram::<u64>::new(3).unwrap();
-    let (mut ok, mut failed) = (0u64, 0u64);
-    for t in tasks {
-        let (h, o, f) = t.await?;
-        hist.add(h).unwrap();
-        ok += o;
-        failed += f;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
+            }
+        }
+    })
+    .await;
+    let (ok, failed) = (report.ok, report.failed);
     let mut conn = db.connect("orders").await;
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
         .fetch_one(&mut conn)
@@ -143,11 +120,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "clients": args.clients,
             "connections": args.connections,
             "seconds": args.seconds,
-            "orders_per_s": ok as f64 / elapsed,
+            "orders_per_s": ok as f64 / report.seconds,
             "accepted": ok,
             "failed": failed,
-            "p50_ms": hist.value_at_quantile(0.50) as f64 / 1000.0,
-            "p99_ms": hist.value_at_quantile(0.99) as f64 / 1000.0,
+            "p50_ms": report.ms(0.50),
+            "p99_ms": report.ms(0.99),
             "stored": stored,
             "consistent": stored == ok as i64 && lines == stored,
         })

@@ -7,6 +7,7 @@
 
 mod hot_sku;
 mod ingest;
+mod load;
 
 use clap::{Parser, Subcommand};
 

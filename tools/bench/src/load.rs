@@ -1,0 +1,93 @@
+//! The load loop every scenario shares: N clients calling as fast as they
+//! can for a fixed time, with latencies in one histogram.
+use hdrhistogram::Histogram;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// How one call ended.
+pub enum Outcome {
+    Ok,
+    /// Refused by the service on purpose (e.g. out of stock).
+    Refused,
+    Failed,
+}
+
+pub struct Report {
+    pub hist: Histogram<u64>,
+    pub ok: u64,
+    pub refused: u64,
+    pub failed: u64,
+    pub seconds: f64,
+}
+
+impl Report {
+    /// A latency quantile in milliseconds.
+    pub fn ms(&self, q: f64) -> f64 {
+        self.hist.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+/// Runs `clients` loops for `seconds`; `client(i)` makes client `i`'s call
+/// function, which gets the call's sequence number.
+pub async fn drive<F, C, Fut>(clients: usize, seconds: u64, mut client: F) -> Report
+where
+    F: FnMut(usize) -> C,
+    C: FnMut(u64) -> Fut + Send + 'static,
+    Fut: Future<Output = Outcome> + Send,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|i| {
+            let mut call = client(i);
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut hist = Histogram::<u64>::new(3).expect("valid histogram bounds");
+                let (mut ok, mut refused, mut failed) = (0u64, 0u64, 0u64);
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let t = Instant::now();
+                    let outcome = call(n).await;
+                    let _ = hist.record(t.elapsed().as_micros() as u64);
+                    match outcome {
+                        Outcome::Ok => ok += 1,
+                        Outcome::Refused => refused += 1,
+                        Outcome::Failed => failed += 1,
+                    }
+                }
+                (hist, ok, refused, failed)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut report = Report {
+        hist: Histogram::new(3).expect("valid histogram bounds"),
+        ok: 0,
+        refused: 0,
+        failed: 0,
+        seconds: 0.0,
+    };
+    for t in tasks {
+        if let Ok((h, ok, refused, failed)) = t.await {
+            let _ = report.hist.add(h);
+            report.ok += ok;
+            report.refused += refused;
+            report.failed += failed;
+        }
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    report
+}
+
+/// `msg` with the bearer `token` (already `Bearer ...`).
+pub fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    if let Ok(v) = token.parse() {
+        req.metadata_mut().insert("authorization", v);
+    }
+    req
+}
