@@ -2,9 +2,7 @@
 //! become reserved orders; a repeated webhook changes nothing; a bad
 //! signature is refused and audited.
 use oms_e2e::Suite;
-use oms_proto::common::NodeKind;
 use oms_proto::ingest::{self as ing, ingest_service_client::IngestServiceClient};
-use oms_proto::inventory::{self as inv, inventory_service_client::InventoryServiceClient};
 use oms_proto::orders::{self as ord, OrderState, order_service_client::OrderServiceClient};
 use oms_runtime::Service;
 use oms_testkit::authed;
@@ -19,50 +17,8 @@ fn sample(name: &str) -> Vec<u8> {
 }
 
 async fn stocked(suite: &Suite, skus: &[&str]) {
-    let mut c = InventoryServiceClient::new(suite.channel(Service::Inventory));
-    c.create_node(authed(
-        T,
-        inv::CreateNodeRequest {
-            request_id: "n".into(),
-            node: Some(inv::Node {
-                node_id: "DC1".into(),
-                kind: NodeKind::Warehouse as i32,
-                enabled: true,
-                ..Default::default()
-            }),
-        },
-    ))
-    .await
-    .unwrap();
-    for sku in skus {
-        c.create_item(authed(
-            T,
-            inv::CreateItemRequest {
-                request_id: format!("i-{sku}"),
-                item: Some(inv::Item {
-                    sku: sku.to_string(),
-                    ..Default::default()
-                }),
-            },
-        ))
-        .await
-        .unwrap();
-        c.record_movement(authed(
-            T,
-            inv::RecordMovementRequest {
-                request_id: format!("r-{sku}"),
-                movement: Some(inv::StockMovement {
-                    kind: inv::MovementKind::Receipt as i32,
-                    node_id: "DC1".into(),
-                    sku: sku.to_string(),
-                    quantity: 10,
-                    ..Default::default()
-                }),
-            },
-        ))
-        .await
-        .unwrap();
-    }
+    let items: Vec<(&str, i64)> = skus.iter().map(|s| (*s, 10)).collect();
+    suite.stock(T, &items).await;
 }
 
 async fn channel(

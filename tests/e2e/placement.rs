@@ -1,7 +1,7 @@
 //! The placement saga across orders and inventory: reserve, backorder,
 //! cancel with compensation, holds, and a crash in the middle.
-use oms_e2e::Suite;
-use oms_proto::common::{Money, NodeKind, PostalAddress};
+use oms_e2e::{Suite, receive};
+use oms_proto::common::{Money, PostalAddress};
 use oms_proto::inventory::{self as inv, inventory_service_client::InventoryServiceClient};
 use oms_proto::orders::{self as ord, OrderState, order_service_client::OrderServiceClient};
 use oms_runtime::Service;
@@ -9,68 +9,6 @@ use oms_testkit::authed;
 use tonic::transport::Channel;
 
 const T: &str = "acme";
-
-async fn stock(suite: &Suite, items: &[(&str, i64)]) -> InventoryServiceClient<Channel> {
-    let mut c = InventoryServiceClient::new(suite.channel(Service::Inventory));
-    c.create_node(authed(
-        T,
-        inv::CreateNodeRequest {
-            request_id: "node".into(),
-            node: Some(inv::Node {
-                node_id: "DC1".into(),
-                kind: NodeKind::Warehouse as i32,
-                enabled: true,
-                ..Default::default()
-            }),
-        },
-    ))
-    .await
-    .unwrap();
-    for (sku, q) in items {
-        c.create_item(authed(
-            T,
-            inv::CreateItemRequest {
-                request_id: format!("item-{sku}"),
-                item: Some(inv::Item {
-                    sku: sku.to_string(),
-                    ..Default::default()
-                }),
-            },
-        ))
-        .await
-        .unwrap();
-        receive(&mut c, sku, *q).await;
-    }
-    c
-}
-
-async fn receive(c: &mut InventoryServiceClient<Channel>, sku: &str, q: i64) {
-    c.record_movement(authed(
-        T,
-        inv::RecordMovementRequest {
-            request_id: format!("receive-{sku}-{}", uuid()),
-            movement: Some(inv::StockMovement {
-                kind: inv::MovementKind::Receipt as i32,
-                node_id: "DC1".into(),
-                sku: sku.into(),
-                quantity: q,
-                ..Default::default()
-            }),
-        },
-    ))
-    .await
-    .unwrap();
-}
-
-fn uuid() -> String {
-    format!(
-        "{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    )
-}
 
 fn order(lines: &[(&str, i64)]) -> ord::Order {
     ord::Order {
@@ -158,7 +96,7 @@ async fn available(c: &mut InventoryServiceClient<Channel>, sku: &str) -> i64 {
 #[tokio::test]
 async fn orders_are_reserved_backordered_held_and_cancelled_with_their_stock() {
     let suite = Suite::start().await;
-    let mut stock_c = stock(&suite, &[("A", 5), ("B", 1)]).await;
+    let mut stock_c = suite.stock(T, &[("A", 5), ("B", 1)]).await;
     let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
     let mut feed = orders
         .watch_order_events(authed(T, ord::WatchOrderEventsRequest::default()))
@@ -282,7 +220,7 @@ async fn orders_are_reserved_backordered_held_and_cancelled_with_their_stock() {
         .order
         .unwrap();
     assert_eq!(cancelled.state, OrderState::Cancelled as i32);
-    receive(&mut stock_c, "B", 1).await;
+    receive(&mut stock_c, T, "B", 1).await;
     until_state(&mut feed, &second.name, OrderState::Reserved).await;
     assert_eq!(
         (
@@ -324,7 +262,7 @@ async fn orders_are_reserved_backordered_held_and_cancelled_with_their_stock() {
 #[tokio::test]
 async fn a_crash_in_the_middle_of_placements_places_every_order_exactly_once() {
     let mut suite = Suite::start().await;
-    stock(&suite, &[("A", 30)]).await;
+    suite.stock(T, &[("A", 30)]).await;
     let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
     // Inventory is down: every accepted order's placement is pending.
     suite.crash(Service::Inventory).await;

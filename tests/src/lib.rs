@@ -3,7 +3,10 @@
 //! between them.
 #![allow(clippy::unwrap_used)]
 
+use oms_proto::common::NodeKind;
+use oms_proto::inventory::{self as inv, inventory_service_client::InventoryServiceClient};
 use oms_runtime::Service;
+use oms_testkit::authed;
 use oms_testkit::{Running, TestDb};
 use std::collections::HashMap;
 use tokio::net::TcpListener;
@@ -38,6 +41,44 @@ impl Suite {
 
     pub fn channel(&self, s: Service) -> tonic::transport::Channel {
         self.services[&s].channel()
+    }
+
+    /// Gives `tenant` a node `DC1` holding `items` (SKU, units on hand);
+    /// returns an inventory client.
+    pub async fn stock(&self, tenant: &str, items: &[(&str, i64)]) -> Inventory {
+        let mut c = InventoryServiceClient::new(self.channel(Service::Inventory));
+        let node = inv::Node {
+            node_id: "DC1".into(),
+            kind: NodeKind::Warehouse as i32,
+            enabled: true,
+            ..Default::default()
+        };
+        c.create_node(authed(
+            tenant,
+            inv::CreateNodeRequest {
+                request_id: rid(),
+                node: Some(node),
+            },
+        ))
+        .await
+        .unwrap();
+        for (sku, q) in items {
+            let item = inv::Item {
+                sku: sku.to_string(),
+                ..Default::default()
+            };
+            c.create_item(authed(
+                tenant,
+                inv::CreateItemRequest {
+                    request_id: rid(),
+                    item: Some(item),
+                },
+            ))
+            .await
+            .unwrap();
+            receive(&mut c, tenant, sku, *q).await;
+        }
+        c
     }
 
     /// Kills a service as a crash would (nothing drains); its port stays
@@ -81,4 +122,31 @@ async fn start_one(
             oms_testkit::spawn_isolated(listener, config, oms_notifications::run).await
         }
     }
+}
+
+pub type Inventory = InventoryServiceClient<tonic::transport::Channel>;
+
+/// A fresh request id.
+pub fn rid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Receives `q` units of `sku` at `DC1`.
+pub async fn receive(c: &mut Inventory, tenant: &str, sku: &str, q: i64) {
+    let movement = inv::StockMovement {
+        kind: inv::MovementKind::Receipt as i32,
+        node_id: "DC1".into(),
+        sku: sku.into(),
+        quantity: q,
+        ..Default::default()
+    };
+    c.record_movement(authed(
+        tenant,
+        inv::RecordMovementRequest {
+            request_id: rid(),
+            movement: Some(movement),
+        },
+    ))
+    .await
+    .unwrap();
 }
