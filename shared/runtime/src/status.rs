@@ -88,6 +88,23 @@ pub fn from_db(domain: &str, e: &sqlx::Error) -> Status {
     }
 }
 
+/// The `ErrorInfo.reason` of a status (empty when it has none): what a
+/// caller branches on.
+pub fn reason(s: &Status) -> String {
+    s.get_error_details()
+        .error_info()
+        .map(|i| i.reason.clone())
+        .unwrap_or_default()
+}
+
+/// The fields named by a status's `BadRequest` violations.
+pub fn fields(s: &Status) -> Vec<String> {
+    s.get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default()
+}
+
 /// Displays an error with its sources: `a: b: c`.
 pub struct ErrorChain<'a>(pub &'a dyn std::error::Error);
 

@@ -164,18 +164,4 @@ pub async fn held_in_record(db: &TestDb, tenant: &str, sku: &str) -> i64 {
     .unwrap()
 }
 
-pub fn reason(s: &tonic::Status) -> String {
-    use tonic_types::StatusExt;
-    s.get_error_details()
-        .error_info()
-        .map(|i| i.reason.clone())
-        .unwrap_or_default()
-}
-
-pub fn fields(s: &tonic::Status) -> Vec<String> {
-    use tonic_types::StatusExt;
-    s.get_error_details()
-        .bad_request()
-        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
-        .unwrap_or_default()
-}
+pub use oms_runtime::status::{fields, reason};

@@ -166,7 +166,8 @@ impl Saga {
                 repo::saga::done(tx, s).await?;
             }
             Err(st)
-                if st.code() == Code::FailedPrecondition && reason(&st) == "INSUFFICIENT_STOCK" =>
+                if st.code() == Code::FailedPrecondition
+                    && oms_runtime::status::reason(&st) == "INSUFFICIENT_STOCK" =>
             {
                 let missing = missing_units(&st);
                 let before: Vec<i64> = o.lines.iter().map(|l| l.quantity_backordered).collect();
@@ -262,13 +263,6 @@ fn backoff(attempts: i32) -> chrono::Duration {
         .saturating_mul(1 << attempts.clamp(0, 9) as u32)
         .min(60_000);
     chrono::Duration::milliseconds(ms as i64)
-}
-
-fn reason(st: &tonic::Status) -> String {
-    st.get_error_details()
-        .error_info()
-        .map(|i| i.reason.clone())
-        .unwrap_or_default()
 }
 
 /// Units missing per SKU, from inventory's PreconditionFailure violations

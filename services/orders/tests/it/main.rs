@@ -89,20 +89,4 @@ pub async fn create(
         .unwrap()
 }
 
-/// The reason of an error's ErrorInfo.
-pub fn reason(s: &tonic::Status) -> String {
-    use tonic_types::StatusExt;
-    s.get_error_details()
-        .error_info()
-        .map(|i| i.reason.clone())
-        .unwrap_or_default()
-}
-
-/// The fields of an error's BadRequest.
-pub fn fields(s: &tonic::Status) -> Vec<String> {
-    use tonic_types::StatusExt;
-    s.get_error_details()
-        .bad_request()
-        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
-        .unwrap_or_default()
-}
+pub use oms_runtime::status::{fields, reason};
