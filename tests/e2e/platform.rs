@@ -125,8 +125,8 @@ async fn every_service_is_healthy_and_fully_reflected() {
 
 #[tokio::test]
 async fn unbuilt_methods_answer_unimplemented_behind_authentication() {
+    use oms_proto::billing::{GetInvoiceRequest, billing_service_client::BillingServiceClient};
     use oms_proto::returns::{GetReturnRequest, return_service_client::ReturnServiceClient};
-    use oms_proto::routing::{GetRuleSetRequest, routing_service_client::RoutingServiceClient};
     let suite = Suite::start().await;
     let mut returns = ReturnServiceClient::new(suite.channel(Service::Returns));
     let err = returns
@@ -146,11 +146,11 @@ async fn unbuilt_methods_answer_unimplemented_behind_authentication() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
-    let err = RoutingServiceClient::new(suite.channel(Service::Routing))
-        .get_rule_set(authed(
+    let err = BillingServiceClient::new(suite.channel(Service::Billing))
+        .get_invoice(authed(
             "acme",
-            GetRuleSetRequest {
-                name: "ruleSets/active".into(),
+            GetInvoiceRequest {
+                name: "invoices/1".into(),
             },
         ))
         .await

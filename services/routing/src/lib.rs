@@ -1,17 +1,27 @@
-//! The routing service. Its API is designed (see `proto/oms/routing/v1`) but
-//! not built yet: every method answers UNIMPLEMENTED while the service
-//! starts, owns its schema and serves health and reflection.
+//! The routing service: sourcing rules per tenant (versioned, activated,
+//! rolled back), plans with their explanation, simulations and reroutes.
+//!
+//! `engine` is the pure sourcing engine; `grpc` the API edge; `rulesets`
+//! and `planning` the use cases; `network` what comes from inventory;
+//! `repo` the SQL.
+pub mod engine;
+mod grpc;
+mod input;
+pub mod network;
+mod planning;
+mod repo;
+mod rulesets;
+mod service;
 
-use oms_proto::routing::routing_service_server::{RoutingService, RoutingServiceServer};
-use oms_runtime::{Config, auth::Authenticator};
+use oms_proto::routing::routing_service_server::RoutingServiceServer;
+use oms_runtime::{
+    Config, Service, auth::Authenticator, auth::TokenIssuer, outbox::FeedWaker, server::GrpcServer,
+};
+use std::{sync::Arc, time::Duration};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// The API; methods not implemented here answer UNIMPLEMENTED.
-pub struct Api;
-
-#[tonic::async_trait]
-impl RoutingService for Api {}
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Runs the routing service on `listener` until `shutdown`.
 pub async fn run(
@@ -19,6 +29,28 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let api = RoutingServiceServer::with_interceptor(Api, Authenticator::new(&config.auth));
-    oms_runtime::server::serve_with_database(&config, None, listener, shutdown, api).await
+    let pool = oms_runtime::db::connect_and_migrate(
+        &config.database,
+        Some(&MIGRATOR),
+        Duration::from_secs(30),
+    )
+    .await?;
+    let inventory = network::Inventory::new(
+        oms_runtime::client::channel(config.peer_url(Service::Inventory))?,
+        TokenIssuer::new(&config.auth),
+    );
+    let routing = Arc::new(service::Routing {
+        pool: pool.clone(),
+        inventory,
+        waker: FeedWaker::start(&pool, shutdown.clone()),
+        shutdown: shutdown.clone(),
+    });
+    GrpcServer::new(&config)
+        .with_service(RoutingServiceServer::with_interceptor(
+            grpc::RoutingApi(routing),
+            Authenticator::new(&config.auth),
+        ))
+        .with_db(&pool)
+        .serve(listener, shutdown)
+        .await
 }

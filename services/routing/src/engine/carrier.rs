@@ -1,0 +1,114 @@
+//! Distance, and the reference carrier model routing ranks by: what a
+//! parcel costs and how many days it travels for a distance and service
+//! level. The figures are a documented model (README, "Routing"), not a
+//! carrier's rate card; they order nodes sensibly until rate cards per
+//! carrier are wired in.
+use super::model::Geo;
+use oms_proto::common::ServiceLevel;
+
+const EARTH_RADIUS_KM: f64 = 6371.0;
+/// Assumed when either end has no coordinates.
+pub const UNKNOWN_DISTANCE_KM: f64 = 1000.0;
+
+/// Great-circle distance in kilometres.
+pub fn distance_km(a: Geo, b: Geo) -> f64 {
+    let (la1, la2) = (a.lat.to_radians(), b.lat.to_radians());
+    let dla = la2 - la1;
+    let dlo = (b.lon - a.lon).to_radians();
+    let h = (dla / 2.0).sin().powi(2) + la1.cos() * la2.cos() * (dlo / 2.0).sin().powi(2);
+    2.0 * EARTH_RADIUS_KM * h.sqrt().min(1.0).asin()
+}
+
+/// Estimated cost of one parcel in minor units.
+pub fn cost_minor(km: f64, level: ServiceLevel) -> f64 {
+    let (base, per_km) = match level {
+        ServiceLevel::SameDay => (2500.0, 3.0),
+        ServiceLevel::NextDay => (1500.0, 1.2),
+        ServiceLevel::Expedited => (900.0, 0.8),
+        ServiceLevel::Standard | ServiceLevel::Unspecified => (450.0, 0.4),
+    };
+    base + per_km * km
+}
+
+/// Days in transit.
+pub fn transit_days(km: f64, level: ServiceLevel) -> i64 {
+    let per_day = match level {
+        ServiceLevel::SameDay if km <= 50.0 => return 0,
+        ServiceLevel::SameDay | ServiceLevel::NextDay => 1500.0,
+        ServiceLevel::Expedited => 800.0,
+        ServiceLevel::Standard | ServiceLevel::Unspecified => 400.0,
+    };
+    1 + (km / per_day) as i64
+}
+
+/// Days by which a node would miss the promise (0 when on time): work
+/// ships today before the node's cut-off, else tomorrow, then travels.
+/// Days are counted in the node's local time.
+pub fn days_late(
+    now_epoch_s: i64,
+    utc_offset_minutes: i32,
+    cutoff_minute: Option<u32>,
+    km: f64,
+    level: ServiceLevel,
+    promise_epoch_s: i64,
+) -> i64 {
+    let offset = i64::from(utc_offset_minutes) * 60;
+    let local_now = now_epoch_s + offset;
+    let mut ship_day = local_now.div_euclid(86_400);
+    let minute = local_now.rem_euclid(86_400) / 60;
+    if cutoff_minute.is_some_and(|c| minute >= i64::from(c)) {
+        ship_day += 1;
+    }
+    let arrive = ship_day + transit_days(km, level);
+    let promised = (promise_epoch_s + offset).div_euclid(86_400);
+    (arrive - promised).max(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distances_are_great_circle_kilometres() {
+        let berlin = Geo {
+            lat: 52.52,
+            lon: 13.405,
+        };
+        let munich = Geo {
+            lat: 48.137,
+            lon: 11.575,
+        };
+        let d = distance_km(berlin, munich);
+        assert!((d - 504.0).abs() < 5.0, "{d}");
+        assert_eq!(distance_km(berlin, berlin), 0.0);
+    }
+
+    #[test]
+    fn the_cut_off_moves_shipping_to_the_next_day() {
+        // 2026-11-23 10:00 UTC; node in UTC+1, cut-off 12:00 local.
+        let now = 1_795_428_000;
+        let promise_tomorrow = now + 86_400;
+        let on_time = days_late(
+            now,
+            60,
+            Some(12 * 60),
+            100.0,
+            ServiceLevel::NextDay,
+            promise_tomorrow,
+        );
+        assert_eq!(on_time, 0);
+        // Cut-off 10:30 local is past (11:00 local): ships tomorrow, a day late.
+        let late = days_late(
+            now,
+            60,
+            Some(10 * 60 + 30),
+            100.0,
+            ServiceLevel::NextDay,
+            promise_tomorrow,
+        );
+        assert_eq!(late, 1);
+        // Standard over 900 km takes three days.
+        assert_eq!(transit_days(900.0, ServiceLevel::Standard), 3);
+        assert_eq!(transit_days(20.0, ServiceLevel::SameDay), 0);
+    }
+}

@@ -1,0 +1,471 @@
+//! The sourcing engine: pure, no I/O. Given the rules, the order and the
+//! situation (nodes, stock, load, penalties), it returns a plan with
+//! everything needed to explain it. `PlanOrder`, `SimulateRouting`,
+//! `RerouteOrder` and the benchmark all run this same code.
+pub mod carrier;
+pub mod model;
+pub mod render;
+pub mod rules;
+pub mod score;
+pub mod solve;
+#[cfg(test)]
+mod tests;
+
+use model::{Assignment, Backorder, Candidate, Order, Plan, Reject, RuleEval, Situation};
+use oms_proto::common::{DeliveryMethod, ServiceLevel};
+use oms_proto::routing::{PickupFallback, UnfillableAction};
+use rules::{Rule, RuleSet};
+use score::Target;
+
+/// Why `rule` does not apply to `order`, or None when it does.
+fn mismatch(rule: &Rule, order: &Order) -> Option<String> {
+    if !rule.channels.is_empty() && !rule.channels.contains(&order.channel) {
+        return Some(format!(
+            "channel {:?} is not one of the rule's",
+            order.channel
+        ));
+    }
+    if !rule.delivery_methods.is_empty() && !rule.delivery_methods.contains(&order.delivery) {
+        return Some(format!(
+            "delivery method {} is not one of the rule's",
+            order.delivery.as_str_name()
+        ));
+    }
+    if !rule.service_levels.is_empty() && !rule.service_levels.contains(&order.service_level) {
+        return Some(format!(
+            "service level {} is not one of the rule's",
+            order.service_level.as_str_name()
+        ));
+    }
+    if order.priority < rule.min_priority {
+        return Some(format!(
+            "priority {} is below the rule's minimum {}",
+            order.priority, rule.min_priority
+        ));
+    }
+    if !rule.countries.is_empty() && !rule.countries.contains(&order.country) {
+        return Some(format!(
+            "destination country {:?} is not one of the rule's",
+            order.country
+        ));
+    }
+    if !rule.regions.is_empty() && !rule.regions.contains(&order.region) {
+        return Some(format!(
+            "destination region {:?} is not one of the rule's",
+            order.region
+        ));
+    }
+    None
+}
+
+/// One rule's attempt.
+struct Attempt {
+    assignments: Vec<Assignment>,
+    left: Vec<i64>,
+    shipments: usize,
+    cost: f64,
+    candidates: Vec<Candidate>,
+    /// Why units were left, when they were.
+    why: Option<String>,
+}
+
+/// Plans `order` under `rules` in `s`.
+pub fn plan(rules: &RuleSet, order: &Order, s: &Situation) -> Plan {
+    let mut demand = vec![0i64; order.skus.len()];
+    for l in &order.lines {
+        demand[l.sku] += l.quantity;
+    }
+    let mut plan = Plan::default();
+    // A pickup order goes to its store; where that is impossible, nothing
+    // else can help.
+    let mut store = None;
+    let mut origin = order.ship_to_geo;
+    if order.delivery == DeliveryMethod::Pickup {
+        let found = s.network.index_of(&order.pickup_node_id);
+        let problem = match found.map(|i| &s.network.nodes[i]) {
+            None => Some(format!(
+                "pickup store {:?} is not a node of this tenant",
+                order.pickup_node_id
+            )),
+            Some(n) if !n.enabled => Some(format!("pickup store {} is disabled", n.id)),
+            Some(n) if !n.pickup => Some(format!("pickup store {} does not take pickups", n.id)),
+            Some(n) => {
+                origin = n.geo;
+                None
+            }
+        };
+        if let Some(why) = problem {
+            backorder_all(&mut plan, order, &why);
+            plan.shortfall = Some(why);
+            return plan;
+        }
+        store = found;
+    }
+    let mut last: Option<(usize, Attempt)> = None;
+    for (ri, rule) in rules.rules.iter().enumerate() {
+        if let Some(why) = mismatch(rule, order) {
+            plan.rules.push(RuleEval {
+                rule: ri,
+                matched: false,
+                reason: why,
+            });
+            continue;
+        }
+        let t = Target {
+            order,
+            demand: &demand,
+            origin,
+            pickup_store: None,
+        };
+        let a = attempt(rule, &t, store, s);
+        let filled = a.left.iter().all(|l| *l == 0);
+        let action = rule.when_unfillable;
+        if filled || action == UnfillableAction::PartialBackorder {
+            plan.rules.push(RuleEval {
+                rule: ri,
+                matched: true,
+                reason: String::new(),
+            });
+            accept(&mut plan, ri, a);
+            return plan;
+        }
+        if action == UnfillableAction::Hold {
+            plan.rules.push(RuleEval {
+                rule: ri,
+                matched: true,
+                reason: String::new(),
+            });
+            let why = format!(
+                "held: {}",
+                a.why.as_deref().unwrap_or("the rule cannot fill the order")
+            );
+            plan.rule = Some(ri);
+            plan.hold = true;
+            plan.candidates = a.candidates;
+            backorder_all(&mut plan, order, &why);
+            plan.shortfall = Some(why);
+            return plan;
+        }
+        plan.rules.push(RuleEval {
+            rule: ri,
+            matched: true,
+            reason: format!(
+                "could not fill the order ({}); next rule",
+                a.why.as_deref().unwrap_or("short")
+            ),
+        });
+        last = Some((ri, a));
+    }
+    let why = match &last {
+        None => "no rule matches the order".to_owned(),
+        Some((_, a)) => format!(
+            "no rule could fill the order; the last said: {}",
+            a.why.as_deref().unwrap_or("short")
+        ),
+    };
+    if let Some((_, a)) = last {
+        plan.candidates = a.candidates;
+    }
+    backorder_all(&mut plan, order, &why);
+    plan.shortfall = Some(why);
+    plan
+}
+
+fn backorder_all(plan: &mut Plan, order: &Order, why: &str) {
+    plan.assignments.clear();
+    plan.backorders = order
+        .lines
+        .iter()
+        .enumerate()
+        .map(|(line, l)| Backorder {
+            line,
+            quantity: l.quantity,
+            reason: why.to_owned(),
+        })
+        .collect();
+}
+
+fn accept(plan: &mut Plan, ri: usize, a: Attempt) {
+    plan.rule = Some(ri);
+    plan.shipments = a.shipments;
+    plan.cost = a.cost;
+    plan.candidates = a.candidates;
+    plan.assignments = a.assignments;
+    plan.backorders = a
+        .left
+        .iter()
+        .enumerate()
+        .filter(|(_, q)| **q > 0)
+        .map(|(line, q)| Backorder {
+            line,
+            quantity: *q,
+            reason: a.why.clone().unwrap_or_default(),
+        })
+        .collect();
+    if !plan.backorders.is_empty() {
+        plan.shortfall = a.why;
+    }
+}
+
+/// Runs one rule: the pickup store's own stock first (pickup orders), then
+/// the rule's nodes.
+fn attempt(rule: &Rule, t: &Target, store: Option<usize>, s: &Situation) -> Attempt {
+    let order = t.order;
+    let need: Vec<i64> = order.lines.iter().map(|l| l.quantity).collect();
+    let sku_of: Vec<usize> = order.lines.iter().map(|l| l.sku).collect();
+    let penalty = rule.ranking.iter().map(|(_, w)| w).sum::<f64>() + 1.0;
+    let mut assignments = Vec::new();
+    let mut left = need.clone();
+    let mut max_shipments = rule.max_shipments;
+    let mut from_store = false;
+    let mut candidates = Vec::new();
+    if let Some(p) = store {
+        // What the store holds of each line, whole lines unless the rule
+        // spreads lines.
+        let mut run: Vec<i64> = (0..order.skus.len()).map(|k| s.stock.get(k, p)).collect();
+        let mut take = vec![0i64; need.len()];
+        for (l, want) in need.iter().enumerate() {
+            let have = run[sku_of[l]];
+            let q = if rule.line_split {
+                (*want).min(have)
+            } else if *want <= have {
+                *want
+            } else {
+                0
+            };
+            take[l] = q;
+            run[sku_of[l]] -= q;
+        }
+        let all = take.iter().zip(&need).all(|(a, b)| a == b);
+        // Sourcing elsewhere as well needs a second shipment; with one
+        // allowed, the store either has everything or ships nothing.
+        let partial_ok = max_shipments > 1 && rule.pickup_fallback != PickupFallback::Fail;
+        if all || partial_ok || rule.pickup_fallback == PickupFallback::Fail {
+            for (line, q) in take.iter().enumerate() {
+                if *q > 0 {
+                    assignments.push(Assignment {
+                        line,
+                        node: p,
+                        quantity: *q,
+                        transfer_to: None,
+                    });
+                    left[line] -= q;
+                    from_store = true;
+                }
+            }
+        }
+        candidates.push(Candidate {
+            node: p,
+            reject: None,
+            score: 0.0,
+            parts: [(0.0, 0.0); 6],
+            chosen: from_store,
+        });
+        if all {
+            return Attempt {
+                assignments,
+                left,
+                shipments: 1,
+                cost: 0.0,
+                candidates,
+                why: None,
+            };
+        }
+        if rule.pickup_fallback == PickupFallback::Fail {
+            return Attempt {
+                assignments,
+                left,
+                shipments: usize::from(from_store),
+                cost: 0.0,
+                candidates,
+                why: Some(format!(
+                    "pickup store {} lacks stock and the rule does not transfer",
+                    s.network.nodes[p].id
+                )),
+            };
+        }
+        if from_store {
+            max_shipments -= 1;
+        }
+    }
+    let tt = Target {
+        pickup_store: store,
+        ..*t
+    };
+    let mut scored = Vec::with_capacity(s.network.nodes.len());
+    score::candidates(rule, &tt, s, &mut scored);
+    let cands: Vec<usize> = scored
+        .iter()
+        .filter(|c| c.reject.is_none())
+        .map(|c| c.node)
+        .collect();
+    let score: Vec<f64> = scored.iter().map(|c| c.score).collect();
+    let problem = solve::Problem {
+        need: &left,
+        sku_of: &sku_of,
+        skus: order.skus.len(),
+        cands: &cands,
+        score: &score,
+        stock: s.stock,
+        penalties: s.penalties,
+        penalty,
+        max_shipments,
+        line_split: rule.line_split,
+    };
+    let mut sol = if max_shipments == 0 {
+        solve::Solution {
+            left: left.clone(),
+            ..Default::default()
+        }
+    } else {
+        solve::solve(&problem)
+    };
+    let mut why = None;
+    min_value(rule, order, s, &problem, &mut sol, &mut why);
+    for n in &sol.used {
+        scored[*n].chosen = true;
+    }
+    let transfer_to = store;
+    assignments.extend(sol.placed.iter().map(|x| Assignment {
+        line: x.line,
+        node: x.node,
+        quantity: x.quantity,
+        transfer_to,
+    }));
+    if sol.left.iter().any(|l| *l > 0) && why.is_none() {
+        why = Some(shortfall(rule, order, &problem, &sol));
+    }
+    // The pickup store, when it ships its own stock, is a chosen candidate
+    // rather than the receiver of the transfer.
+    if let (Some(p), true) = (store, from_store) {
+        scored[p] = candidates.remove(0);
+    }
+    Attempt {
+        assignments,
+        left: sol.left,
+        shipments: sol.used.len() + usize::from(from_store),
+        cost: sol.cost,
+        candidates: scored,
+        why,
+    }
+}
+
+/// Enforces the minimum shipment value of split plans: a shipment below it
+/// is dropped and its units left unplaced.
+fn min_value(
+    rule: &Rule,
+    order: &Order,
+    s: &Situation,
+    p: &solve::Problem,
+    sol: &mut solve::Solution,
+    why: &mut Option<String>,
+) {
+    if rule.min_shipment_value <= 0
+        || sol.used.len() < 2
+        || rule.min_value_currency != order.currency
+    {
+        return;
+    }
+    let value = |sol: &solve::Solution, n: usize| -> i64 {
+        sol.placed
+            .iter()
+            .filter(|x| x.node == n)
+            .map(|x| x.quantity * order.lines[x.line].unit_price)
+            .sum()
+    };
+    let small: Vec<(usize, i64)> = sol
+        .used
+        .iter()
+        .map(|n| (*n, value(sol, *n)))
+        .filter(|(_, v)| *v < rule.min_shipment_value)
+        .collect();
+    for (n, v) in small {
+        for x in sol.placed.iter().filter(|x| x.node == n) {
+            sol.left[x.line] += x.quantity;
+        }
+        sol.placed.retain(|x| x.node != n);
+        sol.used.retain(|u| *u != n);
+        *why = Some(format!(
+            "a shipment from {} would carry {} {}, below the rule's minimum of {} {} (minor units)",
+            s.network.nodes[n].id, v, order.currency, rule.min_shipment_value, order.currency
+        ));
+    }
+    sol.cost = p.cost_of(&sol.placed, &sol.used);
+}
+
+/// Why units were left unplaced under `rule`.
+fn shortfall(rule: &Rule, order: &Order, p: &solve::Problem, sol: &solve::Solution) -> String {
+    let short: Vec<usize> = (0..order.lines.len())
+        .filter(|l| sol.left[*l] > 0)
+        .collect();
+    // A SKU no eligible node holds at all.
+    for &l in &short {
+        let sku = order.lines[l].sku;
+        let best = p
+            .cands
+            .iter()
+            .map(|c| p.stock.get(sku, *c))
+            .max()
+            .unwrap_or(0);
+        if best < sol.left[l] && !rule.line_split {
+            let total: i64 = p.cands.iter().map(|c| p.stock.get(sku, *c)).sum();
+            if total < sol.left[l] || best == 0 {
+                return format!(
+                    "eligible nodes hold {total} of {} in all, {} wanted",
+                    order.skus[sku], sol.left[l]
+                );
+            }
+            return format!(
+                "no eligible node holds {} of {} (most at one node: {best}) and the rule does not split lines",
+                sol.left[l], order.skus[sku]
+            );
+        }
+        if rule.line_split {
+            let total: i64 = p.cands.iter().map(|c| p.stock.get(sku, *c)).sum();
+            if total < order.lines[l].quantity {
+                return format!(
+                    "eligible nodes hold {total} of {} in all, {} wanted",
+                    order.skus[sku], order.lines[l].quantity
+                );
+            }
+        }
+    }
+    if rule.max_shipments == 1 {
+        return "no single eligible node holds the whole order and the rule does not split".into();
+    }
+    format!(
+        "the order would need more than the rule's {} shipments",
+        rule.max_shipments
+    )
+}
+
+/// The service level as the engine reads it.
+pub fn service_level(v: i32) -> ServiceLevel {
+    match ServiceLevel::try_from(v).unwrap_or_default() {
+        ServiceLevel::Unspecified => ServiceLevel::Standard,
+        l => l,
+    }
+}
+
+/// Every reason a node can be rejected, for people.
+pub fn reject_text(r: Reject) -> String {
+    match r {
+        Reject::Disabled => "disabled".into(),
+        Reject::Excluded => "excluded (by the rule, or it just failed this order)".into(),
+        Reject::Kind => "kind not allowed by the rule".into(),
+        Reject::CannotShip => "does not ship to customers".into(),
+        Reject::NoPickup => "does not take pickups".into(),
+        Reject::NoShipFromStore => "store without ship-from-store".into(),
+        Reject::Region => "region not allowed by the rule".into(),
+        Reject::DistanceUnknown => "no coordinates to check the rule's distance limit".into(),
+        Reject::TooFar { km, limit } => format!("{km:.0} km away, beyond the rule's {limit:.0} km"),
+        Reject::CapacityExhausted { capacity } => {
+            format!("daily capacity of {capacity} orders used up")
+        }
+        Reject::CapacityBelow { left, min } => {
+            format!("{left} orders of capacity left, the rule wants {min}")
+        }
+        Reject::NoStock => "holds none of the ordered SKUs".into(),
+        Reject::PickupStore => "the pickup store itself (receives the transfer)".into(),
+    }
+}

@@ -1,0 +1,193 @@
+//! Filtering nodes through a rule and scoring the eligible ones. Each
+//! criterion's raw measure is normalised over the eligible nodes to 0 (the
+//! best of them) .. 1 (the worst) and multiplied by its weight; a node's
+//! score is the sum (lower is better), so weights compare like with like
+//! whatever the units.
+use super::carrier;
+use super::model::{Candidate, Geo, Order, Reject, Situation};
+use super::rules::Rule;
+use oms_proto::common::{DeliveryMethod, NodeKind};
+use oms_proto::routing::Criterion;
+
+/// What scoring needs to know about the order beyond the rule.
+pub struct Target<'a> {
+    pub order: &'a Order,
+    /// Units wanted per order SKU.
+    pub demand: &'a [i64],
+    /// Where the parcels go: the ship-to, or the pickup store.
+    pub origin: Option<Geo>,
+    /// A pickup store that is sourcing what it lacks (not a source itself).
+    pub pickup_store: Option<usize>,
+}
+
+fn lower_is_better(c: Criterion) -> bool {
+    matches!(
+        c,
+        Criterion::Distance | Criterion::ShippingCost | Criterion::PromiseDate
+    )
+}
+
+/// Evaluates every node of the network under `rule` into `out`.
+pub fn candidates(rule: &Rule, t: &Target, s: &Situation, out: &mut Vec<Candidate>) {
+    out.clear();
+    let order = t.order;
+    for (i, node) in s.network.nodes.iter().enumerate() {
+        let km = match (node.geo, t.origin) {
+            (Some(a), Some(b)) => Some(carrier::distance_km(a, b)),
+            _ => None,
+        };
+        let used = s.used_today.get(i).copied().unwrap_or(0);
+        let reject = filter(rule, t, s, i, km, used);
+        let mut c = Candidate {
+            node: i,
+            reject,
+            score: 0.0,
+            parts: [(0.0, 0.0); 6],
+            chosen: false,
+        };
+        if reject.is_none() {
+            let d = km.unwrap_or(carrier::UNKNOWN_DISTANCE_KM);
+            for (k, (criterion, _)) in rule.ranking.iter().enumerate() {
+                let raw = match criterion {
+                    Criterion::Distance => km.unwrap_or(f64::NAN),
+                    Criterion::ShippingCost => carrier::cost_minor(d, order.service_level),
+                    Criterion::NodePriority => f64::from(node.priority),
+                    Criterion::CapacityHeadroom => {
+                        if node.daily_capacity == 0 {
+                            1.0
+                        } else {
+                            1.0 - used as f64 / f64::from(node.daily_capacity)
+                        }
+                    }
+                    Criterion::PromiseDate => order.promise_epoch_s.map_or(0.0, |p| {
+                        carrier::days_late(
+                            s.now_epoch_s,
+                            node.utc_offset_minutes,
+                            node.cutoff_minute,
+                            d,
+                            order.service_level,
+                            p,
+                        ) as f64
+                    }),
+                    Criterion::StockDepth => t
+                        .demand
+                        .iter()
+                        .enumerate()
+                        .map(|(sku, want)| (s.stock.get(sku, i) - want).max(0) as f64)
+                        .sum(),
+                    Criterion::Unspecified => 0.0,
+                };
+                c.parts[k].0 = raw;
+            }
+        }
+        out.push(c);
+    }
+    normalise(rule, out);
+}
+
+fn filter(
+    rule: &Rule,
+    t: &Target,
+    s: &Situation,
+    i: usize,
+    km: Option<f64>,
+    used: i64,
+) -> Option<Reject> {
+    let node = &s.network.nodes[i];
+    let nf = &rule.nodes;
+    let shipping = t.order.delivery != DeliveryMethod::Pickup || t.pickup_store.is_some();
+    if !node.enabled {
+        return Some(Reject::Disabled);
+    }
+    if s.excluded.contains(&i) || nf.exclude.contains(&node.id) {
+        return Some(Reject::Excluded);
+    }
+    if t.pickup_store == Some(i) {
+        return Some(Reject::PickupStore);
+    }
+    if !nf.kinds.is_empty() && !nf.kinds.contains(&node.kind) {
+        return Some(Reject::Kind);
+    }
+    if (shipping && !node.ships_to_customers()) || (nf.require_ship && !node.ship) {
+        return Some(if node.kind == NodeKind::Store && !node.ship_from_store {
+            Reject::NoShipFromStore
+        } else {
+            Reject::CannotShip
+        });
+    }
+    if nf.require_ship_from_store && node.kind == NodeKind::Store && !node.ship_from_store {
+        return Some(Reject::NoShipFromStore);
+    }
+    if nf.require_pickup && !node.pickup {
+        return Some(Reject::NoPickup);
+    }
+    if !nf.regions.is_empty() && !nf.regions.contains(&node.region) {
+        return Some(Reject::Region);
+    }
+    if nf.max_distance_km > 0.0 {
+        match km {
+            None => return Some(Reject::DistanceUnknown),
+            Some(km) if km > nf.max_distance_km => {
+                return Some(Reject::TooFar {
+                    km,
+                    limit: nf.max_distance_km,
+                });
+            }
+            _ => {}
+        }
+    }
+    if node.daily_capacity > 0 {
+        let left = i64::from(node.daily_capacity) - used;
+        if left <= 0 {
+            return Some(Reject::CapacityExhausted {
+                capacity: node.daily_capacity,
+            });
+        }
+        if left < i64::from(nf.min_capacity_left) {
+            return Some(Reject::CapacityBelow {
+                left,
+                min: nf.min_capacity_left,
+            });
+        }
+    }
+    if t.demand
+        .iter()
+        .enumerate()
+        .all(|(sku, want)| *want == 0 || s.stock.get(sku, i) <= 0)
+    {
+        return Some(Reject::NoStock);
+    }
+    None
+}
+
+fn normalise(rule: &Rule, cands: &mut [Candidate]) {
+    for (k, (criterion, weight)) in rule.ranking.iter().enumerate() {
+        let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+        for c in cands.iter().filter(|c| c.reject.is_none()) {
+            let raw = c.parts[k].0;
+            if raw.is_finite() {
+                lo = lo.min(raw);
+                hi = hi.max(raw);
+            }
+        }
+        let (best, worst) = if lower_is_better(*criterion) {
+            (lo, hi)
+        } else {
+            (hi, lo)
+        };
+        let range = worst - best;
+        for c in cands.iter_mut().filter(|c| c.reject.is_none()) {
+            let raw = c.parts[k].0;
+            // An unknown measure (no coordinates) ranks as the worst.
+            let norm = if !raw.is_finite() {
+                1.0
+            } else if range == 0.0 || !range.is_finite() {
+                0.0
+            } else {
+                (raw - best) / range
+            };
+            c.parts[k].1 = weight * norm;
+            c.score += weight * norm;
+        }
+    }
+}

@@ -1,0 +1,478 @@
+//! Assigning lines to scored nodes. The objective, in order: place as many
+//! units as the rule allows, use as few nodes (shipments) as possible, then
+//! the lowest cost, where a plan's cost is the sum of its nodes' scores
+//! plus a penalty for each line sent to a node whose standing for that SKU
+//! is lowered.
+//!
+//! One node that holds everything wins outright (cheapest such node).
+//! Otherwise a greedy cover takes, round by round, the node that places the
+//! most remaining units (cheapest on ties), then local search drops nodes
+//! whose lines fit on the others and swaps nodes for cheaper ones that can
+//! carry the same lines. `exhaustive` measures how far this lands from the
+//! optimum (`make bench` reports the gap).
+use super::model::Stock;
+
+/// A placement problem.
+pub struct Problem<'a> {
+    /// Units to place per line.
+    pub need: &'a [i64],
+    /// Order SKU index per line.
+    pub sku_of: &'a [usize],
+    pub skus: usize,
+    /// Eligible nodes.
+    pub cands: &'a [usize],
+    /// Score per node index (lower is better).
+    pub score: &'a [f64],
+    pub stock: &'a Stock,
+    /// (node, sku) with lowered standing.
+    pub penalties: &'a [(usize, usize)],
+    pub penalty: f64,
+    pub max_shipments: usize,
+    pub line_split: bool,
+}
+
+/// Units of a line at a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placed {
+    pub line: usize,
+    pub node: usize,
+    pub quantity: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Solution {
+    pub placed: Vec<Placed>,
+    /// Units not placed per line.
+    pub left: Vec<i64>,
+    /// Nodes used, in the order chosen.
+    pub used: Vec<usize>,
+    pub cost: f64,
+}
+
+impl Problem<'_> {
+    pub fn pen(&self, node: usize, sku: usize) -> f64 {
+        if !self.penalties.is_empty() && self.penalties.contains(&(node, sku)) {
+            self.penalty
+        } else {
+            0.0
+        }
+    }
+
+    /// Cost of a set of placements.
+    pub fn cost_of(&self, placed: &[Placed], used: &[usize]) -> f64 {
+        used.iter().map(|&n| self.score[n]).sum::<f64>()
+            + placed
+                .iter()
+                .map(|p| self.pen(p.node, self.sku_of[p.line]))
+                .sum::<f64>()
+    }
+}
+
+pub fn solve(p: &Problem) -> Solution {
+    if let Some(s) = single_node(p) {
+        return s;
+    }
+    let mut s = greedy(p);
+    if !p.line_split && s.used.len() > 1 {
+        improve(p, &mut s);
+    }
+    s.cost = p.cost_of(&s.placed, &s.used);
+    s
+}
+
+fn single_node(p: &Problem) -> Option<Solution> {
+    let mut demand = [0i64; 64];
+    let demand: &mut [i64] = if p.skus <= 64 {
+        &mut demand[..p.skus]
+    } else {
+        return None;
+    };
+    for (l, n) in p.need.iter().enumerate() {
+        demand[p.sku_of[l]] += n;
+    }
+    let mut best: Option<(usize, f64)> = None;
+    for &c in p.cands {
+        if demand
+            .iter()
+            .enumerate()
+            .all(|(k, d)| *d <= p.stock.get(k, c))
+        {
+            let cost = p.score[c]
+                + (0..p.need.len())
+                    .filter(|l| p.need[*l] > 0)
+                    .map(|l| p.pen(c, p.sku_of[l]))
+                    .sum::<f64>();
+            if best.is_none_or(|(_, b)| cost < b) {
+                best = Some((c, cost));
+            }
+        }
+    }
+    let (node, cost) = best?;
+    Some(Solution {
+        placed: (0..p.need.len())
+            .filter(|l| p.need[*l] > 0)
+            .map(|line| Placed {
+                line,
+                node,
+                quantity: p.need[line],
+            })
+            .collect(),
+        left: vec![0; p.need.len()],
+        used: vec![node],
+        cost,
+    })
+}
+
+/// What node `c` would place of `left`, given its stock; calls `place` for
+/// each placement. Returns (units, cost).
+fn cover(
+    p: &Problem,
+    c: usize,
+    left: &[i64],
+    run: &mut [i64],
+    mut place: impl FnMut(usize, i64),
+) -> (i64, f64) {
+    for (k, r) in run.iter_mut().enumerate() {
+        *r = p.stock.get(k, c);
+    }
+    let (mut units, mut cost) = (0, p.score[c]);
+    for (l, want) in left.iter().enumerate() {
+        if *want <= 0 {
+            continue;
+        }
+        let sku = p.sku_of[l];
+        let take = if p.line_split {
+            (*want).min(run[sku])
+        } else if *want <= run[sku] {
+            *want
+        } else {
+            0
+        };
+        if take > 0 {
+            run[sku] -= take;
+            units += take;
+            cost += p.pen(c, sku);
+            place(l, take);
+        }
+    }
+    (units, cost)
+}
+
+fn greedy(p: &Problem) -> Solution {
+    let mut left = p.need.to_vec();
+    let mut run = vec![0i64; p.skus];
+    let mut used: Vec<usize> = Vec::new();
+    let mut placed = Vec::new();
+    while used.len() < p.max_shipments && left.iter().any(|l| *l > 0) {
+        let mut best: Option<(usize, i64, f64)> = None;
+        for &c in p.cands {
+            if used.contains(&c) {
+                continue;
+            }
+            let (units, cost) = cover(p, c, &left, &mut run, |_, _| {});
+            if units > 0 && best.is_none_or(|(_, u, bc)| units > u || (units == u && cost < bc)) {
+                best = Some((c, units, cost));
+            }
+        }
+        let Some((c, _, _)) = best else { break };
+        let mut taken = Vec::new();
+        cover(p, c, &left, &mut run, |l, q| taken.push((l, q)));
+        for (line, quantity) in taken {
+            left[line] -= quantity;
+            placed.push(Placed {
+                line,
+                node: c,
+                quantity,
+            });
+        }
+        used.push(c);
+    }
+    Solution {
+        placed,
+        left,
+        used,
+        cost: 0.0,
+    }
+}
+
+/// Units of `sku` a node still has after the placements.
+fn free(p: &Problem, placed: &[Placed], node: usize, sku: usize) -> i64 {
+    p.stock.get(sku, node)
+        - placed
+            .iter()
+            .filter(|x| x.node == node && p.sku_of[x.line] == sku)
+            .map(|x| x.quantity)
+            .sum::<i64>()
+}
+
+/// Local search over whole-line placements: drop a node whose lines fit on
+/// the other used nodes; swap a node for an unused cheaper one that can
+/// carry all its lines. Each accepted step lowers (shipments, cost), so it
+/// ends.
+fn improve(p: &Problem, s: &mut Solution) {
+    let mut changed = true;
+    let mut rounds = 0;
+    while changed && rounds < 8 {
+        changed = false;
+        rounds += 1;
+        // Drop, most expensive first.
+        let mut order = s.used.clone();
+        order.sort_by(|a, b| p.score[*b].total_cmp(&p.score[*a]));
+        for u in order {
+            if s.used.len() <= 1 {
+                break;
+            }
+            let mut trial: Vec<Placed> = s.placed.iter().filter(|x| x.node != u).copied().collect();
+            let moving: Vec<Placed> = s.placed.iter().filter(|x| x.node == u).copied().collect();
+            let mut ok = true;
+            for m in &moving {
+                let sku = p.sku_of[m.line];
+                let target = s
+                    .used
+                    .iter()
+                    .copied()
+                    .filter(|&v| v != u && free(p, &trial, v, sku) >= m.quantity)
+                    .min_by(|a, b| p.pen(*a, sku).total_cmp(&p.pen(*b, sku)));
+                match target {
+                    Some(v) => trial.push(Placed { node: v, ..*m }),
+                    None => {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            if ok {
+                s.placed = trial;
+                s.used.retain(|&v| v != u);
+                changed = true;
+            }
+        }
+        // Swap for a cheaper node carrying the same lines.
+        for ui in 0..s.used.len() {
+            let u = s.used[ui];
+            let lines: Vec<Placed> = s.placed.iter().filter(|x| x.node == u).copied().collect();
+            let rest: Vec<Placed> = s.placed.iter().filter(|x| x.node != u).copied().collect();
+            let here = p.score[u]
+                + lines
+                    .iter()
+                    .map(|x| p.pen(u, p.sku_of[x.line]))
+                    .sum::<f64>();
+            let mut best: Option<(usize, f64)> = None;
+            for &v in p.cands {
+                if s.used.contains(&v) {
+                    continue;
+                }
+                let there = p.score[v]
+                    + lines
+                        .iter()
+                        .map(|x| p.pen(v, p.sku_of[x.line]))
+                        .sum::<f64>();
+                if there >= here - 1e-12 || best.is_some_and(|(_, b)| there >= b) {
+                    continue;
+                }
+                let fits = (0..p.skus).all(|k| {
+                    let want: i64 = lines
+                        .iter()
+                        .filter(|x| p.sku_of[x.line] == k)
+                        .map(|x| x.quantity)
+                        .sum();
+                    want == 0 || free(p, &rest, v, k) >= want
+                });
+                if fits {
+                    best = Some((v, there));
+                }
+            }
+            if let Some((v, _)) = best {
+                for x in s.placed.iter_mut().filter(|x| x.node == u) {
+                    x.node = v;
+                }
+                s.used[ui] = v;
+                changed = true;
+            }
+        }
+    }
+}
+
+/// The optimum by enumeration, for small problems without line splits:
+/// (shipments, cost) of the best plan that places every unit, or None when
+/// no such plan exists within the shipment limit.
+pub fn exhaustive(p: &Problem) -> Option<(usize, f64)> {
+    let lines: Vec<usize> = (0..p.need.len()).filter(|l| p.need[*l] > 0).collect();
+    let max = p.max_shipments.min(lines.len()).min(p.cands.len());
+    for k in 1..=max {
+        let mut best: Option<f64> = None;
+        let mut subset = Vec::with_capacity(k);
+        subsets(p.cands, k, 0, &mut subset, &mut |nodes| {
+            let mut taken = vec![0i64; p.skus * nodes.len()];
+            let mut count = vec![0usize; nodes.len()];
+            assign(p, &lines, 0, nodes, &mut taken, &mut count, 0.0, &mut best);
+        });
+        if let Some(c) = best {
+            return Some((k, c));
+        }
+    }
+    None
+}
+
+fn subsets(
+    cands: &[usize],
+    k: usize,
+    from: usize,
+    cur: &mut Vec<usize>,
+    f: &mut dyn FnMut(&[usize]),
+) {
+    if cur.len() == k {
+        f(cur);
+        return;
+    }
+    for i in from..cands.len() {
+        cur.push(cands[i]);
+        subsets(cands, k, i + 1, cur, f);
+        cur.pop();
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn assign(
+    p: &Problem,
+    lines: &[usize],
+    at: usize,
+    nodes: &[usize],
+    taken: &mut [i64],
+    count: &mut [usize],
+    pen: f64,
+    best: &mut Option<f64>,
+) {
+    if at == lines.len() {
+        // Every node of the subset must ship; smaller subsets were tried.
+        if count.iter().all(|c| *c > 0) {
+            let cost = nodes.iter().map(|n| p.score[*n]).sum::<f64>() + pen;
+            if best.is_none_or(|b| cost < b) {
+                *best = Some(cost);
+            }
+        }
+        return;
+    }
+    let l = lines[at];
+    let sku = p.sku_of[l];
+    for (i, &n) in nodes.iter().enumerate() {
+        let slot = sku * nodes.len() + i;
+        if taken[slot] + p.need[l] <= p.stock.get(sku, n) {
+            taken[slot] += p.need[l];
+            count[i] += 1;
+            assign(
+                p,
+                lines,
+                at + 1,
+                nodes,
+                taken,
+                count,
+                pen + p.pen(n, sku),
+                best,
+            );
+            taken[slot] -= p.need[l];
+            count[i] -= 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stock(rows: &[&[i64]]) -> Stock {
+        // rows[sku][node]
+        let mut s = Stock::new(rows.len(), rows[0].len());
+        for (k, r) in rows.iter().enumerate() {
+            for (n, q) in r.iter().enumerate() {
+                s.set(k, n, *q);
+            }
+        }
+        s
+    }
+
+    fn problem<'a>(
+        need: &'a [i64],
+        sku_of: &'a [usize],
+        skus: usize,
+        cands: &'a [usize],
+        score: &'a [f64],
+        stock: &'a Stock,
+    ) -> Problem<'a> {
+        Problem {
+            need,
+            sku_of,
+            skus,
+            cands,
+            score,
+            stock,
+            penalties: &[],
+            penalty: 10.0,
+            max_shipments: usize::MAX,
+            line_split: false,
+        }
+    }
+
+    #[test]
+    fn one_node_with_everything_wins_even_when_dearer() {
+        let st = stock(&[&[5, 5, 0], &[5, 0, 5]]);
+        let score = [0.9, 0.0, 0.0];
+        let p = problem(&[1, 1], &[0, 1], 2, &[0, 1, 2], &score, &st);
+        let s = solve(&p);
+        assert_eq!(s.used, [0]);
+        assert_eq!(exhaustive(&p), Some((1, 0.9)));
+    }
+
+    #[test]
+    fn splits_over_the_fewest_cheapest_nodes() {
+        // Nobody has both SKUs; nodes 1 and 3 are cheapest per SKU.
+        let st = stock(&[&[5, 5, 0, 0], &[0, 0, 5, 5]]);
+        let score = [0.5, 0.1, 0.7, 0.2];
+        let p = problem(&[2, 3], &[0, 1], 2, &[0, 1, 2, 3], &score, &st);
+        let s = solve(&p);
+        let mut used = s.used.clone();
+        used.sort();
+        assert_eq!(used, [1, 3]);
+        assert!((s.cost - 0.3).abs() < 1e-9);
+        let (n, c) = exhaustive(&p).unwrap();
+        assert_eq!(n, 2);
+        assert!((c - 0.3).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_shipment_limit_leaves_units_unplaced() {
+        let st = stock(&[&[5, 0], &[0, 5]]);
+        let score = [0.0, 0.0];
+        let mut p = problem(&[1, 1], &[0, 1], 2, &[0, 1], &score, &st);
+        p.max_shipments = 1;
+        let s = solve(&p);
+        assert_eq!(s.used.len(), 1);
+        assert_eq!(s.left.iter().sum::<i64>(), 1);
+        assert_eq!(exhaustive(&p), None);
+    }
+
+    #[test]
+    fn line_split_spreads_one_line_over_nodes() {
+        let st = stock(&[&[3, 4]]);
+        let score = [0.0, 0.5];
+        let mut p = problem(&[6], &[0], 1, &[0, 1], &score, &st);
+        let whole = solve(&p);
+        assert_eq!(whole.left, [6], "without line split no node holds 6");
+        p.line_split = true;
+        let s = solve(&p);
+        assert_eq!(s.left, [0]);
+        let mut q: Vec<(usize, i64)> = s.placed.iter().map(|x| (x.node, x.quantity)).collect();
+        q.sort();
+        assert_eq!(q, [(0, 2), (1, 4)]);
+    }
+
+    #[test]
+    fn a_penalised_node_is_avoided_when_another_can_ship() {
+        let st = stock(&[&[5, 5]]);
+        let score = [0.0, 0.5];
+        let mut p = problem(&[1], &[0], 1, &[0, 1], &score, &st);
+        let pens = [(0usize, 0usize)];
+        p.penalties = &pens;
+        assert_eq!(solve(&p).used, [1]);
+    }
+}

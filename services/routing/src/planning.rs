@@ -1,0 +1,447 @@
+//! Plan, reroute and simulate: gather the situation (nodes, live stock,
+//! today's load, penalties), run the engine, and store what it decided.
+use crate::engine::{
+    self,
+    model::{Network, Order, Situation, Stock},
+    render, rules,
+};
+use crate::service::{Begin, DOMAIN, Routing, db, emit, invalid, request_id};
+use crate::{input, network, repo, rulesets};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use oms_kernel::{Paging, Tenant, Violations, parse_name};
+use oms_proto::routing::{watch_routing_events_response::Kind, *};
+use oms_runtime::{status, time::to_timestamp};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tonic::Status;
+use uuid::Uuid;
+
+/// Most orders one simulation plans.
+const MAX_SIMULATED: usize = 500;
+/// Longest penalty a reroute may ask for.
+const MAX_PENALTY: Duration = Duration::days(30);
+
+/// Everything but the order that a plan depends on.
+struct World {
+    net: Arc<Network>,
+    availability: HashMap<String, Vec<i64>>,
+    used: Vec<i64>,
+    /// (node id, sku) penalised now.
+    penalties: Vec<(String, String)>,
+    now: DateTime<Utc>,
+}
+
+impl World {
+    async fn gather(r: &Routing, tenant: &Tenant, skus: &[String]) -> Result<World, Status> {
+        let now = Utc::now();
+        let net = r.inventory.network(tenant).await?;
+        let availability = r.inventory.availability(tenant, &net, skus).await?;
+        let ids: Vec<String> = net.nodes.iter().map(|n| n.id.clone()).collect();
+        let days: Vec<NaiveDate> = net
+            .nodes
+            .iter()
+            .map(|n| local_day(now, n.utc_offset_minutes))
+            .collect();
+        let mut used = vec![0; net.nodes.len()];
+        for (id, q) in repo::load(&r.pool, &ids, &days).await.map_err(db)? {
+            if let Some(i) = net.index_of(&id) {
+                used[i] = q;
+            }
+        }
+        let penalties = repo::penalties(&r.pool, tenant, skus, now)
+            .await
+            .map_err(db)?;
+        Ok(World {
+            net,
+            availability,
+            used,
+            penalties,
+            now,
+        })
+    }
+
+    fn stock(&self, order: &Order) -> Stock {
+        network::stock(&self.availability, &order.skus, self.net.nodes.len())
+    }
+
+    fn penalties(&self, order: &Order) -> Vec<(usize, usize)> {
+        self.penalties
+            .iter()
+            .filter_map(|(n, s)| {
+                Some((
+                    self.net.index_of(n)?,
+                    order.skus.iter().position(|x| x == s)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Runs the engine on `order` and renders its decision.
+    fn decide(
+        &self,
+        rules: &rules::RuleSet,
+        rule_set: &str,
+        order: &Order,
+        stock: &Stock,
+        excluded: &[usize],
+    ) -> Decision {
+        let penalties = self.penalties(order);
+        let s = Situation {
+            network: &self.net,
+            stock,
+            used_today: &self.used,
+            penalties: &penalties,
+            excluded,
+            now_epoch_s: self.now.timestamp(),
+        };
+        let plan = engine::plan(rules, order, &s);
+        render::decision(&plan, rules, rule_set, order, &s)
+    }
+}
+
+fn local_day(now: DateTime<Utc>, offset_minutes: i32) -> NaiveDate {
+    (now + Duration::minutes(i64::from(offset_minutes))).date_naive()
+}
+
+fn decision_id(field: &str, name: &str) -> Result<Uuid, Status> {
+    let id = parse_name(name, "decisions").map_err(|e| invalid(Violations::one(field, e)))?;
+    Uuid::parse_str(id).map_err(|_| {
+        invalid(Violations::one(
+            field,
+            format!("{name:?} is not a decision name"),
+        ))
+    })
+}
+
+/// Stores a decision, counts its shipments against node capacity and
+/// announces it, in the caller's transaction.
+async fn store(
+    tx: &mut sqlx::PgConnection,
+    tenant: &Tenant,
+    rid: &str,
+    mut d: Decision,
+    kind: DecisionKind,
+    input: &RoutingOrder,
+    world: &World,
+) -> Result<Decision, Status> {
+    let id = Uuid::now_v7();
+    d.name = format!("decisions/{id}");
+    d.decision_id = id.to_string();
+    d.kind = kind as i32;
+    d.create_time = Some(to_timestamp(world.now));
+    let kind_db = if kind == DecisionKind::Reroute {
+        "reroute"
+    } else {
+        "plan"
+    };
+    repo::insert_decision(tx, tenant, id, kind_db, &d, input, world.now)
+        .await
+        .map_err(db)?;
+    let mut nodes: Vec<&str> = d.assignments.iter().map(|a| a.node_id.as_str()).collect();
+    nodes.sort_unstable();
+    nodes.dedup();
+    for n in nodes {
+        if let Some(i) = world.net.index_of(n) {
+            let day = local_day(world.now, world.net.nodes[i].utc_offset_minutes);
+            repo::add_load(tx, n, day).await.map_err(db)?;
+        }
+    }
+    emit(
+        tx,
+        tenant,
+        &d.order,
+        rid,
+        Kind::OrderRouted(OrderRouted {
+            decision: Some(d.clone()),
+        }),
+    )
+    .await?;
+    Ok(d)
+}
+
+pub async fn plan(
+    r: &Routing,
+    tenant: &Tenant,
+    req: PlanOrderRequest,
+) -> Result<PlanOrderResponse, Status> {
+    let rid = request_id(&req.request_id)?;
+    let input = req.order.clone().unwrap_or_default();
+    let order = input::order(&input, "order").map_err(invalid)?;
+    let (name, live) = rulesets::live(r, tenant).await?;
+    let rules = rules::compile(&live);
+    let world = World::gather(r, tenant, &order.skus).await?;
+    let d = world.decide(&rules, &name, &order, &world.stock(&order), &[]);
+    let (mut tx, rid) = match r.begin(tenant, rid, "PlanOrder", &req).await? {
+        Begin::Replay(resp) => return Ok(resp),
+        Begin::Tx(tx, rid) => (tx, rid),
+    };
+    let d = store(
+        &mut tx,
+        tenant,
+        rid.as_str(),
+        d,
+        DecisionKind::Plan,
+        &input,
+        &world,
+    )
+    .await?;
+    tracing::info!(order = %d.order, decision = %d.name, summary = %d.explanation.as_ref().map(|e| e.summary.as_str()).unwrap_or(""), "order routed");
+    r.finish(tx, tenant, &rid, PlanOrderResponse { decision: Some(d) })
+        .await
+}
+
+pub async fn reroute(
+    r: &Routing,
+    tenant: &Tenant,
+    req: RerouteOrderRequest,
+) -> Result<RerouteOrderResponse, Status> {
+    let rid = request_id(&req.request_id)?;
+    let input = req.order.clone().unwrap_or_default();
+    let mut v = Violations::new();
+    let order = input::order(&input, "order")
+        .map_err(|e| v.0.extend(e.0))
+        .ok();
+    if req.failed_node_id.trim().is_empty() {
+        v.add("failed_node_id", "required");
+    }
+    if matches!(
+        RerouteReason::try_from(req.reason),
+        Err(_) | Ok(RerouteReason::Unspecified)
+    ) {
+        v.add("reason", "REJECTED, SHORT_PICKED or CANCELLED");
+    }
+    let penalty = match &req.penalty {
+        None => Duration::hours(1),
+        Some(d) => Duration::seconds(d.seconds),
+    };
+    let penalty = if penalty.is_zero() {
+        Duration::hours(1)
+    } else {
+        penalty
+    };
+    if penalty < Duration::zero() || penalty > MAX_PENALTY {
+        v.add("penalty", "between 0 (one hour) and 30 days");
+    }
+    let Some(order) = order.filter(|_| v.is_empty()) else {
+        return Err(invalid(v));
+    };
+    let (name, live) = rulesets::live(r, tenant).await?;
+    let rules = rules::compile(&live);
+    let mut world = World::gather(r, tenant, &order.skus).await?;
+    let failed = world.net.index_of(&req.failed_node_id);
+    if failed.is_none() {
+        return Err(status::not_found(
+            DOMAIN,
+            "node",
+            &format!("nodes/{}", req.failed_node_id),
+        ));
+    }
+    // The failed node's standing drops for these SKUs now, and it takes no
+    // part in this plan at all.
+    for sku in &order.skus {
+        world
+            .penalties
+            .push((req.failed_node_id.clone(), sku.clone()));
+    }
+    let excluded: Vec<usize> = failed.into_iter().collect();
+    let d = world.decide(&rules, &name, &order, &world.stock(&order), &excluded);
+    let (mut tx, rid) = match r.begin(tenant, rid, "RerouteOrder", &req).await? {
+        Begin::Replay(resp) => return Ok(resp),
+        Begin::Tx(tx, rid) => (tx, rid),
+    };
+    let reason = RerouteReason::try_from(req.reason)
+        .unwrap_or_default()
+        .as_str_name();
+    repo::penalise(
+        &mut tx,
+        tenant,
+        &req.failed_node_id,
+        &order.skus,
+        world.now + penalty,
+        reason,
+    )
+    .await
+    .map_err(db)?;
+    let d = store(
+        &mut tx,
+        tenant,
+        rid.as_str(),
+        d,
+        DecisionKind::Reroute,
+        &input,
+        &world,
+    )
+    .await?;
+    r.finish(tx, tenant, &rid, RerouteOrderResponse { decision: Some(d) })
+        .await
+}
+
+/// A comparable form of a decision's outcome: placements (line, node,
+/// units, transfer), backorders (line, units), hold.
+type Outcome = (Vec<(String, String, i64, String)>, Vec<(String, i64)>, bool);
+
+fn outcome(d: &Decision) -> Outcome {
+    let mut a: Vec<_> = d
+        .assignments
+        .iter()
+        .map(|a| {
+            (
+                a.line_id.clone(),
+                a.node_id.clone(),
+                a.quantity,
+                a.transfer_to_node_id.clone(),
+            )
+        })
+        .collect();
+    a.sort();
+    let mut b: Vec<_> = d
+        .backorders
+        .iter()
+        .map(|b| (b.line_id.clone(), b.quantity))
+        .collect();
+    b.sort();
+    (a, b, d.hold)
+}
+
+pub async fn simulate(
+    r: &Routing,
+    tenant: &Tenant,
+    req: SimulateRoutingRequest,
+) -> Result<SimulateRoutingResponse, Status> {
+    let mut v = Violations::new();
+    if req.past_decisions < 0 || req.past_decisions as usize > MAX_SIMULATED {
+        v.add("past_decisions", format!("0 to {MAX_SIMULATED}"));
+    }
+    if req.orders.len() + req.past_decisions.max(0) as usize > MAX_SIMULATED {
+        v.add(
+            "orders",
+            format!("at most {MAX_SIMULATED} orders, given and past together"),
+        );
+    }
+    for (i, o) in req.stock_overrides.iter().enumerate() {
+        if o.node_id.is_empty() {
+            v.add(format!("stock_overrides[{i}].node_id"), "required");
+        }
+        if o.sku.is_empty() {
+            v.add(format!("stock_overrides[{i}].sku"), "required");
+        }
+        if o.available < 0 {
+            v.add(
+                format!("stock_overrides[{i}].available"),
+                "must be zero or more",
+            );
+        }
+    }
+    let mut inputs = req.orders.clone();
+    let mut orders = Vec::new();
+    for (i, o) in req.orders.iter().enumerate() {
+        match input::order(o, &format!("orders[{i}]")) {
+            Ok(o) => orders.push(o),
+            Err(e) => v.0.extend(e.0),
+        }
+    }
+    let draft = if req.rule_set.is_empty() {
+        None
+    } else {
+        Some(rulesets::rule_set_id("rule_set", &req.rule_set))
+    };
+    if let Some(Err(e)) = &draft {
+        v.add("rule_set", e.message());
+    }
+    if !v.is_empty() {
+        return Err(invalid(v));
+    }
+    if req.past_decisions > 0 {
+        for o in repo::recent_inputs(&r.pool, tenant, i64::from(req.past_decisions))
+            .await
+            .map_err(db)?
+        {
+            // Stored inputs passed validation when they were planned.
+            if let Ok(order) = input::order(&o, "past") {
+                orders.push(order);
+                inputs.push(o);
+            }
+        }
+    }
+    let (live_name, live) = rulesets::live(r, tenant).await?;
+    let live = rules::compile(&live);
+    let (sim_name, sim) = match draft {
+        Some(Ok(id)) => match repo::rule_set(&r.pool, tenant, id).await.map_err(db)? {
+            Some(rs) => (rs.name.clone(), rules::compile(&rs)),
+            None => return Err(status::not_found(DOMAIN, "rule set", &req.rule_set)),
+        },
+        _ => (live_name.clone(), live.clone()),
+    };
+    let mut skus: Vec<String> = orders.iter().flat_map(|o| o.skus.clone()).collect();
+    skus.sort();
+    skus.dedup();
+    let world = World::gather(r, tenant, &skus).await?;
+    let mut results = Vec::with_capacity(orders.len());
+    for order in &orders {
+        let live_stock = world.stock(order);
+        let mut sim_stock = live_stock.clone();
+        for o in &req.stock_overrides {
+            if let (Some(k), Some(n)) = (
+                order.skus.iter().position(|s| *s == o.sku),
+                world.net.index_of(&o.node_id),
+            ) {
+                sim_stock.set(k, n, o.available);
+            }
+        }
+        let mut simulated = world.decide(&sim, &sim_name, order, &sim_stock, &[]);
+        let mut current = world.decide(&live, &live_name, order, &live_stock, &[]);
+        simulated.kind = DecisionKind::Simulation as i32;
+        current.kind = DecisionKind::Simulation as i32;
+        let changed = outcome(&simulated) != outcome(&current);
+        results.push(SimulationResult {
+            order: order.name.clone(),
+            simulated: Some(simulated),
+            live: Some(current),
+            changed,
+        });
+    }
+    Ok(SimulateRoutingResponse {
+        changed_count: results.iter().filter(|r| r.changed).count() as i32,
+        results,
+    })
+}
+
+pub async fn get(
+    r: &Routing,
+    tenant: &Tenant,
+    req: GetDecisionRequest,
+) -> Result<GetDecisionResponse, Status> {
+    let id = decision_id("name", &req.name)?;
+    match repo::decision(&r.pool, tenant, id).await.map_err(db)? {
+        Some(d) => Ok(GetDecisionResponse { decision: Some(d) }),
+        None => Err(status::not_found(DOMAIN, "decision", &req.name)),
+    }
+}
+
+pub async fn list(
+    r: &Routing,
+    tenant: &Tenant,
+    req: ListDecisionsRequest,
+) -> Result<ListDecisionsResponse, Status> {
+    let mut v = Violations::new();
+    if !req.order.is_empty() {
+        v.check("order", parse_name(&req.order, "orders"));
+    }
+    let hash = oms_kernel::fingerprint(&ListDecisionsRequest {
+        page_size: 0,
+        page_token: String::new(),
+        ..req.clone()
+    });
+    let paging = Paging::<Uuid>::parse(&mut v, req.page_size, &req.page_token, (50, 500), hash);
+    if !v.is_empty() {
+        return Err(invalid(v));
+    }
+    let rows = repo::list_decisions(&r.pool, tenant, &req.order, paging.after, paging.fetch())
+        .await
+        .map_err(db)?;
+    let (rows, next_page_token) = paging.page(rows, |(id, _)| *id);
+    Ok(ListDecisionsResponse {
+        decisions: rows.into_iter().map(|(_, d)| d).collect(),
+        next_page_token,
+    })
+}

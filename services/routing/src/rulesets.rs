@@ -1,0 +1,306 @@
+//! Rule sets: drafts, activation, rollback. Only drafts change; a rule set
+//! that has been live is kept as it was, so every decision names rules
+//! that still exist exactly as they were applied.
+use crate::engine::rules;
+use crate::repo;
+use crate::service::{Begin, DOMAIN, Routing, db, emit, invalid, request_id};
+use chrono::Utc;
+use oms_kernel::{Paging, Tenant, Violations, parse_name};
+use oms_proto::routing::{watch_routing_events_response::Kind, *};
+use oms_runtime::{status, time::to_timestamp};
+use tonic::Status;
+use uuid::Uuid;
+
+/// Name of the rule set used when none is active.
+pub const BUILTIN: &str = "ruleSets/builtin-default";
+
+pub fn rule_set_id(field: &str, name: &str) -> Result<Uuid, Status> {
+    let id = parse_name(name, "ruleSets").map_err(|e| invalid(Violations::one(field, e)))?;
+    Uuid::parse_str(id).map_err(|_| {
+        invalid(Violations::one(
+            field,
+            format!("{name:?} is not a rule set name (`ruleSets/{{uuid}}` or `ruleSets/active`)"),
+        ))
+    })
+}
+
+fn not_found(name: &str) -> Status {
+    status::not_found(DOMAIN, "rule set", name)
+}
+
+/// The live rule set of `tenant`: (name, rules), the built-in default when
+/// none was ever activated.
+pub async fn live(r: &Routing, tenant: &Tenant) -> Result<(String, RuleSet), Status> {
+    Ok(
+        match repo::active_rule_set(&r.pool, tenant).await.map_err(db)? {
+            Some(rs) => (rs.name.clone(), rs),
+            None => (BUILTIN.to_owned(), rules::builtin_default()),
+        },
+    )
+}
+
+pub async fn create(
+    r: &Routing,
+    tenant: &Tenant,
+    req: CreateRuleSetRequest,
+) -> Result<CreateRuleSetResponse, Status> {
+    let rid = request_id(&req.request_id)?;
+    let Some(mut rs) = req.rule_set.clone() else {
+        return Err(invalid(Violations::one("rule_set", "is required")));
+    };
+    let v = rules::validate(&rs, "rule_set");
+    if !v.is_empty() {
+        return Err(invalid(v));
+    }
+    let (mut tx, rid) = match r.begin(tenant, rid, "CreateRuleSet", &req).await? {
+        Begin::Replay(resp) => return Ok(resp),
+        Begin::Tx(tx, rid) => (tx, rid),
+    };
+    repo::lock_tenant(&mut tx, tenant).await.map_err(db)?;
+    let id = Uuid::now_v7();
+    let now = Utc::now();
+    rs.name = format!("ruleSets/{id}");
+    rs.rule_set_id = id.to_string();
+    rs.state = RuleSetState::Draft as i32;
+    rs.version = repo::next_version(&mut tx, tenant).await.map_err(db)?;
+    rs.create_time = Some(to_timestamp(now));
+    rs.activate_time = None;
+    repo::insert_rule_set(&mut tx, tenant, id, &rs, now)
+        .await
+        .map_err(db)?;
+    r.finish(
+        tx,
+        tenant,
+        &rid,
+        CreateRuleSetResponse { rule_set: Some(rs) },
+    )
+    .await
+}
+
+pub async fn update(
+    r: &Routing,
+    tenant: &Tenant,
+    req: UpdateRuleSetRequest,
+) -> Result<UpdateRuleSetResponse, Status> {
+    let rid = request_id(&req.request_id)?;
+    let Some(patch) = req.rule_set.clone() else {
+        return Err(invalid(Violations::one("rule_set", "is required")));
+    };
+    let id = rule_set_id("rule_set.name", &patch.name)?;
+    let mut paths = req
+        .update_mask
+        .as_ref()
+        .map(|m| m.paths.clone())
+        .unwrap_or_default();
+    if paths.is_empty() {
+        paths = vec!["display_name".into(), "rules".into()];
+    }
+    let mut v = Violations::new();
+    for (i, p) in paths.iter().enumerate() {
+        if p != "display_name" && p != "rules" {
+            v.add(
+                format!("update_mask.paths[{i}]"),
+                format!("{p:?} cannot be changed; only display_name and rules"),
+            );
+        }
+    }
+    if !v.is_empty() {
+        return Err(invalid(v));
+    }
+    let (mut tx, rid) = match r.begin(tenant, rid, "UpdateRuleSet", &req).await? {
+        Begin::Replay(resp) => return Ok(resp),
+        Begin::Tx(tx, rid) => (tx, rid),
+    };
+    repo::lock_tenant(&mut tx, tenant).await.map_err(db)?;
+    let Some(mut rs) = repo::rule_set(&mut *tx, tenant, id).await.map_err(db)? else {
+        return Err(not_found(&patch.name));
+    };
+    if rs.state() != RuleSetState::Draft {
+        return Err(status::failed_precondition(
+            DOMAIN,
+            "RULE_SET_NOT_DRAFT",
+            &rs.name,
+            "only drafts change; create a new rule set from this one instead",
+        ));
+    }
+    for p in &paths {
+        match p.as_str() {
+            "display_name" => rs.display_name = patch.display_name.clone(),
+            _ => rs.rules = patch.rules.clone(),
+        }
+    }
+    let v = rules::validate(&rs, "rule_set");
+    if !v.is_empty() {
+        return Err(invalid(v));
+    }
+    repo::save_rule_set(&mut tx, tenant, id, &rs)
+        .await
+        .map_err(db)?;
+    r.finish(
+        tx,
+        tenant,
+        &rid,
+        UpdateRuleSetResponse { rule_set: Some(rs) },
+    )
+    .await
+}
+
+pub async fn get(
+    r: &Routing,
+    tenant: &Tenant,
+    req: GetRuleSetRequest,
+) -> Result<GetRuleSetResponse, Status> {
+    let rs = if req.name == "ruleSets/active" {
+        repo::active_rule_set(&r.pool, tenant).await.map_err(db)?
+    } else {
+        let id = rule_set_id("name", &req.name)?;
+        repo::rule_set(&r.pool, tenant, id).await.map_err(db)?
+    };
+    match rs {
+        Some(rs) => Ok(GetRuleSetResponse { rule_set: Some(rs) }),
+        None if req.name == "ruleSets/active" => Err(status::with_reason(
+            tonic::Code::NotFound,
+            DOMAIN,
+            "NO_ACTIVE_RULE_SET",
+            "no rule set has been activated; plans use the built-in default (nearest node with the stock, split allowed, backorder the rest)",
+        )),
+        None => Err(not_found(&req.name)),
+    }
+}
+
+pub async fn list(
+    r: &Routing,
+    tenant: &Tenant,
+    req: ListRuleSetsRequest,
+) -> Result<ListRuleSetsResponse, Status> {
+    let mut v = Violations::new();
+    let paging = Paging::<i64>::parse(&mut v, req.page_size, &req.page_token, (20, 100), 0);
+    if !v.is_empty() {
+        return Err(invalid(v));
+    }
+    let rows = repo::list_rule_sets(&r.pool, tenant, paging.after, paging.fetch())
+        .await
+        .map_err(db)?;
+    let (rule_sets, next_page_token) = paging.page(rows, |rs| rs.version);
+    Ok(ListRuleSetsResponse {
+        rule_sets,
+        next_page_token,
+    })
+}
+
+pub async fn activate(
+    r: &Routing,
+    tenant: &Tenant,
+    req: ActivateRuleSetRequest,
+) -> Result<ActivateRuleSetResponse, Status> {
+    let rid = request_id(&req.request_id)?;
+    let id = rule_set_id("name", &req.name)?;
+    let (mut tx, rid) = match r.begin(tenant, rid, "ActivateRuleSet", &req).await? {
+        Begin::Replay(resp) => return Ok(resp),
+        Begin::Tx(tx, rid) => (tx, rid),
+    };
+    repo::lock_tenant(&mut tx, tenant).await.map_err(db)?;
+    let Some(mut rs) = repo::rule_set(&mut *tx, tenant, id).await.map_err(db)? else {
+        return Err(not_found(&req.name));
+    };
+    if rs.state() == RuleSetState::Active {
+        return r
+            .finish(
+                tx,
+                tenant,
+                &rid,
+                ActivateRuleSetResponse { rule_set: Some(rs) },
+            )
+            .await;
+    }
+    let now = Utc::now();
+    supersede_active(&mut tx, tenant).await?;
+    rs.state = RuleSetState::Active as i32;
+    rs.activate_time = Some(to_timestamp(now));
+    repo::save_rule_set(&mut tx, tenant, id, &rs)
+        .await
+        .map_err(db)?;
+    repo::push_activation(&mut tx, tenant, id, now)
+        .await
+        .map_err(db)?;
+    emit(
+        &mut tx,
+        tenant,
+        &rs.name,
+        rid.as_str(),
+        Kind::RuleSetActivated(RuleSetActivated {
+            rule_set: Some(rs.clone()),
+        }),
+    )
+    .await?;
+    r.finish(
+        tx,
+        tenant,
+        &rid,
+        ActivateRuleSetResponse { rule_set: Some(rs) },
+    )
+    .await
+}
+
+async fn supersede_active(tx: &mut sqlx::PgConnection, tenant: &Tenant) -> Result<(), Status> {
+    if let Some(mut cur) = repo::active_rule_set(&mut *tx, tenant).await.map_err(db)? {
+        cur.state = RuleSetState::Superseded as i32;
+        let id = Uuid::parse_str(&cur.rule_set_id).map_err(|e| status::internal(DOMAIN, &e))?;
+        repo::save_rule_set(tx, tenant, id, &cur)
+            .await
+            .map_err(db)?;
+    }
+    Ok(())
+}
+
+pub async fn rollback(
+    r: &Routing,
+    tenant: &Tenant,
+    req: RollbackRuleSetRequest,
+) -> Result<RollbackRuleSetResponse, Status> {
+    let rid = request_id(&req.request_id)?;
+    let (mut tx, rid) = match r.begin(tenant, rid, "RollbackRuleSet", &req).await? {
+        Begin::Replay(resp) => return Ok(resp),
+        Begin::Tx(tx, rid) => (tx, rid),
+    };
+    repo::lock_tenant(&mut tx, tenant).await.map_err(db)?;
+    let top = repo::top_activations(&mut tx, tenant).await.map_err(db)?;
+    let [(current, _), (_, previous)] = top[..] else {
+        return Err(status::failed_precondition(
+            DOMAIN,
+            "NOTHING_TO_ROLL_BACK",
+            "ruleSets/active",
+            "no earlier rule set was live before the current one",
+        ));
+    };
+    let Some(mut rs) = repo::rule_set(&mut *tx, tenant, previous)
+        .await
+        .map_err(db)?
+    else {
+        return Err(not_found(&format!("ruleSets/{previous}")));
+    };
+    supersede_active(&mut tx, tenant).await?;
+    repo::pop_activation(&mut tx, current).await.map_err(db)?;
+    rs.state = RuleSetState::Active as i32;
+    rs.activate_time = Some(to_timestamp(Utc::now()));
+    repo::save_rule_set(&mut tx, tenant, previous, &rs)
+        .await
+        .map_err(db)?;
+    emit(
+        &mut tx,
+        tenant,
+        &rs.name,
+        rid.as_str(),
+        Kind::RuleSetActivated(RuleSetActivated {
+            rule_set: Some(rs.clone()),
+        }),
+    )
+    .await?;
+    r.finish(
+        tx,
+        tenant,
+        &rid,
+        RollbackRuleSetResponse { rule_set: Some(rs) },
+    )
+    .await
+}

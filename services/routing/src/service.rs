@@ -1,0 +1,110 @@
+//! What every routing use case shares: the pool, inventory, the feed, and
+//! the idempotent transaction around a mutation.
+use crate::network::Inventory;
+use oms_kernel::{RequestId, Tenant, Violations};
+use oms_proto::routing::{WatchRoutingEventsResponse, watch_routing_events_response::Kind};
+use oms_runtime::{
+    idempotency::{self, Claim},
+    outbox::{self, FeedWaker, NewEvent},
+    status,
+};
+use prost::Message;
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+pub const DOMAIN: &str = "routing.oms";
+
+pub struct Routing {
+    pub pool: PgPool,
+    pub inventory: Inventory,
+    pub waker: FeedWaker,
+    pub shutdown: CancellationToken,
+}
+
+/// A started mutation: the stored answer of a repeat, or a transaction with
+/// the request claimed.
+pub enum Begin<R> {
+    Replay(R),
+    Tx(Transaction<'static, Postgres>, RequestId),
+}
+
+pub fn db(e: sqlx::Error) -> Status {
+    status::from_db(DOMAIN, &e)
+}
+
+pub fn invalid(v: Violations) -> Status {
+    status::invalid_argument(DOMAIN, &v)
+}
+
+pub fn request_id(s: &str) -> Result<RequestId, Status> {
+    RequestId::parse(s).map_err(|e| invalid(Violations::one("request_id", e)))
+}
+
+impl Routing {
+    pub async fn begin<Req: Message, Resp: Message + Default>(
+        &self,
+        tenant: &Tenant,
+        rid: RequestId,
+        method: &str,
+        req: &Req,
+    ) -> Result<Begin<Resp>, Status> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        Ok(
+            match idempotency::claim(&mut tx, tenant, &rid, method, req)
+                .await
+                .map_err(|e| e.into_status(DOMAIN))?
+            {
+                Claim::Replay(r) => Begin::Replay(r),
+                Claim::New => Begin::Tx(tx, rid),
+            },
+        )
+    }
+
+    /// Stores the answer with the claim and commits.
+    pub async fn finish<Resp: Message>(
+        &self,
+        mut tx: Transaction<'static, Postgres>,
+        tenant: &Tenant,
+        rid: &RequestId,
+        resp: Resp,
+    ) -> Result<Resp, Status> {
+        idempotency::complete(&mut tx, tenant, rid, &resp)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(resp)
+    }
+}
+
+/// Appends a routing event in the transaction.
+pub async fn emit(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    subject: &str,
+    request_id: &str,
+    kind: Kind,
+) -> Result<(), Status> {
+    let event_type = match &kind {
+        Kind::OrderRouted(_) => "OrderRouted",
+        Kind::RuleSetActivated(_) => "RuleSetActivated",
+    };
+    let payload = WatchRoutingEventsResponse {
+        meta: None,
+        kind: Some(kind),
+    }
+    .encode_to_vec();
+    outbox::append(
+        tx,
+        NewEvent {
+            tenant,
+            event_type,
+            subject,
+            request_id,
+            payload,
+        },
+    )
+    .await
+    .map_err(db)?;
+    Ok(())
+}

@@ -1,0 +1,328 @@
+//! Plans on live availability, stored decisions, simulations, reroutes.
+use crate::rule_sets::{rule, rule_set};
+use crate::{TENANT, at, order, placed, rid, start};
+use futures::StreamExt;
+use oms_proto::common::DeliveryMethod;
+use oms_proto::routing::{
+    ActivateRuleSetRequest, CreateRuleSetRequest, Criterion, DecisionKind, GetDecisionRequest,
+    ListDecisionsRequest, NodeFilter, PlanOrderRequest, RerouteOrderRequest, RerouteReason,
+    SimulateRoutingRequest, StockOverride, WatchRoutingEventsRequest,
+    watch_routing_events_response::Kind,
+};
+use oms_runtime::status;
+use oms_testkit::authed;
+use tonic::Code;
+
+#[tokio::test]
+async fn plans_on_live_stock_store_the_decision_and_replay_it() {
+    let mut h = start().await;
+    h.network(&[
+        ("DC-BER", "MUG", 1),
+        ("DC-MUC", "MUG", 10),
+        ("DC-BER", "TEA", 5),
+    ])
+    .await;
+    let o = order("o-1", &[("MUG", 2), ("TEA", 1)]);
+    let rid1 = rid();
+    let d = h.plan(&rid1, o.clone()).await;
+    // TEA is only in Berlin, MUG x2 only in Munich: two shipments.
+    assert_eq!(placed(&d), [at("1", "DC-MUC", 2), at("2", "DC-BER", 1)]);
+    assert_eq!(d.shipments, 2);
+    assert_eq!(d.kind(), DecisionKind::Plan);
+    assert_eq!(d.rule_set, "ruleSets/builtin-default");
+    let ex = d.explanation.clone().unwrap();
+    let store = ex
+        .candidates
+        .iter()
+        .find(|c| c.node_id == "STORE-BER")
+        .unwrap();
+    assert!(store.rejected);
+    assert!(
+        ex.summary.contains("2 shipments from DC-BER, DC-MUC"),
+        "{}",
+        ex.summary
+    );
+
+    // A replay answers the same decision.
+    let again = h.plan(&rid1, o).await;
+    assert_eq!(again.name, d.name);
+    let got = h
+        .client
+        .get_decision(authed(
+            TENANT,
+            GetDecisionRequest {
+                name: d.name.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .decision
+        .unwrap();
+    assert_eq!(got, d);
+    let list = h
+        .client
+        .list_decisions(authed(
+            TENANT,
+            ListDecisionsRequest {
+                order: "orders/o-1".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.decisions.len(), 1);
+    // Another tenant cannot read it.
+    let err = h
+        .client
+        .get_decision(authed(
+            "globex",
+            GetDecisionRequest {
+                name: d.name.clone(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+
+    // The feed carries it.
+    let mut feed = h
+        .client
+        .watch_routing_events(authed(TENANT, WatchRoutingEventsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let ev = feed.next().await.unwrap().unwrap();
+    match ev.kind {
+        Some(Kind::OrderRouted(r)) => assert_eq!(r.decision.unwrap().name, d.name),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn bad_orders_get_field_violations_and_short_stock_a_plan_that_says_why() {
+    let mut h = start().await;
+    h.network(&[("DC-BER", "MUG", 1)]).await;
+    let mut o = order("o-2", &[("MUG", 0)]);
+    o.delivery_method = DeliveryMethod::Pickup as i32;
+    let err = h
+        .client
+        .plan_order(authed(
+            TENANT,
+            PlanOrderRequest {
+                request_id: rid(),
+                order: Some(o),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(
+        status::fields(&err),
+        ["order.pickup_node_id", "order.lines[0].quantity"]
+    );
+    let d = h.plan(&rid(), order("o-3", &[("MUG", 3)])).await;
+    assert!(d.assignments.is_empty());
+    assert_eq!(d.backorders[0].quantity, 3);
+    assert!(
+        d.backorders[0].reason.contains("hold 1 of MUG"),
+        "{:?}",
+        d.backorders
+    );
+}
+
+#[tokio::test]
+async fn a_draft_is_simulated_against_the_live_rules_before_it_goes_live() {
+    let mut h = start().await;
+    h.network(&[("DC-BER", "MUG", 5), ("DC-MUC", "MUG", 5)])
+        .await;
+    // Past orders to replay.
+    for i in 0..3 {
+        h.plan(&rid(), order(&format!("past-{i}"), &[("MUG", 1)]))
+            .await;
+    }
+    // A draft that never uses Berlin.
+    let mut no_berlin = rule("no-berlin", Criterion::Distance);
+    no_berlin.node_filter = Some(NodeFilter {
+        exclude_node_ids: vec!["DC-BER".into()],
+        ..Default::default()
+    });
+    let draft = h
+        .client
+        .create_rule_set(authed(
+            TENANT,
+            CreateRuleSetRequest {
+                request_id: rid(),
+                rule_set: Some(rule_set("draft", vec![no_berlin])),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .rule_set
+        .unwrap();
+    let sim = h
+        .client
+        .simulate_routing(authed(
+            TENANT,
+            SimulateRoutingRequest {
+                rule_set: draft.name.clone(),
+                orders: vec![order("new-1", &[("MUG", 2)])],
+                past_decisions: 10,
+                stock_overrides: vec![],
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sim.results.len(), 4);
+    assert_eq!(sim.changed_count, 4);
+    for r in &sim.results {
+        let s = r.simulated.as_ref().unwrap();
+        let l = r.live.as_ref().unwrap();
+        assert_eq!(s.assignments[0].node_id, "DC-MUC");
+        assert_eq!(l.assignments[0].node_id, "DC-BER");
+        assert_eq!(s.kind(), DecisionKind::Simulation);
+    }
+    // Hypothetical stock: Berlin empty, the live rules go to Munich too.
+    let sim = h
+        .client
+        .simulate_routing(authed(
+            TENANT,
+            SimulateRoutingRequest {
+                rule_set: String::new(),
+                orders: vec![order("new-2", &[("MUG", 2)])],
+                past_decisions: 0,
+                stock_overrides: vec![StockOverride {
+                    node_id: "DC-BER".into(),
+                    sku: "MUG".into(),
+                    available: 0,
+                }],
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sim.changed_count, 1);
+    assert_eq!(
+        sim.results[0].simulated.as_ref().unwrap().assignments[0].node_id,
+        "DC-MUC"
+    );
+    // Simulations store nothing.
+    let list = h
+        .client
+        .list_decisions(authed(TENANT, ListDecisionsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.decisions.len(), 3);
+
+    // Once live, plans follow it and name it.
+    h.client
+        .activate_rule_set(authed(
+            TENANT,
+            ActivateRuleSetRequest {
+                request_id: rid(),
+                name: draft.name.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+    let d = h.plan(&rid(), order("o-live", &[("MUG", 1)])).await;
+    assert_eq!(placed(&d), [at("1", "DC-MUC", 1)]);
+    assert_eq!(d.rule_set, draft.name);
+    assert_eq!(d.rule_id, "no-berlin");
+}
+
+#[tokio::test]
+async fn a_reroute_avoids_the_failed_node_and_lowers_its_standing() {
+    let mut h = start().await;
+    h.network(&[("DC-BER", "MUG", 5), ("DC-MUC", "MUG", 5)])
+        .await;
+    let d = h.plan(&rid(), order("o-r", &[("MUG", 2)])).await;
+    assert_eq!(placed(&d), [at("1", "DC-BER", 2)]);
+    let request = RerouteOrderRequest {
+        request_id: rid(),
+        order: Some(order("o-r", &[("MUG", 2)])),
+        failed_node_id: "DC-BER".into(),
+        reason: RerouteReason::Rejected as i32,
+        penalty: None,
+    };
+    let r = h
+        .client
+        .reroute_order(authed(TENANT, request.clone()))
+        .await
+        .unwrap()
+        .into_inner()
+        .decision
+        .unwrap();
+    assert_eq!(r.kind(), DecisionKind::Reroute);
+    assert_eq!(placed(&r), [at("1", "DC-MUC", 2)]);
+    // A replay changes nothing.
+    let again = h
+        .client
+        .reroute_order(authed(TENANT, request))
+        .await
+        .unwrap()
+        .into_inner()
+        .decision
+        .unwrap();
+    assert_eq!(again.name, r.name);
+    // For the next hour Berlin ranks below Munich for MUG.
+    let next = h.plan(&rid(), order("o-next", &[("MUG", 1)])).await;
+    assert_eq!(placed(&next), [at("1", "DC-MUC", 1)]);
+    let ber = next
+        .explanation
+        .unwrap()
+        .candidates
+        .into_iter()
+        .find(|c| c.node_id == "DC-BER")
+        .unwrap();
+    assert_eq!(ber.penalized_skus, ["MUG"]);
+    assert!(!ber.rejected);
+    // The order's decisions, newest first.
+    let list = h
+        .client
+        .list_decisions(authed(
+            TENANT,
+            ListDecisionsRequest {
+                order: "orders/o-r".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let kinds: Vec<DecisionKind> = list.decisions.iter().map(|d| d.kind()).collect();
+    assert_eq!(kinds, [DecisionKind::Reroute, DecisionKind::Plan]);
+}
+
+#[tokio::test]
+async fn click_and_collect_uses_the_store_or_transfers_to_it() {
+    let mut h = start().await;
+    h.network(&[
+        ("STORE-BER", "MUG", 1),
+        ("DC-MUC", "MUG", 5),
+        ("DC-MUC", "TEA", 5),
+    ])
+    .await;
+    let mut o = order("o-p", &[("MUG", 1)]);
+    o.delivery_method = DeliveryMethod::Pickup as i32;
+    o.pickup_node_id = "STORE-BER".into();
+    let d = h.plan(&rid(), o.clone()).await;
+    assert_eq!(placed(&d), [at("1", "STORE-BER", 1)]);
+    assert!(d.assignments[0].transfer_to_node_id.is_empty());
+    o.order = "orders/o-p2".into();
+    o.lines[0].quantity = 1;
+    o.lines.push(oms_proto::routing::RoutingLine {
+        line_id: "2".into(),
+        sku: "TEA".into(),
+        quantity: 2,
+        unit_price: None,
+    });
+    let d = h.plan(&rid(), o).await;
+    assert_eq!(placed(&d), [at("1", "STORE-BER", 1), at("2", "DC-MUC", 2)]);
+    let tea = d.assignments.iter().find(|a| a.line_id == "2").unwrap();
+    assert_eq!(tea.transfer_to_node_id, "STORE-BER");
+}
