@@ -106,6 +106,18 @@ async fn orders_are_reserved_backordered_held_and_cancelled_with_their_stock() {
 
     let first = create(&mut orders, "o1", &[("A", 2), ("B", 1)]).await;
     until_state(&mut feed, &first.name, OrderState::Reserved).await;
+    // Then routing places it and the reservation becomes allocations at DC1.
+    let routed = until_state(&mut feed, &first.name, OrderState::Routed)
+        .await
+        .order
+        .unwrap();
+    assert!(routed.routing_decision.starts_with("decisions/"));
+    let sourcing: Vec<(String, i64)> = routed
+        .lines
+        .iter()
+        .flat_map(|l| l.sourcing.iter().map(|s| (s.node_id.clone(), s.quantity)))
+        .collect();
+    assert_eq!(sourcing, [("DC1".to_owned(), 2), ("DC1".to_owned(), 1)]);
     assert_eq!(
         (
             available(&mut stock_c, "A").await,
@@ -132,7 +144,7 @@ async fn orders_are_reserved_backordered_held_and_cancelled_with_their_stock() {
         other => panic!("{other:?}"),
     }
 
-    // A hold stops a reserved order; releasing it resumes where it was.
+    // A hold stops a routed order; releasing it resumes where it was.
     let held = orders
         .place_hold(authed(
             T,
@@ -164,7 +176,7 @@ async fn orders_are_reserved_backordered_held_and_cancelled_with_their_stock() {
         .into_inner()
         .order
         .unwrap();
-    assert_eq!(resumed.state, OrderState::Reserved as i32);
+    assert_eq!(resumed.state, OrderState::Routed as i32);
 
     // Fewer units on a reserved line give the difference back; more are refused.
     let edit = |request_id: &str, q: i64| ord::EditOrderLinesRequest {
@@ -222,6 +234,7 @@ async fn orders_are_reserved_backordered_held_and_cancelled_with_their_stock() {
     assert_eq!(cancelled.state, OrderState::Cancelled as i32);
     receive(&mut stock_c, T, "B", 1).await;
     until_state(&mut feed, &second.name, OrderState::Reserved).await;
+    until_state(&mut feed, &second.name, OrderState::Routed).await;
     assert_eq!(
         (
             available(&mut stock_c, "A").await,
@@ -252,7 +265,7 @@ async fn orders_are_reserved_backordered_held_and_cancelled_with_their_stock() {
     assert_eq!(
         by_state,
         [
-            (OrderState::Reserved as i32, 1),
+            (OrderState::Routed as i32, 1),
             (OrderState::Cancelled as i32, 1)
         ]
     );

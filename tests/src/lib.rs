@@ -51,6 +51,10 @@ impl Suite {
             node_id: "DC1".into(),
             kind: NodeKind::Warehouse as i32,
             enabled: true,
+            capabilities: Some(inv::NodeCapabilities {
+                ship: true,
+                ..Default::default()
+            }),
             ..Default::default()
         };
         c.create_node(authed(

@@ -399,6 +399,9 @@ impl OrderService for OrderApi {
                     if matches!(back_to, OrderState::Created | OrderState::Backordered) {
                         steps.push((crate::repo::saga::RESERVE.to_owned(), vec![]));
                     }
+                    if back_to == OrderState::Reserved {
+                        steps.push((crate::repo::saga::ROUTE.to_owned(), vec![]));
+                    }
                 }
                 Ok(Outcome {
                     happened: Happened {

@@ -32,9 +32,11 @@ pub async fn run(
     .await?;
     let waker = FeedWaker::start(&pool, shutdown.clone());
     let inventory = oms_runtime::client::channel(config.peer_url(oms_runtime::Service::Inventory))?;
+    let routing = oms_runtime::client::channel(config.peer_url(oms_runtime::Service::Routing))?;
     let saga = workers::saga::Saga::new(
         pool.clone(),
         inventory,
+        routing,
         oms_runtime::auth::TokenIssuer::new(&config.auth),
     );
     saga.clone().start(config.sweep_interval, shutdown.clone());

@@ -2,7 +2,7 @@
 //! each function checks the move against the state machine and changes the
 //! order, or refuses and leaves it as it was.
 use super::OrderState;
-use oms_proto::orders::{Hold, HoldType, LineQuantity, Order};
+use oms_proto::orders::{Hold, HoldType, LineQuantity, LineSourcing, Order, OrderLine};
 
 /// A refused change: FAILED_PRECONDITION with this reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,9 +105,33 @@ pub fn cancel(o: &mut Order) -> Result<(), Refused> {
     Ok(())
 }
 
+/// Units given back to inventory: (sku, node, units); the node is empty
+/// before routing placed the line.
+pub type Freed = Vec<(String, String, i64)>;
+
+/// Takes `units` off a routed line's sourcing, last node first, and says
+/// where they were; an unrouted line frees them from the network.
+fn unsource(l: &mut OrderLine, mut units: i64) -> Freed {
+    let mut out = Vec::new();
+    while units > 0 {
+        let Some(last) = l.sourcing.last_mut() else {
+            out.push((l.sku.clone(), String::new(), units));
+            break;
+        };
+        let q = last.quantity.min(units);
+        last.quantity -= q;
+        units -= q;
+        out.push((l.sku.clone(), last.node_id.clone(), q));
+        if last.quantity == 0 {
+            l.sourcing.pop();
+        }
+    }
+    out
+}
+
 /// Cancels quantities of lines; cancelling everything cancels the order.
-/// Returns (sku, units) cancelled per line.
-pub fn cancel_lines(o: &mut Order, lines: &[LineQuantity]) -> Result<Vec<(String, i64)>, Refused> {
+/// Returns what the cancelled units free.
+pub fn cancel_lines(o: &mut Order, lines: &[LineQuantity]) -> Result<Freed, Refused> {
     let st = state(o);
     if !st.can_move_to(OrderState::Cancelled) {
         return Err(refuse(
@@ -137,10 +161,10 @@ pub fn cancel_lines(o: &mut Order, lines: &[LineQuantity]) -> Result<Vec<(String
                 ),
             ));
         }
-        out.push((l.sku.clone(), lq.quantity));
     }
     for lq in lines {
         if let Some(l) = o.lines.iter_mut().find(|l| l.line_id == lq.line_id) {
+            out.extend(unsource(l, lq.quantity));
             l.quantity_cancelled += lq.quantity;
             l.quantity_backordered = l
                 .quantity_backordered
@@ -162,6 +186,25 @@ pub fn reserved(o: &mut Order) -> Result<(), Refused> {
     Ok(())
 }
 
+/// Routing placed every open unit: the lines record where from.
+pub fn routed(o: &mut Order, d: &oms_proto::routing::Decision) -> Result<(), Refused> {
+    set(o, OrderState::Routed)?;
+    o.routing_decision = d.name.clone();
+    for l in &mut o.lines {
+        l.sourcing = d
+            .assignments
+            .iter()
+            .filter(|a| a.line_id == l.line_id)
+            .map(|a| LineSourcing {
+                node_id: a.node_id.clone(),
+                quantity: a.quantity,
+                transfer_to_node_id: a.transfer_to_node_id.clone(),
+            })
+            .collect();
+    }
+    Ok(())
+}
+
 /// Stock was short: lines of the short SKUs wait for `missing` units each.
 pub fn backordered(o: &mut Order, missing: &[(String, i64)]) -> Result<(), Refused> {
     if state(o) != OrderState::Backordered {
@@ -179,12 +222,8 @@ pub fn backordered(o: &mut Order, missing: &[(String, i64)]) -> Result<(), Refus
 
 /// Sets new total quantities of lines before release. Before stock is
 /// reserved any change goes; once reserved, quantities may only go down
-/// (the units freed are returned). Returns (sku, units freed) per line.
-pub fn edit_lines(
-    o: &mut Order,
-    lines: &[LineQuantity],
-    reserved: bool,
-) -> Result<Vec<(String, i64)>, Refused> {
+/// (the units freed are returned). Returns what the removed units free.
+pub fn edit_lines(o: &mut Order, lines: &[LineQuantity], reserved: bool) -> Result<Freed, Refused> {
     let st = state(o);
     if !matches!(
         st,
@@ -229,12 +268,12 @@ pub fn edit_lines(
                 ),
             ));
         }
-        if lq.quantity < l.quantity {
-            freed.push((l.sku.clone(), l.quantity - lq.quantity));
-        }
     }
     for lq in lines {
         if let Some(l) = o.lines.iter_mut().find(|l| l.line_id == lq.line_id) {
+            if lq.quantity < l.quantity {
+                freed.extend(unsource(l, l.quantity - lq.quantity));
+            }
             l.quantity = lq.quantity;
             l.quantity_backordered = l
                 .quantity_backordered
@@ -399,7 +438,7 @@ mod tests {
         );
         assert_eq!(
             cancel_lines(&mut o, &[lq("1", 1)]).unwrap(),
-            [("A".to_string(), 1)]
+            [("A".to_string(), String::new(), 1)]
         );
         assert_eq!(state(&o), OrderState::Created);
         cancel_lines(&mut o, &[lq("1", 1), lq("2", 1)]).unwrap();
@@ -423,7 +462,7 @@ mod tests {
         );
         assert_eq!(
             edit_lines(&mut o, &[lq("1", 3)], true).unwrap(),
-            [("A".to_string(), 2)]
+            [("A".to_string(), String::new(), 2)]
         );
         assert_eq!(o.lines[0].quantity, 3);
     }

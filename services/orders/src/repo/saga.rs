@@ -5,6 +5,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 pub const RESERVE: &str = "reserve";
+pub const ROUTE: &str = "route";
 
 /// A pending step.
 pub struct Step {

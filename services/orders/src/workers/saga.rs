@@ -5,19 +5,25 @@
 //! a crash changes nothing twice.
 //!
 //! Steps: `reserve` (reserve the open lines; short stock backorders the
-//! order and retries; a permanent refusal puts a manual hold), and
-//! `release:<key>` (give stock back after a cancellation; retried until
-//! inventory confirms).
+//! order and retries; a permanent refusal puts a manual hold), `route` (ask
+//! routing for a plan, confirm the reservation into allocations at the
+//! chosen nodes, ROUTED; a plan that cannot place everything is asked for
+//! again later, a plan that holds puts a manual hold), and `release:<key>`
+//! (give stock back after a cancellation; retried until inventory
+//! confirms).
 use crate::changes::{Happened, record};
 use crate::domain::{OrderState, lifecycle};
 use crate::repo::{self, orders::TryLock, saga::Step};
 use chrono::Utc;
 use oms_kernel::Tenant;
 use oms_proto::inventory::{
-    CreateReservationRequest, ReleaseReservationRequest, ReservationLine,
-    inventory_service_client::InventoryServiceClient,
+    Allocation, ConfirmReservationRequest, CreateReservationRequest, ReleaseReservationRequest,
+    ReservationLine, inventory_service_client::InventoryServiceClient,
 };
 use oms_proto::orders::{Hold, HoldType, OrderHoldPlaced, order_event};
+use oms_proto::routing::{
+    PlanOrderRequest, RoutingLine, RoutingOrder, routing_service_client::RoutingServiceClient,
+};
 use oms_runtime::{auth::TokenIssuer, client::Outbound, time::to_timestamp};
 use prost::Message;
 use sqlx::{PgConnection, PgPool};
@@ -39,15 +45,17 @@ pub fn reservation_id(order_id: uuid::Uuid) -> String {
 pub struct Saga {
     pool: PgPool,
     inventory: Channel,
+    routing: Channel,
     issuer: TokenIssuer,
     wake: Arc<Notify>,
 }
 
 impl Saga {
-    pub fn new(pool: PgPool, inventory: Channel, issuer: TokenIssuer) -> Self {
+    pub fn new(pool: PgPool, inventory: Channel, routing: Channel, issuer: TokenIssuer) -> Self {
         Self {
             pool,
             inventory,
+            routing,
             issuer,
             wake: Arc::new(Notify::new()),
         }
@@ -90,6 +98,8 @@ impl Saga {
             };
             if s.step == repo::saga::RESERVE {
                 self.reserve(&mut tx, &tenant, &s).await?;
+            } else if s.step == repo::saga::ROUTE {
+                self.route(&mut tx, &tenant, &s).await?;
             } else {
                 self.release(&mut tx, &tenant, &s).await?;
             }
@@ -164,6 +174,7 @@ impl Saga {
                 )
                 .await?;
                 repo::saga::done(tx, s).await?;
+                repo::saga::enqueue(tx, tenant, s.order_id, repo::saga::ROUTE, &[]).await?;
             }
             Err(st)
                 if st.code() == Code::FailedPrecondition
@@ -202,32 +213,134 @@ impl Saga {
                 ) =>
             {
                 // Refused for good: a person must look at it.
-                let hold = Hold {
-                    r#type: HoldType::Manual as i32,
-                    reason: format!("placement refused by inventory: {}", st.message()),
-                    placed_by: ACTOR.into(),
-                    place_time: Some(to_timestamp(Utc::now())),
-                };
-                if let Ok(Some(h)) = lifecycle::place_hold(&mut o, hold.clone()) {
-                    let happened = Happened {
-                        kind: order_event::Kind::HoldPlaced(OrderHoldPlaced {
-                            hold: Some(hold.clone()),
-                        }),
-                        reason: hold.reason.clone(),
-                    };
-                    record(
-                        tx,
-                        tenant,
-                        s.order_id,
-                        &mut o,
-                        Some(h),
-                        from,
-                        ACTOR,
-                        "",
-                        happened,
-                    )
-                    .await?;
-                }
+                let reason = format!("placement refused by inventory: {}", st.message());
+                hold_for_review(tx, tenant, s.order_id, &mut o, from, reason).await?;
+                repo::saga::done(tx, s).await?;
+            }
+            Err(st) => {
+                repo::saga::retry(tx, s, st.message(), Utc::now() + backoff(s.attempts)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn routing(
+        &self,
+        tenant: &Tenant,
+    ) -> RoutingServiceClient<tonic::service::interceptor::InterceptedService<Channel, Outbound>>
+    {
+        RoutingServiceClient::with_interceptor(
+            self.routing.clone(),
+            Outbound::for_tenant(&self.issuer, tenant, "service:orders"),
+        )
+    }
+
+    /// Plans a reserved order and confirms its reservation at the chosen
+    /// nodes. Both calls are idempotent: the plan's request id counts the
+    /// step's attempts (a retry after a crash gets the same plan back, a
+    /// retry after a short plan asks afresh) and the confirmation's is the
+    /// decision's.
+    async fn route(&self, tx: &mut PgConnection, tenant: &Tenant, s: &Step) -> anyhow::Result<()> {
+        let (mut o, held_from) = match repo::orders::try_lock(tx, tenant, s.order_id).await? {
+            TryLock::Locked(o, h) => (*o, h),
+            TryLock::Missing => {
+                repo::saga::done(tx, s).await?;
+                return Ok(());
+            }
+            TryLock::Busy => {
+                let soon = Utc::now() + chrono::Duration::milliseconds(100);
+                repo::saga::retry(tx, s, "order busy", soon).await?;
+                return Ok(());
+            }
+        };
+        let from = lifecycle::state(&o);
+        if from != OrderState::Reserved {
+            // Held, cancelled or already routed meanwhile.
+            repo::saga::done(tx, s).await?;
+            return Ok(());
+        }
+        let plan = PlanOrderRequest {
+            request_id: format!("route-{}-{}", s.order_id, s.attempts),
+            order: Some(routing_order(&o)),
+        };
+        let decision = match self.routing(tenant).plan_order(plan).await {
+            Ok(r) => r.into_inner().decision.unwrap_or_default(),
+            Err(st) if matches!(st.code(), Code::InvalidArgument) => {
+                let reason = format!("routing refused the order: {}", st.message());
+                hold_for_review(tx, tenant, s.order_id, &mut o, from, reason).await?;
+                repo::saga::done(tx, s).await?;
+                return Ok(());
+            }
+            Err(st) => {
+                repo::saga::retry(tx, s, st.message(), Utc::now() + backoff(s.attempts)).await?;
+                return Ok(());
+            }
+        };
+        let summary = decision
+            .explanation
+            .as_ref()
+            .map(|e| e.summary.clone())
+            .unwrap_or_default();
+        if decision.hold {
+            let reason = format!("routing held the order ({}): {summary}", decision.name);
+            hold_for_review(tx, tenant, s.order_id, &mut o, from, reason).await?;
+            repo::saga::done(tx, s).await?;
+            return Ok(());
+        }
+        if !decision.backorders.is_empty() || decision.assignments.is_empty() {
+            // Reserved in the network but not placeable now (split rules,
+            // capacity, distance): ask again as stock and load change.
+            let wait = Duration::from_secs(30 * (1 + s.attempts.min(9) as u64));
+            let why = format!("not fully routable ({}): {summary}", decision.name);
+            tracing::info!(order = %o.name, %why, "routing again later");
+            repo::saga::retry(tx, s, &why, Utc::now() + wait).await?;
+            return Ok(());
+        }
+        let mut allocations: Vec<Allocation> = Vec::new();
+        for a in &decision.assignments {
+            match allocations
+                .iter_mut()
+                .find(|x| x.sku == a.sku && x.node_id == a.node_id)
+            {
+                Some(x) => x.quantity += a.quantity,
+                None => allocations.push(Allocation {
+                    sku: a.sku.clone(),
+                    node_id: a.node_id.clone(),
+                    quantity: a.quantity,
+                    ..Default::default()
+                }),
+            }
+        }
+        let confirm = ConfirmReservationRequest {
+            request_id: format!("confirm-{}", decision.decision_id),
+            name: format!("reservations/{}", reservation_id(s.order_id)),
+            allocations,
+        };
+        match self.client(tenant).confirm_reservation(confirm).await {
+            Ok(_) => {
+                lifecycle::routed(&mut o, &decision).map_err(|r| anyhow::anyhow!(r.message))?;
+                let happened = Happened::state_changed(from, OrderState::Routed, summary);
+                record(
+                    tx, tenant, s.order_id, &mut o, held_from, from, ACTOR, "", happened,
+                )
+                .await?;
+                repo::saga::done(tx, s).await?;
+            }
+            // Stock moved between the plan and the confirmation: plan again.
+            Err(st)
+                if st.code() == Code::FailedPrecondition
+                    && oms_runtime::status::reason(&st) == "INSUFFICIENT_STOCK" =>
+            {
+                repo::saga::retry(tx, s, st.message(), Utc::now() + backoff(s.attempts)).await?;
+            }
+            Err(st)
+                if matches!(
+                    st.code(),
+                    Code::InvalidArgument | Code::NotFound | Code::FailedPrecondition
+                ) =>
+            {
+                let reason = format!("allocation refused by inventory: {}", st.message());
+                hold_for_review(tx, tenant, s.order_id, &mut o, from, reason).await?;
                 repo::saga::done(tx, s).await?;
             }
             Err(st) => {
@@ -255,6 +368,58 @@ impl Saga {
             }
         }
         Ok(())
+    }
+}
+
+/// Puts a manual hold on an order the saga cannot take further by itself.
+async fn hold_for_review(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    order_id: uuid::Uuid,
+    o: &mut oms_proto::orders::Order,
+    from: OrderState,
+    reason: String,
+) -> anyhow::Result<()> {
+    let hold = Hold {
+        r#type: HoldType::Manual as i32,
+        reason,
+        placed_by: ACTOR.into(),
+        place_time: Some(to_timestamp(Utc::now())),
+    };
+    if let Ok(Some(h)) = lifecycle::place_hold(o, hold.clone()) {
+        let happened = Happened {
+            kind: order_event::Kind::HoldPlaced(OrderHoldPlaced {
+                hold: Some(hold.clone()),
+            }),
+            reason: hold.reason.clone(),
+        };
+        record(tx, tenant, order_id, o, Some(h), from, ACTOR, "", happened).await?;
+    }
+    Ok(())
+}
+
+/// The routing view of an order: its open units.
+fn routing_order(o: &oms_proto::orders::Order) -> RoutingOrder {
+    RoutingOrder {
+        order: o.name.clone(),
+        lines: o
+            .lines
+            .iter()
+            .filter(|l| l.quantity > l.quantity_cancelled)
+            .map(|l| RoutingLine {
+                line_id: l.line_id.clone(),
+                sku: l.sku.clone(),
+                quantity: l.quantity - l.quantity_cancelled,
+                unit_price: l.unit_price.clone(),
+            })
+            .collect(),
+        ship_to: o.ship_to.clone(),
+        delivery_method: o.delivery_method,
+        pickup_node_id: o.pickup_node_id.clone(),
+        service_level: o.service_level,
+        promise_time: o.promise_time,
+        channel: o.channel.clone(),
+        priority: o.priority,
     }
 }
 
@@ -291,7 +456,7 @@ fn missing_units(st: &tonic::Status) -> Vec<(String, i64)> {
 pub fn release_request(
     order_id: uuid::Uuid,
     key: &str,
-    lines: &[(String, i64)],
+    lines: &[(String, String, i64)],
     reason: &str,
 ) -> Vec<u8> {
     ReleaseReservationRequest {
@@ -299,8 +464,9 @@ pub fn release_request(
         name: format!("reservations/{}", reservation_id(order_id)),
         lines: lines
             .iter()
-            .map(|(sku, q)| oms_proto::inventory::Allocation {
+            .map(|(sku, node, q)| oms_proto::inventory::Allocation {
                 sku: sku.clone(),
+                node_id: node.clone(),
                 quantity: *q,
                 ..Default::default()
             })
