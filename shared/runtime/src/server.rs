@@ -9,8 +9,8 @@ use opentelemetry::{propagation::Extractor, trace::TraceContextExt as _};
 use sqlx::PgPool;
 use std::{convert::Infallible, time::Duration};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 use tonic::{body::Body, server::NamedService, service::RoutesBuilder};
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::{Service, limit::GlobalConcurrencyLimitLayer};
@@ -155,10 +155,16 @@ impl GrpcServer {
             .layer(GlobalConcurrencyLimitLayer::new(limit))
             .layer(RedLayer::new(config.service.name()))
             .add_routes(routes.routes())
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-                drain.cancelled().await;
-                set_all(&reporter, &drain_names, ServingStatus::NotServing).await;
-            });
+            // `tcp_nodelay` above applies only to listeners tonic binds
+            // itself; without it here every response waits out Nagle and
+            // the peer's delayed ACK (~40 ms).
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                async move {
+                    drain.cancelled().await;
+                    set_all(&reporter, &drain_names, ServingStatus::NotServing).await;
+                },
+            );
         let mut server = tokio::spawn(server);
         let result = tokio::select! {
             r = &mut server => r,
