@@ -29,6 +29,9 @@ echo "== hot SKU: $CLIENTS clients reserving 1 unit of one SKU through gRPC (${S
 echo "== ingest: $INGEST_CLIENTS clients submitting 3-line orders through ingest -> orders (${SECS}s)"
 "$BIN" ingest --clients "$INGEST_CLIENTS" --seconds "$SECS" | tee .oms/bench-ingest.json
 
+echo "== routing: the sourcing engine in-process (10-1,000 nodes x 1/5/20 lines), its gap to the optimum, PlanOrder through gRPC (${SECS}s)"
+"$BIN" routing --seconds "$SECS" | tee .oms/bench-routing.json
+
 python3 - <<'PY'
 import json
 b = json.load(open(".oms/bench-baseline.json"))
@@ -47,4 +50,30 @@ print()
 print("ingest of 3-line orders through gRPC (ingest -> orders, durable, verified):")
 print(f"  {o:,.0f} orders/s   p50 {i['p50_ms']:.2f} ms   p99 {i['p99_ms']:.2f} ms")
 print(f"  vs pg_order_tps {b['pg_order_tps']:,.0f}/s: {o / b['pg_order_tps']:.2f}x (target >= 1.0x)")
+t = json.load(open(".oms/bench-routing.json"))
+print()
+print("routing engine, one core (decisions/s, p50/p99 us; with the rendered explanation after |):")
+for c in t["cases"]:
+    e, x = c["engine"], c["with_explanation"]
+    print(f"  {c['nodes']:>5} nodes x {c['lines']:>2} lines: {e['decisions_per_s']:>9,.0f}/s  p50 {e['p50_us']:7.1f}  p99 {e['p99_us']:7.1f}"
+          f"  | {x['decisions_per_s']:>8,.0f}/s  p99 {x['p99_us']:7.1f}")
+at = lambda n: [c for c in t["cases"] if c["nodes"] == n]
+for c in at(50):
+    ok = c["engine"]["decisions_per_s"] >= 100_000 and c["engine"]["p99_us"] <= 100
+    print(f"  target at 50 nodes x {c['lines']} lines (>= 100,000/s, p99 <= 100 us): {'met' if ok else 'NOT met'}")
+for c in at(1000):
+    ok = c["engine"]["decisions_per_s"] >= 10_000
+    print(f"  target at 1,000 nodes x {c['lines']} lines (>= 10,000/s): {'met' if ok else 'NOT met'}")
+g = t["gap"]
+print(f"  vs exhaustive optimum on {g['cases']} small cases: {g['optimal']} optimal, {g['more_shipments_than_optimum']} with more shipments,"
+      f" mean cost gap {g['mean_cost_gap']:.3f} (max {g['max_cost_gap']:.3f}) score points of 0..{g['weights_sum']:.1f} per shipment")
+r = t["grpc"]
+one = r["one_client"]
+p50_engine = [c for c in at(50) if c["lines"] == r["lines"]]
+print(f"PlanOrder through gRPC ({r['nodes']} nodes x {r['lines']} lines; inventory call + Postgres write per decision):")
+print(f"  1 client: {one['decisions_per_s']:,.0f}/s p50 {one['p50_ms']:.2f} ms p99 {one['p99_ms']:.2f} ms"
+      + (f" (engine alone p50 {p50_engine[0]['with_explanation']['p50_us'] / 1000:.3f} ms)" if p50_engine else ""))
+m = r["many_clients"]
+print(f"  {r['clients']} clients: {m['decisions_per_s']:,.0f}/s p50 {m['p50_ms']:.2f} ms p99 {m['p99_ms']:.2f} ms;"
+      f" vs pg_order_tps {b['pg_order_tps']:,.0f}/s: {m['decisions_per_s'] / b['pg_order_tps']:.2f}x")
 PY

@@ -8,6 +8,7 @@
 mod hot_sku;
 mod ingest;
 mod load;
+mod routing;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +25,9 @@ enum Scenario {
     HotSku(hot_sku::Args),
     /// Concurrent clients submitting 3-line orders through ingest.
     Ingest(ingest::Args),
+    /// The sourcing engine in-process over 10 to 1,000 nodes, its gap to
+    /// the optimum, and PlanOrder through gRPC.
+    Routing(routing::Args),
 }
 
 #[tokio::main]
@@ -31,5 +35,6 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().scenario {
         Scenario::HotSku(args) => hot_sku::run(args).await,
         Scenario::Ingest(args) => ingest::run(args).await,
+        Scenario::Routing(args) => routing::run(args).await,
     }
 }

@@ -2,6 +2,7 @@
 //! Everything is indexed (nodes by position in `Network::nodes`, SKUs by
 //! position in `Order::skus`) so that planning allocates little; names are
 //! only looked up when a plan is rendered.
+use super::carrier::Unit;
 use oms_proto::common::{DeliveryMethod, NodeKind, ServiceLevel};
 
 /// A point on earth in degrees.
@@ -48,12 +49,15 @@ impl NodeInfo {
 #[derive(Debug, Clone, Default)]
 pub struct Network {
     pub nodes: Vec<NodeInfo>,
+    /// Each node's position for distances (parallel to `nodes`).
+    pub units: Vec<Option<Unit>>,
 }
 
 impl Network {
     pub fn new(mut nodes: Vec<NodeInfo>) -> Self {
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
-        Network { nodes }
+        let units = nodes.iter().map(|n| n.geo.map(Unit::of)).collect();
+        Network { nodes, units }
     }
 
     pub fn index_of(&self, id: &str) -> Option<usize> {
@@ -61,27 +65,33 @@ impl Network {
     }
 }
 
-/// Available units per (order SKU, node).
+/// Available units per (order SKU, node), stored node by node: planning
+/// mostly walks one node's SKUs, which then sit side by side in memory.
 #[derive(Debug, Clone)]
 pub struct Stock {
-    nodes: usize,
+    skus: usize,
     avail: Vec<i64>,
 }
 
 impl Stock {
     pub fn new(skus: usize, nodes: usize) -> Self {
         Stock {
-            nodes,
+            skus,
             avail: vec![0; skus * nodes],
         }
     }
 
     pub fn get(&self, sku: usize, node: usize) -> i64 {
-        self.avail[sku * self.nodes + node]
+        self.avail[node * self.skus + sku]
     }
 
     pub fn set(&mut self, sku: usize, node: usize, units: i64) {
-        self.avail[sku * self.nodes + node] = units.max(0);
+        self.avail[node * self.skus + sku] = units.max(0);
+    }
+
+    /// Units per order SKU at `node`.
+    pub fn at(&self, node: usize) -> &[i64] {
+        &self.avail[node * self.skus..(node + 1) * self.skus]
     }
 }
 

@@ -1,6 +1,6 @@
 //! Turns a plan into the `Decision` message people and services read:
 //! names instead of indexes, and a summary.
-use super::model::{Order, Plan, Situation};
+use super::model::{Candidate, Order, Plan, Situation};
 use super::reject_text;
 use super::rules::RuleSet;
 use oms_proto::routing as pb;
@@ -40,9 +40,17 @@ pub fn decision(
             reason: b.reason.clone(),
         })
         .collect();
-    let mut candidates: Vec<pb::CandidateNode> = plan
-        .candidates
-        .iter()
+    // Chosen first, then eligible by score, then rejected by node id
+    // (node indexes follow ids); sorted before any string is made.
+    let mut order_of: Vec<&Candidate> = plan.candidates.iter().collect();
+    order_of.sort_by(|a, b| {
+        (!a.chosen, a.reject.is_some())
+            .cmp(&(!b.chosen, b.reject.is_some()))
+            .then(a.score.total_cmp(&b.score))
+            .then(a.node.cmp(&b.node))
+    });
+    let candidates: Vec<pb::CandidateNode> = order_of
+        .into_iter()
         .map(|c| pb::CandidateNode {
             node_id: nodes[c.node].id.clone(),
             score: c.score,
@@ -71,13 +79,6 @@ pub fn decision(
             chosen: c.chosen,
         })
         .collect();
-    // Chosen first, then eligible by score, then rejected by node id.
-    candidates.sort_by(|a, b| {
-        (!a.chosen, a.rejected)
-            .cmp(&(!b.chosen, b.rejected))
-            .then(a.score.total_cmp(&b.score))
-            .then(a.node_id.cmp(&b.node_id))
-    });
     let rules_eval = plan
         .rules
         .iter()

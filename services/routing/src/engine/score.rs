@@ -31,13 +31,21 @@ fn lower_is_better(c: Criterion) -> bool {
 pub fn candidates(rule: &Rule, t: &Target, s: &Situation, out: &mut Vec<Candidate>) {
     out.clear();
     let order = t.order;
+    // Distances cost trigonometry: only for a distance limit, or for the
+    // nodes that pass the filters.
+    let limited = rule.nodes.max_distance_km > 0.0;
+    let origin = t.origin.map(carrier::Unit::of);
     for (i, node) in s.network.nodes.iter().enumerate() {
-        let km = match (node.geo, t.origin) {
-            (Some(a), Some(b)) => Some(carrier::distance_km(a, b)),
+        let distance = || match (s.network.units[i], origin) {
+            (Some(a), Some(b)) => Some(carrier::distance_between(a, b)),
             _ => None,
         };
+        let mut km = if limited { distance() } else { None };
         let used = s.used_today.get(i).copied().unwrap_or(0);
         let reject = filter(rule, t, s, i, km, used);
+        if reject.is_none() && !limited {
+            km = distance();
+        }
         let mut c = Candidate {
             node: i,
             reject,
@@ -72,8 +80,8 @@ pub fn candidates(rule: &Rule, t: &Target, s: &Situation, out: &mut Vec<Candidat
                     Criterion::StockDepth => t
                         .demand
                         .iter()
-                        .enumerate()
-                        .map(|(sku, want)| (s.stock.get(sku, i) - want).max(0) as f64)
+                        .zip(s.stock.at(i))
+                        .map(|(want, have)| (have - want).max(0) as f64)
                         .sum(),
                     Criterion::Unspecified => 0.0,
                 };
@@ -152,8 +160,8 @@ fn filter(
     }
     if t.demand
         .iter()
-        .enumerate()
-        .all(|(sku, want)| *want == 0 || s.stock.get(sku, i) <= 0)
+        .zip(s.stock.at(i))
+        .all(|(want, have)| *want == 0 || *have <= 0)
     {
         return Some(Reject::NoStock);
     }
@@ -161,30 +169,40 @@ fn filter(
 }
 
 fn normalise(rule: &Rule, cands: &mut [Candidate]) {
-    for (k, (criterion, weight)) in rule.ranking.iter().enumerate() {
-        let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-        for c in cands.iter().filter(|c| c.reject.is_none()) {
+    // Best and worst raw value per criterion over the eligible nodes, in
+    // one pass; then each node's weighted parts in a second.
+    let n = rule.ranking.len();
+    let (mut lo, mut hi) = ([f64::INFINITY; 6], [f64::NEG_INFINITY; 6]);
+    for c in cands.iter().filter(|c| c.reject.is_none()) {
+        for k in 0..n {
             let raw = c.parts[k].0;
             if raw.is_finite() {
-                lo = lo.min(raw);
-                hi = hi.max(raw);
+                lo[k] = lo[k].min(raw);
+                hi[k] = hi[k].max(raw);
             }
         }
-        let (best, worst) = if lower_is_better(*criterion) {
-            (lo, hi)
+    }
+    let mut best = [0.0; 6];
+    let mut range = [0.0; 6];
+    for (k, (criterion, _)) in rule.ranking.iter().enumerate() {
+        let (b, w) = if lower_is_better(*criterion) {
+            (lo[k], hi[k])
         } else {
-            (hi, lo)
+            (hi[k], lo[k])
         };
-        let range = worst - best;
-        for c in cands.iter_mut().filter(|c| c.reject.is_none()) {
+        best[k] = b;
+        range[k] = w - b;
+    }
+    for c in cands.iter_mut().filter(|c| c.reject.is_none()) {
+        for (k, (_, weight)) in rule.ranking.iter().enumerate() {
             let raw = c.parts[k].0;
             // An unknown measure (no coordinates) ranks as the worst.
             let norm = if !raw.is_finite() {
                 1.0
-            } else if range == 0.0 || !range.is_finite() {
+            } else if range[k] == 0.0 || !range[k].is_finite() {
                 0.0
             } else {
-                (raw - best) / range
+                (raw - best[k]) / range[k]
             };
             c.parts[k].1 = weight * norm;
             c.score += weight * norm;

@@ -92,11 +92,7 @@ fn single_node(p: &Problem) -> Option<Solution> {
     }
     let mut best: Option<(usize, f64)> = None;
     for &c in p.cands {
-        if demand
-            .iter()
-            .enumerate()
-            .all(|(k, d)| *d <= p.stock.get(k, c))
-        {
+        if demand.iter().zip(p.stock.at(c)).all(|(d, have)| d <= have) {
             let cost = p.score[c]
                 + (0..p.need.len())
                     .filter(|l| p.need[*l] > 0)
@@ -132,9 +128,7 @@ fn cover(
     run: &mut [i64],
     mut place: impl FnMut(usize, i64),
 ) -> (i64, f64) {
-    for (k, r) in run.iter_mut().enumerate() {
-        *r = p.stock.get(k, c);
-    }
+    run.copy_from_slice(p.stock.at(c));
     let (mut units, mut cost) = (0, p.score[c]);
     for (l, want) in left.iter().enumerate() {
         if *want <= 0 {
@@ -251,7 +245,10 @@ fn improve(p: &Problem, s: &mut Solution) {
         for ui in 0..s.used.len() {
             let u = s.used[ui];
             let lines: Vec<Placed> = s.placed.iter().filter(|x| x.node == u).copied().collect();
-            let rest: Vec<Placed> = s.placed.iter().filter(|x| x.node != u).copied().collect();
+            let mut want = vec![0i64; p.skus];
+            for x in &lines {
+                want[p.sku_of[x.line]] += x.quantity;
+            }
             let here = p.score[u]
                 + lines
                     .iter()
@@ -270,15 +267,8 @@ fn improve(p: &Problem, s: &mut Solution) {
                 if there >= here - 1e-12 || best.is_some_and(|(_, b)| there >= b) {
                     continue;
                 }
-                let fits = (0..p.skus).all(|k| {
-                    let want: i64 = lines
-                        .iter()
-                        .filter(|x| p.sku_of[x.line] == k)
-                        .map(|x| x.quantity)
-                        .sum();
-                    want == 0 || free(p, &rest, v, k) >= want
-                });
-                if fits {
+                // `v` is unused, so all its stock is free.
+                if want.iter().zip(p.stock.at(v)).all(|(w, have)| w <= have) {
                     best = Some((v, there));
                 }
             }
