@@ -1,19 +1,28 @@
-//! The fulfillment service. Its API is designed (see `proto/oms/fulfillment/v1`) but
-//! not built yet: every method answers UNIMPLEMENTED while the service
-//! starts, owns its schema and serves health and reflection.
+//! The fulfillment service: fulfillment orders per node, released to WMS
+//! adapters over a bidirectional stream that carries commands out and
+//! status events back, each exactly once.
+//!
+//! `work` is the fulfillment orders' use cases; `bridge` the adapter
+//! stream; `events` the status events it applies; `state` the states and
+//! their moves; `repo` the SQL; `grpc` the API edge. Advance shipping
+//! notices, receipts and messages answer UNIMPLEMENTED for now.
+mod bridge;
+mod events;
+mod grpc;
+mod repo;
+mod service;
+mod state;
+mod work;
 
-use oms_proto::fulfillment::fulfillment_service_server::{
-    FulfillmentService, FulfillmentServiceServer,
-};
-use oms_runtime::{Config, auth::Authenticator};
+pub use service::BridgeConfig;
+
+use oms_proto::fulfillment::fulfillment_service_server::FulfillmentServiceServer;
+use oms_runtime::{Config, auth::Authenticator, outbox::FeedWaker, server::GrpcServer};
+use std::{sync::Arc, time::Duration};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// The API; methods not implemented here answer UNIMPLEMENTED.
-pub struct Api;
-
-#[tonic::async_trait]
-impl FulfillmentService for Api {}
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Runs the fulfillment service on `listener` until `shutdown`.
 pub async fn run(
@@ -21,6 +30,34 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let api = FulfillmentServiceServer::with_interceptor(Api, Authenticator::new(&config.auth));
-    oms_runtime::server::serve_with_database(&config, None, listener, shutdown, api).await
+    run_with(config, BridgeConfig::default(), listener, shutdown).await
+}
+
+/// [`run`] with adapter streams configured (tests shorten the times).
+pub async fn run_with(
+    config: Config,
+    bridge: BridgeConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let pool = oms_runtime::db::connect_and_migrate(
+        &config.database,
+        Some(&MIGRATOR),
+        Duration::from_secs(30),
+    )
+    .await?;
+    let fulfillment = Arc::new(service::Fulfillment {
+        pool: pool.clone(),
+        waker: FeedWaker::start(&pool, shutdown.clone()),
+        shutdown: shutdown.clone(),
+        bridge,
+    });
+    GrpcServer::new(&config)
+        .with_service(FulfillmentServiceServer::with_interceptor(
+            grpc::FulfillmentApi(fulfillment),
+            Authenticator::new(&config.auth),
+        ))
+        .with_db(&pool)
+        .serve(listener, shutdown)
+        .await
 }

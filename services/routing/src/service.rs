@@ -4,7 +4,7 @@ use crate::network::Inventory;
 use oms_kernel::{RequestId, Tenant, Violations};
 use oms_proto::routing::{WatchRoutingEventsResponse, watch_routing_events_response::Kind};
 use oms_runtime::{
-    idempotency::{self, Claim},
+    idempotency,
     outbox::{self, FeedWaker, NewEvent},
     status,
 };
@@ -42,6 +42,8 @@ pub fn request_id(s: &str) -> Result<RequestId, Status> {
 }
 
 impl Routing {
+    /// Claims `rid` in a new transaction (the shared idempotency helper,
+    /// keeping the request id for `finish`).
     pub async fn begin<Req: Message, Resp: Message + Default>(
         &self,
         tenant: &Tenant,
@@ -49,14 +51,10 @@ impl Routing {
         method: &str,
         req: &Req,
     ) -> Result<Begin<Resp>, Status> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
         Ok(
-            match idempotency::claim(&mut tx, tenant, &rid, method, req)
-                .await
-                .map_err(|e| e.into_status(DOMAIN))?
-            {
-                Claim::Replay(r) => Begin::Replay(r),
-                Claim::New => Begin::Tx(tx, rid),
+            match idempotency::begin(&self.pool, DOMAIN, tenant, &rid, method, req).await? {
+                idempotency::Begin::Replay(r) => Begin::Replay(r),
+                idempotency::Begin::Tx(tx) => Begin::Tx(tx, rid),
             },
         )
     }
@@ -64,16 +62,12 @@ impl Routing {
     /// Stores the answer with the claim and commits.
     pub async fn finish<Resp: Message>(
         &self,
-        mut tx: Transaction<'static, Postgres>,
+        tx: Transaction<'static, Postgres>,
         tenant: &Tenant,
         rid: &RequestId,
         resp: Resp,
     ) -> Result<Resp, Status> {
-        idempotency::complete(&mut tx, tenant, rid, &resp)
-            .await
-            .map_err(db)?;
-        tx.commit().await.map_err(db)?;
-        Ok(resp)
+        idempotency::finish(tx, DOMAIN, tenant, rid, resp).await
     }
 }
 

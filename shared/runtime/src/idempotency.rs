@@ -120,3 +120,50 @@ pub async fn release(
         .await?;
     Ok(())
 }
+
+/// A started mutation: the stored answer of a repeat, or a transaction that
+/// holds the claim (finish it with [`finish`]).
+pub enum Begin<R> {
+    Replay(R),
+    Tx(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+/// Opens a transaction and claims `request_id` for `method` in it; errors
+/// are statuses of `domain`.
+pub async fn begin<Req: Message, Resp: Message + Default>(
+    pool: &sqlx::PgPool,
+    domain: &str,
+    tenant: &Tenant,
+    request_id: &RequestId,
+    method: &str,
+    request: &Req,
+) -> Result<Begin<Resp>, tonic::Status> {
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(|e| crate::status::from_db(domain, &e))?;
+    match claim(&mut tx, tenant, request_id, method, request)
+        .await
+        .map_err(|e| e.into_status(domain))?
+    {
+        Claim::Replay(r) => Ok(Begin::Replay(r)),
+        Claim::New => Ok(Begin::Tx(tx)),
+    }
+}
+
+/// Stores `response` as the answer to the claim and commits.
+pub async fn finish<Resp: Message>(
+    mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    domain: &str,
+    tenant: &Tenant,
+    request_id: &RequestId,
+    response: Resp,
+) -> Result<Resp, tonic::Status> {
+    complete(&mut tx, tenant, request_id, &response)
+        .await
+        .map_err(|e| crate::status::from_db(domain, &e))?;
+    tx.commit()
+        .await
+        .map_err(|e| crate::status::from_db(domain, &e))?;
+    Ok(response)
+}

@@ -217,6 +217,11 @@ pub struct FeedWaker(Arc<Notify>);
 const WATCH_INTERVAL: Duration = Duration::from_millis(50);
 
 impl FeedWaker {
+    /// Resolves on the next wake-up (enable it before checking for work).
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.0.notified()
+    }
+
     /// Starts watching the service's outbox until `shutdown`.
     pub fn start(pool: &PgPool, shutdown: CancellationToken) -> Self {
         let waker = FeedWaker::default();

@@ -1,0 +1,371 @@
+//! The WMS adapter stream (`ConnectAdapter`). An adapter says hello with
+//! the nodes it serves and the last command it processed; the server sends
+//! every later command for those nodes in sequence, at most a window ahead
+//! of the adapter's acknowledgements (backpressure: the stream's buffer is
+//! bounded and nothing more is read while the adapter lags), and sends
+//! unacknowledged commands again when acknowledgements stop coming. Status
+//! events are applied exactly once (see `events`) and answered with an
+//! `EventAck`. A stream that stays silent for three heartbeat intervals is
+//! closed; the adapter reconnects and carries on from its last command.
+use crate::events;
+use crate::repo;
+use crate::service::{DOMAIN, Fulfillment, db, invalid};
+use chrono::Utc;
+use oms_kernel::{Tenant, Violations};
+use oms_proto::fulfillment::{
+    AdapterHello, AdapterWelcome, ConnectAdapterRequest, ConnectAdapterResponse, EventAck,
+    Heartbeat, connect_adapter_request::Message as In, connect_adapter_response::Message as Out,
+};
+use oms_runtime::{status, time::to_timestamp};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Status, Streaming};
+use uuid::Uuid;
+
+/// Responses buffered per stream before the sender waits for the adapter.
+const BUFFER: usize = 256;
+/// Commands read per query.
+const BATCH: i64 = 500;
+const MAX_NODES: usize = 1000;
+
+type Tx = mpsc::Sender<Result<ConnectAdapterResponse, Status>>;
+
+/// How often the sender looks for commands when nothing woke it.
+const POLL: Duration = Duration::from_millis(500);
+
+/// Where one stream stands.
+struct Progress {
+    /// Highest sequence sent.
+    sent: AtomicI64,
+    /// Highest sequence the adapter acknowledged.
+    acked: AtomicI64,
+    /// When the acknowledgement last moved (or commands were resent).
+    acked_at: Mutex<Instant>,
+    /// Signalled on every acknowledgement.
+    ack: Notify,
+}
+
+impl Progress {
+    fn since_ack(&self) -> Duration {
+        self.acked_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
+    }
+
+    fn acked_now(&self) {
+        *self.acked_at.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+}
+
+fn check_hello(h: &AdapterHello) -> Violations {
+    let mut v = Violations::new();
+    if h.adapter_id.trim().is_empty() || h.adapter_id.len() > 128 {
+        v.add("hello.adapter_id", "required, at most 128 characters");
+    }
+    if h.node_ids.is_empty() {
+        v.add("hello.node_ids", "at least one node is required");
+    }
+    if h.node_ids.len() > MAX_NODES {
+        v.add("hello.node_ids", format!("at most {MAX_NODES} nodes"));
+    }
+    for (i, n) in h.node_ids.iter().enumerate() {
+        if n.trim().is_empty() {
+            v.add(format!("hello.node_ids[{i}]"), "must not be empty");
+        }
+    }
+    if h.last_processed_sequence < 0 {
+        v.add("hello.last_processed_sequence", "must be zero or more");
+    }
+    v
+}
+
+/// Opens an adapter stream: reads the hello, then serves the session.
+pub async fn connect(
+    r: Arc<Fulfillment>,
+    tenant: Tenant,
+    mut inbound: Streaming<ConnectAdapterRequest>,
+) -> Result<ReceiverStream<Result<ConnectAdapterResponse, Status>>, Status> {
+    let first = tokio::time::timeout(r.bridge.heartbeat * 3, inbound.message())
+        .await
+        .map_err(|_| {
+            status::with_reason(Code::DeadlineExceeded, DOMAIN, "NO_HELLO", "no hello")
+        })??;
+    let Some(ConnectAdapterRequest {
+        message: Some(In::Hello(hello)),
+    }) = first
+    else {
+        return Err(status::with_reason(
+            Code::FailedPrecondition,
+            DOMAIN,
+            "HELLO_FIRST",
+            "the first message of an adapter stream must be hello",
+        ));
+    };
+    let v = check_hello(&hello);
+    if !v.is_empty() {
+        return Err(invalid(v));
+    }
+    let mut nodes = hello.node_ids.clone();
+    nodes.sort();
+    nodes.dedup();
+    let session = Uuid::now_v7();
+    let start = hello.last_processed_sequence;
+    repo::open_session(
+        &r.pool,
+        &tenant,
+        &hello.adapter_id,
+        session,
+        &nodes,
+        &hello.software,
+        start,
+        Utc::now(),
+    )
+    .await
+    .map_err(db)?;
+    let head = repo::head(&r.pool, &tenant, &nodes).await.map_err(db)?;
+    let (tx, rx) = mpsc::channel(BUFFER);
+    let welcome = ConnectAdapterResponse {
+        message: Some(Out::Welcome(AdapterWelcome {
+            session_id: session.to_string(),
+            head_sequence: head,
+            heartbeat_interval_seconds: r.bridge.heartbeat.as_secs().max(1) as i32,
+        })),
+    };
+    tx.send(Ok(welcome))
+        .await
+        .map_err(|_| Status::cancelled("adapter went away"))?;
+    tracing::info!(adapter = %hello.adapter_id, %session, nodes = ?nodes, from = start, "adapter connected");
+    let progress = Arc::new(Progress {
+        sent: AtomicI64::new(start),
+        acked: AtomicI64::new(start),
+        acked_at: Mutex::new(Instant::now()),
+        ack: Notify::new(),
+    });
+    let done = r.shutdown.child_token();
+    let s = Session {
+        r,
+        tenant,
+        session,
+        nodes,
+        progress,
+        done,
+        tx,
+    };
+    tokio::spawn(s.clone().send_commands());
+    tokio::spawn(s.receive(inbound));
+    Ok(ReceiverStream::new(rx))
+}
+
+#[derive(Clone)]
+struct Session {
+    r: Arc<Fulfillment>,
+    tenant: Tenant,
+    session: Uuid,
+    nodes: Vec<String>,
+    progress: Arc<Progress>,
+    /// Ends both halves of the session.
+    done: CancellationToken,
+    tx: Tx,
+}
+
+impl Session {
+    /// Sends commands after the adapter's position as they commit.
+    async fn send_commands(self) {
+        let p = &self.progress;
+        let window = self.r.bridge.window;
+        let mut cursor = p.sent.load(Ordering::Acquire);
+        loop {
+            if self.done.is_cancelled() {
+                return;
+            }
+            let acked = p.acked.load(Ordering::Acquire);
+            // Sent but unacknowledged for too long: the adapter lost them
+            // (or they were never delivered); send them again.
+            if cursor > acked && p.since_ack() >= self.r.bridge.resend_after {
+                tracing::info!(session = %self.session, from = acked, "resending unacknowledged commands");
+                cursor = acked;
+                p.acked_now();
+            }
+            // Register for wake-ups before reading, so a command committed
+            // between the read and the wait is not missed.
+            let wake = self.r.waker.notified();
+            tokio::pin!(wake);
+            wake.as_mut().enable();
+            let room = window - (cursor - acked);
+            let commands = if room > 0 {
+                match repo::commands_after(
+                    &self.r.pool,
+                    &self.tenant,
+                    &self.nodes,
+                    cursor,
+                    BATCH.min(room),
+                )
+                .await
+                {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = self.tx.send(Err(db(e))).await;
+                        self.done.cancel();
+                        return;
+                    }
+                }
+            } else {
+                Vec::new()
+            };
+            if commands.is_empty() {
+                // Nothing new, or a whole window unacknowledged (the
+                // adapter lags: backpressure).
+                let ack = p.ack.notified();
+                tokio::select! {
+                    _ = wake => {}
+                    _ = ack => {}
+                    _ = self.done.cancelled() => return,
+                    // Commands not announced by a feed event (cancels) and
+                    // the resend check.
+                    _ = tokio::time::sleep(POLL) => {}
+                }
+                continue;
+            }
+            for c in commands {
+                let seq = c.sequence;
+                let msg = ConnectAdapterResponse {
+                    message: Some(Out::Command(c)),
+                };
+                tokio::select! {
+                    sent = self.tx.send(Ok(msg)) => if sent.is_err() {
+                        self.done.cancel();
+                        return;
+                    },
+                    _ = self.done.cancelled() => return,
+                }
+                cursor = seq;
+                p.sent.fetch_max(seq, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Reads acknowledgements, status events and heartbeats until the
+    /// adapter leaves, goes silent, breaks protocol or the server stops.
+    async fn receive(self, mut inbound: Streaming<ConnectAdapterRequest>) {
+        let silence = self.r.bridge.heartbeat * 3;
+        let ended = loop {
+            let next = tokio::select! {
+                n = tokio::time::timeout(silence, inbound.message()) => n,
+                _ = self.done.cancelled() => break None,
+            };
+            let msg = match next {
+                Err(_) => {
+                    break Some(status::with_reason(
+                        Code::DeadlineExceeded,
+                        DOMAIN,
+                        "ADAPTER_SILENT",
+                        format!("nothing heard from the adapter for {silence:?}"),
+                    ));
+                }
+                Ok(Err(_)) | Ok(Ok(None)) => break None,
+                Ok(Ok(Some(m))) => m,
+            };
+            match self.handle(msg).await {
+                Ok(Some(out)) => {
+                    if self.tx.send(Ok(out)).await.is_err() {
+                        break None;
+                    }
+                }
+                Ok(None) => {}
+                Err(st) => break Some(st),
+            }
+        };
+        if let Some(st) = ended {
+            let _ = self.tx.send(Err(st)).await;
+        }
+        self.done.cancel();
+        let p = &self.progress;
+        if let Err(e) = repo::touch_session(
+            &self.r.pool,
+            &self.tenant,
+            self.session,
+            p.sent.load(Ordering::Acquire),
+            p.acked.load(Ordering::Acquire),
+            false,
+            Utc::now(),
+        )
+        .await
+        {
+            tracing::warn!(error = %e, "could not record the adapter's disconnect");
+        }
+        tracing::info!(session = %self.session, "adapter disconnected");
+    }
+
+    async fn handle(
+        &self,
+        msg: ConnectAdapterRequest,
+    ) -> Result<Option<ConnectAdapterResponse>, Status> {
+        let p = &self.progress;
+        let out = |m| Ok(Some(ConnectAdapterResponse { message: Some(m) }));
+        match msg.message {
+            None => Err(status::invalid_argument(
+                DOMAIN,
+                &Violations::one("message", "required"),
+            )),
+            Some(In::Hello(_)) => Err(status::with_reason(
+                Code::FailedPrecondition,
+                DOMAIN,
+                "HELLO_TWICE",
+                "hello is only the first message of a stream",
+            )),
+            Some(In::Ack(a)) => {
+                let sent = p.sent.load(Ordering::Acquire);
+                if a.sequence > sent {
+                    return Err(status::invalid_argument(
+                        DOMAIN,
+                        &Violations::one(
+                            "ack.sequence",
+                            format!("{} was never sent (highest sent: {sent})", a.sequence),
+                        ),
+                    ));
+                }
+                if p.acked.fetch_max(a.sequence, Ordering::AcqRel) < a.sequence {
+                    p.acked_now();
+                }
+                p.ack.notify_waiters();
+                self.touch().await?;
+                Ok(None)
+            }
+            Some(In::Heartbeat(_)) => {
+                self.touch().await?;
+                out(Out::Heartbeat(Heartbeat {
+                    send_time: Some(to_timestamp(Utc::now())),
+                }))
+            }
+            Some(In::Status(ev)) => {
+                let ack = events::apply(&self.r, &self.tenant, &self.nodes, ev).await?;
+                out(Out::EventAck(ack))
+            }
+            Some(In::Receipt(rc)) => out(Out::EventAck(EventAck {
+                event_id: rc.event_id,
+                accepted: false,
+                error: "receipts are not taken yet".into(),
+            })),
+        }
+    }
+
+    async fn touch(&self) -> Result<(), Status> {
+        let p = &self.progress;
+        repo::touch_session(
+            &self.r.pool,
+            &self.tenant,
+            self.session,
+            p.sent.load(Ordering::Acquire),
+            p.acked.load(Ordering::Acquire),
+            true,
+            Utc::now(),
+        )
+        .await
+        .map_err(db)
+    }
+}

@@ -1,0 +1,312 @@
+//! The fulfillment schema's SQL. Documents are stored encoded; columns
+//! beside them exist only to find rows.
+use crate::state;
+use chrono::{DateTime, Utc};
+use oms_kernel::Tenant;
+use oms_proto::fulfillment::{AdapterSession, Command, EventAck, FulfillmentOrder};
+use oms_runtime::{db::decode, time::to_timestamp};
+use prost::Message;
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+pub async fn insert_order(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    id: Uuid,
+    fo: &FulfillmentOrder,
+    now: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO fulfillment_orders
+           (tenant, id, order_name, node_id, state, doc, create_time, update_time)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+    )
+    .bind(tenant.as_str())
+    .bind(id)
+    .bind(&fo.order)
+    .bind(&fo.node_id)
+    .bind(state::to_db(fo.state()))
+    .bind(fo.encode_to_vec())
+    .bind(now)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn save_order(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    id: Uuid,
+    fo: &FulfillmentOrder,
+    now: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE fulfillment_orders SET state = $3, doc = $4, update_time = $5
+         WHERE tenant = $1 AND id = $2",
+    )
+    .bind(tenant.as_str())
+    .bind(id)
+    .bind(state::to_db(fo.state()))
+    .bind(fo.encode_to_vec())
+    .bind(now)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// A fulfillment order, locked for the transaction when `lock`.
+pub async fn order(
+    ex: impl PgExecutor<'_>,
+    tenant: &Tenant,
+    id: Uuid,
+    lock: bool,
+) -> sqlx::Result<Option<FulfillmentOrder>> {
+    let sql = if lock {
+        "SELECT doc FROM fulfillment_orders WHERE tenant = $1 AND id = $2 FOR UPDATE"
+    } else {
+        "SELECT doc FROM fulfillment_orders WHERE tenant = $1 AND id = $2"
+    };
+    let doc: Option<Vec<u8>> = sqlx::query_scalar(sql)
+        .bind(tenant.as_str())
+        .bind(id)
+        .fetch_optional(ex)
+        .await?;
+    doc.map(|d| decode(&d)).transpose()
+}
+
+/// Newest first, filtered by order, node and states (empty: any).
+pub async fn list_orders(
+    ex: impl PgExecutor<'_>,
+    tenant: &Tenant,
+    order: &str,
+    node: &str,
+    states: &[&str],
+    before: Option<Uuid>,
+    limit: i64,
+) -> sqlx::Result<Vec<(Uuid, FulfillmentOrder)>> {
+    let rows: Vec<(Uuid, Vec<u8>)> = sqlx::query_as(
+        "SELECT id, doc FROM fulfillment_orders
+         WHERE tenant = $1 AND ($2 = '' OR order_name = $2) AND ($3 = '' OR node_id = $3)
+           AND (cardinality($4::text[]) = 0 OR state = ANY($4)) AND id < $5
+         ORDER BY id DESC LIMIT $6",
+    )
+    .bind(tenant.as_str())
+    .bind(order)
+    .bind(node)
+    .bind(states)
+    .bind(before.unwrap_or(Uuid::max()))
+    .bind(limit)
+    .fetch_all(ex)
+    .await?;
+    rows.into_iter()
+        .map(|(id, d)| Ok((id, decode(&d)?)))
+        .collect()
+}
+
+/// Appends a command for its node with the tenant's next sequence. The
+/// head row stays locked until commit, so sequences commit in order.
+pub async fn append_command(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    cmd: &Command,
+    now: DateTime<Utc>,
+) -> sqlx::Result<i64> {
+    let seq: i64 = sqlx::query_scalar(
+        "INSERT INTO command_heads (tenant, head) VALUES ($1, 1)
+         ON CONFLICT (tenant) DO UPDATE SET head = command_heads.head + 1
+         RETURNING head",
+    )
+    .bind(tenant.as_str())
+    .fetch_one(&mut *tx)
+    .await?;
+    let id = Uuid::parse_str(&cmd.command_id).unwrap_or_else(|_| Uuid::now_v7());
+    sqlx::query(
+        "INSERT INTO commands (tenant, seq, command_id, node_id, body, create_time)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(tenant.as_str())
+    .bind(seq)
+    .bind(id)
+    .bind(&cmd.node_id)
+    .bind(cmd.encode_to_vec())
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    Ok(seq)
+}
+
+/// Commands for `nodes` after sequence `after`, in order, with their
+/// sequence set.
+pub async fn commands_after(
+    ex: impl PgExecutor<'_>,
+    tenant: &Tenant,
+    nodes: &[String],
+    after: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<Command>> {
+    let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT seq, body FROM commands
+         WHERE tenant = $1 AND node_id = ANY($2) AND seq > $3
+         ORDER BY seq LIMIT $4",
+    )
+    .bind(tenant.as_str())
+    .bind(nodes)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(ex)
+    .await?;
+    rows.into_iter()
+        .map(|(seq, body)| {
+            let mut c: Command = decode(&body)?;
+            c.sequence = seq;
+            Ok(c)
+        })
+        .collect()
+}
+
+/// The highest command sequence for `nodes` (0 when none).
+pub async fn head(ex: impl PgExecutor<'_>, tenant: &Tenant, nodes: &[String]) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "SELECT coalesce(max(seq), 0) FROM commands WHERE tenant = $1 AND node_id = ANY($2)",
+    )
+    .bind(tenant.as_str())
+    .bind(nodes)
+    .fetch_one(ex)
+    .await
+}
+
+pub async fn event_ack(
+    ex: impl PgExecutor<'_>,
+    tenant: &Tenant,
+    event_id: &str,
+) -> sqlx::Result<Option<EventAck>> {
+    let doc: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT ack FROM adapter_events WHERE tenant = $1 AND event_id = $2")
+            .bind(tenant.as_str())
+            .bind(event_id)
+            .fetch_optional(ex)
+            .await?;
+    doc.map(|d| decode(&d)).transpose()
+}
+
+pub async fn insert_event_ack(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    ack: &EventAck,
+    now: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO adapter_events (tenant, event_id, ack, apply_time) VALUES ($1, $2, $3, $4)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(tenant.as_str())
+    .bind(&ack.event_id)
+    .bind(ack.encode_to_vec())
+    .bind(now)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Records that `adapter` opened a stream as `session`.
+#[allow(clippy::too_many_arguments)]
+pub async fn open_session(
+    ex: impl PgExecutor<'_>,
+    tenant: &Tenant,
+    adapter: &str,
+    session: Uuid,
+    nodes: &[String],
+    software: &str,
+    acked: i64,
+    now: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO adapter_sessions
+           (tenant, adapter_id, session_id, node_ids, software, connected, connect_time,
+            last_seen_time, sent_seq, acked_seq)
+         VALUES ($1, $2, $3, $4, $5, true, $6, $6, $7, $7)
+         ON CONFLICT (tenant, adapter_id) DO UPDATE SET
+           session_id = $3, node_ids = $4, software = $5, connected = true,
+           connect_time = $6, last_seen_time = $6, sent_seq = $7, acked_seq = $7",
+    )
+    .bind(tenant.as_str())
+    .bind(adapter)
+    .bind(session)
+    .bind(nodes)
+    .bind(software)
+    .bind(now)
+    .bind(acked)
+    .execute(ex)
+    .await?;
+    Ok(())
+}
+
+/// Liveness and progress of a session (ignored once another session of
+/// the same adapter took over).
+pub async fn touch_session(
+    ex: impl PgExecutor<'_>,
+    tenant: &Tenant,
+    session: Uuid,
+    sent: i64,
+    acked: i64,
+    connected: bool,
+    now: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE adapter_sessions SET last_seen_time = $3, sent_seq = $4, acked_seq = $5,
+                connected = $6
+         WHERE tenant = $1 AND session_id = $2",
+    )
+    .bind(tenant.as_str())
+    .bind(session)
+    .bind(now)
+    .bind(sent)
+    .bind(acked)
+    .bind(connected)
+    .execute(ex)
+    .await?;
+    Ok(())
+}
+
+type SessionRow = (
+    String,
+    Vec<String>,
+    bool,
+    DateTime<Utc>,
+    DateTime<Utc>,
+    i64,
+    i64,
+);
+
+/// Sessions by adapter id, after `after`.
+pub async fn sessions(
+    ex: impl PgExecutor<'_>,
+    tenant: &Tenant,
+    after: Option<String>,
+    limit: i64,
+) -> sqlx::Result<Vec<AdapterSession>> {
+    let rows: Vec<SessionRow> = sqlx::query_as(
+        "SELECT adapter_id, node_ids, connected, connect_time, last_seen_time, sent_seq, acked_seq
+         FROM adapter_sessions WHERE tenant = $1 AND adapter_id > $2
+         ORDER BY adapter_id LIMIT $3",
+    )
+    .bind(tenant.as_str())
+    .bind(after.unwrap_or_default())
+    .bind(limit)
+    .fetch_all(ex)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(id, nodes, connected, opened, seen, sent, acked)| AdapterSession {
+                adapter_id: id,
+                node_ids: nodes,
+                connected,
+                connect_time: Some(to_timestamp(opened)),
+                last_seen_time: Some(to_timestamp(seen)),
+                unacknowledged_commands: (sent - acked).max(0),
+                last_acknowledged_sequence: acked,
+            },
+        )
+        .collect())
+}

@@ -1,0 +1,86 @@
+//! What every fulfillment use case shares: the pool, the feed, and the
+//! helpers around statuses and events.
+use oms_kernel::{Tenant, Violations};
+use oms_proto::fulfillment::{
+    FulfillmentOrder, WatchFulfillmentEventsResponse, watch_fulfillment_events_response::Kind,
+};
+use oms_runtime::{
+    outbox::{self, FeedWaker, NewEvent},
+    status,
+};
+use prost::Message;
+use sqlx::{PgConnection, PgPool};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+pub const DOMAIN: &str = "fulfillment.oms";
+
+/// How adapter streams behave; tests shorten the times.
+#[derive(Debug, Clone)]
+pub struct BridgeConfig {
+    /// Adapters send a heartbeat at least this often.
+    pub heartbeat: Duration,
+    /// Commands sent ahead of the adapter's acknowledgements, at most.
+    pub window: i64,
+    /// Unacknowledged commands are sent again after this long.
+    pub resend_after: Duration,
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        BridgeConfig {
+            heartbeat: Duration::from_secs(10),
+            window: 1000,
+            resend_after: Duration::from_secs(30),
+        }
+    }
+}
+
+pub struct Fulfillment {
+    pub pool: PgPool,
+    pub waker: FeedWaker,
+    pub shutdown: CancellationToken,
+    pub bridge: BridgeConfig,
+}
+
+pub fn db(e: sqlx::Error) -> Status {
+    status::from_db(DOMAIN, &e)
+}
+
+pub fn invalid(v: Violations) -> Status {
+    status::invalid_argument(DOMAIN, &v)
+}
+
+/// Appends a fulfillment event about `fo` in the transaction.
+pub async fn emit(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    fo: &FulfillmentOrder,
+    request_id: &str,
+    kind: Kind,
+) -> Result<(), Status> {
+    let event_type = match &kind {
+        Kind::StateChanged(_) => "FulfillmentStateChanged",
+        Kind::ReceiptRecorded(_) => "ReceiptRecorded",
+    };
+    let payload = WatchFulfillmentEventsResponse {
+        meta: None,
+        fulfillment_order: Some(fo.clone()),
+        kind: Some(kind),
+    }
+    .encode_to_vec();
+    outbox::append(
+        tx,
+        NewEvent {
+            tenant,
+            event_type,
+            subject: &fo.name,
+            request_id,
+            payload,
+        },
+    )
+    .await
+    .map_err(db)?;
+    Ok(())
+}
