@@ -63,6 +63,13 @@ for i in "${!services[@]}"; do
     sleep 0.25
   done
 done
+# The reference WMS simulator, serving the nodes in OMS_WMS_SIM_NODES
+# (default DC1) for the tenants in OMS_WMS_SIM_TENANTS (default acme), so
+# released work ships end to end.
+tag=$(printf '\033[%sm%-13s\033[0m|' 93 wms-sim)
+"$BIN/oms-wms-sim" > >(trap '' INT TERM; exec sed -u "s/^/$tag /") 2>&1 &
+echo $! >> "$PIDS"
+
 cat <<MSG
 
 The OMS is up:
@@ -74,6 +81,7 @@ The OMS is up:
   returns        127.0.0.1:50056    oms.returns.v1.ReturnService
   billing        127.0.0.1:50057    oms.billing.v1.BillingService
   notifications  127.0.0.1:50058    oms.notifications.v1.NotificationService
+  wms-sim        (adapter)          serves ${OMS_WMS_SIM_NODES:-DC1} for ${OMS_WMS_SIM_TENANTS:-acme}
 
 Call one (from another shell):
   TOKEN=\$(cargo run -q -p oms-cli -- token --tenant acme)

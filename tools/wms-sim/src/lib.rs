@@ -1,0 +1,369 @@
+//! The reference WMS simulator: it connects to fulfillment as a WMS
+//! adapter (the real `ConnectAdapter` stream), serves the nodes it is told
+//! to, and walks every released fulfillment order through accepted,
+//! picking, packed, shipped and delivered, a step every `step`. It rejects
+//! or short-picks a configurable share of them, answers cancel commands
+//! (cancelled until packed, refused after), acknowledges each command once
+//! it has taken the work, and reconnects after any break from the last
+//! command it processed.
+//!
+//! Event ids are derived from the fulfillment order and the step, so a
+//! simulator restarted from sequence 0 replays the same events and the
+//! server answers them without applying them twice.
+use oms_kernel::Tenant;
+use oms_proto::fulfillment::{
+    AdapterHello, CancelAnswered, CommandAck, ConnectAdapterRequest, FulfillmentOrder, Heartbeat,
+    OrderAccepted, OrderDelivered, OrderPacked, OrderRejected, OrderShipped, OrderShortPicked,
+    PickingStarted, Shipment, ShippedLine, StatusEvent, command::Kind as Cmd,
+    connect_adapter_request::Message as In, connect_adapter_response::Message as Out,
+    fulfillment_service_client::FulfillmentServiceClient, status_event::Kind as Ev,
+};
+use oms_runtime::{
+    auth::TokenIssuer,
+    client::{self, Outbound},
+};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+/// One simulated WMS serving `nodes` for `tenant`.
+#[derive(Clone)]
+pub struct Sim {
+    pub url: String,
+    pub tenant: Tenant,
+    pub issuer: TokenIssuer,
+    pub adapter_id: String,
+    pub nodes: Vec<String>,
+    pub step: Duration,
+    pub reject_rate: f64,
+    pub short_pick_rate: f64,
+    pub seed: u64,
+}
+
+/// How far the simulator got with a fulfillment order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Stage {
+    Taken,
+    Packed,
+    Done,
+    Cancelled,
+}
+
+/// What the simulator sends on its stream.
+type Outbox = mpsc::Sender<ConnectAdapterRequest>;
+
+struct Shared {
+    stages: Mutex<HashMap<String, Stage>>,
+    rng: Mutex<StdRng>,
+}
+
+impl Sim {
+    /// Runs until `shutdown`, reconnecting after every break.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let shared = Arc::new(Shared {
+            stages: Mutex::new(HashMap::new()),
+            rng: Mutex::new(StdRng::seed_from_u64(self.seed)),
+        });
+        let mut last = 0i64;
+        let mut backoff = Duration::from_millis(200);
+        while !shutdown.is_cancelled() {
+            match self.session(&shared, &mut last, &shutdown).await {
+                Ok(()) => backoff = Duration::from_millis(200),
+                Err(e) => {
+                    tracing::warn!(error = %e, tenant = %self.tenant, "adapter stream broke; reconnecting");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn session(
+        &self,
+        shared: &Arc<Shared>,
+        last: &mut i64,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let channel = client::channel(&self.url)?;
+        let mut client = FulfillmentServiceClient::with_interceptor(
+            channel,
+            Outbound::for_tenant(
+                &self.issuer,
+                &self.tenant,
+                &format!("adapter:{}", self.adapter_id),
+            ),
+        );
+        let (tx, rx) = mpsc::channel(256);
+        tx.send(msg(In::Hello(AdapterHello {
+            adapter_id: self.adapter_id.clone(),
+            node_ids: self.nodes.clone(),
+            last_processed_sequence: *last,
+            software: concat!("oms-wms-sim/", env!("CARGO_PKG_VERSION")).into(),
+        })))
+        .await?;
+        let mut inbound = client
+            .connect_adapter(ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(5));
+        let session = shutdown.child_token();
+        let _stop = session.clone().drop_guard();
+        loop {
+            let m = tokio::select! {
+                m = inbound.message() => m?,
+                _ = heartbeat.tick() => {
+                    tx.send(msg(In::Heartbeat(Heartbeat::default()))).await?;
+                    continue;
+                }
+                _ = shutdown.cancelled() => return Ok(()),
+            };
+            let Some(m) = m.and_then(|m| m.message) else {
+                anyhow::bail!("the server closed the stream");
+            };
+            match m {
+                Out::Welcome(w) => {
+                    let every = Duration::from_secs(
+                        u64::try_from(w.heartbeat_interval_seconds)
+                            .unwrap_or(10)
+                            .max(1),
+                    );
+                    heartbeat = tokio::time::interval(every / 2);
+                    tracing::info!(session = %w.session_id, head = w.head_sequence, from = *last, "connected to fulfillment");
+                }
+                Out::Command(c) => {
+                    match c.kind {
+                        Some(Cmd::Release(fo)) => self.take(shared, fo, &tx, &session),
+                        Some(Cmd::Cancel(cancel)) => {
+                            self.cancel(shared, &cancel.fulfillment_order, &c.node_id, &tx)
+                                .await?
+                        }
+                        // Messages and notices are read, nothing more.
+                        _ => {}
+                    }
+                    *last = (*last).max(c.sequence);
+                    tx.send(msg(In::Ack(CommandAck {
+                        sequence: c.sequence,
+                    })))
+                    .await?;
+                }
+                Out::EventAck(a) if !a.accepted => {
+                    tracing::warn!(event = %a.event_id, error = %a.error, "event refused");
+                }
+                Out::EventAck(_) | Out::Heartbeat(_) => {}
+            }
+        }
+    }
+
+    /// Takes a released fulfillment order and walks it in the background.
+    fn take(
+        &self,
+        shared: &Arc<Shared>,
+        fo: FulfillmentOrder,
+        tx: &Outbox,
+        session: &CancellationToken,
+    ) {
+        {
+            let mut stages = shared.stages.lock().unwrap_or_else(|e| e.into_inner());
+            if stages.get(&fo.name).is_some_and(|s| *s >= Stage::Done) {
+                return;
+            }
+            stages.insert(fo.name.clone(), Stage::Taken);
+        }
+        let (reject, short) = {
+            let mut rng = shared.rng.lock().unwrap_or_else(|e| e.into_inner());
+            (
+                rng.random_bool(self.reject_rate.clamp(0.0, 1.0)),
+                rng.random_bool(self.short_pick_rate.clamp(0.0, 1.0)),
+            )
+        };
+        let walk = Walk {
+            fo,
+            tx: tx.clone(),
+            shared: shared.clone(),
+            step: self.step,
+        };
+        let session = session.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                r = walk.run(reject, short) => if let Err(e) = r {
+                    tracing::debug!(error = %e, "walk stopped; the work comes again after reconnecting");
+                },
+                _ = session.cancelled() => {}
+            }
+        });
+    }
+
+    async fn cancel(
+        &self,
+        shared: &Shared,
+        name: &str,
+        node: &str,
+        tx: &Outbox,
+    ) -> anyhow::Result<()> {
+        let answer = {
+            let mut stages = shared.stages.lock().unwrap_or_else(|e| e.into_inner());
+            match stages.get(name).copied() {
+                Some(Stage::Packed | Stage::Done) => CancelAnswered {
+                    cancelled: false,
+                    reason: "already packed".into(),
+                },
+                _ => {
+                    stages.insert(name.to_owned(), Stage::Cancelled);
+                    CancelAnswered {
+                        cancelled: true,
+                        reason: String::new(),
+                    }
+                }
+            }
+        };
+        tx.send(status(name, node, "cancel", Ev::CancelAnswered(answer)))
+            .await?;
+        Ok(())
+    }
+}
+
+/// One fulfillment order on its way through the warehouse.
+struct Walk {
+    fo: FulfillmentOrder,
+    tx: Outbox,
+    shared: Arc<Shared>,
+    step: Duration,
+}
+
+impl Walk {
+    fn stage(&self) -> Option<Stage> {
+        self.shared
+            .stages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&self.fo.name)
+            .copied()
+    }
+
+    fn set(&self, s: Stage) {
+        self.shared
+            .stages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(self.fo.name.clone(), s);
+    }
+
+    async fn send(&self, step: &str, ev: Ev) -> anyhow::Result<()> {
+        tokio::time::sleep(self.step).await;
+        if self.stage() == Some(Stage::Cancelled) {
+            anyhow::bail!("cancelled");
+        }
+        self.tx
+            .send(status(&self.fo.name, &self.fo.node_id, step, ev))
+            .await?;
+        Ok(())
+    }
+
+    async fn run(self, reject: bool, short: bool) -> anyhow::Result<()> {
+        if reject {
+            self.send(
+                "rejected",
+                Ev::Rejected(OrderRejected {
+                    reason: "simulated rejection".into(),
+                }),
+            )
+            .await?;
+            self.set(Stage::Done);
+            return Ok(());
+        }
+        self.send("accepted", Ev::Accepted(OrderAccepted {}))
+            .await?;
+        self.send("picking", Ev::Picking(PickingStarted {})).await?;
+        // A short pick takes one unit of the first line.
+        let mut lines: Vec<ShippedLine> = self
+            .fo
+            .lines
+            .iter()
+            .map(|l| ShippedLine {
+                line_id: l.line_id.clone(),
+                sku: l.sku.clone(),
+                quantity: l.quantity - l.quantity_shipped,
+                lot: l.lot.clone(),
+                serial_numbers: l.serial_numbers.clone(),
+            })
+            .filter(|l| l.quantity > 0)
+            .collect();
+        if short && let Some(first) = lines.first_mut() {
+            let missing = ShippedLine {
+                quantity: 1,
+                lot: String::new(),
+                serial_numbers: Vec::new(),
+                ..first.clone()
+            };
+            first.quantity -= 1;
+            self.send(
+                "short-picked",
+                Ev::ShortPicked(OrderShortPicked {
+                    missing: vec![missing],
+                    reason: "simulated short pick".into(),
+                }),
+            )
+            .await?;
+            lines.retain(|l| l.quantity > 0);
+            if lines.is_empty() {
+                self.set(Stage::Done);
+                return Ok(());
+            }
+        }
+        self.send("packed", Ev::Packed(OrderPacked {})).await?;
+        self.set(Stage::Packed);
+        let id: String = self
+            .fo
+            .fulfillment_order_id
+            .chars()
+            .filter(|c| *c != '-')
+            .take(12)
+            .collect();
+        let tracking = format!("SIM{id}");
+        self.send(
+            "shipped",
+            Ev::Shipped(OrderShipped {
+                shipment: Some(Shipment {
+                    carrier: "SIM".into(),
+                    tracking_number: tracking.clone(),
+                    lines,
+                    ship_time: None,
+                }),
+            }),
+        )
+        .await?;
+        self.send(
+            "delivered",
+            Ev::Delivered(OrderDelivered {
+                tracking_number: tracking,
+            }),
+        )
+        .await?;
+        self.set(Stage::Done);
+        Ok(())
+    }
+}
+
+fn msg(m: In) -> ConnectAdapterRequest {
+    ConnectAdapterRequest { message: Some(m) }
+}
+
+/// A status event whose id is the fulfillment order's and the step's, so
+/// a replay is recognised.
+fn status(fo: &str, node: &str, step: &str, ev: Ev) -> ConnectAdapterRequest {
+    msg(In::Status(StatusEvent {
+        event_id: format!("{fo}:{step}"),
+        node_id: node.to_owned(),
+        fulfillment_order: fo.to_owned(),
+        occur_time: None,
+        kind: Some(ev),
+    }))
+}
