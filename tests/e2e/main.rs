@@ -4,3 +4,4 @@
 mod ingest;
 mod placement;
 mod platform;
+mod shipping;

@@ -31,15 +31,20 @@ pub async fn run(
     )
     .await?;
     let waker = FeedWaker::start(&pool, shutdown.clone());
-    let inventory = oms_runtime::client::channel(config.peer_url(oms_runtime::Service::Inventory))?;
-    let routing = oms_runtime::client::channel(config.peer_url(oms_runtime::Service::Routing))?;
-    let saga = workers::saga::Saga::new(
-        pool.clone(),
-        inventory,
-        routing,
-        oms_runtime::auth::TokenIssuer::new(&config.auth),
-    );
+    let channel = |s| oms_runtime::client::channel(config.peer_url(s));
+    let peers = workers::peers::Peers {
+        inventory: channel(oms_runtime::Service::Inventory)?,
+        routing: channel(oms_runtime::Service::Routing)?,
+        fulfillment: channel(oms_runtime::Service::Fulfillment)?,
+        issuer: oms_runtime::auth::TokenIssuer::new(&config.auth),
+    };
+    let saga = workers::saga::Saga::new(pool.clone(), peers.clone());
     saga.clone().start(config.sweep_interval, shutdown.clone());
+    workers::fulfillment_feed::FulfillmentFeed {
+        pool: pool.clone(),
+        peers,
+    }
+    .start(config.sweep_interval, shutdown.clone());
     let api = grpc::OrderApi::new(pool.clone(), waker, shutdown.clone(), saga);
     let auth = Authenticator::new(&config.auth);
     GrpcServer::new(&config)

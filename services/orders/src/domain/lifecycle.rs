@@ -205,6 +205,68 @@ pub fn routed(o: &mut Order, d: &oms_proto::routing::Decision) -> Result<(), Ref
     Ok(())
 }
 
+/// The work went to the nodes (one fulfillment order per node).
+pub fn released(o: &mut Order) -> Result<(), Refused> {
+    set(o, OrderState::Released)
+}
+
+/// Units of a line that one fulfillment order shipped and delivered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LineProgress {
+    pub shipped: i64,
+    pub delivered: i64,
+}
+
+/// Takes the shipped and delivered units per line (summed over the
+/// order's fulfillment orders, by line id) and moves a released order to
+/// PARTIALLY_SHIPPED, SHIPPED or DELIVERED accordingly. Returns the new
+/// state when it changed.
+pub fn progressed(
+    o: &mut Order,
+    per_line: &[(String, LineProgress)],
+) -> Result<Option<OrderState>, Refused> {
+    let from = state(o);
+    if !matches!(
+        from,
+        OrderState::Released | OrderState::PartiallyShipped | OrderState::Shipped
+    ) {
+        return Ok(None);
+    }
+    for l in &mut o.lines {
+        let p = per_line.iter().filter(|(id, _)| *id == l.line_id).fold(
+            LineProgress::default(),
+            |a, (_, p)| LineProgress {
+                shipped: a.shipped + p.shipped,
+                delivered: a.delivered + p.delivered,
+            },
+        );
+        l.quantity_shipped = p.shipped;
+        l.quantity_delivered = p.delivered;
+    }
+    let open = |l: &OrderLine| l.quantity - l.quantity_cancelled;
+    let all_shipped = o.lines.iter().all(|l| l.quantity_shipped >= open(l));
+    let all_delivered = o.lines.iter().all(|l| l.quantity_delivered >= open(l));
+    let any_shipped = o.lines.iter().any(|l| l.quantity_shipped > 0);
+    let to = if all_shipped && all_delivered {
+        OrderState::Delivered
+    } else if all_shipped {
+        OrderState::Shipped
+    } else if any_shipped {
+        OrderState::PartiallyShipped
+    } else {
+        from
+    };
+    // Shipped and delivered in one report: pass through SHIPPED.
+    if to == OrderState::Delivered && from != OrderState::Shipped {
+        set(o, OrderState::Shipped)?;
+    }
+    if to == state(o) {
+        return Ok((to != from).then_some(to));
+    }
+    set(o, to)?;
+    Ok(Some(to))
+}
+
 /// Stock was short: lines of the short SKUs wait for `missing` units each.
 pub fn backordered(o: &mut Order, missing: &[(String, i64)]) -> Result<(), Refused> {
     if state(o) != OrderState::Backordered {
@@ -379,6 +441,38 @@ mod tests {
             ],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn shipments_move_a_released_order_to_delivered() {
+        let mut o = order();
+        o.state = P::Released as i32;
+        let p = |l: &str, shipped, delivered| (l.to_string(), LineProgress { shipped, delivered });
+        // Nothing shipped yet: no change.
+        assert_eq!(progressed(&mut o, &[p("1", 0, 0)]), Ok(None));
+        // Two fulfillment orders ship line 1 in halves.
+        assert_eq!(
+            progressed(&mut o, &[p("1", 1, 0)]),
+            Ok(Some(OrderState::PartiallyShipped))
+        );
+        assert_eq!(
+            progressed(&mut o, &[p("1", 1, 0), p("1", 1, 0), p("2", 1, 0)]),
+            Ok(Some(OrderState::Shipped))
+        );
+        assert_eq!(o.lines[0].quantity_shipped, 2);
+        assert_eq!(
+            progressed(&mut o, &[p("1", 1, 1), p("1", 1, 1), p("2", 1, 1)]),
+            Ok(Some(OrderState::Delivered))
+        );
+        assert_eq!(o.lines[1].quantity_delivered, 1);
+        // A cancelled unit is not waited for.
+        let mut o = order();
+        o.state = P::Released as i32;
+        o.lines[1].quantity_cancelled = 1;
+        assert_eq!(
+            progressed(&mut o, &[p("1", 2, 2)]),
+            Ok(Some(OrderState::Delivered))
+        );
     }
 
     fn hold(t: HoldType) -> Hold {

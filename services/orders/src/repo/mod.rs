@@ -1,4 +1,5 @@
 //! SQL of the orders service, one module per table group.
+pub mod feeds;
 pub mod history;
 pub mod orders;
 pub mod saga;

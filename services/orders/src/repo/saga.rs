@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 pub const RESERVE: &str = "reserve";
 pub const ROUTE: &str = "route";
+pub const FULFIL: &str = "fulfil";
 
 /// A pending step.
 pub struct Step {

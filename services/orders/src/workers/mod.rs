@@ -1,2 +1,4 @@
 //! Background work of the orders service.
+pub mod fulfillment_feed;
+pub mod peers;
 pub mod saga;

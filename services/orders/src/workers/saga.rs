@@ -14,23 +14,26 @@
 use crate::changes::{Happened, record};
 use crate::domain::{OrderState, lifecycle};
 use crate::repo::{self, orders::TryLock, saga::Step};
+use crate::workers::peers::Peers;
 use chrono::Utc;
 use oms_kernel::Tenant;
+use oms_proto::fulfillment::{
+    CreateFulfillmentOrderRequest, FulfillmentLine, FulfillmentOrder,
+    ReleaseFulfillmentOrderRequest,
+};
 use oms_proto::inventory::{
     Allocation, ConfirmReservationRequest, CreateReservationRequest, ReleaseReservationRequest,
-    ReservationLine, inventory_service_client::InventoryServiceClient,
+    ReservationLine,
 };
 use oms_proto::orders::{Hold, HoldType, OrderHoldPlaced, order_event};
-use oms_proto::routing::{
-    PlanOrderRequest, RoutingLine, RoutingOrder, routing_service_client::RoutingServiceClient,
-};
-use oms_runtime::{auth::TokenIssuer, client::Outbound, time::to_timestamp};
+use oms_proto::routing::{PlanOrderRequest, RoutingLine, RoutingOrder};
+use oms_runtime::time::to_timestamp;
 use prost::Message;
 use sqlx::{PgConnection, PgPool};
 use std::{sync::Arc, time::Duration};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tonic::{Code, transport::Channel};
+use tonic::Code;
 use tonic_types::StatusExt;
 
 const ACTOR: &str = "system:placement";
@@ -44,19 +47,15 @@ pub fn reservation_id(order_id: uuid::Uuid) -> String {
 #[derive(Clone)]
 pub struct Saga {
     pool: PgPool,
-    inventory: Channel,
-    routing: Channel,
-    issuer: TokenIssuer,
+    peers: Peers,
     wake: Arc<Notify>,
 }
 
 impl Saga {
-    pub fn new(pool: PgPool, inventory: Channel, routing: Channel, issuer: TokenIssuer) -> Self {
+    pub fn new(pool: PgPool, peers: Peers) -> Self {
         Self {
             pool,
-            inventory,
-            routing,
-            issuer,
+            peers,
             wake: Arc::new(Notify::new()),
         }
     }
@@ -100,23 +99,14 @@ impl Saga {
                 self.reserve(&mut tx, &tenant, &s).await?;
             } else if s.step == repo::saga::ROUTE {
                 self.route(&mut tx, &tenant, &s).await?;
+            } else if s.step == repo::saga::FULFIL {
+                self.fulfil(&mut tx, &tenant, &s).await?;
             } else {
                 self.release(&mut tx, &tenant, &s).await?;
             }
         }
         tx.commit().await?;
         Ok(n)
-    }
-
-    fn client(
-        &self,
-        tenant: &Tenant,
-    ) -> InventoryServiceClient<tonic::service::interceptor::InterceptedService<Channel, Outbound>>
-    {
-        InventoryServiceClient::with_interceptor(
-            self.inventory.clone(),
-            Outbound::for_tenant(&self.issuer, tenant, "service:orders"),
-        )
     }
 
     async fn reserve(
@@ -164,7 +154,7 @@ impl Saga {
             reference: o.name.clone(),
             channel: o.channel.clone(),
         };
-        match self.client(tenant).create_reservation(req).await {
+        match self.peers.inventory(tenant).create_reservation(req).await {
             Ok(_) => {
                 lifecycle::reserved(&mut o).map_err(|r| anyhow::anyhow!(r.message))?;
                 let happened =
@@ -224,17 +214,6 @@ impl Saga {
         Ok(())
     }
 
-    fn routing(
-        &self,
-        tenant: &Tenant,
-    ) -> RoutingServiceClient<tonic::service::interceptor::InterceptedService<Channel, Outbound>>
-    {
-        RoutingServiceClient::with_interceptor(
-            self.routing.clone(),
-            Outbound::for_tenant(&self.issuer, tenant, "service:orders"),
-        )
-    }
-
     /// Plans a reserved order and confirms its reservation at the chosen
     /// nodes. Both calls are idempotent: the plan's request id counts the
     /// step's attempts (a retry after a crash gets the same plan back, a
@@ -263,7 +242,7 @@ impl Saga {
             request_id: format!("route-{}-{}", s.order_id, s.attempts),
             order: Some(routing_order(&o)),
         };
-        let decision = match self.routing(tenant).plan_order(plan).await {
+        let decision = match self.peers.routing(tenant).plan_order(plan).await {
             Ok(r) => r.into_inner().decision.unwrap_or_default(),
             Err(st) if matches!(st.code(), Code::InvalidArgument) => {
                 let reason = format!("routing refused the order: {}", st.message());
@@ -316,7 +295,12 @@ impl Saga {
             name: format!("reservations/{}", reservation_id(s.order_id)),
             allocations,
         };
-        match self.client(tenant).confirm_reservation(confirm).await {
+        match self
+            .peers
+            .inventory(tenant)
+            .confirm_reservation(confirm)
+            .await
+        {
             Ok(_) => {
                 lifecycle::routed(&mut o, &decision).map_err(|r| anyhow::anyhow!(r.message))?;
                 let happened = Happened::state_changed(from, OrderState::Routed, summary);
@@ -325,6 +309,7 @@ impl Saga {
                 )
                 .await?;
                 repo::saga::done(tx, s).await?;
+                repo::saga::enqueue(tx, tenant, s.order_id, repo::saga::FULFIL, &[]).await?;
             }
             // Stock moved between the plan and the confirmation: plan again.
             Err(st)
@@ -350,6 +335,85 @@ impl Saga {
         Ok(())
     }
 
+    /// Hands a routed order to fulfillment: one fulfillment order per node
+    /// of its sourcing, created and released. Request ids are derived from
+    /// the order, the decision and the node, so a retry creates nothing
+    /// twice; the order is RELEASED once every node has its work.
+    async fn fulfil(&self, tx: &mut PgConnection, tenant: &Tenant, s: &Step) -> anyhow::Result<()> {
+        let (mut o, held_from) = match repo::orders::try_lock(tx, tenant, s.order_id).await? {
+            TryLock::Locked(o, h) => (*o, h),
+            TryLock::Missing => {
+                repo::saga::done(tx, s).await?;
+                return Ok(());
+            }
+            TryLock::Busy => {
+                let soon = Utc::now() + chrono::Duration::milliseconds(100);
+                repo::saga::retry(tx, s, "order busy", soon).await?;
+                return Ok(());
+            }
+        };
+        let from = lifecycle::state(&o);
+        if from != OrderState::Routed {
+            repo::saga::done(tx, s).await?;
+            return Ok(());
+        }
+        let decision = o
+            .routing_decision
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let mut names = Vec::new();
+        for (node, fo) in fulfillment_orders(&o, s.order_id) {
+            let mut client = self.peers.fulfillment(tenant);
+            let created = client
+                .create_fulfillment_order(CreateFulfillmentOrderRequest {
+                    request_id: format!("fo-{}-{decision}-{node}", s.order_id),
+                    fulfillment_order: Some(fo),
+                })
+                .await;
+            let released = match created {
+                Ok(r) => {
+                    let name = r.into_inner().fulfillment_order.unwrap_or_default().name;
+                    client
+                        .release_fulfillment_order(ReleaseFulfillmentOrderRequest {
+                            request_id: format!("release-{name}"),
+                            name: name.clone(),
+                        })
+                        .await
+                        .map(|_| name)
+                }
+                Err(st) => Err(st),
+            };
+            match released {
+                Ok(name) => names.push(name),
+                Err(st) if st.code() == Code::InvalidArgument => {
+                    let reason =
+                        format!("fulfillment refused the work for {node}: {}", st.message());
+                    hold_for_review(tx, tenant, s.order_id, &mut o, from, reason).await?;
+                    repo::saga::done(tx, s).await?;
+                    return Ok(());
+                }
+                Err(st) => {
+                    repo::saga::retry(tx, s, st.message(), Utc::now() + backoff(s.attempts))
+                        .await?;
+                    return Ok(());
+                }
+            }
+        }
+        lifecycle::released(&mut o).map_err(|r| anyhow::anyhow!(r.message))?;
+        let why = format!("released to fulfillment: {}", names.join(", "));
+        let happened = Happened::state_changed(from, OrderState::Released, why);
+        record(
+            tx, tenant, s.order_id, &mut o, held_from, from, ACTOR, "", happened,
+        )
+        .await?;
+        // Its progress comes back on the tenant's fulfillment feed.
+        repo::feeds::follow(tx, repo::feeds::FULFILLMENT, tenant).await?;
+        repo::saga::done(tx, s).await?;
+        Ok(())
+    }
+
     async fn release(
         &self,
         tx: &mut PgConnection,
@@ -357,7 +421,7 @@ impl Saga {
         s: &Step,
     ) -> anyhow::Result<()> {
         let req = ReleaseReservationRequest::decode(s.payload.as_slice())?;
-        match self.client(tenant).release_reservation(req).await {
+        match self.peers.inventory(tenant).release_reservation(req).await {
             Ok(_) => repo::saga::done(tx, s).await?,
             // Never reserved, or already released or expired: nothing to give back.
             Err(st) if matches!(st.code(), Code::NotFound | Code::FailedPrecondition) => {
@@ -399,6 +463,52 @@ async fn hold_for_review(
 }
 
 /// The routing view of an order: its open units.
+/// The order's work per node, from its lines' sourcing.
+fn fulfillment_orders(
+    o: &oms_proto::orders::Order,
+    order_id: uuid::Uuid,
+) -> Vec<(String, FulfillmentOrder)> {
+    let mut per_node: Vec<(String, FulfillmentOrder)> = Vec::new();
+    for l in &o.lines {
+        for src in &l.sourcing {
+            if src.quantity <= 0 {
+                continue;
+            }
+            let i = match per_node.iter().position(|(n, _)| *n == src.node_id) {
+                Some(i) => i,
+                None => {
+                    per_node.push((
+                        src.node_id.clone(),
+                        FulfillmentOrder {
+                            order: o.name.clone(),
+                            node_id: src.node_id.clone(),
+                            ship_to: o.ship_to.clone(),
+                            carrier_service: oms_proto::common::ServiceLevel::try_from(
+                                o.service_level,
+                            )
+                            .unwrap_or_default()
+                            .as_str_name()
+                            .to_lowercase(),
+                            ship_by_time: o.promise_time,
+                            decision: o.routing_decision.clone(),
+                            reservation: format!("reservations/{}", reservation_id(order_id)),
+                            ..Default::default()
+                        },
+                    ));
+                    per_node.len() - 1
+                }
+            };
+            per_node[i].1.lines.push(FulfillmentLine {
+                line_id: l.line_id.clone(),
+                sku: l.sku.clone(),
+                quantity: src.quantity,
+                ..Default::default()
+            });
+        }
+    }
+    per_node
+}
+
 fn routing_order(o: &oms_proto::orders::Order) -> RoutingOrder {
     RoutingOrder {
         order: o.name.clone(),

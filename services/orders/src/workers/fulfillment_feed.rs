@@ -1,0 +1,209 @@
+//! Follows each tenant's fulfillment feed (from the cursor stored in
+//! `feed_cursors`, moved in the same transaction as the work each event
+//! causes, so nothing is lost or applied twice across restarts): shipped
+//! units consume the order's allocations in inventory, and the order's
+//! lines and state follow its fulfillment orders to PARTIALLY_SHIPPED,
+//! SHIPPED and DELIVERED.
+use crate::changes::{Happened, record};
+use crate::domain::lifecycle;
+use crate::repo::{self, feeds};
+use crate::workers::peers::Peers;
+use chrono::Utc;
+use oms_kernel::{Tenant, parse_name};
+use oms_proto::fulfillment::{
+    FulfillmentOrder, FulfillmentState, WatchFulfillmentEventsRequest,
+    WatchFulfillmentEventsResponse,
+};
+use oms_proto::inventory::{Allocation, ConsumeAllocationsRequest};
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use uuid::Uuid;
+
+const ACTOR: &str = "system:fulfillment";
+
+#[derive(Clone)]
+pub struct FulfillmentFeed {
+    pub pool: PgPool,
+    pub peers: Peers,
+}
+
+impl FulfillmentFeed {
+    /// Keeps one follower per followed tenant running until `shutdown`; a
+    /// follower that fails is started again from its stored cursor.
+    pub fn start(self, every: Duration, shutdown: CancellationToken) {
+        tokio::spawn(async move {
+            let mut running: HashMap<String, JoinHandle<()>> = HashMap::new();
+            loop {
+                running.retain(|_, h| !h.is_finished());
+                match feeds::followed(&self.pool, feeds::FULFILLMENT).await {
+                    Ok(rows) => {
+                        for (tenant, cursor) in rows {
+                            if running.contains_key(&tenant) {
+                                continue;
+                            }
+                            let Ok(t) = Tenant::parse(&tenant) else {
+                                continue;
+                            };
+                            let me = self.clone();
+                            let stop = shutdown.clone();
+                            running.insert(
+                                tenant,
+                                tokio::spawn(async move {
+                                    tokio::select! {
+                                        r = me.follow(&t, cursor) => if let Err(e) = r {
+                                            tracing::warn!(tenant = %t, error = %e, "fulfillment feed broke; resuming from the stored cursor");
+                                        },
+                                        _ = stop.cancelled() => {}
+                                    }
+                                }),
+                            );
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not read the followed feeds"),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        });
+    }
+
+    async fn follow(&self, tenant: &Tenant, cursor: String) -> anyhow::Result<()> {
+        let mut feed = self
+            .peers
+            .fulfillment(tenant)
+            .watch_fulfillment_events(WatchFulfillmentEventsRequest {
+                after_cursor: cursor,
+            })
+            .await?
+            .into_inner();
+        while let Some(ev) = feed.message().await? {
+            self.apply(tenant, ev).await?;
+        }
+        Ok(())
+    }
+
+    async fn apply(
+        &self,
+        tenant: &Tenant,
+        ev: WatchFulfillmentEventsResponse,
+    ) -> anyhow::Result<()> {
+        let cursor = ev.meta.map(|m| m.cursor).unwrap_or_default();
+        let mut tx = self.pool.begin().await?;
+        if let Some(fo) = ev.fulfillment_order
+            && let Some(order_id) = parse_name(&fo.order, "orders")
+                .ok()
+                .and_then(|id| Uuid::parse_str(id).ok())
+            && let Some((mut o, held_from)) = repo::orders::lock(&mut tx, tenant, order_id).await?
+        {
+            let before = feeds::put_fulfillment(&mut tx, tenant, order_id, &fo).await?;
+            self.consume(tenant, &fo, before.as_ref()).await?;
+            let per_line: Vec<(String, lifecycle::LineProgress)> =
+                feeds::fulfillments(&mut tx, tenant, order_id)
+                    .await?
+                    .iter()
+                    .flat_map(|f| {
+                        let delivered = f.state() == FulfillmentState::Delivered;
+                        f.lines.iter().map(move |l| {
+                            (
+                                l.line_id.clone(),
+                                lifecycle::LineProgress {
+                                    shipped: l.quantity_shipped,
+                                    delivered: if delivered { l.quantity_shipped } else { 0 },
+                                },
+                            )
+                        })
+                    })
+                    .collect();
+            let from = lifecycle::state(&o);
+            let lines_before = o.lines.clone();
+            match lifecycle::progressed(&mut o, &per_line) {
+                Ok(Some(to)) => {
+                    let why = format!("{} is {}", fo.name, fo.state().as_str_name());
+                    let happened = Happened::state_changed(from, to, why);
+                    record(
+                        &mut tx, tenant, order_id, &mut o, held_from, from, ACTOR, "", happened,
+                    )
+                    .await?;
+                }
+                Ok(None) if o.lines != lines_before => {
+                    repo::orders::save(&mut tx, tenant, order_id, &mut o, held_from, Utc::now())
+                        .await?;
+                }
+                Ok(None) => {}
+                Err(r) => {
+                    tracing::warn!(order = %o.name, reason = %r.message, "fulfillment progress not applied")
+                }
+            }
+            if fo.state() == FulfillmentState::Rejected {
+                // Rerouting a rejection is not automatic yet: say so loudly.
+                tracing::warn!(order = %o.name, fulfillment_order = %fo.name, reason = %fo.status_reason, "work rejected by its node");
+            }
+        }
+        feeds::advance(&mut tx, feeds::FULFILLMENT, tenant, &cursor).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Consumes in inventory what `fo` shipped since `before`. The request
+    /// id is the fulfillment order's with its shipped total, so a replayed
+    /// event consumes nothing twice.
+    async fn consume(
+        &self,
+        tenant: &Tenant,
+        fo: &FulfillmentOrder,
+        before: Option<&FulfillmentOrder>,
+    ) -> anyhow::Result<()> {
+        let was = |line: &str| {
+            before
+                .and_then(|b| b.lines.iter().find(|l| l.line_id == line))
+                .map_or(0, |l| l.quantity_shipped)
+        };
+        let mut shipped: Vec<Allocation> = Vec::new();
+        for l in &fo.lines {
+            let delta = l.quantity_shipped - was(&l.line_id);
+            if delta <= 0 {
+                continue;
+            }
+            match shipped.iter_mut().find(|a| a.sku == l.sku) {
+                Some(a) => a.quantity += delta,
+                None => shipped.push(Allocation {
+                    sku: l.sku.clone(),
+                    node_id: fo.node_id.clone(),
+                    quantity: delta,
+                    ..Default::default()
+                }),
+            }
+        }
+        if shipped.is_empty() || fo.reservation.is_empty() {
+            return Ok(());
+        }
+        let total: i64 = fo.lines.iter().map(|l| l.quantity_shipped).sum();
+        let req = ConsumeAllocationsRequest {
+            request_id: format!("consume-{}-{total}", fo.fulfillment_order_id),
+            name: fo.reservation.clone(),
+            shipped,
+            reference: fo.name.clone(),
+        };
+        match self.peers.inventory(tenant).consume_allocations(req).await {
+            Ok(_) => Ok(()),
+            // The record disagrees (nothing allocated there): the shipment
+            // stands; say so rather than stall the feed.
+            Err(st)
+                if matches!(
+                    st.code(),
+                    Code::FailedPrecondition | Code::NotFound | Code::InvalidArgument
+                ) =>
+            {
+                tracing::warn!(fulfillment_order = %fo.name, error = %st.message(), "shipment not consumed in inventory");
+                Ok(())
+            }
+            Err(st) => Err(st.into()),
+        }
+    }
+}
