@@ -4,37 +4,188 @@
 use crate::placement::{available, create, until_state};
 use oms_e2e::Suite;
 use oms_kernel::Tenant;
-use oms_proto::inventory as inv;
+use oms_proto::fulfillment::{
+    FulfillmentState, ListFulfillmentOrdersRequest,
+    fulfillment_service_client::FulfillmentServiceClient,
+};
+use oms_proto::inventory::{self as inv, inventory_service_client::InventoryServiceClient};
 use oms_proto::orders::{self as ord, OrderState, order_service_client::OrderServiceClient};
 use oms_runtime::{Config, Service, auth::TokenIssuer};
 use oms_testkit::authed;
 use oms_wms_sim::Sim;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
 
 const T: &str = "acme";
 
-#[tokio::test]
-async fn an_order_is_shipped_by_the_warehouse_and_delivered() {
-    let suite = Suite::start().await;
-    let mut stock = suite.stock(T, &[("A", 5), ("B", 1)]).await;
+/// A simulated WMS serving `node`, rejecting `reject_rate` of its work;
+/// it stops when the guard is dropped.
+fn warehouse(suite: &Suite, node: &str, reject_rate: f64) -> tokio_util::sync::DropGuard {
     let cfg = Config::from_lookup(Service::Fulfillment, |_| None).unwrap();
     let stop = CancellationToken::new();
-    let _stop = stop.clone().drop_guard();
     tokio::spawn(
         Sim {
             url: format!("http://{}", suite.services[&Service::Fulfillment].addr),
             tenant: Tenant::parse(T).unwrap(),
             issuer: TokenIssuer::new(&cfg.auth),
-            adapter_id: "wms-dc1".into(),
-            nodes: vec!["DC1".into()],
+            adapter_id: format!("wms-{node}"),
+            nodes: vec![node.into()],
             step: Duration::from_millis(5),
-            reject_rate: 0.0,
+            reject_rate,
             short_pick_rate: 0.0,
             seed: 1,
         }
-        .run(stop),
+        .run(stop.clone()),
     );
+    stop.drop_guard()
+}
+
+/// On hand of `sku` per node.
+async fn on_hand(c: &mut InventoryServiceClient<Channel>, sku: &str) -> Vec<(String, i64)> {
+    let mut v: Vec<(String, i64)> = c
+        .get_availability(authed(
+            T,
+            inv::GetAvailabilityRequest {
+                skus: vec![sku.into()],
+                scope: inv::AvailabilityScope::Node as i32,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .availabilities
+        .into_iter()
+        .map(|a| (a.node_id, a.on_hand))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn a_rejection_at_one_node_reroutes_to_another_that_ships() {
+    let suite = Suite::start().await;
+    let mut stock = suite.stock(T, &[("A", 5)]).await;
+    // DC2 also holds A but ranks below DC1 (lower priority).
+    stock
+        .create_node(authed(
+            T,
+            inv::CreateNodeRequest {
+                request_id: "dc2".into(),
+                node: Some(inv::Node {
+                    node_id: "DC2".into(),
+                    kind: oms_proto::common::NodeKind::Warehouse as i32,
+                    enabled: true,
+                    priority: -5,
+                    capabilities: Some(inv::NodeCapabilities {
+                        ship: true,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .unwrap();
+    stock
+        .record_movement(authed(
+            T,
+            inv::RecordMovementRequest {
+                request_id: "dc2-a".into(),
+                movement: Some(inv::StockMovement {
+                    kind: inv::MovementKind::Receipt as i32,
+                    node_id: "DC2".into(),
+                    sku: "A".into(),
+                    quantity: 5,
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .unwrap();
+    // DC1 rejects everything; DC2 ships.
+    let _dc1 = warehouse(&suite, "DC1", 1.0);
+    let _dc2 = warehouse(&suite, "DC2", 0.0);
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = orders
+        .watch_order_events(authed(T, ord::WatchOrderEventsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let order = create(&mut orders, "reroute-1", &[("A", 2)]).await;
+    let routed = until_state(&mut feed, &order.name, OrderState::Routed)
+        .await
+        .order
+        .unwrap();
+    assert_eq!(routed.lines[0].sourcing[0].node_id, "DC1");
+    let delivered = until_state(&mut feed, &order.name, OrderState::Delivered)
+        .await
+        .order
+        .unwrap();
+    let sourcing: Vec<(String, i64)> = delivered.lines[0]
+        .sourcing
+        .iter()
+        .map(|s| (s.node_id.clone(), s.quantity))
+        .collect();
+    assert_eq!(sourcing, [("DC2".to_string(), 2)]);
+    assert_eq!(delivered.lines[0].quantity_shipped, 2);
+    // DC1 shipped nothing; DC2 shipped the two units.
+    assert_eq!(
+        on_hand(&mut stock, "A").await,
+        [("DC1".to_string(), 5), ("DC2".to_string(), 3)]
+    );
+    assert_eq!(available(&mut stock, "A").await, 8);
+    let mut work = FulfillmentServiceClient::new(suite.channel(Service::Fulfillment));
+    let mut states: Vec<(String, FulfillmentState)> = work
+        .list_fulfillment_orders(authed(
+            T,
+            ListFulfillmentOrdersRequest {
+                order: order.name.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .fulfillment_orders
+        .iter()
+        .map(|f| (f.node_id.clone(), f.state()))
+        .collect();
+    states.sort();
+    assert_eq!(
+        states,
+        [
+            ("DC1".to_string(), FulfillmentState::Rejected),
+            ("DC2".to_string(), FulfillmentState::Delivered)
+        ]
+    );
+    let history = orders
+        .list_order_history(authed(
+            T,
+            ord::ListOrderHistoryRequest {
+                name: order.name.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        history
+            .changes
+            .iter()
+            .any(|c| c.reason.starts_with("rerouted from DC1")),
+        "{:?}",
+        history.changes
+    );
+}
+
+#[tokio::test]
+async fn an_order_is_shipped_by_the_warehouse_and_delivered() {
+    let suite = Suite::start().await;
+    let mut stock = suite.stock(T, &[("A", 5), ("B", 1)]).await;
+    let _wms = warehouse(&suite, "DC1", 0.0);
     let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
     let mut feed = orders
         .watch_order_events(authed(T, ord::WatchOrderEventsRequest::default()))

@@ -267,6 +267,40 @@ pub fn progressed(
     Ok(Some(to))
 }
 
+/// A node gave units back (`given_back`: line id, units) and routing
+/// placed them elsewhere (`placed`: line id, node, units): the lines'
+/// sourcing follows.
+pub fn resourced(
+    o: &mut Order,
+    failed_node: &str,
+    given_back: &[(String, i64)],
+    placed: &[(String, String, i64)],
+) {
+    for l in &mut o.lines {
+        let mut back: i64 = given_back
+            .iter()
+            .filter(|(id, _)| *id == l.line_id)
+            .map(|(_, q)| q)
+            .sum();
+        for src in l.sourcing.iter_mut().filter(|s| s.node_id == failed_node) {
+            let q = back.min(src.quantity);
+            src.quantity -= q;
+            back -= q;
+        }
+        l.sourcing.retain(|s| s.quantity > 0);
+        for (_, node, q) in placed.iter().filter(|(id, _, _)| *id == l.line_id) {
+            match l.sourcing.iter_mut().find(|s| s.node_id == *node) {
+                Some(s) => s.quantity += q,
+                None => l.sourcing.push(LineSourcing {
+                    node_id: node.clone(),
+                    quantity: *q,
+                    transfer_to_node_id: String::new(),
+                }),
+            }
+        }
+    }
+}
+
 /// Stock was short: lines of the short SKUs wait for `missing` units each.
 pub fn backordered(o: &mut Order, missing: &[(String, i64)]) -> Result<(), Refused> {
     if state(o) != OrderState::Backordered {
@@ -473,6 +507,26 @@ mod tests {
             progressed(&mut o, &[p("1", 2, 2)]),
             Ok(Some(OrderState::Delivered))
         );
+    }
+
+    #[test]
+    fn rerouted_units_move_from_the_failed_node_to_the_new_one() {
+        let mut o = order();
+        let src = |n: &str, q| LineSourcing {
+            node_id: n.into(),
+            quantity: q,
+            transfer_to_node_id: String::new(),
+        };
+        o.lines[0].sourcing = vec![src("DC1", 2)];
+        o.lines[1].sourcing = vec![src("DC1", 1)];
+        resourced(
+            &mut o,
+            "DC1",
+            &[("1".into(), 1)],
+            &[("1".into(), "DC2".into(), 1)],
+        );
+        assert_eq!(o.lines[0].sourcing, [src("DC1", 1), src("DC2", 1)]);
+        assert_eq!(o.lines[1].sourcing, [src("DC1", 1)]);
     }
 
     fn hold(t: HoldType) -> Hold {

@@ -7,6 +7,8 @@ use uuid::Uuid;
 pub const RESERVE: &str = "reserve";
 pub const ROUTE: &str = "route";
 pub const FULFIL: &str = "fulfil";
+/// Prefix of the steps that reroute what a node gave back (`reroute:<key>`).
+pub const REROUTE: &str = "reroute:";
 
 /// A pending step.
 pub struct Step {

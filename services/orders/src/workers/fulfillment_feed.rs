@@ -3,11 +3,12 @@
 //! causes, so nothing is lost or applied twice across restarts): shipped
 //! units consume the order's allocations in inventory, and the order's
 //! lines and state follow its fulfillment orders to PARTIALLY_SHIPPED,
-//! SHIPPED and DELIVERED.
+//! SHIPPED and DELIVERED; units a node gave back (rejected, short-picked)
+//! are rerouted by a saga step.
 use crate::changes::{Happened, record};
 use crate::domain::lifecycle;
 use crate::repo::{self, feeds};
-use crate::workers::peers::Peers;
+use crate::workers::{peers::Peers, reroute};
 use chrono::Utc;
 use oms_kernel::{Tenant, parse_name};
 use oms_proto::fulfillment::{
@@ -103,6 +104,13 @@ impl FulfillmentFeed {
         {
             let before = feeds::put_fulfillment(&mut tx, tenant, order_id, &fo).await?;
             self.consume(tenant, &fo, before.as_ref()).await?;
+            // Units the node gave back go to another node (a saga step).
+            let back = reroute::given_back(before.as_ref(), &fo);
+            if !back.is_empty() {
+                let key = cursor.replace('.', "-");
+                let (step, payload) = reroute::step(&o, &fo, &back, &key);
+                repo::saga::enqueue(&mut tx, tenant, order_id, &step, &payload).await?;
+            }
             let per_line: Vec<(String, lifecycle::LineProgress)> =
                 feeds::fulfillments(&mut tx, tenant, order_id)
                     .await?
@@ -139,10 +147,6 @@ impl FulfillmentFeed {
                 Err(r) => {
                     tracing::warn!(order = %o.name, reason = %r.message, "fulfillment progress not applied")
                 }
-            }
-            if fo.state() == FulfillmentState::Rejected {
-                // Rerouting a rejection is not automatic yet: say so loudly.
-                tracing::warn!(order = %o.name, fulfillment_order = %fo.name, reason = %fo.status_reason, "work rejected by its node");
             }
         }
         feeds::advance(&mut tx, feeds::FULFILLMENT, tenant, &cursor).await?;

@@ -1,4 +1,5 @@
 //! Background work of the orders service.
 pub mod fulfillment_feed;
 pub mod peers;
+pub mod reroute;
 pub mod saga;

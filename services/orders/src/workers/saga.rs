@@ -46,8 +46,8 @@ pub fn reservation_id(order_id: uuid::Uuid) -> String {
 
 #[derive(Clone)]
 pub struct Saga {
-    pool: PgPool,
-    peers: Peers,
+    pub(crate) pool: PgPool,
+    pub(crate) peers: Peers,
     wake: Arc<Notify>,
 }
 
@@ -101,6 +101,8 @@ impl Saga {
                 self.route(&mut tx, &tenant, &s).await?;
             } else if s.step == repo::saga::FULFIL {
                 self.fulfil(&mut tx, &tenant, &s).await?;
+            } else if s.step.starts_with(repo::saga::REROUTE) {
+                self.reroute(&mut tx, &tenant, &s).await?;
             } else {
                 self.release(&mut tx, &tenant, &s).await?;
             }
@@ -363,44 +365,20 @@ impl Saga {
             .next()
             .unwrap_or_default()
             .to_owned();
-        let mut names = Vec::new();
-        for (node, fo) in fulfillment_orders(&o, s.order_id) {
-            let mut client = self.peers.fulfillment(tenant);
-            let created = client
-                .create_fulfillment_order(CreateFulfillmentOrderRequest {
-                    request_id: format!("fo-{}-{decision}-{node}", s.order_id),
-                    fulfillment_order: Some(fo),
-                })
-                .await;
-            let released = match created {
-                Ok(r) => {
-                    let name = r.into_inner().fulfillment_order.unwrap_or_default().name;
-                    client
-                        .release_fulfillment_order(ReleaseFulfillmentOrderRequest {
-                            request_id: format!("release-{name}"),
-                            name: name.clone(),
-                        })
-                        .await
-                        .map(|_| name)
-                }
-                Err(st) => Err(st),
-            };
-            match released {
-                Ok(name) => names.push(name),
-                Err(st) if st.code() == Code::InvalidArgument => {
-                    let reason =
-                        format!("fulfillment refused the work for {node}: {}", st.message());
-                    hold_for_review(tx, tenant, s.order_id, &mut o, from, reason).await?;
-                    repo::saga::done(tx, s).await?;
-                    return Ok(());
-                }
-                Err(st) => {
-                    repo::saga::retry(tx, s, st.message(), Utc::now() + backoff(s.attempts))
-                        .await?;
-                    return Ok(());
-                }
+        let work = fulfillment_orders(&o, &o.lines, &reservation_id(s.order_id));
+        let names = match self.release_work(tenant, s.order_id, &decision, work).await {
+            Ok(names) => names,
+            Err(st) if st.code() == Code::InvalidArgument => {
+                let reason = format!("fulfillment refused the work: {}", st.message());
+                hold_for_review(tx, tenant, s.order_id, &mut o, from, reason).await?;
+                repo::saga::done(tx, s).await?;
+                return Ok(());
             }
-        }
+            Err(st) => {
+                repo::saga::retry(tx, s, st.message(), Utc::now() + backoff(s.attempts)).await?;
+                return Ok(());
+            }
+        };
         lifecycle::released(&mut o).map_err(|r| anyhow::anyhow!(r.message))?;
         let why = format!("released to fulfillment: {}", names.join(", "));
         let happened = Happened::state_changed(from, OrderState::Released, why);
@@ -412,6 +390,41 @@ impl Saga {
         repo::feeds::follow(tx, repo::feeds::FULFILLMENT, tenant).await?;
         repo::saga::done(tx, s).await?;
         Ok(())
+    }
+
+    /// Creates and releases the fulfillment orders `work` (per node) of
+    /// `decision`; returns their names. Request ids come from the order,
+    /// the decision and the node, so a retry creates nothing twice.
+    pub(crate) async fn release_work(
+        &self,
+        tenant: &Tenant,
+        order_id: uuid::Uuid,
+        decision: &str,
+        work: Vec<(String, FulfillmentOrder)>,
+    ) -> Result<Vec<String>, tonic::Status> {
+        let mut names = Vec::new();
+        let mut client = self.peers.fulfillment(tenant);
+        for (node, fo) in work {
+            let created = client
+                .create_fulfillment_order(CreateFulfillmentOrderRequest {
+                    request_id: format!("fo-{order_id}-{decision}-{node}"),
+                    fulfillment_order: Some(fo),
+                })
+                .await?;
+            let name = created
+                .into_inner()
+                .fulfillment_order
+                .unwrap_or_default()
+                .name;
+            client
+                .release_fulfillment_order(ReleaseFulfillmentOrderRequest {
+                    request_id: format!("release-{name}"),
+                    name: name.clone(),
+                })
+                .await?;
+            names.push(name);
+        }
+        Ok(names)
     }
 
     async fn release(
@@ -463,13 +476,15 @@ async fn hold_for_review(
 }
 
 /// The routing view of an order: its open units.
-/// The order's work per node, from its lines' sourcing.
-fn fulfillment_orders(
+/// The work per node of `lines` (by their sourcing), shipping the
+/// allocations of reservation `reservation` (an id).
+pub(crate) fn fulfillment_orders(
     o: &oms_proto::orders::Order,
-    order_id: uuid::Uuid,
+    lines: &[oms_proto::orders::OrderLine],
+    reservation: &str,
 ) -> Vec<(String, FulfillmentOrder)> {
     let mut per_node: Vec<(String, FulfillmentOrder)> = Vec::new();
-    for l in &o.lines {
+    for l in lines {
         for src in &l.sourcing {
             if src.quantity <= 0 {
                 continue;
@@ -491,7 +506,7 @@ fn fulfillment_orders(
                             .to_lowercase(),
                             ship_by_time: o.promise_time,
                             decision: o.routing_decision.clone(),
-                            reservation: format!("reservations/{}", reservation_id(order_id)),
+                            reservation: format!("reservations/{reservation}"),
                             ..Default::default()
                         },
                     ));
@@ -509,7 +524,7 @@ fn fulfillment_orders(
     per_node
 }
 
-fn routing_order(o: &oms_proto::orders::Order) -> RoutingOrder {
+pub(crate) fn routing_order(o: &oms_proto::orders::Order) -> RoutingOrder {
     RoutingOrder {
         order: o.name.clone(),
         lines: o
@@ -533,7 +548,7 @@ fn routing_order(o: &oms_proto::orders::Order) -> RoutingOrder {
     }
 }
 
-fn backoff(attempts: i32) -> chrono::Duration {
+pub(crate) fn backoff(attempts: i32) -> chrono::Duration {
     let ms = 200u64
         .saturating_mul(1 << attempts.clamp(0, 9) as u32)
         .min(60_000);

@@ -1,0 +1,276 @@
+//! Rerouting what a node gave back (a rejected fulfillment order, or
+//! units it could not pick): the fulfillment feed notices it and enqueues
+//! a `reroute:<key>` step carrying the `RerouteOrderRequest`; the step
+//! gives the failed node's allocation back to inventory, asks routing for
+//! a plan without that node (which also lowers its standing for those
+//! SKUs), holds and allocates the units at the new nodes in a reservation
+//! of their own, and releases fulfillment orders there. The order stays
+//! where it is (RELEASED or PARTIALLY_SHIPPED); its lines' sourcing and
+//! history say what moved and why.
+use super::saga::{Saga, backoff, fulfillment_orders, reservation_id, routing_order};
+use crate::changes::{Happened, record};
+use crate::domain::{OrderState, lifecycle};
+use crate::repo::{self, orders::TryLock, saga::Step};
+use chrono::Utc;
+use oms_kernel::Tenant;
+use oms_proto::fulfillment::{FulfillmentOrder, FulfillmentState};
+use oms_proto::inventory::{
+    Allocation, ConfirmReservationRequest, CreateReservationRequest, ReleaseReservationRequest,
+    ReservationLine,
+};
+use oms_proto::orders::{Order, OrderUpdated, order_event};
+use oms_proto::routing::{RerouteOrderRequest, RerouteReason, RoutingLine};
+use prost::Message;
+use sqlx::PgConnection;
+use std::time::Duration;
+use tonic::Code;
+
+const ACTOR: &str = "system:placement";
+/// How long units re-reserved at the new nodes are held before confirmation.
+const REROUTE_HOLD: Duration = Duration::from_secs(15 * 60);
+
+/// Units of each line (id, SKU, units) that `fo` gave back since `before`:
+/// short-picked units, or everything unshipped when it was rejected.
+pub fn given_back(
+    before: Option<&FulfillmentOrder>,
+    fo: &FulfillmentOrder,
+) -> Vec<(String, String, i64)> {
+    let Some(before) = before else {
+        return Vec::new();
+    };
+    let open = |f: &FulfillmentOrder, line: &str| -> i64 {
+        f.lines.iter().find(|l| l.line_id == line).map_or(0, |l| {
+            if f.state() == FulfillmentState::Rejected {
+                l.quantity_shipped
+            } else {
+                l.quantity
+            }
+        })
+    };
+    fo.lines
+        .iter()
+        .map(|l| {
+            (
+                l.line_id.clone(),
+                l.sku.clone(),
+                open(before, &l.line_id) - open(fo, &l.line_id),
+            )
+        })
+        .filter(|(_, _, q)| *q > 0)
+        .collect()
+}
+
+/// The reroute step for `back` (from [`given_back`]) of `fo`.
+pub fn step(
+    o: &Order,
+    fo: &FulfillmentOrder,
+    back: &[(String, String, i64)],
+    key: &str,
+) -> (String, Vec<u8>) {
+    let mut order = routing_order(o);
+    order.lines = back
+        .iter()
+        .map(|(line, sku, q)| RoutingLine {
+            line_id: line.clone(),
+            sku: sku.clone(),
+            quantity: *q,
+            unit_price: o
+                .lines
+                .iter()
+                .find(|l| l.line_id == *line)
+                .and_then(|l| l.unit_price.clone()),
+        })
+        .collect();
+    let reason = if fo.state() == FulfillmentState::Rejected {
+        RerouteReason::Rejected
+    } else {
+        RerouteReason::ShortPicked
+    };
+    let req = RerouteOrderRequest {
+        request_id: format!("reroute-{}-{key}", fo.fulfillment_order_id),
+        order: Some(order),
+        failed_node_id: fo.node_id.clone(),
+        reason: reason as i32,
+        penalty: None,
+    };
+    (
+        format!("{}{}-{key}", repo::saga::REROUTE, fo.fulfillment_order_id),
+        req.encode_to_vec(),
+    )
+}
+
+impl Saga {
+    pub(crate) async fn reroute(
+        &self,
+        tx: &mut PgConnection,
+        tenant: &Tenant,
+        s: &Step,
+    ) -> anyhow::Result<()> {
+        let mut req = RerouteOrderRequest::decode(s.payload.as_slice())?;
+        let (mut o, held_from) = match repo::orders::try_lock(tx, tenant, s.order_id).await? {
+            TryLock::Locked(o, h) => (*o, h),
+            TryLock::Missing => {
+                repo::saga::done(tx, s).await?;
+                return Ok(());
+            }
+            TryLock::Busy => {
+                let soon = Utc::now() + chrono::Duration::milliseconds(100);
+                repo::saga::retry(tx, s, "order busy", soon).await?;
+                return Ok(());
+            }
+        };
+        let from = lifecycle::state(&o);
+        if !matches!(from, OrderState::Released | OrderState::PartiallyShipped) {
+            // Cancelled (its release gives the stock back) or otherwise done.
+            repo::saga::done(tx, s).await?;
+            return Ok(());
+        }
+        let failed = req.failed_node_id.clone();
+        let lines = req
+            .order
+            .as_ref()
+            .map(|o| o.lines.clone())
+            .unwrap_or_default();
+        let key = s.step.trim_start_matches(repo::saga::REROUTE).to_owned();
+        // 1. The failed node's allocation goes back.
+        let give_back = ReleaseReservationRequest {
+            request_id: format!("release-{}-{key}", s.order_id),
+            name: format!("reservations/{}", reservation_id(s.order_id)),
+            lines: lines
+                .iter()
+                .map(|l| Allocation {
+                    sku: l.sku.clone(),
+                    node_id: failed.clone(),
+                    quantity: l.quantity,
+                    ..Default::default()
+                })
+                .collect(),
+            reason: format!("{failed} gave the units back"),
+        };
+        match self
+            .peers
+            .inventory(tenant)
+            .release_reservation(give_back)
+            .await
+        {
+            Ok(_) => {}
+            Err(st) if matches!(st.code(), Code::NotFound | Code::FailedPrecondition) => {}
+            Err(st) => {
+                repo::saga::retry(tx, s, st.message(), Utc::now() + backoff(s.attempts)).await?;
+                return Ok(());
+            }
+        }
+        // 2. A plan without that node (a new request each attempt: stock
+        // elsewhere may have arrived since the last answer).
+        req.request_id = format!("{}-{}", req.request_id, s.attempts);
+        let decision = match self.peers.routing(tenant).reroute_order(req).await {
+            Ok(r) => r.into_inner().decision.unwrap_or_default(),
+            Err(st) => {
+                repo::saga::retry(tx, s, st.message(), Utc::now() + backoff(s.attempts)).await?;
+                return Ok(());
+            }
+        };
+        let summary = decision
+            .explanation
+            .as_ref()
+            .map(|e| e.summary.clone())
+            .unwrap_or_default();
+        if decision.hold || !decision.backorders.is_empty() || decision.assignments.is_empty() {
+            let wait = Duration::from_secs(30 * (1 + s.attempts.min(9) as u64));
+            let why = format!(
+                "no other node can take the work yet ({}): {summary}",
+                decision.name
+            );
+            tracing::info!(order = %o.name, %why, "rerouting again later");
+            repo::saga::retry(tx, s, &why, Utc::now() + wait).await?;
+            return Ok(());
+        }
+        // 3. Hold and allocate the units at the new nodes.
+        let reservation = format!("{}-{}", reservation_id(s.order_id), decision.decision_id);
+        let reserve = CreateReservationRequest {
+            reservation_id: reservation.clone(),
+            lines: decision
+                .assignments
+                .iter()
+                .map(|a| ReservationLine {
+                    sku: a.sku.clone(),
+                    quantity: a.quantity,
+                    node_id: a.node_id.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            ttl: prost_types::Duration::try_from(REROUTE_HOLD).ok(),
+            reference: o.name.clone(),
+            channel: o.channel.clone(),
+        };
+        let confirm = ConfirmReservationRequest {
+            request_id: format!("confirm-{}", decision.decision_id),
+            name: format!("reservations/{reservation}"),
+            allocations: decision
+                .assignments
+                .iter()
+                .map(|a| Allocation {
+                    sku: a.sku.clone(),
+                    node_id: a.node_id.clone(),
+                    quantity: a.quantity,
+                    ..Default::default()
+                })
+                .collect(),
+        };
+        let mut inventory = self.peers.inventory(tenant);
+        let held = match inventory.create_reservation(reserve).await {
+            Ok(_) => inventory.confirm_reservation(confirm).await.map(|_| ()),
+            Err(st) => Err(st),
+        };
+        if let Err(st) = held {
+            // Stock moved since the plan: plan again.
+            repo::saga::retry(tx, s, st.message(), Utc::now() + backoff(s.attempts)).await?;
+            return Ok(());
+        }
+        // 4. Work for the new nodes, and the order's record of it.
+        let back: Vec<(String, i64)> = lines
+            .iter()
+            .map(|l| (l.line_id.clone(), l.quantity))
+            .collect();
+        let placed: Vec<(String, String, i64)> = decision
+            .assignments
+            .iter()
+            .map(|a| (a.line_id.clone(), a.node_id.clone(), a.quantity))
+            .collect();
+        let mut moved = o.clone();
+        for l in &mut moved.lines {
+            l.sourcing.clear();
+        }
+        lifecycle::resourced(&mut moved, &failed, &[], &placed);
+        let work = fulfillment_orders(&o, &moved.lines, &reservation);
+        let names = match self
+            .release_work(tenant, s.order_id, &decision.decision_id, work)
+            .await
+        {
+            Ok(n) => n,
+            Err(st) => {
+                repo::saga::retry(tx, s, st.message(), Utc::now() + backoff(s.attempts)).await?;
+                return Ok(());
+            }
+        };
+        lifecycle::resourced(&mut o, &failed, &back, &placed);
+        let reason = format!(
+            "rerouted from {failed} ({}): {summary}; released {}",
+            decision.name,
+            names.join(", ")
+        );
+        let happened = Happened {
+            kind: order_event::Kind::Updated(OrderUpdated {
+                paths: vec!["lines.sourcing".into()],
+                reason: reason.clone(),
+            }),
+            reason,
+        };
+        record(
+            tx, tenant, s.order_id, &mut o, held_from, from, ACTOR, "", happened,
+        )
+        .await?;
+        repo::saga::done(tx, s).await?;
+        Ok(())
+    }
+}
