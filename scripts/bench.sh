@@ -32,6 +32,9 @@ echo "== ingest: $INGEST_CLIENTS clients submitting 3-line orders through ingest
 echo "== routing: the sourcing engine in-process (10-1,000 nodes x 1/5/20 lines), its gap to the optimum, PlanOrder through gRPC (${SECS}s)"
 "$BIN" routing --seconds "$SECS" | tee .oms/bench-routing.json
 
+echo "== fulfillment: adapter streams walking fulfillment orders to delivered, release to adapter acknowledgement (${SECS}s each)"
+"$BIN" fulfillment --seconds "$SECS" | tee .oms/bench-fulfillment.json
+
 python3 - <<'PY'
 import json
 b = json.load(open(".oms/bench-baseline.json"))
@@ -76,4 +79,12 @@ print(f"  1 client: {one['decisions_per_s']:,.0f}/s p50 {one['p50_ms']:.2f} ms p
 m = r["many_clients"]
 print(f"  {r['clients']} clients: {m['decisions_per_s']:,.0f}/s p50 {m['p50_ms']:.2f} ms p99 {m['p99_ms']:.2f} ms;"
       f" vs pg_order_tps {b['pg_order_tps']:,.0f}/s: {m['decisions_per_s'] / b['pg_order_tps']:.2f}x")
+f = json.load(open(".oms/bench-fulfillment.json"))
+e, l = f["events"], f["release_to_ack"]
+print()
+print(f"status events through one fulfillment process ({e['adapters']} adapter streams, {e['inflight']} events in flight each; durable, verified: {e['verified']}):")
+print(f"  {e['events_per_s']:,.0f} events/s   event to answer p50 {e['p50_ms']:.1f} ms p99 {e['p99_ms']:.1f} ms   refused {e['refused']}")
+print(f"  vs pg_order_tps {b['pg_order_tps']:,.0f}/s: {e['events_per_s'] / b['pg_order_tps']:.2f}x   target >= 20,000/s: {'met' if e['events_per_s'] >= 20000 else 'NOT met'}")
+print(f"release to adapter acknowledgement ({l['clients']} clients creating and releasing, {l['releases_per_s']:,.0f} releases/s):")
+print(f"  p50 {l['p50_ms']:.1f} ms   p99 {l['p99_ms']:.1f} ms   (Release RPC alone p99 {l['release_rpc_p99_ms']:.1f} ms; {l['not_acknowledged']} not acknowledged)")
 PY

@@ -11,6 +11,7 @@ use crate::events;
 use crate::repo;
 use crate::service::{DOMAIN, Fulfillment, db, invalid};
 use chrono::Utc;
+use futures::{FutureExt as _, StreamExt as _};
 use oms_kernel::{Tenant, Violations};
 use oms_proto::fulfillment::{
     AdapterHello, AdapterWelcome, ConnectAdapterRequest, ConnectAdapterResponse, EventAck,
@@ -30,6 +31,8 @@ use uuid::Uuid;
 const BUFFER: usize = 256;
 /// Commands read per query.
 const BATCH: i64 = 500;
+/// Status events applied in one transaction, at most.
+const EVENT_BATCH: usize = 500;
 const MAX_NODES: usize = 1000;
 
 type Tx = mpsc::Sender<Result<ConnectAdapterResponse, Status>>;
@@ -251,32 +254,79 @@ impl Session {
 
     /// Reads acknowledgements, status events and heartbeats until the
     /// adapter leaves, goes silent, breaks protocol or the server stops.
+    /// Status events that arrived together are applied as one batch (one
+    /// transaction): under load an adapter's pipelined events cost one
+    /// commit per batch, not one each.
     async fn receive(self, mut inbound: Streaming<ConnectAdapterRequest>) {
         let silence = self.r.bridge.heartbeat * 3;
+        // A message read while gathering a batch, handled next.
+        let mut lookahead: Option<Option<ConnectAdapterRequest>> = None;
         let ended = loop {
-            let next = tokio::select! {
-                n = tokio::time::timeout(silence, inbound.message()) => n,
-                _ = self.done.cancelled() => break None,
-            };
-            let msg = match next {
-                Err(_) => {
-                    break Some(status::with_reason(
-                        Code::DeadlineExceeded,
-                        DOMAIN,
-                        "ADAPTER_SILENT",
-                        format!("nothing heard from the adapter for {silence:?}"),
-                    ));
+            let msg = match lookahead.take() {
+                Some(Some(m)) => m,
+                Some(None) => break None,
+                None => {
+                    let next = tokio::select! {
+                        n = tokio::time::timeout(silence, inbound.message()) => n,
+                        _ = self.done.cancelled() => break None,
+                    };
+                    match next {
+                        Err(_) => {
+                            break Some(status::with_reason(
+                                Code::DeadlineExceeded,
+                                DOMAIN,
+                                "ADAPTER_SILENT",
+                                format!("nothing heard from the adapter for {silence:?}"),
+                            ));
+                        }
+                        Ok(Err(_)) | Ok(Ok(None)) => break None,
+                        Ok(Ok(Some(m))) => m,
+                    }
                 }
-                Ok(Err(_)) | Ok(Ok(None)) => break None,
-                Ok(Ok(Some(m))) => m,
             };
-            match self.handle(msg).await {
-                Ok(Some(out)) => {
-                    if self.tx.send(Ok(out)).await.is_err() {
+            let answers = match msg.message {
+                Some(In::Status(first)) => {
+                    let mut batch = vec![first];
+                    while batch.len() < EVENT_BATCH {
+                        // Only what has already arrived: never wait for more.
+                        match inbound.next().now_or_never() {
+                            None => break,
+                            Some(Some(Ok(ConnectAdapterRequest {
+                                message: Some(In::Status(ev)),
+                            }))) => batch.push(ev),
+                            Some(Some(Ok(other))) => {
+                                lookahead = Some(Some(other));
+                                break;
+                            }
+                            Some(Some(Err(_)) | None) => {
+                                lookahead = Some(None);
+                                break;
+                            }
+                        }
+                    }
+                    events::apply(&self.r, &self.tenant, &self.nodes, batch)
+                        .await
+                        .map(|acks| acks.into_iter().map(Out::EventAck).collect())
+                }
+                other => self
+                    .handle(ConnectAdapterRequest { message: other })
+                    .await
+                    .map(|out| out.into_iter().collect::<Vec<_>>()),
+            };
+            match answers {
+                Ok(answers) => {
+                    let mut gone = false;
+                    for m in answers {
+                        let out = ConnectAdapterResponse { message: Some(m) };
+                        if self.tx.send(Ok(out)).await.is_err() {
+                            gone = true;
+                            break;
+                        }
+                    }
+                    if gone {
                         break None;
                     }
                 }
-                Ok(None) => {}
                 Err(st) => break Some(st),
             }
         };
@@ -284,29 +334,15 @@ impl Session {
             let _ = self.tx.send(Err(st)).await;
         }
         self.done.cancel();
-        let p = &self.progress;
-        if let Err(e) = repo::touch_session(
-            &self.r.pool,
-            &self.tenant,
-            self.session,
-            p.sent.load(Ordering::Acquire),
-            p.acked.load(Ordering::Acquire),
-            false,
-            Utc::now(),
-        )
-        .await
-        {
-            tracing::warn!(error = %e, "could not record the adapter's disconnect");
+        if let Err(e) = self.touch(false).await {
+            tracing::warn!(error = %e.message(), "could not record the adapter's disconnect");
         }
         tracing::info!(session = %self.session, "adapter disconnected");
     }
 
-    async fn handle(
-        &self,
-        msg: ConnectAdapterRequest,
-    ) -> Result<Option<ConnectAdapterResponse>, Status> {
+    /// One message (status events usually arrive in batches, see `receive`).
+    async fn handle(&self, msg: ConnectAdapterRequest) -> Result<Option<Out>, Status> {
         let p = &self.progress;
-        let out = |m| Ok(Some(ConnectAdapterResponse { message: Some(m) }));
         match msg.message {
             None => Err(status::invalid_argument(
                 DOMAIN,
@@ -333,28 +369,30 @@ impl Session {
                     p.acked_now();
                 }
                 p.ack.notify_waiters();
-                self.touch().await?;
+                // Not written here: acknowledgements come with every
+                // command; the session row follows at the next heartbeat.
                 Ok(None)
             }
             Some(In::Heartbeat(_)) => {
-                self.touch().await?;
-                out(Out::Heartbeat(Heartbeat {
+                self.touch(true).await?;
+                Ok(Some(Out::Heartbeat(Heartbeat {
                     send_time: Some(to_timestamp(Utc::now())),
-                }))
+                })))
             }
-            Some(In::Status(ev)) => {
-                let ack = events::apply(&self.r, &self.tenant, &self.nodes, ev).await?;
-                out(Out::EventAck(ack))
-            }
-            Some(In::Receipt(rc)) => out(Out::EventAck(EventAck {
+            Some(In::Status(ev)) => Ok(events::apply(&self.r, &self.tenant, &self.nodes, vec![ev])
+                .await?
+                .pop()
+                .map(Out::EventAck)),
+            Some(In::Receipt(rc)) => Ok(Some(Out::EventAck(EventAck {
                 event_id: rc.event_id,
                 accepted: false,
                 error: "receipts are not taken yet".into(),
-            })),
+            }))),
         }
     }
 
-    async fn touch(&self) -> Result<(), Status> {
+    /// Records the session's liveness and progress.
+    async fn touch(&self, connected: bool) -> Result<(), Status> {
         let p = &self.progress;
         repo::touch_session(
             &self.r.pool,
@@ -362,7 +400,7 @@ impl Session {
             self.session,
             p.sent.load(Ordering::Acquire),
             p.acked.load(Ordering::Acquire),
-            true,
+            connected,
             Utc::now(),
         )
         .await

@@ -2,10 +2,10 @@
 //! answer is stored with the change it made, so a resent event gets the
 //! same answer and changes nothing again. A refused event's answer is
 //! stored too: resending it cannot make it succeed later by accident.
-use crate::service::{Fulfillment, db, emit};
+use crate::service::{Fulfillment, db, emit_many};
 use crate::work::order_id;
 use crate::{repo, state};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use oms_kernel::Tenant;
 use oms_proto::fulfillment::{
     EventAck, FulfillmentOrder, FulfillmentState as S, FulfillmentStateChanged, StatusEvent,
@@ -14,6 +14,7 @@ use oms_proto::fulfillment::{
 use oms_runtime::time::to_timestamp;
 use std::collections::HashMap;
 use tonic::Status;
+use uuid::Uuid;
 
 fn refused(event_id: &str, why: impl Into<String>) -> EventAck {
     EventAck {
@@ -23,86 +24,144 @@ fn refused(event_id: &str, why: impl Into<String>) -> EventAck {
     }
 }
 
-/// Applies `ev` from an adapter serving `nodes` of `tenant`. Err only when
-/// the database fails (the adapter should resend).
+/// Applies `events` from an adapter serving `nodes` of `tenant`, in order,
+/// in one transaction, and answers each. Err only when the database fails
+/// (then nothing of the batch is applied and the adapter resends it).
+///
+/// The fulfillment orders they touch are locked in id order, so two
+/// streams reporting about the same orders cannot deadlock.
 pub async fn apply(
     r: &Fulfillment,
     tenant: &Tenant,
     nodes: &[String],
-    ev: StatusEvent,
-) -> Result<EventAck, Status> {
-    let eid = ev.event_id.clone();
-    if eid.trim().is_empty() || eid.len() > 200 {
-        // Nothing to key the answer by: answer without storing.
-        return Ok(refused(
-            &eid,
-            "event_id is required (at most 200 characters)",
-        ));
+    events: Vec<StatusEvent>,
+) -> Result<Vec<EventAck>, Status> {
+    let keyed = |ev: &StatusEvent| !ev.event_id.trim().is_empty() && ev.event_id.len() <= 200;
+    if !events.iter().any(keyed) {
+        return Ok(events.iter().map(unkeyed).collect());
     }
+    let mut ids: Vec<Uuid> = events
+        .iter()
+        .filter_map(|ev| order_id("fulfillment_order", &ev.fulfillment_order).ok())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    let event_ids: Vec<&str> = events.iter().map(|ev| ev.event_id.as_str()).collect();
     let mut tx = r.pool.begin().await.map_err(db)?;
-    // The order's row lock serialises events about it, repeats included.
-    let id = order_id("fulfillment_order", &ev.fulfillment_order).ok();
-    let fo = match id {
-        Some(id) => repo::order(&mut *tx, tenant, id, true).await.map_err(db)?,
-        None => None,
-    };
-    if let Some(ack) = repo::event_ack(&mut *tx, tenant, &eid).await.map_err(db)? {
-        return Ok(ack);
-    }
+    let mut orders = repo::orders_locked(&mut tx, tenant, &ids)
+        .await
+        .map_err(db)?;
+    let mut answered = repo::event_acks(&mut *tx, tenant, &event_ids)
+        .await
+        .map_err(db)?;
     let now = Utc::now();
-    let outcome = match (id, fo) {
-        _ if !nodes.contains(&ev.node_id) => Err(format!(
-            "node {:?} is not served by this adapter (it said it serves {})",
-            ev.node_id,
-            nodes.join(", ")
-        )),
-        (Some(id), Some(mut fo)) if fo.node_id == ev.node_id => {
-            let from = fo.state();
-            match change(&mut fo, &ev) {
-                Ok(()) => {
-                    fo.update_time = Some(to_timestamp(now));
-                    repo::save_order(&mut tx, tenant, id, &fo, now)
-                        .await
-                        .map_err(db)?;
-                    emit(
-                        &mut tx,
-                        tenant,
-                        &fo,
-                        &eid,
-                        Kind::StateChanged(FulfillmentStateChanged {
-                            from_state: from as i32,
-                            to_state: fo.state,
-                            status: Some(ev.clone()),
-                        }),
-                    )
-                    .await?;
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            }
+    let mut batch = Batch::default();
+    let mut acks = Vec::with_capacity(events.len());
+    for ev in events {
+        if !keyed(&ev) {
+            // Nothing to key the answer by: answered, not stored.
+            acks.push(unkeyed(&ev));
+            continue;
         }
-        (Some(_), Some(fo)) => Err(format!(
-            "{} is at node {}, not {}",
-            fo.name, fo.node_id, ev.node_id
-        )),
-        _ => Err(format!(
-            "unknown fulfillment order {:?}",
-            ev.fulfillment_order
-        )),
-    };
-    let ack = match outcome {
-        Ok(()) => EventAck {
-            event_id: eid.clone(),
-            accepted: true,
-            error: String::new(),
-        },
-        Err(why) => refused(&eid, why),
-    };
-    repo::insert_event_ack(&mut tx, tenant, &ack, now)
+        if let Some(ack) = answered.get(&ev.event_id) {
+            acks.push(ack.clone());
+            continue;
+        }
+        let ack = match batch.apply(&mut orders, nodes, &ev, now) {
+            Ok(()) => EventAck {
+                event_id: ev.event_id.clone(),
+                accepted: true,
+                error: String::new(),
+            },
+            Err(why) => refused(&ev.event_id, why),
+        };
+        answered.insert(ev.event_id.clone(), ack.clone());
+        batch.acks.push(ack.clone());
+        acks.push(ack);
+    }
+    let saved: Vec<(Uuid, &FulfillmentOrder)> = batch
+        .changed
+        .iter()
+        .filter_map(|id| orders.get(id).map(|fo| (*id, fo)))
+        .collect();
+    repo::save_orders(&mut tx, tenant, &saved, now)
+        .await
+        .map_err(db)?;
+    emit_many(&mut tx, tenant, &batch.emitted).await?;
+    repo::insert_event_acks(&mut tx, tenant, &batch.acks, now)
         .await
         .map_err(db)?;
     tx.commit().await.map_err(db)?;
-    Ok(ack)
+    Ok(acks)
+}
+
+fn unkeyed(ev: &StatusEvent) -> EventAck {
+    refused(
+        &ev.event_id,
+        "event_id is required (at most 200 characters)",
+    )
+}
+
+/// What a batch changed, to be written at its end.
+#[derive(Default)]
+struct Batch {
+    /// Fulfillment orders changed, each once.
+    changed: Vec<Uuid>,
+    /// Feed events: the order after the change, the adapter's event id,
+    /// what happened.
+    emitted: Vec<(FulfillmentOrder, String, Kind)>,
+    /// Answers to store.
+    acks: Vec<EventAck>,
+}
+
+impl Batch {
+    /// Applies one event to the locked orders, or says why it cannot.
+    fn apply(
+        &mut self,
+        orders: &mut HashMap<Uuid, FulfillmentOrder>,
+        nodes: &[String],
+        ev: &StatusEvent,
+        now: DateTime<Utc>,
+    ) -> Result<(), String> {
+        if !nodes.contains(&ev.node_id) {
+            return Err(format!(
+                "node {:?} is not served by this adapter (it said it serves {})",
+                ev.node_id,
+                nodes.join(", ")
+            ));
+        }
+        let unknown = || format!("unknown fulfillment order {:?}", ev.fulfillment_order);
+        let id = order_id("fulfillment_order", &ev.fulfillment_order).map_err(|_| unknown())?;
+        let fo = orders.get_mut(&id).ok_or_else(unknown)?;
+        if fo.node_id != ev.node_id {
+            return Err(format!(
+                "{} is at node {}, not {}",
+                fo.name, fo.node_id, ev.node_id
+            ));
+        }
+        let from = fo.state();
+        let mut next = fo.clone();
+        change(&mut next, ev)?;
+        if next == *fo {
+            // A report of where it already is: answered, nothing written.
+            return Ok(());
+        }
+        next.update_time = Some(to_timestamp(now));
+        *fo = next;
+        if !self.changed.contains(&id) {
+            self.changed.push(id);
+        }
+        self.emitted.push((
+            fo.clone(),
+            ev.event_id.clone(),
+            Kind::StateChanged(FulfillmentStateChanged {
+                from_state: from as i32,
+                to_state: fo.state,
+                status: Some(ev.clone()),
+            }),
+        ));
+        Ok(())
+    }
 }
 
 /// What `ev` does to `fo`, or why it cannot.

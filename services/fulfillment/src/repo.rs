@@ -7,6 +7,7 @@ use oms_proto::fulfillment::{AdapterSession, Command, EventAck, FulfillmentOrder
 use oms_runtime::{db::decode, time::to_timestamp};
 use prost::Message;
 use sqlx::{PgConnection, PgExecutor};
+use std::collections::HashMap;
 use uuid::Uuid;
 
 pub async fn insert_order(
@@ -48,6 +49,62 @@ pub async fn save_order(
     .bind(id)
     .bind(state::to_db(fo.state()))
     .bind(fo.encode_to_vec())
+    .bind(now)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Several fulfillment orders by id, each locked for the transaction, in id
+/// order (callers locking several at once then cannot deadlock).
+pub async fn orders_locked(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    ids: &[Uuid],
+) -> sqlx::Result<HashMap<Uuid, FulfillmentOrder>> {
+    let rows: Vec<(Uuid, Vec<u8>)> = sqlx::query_as(
+        "SELECT id, doc FROM fulfillment_orders WHERE tenant = $1 AND id = ANY($2)
+         ORDER BY id FOR UPDATE",
+    )
+    // Planned per call (here and in the batch writes below): a cached
+    // generic plan knows neither the array's length nor the table's size
+    // and ends up scanning the whole table.
+    .persistent(false)
+    .bind(tenant.as_str())
+    .bind(ids)
+    .fetch_all(tx)
+    .await?;
+    rows.into_iter()
+        .map(|(id, d)| Ok((id, decode(&d)?)))
+        .collect()
+}
+
+/// Writes several changed fulfillment orders in one statement.
+pub async fn save_orders(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    orders: &[(Uuid, &FulfillmentOrder)],
+    now: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    if orders.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = orders.iter().map(|(id, _)| *id).collect();
+    let states: Vec<&str> = orders
+        .iter()
+        .map(|(_, fo)| state::to_db(fo.state()))
+        .collect();
+    let docs: Vec<Vec<u8>> = orders.iter().map(|(_, fo)| fo.encode_to_vec()).collect();
+    sqlx::query(
+        "UPDATE fulfillment_orders f SET state = x.state, doc = x.doc, update_time = $5
+         FROM UNNEST($2::uuid[], $3::text[], $4::bytea[]) AS x(id, state, doc)
+         WHERE f.tenant = $1 AND f.id = x.id",
+    )
+    .persistent(false)
+    .bind(tenant.as_str())
+    .bind(&ids)
+    .bind(&states)
+    .bind(&docs)
     .bind(now)
     .execute(tx)
     .await?;
@@ -175,33 +232,45 @@ pub async fn head(ex: impl PgExecutor<'_>, tenant: &Tenant, nodes: &[String]) ->
     .await
 }
 
-pub async fn event_ack(
+/// The stored answers to those of `event_ids` already seen.
+pub async fn event_acks(
     ex: impl PgExecutor<'_>,
     tenant: &Tenant,
-    event_id: &str,
-) -> sqlx::Result<Option<EventAck>> {
-    let doc: Option<Vec<u8>> =
-        sqlx::query_scalar("SELECT ack FROM adapter_events WHERE tenant = $1 AND event_id = $2")
-            .bind(tenant.as_str())
-            .bind(event_id)
-            .fetch_optional(ex)
-            .await?;
-    doc.map(|d| decode(&d)).transpose()
+    event_ids: &[&str],
+) -> sqlx::Result<HashMap<String, EventAck>> {
+    let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
+        "SELECT event_id, ack FROM adapter_events WHERE tenant = $1 AND event_id = ANY($2)",
+    )
+    .persistent(false)
+    .bind(tenant.as_str())
+    .bind(event_ids)
+    .fetch_all(ex)
+    .await?;
+    rows.into_iter()
+        .map(|(id, d)| Ok((id, decode(&d)?)))
+        .collect()
 }
 
-pub async fn insert_event_ack(
+pub async fn insert_event_acks(
     tx: &mut PgConnection,
     tenant: &Tenant,
-    ack: &EventAck,
+    acks: &[EventAck],
     now: DateTime<Utc>,
 ) -> sqlx::Result<()> {
+    if acks.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = acks.iter().map(|a| a.event_id.as_str()).collect();
+    let docs: Vec<Vec<u8>> = acks.iter().map(|a| a.encode_to_vec()).collect();
     sqlx::query(
-        "INSERT INTO adapter_events (tenant, event_id, ack, apply_time) VALUES ($1, $2, $3, $4)
+        "INSERT INTO adapter_events (tenant, event_id, ack, apply_time)
+         SELECT $1, id, ack, $4 FROM UNNEST($2::text[], $3::bytea[]) AS x(id, ack)
          ON CONFLICT DO NOTHING",
     )
+    .persistent(false)
     .bind(tenant.as_str())
-    .bind(&ack.event_id)
-    .bind(ack.encode_to_vec())
+    .bind(&ids)
+    .bind(&docs)
     .bind(now)
     .execute(tx)
     .await?;

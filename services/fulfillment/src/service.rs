@@ -60,6 +60,32 @@ pub async fn emit(
     request_id: &str,
     kind: Kind,
 ) -> Result<(), Status> {
+    outbox::append(tx, event(tenant, fo, request_id, kind))
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+/// Appends several fulfillment events (order after the fact, request or
+/// adapter event id, what happened) in one statement.
+pub async fn emit_many(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    events: &[(FulfillmentOrder, String, Kind)],
+) -> Result<(), Status> {
+    let rows: Vec<NewEvent> = events
+        .iter()
+        .map(|(fo, request_id, kind)| event(tenant, fo, request_id, kind.clone()))
+        .collect();
+    outbox::append_many(tx, &rows).await.map_err(db)
+}
+
+fn event<'a>(
+    tenant: &'a Tenant,
+    fo: &'a FulfillmentOrder,
+    request_id: &'a str,
+    kind: Kind,
+) -> NewEvent<'a> {
     let event_type = match &kind {
         Kind::StateChanged(_) => "FulfillmentStateChanged",
         Kind::ReceiptRecorded(_) => "ReceiptRecorded",
@@ -70,17 +96,11 @@ pub async fn emit(
         kind: Some(kind),
     }
     .encode_to_vec();
-    outbox::append(
-        tx,
-        NewEvent {
-            tenant,
-            event_type,
-            subject: &fo.name,
-            request_id,
-            payload,
-        },
-    )
-    .await
-    .map_err(db)?;
-    Ok(())
+    NewEvent {
+        tenant,
+        event_type,
+        subject: &fo.name,
+        request_id,
+        payload,
+    }
 }

@@ -5,6 +5,7 @@
 //! raw baselines measured in the same run.
 #![allow(clippy::unwrap_used)]
 
+mod fulfillment;
 mod hot_sku;
 mod ingest;
 mod load;
@@ -25,6 +26,9 @@ enum Scenario {
     HotSku(hot_sku::Args),
     /// Concurrent clients submitting 3-line orders through ingest.
     Ingest(ingest::Args),
+    /// Status events through one fulfillment process, and release to
+    /// adapter acknowledgement.
+    Fulfillment(fulfillment::Args),
     /// The sourcing engine in-process over 10 to 1,000 nodes, its gap to
     /// the optimum, and PlanOrder through gRPC.
     Routing(routing::Args),
@@ -33,6 +37,7 @@ enum Scenario {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().scenario {
+        Scenario::Fulfillment(args) => fulfillment::run(args).await,
         Scenario::HotSku(args) => hot_sku::run(args).await,
         Scenario::Ingest(args) => ingest::run(args).await,
         Scenario::Routing(args) => routing::run(args).await,

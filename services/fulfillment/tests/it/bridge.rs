@@ -296,3 +296,78 @@ async fn events_for_other_nodes_or_tenants_and_bad_hellos_are_refused() {
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
 }
+
+#[tokio::test]
+async fn pipelined_events_are_answered_in_order_each_applied_once() {
+    let mut h = start().await;
+    let x = h.released(TENANT, "DC1").await.name;
+    let y = h.released(TENANT, "DC1").await.name;
+    // Both commands were processed before: the stream carries answers only.
+    let mut a = Adapter::connect(&h, TENANT, "wms-1", &["DC1"], 2).await;
+    // Sent back to back without waiting: they arrive together and are
+    // applied together, each answered in the order sent.
+    let events = [
+        ("x1", "DC1", &x, Ev::Accepted(OrderAccepted {})),
+        ("y1", "DC1", &y, Ev::Accepted(OrderAccepted {})),
+        ("x2", "DC1", &x, Ev::Picking(PickingStarted {})),
+        ("x1", "DC1", &x, Ev::Accepted(OrderAccepted {})),
+        ("z1", "DC9", &y, Ev::Packed(OrderPacked {})),
+        ("y2", "DC1", &y, Ev::Packed(OrderPacked {})),
+        ("x3", "DC1", &x, Ev::Picking(PickingStarted {})),
+        ("y3", "DC1", &y, Ev::Picking(PickingStarted {})),
+        ("", "DC1", &y, Ev::Picking(PickingStarted {})),
+    ];
+    for (id, node, fo, kind) in events.clone() {
+        a.send(In::Status(StatusEvent {
+            event_id: id.into(),
+            node_id: node.into(),
+            fulfillment_order: fo.clone(),
+            occur_time: None,
+            kind: Some(kind),
+        }))
+        .await;
+    }
+    let mut answers = Vec::new();
+    for _ in 0..events.len() {
+        match a.next().await {
+            Out::EventAck(ack) => answers.push((ack.event_id, ack.accepted)),
+            other => panic!("expected an event ack, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        answers,
+        [
+            ("x1".to_string(), true),
+            ("y1".into(), true),
+            ("x2".into(), true),
+            // The repeat gets the first answer.
+            ("x1".into(), true),
+            // Not a node of this adapter.
+            ("z1".into(), false),
+            ("y2".into(), true),
+            // Where it already is: answered, nothing changes.
+            ("x3".into(), true),
+            // Going back is refused.
+            ("y3".into(), false),
+            // No id to answer by.
+            ("".into(), false),
+        ]
+    );
+    assert_eq!(h.get(TENANT, &x).await.state(), S::Picking);
+    assert_eq!(h.get(TENANT, &y).await.state(), S::Packed);
+    // Two created, two released, then x1, y1, x2, y2 and nothing else:
+    // the next event in the feed is the one a later report makes.
+    let later = a.report("x4", "DC1", &x, Ev::Packed(OrderPacked {})).await;
+    assert!(later.accepted, "{}", later.error);
+    let feed = h.feed(TENANT, 9).await;
+    let changes: Vec<String> = feed
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Some(watch_fulfillment_events_response::Kind::StateChanged(c)) => {
+                c.status.as_ref().map(|s| s.event_id.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(changes, ["x1", "y1", "x2", "y2", "x4"]);
+}
