@@ -242,3 +242,92 @@ async fn an_order_is_shipped_by_the_warehouse_and_delivered() {
     let actors: Vec<&str> = history.changes.iter().map(|e| e.actor.as_str()).collect();
     assert!(actors.contains(&"system:fulfillment"), "{actors:?}");
 }
+
+#[tokio::test]
+async fn goods_announced_by_a_notice_are_received_by_the_warehouse_and_become_stock() {
+    let suite = Suite::start().await;
+    let mut stock = suite.stock(T, &[("A", 5)]).await;
+    let mut changes = stock
+        .watch_availability(authed(
+            T,
+            inv::WatchAvailabilityRequest {
+                skus: vec!["A".into()],
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let _wms = warehouse(&suite, "DC1", 0.0);
+    let mut work = FulfillmentServiceClient::new(suite.channel(Service::Fulfillment));
+    let asn = work
+        .create_advance_shipping_notice(authed(
+            T,
+            oms_proto::fulfillment::CreateAdvanceShippingNoticeRequest {
+                request_id: "asn-1".into(),
+                asn: Some(oms_proto::fulfillment::AdvanceShippingNotice {
+                    node_id: "DC1".into(),
+                    reference: "PO-1".into(),
+                    lines: vec![oms_proto::fulfillment::ExpectedLine {
+                        sku: "A".into(),
+                        quantity: 7,
+                        lot: String::new(),
+                    }],
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .asn
+        .unwrap();
+    // The simulator receives the seven units; fulfillment posts them to
+    // the ledger, and the availability feed shows them.
+    loop {
+        let a = changes
+            .message()
+            .await
+            .unwrap()
+            .expect("feed open")
+            .availability
+            .unwrap();
+        if a.on_hand == 12 {
+            break;
+        }
+    }
+    assert_eq!(on_hand(&mut stock, "A").await, [("DC1".to_string(), 12)]);
+    let movements = stock
+        .list_movements(authed(
+            T,
+            inv::ListMovementsRequest {
+                sku: "A".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .movements;
+    let receipts: Vec<(i64, String)> = movements
+        .iter()
+        .filter(|m| m.reference == asn.name)
+        .map(|m| (m.quantity, m.actor.clone()))
+        .collect();
+    assert_eq!(receipts, [(7, "service:fulfillment".to_string())]);
+    let got = work
+        .get_advance_shipping_notice(authed(
+            T,
+            oms_proto::fulfillment::GetAdvanceShippingNoticeRequest {
+                name: asn.name.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .asn
+        .unwrap();
+    assert_eq!(got.receipts.len(), 1);
+    assert!(got.receipts[0].post_error.is_empty());
+    assert!(got.discrepancies.is_empty(), "{:?}", got.discrepancies);
+}

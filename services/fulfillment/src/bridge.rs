@@ -7,17 +7,19 @@
 //! events are applied exactly once (see `events`) and answered with an
 //! `EventAck`. A stream that stays silent for three heartbeat intervals is
 //! closed; the adapter reconnects and carries on from its last command.
-use crate::events;
 use crate::repo;
 use crate::service::{DOMAIN, Fulfillment, db, invalid};
+use crate::{events, inbound};
 use chrono::Utc;
 use futures::{FutureExt as _, StreamExt as _};
 use oms_kernel::{Tenant, Violations};
 use oms_proto::fulfillment::{
-    AdapterHello, AdapterWelcome, ConnectAdapterRequest, ConnectAdapterResponse, EventAck,
-    Heartbeat, connect_adapter_request::Message as In, connect_adapter_response::Message as Out,
+    AdapterHello, AdapterWelcome, ConnectAdapterRequest, ConnectAdapterResponse, Heartbeat,
+    command::Kind as Cmd, connect_adapter_request::Message as In,
+    connect_adapter_response::Message as Out,
 };
 use oms_runtime::{status, time::to_timestamp};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -50,6 +52,8 @@ struct Progress {
     acked_at: Mutex<Instant>,
     /// Signalled on every acknowledgement.
     ack: Notify,
+    /// Sequences of message commands sent and not yet acknowledged.
+    messages: Mutex<BTreeSet<i64>>,
 }
 
 impl Progress {
@@ -148,6 +152,7 @@ pub async fn connect(
         acked: AtomicI64::new(start),
         acked_at: Mutex::new(Instant::now()),
         ack: Notify::new(),
+        messages: Mutex::default(),
     });
     let done = r.shutdown.child_token();
     let s = Session {
@@ -236,6 +241,12 @@ impl Session {
             }
             for c in commands {
                 let seq = c.sequence;
+                if matches!(c.kind, Some(Cmd::Message(_))) {
+                    p.messages
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(seq);
+                }
                 let msg = ConnectAdapterResponse {
                     message: Some(Out::Command(c)),
                 };
@@ -369,6 +380,7 @@ impl Session {
                     p.acked_now();
                 }
                 p.ack.notify_waiters();
+                self.deliver_messages(a.sequence).await?;
                 // Not written here: acknowledgements come with every
                 // command; the session row follows at the next heartbeat.
                 Ok(None)
@@ -383,12 +395,32 @@ impl Session {
                 .await?
                 .pop()
                 .map(Out::EventAck)),
-            Some(In::Receipt(rc)) => Ok(Some(Out::EventAck(EventAck {
-                event_id: rc.event_id,
-                accepted: false,
-                error: "receipts are not taken yet".into(),
-            }))),
+            Some(In::Receipt(rc)) => Ok(Some(Out::EventAck(
+                inbound::receive(&self.r, &self.tenant, &self.nodes, rc).await?,
+            ))),
         }
+    }
+
+    /// Marks messages delivered once their commands are acknowledged (a
+    /// write only when a message was among them).
+    async fn deliver_messages(&self, acked: i64) -> Result<(), Status> {
+        let any = {
+            let mut sent = self
+                .progress
+                .messages
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let later = sent.split_off(&(acked + 1));
+            let any = !sent.is_empty();
+            *sent = later;
+            any
+        };
+        if any {
+            repo::messages::delivered(&self.r.pool, &self.tenant, &self.nodes, acked, Utc::now())
+                .await
+                .map_err(db)?;
+        }
+        Ok(())
     }
 
     /// Records the session's liveness and progress.

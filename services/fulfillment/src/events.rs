@@ -92,6 +92,9 @@ pub async fn apply(
         .await
         .map_err(db)?;
     tx.commit().await.map_err(db)?;
+    if !batch.emitted.is_empty() {
+        r.waker.wake();
+    }
     Ok(acks)
 }
 

@@ -1,6 +1,6 @@
 //! The FulfillmentService API edge: authenticates and delegates.
 use crate::service::{DOMAIN, Fulfillment, db, invalid};
-use crate::{bridge, repo, work};
+use crate::{bridge, inbound, messages, repo, work};
 use futures::StreamExt as _;
 use oms_kernel::{Paging, Violations};
 use oms_proto::fulfillment::{fulfillment_service_server::FulfillmentService, *};
@@ -22,10 +22,6 @@ macro_rules! unary {
             .await
             .map(Response::new)
     }};
-}
-
-fn later(what: &str) -> Status {
-    Status::unimplemented(format!("{what} is not built yet"))
 }
 
 #[tonic::async_trait]
@@ -98,39 +94,42 @@ impl FulfillmentService for FulfillmentApi {
 
     async fn create_advance_shipping_notice(
         &self,
-        _req: Request<CreateAdvanceShippingNoticeRequest>,
+        req: Request<CreateAdvanceShippingNoticeRequest>,
     ) -> Result<Response<CreateAdvanceShippingNoticeResponse>, Status> {
-        Err(later("advance shipping notices"))
+        unary!(self, req, inbound::create)
     }
     async fn get_advance_shipping_notice(
         &self,
-        _req: Request<GetAdvanceShippingNoticeRequest>,
+        req: Request<GetAdvanceShippingNoticeRequest>,
     ) -> Result<Response<GetAdvanceShippingNoticeResponse>, Status> {
-        Err(later("advance shipping notices"))
+        unary!(self, req, inbound::get)
     }
     async fn list_advance_shipping_notices(
         &self,
-        _req: Request<ListAdvanceShippingNoticesRequest>,
+        req: Request<ListAdvanceShippingNoticesRequest>,
     ) -> Result<Response<ListAdvanceShippingNoticesResponse>, Status> {
-        Err(later("advance shipping notices"))
+        unary!(self, req, inbound::list)
     }
     async fn send_message(
         &self,
-        _req: Request<SendMessageRequest>,
+        req: Request<SendMessageRequest>,
     ) -> Result<Response<SendMessageResponse>, Status> {
-        Err(later("messages"))
+        let caller = auth::caller(&req)?;
+        messages::send(&self.0, &caller.tenant, &caller.subject, req.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn list_messages(
         &self,
-        _req: Request<ListMessagesRequest>,
+        req: Request<ListMessagesRequest>,
     ) -> Result<Response<ListMessagesResponse>, Status> {
-        Err(later("messages"))
+        unary!(self, req, messages::list)
     }
     async fn mark_message_read(
         &self,
-        _req: Request<MarkMessageReadRequest>,
+        req: Request<MarkMessageReadRequest>,
     ) -> Result<Response<MarkMessageReadResponse>, Status> {
-        Err(later("messages"))
+        unary!(self, req, messages::mark_read)
     }
 
     async fn watch_fulfillment_events(

@@ -4,11 +4,15 @@
 //!
 //! `work` is the fulfillment orders' use cases; `bridge` the adapter
 //! stream; `events` the status events it applies; `state` the states and
-//! their moves; `repo` the SQL; `grpc` the API edge. Advance shipping
-//! notices, receipts and messages answer UNIMPLEMENTED for now.
+//! their moves; `inbound` advance shipping notices and receipts, which
+//! `posting` carries to the inventory ledger; `messages` the notes between
+//! office and warehouse; `repo` the SQL; `grpc` the API edge.
 mod bridge;
 mod events;
 mod grpc;
+mod inbound;
+mod messages;
+mod posting;
 mod repo;
 mod service;
 mod state;
@@ -17,9 +21,15 @@ mod work;
 pub use service::BridgeConfig;
 
 use oms_proto::fulfillment::fulfillment_service_server::FulfillmentServiceServer;
-use oms_runtime::{Config, auth::Authenticator, outbox::FeedWaker, server::GrpcServer};
+use oms_runtime::{
+    Config, Service,
+    auth::{Authenticator, TokenIssuer},
+    outbox::FeedWaker,
+    server::GrpcServer,
+};
 use std::{sync::Arc, time::Duration};
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -46,11 +56,20 @@ pub async fn run_with(
         Duration::from_secs(30),
     )
     .await?;
+    let posting = Arc::new(Notify::new());
+    posting::Poster {
+        pool: pool.clone(),
+        inventory: oms_runtime::client::channel(config.peer_url(Service::Inventory))?,
+        issuer: TokenIssuer::new(&config.auth),
+        wake: posting.clone(),
+    }
+    .start(config.sweep_interval, shutdown.clone());
     let fulfillment = Arc::new(service::Fulfillment {
         pool: pool.clone(),
         waker: FeedWaker::start(&pool, shutdown.clone()),
         shutdown: shutdown.clone(),
         bridge,
+        posting,
     });
     GrpcServer::new(&config)
         .with_service(FulfillmentServiceServer::with_interceptor(

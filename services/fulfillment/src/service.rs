@@ -10,7 +10,9 @@ use oms_runtime::{
 };
 use prost::Message;
 use sqlx::{PgConnection, PgPool};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
@@ -42,6 +44,8 @@ pub struct Fulfillment {
     pub waker: FeedWaker,
     pub shutdown: CancellationToken,
     pub bridge: BridgeConfig,
+    /// Wakes the receipt poster (see `posting`).
+    pub posting: Arc<Notify>,
 }
 
 pub fn db(e: sqlx::Error) -> Status {
@@ -60,7 +64,22 @@ pub async fn emit(
     request_id: &str,
     kind: Kind,
 ) -> Result<(), Status> {
-    outbox::append(tx, event(tenant, fo, request_id, kind))
+    outbox::append(tx, event(tenant, &fo.name, Some(fo), request_id, kind))
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+/// Appends an event about `subject` that is not a fulfillment order (a
+/// receipt) in the transaction.
+pub async fn emit_about(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    subject: &str,
+    request_id: &str,
+    kind: Kind,
+) -> Result<(), Status> {
+    outbox::append(tx, event(tenant, subject, None, request_id, kind))
         .await
         .map_err(db)?;
     Ok(())
@@ -75,14 +94,15 @@ pub async fn emit_many(
 ) -> Result<(), Status> {
     let rows: Vec<NewEvent> = events
         .iter()
-        .map(|(fo, request_id, kind)| event(tenant, fo, request_id, kind.clone()))
+        .map(|(fo, request_id, kind)| event(tenant, &fo.name, Some(fo), request_id, kind.clone()))
         .collect();
     outbox::append_many(tx, &rows).await.map_err(db)
 }
 
 fn event<'a>(
     tenant: &'a Tenant,
-    fo: &'a FulfillmentOrder,
+    subject: &'a str,
+    fo: Option<&FulfillmentOrder>,
     request_id: &'a str,
     kind: Kind,
 ) -> NewEvent<'a> {
@@ -92,14 +112,14 @@ fn event<'a>(
     };
     let payload = WatchFulfillmentEventsResponse {
         meta: None,
-        fulfillment_order: Some(fo.clone()),
+        fulfillment_order: fo.cloned(),
         kind: Some(kind),
     }
     .encode_to_vec();
     NewEvent {
         tenant,
         event_type,
-        subject: &fo.name,
+        subject,
         request_id,
         payload,
     }

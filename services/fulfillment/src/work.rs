@@ -128,7 +128,10 @@ pub async fn create(
     let resp = CreateFulfillmentOrderResponse {
         fulfillment_order: Some(fo),
     };
-    idempotency::finish(tx, DOMAIN, tenant, &rid, resp).await
+    let done = idempotency::finish(tx, DOMAIN, tenant, &rid, resp).await;
+    // This process's feed readers and adapter streams see the commit now.
+    r.waker.wake();
+    done
 }
 
 /// A change to one fulfillment order, started: the transaction (holding
@@ -238,7 +241,10 @@ pub async fn release(
     let resp = ReleaseFulfillmentOrderResponse {
         fulfillment_order: Some(fo),
     };
-    idempotency::finish(tx, DOMAIN, tenant, &rid, resp).await
+    let done = idempotency::finish(tx, DOMAIN, tenant, &rid, resp).await;
+    // This process's feed readers and adapter streams see the commit now.
+    r.waker.wake();
+    done
 }
 
 pub async fn cancel(
@@ -325,7 +331,10 @@ pub async fn cancel(
     let resp = CancelFulfillmentOrderResponse {
         fulfillment_order: Some(fo),
     };
-    idempotency::finish(tx, DOMAIN, tenant, &rid, resp).await
+    let done = idempotency::finish(tx, DOMAIN, tenant, &rid, resp).await;
+    // This process's feed readers and adapter streams see the commit now.
+    r.waker.wake();
+    done
 }
 
 pub async fn get(

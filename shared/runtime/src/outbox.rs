@@ -222,6 +222,13 @@ impl FeedWaker {
         self.0.notified()
     }
 
+    /// Wakes readers now, for a commit made by this process: they need not
+    /// wait for the watch to see it (commits of other processes still
+    /// reach them through the watch).
+    pub fn wake(&self) {
+        self.0.notify_waiters();
+    }
+
     /// Starts watching the service's outbox until `shutdown`.
     pub fn start(pool: &PgPool, shutdown: CancellationToken) -> Self {
         let waker = FeedWaker::default();

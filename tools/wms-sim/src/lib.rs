@@ -3,18 +3,20 @@
 //! to, and walks every released fulfillment order through accepted,
 //! picking, packed, shipped and delivered, a step every `step`. It rejects
 //! or short-picks a configurable share of them, answers cancel commands
-//! (cancelled until packed, refused after), acknowledges each command once
-//! it has taken the work, and reconnects after any break from the last
-//! command it processed.
+//! (cancelled until packed, refused after), receives what advance shipping
+//! notices announce (a receipt of every expected unit), acknowledges each
+//! command once it has taken the work, and reconnects after any break from
+//! the last command it processed.
 //!
 //! Event ids are derived from the fulfillment order and the step, so a
 //! simulator restarted from sequence 0 replays the same events and the
 //! server answers them without applying them twice.
 use oms_kernel::Tenant;
 use oms_proto::fulfillment::{
-    AdapterHello, CancelAnswered, CommandAck, ConnectAdapterRequest, FulfillmentOrder, Heartbeat,
-    OrderAccepted, OrderDelivered, OrderPacked, OrderRejected, OrderShipped, OrderShortPicked,
-    PickingStarted, Shipment, ShippedLine, StatusEvent, command::Kind as Cmd,
+    AdapterHello, AdvanceShippingNotice, CancelAnswered, CommandAck, ConnectAdapterRequest,
+    FulfillmentOrder, Heartbeat, OrderAccepted, OrderDelivered, OrderPacked, OrderRejected,
+    OrderShipped, OrderShortPicked, PickingStarted, Receipt, ReceiptReported, ReceivedLine,
+    Shipment, ShippedLine, StatusEvent, command::Kind as Cmd,
     connect_adapter_request::Message as In, connect_adapter_response::Message as Out,
     fulfillment_service_client::FulfillmentServiceClient, status_event::Kind as Ev,
 };
@@ -145,7 +147,8 @@ impl Sim {
                             self.cancel(shared, &cancel.fulfillment_order, &c.node_id, &tx)
                                 .await?
                         }
-                        // Messages and notices are read, nothing more.
+                        Some(Cmd::Asn(asn)) => self.receive(asn, &tx, &session),
+                        // Messages are read, nothing more.
                         _ => {}
                     }
                     *last = (*last).max(c.sequence);
@@ -197,6 +200,44 @@ impl Sim {
                     tracing::debug!(error = %e, "walk stopped; the work comes again after reconnecting");
                 },
                 _ = session.cancelled() => {}
+            }
+        });
+    }
+
+    /// Receives what an advance shipping notice announced, all of it in
+    /// good condition, a step later. The event id is the notice's, so a
+    /// replay is recognised.
+    fn receive(&self, asn: AdvanceShippingNotice, tx: &Outbox, session: &CancellationToken) {
+        let (tx, step, session) = (tx.clone(), self.step, session.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(step) => {}
+                _ = session.cancelled() => return,
+            }
+            let receipt = Receipt {
+                receipt_id: format!("{}-1", asn.asn_id),
+                asn: asn.name.clone(),
+                node_id: asn.node_id.clone(),
+                lines: asn
+                    .lines
+                    .iter()
+                    .map(|l| ReceivedLine {
+                        sku: l.sku.clone(),
+                        quantity: l.quantity,
+                        damaged: 0,
+                        lot: l.lot.clone(),
+                        expiry_date: String::new(),
+                    })
+                    .collect(),
+                receive_time: None,
+                ..Default::default()
+            };
+            let report = msg(In::Receipt(ReceiptReported {
+                event_id: format!("{}:receipt", asn.name),
+                receipt: Some(receipt),
+            }));
+            if tx.send(report).await.is_err() {
+                tracing::debug!("stream gone before the receipt; the notice comes again");
             }
         });
     }

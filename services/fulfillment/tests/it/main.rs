@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod bridge;
+mod inbound;
 mod orders;
 
 use oms_fulfillment::BridgeConfig;
@@ -47,8 +48,11 @@ pub async fn start() -> Harness {
 }
 
 async fn spawn(db: &TestDb, bridge: BridgeConfig) -> Running {
+    // Nothing listens on the discard port: receipts stay unposted here
+    // (the e2e suite posts them to a real inventory).
+    let nowhere = ([127, 0, 0, 1], 9).into();
     oms_testkit::spawn(
-        oms_testkit::config(Service::Fulfillment, db, &[]),
+        oms_testkit::config(Service::Fulfillment, db, &[(Service::Inventory, nowhere)]),
         move |c, l, s| oms_fulfillment::run_with(c, bridge, l, s),
     )
     .await

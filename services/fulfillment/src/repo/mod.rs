@@ -10,6 +10,9 @@ use sqlx::{PgConnection, PgExecutor};
 use std::collections::HashMap;
 use uuid::Uuid;
 
+pub mod inbound;
+pub mod messages;
+
 pub async fn insert_order(
     tx: &mut PgConnection,
     tenant: &Tenant,

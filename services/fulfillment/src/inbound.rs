@@ -1,0 +1,395 @@
+//! Inbound goods: advance shipping notices (what a node expects), receipts
+//! reported by its adapter (what arrived, good and damaged), and the
+//! discrepancies between the two. A notice is sent to its node's adapter
+//! as a command; a receipt is applied once by its event id like a status
+//! event, and its good units are posted to the inventory ledger by
+//! `posting`.
+use crate::repo::{self as commands, inbound as repo};
+use crate::service::{DOMAIN, Fulfillment, db, emit_about, invalid};
+use chrono::Utc;
+use oms_kernel::{Paging, RequestId, Tenant, Violations, parse_name};
+use oms_proto::fulfillment::{
+    AdvanceShippingNotice, Command, CreateAdvanceShippingNoticeRequest,
+    CreateAdvanceShippingNoticeResponse, Discrepancy, EventAck, GetAdvanceShippingNoticeRequest,
+    GetAdvanceShippingNoticeResponse, ListAdvanceShippingNoticesRequest,
+    ListAdvanceShippingNoticesResponse, Receipt, ReceiptRecorded, ReceiptReported, command,
+    watch_fulfillment_events_response::Kind,
+};
+use oms_runtime::{
+    idempotency::{self, Begin},
+    status,
+    time::to_timestamp,
+};
+use std::collections::BTreeMap;
+use tonic::Status;
+use uuid::Uuid;
+
+const MAX_LINES: usize = 1000;
+
+pub fn asn_id(field: &str, name: &str) -> Result<Uuid, Violations> {
+    let id = parse_name(name, "asns").map_err(|e| Violations::one(field, e))?;
+    Uuid::parse_str(id).map_err(|_| Violations::one(field, format!("{name:?} is not an ASN name")))
+}
+
+fn check_asn(a: &AdvanceShippingNotice) -> Violations {
+    let mut v = Violations::new();
+    if a.node_id.trim().is_empty() {
+        v.add("asn.node_id", "required");
+    }
+    if a.reference.len() > 200 {
+        v.add("asn.reference", "at most 200 characters");
+    }
+    if a.lines.is_empty() {
+        v.add("asn.lines", "at least one line is required");
+    }
+    if a.lines.len() > MAX_LINES {
+        v.add("asn.lines", format!("at most {MAX_LINES} lines"));
+    }
+    for (i, l) in a.lines.iter().enumerate() {
+        if l.sku.trim().is_empty() {
+            v.add(format!("asn.lines[{i}].sku"), "required");
+        }
+        if l.quantity <= 0 {
+            v.add(format!("asn.lines[{i}].quantity"), "must be positive");
+        }
+    }
+    v
+}
+
+pub async fn create(
+    r: &Fulfillment,
+    tenant: &Tenant,
+    req: CreateAdvanceShippingNoticeRequest,
+) -> Result<CreateAdvanceShippingNoticeResponse, Status> {
+    let mut v = Violations::new();
+    let rid = v.check("request_id", RequestId::parse(&req.request_id));
+    let mut asn = req.asn.clone().unwrap_or_default();
+    if req.asn.is_none() {
+        v.add("asn", "required");
+    } else {
+        v.0.extend(check_asn(&asn).0);
+    }
+    let (Some(rid), true) = (rid, v.is_empty()) else {
+        return Err(invalid(v));
+    };
+    let mut tx = match idempotency::begin(
+        &r.pool,
+        DOMAIN,
+        tenant,
+        &rid,
+        "CreateAdvanceShippingNotice",
+        &req,
+    )
+    .await?
+    {
+        Begin::Replay(resp) => return Ok(resp),
+        Begin::Tx(tx) => tx,
+    };
+    let now = Utc::now();
+    let id = Uuid::now_v7();
+    asn.name = format!("asns/{id}");
+    asn.asn_id = id.to_string();
+    asn.receipts.clear();
+    asn.discrepancies.clear();
+    asn.create_time = Some(to_timestamp(now));
+    repo::insert_asn(&mut tx, tenant, id, &asn, now)
+        .await
+        .map_err(db)?;
+    // The node's adapter learns what to expect.
+    commands::append_command(
+        &mut tx,
+        tenant,
+        &Command {
+            sequence: 0,
+            command_id: Uuid::now_v7().to_string(),
+            node_id: asn.node_id.clone(),
+            kind: Some(command::Kind::Asn(asn.clone())),
+        },
+        now,
+    )
+    .await
+    .map_err(db)?;
+    asn.discrepancies = discrepancies(&asn, &[]);
+    let resp = CreateAdvanceShippingNoticeResponse { asn: Some(asn) };
+    let done = idempotency::finish(tx, DOMAIN, tenant, &rid, resp).await;
+    r.waker.wake();
+    done
+}
+
+/// The notice with its receipts and discrepancies as of now.
+async fn complete(
+    r: &Fulfillment,
+    tenant: &Tenant,
+    mut asn: AdvanceShippingNotice,
+) -> Result<AdvanceShippingNotice, Status> {
+    let id = Uuid::parse_str(&asn.asn_id).map_err(|e| status::internal(DOMAIN, &e))?;
+    asn.receipts = repo::receipts_of(&r.pool, tenant, id).await.map_err(db)?;
+    asn.discrepancies = discrepancies(&asn, &asn.receipts);
+    Ok(asn)
+}
+
+pub async fn get(
+    r: &Fulfillment,
+    tenant: &Tenant,
+    req: GetAdvanceShippingNoticeRequest,
+) -> Result<GetAdvanceShippingNoticeResponse, Status> {
+    let id = asn_id("name", &req.name).map_err(invalid)?;
+    let asn = repo::asn(&r.pool, tenant, id)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| status::not_found(DOMAIN, "ASN", &req.name))?;
+    Ok(GetAdvanceShippingNoticeResponse {
+        asn: Some(complete(r, tenant, asn).await?),
+    })
+}
+
+pub async fn list(
+    r: &Fulfillment,
+    tenant: &Tenant,
+    req: ListAdvanceShippingNoticesRequest,
+) -> Result<ListAdvanceShippingNoticesResponse, Status> {
+    let mut v = Violations::new();
+    let hash = oms_kernel::fingerprint(&ListAdvanceShippingNoticesRequest {
+        page_size: 0,
+        page_token: String::new(),
+        ..req.clone()
+    });
+    let paging = Paging::<Uuid>::parse(&mut v, req.page_size, &req.page_token, (50, 500), hash);
+    if !v.is_empty() {
+        return Err(invalid(v));
+    }
+    let rows = repo::list_asns(&r.pool, tenant, &req.node_id, paging.after, paging.fetch())
+        .await
+        .map_err(db)?;
+    let (page, next_page_token) = paging.page(rows, |(id, _)| *id);
+    let mut asns = Vec::with_capacity(page.len());
+    for (_, asn) in page {
+        asns.push(complete(r, tenant, asn).await?);
+    }
+    Ok(ListAdvanceShippingNoticesResponse {
+        asns,
+        next_page_token,
+    })
+}
+
+/// Expected against received per SKU and lot, for every SKU that differs
+/// (short, over, damaged or not expected at all).
+pub fn discrepancies(asn: &AdvanceShippingNotice, receipts: &[Receipt]) -> Vec<Discrepancy> {
+    let mut per: BTreeMap<&str, Discrepancy> = BTreeMap::new();
+    for l in &asn.lines {
+        per.entry(l.sku.as_str())
+            .or_insert_with(|| Discrepancy {
+                sku: l.sku.clone(),
+                ..Default::default()
+            })
+            .expected += l.quantity;
+    }
+    for l in receipts.iter().flat_map(|r| &r.lines) {
+        let d = per.entry(l.sku.as_str()).or_insert_with(|| Discrepancy {
+            sku: l.sku.clone(),
+            ..Default::default()
+        });
+        d.received += l.quantity;
+        d.damaged += l.damaged;
+    }
+    per.into_values()
+        .filter(|d| d.received != d.expected || d.damaged > 0)
+        .collect()
+}
+
+fn check_receipt(rc: &Receipt, nodes: &[String]) -> Result<(), String> {
+    if !nodes.contains(&rc.node_id) {
+        return Err(format!(
+            "node {:?} is not served by this adapter (it said it serves {})",
+            rc.node_id,
+            nodes.join(", ")
+        ));
+    }
+    if rc.lines.is_empty() || rc.lines.len() > MAX_LINES {
+        return Err(format!("a receipt has 1 to {MAX_LINES} lines"));
+    }
+    for (i, l) in rc.lines.iter().enumerate() {
+        if l.sku.trim().is_empty() {
+            return Err(format!("receipt.lines[{i}].sku is required"));
+        }
+        if l.quantity < 0 || l.damaged < 0 || l.quantity + l.damaged == 0 {
+            return Err(format!(
+                "receipt.lines[{i}]: quantity and damaged are zero or more, not both zero"
+            ));
+        }
+    }
+    if rc.receipt_id.len() > 200 {
+        return Err("receipt_id is at most 200 characters".into());
+    }
+    Ok(())
+}
+
+/// Applies a receipt reported by an adapter serving `nodes`, once per event
+/// id (a resent receipt gets its first answer). Err only when the database
+/// fails.
+pub async fn receive(
+    r: &Fulfillment,
+    tenant: &Tenant,
+    nodes: &[String],
+    rr: ReceiptReported,
+) -> Result<EventAck, Status> {
+    let eid = rr.event_id.clone();
+    let refused = |why: String| EventAck {
+        event_id: eid.clone(),
+        accepted: false,
+        error: why,
+    };
+    if eid.trim().is_empty() || eid.len() > 200 {
+        return Ok(refused(
+            "event_id is required (at most 200 characters)".into(),
+        ));
+    }
+    let mut tx = r.pool.begin().await.map_err(db)?;
+    if let Some(ack) = commands::event_acks(&mut *tx, tenant, &[eid.as_str()])
+        .await
+        .map_err(db)?
+        .remove(&eid)
+    {
+        return Ok(ack);
+    }
+    let now = Utc::now();
+    let outcome = match rr.receipt {
+        None => Err("the receipt is missing".to_string()),
+        Some(mut rc) => match check_receipt(&rc, nodes) {
+            Err(e) => Err(e),
+            Ok(()) => {
+                if rc.receipt_id.is_empty() {
+                    rc.receipt_id = eid.clone();
+                }
+                rc.post_time = None;
+                rc.post_error.clear();
+                record(&mut tx, tenant, rc, &eid, now).await?
+            }
+        },
+    };
+    let ack = match outcome {
+        Ok(()) => EventAck {
+            event_id: eid.clone(),
+            accepted: true,
+            error: String::new(),
+        },
+        Err(why) => refused(why),
+    };
+    commands::insert_event_acks(&mut tx, tenant, std::slice::from_ref(&ack), now)
+        .await
+        .map_err(db)?;
+    tx.commit().await.map_err(db)?;
+    if ack.accepted {
+        r.waker.wake();
+        r.posting.notify_one();
+    }
+    Ok(ack)
+}
+
+/// Stores a checked receipt and its feed event; Ok(Err) says why it is
+/// refused.
+async fn record(
+    tx: &mut sqlx::PgConnection,
+    tenant: &Tenant,
+    rc: Receipt,
+    eid: &str,
+    now: chrono::DateTime<Utc>,
+) -> Result<Result<(), String>, Status> {
+    let asn = if rc.asn.is_empty() {
+        None
+    } else {
+        let Ok(id) = asn_id("receipt.asn", &rc.asn) else {
+            return Ok(Err(format!("{:?} is not an ASN name", rc.asn)));
+        };
+        match repo::asn_locked(&mut *tx, tenant, id).await.map_err(db)? {
+            None => return Ok(Err(format!("unknown ASN {:?}", rc.asn))),
+            Some(a) if a.node_id != rc.node_id => {
+                return Ok(Err(format!(
+                    "{} is expected at node {}, not {}",
+                    a.name, a.node_id, rc.node_id
+                )));
+            }
+            Some(a) => Some((id, a)),
+        }
+    };
+    if !repo::insert_receipt(&mut *tx, tenant, asn.as_ref().map(|a| a.0), &rc, now)
+        .await
+        .map_err(db)?
+    {
+        return Ok(Err(format!(
+            "receipt {:?} was already reported",
+            rc.receipt_id
+        )));
+    }
+    let (subject, discrepancies) = match &asn {
+        Some((id, a)) => {
+            let receipts = repo::receipts_of(&mut *tx, tenant, *id).await.map_err(db)?;
+            (a.name.clone(), discrepancies(a, &receipts))
+        }
+        None => (format!("receipts/{}", rc.receipt_id), Vec::new()),
+    };
+    emit_about(
+        tx,
+        tenant,
+        &subject,
+        eid,
+        Kind::ReceiptRecorded(ReceiptRecorded {
+            receipt: Some(rc),
+            discrepancies,
+        }),
+    )
+    .await?;
+    Ok(Ok(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oms_proto::fulfillment::{ExpectedLine, ReceivedLine};
+
+    fn line(sku: &str, quantity: i64, damaged: i64) -> ReceivedLine {
+        ReceivedLine {
+            sku: sku.into(),
+            quantity,
+            damaged,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn discrepancies_name_short_over_damaged_and_unexpected_skus() {
+        let asn = AdvanceShippingNotice {
+            lines: ["A", "B", "C", "A"]
+                .iter()
+                .map(|s| ExpectedLine {
+                    sku: (*s).into(),
+                    quantity: 10,
+                    lot: String::new(),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let receipts = [
+            Receipt {
+                lines: vec![line("A", 15, 0), line("B", 10, 0)],
+                ..Default::default()
+            },
+            Receipt {
+                lines: vec![line("A", 5, 0), line("C", 8, 2), line("D", 1, 0)],
+                ..Default::default()
+            },
+        ];
+        let got: Vec<(String, i64, i64, i64)> = discrepancies(&asn, &receipts)
+            .into_iter()
+            .map(|d| (d.sku, d.expected, d.received, d.damaged))
+            .collect();
+        // A: 20 expected, 20 received: no discrepancy. B matches too.
+        assert_eq!(
+            got,
+            [("C".into(), 10, 8, 2), ("D".into(), 0, 1, 0)],
+            "{got:?}"
+        );
+        // Nothing received yet: every line is short.
+        assert_eq!(discrepancies(&asn, &[]).len(), 3);
+    }
+}
