@@ -43,11 +43,13 @@ type Tx = mpsc::Sender<Result<ConnectAdapterResponse, Status>>;
 const POLL: Duration = Duration::from_millis(500);
 
 /// Where one stream stands.
-struct Progress {
+pub struct Progress {
     /// Highest sequence sent.
-    sent: AtomicI64,
+    pub sent: AtomicI64,
     /// Highest sequence the adapter acknowledged.
-    acked: AtomicI64,
+    pub acked: AtomicI64,
+    /// When the adapter last sent anything.
+    heard_at: Mutex<Instant>,
     /// When the acknowledgement last moved (or commands were resent).
     acked_at: Mutex<Instant>,
     /// Signalled on every acknowledgement.
@@ -66,6 +68,17 @@ impl Progress {
 
     fn acked_now(&self) {
         *self.acked_at.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    pub fn since_heard(&self) -> Duration {
+        self.heard_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
+    }
+
+    fn heard_now(&self) {
+        *self.heard_at.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
     }
 }
 
@@ -151,9 +164,16 @@ pub async fn connect(
         sent: AtomicI64::new(start),
         acked: AtomicI64::new(start),
         acked_at: Mutex::new(Instant::now()),
+        heard_at: Mutex::new(Instant::now()),
         ack: Notify::new(),
         messages: Mutex::default(),
     });
+    r.health.opened(
+        session,
+        tenant.as_str(),
+        &hello.adapter_id,
+        progress.clone(),
+    );
     let done = r.shutdown.child_token();
     let s = Session {
         r,
@@ -295,6 +315,7 @@ impl Session {
                     }
                 }
             };
+            self.progress.heard_now();
             let answers = match msg.message {
                 Some(In::Status(first)) => {
                     let mut batch = vec![first];
@@ -317,7 +338,10 @@ impl Session {
                     }
                     events::apply(&self.r, &self.tenant, &self.nodes, batch)
                         .await
-                        .map(|acks| acks.into_iter().map(Out::EventAck).collect())
+                        .map(|acks| {
+                            self.r.health.answered(self.tenant.as_str(), &acks);
+                            acks.into_iter().map(Out::EventAck).collect()
+                        })
                 }
                 other => self
                     .handle(ConnectAdapterRequest { message: other })
@@ -345,6 +369,7 @@ impl Session {
             let _ = self.tx.send(Err(st)).await;
         }
         self.done.cancel();
+        self.r.health.closed(self.session);
         if let Err(e) = self.touch(false).await {
             tracing::warn!(error = %e.message(), "could not record the adapter's disconnect");
         }
@@ -395,9 +420,13 @@ impl Session {
                 .await?
                 .pop()
                 .map(Out::EventAck)),
-            Some(In::Receipt(rc)) => Ok(Some(Out::EventAck(
-                inbound::receive(&self.r, &self.tenant, &self.nodes, rc).await?,
-            ))),
+            Some(In::Receipt(rc)) => {
+                let ack = inbound::receive(&self.r, &self.tenant, &self.nodes, rc).await?;
+                self.r
+                    .health
+                    .answered(self.tenant.as_str(), std::slice::from_ref(&ack));
+                Ok(Some(Out::EventAck(ack)))
+            }
         }
     }
 

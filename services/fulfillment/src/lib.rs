@@ -6,10 +6,12 @@
 //! stream; `events` the status events it applies; `state` the states and
 //! their moves; `inbound` advance shipping notices and receipts, which
 //! `posting` carries to the inventory ledger; `messages` the notes between
-//! office and warehouse; `repo` the SQL; `grpc` the API edge.
+//! office and warehouse; `health` the adapters' metrics; `repo` the SQL;
+//! `grpc` the API edge.
 mod bridge;
 mod events;
 mod grpc;
+mod health;
 mod inbound;
 mod messages;
 mod posting;
@@ -70,6 +72,7 @@ pub async fn run_with(
         shutdown: shutdown.clone(),
         bridge,
         posting,
+        health: health::Health::new(),
     });
     GrpcServer::new(&config)
         .with_service(FulfillmentServiceServer::with_interceptor(

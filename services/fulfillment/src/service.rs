@@ -46,6 +46,7 @@ pub struct Fulfillment {
     pub bridge: BridgeConfig,
     /// Wakes the receipt poster (see `posting`).
     pub posting: Arc<Notify>,
+    pub health: crate::health::Health,
 }
 
 pub fn db(e: sqlx::Error) -> Status {
