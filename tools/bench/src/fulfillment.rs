@@ -68,11 +68,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ],
     );
     // The service runs on its own threads, as in its own process.
-    let server_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("oms-fulfillment")
-        .enable_all()
-        .build()?;
+    let server_rt = load::ServerRuntime::new(2, "oms-fulfillment")?;
     let svc = server_rt
         .spawn(oms_testkit::spawn(config, oms_fulfillment::run))
         .await?;
@@ -83,7 +79,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         serde_json::json!({ "events": events, "release_to_ack": release })
     );
     server_rt.spawn(svc.stop()).await??;
-    server_rt.shutdown_background();
     Ok(())
 }
 

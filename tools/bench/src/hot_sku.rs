@@ -41,11 +41,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
     // The service gets its own runtime (threads), as it would in its own
     // process: the load generator's tasks do not queue in front of it.
-    let server_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("oms-inventory")
-        .enable_all()
-        .build()?;
+    let server_rt = load::ServerRuntime::new(2, "oms-inventory")?;
     let svc = server_rt
         .spawn(oms_testkit::spawn(config, oms_inventory::run))
         .await?;
@@ -168,7 +164,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         })
     );
     drop(svc);
-    server_rt.shutdown_background();
     anyhow::ensure!(
         oversold == 0 && consistent && failed == 0,
         "verification failed"

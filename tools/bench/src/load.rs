@@ -91,3 +91,35 @@ pub fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
     }
     req
 }
+
+/// A runtime of its own for the services under test (their own threads,
+/// as in their own processes), shut down without waiting when dropped,
+/// also when a scenario returns early with an error inside the load
+/// generator's runtime (dropping it there the usual way would panic).
+pub struct ServerRuntime(Option<tokio::runtime::Runtime>);
+
+impl ServerRuntime {
+    pub fn new(threads: usize, name: &str) -> std::io::Result<Self> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name(name)
+            .enable_all()
+            .build()
+            .map(|rt| ServerRuntime(Some(rt)))
+    }
+}
+
+impl std::ops::Deref for ServerRuntime {
+    type Target = tokio::runtime::Runtime;
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("present until dropped")
+    }
+}
+
+impl Drop for ServerRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}

@@ -415,11 +415,7 @@ async fn grpc(args: &Args, rules: &pb::RuleSet) -> anyhow::Result<serde_json::Va
     const LINES: usize = 5;
     let world = World::new(NODES, 7 + NODES as u64);
     let db = TestDb::new().await;
-    let server_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .thread_name("oms-services")
-        .enable_all()
-        .build()?;
+    let server_rt = load::ServerRuntime::new(4, "oms-services")?;
     let quiet = [
         ("OMS_LOG", "warn".to_string()),
         ("OMS_DATABASE_MAX_CONNECTIONS", "24".to_string()),
@@ -516,7 +512,6 @@ async fn grpc(args: &Args, rules: &pb::RuleSet) -> anyhow::Result<serde_json::Va
         .fetch_one(&mut conn)
         .await?;
     drop((routing, inventory));
-    server_rt.shutdown_background();
     let ok = one.ok + many.ok;
     anyhow::ensure!(
         one.failed + many.failed == 0 && stored == ok as i64,
