@@ -9,7 +9,7 @@
 //! closed; the adapter reconnects and carries on from its last command.
 use crate::repo;
 use crate::service::{DOMAIN, Fulfillment, db, invalid};
-use crate::{events, inbound};
+use crate::{events, inbound, messages};
 use chrono::Utc;
 use futures::{FutureExt as _, StreamExt as _};
 use oms_kernel::{Tenant, Violations};
@@ -179,6 +179,7 @@ pub async fn connect(
         r,
         tenant,
         session,
+        adapter: hello.adapter_id.clone(),
         nodes,
         progress,
         done,
@@ -194,6 +195,7 @@ struct Session {
     r: Arc<Fulfillment>,
     tenant: Tenant,
     session: Uuid,
+    adapter: String,
     nodes: Vec<String>,
     progress: Arc<Progress>,
     /// Ends both halves of the session.
@@ -420,6 +422,15 @@ impl Session {
                 .await?
                 .pop()
                 .map(Out::EventAck)),
+            Some(In::Note(note)) => {
+                let ack =
+                    messages::from_node(&self.r, &self.tenant, &self.nodes, &self.adapter, note)
+                        .await?;
+                self.r
+                    .health
+                    .answered(self.tenant.as_str(), std::slice::from_ref(&ack));
+                Ok(Some(Out::EventAck(ack)))
+            }
             Some(In::Receipt(rc)) => {
                 let ack = inbound::receive(&self.r, &self.tenant, &self.nodes, rc).await?;
                 self.r

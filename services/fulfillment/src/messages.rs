@@ -1,7 +1,9 @@
-//! Messages between the office and a warehouse, about a fulfillment order
-//! or an ASN. A message goes to the subject's node as a command on the
-//! adapter stream; it is delivered when the adapter acknowledges that
-//! command and read when someone marks it so.
+//! Messages between the office and a warehouse, about a fulfillment order,
+//! an ASN or a receipt. The office's message goes to the subject's node as
+//! a command on the adapter stream and is delivered when the adapter
+//! acknowledges that command; the warehouse's comes from its adapter as a
+//! note on the stream, stored once by its event id. Either is read when
+//! someone marks it so.
 use crate::inbound::asn_id;
 use crate::repo::{self as commands, inbound, messages as repo};
 use crate::service::{DOMAIN, Fulfillment, db, invalid};
@@ -9,14 +11,16 @@ use crate::work::order_id;
 use chrono::Utc;
 use oms_kernel::{Paging, RequestId, Tenant, Violations, parse_name};
 use oms_proto::fulfillment::{
-    Command, ListMessagesRequest, ListMessagesResponse, MarkMessageReadRequest,
-    MarkMessageReadResponse, SendMessageRequest, SendMessageResponse, command,
+    AdapterNote, Command, EventAck, ListMessagesRequest, ListMessagesResponse,
+    MarkMessageReadRequest, MarkMessageReadResponse, SendMessageRequest, SendMessageResponse,
+    command,
 };
 use oms_runtime::{
     idempotency::{self, Begin},
     status,
     time::to_timestamp,
 };
+use sqlx::PgConnection;
 use tonic::Status;
 use uuid::Uuid;
 
@@ -28,10 +32,11 @@ fn message_id(field: &str, name: &str) -> Result<Uuid, Violations> {
         .map_err(|_| Violations::one(field, format!("{name:?} is not a message name")))
 }
 
-/// What a subject names: a fulfillment order or an ASN.
+/// What a subject names: a fulfillment order, an ASN or a receipt.
 enum Subject {
     Order(Uuid),
     Asn(Uuid),
+    Receipt(String),
 }
 
 fn subject(field: &str, name: &str) -> Result<Subject, Violations> {
@@ -39,11 +44,42 @@ fn subject(field: &str, name: &str) -> Result<Subject, Violations> {
         asn_id(field, name).map(Subject::Asn)
     } else if name.starts_with("fulfillmentOrders/") {
         order_id(field, name).map(Subject::Order)
+    } else if name.starts_with("receipts/") {
+        parse_name(name, "receipts")
+            .map(|id| Subject::Receipt(id.to_owned()))
+            .map_err(|e| Violations::one(field, e))
     } else {
         Err(Violations::one(
             field,
-            "`fulfillmentOrders/{id}` or `asns/{id}`",
+            "`fulfillmentOrders/{id}`, `asns/{id}` or `receipts/{id}`",
         ))
+    }
+}
+
+/// The node the subject is at, if it exists for the tenant.
+async fn node_of(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    about: &Subject,
+) -> Result<Option<String>, Status> {
+    Ok(match about {
+        Subject::Order(id) => commands::order(&mut *tx, tenant, *id, false)
+            .await
+            .map_err(db)?
+            .map(|fo| fo.node_id),
+        Subject::Asn(id) => inbound::asn(&mut *tx, tenant, *id)
+            .await
+            .map_err(db)?
+            .map(|a| a.node_id),
+        Subject::Receipt(id) => inbound::receipt_node(&mut *tx, tenant, id)
+            .await
+            .map_err(db)?,
+    })
+}
+
+fn check_body(v: &mut Violations, field: &str, body: &str) {
+    if body.trim().is_empty() || body.len() > MAX_BODY {
+        v.add(field, format!("required, at most {MAX_BODY} bytes"));
     }
 }
 
@@ -60,12 +96,7 @@ pub async fn send(
         v.add("message", "required");
         None
     } else {
-        if m.body.trim().is_empty() || m.body.len() > MAX_BODY {
-            v.add(
-                "message.body",
-                format!("required, at most {MAX_BODY} bytes"),
-            );
-        }
+        check_body(&mut v, "message.body", &m.body);
         match subject("message.subject", &m.subject) {
             Ok(s) => Some(s),
             Err(e) => {
@@ -82,17 +113,9 @@ pub async fn send(
             Begin::Replay(resp) => return Ok(resp),
             Begin::Tx(tx) => tx,
         };
-    let node = match about {
-        Subject::Order(id) => commands::order(&mut *tx, tenant, id, false)
-            .await
-            .map_err(db)?
-            .map(|fo| fo.node_id),
-        Subject::Asn(id) => inbound::asn(&mut *tx, tenant, id)
-            .await
-            .map_err(db)?
-            .map(|a| a.node_id),
-    }
-    .ok_or_else(|| status::not_found(DOMAIN, "subject", &m.subject))?;
+    let node = node_of(&mut tx, tenant, &about)
+        .await?
+        .ok_or_else(|| status::not_found(DOMAIN, "subject", &m.subject))?;
     let now = Utc::now();
     let id = Uuid::now_v7();
     m.name = format!("messages/{id}");
@@ -101,6 +124,7 @@ pub async fn send(
     m.create_time = Some(to_timestamp(now));
     m.deliver_time = None;
     m.read_time = None;
+    m.from_node = false;
     let seq = commands::append_command(
         &mut tx,
         tenant,
@@ -114,13 +138,90 @@ pub async fn send(
     )
     .await
     .map_err(db)?;
-    repo::insert(&mut tx, tenant, id, &m, seq)
+    repo::insert(&mut tx, tenant, id, &m, seq, None)
         .await
         .map_err(db)?;
     let resp = SendMessageResponse { message: Some(m) };
     let done = idempotency::finish(tx, DOMAIN, tenant, &rid, resp).await;
     r.waker.wake();
     done
+}
+
+/// Stores a note from the warehouse, once per event id, and answers it.
+/// Err only when the database fails.
+pub async fn from_node(
+    r: &Fulfillment,
+    tenant: &Tenant,
+    nodes: &[String],
+    adapter: &str,
+    note: AdapterNote,
+) -> Result<EventAck, Status> {
+    let eid = note.event_id.clone();
+    let answer = |error: String| EventAck {
+        event_id: eid.clone(),
+        accepted: error.is_empty(),
+        error,
+    };
+    if eid.trim().is_empty() || eid.len() > 200 {
+        return Ok(answer(
+            "event_id is required (at most 200 characters)".into(),
+        ));
+    }
+    let mut tx = r.pool.begin().await.map_err(db)?;
+    if let Some(ack) = commands::event_acks(&mut *tx, tenant, &[eid.as_str()])
+        .await
+        .map_err(db)?
+        .remove(&eid)
+    {
+        return Ok(ack);
+    }
+    let mut m = note.message.unwrap_or_default();
+    let mut v = Violations::new();
+    check_body(&mut v, "message.body", &m.body);
+    let about = match subject("message.subject", &m.subject) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            v.0.extend(e.0);
+            None
+        }
+    };
+    let now = Utc::now();
+    let error = match about {
+        _ if !v.is_empty() => {
+            v.0.iter()
+                .map(|f| format!("{}: {}", f.field, f.description))
+                .collect::<Vec<_>>()
+                .join("; ")
+        }
+        None => String::new(),
+        Some(about) => match node_of(&mut tx, tenant, &about).await? {
+            Some(node) if nodes.contains(&node) => {
+                let id = Uuid::now_v7();
+                m.name = format!("messages/{id}");
+                m.node_id = node;
+                m.author = format!("adapter:{adapter}");
+                m.create_time = Some(to_timestamp(now));
+                m.deliver_time = None;
+                m.read_time = None;
+                m.from_node = true;
+                repo::insert(&mut tx, tenant, id, &m, 0, Some(now))
+                    .await
+                    .map_err(db)?;
+                String::new()
+            }
+            Some(node) => format!(
+                "{} is at node {node}, not served by this adapter",
+                m.subject
+            ),
+            None => format!("unknown subject {:?}", m.subject),
+        },
+    };
+    let ack = answer(error);
+    commands::insert_event_acks(&mut tx, tenant, std::slice::from_ref(&ack), now)
+        .await
+        .map_err(db)?;
+    tx.commit().await.map_err(db)?;
+    Ok(ack)
 }
 
 pub async fn list(

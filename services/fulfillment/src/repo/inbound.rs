@@ -164,3 +164,16 @@ pub async fn mark_posted(
     .await?;
     Ok(())
 }
+
+/// The node a receipt was received at.
+pub async fn receipt_node(
+    ex: impl PgExecutor<'_>,
+    tenant: &Tenant,
+    receipt_id: &str,
+) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("SELECT node_id FROM receipts WHERE tenant = $1 AND receipt_id = $2")
+        .bind(tenant.as_str())
+        .bind(receipt_id)
+        .fetch_optional(ex)
+        .await
+}

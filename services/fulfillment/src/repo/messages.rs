@@ -7,16 +7,19 @@ use prost::Message;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
+/// Stores a message: the office's with the sequence of the command that
+/// carries it, the warehouse's with sequence 0 and delivered at once.
 pub async fn insert(
     tx: &mut PgConnection,
     tenant: &Tenant,
     id: Uuid,
     m: &Msg,
     command_seq: i64,
+    delivered: Option<DateTime<Utc>>,
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "INSERT INTO messages (tenant, id, subject, node_id, command_seq, doc)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO messages (tenant, id, subject, node_id, command_seq, doc, deliver_time)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(tenant.as_str())
     .bind(id)
@@ -24,6 +27,7 @@ pub async fn insert(
     .bind(&m.node_id)
     .bind(command_seq)
     .bind(m.encode_to_vec())
+    .bind(delivered)
     .execute(tx)
     .await?;
     Ok(())

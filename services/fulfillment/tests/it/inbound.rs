@@ -378,3 +378,79 @@ async fn messages_reach_the_node_are_delivered_on_acknowledgement_and_read_once(
         .messages;
     assert!(foreign.is_empty());
 }
+
+#[tokio::test]
+async fn notes_from_the_warehouse_are_stored_once_for_the_office_to_read() {
+    let mut h = start().await;
+    let here = h.released(TENANT, "DC1").await;
+    let there = h.released(TENANT, "DC2").await;
+    let mut a = Adapter::connect(&h, TENANT, "wms-1", &["DC1"], 2).await;
+    let note = |event: &str, subject: &str, body: &str| {
+        In::Note(AdapterNote {
+            event_id: event.into(),
+            message: Some(Message {
+                subject: subject.into(),
+                body: body.into(),
+                ..Default::default()
+            }),
+        })
+    };
+    let first = note(
+        "n1",
+        &here.name,
+        "Customer asked for gift wrap; we will add it.",
+    );
+    assert!(answer(&mut a, first.clone()).await.accepted);
+    // Resent: stored once.
+    assert!(answer(&mut a, first).await.accepted);
+    let elsewhere = answer(&mut a, note("n2", &there.name, "Not ours")).await;
+    assert!(
+        elsewhere.error.contains("not served"),
+        "{}",
+        elsewhere.error
+    );
+    let empty = answer(&mut a, note("n3", &here.name, " ")).await;
+    assert!(empty.error.contains("message.body"), "{}", empty.error);
+    let unknown = answer(&mut a, note("n4", "receipts/nope", "Pallet 3 wet")).await;
+    assert!(
+        unknown.error.contains("unknown subject"),
+        "{}",
+        unknown.error
+    );
+    // A receiving note about a receipt reported on the stream.
+    let rc = answer(
+        &mut a,
+        receipt("r1", "GR-9", "", "DC1", vec![received("A", 3, 1)]),
+    )
+    .await;
+    assert!(rc.accepted, "{}", rc.error);
+    assert!(
+        answer(&mut a, note("n5", "receipts/GR-9", "One carton crushed."))
+            .await
+            .accepted
+    );
+
+    let from_node: Vec<(String, String, bool, bool)> = h
+        .client
+        .list_messages(authed(
+            TENANT,
+            ListMessagesRequest {
+                unread_only: true,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .messages
+        .into_iter()
+        .map(|m| (m.subject, m.author, m.from_node, m.deliver_time.is_some()))
+        .collect();
+    assert_eq!(
+        from_node,
+        [
+            ("receipts/GR-9".into(), "adapter:wms-1".into(), true, true),
+            (here.name.clone(), "adapter:wms-1".into(), true, true),
+        ]
+    );
+}
