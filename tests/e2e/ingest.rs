@@ -502,3 +502,100 @@ async fn a_bulk_import_answers_each_item() {
         "field violations travel with the item"
     );
 }
+
+#[tokio::test]
+async fn a_channel_is_updated_by_mask_and_a_disabled_one_refuses_payloads() {
+    let suite = Suite::start().await;
+    let mut ingest = IngestServiceClient::new(suite.channel(Service::Ingest));
+    channel(&mut ingest, "shop", ing::ChannelKind::Shopify, &[]).await;
+    let update = |id: &str, patch: ing::Channel, paths: &[&str]| ing::UpdateChannelRequest {
+        request_id: id.into(),
+        channel: Some(ing::Channel {
+            name: "channels/shop".into(),
+            ..patch
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+        }),
+    };
+    // Unknown fields, a signed channel without its secret, an empty mapping:
+    // every problem at once, nothing changed.
+    let bad = ingest
+        .update_channel(authed(
+            T,
+            update(
+                "u-bad",
+                ing::Channel {
+                    sku_mappings: vec![ing::SkuMapping::default()],
+                    ..Default::default()
+                },
+                &["kind", "webhook_secret", "sku_mappings"],
+            ),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        oms_runtime::status::fields(&bad),
+        [
+            "update_mask",
+            "channel.webhook_secret",
+            "channel.sku_mappings[0]"
+        ]
+    );
+    let req = update(
+        "u-1",
+        ing::Channel {
+            display_name: "Shop EU".into(),
+            sku_mappings: vec![ing::SkuMapping {
+                channel_sku: "SHOP-A".into(),
+                sku: "A".into(),
+            }],
+            enabled: false,
+            // Not in the mask: not changed.
+            default_node_ids: vec!["DC9".into()],
+            ..Default::default()
+        },
+        &["display_name", "sku_mappings", "enabled"],
+    );
+    let updated = ingest
+        .update_channel(authed(T, req.clone()))
+        .await
+        .unwrap()
+        .into_inner()
+        .channel
+        .unwrap();
+    assert_eq!(updated.display_name, "Shop EU");
+    assert_eq!(updated.sku_mappings.len(), 1);
+    assert!(!updated.enabled && updated.has_webhook_secret);
+    assert!(updated.default_node_ids.is_empty());
+    // The same request again answers the same, changes nothing.
+    let again = ingest
+        .update_channel(authed(T, req))
+        .await
+        .unwrap()
+        .into_inner()
+        .channel
+        .unwrap();
+    assert_eq!(again, updated);
+    let refused = ingest
+        .submit_channel_payload(authed(
+            T,
+            webhook(
+                "shop",
+                "X-Shopify-Hmac-Sha256",
+                sample("shopify-order.json"),
+            ),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    // Another tenant cannot touch it.
+    let foreign = ingest
+        .update_channel(authed(
+            "globex",
+            update("u-2", ing::Channel::default(), &["enabled"]),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(foreign.code(), tonic::Code::NotFound);
+}

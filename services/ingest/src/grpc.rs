@@ -389,6 +389,80 @@ impl IngestService for IngestApi {
         Ok(Response::new(CreateChannelResponse { channel: Some(c) }))
     }
 
+    async fn update_channel(
+        &self,
+        req: Request<UpdateChannelRequest>,
+    ) -> Result<Response<UpdateChannelResponse>, Status> {
+        let caller = auth::caller(&req)?;
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        let rid = v.check("request_id", oms_kernel::RequestId::parse(&r.request_id));
+        let patch = r.channel.clone().unwrap_or_default();
+        let id = parse_name(&patch.name, "channels")
+            .map(str::to_owned)
+            .map_err(|e| v.add("channel.name", e))
+            .ok();
+        let paths = r.update_mask.clone().unwrap_or_default().paths;
+        if paths.is_empty() {
+            v.add("update_mask", "name at least one field");
+        }
+        let (Some(rid), Some(id), true) = (rid, id, v.is_empty()) else {
+            return Err(invalid(v));
+        };
+        let mut tx = match oms_runtime::idempotency::begin(
+            &self.pool,
+            DOMAIN,
+            &caller.tenant,
+            &rid,
+            "UpdateChannel",
+            &r,
+        )
+        .await?
+        {
+            oms_runtime::idempotency::Begin::Replay(resp) => return Ok(Response::new(resp)),
+            oms_runtime::idempotency::Begin::Tx(tx) => tx,
+        };
+        let (mut c, mut secret) = repo::channel_locked(&mut *tx, &caller.tenant, &id)
+            .await
+            .map_err(db)?
+            .ok_or_else(|| status::not_found(DOMAIN, "channel", &patch.name))?;
+        for p in &paths {
+            match p.as_str() {
+                "display_name" => c.display_name = patch.display_name.clone(),
+                "webhook_secret" => secret = patch.webhook_secret.clone(),
+                "sku_mappings" => c.sku_mappings = patch.sku_mappings.clone(),
+                "default_node_ids" => c.default_node_ids = patch.default_node_ids.clone(),
+                "enabled" => c.enabled = patch.enabled,
+                other => v.add("update_mask", format!("{other:?} cannot be updated")),
+            }
+        }
+        let kind = ChannelKind::try_from(c.kind).unwrap_or_default();
+        if matches!(kind, ChannelKind::Shopify | ChannelKind::Woocommerce) && secret.is_empty() {
+            v.add(
+                "channel.webhook_secret",
+                "signed channels need their webhook secret",
+            );
+        }
+        for (i, m) in c.sku_mappings.iter().enumerate() {
+            if m.channel_sku.is_empty() || m.sku.is_empty() {
+                v.add(
+                    format!("channel.sku_mappings[{i}]"),
+                    "both channel_sku and sku are required",
+                );
+            }
+        }
+        v.into_result(()).map_err(invalid)?;
+        c.has_webhook_secret = !secret.is_empty();
+        c.update_time = Some(oms_runtime::time::to_timestamp(chrono::Utc::now()));
+        repo::save_channel(&mut *tx, &caller.tenant, &c, &secret)
+            .await
+            .map_err(db)?;
+        let resp = UpdateChannelResponse { channel: Some(c) };
+        oms_runtime::idempotency::finish(tx, DOMAIN, &caller.tenant, &rid, resp)
+            .await
+            .map(Response::new)
+    }
+
     async fn get_channel(
         &self,
         req: Request<GetChannelRequest>,

@@ -24,6 +24,40 @@ pub async fn insert_channel(
     Ok(n.rows_affected() == 1)
 }
 
+/// A channel with its webhook secret, locked for the transaction.
+pub async fn channel_locked(
+    db: impl PgExecutor<'_>,
+    tenant: &Tenant,
+    id: &str,
+) -> sqlx::Result<Option<(Channel, String)>> {
+    let row: Option<(Vec<u8>, String)> = sqlx::query_as(
+        "SELECT doc, webhook_secret FROM channels WHERE tenant = $1 AND channel_id = $2 FOR UPDATE",
+    )
+    .bind(tenant.as_str())
+    .bind(id)
+    .fetch_optional(db)
+    .await?;
+    row.map(|(d, s)| decode(&d).map(|c| (c, s))).transpose()
+}
+
+pub async fn save_channel(
+    db: impl PgExecutor<'_>,
+    tenant: &Tenant,
+    c: &Channel,
+    secret: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE channels SET webhook_secret = $3, doc = $4 WHERE tenant = $1 AND channel_id = $2",
+    )
+    .bind(tenant.as_str())
+    .bind(&c.channel_id)
+    .bind(secret)
+    .bind(c.encode_to_vec())
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 /// A channel with its webhook secret.
 pub async fn channel(
     db: impl PgExecutor<'_>,
