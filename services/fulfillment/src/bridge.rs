@@ -340,10 +340,7 @@ impl Session {
                     }
                     events::apply(&self.r, &self.tenant, &self.nodes, batch)
                         .await
-                        .map(|acks| {
-                            self.r.health.answered(self.tenant.as_str(), &acks);
-                            acks.into_iter().map(Out::EventAck).collect()
-                        })
+                        .map(|acks| acks.into_iter().map(Out::EventAck).collect())
                 }
                 other => self
                     .handle(ConnectAdapterRequest { message: other })
@@ -352,6 +349,11 @@ impl Session {
             };
             match answers {
                 Ok(answers) => {
+                    let acks = answers.iter().filter_map(|m| match m {
+                        Out::EventAck(a) => Some(a),
+                        _ => None,
+                    });
+                    self.r.health.answered(self.tenant.as_str(), acks);
                     let mut gone = false;
                     for m in answers {
                         let out = ConnectAdapterResponse { message: Some(m) };
@@ -422,22 +424,13 @@ impl Session {
                 .await?
                 .pop()
                 .map(Out::EventAck)),
-            Some(In::Note(note)) => {
-                let ack =
-                    messages::from_node(&self.r, &self.tenant, &self.nodes, &self.adapter, note)
-                        .await?;
-                self.r
-                    .health
-                    .answered(self.tenant.as_str(), std::slice::from_ref(&ack));
-                Ok(Some(Out::EventAck(ack)))
-            }
-            Some(In::Receipt(rc)) => {
-                let ack = inbound::receive(&self.r, &self.tenant, &self.nodes, rc).await?;
-                self.r
-                    .health
-                    .answered(self.tenant.as_str(), std::slice::from_ref(&ack));
-                Ok(Some(Out::EventAck(ack)))
-            }
+            Some(In::Note(note)) => Ok(Some(Out::EventAck(
+                messages::from_node(&self.r, &self.tenant, &self.nodes, &self.adapter, note)
+                    .await?,
+            ))),
+            Some(In::Receipt(rc)) => Ok(Some(Out::EventAck(
+                inbound::receive(&self.r, &self.tenant, &self.nodes, rc).await?,
+            ))),
         }
     }
 

@@ -12,7 +12,7 @@ use oms_proto::fulfillment::{
     status_event::Kind as Ev, watch_fulfillment_events_response::Kind,
 };
 use oms_runtime::time::to_timestamp;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use tonic::Status;
 use uuid::Uuid;
 
@@ -22,6 +22,64 @@ fn refused(event_id: &str, why: impl Into<String>) -> EventAck {
         accepted: false,
         error: why.into(),
     }
+}
+
+/// The answer to an event that was applied (Ok) or refused (Err: why).
+pub fn answer_of(event_id: &str, outcome: Result<(), String>) -> EventAck {
+    match outcome {
+        Ok(()) => EventAck {
+            event_id: event_id.to_owned(),
+            accepted: true,
+            error: String::new(),
+        },
+        Err(why) => refused(event_id, why),
+    }
+}
+
+/// Whether an answer can be stored under this id.
+fn keyed(event_id: &str) -> bool {
+    !event_id.trim().is_empty() && event_id.len() <= 200
+}
+
+fn unkeyed(event_id: &str) -> EventAck {
+    refused(event_id, "event_id is required (at most 200 characters)")
+}
+
+/// An adapter event handled on its own (a receipt, a note).
+pub enum Once {
+    /// Seen before (or without an id to key it by): the answer to send.
+    Answered(EventAck),
+    /// New: apply it in this transaction, then [`answer`].
+    Apply(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+/// Starts handling the event `event_id` exactly once.
+pub async fn once(r: &Fulfillment, tenant: &Tenant, event_id: &str) -> Result<Once, Status> {
+    if !keyed(event_id) {
+        return Ok(Once::Answered(unkeyed(event_id)));
+    }
+    let mut tx = r.pool.begin().await.map_err(db)?;
+    match repo::event_acks(&mut *tx, tenant, &[event_id])
+        .await
+        .map_err(db)?
+        .remove(event_id)
+    {
+        Some(ack) => Ok(Once::Answered(ack)),
+        None => Ok(Once::Apply(tx)),
+    }
+}
+
+/// Stores the answer with what applying the event changed, and commits.
+pub async fn answer(
+    mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    tenant: &Tenant,
+    ack: EventAck,
+) -> Result<EventAck, Status> {
+    repo::insert_event_acks(&mut tx, tenant, std::slice::from_ref(&ack), Utc::now())
+        .await
+        .map_err(db)?;
+    tx.commit().await.map_err(db)?;
+    Ok(ack)
 }
 
 /// Applies `events` from an adapter serving `nodes` of `tenant`, in order,
@@ -36,9 +94,8 @@ pub async fn apply(
     nodes: &[String],
     events: Vec<StatusEvent>,
 ) -> Result<Vec<EventAck>, Status> {
-    let keyed = |ev: &StatusEvent| !ev.event_id.trim().is_empty() && ev.event_id.len() <= 200;
-    if !events.iter().any(keyed) {
-        return Ok(events.iter().map(unkeyed).collect());
+    if !events.iter().any(|ev| keyed(&ev.event_id)) {
+        return Ok(events.iter().map(|ev| unkeyed(&ev.event_id)).collect());
     }
     let mut ids: Vec<Uuid> = events
         .iter()
@@ -58,23 +115,16 @@ pub async fn apply(
     let mut batch = Batch::default();
     let mut acks = Vec::with_capacity(events.len());
     for ev in events {
-        if !keyed(&ev) {
+        if !keyed(&ev.event_id) {
             // Nothing to key the answer by: answered, not stored.
-            acks.push(unkeyed(&ev));
+            acks.push(unkeyed(&ev.event_id));
             continue;
         }
         if let Some(ack) = answered.get(&ev.event_id) {
             acks.push(ack.clone());
             continue;
         }
-        let ack = match batch.apply(&mut orders, nodes, &ev, now) {
-            Ok(()) => EventAck {
-                event_id: ev.event_id.clone(),
-                accepted: true,
-                error: String::new(),
-            },
-            Err(why) => refused(&ev.event_id, why),
-        };
+        let ack = answer_of(&ev.event_id, batch.apply(&mut orders, nodes, &ev, now));
         answered.insert(ev.event_id.clone(), ack.clone());
         batch.acks.push(ack.clone());
         acks.push(ack);
@@ -98,18 +148,11 @@ pub async fn apply(
     Ok(acks)
 }
 
-fn unkeyed(ev: &StatusEvent) -> EventAck {
-    refused(
-        &ev.event_id,
-        "event_id is required (at most 200 characters)",
-    )
-}
-
 /// What a batch changed, to be written at its end.
 #[derive(Default)]
 struct Batch {
-    /// Fulfillment orders changed, each once.
-    changed: Vec<Uuid>,
+    /// Fulfillment orders changed.
+    changed: HashSet<Uuid>,
     /// Feed events: the order after the change, the adapter's event id,
     /// what happened.
     emitted: Vec<(FulfillmentOrder, String, Kind)>,
@@ -151,9 +194,7 @@ impl Batch {
         }
         next.update_time = Some(to_timestamp(now));
         *fo = next;
-        if !self.changed.contains(&id) {
-            self.changed.push(id);
-        }
+        self.changed.insert(id);
         self.emitted.push((
             fo.clone(),
             ev.event_id.clone(),

@@ -6,10 +6,8 @@ use oms_kernel::{Paging, Violations};
 use oms_proto::fulfillment::{fulfillment_service_server::FulfillmentService, *};
 use oms_runtime::{
     auth,
-    outbox::{self, Cursor},
-    status,
+    outbox::{self},
 };
-use prost::Message;
 use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming, codegen::BoxStream};
 
@@ -137,22 +135,20 @@ impl FulfillmentService for FulfillmentApi {
         req: Request<WatchFulfillmentEventsRequest>,
     ) -> Result<Response<BoxStream<WatchFulfillmentEventsResponse>>, Status> {
         let caller = auth::caller(&req)?;
-        let after = Cursor::parse(&req.get_ref().after_cursor)
-            .map_err(|e| status::invalid_argument(DOMAIN, &Violations::one("after_cursor", e)))?;
         let r = &self.0;
-        let feed = outbox::follow(
+        let feed = outbox::watch(
             r.pool.clone(),
             caller.tenant,
-            after,
+            &req.get_ref().after_cursor,
             r.waker.clone(),
             r.shutdown.clone(),
-        )
-        .map(|row| {
-            let row = row.map_err(|e| status::from_db(DOMAIN, &e))?;
-            let mut event = WatchFulfillmentEventsResponse::decode(row.payload.as_slice())
-                .map_err(|e| status::internal(DOMAIN, &e))?;
-            event.meta = Some(row.meta());
-            Ok(event)
+            DOMAIN,
+        )?
+        .map(|e| {
+            e.map(|(mut event, meta): (WatchFulfillmentEventsResponse, _)| {
+                event.meta = Some(meta);
+                event
+            })
         });
         Ok(Response::new(Box::pin(feed)))
     }

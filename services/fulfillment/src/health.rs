@@ -117,9 +117,15 @@ impl Health {
     }
 
     /// Counts answers to adapter events.
-    pub fn answered(&self, tenant: &str, acks: &[EventAck]) {
-        let accepted = acks.iter().filter(|a| a.accepted).count() as u64;
-        let refused = acks.len() as u64 - accepted;
+    pub fn answered<'a>(&self, tenant: &str, acks: impl Iterator<Item = &'a EventAck>) {
+        let (mut accepted, mut refused) = (0u64, 0u64);
+        for a in acks {
+            if a.accepted {
+                accepted += 1;
+            } else {
+                refused += 1;
+            }
+        }
         for (n, outcome) in [(accepted, "accepted"), (refused, "refused")] {
             if n > 0 {
                 self.events.add(

@@ -4,16 +4,16 @@
 //! as a command; a receipt is applied once by its event id like a status
 //! event, and its good units are posted to the inventory ledger by
 //! `posting`.
+use crate::events::{self, Once};
 use crate::repo::{self as commands, inbound as repo};
 use crate::service::{DOMAIN, Fulfillment, db, emit_about, invalid};
 use chrono::Utc;
-use oms_kernel::{Paging, RequestId, Tenant, Violations, parse_name};
+use oms_kernel::{Paging, RequestId, Tenant, Violations, parse_uuid_name};
 use oms_proto::fulfillment::{
-    AdvanceShippingNotice, Command, CreateAdvanceShippingNoticeRequest,
-    CreateAdvanceShippingNoticeResponse, Discrepancy, EventAck, GetAdvanceShippingNoticeRequest,
-    GetAdvanceShippingNoticeResponse, ListAdvanceShippingNoticesRequest,
-    ListAdvanceShippingNoticesResponse, Receipt, ReceiptRecorded, ReceiptReported, command,
-    watch_fulfillment_events_response::Kind,
+    AdvanceShippingNotice, CreateAdvanceShippingNoticeRequest, CreateAdvanceShippingNoticeResponse,
+    Discrepancy, EventAck, GetAdvanceShippingNoticeRequest, GetAdvanceShippingNoticeResponse,
+    ListAdvanceShippingNoticesRequest, ListAdvanceShippingNoticesResponse, Receipt,
+    ReceiptRecorded, ReceiptReported, command, watch_fulfillment_events_response::Kind,
 };
 use oms_runtime::{
     idempotency::{self, Begin},
@@ -27,8 +27,7 @@ use uuid::Uuid;
 const MAX_LINES: usize = 1000;
 
 pub fn asn_id(field: &str, name: &str) -> Result<Uuid, Violations> {
-    let id = parse_name(name, "asns").map_err(|e| Violations::one(field, e))?;
-    Uuid::parse_str(id).map_err(|_| Violations::one(field, format!("{name:?} is not an ASN name")))
+    parse_uuid_name(name, "asns", "an ASN").map_err(|e| Violations::one(field, e))
 }
 
 fn check_asn(a: &AdvanceShippingNotice) -> Violations {
@@ -96,33 +95,22 @@ pub async fn create(
         .await
         .map_err(db)?;
     // The node's adapter learns what to expect.
-    commands::append_command(
-        &mut tx,
-        tenant,
-        &Command {
-            sequence: 0,
-            command_id: Uuid::now_v7().to_string(),
-            node_id: asn.node_id.clone(),
-            kind: Some(command::Kind::Asn(asn.clone())),
-        },
-        now,
-    )
-    .await
-    .map_err(db)?;
+    let expect = command::Kind::Asn(asn.clone());
+    commands::append_command(&mut tx, tenant, &asn.node_id, expect, now)
+        .await
+        .map_err(db)?;
     asn.discrepancies = discrepancies(&asn, &[]);
     let resp = CreateAdvanceShippingNoticeResponse { asn: Some(asn) };
-    let done = idempotency::finish(tx, DOMAIN, tenant, &rid, resp).await;
-    r.waker.wake();
-    done
+    r.finish(tx, tenant, &rid, resp).await
 }
 
-/// The notice with its receipts and discrepancies as of now.
+/// The notice `id` with its receipts and discrepancies as of now.
 async fn complete(
     r: &Fulfillment,
     tenant: &Tenant,
+    id: Uuid,
     mut asn: AdvanceShippingNotice,
 ) -> Result<AdvanceShippingNotice, Status> {
-    let id = Uuid::parse_str(&asn.asn_id).map_err(|e| status::internal(DOMAIN, &e))?;
     asn.receipts = repo::receipts_of(&r.pool, tenant, id).await.map_err(db)?;
     asn.discrepancies = discrepancies(&asn, &asn.receipts);
     Ok(asn)
@@ -134,12 +122,12 @@ pub async fn get(
     req: GetAdvanceShippingNoticeRequest,
 ) -> Result<GetAdvanceShippingNoticeResponse, Status> {
     let id = asn_id("name", &req.name).map_err(invalid)?;
-    let asn = repo::asn(&r.pool, tenant, id)
+    let asn = repo::asn(&r.pool, tenant, id, false)
         .await
         .map_err(db)?
         .ok_or_else(|| status::not_found(DOMAIN, "ASN", &req.name))?;
     Ok(GetAdvanceShippingNoticeResponse {
-        asn: Some(complete(r, tenant, asn).await?),
+        asn: Some(complete(r, tenant, id, asn).await?),
     })
 }
 
@@ -163,8 +151,8 @@ pub async fn list(
         .map_err(db)?;
     let (page, next_page_token) = paging.page(rows, |(id, _)| *id);
     let mut asns = Vec::with_capacity(page.len());
-    for (_, asn) in page {
-        asns.push(complete(r, tenant, asn).await?);
+    for (id, asn) in page {
+        asns.push(complete(r, tenant, id, asn).await?);
     }
     Ok(ListAdvanceShippingNoticesResponse {
         asns,
@@ -233,52 +221,25 @@ pub async fn receive(
     nodes: &[String],
     rr: ReceiptReported,
 ) -> Result<EventAck, Status> {
-    let eid = rr.event_id.clone();
-    let refused = |why: String| EventAck {
-        event_id: eid.clone(),
-        accepted: false,
-        error: why,
+    let mut tx = match events::once(r, tenant, &rr.event_id).await? {
+        Once::Answered(ack) => return Ok(ack),
+        Once::Apply(tx) => tx,
     };
-    if eid.trim().is_empty() || eid.len() > 200 {
-        return Ok(refused(
-            "event_id is required (at most 200 characters)".into(),
-        ));
-    }
-    let mut tx = r.pool.begin().await.map_err(db)?;
-    if let Some(ack) = commands::event_acks(&mut *tx, tenant, &[eid.as_str()])
-        .await
-        .map_err(db)?
-        .remove(&eid)
-    {
-        return Ok(ack);
-    }
-    let now = Utc::now();
     let outcome = match rr.receipt {
         None => Err("the receipt is missing".to_string()),
         Some(mut rc) => match check_receipt(&rc, nodes) {
             Err(e) => Err(e),
             Ok(()) => {
                 if rc.receipt_id.is_empty() {
-                    rc.receipt_id = eid.clone();
+                    rc.receipt_id = rr.event_id.clone();
                 }
                 rc.post_time = None;
                 rc.post_error.clear();
-                record(&mut tx, tenant, rc, &eid, now).await?
+                record(&mut tx, tenant, rc, &rr.event_id, Utc::now()).await?
             }
         },
     };
-    let ack = match outcome {
-        Ok(()) => EventAck {
-            event_id: eid.clone(),
-            accepted: true,
-            error: String::new(),
-        },
-        Err(why) => refused(why),
-    };
-    commands::insert_event_acks(&mut tx, tenant, std::slice::from_ref(&ack), now)
-        .await
-        .map_err(db)?;
-    tx.commit().await.map_err(db)?;
+    let ack = events::answer(tx, tenant, events::answer_of(&rr.event_id, outcome)).await?;
     if ack.accepted {
         r.waker.wake();
         r.posting.notify_one();
@@ -301,7 +262,7 @@ async fn record(
         let Ok(id) = asn_id("receipt.asn", &rc.asn) else {
             return Ok(Err(format!("{:?} is not an ASN name", rc.asn)));
         };
-        match repo::asn_locked(&mut *tx, tenant, id).await.map_err(db)? {
+        match repo::asn(&mut *tx, tenant, id, true).await.map_err(db)? {
             None => return Ok(Err(format!("unknown ASN {:?}", rc.asn))),
             Some(a) if a.node_id != rc.node_id => {
                 return Ok(Err(format!(

@@ -4,16 +4,14 @@
 //! acknowledges that command; the warehouse's comes from its adapter as a
 //! note on the stream, stored once by its event id. Either is read when
 //! someone marks it so.
-use crate::inbound::asn_id;
+use crate::events::{self, Once};
 use crate::repo::{self as commands, inbound, messages as repo};
 use crate::service::{DOMAIN, Fulfillment, db, invalid};
-use crate::work::order_id;
 use chrono::Utc;
-use oms_kernel::{Paging, RequestId, Tenant, Violations, parse_name};
+use oms_kernel::{Paging, RequestId, Tenant, Violations, parse_name, parse_uuid_name};
 use oms_proto::fulfillment::{
-    AdapterNote, Command, EventAck, ListMessagesRequest, ListMessagesResponse,
-    MarkMessageReadRequest, MarkMessageReadResponse, SendMessageRequest, SendMessageResponse,
-    command,
+    AdapterNote, EventAck, ListMessagesRequest, ListMessagesResponse, MarkMessageReadRequest,
+    MarkMessageReadResponse, SendMessageRequest, SendMessageResponse, command,
 };
 use oms_runtime::{
     idempotency::{self, Begin},
@@ -26,12 +24,6 @@ use uuid::Uuid;
 
 const MAX_BODY: usize = 4000;
 
-fn message_id(field: &str, name: &str) -> Result<Uuid, Violations> {
-    let id = parse_name(name, "messages").map_err(|e| Violations::one(field, e))?;
-    Uuid::parse_str(id)
-        .map_err(|_| Violations::one(field, format!("{name:?} is not a message name")))
-}
-
 /// What a subject names: a fulfillment order, an ASN or a receipt.
 enum Subject {
     Order(Uuid),
@@ -39,20 +31,15 @@ enum Subject {
     Receipt(String),
 }
 
-fn subject(field: &str, name: &str) -> Result<Subject, Violations> {
+fn subject(name: &str) -> Result<Subject, String> {
     if name.starts_with("asns/") {
-        asn_id(field, name).map(Subject::Asn)
+        parse_uuid_name(name, "asns", "an ASN").map(Subject::Asn)
     } else if name.starts_with("fulfillmentOrders/") {
-        order_id(field, name).map(Subject::Order)
+        parse_uuid_name(name, "fulfillmentOrders", "a fulfillment order").map(Subject::Order)
     } else if name.starts_with("receipts/") {
-        parse_name(name, "receipts")
-            .map(|id| Subject::Receipt(id.to_owned()))
-            .map_err(|e| Violations::one(field, e))
+        parse_name(name, "receipts").map(|id| Subject::Receipt(id.to_owned()))
     } else {
-        Err(Violations::one(
-            field,
-            "`fulfillmentOrders/{id}`, `asns/{id}` or `receipts/{id}`",
-        ))
+        Err("`fulfillmentOrders/{id}`, `asns/{id}` or `receipts/{id}`".into())
     }
 }
 
@@ -67,7 +54,7 @@ async fn node_of(
             .await
             .map_err(db)?
             .map(|fo| fo.node_id),
-        Subject::Asn(id) => inbound::asn(&mut *tx, tenant, *id)
+        Subject::Asn(id) => inbound::asn(&mut *tx, tenant, *id, false)
             .await
             .map_err(db)?
             .map(|a| a.node_id),
@@ -97,13 +84,7 @@ pub async fn send(
         None
     } else {
         check_body(&mut v, "message.body", &m.body);
-        match subject("message.subject", &m.subject) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                v.0.extend(e.0);
-                None
-            }
-        }
+        v.check("message.subject", subject(&m.subject))
     };
     let (Some(rid), Some(about), true) = (rid, about, v.is_empty()) else {
         return Err(invalid(v));
@@ -125,26 +106,15 @@ pub async fn send(
     m.deliver_time = None;
     m.read_time = None;
     m.from_node = false;
-    let seq = commands::append_command(
-        &mut tx,
-        tenant,
-        &Command {
-            sequence: 0,
-            command_id: Uuid::now_v7().to_string(),
-            node_id: m.node_id.clone(),
-            kind: Some(command::Kind::Message(m.clone())),
-        },
-        now,
-    )
-    .await
-    .map_err(db)?;
+    let note = command::Kind::Message(m.clone());
+    let seq = commands::append_command(&mut tx, tenant, &m.node_id, note, now)
+        .await
+        .map_err(db)?;
     repo::insert(&mut tx, tenant, id, &m, seq, None)
         .await
         .map_err(db)?;
     let resp = SendMessageResponse { message: Some(m) };
-    let done = idempotency::finish(tx, DOMAIN, tenant, &rid, resp).await;
-    r.waker.wake();
-    done
+    r.finish(tx, tenant, &rid, resp).await
 }
 
 /// Stores a note from the warehouse, once per event id, and answers it.
@@ -156,46 +126,18 @@ pub async fn from_node(
     adapter: &str,
     note: AdapterNote,
 ) -> Result<EventAck, Status> {
-    let eid = note.event_id.clone();
-    let answer = |error: String| EventAck {
-        event_id: eid.clone(),
-        accepted: error.is_empty(),
-        error,
+    let mut tx = match events::once(r, tenant, &note.event_id).await? {
+        Once::Answered(ack) => return Ok(ack),
+        Once::Apply(tx) => tx,
     };
-    if eid.trim().is_empty() || eid.len() > 200 {
-        return Ok(answer(
-            "event_id is required (at most 200 characters)".into(),
-        ));
-    }
-    let mut tx = r.pool.begin().await.map_err(db)?;
-    if let Some(ack) = commands::event_acks(&mut *tx, tenant, &[eid.as_str()])
-        .await
-        .map_err(db)?
-        .remove(&eid)
-    {
-        return Ok(ack);
-    }
     let mut m = note.message.unwrap_or_default();
     let mut v = Violations::new();
     check_body(&mut v, "message.body", &m.body);
-    let about = match subject("message.subject", &m.subject) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            v.0.extend(e.0);
-            None
-        }
-    };
-    let now = Utc::now();
-    let error = match about {
-        _ if !v.is_empty() => {
-            v.0.iter()
-                .map(|f| format!("{}: {}", f.field, f.description))
-                .collect::<Vec<_>>()
-                .join("; ")
-        }
-        None => String::new(),
-        Some(about) => match node_of(&mut tx, tenant, &about).await? {
+    let about = v.check("message.subject", subject(&m.subject));
+    let outcome = match about {
+        Some(about) if v.is_empty() => match node_of(&mut tx, tenant, &about).await? {
             Some(node) if nodes.contains(&node) => {
+                let now = Utc::now();
                 let id = Uuid::now_v7();
                 m.name = format!("messages/{id}");
                 m.node_id = node;
@@ -207,21 +149,22 @@ pub async fn from_node(
                 repo::insert(&mut tx, tenant, id, &m, 0, Some(now))
                     .await
                     .map_err(db)?;
-                String::new()
+                Ok(())
             }
-            Some(node) => format!(
+            Some(node) => Err(format!(
                 "{} is at node {node}, not served by this adapter",
                 m.subject
-            ),
-            None => format!("unknown subject {:?}", m.subject),
+            )),
+            None => Err(format!("unknown subject {:?}", m.subject)),
         },
+        _ => Err(v
+            .0
+            .iter()
+            .map(|f| format!("{}: {}", f.field, f.description))
+            .collect::<Vec<_>>()
+            .join("; ")),
     };
-    let ack = answer(error);
-    commands::insert_event_acks(&mut tx, tenant, std::slice::from_ref(&ack), now)
-        .await
-        .map_err(db)?;
-    tx.commit().await.map_err(db)?;
-    Ok(ack)
+    events::answer(tx, tenant, events::answer_of(&note.event_id, outcome)).await
 }
 
 pub async fn list(
@@ -230,10 +173,8 @@ pub async fn list(
     req: ListMessagesRequest,
 ) -> Result<ListMessagesResponse, Status> {
     let mut v = Violations::new();
-    if !req.subject.is_empty()
-        && let Err(e) = subject("subject", &req.subject)
-    {
-        v.0.extend(e.0);
+    if !req.subject.is_empty() {
+        v.check("subject", subject(&req.subject));
     }
     let hash = oms_kernel::fingerprint(&ListMessagesRequest {
         page_size: 0,
@@ -268,9 +209,7 @@ pub async fn mark_read(
 ) -> Result<MarkMessageReadResponse, Status> {
     let mut v = Violations::new();
     let rid = v.check("request_id", RequestId::parse(&req.request_id));
-    let id = message_id("name", &req.name)
-        .map_err(|e| v.0.extend(e.0))
-        .ok();
+    let id = v.check("name", parse_uuid_name(&req.name, "messages", "a message"));
     let (Some(rid), Some(id)) = (rid, id) else {
         return Err(invalid(v));
     };
@@ -279,17 +218,10 @@ pub async fn mark_read(
             Begin::Replay(resp) => return Ok(resp),
             Begin::Tx(tx) => tx,
         };
-    if repo::get(&mut *tx, tenant, id, true)
+    let m = repo::mark_read(&mut *tx, tenant, id, Utc::now())
         .await
         .map_err(db)?
-        .is_none()
-    {
-        return Err(status::not_found(DOMAIN, "message", &req.name));
-    }
-    repo::mark_read(&mut *tx, tenant, id, Utc::now())
-        .await
-        .map_err(db)?;
-    let m = repo::get(&mut *tx, tenant, id, false).await.map_err(db)?;
-    let resp = MarkMessageReadResponse { message: m };
+        .ok_or_else(|| status::not_found(DOMAIN, "message", &req.name))?;
+    let resp = MarkMessageReadResponse { message: Some(m) };
     idempotency::finish(tx, DOMAIN, tenant, &rid, resp).await
 }

@@ -48,13 +48,23 @@ impl Poster {
     pub fn start(self, every: Duration, shutdown: CancellationToken) {
         tokio::spawn(async move {
             loop {
-                match repo::to_post(&self.pool, BATCH).await {
+                let more = match repo::to_post(&self.pool, BATCH).await {
                     Ok(receipts) => {
+                        let full = receipts.len() as i64 == BATCH;
+                        let mut settled = false;
                         for (tenant, rc) in receipts {
-                            self.post_one(&tenant, &rc).await;
+                            settled |= self.post_one(&tenant, &rc).await;
                         }
+                        // A full batch that moved: the next one is waiting.
+                        full && settled
                     }
-                    Err(e) => tracing::warn!(error = %e, "could not read receipts to post"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not read receipts to post");
+                        false
+                    }
+                };
+                if more {
+                    continue;
                 }
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
@@ -65,9 +75,11 @@ impl Poster {
         });
     }
 
-    async fn post_one(&self, tenant: &str, rc: &Receipt) {
+    /// Posts one receipt; true when it is settled (posted or never
+    /// postable) and leaves the queue.
+    async fn post_one(&self, tenant: &str, rc: &Receipt) -> bool {
         let Ok(t) = Tenant::parse(tenant) else {
-            return;
+            return false;
         };
         let error = match self.post(&t, rc).await {
             Posted::Done => None,
@@ -77,13 +89,16 @@ impl Poster {
             }
             Posted::Later(why) => {
                 tracing::info!(receipt = %rc.receipt_id, %why, "receipt posting retried later");
-                return;
+                return false;
             }
         };
-        if let Err(e) =
-            repo::mark_posted(&self.pool, &t, &rc.receipt_id, error.as_deref(), Utc::now()).await
+        match repo::mark_posted(&self.pool, &t, &rc.receipt_id, error.as_deref(), Utc::now()).await
         {
-            tracing::warn!(error = %e, "could not mark a receipt posted; it is posted again (once)");
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not mark a receipt posted; it is posted again (once)");
+                false
+            }
         }
     }
 

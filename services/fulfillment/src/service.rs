@@ -1,9 +1,12 @@
 //! What every fulfillment use case shares: the pool, the feed, and the
 //! helpers around statuses and events.
+use oms_kernel::RequestId;
 use oms_kernel::{Tenant, Violations};
 use oms_proto::fulfillment::{
-    FulfillmentOrder, WatchFulfillmentEventsResponse, watch_fulfillment_events_response::Kind,
+    FulfillmentOrder, FulfillmentState, FulfillmentStateChanged, WatchFulfillmentEventsResponse,
+    watch_fulfillment_events_response::Kind,
 };
+use oms_runtime::idempotency;
 use oms_runtime::{
     outbox::{self, FeedWaker, NewEvent},
     status,
@@ -49,6 +52,22 @@ pub struct Fulfillment {
     pub health: crate::health::Health,
 }
 
+impl Fulfillment {
+    /// Stores the answer with the request's claim, commits, and wakes this
+    /// process's feed readers and adapter streams for what committed.
+    pub async fn finish<Resp: prost::Message>(
+        &self,
+        tx: sqlx::Transaction<'static, sqlx::Postgres>,
+        tenant: &Tenant,
+        rid: &RequestId,
+        resp: Resp,
+    ) -> Result<Resp, Status> {
+        let done = idempotency::finish(tx, DOMAIN, tenant, rid, resp).await;
+        self.waker.wake();
+        done
+    }
+}
+
 pub fn db(e: sqlx::Error) -> Status {
     status::from_db(DOMAIN, &e)
 }
@@ -69,6 +88,23 @@ pub async fn emit(
         .await
         .map_err(db)?;
     Ok(())
+}
+
+/// Appends the event of `fo` moving from `from` to its state by a request
+/// (not an adapter event).
+pub async fn emit_moved(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    fo: &FulfillmentOrder,
+    request_id: &str,
+    from: FulfillmentState,
+) -> Result<(), Status> {
+    let kind = Kind::StateChanged(FulfillmentStateChanged {
+        from_state: from as i32,
+        to_state: fo.state,
+        status: None,
+    });
+    emit(tx, tenant, fo, request_id, kind).await
 }
 
 /// Appends an event about `subject` that is not a fulfillment order (a

@@ -1,14 +1,11 @@
 //! Fulfillment orders: created from a routing plan (one per order and
 //! node), released to the node's adapter as a command, cancelled (at once
 //! before release, by asking the WMS after).
-use crate::service::{DOMAIN, Fulfillment, db, emit, invalid};
+use crate::service::{DOMAIN, Fulfillment, db, emit_moved, invalid};
 use crate::{repo, state};
 use chrono::Utc;
-use oms_kernel::{Paging, RequestId, Tenant, Violations, parse_name};
-use oms_proto::fulfillment::{
-    CancelCommand, Command, FulfillmentState as S, FulfillmentStateChanged, command,
-    watch_fulfillment_events_response::Kind, *,
-};
+use oms_kernel::{Paging, RequestId, Tenant, Violations, parse_name, parse_uuid_name};
+use oms_proto::fulfillment::{CancelCommand, FulfillmentState as S, command, *};
 use oms_runtime::{
     idempotency::{self, Begin},
     status,
@@ -22,9 +19,8 @@ const MAX_LINES: usize = 1000;
 
 /// The id in `fulfillmentOrders/{id}`, or a violation of `field`.
 pub fn order_id(field: &str, name: &str) -> Result<Uuid, Violations> {
-    let id = parse_name(name, "fulfillmentOrders").map_err(|e| Violations::one(field, e))?;
-    Uuid::parse_str(id)
-        .map_err(|_| Violations::one(field, format!("{name:?} is not a fulfillment order name")))
+    parse_uuid_name(name, "fulfillmentOrders", "a fulfillment order")
+        .map_err(|e| Violations::one(field, e))
 }
 
 fn not_found(name: &str) -> Status {
@@ -113,25 +109,11 @@ pub async fn create(
     repo::insert_order(&mut tx, tenant, id, &fo, now)
         .await
         .map_err(db)?;
-    emit(
-        &mut tx,
-        tenant,
-        &fo,
-        rid.as_str(),
-        Kind::StateChanged(FulfillmentStateChanged {
-            from_state: S::Unspecified as i32,
-            to_state: S::PendingRelease as i32,
-            status: None,
-        }),
-    )
-    .await?;
+    emit_moved(&mut tx, tenant, &fo, rid.as_str(), S::Unspecified).await?;
     let resp = CreateFulfillmentOrderResponse {
         fulfillment_order: Some(fo),
     };
-    let done = idempotency::finish(tx, DOMAIN, tenant, &rid, resp).await;
-    // This process's feed readers and adapter streams see the commit now.
-    r.waker.wake();
-    done
+    r.finish(tx, tenant, &rid, resp).await
 }
 
 /// A change to one fulfillment order, started: the transaction (holding
@@ -194,34 +176,14 @@ pub async fn release(
             let now = Utc::now();
             fo.set_state(S::Released);
             fo.update_time = Some(to_timestamp(now));
-            repo::append_command(
-                &mut tx,
-                tenant,
-                &Command {
-                    sequence: 0,
-                    command_id: Uuid::now_v7().to_string(),
-                    node_id: fo.node_id.clone(),
-                    kind: Some(command::Kind::Release(fo.clone())),
-                },
-                now,
-            )
-            .await
-            .map_err(db)?;
+            let release = command::Kind::Release(fo.clone());
+            repo::append_command(&mut tx, tenant, &fo.node_id, release, now)
+                .await
+                .map_err(db)?;
             repo::save_order(&mut tx, tenant, id, &fo, now)
                 .await
                 .map_err(db)?;
-            emit(
-                &mut tx,
-                tenant,
-                &fo,
-                rid.as_str(),
-                Kind::StateChanged(FulfillmentStateChanged {
-                    from_state: from as i32,
-                    to_state: S::Released as i32,
-                    status: None,
-                }),
-            )
-            .await?;
+            emit_moved(&mut tx, tenant, &fo, rid.as_str(), from).await?;
         }
         S::Cancelled | S::Rejected => {
             return Err(status::failed_precondition(
@@ -241,10 +203,7 @@ pub async fn release(
     let resp = ReleaseFulfillmentOrderResponse {
         fulfillment_order: Some(fo),
     };
-    let done = idempotency::finish(tx, DOMAIN, tenant, &rid, resp).await;
-    // This process's feed readers and adapter streams see the commit now.
-    r.waker.wake();
-    done
+    r.finish(tx, tenant, &rid, resp).await
 }
 
 pub async fn cancel(
@@ -277,37 +236,17 @@ pub async fn cancel(
             repo::save_order(&mut tx, tenant, id, &fo, now)
                 .await
                 .map_err(db)?;
-            emit(
-                &mut tx,
-                tenant,
-                &fo,
-                rid.as_str(),
-                Kind::StateChanged(FulfillmentStateChanged {
-                    from_state: from as i32,
-                    to_state: S::Cancelled as i32,
-                    status: None,
-                }),
-            )
-            .await?;
+            emit_moved(&mut tx, tenant, &fo, rid.as_str(), from).await?;
         }
         // At the WMS: ask it; its answer (CancelAnswered) decides.
         S::Released | S::Accepted | S::Picking | S::Packed => {
-            repo::append_command(
-                &mut tx,
-                tenant,
-                &Command {
-                    sequence: 0,
-                    command_id: Uuid::now_v7().to_string(),
-                    node_id: fo.node_id.clone(),
-                    kind: Some(command::Kind::Cancel(CancelCommand {
-                        fulfillment_order: fo.name.clone(),
-                        reason: reason.clone(),
-                    })),
-                },
-                now,
-            )
-            .await
-            .map_err(db)?;
+            let cancel = command::Kind::Cancel(CancelCommand {
+                fulfillment_order: fo.name.clone(),
+                reason: reason.clone(),
+            });
+            repo::append_command(&mut tx, tenant, &fo.node_id, cancel, now)
+                .await
+                .map_err(db)?;
             fo.status_reason = format!("cancel requested: {reason}");
             fo.update_time = Some(to_timestamp(now));
             repo::save_order(&mut tx, tenant, id, &fo, now)
@@ -331,10 +270,7 @@ pub async fn cancel(
     let resp = CancelFulfillmentOrderResponse {
         fulfillment_order: Some(fo),
     };
-    let done = idempotency::finish(tx, DOMAIN, tenant, &rid, resp).await;
-    // This process's feed readers and adapter streams see the commit now.
-    r.waker.wake();
-    done
+    r.finish(tx, tenant, &rid, resp).await
 }
 
 pub async fn get(

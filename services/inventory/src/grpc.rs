@@ -7,10 +7,9 @@ use oms_kernel::Violations;
 use oms_proto::inventory::{inventory_service_server::InventoryService, *};
 use oms_runtime::{
     auth,
-    outbox::{self, Cursor},
+    outbox::{self},
     status,
 };
-use prost::Message;
 use tonic::{Code, Request, Response, Status, Streaming, codegen::BoxStream};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -284,22 +283,20 @@ impl InventoryService for InventoryApi {
         req: Request<WatchInventoryEventsRequest>,
     ) -> Result<Response<BoxStream<WatchInventoryEventsResponse>>, Status> {
         let caller = auth::caller(&req)?;
-        let after = Cursor::parse(&req.get_ref().after_cursor)
-            .map_err(|e| to_status(Violations::one("after_cursor", e).into()))?;
         let inv = &self.0;
-        let feed = outbox::follow(
+        let feed = outbox::watch(
             inv.pool.clone(),
             caller.tenant,
-            after,
+            &req.get_ref().after_cursor,
             inv.waker.clone(),
             inv.shutdown.clone(),
-        )
-        .map(|row| {
-            let row = row.map_err(|e| to_status(e.into()))?;
-            let mut event = InventoryEvent::decode(row.payload.as_slice())
-                .map_err(|e| status::internal(DOMAIN, &e))?;
-            event.meta = Some(row.meta());
-            Ok(WatchInventoryEventsResponse { event: Some(event) })
+            DOMAIN,
+        )?
+        .map(|e| {
+            e.map(|(mut event, meta): (InventoryEvent, _)| {
+                event.meta = Some(meta);
+                WatchInventoryEventsResponse { event: Some(event) }
+            })
         });
         Ok(Response::new(Box::pin(feed)))
     }

@@ -8,7 +8,7 @@ use crate::repo::{self, history::Change, orders::Projection};
 use crate::workers::saga::{self, Saga};
 use chrono::Utc;
 use futures::StreamExt as _;
-use oms_kernel::{RequestId, Violations, parse_name};
+use oms_kernel::{RequestId, Violations, parse_name, parse_uuid_name};
 use oms_proto::orders::{
     self as pb, CreateOrderRequest, CreateOrderResponse, GetOrderRequest, GetOrderResponse,
     ListOrderHistoryRequest, ListOrderHistoryResponse, ListOrdersRequest, ListOrdersResponse,
@@ -18,7 +18,7 @@ use oms_proto::orders::{
 use oms_runtime::{
     auth::{self, Caller},
     idempotency::{self, Claim},
-    outbox::{self, Cursor, FeedWaker, NewEvent},
+    outbox::{self, FeedWaker, NewEvent},
     status,
     time::to_timestamp,
 };
@@ -197,9 +197,7 @@ impl OrderApi {
 }
 
 fn order_id(field: &str, name: &str) -> Result<Uuid> {
-    let id = parse_name(name, "orders").map_err(|e| Violations::one(field, e))?;
-    Uuid::parse_str(id)
-        .map_err(|_| Violations::one(field, format!("{name:?} is not an order name")).into())
+    parse_uuid_name(name, "orders", "an order").map_err(|e| Violations::one(field, e).into())
 }
 
 fn to_status(e: Error) -> Status {
@@ -317,21 +315,19 @@ impl OrderService for OrderApi {
         req: Request<WatchOrderEventsRequest>,
     ) -> Result<Response<BoxStream<WatchOrderEventsResponse>>, Status> {
         let caller = auth::caller(&req)?;
-        let after = Cursor::parse(&req.get_ref().after_cursor)
-            .map_err(|e| to_status(Violations::one("after_cursor", e).into()))?;
-        let feed = outbox::follow(
+        let feed = outbox::watch(
             self.pool.clone(),
             caller.tenant,
-            after,
+            &req.get_ref().after_cursor,
             self.waker.clone(),
             self.shutdown.clone(),
-        )
-        .map(|row| {
-            let row = row.map_err(|e| to_status(e.into()))?;
-            let mut event = OrderEvent::decode(row.payload.as_slice())
-                .map_err(|e| status::internal(DOMAIN, &e))?;
-            event.meta = Some(row.meta());
-            Ok(WatchOrderEventsResponse { event: Some(event) })
+            DOMAIN,
+        )?
+        .map(|e| {
+            e.map(|(mut event, meta): (OrderEvent, _)| {
+                event.meta = Some(meta);
+                WatchOrderEventsResponse { event: Some(event) }
+            })
         });
         Ok(Response::new(Box::pin(feed)))
     }

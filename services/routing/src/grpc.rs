@@ -2,14 +2,11 @@
 use crate::service::{DOMAIN, Routing};
 use crate::{planning, rulesets};
 use futures::StreamExt as _;
-use oms_kernel::Violations;
 use oms_proto::routing::{routing_service_server::RoutingService, *};
 use oms_runtime::{
     auth,
-    outbox::{self, Cursor},
-    status,
+    outbox::{self},
 };
-use prost::Message;
 use std::sync::Arc;
 use tonic::{Request, Response, Status, codegen::BoxStream};
 
@@ -97,22 +94,20 @@ impl RoutingService for RoutingApi {
         req: Request<WatchRoutingEventsRequest>,
     ) -> Result<Response<BoxStream<WatchRoutingEventsResponse>>, Status> {
         let caller = auth::caller(&req)?;
-        let after = Cursor::parse(&req.get_ref().after_cursor)
-            .map_err(|e| status::invalid_argument(DOMAIN, &Violations::one("after_cursor", e)))?;
         let r = &self.0;
-        let feed = outbox::follow(
+        let feed = outbox::watch(
             r.pool.clone(),
             caller.tenant,
-            after,
+            &req.get_ref().after_cursor,
             r.waker.clone(),
             r.shutdown.clone(),
-        )
-        .map(|row| {
-            let row = row.map_err(|e| status::from_db(DOMAIN, &e))?;
-            let mut event = WatchRoutingEventsResponse::decode(row.payload.as_slice())
-                .map_err(|e| status::internal(DOMAIN, &e))?;
-            event.meta = Some(row.meta());
-            Ok(event)
+            DOMAIN,
+        )?
+        .map(|e| {
+            e.map(|(mut event, meta): (WatchRoutingEventsResponse, _)| {
+                event.meta = Some(meta);
+                event
+            })
         });
         Ok(Response::new(Box::pin(feed)))
     }

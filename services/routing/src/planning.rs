@@ -8,7 +8,7 @@ use crate::engine::{
 use crate::service::{Begin, DOMAIN, Routing, db, emit, invalid, request_id};
 use crate::{input, network, repo, rulesets};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
-use oms_kernel::{Paging, Tenant, Violations, parse_name};
+use oms_kernel::{Paging, Tenant, Violations, parse_name, parse_uuid_name};
 use oms_proto::routing::{watch_routing_events_response::Kind, *};
 use oms_runtime::{status, time::to_timestamp};
 use std::collections::HashMap;
@@ -104,13 +104,7 @@ fn local_day(now: DateTime<Utc>, offset_minutes: i32) -> NaiveDate {
 }
 
 fn decision_id(field: &str, name: &str) -> Result<Uuid, Status> {
-    let id = parse_name(name, "decisions").map_err(|e| invalid(Violations::one(field, e)))?;
-    Uuid::parse_str(id).map_err(|_| {
-        invalid(Violations::one(
-            field,
-            format!("{name:?} is not a decision name"),
-        ))
-    })
+    parse_uuid_name(name, "decisions", "a decision").map_err(|e| invalid(Violations::one(field, e)))
 }
 
 /// Stores a decision, counts its shipments against node capacity and

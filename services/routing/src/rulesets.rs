@@ -215,24 +215,10 @@ pub async fn activate(
     }
     let now = Utc::now();
     supersede_active(&mut tx, tenant).await?;
-    rs.state = RuleSetState::Active as i32;
-    rs.activate_time = Some(to_timestamp(now));
-    repo::save_rule_set(&mut tx, tenant, id, &rs)
-        .await
-        .map_err(db)?;
+    go_live(&mut tx, tenant, id, &mut rs, rid.as_str(), now).await?;
     repo::push_activation(&mut tx, tenant, id, now)
         .await
         .map_err(db)?;
-    emit(
-        &mut tx,
-        tenant,
-        &rs.name,
-        rid.as_str(),
-        Kind::RuleSetActivated(RuleSetActivated {
-            rule_set: Some(rs.clone()),
-        }),
-    )
-    .await?;
     r.finish(
         tx,
         tenant,
@@ -240,6 +226,26 @@ pub async fn activate(
         ActivateRuleSetResponse { rule_set: Some(rs) },
     )
     .await
+}
+
+/// Makes `rs` the live rule set and says so in the feed.
+async fn go_live(
+    tx: &mut sqlx::PgConnection,
+    tenant: &Tenant,
+    id: Uuid,
+    rs: &mut RuleSet,
+    request_id: &str,
+    now: chrono::DateTime<Utc>,
+) -> Result<(), Status> {
+    rs.state = RuleSetState::Active as i32;
+    rs.activate_time = Some(to_timestamp(now));
+    repo::save_rule_set(&mut *tx, tenant, id, rs)
+        .await
+        .map_err(db)?;
+    let live = Kind::RuleSetActivated(RuleSetActivated {
+        rule_set: Some(rs.clone()),
+    });
+    emit(tx, tenant, &rs.name, request_id, live).await
 }
 
 async fn supersede_active(tx: &mut sqlx::PgConnection, tenant: &Tenant) -> Result<(), Status> {
@@ -281,21 +287,7 @@ pub async fn rollback(
     };
     supersede_active(&mut tx, tenant).await?;
     repo::pop_activation(&mut tx, current).await.map_err(db)?;
-    rs.state = RuleSetState::Active as i32;
-    rs.activate_time = Some(to_timestamp(Utc::now()));
-    repo::save_rule_set(&mut tx, tenant, previous, &rs)
-        .await
-        .map_err(db)?;
-    emit(
-        &mut tx,
-        tenant,
-        &rs.name,
-        rid.as_str(),
-        Kind::RuleSetActivated(RuleSetActivated {
-            rule_set: Some(rs.clone()),
-        }),
-    )
-    .await?;
+    go_live(&mut tx, tenant, previous, &mut rs, rid.as_str(), Utc::now()).await?;
     r.finish(
         tx,
         tenant,

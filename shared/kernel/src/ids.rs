@@ -73,6 +73,13 @@ pub fn parse_name<'a>(name: &'a str, collection: &str) -> Result<&'a str, String
     }
 }
 
+/// The UUID of a resource name `collection/{uuid}`; `what` names the
+/// resource in the error ("a fulfillment order").
+pub fn parse_uuid_name(name: &str, collection: &str, what: &str) -> Result<uuid::Uuid, String> {
+    let id = parse_name(name, collection)?;
+    uuid::Uuid::parse_str(id).map_err(|_| format!("{name:?} is not {what} name"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

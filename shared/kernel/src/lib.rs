@@ -7,6 +7,6 @@ mod ids;
 mod page;
 mod violations;
 
-pub use ids::{RequestId, Tenant, parse_name};
+pub use ids::{RequestId, Tenant, parse_name, parse_uuid_name};
 pub use page::{PageSize, PageToken, Paging, fingerprint};
 pub use violations::{Violation, Violations};

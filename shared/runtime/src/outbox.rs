@@ -317,6 +317,32 @@ pub fn follow(
     })
 }
 
+/// The stream a `Watch...Events` RPC serves: `after_cursor` checked (a field
+/// violation when it is not a cursor), then every event of `tenant` after
+/// it, decoded as `T`, with its metadata; failures are statuses of `domain`.
+pub fn watch<T: prost::Message + Default + 'static>(
+    pool: PgPool,
+    tenant: Tenant,
+    after_cursor: &str,
+    waker: FeedWaker,
+    shutdown: CancellationToken,
+    domain: &'static str,
+) -> Result<impl Stream<Item = Result<(T, EventMeta), tonic::Status>> + Send + 'static, tonic::Status>
+{
+    use futures::StreamExt as _;
+    let after = Cursor::parse(after_cursor).map_err(|e| {
+        crate::status::invalid_argument(domain, &oms_kernel::Violations::one("after_cursor", e))
+    })?;
+    Ok(
+        follow(pool, tenant, after, waker, shutdown).map(move |row| {
+            let row = row.map_err(|e| crate::status::from_db(domain, &e))?;
+            let event = T::decode(row.payload.as_slice())
+                .map_err(|e| crate::status::internal(domain, &e))?;
+            Ok((event, row.meta()))
+        }),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::Cursor;

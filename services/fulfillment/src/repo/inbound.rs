@@ -27,33 +27,24 @@ pub async fn insert_asn(
     Ok(())
 }
 
+/// A notice, locked for the transaction when `lock` (receipts against it
+/// are recorded one at a time, so each sees the ones before it).
 pub async fn asn(
     ex: impl PgExecutor<'_>,
     tenant: &Tenant,
     id: Uuid,
+    lock: bool,
 ) -> sqlx::Result<Option<AdvanceShippingNotice>> {
-    let doc: Option<Vec<u8>> =
-        sqlx::query_scalar("SELECT doc FROM asns WHERE tenant = $1 AND id = $2")
-            .bind(tenant.as_str())
-            .bind(id)
-            .fetch_optional(ex)
-            .await?;
-    doc.map(|d| decode(&d)).transpose()
-}
-
-/// The notice, locked: receipts against it are recorded one at a time, so
-/// each sees the ones before it.
-pub async fn asn_locked(
-    ex: impl PgExecutor<'_>,
-    tenant: &Tenant,
-    id: Uuid,
-) -> sqlx::Result<Option<AdvanceShippingNotice>> {
-    let doc: Option<Vec<u8>> =
-        sqlx::query_scalar("SELECT doc FROM asns WHERE tenant = $1 AND id = $2 FOR UPDATE")
-            .bind(tenant.as_str())
-            .bind(id)
-            .fetch_optional(ex)
-            .await?;
+    let sql = if lock {
+        "SELECT doc FROM asns WHERE tenant = $1 AND id = $2 FOR UPDATE"
+    } else {
+        "SELECT doc FROM asns WHERE tenant = $1 AND id = $2"
+    };
+    let doc: Option<Vec<u8>> = sqlx::query_scalar(sql)
+        .bind(tenant.as_str())
+        .bind(id)
+        .fetch_optional(ex)
+        .await?;
     doc.map(|d| decode(&d)).transpose()
 }
 

@@ -42,41 +42,24 @@ fn message((_, doc, delivered, read): Row) -> sqlx::Result<Msg> {
     Ok(m)
 }
 
-/// A message, locked for the transaction when `lock`.
-pub async fn get(
-    ex: impl PgExecutor<'_>,
-    tenant: &Tenant,
-    id: Uuid,
-    lock: bool,
-) -> sqlx::Result<Option<Msg>> {
-    let sql = if lock {
-        "SELECT id, doc, deliver_time, read_time FROM messages WHERE tenant = $1 AND id = $2 FOR UPDATE"
-    } else {
-        "SELECT id, doc, deliver_time, read_time FROM messages WHERE tenant = $1 AND id = $2"
-    };
-    let row: Option<Row> = sqlx::query_as(sql)
-        .bind(tenant.as_str())
-        .bind(id)
-        .fetch_optional(ex)
-        .await?;
-    row.map(message).transpose()
-}
-
+/// Marks a message read (the first time only) and returns it; None when
+/// there is no such message.
 pub async fn mark_read(
     ex: impl PgExecutor<'_>,
     tenant: &Tenant,
     id: Uuid,
     now: DateTime<Utc>,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE messages SET read_time = coalesce(read_time, $3) WHERE tenant = $1 AND id = $2",
+) -> sqlx::Result<Option<Msg>> {
+    let row: Option<Row> = sqlx::query_as(
+        "UPDATE messages SET read_time = coalesce(read_time, $3) WHERE tenant = $1 AND id = $2
+         RETURNING id, doc, deliver_time, read_time",
     )
     .bind(tenant.as_str())
     .bind(id)
     .bind(now)
-    .execute(ex)
+    .fetch_optional(ex)
     .await?;
-    Ok(())
+    row.map(message).transpose()
 }
 
 /// Newest first, about `subject` when given, unread only when asked.

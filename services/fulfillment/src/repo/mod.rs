@@ -3,7 +3,7 @@
 use crate::state;
 use chrono::{DateTime, Utc};
 use oms_kernel::Tenant;
-use oms_proto::fulfillment::{AdapterSession, Command, EventAck, FulfillmentOrder};
+use oms_proto::fulfillment::{AdapterSession, Command, EventAck, FulfillmentOrder, command};
 use oms_runtime::{db::decode, time::to_timestamp};
 use prost::Message;
 use sqlx::{PgConnection, PgExecutor};
@@ -168,7 +168,8 @@ pub async fn list_orders(
 pub async fn append_command(
     tx: &mut PgConnection,
     tenant: &Tenant,
-    cmd: &Command,
+    node_id: &str,
+    kind: command::Kind,
     now: DateTime<Utc>,
 ) -> sqlx::Result<i64> {
     let seq: i64 = sqlx::query_scalar(
@@ -179,7 +180,13 @@ pub async fn append_command(
     .bind(tenant.as_str())
     .fetch_one(&mut *tx)
     .await?;
-    let id = Uuid::parse_str(&cmd.command_id).unwrap_or_else(|_| Uuid::now_v7());
+    let id = Uuid::now_v7();
+    let cmd = Command {
+        sequence: 0,
+        command_id: id.to_string(),
+        node_id: node_id.to_owned(),
+        kind: Some(kind),
+    };
     sqlx::query(
         "INSERT INTO commands (tenant, seq, command_id, node_id, body, create_time)
          VALUES ($1, $2, $3, $4, $5, $6)",

@@ -7,10 +7,12 @@
 //! of their own, and releases fulfillment orders there. The order stays
 //! where it is (RELEASED or PARTIALLY_SHIPPED); its lines' sourcing and
 //! history say what moved and why.
-use super::saga::{Saga, backoff, fulfillment_orders, reservation_id, routing_order};
+use super::saga::{
+    Saga, backoff, fulfillment_orders, lock_for_step, reservation_id, routing_order,
+};
 use crate::changes::{Happened, record};
 use crate::domain::{OrderState, lifecycle};
-use crate::repo::{self, orders::TryLock, saga::Step};
+use crate::repo::{self, saga::Step};
 use chrono::Utc;
 use oms_kernel::Tenant;
 use oms_proto::fulfillment::{FulfillmentOrder, FulfillmentState};
@@ -107,17 +109,8 @@ impl Saga {
         s: &Step,
     ) -> anyhow::Result<()> {
         let mut req = RerouteOrderRequest::decode(s.payload.as_slice())?;
-        let (mut o, held_from) = match repo::orders::try_lock(tx, tenant, s.order_id).await? {
-            TryLock::Locked(o, h) => (*o, h),
-            TryLock::Missing => {
-                repo::saga::done(tx, s).await?;
-                return Ok(());
-            }
-            TryLock::Busy => {
-                let soon = Utc::now() + chrono::Duration::milliseconds(100);
-                repo::saga::retry(tx, s, "order busy", soon).await?;
-                return Ok(());
-            }
+        let Some((mut o, held_from)) = lock_for_step(tx, tenant, s).await? else {
+            return Ok(());
         };
         let from = lifecycle::state(&o);
         if !matches!(from, OrderState::Released | OrderState::PartiallyShipped) {

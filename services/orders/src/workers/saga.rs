@@ -37,6 +37,27 @@ use tonic::Code;
 use tonic_types::StatusExt;
 
 const ACTOR: &str = "system:placement";
+
+/// Locks the step's order, or settles the step without it: a missing order
+/// ends the step, a busy one (a request is changing it) comes back shortly.
+pub(crate) async fn lock_for_step(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    s: &Step,
+) -> anyhow::Result<Option<(oms_proto::orders::Order, Option<OrderState>)>> {
+    match repo::orders::try_lock(tx, tenant, s.order_id).await? {
+        TryLock::Locked(o, h) => Ok(Some((*o, h))),
+        TryLock::Missing => {
+            repo::saga::done(tx, s).await?;
+            Ok(None)
+        }
+        TryLock::Busy => {
+            let soon = Utc::now() + chrono::Duration::milliseconds(100);
+            repo::saga::retry(tx, s, "order busy", soon).await?;
+            Ok(None)
+        }
+    }
+}
 /// Reservations live while routing and release are still to come.
 const RESERVATION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -117,23 +138,8 @@ impl Saga {
         tenant: &Tenant,
         s: &Step,
     ) -> anyhow::Result<()> {
-        let (mut o, held_from) = match repo::orders::try_lock(tx, tenant, s.order_id).await? {
-            TryLock::Locked(o, h) => (*o, h),
-            TryLock::Missing => {
-                repo::saga::done(tx, s).await?;
-                return Ok(());
-            }
-            TryLock::Busy => {
-                // A request is changing the order; come back shortly.
-                repo::saga::retry(
-                    tx,
-                    s,
-                    "order busy",
-                    Utc::now() + chrono::Duration::milliseconds(100),
-                )
-                .await?;
-                return Ok(());
-            }
+        let Some((mut o, held_from)) = lock_for_step(tx, tenant, s).await? else {
+            return Ok(());
         };
         let from = lifecycle::state(&o);
         if !matches!(from, OrderState::Created | OrderState::Backordered) {
@@ -222,17 +228,8 @@ impl Saga {
     /// retry after a short plan asks afresh) and the confirmation's is the
     /// decision's.
     async fn route(&self, tx: &mut PgConnection, tenant: &Tenant, s: &Step) -> anyhow::Result<()> {
-        let (mut o, held_from) = match repo::orders::try_lock(tx, tenant, s.order_id).await? {
-            TryLock::Locked(o, h) => (*o, h),
-            TryLock::Missing => {
-                repo::saga::done(tx, s).await?;
-                return Ok(());
-            }
-            TryLock::Busy => {
-                let soon = Utc::now() + chrono::Duration::milliseconds(100);
-                repo::saga::retry(tx, s, "order busy", soon).await?;
-                return Ok(());
-            }
+        let Some((mut o, held_from)) = lock_for_step(tx, tenant, s).await? else {
+            return Ok(());
         };
         let from = lifecycle::state(&o);
         if from != OrderState::Reserved {
@@ -342,17 +339,8 @@ impl Saga {
     /// the order, the decision and the node, so a retry creates nothing
     /// twice; the order is RELEASED once every node has its work.
     async fn fulfil(&self, tx: &mut PgConnection, tenant: &Tenant, s: &Step) -> anyhow::Result<()> {
-        let (mut o, held_from) = match repo::orders::try_lock(tx, tenant, s.order_id).await? {
-            TryLock::Locked(o, h) => (*o, h),
-            TryLock::Missing => {
-                repo::saga::done(tx, s).await?;
-                return Ok(());
-            }
-            TryLock::Busy => {
-                let soon = Utc::now() + chrono::Duration::milliseconds(100);
-                repo::saga::retry(tx, s, "order busy", soon).await?;
-                return Ok(());
-            }
+        let Some((mut o, held_from)) = lock_for_step(tx, tenant, s).await? else {
+            return Ok(());
         };
         let from = lifecycle::state(&o);
         if from != OrderState::Routed {
