@@ -599,3 +599,175 @@ async fn a_channel_is_updated_by_mask_and_a_disabled_one_refuses_payloads() {
         .unwrap_err();
     assert_eq!(foreign.code(), tonic::Code::NotFound);
 }
+
+/// (item SKU, channel SKU, available) of a channel availability message.
+fn figure(m: &ing::WatchChannelAvailabilityResponse) -> (String, String, i64) {
+    (m.sku.clone(), m.channel_sku.clone(), m.available)
+}
+
+fn figures(expected: &[(&str, &str, i64)]) -> Vec<(String, String, i64)> {
+    expected
+        .iter()
+        .map(|(s, c, a)| (s.to_string(), c.to_string(), *a))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_channel_watches_what_it_may_sell_in_its_own_skus() {
+    use oms_proto::inventory as inv;
+    let suite = Suite::start().await;
+    let mut stock = suite.stock(T, &[("A", 10), ("B", 5)]).await;
+    let mut ingest = IngestServiceClient::new(suite.channel(Service::Ingest));
+    // Two listings of item A; item B is listed under its own SKU.
+    channel(
+        &mut ingest,
+        "shop",
+        ing::ChannelKind::Shopify,
+        &[("SHOP-A", "A"), ("SHOP-A2", "A")],
+    )
+    .await;
+    let buffer = |request_id: &str, units: i64| {
+        authed(
+            T,
+            inv::SetChannelRuleRequest {
+                request_id: request_id.into(),
+                rule: Some(inv::ChannelRule {
+                    channel: "channels/shop".into(),
+                    node_ids: vec![],
+                    buffer: Some(inv::channel_rule::Buffer::BufferQuantity(units)),
+                }),
+            },
+        )
+    };
+    stock.set_channel_rule(buffer("rule-1", 2)).await.unwrap();
+    let watch = |after: &str| {
+        authed(
+            T,
+            ing::WatchChannelAvailabilityRequest {
+                channel: "channels/shop".into(),
+                after_cursor: after.into(),
+            },
+        )
+    };
+    let mut feed = ingest
+        .watch_channel_availability(watch(""))
+        .await
+        .unwrap()
+        .into_inner();
+    // The current figures first: the channel's pool less its buffer of 2.
+    let mut current = vec![];
+    for _ in 0..4 {
+        current.push(figure(&feed.message().await.unwrap().unwrap()));
+    }
+    assert_eq!(
+        current,
+        figures(&[
+            ("A", "A", 8),
+            ("A", "SHOP-A", 8),
+            ("A", "SHOP-A2", 8),
+            ("B", "B", 3)
+        ])
+    );
+
+    // A receipt of B: its new figure follows (after, possibly, repeats of
+    // figures the first ones already showed).
+    let receipt = inv::StockMovement {
+        kind: inv::MovementKind::Receipt as i32,
+        node_id: "DC1".into(),
+        sku: "B".into(),
+        quantity: 5,
+        ..Default::default()
+    };
+    stock
+        .record_movement(authed(
+            T,
+            inv::RecordMovementRequest {
+                request_id: "receipt-b".into(),
+                movement: Some(receipt),
+            },
+        ))
+        .await
+        .unwrap();
+    let cursor = loop {
+        let m = feed.message().await.unwrap().unwrap();
+        let f = figure(&m);
+        let meta = m.meta.unwrap();
+        if meta.request_id == "receipt-b" {
+            assert_eq!(f, figures(&[("B", "B", 8)])[0]);
+            break meta.cursor;
+        }
+        assert!(current.contains(&f) || f.2 == 8, "{f:?}");
+    };
+
+    // A new listing of B, then a smaller buffer: every figure of the
+    // channel changes, under the names the channel uses now.
+    let update = ing::UpdateChannelRequest {
+        request_id: "map-b".into(),
+        channel: Some(ing::Channel {
+            name: "channels/shop".into(),
+            sku_mappings: ["SHOP-A", "SHOP-A2", "SHOP-B"]
+                .iter()
+                .map(|c| ing::SkuMapping {
+                    channel_sku: c.to_string(),
+                    sku: c[5..6].to_string(),
+                })
+                .collect(),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["sku_mappings".into()],
+        }),
+    };
+    ingest.update_channel(authed(T, update)).await.unwrap();
+    stock.set_channel_rule(buffer("rule-2", 1)).await.unwrap();
+    let after_rule = figures(&[
+        ("A", "A", 9),
+        ("A", "SHOP-A", 9),
+        ("A", "SHOP-A2", 9),
+        ("B", "B", 9),
+        ("B", "SHOP-B", 9),
+    ]);
+    let mut seen = vec![];
+    for _ in 0..5 {
+        seen.push(figure(&feed.message().await.unwrap().unwrap()));
+    }
+    assert_eq!(seen, after_rule);
+
+    // Resumed from a cursor: exactly what came after it, each message with
+    // an id of its own.
+    let mut resumed = ingest
+        .watch_channel_availability(watch(&cursor))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut ids = std::collections::HashSet::new();
+    let mut again = vec![];
+    for _ in 0..5 {
+        let m = resumed.message().await.unwrap().unwrap();
+        ids.insert(m.meta.as_ref().unwrap().event_id.clone());
+        again.push(figure(&m));
+    }
+    assert_eq!(again, after_rule);
+    assert_eq!(ids.len(), 5);
+
+    // Bad input and other tenants' channels.
+    let bad = ingest
+        .watch_channel_availability(authed(
+            T,
+            ing::WatchChannelAvailabilityRequest {
+                channel: "shop".into(),
+                after_cursor: "not-a-cursor".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        oms_runtime::status::fields(&bad),
+        ["channel", "after_cursor"]
+    );
+    let foreign = ingest
+        .watch_channel_availability(authed("globex", watch("").into_inner()))
+        .await
+        .unwrap_err();
+    assert_eq!(foreign.code(), tonic::Code::NotFound);
+}

@@ -1,8 +1,10 @@
 //! The IngestService API.
 use crate::adapters::{self, Mapped};
-use crate::{repo, signature};
+use crate::skus::ChannelSkus;
+use crate::{availability, repo, signature};
 use oms_kernel::{Tenant, Violations, parse_name};
 use oms_proto::ingest::{ingest_service_server::IngestService, *};
+use oms_proto::inventory::inventory_service_client::InventoryServiceClient;
 use oms_proto::orders::{self as ord, order_service_client::OrderServiceClient};
 use oms_runtime::{
     auth::{self, Caller, TokenIssuer},
@@ -12,15 +14,20 @@ use oms_runtime::{
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use std::collections::BTreeMap;
-use tonic::{Code, Request, Response, Status, transport::Channel as GrpcChannel};
+use tonic::{
+    Code, Request, Response, Status, codegen::BoxStream, transport::Channel as GrpcChannel,
+};
 
-const DOMAIN: &str = "ingest.oms";
+pub(crate) const DOMAIN: &str = "ingest.oms";
 const MAX_BODY: usize = 1 << 20;
 
 pub struct IngestApi {
     pub pool: PgPool,
     pub orders: GrpcChannel,
+    pub inventory: GrpcChannel,
     pub issuer: TokenIssuer,
+    /// Ends availability watches when the service stops.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 fn db(e: sqlx::Error) -> Status {
@@ -205,17 +212,13 @@ impl IngestApi {
                 "is required to recognise repeats",
             )));
         }
-        let map: BTreeMap<&str, &str> = channel
-            .sku_mappings
-            .iter()
-            .map(|m| (m.channel_sku.as_str(), m.sku.as_str()))
-            .collect();
+        let skus = ChannelSkus::of(channel);
         for l in &mut order.lines {
             if l.channel_sku.is_empty() {
                 l.channel_sku = l.sku.clone();
             }
-            if let Some(sku) = map.get(l.channel_sku.as_str()) {
-                l.sku = (*sku).to_owned();
+            if let Some(sku) = skus.mapped(&l.channel_sku) {
+                l.sku = sku.to_owned();
             }
         }
         order.channel = channel.name.clone();
@@ -603,6 +606,43 @@ impl IngestService for IngestApi {
             next_page_token: String::new(),
         }))
     }
+    async fn watch_channel_availability(
+        &self,
+        req: Request<WatchChannelAvailabilityRequest>,
+    ) -> Result<Response<BoxStream<WatchChannelAvailabilityResponse>>, Status> {
+        let caller = auth::caller(&req)?;
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        let id = v.check("channel", parse_name(&r.channel, "channels"));
+        v.check(
+            "after_cursor",
+            oms_runtime::outbox::Cursor::parse(&r.after_cursor),
+        );
+        let id = v.into_result(id).map_err(invalid)?.unwrap_or_default();
+        let Some((channel, _)) = repo::channel(&self.pool, &caller.tenant, id)
+            .await
+            .map_err(db)?
+        else {
+            return Err(status::not_found(DOMAIN, "channel", &r.channel));
+        };
+        let watch = availability::Watch {
+            pool: self.pool.clone(),
+            inventory: InventoryServiceClient::with_interceptor(
+                self.inventory.clone(),
+                Outbound::for_tenant(&self.issuer, &caller.tenant, "service:ingest"),
+            ),
+            tenant: caller.tenant.clone(),
+            channel,
+            shutdown: self.shutdown.clone(),
+        };
+        // A slow watcher holds the feed back rather than growing a buffer.
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(watch.run(r.after_cursor, tx));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
     async fn import_orders(
         &self,
         req: Request<tonic::Streaming<ImportOrdersRequest>>,

@@ -1,10 +1,13 @@
 //! The ingest service: sales channels, signed channel payloads mapped to
-//! canonical orders (Shopify, WooCommerce; canonical for POS and generic),
-//! the raw payload audit log, and dedupe of webhook retries.
+//! canonical orders (Shopify, WooCommerce, Amazon, Trendyol; canonical for
+//! POS and generic), the raw payload audit log, dedupe of webhook retries,
+//! and each channel's available-to-sell feed.
 mod adapters;
+mod availability;
 mod grpc;
 mod repo;
 pub mod signature;
+mod skus;
 mod time;
 
 use oms_proto::ingest::ingest_service_server::IngestServiceServer;
@@ -31,7 +34,9 @@ pub async fn run(
     let api = grpc::IngestApi {
         pool: pool.clone(),
         orders,
+        inventory: oms_runtime::client::channel(config.peer_url(Service::Inventory))?,
         issuer: TokenIssuer::new(&config.auth),
+        shutdown: shutdown.clone(),
     };
     GrpcServer::new(&config)
         .with_service(IngestServiceServer::with_interceptor(

@@ -119,6 +119,23 @@ impl std::fmt::Display for Cursor {
     }
 }
 
+/// Where the feed stands now: every event of a transaction that committed
+/// before this call lies at or before the cursor, so a figure read after
+/// it and a feed followed from it together miss nothing (the feed may
+/// repeat a change the figure already shows).
+pub async fn head(pool: &PgPool) -> Result<Cursor, sqlx::Error> {
+    let (xmin,): (String,) = sqlx::query_as("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
+        .fetch_one(pool)
+        .await?;
+    let xmin: u64 = xmin.parse().unwrap_or_default();
+    Ok(Cursor {
+        // Events are read in (txid, id) order and only below the readers'
+        // snapshot xmin: everything after this cursor has txid >= xmin.
+        txid: xmin.saturating_sub(1),
+        id: i64::MAX,
+    })
+}
+
 /// One stored event.
 #[derive(Debug, Clone)]
 pub struct OutboxRow {

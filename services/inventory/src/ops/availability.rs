@@ -5,6 +5,7 @@ use crate::error::Result;
 use crate::repo;
 use futures::{Stream, StreamExt};
 use oms_kernel::{Tenant, Violations, parse_name};
+use oms_proto::common::EventMeta;
 use oms_proto::inventory::*;
 use oms_runtime::outbox::{self, Cursor};
 use prost::Message;
@@ -98,27 +99,75 @@ pub async fn get(
     let skus = parse_skus(&mut v, &req.skus, true);
     let scope = parse_scope(&mut v, req.scope, &req.node_ids, &req.channel);
     v.into_result(())?;
+    let feed_cursor = outbox::head(&inv.pool).await?.to_string();
     Ok(GetAvailabilityResponse {
         availabilities: compute(inv, tenant, &skus, &scope).await?,
+        feed_cursor,
     })
 }
 
-/// SKUs whose availability an inventory event may have changed.
-fn touched(ev: &InventoryEvent) -> Vec<String> {
+/// What an inventory event may have changed the figures of.
+enum Touched {
+    Skus(Vec<String>),
+    /// Every SKU (a channel's pool or buffer changed).
+    All,
+}
+
+/// What of the figures in `scope` an inventory event may have changed.
+fn touched(ev: &InventoryEvent, scope: &Scope) -> Touched {
     use inventory_event::Kind;
     let reservation = |r: &Option<Reservation>| {
         r.as_ref()
             .map(|r| r.lines.iter().map(|l| l.sku.clone()).collect())
             .unwrap_or_default()
     };
-    match &ev.kind {
+    Touched::Skus(match &ev.kind {
         Some(Kind::StockMoved(m)) => m.movement.iter().map(|m| m.sku.clone()).collect(),
         Some(Kind::StockReserved(e)) => reservation(&e.reservation),
         Some(Kind::ReservationConfirmed(e)) => reservation(&e.reservation),
         Some(Kind::ReservationReleased(e)) => reservation(&e.reservation),
         Some(Kind::AllocationsConsumed(e)) => reservation(&e.reservation),
+        Some(Kind::SafetyStockSet(e)) => e.skus.clone(),
+        Some(Kind::ChannelRuleSet(e)) => match (scope, &e.rule) {
+            (Scope::Channel(c), Some(rule)) if *c == rule.channel => return Touched::All,
+            _ => vec![],
+        },
         None => vec![],
+    })
+}
+
+/// The new figures of what an event touched, limited to `only` when set.
+async fn changed(
+    inv: &Inventory,
+    tenant: &Tenant,
+    touched: Touched,
+    only: &[String],
+    scope: &Scope,
+) -> Result<Vec<Availability>> {
+    let mut skus = match touched {
+        Touched::Skus(skus) => skus,
+        Touched::All if !only.is_empty() => only.to_vec(),
+        Touched::All => {
+            let mut all = vec![];
+            loop {
+                let after = all.last().map(|s: &String| s.as_str());
+                let page = repo::items::list(&inv.pool, tenant, after, MAX_SKUS as i64).await?;
+                if page.is_empty() {
+                    break;
+                }
+                all.extend(page.into_iter().map(|i| i.sku));
+            }
+            all
+        }
+    };
+    skus.sort();
+    skus.dedup();
+    skus.retain(|s| only.is_empty() || only.contains(s));
+    let mut figures = vec![];
+    for chunk in skus.chunks(MAX_SKUS) {
+        figures.extend(compute(inv, tenant, chunk, scope).await?);
     }
+    Ok(figures)
 }
 
 /// Follows the inventory feed and answers each change with the new figure
@@ -155,20 +204,19 @@ pub fn watch(
                 let row = row?;
                 let ev = InventoryEvent::decode(row.payload.as_slice())
                     .map_err(|e| crate::error::Error::Internal(e.to_string()))?;
-                let mut skus = touched(&ev);
-                skus.sort();
-                skus.dedup();
-                skus.retain(|s| only.is_empty() || only.contains(s));
-                let figures = if skus.is_empty() {
-                    vec![]
-                } else {
-                    compute(&inv, &tenant, &skus, &scope).await?
-                };
+                let figures = changed(&inv, &tenant, touched(&ev, &scope), &only, &scope).await?;
                 let meta = row.meta();
+                // One event may move several SKUs: each figure gets an id of
+                // its own (the same on every resend) for consumers to
+                // deduplicate on.
                 Ok(figures
                     .into_iter()
                     .map(|a| WatchAvailabilityResponse {
-                        meta: Some(meta.clone()),
+                        meta: Some(EventMeta {
+                            event_id: uuid::Uuid::new_v5(&row.event_id, a.sku.as_bytes())
+                                .to_string(),
+                            ..meta.clone()
+                        }),
                         availability: Some(a),
                     })
                     .collect::<Vec<_>>())

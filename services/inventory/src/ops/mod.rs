@@ -104,6 +104,8 @@ pub fn event_type(kind: &inventory_event::Kind) -> &'static str {
         inventory_event::Kind::ReservationConfirmed(_) => "ReservationConfirmed",
         inventory_event::Kind::ReservationReleased(_) => "ReservationReleased",
         inventory_event::Kind::AllocationsConsumed(_) => "AllocationsConsumed",
+        inventory_event::Kind::SafetyStockSet(_) => "SafetyStockSet",
+        inventory_event::Kind::ChannelRuleSet(_) => "ChannelRuleSet",
     }
 }
 

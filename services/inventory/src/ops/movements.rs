@@ -405,6 +405,7 @@ pub async fn set_safety(
         let before = repo::rules::safety(&mut *tx, tenant, &[]).await?;
         repo::rules::set_safety(&mut tx, tenant, &req.node_id, &req.sku, req.quantity).await?;
         let after = repo::rules::safety(&mut *tx, tenant, &[]).await?;
+        let mut changed = vec![];
         if enabled {
             let skus = if req.sku.is_empty() {
                 repo::rules::skus_at(&mut tx, tenant, &req.node_id).await?
@@ -425,7 +426,17 @@ pub async fn set_safety(
                 })
                 .collect();
             inv.gate.adjust(tenant, &changes).await?;
+            changed = changes.into_iter().map(|c| c.sku).collect();
         }
+        let set = SafetyStockSet {
+            node_id: req.node_id.clone(),
+            sku: req.sku.clone(),
+            quantity: req.quantity,
+            skus: changed,
+        };
+        let subject = format!("nodes/{}", req.node_id);
+        let kind = inventory_event::Kind::SafetyStockSet(set);
+        emit(&mut tx, tenant, &subject, rid.as_str(), kind).await?;
         inv.finish(tx, tenant, &rid, SetSafetyStockResponse {})
             .await
     })
@@ -477,6 +488,10 @@ pub async fn set_channel_rule(
     }
     v.into_result(())?;
     repo::rules::set_channel_rule(&mut tx, tenant, &rule).await?;
+    let kind = inventory_event::Kind::ChannelRuleSet(ChannelRuleSet {
+        rule: Some(rule.clone()),
+    });
+    emit(&mut tx, tenant, &rule.channel, rid.as_str(), kind).await?;
     inv.finish(
         tx,
         tenant,

@@ -411,4 +411,62 @@ async fn the_availability_feed_follows_changes() {
     let second = feed.message().await.unwrap().unwrap();
     assert_eq!(second.availability.unwrap().available, 4);
     assert!(!second.meta.unwrap().cursor.is_empty());
+    // Stock held back is a change too.
+    h.client
+        .set_safety_stock(authed(
+            "acme",
+            SetSafetyStockRequest {
+                request_id: "safety-1".into(),
+                node_id: "DC1".into(),
+                sku: "S".into(),
+                quantity: 1,
+            },
+        ))
+        .await
+        .unwrap();
+    let third = feed.message().await.unwrap().unwrap();
+    assert_eq!(third.availability.unwrap().available, 3);
+
+    // Figures read now, then the feed from where they were read: the next
+    // change arrives (the feed may first repeat what the figures show).
+    let now = h
+        .client
+        .get_availability(authed(
+            "acme",
+            GetAvailabilityRequest {
+                skus: vec!["S".into()],
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(now.availabilities[0].available, 3);
+    let mut resumed = h
+        .client
+        .watch_availability(authed(
+            "acme",
+            WatchAvailabilityRequest {
+                after_cursor: now.feed_cursor.clone(),
+                skus: vec!["S".into()],
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    receive(&mut h.client, "acme", "DC1", "S", 2).await;
+    loop {
+        let a = resumed
+            .message()
+            .await
+            .unwrap()
+            .unwrap()
+            .availability
+            .unwrap();
+        assert!([3, 5].contains(&a.available), "{a:?}");
+        if a.available == 5 {
+            break;
+        }
+    }
 }
