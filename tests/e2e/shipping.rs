@@ -63,21 +63,23 @@ async fn on_hand(c: &mut InventoryServiceClient<Channel>, sku: &str) -> Vec<(Str
     v
 }
 
-#[tokio::test]
-async fn a_rejection_at_one_node_reroutes_to_another_that_ships() {
-    let suite = Suite::start().await;
-    let mut stock = suite.stock(T, &[("A", 5)]).await;
-    // DC2 also holds A but ranks below DC1 (lower priority).
+/// Adds a shipping warehouse `node` of `priority` holding `items`.
+async fn warehouse_with(
+    stock: &mut InventoryServiceClient<Channel>,
+    node: &str,
+    priority: i32,
+    items: &[(&str, i64)],
+) {
     stock
         .create_node(authed(
             T,
             inv::CreateNodeRequest {
-                request_id: "dc2".into(),
+                request_id: format!("node-{node}"),
                 node: Some(inv::Node {
-                    node_id: "DC2".into(),
+                    node_id: node.into(),
                     kind: oms_proto::common::NodeKind::Warehouse as i32,
                     enabled: true,
-                    priority: -5,
+                    priority,
                     capabilities: Some(inv::NodeCapabilities {
                         ship: true,
                         ..Default::default()
@@ -88,22 +90,32 @@ async fn a_rejection_at_one_node_reroutes_to_another_that_ships() {
         ))
         .await
         .unwrap();
-    stock
-        .record_movement(authed(
-            T,
-            inv::RecordMovementRequest {
-                request_id: "dc2-a".into(),
-                movement: Some(inv::StockMovement {
-                    kind: inv::MovementKind::Receipt as i32,
-                    node_id: "DC2".into(),
-                    sku: "A".into(),
-                    quantity: 5,
-                    ..Default::default()
-                }),
-            },
-        ))
-        .await
-        .unwrap();
+    for (sku, q) in items {
+        stock
+            .record_movement(authed(
+                T,
+                inv::RecordMovementRequest {
+                    request_id: format!("receipt-{node}-{sku}"),
+                    movement: Some(inv::StockMovement {
+                        kind: inv::MovementKind::Receipt as i32,
+                        node_id: node.into(),
+                        sku: sku.to_string(),
+                        quantity: *q,
+                        ..Default::default()
+                    }),
+                },
+            ))
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_rejection_at_one_node_reroutes_to_another_that_ships() {
+    let suite = Suite::start().await;
+    let mut stock = suite.stock(T, &[("A", 5)]).await;
+    // DC2 also holds A but ranks below DC1 (lower priority).
+    warehouse_with(&mut stock, "DC2", -5, &[("A", 5)]).await;
     // DC1 rejects everything; DC2 ships.
     let _dc1 = warehouse(&suite, "DC1", 1.0);
     let _dc2 = warehouse(&suite, "DC2", 0.0);
@@ -330,4 +342,120 @@ async fn goods_announced_by_a_notice_are_received_by_the_warehouse_and_become_st
     assert_eq!(got.receipts.len(), 1);
     assert!(got.receipts[0].post_error.is_empty());
     assert!(got.discrepancies.is_empty(), "{:?}", got.discrepancies);
+}
+
+#[tokio::test]
+async fn a_partial_plan_ships_what_it_can_and_the_backordered_rest_later() {
+    use oms_proto::routing::{self as rt, routing_service_client::RoutingServiceClient};
+    let suite = Suite::start().await;
+    // A only at DC1, B only at DC2.
+    let mut stock = suite.stock(T, &[("A", 5)]).await;
+    stock
+        .create_item(authed(
+            T,
+            inv::CreateItemRequest {
+                request_id: "item-b".into(),
+                item: Some(inv::Item {
+                    sku: "B".into(),
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .unwrap();
+    warehouse_with(&mut stock, "DC2", 0, &[("B", 5)]).await;
+    // One shipment per plan; what does not fit is backordered, not refused.
+    let rule = rt::Rule {
+        rule_id: "one-box".into(),
+        ranking: vec![rt::RankingCriterion {
+            criterion: rt::Criterion::NodePriority as i32,
+            weight: 1.0,
+        }],
+        split_policy: Some(rt::SplitPolicy {
+            mode: rt::SplitMode::MaxShipments as i32,
+            max_shipments: 1,
+            ..Default::default()
+        }),
+        when_unfillable: rt::UnfillableAction::PartialBackorder as i32,
+        ..Default::default()
+    };
+    let mut routing = RoutingServiceClient::new(suite.channel(Service::Routing));
+    let draft = routing
+        .create_rule_set(authed(
+            T,
+            rt::CreateRuleSetRequest {
+                request_id: "one-box".into(),
+                rule_set: Some(rt::RuleSet {
+                    display_name: "one box".into(),
+                    rules: vec![rule],
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .rule_set
+        .unwrap();
+    routing
+        .activate_rule_set(authed(
+            T,
+            rt::ActivateRuleSetRequest {
+                request_id: "go-live".into(),
+                name: draft.name,
+            },
+        ))
+        .await
+        .unwrap();
+    let _dc1 = warehouse(&suite, "DC1", 0.0);
+    let _dc2 = warehouse(&suite, "DC2", 0.0);
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = orders
+        .watch_order_events(authed(T, ord::WatchOrderEventsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let order = create(&mut orders, "partial-1", &[("A", 1), ("B", 2)]).await;
+    // DC2 places the most units in one box: B now, A backordered.
+    let routed = until_state(&mut feed, &order.name, OrderState::Routed)
+        .await
+        .order
+        .unwrap();
+    let line = |o: &ord::Order, sku: &str| o.lines.iter().find(|l| l.sku == sku).unwrap().clone();
+    assert_eq!(line(&routed, "B").sourcing[0].node_id, "DC2");
+    assert!(line(&routed, "A").sourcing.is_empty());
+    assert_eq!(line(&routed, "A").quantity_backordered, 1);
+    // The rest is placed on its own and the whole order ships.
+    let delivered = until_state(&mut feed, &order.name, OrderState::Delivered)
+        .await
+        .order
+        .unwrap();
+    for (sku, node, q) in [("A", "DC1", 1), ("B", "DC2", 2)] {
+        let l = line(&delivered, sku);
+        assert_eq!(l.quantity_backordered, 0);
+        assert_eq!(l.quantity_shipped, q);
+        assert_eq!(l.sourcing[0].node_id, node);
+    }
+    assert_eq!(on_hand(&mut stock, "A").await, [("DC1".to_string(), 4)]);
+    assert_eq!(on_hand(&mut stock, "B").await, [("DC2".to_string(), 3)]);
+    assert_eq!(available(&mut stock, "A").await, 4);
+    let history = orders
+        .list_order_history(authed(
+            T,
+            ord::ListOrderHistoryRequest {
+                name: order.name.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        history
+            .changes
+            .iter()
+            .any(|c| c.reason.starts_with("backordered units placed")),
+        "{:?}",
+        history.changes
+    );
 }

@@ -289,6 +289,8 @@ pub fn resourced(
         }
         l.sourcing.retain(|s| s.quantity > 0);
         for (_, node, q) in placed.iter().filter(|(id, _, _)| *id == l.line_id) {
+            // Backordered units (the rest of a partial plan) are placed now.
+            l.quantity_backordered = (l.quantity_backordered - q).max(0);
             match l.sourcing.iter_mut().find(|s| s.node_id == *node) {
                 Some(s) => s.quantity += q,
                 None => l.sourcing.push(LineSourcing {

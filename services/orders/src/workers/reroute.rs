@@ -21,7 +21,7 @@ use oms_proto::inventory::{
     ReservationLine,
 };
 use oms_proto::orders::{Order, OrderUpdated, order_event};
-use oms_proto::routing::{RerouteOrderRequest, RerouteReason, RoutingLine};
+use oms_proto::routing::{PlanOrderRequest, RerouteOrderRequest, RerouteReason, RoutingLine};
 use prost::Message;
 use sqlx::PgConnection;
 use std::time::Duration;
@@ -70,19 +70,7 @@ pub fn step(
     key: &str,
 ) -> (String, Vec<u8>) {
     let mut order = routing_order(o);
-    order.lines = back
-        .iter()
-        .map(|(line, sku, q)| RoutingLine {
-            line_id: line.clone(),
-            sku: sku.clone(),
-            quantity: *q,
-            unit_price: o
-                .lines
-                .iter()
-                .find(|l| l.line_id == *line)
-                .and_then(|l| l.unit_price.clone()),
-        })
-        .collect();
+    order.lines = lines_of(o, back);
     let reason = if fo.state() == FulfillmentState::Rejected {
         RerouteReason::Rejected
     } else {
@@ -101,6 +89,45 @@ pub fn step(
     )
 }
 
+/// The step that places the backordered rest (`rest`: line id, SKU,
+/// units) of a partial plan: a reroute from no node.
+pub fn rest_step(
+    o: &Order,
+    rest: &[(String, String, i64)],
+    decision_id: &str,
+) -> (String, Vec<u8>) {
+    let mut order = routing_order(o);
+    order.lines = lines_of(o, rest);
+    let req = RerouteOrderRequest {
+        request_id: format!("rest-{decision_id}"),
+        order: Some(order),
+        failed_node_id: String::new(),
+        reason: RerouteReason::Unspecified as i32,
+        penalty: None,
+    };
+    (
+        format!("{}rest-{decision_id}", repo::saga::REROUTE),
+        req.encode_to_vec(),
+    )
+}
+
+/// Routing lines for units (line id, SKU, units) of the order's lines.
+fn lines_of(o: &Order, units: &[(String, String, i64)]) -> Vec<RoutingLine> {
+    units
+        .iter()
+        .map(|(line, sku, q)| RoutingLine {
+            line_id: line.clone(),
+            sku: sku.clone(),
+            quantity: *q,
+            unit_price: o
+                .lines
+                .iter()
+                .find(|l| l.line_id == *line)
+                .and_then(|l| l.unit_price.clone()),
+        })
+        .collect()
+}
+
 impl Saga {
     pub(crate) async fn reroute(
         &self,
@@ -113,19 +140,37 @@ impl Saga {
             return Ok(());
         };
         let from = lifecycle::state(&o);
+        let failed = req.failed_node_id.clone();
+        // The rest of a partial plan waits until the placed part is released
+        // (and for a held order to come back).
+        let rest = failed.is_empty();
+        let waiting = matches!(
+            from,
+            OrderState::Reserved | OrderState::Routed | OrderState::OnHold
+        );
+        if rest && waiting {
+            repo::saga::retry(
+                tx,
+                s,
+                "waiting for the order's release",
+                Utc::now() + backoff(s.attempts),
+            )
+            .await?;
+            return Ok(());
+        }
         if !matches!(from, OrderState::Released | OrderState::PartiallyShipped) {
             // Cancelled (its release gives the stock back) or otherwise done.
             repo::saga::done(tx, s).await?;
             return Ok(());
         }
-        let failed = req.failed_node_id.clone();
         let lines = req
             .order
             .as_ref()
             .map(|o| o.lines.clone())
             .unwrap_or_default();
         let key = s.step.trim_start_matches(repo::saga::REROUTE).to_owned();
-        // 1. The failed node's allocation goes back.
+        // 1. The failed node's allocation goes back (the rest of a partial
+        // plan was given back when it was backordered).
         let give_back = ReleaseReservationRequest {
             request_id: format!("release-{}-{key}", s.order_id),
             name: format!("reservations/{}", reservation_id(s.order_id)),
@@ -140,13 +185,17 @@ impl Saga {
                 .collect(),
             reason: format!("{failed} gave the units back"),
         };
-        match self
-            .peers
-            .inventory(tenant)
-            .release_reservation(give_back)
-            .await
-        {
-            Ok(_) => {}
+        let given_back = if rest {
+            Ok(())
+        } else {
+            self.peers
+                .inventory(tenant)
+                .release_reservation(give_back)
+                .await
+                .map(|_| ())
+        };
+        match given_back {
+            Ok(()) => {}
             Err(st) if matches!(st.code(), Code::NotFound | Code::FailedPrecondition) => {}
             Err(st) => {
                 repo::saga::retry(tx, s, st.message(), Utc::now() + backoff(s.attempts)).await?;
@@ -156,8 +205,25 @@ impl Saga {
         // 2. A plan without that node (a new request each attempt: stock
         // elsewhere may have arrived since the last answer).
         req.request_id = format!("{}-{}", req.request_id, s.attempts);
-        let decision = match self.peers.routing(tenant).reroute_order(req).await {
-            Ok(r) => r.into_inner().decision.unwrap_or_default(),
+        let decided = if rest {
+            let plan = PlanOrderRequest {
+                request_id: req.request_id,
+                order: req.order,
+            };
+            self.peers
+                .routing(tenant)
+                .plan_order(plan)
+                .await
+                .map(|r| r.into_inner().decision)
+        } else {
+            self.peers
+                .routing(tenant)
+                .reroute_order(req)
+                .await
+                .map(|r| r.into_inner().decision)
+        };
+        let decision = match decided {
+            Ok(d) => d.unwrap_or_default(),
             Err(st) => {
                 repo::saga::retry(tx, s, st.message(), Utc::now() + backoff(s.attempts)).await?;
                 return Ok(());
@@ -247,11 +313,19 @@ impl Saga {
             }
         };
         lifecycle::resourced(&mut o, &failed, &back, &placed);
-        let reason = format!(
-            "rerouted from {failed} ({}): {summary}; released {}",
-            decision.name,
-            names.join(", ")
-        );
+        let reason = if rest {
+            format!(
+                "backordered units placed ({}): {summary}; released {}",
+                decision.name,
+                names.join(", ")
+            )
+        } else {
+            format!(
+                "rerouted from {failed} ({}): {summary}; released {}",
+                decision.name,
+                names.join(", ")
+            )
+        };
         let happened = Happened {
             kind: order_event::Kind::Updated(OrderUpdated {
                 paths: vec!["lines.sourcing".into()],

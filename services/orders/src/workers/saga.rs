@@ -265,7 +265,17 @@ impl Saga {
             repo::saga::done(tx, s).await?;
             return Ok(());
         }
-        if !decision.backorders.is_empty() || decision.assignments.is_empty() {
+        if !decision.backorders.is_empty() && !decision.assignments.is_empty() {
+            // The rule ships what it can now and backorders the rest: the
+            // rest leaves this reservation and waits on a step of its own.
+            if let Err(st) = self
+                .backorder_rest(tx, tenant, s, (&mut o, held_from), &decision)
+                .await
+            {
+                repo::saga::retry(tx, s, st.message(), Utc::now() + backoff(s.attempts)).await?;
+                return Ok(());
+            }
+        } else if !decision.backorders.is_empty() || decision.assignments.is_empty() {
             // Reserved in the network but not placeable now (split rules,
             // capacity, distance): ask again as stock and load change.
             let wait = Duration::from_secs(30 * (1 + s.attempts.min(9) as u64));
@@ -331,6 +341,60 @@ impl Saga {
                 repo::saga::retry(tx, s, st.message(), Utc::now() + backoff(s.attempts)).await?;
             }
         }
+        Ok(())
+    }
+
+    /// A partial plan: gives the backordered units of `decision` back to
+    /// inventory, marks them backordered on the order (so a retried plan
+    /// covers only what is still held) and enqueues the step that places
+    /// them once stock allows. Idempotent: the release's request id is the
+    /// decision's, and units already marked are not marked again.
+    async fn backorder_rest(
+        &self,
+        tx: &mut PgConnection,
+        tenant: &Tenant,
+        s: &Step,
+        (o, held_from): (&mut oms_proto::orders::Order, Option<OrderState>),
+        decision: &oms_proto::routing::Decision,
+    ) -> Result<(), tonic::Status> {
+        let rest: Vec<(String, String, i64)> = decision
+            .backorders
+            .iter()
+            .filter_map(|b| {
+                let l = o.lines.iter().find(|l| l.line_id == b.line_id)?;
+                Some((l.line_id.clone(), l.sku.clone(), b.quantity))
+            })
+            .collect();
+        let give_back = ReleaseReservationRequest {
+            request_id: format!("backorder-{}", decision.decision_id),
+            name: format!("reservations/{}", reservation_id(s.order_id)),
+            lines: rest
+                .iter()
+                .map(|(_, sku, q)| Allocation {
+                    sku: sku.clone(),
+                    quantity: *q,
+                    ..Default::default()
+                })
+                .collect(),
+            reason: format!("backordered by {}", decision.name),
+        };
+        self.peers
+            .inventory(tenant)
+            .release_reservation(give_back)
+            .await?;
+        for (line, _, q) in &rest {
+            if let Some(l) = o.lines.iter_mut().find(|l| l.line_id == *line) {
+                l.quantity_backordered += q;
+            }
+        }
+        let (step, payload) = super::reroute::rest_step(o, &rest, &decision.decision_id);
+        let db = |e: sqlx::Error| tonic::Status::internal(e.to_string());
+        repo::orders::save(tx, tenant, s.order_id, o, held_from, Utc::now())
+            .await
+            .map_err(db)?;
+        repo::saga::enqueue(tx, tenant, s.order_id, &step, &payload)
+            .await
+            .map_err(db)?;
         Ok(())
     }
 
@@ -518,11 +582,12 @@ pub(crate) fn routing_order(o: &oms_proto::orders::Order) -> RoutingOrder {
         lines: o
             .lines
             .iter()
-            .filter(|l| l.quantity > l.quantity_cancelled)
+            .filter(|l| l.quantity > l.quantity_cancelled + l.quantity_backordered)
             .map(|l| RoutingLine {
                 line_id: l.line_id.clone(),
                 sku: l.sku.clone(),
-                quantity: l.quantity - l.quantity_cancelled,
+                // Backordered units are not held: a later step places them.
+                quantity: l.quantity - l.quantity_cancelled - l.quantity_backordered,
                 unit_price: l.unit_price.clone(),
             })
             .collect(),
