@@ -63,6 +63,26 @@ async fn on_hand(c: &mut InventoryServiceClient<Channel>, sku: &str) -> Vec<(Str
     v
 }
 
+/// Asserts that a change in the order's history has a reason starting with `prefix`.
+async fn assert_history(orders: &mut OrderServiceClient<Channel>, name: &str, prefix: &str) {
+    let history = orders
+        .list_order_history(authed(
+            T,
+            ord::ListOrderHistoryRequest {
+                name: name.into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        history.changes.iter().any(|c| c.reason.starts_with(prefix)),
+        "{:?}",
+        history.changes
+    );
+}
+
 /// Adds a shipping warehouse `node` of `priority` holding `items`.
 async fn warehouse_with(
     stock: &mut InventoryServiceClient<Channel>,
@@ -172,25 +192,7 @@ async fn a_rejection_at_one_node_reroutes_to_another_that_ships() {
             ("DC2".to_string(), FulfillmentState::Delivered)
         ]
     );
-    let history = orders
-        .list_order_history(authed(
-            T,
-            ord::ListOrderHistoryRequest {
-                name: order.name.clone(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(
-        history
-            .changes
-            .iter()
-            .any(|c| c.reason.starts_with("rerouted from DC1")),
-        "{:?}",
-        history.changes
-    );
+    assert_history(&mut orders, &order.name, "rerouted from DC1").await;
 }
 
 #[tokio::test]
@@ -439,23 +441,5 @@ async fn a_partial_plan_ships_what_it_can_and_the_backordered_rest_later() {
     assert_eq!(on_hand(&mut stock, "A").await, [("DC1".to_string(), 4)]);
     assert_eq!(on_hand(&mut stock, "B").await, [("DC2".to_string(), 3)]);
     assert_eq!(available(&mut stock, "A").await, 4);
-    let history = orders
-        .list_order_history(authed(
-            T,
-            ord::ListOrderHistoryRequest {
-                name: order.name.clone(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(
-        history
-            .changes
-            .iter()
-            .any(|c| c.reason.starts_with("backordered units placed")),
-        "{:?}",
-        history.changes
-    );
+    assert_history(&mut orders, &order.name, "backordered units placed").await;
 }

@@ -144,7 +144,7 @@ impl Watch {
 
     async fn skus(&self) -> Result<ChannelSkus, Status> {
         let id = &self.channel.channel_id;
-        match repo::channel(&self.pool, &self.tenant, id).await {
+        match repo::channel(&self.pool, &self.tenant, id, false).await {
             Ok(Some((c, _))) => Ok(ChannelSkus::of(&c)),
             Ok(None) => Err(oms_runtime::status::not_found(
                 crate::grpc::DOMAIN,

@@ -44,6 +44,26 @@ fn channel_id(field: &str, name: &str) -> Result<String, Status> {
         .map_err(|e| invalid(Violations::one(field, e)))
 }
 
+/// What a channel must hold however it was written: a signed kind has its
+/// secret, every mapping names both SKUs.
+fn check_channel(v: &mut Violations, c: &Channel, secret: &str) {
+    let kind = ChannelKind::try_from(c.kind).unwrap_or_default();
+    if matches!(kind, ChannelKind::Shopify | ChannelKind::Woocommerce) && secret.is_empty() {
+        v.add(
+            "channel.webhook_secret",
+            "signed channels need their webhook secret",
+        );
+    }
+    for (i, m) in c.sku_mappings.iter().enumerate() {
+        if m.channel_sku.is_empty() || m.sku.is_empty() {
+            v.add(
+                format!("channel.sku_mappings[{i}]"),
+                "both channel_sku and sku are required",
+            );
+        }
+    }
+}
+
 /// What a channel order became, recorded with its payload.
 struct Seen {
     channel_id: String,
@@ -69,7 +89,9 @@ impl IngestApi {
     ) -> Result<SubmitChannelPayloadResponse, Status> {
         let tenant = &caller.tenant;
         let id = channel_id("channel", s.channel)?;
-        let Some((channel, secret)) = repo::channel(&self.pool, tenant, &id).await.map_err(db)?
+        let Some((channel, secret)) = repo::channel(&self.pool, tenant, &id, false)
+            .await
+            .map_err(db)?
         else {
             return Err(status::not_found(DOMAIN, "channel", s.channel));
         };
@@ -350,22 +372,7 @@ impl IngestService for IngestApi {
         if kind == ChannelKind::Unspecified {
             v.add("channel.kind", "choose a channel kind");
         }
-        if matches!(kind, ChannelKind::Shopify | ChannelKind::Woocommerce)
-            && c.webhook_secret.is_empty()
-        {
-            v.add(
-                "channel.webhook_secret",
-                "signed channels need their webhook secret",
-            );
-        }
-        for (i, m) in c.sku_mappings.iter().enumerate() {
-            if m.channel_sku.is_empty() || m.sku.is_empty() {
-                v.add(
-                    format!("channel.sku_mappings[{i}]"),
-                    "both channel_sku and sku are required",
-                );
-            }
-        }
+        check_channel(&mut v, &c, &c.webhook_secret);
         v.into_result(()).map_err(invalid)?;
         let secret = std::mem::take(&mut c.webhook_secret);
         c.has_webhook_secret = !secret.is_empty();
@@ -377,7 +384,7 @@ impl IngestService for IngestApi {
             .await
             .map_err(db)?
         {
-            let (existing, _) = repo::channel(&self.pool, &caller.tenant, &c.channel_id)
+            let (existing, _) = repo::channel(&self.pool, &caller.tenant, &c.channel_id, false)
                 .await
                 .map_err(db)?
                 .unwrap_or_default();
@@ -425,7 +432,7 @@ impl IngestService for IngestApi {
             oms_runtime::idempotency::Begin::Replay(resp) => return Ok(Response::new(resp)),
             oms_runtime::idempotency::Begin::Tx(tx) => tx,
         };
-        let (mut c, mut secret) = repo::channel_locked(&mut *tx, &caller.tenant, &id)
+        let (mut c, mut secret) = repo::channel(&mut *tx, &caller.tenant, &id, true)
             .await
             .map_err(db)?
             .ok_or_else(|| status::not_found(DOMAIN, "channel", &patch.name))?;
@@ -439,21 +446,7 @@ impl IngestService for IngestApi {
                 other => v.add("update_mask", format!("{other:?} cannot be updated")),
             }
         }
-        let kind = ChannelKind::try_from(c.kind).unwrap_or_default();
-        if matches!(kind, ChannelKind::Shopify | ChannelKind::Woocommerce) && secret.is_empty() {
-            v.add(
-                "channel.webhook_secret",
-                "signed channels need their webhook secret",
-            );
-        }
-        for (i, m) in c.sku_mappings.iter().enumerate() {
-            if m.channel_sku.is_empty() || m.sku.is_empty() {
-                v.add(
-                    format!("channel.sku_mappings[{i}]"),
-                    "both channel_sku and sku are required",
-                );
-            }
-        }
+        check_channel(&mut v, &c, &secret);
         v.into_result(()).map_err(invalid)?;
         c.has_webhook_secret = !secret.is_empty();
         c.update_time = Some(oms_runtime::time::to_timestamp(chrono::Utc::now()));
@@ -472,7 +465,7 @@ impl IngestService for IngestApi {
     ) -> Result<Response<GetChannelResponse>, Status> {
         let caller = auth::caller(&req)?;
         let id = channel_id("name", &req.get_ref().name)?;
-        match repo::channel(&self.pool, &caller.tenant, &id)
+        match repo::channel(&self.pool, &caller.tenant, &id, false)
             .await
             .map_err(db)?
         {
@@ -619,7 +612,7 @@ impl IngestService for IngestApi {
             oms_runtime::outbox::Cursor::parse(&r.after_cursor),
         );
         let id = v.into_result(id).map_err(invalid)?.unwrap_or_default();
-        let Some((channel, _)) = repo::channel(&self.pool, &caller.tenant, id)
+        let Some((channel, _)) = repo::channel(&self.pool, &caller.tenant, id, false)
             .await
             .map_err(db)?
         else {

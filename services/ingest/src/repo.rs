@@ -24,22 +24,6 @@ pub async fn insert_channel(
     Ok(n.rows_affected() == 1)
 }
 
-/// A channel with its webhook secret, locked for the transaction.
-pub async fn channel_locked(
-    db: impl PgExecutor<'_>,
-    tenant: &Tenant,
-    id: &str,
-) -> sqlx::Result<Option<(Channel, String)>> {
-    let row: Option<(Vec<u8>, String)> = sqlx::query_as(
-        "SELECT doc, webhook_secret FROM channels WHERE tenant = $1 AND channel_id = $2 FOR UPDATE",
-    )
-    .bind(tenant.as_str())
-    .bind(id)
-    .fetch_optional(db)
-    .await?;
-    row.map(|(d, s)| decode(&d).map(|c| (c, s))).transpose()
-}
-
 pub async fn save_channel(
     db: impl PgExecutor<'_>,
     tenant: &Tenant,
@@ -58,19 +42,23 @@ pub async fn save_channel(
     Ok(())
 }
 
-/// A channel with its webhook secret.
+/// A channel with its webhook secret; `lock` holds it for the transaction.
 pub async fn channel(
     db: impl PgExecutor<'_>,
     tenant: &Tenant,
     id: &str,
+    lock: bool,
 ) -> sqlx::Result<Option<(Channel, String)>> {
-    let row: Option<(Vec<u8>, String)> = sqlx::query_as(
-        "SELECT doc, webhook_secret FROM channels WHERE tenant = $1 AND channel_id = $2",
-    )
-    .bind(tenant.as_str())
-    .bind(id)
-    .fetch_optional(db)
-    .await?;
+    let sql = if lock {
+        "SELECT doc, webhook_secret FROM channels WHERE tenant = $1 AND channel_id = $2 FOR UPDATE"
+    } else {
+        "SELECT doc, webhook_secret FROM channels WHERE tenant = $1 AND channel_id = $2"
+    };
+    let row: Option<(Vec<u8>, String)> = sqlx::query_as(sql)
+        .bind(tenant.as_str())
+        .bind(id)
+        .fetch_optional(db)
+        .await?;
     row.map(|(d, s)| decode(&d).map(|c| (c, s))).transpose()
 }
 

@@ -438,7 +438,8 @@ impl OrderService for OrderApi {
                 lifecycle::cancel(o).map_err(Error::Refused)?;
                 *held_from = None;
                 // Whatever was reserved goes back (a release of nothing is a no-op).
-                let release = saga::release_request(id, &key, &[], "order cancelled");
+                let release =
+                    saga::release_request(id, &key, &[], "order cancelled").encode_to_vec();
                 Ok(Outcome {
                     happened: Happened {
                         kind: order_event::Kind::LinesCancelled(pb::OrderLinesCancelled {
@@ -491,7 +492,8 @@ impl OrderService for OrderApi {
                 }
                 let mut steps = vec![];
                 if reserved {
-                    let release = saga::release_request(id, &key, &cancelled, "lines cancelled");
+                    let release = saga::release_request(id, &key, &cancelled, "lines cancelled")
+                        .encode_to_vec();
                     steps.push((format!("release:{key}"), release));
                 }
                 Ok(Outcome {
@@ -616,7 +618,7 @@ impl OrderService for OrderApi {
                 if reserved && !freed.is_empty() {
                     steps.push((
                         format!("release:{key}"),
-                        saga::release_request(id, &key, &freed, "lines edited"),
+                        saga::release_request(id, &key, &freed, "lines edited").encode_to_vec(),
                     ));
                 }
                 if !reserved && matches!(st, OrderState::Created | OrderState::Backordered) {

@@ -8,7 +8,8 @@
 //! where it is (RELEASED or PARTIALLY_SHIPPED); its lines' sourcing and
 //! history say what moved and why.
 use super::saga::{
-    Saga, backoff, fulfillment_orders, lock_for_step, reservation_id, routing_order,
+    Saga, backoff, fulfillment_orders, lock_for_step, release_request, reservation_id,
+    routing_order,
 };
 use crate::changes::{Happened, record};
 use crate::domain::{OrderState, lifecycle};
@@ -17,8 +18,7 @@ use chrono::Utc;
 use oms_kernel::Tenant;
 use oms_proto::fulfillment::{FulfillmentOrder, FulfillmentState};
 use oms_proto::inventory::{
-    Allocation, ConfirmReservationRequest, CreateReservationRequest, ReleaseReservationRequest,
-    ReservationLine,
+    Allocation, ConfirmReservationRequest, CreateReservationRequest, ReservationLine,
 };
 use oms_proto::orders::{Order, OrderUpdated, order_event};
 use oms_proto::routing::{PlanOrderRequest, RerouteOrderRequest, RerouteReason, RoutingLine};
@@ -171,20 +171,12 @@ impl Saga {
         let key = s.step.trim_start_matches(repo::saga::REROUTE).to_owned();
         // 1. The failed node's allocation goes back (the rest of a partial
         // plan was given back when it was backordered).
-        let give_back = ReleaseReservationRequest {
-            request_id: format!("release-{}-{key}", s.order_id),
-            name: format!("reservations/{}", reservation_id(s.order_id)),
-            lines: lines
-                .iter()
-                .map(|l| Allocation {
-                    sku: l.sku.clone(),
-                    node_id: failed.clone(),
-                    quantity: l.quantity,
-                    ..Default::default()
-                })
-                .collect(),
-            reason: format!("{failed} gave the units back"),
-        };
+        let units: Vec<(String, String, i64)> = lines
+            .iter()
+            .map(|l| (l.sku.clone(), failed.clone(), l.quantity))
+            .collect();
+        let reason = format!("{failed} gave the units back");
+        let give_back = release_request(s.order_id, &key, &units, &reason);
         let given_back = if rest {
             Ok(())
         } else {

@@ -268,11 +268,10 @@ impl Saga {
         if !decision.backorders.is_empty() && !decision.assignments.is_empty() {
             // The rule ships what it can now and backorders the rest: the
             // rest leaves this reservation and waits on a step of its own.
-            if let Err(st) = self
+            if !self
                 .backorder_rest(tx, tenant, s, (&mut o, held_from), &decision)
-                .await
+                .await?
             {
-                repo::saga::retry(tx, s, st.message(), Utc::now() + backoff(s.attempts)).await?;
                 return Ok(());
             }
         } else if !decision.backorders.is_empty() || decision.assignments.is_empty() {
@@ -347,8 +346,10 @@ impl Saga {
     /// A partial plan: gives the backordered units of `decision` back to
     /// inventory, marks them backordered on the order (so a retried plan
     /// covers only what is still held) and enqueues the step that places
-    /// them once stock allows. Idempotent: the release's request id is the
-    /// decision's, and units already marked are not marked again.
+    /// them once stock allows. Returns false when inventory could not take
+    /// them back yet (the step is retried). A crash before commit replays
+    /// the same decision (the plan's request id counts committed attempts),
+    /// so the release is replayed, not repeated.
     async fn backorder_rest(
         &self,
         tx: &mut PgConnection,
@@ -356,7 +357,7 @@ impl Saga {
         s: &Step,
         (o, held_from): (&mut oms_proto::orders::Order, Option<OrderState>),
         decision: &oms_proto::routing::Decision,
-    ) -> Result<(), tonic::Status> {
+    ) -> anyhow::Result<bool> {
         let rest: Vec<(String, String, i64)> = decision
             .backorders
             .iter()
@@ -365,37 +366,31 @@ impl Saga {
                 Some((l.line_id.clone(), l.sku.clone(), b.quantity))
             })
             .collect();
-        let give_back = ReleaseReservationRequest {
-            request_id: format!("backorder-{}", decision.decision_id),
-            name: format!("reservations/{}", reservation_id(s.order_id)),
-            lines: rest
-                .iter()
-                .map(|(_, sku, q)| Allocation {
-                    sku: sku.clone(),
-                    quantity: *q,
-                    ..Default::default()
-                })
-                .collect(),
-            reason: format!("backordered by {}", decision.name),
-        };
-        self.peers
+        let units: Vec<(String, String, i64)> = rest
+            .iter()
+            .map(|(_, sku, q)| (sku.clone(), String::new(), *q))
+            .collect();
+        let key = format!("backorder-{}", decision.decision_id);
+        let reason = format!("backordered by {}", decision.name);
+        let give_back = release_request(s.order_id, &key, &units, &reason);
+        if let Err(st) = self
+            .peers
             .inventory(tenant)
             .release_reservation(give_back)
-            .await?;
+            .await
+        {
+            repo::saga::retry(tx, s, st.message(), Utc::now() + backoff(s.attempts)).await?;
+            return Ok(false);
+        }
         for (line, _, q) in &rest {
             if let Some(l) = o.lines.iter_mut().find(|l| l.line_id == *line) {
                 l.quantity_backordered += q;
             }
         }
         let (step, payload) = super::reroute::rest_step(o, &rest, &decision.decision_id);
-        let db = |e: sqlx::Error| tonic::Status::internal(e.to_string());
-        repo::orders::save(tx, tenant, s.order_id, o, held_from, Utc::now())
-            .await
-            .map_err(db)?;
-        repo::saga::enqueue(tx, tenant, s.order_id, &step, &payload)
-            .await
-            .map_err(db)?;
-        Ok(())
+        repo::orders::save(tx, tenant, s.order_id, o, held_from, Utc::now()).await?;
+        repo::saga::enqueue(tx, tenant, s.order_id, &step, &payload).await?;
+        Ok(true)
     }
 
     /// Hands a routed order to fulfillment: one fulfillment order per node
@@ -630,13 +625,14 @@ fn missing_units(st: &tonic::Status) -> Vec<(String, i64)> {
         .collect()
 }
 
-/// The request that gives back (some of) an order's reservation.
+/// The request that gives back (some of) an order's reservation: units
+/// per (SKU, node); none gives back everything.
 pub fn release_request(
     order_id: uuid::Uuid,
     key: &str,
     lines: &[(String, String, i64)],
     reason: &str,
-) -> Vec<u8> {
+) -> ReleaseReservationRequest {
     ReleaseReservationRequest {
         request_id: format!("release-{order_id}-{key}"),
         name: format!("reservations/{}", reservation_id(order_id)),
@@ -651,5 +647,4 @@ pub fn release_request(
             .collect(),
         reason: reason.to_owned(),
     }
-    .encode_to_vec()
 }
