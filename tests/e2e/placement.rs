@@ -181,7 +181,8 @@ async fn orders_are_reserved_backordered_held_and_cancelled_with_their_stock() {
         .unwrap();
     assert_eq!(resumed.state, OrderState::Routed as i32);
 
-    // Fewer units on a reserved line give the difference back; more are refused.
+    // More units on a routed line are allocated at its node, all or
+    // nothing; fewer give the difference back.
     let edit = |request_id: &str, q: i64| ord::EditOrderLinesRequest {
         request_id: request_id.into(),
         name: first.name.clone(),
@@ -192,10 +193,67 @@ async fn orders_are_reserved_backordered_held_and_cancelled_with_their_stock() {
         reason: "customer call".into(),
     };
     let err = orders
-        .edit_order_lines(authed(T, edit("e0", 3)))
+        .edit_order_lines(authed(T, edit("e0", 6)))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(
+        (err.code(), oms_runtime::status::reason(&err)),
+        (tonic::Code::FailedPrecondition, "INSUFFICIENT_STOCK".into()),
+        "DC1 has 3 more A, not 4: {err:?}"
+    );
+    assert_eq!(available(&mut stock_c, "A").await, 3);
+    let grown = orders
+        .edit_order_lines(authed(T, edit("e+", 3)))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(grown.lines[0].quantity, 3);
+    assert_eq!(
+        grown.lines[0]
+            .sourcing
+            .iter()
+            .map(|s| (s.node_id.as_str(), s.quantity))
+            .collect::<Vec<_>>(),
+        [("DC1", 3)]
+    );
+    let replay = orders
+        .edit_order_lines(authed(T, edit("e+", 3)))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(replay, grown);
+    assert_eq!(
+        available(&mut stock_c, "A").await,
+        2,
+        "one more A held, once"
+    );
+    let reservation = stock_c
+        .get_reservation(authed(
+            T,
+            inv::GetReservationRequest {
+                name: format!(
+                    "reservations/order-{}",
+                    first.name.trim_start_matches("orders/")
+                ),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .reservation
+        .unwrap();
+    let a = reservation.lines.iter().find(|l| l.sku == "A").unwrap();
+    assert_eq!(
+        a.allocations
+            .iter()
+            .map(|x| (x.node_id.as_str(), x.quantity))
+            .collect::<Vec<_>>(),
+        [("DC1", 3)]
+    );
     let edited = orders
         .edit_order_lines(authed(T, edit("e1", 1)))
         .await

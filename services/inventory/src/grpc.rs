@@ -239,6 +239,12 @@ impl InventoryService for InventoryApi {
     ) -> Result<Response<ConsumeAllocationsResponse>, Status> {
         unary!(self, req, ops::reservations::consume, actor)
     }
+    async fn extend_reservation(
+        &self,
+        req: Request<ExtendReservationRequest>,
+    ) -> Result<Response<ExtendReservationResponse>, Status> {
+        unary!(self, req, ops::reservations::extend, actor)
+    }
     async fn get_availability(
         &self,
         req: Request<GetAvailabilityRequest>,

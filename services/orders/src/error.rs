@@ -20,6 +20,9 @@ pub enum Error {
     Idempotency(#[from] IdempotencyError),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
+    /// Inventory refused or failed a change the request needs.
+    #[error("inventory: {}", .0.message())]
+    Inventory(tonic::Status),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -25,7 +25,7 @@ use oms_runtime::{
 use prost::Message;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status, codegen::BoxStream};
+use tonic::{Code, Request, Response, Status, codegen::BoxStream};
 use uuid::Uuid;
 
 const DOMAIN: &str = "orders.oms";
@@ -35,6 +35,23 @@ pub struct OrderApi {
     waker: FeedWaker,
     shutdown: CancellationToken,
     saga: Saga,
+}
+
+/// A custom method under way: its request claimed, its order locked.
+struct Mutation {
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    rid: RequestId,
+    id: Uuid,
+    /// The state before the change.
+    from: OrderState,
+    order: pb::Order,
+    held_from: Option<OrderState>,
+}
+
+enum Started {
+    /// The request was answered before: its answer.
+    Replay(pb::Order),
+    Locked(Mutation),
 }
 
 /// What a custom method did to an order.
@@ -66,6 +83,23 @@ impl OrderApi {
         name: &str,
         apply: impl FnOnce(&mut pb::Order, &mut Option<OrderState>, Uuid) -> Result<Outcome>,
     ) -> Result<pb::Order> {
+        let mut m = match self.begin(caller, request_id, method, req, name).await? {
+            Started::Replay(o) => return Ok(o),
+            Started::Locked(m) => m,
+        };
+        let outcome = apply(&mut m.order, &mut m.held_from, m.id)?;
+        self.commit(caller, m, outcome).await
+    }
+
+    /// Claims the request id of a custom method and locks its order.
+    async fn begin<Req: Message>(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        method: &str,
+        req: &Req,
+        name: &str,
+    ) -> Result<Started> {
         let mut v = Violations::new();
         let rid = v.check("request_id", RequestId::parse(request_id));
         let id = v.check(
@@ -80,14 +114,33 @@ impl OrderApi {
         if let Claim::Replay(o) =
             idempotency::claim::<Req, pb::Order>(&mut tx, tenant, &rid, method, req).await?
         {
-            return Ok(o);
+            return Ok(Started::Replay(o));
         }
-        let Some((mut order, mut held_from)) = repo::orders::lock(&mut tx, tenant, id).await?
-        else {
+        let Some((order, held_from)) = repo::orders::lock(&mut tx, tenant, id).await? else {
             return Err(Error::NotFound(name.to_owned()));
         };
         let from = lifecycle::state(&order);
-        let outcome = apply(&mut order, &mut held_from, id)?;
+        Ok(Started::Locked(Mutation {
+            tx,
+            rid,
+            id,
+            from,
+            order,
+            held_from,
+        }))
+    }
+
+    /// Records a custom method's change with its saga steps and answer.
+    async fn commit(&self, caller: &Caller, m: Mutation, outcome: Outcome) -> Result<pb::Order> {
+        let Mutation {
+            mut tx,
+            rid,
+            id,
+            from,
+            mut order,
+            held_from,
+        } = m;
+        let tenant = &caller.tenant;
         record(
             &mut tx,
             tenant,
@@ -210,6 +263,26 @@ fn to_status(e: Error) -> Status {
         Error::Refused(r) => status::failed_precondition(DOMAIN, r.reason, "order", &r.message),
         Error::Idempotency(e) => e.into_status(DOMAIN),
         Error::Db(e) => status::from_db(DOMAIN, &e),
+        Error::Inventory(st) => match st.code() {
+            // Short stock, an expired reservation: inventory's own answer,
+            // with its details.
+            Code::FailedPrecondition => st,
+            Code::InvalidArgument | Code::NotFound => status::with_reason(
+                Code::FailedPrecondition,
+                DOMAIN,
+                "INVENTORY_REFUSED",
+                format!("inventory refused the change: {}", st.message()),
+            ),
+            _ => status::with_reason(
+                Code::Unavailable,
+                DOMAIN,
+                "DEPENDENCY_UNAVAILABLE",
+                format!(
+                    "inventory did not answer ({}); retry with the same request_id",
+                    st.message()
+                ),
+            ),
+        },
     }
 }
 
@@ -602,44 +675,74 @@ impl OrderService for OrderApi {
             }
         }
         v.into_result(()).map_err(|v| to_status(v.into()))?;
-        let key = r.request_id.clone();
-        self.mutate(
-            &caller,
-            &r.request_id,
-            "EditOrderLines",
-            &r,
-            &r.name,
-            |o, held_from, id| {
-                let st = lifecycle::state(o);
-                let reserved = matches!(st, OrderState::Reserved | OrderState::Routed)
-                    || matches!(held_from, Some(OrderState::Reserved | OrderState::Routed));
-                let freed = lifecycle::edit_lines(o, &r.lines, reserved).map_err(Error::Refused)?;
-                let mut steps = vec![];
-                if reserved && !freed.is_empty() {
-                    steps.push((
-                        format!("release:{key}"),
-                        saga::release_request(id, &key, &freed, "lines edited").encode_to_vec(),
-                    ));
-                }
-                if !reserved && matches!(st, OrderState::Created | OrderState::Backordered) {
-                    // Placement looks again with the new quantities.
-                    steps.push((crate::repo::saga::RESERVE.to_owned(), vec![]));
-                }
-                Ok(Outcome {
-                    happened: Happened {
-                        kind: order_event::Kind::Updated(pb::OrderUpdated {
-                            paths: vec!["lines".into()],
-                            reason: r.reason.clone(),
-                        }),
-                        reason: r.reason.clone(),
-                    },
-                    steps,
-                })
+        self.edit_lines(&caller, &r)
+            .await
+            .map(|o| Response::new(pb::EditOrderLinesResponse { order: Some(o) }))
+            .map_err(to_status)
+    }
+}
+
+impl OrderApi {
+    /// Edits line quantities. Units removed go back to inventory by a saga
+    /// step; units added to a reserved order are reserved before the edit
+    /// is recorded (an edit inventory cannot cover is refused and changes
+    /// nothing), in the network or, once routed, at the line's node.
+    async fn edit_lines(
+        &self,
+        caller: &Caller,
+        r: &pb::EditOrderLinesRequest,
+    ) -> Result<pb::Order> {
+        let mut m = match self
+            .begin(caller, &r.request_id, "EditOrderLines", r, &r.name)
+            .await?
+        {
+            Started::Replay(o) => return Ok(o),
+            Started::Locked(m) => m,
+        };
+        let placed = m.held_from.unwrap_or(m.from);
+        let held = match placed {
+            OrderState::Reserved => lifecycle::Held::Network,
+            OrderState::Routed => lifecycle::Held::AtNodes,
+            _ => lifecycle::Held::Nothing,
+        };
+        let edit = lifecycle::edit_lines(&mut m.order, &r.lines, held).map_err(Error::Refused)?;
+        if !edit.added.is_empty() {
+            // Under the order's lock: the saga cannot confirm or release
+            // the reservation meanwhile. The request id is the edit's, so a
+            // retried edit replays the extension instead of repeating it.
+            let extend = saga::extend_request(m.id, &r.request_id, &edit.added, &r.reason);
+            self.saga
+                .peers
+                .inventory(&caller.tenant)
+                .extend_reservation(extend)
+                .await
+                .map_err(Error::Inventory)?;
+        }
+        let mut steps = vec![];
+        if !edit.freed.is_empty() && held != lifecycle::Held::Nothing {
+            steps.push((
+                format!("release:{}", r.request_id),
+                saga::release_request(m.id, &r.request_id, &edit.freed, "lines edited")
+                    .encode_to_vec(),
+            ));
+        }
+        if held == lifecycle::Held::Nothing
+            && matches!(m.from, OrderState::Created | OrderState::Backordered)
+        {
+            // Placement looks again with the new quantities.
+            steps.push((crate::repo::saga::RESERVE.to_owned(), vec![]));
+        }
+        let outcome = Outcome {
+            happened: Happened {
+                kind: order_event::Kind::Updated(pb::OrderUpdated {
+                    paths: vec!["lines".into()],
+                    reason: r.reason.clone(),
+                }),
+                reason: r.reason.clone(),
             },
-        )
-        .await
-        .map(|o| Response::new(pb::EditOrderLinesResponse { order: Some(o) }))
-        .map_err(to_status)
+            steps,
+        };
+        self.commit(caller, m, outcome).await
     }
 }
 

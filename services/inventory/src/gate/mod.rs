@@ -59,6 +59,15 @@ pub struct ChannelLimit {
     pub buffer_quantity: i64,
 }
 
+impl ChannelLimit {
+    /// As the scripts read it: `{pool, buf_pct, buf_qty}`.
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "pool": self.pool, "buf_pct": self.buffer_percent, "buf_qty": self.buffer_quantity,
+        })
+    }
+}
+
 pub struct ReserveItem {
     pub id: String,
     pub request_hash: String,
@@ -100,6 +109,7 @@ pub enum Op {
     Release,
     Consume,
     Expire,
+    Extend,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -215,12 +225,13 @@ impl Gate {
             }
             let mut item = serde_json::json!({
                 "id": it.id, "rkey": rkey, "h": it.request_hash, "e": it.expire_ms,
-                "akeys": akeys, "lines": it.lines, "buf_pct": 0, "buf_qty": 0,
+                "akeys": akeys, "lines": it.lines,
             });
             if let Some(c) = &it.channel {
-                item["pool"] = serde_json::json!(c.pool);
-                item["buf_pct"] = c.buffer_percent.into();
-                item["buf_qty"] = c.buffer_quantity.into();
+                // The item doubles as the limit the script checks.
+                for (k, v) in c.to_json().as_object().into_iter().flatten() {
+                    item[k] = v.clone();
+                }
             }
             json_items.push(item);
         }
@@ -245,6 +256,36 @@ impl Gate {
         entries: &[Line],
         now_ms: i64,
     ) -> Result<ChangeOutcome, GateError> {
+        self.run_change(tenant, op, id, skus, entries, None, now_ms)
+            .await
+    }
+
+    /// Adds `entries` to one live reservation, within the channel's
+    /// `limit` when it has one.
+    pub async fn extend(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        skus: &[String],
+        entries: &[Line],
+        limit: Option<&ChannelLimit>,
+        now_ms: i64,
+    ) -> Result<ChangeOutcome, GateError> {
+        self.run_change(tenant, Op::Extend, id, skus, entries, limit, now_ms)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_change(
+        &self,
+        tenant: &Tenant,
+        op: Op,
+        id: &str,
+        skus: &[String],
+        entries: &[Line],
+        limit: Option<&ChannelLimit>,
+        now_ms: i64,
+    ) -> Result<ChangeOutcome, GateError> {
         let k = &self.keys;
         let mut keys = vec![k.ready(tenant), k.expiry(tenant), k.reservation(tenant, id)];
         let mut akeys = serde_json::Map::new();
@@ -255,9 +296,12 @@ impl Gate {
                 akeys.insert(sku.clone(), a.into());
             }
         }
-        let arg = serde_json::json!({
+        let mut arg = serde_json::json!({
             "op": op, "id": id, "now": now_ms, "akeys": akeys, "entries": entries,
         });
+        if let Some(l) = limit {
+            arg["limit"] = l.to_json();
+        }
         self.run(&self.change, keys, arg).await
     }
 

@@ -127,6 +127,7 @@ fn touched(ev: &InventoryEvent, scope: &Scope) -> Touched {
         Some(Kind::ReservationConfirmed(e)) => reservation(&e.reservation),
         Some(Kind::ReservationReleased(e)) => reservation(&e.reservation),
         Some(Kind::AllocationsConsumed(e)) => reservation(&e.reservation),
+        Some(Kind::ReservationExtended(e)) => reservation(&e.reservation),
         Some(Kind::SafetyStockSet(e)) => e.skus.clone(),
         Some(Kind::ChannelRuleSet(e)) => match (scope, &e.rule) {
             (Scope::Channel(c), Some(rule)) if *c == rule.channel => return Touched::All,

@@ -106,6 +106,7 @@ pub fn event_type(kind: &inventory_event::Kind) -> &'static str {
         inventory_event::Kind::AllocationsConsumed(_) => "AllocationsConsumed",
         inventory_event::Kind::SafetyStockSet(_) => "SafetyStockSet",
         inventory_event::Kind::ChannelRuleSet(_) => "ChannelRuleSet",
+        inventory_event::Kind::ReservationExtended(_) => "ReservationExtended",
     }
 }
 

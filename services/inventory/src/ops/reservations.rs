@@ -261,27 +261,12 @@ async fn tenant_batch(
             }));
             continue;
         }
-        let mut v = Violations::new();
-        for (li, l) in r.lines.iter().enumerate() {
-            if !items.contains(&l.sku) {
-                v.add(
-                    format!("lines[{li}].sku"),
-                    format!("items/{} not found", l.sku),
-                );
-            }
-            match nodes.get(&l.node_id) {
-                _ if l.node_id.is_empty() => {}
-                None => v.add(
-                    format!("lines[{li}].node_id"),
-                    format!("nodes/{} not found", l.node_id),
-                ),
-                Some(false) => v.add(
-                    format!("lines[{li}].node_id"),
-                    format!("nodes/{} is disabled", l.node_id),
-                ),
-                Some(true) => {}
-            }
-        }
+        let v = unknown_lines(
+            "lines",
+            r.lines.iter().map(|l| (l.sku.as_str(), l.node_id.as_str())),
+            &items,
+            &nodes,
+        );
         if !v.is_empty() {
             answers.push(Some(Err(v.into())));
             continue;
@@ -294,17 +279,7 @@ async fn tenant_batch(
                     let rule = repo::rules::channel_rule(&mut *tx, tenant, &name).await?;
                     rules.insert(name.clone(), rule);
                 }
-                rules[&name].as_ref().map(|rule| ChannelLimit {
-                    pool: rule.node_ids.clone(),
-                    buffer_percent: match rule.buffer {
-                        Some(Buffer::BufferPercent(p)) => i64::from(p),
-                        _ => 0,
-                    },
-                    buffer_quantity: match rule.buffer {
-                        Some(Buffer::BufferQuantity(q)) => q,
-                        _ => 0,
-                    },
-                })
+                rules[&name].as_ref().map(channel_limit)
             }
         };
         answers.push(None);
@@ -403,6 +378,53 @@ async fn known_items(
         }
     }
     Ok(known)
+}
+
+/// Violations for lines (`field[i]`: SKU and node) naming an unknown SKU
+/// or an unknown or disabled node.
+fn unknown_lines<'a>(
+    field: &str,
+    lines: impl Iterator<Item = (&'a str, &'a str)>,
+    items: &std::collections::HashSet<String>,
+    nodes: &HashMap<String, bool>,
+) -> Violations {
+    let mut v = Violations::new();
+    for (i, (sku, node)) in lines.enumerate() {
+        if !items.contains(sku) {
+            v.add(
+                format!("{field}[{i}].sku"),
+                format!("items/{sku} not found"),
+            );
+        }
+        match nodes.get(node) {
+            _ if node.is_empty() => {}
+            None => v.add(
+                format!("{field}[{i}].node_id"),
+                format!("nodes/{node} not found"),
+            ),
+            Some(false) => v.add(
+                format!("{field}[{i}].node_id"),
+                format!("nodes/{node} is disabled"),
+            ),
+            Some(true) => {}
+        }
+    }
+    v
+}
+
+/// The gate's view of a channel's allocation rule.
+fn channel_limit(rule: &ChannelRule) -> ChannelLimit {
+    ChannelLimit {
+        pool: rule.node_ids.clone(),
+        buffer_percent: match rule.buffer {
+            Some(Buffer::BufferPercent(p)) => i64::from(p),
+            _ => 0,
+        },
+        buffer_quantity: match rule.buffer {
+            Some(Buffer::BufferQuantity(q)) => q,
+            _ => 0,
+        },
+    }
 }
 
 impl ReserveItem {
@@ -605,6 +627,94 @@ pub async fn consume(
     })
 }
 
+pub async fn extend(
+    inv: &Inventory,
+    tenant: &Tenant,
+    actor: &str,
+    req: ExtendReservationRequest,
+) -> Result<ExtendReservationResponse> {
+    let id = reservation_id("name", &req.name)?;
+    let entries = parse_entries("lines", &req.lines, false, false)?;
+    if req.reason.len() > 500 {
+        return Err(Violations::one("reason", "must be at most 500 characters").into());
+    }
+    let change = Change {
+        op: Op::Extend,
+        id,
+        entries,
+        reason: &req.reason,
+        reference: "",
+    };
+    let r = idempotent_change(
+        inv,
+        tenant,
+        actor,
+        &req.request_id,
+        "ExtendReservation",
+        &req,
+        &change,
+    )
+    .await?;
+    Ok(ExtendReservationResponse {
+        reservation: Some(r),
+    })
+}
+
+/// Checks an extension against the record and the catalog: a confirmed
+/// reservation takes units at named nodes only (they are allocated at
+/// once), SKUs and nodes must exist. Returns the channel's limit.
+async fn extension_limit(
+    tx: &mut sqlx::PgConnection,
+    tenant: &Tenant,
+    r: &Reservation,
+    state: ReservationState,
+    entries: &[Line],
+) -> Result<Option<ChannelLimit>> {
+    let mut v = Violations::new();
+    if state == ReservationState::Confirmed {
+        for (i, e) in entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.node.is_empty())
+        {
+            v.add(
+                format!("lines[{i}].node_id"),
+                format!(
+                    "is required: {} is confirmed, so added units are allocated at once ({})",
+                    r.name, e.sku
+                ),
+            );
+        }
+    }
+    let mut skus: Vec<String> = entries.iter().map(|e| e.sku.clone()).collect();
+    skus.sort();
+    skus.dedup();
+    let items = repo::items::existing(&mut *tx, tenant, &skus)
+        .await?
+        .into_keys()
+        .collect();
+    let mut node_ids: Vec<String> = entries
+        .iter()
+        .filter(|e| !e.node.is_empty())
+        .map(|e| e.node.clone())
+        .collect();
+    node_ids.sort();
+    node_ids.dedup();
+    let nodes = if node_ids.is_empty() {
+        HashMap::new()
+    } else {
+        repo::nodes::visible(&mut *tx, tenant, &node_ids).await?
+    };
+    let lines = entries.iter().map(|e| (e.sku.as_str(), e.node.as_str()));
+    v.0.extend(unknown_lines("lines", lines, &items, &nodes).0);
+    v.into_result(())?;
+    if r.channel.is_empty() {
+        return Ok(None);
+    }
+    let rule = repo::rules::channel_rule(&mut *tx, tenant, &r.channel).await?;
+    Ok(rule.as_ref().map(channel_limit))
+}
+
 async fn idempotent_change<Req: Message>(
     inv: &Inventory,
     tenant: &Tenant,
@@ -683,10 +793,16 @@ async fn apply_change(
     let mut skus: Vec<String> = r.lines.iter().map(|l| l.sku.clone()).collect();
     skus.sort();
     skus.dedup();
-    let out = inv
-        .gate
-        .change(tenant, c.op, c.id, &skus, &c.entries, now_ms())
-        .await?;
+    let out = if c.op == Op::Extend {
+        let limit = extension_limit(tx, tenant, &r, state, &c.entries).await?;
+        inv.gate
+            .extend(tenant, c.id, &skus, &c.entries, limit.as_ref(), now_ms())
+            .await?
+    } else {
+        inv.gate
+            .change(tenant, c.op, c.id, &skus, &c.entries, now_ms())
+            .await?
+    };
     let new_state = repo::reservations::state_from(&out.state);
     match out.status.as_str() {
         "OK" => {}
@@ -724,8 +840,8 @@ async fn apply_change(
             return Err(GateError::NotReady.into());
         }
         "SHORT" => {
-            let s: Short = serde_json::from_value(out.detail).map_err(GateError::from)?;
-            return Err(Error::Insufficient(vec![s]));
+            let s: Vec<Short> = serde_json::from_value(out.detail).map_err(GateError::from)?;
+            return Err(Error::Insufficient(s));
         }
         "MISMATCH" => {
             let d = out.detail;
@@ -853,6 +969,12 @@ async fn record(
                 moved.push((sku.to_owned(), node.to_owned(), *t));
             }
         }
+        (Op::Extend, _) => {
+            for (k, q) in taken {
+                let (sku, node) = gate::split_hold(k);
+                extend_lines(r, sku, node, *q, state == ReservationState::Confirmed);
+            }
+        }
         (Op::Expire, _) => {}
     }
     r.state = state as i32;
@@ -895,6 +1017,11 @@ async fn record(
         (Op::Confirm, _) => inventory_event::Kind::ReservationConfirmed(ReservationConfirmed {
             reservation: Some(r.clone()),
         }),
+        (Op::Extend, _) => inventory_event::Kind::ReservationExtended(ReservationExtended {
+            reservation: Some(r.clone()),
+            added: as_allocations(taken),
+            reason: c.reason.to_owned(),
+        }),
         (Op::Consume, _) => inventory_event::Kind::AllocationsConsumed(AllocationsConsumed {
             reservation: Some(r.clone()),
             consumed: as_allocations(taken),
@@ -906,6 +1033,42 @@ async fn record(
         }),
     };
     emit(tx, tenant, &r.name, request_id, kind).await
+}
+
+/// Adds `q` units of `sku` at `node` to a reservation's lines: to a
+/// confirmed one as an allocation on the SKU's line, to an active one on
+/// the line of that SKU and node.
+fn extend_lines(r: &mut Reservation, sku: &str, node: &str, q: i64, allocated: bool) {
+    let i = r
+        .lines
+        .iter()
+        .position(|l| l.sku == sku && (allocated || l.node_id == node))
+        .unwrap_or_else(|| {
+            r.lines.push(ReservationLine {
+                sku: sku.to_owned(),
+                node_id: if allocated {
+                    String::new()
+                } else {
+                    node.to_owned()
+                },
+                ..Default::default()
+            });
+            r.lines.len() - 1
+        });
+    let line = &mut r.lines[i];
+    line.quantity += q;
+    if !allocated {
+        return;
+    }
+    match line.allocations.iter_mut().find(|a| a.node_id == node) {
+        Some(a) => a.quantity += q,
+        None => line.allocations.push(Allocation {
+            sku: sku.to_owned(),
+            node_id: node.to_owned(),
+            quantity: q,
+            ..Default::default()
+        }),
+    }
 }
 
 fn as_allocations(taken: &BTreeMap<String, i64>) -> Vec<Allocation> {

@@ -410,3 +410,191 @@ async fn a_confirm_after_expiry_is_refused_even_before_the_sweep() {
     );
     assert_eq!(available(&mut h.client, "acme", "S").await.available, 3);
 }
+
+fn extend_request(
+    request_id: &str,
+    id: &str,
+    lines: &[(&str, &str, i64)],
+) -> ExtendReservationRequest {
+    ExtendReservationRequest {
+        request_id: request_id.into(),
+        name: format!("reservations/{id}"),
+        lines: lines
+            .iter()
+            .map(|(s, n, q)| Allocation {
+                sku: s.to_string(),
+                node_id: n.to_string(),
+                quantity: *q,
+                ..Default::default()
+            })
+            .collect(),
+        reason: "order edited".into(),
+    }
+}
+
+#[tokio::test]
+async fn a_live_reservation_grows_all_or_nothing_within_its_channel() {
+    let mut h = start().await;
+    stocked(&mut h, &[("S", 10), ("T", 5)]).await;
+    // The web channel sells DC1 only and keeps 2 units back.
+    h.client
+        .set_channel_rule(authed(
+            "acme",
+            SetChannelRuleRequest {
+                request_id: rid(),
+                rule: Some(ChannelRule {
+                    channel: "channels/web".into(),
+                    node_ids: vec!["DC1".into()],
+                    buffer: Some(channel_rule::Buffer::BufferQuantity(2)),
+                }),
+            },
+        ))
+        .await
+        .unwrap();
+    h.client
+        .create_reservation(authed(
+            "acme",
+            CreateReservationRequest {
+                reservation_id: "r1".into(),
+                lines: vec![line("S", "", 4)],
+                channel: "channels/web".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    let client = h.client.clone();
+    let extend = |req: ExtendReservationRequest| {
+        let mut c = client.clone();
+        async move {
+            c.extend_reservation(authed("acme", req))
+                .await
+                .map(|r| r.into_inner().reservation.unwrap())
+        }
+    };
+
+    // The channel has 10 - 4 - 2 = 4 more S: 5 is refused, T with it.
+    let err = extend(extend_request("e0", "r1", &[("S", "", 5), ("T", "", 1)]))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "INSUFFICIENT_STOCK", "{err:?}");
+    assert_eq!(available(&mut h.client, "acme", "T").await.reserved, 0);
+    assert_eq!(held_in_record(&h.db, "acme", "S").await, 4);
+
+    let r = extend(extend_request("e1", "r1", &[("S", "", 3), ("T", "", 1)]))
+        .await
+        .unwrap();
+    assert_eq!(r.state, ReservationState::Active as i32);
+    let held: Vec<(String, i64)> = r
+        .lines
+        .iter()
+        .map(|l| (l.sku.clone(), l.quantity))
+        .collect();
+    assert_eq!(held, [("S".to_string(), 7), ("T".to_string(), 1)]);
+    let replay = extend(extend_request("e1", "r1", &[("S", "", 3), ("T", "", 1)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        replay, r,
+        "a replay answers the same and holds nothing more"
+    );
+    let s = available(&mut h.client, "acme", "S").await;
+    assert_eq!((s.reserved, s.available), (7, 3));
+    assert_eq!(held_in_record(&h.db, "acme", "S").await, 7);
+    assert_eq!(held_in_record(&h.db, "acme", "T").await, 1);
+
+    let err = extend(extend_request(
+        "e2",
+        "r1",
+        &[("NOPE", "", 1), ("S", "DCX", 1)],
+    ))
+    .await
+    .unwrap_err();
+    assert_eq!(fields(&err), ["lines[0].sku", "lines[1].node_id"]);
+    let err = extend(extend_request("e3", "r1", &[("S", "", 0)]))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["lines[0].quantity"]);
+    let err = h
+        .client
+        .extend_reservation(authed(
+            "globex",
+            extend_request("e4", "r1", &[("S", "", 1)]),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::NotFound,
+        "a foreign reservation does not exist for you"
+    );
+
+    // Confirmed: added units are allocations, so they name their node.
+    confirm(
+        &mut h.client,
+        "acme",
+        "c1",
+        "r1",
+        &[("S", "DC1", 7), ("T", "DC1", 1)],
+    )
+    .await
+    .unwrap();
+    let err = extend(extend_request("e5", "r1", &[("S", "", 1)]))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["lines[0].node_id"]);
+    let r = extend(extend_request("e6", "r1", &[("S", "DC1", 1)]))
+        .await
+        .unwrap();
+    let s_line = r.lines.iter().find(|l| l.sku == "S").unwrap();
+    assert_eq!(s_line.quantity, 8);
+    assert_eq!(
+        s_line
+            .allocations
+            .iter()
+            .map(|a| (a.node_id.as_str(), a.quantity))
+            .collect::<Vec<_>>(),
+        [("DC1", 8)]
+    );
+    // DC1 has 2 more S, all of them the channel's buffer.
+    let err = extend(extend_request("e7", "r1", &[("S", "DC1", 1)]))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "INSUFFICIENT_STOCK");
+    let s = available(&mut h.client, "acme", "S").await;
+    assert_eq!((s.reserved, s.available), (8, 2));
+
+    // The added units ship like the others.
+    let shipped = h
+        .client
+        .consume_allocations(authed(
+            "acme",
+            ConsumeAllocationsRequest {
+                request_id: "ship".into(),
+                name: "reservations/r1".into(),
+                shipped: vec![
+                    Allocation {
+                        sku: "S".into(),
+                        node_id: "DC1".into(),
+                        quantity: 8,
+                        ..Default::default()
+                    },
+                    Allocation {
+                        sku: "T".into(),
+                        node_id: "DC1".into(),
+                        quantity: 1,
+                        ..Default::default()
+                    },
+                ],
+                reference: "fulfillmentOrders/f1".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .reservation
+        .unwrap();
+    assert_eq!(shipped.state, ReservationState::Consumed as i32);
+    let s = available(&mut h.client, "acme", "S").await;
+    assert_eq!((s.on_hand, s.reserved, s.available), (2, 0, 2));
+}

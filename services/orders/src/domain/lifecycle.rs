@@ -318,10 +318,32 @@ pub fn backordered(o: &mut Order, missing: &[(String, i64)]) -> Result<(), Refus
     Ok(())
 }
 
-/// Sets new total quantities of lines before release. Before stock is
-/// reserved any change goes; once reserved, quantities may only go down
-/// (the units freed are returned). Returns what the removed units free.
-pub fn edit_lines(o: &mut Order, lines: &[LineQuantity], reserved: bool) -> Result<Freed, Refused> {
+/// How an order's units are held in inventory, which decides where the
+/// units an edit adds are reserved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// Not yet reserved: placement reserves whatever the lines say.
+    Nothing,
+    /// Reserved in the network, not yet at nodes.
+    Network,
+    /// Allocated at the nodes of the lines' sourcing.
+    AtNodes,
+}
+
+/// What an edit of line quantities changes in inventory.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Edit {
+    /// Units given back: (SKU, node, units).
+    pub freed: Freed,
+    /// Units to add to the reservation: (SKU, node, units).
+    pub added: Freed,
+}
+
+/// Sets new total quantities of lines before release. Removed units are
+/// freed where they were held; added units are reserved the way the order
+/// already is: in the network, or (once routed) at the node that ships
+/// most of the line, so the plan stays as decided.
+pub fn edit_lines(o: &mut Order, lines: &[LineQuantity], held: Held) -> Result<Edit, Refused> {
     let st = state(o);
     if !matches!(
         st,
@@ -340,7 +362,6 @@ pub fn edit_lines(o: &mut Order, lines: &[LineQuantity], reserved: bool) -> Resu
             ),
         ));
     }
-    let mut freed = Vec::new();
     for lq in lines {
         let Some(l) = o.lines.iter().find(|l| l.line_id == lq.line_id) else {
             return Err(refuse(
@@ -357,20 +378,34 @@ pub fn edit_lines(o: &mut Order, lines: &[LineQuantity], reserved: bool) -> Resu
                 ),
             ));
         }
-        if reserved && lq.quantity > l.quantity {
+        if held == Held::AtNodes && lq.quantity > l.quantity && l.sourcing.is_empty() {
             return Err(refuse(
-                "INCREASE_AFTER_RESERVATION",
+                "LINE_NOT_PLACED",
                 format!(
-                    "line {} is reserved at {} units; more units need a new order",
-                    l.line_id, l.quantity
+                    "line {} waits for stock (backordered); add units once it is placed",
+                    l.line_id
                 ),
             ));
         }
     }
+    let mut edit = Edit::default();
     for lq in lines {
         if let Some(l) = o.lines.iter_mut().find(|l| l.line_id == lq.line_id) {
             if lq.quantity < l.quantity {
-                freed.extend(unsource(l, l.quantity - lq.quantity));
+                edit.freed.extend(unsource(l, l.quantity - lq.quantity));
+            }
+            let more = lq.quantity - l.quantity;
+            if more > 0 {
+                match held {
+                    Held::Nothing => {}
+                    Held::Network => edit.added.push((l.sku.clone(), String::new(), more)),
+                    Held::AtNodes => {
+                        if let Some(src) = l.sourcing.iter_mut().max_by_key(|s| s.quantity) {
+                            src.quantity += more;
+                            edit.added.push((l.sku.clone(), src.node_id.clone(), more));
+                        }
+                    }
+                }
             }
             l.quantity = lq.quantity;
             l.quantity_backordered = l
@@ -378,7 +413,7 @@ pub fn edit_lines(o: &mut Order, lines: &[LineQuantity], reserved: bool) -> Resu
                 .min(l.quantity - l.quantity_cancelled);
         }
     }
-    Ok(freed)
+    Ok(edit)
 }
 
 pub enum UpdateError {
@@ -597,24 +632,46 @@ mod tests {
     }
 
     #[test]
-    fn edits_only_shrink_once_reserved() {
+    fn edits_free_and_add_units_where_the_order_holds_them() {
         let mut o = order();
         let lq = |id: &str, q| LineQuantity {
             line_id: id.into(),
             quantity: q,
         };
-        assert_eq!(edit_lines(&mut o, &[lq("1", 5)], false).unwrap(), vec![]);
+        assert_eq!(
+            edit_lines(&mut o, &[lq("1", 5)], Held::Nothing).unwrap(),
+            Edit::default()
+        );
         assert_eq!(o.lines[0].quantity, 5);
         reserved(&mut o).unwrap();
-        assert_eq!(
-            edit_lines(&mut o, &[lq("1", 6)], true).unwrap_err().reason,
-            "INCREASE_AFTER_RESERVATION"
-        );
-        assert_eq!(
-            edit_lines(&mut o, &[lq("1", 3)], true).unwrap(),
-            [("A".to_string(), String::new(), 2)]
-        );
+        let e = edit_lines(&mut o, &[lq("1", 6)], Held::Network).unwrap();
+        assert_eq!(e.added, [("A".to_string(), String::new(), 1)]);
+        let e = edit_lines(&mut o, &[lq("1", 3)], Held::Network).unwrap();
+        assert_eq!(e.freed, [("A".to_string(), String::new(), 3)]);
         assert_eq!(o.lines[0].quantity, 3);
+        // Routed: added units go to the node shipping most of the line.
+        o.lines[0].sourcing = vec![
+            LineSourcing {
+                node_id: "DC1".into(),
+                quantity: 1,
+                transfer_to_node_id: String::new(),
+            },
+            LineSourcing {
+                node_id: "DC2".into(),
+                quantity: 2,
+                transfer_to_node_id: String::new(),
+            },
+        ];
+        let e = edit_lines(&mut o, &[lq("1", 5)], Held::AtNodes).unwrap();
+        assert_eq!(e.added, [("A".to_string(), "DC2".to_string(), 2)]);
+        assert_eq!(o.lines[0].sourcing[1].quantity, 4);
+        assert_eq!(
+            edit_lines(&mut o, &[lq("2", 5)], Held::AtNodes)
+                .unwrap_err()
+                .reason,
+            "LINE_NOT_PLACED",
+            "line 2 has no sourcing"
+        );
     }
 
     #[test]

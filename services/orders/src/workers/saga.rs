@@ -22,8 +22,8 @@ use oms_proto::fulfillment::{
     ReleaseFulfillmentOrderRequest,
 };
 use oms_proto::inventory::{
-    Allocation, ConfirmReservationRequest, CreateReservationRequest, ReleaseReservationRequest,
-    ReservationLine,
+    Allocation, ConfirmReservationRequest, CreateReservationRequest, ExtendReservationRequest,
+    ReleaseReservationRequest, ReservationLine,
 };
 use oms_proto::orders::{Hold, HoldType, OrderHoldPlaced, order_event};
 use oms_proto::routing::{PlanOrderRequest, RoutingLine, RoutingOrder};
@@ -625,6 +625,34 @@ fn missing_units(st: &tonic::Status) -> Vec<(String, i64)> {
         .collect()
 }
 
+/// The request that adds units (SKU, node, units) to an order's
+/// reservation, keyed by the edit that needs them.
+pub fn extend_request(
+    order_id: uuid::Uuid,
+    key: &str,
+    lines: &[(String, String, i64)],
+    reason: &str,
+) -> ExtendReservationRequest {
+    ExtendReservationRequest {
+        request_id: format!("extend-{order_id}-{key}"),
+        name: format!("reservations/{}", reservation_id(order_id)),
+        lines: allocations(lines),
+        reason: reason.to_owned(),
+    }
+}
+
+fn allocations(lines: &[(String, String, i64)]) -> Vec<Allocation> {
+    lines
+        .iter()
+        .map(|(sku, node, q)| Allocation {
+            sku: sku.clone(),
+            node_id: node.clone(),
+            quantity: *q,
+            ..Default::default()
+        })
+        .collect()
+}
+
 /// The request that gives back (some of) an order's reservation: units
 /// per (SKU, node); none gives back everything.
 pub fn release_request(
@@ -636,15 +664,7 @@ pub fn release_request(
     ReleaseReservationRequest {
         request_id: format!("release-{order_id}-{key}"),
         name: format!("reservations/{}", reservation_id(order_id)),
-        lines: lines
-            .iter()
-            .map(|(sku, node, q)| oms_proto::inventory::Allocation {
-                sku: sku.clone(),
-                node_id: node.clone(),
-                quantity: *q,
-                ..Default::default()
-            })
-            .collect(),
+        lines: allocations(lines),
         reason: reason.to_owned(),
     }
 }

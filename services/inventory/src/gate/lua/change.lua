@@ -1,7 +1,8 @@
--- Changes one reservation: confirm, release, consume or expire.
+-- Changes one reservation: confirm, release, consume, expire or extend.
 -- KEYS[1] ready marker, KEYS[2] expiry zset, KEYS[3] reservation record,
 -- KEYS[4..] avail keys, named per SKU in ARGV.
--- ARGV[1] JSON: { op, id, now, akeys = {sku = key}, entries = [ {sku, node, q} ] }
+-- ARGV[1] JSON: { op, id, now, akeys = {sku = key}, entries = [ {sku, node, q} ],
+--   limit = {pool, buf_pct, buf_qty} | nil (extend: the channel's rule) }
 -- Returns JSON { ready, status = OK|NOT_FOUND|STATE|SHORT|TOO_MUCH|MISMATCH, state, holds, detail }
 if redis.call('EXISTS', KEYS[1]) == 0 then return encode({ready = false}) end
 local req = decode(ARGV[1])
@@ -57,7 +58,7 @@ elseif req.op == 'confirm' then
     if x > 0 then
       local sku, node = split(k)
       local have = field(akeys[sku], nodefield(node))
-      if have < x then return done('SHORT', {sku = sku, node = node, have = have, want = x}) end
+      if have < x then return done('SHORT', {{sku = sku, node = node, have = have, want = x}}) end
       moves[k] = x
     end
   end
@@ -103,5 +104,20 @@ elseif req.op == 'release' or req.op == 'consume' then
   end
   r.holds = left
   finish(false); return done('OK', take)
+
+elseif req.op == 'extend' then
+  -- More units, all or none, checked as a new reservation is. A confirmed
+  -- reservation's entries name nodes (checked by the caller): they are
+  -- allocations from the start.
+  if r.s ~= 'active' and r.s ~= 'confirmed' then return done('STATE') end
+  local t = tally(req.entries)
+  local short = shortfall(akeys, t, req.limit)
+  if #short > 0 then return done('SHORT', short) end
+  for hk, q in pairs(t.holds) do
+    local sku, node = split(hk)
+    take_hold(akeys[sku], node, q)
+    r.holds[hk] = (r.holds[hk] or 0) + q
+  end
+  finish(false); return done('OK', t.holds)
 end
 return done('STATE', 'unknown op')

@@ -27,6 +27,48 @@ local function promisable(akey, nodes)
   end
   return sum - nh
 end
+-- Take units into a hold: at a node, or anywhere in the network.
+local function take_hold(akey, node, units)
+  if node == '' then redis.call('HINCRBY', akey, 'nh', units)
+  else redis.call('HINCRBY', akey, nodefield(node), -units) end
+end
+-- Sums `lines` ({sku, node, q}) per SKU and per SKU and node, in first-seen
+-- SKU order, and as holds ("<sku>\t<node>" = units).
+local function tally(lines)
+  local per_sku, at_node, skus, holds = {}, {}, {}, {}
+  for _, l in ipairs(lines) do
+    if not per_sku[l.sku] then per_sku[l.sku] = 0; at_node[l.sku] = {}; table.insert(skus, l.sku) end
+    per_sku[l.sku] = per_sku[l.sku] + l.q
+    if l.node ~= '' then at_node[l.sku][l.node] = (at_node[l.sku][l.node] or 0) + l.q end
+    local hk = l.sku .. '\t' .. l.node
+    holds[hk] = (holds[hk] or 0) + l.q
+  end
+  return {per_sku = per_sku, at_node = at_node, skus = skus, holds = holds}
+end
+-- What the network, a channel's pool and buffer (`limit`: {pool, buf_pct,
+-- buf_qty} or nil) and each named node cannot give of a tally: a list of
+-- {sku, node, have, want, channel?}; empty when everything fits.
+local function shortfall(akeys, t, limit)
+  local short = {}
+  for _, sku in ipairs(t.skus) do
+    local akey, want = akeys[sku], t.per_sku[sku]
+    local have = promisable(akey, nil)
+    if have < want then table.insert(short, {sku = sku, node = '', have = have, want = want}) end
+    if limit and limit.pool then
+      local p = promisable(akey, limit.pool)
+      if p < 0 then p = 0 end
+      local held_back = limit.buf_qty
+      if limit.buf_pct > 0 then held_back = math.floor(p * limit.buf_pct / 100) end
+      local chan = p - held_back
+      if chan < want then table.insert(short, {sku = sku, node = '', have = math.max(chan, 0), want = want, channel = true}) end
+    end
+    for node, q in pairs(t.at_node[sku]) do
+      local h = field(akey, nodefield(node))
+      if h < q then table.insert(short, {sku = sku, node = node, have = h, want = q}) end
+    end
+  end
+  return short
+end
 -- Give held units back to the gate.
 local function give_back(akey, node, units)
   if node == '' then redis.call('HINCRBY', akey, 'nh', -units)
