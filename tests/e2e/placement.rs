@@ -296,6 +296,24 @@ async fn orders_are_reserved_backordered_held_and_cancelled_with_their_stock() {
     receive(&mut stock_c, T, "B", 1).await;
     until_state(&mut feed, &second.name, OrderState::Reserved).await;
     until_state(&mut feed, &second.name, OrderState::Routed).await;
+    // The cancelled order's plan no longer counts against DC1's capacity
+    // (its step ran before the backorder's, which was due later).
+    let plan = oms_proto::routing::routing_service_client::RoutingServiceClient::new(
+        suite.channel(Service::Routing),
+    )
+    .get_decision(authed(
+        T,
+        oms_proto::routing::GetDecisionRequest {
+            name: routed.routing_decision.clone(),
+        },
+    ))
+    .await
+    .unwrap()
+    .into_inner()
+    .decision
+    .unwrap();
+    assert!(plan.release_time.is_some());
+    assert_eq!(plan.release_reason, "order cancelled");
     assert_eq!(
         (
             available(&mut stock_c, "A").await,

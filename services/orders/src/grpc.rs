@@ -513,6 +513,8 @@ impl OrderService for OrderApi {
                 // Whatever was reserved goes back (a release of nothing is a no-op).
                 let release =
                     saga::release_request(id, &key, &[], "order cancelled").encode_to_vec();
+                let mut steps = vec![(format!("release:{key}"), release)];
+                steps.extend(unplanned(o));
                 Ok(Outcome {
                     happened: Happened {
                         kind: order_event::Kind::LinesCancelled(pb::OrderLinesCancelled {
@@ -521,7 +523,7 @@ impl OrderService for OrderApi {
                         }),
                         reason: format!("cancelled from {}: {}", from.as_db(), r.reason),
                     },
-                    steps: vec![(format!("release:{key}"), release)],
+                    steps,
                 })
             },
         )
@@ -560,10 +562,11 @@ impl OrderService for OrderApi {
                         OrderState::Reserved | OrderState::Routed
                     ) || matches!(held_from, Some(OrderState::Reserved | OrderState::Routed));
                 let cancelled = lifecycle::cancel_lines(o, &r.lines).map_err(Error::Refused)?;
+                let mut steps = vec![];
                 if lifecycle::state(o) == OrderState::Cancelled {
                     *held_from = None;
+                    steps.extend(unplanned(o));
                 }
-                let mut steps = vec![];
                 if reserved {
                     let release = saga::release_request(id, &key, &cancelled, "lines cancelled")
                         .encode_to_vec();
@@ -744,6 +747,14 @@ impl OrderApi {
         };
         self.commit(caller, m, outcome).await
     }
+}
+
+/// A cancelled order's plan will not ship: the step that gives its node
+/// capacity back (cancels happen before release, so the decision is the
+/// only one that counts for the order).
+fn unplanned(o: &pb::Order) -> Option<(String, Vec<u8>)> {
+    (!o.routing_decision.is_empty())
+        .then(|| saga::unplan_step(&o.routing_decision, "order cancelled"))
 }
 
 fn hold_type(t: i32) -> Result<pb::HoldType> {

@@ -89,6 +89,12 @@ impl RoutingService for RoutingApi {
     ) -> Result<Response<RerouteOrderResponse>, Status> {
         unary!(self, req, planning::reroute)
     }
+    async fn release_decision(
+        &self,
+        req: Request<ReleaseDecisionRequest>,
+    ) -> Result<Response<ReleaseDecisionResponse>, Status> {
+        unary!(self, req, planning::release)
+    }
     async fn watch_routing_events(
         &self,
         req: Request<WatchRoutingEventsRequest>,

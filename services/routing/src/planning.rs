@@ -137,7 +137,9 @@ async fn store(
     for n in nodes {
         if let Some(i) = world.net.index_of(n) {
             let day = local_day(world.now, world.net.nodes[i].utc_offset_minutes);
-            repo::add_load(tx, n, day).await.map_err(db)?;
+            repo::add_load(tx, tenant, (id, &d.order), n, day)
+                .await
+                .map_err(db)?;
         }
     }
     emit(
@@ -256,6 +258,12 @@ pub async fn reroute(
     )
     .await
     .map_err(db)?;
+    // The failed node will not ship this order: its shipment no longer
+    // counts against the node's capacity.
+    let at_failed = repo::Counted::OrderAt(&input.order, &req.failed_node_id);
+    repo::release_load(&mut tx, tenant, at_failed)
+        .await
+        .map_err(db)?;
     let d = store(
         &mut tx,
         tenant,
@@ -268,6 +276,45 @@ pub async fn reroute(
     .await?;
     r.finish(tx, tenant, &rid, RerouteOrderResponse { decision: Some(d) })
         .await
+}
+
+pub async fn release(
+    r: &Routing,
+    tenant: &Tenant,
+    req: ReleaseDecisionRequest,
+) -> Result<ReleaseDecisionResponse, Status> {
+    let rid = request_id(&req.request_id)?;
+    let id = decision_id("name", &req.name)?;
+    if req.reason.len() > 500 {
+        return Err(invalid(Violations::one(
+            "reason",
+            "must be at most 500 characters",
+        )));
+    }
+    let (mut tx, rid) = match r.begin(tenant, rid, "ReleaseDecision", &req).await? {
+        Begin::Replay(resp) => return Ok(resp),
+        Begin::Tx(tx, rid) => (tx, rid),
+    };
+    let Some(mut d) = repo::lock_decision(&mut tx, tenant, id).await.map_err(db)? else {
+        return Err(status::not_found(DOMAIN, "decision", &req.name));
+    };
+    if d.release_time.is_none() {
+        repo::release_load(&mut tx, tenant, repo::Counted::Decision(id))
+            .await
+            .map_err(db)?;
+        d.release_time = Some(to_timestamp(Utc::now()));
+        d.release_reason = req.reason.clone();
+        repo::save_decision(&mut tx, tenant, id, &d)
+            .await
+            .map_err(db)?;
+    }
+    r.finish(
+        tx,
+        tenant,
+        &rid,
+        ReleaseDecisionResponse { decision: Some(d) },
+    )
+    .await
 }
 
 /// A comparable form of a decision's outcome: placements (line, node,

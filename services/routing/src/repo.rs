@@ -254,7 +254,25 @@ pub async fn load(
     .await
 }
 
-pub async fn add_load(tx: &mut PgConnection, node: &str, day: NaiveDate) -> sqlx::Result<()> {
+/// Counts one shipment of decision `id` (of `order`) at `node` on `day`.
+pub async fn add_load(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    (id, order): (Uuid, &str),
+    node: &str,
+    day: NaiveDate,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO decision_load (tenant, decision_id, order_name, node_id, day)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(tenant.as_str())
+    .bind(id)
+    .bind(order)
+    .bind(node)
+    .bind(day)
+    .execute(&mut *tx)
+    .await?;
     sqlx::query(
         "INSERT INTO node_load (node_id, day, shipments) VALUES ($1, $2, 1)
          ON CONFLICT (node_id, day) DO UPDATE SET shipments = node_load.shipments + 1",
@@ -264,6 +282,78 @@ pub async fn add_load(tx: &mut PgConnection, node: &str, day: NaiveDate) -> sqlx
     .execute(tx)
     .await?;
     Ok(())
+}
+
+/// Which counted shipments to give back.
+pub enum Counted<'a> {
+    /// Every node of one decision.
+    Decision(Uuid),
+    /// One node of every decision of an order.
+    OrderAt(&'a str, &'a str),
+}
+
+/// Takes counted shipments off `node_load`, each once. Returns how many.
+pub async fn release_load(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    which: Counted<'_>,
+) -> sqlx::Result<u64> {
+    let (decision, order, node) = match which {
+        Counted::Decision(id) => (Some(id), None, None),
+        Counted::OrderAt(order, node) => (None, Some(order), Some(node)),
+    };
+    let freed = sqlx::query(
+        "WITH freed AS (
+             UPDATE decision_load SET released = true
+             WHERE tenant = $1 AND NOT released
+               AND ($2::uuid IS NULL OR decision_id = $2)
+               AND ($3::text IS NULL OR (order_name = $3 AND node_id = $4))
+             RETURNING node_id, day
+         ), per_day AS (
+             SELECT node_id, day, count(*) AS n FROM freed GROUP BY node_id, day
+         )
+         UPDATE node_load l SET shipments = GREATEST(l.shipments - p.n, 0)
+         FROM per_day p WHERE l.node_id = p.node_id AND l.day = p.day",
+    )
+    .bind(tenant.as_str())
+    .bind(decision)
+    .bind(order)
+    .bind(node)
+    .execute(tx)
+    .await?;
+    Ok(freed.rows_affected())
+}
+
+/// Saves a changed decision document.
+pub async fn save_decision(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    id: Uuid,
+    d: &Decision,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE decisions SET doc = $3 WHERE tenant = $1 AND decision_id = $2")
+        .bind(tenant.as_str())
+        .bind(id)
+        .bind(d.encode_to_vec())
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// Locks a decision for a change.
+pub async fn lock_decision(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    id: Uuid,
+) -> sqlx::Result<Option<Decision>> {
+    let doc: Option<Vec<u8>> = sqlx::query_scalar(
+        "SELECT doc FROM decisions WHERE tenant = $1 AND decision_id = $2 FOR UPDATE",
+    )
+    .bind(tenant.as_str())
+    .bind(id)
+    .fetch_optional(tx)
+    .await?;
+    doc.map(|d| decode(&d)).transpose()
 }
 
 /// (node, sku) penalties in force for these SKUs.

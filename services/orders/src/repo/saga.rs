@@ -9,6 +9,9 @@ pub const ROUTE: &str = "route";
 pub const FULFIL: &str = "fulfil";
 /// Prefix of the steps that reroute what a node gave back (`reroute:<key>`).
 pub const REROUTE: &str = "reroute:";
+/// Prefix of the steps that give a routing decision's node capacity back
+/// (`unplan:<decision id>`).
+pub const UNPLAN: &str = "unplan:";
 
 /// A pending step.
 pub struct Step {

@@ -26,7 +26,7 @@ use oms_proto::inventory::{
     ReleaseReservationRequest, ReservationLine,
 };
 use oms_proto::orders::{Hold, HoldType, OrderHoldPlaced, order_event};
-use oms_proto::routing::{PlanOrderRequest, RoutingLine, RoutingOrder};
+use oms_proto::routing::{PlanOrderRequest, ReleaseDecisionRequest, RoutingLine, RoutingOrder};
 use oms_runtime::time::to_timestamp;
 use prost::Message;
 use sqlx::{PgConnection, PgPool};
@@ -124,6 +124,8 @@ impl Saga {
                 self.fulfil(&mut tx, &tenant, &s).await?;
             } else if s.step.starts_with(repo::saga::REROUTE) {
                 self.reroute(&mut tx, &tenant, &s).await?;
+            } else if s.step.starts_with(repo::saga::UNPLAN) {
+                self.unplan(&mut tx, &tenant, &s).await?;
             } else {
                 self.release(&mut tx, &tenant, &s).await?;
             }
@@ -324,6 +326,8 @@ impl Saga {
                 if st.code() == Code::FailedPrecondition
                     && oms_runtime::status::reason(&st) == "INSUFFICIENT_STOCK" =>
             {
+                let (step, payload) = unplan_step(&decision.name, "planned again");
+                repo::saga::enqueue(tx, tenant, s.order_id, &step, &payload).await?;
                 repo::saga::retry(tx, s, st.message(), Utc::now() + backoff(s.attempts)).await?;
             }
             Err(st)
@@ -333,6 +337,8 @@ impl Saga {
                 ) =>
             {
                 let reason = format!("allocation refused by inventory: {}", st.message());
+                let (step, payload) = unplan_step(&decision.name, &reason);
+                repo::saga::enqueue(tx, tenant, s.order_id, &step, &payload).await?;
                 hold_for_review(tx, tenant, s.order_id, &mut o, from, reason).await?;
                 repo::saga::done(tx, s).await?;
             }
@@ -493,6 +499,36 @@ impl Saga {
         }
         Ok(())
     }
+}
+
+impl Saga {
+    /// Gives a decision's node capacity back; retried until routing
+    /// answers. An unknown decision has nothing to give back.
+    async fn unplan(&self, tx: &mut PgConnection, tenant: &Tenant, s: &Step) -> anyhow::Result<()> {
+        let req = ReleaseDecisionRequest::decode(s.payload.as_slice())?;
+        match self.peers.routing(tenant).release_decision(req).await {
+            Ok(_) => repo::saga::done(tx, s).await?,
+            Err(st) if matches!(st.code(), Code::NotFound | Code::InvalidArgument) => {
+                repo::saga::done(tx, s).await?
+            }
+            Err(st) => {
+                repo::saga::retry(tx, s, st.message(), Utc::now() + backoff(s.attempts)).await?
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The step that gives decision `name`'s node capacity back, because its
+/// plan will not ship (`reason`).
+pub fn unplan_step(name: &str, reason: &str) -> (String, Vec<u8>) {
+    let id = name.trim_start_matches("decisions/");
+    let req = ReleaseDecisionRequest {
+        request_id: format!("unplan-{id}"),
+        name: name.to_owned(),
+        reason: reason.to_owned(),
+    };
+    (format!("{}{id}", repo::saga::UNPLAN), req.encode_to_vec())
 }
 
 /// Puts a manual hold on an order the saga cannot take further by itself.

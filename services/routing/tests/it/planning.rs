@@ -1,13 +1,15 @@
 //! Plans on live availability, stored decisions, simulations, reroutes.
 use crate::rule_sets::{rule, rule_set};
-use crate::{TENANT, at, order, placed, rid, start};
+use crate::{TENANT, at, node, order, placed, rid, start};
 use futures::StreamExt;
 use oms_proto::common::DeliveryMethod;
+use oms_proto::common::NodeKind;
+use oms_proto::inventory as inv;
 use oms_proto::routing::{
     ActivateRuleSetRequest, CreateRuleSetRequest, Criterion, DecisionKind, GetDecisionRequest,
-    ListDecisionsRequest, NodeFilter, PlanOrderRequest, RerouteOrderRequest, RerouteReason,
-    SimulateRoutingRequest, StockOverride, WatchRoutingEventsRequest,
-    watch_routing_events_response::Kind,
+    ListDecisionsRequest, NodeFilter, PlanOrderRequest, ReleaseDecisionRequest,
+    RerouteOrderRequest, RerouteReason, SimulateRoutingRequest, StockOverride,
+    WatchRoutingEventsRequest, watch_routing_events_response::Kind,
 };
 use oms_runtime::status;
 use oms_testkit::authed;
@@ -325,4 +327,169 @@ async fn click_and_collect_uses_the_store_or_transfers_to_it() {
     assert_eq!(placed(&d), [at("1", "STORE-BER", 1), at("2", "DC-MUC", 2)]);
     let tea = d.assignments.iter().find(|a| a.line_id == "2").unwrap();
     assert_eq!(tea.transfer_to_node_id, "STORE-BER");
+}
+
+#[tokio::test]
+async fn a_released_decision_gives_its_node_capacity_back() {
+    let mut h = start().await;
+    // DC-CAP, nearest to Potsdam, ships one order a day.
+    let mut cap = node("DC-CAP", NodeKind::Warehouse, 52.40, 13.10);
+    cap.daily_capacity = 1;
+    for n in [cap, node("DC-MUC", NodeKind::Warehouse, 48.14, 11.58)] {
+        h.inv
+            .create_node(authed(
+                TENANT,
+                inv::CreateNodeRequest {
+                    request_id: rid(),
+                    node: Some(n),
+                },
+            ))
+            .await
+            .unwrap();
+    }
+    h.inv
+        .create_item(authed(
+            TENANT,
+            inv::CreateItemRequest {
+                request_id: rid(),
+                item: Some(inv::Item {
+                    sku: "MUG".into(),
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .unwrap();
+    h.receive("DC-CAP", "MUG", 10).await;
+    h.receive("DC-MUC", "MUG", 10).await;
+    let cap_of = |d: &oms_proto::routing::Decision| {
+        d.explanation
+            .as_ref()
+            .unwrap()
+            .candidates
+            .iter()
+            .find(|c| c.node_id == "DC-CAP")
+            .map(|c| (c.rejected, c.rejection_reason.clone()))
+            .unwrap()
+    };
+
+    let first = h.plan(&rid(), order("o1", &[("MUG", 1)])).await;
+    assert_eq!(placed(&first), [at("1", "DC-CAP", 1)]);
+    let second = h.plan(&rid(), order("o2", &[("MUG", 1)])).await;
+    assert_eq!(placed(&second), [at("1", "DC-MUC", 1)]);
+    assert_eq!(
+        cap_of(&second),
+        (true, "daily capacity of 1 orders used up".into())
+    );
+
+    // o1 is cancelled: its shipment no longer counts, once.
+    let release = ReleaseDecisionRequest {
+        request_id: "rel-1".into(),
+        name: first.name.clone(),
+        reason: "order cancelled".into(),
+    };
+    let released = h
+        .client
+        .release_decision(authed(TENANT, release.clone()))
+        .await
+        .unwrap()
+        .into_inner()
+        .decision
+        .unwrap();
+    assert!(released.release_time.is_some());
+    assert_eq!(released.release_reason, "order cancelled");
+    let replay = h
+        .client
+        .release_decision(authed(TENANT, release))
+        .await
+        .unwrap()
+        .into_inner()
+        .decision
+        .unwrap();
+    assert_eq!(replay, released);
+    let again = h
+        .client
+        .release_decision(authed(
+            TENANT,
+            ReleaseDecisionRequest {
+                request_id: "rel-2".into(),
+                name: first.name.clone(),
+                reason: "twice".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .decision
+        .unwrap();
+    assert_eq!(again, released, "a released decision stays as it was");
+    let stored = h
+        .client
+        .get_decision(authed(
+            TENANT,
+            GetDecisionRequest {
+                name: first.name.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .decision
+        .unwrap();
+    assert_eq!(stored.release_time, released.release_time);
+
+    let third = h.plan(&rid(), order("o3", &[("MUG", 1)])).await;
+    assert_eq!(
+        placed(&third),
+        [at("1", "DC-CAP", 1)],
+        "the capacity is back, and was given back once"
+    );
+    // DC-CAP rejects o3: the reroute takes its shipment off DC-CAP's load.
+    let rerouted = h
+        .client
+        .reroute_order(authed(
+            TENANT,
+            RerouteOrderRequest {
+                request_id: rid(),
+                order: Some(order("o3", &[("MUG", 1)])),
+                failed_node_id: "DC-CAP".into(),
+                reason: RerouteReason::Rejected as i32,
+                penalty: None,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .decision
+        .unwrap();
+    assert_eq!(placed(&rerouted), [at("1", "DC-MUC", 1)]);
+    let fourth = h.plan(&rid(), order("o4", &[("MUG", 1)])).await;
+    assert_eq!(cap_of(&fourth), (false, String::new()));
+
+    let err = h
+        .client
+        .release_decision(authed(
+            TENANT,
+            ReleaseDecisionRequest {
+                request_id: rid(),
+                name: "decisions/nope".into(),
+                reason: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status::fields(&err), ["name"]);
+    let err = h
+        .client
+        .release_decision(authed(
+            "globex",
+            ReleaseDecisionRequest {
+                request_id: rid(),
+                name: first.name.clone(),
+                reason: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
 }
