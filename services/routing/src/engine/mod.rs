@@ -466,6 +466,7 @@ pub fn reject_text(r: Reject) -> String {
             format!("{left} orders of capacity left, the rule wants {min}")
         }
         Reject::NoStock => "holds none of the ordered SKUs".into(),
+        Reject::NotWhole => "cannot ship the whole order, and the rule ships it in one".into(),
         Reject::PickupStore => "the pickup store itself (receives the transfer)".into(),
     }
 }

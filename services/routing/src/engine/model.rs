@@ -165,6 +165,8 @@ pub enum Reject {
         min: i32,
     },
     NoStock,
+    /// A single-shipment rule, and the node lacks some of the order.
+    NotWhole,
     /// The pickup store itself, when sourcing what it lacks.
     PickupStore,
 }

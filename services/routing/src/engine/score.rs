@@ -7,7 +7,7 @@ use super::carrier;
 use super::model::{Candidate, Geo, Order, Reject, Situation};
 use super::rules::Rule;
 use oms_proto::common::{DeliveryMethod, NodeKind};
-use oms_proto::routing::Criterion;
+use oms_proto::routing::{Criterion, UnfillableAction};
 
 /// What scoring needs to know about the order beyond the rule.
 pub struct Target<'a> {
@@ -158,12 +158,22 @@ fn filter(
             });
         }
     }
+    let stock = s.stock.at(i);
     if t.demand
         .iter()
-        .zip(s.stock.at(i))
+        .zip(stock)
         .all(|(want, have)| *want == 0 || *have <= 0)
     {
         return Some(Reject::NoStock);
+    }
+    // One shipment allowed and a partial plan of no use (the next rule is
+    // tried, or the order held): only a node holding everything can take
+    // part, and nothing else need be measured. A pickup order's store
+    // stock was used before, when it could be; what is left ships whole.
+    let whole_only =
+        rule.max_shipments == 1 && rule.when_unfillable != UnfillableAction::PartialBackorder;
+    if whole_only && t.demand.iter().zip(stock).any(|(want, have)| want > have) {
+        return Some(Reject::NotWhole);
     }
     None
 }

@@ -447,3 +447,39 @@ fn capacity_used_up_removes_a_node() {
         "daily capacity of 10 orders used up"
     );
 }
+
+#[test]
+fn a_single_shipment_rule_that_falls_through_measures_only_whole_nodes() {
+    let o = order(&[("A", 2), ("B", 2)]);
+    let w = World::new(
+        &o,
+        &[("A", "DC-BER", 2), ("A", "DC-MUC", 2), ("B", "DC-MUC", 2)],
+    );
+    let mut one = rule("one");
+    one.split_policy = Some(pb::SplitPolicy {
+        mode: SplitMode::NoSplit as i32,
+        ..Default::default()
+    });
+    one.when_unfillable = UnfillableAction::NextRule as i32;
+    let d = w.decide(&compile(vec![one, rule("split")]), &o);
+    assert_eq!(d.rule_id, "one", "Munich holds everything");
+    assert_eq!(
+        placed(&d),
+        [
+            ("1".into(), "DC-MUC".into(), 2),
+            ("2".into(), "DC-MUC".into(), 2)
+        ]
+    );
+    let ber = d
+        .explanation
+        .unwrap()
+        .candidates
+        .into_iter()
+        .find(|c| c.node_id == "DC-BER")
+        .unwrap();
+    assert!(ber.rejected);
+    assert_eq!(
+        ber.rejection_reason,
+        "cannot ship the whole order, and the rule ships it in one"
+    );
+}
