@@ -656,9 +656,16 @@ async fn a_channel_watches_what_it_may_sell_in_its_own_skus() {
         .into_inner();
     // The current figures first: the channel's pool less its buffer of 2.
     let mut current = vec![];
+    let mut cursors = vec![];
     for _ in 0..4 {
-        current.push(figure(&feed.message().await.unwrap().unwrap()));
+        let m = feed.message().await.unwrap().unwrap();
+        current.push(figure(&m));
+        cursors.push(m.meta.unwrap().cursor);
     }
+    // Only the snapshot's last message says where to resume: a watcher
+    // cut off before it starts again.
+    assert_eq!(cursors[..3], ["", "", ""]);
+    assert!(!cursors[3].is_empty());
     assert_eq!(
         current,
         figures(&[
@@ -728,10 +735,27 @@ async fn a_channel_watches_what_it_may_sell_in_its_own_skus() {
         ("B", "SHOP-B", 9),
     ]);
     let mut seen = vec![];
+    let mut metas = vec![];
     for _ in 0..5 {
-        seen.push(figure(&feed.message().await.unwrap().unwrap()));
+        let m = feed.message().await.unwrap().unwrap();
+        seen.push(figure(&m));
+        metas.push(m.meta.unwrap());
     }
     assert_eq!(seen, after_rule);
+    // Cut off in the middle of that change: resuming after the message
+    // seen last repeats the change (same ids), it does not miss the rest.
+    let mut midway = ingest
+        .watch_channel_availability(watch(&metas[1].cursor))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut repeated = vec![];
+    for meta in &metas {
+        let m = midway.message().await.unwrap().unwrap();
+        assert_eq!(m.meta.as_ref().unwrap().event_id, meta.event_id);
+        repeated.push(figure(&m));
+    }
+    assert_eq!(repeated, after_rule);
 
     // Resumed from a cursor: exactly what came after it, each message with
     // an id of its own.
@@ -749,6 +773,50 @@ async fn a_channel_watches_what_it_may_sell_in_its_own_skus() {
     }
     assert_eq!(again, after_rule);
     assert_eq!(ids.len(), 5);
+
+    // A disabled channel sells nothing: its watchers hear so at the next
+    // change, and no new watch starts.
+    let disable = ing::UpdateChannelRequest {
+        request_id: "disable".into(),
+        channel: Some(ing::Channel {
+            name: "channels/shop".into(),
+            enabled: false,
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["enabled".into()],
+        }),
+    };
+    ingest.update_channel(authed(T, disable)).await.unwrap();
+    stock
+        .record_movement(authed(
+            T,
+            inv::RecordMovementRequest {
+                request_id: "receipt-a".into(),
+                movement: Some(inv::StockMovement {
+                    kind: inv::MovementKind::Receipt as i32,
+                    node_id: "DC1".into(),
+                    sku: "A".into(),
+                    quantity: 1,
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .unwrap();
+    let ended = loop {
+        match feed.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the feed ended without saying why"),
+            Err(st) => break st,
+        }
+    };
+    assert_eq!(oms_runtime::status::reason(&ended), "CHANNEL_DISABLED");
+    let refused = ingest
+        .watch_channel_availability(watch(""))
+        .await
+        .unwrap_err();
+    assert_eq!(oms_runtime::status::reason(&refused), "CHANNEL_DISABLED");
 
     // Bad input and other tenants' channels.
     let bad = ingest

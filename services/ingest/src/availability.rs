@@ -58,6 +58,7 @@ impl Watch {
         } else {
             after_cursor
         };
+        let mut before = after.clone();
         let mut feed = self
             .inventory
             .watch_availability(inv::WatchAvailabilityRequest {
@@ -83,9 +84,11 @@ impl Watch {
             };
             // Mappings may have changed since the last figure: names follow.
             let skus = self.skus().await?;
-            if let Watcher::Gone = send(tx, &skus, &meta, &figure).await {
+            let group = messages(&skus, &meta, &figure);
+            if let Watcher::Gone = send_group(tx, group, &before).await {
                 return Ok(());
             }
+            before = meta.cursor;
         }
     }
 
@@ -96,6 +99,10 @@ impl Watch {
         // Figures that are not events still get ids of their own.
         let snapshot = Uuid::now_v7();
         let mut resume = None;
+        // The snapshot is one group: only its last message carries the feed
+        // cursor (a watcher cut off before it starts again), so one message
+        // is held back until the next is known.
+        let mut held: Option<WatchChannelAvailabilityResponse> = None;
         let mut page_token = String::new();
         loop {
             let page = self
@@ -118,18 +125,22 @@ impl Watch {
                     .await?
                     .into_inner();
                 // The first page's position covers every later page too.
-                let cursor = resume.get_or_insert(read.feed_cursor).clone();
+                resume.get_or_insert(read.feed_cursor);
                 let meta = EventMeta {
                     event_id: snapshot.to_string(),
                     occur_time: Some(oms_runtime::time::to_timestamp(chrono::Utc::now())),
                     tenant: self.tenant.as_str().to_owned(),
-                    cursor,
+                    cursor: String::new(),
                     subject: self.channel.name.clone(),
                     ..Default::default()
                 };
                 for figure in &read.availabilities {
-                    if let Watcher::Gone = send(tx, &skus, &meta, figure).await {
-                        return Ok((Watcher::Gone, String::new()));
+                    for msg in messages(&skus, &meta, figure) {
+                        if let Some(prev) = held.replace(msg)
+                            && tx.send(Ok(prev)).await.is_err()
+                        {
+                            return Ok((Watcher::Gone, String::new()));
+                        }
                     }
                 }
             }
@@ -139,12 +150,23 @@ impl Watch {
             page_token = page.next_page_token;
         }
         // No items yet: every change to come is in the feed from its start.
-        Ok((Watcher::Listening, resume.unwrap_or_default()))
+        let resume = resume.unwrap_or_default();
+        if let Some(mut last) = held {
+            if let Some(m) = last.meta.as_mut() {
+                m.cursor = resume.clone();
+            }
+            if tx.send(Ok(last)).await.is_err() {
+                return Ok((Watcher::Gone, String::new()));
+            }
+        }
+        Ok((Watcher::Listening, resume))
     }
 
     async fn skus(&self) -> Result<ChannelSkus, Status> {
         let id = &self.channel.channel_id;
         match repo::channel(&self.pool, &self.tenant, id, false).await {
+            // A disabled channel sells nothing: its watchers are told so.
+            Ok(Some((c, _))) if !c.enabled => Err(disabled(&self.channel.name)),
             Ok(Some((c, _))) => Ok(ChannelSkus::of(&c)),
             Ok(None) => Err(oms_runtime::status::not_found(
                 crate::grpc::DOMAIN,
@@ -156,18 +178,28 @@ impl Watch {
     }
 }
 
-/// Sends one item's figure under each channel SKU that names it; each
-/// message has an id of its own, the same every time this figure of this
-/// event is sent.
-async fn send(
-    tx: &Sender<Sent>,
+/// A disabled channel's availability is not published.
+pub fn disabled(channel: &str) -> Status {
+    oms_runtime::status::failed_precondition(
+        crate::grpc::DOMAIN,
+        "CHANNEL_DISABLED",
+        channel,
+        "the channel is disabled; enable it to publish its availability",
+    )
+}
+
+/// One item's figure under each channel SKU that names it; each message
+/// has an id of its own, the same every time this figure of this event is
+/// sent.
+fn messages(
     skus: &ChannelSkus,
     meta: &EventMeta,
     figure: &inv::Availability,
-) -> Watcher {
+) -> Vec<WatchChannelAvailabilityResponse> {
     let base = Uuid::parse_str(&meta.event_id).unwrap_or_default();
-    for channel_sku in skus.channel_skus(&figure.sku) {
-        let msg = WatchChannelAvailabilityResponse {
+    skus.channel_skus(&figure.sku)
+        .into_iter()
+        .map(|channel_sku| WatchChannelAvailabilityResponse {
             meta: Some(EventMeta {
                 event_id: Uuid::new_v5(&base, channel_sku.as_bytes()).to_string(),
                 ..meta.clone()
@@ -175,7 +207,25 @@ async fn send(
             sku: figure.sku.clone(),
             available: figure.available,
             channel_sku,
-        };
+        })
+        .collect()
+}
+
+/// Sends the messages of one change: all but the last carry `before` (the
+/// position before the change), so resuming after any of them repeats the
+/// change rather than missing part of it.
+async fn send_group(
+    tx: &Sender<Sent>,
+    group: Vec<WatchChannelAvailabilityResponse>,
+    before: &str,
+) -> Watcher {
+    let last = group.len().saturating_sub(1);
+    for (i, mut msg) in group.into_iter().enumerate() {
+        if i < last
+            && let Some(m) = msg.meta.as_mut()
+        {
+            m.cursor = before.to_owned();
+        }
         if tx.send(Ok(msg)).await.is_err() {
             return Watcher::Gone;
         }

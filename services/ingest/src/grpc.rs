@@ -618,6 +618,9 @@ impl IngestService for IngestApi {
         else {
             return Err(status::not_found(DOMAIN, "channel", &r.channel));
         };
+        if !channel.enabled {
+            return Err(availability::disabled(&r.channel));
+        }
         let watch = availability::Watch {
             pool: self.pool.clone(),
             inventory: InventoryServiceClient::with_interceptor(

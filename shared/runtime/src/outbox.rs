@@ -113,6 +113,18 @@ impl Cursor {
     }
 }
 
+impl Cursor {
+    /// The position just before this event's: a feed followed from it
+    /// starts with this event. Messages derived from one event carry it on
+    /// all but the last, so resuming after any of them misses nothing.
+    pub fn before(&self) -> Cursor {
+        Cursor {
+            txid: self.txid,
+            id: self.id - 1,
+        }
+    }
+}
+
 impl std::fmt::Display for Cursor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}.{}", self.txid, self.id)

@@ -209,13 +209,22 @@ pub fn watch(
                 let meta = row.meta();
                 // One event may move several SKUs: each figure gets an id of
                 // its own (the same on every resend) for consumers to
-                // deduplicate on.
+                // deduplicate on, and all but the last the cursor before the
+                // event, so resuming after any of them misses none.
+                let before = row.cursor.before().to_string();
+                let last = figures.len().saturating_sub(1);
                 Ok(figures
                     .into_iter()
-                    .map(|a| WatchAvailabilityResponse {
+                    .enumerate()
+                    .map(|(i, a)| WatchAvailabilityResponse {
                         meta: Some(EventMeta {
                             event_id: uuid::Uuid::new_v5(&row.event_id, a.sku.as_bytes())
                                 .to_string(),
+                            cursor: if i == last {
+                                meta.cursor.clone()
+                            } else {
+                                before.clone()
+                            },
                             ..meta.clone()
                         }),
                         availability: Some(a),

@@ -469,4 +469,55 @@ async fn the_availability_feed_follows_changes() {
             break;
         }
     }
+
+    // One change of two SKUs (a channel rule): resuming after its first
+    // figure repeats the change instead of missing its second figure.
+    let watch_web = |after: &str| {
+        authed(
+            "acme",
+            WatchAvailabilityRequest {
+                after_cursor: after.into(),
+                channel: "channels/web".into(),
+                ..Default::default()
+            },
+        )
+    };
+    let mut web = h
+        .client
+        .watch_availability(watch_web(&now.feed_cursor))
+        .await
+        .unwrap()
+        .into_inner();
+    h.client
+        .set_channel_rule(authed(
+            "acme",
+            SetChannelRuleRequest {
+                request_id: "rule-web".into(),
+                rule: Some(ChannelRule {
+                    channel: "channels/web".into(),
+                    node_ids: vec!["DC1".into()],
+                    buffer: Some(channel_rule::Buffer::BufferQuantity(1)),
+                }),
+            },
+        ))
+        .await
+        .unwrap();
+    let mut group = vec![];
+    while group.len() < 2 {
+        let m = web.message().await.unwrap().unwrap();
+        if m.meta.as_ref().unwrap().request_id == "rule-web" {
+            group.push(m);
+        }
+    }
+    let cursor_of = |m: &WatchAvailabilityResponse| m.meta.as_ref().unwrap().cursor.clone();
+    assert_ne!(cursor_of(&group[0]), cursor_of(&group[1]));
+    let mut again = h
+        .client
+        .watch_availability(watch_web(&cursor_of(&group[0])))
+        .await
+        .unwrap()
+        .into_inner();
+    for m in &group {
+        assert_eq!(&again.message().await.unwrap().unwrap(), m);
+    }
 }
