@@ -39,6 +39,9 @@ pub struct Args {
     /// Network sizes of the in-process cases.
     #[arg(long, value_delimiter = ',', default_values_t = NODES)]
     nodes: Vec<usize>,
+    /// Order sizes (lines) of the in-process cases.
+    #[arg(long, value_delimiter = ',', default_values_t = LINES)]
+    lines: Vec<usize>,
 }
 
 const NODES: [usize; 4] = [10, 50, 200, 1000];
@@ -56,7 +59,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut cases = Vec::new();
     for &n in &args.nodes {
         let world = World::new(n, 7 + n as u64);
-        for l in LINES {
+        for &l in &args.lines {
             cases.push(case(&world, &compiled, l, args.millis));
         }
     }

@@ -153,6 +153,124 @@ fn cover(
 }
 
 fn greedy(p: &Problem) -> Solution {
+    if let Some(lines) = WholeLines::of(p) {
+        return lines.greedy(p);
+    }
+    greedy_by_cover(p)
+}
+
+/// The greedy cover when lines go whole to a node, each line has a SKU of
+/// its own and no node is penalised (the common case): whether a node can
+/// take a line never changes, so each node's lines are a bit mask computed
+/// once, and what a node places in a round is the weight of its mask and
+/// the lines left, looked up a byte at a time. Same rounds, same choices,
+/// same placements as [`greedy_by_cover`].
+struct WholeLines {
+    /// Lines each candidate (by position in `cands`) can take.
+    masks: Vec<u64>,
+    /// Units of the lines set in each byte of a mask, per byte position.
+    weight: Vec<[i64; 256]>,
+}
+
+impl WholeLines {
+    fn of(p: &Problem) -> Option<WholeLines> {
+        let lines = p.need.len();
+        if p.line_split || !p.penalties.is_empty() || lines > 64 {
+            return None;
+        }
+        let mut seen = 0u64;
+        for &k in p.sku_of {
+            if k >= 64 || seen & (1 << k) != 0 {
+                return None;
+            }
+            seen |= 1 << k;
+        }
+        let masks = p
+            .cands
+            .iter()
+            .map(|&c| {
+                let have = p.stock.at(c);
+                // Without branches: whether a node holds a line is as good
+                // as random, and mispredicted branches cost more than this.
+                p.need
+                    .iter()
+                    .zip(p.sku_of)
+                    .enumerate()
+                    .fold(0u64, |m, (l, (&need, &sku))| {
+                        let takes = (need > 0) & (need <= have[sku]);
+                        m | (u64::from(takes) << l)
+                    })
+            })
+            .collect();
+        let weight = (0..lines.div_ceil(8))
+            .map(|b| {
+                let mut t = [0i64; 256];
+                for (byte, w) in t.iter_mut().enumerate() {
+                    *w = (0..8)
+                        .filter(|i| byte & (1 << i) != 0 && 8 * b + i < lines)
+                        .map(|i| p.need[8 * b + i])
+                        .sum();
+                }
+                t
+            })
+            .collect();
+        Some(WholeLines { masks, weight })
+    }
+
+    fn units(&self, mask: u64) -> i64 {
+        self.weight
+            .iter()
+            .enumerate()
+            .map(|(b, t)| t[(mask >> (8 * b)) as usize & 0xff])
+            .sum()
+    }
+
+    fn greedy(&self, p: &Problem) -> Solution {
+        let mut open: u64 = (0..p.need.len())
+            .filter(|&l| p.need[l] > 0)
+            .fold(0, |m, l| m | 1 << l);
+        let mut used: Vec<usize> = Vec::new();
+        let mut placed = Vec::new();
+        while used.len() < p.max_shipments && open != 0 {
+            let mut best: Option<(usize, i64, f64)> = None;
+            for (i, &c) in p.cands.iter().enumerate() {
+                let units = self.units(self.masks[i] & open);
+                let cost = p.score[c];
+                if units > 0
+                    && !used.contains(&c)
+                    && best.is_none_or(|(_, u, bc)| units > u || (units == u && cost < bc))
+                {
+                    best = Some((i, units, cost));
+                }
+            }
+            let Some((i, _, _)) = best else { break };
+            let take = self.masks[i] & open;
+            let node = p.cands[i];
+            placed.extend(
+                (0..p.need.len())
+                    .filter(|l| take & (1 << l) != 0)
+                    .map(|line| Placed {
+                        line,
+                        node,
+                        quantity: p.need[line],
+                    }),
+            );
+            open &= !take;
+            used.push(node);
+        }
+        let left = (0..p.need.len())
+            .map(|l| if open & (1 << l) != 0 { p.need[l] } else { 0 })
+            .collect();
+        Solution {
+            placed,
+            left,
+            used,
+            cost: 0.0,
+        }
+    }
+}
+
+fn greedy_by_cover(p: &Problem) -> Solution {
     let mut left = p.need.to_vec();
     let mut run = vec![0i64; p.skus];
     let mut used: Vec<usize> = Vec::new();
@@ -454,6 +572,40 @@ mod tests {
         let mut q: Vec<(usize, i64)> = s.placed.iter().map(|x| (x.node, x.quantity)).collect();
         q.sort();
         assert_eq!(q, [(0, 2), (1, 4)]);
+    }
+
+    #[test]
+    fn whole_lines_choose_as_the_cover_does() {
+        // Seeded pseudo-random problems: 12 nodes, 1 to 20 lines of distinct
+        // SKUs, sparse stock, ties in score.
+        let mut seed = 7u64;
+        let mut next = move |n: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        for _ in 0..500 {
+            let lines = 1 + next(20) as usize;
+            let nodes = 12;
+            let rows: Vec<Vec<i64>> = (0..lines)
+                .map(|_| (0..nodes).map(|_| next(4) as i64).collect())
+                .collect();
+            let rows: Vec<&[i64]> = rows.iter().map(|r| r.as_slice()).collect();
+            let st = stock(&rows);
+            let need: Vec<i64> = (0..lines).map(|_| next(3) as i64).collect();
+            let sku_of: Vec<usize> = (0..lines).collect();
+            let score: Vec<f64> = (0..nodes).map(|_| next(5) as f64 / 4.0).collect();
+            let cands: Vec<usize> = (0..nodes).filter(|_| next(5) > 0).collect();
+            let mut p = problem(&need, &sku_of, lines, &cands, &score, &st);
+            p.max_shipments = 1 + next(4) as usize;
+            let fast = WholeLines::of(&p).expect("whole lines apply").greedy(&p);
+            let slow = greedy_by_cover(&p);
+            assert_eq!(
+                (&fast.placed, &fast.left, &fast.used),
+                (&slow.placed, &slow.left, &slow.used)
+            );
+        }
     }
 
     #[test]
