@@ -204,12 +204,12 @@ impl WholeLines {
             .collect();
         let weight = (0..lines.div_ceil(8))
             .map(|b| {
+                // Each byte's weight is that of the byte without its lowest
+                // bit, plus that bit's line.
                 let mut t = [0i64; 256];
-                for (byte, w) in t.iter_mut().enumerate() {
-                    *w = (0..8)
-                        .filter(|i| byte & (1 << i) != 0 && 8 * b + i < lines)
-                        .map(|i| p.need[8 * b + i])
-                        .sum();
+                for byte in 1..256usize {
+                    let l = 8 * b + byte.trailing_zeros() as usize;
+                    t[byte] = t[byte & (byte - 1)] + p.need.get(l).copied().unwrap_or(0);
                 }
                 t
             })
