@@ -22,6 +22,16 @@ const T: &str = "acme";
 /// A simulated WMS serving `node`, rejecting `reject_rate` of its work;
 /// it stops when the guard is dropped.
 fn warehouse(suite: &Suite, node: &str, reject_rate: f64) -> tokio_util::sync::DropGuard {
+    warehouse_pacing(suite, node, reject_rate, Duration::from_millis(5))
+}
+
+/// [`warehouse`] taking `step` for each stage of its work.
+fn warehouse_pacing(
+    suite: &Suite,
+    node: &str,
+    reject_rate: f64,
+    step: Duration,
+) -> tokio_util::sync::DropGuard {
     let cfg = Config::from_lookup(Service::Fulfillment, |_| None).unwrap();
     let stop = CancellationToken::new();
     tokio::spawn(
@@ -31,7 +41,7 @@ fn warehouse(suite: &Suite, node: &str, reject_rate: f64) -> tokio_util::sync::D
             issuer: TokenIssuer::new(&cfg.auth),
             adapter_id: format!("wms-{node}"),
             nodes: vec![node.into()],
-            step: Duration::from_millis(5),
+            step,
             reject_rate,
             short_pick_rate: 0.0,
             seed: 1,
@@ -192,6 +202,82 @@ async fn a_rejection_at_one_node_reroutes_to_another_that_ships() {
             ("DC2".to_string(), FulfillmentState::Delivered)
         ]
     );
+    assert_history(&mut orders, &order.name, "rerouted from DC1").await;
+}
+
+#[tokio::test]
+async fn a_fulfillment_order_cancelled_at_its_node_ships_from_another() {
+    let suite = Suite::start().await;
+    let mut stock = suite.stock(T, &[("A", 5)]).await;
+    warehouse_with(&mut stock, "DC2", -5, &[("A", 5)]).await;
+    // DC1 takes a minute per stage: the work sits there, accepted, when the
+    // office cancels it. DC2 ships at once.
+    let _dc1 = warehouse_pacing(&suite, "DC1", 0.0, Duration::from_secs(60));
+    let _dc2 = warehouse(&suite, "DC2", 0.0);
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = orders
+        .watch_order_events(authed(T, ord::WatchOrderEventsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let order = create(&mut orders, "cancel-fo-1", &[("A", 2)]).await;
+    until_state(&mut feed, &order.name, OrderState::Released).await;
+    let mut work = FulfillmentServiceClient::new(suite.channel(Service::Fulfillment));
+    let list = ListFulfillmentOrdersRequest {
+        order: order.name.clone(),
+        ..Default::default()
+    };
+    let at_dc1 = work
+        .list_fulfillment_orders(authed(T, list.clone()))
+        .await
+        .unwrap()
+        .into_inner()
+        .fulfillment_orders
+        .remove(0);
+    assert_eq!(at_dc1.node_id, "DC1");
+    work.cancel_fulfillment_order(authed(
+        T,
+        oms_proto::fulfillment::CancelFulfillmentOrderRequest {
+            request_id: "cancel-at-dc1".into(),
+            name: at_dc1.name.clone(),
+            reason: "DC1 closes for inventory".into(),
+        },
+    ))
+    .await
+    .unwrap();
+    let delivered = until_state(&mut feed, &order.name, OrderState::Delivered)
+        .await
+        .order
+        .unwrap();
+    let sourcing: Vec<(String, i64)> = delivered.lines[0]
+        .sourcing
+        .iter()
+        .map(|s| (s.node_id.clone(), s.quantity))
+        .collect();
+    assert_eq!(sourcing, [("DC2".to_string(), 2)]);
+    let mut states: Vec<(String, FulfillmentState)> = work
+        .list_fulfillment_orders(authed(T, list))
+        .await
+        .unwrap()
+        .into_inner()
+        .fulfillment_orders
+        .iter()
+        .map(|f| (f.node_id.clone(), f.state()))
+        .collect();
+    states.sort();
+    assert_eq!(
+        states,
+        [
+            ("DC1".to_string(), FulfillmentState::Cancelled),
+            ("DC2".to_string(), FulfillmentState::Delivered)
+        ]
+    );
+    // DC1's allocation went back; DC2 shipped the two units.
+    assert_eq!(
+        on_hand(&mut stock, "A").await,
+        [("DC1".to_string(), 5), ("DC2".to_string(), 3)]
+    );
+    assert_eq!(available(&mut stock, "A").await, 8);
     assert_history(&mut orders, &order.name, "rerouted from DC1").await;
 }
 

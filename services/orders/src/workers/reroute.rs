@@ -1,5 +1,5 @@
-//! Rerouting what a node gave back (a rejected fulfillment order, or
-//! units it could not pick): the fulfillment feed notices it and enqueues
+//! Rerouting what a node gave back (a rejected or cancelled fulfillment
+//! order, or units it could not pick): the fulfillment feed notices it and enqueues
 //! a `reroute:<key>` step carrying the `RerouteOrderRequest`; the step
 //! gives the failed node's allocation back to inventory, asks routing for
 //! a plan without that node (which also lowers its standing for those
@@ -31,8 +31,18 @@ const ACTOR: &str = "system:placement";
 /// How long units re-reserved at the new nodes are held before confirmation.
 const REROUTE_HOLD: Duration = Duration::from_secs(15 * 60);
 
+/// Whether `fo` gave up all its unshipped work: rejected by the WMS, or
+/// cancelled at the node (the office's CancelFulfillmentOrder).
+fn gave_up(fo: &FulfillmentOrder) -> bool {
+    matches!(
+        fo.state(),
+        FulfillmentState::Rejected | FulfillmentState::Cancelled
+    )
+}
+
 /// Units of each line (id, SKU, units) that `fo` gave back since `before`:
-/// short-picked units, or everything unshipped when it was rejected.
+/// short-picked units, or everything unshipped when it was rejected or
+/// cancelled.
 pub fn given_back(
     before: Option<&FulfillmentOrder>,
     fo: &FulfillmentOrder,
@@ -42,7 +52,7 @@ pub fn given_back(
     };
     let open = |f: &FulfillmentOrder, line: &str| -> i64 {
         f.lines.iter().find(|l| l.line_id == line).map_or(0, |l| {
-            if f.state() == FulfillmentState::Rejected {
+            if gave_up(f) {
                 l.quantity_shipped
             } else {
                 l.quantity
@@ -71,10 +81,10 @@ pub fn step(
 ) -> (String, Vec<u8>) {
     let mut order = routing_order(o);
     order.lines = lines_of(o, back);
-    let reason = if fo.state() == FulfillmentState::Rejected {
-        RerouteReason::Rejected
-    } else {
-        RerouteReason::ShortPicked
+    let reason = match fo.state() {
+        FulfillmentState::Rejected => RerouteReason::Rejected,
+        FulfillmentState::Cancelled => RerouteReason::Cancelled,
+        _ => RerouteReason::ShortPicked,
     };
     let req = RerouteOrderRequest {
         request_id: format!("reroute-{}-{key}", fo.fulfillment_order_id),
