@@ -206,6 +206,42 @@ async fn a_rejection_at_one_node_reroutes_to_another_that_ships() {
 }
 
 #[tokio::test]
+async fn work_rejected_twice_ships_from_a_third_node_and_no_stock_stays_held() {
+    let suite = Suite::start().await;
+    let mut stock = suite.stock(T, &[("A", 5)]).await;
+    warehouse_with(&mut stock, "DC2", -5, &[("A", 5)]).await;
+    warehouse_with(&mut stock, "DC3", -10, &[("A", 5)]).await;
+    // DC1 and DC2 reject everything; DC3 ships.
+    let _dc1 = warehouse(&suite, "DC1", 1.0);
+    let _dc2 = warehouse(&suite, "DC2", 1.0);
+    let _dc3 = warehouse(&suite, "DC3", 0.0);
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = orders
+        .watch_order_events(authed(T, ord::WatchOrderEventsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let order = create(&mut orders, "reroute-2", &[("A", 2)]).await;
+    let delivered = until_state(&mut feed, &order.name, OrderState::Delivered)
+        .await
+        .order
+        .unwrap();
+    assert_eq!(delivered.lines[0].sourcing[0].node_id, "DC3");
+    assert_history(&mut orders, &order.name, "rerouted from DC2").await;
+    // DC2 held the rerouted units in the reroute's own reservation: they
+    // went back from there, so only DC3's shipment is gone.
+    assert_eq!(
+        on_hand(&mut stock, "A").await,
+        [
+            ("DC1".to_string(), 5),
+            ("DC2".to_string(), 5),
+            ("DC3".to_string(), 3)
+        ]
+    );
+    assert_eq!(available(&mut stock, "A").await, 13);
+}
+
+#[tokio::test]
 async fn a_fulfillment_order_cancelled_at_its_node_ships_from_another() {
     let suite = Suite::start().await;
     let mut stock = suite.stock(T, &[("A", 5)]).await;

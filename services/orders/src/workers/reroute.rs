@@ -121,6 +121,15 @@ pub fn rest_step(
     )
 }
 
+/// The fulfillment order a reroute step's key (`<fulfillment order id>-…`,
+/// see [`step`]) is about; none for the rest of a partial plan.
+fn failed_fulfillment(key: &str) -> Option<String> {
+    let id = key.get(..36)?;
+    uuid::Uuid::parse_str(id)
+        .ok()
+        .map(|_| format!("fulfillmentOrders/{id}"))
+}
+
 /// Routing lines for units (line id, SKU, units) of the order's lines.
 fn lines_of(o: &Order, units: &[(String, String, i64)]) -> Vec<RoutingLine> {
     units
@@ -186,7 +195,17 @@ impl Saga {
             .map(|l| (l.sku.clone(), failed.clone(), l.quantity))
             .collect();
         let reason = format!("{failed} gave the units back");
-        let give_back = release_request(s.order_id, &key, &units, &reason);
+        let mut give_back = release_request(s.order_id, &key, &units, &reason);
+        // They are held by that fulfillment order's reservation: the
+        // order's, or a reroute's when the node took over rerouted work.
+        if let Some(name) = failed_fulfillment(&key)
+            && let Some(fo) = repo::feeds::fulfillments(tx, tenant, s.order_id)
+                .await?
+                .into_iter()
+                .find(|f| f.name == name && !f.reservation.is_empty())
+        {
+            give_back.name = fo.reservation;
+        }
         let given_back = if rest {
             Ok(())
         } else {
