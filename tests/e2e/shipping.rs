@@ -242,6 +242,100 @@ async fn work_rejected_twice_ships_from_a_third_node_and_no_stock_stays_held() {
 }
 
 #[tokio::test]
+async fn an_order_cancelled_after_release_is_given_up_by_its_node_and_its_stock_returns() {
+    let suite = Suite::start().await;
+    let mut stock = suite.stock(T, &[("A", 5)]).await;
+    // DC1 takes a minute per stage: the work is still there to give up.
+    let _dc1 = warehouse_pacing(&suite, "DC1", 0.0, Duration::from_secs(60));
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = orders
+        .watch_order_events(authed(T, ord::WatchOrderEventsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let order = create(&mut orders, "cancel-late-1", &[("A", 2)]).await;
+    until_state(&mut feed, &order.name, OrderState::Released).await;
+    assert_eq!(available(&mut stock, "A").await, 3);
+    let cancel = ord::CancelOrderRequest {
+        request_id: "cancel-late".into(),
+        name: order.name.clone(),
+        reason: "customer changed their mind".into(),
+    };
+    let asked = orders
+        .cancel_order(authed(T, cancel.clone()))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    // The node has the work: the order waits for its answer.
+    assert_eq!(asked.state, OrderState::Released as i32);
+    assert!(asked.cancel_requested);
+    let replay = orders
+        .cancel_order(authed(T, cancel))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(replay, asked);
+    let cancelled = until_state(&mut feed, &order.name, OrderState::Cancelled)
+        .await
+        .order
+        .unwrap();
+    assert_eq!(cancelled.lines[0].quantity_cancelled, 2);
+    assert!(cancelled.lines[0].sourcing.is_empty());
+    assert_history(&mut orders, &order.name, "cancel requested after release").await;
+    // The node gave the work up: nothing left on-hand, the allocation is back.
+    let mut work = FulfillmentServiceClient::new(suite.channel(Service::Fulfillment));
+    let states: Vec<FulfillmentState> = work
+        .list_fulfillment_orders(authed(
+            T,
+            ListFulfillmentOrdersRequest {
+                order: order.name.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .fulfillment_orders
+        .iter()
+        .map(|f| f.state())
+        .collect();
+    assert_eq!(states, [FulfillmentState::Cancelled]);
+    assert_eq!(on_hand(&mut stock, "A").await, [("DC1".to_string(), 5)]);
+    // The release is a saga step after the cancel: follow inventory's feed
+    // until it has given the units back.
+    let mut inv_feed = stock
+        .watch_inventory_events(authed(T, inv::WatchInventoryEventsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    loop {
+        let ev = inv_feed.message().await.unwrap().unwrap().event.unwrap();
+        if let Some(inv::inventory_event::Kind::ReservationReleased(r)) = ev.kind
+            && r.reason == "order cancelled"
+        {
+            break;
+        }
+    }
+    assert_eq!(available(&mut stock, "A").await, 5);
+    let again = orders
+        .cancel_order(authed(
+            T,
+            ord::CancelOrderRequest {
+                request_id: "cancel-late-again".into(),
+                name: order.name.clone(),
+                reason: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(oms_runtime::status::reason(&again), "ILLEGAL_STATE_CHANGE");
+}
+
+#[tokio::test]
 async fn a_fulfillment_order_cancelled_at_its_node_ships_from_another() {
     let suite = Suite::start().await;
     let mut stock = suite.stock(T, &[("A", 5)]).await;

@@ -9,6 +9,7 @@ use crate::workers::saga::{self, Saga};
 use chrono::Utc;
 use futures::StreamExt as _;
 use oms_kernel::{RequestId, Violations, parse_name, parse_uuid_name};
+use oms_proto::fulfillment::FulfillmentState;
 use oms_proto::orders::{
     self as pb, CreateOrderRequest, CreateOrderResponse, GetOrderRequest, GetOrderResponse,
     ListOrderHistoryRequest, ListOrderHistoryResponse, ListOrdersRequest, ListOrdersResponse,
@@ -495,41 +496,10 @@ impl OrderService for OrderApi {
     ) -> Result<Response<pb::CancelOrderResponse>, Status> {
         let caller = auth::caller(&req)?;
         let r = req.into_inner();
-        let key = r.request_id.clone();
-        self.mutate(
-            &caller,
-            &r.request_id,
-            "CancelOrder",
-            &r,
-            &r.name,
-            |o, held_from, id| {
-                let from = lifecycle::state(o);
-                let open: Vec<pb::LineQuantity> = lifecycle::open_quantity(o)
-                    .into_iter()
-                    .map(|(line_id, _, quantity)| pb::LineQuantity { line_id, quantity })
-                    .collect();
-                lifecycle::cancel(o).map_err(Error::Refused)?;
-                *held_from = None;
-                // Whatever was reserved goes back (a release of nothing is a no-op).
-                let release =
-                    saga::release_request(id, &key, &[], "order cancelled").encode_to_vec();
-                let mut steps = vec![(format!("release:{key}"), release)];
-                steps.extend(unplanned(o));
-                Ok(Outcome {
-                    happened: Happened {
-                        kind: order_event::Kind::LinesCancelled(pb::OrderLinesCancelled {
-                            lines: open,
-                            reason: r.reason.clone(),
-                        }),
-                        reason: format!("cancelled from {}: {}", from.as_db(), r.reason),
-                    },
-                    steps,
-                })
-            },
-        )
-        .await
-        .map(|o| Response::new(pb::CancelOrderResponse { order: Some(o) }))
-        .map_err(to_status)
+        self.cancel(&caller, &r)
+            .await
+            .map(|o| Response::new(pb::CancelOrderResponse { order: Some(o) }))
+            .map_err(to_status)
     }
 
     async fn cancel_order_lines(
@@ -686,6 +656,78 @@ impl OrderService for OrderApi {
 }
 
 impl OrderApi {
+    /// Cancels an order. Before release it is the OMS's alone: cancelled at
+    /// once, its stock and plan given back by saga steps. After release the
+    /// nodes have its work: each open fulfillment order is asked to cancel
+    /// (a saga step); what the nodes give up is cancelled and its stock
+    /// released as their answers arrive, what they already packed ships.
+    async fn cancel(&self, caller: &Caller, r: &pb::CancelOrderRequest) -> Result<pb::Order> {
+        let mut m = match self
+            .begin(caller, &r.request_id, "CancelOrder", r, &r.name)
+            .await?
+        {
+            Started::Replay(o) => return Ok(o),
+            Started::Locked(m) => m,
+        };
+        let key = &r.request_id;
+        let from = m.from;
+        let outcome = if from.before_release() {
+            let open: Vec<pb::LineQuantity> = lifecycle::open_quantity(&m.order)
+                .into_iter()
+                .map(|(line_id, _, quantity)| pb::LineQuantity { line_id, quantity })
+                .collect();
+            lifecycle::cancel(&mut m.order).map_err(Error::Refused)?;
+            m.held_from = None;
+            // Whatever was reserved goes back (a release of nothing is a no-op).
+            let release = saga::release_request(m.id, key, &[], "order cancelled").encode_to_vec();
+            let mut steps = vec![(format!("release:{key}"), release)];
+            steps.extend(unplanned(&m.order));
+            Outcome {
+                happened: Happened {
+                    kind: order_event::Kind::LinesCancelled(pb::OrderLinesCancelled {
+                        lines: open,
+                        reason: r.reason.clone(),
+                    }),
+                    reason: format!("cancelled from {}: {}", from.as_db(), r.reason),
+                },
+                steps,
+            }
+        } else {
+            let now = lifecycle::request_cancel(&mut m.order).map_err(Error::Refused)?;
+            let work = repo::feeds::fulfillments(&mut m.tx, &caller.tenant, m.id).await?;
+            let steps = work
+                .iter()
+                .filter(|f| {
+                    !matches!(
+                        f.state(),
+                        FulfillmentState::Shipped
+                            | FulfillmentState::Delivered
+                            | FulfillmentState::Rejected
+                            | FulfillmentState::Cancelled
+                    )
+                })
+                .map(|f| saga::cancel_work_step(f, key, &r.reason))
+                .collect();
+            Outcome {
+                happened: Happened {
+                    kind: order_event::Kind::LinesCancelled(pb::OrderLinesCancelled {
+                        lines: now
+                            .into_iter()
+                            .map(|(line_id, quantity)| pb::LineQuantity { line_id, quantity })
+                            .collect(),
+                        reason: r.reason.clone(),
+                    }),
+                    reason: format!(
+                        "cancel requested after release (nodes asked to stop): {}",
+                        r.reason
+                    ),
+                },
+                steps,
+            }
+        };
+        self.commit(caller, m, outcome).await
+    }
+
     /// Edits line quantities. Units removed go back to inventory by a saga
     /// step; units added to a reserved order are reserved before the edit
     /// is recorded (an edit inventory cannot cover is refused and changes

@@ -96,6 +96,13 @@ pub fn open_quantity(o: &Order) -> Vec<(String, String, i64)> {
 
 /// Cancels the whole order.
 pub fn cancel(o: &mut Order) -> Result<(), Refused> {
+    let st = state(o);
+    if !st.before_release() {
+        return Err(refuse(
+            "ILLEGAL_STATE_CHANGE",
+            format!("{} cannot go from {} to cancelled", o.name, st.as_db()),
+        ));
+    }
     set(o, OrderState::Cancelled)?;
     for l in &mut o.lines {
         l.quantity_cancelled = l.quantity;
@@ -103,6 +110,43 @@ pub fn cancel(o: &mut Order) -> Result<(), Refused> {
     }
     o.holds.clear();
     Ok(())
+}
+
+/// A cancel asked after release: the order's nodes are asked to give up
+/// their work (the caller asks them), backordered units are cancelled now.
+/// Returns the lines and units cancelled now.
+pub fn request_cancel(o: &mut Order) -> Result<Vec<(String, i64)>, Refused> {
+    let st = state(o);
+    if !matches!(st, OrderState::Released | OrderState::PartiallyShipped) {
+        return Err(refuse(
+            "ILLEGAL_STATE_CHANGE",
+            format!("{} is {}; it cannot be cancelled", o.name, st.as_db()),
+        ));
+    }
+    o.cancel_requested = true;
+    let mut now = vec![];
+    for l in &mut o.lines {
+        if l.quantity_backordered > 0 {
+            l.quantity_cancelled += l.quantity_backordered;
+            now.push((l.line_id.clone(), l.quantity_backordered));
+            l.quantity_backordered = 0;
+        }
+    }
+    Ok(now)
+}
+
+/// Units a node gave up (line id, units) on an order whose cancel was
+/// asked: cancelled, and off that node's sourcing.
+pub fn cancelled_at(o: &mut Order, node: &str, given_up: &[(String, i64)]) {
+    resourced(o, node, given_up, &[]);
+    for l in &mut o.lines {
+        let q: i64 = given_up
+            .iter()
+            .filter(|(id, _)| *id == l.line_id)
+            .map(|(_, q)| q)
+            .sum();
+        l.quantity_cancelled = (l.quantity_cancelled + q).min(l.quantity);
+    }
 }
 
 /// Units given back to inventory: (sku, node, units); the node is empty
@@ -133,7 +177,7 @@ fn unsource(l: &mut OrderLine, mut units: i64) -> Freed {
 /// Returns what the cancelled units free.
 pub fn cancel_lines(o: &mut Order, lines: &[LineQuantity]) -> Result<Freed, Refused> {
     let st = state(o);
-    if !st.can_move_to(OrderState::Cancelled) {
+    if !st.before_release() {
         return Err(refuse(
             "ILLEGAL_STATE_CHANGE",
             format!(
@@ -219,8 +263,9 @@ pub struct LineProgress {
 
 /// Takes the shipped and delivered units per line (summed over the
 /// order's fulfillment orders, by line id) and moves a released order to
-/// PARTIALLY_SHIPPED, SHIPPED or DELIVERED accordingly. Returns the new
-/// state when it changed.
+/// PARTIALLY_SHIPPED, SHIPPED or DELIVERED accordingly (CANCELLED when a
+/// cancel after release left nothing to ship). Returns the new state when
+/// it changed.
 pub fn progressed(
     o: &mut Order,
     per_line: &[(String, LineProgress)],
@@ -244,6 +289,11 @@ pub fn progressed(
         l.quantity_delivered = p.delivered;
     }
     let open = |l: &OrderLine| l.quantity - l.quantity_cancelled;
+    if o.lines.iter().all(|l| open(l) == 0) {
+        // A cancel after release, and the nodes gave everything up.
+        set(o, OrderState::Cancelled)?;
+        return Ok(Some(OrderState::Cancelled));
+    }
     let all_shipped = o.lines.iter().all(|l| l.quantity_shipped >= open(l));
     let all_delivered = o.lines.iter().all(|l| l.quantity_delivered >= open(l));
     let any_shipped = o.lines.iter().any(|l| l.quantity_shipped > 0);
@@ -512,6 +562,49 @@ mod tests {
             ],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_cancel_after_release_ends_with_what_the_nodes_gave_up() {
+        let p = |l: &str, shipped| {
+            (
+                l.to_string(),
+                LineProgress {
+                    shipped,
+                    delivered: 0,
+                },
+            )
+        };
+        // Line 2 was backordered: cancelled with the request.
+        let mut o = order();
+        o.state = P::Released as i32;
+        o.lines[1].quantity_backordered = 1;
+        assert_eq!(request_cancel(&mut o).unwrap(), [("2".to_string(), 1)]);
+        assert!(o.cancel_requested);
+        assert_eq!(
+            cancel(&mut o.clone()).unwrap_err().reason,
+            "ILLEGAL_STATE_CHANGE"
+        );
+        // The node ships one unit of line 1 and gives the other up.
+        cancelled_at(&mut o, "DC1", &[("1".to_string(), 1)]);
+        assert_eq!(
+            progressed(&mut o, &[p("1", 1)]),
+            Ok(Some(OrderState::Shipped))
+        );
+        // Nothing shipped and everything given up: cancelled.
+        let mut o = order();
+        o.state = P::Released as i32;
+        request_cancel(&mut o).unwrap();
+        cancelled_at(&mut o, "DC1", &[("1".to_string(), 2), ("2".to_string(), 1)]);
+        assert_eq!(
+            progressed(&mut o, &[p("1", 0)]),
+            Ok(Some(OrderState::Cancelled))
+        );
+        assert_eq!(
+            request_cancel(&mut order()).unwrap_err().reason,
+            "ILLEGAL_STATE_CHANGE",
+            "before release a cancel is immediate"
+        );
     }
 
     #[test]

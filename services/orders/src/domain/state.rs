@@ -51,7 +51,15 @@ impl OrderState {
                     Created | OnHold | Backordered | Reserved | Routed,
                     Cancelled
                 )
+                // A cancel asked after release, once the nodes gave up
+                // everything (see `lifecycle::request_cancel`).
+                | (Released, Cancelled)
         )
+    }
+
+    /// Before release: the order is the OMS's alone, a cancel is immediate.
+    pub fn before_release(self) -> bool {
+        matches!(self, Created | OnHold | Backordered | Reserved | Routed)
     }
 
     /// Open orders still need work.
@@ -123,7 +131,11 @@ mod tests {
     fn illegal_moves_are_refused() {
         assert!(!Created.can_move_to(Shipped));
         assert!(
-            !Released.can_move_to(Cancelled),
+            !PartiallyShipped.can_move_to(Cancelled) && !Shipped.can_move_to(Cancelled),
+            "shipped units stay shipped"
+        );
+        assert!(
+            !Released.before_release(),
             "released work is cancelled through fulfillment"
         );
         assert!(!Delivered.can_move_to(Created));

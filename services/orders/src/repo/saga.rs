@@ -12,6 +12,9 @@ pub const REROUTE: &str = "reroute:";
 /// Prefix of the steps that give a routing decision's node capacity back
 /// (`unplan:<decision id>`).
 pub const UNPLAN: &str = "unplan:";
+/// Prefix of the steps that ask a node to cancel a fulfillment order
+/// (`cancel-work:<fulfillment order id>`).
+pub const CANCEL_WORK: &str = "cancel-work:";
 
 /// A pending step.
 pub struct Step {

@@ -8,7 +8,7 @@
 use crate::changes::{Happened, record};
 use crate::domain::lifecycle;
 use crate::repo::{self, feeds};
-use crate::workers::{peers::Peers, reroute};
+use crate::workers::{peers::Peers, reroute, saga::release_request};
 use chrono::Utc;
 use oms_kernel::{Tenant, parse_name};
 use oms_proto::fulfillment::{
@@ -16,6 +16,7 @@ use oms_proto::fulfillment::{
     WatchFulfillmentEventsResponse,
 };
 use oms_proto::inventory::{Allocation, ConsumeAllocationsRequest};
+use prost::Message;
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -104,32 +105,32 @@ impl FulfillmentFeed {
         {
             let before = feeds::put_fulfillment(&mut tx, tenant, order_id, &fo).await?;
             self.consume(tenant, &fo, before.as_ref()).await?;
-            // Units the node gave back go to another node (a saga step).
+            let lines_before = o.lines.clone();
+            // Units the node gave back go to another node (a saga step), or,
+            // when the order's cancel was asked, are cancelled and their
+            // stock released (a saga step too).
             let back = reroute::given_back(before.as_ref(), &fo);
             if !back.is_empty() {
                 let key = cursor.replace('.', "-");
-                let (step, payload) = reroute::step(&o, &fo, &back, &key);
+                let (step, payload) = if o.cancel_requested {
+                    let by_line: Vec<(String, i64)> =
+                        back.iter().map(|(l, _, q)| (l.clone(), *q)).collect();
+                    lifecycle::cancelled_at(&mut o, &fo.node_id, &by_line);
+                    let units: Vec<(String, String, i64)> = back
+                        .iter()
+                        .map(|(_, sku, q)| (sku.clone(), fo.node_id.clone(), *q))
+                        .collect();
+                    let key = format!("cancelled-{}-{key}", fo.fulfillment_order_id);
+                    let mut release = release_request(order_id, &key, &units, "order cancelled");
+                    release.name = fo.reservation.clone();
+                    (format!("release:{key}"), release.encode_to_vec())
+                } else {
+                    reroute::step(&o, &fo, &back, &key)
+                };
                 repo::saga::enqueue(&mut tx, tenant, order_id, &step, &payload).await?;
             }
-            let per_line: Vec<(String, lifecycle::LineProgress)> =
-                feeds::fulfillments(&mut tx, tenant, order_id)
-                    .await?
-                    .iter()
-                    .flat_map(|f| {
-                        let delivered = f.state() == FulfillmentState::Delivered;
-                        f.lines.iter().map(move |l| {
-                            (
-                                l.line_id.clone(),
-                                lifecycle::LineProgress {
-                                    shipped: l.quantity_shipped,
-                                    delivered: if delivered { l.quantity_shipped } else { 0 },
-                                },
-                            )
-                        })
-                    })
-                    .collect();
+            let per_line = progress(&mut tx, tenant, order_id).await?;
             let from = lifecycle::state(&o);
-            let lines_before = o.lines.clone();
             match lifecycle::progressed(&mut o, &per_line) {
                 Ok(Some(to)) => {
                     let why = format!("{} is {}", fo.name, fo.state().as_str_name());
@@ -210,4 +211,29 @@ impl FulfillmentFeed {
             Err(st) => Err(st.into()),
         }
     }
+}
+
+/// Units shipped and delivered per line of an order, by its fulfillment
+/// orders as last reported.
+pub(crate) async fn progress(
+    tx: &mut sqlx::PgConnection,
+    tenant: &Tenant,
+    order_id: Uuid,
+) -> sqlx::Result<Vec<(String, lifecycle::LineProgress)>> {
+    Ok(feeds::fulfillments(tx, tenant, order_id)
+        .await?
+        .iter()
+        .flat_map(|f| {
+            let delivered = f.state() == FulfillmentState::Delivered;
+            f.lines.iter().map(move |l| {
+                (
+                    l.line_id.clone(),
+                    lifecycle::LineProgress {
+                        shipped: l.quantity_shipped,
+                        delivered: if delivered { l.quantity_shipped } else { 0 },
+                    },
+                )
+            })
+        })
+        .collect())
 }

@@ -223,6 +223,30 @@ impl Saga {
                 return Ok(());
             }
         }
+        if o.cancel_requested {
+            // The order's cancel was asked meanwhile: the units are
+            // cancelled, not placed again (a rest's were cancelled with the
+            // request).
+            if !rest {
+                let by_line: Vec<(String, i64)> = lines
+                    .iter()
+                    .map(|l| (l.line_id.clone(), l.quantity))
+                    .collect();
+                lifecycle::cancelled_at(&mut o, &failed, &by_line);
+                let per_line = super::fulfillment_feed::progress(tx, tenant, s.order_id).await?;
+                let why = format!("{failed} gave the units up; the order's cancel was asked");
+                let to = lifecycle::progressed(&mut o, &per_line)
+                    .map_err(|r| anyhow::anyhow!(r.message))?
+                    .unwrap_or(from);
+                let happened = Happened::state_changed(from, to, why);
+                record(
+                    tx, tenant, s.order_id, &mut o, held_from, from, ACTOR, "", happened,
+                )
+                .await?;
+            }
+            repo::saga::done(tx, s).await?;
+            return Ok(());
+        }
         // 2. A plan without that node (a new request each attempt: stock
         // elsewhere may have arrived since the last answer).
         req.request_id = format!("{}-{}", req.request_id, s.attempts);

@@ -18,8 +18,8 @@ use crate::workers::peers::Peers;
 use chrono::Utc;
 use oms_kernel::Tenant;
 use oms_proto::fulfillment::{
-    CreateFulfillmentOrderRequest, FulfillmentLine, FulfillmentOrder,
-    ReleaseFulfillmentOrderRequest,
+    CancelFulfillmentOrderRequest, CreateFulfillmentOrderRequest, FulfillmentLine,
+    FulfillmentOrder, ReleaseFulfillmentOrderRequest,
 };
 use oms_proto::inventory::{
     Allocation, ConfirmReservationRequest, CreateReservationRequest, ExtendReservationRequest,
@@ -126,6 +126,8 @@ impl Saga {
                 self.reroute(&mut tx, &tenant, &s).await?;
             } else if s.step.starts_with(repo::saga::UNPLAN) {
                 self.unplan(&mut tx, &tenant, &s).await?;
+            } else if s.step.starts_with(repo::saga::CANCEL_WORK) {
+                self.cancel_work(&mut tx, &tenant, &s).await?;
             } else {
                 self.release(&mut tx, &tenant, &s).await?;
             }
@@ -517,6 +519,53 @@ impl Saga {
         }
         Ok(())
     }
+}
+
+impl Saga {
+    /// Asks a node to cancel a fulfillment order; retried until
+    /// fulfillment answers. Work already shipped or finished stays as it
+    /// is; the node's answer comes back on the fulfillment feed.
+    async fn cancel_work(
+        &self,
+        tx: &mut PgConnection,
+        tenant: &Tenant,
+        s: &Step,
+    ) -> anyhow::Result<()> {
+        let req = CancelFulfillmentOrderRequest::decode(s.payload.as_slice())?;
+        match self
+            .peers
+            .fulfillment(tenant)
+            .cancel_fulfillment_order(req)
+            .await
+        {
+            Ok(_) => repo::saga::done(tx, s).await?,
+            Err(st) if matches!(st.code(), Code::NotFound | Code::FailedPrecondition) => {
+                repo::saga::done(tx, s).await?
+            }
+            Err(st) => {
+                repo::saga::retry(tx, s, st.message(), Utc::now() + backoff(s.attempts)).await?
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The step that asks `fo`'s node to cancel it, for the order's cancel
+/// request `key`.
+pub fn cancel_work_step(fo: &FulfillmentOrder, key: &str, reason: &str) -> (String, Vec<u8>) {
+    let req = CancelFulfillmentOrderRequest {
+        request_id: format!("cancel-{}-{key}", fo.fulfillment_order_id),
+        name: fo.name.clone(),
+        reason: if reason.is_empty() {
+            "order cancelled".into()
+        } else {
+            format!("order cancelled: {reason}")
+        },
+    };
+    (
+        format!("{}{}", repo::saga::CANCEL_WORK, fo.fulfillment_order_id),
+        req.encode_to_vec(),
+    )
 }
 
 /// The step that gives decision `name`'s node capacity back, because its
