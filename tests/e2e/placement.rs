@@ -78,6 +78,24 @@ pub async fn until_state(
     }
 }
 
+/// Follows inventory's feed until a reservation released units for
+/// `reason` (saga steps give stock back after the change that asked).
+pub async fn until_released(c: &mut InventoryServiceClient<Channel>, reason: &str) {
+    let mut feed = c
+        .watch_inventory_events(authed(T, inv::WatchInventoryEventsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    loop {
+        let ev = feed.message().await.unwrap().unwrap().event.unwrap();
+        if let Some(inv::inventory_event::Kind::ReservationReleased(r)) = ev.kind
+            && r.reason == reason
+        {
+            return;
+        }
+    }
+}
+
 pub async fn available(c: &mut InventoryServiceClient<Channel>, sku: &str) -> i64 {
     c.get_availability(authed(
         T,
@@ -262,19 +280,7 @@ async fn orders_are_reserved_backordered_held_and_cancelled_with_their_stock() {
         .order
         .unwrap();
     assert_eq!(edited.lines[0].quantity, 1);
-    let mut inv_feed = stock_c
-        .watch_inventory_events(authed(T, inv::WatchInventoryEventsRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
-    loop {
-        let ev = inv_feed.message().await.unwrap().unwrap().event.unwrap();
-        if let Some(inv::inventory_event::Kind::ReservationReleased(r)) = ev.kind
-            && r.reason == "lines edited"
-        {
-            break;
-        }
-    }
+    until_released(&mut stock_c, "lines edited").await;
     assert_eq!(available(&mut stock_c, "A").await, 4);
 
     // Cancelling the first order gives its stock back; the backorder then fills.

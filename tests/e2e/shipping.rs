@@ -1,7 +1,7 @@
 //! The whole journey with the reference WMS simulator on the adapter
 //! stream: an order is reserved, routed, released, shipped and delivered,
 //! and the stock it shipped leaves inventory.
-use crate::placement::{available, create, until_state};
+use crate::placement::{available, create, until_released, until_state};
 use oms_e2e::Suite;
 use oms_kernel::Tenant;
 use oms_proto::fulfillment::{
@@ -71,6 +71,28 @@ async fn on_hand(c: &mut InventoryServiceClient<Channel>, sku: &str) -> Vec<(Str
         .collect();
     v.sort();
     v
+}
+
+/// (node, state) of each fulfillment order of `order`, sorted.
+async fn work_states(suite: &Suite, order: &str) -> Vec<(String, FulfillmentState)> {
+    let mut work = FulfillmentServiceClient::new(suite.channel(Service::Fulfillment));
+    let mut states: Vec<(String, FulfillmentState)> = work
+        .list_fulfillment_orders(authed(
+            T,
+            ListFulfillmentOrdersRequest {
+                order: order.into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .fulfillment_orders
+        .iter()
+        .map(|f| (f.node_id.clone(), f.state()))
+        .collect();
+    states.sort();
+    states
 }
 
 /// Asserts that a change in the order's history has a reason starting with `prefix`.
@@ -178,25 +200,8 @@ async fn a_rejection_at_one_node_reroutes_to_another_that_ships() {
         [("DC1".to_string(), 5), ("DC2".to_string(), 3)]
     );
     assert_eq!(available(&mut stock, "A").await, 8);
-    let mut work = FulfillmentServiceClient::new(suite.channel(Service::Fulfillment));
-    let mut states: Vec<(String, FulfillmentState)> = work
-        .list_fulfillment_orders(authed(
-            T,
-            ListFulfillmentOrdersRequest {
-                order: order.name.clone(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .fulfillment_orders
-        .iter()
-        .map(|f| (f.node_id.clone(), f.state()))
-        .collect();
-    states.sort();
     assert_eq!(
-        states,
+        work_states(&suite, &order.name).await,
         [
             ("DC1".to_string(), FulfillmentState::Rejected),
             ("DC2".to_string(), FulfillmentState::Delivered)
@@ -287,39 +292,13 @@ async fn an_order_cancelled_after_release_is_given_up_by_its_node_and_its_stock_
     assert!(cancelled.lines[0].sourcing.is_empty());
     assert_history(&mut orders, &order.name, "cancel requested after release").await;
     // The node gave the work up: nothing left on-hand, the allocation is back.
-    let mut work = FulfillmentServiceClient::new(suite.channel(Service::Fulfillment));
-    let states: Vec<FulfillmentState> = work
-        .list_fulfillment_orders(authed(
-            T,
-            ListFulfillmentOrdersRequest {
-                order: order.name.clone(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .fulfillment_orders
-        .iter()
-        .map(|f| f.state())
-        .collect();
-    assert_eq!(states, [FulfillmentState::Cancelled]);
+    assert_eq!(
+        work_states(&suite, &order.name).await,
+        [("DC1".to_string(), FulfillmentState::Cancelled)]
+    );
     assert_eq!(on_hand(&mut stock, "A").await, [("DC1".to_string(), 5)]);
-    // The release is a saga step after the cancel: follow inventory's feed
-    // until it has given the units back.
-    let mut inv_feed = stock
-        .watch_inventory_events(authed(T, inv::WatchInventoryEventsRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
-    loop {
-        let ev = inv_feed.message().await.unwrap().unwrap().event.unwrap();
-        if let Some(inv::inventory_event::Kind::ReservationReleased(r)) = ev.kind
-            && r.reason == "order cancelled"
-        {
-            break;
-        }
-    }
+    // The release is a saga step after the node's answer.
+    until_released(&mut stock, "order cancelled").await;
     assert_eq!(available(&mut stock, "A").await, 5);
     let again = orders
         .cancel_order(authed(
@@ -358,7 +337,7 @@ async fn a_fulfillment_order_cancelled_at_its_node_ships_from_another() {
         ..Default::default()
     };
     let at_dc1 = work
-        .list_fulfillment_orders(authed(T, list.clone()))
+        .list_fulfillment_orders(authed(T, list))
         .await
         .unwrap()
         .into_inner()
@@ -385,18 +364,8 @@ async fn a_fulfillment_order_cancelled_at_its_node_ships_from_another() {
         .map(|s| (s.node_id.clone(), s.quantity))
         .collect();
     assert_eq!(sourcing, [("DC2".to_string(), 2)]);
-    let mut states: Vec<(String, FulfillmentState)> = work
-        .list_fulfillment_orders(authed(T, list))
-        .await
-        .unwrap()
-        .into_inner()
-        .fulfillment_orders
-        .iter()
-        .map(|f| (f.node_id.clone(), f.state()))
-        .collect();
-    states.sort();
     assert_eq!(
-        states,
+        work_states(&suite, &order.name).await,
         [
             ("DC1".to_string(), FulfillmentState::Cancelled),
             ("DC2".to_string(), FulfillmentState::Delivered)

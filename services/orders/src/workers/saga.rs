@@ -489,39 +489,31 @@ impl Saga {
         s: &Step,
     ) -> anyhow::Result<()> {
         let req = ReleaseReservationRequest::decode(s.payload.as_slice())?;
-        match self.peers.inventory(tenant).release_reservation(req).await {
-            Ok(_) => repo::saga::done(tx, s).await?,
-            // Never reserved, or already released or expired: nothing to give back.
-            Err(st) if matches!(st.code(), Code::NotFound | Code::FailedPrecondition) => {
-                repo::saga::done(tx, s).await?
-            }
-            Err(st) => {
-                repo::saga::retry(tx, s, st.message(), Utc::now() + backoff(s.attempts)).await?
-            }
-        }
-        Ok(())
+        let answer = self.peers.inventory(tenant).release_reservation(req).await;
+        // Never reserved, or already released or expired: nothing to give back.
+        settle(
+            tx,
+            s,
+            answer.map(drop),
+            &[Code::NotFound, Code::FailedPrecondition],
+        )
+        .await
     }
-}
 
-impl Saga {
     /// Gives a decision's node capacity back; retried until routing
     /// answers. An unknown decision has nothing to give back.
     async fn unplan(&self, tx: &mut PgConnection, tenant: &Tenant, s: &Step) -> anyhow::Result<()> {
         let req = ReleaseDecisionRequest::decode(s.payload.as_slice())?;
-        match self.peers.routing(tenant).release_decision(req).await {
-            Ok(_) => repo::saga::done(tx, s).await?,
-            Err(st) if matches!(st.code(), Code::NotFound | Code::InvalidArgument) => {
-                repo::saga::done(tx, s).await?
-            }
-            Err(st) => {
-                repo::saga::retry(tx, s, st.message(), Utc::now() + backoff(s.attempts)).await?
-            }
-        }
-        Ok(())
+        let answer = self.peers.routing(tenant).release_decision(req).await;
+        settle(
+            tx,
+            s,
+            answer.map(drop),
+            &[Code::NotFound, Code::InvalidArgument],
+        )
+        .await
     }
-}
 
-impl Saga {
     /// Asks a node to cancel a fulfillment order; retried until
     /// fulfillment answers. Work already shipped or finished stays as it
     /// is; the node's answer comes back on the fulfillment feed.
@@ -532,22 +524,36 @@ impl Saga {
         s: &Step,
     ) -> anyhow::Result<()> {
         let req = CancelFulfillmentOrderRequest::decode(s.payload.as_slice())?;
-        match self
+        let answer = self
             .peers
             .fulfillment(tenant)
             .cancel_fulfillment_order(req)
-            .await
-        {
-            Ok(_) => repo::saga::done(tx, s).await?,
-            Err(st) if matches!(st.code(), Code::NotFound | Code::FailedPrecondition) => {
-                repo::saga::done(tx, s).await?
-            }
-            Err(st) => {
-                repo::saga::retry(tx, s, st.message(), Utc::now() + backoff(s.attempts)).await?
-            }
-        }
-        Ok(())
+            .await;
+        settle(
+            tx,
+            s,
+            answer.map(drop),
+            &[Code::NotFound, Code::FailedPrecondition],
+        )
+        .await
     }
+}
+
+/// Ends a step whose one call was answered, or refused with one of
+/// `final_codes` (there is nothing left to do); otherwise it is retried.
+async fn settle(
+    tx: &mut PgConnection,
+    s: &Step,
+    answer: Result<(), tonic::Status>,
+    final_codes: &[Code],
+) -> anyhow::Result<()> {
+    match answer {
+        Err(st) if !final_codes.contains(&st.code()) => {
+            repo::saga::retry(tx, s, st.message(), Utc::now() + backoff(s.attempts)).await?
+        }
+        _ => repo::saga::done(tx, s).await?,
+    }
+    Ok(())
 }
 
 /// The step that asks `fo`'s node to cancel it, for the order's cancel
