@@ -162,14 +162,12 @@ fn greedy(p: &Problem) -> Solution {
 /// The greedy cover when lines go whole to a node, each line has a SKU of
 /// its own and no node is penalised (the common case): whether a node can
 /// take a line never changes, so each node's lines are a bit mask computed
-/// once, and what a node places in a round is the weight of its mask and
-/// the lines left, looked up a byte at a time. Same rounds, same choices,
-/// same placements as [`greedy_by_cover`].
+/// once, and what each node would place is kept up to date as rounds take
+/// lines, instead of being recounted. Same rounds, same choices, same
+/// placements as [`greedy_by_cover`].
 struct WholeLines {
     /// Lines each candidate (by position in `cands`) can take.
     masks: Vec<u64>,
-    /// Units of the lines set in each byte of a mask, per byte position.
-    weight: Vec<[i64; 256]>,
 }
 
 impl WholeLines {
@@ -202,45 +200,36 @@ impl WholeLines {
                     })
             })
             .collect();
-        let weight = (0..lines.div_ceil(8))
-            .map(|b| {
-                // Each byte's weight is that of the byte without its lowest
-                // bit, plus that bit's line.
-                let mut t = [0i64; 256];
-                for byte in 1..256usize {
-                    let l = 8 * b + byte.trailing_zeros() as usize;
-                    t[byte] = t[byte & (byte - 1)] + p.need.get(l).copied().unwrap_or(0);
-                }
-                t
-            })
-            .collect();
-        Some(WholeLines { masks, weight })
+        Some(WholeLines { masks })
     }
 
-    fn units(&self, mask: u64) -> i64 {
-        self.weight
-            .iter()
-            .enumerate()
-            .map(|(b, t)| t[(mask >> (8 * b)) as usize & 0xff])
-            .sum()
+    /// Units of the lines in `mask`.
+    fn units(p: &Problem, mut mask: u64) -> i64 {
+        let mut sum = 0;
+        while mask != 0 {
+            sum += p.need[mask.trailing_zeros() as usize];
+            mask &= mask - 1;
+        }
+        sum
     }
 
     fn greedy(&self, p: &Problem) -> Solution {
         let mut open: u64 = (0..p.need.len())
             .filter(|&l| p.need[l] > 0)
             .fold(0, |m, l| m | 1 << l);
+        // What each candidate would place of the lines still open.
+        let mut units: Vec<i64> = self.masks.iter().map(|&m| Self::units(p, m)).collect();
         let mut used: Vec<usize> = Vec::new();
         let mut placed = Vec::new();
         while used.len() < p.max_shipments && open != 0 {
             let mut best: Option<(usize, i64, f64)> = None;
             for (i, &c) in p.cands.iter().enumerate() {
-                let units = self.units(self.masks[i] & open);
                 let cost = p.score[c];
-                if units > 0
+                if units[i] > 0
                     && !used.contains(&c)
-                    && best.is_none_or(|(_, u, bc)| units > u || (units == u && cost < bc))
+                    && best.is_none_or(|(_, u, bc)| units[i] > u || (units[i] == u && cost < bc))
                 {
-                    best = Some((i, units, cost));
+                    best = Some((i, units[i], cost));
                 }
             }
             let Some((i, _, _)) = best else { break };
@@ -256,6 +245,11 @@ impl WholeLines {
                     }),
             );
             open &= !take;
+            for (u, &m) in units.iter_mut().zip(&self.masks) {
+                if m & take != 0 {
+                    *u -= Self::units(p, m & take);
+                }
+            }
             used.push(node);
         }
         let left = (0..p.need.len())
