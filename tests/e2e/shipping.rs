@@ -315,6 +315,68 @@ async fn an_order_cancelled_after_release_is_given_up_by_its_node_and_its_stock_
 }
 
 #[tokio::test]
+async fn a_cancel_the_node_refuses_once_packed_leaves_the_order_shipping() {
+    let suite = Suite::start().await;
+    let mut stock = suite.stock(T, &[("A", 5)]).await;
+    let _dc1 = warehouse_pacing(&suite, "DC1", 0.0, Duration::from_millis(300));
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = orders
+        .watch_order_events(authed(T, ord::WatchOrderEventsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut work = FulfillmentServiceClient::new(suite.channel(Service::Fulfillment));
+    let mut work_feed = work
+        .watch_fulfillment_events(authed(
+            T,
+            oms_proto::fulfillment::WatchFulfillmentEventsRequest::default(),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let order = create(&mut orders, "cancel-packed-1", &[("A", 2)]).await;
+    // Packed at DC1: from here the node refuses to cancel (or has shipped).
+    loop {
+        let ev = work_feed.message().await.unwrap().unwrap();
+        if ev
+            .fulfillment_order
+            .is_some_and(|f| f.order == order.name && f.state() == FulfillmentState::Packed)
+        {
+            break;
+        }
+    }
+    let asked = orders
+        .cancel_order(authed(
+            T,
+            ord::CancelOrderRequest {
+                request_id: "cancel-packed".into(),
+                name: order.name.clone(),
+                reason: "too late".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert!(asked.cancel_requested);
+    let delivered = until_state(&mut feed, &order.name, OrderState::Delivered)
+        .await
+        .order
+        .unwrap();
+    assert!(delivered.cancel_requested);
+    assert_eq!(
+        (
+            delivered.lines[0].quantity_cancelled,
+            delivered.lines[0].quantity_shipped
+        ),
+        (0, 2)
+    );
+    assert_eq!(on_hand(&mut stock, "A").await, [("DC1".to_string(), 3)]);
+    assert_eq!(available(&mut stock, "A").await, 3);
+}
+
+#[tokio::test]
 async fn a_fulfillment_order_cancelled_at_its_node_ships_from_another() {
     let suite = Suite::start().await;
     let mut stock = suite.stock(T, &[("A", 5)]).await;
