@@ -5,6 +5,7 @@ use crate::changes::{Happened, record};
 use crate::domain::{NewOrder, OrderFilter, OrderState, lifecycle};
 use crate::error::{Error, Result};
 use crate::repo::{self, history::Change, orders::Projection};
+use crate::workers::fulfillment_feed;
 use crate::workers::saga::{self, Saga};
 use chrono::Utc;
 use futures::StreamExt as _;
@@ -694,6 +695,10 @@ impl OrderApi {
             }
         } else {
             let now = lifecycle::request_cancel(&mut m.order).map_err(Error::Refused)?;
+            // What was cancelled now may have been all that was left open
+            // (shipped, or delivered, but for a backordered rest).
+            let shipped = fulfillment_feed::progress(&mut m.tx, &caller.tenant, m.id).await?;
+            lifecycle::progressed(&mut m.order, &shipped).map_err(Error::Refused)?;
             let work = repo::feeds::fulfillments(&mut m.tx, &caller.tenant, m.id).await?;
             let steps = work
                 .iter()

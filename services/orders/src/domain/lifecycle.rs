@@ -605,6 +605,15 @@ mod tests {
             "ILLEGAL_STATE_CHANGE",
             "before release a cancel is immediate"
         );
+        // Line 1 shipped; only line 2's backordered unit was open: shipped.
+        let mut o = order();
+        o.state = P::PartiallyShipped as i32;
+        o.lines[1].quantity_backordered = 1;
+        request_cancel(&mut o).unwrap();
+        assert_eq!(
+            progressed(&mut o, &[p("1", 2)]),
+            Ok(Some(OrderState::Shipped))
+        );
     }
 
     #[test]
