@@ -307,6 +307,10 @@ pub async fn release(
         repo::save_decision(&mut tx, tenant, id, &d)
             .await
             .map_err(db)?;
+        let released = Kind::DecisionReleased(DecisionReleased {
+            decision: Some(d.clone()),
+        });
+        emit(&mut tx, tenant, &d.order, rid.as_str(), released).await?;
     }
     r.finish(
         tx,

@@ -82,6 +82,7 @@ pub async fn emit(
     let event_type = match &kind {
         Kind::OrderRouted(_) => "OrderRouted",
         Kind::RuleSetActivated(_) => "RuleSetActivated",
+        Kind::DecisionReleased(_) => "DecisionReleased",
     };
     let payload = WatchRoutingEventsResponse {
         meta: None,

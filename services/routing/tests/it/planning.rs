@@ -437,8 +437,32 @@ async fn a_released_decision_gives_its_node_capacity_back() {
         .decision
         .unwrap();
     assert_eq!(stored.release_time, released.release_time);
+    // The feed says so, once.
+    let mut feed = h
+        .client
+        .watch_routing_events(authed(TENANT, WatchRoutingEventsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = 0;
+    let mut events = 0;
+    // Two plans, then the release: three events so far.
+    while events < 3 {
+        let ev = feed.next().await.unwrap().unwrap();
+        events += 1;
+        if let Some(Kind::DecisionReleased(r)) = ev.kind {
+            assert_eq!(r.decision.unwrap(), released);
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 1);
 
     let third = h.plan(&rid(), order("o3", &[("MUG", 1)])).await;
+    // The second release asked nothing more of the feed: next is o3's plan.
+    match feed.next().await.unwrap().unwrap().kind {
+        Some(Kind::OrderRouted(r)) => assert_eq!(r.decision.unwrap().name, third.name),
+        other => panic!("unexpected {other:?}"),
+    }
     assert_eq!(
         placed(&third),
         [at("1", "DC-CAP", 1)],
