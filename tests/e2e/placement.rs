@@ -417,3 +417,34 @@ async fn a_crash_in_the_middle_of_placements_places_every_order_exactly_once() {
             .unwrap();
     assert_eq!(holds, 30);
 }
+
+#[tokio::test]
+async fn a_cancel_with_the_longest_request_id_still_gives_the_stock_back() {
+    let mut suite = Suite::start().await;
+    suite.crash(Service::Fulfillment).await;
+    let mut stock_c = suite.stock(T, &[("A", 5)]).await;
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = orders
+        .watch_order_events(authed(T, ord::WatchOrderEventsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let o = create(&mut orders, "long-1", &[("A", 2)]).await;
+    until_state(&mut feed, &o.name, OrderState::Routed).await;
+    assert_eq!(available(&mut stock_c, "A").await, 3);
+    // The saga's own request ids are built from this one: they must stay
+    // valid request ids however long it is.
+    orders
+        .cancel_order(authed(
+            T,
+            ord::CancelOrderRequest {
+                request_id: "k".repeat(128),
+                name: o.name.clone(),
+                reason: "customer".into(),
+            },
+        ))
+        .await
+        .unwrap();
+    until_released(&mut stock_c, "order cancelled").await;
+    assert_eq!(available(&mut stock_c, "A").await, 5);
+}

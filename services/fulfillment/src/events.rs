@@ -59,6 +59,14 @@ pub async fn once(r: &Fulfillment, tenant: &Tenant, event_id: &str) -> Result<On
         return Ok(Once::Answered(unkeyed(event_id)));
     }
     let mut tx = r.pool.begin().await.map_err(db)?;
+    // The same event resent on a second stream while the first still
+    // applies it waits here, then finds the first answer.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))")
+        .bind(tenant.as_str())
+        .bind(event_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
     match repo::event_acks(&mut *tx, tenant, &[event_id])
         .await
         .map_err(db)?

@@ -104,16 +104,23 @@ pub async fn create(
     r.finish(tx, tenant, &rid, resp).await
 }
 
-/// The notice `id` with its receipts and discrepancies as of now.
+/// The notices with their receipts and discrepancies as of now (one query
+/// for all of them).
 async fn complete(
     r: &Fulfillment,
     tenant: &Tenant,
-    id: Uuid,
-    mut asn: AdvanceShippingNotice,
-) -> Result<AdvanceShippingNotice, Status> {
-    asn.receipts = repo::receipts_of(&r.pool, tenant, id).await.map_err(db)?;
-    asn.discrepancies = discrepancies(&asn, &asn.receipts);
-    Ok(asn)
+    asns: Vec<(Uuid, AdvanceShippingNotice)>,
+) -> Result<Vec<AdvanceShippingNotice>, Status> {
+    let ids: Vec<Uuid> = asns.iter().map(|(id, _)| *id).collect();
+    let mut receipts = repo::receipts_of(&r.pool, tenant, &ids).await.map_err(db)?;
+    Ok(asns
+        .into_iter()
+        .map(|(id, mut asn)| {
+            asn.receipts = receipts.remove(&id).unwrap_or_default();
+            asn.discrepancies = discrepancies(&asn, &asn.receipts);
+            asn
+        })
+        .collect())
 }
 
 pub async fn get(
@@ -127,7 +134,7 @@ pub async fn get(
         .map_err(db)?
         .ok_or_else(|| status::not_found(DOMAIN, "ASN", &req.name))?;
     Ok(GetAdvanceShippingNoticeResponse {
-        asn: Some(complete(r, tenant, id, asn).await?),
+        asn: complete(r, tenant, vec![(id, asn)]).await?.pop(),
     })
 }
 
@@ -150,12 +157,8 @@ pub async fn list(
         .await
         .map_err(db)?;
     let (page, next_page_token) = paging.page(rows, |(id, _)| *id);
-    let mut asns = Vec::with_capacity(page.len());
-    for (id, asn) in page {
-        asns.push(complete(r, tenant, id, asn).await?);
-    }
     Ok(ListAdvanceShippingNoticesResponse {
-        asns,
+        asns: complete(r, tenant, page).await?,
         next_page_token,
     })
 }
@@ -284,7 +287,10 @@ async fn record(
     }
     let (subject, discrepancies) = match &asn {
         Some((id, a)) => {
-            let receipts = repo::receipts_of(&mut *tx, tenant, *id).await.map_err(db)?;
+            let mut receipts = repo::receipts_of(&mut *tx, tenant, &[*id])
+                .await
+                .map_err(db)?;
+            let receipts = receipts.remove(id).unwrap_or_default();
             (a.name.clone(), discrepancies(a, &receipts))
         }
         None => (format!("receipts/{}", rc.receipt_id), Vec::new()),

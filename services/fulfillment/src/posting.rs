@@ -7,7 +7,7 @@
 //! discrepancies.
 use crate::repo::inbound as repo;
 use chrono::Utc;
-use oms_kernel::Tenant;
+use oms_kernel::{RequestId, Tenant};
 use oms_proto::fulfillment::Receipt;
 use oms_proto::inventory::{
     MovementKind, RecordMovementRequest, StockMovement,
@@ -114,7 +114,7 @@ impl Poster {
         };
         for (i, l) in rc.lines.iter().enumerate().filter(|(_, l)| l.quantity > 0) {
             let req = RecordMovementRequest {
-                request_id: format!("receipt:{}:{i}", rc.receipt_id),
+                request_id: RequestId::derived("receipt", format!("receipt:{}:{i}", rc.receipt_id)),
                 movement: Some(StockMovement {
                     kind: MovementKind::Receipt as i32,
                     node_id: rc.node_id.clone(),

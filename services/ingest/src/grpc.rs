@@ -2,7 +2,7 @@
 use crate::adapters::{self, Mapped};
 use crate::skus::ChannelSkus;
 use crate::{availability, repo, signature};
-use oms_kernel::{Tenant, Violations, parse_name};
+use oms_kernel::{RequestId, Tenant, Violations, parse_name};
 use oms_proto::ingest::{ingest_service_server::IngestService, *};
 use oms_proto::inventory::inventory_service_client::InventoryServiceClient;
 use oms_proto::orders::{self as ord, order_service_client::OrderServiceClient};
@@ -262,11 +262,14 @@ impl IngestApi {
                     // A later version of the order: its address and customer
                     // follow, while the order can still change.
                     let update = ord::UpdateOrderRequest {
-                        request_id: format!(
-                            "ingest-update:{}:{}:{}",
-                            channel.channel_id,
-                            coid,
-                            &body_hash[..16]
+                        request_id: RequestId::derived(
+                            "ingest-update",
+                            format!(
+                                "ingest-update:{}:{}:{}",
+                                channel.channel_id,
+                                coid,
+                                &body_hash[..16]
+                            ),
                         ),
                         order: Some(ord::Order {
                             name: name.clone(),
@@ -288,7 +291,8 @@ impl IngestApi {
                 (name, SubmissionOutcome::Updated)
             }
             None => {
-                let request_id = format!("ingest:{}:{}", channel.channel_id, coid);
+                let request_id =
+                    RequestId::derived("ingest", format!("ingest:{}:{}", channel.channel_id, coid));
                 let created = orders
                     .create_order(ord::CreateOrderRequest {
                         request_id,
@@ -331,7 +335,10 @@ impl IngestApi {
         coid: &str,
     ) -> Result<(), Status> {
         let req = ord::CancelOrderRequest {
-            request_id: format!("ingest-cancel:{channel}:{coid}"),
+            request_id: RequestId::derived(
+                "ingest-cancel",
+                format!("ingest-cancel:{channel}:{coid}"),
+            ),
             name: name.to_owned(),
             reason: "cancelled in the channel".into(),
         };
@@ -406,7 +413,7 @@ impl IngestService for IngestApi {
         let caller = auth::caller(&req)?;
         let r = req.into_inner();
         let mut v = Violations::new();
-        let rid = v.check("request_id", oms_kernel::RequestId::parse(&r.request_id));
+        let rid = v.check("request_id", RequestId::parse(&r.request_id));
         let patch = r.channel.clone().unwrap_or_default();
         let id = parse_name(&patch.name, "channels")
             .map(str::to_owned)

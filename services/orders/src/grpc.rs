@@ -695,11 +695,11 @@ impl OrderApi {
             }
         } else {
             let now = lifecycle::request_cancel(&mut m.order).map_err(Error::Refused)?;
+            let work = repo::feeds::fulfillments(&mut m.tx, &caller.tenant, m.id).await?;
             // What was cancelled now may have been all that was left open
             // (shipped, or delivered, but for a backordered rest).
-            let shipped = fulfillment_feed::progress(&mut m.tx, &caller.tenant, m.id).await?;
+            let shipped = fulfillment_feed::progress(&work);
             lifecycle::progressed(&mut m.order, &shipped).map_err(Error::Refused)?;
-            let work = repo::feeds::fulfillments(&mut m.tx, &caller.tenant, m.id).await?;
             let steps = work
                 .iter()
                 .filter(|f| {

@@ -134,14 +134,19 @@ async fn store(
     let mut nodes: Vec<&str> = d.assignments.iter().map(|a| a.node_id.as_str()).collect();
     nodes.sort_unstable();
     nodes.dedup();
-    for n in nodes {
-        if let Some(i) = world.net.index_of(n) {
-            let day = local_day(world.now, world.net.nodes[i].utc_offset_minutes);
-            repo::add_load(tx, tenant, (id, &d.order), n, day)
-                .await
-                .map_err(db)?;
-        }
-    }
+    let load: Vec<(String, NaiveDate)> = nodes
+        .into_iter()
+        .filter_map(|n| {
+            let i = world.net.index_of(n)?;
+            Some((
+                n.to_owned(),
+                local_day(world.now, world.net.nodes[i].utc_offset_minutes),
+            ))
+        })
+        .collect();
+    repo::add_load(tx, tenant, (id, &d.order), &load)
+        .await
+        .map_err(db)?;
     emit(
         tx,
         tenant,

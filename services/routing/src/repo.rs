@@ -254,31 +254,34 @@ pub async fn load(
     .await
 }
 
-/// Counts one shipment of decision `id` (of `order`) at `node` on `day`.
+/// Counts one shipment of decision `id` (of `order`) at each node on its
+/// day, in one statement.
 pub async fn add_load(
     tx: &mut PgConnection,
     tenant: &Tenant,
     (id, order): (Uuid, &str),
-    node: &str,
-    day: NaiveDate,
+    load: &[(String, NaiveDate)],
 ) -> sqlx::Result<()> {
+    if load.is_empty() {
+        return Ok(());
+    }
+    let (nodes, days): (Vec<&str>, Vec<NaiveDate>) =
+        load.iter().map(|(n, d)| (n.as_str(), *d)).unzip();
     sqlx::query(
-        "INSERT INTO decision_load (tenant, decision_id, order_name, node_id, day)
-         VALUES ($1, $2, $3, $4, $5)",
+        "WITH counted AS (
+             INSERT INTO decision_load (tenant, decision_id, order_name, node_id, day)
+             SELECT $1, $2, $3, n, d FROM UNNEST($4::text[], $5::date[]) AS x(n, d)
+             RETURNING node_id, day
+         )
+         INSERT INTO node_load (node_id, day, shipments)
+         SELECT node_id, day, 1 FROM counted
+         ON CONFLICT (node_id, day) DO UPDATE SET shipments = node_load.shipments + 1",
     )
     .bind(tenant.as_str())
     .bind(id)
     .bind(order)
-    .bind(node)
-    .bind(day)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO node_load (node_id, day, shipments) VALUES ($1, $2, 1)
-         ON CONFLICT (node_id, day) DO UPDATE SET shipments = node_load.shipments + 1",
-    )
-    .bind(node)
-    .bind(day)
+    .bind(&nodes)
+    .bind(&days)
     .execute(tx)
     .await?;
     Ok(())

@@ -57,6 +57,23 @@ impl RequestId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The request id of a call one service makes on behalf of another
+    /// request: `id` (built from the caller's ids and keys) when it is a
+    /// valid request id, otherwise `prefix` and a digest of `id`. The same
+    /// `id` always gives the same answer, so the call stays idempotent
+    /// whatever the length or characters of the keys it was built from.
+    pub fn derived(prefix: &str, id: String) -> String {
+        if Self::parse(&id).is_ok() {
+            return id;
+        }
+        use sha2::{Digest, Sha256};
+        let digest: String = Sha256::digest(id.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("{prefix}-{digest}")
+    }
 }
 
 impl fmt::Display for RequestId {
@@ -100,6 +117,20 @@ mod tests {
         assert!(RequestId::parse("").is_err());
         assert!(RequestId::parse("has space").is_err());
         assert!(RequestId::parse(&"x".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn derived_request_ids_are_valid_and_stable() {
+        let short = RequestId::derived("release", "release-o1-k".into());
+        assert_eq!(short, "release-o1-k", "a valid id stays as it is");
+        let long = || format!("release-o1-{}", "k".repeat(128));
+        let a = RequestId::derived("release", long());
+        assert!(RequestId::parse(&a).is_ok(), "{a}");
+        assert!(a.starts_with("release-"));
+        assert_eq!(a, RequestId::derived("release", long()));
+        assert_ne!(a, RequestId::derived("release", format!("{}x", long())));
+        let spaced = RequestId::derived("ingest", "ingest:pos:with space".into());
+        assert!(RequestId::parse(&spaced).is_ok());
     }
 
     #[test]

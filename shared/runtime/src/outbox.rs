@@ -111,9 +111,7 @@ impl Cursor {
             id: i.parse().map_err(|_| bad())?,
         })
     }
-}
 
-impl Cursor {
     /// The position just before this event's: a feed followed from it
     /// starts with this event. Messages derived from one event carry it on
     /// all but the last, so resuming after any of them misses nothing.

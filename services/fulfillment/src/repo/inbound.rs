@@ -5,6 +5,7 @@ use oms_proto::fulfillment::{AdvanceShippingNotice, Receipt};
 use oms_runtime::{db::decode, time::to_timestamp};
 use prost::Message;
 use sqlx::{PgConnection, PgExecutor};
+use std::collections::HashMap;
 use uuid::Uuid;
 
 pub async fn insert_asn(
@@ -96,6 +97,7 @@ pub async fn insert_receipt(
 }
 
 type ReceiptRow = (Vec<u8>, Option<DateTime<Utc>>, Option<String>);
+type AsnReceiptRow = (Uuid, Vec<u8>, Option<DateTime<Utc>>, Option<String>);
 
 fn receipt((doc, posted, error): ReceiptRow) -> sqlx::Result<Receipt> {
     let mut rc: Receipt = decode(&doc)?;
@@ -104,21 +106,27 @@ fn receipt((doc, posted, error): ReceiptRow) -> sqlx::Result<Receipt> {
     Ok(rc)
 }
 
-/// Receipts against a notice, in the order they were recorded.
+/// Receipts against each of some notices, in the order they were recorded.
 pub async fn receipts_of(
     ex: impl PgExecutor<'_>,
     tenant: &Tenant,
-    asn: Uuid,
-) -> sqlx::Result<Vec<Receipt>> {
-    let rows: Vec<ReceiptRow> = sqlx::query_as(
-        "SELECT doc, post_time, post_error FROM receipts WHERE tenant = $1 AND asn_id = $2
-         ORDER BY record_time, receipt_id",
+    asns: &[Uuid],
+) -> sqlx::Result<HashMap<Uuid, Vec<Receipt>>> {
+    let rows: Vec<AsnReceiptRow> = sqlx::query_as(
+        "SELECT asn_id, doc, post_time, post_error FROM receipts
+         WHERE tenant = $1 AND asn_id = ANY($2) ORDER BY record_time, receipt_id",
     )
     .bind(tenant.as_str())
-    .bind(asn)
+    .bind(asns)
     .fetch_all(ex)
     .await?;
-    rows.into_iter().map(receipt).collect()
+    let mut out: HashMap<Uuid, Vec<Receipt>> = HashMap::new();
+    for (asn, doc, posted, error) in rows {
+        out.entry(asn)
+            .or_default()
+            .push(receipt((doc, posted, error))?);
+    }
+    Ok(out)
 }
 
 /// Receipts of any tenant whose good units are not posted yet, oldest first.

@@ -78,6 +78,28 @@ pub async fn done(tx: &mut PgConnection, s: &Step) -> sqlx::Result<()> {
     Ok(())
 }
 
+/// Retries a step later with a new payload (what the next attempt should
+/// ask).
+pub async fn retry_with(
+    tx: &mut PgConnection,
+    s: &Step,
+    payload: &[u8],
+    error: &str,
+    at: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    retry(tx, s, error, at).await?;
+    sqlx::query(
+        "UPDATE saga_steps SET payload = $4 WHERE tenant = $1 AND order_id = $2 AND step = $3",
+    )
+    .bind(&s.tenant)
+    .bind(s.order_id)
+    .bind(&s.step)
+    .bind(payload)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
 pub async fn retry(
     tx: &mut PgConnection,
     s: &Step,

@@ -129,7 +129,7 @@ impl FulfillmentFeed {
                 };
                 repo::saga::enqueue(&mut tx, tenant, order_id, &step, &payload).await?;
             }
-            let per_line = progress(&mut tx, tenant, order_id).await?;
+            let per_line = progress(&feeds::fulfillments(&mut tx, tenant, order_id).await?);
             let from = lifecycle::state(&o);
             match lifecycle::progressed(&mut o, &per_line) {
                 Ok(Some(to)) => {
@@ -214,15 +214,9 @@ impl FulfillmentFeed {
 }
 
 /// Units shipped and delivered per line of an order, by its fulfillment
-/// orders as last reported.
-pub(crate) async fn progress(
-    tx: &mut sqlx::PgConnection,
-    tenant: &Tenant,
-    order_id: Uuid,
-) -> sqlx::Result<Vec<(String, lifecycle::LineProgress)>> {
-    Ok(feeds::fulfillments(tx, tenant, order_id)
-        .await?
-        .iter()
+/// orders (`work`) as last reported.
+pub(crate) fn progress(work: &[FulfillmentOrder]) -> Vec<(String, lifecycle::LineProgress)> {
+    work.iter()
         .flat_map(|f| {
             let delivered = f.state() == FulfillmentState::Delivered;
             f.lines.iter().map(move |l| {
@@ -235,5 +229,5 @@ pub(crate) async fn progress(
                 )
             })
         })
-        .collect())
+        .collect()
 }

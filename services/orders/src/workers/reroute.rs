@@ -9,13 +9,13 @@
 //! history say what moved and why.
 use super::saga::{
     Saga, backoff, fulfillment_orders, lock_for_step, release_request, reservation_id,
-    routing_order,
+    routing_order, unplan_step,
 };
 use crate::changes::{Happened, record};
 use crate::domain::{OrderState, lifecycle};
 use crate::repo::{self, saga::Step};
 use chrono::Utc;
-use oms_kernel::Tenant;
+use oms_kernel::{RequestId, Tenant};
 use oms_proto::fulfillment::{FulfillmentOrder, FulfillmentState};
 use oms_proto::inventory::{
     Allocation, ConfirmReservationRequest, CreateReservationRequest, ReservationLine,
@@ -154,7 +154,7 @@ impl Saga {
         tenant: &Tenant,
         s: &Step,
     ) -> anyhow::Result<()> {
-        let mut req = RerouteOrderRequest::decode(s.payload.as_slice())?;
+        let req = RerouteOrderRequest::decode(s.payload.as_slice())?;
         let Some((mut o, held_from)) = lock_for_step(tx, tenant, s).await? else {
             return Ok(());
         };
@@ -233,7 +233,8 @@ impl Saga {
                     .map(|l| (l.line_id.clone(), l.quantity))
                     .collect();
                 lifecycle::cancelled_at(&mut o, &failed, &by_line);
-                let per_line = super::fulfillment_feed::progress(tx, tenant, s.order_id).await?;
+                let work = repo::feeds::fulfillments(tx, tenant, s.order_id).await?;
+                let per_line = super::fulfillment_feed::progress(&work);
                 let why = format!("{failed} gave the units up; the order's cancel was asked");
                 let to = lifecycle::progressed(&mut o, &per_line)
                     .map_err(|r| anyhow::anyhow!(r.message))?
@@ -247,9 +248,15 @@ impl Saga {
             repo::saga::done(tx, s).await?;
             return Ok(());
         }
-        // 2. A plan without that node (a new request each attempt: stock
-        // elsewhere may have arrived since the last answer).
-        req.request_id = format!("{}-{}", req.request_id, s.attempts);
+        // 2. A plan without that node. Its request id holds until a plan
+        // proves unusable (no node can take the work yet, or its stock moved
+        // before it was held): then the next attempt asks afresh. A retry
+        // after the units were held carries on with the same decision, so
+        // nothing is held or released twice.
+        let mut fresh = req.clone();
+        fresh.request_id =
+            RequestId::derived("reroute", format!("{}-{}", req.request_id, s.attempts + 1));
+        let fresh = fresh.encode_to_vec();
         let decided = if rest {
             let plan = PlanOrderRequest {
                 request_id: req.request_id,
@@ -274,6 +281,8 @@ impl Saga {
                 return Ok(());
             }
         };
+        // A plan that will not be used gives its node capacity back.
+        let (unplan, unplan_payload) = unplan_step(&decision.name, "planned again");
         let summary = decision
             .explanation
             .as_ref()
@@ -286,7 +295,8 @@ impl Saga {
                 decision.name
             );
             tracing::info!(order = %o.name, %why, "rerouting again later");
-            repo::saga::retry(tx, s, &why, Utc::now() + wait).await?;
+            repo::saga::enqueue(tx, tenant, s.order_id, &unplan, &unplan_payload).await?;
+            repo::saga::retry_with(tx, s, &fresh, &why, Utc::now() + wait).await?;
             return Ok(());
         }
         // 3. Hold and allocate the units at the new nodes.
@@ -322,12 +332,24 @@ impl Saga {
                 .collect(),
         };
         let mut inventory = self.peers.inventory(tenant);
-        let held = match inventory.create_reservation(reserve).await {
-            Ok(_) => inventory.confirm_reservation(confirm).await.map(|_| ()),
-            Err(st) => Err(st),
-        };
-        if let Err(st) = held {
-            // Stock moved since the plan: plan again.
+        match inventory.create_reservation(reserve).await {
+            Ok(_) => {}
+            Err(st)
+                if st.code() == Code::FailedPrecondition
+                    && oms_runtime::status::reason(&st) == "INSUFFICIENT_STOCK" =>
+            {
+                // Stock moved since the plan (nothing was held): plan again.
+                repo::saga::enqueue(tx, tenant, s.order_id, &unplan, &unplan_payload).await?;
+                let at = Utc::now() + backoff(s.attempts);
+                repo::saga::retry_with(tx, s, &fresh, st.message(), at).await?;
+                return Ok(());
+            }
+            Err(st) => {
+                repo::saga::retry(tx, s, st.message(), Utc::now() + backoff(s.attempts)).await?;
+                return Ok(());
+            }
+        }
+        if let Err(st) = inventory.confirm_reservation(confirm).await {
             repo::saga::retry(tx, s, st.message(), Utc::now() + backoff(s.attempts)).await?;
             return Ok(());
         }

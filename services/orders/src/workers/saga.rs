@@ -16,7 +16,7 @@ use crate::domain::{OrderState, lifecycle};
 use crate::repo::{self, orders::TryLock, saga::Step};
 use crate::workers::peers::Peers;
 use chrono::Utc;
-use oms_kernel::Tenant;
+use oms_kernel::{RequestId, Tenant};
 use oms_proto::fulfillment::{
     CancelFulfillmentOrderRequest, CreateFulfillmentOrderRequest, FulfillmentLine,
     FulfillmentOrder, ReleaseFulfillmentOrderRequest,
@@ -462,7 +462,10 @@ impl Saga {
         for (node, fo) in work {
             let created = client
                 .create_fulfillment_order(CreateFulfillmentOrderRequest {
-                    request_id: format!("fo-{order_id}-{decision}-{node}"),
+                    request_id: RequestId::derived(
+                        "fo",
+                        format!("fo-{order_id}-{decision}-{node}"),
+                    ),
                     fulfillment_order: Some(fo),
                 })
                 .await?;
@@ -560,7 +563,10 @@ async fn settle(
 /// request `key`.
 pub fn cancel_work_step(fo: &FulfillmentOrder, key: &str, reason: &str) -> (String, Vec<u8>) {
     let req = CancelFulfillmentOrderRequest {
-        request_id: format!("cancel-{}-{key}", fo.fulfillment_order_id),
+        request_id: RequestId::derived(
+            "cancel",
+            format!("cancel-{}-{key}", fo.fulfillment_order_id),
+        ),
         name: fo.name.clone(),
         reason: if reason.is_empty() {
             "order cancelled".into()
@@ -725,7 +731,7 @@ pub fn extend_request(
     reason: &str,
 ) -> ExtendReservationRequest {
     ExtendReservationRequest {
-        request_id: format!("extend-{order_id}-{key}"),
+        request_id: RequestId::derived("extend", format!("extend-{order_id}-{key}")),
         name: format!("reservations/{}", reservation_id(order_id)),
         lines: allocations(lines),
         reason: reason.to_owned(),
@@ -753,7 +759,7 @@ pub fn release_request(
     reason: &str,
 ) -> ReleaseReservationRequest {
     ReleaseReservationRequest {
-        request_id: format!("release-{order_id}-{key}"),
+        request_id: RequestId::derived("release", format!("release-{order_id}-{key}")),
         name: format!("reservations/{}", reservation_id(order_id)),
         lines: allocations(lines),
         reason: reason.to_owned(),
