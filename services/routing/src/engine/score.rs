@@ -27,68 +27,102 @@ fn lower_is_better(c: Criterion) -> bool {
     )
 }
 
+/// What a node holds of the order, from one pass over its stock.
+#[derive(Clone, Copy)]
+struct Holding {
+    /// Some unit of some wanted SKU.
+    any: bool,
+    /// Everything wanted.
+    whole: bool,
+    /// Units left over the demand, summed over the order's SKUs.
+    depth: i64,
+}
+
+impl Holding {
+    fn of(demand: &[i64], have: &[i64]) -> Holding {
+        // Without branches (whether a node holds a SKU is as good as
+        // random): the compiler turns this into vector code.
+        let (mut any, mut short, mut depth) = (0i64, 0i64, 0i64);
+        for (&want, &have) in demand.iter().zip(have) {
+            any |= i64::from((want > 0) & (have > 0));
+            short |= i64::from(want > have);
+            depth += (have - want).max(0);
+        }
+        Holding {
+            any: any != 0,
+            whole: short == 0,
+            depth,
+        }
+    }
+}
+
 /// Evaluates every node of the network under `rule` into `out`.
 pub fn candidates(rule: &Rule, t: &Target, s: &Situation, out: &mut Vec<Candidate>) {
-    out.clear();
     let order = t.order;
     // Distances cost trigonometry: only for a distance limit, or for the
     // nodes that pass the filters.
     let limited = rule.nodes.max_distance_km > 0.0;
     let origin = t.origin.map(carrier::Unit::of);
-    for (i, node) in s.network.nodes.iter().enumerate() {
+    // Filled in place: a candidate is too large to build and then copy.
+    out.clear();
+    out.resize(
+        s.network.nodes.len(),
+        Candidate {
+            node: 0,
+            reject: None,
+            score: 0.0,
+            parts: [(0.0, 0.0); 6],
+            chosen: false,
+        },
+    );
+    for (i, (node, c)) in s.network.nodes.iter().zip(out.iter_mut()).enumerate() {
         let distance = || match (s.network.units[i], origin) {
             (Some(a), Some(b)) => Some(carrier::distance_between(a, b)),
             _ => None,
         };
         let mut km = if limited { distance() } else { None };
         let used = s.used_today.get(i).copied().unwrap_or(0);
-        let reject = filter(rule, t, s, i, km, used);
-        if reject.is_none() && !limited {
+        let holding = Holding::of(t.demand, s.stock.at(i));
+        c.node = i;
+        c.reject = filter(rule, t, s, i, km, used, holding);
+        if c.reject.is_some() {
+            continue;
+        }
+        if !limited {
             km = distance();
         }
-        let mut c = Candidate {
-            node: i,
-            reject,
-            score: 0.0,
-            parts: [(0.0, 0.0); 6],
-            chosen: false,
-        };
-        if reject.is_none() {
-            let d = km.unwrap_or(carrier::UNKNOWN_DISTANCE_KM);
-            for (k, (criterion, _)) in rule.ranking.iter().enumerate() {
-                let raw = match criterion {
-                    Criterion::Distance => km.unwrap_or(f64::NAN),
-                    Criterion::ShippingCost => carrier::cost_minor(d, order.service_level),
-                    Criterion::NodePriority => f64::from(node.priority),
-                    Criterion::CapacityHeadroom => {
-                        if node.daily_capacity == 0 {
-                            1.0
-                        } else {
-                            1.0 - used as f64 / f64::from(node.daily_capacity)
-                        }
+        let d = km.unwrap_or(carrier::UNKNOWN_DISTANCE_KM);
+        for (k, (criterion, _)) in rule.ranking.iter().enumerate() {
+            let raw = match criterion {
+                Criterion::Distance => km.unwrap_or(f64::NAN),
+                Criterion::ShippingCost => carrier::cost_minor(d, order.service_level),
+                Criterion::NodePriority => f64::from(node.priority),
+                Criterion::CapacityHeadroom => {
+                    // Unlimited (0) counts as all headroom; computed
+                    // either way so that it compiles to a select, not a
+                    // branch that nodes take at random.
+                    let share = used as f64 / f64::from(node.daily_capacity.max(1));
+                    if node.daily_capacity == 0 {
+                        1.0
+                    } else {
+                        1.0 - share
                     }
-                    Criterion::PromiseDate => order.promise_epoch_s.map_or(0.0, |p| {
-                        carrier::days_late(
-                            s.now_epoch_s,
-                            node.utc_offset_minutes,
-                            node.cutoff_minute,
-                            d,
-                            order.service_level,
-                            p,
-                        ) as f64
-                    }),
-                    Criterion::StockDepth => t
-                        .demand
-                        .iter()
-                        .zip(s.stock.at(i))
-                        .map(|(want, have)| (have - want).max(0) as f64)
-                        .sum(),
-                    Criterion::Unspecified => 0.0,
-                };
-                c.parts[k].0 = raw;
-            }
+                }
+                Criterion::PromiseDate => order.promise_epoch_s.map_or(0.0, |p| {
+                    carrier::days_late(
+                        s.now_epoch_s,
+                        node.utc_offset_minutes,
+                        node.cutoff_minute,
+                        d,
+                        order.service_level,
+                        p,
+                    ) as f64
+                }),
+                Criterion::StockDepth => holding.depth as f64,
+                Criterion::Unspecified => 0.0,
+            };
+            c.parts[k].0 = raw;
         }
-        out.push(c);
     }
     normalise(rule, out);
 }
@@ -100,6 +134,7 @@ fn filter(
     i: usize,
     km: Option<f64>,
     used: i64,
+    holding: Holding,
 ) -> Option<Reject> {
     let node = &s.network.nodes[i];
     let nf = &rule.nodes;
@@ -144,26 +179,25 @@ fn filter(
             _ => {}
         }
     }
-    if node.daily_capacity > 0 {
-        let left = i64::from(node.daily_capacity) - used;
-        if left <= 0 {
-            return Some(Reject::CapacityExhausted {
-                capacity: node.daily_capacity,
-            });
-        }
-        if left < i64::from(nf.min_capacity_left) {
-            return Some(Reject::CapacityBelow {
-                left,
-                min: nf.min_capacity_left,
-            });
-        }
+    // Unlimited capacity (0) leaves more than any rule asks: a select
+    // rather than a branch that nodes take at random.
+    let left = if node.daily_capacity > 0 {
+        i64::from(node.daily_capacity) - used
+    } else {
+        i64::MAX
+    };
+    if left <= 0 {
+        return Some(Reject::CapacityExhausted {
+            capacity: node.daily_capacity,
+        });
     }
-    let stock = s.stock.at(i);
-    if t.demand
-        .iter()
-        .zip(stock)
-        .all(|(want, have)| *want == 0 || *have <= 0)
-    {
+    if left < i64::from(nf.min_capacity_left) {
+        return Some(Reject::CapacityBelow {
+            left,
+            min: nf.min_capacity_left,
+        });
+    }
+    if !holding.any {
         return Some(Reject::NoStock);
     }
     // One shipment allowed and a partial plan of no use (the next rule is
@@ -172,7 +206,7 @@ fn filter(
     // stock was used before, when it could be; what is left ships whole.
     let whole_only =
         rule.max_shipments == 1 && rule.when_unfillable != UnfillableAction::PartialBackorder;
-    if whole_only && t.demand.iter().zip(stock).any(|(want, have)| want > have) {
+    if whole_only && !holding.whole {
         return Some(Reject::NotWhole);
     }
     None
@@ -217,5 +251,25 @@ fn normalise(rule: &Rule, cands: &mut [Candidate]) {
             c.parts[k].1 = weight * norm;
             c.score += weight * norm;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Holding;
+
+    #[test]
+    fn a_holding_reads_any_whole_and_depth_from_one_pass() {
+        // Wants 2 of the first SKU, none of the second, 1 of the third.
+        let demand = [2, 0, 1];
+        let h = Holding::of(&demand, &[5, 7, 1]);
+        assert!(h.any && h.whole);
+        assert_eq!(h.depth, 3 + 7);
+        let h = Holding::of(&demand, &[1, 9, 0]);
+        assert!(h.any && !h.whole, "some, not all");
+        assert_eq!(h.depth, 9);
+        // Stock of an unwanted SKU only is no stock for the order.
+        let h = Holding::of(&demand, &[0, 9, 0]);
+        assert!(!h.any && !h.whole);
     }
 }

@@ -69,18 +69,58 @@ impl Problem<'_> {
 }
 
 pub fn solve(p: &Problem) -> Solution {
-    if let Some(s) = single_node(p) {
+    let whole = WholeLines::of(p);
+    if let Some(s) = single_node(p, whole.as_ref()) {
         return s;
     }
-    let mut s = greedy(p);
+    let mut s = match &whole {
+        Some(w) => w.greedy(p),
+        None => greedy_by_cover(p),
+    };
     if !p.line_split && s.used.len() > 1 {
-        improve(p, &mut s);
+        improve(p, whole.as_ref(), &mut s);
     }
     s.cost = p.cost_of(&s.placed, &s.used);
     s
 }
 
-fn single_node(p: &Problem) -> Option<Solution> {
+fn single_node(p: &Problem, whole: Option<&WholeLines>) -> Option<Solution> {
+    let (node, cost) = match whole {
+        // Every line at one node, no penalties: the node's mask is all of
+        // them.
+        Some(w) => {
+            let all = w.open(p);
+            p.cands
+                .iter()
+                .filter(|&&c| w.mask[c] == all)
+                .map(|&c| (c, p.score[c]))
+                .fold(None, |best: Option<(usize, f64)>, (c, cost)| {
+                    if best.is_none_or(|(_, b)| cost < b) {
+                        Some((c, cost))
+                    } else {
+                        best
+                    }
+                })?
+        }
+        None => single_node_by_stock(p)?,
+    };
+    Some(Solution {
+        placed: (0..p.need.len())
+            .filter(|l| p.need[*l] > 0)
+            .map(|line| Placed {
+                line,
+                node,
+                quantity: p.need[line],
+            })
+            .collect(),
+        left: vec![0; p.need.len()],
+        used: vec![node],
+        cost,
+    })
+}
+
+/// The cheapest node holding everything, counting penalties: (node, cost).
+fn single_node_by_stock(p: &Problem) -> Option<(usize, f64)> {
     let mut demand = [0i64; 64];
     let demand: &mut [i64] = if p.skus <= 64 {
         &mut demand[..p.skus]
@@ -103,20 +143,7 @@ fn single_node(p: &Problem) -> Option<Solution> {
             }
         }
     }
-    let (node, cost) = best?;
-    Some(Solution {
-        placed: (0..p.need.len())
-            .filter(|l| p.need[*l] > 0)
-            .map(|line| Placed {
-                line,
-                node,
-                quantity: p.need[line],
-            })
-            .collect(),
-        left: vec![0; p.need.len()],
-        used: vec![node],
-        cost,
-    })
+    best
 }
 
 /// What node `c` would place of `left`, given its stock; calls `place` for
@@ -152,13 +179,6 @@ fn cover(
     (units, cost)
 }
 
-fn greedy(p: &Problem) -> Solution {
-    if let Some(lines) = WholeLines::of(p) {
-        return lines.greedy(p);
-    }
-    greedy_by_cover(p)
-}
-
 /// The greedy cover when lines go whole to a node, each line has a SKU of
 /// its own and no node is penalised (the common case): whether a node can
 /// take a line never changes, so each node's lines are a bit mask computed
@@ -166,8 +186,9 @@ fn greedy(p: &Problem) -> Solution {
 /// lines, instead of being recounted. Same rounds, same choices, same
 /// placements as [`greedy_by_cover`].
 struct WholeLines {
-    /// Lines each candidate (by position in `cands`) can take.
-    masks: Vec<u64>,
+    /// Lines each node (by index; 0 for a node that is no candidate) can
+    /// take.
+    mask: Vec<u64>,
 }
 
 impl WholeLines {
@@ -183,24 +204,41 @@ impl WholeLines {
             }
             seen |= 1 << k;
         }
-        let masks = p
-            .cands
-            .iter()
-            .map(|&c| {
-                let have = p.stock.at(c);
-                // Without branches: whether a node holds a line is as good
-                // as random, and mispredicted branches cost more than this.
+        // Lines in SKU order (each line its own SKU, as orders usually
+        // come): a node's SKUs and the lines' needs side by side.
+        let in_order = p.sku_of.iter().enumerate().all(|(l, &k)| l == k);
+        let nodes = p.cands.iter().max().map_or(0, |c| c + 1).max(p.score.len());
+        let mut mask = vec![0u64; nodes];
+        for &c in p.cands {
+            let have = p.stock.at(c);
+            // Without branches: whether a node holds a line is as good as
+            // random, and mispredicted branches cost more than this.
+            mask[c] = if in_order {
+                p.need
+                    .iter()
+                    .zip(have)
+                    .enumerate()
+                    .fold(0u64, |m, (l, (&need, &have))| {
+                        m | (u64::from((need > 0) & (need <= have)) << l)
+                    })
+            } else {
                 p.need
                     .iter()
                     .zip(p.sku_of)
                     .enumerate()
                     .fold(0u64, |m, (l, (&need, &sku))| {
-                        let takes = (need > 0) & (need <= have[sku]);
-                        m | (u64::from(takes) << l)
+                        m | (u64::from((need > 0) & (need <= have[sku])) << l)
                     })
-            })
-            .collect();
-        Some(WholeLines { masks })
+            };
+        }
+        Some(WholeLines { mask })
+    }
+
+    /// The lines with units to place.
+    fn open(&self, p: &Problem) -> u64 {
+        (0..p.need.len())
+            .filter(|&l| p.need[l] > 0)
+            .fold(0, |m, l| m | 1 << l)
     }
 
     /// Units of the lines in `mask`.
@@ -214,27 +252,30 @@ impl WholeLines {
     }
 
     fn greedy(&self, p: &Problem) -> Solution {
-        let mut open: u64 = (0..p.need.len())
-            .filter(|&l| p.need[l] > 0)
-            .fold(0, |m, l| m | 1 << l);
+        let mut open = self.open(p);
         // What each candidate would place of the lines still open.
-        let mut units: Vec<i64> = self.masks.iter().map(|&m| Self::units(p, m)).collect();
+        let mut units: Vec<i64> = p
+            .cands
+            .iter()
+            .map(|&c| Self::units(p, self.mask[c]))
+            .collect();
         let mut used: Vec<usize> = Vec::new();
         let mut placed = Vec::new();
         while used.len() < p.max_shipments && open != 0 {
+            // A node taken places nothing more (it took all its open
+            // lines), so `units > 0` also skips the nodes used.
             let mut best: Option<(usize, i64, f64)> = None;
             for (i, &c) in p.cands.iter().enumerate() {
                 let cost = p.score[c];
                 if units[i] > 0
-                    && !used.contains(&c)
                     && best.is_none_or(|(_, u, bc)| units[i] > u || (units[i] == u && cost < bc))
                 {
                     best = Some((i, units[i], cost));
                 }
             }
             let Some((i, _, _)) = best else { break };
-            let take = self.masks[i] & open;
             let node = p.cands[i];
+            let take = self.mask[node] & open;
             placed.extend(
                 (0..p.need.len())
                     .filter(|l| take & (1 << l) != 0)
@@ -245,7 +286,8 @@ impl WholeLines {
                     }),
             );
             open &= !take;
-            for (u, &m) in units.iter_mut().zip(&self.masks) {
+            for (u, &c) in units.iter_mut().zip(p.cands) {
+                let m = self.mask[c];
                 if m & take != 0 {
                     *u -= Self::units(p, m & take);
                 }
@@ -314,8 +356,10 @@ fn free(p: &Problem, placed: &[Placed], node: usize, sku: usize) -> i64 {
 /// Local search over whole-line placements: drop a node whose lines fit on
 /// the other used nodes; swap a node for an unused cheaper one that can
 /// carry all its lines. Each accepted step lowers (shipments, cost), so it
-/// ends.
-fn improve(p: &Problem, s: &mut Solution) {
+/// ends. With `whole` (whole lines, one SKU each, no penalties) a node's
+/// free stock for a line is what it held, so its mask answers "can it
+/// carry these lines" at once.
+fn improve(p: &Problem, whole: Option<&WholeLines>, s: &mut Solution) {
     let mut changed = true;
     let mut rounds = 0;
     while changed && rounds < 8 {
@@ -333,11 +377,15 @@ fn improve(p: &Problem, s: &mut Solution) {
             let mut ok = true;
             for m in &moving {
                 let sku = p.sku_of[m.line];
+                let fits = |v: usize| match whole {
+                    Some(w) => w.mask[v] & (1 << m.line) != 0,
+                    None => free(p, &trial, v, sku) >= m.quantity,
+                };
                 let target = s
                     .used
                     .iter()
                     .copied()
-                    .filter(|&v| v != u && free(p, &trial, v, sku) >= m.quantity)
+                    .filter(|&v| v != u && fits(v))
                     .min_by(|a, b| p.pen(*a, sku).total_cmp(&p.pen(*b, sku)));
                 match target {
                     Some(v) => trial.push(Placed { node: v, ..*m }),
@@ -357,30 +405,41 @@ fn improve(p: &Problem, s: &mut Solution) {
         for ui in 0..s.used.len() {
             let u = s.used[ui];
             let lines: Vec<Placed> = s.placed.iter().filter(|x| x.node == u).copied().collect();
-            let mut want = vec![0i64; p.skus];
-            for x in &lines {
-                want[p.sku_of[x.line]] += x.quantity;
+            let line_mask = lines.iter().fold(0u64, |m, x| m | 1 << x.line);
+            let mut want = Vec::new();
+            if whole.is_none() {
+                want.resize(p.skus, 0i64);
+                for x in &lines {
+                    want[p.sku_of[x.line]] += x.quantity;
+                }
             }
-            let here = p.score[u]
-                + lines
-                    .iter()
-                    .map(|x| p.pen(u, p.sku_of[x.line]))
-                    .sum::<f64>();
+            let cost_at = |n: usize| {
+                if p.penalties.is_empty() {
+                    p.score[n]
+                } else {
+                    p.score[n]
+                        + lines
+                            .iter()
+                            .map(|x| p.pen(n, p.sku_of[x.line]))
+                            .sum::<f64>()
+                }
+            };
+            let here = cost_at(u);
             let mut best: Option<(usize, f64)> = None;
             for &v in p.cands {
-                if s.used.contains(&v) {
-                    continue;
-                }
-                let there = p.score[v]
-                    + lines
-                        .iter()
-                        .map(|x| p.pen(v, p.sku_of[x.line]))
-                        .sum::<f64>();
+                let there = cost_at(v);
                 if there >= here - 1e-12 || best.is_some_and(|(_, b)| there >= b) {
                     continue;
                 }
+                if s.used.contains(&v) {
+                    continue;
+                }
                 // `v` is unused, so all its stock is free.
-                if want.iter().zip(p.stock.at(v)).all(|(w, have)| w <= have) {
+                let carries = match whole {
+                    Some(w) => w.mask[v] & line_mask == line_mask,
+                    None => want.iter().zip(p.stock.at(v)).all(|(w, have)| w <= have),
+                };
+                if carries {
                     best = Some((v, there));
                 }
             }
@@ -569,7 +628,7 @@ mod tests {
     }
 
     #[test]
-    fn whole_lines_choose_as_the_cover_does() {
+    fn whole_lines_choose_and_improve_as_the_cover_does() {
         // Seeded pseudo-random problems: 12 nodes, 1 to 20 lines of distinct
         // SKUs, sparse stock, ties in score.
         let mut seed = 7u64;
@@ -588,17 +647,33 @@ mod tests {
             let rows: Vec<&[i64]> = rows.iter().map(|r| r.as_slice()).collect();
             let st = stock(&rows);
             let need: Vec<i64> = (0..lines).map(|_| next(3) as i64).collect();
-            let sku_of: Vec<usize> = (0..lines).collect();
+            // Lines in SKU order, or in the reverse order.
+            let mut sku_of: Vec<usize> = (0..lines).collect();
+            if next(2) == 0 {
+                sku_of.reverse();
+            }
             let score: Vec<f64> = (0..nodes).map(|_| next(5) as f64 / 4.0).collect();
             let cands: Vec<usize> = (0..nodes).filter(|_| next(5) > 0).collect();
             let mut p = problem(&need, &sku_of, lines, &cands, &score, &st);
             p.max_shipments = 1 + next(4) as usize;
-            let fast = WholeLines::of(&p).expect("whole lines apply").greedy(&p);
-            let slow = greedy_by_cover(&p);
+            let whole = WholeLines::of(&p).expect("whole lines apply");
+            let mut fast = whole.greedy(&p);
+            let mut slow = greedy_by_cover(&p);
             assert_eq!(
                 (&fast.placed, &fast.left, &fast.used),
                 (&slow.placed, &slow.left, &slow.used)
             );
+            // The local search and the single-node check read the masks
+            // the same way as they read the stock.
+            improve(&p, Some(&whole), &mut fast);
+            improve(&p, None, &mut slow);
+            assert_eq!(
+                (&fast.placed, &fast.left, &fast.used),
+                (&slow.placed, &slow.left, &slow.used)
+            );
+            let one = single_node(&p, Some(&whole)).map(|s| (s.used, s.cost));
+            let by_stock = single_node_by_stock(&p);
+            assert_eq!(one, by_stock.map(|(n, c)| (vec![n], c)));
         }
     }
 
