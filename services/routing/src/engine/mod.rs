@@ -102,6 +102,8 @@ pub fn plan(rules: &RuleSet, order: &Order, s: &Situation) -> Plan {
         store = found;
     }
     let mut last: Option<(usize, Attempt)> = None;
+    // Read when the first rule matches; no rule matching reads no stock.
+    let mut holdings = None;
     for (ri, rule) in rules.rules.iter().enumerate() {
         if let Some(why) = mismatch(rule, order) {
             plan.rules.push(RuleEval {
@@ -116,6 +118,7 @@ pub fn plan(rules: &RuleSet, order: &Order, s: &Situation) -> Plan {
             demand: &demand,
             origin,
             pickup_store: None,
+            holdings: holdings.get_or_insert_with(|| score::holdings(&demand, s)),
         };
         let a = attempt(rule, &t, store, s);
         let filled = a.left.iter().all(|l| *l == 0);

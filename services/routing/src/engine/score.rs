@@ -18,6 +18,9 @@ pub struct Target<'a> {
     pub origin: Option<Geo>,
     /// A pickup store that is sourcing what it lacks (not a source itself).
     pub pickup_store: Option<usize>,
+    /// What each node holds of `demand` (see [`holdings`]): the same for
+    /// every rule tried, so read once per plan.
+    pub holdings: &'a [Holding],
 }
 
 fn lower_is_better(c: Criterion) -> bool {
@@ -29,7 +32,7 @@ fn lower_is_better(c: Criterion) -> bool {
 
 /// What a node holds of the order, from one pass over its stock.
 #[derive(Clone, Copy)]
-struct Holding {
+pub struct Holding {
     /// Some unit of some wanted SKU.
     any: bool,
     /// Everything wanted.
@@ -54,6 +57,13 @@ impl Holding {
             depth,
         }
     }
+}
+
+/// What each node of the network holds of `demand`.
+pub fn holdings(demand: &[i64], s: &Situation) -> Vec<Holding> {
+    (0..s.network.nodes.len())
+        .map(|i| Holding::of(demand, s.stock.at(i)))
+        .collect()
 }
 
 /// Evaluates every node of the network under `rule` into `out`.
@@ -82,7 +92,7 @@ pub fn candidates(rule: &Rule, t: &Target, s: &Situation, out: &mut Vec<Candidat
         };
         let mut km = if limited { distance() } else { None };
         let used = s.used_today.get(i).copied().unwrap_or(0);
-        let holding = Holding::of(t.demand, s.stock.at(i));
+        let holding = t.holdings[i];
         c.node = i;
         c.reject = filter(rule, t, s, i, km, used, holding);
         if c.reject.is_some() {
