@@ -235,18 +235,11 @@ async fn tenant_batch(
     skus.sort();
     skus.dedup();
     let items = known_items(known, tx, tenant, &skus).await?;
-    let mut node_ids: Vec<String> = jobs
+    let named = jobs
         .iter()
         .flat_map(|j| j.res.lines.iter().map(|l| l.node_id.clone()))
-        .filter(|n| !n.is_empty())
         .collect();
-    node_ids.sort();
-    node_ids.dedup();
-    let nodes = if node_ids.is_empty() {
-        HashMap::new()
-    } else {
-        repo::nodes::visible(&mut *tx, tenant, &node_ids).await?
-    };
+    let nodes = named_nodes(tx, tenant, named).await?;
     let mut rules: HashMap<String, Option<ChannelRule>> = HashMap::new();
 
     let mut answers: Vec<Option<Result<Reservation>>> = Vec::with_capacity(jobs.len());
@@ -344,6 +337,22 @@ async fn tenant_batch(
             )
         })
         .collect())
+}
+
+/// The nodes named among `ids` (empty ones name none) that `tenant` may
+/// use, with whether each is enabled; no query when none is named.
+async fn named_nodes(
+    tx: &mut sqlx::PgConnection,
+    tenant: &Tenant,
+    mut ids: Vec<String>,
+) -> Result<HashMap<String, bool>> {
+    ids.retain(|n| !n.is_empty());
+    ids.sort();
+    ids.dedup();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    Ok(repo::nodes::visible(&mut *tx, tenant, &ids).await?)
 }
 
 /// Items are never deleted, so a SKU seen once stays known: the hot path
@@ -693,18 +702,8 @@ async fn extension_limit(
         .await?
         .into_keys()
         .collect();
-    let mut node_ids: Vec<String> = entries
-        .iter()
-        .filter(|e| !e.node.is_empty())
-        .map(|e| e.node.clone())
-        .collect();
-    node_ids.sort();
-    node_ids.dedup();
-    let nodes = if node_ids.is_empty() {
-        HashMap::new()
-    } else {
-        repo::nodes::visible(&mut *tx, tenant, &node_ids).await?
-    };
+    let named = entries.iter().map(|e| e.node.clone()).collect();
+    let nodes = named_nodes(tx, tenant, named).await?;
     let lines = entries.iter().map(|e| (e.sku.as_str(), e.node.as_str()));
     v.0.extend(unknown_lines("lines", lines, &items, &nodes).0);
     v.into_result(())?;

@@ -84,26 +84,36 @@ pub fn solve(p: &Problem) -> Solution {
     s
 }
 
+/// The cheapest node that holds everything, counting penalties.
 fn single_node(p: &Problem, whole: Option<&WholeLines>) -> Option<Solution> {
-    let (node, cost) = match whole {
-        // Every line at one node, no penalties: the node's mask is all of
-        // them.
-        Some(w) => {
-            let all = w.open(p);
-            p.cands
-                .iter()
-                .filter(|&&c| w.mask[c] == all)
-                .map(|&c| (c, p.score[c]))
-                .fold(None, |best: Option<(usize, f64)>, (c, cost)| {
-                    if best.is_none_or(|(_, b)| cost < b) {
-                        Some((c, cost))
-                    } else {
-                        best
-                    }
-                })?
+    let mut demand = [0i64; 64];
+    if whole.is_none() {
+        if p.skus > 64 {
+            return None;
         }
-        None => single_node_by_stock(p)?,
+        for (l, n) in p.need.iter().enumerate() {
+            demand[p.sku_of[l]] += n;
+        }
+    }
+    let demand = &demand[..p.skus.min(64)];
+    let all = open_lines(p);
+    let holds_all = |c: usize| match whole {
+        // Whole lines of one SKU each: the node's mask says it at once.
+        Some(w) => w.mask[c] == all,
+        None => demand.iter().zip(p.stock.at(c)).all(|(d, have)| d <= have),
     };
+    let mut best: Option<(usize, f64)> = None;
+    for &c in p.cands.iter().filter(|&&c| holds_all(c)) {
+        let cost = p.score[c]
+            + (0..p.need.len())
+                .filter(|l| p.need[*l] > 0)
+                .map(|l| p.pen(c, p.sku_of[l]))
+                .sum::<f64>();
+        if best.is_none_or(|(_, b)| cost < b) {
+            best = Some((c, cost));
+        }
+    }
+    let (node, cost) = best?;
     Some(Solution {
         placed: (0..p.need.len())
             .filter(|l| p.need[*l] > 0)
@@ -119,31 +129,12 @@ fn single_node(p: &Problem, whole: Option<&WholeLines>) -> Option<Solution> {
     })
 }
 
-/// The cheapest node holding everything, counting penalties: (node, cost).
-fn single_node_by_stock(p: &Problem) -> Option<(usize, f64)> {
-    let mut demand = [0i64; 64];
-    let demand: &mut [i64] = if p.skus <= 64 {
-        &mut demand[..p.skus]
-    } else {
-        return None;
-    };
-    for (l, n) in p.need.iter().enumerate() {
-        demand[p.sku_of[l]] += n;
-    }
-    let mut best: Option<(usize, f64)> = None;
-    for &c in p.cands {
-        if demand.iter().zip(p.stock.at(c)).all(|(d, have)| d <= have) {
-            let cost = p.score[c]
-                + (0..p.need.len())
-                    .filter(|l| p.need[*l] > 0)
-                    .map(|l| p.pen(c, p.sku_of[l]))
-                    .sum::<f64>();
-            if best.is_none_or(|(_, b)| cost < b) {
-                best = Some((c, cost));
-            }
-        }
-    }
-    best
+/// The lines with units to place, as a mask (lines past 64 are not in it;
+/// masks are used only for orders of 64 lines at most).
+fn open_lines(p: &Problem) -> u64 {
+    (0..p.need.len().min(64))
+        .filter(|&l| p.need[l] > 0)
+        .fold(0, |m, l| m | 1 << l)
 }
 
 /// What node `c` would place of `left`, given its stock; calls `place` for
@@ -204,41 +195,22 @@ impl WholeLines {
             }
             seen |= 1 << k;
         }
-        // Lines in SKU order (each line its own SKU, as orders usually
-        // come): a node's SKUs and the lines' needs side by side.
-        let in_order = p.sku_of.iter().enumerate().all(|(l, &k)| l == k);
-        let nodes = p.cands.iter().max().map_or(0, |c| c + 1).max(p.score.len());
-        let mut mask = vec![0u64; nodes];
+        // Scores are per node, so their length is the network's.
+        let mut mask = vec![0u64; p.score.len()];
         for &c in p.cands {
             let have = p.stock.at(c);
             // Without branches: whether a node holds a line is as good as
             // random, and mispredicted branches cost more than this.
-            mask[c] = if in_order {
-                p.need
-                    .iter()
-                    .zip(have)
-                    .enumerate()
-                    .fold(0u64, |m, (l, (&need, &have))| {
-                        m | (u64::from((need > 0) & (need <= have)) << l)
-                    })
-            } else {
-                p.need
-                    .iter()
-                    .zip(p.sku_of)
-                    .enumerate()
-                    .fold(0u64, |m, (l, (&need, &sku))| {
-                        m | (u64::from((need > 0) & (need <= have[sku])) << l)
-                    })
-            };
+            mask[c] = p
+                .need
+                .iter()
+                .zip(p.sku_of)
+                .enumerate()
+                .fold(0u64, |m, (l, (&need, &sku))| {
+                    m | (u64::from((need > 0) & (need <= have[sku])) << l)
+                });
         }
         Some(WholeLines { mask })
-    }
-
-    /// The lines with units to place.
-    fn open(&self, p: &Problem) -> u64 {
-        (0..p.need.len())
-            .filter(|&l| p.need[l] > 0)
-            .fold(0, |m, l| m | 1 << l)
     }
 
     /// Units of the lines in `mask`.
@@ -252,7 +224,7 @@ impl WholeLines {
     }
 
     fn greedy(&self, p: &Problem) -> Solution {
-        let mut open = self.open(p);
+        let mut open = open_lines(p);
         // What each candidate would place of the lines still open.
         let mut units: Vec<i64> = p
             .cands
@@ -672,8 +644,8 @@ mod tests {
                 (&slow.placed, &slow.left, &slow.used)
             );
             let one = single_node(&p, Some(&whole)).map(|s| (s.used, s.cost));
-            let by_stock = single_node_by_stock(&p);
-            assert_eq!(one, by_stock.map(|(n, c)| (vec![n], c)));
+            let by_stock = single_node(&p, None).map(|s| (s.used, s.cost));
+            assert_eq!(one, by_stock);
         }
     }
 
