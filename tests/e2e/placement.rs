@@ -60,22 +60,29 @@ pub async fn until_state(
     name: &str,
     state: OrderState,
 ) -> ord::OrderEvent {
-    loop {
-        let ev = feed
-            .message()
-            .await
-            .unwrap()
-            .expect("feed open")
-            .event
-            .unwrap();
-        if ev
-            .order
-            .as_ref()
-            .is_some_and(|o| o.name == name && o.state == state as i32)
-        {
-            return ev;
+    // A bound, so that an order that never gets there fails the test
+    // instead of hanging the run.
+    let wait = async {
+        loop {
+            let ev = feed
+                .message()
+                .await
+                .unwrap()
+                .expect("feed open")
+                .event
+                .unwrap();
+            if ev
+                .order
+                .as_ref()
+                .is_some_and(|o| o.name == name && o.state == state as i32)
+            {
+                return ev;
+            }
         }
-    }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(120), wait)
+        .await
+        .unwrap_or_else(|_| panic!("{name} did not reach {state:?} within 120 s"))
 }
 
 /// Follows inventory's feed until a reservation released units for

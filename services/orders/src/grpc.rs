@@ -10,7 +10,6 @@ use crate::workers::saga::{self, Saga};
 use chrono::Utc;
 use futures::StreamExt as _;
 use oms_kernel::{RequestId, Violations, parse_name, parse_uuid_name};
-use oms_proto::fulfillment::FulfillmentState;
 use oms_proto::orders::{
     self as pb, CreateOrderRequest, CreateOrderResponse, GetOrderRequest, GetOrderResponse,
     ListOrderHistoryRequest, ListOrderHistoryResponse, ListOrdersRequest, ListOrdersResponse,
@@ -700,17 +699,11 @@ impl OrderApi {
             // (shipped, or delivered, but for a backordered rest).
             let shipped = fulfillment_feed::progress(&work);
             lifecycle::progressed(&mut m.order, &shipped).map_err(Error::Refused)?;
+            // Work the fulfillment feed has not brought yet is asked to
+            // cancel when it arrives (the feed sees `cancel_requested`).
             let steps = work
                 .iter()
-                .filter(|f| {
-                    !matches!(
-                        f.state(),
-                        FulfillmentState::Shipped
-                            | FulfillmentState::Delivered
-                            | FulfillmentState::Rejected
-                            | FulfillmentState::Cancelled
-                    )
-                })
+                .filter(|f| saga::open_work(f))
                 .map(|f| saga::cancel_work_step(f, key, &r.reason))
                 .collect();
             Outcome {

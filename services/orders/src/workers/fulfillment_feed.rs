@@ -8,7 +8,11 @@
 use crate::changes::{Happened, record};
 use crate::domain::lifecycle;
 use crate::repo::{self, feeds};
-use crate::workers::{peers::Peers, reroute, saga::release_request};
+use crate::workers::{
+    peers::Peers,
+    reroute,
+    saga::{cancel_work_step, open_work, release_request},
+};
 use chrono::Utc;
 use oms_kernel::{Tenant, parse_name};
 use oms_proto::fulfillment::{
@@ -105,6 +109,13 @@ impl FulfillmentFeed {
         {
             let before = feeds::put_fulfillment(&mut tx, tenant, order_id, &fo).await?;
             self.consume(tenant, &fo, before.as_ref()).await?;
+            // Work released just before the order's cancel, and reported
+            // only after it: CancelOrder could not ask for it, so it is
+            // asked now (the order's lock orders the two).
+            if before.is_none() && o.cancel_requested && open_work(&fo) {
+                let (step, payload) = cancel_work_step(&fo, "feed", "");
+                repo::saga::enqueue(&mut tx, tenant, order_id, &step, &payload).await?;
+            }
             let lines_before = o.lines.clone();
             // Units the node gave back go to another node (a saga step), or,
             // when the order's cancel was asked, are cancelled and their

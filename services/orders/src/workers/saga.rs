@@ -19,7 +19,7 @@ use chrono::Utc;
 use oms_kernel::{RequestId, Tenant};
 use oms_proto::fulfillment::{
     CancelFulfillmentOrderRequest, CreateFulfillmentOrderRequest, FulfillmentLine,
-    FulfillmentOrder, ReleaseFulfillmentOrderRequest,
+    FulfillmentOrder, FulfillmentState, ReleaseFulfillmentOrderRequest,
 };
 use oms_proto::inventory::{
     Allocation, ConfirmReservationRequest, CreateReservationRequest, ExtendReservationRequest,
@@ -557,6 +557,18 @@ async fn settle(
         _ => repo::saga::done(tx, s).await?,
     }
     Ok(())
+}
+
+/// Whether `fo` is still work a node could give up (not shipped, nor
+/// already ended).
+pub fn open_work(fo: &FulfillmentOrder) -> bool {
+    !matches!(
+        fo.state(),
+        FulfillmentState::Shipped
+            | FulfillmentState::Delivered
+            | FulfillmentState::Rejected
+            | FulfillmentState::Cancelled
+    )
 }
 
 /// The step that asks `fo`'s node to cancel it, for the order's cancel
