@@ -49,7 +49,7 @@ pub async fn claim<Req: Message, Resp: Message + Default>(
     method: &str,
     request: &Req,
 ) -> Result<Claim<Resp>, IdempotencyError> {
-    let hash = Sha256::digest(request.encode_to_vec()).to_vec();
+    let hash = request_hash(request);
     let inserted = sqlx::query(
         "INSERT INTO idempotency (tenant, request_id, method, request_hash)
          VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
@@ -166,4 +166,145 @@ pub async fn finish<Resp: Message>(
         .await
         .map_err(|e| crate::status::from_db(domain, &e))?;
     Ok(response)
+}
+
+/// One request of a batch to claim (see [`claim_many`]).
+pub struct BatchClaim<'a> {
+    pub tenant: &'a Tenant,
+    pub request_id: &'a RequestId,
+    pub method: &'a str,
+    /// [`request_hash`] of the request.
+    pub hash: Vec<u8>,
+}
+
+/// What [`claim`] compares to recognise a repeat of the same request.
+pub fn request_hash<Req: Message>(request: &Req) -> Vec<u8> {
+    Sha256::digest(request.encode_to_vec()).to_vec()
+}
+
+/// [`claim`] for many requests in two statements: one answer per claim, in
+/// order. The claims must name distinct (tenant, request_id) pairs; their
+/// rows are locked in key order, so concurrent batches do not deadlock.
+pub async fn claim_many<Resp: Message + Default>(
+    tx: &mut PgConnection,
+    claims: &[BatchClaim<'_>],
+) -> Result<Vec<Result<Claim<Resp>, IdempotencyError>>, sqlx::Error> {
+    let mut order: Vec<usize> = (0..claims.len()).collect();
+    order.sort_by_key(|&i| (claims[i].tenant.as_str(), claims[i].request_id.as_str()));
+    let sorted: Vec<&BatchClaim<'_>> = order.iter().map(|&i| &claims[i]).collect();
+    let tenants: Vec<&str> = sorted.iter().map(|c| c.tenant.as_str()).collect();
+    let ids: Vec<&str> = sorted.iter().map(|c| c.request_id.as_str()).collect();
+    let methods: Vec<&str> = sorted.iter().map(|c| c.method).collect();
+    let hashes: Vec<&[u8]> = sorted.iter().map(|c| c.hash.as_slice()).collect();
+    let inserted: Vec<(String, String)> = sqlx::query_as(
+        "INSERT INTO idempotency (tenant, request_id, method, request_hash)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bytea[])
+         ON CONFLICT DO NOTHING RETURNING tenant, request_id",
+    )
+    .bind(&tenants)
+    .bind(&ids)
+    .bind(&methods)
+    .bind(&hashes)
+    .fetch_all(&mut *tx)
+    .await?;
+    let inserted: std::collections::HashSet<(String, String)> = inserted.into_iter().collect();
+    let key = |c: &BatchClaim<'_>| {
+        (
+            c.tenant.as_str().to_owned(),
+            c.request_id.as_str().to_owned(),
+        )
+    };
+    let seen: Vec<&BatchClaim<'_>> = claims
+        .iter()
+        .filter(|c| !inserted.contains(&key(c)))
+        .collect();
+    let mut stored: std::collections::HashMap<
+        (String, String),
+        (String, Vec<u8>, Option<Vec<u8>>),
+    > = std::collections::HashMap::new();
+    if !seen.is_empty() {
+        let tenants: Vec<&str> = seen.iter().map(|c| c.tenant.as_str()).collect();
+        let ids: Vec<&str> = seen.iter().map(|c| c.request_id.as_str()).collect();
+        type Row = (String, String, String, Vec<u8>, Option<Vec<u8>>);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT i.tenant, i.request_id, i.method, i.request_hash, i.response
+             FROM idempotency i JOIN UNNEST($1::text[], $2::text[]) AS x(t, r)
+               ON i.tenant = x.t AND i.request_id = x.r",
+        )
+        .bind(&tenants)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (t, r, method, hash, response) in rows {
+            stored.insert((t, r), (method, hash, response));
+        }
+    }
+    Ok(claims
+        .iter()
+        .map(|c| {
+            let k = key(c);
+            if inserted.contains(&k) {
+                return Ok(Claim::New);
+            }
+            let Some((method, hash, response)) = stored.remove(&k) else {
+                return Err(IdempotencyError::Db(sqlx::Error::Protocol(
+                    "idempotency claim neither inserted nor found".into(),
+                )));
+            };
+            if method != c.method || hash != c.hash {
+                return Err(IdempotencyError::Reused { method });
+            }
+            let response = response.ok_or_else(|| {
+                IdempotencyError::Db(sqlx::Error::Protocol(
+                    "idempotency row without response".into(),
+                ))
+            })?;
+            Ok(Claim::Replay(Resp::decode(response.as_slice())?))
+        })
+        .collect())
+}
+
+/// [`complete`] for many claimed requests in one statement.
+pub async fn complete_many<Resp: Message>(
+    tx: &mut PgConnection,
+    done: &[(&Tenant, &RequestId, &Resp)],
+) -> Result<(), sqlx::Error> {
+    if done.is_empty() {
+        return Ok(());
+    }
+    let tenants: Vec<&str> = done.iter().map(|d| d.0.as_str()).collect();
+    let ids: Vec<&str> = done.iter().map(|d| d.1.as_str()).collect();
+    let responses: Vec<Vec<u8>> = done.iter().map(|d| d.2.encode_to_vec()).collect();
+    sqlx::query(
+        "UPDATE idempotency i SET response = x.resp
+         FROM UNNEST($1::text[], $2::text[], $3::bytea[]) AS x(t, r, resp)
+         WHERE i.tenant = x.t AND i.request_id = x.r",
+    )
+    .bind(&tenants)
+    .bind(&ids)
+    .bind(&responses)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// [`release`] for many claims in one statement.
+pub async fn release_many(
+    tx: &mut PgConnection,
+    claims: &[(&Tenant, &RequestId)],
+) -> Result<(), sqlx::Error> {
+    if claims.is_empty() {
+        return Ok(());
+    }
+    let tenants: Vec<&str> = claims.iter().map(|c| c.0.as_str()).collect();
+    let ids: Vec<&str> = claims.iter().map(|c| c.1.as_str()).collect();
+    sqlx::query(
+        "DELETE FROM idempotency i USING UNNEST($1::text[], $2::text[]) AS x(t, r)
+         WHERE i.tenant = x.t AND i.request_id = x.r",
+    )
+    .bind(&tenants)
+    .bind(&ids)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }

@@ -4,6 +4,7 @@
 //! exposes `run(config, listener, shutdown)` and uses the pieces here: the
 //! gRPC [`server`] bootstrap (health, reflection, layers, drain), [`auth`]
 //! (bearer JWT, tenant from the token), [`db`] (its own schema, migrations),
+//! [`group_commit`] (many writes per transaction),
 //! [`redis`], [`idempotency`], the [`outbox`] feed and [`status`] helpers
 //! that turn domain errors into rich gRPC errors.
 
@@ -11,6 +12,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod db;
+pub mod group_commit;
 pub mod idempotency;
 pub mod metrics;
 pub mod outbox;

@@ -29,12 +29,31 @@ pub struct NewEvent<'a> {
     pub payload: Vec<u8>,
 }
 
+/// The W3C trace context an event carries, so that its consumers continue
+/// the trace of the request that caused it.
+#[derive(Debug, Clone, Default)]
+pub struct TraceContext {
+    traceparent: String,
+    tracestate: String,
+}
+
+impl TraceContext {
+    /// The context of the current span (empty outside a traced request).
+    pub fn current() -> Self {
+        let mut carrier = HashMap::new();
+        let cx = tracing::Span::current().context();
+        opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut carrier));
+        Self {
+            traceparent: carrier.remove("traceparent").unwrap_or_default(),
+            tracestate: carrier.remove("tracestate").unwrap_or_default(),
+        }
+    }
+}
+
 /// Appends an event in the caller's transaction and wakes feed readers when
 /// it commits. Carries the current trace context along.
 pub async fn append(tx: &mut PgConnection, ev: NewEvent<'_>) -> Result<Uuid, sqlx::Error> {
-    let mut carrier = HashMap::new();
-    let cx = tracing::Span::current().context();
-    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut carrier));
+    let trace = TraceContext::current();
     let event_id = Uuid::now_v7();
     sqlx::query(
         "INSERT INTO outbox (tenant, event_id, event_type, subject, request_id, traceparent, tracestate, payload)
@@ -45,46 +64,54 @@ pub async fn append(tx: &mut PgConnection, ev: NewEvent<'_>) -> Result<Uuid, sql
     .bind(ev.event_type)
     .bind(ev.subject)
     .bind(ev.request_id)
-    .bind(carrier.get("traceparent").cloned().unwrap_or_default())
-    .bind(carrier.get("tracestate").cloned().unwrap_or_default())
+    .bind(&trace.traceparent)
+    .bind(&trace.tracestate)
     .bind(ev.payload)
     .execute(&mut *tx)
     .await?;
     Ok(event_id)
 }
 
-/// Appends many events in two statements (batch writers append hundreds
-/// per transaction).
+/// Appends many events in one statement (batch writers append hundreds
+/// per transaction), all with the current trace context.
 pub async fn append_many(
     tx: &mut PgConnection,
     events: &[NewEvent<'_>],
 ) -> Result<(), sqlx::Error> {
+    let trace = TraceContext::current();
+    let traced: Vec<(&NewEvent<'_>, &TraceContext)> = events.iter().map(|e| (e, &trace)).collect();
+    append_traced(tx, &traced).await
+}
+
+/// Appends many events in one statement, each with the trace context of
+/// the request that caused it (a group-commit writer serves many requests
+/// in one transaction).
+pub async fn append_traced(
+    tx: &mut PgConnection,
+    events: &[(&NewEvent<'_>, &TraceContext)],
+) -> Result<(), sqlx::Error> {
     if events.is_empty() {
         return Ok(());
     }
-    let mut carrier = HashMap::new();
-    let cx = tracing::Span::current().context();
-    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut carrier));
-    let traceparent = carrier.get("traceparent").cloned().unwrap_or_default();
-    let tracestate = carrier.get("tracestate").cloned().unwrap_or_default();
     let ids: Vec<Uuid> = events.iter().map(|_| Uuid::now_v7()).collect();
-    let tenants: Vec<&str> = events.iter().map(|e| e.tenant.as_str()).collect();
-    let types: Vec<&str> = events.iter().map(|e| e.event_type).collect();
-    let subjects: Vec<&str> = events.iter().map(|e| e.subject).collect();
-    let requests: Vec<&str> = events.iter().map(|e| e.request_id).collect();
-    let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_slice()).collect();
+    let tenants: Vec<&str> = events.iter().map(|(e, _)| e.tenant.as_str()).collect();
+    let types: Vec<&str> = events.iter().map(|(e, _)| e.event_type).collect();
+    let subjects: Vec<&str> = events.iter().map(|(e, _)| e.subject).collect();
+    let requests: Vec<&str> = events.iter().map(|(e, _)| e.request_id).collect();
+    let parents: Vec<&str> = events.iter().map(|(_, t)| t.traceparent.as_str()).collect();
+    let states: Vec<&str> = events.iter().map(|(_, t)| t.tracestate.as_str()).collect();
+    let payloads: Vec<&[u8]> = events.iter().map(|(e, _)| e.payload.as_slice()).collect();
     sqlx::query(
         "INSERT INTO outbox (tenant, event_id, event_type, subject, request_id, traceparent, tracestate, payload)
-         SELECT t, i, ty, s, r, $6, $7, p
-         FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $8::bytea[]) AS x(t, i, ty, s, r, p)",
+         SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bytea[])",
     )
     .bind(&tenants)
     .bind(&ids)
     .bind(&types)
     .bind(&subjects)
     .bind(&requests)
-    .bind(&traceparent)
-    .bind(&tracestate)
+    .bind(&parents)
+    .bind(&states)
     .bind(&payloads)
     .execute(&mut *tx)
     .await?;

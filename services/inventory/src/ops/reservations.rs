@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use oms_kernel::{Paging, Tenant, Violations, parse_name};
 use oms_proto::inventory::{channel_rule::Buffer, *};
 use oms_runtime::{
+    group_commit::GroupCommit,
     outbox::{self, NewEvent},
     time::to_timestamp,
 };
@@ -20,7 +21,6 @@ use prost::Message;
 use sqlx::PgPool;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 const MAX_BATCH: usize = 256;
@@ -29,68 +29,32 @@ const WORKERS: usize = 8;
 struct Job {
     tenant: Tenant,
     res: NewReservation,
-    respond: oneshot::Sender<Result<Reservation>>,
 }
 
 /// The group-commit writer of new reservations.
 #[derive(Clone)]
-pub struct Writer {
-    jobs: mpsc::Sender<Job>,
-}
+pub struct Writer(GroupCommit<Job, Result<Reservation>>);
 
 impl Writer {
     pub fn start(pool: PgPool, gate: Gate, shutdown: CancellationToken) -> Writer {
-        let (jobs, rx) = mpsc::channel::<Job>(4096);
-        let rx = Arc::new(Mutex::new(rx));
         let known = KnownItems::default();
-        for _ in 0..WORKERS {
-            let (pool, gate, rx, shutdown, known) = (
-                pool.clone(),
-                gate.clone(),
-                rx.clone(),
-                shutdown.clone(),
-                known.clone(),
-            );
-            tokio::spawn(async move {
-                loop {
-                    let batch = {
-                        let mut rx = rx.lock().await;
-                        let first = tokio::select! {
-                            j = rx.recv() => j,
-                            _ = shutdown.cancelled() => None,
-                        };
-                        let Some(first) = first else { return };
-                        let mut batch = vec![first];
-                        while batch.len() < MAX_BATCH {
-                            match rx.try_recv() {
-                                Ok(j) => batch.push(j),
-                                Err(_) => break,
-                            }
-                        }
-                        batch
-                    };
-                    write_batch(&pool, &gate, &known, batch).await;
-                }
-            });
-        }
-        Writer { jobs }
+        Writer(GroupCommit::start(
+            WORKERS,
+            MAX_BATCH,
+            shutdown,
+            move |jobs| {
+                let (pool, gate, known) = (pool.clone(), gate.clone(), known.clone());
+                async move { write_batch(&pool, &gate, &known, jobs).await }
+            },
+        ))
     }
 
     async fn submit(&self, tenant: &Tenant, res: NewReservation) -> Result<Reservation> {
-        let (respond, answer) = oneshot::channel();
         let job = Job {
             tenant: tenant.clone(),
             res,
-            respond,
         };
-        self.jobs.send(job).await.map_err(|_| {
-            Error::precondition(
-                "SHUTTING_DOWN",
-                "reservations",
-                "the service is shutting down",
-            )
-        })?;
-        answer.await.map_err(|_| {
+        self.0.submit(job).await.map_err(|_| {
             Error::precondition(
                 "SHUTTING_DOWN",
                 "reservations",
@@ -112,44 +76,60 @@ pub async fn create(
     })
 }
 
-/// Writes one batch, answering every job. A gate that lost its data is
-/// rebuilt and the batch written again.
-async fn write_batch(pool: &PgPool, gate: &Gate, known: &KnownItems, jobs: Vec<Job>) {
+/// Writes one batch and answers every job, in order. A gate that lost its
+/// data is rebuilt and the batch written again.
+async fn write_batch(
+    pool: &PgPool,
+    gate: &Gate,
+    known: &KnownItems,
+    jobs: Vec<Job>,
+) -> Vec<Result<Reservation>> {
+    let n = jobs.len();
+    // Each tenant's jobs with their places in the batch.
     let mut by_tenant: BTreeMap<Tenant, Vec<Job>> = BTreeMap::new();
-    for j in jobs {
+    let mut places: BTreeMap<Tenant, Vec<usize>> = BTreeMap::new();
+    for (i, j) in jobs.into_iter().enumerate() {
+        places.entry(j.tenant.clone()).or_default().push(i);
         by_tenant.entry(j.tenant.clone()).or_default().push(j);
     }
-    for attempt in 0..5 {
+    let mut rebuilds = 0;
+    loop {
         match try_batch(pool, gate, known, &by_tenant).await {
             Ok(mut answers) => {
-                for (t, jobs) in by_tenant {
+                let mut out: Vec<Option<Result<Reservation>>> = (0..n).map(|_| None).collect();
+                for (t, at) in places {
                     let answers = answers.remove(&t).unwrap_or_default();
-                    let mut answers = answers.into_iter();
-                    for j in jobs {
-                        let a = answers.next().unwrap_or_else(|| {
-                            Err(Error::Internal("reservation batch lost an answer".into()))
-                        });
-                        let _ = j.respond.send(a);
+                    for (i, a) in at.into_iter().zip(answers) {
+                        out[i] = Some(a);
                     }
                 }
-                return;
+                return out
+                    .into_iter()
+                    .map(|a| {
+                        a.unwrap_or_else(|| {
+                            Err(Error::Internal("reservation batch lost an answer".into()))
+                        })
+                    })
+                    .collect();
             }
-            Err((Some(t), Error::Gate(GateError::NotReady))) if attempt < 4 => {
+            Err((Some(t), Error::Gate(GateError::NotReady))) if rebuilds < 4 => {
+                rebuilds += 1;
                 if let Err(e) = super::reconcile::ensure_ready_with(pool, gate, &t).await {
                     tracing::error!(error = %e, tenant = %t, "gate rebuild failed");
                 }
             }
             Err((_, e)) => {
                 tracing::error!(error = %e, "reservation batch failed");
-                for j in by_tenant.into_values().flatten() {
-                    let _ = j.respond.send(Err(match &e {
-                        Error::Db(_) | Error::Gate(_) => {
-                            Error::Unavailable("the reservation store is unavailable; retry".into())
-                        }
-                        _ => Error::Internal(e.to_string()),
-                    }));
-                }
-                return;
+                return (0..n)
+                    .map(|_| {
+                        Err(match &e {
+                            Error::Db(_) | Error::Gate(_) => Error::Unavailable(
+                                "the reservation store is unavailable; retry".into(),
+                            ),
+                            _ => Error::Internal(e.to_string()),
+                        })
+                    })
+                    .collect();
             }
         }
     }

@@ -1,0 +1,88 @@
+//! Batched claims against a real Postgres: new, replayed and reused
+//! request ids answered in one batch, and released claims claimable again.
+//! (Its own test binary: the OTLP test in `it` installs the global
+//! subscriber that `TestDb` would install first.)
+#![allow(clippy::unwrap_used)]
+use oms_kernel::{RequestId, Tenant};
+use oms_runtime::config::DbConfig;
+use oms_runtime::idempotency::{self, BatchClaim, Claim, IdempotencyError};
+use oms_testkit::TestDb;
+use prost_types::Duration as Pb;
+use std::time::Duration;
+
+fn answer(seconds: i64) -> Pb {
+    Pb { seconds, nanos: 0 }
+}
+
+#[tokio::test]
+async fn a_batch_of_claims_answers_new_replayed_and_reused_requests() {
+    let db = TestDb::new().await;
+    let cfg = DbConfig {
+        url: db.url.clone(),
+        schema: "idem".into(),
+        max_connections: 2,
+    };
+    let pool = oms_runtime::db::connect_and_migrate(&cfg, None, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let (a, b) = (Tenant::parse("a").unwrap(), Tenant::parse("b").unwrap());
+    let r = |s: &str| RequestId::parse(s).unwrap();
+    let (r1, r2, r3) = (r("r1"), r("r2"), r("r3"));
+    let claim = |t, id, hash: &[u8]| BatchClaim {
+        tenant: t,
+        request_id: id,
+        method: "M",
+        hash: hash.to_vec(),
+    };
+
+    // First batch: all new; answered and committed.
+    let mut tx = pool.begin().await.unwrap();
+    let first = idempotency::claim_many::<Pb>(
+        &mut tx,
+        &[
+            claim(&a, &r1, b"x"),
+            claim(&a, &r2, b"y"),
+            claim(&b, &r1, b"z"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(first.iter().all(|c| matches!(c, Ok(Claim::New))));
+    let (one, two, three) = (answer(1), answer(2), answer(3));
+    idempotency::complete_many(
+        &mut tx,
+        &[(&a, &r1, &one), (&a, &r2, &two), (&b, &r1, &three)],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    // Second batch: a repeat, a reuse with another body, another tenant's
+    // repeat, and a new id.
+    let mut tx = pool.begin().await.unwrap();
+    let second = idempotency::claim_many::<Pb>(
+        &mut tx,
+        &[
+            claim(&a, &r3, b"w"),
+            claim(&b, &r1, b"z"),
+            claim(&a, &r2, b"other"),
+            claim(&a, &r1, b"x"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(matches!(second[0], Ok(Claim::New)));
+    assert!(matches!(&second[1], Ok(Claim::Replay(p)) if *p == three));
+    assert!(matches!(&second[2], Err(IdempotencyError::Reused { method }) if method == "M"));
+    assert!(matches!(&second[3], Ok(Claim::Replay(p)) if *p == one));
+    // The new claim given up: the same id is new again afterwards.
+    idempotency::release_many(&mut tx, &[(&a, &r3)])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    let third = idempotency::claim_many::<Pb>(&mut tx, &[claim(&a, &r3, b"v")])
+        .await
+        .unwrap();
+    assert!(matches!(third[0], Ok(Claim::New)));
+}
