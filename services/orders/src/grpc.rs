@@ -2,9 +2,10 @@
 //! their idempotency record, history and outbox event, and is the only
 //! place errors become gRPC statuses.
 use crate::changes::{Happened, record};
-use crate::domain::{NewOrder, OrderFilter, OrderState, lifecycle};
+use crate::domain::{OrderFilter, OrderState, lifecycle};
 use crate::error::{Error, Result};
-use crate::repo::{self, history::Change, orders::Projection};
+use crate::intake::Intake;
+use crate::repo;
 use crate::workers::fulfillment_feed;
 use crate::workers::saga::{self, Saga};
 use chrono::Utc;
@@ -19,7 +20,7 @@ use oms_proto::orders::{
 use oms_runtime::{
     auth::{self, Caller},
     idempotency::{self, Claim},
-    outbox::{self, FeedWaker, NewEvent},
+    outbox::{self, FeedWaker},
     status,
     time::to_timestamp,
 };
@@ -36,6 +37,7 @@ pub struct OrderApi {
     waker: FeedWaker,
     shutdown: CancellationToken,
     saga: Saga,
+    intake: Intake,
 }
 
 /// A custom method under way: its request claimed, its order locked.
@@ -64,11 +66,13 @@ struct Outcome {
 
 impl OrderApi {
     pub fn new(pool: PgPool, waker: FeedWaker, shutdown: CancellationToken, saga: Saga) -> Self {
+        let intake = Intake::start(pool.clone(), saga.clone(), shutdown.clone());
         Self {
             pool,
             waker,
             shutdown,
             saga,
+            intake,
         }
     }
 
@@ -165,89 +169,6 @@ impl OrderApi {
         }
         Ok(order)
     }
-
-    async fn create(
-        &self,
-        caller: &Caller,
-        req: CreateOrderRequest,
-    ) -> Result<CreateOrderResponse> {
-        let mut v = Violations::new();
-        let request_id = v.check("request_id", RequestId::parse(&req.request_id));
-        let new = match NewOrder::parse(req.order.clone()) {
-            Ok(n) => Some(n),
-            Err(e) => {
-                v.0.extend(e.0);
-                None
-            }
-        };
-        let (Some(request_id), Some(new)) = (request_id, new) else {
-            return Err(v.into());
-        };
-        let tenant = &caller.tenant;
-        let mut tx = self.pool.begin().await?;
-        if let Claim::Replay(r) =
-            idempotency::claim(&mut tx, tenant, &request_id, "CreateOrder", &req).await?
-        {
-            return Ok(r);
-        }
-        let now = Utc::now();
-        let id = Uuid::now_v7();
-        let state = OrderState::Created;
-        let mut order = new.order;
-        order.name = format!("orders/{id}");
-        order.order_id = id.to_string();
-        order.state = state.to_proto() as i32;
-        order.create_time = Some(to_timestamp(now));
-        order.update_time = Some(to_timestamp(now));
-        order.order_time = Some(to_timestamp(new.order_time.unwrap_or(now)));
-        order.version = 1;
-        let projection = Projection {
-            order_id: id,
-            state,
-            promise_time: new.promise_time,
-            create_time: now,
-            doc: &order,
-        };
-        if let Some(existing) = repo::orders::insert(&mut tx, tenant, projection).await? {
-            return Err(Error::DuplicateChannelOrder {
-                channel: order.channel,
-                channel_order_id: order.channel_order_id,
-                existing: format!("orders/{existing}"),
-            });
-        }
-        let change = Change {
-            actor: &caller.subject,
-            kind: "OrderCreated",
-            reason: "",
-            from: None,
-            to: Some(state),
-            request_id: request_id.as_str(),
-        };
-        repo::history::record(&mut tx, tenant, id, change).await?;
-        repo::saga::enqueue(&mut tx, tenant, id, repo::saga::RESERVE, &[]).await?;
-        let event = OrderEvent {
-            meta: None,
-            order: Some(order.clone()),
-            kind: Some(order_event::Kind::Created(pb::OrderCreated {})),
-        };
-        outbox::append(
-            &mut tx,
-            NewEvent {
-                tenant,
-                event_type: "OrderCreated",
-                subject: &order.name,
-                request_id: request_id.as_str(),
-                payload: event.encode_to_vec(),
-            },
-        )
-        .await?;
-        let response = CreateOrderResponse { order: Some(order) };
-        idempotency::complete(&mut tx, tenant, &request_id, &response).await?;
-        tx.commit().await?;
-        self.saga.wake();
-        tracing::info!(order = %response.order.as_ref().map_or("", |o| o.name.as_str()), "order created");
-        Ok(response)
-    }
 }
 
 fn order_id(field: &str, name: &str) -> Result<Uuid> {
@@ -294,7 +215,8 @@ impl OrderService for OrderApi {
         req: Request<CreateOrderRequest>,
     ) -> Result<Response<CreateOrderResponse>, Status> {
         let caller = auth::caller(&req)?;
-        self.create(&caller, req.into_inner())
+        self.intake
+            .create(&caller, req.into_inner())
             .await
             .map(Response::new)
             .map_err(to_status)

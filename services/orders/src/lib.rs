@@ -7,6 +7,7 @@ mod changes;
 mod domain;
 mod error;
 mod grpc;
+mod intake;
 mod repo;
 mod workers;
 

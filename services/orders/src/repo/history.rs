@@ -37,6 +37,36 @@ pub async fn record(
     Ok(())
 }
 
+/// Records the changes of many orders in one statement.
+pub async fn record_many(
+    tx: &mut PgConnection,
+    changes: &[(&Tenant, Uuid, Change<'_>)],
+) -> sqlx::Result<()> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let col = |f: &dyn Fn(&Change<'_>) -> String| -> Vec<String> {
+        changes.iter().map(|(_, _, c)| f(c)).collect()
+    };
+    let tenants: Vec<&str> = changes.iter().map(|(t, _, _)| t.as_str()).collect();
+    let ids: Vec<Uuid> = changes.iter().map(|(_, id, _)| *id).collect();
+    sqlx::query(
+        "INSERT INTO order_history (tenant, order_id, actor, kind, reason, from_state, to_state, request_id)
+         SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])",
+    )
+    .bind(&tenants)
+    .bind(&ids)
+    .bind(col(&|c| c.actor.to_owned()))
+    .bind(col(&|c| c.kind.to_owned()))
+    .bind(col(&|c| c.reason.to_owned()))
+    .bind(col(&|c| c.from.map_or("", |s| s.as_db()).to_owned()))
+    .bind(col(&|c| c.to.map_or("", |s| s.as_db()).to_owned()))
+    .bind(col(&|c| c.request_id.to_owned()))
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
 /// A stored change.
 pub struct Row {
     pub seq: i64,

@@ -15,42 +15,74 @@ pub struct Projection<'a> {
     pub doc: &'a Order,
 }
 
-/// Inserts a new order. Returns `Some(existing order id)` instead when the
-/// tenant already has an order for the same channel order id.
-pub async fn insert(
+/// Inserts new orders in one statement. Returns, for each, `Some(existing
+/// order id)` instead when its tenant already has an order for the same
+/// channel order id (an earlier row of the same batch included).
+pub async fn insert_many(
     tx: &mut PgConnection,
-    tenant: &Tenant,
-    p: Projection<'_>,
-) -> sqlx::Result<Option<Uuid>> {
-    let inserted = sqlx::query(
+    rows: &[(&Tenant, Projection<'_>)],
+) -> sqlx::Result<Vec<Option<Uuid>>> {
+    if rows.is_empty() {
+        return Ok(vec![]);
+    }
+    let tenants: Vec<&str> = rows.iter().map(|(t, _)| t.as_str()).collect();
+    let ids: Vec<Uuid> = rows.iter().map(|(_, p)| p.order_id).collect();
+    let channels: Vec<&str> = rows.iter().map(|(_, p)| p.doc.channel.as_str()).collect();
+    let coids: Vec<&str> = rows
+        .iter()
+        .map(|(_, p)| p.doc.channel_order_id.as_str())
+        .collect();
+    let states: Vec<&str> = rows.iter().map(|(_, p)| p.state.as_db()).collect();
+    let promises: Vec<Option<DateTime<Utc>>> = rows.iter().map(|(_, p)| p.promise_time).collect();
+    let created: Vec<DateTime<Utc>> = rows.iter().map(|(_, p)| p.create_time).collect();
+    let docs: Vec<Vec<u8>> = rows.iter().map(|(_, p)| p.doc.encode_to_vec()).collect();
+    let inserted: Vec<Uuid> = sqlx::query_scalar(
         "INSERT INTO orders (tenant, order_id, channel, channel_order_id, state, promise_time,
                              create_time, update_time, version, doc)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, 1, $8)
-         ON CONFLICT (tenant, channel, channel_order_id) WHERE channel_order_id <> '' DO NOTHING",
+         SELECT t, i, c, co, s, p, ct, ct, 1, d
+         FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[],
+                     $6::timestamptz[], $7::timestamptz[], $8::bytea[]) AS x(t, i, c, co, s, p, ct, d)
+         ON CONFLICT (tenant, channel, channel_order_id) WHERE channel_order_id <> '' DO NOTHING
+         RETURNING order_id",
     )
-    .bind(tenant.as_str())
-    .bind(p.order_id)
-    .bind(&p.doc.channel)
-    .bind(&p.doc.channel_order_id)
-    .bind(p.state.as_db())
-    .bind(p.promise_time)
-    .bind(p.create_time)
-    .bind(p.doc.encode_to_vec())
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if inserted == 1 {
-        return Ok(None);
-    }
-    let existing: Uuid = sqlx::query_scalar(
-        "SELECT order_id FROM orders WHERE tenant = $1 AND channel = $2 AND channel_order_id = $3",
-    )
-    .bind(tenant.as_str())
-    .bind(&p.doc.channel)
-    .bind(&p.doc.channel_order_id)
-    .fetch_one(&mut *tx)
+    .bind(&tenants)
+    .bind(&ids)
+    .bind(&channels)
+    .bind(&coids)
+    .bind(&states)
+    .bind(&promises)
+    .bind(&created)
+    .bind(&docs)
+    .fetch_all(&mut *tx)
     .await?;
-    Ok(Some(existing))
+    let inserted: std::collections::HashSet<Uuid> = inserted.into_iter().collect();
+    let refused: Vec<usize> = (0..rows.len())
+        .filter(|&i| !inserted.contains(&ids[i]))
+        .collect();
+    let mut out = vec![None; rows.len()];
+    if refused.is_empty() {
+        return Ok(out);
+    }
+    let pick = |v: &[&str]| -> Vec<String> { refused.iter().map(|&i| v[i].to_owned()).collect() };
+    let found: Vec<(String, String, String, Uuid)> = sqlx::query_as(
+        "SELECT o.tenant, o.channel, o.channel_order_id, o.order_id
+         FROM orders o JOIN UNNEST($1::text[], $2::text[], $3::text[]) AS x(t, c, co)
+           ON o.tenant = x.t AND o.channel = x.c AND o.channel_order_id = x.co",
+    )
+    .bind(pick(&tenants))
+    .bind(pick(&channels))
+    .bind(pick(&coids))
+    .fetch_all(&mut *tx)
+    .await?;
+    for i in refused {
+        out[i] = found
+            .iter()
+            .find(|(t, c, co, _)| {
+                (t.as_str(), c.as_str(), co.as_str()) == (tenants[i], channels[i], coids[i])
+            })
+            .map(|f| f.3);
+    }
+    Ok(out)
 }
 
 use oms_runtime::db::decode;

@@ -46,6 +46,30 @@ pub async fn enqueue(
     Ok(())
 }
 
+/// Adds the same first step for many new orders in one statement.
+pub async fn enqueue_many(
+    tx: &mut PgConnection,
+    orders: &[(&Tenant, Uuid)],
+    step: &str,
+) -> sqlx::Result<()> {
+    if orders.is_empty() {
+        return Ok(());
+    }
+    let tenants: Vec<&str> = orders.iter().map(|(t, _)| t.as_str()).collect();
+    let ids: Vec<Uuid> = orders.iter().map(|(_, id)| *id).collect();
+    sqlx::query(
+        "INSERT INTO saga_steps (tenant, order_id, step)
+         SELECT t, i, $3 FROM UNNEST($1::text[], $2::uuid[]) AS x(t, i)
+         ON CONFLICT (tenant, order_id, step) DO UPDATE SET next_attempt_time = now()",
+    )
+    .bind(&tenants)
+    .bind(&ids)
+    .bind(step)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
 /// Due steps, locked for this transaction; other workers skip them.
 pub async fn claim_due(tx: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<Step>> {
     let rows: Vec<(String, Uuid, String, Vec<u8>, i32)> = sqlx::query_as(
