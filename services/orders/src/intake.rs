@@ -13,7 +13,7 @@ use oms_kernel::{RequestId, Tenant, Violations};
 use oms_proto::orders::{self as pb, CreateOrderRequest, CreateOrderResponse, OrderEvent};
 use oms_runtime::{
     auth::Caller,
-    group_commit::GroupCommit,
+    batch::Batcher,
     idempotency::{self, BatchClaim, Claim},
     outbox::{self, NewEvent, TraceContext},
     time::to_timestamp,
@@ -42,26 +42,21 @@ pub struct Job {
 
 /// Where new orders are created.
 #[derive(Clone)]
-pub struct Intake(GroupCommit<Job, Result<CreateOrderResponse>>);
+pub struct Intake(Batcher<Job, Result<CreateOrderResponse>>);
 
 impl Intake {
     pub fn start(pool: PgPool, saga: Saga, shutdown: CancellationToken) -> Self {
-        Intake(GroupCommit::start(
-            WRITERS,
-            MAX_BATCH,
-            shutdown,
-            move |jobs| {
-                let (pool, saga) = (pool.clone(), saga.clone());
-                async move {
-                    let answers = write(&pool, jobs).await;
-                    // New orders have their first saga step due.
-                    if answers.iter().any(|a| a.is_ok()) {
-                        saga.wake();
-                    }
-                    answers
+        Intake(Batcher::start(WRITERS, MAX_BATCH, shutdown, move |jobs| {
+            let (pool, saga) = (pool.clone(), saga.clone());
+            async move {
+                let answers = write(&pool, jobs).await;
+                // New orders have their first saga step due.
+                if answers.iter().any(|a| a.is_ok()) {
+                    saga.wake();
                 }
-            },
-        ))
+                answers
+            }
+        }))
     }
 
     /// Validates a CreateOrder request and writes it (or answers a repeat

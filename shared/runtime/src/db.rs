@@ -47,6 +47,20 @@ pub async fn connect_and_migrate(
     let pool = PgPoolOptions::new()
         .max_connections(cfg.max_connections)
         .acquire_timeout(Duration::from_secs(5))
+        // A connection back in the pool within the last second is taken as
+        // alive: checking it would cost a round trip per query on a busy
+        // service. One idle for longer is checked first, so a restarted
+        // Postgres or a dropped connection fails few requests (the HikariCP
+        // rule); a failed one is discarded and the retry gets a new one.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > IDLE_CHECK_AFTER {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(base.options([("search_path", cfg.schema.as_str())]))
         .await?;
     if let Some(m) = migrator {
@@ -54,6 +68,9 @@ pub async fn connect_and_migrate(
     }
     Ok(pool)
 }
+
+/// How long a pooled connection may sit idle before it is checked.
+const IDLE_CHECK_AFTER: Duration = Duration::from_secs(1);
 
 async fn first_connection(opts: &PgConnectOptions, wait: Duration) -> anyhow::Result<PgConnection> {
     let deadline = tokio::time::Instant::now() + wait;

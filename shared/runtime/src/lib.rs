@@ -4,15 +4,15 @@
 //! exposes `run(config, listener, shutdown)` and uses the pieces here: the
 //! gRPC [`server`] bootstrap (health, reflection, layers, drain), [`auth`]
 //! (bearer JWT, tenant from the token), [`db`] (its own schema, migrations),
-//! [`group_commit`] (many writes per transaction),
+//! [`batch`] (many requests, one round trip: group commit),
 //! [`redis`], [`idempotency`], the [`outbox`] feed and [`status`] helpers
 //! that turn domain errors into rich gRPC errors.
 
 pub mod auth;
+pub mod batch;
 pub mod client;
 pub mod config;
 pub mod db;
-pub mod group_commit;
 pub mod idempotency;
 pub mod metrics;
 pub mod outbox;

@@ -83,6 +83,18 @@ where
     report
 }
 
+/// Brings the planner's statistics up to date for every schema of `db`.
+/// A scenario that starts on empty tables first runs a short warm-up and
+/// then this, so that it measures the steady state: before the first
+/// ANALYZE (autovacuum's, about a minute into a real deployment) Postgres
+/// has no statistics and may cache a plan that scans a whole tenant's rows
+/// for a primary-key lookup.
+pub async fn analyze(db: &oms_testkit::TestDb) -> anyhow::Result<()> {
+    let mut conn = db.connect("public").await;
+    sqlx::query("ANALYZE").execute(&mut conn).await?;
+    Ok(())
+}
+
 /// `msg` with the bearer `token` (already `Bearer ...`).
 pub fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
     let mut req = tonic::Request::new(msg);

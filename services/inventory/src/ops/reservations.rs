@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use oms_kernel::{Paging, Tenant, Violations, parse_name};
 use oms_proto::inventory::{channel_rule::Buffer, *};
 use oms_runtime::{
-    group_commit::GroupCommit,
+    batch::Batcher,
     outbox::{self, NewEvent},
     time::to_timestamp,
 };
@@ -33,20 +33,15 @@ struct Job {
 
 /// The group-commit writer of new reservations.
 #[derive(Clone)]
-pub struct Writer(GroupCommit<Job, Result<Reservation>>);
+pub struct Writer(Batcher<Job, Result<Reservation>>);
 
 impl Writer {
     pub fn start(pool: PgPool, gate: Gate, shutdown: CancellationToken) -> Writer {
         let known = KnownItems::default();
-        Writer(GroupCommit::start(
-            WORKERS,
-            MAX_BATCH,
-            shutdown,
-            move |jobs| {
-                let (pool, gate, known) = (pool.clone(), gate.clone(), known.clone());
-                async move { write_batch(&pool, &gate, &known, jobs).await }
-            },
-        ))
+        Writer(Batcher::start(WORKERS, MAX_BATCH, shutdown, move |jobs| {
+            let (pool, gate, known) = (pool.clone(), gate.clone(), known.clone());
+            async move { write_batch(&pool, &gate, &known, jobs).await }
+        }))
     }
 
     async fn submit(&self, tenant: &Tenant, res: NewReservation) -> Result<Reservation> {

@@ -1,8 +1,8 @@
-//! Group commit: callers hand a job to a few writer tasks, each of which
-//! takes every job waiting (up to a limit) and writes them in one Postgres
-//! transaction. Under load a commit carries many jobs, so throughput is not
-//! bound by commit latency and round trips; alone, a job is written at once
-//! (no timer waits for company).
+//! Batching (group commit): callers hand a job to a few worker tasks, each
+//! of which takes every job waiting (up to a limit) and serves them with one
+//! Postgres transaction or query. Under load one round trip and one commit
+//! carry many jobs, so throughput is not bound by commit latency and round
+//! trips; alone, a job is served at once (no timer waits for company).
 use std::future::Future;
 use std::sync::Arc;
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -10,12 +10,12 @@ use tokio_util::sync::CancellationToken;
 
 type Job<J, R> = (J, oneshot::Sender<R>);
 
-/// The entry point of a group-commit writer of `J`s answered with `R`s.
-pub struct GroupCommit<J, R> {
+/// The entry point of a batcher of `J`s answered with `R`s.
+pub struct Batcher<J, R> {
     jobs: mpsc::Sender<Job<J, R>>,
 }
 
-impl<J, R> Clone for GroupCommit<J, R> {
+impl<J, R> Clone for Batcher<J, R> {
     fn clone(&self) -> Self {
         Self {
             jobs: self.jobs.clone(),
@@ -23,20 +23,20 @@ impl<J, R> Clone for GroupCommit<J, R> {
     }
 }
 
-/// The writer stopped (the service is shutting down).
+/// The batcher stopped (the service is shutting down).
 #[derive(Debug, thiserror::Error)]
-#[error("the writer is shutting down")]
+#[error("the service is shutting down")]
 pub struct Stopped;
 
-impl<J: Send + 'static, R: Send + 'static> GroupCommit<J, R> {
-    /// Starts `workers` tasks that each write up to `max_batch` jobs at a
-    /// time with `write`, which answers every job, in the order given.
+impl<J: Send + 'static, R: Send + 'static> Batcher<J, R> {
+    /// Starts `workers` tasks that each serve up to `max_batch` jobs at a
+    /// time with `serve`, which answers every job, in the order given.
     /// Several workers keep Postgres busy while one waits for its commit.
     pub fn start<F, Fut>(
         workers: usize,
         max_batch: usize,
         shutdown: CancellationToken,
-        write: F,
+        serve: F,
     ) -> Self
     where
         F: Fn(Vec<J>) -> Fut + Clone + Send + Sync + 'static,
@@ -45,7 +45,7 @@ impl<J: Send + 'static, R: Send + 'static> GroupCommit<J, R> {
         let (jobs, rx) = mpsc::channel::<Job<J, R>>(max_batch * workers * 4);
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..workers.max(1) {
-            let (rx, shutdown, write) = (rx.clone(), shutdown.clone(), write.clone());
+            let (rx, shutdown, serve) = (rx.clone(), shutdown.clone(), serve.clone());
             tokio::spawn(async move {
                 loop {
                     let (batch, answer_to): (Vec<J>, Vec<oneshot::Sender<R>>) = {
@@ -64,7 +64,7 @@ impl<J: Send + 'static, R: Send + 'static> GroupCommit<J, R> {
                         }
                         batch.into_iter().unzip()
                     };
-                    let answers = write(batch).await;
+                    let answers = serve(batch).await;
                     debug_assert_eq!(answers.len(), answer_to.len(), "one answer per job");
                     for (a, to) in answers.into_iter().zip(answer_to) {
                         // The caller may have gone (its request was cancelled).
@@ -76,7 +76,7 @@ impl<J: Send + 'static, R: Send + 'static> GroupCommit<J, R> {
         Self { jobs }
     }
 
-    /// Writes `job` with whatever else is waiting and returns its answer.
+    /// Serves `job` with whatever else is waiting and returns its answer.
     pub async fn submit(&self, job: J) -> Result<R, Stopped> {
         let (to, answer) = oneshot::channel();
         self.jobs.send((job, to)).await.map_err(|_| Stopped)?;
@@ -97,7 +97,7 @@ mod tests {
         // One worker blocked on a gate: jobs pile up behind the first write.
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
         let g = gate.clone();
-        let gc = GroupCommit::start(1, 64, shutdown.clone(), move |jobs: Vec<u32>| {
+        let gc = Batcher::start(1, 64, shutdown.clone(), move |jobs: Vec<u32>| {
             let (counted, g) = (counted.clone(), g.clone());
             async move {
                 counted.fetch_add(1, Ordering::SeqCst);
@@ -123,7 +123,7 @@ mod tests {
     #[tokio::test]
     async fn a_stopped_writer_refuses_jobs() {
         let shutdown = CancellationToken::new();
-        let gc = GroupCommit::start(2, 8, shutdown.clone(), |jobs: Vec<u32>| async move { jobs });
+        let gc = Batcher::start(2, 8, shutdown.clone(), |jobs: Vec<u32>| async move { jobs });
         assert_eq!(gc.submit(7).await.expect("answered"), 7);
         shutdown.cancel();
         // The workers end; their receiver with them.
