@@ -1,6 +1,8 @@
 //! The IngestService API.
 use crate::adapters::{self, Mapped};
+use crate::repo::{AuditRow, Seen};
 use crate::skus::ChannelSkus;
+use crate::submissions::Submissions;
 use crate::{availability, repo, signature};
 use oms_kernel::{RequestId, Tenant, Violations, parse_name};
 use oms_proto::ingest::{ingest_service_server::IngestService, *};
@@ -23,6 +25,8 @@ const MAX_BODY: usize = 1 << 20;
 
 pub struct IngestApi {
     pub pool: PgPool,
+    /// The submission path's reads and writes, batched.
+    pub submissions: Submissions,
     pub orders: GrpcChannel,
     pub inventory: GrpcChannel,
     pub issuer: TokenIssuer,
@@ -64,14 +68,6 @@ fn check_channel(v: &mut Violations, c: &Channel, secret: &str) {
     }
 }
 
-/// What a channel order became, recorded with its payload.
-struct Seen {
-    channel_id: String,
-    channel_order_id: String,
-    order: String,
-    cancelled: bool,
-}
-
 /// A payload as received, before and after mapping.
 struct Submission<'a> {
     channel: &'a str,
@@ -89,10 +85,7 @@ impl IngestApi {
     ) -> Result<SubmitChannelPayloadResponse, Status> {
         let tenant = &caller.tenant;
         let id = channel_id("channel", s.channel)?;
-        let Some((channel, secret)) = repo::channel(&self.pool, tenant, &id, false)
-            .await
-            .map_err(db)?
-        else {
+        let Some((channel, secret)) = self.submissions.channel(tenant, &id).await? else {
             return Err(status::not_found(DOMAIN, "channel", s.channel));
         };
         if !channel.enabled {
@@ -135,33 +128,23 @@ impl IngestApi {
         audit.status = status_code as i32;
         // Every attempt is kept for audit, accepted or not; what the channel
         // order became is recorded with it, in one transaction.
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        if let Ok((_, seen)) = &outcome {
-            repo::upsert_channel_order(
-                &mut *tx,
-                tenant,
-                &seen.channel_id,
-                &seen.channel_order_id,
-                &seen.order,
-                &body_hash,
-                seen.cancelled,
-            )
-            .await
-            .map_err(db)?;
-        }
-        repo::insert_payload(
-            &mut *tx,
-            tenant,
-            payload_id,
-            &audit,
-            &body_hash,
-            &channel_order_id,
-        )
-        .await
-        .map_err(db)?;
-        tx.commit().await.map_err(db)?;
-        outcome.map(|(mut r, _)| {
-            r.payload = audit.name;
+        let name = audit.name.clone();
+        let (result, seen) = match outcome {
+            Ok((r, seen)) => (Ok(r), Some(seen)),
+            Err(e) => (Err(e), None),
+        };
+        self.submissions
+            .record(AuditRow {
+                tenant: tenant.clone(),
+                payload_id,
+                payload: audit,
+                body_hash,
+                channel_order_id,
+                seen,
+            })
+            .await?;
+        result.map(|mut r| {
+            r.payload = name;
             r
         })
     }
@@ -249,12 +232,16 @@ impl IngestApi {
             self.orders.clone(),
             Outbound::for_tenant(&self.issuer, tenant, "service:ingest"),
         );
-        let known = repo::channel_order(&self.pool, tenant, &channel.channel_id, &coid)
-            .await
-            .map_err(db)?;
+        let known = self
+            .submissions
+            .channel_order(tenant, &channel.channel_id, &coid)
+            .await?;
         let (name, outcome) = match known {
-            Some((name, hash, _)) if hash == body_hash => (name, SubmissionOutcome::Duplicate),
-            Some((name, _, was_cancelled)) => {
+            Some(seen) if seen.last_body_hash == body_hash => {
+                (seen.order_name, SubmissionOutcome::Duplicate)
+            }
+            Some(seen) => {
+                let (name, was_cancelled) = (seen.order_name, seen.cancelled);
                 if mapped.cancelled && !was_cancelled {
                     self.cancel(&mut orders, &name, &channel.channel_id, &coid)
                         .await?;

@@ -8,6 +8,7 @@ mod grpc;
 mod repo;
 pub mod signature;
 mod skus;
+mod submissions;
 mod time;
 
 use oms_proto::ingest::ingest_service_server::IngestServiceServer;
@@ -33,6 +34,7 @@ pub async fn run(
     let orders = oms_runtime::client::channel(config.peer_url(Service::Orders))?;
     let api = grpc::IngestApi {
         pool: pool.clone(),
+        submissions: submissions::Submissions::start(&pool, &shutdown),
         orders,
         inventory: oms_runtime::client::channel(config.peer_url(Service::Inventory))?,
         issuer: TokenIssuer::new(&config.auth),

@@ -79,33 +79,6 @@ pub async fn channels(
     docs.iter().map(|d| decode(d)).collect()
 }
 
-pub async fn insert_payload(
-    db: impl PgExecutor<'_>,
-    tenant: &Tenant,
-    id: uuid::Uuid,
-    p: &Payload,
-    body_hash: &str,
-    channel_order_id: &str,
-) -> sqlx::Result<()> {
-    let status = oms_proto::ingest::PayloadStatus::try_from(p.status)
-        .unwrap_or_default()
-        .as_str_name();
-    sqlx::query(
-        "INSERT INTO payloads (payload_id, tenant, channel_id, status, body_hash, channel_order_id, receive_time, doc)
-         VALUES ($1, $2, $3, $4, $5, $6, now(), $7)",
-    )
-    .bind(id)
-    .bind(tenant.as_str())
-    .bind(p.channel.trim_start_matches("channels/"))
-    .bind(status)
-    .bind(body_hash)
-    .bind(channel_order_id)
-    .bind(p.encode_to_vec())
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
 pub async fn payload(
     db: &PgPool,
     tenant: &Tenant,
@@ -138,46 +111,172 @@ pub async fn payloads(
     docs.iter().map(|d| decode(d)).collect()
 }
 
-/// What a channel order became: (order name, last body hash, cancelled).
-pub async fn channel_order(
-    db: impl PgExecutor<'_>,
-    tenant: &Tenant,
-    channel: &str,
-    id: &str,
-) -> sqlx::Result<Option<(String, String, bool)>> {
-    sqlx::query_as(
-        "SELECT order_name, last_body_hash, cancelled FROM channel_orders
-         WHERE tenant = $1 AND channel_id = $2 AND channel_order_id = $3",
-    )
-    .bind(tenant.as_str())
-    .bind(channel)
-    .bind(id)
-    .fetch_optional(db)
-    .await
+/// What a channel order became.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ChannelOrder {
+    pub order_name: String,
+    pub last_body_hash: String,
+    pub cancelled: bool,
 }
 
-pub async fn upsert_channel_order(
-    db: impl PgExecutor<'_>,
-    tenant: &Tenant,
-    channel: &str,
-    id: &str,
-    order: &str,
-    hash: &str,
-    cancelled: bool,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO channel_orders (tenant, channel_id, channel_order_id, order_name, last_body_hash, cancelled)
-         VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (tenant, channel_id, channel_order_id)
-         DO UPDATE SET last_body_hash = EXCLUDED.last_body_hash, cancelled = channel_orders.cancelled OR EXCLUDED.cancelled",
+/// Channels with their webhook secrets, one answer per key, in order.
+pub async fn channels_by_key(
+    db: &PgPool,
+    keys: &[(Tenant, String)],
+) -> sqlx::Result<Vec<Option<(Channel, String)>>> {
+    let tenants: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
+    let ids: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
+    let rows: Vec<(i64, Vec<u8>, String)> = sqlx::query_as(
+        "SELECT x.n, c.doc, c.webhook_secret
+         FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS x(t, id, n)
+         JOIN channels c ON c.tenant = x.t AND c.channel_id = x.id",
     )
-    .bind(tenant.as_str())
-    .bind(channel)
-    .bind(id)
-    .bind(order)
-    .bind(hash)
-    .bind(cancelled)
-    .execute(db)
+    .bind(&tenants)
+    .bind(&ids)
+    .fetch_all(db)
     .await?;
-    Ok(())
+    let mut out = vec![None; keys.len()];
+    for (n, doc, secret) in rows {
+        out[n as usize - 1] = Some((decode(&doc)?, secret));
+    }
+    Ok(out)
+}
+
+/// What channel orders became, one answer per (tenant, channel, channel
+/// order id), in order.
+pub async fn channel_orders_by_key(
+    db: &PgPool,
+    keys: &[(Tenant, String, String)],
+) -> sqlx::Result<Vec<Option<ChannelOrder>>> {
+    let tenants: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
+    let channels: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
+    let ids: Vec<&str> = keys.iter().map(|k| k.2.as_str()).collect();
+    let rows: Vec<(i64, String, String, bool)> = sqlx::query_as(
+        "SELECT x.n, o.order_name, o.last_body_hash, o.cancelled
+         FROM UNNEST($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS x(t, c, id, n)
+         JOIN channel_orders o
+           ON o.tenant = x.t AND o.channel_id = x.c AND o.channel_order_id = x.id",
+    )
+    .bind(&tenants)
+    .bind(&channels)
+    .bind(&ids)
+    .fetch_all(db)
+    .await?;
+    let mut out = vec![None; keys.len()];
+    for (n, order_name, last_body_hash, cancelled) in rows {
+        out[n as usize - 1] = Some(ChannelOrder {
+            order_name,
+            last_body_hash,
+            cancelled,
+        });
+    }
+    Ok(out)
+}
+
+/// One submission's audit record: the payload as received and, when it was
+/// accepted, what its channel order became.
+pub struct AuditRow {
+    pub tenant: Tenant,
+    pub payload_id: uuid::Uuid,
+    pub payload: Payload,
+    pub body_hash: String,
+    pub channel_order_id: String,
+    pub seen: Option<Seen>,
+}
+
+/// What a channel order became, as a submission saw it.
+pub struct Seen {
+    pub channel_id: String,
+    pub channel_order_id: String,
+    pub order: String,
+    pub cancelled: bool,
+}
+
+/// Records submissions in one transaction: their payloads, and their
+/// channel orders (a later body's hash replaces an earlier one; cancelled
+/// stays cancelled).
+pub async fn record_submissions(db: &PgPool, rows: &[AuditRow]) -> sqlx::Result<()> {
+    // One row per channel order (an upsert cannot touch a row twice), the
+    // last submission's hash winning; in key order, so that concurrent
+    // batches lock rows in the same order.
+    let mut seen: std::collections::BTreeMap<(&str, &str, &str), (&str, &str, bool)> =
+        std::collections::BTreeMap::new();
+    for r in rows {
+        if let Some(s) = &r.seen {
+            let key = (
+                r.tenant.as_str(),
+                s.channel_id.as_str(),
+                s.channel_order_id.as_str(),
+            );
+            let was_cancelled = seen.get(&key).is_some_and(|v| v.2);
+            seen.insert(
+                key,
+                (
+                    s.order.as_str(),
+                    r.body_hash.as_str(),
+                    s.cancelled || was_cancelled,
+                ),
+            );
+        }
+    }
+    let mut tx = db.begin().await?;
+    if !seen.is_empty() {
+        let (mut t, mut c, mut id, mut order, mut hash, mut cancelled) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
+        for ((tenant, channel, coid), (o, h, x)) in &seen {
+            t.push(*tenant);
+            c.push(*channel);
+            id.push(*coid);
+            order.push(*o);
+            hash.push(*h);
+            cancelled.push(*x);
+        }
+        sqlx::query(
+            "INSERT INTO channel_orders (tenant, channel_id, channel_order_id, order_name, last_body_hash, cancelled)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bool[])
+             ON CONFLICT (tenant, channel_id, channel_order_id)
+             DO UPDATE SET last_body_hash = EXCLUDED.last_body_hash, cancelled = channel_orders.cancelled OR EXCLUDED.cancelled",
+        )
+        .bind(&t)
+        .bind(&c)
+        .bind(&id)
+        .bind(&order)
+        .bind(&hash)
+        .bind(&cancelled)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let ids: Vec<uuid::Uuid> = rows.iter().map(|r| r.payload_id).collect();
+    let tenants: Vec<&str> = rows.iter().map(|r| r.tenant.as_str()).collect();
+    let channels: Vec<&str> = rows
+        .iter()
+        .map(|r| r.payload.channel.trim_start_matches("channels/"))
+        .collect();
+    let statuses: Vec<&str> = rows
+        .iter()
+        .map(|r| {
+            oms_proto::ingest::PayloadStatus::try_from(r.payload.status)
+                .unwrap_or_default()
+                .as_str_name()
+        })
+        .collect();
+    let hashes: Vec<&str> = rows.iter().map(|r| r.body_hash.as_str()).collect();
+    let coids: Vec<&str> = rows.iter().map(|r| r.channel_order_id.as_str()).collect();
+    let docs: Vec<Vec<u8>> = rows.iter().map(|r| r.payload.encode_to_vec()).collect();
+    sqlx::query(
+        "INSERT INTO payloads (payload_id, tenant, channel_id, status, body_hash, channel_order_id, receive_time, doc)
+         SELECT i, t, c, s, h, co, now(), d
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[])
+           AS x(i, t, c, s, h, co, d)",
+    )
+    .bind(&ids)
+    .bind(&tenants)
+    .bind(&channels)
+    .bind(&statuses)
+    .bind(&hashes)
+    .bind(&coids)
+    .bind(&docs)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
 }

@@ -1,0 +1,228 @@
+//! What a submission reads and writes in Postgres, batched across the
+//! submissions under way: the channel, what its channel order became, and
+//! the audit record (payload + channel order) each go to Postgres as one
+//! statement or transaction for every submission waiting, so the webhook
+//! path is not bound by round trips and commit latency.
+use crate::repo::{self, AuditRow, ChannelOrder};
+use oms_kernel::Tenant;
+use oms_proto::ingest::Channel;
+use oms_runtime::{batch::Batcher, status};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+const WORKERS: usize = 2;
+/// Payload bodies reach 1 MiB: an audit transaction carries at most this
+/// many.
+const MAX_AUDIT_BATCH: usize = 64;
+const MAX_READ_BATCH: usize = 256;
+
+type ChannelKey = (Tenant, String);
+type ChannelOrderKey = (Tenant, String, String);
+
+#[derive(Clone)]
+pub struct Submissions {
+    channels: Batcher<ChannelKey, Result<Option<(Channel, String)>, Status>>,
+    channel_orders: Batcher<ChannelOrderKey, Result<Option<ChannelOrder>, Status>>,
+    audit: Batcher<AuditRow, Result<(), Status>>,
+}
+
+fn db(e: &sqlx::Error) -> Status {
+    status::from_db(crate::grpc::DOMAIN, e)
+}
+
+fn stopped() -> Status {
+    status::with_reason(
+        tonic::Code::Unavailable,
+        crate::grpc::DOMAIN,
+        "SHUTTING_DOWN",
+        "the service is shutting down; retry",
+    )
+}
+
+/// Every job of a failed batch gets the batch's error.
+fn all<T>(n: usize, e: sqlx::Error) -> Vec<Result<T, Status>> {
+    let s = db(&e);
+    (0..n).map(|_| Err(s.clone())).collect()
+}
+
+impl Submissions {
+    pub fn start(pool: &PgPool, shutdown: &CancellationToken) -> Self {
+        let p = pool.clone();
+        let channels = Batcher::start(
+            WORKERS,
+            MAX_READ_BATCH,
+            shutdown.clone(),
+            move |keys: Vec<ChannelKey>| {
+                let p = p.clone();
+                async move {
+                    match repo::channels_by_key(&p, &keys).await {
+                        Ok(found) => found.into_iter().map(Ok).collect(),
+                        Err(e) => all(keys.len(), e),
+                    }
+                }
+            },
+        );
+        let p = pool.clone();
+        let channel_orders = Batcher::start(
+            WORKERS,
+            MAX_READ_BATCH,
+            shutdown.clone(),
+            move |keys: Vec<ChannelOrderKey>| {
+                let p = p.clone();
+                async move {
+                    match repo::channel_orders_by_key(&p, &keys).await {
+                        Ok(found) => found.into_iter().map(Ok).collect(),
+                        Err(e) => all(keys.len(), e),
+                    }
+                }
+            },
+        );
+        let p = pool.clone();
+        let audit = Batcher::start(
+            WORKERS,
+            MAX_AUDIT_BATCH,
+            shutdown.clone(),
+            move |rows: Vec<AuditRow>| {
+                let p = p.clone();
+                async move { write_audit(&p, rows).await }
+            },
+        );
+        Submissions {
+            channels,
+            channel_orders,
+            audit,
+        }
+    }
+
+    /// A channel with its webhook secret.
+    pub async fn channel(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+    ) -> Result<Option<(Channel, String)>, Status> {
+        let key = (tenant.clone(), id.to_owned());
+        self.channels.submit(key).await.map_err(|_| stopped())?
+    }
+
+    /// What a channel order became, if it was seen before.
+    pub async fn channel_order(
+        &self,
+        tenant: &Tenant,
+        channel: &str,
+        id: &str,
+    ) -> Result<Option<ChannelOrder>, Status> {
+        let key = (tenant.clone(), channel.to_owned(), id.to_owned());
+        self.channel_orders
+            .submit(key)
+            .await
+            .map_err(|_| stopped())?
+    }
+
+    /// Records a submission (and what its channel order became) durably.
+    pub async fn record(&self, row: AuditRow) -> Result<(), Status> {
+        self.audit.submit(row).await.map_err(|_| stopped())?
+    }
+}
+
+/// Writes the audit rows of a batch in one transaction; if that fails,
+/// one row at a time, so that no submission fails for a neighbour.
+async fn write_audit(pool: &PgPool, rows: Vec<AuditRow>) -> Vec<Result<(), Status>> {
+    match repo::record_submissions(pool, &rows).await {
+        Ok(()) => rows.iter().map(|_| Ok(())).collect(),
+        Err(e) if rows.len() == 1 => all(1, e),
+        Err(e) => {
+            tracing::warn!(error = %e, rows = rows.len(), "audit batch failed; writing one at a time");
+            let mut out = Vec::with_capacity(rows.len());
+            for r in rows {
+                out.push(
+                    repo::record_submissions(pool, std::slice::from_ref(&r))
+                        .await
+                        .map_err(|e| db(&e)),
+                );
+            }
+            out
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::repo::Seen;
+    use oms_proto::ingest::Payload;
+    use oms_runtime::config::DbConfig;
+    use std::time::Duration;
+
+    fn row(tenant: &str, coid: &str, hash: &str, cancelled: Option<bool>) -> AuditRow {
+        AuditRow {
+            tenant: Tenant::parse(tenant).unwrap(),
+            payload_id: uuid::Uuid::now_v7(),
+            payload: Payload {
+                channel: "channels/shop".into(),
+                ..Default::default()
+            },
+            body_hash: hash.into(),
+            channel_order_id: coid.into(),
+            seen: cancelled.map(|cancelled| Seen {
+                channel_id: "shop".into(),
+                channel_order_id: coid.into(),
+                order: format!("orders/{coid}"),
+                cancelled,
+            }),
+        }
+    }
+
+    /// One audit batch holding the same channel order several times (a
+    /// webhook and its retries), another tenant's and a rejected payload.
+    #[tokio::test]
+    async fn an_audit_batch_keeps_every_payload_and_the_last_word_on_each_channel_order() {
+        let db = oms_testkit::TestDb::new().await;
+        let cfg = DbConfig {
+            url: db.url.clone(),
+            schema: "ingest".into(),
+            max_connections: 2,
+        };
+        let pool = oms_runtime::db::connect_and_migrate(
+            &cfg,
+            Some(&crate::MIGRATOR),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        let answers = write_audit(
+            &pool,
+            vec![
+                row("acme", "1", "h1", Some(false)),
+                row("acme", "1", "h2", Some(true)),
+                row("acme", "1", "h3", Some(false)),
+                row("globex", "1", "g1", Some(false)),
+                row("acme", "", "bad", None),
+            ],
+        )
+        .await;
+        assert!(answers.iter().all(|a| a.is_ok()));
+        let shutdown = CancellationToken::new();
+        let s = Submissions::start(&pool, &shutdown);
+        let (acme, globex) = (
+            Tenant::parse("acme").unwrap(),
+            Tenant::parse("globex").unwrap(),
+        );
+        let a = s.channel_order(&acme, "shop", "1").await.unwrap().unwrap();
+        assert_eq!((a.last_body_hash.as_str(), a.cancelled), ("h3", true));
+        let g = s
+            .channel_order(&globex, "shop", "1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((g.order_name.as_str(), g.cancelled), ("orders/1", false));
+        assert!(s.channel_order(&acme, "shop", "2").await.unwrap().is_none());
+        let payloads: i64 = sqlx::query_scalar("SELECT count(*) FROM payloads")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(payloads, 5);
+        shutdown.cancel();
+    }
+}
