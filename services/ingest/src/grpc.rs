@@ -1,5 +1,6 @@
 //! The IngestService API.
 use crate::adapters::{self, Mapped};
+use crate::order_creator::OrderCreator;
 use crate::repo::{AuditRow, Seen};
 use crate::skus::ChannelSkus;
 use crate::submissions::Submissions;
@@ -27,6 +28,8 @@ pub struct IngestApi {
     pub pool: PgPool,
     /// The submission path's reads and writes, batched.
     pub submissions: Submissions,
+    /// Creates orders, many per call.
+    pub creator: OrderCreator,
     pub orders: GrpcChannel,
     pub inventory: GrpcChannel,
     pub issuer: TokenIssuer,
@@ -280,15 +283,16 @@ impl IngestApi {
             None => {
                 let request_id =
                     RequestId::derived("ingest", format!("ingest:{}:{}", channel.channel_id, coid));
-                let created = orders
-                    .create_order(ord::CreateOrderRequest {
-                        request_id,
-                        order: Some(order),
-                    })
-                    .await?
-                    .into_inner()
-                    .order
-                    .unwrap_or_default();
+                let created = self
+                    .creator
+                    .create(
+                        tenant,
+                        ord::CreateOrderRequest {
+                            request_id,
+                            order: Some(order),
+                        },
+                    )
+                    .await?;
                 if mapped.cancelled {
                     self.cancel(&mut orders, &created.name, &channel.channel_id, &coid)
                         .await?;
@@ -683,17 +687,13 @@ impl IngestService for IngestApi {
             results.push(match outcome {
                 Ok(r) => ImportResult {
                     item_id: msg.item_id,
-                    status: Some(oms_proto::google::rpc::Status {
-                        code: 0,
-                        message: String::new(),
-                        details: vec![],
-                    }),
+                    status: Some(status::to_rpc(None)),
                     order: r.order,
                     outcome: r.outcome,
                 },
                 Err(e) => ImportResult {
                     item_id: msg.item_id,
-                    status: Some(rpc_status(&e)),
+                    status: Some(status::to_rpc(Some(&e))),
                     order: String::new(),
                     outcome: SubmissionOutcome::Unspecified as i32,
                 },
@@ -704,16 +704,3 @@ impl IngestService for IngestApi {
 }
 
 const MAX_IMPORT_ITEMS: usize = 10_000;
-
-/// A tonic status as `google.rpc.Status`, with its rich details.
-fn rpc_status(e: &Status) -> oms_proto::google::rpc::Status {
-    use prost::Message as _;
-    oms_proto::google::rpc::Status::decode(e.details())
-        .ok()
-        .filter(|s| s.code != 0)
-        .unwrap_or_else(|| oms_proto::google::rpc::Status {
-            code: e.code() as i32,
-            message: e.message().to_owned(),
-            details: vec![],
-        })
-}

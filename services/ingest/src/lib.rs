@@ -5,6 +5,7 @@
 mod adapters;
 mod availability;
 mod grpc;
+mod order_creator;
 mod repo;
 pub mod signature;
 mod skus;
@@ -35,6 +36,11 @@ pub async fn run(
     let api = grpc::IngestApi {
         pool: pool.clone(),
         submissions: submissions::Submissions::start(&pool, &shutdown),
+        creator: order_creator::OrderCreator::start(
+            orders.clone(),
+            TokenIssuer::new(&config.auth),
+            &shutdown,
+        ),
         orders,
         inventory: oms_runtime::client::channel(config.peer_url(Service::Inventory))?,
         issuer: TokenIssuer::new(&config.auth),

@@ -31,6 +31,7 @@ use tonic::{Code, Request, Response, Status, codegen::BoxStream};
 use uuid::Uuid;
 
 const DOMAIN: &str = "orders.oms";
+const MAX_BATCH_CREATE: usize = 1000;
 
 pub struct OrderApi {
     pool: PgPool,
@@ -220,6 +221,41 @@ impl OrderService for OrderApi {
             .await
             .map(Response::new)
             .map_err(to_status)
+    }
+
+    async fn batch_create_orders(
+        &self,
+        req: Request<pb::BatchCreateOrdersRequest>,
+    ) -> Result<Response<pb::BatchCreateOrdersResponse>, Status> {
+        let caller = auth::caller(&req)?;
+        let requests = req.into_inner().requests;
+        if requests.len() > MAX_BATCH_CREATE {
+            return Err(to_status(
+                Violations::one(
+                    "requests",
+                    format!("at most {MAX_BATCH_CREATE} orders per call"),
+                )
+                .into(),
+            ));
+        }
+        // Submitted together, they share the intake's transactions.
+        let created =
+            futures::future::join_all(requests.into_iter().map(|r| self.intake.create(&caller, r)))
+                .await;
+        let results = created
+            .into_iter()
+            .map(|r| match r {
+                Ok(r) => pb::BatchCreateOrderResult {
+                    status: Some(status::to_rpc(None)),
+                    order: r.order,
+                },
+                Err(e) => pb::BatchCreateOrderResult {
+                    status: Some(status::to_rpc(Some(&to_status(e)))),
+                    order: None,
+                },
+            })
+            .collect();
+        Ok(Response::new(pb::BatchCreateOrdersResponse { results }))
     }
 
     async fn get_order(

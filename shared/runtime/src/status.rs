@@ -148,3 +148,33 @@ mod tests {
         );
     }
 }
+
+/// A status as `google.rpc.Status` (OK for `None`), with its rich details:
+/// how a batch answers each of its items.
+pub fn to_rpc(e: Option<&Status>) -> oms_proto::google::rpc::Status {
+    use prost::Message as _;
+    let Some(e) = e else {
+        return oms_proto::google::rpc::Status::default();
+    };
+    oms_proto::google::rpc::Status::decode(e.details())
+        .ok()
+        .filter(|s| s.code != 0)
+        .unwrap_or_else(|| oms_proto::google::rpc::Status {
+            code: e.code() as i32,
+            message: e.message().to_owned(),
+            details: vec![],
+        })
+}
+
+/// The status a batch item carries, back as the `Status` the single call
+/// would have returned (`None` for OK).
+pub fn from_rpc(s: &oms_proto::google::rpc::Status) -> Option<Status> {
+    use prost::Message as _;
+    (s.code != 0).then(|| {
+        Status::with_details(
+            Code::from(s.code),
+            s.message.clone(),
+            s.encode_to_vec().into(),
+        )
+    })
+}

@@ -201,3 +201,71 @@ async fn calls_without_a_valid_token_are_unauthenticated() {
     assert_eq!(err.code(), Code::Unauthenticated);
     assert_eq!(reason(&err), "TOKEN_INVALID");
 }
+
+#[tokio::test]
+async fn a_batch_answers_each_order_as_create_order_would() {
+    use oms_proto::orders::BatchCreateOrdersRequest;
+    use oms_runtime::status::from_rpc;
+    let mut h = start().await;
+    let existing = create(&mut h.client, "acme", "req-0", order("7000")).await;
+    let mut bad = order("7002");
+    bad.lines[0].quantity = 0;
+    let req = |id: &str, o| CreateOrderRequest {
+        request_id: id.into(),
+        order: Some(o),
+    };
+    let batch = BatchCreateOrdersRequest {
+        requests: vec![
+            req("req-1", order("7001")),
+            req("req-2", bad),
+            req("req-3", order("7000")),
+            req("req-0", order("7000")),
+        ],
+    };
+    let results = h
+        .client
+        .batch_create_orders(authed("acme", batch.clone()))
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert_eq!(results.len(), 4);
+    let err = |i: usize| from_rpc(results[i].status.as_ref().unwrap());
+    assert!(err(0).is_none());
+    let created = results[0].order.clone().unwrap();
+    assert_eq!(created.channel_order_id, "7001");
+    let invalid = err(1).unwrap();
+    assert_eq!(invalid.code(), Code::InvalidArgument);
+    assert_eq!(fields(&invalid), ["order.lines[0].quantity"]);
+    let duplicate = err(2).unwrap();
+    assert_eq!(duplicate.code(), Code::AlreadyExists);
+    assert_eq!(reason(&duplicate), "CHANNEL_ORDER_EXISTS");
+    assert!(err(3).is_none(), "a repeat of req-0 replays it");
+    assert_eq!(results[3].order.as_ref().unwrap().name, existing.name);
+
+    // The whole batch again changes nothing and answers the same.
+    let again = h
+        .client
+        .batch_create_orders(authed("acme", batch))
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert_eq!(again[0].order.as_ref().unwrap().name, created.name);
+    let mut db = h.db.connect("orders").await;
+    let orders: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(orders, 2);
+
+    let too_many = BatchCreateOrdersRequest {
+        requests: (0..1001).map(|i| req(&format!("r{i}"), order("x"))).collect(),
+    };
+    let err = h
+        .client
+        .batch_create_orders(authed("acme", too_many))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["requests"]);
+}
