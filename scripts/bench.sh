@@ -4,13 +4,13 @@
 # on this machine, reported as ratios to those baselines.
 #   BENCH_SECONDS (default 10)  seconds per measurement
 #   BENCH_CLIENTS (default 256)        concurrent gRPC clients of the hot-SKU scenario
-#   BENCH_INGEST_CLIENTS (default 64)  concurrent clients of the ingest scenario
+#   BENCH_INGEST_CLIENTS (default 256) concurrent clients of the ingest scenario
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${OMS_SHARED_DIR:-../shared}
 SECS=${BENCH_SECONDS:-10}
 CLIENTS=${BENCH_CLIENTS:-256}
-INGEST_CLIENTS=${BENCH_INGEST_CLIENTS:-64}
+INGEST_CLIENTS=${BENCH_INGEST_CLIENTS:-256}
 export PGHOST=${PGHOST:-127.0.0.1} PGUSER=${PGUSER:-postgres}
 mkdir -p .oms
 [ -f "$SHARED/bench/baseline.sh" ] || { echo "no $SHARED/bench/baseline.sh (set OMS_SHARED_DIR)" >&2; exit 1; }

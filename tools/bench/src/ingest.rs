@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 #[derive(clap::Args)]
 pub struct Args {
     /// Concurrent clients.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 256)]
     clients: usize,
     /// HTTP/2 connections the clients share.
     #[arg(long, default_value_t = 8)]
