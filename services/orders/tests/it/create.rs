@@ -260,7 +260,9 @@ async fn a_batch_answers_each_order_as_create_order_would() {
     assert_eq!(orders, 2);
 
     let too_many = BatchCreateOrdersRequest {
-        requests: (0..1001).map(|i| req(&format!("r{i}"), order("x"))).collect(),
+        requests: (0..1001)
+            .map(|i| req(&format!("r{i}"), order("x")))
+            .collect(),
     };
     let err = h
         .client

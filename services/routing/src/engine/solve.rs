@@ -283,6 +283,7 @@ fn greedy_by_cover(p: &Problem) -> Solution {
     let mut run = vec![0i64; p.skus];
     let mut used: Vec<usize> = Vec::new();
     let mut placed = Vec::new();
+    let mut taken = Vec::new();
     while used.len() < p.max_shipments && left.iter().any(|l| *l > 0) {
         let mut best: Option<(usize, i64, f64)> = None;
         for &c in p.cands {
@@ -295,9 +296,9 @@ fn greedy_by_cover(p: &Problem) -> Solution {
             }
         }
         let Some((c, _, _)) = best else { break };
-        let mut taken = Vec::new();
+        taken.clear();
         cover(p, c, &left, &mut run, |l, q| taken.push((l, q)));
-        for (line, quantity) in taken {
+        for &(line, quantity) in &taken {
             left[line] -= quantity;
             placed.push(Placed {
                 line,
@@ -334,6 +335,9 @@ fn free(p: &Problem, placed: &[Placed], node: usize, sku: usize) -> i64 {
 fn improve(p: &Problem, whole: Option<&WholeLines>, s: &mut Solution) {
     let mut changed = true;
     let mut rounds = 0;
+    // Scratch space reused by every step (this runs per decision).
+    let (mut trial, mut moving, mut lines, mut want) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     while changed && rounds < 8 {
         changed = false;
         rounds += 1;
@@ -344,8 +348,10 @@ fn improve(p: &Problem, whole: Option<&WholeLines>, s: &mut Solution) {
             if s.used.len() <= 1 {
                 break;
             }
-            let mut trial: Vec<Placed> = s.placed.iter().filter(|x| x.node != u).copied().collect();
-            let moving: Vec<Placed> = s.placed.iter().filter(|x| x.node == u).copied().collect();
+            trial.clear();
+            trial.extend(s.placed.iter().filter(|x| x.node != u).copied());
+            moving.clear();
+            moving.extend(s.placed.iter().filter(|x| x.node == u).copied());
             let mut ok = true;
             for m in &moving {
                 let sku = p.sku_of[m.line];
@@ -368,7 +374,7 @@ fn improve(p: &Problem, whole: Option<&WholeLines>, s: &mut Solution) {
                 }
             }
             if ok {
-                s.placed = trial;
+                std::mem::swap(&mut s.placed, &mut trial);
                 s.used.retain(|&v| v != u);
                 changed = true;
             }
@@ -376,9 +382,10 @@ fn improve(p: &Problem, whole: Option<&WholeLines>, s: &mut Solution) {
         // Swap for a cheaper node carrying the same lines.
         for ui in 0..s.used.len() {
             let u = s.used[ui];
-            let lines: Vec<Placed> = s.placed.iter().filter(|x| x.node == u).copied().collect();
+            lines.clear();
+            lines.extend(s.placed.iter().filter(|x| x.node == u).copied());
             let line_mask = lines.iter().fold(0u64, |m, x| m | 1 << x.line);
-            let mut want = Vec::new();
+            want.clear();
             if whole.is_none() {
                 want.resize(p.skus, 0i64);
                 for x in &lines {
