@@ -9,6 +9,7 @@ use oms_kernel::{RequestId, Tenant, Violations};
 use prost::Message;
 use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
+use std::collections::HashMap;
 
 pub enum Claim<R> {
     /// First time: do the work, then call [`complete`] in the same transaction.
@@ -168,6 +169,11 @@ pub async fn finish<Resp: Message>(
     Ok(response)
 }
 
+/// A stored claim: method, request hash, response.
+type Stored = (String, Vec<u8>, Option<Vec<u8>>);
+/// A stored claim with its key: tenant, request id, then [`Stored`].
+type StoredRow = (String, String, String, Vec<u8>, Option<Vec<u8>>);
+
 /// One request of a batch to claim (see [`claim_many`]).
 pub struct BatchClaim<'a> {
     pub tenant: &'a Tenant,
@@ -218,15 +224,11 @@ pub async fn claim_many<Resp: Message + Default>(
         .iter()
         .filter(|c| !inserted.contains(&key(c)))
         .collect();
-    let mut stored: std::collections::HashMap<
-        (String, String),
-        (String, Vec<u8>, Option<Vec<u8>>),
-    > = std::collections::HashMap::new();
+    let mut stored: HashMap<(String, String), Stored> = HashMap::new();
     if !seen.is_empty() {
         let tenants: Vec<&str> = seen.iter().map(|c| c.tenant.as_str()).collect();
         let ids: Vec<&str> = seen.iter().map(|c| c.request_id.as_str()).collect();
-        type Row = (String, String, String, Vec<u8>, Option<Vec<u8>>);
-        let rows: Vec<Row> = sqlx::query_as(
+        let rows: Vec<StoredRow> = sqlx::query_as(
             "SELECT i.tenant, i.request_id, i.method, i.request_hash, i.response
              FROM idempotency i JOIN UNNEST($1::text[], $2::text[]) AS x(t, r)
                ON i.tenant = x.t AND i.request_id = x.r",

@@ -120,35 +120,6 @@ impl std::fmt::Display for ErrorChain<'_> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn violations_travel_as_bad_request() {
-        let mut v = Violations::new();
-        v.add("order.lines[0].quantity", "must be positive");
-        v.add("request_id", "is required");
-        let s = invalid_argument("orders.oms", &v);
-        assert_eq!(s.code(), Code::InvalidArgument);
-        let d = s.get_error_details();
-        let br = d.bad_request().expect("bad request");
-        assert_eq!(br.field_violations.len(), 2);
-        assert_eq!(br.field_violations[0].field, "order.lines[0].quantity");
-        assert_eq!(d.error_info().expect("info").domain, "orders.oms");
-    }
-
-    #[test]
-    fn not_found_names_reason() {
-        let s = not_found("orders.oms", "order", "orders/x");
-        assert_eq!(s.code(), Code::NotFound);
-        assert_eq!(
-            s.get_error_details().error_info().unwrap().reason,
-            "ORDER_NOT_FOUND"
-        );
-    }
-}
-
 /// A status as `google.rpc.Status` (OK for `None`), with its rich details:
 /// how a batch answers each of its items.
 pub fn to_rpc(e: Option<&Status>) -> oms_proto::google::rpc::Status {
@@ -177,4 +148,43 @@ pub fn from_rpc(s: &oms_proto::google::rpc::Status) -> Option<Status> {
             s.encode_to_vec().into(),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn violations_travel_as_bad_request() {
+        let mut v = Violations::new();
+        v.add("order.lines[0].quantity", "must be positive");
+        v.add("request_id", "is required");
+        let s = invalid_argument("orders.oms", &v);
+        assert_eq!(s.code(), Code::InvalidArgument);
+        let d = s.get_error_details();
+        let br = d.bad_request().expect("bad request");
+        assert_eq!(br.field_violations.len(), 2);
+        assert_eq!(br.field_violations[0].field, "order.lines[0].quantity");
+        assert_eq!(d.error_info().expect("info").domain, "orders.oms");
+    }
+
+    #[test]
+    fn a_batch_item_status_comes_back_as_the_single_call_would_return_it() {
+        let s = invalid_argument("orders.oms", &Violations::one("order.currency_code", "bad"));
+        let back = from_rpc(&to_rpc(Some(&s))).expect("an error");
+        assert_eq!(back.code(), Code::InvalidArgument);
+        assert_eq!(fields(&back), ["order.currency_code"]);
+        assert_eq!(reason(&back), reason(&s));
+        assert!(from_rpc(&to_rpc(None)).is_none());
+    }
+
+    #[test]
+    fn not_found_names_reason() {
+        let s = not_found("orders.oms", "order", "orders/x");
+        assert_eq!(s.code(), Code::NotFound);
+        assert_eq!(
+            s.get_error_details().error_info().unwrap().reason,
+            "ORDER_NOT_FOUND"
+        );
+    }
 }
