@@ -219,7 +219,7 @@ impl Saga {
             Ok(()) => {}
             Err(st) if matches!(st.code(), Code::NotFound | Code::FailedPrecondition) => {}
             Err(st) => {
-                repo::saga::retry(tx, s, st.message(), Utc::now() + backoff(s.attempts)).await?;
+                self.retry_failed(tx, s, &st).await?;
                 return Ok(());
             }
         }
@@ -277,7 +277,7 @@ impl Saga {
         let decision = match decided {
             Ok(d) => d.unwrap_or_default(),
             Err(st) => {
-                repo::saga::retry(tx, s, st.message(), Utc::now() + backoff(s.attempts)).await?;
+                self.retry_failed(tx, s, &st).await?;
                 return Ok(());
             }
         };
@@ -345,12 +345,12 @@ impl Saga {
                 return Ok(());
             }
             Err(st) => {
-                repo::saga::retry(tx, s, st.message(), Utc::now() + backoff(s.attempts)).await?;
+                self.retry_failed(tx, s, &st).await?;
                 return Ok(());
             }
         }
         if let Err(st) = inventory.confirm_reservation(confirm).await {
-            repo::saga::retry(tx, s, st.message(), Utc::now() + backoff(s.attempts)).await?;
+            self.retry_failed(tx, s, &st).await?;
             return Ok(());
         }
         // 4. Work for the new nodes, and the order's record of it.
@@ -375,7 +375,7 @@ impl Saga {
         {
             Ok(n) => n,
             Err(st) => {
-                repo::saga::retry(tx, s, st.message(), Utc::now() + backoff(s.attempts)).await?;
+                self.retry_failed(tx, s, &st).await?;
                 return Ok(());
             }
         };

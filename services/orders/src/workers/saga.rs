@@ -30,6 +30,7 @@ use oms_proto::routing::{PlanOrderRequest, ReleaseDecisionRequest, RoutingLine, 
 use oms_runtime::time::to_timestamp;
 use prost::Message;
 use sqlx::{PgConnection, PgPool};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::{sync::Arc, time::Duration};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -70,7 +71,13 @@ pub struct Saga {
     pub(crate) pool: PgPool,
     pub(crate) peers: Peers,
     wake: Arc<Notify>,
+    /// Set when a step's peer was down during the current tick.
+    peer_down: Arc<AtomicBool>,
 }
+
+/// The longest pause after a tick found a peer down. The first pause is
+/// the sweep interval; it doubles while the peer stays down.
+const MAX_PAUSE: Duration = Duration::from_secs(30);
 
 impl Saga {
     pub fn new(pool: PgPool, peers: Peers) -> Self {
@@ -78,6 +85,7 @@ impl Saga {
             pool,
             peers,
             wake: Arc::new(Notify::new()),
+            peer_down: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -88,11 +96,30 @@ impl Saga {
 
     pub fn start(self, interval: Duration, shutdown: CancellationToken) {
         tokio::spawn(async move {
+            let first_pause = interval.min(MAX_PAUSE);
+            let mut pause = first_pause;
             loop {
                 match self.tick().await {
+                    // A peer is down: wait (new work included) before
+                    // trying again, longer while it stays down.
+                    Ok(_) if self.peer_down.swap(false, Ordering::Relaxed) => {
+                        tracing::warn!(
+                            pause_ms = pause.as_millis() as u64,
+                            "placement saga: a peer is down; pausing"
+                        );
+                        tokio::select! {
+                            _ = tokio::time::sleep(pause) => {}
+                            _ = shutdown.cancelled() => return,
+                        }
+                        pause = (pause * 2).min(MAX_PAUSE);
+                        continue;
+                    }
                     // A full batch: there may be more.
-                    Ok(n) if n >= 20 => continue,
-                    Ok(_) => {}
+                    Ok(n) if n >= 20 => {
+                        pause = first_pause;
+                        continue;
+                    }
+                    Ok(_) => pause = first_pause,
                     Err(e) => tracing::warn!(error = %e, "placement saga tick failed; retrying"),
                 }
                 tokio::select! {
@@ -109,6 +136,10 @@ impl Saga {
         let steps = repo::saga::claim_due(&mut tx, 20).await?;
         let n = steps.len();
         for s in steps {
+            // The rest of the batch stays due, untouched, for after the pause.
+            if self.peer_down.load(Ordering::Relaxed) {
+                break;
+            }
             let tenant = match Tenant::parse(&s.tenant) {
                 Ok(t) => t,
                 Err(_) => {
@@ -220,7 +251,7 @@ impl Saga {
                 repo::saga::done(tx, s).await?;
             }
             Err(st) => {
-                repo::saga::retry(tx, s, st.message(), Utc::now() + backoff(s.attempts)).await?;
+                self.retry_failed(tx, s, &st).await?;
             }
         }
         Ok(())
@@ -254,7 +285,7 @@ impl Saga {
                 return Ok(());
             }
             Err(st) => {
-                repo::saga::retry(tx, s, st.message(), Utc::now() + backoff(s.attempts)).await?;
+                self.retry_failed(tx, s, &st).await?;
                 return Ok(());
             }
         };
@@ -330,7 +361,7 @@ impl Saga {
             {
                 let (step, payload) = unplan_step(&decision.name, "planned again");
                 repo::saga::enqueue(tx, tenant, s.order_id, &step, &payload).await?;
-                repo::saga::retry(tx, s, st.message(), Utc::now() + backoff(s.attempts)).await?;
+                self.retry_failed(tx, s, &st).await?;
             }
             Err(st)
                 if matches!(
@@ -345,7 +376,7 @@ impl Saga {
                 repo::saga::done(tx, s).await?;
             }
             Err(st) => {
-                repo::saga::retry(tx, s, st.message(), Utc::now() + backoff(s.attempts)).await?;
+                self.retry_failed(tx, s, &st).await?;
             }
         }
         Ok(())
@@ -387,7 +418,7 @@ impl Saga {
             .release_reservation(give_back)
             .await
         {
-            repo::saga::retry(tx, s, st.message(), Utc::now() + backoff(s.attempts)).await?;
+            self.retry_failed(tx, s, &st).await?;
             return Ok(false);
         }
         for (line, _, q) in &rest {
@@ -430,7 +461,7 @@ impl Saga {
                 return Ok(());
             }
             Err(st) => {
-                repo::saga::retry(tx, s, st.message(), Utc::now() + backoff(s.attempts)).await?;
+                self.retry_failed(tx, s, &st).await?;
                 return Ok(());
             }
         };
@@ -494,7 +525,7 @@ impl Saga {
         let req = ReleaseReservationRequest::decode(s.payload.as_slice())?;
         let answer = self.peers.inventory(tenant).release_reservation(req).await;
         // Never reserved, or already released or expired: nothing to give back.
-        settle(
+        self.settle(
             tx,
             s,
             answer.map(drop),
@@ -508,7 +539,7 @@ impl Saga {
     async fn unplan(&self, tx: &mut PgConnection, tenant: &Tenant, s: &Step) -> anyhow::Result<()> {
         let req = ReleaseDecisionRequest::decode(s.payload.as_slice())?;
         let answer = self.peers.routing(tenant).release_decision(req).await;
-        settle(
+        self.settle(
             tx,
             s,
             answer.map(drop),
@@ -532,7 +563,7 @@ impl Saga {
             .fulfillment(tenant)
             .cancel_fulfillment_order(req)
             .await;
-        settle(
+        self.settle(
             tx,
             s,
             answer.map(drop),
@@ -540,23 +571,6 @@ impl Saga {
         )
         .await
     }
-}
-
-/// Ends a step whose one call was answered, or refused with one of
-/// `final_codes` (there is nothing left to do); otherwise it is retried.
-async fn settle(
-    tx: &mut PgConnection,
-    s: &Step,
-    answer: Result<(), tonic::Status>,
-    final_codes: &[Code],
-) -> anyhow::Result<()> {
-    match answer {
-        Err(st) if !final_codes.contains(&st.code()) => {
-            repo::saga::retry(tx, s, st.message(), Utc::now() + backoff(s.attempts)).await?
-        }
-        _ => repo::saga::done(tx, s).await?,
-    }
-    Ok(())
 }
 
 /// Whether `fo` is still work a node could give up (not shipped, nor
@@ -775,5 +789,40 @@ pub fn release_request(
         name: format!("reservations/{}", reservation_id(order_id)),
         lines: allocations(lines),
         reason: reason.to_owned(),
+    }
+}
+
+impl Saga {
+    /// Ends a step whose one call was answered, or refused with one of
+    /// `final_codes` (there is nothing left to do); otherwise it is retried.
+    async fn settle(
+        &self,
+        tx: &mut PgConnection,
+        s: &Step,
+        answer: Result<(), tonic::Status>,
+        final_codes: &[Code],
+    ) -> anyhow::Result<()> {
+        match answer {
+            Err(st) if !final_codes.contains(&st.code()) => self.retry_failed(tx, s, &st).await?,
+            _ => repo::saga::done(tx, s).await?,
+        }
+        Ok(())
+    }
+
+    /// Retries a step whose call failed. A peer that is down or too slow
+    /// (unavailable, deadline exceeded) opens the saga's breaker: the tick
+    /// stops there and the worker waits before the next one, instead of
+    /// trying every due step against it.
+    pub(crate) async fn retry_failed(
+        &self,
+        tx: &mut PgConnection,
+        s: &Step,
+        st: &tonic::Status,
+    ) -> anyhow::Result<()> {
+        if matches!(st.code(), Code::Unavailable | Code::DeadlineExceeded) {
+            self.peer_down.store(true, Ordering::Relaxed);
+        }
+        repo::saga::retry(tx, s, st.message(), Utc::now() + backoff(s.attempts)).await?;
+        Ok(())
     }
 }

@@ -4,6 +4,7 @@
 mod create;
 mod feed;
 mod read;
+mod saga;
 
 use oms_proto::common::{Money, PostalAddress};
 use oms_proto::orders::{
