@@ -31,9 +31,8 @@ async fn a_down_peer_pauses_the_saga_instead_of_failing_every_order() {
     assert!(results.iter().all(|r| r.order.is_some()));
 
     let mut conn = db.connect("orders").await;
-    let tried = || {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM saga_steps WHERE attempts > 0")
-    };
+    let tried =
+        || sqlx::query_scalar::<_, i64>("SELECT count(*) FROM saga_steps WHERE attempts > 0");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let n = tried().fetch_one(&mut conn).await.unwrap();
