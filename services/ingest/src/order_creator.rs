@@ -2,6 +2,7 @@
 //! requests of concurrent submissions go out together, one
 //! BatchCreateOrders per tenant, each answered as CreateOrder would have
 //! answered it alone.
+use crate::grpc::DOMAIN;
 use oms_kernel::Tenant;
 use oms_proto::orders::{
     BatchCreateOrdersRequest, CreateOrderRequest, Order, order_service_client::OrderServiceClient,
@@ -35,10 +36,14 @@ impl OrderCreator {
 
     /// Creates one order (or finds the one its request_id created before).
     pub async fn create(&self, tenant: &Tenant, req: CreateOrderRequest) -> Result<Order, Status> {
-        self.0
-            .submit((tenant.clone(), req))
-            .await
-            .map_err(|_| Status::unavailable("the service is shutting down; retry"))?
+        self.0.submit((tenant.clone(), req)).await.map_err(|_| {
+            status::with_reason(
+                tonic::Code::Unavailable,
+                DOMAIN,
+                "SHUTTING_DOWN",
+                "the service is shutting down; retry",
+            )
+        })?
     }
 }
 
@@ -84,6 +89,15 @@ async fn create_all(
     }
     answers
         .into_iter()
-        .map(|a| a.unwrap_or_else(|| Err(Status::internal("the orders service skipped an order"))))
+        .map(|a| {
+            a.unwrap_or_else(|| {
+                Err(status::with_reason(
+                    tonic::Code::Internal,
+                    DOMAIN,
+                    "ANSWER_MISSING",
+                    "the orders service answered fewer orders than it was sent",
+                ))
+            })
+        })
         .collect()
 }

@@ -102,7 +102,7 @@ impl Saga {
                 match self.tick().await {
                     // A peer is down: wait (new work included) before
                     // trying again, longer while it stays down.
-                    Ok(_) if self.peer_down.swap(false, Ordering::Relaxed) => {
+                    Ok(_) if self.peer_down.load(Ordering::Relaxed) => {
                         tracing::warn!(
                             pause_ms = pause.as_millis() as u64,
                             "placement saga: a peer is down; pausing"
@@ -132,6 +132,7 @@ impl Saga {
     }
 
     async fn tick(&self) -> anyhow::Result<usize> {
+        self.peer_down.store(false, Ordering::Relaxed);
         let mut tx = self.pool.begin().await?;
         let steps = repo::saga::claim_due(&mut tx, 20).await?;
         let n = steps.len();
