@@ -6,7 +6,9 @@ use crate::config::AuthConfig;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use oms_kernel::Tenant;
 use serde::{Deserialize, Serialize};
-use std::{sync::Arc, time::Duration};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tonic::{Code, Request, Status};
 
 const DOMAIN: &str = "auth.oms";
@@ -82,6 +84,21 @@ impl TokenIssuer {
 pub struct Authenticator {
     key: Arc<DecodingKey>,
     validation: Arc<Validation>,
+    /// Tokens already checked, with their expiry: a client sends the same
+    /// token with every call until it renews it, and checking signature and
+    /// claims again costs more than finding the token here.
+    verified: Arc<Mutex<HashMap<String, (Caller, u64)>>>,
+}
+
+/// Seconds of clock skew allowed on `exp`.
+const LEEWAY: u64 = 30;
+/// Verified tokens remembered at most (then forgotten all at once).
+const MAX_VERIFIED: usize = 4096;
+
+/// Whether a token expiring at `exp` is still good at `now` (the same rule
+/// as the full check: `exp` plus the leeway not yet past).
+fn unexpired(exp: u64, now: u64) -> bool {
+    now <= exp.saturating_add(LEEWAY)
 }
 
 impl Authenticator {
@@ -90,10 +107,11 @@ impl Authenticator {
         validation.set_issuer(&[&cfg.issuer]);
         validation.set_audience(&[&cfg.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.leeway = 30;
+        validation.leeway = LEEWAY;
         Self {
             key: Arc::new(DecodingKey::from_secret(cfg.jwt_secret.expose().as_bytes())),
             validation: Arc::new(validation),
+            verified: Arc::default(),
         }
     }
 
@@ -111,8 +129,15 @@ impl Authenticator {
             .ok_or_else(|| {
                 unauthenticated("TOKEN_MALFORMED", "authorization must be 'Bearer <token>'")
             })?;
-        let data = jsonwebtoken::decode::<Claims>(token.trim(), &self.key, &self.validation)
-            .map_err(|e| {
+        let token = token.trim();
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some((caller, exp)) = self.lock_verified().get(token)
+            && unexpired(*exp, now)
+        {
+            return Ok(caller.clone());
+        }
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
                 use jsonwebtoken::errors::ErrorKind;
                 match e.kind() {
                     ErrorKind::ExpiredSignature => {
@@ -123,10 +148,21 @@ impl Authenticator {
             })?;
         let tenant = Tenant::parse(&data.claims.tenant)
             .map_err(|e| unauthenticated("TOKEN_INVALID", &format!("tenant claim: {e}")))?;
-        Ok(Caller {
+        let caller = Caller {
             tenant,
             subject: data.claims.sub,
-        })
+        };
+        let mut verified = self.lock_verified();
+        if verified.len() >= MAX_VERIFIED {
+            verified.clear();
+        }
+        verified.insert(token.to_owned(), (caller.clone(), data.claims.exp));
+        Ok(caller)
+    }
+
+    fn lock_verified(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Caller, u64)>> {
+        // A panic while holding it leaves a map that is still consistent.
+        self.verified.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -217,5 +253,26 @@ mod tests {
             err.get_error_details().error_info().unwrap().reason,
             "TOKEN_EXPIRED"
         );
+    }
+
+    #[test]
+    fn a_remembered_token_answers_the_same_and_expires_by_the_same_rule() {
+        let c = cfg(DEV_JWT_SECRET);
+        let t = TokenIssuer::new(&c).mint(
+            &Tenant::parse("acme").unwrap(),
+            "alice",
+            Duration::from_secs(60),
+        );
+        let auth = Authenticator::new(&c);
+        let header = format!("Bearer {t}");
+        let first = auth.authenticate(Some(&header)).unwrap();
+        assert_eq!(auth.lock_verified().len(), 1);
+        assert_eq!(auth.authenticate(Some(&header)).unwrap(), first);
+        // The full check allows `exp` + leeway; so does the remembered one.
+        assert!(unexpired(100, 100 + LEEWAY));
+        assert!(!unexpired(100, 101 + LEEWAY));
+        // Tokens that fail are never remembered.
+        let _ = auth.authenticate(Some("Bearer x.y.z"));
+        assert_eq!(auth.lock_verified().len(), 1);
     }
 }
