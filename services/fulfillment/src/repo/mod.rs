@@ -65,14 +65,21 @@ pub async fn orders_locked(
     tenant: &Tenant,
     ids: &[Uuid],
 ) -> sqlx::Result<HashMap<Uuid, FulfillmentOrder>> {
+    let mut ids = ids.to_vec();
+    ids.sort();
+    ids.dedup();
+    // One index probe per id, whatever the statistics say: without them
+    // (a young table) the planner takes the tenant's whole range for a few
+    // hundred rows and filters it, every batch. The probes run, and lock,
+    // in id order.
     let rows: Vec<(Uuid, Vec<u8>)> = sqlx::query_as(
-        "SELECT id, doc FROM fulfillment_orders WHERE tenant = $1 AND id = ANY($2)
-         ORDER BY id FOR UPDATE",
+        "SELECT f.id, f.doc FROM UNNEST($2::uuid[]) WITH ORDINALITY AS x(id, n)
+         CROSS JOIN LATERAL (
+           SELECT id, doc FROM fulfillment_orders
+           WHERE tenant = $1 AND id = x.id LIMIT 1 FOR UPDATE
+         ) f
+         ORDER BY x.n",
     )
-    // Planned per call (here and in the batch writes below): a cached
-    // generic plan knows neither the array's length nor the table's size
-    // and ends up scanning the whole table.
-    .persistent(false)
     .bind(tenant.as_str())
     .bind(ids)
     .fetch_all(tx)
@@ -248,10 +255,15 @@ pub async fn event_acks(
     tenant: &Tenant,
     event_ids: &[&str],
 ) -> sqlx::Result<HashMap<String, EventAck>> {
+    // One index probe per id (see `orders_locked`): the table starts empty
+    // and grows by every event, so its statistics lag the most.
     let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
-        "SELECT event_id, ack FROM adapter_events WHERE tenant = $1 AND event_id = ANY($2)",
+        "SELECT a.event_id, a.ack FROM UNNEST($2::text[]) AS x(id)
+         CROSS JOIN LATERAL (
+           SELECT event_id, ack FROM adapter_events
+           WHERE tenant = $1 AND event_id = x.id LIMIT 1
+         ) a",
     )
-    .persistent(false)
     .bind(tenant.as_str())
     .bind(event_ids)
     .fetch_all(ex)
