@@ -110,7 +110,10 @@ pub async fn save_orders(
          FROM UNNEST($2::uuid[], $3::text[], $4::bytea[]) AS x(id, state, doc)
          WHERE f.tenant = $1 AND f.id = x.id",
     )
-    .persistent(false)
+    // Prepared, so that the cached generic plan (which takes the array for
+    // a few rows) probes the primary key per row. Planned per call with the
+    // array's real length, and without statistics on a young table, it
+    // hash-joins the tenant's whole range instead.
     .bind(tenant.as_str())
     .bind(&ids)
     .bind(&states)
