@@ -231,10 +231,6 @@ impl IngestApi {
         }
         order.channel = channel.name.clone();
         let coid = order.channel_order_id.clone();
-        let mut orders = OrderServiceClient::with_interceptor(
-            self.orders.clone(),
-            Outbound::for_tenant(&self.issuer, tenant, "service:ingest"),
-        );
         let known = self
             .submissions
             .channel_order(tenant, &channel.channel_id, &coid)
@@ -246,7 +242,7 @@ impl IngestApi {
             Some(seen) => {
                 let (name, was_cancelled) = (seen.order_name, seen.cancelled);
                 if mapped.cancelled && !was_cancelled {
-                    self.cancel(&mut orders, &name, &channel.channel_id, &coid)
+                    self.cancel(tenant, &name, &channel.channel_id, &coid)
                         .await?;
                 } else if !mapped.cancelled {
                     // A later version of the order: its address and customer
@@ -270,7 +266,7 @@ impl IngestApi {
                         }),
                         reason: "updated in the channel".into(),
                     };
-                    match orders.update_order(update).await {
+                    match self.orders_of(tenant).update_order(update).await {
                         Ok(_) => {}
                         Err(e) if e.code() == Code::FailedPrecondition => {
                             tracing::info!(order = %name, "channel update after release not applied: {}", e.message());
@@ -294,7 +290,7 @@ impl IngestApi {
                     )
                     .await?;
                 if mapped.cancelled {
-                    self.cancel(&mut orders, &created.name, &channel.channel_id, &coid)
+                    self.cancel(tenant, &created.name, &channel.channel_id, &coid)
                         .await?;
                 }
                 (created.name, SubmissionOutcome::Created)
@@ -316,11 +312,23 @@ impl IngestApi {
         ))
     }
 
+    /// The orders service, called with a token of `tenant` (minted here:
+    /// only updates and cancellations need it; new orders go through the
+    /// batching [`OrderCreator`]).
+    fn orders_of(
+        &self,
+        tenant: &Tenant,
+    ) -> OrderServiceClient<tonic::service::interceptor::InterceptedService<GrpcChannel, Outbound>>
+    {
+        OrderServiceClient::with_interceptor(
+            self.orders.clone(),
+            Outbound::for_tenant(&self.issuer, tenant, "service:ingest"),
+        )
+    }
+
     async fn cancel(
         &self,
-        orders: &mut OrderServiceClient<
-            tonic::service::interceptor::InterceptedService<GrpcChannel, Outbound>,
-        >,
+        tenant: &Tenant,
         name: &str,
         channel: &str,
         coid: &str,
@@ -333,7 +341,7 @@ impl IngestApi {
             name: name.to_owned(),
             reason: "cancelled in the channel".into(),
         };
-        match orders.cancel_order(req).await {
+        match self.orders_of(tenant).cancel_order(req).await {
             // Already cancelled or past cancellation: the order keeps its own truth.
             Ok(_) => Ok(()),
             Err(e) if e.code() == Code::FailedPrecondition => Ok(()),

@@ -15,6 +15,10 @@ use tonic::{Status, transport::Channel};
 const WORKERS: usize = 4;
 /// Below the orders service's limit per call (1,000).
 const MAX_BATCH: usize = 256;
+/// Bytes of requests per call at most: the orders service decodes messages
+/// of up to 4 MiB (gRPC's default), and an order may be large (bodies reach
+/// 1 MiB). A request larger than this goes alone.
+const MAX_CALL_BYTES: usize = 3 << 20;
 
 type Job = (Tenant, CreateOrderRequest);
 
@@ -36,53 +40,50 @@ impl OrderCreator {
 
     /// Creates one order (or finds the one its request_id created before).
     pub async fn create(&self, tenant: &Tenant, req: CreateOrderRequest) -> Result<Order, Status> {
-        self.0.submit((tenant.clone(), req)).await.map_err(|_| {
-            status::with_reason(
-                tonic::Code::Unavailable,
-                DOMAIN,
-                "SHUTTING_DOWN",
-                "the service is shutting down; retry",
-            )
-        })?
+        self.0
+            .submit((tenant.clone(), req))
+            .await
+            .map_err(|s| s.into_status(DOMAIN))?
     }
 }
 
-/// One call per tenant (a call carries its tenant's token); every job is
-/// answered, in order.
+/// One call per tenant (a call carries its tenant's token) and per
+/// [`MAX_CALL_BYTES`]; every job is answered, in order.
 async fn create_all(
     orders: &Channel,
     issuer: &TokenIssuer,
     jobs: Vec<Job>,
 ) -> Vec<Result<Order, Status>> {
     let n = jobs.len();
-    let mut by_tenant: BTreeMap<Tenant, (Vec<usize>, Vec<CreateOrderRequest>)> = BTreeMap::new();
+    let mut by_tenant: BTreeMap<Tenant, Vec<(usize, CreateOrderRequest)>> = BTreeMap::new();
     for (i, (tenant, req)) in jobs.into_iter().enumerate() {
-        let e = by_tenant.entry(tenant).or_default();
-        e.0.push(i);
-        e.1.push(req);
+        by_tenant.entry(tenant).or_default().push((i, req));
     }
     let mut answers: Vec<Option<Result<Order, Status>>> = (0..n).map(|_| None).collect();
-    for (tenant, (at, requests)) in by_tenant {
+    for (tenant, jobs) in by_tenant {
         let mut client = OrderServiceClient::with_interceptor(
             orders.clone(),
             Outbound::for_tenant(issuer, &tenant, "service:ingest"),
         );
-        match client
-            .batch_create_orders(BatchCreateOrdersRequest { requests })
-            .await
-        {
-            Ok(resp) => {
-                let results = resp.into_inner().results;
-                for (i, r) in at.into_iter().zip(results) {
-                    answers[i] = Some(match r.status.as_ref().and_then(status::from_rpc) {
-                        Some(e) => Err(e),
-                        None => Ok(r.order.unwrap_or_default()),
-                    });
+        for call in by_size(jobs) {
+            let (at, requests): (Vec<usize>, Vec<CreateOrderRequest>) = call.into_iter().unzip();
+            match client
+                .batch_create_orders(BatchCreateOrdersRequest { requests })
+                .await
+            {
+                Ok(resp) => {
+                    let results = resp.into_inner().results;
+                    for (i, r) in at.into_iter().zip(results) {
+                        answers[i] = Some(match r.status.as_ref().and_then(status::from_rpc) {
+                            Some(e) => Err(e),
+                            None => Ok(r.order.unwrap_or_default()),
+                        });
+                    }
                 }
-            }
-            Err(e) => {
-                for i in at {
-                    answers[i] = Some(Err(e.clone()));
+                Err(e) => {
+                    for i in at {
+                        answers[i] = Some(Err(e.clone()));
+                    }
                 }
             }
         }
@@ -100,4 +101,57 @@ async fn create_all(
             })
         })
         .collect()
+}
+
+/// Splits requests into calls of at most [`MAX_CALL_BYTES`] each (a larger
+/// request alone), keeping their order.
+fn by_size(jobs: Vec<(usize, CreateOrderRequest)>) -> Vec<Vec<(usize, CreateOrderRequest)>> {
+    let mut calls: Vec<Vec<(usize, CreateOrderRequest)>> = Vec::new();
+    let mut bytes = 0;
+    for (i, req) in jobs {
+        let size = prost::Message::encoded_len(&req);
+        match calls.last_mut() {
+            Some(call) if bytes + size <= MAX_CALL_BYTES => call.push((i, req)),
+            _ => {
+                calls.push(vec![(i, req)]);
+                bytes = 0;
+            }
+        }
+        bytes += size;
+    }
+    calls
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oms_proto::orders::Order;
+
+    fn sized(i: usize, bytes: usize) -> (usize, CreateOrderRequest) {
+        let req = CreateOrderRequest {
+            request_id: format!("r{i}"),
+            order: Some(Order {
+                channel_order_id: "x".repeat(bytes),
+                ..Default::default()
+            }),
+        };
+        (i, req)
+    }
+
+    #[test]
+    fn calls_stay_under_the_message_limit_and_keep_the_order() {
+        let mib = 1 << 20;
+        let calls = by_size(vec![
+            sized(0, mib),
+            sized(1, mib),
+            sized(2, mib + mib / 2),
+            sized(3, 5 * mib),
+            sized(4, 10),
+        ]);
+        let at: Vec<Vec<usize>> = calls
+            .iter()
+            .map(|c| c.iter().map(|(i, _)| *i).collect())
+            .collect();
+        assert_eq!(at, [vec![0, 1], vec![2], vec![3], vec![4]]);
+    }
 }

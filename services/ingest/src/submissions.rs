@@ -6,8 +6,12 @@
 use crate::repo::{self, AuditRow, ChannelOrder};
 use oms_kernel::Tenant;
 use oms_proto::ingest::Channel;
-use oms_runtime::{batch::Batcher, status};
+use oms_runtime::{
+    batch::{self, Batcher},
+    status,
+};
 use sqlx::PgPool;
+use std::future::Future;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
@@ -31,53 +35,46 @@ fn db(e: &sqlx::Error) -> Status {
     status::from_db(crate::grpc::DOMAIN, e)
 }
 
-fn stopped() -> Status {
-    status::with_reason(
-        tonic::Code::Unavailable,
-        crate::grpc::DOMAIN,
-        "SHUTTING_DOWN",
-        "the service is shutting down; retry",
-    )
+fn stopped(s: batch::Stopped) -> Status {
+    s.into_status(crate::grpc::DOMAIN)
 }
 
-/// Every job of a failed batch gets the batch's error.
-fn all<T>(n: usize, e: sqlx::Error) -> Vec<Result<T, Status>> {
-    let s = db(&e);
-    (0..n).map(|_| Err(s.clone())).collect()
+/// A batcher of lookups: `find` answers every key, in order, with one
+/// query; if it fails, every key gets its error.
+fn lookups<K, V, F, Fut>(
+    pool: &PgPool,
+    shutdown: &CancellationToken,
+    find: F,
+) -> Batcher<K, Result<V, Status>>
+where
+    K: Send + 'static,
+    V: Send + 'static,
+    F: Fn(PgPool, Vec<K>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = sqlx::Result<Vec<V>>> + Send,
+{
+    let pool = pool.clone();
+    Batcher::start(
+        WORKERS,
+        MAX_READ_BATCH,
+        shutdown.clone(),
+        move |keys: Vec<K>| {
+            let (pool, find) = (pool.clone(), find.clone());
+            async move {
+                let n = keys.len();
+                match find(pool, keys).await {
+                    Ok(found) => found.into_iter().map(Ok).collect(),
+                    Err(e) => {
+                        let s = db(&e);
+                        (0..n).map(|_| Err(s.clone())).collect()
+                    }
+                }
+            }
+        },
+    )
 }
 
 impl Submissions {
     pub fn start(pool: &PgPool, shutdown: &CancellationToken) -> Self {
-        let p = pool.clone();
-        let channels = Batcher::start(
-            WORKERS,
-            MAX_READ_BATCH,
-            shutdown.clone(),
-            move |keys: Vec<ChannelKey>| {
-                let p = p.clone();
-                async move {
-                    match repo::channels_by_key(&p, &keys).await {
-                        Ok(found) => found.into_iter().map(Ok).collect(),
-                        Err(e) => all(keys.len(), e),
-                    }
-                }
-            },
-        );
-        let p = pool.clone();
-        let channel_orders = Batcher::start(
-            WORKERS,
-            MAX_READ_BATCH,
-            shutdown.clone(),
-            move |keys: Vec<ChannelOrderKey>| {
-                let p = p.clone();
-                async move {
-                    match repo::channel_orders_by_key(&p, &keys).await {
-                        Ok(found) => found.into_iter().map(Ok).collect(),
-                        Err(e) => all(keys.len(), e),
-                    }
-                }
-            },
-        );
         let p = pool.clone();
         let audit = Batcher::start(
             WORKERS,
@@ -89,8 +86,12 @@ impl Submissions {
             },
         );
         Submissions {
-            channels,
-            channel_orders,
+            channels: lookups(pool, shutdown, |p, keys| async move {
+                repo::channels_by_key(&p, &keys).await
+            }),
+            channel_orders: lookups(pool, shutdown, |p, keys| async move {
+                repo::channel_orders_by_key(&p, &keys).await
+            }),
             audit,
         }
     }
@@ -102,7 +103,7 @@ impl Submissions {
         id: &str,
     ) -> Result<Option<(Channel, String)>, Status> {
         let key = (tenant.clone(), id.to_owned());
-        self.channels.submit(key).await.map_err(|_| stopped())?
+        self.channels.submit(key).await.map_err(stopped)?
     }
 
     /// What a channel order became, if it was seen before.
@@ -113,37 +114,27 @@ impl Submissions {
         id: &str,
     ) -> Result<Option<ChannelOrder>, Status> {
         let key = (tenant.clone(), channel.to_owned(), id.to_owned());
-        self.channel_orders
-            .submit(key)
-            .await
-            .map_err(|_| stopped())?
+        self.channel_orders.submit(key).await.map_err(stopped)?
     }
 
     /// Records a submission (and what its channel order became) durably.
     pub async fn record(&self, row: AuditRow) -> Result<(), Status> {
-        self.audit.submit(row).await.map_err(|_| stopped())?
+        self.audit.submit(row).await.map_err(stopped)?
     }
 }
 
-/// Writes the audit rows of a batch in one transaction; if that fails,
-/// one row at a time, so that no submission fails for a neighbour.
+/// Writes the audit rows of a batch in one transaction (each row alone if
+/// the batch fails).
 async fn write_audit(pool: &PgPool, rows: Vec<AuditRow>) -> Vec<Result<(), Status>> {
-    match repo::record_submissions(pool, &rows).await {
-        Ok(()) => rows.iter().map(|_| Ok(())).collect(),
-        Err(e) if rows.len() == 1 => all(1, e),
-        Err(e) => {
-            tracing::warn!(error = %e, rows = rows.len(), "audit batch failed; writing one at a time");
-            let mut out = Vec::with_capacity(rows.len());
-            for r in rows {
-                out.push(
-                    repo::record_submissions(pool, std::slice::from_ref(&r))
-                        .await
-                        .map_err(|e| db(&e)),
-                );
-            }
-            out
-        }
-    }
+    batch::together_or_alone(&rows, |rows| async move {
+        repo::record_submissions(pool, rows)
+            .await
+            .map(|()| rows.iter().map(|_| Ok(())).collect())
+    })
+    .await
+    .into_iter()
+    .map(|r| r.map_err(|e| db(&e)))
+    .collect()
 }
 
 #[cfg(test)]
@@ -152,8 +143,6 @@ mod tests {
     use super::*;
     use crate::repo::Seen;
     use oms_proto::ingest::Payload;
-    use oms_runtime::config::DbConfig;
-    use std::time::Duration;
 
     fn row(tenant: &str, coid: &str, hash: &str, cancelled: Option<bool>) -> AuditRow {
         AuditRow {
@@ -179,18 +168,7 @@ mod tests {
     #[tokio::test]
     async fn an_audit_batch_keeps_every_payload_and_the_last_word_on_each_channel_order() {
         let db = oms_testkit::TestDb::new().await;
-        let cfg = DbConfig {
-            url: db.url.clone(),
-            schema: "ingest".into(),
-            max_connections: 2,
-        };
-        let pool = oms_runtime::db::connect_and_migrate(
-            &cfg,
-            Some(&crate::MIGRATOR),
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
+        let pool = db.pool("ingest", Some(&crate::MIGRATOR)).await;
         let answers = write_audit(
             &pool,
             vec![

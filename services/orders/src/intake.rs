@@ -2,8 +2,8 @@
 //! requests waiting are written in one transaction, each table touched by
 //! one multi-row statement (claims, orders, history, saga steps, events,
 //! answers), so order intake is not bound by commit latency. A batch that
-//! fails as a whole (a deadlock, a lost connection) is written again one
-//! order at a time, so no order fails because of a neighbour.
+//! fails as a whole is written again one order at a time
+//! ([`batch::together_or_alone`]).
 use crate::domain::{NewOrder, OrderState};
 use crate::error::{Error, Result};
 use crate::repo::{self, history::Change, orders::Projection};
@@ -13,7 +13,7 @@ use oms_kernel::{RequestId, Tenant, Violations};
 use oms_proto::orders::{self as pb, CreateOrderRequest, CreateOrderResponse, OrderEvent};
 use oms_runtime::{
     auth::Caller,
-    batch::Batcher,
+    batch::{self, Batcher},
     idempotency::{self, BatchClaim, Claim},
     outbox::{self, NewEvent, TraceContext},
     time::to_timestamp,
@@ -108,21 +108,7 @@ async fn write(pool: &PgPool, jobs: Vec<Job>) -> Vec<Result<CreateOrderResponse>
     let (first_at, firsts): (Vec<usize>, Vec<Job>) = firsts.into_iter().unzip();
     let mut answers: Vec<Option<Result<CreateOrderResponse>>> =
         (0..first_at.len() + repeats.len()).map(|_| None).collect();
-    let written = match write_batch(pool, &firsts).await {
-        Ok(a) => a,
-        Err(e) if firsts.len() > 1 => {
-            tracing::warn!(error = %e, orders = firsts.len(), "order batch failed; writing one at a time");
-            let mut one_by_one = Vec::with_capacity(firsts.len());
-            for j in &firsts {
-                one_by_one.push(match write_batch(pool, std::slice::from_ref(j)).await {
-                    Ok(mut a) => a.pop().unwrap_or_else(|| Err(lost())),
-                    Err(e) => Err(e),
-                });
-            }
-            one_by_one
-        }
-        Err(e) => vec![Err(e)],
-    };
+    let written = batch::together_or_alone(&firsts, |jobs| write_batch(pool, jobs)).await;
     for (i, a) in first_at.into_iter().zip(written) {
         answers[i] = Some(a);
     }
@@ -155,7 +141,7 @@ async fn write_batch(pool: &PgPool, jobs: &[Job]) -> Result<Vec<Result<CreateOrd
             tenant: &j.tenant,
             request_id: &j.request_id,
             method: METHOD,
-            hash: j.hash.clone(),
+            hash: &j.hash,
         })
         .collect();
     let claimed = idempotency::claim_many::<CreateOrderResponse>(&mut tx, &claims).await?;
@@ -289,8 +275,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use oms_proto::orders::{Order, OrderLine};
-    use oms_runtime::config::DbConfig;
-    use std::time::Duration;
 
     fn job(tenant: &str, request_id: &str, channel_order_id: &str, qty: i64) -> Job {
         let req = CreateOrderRequest {
@@ -328,18 +312,7 @@ mod tests {
     #[tokio::test]
     async fn a_batch_answers_each_request_as_if_written_alone() {
         let db = oms_testkit::TestDb::new().await;
-        let cfg = DbConfig {
-            url: db.url.clone(),
-            schema: "orders".into(),
-            max_connections: 2,
-        };
-        let pool = oms_runtime::db::connect_and_migrate(
-            &cfg,
-            Some(&crate::MIGRATOR),
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
+        let pool = db.pool("orders", Some(&crate::MIGRATOR)).await;
         let earlier = write(&pool, vec![job("acme", "r-old", "c-old", 1)]).await;
         let old = name(&earlier[0]);
 

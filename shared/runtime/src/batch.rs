@@ -28,6 +28,19 @@ impl<J, R> Clone for Batcher<J, R> {
 #[error("the service is shutting down")]
 pub struct Stopped;
 
+impl Stopped {
+    /// `UNAVAILABLE` (`SHUTTING_DOWN`) of `domain`: the caller retries,
+    /// another replica answers.
+    pub fn into_status(self, domain: &str) -> tonic::Status {
+        crate::status::with_reason(
+            tonic::Code::Unavailable,
+            domain,
+            "SHUTTING_DOWN",
+            "the service is shutting down; retry",
+        )
+    }
+}
+
 impl<J: Send + 'static, R: Send + 'static> Batcher<J, R> {
     /// Starts `workers` tasks that each serve up to `max_batch` jobs at a
     /// time with `serve`, which answers every job, in the order given.
@@ -84,6 +97,34 @@ impl<J: Send + 'static, R: Send + 'static> Batcher<J, R> {
     }
 }
 
+/// Serves `jobs` with one call of `serve` (one answer per job, in order, as
+/// for [`Batcher::start`]); if that fails as a whole (a deadlock, a lost
+/// connection, one row a constraint refuses), serves each job alone, so
+/// that no job fails because of a neighbour.
+pub async fn together_or_alone<'a, J, R, E, F, Fut>(jobs: &'a [J], serve: F) -> Vec<Result<R, E>>
+where
+    E: std::fmt::Display,
+    F: Fn(&'a [J]) -> Fut,
+    Fut: Future<Output = Result<Vec<Result<R, E>>, E>>,
+{
+    match serve(jobs).await {
+        Ok(answers) => answers,
+        Err(e) if jobs.len() == 1 => vec![Err(e)],
+        Err(e) => {
+            tracing::warn!(error = %e, jobs = jobs.len(), "batch failed; serving each job alone");
+            let mut answers = Vec::with_capacity(jobs.len());
+            for j in jobs {
+                match serve(std::slice::from_ref(j)).await {
+                    Ok(one) => answers.extend(one),
+                    Err(e) => answers.push(Err(e)),
+                }
+            }
+            debug_assert_eq!(answers.len(), jobs.len(), "one answer per job");
+            answers
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +159,32 @@ mod tests {
         let n = writes.load(Ordering::SeqCst);
         assert!(n < 50, "50 jobs took {n} writes");
         shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_is_served_again_job_by_job() {
+        // The batch fails because of job 3; alone, only job 3 does.
+        let serve = |jobs: &[u32]| {
+            let jobs = jobs.to_vec();
+            async move {
+                if jobs.len() > 1 && jobs.contains(&3) {
+                    return Err("batch refused".to_string());
+                }
+                Ok(jobs
+                    .into_iter()
+                    .map(|j| {
+                        if j == 3 {
+                            Err(format!("{j} refused"))
+                        } else {
+                            Ok(j)
+                        }
+                    })
+                    .collect())
+            }
+        };
+        let answers = together_or_alone(&[1, 2, 3, 4], serve).await;
+        assert_eq!(answers, vec![Ok(1), Ok(2), Err("3 refused".into()), Ok(4)]);
+        assert_eq!(together_or_alone(&[1, 2], serve).await, vec![Ok(1), Ok(2)]);
     }
 
     #[tokio::test]

@@ -180,7 +180,7 @@ pub struct BatchClaim<'a> {
     pub request_id: &'a RequestId,
     pub method: &'a str,
     /// [`request_hash`] of the request.
-    pub hash: Vec<u8>,
+    pub hash: &'a [u8],
 }
 
 /// What [`claim`] compares to recognise a repeat of the same request.
@@ -201,7 +201,7 @@ pub async fn claim_many<Resp: Message + Default>(
     let tenants: Vec<&str> = sorted.iter().map(|c| c.tenant.as_str()).collect();
     let ids: Vec<&str> = sorted.iter().map(|c| c.request_id.as_str()).collect();
     let methods: Vec<&str> = sorted.iter().map(|c| c.method).collect();
-    let hashes: Vec<&[u8]> = sorted.iter().map(|c| c.hash.as_slice()).collect();
+    let hashes: Vec<&[u8]> = sorted.iter().map(|c| c.hash).collect();
     let inserted: Vec<(String, String)> = sqlx::query_as(
         "INSERT INTO idempotency (tenant, request_id, method, request_hash)
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bytea[])

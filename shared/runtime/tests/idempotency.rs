@@ -4,11 +4,9 @@
 //! subscriber that `TestDb` would install first.)
 #![allow(clippy::unwrap_used)]
 use oms_kernel::{RequestId, Tenant};
-use oms_runtime::config::DbConfig;
 use oms_runtime::idempotency::{self, BatchClaim, Claim, IdempotencyError};
 use oms_testkit::TestDb;
 use prost_types::Duration as Pb;
-use std::time::Duration;
 
 fn answer(seconds: i64) -> Pb {
     Pb { seconds, nanos: 0 }
@@ -17,22 +15,15 @@ fn answer(seconds: i64) -> Pb {
 #[tokio::test]
 async fn a_batch_of_claims_answers_new_replayed_and_reused_requests() {
     let db = TestDb::new().await;
-    let cfg = DbConfig {
-        url: db.url.clone(),
-        schema: "idem".into(),
-        max_connections: 2,
-    };
-    let pool = oms_runtime::db::connect_and_migrate(&cfg, None, Duration::from_secs(5))
-        .await
-        .unwrap();
+    let pool = db.pool("idem", None).await;
     let (a, b) = (Tenant::parse("a").unwrap(), Tenant::parse("b").unwrap());
     let r = |s: &str| RequestId::parse(s).unwrap();
     let (r1, r2, r3) = (r("r1"), r("r2"), r("r3"));
-    let claim = |t, id, hash: &[u8]| BatchClaim {
+    let claim = |t, id, hash: &'static [u8]| BatchClaim {
         tenant: t,
         request_id: id,
         method: "M",
-        hash: hash.to_vec(),
+        hash,
     };
 
     // First batch: all new; answered and committed.

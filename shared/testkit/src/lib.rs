@@ -50,6 +50,23 @@ impl TestDb {
         TestDb { name, url }
     }
 
+    /// A pool on `schema` of the test database, set up as a service's own:
+    /// the runtime's common tables, then `migrator`'s migrations.
+    pub async fn pool(
+        &self,
+        schema: &str,
+        migrator: Option<&sqlx::migrate::Migrator>,
+    ) -> sqlx::PgPool {
+        let cfg = oms_runtime::config::DbConfig {
+            url: self.url.clone(),
+            schema: schema.into(),
+            max_connections: 2,
+        };
+        oms_runtime::db::connect_and_migrate(&cfg, migrator, Duration::from_secs(5))
+            .await
+            .expect("the test database takes the schema")
+    }
+
     /// A connection to the test database, with `schema` as search path.
     pub async fn connect(&self, schema: &str) -> PgConnection {
         let mut c = PgConnection::connect(&self.url).await.unwrap();

@@ -38,14 +38,14 @@ pub async fn record(
 }
 
 /// Records the changes of many orders in one statement.
-pub async fn record_many(
+pub async fn record_many<'c>(
     tx: &mut PgConnection,
-    changes: &[(&Tenant, Uuid, Change<'_>)],
+    changes: &[(&Tenant, Uuid, Change<'c>)],
 ) -> sqlx::Result<()> {
     if changes.is_empty() {
         return Ok(());
     }
-    let col = |f: &dyn Fn(&Change<'_>) -> String| -> Vec<String> {
+    let col = |f: fn(&Change<'c>) -> &'c str| -> Vec<&'c str> {
         changes.iter().map(|(_, _, c)| f(c)).collect()
     };
     let tenants: Vec<&str> = changes.iter().map(|(t, _, _)| t.as_str()).collect();
@@ -56,12 +56,12 @@ pub async fn record_many(
     )
     .bind(&tenants)
     .bind(&ids)
-    .bind(col(&|c| c.actor.to_owned()))
-    .bind(col(&|c| c.kind.to_owned()))
-    .bind(col(&|c| c.reason.to_owned()))
-    .bind(col(&|c| c.from.map_or("", |s| s.as_db()).to_owned()))
-    .bind(col(&|c| c.to.map_or("", |s| s.as_db()).to_owned()))
-    .bind(col(&|c| c.request_id.to_owned()))
+    .bind(col(|c| c.actor))
+    .bind(col(|c| c.kind))
+    .bind(col(|c| c.reason))
+    .bind(col(|c| c.from.map_or("", |s| s.as_db())))
+    .bind(col(|c| c.to.map_or("", |s| s.as_db())))
+    .bind(col(|c| c.request_id))
     .execute(&mut *tx)
     .await?;
     Ok(())

@@ -572,6 +572,39 @@ impl Saga {
         )
         .await
     }
+
+    /// Ends a step whose one call was answered, or refused with one of
+    /// `final_codes` (there is nothing left to do); otherwise it is retried.
+    async fn settle(
+        &self,
+        tx: &mut PgConnection,
+        s: &Step,
+        answer: Result<(), tonic::Status>,
+        final_codes: &[Code],
+    ) -> anyhow::Result<()> {
+        match answer {
+            Err(st) if !final_codes.contains(&st.code()) => self.retry_failed(tx, s, &st).await?,
+            _ => repo::saga::done(tx, s).await?,
+        }
+        Ok(())
+    }
+
+    /// Retries a step whose call failed. A peer that is down or too slow
+    /// (unavailable, deadline exceeded) opens the saga's breaker: the tick
+    /// stops there and the worker waits before the next one, instead of
+    /// trying every due step against it.
+    pub(crate) async fn retry_failed(
+        &self,
+        tx: &mut PgConnection,
+        s: &Step,
+        st: &tonic::Status,
+    ) -> anyhow::Result<()> {
+        if matches!(st.code(), Code::Unavailable | Code::DeadlineExceeded) {
+            self.peer_down.store(true, Ordering::Relaxed);
+        }
+        repo::saga::retry(tx, s, st.message(), Utc::now() + backoff(s.attempts)).await?;
+        Ok(())
+    }
 }
 
 /// Whether `fo` is still work a node could give up (not shipped, nor
@@ -790,40 +823,5 @@ pub fn release_request(
         name: format!("reservations/{}", reservation_id(order_id)),
         lines: allocations(lines),
         reason: reason.to_owned(),
-    }
-}
-
-impl Saga {
-    /// Ends a step whose one call was answered, or refused with one of
-    /// `final_codes` (there is nothing left to do); otherwise it is retried.
-    async fn settle(
-        &self,
-        tx: &mut PgConnection,
-        s: &Step,
-        answer: Result<(), tonic::Status>,
-        final_codes: &[Code],
-    ) -> anyhow::Result<()> {
-        match answer {
-            Err(st) if !final_codes.contains(&st.code()) => self.retry_failed(tx, s, &st).await?,
-            _ => repo::saga::done(tx, s).await?,
-        }
-        Ok(())
-    }
-
-    /// Retries a step whose call failed. A peer that is down or too slow
-    /// (unavailable, deadline exceeded) opens the saga's breaker: the tick
-    /// stops there and the worker waits before the next one, instead of
-    /// trying every due step against it.
-    pub(crate) async fn retry_failed(
-        &self,
-        tx: &mut PgConnection,
-        s: &Step,
-        st: &tonic::Status,
-    ) -> anyhow::Result<()> {
-        if matches!(st.code(), Code::Unavailable | Code::DeadlineExceeded) {
-            self.peer_down.store(true, Ordering::Relaxed);
-        }
-        repo::saga::retry(tx, s, st.message(), Utc::now() + backoff(s.attempts)).await?;
-        Ok(())
     }
 }
