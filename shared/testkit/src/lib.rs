@@ -215,6 +215,8 @@ where
     let std_listener = listener.into_std().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
+        // Named for the service, so that a profile tells them apart.
+        .thread_name(format!("oms-{}", config.service.name()))
         .enable_all()
         .build()
         .unwrap();

@@ -67,10 +67,14 @@ impl Network {
 
 /// Available units per (order SKU, node), stored node by node: planning
 /// mostly walks one node's SKUs, which then sit side by side in memory.
+/// Stored as 32-bit counts (at most [`Stock::MAX`] at one node, which no
+/// order line comes near): the per-node passes over every node's stock
+/// then run as vector code on any x86-64, which has no 64-bit vector
+/// compare before SSE4.2.
 #[derive(Debug, Clone)]
 pub struct Stock {
     skus: usize,
-    avail: Vec<i64>,
+    avail: Vec<i32>,
 }
 
 impl Stock {
@@ -81,16 +85,19 @@ impl Stock {
         }
     }
 
+    /// The most units counted at one node; more count as this many.
+    pub const MAX: i64 = i32::MAX as i64;
+
     pub fn get(&self, sku: usize, node: usize) -> i64 {
-        self.avail[node * self.skus + sku]
+        i64::from(self.avail[node * self.skus + sku])
     }
 
     pub fn set(&mut self, sku: usize, node: usize, units: i64) {
-        self.avail[node * self.skus + sku] = units.max(0);
+        self.avail[node * self.skus + sku] = units.clamp(0, Self::MAX) as i32;
     }
 
     /// Units per order SKU at `node`.
-    pub fn at(&self, node: usize) -> &[i64] {
+    pub fn at(&self, node: usize) -> &[i32] {
         &self.avail[node * self.skus..(node + 1) * self.skus]
     }
 }

@@ -4,7 +4,7 @@
 //! score is the sum (lower is better), so weights compare like with like
 //! whatever the units.
 use super::carrier;
-use super::model::{Candidate, Geo, Order, Reject, Situation};
+use super::model::{Candidate, Geo, Order, Reject, Situation, Stock};
 use super::rules::Rule;
 use oms_proto::common::{DeliveryMethod, NodeKind};
 use oms_proto::routing::{Criterion, UnfillableAction};
@@ -42,27 +42,38 @@ pub struct Holding {
 }
 
 impl Holding {
-    fn of(demand: &[i64], have: &[i64]) -> Holding {
+    /// `demand` and `have` per order SKU, never negative (`Stock`);
+    /// `wanted` is all ones where the demand is positive, else zero.
+    fn of(demand: &[i32], wanted: &[i32], have: &[i32]) -> Holding {
         // Without branches (whether a node holds a SKU is as good as
-        // random): the compiler turns this into vector code.
-        let (mut any, mut short, mut depth) = (0i64, 0i64, 0i64);
-        for (&want, &have) in demand.iter().zip(have) {
-            any |= i64::from((want > 0) & (have > 0));
-            short |= i64::from(want > have);
-            depth += (have - want).max(0);
+        // random): the compiler turns this into vector code, 32-bit lanes
+        // (see `Stock`).
+        let n = demand.len().min(wanted.len()).min(have.len());
+        let (demand, wanted, have) = (&demand[..n], &wanted[..n], &have[..n]);
+        let (mut any, mut short, mut depth) = (0i32, 0i32, 0u64);
+        for k in 0..n {
+            any |= have[k] & wanted[k];
+            short |= i32::from(demand[k] > have[k]);
+            // Not negative, so widened without a sign.
+            depth += u64::from((have[k] - demand[k]).max(0) as u32);
         }
         Holding {
             any: any != 0,
             whole: short == 0,
-            depth,
+            depth: depth as i64,
         }
     }
 }
 
 /// What each node of the network holds of `demand`.
 pub fn holdings(demand: &[i64], s: &Situation) -> Vec<Holding> {
+    let demand: Vec<i32> = demand
+        .iter()
+        .map(|d| (*d).clamp(0, Stock::MAX) as i32)
+        .collect();
+    let wanted: Vec<i32> = demand.iter().map(|d| -i32::from(*d > 0)).collect();
     (0..s.network.nodes.len())
-        .map(|i| Holding::of(demand, s.stock.at(i)))
+        .map(|i| Holding::of(&demand, &wanted, s.stock.at(i)))
         .collect()
 }
 
@@ -230,14 +241,26 @@ fn normalise(rule: &Rule, cands: &mut [Candidate]) {
     for c in cands.iter().filter(|c| c.reject.is_none()) {
         for k in 0..n {
             let raw = c.parts[k].0;
-            if raw.is_finite() {
-                lo[k] = lo[k].min(raw);
-                hi[k] = hi[k].max(raw);
+            // Plain comparisons of numbers (an unknown measure takes no
+            // part): `f64::min` and `max` pay for NaN handling here.
+            let finite = raw.is_finite();
+            let (for_lo, for_hi) = if finite {
+                (raw, raw)
+            } else {
+                (f64::INFINITY, f64::NEG_INFINITY)
+            };
+            if for_lo < lo[k] {
+                lo[k] = for_lo;
+            }
+            if for_hi > hi[k] {
+                hi[k] = for_hi;
             }
         }
     }
     let mut best = [0.0; 6];
     let mut range = [0.0; 6];
+    // Whether the nodes differ at all in a criterion (else each scores 0).
+    let mut spread = [false; 6];
     for (k, (criterion, _)) in rule.ranking.iter().enumerate() {
         let (b, w) = if lower_is_better(*criterion) {
             (lo[k], hi[k])
@@ -246,6 +269,7 @@ fn normalise(rule: &Rule, cands: &mut [Candidate]) {
         };
         best[k] = b;
         range[k] = w - b;
+        spread[k] = range[k] != 0.0 && range[k].is_finite();
     }
     for c in cands.iter_mut().filter(|c| c.reject.is_none()) {
         for (k, (_, weight)) in rule.ranking.iter().enumerate() {
@@ -253,7 +277,7 @@ fn normalise(rule: &Rule, cands: &mut [Candidate]) {
             // An unknown measure (no coordinates) ranks as the worst.
             let norm = if !raw.is_finite() {
                 1.0
-            } else if range[k] == 0.0 || !range[k].is_finite() {
+            } else if !spread[k] {
                 0.0
             } else {
                 (raw - best[k]) / range[k]
@@ -272,14 +296,15 @@ mod tests {
     fn a_holding_reads_any_whole_and_depth_from_one_pass() {
         // Wants 2 of the first SKU, none of the second, 1 of the third.
         let demand = [2, 0, 1];
-        let h = Holding::of(&demand, &[5, 7, 1]);
+        let wanted = [-1, 0, -1];
+        let h = Holding::of(&demand, &wanted, &[5, 7, 1]);
         assert!(h.any && h.whole);
         assert_eq!(h.depth, 3 + 7);
-        let h = Holding::of(&demand, &[1, 9, 0]);
+        let h = Holding::of(&demand, &wanted, &[1, 9, 0]);
         assert!(h.any && !h.whole, "some, not all");
         assert_eq!(h.depth, 9);
         // Stock of an unwanted SKU only is no stock for the order.
-        let h = Holding::of(&demand, &[0, 9, 0]);
+        let h = Holding::of(&demand, &wanted, &[0, 9, 0]);
         assert!(!h.any && !h.whole);
     }
 }

@@ -100,7 +100,10 @@ fn single_node(p: &Problem, whole: Option<&WholeLines>) -> Option<Solution> {
     let holds_all = |c: usize| match whole {
         // Whole lines of one SKU each: the node's mask says it at once.
         Some(w) => w.mask[c] == all,
-        None => demand.iter().zip(p.stock.at(c)).all(|(d, have)| d <= have),
+        None => demand
+            .iter()
+            .zip(p.stock.at(c))
+            .all(|(d, have)| *d <= i64::from(*have)),
     };
     let mut best: Option<(usize, f64)> = None;
     for &c in p.cands.iter().filter(|&&c| holds_all(c)) {
@@ -146,7 +149,9 @@ fn cover(
     run: &mut [i64],
     mut place: impl FnMut(usize, i64),
 ) -> (i64, f64) {
-    run.copy_from_slice(p.stock.at(c));
+    for (r, have) in run.iter_mut().zip(p.stock.at(c)) {
+        *r = i64::from(*have);
+    }
     let (mut units, mut cost) = (0, p.score[c]);
     for (l, want) in left.iter().enumerate() {
         if *want <= 0 {
@@ -201,14 +206,14 @@ impl WholeLines {
             let have = p.stock.at(c);
             // Without branches: whether a node holds a line is as good as
             // random, and mispredicted branches cost more than this.
-            mask[c] = p
-                .need
-                .iter()
-                .zip(p.sku_of)
-                .enumerate()
-                .fold(0u64, |m, (l, (&need, &sku))| {
-                    m | (u64::from((need > 0) & (need <= have[sku])) << l)
-                });
+            mask[c] =
+                p.need
+                    .iter()
+                    .zip(p.sku_of)
+                    .enumerate()
+                    .fold(0u64, |m, (l, (&need, &sku))| {
+                        m | (u64::from((need > 0) & (need <= i64::from(have[sku]))) << l)
+                    });
         }
         Some(WholeLines { mask })
     }
@@ -416,7 +421,10 @@ fn improve(p: &Problem, whole: Option<&WholeLines>, s: &mut Solution) {
                 // `v` is unused, so all its stock is free.
                 let carries = match whole {
                     Some(w) => w.mask[v] & line_mask == line_mask,
-                    None => want.iter().zip(p.stock.at(v)).all(|(w, have)| w <= have),
+                    None => want
+                        .iter()
+                        .zip(p.stock.at(v))
+                        .all(|(w, have)| *w <= i64::from(*have)),
                 };
                 if carries {
                     best = Some((v, there));

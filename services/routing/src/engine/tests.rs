@@ -483,3 +483,27 @@ fn a_single_shipment_rule_that_falls_through_measures_only_whole_nodes() {
         "cannot ship the whole order, and the rule ships it in one"
     );
 }
+
+#[test]
+fn stock_beyond_32_bits_counts_as_the_most_a_node_can_hold() {
+    // Stock is kept in 32-bit counts (vector code): more than that at a
+    // node is still "plenty", and a line beyond it is still short.
+    let o = order(&[("A", 5), ("B", 3_000_000_000)]);
+    let net = network();
+    let s = stock(
+        &net,
+        &o,
+        &[("A", "DC-BER", 10_000_000_000), ("B", "DC-BER", -4)],
+    );
+    assert_eq!(s.get(0, net.index_of("DC-BER").unwrap()), Stock::MAX);
+    assert_eq!(s.get(1, net.index_of("DC-BER").unwrap()), 0);
+    let o = order(&[("A", 5)]);
+    let w = World::new(&o, &[("A", "DC-BER", 10_000_000_000)]);
+    let d = w.decide(&compile(vec![rule("r1")]), &o);
+    assert_eq!(placed(&d), [("1".into(), "DC-BER".into(), 5)]);
+    let big = order(&[("A", 3_000_000_000)]);
+    let w = World::new(&big, &[("A", "DC-BER", 10_000_000_000)]);
+    let d = w.decide(&compile(vec![rule("r1")]), &big);
+    assert!(placed(&d).is_empty(), "{:?}", placed(&d));
+    assert_eq!(d.backorders.len(), 1);
+}
