@@ -235,44 +235,41 @@ fn filter(
 
 fn normalise(rule: &Rule, cands: &mut [Candidate]) {
     // Best and worst raw value per criterion over the eligible nodes, in
-    // one pass; then each node's weighted parts in a second.
-    let n = rule.ranking.len();
+    // one pass; then each node's weighted parts in a second. Both passes
+    // run over all six slots whatever the rule ranks by (a slot the rule
+    // does not use holds 0 and weighs 0), so that they unroll into
+    // straight-line code without a branch per criterion.
     let (mut lo, mut hi) = ([f64::INFINITY; 6], [f64::NEG_INFINITY; 6]);
     for c in cands.iter().filter(|c| c.reject.is_none()) {
-        for k in 0..n {
+        for k in 0..6 {
             let raw = c.parts[k].0;
             // Plain comparisons of numbers (an unknown measure takes no
             // part): `f64::min` and `max` pay for NaN handling here.
             let finite = raw.is_finite();
-            let (for_lo, for_hi) = if finite {
-                (raw, raw)
-            } else {
-                (f64::INFINITY, f64::NEG_INFINITY)
-            };
-            if for_lo < lo[k] {
-                lo[k] = for_lo;
-            }
-            if for_hi > hi[k] {
-                hi[k] = for_hi;
-            }
+            let for_lo = if finite { raw } else { f64::INFINITY };
+            let for_hi = if finite { raw } else { f64::NEG_INFINITY };
+            lo[k] = if for_lo < lo[k] { for_lo } else { lo[k] };
+            hi[k] = if for_hi > hi[k] { for_hi } else { hi[k] };
         }
     }
     let mut best = [0.0; 6];
     let mut range = [0.0; 6];
+    let mut weight = [0.0; 6];
     // Whether the nodes differ at all in a criterion (else each scores 0).
     let mut spread = [false; 6];
-    for (k, (criterion, _)) in rule.ranking.iter().enumerate() {
-        let (b, w) = if lower_is_better(*criterion) {
+    for (k, (criterion, w)) in rule.ranking.iter().enumerate().take(6) {
+        let (b, worst) = if lower_is_better(*criterion) {
             (lo[k], hi[k])
         } else {
             (hi[k], lo[k])
         };
         best[k] = b;
-        range[k] = w - b;
+        range[k] = worst - b;
         spread[k] = range[k] != 0.0 && range[k].is_finite();
+        weight[k] = *w;
     }
     for c in cands.iter_mut().filter(|c| c.reject.is_none()) {
-        for (k, (_, weight)) in rule.ranking.iter().enumerate() {
+        for k in 0..6 {
             let raw = c.parts[k].0;
             // An unknown measure (no coordinates) ranks as the worst.
             let norm = if !raw.is_finite() {
@@ -282,8 +279,9 @@ fn normalise(rule: &Rule, cands: &mut [Candidate]) {
             } else {
                 (raw - best[k]) / range[k]
             };
-            c.parts[k].1 = weight * norm;
-            c.score += weight * norm;
+            let part = weight[k] * norm;
+            c.parts[k].1 = part;
+            c.score += part;
         }
     }
 }
