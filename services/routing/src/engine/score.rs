@@ -96,6 +96,8 @@ pub fn candidates(rule: &Rule, t: &Target, s: &Situation, out: &mut Vec<Candidat
             chosen: false,
         },
     );
+    // Best and worst raw value per criterion, gathered as nodes are measured.
+    let mut range = Range::new();
     for (i, (node, c)) in s.network.nodes.iter().zip(out.iter_mut()).enumerate() {
         let distance = || match (s.network.units[i], origin) {
             (Some(a), Some(b)) => Some(carrier::distance_between(a, b)),
@@ -144,8 +146,9 @@ pub fn candidates(rule: &Rule, t: &Target, s: &Situation, out: &mut Vec<Candidat
             };
             c.parts[k].0 = raw;
         }
+        range.add(&c.parts);
     }
-    normalise(rule, out);
+    normalise(rule, &range, out);
 }
 
 fn filter(
@@ -233,25 +236,49 @@ fn filter(
     None
 }
 
-fn normalise(rule: &Rule, cands: &mut [Candidate]) {
-    // Best and worst raw value per criterion over the eligible nodes, in
-    // one pass; then each node's weighted parts in a second. Both passes
-    // run over all six slots whatever the rule ranks by (a slot the rule
-    // does not use holds 0 and weighs 0), so that they unroll into
-    // straight-line code without a branch per criterion.
-    let (mut lo, mut hi) = ([f64::INFINITY; 6], [f64::NEG_INFINITY; 6]);
-    for c in cands.iter().filter(|c| c.reject.is_none()) {
-        for k in 0..6 {
-            let raw = c.parts[k].0;
-            // Plain comparisons of numbers (an unknown measure takes no
-            // part): `f64::min` and `max` pay for NaN handling here.
-            let finite = raw.is_finite();
-            let for_lo = if finite { raw } else { f64::INFINITY };
-            let for_hi = if finite { raw } else { f64::NEG_INFINITY };
-            lo[k] = if for_lo < lo[k] { for_lo } else { lo[k] };
-            hi[k] = if for_hi > hi[k] { for_hi } else { hi[k] };
+/// The lowest and highest raw value of each criterion slot over the
+/// eligible nodes; an unknown measure (not finite) takes no part.
+struct Range {
+    lo: [f64; 6],
+    hi: [f64; 6],
+}
+
+impl Range {
+    fn new() -> Range {
+        Range {
+            lo: [f64::INFINITY; 6],
+            hi: [f64::NEG_INFINITY; 6],
         }
     }
+
+    /// Takes in one node's measures: all six slots, whatever the rule
+    /// ranks by (a slot it does not use holds 0 and weighs 0), so that
+    /// this unrolls into straight-line code.
+    fn add(&mut self, parts: &[(f64, f64); 6]) {
+        for (k, (raw, _)) in parts.iter().enumerate() {
+            // Plain comparisons of numbers: `f64::min` and `max` pay for
+            // NaN handling here.
+            let finite = raw.is_finite();
+            let for_lo = if finite { *raw } else { f64::INFINITY };
+            let for_hi = if finite { *raw } else { f64::NEG_INFINITY };
+            self.lo[k] = if for_lo < self.lo[k] {
+                for_lo
+            } else {
+                self.lo[k]
+            };
+            self.hi[k] = if for_hi > self.hi[k] {
+                for_hi
+            } else {
+                self.hi[k]
+            };
+        }
+    }
+}
+
+/// Each eligible node's weighted parts and score from the range of each
+/// criterion, over all six slots as [`Range::add`] does.
+fn normalise(rule: &Rule, r: &Range, cands: &mut [Candidate]) {
+    let (lo, hi) = (r.lo, r.hi);
     let mut best = [0.0; 6];
     let mut range = [0.0; 6];
     let mut weight = [0.0; 6];

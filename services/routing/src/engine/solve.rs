@@ -254,8 +254,17 @@ impl WholeLines {
         Some(WholeLines { mask })
     }
 
-    /// Units of the lines in `mask`.
-    fn units(p: &Problem, mut mask: u64) -> i64 {
+    /// Units of the lines in `mask`: a table of every byte's sum when there
+    /// are many candidates (each node's count is asked once, then again
+    /// after every round that takes some of its lines), else bit by bit.
+    fn units(p: &Problem, sums: Option<&[i64]>, mut mask: u64) -> i64 {
+        if let Some(t) = sums {
+            return t
+                .chunks_exact(256)
+                .enumerate()
+                .map(|(j, byte)| byte[((mask >> (8 * j)) & 0xFF) as usize])
+                .sum();
+        }
         let mut sum = 0;
         while mask != 0 {
             sum += p.need[mask.trailing_zeros() as usize];
@@ -264,13 +273,30 @@ impl WholeLines {
         sum
     }
 
+    /// The units of every subset of each eight lines: 256 sums per byte of
+    /// a line mask, each one more line than a sum already made.
+    fn byte_sums(need: &[i64]) -> Vec<i64> {
+        let bytes = need.len().div_ceil(8);
+        let mut t = vec![0i64; bytes * 256];
+        for j in 0..bytes {
+            for b in 1..256usize {
+                let line = 8 * j + b.trailing_zeros() as usize;
+                t[j * 256 + b] = t[j * 256 + (b & (b - 1))] + need.get(line).copied().unwrap_or(0);
+            }
+        }
+        t
+    }
+
     fn greedy(&self, p: &Problem) -> Solution {
         let mut open = open_lines(p);
+        // Building the table costs about what 64 candidates' counts do.
+        let sums = (p.cands.len() > 64).then(|| Self::byte_sums(p.need));
+        let sums = sums.as_deref();
         // What each candidate would place of the lines still open.
         let mut units: Vec<i64> = p
             .cands
             .iter()
-            .map(|&c| Self::units(p, self.mask[c]))
+            .map(|&c| Self::units(p, sums, self.mask[c]))
             .collect();
         let mut used: Vec<usize> = Vec::new();
         let mut placed = Vec::new();
@@ -302,7 +328,7 @@ impl WholeLines {
             for (u, &c) in units.iter_mut().zip(p.cands) {
                 let m = self.mask[c];
                 if m & take != 0 {
-                    *u -= Self::units(p, m & take);
+                    *u -= Self::units(p, sums, m & take);
                 }
             }
             used.push(node);
@@ -663,7 +689,8 @@ mod tests {
         };
         for _ in 0..500 {
             let lines = 1 + next(20) as usize;
-            let nodes = 12;
+            // Past 64 candidates the greedy counts units from its table.
+            let nodes = if next(4) == 0 { 90 } else { 12 };
             let rows: Vec<Vec<i64>> = (0..lines)
                 .map(|_| (0..nodes).map(|_| next(4) as i64).collect())
                 .collect();
@@ -722,6 +749,37 @@ mod tests {
                     .filter(|&k| have[k] >= want[k])
                     .fold(0u64, |m, k| m | 1 << k);
                 assert_eq!(covered(&want, &have), expected, "{n} SKUs");
+            }
+        }
+    }
+
+    #[test]
+    fn byte_sums_count_the_units_of_a_mask_as_its_bits_do() {
+        let mut seed = 5u64;
+        let mut next = move |n: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            seed >> (64 - n)
+        };
+        let st = stock(&[&[0]]);
+        for lines in 1..=64usize {
+            let need: Vec<i64> = (0..lines).map(|_| next(3) as i64).collect();
+            let sku_of: Vec<usize> = (0..lines).collect();
+            let p = problem(&need, &sku_of, lines, &[], &[], &st);
+            let sums = WholeLines::byte_sums(&need);
+            for _ in 0..50 {
+                let all = if lines == 64 {
+                    u64::MAX
+                } else {
+                    (1 << lines) - 1
+                };
+                let mask = next(64) & all;
+                assert_eq!(
+                    WholeLines::units(&p, Some(&sums), mask),
+                    WholeLines::units(&p, None, mask),
+                    "{lines} lines, mask {mask:b}"
+                );
             }
         }
     }
