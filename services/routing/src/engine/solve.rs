@@ -590,6 +590,18 @@ fn assign(
 mod tests {
     use super::*;
 
+    /// Numbers below `n` from a seeded linear congruential generator: the
+    /// tests want repeatable problems, not good randomness.
+    fn seeded(seed: u64) -> impl FnMut(u64) -> u64 {
+        let mut s = seed;
+        move |n| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 33) % n
+        }
+    }
+
     fn stock(rows: &[&[i64]]) -> Stock {
         // rows[sku][node]
         let mut s = Stock::new(rows.len(), rows[0].len());
@@ -680,13 +692,7 @@ mod tests {
     fn whole_lines_choose_and_improve_as_the_cover_does() {
         // Seeded pseudo-random problems: 12 nodes, 1 to 20 lines of distinct
         // SKUs, sparse stock, ties in score.
-        let mut seed = 7u64;
-        let mut next = move |n: u64| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 33) % n
-        };
+        let mut next = seeded(7);
         for _ in 0..500 {
             let lines = 1 + next(20) as usize;
             // Past 64 candidates the greedy counts units from its table.
@@ -729,13 +735,7 @@ mod tests {
 
     #[test]
     fn covered_reads_every_sku_as_a_compare_would() {
-        let mut seed = 11u64;
-        let mut next = move |n: u64| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 33) % n
-        };
+        let mut next = seeded(11);
         let value = |r: u64| match r {
             0 => 0,
             1 => i32::MAX,
@@ -755,13 +755,7 @@ mod tests {
 
     #[test]
     fn byte_sums_count_the_units_of_a_mask_as_its_bits_do() {
-        let mut seed = 5u64;
-        let mut next = move |n: u64| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            seed >> (64 - n)
-        };
+        let mut next = seeded(5);
         let st = stock(&[&[0]]);
         for lines in 1..=64usize {
             let need: Vec<i64> = (0..lines).map(|_| next(3) as i64).collect();
@@ -774,7 +768,7 @@ mod tests {
                 } else {
                     (1 << lines) - 1
                 };
-                let mask = next(64) & all;
+                let mask = (0..64).fold(0u64, |m, b| m | next(2) << b) & all;
                 assert_eq!(
                     WholeLines::units(&p, Some(&sums), mask),
                     WholeLines::units(&p, None, mask),
