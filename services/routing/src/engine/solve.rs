@@ -325,10 +325,12 @@ impl WholeLines {
                     }),
             );
             open &= !take;
+            // Whether a node shares lines with the one taken is as good as
+            // random: with the table every node is counted without a branch.
             for (u, &c) in units.iter_mut().zip(p.cands) {
-                let m = self.mask[c];
-                if m & take != 0 {
-                    *u -= Self::units(p, sums, m & take);
+                let m = self.mask[c] & take;
+                if sums.is_some() || m != 0 {
+                    *u -= Self::units(p, sums, m);
                 }
             }
             used.push(node);
