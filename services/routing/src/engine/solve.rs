@@ -223,8 +223,8 @@ impl WholeLines {
         }
         // Units wanted per SKU, as stock counts them (a line wanting more
         // than a node can count is left to the cover); SKUs of closed lines
-        // are wanted by no mask.
-        let mut want = vec![0i32; p.skus.min(64)];
+        // are wanted by no mask. On the stack: this runs once per plan.
+        let mut want = [0i32; 64];
         let mut open = 0u64;
         for (&need, &sku) in p.need.iter().zip(p.sku_of) {
             if need > Stock::MAX {
@@ -238,10 +238,11 @@ impl WholeLines {
         // Orders list their distinct SKUs in line order, so line `l` is
         // mostly SKU `l` and the SKU mask is the line mask.
         let in_line_order = p.sku_of.iter().enumerate().all(|(l, &k)| l == k);
+        let want = &want[..p.skus.min(64)];
         // Scores are per node, so their length is the network's.
         let mut mask = vec![0u64; p.score.len()];
         for &c in p.cands {
-            let skus = covered(&want, p.stock.at(c)) & open;
+            let skus = covered(want, p.stock.at(c)) & open;
             mask[c] = if in_line_order {
                 skus
             } else {
