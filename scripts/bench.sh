@@ -47,6 +47,9 @@ print("hot SKU reservations through gRPC (durable, verified):")
 print(f"  {r:,.0f} reservations/s   p50 {h['p50_ms']:.2f} ms   p99 {h['p99_ms']:.2f} ms   oversold {h['oversold']}")
 print(f"  vs redis_reserve_ops {b['redis_reserve_ops']:,.0f}/s: {ratio(b['redis_reserve_ops'])} (target >= 0.5x)")
 print(f"  vs pg_hot_row_tps    {b['pg_hot_row_tps']:,.0f}/s: {ratio(b['pg_hot_row_tps'])} (target >= 20x)")
+c = h["grpc_noop_calls_per_s"]
+print(f"  gRPC ceiling here: a no-op unary call (health check, same clients and connections) {c:,.0f}/s"
+      f" = {c / b['redis_reserve_ops']:.2f}x redis_reserve_ops; reservations are {r / c:.2f}x of it")
 i = json.load(open(".oms/bench-ingest.json"))
 o = i["orders_per_s"]
 print()

@@ -1,7 +1,9 @@
 //! Hot SKU: N clients reserve one unit each of a single SKU as fast as
 //! they can. Reports reservations/s and latency, then verifies that no unit
 //! was oversold: grants counted by the clients, the holds in Postgres and
-//! the availability left must agree with the stock.
+//! the availability left must agree with the stock. Then measures the
+//! ceiling of any unary call on this machine (a no-op through the same
+//! server, clients and connections) to read the figure against.
 use crate::load::{self, Outcome};
 use oms_proto::common::NodeKind;
 use oms_proto::inventory::{inventory_service_client::InventoryServiceClient, *};
@@ -143,6 +145,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .remove(0);
     let oversold = (held - args.stock).max(0);
     let consistent = held == granted as i64 && avail.available == args.stock - held;
+    let ceiling = noop_ceiling(&channels, args.clients, args.seconds).await;
     println!(
         "{}",
         serde_json::json!({
@@ -161,6 +164,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "available_left": avail.available,
             "oversold": oversold,
             "consistent": consistent,
+            "grpc_noop_calls_per_s": ceiling,
         })
     );
     drop(svc);
@@ -169,4 +173,26 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "verification failed"
     );
     Ok(())
+}
+
+/// Calls/s of the cheapest unary call the same server answers (the health
+/// check: no auth, no storage) from the same clients over the same
+/// connections: what HTTP/2, tonic and the server's layers cost on this
+/// machine with nothing behind them, the ceiling of any unary RPC here.
+async fn noop_ceiling(channels: &[tonic::transport::Channel], clients: usize, seconds: u64) -> f64 {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let report = load::drive(clients, seconds, |c| {
+        let client = HealthClient::new(channels[c % channels.len()].clone());
+        move |_| {
+            let mut client = client.clone();
+            async move {
+                match client.check(HealthCheckRequest::default()).await {
+                    Ok(_) => Outcome::Ok,
+                    Err(_) => Outcome::Failed,
+                }
+            }
+        }
+    })
+    .await;
+    report.ok as f64 / report.seconds
 }

@@ -211,35 +211,35 @@ impl Gate {
     ) -> Result<Vec<ReserveOutcome>, GateError> {
         let k = &self.keys;
         let mut keys = vec![k.ready(tenant), k.expiry(tenant)];
-        let mut json_items = Vec::with_capacity(items.len());
-        for it in items {
-            let rkey = k.reservation(tenant, &it.id);
-            keys.push(rkey.clone());
-            let mut akeys = serde_json::Map::new();
-            for l in &it.lines {
+        keys.extend(items.iter().map(|it| k.reservation(tenant, &it.id)));
+        let mut akeys = serde_json::Map::new();
+        for l in items.iter().flat_map(|it| &it.lines) {
+            if !akeys.contains_key(&l.sku) {
                 let a = k.avail(tenant, &l.sku);
-                if !akeys.contains_key(&l.sku) {
-                    keys.push(a.clone());
-                    akeys.insert(l.sku.clone(), a.into());
-                }
+                keys.push(a.clone());
+                akeys.insert(l.sku.clone(), a.into());
             }
-            let mut item = serde_json::json!({
-                "id": it.id, "rkey": rkey, "h": it.request_hash, "e": it.expire_ms,
-                "akeys": akeys, "lines": it.lines,
-            });
-            if let Some(c) = &it.channel {
-                // The item doubles as the limit the script checks.
-                for (k, v) in c.to_json().as_object().into_iter().flatten() {
-                    item[k] = v.clone();
-                }
-            }
-            json_items.push(item);
         }
+        let json_items: Vec<serde_json::Value> = items
+            .iter()
+            .map(|it| {
+                let mut item = serde_json::json!({
+                    "id": it.id, "h": it.request_hash, "e": it.expire_ms, "lines": it.lines,
+                });
+                if let Some(c) = &it.channel {
+                    // The item doubles as the limit the script checks.
+                    for (k, v) in c.to_json().as_object().into_iter().flatten() {
+                        item[k] = v.clone();
+                    }
+                }
+                item
+            })
+            .collect();
         let body: ReserveBody = self
             .run(
                 &self.reserve,
                 keys,
-                serde_json::json!({ "items": json_items }),
+                serde_json::json!({ "akeys": akeys, "items": json_items }),
             )
             .await?;
         Ok(body.results)

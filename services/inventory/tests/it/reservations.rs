@@ -123,6 +123,36 @@ async fn repeating_a_reservation_id_returns_the_first_result() {
 }
 
 #[tokio::test]
+async fn a_new_reservation_sent_many_times_at_once_is_granted_once() {
+    let mut h = start().await;
+    stocked(&mut h, &[("S", 10), ("T", 10)]).await;
+    // Sent together, the copies share batches (the gate sees the id twice
+    // in one script) or follow one another: either way one grant.
+    let calls = (0..20).map(|_| {
+        let mut c = h.client.clone();
+        async move {
+            reserve(
+                &mut c,
+                "acme",
+                "twin",
+                vec![line("S", "", 3), line("T", "", 1)],
+            )
+            .await
+        }
+    });
+    let results: Vec<_> = join_all(calls)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert!(results.iter().all(|r| *r == results[0]), "{results:?}");
+    assert_eq!(available(&mut h.client, "acme", "S").await.available, 7);
+    assert_eq!(available(&mut h.client, "acme", "T").await.available, 9);
+    assert_eq!(held_in_record(&h.db, "acme", "S").await, 3);
+    assert_eq!(held_in_record(&h.db, "acme", "T").await, 1);
+}
+
+#[tokio::test]
 async fn bad_reservations_change_nothing() {
     let mut h = start().await;
     stocked(&mut h, &[("S", 5)]).await;

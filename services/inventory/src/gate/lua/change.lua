@@ -111,13 +111,15 @@ elseif req.op == 'extend' then
   -- allocations from the start.
   if r.s ~= 'active' and r.s ~= 'confirmed' then return done('STATE') end
   local t = tally(req.entries)
-  local short = shortfall(akeys, t, req.limit)
+  local v = view()
+  local short = shortfall(v, akeys, t, req.limit)
   if #short > 0 then return done('SHORT', short) end
   for hk, q in pairs(t.holds) do
     local sku, node = split(hk)
-    take_hold(akeys[sku], node, q)
+    take_hold(v, akeys[sku], node, q)
     r.holds[hk] = (r.holds[hk] or 0) + q
   end
+  v.flush()
   finish(false); return done('OK', t.holds)
 end
 return done('STATE', 'unknown op')

@@ -14,23 +14,54 @@ local function split(k) local i = string.find(k, '\t', 1, true); return string.s
 local function field(akey, f) return tonumber(redis.call('HGET', akey, f) or '0') end
 local function nodefield(node) return 'n:' .. node end
 local function total(holds) local n = 0; for _, v in pairs(holds) do n = n + v end; return n end
+-- A script's view of the avail hashes it touches: each is read once (the
+-- first time it is asked about), takes change the view at once (so later
+-- checks in the same script see them), and `flush` writes one HINCRBY per
+-- changed field. A batch of many reservations of one hot SKU costs one
+-- HGETALL and one HINCRBY, not one of each per reservation.
+local function view()
+  local v = {hashes = {}, deltas = {}}
+  function v.get(akey)
+    local h = v.hashes[akey]
+    if not h then
+      h = {}
+      local flat = redis.call('HGETALL', akey)
+      for i = 1, #flat, 2 do h[flat[i]] = tonumber(flat[i + 1]) end
+      v.hashes[akey] = h
+      v.deltas[akey] = {}
+    end
+    return h
+  end
+  function v.add(akey, f, n)
+    local h = v.get(akey)
+    h[f] = (h[f] or 0) + n
+    local d = v.deltas[akey]
+    d[f] = (d[f] or 0) + n
+  end
+  function v.flush()
+    for akey, d in pairs(v.deltas) do
+      for f, n in pairs(d) do if n ~= 0 then redis.call('HINCRBY', akey, f, n) end end
+    end
+    v.deltas = {}
+    for akey, _ in pairs(v.hashes) do v.deltas[akey] = {} end
+  end
+  return v
+end
 -- Promisable units of a SKU across `nodes` (nil: every node).
-local function promisable(akey, nodes)
-  local flat = redis.call('HGETALL', akey)
-  local sum, nh = 0, 0
+local function promisable(v, akey, nodes)
+  local h = v.get(akey)
+  local sum = 0
   local want = nil
   if nodes and #nodes > 0 then want = {}; for _, n in ipairs(nodes) do want['n:' .. n] = true end end
-  for i = 1, #flat, 2 do
-    local f, v = flat[i], tonumber(flat[i + 1])
-    if f == 'nh' then nh = v
-    elseif string.sub(f, 1, 2) == 'n:' and v > 0 and (want == nil or want[f]) then sum = sum + v end
+  for f, n in pairs(h) do
+    if n > 0 and string.sub(f, 1, 2) == 'n:' and (want == nil or want[f]) then sum = sum + n end
   end
-  return sum - nh
+  return sum - (h['nh'] or 0)
 end
 -- Take units into a hold: at a node, or anywhere in the network.
-local function take_hold(akey, node, units)
-  if node == '' then redis.call('HINCRBY', akey, 'nh', units)
-  else redis.call('HINCRBY', akey, nodefield(node), -units) end
+local function take_hold(v, akey, node, units)
+  if node == '' then v.add(akey, 'nh', units)
+  else v.add(akey, nodefield(node), -units) end
 end
 -- Sums `lines` ({sku, node, q}) per SKU and per SKU and node, in first-seen
 -- SKU order, and as holds ("<sku>\t<node>" = units).
@@ -47,15 +78,16 @@ local function tally(lines)
 end
 -- What the network, a channel's pool and buffer (`limit`: {pool, buf_pct,
 -- buf_qty} or nil) and each named node cannot give of a tally: a list of
--- {sku, node, have, want, channel?}; empty when everything fits.
-local function shortfall(akeys, t, limit)
+-- {sku, node, have, want, channel?}; empty when everything fits. Reads
+-- through the view `v`.
+local function shortfall(v, akeys, t, limit)
   local short = {}
   for _, sku in ipairs(t.skus) do
     local akey, want = akeys[sku], t.per_sku[sku]
-    local have = promisable(akey, nil)
+    local have = promisable(v, akey, nil)
     if have < want then table.insert(short, {sku = sku, node = '', have = have, want = want}) end
     if limit and limit.pool then
-      local p = promisable(akey, limit.pool)
+      local p = promisable(v, akey, limit.pool)
       if p < 0 then p = 0 end
       local held_back = limit.buf_qty
       if limit.buf_pct > 0 then held_back = math.floor(p * limit.buf_pct / 100) end
@@ -63,7 +95,7 @@ local function shortfall(akeys, t, limit)
       if chan < want then table.insert(short, {sku = sku, node = '', have = math.max(chan, 0), want = want, channel = true}) end
     end
     for node, q in pairs(t.at_node[sku]) do
-      local h = field(akey, nodefield(node))
+      local h = v.get(akey)[nodefield(node)] or 0
       if h < q then table.insert(short, {sku = sku, node = node, have = h, want = q}) end
     end
   end

@@ -1,30 +1,44 @@
 -- Reserves a batch of reservations of one tenant; each is all-or-nothing.
--- KEYS[1] ready marker, KEYS[2] expiry zset, KEYS[3..] every key ARGV names.
--- ARGV[1] JSON: { items = [ { id, rkey, h, e, akeys = {sku = key},
+-- KEYS[1] ready marker, KEYS[2] expiry zset, KEYS[2 + i] item i's record,
+-- then every avail key of `akeys`.
+-- ARGV[1] JSON: { akeys = {sku = key}, items = [ { id, h, e,
 --   lines = [ {sku, node, q} ], pool = [node] | nil, buf_pct, buf_qty } ] }
 -- Returns JSON { ready, results = [ {status = OK|EXISTS|CONFLICT|SHORT, state, short} ] }
+-- Changes are written once at the end (one HINCRBY per changed field, one
+-- MSET, one ZADD), whatever the batch's size.
 if redis.call('EXISTS', KEYS[1]) == 0 then return encode({ready = false}) end
 local req = decode(ARGV[1])
-local out = {}
+local akeys = req.akeys
+local v = view()
+local out, written, sets, expiries = {}, {}, {}, {}
 for i, it in ipairs(req.items) do
-  local raw = redis.call('GET', it.rkey)
+  local rkey = KEYS[2 + i]
+  -- A record written earlier in this batch (the same id twice) counts.
+  local raw = written[rkey] or redis.call('GET', rkey)
   if raw then
     local r = decode(raw)
     if r.h ~= it.h then out[i] = {status = 'CONFLICT'} else out[i] = {status = 'EXISTS', state = r.s} end
   else
     local t = tally(it.lines)
-    local short = shortfall(it.akeys, t, it)
+    local short = shortfall(v, akeys, t, it)
     if #short > 0 then
       out[i] = {status = 'SHORT', short = short}
     else
       for hk, q in pairs(t.holds) do
         local sku, node = split(hk)
-        take_hold(it.akeys[sku], node, q)
+        take_hold(v, akeys[sku], node, q)
       end
-      redis.call('SET', it.rkey, encode({s = 'active', h = it.h, e = it.e, c = 0, holds = t.holds}))
-      redis.call('ZADD', KEYS[2], it.e, it.id)
+      local rec = encode({s = 'active', h = it.h, e = it.e, c = 0, holds = t.holds})
+      written[rkey] = rec
+      table.insert(sets, rkey); table.insert(sets, rec)
+      table.insert(expiries, it.e); table.insert(expiries, it.id)
       out[i] = {status = 'OK', state = 'active'}
     end
   end
+end
+v.flush()
+if #sets > 0 then
+  redis.call('MSET', unpack(sets))
+  redis.call('ZADD', KEYS[2], unpack(expiries))
 end
 return encode({ready = true, results = out})
