@@ -25,7 +25,9 @@ use tokio_util::sync::CancellationToken;
 
 const MAX_BATCH: usize = 256;
 /// Few writers, so that batches are large: a batch's fixed cost (five
-/// statements and a commit) is most of what a small one costs Postgres.
+/// round trips, the commit among them) is most of what a small one costs
+/// Postgres. The script of a batch unpacks its records in one call, which
+/// Redis's Lua allows for a few thousand values: keep `MAX_BATCH` small.
 /// With 256 clients `oms-bench hot-sku` gave 4.7k-5.0k/s with 8 writers,
 /// 5.8k-6.4k/s with 3 or 4, 5.2k/s with 1 (2026-12-01).
 const WORKERS: usize = 3;

@@ -16,9 +16,10 @@ local function nodefield(node) return 'n:' .. node end
 local function total(holds) local n = 0; for _, v in pairs(holds) do n = n + v end; return n end
 -- A script's view of the avail hashes it touches: each is read once (the
 -- first time it is asked about), takes change the view at once (so later
--- checks in the same script see them), and `flush` writes one HINCRBY per
--- changed field. A batch of many reservations of one hot SKU costs one
--- HGETALL and one HINCRBY, not one of each per reservation.
+-- checks in the same script see them), and `flush`, called once at the
+-- end, writes one HINCRBY per changed field. A batch of many reservations
+-- of one hot SKU costs one HGETALL and one HINCRBY, not one of each per
+-- reservation.
 local function view()
   local v = {hashes = {}, deltas = {}}
   function v.get(akey)
@@ -42,8 +43,6 @@ local function view()
     for akey, d in pairs(v.deltas) do
       for f, n in pairs(d) do if n ~= 0 then redis.call('HINCRBY', akey, f, n) end end
     end
-    v.deltas = {}
-    for akey, _ in pairs(v.hashes) do v.deltas[akey] = {} end
   end
   return v
 end

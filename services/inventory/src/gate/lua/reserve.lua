@@ -5,7 +5,8 @@
 --   lines = [ {sku, node, q} ], pool = [node] | nil, buf_pct, buf_qty } ] }
 -- Returns JSON { ready, results = [ {status = OK|EXISTS|CONFLICT|SHORT, state, short} ] }
 -- Changes are written once at the end (one HINCRBY per changed field, one
--- MSET, one ZADD), whatever the batch's size.
+-- MSET, one ZADD), whatever the batch's size (`unpack` takes a few
+-- thousand values: the writer's batches are at most 256).
 if redis.call('EXISTS', KEYS[1]) == 0 then return encode({ready = false}) end
 local req = decode(ARGV[1])
 local akeys = req.akeys
