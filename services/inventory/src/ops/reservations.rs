@@ -157,10 +157,14 @@ async fn try_batch(
             .await
             .map_err(|e| (Some(t.clone()), e))?;
         let mut out = Vec::with_capacity(per.len());
-        for (answer, new) in per {
-            if let (Ok(r), true) = (&answer, new) {
-                let skus = r.lines.iter().map(|l| l.sku.clone()).collect();
-                granted.push((t.clone(), r.reservation_id.clone(), skus));
+        for (answer, grant) in per {
+            if let (Ok(r), Grant::Fresh | Grant::Recorded) = (&answer, grant) {
+                // Only what this batch's script granted is given back when
+                // the record fails: another grant may be another batch's.
+                if grant == Grant::Fresh {
+                    let skus = r.lines.iter().map(|l| l.sku.clone()).collect();
+                    granted.push((t.clone(), r.reservation_id.clone(), skus));
+                }
                 let ev = InventoryEvent {
                     meta: None,
                     kind: Some(inventory_event::Kind::StockReserved(StockReserved {
@@ -201,7 +205,7 @@ async fn try_batch(
 }
 
 /// Reserves one tenant's part of a batch inside the batch transaction:
-/// an answer per job, and whether it is a new grant.
+/// an answer per job, and what the batch did for it.
 async fn tenant_batch(
     tx: &mut sqlx::PgConnection,
     gate: &Gate,
@@ -209,7 +213,7 @@ async fn tenant_batch(
     tenant: &Tenant,
     jobs: &[Job],
     now: DateTime<Utc>,
-) -> Result<Vec<(Result<Reservation>, bool)>> {
+) -> Result<Vec<(Result<Reservation>, Grant)>> {
     let ids: Vec<String> = jobs.iter().map(|j| j.res.id.clone()).collect();
     let stored = repo::reservations::existing(&mut *tx, tenant, &ids).await?;
     let mut skus: Vec<String> = jobs.iter().flat_map(|j| j.res.skus()).collect();
@@ -274,12 +278,16 @@ async fn tenant_batch(
     } else {
         gate.reserve(tenant, &items).await?
     };
-    let mut new_rows: Vec<(usize, Reservation, Holds, DateTime<Utc>)> = Vec::new();
+    // (job, record, holds, expiry, whether this batch's script granted it)
+    let mut new_rows: Vec<(usize, Reservation, Holds, DateTime<Utc>, bool)> = Vec::new();
     for ((i, it), outcome) in to_gate.iter().zip(outcomes) {
         let j = &jobs[*i];
+        let fresh = matches!(outcome, ReserveOutcome::Ok);
         match outcome {
-            // A grant the record never kept (its transaction failed and the
-            // give-back too) is recorded now: the gate holds exactly its lines.
+            // Exists: granted by another copy of this request, in this
+            // batch or in one being written, or by a batch whose record
+            // failed (and its give-back too). Recorded unless the record
+            // is there by then; the gate holds exactly its lines.
             ReserveOutcome::Ok | ReserveOutcome::Exists {} => {
                 let expire = DateTime::from_timestamp_millis(it.expire_ms).unwrap_or(now);
                 let r = new_reservation(&j.res, now, expire);
@@ -287,7 +295,7 @@ async fn tenant_batch(
                     *h.entry(gate::hold_key(&l.sku, &l.node)).or_default() += l.q;
                     h
                 });
-                new_rows.push((*i, r, holds, expire));
+                new_rows.push((*i, r, holds, expire, fresh));
             }
             ReserveOutcome::Conflict => answers[*i] = Some(Err(reused(&j.res.id))),
             ReserveOutcome::Short { short } => answers[*i] = Some(Err(Error::Insufficient(short))),
@@ -295,18 +303,41 @@ async fn tenant_batch(
     }
     let rows: Vec<NewRow> = new_rows
         .iter()
-        .map(|(i, r, holds, expire)| NewRow {
+        .map(|(i, r, holds, expire, _)| NewRow {
             reservation: r,
             request_hash: &jobs[*i].res.request_hash,
             expire_time: *expire,
             holds,
         })
         .collect();
-    repo::reservations::insert_many(tx, tenant, &rows, now).await?;
-    let mut new = vec![false; jobs.len()];
-    for (i, r, _, _) in new_rows {
-        answers[i] = Some(Ok(r));
-        new[i] = true;
+    let mut stored_now = repo::reservations::insert_many(tx, tenant, &rows, now).await?;
+    let mut new = vec![Grant::Old; jobs.len()];
+    let mut lost = Vec::new();
+    for (i, r, _, _, fresh) in new_rows {
+        // The first copy of an id stored here answers with it; the others
+        // answer with the record as the first result, stored now or by a
+        // concurrent batch (the insert waited for its commit).
+        if stored_now.remove(&r.reservation_id) {
+            answers[i] = Some(Ok(r));
+            new[i] = if fresh { Grant::Fresh } else { Grant::Recorded };
+        } else {
+            lost.push(i);
+        }
+    }
+    if !lost.is_empty() {
+        let ids: Vec<String> = lost.iter().map(|i| jobs[*i].res.id.clone()).collect();
+        let stored = repo::reservations::existing(&mut *tx, tenant, &ids).await?;
+        for i in lost {
+            let r = &jobs[i].res;
+            answers[i] = Some(match stored.get(&r.id) {
+                Some((hash, existing)) if *hash == r.request_hash => Ok(existing.clone()),
+                Some(_) => Err(reused(&r.id)),
+                None => Err(Error::Internal(format!(
+                    "reservation {} was neither stored nor found",
+                    r.id
+                ))),
+            });
+        }
     }
     Ok(answers
         .into_iter()
@@ -318,6 +349,17 @@ async fn tenant_batch(
             )
         })
         .collect())
+}
+
+/// What a batch did for one answered reservation.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Grant {
+    /// Nothing new: answered from the record, or refused.
+    Old,
+    /// Granted by this batch's script and recorded by it.
+    Fresh,
+    /// Granted earlier (a record that failed) and recorded by this batch.
+    Recorded,
 }
 
 /// The nodes named among `ids` (empty ones name none) that `tenant` may

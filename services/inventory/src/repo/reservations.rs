@@ -5,7 +5,7 @@ use oms_kernel::Tenant;
 use oms_proto::inventory::{Reservation, ReservationState};
 use prost::Message;
 use sqlx::{PgConnection, PgExecutor, Postgres, QueryBuilder};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 pub fn state_db(s: ReservationState) -> &'static str {
     match s {
@@ -63,15 +63,17 @@ pub async fn existing(
 }
 
 /// Stores new reservations and their holds in a few statements, whatever
-/// their number (the group-commit writer sends hundreds at once).
+/// their number (the group-commit writer sends hundreds at once). Returns
+/// the ids it stored: an id stored already (by a concurrent batch, or
+/// twice in `rows`) is left as it was and not returned.
 pub async fn insert_many(
     tx: &mut PgConnection,
     tenant: &Tenant,
     rows: &[NewRow<'_>],
     now: DateTime<Utc>,
-) -> sqlx::Result<()> {
+) -> sqlx::Result<HashSet<String>> {
     if rows.is_empty() {
-        return Ok(());
+        return Ok(HashSet::new());
     }
     let ids: Vec<&str> = rows
         .iter()
@@ -98,16 +100,19 @@ pub async fn insert_many(
         }
     }
     // One statement (one round trip) for both tables.
-    sqlx::query(
+    let stored: Vec<String> = sqlx::query_scalar(
         "WITH r AS (
             INSERT INTO reservations (tenant, reservation_id, state, request_hash, expire_time, create_time, update_time, reference, doc)
             SELECT $1, id, 'active', h, e, $2, $2, r, d
             FROM UNNEST($3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::bytea[]) AS t(id, h, e, r, d)
             ON CONFLICT DO NOTHING
+            RETURNING reservation_id
+         ), h AS (
+            INSERT INTO holds (tenant, reservation_id, sku, node_id, held)
+            SELECT $1, id, s, n, h FROM UNNEST($8::text[], $9::text[], $10::text[], $11::bigint[]) AS t(id, s, n, h)
+            ON CONFLICT DO NOTHING
          )
-         INSERT INTO holds (tenant, reservation_id, sku, node_id, held)
-         SELECT $1, id, s, n, h FROM UNNEST($8::text[], $9::text[], $10::text[], $11::bigint[]) AS t(id, s, n, h)
-         ON CONFLICT DO NOTHING",
+         SELECT reservation_id FROM r",
     )
     .bind(tenant.as_str())
     .bind(now)
@@ -120,9 +125,9 @@ pub async fn insert_many(
     .bind(&h_skus)
     .bind(&h_nodes)
     .bind(&h_held)
-    .execute(tx)
+    .fetch_all(tx)
     .await?;
-    Ok(())
+    Ok(stored.into_iter().collect())
 }
 
 /// A reservation locked for a change.

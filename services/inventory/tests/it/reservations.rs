@@ -150,6 +150,15 @@ async fn a_new_reservation_sent_many_times_at_once_is_granted_once() {
     assert_eq!(available(&mut h.client, "acme", "T").await.available, 9);
     assert_eq!(held_in_record(&h.db, "acme", "S").await, 3);
     assert_eq!(held_in_record(&h.db, "acme", "T").await, 1);
+    // One grant, one event: the copies that found it granted say so.
+    let mut c = h.db.connect("inventory").await;
+    let events: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM outbox WHERE tenant = 'acme' AND event_type = 'StockReserved'",
+    )
+    .fetch_one(&mut c)
+    .await
+    .unwrap();
+    assert_eq!(events, 1);
 }
 
 #[tokio::test]
