@@ -26,6 +26,10 @@ pub enum Error {
     Unavailable(String),
     #[error("{0}")]
     Internal(String),
+    /// The reservation writer stopped: the service is shutting down, and
+    /// another replica (or this one, restarted) answers a retry.
+    #[error(transparent)]
+    Stopped(#[from] oms_runtime::batch::Stopped),
     #[error(transparent)]
     Idempotency(#[from] IdempotencyError),
     #[error(transparent)]

@@ -56,6 +56,7 @@ pub fn to_status(e: Error) -> Status {
         }
         Error::Unavailable(m) => status::with_reason(Code::Unavailable, DOMAIN, "UNAVAILABLE", m),
         Error::Internal(m) => status::internal(DOMAIN, &Error::Internal(m)),
+        Error::Stopped(e) => e.into_status(DOMAIN),
         Error::Idempotency(e) => e.into_status(DOMAIN),
         Error::Db(e) => status::from_db(DOMAIN, &e),
         Error::Gate(e) => status::unavailable(DOMAIN, "the reservation gate", &e),
@@ -305,5 +306,17 @@ impl InventoryService for InventoryApi {
             })
         });
         Ok(Response::new(Box::pin(feed)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stopped_writer_is_unavailable_so_that_callers_retry() {
+        let s = to_status(Error::from(oms_runtime::batch::Stopped));
+        assert_eq!(s.code(), Code::Unavailable);
+        assert_eq!(oms_runtime::status::reason(&s), "SHUTTING_DOWN");
     }
 }

@@ -55,13 +55,7 @@ impl Writer {
             tenant: tenant.clone(),
             res,
         };
-        self.0.submit(job).await.map_err(|_| {
-            Error::precondition(
-                "SHUTTING_DOWN",
-                "reservations",
-                "the service is shutting down",
-            )
-        })?
+        self.0.submit(job).await?
     }
 }
 
