@@ -152,13 +152,13 @@ async fn try_batch(
             .map_err(|e| (Some(t.clone()), e))?;
         let mut out = Vec::with_capacity(per.len());
         for (answer, grant) in per {
+            // Only what this batch's script granted is given back when the
+            // record fails: another grant may be another batch's.
+            if let (Ok(r), Grant::Fresh) = (&answer, grant) {
+                let skus = r.lines.iter().map(|l| l.sku.clone()).collect();
+                granted.push((t.clone(), r.reservation_id.clone(), skus));
+            }
             if let (Ok(r), Grant::Fresh | Grant::Recorded) = (&answer, grant) {
-                // Only what this batch's script granted is given back when
-                // the record fails: another grant may be another batch's.
-                if grant == Grant::Fresh {
-                    let skus = r.lines.iter().map(|l| l.sku.clone()).collect();
-                    granted.push((t.clone(), r.reservation_id.clone(), skus));
-                }
                 let ev = InventoryEvent {
                     meta: None,
                     kind: Some(inventory_event::Kind::StockReserved(StockReserved {
@@ -272,28 +272,33 @@ async fn tenant_batch(
     } else {
         gate.reserve(tenant, &items).await?
     };
-    // (job, record, holds, expiry, whether this batch's script granted it)
-    let mut new_rows: Vec<(usize, Reservation, Holds, DateTime<Utc>, bool)> = Vec::new();
+    // (job, record, holds, expiry, what storing the record makes of it)
+    let mut new_rows: Vec<(usize, Reservation, Holds, DateTime<Utc>, Grant)> = Vec::new();
     for ((i, it), outcome) in to_gate.iter().zip(outcomes) {
         let j = &jobs[*i];
-        let fresh = matches!(outcome, ReserveOutcome::Ok);
-        match outcome {
-            // Exists: granted by another copy of this request, in this
-            // batch or in one being written, or by a batch whose record
-            // failed (and its give-back too). Recorded unless the record
-            // is there by then; the gate holds exactly its lines.
-            ReserveOutcome::Ok | ReserveOutcome::Exists {} => {
-                let expire = DateTime::from_timestamp_millis(it.expire_ms).unwrap_or(now);
-                let r = new_reservation(&j.res, now, expire);
-                let holds = j.res.gate_lines().iter().fold(Holds::new(), |mut h, l| {
-                    *h.entry(gate::hold_key(&l.sku, &l.node)).or_default() += l.q;
-                    h
-                });
-                new_rows.push((*i, r, holds, expire, fresh));
+        let grant = match outcome {
+            ReserveOutcome::Ok => Grant::Fresh,
+            // Granted by another copy of this request, in this batch or in
+            // one being written, or by a batch whose record failed (and
+            // its give-back too). Recorded unless the record is there by
+            // then; the gate holds exactly its lines.
+            ReserveOutcome::Exists {} => Grant::Recorded,
+            ReserveOutcome::Conflict => {
+                answers[*i] = Some(Err(reused(&j.res.id)));
+                continue;
             }
-            ReserveOutcome::Conflict => answers[*i] = Some(Err(reused(&j.res.id))),
-            ReserveOutcome::Short { short } => answers[*i] = Some(Err(Error::Insufficient(short))),
-        }
+            ReserveOutcome::Short { short } => {
+                answers[*i] = Some(Err(Error::Insufficient(short)));
+                continue;
+            }
+        };
+        let expire = DateTime::from_timestamp_millis(it.expire_ms).unwrap_or(now);
+        let r = new_reservation(&j.res, now, expire);
+        let holds = j.res.gate_lines().iter().fold(Holds::new(), |mut h, l| {
+            *h.entry(gate::hold_key(&l.sku, &l.node)).or_default() += l.q;
+            h
+        });
+        new_rows.push((*i, r, holds, expire, grant));
     }
     let rows: Vec<NewRow> = new_rows
         .iter()
@@ -307,13 +312,13 @@ async fn tenant_batch(
     let mut stored_now = repo::reservations::insert_many(tx, tenant, &rows, now).await?;
     let mut new = vec![Grant::Old; jobs.len()];
     let mut lost = Vec::new();
-    for (i, r, _, _, fresh) in new_rows {
+    for (i, r, _, _, grant) in new_rows {
         // The first copy of an id stored here answers with it; the others
         // answer with the record as the first result, stored now or by a
         // concurrent batch (the insert waited for its commit).
         if stored_now.remove(&r.reservation_id) {
             answers[i] = Some(Ok(r));
-            new[i] = if fresh { Grant::Fresh } else { Grant::Recorded };
+            new[i] = grant;
         } else {
             lost.push(i);
         }
