@@ -27,7 +27,10 @@ impl Unit {
 pub fn distance_between(a: Unit, b: Unit) -> f64 {
     let [x, y, z] = [a.0[0] - b.0[0], a.0[1] - b.0[1], a.0[2] - b.0[2]];
     let chord = (x * x + y * y + z * z).sqrt();
-    2.0 * EARTH_RADIUS_KM * (chord / 2.0).min(1.0).asin()
+    // fdlibm's arcsine (libm crate), within an ulp of the platform's: a
+    // few multiplications and one division that inline into the loop over
+    // the nodes, where glibc's is a call the loop waits on.
+    2.0 * EARTH_RADIUS_KM * libm::asin((chord / 2.0).min(1.0))
 }
 
 /// Great-circle distance in kilometres.
@@ -97,6 +100,28 @@ mod tests {
         let d = distance_km(berlin, munich);
         assert!((d - 504.0).abs() < 5.0, "{d}");
         assert_eq!(distance_km(berlin, berlin), 0.0);
+    }
+
+    #[test]
+    fn distances_agree_with_the_platform_arcsine() {
+        // A grid over the globe, every pair: libm's arcsine against std's
+        // (the platform's), within a few ulps of the distance.
+        let points: Vec<Unit> = (-8..=8)
+            .flat_map(|a| (-17..=17).map(move |o| (f64::from(a) * 11.0, f64::from(o) * 10.5)))
+            .map(|(lat, lon)| Unit::of(Geo { lat, lon }))
+            .collect();
+        for a in &points {
+            for b in &points {
+                let d = distance_between(*a, *b);
+                let [x, y, z] = [a.0[0] - b.0[0], a.0[1] - b.0[1], a.0[2] - b.0[2]];
+                let chord = (x * x + y * y + z * z).sqrt();
+                let platform = 2.0 * EARTH_RADIUS_KM * (chord / 2.0).min(1.0).asin();
+                assert!(
+                    (d - platform).abs() <= 4.0 * f64::EPSILON * platform.max(1.0),
+                    "{d} {platform}"
+                );
+            }
+        }
     }
 
     #[test]
