@@ -123,6 +123,17 @@ pub fn request_cancel(o: &mut Order) -> Result<Vec<(String, i64)>, Refused> {
             format!("{} is {}; it cannot be cancelled", o.name, st.as_db()),
         ));
     }
+    // The nodes were asked once and their answers decide; asking again
+    // would only send them the same cancel commands twice.
+    if o.cancel_requested {
+        return Err(refuse(
+            "CANCEL_ALREADY_REQUESTED",
+            format!(
+                "{}: its nodes were already asked to cancel; their answers decide",
+                o.name
+            ),
+        ));
+    }
     o.cancel_requested = true;
     let mut now = vec![];
     for l in &mut o.lines {
@@ -581,6 +592,13 @@ mod tests {
         o.lines[1].quantity_backordered = 1;
         assert_eq!(request_cancel(&mut o).unwrap(), [("2".to_string(), 1)]);
         assert!(o.cancel_requested);
+        // A second cancel (another request) asks the nodes nothing more.
+        let twice = o.clone();
+        assert_eq!(
+            request_cancel(&mut o).unwrap_err().reason,
+            "CANCEL_ALREADY_REQUESTED"
+        );
+        assert_eq!(o, twice, "a refused cancel changes nothing");
         assert_eq!(
             cancel(&mut o.clone()).unwrap_err().reason,
             "ILLEGAL_STATE_CHANGE"
