@@ -58,6 +58,16 @@ fn mismatch(rule: &Rule, order: &Order) -> Option<String> {
     None
 }
 
+/// Why a single-shipment rule cannot fill an order that no node holds
+/// whole.
+const NO_WHOLE_NODE: &str = "no node holds the whole order and the rule ships it from one";
+
+/// Whether `rule` ships an order whole from one node or not at all (one
+/// shipment, and a partial plan of no use).
+fn whole_only(rule: &Rule) -> bool {
+    rule.max_shipments == 1 && rule.when_unfillable != UnfillableAction::PartialBackorder
+}
+
 /// One rule's attempt.
 struct Attempt {
     assignments: Vec<Assignment>,
@@ -101,7 +111,9 @@ pub fn plan(rules: &RuleSet, order: &Order, s: &Situation) -> Plan {
         }
         store = found;
     }
-    let mut last: Option<(usize, Attempt)> = None;
+    // The last rule that could not fill the order, and its attempt (None
+    // while it has not been worked out: see below).
+    let mut last: Option<(usize, Option<Attempt>)> = None;
     // Read when the first rule matches; no rule matching reads no stock.
     let mut holdings = None;
     for (ri, rule) in rules.rules.iter().enumerate() {
@@ -120,6 +132,24 @@ pub fn plan(rules: &RuleSet, order: &Order, s: &Situation) -> Plan {
             pickup_store: None,
             holdings: holdings.get_or_insert_with(|| score::holdings(&demand, s)),
         };
+        // A rule that ships the order whole from one node or not at all,
+        // when no node holds all of it: it cannot fill the order whatever
+        // else it asks of the nodes. Its candidates are worked out only if
+        // it turns out to be the last rule tried (they are then the
+        // plan's); a later rule that takes the order never needs them.
+        if store.is_none()
+            && whole_only(rule)
+            && rule.when_unfillable != UnfillableAction::Hold
+            && !t.holdings.iter().any(|h| h.whole)
+        {
+            plan.rules.push(RuleEval {
+                rule: ri,
+                matched: true,
+                reason: format!("could not fill the order ({NO_WHOLE_NODE}); next rule"),
+            });
+            last = Some((ri, None));
+            continue;
+        }
         let a = attempt(rule, &t, store, s);
         let filled = a.left.iter().all(|l| *l == 0);
         let action = rule.when_unfillable;
@@ -157,16 +187,31 @@ pub fn plan(rules: &RuleSet, order: &Order, s: &Situation) -> Plan {
                 a.why.as_deref().unwrap_or("short")
             ),
         });
-        last = Some((ri, a));
+        last = Some((ri, Some(a)));
     }
+    let last = last.map(|(ri, a)| {
+        a.unwrap_or_else(|| {
+            let t = Target {
+                order,
+                demand: &demand,
+                origin,
+                pickup_store: None,
+                holdings: holdings.get_or_insert_with(|| score::holdings(&demand, s)),
+            };
+            Attempt {
+                why: Some(NO_WHOLE_NODE.to_owned()),
+                ..attempt(&rules.rules[ri], &t, store, s)
+            }
+        })
+    });
     let why = match &last {
         None => "no rule matches the order".to_owned(),
-        Some((_, a)) => format!(
+        Some(a) => format!(
             "no rule could fill the order; the last said: {}",
             a.why.as_deref().unwrap_or("short")
         ),
     };
-    if let Some((_, a)) = last {
+    if let Some(a) = last {
         plan.candidates = a.candidates;
     }
     backorder_all(&mut plan, order, &why);

@@ -7,7 +7,7 @@ use super::carrier;
 use super::model::{Candidate, Geo, Order, Reject, Situation, Stock};
 use super::rules::Rule;
 use oms_proto::common::{DeliveryMethod, NodeKind};
-use oms_proto::routing::{Criterion, UnfillableAction};
+use oms_proto::routing::Criterion;
 
 /// What scoring needs to know about the order beyond the rule.
 pub struct Target<'a> {
@@ -36,7 +36,7 @@ pub struct Holding {
     /// Some unit of some wanted SKU.
     any: bool,
     /// Everything wanted.
-    whole: bool,
+    pub(super) whole: bool,
     /// Units left over the demand, summed over the order's SKUs.
     depth: i64,
 }
@@ -228,9 +228,7 @@ fn filter(
     // tried, or the order held): only a node holding everything can take
     // part, and nothing else need be measured. A pickup order's store
     // stock was used before, when it could be; what is left ships whole.
-    let whole_only =
-        rule.max_shipments == 1 && rule.when_unfillable != UnfillableAction::PartialBackorder;
-    if whole_only && !holding.whole {
+    if super::whole_only(rule) && !holding.whole {
         return Some(Reject::NotWhole);
     }
     None

@@ -485,6 +485,50 @@ fn a_single_shipment_rule_that_falls_through_measures_only_whole_nodes() {
 }
 
 #[test]
+fn a_single_shipment_rule_no_node_can_fill_says_so_and_still_explains_its_nodes() {
+    // Nobody holds both SKUs.
+    let o = order(&[("A", 2), ("B", 2)]);
+    let w = World::new(&o, &[("A", "DC-BER", 2), ("B", "DC-MUC", 2)]);
+    let mut one = rule("one");
+    one.split_policy = Some(pb::SplitPolicy {
+        mode: SplitMode::NoSplit as i32,
+        ..Default::default()
+    });
+    one.when_unfillable = UnfillableAction::NextRule as i32;
+    // Followed by a rule that splits: it takes the order.
+    let d = w.decide(&compile(vec![one.clone(), rule("split")]), &o);
+    assert_eq!(d.rule_id, "split");
+    assert_eq!(d.shipments, 2);
+    let rules = &d.explanation.as_ref().unwrap().rules;
+    assert!(
+        rules[0].matched && rules[0].reason.contains("no node holds the whole order"),
+        "{rules:?}"
+    );
+    // Alone, it is the last rule tried: its nodes explain the plan, each
+    // with its own reason, and every unit is backordered saying why.
+    let d = w.decide(&compile(vec![one]), &o);
+    assert!(d.assignments.is_empty());
+    assert_eq!(d.backorders.len(), 2);
+    assert!(
+        d.backorders[0]
+            .reason
+            .contains("no node holds the whole order"),
+        "{:?}",
+        d.backorders
+    );
+    for id in ["DC-BER", "DC-MUC"] {
+        assert_eq!(
+            candidate(&d, id).rejection_reason,
+            "cannot ship the whole order, and the rule ships it in one"
+        );
+    }
+    assert_eq!(
+        candidate(&d, "DC-HAM").rejection_reason,
+        "holds none of the ordered SKUs"
+    );
+}
+
+#[test]
 fn stock_beyond_32_bits_counts_as_the_most_a_node_can_hold() {
     // Stock is kept in 32-bit counts (vector code): more than that at a
     // node is still "plenty", and a line beyond it is still short.
