@@ -60,7 +60,8 @@ fn mismatch(rule: &Rule, order: &Order) -> Option<String> {
 
 /// Why a single-shipment rule cannot fill an order that no node holds
 /// whole.
-const NO_WHOLE_NODE: &str = "no node holds the whole order and the rule ships it from one";
+const NO_WHOLE_NODE: &str =
+    "no node that ships holds the whole order and the rule ships it from one";
 
 /// Whether `rule` ships an order whole from one node or not at all (one
 /// shipment, and a partial plan of no use).

@@ -65,15 +65,34 @@ impl Holding {
     }
 }
 
-/// What each node of the network holds of `demand`.
+/// What each node of the network that may ship holds of `demand`. A node
+/// that is disabled, excluded from this plan or does not ship to customers
+/// (a store without ship-from-store) is rejected under every rule before
+/// its stock is looked at (`filter`: every plan ships, a pickup order's
+/// shortfall to its store), so it counts as holding nothing: networks of
+/// many stores, few of which ship, then read little stock.
 pub fn holdings(demand: &[i64], s: &Situation) -> Vec<Holding> {
     let demand: Vec<i32> = demand
         .iter()
         .map(|d| (*d).clamp(0, Stock::MAX) as i32)
         .collect();
     let wanted: Vec<i32> = demand.iter().map(|d| -i32::from(*d > 0)).collect();
-    (0..s.network.nodes.len())
-        .map(|i| Holding::of(&demand, &wanted, s.stock.at(i)))
+    let none = Holding {
+        any: false,
+        whole: false,
+        depth: 0,
+    };
+    s.network
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            if node.enabled && node.ships_to_customers() && !s.excluded.contains(&i) {
+                Holding::of(&demand, &wanted, s.stock.at(i))
+            } else {
+                none
+            }
+        })
         .collect()
 }
 
@@ -162,6 +181,8 @@ fn filter(
 ) -> Option<Reject> {
     let node = &s.network.nodes[i];
     let nf = &rule.nodes;
+    // True in every plan (a pickup order's store is the one node that does
+    // not ship, and it is no candidate here); `holdings` relies on it.
     let shipping = t.order.delivery != DeliveryMethod::Pickup || t.pickup_store.is_some();
     if !node.enabled {
         return Some(Reject::Disabled);

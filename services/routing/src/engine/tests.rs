@@ -486,9 +486,18 @@ fn a_single_shipment_rule_that_falls_through_measures_only_whole_nodes() {
 
 #[test]
 fn a_single_shipment_rule_no_node_can_fill_says_so_and_still_explains_its_nodes() {
-    // Nobody holds both SKUs.
+    // No node that ships holds both SKUs (the store does, but it does not
+    // ship parcels).
     let o = order(&[("A", 2), ("B", 2)]);
-    let w = World::new(&o, &[("A", "DC-BER", 2), ("B", "DC-MUC", 2)]);
+    let w = World::new(
+        &o,
+        &[
+            ("A", "DC-BER", 2),
+            ("B", "DC-MUC", 2),
+            ("A", "STORE-BER", 5),
+            ("B", "STORE-BER", 5),
+        ],
+    );
     let mut one = rule("one");
     one.split_policy = Some(pb::SplitPolicy {
         mode: SplitMode::NoSplit as i32,
@@ -501,7 +510,10 @@ fn a_single_shipment_rule_no_node_can_fill_says_so_and_still_explains_its_nodes(
     assert_eq!(d.shipments, 2);
     let rules = &d.explanation.as_ref().unwrap().rules;
     assert!(
-        rules[0].matched && rules[0].reason.contains("no node holds the whole order"),
+        rules[0].matched
+            && rules[0]
+                .reason
+                .contains("no node that ships holds the whole order"),
         "{rules:?}"
     );
     // Alone, it is the last rule tried: its nodes explain the plan, each
@@ -512,7 +524,7 @@ fn a_single_shipment_rule_no_node_can_fill_says_so_and_still_explains_its_nodes(
     assert!(
         d.backorders[0]
             .reason
-            .contains("no node holds the whole order"),
+            .contains("no node that ships holds the whole order"),
         "{:?}",
         d.backorders
     );
@@ -525,6 +537,10 @@ fn a_single_shipment_rule_no_node_can_fill_says_so_and_still_explains_its_nodes(
     assert_eq!(
         candidate(&d, "DC-HAM").rejection_reason,
         "holds none of the ordered SKUs"
+    );
+    assert_eq!(
+        candidate(&d, "STORE-BER").rejection_reason,
+        "store without ship-from-store"
     );
 }
 
