@@ -839,3 +839,67 @@ async fn a_channel_watches_what_it_may_sell_in_its_own_skus() {
         .unwrap_err();
     assert_eq!(foreign.code(), tonic::Code::NotFound);
 }
+
+#[tokio::test]
+async fn versions_of_a_new_channel_order_arriving_at_once_become_one_order_and_its_updates() {
+    let suite = Suite::start().await;
+    let mut ingest = IngestServiceClient::new(suite.channel(Service::Ingest));
+    channel(&mut ingest, "pos", ing::ChannelKind::Pos, &[]).await;
+    // Eight versions of one channel order nobody has seen yet, each with
+    // its own address, sent together: all of them look it up before any
+    // is recorded, so all of them try to create it.
+    let version = |i: usize| ing::SubmitOrderRequest {
+        request_id: format!("v-{i}"),
+        channel: "channels/pos".into(),
+        order: Some(ord::Order {
+            channel_order_id: "till-77".into(),
+            currency_code: "EUR".into(),
+            lines: vec![ord::OrderLine {
+                sku: "A".into(),
+                quantity: 1,
+                ..Default::default()
+            }],
+            ship_to: Some(oms_proto::common::PostalAddress {
+                lines: vec![format!("{i} Main St")],
+                city: "Lisbon".into(),
+                country_code: "PT".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    };
+    let answers = futures::future::join_all((0..8).map(|i| {
+        let mut c = ingest.clone();
+        async move { c.submit_order(authed(T, version(i))).await }
+    }))
+    .await;
+    let answers: Vec<ing::SubmitOrderResponse> = answers
+        .into_iter()
+        .map(|a| a.expect("every version is accepted").into_inner())
+        .collect();
+    let created = answers
+        .iter()
+        .filter(|a| a.outcome == ing::SubmissionOutcome::Created as i32)
+        .count();
+    let updated = answers
+        .iter()
+        .filter(|a| a.outcome == ing::SubmissionOutcome::Updated as i32)
+        .count();
+    assert_eq!((created, updated), (1, 7), "{answers:?}");
+    assert!(answers.iter().all(|a| a.order == answers[0].order));
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let found = orders
+        .list_orders(authed(
+            T,
+            ord::ListOrdersRequest {
+                channel_order_id: "till-77".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .orders;
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].name, answers[0].order);
+}

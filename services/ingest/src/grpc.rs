@@ -12,6 +12,7 @@ use oms_proto::orders::{self as ord, order_service_client::OrderServiceClient};
 use oms_runtime::{
     auth::{self, Caller, TokenIssuer},
     client::Outbound,
+    idempotency::REQUEST_ID_REUSED,
     status,
 };
 use sha2::{Digest, Sha256};
@@ -78,6 +79,18 @@ struct Submission<'a> {
     headers: BTreeMap<String, String>,
     /// The canonical order, when the caller sent one instead of a payload.
     canonical: Option<ord::Order>,
+}
+
+/// A later version of a channel order that is already the order `name`.
+struct Later<'a> {
+    channel_id: &'a str,
+    coid: &'a str,
+    name: &'a str,
+    /// Whether the channel had cancelled it before.
+    was_cancelled: bool,
+    /// Whether this version cancels it.
+    cancelled: bool,
+    body_hash: &'a str,
 }
 
 impl IngestApi {
@@ -240,45 +253,27 @@ impl IngestApi {
                 (seen.order_name, SubmissionOutcome::Duplicate)
             }
             Some(seen) => {
-                let (name, was_cancelled) = (seen.order_name, seen.cancelled);
-                if mapped.cancelled && !was_cancelled {
-                    self.cancel(tenant, &name, &channel.channel_id, &coid)
-                        .await?;
-                } else if !mapped.cancelled {
-                    // A later version of the order: its address and customer
-                    // follow, while the order can still change.
-                    let update = ord::UpdateOrderRequest {
-                        request_id: RequestId::derived(
-                            "ingest-update",
-                            format!(
-                                "ingest-update:{}:{}:{}",
-                                channel.channel_id,
-                                coid,
-                                &body_hash[..16]
-                            ),
-                        ),
-                        order: Some(ord::Order {
-                            name: name.clone(),
-                            ..order
-                        }),
-                        update_mask: Some(prost_types::FieldMask {
-                            paths: vec!["ship_to".into(), "customer".into()],
-                        }),
-                        reason: "updated in the channel".into(),
-                    };
-                    match self.orders_of(tenant).update_order(update).await {
-                        Ok(_) => {}
-                        Err(e) if e.code() == Code::FailedPrecondition => {
-                            tracing::info!(order = %name, "channel update after release not applied: {}", e.message());
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
+                let name = seen.order_name;
+                let later = Later {
+                    channel_id: &channel.channel_id,
+                    coid: &coid,
+                    name: &name,
+                    was_cancelled: seen.cancelled,
+                    cancelled: mapped.cancelled,
+                    body_hash,
+                };
+                self.later_version(tenant, &later, order).await?;
                 (name, SubmissionOutcome::Updated)
             }
             None => {
                 let request_id =
                     RequestId::derived("ingest", format!("ingest:{}:{}", channel.channel_id, coid));
+                // Kept for the race below: what a later version changes.
+                let changes = ord::Order {
+                    ship_to: order.ship_to.clone(),
+                    customer: order.customer.clone(),
+                    ..Default::default()
+                };
                 let created = self
                     .creator
                     .create(
@@ -288,12 +283,36 @@ impl IngestApi {
                             order: Some(order),
                         },
                     )
-                    .await?;
-                if mapped.cancelled {
-                    self.cancel(tenant, &created.name, &channel.channel_id, &coid)
-                        .await?;
+                    .await;
+                match created {
+                    Ok(created) => {
+                        if mapped.cancelled {
+                            self.cancel(tenant, &created.name, &channel.channel_id, &coid)
+                                .await?;
+                        }
+                        (created.name, SubmissionOutcome::Created)
+                    }
+                    // Another version of this new channel order was created
+                    // at the same moment (both found no channel order, both
+                    // sent the same derived request id): this one is a
+                    // later version of that order.
+                    Err(e) if status::reason(&e) == REQUEST_ID_REUSED => {
+                        let Some(name) = self.order_of(tenant, &channel.name, &coid).await? else {
+                            return Err(e);
+                        };
+                        let later = Later {
+                            channel_id: &channel.channel_id,
+                            coid: &coid,
+                            name: &name,
+                            was_cancelled: false,
+                            cancelled: mapped.cancelled,
+                            body_hash,
+                        };
+                        self.later_version(tenant, &later, changes).await?;
+                        (name, SubmissionOutcome::Updated)
+                    }
+                    Err(e) => return Err(e),
                 }
-                (created.name, SubmissionOutcome::Created)
             }
         };
         let seen = Seen {
@@ -310,6 +329,70 @@ impl IngestApi {
             },
             seen,
         ))
+    }
+
+    /// A later version of a channel order that is already an order: a
+    /// cancellation cancels it, anything else brings its address and
+    /// customer, while the order can still change.
+    async fn later_version(
+        &self,
+        tenant: &Tenant,
+        v: &Later<'_>,
+        order: ord::Order,
+    ) -> Result<(), Status> {
+        if v.cancelled {
+            if !v.was_cancelled {
+                self.cancel(tenant, v.name, v.channel_id, v.coid).await?;
+            }
+            return Ok(());
+        }
+        let update = ord::UpdateOrderRequest {
+            request_id: RequestId::derived(
+                "ingest-update",
+                format!(
+                    "ingest-update:{}:{}:{}",
+                    v.channel_id,
+                    v.coid,
+                    &v.body_hash[..16]
+                ),
+            ),
+            order: Some(ord::Order {
+                name: v.name.to_owned(),
+                ..order
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["ship_to".into(), "customer".into()],
+            }),
+            reason: "updated in the channel".into(),
+        };
+        match self.orders_of(tenant).update_order(update).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Code::FailedPrecondition => {
+                tracing::info!(order = %v.name, "channel update after release not applied: {}", e.message());
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The order a channel order became, asked of the orders service.
+    async fn order_of(
+        &self,
+        tenant: &Tenant,
+        channel: &str,
+        coid: &str,
+    ) -> Result<Option<String>, Status> {
+        let found = self
+            .orders_of(tenant)
+            .list_orders(ord::ListOrdersRequest {
+                page_size: 1,
+                channel: channel.to_owned(),
+                channel_order_id: coid.to_owned(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        Ok(found.orders.into_iter().next().map(|o| o.name))
     }
 
     /// The orders service, called with a token of `tenant` (minted here:

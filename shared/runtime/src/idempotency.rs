@@ -18,6 +18,10 @@ pub enum Claim<R> {
     Replay(R),
 }
 
+/// The `ErrorInfo` reason of a `request_id` used before for a different
+/// request.
+pub const REQUEST_ID_REUSED: &str = "REQUEST_ID_REUSED";
+
 #[derive(Debug, thiserror::Error)]
 pub enum IdempotencyError {
     #[error("request_id was already used for a different request ({method})")]
@@ -31,8 +35,9 @@ pub enum IdempotencyError {
 impl IdempotencyError {
     pub fn into_status(self, domain: &str) -> tonic::Status {
         match self {
-            IdempotencyError::Reused { .. } => crate::status::invalid_argument(
+            IdempotencyError::Reused { .. } => crate::status::invalid_argument_because(
                 domain,
+                REQUEST_ID_REUSED,
                 &Violations::one("request_id", self.to_string()),
             ),
             IdempotencyError::Db(e) => crate::status::from_db(domain, &e),

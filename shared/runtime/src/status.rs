@@ -15,7 +15,13 @@ fn info(reason: &str, domain: &str) -> ErrorDetails {
 
 /// INVALID_ARGUMENT with every field violation.
 pub fn invalid_argument(domain: &str, violations: &Violations) -> Status {
-    let mut d = info("INVALID_ARGUMENT", domain);
+    invalid_argument_because(domain, "INVALID_ARGUMENT", violations)
+}
+
+/// INVALID_ARGUMENT with field violations and a reason of its own, for a
+/// case clients tell apart (`REQUEST_ID_REUSED`).
+pub fn invalid_argument_because(domain: &str, reason: &str, violations: &Violations) -> Status {
+    let mut d = info(reason, domain);
     for v in &violations.0 {
         d.add_bad_request_violation(&v.field, &v.description);
     }

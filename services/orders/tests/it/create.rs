@@ -85,6 +85,7 @@ async fn a_request_id_reused_for_another_order_is_refused() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(fields(&err), ["request_id"]);
+    assert_eq!(reason(&err), "REQUEST_ID_REUSED");
 }
 
 #[tokio::test]
