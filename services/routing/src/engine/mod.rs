@@ -16,6 +16,7 @@ use oms_proto::common::{DeliveryMethod, ServiceLevel};
 use oms_proto::routing::{PickupFallback, UnfillableAction};
 use rules::{Rule, RuleSet};
 use score::Target;
+use std::cell::OnceCell;
 
 /// Why `rule` does not apply to `order`, or None when it does.
 fn mismatch(rule: &Rule, order: &Order) -> Option<String> {
@@ -116,7 +117,14 @@ pub fn plan(rules: &RuleSet, order: &Order, s: &Situation) -> Plan {
     // while it has not been worked out: see below).
     let mut last: Option<(usize, Option<Attempt>)> = None;
     // Read when the first rule matches; no rule matching reads no stock.
-    let mut holdings = None;
+    let holdings = OnceCell::new();
+    let target = || Target {
+        order,
+        demand: &demand,
+        origin,
+        pickup_store: None,
+        holdings: holdings.get_or_init(|| score::holdings(&demand, s)),
+    };
     for (ri, rule) in rules.rules.iter().enumerate() {
         if let Some(why) = mismatch(rule, order) {
             plan.rules.push(RuleEval {
@@ -126,13 +134,7 @@ pub fn plan(rules: &RuleSet, order: &Order, s: &Situation) -> Plan {
             });
             continue;
         }
-        let t = Target {
-            order,
-            demand: &demand,
-            origin,
-            pickup_store: None,
-            holdings: holdings.get_or_insert_with(|| score::holdings(&demand, s)),
-        };
+        let t = target();
         // A rule that ships the order whole from one node or not at all,
         // when no node holds all of it: it cannot fill the order whatever
         // else it asks of the nodes. Its candidates are worked out only if
@@ -192,13 +194,7 @@ pub fn plan(rules: &RuleSet, order: &Order, s: &Situation) -> Plan {
     }
     let last = last.map(|(ri, a)| {
         a.unwrap_or_else(|| {
-            let t = Target {
-                order,
-                demand: &demand,
-                origin,
-                pickup_store: None,
-                holdings: holdings.get_or_insert_with(|| score::holdings(&demand, s)),
-            };
+            let t = target();
             Attempt {
                 why: Some(NO_WHOLE_NODE.to_owned()),
                 ..attempt(&rules.rules[ri], &t, store, s)
