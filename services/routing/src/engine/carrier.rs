@@ -27,9 +27,11 @@ impl Unit {
 pub fn distance_between(a: Unit, b: Unit) -> f64 {
     let [x, y, z] = [a.0[0] - b.0[0], a.0[1] - b.0[1], a.0[2] - b.0[2]];
     let chord = (x * x + y * y + z * z).sqrt();
-    // fdlibm's arcsine (libm crate), within an ulp of the platform's: a
-    // few multiplications and one division that inline into the loop over
-    // the nodes, where glibc's is a call the loop waits on.
+    // fdlibm's arcsine (libm crate), within an ulp of the platform's: for
+    // arguments below 0.5 (distances below about 6,700 km) a few
+    // multiplications and one division, where glibc's took 7 % of a
+    // 1,000-node decision's clock for 2 % of its instructions (a long
+    // chain of dependent steps).
     2.0 * EARTH_RADIUS_KM * libm::asin((chord / 2.0).min(1.0))
 }
 
