@@ -318,7 +318,11 @@ async fn an_order_cancelled_after_release_is_given_up_by_its_node_and_its_stock_
 async fn a_cancel_the_node_refuses_once_packed_leaves_the_order_shipping() {
     let suite = Suite::start().await;
     let mut stock = suite.stock(T, &[("A", 5)]).await;
-    let _dc1 = warehouse_pacing(&suite, "DC1", 0.0, Duration::from_millis(300));
+    // Two seconds per stage: the cancel below must reach the order between
+    // packed and shipped. At 300 ms a loaded CI machine (every e2e test at
+    // once on two cores) let the shipment in first, and the cancel met a
+    // shipped order.
+    let _dc1 = warehouse_pacing(&suite, "DC1", 0.0, Duration::from_secs(2));
     let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
     let mut feed = orders
         .watch_order_events(authed(T, ord::WatchOrderEventsRequest::default()))
