@@ -310,7 +310,7 @@ async fn tenant_batch(
         })
         .collect();
     let mut stored_now = repo::reservations::insert_many(tx, tenant, &rows, now).await?;
-    let mut new = vec![Grant::Old; jobs.len()];
+    let mut grants = vec![Grant::Old; jobs.len()];
     let mut lost = Vec::new();
     for (i, r, _, _, grant) in new_rows {
         // The first copy of an id stored here answers with it; the others
@@ -318,7 +318,7 @@ async fn tenant_batch(
         // concurrent batch (the insert waited for its commit).
         if stored_now.remove(&r.reservation_id) {
             answers[i] = Some(Ok(r));
-            new[i] = grant;
+            grants[i] = grant;
         } else {
             lost.push(i);
         }
@@ -340,11 +340,11 @@ async fn tenant_batch(
     }
     Ok(answers
         .into_iter()
-        .zip(new)
-        .map(|(a, n)| {
+        .zip(grants)
+        .map(|(a, g)| {
             (
                 a.unwrap_or_else(|| Err(Error::Internal("unanswered reservation".into()))),
-                n,
+                g,
             )
         })
         .collect())

@@ -64,6 +64,12 @@ fn mismatch(rule: &Rule, order: &Order) -> Option<String> {
 const NO_WHOLE_NODE: &str =
     "no node that ships holds the whole order and the rule ships it from one";
 
+/// How a rule that could not fill the order, and passed it on, is
+/// explained.
+fn fell_through(why: &str) -> String {
+    format!("could not fill the order ({why}); next rule")
+}
+
 /// Whether `rule` ships an order whole from one node or not at all (one
 /// shipment, and a partial plan of no use).
 fn whole_only(rule: &Rule) -> bool {
@@ -148,7 +154,7 @@ pub fn plan(rules: &RuleSet, order: &Order, s: &Situation) -> Plan {
             plan.rules.push(RuleEval {
                 rule: ri,
                 matched: true,
-                reason: format!("could not fill the order ({NO_WHOLE_NODE}); next rule"),
+                reason: fell_through(NO_WHOLE_NODE),
             });
             last = Some((ri, None));
             continue;
@@ -185,10 +191,7 @@ pub fn plan(rules: &RuleSet, order: &Order, s: &Situation) -> Plan {
         plan.rules.push(RuleEval {
             rule: ri,
             matched: true,
-            reason: format!(
-                "could not fill the order ({}); next rule",
-                a.why.as_deref().unwrap_or("short")
-            ),
+            reason: fell_through(a.why.as_deref().unwrap_or("short")),
         });
         last = Some((ri, Some(a)));
     }

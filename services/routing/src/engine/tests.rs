@@ -95,6 +95,18 @@ fn rule(id: &str) -> pb::Rule {
     }
 }
 
+/// A rule that ships the order from one node, and does `then` when it
+/// cannot.
+fn single_shipment(id: &str, then: UnfillableAction) -> pb::Rule {
+    let mut r = rule(id);
+    r.split_policy = Some(pb::SplitPolicy {
+        mode: SplitMode::NoSplit as i32,
+        ..Default::default()
+    });
+    r.when_unfillable = then as i32;
+    r
+}
+
 fn compile(rules: Vec<pb::Rule>) -> RuleSet {
     let rs = pb::RuleSet {
         rules,
@@ -251,12 +263,7 @@ fn order_filters_pick_the_rule() {
 fn no_split_with_partial_backorder_ships_the_most_from_one_node() {
     let o = order(&[("A", 2), ("B", 2)]);
     let w = World::new(&o, &[("A", "DC-BER", 2), ("B", "DC-HAM", 2)]);
-    let mut r = rule("one");
-    r.split_policy = Some(pb::SplitPolicy {
-        mode: SplitMode::NoSplit as i32,
-        ..Default::default()
-    });
-    r.when_unfillable = UnfillableAction::PartialBackorder as i32;
+    let r = single_shipment("one", UnfillableAction::PartialBackorder);
     let d = w.decide(&compile(vec![r]), &o);
     assert_eq!(placed(&d), [("1".into(), "DC-BER".into(), 2)]);
     assert_eq!(d.backorders.len(), 1);
@@ -455,12 +462,7 @@ fn a_single_shipment_rule_that_falls_through_measures_only_whole_nodes() {
         &o,
         &[("A", "DC-BER", 2), ("A", "DC-MUC", 2), ("B", "DC-MUC", 2)],
     );
-    let mut one = rule("one");
-    one.split_policy = Some(pb::SplitPolicy {
-        mode: SplitMode::NoSplit as i32,
-        ..Default::default()
-    });
-    one.when_unfillable = UnfillableAction::NextRule as i32;
+    let one = single_shipment("one", UnfillableAction::NextRule);
     let d = w.decide(&compile(vec![one, rule("split")]), &o);
     assert_eq!(d.rule_id, "one", "Munich holds everything");
     assert_eq!(
@@ -498,12 +500,7 @@ fn a_single_shipment_rule_no_node_can_fill_says_so_and_still_explains_its_nodes(
             ("B", "STORE-BER", 5),
         ],
     );
-    let mut one = rule("one");
-    one.split_policy = Some(pb::SplitPolicy {
-        mode: SplitMode::NoSplit as i32,
-        ..Default::default()
-    });
-    one.when_unfillable = UnfillableAction::NextRule as i32;
+    let one = single_shipment("one", UnfillableAction::NextRule);
     // Followed by a rule that splits: it takes the order.
     let d = w.decide(&compile(vec![one.clone(), rule("split")]), &o);
     assert_eq!(d.rule_id, "split");
