@@ -208,6 +208,22 @@ async fn a_rejection_at_one_node_reroutes_to_another_that_ships() {
         ]
     );
     assert_history(&mut orders, &order.name, "rerouted from DC1").await;
+    // Listed by the node it ships from, no longer by the one that rejected it.
+    for (node, expected) in [("DC2", vec![order.name.clone()]), ("DC1", vec![])] {
+        let listed = orders
+            .list_orders(authed(
+                T,
+                ord::ListOrdersRequest {
+                    node_id: node.into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let names: Vec<String> = listed.orders.into_iter().map(|o| o.name).collect();
+        assert_eq!(names, expected, "orders listed by node {node}");
+    }
 }
 
 #[tokio::test]

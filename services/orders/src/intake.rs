@@ -1,7 +1,7 @@
 //! New orders. CreateOrder requests go through a group-commit writer: the
 //! requests waiting are written in one transaction, each table touched by
-//! one multi-row statement (claims, orders, history, saga steps, events,
-//! answers), so order intake is not bound by commit latency. A batch that
+//! one multi-row statement (claims with their answers, orders, history,
+//! saga steps, events), so order intake is not bound by commit latency. A batch that
 //! fails as a whole is written again one order at a time
 //! ([`batch::together_or_alone`]).
 use crate::domain::{NewOrder, OrderState};
@@ -134,28 +134,41 @@ fn lost() -> Error {
 /// Writes jobs with distinct request ids in one transaction: an answer per
 /// job, or an error when the transaction as a whole failed.
 async fn write_batch(pool: &PgPool, jobs: &[Job]) -> Result<Vec<Result<CreateOrderResponse>>> {
-    let mut tx = pool.begin().await?;
+    let now = Utc::now();
+    // Every job's order and answer are made up front: the answer is stored
+    // with the claim (a repeat's are thrown away).
+    let records: Vec<(Uuid, CreateOrderResponse)> = jobs
+        .iter()
+        .map(|j| {
+            let id = Uuid::now_v7();
+            let order = new_record(&j.new, id, now);
+            (id, CreateOrderResponse { order: Some(order) })
+        })
+        .collect();
+    let encoded: Vec<Vec<u8>> = records.iter().map(|(_, r)| r.encode_to_vec()).collect();
     let claims: Vec<BatchClaim<'_>> = jobs
         .iter()
-        .map(|j| BatchClaim {
+        .zip(&encoded)
+        .map(|(j, answer)| BatchClaim {
             tenant: &j.tenant,
             request_id: &j.request_id,
             method: METHOD,
             hash: &j.hash,
+            answer,
         })
         .collect();
+    let mut tx = pool.begin().await?;
     let claimed = idempotency::claim_many::<CreateOrderResponse>(&mut tx, &claims).await?;
+    drop(claims);
     let mut answers: Vec<Option<Result<CreateOrderResponse>>> = Vec::with_capacity(jobs.len());
-    let now = Utc::now();
     // (job, new order, its id)
     let mut fresh: Vec<(usize, pb::Order, Uuid)> = Vec::new();
-    for (i, (j, c)) in jobs.iter().zip(claimed).enumerate() {
+    for (i, (c, (id, record))) in claimed.into_iter().zip(records).enumerate() {
         answers.push(match c {
             Ok(Claim::Replay(r)) => Some(Ok(r)),
             Err(e) => Some(Err(e.into())),
             Ok(Claim::New) => {
-                let id = Uuid::now_v7();
-                fresh.push((i, new_record(&j.new, id, now), id));
+                fresh.push((i, record.order.unwrap_or_default(), id));
                 None
             }
         });
@@ -241,12 +254,6 @@ async fn write_batch(pool: &PgPool, jobs: &[Job]) -> Result<Vec<Result<CreateOrd
         .into_iter()
         .map(|(i, order, _)| (i, CreateOrderResponse { order: Some(order) }))
         .collect();
-    let done: Vec<_> = responses
-        .iter()
-        .map(|(i, r)| (&jobs[*i].tenant, &jobs[*i].request_id, r))
-        .collect();
-    idempotency::complete_many(&mut tx, &done).await?;
-    drop(done);
     tx.commit().await?;
     for (i, r) in responses {
         answers[i] = Some(Ok(r));

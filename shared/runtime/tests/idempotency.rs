@@ -6,6 +6,7 @@
 use oms_kernel::{RequestId, Tenant};
 use oms_runtime::idempotency::{self, BatchClaim, Claim, IdempotencyError};
 use oms_testkit::TestDb;
+use prost::Message;
 use prost_types::Duration as Pb;
 
 fn answer(seconds: i64) -> Pb {
@@ -19,33 +20,30 @@ async fn a_batch_of_claims_answers_new_replayed_and_reused_requests() {
     let (a, b) = (Tenant::parse("a").unwrap(), Tenant::parse("b").unwrap());
     let r = |s: &str| RequestId::parse(s).unwrap();
     let (r1, r2, r3) = (r("r1"), r("r2"), r("r3"));
-    let claim = |t, id, hash: &'static [u8]| BatchClaim {
+    let (one, two, three) = (answer(1), answer(2), answer(3));
+    let encoded = |p: &Pb| p.encode_to_vec();
+    let (e1, e2, e3, none) = (encoded(&one), encoded(&two), encoded(&three), vec![]);
+    let claim = |t, id, hash: &'static [u8], answer| BatchClaim {
         tenant: t,
         request_id: id,
         method: "M",
         hash,
+        answer,
     };
 
-    // First batch: all new; answered and committed.
+    // First batch: all new, stored with their answers, and committed.
     let mut tx = pool.begin().await.unwrap();
     let first = idempotency::claim_many::<Pb>(
         &mut tx,
         &[
-            claim(&a, &r1, b"x"),
-            claim(&a, &r2, b"y"),
-            claim(&b, &r1, b"z"),
+            claim(&a, &r1, b"x", &e1),
+            claim(&a, &r2, b"y", &e2),
+            claim(&b, &r1, b"z", &e3),
         ],
     )
     .await
     .unwrap();
     assert!(first.iter().all(|c| matches!(c, Ok(Claim::New))));
-    let (one, two, three) = (answer(1), answer(2), answer(3));
-    idempotency::complete_many(
-        &mut tx,
-        &[(&a, &r1, &one), (&a, &r2, &two), (&b, &r1, &three)],
-    )
-    .await
-    .unwrap();
     tx.commit().await.unwrap();
 
     // Second batch: a repeat, a reuse with another body, another tenant's
@@ -54,10 +52,10 @@ async fn a_batch_of_claims_answers_new_replayed_and_reused_requests() {
     let second = idempotency::claim_many::<Pb>(
         &mut tx,
         &[
-            claim(&a, &r3, b"w"),
-            claim(&b, &r1, b"z"),
-            claim(&a, &r2, b"other"),
-            claim(&a, &r1, b"x"),
+            claim(&a, &r3, b"w", &none),
+            claim(&b, &r1, b"z", &none),
+            claim(&a, &r2, b"other", &none),
+            claim(&a, &r1, b"x", &none),
         ],
     )
     .await
@@ -72,7 +70,7 @@ async fn a_batch_of_claims_answers_new_replayed_and_reused_requests() {
         .unwrap();
     tx.commit().await.unwrap();
     let mut tx = pool.begin().await.unwrap();
-    let third = idempotency::claim_many::<Pb>(&mut tx, &[claim(&a, &r3, b"v")])
+    let third = idempotency::claim_many::<Pb>(&mut tx, &[claim(&a, &r3, b"v", &none)])
         .await
         .unwrap();
     assert!(matches!(third[0], Ok(Claim::New)));

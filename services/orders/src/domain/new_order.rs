@@ -92,6 +92,7 @@ impl NewOrder {
             line.quantity_backordered = 0;
             line.quantity_shipped = 0;
             line.quantity_delivered = 0;
+            line.sourcing.clear();
         }
 
         let method = DeliveryMethod::try_from(o.delivery_method).ok();

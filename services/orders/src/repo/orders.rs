@@ -118,7 +118,8 @@ pub async fn list(
         q.push(" AND channel_order_id = ").push_bind(c.clone());
     }
     if let Some(n) = &f.node_id {
-        q.push(" AND node_ids @> ARRAY[")
+        // The index by node holds only orders with nodes.
+        q.push(" AND node_ids <> '{}' AND node_ids @> ARRAY[")
             .push_bind(n.clone())
             .push("]::text[]");
     }
@@ -235,7 +236,8 @@ pub async fn save(
         .and_then(OrderState::from_proto)
         .unwrap_or(OrderState::Created);
     sqlx::query(
-        "UPDATE orders SET state = $3, held_from = $4, doc = $5, version = $6, update_time = $7
+        "UPDATE orders SET state = $3, held_from = $4, doc = $5, version = $6, update_time = $7,
+                           node_ids = $8
          WHERE tenant = $1 AND order_id = $2",
     )
     .bind(tenant.as_str())
@@ -245,9 +247,23 @@ pub async fn save(
     .bind(order.encode_to_vec())
     .bind(order.version)
     .bind(now)
+    .bind(nodes_of(order))
     .execute(tx)
     .await?;
     Ok(())
+}
+
+/// The nodes an order's lines are sourced from, each once: what the list
+/// filter by node finds. (New orders have none: sourcing is output only.)
+fn nodes_of(order: &Order) -> Vec<&str> {
+    let mut nodes: Vec<&str> = order
+        .lines
+        .iter()
+        .flat_map(|l| l.sourcing.iter().map(|s| s.node_id.as_str()))
+        .collect();
+    nodes.sort_unstable();
+    nodes.dedup();
+    nodes
 }
 
 /// Orders per state (the operations board).
