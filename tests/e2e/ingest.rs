@@ -407,6 +407,36 @@ async fn bad_signatures_and_bad_payloads_are_refused_and_audited() {
             .iter()
             .all(|p| p.status == ing::PayloadStatus::Rejected as i32 && !p.error.is_empty())
     );
+    // One at a time, newest first, the same two; none accepted.
+    let list = |page_token: String, status: ing::PayloadStatus| ing::ListPayloadsRequest {
+        page_size: 1,
+        page_token,
+        status: status as i32,
+        ..Default::default()
+    };
+    let mut paged = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = ingest
+            .list_payloads(authed(T, list(token, ing::PayloadStatus::Rejected)))
+            .await
+            .unwrap()
+            .into_inner();
+        paged.extend(page.payloads.into_iter().map(|p| p.name));
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    let names: Vec<String> = audit.iter().map(|p| p.name.clone()).collect();
+    assert_eq!(paged, names);
+    assert!(names[0] > names[1], "newest first: {names:?}");
+    let accepted = ingest
+        .list_payloads(authed(T, list(String::new(), ing::PayloadStatus::Accepted)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(accepted.payloads.is_empty());
     let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
     let listed = orders
         .list_orders(authed(T, ord::ListOrdersRequest::default()))

@@ -667,25 +667,44 @@ impl IngestService for IngestApi {
         let caller = auth::caller(&req)?;
         let r = req.into_inner();
         let mut v = Violations::new();
-        let size = v.check(
-            "page_size",
-            oms_kernel::PageSize::parse(r.page_size, 50, 500),
-        );
         let channel = if r.channel.is_empty() {
             None
         } else {
             v.check("channel", parse_name(&r.channel, "channels"))
         };
-        let size = v
-            .into_result(size)
-            .map_err(invalid)?
-            .map_or(50, |s| s.get());
-        let payloads = repo::payloads(&self.pool, &caller.tenant, channel, i64::from(size))
+        let status = match PayloadStatus::try_from(r.status) {
+            Ok(PayloadStatus::Unspecified) => None,
+            Ok(s) => Some(s.as_str_name()),
+            Err(_) => {
+                v.add("status", "unknown payload status");
+                None
+            }
+        };
+        let hash = oms_kernel::fingerprint(&ListPayloadsRequest {
+            page_size: 0,
+            page_token: String::new(),
+            ..r.clone()
+        });
+        let paging = oms_kernel::Paging::<uuid::Uuid>::parse(
+            &mut v,
+            r.page_size,
+            &r.page_token,
+            (50, 500),
+            hash,
+        );
+        v.into_result(()).map_err(invalid)?;
+        let filter = repo::PayloadFilter {
+            channel,
+            status,
+            before: paging.after,
+        };
+        let rows = repo::payloads(&self.pool, &caller.tenant, &filter, paging.fetch())
             .await
             .map_err(db)?;
+        let (rows, next_page_token) = paging.page(rows, |(id, _)| *id);
         Ok(Response::new(ListPayloadsResponse {
-            payloads,
-            next_page_token: String::new(),
+            payloads: rows.into_iter().map(|(_, p)| p).collect(),
+            next_page_token,
         }))
     }
     async fn watch_channel_availability(

@@ -93,22 +93,39 @@ pub async fn payload(
     doc.as_deref().map(decode).transpose()
 }
 
+/// Which payloads a list shows.
+pub struct PayloadFilter<'a> {
+    pub channel: Option<&'a str>,
+    /// A `PayloadStatus` name.
+    pub status: Option<&'a str>,
+    /// Only payloads received before this one (the previous page's last).
+    pub before: Option<uuid::Uuid>,
+}
+
+/// Payloads newest first (their ids are UUIDv7, taken on arrival), with
+/// their ids.
 pub async fn payloads(
     db: &PgPool,
     tenant: &Tenant,
-    channel: Option<&str>,
+    f: &PayloadFilter<'_>,
     limit: i64,
-) -> sqlx::Result<Vec<Payload>> {
-    let docs: Vec<Vec<u8>> = sqlx::query_scalar(
-        "SELECT doc FROM payloads WHERE tenant = $1 AND ($2::text IS NULL OR channel_id = $2)
-         ORDER BY receive_time DESC, payload_id DESC LIMIT $3",
+) -> sqlx::Result<Vec<(uuid::Uuid, Payload)>> {
+    let rows: Vec<(uuid::Uuid, Vec<u8>)> = sqlx::query_as(
+        "SELECT payload_id, doc FROM payloads
+         WHERE tenant = $1 AND ($2::text IS NULL OR channel_id = $2)
+           AND ($3::text IS NULL OR status = $3) AND ($4::uuid IS NULL OR payload_id < $4)
+         ORDER BY payload_id DESC LIMIT $5",
     )
     .bind(tenant.as_str())
-    .bind(channel)
+    .bind(f.channel)
+    .bind(f.status)
+    .bind(f.before)
     .bind(limit)
     .fetch_all(db)
     .await?;
-    docs.iter().map(|d| decode(d)).collect()
+    rows.into_iter()
+        .map(|(id, d)| decode(&d).map(|p| (id, p)))
+        .collect()
 }
 
 /// What a channel order became.
