@@ -316,7 +316,6 @@ impl IngestApi {
             }
         };
         let seen = Seen {
-            channel_id: channel.channel_id.clone(),
             channel_order_id: coid,
             order: name.clone(),
             cancelled: mapped.cancelled,

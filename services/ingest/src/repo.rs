@@ -160,7 +160,9 @@ pub async fn channels_by_key(
 }
 
 /// What channel orders became, one answer per (tenant, channel, channel
-/// order id), in order.
+/// order id), in order: read from their accepted payloads, the newest
+/// giving the order and the last body, any one cancelling making it
+/// cancelled for good.
 pub async fn channel_orders_by_key(
     db: &PgPool,
     keys: &[(Tenant, String, String)],
@@ -169,10 +171,16 @@ pub async fn channel_orders_by_key(
     let channels: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
     let ids: Vec<&str> = keys.iter().map(|k| k.2.as_str()).collect();
     let rows: Vec<(i64, String, String, bool)> = sqlx::query_as(
-        "SELECT x.n, o.order_name, o.last_body_hash, o.cancelled
+        "SELECT x.n, p.order_name, p.body_hash,
+                EXISTS (SELECT 1 FROM payloads c
+                        WHERE c.tenant = x.t AND c.channel_id = x.c AND c.channel_order_id = x.id
+                          AND c.status = 'PAYLOAD_STATUS_ACCEPTED' AND c.cancelled)
          FROM UNNEST($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS x(t, c, id, n)
-         JOIN channel_orders o
-           ON o.tenant = x.t AND o.channel_id = x.c AND o.channel_order_id = x.id",
+         CROSS JOIN LATERAL (
+             SELECT order_name, body_hash FROM payloads p
+             WHERE p.tenant = x.t AND p.channel_id = x.c AND p.channel_order_id = x.id
+               AND p.status = 'PAYLOAD_STATUS_ACCEPTED'
+             ORDER BY p.payload_id DESC LIMIT 1) p",
     )
     .bind(&tenants)
     .bind(&channels)
@@ -203,66 +211,14 @@ pub struct AuditRow {
 
 /// What a channel order became, as a submission saw it.
 pub struct Seen {
-    pub channel_id: String,
     pub channel_order_id: String,
     pub order: String,
     pub cancelled: bool,
 }
 
-/// Records submissions in one transaction: their payloads, and their
-/// channel orders (a later body's hash replaces an earlier one; cancelled
-/// stays cancelled).
+/// Records submissions in one statement: their payloads, with what their
+/// channel orders became (read back by [`channel_orders_by_key`]).
 pub async fn record_submissions(db: &PgPool, rows: &[AuditRow]) -> sqlx::Result<()> {
-    // One row per channel order (an upsert cannot touch a row twice), the
-    // last submission's hash winning; in key order, so that concurrent
-    // batches lock rows in the same order.
-    let mut seen: std::collections::BTreeMap<(&str, &str, &str), (&str, &str, bool)> =
-        std::collections::BTreeMap::new();
-    for r in rows {
-        if let Some(s) = &r.seen {
-            let key = (
-                r.tenant.as_str(),
-                s.channel_id.as_str(),
-                s.channel_order_id.as_str(),
-            );
-            let was_cancelled = seen.get(&key).is_some_and(|v| v.2);
-            seen.insert(
-                key,
-                (
-                    s.order.as_str(),
-                    r.body_hash.as_str(),
-                    s.cancelled || was_cancelled,
-                ),
-            );
-        }
-    }
-    let mut tx = db.begin().await?;
-    if !seen.is_empty() {
-        let (mut t, mut c, mut id, mut order, mut hash, mut cancelled) =
-            (vec![], vec![], vec![], vec![], vec![], vec![]);
-        for ((tenant, channel, coid), (o, h, x)) in &seen {
-            t.push(*tenant);
-            c.push(*channel);
-            id.push(*coid);
-            order.push(*o);
-            hash.push(*h);
-            cancelled.push(*x);
-        }
-        sqlx::query(
-            "INSERT INTO channel_orders (tenant, channel_id, channel_order_id, order_name, last_body_hash, cancelled)
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bool[])
-             ON CONFLICT (tenant, channel_id, channel_order_id)
-             DO UPDATE SET last_body_hash = EXCLUDED.last_body_hash, cancelled = channel_orders.cancelled OR EXCLUDED.cancelled",
-        )
-        .bind(&t)
-        .bind(&c)
-        .bind(&id)
-        .bind(&order)
-        .bind(&hash)
-        .bind(&cancelled)
-        .execute(&mut *tx)
-        .await?;
-    }
     let ids: Vec<uuid::Uuid> = rows.iter().map(|r| r.payload_id).collect();
     let tenants: Vec<&str> = rows.iter().map(|r| r.tenant.as_str()).collect();
     let channels: Vec<&str> = rows
@@ -279,12 +235,21 @@ pub async fn record_submissions(db: &PgPool, rows: &[AuditRow]) -> sqlx::Result<
         .collect();
     let hashes: Vec<&str> = rows.iter().map(|r| r.body_hash.as_str()).collect();
     let coids: Vec<&str> = rows.iter().map(|r| r.channel_order_id.as_str()).collect();
+    let orders: Vec<&str> = rows
+        .iter()
+        .map(|r| r.seen.as_ref().map_or("", |s| s.order.as_str()))
+        .collect();
+    let cancelled: Vec<bool> = rows
+        .iter()
+        .map(|r| r.seen.as_ref().is_some_and(|s| s.cancelled))
+        .collect();
     let docs: Vec<Vec<u8>> = rows.iter().map(|r| r.payload.encode_to_vec()).collect();
     sqlx::query(
-        "INSERT INTO payloads (payload_id, tenant, channel_id, status, body_hash, channel_order_id, receive_time, doc)
-         SELECT i, t, c, s, h, co, now(), d
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[])
-           AS x(i, t, c, s, h, co, d)",
+        "INSERT INTO payloads (payload_id, tenant, channel_id, status, body_hash, channel_order_id,
+                               order_name, cancelled, receive_time, doc)
+         SELECT i, t, c, s, h, co, o, x, now(), d
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                     $7::text[], $8::bool[], $9::bytea[]) AS u(i, t, c, s, h, co, o, x, d)",
     )
     .bind(&ids)
     .bind(&tenants)
@@ -292,8 +257,10 @@ pub async fn record_submissions(db: &PgPool, rows: &[AuditRow]) -> sqlx::Result<
     .bind(&statuses)
     .bind(&hashes)
     .bind(&coids)
+    .bind(&orders)
+    .bind(&cancelled)
     .bind(&docs)
-    .execute(&mut *tx)
+    .execute(db)
     .await?;
-    tx.commit().await
+    Ok(())
 }

@@ -1,8 +1,8 @@
 //! What a submission reads and writes in Postgres, batched across the
 //! submissions under way: the channel, what its channel order became, and
-//! the audit record (payload + channel order) each go to Postgres as one
-//! statement or transaction for every submission waiting, so the webhook
-//! path is not bound by round trips and commit latency.
+//! the audit record (the payload, with what its channel order became) each
+//! go to Postgres as one statement for every submission waiting, so the
+//! webhook path is not bound by round trips and commit latency.
 use crate::repo::{self, AuditRow, ChannelOrder};
 use oms_kernel::Tenant;
 use oms_proto::ingest::Channel;
@@ -123,7 +123,7 @@ impl Submissions {
     }
 }
 
-/// Writes the audit rows of a batch in one transaction (each row alone if
+/// Writes the audit rows of a batch in one statement (each row alone if
 /// the batch fails).
 async fn write_audit(pool: &PgPool, rows: Vec<AuditRow>) -> Vec<Result<(), Status>> {
     batch::together_or_alone(&rows, |rows| async move {
@@ -142,7 +142,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::repo::Seen;
-    use oms_proto::ingest::Payload;
+    use oms_proto::ingest::{Payload, PayloadStatus};
 
     fn row(tenant: &str, coid: &str, hash: &str, cancelled: Option<bool>) -> AuditRow {
         AuditRow {
@@ -150,12 +150,16 @@ mod tests {
             payload_id: uuid::Uuid::now_v7(),
             payload: Payload {
                 channel: "channels/shop".into(),
+                status: if cancelled.is_some() {
+                    PayloadStatus::Accepted
+                } else {
+                    PayloadStatus::Rejected
+                } as i32,
                 ..Default::default()
             },
             body_hash: hash.into(),
             channel_order_id: coid.into(),
             seen: cancelled.map(|cancelled| Seen {
-                channel_id: "shop".into(),
                 channel_order_id: coid.into(),
                 order: format!("orders/{coid}"),
                 cancelled,
