@@ -3,8 +3,10 @@ use chrono::{DateTime, Utc};
 use oms_kernel::{PageSize, PageToken, Violations};
 use oms_proto::orders::{ListOrdersRequest, OrderState as ProtoState};
 
-/// Keyset position of the last order on a page: newest first.
-pub type ListCursor = (DateTime<Utc>, uuid::Uuid);
+/// Keyset position of the last order on a page: its id. Order ids are
+/// UUIDv7, taken when the order is created, so newest first is highest id
+/// first.
+pub type ListCursor = uuid::Uuid;
 
 /// A parsed ListOrders request.
 #[derive(Debug, Clone)]
@@ -97,7 +99,7 @@ mod tests {
             ..Default::default()
         };
         let f = OrderFilter::parse(&req).unwrap();
-        let token = f.next_page_token((Utc::now(), uuid::Uuid::now_v7()));
+        let token = f.next_page_token(uuid::Uuid::now_v7());
         let same = ListOrdersRequest {
             page_token: token.clone(),
             page_size: 10,

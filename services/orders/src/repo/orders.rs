@@ -103,9 +103,9 @@ pub async fn list(
     pool: &PgPool,
     tenant: &Tenant,
     f: &OrderFilter,
-) -> sqlx::Result<(Vec<Order>, Option<(DateTime<Utc>, Uuid)>)> {
+) -> sqlx::Result<(Vec<Order>, Option<Uuid>)> {
     let mut q: QueryBuilder<Postgres> =
-        QueryBuilder::new("SELECT create_time, order_id, doc FROM orders WHERE tenant = ");
+        QueryBuilder::new("SELECT order_id, doc FROM orders WHERE tenant = ");
     q.push_bind(tenant.as_str());
     if !f.states.is_empty() {
         let states: Vec<&str> = f.states.iter().map(|s| s.as_db()).collect();
@@ -123,11 +123,17 @@ pub async fn list(
             .push_bind(n.clone())
             .push("]::text[]");
     }
+    // A time range also bounds the ids, so that the scan of the key stays
+    // within it (see `ids_from`).
     if let Some(t) = f.create_time_from {
         q.push(" AND create_time >= ").push_bind(t);
+        q.push(" AND order_id >= ")
+            .push_bind(ids_from(t - ID_CLOCK_SLACK));
     }
     if let Some(t) = f.create_time_to {
         q.push(" AND create_time < ").push_bind(t);
+        q.push(" AND order_id < ")
+            .push_bind(ids_from(t + ID_CLOCK_SLACK));
     }
     if f.sla_at_risk {
         let open: Vec<&str> = OrderState::ALL
@@ -139,25 +145,32 @@ pub async fn list(
             .push_bind(open)
             .push(")");
     }
-    if let Some((t, id)) = f.after {
-        q.push(" AND (create_time, order_id) < (")
-            .push_bind(t)
-            .push(", ")
-            .push_bind(id)
-            .push(")");
+    if let Some(id) = f.after {
+        q.push(" AND order_id < ").push_bind(id);
     }
     let limit = i64::from(f.page_size.get());
-    q.push(" ORDER BY create_time DESC, order_id DESC LIMIT ")
+    q.push(" ORDER BY order_id DESC LIMIT ")
         .push_bind(limit + 1);
-    let rows: Vec<(DateTime<Utc>, Uuid, Vec<u8>)> = q.build_query_as().fetch_all(pool).await?;
+    let rows: Vec<(Uuid, Vec<u8>)> = q.build_query_as().fetch_all(pool).await?;
     let more = rows.len() as i64 > limit;
     let mut orders = Vec::with_capacity(rows.len());
     let mut last = None;
-    for (t, id, doc) in rows.into_iter().take(limit as usize) {
+    for (id, doc) in rows.into_iter().take(limit as usize) {
         orders.push(decode(&doc)?);
-        last = Some((t, id));
+        last = Some(id);
     }
     Ok((orders, if more { last } else { None }))
+}
+
+/// How far an order id's clock may be from its create time: the id is
+/// taken right after the time, from the same clock; the slack covers a
+/// slow batch and a small clock step.
+const ID_CLOCK_SLACK: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
+
+/// The lowest UUIDv7 of the millisecond `t`: ids from then on are >= it.
+fn ids_from(t: DateTime<Utc>) -> Uuid {
+    let ms = u128::try_from(t.timestamp_millis()).unwrap_or(0);
+    Uuid::from_u128(ms << 80)
 }
 
 /// Whether an order could be locked without waiting.
@@ -284,4 +297,19 @@ pub async fn counts(
         .into_iter()
         .filter_map(|(s, n)| OrderState::from_db(&s).map(|s| (s, n)))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_from_a_time_bound_the_ids_made_then() {
+        let before = Utc::now();
+        let id = Uuid::now_v7();
+        let after = Utc::now() + chrono::TimeDelta::milliseconds(1);
+        assert!(ids_from(before) <= id, "{id} made after {before}");
+        assert!(id < ids_from(after), "{id} made before {after}");
+        assert_eq!(ids_from(DateTime::<Utc>::MIN_UTC), Uuid::nil());
+    }
 }

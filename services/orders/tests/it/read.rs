@@ -108,6 +108,39 @@ async fn list_pages_newest_first_without_gaps_or_repeats() {
 }
 
 #[tokio::test]
+async fn list_by_create_time_takes_the_orders_of_the_range() {
+    let mut h = start().await;
+    let mut made = Vec::new();
+    for i in 0..3 {
+        made.push(
+            create(
+                &mut h.client,
+                "acme",
+                &format!("r{i}"),
+                order(&format!("T{i}")),
+            )
+            .await,
+        );
+    }
+    let time = |i: usize| made[i].create_time;
+    let name = |i: usize| made[i].name.clone();
+    let range = |from, to| ListOrdersRequest {
+        create_time_from: from,
+        create_time_to: to,
+        ..Default::default()
+    };
+    let cases = [
+        (range(time(1), None), vec![name(2), name(1)]),
+        (range(None, time(1)), vec![name(0)]),
+        (range(time(1), time(2)), vec![name(1)]),
+    ];
+    for (req, expected) in cases {
+        let (names, _) = list(&mut h, "acme", req.clone()).await.unwrap();
+        assert_eq!(names, expected, "{req:?}");
+    }
+}
+
+#[tokio::test]
 async fn list_filters_and_guards_its_tokens() {
     let mut h = start().await;
     let a = create(&mut h.client, "acme", "r1", order("F1")).await;
