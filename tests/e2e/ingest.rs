@@ -537,7 +537,26 @@ async fn a_bulk_import_answers_each_item() {
 async fn a_channel_is_updated_by_mask_and_a_disabled_one_refuses_payloads() {
     let suite = Suite::start().await;
     let mut ingest = IngestServiceClient::new(suite.channel(Service::Ingest));
+    // Ingest remembers channels a moment; its own changes are seen at once:
+    // a channel created after a payload found none, a channel disabled
+    // after a payload found it enabled.
+    let mut unsigned = webhook(
+        "shop",
+        "X-Shopify-Hmac-Sha256",
+        sample("shopify-order.json"),
+    );
+    unsigned.headers.clear();
+    let mut probe = ingest.clone();
+    let mut submit_unsigned = async || {
+        probe
+            .submit_channel_payload(authed(T, unsigned.clone()))
+            .await
+            .unwrap_err()
+            .code()
+    };
+    assert_eq!(submit_unsigned().await, tonic::Code::NotFound);
     channel(&mut ingest, "shop", ing::ChannelKind::Shopify, &[]).await;
+    assert_eq!(submit_unsigned().await, tonic::Code::Unauthenticated);
     let update = |id: &str, patch: ing::Channel, paths: &[&str]| ing::UpdateChannelRequest {
         request_id: id.into(),
         channel: Some(ing::Channel {
@@ -619,6 +638,7 @@ async fn a_channel_is_updated_by_mask_and_a_disabled_one_refuses_payloads() {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(submit_unsigned().await, tonic::Code::FailedPrecondition);
     // Another tenant cannot touch it.
     let foreign = ingest
         .update_channel(authed(

@@ -3,14 +3,12 @@
 //! and buffer, set there by SetChannelRule); this follows inventory's
 //! availability feed at that scope and names each item by the channel
 //! SKUs that name it.
-use crate::repo;
 use crate::skus::ChannelSkus;
 use oms_kernel::Tenant;
 use oms_proto::common::EventMeta;
 use oms_proto::ingest::{Channel, WatchChannelAvailabilityResponse};
 use oms_proto::inventory::{self as inv, inventory_service_client::InventoryServiceClient};
 use oms_runtime::client::Outbound;
-use sqlx::PgPool;
 use tokio::sync::mpsc::Sender;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
@@ -25,7 +23,8 @@ const PAGE: i32 = 1000;
 
 /// One watcher of one channel.
 pub struct Watch {
-    pub pool: PgPool,
+    /// Where the channel is read (remembered a moment: every figure needs it).
+    pub submissions: crate::submissions::Submissions,
     pub inventory: Inventory,
     pub tenant: Tenant,
     pub channel: Channel,
@@ -164,16 +163,15 @@ impl Watch {
 
     async fn skus(&self) -> Result<ChannelSkus, Status> {
         let id = &self.channel.channel_id;
-        match repo::channel(&self.pool, &self.tenant, id, false).await {
+        match self.submissions.channel(&self.tenant, id).await? {
             // A disabled channel sells nothing: its watchers are told so.
-            Ok(Some((c, _))) if !c.enabled => Err(disabled(&self.channel.name)),
-            Ok(Some((c, _))) => Ok(ChannelSkus::of(&c)),
-            Ok(None) => Err(oms_runtime::status::not_found(
+            Some((c, _)) if !c.enabled => Err(disabled(&self.channel.name)),
+            Some((c, _)) => Ok(ChannelSkus::of(&c)),
+            None => Err(oms_runtime::status::not_found(
                 crate::grpc::DOMAIN,
                 "channel",
                 &self.channel.name,
             )),
-            Err(e) => Err(oms_runtime::status::from_db(crate::grpc::DOMAIN, &e)),
         }
     }
 }

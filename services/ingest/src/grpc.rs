@@ -484,6 +484,9 @@ impl IngestService for IngestApi {
             }
             return Err(status::already_exists(DOMAIN, "CHANNEL_EXISTS", &c.name));
         }
+        // A submission may have found no such channel a moment ago.
+        self.submissions
+            .forget_channel(&caller.tenant, &c.channel_id);
         Ok(Response::new(CreateChannelResponse { channel: Some(c) }))
     }
 
@@ -542,9 +545,9 @@ impl IngestService for IngestApi {
             .await
             .map_err(db)?;
         let resp = UpdateChannelResponse { channel: Some(c) };
-        oms_runtime::idempotency::finish(tx, DOMAIN, &caller.tenant, &rid, resp)
-            .await
-            .map(Response::new)
+        let resp = oms_runtime::idempotency::finish(tx, DOMAIN, &caller.tenant, &rid, resp).await?;
+        self.submissions.forget_channel(&caller.tenant, &id);
+        Ok(Response::new(resp))
     }
 
     async fn get_channel(
@@ -729,7 +732,7 @@ impl IngestService for IngestApi {
             return Err(availability::disabled(&r.channel));
         }
         let watch = availability::Watch {
-            pool: self.pool.clone(),
+            submissions: self.submissions.clone(),
             inventory: InventoryServiceClient::with_interceptor(
                 self.inventory.clone(),
                 Outbound::for_tenant(&self.issuer, &caller.tenant, "service:ingest"),

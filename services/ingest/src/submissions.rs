@@ -2,7 +2,9 @@
 //! submissions under way: the channel, what its channel order became, and
 //! the audit record (the payload, with what its channel order became) each
 //! go to Postgres as one statement for every submission waiting, so the
-//! webhook path is not bound by round trips and commit latency.
+//! webhook path is not bound by round trips and commit latency. Channels
+//! are also remembered for [`CHANNEL_TTL`]: they change rarely, and every
+//! submission and every availability figure needs one.
 use crate::repo::{self, AuditRow, ChannelOrder};
 use oms_kernel::Tenant;
 use oms_proto::ingest::Channel;
@@ -16,6 +18,12 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 const WORKERS: usize = 2;
+/// How long a channel read is used before it is read again. A change made
+/// through this replica is seen at once (it forgets the channel); one made
+/// through another replica is seen within this time.
+pub const CHANNEL_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+/// Channels remembered at most.
+const CHANNELS_KEPT: u64 = 10_000;
 /// Payload bodies reach 1 MiB: an audit transaction carries at most this
 /// many.
 const MAX_AUDIT_BATCH: usize = 64;
@@ -24,9 +32,12 @@ const MAX_READ_BATCH: usize = 256;
 type ChannelKey = (Tenant, String);
 type ChannelOrderKey = (Tenant, String, String);
 
+type ChannelRead = Option<(Channel, String)>;
+
 #[derive(Clone)]
 pub struct Submissions {
-    channels: Batcher<ChannelKey, Result<Option<(Channel, String)>, Status>>,
+    known: moka::sync::Cache<ChannelKey, ChannelRead>,
+    channels: Batcher<ChannelKey, Result<ChannelRead, Status>>,
     channel_orders: Batcher<ChannelOrderKey, Result<Option<ChannelOrder>, Status>>,
     audit: Batcher<AuditRow, Result<(), Status>>,
 }
@@ -86,6 +97,10 @@ impl Submissions {
             },
         );
         Submissions {
+            known: moka::sync::Cache::builder()
+                .max_capacity(CHANNELS_KEPT)
+                .time_to_live(CHANNEL_TTL)
+                .build(),
             channels: lookups(pool, shutdown, |p, keys| async move {
                 repo::channels_by_key(&p, &keys).await
             }),
@@ -96,14 +111,22 @@ impl Submissions {
         }
     }
 
-    /// A channel with its webhook secret.
-    pub async fn channel(
-        &self,
-        tenant: &Tenant,
-        id: &str,
-    ) -> Result<Option<(Channel, String)>, Status> {
+    /// A channel with its webhook secret (`None`: no such channel), as
+    /// read at most [`CHANNEL_TTL`] ago.
+    pub async fn channel(&self, tenant: &Tenant, id: &str) -> Result<ChannelRead, Status> {
         let key = (tenant.clone(), id.to_owned());
-        self.channels.submit(key).await.map_err(stopped)?
+        if let Some(known) = self.known.get(&key) {
+            return Ok(known);
+        }
+        let read = self.channels.submit(key.clone()).await.map_err(stopped)??;
+        self.known.insert(key, read.clone());
+        Ok(read)
+    }
+
+    /// Forgets a channel this replica changed, so that its next read is
+    /// fresh.
+    pub fn forget_channel(&self, tenant: &Tenant, id: &str) {
+        self.known.invalidate(&(tenant.clone(), id.to_owned()));
     }
 
     /// What a channel order became, if it was seen before.
