@@ -455,3 +455,93 @@ async fn a_cancel_with_the_longest_request_id_still_gives_the_stock_back() {
     until_released(&mut stock_c, "order cancelled").await;
     assert_eq!(available(&mut stock_c, "A").await, 5);
 }
+
+/// An edit whose extension reached inventory but whose own commit did not
+/// (a failed commit, a crash in between) leaves an undo step behind, as the
+/// edit writes it before calling inventory: the step takes the units back,
+/// and a late retry of that edit is refused instead of counting on them.
+#[tokio::test]
+async fn units_of_an_edit_that_was_not_recorded_go_back_to_inventory() {
+    let mut suite = Suite::start().await;
+    // Fulfillment down: the order stays ROUTED, its lines editable.
+    suite.crash(Service::Fulfillment).await;
+    let mut stock_c = suite.stock(T, &[("A", 5)]).await;
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = orders
+        .watch_order_events(authed(T, ord::WatchOrderEventsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let o = create(&mut orders, "lost-1", &[("A", 2)]).await;
+    until_state(&mut feed, &o.name, OrderState::Routed).await;
+    assert_eq!(available(&mut stock_c, "A").await, 3);
+
+    // What edit "lost-edit" (+1 A) did before its commit failed: the
+    // extension, keyed as the edit keys it, and the undo step, due now.
+    let id = o.name.trim_start_matches("orders/");
+    let extend = inv::ExtendReservationRequest {
+        request_id: oms_kernel::RequestId::derived("extend", format!("extend-{id}-lost-edit")),
+        name: format!("reservations/order-{id}"),
+        lines: vec![inv::Allocation {
+            sku: "A".into(),
+            node_id: "DC1".into(),
+            quantity: 1,
+            ..Default::default()
+        }],
+        reason: "customer call".into(),
+    };
+    stock_c
+        .extend_reservation(authed(T, extend.clone()))
+        .await
+        .unwrap();
+    assert_eq!(available(&mut stock_c, "A").await, 2);
+    let pool = suite.db.pool("orders", None).await;
+    sqlx::query(
+        "INSERT INTO saga_steps (tenant, order_id, step, payload) VALUES ($1, $2::uuid, $3, $4)",
+    )
+    .bind(T)
+    .bind(id)
+    .bind("undo-extend:lost-edit")
+    .bind(prost::Message::encode_to_vec(&extend))
+    .execute(&pool)
+    .await
+    .unwrap();
+    until_released(&mut stock_c, "edit not recorded").await;
+    assert_eq!(available(&mut stock_c, "A").await, 3);
+
+    // The edit retried late: refused, nothing held, the line as it was.
+    let edit = |request_id: &str| ord::EditOrderLinesRequest {
+        request_id: request_id.into(),
+        name: o.name.clone(),
+        lines: vec![ord::LineQuantity {
+            line_id: "1".into(),
+            quantity: 3,
+        }],
+        reason: "customer call".into(),
+    };
+    let err = orders
+        .edit_order_lines(authed(T, edit("lost-edit")))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), oms_runtime::status::reason(&err)),
+        (tonic::Code::FailedPrecondition, "EDIT_GIVEN_UP".into())
+    );
+    assert_eq!(available(&mut stock_c, "A").await, 3);
+    // Sent again as a new edit, it holds its unit and leaves no undo step.
+    let grown = orders
+        .edit_order_lines(authed(T, edit("found-edit")))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(grown.lines[0].quantity, 3);
+    assert_eq!(available(&mut stock_c, "A").await, 2);
+    let left: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM saga_steps WHERE step = 'undo-extend:found-edit'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(left, 0);
+}

@@ -32,6 +32,10 @@ use uuid::Uuid;
 
 const DOMAIN: &str = "orders.oms";
 const MAX_BATCH_CREATE: usize = 1000;
+/// When the units of an edit that was not recorded go back to inventory:
+/// well after any attempt of the edit could still be under way (its
+/// inventory call has a deadline of seconds).
+const UNDO_EXTENSION_AFTER: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 
 pub struct OrderApi {
     pool: PgPool,
@@ -712,12 +716,50 @@ impl OrderApi {
             // the reservation meanwhile. The request id is the edit's, so a
             // retried edit replays the extension instead of repeating it.
             let extend = saga::extend_request(m.id, &r.request_id, &edit.added, &r.reason);
-            self.saga
+            // Should the edit not be recorded (its commit fails, or this
+            // process stops before it), this step takes the units back
+            // later; the edit's own commit removes it.
+            let undo = format!("{}{}", crate::repo::saga::UNDO_EXTEND, r.request_id);
+            let undo_at = chrono::Utc::now() + UNDO_EXTENSION_AFTER;
+            crate::repo::saga::schedule(
+                &self.pool,
+                &caller.tenant,
+                m.id,
+                &undo,
+                &extend.encode_to_vec(),
+                undo_at,
+            )
+            .await?;
+            let extended = self
+                .saga
                 .peers
                 .inventory(&caller.tenant)
                 .extend_reservation(extend)
-                .await
-                .map_err(Error::Inventory)?;
+                .await;
+            if let Err(st) = extended {
+                // Refused: nothing was added, nothing to take back. (After
+                // a timeout it may have been: the step stays for that.)
+                if matches!(
+                    st.code(),
+                    Code::FailedPrecondition | Code::InvalidArgument | Code::NotFound
+                ) {
+                    crate::repo::saga::take(&self.pool, &caller.tenant, m.id, &undo).await?;
+                }
+                return Err(Error::Inventory(st));
+            }
+            if !crate::repo::saga::take(&mut *m.tx, &caller.tenant, m.id, &undo).await? {
+                // An earlier attempt of this edit was given up and its
+                // units taken back: its extension only replays now, it
+                // holds nothing.
+                return Err(Error::Refused(lifecycle::Refused {
+                    reason: "EDIT_GIVEN_UP",
+                    message: format!(
+                        "an earlier attempt of this edit was not recorded and its units went back \
+                         to inventory; send the edit again with a new request_id ({})",
+                        r.request_id
+                    ),
+                }));
+            }
         }
         let mut steps = vec![];
         if !edit.freed.is_empty() && held != lifecycle::Held::Nothing {

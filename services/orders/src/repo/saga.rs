@@ -15,6 +15,10 @@ pub const UNPLAN: &str = "unplan:";
 /// Prefix of the steps that ask a node to cancel a fulfillment order
 /// (`cancel-work:<fulfillment order id>`).
 pub const CANCEL_WORK: &str = "cancel-work:";
+/// Prefix of the steps that take back units an edit added to an order's
+/// reservation when the edit was not recorded (`undo-extend:<edit request
+/// id>`).
+pub const UNDO_EXTEND: &str = "undo-extend:";
 
 /// A pending step.
 pub struct Step {
@@ -41,6 +45,65 @@ pub async fn enqueue(
     .bind(order_id)
     .bind(step)
     .bind(payload)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Adds a step due at `at`, unless it is there already (then it stays as
+/// it is).
+pub async fn schedule(
+    db: impl sqlx::PgExecutor<'_>,
+    tenant: &Tenant,
+    order_id: Uuid,
+    step: &str,
+    payload: &[u8],
+    at: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO saga_steps (tenant, order_id, step, payload, next_attempt_time)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant, order_id, step) DO NOTHING",
+    )
+    .bind(tenant.as_str())
+    .bind(order_id)
+    .bind(step)
+    .bind(payload)
+    .bind(at)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Removes a step before it runs: whether it was still to run (a
+/// [`retire`]d step is removed too, but answers false).
+pub async fn take(
+    db: impl sqlx::PgExecutor<'_>,
+    tenant: &Tenant,
+    order_id: Uuid,
+    step: &str,
+) -> sqlx::Result<bool> {
+    let pending: Option<bool> = sqlx::query_scalar(
+        "DELETE FROM saga_steps WHERE tenant = $1 AND order_id = $2 AND step = $3
+         RETURNING next_attempt_time <> 'infinity'",
+    )
+    .bind(tenant.as_str())
+    .bind(order_id)
+    .bind(step)
+    .fetch_optional(db)
+    .await?;
+    Ok(pending == Some(true))
+}
+
+/// Ends a step but keeps it, never to run again, so that [`schedule`] does
+/// not add it anew and [`take`] tells that it ran.
+pub async fn retire(tx: &mut PgConnection, s: &Step) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE saga_steps SET next_attempt_time = 'infinity', last_error = 'done'
+         WHERE tenant = $1 AND order_id = $2 AND step = $3",
+    )
+    .bind(&s.tenant)
+    .bind(s.order_id)
+    .bind(&s.step)
     .execute(tx)
     .await?;
     Ok(())

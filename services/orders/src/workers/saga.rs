@@ -160,6 +160,8 @@ impl Saga {
                 self.unplan(&mut tx, &tenant, &s).await?;
             } else if s.step.starts_with(repo::saga::CANCEL_WORK) {
                 self.cancel_work(&mut tx, &tenant, &s).await?;
+            } else if s.step.starts_with(repo::saga::UNDO_EXTEND) {
+                self.undo_extend(&mut tx, &tenant, &s).await?;
             } else {
                 self.release(&mut tx, &tenant, &s).await?;
             }
@@ -533,6 +535,51 @@ impl Saga {
             &[Code::NotFound, Code::FailedPrecondition],
         )
         .await
+    }
+
+    /// Takes back the units an edit added to an order's reservation when
+    /// the edit itself was not recorded (its commit failed, or the process
+    /// stopped before it). Whether the extension happened is not known
+    /// here, so it is asked again first: a replay if it happened, done now
+    /// if not, so that the release then takes back exactly its units. An
+    /// extension inventory refuses now (short, invalid for the
+    /// reservation's state, reservation gone) never happened: nothing to
+    /// take back.
+    async fn undo_extend(
+        &self,
+        tx: &mut PgConnection,
+        tenant: &Tenant,
+        s: &Step,
+    ) -> anyhow::Result<()> {
+        let extend = ExtendReservationRequest::decode(s.payload.as_slice())?;
+        let mut inventory = self.peers.inventory(tenant);
+        let lines: Vec<(String, String, i64)> = extend
+            .lines
+            .iter()
+            .map(|a| (a.sku.clone(), a.node_id.clone(), a.quantity))
+            .collect();
+        match inventory.extend_reservation(extend).await {
+            Ok(_) => {}
+            Err(st)
+                if matches!(
+                    st.code(),
+                    Code::NotFound | Code::FailedPrecondition | Code::InvalidArgument
+                ) =>
+            {
+                repo::saga::retire(tx, s).await?;
+                return Ok(());
+            }
+            Err(st) => return self.retry_failed(tx, s, &st).await,
+        }
+        let release = release_request(s.order_id, &s.step, &lines, "edit not recorded");
+        match inventory.release_reservation(release).await {
+            // The step is kept, retired: a late retry of the edit must not
+            // count on units given back (see `grpc::edit_lines`).
+            Err(st) if !matches!(st.code(), Code::NotFound | Code::FailedPrecondition) => {
+                self.retry_failed(tx, s, &st).await
+            }
+            _ => Ok(repo::saga::retire(tx, s).await?),
+        }
     }
 
     /// Gives a decision's node capacity back; retried until routing
