@@ -425,8 +425,16 @@ async fn a_crash_in_the_middle_of_placements_places_every_order_exactly_once() {
     assert_eq!(holds, 30);
 }
 
-#[tokio::test]
-async fn a_cancel_with_the_longest_request_id_still_gives_the_stock_back() {
+/// A suite with fulfillment down and an order of 2 A (of 5 at DC1): the
+/// order stays ROUTED, its stock held at DC1 and its lines editable.
+async fn routed_with_fulfillment_down(
+    request_id: &str,
+) -> (
+    Suite,
+    InventoryServiceClient<Channel>,
+    OrderServiceClient<Channel>,
+    ord::Order,
+) {
     let mut suite = Suite::start().await;
     suite.crash(Service::Fulfillment).await;
     let mut stock_c = suite.stock(T, &[("A", 5)]).await;
@@ -436,9 +444,15 @@ async fn a_cancel_with_the_longest_request_id_still_gives_the_stock_back() {
         .await
         .unwrap()
         .into_inner();
-    let o = create(&mut orders, "long-1", &[("A", 2)]).await;
+    let o = create(&mut orders, request_id, &[("A", 2)]).await;
     until_state(&mut feed, &o.name, OrderState::Routed).await;
     assert_eq!(available(&mut stock_c, "A").await, 3);
+    (suite, stock_c, orders, o)
+}
+
+#[tokio::test]
+async fn a_cancel_with_the_longest_request_id_still_gives_the_stock_back() {
+    let (_suite, mut stock_c, mut orders, o) = routed_with_fulfillment_down("long-1").await;
     // The saga's own request ids are built from this one: they must stay
     // valid request ids however long it is.
     orders
@@ -462,19 +476,7 @@ async fn a_cancel_with_the_longest_request_id_still_gives_the_stock_back() {
 /// and a late retry of that edit is refused instead of counting on them.
 #[tokio::test]
 async fn units_of_an_edit_that_was_not_recorded_go_back_to_inventory() {
-    let mut suite = Suite::start().await;
-    // Fulfillment down: the order stays ROUTED, its lines editable.
-    suite.crash(Service::Fulfillment).await;
-    let mut stock_c = suite.stock(T, &[("A", 5)]).await;
-    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
-    let mut feed = orders
-        .watch_order_events(authed(T, ord::WatchOrderEventsRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
-    let o = create(&mut orders, "lost-1", &[("A", 2)]).await;
-    until_state(&mut feed, &o.name, OrderState::Routed).await;
-    assert_eq!(available(&mut stock_c, "A").await, 3);
+    let (suite, mut stock_c, mut orders, o) = routed_with_fulfillment_down("lost-1").await;
 
     // What edit "lost-edit" (+1 A) did before its commit failed: the
     // extension, keyed as the edit keys it, and the undo step, due now.
