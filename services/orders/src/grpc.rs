@@ -33,9 +33,12 @@ use uuid::Uuid;
 const DOMAIN: &str = "orders.oms";
 const MAX_BATCH_CREATE: usize = 1000;
 /// When the units of an edit that was not recorded go back to inventory:
-/// well after any attempt of the edit could still be under way (its
-/// inventory call has a deadline of seconds).
-const UNDO_EXTENSION_AFTER: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+/// well after the edit's own attempt has ended (its inventory call has a
+/// deadline of seconds), and soon enough not to keep a placement that
+/// meets the extra units waiting long. (Should it run while a retry of the
+/// edit is under way, the step's row lock makes that retry see it and
+/// refuse, so the two stay consistent either way.)
+const UNDO_EXTENSION_AFTER: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
 
 pub struct OrderApi {
     pool: PgPool,
