@@ -21,7 +21,8 @@ fn admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-fn redis_url() -> String {
+/// The Redis tests use (`OMS_TEST_REDIS_URL`, else the local one).
+pub fn redis_url() -> String {
     std::env::var("OMS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 

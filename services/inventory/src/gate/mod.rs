@@ -204,10 +204,13 @@ impl Gate {
     }
 
     /// Reserves a batch of one tenant's reservations in one atomic script.
+    /// `owner` is the batch's token: what it grants or finds granted is
+    /// its own to [`Gate::give_back`].
     pub async fn reserve(
         &self,
         tenant: &Tenant,
         items: &[ReserveItem],
+        owner: &str,
     ) -> Result<Vec<ReserveOutcome>, GateError> {
         let k = &self.keys;
         let mut keys = vec![k.ready(tenant), k.expiry(tenant)];
@@ -239,7 +242,7 @@ impl Gate {
             .run(
                 &self.reserve,
                 keys,
-                serde_json::json!({ "akeys": akeys, "items": json_items }),
+                serde_json::json!({ "w": owner, "akeys": akeys, "items": json_items }),
             )
             .await?;
         Ok(body.results)
@@ -257,6 +260,23 @@ impl Gate {
         now_ms: i64,
     ) -> Result<ChangeOutcome, GateError> {
         self.run_change(tenant, op, id, skus, entries, None, now_ms)
+            .await
+    }
+
+    /// Gives back a grant of the batch `owner` whose Postgres record
+    /// failed: its units return and the gate forgets it. Refused (`STATE`)
+    /// when another batch found it since and owns it now.
+    pub async fn give_back(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        skus: &[String],
+        owner: &str,
+        now_ms: i64,
+    ) -> Result<ChangeOutcome, GateError> {
+        // Not an `Op` of the domain: only a batch whose record failed asks it.
+        let op = serde_json::json!("giveback");
+        self.run_change_as(tenant, op, id, skus, &[], None, now_ms, Some(owner))
             .await
     }
 
@@ -286,6 +306,23 @@ impl Gate {
         limit: Option<&ChannelLimit>,
         now_ms: i64,
     ) -> Result<ChangeOutcome, GateError> {
+        let op = serde_json::json!(op);
+        self.run_change_as(tenant, op, id, skus, entries, limit, now_ms, None)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_change_as(
+        &self,
+        tenant: &Tenant,
+        op: serde_json::Value,
+        id: &str,
+        skus: &[String],
+        entries: &[Line],
+        limit: Option<&ChannelLimit>,
+        now_ms: i64,
+        owner: Option<&str>,
+    ) -> Result<ChangeOutcome, GateError> {
         let k = &self.keys;
         let mut keys = vec![k.ready(tenant), k.expiry(tenant), k.reservation(tenant, id)];
         let mut akeys = serde_json::Map::new();
@@ -301,6 +338,9 @@ impl Gate {
         });
         if let Some(l) = limit {
             arg["limit"] = l.to_json();
+        }
+        if let Some(w) = owner {
+            arg["w"] = w.into();
         }
         self.run(&self.change, keys, arg).await
     }
@@ -344,5 +384,71 @@ impl Gate {
             out.insert(sku.clone(), v);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use oms_runtime::config::RedisConfig;
+
+    /// Batch "a" grants a reservation and its record fails; batch "b",
+    /// with a copy of the request, finds the grant (EXISTS) before "a"
+    /// gives it back. "a"'s give-back must leave "b"'s grant alone (b is
+    /// recording it); b's own give-back, had its record failed too, works
+    /// and forgets the reservation.
+    #[tokio::test]
+    async fn only_the_batch_that_owns_a_grant_gives_it_back() {
+        let cfg = RedisConfig {
+            url: oms_testkit::redis_url(),
+            cluster_nodes: vec![],
+            key_prefix: oms_testkit::redis_prefix(),
+        };
+        let mut conn = oms_runtime::redis::connect(&cfg).await.unwrap();
+        let gate = Gate::new(conn.clone(), GateKeys::new(&cfg.key_prefix));
+        let t = Tenant::parse("acme").unwrap();
+        redis::cmd("SET")
+            .arg(gate.keys.ready(&t))
+            .arg(1)
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
+        redis::cmd("HSET")
+            .arg(gate.keys.avail(&t, "A"))
+            .arg("n:DC1")
+            .arg(10)
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
+        let now = chrono::Utc::now().timestamp_millis();
+        let item = || ReserveItem {
+            id: "r1".into(),
+            request_hash: "h".into(),
+            expire_ms: now + 60_000,
+            lines: vec![Line {
+                sku: "A".into(),
+                node: String::new(),
+                q: 3,
+                lot: String::new(),
+            }],
+            channel: None,
+        };
+        let reserve =
+            async |owner: &str| gate.reserve(&t, &[item()], owner).await.unwrap().remove(0);
+        let held = async || gate.read(&t, &["A".into()]).await.unwrap()["A"]["nh"];
+        let skus = ["A".to_string()];
+
+        assert!(matches!(reserve("a").await, ReserveOutcome::Ok));
+        assert!(matches!(reserve("b").await, ReserveOutcome::Exists {}));
+        let a = gate.give_back(&t, "r1", &skus, "a", now).await.unwrap();
+        assert_eq!(a.status, "STATE", "b owns the grant now");
+        assert_eq!(held().await, 3);
+        let b = gate.give_back(&t, "r1", &skus, "b", now).await.unwrap();
+        assert_eq!(b.status, "OK");
+        assert_eq!(held().await, 0);
+        // Forgotten: the same request again is a new grant.
+        assert!(matches!(reserve("c").await, ReserveOutcome::Ok));
+        assert_eq!(held().await, 3);
     }
 }

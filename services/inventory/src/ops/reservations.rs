@@ -143,18 +143,23 @@ async fn try_batch(
         .await
         .map_err(|e| (None, e.into()))?;
     let now = Utc::now();
+    // What this batch grants or finds granted in the gate is its own to
+    // give back (see `Gate::give_back`).
+    let owner = uuid::Uuid::now_v7().to_string();
     let mut answers: Answers = HashMap::new();
     let mut granted: Vec<(Tenant, String, Vec<String>)> = Vec::new();
     let mut events: Vec<(Tenant, String, Vec<u8>)> = Vec::new();
     for (t, jobs) in by_tenant {
-        let per = tenant_batch(&mut tx, gate, known, t, jobs, now)
+        let per = tenant_batch(&mut tx, gate, known, t, jobs, now, &owner)
             .await
             .map_err(|e| (Some(t.clone()), e))?;
         let mut out = Vec::with_capacity(per.len());
         for (answer, grant) in per {
-            // Only what this batch's script granted is given back when the
-            // record fails: another grant may be another batch's.
-            if let (Ok(r), Grant::Fresh) = (&answer, grant) {
+            // What this batch recorded is given back when the record fails
+            // (a grant it found, too: it owns it now). The gate gives back
+            // only grants this batch still owns: another batch may have
+            // found one since and be recording it.
+            if let (Ok(r), Grant::Fresh | Grant::Recorded) = (&answer, grant) {
                 let skus = r.lines.iter().map(|l| l.sku.clone()).collect();
                 granted.push((t.clone(), r.reservation_id.clone(), skus));
             }
@@ -189,9 +194,7 @@ async fn try_batch(
     if let Err(e) = written {
         // The gate granted what the record could not keep: give it back.
         for (t, id, skus) in granted {
-            let _ = gate
-                .change(&t, Op::Release, &id, &skus, &[], now_ms())
-                .await;
+            let _ = gate.give_back(&t, &id, &skus, &owner, now_ms()).await;
         }
         return Err((None, e.into()));
     }
@@ -207,6 +210,7 @@ async fn tenant_batch(
     tenant: &Tenant,
     jobs: &[Job],
     now: DateTime<Utc>,
+    owner: &str,
 ) -> Result<Vec<(Result<Reservation>, Grant)>> {
     let ids: Vec<String> = jobs.iter().map(|j| j.res.id.clone()).collect();
     let stored = repo::reservations::existing(&mut *tx, tenant, &ids).await?;
@@ -270,7 +274,7 @@ async fn tenant_batch(
     let outcomes = if items.is_empty() {
         vec![]
     } else {
-        gate.reserve(tenant, &items).await?
+        gate.reserve(tenant, &items, owner).await?
     };
     // (job, record, holds, expiry, what storing the record makes of it)
     let mut new_rows: Vec<(usize, Reservation, Holds, DateTime<Utc>, Grant)> = Vec::new();
@@ -279,9 +283,10 @@ async fn tenant_batch(
         let grant = match outcome {
             ReserveOutcome::Ok => Grant::Fresh,
             // Granted by another copy of this request, in this batch or in
-            // one being written, or by a batch whose record failed (and
-            // its give-back too). Recorded unless the record is there by
-            // then; the gate holds exactly its lines.
+            // one being written, or by a batch whose record failed and
+            // whose give-back failed too. This batch owns the grant now
+            // (the script says so): recorded here unless the record is
+            // there by then; the gate holds exactly its lines.
             ReserveOutcome::Exists {} => Grant::Recorded,
             ReserveOutcome::Conflict => {
                 answers[*i] = Some(Err(reused(&j.res.id)));

@@ -1,4 +1,6 @@
--- Changes one reservation: confirm, release, consume, expire or extend.
+-- Changes one reservation: confirm, release, consume, expire or extend;
+-- or gives back a grant whose Postgres record failed (giveback, with the
+-- batch's token `w`).
 -- KEYS[1] ready marker, KEYS[2] expiry zset, KEYS[3] reservation record,
 -- KEYS[4..] avail keys, named per SKU in ARGV.
 -- ARGV[1] JSON: { op, id, now, akeys = {sku = key}, entries = [ {sku, node, q} ],
@@ -12,6 +14,16 @@ local r = decode(raw)
 local akeys = req.akeys
 local function done(status, detail)
   return encode({ready = true, status = status, state = r.s, holds = r.holds, consumed = r.c, detail = detail})
+end
+-- A grant whose record failed goes back whole and is forgotten (a retry
+-- is a new reservation), but only by the batch that owns it: another
+-- batch may have found it since (EXISTS) and be recording it.
+if req.op == 'giveback' then
+  if r.w ~= req.w then return done('STATE') end
+  restore(r.holds, akeys)
+  redis.call('DEL', KEYS[3])
+  redis.call('ZREM', KEYS[2], req.id)
+  return encode({ready = true, status = 'OK', state = 'forgotten', holds = {}})
 end
 local function finish(expiring)
   local clean = {}

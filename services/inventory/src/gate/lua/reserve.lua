@@ -1,8 +1,11 @@
 -- Reserves a batch of reservations of one tenant; each is all-or-nothing.
 -- KEYS[1] ready marker, KEYS[2] expiry zset, KEYS[2 + i] item i's record,
 -- then every avail key of `akeys`.
--- ARGV[1] JSON: { akeys = {sku = key}, items = [ { id, h, e,
+-- ARGV[1] JSON: { w, akeys = {sku = key}, items = [ { id, h, e,
 --   lines = [ {sku, node, q} ], pool = [node] | nil, buf_pct, buf_qty } ] }
+--   w: the writing batch's token. A record granted here, or found here
+--   (EXISTS), is owned by this batch from now on: only its owner may give
+--   it back when its Postgres record fails (change.lua, giveback).
 -- Returns JSON { ready, results = [ {status = OK|EXISTS|CONFLICT|SHORT, state, short} ] }
 -- Changes are written once at the end (one HINCRBY per changed field, one
 -- MSET, one ZADD), whatever the batch's size (`unpack` takes a few
@@ -18,7 +21,16 @@ for i, it in ipairs(req.items) do
   local raw = written[rkey] or redis.call('GET', rkey)
   if raw then
     local r = decode(raw)
-    if r.h ~= it.h then out[i] = {status = 'CONFLICT'} else out[i] = {status = 'EXISTS', state = r.s} end
+    if r.h ~= it.h then out[i] = {status = 'CONFLICT'}
+    else
+      out[i] = {status = 'EXISTS', state = r.s}
+      if r.w ~= req.w then
+        r.w = req.w
+        local rec = encode(r)
+        written[rkey] = rec
+        table.insert(sets, rkey); table.insert(sets, rec)
+      end
+    end
   else
     local t = tally(it.lines)
     local short = shortfall(v, akeys, t, it)
@@ -29,7 +41,7 @@ for i, it in ipairs(req.items) do
         local sku, node = split(hk)
         take_hold(v, akeys[sku], node, q)
       end
-      local rec = encode({s = 'active', h = it.h, e = it.e, c = 0, holds = t.holds})
+      local rec = encode({s = 'active', h = it.h, e = it.e, c = 0, holds = t.holds, w = req.w})
       written[rkey] = rec
       table.insert(sets, rkey); table.insert(sets, rec)
       table.insert(expiries, it.e); table.insert(expiries, it.id)
@@ -38,8 +50,6 @@ for i, it in ipairs(req.items) do
   end
 end
 v.flush()
-if #sets > 0 then
-  redis.call('MSET', unpack(sets))
-  redis.call('ZADD', KEYS[2], unpack(expiries))
-end
+if #sets > 0 then redis.call('MSET', unpack(sets)) end
+if #expiries > 0 then redis.call('ZADD', KEYS[2], unpack(expiries)) end
 return encode({ready = true, results = out})
