@@ -87,6 +87,19 @@ pub async fn until_state(
 
 /// Follows inventory's feed until a reservation released units for
 /// `reason` (saga steps give stock back after the change that asked).
+/// An edit of `order`'s first line to `quantity` units.
+fn edit_first_line(order: &str, request_id: &str, quantity: i64) -> ord::EditOrderLinesRequest {
+    ord::EditOrderLinesRequest {
+        request_id: request_id.into(),
+        name: order.into(),
+        lines: vec![ord::LineQuantity {
+            line_id: "1".into(),
+            quantity,
+        }],
+        reason: "customer call".into(),
+    }
+}
+
 pub async fn until_released(c: &mut InventoryServiceClient<Channel>, reason: &str) {
     let mut feed = c
         .watch_inventory_events(authed(T, inv::WatchInventoryEventsRequest::default()))
@@ -208,15 +221,7 @@ async fn orders_are_reserved_backordered_held_and_cancelled_with_their_stock() {
 
     // More units on a routed line are allocated at its node, all or
     // nothing; fewer give the difference back.
-    let edit = |request_id: &str, q: i64| ord::EditOrderLinesRequest {
-        request_id: request_id.into(),
-        name: first.name.clone(),
-        lines: vec![ord::LineQuantity {
-            line_id: "1".into(),
-            quantity: q,
-        }],
-        reason: "customer call".into(),
-    };
+    let edit = |request_id: &str, q: i64| edit_first_line(&first.name, request_id, q);
     let err = orders
         .edit_order_lines(authed(T, edit("e0", 6)))
         .await
@@ -512,15 +517,7 @@ async fn units_of_an_edit_that_was_not_recorded_go_back_to_inventory() {
     assert_eq!(available(&mut stock_c, "A").await, 3);
 
     // The edit retried late: refused, nothing held, the line as it was.
-    let edit = |request_id: &str| ord::EditOrderLinesRequest {
-        request_id: request_id.into(),
-        name: o.name.clone(),
-        lines: vec![ord::LineQuantity {
-            line_id: "1".into(),
-            quantity: 3,
-        }],
-        reason: "customer call".into(),
-    };
+    let edit = |request_id: &str| edit_first_line(&o.name, request_id, 3);
     let err = orders
         .edit_order_lines(authed(T, edit("lost-edit")))
         .await

@@ -123,27 +123,23 @@ impl IngestApi {
             ..Default::default()
         };
         let outcome = self.accept(tenant, &channel, &secret, &s, &body_hash).await;
-        let (status_code, channel_order_id) = match &outcome {
-            Ok((resp, seen)) => {
-                let coid = &seen.channel_order_id;
+        let status_code = match &outcome {
+            Ok((resp, _)) => {
                 audit.order = resp.order.clone();
-                (
-                    if resp.outcome == SubmissionOutcome::Duplicate as i32 {
-                        PayloadStatus::Duplicate
-                    } else {
-                        PayloadStatus::Accepted
-                    },
-                    coid.clone(),
-                )
+                if resp.outcome == SubmissionOutcome::Duplicate as i32 {
+                    PayloadStatus::Duplicate
+                } else {
+                    PayloadStatus::Accepted
+                }
             }
             Err(e) => {
                 audit.error = e.message().to_owned();
-                (PayloadStatus::Rejected, String::new())
+                PayloadStatus::Rejected
             }
         };
         audit.status = status_code as i32;
         // Every attempt is kept for audit, accepted or not; what the channel
-        // order became is recorded with it, in one transaction.
+        // order became is recorded with it, in the same row.
         let name = audit.name.clone();
         let (result, seen) = match outcome {
             Ok((r, seen)) => (Ok(r), Some(seen)),
@@ -155,7 +151,6 @@ impl IngestApi {
                 payload_id,
                 payload: audit,
                 body_hash,
-                channel_order_id,
                 seen,
             })
             .await?;

@@ -162,7 +162,8 @@ pub async fn channels_by_key(
 /// What channel orders became, one answer per (tenant, channel, channel
 /// order id), in order: read from their accepted payloads, the newest
 /// giving the order and the last body, any one cancelling making it
-/// cancelled for good.
+/// cancelled for good. The status is written out, not bound: it is the
+/// predicate of the partial index that serves this lookup.
 pub async fn channel_orders_by_key(
     db: &PgPool,
     keys: &[(Tenant, String, String)],
@@ -205,7 +206,6 @@ pub struct AuditRow {
     pub payload_id: uuid::Uuid,
     pub payload: Payload,
     pub body_hash: String,
-    pub channel_order_id: String,
     pub seen: Option<Seen>,
 }
 
@@ -234,7 +234,10 @@ pub async fn record_submissions(db: &PgPool, rows: &[AuditRow]) -> sqlx::Result<
         })
         .collect();
     let hashes: Vec<&str> = rows.iter().map(|r| r.body_hash.as_str()).collect();
-    let coids: Vec<&str> = rows.iter().map(|r| r.channel_order_id.as_str()).collect();
+    let coids: Vec<&str> = rows
+        .iter()
+        .map(|r| r.seen.as_ref().map_or("", |s| s.channel_order_id.as_str()))
+        .collect();
     let orders: Vec<&str> = rows
         .iter()
         .map(|r| r.seen.as_ref().map_or("", |s| s.order.as_str()))

@@ -181,7 +181,6 @@ mod tests {
                 ..Default::default()
             },
             body_hash: hash.into(),
-            channel_order_id: coid.into(),
             seen: cancelled.map(|cancelled| Seen {
                 channel_order_id: coid.into(),
                 order: format!("orders/{coid}"),

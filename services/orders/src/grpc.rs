@@ -32,13 +32,6 @@ use uuid::Uuid;
 
 const DOMAIN: &str = "orders.oms";
 const MAX_BATCH_CREATE: usize = 1000;
-/// When the units of an edit that was not recorded go back to inventory:
-/// well after the edit's own attempt has ended (its inventory call has a
-/// deadline of seconds), and soon enough not to keep a placement that
-/// meets the extra units waiting long. (Should it run while a retry of the
-/// edit is under way, the step's row lock makes that retry see it and
-/// refuse, so the two stay consistent either way.)
-const UNDO_EXTENSION_AFTER: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
 
 pub struct OrderApi {
     pool: PgPool,
@@ -719,50 +712,9 @@ impl OrderApi {
             // the reservation meanwhile. The request id is the edit's, so a
             // retried edit replays the extension instead of repeating it.
             let extend = saga::extend_request(m.id, &r.request_id, &edit.added, &r.reason);
-            // Should the edit not be recorded (its commit fails, or this
-            // process stops before it), this step takes the units back
-            // later; the edit's own commit removes it.
-            let undo = format!("{}{}", crate::repo::saga::UNDO_EXTEND, r.request_id);
-            let undo_at = chrono::Utc::now() + UNDO_EXTENSION_AFTER;
-            crate::repo::saga::schedule(
-                &self.pool,
-                &caller.tenant,
-                m.id,
-                &undo,
-                &extend.encode_to_vec(),
-                undo_at,
-            )
-            .await?;
-            let extended = self
-                .saga
-                .peers
-                .inventory(&caller.tenant)
-                .extend_reservation(extend)
-                .await;
-            if let Err(st) = extended {
-                // Refused: nothing was added, nothing to take back. (After
-                // a timeout it may have been: the step stays for that.)
-                if matches!(
-                    st.code(),
-                    Code::FailedPrecondition | Code::InvalidArgument | Code::NotFound
-                ) {
-                    crate::repo::saga::take(&self.pool, &caller.tenant, m.id, &undo).await?;
-                }
-                return Err(Error::Inventory(st));
-            }
-            if !crate::repo::saga::take(&mut *m.tx, &caller.tenant, m.id, &undo).await? {
-                // An earlier attempt of this edit was given up and its
-                // units taken back: its extension only replays now, it
-                // holds nothing.
-                return Err(Error::Refused(lifecycle::Refused {
-                    reason: "EDIT_GIVEN_UP",
-                    message: format!(
-                        "an earlier attempt of this edit was not recorded and its units went back \
-                         to inventory; send the edit again with a new request_id ({})",
-                        r.request_id
-                    ),
-                }));
-            }
+            self.saga
+                .extend_for_edit(&mut m.tx, &caller.tenant, m.id, &r.request_id, extend)
+                .await?;
         }
         let mut steps = vec![];
         if !edit.freed.is_empty() && held != lifecycle::Held::Nothing {

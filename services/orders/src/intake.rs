@@ -1,8 +1,8 @@
 //! New orders. CreateOrder requests go through a group-commit writer: the
 //! requests waiting are written in one transaction, each table touched by
 //! one multi-row statement (claims with their answers, orders, history,
-//! saga steps, events), so order intake is not bound by commit latency. A batch that
-//! fails as a whole is written again one order at a time
+//! saga steps, events), so order intake is not bound by commit latency. A
+//! batch that fails as a whole is written again one order at a time
 //! ([`batch::together_or_alone`]).
 use crate::domain::{NewOrder, OrderState};
 use crate::error::{Error, Result};

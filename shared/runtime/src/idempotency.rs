@@ -202,8 +202,9 @@ pub fn request_hash<Req: Message>(request: &Req) -> Vec<u8> {
 }
 
 /// [`claim`] for many requests in at most two statements, each claim
-/// stored with its answer: one result per claim, in order. The claims must name distinct (tenant, request_id) pairs; their
-/// rows are locked in key order, so concurrent batches do not deadlock.
+/// stored with its answer: one result per claim, in order. The claims must
+/// name distinct (tenant, request_id) pairs; their rows are locked in key
+/// order, so concurrent batches do not deadlock.
 pub async fn claim_many<Resp: Message + Default>(
     tx: &mut PgConnection,
     claims: &[BatchClaim<'_>],

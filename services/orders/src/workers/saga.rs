@@ -75,6 +75,14 @@ pub struct Saga {
     peer_down: Arc<AtomicBool>,
 }
 
+/// When the units of an edit that was not recorded go back to inventory:
+/// well after the edit's own attempt has ended (its inventory call has a
+/// deadline of seconds), and soon enough not to keep a placement that
+/// meets the extra units waiting long. (Should it run while a retry of the
+/// edit is under way, the step's row lock makes that retry see it and
+/// refuse, so the two stay consistent either way.)
+const UNDO_EXTENSION_AFTER: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
+
 /// The longest pause after a tick found a peer down. The first pause is
 /// the sweep interval; it doubles while the peer stays down.
 const MAX_PAUSE: Duration = Duration::from_secs(30);
@@ -535,6 +543,61 @@ impl Saga {
             &[Code::NotFound, Code::FailedPrecondition],
         )
         .await
+    }
+
+    /// Adds units to an order's reservation for the edit `key` (its
+    /// request id), which `tx` records. They never outlive an edit that is
+    /// not recorded (its commit fails, or this process stops first): an
+    /// undo step, written and committed before inventory is asked, takes
+    /// them back unless `tx` removes it. An edit whose earlier attempt was
+    /// undone is refused (`EDIT_GIVEN_UP`): its extension would only
+    /// replay now, holding nothing.
+    pub(crate) async fn extend_for_edit(
+        &self,
+        tx: &mut PgConnection,
+        tenant: &Tenant,
+        order_id: uuid::Uuid,
+        key: &str,
+        extend: ExtendReservationRequest,
+    ) -> crate::error::Result<()> {
+        use crate::error::Error;
+        let undo = format!("{}{key}", repo::saga::UNDO_EXTEND);
+        let at = Utc::now() + UNDO_EXTENSION_AFTER;
+        repo::saga::schedule(
+            &self.pool,
+            tenant,
+            order_id,
+            &undo,
+            &extend.encode_to_vec(),
+            at,
+        )
+        .await?;
+        if let Err(st) = self
+            .peers
+            .inventory(tenant)
+            .extend_reservation(extend)
+            .await
+        {
+            // Refused: nothing was added, nothing to take back. (After a
+            // timeout it may have been: the step stays for that.)
+            if matches!(
+                st.code(),
+                Code::FailedPrecondition | Code::InvalidArgument | Code::NotFound
+            ) {
+                repo::saga::take(&self.pool, tenant, order_id, &undo).await?;
+            }
+            return Err(Error::Inventory(st));
+        }
+        if !repo::saga::take(&mut *tx, tenant, order_id, &undo).await? {
+            return Err(Error::Refused(lifecycle::Refused {
+                reason: "EDIT_GIVEN_UP",
+                message: format!(
+                    "an earlier attempt of this edit was not recorded and its units went back \
+                     to inventory; send the edit again with a new request_id ({key})"
+                ),
+            }));
+        }
+        Ok(())
     }
 
     /// Takes back the units an edit added to an order's reservation when
