@@ -210,6 +210,42 @@ impl InventoryService for InventoryApi {
     ) -> Result<Response<CreateReservationResponse>, Status> {
         unary!(self, req, ops::reservations::create)
     }
+    async fn stream_reservations(
+        &self,
+        req: Request<Streaming<StreamReservationsRequest>>,
+    ) -> Result<Response<BoxStream<StreamReservationsResponse>>, Status> {
+        let caller = auth::caller(&req)?;
+        let inv = self.0.clone();
+        // A stopping server takes no new messages; those in flight are
+        // answered (or refused as stopped by the writer).
+        let stop = inv.shutdown.clone().cancelled_owned();
+        let answers = req
+            .into_inner()
+            .take_until(stop)
+            .map(move |msg| {
+                let (inv, tenant) = (inv.clone(), caller.tenant.clone());
+                async move {
+                    let req = msg?.reservation.unwrap_or_default();
+                    let reservation_id = req.reservation_id.clone();
+                    Ok(match ops::reservations::create(&inv, &tenant, req).await {
+                        Ok(r) => StreamReservationsResponse {
+                            reservation_id,
+                            status: Some(status::to_rpc(None)),
+                            reservation: r.reservation,
+                        },
+                        Err(e) => StreamReservationsResponse {
+                            reservation_id,
+                            status: Some(status::to_rpc(Some(&to_status(e)))),
+                            reservation: None,
+                        },
+                    })
+                }
+            })
+            // In order, with a bounded number in flight per stream: a caller
+            // that sends faster than it reads is slowed, not buffered.
+            .buffered(ops::reservations::STREAM_IN_FLIGHT);
+        Ok(Response::new(Box::pin(answers)))
+    }
     async fn get_reservation(
         &self,
         req: Request<GetReservationRequest>,

@@ -1,5 +1,7 @@
 //! Hot SKU: N clients reserve one unit each of a single SKU as fast as
-//! they can. Reports reservations/s and latency, then verifies that no unit
+//! they can, first by unary calls, then each over its own stream (the same
+//! concurrency: one reservation at a time per client). Reports
+//! reservations/s and latency of both, then verifies that no unit
 //! was oversold: grants counted by the clients, the holds in Postgres and
 //! the availability left must agree with the stock. Then measures the
 //! ceiling of any unary call on this machine (a no-op through the same
@@ -9,7 +11,10 @@ use oms_proto::common::NodeKind;
 use oms_proto::inventory::{inventory_service_client::InventoryServiceClient, *};
 use oms_runtime::Service;
 use oms_testkit::{TestDb, authed};
-use tonic::Code;
+use std::sync::Arc;
+use tokio::sync::Mutex;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, transport::Channel};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -94,34 +99,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .map(|_| svc.channel())
         .collect();
     let token = format!("Bearer {}", oms_testkit::token(TENANT));
-    let report = load::drive(args.clients, args.seconds, |c| {
-        let client = InventoryServiceClient::new(channels[c % channels.len()].clone());
-        let token = token.clone();
-        move |n| {
-            let mut client = client.clone();
-            let req = load::with_token(
-                CreateReservationRequest {
-                    reservation_id: format!("c{c}-{n}"),
-                    lines: vec![ReservationLine {
-                        sku: "HOT".into(),
-                        quantity: 1,
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                },
-                &token,
-            );
-            async move {
-                match client.create_reservation(req).await {
-                    Ok(_) => Outcome::Ok,
-                    Err(e) if e.code() == Code::FailedPrecondition => Outcome::Refused,
-                    Err(_) => Outcome::Failed,
-                }
-            }
-        }
-    })
-    .await;
-    let (granted, refused, failed) = (report.ok, report.refused, report.failed);
+    let unary = unary_phase(&channels, &token, &args).await;
+    let stream = stream_phase(&channels, &token, &args).await;
+    let granted = unary.ok + stream.ok;
+    let failed = unary.failed + stream.failed;
 
     // Verify: the record, the availability and the clients agree.
     let mut conn = db.connect("inventory").await;
@@ -146,6 +127,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let oversold = (held - args.stock).max(0);
     let consistent = held == granted as i64 && avail.available == args.stock - held;
     let ceiling = noop_ceiling(&channels, args.clients, args.seconds).await;
+    let figures = |r: &load::Report| {
+        serde_json::json!({
+            "reservations_per_s": (r.ok + r.refused) as f64 / r.seconds,
+            "granted": r.ok,
+            "refused": r.refused,
+            "failed": r.failed,
+            "p50_ms": r.ms(0.50),
+            "p99_ms": r.ms(0.99),
+        })
+    };
     println!(
         "{}",
         serde_json::json!({
@@ -153,12 +144,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "clients": args.clients,
             "connections": args.connections,
             "seconds": args.seconds,
-            "reservations_per_s": (granted + refused) as f64 / report.seconds,
-            "granted": granted,
-            "refused": refused,
-            "failed": failed,
-            "p50_ms": report.ms(0.50),
-            "p99_ms": report.ms(0.99),
+            "unary": figures(&unary),
+            "stream": figures(&stream),
             "stock": args.stock,
             "held_in_record": held,
             "available_left": avail.available,
@@ -175,11 +162,90 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Each client calls CreateReservation, one call at a time.
+async fn unary_phase(channels: &[Channel], token: &str, args: &Args) -> load::Report {
+    load::drive(args.clients, args.seconds, |c| {
+        let client = InventoryServiceClient::new(channels[c % channels.len()].clone());
+        let token = token.to_owned();
+        move |n| {
+            let mut client = client.clone();
+            let req = load::with_token(one_unit(format!("u{c}-{n}")), &token);
+            async move {
+                match client.create_reservation(req).await {
+                    Ok(_) => Outcome::Ok,
+                    Err(e) if e.code() == Code::FailedPrecondition => Outcome::Refused,
+                    Err(_) => Outcome::Failed,
+                }
+            }
+        }
+    })
+    .await
+}
+
+/// Each client opens one StreamReservations stream and sends one
+/// reservation at a time on it, waiting for each answer: the same
+/// concurrency as the unary phase, without the per-call cost.
+async fn stream_phase(channels: &[Channel], token: &str, args: &Args) -> load::Report {
+    type Open = (
+        tokio::sync::mpsc::Sender<StreamReservationsRequest>,
+        tonic::Streaming<StreamReservationsResponse>,
+    );
+    load::drive(args.clients, args.seconds, |c| {
+        let client = InventoryServiceClient::new(channels[c % channels.len()].clone());
+        let token = token.to_owned();
+        let open: Arc<Mutex<Option<Open>>> = Arc::default();
+        move |n| {
+            let (mut client, token, open) = (client.clone(), token.clone(), open.clone());
+            async move {
+                let mut open = open.lock().await;
+                if open.is_none() {
+                    let (tx, rx) = tokio::sync::mpsc::channel(1);
+                    let req = load::with_token(ReceiverStream::new(rx), &token);
+                    match client.stream_reservations(req).await {
+                        Ok(answers) => *open = Some((tx, answers.into_inner())),
+                        Err(_) => return Outcome::Failed,
+                    }
+                }
+                let Some((tx, answers)) = open.as_mut() else {
+                    return Outcome::Failed;
+                };
+                let msg = StreamReservationsRequest {
+                    reservation: Some(one_unit(format!("s{c}-{n}"))),
+                };
+                if tx.send(msg).await.is_err() {
+                    return Outcome::Failed;
+                }
+                match answers.message().await {
+                    Ok(Some(a)) => match a.status.map(|s| s.code).unwrap_or_default() {
+                        0 => Outcome::Ok,
+                        c if c == Code::FailedPrecondition as i32 => Outcome::Refused,
+                        _ => Outcome::Failed,
+                    },
+                    _ => Outcome::Failed,
+                }
+            }
+        }
+    })
+    .await
+}
+
+fn one_unit(reservation_id: String) -> CreateReservationRequest {
+    CreateReservationRequest {
+        reservation_id,
+        lines: vec![ReservationLine {
+            sku: "HOT".into(),
+            quantity: 1,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
 /// Calls/s of the cheapest unary call the same server answers (the health
 /// check: no auth, no storage) from the same clients over the same
 /// connections: what HTTP/2, tonic and the server's layers cost on this
 /// machine with nothing behind them, the ceiling of any unary RPC here.
-async fn noop_ceiling(channels: &[tonic::transport::Channel], clients: usize, seconds: u64) -> f64 {
+async fn noop_ceiling(channels: &[Channel], clients: usize, seconds: u64) -> f64 {
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
     let report = load::drive(clients, seconds, |c| {
         let client = HealthClient::new(channels[c % channels.len()].clone());

@@ -32,6 +32,9 @@ const MAX_BATCH: usize = 256;
 /// 5.8k-6.4k/s with 3 or 4, 5.2k/s with 1 (2026-12-01).
 const WORKERS: usize = 3;
 
+/// Reservations of one `StreamReservations` stream being written at once.
+pub const STREAM_IN_FLIGHT: usize = 64;
+
 struct Job {
     tenant: Tenant,
     res: NewReservation,
