@@ -100,7 +100,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .collect();
     let token = format!("Bearer {}", oms_testkit::token(TENANT));
     let unary = unary_phase(&channels, &token, &args).await;
-    let stream = stream_phase(&channels, &token, &args).await;
+    let stream = stream_phase(&channels, &token, &args, |c, n| {
+        one_unit(format!("s{c}-{n}"))
+    })
+    .await;
     let granted = unary.ok + stream.ok;
     let failed = unary.failed + stream.failed;
 
@@ -127,6 +130,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let oversold = (held - args.stock).max(0);
     let consistent = held == granted as i64 && avail.available == args.stock - held;
     let ceiling = noop_ceiling(&channels, args.clients, args.seconds).await;
+    // The cheapest message a stream answers: one refused at validation (no
+    // lines), nothing stored.
+    let stream_ceiling = stream_phase(&channels, &token, &args, |c, n| CreateReservationRequest {
+        reservation_id: format!("x{c}-{n}"),
+        ..Default::default()
+    })
+    .await;
     let figures = |r: &load::Report| {
         serde_json::json!({
             "reservations_per_s": (r.ok + r.refused) as f64 / r.seconds,
@@ -152,6 +162,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "oversold": oversold,
             "consistent": consistent,
             "grpc_noop_calls_per_s": ceiling,
+            "stream_refused_at_validation_per_s": stream_ceiling.refused as f64 / stream_ceiling.seconds,
         })
     );
     drop(svc);
@@ -185,7 +196,12 @@ async fn unary_phase(channels: &[Channel], token: &str, args: &Args) -> load::Re
 /// Each client opens one StreamReservations stream and sends one
 /// reservation at a time on it, waiting for each answer: the same
 /// concurrency as the unary phase, without the per-call cost.
-async fn stream_phase(channels: &[Channel], token: &str, args: &Args) -> load::Report {
+async fn stream_phase(
+    channels: &[Channel],
+    token: &str,
+    args: &Args,
+    make: fn(usize, u64) -> CreateReservationRequest,
+) -> load::Report {
     type Open = (
         tokio::sync::mpsc::Sender<StreamReservationsRequest>,
         tonic::Streaming<StreamReservationsResponse>,
@@ -210,7 +226,7 @@ async fn stream_phase(channels: &[Channel], token: &str, args: &Args) -> load::R
                     return Outcome::Failed;
                 };
                 let msg = StreamReservationsRequest {
-                    reservation: Some(one_unit(format!("s{c}-{n}"))),
+                    reservation: Some(make(c, n)),
                 };
                 if tx.send(msg).await.is_err() {
                     return Outcome::Failed;
@@ -218,7 +234,11 @@ async fn stream_phase(channels: &[Channel], token: &str, args: &Args) -> load::R
                 match answers.message().await {
                     Ok(Some(a)) => match a.status.map(|s| s.code).unwrap_or_default() {
                         0 => Outcome::Ok,
-                        c if c == Code::FailedPrecondition as i32 => Outcome::Refused,
+                        c if c == Code::FailedPrecondition as i32
+                            || c == Code::InvalidArgument as i32 =>
+                        {
+                            Outcome::Refused
+                        }
                         _ => Outcome::Failed,
                     },
                     _ => Outcome::Failed,

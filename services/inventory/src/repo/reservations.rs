@@ -99,7 +99,9 @@ pub async fn insert_many(
             h_held.push(*v);
         }
     }
-    // One statement (one round trip) for both tables.
+    // One statement (one round trip) for both tables. Holds only of the
+    // reservations stored here: a stored one may have changed since (a
+    // released one holds nothing).
     let stored: Vec<String> = sqlx::query_scalar(
         "WITH r AS (
             INSERT INTO reservations (tenant, reservation_id, state, request_hash, expire_time, create_time, update_time, reference, doc)
@@ -110,7 +112,8 @@ pub async fn insert_many(
          ), h AS (
             INSERT INTO holds (tenant, reservation_id, sku, node_id, held)
             SELECT $1, id, s, n, h FROM UNNEST($8::text[], $9::text[], $10::text[], $11::bigint[]) AS t(id, s, n, h)
-            ON CONFLICT DO NOTHING
+            JOIN r ON r.reservation_id = t.id
+            ON CONFLICT DO NOTHING -- the same id twice in one batch
          )
          SELECT reservation_id FROM r",
     )

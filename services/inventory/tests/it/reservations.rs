@@ -1,4 +1,5 @@
 use crate::*;
+use futures::StreamExt as _;
 use futures::future::join_all;
 use tonic::Code;
 
@@ -120,6 +121,129 @@ async fn repeating_a_reservation_id_returns_the_first_result() {
         Code::InvalidArgument,
         "globex has no item S: {err:?}"
     );
+}
+
+#[tokio::test]
+async fn repeating_a_finished_reservation_returns_it_and_takes_nothing() {
+    let redis = oms_testkit::RedisServer::start();
+    let mut h = start_with(&[("OMS_REDIS_URL", redis.url())]).await;
+    stocked(&mut h, &[("S", 2)]).await;
+    let first = reserve(&mut h.client, "acme", "done", vec![line("S", "", 2)])
+        .await
+        .unwrap();
+    let released = h
+        .client
+        .release_reservation(authed(
+            "acme",
+            ReleaseReservationRequest {
+                request_id: "rel".into(),
+                name: "reservations/done".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .reservation
+        .unwrap();
+    assert_eq!(released.state(), ReservationState::Released);
+    let again = reserve(&mut h.client, "acme", "done", vec![line("S", "", 2)])
+        .await
+        .unwrap();
+    assert_eq!(again, released, "the record as it is now");
+    assert_eq!(again.create_time, first.create_time);
+    assert_eq!(available(&mut h.client, "acme", "S").await.available, 2);
+    // The gate rebuilt from the record holds live reservations only: a
+    // repeat of a finished one is granted there, then answered from the
+    // record, and the grant goes back.
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "FLUSHALL"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "OK");
+    let again = reserve(&mut h.client, "acme", "done", vec![line("S", "", 2)])
+        .await
+        .unwrap();
+    assert_eq!(again, released);
+    assert_eq!(available(&mut h.client, "acme", "S").await.available, 2);
+    assert_eq!(held_in_record(&h.db, "acme", "S").await, 0);
+    // Whatever the stock is now: with every unit taken, a repeat still
+    // returns the first result, not a refusal.
+    reserve(&mut h.client, "acme", "all", vec![line("S", "", 2)])
+        .await
+        .unwrap();
+    let again = reserve(&mut h.client, "acme", "done", vec![line("S", "", 2)])
+        .await
+        .unwrap();
+    assert_eq!(again, released);
+    assert_eq!(available(&mut h.client, "acme", "S").await.available, 0);
+    assert_eq!(held_in_record(&h.db, "acme", "S").await, 2);
+    let err = reserve(&mut h.client, "acme", "done", vec![line("S", "", 1)])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), fields(&err)),
+        (Code::InvalidArgument, vec!["reservation_id".to_string()])
+    );
+}
+
+#[tokio::test]
+async fn a_stream_answers_each_reservation_in_order_as_the_unary_call_would() {
+    let mut h = start().await;
+    stocked(&mut h, &[("S", 3)]).await;
+    let msg = |id: &str, lines: Vec<ReservationLine>| StreamReservationsRequest {
+        reservation: Some(CreateReservationRequest {
+            reservation_id: id.into(),
+            lines,
+            ..Default::default()
+        }),
+    };
+    let sent = vec![
+        msg("a", vec![line("S", "", 2)]),
+        msg("bad", vec![line("S", "", 0)]),
+        msg("b", vec![line("S", "", 2)]),
+        msg("a", vec![line("S", "", 2)]),
+        msg("c", vec![line("S", "", 1)]),
+    ];
+    let answers: Vec<StreamReservationsResponse> = h
+        .client
+        .stream_reservations(authed("acme", tokio_stream::iter(sent)))
+        .await
+        .unwrap()
+        .into_inner()
+        .map(|a| a.unwrap())
+        .collect()
+        .await;
+    let seen: Vec<(&str, i32)> = answers
+        .iter()
+        .map(|a| (a.reservation_id.as_str(), a.status.as_ref().unwrap().code))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("a", Code::Ok as i32),
+            ("bad", Code::InvalidArgument as i32),
+            ("b", Code::FailedPrecondition as i32),
+            ("a", Code::Ok as i32),
+            ("c", Code::Ok as i32),
+        ]
+    );
+    // The errors carry the details the unary call gives.
+    let bad = oms_runtime::status::from_rpc(answers[1].status.as_ref().unwrap()).unwrap();
+    assert_eq!(fields(&bad), vec!["lines[0].quantity".to_string()]);
+    let short = oms_runtime::status::from_rpc(answers[2].status.as_ref().unwrap()).unwrap();
+    assert_eq!(reason(&short), "INSUFFICIENT_STOCK");
+    assert_eq!(answers[0].reservation, answers[3].reservation);
+    assert!(answers[1].reservation.is_none());
+    assert_eq!(available(&mut h.client, "acme", "S").await.available, 0);
+    assert_eq!(held_in_record(&h.db, "acme", "S").await, 3);
+    // A stream authenticates when it opens.
+    let err = h
+        .client
+        .stream_reservations(tokio_stream::iter(vec![msg("d", vec![line("S", "", 1)])]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
 }
 
 #[tokio::test]
