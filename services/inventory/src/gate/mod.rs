@@ -19,6 +19,11 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
 const COMMON: &str = include_str!("lua/common.lua");
+/// How long the gate keeps a finished (released, expired, consumed)
+/// reservation's record: long enough that a client's retries of its
+/// CreateReservation are answered here, short enough that Redis holds
+/// about an hour of reservations rather than every one ever made.
+const FINISHED_KEPT_MS: i64 = 60 * 60 * 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GateError {
@@ -335,6 +340,7 @@ impl Gate {
         }
         let mut arg = serde_json::json!({
             "op": op, "id": id, "now": now_ms, "akeys": akeys, "entries": entries,
+            "keep_ms": FINISHED_KEPT_MS,
         });
         if let Some(l) = limit {
             arg["limit"] = l.to_json();
@@ -450,5 +456,30 @@ mod tests {
         // Forgotten: the same request again is a new grant.
         assert!(matches!(reserve("c").await, ReserveOutcome::Ok));
         assert_eq!(held().await, 3);
+
+        // A live record stays; a finished one is dropped after a while.
+        let ttl = async |conn: &mut RedisConn| -> i64 {
+            redis::cmd("PTTL")
+                .arg(gate.keys.reservation(&t, "r1"))
+                .query_async(conn)
+                .await
+                .unwrap()
+        };
+        assert_eq!(ttl(&mut conn).await, -1, "live: no expiry");
+        let out = gate
+            .change(&t, Op::Release, "r1", &skus, &[], now)
+            .await
+            .unwrap();
+        assert_eq!(
+            (out.status.as_str(), out.state.as_str()),
+            ("OK", "released")
+        );
+        let left = ttl(&mut conn).await;
+        assert!(
+            left > FINISHED_KEPT_MS - 60_000 && left <= FINISHED_KEPT_MS,
+            "finished: kept {left} ms"
+        );
+        assert!(matches!(reserve("d").await, ReserveOutcome::Exists {}));
+        assert_eq!(held().await, 0);
     }
 }

@@ -3,7 +3,7 @@
 -- batch's token `w`).
 -- KEYS[1] ready marker, KEYS[2] expiry zset, KEYS[3] reservation record,
 -- KEYS[4..] avail keys, named per SKU in ARGV.
--- ARGV[1] JSON: { op, id, now, akeys = {sku = key}, entries = [ {sku, node, q} ],
+-- ARGV[1] JSON: { op, id, now, keep_ms, akeys = {sku = key}, entries = [ {sku, node, q} ],
 --   limit = {pool, buf_pct, buf_qty} | nil (extend: the channel's rule) }
 -- Returns JSON { ready, status = OK|NOT_FOUND|STATE|SHORT|TOO_MUCH|MISMATCH, state, holds, detail }
 if redis.call('EXISTS', KEYS[1]) == 0 then return encode({ready = false}) end
@@ -25,6 +25,10 @@ if req.op == 'giveback' then
   redis.call('ZREM', KEYS[2], req.id)
   return encode({ready = true, status = 'OK', state = 'forgotten', holds = {}})
 end
+-- A finished reservation's record is kept `keep_ms` (a repeat of its
+-- CreateReservation finds it here), then dropped: past that the Postgres
+-- record answers repeats, and Redis does not grow with every reservation
+-- ever made.
 local function finish(expiring)
   local clean = {}
   for k, v in pairs(r.holds) do if v > 0 then clean[k] = v end end
@@ -32,8 +36,10 @@ local function finish(expiring)
   if total(clean) == 0 then
     if expiring then r.s = 'expired' elseif r.c == 1 then r.s = 'consumed' else r.s = 'released' end
     redis.call('ZREM', KEYS[2], req.id)
+    redis.call('SET', KEYS[3], encode(r), 'PX', req.keep_ms)
+  else
+    redis.call('SET', KEYS[3], encode(r))
   end
-  redis.call('SET', KEYS[3], encode(r))
 end
 -- An active reservation past its expiry is expired, whatever is asked.
 if r.s == 'active' and tonumber(req.now) >= tonumber(r.e) then
