@@ -8,78 +8,12 @@ use oms_proto::fulfillment::{
 };
 use oms_runtime::{Config, Service};
 use oms_testkit::{TestDb, authed};
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-    metrics_service_server::{MetricsService, MetricsServiceServer},
-};
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point};
-use std::collections::BTreeMap;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status};
-
-struct Collector(mpsc::UnboundedSender<ExportMetricsServiceRequest>);
-
-#[tonic::async_trait]
-impl MetricsService for Collector {
-    async fn export(
-        &self,
-        req: Request<ExportMetricsServiceRequest>,
-    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        let _ = self.0.send(req.into_inner());
-        Ok(Response::new(ExportMetricsServiceResponse::default()))
-    }
-}
-
-/// Every data point of the export: (metric, its attributes) -> value.
-fn points(export: &ExportMetricsServiceRequest) -> BTreeMap<(String, String), f64> {
-    let mut out = BTreeMap::new();
-    for m in export
-        .resource_metrics
-        .iter()
-        .flat_map(|r| &r.scope_metrics)
-        .flat_map(|s| &s.metrics)
-    {
-        let dps = match &m.data {
-            Some(Data::Gauge(g)) => &g.data_points,
-            Some(Data::Sum(s)) => &s.data_points,
-            _ => continue,
-        };
-        for dp in dps {
-            let mut attrs: Vec<String> = dp
-                .attributes
-                .iter()
-                .map(
-                    |kv| match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-                        Some(Value::StringValue(s)) => format!("{}={s}", kv.key),
-                        other => format!("{}={other:?}", kv.key),
-                    },
-                )
-                .collect();
-            attrs.sort();
-            let v = match dp.value {
-                Some(number_data_point::Value::AsInt(i)) => i as f64,
-                Some(number_data_point::Value::AsDouble(d)) => d,
-                None => continue,
-            };
-            out.insert((m.name.clone(), attrs.join(",")), v);
-        }
-    }
-    out
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn adapter_health_is_exported_as_metrics() {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(MetricsServiceServer::new(Collector(tx)))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    let endpoint = format!("http://{addr}");
+    let (endpoint, mut rx) = oms_testkit::otlp::collector().await;
     let log = Config::from_lookup(Service::Fulfillment, |k| {
         (k == "OTEL_EXPORTER_OTLP_ENDPOINT").then(|| endpoint.clone())
     })
@@ -174,10 +108,7 @@ async fn adapter_health_is_exported_as_metrics() {
     tokio::task::spawn_blocking(move || guard.shutdown())
         .await
         .unwrap();
-    let mut seen = BTreeMap::new();
-    while let Ok(export) = rx.try_recv() {
-        seen.extend(points(&export));
-    }
+    let seen = oms_testkit::otlp::points(&mut rx);
     let get = |name: &str, attrs: &str| seen.get(&(name.to_string(), attrs.to_string())).copied();
     assert_eq!(
         get("oms.fulfillment.adapter.streams", "tenant=acme"),

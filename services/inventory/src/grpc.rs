@@ -1,6 +1,7 @@
 //! The InventoryService API edge: authenticates, delegates to `ops`, and is
 //! the only place errors become gRPC statuses.
 use crate::error::Error;
+use crate::metrics::Api;
 use crate::ops::{self, Shared};
 use futures::StreamExt as _;
 use oms_kernel::Violations;
@@ -208,7 +209,11 @@ impl InventoryService for InventoryApi {
         &self,
         req: Request<CreateReservationRequest>,
     ) -> Result<Response<CreateReservationResponse>, Status> {
-        unary!(self, req, ops::reservations::create)
+        let caller = auth::caller(&req)?;
+        ops::reservations::create(&self.0, &caller.tenant, req.into_inner(), Api::Unary)
+            .await
+            .map(Response::new)
+            .map_err(to_status)
     }
     async fn stream_reservations(
         &self,
@@ -227,18 +232,20 @@ impl InventoryService for InventoryApi {
                 async move {
                     let req = msg?.reservation.unwrap_or_default();
                     let reservation_id = req.reservation_id.clone();
-                    Ok(match ops::reservations::create(&inv, &tenant, req).await {
-                        Ok(r) => StreamReservationsResponse {
-                            reservation_id,
-                            status: Some(status::to_rpc(None)),
-                            reservation: r.reservation,
+                    Ok(
+                        match ops::reservations::create(&inv, &tenant, req, Api::Stream).await {
+                            Ok(r) => StreamReservationsResponse {
+                                reservation_id,
+                                status: Some(status::to_rpc(None)),
+                                reservation: r.reservation,
+                            },
+                            Err(e) => StreamReservationsResponse {
+                                reservation_id,
+                                status: Some(status::to_rpc(Some(&to_status(e)))),
+                                reservation: None,
+                            },
                         },
-                        Err(e) => StreamReservationsResponse {
-                            reservation_id,
-                            status: Some(status::to_rpc(Some(&to_status(e)))),
-                            reservation: None,
-                        },
-                    })
+                    )
                 }
             })
             // In order, with a bounded number in flight per stream: a caller

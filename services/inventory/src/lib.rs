@@ -8,6 +8,7 @@ mod domain;
 mod error;
 mod gate;
 mod grpc;
+mod metrics;
 mod ops;
 mod repo;
 
@@ -41,6 +42,7 @@ pub async fn run(
         waker,
         shutdown: shutdown.clone(),
         writer,
+        metrics: metrics::Metrics::new(),
     });
     ops::reservations::start_sweeper(inv.clone(), config.sweep_interval);
     let api = InventoryServiceServer::with_interceptor(

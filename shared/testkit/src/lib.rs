@@ -319,5 +319,6 @@ pub fn authed<T>(tenant: &str, msg: T) -> Request<T> {
     req
 }
 
+pub mod otlp;
 mod redis_servers;
 pub use redis_servers::{RedisCluster, RedisServer};

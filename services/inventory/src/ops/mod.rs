@@ -30,6 +30,7 @@ pub struct Inventory {
     pub waker: FeedWaker,
     pub shutdown: CancellationToken,
     pub writer: reservations::Writer,
+    pub metrics: crate::metrics::Metrics,
 }
 
 pub type Shared = Arc<Inventory>;

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::gate::{
     self, ChannelLimit, Gate, GateError, Holds, Line, Op, ReserveItem, ReserveOutcome, Short,
 };
+use crate::metrics::Api;
 use crate::repo::{self, lock, reservations::NewRow};
 use chrono::{DateTime, Utc};
 use oms_kernel::{Paging, Tenant, Violations, parse_name};
@@ -66,11 +67,15 @@ pub async fn create(
     inv: &Inventory,
     tenant: &Tenant,
     req: CreateReservationRequest,
+    api: Api,
 ) -> Result<CreateReservationResponse> {
-    let res = NewReservation::parse(&req)?;
-    let reservation = inv.writer.submit(tenant, res).await?;
+    let answer = match NewReservation::parse(&req) {
+        Ok(res) => inv.writer.submit(tenant, res).await,
+        Err(e) => Err(e.into()),
+    };
+    inv.metrics.reservation(tenant.as_str(), api, &answer);
     Ok(CreateReservationResponse {
-        reservation: Some(reservation),
+        reservation: Some(answer?),
     })
 }
 

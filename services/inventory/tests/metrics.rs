@@ -1,0 +1,118 @@
+//! Reservations answered reach an OTLP collector as a business metric, by
+//! outcome and API: a stream is one RPC to the RED metrics, so this is
+//! where its refusals show. This binary owns the global meter provider,
+//! so it holds this one test.
+#![allow(clippy::unwrap_used)]
+use oms_proto::common::NodeKind;
+use oms_proto::inventory::{inventory_service_client::InventoryServiceClient, *};
+use oms_runtime::{Config, Service};
+use oms_testkit::{TestDb, authed};
+
+fn one(id: &str, sku: &str, q: i64) -> CreateReservationRequest {
+    CreateReservationRequest {
+        reservation_id: id.into(),
+        lines: vec![ReservationLine {
+            sku: sku.into(),
+            quantity: q,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reservations_are_counted_by_outcome_and_api() {
+    let (endpoint, mut rx) = oms_testkit::otlp::collector().await;
+    let log = Config::from_lookup(Service::Inventory, |k| {
+        (k == "OTEL_EXPORTER_OTLP_ENDPOINT").then(|| endpoint.clone())
+    })
+    .unwrap()
+    .log;
+    let guard = oms_runtime::telemetry::init("inventory", &log).unwrap();
+
+    let db = TestDb::new().await;
+    let svc = oms_testkit::spawn(
+        oms_testkit::config(Service::Inventory, &db, &[]),
+        oms_inventory::run,
+    )
+    .await;
+    let mut c = InventoryServiceClient::new(svc.channel());
+    c.create_node(authed(
+        "acme",
+        CreateNodeRequest {
+            request_id: "n".into(),
+            node: Some(Node {
+                node_id: "DC1".into(),
+                kind: NodeKind::Warehouse as i32,
+                enabled: true,
+                ..Default::default()
+            }),
+        },
+    ))
+    .await
+    .unwrap();
+    c.create_item(authed(
+        "acme",
+        CreateItemRequest {
+            request_id: "i".into(),
+            item: Some(Item {
+                sku: "S".into(),
+                ..Default::default()
+            }),
+        },
+    ))
+    .await
+    .unwrap();
+    c.record_movement(authed(
+        "acme",
+        RecordMovementRequest {
+            request_id: "m".into(),
+            movement: Some(StockMovement {
+                kind: MovementKind::Receipt as i32,
+                node_id: "DC1".into(),
+                sku: "S".into(),
+                quantity: 3,
+                ..Default::default()
+            }),
+        },
+    ))
+    .await
+    .unwrap();
+    // Unary: granted twice (a repeat is answered too), refused once.
+    for r in [one("u1", "S", 1), one("u1", "S", 1), one("u2", "S", 5)] {
+        let _ = c.create_reservation(authed("acme", r)).await;
+    }
+    // Stream: granted once, invalid once, refused once.
+    let msgs = [one("s1", "S", 1), one("s2", "S", 0), one("s3", "S", 5)].map(|r| {
+        StreamReservationsRequest {
+            reservation: Some(r),
+        }
+    });
+    let answers = c
+        .stream_reservations(authed("acme", tokio_stream::iter(msgs)))
+        .await
+        .unwrap()
+        .into_inner();
+    let n = futures::StreamExt::count(answers).await;
+    assert_eq!(n, 3);
+
+    // Shutdown collects and flushes; it blocks, so off the runtime.
+    tokio::task::spawn_blocking(move || guard.shutdown())
+        .await
+        .unwrap();
+    let seen = oms_testkit::otlp::points(&mut rx);
+    let get = |attrs: &str| {
+        seen.get(&("oms.inventory.reservations".to_string(), attrs.to_string()))
+            .copied()
+    };
+    assert_eq!(
+        get("api=unary,outcome=granted,tenant=acme"),
+        Some(2.0),
+        "{seen:#?}"
+    );
+    assert_eq!(get("api=unary,outcome=refused,tenant=acme"), Some(1.0));
+    assert_eq!(get("api=stream,outcome=granted,tenant=acme"), Some(1.0));
+    assert_eq!(get("api=stream,outcome=invalid,tenant=acme"), Some(1.0));
+    assert_eq!(get("api=stream,outcome=refused,tenant=acme"), Some(1.0));
+    svc.stop().await.unwrap();
+}

@@ -1,0 +1,82 @@
+//! An OTLP metrics collector for tests: receives what a service exports
+//! and flattens it into data points to assert on.
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    metrics_service_server::{MetricsService, MetricsServiceServer},
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point};
+use std::collections::BTreeMap;
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status};
+
+struct Collector(mpsc::UnboundedSender<ExportMetricsServiceRequest>);
+
+#[tonic::async_trait]
+impl MetricsService for Collector {
+    async fn export(
+        &self,
+        req: Request<ExportMetricsServiceRequest>,
+    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+        let _ = self.0.send(req.into_inner());
+        Ok(Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
+
+/// A collector on an ephemeral port: its endpoint (for
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`) and the exports it receives.
+pub async fn collector() -> (String, mpsc::UnboundedReceiver<ExportMetricsServiceRequest>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port");
+    let addr = listener.local_addr().expect("a bound address");
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(MetricsServiceServer::new(Collector(tx)))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    (format!("http://{addr}"), rx)
+}
+
+/// Every data point received so far: (metric, its attributes sorted and
+/// joined as `k=v,k=v`) -> value; a later export overrides an earlier one.
+pub fn points(
+    rx: &mut mpsc::UnboundedReceiver<ExportMetricsServiceRequest>,
+) -> BTreeMap<(String, String), f64> {
+    let mut out = BTreeMap::new();
+    while let Ok(export) = rx.try_recv() {
+        for m in export
+            .resource_metrics
+            .iter()
+            .flat_map(|r| &r.scope_metrics)
+            .flat_map(|s| &s.metrics)
+        {
+            let dps = match &m.data {
+                Some(Data::Gauge(g)) => &g.data_points,
+                Some(Data::Sum(s)) => &s.data_points,
+                _ => continue,
+            };
+            for dp in dps {
+                let mut attrs: Vec<String> = dp
+                    .attributes
+                    .iter()
+                    .map(
+                        |kv| match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                            Some(Value::StringValue(s)) => format!("{}={s}", kv.key),
+                            other => format!("{}={other:?}", kv.key),
+                        },
+                    )
+                    .collect();
+                attrs.sort();
+                let v = match dp.value {
+                    Some(number_data_point::Value::AsInt(i)) => i as f64,
+                    Some(number_data_point::Value::AsDouble(d)) => d,
+                    None => continue,
+                };
+                out.insert((m.name.clone(), attrs.join(",")), v);
+            }
+        }
+    }
+    out
+}
