@@ -6,20 +6,14 @@ use oms_proto::fulfillment::{
     self as pb, ConnectAdapterRequest, connect_adapter_request::Message as In,
     connect_adapter_response::Message as Out, fulfillment_service_client::FulfillmentServiceClient,
 };
-use oms_runtime::{Config, Service};
+use oms_runtime::Service;
 use oms_testkit::{TestDb, authed};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn adapter_health_is_exported_as_metrics() {
-    let (endpoint, mut rx) = oms_testkit::otlp::collector().await;
-    let log = Config::from_lookup(Service::Fulfillment, |k| {
-        (k == "OTEL_EXPORTER_OTLP_ENDPOINT").then(|| endpoint.clone())
-    })
-    .unwrap()
-    .log;
-    let guard = oms_runtime::telemetry::init("fulfillment", &log).unwrap();
+    let (guard, mut rx) = oms_testkit::otlp::exporting(Service::Fulfillment).await;
 
     let db = TestDb::new().await;
     let nowhere = ([127, 0, 0, 1], 9).into();

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)]
 use oms_proto::common::NodeKind;
 use oms_proto::inventory::{inventory_service_client::InventoryServiceClient, *};
-use oms_runtime::{Config, Service};
+use oms_runtime::Service;
 use oms_testkit::{TestDb, authed};
 
 fn one(id: &str, sku: &str, q: i64) -> CreateReservationRequest {
@@ -22,13 +22,7 @@ fn one(id: &str, sku: &str, q: i64) -> CreateReservationRequest {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reservations_are_counted_by_outcome_and_api() {
-    let (endpoint, mut rx) = oms_testkit::otlp::collector().await;
-    let log = Config::from_lookup(Service::Inventory, |k| {
-        (k == "OTEL_EXPORTER_OTLP_ENDPOINT").then(|| endpoint.clone())
-    })
-    .unwrap()
-    .log;
-    let guard = oms_runtime::telemetry::init("inventory", &log).unwrap();
+    let (guard, mut rx) = oms_testkit::otlp::exporting(Service::Inventory).await;
 
     let db = TestDb::new().await;
     let svc = oms_testkit::spawn(

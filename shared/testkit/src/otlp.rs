@@ -39,6 +39,25 @@ pub async fn collector() -> (String, mpsc::UnboundedReceiver<ExportMetricsServic
     (format!("http://{addr}"), rx)
 }
 
+/// This process's telemetry for `service`, exporting metrics (and spans)
+/// to a new collector; what the collector receives. Once per test binary:
+/// the meter provider is global.
+pub async fn exporting(
+    service: oms_runtime::Service,
+) -> (
+    oms_runtime::telemetry::TelemetryGuard,
+    mpsc::UnboundedReceiver<ExportMetricsServiceRequest>,
+) {
+    let (endpoint, rx) = collector().await;
+    let log = oms_runtime::Config::from_lookup(service, |k| {
+        (k == "OTEL_EXPORTER_OTLP_ENDPOINT").then(|| endpoint.clone())
+    })
+    .expect("a config from the endpoint alone")
+    .log;
+    let guard = oms_runtime::telemetry::init(service.name(), &log).expect("telemetry starts");
+    (guard, rx)
+}
+
 /// Every data point received so far: (metric, its attributes sorted and
 /// joined as `k=v,k=v`) -> value; a later export overrides an earlier one.
 pub fn points(
