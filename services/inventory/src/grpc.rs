@@ -222,8 +222,17 @@ impl InventoryService for InventoryApi {
         let caller = auth::caller(&req)?;
         let inv = self.0.clone();
         // A stopping server takes no new messages; those in flight are
-        // answered (or refused as stopped by the writer).
-        let stop = inv.shutdown.clone().cancelled_owned();
+        // answered (or refused as stopped by the writer), then the stream
+        // ends with UNAVAILABLE / SHUTTING_DOWN rather than OK, so the
+        // caller knows to send what was not answered to another replica.
+        let shutdown = inv.shutdown.clone();
+        let stop = shutdown.clone().cancelled_owned();
+        let stopped = futures::stream::once(async move {
+            shutdown
+                .is_cancelled()
+                .then(|| Err(oms_runtime::batch::Stopped.into_status(DOMAIN)))
+        })
+        .filter_map(futures::future::ready);
         let answers = req
             .into_inner()
             .take_until(stop)
@@ -250,7 +259,8 @@ impl InventoryService for InventoryApi {
             })
             // In order, with a bounded number in flight per stream: a caller
             // that sends faster than it reads is slowed, not buffered.
-            .buffered(ops::reservations::STREAM_IN_FLIGHT);
+            .buffered(ops::reservations::STREAM_IN_FLIGHT)
+            .chain(stopped);
         Ok(Response::new(Box::pin(answers)))
     }
     async fn get_reservation(

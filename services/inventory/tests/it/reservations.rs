@@ -247,6 +247,42 @@ async fn a_stream_answers_each_reservation_in_order_as_the_unary_call_would() {
 }
 
 #[tokio::test]
+async fn a_stream_open_at_shutdown_ends_unavailable() {
+    let mut h = start().await;
+    stocked(&mut h, &[("S", 3)]).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut answers = h
+        .client
+        .stream_reservations(authed(
+            "acme",
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    tx.send(StreamReservationsRequest {
+        reservation: Some(CreateReservationRequest {
+            reservation_id: "a".into(),
+            lines: vec![line("S", "", 1)],
+            ..Default::default()
+        }),
+    })
+    .await
+    .unwrap();
+    let first = answers.message().await.unwrap().unwrap();
+    assert_eq!(first.status.unwrap().code, Code::Ok as i32);
+    // The caller keeps the stream open; the server stops.
+    let stopping = tokio::spawn(h.svc.stop());
+    let err = answers.message().await.unwrap_err();
+    assert_eq!(
+        (err.code(), reason(&err)),
+        (Code::Unavailable, "SHUTTING_DOWN".to_string())
+    );
+    stopping.await.unwrap().unwrap();
+    drop(tx);
+}
+
+#[tokio::test]
 async fn a_new_reservation_sent_many_times_at_once_is_granted_once() {
     let mut h = start().await;
     stocked(&mut h, &[("S", 10), ("T", 10)]).await;
