@@ -8,7 +8,7 @@ use oms_kernel::Violations;
 use oms_proto::inventory::{inventory_service_server::InventoryService, *};
 use oms_runtime::{
     auth,
-    outbox::{self},
+    outbox::{self, TraceContext},
     status,
 };
 use tonic::{Code, Request, Response, Status, Streaming, codegen::BoxStream};
@@ -62,6 +62,22 @@ pub fn to_status(e: Error) -> Status {
         Error::Db(e) => status::from_db(DOMAIN, &e),
         Error::Gate(e) => status::unavailable(DOMAIN, "the reservation gate", &e),
     }
+}
+
+/// The trace context a `StreamReservations` message names, if any.
+fn message_trace(traceparent: &str, tracestate: &str) -> Result<Option<TraceContext>, Error> {
+    if traceparent.is_empty() {
+        return Ok(None);
+    }
+    TraceContext::from_w3c(traceparent, tracestate)
+        .map(Some)
+        .ok_or_else(|| {
+            Violations::one(
+                "traceparent",
+                "must be a W3C traceparent: 00-<32 hex>-<16 hex>-<2 hex>",
+            )
+            .into()
+        })
 }
 
 macro_rules! unary {
@@ -210,7 +226,8 @@ impl InventoryService for InventoryApi {
         req: Request<CreateReservationRequest>,
     ) -> Result<Response<CreateReservationResponse>, Status> {
         let caller = auth::caller(&req)?;
-        ops::reservations::create(&self.0, &caller.tenant, req.into_inner(), Api::Unary)
+        let trace = TraceContext::current();
+        ops::reservations::create(&self.0, &caller.tenant, req.into_inner(), Api::Unary, trace)
             .await
             .map(Response::new)
             .map_err(to_status)
@@ -225,6 +242,7 @@ impl InventoryService for InventoryApi {
         // answered (or refused as stopped by the writer), then the stream
         // ends with UNAVAILABLE / SHUTTING_DOWN rather than OK, so the
         // caller knows to send what was not answered to another replica.
+        let stream_trace = TraceContext::current();
         let shutdown = inv.shutdown.clone();
         let stop = shutdown.clone().cancelled_owned();
         let stopped = futures::stream::once(async move {
@@ -238,23 +256,30 @@ impl InventoryService for InventoryApi {
             .take_until(stop)
             .map(move |msg| {
                 let (inv, tenant) = (inv.clone(), caller.tenant.clone());
+                let stream_trace = stream_trace.clone();
                 async move {
-                    let req = msg?.reservation.unwrap_or_default();
+                    let msg = msg?;
+                    let req = msg.reservation.unwrap_or_default();
                     let reservation_id = req.reservation_id.clone();
-                    Ok(
-                        match ops::reservations::create(&inv, &tenant, req, Api::Stream).await {
-                            Ok(r) => StreamReservationsResponse {
-                                reservation_id,
-                                status: Some(status::to_rpc(None)),
-                                reservation: r.reservation,
-                            },
-                            Err(e) => StreamReservationsResponse {
-                                reservation_id,
-                                status: Some(status::to_rpc(Some(&to_status(e)))),
-                                reservation: None,
-                            },
+                    let answer = match message_trace(&msg.traceparent, &msg.tracestate) {
+                        Ok(trace) => {
+                            let trace = trace.unwrap_or(stream_trace);
+                            ops::reservations::create(&inv, &tenant, req, Api::Stream, trace).await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    Ok(match answer {
+                        Ok(r) => StreamReservationsResponse {
+                            reservation_id,
+                            status: Some(status::to_rpc(None)),
+                            reservation: r.reservation,
                         },
-                    )
+                        Err(e) => StreamReservationsResponse {
+                            reservation_id,
+                            status: Some(status::to_rpc(Some(&to_status(e)))),
+                            reservation: None,
+                        },
+                    })
                 }
             })
             // In order, with a bounded number in flight per stream: a caller

@@ -80,6 +80,7 @@ async fn reservations_are_counted_by_outcome_and_api() {
     let msgs = [one("s1", "S", 1), one("s2", "S", 0), one("s3", "S", 5)].map(|r| {
         StreamReservationsRequest {
             reservation: Some(r),
+            ..Default::default()
         }
     });
     let answers = c

@@ -38,6 +38,31 @@ pub struct TraceContext {
 }
 
 impl TraceContext {
+    /// A context a caller passed in W3C form; `None` unless `traceparent`
+    /// is `version-traceid-spanid-flags` in lowercase hex (2-32-16-2
+    /// digits), the trace and span ids not all zero.
+    pub fn from_w3c(traceparent: &str, tracestate: &str) -> Option<Self> {
+        let parts: Vec<&str> = traceparent.split('-').collect();
+        let hex = |s: &str, n: usize| {
+            s.len() == n
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
+        let ok = parts.len() == 4
+            && hex(parts[0], 2)
+            && parts[0] != "ff"
+            && hex(parts[1], 32)
+            && nonzero(parts[1])
+            && hex(parts[2], 16)
+            && nonzero(parts[2])
+            && hex(parts[3], 2);
+        ok.then(|| Self {
+            traceparent: traceparent.to_owned(),
+            tracestate: tracestate.to_owned(),
+        })
+    }
+
     /// The context of the current span (empty outside a traced request).
     pub fn current() -> Self {
         let mut carrier = HashMap::new();
@@ -399,7 +424,28 @@ pub fn watch<T: prost::Message + Default + 'static>(
 
 #[cfg(test)]
 mod tests {
-    use super::Cursor;
+    use super::{Cursor, TraceContext};
+
+    #[test]
+    fn only_a_well_formed_traceparent_is_taken() {
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let t = TraceContext::from_w3c(good, "k=v").unwrap();
+        assert_eq!(
+            (t.traceparent.as_str(), t.tracestate.as_str()),
+            (good, "k=v")
+        );
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01",
+        ] {
+            assert!(TraceContext::from_w3c(bad, "").is_none(), "{bad}");
+        }
+    }
 
     #[test]
     fn cursor_round_trip() {

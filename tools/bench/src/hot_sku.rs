@@ -227,6 +227,7 @@ async fn stream_phase(
                 };
                 let msg = StreamReservationsRequest {
                     reservation: Some(make(c, n)),
+                    ..Default::default()
                 };
                 if tx.send(msg).await.is_err() {
                     return Outcome::Failed;

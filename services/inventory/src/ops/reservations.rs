@@ -15,7 +15,7 @@ use oms_kernel::{Paging, Tenant, Violations, parse_name};
 use oms_proto::inventory::{channel_rule::Buffer, *};
 use oms_runtime::{
     batch::Batcher,
-    outbox::{self, NewEvent},
+    outbox::{self, NewEvent, TraceContext},
     time::to_timestamp,
 };
 use prost::Message;
@@ -39,6 +39,9 @@ pub const STREAM_IN_FLIGHT: usize = 64;
 struct Job {
     tenant: Tenant,
     res: NewReservation,
+    /// The trace of the request, carried by its event: a batch serves
+    /// many requests, each in its own trace.
+    trace: TraceContext,
 }
 
 /// The group-commit writer of new reservations.
@@ -54,10 +57,16 @@ impl Writer {
         }))
     }
 
-    async fn submit(&self, tenant: &Tenant, res: NewReservation) -> Result<Reservation> {
+    async fn submit(
+        &self,
+        tenant: &Tenant,
+        res: NewReservation,
+        trace: TraceContext,
+    ) -> Result<Reservation> {
         let job = Job {
             tenant: tenant.clone(),
             res,
+            trace,
         };
         self.0.submit(job).await?
     }
@@ -68,9 +77,10 @@ pub async fn create(
     tenant: &Tenant,
     req: CreateReservationRequest,
     api: Api,
+    trace: TraceContext,
 ) -> Result<CreateReservationResponse> {
     let answer = match NewReservation::parse(&req) {
-        Ok(res) => inv.writer.submit(tenant, res).await,
+        Ok(res) => inv.writer.submit(tenant, res, trace).await,
         Err(e) => Err(e.into()),
     };
     inv.metrics.reservation(tenant.as_str(), api, &answer);
@@ -156,13 +166,13 @@ async fn try_batch(
     let owner = uuid::Uuid::now_v7().to_string();
     let mut answers: Answers = HashMap::new();
     let mut granted: Vec<(Tenant, String, Vec<String>)> = Vec::new();
-    let mut events: Vec<(Tenant, String, Vec<u8>)> = Vec::new();
+    let mut events: Vec<(Tenant, String, Vec<u8>, &TraceContext)> = Vec::new();
     for (t, jobs) in by_tenant {
         let per = tenant_batch(&mut tx, gate, known, t, jobs, now, &owner)
             .await
             .map_err(|e| (Some(t.clone()), e))?;
         let mut out = Vec::with_capacity(per.len());
-        for (answer, grant) in per {
+        for ((answer, grant), job) in per.into_iter().zip(jobs) {
             // What this batch recorded is given back when the record fails
             // (a grant it found, too: it owns it now). The gate gives back
             // only grants this batch still owns: another batch may have
@@ -178,24 +188,28 @@ async fn try_batch(
                         reservation: Some(r.clone()),
                     })),
                 };
-                events.push((t.clone(), r.name.clone(), ev.encode_to_vec()));
+                events.push((t.clone(), r.name.clone(), ev.encode_to_vec(), &job.trace));
             }
             out.push(answer);
         }
         answers.insert(t.clone(), out);
     }
-    let new_events: Vec<NewEvent> = events
+    let new_events: Vec<(NewEvent, &TraceContext)> = events
         .iter()
-        .map(|(t, subject, payload)| NewEvent {
-            tenant: t,
-            event_type: "StockReserved",
-            subject,
-            request_id: "",
-            payload: payload.clone(),
+        .map(|(t, subject, payload, trace)| {
+            let ev = NewEvent {
+                tenant: t,
+                event_type: "StockReserved",
+                subject,
+                request_id: "",
+                payload: payload.clone(),
+            };
+            (ev, *trace)
         })
         .collect();
+    let traced: Vec<(&NewEvent, &TraceContext)> = new_events.iter().map(|(e, t)| (e, *t)).collect();
     let written = async {
-        outbox::append_many(&mut tx, &new_events).await?;
+        outbox::append_traced(&mut tx, &traced).await?;
         tx.commit().await
     }
     .await;

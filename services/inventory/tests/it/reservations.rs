@@ -187,6 +187,8 @@ async fn repeating_a_finished_reservation_returns_it_and_takes_nothing() {
     );
 }
 
+const TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
 #[tokio::test]
 async fn a_stream_answers_each_reservation_in_order_as_the_unary_call_would() {
     let mut h = start().await;
@@ -197,17 +199,31 @@ async fn a_stream_answers_each_reservation_in_order_as_the_unary_call_would() {
             lines,
             ..Default::default()
         }),
+        ..Default::default()
     };
     let sent = vec![
         msg("a", vec![line("S", "", 2)]),
         msg("bad", vec![line("S", "", 0)]),
         msg("b", vec![line("S", "", 2)]),
         msg("a", vec![line("S", "", 2)]),
-        msg("c", vec![line("S", "", 1)]),
+        // Its own trace (its order's), not the stream's.
+        StreamReservationsRequest {
+            traceparent: TRACE.into(),
+            ..msg("c", vec![line("S", "", 1)])
+        },
+        StreamReservationsRequest {
+            traceparent: "00-not-a-trace-01".into(),
+            ..msg("d", vec![line("S", "", 1)])
+        },
     ];
+    // The stream itself continues the caller's trace.
+    let stream_trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let mut open = authed("acme", tokio_stream::iter(sent));
+    open.metadata_mut()
+        .insert("traceparent", stream_trace.parse().unwrap());
     let answers: Vec<StreamReservationsResponse> = h
         .client
-        .stream_reservations(authed("acme", tokio_stream::iter(sent)))
+        .stream_reservations(open)
         .await
         .unwrap()
         .into_inner()
@@ -226,6 +242,7 @@ async fn a_stream_answers_each_reservation_in_order_as_the_unary_call_would() {
             ("b", Code::FailedPrecondition as i32),
             ("a", Code::Ok as i32),
             ("c", Code::Ok as i32),
+            ("d", Code::InvalidArgument as i32),
         ]
     );
     // The errors carry the details the unary call gives.
@@ -233,10 +250,34 @@ async fn a_stream_answers_each_reservation_in_order_as_the_unary_call_would() {
     assert_eq!(fields(&bad), vec!["lines[0].quantity".to_string()]);
     let short = oms_runtime::status::from_rpc(answers[2].status.as_ref().unwrap()).unwrap();
     assert_eq!(reason(&short), "INSUFFICIENT_STOCK");
+    let untraced = oms_runtime::status::from_rpc(answers[5].status.as_ref().unwrap()).unwrap();
+    assert_eq!(fields(&untraced), vec!["traceparent".to_string()]);
     assert_eq!(answers[0].reservation, answers[3].reservation);
     assert!(answers[1].reservation.is_none());
     assert_eq!(available(&mut h.client, "acme", "S").await.available, 0);
     assert_eq!(held_in_record(&h.db, "acme", "S").await, 3);
+    // Each event carries its reservation's trace: c's the one it named, a's
+    // the stream's (the trace id the caller sent, the server's span).
+    let mut conn = h.db.connect("inventory").await;
+    let traces: Vec<(String, String)> = sqlx::query_as(
+        "SELECT subject, traceparent FROM outbox WHERE event_type = 'StockReserved' ORDER BY subject",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let trace_id = |tp: &str| tp.split('-').nth(1).unwrap_or_default().to_string();
+    let seen: Vec<(&str, String)> = traces
+        .iter()
+        .map(|(s, tp)| (s.as_str(), trace_id(tp)))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("reservations/a", trace_id(stream_trace)),
+            ("reservations/c", trace_id(TRACE))
+        ]
+    );
+    assert_eq!(traces[1].1, TRACE);
     // A stream authenticates when it opens.
     let err = h
         .client
@@ -266,6 +307,7 @@ async fn a_stream_open_at_shutdown_ends_unavailable() {
             lines: vec![line("S", "", 1)],
             ..Default::default()
         }),
+        ..Default::default()
     })
     .await
     .unwrap();
