@@ -9,6 +9,7 @@ use oms_proto::common::EventMeta;
 use oms_proto::inventory::*;
 use oms_runtime::outbox::{self, Cursor};
 use prost::Message;
+use std::collections::{BTreeMap, HashMap};
 
 const MAX_SKUS: usize = 1000;
 
@@ -137,14 +138,13 @@ fn touched(ev: &InventoryEvent, scope: &Scope) -> Touched {
     })
 }
 
-/// The new figures of what an event touched, limited to `only` when set.
-async fn changed(
+/// The SKUs an event touched, limited to `only` when set, sorted.
+async fn touched_skus(
     inv: &Inventory,
     tenant: &Tenant,
     touched: Touched,
     only: &[String],
-    scope: &Scope,
-) -> Result<Vec<Availability>> {
+) -> Result<Vec<String>> {
     let mut skus = match touched {
         Touched::Skus(skus) => skus,
         Touched::All if !only.is_empty() => only.to_vec(),
@@ -164,15 +164,81 @@ async fn changed(
     skus.sort();
     skus.dedup();
     skus.retain(|s| only.is_empty() || only.contains(s));
-    let mut figures = vec![];
-    for chunk in skus.chunks(MAX_SKUS) {
-        figures.extend(compute(inv, tenant, chunk, scope).await?);
-    }
-    Ok(figures)
+    Ok(skus)
 }
 
-/// Follows the inventory feed and answers each change with the new figure
-/// of every SKU it touched (network, or the channel's figure).
+/// Changes read from the feed at once (at most a page of it).
+const RUN: usize = 500;
+
+/// The figures a run of changes read together calls for. A figure is
+/// the current one whenever it is read, so it is read once per SKU for the
+/// whole run and sent at the last change of the run that touched the SKU:
+/// a watcher behind a hot SKU (hundreds of reservations per commit) reads
+/// and sends one figure per run, not one per change. Each change's figures
+/// carry, all but the last, the cursor before it, so resuming after any
+/// of them misses none.
+async fn run_figures(
+    inv: &Inventory,
+    tenant: &Tenant,
+    rows: Vec<std::result::Result<outbox::OutboxRow, sqlx::Error>>,
+    only: &[String],
+    scope: &Scope,
+) -> Result<Vec<WatchAvailabilityResponse>> {
+    let mut changes = Vec::with_capacity(rows.len());
+    for row in rows {
+        let row = row?;
+        let ev = InventoryEvent::decode(row.payload.as_slice())
+            .map_err(|e| crate::error::Error::Internal(e.to_string()))?;
+        let skus = touched_skus(inv, tenant, touched(&ev, scope), only).await?;
+        changes.push((row, skus));
+    }
+    let mut last_change: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, (_, skus)) in changes.iter().enumerate() {
+        for s in skus {
+            last_change.insert(s, i);
+        }
+    }
+    let skus: Vec<String> = last_change.keys().map(|s| s.to_string()).collect();
+    let mut figures: HashMap<String, Availability> = HashMap::new();
+    for chunk in skus.chunks(MAX_SKUS) {
+        for a in compute(inv, tenant, chunk, scope).await? {
+            figures.insert(a.sku.clone(), a);
+        }
+    }
+    let mut out = Vec::new();
+    for (i, (row, skus)) in changes.iter().enumerate() {
+        let mine: Vec<&String> = skus
+            .iter()
+            .filter(|s| last_change[s.as_str()] == i)
+            .collect();
+        let meta = row.meta();
+        let before = row.cursor.before().to_string();
+        let last = mine.len().saturating_sub(1);
+        for (j, sku) in mine.into_iter().enumerate() {
+            let Some(a) = figures.remove(sku) else {
+                continue;
+            };
+            out.push(WatchAvailabilityResponse {
+                meta: Some(EventMeta {
+                    // An id of its own per figure, for consumers to
+                    // deduplicate on.
+                    event_id: uuid::Uuid::new_v5(&row.event_id, sku.as_bytes()).to_string(),
+                    cursor: if j == last {
+                        meta.cursor.clone()
+                    } else {
+                        before.clone()
+                    },
+                    ..meta.clone()
+                }),
+                availability: Some(a),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Follows the inventory feed and answers each run of changes with the
+/// new figure of every SKU they touched (network, or the channel's).
 pub fn watch(
     inv: super::Shared,
     tenant: Tenant,
@@ -198,42 +264,16 @@ pub fn watch(
         inv.shutdown.clone(),
     );
     Ok(feed
-        .then(move |row| {
+        // What the feed has read and not yet handed out: a page of it when
+        // the watcher is behind, one change when it keeps up.
+        .ready_chunks(RUN)
+        .then(move |rows| {
             let (inv, tenant, only, scope) =
                 (inv.clone(), tenant.clone(), only.clone(), scope.clone());
-            async move {
-                let row = row?;
-                let ev = InventoryEvent::decode(row.payload.as_slice())
-                    .map_err(|e| crate::error::Error::Internal(e.to_string()))?;
-                let figures = changed(&inv, &tenant, touched(&ev, &scope), &only, &scope).await?;
-                let meta = row.meta();
-                // One event may move several SKUs: each figure gets an id of
-                // its own (the same on every resend) for consumers to
-                // deduplicate on, and all but the last the cursor before the
-                // event, so resuming after any of them misses none.
-                let before = row.cursor.before().to_string();
-                let last = figures.len().saturating_sub(1);
-                Ok(figures
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, a)| WatchAvailabilityResponse {
-                        meta: Some(EventMeta {
-                            event_id: uuid::Uuid::new_v5(&row.event_id, a.sku.as_bytes())
-                                .to_string(),
-                            cursor: if i == last {
-                                meta.cursor.clone()
-                            } else {
-                                before.clone()
-                            },
-                            ..meta.clone()
-                        }),
-                        availability: Some(a),
-                    })
-                    .collect::<Vec<_>>())
-            }
+            async move { run_figures(&inv, &tenant, rows, &only, &scope).await }
         })
-        .flat_map(|batch: Result<Vec<WatchAvailabilityResponse>>| {
-            futures::stream::iter(match batch {
+        .flat_map(|run: Result<Vec<WatchAvailabilityResponse>>| {
+            futures::stream::iter(match run {
                 Ok(v) => v.into_iter().map(Ok).collect::<Vec<_>>(),
                 Err(e) => vec![Err(e)],
             })

@@ -1,4 +1,5 @@
 use crate::*;
+use futures::StreamExt as _;
 use tonic::Code;
 
 async fn movement(
@@ -520,4 +521,75 @@ async fn the_availability_feed_follows_changes() {
     for m in &group {
         assert_eq!(&again.message().await.unwrap().unwrap(), m);
     }
+}
+
+#[tokio::test]
+async fn a_watcher_behind_a_burst_reads_one_figure_for_it() {
+    let mut h = start().await;
+    node(&mut h.client, "acme", "DC1").await;
+    item(&mut h.client, "acme", "S").await;
+    receive(&mut h.client, "acme", "DC1", "S", 500).await;
+    let before = h
+        .client
+        .get_availability(authed(
+            "acme",
+            GetAvailabilityRequest {
+                skus: vec!["S".into()],
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .feed_cursor;
+    // A burst of 100 reservations of S, then a watcher from before it.
+    let burst = (0..100).map(|i| StreamReservationsRequest {
+        reservation: Some(CreateReservationRequest {
+            reservation_id: format!("r{i}"),
+            lines: vec![line("S", "", 1)],
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let answers: Vec<_> = h
+        .client
+        .stream_reservations(authed("acme", tokio_stream::iter(burst)))
+        .await
+        .unwrap()
+        .into_inner()
+        .collect()
+        .await;
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.as_ref().unwrap().status.as_ref().unwrap().code == 0)
+    );
+    let mut feed = h
+        .client
+        .watch_availability(authed(
+            "acme",
+            WatchAvailabilityRequest {
+                after_cursor: before,
+                skus: vec!["S".into()],
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    // One figure, the one after the burst, at the burst's last change...
+    let first = feed.message().await.unwrap().unwrap();
+    assert_eq!(first.availability.unwrap().available, 400);
+    let mut conn = h.db.connect("inventory").await;
+    let (txid, id): (String, i64) = sqlx::query_as(
+        "SELECT txid::text, id FROM outbox WHERE event_type = 'StockReserved' ORDER BY txid DESC, id DESC LIMIT 1",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(first.meta.unwrap().cursor, format!("{txid}.{id}"));
+    // ...and the next figure is the next change's: none in between.
+    receive(&mut h.client, "acme", "DC1", "S", 1).await;
+    let next = feed.message().await.unwrap().unwrap();
+    assert_eq!(next.availability.unwrap().available, 401);
 }
