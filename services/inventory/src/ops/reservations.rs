@@ -343,8 +343,8 @@ async fn tenant_batch(
     // The record answers every job this batch did not store, before any
     // refusal: a repeat returns the first result whatever the stock or the
     // nodes are now. Looked up here rather than before the gate, where it
-    // cost every new reservation a probe (a fifth of a batch's Postgres
-    // time, pgbench replica, 2026-12-02); a new reservation is never in it.
+    // cost every new reservation a probe (about a tenth of a batch's
+    // Postgres time: tools/bench/replica); a new reservation is never in it.
     let unstored: Vec<usize> = (0..jobs.len())
         .filter(|i| !matches!(answers[*i], Some(Ok(_))))
         .collect();

@@ -1,0 +1,10 @@
+-- As before 2026-12-02: a primary-key probe of every new id before the gate.
+BEGIN;
+SELECT count(*) FROM (SELECT gen_random_uuid()::text id FROM generate_series(1,128)) x CROSS JOIN LATERAL (SELECT 1 FROM reservations WHERE tenant='bench' AND reservation_id=x.id LIMIT 1) r;
+WITH ids AS (SELECT 'c' || md5(random()::text) id FROM generate_series(1,128)),
+r AS (INSERT INTO reservations (tenant, reservation_id, state, request_hash, expire_time, create_time, update_time, reference, doc)
+  SELECT 'bench', id, 'active', 'abcdefabcdefabcdefabcdef', now() + interval '15 min', now(), now(), '', '\x0a0b0c0d0e0f0a0b0c0d0e0f0a0b0c0d0e0f0a0b0c0d0e0f0a0b0c0d0e0f0a0b0c0d0e0f0a0b0c0d0e0f0a0b0c0d0e0f'::bytea FROM ids ON CONFLICT DO NOTHING RETURNING reservation_id),
+h AS (INSERT INTO holds SELECT 'bench', reservation_id, 'HOT', '', 1 FROM r ON CONFLICT DO NOTHING)
+SELECT count(*) FROM r;
+INSERT INTO outbox (tenant, event_id, event_type, subject, payload) SELECT 'bench', gen_random_uuid(), 'StockReserved', 'reservations/x' || g, '\x0a0b0c0d0e0f0a0b0c0d0e0f0a0b0c0d0e0f0a0b0c0d0e0f0a0b0c0d0e0f0a0b0c0d0e0f0a0b0c0d0e0f0a0b0c0d0e0f0a0b0c0d0e0f'::bytea FROM generate_series(1,128) g;
+COMMIT;
