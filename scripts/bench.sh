@@ -43,6 +43,7 @@ def ratio(r, x):
     return f"{r / x:.2f}x" if x else "n/a"
 print()
 print(f"hot SKU reservations through gRPC (durable, verified: oversold {h['oversold']}, record and availability agree: {h['consistent']}):")
+print(f"  GetAvailability of the SKU with the {h['held_in_record']:,} units of the run held: {h['availability_read_ms']:.1f} ms")
 for api, what in (("unary", "CreateReservation, one call at a time per client"),
                   ("stream", "StreamReservations, one stream per client, one reservation at a time on it")):
     f = h[api]

@@ -115,6 +115,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     .bind(TENANT)
     .fetch_one(&mut conn)
     .await?;
+    // Timed: with every reservation of the run live, the read must not
+    // grow with them.
+    let read_started = std::time::Instant::now();
     let avail = admin
         .get_availability(authed(
             TENANT,
@@ -127,6 +130,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .into_inner()
         .availabilities
         .remove(0);
+    let availability_read_ms = read_started.elapsed().as_secs_f64() * 1000.0;
     let oversold = (held - args.stock).max(0);
     let consistent = held == granted as i64 && avail.available == args.stock - held;
     let ceiling = noop_ceiling(&channels, args.clients, args.seconds).await;
@@ -159,6 +163,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "stock": args.stock,
             "held_in_record": held,
             "available_left": avail.available,
+            "availability_read_ms": availability_read_ms,
             "oversold": oversold,
             "consistent": consistent,
             "grpc_noop_calls_per_s": ceiling,

@@ -68,7 +68,19 @@ async fn rebuild(
     for (node, sku, q) in repo::stock::on_hand(&mut *tx, tenant, &[]).await? {
         f.on_hand.insert((node, sku), q);
     }
-    for (sku, node, q) in repo::reservations::held(&mut *tx, tenant, &[]).await? {
+    // From the holds themselves, not the totals: the totals are checked
+    // against them here, and rewritten from them.
+    let mut exact = repo::reservations::held_by_holds(&mut *tx, tenant).await?;
+    exact.sort();
+    let mut totals = repo::reservations::held(&mut *tx, tenant, &[]).await?;
+    totals.sort();
+    if totals != exact {
+        tracing::warn!(tenant = %tenant, dry_run, "held totals differ from the holds");
+    }
+    if !dry_run {
+        repo::reservations::reset_totals(&mut *tx, tenant, &exact).await?;
+    }
+    for (sku, node, q) in exact {
         f.held.insert((sku, node), q);
     }
     f.safety = repo::rules::safety(&mut *tx, tenant, &[]).await?;

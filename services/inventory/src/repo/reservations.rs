@@ -5,7 +5,7 @@ use oms_kernel::Tenant;
 use oms_proto::inventory::{Reservation, ReservationState};
 use prost::Message;
 use sqlx::{PgConnection, PgExecutor, Postgres, QueryBuilder};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 pub fn state_db(s: ReservationState) -> &'static str {
     match s {
@@ -114,6 +114,11 @@ pub async fn insert_many(
             SELECT $1, id, s, n, h FROM UNNEST($8::text[], $9::text[], $10::text[], $11::bigint[]) AS t(id, s, n, h)
             JOIN r ON r.reservation_id = t.id
             ON CONFLICT DO NOTHING -- the same id twice in one batch
+            RETURNING sku, node_id, held
+         ), t AS (
+            INSERT INTO held_totals (tenant, sku, node_id, shard, held)
+            SELECT $1, sku, node_id, $12, SUM(held) FROM h GROUP BY sku, node_id ORDER BY sku, node_id
+            ON CONFLICT (tenant, sku, node_id, shard) DO UPDATE SET held = held_totals.held + EXCLUDED.held
          )
          SELECT reservation_id FROM r",
     )
@@ -128,6 +133,7 @@ pub async fn insert_many(
     .bind(&h_skus)
     .bind(&h_nodes)
     .bind(&h_held)
+    .bind(shard())
     .fetch_all(tx)
     .await?;
     Ok(stored.into_iter().collect())
@@ -171,11 +177,21 @@ pub async fn save(
     .bind(now)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("DELETE FROM holds WHERE tenant = $1 AND reservation_id = $2")
-        .bind(tenant.as_str())
-        .bind(&r.reservation_id)
-        .execute(&mut *tx)
-        .await?;
+    let old: Vec<(String, String, i64)> = sqlx::query_as(
+        "DELETE FROM holds WHERE tenant = $1 AND reservation_id = $2 RETURNING sku, node_id, held",
+    )
+    .bind(tenant.as_str())
+    .bind(&r.reservation_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut delta: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+    for (sku, node, held) in &old {
+        *delta.entry((sku, node)).or_default() -= held;
+    }
+    for (k, v) in holds.iter().filter(|(_, v)| **v > 0) {
+        *delta.entry(split_hold(k)).or_default() += v;
+    }
+    add_to_totals(&mut *tx, tenant, &delta).await?;
     let (skus, nodes, held): (Vec<&str>, Vec<&str>, Vec<i64>) = holds
         .iter()
         .filter(|(_, v)| **v > 0)
@@ -265,20 +281,93 @@ pub async fn due(db: impl PgExecutor<'_>, limit: i64) -> sqlx::Result<Vec<(Strin
     .await
 }
 
-/// Units held per (sku, node) by live reservations of some SKUs (all when empty).
+/// Shards of each held total: a writer adds to one at random, so few
+/// concurrent writers wait for the same row.
+const SHARDS: i16 = 16;
+
+fn shard() -> i16 {
+    rand::random_range(0..SHARDS)
+}
+
+/// Adds changes of held units to the totals, in key order (so that
+/// concurrent writers lock rows in one order).
+async fn add_to_totals(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    delta: &BTreeMap<(&str, &str), i64>,
+) -> sqlx::Result<()> {
+    let (skus, nodes, held): (Vec<&str>, Vec<&str>, Vec<i64>) = delta
+        .iter()
+        .filter(|(_, v)| **v != 0)
+        .map(|((s, n), v)| (*s, *n, *v))
+        .collect();
+    if skus.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO held_totals (tenant, sku, node_id, shard, held)
+         SELECT $1, s, n, $5, h FROM UNNEST($2::text[], $3::text[], $4::bigint[]) AS t(s, n, h)
+         ON CONFLICT (tenant, sku, node_id, shard) DO UPDATE SET held = held_totals.held + EXCLUDED.held",
+    )
+    .bind(tenant.as_str())
+    .bind(&skus)
+    .bind(&nodes)
+    .bind(&held)
+    .bind(shard())
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Units held per (sku, node) by live reservations of some SKUs (all when
+/// empty), from the totals: a few rows whatever the number of holds.
 pub async fn held(
     db: impl PgExecutor<'_>,
     tenant: &Tenant,
     skus: &[String],
 ) -> sqlx::Result<Vec<(String, String, i64)>> {
     sqlx::query_as(
-        "SELECT sku, node_id, SUM(held)::bigint FROM holds
-         WHERE tenant = $1 AND (cardinality($2::text[]) = 0 OR sku = ANY($2)) GROUP BY sku, node_id",
+        "SELECT sku, node_id, SUM(held)::bigint FROM held_totals
+         WHERE tenant = $1 AND (cardinality($2::text[]) = 0 OR sku = ANY($2))
+         GROUP BY sku, node_id HAVING SUM(held) <> 0",
     )
     .bind(tenant.as_str())
     .bind(skus)
     .fetch_all(db)
     .await
+}
+
+/// Units held per (sku, node), summed over every hold of every live
+/// reservation of the tenant: the truth the totals keep up with.
+pub async fn held_by_holds(
+    db: &mut PgConnection,
+    tenant: &Tenant,
+) -> sqlx::Result<Vec<(String, String, i64)>> {
+    sqlx::query_as(
+        "SELECT sku, node_id, SUM(held)::bigint FROM holds WHERE tenant = $1
+         GROUP BY sku, node_id HAVING SUM(held) <> 0 ORDER BY sku, node_id",
+    )
+    .bind(tenant.as_str())
+    .fetch_all(db)
+    .await
+}
+
+/// Rewrites the tenant's totals from `exact` (under the exclusive gate
+/// lock: no writer adds to them meanwhile).
+pub async fn reset_totals(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    exact: &[(String, String, i64)],
+) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM held_totals WHERE tenant = $1")
+        .bind(tenant.as_str())
+        .execute(&mut *tx)
+        .await?;
+    let delta: BTreeMap<(&str, &str), i64> = exact
+        .iter()
+        .map(|(s, n, h)| ((s.as_str(), n.as_str()), *h))
+        .collect();
+    add_to_totals(tx, tenant, &delta).await
 }
 
 /// A live reservation as the gate keeps it.

@@ -127,7 +127,7 @@ pub async fn levels(
 ) -> sqlx::Result<Vec<StockLevel>> {
     let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
         "SELECT s.node_id, s.sku, s.lot, s.expiry_date, s.on_hand,
-                COALESCE((SELECT SUM(h.held) FROM holds h WHERE h.tenant = s.tenant AND h.node_id = s.node_id AND h.sku = s.sku), 0)::bigint
+                COALESCE((SELECT SUM(h.held) FROM held_totals h WHERE h.tenant = s.tenant AND h.node_id = s.node_id AND h.sku = s.sku), 0)::bigint
          FROM stock s WHERE s.tenant = ",
     );
     q.push_bind(tenant.as_str().to_owned());

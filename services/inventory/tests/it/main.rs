@@ -151,17 +151,30 @@ pub async fn available(c: &mut Client, tenant: &str, sku: &str) -> Availability 
     .remove(0)
 }
 
-/// Units held per reservation in the record, summed for a SKU.
+/// Units held per reservation in the record, summed for a SKU; checks on
+/// the way that the held totals (what availability reads) agree, per node.
 pub async fn held_in_record(db: &TestDb, tenant: &str, sku: &str) -> i64 {
     let mut c = db.connect("inventory").await;
-    sqlx::query_scalar::<_, i64>(
-        "SELECT COALESCE(SUM(held), 0)::bigint FROM holds WHERE tenant = $1 AND sku = $2",
-    )
-    .bind(tenant)
-    .bind(sku)
-    .fetch_one(&mut c)
-    .await
-    .unwrap()
+    let per_node = |table: &str| {
+        format!(
+            "SELECT node_id, SUM(held)::bigint FROM {table} WHERE tenant = $1 AND sku = $2
+             GROUP BY node_id HAVING SUM(held) <> 0 ORDER BY node_id"
+        )
+    };
+    let holds: Vec<(String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(per_node("holds")))
+        .bind(tenant)
+        .bind(sku)
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+    let totals: Vec<(String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(per_node("held_totals")))
+        .bind(tenant)
+        .bind(sku)
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(totals, holds, "held totals of {sku} must match its holds");
+    holds.iter().map(|(_, h)| h).sum()
 }
 
 pub use oms_runtime::status::{fields, reason};

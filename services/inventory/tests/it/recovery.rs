@@ -171,4 +171,28 @@ async fn reconcile_reports_drift_and_repairs_it() {
         .await
         .unwrap_err();
     assert_eq!(reason(&err), "INSUFFICIENT_STOCK");
+
+    // Held totals that drifted from the holds (what availability reads)
+    // are rewritten from the holds too.
+    reserve(&mut h.client, "acme", "two", vec![line("S", "", 2)])
+        .await
+        .unwrap();
+    let mut c = h.db.connect("inventory").await;
+    sqlx::query("UPDATE held_totals SET held = held + 3 WHERE tenant = 'acme' AND sku = 'S'")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    assert!(available(&mut h.client, "acme", "S").await.available < 3);
+    h.client
+        .reconcile(authed(
+            "acme",
+            ReconcileRequest {
+                request_id: rid(),
+                dry_run: false,
+            },
+        ))
+        .await
+        .unwrap();
+    assert_eq!(available(&mut h.client, "acme", "S").await.available, 3);
+    assert_eq!(held_in_record(&h.db, "acme", "S").await, 2);
 }

@@ -529,6 +529,8 @@ async fn confirm_release_and_ship_keep_stock_in_step() {
         (8, 1, 7),
         "shipping leaves availability as it was"
     );
+    // What is left held, at DC2, in the holds and in the totals alike.
+    assert_eq!(held_in_record(&h.db, "acme", "S").await, 1);
 
     let rest = ConsumeAllocationsRequest {
         request_id: "ship2".into(),
@@ -550,6 +552,7 @@ async fn confirm_release_and_ship_keep_stock_in_step() {
         .reservation
         .unwrap();
     assert_eq!(done.state, ReservationState::Consumed as i32);
+    assert_eq!(held_in_record(&h.db, "acme", "S").await, 0);
     let err = h
         .client
         .release_reservation(authed("acme", release("rel9", 1)))
@@ -597,6 +600,7 @@ async fn an_unconfirmed_reservation_expires_and_its_stock_returns() {
         }
     }
     assert_eq!(available(&mut h.client, "acme", "S").await.available, 3);
+    assert_eq!(held_in_record(&h.db, "acme", "S").await, 0);
     let err = confirm(
         &mut h.client,
         "acme",
