@@ -4,7 +4,7 @@ use crate::error::Error;
 use crate::metrics::Api;
 use crate::ops::{self, Shared};
 use futures::StreamExt as _;
-use oms_kernel::Violations;
+use oms_kernel::{Tenant, Violations};
 use oms_proto::inventory::{inventory_service_server::InventoryService, *};
 use oms_runtime::{
     auth,
@@ -61,6 +61,37 @@ pub fn to_status(e: Error) -> Status {
         Error::Idempotency(e) => e.into_status(DOMAIN),
         Error::Db(e) => status::from_db(DOMAIN, &e),
         Error::Gate(e) => status::unavailable(DOMAIN, "the reservation gate", &e),
+    }
+}
+
+/// One `StreamReservations` message, answered as `CreateReservation`
+/// would have answered it, in the trace it names or the stream's.
+async fn answer_message(
+    inv: &Shared,
+    tenant: &Tenant,
+    msg: StreamReservationsRequest,
+    stream_trace: TraceContext,
+) -> StreamReservationsResponse {
+    let req = msg.reservation.unwrap_or_default();
+    let reservation_id = req.reservation_id.clone();
+    let answer = match message_trace(&msg.traceparent, &msg.tracestate) {
+        Ok(trace) => {
+            let trace = trace.unwrap_or(stream_trace);
+            ops::reservations::create(inv, tenant, req, Api::Stream, trace).await
+        }
+        Err(e) => Err(e),
+    };
+    match answer {
+        Ok(r) => StreamReservationsResponse {
+            reservation_id,
+            status: Some(status::to_rpc(None)),
+            reservation: r.reservation,
+        },
+        Err(e) => StreamReservationsResponse {
+            reservation_id,
+            status: Some(status::to_rpc(Some(&to_status(e)))),
+            reservation: None,
+        },
     }
 }
 
@@ -257,30 +288,7 @@ impl InventoryService for InventoryApi {
             .map(move |msg| {
                 let (inv, tenant) = (inv.clone(), caller.tenant.clone());
                 let stream_trace = stream_trace.clone();
-                async move {
-                    let msg = msg?;
-                    let req = msg.reservation.unwrap_or_default();
-                    let reservation_id = req.reservation_id.clone();
-                    let answer = match message_trace(&msg.traceparent, &msg.tracestate) {
-                        Ok(trace) => {
-                            let trace = trace.unwrap_or(stream_trace);
-                            ops::reservations::create(&inv, &tenant, req, Api::Stream, trace).await
-                        }
-                        Err(e) => Err(e),
-                    };
-                    Ok(match answer {
-                        Ok(r) => StreamReservationsResponse {
-                            reservation_id,
-                            status: Some(status::to_rpc(None)),
-                            reservation: r.reservation,
-                        },
-                        Err(e) => StreamReservationsResponse {
-                            reservation_id,
-                            status: Some(status::to_rpc(Some(&to_status(e)))),
-                            reservation: None,
-                        },
-                    })
-                }
+                async move { Ok(answer_message(&inv, &tenant, msg?, stream_trace).await) }
             })
             // In order, with a bounded number in flight per stream: a caller
             // that sends faster than it reads is slowed, not buffered.

@@ -42,17 +42,6 @@ async fn reservations_run_on_a_redis_cluster() {
             .unwrap();
         assert_eq!(available(&mut h.client, t, "A").await.available, 0);
     }
-    let report = h
-        .client
-        .reconcile(authed(
-            "acme",
-            ReconcileRequest {
-                request_id: rid(),
-                dry_run: true,
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let report = reconcile(&mut h.client, "acme", true).await;
     assert!(report.drifts.is_empty(), "{:?}", report.drifts);
 }

@@ -430,18 +430,7 @@ async fn the_availability_feed_follows_changes() {
 
     // Figures read now, then the feed from where they were read: the next
     // change arrives (the feed may first repeat what the figures show).
-    let now = h
-        .client
-        .get_availability(authed(
-            "acme",
-            GetAvailabilityRequest {
-                skus: vec!["S".into()],
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let now = availability(&mut h.client, "acme", "S").await;
     assert_eq!(now.availabilities[0].available, 3);
     let mut resumed = h
         .client
@@ -529,19 +518,7 @@ async fn a_watcher_behind_a_burst_reads_one_figure_for_it() {
     node(&mut h.client, "acme", "DC1").await;
     item(&mut h.client, "acme", "S").await;
     receive(&mut h.client, "acme", "DC1", "S", 500).await;
-    let before = h
-        .client
-        .get_availability(authed(
-            "acme",
-            GetAvailabilityRequest {
-                skus: vec!["S".into()],
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .feed_cursor;
+    let before = availability(&mut h.client, "acme", "S").await.feed_cursor;
     // A burst of 100 reservations of S, then a watcher from before it.
     let burst = (0..100).map(|i| StreamReservationsRequest {
         reservation: Some(CreateReservationRequest {

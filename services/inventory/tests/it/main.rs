@@ -135,8 +135,8 @@ pub async fn reserve(
     .map(|r| r.into_inner().reservation.unwrap())
 }
 
-/// Network availability of a SKU.
-pub async fn available(c: &mut Client, tenant: &str, sku: &str) -> Availability {
+/// Network availability of a SKU, with the feed cursor it was read at.
+pub async fn availability(c: &mut Client, tenant: &str, sku: &str) -> GetAvailabilityResponse {
     c.get_availability(authed(
         tenant,
         GetAvailabilityRequest {
@@ -147,8 +147,25 @@ pub async fn available(c: &mut Client, tenant: &str, sku: &str) -> Availability 
     .await
     .unwrap()
     .into_inner()
-    .availabilities
-    .remove(0)
+}
+
+/// Network availability of a SKU.
+pub async fn available(c: &mut Client, tenant: &str, sku: &str) -> Availability {
+    availability(c, tenant, sku).await.availabilities.remove(0)
+}
+
+/// Reconciles the tenant's gate with the record (or only compares).
+pub async fn reconcile(c: &mut Client, tenant: &str, dry_run: bool) -> ReconcileResponse {
+    c.reconcile(authed(
+        tenant,
+        ReconcileRequest {
+            request_id: rid(),
+            dry_run,
+        },
+    ))
+    .await
+    .unwrap()
+    .into_inner()
 }
 
 /// Units held per reservation in the record, summed for a SKU; checks on

@@ -97,18 +97,7 @@ async fn flushall_in_a_reservation_storm_oversells_nothing_and_loses_nothing() {
     assert_eq!((a.on_hand, a.reserved, a.available), (100, 100, 0));
 
     // Gate and record agree.
-    let report = h
-        .client
-        .reconcile(authed(
-            "acme",
-            ReconcileRequest {
-                request_id: rid(),
-                dry_run: true,
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let report = reconcile(&mut h.client, "acme", true).await;
     assert!(report.drifts.is_empty(), "{:?}", report.drifts);
 }
 
@@ -127,18 +116,7 @@ async fn reconcile_reports_drift_and_repairs_it() {
         .to_owned();
     redis.cli(&["HSET", &key, "n:DC1", "999"]);
 
-    let dry = h
-        .client
-        .reconcile(authed(
-            "acme",
-            ReconcileRequest {
-                request_id: rid(),
-                dry_run: true,
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let dry = reconcile(&mut h.client, "acme", true).await;
     assert_eq!(dry.keys_rebuilt, 0);
     assert_eq!(dry.drifts.len(), 1);
     let d = &dry.drifts[0];
@@ -152,18 +130,7 @@ async fn reconcile_reports_drift_and_repairs_it() {
         ("S", "DC1", 999, 5)
     );
 
-    let fixed = h
-        .client
-        .reconcile(authed(
-            "acme",
-            ReconcileRequest {
-                request_id: rid(),
-                dry_run: false,
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let fixed = reconcile(&mut h.client, "acme", false).await;
     assert_eq!(fixed.drifts.len(), 1);
     assert_eq!(redis.cli(&["HGET", &key, "n:DC1"]).trim(), "5");
     // The repaired gate refuses what the record cannot give.
@@ -183,16 +150,7 @@ async fn reconcile_reports_drift_and_repairs_it() {
         .await
         .unwrap();
     assert!(available(&mut h.client, "acme", "S").await.available < 3);
-    h.client
-        .reconcile(authed(
-            "acme",
-            ReconcileRequest {
-                request_id: rid(),
-                dry_run: false,
-            },
-        ))
-        .await
-        .unwrap();
+    reconcile(&mut h.client, "acme", false).await;
     assert_eq!(available(&mut h.client, "acme", "S").await.available, 3);
     assert_eq!(held_in_record(&h.db, "acme", "S").await, 2);
 }
