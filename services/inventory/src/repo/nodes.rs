@@ -99,7 +99,8 @@ pub async fn enabled_ids(db: impl PgExecutor<'_>, tenant: &Tenant) -> sqlx::Resu
 /// Tenants that hold stock or reservations at a node.
 pub async fn tenants_at(tx: &mut PgConnection, node_id: &str) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar(
-        "SELECT tenant FROM stock WHERE node_id = $1 UNION SELECT tenant FROM holds WHERE node_id = $1",
+        "SELECT tenant FROM stock WHERE node_id = $1
+         UNION SELECT tenant FROM held_totals WHERE node_id = $1 GROUP BY tenant HAVING SUM(held) <> 0",
     )
     .bind(node_id)
     .fetch_all(tx)
