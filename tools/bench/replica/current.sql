@@ -1,4 +1,4 @@
--- What the writer sends per batch now: reservations and their holds in one statement, then the outbox events.
+-- What the writer sent per batch on 2026-12-02 before held_totals and the drop of holds_by_sku: reservations and their holds in one statement, then the outbox events.
 BEGIN;
 WITH ids AS (SELECT 'c' || md5(random()::text) id FROM generate_series(1,128)),
 r AS (INSERT INTO reservations (tenant, reservation_id, state, request_hash, expire_time, create_time, update_time, reference, doc)

@@ -5,7 +5,7 @@
 # variant runs on a fresh database, alternating, ROUNDS times.
 #   bash tools/bench/replica/run.sh [seconds, default 8] [rounds, default 2]
 # Needs pgbench and a Postgres (PGHOST/PGUSER as for baseline.sh).
-# Variants: current (what the writer does now), with-probe (plus the
+# Variants: current (the writer on 2026-12-02 before the held totals), with-probe (plus the
 # primary-key probe it made before 2026-12-02), no-hold-rows,
 # holds-per-batch, holds-and-event-per-batch, log-row-per-batch.
 set -euo pipefail
