@@ -79,7 +79,12 @@ async fn answer_message(
             let trace = trace.unwrap_or(stream_trace);
             ops::reservations::create(inv, tenant, req, Api::Stream, trace).await
         }
-        Err(e) => Err(e),
+        Err(e) => {
+            let refused: crate::error::Result<CreateReservationResponse> = Err(e);
+            inv.metrics
+                .reservation(tenant.as_str(), Api::Stream, &refused);
+            refused
+        }
     };
     match answer {
         Ok(r) => StreamReservationsResponse {

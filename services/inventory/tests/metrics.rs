@@ -76,12 +76,17 @@ async fn reservations_are_counted_by_outcome_and_api() {
     for r in [one("u1", "S", 1), one("u1", "S", 1), one("u2", "S", 5)] {
         let _ = c.create_reservation(authed("acme", r)).await;
     }
-    // Stream: granted once, invalid once, refused once.
-    let msgs = [one("s1", "S", 1), one("s2", "S", 0), one("s3", "S", 5)].map(|r| {
-        StreamReservationsRequest {
+    // Stream: granted once, invalid twice (a quantity, a trace), refused once.
+    let mut msgs = [one("s1", "S", 1), one("s2", "S", 0), one("s3", "S", 5)]
+        .map(|r| StreamReservationsRequest {
             reservation: Some(r),
             ..Default::default()
-        }
+        })
+        .to_vec();
+    msgs.push(StreamReservationsRequest {
+        reservation: Some(one("s4", "S", 1)),
+        traceparent: "not-a-trace".into(),
+        ..Default::default()
     });
     let answers = c
         .stream_reservations(authed("acme", tokio_stream::iter(msgs)))
@@ -89,7 +94,7 @@ async fn reservations_are_counted_by_outcome_and_api() {
         .unwrap()
         .into_inner();
     let n = futures::StreamExt::count(answers).await;
-    assert_eq!(n, 3);
+    assert_eq!(n, 4);
 
     // Shutdown collects and flushes; it blocks, so off the runtime.
     tokio::task::spawn_blocking(move || guard.shutdown())
@@ -107,7 +112,7 @@ async fn reservations_are_counted_by_outcome_and_api() {
     );
     assert_eq!(get("api=unary,outcome=refused,tenant=acme"), Some(1.0));
     assert_eq!(get("api=stream,outcome=granted,tenant=acme"), Some(1.0));
-    assert_eq!(get("api=stream,outcome=invalid,tenant=acme"), Some(1.0));
+    assert_eq!(get("api=stream,outcome=invalid,tenant=acme"), Some(2.0));
     assert_eq!(get("api=stream,outcome=refused,tenant=acme"), Some(1.0));
     svc.stop().await.unwrap();
 }
