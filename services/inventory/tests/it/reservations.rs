@@ -420,6 +420,64 @@ async fn confirm(
 }
 
 #[tokio::test]
+async fn reservations_confirms_and_releases_at_once_keep_the_held_totals() {
+    let mut h = start().await;
+    stocked(&mut h, &[("HOT", 1000), ("B", 1000)]).await;
+    let first = (0..100).map(|i| {
+        let mut c = h.client.clone();
+        let lines = vec![line("HOT", "", 2), line("B", "", 1)];
+        async move { reserve(&mut c, "acme", &format!("a{i}"), lines).await }
+    });
+    for r in join_all(first).await {
+        r.unwrap();
+    }
+    // New reservations of the same SKUs while the first ones are confirmed
+    // (units move to DC1) or released, all at once: every write adds to the
+    // same totals, none may fail (a deadlock would) or leave them off.
+    let new = (0..200).map(|i| {
+        let mut c = h.client.clone();
+        let lines = vec![line("HOT", "", 1), line("B", "", 1)];
+        async move {
+            reserve(&mut c, "acme", &format!("b{i}"), lines)
+                .await
+                .map(|_| ())
+        }
+    });
+    let changes = (0..100).map(|i| {
+        let mut c = h.client.clone();
+        async move {
+            let id = format!("a{i}");
+            if i % 2 == 0 {
+                let allocs = [("B", "DC1", 1), ("HOT", "DC1", 2)];
+                confirm(&mut c, "acme", &format!("c{i}"), &id, &allocs)
+                    .await
+                    .map(|_| ())
+            } else {
+                c.release_reservation(authed(
+                    "acme",
+                    ReleaseReservationRequest {
+                        request_id: format!("r{i}"),
+                        name: format!("reservations/{id}"),
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .map(|_| ())
+            }
+        }
+    });
+    let (new, changes) = tokio::join!(join_all(new), join_all(changes));
+    for r in new.into_iter().chain(changes) {
+        r.unwrap();
+    }
+    // 50 confirmed (2 HOT and 1 B each) and 200 new (1 of each) remain held.
+    assert_eq!(held_in_record(&h.db, "acme", "HOT").await, 50 * 2 + 200);
+    assert_eq!(held_in_record(&h.db, "acme", "B").await, 50 + 200);
+    let a = available(&mut h.client, "acme", "HOT").await;
+    assert_eq!((a.reserved, a.available), (300, 700));
+}
+
+#[tokio::test]
 async fn confirm_release_and_ship_keep_stock_in_step() {
     let mut h = start().await;
     stocked(&mut h, &[("S", 10)]).await;
