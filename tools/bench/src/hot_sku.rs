@@ -100,9 +100,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .collect();
     let token = format!("Bearer {}", oms_testkit::token(TENANT));
     let unary = unary_phase(&channels, &token, &args).await;
-    let stream = stream_phase(&channels, &token, &args, |c, n| {
-        one_unit(format!("s{c}-{n}"))
-    })
+    let stream = stream_phase(
+        &channels,
+        &token,
+        &args,
+        Code::FailedPrecondition,
+        |c, n| one_unit(format!("s{c}-{n}")),
+    )
     .await;
     let granted = unary.ok + stream.ok;
     let failed = unary.failed + stream.failed;
@@ -136,9 +140,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let ceiling = noop_ceiling(&channels, args.clients, args.seconds).await;
     // The cheapest message a stream answers: one refused at validation (no
     // lines), nothing stored.
-    let stream_ceiling = stream_phase(&channels, &token, &args, |c, n| CreateReservationRequest {
-        reservation_id: format!("x{c}-{n}"),
-        ..Default::default()
+    let stream_ceiling = stream_phase(&channels, &token, &args, Code::InvalidArgument, |c, n| {
+        CreateReservationRequest {
+            reservation_id: format!("x{c}-{n}"),
+            ..Default::default()
+        }
     })
     .await;
     let figures = |r: &load::Report| {
@@ -200,11 +206,13 @@ async fn unary_phase(channels: &[Channel], token: &str, args: &Args) -> load::Re
 
 /// Each client opens one StreamReservations stream and sends one
 /// reservation at a time on it, waiting for each answer: the same
-/// concurrency as the unary phase, without the per-call cost.
+/// concurrency as the unary phase, without the per-call cost. Answers
+/// with the `refusal` code count as refused, any other error as failed.
 async fn stream_phase(
     channels: &[Channel],
     token: &str,
     args: &Args,
+    refusal: Code,
     make: fn(usize, u64) -> CreateReservationRequest,
 ) -> load::Report {
     type Open = (
@@ -240,11 +248,7 @@ async fn stream_phase(
                 match answers.message().await {
                     Ok(Some(a)) => match a.status.map(|s| s.code).unwrap_or_default() {
                         0 => Outcome::Ok,
-                        c if c == Code::FailedPrecondition as i32
-                            || c == Code::InvalidArgument as i32 =>
-                        {
-                            Outcome::Refused
-                        }
+                        c if c == refusal as i32 => Outcome::Refused,
                         _ => Outcome::Failed,
                     },
                     _ => Outcome::Failed,

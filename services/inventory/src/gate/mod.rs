@@ -268,9 +268,10 @@ impl Gate {
             .await
     }
 
-    /// Gives back a grant of the batch `owner` whose Postgres record
-    /// failed: its units return and the gate forgets it. Refused (`STATE`)
-    /// when another batch found it since and owns it now.
+    /// Gives back a grant of the batch `owner` that the Postgres record
+    /// does not keep (its write failed, or the id was recorded already):
+    /// its units return and the gate forgets it. Refused (`STATE`) when
+    /// another batch found it since and owns it now.
     pub async fn give_back(
         &self,
         tenant: &Tenant,
@@ -279,7 +280,7 @@ impl Gate {
         owner: &str,
         now_ms: i64,
     ) -> Result<ChangeOutcome, GateError> {
-        // Not an `Op` of the domain: only a batch whose record failed asks it.
+        // Not an `Op` of the domain: only the batch writer asks it.
         let op = serde_json::json!("giveback");
         self.run_change_as(tenant, op, id, skus, &[], None, now_ms, Some(owner))
             .await

@@ -194,20 +194,18 @@ async fn try_batch(
         }
         answers.insert(t.clone(), out);
     }
-    let new_events: Vec<(NewEvent, &TraceContext)> = events
+    let new_events: Vec<NewEvent> = events
         .iter()
-        .map(|(t, subject, payload, trace)| {
-            let ev = NewEvent {
-                tenant: t,
-                event_type: "StockReserved",
-                subject,
-                request_id: "",
-                payload: payload.clone(),
-            };
-            (ev, *trace)
+        .map(|(t, subject, payload, _)| NewEvent {
+            tenant: t,
+            event_type: "StockReserved",
+            subject,
+            request_id: "",
+            payload: payload.clone(),
         })
         .collect();
-    let traced: Vec<(&NewEvent, &TraceContext)> = new_events.iter().map(|(e, t)| (e, *t)).collect();
+    let traced: Vec<(&NewEvent, &TraceContext)> =
+        new_events.iter().zip(events.iter().map(|e| e.3)).collect();
     let written = async {
         outbox::append_traced(&mut tx, &traced).await?;
         tx.commit().await

@@ -1,6 +1,6 @@
 -- Changes one reservation: confirm, release, consume, expire or extend;
--- or gives back a grant whose Postgres record failed (giveback, with the
--- batch's token `w`).
+-- or gives back a grant the Postgres record does not keep (giveback, with
+-- the batch's token `w`).
 -- KEYS[1] ready marker, KEYS[2] expiry zset, KEYS[3] reservation record,
 -- KEYS[4..] avail keys, named per SKU in ARGV.
 -- ARGV[1] JSON: { op, id, now, keep_ms, akeys = {sku = key}, entries = [ {sku, node, q} ],
@@ -15,9 +15,9 @@ local akeys = req.akeys
 local function done(status, detail)
   return encode({ready = true, status = status, state = r.s, holds = r.holds, consumed = r.c, detail = detail})
 end
--- A grant whose record failed goes back whole and is forgotten (a retry
--- is a new reservation), but only by the batch that owns it: another
--- batch may have found it since (EXISTS) and be recording it.
+-- A grant the record does not keep goes back whole and is forgotten (a
+-- retry is a new reservation), but only by the batch that owns it:
+-- another batch may have found it since (EXISTS) and be recording it.
 if req.op == 'giveback' then
   if r.w ~= req.w then return done('STATE') end
   restore(r.holds, akeys)
