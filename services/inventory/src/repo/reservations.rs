@@ -86,38 +86,40 @@ pub async fn insert_many(
         .map(|r| r.reservation.reference.as_str())
         .collect();
     let docs: Vec<Vec<u8>> = rows.iter().map(|r| r.reservation.encode_to_vec()).collect();
-    let mut h_ids = Vec::new();
+    // Holds flat, each with the place of its reservation in `rows` (not
+    // its id: the same id may come twice in a batch, and only the copy
+    // stored gets its holds).
+    let mut h_rows = Vec::new();
     let mut h_skus = Vec::new();
     let mut h_nodes = Vec::new();
     let mut h_held = Vec::new();
-    for r in rows {
+    for (i, r) in rows.iter().enumerate() {
         for (k, v) in r.holds {
             let (sku, node) = split_hold(k);
-            h_ids.push(r.reservation.reservation_id.as_str());
+            h_rows.push(i as i64 + 1);
             h_skus.push(sku);
             h_nodes.push(node);
             h_held.push(*v);
         }
     }
-    // One statement (one round trip) for both tables. Holds only of the
-    // reservations stored here: a stored one may have changed since (a
-    // released one holds nothing).
+    // One statement (one round trip) for the rows and the held totals,
+    // which count only the holds of the rows stored here.
     let stored: Vec<String> = sqlx::query_scalar(
-        "WITH r AS (
-            INSERT INTO reservations (tenant, reservation_id, state, request_hash, expire_time, create_time, update_time, reference, doc)
-            SELECT $1, id, 'active', h, e, $2, $2, r, d
-            FROM UNNEST($3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::bytea[]) AS t(id, h, e, r, d)
-            ON CONFLICT DO NOTHING
-            RETURNING reservation_id
-         ), h AS (
-            INSERT INTO holds (tenant, reservation_id, sku, node_id, held)
-            SELECT $1, id, s, n, h FROM UNNEST($8::text[], $9::text[], $10::text[], $11::bigint[]) AS t(id, s, n, h)
-            JOIN r ON r.reservation_id = t.id
-            ON CONFLICT DO NOTHING -- the same id twice in one batch
-            RETURNING sku, node_id, held
+        "WITH h AS (
+            SELECT r, array_agg(s ORDER BY o) AS skus, array_agg(n ORDER BY o) AS nodes, array_agg(u ORDER BY o) AS units
+            FROM UNNEST($8::bigint[], $9::text[], $10::text[], $11::bigint[]) WITH ORDINALITY AS t(r, s, n, u, o)
+            GROUP BY r
+         ), r AS (
+            INSERT INTO reservations (tenant, reservation_id, state, request_hash, expire_time, create_time, update_time, reference, doc, hold_skus, hold_nodes, hold_units)
+            SELECT $1, id, 'active', hs, e, $2, $2, rf, d, COALESCE(h.skus, '{}'), COALESCE(h.nodes, '{}'), COALESCE(h.units, '{}')
+            FROM UNNEST($3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::bytea[]) WITH ORDINALITY AS t(id, hs, e, rf, d, o)
+            LEFT JOIN h ON h.r = t.o
+            ON CONFLICT DO NOTHING -- stored already, or twice in this batch
+            RETURNING reservation_id, hold_skus, hold_nodes, hold_units
          ), t AS (
             INSERT INTO held_totals (tenant, sku, node_id, shard, held)
-            SELECT $1, sku, node_id, $12, SUM(held) FROM h GROUP BY sku, node_id ORDER BY sku, node_id
+            SELECT $1, x.s, x.n, $12, SUM(x.u) FROM r, UNNEST(r.hold_skus, r.hold_nodes, r.hold_units) AS x(s, n, u)
+            GROUP BY x.s, x.n ORDER BY x.s, x.n
             ON CONFLICT (tenant, sku, node_id, shard) DO UPDATE SET held = held_totals.held + EXCLUDED.held
          )
          SELECT reservation_id FROM r",
@@ -129,7 +131,7 @@ pub async fn insert_many(
     .bind(&expires)
     .bind(&refs)
     .bind(&docs)
-    .bind(&h_ids)
+    .bind(&h_rows)
     .bind(&h_skus)
     .bind(&h_nodes)
     .bind(&h_held)
@@ -155,7 +157,8 @@ pub async fn lock(
     row.map(|(d, c)| decode(&d).map(|r| (r, c))).transpose()
 }
 
-/// Writes a changed reservation and replaces its holds.
+/// Writes a changed reservation with its holds now (units > 0), and adds
+/// the change of its holds to the totals. The row is locked (`lock`).
 pub async fn save(
     tx: &mut PgConnection,
     tenant: &Tenant,
@@ -165,9 +168,24 @@ pub async fn save(
     now: DateTime<Utc>,
 ) -> sqlx::Result<()> {
     let state = state_db(ReservationState::try_from(r.state).unwrap_or_default());
-    sqlx::query(
-        "UPDATE reservations SET state = $3, consumed = $4, doc = $5, update_time = $6
-         WHERE tenant = $1 AND reservation_id = $2",
+    let (mut skus, mut nodes, mut units) = (Vec::new(), Vec::new(), Vec::new());
+    for (k, v) in holds.iter().filter(|(_, v)| **v > 0) {
+        let (s, n) = split_hold(k);
+        skus.push(s);
+        nodes.push(n);
+        units.push(*v);
+    }
+    // The holds before the change, from the row as it was (UPDATE's
+    // RETURNING sees only the new one).
+    let (old_skus, old_nodes, old_units): (Vec<String>, Vec<String>, Vec<i64>) = sqlx::query_as(
+        "WITH old AS (
+            SELECT hold_skus, hold_nodes, hold_units FROM reservations
+            WHERE tenant = $1 AND reservation_id = $2
+         )
+         UPDATE reservations SET state = $3, consumed = $4, doc = $5, update_time = $6,
+                hold_skus = $7, hold_nodes = $8, hold_units = $9
+         FROM old WHERE tenant = $1 AND reservation_id = $2
+         RETURNING old.hold_skus, old.hold_nodes, old.hold_units",
     )
     .bind(tenant.as_str())
     .bind(&r.reservation_id)
@@ -175,51 +193,19 @@ pub async fn save(
     .bind(consumed)
     .bind(r.encode_to_vec())
     .bind(now)
-    .execute(&mut *tx)
-    .await?;
-    let old: Vec<(String, String, i64)> = sqlx::query_as(
-        "DELETE FROM holds WHERE tenant = $1 AND reservation_id = $2 RETURNING sku, node_id, held",
-    )
-    .bind(tenant.as_str())
-    .bind(&r.reservation_id)
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut delta: BTreeMap<(&str, &str), i64> = BTreeMap::new();
-    for (sku, node, held) in &old {
-        *delta.entry((sku, node)).or_default() -= held;
-    }
-    for (k, v) in holds.iter().filter(|(_, v)| **v > 0) {
-        *delta.entry(split_hold(k)).or_default() += v;
-    }
-    add_to_totals(&mut *tx, tenant, &delta).await?;
-    let (skus, nodes, held): (Vec<&str>, Vec<&str>, Vec<i64>) = holds
-        .iter()
-        .filter(|(_, v)| **v > 0)
-        .map(|(k, v)| {
-            let (s, n) = split_hold(k);
-            (s, n, *v)
-        })
-        .fold(
-            (vec![], vec![], vec![]),
-            |(mut a, mut b, mut c), (s, n, v)| {
-                a.push(s);
-                b.push(n);
-                c.push(v);
-                (a, b, c)
-            },
-        );
-    sqlx::query(
-        "INSERT INTO holds (tenant, reservation_id, sku, node_id, held)
-         SELECT $1, $2, s, n, h FROM UNNEST($3::text[], $4::text[], $5::bigint[]) AS t(s, n, h)",
-    )
-    .bind(tenant.as_str())
-    .bind(&r.reservation_id)
     .bind(&skus)
     .bind(&nodes)
-    .bind(&held)
-    .execute(tx)
+    .bind(&units)
+    .fetch_one(&mut *tx)
     .await?;
-    Ok(())
+    let mut delta: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+    for ((sku, node), held) in old_skus.iter().zip(&old_nodes).zip(&old_units) {
+        *delta.entry((sku, node)).or_default() -= held;
+    }
+    for ((sku, node), held) in skus.iter().zip(&nodes).zip(&units) {
+        *delta.entry((sku, node)).or_default() += held;
+    }
+    add_to_totals(tx, tenant, &delta).await
 }
 
 pub async fn get(
@@ -382,34 +368,145 @@ pub struct Live {
 
 /// Every active or confirmed reservation of a tenant with its holds.
 pub async fn live(db: &mut PgConnection, tenant: &Tenant) -> sqlx::Result<Vec<Live>> {
-    let rows: Vec<(String, String, String, DateTime<Utc>, bool)> = sqlx::query_as(
-        "SELECT reservation_id, state, request_hash, expire_time, consumed FROM reservations
-         WHERE tenant = $1 AND state IN ('active', 'confirmed')",
+    type Row = (
+        String,
+        String,
+        String,
+        DateTime<Utc>,
+        bool,
+        Vec<String>,
+        Vec<String>,
+        Vec<i64>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT reservation_id, state, request_hash, expire_time, consumed, hold_skus, hold_nodes, hold_units
+         FROM reservations WHERE tenant = $1 AND state IN ('active', 'confirmed')",
     )
     .bind(tenant.as_str())
-    .fetch_all(&mut *db)
+    .fetch_all(db)
     .await?;
-    let holds: Vec<(String, String, String, i64)> =
-        sqlx::query_as("SELECT reservation_id, sku, node_id, held FROM holds WHERE tenant = $1")
-            .bind(tenant.as_str())
-            .fetch_all(&mut *db)
-            .await?;
-    let mut by_id: HashMap<String, Holds> = HashMap::new();
-    for (id, sku, node, held) in holds {
-        by_id
-            .entry(id)
-            .or_default()
-            .insert(crate::gate::hold_key(&sku, &node), held);
-    }
     Ok(rows
         .into_iter()
-        .map(|(id, state, request_hash, expire, consumed)| Live {
-            holds: by_id.remove(&id).unwrap_or_default(),
-            id,
-            state,
-            request_hash,
-            expire_ms: expire.timestamp_millis(),
-            consumed,
-        })
+        .map(
+            |(id, state, request_hash, expire, consumed, skus, nodes, units)| Live {
+                holds: skus
+                    .iter()
+                    .zip(&nodes)
+                    .zip(units)
+                    .map(|((s, n), u)| (crate::gate::hold_key(s, n), u))
+                    .collect(),
+                id,
+                state,
+                request_hash,
+                expire_ms: expire.timestamp_millis(),
+                consumed,
+            },
+        )
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::gate::hold_key;
+
+    fn holds(of: &[(&str, &str, i64)]) -> Holds {
+        of.iter().map(|(s, n, u)| (hold_key(s, n), *u)).collect()
+    }
+
+    fn res(id: &str) -> Reservation {
+        Reservation {
+            reservation_id: id.into(),
+            ..Default::default()
+        }
+    }
+
+    async fn in_view(c: &mut PgConnection) -> Vec<(String, String, String, i64)> {
+        sqlx::query_as("SELECT reservation_id, sku, node_id, held FROM holds ORDER BY 1, 2, 3")
+            .fetch_all(c)
+            .await
+            .unwrap()
+    }
+
+    /// A batch stores each reservation with its own holds (an id twice in
+    /// the batch once, an id stored before not again), the totals count
+    /// what it stored, and a change rewrites the holds and the totals.
+    #[tokio::test]
+    async fn holds_are_stored_with_their_reservation_and_counted_once() {
+        let db = oms_testkit::TestDb::new().await;
+        let pool = db.pool("inventory", Some(&crate::MIGRATOR)).await;
+        let t = Tenant::parse("acme").unwrap();
+        let now = Utc::now();
+        let (x, y, z) = (res("x"), res("y"), res("z"));
+        let hx = holds(&[("S", "", 3)]);
+        let hy = holds(&[("S", "DC1", 1), ("T", "", 2)]);
+        let row = |r, h| NewRow {
+            reservation: r,
+            request_hash: "h",
+            expire_time: now,
+            holds: h,
+        };
+        let mut c = pool.acquire().await.unwrap();
+        let first = insert_many(&mut c, &t, &[row(&z, &hx)], now).await.unwrap();
+        assert_eq!(first, HashSet::from(["z".to_string()]));
+        let batch = [row(&x, &hx), row(&x, &hx), row(&y, &hy), row(&z, &hy)];
+        let stored = insert_many(&mut c, &t, &batch, now).await.unwrap();
+        assert_eq!(stored, HashSet::from(["x".to_string(), "y".to_string()]));
+        let s = |id: &str, sku: &str, node: &str, u| (id.into(), sku.into(), node.into(), u);
+        let expected = vec![
+            s("x", "S", "", 3),
+            s("y", "S", "DC1", 1),
+            s("y", "T", "", 2),
+            s("z", "S", "", 3),
+        ];
+        assert_eq!(in_view(&mut c).await, expected);
+        let mut totals = held(&mut *c, &t, &[]).await.unwrap();
+        totals.sort();
+        let by_holds = held_by_holds(&mut c, &t).await.unwrap();
+        assert_eq!(totals, by_holds);
+        assert_eq!(
+            by_holds,
+            [
+                ("S".into(), "".into(), 6),
+                ("S".into(), "DC1".into(), 1),
+                ("T".into(), "".into(), 2)
+            ]
+        );
+
+        // y confirmed at DC1 for T, its S released.
+        let mut tx = pool.begin().await.unwrap();
+        lock(&mut tx, &t, "y").await.unwrap().unwrap();
+        let y = Reservation {
+            state: ReservationState::Confirmed as i32,
+            ..y
+        };
+        save(
+            &mut tx,
+            &t,
+            &y,
+            &holds(&[("T", "DC1", 2), ("S", "DC1", 0)]),
+            false,
+            now,
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        let by_holds = held_by_holds(&mut c, &t).await.unwrap();
+        let mut totals = held(&mut *c, &t, &[]).await.unwrap();
+        totals.sort();
+        assert_eq!(totals, by_holds);
+        assert_eq!(
+            by_holds,
+            [("S".into(), "".into(), 6), ("T".into(), "DC1".into(), 2)]
+        );
+        let live: HashMap<String, Holds> = live(&mut c, &t)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.id, l.holds))
+            .collect();
+        assert_eq!(live["y"], holds(&[("T", "DC1", 2)]));
+        assert_eq!(live["x"], hx);
+    }
 }
