@@ -155,6 +155,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "failed": r.failed,
             "p50_ms": r.ms(0.50),
             "p99_ms": r.ms(0.99),
+            "cpu_us_per_reservation": r.cpu_us_per_call(),
         })
     };
     println!(

@@ -20,12 +20,22 @@ pub struct Report {
     pub refused: u64,
     pub failed: u64,
     pub seconds: f64,
+    /// Busy CPU time of the whole machine during the run.
+    pub cpu_seconds: Option<f64>,
 }
 
 impl Report {
     /// A latency quantile in milliseconds.
     pub fn ms(&self, q: f64) -> f64 {
         self.hist.value_at_quantile(q) as f64 / 1000.0
+    }
+
+    /// Busy CPU microseconds of the whole machine per answered call.
+    pub fn cpu_us_per_call(&self) -> Option<f64> {
+        let calls = self.ok + self.refused;
+        self.cpu_seconds
+            .filter(|_| calls > 0)
+            .map(|s| s * 1e6 / calls as f64)
     }
 }
 
@@ -39,6 +49,7 @@ where
 {
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
+    let cpu_before = busy_cpu_seconds();
     let tasks: Vec<_> = (0..clients)
         .map(|i| {
             let mut call = client(i);
@@ -70,6 +81,7 @@ where
         refused: 0,
         failed: 0,
         seconds: 0.0,
+        cpu_seconds: None,
     };
     for t in tasks {
         if let Ok((h, ok, refused, failed)) = t.await {
@@ -80,7 +92,33 @@ where
         }
     }
     report.seconds = started.elapsed().as_secs_f64();
+    report.cpu_seconds = cpu_before
+        .zip(busy_cpu_seconds())
+        .map(|(before, after)| after - before);
     report
+}
+
+/// CPU time the whole machine spent busy so far (every process, the
+/// services, Postgres, Redis and the clients alike), from /proc/stat: per
+/// operation it says what an operation costs whatever else slows the
+/// machine down (a shared host's steal time moves throughput, not this).
+/// None off Linux.
+fn busy_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .map(|t| t.parse().unwrap_or(0.0))
+        .collect();
+    // user nice system idle iowait irq softirq (guest time is in user);
+    // /proc/stat counts in USER_HZ, 100 per second on Linux.
+    let busy = [0, 1, 2, 5, 6]
+        .iter()
+        .filter_map(|i| ticks.get(*i))
+        .sum::<f64>();
+    Some(busy / 100.0)
 }
 
 /// Brings the planner's statistics up to date for every schema of `db`.
