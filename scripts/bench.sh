@@ -48,7 +48,9 @@ for api, what in (("unary", "CreateReservation, one call at a time per client"),
                   ("stream", "StreamReservations, one stream per client, one reservation at a time on it")):
     f = h[api]
     r = f["reservations_per_s"]
-    print(f"  {api}: {r:,.0f} reservations/s   p50 {f['p50_ms']:.2f} ms   p99 {f['p99_ms']:.2f} ms   ({what})")
+    cpu = f.get("cpu_us_per_reservation")
+    cpu = f"   machine CPU {cpu:.0f} us/reservation" if cpu else ""
+    print(f"  {api}: {r:,.0f} reservations/s   p50 {f['p50_ms']:.2f} ms   p99 {f['p99_ms']:.2f} ms{cpu}   ({what})")
     print(f"    vs redis_reserve_ops {b['redis_reserve_ops']:,.0f}/s: {ratio(r, b['redis_reserve_ops'])} (target >= 0.5x)"
           f"   vs pg_hot_row_tps {b['pg_hot_row_tps']:,.0f}/s: {ratio(r, b['pg_hot_row_tps'])} (target >= 20x)")
 c = h["grpc_noop_calls_per_s"]
