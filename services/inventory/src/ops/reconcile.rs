@@ -4,7 +4,7 @@
 use super::Inventory;
 use crate::domain::availability::Figures;
 use crate::error::Result;
-use crate::gate::{Gate, rebuild::LiveRecord};
+use crate::gate::{Gate, rebuild::LiveRecord, split_hold};
 use crate::repo::{self, lock};
 use oms_kernel::Tenant;
 use oms_proto::inventory::{Drift, ReconcileRequest, ReconcileResponse};
@@ -68,10 +68,11 @@ async fn rebuild(
     for (node, sku, q) in repo::stock::on_hand(&mut *tx, tenant, &[]).await? {
         f.on_hand.insert((node, sku), q);
     }
-    // From the holds themselves, not the totals: the totals are checked
-    // against them here, and rewritten from them.
-    let mut exact = repo::reservations::held_by_holds(&mut *tx, tenant).await?;
-    exact.sort();
+    // One read of the live reservations serves both the held figures and
+    // the gate's records (it scans the tenant's reservations). The totals
+    // are checked against the holds here, and rewritten from them.
+    let live = repo::reservations::live(&mut *tx, tenant).await?;
+    let exact = held_by_sku_and_node(&live);
     let mut totals = repo::reservations::held(&mut *tx, tenant, &[]).await?;
     totals.sort();
     if totals != exact {
@@ -100,22 +101,23 @@ async fn rebuild(
     let current = gate.read(tenant, &sku_list).await?;
     let drifts = compare(&expected, &current);
     if !dry_run {
-        let live: Vec<LiveRecord> = repo::reservations::live(tx, tenant)
-            .await?
-            .into_iter()
-            .map(|l| LiveRecord {
-                id: l.id,
-                state: l.state,
-                request_hash: l.request_hash,
-                expire_ms: l.expire_ms,
-                consumed: l.consumed,
-                holds: l.holds,
-            })
-            .collect();
         gate.install(tenant, &expected, &live).await?;
     }
     let rebuilt = if dry_run { 0 } else { expected.len() as i64 };
     Ok((rebuilt, drifts))
+}
+
+/// Units held per (sku, node) by `live`, in key order, zeros left out (as
+/// `repo::reservations::held` reads the totals).
+fn held_by_sku_and_node(live: &[LiveRecord]) -> Vec<(String, String, i64)> {
+    let mut sum: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+    for (k, units) in live.iter().flat_map(|l| &l.holds) {
+        *sum.entry(split_hold(k)).or_default() += units;
+    }
+    sum.into_iter()
+        .filter(|(_, units)| *units != 0)
+        .map(|((sku, node), units)| (sku.to_owned(), node.to_owned(), units))
+        .collect()
 }
 
 fn compare(

@@ -1,5 +1,5 @@
 use super::decode;
-use crate::gate::{Holds, split_hold};
+use crate::gate::{Holds, rebuild::LiveRecord, split_hold};
 use chrono::{DateTime, Utc};
 use oms_kernel::Tenant;
 use oms_proto::inventory::{Reservation, ReservationState};
@@ -323,21 +323,6 @@ pub async fn held(
     .await
 }
 
-/// Units held per (sku, node), summed over every hold of every live
-/// reservation of the tenant: the truth the totals keep up with.
-pub async fn held_by_holds(
-    db: &mut PgConnection,
-    tenant: &Tenant,
-) -> sqlx::Result<Vec<(String, String, i64)>> {
-    sqlx::query_as(
-        "SELECT sku, node_id, SUM(held)::bigint FROM holds WHERE tenant = $1
-         GROUP BY sku, node_id HAVING SUM(held) <> 0 ORDER BY sku, node_id",
-    )
-    .bind(tenant.as_str())
-    .fetch_all(db)
-    .await
-}
-
 /// Rewrites the tenant's totals from `exact` (under the exclusive gate
 /// lock: no writer adds to them meanwhile).
 pub async fn reset_totals(
@@ -356,18 +341,9 @@ pub async fn reset_totals(
     add_to_totals(tx, tenant, &delta).await
 }
 
-/// A live reservation as the gate keeps it.
-pub struct Live {
-    pub id: String,
-    pub state: String,
-    pub request_hash: String,
-    pub expire_ms: i64,
-    pub consumed: bool,
-    pub holds: Holds,
-}
-
-/// Every active or confirmed reservation of a tenant with its holds.
-pub async fn live(db: &mut PgConnection, tenant: &Tenant) -> sqlx::Result<Vec<Live>> {
+/// Every active or confirmed reservation of a tenant with its holds, as
+/// the gate keeps them (a finished reservation holds nothing).
+pub async fn live(db: &mut PgConnection, tenant: &Tenant) -> sqlx::Result<Vec<LiveRecord>> {
     type Row = (
         String,
         String,
@@ -388,7 +364,7 @@ pub async fn live(db: &mut PgConnection, tenant: &Tenant) -> sqlx::Result<Vec<Li
     Ok(rows
         .into_iter()
         .map(
-            |(id, state, request_hash, expire, consumed, skus, nodes, units)| Live {
+            |(id, state, request_hash, expire, consumed, skus, nodes, units)| LiveRecord {
                 holds: skus
                     .iter()
                     .zip(&nodes)
@@ -420,6 +396,16 @@ mod tests {
             reservation_id: id.into(),
             ..Default::default()
         }
+    }
+
+    /// Units held per (sku, node) by the holds, as the view shows them.
+    async fn by_holds(c: &mut PgConnection) -> Vec<(String, String, i64)> {
+        sqlx::query_as(
+            "SELECT sku, node_id, SUM(held)::bigint FROM holds GROUP BY 1, 2 ORDER BY 1, 2",
+        )
+        .fetch_all(c)
+        .await
+        .unwrap()
     }
 
     async fn in_view(c: &mut PgConnection) -> Vec<(String, String, String, i64)> {
@@ -463,10 +449,10 @@ mod tests {
         assert_eq!(in_view(&mut c).await, expected);
         let mut totals = held(&mut *c, &t, &[]).await.unwrap();
         totals.sort();
-        let by_holds = held_by_holds(&mut c, &t).await.unwrap();
-        assert_eq!(totals, by_holds);
+        let summed = by_holds(&mut c).await;
+        assert_eq!(totals, summed);
         assert_eq!(
-            by_holds,
+            summed,
             [
                 ("S".into(), "".into(), 6),
                 ("S".into(), "DC1".into(), 1),
@@ -492,12 +478,12 @@ mod tests {
         .await
         .unwrap();
         tx.commit().await.unwrap();
-        let by_holds = held_by_holds(&mut c, &t).await.unwrap();
+        let summed = by_holds(&mut c).await;
         let mut totals = held(&mut *c, &t, &[]).await.unwrap();
         totals.sort();
-        assert_eq!(totals, by_holds);
+        assert_eq!(totals, summed);
         assert_eq!(
-            by_holds,
+            summed,
             [("S".into(), "".into(), 6), ("T".into(), "DC1".into(), 2)]
         );
         let live: HashMap<String, Holds> = live(&mut c, &t)
