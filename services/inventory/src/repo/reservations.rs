@@ -355,8 +355,14 @@ pub async fn live(db: &mut PgConnection, tenant: &Tenant) -> sqlx::Result<Vec<Li
         Vec<i64>,
     );
     let rows: Vec<Row> = sqlx::query_as(
+        // One arm per state, each matching a partial index
+        // (reservations_expiring, reservations_confirmed): the read costs
+        // the live reservations, not every one the tenant ever made.
         "SELECT reservation_id, state, request_hash, expire_time, consumed, hold_skus, hold_nodes, hold_units
-         FROM reservations WHERE tenant = $1 AND state IN ('active', 'confirmed')",
+         FROM reservations WHERE tenant = $1 AND state = 'active'
+         UNION ALL
+         SELECT reservation_id, state, request_hash, expire_time, consumed, hold_skus, hold_nodes, hold_units
+         FROM reservations WHERE tenant = $1 AND state = 'confirmed'",
     )
     .bind(tenant.as_str())
     .fetch_all(db)
