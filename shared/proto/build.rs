@@ -17,7 +17,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for rpc in ["status.proto", "error_details.proto", "code.proto"] {
         files.push(format!("google/rpc/{rpc}"));
     }
-    println!("cargo:rerun-if-changed={}", root.display());
+    // Relative (to this package), not absolute: checkouts that share one
+    // target dir (CI's clone and the working tree) share this build
+    // script's fingerprint, and an absolute path would watch the protos of
+    // whichever checkout built last.
+    println!("cargo:rerun-if-changed=../../proto");
 
     let fds = protox::compile(&files, [&root, &third_party])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);

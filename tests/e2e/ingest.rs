@@ -953,3 +953,77 @@ async fn versions_of_a_new_channel_order_arriving_at_once_become_one_order_and_i
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].name, answers[0].order);
 }
+
+/// Submissions that ingest sends to orders in one BatchCreateOrders each
+/// keep their own trace: the OrderCreated event of each order carries the
+/// trace id its submission came with (one order, one trace).
+#[tokio::test]
+async fn each_submitted_order_stays_in_its_submissions_trace() {
+    let suite = Suite::start().await;
+    let mut ingest = IngestServiceClient::new(suite.channel(Service::Ingest));
+    channel(&mut ingest, "pos", ing::ChannelKind::Pos, &[]).await;
+    let trace_id = |i: usize| format!("{:032x}", 0xabc0_0000_u64 + i as u64);
+    let submit = |i: usize| {
+        let mut req = authed(
+            T,
+            ing::SubmitOrderRequest {
+                request_id: format!("traced-{i}"),
+                channel: "channels/pos".into(),
+                order: Some(ord::Order {
+                    channel_order_id: format!("till-t{i}"),
+                    currency_code: "EUR".into(),
+                    lines: vec![ord::OrderLine {
+                        sku: "A".into(),
+                        quantity: 1,
+                        ..Default::default()
+                    }],
+                    ship_to: Some(oms_proto::common::PostalAddress {
+                        lines: vec!["1 Main St".into()],
+                        city: "Lisbon".into(),
+                        country_code: "PT".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            },
+        );
+        req.metadata_mut().insert(
+            "traceparent",
+            format!("00-{}-00f067aa0ba902b7-01", trace_id(i))
+                .parse()
+                .unwrap(),
+        );
+        req
+    };
+    // Sent together, so that they share the calls to orders.
+    let answers = futures::future::join_all((0..16).map(|i| {
+        let mut c = ingest.clone();
+        let req = submit(i);
+        async move { c.submit_order(req).await.unwrap().into_inner() }
+    }))
+    .await;
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = orders
+        .watch_order_events(authed(T, ord::WatchOrderEventsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut trace_of: HashMap<String, String> = HashMap::new();
+    while trace_of.len() < answers.len() {
+        let e = feed
+            .message()
+            .await
+            .unwrap()
+            .expect("feed open")
+            .event
+            .unwrap();
+        if let Some(ord::order_event::Kind::Created(_)) = e.kind {
+            let meta = e.meta.unwrap();
+            trace_of.insert(meta.subject, meta.traceparent);
+        }
+    }
+    for (i, a) in answers.iter().enumerate() {
+        let tp = &trace_of[&a.order];
+        assert!(tp.contains(&trace_id(i)), "order {i}: {tp}");
+    }
+}

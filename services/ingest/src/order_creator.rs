@@ -5,9 +5,12 @@
 use crate::grpc::DOMAIN;
 use oms_kernel::Tenant;
 use oms_proto::orders::{
-    BatchCreateOrdersRequest, CreateOrderRequest, Order, order_service_client::OrderServiceClient,
+    BatchCreateOrdersRequest, CreateOrderRequest, Order, RequestTrace,
+    order_service_client::OrderServiceClient,
 };
-use oms_runtime::{auth::TokenIssuer, batch::Batcher, client::Outbound, status};
+use oms_runtime::{
+    auth::TokenIssuer, batch::Batcher, client::Outbound, outbox::TraceContext, status,
+};
 use std::collections::BTreeMap;
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, transport::Channel};
@@ -20,7 +23,9 @@ const MAX_BATCH: usize = 256;
 /// 1 MiB). A request larger than this goes alone.
 const MAX_CALL_BYTES: usize = 3 << 20;
 
-type Job = (Tenant, CreateOrderRequest);
+/// A request with its tenant and the trace of the submission it came
+/// from: a call serves many submissions, and each order stays in its own.
+type Job = (Tenant, CreateOrderRequest, TraceContext);
 
 #[derive(Clone)]
 pub struct OrderCreator(Batcher<Job, Result<Order, Status>>);
@@ -41,7 +46,7 @@ impl OrderCreator {
     /// Creates one order (or finds the one its request_id created before).
     pub async fn create(&self, tenant: &Tenant, req: CreateOrderRequest) -> Result<Order, Status> {
         self.0
-            .submit((tenant.clone(), req))
+            .submit((tenant.clone(), req, TraceContext::current()))
             .await
             .map_err(|s| s.into_status(DOMAIN))?
     }
@@ -55,9 +60,10 @@ async fn create_all(
     jobs: Vec<Job>,
 ) -> Vec<Result<Order, Status>> {
     let n = jobs.len();
-    let mut by_tenant: BTreeMap<Tenant, Vec<(usize, CreateOrderRequest)>> = BTreeMap::new();
-    for (i, (tenant, req)) in jobs.into_iter().enumerate() {
-        by_tenant.entry(tenant).or_default().push((i, req));
+    let mut by_tenant: BTreeMap<Tenant, Vec<(usize, CreateOrderRequest, TraceContext)>> =
+        BTreeMap::new();
+    for (i, (tenant, req, trace)) in jobs.into_iter().enumerate() {
+        by_tenant.entry(tenant).or_default().push((i, req, trace));
     }
     let mut answers: Vec<Option<Result<Order, Status>>> = (0..n).map(|_| None).collect();
     for (tenant, jobs) in by_tenant {
@@ -65,10 +71,21 @@ async fn create_all(
             orders.clone(),
             Outbound::for_tenant(issuer, &tenant, "service:ingest"),
         );
-        for call in by_size(jobs) {
-            let (at, requests): (Vec<usize>, Vec<CreateOrderRequest>) = call.into_iter().unzip();
+        for call in by_size(jobs, |(_, req, _)| req) {
+            let mut at = Vec::with_capacity(call.len());
+            let mut requests = Vec::with_capacity(call.len());
+            let mut traces = Vec::with_capacity(call.len());
+            for (i, req, trace) in call {
+                at.push(i);
+                requests.push(req);
+                let (traceparent, tracestate) = trace.w3c();
+                traces.push(RequestTrace {
+                    traceparent: traceparent.to_owned(),
+                    tracestate: tracestate.to_owned(),
+                });
+            }
             match client
-                .batch_create_orders(BatchCreateOrdersRequest { requests })
+                .batch_create_orders(BatchCreateOrdersRequest { requests, traces })
                 .await
             {
                 Ok(resp) => {
@@ -105,15 +122,15 @@ async fn create_all(
 
 /// Splits requests into calls of at most [`MAX_CALL_BYTES`] each (a larger
 /// request alone), keeping their order.
-fn by_size(jobs: Vec<(usize, CreateOrderRequest)>) -> Vec<Vec<(usize, CreateOrderRequest)>> {
-    let mut calls: Vec<Vec<(usize, CreateOrderRequest)>> = Vec::new();
+fn by_size<J>(jobs: Vec<J>, request: impl Fn(&J) -> &CreateOrderRequest) -> Vec<Vec<J>> {
+    let mut calls: Vec<Vec<J>> = Vec::new();
     let mut bytes = 0;
-    for (i, req) in jobs {
-        let size = prost::Message::encoded_len(&req);
+    for job in jobs {
+        let size = prost::Message::encoded_len(request(&job));
         match calls.last_mut() {
-            Some(call) if bytes + size <= MAX_CALL_BYTES => call.push((i, req)),
+            Some(call) if bytes + size <= MAX_CALL_BYTES => call.push(job),
             _ => {
-                calls.push(vec![(i, req)]);
+                calls.push(vec![job]);
                 bytes = 0;
             }
         }
@@ -141,13 +158,16 @@ mod tests {
     #[test]
     fn calls_stay_under_the_message_limit_and_keep_the_order() {
         let mib = 1 << 20;
-        let calls = by_size(vec![
-            sized(0, mib),
-            sized(1, mib),
-            sized(2, mib + mib / 2),
-            sized(3, 5 * mib),
-            sized(4, 10),
-        ]);
+        let calls = by_size(
+            vec![
+                sized(0, mib),
+                sized(1, mib),
+                sized(2, mib + mib / 2),
+                sized(3, 5 * mib),
+                sized(4, 10),
+            ],
+            |(_, req)| req,
+        );
         let at: Vec<Vec<usize>> = calls
             .iter()
             .map(|c| c.iter().map(|(i, _)| *i).collect())

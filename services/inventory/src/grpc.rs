@@ -102,18 +102,8 @@ async fn answer_message(
 
 /// The trace context a `StreamReservations` message names, if any.
 fn message_trace(traceparent: &str, tracestate: &str) -> Result<Option<TraceContext>, Error> {
-    if traceparent.is_empty() {
-        return Ok(None);
-    }
-    TraceContext::from_w3c(traceparent, tracestate)
-        .map(Some)
-        .ok_or_else(|| {
-            Violations::one(
-                "traceparent",
-                "must be a W3C traceparent: 00-<32 hex>-<16 hex>-<2 hex>",
-            )
-            .into()
-        })
+    TraceContext::named(traceparent, tracestate)
+        .map_err(|e| Violations::one("traceparent", e).into())
 }
 
 macro_rules! unary {

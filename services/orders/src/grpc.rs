@@ -20,7 +20,7 @@ use oms_proto::orders::{
 use oms_runtime::{
     auth::{self, Caller},
     idempotency::{self, Claim},
-    outbox::{self, FeedWaker},
+    outbox::{self, FeedWaker, TraceContext},
     status,
     time::to_timestamp,
 };
@@ -217,7 +217,7 @@ impl OrderService for OrderApi {
     ) -> Result<Response<CreateOrderResponse>, Status> {
         let caller = auth::caller(&req)?;
         self.intake
-            .create(&caller, req.into_inner())
+            .create(&caller, req.into_inner(), TraceContext::current())
             .await
             .map(Response::new)
             .map_err(to_status)
@@ -228,7 +228,7 @@ impl OrderService for OrderApi {
         req: Request<pb::BatchCreateOrdersRequest>,
     ) -> Result<Response<pb::BatchCreateOrdersResponse>, Status> {
         let caller = auth::caller(&req)?;
-        let requests = req.into_inner().requests;
+        let pb::BatchCreateOrdersRequest { requests, traces } = req.into_inner();
         if requests.len() > MAX_BATCH_CREATE {
             return Err(to_status(
                 Violations::one(
@@ -238,10 +238,29 @@ impl OrderService for OrderApi {
                 .into(),
             ));
         }
-        // Submitted together, they share the intake's transactions.
-        let created =
-            futures::future::join_all(requests.into_iter().map(|r| self.intake.create(&caller, r)))
-                .await;
+        if traces.len() > requests.len() {
+            return Err(to_status(
+                Violations::one("traces", "at most one per request").into(),
+            ));
+        }
+        let call_trace = TraceContext::current();
+        // Submitted together, they share the intake's transactions; each
+        // in its own trace when it names one.
+        let created = futures::future::join_all(requests.into_iter().enumerate().map(|(i, r)| {
+            let trace = traces.get(i).map_or(Ok(None), |t| {
+                TraceContext::named(&t.traceparent, &t.tracestate).map_err(|e| {
+                    Error::from(Violations::one(format!("traces[{i}].traceparent"), e))
+                })
+            });
+            let call_trace = call_trace.clone();
+            let caller = &caller;
+            async move {
+                self.intake
+                    .create(caller, r, trace?.unwrap_or(call_trace))
+                    .await
+            }
+        }))
+        .await;
         let results = created
             .into_iter()
             .map(|r| match r {

@@ -60,11 +60,12 @@ impl Intake {
     }
 
     /// Validates a CreateOrder request and writes it (or answers a repeat
-    /// of it with the first answer).
+    /// of it with the first answer); its events carry `trace`.
     pub async fn create(
         &self,
         caller: &Caller,
         req: CreateOrderRequest,
+        trace: TraceContext,
     ) -> Result<CreateOrderResponse> {
         let mut v = Violations::new();
         let request_id = v.check("request_id", RequestId::parse(&req.request_id));
@@ -84,7 +85,7 @@ impl Intake {
             request_id,
             hash: idempotency::request_hash(&req),
             new,
-            trace: TraceContext::current(),
+            trace,
         };
         // A writer that stopped answers like a closed pool: unavailable, retry.
         let created = self

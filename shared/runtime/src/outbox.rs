@@ -63,6 +63,23 @@ impl TraceContext {
         })
     }
 
+    /// The context a request message names in its own fields (one of many
+    /// requests in a call, each in its own trace): None when `traceparent`
+    /// is empty, what is wrong with it when it is malformed.
+    pub fn named(traceparent: &str, tracestate: &str) -> Result<Option<Self>, &'static str> {
+        if traceparent.is_empty() {
+            return Ok(None);
+        }
+        Self::from_w3c(traceparent, tracestate)
+            .map(Some)
+            .ok_or("must be a W3C traceparent: 00-<32 hex>-<16 hex>-<2 hex>")
+    }
+
+    /// W3C `traceparent` (empty: no trace) and `tracestate`, to send on.
+    pub fn w3c(&self) -> (&str, &str) {
+        (&self.traceparent, &self.tracestate)
+    }
+
     /// The context of the current span (empty outside a traced request).
     pub fn current() -> Self {
         let mut carrier = HashMap::new();

@@ -222,6 +222,7 @@ async fn a_batch_answers_each_order_as_create_order_would() {
             req("req-3", order("7000")),
             req("req-0", order("7000")),
         ],
+        traces: vec![],
     };
     let results = h
         .client
@@ -264,6 +265,7 @@ async fn a_batch_answers_each_order_as_create_order_would() {
         requests: (0..1001)
             .map(|i| req(&format!("r{i}"), order("x")))
             .collect(),
+        traces: vec![],
     };
     let err = h
         .client

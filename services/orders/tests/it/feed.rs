@@ -107,6 +107,100 @@ async fn events_carry_the_callers_trace() {
     assert!(meta.traceparent.contains(trace_id), "{}", meta.traceparent);
 }
 
+/// One BatchCreateOrders serving submissions of several traces: each
+/// order's event carries its own request's trace, a request without one
+/// the call's, and a malformed one fails that request alone.
+#[tokio::test]
+async fn a_batch_keeps_each_order_in_its_own_trace() {
+    use oms_proto::orders::{BatchCreateOrdersRequest, CreateOrderRequest, RequestTrace};
+    use oms_runtime::status::from_rpc;
+    let mut h = start().await;
+    let (a, b, call) = (
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1",
+        "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb2",
+        "ccccccccccccccccccccccccccccccc3",
+    );
+    let traceparent = |id: &str| format!("00-{id}-00f067aa0ba902b7-01");
+    let req = |id: &str, coid: &str| CreateOrderRequest {
+        request_id: id.into(),
+        order: Some(order(coid)),
+    };
+    let trace = |tp: String| RequestTrace {
+        traceparent: tp,
+        tracestate: String::new(),
+    };
+    let mut call_req = authed(
+        "acme",
+        BatchCreateOrdersRequest {
+            requests: vec![
+                req("t1", "TA"),
+                req("t2", "TB"),
+                req("t3", "TC"),
+                req("t4", "TD"),
+                req("t5", "TE"),
+            ],
+            // t4 names none (empty), t5 is past the end.
+            traces: vec![
+                trace(traceparent(a)),
+                trace(traceparent(b)),
+                trace("00-nothex-00f067aa0ba902b7-01".into()),
+                trace(String::new()),
+            ],
+        },
+    );
+    call_req
+        .metadata_mut()
+        .insert("traceparent", traceparent(call).parse().unwrap());
+    let results = h
+        .client
+        .batch_create_orders(call_req)
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    let err = from_rpc(results[2].status.as_ref().unwrap()).unwrap();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(fields(&err), ["traces[2].traceparent"]);
+    let created: Vec<String> = [0, 1, 3, 4]
+        .iter()
+        .map(|i| results[*i].order.as_ref().unwrap().name.clone())
+        .collect();
+
+    let mut feed = h
+        .client
+        .watch_order_events(authed("acme", WatchOrderEventsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut trace_of = std::collections::HashMap::new();
+    while trace_of.len() < created.len() {
+        let e = next(&mut feed).await;
+        if let Some(order_event::Kind::Created(_)) = e.kind {
+            let meta = e.meta.unwrap();
+            trace_of.insert(meta.subject, meta.traceparent);
+        }
+    }
+    let expected = [a, b, call, call];
+    for (name, id) in created.iter().zip(expected) {
+        assert!(
+            trace_of[name].contains(id),
+            "{name}: {} not in trace {id}",
+            trace_of[name]
+        );
+    }
+
+    let too_many = BatchCreateOrdersRequest {
+        requests: vec![req("t6", "TF")],
+        traces: vec![trace(String::new()), trace(String::new())],
+    };
+    let err = h
+        .client
+        .batch_create_orders(authed("acme", too_many))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["traces"]);
+}
+
 #[tokio::test]
 async fn a_bad_cursor_is_invalid() {
     let mut h = start().await;

@@ -23,7 +23,13 @@ async fn a_down_peer_pauses_the_saga_instead_of_failing_every_order() {
         })
         .collect();
     let results = client
-        .batch_create_orders(authed("acme", BatchCreateOrdersRequest { requests }))
+        .batch_create_orders(authed(
+            "acme",
+            BatchCreateOrdersRequest {
+                requests,
+                traces: vec![],
+            },
+        ))
         .await
         .unwrap()
         .into_inner()
