@@ -34,6 +34,7 @@ pub struct IngestApi {
     pub orders: GrpcChannel,
     pub inventory: GrpcChannel,
     pub issuer: TokenIssuer,
+    pub metrics: crate::metrics::Metrics,
     /// Ends availability watches when the service stops.
     pub shutdown: tokio_util::sync::CancellationToken,
 }
@@ -145,7 +146,8 @@ impl IngestApi {
             Ok((r, seen)) => (Ok(r), Some(seen)),
             Err(e) => (Err(e), None),
         };
-        self.submissions
+        let recorded = self
+            .submissions
             .record(AuditRow {
                 tenant: tenant.clone(),
                 payload_id,
@@ -153,11 +155,19 @@ impl IngestApi {
                 body_hash,
                 seen,
             })
-            .await?;
-        result.map(|mut r| {
+            .await;
+        let answer = recorded.and(result).map(|mut r| {
             r.payload = name;
             r
-        })
+        });
+        let kind = ChannelKind::try_from(channel.kind).unwrap_or_default();
+        self.metrics.submission(
+            tenant.as_str(),
+            &channel.channel_id,
+            kind.as_str_name(),
+            &answer,
+        );
+        answer
     }
 
     async fn accept(

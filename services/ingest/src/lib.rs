@@ -5,6 +5,7 @@
 mod adapters;
 mod availability;
 mod grpc;
+mod metrics;
 mod order_creator;
 mod repo;
 pub mod signature;
@@ -44,6 +45,7 @@ pub async fn run(
         orders,
         inventory: oms_runtime::client::channel(config.peer_url(Service::Inventory))?,
         issuer: TokenIssuer::new(&config.auth),
+        metrics: metrics::Metrics::new(),
         shutdown: shutdown.clone(),
     };
     GrpcServer::new(&config)

@@ -1,0 +1,102 @@
+//! Business metrics of the whole suite reach an OTLP collector. This
+//! binary owns the global meter provider (every service in it shares one),
+//! so it holds one test.
+#![allow(clippy::unwrap_used)]
+use oms_e2e::Suite;
+use oms_proto::ingest::{self as ing, ingest_service_client::IngestServiceClient};
+use oms_proto::orders as ord;
+use oms_runtime::Service;
+use oms_testkit::authed;
+
+fn submission(request_id: &str, coid: &str, city: &str, sku: &str) -> ing::SubmitOrderRequest {
+    ing::SubmitOrderRequest {
+        request_id: request_id.into(),
+        channel: "channels/pos".into(),
+        order: Some(ord::Order {
+            channel_order_id: coid.into(),
+            currency_code: "EUR".into(),
+            lines: vec![ord::OrderLine {
+                sku: sku.into(),
+                quantity: 1,
+                ..Default::default()
+            }],
+            ship_to: Some(oms_proto::common::PostalAddress {
+                lines: vec!["1 Main St".into()],
+                city: city.into(),
+                country_code: "PT".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// Orders in by channel: each submission counted once, by what became of
+/// it.
+#[tokio::test(flavor = "multi_thread")]
+async fn submissions_are_counted_by_channel_and_outcome() {
+    let (guard, mut rx) = oms_testkit::otlp::exporting(Service::Ingest).await;
+    let suite = Suite::start().await;
+    let mut ingest = IngestServiceClient::new(suite.channel(Service::Ingest));
+    ingest
+        .create_channel(authed(
+            "acme",
+            ing::CreateChannelRequest {
+                request_id: "ch".into(),
+                channel: Some(ing::Channel {
+                    channel_id: "pos".into(),
+                    kind: ing::ChannelKind::Pos as i32,
+                    display_name: "POS".into(),
+                    enabled: true,
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .unwrap();
+    let sent = [
+        submission("s1", "till-1", "Lisbon", "A"), // created
+        submission("s1", "till-1", "Lisbon", "A"), // the same again: duplicate
+        submission("s2", "till-1", "Porto", "A"),  // a later version: updated
+        submission("s3", "till-2", "Lisbon", ""),  // no SKU: rejected
+    ];
+    let mut outcomes = Vec::new();
+    for s in sent {
+        outcomes.push(
+            ingest
+                .submit_order(authed("acme", s))
+                .await
+                .map(|r| r.into_inner().outcome),
+        );
+    }
+    assert_eq!(
+        outcomes[0].as_ref().ok(),
+        Some(&(ing::SubmissionOutcome::Created as i32))
+    );
+    assert_eq!(
+        outcomes[1].as_ref().ok(),
+        Some(&(ing::SubmissionOutcome::Duplicate as i32))
+    );
+    assert_eq!(
+        outcomes[2].as_ref().ok(),
+        Some(&(ing::SubmissionOutcome::Updated as i32))
+    );
+    assert!(outcomes[3].is_err());
+
+    // Shutdown collects and flushes; it blocks, so off the runtime.
+    tokio::task::spawn_blocking(move || guard.shutdown())
+        .await
+        .unwrap();
+    let seen = oms_testkit::otlp::points(&mut rx);
+    let get = |outcome: &str| {
+        let attrs =
+            format!("channel=pos,channel_kind=CHANNEL_KIND_POS,outcome={outcome},tenant=acme");
+        seen.get(&("oms.ingest.submissions".to_string(), attrs))
+            .copied()
+    };
+    assert_eq!(get("created"), Some(1.0), "{seen:#?}");
+    assert_eq!(get("duplicate"), Some(1.0));
+    assert_eq!(get("updated"), Some(1.0));
+    assert_eq!(get("rejected"), Some(1.0));
+    assert_eq!(get("failed"), None);
+}
