@@ -32,9 +32,9 @@ fn submission(request_id: &str, coid: &str, city: &str, sku: &str) -> ing::Submi
 }
 
 /// Orders in by channel: each submission counted once, by what became of
-/// it.
+/// it; and the lag of the events a feed reader gets.
 #[tokio::test(flavor = "multi_thread")]
-async fn submissions_are_counted_by_channel_and_outcome() {
+async fn submissions_and_feed_lag_are_measured() {
     let (guard, mut rx) = oms_testkit::otlp::exporting(Service::Ingest).await;
     let suite = Suite::start().await;
     let mut ingest = IngestServiceClient::new(suite.channel(Service::Ingest));
@@ -83,6 +83,19 @@ async fn submissions_are_counted_by_channel_and_outcome() {
     );
     assert!(outcomes[3].is_err());
 
+    // Feed lag: every event delivered to a feed reader is timed.
+    let mut orders =
+        ord::order_service_client::OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = orders
+        .watch_order_events(authed("acme", ord::WatchOrderEventsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    for _ in 0..2 {
+        feed.message().await.unwrap().expect("feed open");
+    }
+    drop(feed);
+
     // Shutdown collects and flushes; it blocks, so off the runtime.
     tokio::task::spawn_blocking(move || guard.shutdown())
         .await
@@ -99,4 +112,9 @@ async fn submissions_are_counted_by_channel_and_outcome() {
     assert_eq!(get("updated"), Some(1.0));
     assert_eq!(get("rejected"), Some(1.0));
     assert_eq!(get("failed"), None);
+    let delivered = seen
+        .get(&("oms.feed.lag".to_string(), "tenant=acme".to_string()))
+        .copied()
+        .unwrap_or(0.0);
+    assert!(delivered >= 2.0, "{seen:#?}");
 }

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use futures::Stream;
 use oms_kernel::Tenant;
 use oms_proto::common::EventMeta;
+use opentelemetry::{KeyValue, metrics::Histogram};
 use sqlx::{PgConnection, PgPool};
 use std::{collections::HashMap, collections::VecDeque, sync::Arc, time::Duration};
 use tokio::sync::Notify;
@@ -372,7 +373,15 @@ pub fn follow(
         waker: FeedWaker,
         shutdown: CancellationToken,
         buffer: VecDeque<OutboxRow>,
+        lag: Histogram<f64>,
     }
+    let lag = opentelemetry::global::meter("oms-runtime")
+        .f64_histogram("oms.feed.lag")
+        .with_unit("s")
+        .with_description(
+            "Time from an event's commit to its delivery to a feed reader (Watch...Events), by tenant: how far readers are behind",
+        )
+        .build();
     let state = State {
         pool,
         tenant,
@@ -380,11 +389,15 @@ pub fn follow(
         waker,
         shutdown,
         buffer: VecDeque::new(),
+        lag,
     };
     futures::stream::unfold(state, |mut s| async move {
         loop {
             if let Some(row) = s.buffer.pop_front() {
                 s.cursor = row.cursor;
+                let behind = (Utc::now() - row.occur_time).as_seconds_f64().max(0.0);
+                s.lag
+                    .record(behind, &[KeyValue::new("tenant", row.tenant.clone())]);
                 return Some((Ok(row), s));
             }
             if s.shutdown.is_cancelled() {

@@ -4,7 +4,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse,
     metrics_service_server::{MetricsService, MetricsServiceServer},
 };
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value::Value};
 use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point};
 use std::collections::BTreeMap;
 use tokio::sync::mpsc;
@@ -71,31 +71,42 @@ pub fn points(
             .flat_map(|r| &r.scope_metrics)
             .flat_map(|s| &s.metrics)
         {
+            // A histogram's point is its count of recorded values.
+            if let Some(Data::Histogram(h)) = &m.data {
+                for dp in &h.data_points {
+                    out.insert((m.name.clone(), joined(&dp.attributes)), dp.count as f64);
+                }
+                continue;
+            }
             let dps = match &m.data {
                 Some(Data::Gauge(g)) => &g.data_points,
                 Some(Data::Sum(s)) => &s.data_points,
                 _ => continue,
             };
             for dp in dps {
-                let mut attrs: Vec<String> = dp
-                    .attributes
-                    .iter()
-                    .map(
-                        |kv| match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-                            Some(Value::StringValue(s)) => format!("{}={s}", kv.key),
-                            other => format!("{}={other:?}", kv.key),
-                        },
-                    )
-                    .collect();
-                attrs.sort();
                 let v = match dp.value {
                     Some(number_data_point::Value::AsInt(i)) => i as f64,
                     Some(number_data_point::Value::AsDouble(d)) => d,
                     None => continue,
                 };
-                out.insert((m.name.clone(), attrs.join(",")), v);
+                out.insert((m.name.clone(), joined(&dp.attributes)), v);
             }
         }
     }
     out
+}
+
+/// Attributes sorted and joined as `k=v,k=v`.
+fn joined(attributes: &[KeyValue]) -> String {
+    let mut attrs: Vec<String> = attributes
+        .iter()
+        .map(
+            |kv| match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(Value::StringValue(s)) => format!("{}={s}", kv.key),
+                other => format!("{}={other:?}", kv.key),
+            },
+        )
+        .collect();
+    attrs.sort();
+    attrs.join(",")
 }
