@@ -19,10 +19,11 @@ tools:
 test: deps ## unit, integration and end-to-end tests against real Postgres and Redis
 	cargo test --workspace --all-targets
 
-lint: tools ## rustfmt, clippy (warnings are errors), buf lint
+lint: tools ## rustfmt, clippy (warnings are errors), buf lint, alert rules and dashboard against the code's metrics
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(BUF) lint
+	@bash scripts/monitoring-check.sh
 
 fmt:
 	cargo fmt --all
