@@ -100,9 +100,10 @@ where
 
 /// CPU time the whole machine spent busy so far (every process, the
 /// services, Postgres, Redis and the clients alike), from /proc/stat: per
-/// operation it says what an operation costs whatever else slows the
-/// machine down (a shared host's steal time moves throughput, not this).
-/// None off Linux.
+/// operation, what an operation costs in all. Steal time is not counted,
+/// but a busier shared host still raises it (the same code measured 141
+/// and 206 µs per reservation half an hour apart), so compare it only
+/// between runs close in time. None off Linux.
 fn busy_cpu_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let ticks: Vec<f64> = stat
