@@ -28,10 +28,14 @@ impl Suite {
             .iter()
             .map(|(s, l)| (*s, l.local_addr().unwrap()))
             .collect();
-        let mut services = HashMap::new();
-        for (s, listener) in listeners {
-            services.insert(s, start_one(s, listener, &db, &peers).await);
-        }
+        // All at once, as `make up` and a rollout start them: their
+        // migrations run concurrently in the one database.
+        let started = futures::future::join_all(listeners.into_iter().map(|(s, listener)| {
+            let (db, peers) = (&db, &peers);
+            async move { (s, start_one(s, listener, db, peers).await) }
+        }))
+        .await;
+        let services: HashMap<Service, Running> = started.into_iter().collect();
         Suite {
             services,
             db,
