@@ -1,7 +1,7 @@
 //! Channel payloads from the published samples go in through gRPC and
 //! become reserved orders; a repeated webhook changes nothing; a bad
 //! signature is refused and audited.
-use oms_e2e::Suite;
+use oms_e2e::{Suite, pos_submission};
 use oms_proto::ingest::{self as ing, ingest_service_client::IngestServiceClient};
 use oms_proto::orders::{self as ord, OrderState, order_service_client::OrderServiceClient};
 use oms_runtime::Service;
@@ -96,11 +96,7 @@ async fn shopify_and_woocommerce_samples_become_reserved_orders() {
     )
     .await;
     let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
-    let mut feed = orders
-        .watch_order_events(authed(T, ord::WatchOrderEventsRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut feed = suite.order_events(T).await;
 
     let shop = webhook(
         "shop",
@@ -898,25 +894,14 @@ async fn versions_of_a_new_channel_order_arriving_at_once_become_one_order_and_i
     // Eight versions of one channel order nobody has seen yet, each with
     // its own address, sent together: all of them look it up before any
     // is recorded, so all of them try to create it.
-    let version = |i: usize| ing::SubmitOrderRequest {
-        request_id: format!("v-{i}"),
-        channel: "channels/pos".into(),
-        order: Some(ord::Order {
-            channel_order_id: "till-77".into(),
-            currency_code: "EUR".into(),
-            lines: vec![ord::OrderLine {
-                sku: "A".into(),
-                quantity: 1,
-                ..Default::default()
-            }],
-            ship_to: Some(oms_proto::common::PostalAddress {
-                lines: vec![format!("{i} Main St")],
-                city: "Lisbon".into(),
-                country_code: "PT".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+    let version = |i: usize| {
+        pos_submission(
+            &format!("v-{i}"),
+            "till-77",
+            "A",
+            &format!("{i} Main St"),
+            "Lisbon",
+        )
     };
     let answers = futures::future::join_all((0..8).map(|i| {
         let mut c = ingest.clone();
@@ -966,26 +951,13 @@ async fn each_submitted_order_stays_in_its_submissions_trace() {
     let submit = |i: usize| {
         let mut req = authed(
             T,
-            ing::SubmitOrderRequest {
-                request_id: format!("traced-{i}"),
-                channel: "channels/pos".into(),
-                order: Some(ord::Order {
-                    channel_order_id: format!("till-t{i}"),
-                    currency_code: "EUR".into(),
-                    lines: vec![ord::OrderLine {
-                        sku: "A".into(),
-                        quantity: 1,
-                        ..Default::default()
-                    }],
-                    ship_to: Some(oms_proto::common::PostalAddress {
-                        lines: vec!["1 Main St".into()],
-                        city: "Lisbon".into(),
-                        country_code: "PT".into(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-            },
+            pos_submission(
+                &format!("traced-{i}"),
+                &format!("till-t{i}"),
+                "A",
+                "1 Main St",
+                "Lisbon",
+            ),
         );
         req.metadata_mut().insert(
             "traceparent",
@@ -1002,12 +974,7 @@ async fn each_submitted_order_stays_in_its_submissions_trace() {
         async move { c.submit_order(req).await.unwrap().into_inner() }
     }))
     .await;
-    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
-    let mut feed = orders
-        .watch_order_events(authed(T, ord::WatchOrderEventsRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut feed = suite.order_events(T).await;
     let mut trace_of: HashMap<String, String> = HashMap::new();
     while trace_of.len() < answers.len() {
         let e = feed

@@ -139,11 +139,7 @@ async fn orders_are_reserved_backordered_held_and_cancelled_with_their_stock() {
     suite.crash(Service::Fulfillment).await;
     let mut stock_c = suite.stock(T, &[("A", 5), ("B", 1)]).await;
     let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
-    let mut feed = orders
-        .watch_order_events(authed(T, ord::WatchOrderEventsRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut feed = suite.order_events(T).await;
 
     let first = create(&mut orders, "o1", &[("A", 2), ("B", 1)]).await;
     until_state(&mut feed, &first.name, OrderState::Reserved).await;
@@ -395,12 +391,7 @@ async fn a_crash_in_the_middle_of_placements_places_every_order_exactly_once() {
     suite.start_again(Service::Inventory).await;
     suite.start_again(Service::Orders).await;
     let mut stock_c = InventoryServiceClient::new(suite.channel(Service::Inventory));
-    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
-    let mut feed = orders
-        .watch_order_events(authed(T, ord::WatchOrderEventsRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut feed = suite.order_events(T).await;
     let mut settled = std::collections::HashSet::new();
     while settled.len() < names.len() {
         let ev = feed.message().await.unwrap().unwrap().event.unwrap();
@@ -444,11 +435,7 @@ async fn routed_with_fulfillment_down(
     suite.crash(Service::Fulfillment).await;
     let mut stock_c = suite.stock(T, &[("A", 5)]).await;
     let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
-    let mut feed = orders
-        .watch_order_events(authed(T, ord::WatchOrderEventsRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut feed = suite.order_events(T).await;
     let o = create(&mut orders, request_id, &[("A", 2)]).await;
     until_state(&mut feed, &o.name, OrderState::Routed).await;
     assert_eq!(available(&mut stock_c, "A").await, 3);

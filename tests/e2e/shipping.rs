@@ -172,11 +172,7 @@ async fn a_rejection_at_one_node_reroutes_to_another_that_ships() {
     let _dc1 = warehouse(&suite, "DC1", 1.0);
     let _dc2 = warehouse(&suite, "DC2", 0.0);
     let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
-    let mut feed = orders
-        .watch_order_events(authed(T, ord::WatchOrderEventsRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut feed = suite.order_events(T).await;
     let order = create(&mut orders, "reroute-1", &[("A", 2)]).await;
     let routed = until_state(&mut feed, &order.name, OrderState::Routed)
         .await
@@ -237,11 +233,7 @@ async fn work_rejected_twice_ships_from_a_third_node_and_no_stock_stays_held() {
     let _dc2 = warehouse(&suite, "DC2", 1.0);
     let _dc3 = warehouse(&suite, "DC3", 0.0);
     let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
-    let mut feed = orders
-        .watch_order_events(authed(T, ord::WatchOrderEventsRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut feed = suite.order_events(T).await;
     let order = create(&mut orders, "reroute-2", &[("A", 2)]).await;
     let delivered = until_state(&mut feed, &order.name, OrderState::Delivered)
         .await
@@ -269,11 +261,7 @@ async fn an_order_cancelled_after_release_is_given_up_by_its_node_and_its_stock_
     // DC1 takes a minute per stage: the work is still there to give up.
     let _dc1 = warehouse_pacing(&suite, "DC1", 0.0, Duration::from_secs(60));
     let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
-    let mut feed = orders
-        .watch_order_events(authed(T, ord::WatchOrderEventsRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut feed = suite.order_events(T).await;
     let order = create(&mut orders, "cancel-late-1", &[("A", 2)]).await;
     until_state(&mut feed, &order.name, OrderState::Released).await;
     assert_eq!(available(&mut stock, "A").await, 3);
@@ -340,11 +328,7 @@ async fn a_cancel_the_node_refuses_once_packed_leaves_the_order_shipping() {
     // shipped order.
     let _dc1 = warehouse_pacing(&suite, "DC1", 0.0, Duration::from_secs(2));
     let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
-    let mut feed = orders
-        .watch_order_events(authed(T, ord::WatchOrderEventsRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut feed = suite.order_events(T).await;
     let mut work = FulfillmentServiceClient::new(suite.channel(Service::Fulfillment));
     let mut work_feed = work
         .watch_fulfillment_events(authed(
@@ -406,11 +390,7 @@ async fn a_fulfillment_order_cancelled_at_its_node_ships_from_another() {
     let _dc1 = warehouse_pacing(&suite, "DC1", 0.0, Duration::from_secs(60));
     let _dc2 = warehouse(&suite, "DC2", 0.0);
     let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
-    let mut feed = orders
-        .watch_order_events(authed(T, ord::WatchOrderEventsRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut feed = suite.order_events(T).await;
     let order = create(&mut orders, "cancel-fo-1", &[("A", 2)]).await;
     until_state(&mut feed, &order.name, OrderState::Released).await;
     let mut work = FulfillmentServiceClient::new(suite.channel(Service::Fulfillment));
@@ -468,11 +448,7 @@ async fn an_order_is_shipped_by_the_warehouse_and_delivered() {
     let mut stock = suite.stock(T, &[("A", 5), ("B", 1)]).await;
     let _wms = warehouse(&suite, "DC1", 0.0);
     let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
-    let mut feed = orders
-        .watch_order_events(authed(T, ord::WatchOrderEventsRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut feed = suite.order_events(T).await;
     let order = create(&mut orders, "ship-1", &[("A", 2), ("B", 1)]).await;
     for state in [
         OrderState::Reserved,
@@ -679,11 +655,7 @@ async fn a_partial_plan_ships_what_it_can_and_the_backordered_rest_later() {
     let _dc1 = warehouse(&suite, "DC1", 0.0);
     let _dc2 = warehouse(&suite, "DC2", 0.0);
     let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
-    let mut feed = orders
-        .watch_order_events(authed(T, ord::WatchOrderEventsRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut feed = suite.order_events(T).await;
     let order = create(&mut orders, "partial-1", &[("A", 1), ("B", 2)]).await;
     // DC2 places the most units in one box: B now, A backordered.
     let routed = until_state(&mut feed, &order.name, OrderState::Routed)

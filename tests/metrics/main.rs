@@ -2,34 +2,10 @@
 //! binary owns the global meter provider (every service in it shares one),
 //! so it holds one test.
 #![allow(clippy::unwrap_used)]
-use oms_e2e::Suite;
+use oms_e2e::{Suite, pos_submission};
 use oms_proto::ingest::{self as ing, ingest_service_client::IngestServiceClient};
-use oms_proto::orders as ord;
 use oms_runtime::Service;
 use oms_testkit::authed;
-
-fn submission(request_id: &str, coid: &str, city: &str, sku: &str) -> ing::SubmitOrderRequest {
-    ing::SubmitOrderRequest {
-        request_id: request_id.into(),
-        channel: "channels/pos".into(),
-        order: Some(ord::Order {
-            channel_order_id: coid.into(),
-            currency_code: "EUR".into(),
-            lines: vec![ord::OrderLine {
-                sku: sku.into(),
-                quantity: 1,
-                ..Default::default()
-            }],
-            ship_to: Some(oms_proto::common::PostalAddress {
-                lines: vec!["1 Main St".into()],
-                city: city.into(),
-                country_code: "PT".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
-}
 
 /// Orders in by channel: each submission counted once, by what became of
 /// it; and the lag of the events a feed reader gets.
@@ -55,10 +31,10 @@ async fn submissions_and_feed_lag_are_measured() {
         .await
         .unwrap();
     let sent = [
-        submission("s1", "till-1", "Lisbon", "A"), // created
-        submission("s1", "till-1", "Lisbon", "A"), // the same again: duplicate
-        submission("s2", "till-1", "Porto", "A"),  // a later version: updated
-        submission("s3", "till-2", "Lisbon", ""),  // no SKU: rejected
+        pos_submission("s1", "till-1", "A", "1 Main St", "Lisbon"), // created
+        pos_submission("s1", "till-1", "A", "1 Main St", "Lisbon"), // the same again: duplicate
+        pos_submission("s2", "till-1", "A", "1 Main St", "Porto"),  // a later version: updated
+        pos_submission("s3", "till-2", "", "1 Main St", "Lisbon"),  // no SKU: rejected
     ];
     let mut outcomes = Vec::new();
     for s in sent {
@@ -84,13 +60,7 @@ async fn submissions_and_feed_lag_are_measured() {
     assert!(outcomes[3].is_err());
 
     // Feed lag: every event delivered to a feed reader is timed.
-    let mut orders =
-        ord::order_service_client::OrderServiceClient::new(suite.channel(Service::Orders));
-    let mut feed = orders
-        .watch_order_events(authed("acme", ord::WatchOrderEventsRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut feed = suite.order_events("acme").await;
     for _ in 0..2 {
         feed.message().await.unwrap().expect("feed open");
     }

@@ -47,6 +47,23 @@ impl Suite {
         self.services[&s].channel()
     }
 
+    /// The orders feed of `tenant`, from its start.
+    pub async fn order_events(
+        &self,
+        tenant: &str,
+    ) -> tonic::Streaming<oms_proto::orders::WatchOrderEventsResponse> {
+        oms_proto::orders::order_service_client::OrderServiceClient::new(
+            self.channel(Service::Orders),
+        )
+        .watch_order_events(authed(
+            tenant,
+            oms_proto::orders::WatchOrderEventsRequest::default(),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+    }
+
     /// Gives `tenant` a node `DC1` holding `items` (SKU, units on hand);
     /// returns an inventory client.
     pub async fn stock(&self, tenant: &str, items: &[(&str, i64)]) -> Inventory {
@@ -135,6 +152,38 @@ async fn start_one(
 pub type Inventory = InventoryServiceClient<tonic::transport::Channel>;
 
 /// A fresh request id.
+/// SubmitOrder of a one-unit order of `sku` from the channel
+/// `channels/pos`, shipped to `street`, `city`, Portugal.
+pub fn pos_submission(
+    request_id: &str,
+    channel_order_id: &str,
+    sku: &str,
+    street: &str,
+    city: &str,
+) -> oms_proto::ingest::SubmitOrderRequest {
+    use oms_proto::orders as ord;
+    oms_proto::ingest::SubmitOrderRequest {
+        request_id: request_id.into(),
+        channel: "channels/pos".into(),
+        order: Some(ord::Order {
+            channel_order_id: channel_order_id.into(),
+            currency_code: "EUR".into(),
+            lines: vec![ord::OrderLine {
+                sku: sku.into(),
+                quantity: 1,
+                ..Default::default()
+            }],
+            ship_to: Some(oms_proto::common::PostalAddress {
+                lines: vec![street.into()],
+                city: city.into(),
+                country_code: "PT".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
 pub fn rid() -> String {
     uuid::Uuid::new_v4().to_string()
 }

@@ -1,6 +1,7 @@
 //! Business metrics of ingest (RED metrics per method come from
 //! oms-runtime): orders coming in, by channel and by what became of them.
 use oms_proto::ingest::{SubmissionOutcome, SubmitChannelPayloadResponse};
+use oms_runtime::status;
 use opentelemetry::{KeyValue, global, metrics::Counter};
 use tonic::Status;
 
@@ -37,7 +38,7 @@ impl Metrics {
                 SubmissionOutcome::Duplicate => "duplicate",
                 SubmissionOutcome::Unspecified => "unspecified",
             },
-            Err(e) if is_failure(e.code()) => "failed",
+            Err(e) if status::is_server_failure(e.code()) => "failed",
             Err(_) => "rejected",
         };
         self.submissions.add(
@@ -50,20 +51,6 @@ impl Metrics {
             ],
         );
     }
-}
-
-fn is_failure(code: tonic::Code) -> bool {
-    use tonic::Code::*;
-    matches!(
-        code,
-        Unavailable
-            | Internal
-            | Unknown
-            | DeadlineExceeded
-            | Aborted
-            | ResourceExhausted
-            | DataLoss
-    )
 }
 
 impl Default for Metrics {

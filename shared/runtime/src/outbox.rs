@@ -374,6 +374,8 @@ pub fn follow(
         shutdown: CancellationToken,
         buffer: VecDeque<OutboxRow>,
         lag: Histogram<f64>,
+        /// The lag's attributes: every row of a feed is of its tenant.
+        lag_of: [KeyValue; 1],
     }
     let lag = opentelemetry::global::meter("oms-runtime")
         .f64_histogram("oms.feed.lag")
@@ -382,6 +384,7 @@ pub fn follow(
             "Time from an event's commit to its delivery to a feed reader (Watch...Events), by tenant: how far readers are behind",
         )
         .build();
+    let lag_of = [KeyValue::new("tenant", tenant.as_str().to_owned())];
     let state = State {
         pool,
         tenant,
@@ -390,14 +393,14 @@ pub fn follow(
         shutdown,
         buffer: VecDeque::new(),
         lag,
+        lag_of,
     };
     futures::stream::unfold(state, |mut s| async move {
         loop {
             if let Some(row) = s.buffer.pop_front() {
                 s.cursor = row.cursor;
                 let behind = (Utc::now() - row.occur_time).as_seconds_f64().max(0.0);
-                s.lag
-                    .record(behind, &[KeyValue::new("tenant", row.tenant.clone())]);
+                s.lag.record(behind, &s.lag_of);
                 return Some((Ok(row), s));
             }
             if s.shutdown.is_cancelled() {

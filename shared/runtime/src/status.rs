@@ -94,6 +94,21 @@ pub fn from_db(domain: &str, e: &sqlx::Error) -> Status {
     }
 }
 
+/// Whether a code says the service failed (UNKNOWN, DEADLINE_EXCEEDED,
+/// INTERNAL, UNAVAILABLE, DATA_LOSS: the caller may retry) rather than
+/// refused the request. The alert rules (k8s/components/monitoring) count
+/// server errors by the same codes.
+pub fn is_server_failure(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::Internal
+            | Code::Unavailable
+            | Code::DataLoss
+    )
+}
+
 /// The `ErrorInfo.reason` of a status (empty when it has none): what a
 /// caller branches on.
 pub fn reason(s: &Status) -> String {

@@ -1,5 +1,5 @@
 use super::decode;
-use crate::gate::{Holds, rebuild::LiveRecord, split_hold};
+use crate::gate::{Holds, hold_key, rebuild::LiveRecord, split_hold};
 use chrono::{DateTime, Utc};
 use oms_kernel::Tenant;
 use oms_proto::inventory::{Reservation, ReservationState};
@@ -89,19 +89,11 @@ pub async fn insert_many(
     // Holds flat, each with the place of its reservation in `rows` (not
     // its id: the same id may come twice in a batch, and only the copy
     // stored gets its holds).
-    let mut h_rows = Vec::new();
-    let mut h_skus = Vec::new();
-    let mut h_nodes = Vec::new();
-    let mut h_held = Vec::new();
-    for (i, r) in rows.iter().enumerate() {
-        for (k, v) in r.holds {
-            let (sku, node) = split_hold(k);
-            h_rows.push(i as i64 + 1);
-            h_skus.push(sku);
-            h_nodes.push(node);
-            h_held.push(*v);
-        }
-    }
+    let (h_rows, h_skus, h_nodes, h_held): (Vec<i64>, Vec<&str>, Vec<&str>, Vec<i64>) = rows
+        .iter()
+        .enumerate()
+        .flat_map(|(i, r)| hold_columns(r.holds).map(move |(s, n, u)| (i as i64 + 1, s, n, u)))
+        .collect();
     // One statement (one round trip) for the rows and the held totals,
     // which count only the holds of the rows stored here.
     let stored: Vec<String> = sqlx::query_scalar(
@@ -168,13 +160,7 @@ pub async fn save(
     now: DateTime<Utc>,
 ) -> sqlx::Result<()> {
     let state = state_db(ReservationState::try_from(r.state).unwrap_or_default());
-    let (mut skus, mut nodes, mut units) = (Vec::new(), Vec::new(), Vec::new());
-    for (k, v) in holds.iter().filter(|(_, v)| **v > 0) {
-        let (s, n) = split_hold(k);
-        skus.push(s);
-        nodes.push(n);
-        units.push(*v);
-    }
+    let (skus, nodes, units): (Vec<&str>, Vec<&str>, Vec<i64>) = hold_columns(holds).collect();
     // The holds before the change, from the row as it was (UPDATE's
     // RETURNING sees only the new one).
     let (old_skus, old_nodes, old_units): (Vec<String>, Vec<String>, Vec<i64>) = sqlx::query_as(
@@ -341,6 +327,24 @@ pub async fn reset_totals(
     add_to_totals(tx, tenant, &delta).await
 }
 
+/// A reservation's holds as its row keeps them (hold_skus, hold_nodes,
+/// hold_units, in step): the held ones, split into SKU and node.
+fn hold_columns(holds: &Holds) -> impl Iterator<Item = (&str, &str, i64)> {
+    holds.iter().filter(|(_, u)| **u > 0).map(|(k, u)| {
+        let (sku, node) = split_hold(k);
+        (sku, node, *u)
+    })
+}
+
+/// Holds from a row's three columns.
+fn holds_from(skus: &[String], nodes: &[String], units: &[i64]) -> Holds {
+    skus.iter()
+        .zip(nodes)
+        .zip(units)
+        .map(|((s, n), u)| (hold_key(s, n), *u))
+        .collect()
+}
+
 /// Every active or confirmed reservation of a tenant with its holds, as
 /// the gate keeps them (a finished reservation holds nothing).
 pub async fn live(db: &mut PgConnection, tenant: &Tenant) -> sqlx::Result<Vec<LiveRecord>> {
@@ -371,12 +375,7 @@ pub async fn live(db: &mut PgConnection, tenant: &Tenant) -> sqlx::Result<Vec<Li
         .into_iter()
         .map(
             |(id, state, request_hash, expire, consumed, skus, nodes, units)| LiveRecord {
-                holds: skus
-                    .iter()
-                    .zip(&nodes)
-                    .zip(units)
-                    .map(|((s, n), u)| (crate::gate::hold_key(s, n), u))
-                    .collect(),
+                holds: holds_from(&skus, &nodes, &units),
                 id,
                 state,
                 request_hash,
@@ -391,7 +390,6 @@ pub async fn live(db: &mut PgConnection, tenant: &Tenant) -> sqlx::Result<Vec<Li
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::gate::hold_key;
 
     fn holds(of: &[(&str, &str, i64)]) -> Holds {
         of.iter().map(|(s, n, u)| (hold_key(s, n), *u)).collect()

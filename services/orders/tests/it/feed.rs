@@ -14,18 +14,24 @@ async fn next(
         .unwrap()
 }
 
+/// The feed of `tenant` from its first event.
+async fn from_start(
+    c: &mut OrderServiceClient<Channel>,
+    tenant: &str,
+) -> tonic::Streaming<oms_proto::orders::WatchOrderEventsResponse> {
+    c.watch_order_events(authed(tenant, WatchOrderEventsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 #[tokio::test]
 async fn the_feed_replays_resumes_and_follows() {
     let mut h = start().await;
     let first = create(&mut h.client, "acme", "r1", order("W1")).await;
     let second = create(&mut h.client, "acme", "r2", order("W2")).await;
 
-    let mut feed = h
-        .client
-        .watch_order_events(authed("acme", WatchOrderEventsRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut feed = from_start(&mut h.client, "acme").await;
     let e1 = next(&mut feed).await;
     let e2 = next(&mut feed).await;
     assert_eq!(e1.order.as_ref().unwrap().name, first.name);
@@ -64,12 +70,7 @@ async fn the_feed_replays_resumes_and_follows() {
 async fn the_feed_shows_only_the_callers_tenant() {
     let mut h = start().await;
     create(&mut h.client, "acme", "r1", order("T1")).await;
-    let mut feed = h
-        .client
-        .watch_order_events(authed("globex", WatchOrderEventsRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut feed = from_start(&mut h.client, "globex").await;
     let mine = create(&mut h.client, "globex", "r1", order("T1")).await;
     let first = next(&mut feed).await;
     assert_eq!(
@@ -97,12 +98,7 @@ async fn events_carry_the_callers_trace() {
             .unwrap(),
     );
     h.client.create_order(req).await.unwrap();
-    let mut feed = h
-        .client
-        .watch_order_events(authed("acme", WatchOrderEventsRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut feed = from_start(&mut h.client, "acme").await;
     let meta = next(&mut feed).await.meta.unwrap();
     assert!(meta.traceparent.contains(trace_id), "{}", meta.traceparent);
 }
@@ -166,12 +162,7 @@ async fn a_batch_keeps_each_order_in_its_own_trace() {
         .map(|i| results[*i].order.as_ref().unwrap().name.clone())
         .collect();
 
-    let mut feed = h
-        .client
-        .watch_order_events(authed("acme", WatchOrderEventsRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut feed = from_start(&mut h.client, "acme").await;
     let mut trace_of = std::collections::HashMap::new();
     while trace_of.len() < created.len() {
         let e = next(&mut feed).await;
