@@ -1,7 +1,7 @@
 //! Channel payloads from the published samples go in through gRPC and
 //! become reserved orders; a repeated webhook changes nothing; a bad
 //! signature is refused and audited.
-use oms_e2e::{Suite, pos_submission};
+use oms_e2e::{Suite, next_order_event, pos_submission};
 use oms_proto::ingest::{self as ing, ingest_service_client::IngestServiceClient};
 use oms_proto::orders::{self as ord, OrderState, order_service_client::OrderServiceClient};
 use oms_runtime::Service;
@@ -160,15 +160,7 @@ async fn shopify_and_woocommerce_samples_become_reserved_orders() {
 
     let mut reserved = std::collections::HashSet::new();
     while reserved.len() < 2 {
-        let o = feed
-            .message()
-            .await
-            .unwrap()
-            .unwrap()
-            .event
-            .unwrap()
-            .order
-            .unwrap();
+        let o = next_order_event(&mut feed).await.order.unwrap();
         if o.state == OrderState::Reserved as i32 {
             reserved.insert(o.name);
         }
@@ -977,13 +969,7 @@ async fn each_submitted_order_stays_in_its_submissions_trace() {
     let mut feed = suite.order_events(T).await;
     let mut trace_of: HashMap<String, String> = HashMap::new();
     while trace_of.len() < answers.len() {
-        let e = feed
-            .message()
-            .await
-            .unwrap()
-            .expect("feed open")
-            .event
-            .unwrap();
+        let e = next_order_event(&mut feed).await;
         if let Some(ord::order_event::Kind::Created(_)) = e.kind {
             let meta = e.meta.unwrap();
             trace_of.insert(meta.subject, meta.traceparent);

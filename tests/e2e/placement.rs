@@ -1,6 +1,6 @@
 //! The placement saga across orders and inventory: reserve, backorder,
 //! cancel with compensation, holds, and a crash in the middle.
-use oms_e2e::{Suite, receive};
+use oms_e2e::{Suite, next_order_event, receive};
 use oms_proto::common::{Money, PostalAddress};
 use oms_proto::inventory::{self as inv, inventory_service_client::InventoryServiceClient};
 use oms_proto::orders::{self as ord, OrderState, order_service_client::OrderServiceClient};
@@ -64,13 +64,7 @@ pub async fn until_state(
     // instead of hanging the run.
     let wait = async {
         loop {
-            let ev = feed
-                .message()
-                .await
-                .unwrap()
-                .expect("feed open")
-                .event
-                .unwrap();
+            let ev = next_order_event(feed).await;
             if ev
                 .order
                 .as_ref()
@@ -394,8 +388,7 @@ async fn a_crash_in_the_middle_of_placements_places_every_order_exactly_once() {
     let mut feed = suite.order_events(T).await;
     let mut settled = std::collections::HashSet::new();
     while settled.len() < names.len() {
-        let ev = feed.message().await.unwrap().unwrap().event.unwrap();
-        let o = ev.order.unwrap();
+        let o = next_order_event(&mut feed).await.order.unwrap();
         if o.state == OrderState::Reserved as i32 || o.state == OrderState::Backordered as i32 {
             settled.insert(o.name);
         }

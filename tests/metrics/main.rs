@@ -2,7 +2,7 @@
 //! binary owns the global meter provider (every service in it shares one),
 //! so it holds one test.
 #![allow(clippy::unwrap_used)]
-use oms_e2e::{Suite, pos_submission};
+use oms_e2e::{Suite, next_order_event, pos_submission};
 use oms_proto::ingest::{self as ing, ingest_service_client::IngestServiceClient};
 use oms_runtime::Service;
 use oms_testkit::authed;
@@ -62,7 +62,7 @@ async fn submissions_and_feed_lag_are_measured() {
     // Feed lag: every event delivered to a feed reader is timed.
     let mut feed = suite.order_events("acme").await;
     for _ in 0..2 {
-        feed.message().await.unwrap().expect("feed open");
+        next_order_event(&mut feed).await;
     }
     drop(feed);
 

@@ -152,6 +152,20 @@ async fn start_one(
 pub type Inventory = InventoryServiceClient<tonic::transport::Channel>;
 
 /// A fresh request id.
+/// The next event of an orders feed: a test that waits 120 s for one
+/// fails instead of hanging the run.
+pub async fn next_order_event(
+    feed: &mut tonic::Streaming<oms_proto::orders::WatchOrderEventsResponse>,
+) -> oms_proto::orders::OrderEvent {
+    tokio::time::timeout(std::time::Duration::from_secs(120), feed.message())
+        .await
+        .expect("an order event within 120 s")
+        .unwrap()
+        .expect("feed open")
+        .event
+        .unwrap()
+}
+
 /// SubmitOrder of a one-unit order of `sku` from the channel
 /// `channels/pos`, shipped to `street`, `city`, Portugal.
 pub fn pos_submission(

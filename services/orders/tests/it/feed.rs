@@ -2,12 +2,14 @@ use crate::*;
 use oms_proto::orders::{OrderEvent, WatchOrderEventsRequest, order_event};
 use tonic::Code;
 
+/// The next event; a test that waits 30 s for one fails instead of
+/// hanging the run.
 async fn next(
     stream: &mut tonic::Streaming<oms_proto::orders::WatchOrderEventsResponse>,
 ) -> OrderEvent {
-    stream
-        .message()
+    tokio::time::timeout(std::time::Duration::from_secs(30), stream.message())
         .await
+        .expect("an order event within 30 s")
         .unwrap()
         .expect("feed open")
         .event
