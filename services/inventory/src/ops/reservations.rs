@@ -911,10 +911,10 @@ async fn apply_change(
             return Err(Violations::one(
                 "allocations",
                 format!(
-                    "must cover exactly what is reserved: {} holds {} at {:?}, allocations give {}",
-                    d["sku"].as_str().unwrap_or_default(),
+                    "must cover exactly what is reserved: {} of items/{} held {}, allocations give {}",
                     d["held"],
-                    d["node"].as_str().unwrap_or(""),
+                    d["sku"].as_str().unwrap_or_default(),
+                    place(d["node"].as_str().unwrap_or("")),
                     d["want"]
                 ),
             )
@@ -931,11 +931,11 @@ async fn apply_change(
                 reason,
                 name,
                 format!(
-                    "{} of {} {} at {:?}; {} asked",
+                    "{} of items/{} {} {}; {} asked",
                     d["held"],
                     d["sku"].as_str().unwrap_or_default(),
                     what,
-                    d["node"].as_str().unwrap_or(""),
+                    place(d["node"].as_str().unwrap_or("")),
                     d["want"]
                 ),
             ));
@@ -955,6 +955,16 @@ async fn apply_change(
     )
     .await?;
     Ok(Applied::Done(r))
+}
+
+/// Where units are held, for people: a hold not yet at a node is held in
+/// the network.
+fn place(node: &str) -> String {
+    if node.is_empty() {
+        "in the network (no node yet)".into()
+    } else {
+        format!("at nodes/{node}")
+    }
 }
 
 fn not_live(name: &str, state: ReservationState) -> Error {

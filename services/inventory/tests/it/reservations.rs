@@ -495,6 +495,12 @@ async fn confirm_release_and_ship_keep_stock_in_step() {
         ["allocations"],
         "allocations must cover the reservation"
     );
+    assert!(
+        err.message()
+            .contains("6 of items/S held in the network (no node yet), allocations give 5"),
+        "{}",
+        err.message()
+    );
     let err = confirm(&mut h.client, "acme", "c0b", "r1", &[("S", "DC2", 6)])
         .await
         .unwrap_err();
@@ -548,6 +554,7 @@ async fn confirm_release_and_ship_keep_stock_in_step() {
         .await
         .unwrap_err();
     assert_eq!(reason(&err), "RELEASE_EXCEEDS_HELD");
+    assert_eq!(err.message(), "2 of items/S held at nodes/DC2; 3 asked");
     h.client
         .release_reservation(authed("acme", release("rel1", 1)))
         .await
