@@ -133,13 +133,13 @@ fn compare(
             let want = fields.get(name).copied();
             let have = cur.get(name).copied();
             // A missing zero is no drift.
-            if want.unwrap_or(0) != have.unwrap_or(0) || (have.is_none() && want.unwrap_or(0) != 0)
-            {
+            if want.unwrap_or(0) != have.unwrap_or(0) {
                 out.push(Drift {
                     sku: sku.clone(),
                     node_id: name.strip_prefix("n:").unwrap_or("").to_owned(),
                     gate_value: have.unwrap_or(-1),
                     record_value: want.unwrap_or(0),
+                    gate_missing: have.is_none(),
                 });
                 if out.len() >= MAX_DRIFTS {
                     return out;

@@ -125,10 +125,26 @@ async fn reconcile_reports_drift_and_repairs_it() {
             d.sku.as_str(),
             d.node_id.as_str(),
             d.gate_value,
-            d.record_value
+            d.record_value,
+            d.gate_missing
         ),
-        ("S", "DC1", 999, 5)
+        ("S", "DC1", 999, 5, false)
     );
+    // A figure the gate lost is told apart from a wrong one.
+    redis.cli(&["HDEL", &key, "n:DC1"]);
+    let d = reconcile(&mut h.client, "acme", true).await.drifts;
+    assert_eq!(
+        d.iter()
+            .map(|d| (
+                d.node_id.as_str(),
+                d.gate_value,
+                d.record_value,
+                d.gate_missing
+            ))
+            .collect::<Vec<_>>(),
+        [("DC1", -1, 5, true)]
+    );
+    redis.cli(&["HSET", &key, "n:DC1", "999"]);
 
     let fixed = reconcile(&mut h.client, "acme", false).await;
     assert_eq!(fixed.drifts.len(), 1);
