@@ -4,6 +4,10 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse,
     metrics_service_server::{MetricsService, MetricsServiceServer},
 };
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+    trace_service_server::{TraceService, TraceServiceServer},
+};
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value::Value};
 use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point};
 use std::collections::BTreeMap;
@@ -23,6 +27,21 @@ impl MetricsService for Collector {
     }
 }
 
+/// Takes spans and drops them, as a collector without a trace pipeline
+/// does: the service exports spans to the same endpoint, and a refusal
+/// would log an export error in every test that collects metrics.
+struct SpanSink;
+
+#[tonic::async_trait]
+impl TraceService for SpanSink {
+    async fn export(
+        &self,
+        _req: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        Ok(Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
 /// A collector on an ephemeral port: its endpoint (for
 /// `OTEL_EXPORTER_OTLP_ENDPOINT`) and the exports it receives.
 pub async fn collector() -> (String, mpsc::UnboundedReceiver<ExportMetricsServiceRequest>) {
@@ -34,6 +53,7 @@ pub async fn collector() -> (String, mpsc::UnboundedReceiver<ExportMetricsServic
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(MetricsServiceServer::new(Collector(tx)))
+            .add_service(TraceServiceServer::new(SpanSink))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     (format!("http://{addr}"), rx)
