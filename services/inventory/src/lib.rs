@@ -44,7 +44,11 @@ pub async fn run(
         writer,
         metrics: metrics::Metrics::new(),
     });
-    ops::reservations::start_sweeper(inv.clone(), config.sweep_interval);
+    ops::reservations::start_sweeper(
+        inv.clone(),
+        config.sweep_interval,
+        config.reservation_retention,
+    );
     let api = InventoryServiceServer::with_interceptor(
         grpc::InventoryApi(inv),
         Authenticator::new(&config.auth),

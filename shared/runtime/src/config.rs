@@ -149,6 +149,12 @@ pub struct Config {
     /// `OMS_SWEEP_INTERVAL_MS`, default 1000: how often background sweeps
     /// (expired reservations...) run.
     pub sweep_interval: Duration,
+    /// `OMS_RESERVATION_RETENTION_DAYS`, default 90: how long a finished
+    /// (released, expired, consumed) reservation is kept before it is
+    /// deleted; `None` (0) keeps them forever. At least a day, so that the
+    /// gate (which keeps a finished reservation an hour) has long
+    /// forgotten one before its record goes.
+    pub reservation_retention: Option<Duration>,
     /// `OMS_<SERVICE>_URL` for every service, default
     /// `http://127.0.0.1:<its port>`: where this service calls its peers.
     pub peers: Vec<(Service, String)>,
@@ -185,6 +191,7 @@ impl Config {
         let grace = parse("OMS_SHUTDOWN_GRACE_MS", "20000");
         let format = parse("OMS_LOG_FORMAT", "json");
         let sweep = parse("OMS_SWEEP_INTERVAL_MS", "1000");
+        let retention = parse("OMS_RESERVATION_RETENTION_DAYS", "90");
         let filter = get("OMS_LOG")
             .or_else(|| get("RUST_LOG"))
             .unwrap_or_else(|| "info,sqlx::postgres::notice=warn".into());
@@ -216,6 +223,8 @@ impl Config {
         let concurrency_limit = number::<usize>(&mut errors, "OMS_CONCURRENCY_LIMIT", &limit, 1);
         let shutdown_grace = number::<u64>(&mut errors, "OMS_SHUTDOWN_GRACE_MS", &grace, 0);
         let sweep_interval = number::<u64>(&mut errors, "OMS_SWEEP_INTERVAL_MS", &sweep, 10);
+        let retention_days =
+            number::<u64>(&mut errors, "OMS_RESERVATION_RETENTION_DAYS", &retention, 0);
         let cluster_nodes: Vec<String> = cluster
             .split(',')
             .map(str::trim)
@@ -290,6 +299,8 @@ impl Config {
                 otlp_endpoint: get("OTEL_EXPORTER_OTLP_ENDPOINT"),
             },
             sweep_interval: Duration::from_millis(sweep_interval),
+            reservation_retention: (retention_days > 0)
+                .then(|| Duration::from_secs(retention_days.saturating_mul(86_400))),
             peers,
         })
     }
@@ -365,6 +376,33 @@ mod tests {
         assert_eq!(c.peer_url(Service::Notifications), "http://127.0.0.1:50058");
         assert_eq!(c.auth.jwt_secret.expose(), DEV_JWT_SECRET);
         assert_eq!(Service::Ingest.default_port(), 50051);
+        assert_eq!(
+            c.reservation_retention,
+            Some(Duration::from_secs(90 * 86_400))
+        );
+    }
+
+    #[test]
+    fn reservations_are_kept_whole_days_or_forever() {
+        let retention = |days: &str| {
+            Config::from_lookup(
+                Service::Inventory,
+                lookup(&[("OMS_RESERVATION_RETENTION_DAYS", days)]),
+            )
+            .map(|c| c.reservation_retention)
+        };
+        assert_eq!(retention("0").unwrap(), None);
+        assert_eq!(
+            retention("7").unwrap(),
+            Some(Duration::from_secs(7 * 86_400))
+        );
+        for bad in ["-1", "1.5", "a week"] {
+            let err = retention(bad).unwrap_err();
+            assert!(
+                err.to_string().contains("OMS_RESERVATION_RETENTION_DAYS"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

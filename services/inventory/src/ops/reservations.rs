@@ -1159,8 +1159,13 @@ fn as_allocations(taken: &BTreeMap<String, i64>) -> Vec<Allocation> {
         .collect()
 }
 
-/// Expires due reservations every `interval` until `shutdown`.
-pub fn start_sweeper(inv: super::Shared, interval: std::time::Duration) {
+/// Expires due reservations every `interval` until `shutdown`, and
+/// deletes reservations finished longer than `retention` ago (if any).
+pub fn start_sweeper(
+    inv: super::Shared,
+    interval: std::time::Duration,
+    retention: Option<std::time::Duration>,
+) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -1169,24 +1174,54 @@ pub fn start_sweeper(inv: super::Shared, interval: std::time::Duration) {
                 _ = tick.tick() => {}
                 _ = inv.shutdown.cancelled() => return,
             }
-            let due = match repo::reservations::due(&inv.pool, 200).await {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::warn!(error = %e, "expiry sweep cannot read due reservations");
-                    continue;
-                }
-            };
-            for (tenant, id) in due {
-                let Ok(tenant) = Tenant::parse(&tenant) else {
-                    continue;
-                };
-                match expire(&inv, &tenant, &id).await {
-                    Ok(()) | Err(Error::Precondition { .. }) | Err(Error::NotFound { .. }) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, reservation = %id, "expiry failed; retried next sweep")
-                    }
-                }
+            expire_due(&inv).await;
+            // Every sweep: with nothing old enough it is one probe of an
+            // index, and a backlog (a first start with years of
+            // reservations) goes a batch per sweep.
+            if let Some(keep) = retention {
+                purge_finished(&inv, keep).await;
             }
         }
     });
+}
+
+/// Reservations deleted per sweep at most.
+const PURGE_BATCH: i64 = 1000;
+
+async fn expire_due(inv: &Inventory) {
+    let due = match repo::reservations::due(&inv.pool, 200).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(error = %e, "expiry sweep cannot read due reservations");
+            return;
+        }
+    };
+    for (tenant, id) in due {
+        let Ok(tenant) = Tenant::parse(&tenant) else {
+            continue;
+        };
+        match expire(inv, &tenant, &id).await {
+            Ok(()) | Err(Error::Precondition { .. }) | Err(Error::NotFound { .. }) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, reservation = %id, "expiry failed; retried next sweep")
+            }
+        }
+    }
+}
+
+/// Deletes one batch of reservations finished more than `keep` ago.
+async fn purge_finished(inv: &Inventory, keep: std::time::Duration) {
+    let Some(cutoff) = chrono::Duration::from_std(keep)
+        .ok()
+        .and_then(|k| Utc::now().checked_sub_signed(k))
+    else {
+        return; // kept longer than time has run
+    };
+    match repo::reservations::purge_finished(&inv.pool, cutoff, PURGE_BATCH).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(deleted = n, before = %cutoff, "finished reservations deleted"),
+        Err(e) => {
+            tracing::warn!(error = %e, "deleting finished reservations failed; retried next sweep")
+        }
+    }
 }

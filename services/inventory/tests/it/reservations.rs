@@ -679,6 +679,91 @@ async fn an_unconfirmed_reservation_expires_and_its_stock_returns() {
 }
 
 #[tokio::test]
+async fn the_sweep_deletes_reservations_finished_longer_ago_than_the_retention() {
+    let mut h = start_with(&[("OMS_RESERVATION_RETENTION_DAYS", "1".into())]).await;
+    stocked(&mut h, &[("S", 3)]).await;
+    for id in ["old", "live"] {
+        reserve(&mut h.client, "acme", id, vec![line("S", "", 1)])
+            .await
+            .unwrap();
+    }
+    h.client
+        .release_reservation(authed(
+            "acme",
+            ReleaseReservationRequest {
+                request_id: "rel".into(),
+                name: "reservations/old".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    // Both last changed two days ago; only the finished one may go.
+    let mut c = h.db.connect("inventory").await;
+    sqlx::query("UPDATE reservations SET update_time = now() - interval '2 days'")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let mut feed = h
+        .client
+        .watch_inventory_events(authed("acme", WatchInventoryEventsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    // A barrier: this reservation is expired by a sweep that starts at
+    // least one sweep after the UPDATE above, so by its event the sweep
+    // before it, which purges after expiring, has run on the old rows.
+    h.client
+        .create_reservation(authed(
+            "acme",
+            CreateReservationRequest {
+                reservation_id: "barrier".into(),
+                lines: vec![line("S", "", 1)],
+                ttl: Some(prost_types::Duration {
+                    seconds: 0,
+                    nanos: 300_000_000,
+                }),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    loop {
+        let ev = feed.message().await.unwrap().unwrap().event.unwrap();
+        if let Some(inventory_event::Kind::ReservationReleased(r)) = ev.kind
+            && r.reason == "expired"
+        {
+            break;
+        }
+    }
+    let get = |id: &str| GetReservationRequest {
+        name: format!("reservations/{id}"),
+    };
+    let err = h
+        .client
+        .get_reservation(authed("acme", get("old")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    for (id, state) in [
+        ("live", ReservationState::Active),
+        ("barrier", ReservationState::Expired),
+    ] {
+        let r = h
+            .client
+            .get_reservation(authed("acme", get(id)))
+            .await
+            .unwrap()
+            .into_inner()
+            .reservation
+            .unwrap();
+        assert_eq!(r.state, state as i32, "{id}");
+    }
+    assert_eq!(available(&mut h.client, "acme", "S").await.available, 2);
+    assert_eq!(held_in_record(&h.db, "acme", "S").await, 1);
+}
+
+#[tokio::test]
 async fn a_confirm_after_expiry_is_refused_even_before_the_sweep() {
     // A slow sweep: the confirm itself finds the reservation expired.
     let mut h = start_with(&[("OMS_SWEEP_INTERVAL_MS", "3600000".into())]).await;
