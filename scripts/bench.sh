@@ -50,6 +50,8 @@ for api, what in (("unary", "CreateReservation, one call at a time per client"),
     r = f["reservations_per_s"]
     cpu = f.get("cpu_us_per_reservation")
     cpu = f"   machine CPU {cpu:.0f} us/reservation" if cpu else ""
+    steal = f.get("host_steal_share")
+    cpu += f" (host steal {steal:.0%})" if steal is not None else ""
     print(f"  {api}: {r:,.0f} reservations/s   p50 {f['p50_ms']:.2f} ms   p99 {f['p99_ms']:.2f} ms{cpu}   ({what})")
     print(f"    vs redis_reserve_ops {b['redis_reserve_ops']:,.0f}/s: {ratio(r, b['redis_reserve_ops'])} (target >= 0.5x)"
           f"   vs pg_hot_row_tps {b['pg_hot_row_tps']:,.0f}/s: {ratio(r, b['pg_hot_row_tps'])} (target >= 20x)")
@@ -62,7 +64,9 @@ i = json.load(open(".oms/bench-ingest.json"))
 o = i["orders_per_s"]
 print()
 print("ingest of 3-line orders through gRPC (ingest -> orders, durable, verified):")
-print(f"  {o:,.0f} orders/s   p50 {i['p50_ms']:.2f} ms   p99 {i['p99_ms']:.2f} ms")
+steal = i.get("host_steal_share")
+steal = f"   (host steal {steal:.0%})" if steal is not None else ""
+print(f"  {o:,.0f} orders/s   p50 {i['p50_ms']:.2f} ms   p99 {i['p99_ms']:.2f} ms{steal}")
 print(f"  vs pg_order_tps {b['pg_order_tps']:,.0f}/s: {o / b['pg_order_tps']:.2f}x (target >= 1.0x)")
 t = json.load(open(".oms/bench-routing.json"))
 print()

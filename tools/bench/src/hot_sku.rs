@@ -156,6 +156,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "p50_ms": r.ms(0.50),
             "p99_ms": r.ms(0.99),
             "cpu_us_per_reservation": r.cpu_us_per_call(),
+            "host_steal_share": r.steal_share,
         })
     };
     println!(

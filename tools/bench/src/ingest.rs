@@ -132,6 +132,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "failed": failed,
             "p50_ms": report.ms(0.50),
             "p99_ms": report.ms(0.99),
+            "host_steal_share": report.steal_share,
             "stored": stored,
             "consistent": stored == all && lines == stored,
         })

@@ -22,6 +22,9 @@ pub struct Report {
     pub seconds: f64,
     /// Busy CPU time of the whole machine during the run.
     pub cpu_seconds: Option<f64>,
+    /// The share of the machine's CPU time the host gave other guests
+    /// during the run (steal).
+    pub steal_share: Option<f64>,
 }
 
 impl Report {
@@ -49,7 +52,7 @@ where
 {
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
-    let cpu_before = busy_cpu_seconds();
+    let cpu_before = cpu_times();
     let tasks: Vec<_> = (0..clients)
         .map(|i| {
             let mut call = client(i);
@@ -82,6 +85,7 @@ where
         failed: 0,
         seconds: 0.0,
         cpu_seconds: None,
+        steal_share: None,
     };
     for t in tasks {
         if let Ok((h, ok, refused, failed)) = t.await {
@@ -92,19 +96,31 @@ where
         }
     }
     report.seconds = started.elapsed().as_secs_f64();
-    report.cpu_seconds = cpu_before
-        .zip(busy_cpu_seconds())
-        .map(|(before, after)| after - before);
+    if let (Some(before), Some(after)) = (cpu_before, cpu_times()) {
+        report.cpu_seconds = Some(after.busy - before.busy);
+        let all = after.all - before.all;
+        report.steal_share = (all > 0.0).then(|| (after.steal - before.steal) / all);
+    }
     report
 }
 
-/// CPU time the whole machine spent busy so far (every process, the
-/// services, Postgres, Redis and the clients alike), from /proc/stat: per
-/// operation, what an operation costs in all. Steal time is not counted,
-/// but a busier shared host still raises it (the same code measured 141
-/// and 206 µs per reservation half an hour apart), so compare it only
-/// between runs close in time. None off Linux.
-fn busy_cpu_seconds() -> Option<f64> {
+/// CPU time of the whole machine so far (every process, the services,
+/// Postgres, Redis and the clients alike), from /proc/stat, in seconds.
+#[derive(Clone, Copy)]
+struct CpuTimes {
+    /// Busy: per operation, what an operation costs in all. A busier
+    /// shared host still raises it (the same code measured 141 and 206 µs
+    /// per reservation half an hour apart), so compare it only between
+    /// runs close in time.
+    busy: f64,
+    /// Taken by the hypervisor for other guests: how contended the host
+    /// was, which moves every figure of a run.
+    steal: f64,
+    all: f64,
+}
+
+/// None off Linux.
+fn cpu_times() -> Option<CpuTimes> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let ticks: Vec<f64> = stat
         .lines()
@@ -113,13 +129,14 @@ fn busy_cpu_seconds() -> Option<f64> {
         .skip(1)
         .map(|t| t.parse().unwrap_or(0.0))
         .collect();
-    // user nice system idle iowait irq softirq (guest time is in user);
-    // /proc/stat counts in USER_HZ, 100 per second on Linux.
-    let busy = [0, 1, 2, 5, 6]
-        .iter()
-        .filter_map(|i| ticks.get(*i))
-        .sum::<f64>();
-    Some(busy / 100.0)
+    // user nice system idle iowait irq softirq steal (guest time is in
+    // user); /proc/stat counts in USER_HZ, 100 per second on Linux.
+    let sum = |at: &[usize]| at.iter().filter_map(|i| ticks.get(*i)).sum::<f64>() / 100.0;
+    Some(CpuTimes {
+        busy: sum(&[0, 1, 2, 5, 6]),
+        steal: sum(&[7]),
+        all: sum(&[0, 1, 2, 3, 4, 5, 6, 7]),
+    })
 }
 
 /// Brings the planner's statistics up to date for every schema of `db`.
