@@ -40,6 +40,18 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl From<oms_runtime::outbox::FeedError> for Error {
+    fn from(e: oms_runtime::outbox::FeedError) -> Self {
+        use oms_runtime::outbox::FeedError;
+        match e {
+            FeedError::Db(e) => Error::Db(e),
+            FeedError::Expired { after, .. } => {
+                Error::precondition("CURSOR_EXPIRED", after.to_string(), e.to_string())
+            }
+        }
+    }
+}
+
 impl Error {
     pub fn not_found(kind: &'static str, name: impl Into<String>) -> Self {
         Error::NotFound {

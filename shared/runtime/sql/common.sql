@@ -30,6 +30,14 @@ CREATE TABLE IF NOT EXISTS outbox (
     occur_time  timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS outbox_feed ON outbox (tenant, txid, id);
+-- Per tenant, the last event (in feed order) the retention deleted: a
+-- reader whose cursor lies before it has missed events and is told so
+-- instead of silently skipping them.
+CREATE TABLE IF NOT EXISTS outbox_horizon (
+    tenant      text        PRIMARY KEY,
+    txid        xid8        NOT NULL,
+    id          bigint      NOT NULL
+);
 -- event_id is a UUIDv7 made by the writer and never looked up here: a
 -- unique index on it cost every event an index insertion for nothing
 -- (about 8 % of a reservation batch's Postgres time, pgbench, 2026-12-01).

@@ -155,6 +155,11 @@ pub struct Config {
     /// gate (which keeps a finished reservation an hour) has long
     /// forgotten one before its record goes.
     pub reservation_retention: Option<Duration>,
+    /// `OMS_EVENT_RETENTION_DAYS`, default 30: how long an event stays in
+    /// the service's feed (its outbox) before it is deleted; `None` (0)
+    /// keeps events forever. A reader whose cursor the retention overtook
+    /// is told (`CURSOR_EXPIRED`), never silently skipped ahead.
+    pub event_retention: Option<Duration>,
     /// `OMS_<SERVICE>_URL` for every service, default
     /// `http://127.0.0.1:<its port>`: where this service calls its peers.
     pub peers: Vec<(Service, String)>,
@@ -192,6 +197,7 @@ impl Config {
         let format = parse("OMS_LOG_FORMAT", "json");
         let sweep = parse("OMS_SWEEP_INTERVAL_MS", "1000");
         let retention = parse("OMS_RESERVATION_RETENTION_DAYS", "90");
+        let event_retention = parse("OMS_EVENT_RETENTION_DAYS", "30");
         let filter = get("OMS_LOG")
             .or_else(|| get("RUST_LOG"))
             .unwrap_or_else(|| "info,sqlx::postgres::notice=warn".into());
@@ -225,6 +231,8 @@ impl Config {
         let sweep_interval = number::<u64>(&mut errors, "OMS_SWEEP_INTERVAL_MS", &sweep, 10);
         let retention_days =
             number::<u64>(&mut errors, "OMS_RESERVATION_RETENTION_DAYS", &retention, 0);
+        let event_days =
+            number::<u64>(&mut errors, "OMS_EVENT_RETENTION_DAYS", &event_retention, 0);
         let cluster_nodes: Vec<String> = cluster
             .split(',')
             .map(str::trim)
@@ -299,8 +307,8 @@ impl Config {
                 otlp_endpoint: get("OTEL_EXPORTER_OTLP_ENDPOINT"),
             },
             sweep_interval: Duration::from_millis(sweep_interval),
-            reservation_retention: (retention_days > 0)
-                .then(|| Duration::from_secs(retention_days.saturating_mul(86_400))),
+            reservation_retention: days(retention_days),
+            event_retention: days(event_days),
             peers,
         })
     }
@@ -330,6 +338,11 @@ fn number<T: std::str::FromStr + PartialOrd + From<u8> + Default>(
             T::default()
         }
     }
+}
+
+/// Whole days as a duration; 0 is none (keep forever).
+fn days(n: u64) -> Option<Duration> {
+    (n > 0).then(|| Duration::from_secs(n.saturating_mul(86_400)))
 }
 
 fn is_identifier(s: &str) -> bool {
@@ -380,6 +393,7 @@ mod tests {
             c.reservation_retention,
             Some(Duration::from_secs(90 * 86_400))
         );
+        assert_eq!(c.event_retention, Some(Duration::from_secs(30 * 86_400)));
     }
 
     #[test]

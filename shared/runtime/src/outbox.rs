@@ -161,8 +161,9 @@ pub async fn append_traced(
     Ok(())
 }
 
-/// A position in a feed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// A position in a feed, ordered as the feed is: by transaction, then by
+/// id.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Cursor {
     txid: u64,
     id: i64,
@@ -357,15 +358,128 @@ impl FeedWaker {
     }
 }
 
+/// Why a feed stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    /// Events after the reader's cursor were deleted by the retention
+    /// before the reader got them.
+    #[error(
+        "events after cursor {after} are gone (kept for OMS_EVENT_RETENTION_DAYS; deleted up to {horizon}): follow from the start (an empty cursor) or from a newer cursor"
+    )]
+    Expired { after: Cursor, horizon: Cursor },
+}
+
+impl FeedError {
+    /// As a gRPC status: FAILED_PRECONDITION, reason `CURSOR_EXPIRED`, for
+    /// a cursor the retention overtook; database trouble as `from_db`.
+    pub fn status(&self, domain: &str) -> tonic::Status {
+        match self {
+            FeedError::Db(e) => crate::status::from_db(domain, e),
+            FeedError::Expired { after, .. } => crate::status::failed_precondition(
+                domain,
+                "CURSOR_EXPIRED",
+                &after.to_string(),
+                &self.to_string(),
+            ),
+        }
+    }
+}
+
+/// The last event of `tenant` the retention deleted, if any.
+async fn horizon(pool: &PgPool, tenant: &Tenant) -> Result<Option<Cursor>, sqlx::Error> {
+    let row: Option<(String, i64)> =
+        sqlx::query_as("SELECT txid::text, id FROM outbox_horizon WHERE tenant = $1")
+            .bind(tenant.as_str())
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.map(|(txid, id)| Cursor {
+        txid: txid.parse().unwrap_or_default(),
+        id,
+    }))
+}
+
+/// Deletes up to `limit` of the oldest events (by id) that occurred before
+/// `cutoff`, moving each tenant's horizon past what it deleted; how many
+/// it deleted. Only a prefix of the oldest events is looked at, so a
+/// purge with nothing old enough costs one short index scan.
+pub async fn purge(pool: &PgPool, cutoff: DateTime<Utc>, limit: i64) -> Result<u64, sqlx::Error> {
+    let n: i64 = sqlx::query_scalar(
+        "WITH gone AS (
+            DELETE FROM outbox WHERE id = ANY(ARRAY(
+                SELECT id FROM (SELECT id, occur_time FROM outbox ORDER BY id LIMIT $2) oldest
+                WHERE occur_time < $1))
+            RETURNING tenant, txid, id
+         ), last AS (
+            SELECT DISTINCT ON (tenant) tenant, txid, id FROM gone ORDER BY tenant, txid DESC, id DESC
+         ), moved AS (
+            INSERT INTO outbox_horizon (tenant, txid, id) SELECT tenant, txid, id FROM last
+            ON CONFLICT (tenant) DO UPDATE SET txid = EXCLUDED.txid, id = EXCLUDED.id
+            WHERE (outbox_horizon.txid, outbox_horizon.id) < (EXCLUDED.txid, EXCLUDED.id)
+         )
+         SELECT count(*) FROM gone",
+    )
+    .bind(cutoff)
+    .bind(limit)
+    .fetch_one(pool)
+    .await?;
+    Ok(n as u64)
+}
+
+/// Deletes events older than `keep` about once a minute (a batch at a time
+/// while there is a backlog) until `shutdown`; nothing when `keep` is None.
+pub fn start_retention(pool: &PgPool, keep: Option<Duration>, shutdown: CancellationToken) {
+    let Some(keep) = keep else { return };
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(RETENTION_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let Some(cutoff) = chrono::Duration::from_std(keep)
+                .ok()
+                .and_then(|k| Utc::now().checked_sub_signed(k))
+            else {
+                return; // kept longer than time has run
+            };
+            loop {
+                match purge(&pool, cutoff, RETENTION_BATCH).await {
+                    Ok(n) if n as i64 == RETENTION_BATCH && !shutdown.is_cancelled() => {}
+                    Ok(n) => {
+                        if n > 0 {
+                            tracing::info!(deleted = n, before = %cutoff, "old events deleted");
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "deleting old events failed; retried later");
+                        break;
+                    }
+                }
+            }
+        }
+    });
+}
+
+const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
+const RETENTION_BATCH: i64 = 1000;
+
 /// Follows the feed of `tenant` after `after`: every stored event, then new
-/// ones as they commit, until `shutdown` or the receiver goes away.
+/// ones as they commit, until `shutdown` or the receiver goes away. Ends
+/// with [`FeedError::Expired`] when the retention deleted events after the
+/// cursor before they were read (an empty cursor follows from the oldest
+/// event kept).
 pub fn follow(
     pool: PgPool,
     tenant: Tenant,
     after: Cursor,
     waker: FeedWaker,
     shutdown: CancellationToken,
-) -> impl Stream<Item = Result<OutboxRow, sqlx::Error>> + Send + 'static {
+) -> impl Stream<Item = Result<OutboxRow, FeedError>> + Send + 'static {
     struct State {
         pool: PgPool,
         tenant: Tenant,
@@ -376,6 +490,8 @@ pub fn follow(
         lag: Histogram<f64>,
         /// The lag's attributes: every row of a feed is of its tenant.
         lag_of: [KeyValue; 1],
+        /// Ended (expired): nothing more is read.
+        done: bool,
     }
     let lag = opentelemetry::global::meter("oms-runtime")
         .f64_histogram("oms.feed.lag")
@@ -394,9 +510,13 @@ pub fn follow(
         buffer: VecDeque::new(),
         lag,
         lag_of,
+        done: false,
     };
     futures::stream::unfold(state, |mut s| async move {
         loop {
+            if s.done {
+                return None;
+            }
             if let Some(row) = s.buffer.pop_front() {
                 s.cursor = row.cursor;
                 let behind = (Utc::now() - row.occur_time).as_seconds_f64().max(0.0);
@@ -413,7 +533,23 @@ pub fn follow(
             tokio::pin!(notified);
             notified.as_mut().enable();
             match read_after(&s.pool, &s.tenant, s.cursor, 500).await {
-                Ok(rows) if !rows.is_empty() => s.buffer.extend(rows),
+                Ok(rows) if !rows.is_empty() => {
+                    // Checked after the read: what was deleted before it
+                    // is behind the horizon now; what is deleted after it
+                    // was read intact, or the next read's check sees it.
+                    if s.cursor != Cursor::default() {
+                        match horizon(&s.pool, &s.tenant).await {
+                            Ok(Some(h)) if s.cursor < h => {
+                                s.done = true;
+                                let after = s.cursor;
+                                return Some((Err(FeedError::Expired { after, horizon: h }), s));
+                            }
+                            Ok(_) => {}
+                            Err(e) => return Some((Err(e.into()), s)),
+                        }
+                    }
+                    s.buffer.extend(rows)
+                }
                 Ok(_) => {
                     // Rows held back behind a running transaction produce no
                     // notification of their own: re-check now and then.
@@ -423,7 +559,7 @@ pub fn follow(
                         _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                     }
                 }
-                Err(e) => return Some((Err(e), s)),
+                Err(e) => return Some((Err(e.into()), s)),
             }
         }
     })
@@ -447,7 +583,7 @@ pub fn watch<T: prost::Message + Default + 'static>(
     })?;
     Ok(
         follow(pool, tenant, after, waker, shutdown).map(move |row| {
-            let row = row.map_err(|e| crate::status::from_db(domain, &e))?;
+            let row = row.map_err(|e| e.status(domain))?;
             let event = T::decode(row.payload.as_slice())
                 .map_err(|e| crate::status::internal(domain, &e))?;
             Ok((event, row.meta()))

@@ -180,7 +180,7 @@ const RUN: usize = 500;
 async fn run_figures(
     inv: &Inventory,
     tenant: &Tenant,
-    rows: Vec<std::result::Result<outbox::OutboxRow, sqlx::Error>>,
+    rows: Vec<std::result::Result<outbox::OutboxRow, outbox::FeedError>>,
     only: &[String],
     scope: &Scope,
 ) -> Result<Vec<WatchAvailabilityResponse>> {

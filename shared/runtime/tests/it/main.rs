@@ -2,4 +2,5 @@
 #![allow(clippy::unwrap_used)]
 
 mod redis;
+mod retention;
 mod telemetry;
