@@ -66,7 +66,7 @@ pub async fn run_with(
         wake: posting.clone(),
     }
     .start(config.sweep_interval, shutdown.clone());
-    oms_runtime::outbox::start_retention(&pool, config.event_retention, shutdown.clone());
+    oms_runtime::retention::start(&pool, &config, shutdown.clone());
     let fulfillment = Arc::new(service::Fulfillment {
         pool: pool.clone(),
         waker: FeedWaker::start(&pool, shutdown.clone()),

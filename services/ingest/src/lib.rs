@@ -33,6 +33,7 @@ pub async fn run(
         Duration::from_secs(30),
     )
     .await?;
+    oms_runtime::retention::start(&pool, &config, shutdown.clone());
     let orders = oms_runtime::client::channel(config.peer_url(Service::Orders))?;
     let api = grpc::IngestApi {
         pool: pool.clone(),

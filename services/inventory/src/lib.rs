@@ -34,7 +34,7 @@ pub async fn run(
     .await?;
     let redis = oms_runtime::redis::connect(&config.redis).await?;
     let gate = gate::Gate::new(redis.clone(), gate::GateKeys::new(&config.redis.key_prefix));
-    oms_runtime::outbox::start_retention(&pool, config.event_retention, shutdown.clone());
+    oms_runtime::retention::start(&pool, &config, shutdown.clone());
     let waker = FeedWaker::start(&pool, shutdown.clone());
     let writer = ops::reservations::Writer::start(pool.clone(), gate.clone(), shutdown.clone());
     let inv = Arc::new(ops::Inventory {

@@ -31,7 +31,7 @@ pub async fn run(
         Duration::from_secs(30),
     )
     .await?;
-    oms_runtime::outbox::start_retention(&pool, config.event_retention, shutdown.clone());
+    oms_runtime::retention::start(&pool, &config, shutdown.clone());
     let waker = FeedWaker::start(&pool, shutdown.clone());
     let channel = |s| oms_runtime::client::channel(config.peer_url(s));
     let peers = workers::peers::Peers {

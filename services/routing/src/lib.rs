@@ -39,7 +39,7 @@ pub async fn run(
         oms_runtime::client::channel(config.peer_url(Service::Inventory))?,
         TokenIssuer::new(&config.auth),
     );
-    oms_runtime::outbox::start_retention(&pool, config.event_retention, shutdown.clone());
+    oms_runtime::retention::start(&pool, &config, shutdown.clone());
     let routing = Arc::new(service::Routing {
         pool: pool.clone(),
         inventory,

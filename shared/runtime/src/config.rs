@@ -160,6 +160,10 @@ pub struct Config {
     /// keeps events forever. A reader whose cursor the retention overtook
     /// is told (`CURSOR_EXPIRED`), never silently skipped ahead.
     pub event_retention: Option<Duration>,
+    /// `OMS_IDEMPOTENCY_RETENTION_DAYS`, default 30: how long the answer
+    /// of a mutating request is kept for repeats of its `request_id`;
+    /// `None` (0) keeps them forever. A repeat after it is a new request.
+    pub idempotency_retention: Option<Duration>,
     /// `OMS_<SERVICE>_URL` for every service, default
     /// `http://127.0.0.1:<its port>`: where this service calls its peers.
     pub peers: Vec<(Service, String)>,
@@ -198,6 +202,7 @@ impl Config {
         let sweep = parse("OMS_SWEEP_INTERVAL_MS", "1000");
         let retention = parse("OMS_RESERVATION_RETENTION_DAYS", "90");
         let event_retention = parse("OMS_EVENT_RETENTION_DAYS", "30");
+        let request_retention = parse("OMS_IDEMPOTENCY_RETENTION_DAYS", "30");
         let filter = get("OMS_LOG")
             .or_else(|| get("RUST_LOG"))
             .unwrap_or_else(|| "info,sqlx::postgres::notice=warn".into());
@@ -233,6 +238,12 @@ impl Config {
             number::<u64>(&mut errors, "OMS_RESERVATION_RETENTION_DAYS", &retention, 0);
         let event_days =
             number::<u64>(&mut errors, "OMS_EVENT_RETENTION_DAYS", &event_retention, 0);
+        let request_days = number::<u64>(
+            &mut errors,
+            "OMS_IDEMPOTENCY_RETENTION_DAYS",
+            &request_retention,
+            0,
+        );
         let cluster_nodes: Vec<String> = cluster
             .split(',')
             .map(str::trim)
@@ -309,6 +320,7 @@ impl Config {
             sweep_interval: Duration::from_millis(sweep_interval),
             reservation_retention: days(retention_days),
             event_retention: days(event_days),
+            idempotency_retention: days(request_days),
             peers,
         })
     }
@@ -394,6 +406,10 @@ mod tests {
             Some(Duration::from_secs(90 * 86_400))
         );
         assert_eq!(c.event_retention, Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(
+            c.idempotency_retention,
+            Some(Duration::from_secs(30 * 86_400))
+        );
     }
 
     #[test]

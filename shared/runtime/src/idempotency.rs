@@ -47,6 +47,25 @@ impl IdempotencyError {
     }
 }
 
+/// Deletes up to `limit` records of requests first seen before `cutoff`;
+/// how many it deleted. A repeat of such a request is a new request.
+pub async fn purge(
+    pool: &sqlx::PgPool,
+    cutoff: chrono::DateTime<chrono::Utc>,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "DELETE FROM idempotency WHERE ctid = ANY(ARRAY(
+            SELECT ctid FROM idempotency WHERE create_time < $1 LIMIT $2
+            FOR UPDATE SKIP LOCKED))",
+    )
+    .bind(cutoff)
+    .bind(limit)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Claims `request_id` for `method` with this request, or finds the stored
 /// response of an earlier identical request.
 pub async fn claim<Req: Message, Resp: Message + Default>(

@@ -5,8 +5,9 @@
 //! gRPC [`server`] bootstrap (health, reflection, layers, drain), [`auth`]
 //! (bearer JWT, tenant from the token), [`db`] (its own schema, migrations),
 //! [`batch`] (many requests, one round trip: group commit),
-//! [`redis`], [`idempotency`], the [`outbox`] feed and [`status`] helpers
-//! that turn domain errors into rich gRPC errors.
+//! [`redis`], [`idempotency`], the [`outbox`] feed, the [`retention`] of
+//! both, and [`status`] helpers that turn domain errors into rich gRPC
+//! errors.
 
 pub mod auth;
 pub mod batch;
@@ -17,6 +18,7 @@ pub mod idempotency;
 pub mod metrics;
 pub mod outbox;
 pub mod redis;
+pub mod retention;
 pub mod server;
 pub mod shutdown;
 pub mod status;

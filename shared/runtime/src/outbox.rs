@@ -427,47 +427,6 @@ pub async fn purge(pool: &PgPool, cutoff: DateTime<Utc>, limit: i64) -> Result<u
     Ok(n as u64)
 }
 
-/// Deletes events older than `keep` about once a minute (a batch at a time
-/// while there is a backlog) until `shutdown`; nothing when `keep` is None.
-pub fn start_retention(pool: &PgPool, keep: Option<Duration>, shutdown: CancellationToken) {
-    let Some(keep) = keep else { return };
-    let pool = pool.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(RETENTION_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            let Some(cutoff) = chrono::Duration::from_std(keep)
-                .ok()
-                .and_then(|k| Utc::now().checked_sub_signed(k))
-            else {
-                return; // kept longer than time has run
-            };
-            loop {
-                match purge(&pool, cutoff, RETENTION_BATCH).await {
-                    Ok(n) if n as i64 == RETENTION_BATCH && !shutdown.is_cancelled() => {}
-                    Ok(n) => {
-                        if n > 0 {
-                            tracing::info!(deleted = n, before = %cutoff, "old events deleted");
-                        }
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "deleting old events failed; retried later");
-                        break;
-                    }
-                }
-            }
-        }
-    });
-}
-
-const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
-const RETENTION_BATCH: i64 = 1000;
-
 /// Follows the feed of `tenant` after `after`: every stored event, then new
 /// ones as they commit, until `shutdown` or the receiver goes away. Ends
 /// with [`FeedError::Expired`] when the retention deleted events after the

@@ -2,5 +2,4 @@
 #![allow(clippy::unwrap_used)]
 
 mod redis;
-mod retention;
 mod telemetry;

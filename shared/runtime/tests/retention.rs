@@ -1,3 +1,8 @@
+//! Old events and request records go; a feed reader they overtook is told.
+//! (Its own test binary: `TestDb` installs the global subscriber that the
+//! OTLP test in `it` must install.)
+#![allow(clippy::unwrap_used)]
+
 use futures::StreamExt as _;
 use oms_kernel::Tenant;
 use oms_runtime::outbox::{self, Cursor, FeedError, FeedWaker, NewEvent, OutboxRow};
@@ -110,4 +115,39 @@ async fn old_events_go_and_a_reader_they_overtook_is_told() {
         "{}",
         status.message()
     );
+}
+
+#[tokio::test]
+async fn request_records_older_than_the_cutoff_go() {
+    let db = oms_testkit::TestDb::new().await;
+    let pool = db.pool("svc", None).await;
+    for (id, days) in [("old-1", 40), ("old-2", 31), ("recent", 2)] {
+        sqlx::query(
+            "INSERT INTO idempotency (tenant, request_id, method, request_hash, create_time)
+             VALUES ('acme', $1, 'M', '\\x00', now() - make_interval(days => $2))",
+        )
+        .bind(id)
+        .bind(days)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let cutoff = chrono::Utc::now() - chrono::Duration::days(30);
+    assert_eq!(
+        oms_runtime::idempotency::purge(&pool, cutoff, 1)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        oms_runtime::idempotency::purge(&pool, cutoff, 10)
+            .await
+            .unwrap(),
+        1
+    );
+    let left: Vec<String> = sqlx::query_scalar("SELECT request_id FROM idempotency")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, ["recent"]);
 }
