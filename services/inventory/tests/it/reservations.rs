@@ -626,44 +626,54 @@ async fn confirm_release_and_ship_keep_stock_in_step() {
     assert_eq!(reason(&err), "RESERVATION_NOT_ACTIVE");
 }
 
+/// A reservation of `units` of S that expires 300 ms after it is made
+/// (the sweeper runs every 50 ms in tests).
+fn short_lived(id: &str, units: i64) -> CreateReservationRequest {
+    CreateReservationRequest {
+        reservation_id: id.into(),
+        lines: vec![line("S", "", units)],
+        ttl: Some(prost_types::Duration {
+            seconds: 0,
+            nanos: 300_000_000,
+        }),
+        ..Default::default()
+    }
+}
+
+/// acme's inventory feed from the start.
+async fn acme_events(c: &mut Client) -> tonic::Streaming<WatchInventoryEventsResponse> {
+    c.watch_inventory_events(authed("acme", WatchInventoryEventsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Follows the inventory feed to the next reservation released because it
+/// expired; that reservation.
+async fn until_expired(feed: &mut tonic::Streaming<WatchInventoryEventsResponse>) -> Reservation {
+    loop {
+        let ev = feed.message().await.unwrap().unwrap().event.unwrap();
+        if let Some(inventory_event::Kind::ReservationReleased(r)) = ev.kind
+            && r.reason == "expired"
+        {
+            return r.reservation.unwrap();
+        }
+    }
+}
+
 #[tokio::test]
 async fn an_unconfirmed_reservation_expires_and_its_stock_returns() {
     let mut h = start().await;
     stocked(&mut h, &[("S", 3)]).await;
-    let mut feed = h
-        .client
-        .watch_inventory_events(authed("acme", WatchInventoryEventsRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut feed = acme_events(&mut h.client).await;
     h.client
-        .create_reservation(authed(
-            "acme",
-            CreateReservationRequest {
-                reservation_id: "short-lived".into(),
-                lines: vec![line("S", "", 3)],
-                ttl: Some(prost_types::Duration {
-                    seconds: 0,
-                    nanos: 300_000_000,
-                }),
-                ..Default::default()
-            },
-        ))
+        .create_reservation(authed("acme", short_lived("short-lived", 3)))
         .await
         .unwrap();
     assert_eq!(available(&mut h.client, "acme", "S").await.available, 0);
-    // Wait for the expiry on the feed (the sweeper runs every 50 ms in tests).
-    loop {
-        let ev = feed.message().await.unwrap().unwrap().event.unwrap();
-        if let Some(inventory_event::Kind::ReservationReleased(r)) = ev.kind {
-            assert_eq!(r.reason, "expired");
-            assert_eq!(
-                r.reservation.unwrap().state,
-                ReservationState::Expired as i32
-            );
-            break;
-        }
-    }
+    let expired = until_expired(&mut feed).await;
+    assert_eq!(expired.reservation_id, "short-lived");
+    assert_eq!(expired.state, ReservationState::Expired as i32);
     assert_eq!(available(&mut h.client, "acme", "S").await.available, 3);
     assert_eq!(held_in_record(&h.db, "acme", "S").await, 0);
     let err = confirm(
@@ -704,38 +714,15 @@ async fn the_sweep_deletes_reservations_finished_longer_ago_than_the_retention()
         .execute(&mut c)
         .await
         .unwrap();
-    let mut feed = h
-        .client
-        .watch_inventory_events(authed("acme", WatchInventoryEventsRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut feed = acme_events(&mut h.client).await;
     // A barrier: this reservation is expired by a sweep that starts at
     // least one sweep after the UPDATE above, so by its event the sweep
     // before it, which purges after expiring, has run on the old rows.
     h.client
-        .create_reservation(authed(
-            "acme",
-            CreateReservationRequest {
-                reservation_id: "barrier".into(),
-                lines: vec![line("S", "", 1)],
-                ttl: Some(prost_types::Duration {
-                    seconds: 0,
-                    nanos: 300_000_000,
-                }),
-                ..Default::default()
-            },
-        ))
+        .create_reservation(authed("acme", short_lived("barrier", 1)))
         .await
         .unwrap();
-    loop {
-        let ev = feed.message().await.unwrap().unwrap().event.unwrap();
-        if let Some(inventory_event::Kind::ReservationReleased(r)) = ev.kind
-            && r.reason == "expired"
-        {
-            break;
-        }
-    }
+    assert_eq!(until_expired(&mut feed).await.reservation_id, "barrier");
     let get = |id: &str| GetReservationRequest {
         name: format!("reservations/{id}"),
     };
