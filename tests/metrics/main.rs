@@ -4,11 +4,13 @@
 #![allow(clippy::unwrap_used)]
 use oms_e2e::{Suite, next_order_event, pos_submission};
 use oms_proto::ingest::{self as ing, ingest_service_client::IngestServiceClient};
+use oms_proto::orders::{self as ord, order_service_client::OrderServiceClient};
 use oms_runtime::Service;
 use oms_testkit::authed;
 
 /// Orders in by channel: each submission counted once, by what became of
-/// it; and the lag of the events a feed reader gets.
+/// it; the lag of the events a feed reader gets; and a reader refused
+/// because the event retention overtook its cursor.
 #[tokio::test(flavor = "multi_thread")]
 async fn submissions_and_feed_lag_are_measured() {
     let (guard, mut rx) = oms_testkit::otlp::exporting(Service::Ingest).await;
@@ -61,10 +63,50 @@ async fn submissions_and_feed_lag_are_measured() {
 
     // Feed lag: every event delivered to a feed reader is timed.
     let mut feed = suite.order_events("acme").await;
-    for _ in 0..2 {
-        next_order_event(&mut feed).await;
-    }
+    let first = next_order_event(&mut feed).await.meta.unwrap().cursor;
+    next_order_event(&mut feed).await;
     drop(feed);
+
+    // A reader whose cursor the event retention overtook is refused, and
+    // counted: the events so far aged past it and deleted, then one more.
+    let orders = suite.db.pool("orders", None).await;
+    sqlx::query("UPDATE outbox SET occur_time = now() - interval '40 days'")
+        .execute(&orders)
+        .await
+        .unwrap();
+    let cutoff = chrono::Utc::now() - chrono::Duration::days(30);
+    assert!(
+        oms_runtime::outbox::purge(&orders, cutoff, 1000)
+            .await
+            .unwrap()
+            >= 2
+    );
+    ingest
+        .submit_order(authed(
+            "acme",
+            pos_submission("s4", "till-3", "A", "1 Main St", "Braga"),
+        ))
+        .await
+        .unwrap();
+    let mut stale = OrderServiceClient::new(suite.channel(Service::Orders))
+        .watch_order_events(authed(
+            "acme",
+            ord::WatchOrderEventsRequest {
+                after_cursor: first,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let refused = tokio::time::timeout(std::time::Duration::from_secs(120), stale.message())
+        .await
+        .expect("an answer within 120 s")
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
 
     // Shutdown collects and flushes; it blocks, so off the runtime.
     tokio::task::spawn_blocking(move || guard.shutdown())
@@ -77,7 +119,8 @@ async fn submissions_and_feed_lag_are_measured() {
         seen.get(&("oms.ingest.submissions".to_string(), attrs))
             .copied()
     };
-    assert_eq!(get("created"), Some(1.0), "{seen:#?}");
+    // s1, and s4 sent after the retention test's purge.
+    assert_eq!(get("created"), Some(2.0), "{seen:#?}");
     assert_eq!(get("duplicate"), Some(1.0));
     assert_eq!(get("updated"), Some(1.0));
     assert_eq!(get("rejected"), Some(1.0));
@@ -87,4 +130,10 @@ async fn submissions_and_feed_lag_are_measured() {
         .copied()
         .unwrap_or(0.0);
     assert!(delivered >= 2.0, "{seen:#?}");
+    assert_eq!(
+        seen.get(&("oms.feed.expired".to_string(), "tenant=acme".to_string()))
+            .copied(),
+        Some(1.0),
+        "{seen:#?}"
+    );
 }

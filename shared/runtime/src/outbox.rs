@@ -9,7 +9,10 @@ use chrono::{DateTime, Utc};
 use futures::Stream;
 use oms_kernel::Tenant;
 use oms_proto::common::EventMeta;
-use opentelemetry::{KeyValue, metrics::Histogram};
+use opentelemetry::{
+    KeyValue,
+    metrics::{Counter, Histogram},
+};
 use sqlx::{PgConnection, PgPool};
 use std::{collections::HashMap, collections::VecDeque, sync::Arc, time::Duration};
 use tokio::sync::Notify;
@@ -451,12 +454,21 @@ pub fn follow(
         lag_of: [KeyValue; 1],
         /// Ended (expired): nothing more is read.
         done: bool,
+        expired: Counter<u64>,
     }
     let lag = opentelemetry::global::meter("oms-runtime")
         .f64_histogram("oms.feed.lag")
         .with_unit("s")
         .with_description(
             "Time from an event's commit to its delivery to a feed reader (Watch...Events), by tenant: how far readers are behind",
+        )
+        .build();
+    // A reader that gets this missed events for good: it must be resynced
+    // (an alert rule watches it; nothing else shows a reader stuck on it).
+    let expired = opentelemetry::global::meter("oms-runtime")
+        .u64_counter("oms.feed.expired")
+        .with_description(
+            "Feed readers (Watch...Events) refused because the event retention deleted events after their cursor, by tenant",
         )
         .build();
     let lag_of = [KeyValue::new("tenant", tenant.as_str().to_owned())];
@@ -470,6 +482,7 @@ pub fn follow(
         lag,
         lag_of,
         done: false,
+        expired,
     };
     futures::stream::unfold(state, |mut s| async move {
         loop {
@@ -500,6 +513,7 @@ pub fn follow(
                         match horizon(&s.pool, &s.tenant).await {
                             Ok(Some(h)) if s.cursor < h => {
                                 s.done = true;
+                                s.expired.add(1, &s.lag_of);
                                 let after = s.cursor;
                                 return Some((Err(FeedError::Expired { after, horizon: h }), s));
                             }
