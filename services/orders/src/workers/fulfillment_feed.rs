@@ -37,6 +37,13 @@ pub struct FulfillmentFeed {
     pub peers: Peers,
 }
 
+/// Whether the feed refused the stored cursor because the events after it
+/// are gone (retrying from it cannot succeed).
+fn expired(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<tonic::Status>()
+        .is_some_and(|s| s.code() == tonic::Code::FailedPrecondition)
+}
+
 impl FulfillmentFeed {
     /// Keeps one follower per followed tenant running until `shutdown`; a
     /// follower that fails is started again from its stored cursor.
@@ -60,8 +67,13 @@ impl FulfillmentFeed {
                                 tenant,
                                 tokio::spawn(async move {
                                     tokio::select! {
-                                        r = me.follow(&t, cursor) => if let Err(e) = r {
-                                            tracing::warn!(tenant = %t, error = %e, "fulfillment feed broke; resuming from the stored cursor");
+                                        r = me.follow(&t, cursor) => match r {
+                                            Err(e) if expired(&e) => tracing::error!(
+                                                tenant = %t, error = %e,
+                                                "fulfillment events were deleted before this service read them (OMS_EVENT_RETENTION_DAYS): orders miss their shipment updates until the follower is resynced"
+                                            ),
+                                            Err(e) => tracing::warn!(tenant = %t, error = %e, "fulfillment feed broke; resuming from the stored cursor"),
+                                            Ok(()) => {}
                                         },
                                         _ = stop.cancelled() => {}
                                     }
@@ -241,4 +253,17 @@ pub(crate) fn progress(work: &[FulfillmentOrder]) -> Vec<(String, lifecycle::Lin
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_a_refused_cursor_counts_as_expired() {
+        let err = |s: tonic::Status| anyhow::Error::from(s);
+        assert!(super::expired(&err(tonic::Status::failed_precondition(
+            "events after cursor 1.2 are gone"
+        ))));
+        assert!(!super::expired(&err(tonic::Status::unavailable("down"))));
+        assert!(!super::expired(&anyhow::anyhow!("database")));
+    }
 }
