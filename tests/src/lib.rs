@@ -151,7 +151,6 @@ async fn start_one(
 
 pub type Inventory = InventoryServiceClient<tonic::transport::Channel>;
 
-/// A fresh request id.
 /// The next event of an orders feed: a test that waits 120 s for one
 /// fails instead of hanging the run.
 pub async fn next_order_event(
@@ -198,6 +197,7 @@ pub fn pos_submission(
     }
 }
 
+/// A fresh request id.
 pub fn rid() -> String {
     uuid::Uuid::new_v4().to_string()
 }

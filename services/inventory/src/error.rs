@@ -45,9 +45,11 @@ impl From<oms_runtime::outbox::FeedError> for Error {
         use oms_runtime::outbox::FeedError;
         match e {
             FeedError::Db(e) => Error::Db(e),
-            FeedError::Expired { after, .. } => {
-                Error::precondition("CURSOR_EXPIRED", after.to_string(), e.to_string())
-            }
+            FeedError::Expired { after, .. } => Error::precondition(
+                oms_runtime::outbox::CURSOR_EXPIRED,
+                after.to_string(),
+                e.to_string(),
+            ),
         }
     }
 }

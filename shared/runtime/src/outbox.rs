@@ -262,7 +262,19 @@ type Row = (
     String,
     Vec<u8>,
     DateTime<Utc>,
+    Option<String>,
+    Option<i64>,
 );
+
+/// Up to `limit` committed events of `tenant` after a cursor, and the
+/// tenant's horizon when it lies after that cursor (the retention deleted
+/// events the reader never got), read in one statement: one snapshot, so
+/// a deletion is either seen with its horizon or not at all.
+pub struct Page {
+    pub rows: Vec<OutboxRow>,
+    /// Known only when `rows` is not empty.
+    pub overtaken_by: Option<Cursor>,
+}
 
 /// Reads up to `limit` committed events of `tenant` after `after`.
 pub async fn read_after(
@@ -270,15 +282,17 @@ pub async fn read_after(
     tenant: &Tenant,
     after: Cursor,
     limit: i64,
-) -> Result<Vec<OutboxRow>, sqlx::Error> {
+) -> Result<Page, sqlx::Error> {
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT id, txid::text, tenant, event_id, event_type, subject, request_id,
-                traceparent, tracestate, payload, occur_time
-         FROM outbox
-         WHERE tenant = $1
-           AND (txid, id) > ($2::text::xid8, $3)
-           AND txid < pg_snapshot_xmin(pg_current_snapshot())
-         ORDER BY txid, id
+        "SELECT o.id, o.txid::text, o.tenant, o.event_id, o.event_type, o.subject, o.request_id,
+                o.traceparent, o.tracestate, o.payload, o.occur_time, h.txid::text, h.id
+         FROM outbox o
+         LEFT JOIN outbox_horizon h
+           ON h.tenant = $1 AND (h.txid, h.id) > ($2::text::xid8, $3)
+         WHERE o.tenant = $1
+           AND (o.txid, o.id) > ($2::text::xid8, $3)
+           AND o.txid < pg_snapshot_xmin(pg_current_snapshot())
+         ORDER BY o.txid, o.id
          LIMIT $4",
     )
     .bind(tenant.as_str())
@@ -287,7 +301,13 @@ pub async fn read_after(
     .bind(limit)
     .fetch_all(pool)
     .await?;
-    Ok(rows
+    let overtaken_by = rows.first().and_then(|r| {
+        r.11.as_ref().zip(r.12).map(|(txid, id)| Cursor {
+            txid: txid.parse().unwrap_or_default(),
+            id,
+        })
+    });
+    let rows = rows
         .into_iter()
         .map(|r| OutboxRow {
             cursor: Cursor {
@@ -304,7 +324,8 @@ pub async fn read_after(
             payload: r.9,
             occur_time: r.10,
         })
-        .collect())
+        .collect();
+    Ok(Page { rows, overtaken_by })
 }
 
 /// Wakes feed readers when events were appended, by any process. It
@@ -374,6 +395,16 @@ pub enum FeedError {
     Expired { after: Cursor, horizon: Cursor },
 }
 
+/// The `ErrorInfo` reason of a feed refused because the retention deleted
+/// events after its cursor.
+pub const CURSOR_EXPIRED: &str = "CURSOR_EXPIRED";
+
+/// Whether a feed's status says its cursor expired: resuming from that
+/// cursor cannot succeed.
+pub fn is_cursor_expired(status: &tonic::Status) -> bool {
+    crate::status::reason(status) == CURSOR_EXPIRED
+}
+
 impl FeedError {
     /// As a gRPC status: FAILED_PRECONDITION, reason `CURSOR_EXPIRED`, for
     /// a cursor the retention overtook; database trouble as `from_db`.
@@ -382,25 +413,12 @@ impl FeedError {
             FeedError::Db(e) => crate::status::from_db(domain, e),
             FeedError::Expired { after, .. } => crate::status::failed_precondition(
                 domain,
-                "CURSOR_EXPIRED",
+                CURSOR_EXPIRED,
                 &after.to_string(),
                 &self.to_string(),
             ),
         }
     }
-}
-
-/// The last event of `tenant` the retention deleted, if any.
-async fn horizon(pool: &PgPool, tenant: &Tenant) -> Result<Option<Cursor>, sqlx::Error> {
-    let row: Option<(String, i64)> =
-        sqlx::query_as("SELECT txid::text, id FROM outbox_horizon WHERE tenant = $1")
-            .bind(tenant.as_str())
-            .fetch_optional(pool)
-            .await?;
-    Ok(row.map(|(txid, id)| Cursor {
-        txid: txid.parse().unwrap_or_default(),
-        id,
-    }))
 }
 
 /// Deletes up to `limit` of the oldest events (by id) that occurred before
@@ -450,8 +468,8 @@ pub fn follow(
         shutdown: CancellationToken,
         buffer: VecDeque<OutboxRow>,
         lag: Histogram<f64>,
-        /// The lag's attributes: every row of a feed is of its tenant.
-        lag_of: [KeyValue; 1],
+        /// The metrics' attributes: every row of a feed is of its tenant.
+        of_tenant: [KeyValue; 1],
         /// Ended (expired): nothing more is read.
         done: bool,
         expired: Counter<u64>,
@@ -471,7 +489,7 @@ pub fn follow(
             "Feed readers (Watch...Events) refused because the event retention deleted events after their cursor, by tenant",
         )
         .build();
-    let lag_of = [KeyValue::new("tenant", tenant.as_str().to_owned())];
+    let of_tenant = [KeyValue::new("tenant", tenant.as_str().to_owned())];
     let state = State {
         pool,
         tenant,
@@ -480,7 +498,7 @@ pub fn follow(
         shutdown,
         buffer: VecDeque::new(),
         lag,
-        lag_of,
+        of_tenant,
         done: false,
         expired,
     };
@@ -492,7 +510,7 @@ pub fn follow(
             if let Some(row) = s.buffer.pop_front() {
                 s.cursor = row.cursor;
                 let behind = (Utc::now() - row.occur_time).as_seconds_f64().max(0.0);
-                s.lag.record(behind, &s.lag_of);
+                s.lag.record(behind, &s.of_tenant);
                 return Some((Ok(row), s));
             }
             if s.shutdown.is_cancelled() {
@@ -505,23 +523,17 @@ pub fn follow(
             tokio::pin!(notified);
             notified.as_mut().enable();
             match read_after(&s.pool, &s.tenant, s.cursor, 500).await {
-                Ok(rows) if !rows.is_empty() => {
-                    // Checked after the read: what was deleted before it
-                    // is behind the horizon now; what is deleted after it
-                    // was read intact, or the next read's check sees it.
-                    if s.cursor != Cursor::default() {
-                        match horizon(&s.pool, &s.tenant).await {
-                            Ok(Some(h)) if s.cursor < h => {
-                                s.done = true;
-                                s.expired.add(1, &s.lag_of);
-                                let after = s.cursor;
-                                return Some((Err(FeedError::Expired { after, horizon: h }), s));
-                            }
-                            Ok(_) => {}
-                            Err(e) => return Some((Err(e.into()), s)),
-                        }
+                Ok(page) if !page.rows.is_empty() => {
+                    // An empty cursor follows from the oldest event kept.
+                    if let Some(horizon) = page.overtaken_by
+                        && s.cursor != Cursor::default()
+                    {
+                        s.done = true;
+                        s.expired.add(1, &s.of_tenant);
+                        let after = s.cursor;
+                        return Some((Err(FeedError::Expired { after, horizon }), s));
                     }
-                    s.buffer.extend(rows)
+                    s.buffer.extend(page.rows)
                 }
                 Ok(_) => {
                     // Rows held back behind a running transaction produce no

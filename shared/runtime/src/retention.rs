@@ -43,8 +43,9 @@ pub fn start(pool: &PgPool, config: &Config, shutdown: CancellationToken) {
     });
 }
 
-/// Now minus `keep`; None when that is before time began.
-fn before(keep: Duration) -> Option<DateTime<Utc>> {
+/// Now minus `keep`: what is older goes. None when that is before time
+/// began (nothing is that old).
+pub fn before(keep: Duration) -> Option<DateTime<Utc>> {
     chrono::Duration::from_std(keep)
         .ok()
         .and_then(|k| Utc::now().checked_sub_signed(k))

@@ -1211,11 +1211,8 @@ async fn expire_due(inv: &Inventory) {
 
 /// Deletes one batch of reservations finished more than `keep` ago.
 async fn purge_finished(inv: &Inventory, keep: std::time::Duration) {
-    let Some(cutoff) = chrono::Duration::from_std(keep)
-        .ok()
-        .and_then(|k| Utc::now().checked_sub_signed(k))
-    else {
-        return; // kept longer than time has run
+    let Some(cutoff) = oms_runtime::retention::before(keep) else {
+        return;
     };
     match repo::reservations::purge_finished(&inv.pool, cutoff, PURGE_BATCH).await {
         Ok(0) => {}

@@ -41,7 +41,7 @@ pub struct FulfillmentFeed {
 /// are gone (retrying from it cannot succeed).
 fn expired(e: &anyhow::Error) -> bool {
     e.downcast_ref::<tonic::Status>()
-        .is_some_and(|s| s.code() == tonic::Code::FailedPrecondition)
+        .is_some_and(oms_runtime::outbox::is_cursor_expired)
 }
 
 impl FulfillmentFeed {
@@ -260,9 +260,15 @@ mod tests {
     #[test]
     fn only_a_refused_cursor_counts_as_expired() {
         let err = |s: tonic::Status| anyhow::Error::from(s);
-        assert!(super::expired(&err(tonic::Status::failed_precondition(
-            "events after cursor 1.2 are gone"
-        ))));
+        // As the feed answers it (oms_runtime::outbox::FeedError::status).
+        assert!(super::expired(&err(
+            oms_runtime::status::failed_precondition(
+                "fulfillment.oms",
+                oms_runtime::outbox::CURSOR_EXPIRED,
+                "1.2",
+                "events after cursor 1.2 are gone",
+            )
+        )));
         assert!(!super::expired(&err(tonic::Status::unavailable("down"))));
         assert!(!super::expired(&anyhow::anyhow!("database")));
     }
