@@ -95,8 +95,11 @@ pub struct Short {
 #[serde(tag = "status", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ReserveOutcome {
     Ok,
-    /// The id was reserved before with the same request.
-    Exists {},
+    /// The id was reserved before with the same request; the gate's
+    /// record is in `state` (`active`, `confirmed`, or finished).
+    Exists {
+        state: String,
+    },
     /// The id was reserved before with a different request.
     Conflict,
     Short {
@@ -447,7 +450,7 @@ mod tests {
         let skus = ["A".to_string()];
 
         assert!(matches!(reserve("a").await, ReserveOutcome::Ok));
-        assert!(matches!(reserve("b").await, ReserveOutcome::Exists {}));
+        assert!(matches!(reserve("b").await, ReserveOutcome::Exists { .. }));
         let a = gate.give_back(&t, "r1", &skus, "a", now).await.unwrap();
         assert_eq!(a.status, "STATE", "b owns the grant now");
         assert_eq!(held().await, 3);
@@ -480,7 +483,17 @@ mod tests {
             left > FINISHED_KEPT_MS - 60_000 && left <= FINISHED_KEPT_MS,
             "finished: kept {left} ms"
         );
-        assert!(matches!(reserve("d").await, ReserveOutcome::Exists {}));
+        // A repeat finds the finished record and leaves it as it was: still
+        // dropped after a while, still holding nothing.
+        match reserve("d").await {
+            ReserveOutcome::Exists { state } => assert_eq!(state, "released"),
+            other => panic!("a repeat of a released reservation: {other:?}"),
+        }
+        let kept = ttl(&mut conn).await;
+        assert!(
+            kept > 0 && kept <= left,
+            "the repeat kept the expiry: {kept} ms"
+        );
         assert_eq!(held().await, 0);
     }
 }

@@ -288,6 +288,9 @@ async fn tenant_batch(
     };
     // (job, record, holds, expiry, what storing the record makes of it)
     let mut new_rows: Vec<(usize, Reservation, Holds, DateTime<Utc>, Grant)> = Vec::new();
+    // Jobs whose reservation the gate knows only as confirmed or finished,
+    // with that state: the record answers them.
+    let mut settled: HashMap<usize, String> = HashMap::new();
     for ((i, it), outcome) in to_gate.iter().zip(outcomes) {
         let j = &jobs[*i];
         let grant = match outcome {
@@ -297,7 +300,14 @@ async fn tenant_batch(
             // whose give-back failed too. This batch owns the grant now
             // (the script says so): recorded here unless the record is
             // there by then; the gate holds exactly its lines.
-            ReserveOutcome::Exists {} => Grant::Recorded,
+            ReserveOutcome::Exists { state } if state == "active" => Grant::Recorded,
+            // Confirmed or finished: recorded when it changed, and holding
+            // nothing new. Storing it afresh would record holds the gate
+            // does not keep.
+            ReserveOutcome::Exists { state } => {
+                settled.insert(*i, state);
+                continue;
+            }
             ReserveOutcome::Conflict => {
                 answers[*i] = Some(Err(reused(&j.res.id)));
                 continue;
@@ -356,6 +366,12 @@ async fn tenant_batch(
                     answers[i] = Some(Ok(existing.clone()))
                 }
                 Some(_) => answers[i] = Some(Err(reused(&r.id))),
+                // The gate still knows a reservation whose record the
+                // retention deleted (a gate record kept past it): refused
+                // rather than reserved again under the gate's old state.
+                None if settled.contains_key(&i) => {
+                    answers[i] = Some(Err(forgotten(&r.id, &settled[&i])))
+                }
                 // Granted or found in the gate, yet stored by neither this
                 // batch nor another: cannot happen while inserts wait for
                 // concurrent commits of the same id.
@@ -518,6 +534,15 @@ fn reused(id: &str) -> Error {
         format!("{id:?} was used for a different reservation"),
     )
     .into()
+}
+
+fn forgotten(id: &str, state: &str) -> Error {
+    let name = format!("reservations/{id}");
+    Error::precondition(
+        "RESERVATION_FORGOTTEN",
+        &name,
+        format!("{name} is {state} and no longer kept; reserve under a new id"),
+    )
 }
 
 fn new_reservation(r: &NewReservation, now: DateTime<Utc>, expire: DateTime<Utc>) -> Reservation {

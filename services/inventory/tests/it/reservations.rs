@@ -750,6 +750,59 @@ async fn the_sweep_deletes_reservations_finished_longer_ago_than_the_retention()
     assert_eq!(held_in_record(&h.db, "acme", "S").await, 1);
 }
 
+/// The gate may know a finished reservation whose record is gone (a gate
+/// record kept past the retention: an older version dropped the gate's
+/// expiry of a finished record when its request was repeated). A repeat
+/// is refused: storing it afresh would record a hold the gate does not
+/// keep.
+#[tokio::test]
+async fn a_repeat_of_a_finished_reservation_whose_record_is_gone_is_refused() {
+    let mut h = start().await;
+    stocked(&mut h, &[("S", 3)]).await;
+    reserve(&mut h.client, "acme", "r", vec![line("S", "", 1)])
+        .await
+        .unwrap();
+    h.client
+        .release_reservation(authed(
+            "acme",
+            ReleaseReservationRequest {
+                request_id: "rel".into(),
+                name: "reservations/r".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    // A repeat while the record is there is answered from it.
+    let again = reserve(&mut h.client, "acme", "r", vec![line("S", "", 1)])
+        .await
+        .unwrap();
+    assert_eq!(again.state, ReservationState::Released as i32);
+    let mut c = h.db.connect("inventory").await;
+    sqlx::query("DELETE FROM reservations WHERE reservation_id = 'r'")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let err = reserve(&mut h.client, "acme", "r", vec![line("S", "", 1)])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), reason(&err)),
+        (
+            Code::FailedPrecondition,
+            "RESERVATION_FORGOTTEN".to_string()
+        ),
+        "{err:?}"
+    );
+    assert_eq!(held_in_record(&h.db, "acme", "S").await, 0);
+    assert_eq!(available(&mut h.client, "acme", "S").await.available, 3);
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM reservations")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0);
+}
+
 #[tokio::test]
 async fn a_confirm_after_expiry_is_refused_even_before_the_sweep() {
     // A slow sweep: the confirm itself finds the reservation expired.

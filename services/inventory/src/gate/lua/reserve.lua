@@ -4,8 +4,9 @@
 -- ARGV[1] JSON: { w, akeys = {sku = key}, items = [ { id, h, e,
 --   lines = [ {sku, node, q} ], pool = [node] | nil, buf_pct, buf_qty } ] }
 --   w: the writing batch's token. A record granted here, or found here
---   (EXISTS), is owned by this batch from now on: only its owner may give
---   it back when its Postgres record fails (change.lua, giveback).
+--   active (EXISTS), is owned by this batch from now on: only its owner
+--   may give it back when its Postgres record fails (change.lua,
+--   giveback).
 -- Returns JSON { ready, results = [ {status = OK|EXISTS|CONFLICT|SHORT, state, short} ] }
 -- Changes are written once at the end (one HINCRBY per changed field, one
 -- MSET, one ZADD), whatever the batch's size (`unpack` takes a few
@@ -24,7 +25,11 @@ for i, it in ipairs(req.items) do
     if r.h ~= it.h then out[i] = {status = 'CONFLICT'}
     else
       out[i] = {status = 'EXISTS', state = r.s}
-      if r.w ~= req.w then
+      -- Only an active grant can lack its Postgres record (its batch
+      -- failed), so only that one is taken over. A finished record is left
+      -- as it is: rewriting it would drop the expiry that bounds how long
+      -- the gate keeps it.
+      if r.s == 'active' and r.w ~= req.w then
         r.w = req.w
         local rec = encode(r)
         written[rkey] = rec
