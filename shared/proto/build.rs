@@ -4,7 +4,10 @@
 use std::path::{Path, PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read when the script runs, not when it is compiled (`env!`): checkouts
+    // sharing a target dir share the compiled script, which would otherwise
+    // read the protos of the checkout that compiled it.
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let third_party = root.join("third_party");
     let mut files = Vec::new();
     collect(&root.join("oms"), &mut files)?;

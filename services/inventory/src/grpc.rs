@@ -348,6 +348,12 @@ impl InventoryService for InventoryApi {
     ) -> Result<Response<SetSafetyStockResponse>, Status> {
         unary!(self, req, ops::movements::set_safety)
     }
+    async fn list_safety_stock(
+        &self,
+        req: Request<ListSafetyStockRequest>,
+    ) -> Result<Response<ListSafetyStockResponse>, Status> {
+        unary!(self, req, ops::movements::list_safety)
+    }
     async fn set_channel_rule(
         &self,
         req: Request<SetChannelRuleRequest>,

@@ -75,7 +75,7 @@ fn parse_scope(v: &mut Violations, scope: i32, node_ids: &[String], channel: &st
     }
 }
 
-fn parse_skus(v: &mut Violations, skus: &[String], required: bool) -> Vec<String> {
+pub(super) fn parse_skus(v: &mut Violations, skus: &[String], required: bool) -> Vec<String> {
     if required && skus.is_empty() {
         v.add("skus", "name at least one SKU");
     }

@@ -443,6 +443,46 @@ pub async fn set_safety(
     .await
 }
 
+pub async fn list_safety(
+    inv: &Inventory,
+    tenant: &Tenant,
+    req: ListSafetyStockRequest,
+) -> Result<ListSafetyStockResponse> {
+    let mut v = Violations::new();
+    if !req.node_id.is_empty() {
+        v.check("node_id", check_node_id(&req.node_id));
+    }
+    let skus = super::availability::parse_skus(&mut v, &req.skus, false);
+    let hash = oms_kernel::fingerprint(&ListSafetyStockRequest {
+        page_size: 0,
+        page_token: String::new(),
+        ..req.clone()
+    });
+    let paging = Paging::<(String, String)>::parse(
+        &mut v,
+        req.page_size,
+        &req.page_token,
+        (100, 1000),
+        hash,
+    );
+    v.into_result(())?;
+    let node = (!req.node_id.is_empty()).then_some(req.node_id.as_str());
+    let rows = repo::rules::list_safety(
+        &inv.pool,
+        tenant,
+        node,
+        &skus,
+        paging.after.as_ref(),
+        paging.fetch(),
+    )
+    .await?;
+    let (safety_stock, next_page_token) = paging.page(rows, |s| (s.node_id.clone(), s.sku.clone()));
+    Ok(ListSafetyStockResponse {
+        safety_stock,
+        next_page_token,
+    })
+}
+
 pub async fn set_channel_rule(
     inv: &Inventory,
     tenant: &Tenant,

@@ -1,6 +1,6 @@
 use super::decode;
 use oms_kernel::Tenant;
-use oms_proto::inventory::ChannelRule;
+use oms_proto::inventory::{ChannelRule, SafetyStock};
 use prost::Message;
 use sqlx::{PgConnection, PgExecutor};
 use std::collections::HashMap;
@@ -20,6 +20,41 @@ pub async fn safety(
     .fetch_all(db)
     .await?;
     Ok(rows.into_iter().map(|(n, s, q)| ((n, s), q)).collect())
+}
+
+/// A page of safety stock rows by node, then SKU, after `after`; with
+/// SKUs, their rows and the node defaults that apply to them.
+pub async fn list_safety(
+    db: impl PgExecutor<'_>,
+    tenant: &Tenant,
+    node: Option<&str>,
+    skus: &[String],
+    after: Option<&(String, String)>,
+    limit: i64,
+) -> sqlx::Result<Vec<SafetyStock>> {
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT node_id, sku, quantity FROM safety_stock
+         WHERE tenant = $1 AND ($2::text IS NULL OR node_id = $2)
+           AND (cardinality($3::text[]) = 0 OR sku = '' OR sku = ANY($3))
+           AND ($4::text IS NULL OR (node_id, sku) > ($4, $5))
+         ORDER BY node_id, sku LIMIT $6",
+    )
+    .bind(tenant.as_str())
+    .bind(node)
+    .bind(skus)
+    .bind(after.map(|a| a.0.as_str()))
+    .bind(after.map(|a| a.1.as_str()).unwrap_or(""))
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(node_id, sku, quantity)| SafetyStock {
+            node_id,
+            sku,
+            quantity,
+        })
+        .collect())
 }
 
 /// The safety stock in force for a SKU at a node.

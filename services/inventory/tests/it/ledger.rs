@@ -570,3 +570,115 @@ async fn a_watcher_behind_a_burst_reads_one_figure_for_it() {
     let next = feed.message().await.unwrap().unwrap();
     assert_eq!(next.availability.unwrap().available, 401);
 }
+
+#[tokio::test]
+async fn safety_stock_is_listed_by_node_and_sku_with_the_defaults_that_apply() {
+    let mut h = start().await;
+    for n in ["DC1", "DC2"] {
+        node(&mut h.client, "acme", n).await;
+    }
+    for s in ["A", "B"] {
+        item(&mut h.client, "acme", s).await;
+    }
+    node(&mut h.client, "other", "DC9").await;
+    let set = |tenant: &'static str, node: &str, sku: &str, quantity: i64| {
+        let mut c = h.client.clone();
+        let req = SetSafetyStockRequest {
+            request_id: rid(),
+            node_id: node.into(),
+            sku: sku.into(),
+            quantity,
+        };
+        async move { c.set_safety_stock(authed(tenant, req)).await.unwrap() }
+    };
+    set("acme", "DC2", "B", 4).await;
+    set("acme", "DC1", "", 2).await;
+    set("acme", "DC1", "A", 5).await;
+    set("acme", "DC2", "A", 1).await;
+    set("acme", "DC1", "A", 6).await; // replaces 5
+    set("other", "DC9", "", 9).await;
+    let list = |req: ListSafetyStockRequest| {
+        let mut c = h.client.clone();
+        async move {
+            c.list_safety_stock(authed("acme", req))
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    let rows = |r: &ListSafetyStockResponse| -> Vec<(String, String, i64)> {
+        r.safety_stock
+            .iter()
+            .map(|s| (s.node_id.clone(), s.sku.clone(), s.quantity))
+            .collect()
+    };
+    let row = |n: &str, s: &str, q: i64| (n.to_string(), s.to_string(), q);
+
+    let all = list(ListSafetyStockRequest::default()).await.unwrap();
+    assert_eq!(
+        rows(&all),
+        [
+            row("DC1", "", 2),
+            row("DC1", "A", 6),
+            row("DC2", "A", 1),
+            row("DC2", "B", 4)
+        ],
+        "the tenant's own, by node then SKU, the default first"
+    );
+    assert!(all.next_page_token.is_empty());
+
+    let b = list(ListSafetyStockRequest {
+        skus: vec!["B".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        rows(&b),
+        [row("DC1", "", 2), row("DC2", "B", 4)],
+        "B's own and the defaults that apply to it"
+    );
+    let dc2 = list(ListSafetyStockRequest {
+        node_id: "DC2".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(rows(&dc2), [row("DC2", "A", 1), row("DC2", "B", 4)]);
+
+    // Pages of 3 then 1; a token is bound to its filters.
+    let first = list(ListSafetyStockRequest {
+        page_size: 3,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(rows(&first), rows(&all)[..3]);
+    let second = list(ListSafetyStockRequest {
+        page_size: 3,
+        page_token: first.next_page_token.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(rows(&second), rows(&all)[3..]);
+    assert!(second.next_page_token.is_empty());
+    let err = list(ListSafetyStockRequest {
+        page_token: first.next_page_token.clone(),
+        node_id: "DC2".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(fields(&err), ["page_token"]);
+
+    let err = list(ListSafetyStockRequest {
+        page_size: -1,
+        node_id: "bad node".into(),
+        skus: vec![String::new()],
+        ..Default::default()
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(fields(&err), ["node_id", "skus[0]", "page_size"]);
+}
