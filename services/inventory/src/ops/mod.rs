@@ -22,6 +22,7 @@ use prost::Message;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio_util::sync::CancellationToken;
 
 pub struct Inventory {
@@ -70,12 +71,20 @@ impl Inventory {
         resp: Resp,
     ) -> Result<Resp> {
         idempotency::complete(&mut tx, tenant, rid, &resp).await?;
-        tx.commit().await?;
+        commit(tx).await?;
         Ok(resp)
     }
 
     /// Runs `op`, rebuilding the tenant's gate and running it again when
     /// Redis turns out to have lost its data.
+    ///
+    /// A gate change is made inside the transaction that records it, so a
+    /// transaction that changes the gate and then fails or is abandoned
+    /// (a lost connection, a failed commit, a caller that went away) leaves
+    /// the gate changed and the record not: stock a receipt never recorded
+    /// would be promised, a release never recorded refused forever. Such a
+    /// gate is dropped (its ready marker) so the next change rebuilds it
+    /// from the record; see [`changing_gate`].
     pub async fn retrying<T, F, Fut>(&self, tenant: &Tenant, mut op: F) -> Result<T>
     where
         F: FnMut() -> Fut,
@@ -83,7 +92,20 @@ impl Inventory {
     {
         let mut attempt = 0;
         loop {
-            match op().await {
+            let unkept = Unkept::new(&self.gate, tenant);
+            let out = UNKEPT_GATE_CHANGE.scope(unkept.0.clone(), op()).await;
+            match (unkept.disarm(), &out) {
+                // Redis lost the gate: it is rebuilt below anyway.
+                (_, Err(Error::Gate(GateError::NotReady))) => {}
+                (true, _) => {
+                    tracing::warn!(tenant = %tenant, "a gate change was not recorded; the gate is rebuilt from the record");
+                    if let Err(e) = reconcile::invalidate(self, tenant).await {
+                        tracing::error!(error = %e, tenant = %tenant, "dropping a gate that holds an unrecorded change failed");
+                    }
+                }
+                (false, _) => {}
+            }
+            match out {
                 Err(Error::Gate(GateError::NotReady)) if attempt < 5 => {
                     attempt += 1;
                     reconcile::ensure_ready(self, tenant).await?;
@@ -91,6 +113,68 @@ impl Inventory {
                 other => return other,
             }
         }
+    }
+}
+
+tokio::task_local! {
+    /// Set while a mutation run by [`Inventory::retrying`] has changed the
+    /// gate (or may have: a script whose answer was lost may have run)
+    /// since its last commit.
+    static UNKEPT_GATE_CHANGE: Arc<AtomicBool>;
+}
+
+/// Says that the running mutation is about to change the gate: called
+/// before the script, so that the change counts as unrecorded until the
+/// transaction commits.
+pub fn changing_gate() {
+    let _ = UNKEPT_GATE_CHANGE.try_with(|f| f.store(true, Ordering::Relaxed));
+}
+
+/// Commits a mutation's transaction: the record now keeps every gate
+/// change the mutation made.
+pub async fn commit(tx: Transaction<'static, Postgres>) -> Result<()> {
+    tx.commit().await?;
+    let _ = UNKEPT_GATE_CHANGE.try_with(|f| f.store(false, Ordering::Relaxed));
+    Ok(())
+}
+
+/// One run of a mutation. Dropped without being disarmed (the caller went
+/// away mid-run) after an unrecorded gate change, it drops the gate in a
+/// task of its own.
+struct Unkept(Arc<AtomicBool>, Option<(Gate, Tenant)>);
+
+impl Unkept {
+    fn new(gate: &Gate, tenant: &Tenant) -> Self {
+        Unkept(
+            Arc::new(AtomicBool::new(false)),
+            Some((gate.clone(), tenant.clone())),
+        )
+    }
+
+    /// Ends the run normally: whether a gate change is unrecorded.
+    fn disarm(mut self) -> bool {
+        self.1 = None;
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Unkept {
+    fn drop(&mut self) {
+        let Some((gate, tenant)) = self.1.take() else {
+            return;
+        };
+        if !self.0.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            tracing::warn!(tenant = %tenant, "a gate change was abandoned unrecorded; the gate is rebuilt from the record");
+            if let Err(e) = gate.invalidate(&tenant).await {
+                tracing::error!(error = %e, tenant = %tenant, "dropping a gate that holds an unrecorded change failed");
+            }
+        });
     }
 }
 

@@ -81,6 +81,7 @@ pub(crate) async fn apply(
             delta,
             init: -repo::rules::effective(&safety, &m.node_id, &m.sku),
         };
+        super::changing_gate();
         inv.gate.adjust(tenant, &[change]).await?;
     }
     emit(
@@ -425,6 +426,7 @@ pub async fn set_safety(
                     })
                 })
                 .collect();
+            super::changing_gate();
             inv.gate.adjust(tenant, &changes).await?;
             changed = changes.into_iter().map(|c| c.sku).collect();
         }

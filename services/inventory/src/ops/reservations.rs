@@ -826,7 +826,7 @@ async fn idempotent_change<Req: Message>(
             Applied::Refused(e) => {
                 // Keep what was learnt (an expiry), not the claim.
                 oms_runtime::idempotency::release(&mut tx, tenant, &rid).await?;
-                tx.commit().await?;
+                super::commit(tx).await?;
                 Err(e)
             }
         }
@@ -847,7 +847,7 @@ pub async fn expire(inv: &Inventory, tenant: &Tenant, id: &str) -> Result<()> {
         let mut tx = inv.pool.begin().await?;
         lock::shared(&mut tx, tenant).await?;
         apply_change(inv, &mut tx, tenant, "system:expiry", "", &change).await?;
-        tx.commit().await?;
+        super::commit(tx).await?;
         Ok(())
     })
     .await
@@ -881,6 +881,7 @@ async fn apply_change(
     let mut skus: Vec<String> = r.lines.iter().map(|l| l.sku.clone()).collect();
     skus.sort();
     skus.dedup();
+    super::changing_gate();
     let out = if c.op == Op::Extend {
         let limit = extension_limit(tx, tenant, &r, state, &c.entries).await?;
         inv.gate

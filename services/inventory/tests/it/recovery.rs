@@ -170,3 +170,187 @@ async fn reconcile_reports_drift_and_repairs_it() {
     assert_eq!(available(&mut h.client, "acme", "S").await.available, 3);
     assert_eq!(held_in_record(&h.db, "acme", "S").await, 2);
 }
+
+/// Makes the inventory record refuse (or, with `block`, wait on advisory
+/// lock 4242 for) outbox events of `event_type` about `subject`: a
+/// transaction that fails, or hangs, after it changed the gate.
+async fn fail_events(db: &TestDb, event_type: &str, subject: &str, block: bool) {
+    let mut c = db.connect("inventory").await;
+    let action = if block {
+        "PERFORM pg_advisory_xact_lock_shared(4242)"
+    } else {
+        "RAISE EXCEPTION 'injected failure'"
+    };
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE FUNCTION fail_events() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF NEW.event_type = '{event_type}' AND NEW.subject = '{subject}' THEN {action}; END IF;
+           RETURN NEW;
+         END $$;
+         CREATE TRIGGER fail_events BEFORE INSERT ON outbox
+         FOR EACH ROW EXECUTE FUNCTION fail_events();"
+    )))
+    .execute(&mut c)
+    .await
+    .unwrap();
+}
+
+async fn heal_events(db: &TestDb) {
+    let mut c = db.connect("inventory").await;
+    sqlx::raw_sql("DROP TRIGGER fail_events ON outbox; DROP FUNCTION fail_events();")
+        .execute(&mut c)
+        .await
+        .unwrap();
+}
+
+async fn receipt(c: &mut Client, sku: &str, q: i64) -> Result<(), tonic::Status> {
+    c.record_movement(authed(
+        "acme",
+        RecordMovementRequest {
+            request_id: rid(),
+            movement: Some(StockMovement {
+                kind: MovementKind::Receipt as i32,
+                node_id: "DC1".into(),
+                sku: sku.into(),
+                quantity: q,
+                ..Default::default()
+            }),
+        },
+    ))
+    .await
+    .map(|_| ())
+}
+
+/// A receipt whose transaction fails after its gate change must not leave
+/// the gate promising stock the record never got.
+#[tokio::test]
+async fn a_receipt_the_record_did_not_keep_is_not_promised() {
+    let mut h = start().await;
+    node(&mut h.client, "acme", "DC1").await;
+    item(&mut h.client, "acme", "S").await;
+    receive(&mut h.client, "acme", "DC1", "S", 2).await;
+    fail_events(&h.db, "StockMoved", "nodes/DC1/items/S", false).await;
+    receipt(&mut h.client, "S", 5).await.unwrap_err();
+    heal_events(&h.db).await;
+
+    let err = reserve(&mut h.client, "acme", "r", vec![line("S", "", 3)])
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "INSUFFICIENT_STOCK", "{err:?}");
+    reserve(&mut h.client, "acme", "r", vec![line("S", "", 2)])
+        .await
+        .unwrap();
+    assert_eq!(held_in_record(&h.db, "acme", "S").await, 2);
+    let a = available(&mut h.client, "acme", "S").await;
+    assert_eq!((a.on_hand, a.available), (2, 0));
+}
+
+/// A release whose transaction fails after the gate released: the record
+/// still holds the units, and a retry of the release must work (the gate
+/// said "released" forever before).
+#[tokio::test]
+async fn a_release_the_record_did_not_keep_can_be_retried() {
+    let mut h = start().await;
+    node(&mut h.client, "acme", "DC1").await;
+    item(&mut h.client, "acme", "S").await;
+    receive(&mut h.client, "acme", "DC1", "S", 3).await;
+    reserve(&mut h.client, "acme", "r", vec![line("S", "", 2)])
+        .await
+        .unwrap();
+    let release = |c: &mut Client| {
+        let mut c = c.clone();
+        async move {
+            c.release_reservation(authed(
+                "acme",
+                ReleaseReservationRequest {
+                    request_id: rid(),
+                    name: "reservations/r".into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+        }
+    };
+    fail_events(&h.db, "ReservationReleased", "reservations/r", false).await;
+    release(&mut h.client).await.unwrap_err();
+    heal_events(&h.db).await;
+    assert_eq!(held_in_record(&h.db, "acme", "S").await, 2);
+
+    let r = release(&mut h.client).await.unwrap().into_inner();
+    assert_eq!(
+        r.reservation.unwrap().state,
+        ReservationState::Released as i32
+    );
+    assert_eq!(held_in_record(&h.db, "acme", "S").await, 0);
+    assert_eq!(available(&mut h.client, "acme", "S").await.available, 3);
+}
+
+/// A caller that goes away while its receipt's transaction is open after
+/// the gate changed: the transaction never commits, and the gate must not
+/// keep the units.
+#[tokio::test]
+async fn a_receipt_abandoned_by_its_caller_is_not_promised() {
+    let prefix = oms_testkit::redis_prefix();
+    let mut h = start_with(&[("OMS_REDIS_KEY_PREFIX", prefix.clone())]).await;
+    node(&mut h.client, "acme", "DC1").await;
+    item(&mut h.client, "acme", "S").await;
+    receive(&mut h.client, "acme", "DC1", "S", 2).await;
+    fail_events(&h.db, "StockMoved", "nodes/DC1/items/S", true).await;
+    let mut holder = h.db.connect("inventory").await;
+    sqlx::query("SELECT pg_advisory_lock(4242)")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+
+    let call = tokio::spawn({
+        let mut c = h.client.clone();
+        async move { receipt(&mut c, "S", 5).await }
+    });
+    // Until the receipt waits on the lock: its gate change is made.
+    let mut watch = h.db.connect("inventory").await;
+    let waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 AND NOT granted";
+    wait_until(async || {
+        sqlx::query_scalar::<_, i64>(waiting)
+            .fetch_one(&mut watch)
+            .await
+            .unwrap()
+            == 1
+    })
+    .await;
+    call.abort();
+    let mut redis = redis::Client::open(oms_testkit::redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let ready = format!("{prefix}oms:inventory:{{acme}}:ready");
+    wait_until(async || {
+        redis::cmd("EXISTS")
+            .arg(&ready)
+            .query_async::<i64>(&mut redis)
+            .await
+            .unwrap()
+            == 0
+    })
+    .await;
+    sqlx::query("SELECT pg_advisory_unlock(4242)")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+
+    let err = reserve(&mut h.client, "acme", "r", vec![line("S", "", 3)])
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "INSUFFICIENT_STOCK", "{err:?}");
+    let a = available(&mut h.client, "acme", "S").await;
+    assert_eq!((a.on_hand, a.available), (2, 2));
+}
+
+/// Polls `cond` until it holds; fails the test after 10 s.
+async fn wait_until(mut cond: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cond().await {
+        assert!(std::time::Instant::now() < deadline, "condition never held");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
