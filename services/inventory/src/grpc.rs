@@ -348,6 +348,12 @@ impl InventoryService for InventoryApi {
     ) -> Result<Response<SetSafetyStockResponse>, Status> {
         unary!(self, req, ops::movements::set_safety)
     }
+    async fn list_serial_numbers(
+        &self,
+        req: Request<ListSerialNumbersRequest>,
+    ) -> Result<Response<ListSerialNumbersResponse>, Status> {
+        unary!(self, req, ops::movements::list_serials)
+    }
     async fn list_safety_stock(
         &self,
         req: Request<ListSafetyStockRequest>,

@@ -108,6 +108,26 @@ pub fn check_tracking(
             ),
         );
     }
+    if !item.serial_tracked && !serials.is_empty() {
+        v.add(
+            format!("{prefix}serial_numbers"),
+            format!("{} is not serial-tracked", item.sku),
+        );
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, s) in serials.iter().enumerate() {
+        if s.trim().is_empty() || s.len() > 100 {
+            v.add(
+                format!("{prefix}serial_numbers[{i}]"),
+                "must be 1 to 100 characters",
+            );
+        } else if !seen.insert(s) {
+            v.add(
+                format!("{prefix}serial_numbers[{i}]"),
+                format!("{s:?} is given twice"),
+            );
+        }
+    }
     v
 }
 
@@ -172,5 +192,21 @@ mod tests {
                 .len(),
             1
         );
+        let fields = |serials: &[&str], units: i64, item: &Item| -> Vec<String> {
+            let serials: Vec<String> = serials.iter().map(|s| s.to_string()).collect();
+            check_tracking(item, "", "", &serials, units, "m.")
+                .0
+                .into_iter()
+                .map(|v| v.field)
+                .collect()
+        };
+        assert!(fields(&["a", "b"], -2, &serial).is_empty());
+        assert_eq!(fields(&["a", "a"], 2, &serial), ["m.serial_numbers[1]"]);
+        assert_eq!(fields(&["a", " "], 2, &serial), ["m.serial_numbers[1]"]);
+        let plain = Item {
+            sku: "P".into(),
+            ..Default::default()
+        };
+        assert_eq!(fields(&["a"], 1, &plain), ["m.serial_numbers"]);
     }
 }

@@ -102,6 +102,7 @@ impl NewReservation {
                 node: l.node_id.clone(),
                 q: l.quantity,
                 lot: String::new(),
+                serials: vec![],
             })
             .collect()
     }
@@ -143,6 +144,7 @@ pub fn parse_entries(
             node: e.node_id.clone(),
             q: e.quantity,
             lot: e.lot.clone(),
+            serials: e.serial_numbers.clone(),
         });
     }
     v.into_result(out)

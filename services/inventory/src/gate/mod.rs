@@ -54,6 +54,9 @@ pub struct Line {
     /// Lot of shipped units; the gate does not count lots.
     #[serde(skip)]
     pub lot: String,
+    /// Serial numbers of shipped units; nor serials.
+    #[serde(skip)]
+    pub serials: Vec<String>,
 }
 
 /// A channel's pool and buffer, checked on top of network availability.
@@ -441,6 +444,7 @@ mod tests {
                 node: String::new(),
                 q: 3,
                 lot: String::new(),
+                serials: vec![],
             }],
             channel: None,
         };

@@ -48,6 +48,16 @@ pub(crate) async fn apply(
         units,
         "movement.",
     );
+    let mut tracking = tracking;
+    if kind == MovementKind::CycleCount
+        && !m.serial_numbers.is_empty()
+        && m.serial_numbers.len() as i64 != m.counted_quantity
+    {
+        tracking.add(
+            "movement.serial_numbers",
+            "a count that lists serial numbers lists one per unit counted",
+        );
+    }
     if !tracking.is_empty() {
         return Err(tracking.into());
     }
@@ -73,6 +83,9 @@ pub(crate) async fn apply(
         m.occur_time = m.record_time;
     }
     repo::stock::record(tx, tenant, &m, id, now).await?;
+    if !m.serial_numbers.is_empty() {
+        track_serials(tx, tenant, &m, kind, id, now).await?;
+    }
     if adjust_gate && enabled && delta != 0 {
         let safety = repo::rules::safety(&mut *tx, tenant, std::slice::from_ref(&m.sku)).await?;
         let change = AvailChange {
@@ -95,6 +108,82 @@ pub(crate) async fn apply(
     )
     .await?;
     Ok(m)
+}
+
+/// Moves a movement's serial numbers: arriving ones must not be on hand
+/// anywhere, leaving ones must be on hand at the node (and lot); a count
+/// that lists them makes them exactly what is on hand there.
+async fn track_serials(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    m: &StockMovement,
+    kind: MovementKind,
+    id: Uuid,
+    now: chrono::DateTime<Utc>,
+) -> Result<()> {
+    use repo::serials::{self, Moved};
+    let moved = Moved {
+        sku: &m.sku,
+        node: &m.node_id,
+        lot: &m.lot,
+        serials: &m.serial_numbers,
+        movement: id,
+        now,
+    };
+    let arriving = kind == MovementKind::CycleCount || m.quantity > 0;
+    let refused = if kind == MovementKind::CycleCount {
+        serials::count_out_unlisted(tx, tenant, &moved).await?;
+        serials::arrive(tx, tenant, &moved, true).await?
+    } else if arriving {
+        serials::arrive(tx, tenant, &moved, false).await?
+    } else {
+        serials::leave(tx, tenant, &moved).await?
+    };
+    if refused.is_empty() {
+        return Ok(());
+    }
+    let known = serials::whereabouts(&mut *tx, tenant, &m.sku, &refused).await?;
+    let said: Vec<String> = refused
+        .iter()
+        .take(5)
+        .map(|s| match known.iter().find(|(k, _)| k == s) {
+            Some((_, node)) if node.is_empty() => format!("{s} (has left)"),
+            Some((_, node)) => format!("{s} (on hand at nodes/{node})"),
+            None => format!("{s} (never received)"),
+        })
+        .collect();
+    let more = match refused.len() {
+        n if n > 5 => format!(" and {} more", n - 5),
+        _ => String::new(),
+    };
+    let subject = format!("items/{}", m.sku);
+    Err(if arriving {
+        Error::precondition(
+            "SERIAL_ON_HAND",
+            subject,
+            format!(
+                "serial numbers of items/{} already on hand: {}{more}",
+                m.sku,
+                said.join(", ")
+            ),
+        )
+    } else {
+        Error::precondition(
+            "SERIAL_NOT_ON_HAND",
+            subject,
+            format!(
+                "serial numbers of items/{} not on hand at nodes/{}{}: {}{more}",
+                m.sku,
+                m.node_id,
+                if m.lot.is_empty() {
+                    String::new()
+                } else {
+                    format!(" in lot {}", m.lot)
+                },
+                said.join(", ")
+            ),
+        )
+    })
 }
 
 pub async fn record(
@@ -158,6 +247,7 @@ pub async fn transfer(
         quantity: q,
         reason: req.reason.clone(),
         reference: format!("transfer:{}->{}", req.from_node_id, req.to_node_id),
+        serial_numbers: req.serial_numbers.clone(),
         ..Default::default()
     };
     inv.retrying(tenant, || async {
@@ -443,6 +533,42 @@ pub async fn set_safety(
             .await
     })
     .await
+}
+
+pub async fn list_serials(
+    inv: &Inventory,
+    tenant: &Tenant,
+    req: ListSerialNumbersRequest,
+) -> Result<ListSerialNumbersResponse> {
+    let mut v = Violations::new();
+    v.check("sku", check_sku(&req.sku));
+    if !req.node_id.is_empty() {
+        v.check("node_id", check_node_id(&req.node_id));
+    }
+    if req.serial_numbers.len() > 1000 {
+        v.add("serial_numbers", "at most 1000 per call");
+    }
+    let hash = oms_kernel::fingerprint(&ListSerialNumbersRequest {
+        page_size: 0,
+        page_token: String::new(),
+        ..req.clone()
+    });
+    let paging = Paging::<String>::parse(&mut v, req.page_size, &req.page_token, (100, 1000), hash);
+    v.into_result(())?;
+    let filter = repo::serials::SerialFilter {
+        sku: &req.sku,
+        node: (!req.node_id.is_empty()).then_some(req.node_id.as_str()),
+        serials: &req.serial_numbers,
+        include_gone: req.include_gone,
+        after: paging.after.as_deref(),
+        limit: paging.fetch(),
+    };
+    let rows = repo::serials::list(&inv.pool, tenant, &filter).await?;
+    let (serial_numbers, next_page_token) = paging.page(rows, |s| s.serial_number.clone());
+    Ok(ListSerialNumbersResponse {
+        serial_numbers,
+        next_page_token,
+    })
 }
 
 pub async fn list_safety(

@@ -1015,7 +1015,7 @@ async fn record(
     taken: &BTreeMap<String, i64>,
 ) -> Result<()> {
     let now = Utc::now();
-    let mut moved = Vec::new();
+    let mut moved: Vec<&Line> = Vec::new();
     match (c.op, state) {
         (_, ReservationState::Expired) => {
             for l in &mut r.lines {
@@ -1031,6 +1031,7 @@ async fn record(
                         quantity: e.q,
                         quantity_consumed: 0,
                         lot: String::new(),
+                        serial_numbers: vec![],
                     });
                 }
             }
@@ -1065,8 +1066,10 @@ async fn record(
                     a.quantity_consumed += x;
                     left -= x;
                 }
-                moved.push((sku.to_owned(), node.to_owned(), *t));
             }
+            // One shipment per entry, with its lot and serial numbers: the
+            // gate took exactly what the entries name, per SKU and node.
+            moved = c.entries.iter().collect();
         }
         (Op::Extend, _) => {
             for (k, q) in taken {
@@ -1082,19 +1085,14 @@ async fn record(
     // Shipped units leave on-hand; what the node can promise is unchanged
     // (the allocation they leave held the same units), so the gate is not
     // touched.
-    for (sku, node, q) in &moved {
-        let lot = c
-            .entries
-            .iter()
-            .find(|e| &e.sku == sku && &e.node == node)
-            .map(|e| e.lot.clone())
-            .unwrap_or_default();
+    for e in moved {
         let m = StockMovement {
             kind: MovementKind::Shipment as i32,
-            node_id: node.clone(),
-            sku: sku.clone(),
-            lot,
-            quantity: -q,
+            node_id: e.node.clone(),
+            sku: e.sku.clone(),
+            lot: e.lot.clone(),
+            serial_numbers: e.serials.clone(),
+            quantity: -e.q,
             reference: if c.reference.is_empty() {
                 r.name.clone()
             } else {

@@ -4,6 +4,7 @@ pub mod lock;
 pub mod nodes;
 pub mod reservations;
 pub mod rules;
+pub mod serials;
 pub mod stock;
 
 pub(crate) use oms_runtime::db::decode;

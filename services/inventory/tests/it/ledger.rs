@@ -682,3 +682,179 @@ async fn safety_stock_is_listed_by_node_and_sku_with_the_defaults_that_apply() {
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(fields(&err), ["node_id", "skus[0]", "page_size"]);
 }
+
+async fn serial_item(c: &mut Client, sku: &str) {
+    c.create_item(authed(
+        "acme",
+        CreateItemRequest {
+            request_id: rid(),
+            item: Some(Item {
+                sku: sku.into(),
+                serial_tracked: true,
+                ..Default::default()
+            }),
+        },
+    ))
+    .await
+    .unwrap();
+}
+
+/// A movement of serial-tracked units at DC nodes, with its serials.
+pub async fn serial_move(
+    c: &mut Client,
+    kind: MovementKind,
+    node: &str,
+    q: i64,
+    serials: &[&str],
+) -> Result<StockMovement, tonic::Status> {
+    c.record_movement(authed(
+        "acme",
+        RecordMovementRequest {
+            request_id: rid(),
+            movement: Some(StockMovement {
+                kind: kind as i32,
+                node_id: node.into(),
+                sku: "PH".into(),
+                quantity: q,
+                counted_quantity: if kind == MovementKind::CycleCount {
+                    q
+                } else {
+                    0
+                },
+                serial_numbers: serials.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            }),
+        },
+    ))
+    .await
+    .map(|r| r.into_inner().movement.unwrap())
+}
+
+/// (serial, node; empty once gone) of PH, by serial.
+pub async fn serials(c: &mut Client, node: &str, include_gone: bool) -> Vec<(String, String)> {
+    c.list_serial_numbers(authed(
+        "acme",
+        ListSerialNumbersRequest {
+            sku: "PH".into(),
+            node_id: node.into(),
+            include_gone,
+            ..Default::default()
+        },
+    ))
+    .await
+    .unwrap()
+    .into_inner()
+    .serial_numbers
+    .into_iter()
+    .map(|s| (s.serial_number, s.node_id))
+    .collect()
+}
+
+fn at(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(s, n)| (s.to_string(), n.to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn serial_numbers_follow_their_units() {
+    use MovementKind::*;
+    let mut h = start().await;
+    let c = &mut h.client;
+    for n in ["DC1", "DC2"] {
+        node(c, "acme", n).await;
+    }
+    serial_item(c, "PH").await;
+    serial_move(c, Receipt, "DC1", 2, &["A", "B"])
+        .await
+        .unwrap();
+
+    // A unit cannot arrive twice.
+    let err = serial_move(c, Receipt, "DC2", 1, &["A"]).await.unwrap_err();
+    assert_eq!(
+        (err.code(), reason(&err)),
+        (Code::FailedPrecondition, "SERIAL_ON_HAND".to_string())
+    );
+    assert!(
+        err.message().contains("A (on hand at nodes/DC1)"),
+        "{err:?}"
+    );
+    let err = serial_move(c, Receipt, "DC1", 2, &["C", "C"])
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["movement.serial_numbers[1]"]);
+    assert_eq!(
+        serials(c, "", true).await,
+        at(&[("A", "DC1"), ("B", "DC1")])
+    );
+
+    c.transfer_stock(authed(
+        "acme",
+        TransferStockRequest {
+            request_id: rid(),
+            from_node_id: "DC1".into(),
+            to_node_id: "DC2".into(),
+            sku: "PH".into(),
+            quantity: 1,
+            serial_numbers: vec!["A".into()],
+            ..Default::default()
+        },
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        serials(c, "", false).await,
+        at(&[("A", "DC2"), ("B", "DC1")])
+    );
+    // Nor leave from where it is not.
+    let err = serial_move(c, Shipment, "DC1", -1, &["A"])
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "SERIAL_NOT_ON_HAND");
+    assert!(
+        err.message().contains("A (on hand at nodes/DC2)"),
+        "{err:?}"
+    );
+    let err = serial_move(c, Shipment, "DC1", -1, &["Z"])
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("Z (never received)"), "{err:?}");
+
+    serial_move(c, Shipment, "DC2", -1, &["A"]).await.unwrap();
+    assert_eq!(serials(c, "", false).await, at(&[("B", "DC1")]));
+    assert_eq!(serials(c, "", true).await, at(&[("A", ""), ("B", "DC1")]));
+    // A returned unit is on hand again.
+    serial_move(c, ReturnRestock, "DC1", 1, &["A"])
+        .await
+        .unwrap();
+    assert_eq!(
+        serials(c, "DC1", false).await,
+        at(&[("A", "DC1"), ("B", "DC1")])
+    );
+
+    // A count that lists serials makes them what is on hand there.
+    let counted = serial_move(c, CycleCount, "DC1", 2, &["B", "D"])
+        .await
+        .unwrap();
+    assert_eq!((counted.quantity, counted.on_hand_after), (0, 2));
+    assert_eq!(
+        serials(c, "", true).await,
+        at(&[("A", ""), ("B", "DC1"), ("D", "DC1")])
+    );
+    let err = serial_move(c, CycleCount, "DC1", 2, &["B"])
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["movement.serial_numbers"]);
+    // Refusals changed nothing: on-hand by the ledger agrees.
+    let levels = c
+        .list_stock_levels(authed("acme", ListStockLevelsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .levels;
+    let on_hand: Vec<(String, i64)> = levels
+        .iter()
+        .map(|l| (l.node_id.clone(), l.on_hand))
+        .collect();
+    assert_eq!(on_hand, [("DC1".to_string(), 2), ("DC2".to_string(), 0)]);
+}

@@ -1033,3 +1033,169 @@ async fn a_live_reservation_grows_all_or_nothing_within_its_channel() {
     let s = available(&mut h.client, "acme", "S").await;
     assert_eq!((s.on_hand, s.reserved, s.available), (2, 0, 2));
 }
+
+async fn confirmed_at_dc1(c: &mut Client, id: &str, sku: &str, q: i64) {
+    reserve(c, "acme", id, vec![line(sku, "", q)])
+        .await
+        .unwrap();
+    c.confirm_reservation(authed(
+        "acme",
+        ConfirmReservationRequest {
+            request_id: rid(),
+            name: format!("reservations/{id}"),
+            allocations: vec![Allocation {
+                sku: sku.into(),
+                node_id: "DC1".into(),
+                quantity: q,
+                ..Default::default()
+            }],
+        },
+    ))
+    .await
+    .unwrap();
+}
+
+async fn ship(
+    c: &mut Client,
+    id: &str,
+    shipped: Vec<Allocation>,
+) -> Result<Reservation, tonic::Status> {
+    c.consume_allocations(authed(
+        "acme",
+        ConsumeAllocationsRequest {
+            request_id: rid(),
+            name: format!("reservations/{id}"),
+            shipped,
+            reference: "fulfillmentOrders/f1".into(),
+        },
+    ))
+    .await
+    .map(|r| r.into_inner().reservation.unwrap())
+}
+
+fn shipped(sku: &str, q: i64, lot: &str, serials: &[&str]) -> Allocation {
+    Allocation {
+        sku: sku.into(),
+        node_id: "DC1".into(),
+        quantity: q,
+        lot: lot.into(),
+        serial_numbers: serials.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+/// Shipments of lot- and serial-tracked units leave on-hand by lot and
+/// serial number; a shipment of a serial not there changes nothing.
+#[tokio::test]
+async fn shipments_consume_by_lot_and_serial_number() {
+    let mut h = start().await;
+    let c = &mut h.client;
+    node(c, "acme", "DC1").await;
+    for (sku, lot_tracked, serial_tracked) in [("LOT", true, false), ("PH", false, true)] {
+        c.create_item(authed(
+            "acme",
+            CreateItemRequest {
+                request_id: rid(),
+                item: Some(Item {
+                    sku: sku.into(),
+                    lot_tracked,
+                    serial_tracked,
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .unwrap();
+    }
+    for (lot, q) in [("L1", 2), ("L2", 2)] {
+        c.record_movement(authed(
+            "acme",
+            RecordMovementRequest {
+                request_id: rid(),
+                movement: Some(StockMovement {
+                    kind: MovementKind::Receipt as i32,
+                    node_id: "DC1".into(),
+                    sku: "LOT".into(),
+                    lot: lot.into(),
+                    quantity: q,
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .unwrap();
+    }
+    c.record_movement(authed(
+        "acme",
+        RecordMovementRequest {
+            request_id: rid(),
+            movement: Some(StockMovement {
+                kind: MovementKind::Receipt as i32,
+                node_id: "DC1".into(),
+                sku: "PH".into(),
+                quantity: 2,
+                serial_numbers: vec!["X".into(), "Y".into()],
+                ..Default::default()
+            }),
+        },
+    ))
+    .await
+    .unwrap();
+
+    // Two lots in one shipment: each leaves its own lot.
+    confirmed_at_dc1(c, "lots", "LOT", 3).await;
+    let r = ship(
+        c,
+        "lots",
+        vec![shipped("LOT", 2, "L1", &[]), shipped("LOT", 1, "L2", &[])],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.state, ReservationState::Consumed as i32);
+    let levels = c
+        .list_stock_levels(authed(
+            "acme",
+            ListStockLevelsRequest {
+                skus: vec!["LOT".into()],
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .levels;
+    let by_lot: Vec<(String, i64)> = levels.iter().map(|l| (l.lot.clone(), l.on_hand)).collect();
+    assert_eq!(by_lot, [("L1".to_string(), 0), ("L2".to_string(), 1)]);
+
+    // A serial that is not there: refused, nothing consumed, and the
+    // allocation still ships with the right serial.
+    confirmed_at_dc1(c, "phones", "PH", 1).await;
+    let err = ship(c, "phones", vec![shipped("PH", 1, "", &["Q"])])
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "SERIAL_NOT_ON_HAND", "{err:?}");
+    let r = ship(c, "phones", vec![shipped("PH", 1, "", &["X"])])
+        .await
+        .unwrap();
+    assert_eq!(r.state, ReservationState::Consumed as i32);
+    let left = c
+        .list_serial_numbers(authed(
+            "acme",
+            ListSerialNumbersRequest {
+                sku: "PH".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .serial_numbers;
+    assert_eq!(
+        left.iter()
+            .map(|s| s.serial_number.as_str())
+            .collect::<Vec<_>>(),
+        ["Y"]
+    );
+    let a = available(c, "acme", "PH").await;
+    assert_eq!((a.on_hand, a.reserved, a.available), (1, 0, 1));
+}
