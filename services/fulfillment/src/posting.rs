@@ -121,6 +121,7 @@ impl Poster {
                     sku: l.sku.clone(),
                     lot: l.lot.clone(),
                     expiry_date: l.expiry_date.clone(),
+                    serial_numbers: l.serial_numbers.clone(),
                     quantity: l.quantity,
                     reason: "received".into(),
                     reference: reference.clone(),

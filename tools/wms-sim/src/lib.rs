@@ -227,6 +227,7 @@ impl Sim {
                         damaged: 0,
                         lot: l.lot.clone(),
                         expiry_date: String::new(),
+                        serial_numbers: Vec::new(),
                     })
                     .collect(),
                 receive_time: None,

@@ -187,27 +187,7 @@ impl FulfillmentFeed {
         fo: &FulfillmentOrder,
         before: Option<&FulfillmentOrder>,
     ) -> anyhow::Result<()> {
-        let was = |line: &str| {
-            before
-                .and_then(|b| b.lines.iter().find(|l| l.line_id == line))
-                .map_or(0, |l| l.quantity_shipped)
-        };
-        let mut shipped: Vec<Allocation> = Vec::new();
-        for l in &fo.lines {
-            let delta = l.quantity_shipped - was(&l.line_id);
-            if delta <= 0 {
-                continue;
-            }
-            match shipped.iter_mut().find(|a| a.sku == l.sku) {
-                Some(a) => a.quantity += delta,
-                None => shipped.push(Allocation {
-                    sku: l.sku.clone(),
-                    node_id: fo.node_id.clone(),
-                    quantity: delta,
-                    ..Default::default()
-                }),
-            }
-        }
+        let shipped = shipped_since(fo, before);
         if shipped.is_empty() || fo.reservation.is_empty() {
             return Ok(());
         }
@@ -234,6 +214,69 @@ impl FulfillmentFeed {
             Err(st) => Err(st.into()),
         }
     }
+}
+
+/// What `fo` shipped since `before`, as inventory consumes it: by SKU,
+/// lot and serial numbers from the shipments reported since (so lot- and
+/// serial-tracked units leave the right lot and serials), or by SKU alone
+/// when those shipments do not account for every unit shipped.
+fn shipped_since(fo: &FulfillmentOrder, before: Option<&FulfillmentOrder>) -> Vec<Allocation> {
+    let was = |line: &str| {
+        before
+            .and_then(|b| b.lines.iter().find(|l| l.line_id == line))
+            .map_or(0, |l| l.quantity_shipped)
+    };
+    let mut by_sku: Vec<Allocation> = Vec::new();
+    for l in &fo.lines {
+        let delta = l.quantity_shipped - was(&l.line_id);
+        if delta <= 0 {
+            continue;
+        }
+        match by_sku.iter_mut().find(|a| a.sku == l.sku) {
+            Some(a) => a.quantity += delta,
+            None => by_sku.push(Allocation {
+                sku: l.sku.clone(),
+                node_id: fo.node_id.clone(),
+                quantity: delta,
+                ..Default::default()
+            }),
+        }
+    }
+    let seen = before.map_or(0, |b| b.shipments.len());
+    let mut detailed: Vec<Allocation> = Vec::new();
+    for sl in fo
+        .shipments
+        .iter()
+        .skip(seen)
+        .flat_map(|s| &s.lines)
+        .filter(|l| l.quantity > 0)
+    {
+        match detailed
+            .iter_mut()
+            .find(|a| a.sku == sl.sku && a.lot == sl.lot)
+        {
+            Some(a) => {
+                a.quantity += sl.quantity;
+                a.serial_numbers.extend(sl.serial_numbers.iter().cloned());
+            }
+            None => detailed.push(Allocation {
+                sku: sl.sku.clone(),
+                node_id: fo.node_id.clone(),
+                quantity: sl.quantity,
+                lot: sl.lot.clone(),
+                serial_numbers: sl.serial_numbers.clone(),
+                ..Default::default()
+            }),
+        }
+    }
+    let units = |of: &[Allocation], sku: &str| -> i64 {
+        of.iter().filter(|a| a.sku == sku).map(|a| a.quantity).sum()
+    };
+    let accounted = by_sku
+        .iter()
+        .all(|a| units(&detailed, &a.sku) == a.quantity)
+        && detailed.iter().all(|d| units(&by_sku, &d.sku) > 0);
+    if accounted { detailed } else { by_sku }
 }
 
 /// Units shipped and delivered per line of an order, by its fulfillment
@@ -271,5 +314,79 @@ mod tests {
         )));
         assert!(!super::expired(&err(tonic::Status::unavailable("down"))));
         assert!(!super::expired(&anyhow::anyhow!("database")));
+    }
+
+    use oms_proto::fulfillment::{FulfillmentLine, FulfillmentOrder, Shipment, ShippedLine};
+
+    fn fo(shipped: &[(&str, i64)], shipments: Vec<Vec<ShippedLine>>) -> FulfillmentOrder {
+        FulfillmentOrder {
+            node_id: "DC1".into(),
+            lines: shipped
+                .iter()
+                .map(|(sku, q)| FulfillmentLine {
+                    line_id: format!("l-{sku}"),
+                    sku: sku.to_string(),
+                    quantity: 5,
+                    quantity_shipped: *q,
+                    ..Default::default()
+                })
+                .collect(),
+            shipments: shipments
+                .into_iter()
+                .map(|lines| Shipment {
+                    lines,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn sl(sku: &str, q: i64, lot: &str, serials: &[&str]) -> ShippedLine {
+        ShippedLine {
+            line_id: format!("l-{sku}"),
+            sku: sku.into(),
+            quantity: q,
+            lot: lot.into(),
+            serial_numbers: serials.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// (sku, lot, units, serials) of what is consumed.
+    fn consumed(a: Vec<oms_proto::inventory::Allocation>) -> Vec<(String, String, i64, usize)> {
+        a.into_iter()
+            .map(|a| (a.sku, a.lot, a.quantity, a.serial_numbers.len()))
+            .collect()
+    }
+
+    #[test]
+    fn shipments_since_the_last_event_give_lots_and_serials() {
+        let first = fo(&[("A", 2)], vec![vec![sl("A", 2, "L1", &[])]]);
+        let now = fo(
+            &[("A", 5), ("P", 2)],
+            vec![
+                vec![sl("A", 2, "L1", &[])],
+                vec![
+                    sl("A", 1, "L1", &[]),
+                    sl("A", 2, "L2", &[]),
+                    sl("P", 2, "", &["s1", "s2"]),
+                ],
+            ],
+        );
+        let row = |sku: &str, lot: &str, q: i64, n: usize| (sku.to_string(), lot.to_string(), q, n);
+        assert_eq!(
+            consumed(super::shipped_since(&now, Some(&first))),
+            [
+                row("A", "L1", 1, 0),
+                row("A", "L2", 2, 0),
+                row("P", "", 2, 2)
+            ]
+        );
+        // Shipments that do not account for what was shipped: by SKU.
+        let bare = fo(&[("A", 3)], vec![vec![sl("A", 1, "L1", &[])]]);
+        assert_eq!(
+            consumed(super::shipped_since(&bare, None)),
+            [row("A", "", 3, 0)]
+        );
     }
 }
