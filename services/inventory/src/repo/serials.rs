@@ -3,7 +3,9 @@ use chrono::{DateTime, Utc};
 use oms_kernel::Tenant;
 use oms_proto::inventory::SerialNumber;
 use oms_runtime::time::to_timestamp;
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::postgres::PgArguments;
+use sqlx::query::QueryScalar;
+use sqlx::{PgConnection, PgExecutor, Postgres};
 use std::collections::HashSet;
 use uuid::Uuid;
 
@@ -26,7 +28,7 @@ pub async fn arrive(
     m: &Moved<'_>,
     at_node_too: bool,
 ) -> sqlx::Result<Vec<String>> {
-    let stored: HashSet<String> = sqlx::query_scalar(
+    let q = sqlx::query_scalar(
         "INSERT INTO serials (tenant, sku, serial, node_id, lot, movement_id, update_time)
          SELECT $1, $2, s, $3, $4, $5, $6 FROM UNNEST($7::text[]) AS s
          ON CONFLICT (tenant, sku, serial) DO UPDATE
@@ -34,20 +36,9 @@ pub async fn arrive(
                 movement_id = EXCLUDED.movement_id, update_time = EXCLUDED.update_time
             WHERE serials.node_id IS NULL OR ($8 AND serials.node_id = EXCLUDED.node_id)
          RETURNING serial",
-    )
-    .bind(tenant.as_str())
-    .bind(m.sku)
-    .bind(m.node)
-    .bind(m.lot)
-    .bind(m.movement)
-    .bind(m.now)
-    .bind(m.serials)
-    .bind(at_node_too)
-    .fetch_all(tx)
-    .await?
-    .into_iter()
-    .collect();
-    Ok(refused(m.serials, &stored))
+    );
+    let moved = run(tx, with(q, tenant, m).bind(at_node_too)).await?;
+    Ok(refused(m.serials, &moved))
 }
 
 /// Takes serials off hand at the node (and lot); returns those that were
@@ -57,23 +48,13 @@ pub async fn leave(
     tenant: &Tenant,
     m: &Moved<'_>,
 ) -> sqlx::Result<Vec<String>> {
-    let gone: HashSet<String> = sqlx::query_scalar(
+    let q = sqlx::query_scalar(
         "UPDATE serials SET node_id = NULL, movement_id = $5, update_time = $6
          WHERE tenant = $1 AND sku = $2 AND node_id = $3 AND lot = $4 AND serial = ANY($7)
          RETURNING serial",
-    )
-    .bind(tenant.as_str())
-    .bind(m.sku)
-    .bind(m.node)
-    .bind(m.lot)
-    .bind(m.movement)
-    .bind(m.now)
-    .bind(m.serials)
-    .fetch_all(tx)
-    .await?
-    .into_iter()
-    .collect();
-    Ok(refused(m.serials, &gone))
+    );
+    let moved = run(tx, with(q, tenant, m)).await?;
+    Ok(refused(m.serials, &moved))
 }
 
 /// A count that lists serials: those on hand at the node (and lot) that it
@@ -83,20 +64,32 @@ pub async fn count_out_unlisted(
     tenant: &Tenant,
     m: &Moved<'_>,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    let q = sqlx::query_scalar(
         "UPDATE serials SET node_id = NULL, movement_id = $5, update_time = $6
-         WHERE tenant = $1 AND sku = $2 AND node_id = $3 AND lot = $4 AND NOT (serial = ANY($7))",
-    )
-    .bind(tenant.as_str())
-    .bind(m.sku)
-    .bind(m.node)
-    .bind(m.lot)
-    .bind(m.movement)
-    .bind(m.now)
-    .bind(m.serials)
-    .execute(tx)
-    .await?;
+         WHERE tenant = $1 AND sku = $2 AND node_id = $3 AND lot = $4 AND NOT (serial = ANY($7))
+         RETURNING serial",
+    );
+    run(tx, with(q, tenant, m)).await?;
     Ok(())
+}
+
+type Statement<'q> = QueryScalar<'q, Postgres, String, PgArguments>;
+
+/// Binds a movement as $1-$7: tenant, SKU, node, lot, movement, time,
+/// serials.
+fn with<'q>(q: Statement<'q>, tenant: &'q Tenant, m: &'q Moved<'q>) -> Statement<'q> {
+    q.bind(tenant.as_str())
+        .bind(m.sku)
+        .bind(m.node)
+        .bind(m.lot)
+        .bind(m.movement)
+        .bind(m.now)
+        .bind(m.serials)
+}
+
+/// The serials a statement changed.
+async fn run(tx: &mut PgConnection, q: Statement<'_>) -> sqlx::Result<HashSet<String>> {
+    Ok(q.fetch_all(tx).await?.into_iter().collect())
 }
 
 fn refused(asked: &[String], done: &HashSet<String>) -> Vec<String> {

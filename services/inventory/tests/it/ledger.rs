@@ -683,22 +683,6 @@ async fn safety_stock_is_listed_by_node_and_sku_with_the_defaults_that_apply() {
     assert_eq!(fields(&err), ["node_id", "skus[0]", "page_size"]);
 }
 
-async fn serial_item(c: &mut Client, sku: &str) {
-    c.create_item(authed(
-        "acme",
-        CreateItemRequest {
-            request_id: rid(),
-            item: Some(Item {
-                sku: sku.into(),
-                serial_tracked: true,
-                ..Default::default()
-            }),
-        },
-    ))
-    .await
-    .unwrap();
-}
-
 /// A movement of serial-tracked units at DC nodes, with its serials.
 pub async fn serial_move(
     c: &mut Client,
@@ -764,7 +748,7 @@ async fn serial_numbers_follow_their_units() {
     for n in ["DC1", "DC2"] {
         node(c, "acme", n).await;
     }
-    serial_item(c, "PH").await;
+    tracked_item(c, "PH", |i| i.serial_tracked = true).await;
     serial_move(c, Receipt, "DC1", 2, &["A", "B"])
         .await
         .unwrap();

@@ -87,6 +87,38 @@ pub async fn item(c: &mut Client, tenant: &str, sku: &str) -> Item {
     .unwrap()
 }
 
+/// An item tracked as `f` sets it (lots, expiry, serial numbers).
+pub async fn tracked_item(c: &mut Client, sku: &str, f: impl FnOnce(&mut Item)) {
+    let mut item = Item {
+        sku: sku.into(),
+        ..Default::default()
+    };
+    f(&mut item);
+    c.create_item(authed(
+        "acme",
+        CreateItemRequest {
+            request_id: rid(),
+            item: Some(item),
+        },
+    ))
+    .await
+    .unwrap();
+}
+
+/// Releases everything an acme reservation holds.
+pub async fn release_all(c: &mut Client, id: &str) -> Result<Reservation, tonic::Status> {
+    c.release_reservation(authed(
+        "acme",
+        ReleaseReservationRequest {
+            request_id: rid(),
+            name: format!("reservations/{id}"),
+            ..Default::default()
+        },
+    ))
+    .await
+    .map(|r| r.into_inner().reservation.unwrap())
+}
+
 pub async fn receive(c: &mut Client, tenant: &str, node: &str, sku: &str, q: i64) -> StockMovement {
     c.record_movement(authed(
         tenant,

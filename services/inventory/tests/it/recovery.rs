@@ -257,30 +257,13 @@ async fn a_release_the_record_did_not_keep_can_be_retried() {
     reserve(&mut h.client, "acme", "r", vec![line("S", "", 2)])
         .await
         .unwrap();
-    let release = |c: &mut Client| {
-        let mut c = c.clone();
-        async move {
-            c.release_reservation(authed(
-                "acme",
-                ReleaseReservationRequest {
-                    request_id: rid(),
-                    name: "reservations/r".into(),
-                    ..Default::default()
-                },
-            ))
-            .await
-        }
-    };
     fail_events(&h.db, "ReservationReleased", "reservations/r", false).await;
-    release(&mut h.client).await.unwrap_err();
+    release_all(&mut h.client, "r").await.unwrap_err();
     heal_events(&h.db).await;
     assert_eq!(held_in_record(&h.db, "acme", "S").await, 2);
 
-    let r = release(&mut h.client).await.unwrap().into_inner();
-    assert_eq!(
-        r.reservation.unwrap().state,
-        ReservationState::Released as i32
-    );
+    let r = release_all(&mut h.client, "r").await.unwrap();
+    assert_eq!(r.state, ReservationState::Released as i32);
     assert_eq!(held_in_record(&h.db, "acme", "S").await, 0);
     assert_eq!(available(&mut h.client, "acme", "S").await.available, 3);
 }

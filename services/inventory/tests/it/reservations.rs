@@ -697,17 +697,7 @@ async fn the_sweep_deletes_reservations_finished_longer_ago_than_the_retention()
             .await
             .unwrap();
     }
-    h.client
-        .release_reservation(authed(
-            "acme",
-            ReleaseReservationRequest {
-                request_id: "rel".into(),
-                name: "reservations/old".into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap();
+    release_all(&mut h.client, "old").await.unwrap();
     // Both last changed two days ago; only the finished one may go.
     let mut c = h.db.connect("inventory").await;
     sqlx::query("UPDATE reservations SET update_time = now() - interval '2 days'")
@@ -762,17 +752,7 @@ async fn a_repeat_of_a_finished_reservation_whose_record_is_gone_is_refused() {
     reserve(&mut h.client, "acme", "r", vec![line("S", "", 1)])
         .await
         .unwrap();
-    h.client
-        .release_reservation(authed(
-            "acme",
-            ReleaseReservationRequest {
-                request_id: "rel".into(),
-                name: "reservations/r".into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap();
+    release_all(&mut h.client, "r").await.unwrap();
     // A repeat while the record is there is answered from it.
     let again = reserve(&mut h.client, "acme", "r", vec![line("S", "", 1)])
         .await
@@ -1091,22 +1071,8 @@ async fn shipments_consume_by_lot_and_serial_number() {
     let mut h = start().await;
     let c = &mut h.client;
     node(c, "acme", "DC1").await;
-    for (sku, lot_tracked, serial_tracked) in [("LOT", true, false), ("PH", false, true)] {
-        c.create_item(authed(
-            "acme",
-            CreateItemRequest {
-                request_id: rid(),
-                item: Some(Item {
-                    sku: sku.into(),
-                    lot_tracked,
-                    serial_tracked,
-                    ..Default::default()
-                }),
-            },
-        ))
-        .await
-        .unwrap();
-    }
+    tracked_item(c, "LOT", |i| i.lot_tracked = true).await;
+    tracked_item(c, "PH", |i| i.serial_tracked = true).await;
     for (lot, q) in [("L1", 2), ("L2", 2)] {
         c.record_movement(authed(
             "acme",
