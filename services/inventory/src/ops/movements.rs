@@ -472,6 +472,9 @@ pub async fn set_safety(
     if req.quantity < 0 {
         v.add("quantity", "must be zero or more");
     }
+    if req.remove && req.quantity != 0 {
+        v.add("quantity", "must be 0 when the entry is removed");
+    }
     v.into_result(())?;
     inv.retrying(tenant, || async {
         let (mut tx, rid) = match inv
@@ -494,7 +497,11 @@ pub async fn set_safety(
             return Err(Error::not_found("item", format!("items/{}", req.sku)));
         }
         let before = repo::rules::safety(&mut *tx, tenant, &[]).await?;
-        repo::rules::set_safety(&mut tx, tenant, &req.node_id, &req.sku, req.quantity).await?;
+        if req.remove {
+            repo::rules::remove_safety(&mut tx, tenant, &req.node_id, &req.sku).await?;
+        } else {
+            repo::rules::set_safety(&mut tx, tenant, &req.node_id, &req.sku, req.quantity).await?;
+        }
         let after = repo::rules::safety(&mut *tx, tenant, &[]).await?;
         let mut changed = vec![];
         if enabled {
@@ -525,6 +532,7 @@ pub async fn set_safety(
             sku: req.sku.clone(),
             quantity: req.quantity,
             skus: changed,
+            removed: req.remove,
         };
         let subject = format!("nodes/{}", req.node_id);
         let kind = inventory_event::Kind::SafetyStockSet(set);

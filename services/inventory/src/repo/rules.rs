@@ -95,6 +95,22 @@ pub async fn set_safety(
     Ok(old)
 }
 
+/// Removes a safety stock row, if there is one.
+pub async fn remove_safety(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    node: &str,
+    sku: &str,
+) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM safety_stock WHERE tenant = $1 AND node_id = $2 AND sku = $3")
+        .bind(tenant.as_str())
+        .bind(node)
+        .bind(sku)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
 /// SKUs the tenant has at a node.
 pub async fn skus_at(
     tx: &mut PgConnection,

@@ -296,12 +296,39 @@ async fn safety_stock_and_channel_rules_hold_stock_back() {
                 node_id: "STORE1".into(),
                 sku: String::new(),
                 quantity: 3,
+                ..Default::default()
             },
         ))
         .await
         .unwrap();
     let a = available(&mut h.client, "acme", "S").await;
     assert_eq!((a.on_hand, a.held_back, a.available), (14, 3, 11));
+    // A SKU's own figure wins over the node's default; removed, the
+    // default applies again.
+    let safety = |quantity: i64, remove: bool| SetSafetyStockRequest {
+        request_id: rid(),
+        node_id: "STORE1".into(),
+        sku: "S".into(),
+        quantity,
+        remove,
+    };
+    h.client
+        .set_safety_stock(authed("acme", safety(1, false)))
+        .await
+        .unwrap();
+    assert_eq!(available(&mut h.client, "acme", "S").await.available, 13);
+    let err = h
+        .client
+        .set_safety_stock(authed("acme", safety(1, true)))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["quantity"]);
+    h.client
+        .set_safety_stock(authed("acme", safety(0, true)))
+        .await
+        .unwrap();
+    let a = available(&mut h.client, "acme", "S").await;
+    assert_eq!((a.held_back, a.available), (3, 11));
 
     h.client
         .set_channel_rule(authed(
@@ -421,6 +448,7 @@ async fn the_availability_feed_follows_changes() {
                 node_id: "DC1".into(),
                 sku: "S".into(),
                 quantity: 1,
+                ..Default::default()
             },
         ))
         .await
@@ -588,6 +616,7 @@ async fn safety_stock_is_listed_by_node_and_sku_with_the_defaults_that_apply() {
             node_id: node.into(),
             sku: sku.into(),
             quantity,
+            ..Default::default()
         };
         async move { c.set_safety_stock(authed(tenant, req)).await.unwrap() }
     };
