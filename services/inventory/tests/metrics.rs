@@ -25,8 +25,14 @@ async fn reservations_are_counted_by_outcome_and_api() {
     let (guard, mut rx) = oms_testkit::otlp::exporting(Service::Inventory).await;
 
     let db = TestDb::new().await;
+    let prefix = oms_testkit::redis_prefix();
     let svc = oms_testkit::spawn(
-        oms_testkit::config(Service::Inventory, &db, &[]),
+        oms_testkit::config_with(
+            Service::Inventory,
+            &db,
+            &[],
+            &[("OMS_REDIS_KEY_PREFIX", prefix.clone())],
+        ),
         oms_inventory::run,
     )
     .await;
@@ -72,7 +78,8 @@ async fn reservations_are_counted_by_outcome_and_api() {
     ))
     .await
     .unwrap();
-    // Unary: granted twice (a repeat is answered too), refused once.
+    // Unary: granted twice (a repeat is answered too), refused once;
+    // granted once more below, after the gate went missing.
     for r in [one("u1", "S", 1), one("u1", "S", 1), one("u2", "S", 5)] {
         let _ = c.create_reservation(authed("acme", r)).await;
     }
@@ -96,6 +103,31 @@ async fn reservations_are_counted_by_outcome_and_api() {
     let n = futures::StreamExt::count(answers).await;
     assert_eq!(n, 4);
 
+    // Gate rebuilds: the first change of the tenant built its gate; a
+    // Reconcile rebuilds it; so does a change after the gate went missing.
+    c.reconcile(authed(
+        "acme",
+        ReconcileRequest {
+            request_id: "rc".into(),
+            dry_run: false,
+        },
+    ))
+    .await
+    .unwrap();
+    let mut redis = redis::Client::open(oms_testkit::redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::cmd("DEL")
+        .arg(format!("{prefix}oms:inventory:{{acme}}:ready"))
+        .query_async::<i64>(&mut redis)
+        .await
+        .unwrap();
+    let _ = c
+        .create_reservation(authed("acme", one("after", "S", 1)))
+        .await;
+
     // Shutdown collects and flushes; it blocks, so off the runtime.
     tokio::task::spawn_blocking(move || guard.shutdown())
         .await
@@ -107,12 +139,21 @@ async fn reservations_are_counted_by_outcome_and_api() {
     };
     assert_eq!(
         get("api=unary,outcome=granted,tenant=acme"),
-        Some(2.0),
+        Some(3.0),
         "{seen:#?}"
     );
     assert_eq!(get("api=unary,outcome=refused,tenant=acme"), Some(1.0));
     assert_eq!(get("api=stream,outcome=granted,tenant=acme"), Some(1.0));
     assert_eq!(get("api=stream,outcome=invalid,tenant=acme"), Some(2.0));
     assert_eq!(get("api=stream,outcome=refused,tenant=acme"), Some(1.0));
+    let rebuilt = |trigger: &str| {
+        seen.get(&(
+            "oms.inventory.gate.rebuilds".to_string(),
+            format!("tenant=acme,trigger={trigger}"),
+        ))
+        .copied()
+    };
+    assert_eq!(rebuilt("missing"), Some(2.0), "{seen:#?}");
+    assert_eq!(rebuilt("reconcile"), Some(1.0));
     svc.stop().await.unwrap();
 }

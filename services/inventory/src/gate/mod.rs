@@ -43,6 +43,8 @@ pub struct Gate {
     reserve: Script,
     change: Script,
     adjust: Script,
+    /// Gates rebuilt from the record, by tenant and trigger.
+    rebuilds: opentelemetry::metrics::Counter<u64>,
 }
 
 /// One line to hold: units of a SKU anywhere (`node` empty) or at a node.
@@ -186,6 +188,12 @@ impl Gate {
             reserve: script(include_str!("lua/reserve.lua")),
             change: script(include_str!("lua/change.lua")),
             adjust: script(include_str!("lua/adjust.lua")),
+            rebuilds: opentelemetry::global::meter("oms-inventory")
+                .u64_counter("oms.inventory.gate.rebuilds")
+                .with_description(
+                    "Reservation gates rebuilt from the record, by tenant and trigger (missing: Redis lost it or a change the record did not keep dropped it; reconcile)",
+                )
+                .build(),
         }
     }
 

@@ -41,6 +41,7 @@ impl Gate {
         tenant: &Tenant,
         fields: &BTreeMap<String, BTreeMap<String, i64>>,
         live: &[LiveRecord],
+        trigger: &'static str,
     ) -> Result<(), GateError> {
         let k = &self.keys;
         let mut conn = self.conn();
@@ -78,6 +79,13 @@ impl Gate {
         }
         p.set(k.ready(tenant), 1).ignore();
         p.query_async::<()>(&mut conn).await?;
+        self.rebuilds.add(
+            1,
+            &[
+                opentelemetry::KeyValue::new("tenant", tenant.as_str().to_owned()),
+                opentelemetry::KeyValue::new("trigger", trigger),
+            ],
+        );
         Ok(())
     }
 }

@@ -23,7 +23,7 @@ pub async fn ensure_ready_with(pool: &PgPool, gate: &Gate, tenant: &Tenant) -> R
     let mut tx = pool.begin().await?;
     lock::exclusive(&mut tx, tenant).await?;
     if !gate.is_ready(tenant).await? {
-        let drifts = rebuild(&mut tx, gate, tenant, false).await?;
+        let drifts = rebuild(&mut tx, gate, tenant, Some("missing")).await?;
         tracing::warn!(tenant = %tenant, drifts = drifts.1.len(), "reservation gate rebuilt from the record");
     }
     tx.commit().await?;
@@ -45,7 +45,8 @@ pub async fn reconcile(
         .map_err(|e| oms_kernel::Violations::one("request_id", e))?;
     let mut tx = inv.pool.begin().await?;
     lock::exclusive(&mut tx, tenant).await?;
-    let (keys_rebuilt, drifts) = rebuild(&mut tx, &inv.gate, tenant, req.dry_run).await?;
+    let trigger = (!req.dry_run).then_some("reconcile");
+    let (keys_rebuilt, drifts) = rebuild(&mut tx, &inv.gate, tenant, trigger).await?;
     tx.commit().await?;
     if !drifts.is_empty() {
         tracing::warn!(tenant = %tenant, drifts = drifts.len(), dry_run = req.dry_run, "gate drift found");
@@ -58,12 +59,15 @@ pub async fn reconcile(
 
 /// Computes the gate from the record (under the exclusive lock), compares
 /// it with Redis and, unless `dry_run`, installs it.
+/// `trigger` names why the gate is installed (a metric attribute); `None`
+/// is a dry run, which only compares.
 async fn rebuild(
     tx: &mut PgConnection,
     gate: &Gate,
     tenant: &Tenant,
-    dry_run: bool,
+    trigger: Option<&'static str>,
 ) -> Result<(i64, Vec<Drift>)> {
+    let dry_run = trigger.is_none();
     let mut f = Figures::default();
     for (node, sku, q) in repo::stock::on_hand(&mut *tx, tenant, &[]).await? {
         f.on_hand.insert((node, sku), q);
@@ -100,8 +104,8 @@ async fn rebuild(
     let sku_list: Vec<String> = skus.into_iter().collect();
     let current = gate.read(tenant, &sku_list).await?;
     let drifts = compare(&expected, &current);
-    if !dry_run {
-        gate.install(tenant, &expected, &live).await?;
+    if let Some(trigger) = trigger {
+        gate.install(tenant, &expected, &live, trigger).await?;
     }
     let rebuilt = if dry_run { 0 } else { expected.len() as i64 };
     Ok((rebuilt, drifts))
