@@ -342,6 +342,7 @@ pub async fn import(
                 lot: row.lot.clone(),
                 expiry_date: row.expiry_date.clone(),
                 counted_quantity: row.on_hand,
+                serial_numbers: row.serial_numbers.clone(),
                 reason: format!("snapshot import from {}", header.source),
                 occur_time: header.count_time,
                 ..Default::default()
@@ -384,6 +385,9 @@ fn row_error(e: &Error) -> (String, String) {
                 })
                 .unwrap_or_default()
         }
+        Error::Precondition {
+            reason, message, ..
+        } if reason.starts_with("SERIAL_") => ("serial_numbers".into(), message.clone()),
         other => (String::new(), other.to_string()),
     }
 }

@@ -854,6 +854,39 @@ async fn serial_numbers_follow_their_units() {
         serials(c, "", true).await,
         at(&[("A", ""), ("B", "DC1"), ("D", "DC1")])
     );
+    // A snapshot row may list serials too; one on hand elsewhere is a row
+    // error, and the other rows apply.
+    use import_stock_snapshot_request::Part;
+    let row = |node: &str, serials: &[&str]| ImportStockSnapshotRequest {
+        part: Some(Part::Row(SnapshotRow {
+            node_id: node.into(),
+            sku: "PH".into(),
+            on_hand: serials.len() as i64,
+            serial_numbers: serials.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        })),
+    };
+    let header = ImportStockSnapshotRequest {
+        part: Some(Part::Header(SnapshotHeader {
+            request_id: rid(),
+            source: "wms".into(),
+            count_time: None,
+        })),
+    };
+    let msgs = vec![header, row("DC2", &["E"]), row("DC2", &["B"])];
+    let resp = c
+        .import_stock_snapshot(authed("acme", tokio_stream::iter(msgs)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.rows_applied, 1);
+    assert_eq!(resp.errors[0].field, "serial_numbers", "{resp:?}");
+    assert!(
+        resp.errors[0]
+            .description
+            .contains("B (on hand at nodes/DC1)")
+    );
+    assert_eq!(serials(c, "DC2", false).await, at(&[("E", "DC2")]));
     let err = serial_move(c, CycleCount, "DC1", 2, &["B"])
         .await
         .unwrap_err();
@@ -869,5 +902,5 @@ async fn serial_numbers_follow_their_units() {
         .iter()
         .map(|l| (l.node_id.clone(), l.on_hand))
         .collect();
-    assert_eq!(on_hand, [("DC1".to_string(), 2), ("DC2".to_string(), 0)]);
+    assert_eq!(on_hand, [("DC1".to_string(), 2), ("DC2".to_string(), 1)]);
 }
