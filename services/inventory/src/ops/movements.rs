@@ -50,6 +50,7 @@ pub(crate) async fn apply(
     );
     let mut tracking = tracking;
     if kind == MovementKind::CycleCount
+        && item.serial_tracked
         && !m.serial_numbers.is_empty()
         && m.serial_numbers.len() as i64 != m.counted_quantity
     {
@@ -83,7 +84,7 @@ pub(crate) async fn apply(
         m.occur_time = m.record_time;
     }
     repo::stock::record(tx, tenant, &m, id, now).await?;
-    if !m.serial_numbers.is_empty() {
+    if item.serial_tracked && !m.serial_numbers.is_empty() {
         track_serials(tx, tenant, &m, kind, id, now).await?;
     }
     if adjust_gate && enabled && delta != 0 {

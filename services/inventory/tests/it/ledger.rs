@@ -891,6 +891,43 @@ async fn serial_numbers_follow_their_units() {
         .await
         .unwrap_err();
     assert_eq!(fields(&err), ["movement.serial_numbers"]);
+    // Another item's serial numbers stay on its movement, untracked.
+    item(c, "acme", "PLAIN").await;
+    let m = c
+        .record_movement(authed(
+            "acme",
+            RecordMovementRequest {
+                request_id: rid(),
+                movement: Some(StockMovement {
+                    kind: Receipt as i32,
+                    node_id: "DC1".into(),
+                    sku: "PLAIN".into(),
+                    quantity: 1,
+                    serial_numbers: vec!["A".into(), "A".into()],
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .movement
+        .unwrap();
+    assert_eq!(m.serial_numbers, ["A", "A"]);
+    let plain = c
+        .list_serial_numbers(authed(
+            "acme",
+            ListSerialNumbersRequest {
+                sku: "PLAIN".into(),
+                include_gone: true,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .serial_numbers;
+    assert!(plain.is_empty());
     // Refusals changed nothing: on-hand by the ledger agrees.
     let levels = c
         .list_stock_levels(authed("acme", ListStockLevelsRequest::default()))
@@ -900,6 +937,7 @@ async fn serial_numbers_follow_their_units() {
         .levels;
     let on_hand: Vec<(String, i64)> = levels
         .iter()
+        .filter(|l| l.sku == "PH")
         .map(|l| (l.node_id.clone(), l.on_hand))
         .collect();
     assert_eq!(on_hand, [("DC1".to_string(), 2), ("DC2".to_string(), 1)]);
