@@ -1086,11 +1086,21 @@ async fn record(
     // (the allocation they leave held the same units), so the gate is not
     // touched.
     for e in moved {
+        // A shipment's lot as the WMS reported it, for lot-tracked items
+        // only: stock of other items is not kept per lot.
+        let lot_tracked = !e.lot.is_empty()
+            && repo::items::get(&mut *tx, tenant, &e.sku, false)
+                .await?
+                .is_some_and(|i| i.lot_tracked);
         let m = StockMovement {
             kind: MovementKind::Shipment as i32,
             node_id: e.node.clone(),
             sku: e.sku.clone(),
-            lot: e.lot.clone(),
+            lot: if lot_tracked {
+                e.lot.clone()
+            } else {
+                String::new()
+            },
             serial_numbers: e.serials.clone(),
             quantity: -e.q,
             reference: if c.reference.is_empty() {

@@ -1099,8 +1099,8 @@ async fn shipments_consume_by_lot_and_serial_number() {
                 kind: MovementKind::Receipt as i32,
                 node_id: "DC1".into(),
                 sku: "PH".into(),
-                quantity: 2,
-                serial_numbers: vec!["X".into(), "Y".into()],
+                quantity: 3,
+                serial_numbers: vec!["X".into(), "Y".into(), "Z".into()],
                 ..Default::default()
             }),
         },
@@ -1132,6 +1132,13 @@ async fn shipments_consume_by_lot_and_serial_number() {
         .levels;
     let by_lot: Vec<(String, i64)> = levels.iter().map(|l| (l.lot.clone(), l.on_hand)).collect();
     assert_eq!(by_lot, [("L1".to_string(), 0), ("L2".to_string(), 1)]);
+
+    // A lot reported for an item not kept per lot is ignored.
+    confirmed_at_dc1(c, "plain", "PH", 1).await;
+    let r = ship(c, "plain", vec![shipped("PH", 1, "L9", &["Z"])])
+        .await
+        .unwrap();
+    assert_eq!(r.state, ReservationState::Consumed as i32);
 
     // A serial that is not there: refused, nothing consumed, and the
     // allocation still ships with the right serial.
