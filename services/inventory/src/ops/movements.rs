@@ -132,8 +132,9 @@ async fn track_serials(
         now,
     };
     let arriving = kind == MovementKind::CycleCount || m.quantity > 0;
+    let mut counted_out = vec![];
     let refused = if kind == MovementKind::CycleCount {
-        serials::count_out_unlisted(tx, tenant, &moved).await?;
+        counted_out = serials::count_out_unlisted(tx, tenant, &moved).await?;
         serials::arrive(tx, tenant, &moved, true).await?
     } else if arriving {
         serials::arrive(tx, tenant, &moved, false).await?
@@ -141,6 +142,8 @@ async fn track_serials(
         serials::leave(tx, tenant, &moved).await?
     };
     if refused.is_empty() {
+        counted_out.extend(m.serial_numbers.iter().cloned());
+        serials::record_history(tx, tenant, &m.sku, &counted_out, id).await?;
         return Ok(());
     }
     let known = serials::whereabouts(&mut *tx, tenant, &m.sku, &refused).await?;
@@ -416,6 +419,7 @@ pub async fn list_movements(
         node_id: (!req.node_id.is_empty()).then(|| req.node_id.clone()),
         sku: (!req.sku.is_empty()).then(|| req.sku.clone()),
         kinds: req.kinds.iter().map(|k| k.to_string()).collect(),
+        serial: (!req.serial_number.is_empty()).then(|| req.serial_number.clone()),
         after: paging.after,
         limit: paging.fetch(),
     };

@@ -58,18 +58,38 @@ pub async fn leave(
 }
 
 /// A count that lists serials: those on hand at the node (and lot) that it
-/// does not list are gone.
+/// does not list are gone. Returns them.
 pub async fn count_out_unlisted(
     tx: &mut PgConnection,
     tenant: &Tenant,
     m: &Moved<'_>,
-) -> sqlx::Result<()> {
+) -> sqlx::Result<Vec<String>> {
     let q = sqlx::query_scalar(
         "UPDATE serials SET node_id = NULL, movement_id = $5, update_time = $6
          WHERE tenant = $1 AND sku = $2 AND node_id = $3 AND lot = $4 AND NOT (serial = ANY($7))
          RETURNING serial",
     );
-    run(tx, with(q, tenant, m)).await?;
+    Ok(run(tx, with(q, tenant, m)).await?.into_iter().collect())
+}
+
+/// Adds a movement to the history of the serials it moved.
+pub async fn record_history(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    sku: &str,
+    serials: &[String],
+    movement: Uuid,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO serial_movements (tenant, serial, sku, movement_id)
+         SELECT $1, s, $2, $3 FROM UNNEST($4::text[]) AS s ON CONFLICT DO NOTHING",
+    )
+    .bind(tenant.as_str())
+    .bind(sku)
+    .bind(movement)
+    .bind(serials)
+    .execute(tx)
+    .await?;
     Ok(())
 }
 

@@ -78,6 +78,7 @@ pub struct MovementFilter {
     pub node_id: Option<String>,
     pub sku: Option<String>,
     pub kinds: Vec<String>,
+    pub serial: Option<String>,
     pub after: Option<(DateTime<Utc>, Uuid)>,
     pub limit: i64,
 }
@@ -95,6 +96,13 @@ pub async fn movements(
     }
     if let Some(s) = &f.sku {
         q.push(" AND sku = ").push_bind(s.clone());
+    }
+    if let Some(serial) = &f.serial {
+        q.push(" AND movement_id IN (SELECT movement_id FROM serial_movements WHERE tenant = ")
+            .push_bind(tenant.as_str().to_owned())
+            .push(" AND serial = ")
+            .push_bind(serial.clone())
+            .push(")");
     }
     if !f.kinds.is_empty() {
         q.push(" AND kind = ANY(")

@@ -891,6 +891,35 @@ async fn serial_numbers_follow_their_units() {
         .await
         .unwrap_err();
     assert_eq!(fields(&err), ["movement.serial_numbers"]);
+    // A unit's history, newest first; refused movements are not in it.
+    let history = c
+        .list_movements(authed(
+            "acme",
+            ListMovementsRequest {
+                serial_number: "A".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .movements;
+    let kinds: Vec<(MovementKind, String)> = history
+        .iter()
+        .map(|m| (m.kind(), m.node_id.clone()))
+        .collect();
+    let k = |kind: MovementKind, node: &str| (kind, node.to_string());
+    assert_eq!(
+        kinds,
+        [
+            k(CycleCount, "DC1"),
+            k(ReturnRestock, "DC1"),
+            k(Shipment, "DC2"),
+            k(TransferIn, "DC2"),
+            k(TransferOut, "DC1"),
+            k(Receipt, "DC1")
+        ]
+    );
     // Another item's serial numbers stay on its movement, untracked.
     item(c, "acme", "PLAIN").await;
     let m = c
