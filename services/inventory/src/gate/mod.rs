@@ -368,8 +368,42 @@ impl Gate {
 
     /// Applies changes of promisable stock.
     pub async fn adjust(&self, tenant: &Tenant, changes: &[AvailChange]) -> Result<(), GateError> {
+        self.adjust_in(tenant, changes, None).await.map(|_| ())
+    }
+
+    /// The gate's epoch: its ready marker's value, new at every rebuild;
+    /// `None` when the gate is missing.
+    pub async fn epoch(&self, tenant: &Tenant) -> Result<Option<String>, GateError> {
+        let mut c = self.conn();
+        Ok(redis::cmd("GET")
+            .arg(self.keys.ready(tenant))
+            .query_async(&mut c)
+            .await?)
+    }
+
+    /// Applies changes recorded while the gate was at `epoch`, unless it
+    /// has been rebuilt since (the rebuild counted them): whether they
+    /// were applied. A missing gate counts them when it is rebuilt.
+    pub async fn adjust_at(
+        &self,
+        tenant: &Tenant,
+        changes: &[AvailChange],
+        epoch: &str,
+    ) -> Result<bool, GateError> {
+        match self.adjust_in(tenant, changes, Some(epoch)).await {
+            Err(GateError::NotReady) => Ok(false),
+            other => other,
+        }
+    }
+
+    async fn adjust_in(
+        &self,
+        tenant: &Tenant,
+        changes: &[AvailChange],
+        epoch: Option<&str>,
+    ) -> Result<bool, GateError> {
         if changes.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         let k = &self.keys;
         let mut keys = vec![k.ready(tenant)];
@@ -382,11 +416,15 @@ impl Gate {
             );
         }
         #[derive(Deserialize)]
-        struct Nothing {}
-        let _: Nothing = self
-            .run(&self.adjust, keys, serde_json::json!({ "changes": list }))
-            .await?;
-        Ok(())
+        struct Applied {
+            applied: bool,
+        }
+        let arg = match epoch {
+            Some(e) => serde_json::json!({ "changes": list, "epoch": e }),
+            None => serde_json::json!({ "changes": list }),
+        };
+        let out: Applied = self.run(&self.adjust, keys, arg).await?;
+        Ok(out.applied)
     }
 
     /// The gate's current figures of some SKUs: field -> value per SKU.
@@ -507,5 +545,45 @@ mod tests {
             "the repeat kept the expiry: {kept} ms"
         );
         assert_eq!(held().await, 0);
+    }
+
+    /// Stock given back after a commit reaches the gate only if no rebuild
+    /// came in between (the rebuild counted it from the record).
+    #[tokio::test]
+    async fn a_change_applied_after_its_commit_is_skipped_by_a_newer_gate() {
+        let cfg = RedisConfig {
+            url: oms_testkit::redis_url(),
+            cluster_nodes: vec![],
+            key_prefix: oms_testkit::redis_prefix(),
+        };
+        let mut conn = oms_runtime::redis::connect(&cfg).await.unwrap();
+        let gate = Gate::new(conn.clone(), GateKeys::new(&cfg.key_prefix));
+        let t = Tenant::parse("acme").unwrap();
+        let change = [AvailChange {
+            sku: "A".into(),
+            node: "DC1".into(),
+            delta: 5,
+            init: 0,
+        }];
+        let dc1 = async || {
+            gate.read(&t, &["A".into()]).await.unwrap()["A"]
+                .get("n:DC1")
+                .copied()
+        };
+        assert!(!gate.adjust_at(&t, &change, "e1").await.unwrap(), "no gate");
+        redis::cmd("SET")
+            .arg(gate.keys.ready(&t))
+            .arg("e2")
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(gate.epoch(&t).await.unwrap().as_deref(), Some("e2"));
+        assert!(
+            !gate.adjust_at(&t, &change, "e1").await.unwrap(),
+            "rebuilt since"
+        );
+        assert_eq!(dc1().await, None);
+        assert!(gate.adjust_at(&t, &change, "e2").await.unwrap());
+        assert_eq!(dc1().await, Some(5));
     }
 }

@@ -77,7 +77,10 @@ impl Gate {
                 p.zadd(k.expiry(tenant), &l.id, l.expire_ms).ignore();
             }
         }
-        p.set(k.ready(tenant), 1).ignore();
+        // A new epoch: changes recorded before this rebuild and applied
+        // after it (Gate::adjust_at) are in the figures already.
+        p.set(k.ready(tenant), uuid::Uuid::now_v7().to_string())
+            .ignore();
         p.query_async::<()>(&mut conn).await?;
         self.rebuilds.add(
             1,

@@ -10,7 +10,7 @@ pub mod reconcile;
 pub mod reservations;
 
 use crate::error::{Error, Result};
-use crate::gate::{Gate, GateError};
+use crate::gate::{AvailChange, Gate, GateError};
 use crate::repo::lock;
 use oms_kernel::{RequestId, Tenant, Violations};
 use oms_proto::inventory::{InventoryEvent, inventory_event};
@@ -78,13 +78,15 @@ impl Inventory {
     /// Runs `op`, rebuilding the tenant's gate and running it again when
     /// Redis turns out to have lost its data.
     ///
-    /// A gate change is made inside the transaction that records it, so a
-    /// transaction that changes the gate and then fails or is abandoned
-    /// (a lost connection, a failed commit, a caller that went away) leaves
-    /// the gate changed and the record not: stock a receipt never recorded
-    /// would be promised, a release never recorded refused forever. Such a
-    /// gate is dropped (its ready marker) so the next change rebuilds it
-    /// from the record; see [`changing_gate`].
+    /// A gate change that takes stock away (a reservation's hold, a
+    /// shipment, more safety stock) is made inside the transaction that
+    /// records it, so nothing is promised twice meanwhile; a change that
+    /// gives stock back is applied after the commit ([`adjust_gate`]), so
+    /// stock the record never got is never promised. A transaction that
+    /// changed the gate and then fails or is abandoned (a lost connection,
+    /// a failed commit, a caller that went away) leaves the gate changed
+    /// and the record not: such a gate is dropped (its ready marker) so the
+    /// next change rebuilds it from the record; see [`changing_gate`].
     pub async fn retrying<T, F, Fut>(&self, tenant: &Tenant, mut op: F) -> Result<T>
     where
         F: FnMut() -> Fut,
@@ -93,7 +95,7 @@ impl Inventory {
         let mut attempt = 0;
         loop {
             let unkept = Unkept::new(&self.gate, tenant);
-            let out = UNKEPT_GATE_CHANGE.scope(unkept.0.clone(), op()).await;
+            let out = RUN.scope(unkept.0.clone(), op()).await;
             match (unkept.disarm(), &out) {
                 // Redis lost the gate: it is rebuilt below anyway.
                 (_, Err(Error::Gate(GateError::NotReady))) => {}
@@ -116,45 +118,124 @@ impl Inventory {
     }
 }
 
+/// What one run of a mutation (in [`Inventory::retrying`]) did to the
+/// gate that its commit has not settled yet.
+#[derive(Default)]
+struct Run {
+    /// The gate was changed (or may have been: a script whose answer was
+    /// lost may have run) since the last commit.
+    unkept: AtomicBool,
+    /// Stock given back, applied after the commit.
+    after_commit: std::sync::Mutex<Vec<Deferred>>,
+}
+
+struct Deferred {
+    gate: Gate,
+    tenant: Tenant,
+    /// The gate's epoch while the change was recorded.
+    epoch: String,
+    changes: Vec<AvailChange>,
+}
+
 tokio::task_local! {
-    /// Set while a mutation run by [`Inventory::retrying`] has changed the
-    /// gate (or may have: a script whose answer was lost may have run)
-    /// since its last commit.
-    static UNKEPT_GATE_CHANGE: Arc<AtomicBool>;
+    static RUN: Arc<Run>;
 }
 
 /// Says that the running mutation is about to change the gate: called
 /// before the script, so that the change counts as unrecorded until the
 /// transaction commits.
 pub fn changing_gate() {
-    let _ = UNKEPT_GATE_CHANGE.try_with(|f| f.store(true, Ordering::Relaxed));
+    let _ = RUN.try_with(|r| r.unkept.store(true, Ordering::Relaxed));
+}
+
+/// Changes what nodes can promise: decreases now, in the transaction (see
+/// [`changing_gate`]); increases after the commit, unless the gate is
+/// rebuilt in between (the rebuild read them from the record) or lost
+/// (its rebuild will). Outside a run (no commit to wait for) both now.
+pub async fn adjust_gate(
+    inv: &Inventory,
+    tenant: &Tenant,
+    changes: Vec<AvailChange>,
+) -> Result<()> {
+    let (up, down): (Vec<_>, Vec<_>) = changes.into_iter().partition(|c| c.delta > 0);
+    let in_run = RUN.try_with(|_| ()).is_ok();
+    let now = if in_run {
+        down
+    } else {
+        [down, up.clone()].concat()
+    };
+    if !now.is_empty() {
+        changing_gate();
+        inv.gate.adjust(tenant, &now).await?;
+    }
+    if !in_run || up.is_empty() {
+        return Ok(());
+    }
+    // Read under this transaction's shared gate lock: a rebuild, which
+    // takes it exclusively, comes after the commit and counts the change.
+    // A missing gate is rebuilt first, as for any other change.
+    let Some(epoch) = inv.gate.epoch(tenant).await? else {
+        return Err(GateError::NotReady.into());
+    };
+    let deferred = Deferred {
+        gate: inv.gate.clone(),
+        tenant: tenant.clone(),
+        epoch,
+        changes: up,
+    };
+    let _ = RUN.try_with(|r| lock(&r.after_commit).push(deferred));
+    Ok(())
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Commits a mutation's transaction: the record now keeps every gate
-/// change the mutation made.
+/// change the mutation made, and the stock it gave back is applied.
 pub async fn commit(tx: Transaction<'static, Postgres>) -> Result<()> {
     tx.commit().await?;
-    let _ = UNKEPT_GATE_CHANGE.try_with(|f| f.store(false, Ordering::Relaxed));
+    let deferred = RUN
+        .try_with(|r| {
+            r.unkept.store(false, Ordering::Relaxed);
+            std::mem::take(&mut *lock(&r.after_commit))
+        })
+        .unwrap_or_default();
+    if !deferred.is_empty() {
+        // A task of its own: a caller going away now must not leave
+        // recorded stock unpromised.
+        let _ = tokio::spawn(give_back(deferred)).await;
+    }
     Ok(())
+}
+
+async fn give_back(deferred: Vec<Deferred>) {
+    for d in deferred {
+        if let Err(e) = d.gate.adjust_at(&d.tenant, &d.changes, &d.epoch).await {
+            // Recorded but not promised: dropped, the gate is rebuilt with
+            // it on the next change.
+            tracing::error!(error = %e, tenant = %d.tenant, "stock given back could not reach the gate; it is rebuilt from the record");
+            if let Err(e) = d.gate.invalidate(&d.tenant).await {
+                tracing::error!(error = %e, tenant = %d.tenant, "dropping the gate failed; run Reconcile");
+            }
+        }
+    }
 }
 
 /// One run of a mutation. Dropped without being disarmed (the caller went
 /// away mid-run) after an unrecorded gate change, it drops the gate in a
 /// task of its own.
-struct Unkept(Arc<AtomicBool>, Option<(Gate, Tenant)>);
+struct Unkept(Arc<Run>, Option<(Gate, Tenant)>);
 
 impl Unkept {
     fn new(gate: &Gate, tenant: &Tenant) -> Self {
-        Unkept(
-            Arc::new(AtomicBool::new(false)),
-            Some((gate.clone(), tenant.clone())),
-        )
+        Unkept(Arc::default(), Some((gate.clone(), tenant.clone())))
     }
 
     /// Ends the run normally: whether a gate change is unrecorded.
     fn disarm(mut self) -> bool {
         self.1 = None;
-        self.0.load(Ordering::Relaxed)
+        self.0.unkept.load(Ordering::Relaxed)
     }
 }
 
@@ -163,7 +244,7 @@ impl Drop for Unkept {
         let Some((gate, tenant)) = self.1.take() else {
             return;
         };
-        if !self.0.load(Ordering::Relaxed) {
+        if !self.0.unkept.load(Ordering::Relaxed) {
             return;
         }
         let Ok(rt) = tokio::runtime::Handle::try_current() else {

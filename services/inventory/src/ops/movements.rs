@@ -95,8 +95,7 @@ pub(crate) async fn apply(
             delta,
             init: -repo::rules::effective(&safety, &m.node_id, &m.sku),
         };
-        super::changing_gate();
-        inv.gate.adjust(tenant, &[change]).await?;
+        super::adjust_gate(inv, tenant, vec![change]).await?;
     }
     emit(
         tx,
@@ -532,9 +531,8 @@ pub async fn set_safety(
                     })
                 })
                 .collect();
-            super::changing_gate();
-            inv.gate.adjust(tenant, &changes).await?;
-            changed = changes.into_iter().map(|c| c.sku).collect();
+            changed = changes.iter().map(|c| c.sku.clone()).collect();
+            super::adjust_gate(inv, tenant, changes).await?;
         }
         let set = SafetyStockSet {
             node_id: req.node_id.clone(),

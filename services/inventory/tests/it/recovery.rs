@@ -171,20 +171,22 @@ async fn reconcile_reports_drift_and_repairs_it() {
     assert_eq!(held_in_record(&h.db, "acme", "S").await, 2);
 }
 
-/// Makes the inventory record refuse (or, with `block`, wait on advisory
-/// lock 4242 for) outbox events of `event_type` about `subject`: a
-/// transaction that fails, or hangs, after it changed the gate.
+/// Fails the inventory record's transaction that writes an outbox event of
+/// `event_type` about `subject`, after its gate change: at once, or (with
+/// `block`) once the test lets go of advisory lock 4242, which it waits on.
 async fn fail_events(db: &TestDb, event_type: &str, subject: &str, block: bool) {
     let mut c = db.connect("inventory").await;
-    let action = if block {
-        "PERFORM pg_advisory_xact_lock_shared(4242)"
+    let wait = if block {
+        "PERFORM pg_advisory_xact_lock_shared(4242);"
     } else {
-        "RAISE EXCEPTION 'injected failure'"
+        ""
     };
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "CREATE FUNCTION fail_events() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN
-           IF NEW.event_type = '{event_type}' AND NEW.subject = '{subject}' THEN {action}; END IF;
+           IF NEW.event_type = '{event_type}' AND NEW.subject = '{subject}' THEN
+             {wait} RAISE EXCEPTION 'injected failure';
+           END IF;
            RETURN NEW;
          END $$;
          CREATE TRIGGER fail_events BEFORE INSERT ON outbox
@@ -193,6 +195,42 @@ async fn fail_events(db: &TestDb, event_type: &str, subject: &str, block: bool) 
     .execute(&mut c)
     .await
     .unwrap();
+}
+
+/// Holds advisory lock 4242 until dropped (unlocked): a blocked
+/// `fail_events` transaction waits on it.
+struct Held(sqlx::PgConnection);
+
+impl Held {
+    async fn new(db: &TestDb) -> Held {
+        let mut c = db.connect("inventory").await;
+        sqlx::query("SELECT pg_advisory_lock(4242)")
+            .execute(&mut c)
+            .await
+            .unwrap();
+        Held(c)
+    }
+
+    /// Until one transaction waits on the lock.
+    async fn awaited(&mut self, db: &TestDb) {
+        let mut watch = db.connect("inventory").await;
+        let waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 AND NOT granted";
+        wait_until(async || {
+            sqlx::query_scalar::<_, i64>(waiting)
+                .fetch_one(&mut watch)
+                .await
+                .unwrap()
+                == 1
+        })
+        .await;
+    }
+
+    async fn release(mut self) {
+        sqlx::query("SELECT pg_advisory_unlock(4242)")
+            .execute(&mut self.0)
+            .await
+            .unwrap();
+    }
 }
 
 async fn heal_events(db: &TestDb) {
@@ -204,15 +242,20 @@ async fn heal_events(db: &TestDb) {
 }
 
 async fn receipt(c: &mut Client, sku: &str, q: i64) -> Result<(), tonic::Status> {
+    moved(c, MovementKind::Receipt, sku, q).await
+}
+
+async fn moved(c: &mut Client, kind: MovementKind, sku: &str, q: i64) -> Result<(), tonic::Status> {
     c.record_movement(authed(
         "acme",
         RecordMovementRequest {
             request_id: rid(),
             movement: Some(StockMovement {
-                kind: MovementKind::Receipt as i32,
+                kind: kind as i32,
                 node_id: "DC1".into(),
                 sku: sku.into(),
                 quantity: q,
+                reason: "test".into(),
                 ..Default::default()
             }),
         },
@@ -268,38 +311,55 @@ async fn a_release_the_record_did_not_keep_can_be_retried() {
     assert_eq!(available(&mut h.client, "acme", "S").await.available, 3);
 }
 
-/// A caller that goes away while its receipt's transaction is open after
-/// the gate changed: the transaction never commits, and the gate must not
-/// keep the units.
+/// Stock a receipt has not recorded yet is not promised: the gate gets it
+/// after the commit, so a receipt that then fails gave nothing away.
 #[tokio::test]
-async fn a_receipt_abandoned_by_its_caller_is_not_promised() {
+async fn a_receipt_is_promised_only_once_recorded() {
+    let mut h = start().await;
+    node(&mut h.client, "acme", "DC1").await;
+    item(&mut h.client, "acme", "S").await;
+    receive(&mut h.client, "acme", "DC1", "S", 2).await;
+    fail_events(&h.db, "StockMoved", "nodes/DC1/items/S", true).await;
+    let mut held = Held::new(&h.db).await;
+    let call = tokio::spawn({
+        let mut c = h.client.clone();
+        async move { receipt(&mut c, "S", 5).await }
+    });
+    held.awaited(&h.db).await;
+    // The receipt's transaction is open, past where it adjusts the gate.
+    let err = reserve(&mut h.client, "acme", "r", vec![line("S", "", 3)])
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "INSUFFICIENT_STOCK", "{err:?}");
+    held.release().await;
+    call.await.unwrap().unwrap_err();
+    let a = available(&mut h.client, "acme", "S").await;
+    assert_eq!((a.on_hand, a.available), (2, 2));
+    // A receipt that commits is promised.
+    heal_events(&h.db).await;
+    receipt(&mut h.client, "S", 5).await.unwrap();
+    reserve(&mut h.client, "acme", "r", vec![line("S", "", 7)])
+        .await
+        .unwrap();
+}
+
+/// A caller that goes away while its shipment's transaction is open after
+/// the gate took the units: the transaction never commits, and the gate
+/// must give them back.
+#[tokio::test]
+async fn a_shipment_abandoned_by_its_caller_is_not_kept_by_the_gate() {
     let prefix = oms_testkit::redis_prefix();
     let mut h = start_with(&[("OMS_REDIS_KEY_PREFIX", prefix.clone())]).await;
     node(&mut h.client, "acme", "DC1").await;
     item(&mut h.client, "acme", "S").await;
     receive(&mut h.client, "acme", "DC1", "S", 2).await;
     fail_events(&h.db, "StockMoved", "nodes/DC1/items/S", true).await;
-    let mut holder = h.db.connect("inventory").await;
-    sqlx::query("SELECT pg_advisory_lock(4242)")
-        .execute(&mut holder)
-        .await
-        .unwrap();
-
+    let mut held = Held::new(&h.db).await;
     let call = tokio::spawn({
         let mut c = h.client.clone();
-        async move { receipt(&mut c, "S", 5).await }
+        async move { moved(&mut c, MovementKind::Shipment, "S", -1).await }
     });
-    // Until the receipt waits on the lock: its gate change is made.
-    let mut watch = h.db.connect("inventory").await;
-    let waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 AND NOT granted";
-    wait_until(async || {
-        sqlx::query_scalar::<_, i64>(waiting)
-            .fetch_one(&mut watch)
-            .await
-            .unwrap()
-            == 1
-    })
-    .await;
+    held.awaited(&h.db).await;
     call.abort();
     let mut redis = redis::Client::open(oms_testkit::redis_url())
         .unwrap()
@@ -316,17 +376,14 @@ async fn a_receipt_abandoned_by_its_caller_is_not_promised() {
             == 0
     })
     .await;
-    sqlx::query("SELECT pg_advisory_unlock(4242)")
-        .execute(&mut holder)
+    held.release().await;
+    heal_events(&h.db).await;
+
+    reserve(&mut h.client, "acme", "r", vec![line("S", "", 2)])
         .await
         .unwrap();
-
-    let err = reserve(&mut h.client, "acme", "r", vec![line("S", "", 3)])
-        .await
-        .unwrap_err();
-    assert_eq!(reason(&err), "INSUFFICIENT_STOCK", "{err:?}");
     let a = available(&mut h.client, "acme", "S").await;
-    assert_eq!((a.on_hand, a.available), (2, 2));
+    assert_eq!((a.on_hand, a.available), (2, 0));
 }
 
 /// Polls `cond` until it holds; fails the test after 10 s.
