@@ -452,6 +452,19 @@ mod tests {
     use super::*;
     use oms_runtime::config::RedisConfig;
 
+    /// A gate of its own (a fresh key prefix) on the test Redis, with a
+    /// connection to it, for tenant acme.
+    async fn gate() -> (Gate, RedisConn, Tenant) {
+        let cfg = RedisConfig {
+            url: oms_testkit::redis_url(),
+            cluster_nodes: vec![],
+            key_prefix: oms_testkit::redis_prefix(),
+        };
+        let conn = oms_runtime::redis::connect(&cfg).await.unwrap();
+        let gate = Gate::new(conn.clone(), GateKeys::new(&cfg.key_prefix));
+        (gate, conn, Tenant::parse("acme").unwrap())
+    }
+
     /// Batch "a" grants a reservation and its record fails; batch "b",
     /// with a copy of the request, finds the grant (EXISTS) before "a"
     /// gives it back. "a"'s give-back must leave "b"'s grant alone (b is
@@ -459,14 +472,7 @@ mod tests {
     /// and forgets the reservation.
     #[tokio::test]
     async fn only_the_batch_that_owns_a_grant_gives_it_back() {
-        let cfg = RedisConfig {
-            url: oms_testkit::redis_url(),
-            cluster_nodes: vec![],
-            key_prefix: oms_testkit::redis_prefix(),
-        };
-        let mut conn = oms_runtime::redis::connect(&cfg).await.unwrap();
-        let gate = Gate::new(conn.clone(), GateKeys::new(&cfg.key_prefix));
-        let t = Tenant::parse("acme").unwrap();
+        let (gate, mut conn, t) = gate().await;
         redis::cmd("SET")
             .arg(gate.keys.ready(&t))
             .arg(1)
@@ -551,14 +557,7 @@ mod tests {
     /// came in between (the rebuild counted it from the record).
     #[tokio::test]
     async fn a_change_applied_after_its_commit_is_skipped_by_a_newer_gate() {
-        let cfg = RedisConfig {
-            url: oms_testkit::redis_url(),
-            cluster_nodes: vec![],
-            key_prefix: oms_testkit::redis_prefix(),
-        };
-        let mut conn = oms_runtime::redis::connect(&cfg).await.unwrap();
-        let gate = Gate::new(conn.clone(), GateKeys::new(&cfg.key_prefix));
-        let t = Tenant::parse("acme").unwrap();
+        let (gate, mut conn, t) = gate().await;
         let change = [AvailChange {
             sku: "A".into(),
             node: "DC1".into(),
