@@ -134,6 +134,54 @@ pub struct ChangeOutcome {
     pub holds: Holds,
     #[serde(default)]
     pub detail: serde_json::Value,
+    /// Units released or expired, for the caller to give back after its
+    /// commit ([`Gate::adjust_at`] with `epoch`): see [`Gate::change`].
+    #[serde(default, deserialize_with = "lines")]
+    given: Vec<Line>,
+    /// The gate's epoch when the change was made.
+    #[serde(default)]
+    pub epoch: Option<String>,
+}
+
+impl ChangeOutcome {
+    /// What giving back the released or expired units changes: a node's
+    /// promisable stock, or (no node) the network hold.
+    pub fn given_back(&self) -> Vec<AvailChange> {
+        self.given
+            .iter()
+            .map(|l| AvailChange {
+                sku: l.sku.clone(),
+                node: l.node.clone(),
+                delta: if l.node.is_empty() { -l.q } else { l.q },
+                init: 0,
+            })
+            .collect()
+    }
+}
+
+// cjson writes an empty list as `{}`.
+fn lines<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Line>, D::Error> {
+    #[derive(Deserialize)]
+    struct Given {
+        sku: String,
+        node: String,
+        q: i64,
+    }
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(match v {
+        serde_json::Value::Array(_) => serde_json::from_value::<Vec<Given>>(v)
+            .map_err(serde::de::Error::custom)?
+            .into_iter()
+            .map(|g| Line {
+                sku: g.sku,
+                node: g.node,
+                q: g.q,
+                lot: String::new(),
+                serials: vec![],
+            })
+            .collect(),
+        _ => vec![],
+    })
 }
 
 // cjson writes an empty table as `{}` or `[]`; both mean no holds.
@@ -148,7 +196,8 @@ fn holds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Holds, D::Error> {
     })
 }
 
-/// A change of promisable stock at a node.
+/// A change of promisable stock at a node, or (no node) of the units held
+/// in the network, `nh` (a give-back lowers it).
 #[derive(Debug, Clone)]
 pub struct AvailChange {
     pub sku: String,
@@ -268,7 +317,11 @@ impl Gate {
     }
 
     /// Confirms, releases, consumes or expires one reservation. `skus` are
-    /// every SKU the reservation holds.
+    /// every SKU the reservation holds. Units a release or expiry frees are
+    /// not given back here: the outcome lists them (`given_back`, with the
+    /// gate's `epoch`) for the caller to give back once its record of the
+    /// change is committed, so they cannot be promised to anyone while
+    /// that record may still fail.
     pub async fn change(
         &self,
         tenant: &Tenant,
@@ -360,8 +413,9 @@ impl Gate {
         if let Some(l) = limit {
             arg["limit"] = l.to_json();
         }
-        if let Some(w) = owner {
-            arg["w"] = w.into();
+        match owner {
+            Some(w) => arg["w"] = w.into(),
+            None => arg["later"] = true.into(),
         }
         self.run(&self.change, keys, arg).await
     }
@@ -534,6 +588,11 @@ mod tests {
             (out.status.as_str(), out.state.as_str()),
             ("OK", "released")
         );
+        // The units are the caller's to give back, after its commit.
+        assert_eq!(held().await, 3);
+        let epoch = out.epoch.clone().unwrap();
+        assert!(gate.adjust_at(&t, &out.given_back(), &epoch).await.unwrap());
+        assert_eq!(held().await, 0);
         let left = ttl(&mut conn).await;
         assert!(
             left > FINISHED_KEPT_MS - 60_000 && left <= FINISHED_KEPT_MS,

@@ -10,7 +10,7 @@ pub mod reconcile;
 pub mod reservations;
 
 use crate::error::{Error, Result};
-use crate::gate::{AvailChange, Gate, GateError};
+use crate::gate::{AvailChange, ChangeOutcome, Gate, GateError};
 use crate::repo::lock;
 use oms_kernel::{RequestId, Tenant, Violations};
 use oms_proto::inventory::{InventoryEvent, inventory_event};
@@ -177,14 +177,37 @@ pub async fn adjust_gate(
     let Some(epoch) = inv.gate.epoch(tenant).await? else {
         return Err(GateError::NotReady.into());
     };
+    defer(inv, tenant, epoch, up);
+    Ok(())
+}
+
+/// Gives back after the commit the units a gate change freed (a release,
+/// an expiry: [`ChangeOutcome::given_back`]), at the epoch it was made in.
+pub async fn give_back_after_commit(
+    inv: &Inventory,
+    tenant: &Tenant,
+    out: &ChangeOutcome,
+) -> Result<()> {
+    let changes = out.given_back();
+    let Some(epoch) = out.epoch.clone().filter(|_| !changes.is_empty()) else {
+        return Ok(());
+    };
+    if RUN.try_with(|_| ()).is_ok() {
+        defer(inv, tenant, epoch, changes);
+    } else {
+        inv.gate.adjust_at(tenant, &changes, &epoch).await?;
+    }
+    Ok(())
+}
+
+fn defer(inv: &Inventory, tenant: &Tenant, epoch: String, changes: Vec<AvailChange>) {
     let deferred = Deferred {
         gate: inv.gate.clone(),
         tenant: tenant.clone(),
         epoch,
-        changes: up,
+        changes,
     };
     let _ = RUN.try_with(|r| lock(&r.after_commit).push(deferred));
-    Ok(())
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

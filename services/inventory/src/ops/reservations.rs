@@ -892,6 +892,7 @@ async fn apply_change(
             .change(tenant, c.op, c.id, &skus, &c.entries, now_ms())
             .await?
     };
+    super::give_back_after_commit(inv, tenant, &out).await?;
     let new_state = repo::reservations::state_from(&out.state);
     match out.status.as_str() {
         "OK" => {}

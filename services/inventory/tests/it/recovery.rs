@@ -343,6 +343,43 @@ async fn a_receipt_is_promised_only_once_recorded() {
         .unwrap();
 }
 
+/// Units a release frees are promised only once the release is recorded:
+/// a release that then fails gave nothing away, and can be retried.
+#[tokio::test]
+async fn units_a_release_frees_are_promised_only_once_recorded() {
+    let mut h = start().await;
+    node(&mut h.client, "acme", "DC1").await;
+    item(&mut h.client, "acme", "S").await;
+    receive(&mut h.client, "acme", "DC1", "S", 2).await;
+    reserve(&mut h.client, "acme", "r", vec![line("S", "", 2)])
+        .await
+        .unwrap();
+    fail_events(&h.db, "ReservationReleased", "reservations/r", true).await;
+    let mut held = Held::new(&h.db).await;
+    let call = tokio::spawn({
+        let mut c = h.client.clone();
+        async move { release_all(&mut c, "r").await }
+    });
+    held.awaited(&h.db).await;
+    // The release's transaction is open, past its gate script.
+    let err = reserve(&mut h.client, "acme", "x", vec![line("S", "", 2)])
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "INSUFFICIENT_STOCK", "{err:?}");
+    held.release().await;
+    call.await.unwrap().unwrap_err();
+    heal_events(&h.db).await;
+    assert_eq!(held_in_record(&h.db, "acme", "S").await, 2);
+    let err = reserve(&mut h.client, "acme", "x", vec![line("S", "", 2)])
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "INSUFFICIENT_STOCK", "{err:?}");
+    release_all(&mut h.client, "r").await.unwrap();
+    reserve(&mut h.client, "acme", "x", vec![line("S", "", 2)])
+        .await
+        .unwrap();
+}
+
 /// A caller that goes away while its shipment's transaction is open after
 /// the gate took the units: the transaction never commits, and the gate
 /// must give them back.

@@ -11,7 +11,8 @@ if req.epoch and redis.call('GET', KEYS[1]) ~= req.epoch then
   return encode({ready = true, applied = false})
 end
 for _, c in ipairs(req.changes) do
-  local f = nodefield(c.node)
+  -- No node: the network hold (units given back lower it).
+  local f = c.node == '' and 'nh' or nodefield(c.node)
   if redis.call('HEXISTS', c.akey, f) == 0 then redis.call('HSET', c.akey, f, c.init) end
   if c.delta ~= 0 then redis.call('HINCRBY', c.akey, f, c.delta) end
 end

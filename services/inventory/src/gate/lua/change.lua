@@ -4,16 +4,26 @@
 -- KEYS[1] ready marker, KEYS[2] expiry zset, KEYS[3] reservation record,
 -- KEYS[4..] avail keys, named per SKU in ARGV.
 -- ARGV[1] JSON: { op, id, now, keep_ms, akeys = {sku = key}, entries = [ {sku, node, q} ],
---   limit = {pool, buf_pct, buf_qty} | nil (extend: the channel's rule) }
--- Returns JSON { ready, status = OK|NOT_FOUND|STATE|SHORT|TOO_MUCH|MISMATCH, state, holds, detail }
+--   limit = {pool, buf_pct, buf_qty} | nil (extend: the channel's rule),
+--   later = true: units released or expired are not given back here but
+--   returned (`given`), with the gate's epoch, for the caller to give back
+--   after its commit (adjust.lua with the epoch) }
+-- Returns JSON { ready, status = OK|NOT_FOUND|STATE|SHORT|TOO_MUCH|MISMATCH, state, holds, detail,
+--   given = [ {sku, node, q} ], epoch }
 if redis.call('EXISTS', KEYS[1]) == 0 then return encode({ready = false}) end
 local req = decode(ARGV[1])
 local raw = redis.call('GET', KEYS[3])
 if not raw then return encode({ready = true, status = 'NOT_FOUND'}) end
 local r = decode(raw)
 local akeys = req.akeys
+local given = {}
+local function give(sku, node, units)
+  if req.later then table.insert(given, {sku = sku, node = node, q = units})
+  else give_back(akeys[sku], node, units) end
+end
 local function done(status, detail)
-  return encode({ready = true, status = status, state = r.s, holds = r.holds, consumed = r.c, detail = detail})
+  return encode({ready = true, status = status, state = r.s, holds = r.holds, consumed = r.c, detail = detail,
+    given = given, epoch = redis.call('GET', KEYS[1])})
 end
 -- A grant the record does not keep goes back whole and is forgotten (a
 -- retry is a new reservation), but only by the batch that owns it:
@@ -43,7 +53,10 @@ local function finish(expiring)
 end
 -- An active reservation past its expiry is expired, whatever is asked.
 if r.s == 'active' and tonumber(req.now) >= tonumber(r.e) then
-  restore(r.holds, akeys); r.holds = {}; finish(true)
+  for k, v in pairs(r.holds) do
+    if v > 0 then local sku, node = split(k); give(sku, node, v) end
+  end
+  r.holds = {}; finish(true)
   if req.op == 'expire' then return done('OK') end
   return done('STATE')
 end
@@ -116,7 +129,7 @@ elseif req.op == 'release' or req.op == 'consume' then
     if want > 0 then return done('TOO_MUCH', {sku = e.sku, node = e.node, held = e.q - want, want = e.q}) end
   end
   if req.op == 'release' then
-    for k, t in pairs(take) do local sku, node = split(k); give_back(akeys[sku], node, t) end
+    for k, t in pairs(take) do local sku, node = split(k); give(sku, node, t) end
   else
     r.c = 1
   end
