@@ -130,17 +130,25 @@ pub struct ChangeOutcome {
     pub status: String,
     #[serde(default)]
     pub state: String,
-    #[serde(default, deserialize_with = "holds")]
+    #[serde(default, deserialize_with = "table")]
     pub holds: Holds,
     #[serde(default)]
     pub detail: serde_json::Value,
     /// Units released or expired, for the caller to give back after its
     /// commit ([`Gate::adjust_at`] with `epoch`): see [`Gate::change`].
-    #[serde(default, deserialize_with = "lines")]
-    given: Vec<Line>,
+    #[serde(default, deserialize_with = "table")]
+    given: Vec<Given>,
     /// The gate's epoch when the change was made.
     #[serde(default)]
     pub epoch: Option<String>,
+}
+
+/// Units freed at a node, or (no node) in the network.
+#[derive(Debug, Clone, Deserialize)]
+struct Given {
+    sku: String,
+    node: String,
+    q: i64,
 }
 
 impl ChangeOutcome {
@@ -159,41 +167,18 @@ impl ChangeOutcome {
     }
 }
 
-// cjson writes an empty list as `{}`.
-fn lines<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Line>, D::Error> {
-    #[derive(Deserialize)]
-    struct Given {
-        sku: String,
-        node: String,
-        q: i64,
+// cjson writes an empty table as `{}` whether it stands for a list or a
+// map (and a map may come as `[]`): an empty one is the default.
+fn table<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned + Default,
+{
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Object(m) if m.is_empty() => Ok(T::default()),
+        serde_json::Value::Array(a) if a.is_empty() => Ok(T::default()),
+        v => serde_json::from_value(v).map_err(serde::de::Error::custom),
     }
-    let v = serde_json::Value::deserialize(d)?;
-    Ok(match v {
-        serde_json::Value::Array(_) => serde_json::from_value::<Vec<Given>>(v)
-            .map_err(serde::de::Error::custom)?
-            .into_iter()
-            .map(|g| Line {
-                sku: g.sku,
-                node: g.node,
-                q: g.q,
-                lot: String::new(),
-                serials: vec![],
-            })
-            .collect(),
-        _ => vec![],
-    })
-}
-
-// cjson writes an empty table as `{}` or `[]`; both mean no holds.
-fn holds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Holds, D::Error> {
-    let v = serde_json::Value::deserialize(d)?;
-    Ok(match v {
-        serde_json::Value::Object(m) => m
-            .into_iter()
-            .filter_map(|(k, v)| v.as_i64().map(|n| (k, n)))
-            .collect(),
-        _ => Holds::new(),
-    })
 }
 
 /// A change of promisable stock at a node, or (no node) of the units held

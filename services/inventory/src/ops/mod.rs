@@ -10,7 +10,7 @@ pub mod reconcile;
 pub mod reservations;
 
 use crate::error::{Error, Result};
-use crate::gate::{AvailChange, ChangeOutcome, Gate, GateError};
+use crate::gate::{AvailChange, Gate, GateError};
 use crate::repo::lock;
 use oms_kernel::{RequestId, Tenant, Violations};
 use oms_proto::inventory::{InventoryEvent, inventory_event};
@@ -94,18 +94,13 @@ impl Inventory {
     {
         let mut attempt = 0;
         loop {
-            let unkept = Unkept::new(&self.gate, tenant);
-            let out = RUN.scope(unkept.0.clone(), op()).await;
-            match (unkept.disarm(), &out) {
-                // Redis lost the gate: it is rebuilt below anyway.
-                (_, Err(Error::Gate(GateError::NotReady))) => {}
-                (true, _) => {
-                    tracing::warn!(tenant = %tenant, "a gate change was not recorded; the gate is rebuilt from the record");
-                    if let Err(e) = reconcile::invalidate(self, tenant).await {
-                        tracing::error!(error = %e, tenant = %tenant, "dropping a gate that holds an unrecorded change failed");
-                    }
-                }
-                (false, _) => {}
+            let run = Arc::new(Run::new(&self.gate, tenant));
+            let mut abandoned = Unkept(Some(run.clone()));
+            let out = RUN.scope(run.clone(), op()).await;
+            abandoned.0 = None; // the run ended: handled here, not on drop
+            // (A gate Redis lost is rebuilt below anyway.)
+            if run.unkept() && !matches!(out, Err(Error::Gate(GateError::NotReady))) {
+                run.drop_gate("a gate change was not recorded").await;
             }
             match out {
                 Err(Error::Gate(GateError::NotReady)) if attempt < 5 => {
@@ -118,23 +113,80 @@ impl Inventory {
     }
 }
 
-/// What one run of a mutation (in [`Inventory::retrying`]) did to the
-/// gate that its commit has not settled yet.
-#[derive(Default)]
+/// One run of a mutation (in [`Inventory::retrying`]): what it did to the
+/// tenant's gate that its commit has not settled yet.
 struct Run {
+    gate: Gate,
+    tenant: Tenant,
     /// The gate was changed (or may have been: a script whose answer was
     /// lost may have run) since the last commit.
     unkept: AtomicBool,
-    /// Stock given back, applied after the commit.
-    after_commit: std::sync::Mutex<Vec<Deferred>>,
+    /// Stock to give back after the commit, and the gate's epoch while it
+    /// was recorded: one for the whole run, since no rebuild can come
+    /// while its transaction holds the shared gate lock.
+    after_commit: std::sync::Mutex<(Option<String>, Vec<AvailChange>)>,
 }
 
-struct Deferred {
-    gate: Gate,
-    tenant: Tenant,
-    /// The gate's epoch while the change was recorded.
-    epoch: String,
-    changes: Vec<AvailChange>,
+impl Run {
+    fn new(gate: &Gate, tenant: &Tenant) -> Self {
+        Run {
+            gate: gate.clone(),
+            tenant: tenant.clone(),
+            unkept: AtomicBool::new(false),
+            after_commit: Default::default(),
+        }
+    }
+
+    fn unkept(&self) -> bool {
+        self.unkept.load(Ordering::Relaxed)
+    }
+
+    fn later(&self) -> std::sync::MutexGuard<'_, (Option<String>, Vec<AvailChange>)> {
+        self.after_commit.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Drops the tenant's gate (its ready marker), so the next change
+    /// rebuilds it from the record.
+    async fn drop_gate(&self, why: &str) {
+        tracing::warn!(tenant = %self.tenant, "{why}; the gate is rebuilt from the record");
+        if let Err(e) = self.gate.invalidate(&self.tenant).await {
+            tracing::error!(error = %e, tenant = %self.tenant, "dropping the gate failed; run Reconcile");
+        }
+    }
+
+    /// Gives back what the committed run freed, in one script per batch
+    /// of SKUs and nodes, unless the gate was rebuilt since.
+    async fn give_back(self: Arc<Self>) {
+        let (epoch, changes) = std::mem::take(&mut *self.later());
+        let Some(epoch) = epoch else {
+            return;
+        };
+        for batch in merged(changes).chunks(GIVE_BACK_BATCH) {
+            if let Err(e) = self.gate.adjust_at(&self.tenant, batch, &epoch).await {
+                tracing::error!(error = %e, "stock given back could not reach the gate");
+                self.drop_gate("stock given back is not in the gate").await;
+                return;
+            }
+        }
+    }
+}
+
+/// SKUs and nodes given back by one script at most (an import gives back
+/// thousands).
+const GIVE_BACK_BATCH: usize = 500;
+
+/// One change per SKU and node, deltas summed.
+fn merged(changes: Vec<AvailChange>) -> Vec<AvailChange> {
+    let mut by_key: std::collections::BTreeMap<(String, String), AvailChange> = Default::default();
+    for c in changes {
+        match by_key.entry((c.sku.clone(), c.node.clone())) {
+            std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().delta += c.delta,
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(c);
+            }
+        }
+    }
+    by_key.into_values().collect()
 }
 
 tokio::task_local! {
@@ -149,136 +201,84 @@ pub fn changing_gate() {
 }
 
 /// Changes what nodes can promise: decreases now, in the transaction (see
-/// [`changing_gate`]); increases after the commit, unless the gate is
-/// rebuilt in between (the rebuild read them from the record) or lost
-/// (its rebuild will). Outside a run (no commit to wait for) both now.
+/// [`changing_gate`]); increases after the commit ([`give_back_later`]).
 pub async fn adjust_gate(
     inv: &Inventory,
     tenant: &Tenant,
     changes: Vec<AvailChange>,
 ) -> Result<()> {
     let (up, down): (Vec<_>, Vec<_>) = changes.into_iter().partition(|c| c.delta > 0);
-    let in_run = RUN.try_with(|_| ()).is_ok();
-    let now = if in_run {
-        down
-    } else {
-        [down, up.clone()].concat()
-    };
-    if !now.is_empty() {
+    if !down.is_empty() {
         changing_gate();
-        inv.gate.adjust(tenant, &now).await?;
+        inv.gate.adjust(tenant, &down).await?;
     }
-    if !in_run || up.is_empty() {
-        return Ok(());
-    }
-    // Read under this transaction's shared gate lock: a rebuild, which
-    // takes it exclusively, comes after the commit and counts the change.
-    // A missing gate is rebuilt first, as for any other change.
-    let Some(epoch) = inv.gate.epoch(tenant).await? else {
-        return Err(GateError::NotReady.into());
-    };
-    defer(inv, tenant, epoch, up);
-    Ok(())
+    give_back_later(inv, tenant, up, None).await
 }
 
-/// Gives back after the commit the units a gate change freed (a release,
-/// an expiry: [`ChangeOutcome::given_back`]), at the epoch it was made in.
-pub async fn give_back_after_commit(
+/// Gives `changes` (stock given back: [`adjust_gate`]'s increases, or
+/// what a release or expiry freed,
+/// [`crate::gate::ChangeOutcome::given_back`]) to the gate after the
+/// running mutation commits, unless the gate is rebuilt in between (the
+/// rebuild read them from the record). `epoch` is the gate's when a script
+/// just told it; otherwise it is read, here under the transaction's shared
+/// gate lock, and a missing gate is rebuilt first, as for any other change.
+/// Outside a run (no commit to wait for) at once.
+pub async fn give_back_later(
     inv: &Inventory,
     tenant: &Tenant,
-    out: &ChangeOutcome,
+    changes: Vec<AvailChange>,
+    epoch: Option<String>,
 ) -> Result<()> {
-    let changes = out.given_back();
-    let Some(epoch) = out.epoch.clone().filter(|_| !changes.is_empty()) else {
+    if changes.is_empty() {
         return Ok(());
+    }
+    let known = RUN.try_with(|r| r.later().0.clone()).ok().flatten();
+    let epoch = match known.or(epoch) {
+        Some(e) => e,
+        None => inv.gate.epoch(tenant).await?.ok_or(GateError::NotReady)?,
     };
-    if RUN.try_with(|_| ()).is_ok() {
-        defer(inv, tenant, epoch, changes);
-    } else {
+    let queued = RUN.try_with(|r| {
+        let mut later = r.later();
+        later.0 = Some(epoch.clone());
+        later.1.extend(changes.iter().cloned());
+    });
+    if queued.is_err() {
         inv.gate.adjust_at(tenant, &changes, &epoch).await?;
     }
     Ok(())
-}
-
-fn defer(inv: &Inventory, tenant: &Tenant, epoch: String, changes: Vec<AvailChange>) {
-    let deferred = Deferred {
-        gate: inv.gate.clone(),
-        tenant: tenant.clone(),
-        epoch,
-        changes,
-    };
-    let _ = RUN.try_with(|r| lock(&r.after_commit).push(deferred));
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Commits a mutation's transaction: the record now keeps every gate
 /// change the mutation made, and the stock it gave back is applied.
 pub async fn commit(tx: Transaction<'static, Postgres>) -> Result<()> {
     tx.commit().await?;
-    let deferred = RUN
-        .try_with(|r| {
-            r.unkept.store(false, Ordering::Relaxed);
-            std::mem::take(&mut *lock(&r.after_commit))
-        })
-        .unwrap_or_default();
-    if !deferred.is_empty() {
+    if let Ok(run) = RUN.try_with(|r| {
+        r.unkept.store(false, Ordering::Relaxed);
+        r.clone()
+    }) {
         // A task of its own: a caller going away now must not leave
         // recorded stock unpromised.
-        let _ = tokio::spawn(give_back(deferred)).await;
+        let _ = tokio::spawn(run.give_back()).await;
     }
     Ok(())
 }
 
-async fn give_back(deferred: Vec<Deferred>) {
-    for d in deferred {
-        if let Err(e) = d.gate.adjust_at(&d.tenant, &d.changes, &d.epoch).await {
-            // Recorded but not promised: dropped, the gate is rebuilt with
-            // it on the next change.
-            tracing::error!(error = %e, tenant = %d.tenant, "stock given back could not reach the gate; it is rebuilt from the record");
-            if let Err(e) = d.gate.invalidate(&d.tenant).await {
-                tracing::error!(error = %e, tenant = %d.tenant, "dropping the gate failed; run Reconcile");
-            }
-        }
-    }
-}
-
-/// One run of a mutation. Dropped without being disarmed (the caller went
+/// Held while a run goes: dropped before the run ends (the caller went
 /// away mid-run) after an unrecorded gate change, it drops the gate in a
 /// task of its own.
-struct Unkept(Arc<Run>, Option<(Gate, Tenant)>);
-
-impl Unkept {
-    fn new(gate: &Gate, tenant: &Tenant) -> Self {
-        Unkept(Arc::default(), Some((gate.clone(), tenant.clone())))
-    }
-
-    /// Ends the run normally: whether a gate change is unrecorded.
-    fn disarm(mut self) -> bool {
-        self.1 = None;
-        self.0.unkept.load(Ordering::Relaxed)
-    }
-}
+struct Unkept(Option<Arc<Run>>);
 
 impl Drop for Unkept {
     fn drop(&mut self) {
-        let Some((gate, tenant)) = self.1.take() else {
+        let Some(run) = self.0.take().filter(|r| r.unkept()) else {
             return;
         };
-        if !self.0.unkept.load(Ordering::Relaxed) {
-            return;
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                run.drop_gate("a gate change was abandoned unrecorded")
+                    .await
+            });
         }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        rt.spawn(async move {
-            tracing::warn!(tenant = %tenant, "a gate change was abandoned unrecorded; the gate is rebuilt from the record");
-            if let Err(e) = gate.invalidate(&tenant).await {
-                tracing::error!(error = %e, tenant = %tenant, "dropping a gate that holds an unrecorded change failed");
-            }
-        });
     }
 }
 

@@ -12,6 +12,19 @@ use oms_runtime::time::to_timestamp;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+/// Where a movement comes from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// Asked for (RecordMovement, TransferStock, a snapshot row): it
+    /// changes what the node can promise.
+    Request,
+    /// Allocated units leaving with a shipment: what the node can promise
+    /// is unchanged (the allocation held them), and the lot the WMS
+    /// reported is kept only for lot-tracked items (it may report one for
+    /// any item).
+    Shipment,
+}
+
 /// Applies one movement in `tx`: ledger row, on-hand, gate. `m.quantity`
 /// is the signed change, or for cycle counts `m.counted_quantity` the new
 /// on-hand. Refuses to take on-hand below zero.
@@ -22,7 +35,7 @@ pub(crate) async fn apply(
     mut m: StockMovement,
     actor: &str,
     request_id: &str,
-    adjust_gate: bool,
+    origin: Origin,
 ) -> Result<StockMovement> {
     let nodes = repo::nodes::visible(&mut *tx, tenant, std::slice::from_ref(&m.node_id)).await?;
     let Some(&enabled) = nodes.get(&m.node_id) else {
@@ -31,6 +44,9 @@ pub(crate) async fn apply(
     let Some(item) = repo::items::get(&mut *tx, tenant, &m.sku, false).await? else {
         return Err(Error::not_found("item", format!("items/{}", m.sku)));
     };
+    if origin == Origin::Shipment && !item.lot_tracked {
+        m.lot.clear();
+    }
     let kind = MovementKind::try_from(m.kind).unwrap_or_default();
     let old = repo::stock::lock_on_hand(tx, tenant, &m.node_id, &m.sku, &m.lot).await?;
     let delta = movement::delta(&m, old);
@@ -40,7 +56,7 @@ pub(crate) async fn apply(
     } else {
         delta
     };
-    let tracking = movement::check_tracking(
+    let mut tracking = movement::check_tracking(
         &item,
         &m.lot,
         &m.expiry_date,
@@ -48,7 +64,6 @@ pub(crate) async fn apply(
         units,
         "movement.",
     );
-    let mut tracking = tracking;
     if kind == MovementKind::CycleCount
         && item.serial_tracked
         && !m.serial_numbers.is_empty()
@@ -87,7 +102,7 @@ pub(crate) async fn apply(
     if item.serial_tracked && !m.serial_numbers.is_empty() {
         track_serials(tx, tenant, &m, kind, id, now).await?;
     }
-    if adjust_gate && enabled && delta != 0 {
+    if origin == Origin::Request && enabled && delta != 0 {
         let safety = repo::rules::safety(&mut *tx, tenant, std::slice::from_ref(&m.sku)).await?;
         let change = AvailChange {
             sku: m.sku.clone(),
@@ -211,7 +226,7 @@ pub async fn record(
             parsed.clone(),
             actor,
             rid.as_str(),
-            true,
+            Origin::Request,
         )
         .await?;
         inv.finish(
@@ -268,7 +283,7 @@ pub async fn transfer(
             side(MovementKind::TransferOut, &req.from_node_id, -req.quantity),
             actor,
             rid.as_str(),
-            true,
+            Origin::Request,
         )
         .await?;
         let inn = apply(
@@ -278,7 +293,7 @@ pub async fn transfer(
             side(MovementKind::TransferIn, &req.to_node_id, req.quantity),
             actor,
             rid.as_str(),
-            true,
+            Origin::Request,
         )
         .await?;
         let resp = TransferStockResponse {
@@ -352,7 +367,17 @@ pub async fn import(
             };
             // A savepoint per row: a refused row leaves the others applied.
             let mut sp = sqlx::Connection::begin(&mut *tx).await?;
-            match apply(inv, &mut sp, tenant, m, actor, rid.as_str(), true).await {
+            match apply(
+                inv,
+                &mut sp,
+                tenant,
+                m,
+                actor,
+                rid.as_str(),
+                Origin::Request,
+            )
+            .await
+            {
                 Ok(_) => {
                     sp.commit().await?;
                     resp.rows_applied += 1;

@@ -2,6 +2,7 @@
 //! transaction and one gate script per tenant, so a hot SKU is not bound
 //! by commit latency), changed one at a time (confirm, release, consume,
 //! expire).
+use super::movements::Origin;
 use super::{Begin, Inventory, emit, now_ms};
 use crate::domain::reservation::{NewReservation, parse_entries};
 use crate::error::{Error, Result};
@@ -892,7 +893,7 @@ async fn apply_change(
             .change(tenant, c.op, c.id, &skus, &c.entries, now_ms())
             .await?
     };
-    super::give_back_after_commit(inv, tenant, &out).await?;
+    super::give_back_later(inv, tenant, out.given_back(), out.epoch.clone()).await?;
     let new_state = repo::reservations::state_from(&out.state);
     match out.status.as_str() {
         "OK" => {}
@@ -1087,21 +1088,11 @@ async fn record(
     // (the allocation they leave held the same units), so the gate is not
     // touched.
     for e in moved {
-        // A shipment's lot as the WMS reported it, for lot-tracked items
-        // only: stock of other items is not kept per lot.
-        let lot_tracked = !e.lot.is_empty()
-            && repo::items::get(&mut *tx, tenant, &e.sku, false)
-                .await?
-                .is_some_and(|i| i.lot_tracked);
         let m = StockMovement {
             kind: MovementKind::Shipment as i32,
             node_id: e.node.clone(),
             sku: e.sku.clone(),
-            lot: if lot_tracked {
-                e.lot.clone()
-            } else {
-                String::new()
-            },
+            lot: e.lot.clone(),
             serial_numbers: e.serials.clone(),
             quantity: -e.q,
             reference: if c.reference.is_empty() {
@@ -1112,7 +1103,7 @@ async fn record(
             reason: "shipment of allocated units".into(),
             ..Default::default()
         };
-        super::movements::apply(inv, tx, tenant, m, actor, request_id, false).await?;
+        super::movements::apply(inv, tx, tenant, m, actor, request_id, Origin::Shipment).await?;
     }
     let kind = match (c.op, state) {
         (_, ReservationState::Expired) => {

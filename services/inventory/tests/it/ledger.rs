@@ -2,32 +2,6 @@ use crate::*;
 use futures::StreamExt as _;
 use tonic::Code;
 
-async fn movement(
-    c: &mut Client,
-    request_id: &str,
-    kind: MovementKind,
-    node: &str,
-    sku: &str,
-    f: impl FnOnce(&mut StockMovement),
-) -> Result<StockMovement, tonic::Status> {
-    let mut m = StockMovement {
-        kind: kind as i32,
-        node_id: node.into(),
-        sku: sku.into(),
-        ..Default::default()
-    };
-    f(&mut m);
-    c.record_movement(authed(
-        "acme",
-        RecordMovementRequest {
-            request_id: request_id.into(),
-            movement: Some(m),
-        },
-    ))
-    .await
-    .map(|r| r.into_inner().movement.unwrap())
-}
-
 #[tokio::test]
 async fn the_ledger_derives_on_hand_and_refuses_going_below_zero() {
     let mut h = start().await;
@@ -720,27 +694,14 @@ pub async fn serial_move(
     q: i64,
     serials: &[&str],
 ) -> Result<StockMovement, tonic::Status> {
-    c.record_movement(authed(
-        "acme",
-        RecordMovementRequest {
-            request_id: rid(),
-            movement: Some(StockMovement {
-                kind: kind as i32,
-                node_id: node.into(),
-                sku: "PH".into(),
-                quantity: q,
-                counted_quantity: if kind == MovementKind::CycleCount {
-                    q
-                } else {
-                    0
-                },
-                serial_numbers: serials.iter().map(|s| s.to_string()).collect(),
-                ..Default::default()
-            }),
-        },
-    ))
+    movement(c, &rid(), kind, node, "PH", |m| {
+        m.quantity = q;
+        if kind == MovementKind::CycleCount {
+            m.counted_quantity = q;
+        }
+        m.serial_numbers = serials.iter().map(|s| s.to_string()).collect();
+    })
     .await
-    .map(|r| r.into_inner().movement.unwrap())
 }
 
 /// (serial, node; empty once gone) of PH, by serial.
@@ -922,26 +883,12 @@ async fn serial_numbers_follow_their_units() {
     );
     // Another item's serial numbers stay on its movement, untracked.
     item(c, "acme", "PLAIN").await;
-    let m = c
-        .record_movement(authed(
-            "acme",
-            RecordMovementRequest {
-                request_id: rid(),
-                movement: Some(StockMovement {
-                    kind: Receipt as i32,
-                    node_id: "DC1".into(),
-                    sku: "PLAIN".into(),
-                    quantity: 1,
-                    serial_numbers: vec!["A".into(), "A".into()],
-                    ..Default::default()
-                }),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .movement
-        .unwrap();
+    let m = movement(c, &rid(), Receipt, "DC1", "PLAIN", |m| {
+        m.quantity = 1;
+        m.serial_numbers = vec!["A".into(), "A".into()];
+    })
+    .await
+    .unwrap();
     assert_eq!(m.serial_numbers, ["A", "A"]);
     let plain = c
         .list_serial_numbers(authed(

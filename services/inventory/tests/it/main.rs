@@ -119,6 +119,42 @@ pub async fn release_all(c: &mut Client, id: &str) -> Result<Reservation, tonic:
     .map(|r| r.into_inner().reservation.unwrap())
 }
 
+/// Records a movement of acme's `kind` at `node`, as `f` completes it.
+pub async fn movement(
+    c: &mut Client,
+    request_id: &str,
+    kind: MovementKind,
+    node: &str,
+    sku: &str,
+    f: impl FnOnce(&mut StockMovement),
+) -> Result<StockMovement, tonic::Status> {
+    let mut m = StockMovement {
+        kind: kind as i32,
+        node_id: node.into(),
+        sku: sku.into(),
+        ..Default::default()
+    };
+    f(&mut m);
+    c.record_movement(authed(
+        "acme",
+        RecordMovementRequest {
+            request_id: request_id.into(),
+            movement: Some(m),
+        },
+    ))
+    .await
+    .map(|r| r.into_inner().movement.unwrap())
+}
+
+/// DC1 with each SKU of `skus` received there.
+pub async fn stocked(h: &mut Harness, skus: &[(&str, i64)]) {
+    node(&mut h.client, "acme", "DC1").await;
+    for (sku, q) in skus {
+        item(&mut h.client, "acme", sku).await;
+        receive(&mut h.client, "acme", "DC1", sku, *q).await;
+    }
+}
+
 pub async fn receive(c: &mut Client, tenant: &str, node: &str, sku: &str, q: i64) -> StockMovement {
     c.record_movement(authed(
         tenant,

@@ -246,20 +246,10 @@ async fn receipt(c: &mut Client, sku: &str, q: i64) -> Result<(), tonic::Status>
 }
 
 async fn moved(c: &mut Client, kind: MovementKind, sku: &str, q: i64) -> Result<(), tonic::Status> {
-    c.record_movement(authed(
-        "acme",
-        RecordMovementRequest {
-            request_id: rid(),
-            movement: Some(StockMovement {
-                kind: kind as i32,
-                node_id: "DC1".into(),
-                sku: sku.into(),
-                quantity: q,
-                reason: "test".into(),
-                ..Default::default()
-            }),
-        },
-    ))
+    movement(c, &rid(), kind, "DC1", sku, |m| {
+        m.quantity = q;
+        m.reason = "test".into();
+    })
     .await
     .map(|_| ())
 }
@@ -269,9 +259,7 @@ async fn moved(c: &mut Client, kind: MovementKind, sku: &str, q: i64) -> Result<
 #[tokio::test]
 async fn a_receipt_the_record_did_not_keep_is_not_promised() {
     let mut h = start().await;
-    node(&mut h.client, "acme", "DC1").await;
-    item(&mut h.client, "acme", "S").await;
-    receive(&mut h.client, "acme", "DC1", "S", 2).await;
+    stocked(&mut h, &[("S", 2)]).await;
     fail_events(&h.db, "StockMoved", "nodes/DC1/items/S", false).await;
     receipt(&mut h.client, "S", 5).await.unwrap_err();
     heal_events(&h.db).await;
@@ -294,9 +282,7 @@ async fn a_receipt_the_record_did_not_keep_is_not_promised() {
 #[tokio::test]
 async fn a_release_the_record_did_not_keep_can_be_retried() {
     let mut h = start().await;
-    node(&mut h.client, "acme", "DC1").await;
-    item(&mut h.client, "acme", "S").await;
-    receive(&mut h.client, "acme", "DC1", "S", 3).await;
+    stocked(&mut h, &[("S", 3)]).await;
     reserve(&mut h.client, "acme", "r", vec![line("S", "", 2)])
         .await
         .unwrap();
@@ -316,9 +302,7 @@ async fn a_release_the_record_did_not_keep_can_be_retried() {
 #[tokio::test]
 async fn a_receipt_is_promised_only_once_recorded() {
     let mut h = start().await;
-    node(&mut h.client, "acme", "DC1").await;
-    item(&mut h.client, "acme", "S").await;
-    receive(&mut h.client, "acme", "DC1", "S", 2).await;
+    stocked(&mut h, &[("S", 2)]).await;
     fail_events(&h.db, "StockMoved", "nodes/DC1/items/S", true).await;
     let mut held = Held::new(&h.db).await;
     let call = tokio::spawn({
@@ -348,9 +332,7 @@ async fn a_receipt_is_promised_only_once_recorded() {
 #[tokio::test]
 async fn units_a_release_frees_are_promised_only_once_recorded() {
     let mut h = start().await;
-    node(&mut h.client, "acme", "DC1").await;
-    item(&mut h.client, "acme", "S").await;
-    receive(&mut h.client, "acme", "DC1", "S", 2).await;
+    stocked(&mut h, &[("S", 2)]).await;
     reserve(&mut h.client, "acme", "r", vec![line("S", "", 2)])
         .await
         .unwrap();
@@ -387,9 +369,7 @@ async fn units_a_release_frees_are_promised_only_once_recorded() {
 async fn a_shipment_abandoned_by_its_caller_is_not_kept_by_the_gate() {
     let prefix = oms_testkit::redis_prefix();
     let mut h = start_with(&[("OMS_REDIS_KEY_PREFIX", prefix.clone())]).await;
-    node(&mut h.client, "acme", "DC1").await;
-    item(&mut h.client, "acme", "S").await;
-    receive(&mut h.client, "acme", "DC1", "S", 2).await;
+    stocked(&mut h, &[("S", 2)]).await;
     fail_events(&h.db, "StockMoved", "nodes/DC1/items/S", true).await;
     let mut held = Held::new(&h.db).await;
     let call = tokio::spawn({

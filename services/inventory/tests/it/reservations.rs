@@ -3,14 +3,6 @@ use futures::StreamExt as _;
 use futures::future::join_all;
 use tonic::Code;
 
-async fn stocked(h: &mut Harness, skus: &[(&str, i64)]) {
-    node(&mut h.client, "acme", "DC1").await;
-    for (sku, q) in skus {
-        item(&mut h.client, "acme", sku).await;
-        receive(&mut h.client, "acme", "DC1", sku, *q).await;
-    }
-}
-
 #[tokio::test]
 async fn five_hundred_concurrent_reservations_for_a_hundred_units_grant_exactly_a_hundred() {
     let mut h = start().await;
@@ -1073,38 +1065,18 @@ async fn shipments_consume_by_lot_and_serial_number() {
     node(c, "acme", "DC1").await;
     tracked_item(c, "LOT", |i| i.lot_tracked = true).await;
     tracked_item(c, "PH", |i| i.serial_tracked = true).await;
-    for (lot, q) in [("L1", 2), ("L2", 2)] {
-        c.record_movement(authed(
-            "acme",
-            RecordMovementRequest {
-                request_id: rid(),
-                movement: Some(StockMovement {
-                    kind: MovementKind::Receipt as i32,
-                    node_id: "DC1".into(),
-                    sku: "LOT".into(),
-                    lot: lot.into(),
-                    quantity: q,
-                    ..Default::default()
-                }),
-            },
-        ))
+    for lot in ["L1", "L2"] {
+        movement(c, &rid(), MovementKind::Receipt, "DC1", "LOT", |m| {
+            m.lot = lot.into();
+            m.quantity = 2;
+        })
         .await
         .unwrap();
     }
-    c.record_movement(authed(
-        "acme",
-        RecordMovementRequest {
-            request_id: rid(),
-            movement: Some(StockMovement {
-                kind: MovementKind::Receipt as i32,
-                node_id: "DC1".into(),
-                sku: "PH".into(),
-                quantity: 3,
-                serial_numbers: vec!["X".into(), "Y".into(), "Z".into()],
-                ..Default::default()
-            }),
-        },
-    ))
+    movement(c, &rid(), MovementKind::Receipt, "DC1", "PH", |m| {
+        m.quantity = 3;
+        m.serial_numbers = vec!["X".into(), "Y".into(), "Z".into()];
+    })
     .await
     .unwrap();
 

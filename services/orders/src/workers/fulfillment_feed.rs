@@ -226,47 +226,42 @@ fn shipped_since(fo: &FulfillmentOrder, before: Option<&FulfillmentOrder>) -> Ve
             .and_then(|b| b.lines.iter().find(|l| l.line_id == line))
             .map_or(0, |l| l.quantity_shipped)
     };
+    // Adds units to the entry of their SKU and lot.
+    let add = |to: &mut Vec<Allocation>, sku: &str, lot: &str, q: i64, serials: &[String]| match to
+        .iter_mut()
+        .find(|a| a.sku == sku && a.lot == lot)
+    {
+        Some(a) => {
+            a.quantity += q;
+            a.serial_numbers.extend(serials.iter().cloned());
+        }
+        None => to.push(Allocation {
+            sku: sku.to_owned(),
+            node_id: fo.node_id.clone(),
+            quantity: q,
+            lot: lot.to_owned(),
+            serial_numbers: serials.to_vec(),
+            ..Default::default()
+        }),
+    };
     let mut by_sku: Vec<Allocation> = Vec::new();
     for l in &fo.lines {
         let delta = l.quantity_shipped - was(&l.line_id);
-        if delta <= 0 {
-            continue;
-        }
-        match by_sku.iter_mut().find(|a| a.sku == l.sku) {
-            Some(a) => a.quantity += delta,
-            None => by_sku.push(Allocation {
-                sku: l.sku.clone(),
-                node_id: fo.node_id.clone(),
-                quantity: delta,
-                ..Default::default()
-            }),
+        if delta > 0 {
+            add(&mut by_sku, &l.sku, "", delta, &[]);
         }
     }
     let seen = before.map_or(0, |b| b.shipments.len());
     let mut detailed: Vec<Allocation> = Vec::new();
-    for sl in fo
-        .shipments
-        .iter()
-        .skip(seen)
-        .flat_map(|s| &s.lines)
-        .filter(|l| l.quantity > 0)
-    {
-        match detailed
-            .iter_mut()
-            .find(|a| a.sku == sl.sku && a.lot == sl.lot)
-        {
-            Some(a) => {
-                a.quantity += sl.quantity;
-                a.serial_numbers.extend(sl.serial_numbers.iter().cloned());
-            }
-            None => detailed.push(Allocation {
-                sku: sl.sku.clone(),
-                node_id: fo.node_id.clone(),
-                quantity: sl.quantity,
-                lot: sl.lot.clone(),
-                serial_numbers: sl.serial_numbers.clone(),
-                ..Default::default()
-            }),
+    for sl in fo.shipments.iter().skip(seen).flat_map(|s| &s.lines) {
+        if sl.quantity > 0 {
+            add(
+                &mut detailed,
+                &sl.sku,
+                &sl.lot,
+                sl.quantity,
+                &sl.serial_numbers,
+            );
         }
     }
     let units = |of: &[Allocation], sku: &str| -> i64 {
