@@ -11,7 +11,7 @@ pub mod reservations;
 
 use crate::error::{Error, Result};
 use crate::gate::{AvailChange, Gate, GateError};
-use crate::repo::lock;
+use crate::repo::{self, lock};
 use oms_kernel::{RequestId, Tenant, Violations};
 use oms_proto::inventory::{InventoryEvent, inventory_event};
 use oms_runtime::{
@@ -24,6 +24,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 pub struct Inventory {
     pub pool: PgPool,
@@ -94,7 +95,7 @@ impl Inventory {
     {
         let mut attempt = 0;
         loop {
-            let run = Arc::new(Run::new(&self.gate, tenant));
+            let run = Arc::new(Run::new(self, tenant));
             let mut abandoned = Unkept(Some(run.clone()));
             let out = RUN.scope(run.clone(), op()).await;
             abandoned.0 = None; // the run ended: handled here, not on drop
@@ -117,6 +118,7 @@ impl Inventory {
 /// tenant's gate that its commit has not settled yet.
 struct Run {
     gate: Gate,
+    pool: PgPool,
     tenant: Tenant,
     /// The gate was changed (or may have been: a script whose answer was
     /// lost may have run) since the last commit.
@@ -125,15 +127,19 @@ struct Run {
     /// was recorded: one for the whole run, since no rebuild can come
     /// while its transaction holds the shared gate lock.
     after_commit: std::sync::Mutex<(Option<String>, Vec<AvailChange>)>,
+    /// The row (`repo::give_backs`) the commit wrote for that stock.
+    on_its_way: std::sync::Mutex<Option<Uuid>>,
 }
 
 impl Run {
-    fn new(gate: &Gate, tenant: &Tenant) -> Self {
+    fn new(inv: &Inventory, tenant: &Tenant) -> Self {
         Run {
-            gate: gate.clone(),
+            gate: inv.gate.clone(),
+            pool: inv.pool.clone(),
             tenant: tenant.clone(),
             unkept: AtomicBool::new(false),
             after_commit: Default::default(),
+            on_its_way: Default::default(),
         }
     }
 
@@ -146,27 +152,92 @@ impl Run {
     }
 
     /// Drops the tenant's gate (its ready marker), so the next change
-    /// rebuilds it from the record.
-    async fn drop_gate(&self, why: &str) {
+    /// rebuilds it from the record. False when Redis could not be told.
+    async fn drop_gate(&self, why: &str) -> bool {
         tracing::warn!(tenant = %self.tenant, "{why}; the gate is rebuilt from the record");
-        if let Err(e) = self.gate.invalidate(&self.tenant).await {
-            tracing::error!(error = %e, tenant = %self.tenant, "dropping the gate failed; run Reconcile");
+        match self.gate.invalidate(&self.tenant).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, tenant = %self.tenant, "dropping the gate failed; Reconcile rebuilds it");
+                false
+            }
         }
     }
 
+    /// Writes, in the run's transaction, that stock is to be given back
+    /// after its commit (nothing when there is none): should the give-back
+    /// never arrive, the sweep finds the row ([`recover_give_backs`]).
+    async fn announce(&self, tx: &mut PgConnection) -> Result<()> {
+        if self.later().0.is_none() {
+            return Ok(());
+        }
+        let id = Uuid::now_v7();
+        repo::give_backs::record(tx, &self.tenant, id).await?;
+        *self.on_its_way.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
+        Ok(())
+    }
+
     /// Gives back what the committed run freed, in one script per batch
-    /// of SKUs and nodes, unless the gate was rebuilt since.
+    /// of SKUs and nodes, unless the gate was rebuilt since; then deletes
+    /// the run's row, unless neither the stock nor a dropped gate reached
+    /// Redis (the sweep tries again).
     async fn give_back(self: Arc<Self>) {
         let (epoch, changes) = std::mem::take(&mut *self.later());
         let Some(epoch) = epoch else {
             return;
         };
+        let mut arrived = true;
         for batch in merged(changes).chunks(GIVE_BACK_BATCH) {
             if let Err(e) = self.gate.adjust_at(&self.tenant, batch, &epoch).await {
                 tracing::error!(error = %e, "stock given back could not reach the gate");
-                self.drop_gate("stock given back is not in the gate").await;
-                return;
+                arrived = self.drop_gate("stock given back is not in the gate").await;
+                break;
             }
+        }
+        let id = self
+            .on_its_way
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let (true, Some(id)) = (arrived, id) {
+            // Left behind, the row costs one needless rebuild, no more.
+            let forgotten = repo::give_backs::forget(&self.pool, self.tenant.as_str(), &[id]).await;
+            if let Err(e) = forgotten {
+                tracing::warn!(error = %e, "a give-back's row was not deleted");
+            }
+        }
+    }
+}
+
+/// A give-back whose row is this old never arrived: its replica stopped
+/// between the commit and the gate, or could reach neither Redis nor
+/// Postgres since. Far above the milliseconds one takes.
+const GIVE_BACK_LOST_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Drops the gate of every tenant with a give-back that never arrived, so
+/// its next change rebuilds the gate from the record (which has the
+/// stock), then deletes those rows. Run by the sweep. Dropping a gate
+/// whose give-back is only slow is harmless: that give-back then finds a
+/// new epoch and skips itself.
+pub async fn recover_give_backs(inv: &Inventory) {
+    let lost = match repo::give_backs::lost(&inv.pool, GIVE_BACK_LOST_AFTER).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "the sweep cannot read give-backs on their way");
+            return;
+        }
+    };
+    for (tenant, ids) in lost {
+        let Ok(t) = Tenant::parse(&tenant) else {
+            continue;
+        };
+        tracing::warn!(tenant = %t, give_backs = ids.len(), "stock given back never reached the gate; the gate is rebuilt from the record");
+        if let Err(e) = inv.gate.invalidate(&t).await {
+            tracing::warn!(error = %e, tenant = %t, "dropping the gate failed; retried next sweep");
+            continue;
+        }
+        if let Err(e) = repo::give_backs::forget(&inv.pool, &tenant, &ids).await {
+            tracing::warn!(error = %e, "lost give-backs were not deleted; retried next sweep");
         }
     }
 }
@@ -250,7 +321,10 @@ pub async fn give_back_later(
 
 /// Commits a mutation's transaction: the record now keeps every gate
 /// change the mutation made, and the stock it gave back is applied.
-pub async fn commit(tx: Transaction<'static, Postgres>) -> Result<()> {
+pub async fn commit(mut tx: Transaction<'static, Postgres>) -> Result<()> {
+    if let Ok(run) = RUN.try_with(|r| r.clone()) {
+        run.announce(&mut tx).await?;
+    }
     tx.commit().await?;
     if let Ok(run) = RUN.try_with(|r| {
         r.unkept.store(false, Ordering::Relaxed);

@@ -106,6 +106,8 @@ async fn rebuild(
     let drifts = compare(&expected, &current);
     if let Some(trigger) = trigger {
         gate.install(tenant, &expected, &live, trigger).await?;
+        // Every give-back on its way is in what was just installed.
+        repo::give_backs::counted(&mut *tx, tenant).await?;
     }
     let rebuilt = if dry_run { 0 } else { expected.len() as i64 };
     Ok((rebuilt, drifts))

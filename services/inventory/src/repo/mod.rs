@@ -1,4 +1,5 @@
 //! SQL of the inventory service, one module per table group.
+pub mod give_backs;
 pub mod items;
 pub mod lock;
 pub mod nodes;

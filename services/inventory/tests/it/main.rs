@@ -263,3 +263,12 @@ pub async fn held_in_record(db: &TestDb, tenant: &str, sku: &str) -> i64 {
 }
 
 pub use oms_runtime::status::{fields, reason};
+
+/// Polls `cond` until it holds; fails the test after 10 s.
+pub async fn wait_until(mut cond: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cond().await {
+        assert!(std::time::Instant::now() < deadline, "condition never held");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

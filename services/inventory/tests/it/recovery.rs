@@ -175,17 +175,33 @@ async fn reconcile_reports_drift_and_repairs_it() {
 /// `event_type` about `subject`, after its gate change: at once, or (with
 /// `block`) once the test lets go of advisory lock 4242, which it waits on.
 async fn fail_events(db: &TestDb, event_type: &str, subject: &str, block: bool) {
+    let wait = if block { WAIT } else { "" };
+    on_events(
+        db,
+        event_type,
+        subject,
+        &format!("{wait} RAISE EXCEPTION 'injected failure';"),
+    )
+    .await
+}
+
+/// Holds the transaction that writes such an event until the test lets go
+/// of advisory lock 4242; it then goes on.
+async fn pause_events(db: &TestDb, event_type: &str, subject: &str) {
+    on_events(db, event_type, subject, WAIT).await
+}
+
+const WAIT: &str = "PERFORM pg_advisory_xact_lock_shared(4242);";
+
+/// Runs `body` (PL/pgSQL) in the transaction that writes an outbox event
+/// of `event_type` about `subject`.
+async fn on_events(db: &TestDb, event_type: &str, subject: &str, body: &str) {
     let mut c = db.connect("inventory").await;
-    let wait = if block {
-        "PERFORM pg_advisory_xact_lock_shared(4242);"
-    } else {
-        ""
-    };
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "CREATE FUNCTION fail_events() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN
            IF NEW.event_type = '{event_type}' AND NEW.subject = '{subject}' THEN
-             {wait} RAISE EXCEPTION 'injected failure';
+             {body}
            END IF;
            RETURN NEW;
          END $$;
@@ -403,11 +419,112 @@ async fn a_shipment_abandoned_by_its_caller_is_not_kept_by_the_gate() {
     assert_eq!((a.on_hand, a.available), (2, 0));
 }
 
-/// Polls `cond` until it holds; fails the test after 10 s.
-async fn wait_until(mut cond: impl AsyncFnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !cond().await {
-        assert!(std::time::Instant::now() < deadline, "condition never held");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+/// A release commits, then its replica cannot reach Redis (here: every
+/// command refused by an ACL) before the units it freed reach the gate,
+/// nor drop the gate: the units are recorded free but not promised. The
+/// sweep finds the give-back's row that never went away and drops the
+/// gate, which the next reservation rebuilds from the record.
+#[tokio::test]
+async fn units_a_lost_give_back_kept_from_the_gate_come_back() {
+    let redis = RedisServer::start();
+    let mut h = start_with(&[("OMS_REDIS_URL", redis.url())]).await;
+    stocked(&mut h, &[("S", 3)]).await;
+    reserve(&mut h.client, "acme", "r", vec![line("S", "", 2)])
+        .await
+        .unwrap();
+    pause_events(&h.db, "ReservationReleased", "reservations/r").await;
+    let mut held = Held::new(&h.db).await;
+    let call = tokio::spawn({
+        let mut c = h.client.clone();
+        async move { release_all(&mut c, "r").await }
+    });
+    held.awaited(&h.db).await;
+    // Past its gate script, before its commit: Redis goes out of reach.
+    let acl = |args: &[&str]| {
+        let out = std::process::Command::new("redis-cli")
+            .args([
+                "-p",
+                &redis.port.to_string(),
+                "--user",
+                "admin",
+                "--pass",
+                "x",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "OK", "{out:?}");
+    };
+    let admin = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string()])
+        .args([
+            "ACL", "SETUSER", "admin", "on", "nopass", "+@all", "~*", "&*",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&admin.stdout).trim(), "OK");
+    acl(&["ACL", "SETUSER", "default", "-@all"]);
+    held.release().await;
+    let released = call.await.unwrap().unwrap();
+    assert_eq!(released.state, ReservationState::Released as i32);
+    acl(&["ACL", "SETUSER", "default", "+@all"]);
+    heal_events(&h.db).await;
+
+    // Recorded free, not promised: the give-back's row says so.
+    assert_eq!(held_in_record(&h.db, "acme", "S").await, 0);
+    let err = reserve(&mut h.client, "acme", "x", vec![line("S", "", 3)])
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "INSUFFICIENT_STOCK", "{err:?}");
+    let mut c = h.db.connect("inventory").await;
+    let rows = "SELECT count(*) FROM gate_give_backs";
+    let pending: i64 = sqlx::query_scalar(rows).fetch_one(&mut c).await.unwrap();
+    assert_eq!(pending, 1);
+    // The sweep counts a give-back as lost after a minute: age it.
+    sqlx::query("UPDATE gate_give_backs SET create_time = now() - interval '1 hour'")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    wait_until(async || {
+        sqlx::query_scalar::<_, i64>(rows)
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+            == 0
+    })
+    .await;
+
+    reserve(&mut h.client, "acme", "x", vec![line("S", "", 3)])
+        .await
+        .unwrap();
+    let a = available(&mut h.client, "acme", "S").await;
+    assert_eq!((a.on_hand, a.available), (3, 0));
+}
+
+/// A give-back that arrives, and a rebuild, leave no row behind.
+#[tokio::test]
+async fn give_backs_that_arrive_leave_no_row() {
+    let mut h = start().await;
+    stocked(&mut h, &[("S", 3)]).await;
+    reserve(&mut h.client, "acme", "r", vec![line("S", "", 2)])
+        .await
+        .unwrap();
+    release_all(&mut h.client, "r").await.unwrap();
+    receipt(&mut h.client, "S", 4).await.unwrap();
+    let mut c = h.db.connect("inventory").await;
+    let rows = "SELECT count(*) FROM gate_give_backs";
+    let pending: i64 = sqlx::query_scalar(rows).fetch_one(&mut c).await.unwrap();
+    assert_eq!(pending, 0);
+    sqlx::query(
+        "INSERT INTO gate_give_backs (tenant, give_back_id) VALUES ('acme', gen_random_uuid())",
+    )
+    .execute(&mut c)
+    .await
+    .unwrap();
+    reconcile(&mut h.client, "acme", false).await;
+    let pending: i64 = sqlx::query_scalar(rows).fetch_one(&mut c).await.unwrap();
+    assert_eq!(pending, 0, "a rebuild counts every give-back on its way");
+    reserve(&mut h.client, "acme", "x", vec![line("S", "", 7)])
+        .await
+        .unwrap();
 }
