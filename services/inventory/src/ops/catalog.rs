@@ -2,7 +2,7 @@
 use super::{Begin, Inventory};
 use crate::domain::{item, node};
 use crate::error::{Error, Result};
-use crate::repo;
+use crate::repo::{self, lock};
 use chrono::Utc;
 use oms_kernel::{PageSize, PageToken, Paging, Tenant, Violations, parse_name};
 use oms_proto::inventory::*;
@@ -78,9 +78,14 @@ pub async fn update_node(
     repo::nodes::update(&mut tx, &current, now).await?;
     if was_enabled != current.enabled || was_shared != current.shared_with_tenants {
         // Which nodes count in the network changed: the gates of every
-        // tenant with stock there are rebuilt (exclusively) on their next use.
+        // tenant with stock there are rebuilt (exclusively) on their next
+        // use. Each one's gate lock is held (shared) first, as for any
+        // change of its gate, so that no rebuild reads the node before
+        // this commits: another tenant's (a shared node) would otherwise
+        // rebuild at once from the node as it was, and keep that.
         for t in repo::nodes::tenants_at(&mut tx, &id).await? {
             if let Ok(t) = Tenant::parse(&t) {
+                lock::shared(&mut tx, &t).await?;
                 super::reconcile::invalidate(inv, &t).await?;
             }
         }

@@ -529,13 +529,21 @@ pub async fn set_safety(
         {
             return Err(Error::not_found("item", format!("items/{}", req.sku)));
         }
-        let before = repo::rules::safety(&mut *tx, tenant, &[]).await?;
+        repo::lock::safety_at(&mut tx, tenant, &req.node_id).await?;
+        // A node default applies to every SKU at the node without its own
+        // figure: all of the node's rows matter then; a SKU's figure, only
+        // its row and the default.
+        let sku = (!req.sku.is_empty()).then_some(req.sku.as_str());
+        let before = repo::rules::safety_at(&mut *tx, tenant, &req.node_id, sku).await?;
+        let mut after = before.clone();
+        let key = (req.node_id.clone(), req.sku.clone());
         if req.remove {
             repo::rules::remove_safety(&mut tx, tenant, &req.node_id, &req.sku).await?;
+            after.remove(&key);
         } else {
             repo::rules::set_safety(&mut tx, tenant, &req.node_id, &req.sku, req.quantity).await?;
+            after.insert(key, req.quantity);
         }
-        let after = repo::rules::safety(&mut *tx, tenant, &[]).await?;
         let mut changed = vec![];
         if enabled {
             let skus = if req.sku.is_empty() {

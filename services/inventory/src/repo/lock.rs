@@ -25,6 +25,19 @@ pub async fn exclusive(tx: &mut PgConnection, tenant: &Tenant) -> sqlx::Result<(
     Ok(())
 }
 
+/// Serializes safety stock changes at one node of a tenant: each gives the
+/// gate the difference it makes to the figures in force, so each must read
+/// them after the one before has committed (a node default and a SKU's own
+/// figure are different rows, which no row lock orders).
+pub async fn safety_at(tx: &mut PgConnection, tenant: &Tenant, node: &str) -> sqlx::Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('oms.inventory.safety:' || $1 || '/' || $2, 0))")
+        .bind(tenant.as_str())
+        .bind(node)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
 /// `BEGIN` plus the shared gate locks of `tenants`, to send in one round
 /// trip (`Pool::begin_with`). Tenant ids are `[a-z0-9_-]` (checked when the
 /// token is read), so they embed safely.

@@ -66,22 +66,37 @@ pub fn effective(safety: &HashMap<(String, String), i64>, node: &str, sku: &str)
         .unwrap_or(0)
 }
 
-/// Sets a safety stock row; returns the previous quantity (0 when none).
+/// The safety stock rows at one node: its default and, with `sku`, that
+/// SKU's own row; without, every SKU's.
+pub async fn safety_at(
+    db: impl PgExecutor<'_>,
+    tenant: &Tenant,
+    node: &str,
+    sku: Option<&str>,
+) -> sqlx::Result<HashMap<(String, String), i64>> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT sku, quantity FROM safety_stock
+         WHERE tenant = $1 AND node_id = $2 AND ($3::text IS NULL OR sku = '' OR sku = $3)",
+    )
+    .bind(tenant.as_str())
+    .bind(node)
+    .bind(sku)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(s, q)| ((node.to_owned(), s), q))
+        .collect())
+}
+
+/// Sets a safety stock row.
 pub async fn set_safety(
     tx: &mut PgConnection,
     tenant: &Tenant,
     node: &str,
     sku: &str,
     quantity: i64,
-) -> sqlx::Result<Option<i64>> {
-    let old: Option<i64> = sqlx::query_scalar(
-        "SELECT quantity FROM safety_stock WHERE tenant = $1 AND node_id = $2 AND sku = $3 FOR UPDATE",
-    )
-    .bind(tenant.as_str())
-    .bind(node)
-    .bind(sku)
-    .fetch_optional(&mut *tx)
-    .await?;
+) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO safety_stock (tenant, node_id, sku, quantity) VALUES ($1, $2, $3, $4)
          ON CONFLICT (tenant, node_id, sku) DO UPDATE SET quantity = EXCLUDED.quantity",
@@ -92,7 +107,7 @@ pub async fn set_safety(
     .bind(quantity)
     .execute(tx)
     .await?;
-    Ok(old)
+    Ok(())
 }
 
 /// Removes a safety stock row, if there is one.

@@ -528,3 +528,144 @@ async fn give_backs_that_arrive_leave_no_row() {
         .await
         .unwrap();
 }
+
+/// Two safety stock changes at one node at once, the node's default and a
+/// SKU's own figure: each gives the gate the difference it makes, so the
+/// second must see the first (before, it read the default from before the
+/// first committed and the gate took both differences: drift).
+#[tokio::test]
+async fn concurrent_safety_stock_changes_at_a_node_keep_the_gate_right() {
+    let mut h = start().await;
+    stocked(&mut h, &[("S", 20)]).await;
+    let safety = |request_id: &str, sku: &str, quantity: i64| SetSafetyStockRequest {
+        request_id: request_id.into(),
+        node_id: "DC1".into(),
+        sku: sku.into(),
+        quantity,
+        ..Default::default()
+    };
+    h.client
+        .set_safety_stock(authed("acme", safety(&rid(), "", 5)))
+        .await
+        .unwrap();
+    let first = rid();
+    on_events(
+        &h.db,
+        "SafetyStockSet",
+        "nodes/DC1",
+        &format!("IF NEW.request_id = '{first}' THEN {WAIT} END IF;"),
+    )
+    .await;
+    let mut held = Held::new(&h.db).await;
+    let default = tokio::spawn({
+        let mut c = h.client.clone();
+        let req = safety(&first, "", 10);
+        async move { c.set_safety_stock(authed("acme", req)).await }
+    });
+    held.awaited(&h.db).await;
+    let own = tokio::spawn({
+        let mut c = h.client.clone();
+        let req = safety(&rid(), "S", 7);
+        async move { c.set_safety_stock(authed("acme", req)).await }
+    });
+    // The SKU's change either waits for the default's or (as before) runs
+    // past it.
+    let mut watch = h.db.connect("inventory").await;
+    let waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid <> 4242 AND NOT granted";
+    wait_until(async || {
+        own.is_finished()
+            || sqlx::query_scalar::<_, i64>(waiting)
+                .fetch_one(&mut watch)
+                .await
+                .unwrap()
+                == 1
+    })
+    .await;
+    held.release().await;
+    default.await.unwrap().unwrap();
+    own.await.unwrap().unwrap();
+    heal_events(&h.db).await;
+
+    let drifts = reconcile(&mut h.client, "acme", true).await.drifts;
+    assert!(drifts.is_empty(), "{drifts:?}");
+    let a = available(&mut h.client, "acme", "S").await;
+    assert_eq!((a.held_back, a.available), (7, 13));
+    reserve(&mut h.client, "acme", "r", vec![line("S", "", 13)])
+        .await
+        .unwrap();
+}
+
+/// The owner of a shared node disables it: the gate of another tenant
+/// with stock there must not be rebuilt from the node as it was while the
+/// change is not committed yet (it was: only the owner's gate lock was
+/// held, and the other tenant's rebuild read the node still enabled and
+/// kept promising its stock).
+#[tokio::test]
+async fn disabling_a_shared_node_reaches_every_tenant_gate_there() {
+    let mut h = start().await;
+    node_with(&mut h.client, "threepl", "3PL-1", |n| {
+        n.kind = NodeKind::ThirdPartyWarehouse as i32;
+        n.shared_with_tenants = vec!["acme".into()];
+    })
+    .await;
+    item(&mut h.client, "acme", "S").await;
+    receive(&mut h.client, "acme", "3PL-1", "S", 5).await;
+    reserve(&mut h.client, "acme", "r1", vec![line("S", "", 1)])
+        .await
+        .unwrap();
+    let mut c = h.db.connect("inventory").await;
+    sqlx::raw_sql(
+        "CREATE FUNCTION pause_update_node() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF NEW.method LIKE '%UpdateNode' THEN PERFORM pg_advisory_xact_lock_shared(4242); END IF;
+           RETURN NEW;
+         END $$;
+         CREATE TRIGGER pause_update_node BEFORE UPDATE ON idempotency
+         FOR EACH ROW EXECUTE FUNCTION pause_update_node();",
+    )
+    .execute(&mut c)
+    .await
+    .unwrap();
+    let mut held = Held::new(&h.db).await;
+    let disable = tokio::spawn({
+        let mut c = h.client.clone();
+        async move {
+            let req = UpdateNodeRequest {
+                request_id: rid(),
+                node: Some(Node {
+                    name: "nodes/3PL-1".into(),
+                    enabled: false,
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["enabled".into()],
+                }),
+            };
+            c.update_node(authed("threepl", req)).await
+        }
+    });
+    // The owner's change is past the gates, before its commit.
+    held.awaited(&h.db).await;
+    let during = tokio::spawn({
+        let mut c = h.client.clone();
+        async move { reserve(&mut c, "acme", "r2", vec![line("S", "", 1)]).await }
+    });
+    // It either waits for the change (its gate lock) or, as before, is
+    // answered from a gate rebuilt from the node as it was.
+    let waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid <> 4242 AND NOT granted";
+    wait_until(async || {
+        during.is_finished()
+            || sqlx::query_scalar::<_, i64>(waiting)
+                .fetch_one(&mut c)
+                .await
+                .unwrap()
+                > 0
+    })
+    .await;
+    held.release().await;
+    disable.await.unwrap().unwrap();
+    let err = during.await.unwrap().unwrap_err();
+    assert_eq!(reason(&err), "INSUFFICIENT_STOCK", "{err:?}");
+    let drifts = reconcile(&mut h.client, "acme", true).await.drifts;
+    assert!(drifts.is_empty(), "{drifts:?}");
+}
