@@ -578,6 +578,9 @@ fn to_proto(o: &Order) -> pb::RoutingOrder {
 
 /// The world's nodes, the first `skus` items and their stock, loaded into
 /// inventory (stock by one snapshot import).
+/// Snapshot rows per import call.
+const IMPORT_ROWS: usize = 1000;
+
 async fn load_world(
     world: &World,
     skus: usize,
@@ -632,38 +635,50 @@ async fn load_world(
             .await?;
     }
     use inv::import_stock_snapshot_request::Part;
-    let mut msgs = vec![inv::ImportStockSnapshotRequest {
-        part: Some(Part::Header(inv::SnapshotHeader {
-            request_id: "bench-stock".into(),
-            source: "bench".into(),
-            count_time: None,
-        })),
-    }];
-    for k in 0..skus {
-        for (i, n) in world.net.nodes.iter().enumerate() {
-            let units = world.units(k, i);
-            if units > 0 {
-                msgs.push(inv::ImportStockSnapshotRequest {
-                    part: Some(Part::Row(inv::SnapshotRow {
+    let rows: Vec<inv::SnapshotRow> = (0..skus)
+        .flat_map(|k| {
+            world
+                .net
+                .nodes
+                .iter()
+                .enumerate()
+                .filter_map(move |(i, n)| {
+                    let units = world.units(k, i);
+                    (units > 0).then(|| inv::SnapshotRow {
                         node_id: n.id.clone(),
                         sku: format!("SKU-{k:04}"),
                         on_hand: units,
                         ..Default::default()
-                    })),
-                });
-            }
-        }
+                    })
+                })
+        })
+        .collect();
+    // In parts, as a WMS sends a large snapshot: one call of 10,000 rows
+    // outlasted the client's call timeout on a starved host.
+    for (part, chunk) in rows.chunks(IMPORT_ROWS).enumerate() {
+        let header = inv::ImportStockSnapshotRequest {
+            part: Some(Part::Header(inv::SnapshotHeader {
+                request_id: format!("bench-stock-{part}"),
+                source: "bench".into(),
+                count_time: None,
+            })),
+        };
+        let msgs: Vec<_> = std::iter::once(header)
+            .chain(chunk.iter().map(|r| inv::ImportStockSnapshotRequest {
+                part: Some(Part::Row(r.clone())),
+            }))
+            .collect();
+        let resp = client
+            .import_stock_snapshot(authed(TENANT, futures::stream::iter(msgs)))
+            .await?
+            .into_inner();
+        anyhow::ensure!(
+            resp.rows_applied == chunk.len() as i64 && resp.errors.is_empty(),
+            "stock import: {} of {} rows applied, errors {:?}",
+            resp.rows_applied,
+            chunk.len(),
+            resp.errors
+        );
     }
-    let rows = msgs.len() as i64 - 1;
-    let resp = client
-        .import_stock_snapshot(authed(TENANT, futures::stream::iter(msgs)))
-        .await?
-        .into_inner();
-    anyhow::ensure!(
-        resp.rows_applied == rows && resp.errors.is_empty(),
-        "stock import: {} of {rows} rows applied, errors {:?}",
-        resp.rows_applied,
-        resp.errors
-    );
     Ok(())
 }
