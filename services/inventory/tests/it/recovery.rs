@@ -249,6 +249,22 @@ impl Held {
     }
 }
 
+/// Until `task` has finished or waits for an advisory lock other than
+/// 4242 (a lock the code under test takes).
+async fn done_or_waiting<T>(db: &TestDb, task: &tokio::task::JoinHandle<T>) {
+    let mut watch = db.connect("inventory").await;
+    let waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid <> 4242 AND NOT granted";
+    wait_until(async || {
+        task.is_finished()
+            || sqlx::query_scalar::<_, i64>(waiting)
+                .fetch_one(&mut watch)
+                .await
+                .unwrap()
+                > 0
+    })
+    .await;
+}
+
 async fn heal_events(db: &TestDb) {
     let mut c = db.connect("inventory").await;
     sqlx::raw_sql("DROP TRIGGER fail_events ON outbox; DROP FUNCTION fail_events();")
@@ -570,17 +586,7 @@ async fn concurrent_safety_stock_changes_at_a_node_keep_the_gate_right() {
     });
     // The SKU's change either waits for the default's or (as before) runs
     // past it.
-    let mut watch = h.db.connect("inventory").await;
-    let waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid <> 4242 AND NOT granted";
-    wait_until(async || {
-        own.is_finished()
-            || sqlx::query_scalar::<_, i64>(waiting)
-                .fetch_one(&mut watch)
-                .await
-                .unwrap()
-                == 1
-    })
-    .await;
+    done_or_waiting(&h.db, &own).await;
     held.release().await;
     default.await.unwrap().unwrap();
     own.await.unwrap().unwrap();
@@ -652,16 +658,7 @@ async fn disabling_a_shared_node_reaches_every_tenant_gate_there() {
     });
     // It either waits for the change (its gate lock) or, as before, is
     // answered from a gate rebuilt from the node as it was.
-    let waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid <> 4242 AND NOT granted";
-    wait_until(async || {
-        during.is_finished()
-            || sqlx::query_scalar::<_, i64>(waiting)
-                .fetch_one(&mut c)
-                .await
-                .unwrap()
-                > 0
-    })
-    .await;
+    done_or_waiting(&h.db, &during).await;
     held.release().await;
     disable.await.unwrap().unwrap();
     let err = during.await.unwrap().unwrap_err();
