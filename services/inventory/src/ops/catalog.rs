@@ -78,12 +78,21 @@ pub async fn update_node(
     repo::nodes::update(&mut tx, &current, now).await?;
     if was_enabled != current.enabled || was_shared != current.shared_with_tenants {
         // Which nodes count in the network changed: the gates of every
-        // tenant with stock there are rebuilt (exclusively) on their next
-        // use. Each one's gate lock is held (shared) first, as for any
-        // change of its gate, so that no rebuild reads the node before
-        // this commits: another tenant's (a shared node) would otherwise
-        // rebuild at once from the node as it was, and keep that.
-        for t in repo::nodes::tenants_at(&mut tx, &id).await? {
+        // tenant that may use the node, or has stock there, are rebuilt
+        // (exclusively) on their next use. Each one's gate lock is held
+        // (shared) first, as for any change of its gate, so that no
+        // rebuild reads the node before this commits: another tenant's (a
+        // shared node) would otherwise rebuild at once from the node as it
+        // was, and keep that. Not only those with stock: a first receipt
+        // there, not committed yet, read the node as it was too.
+        let mut tenants: std::collections::BTreeSet<String> = repo::nodes::tenants_at(&mut tx, &id)
+            .await?
+            .into_iter()
+            .collect();
+        tenants.insert(tenant.as_str().to_owned());
+        tenants.extend(was_shared.iter().cloned());
+        tenants.extend(current.shared_with_tenants.iter().cloned());
+        for t in tenants {
             if let Ok(t) = Tenant::parse(&t) {
                 lock::shared(&mut tx, &t).await?;
                 super::reconcile::invalidate(inv, &t).await?;

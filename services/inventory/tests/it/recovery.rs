@@ -249,11 +249,11 @@ impl Held {
     }
 }
 
-/// Until `task` has finished or waits for an advisory lock other than
-/// 4242 (a lock the code under test takes).
+/// Until `task` has finished or waits for a lock (any but the test's
+/// advisory lock 4242: one the code under test takes).
 async fn done_or_waiting<T>(db: &TestDb, task: &tokio::task::JoinHandle<T>) {
     let mut watch = db.connect("inventory").await;
-    let waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid <> 4242 AND NOT granted";
+    let waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted AND NOT (locktype = 'advisory' AND objid = 4242)";
     wait_until(async || {
         task.is_finished()
             || sqlx::query_scalar::<_, i64>(waiting)
@@ -609,16 +609,80 @@ async fn concurrent_safety_stock_changes_at_a_node_keep_the_gate_right() {
 #[tokio::test]
 async fn disabling_a_shared_node_reaches_every_tenant_gate_there() {
     let mut h = start().await;
+    shared_node(&mut h).await;
+    receive(&mut h.client, "acme", "3PL-1", "S", 5).await;
+    reserve(&mut h.client, "acme", "r1", vec![line("S", "", 1)])
+        .await
+        .unwrap();
+    let (held, disable) = paused_disable(&h).await;
+    let during = tokio::spawn({
+        let mut c = h.client.clone();
+        async move { reserve(&mut c, "acme", "r2", vec![line("S", "", 1)]).await }
+    });
+    // It either waits for the change (its gate lock) or, as before, is
+    // answered from a gate rebuilt from the node as it was.
+    done_or_waiting(&h.db, &during).await;
+    held.release().await;
+    disable.await.unwrap().unwrap();
+    let err = during.await.unwrap().unwrap_err();
+    assert_eq!(reason(&err), "INSUFFICIENT_STOCK", "{err:?}");
+    let drifts = reconcile(&mut h.client, "acme", true).await.drifts;
+    assert!(drifts.is_empty(), "{drifts:?}");
+}
+
+/// The same for a tenant whose first stock at the node arrives while the
+/// node is being disabled: it has no stock there yet to be found by, and
+/// its receipt read the node still enabled (it was then promised from the
+/// disabled node).
+#[tokio::test]
+async fn a_first_receipt_at_a_node_being_disabled_is_not_promised() {
+    let mut h = start().await;
+    shared_node(&mut h).await;
+    node(&mut h.client, "acme", "DC1").await;
+    receive(&mut h.client, "acme", "DC1", "S", 1).await;
+    reserve(&mut h.client, "acme", "r1", vec![line("S", "", 1)])
+        .await
+        .unwrap();
+    let (held, disable) = paused_disable(&h).await;
+    let during = tokio::spawn({
+        let mut c = h.client.clone();
+        async move {
+            movement(&mut c, &rid(), MovementKind::Receipt, "3PL-1", "S", |m| {
+                m.quantity = 5
+            })
+            .await
+        }
+    });
+    done_or_waiting(&h.db, &during).await;
+    held.release().await;
+    disable.await.unwrap().unwrap();
+    during.await.unwrap().unwrap();
+    let err = reserve(&mut h.client, "acme", "r2", vec![line("S", "", 1)])
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "INSUFFICIENT_STOCK", "{err:?}");
+    let drifts = reconcile(&mut h.client, "acme", true).await.drifts;
+    assert!(drifts.is_empty(), "{drifts:?}");
+}
+
+/// Node 3PL-1 of tenant threepl, shared with acme, and acme's item S.
+async fn shared_node(h: &mut Harness) {
     node_with(&mut h.client, "threepl", "3PL-1", |n| {
         n.kind = NodeKind::ThirdPartyWarehouse as i32;
         n.shared_with_tenants = vec!["acme".into()];
     })
     .await;
     item(&mut h.client, "acme", "S").await;
-    receive(&mut h.client, "acme", "3PL-1", "S", 5).await;
-    reserve(&mut h.client, "acme", "r1", vec![line("S", "", 1)])
-        .await
-        .unwrap();
+}
+
+/// threepl disables 3PL-1; returned once that change is past the gates
+/// and waits, before its commit, for the returned lock to go.
+async fn paused_disable(
+    h: &Harness,
+) -> (
+    Held,
+    tokio::task::JoinHandle<Result<tonic::Response<UpdateNodeResponse>, tonic::Status>>,
+) {
     let mut c = h.db.connect("inventory").await;
     sqlx::raw_sql(
         "CREATE FUNCTION pause_update_node() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -650,19 +714,6 @@ async fn disabling_a_shared_node_reaches_every_tenant_gate_there() {
             c.update_node(authed("threepl", req)).await
         }
     });
-    // The owner's change is past the gates, before its commit.
     held.awaited(&h.db).await;
-    let during = tokio::spawn({
-        let mut c = h.client.clone();
-        async move { reserve(&mut c, "acme", "r2", vec![line("S", "", 1)]).await }
-    });
-    // It either waits for the change (its gate lock) or, as before, is
-    // answered from a gate rebuilt from the node as it was.
-    done_or_waiting(&h.db, &during).await;
-    held.release().await;
-    disable.await.unwrap().unwrap();
-    let err = during.await.unwrap().unwrap_err();
-    assert_eq!(reason(&err), "INSUFFICIENT_STOCK", "{err:?}");
-    let drifts = reconcile(&mut h.client, "acme", true).await.drifts;
-    assert!(drifts.is_empty(), "{drifts:?}");
+    (held, disable)
 }
