@@ -123,12 +123,19 @@ struct Run {
     /// The gate was changed (or may have been: a script whose answer was
     /// lost may have run) since the last commit.
     unkept: AtomicBool,
-    /// Stock to give back after the commit, and the gate's epoch while it
-    /// was recorded: one for the whole run, since no rebuild can come
-    /// while its transaction holds the shared gate lock.
-    after_commit: std::sync::Mutex<(Option<String>, Vec<AvailChange>)>,
-    /// The row (`repo::give_backs`) the commit wrote for that stock.
-    on_its_way: std::sync::Mutex<Option<Uuid>>,
+    after_commit: std::sync::Mutex<Later>,
+}
+
+/// Stock a run gives back after its commit.
+#[derive(Default)]
+struct Later {
+    /// The gate's epoch while the stock was recorded: one for the whole
+    /// run, since no rebuild can come while its transaction holds the
+    /// shared gate lock. `None`: nothing to give back.
+    epoch: Option<String>,
+    changes: Vec<AvailChange>,
+    /// The row (`repo::give_backs`) the commit wrote for it.
+    row: Option<Uuid>,
 }
 
 impl Run {
@@ -139,7 +146,6 @@ impl Run {
             tenant: tenant.clone(),
             unkept: AtomicBool::new(false),
             after_commit: Default::default(),
-            on_its_way: Default::default(),
         }
     }
 
@@ -147,7 +153,7 @@ impl Run {
         self.unkept.load(Ordering::Relaxed)
     }
 
-    fn later(&self) -> std::sync::MutexGuard<'_, (Option<String>, Vec<AvailChange>)> {
+    fn later(&self) -> std::sync::MutexGuard<'_, Later> {
         self.after_commit.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -166,14 +172,14 @@ impl Run {
 
     /// Writes, in the run's transaction, that stock is to be given back
     /// after its commit (nothing when there is none): should the give-back
-    /// never arrive, the sweep finds the row ([`recover_give_backs`]).
+    /// never arrive, the sweep finds the row ([`reconcile::recover_give_backs`]).
     async fn announce(&self, tx: &mut PgConnection) -> Result<()> {
-        if self.later().0.is_none() {
+        if self.later().epoch.is_none() {
             return Ok(());
         }
         let id = Uuid::now_v7();
         repo::give_backs::record(tx, &self.tenant, id).await?;
-        *self.on_its_way.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
+        self.later().row = Some(id);
         Ok(())
     }
 
@@ -182,7 +188,11 @@ impl Run {
     /// the run's row, unless neither the stock nor a dropped gate reached
     /// Redis (the sweep tries again).
     async fn give_back(self: Arc<Self>) {
-        let (epoch, changes) = std::mem::take(&mut *self.later());
+        let Later {
+            epoch,
+            changes,
+            row,
+        } = std::mem::take(&mut *self.later());
         let Some(epoch) = epoch else {
             return;
         };
@@ -194,50 +204,12 @@ impl Run {
                 break;
             }
         }
-        let id = self
-            .on_its_way
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let (true, Some(id)) = (arrived, id) {
+        if let (true, Some(id)) = (arrived, row) {
             // Left behind, the row costs one needless rebuild, no more.
-            let forgotten = repo::give_backs::forget(&self.pool, self.tenant.as_str(), &[id]).await;
+            let forgotten = repo::give_backs::forget(&self.pool, &self.tenant, &[id]).await;
             if let Err(e) = forgotten {
                 tracing::warn!(error = %e, "a give-back's row was not deleted");
             }
-        }
-    }
-}
-
-/// A give-back whose row is this old never arrived: its replica stopped
-/// between the commit and the gate, or could reach neither Redis nor
-/// Postgres since. Far above the milliseconds one takes.
-const GIVE_BACK_LOST_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Drops the gate of every tenant with a give-back that never arrived, so
-/// its next change rebuilds the gate from the record (which has the
-/// stock), then deletes those rows. Run by the sweep. Dropping a gate
-/// whose give-back is only slow is harmless: that give-back then finds a
-/// new epoch and skips itself.
-pub async fn recover_give_backs(inv: &Inventory) {
-    let lost = match repo::give_backs::lost(&inv.pool, GIVE_BACK_LOST_AFTER).await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::warn!(error = %e, "the sweep cannot read give-backs on their way");
-            return;
-        }
-    };
-    for (tenant, ids) in lost {
-        let Ok(t) = Tenant::parse(&tenant) else {
-            continue;
-        };
-        tracing::warn!(tenant = %t, give_backs = ids.len(), "stock given back never reached the gate; the gate is rebuilt from the record");
-        if let Err(e) = inv.gate.invalidate(&t).await {
-            tracing::warn!(error = %e, tenant = %t, "dropping the gate failed; retried next sweep");
-            continue;
-        }
-        if let Err(e) = repo::give_backs::forget(&inv.pool, &tenant, &ids).await {
-            tracing::warn!(error = %e, "lost give-backs were not deleted; retried next sweep");
         }
     }
 }
@@ -303,15 +275,15 @@ pub async fn give_back_later(
     if changes.is_empty() {
         return Ok(());
     }
-    let known = RUN.try_with(|r| r.later().0.clone()).ok().flatten();
+    let known = RUN.try_with(|r| r.later().epoch.clone()).ok().flatten();
     let epoch = match known.or(epoch) {
         Some(e) => e,
         None => inv.gate.epoch(tenant).await?.ok_or(GateError::NotReady)?,
     };
     let queued = RUN.try_with(|r| {
         let mut later = r.later();
-        later.0 = Some(epoch.clone());
-        later.1.extend(changes.iter().cloned());
+        later.epoch = Some(epoch.clone());
+        later.changes.extend(changes.iter().cloned());
     });
     if queued.is_err() {
         inv.gate.adjust_at(tenant, &changes, &epoch).await?;
@@ -322,14 +294,13 @@ pub async fn give_back_later(
 /// Commits a mutation's transaction: the record now keeps every gate
 /// change the mutation made, and the stock it gave back is applied.
 pub async fn commit(mut tx: Transaction<'static, Postgres>) -> Result<()> {
-    if let Ok(run) = RUN.try_with(|r| r.clone()) {
+    let run = RUN.try_with(|r| r.clone()).ok();
+    if let Some(run) = &run {
         run.announce(&mut tx).await?;
     }
     tx.commit().await?;
-    if let Ok(run) = RUN.try_with(|r| {
-        r.unkept.store(false, Ordering::Relaxed);
-        r.clone()
-    }) {
+    if let Some(run) = run {
+        run.unkept.store(false, Ordering::Relaxed);
         // A task of its own: a caller going away now must not leave
         // recorded stock unpromised.
         let _ = tokio::spawn(run.give_back()).await;

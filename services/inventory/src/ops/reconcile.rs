@@ -1,6 +1,6 @@
 //! Rebuilding the Redis gate from the Postgres record: automatically when
-//! Redis has lost a tenant's data, and on demand (Reconcile) with a report
-//! of every difference found.
+//! Redis has lost a tenant's data or a give-back never reached it, and on
+//! demand (Reconcile) with a report of every difference found.
 use super::Inventory;
 use crate::domain::availability::Figures;
 use crate::error::Result;
@@ -34,6 +34,39 @@ pub async fn ensure_ready_with(pool: &PgPool, gate: &Gate, tenant: &Tenant) -> R
 pub async fn invalidate(inv: &Inventory, tenant: &Tenant) -> Result<()> {
     inv.gate.invalidate(tenant).await?;
     Ok(())
+}
+
+/// A give-back whose row is this old never arrived: its replica stopped
+/// between the commit and the gate, or could reach neither Redis nor
+/// Postgres since. Far above the milliseconds one takes.
+const GIVE_BACK_LOST_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Drops the gate of every tenant with a give-back that never arrived, so
+/// its next change rebuilds the gate from the record (which has the
+/// stock), then deletes those rows. Run by the sweep. Dropping a gate
+/// whose give-back is only slow is harmless: that give-back then finds a
+/// new epoch and skips itself.
+pub async fn recover_give_backs(inv: &Inventory) {
+    let lost = match repo::give_backs::lost(&inv.pool, GIVE_BACK_LOST_AFTER).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "the sweep cannot read give-backs on their way");
+            return;
+        }
+    };
+    for (tenant, ids) in lost {
+        let Ok(t) = Tenant::parse(&tenant) else {
+            continue;
+        };
+        tracing::warn!(tenant = %t, give_backs = ids.len(), "stock given back never reached the gate; the gate is rebuilt from the record");
+        if let Err(e) = invalidate(inv, &t).await {
+            tracing::warn!(error = %e, tenant = %t, "dropping the gate failed; retried next sweep");
+            continue;
+        }
+        if let Err(e) = repo::give_backs::forget(&inv.pool, &t, &ids).await {
+            tracing::warn!(error = %e, "lost give-backs were not deleted; retried next sweep");
+        }
+    }
 }
 
 pub async fn reconcile(

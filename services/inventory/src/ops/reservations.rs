@@ -1186,7 +1186,7 @@ fn as_allocations(taken: &BTreeMap<String, i64>) -> Vec<Allocation> {
 }
 
 /// Expires due reservations every `interval` until `shutdown`, rebuilds
-/// gates that lost a give-back ([`super::recover_give_backs`]), and
+/// gates that lost a give-back ([`super::reconcile::recover_give_backs`]), and
 /// deletes reservations finished longer than `retention` ago (if any).
 pub fn start_sweeper(
     inv: super::Shared,
@@ -1202,7 +1202,7 @@ pub fn start_sweeper(
                 _ = inv.shutdown.cancelled() => return,
             }
             expire_due(&inv).await;
-            super::recover_give_backs(&inv).await;
+            super::reconcile::recover_give_backs(&inv).await;
             // Every sweep: with nothing old enough it is one probe of an
             // index, and a backlog (a first start with years of
             // reservations) goes a batch per sweep.

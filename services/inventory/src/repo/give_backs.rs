@@ -40,9 +40,9 @@ pub async fn lost(
 }
 
 /// Deletes give-backs that arrived (or that a dropped gate will count).
-pub async fn forget(db: impl PgExecutor<'_>, tenant: &str, ids: &[Uuid]) -> sqlx::Result<()> {
+pub async fn forget(db: impl PgExecutor<'_>, tenant: &Tenant, ids: &[Uuid]) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM gate_give_backs WHERE tenant = $1 AND give_back_id = ANY($2)")
-        .bind(tenant)
+        .bind(tenant.as_str())
         .bind(ids)
         .execute(db)
         .await?;

@@ -196,17 +196,22 @@ const WAIT: &str = "PERFORM pg_advisory_xact_lock_shared(4242);";
 /// Runs `body` (PL/pgSQL) in the transaction that writes an outbox event
 /// of `event_type` about `subject`.
 async fn on_events(db: &TestDb, event_type: &str, subject: &str, body: &str) {
+    let when = format!("NEW.event_type = '{event_type}' AND NEW.subject = '{subject}'");
+    injected(db, "INSERT ON outbox", &when, body).await
+}
+
+/// Runs `body` (PL/pgSQL) in a transaction that writes (`on`: "INSERT ON
+/// outbox", "UPDATE ON idempotency"...) a row for which `when` holds,
+/// until [`heal`].
+async fn injected(db: &TestDb, on: &str, when: &str, body: &str) {
     let mut c = db.connect("inventory").await;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE FUNCTION fail_events() RETURNS trigger LANGUAGE plpgsql AS $$
+        "CREATE FUNCTION injected() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN
-           IF NEW.event_type = '{event_type}' AND NEW.subject = '{subject}' THEN
-             {body}
-           END IF;
+           IF {when} THEN {body} END IF;
            RETURN NEW;
          END $$;
-         CREATE TRIGGER fail_events BEFORE INSERT ON outbox
-         FOR EACH ROW EXECUTE FUNCTION fail_events();"
+         CREATE TRIGGER injected BEFORE {on} FOR EACH ROW EXECUTE FUNCTION injected();"
     )))
     .execute(&mut c)
     .await
@@ -214,7 +219,7 @@ async fn on_events(db: &TestDb, event_type: &str, subject: &str, body: &str) {
 }
 
 /// Holds advisory lock 4242 until dropped (unlocked): a blocked
-/// `fail_events` transaction waits on it.
+/// `fail_events` or `pause_events` transaction waits on it.
 struct Held(sqlx::PgConnection);
 
 impl Held {
@@ -265,9 +270,10 @@ async fn done_or_waiting<T>(db: &TestDb, task: &tokio::task::JoinHandle<T>) {
     .await;
 }
 
-async fn heal_events(db: &TestDb) {
+/// Drops what [`injected`] put in.
+async fn heal(db: &TestDb) {
     let mut c = db.connect("inventory").await;
-    sqlx::raw_sql("DROP TRIGGER fail_events ON outbox; DROP FUNCTION fail_events();")
+    sqlx::raw_sql("DROP FUNCTION injected() CASCADE")
         .execute(&mut c)
         .await
         .unwrap();
@@ -294,7 +300,7 @@ async fn a_receipt_the_record_did_not_keep_is_not_promised() {
     stocked(&mut h, &[("S", 2)]).await;
     fail_events(&h.db, "StockMoved", "nodes/DC1/items/S", false).await;
     receipt(&mut h.client, "S", 5).await.unwrap_err();
-    heal_events(&h.db).await;
+    heal(&h.db).await;
 
     let err = reserve(&mut h.client, "acme", "r", vec![line("S", "", 3)])
         .await
@@ -320,7 +326,7 @@ async fn a_release_the_record_did_not_keep_can_be_retried() {
         .unwrap();
     fail_events(&h.db, "ReservationReleased", "reservations/r", false).await;
     release_all(&mut h.client, "r").await.unwrap_err();
-    heal_events(&h.db).await;
+    heal(&h.db).await;
     assert_eq!(held_in_record(&h.db, "acme", "S").await, 2);
 
     let r = release_all(&mut h.client, "r").await.unwrap();
@@ -352,7 +358,7 @@ async fn a_receipt_is_promised_only_once_recorded() {
     let a = available(&mut h.client, "acme", "S").await;
     assert_eq!((a.on_hand, a.available), (2, 2));
     // A receipt that commits is promised.
-    heal_events(&h.db).await;
+    heal(&h.db).await;
     receipt(&mut h.client, "S", 5).await.unwrap();
     reserve(&mut h.client, "acme", "r", vec![line("S", "", 7)])
         .await
@@ -382,7 +388,7 @@ async fn units_a_release_frees_are_promised_only_once_recorded() {
     assert_eq!(reason(&err), "INSUFFICIENT_STOCK", "{err:?}");
     held.release().await;
     call.await.unwrap().unwrap_err();
-    heal_events(&h.db).await;
+    heal(&h.db).await;
     assert_eq!(held_in_record(&h.db, "acme", "S").await, 2);
     let err = reserve(&mut h.client, "acme", "x", vec![line("S", "", 2)])
         .await
@@ -426,7 +432,7 @@ async fn a_shipment_abandoned_by_its_caller_is_not_kept_by_the_gate() {
     })
     .await;
     held.release().await;
-    heal_events(&h.db).await;
+    heal(&h.db).await;
 
     reserve(&mut h.client, "acme", "r", vec![line("S", "", 2)])
         .await
@@ -484,7 +490,7 @@ async fn units_a_lost_give_back_kept_from_the_gate_come_back() {
     let released = call.await.unwrap().unwrap();
     assert_eq!(released.state, ReservationState::Released as i32);
     acl(&["ACL", "SETUSER", "default", "+@all"]);
-    heal_events(&h.db).await;
+    heal(&h.db).await;
 
     // Recorded free, not promised: the give-back's row says so.
     assert_eq!(held_in_record(&h.db, "acme", "S").await, 0);
@@ -493,28 +499,26 @@ async fn units_a_lost_give_back_kept_from_the_gate_come_back() {
         .unwrap_err();
     assert_eq!(reason(&err), "INSUFFICIENT_STOCK", "{err:?}");
     let mut c = h.db.connect("inventory").await;
-    let rows = "SELECT count(*) FROM gate_give_backs";
-    let pending: i64 = sqlx::query_scalar(rows).fetch_one(&mut c).await.unwrap();
-    assert_eq!(pending, 1);
+    assert_eq!(give_backs_on_their_way(&mut c).await, 1);
     // The sweep counts a give-back as lost after a minute: age it.
     sqlx::query("UPDATE gate_give_backs SET create_time = now() - interval '1 hour'")
         .execute(&mut c)
         .await
         .unwrap();
-    wait_until(async || {
-        sqlx::query_scalar::<_, i64>(rows)
-            .fetch_one(&mut c)
-            .await
-            .unwrap()
-            == 0
-    })
-    .await;
+    wait_until(async || give_backs_on_their_way(&mut c).await == 0).await;
 
     reserve(&mut h.client, "acme", "x", vec![line("S", "", 3)])
         .await
         .unwrap();
     let a = available(&mut h.client, "acme", "S").await;
     assert_eq!((a.on_hand, a.available), (3, 0));
+}
+
+async fn give_backs_on_their_way(c: &mut sqlx::PgConnection) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM gate_give_backs")
+        .fetch_one(c)
+        .await
+        .unwrap()
 }
 
 /// A give-back that arrives, and a rebuild, leave no row behind.
@@ -528,9 +532,7 @@ async fn give_backs_that_arrive_leave_no_row() {
     release_all(&mut h.client, "r").await.unwrap();
     receipt(&mut h.client, "S", 4).await.unwrap();
     let mut c = h.db.connect("inventory").await;
-    let rows = "SELECT count(*) FROM gate_give_backs";
-    let pending: i64 = sqlx::query_scalar(rows).fetch_one(&mut c).await.unwrap();
-    assert_eq!(pending, 0);
+    assert_eq!(give_backs_on_their_way(&mut c).await, 0);
     sqlx::query(
         "INSERT INTO gate_give_backs (tenant, give_back_id) VALUES ('acme', gen_random_uuid())",
     )
@@ -538,8 +540,11 @@ async fn give_backs_that_arrive_leave_no_row() {
     .await
     .unwrap();
     reconcile(&mut h.client, "acme", false).await;
-    let pending: i64 = sqlx::query_scalar(rows).fetch_one(&mut c).await.unwrap();
-    assert_eq!(pending, 0, "a rebuild counts every give-back on its way");
+    assert_eq!(
+        give_backs_on_their_way(&mut c).await,
+        0,
+        "a rebuild counts every give-back on its way"
+    );
     reserve(&mut h.client, "acme", "x", vec![line("S", "", 7)])
         .await
         .unwrap();
@@ -590,7 +595,7 @@ async fn concurrent_safety_stock_changes_at_a_node_keep_the_gate_right() {
     held.release().await;
     default.await.unwrap().unwrap();
     own.await.unwrap().unwrap();
-    heal_events(&h.db).await;
+    heal(&h.db).await;
 
     let drifts = reconcile(&mut h.client, "acme", true).await.drifts;
     assert!(drifts.is_empty(), "{drifts:?}");
@@ -683,19 +688,14 @@ async fn paused_disable(
     Held,
     tokio::task::JoinHandle<Result<tonic::Response<UpdateNodeResponse>, tonic::Status>>,
 ) {
-    let mut c = h.db.connect("inventory").await;
-    sqlx::raw_sql(
-        "CREATE FUNCTION pause_update_node() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-           IF NEW.method LIKE '%UpdateNode' THEN PERFORM pg_advisory_xact_lock_shared(4242); END IF;
-           RETURN NEW;
-         END $$;
-         CREATE TRIGGER pause_update_node BEFORE UPDATE ON idempotency
-         FOR EACH ROW EXECUTE FUNCTION pause_update_node();",
+    // Its answer is stored with its request id just before its commit.
+    injected(
+        &h.db,
+        "UPDATE ON idempotency",
+        "NEW.method LIKE '%UpdateNode'",
+        WAIT,
     )
-    .execute(&mut c)
-    .await
-    .unwrap();
+    .await;
     let mut held = Held::new(&h.db).await;
     let disable = tokio::spawn({
         let mut c = h.client.clone();
