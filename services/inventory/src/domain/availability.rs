@@ -8,6 +8,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 pub struct Figures {
     /// On-hand per (node, sku).
     pub on_hand: HashMap<(String, String), i64>,
+    /// The part of it in expired lots, per (node, sku): never promised.
+    pub expired: HashMap<(String, String), i64>,
     /// Held per (sku, node); node '' = held anywhere in the network.
     pub held: HashMap<(String, String), i64>,
     /// Safety stock per (node, sku); sku '' = node default.
@@ -17,6 +19,21 @@ pub struct Figures {
 }
 
 impl Figures {
+    /// Adds stock rows as `repo::stock::on_hand` reads them.
+    pub fn add_stock(&mut self, rows: Vec<(String, String, i64, i64)>) {
+        for (node, sku, q, expired) in rows {
+            if expired != 0 {
+                self.expired.insert((node.clone(), sku.clone()), expired);
+            }
+            self.on_hand.insert((node, sku), q);
+        }
+    }
+
+    fn expired_at(&self, node: &str, sku: &str) -> i64 {
+        let k = (node.to_owned(), sku.to_owned());
+        self.expired.get(&k).copied().unwrap_or(0)
+    }
+
     fn safety_of(&self, node: &str, sku: &str) -> i64 {
         crate::repo::rules::effective(&self.safety, node, sku)
     }
@@ -45,6 +62,7 @@ impl Figures {
     pub fn promisable_at(&self, node: &str, sku: &str) -> i64 {
         let k = (node.to_owned(), sku.to_owned());
         self.on_hand.get(&k).copied().unwrap_or(0)
+            - self.expired_at(node, sku)
             - self.safety_of(node, sku)
             - self
                 .held
@@ -88,6 +106,7 @@ impl Figures {
                     .copied()
                     .unwrap_or(0);
                 let held_back = self.safety_of(&n, sku);
+                let expired = self.expired_at(&n, sku);
                 Availability {
                     sku: sku.to_owned(),
                     available: self.promisable_at(&n, sku).max(0),
@@ -96,6 +115,7 @@ impl Figures {
                     on_hand,
                     reserved,
                     held_back,
+                    expired,
                 }
             })
             .collect()
@@ -126,6 +146,7 @@ impl Figures {
                 .copied()
                 .unwrap_or(0);
             a.held_back += self.safety_of(n, sku);
+            a.expired += self.expired_at(n, sku);
             promisable += self.promisable_at(n, sku).max(0);
         }
         a.available = (promisable - self.network_held(sku)).max(0);
@@ -182,6 +203,19 @@ mod tests {
             f.gate_fields("S"),
             BTreeMap::from([("n:A".into(), 6), ("n:B".into(), -2), ("nh".into(), 2)])
         );
+    }
+
+    #[test]
+    fn expired_lots_are_on_hand_but_never_promised() {
+        let mut f = figures();
+        // A has 10 on hand, 7 of them in expired lots: 3 - 4 held = -1.
+        f.add_stock(vec![("A".into(), "S".into(), 10, 7)]);
+        let a = f.pooled("S", &[]);
+        assert_eq!((a.on_hand, a.expired), (13, 7));
+        assert_eq!(a.available, 0, "A over-held counts 0, B -2 counts 0");
+        assert_eq!(f.gate_fields("S")["n:A"], -1);
+        let at_a = &f.per_node("S", &["A".into()])[0];
+        assert_eq!((at_a.on_hand, at_a.expired, at_a.available), (10, 7, 0));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Pure inventory rules: parsing requests into domain values. No I/O.
 pub mod availability;
+pub mod expiry;
 pub mod ids;
 pub mod item;
 pub mod movement;

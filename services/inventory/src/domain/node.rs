@@ -33,7 +33,7 @@ fn check_fields(v: &mut Violations, node: &Node) {
     if !node.cutoff_local_time.is_empty() && !is_hh_mm(&node.cutoff_local_time) {
         v.add("node.cutoff_local_time", "must be HH:MM (24-hour)");
     }
-    if !node.time_zone.is_empty() && !is_time_zone(&node.time_zone) {
+    if !node.time_zone.is_empty() && !super::expiry::is_time_zone(&node.time_zone) {
         v.add(
             "node.time_zone",
             "must be an IANA time zone such as Europe/Berlin or UTC",
@@ -69,17 +69,6 @@ fn is_hh_mm(s: &str) -> bool {
         && m.len() == 2
         && h.parse::<u8>().is_ok_and(|h| h < 24)
         && m.parse::<u8>().is_ok_and(|m| m < 60)
-}
-
-// A full tz database check needs a tz crate; the shape catches typos like
-// "Berlin" or "GMT+1 ". Routing validates against its database when it
-// computes cut-offs.
-fn is_time_zone(s: &str) -> bool {
-    s == "UTC"
-        || (s.contains('/')
-            && s.len() <= 64
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "/_-+".contains(c)))
 }
 
 /// Fields a node update may change.

@@ -22,9 +22,7 @@ enum Scope {
 
 async fn figures(inv: &Inventory, tenant: &Tenant, skus: &[String]) -> Result<Figures> {
     let mut f = Figures::default();
-    for (node, sku, q) in repo::stock::on_hand(&inv.pool, tenant, skus).await? {
-        f.on_hand.insert((node, sku), q);
-    }
+    f.add_stock(repo::stock::on_hand(&inv.pool, tenant, skus).await?);
     for (sku, node, q) in repo::reservations::held(&inv.pool, tenant, skus).await? {
         f.held.insert((sku, node), q);
     }
@@ -130,6 +128,7 @@ fn touched(ev: &InventoryEvent, scope: &Scope) -> Touched {
         Some(Kind::AllocationsConsumed(e)) => reservation(&e.reservation),
         Some(Kind::ReservationExtended(e)) => reservation(&e.reservation),
         Some(Kind::SafetyStockSet(e)) => e.skus.clone(),
+        Some(Kind::LotExpired(e)) => vec![e.sku.clone()],
         Some(Kind::ChannelRuleSet(e)) => match (scope, &e.rule) {
             (Scope::Channel(c), Some(rule)) if *c == rule.channel => return Touched::All,
             _ => vec![],

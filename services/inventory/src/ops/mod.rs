@@ -5,6 +5,7 @@
 //! runs again.
 pub mod availability;
 pub mod catalog;
+pub mod lot_expiry;
 pub mod movements;
 pub mod reconcile;
 pub mod reservations;
@@ -341,6 +342,7 @@ pub fn event_type(kind: &inventory_event::Kind) -> &'static str {
         inventory_event::Kind::SafetyStockSet(_) => "SafetyStockSet",
         inventory_event::Kind::ChannelRuleSet(_) => "ChannelRuleSet",
         inventory_event::Kind::ReservationExtended(_) => "ReservationExtended",
+        inventory_event::Kind::LotExpired(_) => "LotExpired",
     }
 }
 

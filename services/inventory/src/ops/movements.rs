@@ -1,7 +1,7 @@
 //! The stock ledger: movements, transfers, snapshot imports, levels, and
 //! the rules that hold stock back (safety stock, channel rules).
 use super::{Begin, Inventory, emit};
-use crate::domain::{check_node_id, check_sku, movement};
+use crate::domain::{check_node_id, check_sku, expiry, movement};
 use crate::error::{Error, Result};
 use crate::gate::AvailChange;
 use crate::repo;
@@ -16,12 +16,12 @@ use uuid::Uuid;
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Origin {
     /// Asked for (RecordMovement, TransferStock, a snapshot row): it
-    /// changes what the node can promise.
+    /// changes what the node can promise by its units in lots not expired.
     Request,
     /// Allocated units leaving with a shipment: what the node can promise
-    /// is unchanged (the allocation held them), and the lot the WMS
-    /// reported is kept only for lot-tracked items (it may report one for
-    /// any item).
+    /// is unchanged when they leave a lot not expired (the allocation held
+    /// them), and the lot the WMS reported is kept only for lot-tracked
+    /// items (it may report one for any item).
     Shipment,
 }
 
@@ -37,8 +37,7 @@ pub(crate) async fn apply(
     request_id: &str,
     origin: Origin,
 ) -> Result<StockMovement> {
-    let nodes = repo::nodes::visible(&mut *tx, tenant, std::slice::from_ref(&m.node_id)).await?;
-    let Some(&enabled) = nodes.get(&m.node_id) else {
+    let Some(node) = repo::nodes::get_visible(&mut *tx, tenant, &m.node_id).await? else {
         return Err(Error::not_found("node", format!("nodes/{}", m.node_id)));
     };
     let Some(item) = repo::items::get(&mut *tx, tenant, &m.sku, false).await? else {
@@ -48,7 +47,13 @@ pub(crate) async fn apply(
         m.lot.clear();
     }
     let kind = MovementKind::try_from(m.kind).unwrap_or_default();
-    let old = repo::stock::lock_on_hand(tx, tenant, &m.node_id, &m.sku, &m.lot).await?;
+    let lot = repo::stock::lock_lot(tx, tenant, &m.node_id, &m.sku, &m.lot).await?;
+    let old = lot.on_hand;
+    // A lot keeps its expiry date: more units of it (a restock, the
+    // arriving side of a transfer) need not repeat it.
+    if m.expiry_date.is_empty() {
+        m.expiry_date = lot.expiry_date.clone();
+    }
     let delta = movement::delta(&m, old);
     // Counts restate what is there: only the lot rule applies to them.
     let units = if kind == MovementKind::CycleCount {
@@ -98,16 +103,27 @@ pub(crate) async fn apply(
     if m.occur_time.is_none() {
         m.occur_time = m.record_time;
     }
-    repo::stock::record(tx, tenant, &m, id, now).await?;
+    let expired = expiry::is_expired(&m.expiry_date, &node.time_zone, now);
+    repo::stock::record(tx, tenant, &m, expired, id, now).await?;
     if item.serial_tracked && !m.serial_numbers.is_empty() {
         track_serials(tx, tenant, &m, kind, id, now).await?;
     }
-    if origin == Origin::Request && enabled && delta != 0 {
+    // What the node can promise moves with the lot's units that are not
+    // expired. A shipment's units were held by an allocation, whose end
+    // gives them back (the consume takes the hold away, not the units):
+    // from a lot still promised that nets to nothing, from an expired lot
+    // it frees units the hold had kept from the promised ones.
+    let promised = |units: i64, expired: bool| if expired { 0 } else { units };
+    let mut change = promised(new, expired) - promised(old, lot.expired);
+    if origin == Origin::Shipment {
+        change -= delta;
+    }
+    if node.enabled && change != 0 {
         let safety = repo::rules::safety(&mut *tx, tenant, std::slice::from_ref(&m.sku)).await?;
         let change = AvailChange {
             sku: m.sku.clone(),
             node: m.node_id.clone(),
-            delta,
+            delta: change,
             init: -repo::rules::effective(&safety, &m.node_id, &m.sku),
         };
         super::adjust_gate(inv, tenant, vec![change]).await?;
@@ -286,11 +302,16 @@ pub async fn transfer(
             Origin::Request,
         )
         .await?;
+        // The lot arrives with its expiry date.
+        let arriving = StockMovement {
+            expiry_date: out.expiry_date.clone(),
+            ..side(MovementKind::TransferIn, &req.to_node_id, req.quantity)
+        };
         let inn = apply(
             inv,
             &mut tx,
             tenant,
-            side(MovementKind::TransferIn, &req.to_node_id, req.quantity),
+            arriving,
             actor,
             rid.as_str(),
             Origin::Request,
@@ -344,6 +365,9 @@ pub async fn import(
             v.check("sku", check_sku(&row.sku));
             if row.on_hand < 0 {
                 v.add("on_hand", "must be zero or more");
+            }
+            if !row.expiry_date.is_empty() && !expiry::is_date(&row.expiry_date) {
+                v.add("expiry_date", "must be YYYY-MM-DD");
             }
             if let Some(bad) = v.0.first() {
                 resp.errors.push(RowError {

@@ -102,9 +102,7 @@ async fn rebuild(
 ) -> Result<(i64, Vec<Drift>)> {
     let dry_run = trigger.is_none();
     let mut f = Figures::default();
-    for (node, sku, q) in repo::stock::on_hand(&mut *tx, tenant, &[]).await? {
-        f.on_hand.insert((node, sku), q);
-    }
+    f.add_stock(repo::stock::on_hand(&mut *tx, tenant, &[]).await?);
     // One read of the live reservations serves both the held figures and
     // the gate's records (it scans the tenant's reservations). The totals
     // are checked against the holds here, and rewritten from them.

@@ -1085,8 +1085,8 @@ async fn record(
     r.update_time = Some(to_timestamp(now));
     repo::reservations::save(tx, tenant, r, holds, consumed, now).await?;
     // Shipped units leave on-hand; what the node can promise is unchanged
-    // (the allocation they leave held the same units), so the gate is not
-    // touched.
+    // (the allocation they leave held the same units) unless they leave an
+    // expired lot (see `Origin::Shipment`).
     for e in moved {
         let m = StockMovement {
             kind: MovementKind::Shipment as i32,
@@ -1185,7 +1185,8 @@ fn as_allocations(taken: &BTreeMap<String, i64>) -> Vec<Allocation> {
         .collect()
 }
 
-/// Expires due reservations every `interval` until `shutdown`, rebuilds
+/// Expires due reservations every `interval` until `shutdown`, takes lots
+/// past their expiry date out of availability, rebuilds
 /// gates that lost a give-back ([`super::reconcile::recover_give_backs`]), and
 /// deletes reservations finished longer than `retention` ago (if any).
 pub fn start_sweeper(
@@ -1202,6 +1203,7 @@ pub fn start_sweeper(
                 _ = inv.shutdown.cancelled() => return,
             }
             expire_due(&inv).await;
+            super::lot_expiry::expire_due_lots(&inv).await;
             super::reconcile::recover_give_backs(&inv).await;
             // Every sweep: with nothing old enough it is one probe of an
             // index, and a backlog (a first start with years of

@@ -86,6 +86,21 @@ pub async fn visible(
     Ok(rows.into_iter().collect())
 }
 
+/// The time zone of each of these nodes (empty: none set).
+pub async fn zones(
+    db: impl PgExecutor<'_>,
+    ids: &[String],
+) -> sqlx::Result<HashMap<String, String>> {
+    let rows: Vec<(String, Vec<u8>)> =
+        sqlx::query_as("SELECT node_id, doc FROM nodes WHERE node_id = ANY($1)")
+            .bind(ids)
+            .fetch_all(db)
+            .await?;
+    rows.into_iter()
+        .map(|(id, doc)| decode::<Node>(&doc).map(|n| (id, n.time_zone)))
+        .collect()
+}
+
 /// Every enabled node the tenant may use.
 pub async fn enabled_ids(db: impl PgExecutor<'_>, tenant: &Tenant) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar(

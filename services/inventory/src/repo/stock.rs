@@ -6,15 +6,25 @@ use prost::Message;
 use sqlx::{PgConnection, PgExecutor, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-/// The on-hand of one lot, locked for the rest of the transaction; 0 when
-/// the lot has never been seen.
-pub async fn lock_on_hand(
+/// A lot as the stock table keeps it.
+#[derive(Debug, Clone, Default)]
+pub struct Lot {
+    pub on_hand: i64,
+    /// `YYYY-MM-DD`, or empty.
+    pub expiry_date: String,
+    /// Its units are left out of availability (`crate::domain::expiry`).
+    pub expired: bool,
+}
+
+/// One lot, locked for the rest of the transaction; empty when the lot
+/// has never been seen.
+pub async fn lock_lot(
     tx: &mut PgConnection,
     tenant: &Tenant,
     node: &str,
     sku: &str,
     lot: &str,
-) -> sqlx::Result<i64> {
+) -> sqlx::Result<Lot> {
     sqlx::query(
         "INSERT INTO stock (tenant, node_id, sku, lot, on_hand) VALUES ($1, $2, $3, $4, 0) ON CONFLICT DO NOTHING",
     )
@@ -24,27 +34,34 @@ pub async fn lock_on_hand(
     .bind(lot)
     .execute(&mut *tx)
     .await?;
-    sqlx::query_scalar(
-        "SELECT on_hand FROM stock WHERE tenant = $1 AND node_id = $2 AND sku = $3 AND lot = $4 FOR UPDATE",
+    let (on_hand, expiry_date, expired) = sqlx::query_as(
+        "SELECT on_hand, expiry_date, expired FROM stock WHERE tenant = $1 AND node_id = $2 AND sku = $3 AND lot = $4 FOR UPDATE",
     )
     .bind(tenant.as_str())
     .bind(node)
     .bind(sku)
     .bind(lot)
     .fetch_one(tx)
-    .await
+    .await?;
+    Ok(Lot {
+        on_hand,
+        expiry_date,
+        expired,
+    })
 }
 
-/// Sets the on-hand of a locked lot and appends the movement to the ledger.
+/// Sets the on-hand of a locked lot (and its expiry date and state, from
+/// the movement) and appends the movement to the ledger.
 pub async fn record(
     tx: &mut PgConnection,
     tenant: &Tenant,
     m: &StockMovement,
+    expired: bool,
     id: Uuid,
     now: DateTime<Utc>,
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE stock SET on_hand = $5, expiry_date = CASE WHEN $6 = '' THEN expiry_date ELSE $6 END
+        "UPDATE stock SET on_hand = $5, expiry_date = CASE WHEN $6 = '' THEN expiry_date ELSE $6 END, expired = $7
          WHERE tenant = $1 AND node_id = $2 AND sku = $3 AND lot = $4",
     )
     .bind(tenant.as_str())
@@ -53,6 +70,7 @@ pub async fn record(
     .bind(&m.lot)
     .bind(m.on_hand_after)
     .bind(&m.expiry_date)
+    .bind(expired)
     .execute(&mut *tx)
     .await?;
     sqlx::query(
@@ -134,7 +152,7 @@ pub async fn levels(
     limit: i64,
 ) -> sqlx::Result<Vec<StockLevel>> {
     let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
-        "SELECT s.node_id, s.sku, s.lot, s.expiry_date, s.on_hand,
+        "SELECT s.node_id, s.sku, s.lot, s.expiry_date, s.on_hand, s.expired,
                 COALESCE((SELECT SUM(h.held) FROM held_totals h WHERE h.tenant = s.tenant AND h.node_id = s.node_id AND h.sku = s.sku), 0)::bigint
          FROM stock s WHERE s.tenant = ",
     );
@@ -158,35 +176,100 @@ pub async fn levels(
     }
     q.push(" ORDER BY s.node_id, s.sku, s.lot LIMIT ")
         .push_bind(limit);
-    let rows: Vec<(String, String, String, String, i64, i64)> =
+    let rows: Vec<(String, String, String, String, i64, bool, i64)> =
         q.build_query_as().fetch_all(db).await?;
     Ok(rows
         .into_iter()
         .map(
-            |(node_id, sku, lot, expiry_date, on_hand, allocated)| StockLevel {
+            |(node_id, sku, lot, expiry_date, on_hand, expired, allocated)| StockLevel {
                 node_id,
                 sku,
                 lot,
                 expiry_date,
                 on_hand,
                 allocated,
+                expired,
             },
         )
         .collect())
 }
 
-/// On-hand per (node, sku) summed over lots, for some SKUs (all when empty).
+/// On-hand per (node, sku) summed over lots, and the part of it in
+/// expired lots, for some SKUs (all when empty).
 pub async fn on_hand(
     db: impl PgExecutor<'_>,
     tenant: &Tenant,
     skus: &[String],
-) -> sqlx::Result<Vec<(String, String, i64)>> {
+) -> sqlx::Result<Vec<(String, String, i64, i64)>> {
     sqlx::query_as(
-        "SELECT node_id, sku, SUM(on_hand)::bigint FROM stock
+        "SELECT node_id, sku, SUM(on_hand)::bigint, (SUM(on_hand) FILTER (WHERE expired))::bigint
+         FROM stock
          WHERE tenant = $1 AND (cardinality($2::text[]) = 0 OR sku = ANY($2)) GROUP BY node_id, sku",
     )
     .bind(tenant.as_str())
     .bind(skus)
     .fetch_all(db)
     .await
+    .map(|rows: Vec<(String, String, i64, Option<i64>)>| {
+        rows.into_iter()
+            .map(|(n, s, q, x)| (n, s, q, x.unwrap_or(0)))
+            .collect()
+    })
+}
+
+/// Lots not yet expired with an expiry date up to `until`: (tenant,
+/// node, expiry date) once each, for the sweep to check against each
+/// node's date.
+pub async fn dated_up_to(
+    db: impl PgExecutor<'_>,
+    until: &str,
+) -> sqlx::Result<Vec<(String, String, String)>> {
+    sqlx::query_as(
+        "SELECT DISTINCT tenant, node_id, expiry_date FROM stock
+         WHERE NOT expired AND expiry_date <> '' AND expiry_date <= $1",
+    )
+    .bind(until)
+    .fetch_all(db)
+    .await
+}
+
+/// Marks the tenant's lots at these (node, expiry date) pairs expired, at
+/// most `limit` of them; returns those it marked (each lot once: another
+/// sweep or a movement that got there first has changed the row).
+pub async fn mark_expired(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    due: &[(String, String)],
+    limit: i64,
+) -> sqlx::Result<Vec<StockLevel>> {
+    let (nodes, dates): (Vec<&str>, Vec<&str>) =
+        due.iter().map(|(n, d)| (n.as_str(), d.as_str())).unzip();
+    let rows: Vec<(String, String, String, String, i64)> = sqlx::query_as(
+        "UPDATE stock s SET expired = true
+         FROM (SELECT s2.node_id, s2.sku, s2.lot FROM stock s2
+               JOIN UNNEST($2::text[], $3::text[]) AS d(n, e) ON s2.node_id = d.n AND s2.expiry_date = d.e
+               WHERE s2.tenant = $1 AND NOT s2.expired
+               ORDER BY s2.node_id, s2.sku, s2.lot LIMIT $4) due
+         WHERE s.tenant = $1 AND s.node_id = due.node_id AND s.sku = due.sku AND s.lot = due.lot
+           AND NOT s.expired AND (s.node_id, s.expiry_date) IN (SELECT * FROM UNNEST($2::text[], $3::text[]))
+         RETURNING s.node_id, s.sku, s.lot, s.expiry_date, s.on_hand",
+    )
+    .bind(tenant.as_str())
+    .bind(&nodes)
+    .bind(&dates)
+    .bind(limit)
+    .fetch_all(tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(node_id, sku, lot, expiry_date, on_hand)| StockLevel {
+            node_id,
+            sku,
+            lot,
+            expiry_date,
+            on_hand,
+            expired: true,
+            ..Default::default()
+        })
+        .collect())
 }

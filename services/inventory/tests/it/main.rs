@@ -3,6 +3,7 @@
 
 mod catalog;
 mod cluster;
+mod expiry;
 mod ledger;
 mod recovery;
 mod reservations;

@@ -1,0 +1,80 @@
+//! When a lot's expiry date has come: at the start of that date in its
+//! node's time zone, so a lot is never promised on the day it expires.
+use chrono::{DateTime, NaiveDate, Utc};
+use chrono_tz::Tz;
+
+/// A date as movements carry it: exactly `YYYY-MM-DD` (the stored text is
+/// compared as text by the sweep, so `2026-1-5` is refused).
+pub fn is_date(s: &str) -> bool {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok_and(|d| d.format("%Y-%m-%d").to_string() == s)
+}
+
+/// An IANA time zone of the tz database (`UTC` included).
+pub fn is_time_zone(s: &str) -> bool {
+    s.parse::<Tz>().is_ok()
+}
+
+/// The date at a node now. A node without a time zone (or with one the
+/// database does not know, stored before zones were checked) uses UTC.
+pub fn today_at(zone: &str, now: DateTime<Utc>) -> NaiveDate {
+    match zone.parse::<Tz>() {
+        Ok(tz) => now.with_timezone(&tz).date_naive(),
+        Err(_) => now.date_naive(),
+    }
+}
+
+/// Whether a lot with this expiry date is past it at a node in `zone`.
+/// No date (or one that does not parse): never.
+pub fn is_expired(expiry: &str, zone: &str, now: DateTime<Utc>) -> bool {
+    NaiveDate::parse_from_str(expiry, "%Y-%m-%d").is_ok_and(|d| d <= today_at(zone, now))
+}
+
+/// The latest expiry date that may have come somewhere now: the date in
+/// the zone furthest ahead of UTC (+14:00). The sweep looks only at lots
+/// dated up to it.
+pub fn latest_due(now: DateTime<Utc>) -> String {
+    today_at("Pacific/Kiritimati", now)
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+    }
+
+    #[test]
+    fn a_lot_expires_at_the_start_of_its_date_at_the_node() {
+        let now = at("2026-12-02T23:30:00Z");
+        // Berlin is already on the 3rd, New York still on the 2nd.
+        assert!(is_expired("2026-12-03", "Europe/Berlin", now));
+        assert!(!is_expired("2026-12-03", "America/New_York", now));
+        assert!(!is_expired("2026-12-03", "", now));
+        assert!(is_expired("2026-12-02", "", now));
+        assert!(!is_expired("", "UTC", now));
+        assert!(!is_expired("someday", "UTC", now));
+        // A zone the database does not know counts as UTC.
+        assert!(!is_expired("2026-12-03", "Mars/Olympus", now));
+    }
+
+    #[test]
+    fn the_sweep_looks_as_far_ahead_as_any_zone() {
+        let now = at("2026-12-02T10:30:00Z");
+        assert_eq!(latest_due(now), "2026-12-03");
+        assert!(is_expired(&latest_due(now), "Etc/GMT-14", now));
+    }
+
+    #[test]
+    fn dates_and_zones_are_checked_strictly() {
+        assert!(is_date("2026-01-05"));
+        assert!(!is_date("2026-1-5"));
+        assert!(!is_date("2026-02-30"));
+        assert!(is_time_zone("Europe/Berlin"));
+        assert!(is_time_zone("UTC"));
+        assert!(!is_time_zone("Europe/Berln"));
+        assert!(!is_time_zone("Berlin"));
+    }
+}

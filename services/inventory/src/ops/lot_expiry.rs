@@ -1,0 +1,123 @@
+//! Lots whose expiry date comes (at the start of that date in their
+//! node's time zone): the sweep takes their units out of availability,
+//! record and gate in one change per tenant, as any other change that
+//! takes stock away. On-hand stays: the units are there until shipped,
+//! damaged or counted away.
+use super::{Inventory, commit, emit};
+use crate::domain::expiry;
+use crate::error::Result;
+use crate::gate::AvailChange;
+use crate::repo::{self, lock};
+use chrono::{DateTime, Utc};
+use oms_kernel::Tenant;
+use oms_proto::inventory::{LotExpired, inventory_event};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Lots marked expired per transaction at most.
+const LOTS_PER_CHANGE: i64 = 1000;
+
+/// Marks the lots whose date has come at their node: every sweep, on every
+/// replica (a lot another replica marked first is skipped).
+pub async fn expire_due_lots(inv: &Inventory) {
+    let now = Utc::now();
+    let dated = match repo::stock::dated_up_to(&inv.pool, &expiry::latest_due(now)).await {
+        Ok(d) if d.is_empty() => return,
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(error = %e, "the sweep cannot read lots near their expiry");
+            return;
+        }
+    };
+    let nodes: Vec<String> = dated
+        .iter()
+        .map(|(_, n, _)| n.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let zones = match repo::nodes::zones(&inv.pool, &nodes).await {
+        Ok(z) => z,
+        Err(e) => {
+            tracing::warn!(error = %e, "the sweep cannot read the nodes' time zones");
+            return;
+        }
+    };
+    let mut due: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for (tenant, node, date) in dated {
+        let zone = zones.get(&node).map(String::as_str).unwrap_or("");
+        if expiry::is_expired(&date, zone, now) {
+            due.entry(tenant).or_default().push((node, date));
+        }
+    }
+    for (tenant, due) in due {
+        let Ok(tenant) = Tenant::parse(&tenant) else {
+            continue;
+        };
+        loop {
+            let marked = inv
+                .retrying(&tenant, || expire_lots(inv, &tenant, &due, now))
+                .await;
+            match marked {
+                Ok(n) if n as i64 == LOTS_PER_CHANGE => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, tenant = %tenant, "expiring lots failed; retried next sweep");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// One change: marks up to [`LOTS_PER_CHANGE`] of the tenant's lots dated
+/// as `due` says (node, expiry date) expired, takes their units from what
+/// their nodes promise, and writes a `LotExpired` event for each.
+async fn expire_lots(
+    inv: &Inventory,
+    tenant: &Tenant,
+    due: &[(String, String)],
+    now: DateTime<Utc>,
+) -> Result<usize> {
+    let mut tx = inv.pool.begin().await?;
+    lock::shared(&mut tx, tenant).await?;
+    let lots = repo::stock::mark_expired(&mut tx, tenant, due, LOTS_PER_CHANGE).await?;
+    if lots.is_empty() {
+        return Ok(0);
+    }
+    let node_ids: Vec<String> = lots.iter().map(|l| l.node_id.clone()).collect();
+    let enabled = repo::nodes::visible(&mut *tx, tenant, &node_ids).await?;
+    let skus: Vec<String> = lots.iter().map(|l| l.sku.clone()).collect();
+    let safety = repo::rules::safety(&mut *tx, tenant, &skus).await?;
+    let changes: Vec<AvailChange> = lots
+        .iter()
+        .filter(|l| l.on_hand != 0 && enabled.get(&l.node_id) == Some(&true))
+        .map(|l| AvailChange {
+            sku: l.sku.clone(),
+            node: l.node_id.clone(),
+            delta: -l.on_hand,
+            init: -repo::rules::effective(&safety, &l.node_id, &l.sku),
+        })
+        .collect();
+    super::adjust_gate(inv, tenant, changes).await?;
+    for l in &lots {
+        let event = LotExpired {
+            node_id: l.node_id.clone(),
+            sku: l.sku.clone(),
+            lot: l.lot.clone(),
+            expiry_date: l.expiry_date.clone(),
+            on_hand: l.on_hand,
+        };
+        let subject = format!("nodes/{}/items/{}", l.node_id, l.sku);
+        emit(
+            &mut tx,
+            tenant,
+            &subject,
+            "",
+            inventory_event::Kind::LotExpired(event),
+        )
+        .await?;
+    }
+    commit(tx).await?;
+    let units: i64 = lots.iter().map(|l| l.on_hand).sum();
+    tracing::info!(tenant = %tenant, lots = lots.len(), units, today = %now.date_naive(), "lots past their expiry date left availability");
+    Ok(lots.len())
+}

@@ -1,0 +1,267 @@
+//! Lots past their expiry date: on hand, never promised; the date comes
+//! at the start of that day in the node's time zone.
+use super::*;
+use chrono::Utc;
+use oms_testkit::authed;
+
+/// Receives `q` units of lot `lot` dated `expiry` at `node` (acme).
+async fn receive_lot(c: &mut Client, node: &str, sku: &str, lot: &str, expiry: &str, q: i64) {
+    movement(c, &rid(), MovementKind::Receipt, node, sku, |m| {
+        m.lot = lot.into();
+        m.expiry_date = expiry.into();
+        m.quantity = q;
+    })
+    .await
+    .unwrap();
+}
+
+/// (lot, on hand, expired) of each lot of a SKU at a node.
+async fn lots(c: &mut Client, node: &str, sku: &str) -> Vec<(String, i64, bool)> {
+    c.list_stock_levels(authed(
+        "acme",
+        ListStockLevelsRequest {
+            node_id: node.into(),
+            skus: vec![sku.into()],
+            ..Default::default()
+        },
+    ))
+    .await
+    .unwrap()
+    .into_inner()
+    .levels
+    .into_iter()
+    .map(|l| (l.lot, l.on_hand, l.expired))
+    .collect()
+}
+
+/// The gate and the record agree (a Reconcile dry run finds no drift).
+async fn no_drift(c: &mut Client) {
+    let report = reconcile(c, "acme", true).await;
+    assert!(report.drifts.is_empty(), "{:?}", report.drifts);
+}
+
+fn milk(i: &mut Item) {
+    i.lot_tracked = true;
+    i.expiry_tracked = true;
+}
+
+#[tokio::test]
+async fn a_lot_past_its_date_is_on_hand_but_never_promised() {
+    let mut h = start().await;
+    let c = &mut h.client;
+    node(c, "acme", "DC1").await;
+    tracked_item(c, "MILK", milk).await;
+    receive_lot(c, "DC1", "MILK", "OLD", "2000-01-01", 5).await;
+    receive_lot(c, "DC1", "MILK", "NEW", "2099-12-31", 3).await;
+    assert_eq!(
+        lots(c, "DC1", "MILK").await,
+        [("NEW".into(), 3, false), ("OLD".into(), 5, true)]
+    );
+    let a = available(c, "acme", "MILK").await;
+    assert_eq!((a.on_hand, a.expired, a.available), (8, 5, 3));
+    let short = reserve(c, "acme", "r4", vec![line("MILK", "", 4)])
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&short), "INSUFFICIENT_STOCK");
+    reserve(c, "acme", "r3", vec![line("MILK", "", 3)])
+        .await
+        .unwrap();
+    no_drift(c).await;
+
+    // More units of the expired lot: the lot keeps its date (the restock
+    // need not repeat it), and nothing more is promised.
+    let restock = movement(c, &rid(), MovementKind::ReturnRestock, "DC1", "MILK", |m| {
+        m.lot = "OLD".into();
+        m.quantity = 1;
+    })
+    .await
+    .unwrap();
+    assert_eq!(restock.expiry_date, "2000-01-01");
+    let a = available(c, "acme", "MILK").await;
+    assert_eq!((a.on_hand, a.expired, a.available), (9, 6, 0));
+    no_drift(c).await;
+
+    // A count that restates the lot's date (a label misread at receipt)
+    // brings its units back.
+    movement(c, &rid(), MovementKind::CycleCount, "DC1", "MILK", |m| {
+        m.lot = "OLD".into();
+        m.expiry_date = "2099-01-01".into();
+        m.counted_quantity = 6;
+    })
+    .await
+    .unwrap();
+    let a = available(c, "acme", "MILK").await;
+    assert_eq!((a.on_hand, a.expired, a.available), (9, 0, 6));
+    reserve(c, "acme", "r6", vec![line("MILK", "", 6)])
+        .await
+        .unwrap();
+    no_drift(c).await;
+}
+
+#[tokio::test]
+async fn a_lot_leaves_availability_when_its_date_comes_at_its_node() {
+    let mut h = start().await;
+    let c = &mut h.client;
+    // Twelve hours behind UTC: a date that has come fourteen hours ahead of
+    // UTC is a day or two away here.
+    node_with(c, "acme", "WEST", |n| n.time_zone = "Etc/GMT+12".into()).await;
+    tracked_item(c, "MILK", milk).await;
+    let ahead: chrono_tz::Tz = "Etc/GMT-14".parse().unwrap();
+    let date = Utc::now()
+        .with_timezone(&ahead)
+        .format("%Y-%m-%d")
+        .to_string();
+    receive_lot(c, "WEST", "MILK", "L1", &date, 4).await;
+    assert_eq!(available(c, "acme", "MILK").await.available, 4);
+    let mut feed = c
+        .watch_inventory_events(authed("acme", WatchInventoryEventsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+
+    // The node turns out to be fourteen hours ahead: the date has come.
+    c.update_node(authed(
+        "acme",
+        UpdateNodeRequest {
+            request_id: rid(),
+            node: Some(Node {
+                name: "nodes/WEST".into(),
+                time_zone: "Etc/GMT-14".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["time_zone".into()],
+            }),
+        },
+    ))
+    .await
+    .unwrap();
+    let expired = loop {
+        let ev = feed.message().await.unwrap().unwrap().event.unwrap();
+        if let Some(inventory_event::Kind::LotExpired(e)) = ev.kind {
+            break e;
+        }
+    };
+    assert_eq!(
+        (
+            expired.node_id.as_str(),
+            expired.lot.as_str(),
+            expired.expiry_date.as_str(),
+            expired.on_hand
+        ),
+        ("WEST", "L1", date.as_str(), 4)
+    );
+    assert_eq!(lots(c, "WEST", "MILK").await, [("L1".into(), 4, true)]);
+    let a = available(c, "acme", "MILK").await;
+    assert_eq!((a.on_hand, a.expired, a.available), (4, 4, 0));
+    let short = reserve(c, "acme", "r1", vec![line("MILK", "", 1)])
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&short), "INSUFFICIENT_STOCK");
+    no_drift(c).await;
+}
+
+#[tokio::test]
+async fn shipping_from_an_expired_lot_frees_what_its_allocation_held() {
+    let mut h = start().await;
+    let c = &mut h.client;
+    node(c, "acme", "DC1").await;
+    tracked_item(c, "MILK", milk).await;
+    receive_lot(c, "DC1", "MILK", "NEW", "2099-12-31", 5).await;
+    reserve(c, "acme", "r", vec![line("MILK", "", 3)])
+        .await
+        .unwrap();
+    c.confirm_reservation(authed(
+        "acme",
+        ConfirmReservationRequest {
+            request_id: rid(),
+            name: "reservations/r".into(),
+            allocations: vec![Allocation {
+                sku: "MILK".into(),
+                node_id: "DC1".into(),
+                quantity: 3,
+                ..Default::default()
+            }],
+        },
+    ))
+    .await
+    .unwrap();
+    // Expired stock found in a count after the allocation.
+    movement(c, &rid(), MovementKind::CycleCount, "DC1", "MILK", |m| {
+        m.lot = "OLD".into();
+        m.expiry_date = "2000-01-01".into();
+        m.counted_quantity = 2;
+    })
+    .await
+    .unwrap();
+    assert_eq!(available(c, "acme", "MILK").await.available, 2);
+
+    // The warehouse ships two units of the expired lot and one of the
+    // other: the promised lot keeps four units, none held any more.
+    let shipped = |lot: &str, q: i64| Allocation {
+        sku: "MILK".into(),
+        node_id: "DC1".into(),
+        quantity: q,
+        lot: lot.into(),
+        ..Default::default()
+    };
+    c.consume_allocations(authed(
+        "acme",
+        ConsumeAllocationsRequest {
+            request_id: rid(),
+            name: "reservations/r".into(),
+            shipped: vec![shipped("OLD", 2), shipped("NEW", 1)],
+            reference: "fulfillmentOrders/f1".into(),
+        },
+    ))
+    .await
+    .unwrap();
+    let a = available(c, "acme", "MILK").await;
+    assert_eq!(
+        (a.on_hand, a.expired, a.reserved, a.available),
+        (4, 0, 0, 4)
+    );
+    no_drift(c).await;
+    reserve(c, "acme", "all", vec![line("MILK", "", 4)])
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_transferred_lot_arrives_with_its_date() {
+    let mut h = start().await;
+    let c = &mut h.client;
+    node(c, "acme", "DC1").await;
+    node(c, "acme", "DC2").await;
+    tracked_item(c, "MILK", milk).await;
+    receive_lot(c, "DC1", "MILK", "NEW", "2099-12-31", 5).await;
+    receive_lot(c, "DC1", "MILK", "OLD", "2000-01-01", 2).await;
+    for (lot, q) in [("NEW", 3), ("OLD", 2)] {
+        let t = c
+            .transfer_stock(authed(
+                "acme",
+                TransferStockRequest {
+                    request_id: rid(),
+                    from_node_id: "DC1".into(),
+                    to_node_id: "DC2".into(),
+                    sku: "MILK".into(),
+                    lot: lot.into(),
+                    quantity: q,
+                    reason: "rebalance".into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let out = t.transfer_out.unwrap().expiry_date;
+        assert_eq!(t.transfer_in.unwrap().expiry_date, out, "lot {lot}");
+    }
+    assert_eq!(
+        lots(c, "DC2", "MILK").await,
+        [("NEW".into(), 3, false), ("OLD".into(), 2, true)]
+    );
+    let a = available(c, "acme", "MILK").await;
+    assert_eq!((a.on_hand, a.expired, a.available), (7, 2, 5));
+    no_drift(c).await;
+}
