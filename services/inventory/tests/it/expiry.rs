@@ -168,24 +168,7 @@ async fn shipping_from_an_expired_lot_frees_what_its_allocation_held() {
     node(c, "acme", "DC1").await;
     tracked_item(c, "MILK", milk).await;
     receive_lot(c, "DC1", "MILK", "NEW", "2099-12-31", 5).await;
-    reserve(c, "acme", "r", vec![line("MILK", "", 3)])
-        .await
-        .unwrap();
-    c.confirm_reservation(authed(
-        "acme",
-        ConfirmReservationRequest {
-            request_id: rid(),
-            name: "reservations/r".into(),
-            allocations: vec![Allocation {
-                sku: "MILK".into(),
-                node_id: "DC1".into(),
-                quantity: 3,
-                ..Default::default()
-            }],
-        },
-    ))
-    .await
-    .unwrap();
+    confirmed_at_dc1(c, "r", "MILK", 3).await;
     // Expired stock found in a count after the allocation.
     movement(c, &rid(), MovementKind::CycleCount, "DC1", "MILK", |m| {
         m.lot = "OLD".into();
@@ -198,22 +181,14 @@ async fn shipping_from_an_expired_lot_frees_what_its_allocation_held() {
 
     // The warehouse ships two units of the expired lot and one of the
     // other: the promised lot keeps four units, none held any more.
-    let shipped = |lot: &str, q: i64| Allocation {
-        sku: "MILK".into(),
-        node_id: "DC1".into(),
-        quantity: q,
-        lot: lot.into(),
-        ..Default::default()
-    };
-    c.consume_allocations(authed(
-        "acme",
-        ConsumeAllocationsRequest {
-            request_id: rid(),
-            name: "reservations/r".into(),
-            shipped: vec![shipped("OLD", 2), shipped("NEW", 1)],
-            reference: "fulfillmentOrders/f1".into(),
-        },
-    ))
+    ship(
+        c,
+        "r",
+        vec![
+            shipped("MILK", 2, "OLD", &[]),
+            shipped("MILK", 1, "NEW", &[]),
+        ],
+    )
     .await
     .unwrap();
     let a = available(c, "acme", "MILK").await;

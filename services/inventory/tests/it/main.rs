@@ -263,6 +263,59 @@ pub async fn held_in_record(db: &TestDb, tenant: &str, sku: &str) -> i64 {
     holds.iter().map(|(_, h)| h).sum()
 }
 
+/// An acme reservation of `q` units, confirmed at DC1.
+pub async fn confirmed_at_dc1(c: &mut Client, id: &str, sku: &str, q: i64) {
+    reserve(c, "acme", id, vec![line(sku, "", q)])
+        .await
+        .unwrap();
+    c.confirm_reservation(authed(
+        "acme",
+        ConfirmReservationRequest {
+            request_id: rid(),
+            name: format!("reservations/{id}"),
+            allocations: vec![Allocation {
+                sku: sku.into(),
+                node_id: "DC1".into(),
+                quantity: q,
+                ..Default::default()
+            }],
+        },
+    ))
+    .await
+    .unwrap();
+}
+
+/// Ships an acme reservation's allocations.
+pub async fn ship(
+    c: &mut Client,
+    id: &str,
+    shipped: Vec<Allocation>,
+) -> Result<Reservation, tonic::Status> {
+    c.consume_allocations(authed(
+        "acme",
+        ConsumeAllocationsRequest {
+            request_id: rid(),
+            name: format!("reservations/{id}"),
+            shipped,
+            reference: "fulfillmentOrders/f1".into(),
+        },
+    ))
+    .await
+    .map(|r| r.into_inner().reservation.unwrap())
+}
+
+/// `q` units shipped from DC1, of a lot and with serial numbers.
+pub fn shipped(sku: &str, q: i64, lot: &str, serials: &[&str]) -> Allocation {
+    Allocation {
+        sku: sku.into(),
+        node_id: "DC1".into(),
+        quantity: q,
+        lot: lot.into(),
+        serial_numbers: serials.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
 pub use oms_runtime::status::{fields, reason};
 
 /// Polls `cond` until it holds; fails the test after 10 s.

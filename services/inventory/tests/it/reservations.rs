@@ -1006,56 +1006,6 @@ async fn a_live_reservation_grows_all_or_nothing_within_its_channel() {
     assert_eq!((s.on_hand, s.reserved, s.available), (2, 0, 2));
 }
 
-async fn confirmed_at_dc1(c: &mut Client, id: &str, sku: &str, q: i64) {
-    reserve(c, "acme", id, vec![line(sku, "", q)])
-        .await
-        .unwrap();
-    c.confirm_reservation(authed(
-        "acme",
-        ConfirmReservationRequest {
-            request_id: rid(),
-            name: format!("reservations/{id}"),
-            allocations: vec![Allocation {
-                sku: sku.into(),
-                node_id: "DC1".into(),
-                quantity: q,
-                ..Default::default()
-            }],
-        },
-    ))
-    .await
-    .unwrap();
-}
-
-async fn ship(
-    c: &mut Client,
-    id: &str,
-    shipped: Vec<Allocation>,
-) -> Result<Reservation, tonic::Status> {
-    c.consume_allocations(authed(
-        "acme",
-        ConsumeAllocationsRequest {
-            request_id: rid(),
-            name: format!("reservations/{id}"),
-            shipped,
-            reference: "fulfillmentOrders/f1".into(),
-        },
-    ))
-    .await
-    .map(|r| r.into_inner().reservation.unwrap())
-}
-
-fn shipped(sku: &str, q: i64, lot: &str, serials: &[&str]) -> Allocation {
-    Allocation {
-        sku: sku.into(),
-        node_id: "DC1".into(),
-        quantity: q,
-        lot: lot.into(),
-        serial_numbers: serials.iter().map(|s| s.to_string()).collect(),
-        ..Default::default()
-    }
-}
-
 /// Shipments of lot- and serial-tracked units leave on-hand by lot and
 /// serial number; a shipment of a serial not there changes nothing.
 #[tokio::test]
