@@ -8,7 +8,7 @@ use crate::domain::expiry;
 use crate::error::Result;
 use crate::gate::AvailChange;
 use crate::repo::{self, lock};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use oms_kernel::Tenant;
 use oms_proto::inventory::{LotExpired, inventory_event};
 use std::collections::{BTreeMap, BTreeSet};
@@ -54,7 +54,7 @@ pub async fn expire_due_lots(inv: &Inventory) {
         };
         loop {
             let marked = inv
-                .retrying(&tenant, || expire_lots(inv, &tenant, &due, now))
+                .retrying(&tenant, || expire_lots(inv, &tenant, &due))
                 .await;
             match marked {
                 Ok(n) if n as i64 == LOTS_PER_CHANGE => continue,
@@ -71,12 +71,7 @@ pub async fn expire_due_lots(inv: &Inventory) {
 /// One change: marks up to [`LOTS_PER_CHANGE`] of the tenant's lots dated
 /// as `due` says (node, expiry date) expired, takes their units from what
 /// their nodes promise, and writes a `LotExpired` event for each.
-async fn expire_lots(
-    inv: &Inventory,
-    tenant: &Tenant,
-    due: &[(String, String)],
-    now: DateTime<Utc>,
-) -> Result<usize> {
+async fn expire_lots(inv: &Inventory, tenant: &Tenant, due: &[(String, String)]) -> Result<usize> {
     let mut tx = inv.pool.begin().await?;
     lock::shared(&mut tx, tenant).await?;
     let lots = repo::stock::mark_expired(&mut tx, tenant, due, LOTS_PER_CHANGE).await?;
@@ -118,6 +113,6 @@ async fn expire_lots(
     }
     commit(tx).await?;
     let units: i64 = lots.iter().map(|l| l.on_hand).sum();
-    tracing::info!(tenant = %tenant, lots = lots.len(), units, today = %now.date_naive(), "lots past their expiry date left availability");
+    tracing::info!(tenant = %tenant, lots = lots.len(), units, "lots past their expiry date left availability");
     Ok(lots.len())
 }
