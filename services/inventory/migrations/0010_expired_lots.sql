@@ -1,10 +1,15 @@
--- A lot whose expiry date has come at its node (in the node's time zone)
--- is no longer promised: `expired` says the gate and the availability
--- figures leave its units out. Movements set it as they record the lot;
--- the sweep sets it when the date comes, through the partial index below
--- (only lots with a date not yet expired are in it). On the first start
--- with this column the sweep finds the lots already past their date and
--- takes them out of availability.
+-- A lot is promised until its withdraw date (its expiry date less its
+-- item's minimum shelf life) has come at its node, in the node's time
+-- zone. `withdraw_date` is kept with the lot (movements set it, and an
+-- item's new minimum shelf life restates its lots), and `expired` says
+-- that the gate and the availability figures leave its units out. The
+-- sweep sets `expired` when the date comes, through the partial index
+-- below (only lots with a date, not yet expired, are in it). Existing
+-- lots withdraw on their expiry date (no item has a minimum shelf life
+-- yet); on the first start with these columns the sweep finds the lots
+-- already past their date and takes them out of availability.
 ALTER TABLE stock ADD COLUMN IF NOT EXISTS expired boolean NOT NULL DEFAULT false;
-CREATE INDEX IF NOT EXISTS stock_expiring ON stock (expiry_date)
-    WHERE NOT expired AND expiry_date <> '';
+ALTER TABLE stock ADD COLUMN IF NOT EXISTS withdraw_date text NOT NULL DEFAULT '';
+UPDATE stock SET withdraw_date = expiry_date WHERE expiry_date <> '';
+CREATE INDEX IF NOT EXISTS stock_withdrawing ON stock (withdraw_date)
+    WHERE NOT expired AND withdraw_date <> '';

@@ -1,6 +1,7 @@
-//! When a lot's expiry date has come: at the start of that date in its
-//! node's time zone, so a lot is never promised on the day it expires.
-use chrono::{DateTime, NaiveDate, Utc};
+//! When a lot leaves availability: at the start of its withdraw date (its
+//! expiry date less its item's minimum shelf life) in its node's time
+//! zone, so a lot is never promised on the day it expires.
+use chrono::{DateTime, Days, NaiveDate, Utc};
 use chrono_tz::Tz;
 
 /// A date as movements carry it: exactly `YYYY-MM-DD` (the stored text is
@@ -23,10 +24,25 @@ pub fn today_at(zone: &str, now: DateTime<Utc>) -> NaiveDate {
     }
 }
 
-/// Whether a lot with this expiry date is past it at a node in `zone`.
-/// No date (or one that does not parse): never.
-pub fn is_expired(expiry: &str, zone: &str, now: DateTime<Utc>) -> bool {
-    NaiveDate::parse_from_str(expiry, "%Y-%m-%d").is_ok_and(|d| d <= today_at(zone, now))
+/// Longest minimum shelf life an item may ask for.
+pub const MAX_SHELF_LIFE_DAYS: i32 = 3650;
+
+/// The date from which a lot is no longer promised: `min_shelf_life_days`
+/// before its expiry date. Empty when it has no date (or one that does
+/// not parse, stored before dates were checked strictly).
+pub fn withdraw_date(expiry: &str, min_shelf_life_days: i32) -> String {
+    let days = Days::new(min_shelf_life_days.clamp(0, MAX_SHELF_LIFE_DAYS) as u64);
+    NaiveDate::parse_from_str(expiry, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.checked_sub_days(days))
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_default()
+}
+
+/// Whether a lot with this withdraw date is past it at a node in `zone`.
+/// No date: never.
+pub fn is_expired(withdraw: &str, zone: &str, now: DateTime<Utc>) -> bool {
+    NaiveDate::parse_from_str(withdraw, "%Y-%m-%d").is_ok_and(|d| d <= today_at(zone, now))
 }
 
 /// The latest expiry date that may have come somewhere now: the date in
@@ -58,6 +74,18 @@ mod tests {
         assert!(!is_expired("someday", "UTC", now));
         // A zone the database does not know counts as UTC.
         assert!(!is_expired("2026-12-03", "Mars/Olympus", now));
+    }
+
+    #[test]
+    fn a_minimum_shelf_life_brings_the_withdraw_date_forward() {
+        assert_eq!(withdraw_date("2027-03-01", 0), "2027-03-01");
+        assert_eq!(withdraw_date("2027-03-01", 1), "2027-02-28");
+        assert_eq!(withdraw_date("2027-03-01", 365), "2026-03-01");
+        assert_eq!(withdraw_date("", 30), "");
+        assert_eq!(withdraw_date("2027-3-1x", 0), "");
+        let now = at("2026-12-02T12:00:00Z");
+        assert!(is_expired(&withdraw_date("2026-12-10", 8), "UTC", now));
+        assert!(!is_expired(&withdraw_date("2026-12-10", 7), "UTC", now));
     }
 
     #[test]

@@ -23,6 +23,18 @@ pub fn check_fields(v: &mut Violations, item: &Item) {
             "expiry is tracked per lot: set lot_tracked too",
         );
     }
+    let max = super::expiry::MAX_SHELF_LIFE_DAYS;
+    if !(0..=max).contains(&item.min_shelf_life_days) {
+        v.add(
+            "item.min_shelf_life_days",
+            format!("must be 0 to {max} days"),
+        );
+    } else if item.min_shelf_life_days > 0 && !item.expiry_tracked {
+        v.add(
+            "item.min_shelf_life_days",
+            "a minimum shelf life counts from expiry dates: set expiry_tracked too",
+        );
+    }
 }
 
 /// Applies the fields of `update_mask` from `patch` to `current`.
@@ -34,6 +46,7 @@ pub fn apply_update(current: &mut Item, patch: &Item, paths: &[String]) -> Resul
             "lot_tracked" => current.lot_tracked = patch.lot_tracked,
             "expiry_tracked" => current.expiry_tracked = patch.expiry_tracked,
             "serial_tracked" => current.serial_tracked = patch.serial_tracked,
+            "min_shelf_life_days" => current.min_shelf_life_days = patch.min_shelf_life_days,
             other => v.add("update_mask", format!("{other:?} cannot be updated")),
         }
     }

@@ -223,28 +223,37 @@ pub async fn update_item(
     };
     let sku = name_id("item.name", &patch.name, "items")?.to_owned();
     let paths = mask(&req.update_mask);
-    let (mut tx, rid) = match inv
-        .begin(tenant, &req.request_id, "UpdateItem", &req)
-        .await?
-    {
-        Begin::Replay(r) => return Ok(r),
-        Begin::Tx(tx, rid) => (tx, rid),
-    };
-    let Some(mut current) = repo::items::get(&mut *tx, tenant, &sku, true).await? else {
-        return Err(Error::not_found("item", format!("items/{sku}")));
-    };
-    item::apply_update(&mut current, &patch, &paths)?;
-    let now = Utc::now();
-    current.update_time = Some(to_timestamp(now));
-    repo::items::update(&mut tx, tenant, &current, now).await?;
-    inv.finish(
-        tx,
-        tenant,
-        &rid,
-        UpdateItemResponse {
-            item: Some(current),
-        },
-    )
+    inv.retrying(tenant, || async {
+        let (mut tx, rid) = match inv
+            .begin(tenant, &req.request_id, "UpdateItem", &req)
+            .await?
+        {
+            Begin::Replay(r) => return Ok(r),
+            Begin::Tx(tx, rid) => (tx, rid),
+        };
+        let Some(mut current) =
+            repo::items::get(&mut *tx, tenant, &sku, repo::items::Lock::Update).await?
+        else {
+            return Err(Error::not_found("item", format!("items/{sku}")));
+        };
+        let shelf_life = current.min_shelf_life_days;
+        item::apply_update(&mut current, &patch, &paths)?;
+        let now = Utc::now();
+        current.update_time = Some(to_timestamp(now));
+        repo::items::update(&mut tx, tenant, &current, now).await?;
+        if current.min_shelf_life_days != shelf_life {
+            super::lot_expiry::restate_item(inv, &mut tx, tenant, &current, rid.as_str()).await?;
+        }
+        inv.finish(
+            tx,
+            tenant,
+            &rid,
+            UpdateItemResponse {
+                item: Some(current),
+            },
+        )
+        .await
+    })
     .await
 }
 
@@ -254,7 +263,7 @@ pub async fn get_item(
     req: GetItemRequest,
 ) -> Result<GetItemResponse> {
     let sku = name_id("name", &req.name, "items")?;
-    repo::items::get(&inv.pool, tenant, sku, false)
+    repo::items::get(&inv.pool, tenant, sku, repo::items::Lock::None)
         .await?
         .map(|i| GetItemResponse { item: Some(i) })
         .ok_or_else(|| Error::not_found("item", req.name.clone()))

@@ -1,8 +1,9 @@
-//! Lots whose expiry date comes (at the start of that date in their
-//! node's time zone): the sweep takes their units out of availability,
-//! record and gate in one change per tenant, as any other change that
-//! takes stock away. On-hand stays: the units are there until shipped,
-//! damaged or counted away.
+//! Lots whose withdraw date comes (their expiry date less their item's
+//! minimum shelf life, at the start of that date in their node's time
+//! zone): the sweep takes their units out of availability, record and
+//! gate in one change per tenant, as any other change that takes stock
+//! away. On-hand stays: the units are there until shipped, damaged or
+//! counted away.
 use super::{Inventory, commit, emit};
 use crate::domain::expiry;
 use crate::error::Result;
@@ -10,13 +11,14 @@ use crate::gate::AvailChange;
 use crate::repo::{self, lock};
 use chrono::Utc;
 use oms_kernel::Tenant;
-use oms_proto::inventory::{LotExpired, inventory_event};
+use oms_proto::inventory::{Item, LotExpired, LotRestored, StockLevel, inventory_event};
+use sqlx::PgConnection;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Lots marked expired per transaction at most.
 const LOTS_PER_CHANGE: i64 = 1000;
 
-/// Marks the lots whose date has come at their node: every sweep, on every
+/// Marks the lots whose withdraw date has come at their node: every sweep, on every
 /// replica (a lot another replica marked first is skipped).
 pub async fn expire_due_lots(inv: &Inventory) {
     let now = Utc::now();
@@ -69,8 +71,7 @@ pub async fn expire_due_lots(inv: &Inventory) {
 }
 
 /// One change: marks up to [`LOTS_PER_CHANGE`] of the tenant's lots dated
-/// as `due` says (node, expiry date) expired, takes their units from what
-/// their nodes promise, and writes a `LotExpired` event for each.
+/// as `due` says (node, withdraw date) expired; see [`withdrawn`].
 async fn expire_lots(inv: &Inventory, tenant: &Tenant, due: &[(String, String)]) -> Result<usize> {
     let mut tx = inv.pool.begin().await?;
     lock::shared(&mut tx, tenant).await?;
@@ -78,6 +79,57 @@ async fn expire_lots(inv: &Inventory, tenant: &Tenant, due: &[(String, String)])
     if lots.is_empty() {
         return Ok(0);
     }
+    withdrawn(inv, &mut tx, tenant, &lots, "").await?;
+    commit(tx).await?;
+    let units: i64 = lots.iter().map(|l| l.on_hand).sum();
+    tracing::info!(tenant = %tenant, lots = lots.len(), units, "lots past their withdraw date left availability");
+    Ok(lots.len())
+}
+
+/// Restates the withdraw date of every dated lot of an item whose minimum
+/// shelf life changed (in the update's transaction, the item locked): lots
+/// it brings past their date leave availability, lots it brings back
+/// before it are promised again.
+pub async fn restate_item(
+    inv: &Inventory,
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    item: &Item,
+    request_id: &str,
+) -> Result<()> {
+    let lots = repo::stock::dated_lots(tx, tenant, &item.sku).await?;
+    let node_ids: Vec<String> = lots.iter().map(|l| l.node_id.clone()).collect();
+    let zones = repo::nodes::zones(&mut *tx, &node_ids).await?;
+    let now = Utc::now();
+    let (mut restated, mut flipped) = (Vec::new(), Vec::new());
+    for mut l in lots {
+        let date = expiry::withdraw_date(&l.expiry_date, item.min_shelf_life_days);
+        let zone = zones.get(&l.node_id).map(String::as_str).unwrap_or("");
+        let expired = expiry::is_expired(&date, zone, now);
+        if date == l.withdraw_date && expired == l.expired {
+            continue;
+        }
+        let flip = expired != l.expired;
+        (l.withdraw_date, l.expired) = (date, expired);
+        if flip {
+            flipped.push(l.clone());
+        }
+        restated.push(l);
+    }
+    repo::stock::restate(tx, tenant, &restated).await?;
+    withdrawn(inv, tx, tenant, &flipped, request_id).await
+}
+
+/// Lots whose state just changed (`expired`: now left out of availability;
+/// otherwise promised again): what their nodes promise changes by their
+/// units, and each gets a `LotExpired` or `LotRestored` event.
+async fn withdrawn(
+    inv: &Inventory,
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    lots: &[StockLevel],
+    request_id: &str,
+) -> Result<()> {
     let node_ids: Vec<String> = lots.iter().map(|l| l.node_id.clone()).collect();
     let enabled = repo::nodes::visible(&mut *tx, tenant, &node_ids).await?;
     let skus: Vec<String> = lots.iter().map(|l| l.sku.clone()).collect();
@@ -88,31 +140,36 @@ async fn expire_lots(inv: &Inventory, tenant: &Tenant, due: &[(String, String)])
         .map(|l| AvailChange {
             sku: l.sku.clone(),
             node: l.node_id.clone(),
-            delta: -l.on_hand,
+            delta: if l.expired { -l.on_hand } else { l.on_hand },
             init: -repo::rules::effective(&safety, &l.node_id, &l.sku),
         })
         .collect();
     super::adjust_gate(inv, tenant, changes).await?;
-    for l in &lots {
-        let event = LotExpired {
-            node_id: l.node_id.clone(),
-            sku: l.sku.clone(),
-            lot: l.lot.clone(),
-            expiry_date: l.expiry_date.clone(),
-            on_hand: l.on_hand,
+    for l in lots {
+        let (node_id, sku, lot) = (l.node_id.clone(), l.sku.clone(), l.lot.clone());
+        let (expiry_date, withdraw_date, on_hand) =
+            (l.expiry_date.clone(), l.withdraw_date.clone(), l.on_hand);
+        let kind = if l.expired {
+            inventory_event::Kind::LotExpired(LotExpired {
+                node_id,
+                sku,
+                lot,
+                expiry_date,
+                on_hand,
+                withdraw_date,
+            })
+        } else {
+            inventory_event::Kind::LotRestored(LotRestored {
+                node_id,
+                sku,
+                lot,
+                expiry_date,
+                on_hand,
+                withdraw_date,
+            })
         };
         let subject = format!("nodes/{}/items/{}", l.node_id, l.sku);
-        emit(
-            &mut tx,
-            tenant,
-            &subject,
-            "",
-            inventory_event::Kind::LotExpired(event),
-        )
-        .await?;
+        emit(tx, tenant, &subject, request_id, kind).await?;
     }
-    commit(tx).await?;
-    let units: i64 = lots.iter().map(|l| l.on_hand).sum();
-    tracing::info!(tenant = %tenant, lots = lots.len(), units, "lots past their expiry date left availability");
-    Ok(lots.len())
+    Ok(())
 }

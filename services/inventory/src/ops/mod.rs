@@ -343,6 +343,7 @@ pub fn event_type(kind: &inventory_event::Kind) -> &'static str {
         inventory_event::Kind::ChannelRuleSet(_) => "ChannelRuleSet",
         inventory_event::Kind::ReservationExtended(_) => "ReservationExtended",
         inventory_event::Kind::LotExpired(_) => "LotExpired",
+        inventory_event::Kind::LotRestored(_) => "LotRestored",
     }
 }
 

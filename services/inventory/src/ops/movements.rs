@@ -40,7 +40,8 @@ pub(crate) async fn apply(
     let Some(node) = repo::nodes::get_visible(&mut *tx, tenant, &m.node_id).await? else {
         return Err(Error::not_found("node", format!("nodes/{}", m.node_id)));
     };
-    let Some(item) = repo::items::get(&mut *tx, tenant, &m.sku, false).await? else {
+    let Some(item) = repo::items::get(&mut *tx, tenant, &m.sku, repo::items::Lock::Share).await?
+    else {
         return Err(Error::not_found("item", format!("items/{}", m.sku)));
     };
     if origin == Origin::Shipment && !item.lot_tracked {
@@ -103,8 +104,9 @@ pub(crate) async fn apply(
     if m.occur_time.is_none() {
         m.occur_time = m.record_time;
     }
-    let expired = expiry::is_expired(&m.expiry_date, &node.time_zone, now);
-    repo::stock::record(tx, tenant, &m, expired, id, now).await?;
+    let withdraw = expiry::withdraw_date(&m.expiry_date, item.min_shelf_life_days);
+    let expired = expiry::is_expired(&withdraw, &node.time_zone, now);
+    repo::stock::record(tx, tenant, &m, (&withdraw, expired), id, now).await?;
     if item.serial_tracked && !m.serial_numbers.is_empty() {
         track_serials(tx, tenant, &m, kind, id, now).await?;
     }
@@ -547,7 +549,7 @@ pub async fn set_safety(
             return Err(Error::not_found("node", format!("nodes/{}", req.node_id)));
         };
         if !req.sku.is_empty()
-            && repo::items::get(&mut *tx, tenant, &req.sku, false)
+            && repo::items::get(&mut *tx, tenant, &req.sku, repo::items::Lock::None)
                 .await?
                 .is_none()
         {

@@ -41,16 +41,29 @@ pub async fn update(
     Ok(())
 }
 
+/// How an item read locks the item for the rest of the transaction.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Lock {
+    None,
+    /// Held by a movement, which records its lot's dates by the item's
+    /// minimum shelf life: an update of the item waits for it, and it for
+    /// the update.
+    Share,
+    /// Held by an update of the item.
+    Update,
+}
+
+/// One item of the tenant.
 pub async fn get(
     db: impl PgExecutor<'_>,
     tenant: &Tenant,
     sku: &str,
-    for_update: bool,
+    lock: Lock,
 ) -> sqlx::Result<Option<Item>> {
-    let sql = if for_update {
-        "SELECT doc FROM items WHERE tenant = $1 AND sku = $2 FOR UPDATE"
-    } else {
-        "SELECT doc FROM items WHERE tenant = $1 AND sku = $2"
+    let sql = match lock {
+        Lock::None => "SELECT doc FROM items WHERE tenant = $1 AND sku = $2",
+        Lock::Share => "SELECT doc FROM items WHERE tenant = $1 AND sku = $2 FOR KEY SHARE",
+        Lock::Update => "SELECT doc FROM items WHERE tenant = $1 AND sku = $2 FOR UPDATE",
     };
     let doc: Option<Vec<u8>> = sqlx::query_scalar(sql)
         .bind(tenant.as_str())

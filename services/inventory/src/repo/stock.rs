@@ -50,18 +50,19 @@ pub async fn lock_lot(
     })
 }
 
-/// Sets the on-hand of a locked lot (and its expiry date and state, from
-/// the movement) and appends the movement to the ledger.
+/// Sets the on-hand of a locked lot (and its dates and state, from the
+/// movement) and appends the movement to the ledger.
 pub async fn record(
     tx: &mut PgConnection,
     tenant: &Tenant,
     m: &StockMovement,
-    expired: bool,
+    (withdraw_date, expired): (&str, bool),
     id: Uuid,
     now: DateTime<Utc>,
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE stock SET on_hand = $5, expiry_date = CASE WHEN $6 = '' THEN expiry_date ELSE $6 END, expired = $7
+        "UPDATE stock SET on_hand = $5, expiry_date = CASE WHEN $6 = '' THEN expiry_date ELSE $6 END,
+                         expired = $7, withdraw_date = $8
          WHERE tenant = $1 AND node_id = $2 AND sku = $3 AND lot = $4",
     )
     .bind(tenant.as_str())
@@ -71,6 +72,7 @@ pub async fn record(
     .bind(m.on_hand_after)
     .bind(&m.expiry_date)
     .bind(expired)
+    .bind(withdraw_date)
     .execute(&mut *tx)
     .await?;
     sqlx::query(
@@ -142,6 +144,19 @@ pub async fn movements(
         .collect()
 }
 
+/// A row of [`levels`].
+#[derive(sqlx::FromRow)]
+struct LevelRow {
+    node_id: String,
+    sku: String,
+    lot: String,
+    expiry_date: String,
+    on_hand: i64,
+    expired: bool,
+    withdraw_date: String,
+    allocated: i64,
+}
+
 /// Stock levels with allocated units per node and SKU; keyset on (node, sku, lot).
 pub async fn levels(
     db: impl PgExecutor<'_>,
@@ -152,8 +167,8 @@ pub async fn levels(
     limit: i64,
 ) -> sqlx::Result<Vec<StockLevel>> {
     let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
-        "SELECT s.node_id, s.sku, s.lot, s.expiry_date, s.on_hand, s.expired,
-                COALESCE((SELECT SUM(h.held) FROM held_totals h WHERE h.tenant = s.tenant AND h.node_id = s.node_id AND h.sku = s.sku), 0)::bigint
+        "SELECT s.node_id, s.sku, s.lot, s.expiry_date, s.on_hand, s.expired, s.withdraw_date,
+                COALESCE((SELECT SUM(h.held) FROM held_totals h WHERE h.tenant = s.tenant AND h.node_id = s.node_id AND h.sku = s.sku), 0)::bigint AS allocated
          FROM stock s WHERE s.tenant = ",
     );
     q.push_bind(tenant.as_str().to_owned());
@@ -176,21 +191,19 @@ pub async fn levels(
     }
     q.push(" ORDER BY s.node_id, s.sku, s.lot LIMIT ")
         .push_bind(limit);
-    let rows: Vec<(String, String, String, String, i64, bool, i64)> =
-        q.build_query_as().fetch_all(db).await?;
+    let rows: Vec<LevelRow> = q.build_query_as().fetch_all(db).await?;
     Ok(rows
         .into_iter()
-        .map(
-            |(node_id, sku, lot, expiry_date, on_hand, expired, allocated)| StockLevel {
-                node_id,
-                sku,
-                lot,
-                expiry_date,
-                on_hand,
-                allocated,
-                expired,
-            },
-        )
+        .map(|r| StockLevel {
+            node_id: r.node_id,
+            sku: r.sku,
+            lot: r.lot,
+            expiry_date: r.expiry_date,
+            on_hand: r.on_hand,
+            allocated: r.allocated,
+            expired: r.expired,
+            withdraw_date: r.withdraw_date,
+        })
         .collect())
 }
 
@@ -217,23 +230,23 @@ pub async fn on_hand(
     })
 }
 
-/// Lots not yet expired with an expiry date up to `until`: (tenant,
-/// node, expiry date) once each, for the sweep to check against each
+/// Lots not yet expired with a withdraw date up to `until`: (tenant,
+/// node, withdraw date) once each, for the sweep to check against each
 /// node's date.
 pub async fn dated_up_to(
     db: impl PgExecutor<'_>,
     until: &str,
 ) -> sqlx::Result<Vec<(String, String, String)>> {
     sqlx::query_as(
-        "SELECT DISTINCT tenant, node_id, expiry_date FROM stock
-         WHERE NOT expired AND expiry_date <> '' AND expiry_date <= $1",
+        "SELECT DISTINCT tenant, node_id, withdraw_date FROM stock
+         WHERE NOT expired AND withdraw_date <> '' AND withdraw_date <= $1",
     )
     .bind(until)
     .fetch_all(db)
     .await
 }
 
-/// Marks the tenant's lots at these (node, expiry date) pairs expired, at
+/// Marks the tenant's lots at these (node, withdraw date) pairs expired, at
 /// most `limit` of them; returns those it marked (each lot once: another
 /// sweep or a movement that got there first has changed the row).
 pub async fn mark_expired(
@@ -244,15 +257,15 @@ pub async fn mark_expired(
 ) -> sqlx::Result<Vec<StockLevel>> {
     let (nodes, dates): (Vec<&str>, Vec<&str>) =
         due.iter().map(|(n, d)| (n.as_str(), d.as_str())).unzip();
-    let rows: Vec<(String, String, String, String, i64)> = sqlx::query_as(
+    let rows: Vec<(String, String, String, String, i64, String)> = sqlx::query_as(
         "UPDATE stock s SET expired = true
          FROM (SELECT s2.node_id, s2.sku, s2.lot FROM stock s2
-               JOIN UNNEST($2::text[], $3::text[]) AS d(n, e) ON s2.node_id = d.n AND s2.expiry_date = d.e
+               JOIN UNNEST($2::text[], $3::text[]) AS d(n, w) ON s2.node_id = d.n AND s2.withdraw_date = d.w
                WHERE s2.tenant = $1 AND NOT s2.expired
                ORDER BY s2.node_id, s2.sku, s2.lot LIMIT $4) due
          WHERE s.tenant = $1 AND s.node_id = due.node_id AND s.sku = due.sku AND s.lot = due.lot
-           AND NOT s.expired AND (s.node_id, s.expiry_date) IN (SELECT * FROM UNNEST($2::text[], $3::text[]))
-         RETURNING s.node_id, s.sku, s.lot, s.expiry_date, s.on_hand",
+           AND NOT s.expired AND (s.node_id, s.withdraw_date) IN (SELECT * FROM UNNEST($2::text[], $3::text[]))
+         RETURNING s.node_id, s.sku, s.lot, s.expiry_date, s.on_hand, s.withdraw_date",
     )
     .bind(tenant.as_str())
     .bind(&nodes)
@@ -262,14 +275,77 @@ pub async fn mark_expired(
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(node_id, sku, lot, expiry_date, on_hand)| StockLevel {
-            node_id,
-            sku,
-            lot,
-            expiry_date,
-            on_hand,
-            expired: true,
-            ..Default::default()
-        })
+        .map(
+            |(node_id, sku, lot, expiry_date, on_hand, withdraw_date)| StockLevel {
+                node_id,
+                sku,
+                lot,
+                expiry_date,
+                on_hand,
+                expired: true,
+                withdraw_date,
+                ..Default::default()
+            },
+        )
         .collect())
+}
+
+/// Every dated lot of a SKU, locked: (node, lot, expiry date, on hand,
+/// withdraw date, expired) as `StockLevel`s.
+pub async fn dated_lots(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    sku: &str,
+) -> sqlx::Result<Vec<StockLevel>> {
+    let rows: Vec<(String, String, String, i64, String, bool)> = sqlx::query_as(
+        "SELECT node_id, lot, expiry_date, on_hand, withdraw_date, expired FROM stock
+         WHERE tenant = $1 AND sku = $2 AND expiry_date <> ''
+         ORDER BY node_id, lot FOR UPDATE",
+    )
+    .bind(tenant.as_str())
+    .bind(sku)
+    .fetch_all(tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(node_id, lot, expiry_date, on_hand, withdraw_date, expired)| StockLevel {
+                node_id,
+                sku: sku.to_owned(),
+                lot,
+                expiry_date,
+                on_hand,
+                withdraw_date,
+                expired,
+                ..Default::default()
+            },
+        )
+        .collect())
+}
+
+/// Writes the withdraw date and state of locked lots (`dated_lots`).
+pub async fn restate(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    lots: &[StockLevel],
+) -> sqlx::Result<()> {
+    let nodes: Vec<&str> = lots.iter().map(|l| l.node_id.as_str()).collect();
+    let skus: Vec<&str> = lots.iter().map(|l| l.sku.as_str()).collect();
+    let lot_ids: Vec<&str> = lots.iter().map(|l| l.lot.as_str()).collect();
+    let dates: Vec<&str> = lots.iter().map(|l| l.withdraw_date.as_str()).collect();
+    let expired: Vec<bool> = lots.iter().map(|l| l.expired).collect();
+    sqlx::query(
+        "UPDATE stock s SET withdraw_date = d.w, expired = d.x
+         FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::bool[]) AS d(n, k, l, w, x)
+         WHERE s.tenant = $1 AND s.node_id = d.n AND s.sku = d.k AND s.lot = d.l",
+    )
+    .bind(tenant.as_str())
+    .bind(&nodes)
+    .bind(&skus)
+    .bind(&lot_ids)
+    .bind(&dates)
+    .bind(&expired)
+    .execute(tx)
+    .await?;
+    Ok(())
 }

@@ -240,3 +240,136 @@ async fn a_transferred_lot_arrives_with_its_date() {
     assert_eq!((a.on_hand, a.expired, a.available), (7, 2, 5));
     no_drift(c).await;
 }
+
+/// Sets acme's MILK minimum shelf life.
+async fn shelf_life(c: &mut Client, days: i32) -> Result<Item, tonic::Status> {
+    c.update_item(authed(
+        "acme",
+        UpdateItemRequest {
+            request_id: rid(),
+            item: Some(Item {
+                name: "items/MILK".into(),
+                min_shelf_life_days: days,
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["min_shelf_life_days".into()],
+            }),
+        },
+    ))
+    .await
+    .map(|r| r.into_inner().item.unwrap())
+}
+
+/// `days` from today (UTC), as a lot's date.
+fn in_days(days: i64) -> String {
+    (Utc::now().date_naive() + chrono::Duration::days(days))
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_minimum_shelf_life_withdraws_lots_that_many_days_early() {
+    let mut h = start().await;
+    let c = &mut h.client;
+    node(c, "acme", "DC1").await;
+    tracked_item(c, "MILK", milk).await;
+    receive_lot(c, "DC1", "MILK", "A", &in_days(10), 4).await;
+    receive_lot(c, "DC1", "MILK", "B", &in_days(40), 3).await;
+    assert_eq!(available(c, "acme", "MILK").await.available, 7);
+    let mut feed = c
+        .watch_inventory_events(authed("acme", WatchInventoryEventsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+
+    // Thirty days of shelf life: lot A (ten days left) is withdrawn at once.
+    assert_eq!(shelf_life(c, 30).await.unwrap().min_shelf_life_days, 30);
+    let levels = c
+        .list_stock_levels(authed(
+            "acme",
+            ListStockLevelsRequest {
+                skus: vec!["MILK".into()],
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .levels;
+    let dates: Vec<(&str, &str, bool)> = levels
+        .iter()
+        .map(|l| (l.lot.as_str(), l.withdraw_date.as_str(), l.expired))
+        .collect();
+    assert_eq!(
+        dates,
+        [
+            ("A", in_days(-20).as_str(), true),
+            ("B", in_days(10).as_str(), false)
+        ]
+    );
+    let a = available(c, "acme", "MILK").await;
+    assert_eq!((a.on_hand, a.expired, a.available), (7, 4, 3));
+    // A lot received with less than that left is not promised either.
+    receive_lot(c, "DC1", "MILK", "C", &in_days(20), 5).await;
+    assert_eq!(available(c, "acme", "MILK").await.available, 3);
+    no_drift(c).await;
+
+    // Five days: both come back.
+    shelf_life(c, 5).await.unwrap();
+    let a = available(c, "acme", "MILK").await;
+    assert_eq!((a.on_hand, a.expired, a.available), (12, 0, 12));
+    reserve(c, "acme", "all", vec![line("MILK", "", 12)])
+        .await
+        .unwrap();
+    no_drift(c).await;
+    let mut seen = vec![];
+    while seen.len() < 3 {
+        match feed.message().await.unwrap().unwrap().event.unwrap().kind {
+            Some(inventory_event::Kind::LotExpired(e)) => seen.push(("expired", e.lot)),
+            Some(inventory_event::Kind::LotRestored(e)) => seen.push(("restored", e.lot)),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            ("expired", "A".to_string()),
+            ("restored", "A".to_string()),
+            ("restored", "C".to_string())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_minimum_shelf_life_is_checked() {
+    let mut h = start().await;
+    let c = &mut h.client;
+    tracked_item(c, "MILK", milk).await;
+    tracked_item(c, "LOT", |i| i.lot_tracked = true).await;
+    let err = shelf_life(c, 3651).await.unwrap_err();
+    assert_eq!(fields(&err), ["item.min_shelf_life_days"]);
+    let err = c
+        .update_item(authed(
+            "acme",
+            UpdateItemRequest {
+                request_id: rid(),
+                item: Some(Item {
+                    name: "items/LOT".into(),
+                    min_shelf_life_days: 7,
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["min_shelf_life_days".into()],
+                }),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["item.min_shelf_life_days"]);
+    assert!(
+        err.message().contains("expiry_tracked"),
+        "{}",
+        err.message()
+    );
+}
