@@ -373,3 +373,41 @@ async fn a_minimum_shelf_life_is_checked() {
         err.message()
     );
 }
+
+/// A receipt in flight while the item's minimum shelf life changes: the
+/// update waits for it, then dates its lot by the new shelf life (without
+/// the wait, the update missed the lot it could not see yet, and the
+/// receipt dated it by the old one: promised).
+#[tokio::test]
+async fn a_receipt_during_a_shelf_life_change_is_dated_by_the_new_one() {
+    use super::recovery::{Held, WAIT, done_or_waiting, injected};
+    let mut h = start().await;
+    node(&mut h.client, "acme", "DC1").await;
+    tracked_item(&mut h.client, "MILK", milk).await;
+    // The receipt pauses just before its commit (its answer is stored
+    // with its request id).
+    injected(
+        &h.db,
+        "UPDATE ON idempotency",
+        "NEW.method LIKE '%RecordMovement'",
+        WAIT,
+    )
+    .await;
+    let mut held = Held::new(&h.db).await;
+    let receipt = tokio::spawn({
+        let mut c = h.client.clone();
+        async move { receive_lot(&mut c, "DC1", "MILK", "C", &in_days(20), 5).await }
+    });
+    held.awaited(&h.db).await;
+    let update = tokio::spawn({
+        let mut c = h.client.clone();
+        async move { shelf_life(&mut c, 30).await }
+    });
+    done_or_waiting(&h.db, &update).await;
+    held.release().await;
+    receipt.await.unwrap();
+    update.await.unwrap().unwrap();
+    let a = available(&mut h.client, "acme", "MILK").await;
+    assert_eq!((a.on_hand, a.expired, a.available), (5, 5, 0));
+    no_drift(&mut h.client).await;
+}

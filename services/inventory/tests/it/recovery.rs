@@ -191,7 +191,7 @@ async fn pause_events(db: &TestDb, event_type: &str, subject: &str) {
     on_events(db, event_type, subject, WAIT).await
 }
 
-const WAIT: &str = "PERFORM pg_advisory_xact_lock_shared(4242);";
+pub(crate) const WAIT: &str = "PERFORM pg_advisory_xact_lock_shared(4242);";
 
 /// Runs `body` (PL/pgSQL) in the transaction that writes an outbox event
 /// of `event_type` about `subject`.
@@ -203,7 +203,7 @@ async fn on_events(db: &TestDb, event_type: &str, subject: &str, body: &str) {
 /// Runs `body` (PL/pgSQL) in a transaction that writes (`on`: "INSERT ON
 /// outbox", "UPDATE ON idempotency"...) a row for which `when` holds,
 /// until [`heal`].
-async fn injected(db: &TestDb, on: &str, when: &str, body: &str) {
+pub(crate) async fn injected(db: &TestDb, on: &str, when: &str, body: &str) {
     let mut c = db.connect("inventory").await;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "CREATE FUNCTION injected() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -220,10 +220,10 @@ async fn injected(db: &TestDb, on: &str, when: &str, body: &str) {
 
 /// Holds advisory lock 4242 until dropped (unlocked): a blocked
 /// `fail_events` or `pause_events` transaction waits on it.
-struct Held(sqlx::PgConnection);
+pub(crate) struct Held(sqlx::PgConnection);
 
 impl Held {
-    async fn new(db: &TestDb) -> Held {
+    pub(crate) async fn new(db: &TestDb) -> Held {
         let mut c = db.connect("inventory").await;
         sqlx::query("SELECT pg_advisory_lock(4242)")
             .execute(&mut c)
@@ -233,7 +233,7 @@ impl Held {
     }
 
     /// Until one transaction waits on the lock.
-    async fn awaited(&mut self, db: &TestDb) {
+    pub(crate) async fn awaited(&mut self, db: &TestDb) {
         let mut watch = db.connect("inventory").await;
         let waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 AND NOT granted";
         wait_until(async || {
@@ -246,7 +246,7 @@ impl Held {
         .await;
     }
 
-    async fn release(mut self) {
+    pub(crate) async fn release(mut self) {
         sqlx::query("SELECT pg_advisory_unlock(4242)")
             .execute(&mut self.0)
             .await
@@ -256,7 +256,7 @@ impl Held {
 
 /// Until `task` has finished or waits for a lock (any but the test's
 /// advisory lock 4242: one the code under test takes).
-async fn done_or_waiting<T>(db: &TestDb, task: &tokio::task::JoinHandle<T>) {
+pub(crate) async fn done_or_waiting<T>(db: &TestDb, task: &tokio::task::JoinHandle<T>) {
     let mut watch = db.connect("inventory").await;
     let waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted AND NOT (locktype = 'advisory' AND objid = 4242)";
     wait_until(async || {
