@@ -29,8 +29,13 @@ pub const MAX_SHELF_LIFE_DAYS: i32 = 3650;
 
 /// The date from which a lot is no longer promised: `min_shelf_life_days`
 /// before its expiry date. Empty when it has no date (or one that does
-/// not parse, stored before dates were checked strictly).
-pub fn withdraw_date(expiry: &str, min_shelf_life_days: i32) -> String {
+/// not parse, stored before dates were checked strictly), or is no lot:
+/// the stock of an item not kept per lot is one row, whose date is only
+/// the last one a movement reported.
+pub fn withdraw_date(lot: &str, expiry: &str, min_shelf_life_days: i32) -> String {
+    if lot.is_empty() {
+        return String::new();
+    }
     let days = Days::new(min_shelf_life_days.clamp(0, MAX_SHELF_LIFE_DAYS) as u64);
     NaiveDate::parse_from_str(expiry, "%Y-%m-%d")
         .ok()
@@ -78,14 +83,19 @@ mod tests {
 
     #[test]
     fn a_minimum_shelf_life_brings_the_withdraw_date_forward() {
-        assert_eq!(withdraw_date("2027-03-01", 0), "2027-03-01");
-        assert_eq!(withdraw_date("2027-03-01", 1), "2027-02-28");
-        assert_eq!(withdraw_date("2027-03-01", 365), "2026-03-01");
-        assert_eq!(withdraw_date("", 30), "");
-        assert_eq!(withdraw_date("2027-3-1x", 0), "");
+        assert_eq!(withdraw_date("L", "2027-03-01", 0), "2027-03-01");
+        assert_eq!(withdraw_date("L", "2027-03-01", 1), "2027-02-28");
+        assert_eq!(withdraw_date("L", "2027-03-01", 365), "2026-03-01");
+        assert_eq!(withdraw_date("L", "", 30), "");
+        assert_eq!(withdraw_date("L", "2027-3-1x", 0), "");
+        assert_eq!(withdraw_date("", "2027-03-01", 0), "", "no lot");
         let now = at("2026-12-02T12:00:00Z");
-        assert!(is_expired(&withdraw_date("2026-12-10", 8), "UTC", now));
-        assert!(!is_expired(&withdraw_date("2026-12-10", 7), "UTC", now));
+        assert!(is_expired(&withdraw_date("L", "2026-12-10", 8), "UTC", now));
+        assert!(!is_expired(
+            &withdraw_date("L", "2026-12-10", 7),
+            "UTC",
+            now
+        ));
     }
 
     #[test]

@@ -103,7 +103,7 @@ pub async fn restate_item(
     let now = Utc::now();
     let (mut restated, mut flipped) = (Vec::new(), Vec::new());
     for mut l in lots {
-        let date = expiry::withdraw_date(&l.expiry_date, item.min_shelf_life_days);
+        let date = expiry::withdraw_date(&l.lot, &l.expiry_date, item.min_shelf_life_days);
         let zone = zones.get(&l.node_id).map(String::as_str).unwrap_or("");
         let expired = expiry::is_expired(&date, zone, now);
         if date == l.withdraw_date && expired == l.expired {

@@ -104,7 +104,7 @@ pub(crate) async fn apply(
     if m.occur_time.is_none() {
         m.occur_time = m.record_time;
     }
-    let withdraw = expiry::withdraw_date(&m.expiry_date, item.min_shelf_life_days);
+    let withdraw = expiry::withdraw_date(&m.lot, &m.expiry_date, item.min_shelf_life_days);
     let expired = expiry::is_expired(&withdraw, &node.time_zone, now);
     repo::stock::record(tx, tenant, &m, (&withdraw, expired), id, now).await?;
     if item.serial_tracked && !m.serial_numbers.is_empty() {

@@ -290,7 +290,7 @@ pub async fn mark_expired(
         .collect())
 }
 
-/// Every dated lot of a SKU, locked: (node, lot, expiry date, on hand,
+/// Every dated lot of a SKU (lots only: see `domain::expiry`), locked: (node, lot, expiry date, on hand,
 /// withdraw date, expired) as `StockLevel`s.
 pub async fn dated_lots(
     tx: &mut PgConnection,
@@ -299,7 +299,7 @@ pub async fn dated_lots(
 ) -> sqlx::Result<Vec<StockLevel>> {
     let rows: Vec<(String, String, String, i64, String, bool)> = sqlx::query_as(
         "SELECT node_id, lot, expiry_date, on_hand, withdraw_date, expired FROM stock
-         WHERE tenant = $1 AND sku = $2 AND expiry_date <> ''
+         WHERE tenant = $1 AND sku = $2 AND expiry_date <> '' AND lot <> ''
          ORDER BY node_id, lot FOR UPDATE",
     )
     .bind(tenant.as_str())
