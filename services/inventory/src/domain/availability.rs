@@ -71,6 +71,19 @@ impl Figures {
                 .unwrap_or(0)
     }
 
+    /// Units held at a node beyond its unexpired stock (safety stock
+    /// aside: it is no promise); 0 when the stock covers them.
+    pub fn held_beyond_stock(&self, node: &str, sku: &str) -> i64 {
+        let k = (node.to_owned(), sku.to_owned());
+        let stock = self.on_hand.get(&k).copied().unwrap_or(0) - self.expired_at(node, sku);
+        let held = self
+            .held
+            .get(&(sku.to_owned(), node.to_owned()))
+            .copied()
+            .unwrap_or(0);
+        (held - stock).max(0)
+    }
+
     fn network_held(&self, sku: &str) -> i64 {
         self.held
             .get(&(sku.to_owned(), String::new()))
@@ -216,6 +229,12 @@ mod tests {
         assert_eq!(f.gate_fields("S")["n:A"], -1);
         let at_a = &f.per_node("S", &["A".into()])[0];
         assert_eq!((at_a.on_hand, at_a.expired, at_a.available), (10, 7, 0));
+        assert_eq!(f.held_beyond_stock("A", "S"), 1, "4 held on 3 unexpired");
+        assert_eq!(
+            f.held_beyond_stock("B", "S"),
+            0,
+            "safety stock is no promise"
+        );
     }
 
     #[test]

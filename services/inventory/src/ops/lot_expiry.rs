@@ -5,7 +5,7 @@
 //! away. On-hand stays: the units are there until shipped, damaged or
 //! counted away.
 use super::{Inventory, commit, emit};
-use crate::domain::expiry;
+use crate::domain::{availability::Figures, expiry};
 use crate::error::Result;
 use crate::gate::AvailChange;
 use crate::repo::{self, lock};
@@ -145,11 +145,22 @@ async fn withdrawn(
         })
         .collect();
     super::adjust_gate(inv, tenant, changes).await?;
+    // What the nodes now hold beyond their unexpired stock, as recorded.
+    let mut now = Figures::default();
+    now.add_stock(repo::stock::on_hand(&mut *tx, tenant, &skus).await?);
+    for (sku, node, q) in repo::reservations::held(&mut *tx, tenant, &skus).await? {
+        now.held.insert((sku, node), q);
+    }
     for l in lots {
         let (node_id, sku, lot) = (l.node_id.clone(), l.sku.clone(), l.lot.clone());
         let (expiry_date, withdraw_date, on_hand) =
             (l.expiry_date.clone(), l.withdraw_date.clone(), l.on_hand);
         let kind = if l.expired {
+            let held_beyond_stock = now.held_beyond_stock(&l.node_id, &l.sku);
+            if held_beyond_stock > 0 {
+                tracing::warn!(tenant = %tenant, node = %l.node_id, sku = %l.sku, units = held_beyond_stock,
+                    "reservations hold more than the node's unexpired stock after lots expired");
+            }
             inventory_event::Kind::LotExpired(LotExpired {
                 node_id,
                 sku,
@@ -157,6 +168,7 @@ async fn withdrawn(
                 expiry_date,
                 on_hand,
                 withdraw_date,
+                held_beyond_stock,
             })
         } else {
             inventory_event::Kind::LotRestored(LotRestored {

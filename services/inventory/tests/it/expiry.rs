@@ -112,7 +112,11 @@ async fn a_lot_leaves_availability_when_its_date_comes_at_its_node() {
         .format("%Y-%m-%d")
         .to_string();
     receive_lot(c, "WEST", "MILK", "L1", &date, 4).await;
-    assert_eq!(available(c, "acme", "MILK").await.available, 4);
+    // Three units held there by a reservation that names the node.
+    reserve(c, "acme", "held", vec![line("MILK", "WEST", 3)])
+        .await
+        .unwrap();
+    assert_eq!(available(c, "acme", "MILK").await.available, 1);
     let mut feed = c
         .watch_inventory_events(authed("acme", WatchInventoryEventsRequest::default()))
         .await
@@ -150,6 +154,10 @@ async fn a_lot_leaves_availability_when_its_date_comes_at_its_node() {
             expired.on_hand
         ),
         ("WEST", "L1", date.as_str(), 4)
+    );
+    assert_eq!(
+        expired.held_beyond_stock, 3,
+        "the reservation rests on expired stock"
     );
     assert_eq!(lots(c, "WEST", "MILK").await, [("L1".into(), 4, true)]);
     let a = available(c, "acme", "MILK").await;
