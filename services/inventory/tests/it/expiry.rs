@@ -17,21 +17,11 @@ async fn receive_lot(c: &mut Client, node: &str, sku: &str, lot: &str, expiry: &
 
 /// (lot, on hand, expired) of each lot of a SKU at a node.
 async fn lots(c: &mut Client, node: &str, sku: &str) -> Vec<(String, i64, bool)> {
-    c.list_stock_levels(authed(
-        "acme",
-        ListStockLevelsRequest {
-            node_id: node.into(),
-            skus: vec![sku.into()],
-            ..Default::default()
-        },
-    ))
-    .await
-    .unwrap()
-    .into_inner()
-    .levels
-    .into_iter()
-    .map(|l| (l.lot, l.on_hand, l.expired))
-    .collect()
+    stock_levels(c, node, sku)
+        .await
+        .into_iter()
+        .map(|l| (l.lot, l.on_hand, l.expired))
+        .collect()
 }
 
 /// The gate and the record agree (a Reconcile dry run finds no drift).
@@ -293,18 +283,7 @@ async fn a_minimum_shelf_life_withdraws_lots_that_many_days_early() {
 
     // Thirty days of shelf life: lot A (ten days left) is withdrawn at once.
     assert_eq!(shelf_life(c, 30).await.unwrap().min_shelf_life_days, 30);
-    let levels = c
-        .list_stock_levels(authed(
-            "acme",
-            ListStockLevelsRequest {
-                skus: vec!["MILK".into()],
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .levels;
+    let levels = stock_levels(c, "", "MILK").await;
     let dates: Vec<(&str, &str, bool)> = levels
         .iter()
         .map(|l| (l.lot.as_str(), l.withdraw_date.as_str(), l.expired))

@@ -96,18 +96,7 @@ async fn the_ledger_derives_on_hand_and_refuses_going_below_zero() {
     assert_eq!(t.transfer_out.unwrap().on_hand_after, 5);
     assert_eq!(t.transfer_in.unwrap().on_hand_after, 4);
 
-    let levels = c
-        .list_stock_levels(authed(
-            "acme",
-            ListStockLevelsRequest {
-                skus: vec!["SKU-1".into()],
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .levels;
+    let levels = stock_levels(c, "", "SKU-1").await;
     let on_hand: Vec<(String, i64)> = levels
         .iter()
         .map(|l| (l.node_id.clone(), l.on_hand))

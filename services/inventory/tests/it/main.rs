@@ -316,6 +316,22 @@ pub fn shipped(sku: &str, q: i64, lot: &str, serials: &[&str]) -> Allocation {
     }
 }
 
+/// acme's stock levels of a SKU (at one node, or every node when empty).
+pub async fn stock_levels(c: &mut Client, node: &str, sku: &str) -> Vec<StockLevel> {
+    c.list_stock_levels(authed(
+        "acme",
+        ListStockLevelsRequest {
+            node_id: node.into(),
+            skus: vec![sku.into()],
+            ..Default::default()
+        },
+    ))
+    .await
+    .unwrap()
+    .into_inner()
+    .levels
+}
+
 pub use oms_runtime::status::{fields, reason};
 
 /// Polls `cond` until it holds; fails the test after 10 s.

@@ -1040,18 +1040,7 @@ async fn shipments_consume_by_lot_and_serial_number() {
     .await
     .unwrap();
     assert_eq!(r.state, ReservationState::Consumed as i32);
-    let levels = c
-        .list_stock_levels(authed(
-            "acme",
-            ListStockLevelsRequest {
-                skus: vec!["LOT".into()],
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .levels;
+    let levels = stock_levels(c, "", "LOT").await;
     let by_lot: Vec<(String, i64)> = levels.iter().map(|l| (l.lot.clone(), l.on_hand)).collect();
     assert_eq!(by_lot, [("L1".to_string(), 0), ("L2".to_string(), 1)]);
 
