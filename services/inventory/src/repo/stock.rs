@@ -290,8 +290,8 @@ pub async fn mark_expired(
         .collect())
 }
 
-/// Every dated lot of a SKU (lots only: see `domain::expiry`), locked: (node, lot, expiry date, on hand,
-/// withdraw date, expired) as `StockLevel`s.
+/// Every dated lot of a SKU (lots only: see `domain::expiry`), locked,
+/// as `StockLevel`s without `allocated`.
 pub async fn dated_lots(
     tx: &mut PgConnection,
     tenant: &Tenant,
