@@ -499,13 +499,19 @@ pub async fn list_levels(
         (100, 1000),
         hash,
     );
+    if !req.withdraw_before.is_empty() && !expiry::is_date(&req.withdraw_before) {
+        v.add("withdraw_before", "must be YYYY-MM-DD");
+    }
     v.into_result(())?;
-    let node = (!req.node_id.is_empty()).then_some(req.node_id.as_str());
+    let filter = repo::stock::LevelFilter {
+        node: (!req.node_id.is_empty()).then_some(req.node_id.as_str()),
+        skus: &req.skus,
+        withdraw_before: (!req.withdraw_before.is_empty()).then_some(req.withdraw_before.as_str()),
+    };
     let rows = repo::stock::levels(
         &inv.pool,
         tenant,
-        node,
-        &req.skus,
+        &filter,
         paging.after.as_ref(),
         paging.fetch(),
     )

@@ -157,12 +157,20 @@ struct LevelRow {
     allocated: i64,
 }
 
+/// Which stock levels to list.
+pub struct LevelFilter<'a> {
+    pub node: Option<&'a str>,
+    /// Empty: every SKU.
+    pub skus: &'a [String],
+    /// Only lots withdrawn from availability before this date.
+    pub withdraw_before: Option<&'a str>,
+}
+
 /// Stock levels with allocated units per node and SKU; keyset on (node, sku, lot).
 pub async fn levels(
     db: impl PgExecutor<'_>,
     tenant: &Tenant,
-    node: Option<&str>,
-    skus: &[String],
+    filter: &LevelFilter<'_>,
     after: Option<&(String, String, String)>,
     limit: i64,
 ) -> sqlx::Result<Vec<StockLevel>> {
@@ -172,13 +180,17 @@ pub async fn levels(
          FROM stock s WHERE s.tenant = ",
     );
     q.push_bind(tenant.as_str().to_owned());
-    if let Some(n) = node {
+    if let Some(n) = filter.node {
         q.push(" AND s.node_id = ").push_bind(n.to_owned());
     }
-    if !skus.is_empty() {
+    if !filter.skus.is_empty() {
         q.push(" AND s.sku = ANY(")
-            .push_bind(skus.to_vec())
+            .push_bind(filter.skus.to_vec())
             .push(")");
+    }
+    if let Some(d) = filter.withdraw_before {
+        q.push(" AND s.withdraw_date <> '' AND s.withdraw_date < ")
+            .push_bind(d.to_owned());
     }
     if let Some((n, s, l)) = after {
         q.push(" AND (s.node_id, s.sku, s.lot) > (")

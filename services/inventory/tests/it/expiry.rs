@@ -301,6 +301,25 @@ async fn a_minimum_shelf_life_withdraws_lots_that_many_days_early() {
     receive_lot(c, "DC1", "MILK", "C", &in_days(20), 5).await;
     assert_eq!(available(c, "acme", "MILK").await.available, 3);
     no_drift(c).await;
+    // What leaves availability within five days (A and C have already;
+    // B goes in ten).
+    let leaving = |before: String| ListStockLevelsRequest {
+        withdraw_before: before,
+        ..Default::default()
+    };
+    let soon = c
+        .list_stock_levels(authed("acme", leaving(in_days(5))))
+        .await
+        .unwrap()
+        .into_inner()
+        .levels;
+    let soon: Vec<&str> = soon.iter().map(|l| l.lot.as_str()).collect();
+    assert_eq!(soon, ["A", "C"]);
+    let err = c
+        .list_stock_levels(authed("acme", leaving("soon".into())))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["withdraw_before"]);
 
     // Five days: both come back.
     shelf_life(c, 5).await.unwrap();
