@@ -11,6 +11,7 @@ async fn bad_fulfillment_orders_get_every_field_violation() {
     let mut fo = new_order("", &[("1", "", 0), ("1", "B", 1)]);
     fo.order = "order/1".into();
     fo.lines[1].quantity_shipped = 1;
+    fo.lines[1].min_expiry_date = "2027-1-5".into();
     let err = h
         .client
         .create_fulfillment_order(authed(
@@ -31,6 +32,7 @@ async fn bad_fulfillment_orders_get_every_field_violation() {
             "fulfillment_order.lines[0].quantity",
             "fulfillment_order.lines[0].sku",
             "fulfillment_order.lines[1].line_id",
+            "fulfillment_order.lines[1].min_expiry_date",
             "fulfillment_order.lines[1].quantity_shipped",
             "fulfillment_order.node_id",
             "fulfillment_order.order",

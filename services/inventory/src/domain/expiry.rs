@@ -50,6 +50,17 @@ pub fn is_expired(withdraw: &str, zone: &str, now: DateTime<Utc>) -> bool {
     NaiveDate::parse_from_str(withdraw, "%Y-%m-%d").is_ok_and(|d| d <= today_at(zone, now))
 }
 
+/// The earliest expiry date of a lot a node in `zone` still promises now
+/// for an item with this minimum shelf life (one whose withdraw date is
+/// still ahead).
+pub fn min_expiry_date(zone: &str, now: DateTime<Utc>, min_shelf_life_days: i32) -> String {
+    let days = 1 + min_shelf_life_days.clamp(0, MAX_SHELF_LIFE_DAYS) as u64;
+    today_at(zone, now)
+        .checked_add_days(Days::new(days))
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_default()
+}
+
 /// The latest expiry date that may have come somewhere now: the date in
 /// the zone furthest ahead of UTC (+14:00). The sweep looks only at lots
 /// dated up to it.
@@ -96,6 +107,25 @@ mod tests {
             "UTC",
             now
         ));
+    }
+
+    #[test]
+    fn the_earliest_expiry_shipped_is_that_of_a_lot_still_promised() {
+        let now = at("2026-12-02T23:30:00Z");
+        let first = min_expiry_date("Europe/Berlin", now, 30);
+        assert_eq!(first, "2027-01-03", "Berlin's 3 December + 31 days");
+        assert!(!is_expired(
+            &withdraw_date("L", &first, 30),
+            "Europe/Berlin",
+            now
+        ));
+        let day_before = "2027-01-02";
+        assert!(is_expired(
+            &withdraw_date("L", day_before, 30),
+            "Europe/Berlin",
+            now
+        ));
+        assert_eq!(min_expiry_date("", now, 0), "2026-12-03");
     }
 
     #[test]

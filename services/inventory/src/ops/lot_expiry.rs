@@ -13,7 +13,7 @@ use chrono::Utc;
 use oms_kernel::Tenant;
 use oms_proto::inventory::{Item, LotExpired, LotRestored, StockLevel, inventory_event};
 use sqlx::PgConnection;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Lots marked expired per transaction at most.
 const LOTS_PER_CHANGE: i64 = 1000;
@@ -184,4 +184,35 @@ async fn withdrawn(
         emit(tx, tenant, &subject, request_id, kind).await?;
     }
     Ok(())
+}
+
+/// For the confirmation of `entries` (SKU, node): the earliest expiry date
+/// a lot may have to ship each one whose item tracks expiry (the lots its
+/// node still promises), by (SKU, node).
+pub async fn min_expiry_dates(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    entries: &[(String, String)],
+) -> Result<HashMap<(String, String), String>> {
+    let skus: Vec<String> = entries.iter().map(|(s, _)| s.clone()).collect();
+    let items = repo::items::existing(&mut *tx, tenant, &skus).await?;
+    let dated: Vec<&(String, String)> = entries
+        .iter()
+        .filter(|(s, _)| items.get(s).is_some_and(|i| i.expiry_tracked))
+        .collect();
+    if dated.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let node_ids: Vec<String> = dated.iter().map(|(_, n)| n.clone()).collect();
+    let zones = repo::nodes::zones(&mut *tx, &node_ids).await?;
+    let now = Utc::now();
+    Ok(dated
+        .into_iter()
+        .map(|(sku, node)| {
+            let zone = zones.get(node).map(String::as_str).unwrap_or("");
+            let days = items[sku].min_shelf_life_days;
+            let date = expiry::min_expiry_date(zone, now, days);
+            ((sku.clone(), node.clone()), date)
+        })
+        .collect())
 }

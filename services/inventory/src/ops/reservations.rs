@@ -1025,8 +1025,15 @@ async fn record(
             }
         }
         (Op::Confirm, _) => {
+            let at: Vec<(String, String)> = c
+                .entries
+                .iter()
+                .map(|e| (e.sku.clone(), e.node.clone()))
+                .collect();
+            let fresh = super::lot_expiry::min_expiry_dates(tx, tenant, &at).await?;
             for e in &c.entries {
                 if let Some(l) = r.lines.iter_mut().find(|l| l.sku == e.sku) {
+                    let key = (e.sku.clone(), e.node.clone());
                     l.allocations.push(Allocation {
                         sku: e.sku.clone(),
                         node_id: e.node.clone(),
@@ -1034,6 +1041,7 @@ async fn record(
                         quantity_consumed: 0,
                         lot: String::new(),
                         serial_numbers: vec![],
+                        min_expiry_date: fresh.get(&key).cloned().unwrap_or_default(),
                     });
                 }
             }

@@ -417,3 +417,39 @@ async fn a_receipt_during_a_shelf_life_change_is_dated_by_the_new_one() {
     assert_eq!((a.on_hand, a.expired, a.available), (5, 5, 0));
     no_drift(&mut h.client).await;
 }
+
+/// A confirmation says, per allocation of an item that tracks expiry, the
+/// earliest expiry date of a lot its node may ship: one it still promised
+/// (the date there, plus the minimum shelf life, plus one).
+#[tokio::test]
+async fn a_confirmation_names_the_earliest_expiry_to_ship() {
+    let mut h = start().await;
+    let c = &mut h.client;
+    node(c, "acme", "DC1").await;
+    tracked_item(c, "MILK", milk).await;
+    item(c, "acme", "S").await;
+    receive_lot(c, "DC1", "MILK", "A", &in_days(90), 5).await;
+    receive(c, "acme", "DC1", "S", 5).await;
+    shelf_life(c, 30).await.unwrap();
+    confirmed_at_dc1(c, "milk", "MILK", 2).await;
+    confirmed_at_dc1(c, "plain", "S", 2).await;
+    let allocation = async |c: &mut Client, id: &str| {
+        let r = c
+            .get_reservation(authed(
+                "acme",
+                GetReservationRequest {
+                    name: format!("reservations/{id}"),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .reservation
+            .unwrap();
+        r.lines[0].allocations[0].min_expiry_date.clone()
+    };
+    // DC1 has no time zone: UTC.
+    let first = allocation(c, "milk").await;
+    assert!(first == in_days(31) || first == in_days(30), "{first}");
+    assert_eq!(allocation(c, "plain").await, "");
+}

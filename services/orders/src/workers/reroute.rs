@@ -8,7 +8,7 @@
 //! where it is (RELEASED or PARTIALLY_SHIPPED); its lines' sourcing and
 //! history say what moved and why.
 use super::saga::{
-    Saga, backoff, fulfillment_orders, lock_for_step, release_request, reservation_id,
+    Saga, backoff, fresh_lots, fulfillment_orders, lock_for_step, release_request, reservation_id,
     routing_order, unplan_step,
 };
 use crate::changes::{Happened, record};
@@ -349,10 +349,17 @@ impl Saga {
                 return Ok(());
             }
         }
-        if let Err(st) = inventory.confirm_reservation(confirm).await {
-            self.retry_failed(tx, s, &st).await?;
-            return Ok(());
-        }
+        let fresh = match inventory.confirm_reservation(confirm).await {
+            Ok(r) => r
+                .into_inner()
+                .reservation
+                .map(|r| fresh_lots(&r))
+                .unwrap_or_default(),
+            Err(st) => {
+                self.retry_failed(tx, s, &st).await?;
+                return Ok(());
+            }
+        };
         // 4. Work for the new nodes, and the order's record of it.
         let back: Vec<(String, i64)> = lines
             .iter()
@@ -368,7 +375,7 @@ impl Saga {
             l.sourcing.clear();
         }
         lifecycle::resourced(&mut moved, &failed, &[], &placed);
-        let work = fulfillment_orders(&o, &moved.lines, &reservation);
+        let work = fulfillment_orders(&o, &moved.lines, &reservation, &fresh);
         let names = match self
             .release_work(tenant, s.order_id, &decision.decision_id, work)
             .await

@@ -23,7 +23,7 @@ use oms_proto::fulfillment::{
 };
 use oms_proto::inventory::{
     Allocation, ConfirmReservationRequest, CreateReservationRequest, ExtendReservationRequest,
-    ReleaseReservationRequest, ReservationLine,
+    GetReservationRequest, ReleaseReservationRequest, Reservation, ReservationLine,
 };
 use oms_proto::orders::{Hold, HoldType, OrderHoldPlaced, order_event};
 use oms_proto::routing::{PlanOrderRequest, ReleaseDecisionRequest, RoutingLine, RoutingOrder};
@@ -462,7 +462,22 @@ impl Saga {
             .next()
             .unwrap_or_default()
             .to_owned();
-        let work = fulfillment_orders(&o, &o.lines, &reservation_id(s.order_id));
+        let reservation = reservation_id(s.order_id);
+        let held = GetReservationRequest {
+            name: format!("reservations/{reservation}"),
+        };
+        let fresh = match self.peers.inventory(tenant).get_reservation(held).await {
+            Ok(r) => r
+                .into_inner()
+                .reservation
+                .map(|r| fresh_lots(&r))
+                .unwrap_or_default(),
+            Err(st) => {
+                self.retry_failed(tx, s, &st).await?;
+                return Ok(());
+            }
+        };
+        let work = fulfillment_orders(&o, &o.lines, &reservation, &fresh);
         let names = match self.release_work(tenant, s.order_id, &decision, work).await {
             Ok(names) => names,
             Err(st) if st.code() == Code::InvalidArgument => {
@@ -789,13 +804,33 @@ async fn hold_for_review(
     Ok(())
 }
 
-/// The routing view of an order: its open units.
+/// The earliest expiry date of a lot each allocation (SKU, node) may ship
+/// from, as inventory set it at confirmation (items that track expiry).
+pub(crate) type FreshLots = std::collections::HashMap<(String, String), String>;
+
+/// The [`FreshLots`] of a confirmed reservation.
+pub(crate) fn fresh_lots(r: &Reservation) -> FreshLots {
+    r.lines
+        .iter()
+        .flat_map(|l| &l.allocations)
+        .filter(|a| !a.min_expiry_date.is_empty())
+        .map(|a| {
+            (
+                (a.sku.clone(), a.node_id.clone()),
+                a.min_expiry_date.clone(),
+            )
+        })
+        .collect()
+}
+
 /// The work per node of `lines` (by their sourcing), shipping the
-/// allocations of reservation `reservation` (an id).
+/// allocations of reservation `reservation` (an id), each line from lots
+/// `fresh` allows.
 pub(crate) fn fulfillment_orders(
     o: &oms_proto::orders::Order,
     lines: &[oms_proto::orders::OrderLine],
     reservation: &str,
+    fresh: &FreshLots,
 ) -> Vec<(String, FulfillmentOrder)> {
     let mut per_node: Vec<(String, FulfillmentOrder)> = Vec::new();
     for l in lines {
@@ -827,10 +862,12 @@ pub(crate) fn fulfillment_orders(
                     per_node.len() - 1
                 }
             };
+            let key = (l.sku.clone(), src.node_id.clone());
             per_node[i].1.lines.push(FulfillmentLine {
                 line_id: l.line_id.clone(),
                 sku: l.sku.clone(),
                 quantity: src.quantity,
+                min_expiry_date: fresh.get(&key).cloned().unwrap_or_default(),
                 ..Default::default()
             });
         }
@@ -933,5 +970,74 @@ pub fn release_request(
         name: format!("reservations/{}", reservation_id(order_id)),
         lines: allocations(lines),
         reason: reason.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oms_proto::orders::{LineSourcing, Order, OrderLine};
+
+    #[test]
+    fn each_fulfillment_line_ships_from_lots_its_allocation_allows() {
+        let line = |id: &str, sku: &str, at: &[(&str, i64)]| OrderLine {
+            line_id: id.into(),
+            sku: sku.into(),
+            sourcing: at
+                .iter()
+                .map(|(n, q)| LineSourcing {
+                    node_id: (*n).into(),
+                    quantity: *q,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let o = Order {
+            name: "orders/1".into(),
+            lines: vec![
+                line("1", "MILK", &[("DC1", 2), ("DC2", 1)]),
+                line("2", "S", &[("DC1", 1)]),
+            ],
+            ..Default::default()
+        };
+        let reserved = Reservation {
+            lines: vec![ReservationLine {
+                sku: "MILK".into(),
+                allocations: vec![
+                    Allocation {
+                        sku: "MILK".into(),
+                        node_id: "DC1".into(),
+                        min_expiry_date: "2027-01-03".into(),
+                        ..Default::default()
+                    },
+                    Allocation {
+                        sku: "MILK".into(),
+                        node_id: "DC2".into(),
+                        min_expiry_date: "2027-01-04".into(),
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let work = fulfillment_orders(&o, &o.lines, "r1", &fresh_lots(&reserved));
+        let dates: Vec<(&str, &str, &str)> = work
+            .iter()
+            .flat_map(|(node, fo)| {
+                fo.lines
+                    .iter()
+                    .map(move |l| (node.as_str(), l.sku.as_str(), l.min_expiry_date.as_str()))
+            })
+            .collect();
+        assert_eq!(
+            dates,
+            [
+                ("DC1", "MILK", "2027-01-03"),
+                ("DC1", "S", ""),
+                ("DC2", "MILK", "2027-01-04")
+            ]
+        );
     }
 }
