@@ -350,11 +350,7 @@ impl Saga {
             }
         }
         let fresh = match inventory.confirm_reservation(confirm).await {
-            Ok(r) => r
-                .into_inner()
-                .reservation
-                .map(|r| fresh_lots(&r))
-                .unwrap_or_default(),
+            Ok(r) => fresh_lots(r.into_inner().reservation.as_ref()),
             Err(st) => {
                 self.retry_failed(tx, s, &st).await?;
                 return Ok(());

@@ -467,11 +467,7 @@ impl Saga {
             name: format!("reservations/{reservation}"),
         };
         let fresh = match self.peers.inventory(tenant).get_reservation(held).await {
-            Ok(r) => r
-                .into_inner()
-                .reservation
-                .map(|r| fresh_lots(&r))
-                .unwrap_or_default(),
+            Ok(r) => fresh_lots(r.into_inner().reservation.as_ref()),
             Err(st) => {
                 self.retry_failed(tx, s, &st).await?;
                 return Ok(());
@@ -808,10 +804,10 @@ async fn hold_for_review(
 /// from, as inventory set it at confirmation (items that track expiry).
 pub(crate) type FreshLots = std::collections::HashMap<(String, String), String>;
 
-/// The [`FreshLots`] of a confirmed reservation.
-pub(crate) fn fresh_lots(r: &Reservation) -> FreshLots {
-    r.lines
-        .iter()
+/// The [`FreshLots`] of a confirmed reservation (none without one).
+pub(crate) fn fresh_lots(r: Option<&Reservation>) -> FreshLots {
+    r.into_iter()
+        .flat_map(|r| &r.lines)
         .flat_map(|l| &l.allocations)
         .filter(|a| !a.min_expiry_date.is_empty())
         .map(|a| {
@@ -1022,7 +1018,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let work = fulfillment_orders(&o, &o.lines, "r1", &fresh_lots(&reserved));
+        let work = fulfillment_orders(&o, &o.lines, "r1", &fresh_lots(Some(&reserved)));
         let dates: Vec<(&str, &str, &str)> = work
             .iter()
             .flat_map(|(node, fo)| {
