@@ -45,6 +45,10 @@ fn warehouse_pacing(
             reject_rate,
             short_pick_rate: 0.0,
             seed: 1,
+            inventory_url: Some(format!(
+                "http://{}",
+                suite.services[&Service::Inventory].addr
+            )),
         }
         .run(stop.clone()),
     );
@@ -681,4 +685,90 @@ async fn a_partial_plan_ships_what_it_can_and_the_backordered_rest_later() {
     assert_eq!(on_hand(&mut stock, "B").await, [("DC2".to_string(), 3)]);
     assert_eq!(available(&mut stock, "A").await, 4);
     assert_history(&mut orders, &order.name, "backordered units placed").await;
+}
+
+/// An item kept in lots with 30 days of minimum shelf life: the release
+/// names the earliest expiry the warehouse may ship, and the warehouse
+/// ships from the lot inventory promised, not from the older one inventory
+/// withdrew from sale (first expiring first would have picked it).
+#[tokio::test]
+async fn the_warehouse_ships_from_the_lot_inventory_promised() {
+    let suite = Suite::start().await;
+    let mut stock = suite.stock(T, &[]).await;
+    let milk = inv::Item {
+        sku: "MILK".into(),
+        lot_tracked: true,
+        expiry_tracked: true,
+        min_shelf_life_days: 30,
+        ..Default::default()
+    };
+    let item = inv::CreateItemRequest {
+        request_id: oms_e2e::rid(),
+        item: Some(milk),
+    };
+    stock.create_item(authed(T, item)).await.unwrap();
+    let in_days = |d: i64| {
+        (chrono::Utc::now().date_naive() + chrono::Duration::days(d))
+            .format("%Y-%m-%d")
+            .to_string()
+    };
+    for (lot, days, units) in [("OLD", 10, 5), ("NEW", 90, 3)] {
+        let receipt = inv::StockMovement {
+            kind: inv::MovementKind::Receipt as i32,
+            node_id: "DC1".into(),
+            sku: "MILK".into(),
+            lot: lot.into(),
+            expiry_date: in_days(days),
+            quantity: units,
+            ..Default::default()
+        };
+        let req = inv::RecordMovementRequest {
+            request_id: oms_e2e::rid(),
+            movement: Some(receipt),
+        };
+        stock.record_movement(authed(T, req)).await.unwrap();
+    }
+    let _wms = warehouse(&suite, "DC1", 0.0);
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = suite.order_events(T).await;
+    let order = create(&mut orders, "milk-1", &[("MILK", 2)]).await;
+    until_state(&mut feed, &order.name, OrderState::Delivered).await;
+
+    let mut work = FulfillmentServiceClient::new(suite.channel(Service::Fulfillment));
+    let list = ListFulfillmentOrdersRequest {
+        order: order.name.clone(),
+        ..Default::default()
+    };
+    let fos = work
+        .list_fulfillment_orders(authed(T, list))
+        .await
+        .unwrap()
+        .into_inner()
+        .fulfillment_orders;
+    let line = &fos[0].lines[0];
+    assert!(
+        line.min_expiry_date > in_days(10) && line.min_expiry_date <= in_days(32),
+        "{}",
+        line.min_expiry_date
+    );
+    let shipped: Vec<(&str, i64)> = fos[0].shipments[0]
+        .lines
+        .iter()
+        .map(|l| (l.lot.as_str(), l.quantity))
+        .collect();
+    assert_eq!(shipped, [("NEW", 2)]);
+    let levels = stock
+        .list_stock_levels(authed(
+            T,
+            inv::ListStockLevelsRequest {
+                skus: vec!["MILK".into()],
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .levels;
+    let lots: Vec<(&str, i64)> = levels.iter().map(|l| (l.lot.as_str(), l.on_hand)).collect();
+    assert_eq!(lots, [("NEW", 1), ("OLD", 5)]);
 }

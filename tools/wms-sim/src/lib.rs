@@ -6,7 +6,11 @@
 //! (cancelled until packed, refused after), receives what advance shipping
 //! notices announce (a receipt of every expected unit), acknowledges each
 //! command once it has taken the work, and reconnects after any break from
-//! the last command it processed.
+//! the last command it processed. Given the inventory service
+//! (`inventory_url`), it picks lot-kept stock as a warehouse does: first
+//! expiring first, among the node's lots not expired and expiring no
+//! earlier than a line's `min_expiry_date`, one shipped line per lot, and
+//! reports what those lots cannot cover as short-picked.
 //!
 //! Event ids are derived from the fulfillment order and the step, so a
 //! simulator restarted from sequence 0 replays the same events and the
@@ -14,11 +18,14 @@
 use oms_kernel::Tenant;
 use oms_proto::fulfillment::{
     AdapterHello, AdvanceShippingNotice, CancelAnswered, CommandAck, ConnectAdapterRequest,
-    FulfillmentOrder, Heartbeat, OrderAccepted, OrderDelivered, OrderPacked, OrderRejected,
-    OrderShipped, OrderShortPicked, PickingStarted, Receipt, ReceiptReported, ReceivedLine,
-    Shipment, ShippedLine, StatusEvent, command::Kind as Cmd,
+    FulfillmentLine, FulfillmentOrder, Heartbeat, OrderAccepted, OrderDelivered, OrderPacked,
+    OrderRejected, OrderShipped, OrderShortPicked, PickingStarted, Receipt, ReceiptReported,
+    ReceivedLine, Shipment, ShippedLine, StatusEvent, command::Kind as Cmd,
     connect_adapter_request::Message as In, connect_adapter_response::Message as Out,
     fulfillment_service_client::FulfillmentServiceClient, status_event::Kind as Ev,
+};
+use oms_proto::inventory::{
+    ListStockLevelsRequest, StockLevel, inventory_service_client::InventoryServiceClient,
 };
 use oms_runtime::{
     auth::TokenIssuer,
@@ -44,6 +51,9 @@ pub struct Sim {
     pub reject_rate: f64,
     pub short_pick_rate: f64,
     pub seed: u64,
+    /// The inventory service, to pick lots from (none: ship lines as
+    /// released, without lots).
+    pub inventory_url: Option<String>,
 }
 
 /// How far the simulator got with a fulfillment order.
@@ -192,6 +202,12 @@ impl Sim {
             tx: tx.clone(),
             shared: shared.clone(),
             step: self.step,
+            picker: self.inventory_url.as_ref().map(|url| Picker {
+                url: url.clone(),
+                issuer: self.issuer.clone(),
+                tenant: self.tenant.clone(),
+                adapter_id: self.adapter_id.clone(),
+            }),
         };
         let session = session.clone();
         tokio::spawn(async move {
@@ -278,6 +294,82 @@ struct Walk {
     tx: Outbox,
     shared: Arc<Shared>,
     step: Duration,
+    picker: Option<Picker>,
+}
+
+/// Picks lots from the node's stock as inventory records it.
+struct Picker {
+    url: String,
+    issuer: TokenIssuer,
+    tenant: Tenant,
+    adapter_id: String,
+}
+
+impl Picker {
+    /// What to ship of `units` of a line at `node`: one line per lot,
+    /// first expiring first (undated lots last), and the units no lot
+    /// covers. A SKU not kept in lots ships as it is.
+    async fn pick(
+        &self,
+        node: &str,
+        line: &FulfillmentLine,
+        units: i64,
+    ) -> anyhow::Result<(Vec<ShippedLine>, i64)> {
+        let mut inventory = InventoryServiceClient::with_interceptor(
+            client::channel(&self.url)?,
+            Outbound::for_tenant(
+                &self.issuer,
+                &self.tenant,
+                &format!("adapter:{}", self.adapter_id),
+            ),
+        );
+        let levels = inventory
+            .list_stock_levels(ListStockLevelsRequest {
+                node_id: node.into(),
+                skus: vec![line.sku.clone()],
+                page_size: 1000,
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .levels;
+        let shipped = |lot: &str, quantity: i64| ShippedLine {
+            line_id: line.line_id.clone(),
+            sku: line.sku.clone(),
+            quantity,
+            lot: lot.into(),
+            serial_numbers: Vec::new(),
+        };
+        if levels.iter().all(|l| l.lot.is_empty()) {
+            return Ok((vec![shipped("", units)], 0));
+        }
+        let fresh = |l: &StockLevel| {
+            l.on_hand > 0
+                && !l.expired
+                && (line.min_expiry_date.is_empty()
+                    || l.expiry_date.is_empty()
+                    || l.expiry_date >= line.min_expiry_date)
+        };
+        let mut lots: Vec<StockLevel> = levels.into_iter().filter(fresh).collect();
+        lots.sort_by(|a, b| {
+            (a.expiry_date.is_empty(), &a.expiry_date, &a.lot).cmp(&(
+                b.expiry_date.is_empty(),
+                &b.expiry_date,
+                &b.lot,
+            ))
+        });
+        let mut left = units;
+        let mut out = Vec::new();
+        for l in lots {
+            if left == 0 {
+                break;
+            }
+            let take = left.min(l.on_hand);
+            out.push(shipped(&l.lot, take));
+            left -= take;
+        }
+        Ok((out, left))
+    }
 }
 
 impl Walk {
@@ -324,32 +416,50 @@ impl Walk {
         self.send("accepted", Ev::Accepted(OrderAccepted {}))
             .await?;
         self.send("picking", Ev::Picking(PickingStarted {})).await?;
-        // A short pick takes one unit of the first line.
-        let mut lines: Vec<ShippedLine> = self
-            .fo
-            .lines
-            .iter()
-            .map(|l| ShippedLine {
-                line_id: l.line_id.clone(),
-                sku: l.sku.clone(),
-                quantity: l.quantity - l.quantity_shipped,
-                lot: l.lot.clone(),
-                serial_numbers: l.serial_numbers.clone(),
-            })
-            .filter(|l| l.quantity > 0)
-            .collect();
+        let mut lines: Vec<ShippedLine> = Vec::new();
+        let mut missing: Vec<ShippedLine> = Vec::new();
+        for l in &self.fo.lines {
+            let units = l.quantity - l.quantity_shipped;
+            if units <= 0 {
+                continue;
+            }
+            match &self.picker {
+                Some(p) if l.lot.is_empty() && l.serial_numbers.is_empty() => {
+                    let (picked, short) = p.pick(&self.fo.node_id, l, units).await?;
+                    lines.extend(picked);
+                    if short > 0 {
+                        missing.push(ShippedLine {
+                            line_id: l.line_id.clone(),
+                            sku: l.sku.clone(),
+                            quantity: short,
+                            ..Default::default()
+                        });
+                    }
+                }
+                _ => lines.push(ShippedLine {
+                    line_id: l.line_id.clone(),
+                    sku: l.sku.clone(),
+                    quantity: units,
+                    lot: l.lot.clone(),
+                    serial_numbers: l.serial_numbers.clone(),
+                }),
+            }
+        }
+        // A simulated short pick takes one unit of the first line.
         if short && let Some(first) = lines.first_mut() {
-            let missing = ShippedLine {
+            missing.push(ShippedLine {
                 quantity: 1,
                 lot: String::new(),
                 serial_numbers: Vec::new(),
                 ..first.clone()
-            };
+            });
             first.quantity -= 1;
+        }
+        if !missing.is_empty() {
             self.send(
                 "short-picked",
                 Ev::ShortPicked(OrderShortPicked {
-                    missing: vec![missing],
+                    missing,
                     reason: "simulated short pick".into(),
                 }),
             )

@@ -47,6 +47,15 @@ struct Args {
     /// Random seed (decisions to reject or short-pick).
     #[arg(long, env = "OMS_WMS_SIM_SEED", default_value_t = 1)]
     seed: u64,
+    /// The inventory service, to pick lot-kept stock from (first expiring
+    /// first, within each line's min_expiry_date); empty: ship lines as
+    /// released.
+    #[arg(
+        long,
+        env = "OMS_WMS_SIM_INVENTORY_URL",
+        default_value = "http://127.0.0.1:50053"
+    )]
+    inventory_url: String,
 }
 
 #[tokio::main]
@@ -72,6 +81,7 @@ async fn main() -> anyhow::Result<()> {
             reject_rate: args.reject_rate,
             short_pick_rate: args.short_pick_rate,
             seed: args.seed,
+            inventory_url: Some(args.inventory_url.clone()).filter(|u| !u.is_empty()),
         };
         tasks.push(tokio::spawn(sim.run(shutdown.clone())));
     }

@@ -49,6 +49,7 @@ async fn world(reject_rate: f64, short_pick_rate: f64) -> World {
         reject_rate,
         short_pick_rate,
         seed: 7,
+        inventory_url: None,
     };
     let stop = CancellationToken::new();
     tokio::spawn(sim.run(stop.clone()));
