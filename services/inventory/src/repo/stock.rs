@@ -260,7 +260,10 @@ pub async fn dated_up_to(
 
 /// Marks the tenant's lots at these (node, withdraw date) pairs expired, at
 /// most `limit` of them; returns those it marked (each lot once: another
-/// sweep or a movement that got there first has changed the row).
+/// sweep or a movement that got there first has changed the row). Lots
+/// another transaction holds are skipped (the next sweep takes them), so
+/// the sweep never waits on a row, nor deadlocks with a movement or an
+/// item update.
 pub async fn mark_expired(
     tx: &mut PgConnection,
     tenant: &Tenant,
@@ -270,11 +273,14 @@ pub async fn mark_expired(
     let (nodes, dates): (Vec<&str>, Vec<&str>) =
         due.iter().map(|(n, d)| (n.as_str(), d.as_str())).unzip();
     let rows: Vec<(String, String, String, String, i64, String)> = sqlx::query_as(
-        "UPDATE stock s SET expired = true
-         FROM (SELECT s2.node_id, s2.sku, s2.lot FROM stock s2
-               JOIN UNNEST($2::text[], $3::text[]) AS d(n, w) ON s2.node_id = d.n AND s2.withdraw_date = d.w
-               WHERE s2.tenant = $1 AND NOT s2.expired
-               ORDER BY s2.node_id, s2.sku, s2.lot LIMIT $4) due
+        "WITH due AS (
+            SELECT s2.node_id, s2.sku, s2.lot FROM stock s2
+            JOIN UNNEST($2::text[], $3::text[]) AS d(n, w) ON s2.node_id = d.n AND s2.withdraw_date = d.w
+            WHERE s2.tenant = $1 AND NOT s2.expired
+            ORDER BY s2.node_id, s2.sku, s2.lot LIMIT $4
+            FOR UPDATE OF s2 SKIP LOCKED
+         )
+         UPDATE stock s SET expired = true FROM due
          WHERE s.tenant = $1 AND s.node_id = due.node_id AND s.sku = due.sku AND s.lot = due.lot
            AND NOT s.expired AND (s.node_id, s.withdraw_date) IN (SELECT * FROM UNNEST($2::text[], $3::text[]))
          RETURNING s.node_id, s.sku, s.lot, s.expiry_date, s.on_hand, s.withdraw_date",
