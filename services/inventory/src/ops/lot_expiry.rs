@@ -145,22 +145,13 @@ async fn withdrawn(
         })
         .collect();
     super::adjust_gate(inv, tenant, changes).await?;
-    // What the nodes now hold beyond their unexpired stock, as recorded.
-    let mut now = Figures::default();
-    now.add_stock(repo::stock::on_hand(&mut *tx, tenant, &skus).await?);
-    for (sku, node, q) in repo::reservations::held(&mut *tx, tenant, &skus).await? {
-        now.held.insert((sku, node), q);
-    }
+    let now = stock_and_holds(tx, tenant, &skus).await?;
     for l in lots {
         let (node_id, sku, lot) = (l.node_id.clone(), l.sku.clone(), l.lot.clone());
         let (expiry_date, withdraw_date, on_hand) =
             (l.expiry_date.clone(), l.withdraw_date.clone(), l.on_hand);
         let kind = if l.expired {
-            let held_beyond_stock = now.held_beyond_stock(&l.node_id, &l.sku);
-            if held_beyond_stock > 0 {
-                tracing::warn!(tenant = %tenant, node = %l.node_id, sku = %l.sku, units = held_beyond_stock,
-                    "reservations hold more than the node's unexpired stock after lots expired");
-            }
+            let held_beyond_stock = held_beyond_stock(&now, tenant, &l.node_id, &l.sku);
             inventory_event::Kind::LotExpired(LotExpired {
                 node_id,
                 sku,
@@ -215,4 +206,30 @@ pub async fn min_expiry_dates(
             ((sku.clone(), node.clone()), date)
         })
         .collect())
+}
+
+/// On-hand (and its expired part) and holds of these SKUs, as recorded.
+pub(crate) async fn stock_and_holds(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    skus: &[String],
+) -> Result<Figures> {
+    let mut f = Figures::default();
+    f.add_stock(repo::stock::on_hand(&mut *tx, tenant, skus).await?);
+    for (sku, node, q) in repo::reservations::held(&mut *tx, tenant, skus).await? {
+        f.held.insert((sku, node), q);
+    }
+    Ok(f)
+}
+
+/// Units reservations hold at a node beyond its unexpired stock, with a
+/// warning in the log when there are any: those reservations rest on stock
+/// that is not there to ship.
+pub(crate) fn held_beyond_stock(f: &Figures, tenant: &Tenant, node: &str, sku: &str) -> i64 {
+    let units = f.held_beyond_stock(node, sku);
+    if units > 0 {
+        tracing::warn!(tenant = %tenant, node, sku, units,
+            "reservations hold more than the node's unexpired stock");
+    }
+    units
 }

@@ -1,6 +1,6 @@
 //! The stock ledger: movements, transfers, snapshot imports, levels, and
 //! the rules that hold stock back (safety stock, channel rules).
-use super::{Begin, Inventory, emit};
+use super::{Begin, Inventory, emit, lot_expiry};
 use crate::domain::{check_node_id, check_sku, expiry, movement};
 use crate::error::{Error, Result};
 use crate::gate::AvailChange;
@@ -130,6 +130,14 @@ pub(crate) async fn apply(
         };
         super::adjust_gate(inv, tenant, vec![change]).await?;
     }
+    // Promised units taken away may leave reservations without stock.
+    let held_beyond_stock = if change < 0 {
+        let skus = std::slice::from_ref(&m.sku);
+        let now = lot_expiry::stock_and_holds(tx, tenant, skus).await?;
+        lot_expiry::held_beyond_stock(&now, tenant, &m.node_id, &m.sku)
+    } else {
+        0
+    };
     emit(
         tx,
         tenant,
@@ -137,6 +145,7 @@ pub(crate) async fn apply(
         request_id,
         inventory_event::Kind::StockMoved(StockMoved {
             movement: Some(m.clone()),
+            held_beyond_stock,
         }),
     )
     .await?;

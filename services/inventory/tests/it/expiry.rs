@@ -571,3 +571,38 @@ async fn the_sweep_does_not_wait_on_a_lot_in_use() {
     assert_eq!(available(c, "acme", "MILK").await.available, 0);
     no_drift(c).await;
 }
+
+/// A movement that takes promised units from under reservations (damage
+/// here) says how many units they now hold beyond the node's stock; one
+/// that leaves enough says 0.
+#[tokio::test]
+async fn a_movement_that_leaves_reservations_without_stock_says_so() {
+    let mut h = start().await;
+    stocked(&mut h, &[("S", 4)]).await;
+    let c = &mut h.client;
+    reserve(c, "acme", "r", vec![line("S", "DC1", 3)])
+        .await
+        .unwrap();
+    let mut feed = c
+        .watch_inventory_events(authed("acme", WatchInventoryEventsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    for (q, beyond) in [(-1, 0), (-2, 2)] {
+        movement(c, &rid(), MovementKind::Damage, "DC1", "S", |m| {
+            m.quantity = q;
+            m.reason = "dropped".into();
+        })
+        .await
+        .unwrap();
+        let moved = loop {
+            let ev = feed.message().await.unwrap().unwrap().event.unwrap();
+            if let Some(inventory_event::Kind::StockMoved(e)) = ev.kind
+                && e.movement.as_ref().is_some_and(|m| m.quantity == q)
+            {
+                break e;
+            }
+        };
+        assert_eq!(moved.held_beyond_stock, beyond, "after damage of {}", -q);
+    }
+}
