@@ -69,11 +69,7 @@ fn check_new(fo: &FulfillmentOrder) -> Violations {
         if l.quantity_shipped != 0 {
             v.add(format!("{lf}.quantity_shipped"), "output only; leave it 0");
         }
-        let is_date = |d: &str| {
-            chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
-                .is_ok_and(|x| x.format("%Y-%m-%d").to_string() == d)
-        };
-        if !l.min_expiry_date.is_empty() && !is_date(&l.min_expiry_date) {
+        if !l.min_expiry_date.is_empty() && !oms_kernel::is_date(&l.min_expiry_date) {
             v.add(format!("{lf}.min_expiry_date"), "must be YYYY-MM-DD");
         }
     }

@@ -3,10 +3,12 @@
 //! Requests are parsed into these types once, at the gRPC edge; problems are
 //! collected as [`Violations`] so a caller learns every bad field at once.
 
+mod dates;
 mod ids;
 mod page;
 mod violations;
 
+pub use dates::is_date;
 pub use ids::{RequestId, Tenant, parse_name, parse_uuid_name};
 pub use page::{PageSize, PageToken, Paging, fingerprint};
 pub use violations::{Violation, Violations};

@@ -38,6 +38,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tonic::{service::interceptor::InterceptedService, transport::Channel};
 
 /// One simulated WMS serving `nodes` for `tenant`.
 #[derive(Clone)]
@@ -98,6 +99,20 @@ impl Sim {
         Ok(())
     }
 
+    /// The inventory client lots are picked with, when it has one.
+    fn picker(&self) -> anyhow::Result<Option<Picker>> {
+        let Some(url) = &self.inventory_url else {
+            return Ok(None);
+        };
+        let auth = Outbound::for_tenant(
+            &self.issuer,
+            &self.tenant,
+            &format!("adapter:{}", self.adapter_id),
+        );
+        let client = InventoryServiceClient::with_interceptor(client::channel(url)?, auth);
+        Ok(Some(Picker(client)))
+    }
+
     async fn session(
         &self,
         shared: &Arc<Shared>,
@@ -113,6 +128,7 @@ impl Sim {
                 &format!("adapter:{}", self.adapter_id),
             ),
         );
+        let picker = self.picker()?;
         let (tx, rx) = mpsc::channel(256);
         tx.send(msg(In::Hello(AdapterHello {
             adapter_id: self.adapter_id.clone(),
@@ -152,7 +168,7 @@ impl Sim {
                 }
                 Out::Command(c) => {
                     match c.kind {
-                        Some(Cmd::Release(fo)) => self.take(shared, fo, &tx, &session),
+                        Some(Cmd::Release(fo)) => self.take(shared, fo, &tx, &session, &picker),
                         Some(Cmd::Cancel(cancel)) => {
                             self.cancel(shared, &cancel.fulfillment_order, &c.node_id, &tx)
                                 .await?
@@ -182,6 +198,7 @@ impl Sim {
         fo: FulfillmentOrder,
         tx: &Outbox,
         session: &CancellationToken,
+        picker: &Option<Picker>,
     ) {
         {
             let mut stages = shared.stages.lock().unwrap_or_else(|e| e.into_inner());
@@ -202,12 +219,7 @@ impl Sim {
             tx: tx.clone(),
             shared: shared.clone(),
             step: self.step,
-            picker: self.inventory_url.as_ref().map(|url| Picker {
-                url: url.clone(),
-                issuer: self.issuer.clone(),
-                tenant: self.tenant.clone(),
-                adapter_id: self.adapter_id.clone(),
-            }),
+            picker: picker.clone(),
         };
         let session = session.clone();
         tokio::spawn(async move {
@@ -298,14 +310,32 @@ struct Walk {
 }
 
 /// Picks lots from the node's stock as inventory records it.
-struct Picker {
-    url: String,
-    issuer: TokenIssuer,
-    tenant: Tenant,
-    adapter_id: String,
-}
+#[derive(Clone)]
+struct Picker(InventoryServiceClient<InterceptedService<Channel, Outbound>>);
 
 impl Picker {
+    /// What to ship of `units` of a line, as [`Picker::pick`] says; asks
+    /// again (backing off) while inventory cannot answer, so a restarting
+    /// inventory delays the work rather than dropping it.
+    async fn pick_when_possible(
+        &self,
+        node: &str,
+        line: &FulfillmentLine,
+        units: i64,
+    ) -> (Vec<ShippedLine>, i64) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.pick(node, line, units).await {
+                Ok(picked) => return picked,
+                Err(e) => {
+                    tracing::warn!(error = %e, fulfillment_order_line = %line.line_id, "cannot read the node's lots; picking again");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
     /// What to ship of `units` of a line at `node`: one line per lot,
     /// first expiring first (undated lots last), and the units no lot
     /// covers. A SKU not kept in lots ships as it is.
@@ -315,15 +345,9 @@ impl Picker {
         line: &FulfillmentLine,
         units: i64,
     ) -> anyhow::Result<(Vec<ShippedLine>, i64)> {
-        let mut inventory = InventoryServiceClient::with_interceptor(
-            client::channel(&self.url)?,
-            Outbound::for_tenant(
-                &self.issuer,
-                &self.tenant,
-                &format!("adapter:{}", self.adapter_id),
-            ),
-        );
-        let levels = inventory
+        let levels = self
+            .0
+            .clone()
             .list_stock_levels(ListStockLevelsRequest {
                 node_id: node.into(),
                 skus: vec![line.sku.clone()],
@@ -425,7 +449,7 @@ impl Walk {
             }
             match &self.picker {
                 Some(p) if l.lot.is_empty() && l.serial_numbers.is_empty() => {
-                    let (picked, short) = p.pick(&self.fo.node_id, l, units).await?;
+                    let (picked, short) = p.pick_when_possible(&self.fo.node_id, l, units).await;
                     lines.extend(picked);
                     if short > 0 {
                         missing.push(ShippedLine {

@@ -4,12 +4,6 @@
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use chrono_tz::Tz;
 
-/// A date as movements carry it: exactly `YYYY-MM-DD` (the stored text is
-/// compared as text by the sweep, so `2026-1-5` is refused).
-pub fn is_date(s: &str) -> bool {
-    NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok_and(|d| d.format("%Y-%m-%d").to_string() == s)
-}
-
 /// An IANA time zone of the tz database (`UTC` included).
 pub fn is_time_zone(s: &str) -> bool {
     s.parse::<Tz>().is_ok()
@@ -136,10 +130,7 @@ mod tests {
     }
 
     #[test]
-    fn dates_and_zones_are_checked_strictly() {
-        assert!(is_date("2026-01-05"));
-        assert!(!is_date("2026-1-5"));
-        assert!(!is_date("2026-02-30"));
+    fn zones_are_checked_against_the_database() {
         assert!(is_time_zone("Europe/Berlin"));
         assert!(is_time_zone("UTC"));
         assert!(!is_time_zone("Europe/Berln"));

@@ -65,7 +65,7 @@ pub fn parse(m: Option<StockMovement>) -> Result<StockMovement, Violations> {
             "reason at most 500 and reference at most 200 characters",
         );
     }
-    if !m.expiry_date.is_empty() && !super::expiry::is_date(&m.expiry_date) {
+    if !m.expiry_date.is_empty() && !oms_kernel::is_date(&m.expiry_date) {
         v.add("movement.expiry_date", "must be YYYY-MM-DD");
     }
     v.into_result(m)

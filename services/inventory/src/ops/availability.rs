@@ -9,6 +9,7 @@ use oms_proto::common::EventMeta;
 use oms_proto::inventory::*;
 use oms_runtime::outbox::{self, Cursor};
 use prost::Message;
+use sqlx::PgConnection;
 use std::collections::{BTreeMap, HashMap};
 
 const MAX_SKUS: usize = 1000;
@@ -20,12 +21,22 @@ enum Scope {
     Channel(String),
 }
 
-async fn figures(inv: &Inventory, tenant: &Tenant, skus: &[String]) -> Result<Figures> {
+/// On-hand (and its expired part) and holds of these SKUs, as recorded.
+pub(crate) async fn stock_and_holds(
+    db: &mut PgConnection,
+    tenant: &Tenant,
+    skus: &[String],
+) -> Result<Figures> {
     let mut f = Figures::default();
-    f.add_stock(repo::stock::on_hand(&inv.pool, tenant, skus).await?);
-    for (sku, node, q) in repo::reservations::held(&inv.pool, tenant, skus).await? {
+    f.add_stock(repo::stock::on_hand(&mut *db, tenant, skus).await?);
+    for (sku, node, q) in repo::reservations::held(&mut *db, tenant, skus).await? {
         f.held.insert((sku, node), q);
     }
+    Ok(f)
+}
+
+async fn figures(inv: &Inventory, tenant: &Tenant, skus: &[String]) -> Result<Figures> {
+    let mut f = stock_and_holds(&mut *inv.pool.acquire().await?, tenant, skus).await?;
     f.safety = repo::rules::safety(&inv.pool, tenant, skus).await?;
     f.enabled = repo::nodes::enabled_ids(&inv.pool, tenant)
         .await?

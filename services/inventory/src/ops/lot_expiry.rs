@@ -4,6 +4,7 @@
 //! gate in one change per tenant, as any other change that takes stock
 //! away. On-hand stays: the units are there until shipped, damaged or
 //! counted away.
+use super::availability::stock_and_holds;
 use super::{Inventory, commit, emit};
 use crate::domain::{availability::Figures, expiry};
 use crate::error::Result;
@@ -30,12 +31,7 @@ pub async fn expire_due_lots(inv: &Inventory) {
             return;
         }
     };
-    let nodes: Vec<String> = dated
-        .iter()
-        .map(|(_, n, _)| n.clone())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let nodes: Vec<String> = distinct(dated.iter().map(|(_, n, _)| n));
     let zones = match repo::nodes::zones(&inv.pool, &nodes).await {
         Ok(z) => z,
         Err(e) => {
@@ -130,9 +126,9 @@ async fn withdrawn(
     lots: &[StockLevel],
     request_id: &str,
 ) -> Result<()> {
-    let node_ids: Vec<String> = lots.iter().map(|l| l.node_id.clone()).collect();
+    let node_ids: Vec<String> = distinct(lots.iter().map(|l| &l.node_id));
     let enabled = repo::nodes::visible(&mut *tx, tenant, &node_ids).await?;
-    let skus: Vec<String> = lots.iter().map(|l| l.sku.clone()).collect();
+    let skus: Vec<String> = distinct(lots.iter().map(|l| &l.sku));
     let safety = repo::rules::safety(&mut *tx, tenant, &skus).await?;
     let changes: Vec<AvailChange> = lots
         .iter()
@@ -145,7 +141,11 @@ async fn withdrawn(
         })
         .collect();
     super::adjust_gate(inv, tenant, changes).await?;
-    let now = stock_and_holds(tx, tenant, &skus).await?;
+    let now = if lots.iter().any(|l| l.expired) {
+        stock_and_holds(tx, tenant, &skus).await?
+    } else {
+        Figures::default()
+    };
     for l in lots {
         let (node_id, sku, lot) = (l.node_id.clone(), l.sku.clone(), l.lot.clone());
         let (expiry_date, withdraw_date, on_hand) =
@@ -208,20 +208,6 @@ pub async fn min_expiry_dates(
         .collect())
 }
 
-/// On-hand (and its expired part) and holds of these SKUs, as recorded.
-pub(crate) async fn stock_and_holds(
-    tx: &mut PgConnection,
-    tenant: &Tenant,
-    skus: &[String],
-) -> Result<Figures> {
-    let mut f = Figures::default();
-    f.add_stock(repo::stock::on_hand(&mut *tx, tenant, skus).await?);
-    for (sku, node, q) in repo::reservations::held(&mut *tx, tenant, skus).await? {
-        f.held.insert((sku, node), q);
-    }
-    Ok(f)
-}
-
 /// Units reservations hold at a node beyond its unexpired stock, with a
 /// warning in the log when there are any: those reservations rest on stock
 /// that is not there to ship.
@@ -232,4 +218,10 @@ pub(crate) fn held_beyond_stock(f: &Figures, tenant: &Tenant, node: &str, sku: &
             "reservations hold more than the node's unexpired stock");
     }
     units
+}
+
+/// Each value once, sorted.
+fn distinct<'a>(values: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let set: BTreeSet<&String> = values.collect();
+    set.into_iter().cloned().collect()
 }

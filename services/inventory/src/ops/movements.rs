@@ -133,7 +133,7 @@ pub(crate) async fn apply(
     // Promised units taken away may leave reservations without stock.
     let held_beyond_stock = if change < 0 {
         let skus = std::slice::from_ref(&m.sku);
-        let now = lot_expiry::stock_and_holds(tx, tenant, skus).await?;
+        let now = super::availability::stock_and_holds(tx, tenant, skus).await?;
         lot_expiry::held_beyond_stock(&now, tenant, &m.node_id, &m.sku)
     } else {
         0
@@ -377,7 +377,7 @@ pub async fn import(
             if row.on_hand < 0 {
                 v.add("on_hand", "must be zero or more");
             }
-            if !row.expiry_date.is_empty() && !expiry::is_date(&row.expiry_date) {
+            if !row.expiry_date.is_empty() && !oms_kernel::is_date(&row.expiry_date) {
                 v.add("expiry_date", "must be YYYY-MM-DD");
             }
             if let Some(bad) = v.0.first() {
@@ -508,7 +508,7 @@ pub async fn list_levels(
         (100, 1000),
         hash,
     );
-    if !req.withdraw_before.is_empty() && !expiry::is_date(&req.withdraw_before) {
+    if !req.withdraw_before.is_empty() && !oms_kernel::is_date(&req.withdraw_before) {
         v.add("withdraw_before", "must be YYYY-MM-DD");
     }
     v.into_result(())?;

@@ -261,12 +261,17 @@ async fn a_transferred_lot_arrives_with_its_date() {
 
 /// Sets acme's MILK minimum shelf life.
 async fn shelf_life(c: &mut Client, days: i32) -> Result<Item, tonic::Status> {
+    shelf_life_of(c, "MILK", days).await
+}
+
+/// Sets the minimum shelf life of acme's item `sku`.
+async fn shelf_life_of(c: &mut Client, sku: &str, days: i32) -> Result<Item, tonic::Status> {
     c.update_item(authed(
         "acme",
         UpdateItemRequest {
             request_id: rid(),
             item: Some(Item {
-                name: "items/MILK".into(),
+                name: format!("items/{sku}"),
                 min_shelf_life_days: days,
                 ..Default::default()
             }),
@@ -375,23 +380,7 @@ async fn a_minimum_shelf_life_is_checked() {
     tracked_item(c, "LOT", |i| i.lot_tracked = true).await;
     let err = shelf_life(c, 3651).await.unwrap_err();
     assert_eq!(fields(&err), ["item.min_shelf_life_days"]);
-    let err = c
-        .update_item(authed(
-            "acme",
-            UpdateItemRequest {
-                request_id: rid(),
-                item: Some(Item {
-                    name: "items/LOT".into(),
-                    min_shelf_life_days: 7,
-                    ..Default::default()
-                }),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: vec!["min_shelf_life_days".into()],
-                }),
-            },
-        ))
-        .await
-        .unwrap_err();
+    let err = shelf_life_of(c, "LOT", 7).await.unwrap_err();
     assert_eq!(fields(&err), ["item.min_shelf_life_days"]);
     assert!(
         err.message().contains("expiry_tracked"),
