@@ -543,6 +543,12 @@ async fn a_channel_is_updated_by_mask_and_a_disabled_one_refuses_payloads() {
             .code()
     };
     assert_eq!(submit_unsigned().await, tonic::Code::NotFound);
+    // No request id and no channel: both in one answer.
+    let bad = ingest
+        .create_channel(authed(T, ing::CreateChannelRequest::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(oms_runtime::status::fields(&bad), ["request_id", "channel"]);
     channel(&mut ingest, "shop", ing::ChannelKind::Shopify, &[]).await;
     assert_eq!(submit_unsigned().await, tonic::Code::Unauthenticated);
     let update = |id: &str, patch: ing::Channel, paths: &[&str]| ing::UpdateChannelRequest {

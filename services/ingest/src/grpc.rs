@@ -445,11 +445,12 @@ impl IngestService for IngestApi {
     ) -> Result<Response<CreateChannelResponse>, Status> {
         let caller = auth::caller(&req)?;
         let r = req.into_inner();
-        let Some(mut c) = r.channel.clone() else {
-            return Err(invalid(Violations::one("channel", "is required")));
-        };
         let mut v = Violations::new();
         v.check("request_id", oms_kernel::RequestId::parse(&r.request_id));
+        let Some(mut c) = r.channel.clone() else {
+            v.add("channel", "is required");
+            return Err(invalid(v));
+        };
         let id_ok = !c.channel_id.is_empty()
             && c.channel_id.len() <= 64
             && c.channel_id

@@ -106,15 +106,7 @@ impl OrderApi {
         req: &Req,
         name: &str,
     ) -> Result<Started> {
-        let mut v = Violations::new();
-        let rid = v.check("request_id", RequestId::parse(request_id));
-        let id = v.check(
-            "name",
-            order_id("name", name).map_err(|_| "must look like orders/{id}"),
-        );
-        let (Some(rid), Some(id)) = (rid, id) else {
-            return Err(v.into());
-        };
+        let (rid, id) = call_ids(request_id, name, Violations::new())?;
         let tenant = &caller.tenant;
         let mut tx = self.pool.begin().await?;
         if let Claim::Replay(o) =
@@ -388,7 +380,9 @@ impl OrderService for OrderApi {
     ) -> Result<Response<pb::PlaceHoldResponse>, Status> {
         let caller = auth::caller(&req)?;
         let r = req.into_inner();
-        let kind = hold_type(r.r#type).map_err(to_status)?;
+        let mut v = Violations::new();
+        let kind = v.merge(hold_type(r.r#type)).unwrap_or_default();
+        call_ids(&r.request_id, &r.name, v).map_err(to_status)?;
         let hold = pb::Hold {
             r#type: kind as i32,
             reason: r.reason.clone(),
@@ -429,7 +423,9 @@ impl OrderService for OrderApi {
     ) -> Result<Response<pb::ReleaseHoldResponse>, Status> {
         let caller = auth::caller(&req)?;
         let r = req.into_inner();
-        let kind = hold_type(r.r#type).map_err(to_status)?;
+        let mut v = Violations::new();
+        let kind = v.merge(hold_type(r.r#type)).unwrap_or_default();
+        call_ids(&r.request_id, &r.name, v).map_err(to_status)?;
         self.mutate(
             &caller,
             &r.request_id,
@@ -494,7 +490,7 @@ impl OrderService for OrderApi {
                 v.add(format!("lines[{i}].quantity"), "must be positive");
             }
         }
-        v.into_result(()).map_err(|v| to_status(v.into()))?;
+        call_ids(&r.request_id, &r.name, v).map_err(to_status)?;
         let key = r.request_id.clone();
         self.mutate(
             &caller,
@@ -571,7 +567,10 @@ impl OrderService for OrderApi {
         let caller = auth::caller(&req)?;
         let r = req.into_inner();
         let Some(patch) = r.order.clone() else {
-            return Err(to_status(Violations::one("order", "is required").into()));
+            let mut v = Violations::new();
+            v.check("request_id", RequestId::parse(&r.request_id));
+            v.add("order", "is required");
+            return Err(to_status(v.into()));
         };
         let paths = r
             .update_mask
@@ -624,7 +623,7 @@ impl OrderService for OrderApi {
                 );
             }
         }
-        v.into_result(()).map_err(|v| to_status(v.into()))?;
+        call_ids(&r.request_id, &r.name, v).map_err(to_status)?;
         self.edit_lines(&caller, &r)
             .await
             .map(|o| Response::new(pb::EditOrderLinesResponse { order: Some(o) }))
@@ -771,11 +770,28 @@ fn unplanned(o: &pb::Order) -> Option<(String, Vec<u8>)> {
         .then(|| saga::unplan_step(&o.routing_decision, "order cancelled"))
 }
 
-fn hold_type(t: i32) -> Result<pb::HoldType> {
+fn hold_type(t: i32) -> std::result::Result<pb::HoldType, Violations> {
     match pb::HoldType::try_from(t) {
         Ok(pb::HoldType::Unspecified) | Err(_) => {
-            Err(Violations::one("type", "choose a hold type").into())
+            Err(Violations::one("type", "choose a hold type"))
         }
         Ok(k) => Ok(k),
+    }
+}
+
+/// The request id and order of a custom method's call, checked with what
+/// the caller found wrong with the rest of its body (`body`), so every bad
+/// field comes back in one answer.
+fn call_ids(request_id: &str, name: &str, body: Violations) -> Result<(RequestId, Uuid)> {
+    let mut v = Violations::new();
+    let rid = v.check("request_id", RequestId::parse(request_id));
+    let id = v.check(
+        "name",
+        order_id("name", name).map_err(|_| "must look like orders/{id}"),
+    );
+    v.0.extend(body.0);
+    match (rid, id, v.is_empty()) {
+        (Some(rid), Some(id), true) => Ok((rid, id)),
+        _ => Err(v.into()),
     }
 }

@@ -5,7 +5,7 @@ use crate::engine::{
     model::{Network, Order, Situation, Stock},
     render, rules,
 };
-use crate::service::{Begin, DOMAIN, Routing, db, emit, invalid, request_id};
+use crate::service::{Begin, DOMAIN, Routing, checked, db, emit, invalid};
 use crate::{input, network, repo, rulesets};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use oms_kernel::{Paging, Tenant, Violations, parse_name, parse_uuid_name};
@@ -103,8 +103,12 @@ fn local_day(now: DateTime<Utc>, offset_minutes: i32) -> NaiveDate {
     (now + Duration::minutes(i64::from(offset_minutes))).date_naive()
 }
 
+fn decision_uuid(name: &str) -> Result<Uuid, String> {
+    parse_uuid_name(name, "decisions", "a decision")
+}
+
 fn decision_id(field: &str, name: &str) -> Result<Uuid, Status> {
-    parse_uuid_name(name, "decisions", "a decision").map_err(|e| invalid(Violations::one(field, e)))
+    decision_uuid(name).map_err(|e| invalid(Violations::one(field, e)))
 }
 
 /// Stores a decision, counts its shipments against node capacity and
@@ -165,9 +169,8 @@ pub async fn plan(
     tenant: &Tenant,
     req: PlanOrderRequest,
 ) -> Result<PlanOrderResponse, Status> {
-    let rid = request_id(&req.request_id)?;
     let input = req.order.clone().unwrap_or_default();
-    let order = input::order(&input, "order").map_err(invalid)?;
+    let (rid, order) = checked(&req.request_id, input::order(&input, "order"))?;
     let (name, live) = rulesets::live(r, tenant).await?;
     let rules = rules::compile(&live);
     let world = World::gather(r, tenant, &order.skus).await?;
@@ -196,9 +199,9 @@ pub async fn reroute(
     tenant: &Tenant,
     req: RerouteOrderRequest,
 ) -> Result<RerouteOrderResponse, Status> {
-    let rid = request_id(&req.request_id)?;
     let input = req.order.clone().unwrap_or_default();
     let mut v = Violations::new();
+    let rid = v.check("request_id", oms_kernel::RequestId::parse(&req.request_id));
     let order = input::order(&input, "order")
         .map_err(|e| v.0.extend(e.0))
         .ok();
@@ -223,7 +226,7 @@ pub async fn reroute(
     if penalty < Duration::zero() || penalty > MAX_PENALTY {
         v.add("penalty", "between 0 (one hour) and 30 days");
     }
-    let Some(order) = order.filter(|_| v.is_empty()) else {
+    let (Some(order), Some(rid), true) = (order, rid, v.is_empty()) else {
         return Err(invalid(v));
     };
     let (name, live) = rulesets::live(r, tenant).await?;
@@ -288,14 +291,12 @@ pub async fn release(
     tenant: &Tenant,
     req: ReleaseDecisionRequest,
 ) -> Result<ReleaseDecisionResponse, Status> {
-    let rid = request_id(&req.request_id)?;
-    let id = decision_id("name", &req.name)?;
+    let mut v = Violations::new();
+    let id = v.check("name", decision_uuid(&req.name));
     if req.reason.len() > 500 {
-        return Err(invalid(Violations::one(
-            "reason",
-            "must be at most 500 characters",
-        )));
+        v.add("reason", "must be at most 500 characters");
     }
+    let (rid, id) = checked(&req.request_id, id.filter(|_| v.is_empty()).ok_or(v))?;
     let (mut tx, rid) = match r.begin(tenant, rid, "ReleaseDecision", &req).await? {
         Begin::Replay(resp) => return Ok(resp),
         Begin::Tx(tx, rid) => (tx, rid),

@@ -3,7 +3,7 @@
 //! that still exist exactly as they were applied.
 use crate::engine::rules;
 use crate::repo;
-use crate::service::{Begin, DOMAIN, Routing, db, emit, invalid, request_id};
+use crate::service::{Begin, DOMAIN, Routing, checked, db, emit, invalid};
 use chrono::Utc;
 use oms_kernel::{Paging, Tenant, Violations, parse_name};
 use oms_proto::routing::{watch_routing_events_response::Kind, *};
@@ -14,14 +14,15 @@ use uuid::Uuid;
 /// Name of the rule set used when none is active.
 pub const BUILTIN: &str = "ruleSets/builtin-default";
 
-pub fn rule_set_id(field: &str, name: &str) -> Result<Uuid, Status> {
-    let id = parse_name(name, "ruleSets").map_err(|e| invalid(Violations::one(field, e)))?;
+fn rule_set_uuid(name: &str) -> Result<Uuid, String> {
+    let id = parse_name(name, "ruleSets")?;
     Uuid::parse_str(id).map_err(|_| {
-        invalid(Violations::one(
-            field,
-            format!("{name:?} is not a rule set name (`ruleSets/{{uuid}}` or `ruleSets/active`)"),
-        ))
+        format!("{name:?} is not a rule set name (`ruleSets/{{uuid}}` or `ruleSets/active`)")
     })
+}
+
+pub fn rule_set_id(field: &str, name: &str) -> Result<Uuid, Status> {
+    rule_set_uuid(name).map_err(|e| invalid(Violations::one(field, e)))
 }
 
 fn not_found(name: &str) -> Status {
@@ -44,14 +45,11 @@ pub async fn create(
     tenant: &Tenant,
     req: CreateRuleSetRequest,
 ) -> Result<CreateRuleSetResponse, Status> {
-    let rid = request_id(&req.request_id)?;
-    let Some(mut rs) = req.rule_set.clone() else {
-        return Err(invalid(Violations::one("rule_set", "is required")));
+    let body = match req.rule_set.clone() {
+        None => Err(Violations::one("rule_set", "is required")),
+        Some(rs) => rules::validate(&rs, "rule_set").into_result(rs),
     };
-    let v = rules::validate(&rs, "rule_set");
-    if !v.is_empty() {
-        return Err(invalid(v));
-    }
+    let (rid, mut rs) = checked(&req.request_id, body)?;
     let (mut tx, rid) = match r.begin(tenant, rid, "CreateRuleSet", &req).await? {
         Begin::Replay(resp) => return Ok(resp),
         Begin::Tx(tx, rid) => (tx, rid),
@@ -82,11 +80,15 @@ pub async fn update(
     tenant: &Tenant,
     req: UpdateRuleSetRequest,
 ) -> Result<UpdateRuleSetResponse, Status> {
-    let rid = request_id(&req.request_id)?;
-    let Some(patch) = req.rule_set.clone() else {
-        return Err(invalid(Violations::one("rule_set", "is required")));
+    let mut v = Violations::new();
+    let patch = req.rule_set.clone();
+    let id = match &patch {
+        None => {
+            v.add("rule_set", "is required");
+            None
+        }
+        Some(p) => v.check("rule_set.name", rule_set_uuid(&p.name)),
     };
-    let id = rule_set_id("rule_set.name", &patch.name)?;
     let mut paths = req
         .update_mask
         .as_ref()
@@ -95,7 +97,6 @@ pub async fn update(
     if paths.is_empty() {
         paths = vec!["display_name".into(), "rules".into()];
     }
-    let mut v = Violations::new();
     for (i, p) in paths.iter().enumerate() {
         if p != "display_name" && p != "rules" {
             v.add(
@@ -104,9 +105,8 @@ pub async fn update(
             );
         }
     }
-    if !v.is_empty() {
-        return Err(invalid(v));
-    }
+    let target = patch.zip(id).filter(|_| v.is_empty()).ok_or(v);
+    let (rid, (patch, id)) = checked(&req.request_id, target)?;
     let (mut tx, rid) = match r.begin(tenant, rid, "UpdateRuleSet", &req).await? {
         Begin::Replay(resp) => return Ok(resp),
         Begin::Tx(tx, rid) => (tx, rid),
@@ -193,8 +193,8 @@ pub async fn activate(
     tenant: &Tenant,
     req: ActivateRuleSetRequest,
 ) -> Result<ActivateRuleSetResponse, Status> {
-    let rid = request_id(&req.request_id)?;
-    let id = rule_set_id("name", &req.name)?;
+    let id = rule_set_uuid(&req.name).map_err(|e| Violations::one("name", e));
+    let (rid, id) = checked(&req.request_id, id)?;
     let (mut tx, rid) = match r.begin(tenant, rid, "ActivateRuleSet", &req).await? {
         Begin::Replay(resp) => return Ok(resp),
         Begin::Tx(tx, rid) => (tx, rid),
@@ -264,7 +264,7 @@ pub async fn rollback(
     tenant: &Tenant,
     req: RollbackRuleSetRequest,
 ) -> Result<RollbackRuleSetResponse, Status> {
-    let rid = request_id(&req.request_id)?;
+    let (rid, ()) = checked(&req.request_id, Ok(()))?;
     let (mut tx, rid) = match r.begin(tenant, rid, "RollbackRuleSet", &req).await? {
         Begin::Replay(resp) => return Ok(resp),
         Begin::Tx(tx, rid) => (tx, rid),

@@ -37,8 +37,10 @@ pub fn invalid(v: Violations) -> Status {
     status::invalid_argument(DOMAIN, &v)
 }
 
-pub fn request_id(s: &str) -> Result<RequestId, Status> {
-    RequestId::parse(s).map_err(|e| invalid(Violations::one("request_id", e)))
+/// The request id, checked with the body's own checks, so a caller hears
+/// of every bad field in one answer.
+pub fn checked<T>(request_id: &str, body: Result<T, Violations>) -> Result<(RequestId, T), Status> {
+    RequestId::checked_with(request_id, body).map_err(invalid)
 }
 
 impl Routing {

@@ -1,3 +1,4 @@
+use crate::Violations;
 use std::fmt;
 
 /// A tenant id, as carried by the `tenant` claim of a caller's token:
@@ -74,6 +75,22 @@ impl RequestId {
             .collect();
         format!("{prefix}-{digest}")
     }
+
+    /// The request id, checked with its request's body (`body`, the
+    /// body's own checks): a caller hears of every bad field in one
+    /// answer, where a body checked first would hide a missing id until
+    /// the body is right.
+    pub fn checked_with<T>(
+        request_id: &str,
+        body: Result<T, Violations>,
+    ) -> Result<(Self, T), Violations> {
+        let mut v = Violations::new();
+        let rid = v.check("request_id", Self::parse(request_id));
+        match (rid, v.merge(body)) {
+            (Some(rid), Some(body)) => Ok((rid, body)),
+            _ => Err(v),
+        }
+    }
 }
 
 impl fmt::Display for RequestId {
@@ -117,6 +134,24 @@ mod tests {
         assert!(RequestId::parse("").is_err());
         assert!(RequestId::parse("has space").is_err());
         assert!(RequestId::parse(&"x".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn a_bad_request_id_is_reported_with_the_body() {
+        let body: Result<(), Violations> = Err(Violations::one("node", "is required"));
+        let fields: Vec<String> = RequestId::checked_with("", body)
+            .unwrap_err()
+            .0
+            .into_iter()
+            .map(|v| v.field)
+            .collect();
+        assert_eq!(fields, ["request_id", "node"]);
+        assert_eq!(
+            RequestId::checked_with("r1", Ok(7)),
+            Ok((RequestId::parse("r1").unwrap(), 7))
+        );
+        let fields = RequestId::checked_with("has space", Ok(7)).unwrap_err().0;
+        assert_eq!(fields[0].field, "request_id");
     }
 
     #[test]

@@ -53,6 +53,18 @@ impl Violations {
         }
     }
 
+    /// Takes in the violations of `result`, checked elsewhere (a body's
+    /// own checks), and returns its value.
+    pub fn merge<T>(&mut self, result: Result<T, Violations>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(other) => {
+                self.0.extend(other.0);
+                None
+            }
+        }
+    }
+
     /// Adds `other`'s violations with their fields prefixed by `prefix.`.
     pub fn nest(&mut self, prefix: &str, other: Violations) {
         for v in other.0 {

@@ -4,12 +4,28 @@ use crate::domain::{item, node};
 use crate::error::{Error, Result};
 use crate::repo::{self, lock};
 use chrono::Utc;
-use oms_kernel::{PageSize, PageToken, Paging, Tenant, Violations, parse_name};
+use oms_kernel::{PageSize, PageToken, Paging, RequestId, Tenant, Violations, parse_name};
 use oms_proto::inventory::*;
 use oms_runtime::time::to_timestamp;
 
 fn mask(m: &Option<prost_types::FieldMask>) -> Vec<String> {
     m.as_ref().map(|m| m.paths.clone()).unwrap_or_default()
+}
+
+/// The id an update names in `{field}.name`, checked with the request id.
+fn patch_target(
+    request_id: &str,
+    name: Option<&String>,
+    field: &str,
+    collection: &str,
+) -> Result<String> {
+    let target = match name {
+        None => Err(Violations::one(field, "is required")),
+        Some(name) => parse_name(name, collection)
+            .map(str::to_owned)
+            .map_err(|e| Violations::one(format!("{field}.name"), e)),
+    };
+    Ok(RequestId::checked_with(request_id, target)?.1)
 }
 
 fn name_id<'a>(field: &str, name: &'a str, collection: &str) -> Result<&'a str> {
@@ -21,7 +37,8 @@ pub async fn create_node(
     tenant: &Tenant,
     req: CreateNodeRequest,
 ) -> Result<CreateNodeResponse> {
-    let mut node = node::parse_new(req.node.clone(), tenant)?;
+    let (_, mut node) =
+        RequestId::checked_with(&req.request_id, node::parse_new(req.node.clone(), tenant))?;
     let (tx, rid) = match inv
         .begin(tenant, &req.request_id, "CreateNode", &req)
         .await?
@@ -48,10 +65,13 @@ pub async fn update_node(
     tenant: &Tenant,
     req: UpdateNodeRequest,
 ) -> Result<UpdateNodeResponse> {
-    let Some(patch) = req.node.clone() else {
-        return Err(Violations::one("node", "is required").into());
-    };
-    let id = name_id("node.name", &patch.name, "nodes")?.to_owned();
+    let id = patch_target(
+        &req.request_id,
+        req.node.as_ref().map(|n| &n.name),
+        "node",
+        "nodes",
+    )?;
+    let patch = req.node.clone().unwrap_or_default(); // there is one: it has a name
     let paths = mask(&req.update_mask);
     let (mut tx, rid) = match inv
         .begin(tenant, &req.request_id, "UpdateNode", &req)
@@ -192,7 +212,7 @@ pub async fn create_item(
     tenant: &Tenant,
     req: CreateItemRequest,
 ) -> Result<CreateItemResponse> {
-    let mut it = item::parse_new(req.item.clone())?;
+    let (_, mut it) = RequestId::checked_with(&req.request_id, item::parse_new(req.item.clone()))?;
     let (mut tx, rid) = match inv
         .begin(tenant, &req.request_id, "CreateItem", &req)
         .await?
@@ -218,10 +238,13 @@ pub async fn update_item(
     tenant: &Tenant,
     req: UpdateItemRequest,
 ) -> Result<UpdateItemResponse> {
-    let Some(patch) = req.item.clone() else {
-        return Err(Violations::one("item", "is required").into());
-    };
-    let sku = name_id("item.name", &patch.name, "items")?.to_owned();
+    let sku = patch_target(
+        &req.request_id,
+        req.item.as_ref().map(|i| &i.name),
+        "item",
+        "items",
+    )?;
+    let patch = req.item.clone().unwrap_or_default(); // there is one: it has a name
     let paths = mask(&req.update_mask);
     inv.retrying(tenant, || async {
         let (mut tx, rid) = match inv

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::gate::AvailChange;
 use crate::repo;
 use chrono::Utc;
-use oms_kernel::{Paging, Tenant, Violations};
+use oms_kernel::{Paging, RequestId, Tenant, Violations};
 use oms_proto::inventory::*;
 use oms_runtime::time::to_timestamp;
 use sqlx::PgConnection;
@@ -237,7 +237,8 @@ pub async fn record(
     actor: &str,
     req: RecordMovementRequest,
 ) -> Result<RecordMovementResponse> {
-    let parsed = movement::parse(req.movement.clone())?;
+    let (_, parsed) =
+        RequestId::checked_with(&req.request_id, movement::parse(req.movement.clone()))?;
     inv.retrying(tenant, || async {
         let (mut tx, rid) = match inv
             .begin(tenant, &req.request_id, "RecordMovement", &req)
@@ -274,6 +275,7 @@ pub async fn transfer(
     req: TransferStockRequest,
 ) -> Result<TransferStockResponse> {
     let mut v = Violations::new();
+    v.check("request_id", RequestId::parse(&req.request_id));
     v.check("from_node_id", check_node_id(&req.from_node_id));
     v.check("to_node_id", check_node_id(&req.to_node_id));
     v.check("sku", check_sku(&req.sku));
@@ -539,6 +541,7 @@ pub async fn set_safety(
     req: SetSafetyStockRequest,
 ) -> Result<SetSafetyStockResponse> {
     let mut v = Violations::new();
+    v.check("request_id", RequestId::parse(&req.request_id));
     v.check("node_id", check_node_id(&req.node_id));
     if !req.sku.is_empty() {
         v.check("sku", check_sku(&req.sku));
@@ -705,10 +708,12 @@ pub async fn set_channel_rule(
     tenant: &Tenant,
     req: SetChannelRuleRequest,
 ) -> Result<SetChannelRuleResponse> {
-    let Some(rule) = req.rule.clone() else {
-        return Err(Violations::one("rule", "is required").into());
-    };
     let mut v = Violations::new();
+    v.check("request_id", RequestId::parse(&req.request_id));
+    let Some(rule) = req.rule.clone() else {
+        v.add("rule", "is required");
+        return Err(v.into());
+    };
     v.check(
         "rule.channel",
         oms_kernel::parse_name(&rule.channel, "channels"),

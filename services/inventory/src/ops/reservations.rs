@@ -12,7 +12,7 @@ use crate::gate::{
 use crate::metrics::Api;
 use crate::repo::{self, lock, reservations::NewRow};
 use chrono::{DateTime, Utc};
-use oms_kernel::{Paging, Tenant, Violations, parse_name};
+use oms_kernel::{Paging, RequestId, Tenant, Violations, parse_name};
 use oms_proto::inventory::{channel_rule::Buffer, *};
 use oms_runtime::{
     batch::Batcher,
@@ -564,6 +564,23 @@ fn new_reservation(r: &NewReservation, now: DateTime<Utc>, expire: DateTime<Utc>
     }
 }
 
+/// What a change of a reservation names, checked at once: its request
+/// id, the reservation and the entries (parsed by the caller).
+fn change_target<'a>(
+    request_id: &str,
+    name: &'a str,
+    entries: std::result::Result<Vec<Line>, Violations>,
+) -> Result<(&'a str, Vec<Line>)> {
+    let mut v = Violations::new();
+    v.check("request_id", RequestId::parse(request_id));
+    let id = v.check("name", parse_name(name, "reservations"));
+    let entries = v.merge(entries);
+    match (id, entries, v.is_empty()) {
+        (Some(id), Some(entries), true) => Ok((id, entries)),
+        _ => Err(v.into()),
+    }
+}
+
 fn reservation_id<'a>(field: &str, name: &'a str) -> Result<&'a str> {
     parse_name(name, "reservations").map_err(|e| Violations::one(field, e).into())
 }
@@ -642,8 +659,8 @@ pub async fn confirm(
     actor: &str,
     req: ConfirmReservationRequest,
 ) -> Result<ConfirmReservationResponse> {
-    let id = reservation_id("name", &req.name)?;
-    let entries = parse_entries("allocations", &req.allocations, true, false)?;
+    let entries = parse_entries("allocations", &req.allocations, true, false);
+    let (id, entries) = change_target(&req.request_id, &req.name, entries)?;
     let change = Change {
         op: Op::Confirm,
         id,
@@ -672,8 +689,8 @@ pub async fn release(
     actor: &str,
     req: ReleaseReservationRequest,
 ) -> Result<ReleaseReservationResponse> {
-    let id = reservation_id("name", &req.name)?;
-    let entries = parse_entries("lines", &req.lines, false, true)?;
+    let entries = parse_entries("lines", &req.lines, false, true);
+    let (id, entries) = change_target(&req.request_id, &req.name, entries)?;
     let change = Change {
         op: Op::Release,
         id,
@@ -702,8 +719,8 @@ pub async fn consume(
     actor: &str,
     req: ConsumeAllocationsRequest,
 ) -> Result<ConsumeAllocationsResponse> {
-    let id = reservation_id("name", &req.name)?;
-    let entries = parse_entries("shipped", &req.shipped, true, false)?;
+    let entries = parse_entries("shipped", &req.shipped, true, false);
+    let (id, entries) = change_target(&req.request_id, &req.name, entries)?;
     let change = Change {
         op: Op::Consume,
         id,
@@ -732,11 +749,13 @@ pub async fn extend(
     actor: &str,
     req: ExtendReservationRequest,
 ) -> Result<ExtendReservationResponse> {
-    let id = reservation_id("name", &req.name)?;
-    let entries = parse_entries("lines", &req.lines, false, false)?;
+    let mut entries = parse_entries("lines", &req.lines, false, false);
     if req.reason.len() > 500 {
-        return Err(Violations::one("reason", "must be at most 500 characters").into());
+        let mut v = entries.err().unwrap_or_default();
+        v.add("reason", "must be at most 500 characters");
+        entries = Err(v);
     }
+    let (id, entries) = change_target(&req.request_id, &req.name, entries)?;
     let change = Change {
         op: Op::Extend,
         id,

@@ -189,3 +189,133 @@ async fn a_shared_node_is_visible_but_only_its_owner_changes_it() {
         "a node not shared with you does not exist for you"
     );
 }
+
+/// A call without its `request_id` and with a bad body hears of both at
+/// once: a body checked before the id would hide the missing id until the
+/// body was right, one more round trip.
+#[tokio::test]
+async fn a_missing_request_id_comes_back_with_the_bad_body() {
+    let mut h = start().await;
+    let c = &mut h.client;
+    let bad_node = Node {
+        node_id: "bad id".into(),
+        ..Default::default()
+    };
+    let mut got: Vec<(&str, Vec<String>)> = Vec::new();
+    let node = CreateNodeRequest {
+        node: Some(bad_node),
+        ..Default::default()
+    };
+    got.push((
+        "CreateNode",
+        fields_of(c.create_node(authed("acme", node)).await),
+    ));
+    let item = CreateItemRequest {
+        item: Some(Item::default()),
+        ..Default::default()
+    };
+    got.push((
+        "CreateItem",
+        fields_of(c.create_item(authed("acme", item)).await),
+    ));
+    let update = UpdateNodeRequest::default();
+    got.push((
+        "UpdateNode",
+        fields_of(c.update_node(authed("acme", update)).await),
+    ));
+    let update = UpdateItemRequest {
+        item: Some(Item {
+            name: "SKU-1".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    got.push((
+        "UpdateItem",
+        fields_of(c.update_item(authed("acme", update)).await),
+    ));
+    let m = RecordMovementRequest {
+        movement: Some(StockMovement {
+            kind: MovementKind::Receipt as i32,
+            node_id: "DC-1".into(),
+            sku: "SKU-1".into(),
+            quantity: -1,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    got.push((
+        "RecordMovement",
+        fields_of(c.record_movement(authed("acme", m)).await),
+    ));
+    let t = TransferStockRequest {
+        from_node_id: "DC-1".into(),
+        to_node_id: "DC-2".into(),
+        sku: "SKU-1".into(),
+        ..Default::default()
+    };
+    got.push((
+        "TransferStock",
+        fields_of(c.transfer_stock(authed("acme", t)).await),
+    ));
+    let s = SetSafetyStockRequest {
+        node_id: "DC-1".into(),
+        quantity: -1,
+        ..Default::default()
+    };
+    got.push((
+        "SetSafetyStock",
+        fields_of(c.set_safety_stock(authed("acme", s)).await),
+    ));
+    let r = SetChannelRuleRequest::default();
+    got.push((
+        "SetChannelRule",
+        fields_of(c.set_channel_rule(authed("acme", r)).await),
+    ));
+    let confirm = ConfirmReservationRequest {
+        name: "r-1".into(),
+        ..Default::default()
+    };
+    got.push((
+        "ConfirmReservation",
+        fields_of(c.confirm_reservation(authed("acme", confirm)).await),
+    ));
+    let extend = ExtendReservationRequest {
+        name: "reservations/r-1".into(),
+        reason: "x".repeat(501),
+        ..Default::default()
+    };
+    got.push((
+        "ExtendReservation",
+        fields_of(c.extend_reservation(authed("acme", extend)).await),
+    ));
+    let want: Vec<(&str, Vec<String>)> = [
+        (
+            "CreateNode",
+            &["request_id", "node.node_id", "node.kind"][..],
+        ),
+        ("CreateItem", &["request_id", "item.sku"]),
+        ("UpdateNode", &["request_id", "node"]),
+        ("UpdateItem", &["request_id", "item.name"]),
+        ("RecordMovement", &["request_id", "movement.quantity"]),
+        ("TransferStock", &["request_id", "quantity"]),
+        ("SetSafetyStock", &["request_id", "quantity"]),
+        ("SetChannelRule", &["request_id", "rule"]),
+        ("ConfirmReservation", &["request_id", "name", "allocations"]),
+        ("ExtendReservation", &["request_id", "lines", "reason"]),
+    ]
+    .into_iter()
+    .map(|(m, f)| (m, f.iter().map(|s| s.to_string()).collect()))
+    .collect();
+    assert_eq!(got, want);
+}
+
+fn fields_of<T>(r: Result<tonic::Response<T>, tonic::Status>) -> Vec<String> {
+    match r {
+        Ok(_) => vec!["(accepted)".into()],
+        Err(e) => {
+            assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+            fields(&e)
+        }
+    }
+}

@@ -1,5 +1,7 @@
 use crate::*;
-use oms_proto::orders::{GetOrderRequest, OrderState};
+use oms_proto::orders::{
+    CancelOrderLinesRequest, GetOrderRequest, OrderState, PlaceHoldRequest, UpdateOrderRequest,
+};
 use tonic::Code;
 
 #[tokio::test]
@@ -169,6 +171,25 @@ async fn bad_orders_get_every_field_violation_and_store_nothing() {
         .await
         .unwrap_err();
     assert_eq!(fields(&err), ["order"]);
+    // Without request ids, custom methods name that too, with the rest.
+    let err = h
+        .client
+        .update_order(authed("acme", UpdateOrderRequest::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["request_id", "order"]);
+    let err = h
+        .client
+        .place_hold(authed("acme", PlaceHoldRequest::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["request_id", "name", "type"]);
+    let err = h
+        .client
+        .cancel_order_lines(authed("acme", CancelOrderLinesRequest::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["request_id", "name", "lines"]);
 
     let mut db = h.db.connect("orders").await;
     let stored: i64 = sqlx::query_scalar(

@@ -124,6 +124,35 @@ async fn bad_orders_get_field_violations_and_short_stock_a_plan_that_says_why() 
         status::fields(&err),
         ["order.pickup_node_id", "order.lines[0].quantity"]
     );
+    // Without a request id, that comes back with the rest.
+    let err = h
+        .client
+        .plan_order(authed(
+            TENANT,
+            PlanOrderRequest {
+                request_id: String::new(),
+                order: Some(order("o-2", &[("MUG", 0)])),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status::fields(&err),
+        ["request_id", "order.lines[0].quantity"]
+    );
+    let err = h
+        .client
+        .release_decision(authed(
+            TENANT,
+            ReleaseDecisionRequest {
+                name: "decisions/x".into(),
+                reason: "x".repeat(501),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status::fields(&err), ["request_id", "name", "reason"]);
     let d = h.plan(&rid(), order("o-3", &[("MUG", 3)])).await;
     assert!(d.assignments.is_empty());
     assert_eq!(d.backorders[0].quantity, 3);

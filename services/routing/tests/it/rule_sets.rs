@@ -62,6 +62,40 @@ async fn contradictory_rules_are_refused_at_save_time_with_every_field() {
             "rule_set.rules[0].split_policy.max_shipments",
         ]
     );
+    // Without request ids, each call names that too, with the rest.
+    let err = h
+        .client
+        .create_rule_set(authed(TENANT, CreateRuleSetRequest::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(status::fields(&err), ["request_id", "rule_set"]);
+    let err = h
+        .client
+        .update_rule_set(authed(
+            TENANT,
+            UpdateRuleSetRequest {
+                rule_set: Some(RuleSet {
+                    name: "ruleSets/x".into(),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["state".into()],
+                }),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status::fields(&err),
+        ["request_id", "rule_set.name", "update_mask.paths[0]"]
+    );
+    let err = h
+        .client
+        .activate_rule_set(authed(TENANT, ActivateRuleSetRequest::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(status::fields(&err), ["request_id", "name"]);
     // Nothing was stored.
     let list = h
         .client
