@@ -6,5 +6,6 @@ pub mod item;
 pub mod movement;
 pub mod node;
 pub mod reservation;
+pub mod snapshot;
 
 pub use ids::{check_node_id, check_sku};

@@ -1,12 +1,12 @@
 //! The stock ledger: movements, transfers, snapshot imports, levels, and
 //! the rules that hold stock back (safety stock, channel rules).
 use super::{Begin, Inventory, emit, lot_expiry};
-use crate::domain::{check_node_id, check_sku, expiry, movement};
+use crate::domain::{check_node_id, check_sku, expiry, movement, snapshot};
 use crate::error::{Error, Result};
 use crate::gate::AvailChange;
 use crate::repo;
 use chrono::Utc;
-use oms_kernel::{Paging, RequestId, Tenant, Violations};
+use oms_kernel::{Paging, RequestId, Tenant, Violation, Violations};
 use oms_proto::inventory::*;
 use oms_runtime::time::to_timestamp;
 use sqlx::PgConnection;
@@ -372,21 +372,20 @@ pub async fn import(
             Begin::Tx(tx, rid) => (tx, rid),
         };
         let mut resp = ImportStockSnapshotResponse::default();
+        let checked: Vec<_> = digest.rows.iter().map(snapshot::check_row).collect();
+        let repeated = snapshot::repeated(&digest.rows, |i| checked[i].is_none());
         for (i, row) in digest.rows.iter().enumerate() {
-            let mut v = Violations::new();
-            v.check("node_id", check_node_id(&row.node_id));
-            v.check("sku", check_sku(&row.sku));
-            if row.on_hand < 0 {
-                v.add("on_hand", "must be zero or more");
-            }
-            if !row.expiry_date.is_empty() && !oms_kernel::is_date(&row.expiry_date) {
-                v.add("expiry_date", "must be YYYY-MM-DD");
-            }
-            if let Some(bad) = v.0.first() {
+            let refused = checked[i].clone().or_else(|| {
+                repeated.get(&i).map(|why| Violation {
+                    field: "sku".into(),
+                    description: why.clone(),
+                })
+            });
+            if let Some(bad) = refused {
                 resp.errors.push(RowError {
                     row_index: i as i64,
-                    field: bad.field.clone(),
-                    description: bad.description.clone(),
+                    field: bad.field,
+                    description: bad.description,
                 });
                 continue;
             }

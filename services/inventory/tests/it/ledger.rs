@@ -180,7 +180,9 @@ async fn a_snapshot_import_applies_good_rows_and_reports_bad_ones() {
     node(&mut h.client, "acme", "DC1").await;
     item(&mut h.client, "acme", "A").await;
     item(&mut h.client, "acme", "B").await;
+    item(&mut h.client, "acme", "C").await;
     receive(&mut h.client, "acme", "DC1", "A", 3).await;
+    receive(&mut h.client, "acme", "DC1", "C", 5).await;
     use import_stock_snapshot_request::Part;
     let row = |node: &str, sku: &str, on_hand: i64| ImportStockSnapshotRequest {
         part: Some(Part::Row(SnapshotRow {
@@ -202,6 +204,9 @@ async fn a_snapshot_import_applies_good_rows_and_reports_bad_ones() {
         row("DC1", "B", 4),
         row("DC1", "UNKNOWN", 1),
         row("DC1", "A", -1),
+        // Two figures for one SKU at one node (bins, say): neither stands.
+        row("DC1", "C", 2),
+        row("DC1", "C", 9),
     ];
     let resp = h
         .client
@@ -215,9 +220,18 @@ async fn a_snapshot_import_applies_good_rows_and_reports_bad_ones() {
         .iter()
         .map(|e| (e.row_index, e.field.clone()))
         .collect();
-    assert_eq!(bad, [(2, "sku".to_string()), (3, "on_hand".to_string())]);
+    let want = [(2, "sku"), (3, "on_hand"), (4, "sku"), (5, "sku")];
+    assert_eq!(bad, want.map(|(i, f)| (i, f.to_string())));
+    assert!(
+        resp.errors[2]
+            .description
+            .starts_with("rows 4, 5 all count C at DC1"),
+        "{:?}",
+        resp.errors[2]
+    );
     assert_eq!(available(&mut h.client, "acme", "A").await.on_hand, 10);
     assert_eq!(available(&mut h.client, "acme", "B").await.on_hand, 4);
+    assert_eq!(available(&mut h.client, "acme", "C").await.on_hand, 5);
     // The same import again changes nothing.
     let again = h
         .client
@@ -736,7 +750,7 @@ async fn serial_numbers_follow_their_units() {
     use MovementKind::*;
     let mut h = start().await;
     let c = &mut h.client;
-    for n in ["DC1", "DC2"] {
+    for n in ["DC1", "DC2", "DC3"] {
         node(c, "acme", n).await;
     }
     tracked_item(c, "PH", |i| i.serial_tracked = true).await;
@@ -835,7 +849,7 @@ async fn serial_numbers_follow_their_units() {
             count_time: None,
         })),
     };
-    let msgs = vec![header, row("DC2", &["E"]), row("DC2", &["B"])];
+    let msgs = vec![header, row("DC2", &["E"]), row("DC3", &["B"])];
     let resp = c
         .import_stock_snapshot(authed("acme", tokio_stream::iter(msgs)))
         .await
