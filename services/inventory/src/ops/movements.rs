@@ -614,14 +614,21 @@ pub async fn set_safety(
             node_id: req.node_id.clone(),
             sku: req.sku.clone(),
             quantity: req.quantity,
-            skus: changed,
+            skus: changed.clone(),
             removed: req.remove,
         };
         let subject = format!("nodes/{}", req.node_id);
         let kind = inventory_event::Kind::SafetyStockSet(set);
         emit(&mut tx, tenant, &subject, rid.as_str(), kind).await?;
-        inv.finish(tx, tenant, &rid, SetSafetyStockResponse {})
-            .await
+        let resp = SetSafetyStockResponse {
+            safety_stock: (!req.remove).then(|| SafetyStock {
+                node_id: req.node_id.clone(),
+                sku: req.sku.clone(),
+                quantity: req.quantity,
+            }),
+            changed_skus: changed,
+        };
+        inv.finish(tx, tenant, &rid, resp).await
     })
     .await
 }

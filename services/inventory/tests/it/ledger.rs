@@ -289,10 +289,19 @@ async fn safety_stock_and_channel_rules_hold_stock_back() {
         quantity,
         remove,
     };
-    h.client
+    let set = h
+        .client
         .set_safety_stock(authed("acme", safety(1, false)))
         .await
-        .unwrap();
+        .unwrap()
+        .into_inner();
+    let stored = SafetyStock {
+        node_id: "STORE1".into(),
+        sku: "S".into(),
+        quantity: 1,
+    };
+    assert_eq!(set.safety_stock, Some(stored));
+    assert_eq!(set.changed_skus, ["S"]);
     assert_eq!(available(&mut h.client, "acme", "S").await.available, 13);
     let err = h
         .client
@@ -300,10 +309,14 @@ async fn safety_stock_and_channel_rules_hold_stock_back() {
         .await
         .unwrap_err();
     assert_eq!(fields(&err), ["quantity"]);
-    h.client
+    let removed = h
+        .client
         .set_safety_stock(authed("acme", safety(0, true)))
         .await
-        .unwrap();
+        .unwrap()
+        .into_inner();
+    assert_eq!(removed.safety_stock, None);
+    assert_eq!(removed.changed_skus, ["S"]);
     let a = available(&mut h.client, "acme", "S").await;
     assert_eq!((a.held_back, a.available), (3, 11));
 
