@@ -1,5 +1,6 @@
 //! Conversions between chrono and protobuf timestamps.
 use chrono::{DateTime, Utc};
+use oms_kernel::Violations;
 use prost_types::Timestamp;
 
 pub fn to_timestamp(t: DateTime<Utc>) -> Timestamp {
@@ -15,4 +16,47 @@ pub fn from_timestamp(t: &Timestamp) -> Option<DateTime<Utc>> {
         return None;
     }
     DateTime::from_timestamp(t.seconds, t.nanos as u32)
+}
+
+/// A list filter's time range, `[{name}_from, {name}_to)`, each end
+/// optional; a bad timestamp or an empty range is a violation in `v`.
+pub fn range(
+    v: &mut Violations,
+    name: &str,
+    from: &Option<Timestamp>,
+    to: &Option<Timestamp>,
+) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+    let mut end = |suffix: &str, t: &Option<Timestamp>| {
+        let t = t.as_ref()?;
+        let parsed = from_timestamp(t);
+        if parsed.is_none() {
+            v.add(format!("{name}_{suffix}"), "is not a valid timestamp");
+        }
+        parsed
+    };
+    let (from, to) = (end("from", from), end("to", to));
+    if let (Some(f), Some(t)) = (from, to)
+        && f >= t
+    {
+        v.add(format!("{name}_to"), format!("must be after {name}_from"));
+    }
+    (from, to)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_range_is_checked_end_by_end_and_as_a_whole() {
+        let at = |seconds, nanos| Some(Timestamp { seconds, nanos });
+        let mut v = Violations::new();
+        let (f, t) = range(&mut v, "record_time", &at(10, 0), &None);
+        assert!(v.is_empty() && f.is_some() && t.is_none());
+        range(&mut v, "record_time", &at(10, -1), &at(5, 0));
+        range(&mut v, "record_time", &at(10, 0), &at(10, 0));
+        let fields: Vec<&str> = v.0.iter().map(|x| x.field.as_str()).collect();
+        assert_eq!(fields, ["record_time_from", "record_time_to"]);
+        assert_eq!(v.0[1].description, "must be after record_time_from");
+    }
 }

@@ -474,12 +474,20 @@ pub async fn list_movements(
         (100, 1000),
         hash,
     );
+    let (from, to) = oms_runtime::time::range(
+        &mut v,
+        "record_time",
+        &req.record_time_from,
+        &req.record_time_to,
+    );
     v.into_result(())?;
     let filter = repo::stock::MovementFilter {
         node_id: (!req.node_id.is_empty()).then(|| req.node_id.clone()),
         sku: (!req.sku.is_empty()).then(|| req.sku.clone()),
+        lot: (!req.lot.is_empty()).then(|| req.lot.clone()),
         kinds: req.kinds.iter().map(|k| k.to_string()).collect(),
         serial: (!req.serial_number.is_empty()).then(|| req.serial_number.clone()),
+        recorded: (from, to),
         after: paging.after,
         limit: paging.fetch(),
     };

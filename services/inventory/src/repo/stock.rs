@@ -97,8 +97,11 @@ pub async fn record(
 pub struct MovementFilter {
     pub node_id: Option<String>,
     pub sku: Option<String>,
+    pub lot: Option<String>,
     pub kinds: Vec<String>,
     pub serial: Option<String>,
+    /// Recorded in `[from, to)`.
+    pub recorded: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
     pub after: Option<(DateTime<Utc>, Uuid)>,
     pub limit: i64,
 }
@@ -116,6 +119,15 @@ pub async fn movements(
     }
     if let Some(s) = &f.sku {
         q.push(" AND sku = ").push_bind(s.clone());
+    }
+    if let Some(lot) = &f.lot {
+        q.push(" AND lot = ").push_bind(lot.clone());
+    }
+    if let Some(t) = f.recorded.0 {
+        q.push(" AND record_time >= ").push_bind(t);
+    }
+    if let Some(t) = f.recorded.1 {
+        q.push(" AND record_time < ").push_bind(t);
     }
     if let Some(serial) = &f.serial {
         q.push(" AND movement_id IN (SELECT movement_id FROM serial_movements WHERE tenant = ")

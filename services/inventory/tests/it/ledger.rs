@@ -946,3 +946,65 @@ async fn serial_numbers_follow_their_units() {
         .collect();
     assert_eq!(on_hand, [("DC1".to_string(), 2), ("DC2".to_string(), 1)]);
 }
+
+/// The ledger of one lot, or of one period: a period's list stays the
+/// same once it has passed, since movements are listed by when they were
+/// recorded.
+#[tokio::test]
+async fn movements_are_listed_by_lot_and_by_the_period_they_were_recorded_in() {
+    use MovementKind::Receipt;
+    let mut h = start().await;
+    let c = &mut h.client;
+    node(c, "acme", "DC1").await;
+    tracked_item(c, "LOTS", |i| i.lot_tracked = true).await;
+    let lot = |l: &'static str| {
+        move |m: &mut StockMovement| {
+            m.lot = l.into();
+            m.quantity = 2;
+        }
+    };
+    let first = movement(c, &rid(), Receipt, "DC1", "LOTS", lot("L1"))
+        .await
+        .unwrap();
+    let second = movement(c, &rid(), Receipt, "DC1", "LOTS", lot("L2"))
+        .await
+        .unwrap();
+    let third = movement(c, &rid(), Receipt, "DC1", "LOTS", lot("L1"))
+        .await
+        .unwrap();
+    let mut list = async |f: ListMovementsRequest| -> Result<Vec<String>, tonic::Status> {
+        let req = ListMovementsRequest {
+            sku: "LOTS".into(),
+            ..f
+        };
+        let page = c.list_movements(authed("acme", req)).await?.into_inner();
+        Ok(page.movements.into_iter().map(|m| m.movement_id).collect())
+    };
+    let ids = |ms: &[&StockMovement]| -> Vec<String> {
+        ms.iter().map(|m| m.movement_id.clone()).collect()
+    };
+    let of_l1 = ListMovementsRequest {
+        lot: "L1".into(),
+        ..Default::default()
+    };
+    assert_eq!(list(of_l1).await.unwrap(), ids(&[&third, &first]));
+    // From the second's record time (included) to the third's (excluded).
+    let period = ListMovementsRequest {
+        record_time_from: second.record_time,
+        record_time_to: third.record_time,
+        ..Default::default()
+    };
+    assert_eq!(list(period).await.unwrap(), ids(&[&second]));
+    let from_second = ListMovementsRequest {
+        record_time_from: second.record_time,
+        ..Default::default()
+    };
+    assert_eq!(list(from_second).await.unwrap(), ids(&[&third, &second]));
+    let backwards = ListMovementsRequest {
+        record_time_from: third.record_time,
+        record_time_to: first.record_time,
+        ..Default::default()
+    };
+    let err = list(backwards).await.unwrap_err();
+    assert_eq!(fields(&err), ["record_time_to"]);
+}

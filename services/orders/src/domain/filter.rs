@@ -41,22 +41,12 @@ impl OrderFilter {
         if !req.channel.is_empty() {
             v.check("channel", oms_kernel::parse_name(&req.channel, "channels"));
         }
-        let time = |v: &mut Violations, f: &str, t: &Option<prost_types::Timestamp>| {
-            t.as_ref().and_then(|t| {
-                let p = oms_runtime::time::from_timestamp(t);
-                if p.is_none() {
-                    v.add(f, "is not a valid timestamp");
-                }
-                p
-            })
-        };
-        let from = time(&mut v, "create_time_from", &req.create_time_from);
-        let to = time(&mut v, "create_time_to", &req.create_time_to);
-        if let (Some(f), Some(t)) = (from, to)
-            && f >= t
-        {
-            v.add("create_time_to", "must be after create_time_from");
-        }
+        let (from, to) = oms_runtime::time::range(
+            &mut v,
+            "create_time",
+            &req.create_time_from,
+            &req.create_time_to,
+        );
         let filter_hash = oms_kernel::fingerprint(&ListOrdersRequest {
             page_size: 0,
             page_token: String::new(),
