@@ -70,18 +70,48 @@ fn parse_scope(v: &mut Violations, scope: i32, node_ids: &[String], channel: &st
     for (i, n) in node_ids.iter().enumerate() {
         v.check(format!("node_ids[{i}]"), check_node_id(n));
     }
-    match AvailabilityScope::try_from(scope) {
-        Ok(AvailabilityScope::Unspecified | AvailabilityScope::Network) => Scope::Network,
-        Ok(AvailabilityScope::Node) => Scope::Node(node_ids.to_vec()),
-        Ok(AvailabilityScope::Channel) => {
+    // Unset, the scope is the one the request names: a channel or nodes
+    // given under another scope would otherwise be ignored silently.
+    let scope = match AvailabilityScope::try_from(scope) {
+        Ok(AvailabilityScope::Unspecified) if !channel.is_empty() => AvailabilityScope::Channel,
+        Ok(AvailabilityScope::Unspecified) if !node_ids.is_empty() => AvailabilityScope::Node,
+        Ok(AvailabilityScope::Unspecified) => AvailabilityScope::Network,
+        Ok(s) => s,
+        Err(_) => {
+            v.add("scope", "unknown scope");
+            return Scope::Network;
+        }
+    };
+    if !channel.is_empty() && scope != AvailabilityScope::Channel {
+        v.add("channel", "applies to channel scope only");
+    }
+    if !node_ids.is_empty() && scope != AvailabilityScope::Node {
+        v.add("node_ids", "apply to node scope only");
+    }
+    match scope {
+        AvailabilityScope::Node => Scope::Node(node_ids.to_vec()),
+        AvailabilityScope::Channel => {
             v.check("channel", parse_name(channel, "channels"));
             Scope::Channel(channel.to_owned())
         }
-        Err(_) => {
-            v.add("scope", "unknown scope");
-            Scope::Network
+        _ => Scope::Network,
+    }
+}
+
+/// Refuses nodes the tenant cannot see, which would otherwise read as
+/// nodes with nothing available.
+async fn check_nodes(inv: &Inventory, tenant: &Tenant, scope: &Scope) -> Result<()> {
+    let Scope::Node(ids) = scope else {
+        return Ok(());
+    };
+    let known = repo::nodes::visible(&inv.pool, tenant, ids).await?;
+    let mut v = Violations::new();
+    for (i, id) in ids.iter().enumerate() {
+        if !known.contains_key(id) {
+            v.add(format!("node_ids[{i}]"), format!("nodes/{id} not found"));
         }
     }
+    Ok(v.into_result(())?)
 }
 
 pub(super) fn parse_skus(v: &mut Violations, skus: &[String], required: bool) -> Vec<String> {
@@ -109,6 +139,7 @@ pub async fn get(
     let skus = parse_skus(&mut v, &req.skus, true);
     let scope = parse_scope(&mut v, req.scope, &req.node_ids, &req.channel);
     v.into_result(())?;
+    check_nodes(inv, tenant, &scope).await?;
     let feed_cursor = outbox::head(&inv.pool).await?.to_string();
     Ok(GetAvailabilityResponse {
         availabilities: compute(inv, tenant, &skus, &scope).await?,

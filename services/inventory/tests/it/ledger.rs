@@ -394,6 +394,50 @@ async fn safety_stock_and_channel_rules_hold_stock_back() {
         "a network hold is not at any node yet"
     );
     assert_eq!(available(&mut h.client, "acme", "S").await.available, 3);
+
+    // Without a scope, the request's channel or nodes name it; given
+    // under another scope they are refused, not ignored, and so are
+    // nodes the tenant has not got.
+    let mut ask = async |scope: AvailabilityScope, node_ids: &[&str], channel: &str| {
+        let req = GetAvailabilityRequest {
+            skus: vec!["S".into()],
+            scope: scope as i32,
+            node_ids: node_ids.iter().map(|n| n.to_string()).collect(),
+            channel: channel.into(),
+        };
+        h.client.get_availability(authed("acme", req)).await
+    };
+    let unset = AvailabilityScope::Unspecified;
+    let by_channel = ask(unset, &[], "channels/marketplace").await.unwrap();
+    let explicit = ask(AvailabilityScope::Channel, &[], "channels/marketplace")
+        .await
+        .unwrap();
+    assert_eq!(
+        by_channel.get_ref().availabilities,
+        explicit.get_ref().availabilities
+    );
+    assert_eq!(
+        by_channel.get_ref().availabilities[0].channel,
+        "channels/marketplace"
+    );
+    let at_store = ask(unset, &["STORE1"], "").await.unwrap();
+    let a = &at_store.get_ref().availabilities;
+    assert_eq!(
+        (a.len(), a[0].node_id.as_str(), a[0].available),
+        (1, "STORE1", 1)
+    );
+    let err = ask(AvailabilityScope::Network, &["DC1"], "channels/marketplace")
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["channel", "node_ids"]);
+    let err = ask(unset, &["DC1", "DC9"], "").await.unwrap_err();
+    assert_eq!(
+        (err.code(), fields(&err)),
+        (
+            tonic::Code::InvalidArgument,
+            vec!["node_ids[1]".to_string()]
+        )
+    );
 }
 
 #[tokio::test]
