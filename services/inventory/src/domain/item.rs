@@ -38,6 +38,15 @@ pub fn check_fields(v: &mut Violations, item: &Item) {
 }
 
 /// Applies the fields of `update_mask` from `patch` to `current`.
+/// Whether units on hand would be out of reach after a change of
+/// tracking from `before` to `after`: a lot-tracked item's movements
+/// name a lot and others' name none, so either switch leaves the units
+/// where no movement goes; serial numbers turned on leave units without
+/// one, which no shipment can name.
+pub fn strands_stock(before: &Item, after: &Item) -> bool {
+    before.lot_tracked != after.lot_tracked || (after.serial_tracked && !before.serial_tracked)
+}
+
 pub fn apply_update(current: &mut Item, patch: &Item, paths: &[String]) -> Result<(), Violations> {
     let mut v = Violations::new();
     for p in paths {

@@ -259,12 +259,15 @@ pub async fn update_item(
         else {
             return Err(Error::not_found("item", format!("items/{sku}")));
         };
-        let shelf_life = current.min_shelf_life_days;
+        let before = current.clone();
         item::apply_update(&mut current, &patch, &paths)?;
+        if item::strands_stock(&before, &current) {
+            refuse_if_stocked(&mut tx, tenant, &current).await?;
+        }
         let now = Utc::now();
         current.update_time = Some(to_timestamp(now));
         repo::items::update(&mut tx, tenant, &current, now).await?;
-        if current.min_shelf_life_days != shelf_life {
+        if current.min_shelf_life_days != before.min_shelf_life_days {
             super::lot_expiry::restate_item(inv, &mut tx, tenant, &current, rid.as_str()).await?;
         }
         inv.finish(
@@ -278,6 +281,36 @@ pub async fn update_item(
         .await
     })
     .await
+}
+
+/// Refuses a tracking change of an item with units on hand: under the
+/// new tracking no movement could reach them (see
+/// [`item::strands_stock`]). The item is locked, so no movement is under
+/// way.
+async fn refuse_if_stocked(
+    tx: &mut sqlx::PgConnection,
+    tenant: &Tenant,
+    item: &Item,
+) -> Result<()> {
+    let stocked: Vec<String> =
+        repo::stock::on_hand(&mut *tx, tenant, std::slice::from_ref(&item.sku))
+            .await?
+            .into_iter()
+            .filter(|(_, _, q, _)| *q != 0)
+            .map(|(node, _, q, _)| format!("{q} at {node}"))
+            .collect();
+    if stocked.is_empty() {
+        return Ok(());
+    }
+    Err(Error::precondition(
+        "ITEM_HAS_STOCK",
+        item.name.clone(),
+        format!(
+            "{} has units on hand ({}): its lot or serial tracking changes only while it has none; count it to zero, change the tracking, then count or receive the units again",
+            item.sku,
+            stocked.join(", ")
+        ),
+    ))
 }
 
 pub async fn get_item(

@@ -319,3 +319,64 @@ fn fields_of<T>(r: Result<tonic::Response<T>, tonic::Status>) -> Vec<String> {
         }
     }
 }
+
+/// Lot tracking switched on with units outside lots would strand them:
+/// a lot-tracked item's movements must name a lot. So the switch waits
+/// until the item has nothing on hand.
+#[tokio::test]
+async fn tracking_changes_only_while_an_item_has_no_stock() {
+    use MovementKind::{CycleCount, Receipt};
+    let mut h = start().await;
+    let c = &mut h.client;
+    node(c, "acme", "DC-1").await;
+    item(c, "acme", "SKU-1").await;
+    receive(c, "acme", "DC-1", "SKU-1", 4).await;
+    let track_lots = || UpdateItemRequest {
+        request_id: rid(),
+        item: Some(Item {
+            name: "items/SKU-1".into(),
+            lot_tracked: true,
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["lot_tracked".into()],
+        }),
+    };
+    let err = c
+        .update_item(authed("acme", track_lots()))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), reason(&err)),
+        (Code::FailedPrecondition, "ITEM_HAS_STOCK".to_string())
+    );
+    assert!(err.message().contains("(4 at DC-1)"), "{}", err.message());
+    let unchanged = c
+        .get_item(authed(
+            "acme",
+            GetItemRequest {
+                name: "items/SKU-1".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .item
+        .unwrap();
+    assert!(!unchanged.lot_tracked);
+    // Counted to zero, the item takes the change, and its units come back in lots.
+    movement(c, &rid(), CycleCount, "DC-1", "SKU-1", |m| {
+        m.counted_quantity = 0
+    })
+    .await
+    .unwrap();
+    let tracked = c.update_item(authed("acme", track_lots())).await.unwrap();
+    assert!(tracked.into_inner().item.unwrap().lot_tracked);
+    movement(c, &rid(), Receipt, "DC-1", "SKU-1", |m| {
+        m.lot = "L1".into();
+        m.quantity = 4;
+    })
+    .await
+    .unwrap();
+    assert_eq!(available(c, "acme", "SKU-1").await.available, 4);
+}
