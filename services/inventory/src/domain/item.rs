@@ -38,12 +38,19 @@ pub fn check_fields(v: &mut Violations, item: &Item) {
 }
 
 /// Applies the fields of `update_mask` from `patch` to `current`.
-/// Whether units on hand would be out of reach after a change of
-/// tracking from `before` to `after`: a lot-tracked item's movements
-/// name a lot and others' name none, so either switch leaves the units
-/// where no movement goes; serial numbers turned on leave units without
-/// one, which no shipment can name.
-pub fn strands_stock(before: &Item, after: &Item) -> bool {
+/// Whether units in `lot` that movements reach under `before` are out of
+/// their reach under `after`: a lot-tracked item's movements name a lot
+/// and others' name none, and once serial numbers are on, a shipment
+/// names one per unit, which units received without any lack. (Units a
+/// change brings back into reach, such as lot-less units of a lot-tracked
+/// item switched back, are not stranded.)
+pub fn strands(before: &Item, after: &Item, lot: &str) -> bool {
+    let reachable = |item: &Item| item.lot_tracked != lot.is_empty();
+    (reachable(before) && !reachable(after)) || (after.serial_tracked && !before.serial_tracked)
+}
+
+/// Whether a change may strand units at all (see [`strands`]).
+pub fn tracking_changed(before: &Item, after: &Item) -> bool {
     before.lot_tracked != after.lot_tracked || (after.serial_tracked && !before.serial_tracked)
 }
 
@@ -64,4 +71,31 @@ pub fn apply_update(current: &mut Item, patch: &Item, paths: &[String]) -> Resul
     }
     check_fields(&mut v, current);
     v.into_result(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tracking_change_strands_what_it_puts_out_of_reach() {
+        let plain = Item::default();
+        let lots = Item {
+            lot_tracked: true,
+            ..Default::default()
+        };
+        let serials = Item {
+            serial_tracked: true,
+            ..Default::default()
+        };
+        assert!(strands(&plain, &lots, ""));
+        assert!(strands(&lots, &plain, "L1"));
+        // Lot-less units of a lot-tracked item (stranded already) come
+        // back when lots are switched off.
+        assert!(!strands(&lots, &plain, ""));
+        assert!(strands(&plain, &serials, ""));
+        assert!(!strands(&serials, &plain, ""));
+        assert!(!tracking_changed(&serials, &plain));
+        assert!(tracking_changed(&lots, &plain));
+    }
 }

@@ -261,8 +261,8 @@ pub async fn update_item(
         };
         let before = current.clone();
         item::apply_update(&mut current, &patch, &paths)?;
-        if item::strands_stock(&before, &current) {
-            refuse_if_stocked(&mut tx, tenant, &current).await?;
+        if item::tracking_changed(&before, &current) {
+            refuse_stranding(&mut tx, tenant, &before, &current).await?;
         }
         let now = Utc::now();
         current.update_time = Some(to_timestamp(now));
@@ -283,32 +283,34 @@ pub async fn update_item(
     .await
 }
 
-/// Refuses a tracking change of an item with units on hand: under the
-/// new tracking no movement could reach them (see
-/// [`item::strands_stock`]). The item is locked, so no movement is under
-/// way.
-async fn refuse_if_stocked(
+/// Refuses a tracking change that would put units on hand out of every
+/// movement's reach ([`item::strands`]). The item is locked, so no
+/// movement is under way.
+async fn refuse_stranding(
     tx: &mut sqlx::PgConnection,
     tenant: &Tenant,
-    item: &Item,
+    before: &Item,
+    after: &Item,
 ) -> Result<()> {
-    let stocked: Vec<String> =
-        repo::stock::on_hand(&mut *tx, tenant, std::slice::from_ref(&item.sku))
-            .await?
-            .into_iter()
-            .filter(|(_, _, q, _)| *q != 0)
-            .map(|(node, _, q, _)| format!("{q} at {node}"))
-            .collect();
-    if stocked.is_empty() {
+    let stranded: Vec<String> = repo::stock::lots_on_hand(&mut *tx, tenant, &after.sku)
+        .await?
+        .into_iter()
+        .filter(|(_, lot, _)| item::strands(before, after, lot))
+        .map(|(node, lot, q)| match lot.as_str() {
+            "" => format!("{q} at {node}"),
+            lot => format!("{q} at {node} in lot {lot}"),
+        })
+        .collect();
+    if stranded.is_empty() {
         return Ok(());
     }
     Err(Error::precondition(
         "ITEM_HAS_STOCK",
-        item.name.clone(),
+        after.name.clone(),
         format!(
-            "{} has units on hand ({}): its lot or serial tracking changes only while it has none; count it to zero, change the tracking, then count or receive the units again",
-            item.sku,
-            stocked.join(", ")
+            "{} has units on hand ({}) that no movement could reach under the new tracking; count them to zero, change the tracking, then count or receive them again",
+            after.sku,
+            stranded.join(", ")
         ),
     ))
 }
