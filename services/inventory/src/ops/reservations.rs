@@ -5,6 +5,7 @@
 use super::movements::Origin;
 use super::{Begin, Inventory, emit, now_ms};
 use crate::domain::reservation::{NewReservation, parse_entries};
+use crate::domain::{check_node_id, check_sku};
 use crate::error::{Error, Result};
 use crate::gate::{
     self, ChannelLimit, Gate, GateError, Holds, Line, Op, ReserveItem, ReserveOutcome, Short,
@@ -626,13 +627,24 @@ pub async fn list(
             _ => v.add(format!("states[{i}]"), "unknown reservation state"),
         }
     }
+    if !req.sku.is_empty() {
+        v.check("sku", check_sku(&req.sku));
+    }
+    if !req.node_id.is_empty() {
+        v.check("node_id", check_node_id(&req.node_id));
+    }
     v.into_result(())?;
     let reference = (!req.reference.is_empty()).then_some(req.reference.as_str());
+    let holding = repo::reservations::Holding {
+        sku: (!req.sku.is_empty()).then_some(req.sku.as_str()),
+        node: (!req.node_id.is_empty()).then_some(req.node_id.as_str()),
+    };
     let rows = repo::reservations::list(
         &inv.pool,
         tenant,
         &states,
         reference,
+        holding,
         paging.after.clone(),
         paging.fetch(),
     )

@@ -209,11 +209,19 @@ pub async fn get(
     doc.as_deref().map(decode).transpose()
 }
 
+/// Reservations holding units of a SKU and/or at a node.
+#[derive(Default)]
+pub struct Holding<'a> {
+    pub sku: Option<&'a str>,
+    pub node: Option<&'a str>,
+}
+
 pub async fn list(
     db: impl PgExecutor<'_>,
     tenant: &Tenant,
     states: &[&str],
     reference: Option<&str>,
+    holding: Holding<'_>,
     after: Option<(DateTime<Utc>, String)>,
     limit: i64,
 ) -> sqlx::Result<Vec<(DateTime<Utc>, Reservation)>> {
@@ -226,6 +234,21 @@ pub async fn list(
     }
     if let Some(r) = reference {
         q.push(" AND reference = ").push_bind(r.to_owned());
+    }
+    if holding.sku.is_some() || holding.node.is_some() {
+        // Only live reservations hold units (and the partial indexes of
+        // active and confirmed ones spare a scan of finished ones).
+        q.push(
+            " AND state IN ('active', 'confirmed') AND EXISTS (SELECT 1 FROM
+             UNNEST(hold_skus, hold_nodes, hold_units) AS h(sku, node_id, held) WHERE h.held > 0",
+        );
+        if let Some(sku) = holding.sku {
+            q.push(" AND h.sku = ").push_bind(sku.to_owned());
+        }
+        if let Some(node) = holding.node {
+            q.push(" AND h.node_id = ").push_bind(node.to_owned());
+        }
+        q.push(")");
     }
     if let Some((t, id)) = after {
         q.push(" AND (create_time, reservation_id) < (")

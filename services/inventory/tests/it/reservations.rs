@@ -1083,3 +1083,42 @@ async fn shipments_consume_by_lot_and_serial_number() {
     let a = available(c, "acme", "PH").await;
     assert_eq!((a.on_hand, a.reserved, a.available), (1, 0, 1));
 }
+
+/// Which reservations hold a SKU, or hold at a node: what an operator
+/// looks for when stock under reservations was found short or expired.
+#[tokio::test]
+async fn reservations_are_listed_by_what_they_hold_and_where() {
+    let mut h = start().await;
+    stocked(&mut h, &[("A", 10), ("B", 10)]).await;
+    node(&mut h.client, "acme", "DC2").await;
+    receive(&mut h.client, "acme", "DC2", "B", 5).await;
+    let c = &mut h.client;
+    confirmed_at_dc1(c, "at-dc1", "A", 2).await;
+    reserve(c, "acme", "anywhere", vec![line("A", "", 1)])
+        .await
+        .unwrap();
+    reserve(c, "acme", "b-at-dc2", vec![line("B", "DC2", 1)])
+        .await
+        .unwrap();
+    confirmed_at_dc1(c, "released", "A", 1).await;
+    release_all(c, "released").await.unwrap();
+    let mut ids = async |sku: &str, node: &str| -> Result<Vec<String>, tonic::Status> {
+        let req = ListReservationsRequest {
+            sku: sku.into(),
+            node_id: node.into(),
+            ..Default::default()
+        };
+        let page = c.list_reservations(authed("acme", req)).await?.into_inner();
+        Ok(page
+            .reservations
+            .into_iter()
+            .map(|r| r.reservation_id)
+            .collect())
+    };
+    assert_eq!(ids("A", "").await.unwrap(), ["anywhere", "at-dc1"]);
+    assert_eq!(ids("A", "DC1").await.unwrap(), ["at-dc1"]);
+    assert_eq!(ids("", "DC2").await.unwrap(), ["b-at-dc2"]);
+    assert_eq!(ids("B", "DC1").await.unwrap(), Vec::<String>::new());
+    let err = ids("bad sku", "").await.unwrap_err();
+    assert_eq!(fields(&err), ["sku"]);
+}
