@@ -225,9 +225,27 @@ pub async fn list(
     after: Option<(DateTime<Utc>, String)>,
     limit: i64,
 ) -> sqlx::Result<Vec<(DateTime<Utc>, Reservation)>> {
-    let mut q: QueryBuilder<Postgres> =
-        QueryBuilder::new("SELECT create_time, doc FROM reservations WHERE tenant = ");
-    q.push_bind(tenant.as_str().to_owned());
+    let holds = holding.sku.is_some() || holding.node.is_some();
+    let mut q: QueryBuilder<Postgres> = QueryBuilder::new("SELECT create_time, doc FROM ");
+    if holds {
+        // Only live reservations hold units: read them through the partial
+        // indexes of active and confirmed ones (one each: Postgres uses
+        // neither for `state IN (...)`), not through the tenant's history
+        // (a million finished reservations: 5 ms instead of 230). The
+        // states are literals: a bound one would let a generic plan skip
+        // the partial indexes.
+        for (i, state) in ["'active'", "'confirmed'"].into_iter().enumerate() {
+            q.push(if i == 0 { "(" } else { " UNION ALL " })
+                .push("SELECT * FROM reservations WHERE state = ")
+                .push(state)
+                .push(" AND tenant = ")
+                .push_bind(tenant.as_str().to_owned());
+        }
+        q.push(") r WHERE true");
+    } else {
+        q.push("reservations WHERE tenant = ")
+            .push_bind(tenant.as_str().to_owned());
+    }
     if !states.is_empty() {
         let s: Vec<String> = states.iter().map(|s| s.to_string()).collect();
         q.push(" AND state = ANY(").push_bind(s).push(")");
@@ -235,12 +253,10 @@ pub async fn list(
     if let Some(r) = reference {
         q.push(" AND reference = ").push_bind(r.to_owned());
     }
-    if holding.sku.is_some() || holding.node.is_some() {
-        // Only live reservations hold units (and the partial indexes of
-        // active and confirmed ones spare a scan of finished ones).
+    if holds {
         q.push(
-            " AND state IN ('active', 'confirmed') AND EXISTS (SELECT 1 FROM
-             UNNEST(hold_skus, hold_nodes, hold_units) AS h(sku, node_id, held) WHERE h.held > 0",
+            " AND EXISTS (SELECT 1 FROM UNNEST(hold_skus, hold_nodes, hold_units)
+             AS h(sku, node_id, held) WHERE h.held > 0",
         );
         if let Some(sku) = holding.sku {
             q.push(" AND h.sku = ").push_bind(sku.to_owned());
