@@ -695,39 +695,7 @@ async fn a_partial_plan_ships_what_it_can_and_the_backordered_rest_later() {
 async fn the_warehouse_ships_from_the_lot_inventory_promised() {
     let suite = Suite::start().await;
     let mut stock = suite.stock(T, &[]).await;
-    let milk = inv::Item {
-        sku: "MILK".into(),
-        lot_tracked: true,
-        expiry_tracked: true,
-        min_shelf_life_days: 30,
-        ..Default::default()
-    };
-    let item = inv::CreateItemRequest {
-        request_id: oms_e2e::rid(),
-        item: Some(milk),
-    };
-    stock.create_item(authed(T, item)).await.unwrap();
-    let in_days = |d: i64| {
-        (chrono::Utc::now().date_naive() + chrono::Duration::days(d))
-            .format("%Y-%m-%d")
-            .to_string()
-    };
-    for (lot, days, units) in [("OLD", 10, 5), ("NEW", 90, 3)] {
-        let receipt = inv::StockMovement {
-            kind: inv::MovementKind::Receipt as i32,
-            node_id: "DC1".into(),
-            sku: "MILK".into(),
-            lot: lot.into(),
-            expiry_date: in_days(days),
-            quantity: units,
-            ..Default::default()
-        };
-        let req = inv::RecordMovementRequest {
-            request_id: oms_e2e::rid(),
-            movement: Some(receipt),
-        };
-        stock.record_movement(authed(T, req)).await.unwrap();
-    }
+    lots_at_dc1(&mut stock, "MILK", 30, &[("OLD", 10, 5), ("NEW", 90, 3)]).await;
     let _wms = warehouse(&suite, "DC1", 0.0);
     let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
     let mut feed = suite.order_events(T).await;
@@ -771,4 +739,89 @@ async fn the_warehouse_ships_from_the_lot_inventory_promised() {
         .levels;
     let lots: Vec<(&str, i64)> = levels.iter().map(|l| (l.lot.as_str(), l.on_hand)).collect();
     assert_eq!(lots, [("NEW", 1), ("OLD", 5)]);
+}
+
+/// Two orders picked at once at one warehouse take different lots: the
+/// units the first picked are still on hand in inventory until its
+/// shipment is consumed, and the second must not pick them again (its
+/// shipment's consumption would be refused, leaving the record off).
+#[tokio::test]
+async fn two_orders_picked_at_once_take_different_lots() {
+    let suite = Suite::start().await;
+    let mut stock = suite.stock(T, &[]).await;
+    lots_at_dc1(
+        &mut stock,
+        "CHEESE",
+        0,
+        &[("SOON", 20, 1), ("LATER", 60, 1)],
+    )
+    .await;
+    // Slow steps: both orders are picked before either ships.
+    let _wms = warehouse_pacing(&suite, "DC1", 0.0, Duration::from_millis(300));
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let (mut first_feed, mut second_feed) =
+        (suite.order_events(T).await, suite.order_events(T).await);
+    let first = create(&mut orders, "cheese-1", &[("CHEESE", 1)]).await;
+    let second = create(&mut orders, "cheese-2", &[("CHEESE", 1)]).await;
+    until_state(&mut first_feed, &first.name, OrderState::Delivered).await;
+    until_state(&mut second_feed, &second.name, OrderState::Delivered).await;
+    let levels = stock
+        .list_stock_levels(authed(
+            T,
+            inv::ListStockLevelsRequest {
+                skus: vec!["CHEESE".into()],
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .levels;
+    let lots: Vec<(&str, i64)> = levels.iter().map(|l| (l.lot.as_str(), l.on_hand)).collect();
+    assert_eq!(lots, [("LATER", 0), ("SOON", 0)]);
+}
+
+/// The date `d` days from today (UTC).
+fn in_days(d: i64) -> String {
+    (chrono::Utc::now().date_naive() + chrono::Duration::days(d))
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+/// `sku`, kept in lots with expiry and `shelf_life` days of minimum shelf
+/// life, received at DC1 as `(lot, expiring in days, units)`.
+async fn lots_at_dc1(
+    stock: &mut InventoryServiceClient<Channel>,
+    sku: &str,
+    shelf_life: i32,
+    lots: &[(&str, i64, i64)],
+) {
+    let item = inv::Item {
+        sku: sku.into(),
+        lot_tracked: true,
+        expiry_tracked: true,
+        min_shelf_life_days: shelf_life,
+        ..Default::default()
+    };
+    let req = inv::CreateItemRequest {
+        request_id: oms_e2e::rid(),
+        item: Some(item),
+    };
+    stock.create_item(authed(T, req)).await.unwrap();
+    for (lot, days, units) in lots {
+        let receipt = inv::StockMovement {
+            kind: inv::MovementKind::Receipt as i32,
+            node_id: "DC1".into(),
+            sku: sku.into(),
+            lot: lot.to_string(),
+            expiry_date: in_days(*days),
+            quantity: *units,
+            ..Default::default()
+        };
+        let req = inv::RecordMovementRequest {
+            request_id: oms_e2e::rid(),
+            movement: Some(receipt),
+        };
+        stock.record_movement(authed(T, req)).await.unwrap();
+    }
 }

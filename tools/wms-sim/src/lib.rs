@@ -10,7 +10,10 @@
 //! (`inventory_url`), it picks lot-kept stock as a warehouse does: first
 //! expiring first, among the node's lots not expired and expiring no
 //! earlier than a line's `min_expiry_date`, one shipped line per lot, and
-//! reports what those lots cannot cover as short-picked.
+//! reports what those lots cannot cover as short-picked. Units a walk
+//! under way picked are not picked again by another (inventory counts
+//! them until their shipment is consumed): each walk's picks are held
+//! back until it ends, a step after its shipment was reported.
 //!
 //! Event ids are derived from the fulfillment order and the step, so a
 //! simulator restarted from sequence 0 replays the same events and the
@@ -72,6 +75,36 @@ type Outbox = mpsc::Sender<ConnectAdapterRequest>;
 struct Shared {
     stages: Mutex<HashMap<String, Stage>>,
     rng: Mutex<StdRng>,
+    /// Units of each lot (node, SKU, lot) that walks under way picked:
+    /// inventory still counts them on hand until their shipment is
+    /// consumed, so a second walk must not pick them again.
+    picked: Mutex<HashMap<LotKey, i64>>,
+    /// Taken for a whole pick (read the lots, choose, count the choice),
+    /// so two walks never choose from the same reading.
+    picking: tokio::sync::Mutex<()>,
+}
+
+type LotKey = (String, String, String);
+
+/// A walk's picks, counted in [`Shared::picked`] until the walk ends (by
+/// then its shipment has been reported a step earlier, and consumed).
+struct Picks {
+    shared: Arc<Shared>,
+    lots: Vec<(LotKey, i64)>,
+}
+
+impl Drop for Picks {
+    fn drop(&mut self) {
+        let mut picked = self.shared.picked.lock().unwrap_or_else(|e| e.into_inner());
+        for (key, units) in &self.lots {
+            if let Some(n) = picked.get_mut(key) {
+                *n -= units;
+                if *n <= 0 {
+                    picked.remove(key);
+                }
+            }
+        }
+    }
 }
 
 impl Sim {
@@ -80,6 +113,8 @@ impl Sim {
         let shared = Arc::new(Shared {
             stages: Mutex::new(HashMap::new()),
             rng: Mutex::new(StdRng::seed_from_u64(self.seed)),
+            picked: Mutex::new(HashMap::new()),
+            picking: tokio::sync::Mutex::new(()),
         });
         let mut last = 0i64;
         let mut backoff = Duration::from_millis(200);
@@ -319,13 +354,14 @@ impl Picker {
     /// inventory delays the work rather than dropping it.
     async fn pick_when_possible(
         &self,
+        picks: &mut Picks,
         node: &str,
         line: &FulfillmentLine,
         units: i64,
     ) -> (Vec<ShippedLine>, i64) {
         let mut backoff = Duration::from_millis(200);
         loop {
-            match self.pick(node, line, units).await {
+            match self.pick(picks, node, line, units).await {
                 Ok(picked) => return picked,
                 Err(e) => {
                     tracing::warn!(error = %e, fulfillment_order_line = %line.line_id, "cannot read the node's lots; picking again");
@@ -338,13 +374,17 @@ impl Picker {
 
     /// What to ship of `units` of a line at `node`: one line per lot,
     /// first expiring first (undated lots last), and the units no lot
-    /// covers. A SKU not kept in lots ships as it is.
+    /// covers. A SKU not kept in lots ships as it is. Units other walks
+    /// picked are not there to pick; what this one picks is counted in
+    /// `picks`.
     async fn pick(
         &self,
+        picks: &mut Picks,
         node: &str,
         line: &FulfillmentLine,
         units: i64,
     ) -> anyhow::Result<(Vec<ShippedLine>, i64)> {
+        let _one_at_a_time = picks.shared.picking.lock().await;
         let levels = self
             .0
             .clone()
@@ -384,11 +424,23 @@ impl Picker {
         });
         let mut left = units;
         let mut out = Vec::new();
+        let mut picked = picks
+            .shared
+            .picked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         for l in lots {
             if left == 0 {
                 break;
             }
-            let take = left.min(l.on_hand);
+            let key = (node.to_owned(), line.sku.clone(), l.lot.clone());
+            let taken = picked.entry(key.clone()).or_default();
+            let take = left.min(l.on_hand - *taken);
+            if take <= 0 {
+                continue;
+            }
+            *taken += take;
+            picks.lots.push((key, take));
             out.push(shipped(&l.lot, take));
             left -= take;
         }
@@ -440,6 +492,11 @@ impl Walk {
         self.send("accepted", Ev::Accepted(OrderAccepted {}))
             .await?;
         self.send("picking", Ev::Picking(PickingStarted {})).await?;
+        // Held until the walk ends, whichever way.
+        let mut picks = Picks {
+            shared: self.shared.clone(),
+            lots: Vec::new(),
+        };
         let mut lines: Vec<ShippedLine> = Vec::new();
         let mut missing: Vec<ShippedLine> = Vec::new();
         for l in &self.fo.lines {
@@ -449,7 +506,9 @@ impl Walk {
             }
             match &self.picker {
                 Some(p) if l.lot.is_empty() && l.serial_numbers.is_empty() => {
-                    let (picked, short) = p.pick_when_possible(&self.fo.node_id, l, units).await;
+                    let (picked, short) = p
+                        .pick_when_possible(&mut picks, &self.fo.node_id, l, units)
+                        .await;
                     lines.extend(picked);
                     if short > 0 {
                         missing.push(ShippedLine {
