@@ -781,6 +781,79 @@ async fn two_orders_picked_at_once_take_different_lots() {
     assert_eq!(lots, [("LATER", 0), ("SOON", 0)]);
 }
 
+/// A serial-tracked item ships with a serial number per unit, ones the
+/// warehouse has on hand, and those leave the node in inventory.
+#[tokio::test]
+async fn the_warehouse_ships_serial_numbers_it_has_on_hand() {
+    let suite = Suite::start().await;
+    let mut stock = suite.stock(T, &[]).await;
+    let item = inv::Item {
+        sku: "PHONE".into(),
+        serial_tracked: true,
+        ..Default::default()
+    };
+    let req = inv::CreateItemRequest {
+        request_id: oms_e2e::rid(),
+        item: Some(item),
+    };
+    stock.create_item(authed(T, req)).await.unwrap();
+    let receipt = inv::StockMovement {
+        kind: inv::MovementKind::Receipt as i32,
+        node_id: "DC1".into(),
+        sku: "PHONE".into(),
+        quantity: 3,
+        serial_numbers: vec!["P1".into(), "P2".into(), "P3".into()],
+        ..Default::default()
+    };
+    let req = inv::RecordMovementRequest {
+        request_id: oms_e2e::rid(),
+        movement: Some(receipt),
+    };
+    stock.record_movement(authed(T, req)).await.unwrap();
+    let _wms = warehouse(&suite, "DC1", 0.0);
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = suite.order_events(T).await;
+    let order = create(&mut orders, "phone-1", &[("PHONE", 2)]).await;
+    until_state(&mut feed, &order.name, OrderState::Delivered).await;
+    let mut work = FulfillmentServiceClient::new(suite.channel(Service::Fulfillment));
+    let list = ListFulfillmentOrdersRequest {
+        order: order.name.clone(),
+        ..Default::default()
+    };
+    let fos = work
+        .list_fulfillment_orders(authed(T, list))
+        .await
+        .unwrap()
+        .into_inner()
+        .fulfillment_orders;
+    let shipped: Vec<String> = fos[0].shipments[0]
+        .lines
+        .iter()
+        .flat_map(|l| l.serial_numbers.clone())
+        .collect();
+    assert_eq!(shipped.len(), 2, "{shipped:?}");
+    let list = inv::ListSerialNumbersRequest {
+        sku: "PHONE".into(),
+        node_id: "DC1".into(),
+        ..Default::default()
+    };
+    let left: Vec<String> = stock
+        .list_serial_numbers(authed(T, list))
+        .await
+        .unwrap()
+        .into_inner()
+        .serial_numbers
+        .into_iter()
+        .map(|s| s.serial_number)
+        .collect();
+    assert_eq!(left.len(), 1);
+    assert!(
+        !shipped.contains(&left[0]),
+        "{left:?} shipped as {shipped:?}"
+    );
+    assert_eq!(on_hand(&mut stock, "PHONE").await, [("DC1".to_string(), 1)]);
+}
+
 /// The date `d` days from today (UTC).
 fn in_days(d: i64) -> String {
     (chrono::Utc::now().date_naive() + chrono::Duration::days(d))

@@ -10,7 +10,9 @@
 //! (`inventory_url`), it picks lot-kept stock as a warehouse does: first
 //! expiring first, among the node's lots not expired and expiring no
 //! earlier than a line's `min_expiry_date`, one shipped line per lot, and
-//! reports what those lots cannot cover as short-picked. Units a walk
+//! reports what those lots cannot cover as short-picked; a
+//! serial-tracked item ships serial numbers inventory has on hand there,
+//! one per unit. Units a walk
 //! under way picked are not picked again by another (inventory counts
 //! them until their shipment is consumed): each walk's picks are held
 //! back until it ends, a step after its shipment was reported.
@@ -28,14 +30,15 @@ use oms_proto::fulfillment::{
     fulfillment_service_client::FulfillmentServiceClient, status_event::Kind as Ev,
 };
 use oms_proto::inventory::{
-    ListStockLevelsRequest, StockLevel, inventory_service_client::InventoryServiceClient,
+    ListSerialNumbersRequest, ListStockLevelsRequest, StockLevel,
+    inventory_service_client::InventoryServiceClient,
 };
 use oms_runtime::{
     auth::TokenIssuer,
     client::{self, Outbound},
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -75,34 +78,46 @@ type Outbox = mpsc::Sender<ConnectAdapterRequest>;
 struct Shared {
     stages: Mutex<HashMap<String, Stage>>,
     rng: Mutex<StdRng>,
-    /// Units of each lot (node, SKU, lot) that walks under way picked:
-    /// inventory still counts them on hand until their shipment is
-    /// consumed, so a second walk must not pick them again.
-    picked: Mutex<HashMap<LotKey, i64>>,
+    /// What walks under way picked: inventory still counts it on hand
+    /// until its shipment is consumed, so a second walk must not pick it
+    /// again.
+    picked: Mutex<Tally>,
     /// Taken for a whole pick (read the lots, choose, count the choice),
     /// so two walks never choose from the same reading.
     picking: tokio::sync::Mutex<()>,
 }
 
-type LotKey = (String, String, String);
+/// (node, SKU, lot) or (node, SKU, serial number).
+type Key = (String, String, String);
+
+/// Units picked per lot, and serial numbers picked.
+#[derive(Default)]
+struct Tally {
+    lots: HashMap<Key, i64>,
+    serials: HashSet<Key>,
+}
 
 /// A walk's picks, counted in [`Shared::picked`] until the walk ends (by
 /// then its shipment has been reported a step earlier, and consumed).
 struct Picks {
     shared: Arc<Shared>,
-    lots: Vec<(LotKey, i64)>,
+    lots: Vec<(Key, i64)>,
+    serials: Vec<Key>,
 }
 
 impl Drop for Picks {
     fn drop(&mut self) {
         let mut picked = self.shared.picked.lock().unwrap_or_else(|e| e.into_inner());
         for (key, units) in &self.lots {
-            if let Some(n) = picked.get_mut(key) {
+            if let Some(n) = picked.lots.get_mut(key) {
                 *n -= units;
                 if *n <= 0 {
-                    picked.remove(key);
+                    picked.lots.remove(key);
                 }
             }
+        }
+        for key in &self.serials {
+            picked.serials.remove(key);
         }
     }
 }
@@ -113,7 +128,7 @@ impl Sim {
         let shared = Arc::new(Shared {
             stages: Mutex::new(HashMap::new()),
             rng: Mutex::new(StdRng::seed_from_u64(self.seed)),
-            picked: Mutex::new(HashMap::new()),
+            picked: Mutex::new(Tally::default()),
             picking: tokio::sync::Mutex::new(()),
         });
         let mut last = 0i64;
@@ -373,10 +388,11 @@ impl Picker {
     }
 
     /// What to ship of `units` of a line at `node`: one line per lot,
-    /// first expiring first (undated lots last), and the units no lot
-    /// covers. A SKU not kept in lots ships as it is. Units other walks
-    /// picked are not there to pick; what this one picks is counted in
-    /// `picks`.
+    /// first expiring first (undated lots last), naming a serial number
+    /// per unit of a serial-tracked item, and the units no lot covers. A
+    /// SKU kept neither in lots nor by serial number ships as it is.
+    /// What other walks picked is not there to pick; what this one picks
+    /// is counted in `picks`.
     async fn pick(
         &self,
         picks: &mut Picks,
@@ -397,15 +413,28 @@ impl Picker {
             .await?
             .into_inner()
             .levels;
-        let shipped = |lot: &str, quantity: i64| ShippedLine {
+        // Only serial-tracked items have serial numbers on hand.
+        let serials = self
+            .0
+            .clone()
+            .list_serial_numbers(ListSerialNumbersRequest {
+                sku: line.sku.clone(),
+                node_id: node.into(),
+                page_size: 1000,
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .serial_numbers;
+        let shipped = |lot: &str, quantity: i64, serial_numbers: Vec<String>| ShippedLine {
             line_id: line.line_id.clone(),
             sku: line.sku.clone(),
             quantity,
             lot: lot.into(),
-            serial_numbers: Vec::new(),
+            serial_numbers,
         };
-        if levels.iter().all(|l| l.lot.is_empty()) {
-            return Ok((vec![shipped("", units)], 0));
+        if serials.is_empty() && levels.iter().all(|l| l.lot.is_empty()) {
+            return Ok((vec![shipped("", units, vec![])], 0));
         }
         let fresh = |l: &StockLevel| {
             l.on_hand > 0
@@ -434,14 +463,31 @@ impl Picker {
                 break;
             }
             let key = (node.to_owned(), line.sku.clone(), l.lot.clone());
-            let taken = picked.entry(key.clone()).or_default();
-            let take = left.min(l.on_hand - *taken);
+            let free = l.on_hand - picked.lots.get(&key).copied().unwrap_or(0);
+            let mut take = left.min(free);
+            let mut chosen = Vec::new();
+            if !serials.is_empty() {
+                let serial_key = |s: &str| (node.to_owned(), line.sku.clone(), s.to_owned());
+                chosen = serials
+                    .iter()
+                    .filter(|s| {
+                        s.lot == l.lot && !picked.serials.contains(&serial_key(&s.serial_number))
+                    })
+                    .take(take.max(0) as usize)
+                    .map(|s| s.serial_number.clone())
+                    .collect();
+                take = chosen.len() as i64;
+                for s in &chosen {
+                    picked.serials.insert(serial_key(s));
+                    picks.serials.push(serial_key(s));
+                }
+            }
             if take <= 0 {
                 continue;
             }
-            *taken += take;
+            *picked.lots.entry(key.clone()).or_default() += take;
             picks.lots.push((key, take));
-            out.push(shipped(&l.lot, take));
+            out.push(shipped(&l.lot, take, chosen));
             left -= take;
         }
         Ok((out, left))
@@ -496,6 +542,7 @@ impl Walk {
         let mut picks = Picks {
             shared: self.shared.clone(),
             lots: Vec::new(),
+            serials: Vec::new(),
         };
         let mut lines: Vec<ShippedLine> = Vec::new();
         let mut missing: Vec<ShippedLine> = Vec::new();
@@ -528,7 +575,8 @@ impl Walk {
                 }),
             }
         }
-        // A simulated short pick takes one unit of the first line.
+        // A simulated short pick takes one unit of the first line (and
+        // its serial number, if it names them).
         if short && let Some(first) = lines.first_mut() {
             missing.push(ShippedLine {
                 quantity: 1,
@@ -537,6 +585,7 @@ impl Walk {
                 ..first.clone()
             });
             first.quantity -= 1;
+            first.serial_numbers.pop();
         }
         if !missing.is_empty() {
             self.send(
