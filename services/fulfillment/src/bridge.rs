@@ -50,7 +50,9 @@ pub struct Progress {
     pub acked: AtomicI64,
     /// When the adapter last sent anything.
     heard_at: Mutex<Instant>,
-    /// When the acknowledgement last moved (or commands were resent).
+    /// When the acknowledgement last moved, commands were resent, or
+    /// commands went out with none outstanding: the start of the wait the
+    /// resend check measures.
     acked_at: Mutex<Instant>,
     /// Signalled on every acknowledgement.
     ack: Notify,
@@ -260,6 +262,12 @@ impl Session {
                     _ = tokio::time::sleep(POLL) => {}
                 }
                 continue;
+            }
+            if cursor == p.acked.load(Ordering::Acquire) {
+                // Nothing was outstanding: the wait for an acknowledgement
+                // starts now, not at the last one (minutes ago on a quiet
+                // stream, which resent every command at once).
+                p.acked_now();
             }
             for c in commands {
                 let seq = c.sequence;

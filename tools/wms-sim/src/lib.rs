@@ -251,8 +251,11 @@ impl Sim {
         picker: &Option<Picker>,
     ) {
         {
+            // Commands arrive at least once: a release of work already
+            // walked, or being walked, is a repeat. (A second walk would
+            // pick again, and short-pick what the first one holds.)
             let mut stages = shared.stages.lock().unwrap_or_else(|e| e.into_inner());
-            if stages.get(&fo.name).is_some_and(|s| *s >= Stage::Done) {
+            if stages.contains_key(&fo.name) {
                 return;
             }
             stages.insert(fo.name.clone(), Stage::Taken);
@@ -272,12 +275,19 @@ impl Sim {
             picker: picker.clone(),
         };
         let session = session.clone();
+        let (shared, name) = (shared.clone(), walk.fo.name.clone());
         tokio::spawn(async move {
             tokio::select! {
                 r = walk.run(reject, short) => if let Err(e) = r {
                     tracing::debug!(error = %e, "walk stopped; the work comes again after reconnecting");
                 },
                 _ = session.cancelled() => {}
+            }
+            // A walk that stopped half way is walked again when its
+            // command comes again (after reconnecting).
+            let mut stages = shared.stages.lock().unwrap_or_else(|e| e.into_inner());
+            if matches!(stages.get(&name), Some(Stage::Taken | Stage::Packed)) {
+                stages.remove(&name);
             }
         });
     }
@@ -650,4 +660,69 @@ fn status(fo: &str, node: &str, step: &str, ev: Ev) -> ConnectAdapterRequest {
         occur_time: None,
         kind: Some(ev),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oms_runtime::{Config, Service};
+
+    /// A release that comes twice (commands arrive at least once) is
+    /// walked once.
+    #[tokio::test]
+    async fn a_repeated_release_is_walked_once() {
+        let cfg = Config::from_lookup(Service::Fulfillment, |_| None).unwrap();
+        let sim = Sim {
+            url: String::new(),
+            tenant: Tenant::parse("acme").unwrap(),
+            issuer: TokenIssuer::new(&cfg.auth),
+            adapter_id: "sim".into(),
+            nodes: vec!["DC1".into()],
+            step: Duration::from_millis(1),
+            reject_rate: 0.0,
+            short_pick_rate: 0.0,
+            seed: 1,
+            inventory_url: None,
+        };
+        let shared = Arc::new(Shared {
+            stages: Mutex::new(HashMap::new()),
+            rng: Mutex::new(StdRng::seed_from_u64(1)),
+            picked: Mutex::new(Tally::default()),
+            picking: tokio::sync::Mutex::new(()),
+        });
+        let fo = FulfillmentOrder {
+            name: "fulfillmentOrders/1".into(),
+            node_id: "DC1".into(),
+            lines: vec![FulfillmentLine {
+                line_id: "1".into(),
+                sku: "A".into(),
+                quantity: 1,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let (tx, mut rx) = mpsc::channel(64);
+        let session = CancellationToken::new();
+        sim.take(&shared, fo.clone(), &tx, &session, &None);
+        sim.take(&shared, fo, &tx, &session, &None);
+        let mut steps = Vec::new();
+        while steps.last().map(String::as_str) != Some("delivered") {
+            let Some(In::Status(ev)) = rx.recv().await.and_then(|m| m.message) else {
+                panic!("a status event");
+            };
+            steps.push(
+                ev.event_id
+                    .rsplit(':')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
+        }
+        // Both walks would have reported by now; the channel holds nothing more.
+        assert!(rx.try_recv().is_err(), "a second walk reported");
+        assert_eq!(
+            steps,
+            ["accepted", "picking", "packed", "shipped", "delivered"]
+        );
+    }
 }

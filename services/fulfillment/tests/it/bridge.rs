@@ -182,6 +182,29 @@ async fn unacknowledged_commands_are_sent_again() {
     assert_eq!(release_of(&again).name, fo.name);
 }
 
+/// On a stream quiet for longer than the resend delay, a new command is
+/// sent once: the wait for its acknowledgement starts when it goes out.
+/// (It was measured from the last acknowledgement, so the command went
+/// out twice at once, and a simulator walked the work twice.)
+#[tokio::test]
+async fn a_command_after_a_quiet_spell_is_sent_once() {
+    let resend_after = std::time::Duration::from_millis(400);
+    let mut h = start_with(BridgeConfig {
+        resend_after,
+        ..BridgeConfig::default()
+    })
+    .await;
+    let mut a = Adapter::connect(&h, TENANT, "wms-1", &["DC1"], 0).await;
+    // The quiet spell itself: time passing is what is tested here.
+    tokio::time::sleep(resend_after * 2).await;
+    let first = h.released(TENANT, "DC1").await;
+    assert_eq!(release_of(&a.command().await).name, first.name);
+    // Not acknowledged yet: the next command is the next release, not
+    // the first one again.
+    let second = h.released(TENANT, "DC1").await;
+    assert_eq!(release_of(&a.command().await).name, second.name);
+}
+
 #[tokio::test]
 async fn a_restart_mid_stream_loses_and_repeats_nothing() {
     let mut h = start().await;
