@@ -363,6 +363,13 @@ pub async fn simulate(
     if req.past_decisions < 0 || req.past_decisions as usize > MAX_SIMULATED {
         v.add("past_decisions", format!("0 to {MAX_SIMULATED}"));
     }
+    if req.orders.is_empty() && req.past_decisions == 0 {
+        // Nothing to plan: an empty answer would read as "no change".
+        v.add(
+            "orders",
+            "name orders to plan, or past_decisions to replay, or both",
+        );
+    }
     if req.orders.len() + req.past_decisions.max(0) as usize > MAX_SIMULATED {
         v.add(
             "orders",

@@ -248,6 +248,13 @@ async fn a_draft_is_simulated_against_the_live_rules_before_it_goes_live() {
         .unwrap()
         .into_inner();
     assert_eq!(list.decisions.len(), 3);
+    // A simulation of nothing is refused rather than answered "no change".
+    let err = h
+        .client
+        .simulate_routing(authed(TENANT, SimulateRoutingRequest::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(status::fields(&err), ["orders"]);
 
     // Once live, plans follow it and name it.
     h.client
