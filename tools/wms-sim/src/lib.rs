@@ -10,12 +10,13 @@
 //! (`inventory_url`), it picks lot-kept stock as a warehouse does: first
 //! expiring first, among the node's lots not expired and expiring no
 //! earlier than a line's `min_expiry_date`, one shipped line per lot, and
-//! reports what those lots cannot cover as short-picked; a
-//! serial-tracked item ships serial numbers inventory has on hand there,
-//! one per unit. Units a walk
-//! under way picked are not picked again by another (inventory counts
-//! them until their shipment is consumed): each walk's picks are held
-//! back until it ends, a step after its shipment was reported.
+//! reports what those lots cannot cover as short-picked; a serial-tracked
+//! item ships serial numbers inventory has on hand there, one per unit.
+//! Units a walk under way picked are not picked again by another
+//! (inventory counts them until their shipment is consumed): each walk's
+//! picks are held back until it ends, a step after its shipment was
+//! reported. A release that comes twice (commands arrive at least once)
+//! is walked once.
 //!
 //! Event ids are derived from the fulfillment order and the step, so a
 //! simulator restarted from sequence 0 replays the same events and the
