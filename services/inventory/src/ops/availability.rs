@@ -101,8 +101,9 @@ fn parse_scope(v: &mut Violations, scope: i32, node_ids: &[String], channel: &st
 /// Refuses nodes the tenant cannot see, which would otherwise read as
 /// nodes with nothing available.
 async fn check_nodes(inv: &Inventory, tenant: &Tenant, scope: &Scope) -> Result<()> {
-    let Scope::Node(ids) = scope else {
-        return Ok(());
+    let ids = match scope {
+        Scope::Node(ids) if !ids.is_empty() => ids,
+        _ => return Ok(()), // every node: nothing to look up
     };
     let known = repo::nodes::visible(&inv.pool, tenant, ids).await?;
     let mut v = Violations::new();
