@@ -5,7 +5,7 @@ use crate::placement::{available, create, until_released, until_state};
 use oms_e2e::Suite;
 use oms_kernel::Tenant;
 use oms_proto::fulfillment::{
-    FulfillmentState, ListFulfillmentOrdersRequest,
+    FulfillmentOrder, FulfillmentState, ListFulfillmentOrdersRequest,
     fulfillment_service_client::FulfillmentServiceClient,
 };
 use oms_proto::inventory::{self as inv, inventory_service_client::InventoryServiceClient};
@@ -77,26 +77,43 @@ async fn on_hand(c: &mut InventoryServiceClient<Channel>, sku: &str) -> Vec<(Str
     v
 }
 
-/// (node, state) of each fulfillment order of `order`, sorted.
-async fn work_states(suite: &Suite, order: &str) -> Vec<(String, FulfillmentState)> {
+/// The fulfillment orders of `order`.
+async fn work_of(suite: &Suite, order: &str) -> Vec<FulfillmentOrder> {
     let mut work = FulfillmentServiceClient::new(suite.channel(Service::Fulfillment));
-    let mut states: Vec<(String, FulfillmentState)> = work
-        .list_fulfillment_orders(authed(
-            T,
-            ListFulfillmentOrdersRequest {
-                order: order.into(),
-                ..Default::default()
-            },
-        ))
+    let list = ListFulfillmentOrdersRequest {
+        order: order.into(),
+        ..Default::default()
+    };
+    work.list_fulfillment_orders(authed(T, list))
         .await
         .unwrap()
         .into_inner()
         .fulfillment_orders
+}
+
+/// (node, state) of each fulfillment order of `order`, sorted.
+async fn work_states(suite: &Suite, order: &str) -> Vec<(String, FulfillmentState)> {
+    let mut states: Vec<(String, FulfillmentState)> = work_of(suite, order)
+        .await
         .iter()
         .map(|f| (f.node_id.clone(), f.state()))
         .collect();
     states.sort();
     states
+}
+
+/// The stock levels (lots) of `sku`.
+async fn levels_of(stock: &mut InventoryServiceClient<Channel>, sku: &str) -> Vec<inv::StockLevel> {
+    let list = inv::ListStockLevelsRequest {
+        skus: vec![sku.into()],
+        ..Default::default()
+    };
+    stock
+        .list_stock_levels(authed(T, list))
+        .await
+        .unwrap()
+        .into_inner()
+        .levels
 }
 
 /// Asserts that a change in the order's history has a reason starting with `prefix`.
@@ -702,17 +719,7 @@ async fn the_warehouse_ships_from_the_lot_inventory_promised() {
     let order = create(&mut orders, "milk-1", &[("MILK", 2)]).await;
     until_state(&mut feed, &order.name, OrderState::Delivered).await;
 
-    let mut work = FulfillmentServiceClient::new(suite.channel(Service::Fulfillment));
-    let list = ListFulfillmentOrdersRequest {
-        order: order.name.clone(),
-        ..Default::default()
-    };
-    let fos = work
-        .list_fulfillment_orders(authed(T, list))
-        .await
-        .unwrap()
-        .into_inner()
-        .fulfillment_orders;
+    let fos = work_of(&suite, &order.name).await;
     let line = &fos[0].lines[0];
     assert!(
         line.min_expiry_date > in_days(10) && line.min_expiry_date <= in_days(32),
@@ -725,18 +732,7 @@ async fn the_warehouse_ships_from_the_lot_inventory_promised() {
         .map(|l| (l.lot.as_str(), l.quantity))
         .collect();
     assert_eq!(shipped, [("NEW", 2)]);
-    let levels = stock
-        .list_stock_levels(authed(
-            T,
-            inv::ListStockLevelsRequest {
-                skus: vec!["MILK".into()],
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .levels;
+    let levels = levels_of(&mut stock, "MILK").await;
     let lots: Vec<(&str, i64)> = levels.iter().map(|l| (l.lot.as_str(), l.on_hand)).collect();
     assert_eq!(lots, [("NEW", 1), ("OLD", 5)]);
 }
@@ -765,18 +761,7 @@ async fn two_orders_picked_at_once_take_different_lots() {
     let second = create(&mut orders, "cheese-2", &[("CHEESE", 1)]).await;
     until_state(&mut first_feed, &first.name, OrderState::Delivered).await;
     until_state(&mut second_feed, &second.name, OrderState::Delivered).await;
-    let levels = stock
-        .list_stock_levels(authed(
-            T,
-            inv::ListStockLevelsRequest {
-                skus: vec!["CHEESE".into()],
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .levels;
+    let levels = levels_of(&mut stock, "CHEESE").await;
     let lots: Vec<(&str, i64)> = levels.iter().map(|l| (l.lot.as_str(), l.on_hand)).collect();
     assert_eq!(lots, [("LATER", 0), ("SOON", 0)]);
 }
@@ -815,17 +800,7 @@ async fn the_warehouse_ships_serial_numbers_it_has_on_hand() {
     let mut feed = suite.order_events(T).await;
     let order = create(&mut orders, "phone-1", &[("PHONE", 2)]).await;
     until_state(&mut feed, &order.name, OrderState::Delivered).await;
-    let mut work = FulfillmentServiceClient::new(suite.channel(Service::Fulfillment));
-    let list = ListFulfillmentOrdersRequest {
-        order: order.name.clone(),
-        ..Default::default()
-    };
-    let fos = work
-        .list_fulfillment_orders(authed(T, list))
-        .await
-        .unwrap()
-        .into_inner()
-        .fulfillment_orders;
+    let fos = work_of(&suite, &order.name).await;
     let shipped: Vec<String> = fos[0].shipments[0]
         .lines
         .iter()

@@ -37,7 +37,6 @@ pub fn check_fields(v: &mut Violations, item: &Item) {
     }
 }
 
-/// Applies the fields of `update_mask` from `patch` to `current`.
 /// Whether units in `lot` that movements reach under `before` are out of
 /// their reach under `after`: a lot-tracked item's movements name a lot
 /// and others' name none, and once serial numbers are on, a shipment
@@ -49,11 +48,15 @@ pub fn strands(before: &Item, after: &Item, lot: &str) -> bool {
     (reachable(before) && !reachable(after)) || (after.serial_tracked && !before.serial_tracked)
 }
 
-/// Whether a change may strand units at all (see [`strands`]).
+/// Whether a change may strand units at all: units outside lots or in
+/// one (see [`strands`]).
 pub fn tracking_changed(before: &Item, after: &Item) -> bool {
-    before.lot_tracked != after.lot_tracked || (after.serial_tracked && !before.serial_tracked)
+    ["", "any lot"]
+        .into_iter()
+        .any(|lot| strands(before, after, lot))
 }
 
+/// Applies the fields of `update_mask` from `patch` to `current`.
 pub fn apply_update(current: &mut Item, patch: &Item, paths: &[String]) -> Result<(), Violations> {
     let mut v = Violations::new();
     for p in paths {

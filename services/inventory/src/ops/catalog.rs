@@ -292,13 +292,18 @@ async fn refuse_stranding(
     before: &Item,
     after: &Item,
 ) -> Result<()> {
-    let stranded: Vec<String> = repo::stock::lots_on_hand(&mut *tx, tenant, &after.sku)
+    let of_item = repo::stock::LevelFilter {
+        node: None,
+        skus: std::slice::from_ref(&after.sku),
+        withdraw_before: None,
+    };
+    let stranded: Vec<String> = repo::stock::levels(&mut *tx, tenant, &of_item, None, i64::MAX)
         .await?
         .into_iter()
-        .filter(|(_, lot, _)| item::strands(before, after, lot))
-        .map(|(node, lot, q)| match lot.as_str() {
-            "" => format!("{q} at {node}"),
-            lot => format!("{q} at {node} in lot {lot}"),
+        .filter(|l| l.on_hand != 0 && item::strands(before, after, &l.lot))
+        .map(|l| match l.lot.as_str() {
+            "" => format!("{} at {}", l.on_hand, l.node_id),
+            lot => format!("{} at {} in lot {lot}", l.on_hand, l.node_id),
         })
         .collect();
     if stranded.is_empty() {

@@ -94,7 +94,7 @@ pub async fn restate_item(
     request_id: &str,
 ) -> Result<()> {
     let lots = repo::stock::dated_lots(tx, tenant, &item.sku).await?;
-    let node_ids: Vec<String> = lots.iter().map(|l| l.node_id.clone()).collect();
+    let node_ids = distinct(lots.iter().map(|l| &l.node_id));
     let zones = repo::nodes::zones(&mut *tx, &node_ids).await?;
     let now = Utc::now();
     let (mut restated, mut flipped) = (Vec::new(), Vec::new());
@@ -194,7 +194,7 @@ pub async fn min_expiry_dates(
     if dated.is_empty() {
         return Ok(HashMap::new());
     }
-    let node_ids: Vec<String> = dated.iter().map(|(_, n)| n.clone()).collect();
+    let node_ids = distinct(dated.iter().map(|(_, n)| n));
     let zones = repo::nodes::zones(&mut *tx, &node_ids).await?;
     let now = Utc::now();
     Ok(dated

@@ -210,7 +210,6 @@ pub async fn get(
 }
 
 /// Reservations holding units of a SKU and/or at a node.
-#[derive(Default)]
 pub struct Holding<'a> {
     pub sku: Option<&'a str>,
     pub node: Option<&'a str>,

@@ -254,22 +254,6 @@ pub async fn on_hand(
     })
 }
 
-/// The non-zero on-hand of a SKU: (node, lot, units).
-pub async fn lots_on_hand(
-    db: impl PgExecutor<'_>,
-    tenant: &Tenant,
-    sku: &str,
-) -> sqlx::Result<Vec<(String, String, i64)>> {
-    sqlx::query_as(
-        "SELECT node_id, lot, on_hand FROM stock WHERE tenant = $1 AND sku = $2 AND on_hand <> 0
-         ORDER BY node_id, lot",
-    )
-    .bind(tenant.as_str())
-    .bind(sku)
-    .fetch_all(db)
-    .await
-}
-
 /// Lots not yet expired with a withdraw date up to `until`: (tenant,
 /// node, withdraw date) once each, for the sweep to check against each
 /// node's date.

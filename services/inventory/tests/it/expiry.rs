@@ -395,20 +395,13 @@ async fn a_minimum_shelf_life_is_checked() {
 /// receipt dated it by the old one: promised).
 #[tokio::test]
 async fn a_receipt_during_a_shelf_life_change_is_dated_by_the_new_one() {
-    use super::recovery::{Held, WAIT, done_or_waiting, injected};
+    use super::recovery::done_or_waiting;
     let mut h = start().await;
     node(&mut h.client, "acme", "DC1").await;
     tracked_item(&mut h.client, "MILK", milk).await;
     // The receipt pauses just before its commit (its answer is stored
     // with its request id).
-    injected(
-        &h.db,
-        "UPDATE ON idempotency",
-        "NEW.method LIKE '%RecordMovement'",
-        WAIT,
-    )
-    .await;
-    let mut held = Held::new(&h.db).await;
+    let mut held = movements_paused_before_commit(&h.db).await;
     let receipt = tokio::spawn({
         let mut c = h.client.clone();
         async move { receive_lot(&mut c, "DC1", "MILK", "C", &in_days(20), 5).await }
@@ -469,7 +462,6 @@ async fn a_confirmation_names_the_earliest_expiry_to_ship() {
 /// it with it), and the held lot expires once the count has committed.
 #[tokio::test]
 async fn the_sweep_does_not_wait_on_a_lot_in_use() {
-    use super::recovery::{Held, WAIT, injected};
     let mut h = start().await;
     let c = &mut h.client;
     let date = today_ahead();
@@ -509,14 +501,7 @@ async fn the_sweep_does_not_wait_on_a_lot_in_use() {
         .unwrap()
         .into_inner();
     // acme's count of its lot pauses before its commit, holding the lot.
-    injected(
-        &h.db,
-        "UPDATE ON idempotency",
-        "NEW.method LIKE '%RecordMovement'",
-        WAIT,
-    )
-    .await;
-    let mut held = Held::new(&h.db).await;
+    let mut held = movements_paused_before_commit(&h.db).await;
     let count = tokio::spawn({
         let mut c = c.clone();
         async move {
@@ -594,4 +579,18 @@ async fn a_movement_that_leaves_reservations_without_stock_says_so() {
         };
         assert_eq!(moved.held_beyond_stock, beyond, "after damage of {}", -q);
     }
+}
+
+/// Makes each `RecordMovement` wait just before its commit (its answer is
+/// stored with its request id) until the returned lock is let go.
+async fn movements_paused_before_commit(db: &oms_testkit::TestDb) -> super::recovery::Held {
+    use super::recovery::{Held, WAIT, injected};
+    injected(
+        db,
+        "UPDATE ON idempotency",
+        "NEW.method LIKE '%RecordMovement'",
+        WAIT,
+    )
+    .await;
+    Held::new(db).await
 }
