@@ -524,3 +524,36 @@ async fn units_of_an_edit_that_was_not_recorded_go_back_to_inventory() {
             .unwrap();
     assert_eq!(left, 0);
 }
+
+/// A routed order held while fulfillment was down: its fulfil step found
+/// it held and ended, so releasing the hold must hand it to fulfillment
+/// again (it stayed ROUTED for good).
+#[tokio::test]
+async fn a_routed_order_released_from_hold_goes_to_fulfillment() {
+    let (mut suite, _, mut orders, order) = routed_with_fulfillment_down("held-1").await;
+    let hold = |request_id: &str| ord::PlaceHoldRequest {
+        request_id: request_id.into(),
+        name: order.name.clone(),
+        r#type: ord::HoldType::Fraud as i32,
+        reason: "review".into(),
+    };
+    orders.place_hold(authed(T, hold("h1"))).await.unwrap();
+    // What the fulfil step does when it finds the order held: it ends.
+    let id = order.name.trim_start_matches("orders/");
+    let pool = suite.db.pool("orders", None).await;
+    sqlx::query("DELETE FROM saga_steps WHERE order_id = $1::uuid AND step = 'fulfil'")
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let release = ord::ReleaseHoldRequest {
+        request_id: "h2".into(),
+        name: order.name.clone(),
+        r#type: ord::HoldType::Fraud as i32,
+        reason: "ok".into(),
+    };
+    orders.release_hold(authed(T, release)).await.unwrap();
+    suite.start_again(Service::Fulfillment).await;
+    let mut feed = suite.order_events(T).await;
+    until_state(&mut feed, &order.name, OrderState::Released).await;
+}

@@ -445,6 +445,11 @@ impl OrderService for OrderApi {
                     if back_to == OrderState::Reserved {
                         steps.push((crate::repo::saga::ROUTE.to_owned(), vec![]));
                     }
+                    // A fulfil step that found the order held ended; the
+                    // order would stay ROUTED.
+                    if back_to == OrderState::Routed {
+                        steps.push((crate::repo::saga::FULFIL.to_owned(), vec![]));
+                    }
                 }
                 Ok(Outcome {
                     happened: Happened {
