@@ -5,7 +5,7 @@ use crate::placement::{available, create, until_released, until_state};
 use oms_e2e::Suite;
 use oms_kernel::Tenant;
 use oms_proto::fulfillment::{
-    FulfillmentOrder, FulfillmentState, ListFulfillmentOrdersRequest,
+    FulfillmentOrder, FulfillmentState, ListFulfillmentOrdersRequest, WatchFulfillmentEventsRequest,
     fulfillment_service_client::FulfillmentServiceClient,
 };
 use oms_proto::inventory::{self as inv, inventory_service_client::InventoryServiceClient};
@@ -872,4 +872,57 @@ async fn lots_at_dc1(
         };
         stock.record_movement(authed(T, req)).await.unwrap();
     }
+}
+
+#[tokio::test]
+async fn orders_resyncs_what_it_missed_when_the_retention_deleted_the_events() {
+    let mut suite = Suite::start().await;
+    let mut stock = suite.stock(T, &[("A", 5)]).await;
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = suite.order_events(T).await;
+    let first = create(&mut orders, "resync-1", &[("A", 2)]).await;
+    until_state(&mut feed, &first.name, OrderState::Released).await;
+
+    // Orders is down while the warehouse ships and delivers the order.
+    suite.crash(Service::Orders).await;
+    let mut work = FulfillmentServiceClient::new(suite.channel(Service::Fulfillment));
+    let mut work_feed = work
+        .watch_fulfillment_events(authed(T, WatchFulfillmentEventsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let _wms = warehouse(&suite, "DC1", 0.0);
+    let delivered = async {
+        loop {
+            let ev = work_feed.message().await.unwrap().unwrap();
+            let fo = ev.fulfillment_order.unwrap();
+            if fo.order == first.name && fo.state() == FulfillmentState::Delivered {
+                return fo;
+            }
+        }
+    };
+    let fo = tokio::time::timeout(Duration::from_secs(120), delivered)
+        .await
+        .expect("the warehouse delivers the order");
+    assert!(fo.version > 2, "created, released, then moved by the WMS");
+
+    // The retention deletes every fulfillment event so far: orders never
+    // read those of the shipment.
+    let pool = suite.db.pool("fulfillment", None).await;
+    let cutoff = chrono::Utc::now() + chrono::Duration::seconds(1);
+    assert!(oms_runtime::outbox::purge(&pool, cutoff, 10_000).await.unwrap() > 0);
+
+    // Back up, orders finds its cursor expired and resyncs from the
+    // fulfillment orders: the order is delivered and its units consumed.
+    suite.start_again(Service::Orders).await;
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = suite.order_events(T).await;
+    until_state(&mut feed, &first.name, OrderState::Delivered).await;
+    assert_eq!(on_hand(&mut stock, "A").await, [("DC1".to_string(), 3)]);
+    assert_eq!(available(&mut stock, "A").await, 3);
+
+    // And it follows the feed again from where the resync left it.
+    let second = create(&mut orders, "resync-2", &[("A", 1)]).await;
+    until_state(&mut feed, &second.name, OrderState::Delivered).await;
+    assert_eq!(on_hand(&mut stock, "A").await, [("DC1".to_string(), 2)]);
 }

@@ -11,7 +11,6 @@ use oms_proto::fulfillment::{
     EventAck, FulfillmentOrder, FulfillmentState as S, FulfillmentStateChanged, StatusEvent,
     status_event::Kind as Ev, watch_fulfillment_events_response::Kind,
 };
-use oms_runtime::time::to_timestamp;
 use std::collections::{HashMap, HashSet};
 use tonic::Status;
 use uuid::Uuid;
@@ -200,7 +199,7 @@ impl Batch {
             // A report of where it already is: answered, nothing written.
             return Ok(());
         }
-        next.update_time = Some(to_timestamp(now));
+        state::touch(&mut next, now);
         *fo = next;
         self.changed.insert(id);
         self.emitted.push((

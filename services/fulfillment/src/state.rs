@@ -1,5 +1,14 @@
 //! The states of a fulfillment order and the moves between them.
-use oms_proto::fulfillment::FulfillmentState as S;
+use chrono::{DateTime, Utc};
+use oms_proto::fulfillment::{FulfillmentOrder, FulfillmentState as S};
+use oms_runtime::time::to_timestamp;
+
+/// Marks a change of `fo` made at `now`: every change goes through here,
+/// so that `version` counts them (readers order reports by it).
+pub fn touch(fo: &mut FulfillmentOrder, now: DateTime<Utc>) {
+    fo.update_time = Some(to_timestamp(now));
+    fo.version += 1;
+}
 
 pub fn to_db(s: S) -> &'static str {
     match s {

@@ -8,6 +8,7 @@ use oms_kernel::{Paging, RequestId, Tenant, Violations, parse_name, parse_uuid_n
 use oms_proto::fulfillment::{CancelCommand, FulfillmentState as S, command, *};
 use oms_runtime::{
     idempotency::{self, Begin},
+    outbox,
     status,
     time::to_timestamp,
 };
@@ -108,7 +109,8 @@ pub async fn create(
     fo.shipments.clear();
     fo.status_reason.clear();
     fo.create_time = Some(to_timestamp(now));
-    fo.update_time = fo.create_time;
+    fo.version = 0;
+    state::touch(&mut fo, now);
     repo::insert_order(&mut tx, tenant, id, &fo, now)
         .await
         .map_err(db)?;
@@ -178,7 +180,7 @@ pub async fn release(
         S::PendingRelease => {
             let now = Utc::now();
             fo.set_state(S::Released);
-            fo.update_time = Some(to_timestamp(now));
+            state::touch(&mut fo, now);
             let release = command::Kind::Release(fo.clone());
             repo::append_command(&mut tx, tenant, &fo.node_id, release, now)
                 .await
@@ -235,7 +237,7 @@ pub async fn cancel(
         S::PendingRelease => {
             fo.set_state(S::Cancelled);
             fo.status_reason = reason;
-            fo.update_time = Some(to_timestamp(now));
+            state::touch(&mut fo, now);
             repo::save_order(&mut tx, tenant, id, &fo, now)
                 .await
                 .map_err(db)?;
@@ -251,7 +253,7 @@ pub async fn cancel(
                 .await
                 .map_err(db)?;
             fo.status_reason = format!("cancel requested: {reason}");
-            fo.update_time = Some(to_timestamp(now));
+            state::touch(&mut fo, now);
             repo::save_order(&mut tx, tenant, id, &fo, now)
                 .await
                 .map_err(db)?;
@@ -312,24 +314,27 @@ pub async fn list(
         page_token: String::new(),
         ..req.clone()
     });
+    let (changed_from, _) =
+        oms_runtime::time::range(&mut v, "update_time", &req.update_time_from, &None);
     let paging = Paging::<Uuid>::parse(&mut v, req.page_size, &req.page_token, (50, 500), hash);
     if !v.is_empty() {
         return Err(invalid(v));
     }
-    let rows = repo::list_orders(
-        &r.pool,
-        tenant,
-        &req.order,
-        &req.node_id,
-        &states,
-        paging.after,
-        paging.fetch(),
-    )
-    .await
-    .map_err(db)?;
+    // Taken before the page is read: see `feed_cursor` in the proto.
+    let feed_cursor = outbox::head(&r.pool).await.map_err(db)?.to_string();
+    let filter = repo::OrderFilter {
+        order: &req.order,
+        node: &req.node_id,
+        states: &states,
+        changed_from,
+    };
+    let rows = repo::list_orders(&r.pool, tenant, &filter, paging.after, paging.fetch())
+        .await
+        .map_err(db)?;
     let (rows, next_page_token) = paging.page(rows, |(id, _)| *id);
     Ok(ListFulfillmentOrdersResponse {
         fulfillment_orders: rows.into_iter().map(|(_, fo)| fo).collect(),
         next_page_token,
+        feed_cursor,
     })
 }

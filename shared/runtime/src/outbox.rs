@@ -328,6 +328,28 @@ pub async fn read_after(
     Ok(Page { rows, overtaken_by })
 }
 
+/// The tenant's horizon (the last event the retention deleted) when it
+/// lies after `after`: a reader there missed events for good.
+async fn horizon_after(
+    pool: &PgPool,
+    tenant: &Tenant,
+    after: Cursor,
+) -> Result<Option<Cursor>, sqlx::Error> {
+    let row: Option<(String, i64)> = sqlx::query_as(
+        "SELECT txid::text, id FROM outbox_horizon
+         WHERE tenant = $1 AND (txid, id) > ($2::text::xid8, $3)",
+    )
+    .bind(tenant.as_str())
+    .bind(after.txid.to_string())
+    .bind(after.id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(txid, id)| Cursor {
+        txid: txid.parse().unwrap_or_default(),
+        id,
+    }))
+}
+
 /// Wakes feed readers when events were appended, by any process. It
 /// watches the outbox's highest id rather than using LISTEN/NOTIFY: a
 /// NOTIFY serialises the commits of every transaction that sends one,
@@ -472,6 +494,8 @@ pub fn follow(
         of_tenant: [KeyValue; 1],
         /// Ended (expired): nothing more is read.
         done: bool,
+        /// The horizon was checked on an empty page (see below).
+        horizon_checked: bool,
         expired: Counter<u64>,
     }
     let lag = opentelemetry::global::meter("oms-runtime")
@@ -500,6 +524,7 @@ pub fn follow(
         lag,
         of_tenant,
         done: false,
+        horizon_checked: false,
         expired,
     };
     futures::stream::unfold(state, |mut s| async move {
@@ -536,6 +561,24 @@ pub fn follow(
                     s.buffer.extend(page.rows)
                 }
                 Ok(_) => {
+                    // Nothing after the cursor: a reader coming back after
+                    // the retention deleted everything it missed is told so
+                    // now, not at the next event. Once: a reader that has
+                    // read up to here keeps up from now on, and the
+                    // retention deletes only old events.
+                    if !s.horizon_checked && s.cursor != Cursor::default() {
+                        s.horizon_checked = true;
+                        match horizon_after(&s.pool, &s.tenant, s.cursor).await {
+                            Ok(Some(horizon)) => {
+                                s.done = true;
+                                s.expired.add(1, &s.of_tenant);
+                                let after = s.cursor;
+                                return Some((Err(FeedError::Expired { after, horizon }), s));
+                            }
+                            Ok(None) => {}
+                            Err(e) => return Some((Err(e.into()), s)),
+                        }
+                    }
                     // Rows held back behind a running transaction produce no
                     // notification of their own: re-check now and then.
                     tokio::select! {

@@ -118,6 +118,43 @@ async fn old_events_go_and_a_reader_they_overtook_is_told() {
 }
 
 #[tokio::test]
+async fn a_reader_whose_missed_events_are_all_gone_is_told_before_any_new_one() {
+    let db = oms_testkit::TestDb::new().await;
+    let pool = db.pool("svc", None).await;
+    let acme = Tenant::parse("acme").unwrap();
+    for s in ["a1", "a2"] {
+        append(&pool, &acme, s).await;
+    }
+    let all = first(&pool, &acme, Cursor::default(), 2).await;
+    let at: Vec<Cursor> = all.iter().map(|r| r.as_ref().unwrap().cursor).collect();
+    let cutoff = chrono::Utc::now() + chrono::Duration::seconds(1);
+    assert_eq!(outbox::purge(&pool, cutoff, 1000).await.unwrap(), 2);
+
+    // A reader at a1 missed a2, and nothing came after it.
+    match &first(&pool, &acme, at[0], 1).await[..] {
+        [Err(FeedError::Expired { after, horizon })] => {
+            assert_eq!((*after, *horizon), (at[0], at[1]))
+        }
+        other => panic!("expected Expired, got {other:?}"),
+    }
+    // A reader at a2 missed nothing: it waits for the next event.
+    let feed = outbox::follow(
+        pool.clone(),
+        acme.clone(),
+        at[1],
+        FeedWaker::default(),
+        CancellationToken::new(),
+    );
+    let mut feed = Box::pin(feed);
+    append(&pool, &acme, "a3").await;
+    let next = tokio::time::timeout(std::time::Duration::from_secs(30), feed.next())
+        .await
+        .expect("the feed answers")
+        .unwrap();
+    assert_eq!(next.unwrap().subject, "a3");
+}
+
+#[tokio::test]
 async fn request_records_older_than_the_cutoff_go() {
     let db = oms_testkit::TestDb::new().await;
     let pool = db.pool("svc", None).await;

@@ -144,13 +144,21 @@ pub async fn order(
     doc.map(|d| decode(&d)).transpose()
 }
 
-/// Newest first, filtered by order, node and states (empty: any).
+/// What `list_orders` lists: empty strings and slices, and `None`, leave
+/// that filter out.
+pub struct OrderFilter<'a> {
+    pub order: &'a str,
+    pub node: &'a str,
+    pub states: &'a [&'a str],
+    /// Changed at or after.
+    pub changed_from: Option<DateTime<Utc>>,
+}
+
+/// Newest first, filtered.
 pub async fn list_orders(
     ex: impl PgExecutor<'_>,
     tenant: &Tenant,
-    order: &str,
-    node: &str,
-    states: &[&str],
+    f: &OrderFilter<'_>,
     before: Option<Uuid>,
     limit: i64,
 ) -> sqlx::Result<Vec<(Uuid, FulfillmentOrder)>> {
@@ -158,14 +166,16 @@ pub async fn list_orders(
         "SELECT id, doc FROM fulfillment_orders
          WHERE tenant = $1 AND ($2 = '' OR order_name = $2) AND ($3 = '' OR node_id = $3)
            AND (cardinality($4::text[]) = 0 OR state = ANY($4)) AND id < $5
+           AND ($7::timestamptz IS NULL OR update_time >= $7)
          ORDER BY id DESC LIMIT $6",
     )
     .bind(tenant.as_str())
-    .bind(order)
-    .bind(node)
-    .bind(states)
+    .bind(f.order)
+    .bind(f.node)
+    .bind(f.states)
     .bind(before.unwrap_or(Uuid::max()))
     .bind(limit)
+    .bind(f.changed_from)
     .fetch_all(ex)
     .await?;
     rows.into_iter()

@@ -195,3 +195,68 @@ async fn created_released_and_cancelled_once_per_request() {
         ]
     );
 }
+
+#[tokio::test]
+async fn each_change_counts_a_version_and_a_list_with_the_feed_after_it_misses_nothing() {
+    let mut h = start().await;
+    let a = h.create(TENANT, "DC1", &[("1", "A", 1)]).await;
+    assert_eq!(a.version, 1);
+    assert_eq!(h.release(TENANT, &a.name).await.version, 2);
+    // Releasing again changes nothing, so counts nothing.
+    assert_eq!(h.release(TENANT, &a.name).await.version, 2);
+    let b = h.create(TENANT, "DC1", &[("1", "B", 1)]).await;
+
+    // Changed since b was created: b alone.
+    let list = |from: Option<prost_types::Timestamp>| ListFulfillmentOrdersRequest {
+        update_time_from: from,
+        ..Default::default()
+    };
+    let since_b = h
+        .client
+        .list_fulfillment_orders(authed(TENANT, list(b.create_time)))
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<&str> = since_b
+        .fulfillment_orders
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect();
+    assert_eq!(names, [b.name.as_str()]);
+
+    // The feed after the list's cursor starts with what changed after it.
+    let released = h.release(TENANT, &b.name).await;
+    let mut feed = h
+        .client
+        .watch_fulfillment_events(authed(
+            TENANT,
+            WatchFulfillmentEventsRequest {
+                after_cursor: since_b.feed_cursor.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let next = tokio::time::timeout(std::time::Duration::from_secs(10), feed.message())
+        .await
+        .expect("feed event within 10 s")
+        .unwrap()
+        .unwrap()
+        .fulfillment_order
+        .unwrap();
+    assert_eq!((next.name, next.version), (b.name, 2));
+    assert_eq!(released.version, 2);
+
+    // A time that is none.
+    let bad = prost_types::Timestamp {
+        seconds: 0,
+        nanos: -1,
+    };
+    let err = h
+        .client
+        .list_fulfillment_orders(authed(TENANT, list(Some(bad))))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(status::fields(&err), ["update_time_from"]);
+}

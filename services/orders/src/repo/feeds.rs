@@ -1,5 +1,6 @@
 //! Feeds of other services that orders follows, their cursors, and what
 //! orders keeps of the fulfillment orders it hears about.
+use chrono::{DateTime, Utc};
 use oms_kernel::Tenant;
 use oms_proto::fulfillment::FulfillmentOrder;
 use oms_runtime::db::decode;
@@ -31,34 +32,79 @@ pub async fn followed(
         .await
 }
 
+/// Moves the cursor of `source` for `tenant`, with when the event at it
+/// happened (`None` keeps the time stored).
 pub async fn advance(
     tx: &mut PgConnection,
     source: &str,
     tenant: &Tenant,
     cursor: &str,
+    event_time: Option<DateTime<Utc>>,
 ) -> sqlx::Result<()> {
-    sqlx::query("UPDATE feed_cursors SET cursor = $3 WHERE source = $1 AND tenant = $2")
-        .bind(source)
-        .bind(tenant.as_str())
-        .bind(cursor)
-        .execute(tx)
-        .await?;
+    sqlx::query(
+        "UPDATE feed_cursors SET cursor = $3, event_time = coalesce($4, event_time)
+         WHERE source = $1 AND tenant = $2",
+    )
+    .bind(source)
+    .bind(tenant.as_str())
+    .bind(cursor)
+    .bind(event_time)
+    .execute(tx)
+    .await?;
     Ok(())
 }
 
-/// Stores the latest report of a fulfillment order; returns the previous.
+/// When the event at the stored cursor of `source` for `tenant` happened,
+/// if known.
+pub async fn event_time(
+    ex: impl PgExecutor<'_>,
+    source: &str,
+    tenant: &Tenant,
+) -> sqlx::Result<Option<DateTime<Utc>>> {
+    let t: Option<Option<DateTime<Utc>>> = sqlx::query_scalar(
+        "SELECT event_time FROM feed_cursors WHERE source = $1 AND tenant = $2",
+    )
+    .bind(source)
+    .bind(tenant.as_str())
+    .fetch_optional(ex)
+    .await?;
+    Ok(t.flatten())
+}
+
+/// What storing a report of a fulfillment order found.
+pub enum Put {
+    /// The stored report is as new or newer (a feed repeating what a
+    /// resync read): nothing stored.
+    Stale,
+    /// Stored, replacing this report (none: the first).
+    Stored(Option<FulfillmentOrder>),
+}
+
+/// Whether `fo` is a later report than `stored`. Reports without a
+/// version (0: from before fulfillment kept them) come in feed order, so
+/// only a versioned stored report can tell an older one.
+fn newer(fo: &FulfillmentOrder, stored: &FulfillmentOrder) -> bool {
+    stored.version == 0 || fo.version > stored.version
+}
+
+/// Stores the latest report of a fulfillment order, unless the one stored
+/// is as new.
 pub async fn put_fulfillment(
     tx: &mut PgConnection,
     tenant: &Tenant,
     order_id: Uuid,
     fo: &FulfillmentOrder,
-) -> sqlx::Result<Option<FulfillmentOrder>> {
+) -> sqlx::Result<Put> {
     let old: Option<Vec<u8>> =
         sqlx::query_scalar("SELECT doc FROM fulfillments WHERE tenant = $1 AND name = $2")
             .bind(tenant.as_str())
             .bind(&fo.name)
             .fetch_optional(&mut *tx)
             .await?;
+    let old: Option<FulfillmentOrder> = old.map(|d| decode(&d)).transpose()?;
+    if old.as_ref().is_some_and(|o| !newer(fo, o)) {
+        return Ok(Put::Stale);
+    }
     sqlx::query(
         "INSERT INTO fulfillments (tenant, order_id, name, doc) VALUES ($1, $2, $3, $4)
          ON CONFLICT (tenant, name) DO UPDATE SET doc = EXCLUDED.doc",
@@ -69,7 +115,7 @@ pub async fn put_fulfillment(
     .bind(fo.encode_to_vec())
     .execute(&mut *tx)
     .await?;
-    old.map(|d| decode(&d)).transpose()
+    Ok(Put::Stored(old))
 }
 
 /// Every fulfillment order of an order, as last reported.
@@ -85,4 +131,25 @@ pub async fn fulfillments(
             .fetch_all(tx)
             .await?;
     docs.iter().map(|d| decode(d)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_is_newer_by_version_unless_the_stored_one_has_none() {
+        let v = |version| FulfillmentOrder {
+            version,
+            ..Default::default()
+        };
+        assert!(newer(&v(3), &v(2)));
+        assert!(!newer(&v(2), &v(2)));
+        assert!(!newer(&v(1), &v(2)));
+        // An unversioned stored report: whatever comes next is later.
+        assert!(newer(&v(1), &v(0)));
+        assert!(newer(&v(0), &v(0)));
+        // Unversioned after versioned: an old report repeated.
+        assert!(!newer(&v(0), &v(2)));
+    }
 }

@@ -4,10 +4,11 @@
 //! units consume the order's allocations in inventory, and the order's
 //! lines and state follow its fulfillment orders to PARTIALLY_SHIPPED,
 //! SHIPPED and DELIVERED; units a node gave back (rejected, short-picked)
-//! are rerouted by a saga step.
+//! are rerouted by a saga step. When the retention deleted events it never
+//! read, it resyncs from the fulfillment orders themselves.
 use crate::changes::{Happened, record};
 use crate::domain::lifecycle;
-use crate::repo::{self, feeds};
+use crate::repo::{self, feeds, feeds::Put};
 use crate::workers::{
     peers::Peers,
     reroute,
@@ -15,9 +16,10 @@ use crate::workers::{
 };
 use chrono::Utc;
 use oms_kernel::{Tenant, parse_name};
+use oms_runtime::time::{from_timestamp, to_timestamp};
 use oms_proto::fulfillment::{
-    FulfillmentOrder, FulfillmentState, WatchFulfillmentEventsRequest,
-    WatchFulfillmentEventsResponse,
+    FulfillmentOrder, FulfillmentState, ListFulfillmentOrdersRequest,
+    WatchFulfillmentEventsRequest, WatchFulfillmentEventsResponse,
 };
 use oms_proto::inventory::{Allocation, ConsumeAllocationsRequest};
 use prost::Message;
@@ -30,6 +32,10 @@ use tonic::Code;
 use uuid::Uuid;
 
 const ACTOR: &str = "system:fulfillment";
+
+/// How far before the last event taken a resync looks: fulfillment's
+/// replicas time reports and events by their own clocks.
+const RESYNC_MARGIN: chrono::Duration = chrono::Duration::minutes(5);
 
 #[derive(Clone)]
 pub struct FulfillmentFeed {
@@ -67,14 +73,7 @@ impl FulfillmentFeed {
                                 tenant,
                                 tokio::spawn(async move {
                                     tokio::select! {
-                                        r = me.follow(&t, cursor) => match r {
-                                            Err(e) if expired(&e) => tracing::error!(
-                                                tenant = %t, error = %e,
-                                                "fulfillment events were deleted before this service read them (OMS_EVENT_RETENTION_DAYS): orders miss their shipment updates until the follower is resynced"
-                                            ),
-                                            Err(e) => tracing::warn!(tenant = %t, error = %e, "fulfillment feed broke; resuming from the stored cursor"),
-                                            Ok(()) => {}
-                                        },
+                                        _ = me.follow_or_resync(&t, cursor) => {}
                                         _ = stop.cancelled() => {}
                                     }
                                 }),
@@ -89,6 +88,71 @@ impl FulfillmentFeed {
                 }
             }
         });
+    }
+
+    /// Follows `tenant`'s feed from `cursor` until it breaks; resyncs when
+    /// the events after the cursor are gone.
+    async fn follow_or_resync(&self, tenant: &Tenant, cursor: String) {
+        match self.follow(tenant, cursor).await {
+            Err(e) if expired(&e) => {
+                tracing::warn!(tenant = %tenant, error = %e, "fulfillment events were deleted before this service read them (OMS_EVENT_RETENTION_DAYS): resyncing from the fulfillment orders");
+                match self.resync(tenant).await {
+                    Ok(n) => tracing::info!(tenant = %tenant, fulfillment_orders = n, "resynced from the fulfillment orders; following the feed again"),
+                    Err(e) => tracing::warn!(tenant = %tenant, error = %e, "resync failed; trying again"),
+                }
+            }
+            Err(e) => tracing::warn!(tenant = %tenant, error = %e, "fulfillment feed broke; resuming from the stored cursor"),
+            Ok(()) => {}
+        }
+    }
+
+    /// Brings orders up to date after the feed's retention deleted events
+    /// it never read: takes in again every fulfillment order changed since
+    /// the last event it took (a report no newer than the one orders has
+    /// changes nothing), then moves the cursor to where the feed stood
+    /// before the list was read, so no later change is missed. Stopped
+    /// half way, it starts again from the same expired cursor. Returns how
+    /// many fulfillment orders it read.
+    async fn resync(&self, tenant: &Tenant) -> anyhow::Result<usize> {
+        let since = feeds::event_time(&self.pool, feeds::FULFILLMENT, tenant)
+            .await?
+            .map(|t| to_timestamp(t - RESYNC_MARGIN));
+        let mut client = self.peers.fulfillment(tenant);
+        let (mut head, mut page_token, mut read) = (None, String::new(), 0);
+        loop {
+            let page = client
+                .list_fulfillment_orders(ListFulfillmentOrdersRequest {
+                    page_size: 500,
+                    page_token,
+                    update_time_from: since,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            head.get_or_insert(page.feed_cursor);
+            for fo in &page.fulfillment_orders {
+                let mut tx = self.pool.begin().await?;
+                let key = format!("v{}", fo.version);
+                self.take(&mut tx, tenant, fo, &key).await?;
+                tx.commit().await?;
+            }
+            read += page.fulfillment_orders.len();
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+        // A fulfillment older than this orders sends none: following its
+        // feed from the start would replay reports older than those taken.
+        let head = head.unwrap_or_default();
+        anyhow::ensure!(
+            !head.is_empty(),
+            "fulfillment gave no feed cursor with its list (upgrade it first)"
+        );
+        let mut tx = self.pool.begin().await?;
+        feeds::advance(&mut tx, feeds::FULFILLMENT, tenant, &head, None).await?;
+        tx.commit().await?;
+        Ok(read)
     }
 
     async fn follow(&self, tenant: &Tenant, cursor: String) -> anyhow::Result<()> {
@@ -111,70 +175,94 @@ impl FulfillmentFeed {
         tenant: &Tenant,
         ev: WatchFulfillmentEventsResponse,
     ) -> anyhow::Result<()> {
-        let cursor = ev.meta.map(|m| m.cursor).unwrap_or_default();
+        let meta = ev.meta.unwrap_or_default();
+        let occurred = meta.occur_time.as_ref().and_then(from_timestamp);
         let mut tx = self.pool.begin().await?;
-        if let Some(fo) = ev.fulfillment_order
-            && let Some(order_id) = parse_name(&fo.order, "orders")
-                .ok()
-                .and_then(|id| Uuid::parse_str(id).ok())
-            && let Some((mut o, held_from)) = repo::orders::lock(&mut tx, tenant, order_id).await?
-        {
-            let before = feeds::put_fulfillment(&mut tx, tenant, order_id, &fo).await?;
-            self.consume(tenant, &fo, before.as_ref()).await?;
-            // Work released just before the order's cancel, and reported
-            // only after it: CancelOrder could not ask for it, so it is
-            // asked now (the order's lock orders the two).
-            if before.is_none() && o.cancel_requested && open_work(&fo) {
-                let (step, payload) = cancel_work_step(&fo, "feed", "");
-                repo::saga::enqueue(&mut tx, tenant, order_id, &step, &payload).await?;
+        if let Some(fo) = ev.fulfillment_order {
+            let key = meta.cursor.replace('.', "-");
+            self.take(&mut tx, tenant, &fo, &key).await?;
+        }
+        feeds::advance(&mut tx, feeds::FULFILLMENT, tenant, &meta.cursor, occurred).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Takes in a report of a fulfillment order, unless orders has as new
+    /// a one: its shipped units are consumed in inventory, units its node
+    /// gave back are rerouted or cancelled (saga steps named with `key`,
+    /// unique to the report), and its order's lines and state follow.
+    async fn take(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        tenant: &Tenant,
+        fo: &FulfillmentOrder,
+        key: &str,
+    ) -> anyhow::Result<()> {
+        let Some(order_id) = parse_name(&fo.order, "orders")
+            .ok()
+            .and_then(|id| Uuid::parse_str(id).ok())
+        else {
+            return Ok(());
+        };
+        let Some((mut o, held_from)) = repo::orders::lock(&mut *tx, tenant, order_id).await?
+        else {
+            return Ok(());
+        };
+        let before = match feeds::put_fulfillment(&mut *tx, tenant, order_id, fo).await? {
+            Put::Stale => return Ok(()),
+            Put::Stored(before) => before,
+        };
+        self.consume(tenant, fo, before.as_ref()).await?;
+        // Work released just before the order's cancel, and reported
+        // only after it: CancelOrder could not ask for it, so it is
+        // asked now (the order's lock orders the two).
+        if before.is_none() && o.cancel_requested && open_work(fo) {
+            let (step, payload) = cancel_work_step(fo, "feed", "");
+            repo::saga::enqueue(&mut *tx, tenant, order_id, &step, &payload).await?;
+        }
+        let lines_before = o.lines.clone();
+        // Units the node gave back go to another node (a saga step), or,
+        // when the order's cancel was asked, are cancelled and their
+        // stock released (a saga step too).
+        let back = reroute::given_back(before.as_ref(), fo);
+        if !back.is_empty() {
+            let (step, payload) = if o.cancel_requested {
+                let by_line: Vec<(String, i64)> =
+                    back.iter().map(|(l, _, q)| (l.clone(), *q)).collect();
+                lifecycle::cancelled_at(&mut o, &fo.node_id, &by_line);
+                let units: Vec<(String, String, i64)> = back
+                    .iter()
+                    .map(|(_, sku, q)| (sku.clone(), fo.node_id.clone(), *q))
+                    .collect();
+                let key = format!("cancelled-{}-{key}", fo.fulfillment_order_id);
+                let mut release = release_request(order_id, &key, &units, "order cancelled");
+                release.name = fo.reservation.clone();
+                (format!("release:{key}"), release.encode_to_vec())
+            } else {
+                reroute::step(&o, fo, &back, key)
+            };
+            repo::saga::enqueue(&mut *tx, tenant, order_id, &step, &payload).await?;
+        }
+        let per_line = progress(&feeds::fulfillments(&mut *tx, tenant, order_id).await?);
+        let from = lifecycle::state(&o);
+        match lifecycle::progressed(&mut o, &per_line) {
+            Ok(Some(to)) => {
+                let why = format!("{} is {}", fo.name, fo.state().as_str_name());
+                let happened = Happened::state_changed(from, to, why);
+                record(
+                    &mut *tx, tenant, order_id, &mut o, held_from, from, ACTOR, "", happened,
+                )
+                .await?;
             }
-            let lines_before = o.lines.clone();
-            // Units the node gave back go to another node (a saga step), or,
-            // when the order's cancel was asked, are cancelled and their
-            // stock released (a saga step too).
-            let back = reroute::given_back(before.as_ref(), &fo);
-            if !back.is_empty() {
-                let key = cursor.replace('.', "-");
-                let (step, payload) = if o.cancel_requested {
-                    let by_line: Vec<(String, i64)> =
-                        back.iter().map(|(l, _, q)| (l.clone(), *q)).collect();
-                    lifecycle::cancelled_at(&mut o, &fo.node_id, &by_line);
-                    let units: Vec<(String, String, i64)> = back
-                        .iter()
-                        .map(|(_, sku, q)| (sku.clone(), fo.node_id.clone(), *q))
-                        .collect();
-                    let key = format!("cancelled-{}-{key}", fo.fulfillment_order_id);
-                    let mut release = release_request(order_id, &key, &units, "order cancelled");
-                    release.name = fo.reservation.clone();
-                    (format!("release:{key}"), release.encode_to_vec())
-                } else {
-                    reroute::step(&o, &fo, &back, &key)
-                };
-                repo::saga::enqueue(&mut tx, tenant, order_id, &step, &payload).await?;
-            }
-            let per_line = progress(&feeds::fulfillments(&mut tx, tenant, order_id).await?);
-            let from = lifecycle::state(&o);
-            match lifecycle::progressed(&mut o, &per_line) {
-                Ok(Some(to)) => {
-                    let why = format!("{} is {}", fo.name, fo.state().as_str_name());
-                    let happened = Happened::state_changed(from, to, why);
-                    record(
-                        &mut tx, tenant, order_id, &mut o, held_from, from, ACTOR, "", happened,
-                    )
+            Ok(None) if o.lines != lines_before => {
+                repo::orders::save(&mut *tx, tenant, order_id, &mut o, held_from, Utc::now())
                     .await?;
-                }
-                Ok(None) if o.lines != lines_before => {
-                    repo::orders::save(&mut tx, tenant, order_id, &mut o, held_from, Utc::now())
-                        .await?;
-                }
-                Ok(None) => {}
-                Err(r) => {
-                    tracing::warn!(order = %o.name, reason = %r.message, "fulfillment progress not applied")
-                }
+            }
+            Ok(None) => {}
+            Err(r) => {
+                tracing::warn!(order = %o.name, reason = %r.message, "fulfillment progress not applied")
             }
         }
-        feeds::advance(&mut tx, feeds::FULFILLMENT, tenant, &cursor).await?;
-        tx.commit().await?;
         Ok(())
     }
 
