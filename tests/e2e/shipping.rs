@@ -5,8 +5,8 @@ use crate::placement::{available, create, until_released, until_state};
 use oms_e2e::Suite;
 use oms_kernel::Tenant;
 use oms_proto::fulfillment::{
-    FulfillmentOrder, FulfillmentState, ListFulfillmentOrdersRequest, WatchFulfillmentEventsRequest,
-    fulfillment_service_client::FulfillmentServiceClient,
+    FulfillmentOrder, FulfillmentState, ListFulfillmentOrdersRequest,
+    WatchFulfillmentEventsRequest, fulfillment_service_client::FulfillmentServiceClient,
 };
 use oms_proto::inventory::{self as inv, inventory_service_client::InventoryServiceClient};
 use oms_proto::orders::{self as ord, OrderState, order_service_client::OrderServiceClient};
@@ -910,7 +910,12 @@ async fn orders_resyncs_what_it_missed_when_the_retention_deleted_the_events() {
     // read those of the shipment.
     let pool = suite.db.pool("fulfillment", None).await;
     let cutoff = chrono::Utc::now() + chrono::Duration::seconds(1);
-    assert!(oms_runtime::outbox::purge(&pool, cutoff, 10_000).await.unwrap() > 0);
+    assert!(
+        oms_runtime::outbox::purge(&pool, cutoff, 10_000)
+            .await
+            .unwrap()
+            > 0
+    );
 
     // Back up, orders finds its cursor expired and resyncs from the
     // fulfillment orders: the order is delivered and its units consumed.

@@ -8,8 +8,7 @@ use oms_kernel::{Paging, RequestId, Tenant, Violations, parse_name, parse_uuid_n
 use oms_proto::fulfillment::{CancelCommand, FulfillmentState as S, command, *};
 use oms_runtime::{
     idempotency::{self, Begin},
-    outbox,
-    status,
+    outbox, status,
     time::to_timestamp,
 };
 use std::collections::HashSet;

@@ -61,13 +61,12 @@ pub async fn event_time(
     source: &str,
     tenant: &Tenant,
 ) -> sqlx::Result<Option<DateTime<Utc>>> {
-    let t: Option<Option<DateTime<Utc>>> = sqlx::query_scalar(
-        "SELECT event_time FROM feed_cursors WHERE source = $1 AND tenant = $2",
-    )
-    .bind(source)
-    .bind(tenant.as_str())
-    .fetch_optional(ex)
-    .await?;
+    let t: Option<Option<DateTime<Utc>>> =
+        sqlx::query_scalar("SELECT event_time FROM feed_cursors WHERE source = $1 AND tenant = $2")
+            .bind(source)
+            .bind(tenant.as_str())
+            .fetch_optional(ex)
+            .await?;
     Ok(t.flatten())
 }
 
@@ -77,7 +76,7 @@ pub enum Put {
     /// resync read): nothing stored.
     Stale,
     /// Stored, replacing this report (none: the first).
-    Stored(Option<FulfillmentOrder>),
+    Stored(Option<Box<FulfillmentOrder>>),
 }
 
 /// Whether `fo` is a later report than `stored`. Reports without a
@@ -115,7 +114,7 @@ pub async fn put_fulfillment(
     .bind(fo.encode_to_vec())
     .execute(&mut *tx)
     .await?;
-    Ok(Put::Stored(old))
+    Ok(Put::Stored(old.map(Box::new)))
 }
 
 /// Every fulfillment order of an order, as last reported.

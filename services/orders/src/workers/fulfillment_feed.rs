@@ -16,12 +16,12 @@ use crate::workers::{
 };
 use chrono::Utc;
 use oms_kernel::{Tenant, parse_name};
-use oms_runtime::time::{from_timestamp, to_timestamp};
 use oms_proto::fulfillment::{
     FulfillmentOrder, FulfillmentState, ListFulfillmentOrdersRequest,
     WatchFulfillmentEventsRequest, WatchFulfillmentEventsResponse,
 };
 use oms_proto::inventory::{Allocation, ConsumeAllocationsRequest};
+use oms_runtime::time::{from_timestamp, to_timestamp};
 use prost::Message;
 use sqlx::PgPool;
 use std::collections::HashMap;
@@ -97,11 +97,17 @@ impl FulfillmentFeed {
             Err(e) if expired(&e) => {
                 tracing::warn!(tenant = %tenant, error = %e, "fulfillment events were deleted before this service read them (OMS_EVENT_RETENTION_DAYS): resyncing from the fulfillment orders");
                 match self.resync(tenant).await {
-                    Ok(n) => tracing::info!(tenant = %tenant, fulfillment_orders = n, "resynced from the fulfillment orders; following the feed again"),
-                    Err(e) => tracing::warn!(tenant = %tenant, error = %e, "resync failed; trying again"),
+                    Ok(n) => {
+                        tracing::info!(tenant = %tenant, fulfillment_orders = n, "resynced from the fulfillment orders; following the feed again")
+                    }
+                    Err(e) => {
+                        tracing::warn!(tenant = %tenant, error = %e, "resync failed; trying again")
+                    }
                 }
             }
-            Err(e) => tracing::warn!(tenant = %tenant, error = %e, "fulfillment feed broke; resuming from the stored cursor"),
+            Err(e) => {
+                tracing::warn!(tenant = %tenant, error = %e, "fulfillment feed broke; resuming from the stored cursor")
+            }
             Ok(()) => {}
         }
     }
@@ -204,13 +210,12 @@ impl FulfillmentFeed {
         else {
             return Ok(());
         };
-        let Some((mut o, held_from)) = repo::orders::lock(&mut *tx, tenant, order_id).await?
-        else {
+        let Some((mut o, held_from)) = repo::orders::lock(&mut *tx, tenant, order_id).await? else {
             return Ok(());
         };
         let before = match feeds::put_fulfillment(&mut *tx, tenant, order_id, fo).await? {
             Put::Stale => return Ok(()),
-            Put::Stored(before) => before,
+            Put::Stored(before) => before.map(|b| *b),
         };
         self.consume(tenant, fo, before.as_ref()).await?;
         // Work released just before the order's cancel, and reported
