@@ -880,10 +880,16 @@ async fn orders_resyncs_what_it_missed_when_the_retention_deleted_the_events() {
     let mut stock = suite.stock(T, &[("A", 5)]).await;
     let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
     let mut feed = suite.order_events(T).await;
-    let first = create(&mut orders, "resync-1", &[("A", 2)]).await;
-    until_state(&mut feed, &first.name, OrderState::Released).await;
+    // A first order delivered: orders has followed the feed past it.
+    let wms = warehouse(&suite, "DC1", 0.0);
+    let first = create(&mut orders, "resync-1", &[("A", 1)]).await;
+    until_state(&mut feed, &first.name, OrderState::Delivered).await;
+    drop(wms);
 
-    // Orders is down while the warehouse ships and delivers the order.
+    // The next is released, then orders is down while the warehouse ships
+    // and delivers it.
+    let missed = create(&mut orders, "resync-2", &[("A", 2)]).await;
+    until_state(&mut feed, &missed.name, OrderState::Released).await;
     suite.crash(Service::Orders).await;
     let mut work = FulfillmentServiceClient::new(suite.channel(Service::Fulfillment));
     let mut work_feed = work
@@ -896,7 +902,7 @@ async fn orders_resyncs_what_it_missed_when_the_retention_deleted_the_events() {
         loop {
             let ev = work_feed.message().await.unwrap().unwrap();
             let fo = ev.fulfillment_order.unwrap();
-            if fo.order == first.name && fo.state() == FulfillmentState::Delivered {
+            if fo.order == missed.name && fo.state() == FulfillmentState::Delivered {
                 return fo;
             }
         }
@@ -907,7 +913,7 @@ async fn orders_resyncs_what_it_missed_when_the_retention_deleted_the_events() {
     assert!(fo.version > 2, "created, released, then moved by the WMS");
 
     // The retention deletes every fulfillment event so far: orders never
-    // read those of the shipment.
+    // read those of the second order's shipment.
     let pool = suite.db.pool("fulfillment", None).await;
     let cutoff = chrono::Utc::now() + chrono::Duration::seconds(1);
     assert!(
@@ -922,12 +928,12 @@ async fn orders_resyncs_what_it_missed_when_the_retention_deleted_the_events() {
     suite.start_again(Service::Orders).await;
     let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
     let mut feed = suite.order_events(T).await;
-    until_state(&mut feed, &first.name, OrderState::Delivered).await;
-    assert_eq!(on_hand(&mut stock, "A").await, [("DC1".to_string(), 3)]);
-    assert_eq!(available(&mut stock, "A").await, 3);
+    until_state(&mut feed, &missed.name, OrderState::Delivered).await;
+    assert_eq!(on_hand(&mut stock, "A").await, [("DC1".to_string(), 2)]);
+    assert_eq!(available(&mut stock, "A").await, 2);
 
     // And it follows the feed again from where the resync left it.
-    let second = create(&mut orders, "resync-2", &[("A", 1)]).await;
-    until_state(&mut feed, &second.name, OrderState::Delivered).await;
-    assert_eq!(on_hand(&mut stock, "A").await, [("DC1".to_string(), 2)]);
+    let next = create(&mut orders, "resync-3", &[("A", 1)]).await;
+    until_state(&mut feed, &next.name, OrderState::Delivered).await;
+    assert_eq!(on_hand(&mut stock, "A").await, [("DC1".to_string(), 1)]);
 }

@@ -12,7 +12,9 @@ use crate::gate::AvailChange;
 use crate::repo::{self, lock};
 use chrono::Utc;
 use oms_kernel::Tenant;
-use oms_proto::inventory::{Item, LotExpired, LotRestored, StockLevel, inventory_event};
+use oms_proto::inventory::{
+    Allocation, Item, LotExpired, LotRestored, Reservation, StockLevel, inventory_event,
+};
 use sqlx::PgConnection;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -206,6 +208,41 @@ pub async fn min_expiry_dates(
             ((sku.clone(), node.clone()), date)
         })
         .collect())
+}
+
+/// Sets `min_expiry_date` on the allocations of `reservations` that have
+/// units left to ship, as of now: an order released days after its
+/// confirmation must not ship lots that have since been withdrawn from
+/// sale. Allocations shipped in full keep the date they shipped under.
+pub async fn date_allocations(
+    c: &mut PgConnection,
+    tenant: &Tenant,
+    reservations: &mut [Reservation],
+) -> Result<()> {
+    let open = |a: &Allocation| a.quantity > a.quantity_consumed;
+    let at: Vec<(String, String)> = reservations
+        .iter()
+        .flat_map(|r| &r.lines)
+        .flat_map(|l| &l.allocations)
+        .filter(|a| open(a))
+        .map(|a| (a.sku.clone(), a.node_id.clone()))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if at.is_empty() {
+        return Ok(());
+    }
+    let fresh = min_expiry_dates(c, tenant, &at).await?;
+    for a in reservations
+        .iter_mut()
+        .flat_map(|r| &mut r.lines)
+        .flat_map(|l| &mut l.allocations)
+        .filter(|a| open(a))
+    {
+        let key = (a.sku.clone(), a.node_id.clone());
+        a.min_expiry_date = fresh.get(&key).cloned().unwrap_or_default();
+    }
+    Ok(())
 }
 
 /// Units reservations hold at a node beyond its unexpired stock, with a

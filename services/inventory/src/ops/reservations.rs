@@ -592,12 +592,14 @@ pub async fn get(
     req: GetReservationRequest,
 ) -> Result<GetReservationResponse> {
     let id = reservation_id("name", &req.name)?;
-    repo::reservations::get(&inv.pool, tenant, id)
+    let mut c = inv.pool.acquire().await?;
+    let mut r = repo::reservations::get(&mut *c, tenant, id)
         .await?
-        .map(|r| GetReservationResponse {
-            reservation: Some(r),
-        })
-        .ok_or_else(|| Error::not_found("reservation", req.name.clone()))
+        .ok_or_else(|| Error::not_found("reservation", req.name.clone()))?;
+    super::lot_expiry::date_allocations(&mut c, tenant, std::slice::from_mut(&mut r)).await?;
+    Ok(GetReservationResponse {
+        reservation: Some(r),
+    })
 }
 
 pub async fn list(
@@ -650,8 +652,11 @@ pub async fn list(
     )
     .await?;
     let (rows, next_page_token) = paging.page(rows, |(t, r)| (*t, r.reservation_id.clone()));
+    let mut reservations: Vec<Reservation> = rows.into_iter().map(|(_, r)| r).collect();
+    let mut c = inv.pool.acquire().await?;
+    super::lot_expiry::date_allocations(&mut c, tenant, &mut reservations).await?;
     Ok(ListReservationsResponse {
-        reservations: rows.into_iter().map(|(_, r)| r).collect(),
+        reservations,
         next_page_token,
     })
 }
@@ -1094,6 +1099,14 @@ async fn record(
             }
         }
         (Op::Consume, _) => {
+            // The date the shipped units were to meet, as of their shipment
+            // (reads restate it only while units are left to ship).
+            let at: Vec<(String, String)> = taken
+                .keys()
+                .map(|k| gate::split_hold(k))
+                .map(|(sku, node)| (sku.to_owned(), node.to_owned()))
+                .collect();
+            let fresh = super::lot_expiry::min_expiry_dates(tx, tenant, &at).await?;
             for (k, t) in taken {
                 let (sku, node) = gate::split_hold(k);
                 let mut left = *t;
@@ -1106,6 +1119,10 @@ async fn record(
                     let x = left.min(a.quantity - a.quantity_consumed);
                     a.quantity_consumed += x;
                     left -= x;
+                    if x > 0 {
+                        let key = (sku.to_owned(), node.to_owned());
+                        a.min_expiry_date = fresh.get(&key).cloned().unwrap_or_default();
+                    }
                 }
             }
             // One shipment per entry, with its lot and serial numbers: the

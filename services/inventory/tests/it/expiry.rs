@@ -454,6 +454,36 @@ async fn a_confirmation_names_the_earliest_expiry_to_ship() {
     let first = allocation(c, "milk").await;
     assert!(first == in_days(31) || first == in_days(30), "{first}");
     assert_eq!(allocation(c, "plain").await, "");
+
+    // The date is as of the read, not of the confirmation: an order
+    // released later (days later, or after a new minimum shelf life) ships
+    // only lots still promised then.
+    shelf_life(c, 40).await.unwrap();
+    let later = allocation(c, "milk").await;
+    assert!(later == in_days(41) || later == in_days(40), "{later}");
+    let listed = c
+        .list_reservations(authed("acme", ListReservationsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .reservations;
+    let dates: Vec<(&str, &str)> = listed
+        .iter()
+        .map(|r| {
+            let a = &r.lines[0].allocations[0];
+            (r.reservation_id.as_str(), a.min_expiry_date.as_str())
+        })
+        .collect();
+    let mut dates = dates;
+    dates.sort();
+    assert_eq!(dates, [("milk", later.as_str()), ("plain", "")]);
+
+    // Shipped in full, an allocation keeps the date as of its shipment.
+    ship(c, "milk", vec![shipped("MILK", 2, "A", &[])])
+        .await
+        .unwrap();
+    shelf_life(c, 10).await.unwrap();
+    assert_eq!(allocation(c, "milk").await, later);
 }
 
 /// A lot a transaction holds (a count paused before its commit) is skipped

@@ -90,8 +90,10 @@ impl FulfillmentFeed {
         });
     }
 
-    /// Follows `tenant`'s feed from `cursor` until it breaks; resyncs when
-    /// the events after the cursor are gone.
+    /// Follows `tenant`'s feed from `cursor` until it breaks; resyncs from
+    /// the fulfillment orders when the events after the cursor are gone.
+    /// (A new follower reads the feed from its start rather than resync:
+    /// event by event, the order passes through every state.)
     async fn follow_or_resync(&self, tenant: &Tenant, cursor: String) {
         match self.follow(tenant, cursor).await {
             Err(e) if expired(&e) => {
@@ -112,13 +114,14 @@ impl FulfillmentFeed {
         }
     }
 
-    /// Brings orders up to date after the feed's retention deleted events
-    /// it never read: takes in again every fulfillment order changed since
-    /// the last event it took (a report no newer than the one orders has
+    /// Brings orders up to date from the fulfillment orders themselves
+    /// after the retention deleted events it never read: takes in every
+    /// fulfillment order changed since the last event it took (all, when
+    /// that is not known) (a report no newer than the one orders has
     /// changes nothing), then moves the cursor to where the feed stood
     /// before the list was read, so no later change is missed. Stopped
-    /// half way, it starts again from the same expired cursor. Returns how
-    /// many fulfillment orders it read.
+    /// half way, it starts again from the same cursor. Returns how many
+    /// fulfillment orders it read.
     async fn resync(&self, tenant: &Tenant) -> anyhow::Result<usize> {
         let since = feeds::event_time(&self.pool, feeds::FULFILLMENT, tenant)
             .await?

@@ -40,16 +40,13 @@ fn gave_up(fo: &FulfillmentOrder) -> bool {
     )
 }
 
-/// Units of each line (id, SKU, units) that `fo` gave back since `before`:
-/// short-picked units, or everything unshipped when it was rejected or
-/// cancelled.
+/// Units of each line (id, SKU, units) that `fo` gave back since `before`
+/// (none: since it was created, every unit open): short-picked units, or
+/// everything unshipped when it was rejected or cancelled.
 pub fn given_back(
     before: Option<&FulfillmentOrder>,
     fo: &FulfillmentOrder,
 ) -> Vec<(String, String, i64)> {
-    let Some(before) = before else {
-        return Vec::new();
-    };
     let open = |f: &FulfillmentOrder, line: &str| -> i64 {
         f.lines.iter().find(|l| l.line_id == line).map_or(0, |l| {
             if gave_up(f) {
@@ -65,7 +62,7 @@ pub fn given_back(
             (
                 l.line_id.clone(),
                 l.sku.clone(),
-                open(before, &l.line_id) - open(fo, &l.line_id),
+                before.map_or(l.quantity, |b| open(b, &l.line_id)) - open(fo, &l.line_id),
             )
         })
         .filter(|(_, _, q)| *q > 0)
@@ -409,5 +406,49 @@ impl Saga {
         .await?;
         repo::saga::done(tx, s).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::given_back;
+    use oms_proto::fulfillment::{FulfillmentLine, FulfillmentOrder, FulfillmentState};
+
+    fn fo(state: FulfillmentState, lines: &[(&str, i64, i64)]) -> FulfillmentOrder {
+        let mut f = FulfillmentOrder {
+            lines: lines
+                .iter()
+                .map(|(id, q, shipped)| FulfillmentLine {
+                    line_id: id.to_string(),
+                    sku: format!("S{id}"),
+                    quantity: *q,
+                    quantity_shipped: *shipped,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        f.set_state(state);
+        f
+    }
+
+    #[test]
+    fn units_given_back_count_from_the_last_report_or_from_creation() {
+        let released = fo(FulfillmentState::Released, &[("1", 3, 0), ("2", 2, 0)]);
+        let rejected = fo(FulfillmentState::Rejected, &[("1", 3, 1), ("2", 2, 0)]);
+        let back = |b: Option<&FulfillmentOrder>, f: &FulfillmentOrder| -> Vec<(String, i64)> {
+            given_back(b, f)
+                .into_iter()
+                .map(|(l, _, q)| (l, q))
+                .collect()
+        };
+        let all = [("1".to_string(), 2), ("2".to_string(), 2)];
+        assert_eq!(back(Some(&released), &rejected), all);
+        // First heard of when already rejected (a resync): the same.
+        assert_eq!(back(None, &rejected), all);
+        // Heard of again: nothing more.
+        assert_eq!(back(Some(&rejected), &rejected), []);
+        // New work gave nothing back.
+        assert_eq!(back(None, &released), []);
     }
 }
