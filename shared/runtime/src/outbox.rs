@@ -173,10 +173,18 @@ pub struct Cursor {
 }
 
 impl Cursor {
-    /// Parses an `after_cursor`; empty means the start of the feed.
+    /// The empty cursor: from the oldest event kept, whatever the
+    /// retention deleted before it (a reader that wants what is there).
+    pub const OLDEST_KEPT: Cursor = Cursor { txid: 0, id: -1 };
+    /// `0.0` (the default), before every event: a reader that must see
+    /// every event since the start is refused, like any other cursor, when
+    /// the retention deleted some it never read.
+    pub const ORIGIN: Cursor = Cursor { txid: 0, id: 0 };
+
+    /// Parses an `after_cursor`; empty is [`Cursor::OLDEST_KEPT`].
     pub fn parse(s: &str) -> Result<Cursor, String> {
         if s.is_empty() {
-            return Ok(Cursor::default());
+            return Ok(Cursor::OLDEST_KEPT);
         }
         let bad = || format!("{s:?} is not a cursor from this feed");
         let (t, i) = s.split_once('.').ok_or_else(bad)?;
@@ -551,7 +559,7 @@ pub fn follow(
                 Ok(page) if !page.rows.is_empty() => {
                     // An empty cursor follows from the oldest event kept.
                     if let Some(horizon) = page.overtaken_by
-                        && s.cursor != Cursor::default()
+                        && s.cursor != Cursor::OLDEST_KEPT
                     {
                         s.done = true;
                         s.expired.add(1, &s.of_tenant);
@@ -566,7 +574,7 @@ pub fn follow(
                     // now, not at the next event. Once: a reader that has
                     // read up to here keeps up from now on, and the
                     // retention deletes only old events.
-                    if !s.horizon_checked && s.cursor != Cursor::default() {
+                    if !s.horizon_checked && s.cursor != Cursor::OLDEST_KEPT {
                         s.horizon_checked = true;
                         match horizon_after(&s.pool, &s.tenant, s.cursor).await {
                             Ok(Some(horizon)) => {
@@ -648,7 +656,9 @@ mod tests {
     fn cursor_round_trip() {
         let c = Cursor::parse("123.45").unwrap();
         assert_eq!(c.to_string(), "123.45");
-        assert_eq!(Cursor::parse("").unwrap(), Cursor::default());
+        assert_eq!(Cursor::parse("").unwrap(), Cursor::OLDEST_KEPT);
+        assert_eq!(Cursor::parse("0.0").unwrap(), Cursor::ORIGIN);
+        assert!(Cursor::OLDEST_KEPT < Cursor::ORIGIN);
         assert!(Cursor::parse("x").is_err());
         assert!(Cursor::parse("1.x").is_err());
     }

@@ -94,9 +94,14 @@ async fn old_events_go_and_a_reader_they_overtook_is_told() {
     // At a3 nothing was missed; from the start is from what is kept.
     assert_eq!(subjects(&first(&pool, &acme, at[2], 2).await), ["a4", "a5"]);
     assert_eq!(
-        subjects(&first(&pool, &acme, Cursor::default(), 2).await),
+        subjects(&first(&pool, &acme, Cursor::OLDEST_KEPT, 2).await),
         ["a4", "a5"]
     );
+    // From before every event (`0.0`, not empty): a1 to a3 were missed.
+    match &first(&pool, &acme, Cursor::ORIGIN, 1).await[..] {
+        [Err(FeedError::Expired { horizon, .. })] => assert_eq!(*horizon, at[2]),
+        other => panic!("expected Expired, got {other:?}"),
+    }
 
     // As a Watch...Events RPC answers it.
     let feed = outbox::watch::<()>(

@@ -92,8 +92,10 @@ impl FulfillmentFeed {
 
     /// Follows `tenant`'s feed from `cursor` until it breaks; resyncs from
     /// the fulfillment orders when the events after the cursor are gone.
-    /// (A new follower reads the feed from its start rather than resync:
-    /// event by event, the order passes through every state.)
+    /// A new follower reads the feed from before its first event (`0.0`,
+    /// not empty, which would skip what the retention deleted): event by
+    /// event, an order passes through every state, where a resync moves
+    /// it to where it is now.
     async fn follow_or_resync(&self, tenant: &Tenant, cursor: String) {
         match self.follow(tenant, cursor).await {
             Err(e) if expired(&e) => {
@@ -169,7 +171,11 @@ impl FulfillmentFeed {
             .peers
             .fulfillment(tenant)
             .watch_fulfillment_events(WatchFulfillmentEventsRequest {
-                after_cursor: cursor,
+                after_cursor: if cursor.is_empty() {
+                    oms_runtime::outbox::Cursor::ORIGIN.to_string()
+                } else {
+                    cursor
+                },
             })
             .await?
             .into_inner();
