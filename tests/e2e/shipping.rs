@@ -924,10 +924,12 @@ async fn orders_resyncs_what_it_missed_when_the_retention_deleted_the_events() {
     );
 
     // Back up, orders finds its cursor expired and resyncs from the
-    // fulfillment orders: the order is delivered and its units consumed.
+    // fulfillment orders: the order is shipped (told as a step of its
+    // own), delivered, and its units consumed.
     suite.start_again(Service::Orders).await;
     let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
     let mut feed = suite.order_events(T).await;
+    until_state(&mut feed, &missed.name, OrderState::Shipped).await;
     until_state(&mut feed, &missed.name, OrderState::Delivered).await;
     assert_eq!(on_hand(&mut stock, "A").await, [("DC1".to_string(), 2)]);
     assert_eq!(available(&mut stock, "A").await, 2);

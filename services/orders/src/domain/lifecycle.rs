@@ -328,6 +328,23 @@ pub fn progressed(
     Ok(Some(to))
 }
 
+/// For an order `progressed` moved from `from` to DELIVERED in one
+/// report, past SHIPPED (a report of both at once, or a resync after the
+/// feed's steps were deleted): the order as it stood at SHIPPED, every
+/// unit shipped and none delivered, so its history and feed can tell the
+/// SHIPPED step too. None for any other move.
+pub fn passed_through_shipped(from: OrderState, o: &Order) -> Option<Order> {
+    if state(o) != OrderState::Delivered || from == OrderState::Shipped {
+        return None;
+    }
+    let mut at = o.clone();
+    at.state = OrderState::Shipped.to_proto() as i32;
+    for l in &mut at.lines {
+        l.quantity_delivered = 0;
+    }
+    Some(at)
+}
+
 /// A node gave units back (`given_back`: line id, units) and routing
 /// placed them elsewhere (`placed`: line id, node, units): the lines'
 /// sourcing follows.
@@ -656,6 +673,8 @@ mod tests {
             Ok(Some(OrderState::Delivered))
         );
         assert_eq!(o.lines[1].quantity_delivered, 1);
+        // Step by step, SHIPPED was its own change.
+        assert_eq!(passed_through_shipped(OrderState::Shipped, &o), None);
         // A cancelled unit is not waited for.
         let mut o = order();
         o.state = P::Released as i32;
@@ -664,6 +683,16 @@ mod tests {
             progressed(&mut o, &[p("1", 2, 2)]),
             Ok(Some(OrderState::Delivered))
         );
+        // Delivered in one report: the SHIPPED step, every unit shipped
+        // and none delivered yet.
+        let at = passed_through_shipped(OrderState::Released, &o).unwrap();
+        assert_eq!(state(&at), OrderState::Shipped);
+        let lines: Vec<(i64, i64)> = at
+            .lines
+            .iter()
+            .map(|l| (l.quantity_shipped, l.quantity_delivered))
+            .collect();
+        assert_eq!(lines, [(2, 0), (0, 0)]);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! are rerouted by a saga step. When the retention deleted events it never
 //! read, it resyncs from the fulfillment orders themselves.
 use crate::changes::{Happened, record};
+use crate::domain::OrderState;
 use crate::domain::lifecycle;
 use crate::repo::{self, feeds, feeds::Put};
 use crate::workers::{
@@ -262,6 +263,19 @@ impl FulfillmentFeed {
         match lifecycle::progressed(&mut o, &per_line) {
             Ok(Some(to)) => {
                 let why = format!("{} is {}", fo.name, fo.state().as_str_name());
+                // Delivered in one report: SHIPPED is told first, as step by
+                // step, so that what follows the orders feed (a "shipped"
+                // notice) does not miss it.
+                let mut from = from;
+                if let Some(mut at) = lifecycle::passed_through_shipped(from, &o) {
+                    let shipped = OrderState::Shipped;
+                    let happened = Happened::state_changed(from, shipped, why.clone());
+                    record(
+                        &mut *tx, tenant, order_id, &mut at, held_from, from, ACTOR, "", happened,
+                    )
+                    .await?;
+                    from = shipped;
+                }
                 let happened = Happened::state_changed(from, to, why);
                 record(
                     &mut *tx, tenant, order_id, &mut o, held_from, from, ACTOR, "", happened,
