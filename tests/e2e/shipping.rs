@@ -939,3 +939,51 @@ async fn orders_resyncs_what_it_missed_when_the_retention_deleted_the_events() {
     until_state(&mut feed, &next.name, OrderState::Delivered).await;
     assert_eq!(on_hand(&mut stock, "A").await, [("DC1".to_string(), 1)]);
 }
+
+#[tokio::test]
+async fn two_orders_replicas_take_each_fulfillment_event_once() {
+    let suite = Suite::start().await;
+    let _second = suite.start_replica(Service::Orders).await;
+    let mut stock = suite.stock(T, &[("A", 5)]).await;
+    let _wms = warehouse(&suite, "DC1", 0.0);
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = suite.order_events(T).await;
+    let mut names = Vec::new();
+    for i in 0..3 {
+        names.push(
+            create(&mut orders, &format!("twice-{i}"), &[("A", 1)])
+                .await
+                .name,
+        );
+    }
+    for name in &names {
+        until_state(&mut feed, name, OrderState::Delivered).await;
+    }
+    // Both replicas followed the feed: each shipment left the shelf once,
+    // and each order's history tells each step once.
+    assert_eq!(on_hand(&mut stock, "A").await, [("DC1".to_string(), 2)]);
+    for name in &names {
+        let history = orders
+            .list_order_history(authed(
+                T,
+                ord::ListOrderHistoryRequest {
+                    name: name.clone(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let by_feed: Vec<i32> = history
+            .changes
+            .iter()
+            .filter(|c| c.actor == "system:fulfillment")
+            .map(|c| c.to_state)
+            .collect();
+        assert_eq!(
+            by_feed,
+            [OrderState::Shipped as i32, OrderState::Delivered as i32],
+            "{name}"
+        );
+    }
+}

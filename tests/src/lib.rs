@@ -113,6 +113,13 @@ impl Suite {
         old.crash().await;
     }
 
+    /// Starts another replica of `s` on a port of its own, on the same
+    /// database and peers (as a second pod would be).
+    pub async fn start_replica(&self, s: Service) -> Running {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        start_one(s, listener, &self.db, &self.peers).await
+    }
+
     /// Starts a crashed service again on its port and database.
     pub async fn start_again(&mut self, s: Service) {
         let addr = self.peers.iter().find(|(p, _)| *p == s).unwrap().1;

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use oms_kernel::Tenant;
 use oms_proto::fulfillment::FulfillmentOrder;
 use oms_runtime::db::decode;
+use oms_runtime::outbox::Cursor;
 use prost::Message;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
@@ -30,6 +31,39 @@ pub async fn followed(
         .bind(source)
         .fetch_all(ex)
         .await
+}
+
+/// Takes the event at `cursor` of `source` for `tenant` in `tx`, unless
+/// the stored cursor is there or past it: every orders replica follows
+/// every tenant, the first to take an event makes the others skip it, and
+/// the cursor never moves back. Takers wait for each other on a lock of
+/// the source and tenant, held until `tx` ends.
+pub async fn claim(
+    tx: &mut PgConnection,
+    source: &str,
+    tenant: &Tenant,
+    cursor: &str,
+) -> sqlx::Result<bool> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("feed:{source}:{}", tenant.as_str()))
+        .execute(&mut *tx)
+        .await?;
+    let stored: Option<String> =
+        sqlx::query_scalar("SELECT cursor FROM feed_cursors WHERE source = $1 AND tenant = $2")
+            .bind(source)
+            .bind(tenant.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+    Ok(before(stored.as_deref().unwrap_or(""), cursor))
+}
+
+/// Whether the stored cursor lies before `cursor` (cursors that cannot be
+/// compared count as before: the event is taken, as it always was).
+fn before(stored: &str, cursor: &str) -> bool {
+    match (Cursor::parse(stored), Cursor::parse(cursor)) {
+        (Ok(s), Ok(c)) => s < c,
+        _ => true,
+    }
 }
 
 /// Moves the cursor of `source` for `tenant`, with when the event at it
@@ -135,6 +169,19 @@ pub async fn fulfillments(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_is_taken_only_past_the_stored_cursor() {
+        assert!(before("", "1.1"));
+        assert!(before("0.0", "1.1"));
+        assert!(before("7.3", "7.4"));
+        assert!(before("7.3", "8.1"));
+        assert!(!before("7.4", "7.4"), "taken already");
+        assert!(!before("8.1", "7.9"), "another replica is past it");
+        // A resync's cursor lies past every event of its transaction.
+        assert!(!before("7.9223372036854775807", "7.5"));
+        assert!(before("7.9223372036854775807", "8.1"));
+    }
 
     #[test]
     fn a_report_is_newer_by_version_unless_the_stored_one_has_none() {

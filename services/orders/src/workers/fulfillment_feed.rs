@@ -118,10 +118,10 @@ impl FulfillmentFeed {
     }
 
     /// Brings orders up to date from the fulfillment orders themselves
-    /// after the retention deleted events it never read: takes in every
-    /// fulfillment order changed since the last event it took (all, when
-    /// that is not known) (a report no newer than the one orders has
-    /// changes nothing), then moves the cursor to where the feed stood
+    /// after the retention deleted events it never read. It takes in every
+    /// fulfillment order changed since the last event it took, or all when
+    /// that time is not known; a report no newer than the one orders has
+    /// changes nothing. Then it moves the cursor to where the feed stood
     /// before the list was read, so no later change is missed. Stopped
     /// half way, it starts again from the same cursor. Returns how many
     /// fulfillment orders it read.
@@ -141,6 +141,13 @@ impl FulfillmentFeed {
                 })
                 .await?
                 .into_inner();
+            // A fulfillment older than this orders sends no cursor:
+            // following its feed from the start would replay reports older
+            // than those taken.
+            anyhow::ensure!(
+                !page.feed_cursor.is_empty(),
+                "fulfillment gave no feed cursor with its list (upgrade it first)"
+            );
             head.get_or_insert(page.feed_cursor);
             for fo in &page.fulfillment_orders {
                 let mut tx = self.pool.begin().await?;
@@ -154,15 +161,11 @@ impl FulfillmentFeed {
             }
             page_token = page.next_page_token;
         }
-        // A fulfillment older than this orders sends none: following its
-        // feed from the start would replay reports older than those taken.
         let head = head.unwrap_or_default();
-        anyhow::ensure!(
-            !head.is_empty(),
-            "fulfillment gave no feed cursor with its list (upgrade it first)"
-        );
         let mut tx = self.pool.begin().await?;
-        feeds::advance(&mut tx, feeds::FULFILLMENT, tenant, &head, None).await?;
+        if feeds::claim(&mut tx, feeds::FULFILLMENT, tenant, &head).await? {
+            feeds::advance(&mut tx, feeds::FULFILLMENT, tenant, &head, None).await?;
+        }
         tx.commit().await?;
         Ok(read)
     }
@@ -194,6 +197,9 @@ impl FulfillmentFeed {
         let meta = ev.meta.unwrap_or_default();
         let occurred = meta.occur_time.as_ref().and_then(from_timestamp);
         let mut tx = self.pool.begin().await?;
+        if !feeds::claim(&mut tx, feeds::FULFILLMENT, tenant, &meta.cursor).await? {
+            return Ok(());
+        }
         if let Some(fo) = ev.fulfillment_order {
             let key = meta.cursor.replace('.', "-");
             self.take(&mut tx, tenant, &fo, &key).await?;
