@@ -116,23 +116,26 @@ async fn levels_of(stock: &mut InventoryServiceClient<Channel>, sku: &str) -> Ve
         .levels
 }
 
-/// Asserts that a change in the order's history has a reason starting with `prefix`.
-async fn assert_history(orders: &mut OrderServiceClient<Channel>, name: &str, prefix: &str) {
-    let history = orders
-        .list_order_history(authed(
-            T,
-            ord::ListOrderHistoryRequest {
-                name: name.into(),
-                ..Default::default()
-            },
-        ))
+/// The changes of an order's history, oldest first.
+async fn history_of(orders: &mut OrderServiceClient<Channel>, name: &str) -> Vec<ord::OrderChange> {
+    let list = ord::ListOrderHistoryRequest {
+        name: name.into(),
+        ..Default::default()
+    };
+    orders
+        .list_order_history(authed(T, list))
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .changes
+}
+
+/// Asserts that a change in the order's history has a reason starting with `prefix`.
+async fn assert_history(orders: &mut OrderServiceClient<Channel>, name: &str, prefix: &str) {
+    let changes = history_of(orders, name).await;
     assert!(
-        history.changes.iter().any(|c| c.reason.starts_with(prefix)),
-        "{:?}",
-        history.changes
+        changes.iter().any(|c| c.reason.starts_with(prefix)),
+        "{changes:?}"
     );
 }
 
@@ -506,18 +509,8 @@ async fn an_order_is_shipped_by_the_warehouse_and_delivered() {
     let on_hand: Vec<(String, i64)> = levels.iter().map(|a| (a.sku.clone(), a.on_hand)).collect();
     assert_eq!(on_hand, [("A".to_string(), 3), ("B".to_string(), 0)]);
     assert_eq!(available(&mut stock, "A").await, 3);
-    let history = orders
-        .list_order_history(authed(
-            T,
-            ord::ListOrderHistoryRequest {
-                name: order.name.clone(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let actors: Vec<&str> = history.changes.iter().map(|e| e.actor.as_str()).collect();
+    let history = history_of(&mut orders, &order.name).await;
+    let actors: Vec<&str> = history.iter().map(|e| e.actor.as_str()).collect();
     assert!(actors.contains(&"system:fulfillment"), "{actors:?}");
 }
 
@@ -963,19 +956,8 @@ async fn two_orders_replicas_take_each_fulfillment_event_once() {
     // and each order's history tells each step once.
     assert_eq!(on_hand(&mut stock, "A").await, [("DC1".to_string(), 2)]);
     for name in &names {
-        let history = orders
-            .list_order_history(authed(
-                T,
-                ord::ListOrderHistoryRequest {
-                    name: name.clone(),
-                    ..Default::default()
-                },
-            ))
+        let by_feed: Vec<i32> = history_of(&mut orders, name)
             .await
-            .unwrap()
-            .into_inner();
-        let by_feed: Vec<i32> = history
-            .changes
             .iter()
             .filter(|c| c.actor == "system:fulfillment")
             .map(|c| c.to_state)
