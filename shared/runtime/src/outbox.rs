@@ -181,6 +181,15 @@ impl Cursor {
     /// the retention deleted some it never read.
     pub const ORIGIN: Cursor = Cursor { txid: 0, id: 0 };
 
+    /// A position as the database gives it: the transaction id as text
+    /// (an `xid8`), and the row id.
+    fn from_db((txid, id): (&str, i64)) -> Cursor {
+        Cursor {
+            txid: txid.parse().unwrap_or_default(),
+            id,
+        }
+    }
+
     /// Parses an `after_cursor`; empty is [`Cursor::OLDEST_KEPT`].
     pub fn parse(s: &str) -> Result<Cursor, String> {
         if s.is_empty() {
@@ -309,19 +318,13 @@ pub async fn read_after(
     .bind(limit)
     .fetch_all(pool)
     .await?;
-    let overtaken_by = rows.first().and_then(|r| {
-        r.11.as_ref().zip(r.12).map(|(txid, id)| Cursor {
-            txid: txid.parse().unwrap_or_default(),
-            id,
-        })
-    });
+    let overtaken_by = rows
+        .first()
+        .and_then(|r| r.11.as_deref().zip(r.12).map(Cursor::from_db));
     let rows = rows
         .into_iter()
         .map(|r| OutboxRow {
-            cursor: Cursor {
-                txid: r.1.parse().unwrap_or_default(),
-                id: r.0,
-            },
+            cursor: Cursor::from_db((&r.1, r.0)),
             tenant: r.2,
             event_id: r.3,
             event_type: r.4,
@@ -352,10 +355,7 @@ async fn horizon_after(
     .bind(after.id)
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|(txid, id)| Cursor {
-        txid: txid.parse().unwrap_or_default(),
-        id,
-    }))
+    Ok(row.map(|(txid, id)| Cursor::from_db((&txid, id))))
 }
 
 /// Wakes feed readers when events were appended, by any process. It
@@ -506,6 +506,18 @@ pub fn follow(
         horizon_checked: bool,
         expired: Counter<u64>,
     }
+    impl State {
+        /// Ends the feed: the retention deleted events up to `horizon`
+        /// that this reader never got.
+        fn expire(&mut self, horizon: Cursor) -> FeedError {
+            self.done = true;
+            self.expired.add(1, &self.of_tenant);
+            FeedError::Expired {
+                after: self.cursor,
+                horizon,
+            }
+        }
+    }
     let lag = opentelemetry::global::meter("oms-runtime")
         .f64_histogram("oms.feed.lag")
         .with_unit("s")
@@ -561,10 +573,8 @@ pub fn follow(
                     if let Some(horizon) = page.overtaken_by
                         && s.cursor != Cursor::OLDEST_KEPT
                     {
-                        s.done = true;
-                        s.expired.add(1, &s.of_tenant);
-                        let after = s.cursor;
-                        return Some((Err(FeedError::Expired { after, horizon }), s));
+                        let e = s.expire(horizon);
+                        return Some((Err(e), s));
                     }
                     s.buffer.extend(page.rows)
                 }
@@ -578,10 +588,8 @@ pub fn follow(
                         s.horizon_checked = true;
                         match horizon_after(&s.pool, &s.tenant, s.cursor).await {
                             Ok(Some(horizon)) => {
-                                s.done = true;
-                                s.expired.add(1, &s.of_tenant);
-                                let after = s.cursor;
-                                return Some((Err(FeedError::Expired { after, horizon }), s));
+                                let e = s.expire(horizon);
+                                return Some((Err(e), s));
                             }
                             Ok(None) => {}
                             Err(e) => return Some((Err(e.into()), s)),

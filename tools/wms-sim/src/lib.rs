@@ -88,6 +88,17 @@ struct Shared {
     picking: tokio::sync::Mutex<()>,
 }
 
+impl Shared {
+    fn new(seed: u64) -> Arc<Shared> {
+        Arc::new(Shared {
+            stages: Mutex::new(HashMap::new()),
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            picked: Mutex::new(Tally::default()),
+            picking: tokio::sync::Mutex::new(()),
+        })
+    }
+}
+
 /// (node, SKU, lot) or (node, SKU, serial number).
 type Key = (String, String, String);
 
@@ -126,12 +137,7 @@ impl Drop for Picks {
 impl Sim {
     /// Runs until `shutdown`, reconnecting after every break.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let shared = Arc::new(Shared {
-            stages: Mutex::new(HashMap::new()),
-            rng: Mutex::new(StdRng::seed_from_u64(self.seed)),
-            picked: Mutex::new(Tally::default()),
-            picking: tokio::sync::Mutex::new(()),
-        });
+        let shared = Shared::new(self.seed);
         let mut last = 0i64;
         let mut backoff = Duration::from_millis(200);
         while !shutdown.is_cancelled() {
@@ -685,12 +691,7 @@ mod tests {
             seed: 1,
             inventory_url: None,
         };
-        let shared = Arc::new(Shared {
-            stages: Mutex::new(HashMap::new()),
-            rng: Mutex::new(StdRng::seed_from_u64(1)),
-            picked: Mutex::new(Tally::default()),
-            picking: tokio::sync::Mutex::new(()),
-        });
+        let shared = Shared::new(1);
         let fo = FulfillmentOrder {
             name: "fulfillmentOrders/1".into(),
             node_id: "DC1".into(),

@@ -179,10 +179,10 @@ async fn withdrawn(
     Ok(())
 }
 
-/// For the confirmation of `entries` (SKU, node): the earliest expiry date
-/// a lot may have to ship each one whose item tracks expiry (the lots its
-/// node still promises), by (SKU, node).
-pub async fn min_expiry_dates(
+/// For allocations at `entries` (SKU, node): the earliest expiry date a
+/// lot may have to ship each one whose item tracks expiry (the lots its
+/// node still promises today), by (SKU, node).
+async fn min_expiry_dates(
     tx: &mut PgConnection,
     tenant: &Tenant,
     entries: &[(String, String)],
@@ -211,9 +211,10 @@ pub async fn min_expiry_dates(
 }
 
 /// Sets `min_expiry_date` on the allocations of `reservations` that have
-/// units left to ship, as of now: an order released days after its
-/// confirmation must not ship lots that have since been withdrawn from
-/// sale. Allocations shipped in full keep the date they shipped under.
+/// units left to ship, as of now: at confirmation, at each shipment, and
+/// on every read, so an order released days after its confirmation does
+/// not ship lots withdrawn from sale since. Allocations shipped in full
+/// keep the date of their last shipment.
 pub async fn date_allocations(
     c: &mut PgConnection,
     tenant: &Tenant,

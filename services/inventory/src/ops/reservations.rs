@@ -1061,26 +1061,17 @@ async fn record(
             }
         }
         (Op::Confirm, _) => {
-            let at: Vec<(String, String)> = c
-                .entries
-                .iter()
-                .map(|e| (e.sku.clone(), e.node.clone()))
-                .collect();
-            let fresh = super::lot_expiry::min_expiry_dates(tx, tenant, &at).await?;
             for e in &c.entries {
                 if let Some(l) = r.lines.iter_mut().find(|l| l.sku == e.sku) {
-                    let key = (e.sku.clone(), e.node.clone());
                     l.allocations.push(Allocation {
                         sku: e.sku.clone(),
                         node_id: e.node.clone(),
                         quantity: e.q,
-                        quantity_consumed: 0,
-                        lot: String::new(),
-                        serial_numbers: vec![],
-                        min_expiry_date: fresh.get(&key).cloned().unwrap_or_default(),
+                        ..Default::default()
                     });
                 }
             }
+            super::lot_expiry::date_allocations(tx, tenant, std::slice::from_mut(r)).await?;
         }
         (Op::Release, _) => {
             for (k, t) in taken {
@@ -1099,14 +1090,10 @@ async fn record(
             }
         }
         (Op::Consume, _) => {
-            // The date the shipped units were to meet, as of their shipment
-            // (reads restate it only while units are left to ship).
-            let at: Vec<(String, String)> = taken
-                .keys()
-                .map(|k| gate::split_hold(k))
-                .map(|(sku, node)| (sku.to_owned(), node.to_owned()))
-                .collect();
-            let fresh = super::lot_expiry::min_expiry_dates(tx, tenant, &at).await?;
+            // Dated as of the shipment, before the units count as shipped:
+            // an allocation shipped in full keeps that date (reads restate
+            // it only while units are left to ship).
+            super::lot_expiry::date_allocations(tx, tenant, std::slice::from_mut(r)).await?;
             for (k, t) in taken {
                 let (sku, node) = gate::split_hold(k);
                 let mut left = *t;
@@ -1119,10 +1106,6 @@ async fn record(
                     let x = left.min(a.quantity - a.quantity_consumed);
                     a.quantity_consumed += x;
                     left -= x;
-                    if x > 0 {
-                        let key = (sku.to_owned(), node.to_owned());
-                        a.min_expiry_date = fresh.get(&key).cloned().unwrap_or_default();
-                    }
                 }
             }
             // One shipment per entry, with its lot and serial numbers: the
