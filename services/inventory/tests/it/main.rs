@@ -7,6 +7,7 @@ mod expiry;
 mod ledger;
 mod recovery;
 mod reservations;
+mod soak;
 
 use oms_proto::common::NodeKind;
 use oms_proto::inventory::{inventory_service_client::InventoryServiceClient, *};

@@ -1,0 +1,589 @@
+//! Random work by concurrent callers of two tenants (receipts,
+//! reservations, confirmations, releases, shipments and repeats of each),
+//! with Redis flushed and the gate reconciled on the way. Afterwards every
+//! reservation is as its caller was last told, stock and availability
+//! follow from what the callers were told, the gate agrees with the
+//! record, and no unit is promised twice.
+use crate::*;
+use oms_testkit::RedisServer;
+use rand::{Rng, SeedableRng, rngs::StdRng, seq::IndexedRandom};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+use tonic::Code;
+
+const SKUS: [&str; 3] = ["A", "B", "C"];
+/// Each tenant's nodes: DC2 is acme's, shared with beta.
+const TENANTS: [(&str, &[&str]); 2] = [("acme", &["DC1", "DC2"]), ("beta", &["BX", "DC2"])];
+const WORKERS_PER_TENANT: usize = 4;
+const OPS: usize = 120;
+const ALL_OPS: usize = TENANTS.len() * WORKERS_PER_TENANT * OPS;
+
+/// What one tenant's callers were told.
+#[derive(Default)]
+struct Told {
+    /// Units received less units shipped, per node and SKU.
+    stock: BTreeMap<(String, String), i64>,
+    /// Each reservation as its last answer gave it.
+    reservations: BTreeMap<String, Reservation>,
+}
+
+/// A request answered OK, kept to be sent again.
+enum Sent {
+    Receipt(Box<(RecordMovementRequest, StockMovement)>),
+    Create(CreateReservationRequest),
+    Confirm(ConfirmReservationRequest, Reservation),
+    Release(ReleaseReservationRequest, Reservation),
+    Extend(ExtendReservationRequest, Reservation),
+    Consume(ConsumeAllocationsRequest, Reservation),
+}
+
+/// Units a reservation holds per SKU and node (empty: the network).
+fn holding(r: &Reservation) -> BTreeMap<(String, String), i64> {
+    let mut h: BTreeMap<(String, String), i64> = BTreeMap::new();
+    match r.state() {
+        ReservationState::Active => {
+            for l in &r.lines {
+                *h.entry((l.sku.clone(), l.node_id.clone())).or_default() +=
+                    l.quantity - l.quantity_released;
+            }
+        }
+        ReservationState::Confirmed => {
+            for a in r.lines.iter().flat_map(|l| &l.allocations) {
+                *h.entry((a.sku.clone(), a.node_id.clone())).or_default() +=
+                    a.quantity - a.quantity_consumed;
+            }
+        }
+        _ => {}
+    }
+    h.retain(|_, q| *q > 0);
+    h
+}
+
+/// Sends until the answer is not UNAVAILABLE (what a caller does while
+/// the gate is rebuilt), at most 100 times.
+async fn retried<T>(
+    c: &Client,
+    send: impl AsyncFn(&mut Client) -> Result<tonic::Response<T>, tonic::Status>,
+) -> Result<T, tonic::Status> {
+    let mut c = c.clone();
+    for _ in 0..100 {
+        match send(&mut c).await {
+            Err(e) if e.code() == Code::Unavailable => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await
+            }
+            r => return r.map(tonic::Response::into_inner),
+        }
+    }
+    panic!("unavailable 100 times in a row");
+}
+
+/// Reserves through a stream of one message, answered as the unary call.
+async fn streamed(
+    c: &mut Client,
+    tenant: &str,
+    req: &CreateReservationRequest,
+) -> Result<tonic::Response<Reservation>, tonic::Status> {
+    let msg = StreamReservationsRequest {
+        reservation: Some(req.clone()),
+        ..Default::default()
+    };
+    let mut answers = c
+        .stream_reservations(authed(tenant, tokio_stream::iter([msg])))
+        .await?
+        .into_inner();
+    let a = answers.message().await?.expect("one answer");
+    assert_eq!(a.reservation_id, req.reservation_id);
+    match oms_runtime::status::from_rpc(a.status.as_ref().unwrap()) {
+        Some(e) => Err(e),
+        None => Ok(tonic::Response::new(a.reservation.unwrap())),
+    }
+}
+
+struct Worker {
+    c: Client,
+    tenant: &'static str,
+    nodes: &'static [&'static str],
+    name: String,
+    rng: StdRng,
+    told: Arc<Mutex<Told>>,
+    sent: Vec<Sent>,
+}
+
+impl Worker {
+    fn node(&mut self) -> String {
+        self.nodes.choose(&mut self.rng).unwrap().to_string()
+    }
+
+    /// One of this worker's reservations in one of `states`, if any.
+    fn mine(&mut self, states: &[ReservationState]) -> Option<Reservation> {
+        let told = self.told.lock().unwrap();
+        let mine: Vec<&Reservation> = told
+            .reservations
+            .values()
+            .filter(|r| {
+                r.reservation_id.starts_with(&format!("{}-", self.name))
+                    && states.contains(&r.state())
+            })
+            .collect();
+        mine.choose(&mut self.rng).map(|r| (*r).clone())
+    }
+
+    fn keep(&self, r: &Reservation) {
+        let mut told = self.told.lock().unwrap();
+        told.reservations
+            .insert(r.reservation_id.clone(), r.clone());
+    }
+
+    async fn run(mut self, step: Arc<AtomicUsize>, flush: Arc<Notify>, fix: Arc<Notify>) {
+        for op in 0..OPS {
+            match self.rng.random_range(0..100) {
+                0..10 => self.receipt().await,
+                10..40 => self.create(op).await,
+                40..45 => self.extend().await,
+                45..60 => self.confirm().await,
+                60..75 => self.release().await,
+                75..90 => self.consume().await,
+                _ => self.repeat().await,
+            }
+            let done = step.fetch_add(1, Ordering::SeqCst) + 1;
+            if done == ALL_OPS / 3 {
+                flush.notify_one();
+            }
+            if done == 2 * ALL_OPS / 3 {
+                fix.notify_one();
+            }
+        }
+    }
+
+    async fn receipt(&mut self) {
+        let node = self.node();
+        let sku = *SKUS.choose(&mut self.rng).unwrap();
+        let req = RecordMovementRequest {
+            request_id: rid(),
+            movement: Some(StockMovement {
+                kind: MovementKind::Receipt as i32,
+                node_id: node.clone(),
+                sku: sku.into(),
+                quantity: self.rng.random_range(1..=4),
+                ..Default::default()
+            }),
+        };
+        let m = retried(&self.c, async |c| {
+            c.record_movement(authed(self.tenant, req.clone())).await
+        })
+        .await
+        .unwrap()
+        .movement
+        .unwrap();
+        *self
+            .told
+            .lock()
+            .unwrap()
+            .stock
+            .entry((node, sku.into()))
+            .or_default() += m.quantity;
+        self.sent.push(Sent::Receipt(Box::new((req, m))));
+    }
+
+    async fn create(&mut self, op: usize) {
+        let n = self.rng.random_range(1..=2);
+        let mut lines = Vec::new();
+        for sku in SKUS.choose_multiple(&mut self.rng, n) {
+            let node = if self.rng.random_bool(0.5) {
+                self.node()
+            } else {
+                String::new()
+            };
+            lines.push(line(sku, &node, self.rng.random_range(1..=3)));
+        }
+        let req = CreateReservationRequest {
+            reservation_id: format!("{}-{op}", self.name),
+            lines,
+            reference: format!("orders/{}-{op}", self.name),
+            ..Default::default()
+        };
+        // By the unary call or a stream of its own.
+        let answer = if self.rng.random_bool(0.5) {
+            retried(&self.c, async |c| {
+                c.create_reservation(authed(self.tenant, req.clone())).await
+            })
+            .await
+            .map(|r| r.reservation.unwrap())
+        } else {
+            retried(&self.c, async |c| streamed(c, self.tenant, &req).await).await
+        };
+        match answer {
+            Ok(r) => {
+                self.keep(&r);
+                self.sent.push(Sent::Create(req));
+            }
+            Err(e) => assert_eq!(reason(&e), "INSUFFICIENT_STOCK", "{e:?}"),
+        }
+    }
+
+    async fn confirm(&mut self) {
+        let Some(r) = self.mine(&[ReservationState::Active]) else {
+            return;
+        };
+        let mut allocations = Vec::new();
+        for ((sku, node), q) in holding(&r) {
+            let node = if node.is_empty() { self.node() } else { node };
+            allocations.push(Allocation {
+                sku,
+                node_id: node,
+                quantity: q,
+                ..Default::default()
+            });
+        }
+        let req = ConfirmReservationRequest {
+            request_id: rid(),
+            name: r.name.clone(),
+            allocations,
+        };
+        match retried(&self.c, async |c| {
+            c.confirm_reservation(authed(self.tenant, req.clone()))
+                .await
+        })
+        .await
+        {
+            Ok(a) => {
+                let r = a.reservation.unwrap();
+                assert_eq!(r.state(), ReservationState::Confirmed);
+                self.keep(&r);
+                self.sent.push(Sent::Confirm(req, r));
+            }
+            Err(e) => assert_eq!(reason(&e), "INSUFFICIENT_STOCK", "{e:?}"),
+        }
+    }
+
+    /// More units of a SKU: anywhere (active) or at a node (confirmed).
+    async fn extend(&mut self) {
+        let live = [ReservationState::Active, ReservationState::Confirmed];
+        let Some(r) = self.mine(&live) else {
+            return;
+        };
+        let node = if r.state() == ReservationState::Confirmed || self.rng.random_bool(0.5) {
+            self.node()
+        } else {
+            String::new()
+        };
+        let req = ExtendReservationRequest {
+            request_id: rid(),
+            name: r.name.clone(),
+            lines: vec![Allocation {
+                sku: SKUS.choose(&mut self.rng).unwrap().to_string(),
+                node_id: node,
+                quantity: self.rng.random_range(1..=2),
+                ..Default::default()
+            }],
+            reason: "one more".into(),
+        };
+        match retried(&self.c, async |c| {
+            c.extend_reservation(authed(self.tenant, req.clone())).await
+        })
+        .await
+        {
+            Ok(a) => {
+                let r = a.reservation.unwrap();
+                self.keep(&r);
+                self.sent.push(Sent::Extend(req, r));
+            }
+            Err(e) => assert_eq!(reason(&e), "INSUFFICIENT_STOCK", "{e:?}"),
+        }
+    }
+
+    async fn release(&mut self) {
+        let live = [ReservationState::Active, ReservationState::Confirmed];
+        let Some(r) = self.mine(&live) else {
+            return;
+        };
+        // Everything left, or some units of one SKU at one place.
+        let lines = if self.rng.random_bool(0.2) {
+            vec![]
+        } else {
+            let held: Vec<_> = holding(&r).into_iter().collect();
+            let ((sku, node), q) = held.choose(&mut self.rng).unwrap().clone();
+            vec![Allocation {
+                sku,
+                node_id: node,
+                quantity: self.rng.random_range(1..=q),
+                ..Default::default()
+            }]
+        };
+        let req = ReleaseReservationRequest {
+            request_id: rid(),
+            name: r.name.clone(),
+            lines,
+            reason: "changed their mind".into(),
+        };
+        let r = retried(&self.c, async |c| {
+            c.release_reservation(authed(self.tenant, req.clone()))
+                .await
+        })
+        .await
+        .unwrap()
+        .reservation
+        .unwrap();
+        self.keep(&r);
+        self.sent.push(Sent::Release(req, r));
+    }
+
+    async fn consume(&mut self) {
+        let Some(r) = self.mine(&[ReservationState::Confirmed]) else {
+            return;
+        };
+        let held: Vec<_> = holding(&r).into_iter().collect();
+        let ((sku, node), q) = held.choose(&mut self.rng).unwrap().clone();
+        let shipped = Allocation {
+            sku: sku.clone(),
+            node_id: node.clone(),
+            quantity: self.rng.random_range(1..=q),
+            ..Default::default()
+        };
+        let req = ConsumeAllocationsRequest {
+            request_id: rid(),
+            name: r.name.clone(),
+            shipped: vec![shipped.clone()],
+            reference: format!("fulfillmentOrders/{}", r.reservation_id),
+        };
+        let r = retried(&self.c, async |c| {
+            c.consume_allocations(authed(self.tenant, req.clone()))
+                .await
+        })
+        .await
+        .unwrap()
+        .reservation
+        .unwrap();
+        self.keep(&r);
+        *self
+            .told
+            .lock()
+            .unwrap()
+            .stock
+            .entry((node, sku))
+            .or_default() -= shipped.quantity;
+        self.sent.push(Sent::Consume(req, r));
+    }
+
+    /// Sends one of its earlier requests again: same answer, nothing moved.
+    async fn repeat(&mut self) {
+        let Some(s) = self.sent.choose(&mut self.rng) else {
+            return;
+        };
+        let (c, t) = (&self.c, self.tenant);
+        match s {
+            Sent::Receipt(sent) => {
+                let (req, first) = &**sent;
+                let again = retried(c, async |c| c.record_movement(authed(t, req.clone())).await)
+                    .await
+                    .unwrap();
+                assert_eq!(again.movement.as_ref(), Some(first));
+            }
+            Sent::Create(req) => {
+                let again = retried(c, async |c| {
+                    c.create_reservation(authed(t, req.clone())).await
+                })
+                .await
+                .unwrap()
+                .reservation
+                .unwrap();
+                let now = self.told.lock().unwrap().reservations[&req.reservation_id].clone();
+                assert_eq!(again, now, "a repeated id answers with the reservation");
+            }
+            Sent::Confirm(req, first) => {
+                let again = retried(c, async |c| {
+                    c.confirm_reservation(authed(t, req.clone())).await
+                })
+                .await
+                .unwrap();
+                assert_eq!(again.reservation.as_ref(), Some(first));
+            }
+            Sent::Release(req, first) => {
+                let again = retried(c, async |c| {
+                    c.release_reservation(authed(t, req.clone())).await
+                })
+                .await
+                .unwrap();
+                assert_eq!(again.reservation.as_ref(), Some(first));
+            }
+            Sent::Extend(req, first) => {
+                let again = retried(c, async |c| {
+                    c.extend_reservation(authed(t, req.clone())).await
+                })
+                .await
+                .unwrap();
+                assert_eq!(again.reservation.as_ref(), Some(first));
+            }
+            Sent::Consume(req, first) => {
+                let again = retried(c, async |c| {
+                    c.consume_allocations(authed(t, req.clone())).await
+                })
+                .await
+                .unwrap();
+                assert_eq!(again.reservation.as_ref(), Some(first));
+            }
+        }
+    }
+}
+
+/// Checks one tenant against what its callers were told.
+async fn agrees(h: &mut Harness, tenant: &str, nodes: &[&str], told: &Told) {
+    for (id, r) in &told.reservations {
+        let now = h
+            .client
+            .get_reservation(authed(
+                tenant,
+                GetReservationRequest {
+                    name: format!("reservations/{id}"),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .reservation
+            .unwrap();
+        assert_eq!(&now, r, "{tenant} {id} is as its caller was last told");
+    }
+    let mut held: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for r in told.reservations.values() {
+        for (k, q) in holding(r) {
+            *held.entry(k).or_default() += q;
+        }
+    }
+    let at = |m: &BTreeMap<(String, String), i64>, a: &str, b: &str| {
+        m.get(&(a.to_owned(), b.to_owned())).copied().unwrap_or(0)
+    };
+    for sku in SKUS {
+        let per_node = h
+            .client
+            .get_availability(authed(
+                tenant,
+                GetAvailabilityRequest {
+                    skus: vec![sku.into()],
+                    node_ids: nodes.iter().map(|n| n.to_string()).collect(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .availabilities;
+        let figures: Vec<(String, i64, i64)> = per_node
+            .iter()
+            .map(|a| (a.node_id.clone(), a.on_hand, a.reserved))
+            .collect();
+        let mut want: Vec<(String, i64, i64)> = nodes
+            .iter()
+            .map(|n| (n.to_string(), at(&told.stock, n, sku), at(&held, sku, n)))
+            .collect();
+        want.sort();
+        assert_eq!(figures, want, "{tenant} {sku}: (node, on hand, reserved)");
+        // Free stock left at the nodes covers what the network holds.
+        let free: i64 = want
+            .iter()
+            .map(|(n, on_hand, reserved)| {
+                assert!(reserved <= on_hand, "{tenant} {sku} oversold at {n}");
+                on_hand - reserved
+            })
+            .sum();
+        let network = at(&held, sku, "");
+        assert!(network <= free, "{tenant} {sku} oversold in the network");
+        let a = available(&mut h.client, tenant, sku).await;
+        let reserved: i64 = want.iter().map(|w| w.2).sum::<i64>() + network;
+        assert_eq!(
+            (a.on_hand, a.reserved, a.available),
+            (want.iter().map(|w| w.1).sum(), reserved, free - network),
+            "{tenant} {sku}: network (on hand, reserved, available)"
+        );
+        assert_eq!(held_in_record(&h.db, tenant, sku).await, reserved);
+    }
+    let report = reconcile(&mut h.client, tenant, true).await;
+    assert!(report.drifts.is_empty(), "{tenant}: {:?}", report.drifts);
+}
+
+#[tokio::test]
+async fn random_concurrent_work_keeps_record_gate_and_callers_in_agreement() {
+    let redis = RedisServer::start();
+    let mut h = start_with(&[("OMS_REDIS_URL", redis.url())]).await;
+    node(&mut h.client, "acme", "DC1").await;
+    node_with(&mut h.client, "acme", "DC2", |n| {
+        n.shared_with_tenants = vec!["beta".into()]
+    })
+    .await;
+    node(&mut h.client, "beta", "BX").await;
+    let seed: u64 = std::env::var("SOAK_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("SOAK_SEED={seed}");
+    let mut told = Vec::new();
+    for (tenant, nodes) in TENANTS {
+        for sku in SKUS {
+            item(&mut h.client, tenant, sku).await;
+        }
+        let mut t = Told::default();
+        for n in nodes {
+            for sku in SKUS {
+                receive(&mut h.client, tenant, n, sku, 5).await;
+                t.stock.insert((n.to_string(), sku.into()), 5);
+            }
+        }
+        told.push(Arc::new(Mutex::new(t)));
+    }
+
+    let (step, flush, fix) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(Notify::new()),
+        Arc::new(Notify::new()),
+    );
+    let mut workers = Vec::new();
+    for (t, (tenant, nodes)) in TENANTS.into_iter().enumerate() {
+        for w in 0..WORKERS_PER_TENANT {
+            let worker = Worker {
+                c: h.client.clone(),
+                tenant,
+                nodes,
+                name: format!("{tenant}-w{w}"),
+                rng: StdRng::seed_from_u64(seed.wrapping_add((t * WORKERS_PER_TENANT + w) as u64)),
+                told: told[t].clone(),
+                sent: Vec::new(),
+            };
+            workers.push(worker.run(step.clone(), flush.clone(), fix.clone()));
+        }
+    }
+    // Redis loses everything a third of the way; a reconcile repairs the
+    // gates two thirds of the way, both while the callers go on.
+    let faults = async {
+        flush.notified().await;
+        assert_eq!(redis.cli(&["FLUSHALL"]).trim(), "OK");
+        fix.notified().await;
+        let mut c = h.client.clone();
+        for (tenant, _) in TENANTS {
+            reconcile(&mut c, tenant, false).await;
+        }
+    };
+    tokio::join!(futures::future::join_all(workers), faults);
+
+    for ((tenant, nodes), told) in TENANTS.into_iter().zip(&told) {
+        let told = std::mem::take(&mut *told.lock().unwrap());
+        let shipped = told.reservations.values().any(|r| {
+            r.lines
+                .iter()
+                .flat_map(|l| &l.allocations)
+                .any(|a| a.quantity_consumed > 0)
+        });
+        assert!(shipped, "{tenant}: some units shipped");
+        agrees(&mut h, tenant, nodes, &told).await;
+        // The other tenant does not see them.
+        let other = if tenant == "acme" { "beta" } else { "acme" };
+        let name = format!("reservations/{}", told.reservations.keys().next().unwrap());
+        let foreign = h
+            .client
+            .get_reservation(authed(other, GetReservationRequest { name }))
+            .await
+            .unwrap_err();
+        assert_eq!(foreign.code(), Code::NotFound);
+    }
+}
