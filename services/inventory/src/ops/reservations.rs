@@ -1062,18 +1062,16 @@ async fn record(
         }
         (Op::Confirm, _) => {
             for e in &c.entries {
-                if let Some(l) = r.lines.iter_mut().find(|l| l.sku == e.sku) {
-                    l.allocations.push(Allocation {
-                        sku: e.sku.clone(),
-                        node_id: e.node.clone(),
-                        quantity: e.q,
-                        ..Default::default()
-                    });
-                }
+                allocate(&mut r.lines, e);
             }
             super::lot_expiry::date_allocations(tx, tenant, std::slice::from_mut(r)).await?;
         }
         (Op::Release, _) => {
+            // Each hold the gate took from is released on the lines it
+            // belongs to: allocations at its node (confirmed), or lines of
+            // its node, or of the network when it has none (active). A
+            // line counts both as released: its quantity less what it
+            // released is what it holds or allocated.
             for (k, t) in taken {
                 let (sku, node) = gate::split_hold(k);
                 let mut left = *t;
@@ -1081,8 +1079,15 @@ async fn record(
                     for a in l.allocations.iter_mut().filter(|a| a.node_id == node) {
                         let x = left.min(a.quantity - a.quantity_consumed);
                         a.quantity -= x;
+                        l.quantity_released += x;
                         left -= x;
                     }
+                }
+                for l in r
+                    .lines
+                    .iter_mut()
+                    .filter(|l| l.sku == sku && l.node_id == node)
+                {
                     let x = left.min(l.quantity - l.quantity_released);
                     l.quantity_released += x;
                     left -= x;
@@ -1173,6 +1178,45 @@ async fn record(
     emit(tx, tenant, &r.name, request_id, kind).await
 }
 
+/// Puts a confirmation's allocation on the lines of its SKU that hold its
+/// units: lines reserved at its node first, then lines reserved in the
+/// network, each up to what it holds unallocated, so that each line's
+/// allocations add up to its quantity less what it released. (The gate
+/// checked that the allocations cover the holds exactly; a remainder,
+/// which that leaves none of, would go on the SKU's first line.)
+fn allocate(lines: &mut [ReservationLine], e: &Line) {
+    let mut left = e.q;
+    for network in [false, true] {
+        for l in lines
+            .iter_mut()
+            .filter(|l| l.sku == e.sku && l.node_id == if network { "" } else { e.node.as_str() })
+        {
+            let allocated: i64 = l.allocations.iter().map(|a| a.quantity).sum();
+            let x = left.min(l.quantity - l.quantity_released - allocated);
+            if x > 0 {
+                add_allocation(l, &e.node, x);
+                left -= x;
+            }
+        }
+    }
+    if let (true, Some(l)) = (left > 0, lines.iter_mut().find(|l| l.sku == e.sku)) {
+        add_allocation(l, &e.node, left);
+    }
+}
+
+/// `q` more units allocated at `node` on a line.
+fn add_allocation(line: &mut ReservationLine, node: &str, q: i64) {
+    match line.allocations.iter_mut().find(|a| a.node_id == node) {
+        Some(a) => a.quantity += q,
+        None => line.allocations.push(Allocation {
+            sku: line.sku.clone(),
+            node_id: node.to_owned(),
+            quantity: q,
+            ..Default::default()
+        }),
+    }
+}
+
 /// Adds `q` units of `sku` at `node` to a reservation's lines: to a
 /// confirmed one as an allocation on the SKU's line, to an active one on
 /// the line of that SKU and node.
@@ -1195,17 +1239,8 @@ fn extend_lines(r: &mut Reservation, sku: &str, node: &str, q: i64, allocated: b
         });
     let line = &mut r.lines[i];
     line.quantity += q;
-    if !allocated {
-        return;
-    }
-    match line.allocations.iter_mut().find(|a| a.node_id == node) {
-        Some(a) => a.quantity += q,
-        None => line.allocations.push(Allocation {
-            sku: sku.to_owned(),
-            node_id: node.to_owned(),
-            quantity: q,
-            ..Default::default()
-        }),
+    if allocated {
+        add_allocation(line, node, q);
     }
 }
 

@@ -469,6 +469,107 @@ async fn reservations_confirms_and_releases_at_once_keep_the_held_totals() {
     assert_eq!((a.reserved, a.available), (300, 700));
 }
 
+/// Releases units of an acme reservation: per SKU and node.
+async fn release_some(c: &mut Client, id: &str, sku: &str, node: &str, q: i64) -> Reservation {
+    c.release_reservation(authed(
+        "acme",
+        ReleaseReservationRequest {
+            request_id: rid(),
+            name: format!("reservations/{id}"),
+            lines: vec![Allocation {
+                sku: sku.into(),
+                node_id: node.into(),
+                quantity: q,
+                ..Default::default()
+            }],
+            reason: "partial".into(),
+        },
+    ))
+    .await
+    .unwrap()
+    .into_inner()
+    .reservation
+    .unwrap()
+}
+
+/// A line as (node reserved at, quantity, released, allocations as node
+/// and units).
+type LineView<'a> = (&'a str, i64, i64, Vec<(&'a str, i64)>);
+
+fn lines_of(r: &Reservation) -> Vec<LineView<'_>> {
+    r.lines
+        .iter()
+        .map(|l| {
+            let a = l
+                .allocations
+                .iter()
+                .map(|a| (a.node_id.as_str(), a.quantity))
+                .collect();
+            (l.node_id.as_str(), l.quantity, l.quantity_released, a)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn each_line_tells_what_it_holds_when_a_sku_is_reserved_twice() {
+    let mut h = start().await;
+    stocked(&mut h, &[("S", 10)]).await;
+    node(&mut h.client, "acme", "DC2").await;
+    receive(&mut h.client, "acme", "DC2", "S", 10).await;
+    let c = &mut h.client;
+    let lines = vec![line("S", "", 2), line("S", "DC1", 1)];
+    reserve(c, "acme", "twice", lines.clone()).await.unwrap();
+
+    // Units released at DC1 are the DC1 line's, not the first line's.
+    let r = release_some(c, "twice", "S", "DC1", 1).await;
+    assert_eq!(lines_of(&r), [("", 2, 0, vec![]), ("DC1", 1, 1, vec![])]);
+    // So allocations built from the lines fit what is held.
+    let r = confirm(c, "acme", &rid(), "twice", &[("S", "DC2", 2)])
+        .await
+        .unwrap();
+    assert_eq!(
+        lines_of(&r),
+        [("", 2, 0, vec![("DC2", 2)]), ("DC1", 1, 1, vec![])]
+    );
+    // A confirmed line counts what its allocations released.
+    let r = release_some(c, "twice", "S", "DC2", 1).await;
+    assert_eq!(
+        lines_of(&r),
+        [("", 2, 1, vec![("DC2", 1)]), ("DC1", 1, 1, vec![])]
+    );
+
+    // Each line's units are allocated on it: the DC1 line's at DC1 first.
+    reserve(c, "acme", "both", lines).await.unwrap();
+    let r = confirm(c, "acme", &rid(), "both", &[("S", "DC1", 3)])
+        .await
+        .unwrap();
+    assert_eq!(
+        lines_of(&r),
+        [
+            ("", 2, 0, vec![("DC1", 2)]),
+            ("DC1", 1, 0, vec![("DC1", 1)])
+        ]
+    );
+    let dc = |a: &Availability| (a.node_id.clone(), a.reserved);
+    let per_node: Vec<_> = c
+        .get_availability(authed(
+            "acme",
+            GetAvailabilityRequest {
+                skus: vec!["S".into()],
+                node_ids: vec!["DC1".into(), "DC2".into()],
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .availabilities
+        .iter()
+        .map(dc)
+        .collect();
+    assert_eq!(per_node, [("DC1".into(), 3), ("DC2".into(), 1)]);
+}
+
 #[tokio::test]
 async fn confirm_release_and_ship_keep_stock_in_step() {
     let mut h = start().await;

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 use tonic::Code;
+use tonic_types::StatusExt;
 
 const SKUS: [&str; 3] = ["A", "B", "C"];
 /// Each tenant's nodes: DC2 is acme's, shared with beta.
@@ -27,6 +28,8 @@ struct Told {
     stock: BTreeMap<(String, String), i64>,
     /// Each reservation as its last answer gave it.
     reservations: BTreeMap<String, Reservation>,
+    /// Safety stock per node and SKU.
+    safety: BTreeMap<(String, String), i64>,
 }
 
 /// A request answered OK, kept to be sent again.
@@ -36,6 +39,7 @@ enum Sent {
     Confirm(ConfirmReservationRequest, Reservation),
     Release(ReleaseReservationRequest, Reservation),
     Extend(ExtendReservationRequest, Reservation),
+    Safety(SetSafetyStockRequest, SetSafetyStockResponse),
     Consume(ConsumeAllocationsRequest, Reservation),
 }
 
@@ -101,11 +105,32 @@ async fn streamed(
     }
 }
 
+/// How far the workers are, in sixths of all their operations.
+struct Progress {
+    done: AtomicUsize,
+    sixths: [Notify; 6],
+}
+
+impl Progress {
+    fn step(&self) {
+        let done = self.done.fetch_add(1, Ordering::SeqCst) + 1;
+        if done.is_multiple_of(ALL_OPS / 6) {
+            self.sixths[done / (ALL_OPS / 6) - 1].notify_one();
+        }
+    }
+
+    async fn reached(&self, sixths: usize) {
+        self.sixths[sixths - 1].notified().await
+    }
+}
+
 struct Worker {
     c: Client,
     tenant: &'static str,
     nodes: &'static [&'static str],
     name: String,
+    /// Its place among its tenant's workers.
+    index: usize,
     rng: StdRng,
     told: Arc<Mutex<Told>>,
     sent: Vec<Sent>,
@@ -136,10 +161,11 @@ impl Worker {
             .insert(r.reservation_id.clone(), r.clone());
     }
 
-    async fn run(mut self, step: Arc<AtomicUsize>, flush: Arc<Notify>, fix: Arc<Notify>) {
+    async fn run(mut self, progress: &Progress) {
         for op in 0..OPS {
             match self.rng.random_range(0..100) {
-                0..10 => self.receipt().await,
+                0..8 => self.receipt().await,
+                8..10 => self.safety_stock().await,
                 10..40 => self.create(op).await,
                 40..45 => self.extend().await,
                 45..60 => self.confirm().await,
@@ -147,13 +173,7 @@ impl Worker {
                 75..90 => self.consume().await,
                 _ => self.repeat().await,
             }
-            let done = step.fetch_add(1, Ordering::SeqCst) + 1;
-            if done == ALL_OPS / 3 {
-                flush.notify_one();
-            }
-            if done == 2 * ALL_OPS / 3 {
-                fix.notify_one();
-            }
+            progress.step();
         }
     }
 
@@ -219,7 +239,7 @@ impl Worker {
                 self.keep(&r);
                 self.sent.push(Sent::Create(req));
             }
-            Err(e) => assert_eq!(reason(&e), "INSUFFICIENT_STOCK", "{e:?}"),
+            Err(e) => refused_as_it_may_be(&e),
         }
     }
 
@@ -254,8 +274,38 @@ impl Worker {
                 self.keep(&r);
                 self.sent.push(Sent::Confirm(req, r));
             }
-            Err(e) => assert_eq!(reason(&e), "INSUFFICIENT_STOCK", "{e:?}"),
+            Err(e) => refused_as_it_may_be(&e),
         }
+    }
+
+    /// Safety stock for one of the node and SKU pairs this worker owns
+    /// (each pair has one owner, so its last value is known).
+    async fn safety_stock(&mut self) {
+        let pairs: Vec<(String, String)> = self
+            .nodes
+            .iter()
+            .flat_map(|n| SKUS.map(|s| (n.to_string(), s.to_string())))
+            .enumerate()
+            .filter(|(i, _)| i % WORKERS_PER_TENANT == self.index)
+            .map(|(_, p)| p)
+            .collect();
+        let (node, sku) = pairs.choose(&mut self.rng).unwrap().clone();
+        let req = SetSafetyStockRequest {
+            request_id: rid(),
+            node_id: node.clone(),
+            sku: sku.clone(),
+            quantity: self.rng.random_range(0..=2),
+            ..Default::default()
+        };
+        let a = retried(&self.c, async |c| {
+            c.set_safety_stock(authed(self.tenant, req.clone())).await
+        })
+        .await
+        .unwrap();
+        let mut told = self.told.lock().unwrap();
+        told.safety.insert((node, sku), req.quantity);
+        drop(told);
+        self.sent.push(Sent::Safety(req, a));
     }
 
     /// More units of a SKU: anywhere (active) or at a node (confirmed).
@@ -290,7 +340,7 @@ impl Worker {
                 self.keep(&r);
                 self.sent.push(Sent::Extend(req, r));
             }
-            Err(e) => assert_eq!(reason(&e), "INSUFFICIENT_STOCK", "{e:?}"),
+            Err(e) => refused_as_it_may_be(&e),
         }
     }
 
@@ -408,6 +458,14 @@ impl Worker {
                 .unwrap();
                 assert_eq!(again.reservation.as_ref(), Some(first));
             }
+            Sent::Safety(req, first) => {
+                let again = retried(c, async |c| {
+                    c.set_safety_stock(authed(t, req.clone())).await
+                })
+                .await
+                .unwrap();
+                assert_eq!(&again, first);
+            }
             Sent::Extend(req, first) => {
                 let again = retried(c, async |c| {
                     c.extend_reservation(authed(t, req.clone())).await
@@ -428,6 +486,39 @@ impl Worker {
     }
 }
 
+/// A reservation, confirmation or extension may be refused for want of
+/// stock, or for naming a node while it is disabled; nothing else.
+fn refused_as_it_may_be(e: &tonic::Status) {
+    let disabled = e.code() == Code::InvalidArgument
+        && e.get_error_details().bad_request().is_some_and(|b| {
+            b.field_violations
+                .iter()
+                .all(|v| v.description == "nodes/DC2 is disabled")
+        });
+    assert!(reason(e) == "INSUFFICIENT_STOCK" || disabled, "{e:?}");
+}
+
+/// acme enables or disables one of its nodes.
+async fn enable(c: &mut Client, node: &str, enabled: bool) {
+    let req = UpdateNodeRequest {
+        request_id: rid(),
+        node: Some(Node {
+            name: format!("nodes/{node}"),
+            enabled,
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["enabled".into()],
+        }),
+    };
+    let n = retried(c, async |c| {
+        c.update_node(authed("acme", req.clone())).await
+    })
+    .await
+    .unwrap();
+    assert_eq!(n.node.unwrap().enabled, enabled);
+}
+
 /// Checks one tenant against what its callers were told.
 async fn agrees(h: &mut Harness, tenant: &str, nodes: &[&str], told: &Told) {
     for (id, r) in &told.reservations {
@@ -445,6 +536,14 @@ async fn agrees(h: &mut Harness, tenant: &str, nodes: &[&str], told: &Told) {
             .reservation
             .unwrap();
         assert_eq!(&now, r, "{tenant} {id} is as its caller was last told");
+        // A line's quantity less what it released is what it holds
+        // (active) or allocated (since confirmed).
+        if r.state() != ReservationState::Active {
+            for l in &r.lines {
+                let allocated: i64 = l.allocations.iter().map(|a| a.quantity).sum();
+                assert_eq!(l.quantity - l.quantity_released, allocated, "{tenant} {id}");
+            }
+        }
     }
     let mut held: BTreeMap<(String, String), i64> = BTreeMap::new();
     for r in told.reservations.values() {
@@ -470,32 +569,41 @@ async fn agrees(h: &mut Harness, tenant: &str, nodes: &[&str], told: &Told) {
             .unwrap()
             .into_inner()
             .availabilities;
-        let figures: Vec<(String, i64, i64)> = per_node
+        let figures: Vec<(String, i64, i64, i64)> = per_node
             .iter()
-            .map(|a| (a.node_id.clone(), a.on_hand, a.reserved))
+            .map(|a| (a.node_id.clone(), a.on_hand, a.reserved, a.held_back))
             .collect();
-        let mut want: Vec<(String, i64, i64)> = nodes
+        let mut want: Vec<(String, i64, i64, i64)> = nodes
             .iter()
-            .map(|n| (n.to_string(), at(&told.stock, n, sku), at(&held, sku, n)))
+            .map(|n| {
+                let on_hand = at(&told.stock, n, sku);
+                let reserved = at(&held, sku, n);
+                assert!(reserved <= on_hand, "{tenant} {sku} oversold at {n}");
+                (n.to_string(), on_hand, reserved, at(&told.safety, n, sku))
+            })
             .collect();
         want.sort();
-        assert_eq!(figures, want, "{tenant} {sku}: (node, on hand, reserved)");
-        // Free stock left at the nodes covers what the network holds.
-        let free: i64 = want
-            .iter()
-            .map(|(n, on_hand, reserved)| {
-                assert!(reserved <= on_hand, "{tenant} {sku} oversold at {n}");
-                on_hand - reserved
-            })
-            .sum();
+        assert_eq!(
+            figures, want,
+            "{tenant} {sku}: (node, on hand, reserved, safety stock)"
+        );
+        // Stock the nodes have left covers what the network holds; what
+        // they may still promise is that, less safety stock, per node.
         let network = at(&held, sku, "");
-        assert!(network <= free, "{tenant} {sku} oversold in the network");
+        let left: i64 = want.iter().map(|w| w.1 - w.2).sum();
+        assert!(network <= left, "{tenant} {sku} oversold in the network");
+        let promisable: i64 = want.iter().map(|w| (w.1 - w.2 - w.3).max(0)).sum();
         let a = available(&mut h.client, tenant, sku).await;
         let reserved: i64 = want.iter().map(|w| w.2).sum::<i64>() + network;
         assert_eq!(
-            (a.on_hand, a.reserved, a.available),
-            (want.iter().map(|w| w.1).sum(), reserved, free - network),
-            "{tenant} {sku}: network (on hand, reserved, available)"
+            (a.on_hand, a.reserved, a.held_back, a.available),
+            (
+                want.iter().map(|w| w.1).sum(),
+                reserved,
+                want.iter().map(|w| w.3).sum(),
+                (promisable - network).max(0)
+            ),
+            "{tenant} {sku}: network (on hand, reserved, held back, available)"
         );
         assert_eq!(held_in_record(&h.db, tenant, sku).await, reserved);
     }
@@ -533,11 +641,10 @@ async fn random_concurrent_work_keeps_record_gate_and_callers_in_agreement() {
         told.push(Arc::new(Mutex::new(t)));
     }
 
-    let (step, flush, fix) = (
-        Arc::new(AtomicUsize::new(0)),
-        Arc::new(Notify::new()),
-        Arc::new(Notify::new()),
-    );
+    let progress = Progress {
+        done: AtomicUsize::new(0),
+        sixths: Default::default(),
+    };
     let mut workers = Vec::new();
     for (t, (tenant, nodes)) in TENANTS.into_iter().enumerate() {
         for w in 0..WORKERS_PER_TENANT {
@@ -546,23 +653,29 @@ async fn random_concurrent_work_keeps_record_gate_and_callers_in_agreement() {
                 tenant,
                 nodes,
                 name: format!("{tenant}-w{w}"),
+                index: w,
                 rng: StdRng::seed_from_u64(seed.wrapping_add((t * WORKERS_PER_TENANT + w) as u64)),
                 told: told[t].clone(),
                 sent: Vec::new(),
             };
-            workers.push(worker.run(step.clone(), flush.clone(), fix.clone()));
+            workers.push(worker.run(&progress));
         }
     }
-    // Redis loses everything a third of the way; a reconcile repairs the
-    // gates two thirds of the way, both while the callers go on.
+    // While the callers go on: Redis loses everything at a third of the
+    // way; acme disables its shared node at half way and enables it again
+    // at five sixths; both gates are reconciled at two thirds.
     let faults = async {
-        flush.notified().await;
-        assert_eq!(redis.cli(&["FLUSHALL"]).trim(), "OK");
-        fix.notified().await;
         let mut c = h.client.clone();
+        progress.reached(2).await;
+        assert_eq!(redis.cli(&["FLUSHALL"]).trim(), "OK");
+        progress.reached(3).await;
+        enable(&mut c, "DC2", false).await;
+        progress.reached(4).await;
         for (tenant, _) in TENANTS {
             reconcile(&mut c, tenant, false).await;
         }
+        progress.reached(5).await;
+        enable(&mut c, "DC2", true).await;
     };
     tokio::join!(futures::future::join_all(workers), faults);
 
