@@ -134,6 +134,8 @@ struct Worker {
     rng: StdRng,
     told: Arc<Mutex<Told>>,
     sent: Vec<Sent>,
+    /// Its reservations made with a short TTL: they may expire meanwhile.
+    short: std::collections::HashSet<String>,
 }
 
 impl Worker {
@@ -155,13 +157,32 @@ impl Worker {
         mine.choose(&mut self.rng).map(|r| (*r).clone())
     }
 
+    /// Whether a change was refused because its short-lived reservation
+    /// expired meanwhile; if so, what the caller knows of it is refreshed.
+    async fn expired_meanwhile(&mut self, id: &str, e: &tonic::Status) -> bool {
+        let why = reason(e);
+        if !self.short.contains(id)
+            || !matches!(
+                why.as_str(),
+                "RESERVATION_EXPIRED" | "RESERVATION_NOT_ACTIVE"
+            )
+        {
+            return false;
+        }
+        let r = get(&mut self.c, self.tenant, id).await;
+        assert_eq!(r.state(), ReservationState::Expired, "{e:?}");
+        self.keep(&r);
+        true
+    }
+
     fn keep(&self, r: &Reservation) {
         let mut told = self.told.lock().unwrap();
         told.reservations
             .insert(r.reservation_id.clone(), r.clone());
     }
 
-    async fn run(mut self, progress: &Progress) {
+    /// Runs its operations; returns its short-lived reservations.
+    async fn run(mut self, progress: &Progress) -> std::collections::HashSet<String> {
         for op in 0..OPS {
             match self.rng.random_range(0..100) {
                 0..8 => self.receipt().await,
@@ -175,6 +196,7 @@ impl Worker {
             }
             progress.step();
         }
+        self.short
     }
 
     async fn receipt(&mut self) {
@@ -218,9 +240,16 @@ impl Worker {
             };
             lines.push(line(sku, &node, self.rng.random_range(1..=3)));
         }
+        let id = format!("{}-{op}", self.name);
+        // A quarter expire within the run (the sweep runs every 50 ms).
+        let ttl = self.rng.random_bool(0.25).then(|| prost_types::Duration {
+            seconds: 0,
+            nanos: self.rng.random_range(300..1500) * 1_000_000,
+        });
         let req = CreateReservationRequest {
-            reservation_id: format!("{}-{op}", self.name),
+            reservation_id: id,
             lines,
+            ttl,
             reference: format!("orders/{}-{op}", self.name),
             ..Default::default()
         };
@@ -237,6 +266,9 @@ impl Worker {
         match answer {
             Ok(r) => {
                 self.keep(&r);
+                if req.ttl.is_some() {
+                    self.short.insert(r.reservation_id);
+                }
                 self.sent.push(Sent::Create(req));
             }
             Err(e) => refused_as_it_may_be(&e),
@@ -274,6 +306,7 @@ impl Worker {
                 self.keep(&r);
                 self.sent.push(Sent::Confirm(req, r));
             }
+            Err(e) if self.expired_meanwhile(&r.reservation_id, &e).await => {}
             Err(e) => refused_as_it_may_be(&e),
         }
     }
@@ -340,6 +373,7 @@ impl Worker {
                 self.keep(&r);
                 self.sent.push(Sent::Extend(req, r));
             }
+            Err(e) if self.expired_meanwhile(&r.reservation_id, &e).await => {}
             Err(e) => refused_as_it_may_be(&e),
         }
     }
@@ -368,16 +402,19 @@ impl Worker {
             lines,
             reason: "changed their mind".into(),
         };
-        let r = retried(&self.c, async |c| {
+        let answer = retried(&self.c, async |c| {
             c.release_reservation(authed(self.tenant, req.clone()))
                 .await
         })
-        .await
-        .unwrap()
-        .reservation
-        .unwrap();
-        self.keep(&r);
-        self.sent.push(Sent::Release(req, r));
+        .await;
+        match answer {
+            Ok(a) => {
+                let r = a.reservation.unwrap();
+                self.keep(&r);
+                self.sent.push(Sent::Release(req, r));
+            }
+            Err(e) => assert!(self.expired_meanwhile(&r.reservation_id, &e).await, "{e:?}"),
+        }
     }
 
     async fn consume(&mut self) {
@@ -439,8 +476,17 @@ impl Worker {
                 .unwrap()
                 .reservation
                 .unwrap();
-                let now = self.told.lock().unwrap().reservations[&req.reservation_id].clone();
-                assert_eq!(again, now, "a repeated id answers with the reservation");
+                let id = &req.reservation_id;
+                let now = self.told.lock().unwrap().reservations[id].clone();
+                // Unless it expired since the caller last heard of it.
+                if again != now {
+                    assert!(self.short.contains(id), "{id}: {again:?} / {now:?}");
+                    assert_eq!(
+                        (again.state(), now.state()),
+                        (ReservationState::Expired, ReservationState::Active)
+                    );
+                    self.keep(&again);
+                }
             }
             Sent::Confirm(req, first) => {
                 let again = retried(c, async |c| {
@@ -519,22 +565,24 @@ async fn enable(c: &mut Client, node: &str, enabled: bool) {
     assert_eq!(n.node.unwrap().enabled, enabled);
 }
 
+async fn get(c: &mut Client, tenant: &str, id: &str) -> Reservation {
+    c.get_reservation(authed(
+        tenant,
+        GetReservationRequest {
+            name: format!("reservations/{id}"),
+        },
+    ))
+    .await
+    .unwrap()
+    .into_inner()
+    .reservation
+    .unwrap()
+}
+
 /// Checks one tenant against what its callers were told.
 async fn agrees(h: &mut Harness, tenant: &str, nodes: &[&str], told: &Told) {
     for (id, r) in &told.reservations {
-        let now = h
-            .client
-            .get_reservation(authed(
-                tenant,
-                GetReservationRequest {
-                    name: format!("reservations/{id}"),
-                },
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .reservation
-            .unwrap();
+        let now = get(&mut h.client, tenant, id).await;
         assert_eq!(&now, r, "{tenant} {id} is as its caller was last told");
         // A line's quantity less what it released is what it holds
         // (active) or allocated (since confirmed).
@@ -657,6 +705,7 @@ async fn random_concurrent_work_keeps_record_gate_and_callers_in_agreement() {
                 rng: StdRng::seed_from_u64(seed.wrapping_add((t * WORKERS_PER_TENANT + w) as u64)),
                 told: told[t].clone(),
                 sent: Vec::new(),
+                short: Default::default(),
             };
             workers.push(worker.run(&progress));
         }
@@ -677,7 +726,28 @@ async fn random_concurrent_work_keeps_record_gate_and_callers_in_agreement() {
         progress.reached(5).await;
         enable(&mut c, "DC2", true).await;
     };
-    tokio::join!(futures::future::join_all(workers), faults);
+    let (short, ()) = tokio::join!(futures::future::join_all(workers), faults);
+
+    // What expires does so in time, whatever happened to it meanwhile.
+    for (w, short) in short.into_iter().enumerate() {
+        let (tenant, _) = TENANTS[w / WORKERS_PER_TENANT];
+        let mut told = told[w / WORKERS_PER_TENANT].lock().unwrap();
+        for id in short {
+            if told.reservations[&id].state() != ReservationState::Active {
+                continue;
+            }
+            let mut c = h.client.clone();
+            let mut now = None;
+            wait_until(async || {
+                let r = get(&mut c, tenant, &id).await;
+                let expired = r.state() == ReservationState::Expired;
+                now = Some(r);
+                expired
+            })
+            .await;
+            told.reservations.insert(id, now.unwrap());
+        }
+    }
 
     for ((tenant, nodes), told) in TENANTS.into_iter().zip(&told) {
         let told = std::mem::take(&mut *told.lock().unwrap());
