@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod ingest;
+mod journeys;
 mod placement;
 mod platform;
 mod shipping;

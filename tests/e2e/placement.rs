@@ -557,3 +557,86 @@ async fn a_routed_order_released_from_hold_goes_to_fulfillment() {
     let mut feed = suite.order_events(T).await;
     until_state(&mut feed, &order.name, OrderState::Released).await;
 }
+
+/// Units cancelled while an order waits for routing are given back before
+/// its reservation is confirmed: confirming first would allocate fewer
+/// units than the reservation holds, which inventory refuses (the order
+/// went ON_HOLD for review). Here the give-back is held up (inventory down
+/// when it was first tried, then delayed) while routing plans the order.
+#[tokio::test]
+async fn units_cancelled_before_routing_go_back_before_the_confirmation() {
+    let mut suite = Suite::start().await;
+    let mut stock_c = suite.stock(T, &[("A", 5)]).await;
+    suite.crash(Service::Routing).await;
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = suite.order_events(T).await;
+    let order = create(&mut orders, "late-give-back", &[("A", 3)]).await;
+    until_state(&mut feed, &order.name, OrderState::Reserved).await;
+
+    suite.crash(Service::Inventory).await;
+    orders
+        .cancel_order_lines(authed(
+            T,
+            ord::CancelOrderLinesRequest {
+                request_id: "one-less".into(),
+                name: order.name.clone(),
+                lines: vec![ord::LineQuantity {
+                    line_id: "1".into(),
+                    quantity: 1,
+                }],
+                reason: "one less".into(),
+            },
+        ))
+        .await
+        .unwrap();
+    let mut db = suite.db.connect("orders").await;
+    let delay = |when: &'static str| {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE saga_steps SET next_attempt_time = {when} WHERE step = 'release:one-less'"
+        )))
+    };
+    let delayed = delay("now() + interval '1 hour'")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(delayed.rows_affected(), 1, "the give-back is still to do");
+    suite.start_again(Service::Inventory).await;
+    suite.start_again(Service::Routing).await;
+
+    // The route step waits for the give-back (or, wrongly, holds the order).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let waiting: Option<String> = sqlx::query_scalar(
+            "SELECT last_error FROM saga_steps WHERE step = 'route' AND last_error = 'units still to give back'",
+        )
+        .fetch_optional(&mut db)
+        .await
+        .unwrap();
+        if waiting.is_some() {
+            break;
+        }
+        let now = orders
+            .get_order(authed(
+                T,
+                ord::GetOrderRequest {
+                    name: order.name.clone(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .order
+            .unwrap();
+        assert_ne!(now.state(), OrderState::OnHold, "{:?}", now.holds);
+        assert!(std::time::Instant::now() < deadline, "routing never ran");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    delay("now()").execute(&mut db).await.unwrap();
+    let routed = until_state(&mut feed, &order.name, OrderState::Routed)
+        .await
+        .order
+        .unwrap();
+    assert_eq!(routed.lines[0].quantity_cancelled, 1);
+    // Two units allocated, three free again.
+    assert_eq!(available(&mut stock_c, "A").await, 3);
+}

@@ -21,7 +21,11 @@ const T: &str = "acme";
 
 /// A simulated WMS serving `node`, rejecting `reject_rate` of its work;
 /// it stops when the guard is dropped.
-fn warehouse(suite: &Suite, node: &str, reject_rate: f64) -> tokio_util::sync::DropGuard {
+pub(crate) fn warehouse(
+    suite: &Suite,
+    node: &str,
+    reject_rate: f64,
+) -> tokio_util::sync::DropGuard {
     warehouse_pacing(suite, node, reject_rate, Duration::from_millis(5))
 }
 
@@ -117,7 +121,10 @@ async fn levels_of(stock: &mut InventoryServiceClient<Channel>, sku: &str) -> Ve
 }
 
 /// The changes of an order's history, oldest first.
-async fn history_of(orders: &mut OrderServiceClient<Channel>, name: &str) -> Vec<ord::OrderChange> {
+pub(crate) async fn history_of(
+    orders: &mut OrderServiceClient<Channel>,
+    name: &str,
+) -> Vec<ord::OrderChange> {
     let list = ord::ListOrderHistoryRequest {
         name: name.into(),
         ..Default::default()
@@ -140,7 +147,7 @@ async fn assert_history(orders: &mut OrderServiceClient<Channel>, name: &str, pr
 }
 
 /// Adds a shipping warehouse `node` of `priority` holding `items`.
-async fn warehouse_with(
+pub(crate) async fn warehouse_with(
     stock: &mut InventoryServiceClient<Channel>,
     node: &str,
     priority: i32,

@@ -518,7 +518,7 @@ impl OrderService for OrderApi {
                 if reserved {
                     let release = saga::release_request(id, &key, &cancelled, "lines cancelled")
                         .encode_to_vec();
-                    steps.push((format!("release:{key}"), release));
+                    steps.push((format!("{}{key}", crate::repo::saga::RELEASE), release));
                 }
                 Ok(Outcome {
                     happened: Happened {
@@ -661,7 +661,7 @@ impl OrderApi {
             m.held_from = None;
             // Whatever was reserved goes back (a release of nothing is a no-op).
             let release = saga::release_request(m.id, key, &[], "order cancelled").encode_to_vec();
-            let mut steps = vec![(format!("release:{key}"), release)];
+            let mut steps = vec![(format!("{}{key}", crate::repo::saga::RELEASE), release)];
             steps.extend(unplanned(&m.order));
             Outcome {
                 happened: Happened {
@@ -742,7 +742,7 @@ impl OrderApi {
         let mut steps = vec![];
         if !edit.freed.is_empty() && held != lifecycle::Held::Nothing {
             steps.push((
-                format!("release:{}", r.request_id),
+                format!("{}{}", crate::repo::saga::RELEASE, r.request_id),
                 saga::release_request(m.id, &r.request_id, &edit.freed, "lines edited")
                     .encode_to_vec(),
             ));

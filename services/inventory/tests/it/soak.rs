@@ -731,11 +731,11 @@ async fn random_concurrent_work_keeps_record_gate_and_callers_in_agreement() {
     // What expires does so in time, whatever happened to it meanwhile.
     for (w, short) in short.into_iter().enumerate() {
         let (tenant, _) = TENANTS[w / WORKERS_PER_TENANT];
-        let mut told = told[w / WORKERS_PER_TENANT].lock().unwrap();
-        for id in short {
-            if told.reservations[&id].state() != ReservationState::Active {
-                continue;
-            }
+        let told = &told[w / WORKERS_PER_TENANT];
+        let active =
+            |id: &String| told.lock().unwrap().reservations[id].state() == ReservationState::Active;
+        let waiting: Vec<String> = short.into_iter().filter(active).collect();
+        for id in waiting {
             let mut c = h.client.clone();
             let mut now = None;
             wait_until(async || {
@@ -745,7 +745,7 @@ async fn random_concurrent_work_keeps_record_gate_and_callers_in_agreement() {
                 expired
             })
             .await;
-            told.reservations.insert(id, now.unwrap());
+            told.lock().unwrap().reservations.insert(id, now.unwrap());
         }
     }
 

@@ -15,6 +15,9 @@ pub const UNPLAN: &str = "unplan:";
 /// Prefix of the steps that ask a node to cancel a fulfillment order
 /// (`cancel-work:<fulfillment order id>`).
 pub const CANCEL_WORK: &str = "cancel-work:";
+/// Prefix of the steps that give units back to inventory after a cancel,
+/// an edit or a node's give-up (`release:<key>`).
+pub const RELEASE: &str = "release:";
 /// Prefix of the steps that take back units an edit added to an order's
 /// reservation when the edit was not recorded (`undo-extend:<edit request
 /// id>`).
@@ -131,6 +134,24 @@ pub async fn enqueue_many(
     .execute(tx)
     .await?;
     Ok(())
+}
+
+/// Whether the order has units still to give back to inventory: a
+/// [`RELEASE`] step not yet done.
+pub async fn releases_pending(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    order_id: Uuid,
+) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM saga_steps WHERE tenant = $1 AND order_id = $2
+         AND starts_with(step, $3) AND next_attempt_time <> 'infinity')",
+    )
+    .bind(tenant.as_str())
+    .bind(order_id)
+    .bind(RELEASE)
+    .fetch_one(tx)
+    .await
 }
 
 /// Due steps, locked for this transaction; other workers skip them.

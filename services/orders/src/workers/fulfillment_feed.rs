@@ -258,7 +258,10 @@ impl FulfillmentFeed {
                 let key = format!("cancelled-{}-{key}", fo.fulfillment_order_id);
                 let mut release = release_request(order_id, &key, &units, "order cancelled");
                 release.name = fo.reservation.clone();
-                (format!("release:{key}"), release.encode_to_vec())
+                (
+                    format!("{}{key}", crate::repo::saga::RELEASE),
+                    release.encode_to_vec(),
+                )
             } else {
                 reroute::step(&o, fo, &back, key)
             };

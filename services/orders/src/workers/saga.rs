@@ -170,8 +170,14 @@ impl Saga {
                 self.cancel_work(&mut tx, &tenant, &s).await?;
             } else if s.step.starts_with(repo::saga::UNDO_EXTEND) {
                 self.undo_extend(&mut tx, &tenant, &s).await?;
-            } else {
+            } else if s.step.starts_with(repo::saga::RELEASE) {
                 self.release(&mut tx, &tenant, &s).await?;
+            } else {
+                // Written by a newer version during a rollout: left for
+                // it, not dropped.
+                tracing::error!(step = %s.step, order = %s.order_id, "unknown saga step");
+                let later = Utc::now() + chrono::Duration::minutes(10);
+                repo::saga::retry(&mut tx, &s, "unknown step", later).await?;
             }
         }
         tx.commit().await?;
@@ -281,6 +287,14 @@ impl Saga {
         if from != OrderState::Reserved {
             // Held, cancelled or already routed meanwhile.
             repo::saga::done(tx, s).await?;
+            return Ok(());
+        }
+        if repo::saga::releases_pending(tx, tenant, s.order_id).await? {
+            // Units cancelled or edited away are still held: allocations
+            // for what the order keeps would not cover the reservation, and
+            // inventory would refuse them. Their release runs first.
+            let soon = Utc::now() + chrono::Duration::milliseconds(100);
+            repo::saga::retry(tx, s, "units still to give back", soon).await?;
             return Ok(());
         }
         let plan = PlanOrderRequest {

@@ -1,0 +1,280 @@
+//! Many orders at once through three simulated warehouses, two of which
+//! reject some of their work, with some orders cancelled in whole or in
+//! part at a random step of their journey. Once every order is delivered
+//! or cancelled: no unit is held anywhere, every shipped unit left
+//! inventory exactly once, every order shipped what it kept, and the gate
+//! agrees with the record.
+use crate::placement::{create, until_state};
+use crate::shipping::{history_of, warehouse, warehouse_with};
+use oms_e2e::Suite;
+use oms_proto::fulfillment::{
+    FulfillmentState, ListFulfillmentOrdersRequest,
+    fulfillment_service_client::FulfillmentServiceClient,
+};
+use oms_proto::inventory::{self as inv, inventory_service_client::InventoryServiceClient};
+use oms_proto::orders::{self as ord, OrderState, order_service_client::OrderServiceClient};
+use oms_runtime::Service;
+use oms_testkit::authed;
+use rand::{Rng, SeedableRng, rngs::StdRng, seq::IndexedRandom};
+use std::collections::BTreeMap;
+use tonic::Code;
+
+const T: &str = "acme";
+const SKUS: [&str; 3] = ["A", "B", "C"];
+const NODES: [(&str, i32, f64); 3] = [("DC1", 0, 0.3), ("DC2", -5, 0.3), ("DC3", -10, 0.0)];
+const STOCK: i64 = 40;
+const ORDERS: usize = 30;
+
+/// What a journey does to its order besides placing it.
+#[derive(Debug, Clone, Copy)]
+enum Cancel {
+    Never,
+    /// The whole order, once it reached the state.
+    Whole(OrderState),
+    /// One unit of its first line, once it reached the state.
+    OneUnit(OrderState),
+}
+
+fn plan(rng: &mut StdRng) -> Cancel {
+    let at = *[
+        OrderState::Created,
+        OrderState::Reserved,
+        OrderState::Routed,
+        OrderState::Released,
+    ]
+    .choose(rng)
+    .unwrap();
+    match rng.random_range(0..10) {
+        0..6 => Cancel::Never,
+        6..8 => Cancel::Whole(at),
+        _ => Cancel::OneUnit(at),
+    }
+}
+
+/// Places one order and cancels as planned; a cancel the order is past
+/// (already shipping) may be refused.
+async fn journey(suite: &Suite, i: usize, lines: Vec<(&str, i64)>, cancel: Cancel) -> String {
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = suite.order_events(T).await;
+    let order = create(&mut orders, &format!("journey-{i}"), &lines).await;
+    let at = match cancel {
+        Cancel::Never => return order.name,
+        Cancel::Whole(at) | Cancel::OneUnit(at) => at,
+    };
+    if at != OrderState::Created {
+        until_state(&mut feed, &order.name, at).await;
+    }
+    let answer = match cancel {
+        Cancel::Whole(_) => orders
+            .cancel_order(authed(
+                T,
+                ord::CancelOrderRequest {
+                    request_id: format!("cancel-{i}"),
+                    name: order.name.clone(),
+                    reason: "customer changed their mind".into(),
+                },
+            ))
+            .await
+            .map(|_| ()),
+        _ => orders
+            .cancel_order_lines(authed(
+                T,
+                ord::CancelOrderLinesRequest {
+                    request_id: format!("cancel-{i}"),
+                    name: order.name.clone(),
+                    lines: vec![ord::LineQuantity {
+                        line_id: "1".into(),
+                        quantity: 1,
+                    }],
+                    reason: "one less".into(),
+                },
+            ))
+            .await
+            .map(|_| ()),
+    };
+    if let Err(e) = answer {
+        assert_eq!(e.code(), Code::FailedPrecondition, "{cancel:?}: {e:?}");
+    }
+    order.name
+}
+
+/// Every order's state, by name.
+async fn states(orders: &mut OrderServiceClient<tonic::transport::Channel>) -> Vec<ord::Order> {
+    orders
+        .list_orders(authed(
+            T,
+            ord::ListOrdersRequest {
+                page_size: 500,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .orders
+}
+
+#[tokio::test]
+async fn random_orders_and_cancels_through_rejecting_warehouses_leave_nothing_held() {
+    let suite = Suite::start().await;
+    let all: Vec<(&str, i64)> = SKUS.iter().map(|s| (*s, STOCK)).collect();
+    // DC1 (from `stock`) ranks first, DC3 last; DC3 never rejects.
+    let mut stock = suite.stock(T, &all).await;
+    let mut warehouses = Vec::new();
+    for (node, priority, reject_rate) in NODES {
+        if node != "DC1" {
+            warehouse_with(&mut stock, node, priority, &all).await;
+        }
+        warehouses.push(warehouse(&suite, node, reject_rate));
+    }
+    let seed: u64 = std::env::var("JOURNEY_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("JOURNEY_SEED={seed}");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let journeys = (0..ORDERS).map(|i| {
+        let n = rng.random_range(1..=3);
+        let skus: Vec<&str> = SKUS.choose_multiple(&mut rng, n).copied().collect();
+        let lines: Vec<(&str, i64)> = skus
+            .into_iter()
+            .map(|s| (s, rng.random_range(1..=3)))
+            .collect();
+        journey(&suite, i, lines, plan(&mut rng))
+    });
+    let names = futures::future::join_all(journeys).await;
+
+    // Every order ends delivered or cancelled (DC3 ships whatever the
+    // others reject, and stock covers every order).
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    let settled = loop {
+        let now = states(&mut orders).await;
+        let open: Vec<(&str, OrderState)> = now
+            .iter()
+            .filter(|o| !matches!(o.state(), OrderState::Delivered | OrderState::Cancelled))
+            .map(|o| (o.name.as_str(), o.state()))
+            .collect();
+        if open.is_empty() {
+            break now;
+        }
+        if std::time::Instant::now() > deadline {
+            let mut why = Vec::new();
+            for (name, _) in &open {
+                let h = history_of(&mut orders.clone(), name).await;
+                why.push(format!("{name}: {h:#?}"));
+            }
+            panic!("not settled in 180 s: {open:?}\n{}", why.join("\n"));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(settled.len(), names.len());
+
+    // Each order shipped and delivered what it kept, nothing waits.
+    let mut shipped: BTreeMap<String, i64> = BTreeMap::new();
+    for o in &settled {
+        for l in &o.lines {
+            let kept = l.quantity - l.quantity_cancelled;
+            let want = if o.state() == OrderState::Delivered {
+                (kept, kept, 0)
+            } else {
+                (l.quantity_shipped, l.quantity_shipped, 0)
+            };
+            assert_eq!(
+                (
+                    l.quantity_shipped,
+                    l.quantity_delivered,
+                    l.quantity_backordered
+                ),
+                want,
+                "{} line {}",
+                o.name,
+                l.line_id
+            );
+            *shipped.entry(l.sku.clone()).or_default() += l.quantity_shipped;
+        }
+    }
+    assert!(shipped.values().sum::<i64>() > 0, "something shipped");
+
+    // No work left open at any warehouse.
+    let mut work = FulfillmentServiceClient::new(suite.channel(Service::Fulfillment));
+    let fos = work
+        .list_fulfillment_orders(authed(
+            T,
+            ListFulfillmentOrdersRequest {
+                page_size: 500,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .fulfillment_orders;
+    for f in &fos {
+        assert!(
+            matches!(
+                f.state(),
+                FulfillmentState::Delivered
+                    | FulfillmentState::Rejected
+                    | FulfillmentState::Cancelled
+            ),
+            "{} of {} is {:?}",
+            f.name,
+            f.order,
+            f.state()
+        );
+    }
+
+    // Inventory: nothing held, each shipped unit gone once, and the gate
+    // agrees with the record.
+    let mut stock = InventoryServiceClient::new(suite.channel(Service::Inventory));
+    let figures = stock
+        .get_availability(authed(
+            T,
+            inv::GetAvailabilityRequest {
+                skus: SKUS.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .availabilities;
+    for a in &figures {
+        let left = NODES.len() as i64 * STOCK - shipped.get(&a.sku).copied().unwrap_or(0);
+        assert_eq!(
+            (a.on_hand, a.reserved, a.available),
+            (left, 0, left),
+            "{}: (on hand, reserved, available)",
+            a.sku
+        );
+    }
+    let live = stock
+        .list_reservations(authed(
+            T,
+            inv::ListReservationsRequest {
+                states: vec![
+                    inv::ReservationState::Active as i32,
+                    inv::ReservationState::Confirmed as i32,
+                ],
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .reservations;
+    assert!(live.is_empty(), "live reservations left: {live:?}");
+    let report = stock
+        .reconcile(authed(
+            T,
+            inv::ReconcileRequest {
+                request_id: "journeys-check".into(),
+                dry_run: true,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(report.drifts.is_empty(), "{:?}", report.drifts);
+}
