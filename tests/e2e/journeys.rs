@@ -1,11 +1,11 @@
 //! Many orders at once through three simulated warehouses, two of which
-//! reject some of their work, with some orders cancelled in whole or in
-//! part at a random step of their journey. Once every order is delivered
-//! or cancelled: no unit is held anywhere, every shipped unit left
-//! inventory exactly once, every order shipped what it kept, and the gate
-//! agrees with the record.
+//! reject or short-pick some of their work, with some orders cancelled in
+//! whole or by a unit, held and released, or edited by a unit, at a random
+//! step of their journey. Once every order is delivered or cancelled: no
+//! unit is held anywhere, every shipped unit left inventory exactly once,
+//! every order shipped what it kept, and the gate agrees with the record.
 use crate::placement::{create, until_state};
-use crate::shipping::{history_of, warehouse, warehouse_with};
+use crate::shipping::{history_of, simulated_wms, warehouse_with};
 use oms_e2e::Suite;
 use oms_proto::fulfillment::{
     FulfillmentState, ListFulfillmentOrdersRequest,
@@ -21,21 +21,33 @@ use tonic::Code;
 
 const T: &str = "acme";
 const SKUS: [&str; 3] = ["A", "B", "C"];
-const NODES: [(&str, i32, f64); 3] = [("DC1", 0, 0.3), ("DC2", -5, 0.3), ("DC3", -10, 0.0)];
+/// Node, priority, and the shares of its work its WMS rejects and
+/// short-picks.
+const NODES: [(&str, i32, (f64, f64)); 3] = [
+    ("DC1", 0, (0.2, 0.2)),
+    ("DC2", -5, (0.3, 0.0)),
+    ("DC3", -10, (0.0, 0.0)),
+];
 const STOCK: i64 = 40;
 const ORDERS: usize = 30;
 
-/// What a journey does to its order besides placing it.
+/// What a journey does to its order besides placing it, once the order
+/// reached a state.
 #[derive(Debug, Clone, Copy)]
-enum Cancel {
-    Never,
-    /// The whole order, once it reached the state.
-    Whole(OrderState),
-    /// One unit of its first line, once it reached the state.
-    OneUnit(OrderState),
+enum Action {
+    /// Cancels the whole order.
+    Cancel,
+    /// Cancels one unit of its first line.
+    CancelOneUnit,
+    /// Places a fraud hold and releases it.
+    Hold,
+    /// One unit fewer on its first line (one more when it has one).
+    EditDown,
+    /// One unit more on its first line.
+    EditUp,
 }
 
-fn plan(rng: &mut StdRng) -> Cancel {
+fn plan(rng: &mut StdRng) -> Option<(Action, OrderState)> {
     let at = *[
         OrderState::Created,
         OrderState::Reserved,
@@ -44,44 +56,64 @@ fn plan(rng: &mut StdRng) -> Cancel {
     ]
     .choose(rng)
     .unwrap();
-    match rng.random_range(0..10) {
-        0..6 => Cancel::Never,
-        6..8 => Cancel::Whole(at),
-        _ => Cancel::OneUnit(at),
-    }
+    let action = match rng.random_range(0..10) {
+        0..4 => return None,
+        4 => Action::Cancel,
+        5 => Action::CancelOneUnit,
+        6 | 7 => Action::Hold,
+        8 => Action::EditDown,
+        _ => Action::EditUp,
+    };
+    Some((action, at))
 }
 
-/// Places one order and cancels as planned; a cancel the order is past
-/// (already shipping) may be refused.
-async fn journey(suite: &Suite, i: usize, lines: Vec<(&str, i64)>, cancel: Cancel) -> String {
+/// Places one order and acts on it as planned. An action the order is
+/// past (already released or shipping) may be refused.
+async fn journey(
+    suite: &Suite,
+    i: usize,
+    lines: Vec<(&str, i64)>,
+    plan: Option<(Action, OrderState)>,
+) -> String {
     let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
     let mut feed = suite.order_events(T).await;
     let order = create(&mut orders, &format!("journey-{i}"), &lines).await;
-    let at = match cancel {
-        Cancel::Never => return order.name,
-        Cancel::Whole(at) | Cancel::OneUnit(at) => at,
+    let Some((action, at)) = plan else {
+        return order.name;
     };
     if at != OrderState::Created {
         until_state(&mut feed, &order.name, at).await;
     }
-    let answer = match cancel {
-        Cancel::Whole(_) => orders
+    let name = order.name.clone();
+    let request_id = format!("{action:?}-{i}");
+    let first = lines[0].1;
+    let edit = |quantity: i64| ord::EditOrderLinesRequest {
+        request_id: request_id.clone(),
+        name: name.clone(),
+        lines: vec![ord::LineQuantity {
+            line_id: "1".into(),
+            quantity,
+        }],
+        reason: "customer call".into(),
+    };
+    let answer = match action {
+        Action::Cancel => orders
             .cancel_order(authed(
                 T,
                 ord::CancelOrderRequest {
-                    request_id: format!("cancel-{i}"),
-                    name: order.name.clone(),
+                    request_id,
+                    name: name.clone(),
                     reason: "customer changed their mind".into(),
                 },
             ))
             .await
-            .map(|_| ()),
-        _ => orders
+            .map(drop),
+        Action::CancelOneUnit => orders
             .cancel_order_lines(authed(
                 T,
                 ord::CancelOrderLinesRequest {
-                    request_id: format!("cancel-{i}"),
-                    name: order.name.clone(),
+                    request_id,
+                    name: name.clone(),
                     lines: vec![ord::LineQuantity {
                         line_id: "1".into(),
                         quantity: 1,
@@ -90,12 +122,56 @@ async fn journey(suite: &Suite, i: usize, lines: Vec<(&str, i64)>, cancel: Cance
                 },
             ))
             .await
-            .map(|_| ()),
+            .map(drop),
+        Action::EditDown if first > 1 => orders
+            .edit_order_lines(authed(T, edit(first - 1)))
+            .await
+            .map(drop),
+        Action::EditDown | Action::EditUp => orders
+            .edit_order_lines(authed(T, edit(first + 1)))
+            .await
+            .map(drop),
+        Action::Hold => hold_and_release(&mut orders, &name, &request_id).await,
     };
     if let Err(e) = answer {
-        assert_eq!(e.code(), Code::FailedPrecondition, "{cancel:?}: {e:?}");
+        assert_eq!(e.code(), Code::FailedPrecondition, "{action:?}: {e:?}");
     }
     order.name
+}
+
+/// Places a fraud hold on an order, then releases it.
+async fn hold_and_release(
+    orders: &mut OrderServiceClient<tonic::transport::Channel>,
+    name: &str,
+    request_id: &str,
+) -> Result<(), tonic::Status> {
+    let held = orders
+        .place_hold(authed(
+            T,
+            ord::PlaceHoldRequest {
+                request_id: request_id.into(),
+                name: name.into(),
+                r#type: ord::HoldType::Fraud as i32,
+                reason: "review".into(),
+            },
+        ))
+        .await?
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(held.state(), OrderState::OnHold);
+    orders
+        .release_hold(authed(
+            T,
+            ord::ReleaseHoldRequest {
+                request_id: format!("{request_id}-release"),
+                name: name.into(),
+                r#type: ord::HoldType::Fraud as i32,
+                reason: "cleared".into(),
+            },
+        ))
+        .await
+        .map(drop)
 }
 
 /// Every order's state, by name.
@@ -118,14 +194,15 @@ async fn states(orders: &mut OrderServiceClient<tonic::transport::Channel>) -> V
 async fn random_orders_and_cancels_through_rejecting_warehouses_leave_nothing_held() {
     let suite = Suite::start().await;
     let all: Vec<(&str, i64)> = SKUS.iter().map(|s| (*s, STOCK)).collect();
-    // DC1 (from `stock`) ranks first, DC3 last; DC3 never rejects.
+    // DC1 (from `stock`) ranks first, DC3 last; DC3 ships everything.
     let mut stock = suite.stock(T, &all).await;
     let mut warehouses = Vec::new();
-    for (node, priority, reject_rate) in NODES {
+    for (node, priority, faults) in NODES {
         if node != "DC1" {
             warehouse_with(&mut stock, node, priority, &all).await;
         }
-        warehouses.push(warehouse(&suite, node, reject_rate));
+        let step = std::time::Duration::from_millis(5);
+        warehouses.push(simulated_wms(&suite, node, faults, step));
     }
     let seed: u64 = std::env::var("JOURNEY_SEED")
         .ok()

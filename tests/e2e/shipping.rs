@@ -36,6 +36,17 @@ fn warehouse_pacing(
     reject_rate: f64,
     step: Duration,
 ) -> tokio_util::sync::DropGuard {
+    simulated_wms(suite, node, (reject_rate, 0.0), step)
+}
+
+/// A simulated WMS serving `node`, rejecting and short-picking the given
+/// shares of its work, taking `step` for each stage of it.
+pub(crate) fn simulated_wms(
+    suite: &Suite,
+    node: &str,
+    (reject_rate, short_pick_rate): (f64, f64),
+    step: Duration,
+) -> tokio_util::sync::DropGuard {
     let cfg = Config::from_lookup(Service::Fulfillment, |_| None).unwrap();
     let stop = CancellationToken::new();
     tokio::spawn(
@@ -47,7 +58,7 @@ fn warehouse_pacing(
             nodes: vec![node.into()],
             step,
             reject_rate,
-            short_pick_rate: 0.0,
+            short_pick_rate,
             seed: 1,
             inventory_url: Some(format!(
                 "http://{}",
