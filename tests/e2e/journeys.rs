@@ -4,7 +4,7 @@
 //! step of their journey. Once every order is delivered or cancelled: no
 //! unit is held anywhere, every shipped unit left inventory exactly once,
 //! every order shipped what it kept, and the gate agrees with the record.
-use crate::placement::{create, until_state};
+use crate::placement::order;
 use crate::shipping::{history_of, simulated_wms, warehouse_with};
 use oms_e2e::Suite;
 use oms_proto::fulfillment::{
@@ -14,10 +14,11 @@ use oms_proto::fulfillment::{
 use oms_proto::inventory::{self as inv, inventory_service_client::InventoryServiceClient};
 use oms_proto::orders::{self as ord, OrderState, order_service_client::OrderServiceClient};
 use oms_runtime::Service;
-use oms_testkit::authed;
+use oms_testkit::{authed, retried};
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::IndexedRandom};
 use std::collections::BTreeMap;
-use tonic::Code;
+use std::time::{Duration, Instant};
+use tonic::{Code, transport::Channel};
 
 const T: &str = "acme";
 const SKUS: [&str; 3] = ["A", "B", "C"];
@@ -68,131 +69,185 @@ fn plan(rng: &mut StdRng) -> Option<(Action, OrderState)> {
 }
 
 /// Places one order and acts on it as planned. An action the order is
-/// past (already released or shipping) may be refused.
+/// past (already released or shipping) may be refused. Every call is
+/// retried while orders is down (a crash, in [`with_crashes`]).
 async fn journey(
-    suite: &Suite,
+    orders: OrderServiceClient<Channel>,
     i: usize,
     lines: Vec<(&str, i64)>,
     plan: Option<(Action, OrderState)>,
 ) -> String {
-    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
-    let mut feed = suite.order_events(T).await;
-    let order = create(&mut orders, &format!("journey-{i}"), &lines).await;
+    let request = ord::CreateOrderRequest {
+        request_id: format!("journey-{i}"),
+        order: Some(order(&lines)),
+    };
+    let name = retried(&orders, async |c| {
+        c.create_order(authed(T, request.clone())).await
+    })
+    .await
+    .unwrap()
+    .order
+    .unwrap()
+    .name;
     let Some((action, at)) = plan else {
-        return order.name;
+        return name;
     };
     if at != OrderState::Created {
-        until_state(&mut feed, &order.name, at).await;
+        until_reached(&orders, &name, at).await;
     }
-    let name = order.name.clone();
     let request_id = format!("{action:?}-{i}");
     let first = lines[0].1;
+    let line_one = |quantity: i64| {
+        vec![ord::LineQuantity {
+            line_id: "1".into(),
+            quantity,
+        }]
+    };
     let edit = |quantity: i64| ord::EditOrderLinesRequest {
         request_id: request_id.clone(),
         name: name.clone(),
-        lines: vec![ord::LineQuantity {
-            line_id: "1".into(),
-            quantity,
-        }],
+        lines: line_one(quantity),
         reason: "customer call".into(),
     };
     let answer = match action {
-        Action::Cancel => orders
-            .cancel_order(authed(
-                T,
-                ord::CancelOrderRequest {
-                    request_id,
-                    name: name.clone(),
-                    reason: "customer changed their mind".into(),
-                },
-            ))
+        Action::Cancel => {
+            let r = ord::CancelOrderRequest {
+                request_id,
+                name: name.clone(),
+                reason: "customer changed their mind".into(),
+            };
+            retried(&orders, async |c| {
+                c.cancel_order(authed(T, r.clone())).await
+            })
             .await
-            .map(drop),
-        Action::CancelOneUnit => orders
-            .cancel_order_lines(authed(
-                T,
-                ord::CancelOrderLinesRequest {
-                    request_id,
-                    name: name.clone(),
-                    lines: vec![ord::LineQuantity {
-                        line_id: "1".into(),
-                        quantity: 1,
-                    }],
-                    reason: "one less".into(),
-                },
-            ))
+            .map(drop)
+        }
+        Action::CancelOneUnit => {
+            let r = ord::CancelOrderLinesRequest {
+                request_id,
+                name: name.clone(),
+                lines: line_one(1),
+                reason: "one less".into(),
+            };
+            retried(&orders, async |c| {
+                c.cancel_order_lines(authed(T, r.clone())).await
+            })
             .await
-            .map(drop),
-        Action::EditDown if first > 1 => orders
-            .edit_order_lines(authed(T, edit(first - 1)))
+            .map(drop)
+        }
+        Action::EditDown | Action::EditUp => {
+            let r = edit(match action {
+                Action::EditDown if first > 1 => first - 1,
+                _ => first + 1,
+            });
+            retried(&orders, async |c| {
+                c.edit_order_lines(authed(T, r.clone())).await
+            })
             .await
-            .map(drop),
-        Action::EditDown | Action::EditUp => orders
-            .edit_order_lines(authed(T, edit(first + 1)))
-            .await
-            .map(drop),
-        Action::Hold => hold_and_release(&mut orders, &name, &request_id).await,
+            .map(drop)
+        }
+        Action::Hold => hold_and_release(&orders, &name, &request_id).await,
     };
     if let Err(e) = answer {
         assert_eq!(e.code(), Code::FailedPrecondition, "{action:?}: {e:?}");
     }
-    order.name
+    name
+}
+
+/// Waits until the order's history shows `state` (or the order ended).
+async fn until_reached(orders: &OrderServiceClient<Channel>, name: &str, state: OrderState) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let list = ord::ListOrderHistoryRequest {
+        name: name.into(),
+        page_size: 500,
+        ..Default::default()
+    };
+    loop {
+        let changes = retried(orders, async |c| {
+            c.list_order_history(authed(T, list.clone())).await
+        })
+        .await
+        .unwrap()
+        .changes;
+        let ended = [state, OrderState::Delivered, OrderState::Cancelled];
+        if changes.iter().any(|c| ended.contains(&c.to_state())) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name} never reached {state:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Places a fraud hold on an order, then releases it.
 async fn hold_and_release(
-    orders: &mut OrderServiceClient<tonic::transport::Channel>,
+    orders: &OrderServiceClient<Channel>,
     name: &str,
     request_id: &str,
 ) -> Result<(), tonic::Status> {
-    let held = orders
-        .place_hold(authed(
-            T,
-            ord::PlaceHoldRequest {
-                request_id: request_id.into(),
-                name: name.into(),
-                r#type: ord::HoldType::Fraud as i32,
-                reason: "review".into(),
-            },
-        ))
-        .await?
-        .into_inner()
-        .order
-        .unwrap();
+    let place = ord::PlaceHoldRequest {
+        request_id: request_id.into(),
+        name: name.into(),
+        r#type: ord::HoldType::Fraud as i32,
+        reason: "review".into(),
+    };
+    let held = retried(orders, async |c| {
+        c.place_hold(authed(T, place.clone())).await
+    })
+    .await?
+    .order
+    .unwrap();
     assert_eq!(held.state(), OrderState::OnHold);
-    orders
-        .release_hold(authed(
-            T,
-            ord::ReleaseHoldRequest {
-                request_id: format!("{request_id}-release"),
-                name: name.into(),
-                r#type: ord::HoldType::Fraud as i32,
-                reason: "cleared".into(),
-            },
-        ))
-        .await
-        .map(drop)
+    let release = ord::ReleaseHoldRequest {
+        request_id: format!("{request_id}-release"),
+        name: name.into(),
+        r#type: ord::HoldType::Fraud as i32,
+        reason: "cleared".into(),
+    };
+    retried(orders, async |c| {
+        c.release_hold(authed(T, release.clone())).await
+    })
+    .await
+    .map(drop)
 }
 
-/// Every order's state, by name.
-async fn states(orders: &mut OrderServiceClient<tonic::transport::Channel>) -> Vec<ord::Order> {
-    orders
-        .list_orders(authed(
-            T,
-            ord::ListOrdersRequest {
-                page_size: 500,
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .orders
+/// Every order.
+async fn states(orders: &OrderServiceClient<Channel>) -> Vec<ord::Order> {
+    let list = ord::ListOrdersRequest {
+        page_size: 500,
+        ..Default::default()
+    };
+    retried(orders, async |c| {
+        c.list_orders(authed(T, list.clone())).await
+    })
+    .await
+    .unwrap()
+    .orders
 }
 
 #[tokio::test]
-async fn random_orders_and_cancels_through_rejecting_warehouses_leave_nothing_held() {
-    let suite = Suite::start().await;
+async fn random_orders_through_rejecting_warehouses_leave_nothing_held() {
+    journeys(&[]).await;
+}
+
+/// The same while orders, routing, fulfillment and inventory each crash
+/// (nothing drains) and start again once on the way.
+#[tokio::test]
+async fn random_orders_through_crashes_leave_nothing_held() {
+    journeys(&[
+        (5, Service::Orders),
+        (10, Service::Routing),
+        (15, Service::Fulfillment),
+        (20, Service::Inventory),
+        (25, Service::Orders),
+    ])
+    .await;
+}
+
+/// Runs the journeys, crashing each service of `crashes` (and starting it
+/// again) once as many journeys have done their part, then checks how
+/// everything ended.
+async fn journeys(crashes: &[(usize, Service)]) {
+    let mut suite = Suite::start().await;
     let all: Vec<(&str, i64)> = SKUS.iter().map(|s| (*s, STOCK)).collect();
     // DC1 (from `stock`) ranks first, DC3 last; DC3 ships everything.
     let mut stock = suite.stock(T, &all).await;
@@ -201,7 +256,7 @@ async fn random_orders_and_cancels_through_rejecting_warehouses_leave_nothing_he
         if node != "DC1" {
             warehouse_with(&mut stock, node, priority, &all).await;
         }
-        let step = std::time::Duration::from_millis(5);
+        let step = Duration::from_millis(5);
         warehouses.push(simulated_wms(&suite, node, faults, step));
     }
     let seed: u64 = std::env::var("JOURNEY_SEED")
@@ -210,6 +265,8 @@ async fn random_orders_and_cancels_through_rejecting_warehouses_leave_nothing_he
         .unwrap_or_else(rand::random);
     eprintln!("JOURNEY_SEED={seed}");
     let mut rng = StdRng::seed_from_u64(seed);
+    let orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let (done, progress) = tokio::sync::watch::channel(0usize);
     let journeys = (0..ORDERS).map(|i| {
         let n = rng.random_range(1..=3);
         let skus: Vec<&str> = SKUS.choose_multiple(&mut rng, n).copied().collect();
@@ -217,16 +274,29 @@ async fn random_orders_and_cancels_through_rejecting_warehouses_leave_nothing_he
             .into_iter()
             .map(|s| (s, rng.random_range(1..=3)))
             .collect();
-        journey(&suite, i, lines, plan(&mut rng))
+        let journey = journey(orders.clone(), i, lines, plan(&mut rng));
+        let done = &done;
+        async move {
+            let name = journey.await;
+            done.send_modify(|n| *n += 1);
+            name
+        }
     });
-    let names = futures::future::join_all(journeys).await;
+    let chaos = async {
+        let mut progress = progress.clone();
+        for (after, service) in crashes {
+            progress.wait_for(|n| n >= after).await.unwrap();
+            suite.crash(*service).await;
+            suite.start_again(*service).await;
+        }
+    };
+    let (names, ()) = tokio::join!(futures::future::join_all(journeys), chaos);
 
     // Every order ends delivered or cancelled (DC3 ships whatever the
     // others reject, and stock covers every order).
-    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    let deadline = Instant::now() + Duration::from_secs(180);
     let settled = loop {
-        let now = states(&mut orders).await;
+        let now = states(&orders).await;
         let open: Vec<(&str, OrderState)> = now
             .iter()
             .filter(|o| !matches!(o.state(), OrderState::Delivered | OrderState::Cancelled))
@@ -235,7 +305,7 @@ async fn random_orders_and_cancels_through_rejecting_warehouses_leave_nothing_he
         if open.is_empty() {
             break now;
         }
-        if std::time::Instant::now() > deadline {
+        if Instant::now() > deadline {
             let mut why = Vec::new();
             for (name, _) in &open {
                 let h = history_of(&mut orders.clone(), name).await;
@@ -243,7 +313,7 @@ async fn random_orders_and_cancels_through_rejecting_warehouses_leave_nothing_he
             }
             panic!("not settled in 180 s: {open:?}\n{}", why.join("\n"));
         }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(settled.len(), names.len());
 

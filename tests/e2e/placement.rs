@@ -10,7 +10,7 @@ use tonic::transport::Channel;
 
 const T: &str = "acme";
 
-fn order(lines: &[(&str, i64)]) -> ord::Order {
+pub(crate) fn order(lines: &[(&str, i64)]) -> ord::Order {
     ord::Order {
         currency_code: "EUR".into(),
         lines: lines

@@ -319,6 +319,35 @@ pub fn authed<T>(tenant: &str, msg: T) -> Request<T> {
     req
 }
 
+/// Sends until the answer is neither `UNAVAILABLE` nor a broken
+/// connection (what a caller does while a service restarts or rebuilds
+/// its gate: every mutating call is idempotent by its request id), at
+/// most 100 times, 20 ms apart.
+pub async fn retried<C: Clone, T>(
+    c: &C,
+    send: impl AsyncFn(&mut C) -> Result<tonic::Response<T>, tonic::Status>,
+) -> Result<T, tonic::Status> {
+    let mut c = c.clone();
+    for _ in 0..100 {
+        match send(&mut c).await {
+            Err(e) if transient(&e) => tokio::time::sleep(Duration::from_millis(20)).await,
+            r => return r.map(tonic::Response::into_inner),
+        }
+    }
+    panic!("unavailable 100 times in a row");
+}
+
+/// `UNAVAILABLE`, or a call whose connection broke (the server went away
+/// mid-call: tonic says `UNKNOWN` or `CANCELLED` with the transport error
+/// as source).
+fn transient(e: &tonic::Status) -> bool {
+    use std::error::Error as _;
+    let broken = e
+        .source()
+        .is_some_and(|s| s.is::<tonic::transport::Error>());
+    e.code() == tonic::Code::Unavailable || broken
+}
+
 pub mod otlp;
 mod redis_servers;
 pub use redis_servers::{RedisCluster, RedisServer};

@@ -5,7 +5,7 @@
 //! follow from what the callers were told, the gate agrees with the
 //! record, and no unit is promised twice.
 use crate::*;
-use oms_testkit::RedisServer;
+use oms_testkit::{RedisServer, retried};
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::IndexedRandom};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -63,24 +63,6 @@ fn holding(r: &Reservation) -> BTreeMap<(String, String), i64> {
     }
     h.retain(|_, q| *q > 0);
     h
-}
-
-/// Sends until the answer is not UNAVAILABLE (what a caller does while
-/// the gate is rebuilt), at most 100 times.
-async fn retried<T>(
-    c: &Client,
-    send: impl AsyncFn(&mut Client) -> Result<tonic::Response<T>, tonic::Status>,
-) -> Result<T, tonic::Status> {
-    let mut c = c.clone();
-    for _ in 0..100 {
-        match send(&mut c).await {
-            Err(e) if e.code() == Code::Unavailable => {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await
-            }
-            r => return r.map(tonic::Response::into_inner),
-        }
-    }
-    panic!("unavailable 100 times in a row");
 }
 
 /// Reserves through a stream of one message, answered as the unary call.
