@@ -436,18 +436,7 @@ async fn a_confirmation_names_the_earliest_expiry_to_ship() {
     confirmed_at_dc1(c, "milk", "MILK", 2).await;
     confirmed_at_dc1(c, "plain", "S", 2).await;
     let allocation = async |c: &mut Client, id: &str| {
-        let r = c
-            .get_reservation(authed(
-                "acme",
-                GetReservationRequest {
-                    name: format!("reservations/{id}"),
-                },
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .reservation
-            .unwrap();
+        let r = reservation(c, "acme", id).await;
         r.lines[0].allocations[0].min_expiry_date.clone()
     };
     // DC1 has no time zone: UTC.

@@ -205,6 +205,21 @@ pub async fn reserve(
     .map(|r| r.into_inner().reservation.unwrap())
 }
 
+/// A tenant's reservation, as GetReservation gives it.
+pub async fn reservation(c: &mut Client, tenant: &str, id: &str) -> Reservation {
+    c.get_reservation(authed(
+        tenant,
+        GetReservationRequest {
+            name: format!("reservations/{id}"),
+        },
+    ))
+    .await
+    .unwrap()
+    .into_inner()
+    .reservation
+    .unwrap()
+}
+
 /// Network availability of a SKU, with the feed cursor it was read at.
 pub async fn availability(c: &mut Client, tenant: &str, sku: &str) -> GetAvailabilityResponse {
     c.get_availability(authed(

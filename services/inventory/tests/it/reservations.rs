@@ -819,14 +819,7 @@ async fn the_sweep_deletes_reservations_finished_longer_ago_than_the_retention()
         ("live", ReservationState::Active),
         ("barrier", ReservationState::Expired),
     ] {
-        let r = h
-            .client
-            .get_reservation(authed("acme", get(id)))
-            .await
-            .unwrap()
-            .into_inner()
-            .reservation
-            .unwrap();
+        let r = reservation(&mut h.client, "acme", id).await;
         assert_eq!(r.state, state as i32, "{id}");
     }
     assert_eq!(available(&mut h.client, "acme", "S").await.available, 2);
@@ -902,20 +895,8 @@ async fn a_confirm_after_expiry_is_refused_even_before_the_sweep() {
         .await
         .unwrap_err();
     assert_eq!(reason(&err), "RESERVATION_EXPIRED");
-    let got = h
-        .client
-        .get_reservation(authed(
-            "acme",
-            GetReservationRequest {
-                name: "reservations/r".into(),
-            },
-        ))
-        .await
-        .unwrap();
-    assert_eq!(
-        got.into_inner().reservation.unwrap().state,
-        ReservationState::Expired as i32
-    );
+    let got = reservation(&mut h.client, "acme", "r").await;
+    assert_eq!(got.state(), ReservationState::Expired);
     assert_eq!(available(&mut h.client, "acme", "S").await.available, 3);
 }
 

@@ -36,11 +36,11 @@ struct Told {
 enum Sent {
     Receipt(Box<(RecordMovementRequest, StockMovement)>),
     Create(CreateReservationRequest),
-    Confirm(ConfirmReservationRequest, Reservation),
-    Release(ReleaseReservationRequest, Reservation),
-    Extend(ExtendReservationRequest, Reservation),
+    Confirm(ConfirmReservationRequest, Option<Reservation>),
+    Release(ReleaseReservationRequest, Option<Reservation>),
+    Extend(ExtendReservationRequest, Option<Reservation>),
     Safety(SetSafetyStockRequest, SetSafetyStockResponse),
-    Consume(ConsumeAllocationsRequest, Reservation),
+    Consume(ConsumeAllocationsRequest, Option<Reservation>),
 }
 
 /// Units a reservation holds per SKU and node (empty: the network).
@@ -151,7 +151,7 @@ impl Worker {
         {
             return false;
         }
-        let r = get(&mut self.c, self.tenant, id).await;
+        let r = reservation(&mut self.c, self.tenant, id).await;
         assert_eq!(r.state(), ReservationState::Expired, "{e:?}");
         self.keep(&r);
         true
@@ -286,7 +286,7 @@ impl Worker {
                 let r = a.reservation.unwrap();
                 assert_eq!(r.state(), ReservationState::Confirmed);
                 self.keep(&r);
-                self.sent.push(Sent::Confirm(req, r));
+                self.sent.push(Sent::Confirm(req, Some(r)));
             }
             Err(e) if self.expired_meanwhile(&r.reservation_id, &e).await => {}
             Err(e) => refused_as_it_may_be(&e),
@@ -353,7 +353,7 @@ impl Worker {
             Ok(a) => {
                 let r = a.reservation.unwrap();
                 self.keep(&r);
-                self.sent.push(Sent::Extend(req, r));
+                self.sent.push(Sent::Extend(req, Some(r)));
             }
             Err(e) if self.expired_meanwhile(&r.reservation_id, &e).await => {}
             Err(e) => refused_as_it_may_be(&e),
@@ -393,7 +393,7 @@ impl Worker {
             Ok(a) => {
                 let r = a.reservation.unwrap();
                 self.keep(&r);
-                self.sent.push(Sent::Release(req, r));
+                self.sent.push(Sent::Release(req, Some(r)));
             }
             Err(e) => assert!(self.expired_meanwhile(&r.reservation_id, &e).await, "{e:?}"),
         }
@@ -433,7 +433,7 @@ impl Worker {
             .stock
             .entry((node, sku))
             .or_default() -= shipped.quantity;
-        self.sent.push(Sent::Consume(req, r));
+        self.sent.push(Sent::Consume(req, Some(r)));
     }
 
     /// Sends one of its earlier requests again: same answer, nothing moved.
@@ -442,22 +442,21 @@ impl Worker {
             return;
         };
         let (c, t) = (&self.c, self.tenant);
+        // Sends `req` again through `method`.
+        macro_rules! again {
+            ($method:ident, $req:expr) => {
+                retried(c, async |c| c.$method(authed(t, $req.clone())).await)
+                    .await
+                    .unwrap()
+            };
+        }
         match s {
             Sent::Receipt(sent) => {
                 let (req, first) = &**sent;
-                let again = retried(c, async |c| c.record_movement(authed(t, req.clone())).await)
-                    .await
-                    .unwrap();
-                assert_eq!(again.movement.as_ref(), Some(first));
+                assert_eq!(again!(record_movement, req).movement.as_ref(), Some(first));
             }
             Sent::Create(req) => {
-                let again = retried(c, async |c| {
-                    c.create_reservation(authed(t, req.clone())).await
-                })
-                .await
-                .unwrap()
-                .reservation
-                .unwrap();
+                let again = again!(create_reservation, req).reservation.unwrap();
                 let id = &req.reservation_id;
                 let now = self.told.lock().unwrap().reservations[id].clone();
                 // Unless it expired since the caller last heard of it.
@@ -470,46 +469,20 @@ impl Worker {
                     self.keep(&again);
                 }
             }
+            // The change calls answer with the reservation as it was then.
             Sent::Confirm(req, first) => {
-                let again = retried(c, async |c| {
-                    c.confirm_reservation(authed(t, req.clone())).await
-                })
-                .await
-                .unwrap();
-                assert_eq!(again.reservation.as_ref(), Some(first));
+                assert_eq!(&again!(confirm_reservation, req).reservation, first)
             }
             Sent::Release(req, first) => {
-                let again = retried(c, async |c| {
-                    c.release_reservation(authed(t, req.clone())).await
-                })
-                .await
-                .unwrap();
-                assert_eq!(again.reservation.as_ref(), Some(first));
-            }
-            Sent::Safety(req, first) => {
-                let again = retried(c, async |c| {
-                    c.set_safety_stock(authed(t, req.clone())).await
-                })
-                .await
-                .unwrap();
-                assert_eq!(&again, first);
+                assert_eq!(&again!(release_reservation, req).reservation, first)
             }
             Sent::Extend(req, first) => {
-                let again = retried(c, async |c| {
-                    c.extend_reservation(authed(t, req.clone())).await
-                })
-                .await
-                .unwrap();
-                assert_eq!(again.reservation.as_ref(), Some(first));
+                assert_eq!(&again!(extend_reservation, req).reservation, first)
             }
             Sent::Consume(req, first) => {
-                let again = retried(c, async |c| {
-                    c.consume_allocations(authed(t, req.clone())).await
-                })
-                .await
-                .unwrap();
-                assert_eq!(again.reservation.as_ref(), Some(first));
+                assert_eq!(&again!(consume_allocations, req).reservation, first)
             }
+            Sent::Safety(req, first) => assert_eq!(&again!(set_safety_stock, req), first),
         }
     }
 }
@@ -547,24 +520,10 @@ async fn enable(c: &mut Client, node: &str, enabled: bool) {
     assert_eq!(n.node.unwrap().enabled, enabled);
 }
 
-async fn get(c: &mut Client, tenant: &str, id: &str) -> Reservation {
-    c.get_reservation(authed(
-        tenant,
-        GetReservationRequest {
-            name: format!("reservations/{id}"),
-        },
-    ))
-    .await
-    .unwrap()
-    .into_inner()
-    .reservation
-    .unwrap()
-}
-
 /// Checks one tenant against what its callers were told.
 async fn agrees(h: &mut Harness, tenant: &str, nodes: &[&str], told: &Told) {
     for (id, r) in &told.reservations {
-        let now = get(&mut h.client, tenant, id).await;
+        let now = reservation(&mut h.client, tenant, id).await;
         assert_eq!(&now, r, "{tenant} {id} is as its caller was last told");
         // A line's quantity less what it released is what it holds
         // (active) or allocated (since confirmed).
@@ -721,7 +680,7 @@ async fn random_concurrent_work_keeps_record_gate_and_callers_in_agreement() {
             let mut c = h.client.clone();
             let mut now = None;
             wait_until(async || {
-                let r = get(&mut c, tenant, &id).await;
+                let r = reservation(&mut c, tenant, &id).await;
                 let expired = r.state() == ReservationState::Expired;
                 now = Some(r);
                 expired
