@@ -5,7 +5,7 @@
 //! unit is held anywhere, every shipped unit left inventory exactly once,
 //! every order shipped what it kept, and the gate agrees with the record.
 use crate::placement::order;
-use crate::shipping::{history_of, simulated_wms, warehouse_with};
+use crate::shipping::{history_of, simulated_wms, warehouse_with, work_of};
 use oms_e2e::Suite;
 use oms_proto::fulfillment::{
     FulfillmentState, ListFulfillmentOrdersRequest,
@@ -226,28 +226,34 @@ async fn states(orders: &OrderServiceClient<Channel>) -> Vec<ord::Order> {
 
 #[tokio::test]
 async fn random_orders_through_rejecting_warehouses_leave_nothing_held() {
-    journeys(&[]).await;
+    journeys(&[], false).await;
 }
 
-/// The same while orders, routing, fulfillment and inventory each crash
-/// (nothing drains) and start again once on the way.
+/// The same with a second orders replica, while orders, routing,
+/// fulfillment and inventory each crash (nothing drains) and start again
+/// on the way.
 #[tokio::test]
 async fn random_orders_through_crashes_leave_nothing_held() {
-    journeys(&[
+    let crashes = [
         (5, Service::Orders),
         (10, Service::Routing),
         (15, Service::Fulfillment),
         (20, Service::Inventory),
         (25, Service::Orders),
-    ])
-    .await;
+    ];
+    journeys(&crashes, true).await;
 }
 
-/// Runs the journeys, crashing each service of `crashes` (and starting it
-/// again) once as many journeys have done their part, then checks how
-/// everything ended.
-async fn journeys(crashes: &[(usize, Service)]) {
+/// Runs the journeys (with a second orders replica, which takes saga steps
+/// and fulfillment events too, when `replica`), crashing each service of
+/// `crashes` (and starting it again) once as many journeys have done their
+/// part, then checks how everything ended.
+async fn journeys(crashes: &[(usize, Service)], replica: bool) {
     let mut suite = Suite::start().await;
+    let _replica = match replica {
+        true => Some(suite.start_replica(Service::Orders).await),
+        false => None,
+    };
     let all: Vec<(&str, i64)> = SKUS.iter().map(|s| (*s, STOCK)).collect();
     // DC1 (from `stock`) ranks first, DC3 last; DC3 ships everything.
     let mut stock = suite.stock(T, &all).await;
@@ -309,7 +315,16 @@ async fn journeys(crashes: &[(usize, Service)]) {
             let mut why = Vec::new();
             for (name, _) in &open {
                 let h = history_of(&mut orders.clone(), name).await;
-                why.push(format!("{name}: {h:#?}"));
+                let steps: Vec<String> = h
+                    .iter()
+                    .map(|c| format!("{:?} {}: {}", c.to_state(), c.kind, c.reason))
+                    .collect();
+                let work: Vec<String> = work_of(&suite, name)
+                    .await
+                    .iter()
+                    .map(|f| format!("{} at {}: {:?}", f.name, f.node_id, f.state()))
+                    .collect();
+                why.push(format!("{name}: {steps:#?}\nits work: {work:#?}"));
             }
             panic!("not settled in 180 s: {open:?}\n{}", why.join("\n"));
         }
@@ -342,6 +357,21 @@ async fn journeys(crashes: &[(usize, Service)]) {
         }
     }
     assert!(shipped.values().sum::<i64>() > 0, "something shipped");
+    // Each step of an order is told once, whichever replica took it and
+    // however often a crash made it come again.
+    for o in &settled {
+        let history = history_of(&mut orders.clone(), &o.name).await;
+        let mut steps: BTreeMap<(OrderState, OrderState), usize> = BTreeMap::new();
+        for c in history.iter().filter(|c| c.kind == "OrderStateChanged") {
+            *steps.entry((c.from_state(), c.to_state())).or_default() += 1;
+        }
+        let final_steps = [OrderState::Shipped, OrderState::Delivered];
+        for ((from, to), n) in steps {
+            if final_steps.contains(&to) {
+                assert_eq!(n, 1, "{}: {from:?} -> {to:?} told {n} times", o.name);
+            }
+        }
+    }
 
     // No work left open at any warehouse.
     let mut work = FulfillmentServiceClient::new(suite.channel(Service::Fulfillment));

@@ -640,3 +640,69 @@ async fn units_cancelled_before_routing_go_back_before_the_confirmation() {
     // Two units allocated, three free again.
     assert_eq!(available(&mut stock_c, "A").await, 3);
 }
+
+/// Inventory confirms an order's reservation, but its answer is lost (it
+/// crashes after the commit). The route step, retried, gets the same plan
+/// back and confirms it again, which inventory answers as the first time:
+/// the order is routed. (Asking for a new plan confirmed another decision,
+/// which inventory refused as the reservation was confirmed already: the
+/// order went on hold.)
+#[tokio::test]
+async fn a_confirmation_whose_answer_was_lost_is_confirmed_again() {
+    let mut suite = Suite::start().await;
+    let mut stock_c = suite.stock(T, &[("A", 5)]).await;
+    // The confirmation's commit waits on lock 4242 while the test holds it.
+    let mut inv_db = suite.db.connect("inventory").await;
+    sqlx::raw_sql(
+        "CREATE FUNCTION confirm_waits() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF NEW.state = 'confirmed' THEN PERFORM pg_advisory_xact_lock(4242); END IF;
+           RETURN NEW;
+         END $$;
+         CREATE CONSTRAINT TRIGGER confirm_waits AFTER UPDATE ON reservations
+           DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION confirm_waits();
+         SELECT pg_advisory_lock(4242);",
+    )
+    .execute(&mut inv_db)
+    .await
+    .unwrap();
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = suite.order_events(T).await;
+    let order = create(&mut orders, "lost-answer", &[("A", 2)]).await;
+
+    // The confirmation is committing: inventory crashes before it answers.
+    let mut probe = suite.db.connect("inventory").await;
+    let waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted";
+    wait_for(&mut probe, waiting, 1).await;
+    suite.crash(Service::Inventory).await;
+    sqlx::raw_sql("SELECT pg_advisory_unlock(4242); DROP TRIGGER confirm_waits ON reservations")
+        .execute(&mut inv_db)
+        .await
+        .unwrap();
+    let confirmed = "SELECT count(*) FROM reservations WHERE state = 'confirmed'";
+    wait_for(&mut probe, confirmed, 1).await;
+    suite.start_again(Service::Inventory).await;
+
+    let routed = until_state(&mut feed, &order.name, OrderState::Routed)
+        .await
+        .order
+        .unwrap();
+    assert!(routed.holds.is_empty(), "{:?}", routed.holds);
+    assert_eq!(available(&mut stock_c, "A").await, 3);
+}
+
+/// Polls `sql` (a count) on `db` until it gives `want`; fails after 60 s.
+async fn wait_for(db: &mut sqlx::PgConnection, sql: &'static str, want: i64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let n: i64 = sqlx::query_scalar(sql).fetch_one(&mut *db).await.unwrap();
+        if n == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{sql}: {n}, not {want}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -93,7 +93,7 @@ async fn on_hand(c: &mut InventoryServiceClient<Channel>, sku: &str) -> Vec<(Str
 }
 
 /// The fulfillment orders of `order`.
-async fn work_of(suite: &Suite, order: &str) -> Vec<FulfillmentOrder> {
+pub(crate) async fn work_of(suite: &Suite, order: &str) -> Vec<FulfillmentOrder> {
     let mut work = FulfillmentServiceClient::new(suite.channel(Service::Fulfillment));
     let list = ListFulfillmentOrdersRequest {
         order: order.into(),

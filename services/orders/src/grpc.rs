@@ -443,7 +443,7 @@ impl OrderService for OrderApi {
                         steps.push((crate::repo::saga::RESERVE.to_owned(), vec![]));
                     }
                     if back_to == OrderState::Reserved {
-                        steps.push((crate::repo::saga::ROUTE.to_owned(), vec![]));
+                        steps.push(crate::workers::saga::route_step());
                     }
                     // A fulfil step that found the order held ended; the
                     // order would stay ROUTED.

@@ -136,6 +136,23 @@ pub async fn enqueue_many(
     Ok(())
 }
 
+/// Whether the order has step `step` (due, waiting or retired).
+pub async fn exists(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    order_id: Uuid,
+    step: &str,
+) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM saga_steps WHERE tenant = $1 AND order_id = $2 AND step = $3)",
+    )
+    .bind(tenant.as_str())
+    .bind(order_id)
+    .bind(step)
+    .fetch_one(tx)
+    .await
+}
+
 /// Whether the order has units still to give back to inventory: a
 /// [`RELEASE`] step not yet done.
 pub async fn releases_pending(

@@ -112,10 +112,12 @@ pub fn rest_step(
         reason: RerouteReason::Unspecified as i32,
         penalty: None,
     };
-    (
-        format!("{}rest-{decision_id}", repo::saga::REROUTE),
-        req.encode_to_vec(),
-    )
+    (rest_step_name(decision_id), req.encode_to_vec())
+}
+
+/// The name of the [`rest_step`] of a decision.
+pub fn rest_step_name(decision_id: &str) -> String {
+    format!("{}rest-{decision_id}", repo::saga::REROUTE)
 }
 
 /// The fulfillment order a reroute step's key (`<fulfillment order id>-…`,

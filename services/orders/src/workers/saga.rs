@@ -66,6 +66,30 @@ pub fn reservation_id(order_id: uuid::Uuid) -> String {
     format!("order-{order_id}")
 }
 
+/// A `route` step with a plan key of its own (its payload). Routing is
+/// asked for plan `route-<order>-<key>` and the plan confirmed with the
+/// decision's id, so a retry after a lost answer (a crash, a timeout, a
+/// broken connection after the peer committed) gets the same plan back and
+/// confirms it again, which inventory answers as the first time; a new key
+/// (a new step, or a deliberate new plan) asks afresh. Counting attempts
+/// instead asked for a new plan after a lost confirmation, which inventory
+/// refused (the reservation was confirmed already): the order went on hold.
+pub(crate) fn route_step() -> (String, Vec<u8>) {
+    (repo::saga::ROUTE.to_owned(), new_plan_key())
+}
+
+fn new_plan_key() -> Vec<u8> {
+    uuid::Uuid::now_v7().simple().to_string().into_bytes()
+}
+
+fn plan_request_id(s: &Step) -> String {
+    match std::str::from_utf8(&s.payload) {
+        Ok(key) if !key.is_empty() => format!("route-{}-{key}", s.order_id),
+        // A step written before steps carried a key: as then.
+        _ => format!("route-{}-{}", s.order_id, s.attempts),
+    }
+}
+
 #[derive(Clone)]
 pub struct Saga {
     pub(crate) pool: PgPool,
@@ -224,7 +248,8 @@ impl Saga {
                 )
                 .await?;
                 repo::saga::done(tx, s).await?;
-                repo::saga::enqueue(tx, tenant, s.order_id, repo::saga::ROUTE, &[]).await?;
+                let (route, key) = route_step();
+                repo::saga::enqueue(tx, tenant, s.order_id, &route, &key).await?;
             }
             Err(st)
                 if st.code() == Code::FailedPrecondition
@@ -275,9 +300,8 @@ impl Saga {
     }
 
     /// Plans a reserved order and confirms its reservation at the chosen
-    /// nodes. Both calls are idempotent: the plan's request id counts the
-    /// step's attempts (a retry after a crash gets the same plan back, a
-    /// retry after a short plan asks afresh) and the confirmation's is the
+    /// nodes. Both calls are idempotent: the plan's request id carries the
+    /// step's plan key (see [`route_step`]) and the confirmation's is the
     /// decision's.
     async fn route(&self, tx: &mut PgConnection, tenant: &Tenant, s: &Step) -> anyhow::Result<()> {
         let Some((mut o, held_from)) = lock_for_step(tx, tenant, s).await? else {
@@ -298,7 +322,7 @@ impl Saga {
             return Ok(());
         }
         let plan = PlanOrderRequest {
-            request_id: format!("route-{}-{}", s.order_id, s.attempts),
+            request_id: plan_request_id(s),
             order: Some(routing_order(&o)),
         };
         let decision = match self.peers.routing(tenant).plan_order(plan).await {
@@ -340,7 +364,7 @@ impl Saga {
             let wait = Duration::from_secs(30 * (1 + s.attempts.min(9) as u64));
             let why = format!("not fully routable ({}): {summary}", decision.name);
             tracing::info!(order = %o.name, %why, "routing again later");
-            repo::saga::retry(tx, s, &why, Utc::now() + wait).await?;
+            repo::saga::retry_with(tx, s, &new_plan_key(), &why, Utc::now() + wait).await?;
             return Ok(());
         }
         let mut allocations: Vec<Allocation> = Vec::new();
@@ -386,7 +410,8 @@ impl Saga {
             {
                 let (step, payload) = unplan_step(&decision.name, "planned again");
                 repo::saga::enqueue(tx, tenant, s.order_id, &step, &payload).await?;
-                self.retry_failed(tx, s, &st).await?;
+                let at = Utc::now() + backoff(s.attempts);
+                repo::saga::retry_with(tx, s, &new_plan_key(), st.message(), at).await?;
             }
             Err(st)
                 if matches!(
@@ -411,9 +436,11 @@ impl Saga {
     /// inventory, marks them backordered on the order (so a retried plan
     /// covers only what is still held) and enqueues the step that places
     /// them once stock allows. Returns false when inventory could not take
-    /// them back yet (the step is retried). A crash before commit replays
-    /// the same decision (the plan's request id counts committed attempts),
-    /// so the release is replayed, not repeated.
+    /// them back yet (the step is retried). A retry of the step gets the
+    /// same decision back (see [`route_step`]): after a crash before commit
+    /// the release is replayed, not repeated; after a committed attempt
+    /// (its confirmation failed) the rest's step is there and nothing is
+    /// set aside twice.
     async fn backorder_rest(
         &self,
         tx: &mut PgConnection,
@@ -422,6 +449,16 @@ impl Saga {
         (o, held_from): (&mut oms_proto::orders::Order, Option<OrderState>),
         decision: &oms_proto::routing::Decision,
     ) -> anyhow::Result<bool> {
+        if repo::saga::exists(
+            tx,
+            tenant,
+            s.order_id,
+            &super::reroute::rest_step_name(&decision.decision_id),
+        )
+        .await?
+        {
+            return Ok(true);
+        }
         let rest: Vec<(String, String, i64)> = decision
             .backorders
             .iter()
