@@ -706,3 +706,60 @@ async fn wait_for(db: &mut sqlx::PgConnection, sql: &'static str, want: i64) {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// An edit that added units to a reserved order fails after inventory
+/// extended the reservation (its commit fails). Routing, meanwhile, takes
+/// those units back first (the undo step, due in a minute, is run at
+/// once) and then confirms what the order holds: the order is routed
+/// with its recorded quantity. (Confirming first allocated fewer units
+/// than the reservation held, which inventory refused: the order went on
+/// hold.)
+#[tokio::test]
+async fn units_of_an_edit_that_failed_go_back_before_the_confirmation() {
+    let mut suite = Suite::start().await;
+    let mut stock_c = suite.stock(T, &[("A", 5)]).await;
+    suite.crash(Service::Routing).await;
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = suite.order_events(T).await;
+    let order = create(&mut orders, "grown", &[("A", 2)]).await;
+    until_state(&mut feed, &order.name, OrderState::Reserved).await;
+
+    let mut db = suite.db.connect("orders").await;
+    sqlx::raw_sql(
+        "CREATE FUNCTION edit_fails() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF NEW.request_id = 'grow-1' THEN RAISE EXCEPTION 'injected'; END IF;
+           RETURN NEW;
+         END $$;
+         CREATE TRIGGER edit_fails BEFORE INSERT ON order_history
+           FOR EACH ROW EXECUTE FUNCTION edit_fails();",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let grow = edit_first_line(&order.name, "grow-1", 3);
+    let failed = orders
+        .edit_order_lines(authed(T, grow.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(failed.code(), tonic::Code::Internal, "{failed:?}");
+    assert_eq!(available(&mut stock_c, "A").await, 2, "the extension held");
+    sqlx::raw_sql("DROP TRIGGER edit_fails ON order_history")
+        .execute(&mut db)
+        .await
+        .unwrap();
+
+    suite.start_again(Service::Routing).await;
+    let routed = until_state(&mut feed, &order.name, OrderState::Routed)
+        .await
+        .order
+        .unwrap();
+    assert!(routed.holds.is_empty(), "{:?}", routed.holds);
+    assert_eq!(routed.lines[0].quantity, 2);
+    assert_eq!(available(&mut stock_c, "A").await, 3);
+    // The edit, sent again, is refused (its request now differs from the
+    // extension inventory undid: the order is routed) and changes nothing.
+    let again = orders.edit_order_lines(authed(T, grow)).await.unwrap_err();
+    assert_eq!(again.code(), tonic::Code::FailedPrecondition, "{again:?}");
+    assert_eq!(available(&mut stock_c, "A").await, 3);
+}

@@ -154,19 +154,28 @@ pub async fn exists(
 }
 
 /// Whether the order has units still to give back to inventory: a
-/// [`RELEASE`] step not yet done.
-pub async fn releases_pending(
+/// [`RELEASE`] step not yet done, or an [`UNDO_EXTEND`] step (an edit that
+/// added units and was not recorded). The caller holds the order's lock,
+/// so no edit is under way: undo steps are made due now rather than in
+/// the minute they wait for their edit's own attempt to end.
+pub async fn give_backs_pending(
     tx: &mut PgConnection,
     tenant: &Tenant,
     order_id: Uuid,
 ) -> sqlx::Result<bool> {
     sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM saga_steps WHERE tenant = $1 AND order_id = $2
-         AND starts_with(step, $3) AND next_attempt_time <> 'infinity')",
+        "WITH hurried AS (
+           UPDATE saga_steps SET next_attempt_time = now()
+           WHERE tenant = $1 AND order_id = $2 AND starts_with(step, $4)
+             AND next_attempt_time <> 'infinity' AND next_attempt_time > now()
+         )
+         SELECT EXISTS (SELECT 1 FROM saga_steps WHERE tenant = $1 AND order_id = $2
+           AND (starts_with(step, $3) OR starts_with(step, $4)) AND next_attempt_time <> 'infinity')",
     )
     .bind(tenant.as_str())
     .bind(order_id)
     .bind(RELEASE)
+    .bind(UNDO_EXTEND)
     .fetch_one(tx)
     .await
 }

@@ -313,10 +313,11 @@ impl Saga {
             repo::saga::done(tx, s).await?;
             return Ok(());
         }
-        if repo::saga::releases_pending(tx, tenant, s.order_id).await? {
-            // Units cancelled or edited away are still held: allocations
-            // for what the order keeps would not cover the reservation, and
-            // inventory would refuse them. Their release runs first.
+        if repo::saga::give_backs_pending(tx, tenant, s.order_id).await? {
+            // Units cancelled or edited away, or added by an edit that was
+            // not recorded, are still held: allocations for what the order
+            // keeps would not cover the reservation, and inventory would
+            // refuse them. Their give-back runs first.
             let soon = Utc::now() + chrono::Duration::milliseconds(100);
             repo::saga::retry(tx, s, "units still to give back", soon).await?;
             return Ok(());
