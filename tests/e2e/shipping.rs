@@ -13,6 +13,7 @@ use oms_proto::orders::{self as ord, OrderState, order_service_client::OrderServ
 use oms_runtime::{Config, Service, auth::TokenIssuer};
 use oms_testkit::authed;
 use oms_wms_sim::Sim;
+use prost::Message as _;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -482,6 +483,87 @@ async fn a_fulfillment_order_cancelled_at_its_node_ships_from_another() {
     );
     assert_eq!(available(&mut stock, "A").await, 8);
     assert_history(&mut orders, &order.name, "rerouted from DC1").await;
+}
+
+/// The saga releases an order's work but fails to record the release (its
+/// commit fails), and the warehouse ships and delivers the work before
+/// the saga's next attempt records it. Orders took those reports while the
+/// order was still ROUTED, where they move nothing, and they do not come
+/// again: the release, once recorded, follows them (the order was left
+/// RELEASED for good).
+#[tokio::test]
+async fn work_delivered_before_its_release_was_recorded_delivers_the_order() {
+    let suite = Suite::start().await;
+    let mut stock = suite.stock(T, &[("A", 5)]).await;
+    let _wms = warehouse(&suite, "DC1", 0.0);
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = suite.order_events(T).await;
+    // A first order makes orders follow the tenant's fulfillment feed.
+    let first = create(&mut orders, "first", &[("A", 1)]).await;
+    until_state(&mut feed, &first.name, OrderState::Delivered).await;
+    let mut db = suite.db.connect("orders").await;
+    sqlx::raw_sql(
+        "CREATE TABLE release_fails ();
+         CREATE FUNCTION release_fails() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF NEW.to_state = 'released' AND to_regclass('release_fails') IS NOT NULL THEN
+             RAISE EXCEPTION 'injected';
+           END IF;
+           RETURN NEW;
+         END $$;
+         CREATE TRIGGER release_fails BEFORE INSERT ON order_history
+           FOR EACH ROW EXECUTE FUNCTION release_fails();",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let order = create(&mut orders, "quick-wms", &[("A", 2)]).await;
+    until_state(&mut feed, &order.name, OrderState::Routed).await;
+
+    // Orders holds the report of the delivered work; the order is ROUTED.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let docs: Vec<Vec<u8>> =
+            sqlx::query_scalar("SELECT doc FROM fulfillments WHERE order_id = $1::text::uuid")
+                .bind(&order.order_id)
+                .fetch_all(&mut db)
+                .await
+                .unwrap();
+        let delivered = docs.iter().any(|d| {
+            FulfillmentOrder::decode(d.as_slice()).unwrap().state() == FulfillmentState::Delivered
+        });
+        if delivered {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never delivered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let now = orders
+        .get_order(authed(
+            T,
+            ord::GetOrderRequest {
+                name: order.name.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(now.state(), OrderState::Routed);
+
+    sqlx::raw_sql("DROP TABLE release_fails")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    for state in [
+        OrderState::Released,
+        OrderState::Shipped,
+        OrderState::Delivered,
+    ] {
+        until_state(&mut feed, &order.name, state).await;
+    }
+    assert_eq!(on_hand(&mut stock, "A").await, [("DC1".to_owned(), 2)]);
 }
 
 #[tokio::test]

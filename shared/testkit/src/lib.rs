@@ -337,15 +337,13 @@ pub async fn retried<C: Clone, T>(
     panic!("unavailable 100 times in a row");
 }
 
-/// `UNAVAILABLE`, or a call whose connection broke (the server went away
-/// mid-call: tonic says `UNKNOWN` or `CANCELLED` with the transport error
-/// as source).
+/// `UNAVAILABLE`, or a call whose connection broke: the server went away
+/// mid-call, and the client's transport made the status (`UNKNOWN` or
+/// `CANCELLED`, with the transport's error as its source; a status the
+/// server sent has none).
 fn transient(e: &tonic::Status) -> bool {
     use std::error::Error as _;
-    let broken = e
-        .source()
-        .is_some_and(|s| s.is::<tonic::transport::Error>());
-    e.code() == tonic::Code::Unavailable || broken
+    e.code() == tonic::Code::Unavailable || e.source().is_some()
 }
 
 pub mod otlp;

@@ -267,39 +267,16 @@ impl FulfillmentFeed {
             };
             repo::saga::enqueue(&mut *tx, tenant, order_id, &step, &payload).await?;
         }
-        let per_line = progress(&feeds::fulfillments(&mut *tx, tenant, order_id).await?);
-        let from = lifecycle::state(&o);
-        match lifecycle::progressed(&mut o, &per_line) {
-            Ok(Some(to)) => {
-                let why = format!("{} is {}", fo.name, fo.state().as_str_name());
-                // Delivered in one report: SHIPPED is told first, as step by
-                // step, so that what follows the orders feed (a "shipped"
-                // notice) does not miss it.
-                let mut from = from;
-                if let Some(mut at) = lifecycle::passed_through_shipped(from, &o) {
-                    let shipped = OrderState::Shipped;
-                    let happened = Happened::state_changed(from, shipped, why.clone());
-                    record(
-                        &mut *tx, tenant, order_id, &mut at, held_from, from, ACTOR, "", happened,
-                    )
-                    .await?;
-                    from = shipped;
-                }
-                let happened = Happened::state_changed(from, to, why);
-                record(
-                    &mut *tx, tenant, order_id, &mut o, held_from, from, ACTOR, "", happened,
-                )
-                .await?;
-            }
-            Ok(None) if o.lines != lines_before => {
-                repo::orders::save(&mut *tx, tenant, order_id, &mut o, held_from, Utc::now())
-                    .await?;
-            }
-            Ok(None) => {}
-            Err(r) => {
-                tracing::warn!(order = %o.name, reason = %r.message, "fulfillment progress not applied")
-            }
-        }
+        let why = format!("{} is {}", fo.name, fo.state().as_str_name());
+        follow_work(
+            &mut *tx,
+            tenant,
+            order_id,
+            (&mut o, held_from),
+            &lines_before,
+            why,
+        )
+        .await?;
         Ok(())
     }
 
@@ -397,6 +374,54 @@ fn shipped_since(fo: &FulfillmentOrder, before: Option<&FulfillmentOrder>) -> Ve
         .all(|a| units(&detailed, &a.sku) == a.quantity)
         && detailed.iter().all(|d| units(&by_sku, &d.sku) > 0);
     if accounted { detailed } else { by_sku }
+}
+
+/// Moves an order as the reports of its fulfillment orders that orders
+/// holds say (units shipped and delivered per line, and the state that
+/// follows), saving lines that changed from `lines_before` even when the
+/// state did not. Called for each report taken, and by the saga once it
+/// recorded the release: reports taken before that (the WMS was quicker
+/// than a release whose first attempt was not recorded) moved nothing.
+pub(crate) async fn follow_work(
+    tx: &mut sqlx::PgConnection,
+    tenant: &Tenant,
+    order_id: Uuid,
+    (o, held_from): (&mut oms_proto::orders::Order, Option<OrderState>),
+    lines_before: &[oms_proto::orders::OrderLine],
+    why: String,
+) -> anyhow::Result<()> {
+    let per_line = progress(&feeds::fulfillments(&mut *tx, tenant, order_id).await?);
+    let from = lifecycle::state(o);
+    match lifecycle::progressed(o, &per_line) {
+        Ok(Some(to)) => {
+            // Delivered in one report: SHIPPED is told first, as step by
+            // step, so that what follows the orders feed (a "shipped"
+            // notice) does not miss it.
+            let mut from = from;
+            if let Some(mut at) = lifecycle::passed_through_shipped(from, o) {
+                let shipped = OrderState::Shipped;
+                let happened = Happened::state_changed(from, shipped, why.clone());
+                record(
+                    &mut *tx, tenant, order_id, &mut at, held_from, from, ACTOR, "", happened,
+                )
+                .await?;
+                from = shipped;
+            }
+            let happened = Happened::state_changed(from, to, why);
+            record(
+                &mut *tx, tenant, order_id, o, held_from, from, ACTOR, "", happened,
+            )
+            .await?;
+        }
+        Ok(None) if o.lines != lines_before => {
+            repo::orders::save(&mut *tx, tenant, order_id, o, held_from, Utc::now()).await?;
+        }
+        Ok(None) => {}
+        Err(r) => {
+            tracing::warn!(order = %o.name, reason = %r.message, "fulfillment progress not applied")
+        }
+    }
+    Ok(())
 }
 
 /// Units shipped and delivered per line of an order, by its fulfillment

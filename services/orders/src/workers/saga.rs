@@ -546,7 +546,23 @@ impl Saga {
             tx, tenant, s.order_id, &mut o, held_from, from, ACTOR, "", happened,
         )
         .await?;
-        // Its progress comes back on the tenant's fulfillment feed.
+        // Its progress comes back on the tenant's fulfillment feed. What
+        // came already (the release's first attempt was not recorded, and
+        // the WMS went on) is followed now: it will not come again.
+        let lines = o.lines.clone();
+        let why = format!(
+            "{} reported before the release was recorded",
+            names.join(", ")
+        );
+        super::fulfillment_feed::follow_work(
+            tx,
+            tenant,
+            s.order_id,
+            (&mut o, held_from),
+            &lines,
+            why,
+        )
+        .await?;
         repo::feeds::follow(tx, repo::feeds::FULFILLMENT, tenant).await?;
         repo::saga::done(tx, s).await?;
         Ok(())
