@@ -493,14 +493,50 @@ async fn a_fulfillment_order_cancelled_at_its_node_ships_from_another() {
 /// RELEASED for good).
 #[tokio::test]
 async fn work_delivered_before_its_release_was_recorded_delivers_the_order() {
+    let (suite, order) = released_while_unrecorded(0.0, FulfillmentState::Delivered).await;
+    let mut stock = InventoryServiceClient::new(suite.channel(Service::Inventory));
+    let left = [("DC1".to_owned(), 2), ("DC2".to_owned(), 5)];
+    assert_eq!(on_hand(&mut stock, "A").await, left);
+    assert_eq!(work_states(&suite, &order).await.len(), 1);
+}
+
+/// As above, but DC1 rejects the work before the release is recorded: the
+/// units it gave back are rerouted to DC2 once it is (the reroute step
+/// dropped them, the order being ROUTED: they stayed allocated at DC1 and
+/// the order never shipped).
+#[tokio::test]
+async fn work_rejected_before_its_release_was_recorded_ships_elsewhere() {
+    let (suite, order) = released_while_unrecorded(1.0, FulfillmentState::Rejected).await;
+    assert_eq!(
+        work_states(&suite, &order).await,
+        [
+            ("DC1".to_owned(), FulfillmentState::Rejected),
+            ("DC2".to_owned(), FulfillmentState::Delivered)
+        ]
+    );
+}
+
+/// A suite whose DC1 (5 A) rejects `reject_rate` of its work and DC2 (5 A,
+/// ranked below) ships everything, and an order of 2 A whose release is
+/// not recorded until orders holds its DC1 work's report in state
+/// `reported`; returns the order's name once it is DELIVERED.
+async fn released_while_unrecorded(
+    reject_rate: f64,
+    reported: FulfillmentState,
+) -> (Suite, String) {
     let suite = Suite::start().await;
     let mut stock = suite.stock(T, &[("A", 5)]).await;
-    let _wms = warehouse(&suite, "DC1", 0.0);
+    warehouse_with(&mut stock, "DC2", -5, &[("A", 5)]).await;
+    let dc2 = warehouse(&suite, "DC2", 0.0);
     let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
     let mut feed = suite.order_events(T).await;
-    // A first order makes orders follow the tenant's fulfillment feed.
+    // A first order, shipped by DC1, makes orders follow the tenant's
+    // fulfillment feed; then DC1's WMS rejects `reject_rate` of its work.
+    let first_dc1 = warehouse(&suite, "DC1", 0.0);
     let first = create(&mut orders, "first", &[("A", 1)]).await;
     until_state(&mut feed, &first.name, OrderState::Delivered).await;
+    drop(first_dc1);
+    let dc1 = warehouse(&suite, "DC1", reject_rate);
     let mut db = suite.db.connect("orders").await;
     sqlx::raw_sql(
         "CREATE TABLE release_fails ();
@@ -520,7 +556,7 @@ async fn work_delivered_before_its_release_was_recorded_delivers_the_order() {
     let order = create(&mut orders, "quick-wms", &[("A", 2)]).await;
     until_state(&mut feed, &order.name, OrderState::Routed).await;
 
-    // Orders holds the report of the delivered work; the order is ROUTED.
+    // Orders holds the DC1 work's report; the order is ROUTED.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let docs: Vec<Vec<u8>> =
@@ -529,13 +565,13 @@ async fn work_delivered_before_its_release_was_recorded_delivers_the_order() {
                 .fetch_all(&mut db)
                 .await
                 .unwrap();
-        let delivered = docs.iter().any(|d| {
-            FulfillmentOrder::decode(d.as_slice()).unwrap().state() == FulfillmentState::Delivered
-        });
-        if delivered {
+        let there = docs
+            .iter()
+            .any(|d| FulfillmentOrder::decode(d.as_slice()).unwrap().state() == reported);
+        if there {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "never delivered");
+        assert!(std::time::Instant::now() < deadline, "never {reported:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let now = orders
@@ -552,10 +588,37 @@ async fn work_delivered_before_its_release_was_recorded_delivers_the_order() {
         .unwrap();
     assert_eq!(now.state(), OrderState::Routed);
 
+    // The release's next attempt comes late (as after a crash): what the
+    // order's reports asked for (a reroute) runs first, on a ROUTED order.
+    let fulfil = |at: &'static str| {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE saga_steps SET next_attempt_time = {at} WHERE step = 'fulfil'"
+        )))
+    };
+    fulfil("now() + interval '1 hour'")
+        .execute(&mut db)
+        .await
+        .unwrap();
     sqlx::raw_sql("DROP TABLE release_fails")
         .execute(&mut db)
         .await
         .unwrap();
+    let untried = "SELECT count(*) FROM saga_steps WHERE step LIKE 'reroute:%' AND attempts = 0";
+    loop {
+        let n: i64 = sqlx::query_scalar(untried)
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reroute never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    fulfil("now()").execute(&mut db).await.unwrap();
     for state in [
         OrderState::Released,
         OrderState::Shipped,
@@ -563,7 +626,8 @@ async fn work_delivered_before_its_release_was_recorded_delivers_the_order() {
     ] {
         until_state(&mut feed, &order.name, state).await;
     }
-    assert_eq!(on_hand(&mut stock, "A").await, [("DC1".to_owned(), 2)]);
+    drop((dc1, dc2));
+    (suite, order.name)
 }
 
 #[tokio::test]

@@ -160,13 +160,16 @@ impl Saga {
         let from = lifecycle::state(&o);
         let failed = req.failed_node_id.clone();
         // The rest of a partial plan waits until the placed part is released
-        // (and for a held order to come back).
+        // (and for a held order to come back). So do units a node gave back
+        // before the order's release was recorded (its first attempt was
+        // not; the WMS went on): dropped here, they stayed allocated at
+        // that node and the order never shipped in full.
         let rest = failed.is_empty();
         let waiting = matches!(
             from,
             OrderState::Reserved | OrderState::Routed | OrderState::OnHold
         );
-        if rest && waiting {
+        if waiting {
             repo::saga::retry(
                 tx,
                 s,
