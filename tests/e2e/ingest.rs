@@ -1,6 +1,7 @@
 //! Channel payloads from the published samples go in through gRPC and
 //! become reserved orders; a repeated webhook changes nothing; a bad
 //! signature is refused and audited.
+use crate::placement::order_of;
 use oms_e2e::{Suite, next_order_event, pos_submission};
 use oms_proto::ingest::{self as ing, ingest_service_client::IngestServiceClient};
 use oms_proto::orders::{self as ord, OrderState, order_service_client::OrderServiceClient};
@@ -165,18 +166,7 @@ async fn shopify_and_woocommerce_samples_become_reserved_orders() {
             reserved.insert(o.name);
         }
     }
-    let shop_order = orders
-        .get_order(authed(
-            T,
-            ord::GetOrderRequest {
-                name: first.order.clone(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap();
+    let shop_order = order_of(&mut orders, &first.order).await;
     assert_eq!(shop_order.channel, "channels/shop");
     assert_eq!(shop_order.channel_order_id, "450789469");
     assert_eq!(shop_order.currency_code, "USD");
@@ -240,13 +230,7 @@ async fn shopify_and_woocommerce_samples_become_reserved_orders() {
         .await
         .unwrap()
         .into_inner();
-    let amazon_order = orders
-        .get_order(authed(T, ord::GetOrderRequest { name: amazon.order }))
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap();
+    let amazon_order = order_of(&mut orders, &amazon.order).await;
     assert_eq!(amazon_order.channel_order_id, "902-1845936-5435065");
     let l = &amazon_order.lines[0];
     assert_eq!(
@@ -284,13 +268,7 @@ async fn shopify_and_woocommerce_samples_become_reserved_orders() {
         .await
         .unwrap()
         .into_inner();
-    let ty_order = orders
-        .get_order(authed(T, ord::GetOrderRequest { name: ty.order }))
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap();
+    let ty_order = order_of(&mut orders, &ty.order).await;
     assert_eq!(
         (
             ty_order.channel_order_id.as_str(),
@@ -309,13 +287,7 @@ async fn shopify_and_woocommerce_samples_become_reserved_orders() {
     );
     assert_eq!(ty_order.ship_to.unwrap().country_code, "TR");
 
-    let woo_order = orders
-        .get_order(authed(T, ord::GetOrderRequest { name: woo.order }))
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap();
+    let woo_order = order_of(&mut orders, &woo.order).await;
     let skus: Vec<(&str, &str, i64)> = woo_order
         .lines
         .iter()

@@ -54,6 +54,16 @@ pub async fn create(
     .unwrap()
 }
 
+/// The order `name` as GetOrder gives it.
+pub async fn order_of(c: &mut OrderServiceClient<Channel>, name: &str) -> ord::Order {
+    c.get_order(authed(T, ord::GetOrderRequest { name: name.into() }))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap()
+}
+
 /// Follows the order feed until `name` reaches `state`; returns that event.
 pub async fn until_state(
     feed: &mut tonic::Streaming<ord::WatchOrderEventsResponse>,
@@ -615,18 +625,7 @@ async fn units_cancelled_before_routing_go_back_before_the_confirmation() {
         if waiting.is_some() {
             break;
         }
-        let now = orders
-            .get_order(authed(
-                T,
-                ord::GetOrderRequest {
-                    name: order.name.clone(),
-                },
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .order
-            .unwrap();
+        let now = order_of(&mut orders, &order.name).await;
         assert_ne!(now.state(), OrderState::OnHold, "{:?}", now.holds);
         assert!(std::time::Instant::now() < deadline, "routing never ran");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -762,4 +761,45 @@ async fn units_of_an_edit_that_failed_go_back_before_the_confirmation() {
     let again = orders.edit_order_lines(authed(T, grow)).await.unwrap_err();
     assert_eq!(again.code(), tonic::Code::FailedPrecondition, "{again:?}");
     assert_eq!(available(&mut stock_c, "A").await, 3);
+}
+
+/// A saga step that fails every time (here a database error while saving
+/// its order) is retried on its own: the other orders' steps go on. (It
+/// rolled back the whole batch of steps and, due first again, held up
+/// every other order for good.)
+#[tokio::test]
+async fn a_step_that_keeps_failing_holds_up_no_other_order() {
+    let suite = Suite::start().await;
+    let _stock_c = suite.stock(T, &[("A", 5), ("POISON", 5)]).await;
+    let mut db = suite.db.connect("orders").await;
+    sqlx::raw_sql(
+        "CREATE FUNCTION poisoned() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF position('POISON'::bytea in NEW.doc) > 0 THEN RAISE EXCEPTION 'injected'; END IF;
+           RETURN NEW;
+         END $$;
+         CREATE TRIGGER poisoned BEFORE UPDATE ON orders
+           FOR EACH ROW EXECUTE FUNCTION poisoned();",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = suite.order_events(T).await;
+    let stuck = create(&mut orders, "stuck", &[("POISON", 1)]).await;
+    let fine = create(&mut orders, "fine", &[("A", 1)]).await;
+    until_state(&mut feed, &fine.name, OrderState::Routed).await;
+    let (attempts, error): (i32, String) = sqlx::query_as(
+        "SELECT attempts, last_error FROM saga_steps WHERE order_id = $1::text::uuid",
+    )
+    .bind(&stuck.order_id)
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert!(attempts >= 1, "{attempts}");
+    assert!(error.contains("injected"), "{error}");
+    assert_eq!(
+        order_of(&mut orders, &stuck.name).await.state(),
+        OrderState::Created
+    );
 }

@@ -1,7 +1,7 @@
 //! The whole journey with the reference WMS simulator on the adapter
 //! stream: an order is reserved, routed, released, shipped and delivered,
 //! and the stock it shipped leaves inventory.
-use crate::placement::{available, create, until_released, until_state};
+use crate::placement::{available, create, order_of, until_released, until_state};
 use oms_e2e::Suite;
 use oms_kernel::Tenant;
 use oms_proto::fulfillment::{
@@ -574,18 +574,7 @@ async fn released_while_unrecorded(
         assert!(std::time::Instant::now() < deadline, "never {reported:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let now = orders
-        .get_order(authed(
-            T,
-            ord::GetOrderRequest {
-                name: order.name.clone(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap();
+    let now = order_of(&mut orders, &order.name).await;
     assert_eq!(now.state(), OrderState::Routed);
 
     // The release's next attempt comes late (as after a crash): what the

@@ -180,32 +180,57 @@ impl Saga {
                     continue;
                 }
             };
-            if s.step == repo::saga::RESERVE {
-                self.reserve(&mut tx, &tenant, &s).await?;
-            } else if s.step == repo::saga::ROUTE {
-                self.route(&mut tx, &tenant, &s).await?;
-            } else if s.step == repo::saga::FULFIL {
-                self.fulfil(&mut tx, &tenant, &s).await?;
-            } else if s.step.starts_with(repo::saga::REROUTE) {
-                self.reroute(&mut tx, &tenant, &s).await?;
-            } else if s.step.starts_with(repo::saga::UNPLAN) {
-                self.unplan(&mut tx, &tenant, &s).await?;
-            } else if s.step.starts_with(repo::saga::CANCEL_WORK) {
-                self.cancel_work(&mut tx, &tenant, &s).await?;
-            } else if s.step.starts_with(repo::saga::UNDO_EXTEND) {
-                self.undo_extend(&mut tx, &tenant, &s).await?;
-            } else if s.step.starts_with(repo::saga::RELEASE) {
-                self.release(&mut tx, &tenant, &s).await?;
-            } else {
-                // Written by a newer version during a rollout: left for
-                // it, not dropped.
-                tracing::error!(step = %s.step, order = %s.order_id, "unknown saga step");
-                let later = Utc::now() + chrono::Duration::minutes(10);
-                repo::saga::retry(&mut tx, &s, "unknown step", later).await?;
+            // Each step in a savepoint of its own: a step that fails (a
+            // database error, an order it cannot decode) is retried later
+            // on its own while the rest of the batch goes on. Before, it
+            // rolled the whole batch back, and, due first again, stalled
+            // every other order's steps for good.
+            let mut one = sqlx::Connection::begin(&mut *tx).await?;
+            match self.run_step(&mut one, &tenant, &s).await {
+                Ok(()) => one.commit().await?,
+                Err(e) => {
+                    one.rollback().await?;
+                    tracing::warn!(error = %format!("{e:#}"), step = %s.step, order = %s.order_id, "saga step failed; retrying it later");
+                    let at = Utc::now() + backoff(s.attempts);
+                    repo::saga::retry(&mut tx, &s, &format!("{e:#}"), at).await?;
+                }
             }
         }
         tx.commit().await?;
         Ok(n)
+    }
+
+    /// Runs one step in `tx` (its own savepoint).
+    async fn run_step(
+        &self,
+        tx: &mut PgConnection,
+        tenant: &Tenant,
+        s: &Step,
+    ) -> anyhow::Result<()> {
+        if s.step == repo::saga::RESERVE {
+            self.reserve(tx, tenant, s).await?;
+        } else if s.step == repo::saga::ROUTE {
+            self.route(tx, tenant, s).await?;
+        } else if s.step == repo::saga::FULFIL {
+            self.fulfil(tx, tenant, s).await?;
+        } else if s.step.starts_with(repo::saga::REROUTE) {
+            self.reroute(tx, tenant, s).await?;
+        } else if s.step.starts_with(repo::saga::UNPLAN) {
+            self.unplan(tx, tenant, s).await?;
+        } else if s.step.starts_with(repo::saga::CANCEL_WORK) {
+            self.cancel_work(tx, tenant, s).await?;
+        } else if s.step.starts_with(repo::saga::UNDO_EXTEND) {
+            self.undo_extend(tx, tenant, s).await?;
+        } else if s.step.starts_with(repo::saga::RELEASE) {
+            self.release(tx, tenant, s).await?;
+        } else {
+            // Written by a newer version during a rollout: left for
+            // it, not dropped.
+            tracing::error!(step = %s.step, order = %s.order_id, "unknown saga step");
+            let later = Utc::now() + chrono::Duration::minutes(10);
+            repo::saga::retry(tx, s, "unknown step", later).await?;
+        }
+        Ok(())
     }
 
     async fn reserve(
