@@ -803,3 +803,53 @@ async fn a_step_that_keeps_failing_holds_up_no_other_order() {
         OrderState::Created
     );
 }
+
+/// Routing planned a reserved order but its confirmation failed (a
+/// database error in inventory); the order is then edited. The route
+/// step's next attempt plans afresh for the edited order: the same plan
+/// request with other lines was refused by routing, and the order went on
+/// hold.
+#[tokio::test]
+async fn an_order_edited_after_its_plan_is_planned_again() {
+    let mut suite = Suite::start().await;
+    let mut stock_c = suite.stock(T, &[("A", 5)]).await;
+    suite.crash(Service::Routing).await;
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = suite.order_events(T).await;
+    let order = create(&mut orders, "edited-after-plan", &[("A", 3)]).await;
+    until_state(&mut feed, &order.name, OrderState::Reserved).await;
+    let mut inv_db = suite.db.connect("inventory").await;
+    sqlx::raw_sql(
+        "CREATE TABLE confirm_fails ();
+         CREATE FUNCTION confirm_fails() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF NEW.state = 'confirmed' AND to_regclass('confirm_fails') IS NOT NULL THEN
+             RAISE EXCEPTION 'injected';
+           END IF;
+           RETURN NEW;
+         END $$;
+         CREATE TRIGGER confirm_fails BEFORE UPDATE ON reservations
+           FOR EACH ROW EXECUTE FUNCTION confirm_fails();",
+    )
+    .execute(&mut inv_db)
+    .await
+    .unwrap();
+    suite.start_again(Service::Routing).await;
+    let mut routing_db = suite.db.connect("routing").await;
+    let planned = "SELECT count(*) FROM idempotency WHERE method = 'PlanOrder'";
+    wait_for(&mut routing_db, planned, 1).await;
+
+    let edit = edit_first_line(&order.name, "two-only", 2);
+    orders.edit_order_lines(authed(T, edit)).await.unwrap();
+    sqlx::raw_sql("DROP TABLE confirm_fails")
+        .execute(&mut inv_db)
+        .await
+        .unwrap();
+    let routed = until_state(&mut feed, &order.name, OrderState::Routed)
+        .await
+        .order
+        .unwrap();
+    assert!(routed.holds.is_empty(), "{:?}", routed.holds);
+    assert_eq!(routed.lines[0].quantity, 2);
+    assert_eq!(available(&mut stock_c, "A").await, 3);
+}

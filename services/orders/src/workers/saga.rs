@@ -67,8 +67,8 @@ pub fn reservation_id(order_id: uuid::Uuid) -> String {
 }
 
 /// A `route` step with a plan key of its own (its payload). Routing is
-/// asked for plan `route-<order>-<key>` and the plan confirmed with the
-/// decision's id, so a retry after a lost answer (a crash, a timeout, a
+/// asked for plan `route-<order>-<key>-v<order version>` and the plan
+/// confirmed with the decision's id, so a retry after a lost answer (a crash, a timeout, a
 /// broken connection after the peer committed) gets the same plan back and
 /// confirms it again, which inventory answers as the first time; a new key
 /// (a new step, or a deliberate new plan) asks afresh. Counting attempts
@@ -82,9 +82,12 @@ fn new_plan_key() -> Vec<u8> {
     uuid::Uuid::now_v7().simple().to_string().into_bytes()
 }
 
-fn plan_request_id(s: &Step) -> String {
+/// The plan's request id: the step's key and the order's version (an
+/// order changed since, by an edit or a cancel, is planned afresh: the
+/// same id with other lines is refused).
+fn plan_request_id(s: &Step, version: i64) -> String {
     match std::str::from_utf8(&s.payload) {
-        Ok(key) if !key.is_empty() => format!("route-{}-{key}", s.order_id),
+        Ok(key) if !key.is_empty() => format!("route-{}-{key}-v{version}", s.order_id),
         // A step written before steps carried a key: as then.
         _ => format!("route-{}-{}", s.order_id, s.attempts),
     }
@@ -348,7 +351,7 @@ impl Saga {
             return Ok(());
         }
         let plan = PlanOrderRequest {
-            request_id: plan_request_id(s),
+            request_id: plan_request_id(s, o.version),
             order: Some(routing_order(&o)),
         };
         let decision = match self.peers.routing(tenant).plan_order(plan).await {
