@@ -5,7 +5,10 @@ use oms_proto::common::{Money, PostalAddress};
 use oms_proto::inventory::{self as inv, inventory_service_client::InventoryServiceClient};
 use oms_proto::orders::{self as ord, OrderState, order_service_client::OrderServiceClient};
 use oms_runtime::Service;
-use oms_testkit::authed;
+use oms_testkit::{authed, trigger};
+
+/// The body of a trigger that fails the write.
+pub(crate) const FAIL: &str = "RAISE EXCEPTION 'injected';";
 use tonic::transport::Channel;
 
 const T: &str = "acme";
@@ -568,6 +571,33 @@ async fn a_routed_order_released_from_hold_goes_to_fulfillment() {
     until_state(&mut feed, &order.name, OrderState::Released).await;
 }
 
+/// A suite with 5 A at DC1 and routing down, and an order of `units` A
+/// reserved there.
+struct Reserved {
+    suite: Suite,
+    stock_c: InventoryServiceClient<Channel>,
+    orders: OrderServiceClient<Channel>,
+    feed: tonic::Streaming<ord::WatchOrderEventsResponse>,
+    order: ord::Order,
+}
+
+async fn reserved_with_routing_down(request_id: &str, units: i64) -> Reserved {
+    let mut suite = Suite::start().await;
+    let stock_c = suite.stock(T, &[("A", 5)]).await;
+    suite.crash(Service::Routing).await;
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = suite.order_events(T).await;
+    let order = create(&mut orders, request_id, &[("A", units)]).await;
+    until_state(&mut feed, &order.name, OrderState::Reserved).await;
+    Reserved {
+        suite,
+        stock_c,
+        orders,
+        feed,
+        order,
+    }
+}
+
 /// Units cancelled while an order waits for routing are given back before
 /// its reservation is confirmed: confirming first would allocate fewer
 /// units than the reservation holds, which inventory refuses (the order
@@ -575,13 +605,13 @@ async fn a_routed_order_released_from_hold_goes_to_fulfillment() {
 /// when it was first tried, then delayed) while routing plans the order.
 #[tokio::test]
 async fn units_cancelled_before_routing_go_back_before_the_confirmation() {
-    let mut suite = Suite::start().await;
-    let mut stock_c = suite.stock(T, &[("A", 5)]).await;
-    suite.crash(Service::Routing).await;
-    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
-    let mut feed = suite.order_events(T).await;
-    let order = create(&mut orders, "late-give-back", &[("A", 3)]).await;
-    until_state(&mut feed, &order.name, OrderState::Reserved).await;
+    let Reserved {
+        mut suite,
+        mut stock_c,
+        mut orders,
+        mut feed,
+        order,
+    } = reserved_with_routing_down("late-give-back", 3).await;
 
     suite.crash(Service::Inventory).await;
     orders
@@ -715,27 +745,17 @@ async fn wait_for(db: &mut sqlx::PgConnection, sql: &'static str, want: i64) {
 /// hold.)
 #[tokio::test]
 async fn units_of_an_edit_that_failed_go_back_before_the_confirmation() {
-    let mut suite = Suite::start().await;
-    let mut stock_c = suite.stock(T, &[("A", 5)]).await;
-    suite.crash(Service::Routing).await;
-    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
-    let mut feed = suite.order_events(T).await;
-    let order = create(&mut orders, "grown", &[("A", 2)]).await;
-    until_state(&mut feed, &order.name, OrderState::Reserved).await;
+    let Reserved {
+        mut suite,
+        mut stock_c,
+        mut orders,
+        mut feed,
+        order,
+    } = reserved_with_routing_down("grown", 2).await;
 
     let mut db = suite.db.connect("orders").await;
-    sqlx::raw_sql(
-        "CREATE FUNCTION edit_fails() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-           IF NEW.request_id = 'grow-1' THEN RAISE EXCEPTION 'injected'; END IF;
-           RETURN NEW;
-         END $$;
-         CREATE TRIGGER edit_fails BEFORE INSERT ON order_history
-           FOR EACH ROW EXECUTE FUNCTION edit_fails();",
-    )
-    .execute(&mut db)
-    .await
-    .unwrap();
+    let on = "INSERT ON order_history";
+    trigger(&mut db, "edit_fails", on, "NEW.request_id = 'grow-1'", FAIL).await;
     let grow = edit_first_line(&order.name, "grow-1", 3);
     let failed = orders
         .edit_order_lines(authed(T, grow.clone()))
@@ -772,18 +792,8 @@ async fn a_step_that_keeps_failing_holds_up_no_other_order() {
     let suite = Suite::start().await;
     let _stock_c = suite.stock(T, &[("A", 5), ("POISON", 5)]).await;
     let mut db = suite.db.connect("orders").await;
-    sqlx::raw_sql(
-        "CREATE FUNCTION poisoned() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-           IF position('POISON'::bytea in NEW.doc) > 0 THEN RAISE EXCEPTION 'injected'; END IF;
-           RETURN NEW;
-         END $$;
-         CREATE TRIGGER poisoned BEFORE UPDATE ON orders
-           FOR EACH ROW EXECUTE FUNCTION poisoned();",
-    )
-    .execute(&mut db)
-    .await
-    .unwrap();
+    let poisoned = "position('POISON'::bytea in NEW.doc) > 0";
+    trigger(&mut db, "poisoned", "UPDATE ON orders", poisoned, FAIL).await;
     let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
     let mut feed = suite.order_events(T).await;
     let stuck = create(&mut orders, "stuck", &[("POISON", 1)]).await;
@@ -811,29 +821,28 @@ async fn a_step_that_keeps_failing_holds_up_no_other_order() {
 /// hold.
 #[tokio::test]
 async fn an_order_edited_after_its_plan_is_planned_again() {
-    let mut suite = Suite::start().await;
-    let mut stock_c = suite.stock(T, &[("A", 5)]).await;
-    suite.crash(Service::Routing).await;
-    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
-    let mut feed = suite.order_events(T).await;
-    let order = create(&mut orders, "edited-after-plan", &[("A", 3)]).await;
-    until_state(&mut feed, &order.name, OrderState::Reserved).await;
+    let Reserved {
+        mut suite,
+        mut stock_c,
+        mut orders,
+        mut feed,
+        order,
+    } = reserved_with_routing_down("edited-after-plan", 3).await;
     let mut inv_db = suite.db.connect("inventory").await;
-    sqlx::raw_sql(
-        "CREATE TABLE confirm_fails ();
-         CREATE FUNCTION confirm_fails() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-           IF NEW.state = 'confirmed' AND to_regclass('confirm_fails') IS NOT NULL THEN
-             RAISE EXCEPTION 'injected';
-           END IF;
-           RETURN NEW;
-         END $$;
-         CREATE TRIGGER confirm_fails BEFORE UPDATE ON reservations
-           FOR EACH ROW EXECUTE FUNCTION confirm_fails();",
+    // Until table confirm_fails is dropped.
+    sqlx::raw_sql("CREATE TABLE confirm_fails ()")
+        .execute(&mut inv_db)
+        .await
+        .unwrap();
+    let when = "NEW.state = 'confirmed' AND to_regclass('confirm_fails') IS NOT NULL";
+    trigger(
+        &mut inv_db,
+        "confirm_fails",
+        "UPDATE ON reservations",
+        when,
+        FAIL,
     )
-    .execute(&mut inv_db)
-    .await
-    .unwrap();
+    .await;
     suite.start_again(Service::Routing).await;
     let mut routing_db = suite.db.connect("routing").await;
     let planned = "SELECT count(*) FROM idempotency WHERE method = 'PlanOrder'";

@@ -1,7 +1,7 @@
 //! The whole journey with the reference WMS simulator on the adapter
 //! stream: an order is reserved, routed, released, shipped and delivered,
 //! and the stock it shipped leaves inventory.
-use crate::placement::{available, create, order_of, until_released, until_state};
+use crate::placement::{FAIL, available, create, order_of, until_released, until_state};
 use oms_e2e::Suite;
 use oms_kernel::Tenant;
 use oms_proto::fulfillment::{
@@ -538,21 +538,20 @@ async fn released_while_unrecorded(
     drop(first_dc1);
     let dc1 = warehouse(&suite, "DC1", reject_rate);
     let mut db = suite.db.connect("orders").await;
-    sqlx::raw_sql(
-        "CREATE TABLE release_fails ();
-         CREATE FUNCTION release_fails() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-           IF NEW.to_state = 'released' AND to_regclass('release_fails') IS NOT NULL THEN
-             RAISE EXCEPTION 'injected';
-           END IF;
-           RETURN NEW;
-         END $$;
-         CREATE TRIGGER release_fails BEFORE INSERT ON order_history
-           FOR EACH ROW EXECUTE FUNCTION release_fails();",
+    // Until table release_fails is dropped.
+    sqlx::raw_sql("CREATE TABLE release_fails ()")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let when = "NEW.to_state = 'released' AND to_regclass('release_fails') IS NOT NULL";
+    oms_testkit::trigger(
+        &mut db,
+        "release_fails",
+        "INSERT ON order_history",
+        when,
+        FAIL,
     )
-    .execute(&mut db)
-    .await
-    .unwrap();
+    .await;
     let order = create(&mut orders, "quick-wms", &[("A", 2)]).await;
     until_state(&mut feed, &order.name, OrderState::Routed).await;
 

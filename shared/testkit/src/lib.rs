@@ -319,6 +319,24 @@ pub fn authed<T>(tenant: &str, msg: T) -> Request<T> {
     req
 }
 
+/// Adds trigger `name` to `db` (its schema): a row written (`on`: "INSERT
+/// ON order_history", "UPDATE ON reservations"...) for which `when` holds
+/// runs `body` (PL/pgSQL) first: a fault injected into a service's
+/// transaction.
+pub async fn trigger(db: &mut PgConnection, name: &str, on: &str, when: &str, body: &str) {
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF {when} THEN {body} END IF;
+           RETURN NEW;
+         END $$;
+         CREATE TRIGGER {name} BEFORE {on} FOR EACH ROW EXECUTE FUNCTION {name}();"
+    )))
+    .execute(db)
+    .await
+    .unwrap();
+}
+
 /// Sends until the answer is neither `UNAVAILABLE` nor a broken
 /// connection (what a caller does while a service restarts or rebuilds
 /// its gate: every mutating call is idempotent by its request id), at

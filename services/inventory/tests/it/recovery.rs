@@ -205,17 +205,7 @@ async fn on_events(db: &TestDb, event_type: &str, subject: &str, body: &str) {
 /// until [`heal`].
 pub(crate) async fn injected(db: &TestDb, on: &str, when: &str, body: &str) {
     let mut c = db.connect("inventory").await;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE FUNCTION injected() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-           IF {when} THEN {body} END IF;
-           RETURN NEW;
-         END $$;
-         CREATE TRIGGER injected BEFORE {on} FOR EACH ROW EXECUTE FUNCTION injected();"
-    )))
-    .execute(&mut c)
-    .await
-    .unwrap();
+    oms_testkit::trigger(&mut c, "injected", on, when, body).await;
 }
 
 /// Holds advisory lock 4242 until dropped (unlocked): a blocked
