@@ -10,6 +10,7 @@ use oms_kernel::{Paging, RequestId, Tenant, Violation, Violations};
 use oms_proto::inventory::*;
 use oms_runtime::time::to_timestamp;
 use sqlx::PgConnection;
+use std::collections::BTreeSet;
 use uuid::Uuid;
 
 /// Where a movement comes from.
@@ -25,6 +26,14 @@ pub(crate) enum Origin {
     Shipment,
 }
 
+/// A movement as recorded, and what it left reservations short of.
+pub(crate) struct Applied {
+    pub movement: StockMovement,
+    /// Units reservations hold at the node beyond its unexpired stock
+    /// after a movement that took promised units away; 0 otherwise.
+    pub held_beyond_stock: i64,
+}
+
 /// Applies one movement in `tx`: ledger row, on-hand, gate. `m.quantity`
 /// is the signed change, or for cycle counts `m.counted_quantity` the new
 /// on-hand. Refuses to take on-hand below zero.
@@ -36,7 +45,7 @@ pub(crate) async fn apply(
     actor: &str,
     request_id: &str,
     origin: Origin,
-) -> Result<StockMovement> {
+) -> Result<Applied> {
     let Some(node) = repo::nodes::get_visible(&mut *tx, tenant, &m.node_id).await? else {
         return Err(Error::not_found("node", format!("nodes/{}", m.node_id)));
     };
@@ -149,7 +158,10 @@ pub(crate) async fn apply(
         }),
     )
     .await?;
-    Ok(m)
+    Ok(Applied {
+        movement: m,
+        held_beyond_stock,
+    })
 }
 
 /// Moves a movement's serial numbers: arriving ones must not be on hand
@@ -257,13 +269,11 @@ pub async fn record(
             Origin::Request,
         )
         .await?;
-        inv.finish(
-            tx,
-            tenant,
-            &rid,
-            RecordMovementResponse { movement: Some(m) },
-        )
-        .await
+        let resp = RecordMovementResponse {
+            movement: Some(m.movement),
+            held_beyond_stock: m.held_beyond_stock,
+        };
+        inv.finish(tx, tenant, &rid, resp).await
     })
     .await
 }
@@ -317,7 +327,7 @@ pub async fn transfer(
         .await?;
         // The lot arrives with its expiry date.
         let arriving = StockMovement {
-            expiry_date: out.expiry_date.clone(),
+            expiry_date: out.movement.expiry_date.clone(),
             ..side(MovementKind::TransferIn, &req.to_node_id, req.quantity)
         };
         let inn = apply(
@@ -331,8 +341,9 @@ pub async fn transfer(
         )
         .await?;
         let resp = TransferStockResponse {
-            transfer_out: Some(out),
-            transfer_in: Some(inn),
+            transfer_out: Some(out.movement),
+            transfer_in: Some(inn.movement),
+            held_beyond_stock: out.held_beyond_stock,
         };
         inv.finish(tx, tenant, &rid, resp).await
     })
@@ -372,6 +383,9 @@ pub async fn import(
             Begin::Tx(tx, rid) => (tx, rid),
         };
         let mut resp = ImportStockSnapshotResponse::default();
+        // Where a row left reservations short; a later row (another lot)
+        // may make up for it, so the figures are taken after the last.
+        let mut short: BTreeSet<(String, String)> = BTreeSet::new();
         let checked: Vec<_> = digest.rows.iter().map(snapshot::check_row).collect();
         let repeated = snapshot::repeated(&digest.rows, |i| checked[i].is_none());
         for (i, row) in digest.rows.iter().enumerate() {
@@ -414,9 +428,12 @@ pub async fn import(
             )
             .await
             {
-                Ok(_) => {
+                Ok(applied) => {
                     sp.commit().await?;
                     resp.rows_applied += 1;
+                    if applied.held_beyond_stock > 0 {
+                        short.insert((row.node_id.clone(), row.sku.clone()));
+                    }
                 }
                 Err(e @ (Error::Gate(_) | Error::Db(_))) => return Err(e),
                 Err(e) => {
@@ -430,9 +447,33 @@ pub async fn import(
                 }
             }
         }
+        resp.shortfalls = shortfalls(&mut tx, tenant, &short).await?;
         inv.finish(tx, tenant, &rid, resp).await
     })
     .await
+}
+
+/// What reservations hold beyond the stock at each of `at` (node, SKU).
+async fn shortfalls(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    at: &BTreeSet<(String, String)>,
+) -> Result<Vec<StockShortfall>> {
+    if at.is_empty() {
+        return Ok(vec![]);
+    }
+    let skus: BTreeSet<&String> = at.iter().map(|(_, sku)| sku).collect();
+    let skus: Vec<String> = skus.into_iter().cloned().collect();
+    let now = super::availability::stock_and_holds(tx, tenant, &skus).await?;
+    Ok(at
+        .iter()
+        .map(|(node, sku)| StockShortfall {
+            node_id: node.clone(),
+            sku: sku.clone(),
+            held_beyond_stock: now.held_beyond_stock(node, sku),
+        })
+        .filter(|s| s.held_beyond_stock > 0)
+        .collect())
 }
 
 fn row_error(e: &Error) -> (String, String) {

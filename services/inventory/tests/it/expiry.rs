@@ -565,29 +565,50 @@ async fn the_sweep_does_not_wait_on_a_lot_in_use() {
     no_drift(c).await;
 }
 
-/// A movement that takes promised units from under reservations (damage
-/// here) says how many units they now hold beyond the node's stock; one
-/// that leaves enough says 0.
+/// A movement that takes promised units from under reservations says, in
+/// its answer (a repeat's too) and its event, how many units they now hold
+/// beyond the node's stock; one that leaves enough says 0. A transfer out
+/// says it for the node it left, and a snapshot import for each node and
+/// SKU its counts left short, after its last row.
 #[tokio::test]
 async fn a_movement_that_leaves_reservations_without_stock_says_so() {
     let mut h = start().await;
-    stocked(&mut h, &[("S", 4)]).await;
+    stocked(&mut h, &[("S", 4), ("T", 5)]).await;
     let c = &mut h.client;
-    reserve(c, "acme", "r", vec![line("S", "DC1", 3)])
-        .await
-        .unwrap();
+    node(c, "acme", "DC2").await;
+    reserve(
+        c,
+        "acme",
+        "r",
+        vec![line("S", "DC1", 3), line("T", "DC1", 1)],
+    )
+    .await
+    .unwrap();
     let mut feed = c
         .watch_inventory_events(authed("acme", WatchInventoryEventsRequest::default()))
         .await
         .unwrap()
         .into_inner();
     for (q, beyond) in [(-1, 0), (-2, 2)] {
-        movement(c, &rid(), MovementKind::Damage, "DC1", "S", |m| {
-            m.quantity = q;
-            m.reason = "dropped".into();
-        })
-        .await
-        .unwrap();
+        let req = RecordMovementRequest {
+            request_id: rid(),
+            movement: Some(StockMovement {
+                kind: MovementKind::Damage as i32,
+                node_id: "DC1".into(),
+                sku: "S".into(),
+                quantity: q,
+                reason: "dropped".into(),
+                ..Default::default()
+            }),
+        };
+        let answer = c
+            .record_movement(authed("acme", req.clone()))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(answer.held_beyond_stock, beyond, "after damage of {}", -q);
+        let again = c.record_movement(authed("acme", req)).await.unwrap();
+        assert_eq!(again.into_inner(), answer, "a repeat answers the same");
         let moved = loop {
             let ev = feed.message().await.unwrap().unwrap().event.unwrap();
             if let Some(inventory_event::Kind::StockMoved(e)) = ev.kind
@@ -598,6 +619,58 @@ async fn a_movement_that_leaves_reservations_without_stock_says_so() {
         };
         assert_eq!(moved.held_beyond_stock, beyond, "after damage of {}", -q);
     }
+    // S: 1 on hand, 3 held. Two more, then two of the three leave.
+    receive(c, "acme", "DC1", "S", 2).await;
+    let transfer = |quantity| TransferStockRequest {
+        request_id: rid(),
+        from_node_id: "DC1".into(),
+        to_node_id: "DC2".into(),
+        sku: "S".into(),
+        quantity,
+        reason: "rebalance".into(),
+        ..Default::default()
+    };
+    let t = c.transfer_stock(authed("acme", transfer(2))).await.unwrap();
+    assert_eq!(t.into_inner().held_beyond_stock, 2, "3 held on 1");
+    let t = c.transfer_stock(authed("acme", transfer(1))).await.unwrap();
+    assert_eq!(t.into_inner().held_beyond_stock, 3, "3 held on none");
+    // A count of T that leaves its one held unit without stock, one of S
+    // at DC2 (nothing held there), and one of S at DC1 that brings back
+    // the three held there.
+    use import_stock_snapshot_request::Part;
+    let row = |node: &str, sku: &str, on_hand| ImportStockSnapshotRequest {
+        part: Some(Part::Row(SnapshotRow {
+            node_id: node.into(),
+            sku: sku.into(),
+            on_hand,
+            ..Default::default()
+        })),
+    };
+    let header = ImportStockSnapshotRequest {
+        part: Some(Part::Header(SnapshotHeader {
+            request_id: rid(),
+            source: "wms".into(),
+            count_time: None,
+        })),
+    };
+    let msgs = vec![
+        header,
+        row("DC1", "T", 0),
+        row("DC2", "S", 0),
+        row("DC1", "S", 3),
+    ];
+    let imported = c
+        .import_stock_snapshot(authed("acme", tokio_stream::iter(msgs)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(imported.rows_applied, 3, "{:?}", imported.errors);
+    let short: Vec<_> = imported
+        .shortfalls
+        .iter()
+        .map(|s| (s.node_id.as_str(), s.sku.as_str(), s.held_beyond_stock))
+        .collect();
+    assert_eq!(short, [("DC1", "T", 1)]);
 }
 
 /// Makes each `RecordMovement` wait just before its commit (its answer is

@@ -1,4 +1,4 @@
-//! Random work by concurrent callers of two tenants (receipts,
+//! Random work by concurrent callers of two tenants (receipts, damage,
 //! reservations, confirmations, releases, shipments and repeats of each),
 //! with Redis flushed and the gate reconciled on the way. Afterwards every
 //! reservation is as its caller was last told, stock and availability
@@ -24,8 +24,12 @@ const ALL_OPS: usize = TENANTS.len() * WORKERS_PER_TENANT * OPS;
 /// What one tenant's callers were told.
 #[derive(Default)]
 struct Told {
-    /// Units received less units shipped, per node and SKU.
+    /// Units received less units damaged or shipped, per node and SKU.
     stock: BTreeMap<(String, String), i64>,
+    /// Nodes and SKUs where damage took units: reservations may hold more
+    /// there than the stock left (what the damage answer says), and the
+    /// network more than the nodes have left.
+    damaged: std::collections::BTreeSet<(String, String)>,
     /// Each reservation as its last answer gave it.
     reservations: BTreeMap<String, Reservation>,
     /// Safety stock per node and SKU.
@@ -34,7 +38,7 @@ struct Told {
 
 /// A request answered OK, kept to be sent again.
 enum Sent {
-    Receipt(Box<(RecordMovementRequest, StockMovement)>),
+    Movement(Box<(RecordMovementRequest, RecordMovementResponse)>),
     Create(CreateReservationRequest),
     Confirm(ConfirmReservationRequest, Option<Reservation>),
     Release(ReleaseReservationRequest, Option<Reservation>),
@@ -167,7 +171,8 @@ impl Worker {
     async fn run(mut self, progress: &Progress) -> std::collections::HashSet<String> {
         for op in 0..OPS {
             match self.rng.random_range(0..100) {
-                0..8 => self.receipt().await,
+                0..6 => self.movement(MovementKind::Receipt).await,
+                6..8 => self.movement(MovementKind::Damage).await,
                 8..10 => self.safety_stock().await,
                 10..40 => self.create(op).await,
                 40..45 => self.extend().await,
@@ -181,34 +186,48 @@ impl Worker {
         self.short
     }
 
-    async fn receipt(&mut self) {
+    /// A receipt of 1 to 4 units, or damage of 1 or 2 (refused when the
+    /// node has fewer: a shipment may have taken them meanwhile).
+    async fn movement(&mut self, kind: MovementKind) {
         let node = self.node();
         let sku = *SKUS.choose(&mut self.rng).unwrap();
+        let quantity = match kind {
+            MovementKind::Receipt => self.rng.random_range(1..=4),
+            _ => -self.rng.random_range(1..=2),
+        };
         let req = RecordMovementRequest {
             request_id: rid(),
             movement: Some(StockMovement {
-                kind: MovementKind::Receipt as i32,
+                kind: kind as i32,
                 node_id: node.clone(),
                 sku: sku.into(),
-                quantity: self.rng.random_range(1..=4),
+                quantity,
+                reason: "soak".into(),
                 ..Default::default()
             }),
         };
-        let m = retried(&self.c, async |c| {
+        let answer = retried(&self.c, async |c| {
             c.record_movement(authed(self.tenant, req.clone())).await
         })
-        .await
-        .unwrap()
-        .movement
-        .unwrap();
-        *self
-            .told
-            .lock()
-            .unwrap()
-            .stock
-            .entry((node, sku.into()))
-            .or_default() += m.quantity;
-        self.sent.push(Sent::Receipt(Box::new((req, m))));
+        .await;
+        let answer = match answer {
+            Ok(a) => a,
+            Err(e) if quantity < 0 && reason(&e) == "INSUFFICIENT_ON_HAND" => return,
+            Err(e) => panic!("{e:?}"),
+        };
+        let m = answer.movement.as_ref().unwrap();
+        assert_eq!(m.quantity, quantity);
+        {
+            let mut told = self.told.lock().unwrap();
+            let at = (node, sku.to_owned());
+            *told.stock.entry(at.clone()).or_default() += m.quantity;
+            if quantity < 0 {
+                told.damaged.insert(at);
+            } else {
+                assert_eq!(answer.held_beyond_stock, 0, "a receipt takes nothing");
+            }
+        }
+        self.sent.push(Sent::Movement(Box::new((req, answer))));
     }
 
     async fn create(&mut self, op: usize) {
@@ -417,14 +436,22 @@ impl Worker {
             shipped: vec![shipped.clone()],
             reference: format!("fulfillmentOrders/{}", r.reservation_id),
         };
-        let r = retried(&self.c, async |c| {
+        let answer = retried(&self.c, async |c| {
             c.consume_allocations(authed(self.tenant, req.clone()))
                 .await
         })
-        .await
-        .unwrap()
-        .reservation
-        .unwrap();
+        .await;
+        let r = match answer {
+            Ok(a) => a.reservation.unwrap(),
+            // Damage took the allocated units from the shelf: nothing
+            // ships (the final checks find the reservation unchanged).
+            Err(e) if reason(&e) == "INSUFFICIENT_ON_HAND" => {
+                let at = (node.clone(), sku.clone());
+                assert!(self.told.lock().unwrap().damaged.contains(&at), "{e:?}");
+                return;
+            }
+            Err(e) => panic!("{e:?}"),
+        };
         self.keep(&r);
         *self
             .told
@@ -451,9 +478,9 @@ impl Worker {
             };
         }
         match s {
-            Sent::Receipt(sent) => {
+            Sent::Movement(sent) => {
                 let (req, first) = &**sent;
-                assert_eq!(again!(record_movement, req).movement.as_ref(), Some(first));
+                assert_eq!(&again!(record_movement, req), first);
             }
             Sent::Create(req) => {
                 let again = again!(create_reservation, req).reservation.unwrap();
@@ -567,7 +594,11 @@ async fn agrees(h: &mut Harness, tenant: &str, nodes: &[&str], told: &Told) {
             .map(|n| {
                 let on_hand = at(&told.stock, n, sku);
                 let reserved = at(&held, sku, n);
-                assert!(reserved <= on_hand, "{tenant} {sku} oversold at {n}");
+                let damaged = told.damaged.contains(&(n.to_string(), sku.to_owned()));
+                assert!(
+                    reserved <= on_hand || damaged,
+                    "{tenant} {sku} oversold at {n}"
+                );
                 (n.to_string(), on_hand, reserved, at(&told.safety, n, sku))
             })
             .collect();
@@ -579,8 +610,12 @@ async fn agrees(h: &mut Harness, tenant: &str, nodes: &[&str], told: &Told) {
         // Stock the nodes have left covers what the network holds; what
         // they may still promise is that, less safety stock, per node.
         let network = at(&held, sku, "");
-        let left: i64 = want.iter().map(|w| w.1 - w.2).sum();
-        assert!(network <= left, "{tenant} {sku} oversold in the network");
+        let left: i64 = want.iter().map(|w| (w.1 - w.2).max(0)).sum();
+        let damaged = told.damaged.iter().any(|(_, s)| s == sku);
+        assert!(
+            network <= left || damaged,
+            "{tenant} {sku} oversold in the network"
+        );
         let promisable: i64 = want.iter().map(|w| (w.1 - w.2 - w.3).max(0)).sum();
         let a = available(&mut h.client, tenant, sku).await;
         let reserved: i64 = want.iter().map(|w| w.2).sum::<i64>() + network;
@@ -699,6 +734,7 @@ async fn random_concurrent_work_keeps_record_gate_and_callers_in_agreement() {
                 .any(|a| a.quantity_consumed > 0)
         });
         assert!(shipped, "{tenant}: some units shipped");
+        assert!(!told.damaged.is_empty(), "{tenant}: some stock damaged");
         agrees(&mut h, tenant, nodes, &told).await;
         // The other tenant does not see them.
         let other = if tenant == "acme" { "beta" } else { "acme" };
