@@ -6,7 +6,9 @@
 //! (cancelled until packed, refused after), receives what advance shipping
 //! notices announce (a receipt of every expected unit), acknowledges each
 //! command once it has taken the work, and reconnects after any break from
-//! the last command it processed. Given the inventory service
+//! the last command it processed. Like a warehouse, it goes on with the
+//! work while its stream is down: what it reports waits until fulfillment
+//! answers it, and goes out again, in order, on the next stream. Given the inventory service
 //! (`inventory_url`), it picks lot-kept stock as a warehouse does: first
 //! expiring first, among the node's lots not expired and expiring no
 //! earlier than a line's `min_expiry_date`, one shipped line per lot, and
@@ -14,8 +16,8 @@
 //! item ships serial numbers inventory has on hand there, one per unit.
 //! Units a walk under way picked are not picked again by another
 //! (inventory counts them until their shipment is consumed): each walk's
-//! picks are held back until it ends, a step after its shipment was
-//! reported. A release that comes twice (commands arrive at least once)
+//! picks are held back until fulfillment has answered its last report, a
+//! step after its shipment. A release that comes twice (commands arrive at least once)
 //! is walked once.
 //!
 //! Event ids are derived from the fulfillment order and the step, so a
@@ -39,10 +41,11 @@ use oms_runtime::{
     client::{self, Outbound},
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{service::interceptor::InterceptedService, transport::Channel};
@@ -76,6 +79,76 @@ enum Stage {
 /// What the simulator sends on its stream.
 type Outbox = mpsc::Sender<ConnectAdapterRequest>;
 
+/// A report waiting for fulfillment's answer.
+struct Report {
+    event_id: String,
+    message: ConnectAdapterRequest,
+    /// The stream it last went out on (0: none yet).
+    sent_on: u64,
+    /// Picks held until it is answered.
+    _holds: Option<Picks>,
+}
+
+/// Reports (status events, receipts) not answered yet, oldest first: the
+/// work goes on whatever happens to the stream, and each report goes out
+/// on every stream until fulfillment answers it (it applies an event id
+/// once, so a repeat changes nothing).
+#[derive(Default)]
+struct Reports {
+    waiting: Mutex<VecDeque<Report>>,
+    added: Notify,
+    streams: AtomicU64,
+}
+
+impl Reports {
+    fn add(&self, message: ConnectAdapterRequest, holds: Option<Picks>) {
+        let event_id = match &message.message {
+            Some(In::Status(e)) => e.event_id.clone(),
+            Some(In::Receipt(r)) => r.event_id.clone(),
+            _ => String::new(),
+        };
+        let report = Report {
+            event_id,
+            message,
+            sent_on: 0,
+            _holds: holds,
+        };
+        self.lock().push_back(report);
+        self.added.notify_one();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Report>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A number for a new stream.
+    fn new_stream(&self) -> u64 {
+        self.streams.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Sends, in order, what has not gone out on `stream` yet.
+    async fn send(&self, stream: u64, tx: &Outbox) -> anyhow::Result<()> {
+        let due: Vec<ConnectAdapterRequest> = self
+            .lock()
+            .iter_mut()
+            .filter(|r| r.sent_on != stream)
+            .map(|r| {
+                r.sent_on = stream;
+                r.message.clone()
+            })
+            .collect();
+        for m in due {
+            tx.send(m).await?;
+        }
+        Ok(())
+    }
+
+    /// Fulfillment answered `event_id` (applied or refused for good).
+    fn answered(&self, event_id: &str) {
+        self.lock().retain(|r| r.event_id != event_id);
+    }
+}
+
 struct Shared {
     stages: Mutex<HashMap<String, Stage>>,
     rng: Mutex<StdRng>,
@@ -86,6 +159,7 @@ struct Shared {
     /// Taken for a whole pick (read the lots, choose, count the choice),
     /// so two walks never choose from the same reading.
     picking: tokio::sync::Mutex<()>,
+    reports: Reports,
 }
 
 impl Shared {
@@ -95,6 +169,7 @@ impl Shared {
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
             picked: Mutex::new(Tally::default()),
             picking: tokio::sync::Mutex::new(()),
+            reports: Reports::default(),
         })
     }
 }
@@ -109,8 +184,9 @@ struct Tally {
     serials: HashSet<Key>,
 }
 
-/// A walk's picks, counted in [`Shared::picked`] until the walk ends (by
-/// then its shipment has been reported a step earlier, and consumed).
+/// A walk's picks, counted in [`Shared::picked`] until fulfillment has
+/// answered the walk's last report (its shipment, reported a step
+/// earlier, has been consumed by then).
 struct Picks {
     shared: Arc<Shared>,
     lots: Vec<(Key, i64)>,
@@ -199,11 +275,15 @@ impl Sim {
             .await?
             .into_inner();
         let mut heartbeat = tokio::time::interval(Duration::from_secs(5));
-        let session = shutdown.child_token();
-        let _stop = session.clone().drop_guard();
+        let stream = shared.reports.new_stream();
+        shared.reports.send(stream, &tx).await?;
         loop {
             let m = tokio::select! {
                 m = inbound.message() => m?,
+                _ = shared.reports.added.notified() => {
+                    shared.reports.send(stream, &tx).await?;
+                    continue;
+                }
                 _ = heartbeat.tick() => {
                     tx.send(msg(In::Heartbeat(Heartbeat::default()))).await?;
                     continue;
@@ -225,36 +305,41 @@ impl Sim {
                 }
                 Out::Command(c) => {
                     match c.kind {
-                        Some(Cmd::Release(fo)) => self.take(shared, fo, &tx, &session, &picker),
+                        Some(Cmd::Release(fo)) => self.take(shared, fo, shutdown, &picker),
                         Some(Cmd::Cancel(cancel)) => {
-                            self.cancel(shared, &cancel.fulfillment_order, &c.node_id, &tx)
-                                .await?
+                            self.cancel(shared, &cancel.fulfillment_order, &c.node_id)
                         }
-                        Some(Cmd::Asn(asn)) => self.receive(asn, &tx, &session),
+                        Some(Cmd::Asn(asn)) => self.receive(shared, asn, shutdown),
                         // Messages are read, nothing more.
                         _ => {}
                     }
+                    // What the command made is reported before it is
+                    // acknowledged (a cancel's answer).
+                    shared.reports.send(stream, &tx).await?;
                     *last = (*last).max(c.sequence);
                     tx.send(msg(In::Ack(CommandAck {
                         sequence: c.sequence,
                     })))
                     .await?;
                 }
-                Out::EventAck(a) if !a.accepted => {
-                    tracing::warn!(event = %a.event_id, error = %a.error, "event refused");
+                Out::EventAck(a) => {
+                    if !a.accepted {
+                        tracing::warn!(event = %a.event_id, error = %a.error, "event refused");
+                    }
+                    shared.reports.answered(&a.event_id);
                 }
-                Out::EventAck(_) | Out::Heartbeat(_) => {}
+                Out::Heartbeat(_) => {}
             }
         }
     }
 
-    /// Takes a released fulfillment order and walks it in the background.
+    /// Takes a released fulfillment order and walks it in the background,
+    /// until it is done or the simulator stops.
     fn take(
         &self,
         shared: &Arc<Shared>,
         fo: FulfillmentOrder,
-        tx: &Outbox,
-        session: &CancellationToken,
+        shutdown: &CancellationToken,
         picker: &Option<Picker>,
     ) {
         {
@@ -276,25 +361,17 @@ impl Sim {
         };
         let walk = Walk {
             fo,
-            tx: tx.clone(),
             shared: shared.clone(),
             step: self.step,
             picker: picker.clone(),
         };
-        let session = session.clone();
-        let (shared, name) = (shared.clone(), walk.fo.name.clone());
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
             tokio::select! {
                 r = walk.run(reject, short) => if let Err(e) = r {
-                    tracing::debug!(error = %e, "walk stopped; the work comes again after reconnecting");
+                    tracing::debug!(error = %e, "walk stopped");
                 },
-                _ = session.cancelled() => {}
-            }
-            // A walk that stopped half way is walked again when its
-            // command comes again (after reconnecting).
-            let mut stages = shared.stages.lock().unwrap_or_else(|e| e.into_inner());
-            if matches!(stages.get(&name), Some(Stage::Taken | Stage::Packed)) {
-                stages.remove(&name);
+                _ = shutdown.cancelled() => {}
             }
         });
     }
@@ -302,12 +379,17 @@ impl Sim {
     /// Receives what an advance shipping notice announced, all of it in
     /// good condition, a step later. The event id is the notice's, so a
     /// replay is recognised.
-    fn receive(&self, asn: AdvanceShippingNotice, tx: &Outbox, session: &CancellationToken) {
-        let (tx, step, session) = (tx.clone(), self.step, session.clone());
+    fn receive(
+        &self,
+        shared: &Arc<Shared>,
+        asn: AdvanceShippingNotice,
+        shutdown: &CancellationToken,
+    ) {
+        let (shared, step, shutdown) = (shared.clone(), self.step, shutdown.clone());
         tokio::spawn(async move {
             tokio::select! {
                 _ = tokio::time::sleep(step) => {}
-                _ = session.cancelled() => return,
+                _ = shutdown.cancelled() => return,
             }
             let receipt = Receipt {
                 receipt_id: format!("{}-1", asn.asn_id),
@@ -332,19 +414,11 @@ impl Sim {
                 event_id: format!("{}:receipt", asn.name),
                 receipt: Some(receipt),
             }));
-            if tx.send(report).await.is_err() {
-                tracing::debug!("stream gone before the receipt; the notice comes again");
-            }
+            shared.reports.add(report, None);
         });
     }
 
-    async fn cancel(
-        &self,
-        shared: &Shared,
-        name: &str,
-        node: &str,
-        tx: &Outbox,
-    ) -> anyhow::Result<()> {
+    fn cancel(&self, shared: &Shared, name: &str, node: &str) {
         let answer = {
             let mut stages = shared.stages.lock().unwrap_or_else(|e| e.into_inner());
             match stages.get(name).copied() {
@@ -361,16 +435,14 @@ impl Sim {
                 }
             }
         };
-        tx.send(status(name, node, "cancel", Ev::CancelAnswered(answer)))
-            .await?;
-        Ok(())
+        let answer = status(name, node, "cancel", Ev::CancelAnswered(answer));
+        shared.reports.add(answer, None);
     }
 }
 
 /// One fulfillment order on its way through the warehouse.
 struct Walk {
     fo: FulfillmentOrder,
-    tx: Outbox,
     shared: Arc<Shared>,
     step: Duration,
     picker: Option<Picker>,
@@ -529,14 +601,19 @@ impl Walk {
             .insert(self.fo.name.clone(), s);
     }
 
+    /// Reports `ev` a step from now, unless the work was cancelled.
     async fn send(&self, step: &str, ev: Ev) -> anyhow::Result<()> {
+        self.send_holding(step, ev, None).await
+    }
+
+    /// [`Walk::send`], holding `picks` until fulfillment answers.
+    async fn send_holding(&self, step: &str, ev: Ev, picks: Option<Picks>) -> anyhow::Result<()> {
         tokio::time::sleep(self.step).await;
         if self.stage() == Some(Stage::Cancelled) {
             anyhow::bail!("cancelled");
         }
-        self.tx
-            .send(status(&self.fo.name, &self.fo.node_id, step, ev))
-            .await?;
+        let report = status(&self.fo.name, &self.fo.node_id, step, ev);
+        self.shared.reports.add(report, picks);
         Ok(())
     }
 
@@ -555,7 +632,8 @@ impl Walk {
         self.send("accepted", Ev::Accepted(OrderAccepted {}))
             .await?;
         self.send("picking", Ev::Picking(PickingStarted {})).await?;
-        // Held until the walk ends, whichever way.
+        // Held until fulfillment answers the last report, or until the
+        // walk stops short of it (cancelled, nothing left to ship).
         let mut picks = Picks {
             shared: self.shared.clone(),
             lots: Vec::new(),
@@ -641,11 +719,12 @@ impl Walk {
             }),
         )
         .await?;
-        self.send(
+        self.send_holding(
             "delivered",
             Ev::Delivered(OrderDelivered {
                 tracking_number: tracking,
             }),
+            Some(picks),
         )
         .await?;
         self.set(Stage::Done);
@@ -673,6 +752,41 @@ fn status(fo: &str, node: &str, step: &str, ev: Ev) -> ConnectAdapterRequest {
 mod tests {
     use super::*;
     use oms_runtime::{Config, Service};
+
+    /// A report goes out once on each stream, in order, until it is
+    /// answered.
+    #[tokio::test]
+    async fn reports_go_out_again_on_the_next_stream_until_answered() {
+        let reports = Reports::default();
+        let event = |step: &str| {
+            status(
+                "fulfillmentOrders/1",
+                "DC1",
+                step,
+                Ev::Packed(OrderPacked {}),
+            )
+        };
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut sent = async |stream| {
+            reports.send(stream, &tx).await.unwrap();
+            let mut ids = Vec::new();
+            while let Ok(m) = rx.try_recv() {
+                let Some(In::Status(e)) = m.message else {
+                    panic!("a status event")
+                };
+                ids.push(e.event_id.rsplit(':').next().unwrap_or_default().to_owned());
+            }
+            ids
+        };
+        reports.add(event("a"), None);
+        reports.add(event("b"), None);
+        assert_eq!(sent(1).await, ["a", "b"]);
+        assert!(sent(1).await.is_empty(), "once per stream");
+        reports.answered("fulfillmentOrders/1:a");
+        reports.add(event("c"), None);
+        assert_eq!(sent(1).await, ["c"]);
+        assert_eq!(sent(2).await, ["b", "c"], "what waits, in order");
+    }
 
     /// A release that comes twice (commands arrive at least once) is
     /// walked once.
@@ -704,9 +818,17 @@ mod tests {
             ..Default::default()
         };
         let (tx, mut rx) = mpsc::channel(64);
-        let session = CancellationToken::new();
-        sim.take(&shared, fo.clone(), &tx, &session, &None);
-        sim.take(&shared, fo, &tx, &session, &None);
+        let stop = CancellationToken::new();
+        sim.take(&shared, fo.clone(), &stop, &None);
+        sim.take(&shared, fo, &stop, &None);
+        // A stream that never answers: what it sends stays waiting.
+        let reports = shared.clone();
+        tokio::spawn(async move {
+            loop {
+                reports.reports.added.notified().await;
+                reports.reports.send(1, &tx).await.unwrap();
+            }
+        });
         let mut steps = Vec::new();
         while steps.last().map(String::as_str) != Some("delivered") {
             let Some(In::Status(ev)) = rx.recv().await.and_then(|m| m.message) else {
