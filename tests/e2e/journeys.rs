@@ -229,16 +229,15 @@ async fn random_orders_through_rejecting_warehouses_leave_nothing_held() {
     journeys(&[], false).await;
 }
 
-/// The same with a second orders replica, while orders, routing and
-/// inventory each crash (nothing drains) and start again on the way.
+/// The same with a second orders replica, while orders, routing,
+/// fulfillment and inventory each crash (nothing drains) and start again
+/// on the way.
 #[tokio::test]
 async fn random_orders_through_crashes_leave_nothing_held() {
-    // Fulfillment is left out for now: the simulator does not resume work
-    // a break of its stream stopped half way (it stays PICKING), a known
-    // fault of the simulator, not of the services.
     let crashes = [
         (5, Service::Orders),
         (10, Service::Routing),
+        (15, Service::Fulfillment),
         (20, Service::Inventory),
         (25, Service::Orders),
     ];
@@ -406,6 +405,22 @@ async fn journeys(crashes: &[(usize, Service)], replica: bool) {
     // Inventory: nothing held, each shipped unit gone once, and the gate
     // agrees with the record.
     let mut stock = InventoryServiceClient::new(suite.channel(Service::Inventory));
+    let live = stock
+        .list_reservations(authed(
+            T,
+            inv::ListReservationsRequest {
+                states: vec![
+                    inv::ReservationState::Active as i32,
+                    inv::ReservationState::Confirmed as i32,
+                ],
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .reservations;
+    assert!(live.is_empty(), "live reservations left: {live:?}");
     let figures = stock
         .get_availability(authed(
             T,
@@ -427,22 +442,6 @@ async fn journeys(crashes: &[(usize, Service)], replica: bool) {
             a.sku
         );
     }
-    let live = stock
-        .list_reservations(authed(
-            T,
-            inv::ListReservationsRequest {
-                states: vec![
-                    inv::ReservationState::Active as i32,
-                    inv::ReservationState::Confirmed as i32,
-                ],
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .reservations;
-    assert!(live.is_empty(), "live reservations left: {live:?}");
     let report = stock
         .reconcile(authed(
             T,

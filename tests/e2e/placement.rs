@@ -95,7 +95,11 @@ pub async fn until_state(
 /// Follows inventory's feed until a reservation released units for
 /// `reason` (saga steps give stock back after the change that asked).
 /// An edit of `order`'s first line to `quantity` units.
-fn edit_first_line(order: &str, request_id: &str, quantity: i64) -> ord::EditOrderLinesRequest {
+pub(crate) fn edit_first_line(
+    order: &str,
+    request_id: &str,
+    quantity: i64,
+) -> ord::EditOrderLinesRequest {
     ord::EditOrderLinesRequest {
         request_id: request_id.into(),
         name: order.into(),
@@ -701,7 +705,9 @@ async fn a_confirmation_whose_answer_was_lost_is_confirmed_again() {
 
     // The confirmation is committing: inventory crashes before it answers.
     let mut probe = suite.db.connect("inventory").await;
-    let waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted";
+    // This lock, in this test's database: other tests wait on theirs.
+    let waiting = "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+        WHERE locktype = 'advisory' AND objid = 4242 AND NOT granted AND a.datname = current_database()";
     wait_for(&mut probe, waiting, 1).await;
     suite.crash(Service::Inventory).await;
     sqlx::raw_sql("SELECT pg_advisory_unlock(4242); DROP TRIGGER confirm_waits ON reservations")
@@ -780,6 +786,52 @@ async fn units_of_an_edit_that_failed_go_back_before_the_confirmation() {
     // extension inventory undid: the order is routed) and changes nothing.
     let again = orders.edit_order_lines(authed(T, grow)).await.unwrap_err();
     assert_eq!(again.code(), tonic::Code::FailedPrecondition, "{again:?}");
+    assert_eq!(available(&mut stock_c, "A").await, 3);
+}
+
+/// An edit that added units to a routed order (at its node) fails after
+/// inventory extended the reservation. When the order is then released,
+/// the step that gives those units back is made due at once rather than a
+/// minute after the edit: nothing else holds the order (an order
+/// delivered within that minute kept the units allocated until then).
+#[tokio::test]
+async fn units_of_an_edit_that_failed_go_back_once_the_order_moves_on() {
+    let mut suite = Suite::start().await;
+    suite.crash(Service::Fulfillment).await;
+    let mut stock_c = suite.stock(T, &[("A", 5)]).await;
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = suite.order_events(T).await;
+    let order = create(&mut orders, "grown-routed", &[("A", 2)]).await;
+    until_state(&mut feed, &order.name, OrderState::Routed).await;
+
+    let mut db = suite.db.connect("orders").await;
+    let on = "INSERT ON order_history";
+    trigger(&mut db, "edit_fails", on, "NEW.request_id = 'grow-1'", FAIL).await;
+    let grow = edit_first_line(&order.name, "grow-1", 3);
+    let failed = orders.edit_order_lines(authed(T, grow)).await.unwrap_err();
+    assert_eq!(failed.code(), tonic::Code::Internal, "{failed:?}");
+    assert_eq!(available(&mut stock_c, "A").await, 2, "the extension held");
+    sqlx::raw_sql("DROP TRIGGER edit_fails ON order_history")
+        .execute(&mut db)
+        .await
+        .unwrap();
+
+    suite.start_again(Service::Fulfillment).await;
+    until_state(&mut feed, &order.name, OrderState::Released).await;
+    let later: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM saga_steps
+         WHERE starts_with(step, 'undo-extend:') AND next_attempt_time > now() + interval '10 seconds'",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(later, 0, "the undo is due once the order was released");
+    wait_for(
+        &mut db,
+        "SELECT count(*) FROM saga_steps WHERE starts_with(step, 'undo-extend:') AND next_attempt_time <> 'infinity'",
+        0,
+    )
+    .await;
     assert_eq!(available(&mut stock_c, "A").await, 3);
 }
 

@@ -516,6 +516,69 @@ async fn work_rejected_before_its_release_was_recorded_ships_elsewhere() {
     );
 }
 
+/// The saga's release reaches fulfillment, but recording it fails. Until
+/// its next attempt records it, the order (ROUTED) refuses to change its
+/// lines (`RELEASE_IN_DOUBT`): the work at the node keeps the lines it was
+/// released with, and the next attempt must send the same request. (An
+/// edit went through; the next attempt, with other lines, was refused by
+/// fulfillment and the order went on hold while its first work shipped.)
+#[tokio::test]
+async fn an_order_whose_release_may_be_at_the_node_keeps_its_lines() {
+    let suite = Suite::start().await;
+    let _stock = suite.stock(T, &[("A", 5)]).await;
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = suite.order_events(T).await;
+    let mut db = suite.db.connect("orders").await;
+    sqlx::raw_sql("CREATE TABLE release_fails ()")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let when = "NEW.to_state = 'released' AND to_regclass('release_fails') IS NOT NULL";
+    let on = "INSERT ON order_history";
+    oms_testkit::trigger(&mut db, "release_fails", on, when, FAIL).await;
+    let order = create(&mut orders, "in-doubt", &[("A", 2)]).await;
+    until_state(&mut feed, &order.name, OrderState::Routed).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while work_of(&suite, &order.name).await.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "never released");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let grow = crate::placement::edit_first_line(&order.name, "grow", 3);
+    let edited = orders.edit_order_lines(authed(T, grow)).await;
+    let cancel = ord::CancelOrderLinesRequest {
+        request_id: "one-less".into(),
+        name: order.name.clone(),
+        lines: vec![ord::LineQuantity {
+            line_id: "1".into(),
+            quantity: 1,
+        }],
+        reason: "one less".into(),
+    };
+    let cancelled = orders.cancel_order_lines(authed(T, cancel)).await;
+    for refused in [edited.unwrap_err(), cancelled.unwrap_err()] {
+        assert_eq!(
+            (refused.code(), oms_runtime::status::reason(&refused)),
+            (tonic::Code::FailedPrecondition, "RELEASE_IN_DOUBT".into()),
+            "{refused:?}"
+        );
+    }
+    sqlx::raw_sql("DROP TABLE release_fails")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let released = until_state(&mut feed, &order.name, OrderState::Released)
+        .await
+        .order
+        .unwrap();
+    assert_eq!(released.lines[0].quantity, 2);
+    assert_eq!(work_of(&suite, &order.name).await.len(), 1);
+    let marks: i64 = sqlx::query_scalar("SELECT count(*) FROM saga_steps WHERE step = 'releasing'")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(marks, 0, "the mark goes with the recorded release");
+}
+
 /// A suite whose DC1 (5 A) rejects `reject_rate` of its work and DC2 (5 A,
 /// ranked below) ships everything, and an order of 2 A whose release is
 /// not recorded until orders holds its DC1 work's report in state
@@ -664,6 +727,40 @@ async fn an_order_is_shipped_by_the_warehouse_and_delivered() {
     let history = history_of(&mut orders, &order.name).await;
     let actors: Vec<&str> = history.iter().map(|e| e.actor.as_str()).collect();
     assert!(actors.contains(&"system:fulfillment"), "{actors:?}");
+}
+
+/// Fulfillment crashes while the warehouse picks: the warehouse goes on
+/// with the work, and what it reports meanwhile reaches fulfillment once
+/// its stream is back. (The simulator used to stop the walk with the
+/// stream; the release, acknowledged already, never came again, and the
+/// work stayed PICKING.)
+#[tokio::test]
+async fn work_under_way_when_fulfillment_crashes_ships_once_it_is_back() {
+    let mut suite = Suite::start().await;
+    let mut stock = suite.stock(T, &[("A", 5)]).await;
+    let _wms = warehouse_pacing(&suite, "DC1", 0.0, Duration::from_millis(300));
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = suite.order_events(T).await;
+    let order = create(&mut orders, "crash-picking", &[("A", 2)]).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while work_states(&suite, &order.name).await != [("DC1".to_string(), FulfillmentState::Picking)]
+    {
+        assert!(std::time::Instant::now() < deadline, "never picking");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    suite.crash(Service::Fulfillment).await;
+    suite.start_again(Service::Fulfillment).await;
+    let delivered = until_state(&mut feed, &order.name, OrderState::Delivered)
+        .await
+        .order
+        .unwrap();
+    assert_eq!(delivered.lines[0].quantity_delivered, 2);
+    assert_eq!(
+        work_states(&suite, &order.name).await,
+        [("DC1".to_string(), FulfillmentState::Delivered)]
+    );
+    // Shipped once.
+    assert_eq!(on_hand(&mut stock, "A").await, [("DC1".to_string(), 3)]);
 }
 
 #[tokio::test]

@@ -50,6 +50,28 @@ struct Mutation {
     from: OrderState,
     order: pb::Order,
     held_from: Option<OrderState>,
+    /// A routed order whose release may have reached fulfillment without
+    /// being recorded (see `repo::saga::RELEASING`).
+    release_in_doubt: bool,
+}
+
+impl Mutation {
+    /// Refuses to change the order's lines while its release is in doubt:
+    /// the work at the node keeps the lines it was released with, and the
+    /// release's next attempt must send the same request.
+    fn lines_may_change(&self) -> Result<()> {
+        if !self.release_in_doubt {
+            return Ok(());
+        }
+        Err(Error::Refused(lifecycle::Refused {
+            reason: "RELEASE_IN_DOUBT",
+            message: format!(
+                "{} is being released to its nodes and an earlier attempt may have reached \
+                 them with its lines as they are; they can no longer change",
+                self.order.name
+            ),
+        }))
+    }
 }
 
 enum Started {
@@ -79,7 +101,9 @@ impl OrderApi {
 
     /// Runs a custom method: claims the request id, locks the order, lets
     /// `apply` change it under the lifecycle rules, records the change and
-    /// its saga steps, and answers with the order.
+    /// its saga steps, and answers with the order. One that `changes_lines`
+    /// is refused while the order's release is in doubt.
+    #[allow(clippy::too_many_arguments)]
     async fn mutate<Req: Message>(
         &self,
         caller: &Caller,
@@ -87,12 +111,16 @@ impl OrderApi {
         method: &str,
         req: &Req,
         name: &str,
+        changes_lines: bool,
         apply: impl FnOnce(&mut pb::Order, &mut Option<OrderState>, Uuid) -> Result<Outcome>,
     ) -> Result<pb::Order> {
         let mut m = match self.begin(caller, request_id, method, req, name).await? {
             Started::Replay(o) => return Ok(o),
             Started::Locked(m) => m,
         };
+        if changes_lines {
+            m.lines_may_change()?;
+        }
         let outcome = apply(&mut m.order, &mut m.held_from, m.id)?;
         self.commit(caller, m, outcome).await
     }
@@ -118,6 +146,8 @@ impl OrderApi {
             return Err(Error::NotFound(name.to_owned()));
         };
         let from = lifecycle::state(&order);
+        let release_in_doubt = held_from.unwrap_or(from) == OrderState::Routed
+            && repo::saga::exists(&mut tx, tenant, id, repo::saga::RELEASING).await?;
         Ok(Started::Locked(Mutation {
             tx,
             rid,
@@ -125,6 +155,7 @@ impl OrderApi {
             from,
             order,
             held_from,
+            release_in_doubt,
         }))
     }
 
@@ -137,6 +168,7 @@ impl OrderApi {
             from,
             mut order,
             held_from,
+            ..
         } = m;
         let tenant = &caller.tenant;
         record(
@@ -395,6 +427,7 @@ impl OrderService for OrderApi {
             "PlaceHold",
             &r,
             &r.name,
+            false,
             |o, held_from, _| {
                 if let Some(from) =
                     lifecycle::place_hold(o, hold.clone()).map_err(Error::Refused)?
@@ -432,6 +465,7 @@ impl OrderService for OrderApi {
             "ReleaseHold",
             &r,
             &r.name,
+            false,
             |o, held_from, _| {
                 let back_to = held_from.unwrap_or(OrderState::Created);
                 let resumed = lifecycle::release_hold(o, kind, back_to).map_err(Error::Refused)?;
@@ -503,6 +537,7 @@ impl OrderService for OrderApi {
             "CancelOrderLines",
             &r,
             &r.name,
+            true,
             |o, held_from, id| {
                 let reserved =
                     matches!(
@@ -589,6 +624,7 @@ impl OrderService for OrderApi {
             "UpdateOrder",
             &r,
             &patch.name,
+            false,
             |o, _, _| {
                 lifecycle::update(o, &patch, &paths).map_err(|e| match e {
                     lifecycle::UpdateError::Invalid(v) => Error::Invalid(v),
@@ -723,6 +759,7 @@ impl OrderApi {
             Started::Replay(o) => return Ok(o),
             Started::Locked(m) => m,
         };
+        m.lines_may_change()?;
         let placed = m.held_from.unwrap_or(m.from);
         let held = match placed {
             OrderState::Reserved => lifecycle::Held::Network,

@@ -225,7 +225,8 @@ impl Held {
     /// Until one transaction waits on the lock.
     pub(crate) async fn awaited(&mut self, db: &TestDb) {
         let mut watch = db.connect("inventory").await;
-        let waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 AND NOT granted";
+        let waiting = "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+            WHERE locktype = 'advisory' AND objid = 4242 AND NOT granted AND a.datname = current_database()";
         wait_until(async || {
             sqlx::query_scalar::<_, i64>(waiting)
                 .fetch_one(&mut watch)
@@ -248,7 +249,9 @@ impl Held {
 /// advisory lock 4242: one the code under test takes).
 pub(crate) async fn done_or_waiting<T>(db: &TestDb, task: &tokio::task::JoinHandle<T>) {
     let mut watch = db.connect("inventory").await;
-    let waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted AND NOT (locktype = 'advisory' AND objid = 4242)";
+    // In this test's database: tests running beside it wait on theirs.
+    let waiting = "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+        WHERE NOT granted AND NOT (locktype = 'advisory' AND objid = 4242) AND a.datname = current_database()";
     wait_until(async || {
         task.is_finished()
             || sqlx::query_scalar::<_, i64>(waiting)

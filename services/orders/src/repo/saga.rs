@@ -22,6 +22,12 @@ pub const RELEASE: &str = "release:";
 /// reservation when the edit was not recorded (`undo-extend:<edit request
 /// id>`).
 pub const UNDO_EXTEND: &str = "undo-extend:";
+/// A mark, never due, that the order's release may have reached
+/// fulfillment without being recorded: written (committed on its own)
+/// before the `fulfil` step calls fulfillment, removed with the release's
+/// record. While it is there the order's lines do not change (see
+/// [`mark`]).
+pub const RELEASING: &str = "releasing";
 
 /// A pending step.
 pub struct Step {
@@ -75,6 +81,27 @@ pub async fn schedule(
     .execute(db)
     .await?;
     Ok(())
+}
+
+/// Writes the mark `step` (never due, see [`RELEASING`]); whether it is
+/// new (false: an earlier attempt left it).
+pub async fn mark(
+    db: impl sqlx::PgExecutor<'_>,
+    tenant: &Tenant,
+    order_id: Uuid,
+    step: &str,
+) -> sqlx::Result<bool> {
+    let new: Option<bool> = sqlx::query_scalar(
+        "INSERT INTO saga_steps (tenant, order_id, step, next_attempt_time, last_error)
+         VALUES ($1, $2, $3, 'infinity', 'a mark, never due')
+         ON CONFLICT (tenant, order_id, step) DO NOTHING RETURNING true",
+    )
+    .bind(tenant.as_str())
+    .bind(order_id)
+    .bind(step)
+    .fetch_optional(db)
+    .await?;
+    Ok(new.is_some())
 }
 
 /// Removes a step before it runs: whether it was still to run (a
@@ -153,23 +180,39 @@ pub async fn exists(
     .await
 }
 
+/// Makes the order's [`UNDO_EXTEND`] steps (edits that added units and
+/// were not recorded) due now rather than in the minute they wait for
+/// their edit's own attempt to end. The caller holds the order's lock, so
+/// no edit is under way: the units an attempt added would otherwise stay
+/// held (past the order's placement, or its delivery) for that minute.
+pub async fn hurry_undone_edits(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    order_id: Uuid,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE saga_steps SET next_attempt_time = now()
+         WHERE tenant = $1 AND order_id = $2 AND starts_with(step, $3)
+           AND next_attempt_time <> 'infinity' AND next_attempt_time > now()",
+    )
+    .bind(tenant.as_str())
+    .bind(order_id)
+    .bind(UNDO_EXTEND)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
 /// Whether the order has units still to give back to inventory: a
-/// [`RELEASE`] step not yet done, or an [`UNDO_EXTEND`] step (an edit that
-/// added units and was not recorded). The caller holds the order's lock,
-/// so no edit is under way: undo steps are made due now rather than in
-/// the minute they wait for their edit's own attempt to end.
+/// [`RELEASE`] step not yet done, or an [`UNDO_EXTEND`] step (hurried
+/// when the order was locked: [`hurry_undone_edits`]).
 pub async fn give_backs_pending(
     tx: &mut PgConnection,
     tenant: &Tenant,
     order_id: Uuid,
 ) -> sqlx::Result<bool> {
     sqlx::query_scalar(
-        "WITH hurried AS (
-           UPDATE saga_steps SET next_attempt_time = now()
-           WHERE tenant = $1 AND order_id = $2 AND starts_with(step, $4)
-             AND next_attempt_time <> 'infinity' AND next_attempt_time > now()
-         )
-         SELECT EXISTS (SELECT 1 FROM saga_steps WHERE tenant = $1 AND order_id = $2
+        "SELECT EXISTS (SELECT 1 FROM saga_steps WHERE tenant = $1 AND order_id = $2
            AND (starts_with(step, $3) OR starts_with(step, $4)) AND next_attempt_time <> 'infinity')",
     )
     .bind(tenant.as_str())

@@ -229,6 +229,7 @@ impl FulfillmentFeed {
         let Some((mut o, held_from)) = repo::orders::lock(&mut *tx, tenant, order_id).await? else {
             return Ok(());
         };
+        repo::saga::hurry_undone_edits(&mut *tx, tenant, order_id).await?;
         let before = match feeds::put_fulfillment(&mut *tx, tenant, order_id, fo).await? {
             Put::Stale => return Ok(()),
             Put::Stored(before) => before.map(|b| *b),
@@ -236,8 +237,11 @@ impl FulfillmentFeed {
         self.consume(tenant, fo, before.as_ref()).await?;
         // Work released just before the order's cancel, and reported
         // only after it: CancelOrder could not ask for it, so it is
-        // asked now (the order's lock orders the two).
-        if before.is_none() && o.cancel_requested && open_work(fo) {
+        // asked now (the order's lock orders the two). So is work of an
+        // order cancelled before its release was recorded (an attempt
+        // that reached fulfillment, then orders stopped).
+        let cancelled = o.cancel_requested || lifecycle::state(&o) == OrderState::Cancelled;
+        if before.is_none() && cancelled && open_work(fo) {
             let (step, payload) = cancel_work_step(fo, "feed", "");
             repo::saga::enqueue(&mut *tx, tenant, order_id, &step, &payload).await?;
         }
@@ -247,7 +251,7 @@ impl FulfillmentFeed {
         // stock released (a saga step too).
         let back = reroute::given_back(before.as_ref(), fo);
         if !back.is_empty() {
-            let (step, payload) = if o.cancel_requested {
+            let (step, payload) = if cancelled {
                 let by_line: Vec<(String, i64)> =
                     back.iter().map(|(l, _, q)| (l.clone(), *q)).collect();
                 lifecycle::cancelled_at(&mut o, &fo.node_id, &by_line);

@@ -379,8 +379,8 @@ impl Saga {
             .await
         {
             Ok(n) => n,
-            Err(st) => {
-                self.retry_failed(tx, s, &st).await?;
+            Err(e) => {
+                self.retry_failed(tx, s, &e.status).await?;
                 return Ok(());
             }
         };

@@ -41,13 +41,18 @@ const ACTOR: &str = "system:placement";
 
 /// Locks the step's order, or settles the step without it: a missing order
 /// ends the step, a busy one (a request is changing it) comes back shortly.
+/// Undoing the units of edits that were not recorded is hurried then (no
+/// edit is under way while the lock is held).
 pub(crate) async fn lock_for_step(
     tx: &mut PgConnection,
     tenant: &Tenant,
     s: &Step,
 ) -> anyhow::Result<Option<(oms_proto::orders::Order, Option<OrderState>)>> {
     match repo::orders::try_lock(tx, tenant, s.order_id).await? {
-        TryLock::Locked(o, h) => Ok(Some((*o, h))),
+        TryLock::Locked(o, h) => {
+            repo::saga::hurry_undone_edits(tx, tenant, s.order_id).await?;
+            Ok(Some((*o, h)))
+        }
         TryLock::Missing => {
             repo::saga::done(tx, s).await?;
             Ok(None)
@@ -345,8 +350,9 @@ impl Saga {
             // Units cancelled or edited away, or added by an edit that was
             // not recorded, are still held: allocations for what the order
             // keeps would not cover the reservation, and inventory would
-            // refuse them. Their give-back runs first.
-            let soon = Utc::now() + chrono::Duration::milliseconds(100);
+            // refuse them. Their give-back runs first (backing off, up to
+            // 2 s apart, while it is retried: inventory may be down).
+            let soon = Utc::now() + backoff(s.attempts).min(chrono::Duration::seconds(2));
             repo::saga::retry(tx, s, "units still to give back", soon).await?;
             return Ok(());
         }
@@ -533,6 +539,11 @@ impl Saga {
         };
         let from = lifecycle::state(&o);
         if from != OrderState::Routed {
+            // Held: released again with the hold, as it is now. Anything
+            // else (cancelled) is not released by this step any more.
+            if held_from != Some(OrderState::Routed) {
+                repo::saga::take(&mut *tx, tenant, s.order_id, repo::saga::RELEASING).await?;
+            }
             repo::saga::done(tx, s).await?;
             return Ok(());
         }
@@ -554,19 +565,28 @@ impl Saga {
             }
         };
         let work = fulfillment_orders(&o, &o.lines, &reservation, &fresh);
+        // Committed before the call: should this attempt not be recorded
+        // (orders stops, the answer is lost), its work may be at the node
+        // all the same, and an edit of the order's lines meanwhile would
+        // make the next attempt's request differ from it (refused).
+        let first = repo::saga::mark(&self.pool, tenant, s.order_id, repo::saga::RELEASING).await?;
         let names = match self.release_work(tenant, s.order_id, &decision, work).await {
             Ok(names) => names,
-            Err(st) if st.code() == Code::InvalidArgument => {
-                let reason = format!("fulfillment refused the work: {}", st.message());
-                hold_for_review(tx, tenant, s.order_id, &mut o, from, reason).await?;
-                repo::saga::done(tx, s).await?;
-                return Ok(());
-            }
-            Err(st) => {
-                self.retry_failed(tx, s, &st).await?;
+            Err(e) => {
+                if first && !e.reached && changed_nothing(&e.status) {
+                    repo::saga::take(&mut *tx, tenant, s.order_id, repo::saga::RELEASING).await?;
+                }
+                if e.status.code() == Code::InvalidArgument {
+                    let reason = format!("fulfillment refused the work: {}", e.status.message());
+                    hold_for_review(tx, tenant, s.order_id, &mut o, from, reason).await?;
+                    repo::saga::done(tx, s).await?;
+                } else {
+                    self.retry_failed(tx, s, &e.status).await?;
+                }
                 return Ok(());
             }
         };
+        repo::saga::take(&mut *tx, tenant, s.order_id, repo::saga::RELEASING).await?;
         lifecycle::released(&mut o).map_err(|r| anyhow::anyhow!(r.message))?;
         let why = format!("released to fulfillment: {}", names.join(", "));
         let happened = Happened::state_changed(from, OrderState::Released, why);
@@ -605,9 +625,10 @@ impl Saga {
         order_id: uuid::Uuid,
         decision: &str,
         work: Vec<(String, FulfillmentOrder)>,
-    ) -> Result<Vec<String>, tonic::Status> {
+    ) -> Result<Vec<String>, NotReleased> {
         let mut names = Vec::new();
         let mut client = self.peers.fulfillment(tenant);
+        let failed = |reached: bool| move |status| NotReleased { status, reached };
         for (node, fo) in work {
             let created = client
                 .create_fulfillment_order(CreateFulfillmentOrderRequest {
@@ -617,7 +638,8 @@ impl Saga {
                     ),
                     fulfillment_order: Some(fo),
                 })
-                .await?;
+                .await
+                .map_err(failed(!names.is_empty()))?;
             let name = created
                 .into_inner()
                 .fulfillment_order
@@ -628,7 +650,8 @@ impl Saga {
                     request_id: format!("release-{name}"),
                     name: name.clone(),
                 })
-                .await?;
+                .await
+                .map_err(failed(true))?;
             names.push(name);
         }
         Ok(names)
@@ -990,6 +1013,43 @@ pub(crate) fn routing_order(o: &oms_proto::orders::Order) -> RoutingOrder {
         channel: o.channel.clone(),
         priority: o.priority,
     }
+}
+
+/// Why work was not released: the failed call's status, and whether an
+/// earlier call of the same release reached fulfillment.
+pub(crate) struct NotReleased {
+    pub status: tonic::Status,
+    pub reached: bool,
+}
+
+/// Whether a failed call surely changed nothing at its peer: the peer
+/// refused it (a status the server sent has no source, and its change
+/// rolled back), or no connection could be made. A broken connection, a
+/// timeout or an internal error may come after the peer committed.
+fn changed_nothing(st: &tonic::Status) -> bool {
+    use std::error::Error as _;
+    let refused = matches!(
+        st.code(),
+        Code::InvalidArgument
+            | Code::FailedPrecondition
+            | Code::NotFound
+            | Code::AlreadyExists
+            | Code::PermissionDenied
+            | Code::Unauthenticated
+    );
+    if st.source().is_none() {
+        return refused;
+    }
+    let mut source = st.source();
+    while let Some(e) = source {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 pub(crate) fn backoff(attempts: i32) -> chrono::Duration {
