@@ -579,6 +579,57 @@ async fn an_order_whose_release_may_be_at_the_node_keeps_its_lines() {
     assert_eq!(marks, 0, "the mark goes with the recorded release");
 }
 
+/// An order is cancelled while its release may be at its node (as above):
+/// the cancel is taken as before release, and the work the release left
+/// there, once fulfillment reports it, is asked to cancel (it was left to
+/// ship against stock given back).
+#[tokio::test]
+async fn work_of_an_order_cancelled_while_its_release_was_in_doubt_is_cancelled() {
+    let suite = Suite::start().await;
+    let mut stock = suite.stock(T, &[("A", 5)]).await;
+    let _dc1 = warehouse_pacing(&suite, "DC1", 0.0, Duration::from_secs(2));
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = suite.order_events(T).await;
+    let mut db = suite.db.connect("orders").await;
+    let when = "NEW.to_state = 'released'";
+    oms_testkit::trigger(
+        &mut db,
+        "release_fails",
+        "INSERT ON order_history",
+        when,
+        FAIL,
+    )
+    .await;
+    let order = create(&mut orders, "in-doubt", &[("A", 2)]).await;
+    until_state(&mut feed, &order.name, OrderState::Routed).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while work_of(&suite, &order.name).await.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "never released");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cancel = ord::CancelOrderRequest {
+        request_id: "cancel".into(),
+        name: order.name.clone(),
+        reason: "changed my mind".into(),
+    };
+    orders.cancel_order(authed(T, cancel)).await.unwrap();
+    while work_states(&suite, &order.name).await
+        != [("DC1".to_string(), FulfillmentState::Cancelled)]
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "its work never cancelled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        order_of(&mut orders, &order.name).await.state(),
+        OrderState::Cancelled
+    );
+    assert_eq!(on_hand(&mut stock, "A").await, [("DC1".to_string(), 5)]);
+    assert_eq!(crate::placement::available(&mut stock, "A").await, 5);
+}
+
 /// A suite whose DC1 (5 A) rejects `reject_rate` of its work and DC2 (5 A,
 /// ranked below) ships everything, and an order of 2 A whose release is
 /// not recorded until orders holds its DC1 work's report in state

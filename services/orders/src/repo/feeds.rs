@@ -13,11 +13,11 @@ pub const FULFILLMENT: &str = "fulfillment";
 
 /// Starts following `source` for `tenant` (from the beginning) unless it
 /// is followed already.
-pub async fn follow(tx: &mut PgConnection, source: &str, tenant: &Tenant) -> sqlx::Result<()> {
+pub async fn follow(db: impl PgExecutor<'_>, source: &str, tenant: &Tenant) -> sqlx::Result<()> {
     sqlx::query("INSERT INTO feed_cursors (source, tenant) VALUES ($1, $2) ON CONFLICT DO NOTHING")
         .bind(source)
         .bind(tenant.as_str())
-        .execute(tx)
+        .execute(db)
         .await?;
     Ok(())
 }

@@ -570,6 +570,9 @@ impl Saga {
         // all the same, and an edit of the order's lines meanwhile would
         // make the next attempt's request differ from it (refused).
         let first = repo::saga::mark(&self.pool, tenant, s.order_id, repo::saga::RELEASING).await?;
+        // Its progress comes back on the tenant's fulfillment feed, also
+        // that of work this attempt leaves unrecorded.
+        repo::feeds::follow(&self.pool, repo::feeds::FULFILLMENT, tenant).await?;
         let names = match self.release_work(tenant, s.order_id, &decision, work).await {
             Ok(names) => names,
             Err(e) => {
@@ -594,9 +597,9 @@ impl Saga {
             tx, tenant, s.order_id, &mut o, held_from, from, ACTOR, "", happened,
         )
         .await?;
-        // Its progress comes back on the tenant's fulfillment feed. What
-        // came already (the release's first attempt was not recorded, and
-        // the WMS went on) is followed now: it will not come again.
+        // What came on the feed already (the release's first attempt was
+        // not recorded, and the WMS went on) is followed now: it will not
+        // come again.
         let lines = o.lines.clone();
         let why = format!(
             "{} reported before the release was recorded",
@@ -611,7 +614,6 @@ impl Saga {
             why,
         )
         .await?;
-        repo::feeds::follow(tx, repo::feeds::FULFILLMENT, tenant).await?;
         repo::saga::done(tx, s).await?;
         Ok(())
     }
