@@ -111,6 +111,23 @@ pub(crate) fn edit_first_line(
     }
 }
 
+/// Cancels `quantity` units of an order's first line ("one less").
+pub(crate) fn cancel_first_line(
+    order: &str,
+    request_id: &str,
+    quantity: i64,
+) -> ord::CancelOrderLinesRequest {
+    ord::CancelOrderLinesRequest {
+        request_id: request_id.into(),
+        name: order.into(),
+        lines: vec![ord::LineQuantity {
+            line_id: "1".into(),
+            quantity,
+        }],
+        reason: "one less".into(),
+    }
+}
+
 pub async fn until_released(c: &mut InventoryServiceClient<Channel>, reason: &str) {
     let mut feed = c
         .watch_inventory_events(authed(T, inv::WatchInventoryEventsRequest::default()))
@@ -619,18 +636,7 @@ async fn units_cancelled_before_routing_go_back_before_the_confirmation() {
 
     suite.crash(Service::Inventory).await;
     orders
-        .cancel_order_lines(authed(
-            T,
-            ord::CancelOrderLinesRequest {
-                request_id: "one-less".into(),
-                name: order.name.clone(),
-                lines: vec![ord::LineQuantity {
-                    line_id: "1".into(),
-                    quantity: 1,
-                }],
-                reason: "one less".into(),
-            },
-        ))
+        .cancel_order_lines(authed(T, cancel_first_line(&order.name, "one-less", 1)))
         .await
         .unwrap();
     let mut db = suite.db.connect("orders").await;
@@ -742,6 +748,31 @@ async fn wait_for(db: &mut sqlx::PgConnection, sql: &'static str, want: i64) {
     }
 }
 
+/// An edit of `order` (2 A of 5) to 3 A whose commit fails after inventory
+/// extended the reservation: its unit stays held (for now). Returns it.
+async fn failed_edit(
+    suite: &Suite,
+    orders: &mut OrderServiceClient<Channel>,
+    stock_c: &mut InventoryServiceClient<Channel>,
+    order: &str,
+) -> ord::EditOrderLinesRequest {
+    let mut db = suite.db.connect("orders").await;
+    let on = "INSERT ON order_history";
+    trigger(&mut db, "edit_fails", on, "NEW.request_id = 'grow-1'", FAIL).await;
+    let grow = edit_first_line(order, "grow-1", 3);
+    let failed = orders
+        .edit_order_lines(authed(T, grow.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(failed.code(), tonic::Code::Internal, "{failed:?}");
+    assert_eq!(available(stock_c, "A").await, 2, "the extension held");
+    sqlx::raw_sql("DROP TRIGGER edit_fails ON order_history")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    grow
+}
+
 /// An edit that added units to a reserved order fails after inventory
 /// extended the reservation (its commit fails). Routing, meanwhile, takes
 /// those units back first (the undo step, due in a minute, is run at
@@ -759,20 +790,7 @@ async fn units_of_an_edit_that_failed_go_back_before_the_confirmation() {
         order,
     } = reserved_with_routing_down("grown", 2).await;
 
-    let mut db = suite.db.connect("orders").await;
-    let on = "INSERT ON order_history";
-    trigger(&mut db, "edit_fails", on, "NEW.request_id = 'grow-1'", FAIL).await;
-    let grow = edit_first_line(&order.name, "grow-1", 3);
-    let failed = orders
-        .edit_order_lines(authed(T, grow.clone()))
-        .await
-        .unwrap_err();
-    assert_eq!(failed.code(), tonic::Code::Internal, "{failed:?}");
-    assert_eq!(available(&mut stock_c, "A").await, 2, "the extension held");
-    sqlx::raw_sql("DROP TRIGGER edit_fails ON order_history")
-        .execute(&mut db)
-        .await
-        .unwrap();
+    let grow = failed_edit(&suite, &mut orders, &mut stock_c, &order.name).await;
 
     suite.start_again(Service::Routing).await;
     let routed = until_state(&mut feed, &order.name, OrderState::Routed)
@@ -804,17 +822,8 @@ async fn units_of_an_edit_that_failed_go_back_once_the_order_moves_on() {
     let order = create(&mut orders, "grown-routed", &[("A", 2)]).await;
     until_state(&mut feed, &order.name, OrderState::Routed).await;
 
+    failed_edit(&suite, &mut orders, &mut stock_c, &order.name).await;
     let mut db = suite.db.connect("orders").await;
-    let on = "INSERT ON order_history";
-    trigger(&mut db, "edit_fails", on, "NEW.request_id = 'grow-1'", FAIL).await;
-    let grow = edit_first_line(&order.name, "grow-1", 3);
-    let failed = orders.edit_order_lines(authed(T, grow)).await.unwrap_err();
-    assert_eq!(failed.code(), tonic::Code::Internal, "{failed:?}");
-    assert_eq!(available(&mut stock_c, "A").await, 2, "the extension held");
-    sqlx::raw_sql("DROP TRIGGER edit_fails ON order_history")
-        .execute(&mut db)
-        .await
-        .unwrap();
 
     suite.start_again(Service::Fulfillment).await;
     until_state(&mut feed, &order.name, OrderState::Released).await;

@@ -529,31 +529,13 @@ async fn an_order_whose_release_may_be_at_the_node_keeps_its_lines() {
     let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
     let mut feed = suite.order_events(T).await;
     let mut db = suite.db.connect("orders").await;
-    sqlx::raw_sql("CREATE TABLE release_fails ()")
-        .execute(&mut db)
-        .await
-        .unwrap();
-    let when = "NEW.to_state = 'released' AND to_regclass('release_fails') IS NOT NULL";
-    let on = "INSERT ON order_history";
-    oms_testkit::trigger(&mut db, "release_fails", on, when, FAIL).await;
+    fail_releases(&mut db).await;
     let order = create(&mut orders, "in-doubt", &[("A", 2)]).await;
     until_state(&mut feed, &order.name, OrderState::Routed).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while work_of(&suite, &order.name).await.is_empty() {
-        assert!(std::time::Instant::now() < deadline, "never released");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_work(&suite, &order.name).await;
     let grow = crate::placement::edit_first_line(&order.name, "grow", 3);
     let edited = orders.edit_order_lines(authed(T, grow)).await;
-    let cancel = ord::CancelOrderLinesRequest {
-        request_id: "one-less".into(),
-        name: order.name.clone(),
-        lines: vec![ord::LineQuantity {
-            line_id: "1".into(),
-            quantity: 1,
-        }],
-        reason: "one less".into(),
-    };
+    let cancel = crate::placement::cancel_first_line(&order.name, "one-less", 1);
     let cancelled = orders.cancel_order_lines(authed(T, cancel)).await;
     for refused in [edited.unwrap_err(), cancelled.unwrap_err()] {
         assert_eq!(
@@ -562,10 +544,7 @@ async fn an_order_whose_release_may_be_at_the_node_keeps_its_lines() {
             "{refused:?}"
         );
     }
-    sqlx::raw_sql("DROP TABLE release_fails")
-        .execute(&mut db)
-        .await
-        .unwrap();
+    record_releases(&mut db).await;
     let released = until_state(&mut feed, &order.name, OrderState::Released)
         .await
         .order
@@ -590,23 +569,11 @@ async fn work_of_an_order_cancelled_while_its_release_was_in_doubt_is_cancelled(
     let _dc1 = warehouse_pacing(&suite, "DC1", 0.0, Duration::from_secs(2));
     let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
     let mut feed = suite.order_events(T).await;
-    let mut db = suite.db.connect("orders").await;
-    let when = "NEW.to_state = 'released'";
-    oms_testkit::trigger(
-        &mut db,
-        "release_fails",
-        "INSERT ON order_history",
-        when,
-        FAIL,
-    )
-    .await;
+    fail_releases(&mut suite.db.connect("orders").await).await;
     let order = create(&mut orders, "in-doubt", &[("A", 2)]).await;
     until_state(&mut feed, &order.name, OrderState::Routed).await;
+    until_work(&suite, &order.name).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while work_of(&suite, &order.name).await.is_empty() {
-        assert!(std::time::Instant::now() < deadline, "never released");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let cancel = ord::CancelOrderRequest {
         request_id: "cancel".into(),
         name: order.name.clone(),
@@ -628,6 +595,34 @@ async fn work_of_an_order_cancelled_while_its_release_was_in_doubt_is_cancelled(
     );
     assert_eq!(on_hand(&mut stock, "A").await, [("DC1".to_string(), 5)]);
     assert_eq!(crate::placement::available(&mut stock, "A").await, 5);
+}
+
+/// Makes orders fail to record any release (its commit fails) until
+/// [`record_releases`].
+async fn fail_releases(db: &mut sqlx::PgConnection) {
+    sqlx::raw_sql("CREATE TABLE release_fails ()")
+        .execute(&mut *db)
+        .await
+        .unwrap();
+    let when = "NEW.to_state = 'released' AND to_regclass('release_fails') IS NOT NULL";
+    let on = "INSERT ON order_history";
+    oms_testkit::trigger(db, "release_fails", on, when, FAIL).await;
+}
+
+async fn record_releases(db: &mut sqlx::PgConnection) {
+    sqlx::raw_sql("DROP TABLE release_fails")
+        .execute(db)
+        .await
+        .unwrap();
+}
+
+/// Waits until fulfillment has work of `order` (60 s at most).
+async fn until_work(suite: &Suite, order: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while work_of(suite, order).await.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "never released");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A suite whose DC1 (5 A) rejects `reject_rate` of its work and DC2 (5 A,
@@ -652,20 +647,7 @@ async fn released_while_unrecorded(
     drop(first_dc1);
     let dc1 = warehouse(&suite, "DC1", reject_rate);
     let mut db = suite.db.connect("orders").await;
-    // Until table release_fails is dropped.
-    sqlx::raw_sql("CREATE TABLE release_fails ()")
-        .execute(&mut db)
-        .await
-        .unwrap();
-    let when = "NEW.to_state = 'released' AND to_regclass('release_fails') IS NOT NULL";
-    oms_testkit::trigger(
-        &mut db,
-        "release_fails",
-        "INSERT ON order_history",
-        when,
-        FAIL,
-    )
-    .await;
+    fail_releases(&mut db).await;
     let order = create(&mut orders, "quick-wms", &[("A", 2)]).await;
     until_state(&mut feed, &order.name, OrderState::Routed).await;
 
@@ -701,10 +683,7 @@ async fn released_while_unrecorded(
         .execute(&mut db)
         .await
         .unwrap();
-    sqlx::raw_sql("DROP TABLE release_fails")
-        .execute(&mut db)
-        .await
-        .unwrap();
+    record_releases(&mut db).await;
     let untried = "SELECT count(*) FROM saga_steps WHERE step LIKE 'reroute:%' AND attempts = 0";
     loop {
         let n: i64 = sqlx::query_scalar(untried)

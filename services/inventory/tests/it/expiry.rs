@@ -637,33 +637,14 @@ async fn a_movement_that_leaves_reservations_without_stock_says_so() {
     // A count of T that leaves its one held unit without stock, one of S
     // at DC2 (nothing held there), and one of S at DC1 that brings back
     // the three held there.
-    use import_stock_snapshot_request::Part;
-    let row = |node: &str, sku: &str, on_hand| ImportStockSnapshotRequest {
-        part: Some(Part::Row(SnapshotRow {
-            node_id: node.into(),
-            sku: sku.into(),
-            on_hand,
-            ..Default::default()
-        })),
+    let row = |node: &str, sku: &str, on_hand| SnapshotRow {
+        node_id: node.into(),
+        sku: sku.into(),
+        on_hand,
+        ..Default::default()
     };
-    let header = ImportStockSnapshotRequest {
-        part: Some(Part::Header(SnapshotHeader {
-            request_id: rid(),
-            source: "wms".into(),
-            count_time: None,
-        })),
-    };
-    let msgs = vec![
-        header,
-        row("DC1", "T", 0),
-        row("DC2", "S", 0),
-        row("DC1", "S", 3),
-    ];
-    let imported = c
-        .import_stock_snapshot(authed("acme", tokio_stream::iter(msgs)))
-        .await
-        .unwrap()
-        .into_inner();
+    let rows = vec![row("DC1", "T", 0), row("DC2", "S", 0), row("DC1", "S", 3)];
+    let imported = import_snapshot(c, rows).await;
     assert_eq!(imported.rows_applied, 3, "{:?}", imported.errors);
     let short: Vec<_> = imported
         .shortfalls

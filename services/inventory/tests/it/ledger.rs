@@ -889,29 +889,14 @@ async fn serial_numbers_follow_their_units() {
     );
     // A snapshot row may list serials too; one on hand elsewhere is a row
     // error, and the other rows apply.
-    use import_stock_snapshot_request::Part;
-    let row = |node: &str, serials: &[&str]| ImportStockSnapshotRequest {
-        part: Some(Part::Row(SnapshotRow {
-            node_id: node.into(),
-            sku: "PH".into(),
-            on_hand: serials.len() as i64,
-            serial_numbers: serials.iter().map(|s| s.to_string()).collect(),
-            ..Default::default()
-        })),
+    let row = |node: &str, serials: &[&str]| SnapshotRow {
+        node_id: node.into(),
+        sku: "PH".into(),
+        on_hand: serials.len() as i64,
+        serial_numbers: serials.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
     };
-    let header = ImportStockSnapshotRequest {
-        part: Some(Part::Header(SnapshotHeader {
-            request_id: rid(),
-            source: "wms".into(),
-            count_time: None,
-        })),
-    };
-    let msgs = vec![header, row("DC2", &["E"]), row("DC3", &["B"])];
-    let resp = c
-        .import_stock_snapshot(authed("acme", tokio_stream::iter(msgs)))
-        .await
-        .unwrap()
-        .into_inner();
+    let resp = import_snapshot(c, vec![row("DC2", &["E"]), row("DC3", &["B"])]).await;
     assert_eq!(resp.rows_applied, 1);
     assert_eq!(resp.errors[0].field, "serial_numbers", "{resp:?}");
     assert!(

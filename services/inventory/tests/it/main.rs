@@ -148,6 +148,29 @@ pub async fn movement(
     .map(|r| r.into_inner().movement.unwrap())
 }
 
+/// Imports acme's snapshot of `rows` (a new request id, source `wms`).
+pub async fn import_snapshot(
+    c: &mut Client,
+    rows: Vec<SnapshotRow>,
+) -> ImportStockSnapshotResponse {
+    use import_stock_snapshot_request::Part;
+    let header = ImportStockSnapshotRequest {
+        part: Some(Part::Header(SnapshotHeader {
+            request_id: rid(),
+            source: "wms".into(),
+            count_time: None,
+        })),
+    };
+    let rows = rows.into_iter().map(|r| ImportStockSnapshotRequest {
+        part: Some(Part::Row(r)),
+    });
+    let msgs: Vec<_> = std::iter::once(header).chain(rows).collect();
+    c.import_stock_snapshot(authed("acme", tokio_stream::iter(msgs)))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// DC1 with each SKU of `skus` received there.
 pub async fn stocked(h: &mut Harness, skus: &[(&str, i64)]) {
     node(&mut h.client, "acme", "DC1").await;
