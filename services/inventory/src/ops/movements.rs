@@ -383,9 +383,10 @@ pub async fn import(
             Begin::Tx(tx, rid) => (tx, rid),
         };
         let mut resp = ImportStockSnapshotResponse::default();
-        // Where a row left reservations short; a later row (another lot)
-        // may make up for it, so the figures are taken after the last.
-        let mut short: BTreeSet<(String, String)> = BTreeSet::new();
+        // Where rows counted: a count restates the stock, so it reports
+        // reservations it finds short whether or not it took units (taken
+        // after the last row: another lot's may make up for one).
+        let mut counted: BTreeSet<(String, String)> = BTreeSet::new();
         let checked: Vec<_> = digest.rows.iter().map(snapshot::check_row).collect();
         let repeated = snapshot::repeated(&digest.rows, |i| checked[i].is_none());
         for (i, row) in digest.rows.iter().enumerate() {
@@ -428,12 +429,10 @@ pub async fn import(
             )
             .await
             {
-                Ok(applied) => {
+                Ok(_) => {
                     sp.commit().await?;
                     resp.rows_applied += 1;
-                    if applied.held_beyond_stock > 0 {
-                        short.insert((row.node_id.clone(), row.sku.clone()));
-                    }
+                    counted.insert((row.node_id.clone(), row.sku.clone()));
                 }
                 Err(e @ (Error::Gate(_) | Error::Db(_))) => return Err(e),
                 Err(e) => {
@@ -447,7 +446,7 @@ pub async fn import(
                 }
             }
         }
-        resp.shortfalls = shortfalls(&mut tx, tenant, &short).await?;
+        resp.shortfalls = shortfalls(&mut tx, tenant, &counted).await?;
         inv.finish(tx, tenant, &rid, resp).await
     })
     .await

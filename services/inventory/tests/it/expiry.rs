@@ -636,7 +636,8 @@ async fn a_movement_that_leaves_reservations_without_stock_says_so() {
     assert_eq!(t.into_inner().held_beyond_stock, 3, "3 held on none");
     // A count of T that leaves its one held unit without stock, one of S
     // at DC2 (nothing held there), and one of S at DC1 that brings back
-    // the three held there.
+    // the three held there. Then a count that finds T as it was: still
+    // short.
     let row = |node: &str, sku: &str, on_hand| SnapshotRow {
         node_id: node.into(),
         sku: sku.into(),
@@ -652,6 +653,8 @@ async fn a_movement_that_leaves_reservations_without_stock_says_so() {
         .map(|s| (s.node_id.as_str(), s.sku.as_str(), s.held_beyond_stock))
         .collect();
     assert_eq!(short, [("DC1", "T", 1)]);
+    let again = import_snapshot(c, vec![row("DC1", "T", 0)]).await;
+    assert_eq!(again.shortfalls, imported.shortfalls);
 }
 
 /// Makes each `RecordMovement` wait just before its commit (its answer is
