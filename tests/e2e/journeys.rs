@@ -18,6 +18,7 @@ use oms_testkit::{authed, retried};
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::IndexedRandom};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 use tonic::{Code, transport::Channel};
 
 const T: &str = "acme";
@@ -30,6 +31,8 @@ const NODES: [(&str, i32, (f64, f64)); 3] = [
     ("DC3", -10, (0.0, 0.0)),
 ];
 const STOCK: i64 = 40;
+/// Each stage of a warehouse's work.
+const STEP: Duration = Duration::from_millis(5);
 const ORDERS: usize = 30;
 
 /// What a journey does to its order besides placing it, once the order
@@ -224,31 +227,43 @@ async fn states(orders: &OrderServiceClient<Channel>) -> Vec<ord::Order> {
     .orders
 }
 
+/// What crashes (and starts again) on the way.
+#[derive(Debug, Clone, Copy)]
+enum Crash {
+    Service(Service),
+    /// The simulated WMS of the `NODES` entry: it starts again with
+    /// nothing of what it did, from the first command (as a WMS adapter
+    /// that keeps no state would).
+    Wms(usize),
+}
+
 #[tokio::test]
 async fn random_orders_through_rejecting_warehouses_leave_nothing_held() {
     journeys(&[], false).await;
 }
 
 /// The same with a second orders replica, while orders, routing,
-/// fulfillment and inventory each crash (nothing drains) and start again
-/// on the way.
+/// fulfillment, inventory and two warehouses' WMS each crash (nothing
+/// drains) and start again on the way.
 #[tokio::test]
 async fn random_orders_through_crashes_leave_nothing_held() {
     let crashes = [
-        (5, Service::Orders),
-        (10, Service::Routing),
-        (15, Service::Fulfillment),
-        (20, Service::Inventory),
-        (25, Service::Orders),
+        (5, Crash::Service(Service::Orders)),
+        (8, Crash::Wms(0)),
+        (10, Crash::Service(Service::Routing)),
+        (15, Crash::Service(Service::Fulfillment)),
+        (18, Crash::Wms(1)),
+        (20, Crash::Service(Service::Inventory)),
+        (25, Crash::Service(Service::Orders)),
     ];
     journeys(&crashes, true).await;
 }
 
 /// Runs the journeys (with a second orders replica, which takes saga steps
-/// and fulfillment events too, when `replica`), crashing each service of
-/// `crashes` (and starting it again) once as many journeys have done their
-/// part, then checks how everything ended.
-async fn journeys(crashes: &[(usize, Service)], replica: bool) {
+/// and fulfillment events too, when `replica`), crashing each of `crashes`
+/// (and starting it again) once as many journeys have done their part,
+/// then checks how everything ended.
+async fn journeys(crashes: &[(usize, Crash)], replica: bool) {
     let mut suite = Suite::start().await;
     let _replica = match replica {
         true => Some(suite.start_replica(Service::Orders).await),
@@ -262,8 +277,7 @@ async fn journeys(crashes: &[(usize, Service)], replica: bool) {
         if node != "DC1" {
             warehouse_with(&mut stock, node, priority, &all).await;
         }
-        let step = Duration::from_millis(5);
-        warehouses.push(simulated_wms(&suite, node, faults, step));
+        warehouses.push(simulated_wms(&suite, node, faults, STEP));
     }
     let seed: u64 = std::env::var("JOURNEY_SEED")
         .ok()
@@ -290,10 +304,23 @@ async fn journeys(crashes: &[(usize, Service)], replica: bool) {
     });
     let chaos = async {
         let mut progress = progress.clone();
-        for (after, service) in crashes {
+        for (after, crash) in crashes {
             progress.wait_for(|n| n >= after).await.unwrap();
-            suite.crash(*service).await;
-            suite.start_again(*service).await;
+            match *crash {
+                Crash::Service(service) => {
+                    suite.crash(service).await;
+                    suite.start_again(service).await;
+                }
+                Crash::Wms(i) => {
+                    let (node, _, faults) = NODES[i];
+                    // Stopped before the new one connects.
+                    drop(std::mem::replace(
+                        &mut warehouses[i],
+                        CancellationToken::new().drop_guard(),
+                    ));
+                    warehouses[i] = simulated_wms(&suite, node, faults, STEP);
+                }
+            }
         }
     };
     let (names, ()) = tokio::join!(futures::future::join_all(journeys), chaos);
