@@ -685,7 +685,9 @@ async fn units_cancelled_before_routing_go_back_before_the_confirmation() {
 /// back and confirms it again, which inventory answers as the first time:
 /// the order is routed. (Asking for a new plan confirmed another decision,
 /// which inventory refused as the reservation was confirmed already: the
-/// order went on hold.)
+/// order went on hold.) Meanwhile its lines do not change
+/// (`PLACEMENT_IN_DOUBT`): an edit made the next attempt plan afresh, and
+/// the order went on hold the same way.
 #[tokio::test]
 async fn a_confirmation_whose_answer_was_lost_is_confirmed_again() {
     let mut suite = Suite::start().await;
@@ -716,6 +718,15 @@ async fn a_confirmation_whose_answer_was_lost_is_confirmed_again() {
         WHERE locktype = 'advisory' AND objid = 4242 AND NOT granted AND a.datname = current_database()";
     wait_for(&mut probe, waiting, 1).await;
     suite.crash(Service::Inventory).await;
+    // Until the confirmation is recorded, the order's lines stay as
+    // inventory may have confirmed them.
+    let edit = edit_first_line(&order.name, "fewer", 1);
+    let refused = orders.edit_order_lines(authed(T, edit)).await.unwrap_err();
+    assert_eq!(
+        (refused.code(), oms_runtime::status::reason(&refused)),
+        (tonic::Code::FailedPrecondition, "PLACEMENT_IN_DOUBT".into()),
+        "{refused:?}"
+    );
     sqlx::raw_sql("SELECT pg_advisory_unlock(4242); DROP TRIGGER confirm_waits ON reservations")
         .execute(&mut inv_db)
         .await
@@ -729,6 +740,7 @@ async fn a_confirmation_whose_answer_was_lost_is_confirmed_again() {
         .order
         .unwrap();
     assert!(routed.holds.is_empty(), "{:?}", routed.holds);
+    assert_eq!(routed.lines[0].quantity, 2);
     assert_eq!(available(&mut stock_c, "A").await, 3);
 }
 

@@ -518,7 +518,7 @@ async fn work_rejected_before_its_release_was_recorded_ships_elsewhere() {
 
 /// The saga's release reaches fulfillment, but recording it fails. Until
 /// its next attempt records it, the order (ROUTED) refuses to change its
-/// lines (`RELEASE_IN_DOUBT`): the work at the node keeps the lines it was
+/// lines (`PLACEMENT_IN_DOUBT`): the work at the node keeps the lines it was
 /// released with, and the next attempt must send the same request. (An
 /// edit went through; the next attempt, with other lines, was refused by
 /// fulfillment and the order went on hold while its first work shipped.)
@@ -540,7 +540,7 @@ async fn an_order_whose_release_may_be_at_the_node_keeps_its_lines() {
     for refused in [edited.unwrap_err(), cancelled.unwrap_err()] {
         assert_eq!(
             (refused.code(), oms_runtime::status::reason(&refused)),
-            (tonic::Code::FailedPrecondition, "RELEASE_IN_DOUBT".into()),
+            (tonic::Code::FailedPrecondition, "PLACEMENT_IN_DOUBT".into()),
             "{refused:?}"
         );
     }
@@ -551,7 +551,7 @@ async fn an_order_whose_release_may_be_at_the_node_keeps_its_lines() {
         .unwrap();
     assert_eq!(released.lines[0].quantity, 2);
     assert_eq!(work_of(&suite, &order.name).await.len(), 1);
-    let marks: i64 = sqlx::query_scalar("SELECT count(*) FROM saga_steps WHERE step = 'releasing'")
+    let marks: i64 = sqlx::query_scalar("SELECT count(*) FROM saga_steps WHERE step = 'in-doubt'")
         .fetch_one(&mut db)
         .await
         .unwrap();

@@ -50,24 +50,30 @@ struct Mutation {
     from: OrderState,
     order: pb::Order,
     held_from: Option<OrderState>,
-    /// A routed order whose release may have reached fulfillment without
-    /// being recorded (see `repo::saga::RELEASING`).
-    release_in_doubt: bool,
+    /// An order being placed whose confirmation (reserved) or release
+    /// (routed) may have reached its peer without being recorded (see
+    /// `repo::saga::IN_DOUBT`).
+    placement_in_doubt: bool,
 }
 
 impl Mutation {
-    /// Refuses to change the order's lines while its release is in doubt:
-    /// the work at the node keeps the lines it was released with, and the
-    /// release's next attempt must send the same request.
+    /// Refuses to change the order's lines while its placement is in
+    /// doubt: what inventory confirmed, or the work at the node, keeps the
+    /// lines as they are, and the step's next attempt must send the same
+    /// request.
     fn lines_may_change(&self) -> Result<()> {
-        if !self.release_in_doubt {
+        if !self.placement_in_doubt {
             return Ok(());
         }
+        let what = match self.held_from.unwrap_or(self.from) {
+            OrderState::Routed => "released to its nodes",
+            _ => "confirmed at its nodes",
+        };
         Err(Error::Refused(lifecycle::Refused {
-            reason: "RELEASE_IN_DOUBT",
+            reason: "PLACEMENT_IN_DOUBT",
             message: format!(
-                "{} is being released to its nodes and an earlier attempt may have reached \
-                 them with its lines as they are; they can no longer change",
+                "{} is being {what}, and an earlier attempt may have gone through with its \
+                 lines as they are; they can no longer change",
                 self.order.name
             ),
         }))
@@ -146,8 +152,8 @@ impl OrderApi {
             return Err(Error::NotFound(name.to_owned()));
         };
         let from = lifecycle::state(&order);
-        let release_in_doubt = held_from.unwrap_or(from) == OrderState::Routed
-            && repo::saga::exists(&mut tx, tenant, id, repo::saga::RELEASING).await?;
+        let placement_in_doubt = saga::placing(held_from.unwrap_or(from))
+            && repo::saga::exists(&mut tx, tenant, id, repo::saga::IN_DOUBT).await?;
         Ok(Started::Locked(Mutation {
             tx,
             rid,
@@ -155,7 +161,7 @@ impl OrderApi {
             from,
             order,
             held_from,
-            release_in_doubt,
+            placement_in_doubt,
         }))
     }
 

@@ -22,12 +22,14 @@ pub const RELEASE: &str = "release:";
 /// reservation when the edit was not recorded (`undo-extend:<edit request
 /// id>`).
 pub const UNDO_EXTEND: &str = "undo-extend:";
-/// A mark, never due, that the order's release may have reached
-/// fulfillment without being recorded: written (committed on its own)
-/// before the `fulfil` step calls fulfillment, removed with the release's
-/// record. While it is there the order's lines do not change (see
-/// [`mark`]).
-pub const RELEASING: &str = "releasing";
+/// A mark, never due, that a placement step's call may have changed its
+/// peer without the step being recorded: the `route` step's confirmation
+/// (inventory) or the `fulfil` step's release (fulfillment). Written, on
+/// its own commit, before the call; removed with the step's record, when
+/// the call surely changed nothing, or once the order is no longer being
+/// placed. While it is there the order's lines do not change: the step's
+/// next attempt must send what the first one sent.
+pub const IN_DOUBT: &str = "in-doubt";
 
 /// A pending step.
 pub struct Step {
@@ -83,7 +85,7 @@ pub async fn schedule(
     Ok(())
 }
 
-/// Writes the mark `step` (never due, see [`RELEASING`]); whether it is
+/// Writes the mark `step` (never due, see [`IN_DOUBT`]); whether it is
 /// new (false: an earlier attempt left it).
 pub async fn mark(
     db: impl sqlx::PgExecutor<'_>,

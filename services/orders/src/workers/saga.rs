@@ -343,6 +343,7 @@ impl Saga {
         let from = lifecycle::state(&o);
         if from != OrderState::Reserved {
             // Held, cancelled or already routed meanwhile.
+            placement_over(tx, tenant, s, held_from.unwrap_or(from)).await?;
             repo::saga::done(tx, s).await?;
             return Ok(());
         }
@@ -384,9 +385,13 @@ impl Saga {
             repo::saga::done(tx, s).await?;
             return Ok(());
         }
+        // Whether this attempt wrote the in-doubt mark (see below).
+        let mut first = false;
         if !decision.backorders.is_empty() && !decision.assignments.is_empty() {
             // The rule ships what it can now and backorders the rest: the
             // rest leaves this reservation and waits on a step of its own.
+            // Giving it back changes inventory as the confirmation does.
+            first = repo::saga::mark(&self.pool, tenant, s.order_id, repo::saga::IN_DOUBT).await?;
             if !self
                 .backorder_rest(tx, tenant, s, (&mut o, held_from), &decision)
                 .await?
@@ -422,12 +427,20 @@ impl Saga {
             name: format!("reservations/{}", reservation_id(s.order_id)),
             allocations,
         };
-        match self
+        // As for the release (see `fulfil`): a confirmation this attempt
+        // leaves unrecorded holds the lines as they are.
+        let first =
+            repo::saga::mark(&self.pool, tenant, s.order_id, repo::saga::IN_DOUBT).await? || first;
+        let answer = self
             .peers
             .inventory(tenant)
             .confirm_reservation(confirm)
-            .await
-        {
+            .await;
+        let unchanged = answer.as_ref().err().is_some_and(changed_nothing);
+        if answer.is_ok() || (first && unchanged) {
+            repo::saga::take(&mut *tx, tenant, s.order_id, repo::saga::IN_DOUBT).await?;
+        }
+        match answer {
             Ok(_) => {
                 lifecycle::routed(&mut o, &decision).map_err(|r| anyhow::anyhow!(r.message))?;
                 let happened = Happened::state_changed(from, OrderState::Routed, summary);
@@ -539,11 +552,8 @@ impl Saga {
         };
         let from = lifecycle::state(&o);
         if from != OrderState::Routed {
-            // Held: released again with the hold, as it is now. Anything
-            // else (cancelled) is not released by this step any more.
-            if held_from != Some(OrderState::Routed) {
-                repo::saga::take(&mut *tx, tenant, s.order_id, repo::saga::RELEASING).await?;
-            }
+            // Held: released again with the hold, as it is now.
+            placement_over(tx, tenant, s, held_from.unwrap_or(from)).await?;
             repo::saga::done(tx, s).await?;
             return Ok(());
         }
@@ -569,7 +579,7 @@ impl Saga {
         // (orders stops, the answer is lost), its work may be at the node
         // all the same, and an edit of the order's lines meanwhile would
         // make the next attempt's request differ from it (refused).
-        let first = repo::saga::mark(&self.pool, tenant, s.order_id, repo::saga::RELEASING).await?;
+        let first = repo::saga::mark(&self.pool, tenant, s.order_id, repo::saga::IN_DOUBT).await?;
         // Its progress comes back on the tenant's fulfillment feed, also
         // that of work this attempt leaves unrecorded.
         repo::feeds::follow(&self.pool, repo::feeds::FULFILLMENT, tenant).await?;
@@ -577,7 +587,7 @@ impl Saga {
             Ok(names) => names,
             Err(e) => {
                 if first && !e.reached && changed_nothing(&e.status) {
-                    repo::saga::take(&mut *tx, tenant, s.order_id, repo::saga::RELEASING).await?;
+                    repo::saga::take(&mut *tx, tenant, s.order_id, repo::saga::IN_DOUBT).await?;
                 }
                 if e.status.code() == Code::InvalidArgument {
                     let reason = format!("fulfillment refused the work: {}", e.status.message());
@@ -589,7 +599,7 @@ impl Saga {
                 return Ok(());
             }
         };
-        repo::saga::take(&mut *tx, tenant, s.order_id, repo::saga::RELEASING).await?;
+        repo::saga::take(&mut *tx, tenant, s.order_id, repo::saga::IN_DOUBT).await?;
         lifecycle::released(&mut o).map_err(|r| anyhow::anyhow!(r.message))?;
         let why = format!("released to fulfillment: {}", names.join(", "));
         let happened = Happened::state_changed(from, OrderState::Released, why);
@@ -1017,6 +1027,26 @@ pub(crate) fn routing_order(o: &oms_proto::orders::Order) -> RoutingOrder {
     }
 }
 
+/// Whether an order whose placed state (its own, or the one its hold keeps)
+/// is `placed` is still being placed: reserved or routed, not released.
+pub(crate) fn placing(placed: OrderState) -> bool {
+    matches!(placed, OrderState::Reserved | OrderState::Routed)
+}
+
+/// Takes the order's [`repo::saga::IN_DOUBT`] mark once the order is no
+/// longer being placed (cancelled, say): no attempt will follow.
+async fn placement_over(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    s: &Step,
+    placed: OrderState,
+) -> sqlx::Result<()> {
+    if !placing(placed) {
+        repo::saga::take(&mut *tx, tenant, s.order_id, repo::saga::IN_DOUBT).await?;
+    }
+    Ok(())
+}
+
 /// Why work was not released: the failed call's status, and whether an
 /// earlier call of the same release reached fulfillment.
 pub(crate) struct NotReleased {
@@ -1025,22 +1055,17 @@ pub(crate) struct NotReleased {
 }
 
 /// Whether a failed call surely changed nothing at its peer: the peer
-/// refused it (a status the server sent has no source, and its change
-/// rolled back), or no connection could be made. A broken connection, a
-/// timeout or an internal error may come after the peer committed.
+/// answered it with an error (a status the server sent has no source; the
+/// services answer an error only for a change rolled back), or no
+/// connection could be made. A broken connection or a timeout may come
+/// after the peer committed.
 fn changed_nothing(st: &tonic::Status) -> bool {
     use std::error::Error as _;
-    let refused = matches!(
-        st.code(),
-        Code::InvalidArgument
-            | Code::FailedPrecondition
-            | Code::NotFound
-            | Code::AlreadyExists
-            | Code::PermissionDenied
-            | Code::Unauthenticated
-    );
     if st.source().is_none() {
-        return refused;
+        return !matches!(
+            st.code(),
+            Code::DeadlineExceeded | Code::Cancelled | Code::Unknown
+        );
     }
     let mut source = st.source();
     while let Some(e) = source {
