@@ -744,6 +744,46 @@ async fn a_confirmation_whose_answer_was_lost_is_confirmed_again() {
     assert_eq!(available(&mut stock_c, "A").await, 3);
 }
 
+/// A step that waits (here for its order's lock, which the test holds)
+/// keeps its count of failed attempts, which sets how long it backs off
+/// after a failure. (Each wait counted as a failure: after a few, the next
+/// real failure backed off for most of a minute, and orders stalled that
+/// long after a crash.)
+#[tokio::test]
+async fn a_step_waiting_for_its_order_does_not_count_as_failing() {
+    let Reserved { suite, order, .. } = reserved_with_routing_down("waits", 1).await;
+    let mut db = suite.db.connect("orders").await;
+    // The route step failed at least once (routing is down).
+    let failed = "SELECT count(*) FROM saga_steps WHERE step = 'route' AND attempts >= 1";
+    wait_for(&mut db, failed, 1).await;
+    let mut holder = suite.db.connect("orders").await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "BEGIN; SELECT 1 FROM orders WHERE order_id = '{}' FOR UPDATE",
+        order.order_id
+    )))
+    .execute(&mut holder)
+    .await
+    .unwrap();
+    let step =
+        "SELECT attempts, next_attempt_time::text, last_error FROM saga_steps WHERE step = 'route'";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut seen: Vec<(i32, String)> = Vec::new();
+    while seen.len() < 4 {
+        let (attempts, at, why): (i32, String, String) =
+            sqlx::query_as(step).fetch_one(&mut db).await.unwrap();
+        if why == "order busy" && seen.last().is_none_or(|(_, last)| *last != at) {
+            seen.push((attempts, at));
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never waited: {seen:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let attempts: Vec<i32> = seen.iter().map(|(a, _)| *a).collect();
+    assert!(attempts.windows(2).all(|w| w[0] == w[1]), "{attempts:?}");
+}
+
 /// Polls `sql` (a count) on `db` until it gives `want`; fails after 60 s.
 async fn wait_for(db: &mut sqlx::PgConnection, sql: &'static str, want: i64) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);

@@ -684,7 +684,7 @@ async fn released_while_unrecorded(
         .await
         .unwrap();
     record_releases(&mut db).await;
-    let untried = "SELECT count(*) FROM saga_steps WHERE step LIKE 'reroute:%' AND attempts = 0";
+    let untried = "SELECT count(*) FROM saga_steps WHERE step LIKE 'reroute:%' AND last_error = ''";
     loop {
         let n: i64 = sqlx::query_scalar(untried)
             .fetch_one(&mut db)

@@ -257,6 +257,31 @@ pub async fn done(tx: &mut PgConnection, s: &Step) -> sqlx::Result<()> {
     Ok(())
 }
 
+/// Runs a step again at `at` because it waits for something (the order's
+/// lock, give-backs, the order's release), not because it failed: its
+/// attempts, which set the backoff after a failure, stay as they are.
+/// (Counted as failures, a few waits made the next real failure back off
+/// for most of a minute.)
+pub async fn wait(
+    tx: &mut PgConnection,
+    s: &Step,
+    why: &str,
+    at: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE saga_steps SET last_error = $4, next_attempt_time = $5
+         WHERE tenant = $1 AND order_id = $2 AND step = $3",
+    )
+    .bind(&s.tenant)
+    .bind(s.order_id)
+    .bind(&s.step)
+    .bind(why)
+    .bind(at)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
 /// Retries a step later with a new payload (what the next attempt should
 /// ask).
 pub async fn retry_with(

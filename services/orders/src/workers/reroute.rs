@@ -170,13 +170,8 @@ impl Saga {
             OrderState::Reserved | OrderState::Routed | OrderState::OnHold
         );
         if waiting {
-            repo::saga::retry(
-                tx,
-                s,
-                "waiting for the order's release",
-                Utc::now() + backoff(s.attempts),
-            )
-            .await?;
+            let soon = Utc::now() + chrono::Duration::seconds(1);
+            repo::saga::wait(tx, s, "waiting for the order's release", soon).await?;
             return Ok(());
         }
         if !matches!(from, OrderState::Released | OrderState::PartiallyShipped) {

@@ -59,7 +59,7 @@ pub(crate) async fn lock_for_step(
         }
         TryLock::Busy => {
             let soon = Utc::now() + chrono::Duration::milliseconds(100);
-            repo::saga::retry(tx, s, "order busy", soon).await?;
+            repo::saga::wait(tx, s, "order busy", soon).await?;
             Ok(None)
         }
     }
@@ -351,10 +351,10 @@ impl Saga {
             // Units cancelled or edited away, or added by an edit that was
             // not recorded, are still held: allocations for what the order
             // keeps would not cover the reservation, and inventory would
-            // refuse them. Their give-back runs first (backing off, up to
-            // 2 s apart, while it is retried: inventory may be down).
-            let soon = Utc::now() + backoff(s.attempts).min(chrono::Duration::seconds(2));
-            repo::saga::retry(tx, s, "units still to give back", soon).await?;
+            // refuse them. Their give-back runs first (it backs off on its
+            // own while inventory is down).
+            let soon = Utc::now() + chrono::Duration::milliseconds(500);
+            repo::saga::wait(tx, s, "units still to give back", soon).await?;
             return Ok(());
         }
         let plan = PlanOrderRequest {
