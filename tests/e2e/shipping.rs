@@ -369,7 +369,8 @@ async fn a_cancel_the_node_refuses_once_packed_leaves_the_order_shipping() {
     // packed and shipped. At 300 ms a loaded CI machine (every e2e test at
     // once on two cores) let the shipment in first, and the cancel met a
     // shipped order.
-    let _dc1 = warehouse_pacing(&suite, "DC1", 0.0, Duration::from_secs(2));
+    // Slow enough that the cancel always comes before the work is packed.
+    let _dc1 = warehouse_pacing(&suite, "DC1", 0.0, Duration::from_secs(30));
     let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
     let mut feed = suite.order_events(T).await;
     let mut work = FulfillmentServiceClient::new(suite.channel(Service::Fulfillment));
@@ -566,7 +567,8 @@ async fn an_order_whose_release_may_be_at_the_node_keeps_its_lines() {
 async fn work_of_an_order_cancelled_while_its_release_was_in_doubt_is_cancelled() {
     let suite = Suite::start().await;
     let mut stock = suite.stock(T, &[("A", 5)]).await;
-    let _dc1 = warehouse_pacing(&suite, "DC1", 0.0, Duration::from_secs(2));
+    // Slow enough that the cancel always comes before the work is packed.
+    let _dc1 = warehouse_pacing(&suite, "DC1", 0.0, Duration::from_secs(30));
     let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
     let mut feed = suite.order_events(T).await;
     fail_releases(&mut suite.db.connect("orders").await).await;

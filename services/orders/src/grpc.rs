@@ -67,7 +67,8 @@ impl Mutation {
         }
         let what = match self.held_from.unwrap_or(self.from) {
             OrderState::Routed => "released to its nodes",
-            _ => "confirmed at its nodes",
+            OrderState::Reserved => "confirmed at its nodes",
+            _ => "reserved",
         };
         Err(Error::Refused(lifecycle::Refused {
             reason: "PLACEMENT_IN_DOUBT",

@@ -253,6 +253,7 @@ impl Saga {
         let from = lifecycle::state(&o);
         if !matches!(from, OrderState::Created | OrderState::Backordered) {
             // Held or cancelled meanwhile: releasing the hold enqueues it again.
+            placement_over(tx, tenant, s, held_from.unwrap_or(from)).await?;
             repo::saga::done(tx, s).await?;
             return Ok(());
         }
@@ -271,7 +272,14 @@ impl Saga {
             reference: o.name.clone(),
             channel: o.channel.clone(),
         };
-        match self.peers.inventory(tenant).create_reservation(req).await {
+        // As for the confirmation and the release: a reservation this
+        // attempt leaves unrecorded holds the lines as they are.
+        let first = repo::saga::mark(&self.pool, tenant, s.order_id, repo::saga::IN_DOUBT).await?;
+        let answer = self.peers.inventory(tenant).create_reservation(req).await;
+        if answer.is_ok() || (first && answer.as_ref().err().is_some_and(changed_nothing)) {
+            repo::saga::take(&mut *tx, tenant, s.order_id, repo::saga::IN_DOUBT).await?;
+        }
+        match answer {
             Ok(_) => {
                 lifecycle::reserved(&mut o).map_err(|r| anyhow::anyhow!(r.message))?;
                 let happened =
@@ -1028,9 +1036,12 @@ pub(crate) fn routing_order(o: &oms_proto::orders::Order) -> RoutingOrder {
 }
 
 /// Whether an order whose placed state (its own, or the one its hold keeps)
-/// is `placed` is still being placed: reserved or routed, not released.
+/// is `placed` is still being placed: not released, nor cancelled.
 pub(crate) fn placing(placed: OrderState) -> bool {
-    matches!(placed, OrderState::Reserved | OrderState::Routed)
+    matches!(
+        placed,
+        OrderState::Created | OrderState::Backordered | OrderState::Reserved | OrderState::Routed
+    )
 }
 
 /// Takes the order's [`repo::saga::IN_DOUBT`] mark once the order is no
