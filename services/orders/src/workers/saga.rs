@@ -173,6 +173,11 @@ impl Saga {
 
     async fn tick(&self) -> anyhow::Result<usize> {
         self.peer_down.store(false, Ordering::Relaxed);
+        // For what a step commits on its own (the in-doubt mark) while its
+        // order is locked: taken before any lock, so that a step never
+        // waits for a connection that requests waiting on its order's
+        // lock hold (they timed out, with the pool's every connection).
+        let mut side = self.pool.acquire().await?;
         let mut tx = self.pool.begin().await?;
         let steps = repo::saga::claim_due(&mut tx, 20).await?;
         let n = steps.len();
@@ -194,7 +199,7 @@ impl Saga {
             // rolled the whole batch back, and, due first again, stalled
             // every other order's steps for good.
             let mut one = sqlx::Connection::begin(&mut *tx).await?;
-            match self.run_step(&mut one, &tenant, &s).await {
+            match self.run_step(&mut one, &mut side, &tenant, &s).await {
                 Ok(()) => one.commit().await?,
                 Err(e) => {
                     one.rollback().await?;
@@ -208,19 +213,21 @@ impl Saga {
         Ok(n)
     }
 
-    /// Runs one step in `tx` (its own savepoint).
+    /// Runs one step in `tx` (its own savepoint); `side` commits on its
+    /// own.
     async fn run_step(
         &self,
         tx: &mut PgConnection,
+        side: &mut PgConnection,
         tenant: &Tenant,
         s: &Step,
     ) -> anyhow::Result<()> {
         if s.step == repo::saga::RESERVE {
-            self.reserve(tx, tenant, s).await?;
+            self.reserve(tx, side, tenant, s).await?;
         } else if s.step == repo::saga::ROUTE {
-            self.route(tx, tenant, s).await?;
+            self.route(tx, side, tenant, s).await?;
         } else if s.step == repo::saga::FULFIL {
-            self.fulfil(tx, tenant, s).await?;
+            self.fulfil(tx, side, tenant, s).await?;
         } else if s.step.starts_with(repo::saga::REROUTE) {
             self.reroute(tx, tenant, s).await?;
         } else if s.step.starts_with(repo::saga::UNPLAN) {
@@ -244,6 +251,7 @@ impl Saga {
     async fn reserve(
         &self,
         tx: &mut PgConnection,
+        side: &mut PgConnection,
         tenant: &Tenant,
         s: &Step,
     ) -> anyhow::Result<()> {
@@ -274,7 +282,7 @@ impl Saga {
         };
         // As for the confirmation and the release: a reservation this
         // attempt leaves unrecorded holds the lines as they are.
-        let first = repo::saga::mark(&self.pool, tenant, s.order_id, repo::saga::IN_DOUBT).await?;
+        let first = repo::saga::mark(&mut *side, tenant, s.order_id, repo::saga::IN_DOUBT).await?;
         let answer = self.peers.inventory(tenant).create_reservation(req).await;
         if answer.is_ok() || (first && answer.as_ref().err().is_some_and(changed_nothing)) {
             repo::saga::take(&mut *tx, tenant, s.order_id, repo::saga::IN_DOUBT).await?;
@@ -344,7 +352,13 @@ impl Saga {
     /// nodes. Both calls are idempotent: the plan's request id carries the
     /// step's plan key (see [`route_step`]) and the confirmation's is the
     /// decision's.
-    async fn route(&self, tx: &mut PgConnection, tenant: &Tenant, s: &Step) -> anyhow::Result<()> {
+    async fn route(
+        &self,
+        tx: &mut PgConnection,
+        side: &mut PgConnection,
+        tenant: &Tenant,
+        s: &Step,
+    ) -> anyhow::Result<()> {
         let Some((mut o, held_from)) = lock_for_step(tx, tenant, s).await? else {
             return Ok(());
         };
@@ -399,7 +413,7 @@ impl Saga {
             // The rule ships what it can now and backorders the rest: the
             // rest leaves this reservation and waits on a step of its own.
             // Giving it back changes inventory as the confirmation does.
-            first = repo::saga::mark(&self.pool, tenant, s.order_id, repo::saga::IN_DOUBT).await?;
+            first = repo::saga::mark(&mut *side, tenant, s.order_id, repo::saga::IN_DOUBT).await?;
             if !self
                 .backorder_rest(tx, tenant, s, (&mut o, held_from), &decision)
                 .await?
@@ -438,7 +452,7 @@ impl Saga {
         // As for the release (see `fulfil`): a confirmation this attempt
         // leaves unrecorded holds the lines as they are.
         let first =
-            repo::saga::mark(&self.pool, tenant, s.order_id, repo::saga::IN_DOUBT).await? || first;
+            repo::saga::mark(&mut *side, tenant, s.order_id, repo::saga::IN_DOUBT).await? || first;
         let answer = self
             .peers
             .inventory(tenant)
@@ -554,7 +568,13 @@ impl Saga {
     /// of its sourcing, created and released. Request ids are derived from
     /// the order, the decision and the node, so a retry creates nothing
     /// twice; the order is RELEASED once every node has its work.
-    async fn fulfil(&self, tx: &mut PgConnection, tenant: &Tenant, s: &Step) -> anyhow::Result<()> {
+    async fn fulfil(
+        &self,
+        tx: &mut PgConnection,
+        side: &mut PgConnection,
+        tenant: &Tenant,
+        s: &Step,
+    ) -> anyhow::Result<()> {
         let Some((mut o, held_from)) = lock_for_step(tx, tenant, s).await? else {
             return Ok(());
         };
@@ -587,10 +607,10 @@ impl Saga {
         // (orders stops, the answer is lost), its work may be at the node
         // all the same, and an edit of the order's lines meanwhile would
         // make the next attempt's request differ from it (refused).
-        let first = repo::saga::mark(&self.pool, tenant, s.order_id, repo::saga::IN_DOUBT).await?;
+        let first = repo::saga::mark(&mut *side, tenant, s.order_id, repo::saga::IN_DOUBT).await?;
         // Its progress comes back on the tenant's fulfillment feed, also
         // that of work this attempt leaves unrecorded.
-        repo::feeds::follow(&self.pool, repo::feeds::FULFILLMENT, tenant).await?;
+        repo::feeds::follow(&mut *side, repo::feeds::FULFILLMENT, tenant).await?;
         let names = match self.release_work(tenant, s.order_id, &decision, work).await {
             Ok(names) => names,
             Err(e) => {
