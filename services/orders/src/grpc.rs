@@ -759,6 +759,10 @@ impl OrderApi {
         caller: &Caller,
         r: &pb::EditOrderLinesRequest,
     ) -> Result<pb::Order> {
+        // For the undo step the edit commits on its own while it holds the
+        // order's lock: taken first, so it never waits for a connection
+        // that requests queued on that lock hold.
+        let mut side = self.pool.acquire().await?;
         let mut m = match self
             .begin(caller, &r.request_id, "EditOrderLines", r, &r.name)
             .await?
@@ -780,7 +784,14 @@ impl OrderApi {
             // retried edit replays the extension instead of repeating it.
             let extend = saga::extend_request(m.id, &r.request_id, &edit.added, &r.reason);
             self.saga
-                .extend_for_edit(&mut m.tx, &caller.tenant, m.id, &r.request_id, extend)
+                .extend_for_edit(
+                    &mut m.tx,
+                    &mut side,
+                    &caller.tenant,
+                    m.id,
+                    &r.request_id,
+                    extend,
+                )
                 .await?;
         }
         let mut steps = vec![];

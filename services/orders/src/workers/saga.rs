@@ -722,9 +722,13 @@ impl Saga {
     /// them back unless `tx` removes it. An edit whose earlier attempt was
     /// undone is refused (`EDIT_GIVEN_UP`): its extension would only
     /// replay now, holding nothing.
+    /// `side` commits on its own; the caller took it before locking the
+    /// order (see `tick`).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn extend_for_edit(
         &self,
         tx: &mut PgConnection,
+        side: &mut PgConnection,
         tenant: &Tenant,
         order_id: uuid::Uuid,
         key: &str,
@@ -734,7 +738,7 @@ impl Saga {
         let undo = format!("{}{key}", repo::saga::UNDO_EXTEND);
         let at = Utc::now() + UNDO_EXTENSION_AFTER;
         repo::saga::schedule(
-            &self.pool,
+            &mut *side,
             tenant,
             order_id,
             &undo,
@@ -754,7 +758,7 @@ impl Saga {
                 st.code(),
                 Code::FailedPrecondition | Code::InvalidArgument | Code::NotFound
             ) {
-                repo::saga::take(&self.pool, tenant, order_id, &undo).await?;
+                repo::saga::take(&mut *side, tenant, order_id, &undo).await?;
             }
             return Err(Error::Inventory(st));
         }
