@@ -754,19 +754,7 @@ async fn an_order_whose_reservation_may_be_made_keeps_its_lines() {
     let suite = Suite::start().await;
     let mut stock_c = suite.stock(T, &[("A", 5)]).await;
     let mut db = suite.db.connect("orders").await;
-    sqlx::raw_sql("CREATE TABLE reserve_fails ()")
-        .execute(&mut db)
-        .await
-        .unwrap();
-    let when = "NEW.to_state = 'reserved' AND to_regclass('reserve_fails') IS NOT NULL";
-    trigger(
-        &mut db,
-        "reserve_fails",
-        "INSERT ON order_history",
-        when,
-        FAIL,
-    )
-    .await;
+    fail_recording(&mut db, "reserved").await;
     let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
     let mut feed = suite.order_events(T).await;
     let order = create(&mut orders, "reserve-in-doubt", &[("A", 2)]).await;
@@ -779,10 +767,7 @@ async fn an_order_whose_reservation_may_be_made_keeps_its_lines() {
         (tonic::Code::FailedPrecondition, "PLACEMENT_IN_DOUBT".into()),
         "{refused:?}"
     );
-    sqlx::raw_sql("DROP TABLE reserve_fails")
-        .execute(&mut db)
-        .await
-        .unwrap();
+    record_again(&mut db, "reserved").await;
     let routed = until_state(&mut feed, &order.name, OrderState::Routed)
         .await
         .order
@@ -830,6 +815,27 @@ async fn a_step_waiting_for_its_order_does_not_count_as_failing() {
     }
     let attempts: Vec<i32> = seen.iter().map(|(a, _)| *a).collect();
     assert!(attempts.windows(2).all(|w| w[0] == w[1]), "{attempts:?}");
+}
+
+/// Makes orders fail to record that an order reached `state` (that
+/// commit fails) until [`record_again`].
+pub(crate) async fn fail_recording(db: &mut sqlx::PgConnection, state: &str) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE {state}_fails ()"
+    )))
+    .execute(&mut *db)
+    .await
+    .unwrap();
+    let when = format!("NEW.to_state = '{state}' AND to_regclass('{state}_fails') IS NOT NULL");
+    let name = format!("{state}_fails");
+    trigger(db, &name, "INSERT ON order_history", &when, FAIL).await;
+}
+
+pub(crate) async fn record_again(db: &mut sqlx::PgConnection, state: &str) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE {state}_fails")))
+        .execute(db)
+        .await
+        .unwrap();
 }
 
 /// Polls `sql` (a count) on `db` until it gives `want`; fails after 60 s.

@@ -1,7 +1,9 @@
 //! The whole journey with the reference WMS simulator on the adapter
 //! stream: an order is reserved, routed, released, shipped and delivered,
 //! and the stock it shipped leaves inventory.
-use crate::placement::{FAIL, available, create, order_of, until_released, until_state};
+use crate::placement::{
+    available, create, fail_recording, order_of, record_again, until_released, until_state,
+};
 use oms_e2e::Suite;
 use oms_kernel::Tenant;
 use oms_proto::fulfillment::{
@@ -529,7 +531,7 @@ async fn an_order_whose_release_may_be_at_the_node_keeps_its_lines() {
     let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
     let mut feed = suite.order_events(T).await;
     let mut db = suite.db.connect("orders").await;
-    fail_releases(&mut db).await;
+    fail_recording(&mut db, "released").await;
     let order = create(&mut orders, "in-doubt", &[("A", 2)]).await;
     until_state(&mut feed, &order.name, OrderState::Routed).await;
     until_work(&suite, &order.name).await;
@@ -544,7 +546,7 @@ async fn an_order_whose_release_may_be_at_the_node_keeps_its_lines() {
             "{refused:?}"
         );
     }
-    record_releases(&mut db).await;
+    record_again(&mut db, "released").await;
     let released = until_state(&mut feed, &order.name, OrderState::Released)
         .await
         .order
@@ -570,7 +572,7 @@ async fn work_of_an_order_cancelled_while_its_release_was_in_doubt_is_cancelled(
     let _dc1 = warehouse_pacing(&suite, "DC1", 0.0, Duration::from_secs(30));
     let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
     let mut feed = suite.order_events(T).await;
-    fail_releases(&mut suite.db.connect("orders").await).await;
+    fail_recording(&mut suite.db.connect("orders").await, "released").await;
     let order = create(&mut orders, "in-doubt", &[("A", 2)]).await;
     until_state(&mut feed, &order.name, OrderState::Routed).await;
     until_work(&suite, &order.name).await;
@@ -596,25 +598,6 @@ async fn work_of_an_order_cancelled_while_its_release_was_in_doubt_is_cancelled(
     );
     assert_eq!(on_hand(&mut stock, "A").await, [("DC1".to_string(), 5)]);
     assert_eq!(crate::placement::available(&mut stock, "A").await, 5);
-}
-
-/// Makes orders fail to record any release (its commit fails) until
-/// [`record_releases`].
-async fn fail_releases(db: &mut sqlx::PgConnection) {
-    sqlx::raw_sql("CREATE TABLE release_fails ()")
-        .execute(&mut *db)
-        .await
-        .unwrap();
-    let when = "NEW.to_state = 'released' AND to_regclass('release_fails') IS NOT NULL";
-    let on = "INSERT ON order_history";
-    oms_testkit::trigger(db, "release_fails", on, when, FAIL).await;
-}
-
-async fn record_releases(db: &mut sqlx::PgConnection) {
-    sqlx::raw_sql("DROP TABLE release_fails")
-        .execute(db)
-        .await
-        .unwrap();
 }
 
 /// Waits until fulfillment has work of `order` (60 s at most).
@@ -648,7 +631,7 @@ async fn released_while_unrecorded(
     drop(first_dc1);
     let dc1 = warehouse(&suite, "DC1", reject_rate);
     let mut db = suite.db.connect("orders").await;
-    fail_releases(&mut db).await;
+    fail_recording(&mut db, "released").await;
     let order = create(&mut orders, "quick-wms", &[("A", 2)]).await;
     until_state(&mut feed, &order.name, OrderState::Routed).await;
 
@@ -684,7 +667,7 @@ async fn released_while_unrecorded(
         .execute(&mut db)
         .await
         .unwrap();
-    record_releases(&mut db).await;
+    record_again(&mut db, "released").await;
     let untried = "SELECT count(*) FROM saga_steps WHERE step LIKE 'reroute:%' AND last_error = ''";
     loop {
         let n: i64 = sqlx::query_scalar(untried)

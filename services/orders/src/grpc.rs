@@ -50,22 +50,22 @@ struct Mutation {
     from: OrderState,
     order: pb::Order,
     held_from: Option<OrderState>,
-    /// An order being placed whose confirmation (reserved) or release
-    /// (routed) may have reached its peer without being recorded (see
-    /// `repo::saga::IN_DOUBT`).
-    placement_in_doubt: bool,
 }
 
 impl Mutation {
     /// Refuses to change the order's lines while its placement is in
     /// doubt: what inventory confirmed, or the work at the node, keeps the
     /// lines as they are, and the step's next attempt must send the same
-    /// request.
-    fn lines_may_change(&self) -> Result<()> {
-        if !self.placement_in_doubt {
+    /// request. Asked only by the changes that touch lines: the others
+    /// read no mark.
+    async fn lines_may_change(&mut self, tenant: &oms_kernel::Tenant) -> Result<()> {
+        let placed = self.held_from.unwrap_or(self.from);
+        if !saga::placing(placed)
+            || !repo::saga::exists(&mut self.tx, tenant, self.id, repo::saga::IN_DOUBT).await?
+        {
             return Ok(());
         }
-        let what = match self.held_from.unwrap_or(self.from) {
+        let what = match placed {
             OrderState::Routed => "released to its nodes",
             OrderState::Reserved => "confirmed at its nodes",
             _ => "reserved",
@@ -126,7 +126,7 @@ impl OrderApi {
             Started::Locked(m) => m,
         };
         if changes_lines {
-            m.lines_may_change()?;
+            m.lines_may_change(&caller.tenant).await?;
         }
         let outcome = apply(&mut m.order, &mut m.held_from, m.id)?;
         self.commit(caller, m, outcome).await
@@ -153,8 +153,6 @@ impl OrderApi {
             return Err(Error::NotFound(name.to_owned()));
         };
         let from = lifecycle::state(&order);
-        let placement_in_doubt = saga::placing(held_from.unwrap_or(from))
-            && repo::saga::exists(&mut tx, tenant, id, repo::saga::IN_DOUBT).await?;
         Ok(Started::Locked(Mutation {
             tx,
             rid,
@@ -162,7 +160,6 @@ impl OrderApi {
             from,
             order,
             held_from,
-            placement_in_doubt,
         }))
     }
 
@@ -770,7 +767,7 @@ impl OrderApi {
             Started::Replay(o) => return Ok(o),
             Started::Locked(m) => m,
         };
-        m.lines_may_change()?;
+        m.lines_may_change(&caller.tenant).await?;
         let placed = m.held_from.unwrap_or(m.from);
         let held = match placed {
             OrderState::Reserved => lifecycle::Held::Network,

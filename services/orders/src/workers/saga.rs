@@ -282,11 +282,9 @@ impl Saga {
         };
         // As for the confirmation and the release: a reservation this
         // attempt leaves unrecorded holds the lines as they are.
-        let first = repo::saga::mark(&mut *side, tenant, s.order_id, repo::saga::IN_DOUBT).await?;
+        let first = doubt(side, tenant, s).await?;
         let answer = self.peers.inventory(tenant).create_reservation(req).await;
-        if answer.is_ok() || (first && answer.as_ref().err().is_some_and(changed_nothing)) {
-            repo::saga::take(&mut *tx, tenant, s.order_id, repo::saga::IN_DOUBT).await?;
-        }
+        settle_doubt(tx, tenant, s, settles(first, &answer)).await?;
         match answer {
             Ok(_) => {
                 lifecycle::reserved(&mut o).map_err(|r| anyhow::anyhow!(r.message))?;
@@ -413,7 +411,7 @@ impl Saga {
             // The rule ships what it can now and backorders the rest: the
             // rest leaves this reservation and waits on a step of its own.
             // Giving it back changes inventory as the confirmation does.
-            first = repo::saga::mark(&mut *side, tenant, s.order_id, repo::saga::IN_DOUBT).await?;
+            first = doubt(side, tenant, s).await?;
             if !self
                 .backorder_rest(tx, tenant, s, (&mut o, held_from), &decision)
                 .await?
@@ -451,17 +449,13 @@ impl Saga {
         };
         // As for the release (see `fulfil`): a confirmation this attempt
         // leaves unrecorded holds the lines as they are.
-        let first =
-            repo::saga::mark(&mut *side, tenant, s.order_id, repo::saga::IN_DOUBT).await? || first;
+        let first = doubt(side, tenant, s).await? || first;
         let answer = self
             .peers
             .inventory(tenant)
             .confirm_reservation(confirm)
             .await;
-        let unchanged = answer.as_ref().err().is_some_and(changed_nothing);
-        if answer.is_ok() || (first && unchanged) {
-            repo::saga::take(&mut *tx, tenant, s.order_id, repo::saga::IN_DOUBT).await?;
-        }
+        settle_doubt(tx, tenant, s, settles(first, &answer)).await?;
         match answer {
             Ok(_) => {
                 lifecycle::routed(&mut o, &decision).map_err(|r| anyhow::anyhow!(r.message))?;
@@ -607,16 +601,15 @@ impl Saga {
         // (orders stops, the answer is lost), its work may be at the node
         // all the same, and an edit of the order's lines meanwhile would
         // make the next attempt's request differ from it (refused).
-        let first = repo::saga::mark(&mut *side, tenant, s.order_id, repo::saga::IN_DOUBT).await?;
+        let first = doubt(side, tenant, s).await?;
         // Its progress comes back on the tenant's fulfillment feed, also
         // that of work this attempt leaves unrecorded.
         repo::feeds::follow(&mut *side, repo::feeds::FULFILLMENT, tenant).await?;
         let names = match self.release_work(tenant, s.order_id, &decision, work).await {
             Ok(names) => names,
             Err(e) => {
-                if first && !e.reached && changed_nothing(&e.status) {
-                    repo::saga::take(&mut *tx, tenant, s.order_id, repo::saga::IN_DOUBT).await?;
-                }
+                let settled = first && !e.reached && changed_nothing(&e.status);
+                settle_doubt(tx, tenant, s, settled).await?;
                 if e.status.code() == Code::InvalidArgument {
                     let reason = format!("fulfillment refused the work: {}", e.status.message());
                     hold_for_review(tx, tenant, s.order_id, &mut o, from, reason).await?;
@@ -627,7 +620,7 @@ impl Saga {
                 return Ok(());
             }
         };
-        repo::saga::take(&mut *tx, tenant, s.order_id, repo::saga::IN_DOUBT).await?;
+        settle_doubt(tx, tenant, s, true).await?;
         lifecycle::released(&mut o).map_err(|r| anyhow::anyhow!(r.message))?;
         let why = format!("released to fulfillment: {}", names.join(", "));
         let happened = Happened::state_changed(from, OrderState::Released, why);
@@ -1068,18 +1061,46 @@ pub(crate) fn placing(placed: OrderState) -> bool {
     )
 }
 
-/// Takes the order's [`repo::saga::IN_DOUBT`] mark once the order is no
-/// longer being placed (cancelled, say): no attempt will follow.
+/// Writes the order's [`repo::saga::IN_DOUBT`] mark (on `side`, committed
+/// at once) before a placement step calls its peer; whether this attempt
+/// wrote it (false: an earlier one left it).
+async fn doubt(side: &mut PgConnection, tenant: &Tenant, s: &Step) -> sqlx::Result<bool> {
+    repo::saga::mark(side, tenant, s.order_id, repo::saga::IN_DOUBT).await
+}
+
+/// Takes the mark, with `tx`, when `settled`.
+async fn settle_doubt(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    s: &Step,
+    settled: bool,
+) -> sqlx::Result<()> {
+    if settled {
+        repo::saga::take(tx, tenant, s.order_id, repo::saga::IN_DOUBT).await?;
+    }
+    Ok(())
+}
+
+/// Whether a call's answer settles the doubt: it went through (the step
+/// records it with the mark's removal), or it surely changed nothing and
+/// this attempt wrote the mark (`first`: no earlier attempt may have gone
+/// through).
+fn settles<T>(first: bool, answer: &Result<T, tonic::Status>) -> bool {
+    match answer {
+        Ok(_) => true,
+        Err(st) => first && changed_nothing(st),
+    }
+}
+
+/// Takes the mark once the order is no longer being placed (cancelled,
+/// say): no attempt will follow.
 async fn placement_over(
     tx: &mut PgConnection,
     tenant: &Tenant,
     s: &Step,
     placed: OrderState,
 ) -> sqlx::Result<()> {
-    if !placing(placed) {
-        repo::saga::take(&mut *tx, tenant, s.order_id, repo::saga::IN_DOUBT).await?;
-    }
-    Ok(())
+    settle_doubt(tx, tenant, s, !placing(placed)).await
 }
 
 /// Why work was not released: the failed call's status, and whether an
