@@ -576,7 +576,20 @@ async fn work_of_an_order_cancelled_while_its_release_was_in_doubt_is_cancelled(
     let order = create(&mut orders, "in-doubt", &[("A", 2)]).await;
     until_state(&mut feed, &order.name, OrderState::Routed).await;
     until_work(&suite, &order.name).await;
+    // Orders has heard of the work before the cancel (the other order of
+    // the two, the feed after the cancel, asks it to stop as well).
+    let mut db = suite.db.connect("orders").await;
+    let heard = "SELECT count(*) FROM fulfillments";
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while sqlx::query_scalar::<_, i64>(heard)
+        .fetch_one(&mut db)
+        .await
+        .unwrap()
+        == 0
+    {
+        assert!(std::time::Instant::now() < deadline, "never heard of");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let cancel = ord::CancelOrderRequest {
         request_id: "cancel".into(),
         name: order.name.clone(),

@@ -703,6 +703,14 @@ impl OrderApi {
             let release = saga::release_request(m.id, key, &[], "order cancelled").encode_to_vec();
             let mut steps = vec![(format!("{}{key}", crate::repo::saga::RELEASE), release)];
             steps.extend(unplanned(&m.order));
+            // Work a release left at a node without being recorded (its
+            // placement was in doubt), reported already: asked to stop too.
+            let work = repo::feeds::fulfillments(&mut m.tx, &caller.tenant, m.id).await?;
+            steps.extend(
+                work.iter()
+                    .filter(|f| saga::open_work(f))
+                    .map(|f| saga::cancel_work_step(f, key, &r.reason)),
+            );
             Outcome {
                 happened: Happened {
                     kind: order_event::Kind::LinesCancelled(pb::OrderLinesCancelled {
