@@ -4,7 +4,7 @@
 //! step of their journey. Once every order is delivered or cancelled: no
 //! unit is held anywhere, every shipped unit left inventory exactly once,
 //! every order shipped what it kept, and the gate agrees with the record.
-use crate::placement::order;
+use crate::placement::{order, until_counted_plans};
 use crate::shipping::{history_of, simulated_wms, warehouse_with, work_of};
 use oms_e2e::Suite;
 use oms_proto::fulfillment::{
@@ -397,6 +397,22 @@ async fn journeys(crashes: &[(usize, Crash)], replica: bool) {
             if final_steps.contains(&to) {
                 assert_eq!(n, 1, "{}: {from:?} -> {to:?} told {n} times", o.name);
             }
+        }
+    }
+
+    // Plans of orders cancelled before release no longer count against
+    // their nodes' capacity, whether the order recorded them or a crash
+    // came first.
+    for o in settled
+        .iter()
+        .filter(|o| o.state() == OrderState::Cancelled)
+    {
+        let history = history_of(&mut orders.clone(), &o.name).await;
+        let released = history
+            .iter()
+            .any(|c| c.kind == "OrderStateChanged" && c.to_state() == OrderState::Released);
+        if !released {
+            until_counted_plans(&suite, &o.name, 0).await;
         }
     }
 

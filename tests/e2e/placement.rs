@@ -1029,4 +1029,75 @@ async fn an_order_edited_after_its_plan_is_planned_again() {
     assert!(routed.holds.is_empty(), "{:?}", routed.holds);
     assert_eq!(routed.lines[0].quantity, 2);
     assert_eq!(available(&mut stock_c, "A").await, 3);
+    // The first plan went back: only the one the order ships by counts
+    // against the node's capacity (the first stayed counted).
+    let counted = until_counted_plans(&suite, &order.name, 1).await;
+    assert_eq!(counted, vec![routed.routing_decision]);
+}
+
+/// Orders stopped after routing planned an order and inventory confirmed
+/// it (its record failed), and the order was then cancelled: the plan it
+/// never recorded no longer counts against the node's capacity (it
+/// counted for good: the cancel gave back only a recorded plan).
+#[tokio::test]
+async fn a_plan_the_order_never_recorded_goes_back_when_it_is_cancelled() {
+    let Reserved {
+        mut suite,
+        mut orders,
+        mut feed,
+        order,
+        ..
+    } = reserved_with_routing_down("cancel-unrecorded-plan", 2).await;
+    let mut db = suite.db.connect("orders").await;
+    fail_recording(&mut db, "routed").await;
+    suite.start_again(Service::Routing).await;
+    let mut inv_db = suite.db.connect("inventory").await;
+    let confirmed = "SELECT count(*) FROM reservations WHERE state = 'confirmed'";
+    wait_for(&mut inv_db, confirmed, 1).await;
+    assert_eq!(until_counted_plans(&suite, &order.name, 1).await.len(), 1);
+
+    let cancel = ord::CancelOrderRequest {
+        request_id: "cancel-it".into(),
+        name: order.name.clone(),
+        reason: "changed my mind".into(),
+    };
+    orders.cancel_order(authed(T, cancel)).await.unwrap();
+    until_state(&mut feed, &order.name, OrderState::Cancelled).await;
+    until_counted_plans(&suite, &order.name, 0).await;
+    record_again(&mut db, "routed").await;
+}
+
+/// Waits until routing counts `want` plans of `order` against node
+/// capacity (decisions not released); returns their names. Fails after
+/// 60 s.
+pub(crate) async fn until_counted_plans(suite: &Suite, order: &str, want: usize) -> Vec<String> {
+    use oms_proto::routing::{ListDecisionsRequest, routing_service_client::RoutingServiceClient};
+    let mut routing = RoutingServiceClient::new(suite.channel(Service::Routing));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let list = ListDecisionsRequest {
+            page_size: 500,
+            order: order.to_owned(),
+            ..Default::default()
+        };
+        let decisions = routing
+            .list_decisions(authed(T, list))
+            .await
+            .unwrap()
+            .into_inner()
+            .decisions;
+        let counted: Vec<String> = decisions
+            .into_iter()
+            .filter(|d| d.release_time.is_none())
+            .map(|d| d.name)
+            .collect();
+        if counted.len() == want {
+            return counted;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{order}: {counted:?} counted, not {want}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

@@ -552,7 +552,7 @@ impl OrderService for OrderApi {
                 let mut steps = vec![];
                 if lifecycle::state(o) == OrderState::Cancelled {
                     *held_from = None;
-                    steps.extend(unplanned(o));
+                    steps.push(unplanned());
                 }
                 if reserved {
                     let release = saga::release_request(id, &key, &cancelled, "lines cancelled")
@@ -702,7 +702,7 @@ impl OrderApi {
             // Whatever was reserved goes back (a release of nothing is a no-op).
             let release = saga::release_request(m.id, key, &[], "order cancelled").encode_to_vec();
             let mut steps = vec![(format!("{}{key}", crate::repo::saga::RELEASE), release)];
-            steps.extend(unplanned(&m.order));
+            steps.push(unplanned());
             // Work a release left at a node without being recorded (its
             // placement was in doubt), reported already: asked to stop too.
             let work = repo::feeds::fulfillments(&mut m.tx, &caller.tenant, m.id).await?;
@@ -827,12 +827,12 @@ impl OrderApi {
     }
 }
 
-/// A cancelled order's plan will not ship: the step that gives its node
-/// capacity back (cancels happen before release, so the decision is the
-/// only one that counts for the order).
-fn unplanned(o: &pb::Order) -> Option<(String, Vec<u8>)> {
-    (!o.routing_decision.is_empty())
-        .then(|| saga::unplan_step(&o.routing_decision, "order cancelled"))
+/// A cancelled order's plans will not ship: the step that gives their
+/// node capacity back (cancels happen before release). Plans the order
+/// did not record count too: one made by an attempt that stopped before
+/// its record.
+fn unplanned() -> (String, Vec<u8>) {
+    (crate::repo::saga::UNPLAN_ALL.to_owned(), vec![])
 }
 
 fn hold_type(t: i32) -> std::result::Result<pb::HoldType, Violations> {

@@ -12,6 +12,9 @@ pub const REROUTE: &str = "reroute:";
 /// Prefix of the steps that give a routing decision's node capacity back
 /// (`unplan:<decision id>`).
 pub const UNPLAN: &str = "unplan:";
+/// The step that gives back every plan routing still counts for a
+/// cancelled order, recorded or not.
+pub const UNPLAN_ALL: &str = "unplan-all";
 /// Prefix of the steps that ask a node to cancel a fulfillment order
 /// (`cancel-work:<fulfillment order id>`).
 pub const CANCEL_WORK: &str = "cancel-work:";
@@ -23,8 +26,9 @@ pub const RELEASE: &str = "release:";
 /// id>`).
 pub const UNDO_EXTEND: &str = "undo-extend:";
 /// A mark, never due, that a placement step's call may have changed its
-/// peer without the step being recorded: the `route` step's confirmation
-/// (inventory) or the `fulfil` step's release (fulfillment). Written, on
+/// peer without the step being recorded: the `reserve` step's reservation
+/// (inventory), the `route` step's plan (routing) and confirmation
+/// (inventory), or the `fulfil` step's release (fulfillment). Written, on
 /// its own commit, before the call; removed with the step's record, when
 /// the call surely changed nothing, or once the order is no longer being
 /// placed. While it is there the order's lines do not change: the step's

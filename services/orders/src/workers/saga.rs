@@ -26,7 +26,9 @@ use oms_proto::inventory::{
     GetReservationRequest, ReleaseReservationRequest, Reservation, ReservationLine,
 };
 use oms_proto::orders::{Hold, HoldType, OrderHoldPlaced, order_event};
-use oms_proto::routing::{PlanOrderRequest, ReleaseDecisionRequest, RoutingLine, RoutingOrder};
+use oms_proto::routing::{
+    ListDecisionsRequest, PlanOrderRequest, ReleaseDecisionRequest, RoutingLine, RoutingOrder,
+};
 use oms_runtime::time::to_timestamp;
 use prost::Message;
 use sqlx::{PgConnection, PgPool};
@@ -230,6 +232,8 @@ impl Saga {
             self.fulfil(tx, side, tenant, s).await?;
         } else if s.step.starts_with(repo::saga::REROUTE) {
             self.reroute(tx, tenant, s).await?;
+        } else if s.step == repo::saga::UNPLAN_ALL {
+            self.unplan_all(tx, tenant, s).await?;
         } else if s.step.starts_with(repo::saga::UNPLAN) {
             self.unplan(tx, tenant, s).await?;
         } else if s.step.starts_with(repo::saga::CANCEL_WORK) {
@@ -381,19 +385,29 @@ impl Saga {
             request_id: plan_request_id(s, o.version),
             order: Some(routing_order(&o)),
         };
+        // A plan counts against its nodes' capacity until it is confirmed
+        // or given back. One this attempt leaves unrecorded holds the lines
+        // as they are, so that the next attempt asks for the same plan and
+        // gets it back (an edit would plan afresh and leave it counted).
+        let first = doubt(side, tenant, s).await?;
         let decision = match self.peers.routing(tenant).plan_order(plan).await {
             Ok(r) => r.into_inner().decision.unwrap_or_default(),
-            Err(st) if matches!(st.code(), Code::InvalidArgument) => {
-                let reason = format!("routing refused the order: {}", st.message());
-                hold_for_review(tx, tenant, s.order_id, &mut o, from, reason).await?;
-                repo::saga::done(tx, s).await?;
-                return Ok(());
-            }
             Err(st) => {
-                self.retry_failed(tx, s, &st).await?;
+                settle_doubt(tx, tenant, s, first && changed_nothing(&st)).await?;
+                if st.code() == Code::InvalidArgument {
+                    let reason = format!("routing refused the order: {}", st.message());
+                    hold_for_review(tx, tenant, s.order_id, &mut o, from, reason).await?;
+                    repo::saga::done(tx, s).await?;
+                } else {
+                    self.retry_failed(tx, s, &st).await?;
+                }
                 return Ok(());
             }
         };
+        if decision.assignments.is_empty() {
+            // No node was chosen, so none counts the plan: nothing to hold.
+            settle_doubt(tx, tenant, s, true).await?;
+        }
         let summary = decision
             .explanation
             .as_ref()
@@ -405,13 +419,9 @@ impl Saga {
             repo::saga::done(tx, s).await?;
             return Ok(());
         }
-        // Whether this attempt wrote the in-doubt mark (see below).
-        let mut first = false;
         if !decision.backorders.is_empty() && !decision.assignments.is_empty() {
             // The rule ships what it can now and backorders the rest: the
             // rest leaves this reservation and waits on a step of its own.
-            // Giving it back changes inventory as the confirmation does.
-            first = doubt(side, tenant, s).await?;
             if !self
                 .backorder_rest(tx, tenant, s, (&mut o, held_from), &decision)
                 .await?
@@ -447,17 +457,16 @@ impl Saga {
             name: format!("reservations/{}", reservation_id(s.order_id)),
             allocations,
         };
-        // As for the release (see `fulfil`): a confirmation this attempt
-        // leaves unrecorded holds the lines as they are.
-        let first = doubt(side, tenant, s).await? || first;
+        // The mark (above) holds the lines while the confirmation too is in
+        // doubt: it is taken once the plan is recorded or given back.
         let answer = self
             .peers
             .inventory(tenant)
             .confirm_reservation(confirm)
             .await;
-        settle_doubt(tx, tenant, s, settles(first, &answer)).await?;
         match answer {
             Ok(_) => {
+                settle_doubt(tx, tenant, s, true).await?;
                 lifecycle::routed(&mut o, &decision).map_err(|r| anyhow::anyhow!(r.message))?;
                 let happened = Happened::state_changed(from, OrderState::Routed, summary);
                 record(
@@ -467,22 +476,23 @@ impl Saga {
                 repo::saga::done(tx, s).await?;
                 repo::saga::enqueue(tx, tenant, s.order_id, repo::saga::FULFIL, &[]).await?;
             }
-            // Stock moved between the plan and the confirmation: plan again.
+            // Stock moved between the plan and the confirmation; or the
+            // confirmation failed and surely changed nothing. The plan goes
+            // back and the next attempt plans again, for the order as it is
+            // then (the lines may change meanwhile).
             Err(st)
-                if st.code() == Code::FailedPrecondition
-                    && oms_runtime::status::reason(&st) == "INSUFFICIENT_STOCK" =>
+                if (st.code() == Code::FailedPrecondition
+                    && oms_runtime::status::reason(&st) == "INSUFFICIENT_STOCK")
+                    || (first && changed_nothing(&st) && !refused_for_good(&st)) =>
             {
+                settle_doubt(tx, tenant, s, first).await?;
                 let (step, payload) = unplan_step(&decision.name, "planned again");
                 repo::saga::enqueue(tx, tenant, s.order_id, &step, &payload).await?;
-                let at = Utc::now() + backoff(s.attempts);
-                repo::saga::retry_with(tx, s, &new_plan_key(), st.message(), at).await?;
+                self.retry_failed_with(tx, s, &st, Some(&new_plan_key()))
+                    .await?;
             }
-            Err(st)
-                if matches!(
-                    st.code(),
-                    Code::InvalidArgument | Code::NotFound | Code::FailedPrecondition
-                ) =>
-            {
+            Err(st) if refused_for_good(&st) => {
+                settle_doubt(tx, tenant, s, first && changed_nothing(&st)).await?;
                 let reason = format!("allocation refused by inventory: {}", st.message());
                 let (step, payload) = unplan_step(&decision.name, &reason);
                 repo::saga::enqueue(tx, tenant, s.order_id, &step, &payload).await?;
@@ -826,6 +836,46 @@ impl Saga {
         .await
     }
 
+    /// Gives back the node capacity of every plan routing still counts for
+    /// a cancelled order: the one it recorded, and any that an attempt
+    /// made without recording it (orders stopped after the plan); retried
+    /// until routing answers.
+    async fn unplan_all(
+        &self,
+        tx: &mut PgConnection,
+        tenant: &Tenant,
+        s: &Step,
+    ) -> anyhow::Result<()> {
+        let mut routing = self.peers.routing(tenant);
+        let mut page_token = String::new();
+        loop {
+            let list = ListDecisionsRequest {
+                page_size: 500,
+                page_token,
+                order: format!("orders/{}", s.order_id),
+            };
+            let page = match routing.list_decisions(list).await {
+                Ok(r) => r.into_inner(),
+                Err(st) => return self.retry_failed(tx, s, &st).await,
+            };
+            for d in page.decisions.iter().filter(|d| d.release_time.is_none()) {
+                let (_, payload) = unplan_step(&d.name, "order cancelled");
+                let release = ReleaseDecisionRequest::decode(payload.as_slice())?;
+                // Refused: released already under that request id.
+                match routing.release_decision(release).await {
+                    Err(st) if !matches!(st.code(), Code::NotFound | Code::InvalidArgument) => {
+                        return self.retry_failed(tx, s, &st).await;
+                    }
+                    _ => {}
+                }
+            }
+            if page.next_page_token.is_empty() {
+                return Ok(repo::saga::done(tx, s).await?);
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
     /// Asks a node to cancel a fulfillment order; retried until
     /// fulfillment answers. Work already shipped or finished stays as it
     /// is; the node's answer comes back on the fulfillment feed.
@@ -876,10 +926,25 @@ impl Saga {
         s: &Step,
         st: &tonic::Status,
     ) -> anyhow::Result<()> {
+        self.retry_failed_with(tx, s, st, None).await
+    }
+
+    /// [`Saga::retry_failed`], with what the next attempt should ask.
+    async fn retry_failed_with(
+        &self,
+        tx: &mut PgConnection,
+        s: &Step,
+        st: &tonic::Status,
+        payload: Option<&[u8]>,
+    ) -> anyhow::Result<()> {
         if matches!(st.code(), Code::Unavailable | Code::DeadlineExceeded) {
             self.peer_down.store(true, Ordering::Relaxed);
         }
-        repo::saga::retry(tx, s, st.message(), Utc::now() + backoff(s.attempts)).await?;
+        let at = Utc::now() + backoff(s.attempts);
+        match payload {
+            Some(p) => repo::saga::retry_with(tx, s, p, st.message(), at).await?,
+            None => repo::saga::retry(tx, s, st.message(), at).await?,
+        }
         Ok(())
     }
 }
@@ -1133,6 +1198,15 @@ fn changed_nothing(st: &tonic::Status) -> bool {
         source = e.source();
     }
     false
+}
+
+/// Whether inventory refused a confirmation for good (a person must look
+/// at the order).
+fn refused_for_good(st: &tonic::Status) -> bool {
+    matches!(
+        st.code(),
+        Code::InvalidArgument | Code::NotFound | Code::FailedPrecondition
+    )
 }
 
 pub(crate) fn backoff(attempts: i32) -> chrono::Duration {
