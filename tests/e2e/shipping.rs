@@ -2,7 +2,7 @@
 //! stream: an order is reserved, routed, released, shipped and delivered,
 //! and the stock it shipped leaves inventory.
 use crate::placement::{
-    available, create, fail_recording, order_of, record_again, until_released, until_state,
+    FAIL, available, create, fail_recording, order_of, record_again, until_released, until_state,
 };
 use oms_e2e::Suite;
 use oms_kernel::Tenant;
@@ -13,7 +13,7 @@ use oms_proto::fulfillment::{
 use oms_proto::inventory::{self as inv, inventory_service_client::InventoryServiceClient};
 use oms_proto::orders::{self as ord, OrderState, order_service_client::OrderServiceClient};
 use oms_runtime::{Config, Service, auth::TokenIssuer};
-use oms_testkit::authed;
+use oms_testkit::{authed, trigger};
 use oms_wms_sim::Sim;
 use prost::Message as _;
 use std::time::Duration;
@@ -611,6 +611,75 @@ async fn work_of_an_order_cancelled_while_its_release_was_in_doubt_is_cancelled(
     );
     assert_eq!(on_hand(&mut stock, "A").await, [("DC1".to_string(), 5)]);
     assert_eq!(crate::placement::available(&mut stock, "A").await, 5);
+}
+
+/// An order is cancelled while its release may be at its node (as above),
+/// and the node ships the work before the cancel reaches it: the units
+/// left, so stock follows. (The cancel gave them back with the
+/// reservation, inventory could not consume them, and they stayed on hand
+/// to be sold again.)
+#[tokio::test]
+async fn work_shipped_after_its_order_was_cancelled_leaves_stock() {
+    let suite = Suite::start().await;
+    let mut stock = suite.stock(T, &[("A", 5)]).await;
+    let _dc1 = warehouse(&suite, "DC1", 0.0);
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = suite.order_events(T).await;
+    let mut db = suite.db.connect("orders").await;
+    fail_recording(&mut db, "released").await;
+    // Orders hears of the work once; its later reports wait until table
+    // feed_waits is dropped.
+    sqlx::raw_sql("CREATE TABLE feed_waits ()")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let when = "to_regclass('feed_waits') IS NOT NULL";
+    trigger(&mut db, "feed_waits", "UPDATE ON fulfillments", when, FAIL).await;
+    let order = create(&mut orders, "shipped-anyway", &[("A", 2)]).await;
+    until_state(&mut feed, &order.name, OrderState::Routed).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let states = work_states(&suite, &order.name).await;
+        if matches!(
+            states.as_slice(),
+            [(_, FulfillmentState::Shipped | FulfillmentState::Delivered)]
+        ) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never shipped: {states:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cancel = ord::CancelOrderRequest {
+        request_id: "cancel".into(),
+        name: order.name.clone(),
+        reason: "changed my mind".into(),
+    };
+    orders.cancel_order(authed(T, cancel)).await.unwrap();
+    let mut inv_db = suite.db.connect("inventory").await;
+    while sqlx::query_scalar::<_, i64>("SELECT count(*) FROM reservations WHERE state = 'released'")
+        .fetch_one(&mut inv_db)
+        .await
+        .unwrap()
+        == 0
+    {
+        assert!(std::time::Instant::now() < deadline, "never given back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sqlx::raw_sql("DROP TABLE feed_waits")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    while on_hand(&mut stock, "A").await != [("DC1".to_string(), 3)] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the shipped units stayed on hand"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(available(&mut stock, "A").await, 3);
 }
 
 /// Waits until fulfillment has work of `order` (60 s at most).

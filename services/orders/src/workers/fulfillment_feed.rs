@@ -21,7 +21,9 @@ use oms_proto::fulfillment::{
     FulfillmentOrder, FulfillmentState, ListFulfillmentOrdersRequest,
     WatchFulfillmentEventsRequest, WatchFulfillmentEventsResponse,
 };
-use oms_proto::inventory::{Allocation, ConsumeAllocationsRequest};
+use oms_proto::inventory::{
+    Allocation, ConsumeAllocationsRequest, MovementKind, RecordMovementRequest, StockMovement,
+};
 use oms_runtime::time::{from_timestamp, to_timestamp};
 use prost::Message;
 use sqlx::PgPool;
@@ -301,11 +303,17 @@ impl FulfillmentFeed {
         let req = ConsumeAllocationsRequest {
             request_id: format!("consume-{}-{total}", fo.fulfillment_order_id),
             name: fo.reservation.clone(),
-            shipped,
+            shipped: shipped.clone(),
             reference: fo.name.clone(),
         };
         match self.peers.inventory(tenant).consume_allocations(req).await {
             Ok(_) => Ok(()),
+            // The reservation ended before the node shipped (its order was
+            // cancelled while its release was in doubt) and its units went
+            // back to stock: they left all the same.
+            Err(st) if oms_runtime::status::reason(&st) == "RESERVATION_NOT_ACTIVE" => {
+                self.ship_unheld(tenant, fo, total, &shipped).await
+            }
             // The record disagrees (nothing allocated there): the shipment
             // stands; say so rather than stall the feed.
             Err(st)
@@ -319,6 +327,54 @@ impl FulfillmentFeed {
             }
             Err(st) => Err(st.into()),
         }
+    }
+
+    /// Records units `fo` shipped that no reservation held any more as
+    /// shipments at its node, so that stock follows what left (it was
+    /// promised again: left on hand, it would be sold twice). Request ids
+    /// as the consume's, so a replayed event records nothing twice.
+    async fn ship_unheld(
+        &self,
+        tenant: &Tenant,
+        fo: &FulfillmentOrder,
+        total: i64,
+        shipped: &[Allocation],
+    ) -> anyhow::Result<()> {
+        let mut inventory = self.peers.inventory(tenant);
+        for (i, a) in shipped.iter().enumerate() {
+            let req = RecordMovementRequest {
+                request_id: format!("ship-unheld-{}-{total}-{i}", fo.fulfillment_order_id),
+                movement: Some(StockMovement {
+                    kind: MovementKind::Shipment as i32,
+                    node_id: a.node_id.clone(),
+                    sku: a.sku.clone(),
+                    lot: a.lot.clone(),
+                    serial_numbers: a.serial_numbers.clone(),
+                    quantity: -a.quantity,
+                    reference: fo.name.clone(),
+                    reason: "shipped after its reservation ended".into(),
+                    ..Default::default()
+                }),
+            };
+            match inventory.record_movement(req).await {
+                Ok(r) => {
+                    let short = r.into_inner().held_beyond_stock;
+                    tracing::warn!(fulfillment_order = %fo.name, sku = %a.sku, units = a.quantity, held_beyond_stock = short,
+                        "shipped units no reservation held any more; recorded as shipped");
+                }
+                Err(st)
+                    if matches!(
+                        st.code(),
+                        Code::FailedPrecondition | Code::NotFound | Code::InvalidArgument
+                    ) =>
+                {
+                    tracing::warn!(fulfillment_order = %fo.name, sku = %a.sku, error = %st.message(),
+                        "shipped units no reservation held any more, not recorded");
+                }
+                Err(st) => return Err(st.into()),
+            }
+        }
+        Ok(())
     }
 }
 
