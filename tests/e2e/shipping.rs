@@ -2,7 +2,8 @@
 //! stream: an order is reserved, routed, released, shipped and delivered,
 //! and the stock it shipped leaves inventory.
 use crate::placement::{
-    FAIL, available, create, fail_recording, order_of, record_again, until_released, until_state,
+    FAIL, available, create, fail_recording, order_of, record_again, until_counted_plans,
+    until_released, until_state,
 };
 use oms_e2e::Suite;
 use oms_kernel::Tenant;
@@ -348,6 +349,8 @@ async fn an_order_cancelled_after_release_is_given_up_by_its_node_and_its_stock_
     assert_eq!(on_hand(&mut stock, "A").await, [("DC1".to_string(), 5)]);
     // The release is a saga step after the node's answer.
     until_released(&mut stock, "order cancelled").await;
+    // Nothing shipped: the plan no longer counts against DC1's capacity.
+    until_counted_plans(&suite, &order.name, 0).await;
     assert_eq!(available(&mut stock, "A").await, 5);
     let again = orders
         .cancel_order(authed(

@@ -552,7 +552,7 @@ impl OrderService for OrderApi {
                 let mut steps = vec![];
                 if lifecycle::state(o) == OrderState::Cancelled {
                     *held_from = None;
-                    steps.push(unplanned());
+                    steps.push(saga::unplan_all_step());
                 }
                 if reserved {
                     let release = saga::release_request(id, &key, &cancelled, "lines cancelled")
@@ -702,7 +702,10 @@ impl OrderApi {
             // Whatever was reserved goes back (a release of nothing is a no-op).
             let release = saga::release_request(m.id, key, &[], "order cancelled").encode_to_vec();
             let mut steps = vec![(format!("{}{key}", crate::repo::saga::RELEASE), release)];
-            steps.push(unplanned());
+            // Its plans will not ship: their node capacity goes back, with
+            // any plan the order did not record (an attempt that stopped
+            // before its record made it).
+            steps.push(saga::unplan_all_step());
             // Work a release left at a node without being recorded (its
             // placement was in doubt), reported already: asked to stop too.
             let work = repo::feeds::fulfillments(&mut m.tx, &caller.tenant, m.id).await?;
@@ -734,6 +737,7 @@ impl OrderApi {
                 .iter()
                 .filter(|f| saga::open_work(f))
                 .map(|f| saga::cancel_work_step(f, key, &r.reason))
+                .chain(saga::unplanned_if_unshipped(&m.order))
                 .collect();
             Outcome {
                 happened: Happened {
@@ -825,14 +829,6 @@ impl OrderApi {
         };
         self.commit(caller, m, outcome).await
     }
-}
-
-/// A cancelled order's plans will not ship: the step that gives their
-/// node capacity back (cancels happen before release). Plans the order
-/// did not record count too: one made by an attempt that stopped before
-/// its record.
-fn unplanned() -> (String, Vec<u8>) {
-    (crate::repo::saga::UNPLAN_ALL.to_owned(), vec![])
 }
 
 fn hold_type(t: i32) -> std::result::Result<pb::HoldType, Violations> {

@@ -472,6 +472,9 @@ pub(crate) async fn follow_work(
                 &mut *tx, tenant, order_id, o, held_from, from, ACTOR, "", happened,
             )
             .await?;
+            if let Some((step, payload)) = crate::workers::saga::unplanned_if_unshipped(o) {
+                repo::saga::enqueue(&mut *tx, tenant, order_id, &step, &payload).await?;
+            }
         }
         Ok(None) if o.lines != lines_before => {
             repo::orders::save(&mut *tx, tenant, order_id, o, held_from, Utc::now()).await?;

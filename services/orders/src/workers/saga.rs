@@ -982,6 +982,21 @@ pub fn cancel_work_step(fo: &FulfillmentOrder, key: &str, reason: &str) -> (Stri
     )
 }
 
+/// The step that gives back every plan routing counts for a cancelled
+/// order ([`repo::saga::UNPLAN_ALL`]).
+pub fn unplan_all_step() -> (String, Vec<u8>) {
+    (repo::saga::UNPLAN_ALL.to_owned(), vec![])
+}
+
+/// For an order cancelled through its nodes (after release) that shipped
+/// nothing: the step that gives its plans' capacity back, as for a cancel
+/// before release (no node shipped any of it). Once anything shipped, the
+/// plan's shipments count.
+pub fn unplanned_if_unshipped(o: &oms_proto::orders::Order) -> Option<(String, Vec<u8>)> {
+    let unshipped = o.lines.iter().all(|l| l.quantity_shipped == 0);
+    (lifecycle::state(o) == OrderState::Cancelled && unshipped).then(unplan_all_step)
+}
+
 /// The step that gives decision `name`'s node capacity back, because its
 /// plan will not ship (`reason`).
 pub fn unplan_step(name: &str, reason: &str) -> (String, Vec<u8>) {
