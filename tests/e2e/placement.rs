@@ -839,7 +839,7 @@ pub(crate) async fn record_again(db: &mut sqlx::PgConnection, state: &str) {
 }
 
 /// Polls `sql` (a count) on `db` until it gives `want`; fails after 60 s.
-async fn wait_for(db: &mut sqlx::PgConnection, sql: &'static str, want: i64) {
+pub(crate) async fn wait_for(db: &mut sqlx::PgConnection, sql: &'static str, want: i64) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let n: i64 = sqlx::query_scalar(sql).fetch_one(&mut *db).await.unwrap();

@@ -3,7 +3,7 @@
 //! and the stock it shipped leaves inventory.
 use crate::placement::{
     FAIL, available, create, fail_recording, order_of, record_again, until_counted_plans,
-    until_released, until_state,
+    until_released, until_state, wait_for,
 };
 use oms_e2e::Suite;
 use oms_kernel::Tenant;
@@ -582,23 +582,9 @@ async fn work_of_an_order_cancelled_while_its_release_was_in_doubt_is_cancelled(
     // Orders has heard of the work before the cancel (the other order of
     // the two, the feed after the cancel, asks it to stop as well).
     let mut db = suite.db.connect("orders").await;
-    let heard = "SELECT count(*) FROM fulfillments";
+    wait_for(&mut db, "SELECT count(*) FROM fulfillments", 1).await;
+    cancel_now(&mut orders, &order.name).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while sqlx::query_scalar::<_, i64>(heard)
-        .fetch_one(&mut db)
-        .await
-        .unwrap()
-        == 0
-    {
-        assert!(std::time::Instant::now() < deadline, "never heard of");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let cancel = ord::CancelOrderRequest {
-        request_id: "cancel".into(),
-        name: order.name.clone(),
-        reason: "changed my mind".into(),
-    };
-    orders.cancel_order(authed(T, cancel)).await.unwrap();
     while work_states(&suite, &order.name).await
         != [("DC1".to_string(), FulfillmentState::Cancelled)]
     {
@@ -655,22 +641,10 @@ async fn work_shipped_after_its_order_was_cancelled_leaves_stock() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let cancel = ord::CancelOrderRequest {
-        request_id: "cancel".into(),
-        name: order.name.clone(),
-        reason: "changed my mind".into(),
-    };
-    orders.cancel_order(authed(T, cancel)).await.unwrap();
+    cancel_now(&mut orders, &order.name).await;
     let mut inv_db = suite.db.connect("inventory").await;
-    while sqlx::query_scalar::<_, i64>("SELECT count(*) FROM reservations WHERE state = 'released'")
-        .fetch_one(&mut inv_db)
-        .await
-        .unwrap()
-        == 0
-    {
-        assert!(std::time::Instant::now() < deadline, "never given back");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let given_back = "SELECT count(*) FROM reservations WHERE state = 'released'";
+    wait_for(&mut inv_db, given_back, 1).await;
     sqlx::raw_sql("DROP TABLE feed_waits")
         .execute(&mut db)
         .await
@@ -683,6 +657,16 @@ async fn work_shipped_after_its_order_was_cancelled_leaves_stock() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(available(&mut stock, "A").await, 3);
+}
+
+/// Cancels `order` (request id "cancel").
+async fn cancel_now(orders: &mut OrderServiceClient<Channel>, order: &str) {
+    let cancel = ord::CancelOrderRequest {
+        request_id: "cancel".into(),
+        name: order.to_owned(),
+        reason: "changed my mind".into(),
+    };
+    orders.cancel_order(authed(T, cancel)).await.unwrap();
 }
 
 /// Waits until fulfillment has work of `order` (60 s at most).
