@@ -381,7 +381,7 @@ fn attempt(rule: &Rule, t: &Target, store: Option<usize>, s: &Situation) -> Atte
         transfer_to,
     }));
     if sol.left.iter().any(|l| *l > 0) && why.is_none() {
-        why = Some(shortfall(rule, order, &problem, &sol));
+        why = Some(shortfall(rule, order, (&problem, &scored), &sol, s));
     }
     // The pickup store, when it ships its own stock, is a chosen candidate
     // rather than the receiver of the transfer.
@@ -441,8 +441,26 @@ fn min_value(
     sol.cost = p.cost_of(&sol.placed, &sol.used);
 }
 
-/// Why units were left unplaced under `rule`.
-fn shortfall(rule: &Rule, order: &Order, p: &solve::Problem, sol: &solve::Solution) -> String {
+/// Why units were left unplaced under `rule`. `scored` are every node's
+/// candidates, eligible or set aside.
+fn shortfall(
+    rule: &Rule,
+    order: &Order,
+    (p, scored): (&solve::Problem, &[Candidate]),
+    sol: &solve::Solution,
+    s: &Situation,
+) -> String {
+    // Too little at the eligible nodes: say where the rest is, and why
+    // those nodes were set aside (a summary that only said "eligible
+    // nodes hold 0" read as "out of stock" when a node's capacity was
+    // used up).
+    let short_of = |sku: usize, total: i64, wanted: i64| {
+        format!(
+            "eligible nodes hold {total} of {} in all, {wanted} wanted{}",
+            order.skus[sku],
+            set_aside(sku, scored, s)
+        )
+    };
     let short: Vec<usize> = (0..order.lines.len())
         .filter(|l| sol.left[*l] > 0)
         .collect();
@@ -458,10 +476,7 @@ fn shortfall(rule: &Rule, order: &Order, p: &solve::Problem, sol: &solve::Soluti
         if best < sol.left[l] && !rule.line_split {
             let total: i64 = p.cands.iter().map(|c| p.stock.get(sku, *c)).sum();
             if total < sol.left[l] || best == 0 {
-                return format!(
-                    "eligible nodes hold {total} of {} in all, {} wanted",
-                    order.skus[sku], sol.left[l]
-                );
+                return short_of(sku, total, sol.left[l]);
             }
             return format!(
                 "no eligible node holds {} of {} (most at one node: {best}) and the rule does not split lines",
@@ -471,10 +486,7 @@ fn shortfall(rule: &Rule, order: &Order, p: &solve::Problem, sol: &solve::Soluti
         if rule.line_split {
             let total: i64 = p.cands.iter().map(|c| p.stock.get(sku, *c)).sum();
             if total < order.lines[l].quantity {
-                return format!(
-                    "eligible nodes hold {total} of {} in all, {} wanted",
-                    order.skus[sku], order.lines[l].quantity
-                );
+                return short_of(sku, total, order.lines[l].quantity);
             }
         }
     }
@@ -485,6 +497,38 @@ fn shortfall(rule: &Rule, order: &Order, p: &solve::Problem, sol: &solve::Soluti
         "the order would need more than the rule's {} shipments",
         rule.max_shipments
     )
+}
+
+/// The nodes set aside that hold `sku`, most units first (three at
+/// most), each with why: "; set aside: DC1 with 10 (daily capacity of 1
+/// order used up)"; empty when none holds any.
+fn set_aside(sku: usize, scored: &[Candidate], s: &Situation) -> String {
+    let mut aside: Vec<(i64, &Candidate)> = scored
+        .iter()
+        .filter(|c| c.reject.is_some())
+        .map(|c| (s.stock.get(sku, c.node), c))
+        .filter(|(units, _)| *units > 0)
+        .collect();
+    if aside.is_empty() {
+        return String::new();
+    }
+    aside.sort_by_key(|(units, _)| std::cmp::Reverse(*units));
+    let named: Vec<String> = aside
+        .iter()
+        .take(3)
+        .filter_map(|(units, c)| {
+            let why = reject_text(c.reject?);
+            Some(format!(
+                "{} with {units} ({why})",
+                s.network.nodes[c.node].id
+            ))
+        })
+        .collect();
+    let more = match aside.len().saturating_sub(3) {
+        0 => String::new(),
+        n => format!(", and {n} more"),
+    };
+    format!("; set aside: {}{more}", named.join(", "))
 }
 
 /// The service level as the engine reads it.
@@ -508,7 +552,8 @@ pub fn reject_text(r: Reject) -> String {
         Reject::DistanceUnknown => "no coordinates to check the rule's distance limit".into(),
         Reject::TooFar { km, limit } => format!("{km:.0} km away, beyond the rule's {limit:.0} km"),
         Reject::CapacityExhausted { capacity } => {
-            format!("daily capacity of {capacity} orders used up")
+            let orders = if capacity == 1 { "order" } else { "orders" };
+            format!("daily capacity of {capacity} {orders} used up")
         }
         Reject::CapacityBelow { left, min } => {
             format!("{left} orders of capacity left, the rule wants {min}")

@@ -455,6 +455,27 @@ fn capacity_used_up_removes_a_node() {
     );
 }
 
+/// A summary of units left unplaced says where the stock is when the
+/// nodes holding it were set aside (it said only "eligible nodes hold 0",
+/// which read as out of stock).
+#[test]
+fn a_shortfall_names_the_nodes_set_aside_that_hold_the_sku() {
+    let o = order(&[("A", 2)]);
+    let mut w = World::new(&o, &[("A", "DC-BER", 5), ("A", "DC-HAM", 1)]);
+    let ber = w.net.index_of("DC-BER").unwrap();
+    w.net.nodes[ber].daily_capacity = 1;
+    w.used[ber] = 1;
+    let mut r = rule("r");
+    r.when_unfillable = UnfillableAction::PartialBackorder as i32;
+    let d = w.decide(&compile(vec![r]), &o);
+    assert!(d.assignments.is_empty(), "{:?}", d.assignments);
+    assert_eq!(
+        d.backorders[0].reason,
+        "eligible nodes hold 1 of A in all, 2 wanted; \
+         set aside: DC-BER with 5 (daily capacity of 1 order used up)"
+    );
+}
+
 #[test]
 fn a_single_shipment_rule_that_falls_through_measures_only_whole_nodes() {
     let o = order(&[("A", 2), ("B", 2)]);

@@ -415,7 +415,7 @@ async fn a_released_decision_gives_its_node_capacity_back() {
     assert_eq!(placed(&second), [at("1", "DC-MUC", 1)]);
     assert_eq!(
         cap_of(&second),
-        (true, "daily capacity of 1 orders used up".into())
+        (true, "daily capacity of 1 order used up".into())
     );
 
     // o1 is cancelled: its shipment no longer counts, once.
