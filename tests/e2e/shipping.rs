@@ -602,6 +602,55 @@ async fn work_of_an_order_cancelled_while_its_release_was_in_doubt_is_cancelled(
     assert_eq!(crate::placement::available(&mut stock, "A").await, 5);
 }
 
+/// As above, in the other order: orders hears of the work only after the
+/// cancel (its reports wait), so the cancel cannot ask for it; the report,
+/// when it comes, does.
+#[tokio::test]
+async fn work_reported_after_its_order_was_cancelled_in_doubt_is_cancelled() {
+    let suite = Suite::start().await;
+    let mut stock = suite.stock(T, &[("A", 5)]).await;
+    // Slow enough that the cancel always comes before the work is packed.
+    let _dc1 = warehouse_pacing(&suite, "DC1", 0.0, Duration::from_secs(30));
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = suite.order_events(T).await;
+    let mut db = suite.db.connect("orders").await;
+    fail_recording(&mut db, "released").await;
+    // Orders hears of no work until table reports_wait is dropped.
+    sqlx::raw_sql("CREATE TABLE reports_wait ()")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let when = "to_regclass('reports_wait') IS NOT NULL";
+    trigger(
+        &mut db,
+        "reports_wait",
+        "INSERT ON fulfillments",
+        when,
+        FAIL,
+    )
+    .await;
+    let order = create(&mut orders, "reported-late", &[("A", 2)]).await;
+    until_state(&mut feed, &order.name, OrderState::Routed).await;
+    until_work(&suite, &order.name).await;
+    cancel_now(&mut orders, &order.name).await;
+    sqlx::raw_sql("DROP TABLE reports_wait")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while work_states(&suite, &order.name).await
+        != [("DC1".to_string(), FulfillmentState::Cancelled)]
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "its work never cancelled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(on_hand(&mut stock, "A").await, [("DC1".to_string(), 5)]);
+    assert_eq!(available(&mut stock, "A").await, 5);
+}
+
 /// An order is cancelled while its release may be at its node (as above),
 /// and the node ships the work before the cancel reaches it: the units
 /// left, so stock follows. (The cancel gave them back with the
