@@ -393,8 +393,11 @@ impl Saga {
         let decision = match self.peers.routing(tenant).plan_order(plan).await {
             Ok(r) => r.into_inner().decision.unwrap_or_default(),
             Err(st) => {
-                settle_doubt(tx, tenant, s, first && changed_nothing(&st)).await?;
-                if st.code() == Code::InvalidArgument {
+                // A refusal is for good (an earlier attempt's same request
+                // was refused too): no plan of this step counts.
+                let refused = st.code() == Code::InvalidArgument;
+                settle_doubt(tx, tenant, s, changed_nothing(&st) && (first || refused)).await?;
+                if refused {
                     let reason = format!("routing refused the order: {}", st.message());
                     hold_for_review(tx, tenant, s.order_id, &mut o, from, reason).await?;
                     repo::saga::done(tx, s).await?;
