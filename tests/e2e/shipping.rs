@@ -1316,8 +1316,8 @@ async fn orders_resyncs_what_it_missed_when_the_retention_deleted_the_events() {
 
 #[tokio::test]
 async fn two_orders_replicas_take_each_fulfillment_event_once() {
-    let suite = Suite::start().await;
-    let _second = suite.start_replica(Service::Orders).await;
+    let mut suite = Suite::start().await;
+    let second = suite.start_replica(Service::Orders).await;
     let mut stock = suite.stock(T, &[("A", 5)]).await;
     let _wms = warehouse(&suite, "DC1", 0.0);
     let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
@@ -1348,5 +1348,36 @@ async fn two_orders_replicas_take_each_fulfillment_event_once() {
             [OrderState::Shipped as i32, OrderState::Delivered as i32],
             "{name}"
         );
+    }
+    // One replica reads the tenant's feed: one session holds its lease.
+    let mut db = suite.db.connect("orders").await;
+    let leases = "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+        WHERE l.locktype = 'advisory' AND l.granted AND a.datname = current_database()
+          AND ((l.classid::bigint << 32) | l.objid::bigint)
+              = hashtextextended('follow:fulfillment:acme', 0)";
+    crate::placement::wait_for(&mut db, leases, 1).await;
+
+    // Whichever replica stops, the other takes the feed over: each is
+    // stopped in turn, and an order placed on the other is delivered.
+    suite.crash(Service::Orders).await;
+    let mut on_second = OrderServiceClient::new(second.channel());
+    until_delivered(&mut on_second, "after-first-stops").await;
+    suite.start_again(Service::Orders).await;
+    second.crash().await;
+    let mut on_first = OrderServiceClient::new(suite.channel(Service::Orders));
+    until_delivered(&mut on_first, "after-second-stops").await;
+    assert_eq!(on_hand(&mut stock, "A").await, [("DC1".to_string(), 0)]);
+}
+
+/// Creates an order of 1 A on `orders` and waits until it is delivered.
+async fn until_delivered(orders: &mut OrderServiceClient<Channel>, request_id: &str) {
+    let name = create(orders, request_id, &[("A", 1)]).await.name;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while order_of(orders, &name).await.state() != OrderState::Delivered {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} never delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

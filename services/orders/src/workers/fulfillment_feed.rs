@@ -11,6 +11,7 @@ use crate::domain::OrderState;
 use crate::domain::lifecycle;
 use crate::repo::{self, feeds, feeds::Put};
 use crate::workers::{
+    leases::Leases,
     peers::Peers,
     reroute,
     saga::{cancel_work_step, open_work, release_request},
@@ -28,13 +29,20 @@ use oms_runtime::time::{from_timestamp, to_timestamp};
 use prost::Message;
 use sqlx::PgPool;
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use uuid::Uuid;
 
 const ACTOR: &str = "system:fulfillment";
+
+/// A follower that fails this soon after it started counts a strike; this
+/// many in a row and the replica gives the tenant's lease up for this many
+/// rounds.
+const QUICK_FAILURE: Duration = Duration::from_secs(30);
+const STRIKES: u32 = 3;
+const BENCHED_ROUNDS: u32 = 5;
 
 /// How far before the last event taken a resync looks: fulfillment's
 /// replicas time reports and events by their own clocks.
@@ -54,36 +62,95 @@ fn expired(e: &anyhow::Error) -> bool {
 }
 
 impl FulfillmentFeed {
-    /// Keeps one follower per followed tenant running until `shutdown`; a
-    /// follower that fails is started again from its stored cursor.
+    /// Keeps one follower per followed tenant whose lease this replica
+    /// holds running until `shutdown` (see [`Leases`]); a follower that
+    /// fails is started again from its stored cursor. A tenant whose
+    /// follower keeps failing here at once (this replica cannot reach its
+    /// feed, say) is left to the other replicas for a few rounds.
     pub fn start(self, every: Duration, shutdown: CancellationToken) {
         tokio::spawn(async move {
-            let mut running: HashMap<String, JoinHandle<()>> = HashMap::new();
+            let mut leases = Leases::new(self.pool.clone(), feeds::FULFILLMENT);
+            // Each follower, with when it started.
+            let mut running: HashMap<String, (JoinHandle<()>, Instant)> = HashMap::new();
+            // Followers that failed soon after they started, in a row.
+            let mut strikes: HashMap<String, u32> = HashMap::new();
+            // Rounds a tenant given up is left to the others.
+            let mut benched: HashMap<String, u32> = HashMap::new();
             loop {
-                running.retain(|_, h| !h.is_finished());
-                match feeds::followed(&self.pool, feeds::FULFILLMENT).await {
-                    Ok(rows) => {
-                        for (tenant, cursor) in rows {
-                            if running.contains_key(&tenant) {
-                                continue;
-                            }
-                            let Ok(t) = Tenant::parse(&tenant) else {
-                                continue;
-                            };
-                            let me = self.clone();
-                            let stop = shutdown.clone();
-                            running.insert(
-                                tenant,
-                                tokio::spawn(async move {
-                                    tokio::select! {
-                                        _ = me.follow_or_resync(&t, cursor) => {}
-                                        _ = stop.cancelled() => {}
-                                    }
-                                }),
-                            );
+                let ended: Vec<String> = running
+                    .iter()
+                    .filter(|(_, (h, _))| h.is_finished())
+                    .map(|(t, _)| t.clone())
+                    .collect();
+                for tenant in ended {
+                    let Some((_, since)) = running.remove(&tenant) else {
+                        continue;
+                    };
+                    let n = strikes.entry(tenant.clone()).or_default();
+                    *n = if since.elapsed() < QUICK_FAILURE {
+                        *n + 1
+                    } else {
+                        0
+                    };
+                    if *n >= STRIKES {
+                        strikes.remove(&tenant);
+                        benched.insert(tenant.clone(), BENCHED_ROUNDS);
+                        if let Err(e) = leases.give_up(&tenant).await {
+                            tracing::warn!(tenant, error = %e, "could not give up a feed lease");
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "could not read the followed feeds"),
+                }
+                if !leases.alive().await {
+                    tracing::warn!(
+                        "the feed leases' connection broke: their followers stop until the leases are taken again"
+                    );
+                    for (h, _) in running.values() {
+                        h.abort();
+                    }
+                    running.clear();
+                }
+                benched.retain(|_, n| {
+                    *n -= 1;
+                    *n > 0
+                });
+                let rows = match feeds::followed(&self.pool, feeds::FULFILLMENT).await {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not read the followed feeds");
+                        vec![]
+                    }
+                };
+                let rows: Vec<(String, String)> = rows
+                    .into_iter()
+                    .filter(|(t, _)| !running.contains_key(t) && !benched.contains_key(t))
+                    .collect();
+                let tenants: Vec<String> = rows.iter().map(|(t, _)| t.clone()).collect();
+                // Without leases (their connection cannot be had) every
+                // replica follows every tenant, as each event is claimed
+                // once anyway: slower, never stalled.
+                let held = match leases.take(&tenants).await {
+                    Ok(held) => Some(held),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not take feed leases: following the feeds without them");
+                        None
+                    }
+                };
+                for (tenant, cursor) in rows {
+                    if held.as_ref().is_some_and(|h| !h.contains(&tenant)) {
+                        continue;
+                    }
+                    let Ok(t) = Tenant::parse(&tenant) else {
+                        continue;
+                    };
+                    let me = self.clone();
+                    let stop = shutdown.clone();
+                    let follower = tokio::spawn(async move {
+                        tokio::select! {
+                            _ = me.follow_or_resync(&t, cursor) => {}
+                            _ = stop.cancelled() => {}
+                        }
+                    });
+                    running.insert(tenant, (follower, Instant::now()));
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(every) => {}
