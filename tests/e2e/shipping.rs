@@ -584,16 +584,7 @@ async fn work_of_an_order_cancelled_while_its_release_was_in_doubt_is_cancelled(
     let mut db = suite.db.connect("orders").await;
     wait_for(&mut db, "SELECT count(*) FROM fulfillments", 1).await;
     cancel_now(&mut orders, &order.name).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while work_states(&suite, &order.name).await
-        != [("DC1".to_string(), FulfillmentState::Cancelled)]
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "its work never cancelled"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_work_cancelled(&suite, &order.name).await;
     assert_eq!(
         order_of(&mut orders, &order.name).await.state(),
         OrderState::Cancelled
@@ -615,38 +606,14 @@ async fn work_reported_after_its_order_was_cancelled_in_doubt_is_cancelled() {
     let mut feed = suite.order_events(T).await;
     let mut db = suite.db.connect("orders").await;
     fail_recording(&mut db, "released").await;
-    // Orders hears of no work until table reports_wait is dropped.
-    sqlx::raw_sql("CREATE TABLE reports_wait ()")
-        .execute(&mut db)
-        .await
-        .unwrap();
-    let when = "to_regclass('reports_wait') IS NOT NULL";
-    trigger(
-        &mut db,
-        "reports_wait",
-        "INSERT ON fulfillments",
-        when,
-        FAIL,
-    )
-    .await;
+    // Orders hears of no work until the reports go through.
+    hold_reports(&mut db, "INSERT").await;
     let order = create(&mut orders, "reported-late", &[("A", 2)]).await;
     until_state(&mut feed, &order.name, OrderState::Routed).await;
     until_work(&suite, &order.name).await;
     cancel_now(&mut orders, &order.name).await;
-    sqlx::raw_sql("DROP TABLE reports_wait")
-        .execute(&mut db)
-        .await
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while work_states(&suite, &order.name).await
-        != [("DC1".to_string(), FulfillmentState::Cancelled)]
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "its work never cancelled"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let_reports_through(&mut db).await;
+    until_work_cancelled(&suite, &order.name).await;
     assert_eq!(on_hand(&mut stock, "A").await, [("DC1".to_string(), 5)]);
     assert_eq!(available(&mut stock, "A").await, 5);
 }
@@ -665,14 +632,8 @@ async fn work_shipped_after_its_order_was_cancelled_leaves_stock() {
     let mut feed = suite.order_events(T).await;
     let mut db = suite.db.connect("orders").await;
     fail_recording(&mut db, "released").await;
-    // Orders hears of the work once; its later reports wait until table
-    // feed_waits is dropped.
-    sqlx::raw_sql("CREATE TABLE feed_waits ()")
-        .execute(&mut db)
-        .await
-        .unwrap();
-    let when = "to_regclass('feed_waits') IS NOT NULL";
-    trigger(&mut db, "feed_waits", "UPDATE ON fulfillments", when, FAIL).await;
+    // Orders hears of the work once; its later reports wait.
+    hold_reports(&mut db, "UPDATE").await;
     let order = create(&mut orders, "shipped-anyway", &[("A", 2)]).await;
     until_state(&mut feed, &order.name, OrderState::Routed).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -694,10 +655,7 @@ async fn work_shipped_after_its_order_was_cancelled_leaves_stock() {
     let mut inv_db = suite.db.connect("inventory").await;
     let given_back = "SELECT count(*) FROM reservations WHERE state = 'released'";
     wait_for(&mut inv_db, given_back, 1).await;
-    sqlx::raw_sql("DROP TABLE feed_waits")
-        .execute(&mut db)
-        .await
-        .unwrap();
+    let_reports_through(&mut db).await;
     while on_hand(&mut stock, "A").await != [("DC1".to_string(), 3)] {
         assert!(
             std::time::Instant::now() < deadline,
@@ -706,6 +664,38 @@ async fn work_shipped_after_its_order_was_cancelled_leaves_stock() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(available(&mut stock, "A").await, 3);
+}
+
+/// Makes orders' `op` ("INSERT", "UPDATE") of what it heard of work fail,
+/// so the fulfillment feed's reports wait, until [`let_reports_through`].
+async fn hold_reports(db: &mut sqlx::PgConnection, op: &str) {
+    sqlx::raw_sql("CREATE TABLE reports_wait ()")
+        .execute(&mut *db)
+        .await
+        .unwrap();
+    let when = "to_regclass('reports_wait') IS NOT NULL";
+    let on = format!("{op} ON fulfillments");
+    trigger(db, "reports_wait", &on, when, FAIL).await;
+}
+
+async fn let_reports_through(db: &mut sqlx::PgConnection) {
+    sqlx::raw_sql("DROP TABLE reports_wait")
+        .execute(db)
+        .await
+        .unwrap();
+}
+
+/// Waits until `order`'s one piece of work, at DC1, is cancelled (60 s at
+/// most).
+async fn until_work_cancelled(suite: &Suite, order: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while work_states(suite, order).await != [("DC1".to_string(), FulfillmentState::Cancelled)] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "its work never cancelled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Cancels `order` (request id "cancel").
