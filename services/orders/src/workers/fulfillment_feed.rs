@@ -77,6 +77,10 @@ impl FulfillmentFeed {
             // Rounds a tenant given up is left to the others.
             let mut benched: HashMap<String, u32> = HashMap::new();
             loop {
+                benched.retain(|_, n| {
+                    *n -= 1;
+                    *n > 0
+                });
                 let ended: Vec<String> = running
                     .iter()
                     .filter(|(_, (h, _))| h.is_finished())
@@ -109,10 +113,6 @@ impl FulfillmentFeed {
                     }
                     running.clear();
                 }
-                benched.retain(|_, n| {
-                    *n -= 1;
-                    *n > 0
-                });
                 let rows = match feeds::followed(&self.pool, feeds::FULFILLMENT).await {
                     Ok(rows) => rows,
                     Err(e) => {
