@@ -722,11 +722,7 @@ async fn a_confirmation_whose_answer_was_lost_is_confirmed_again() {
     // inventory may have confirmed them.
     let edit = edit_first_line(&order.name, "fewer", 1);
     let refused = orders.edit_order_lines(authed(T, edit)).await.unwrap_err();
-    assert_eq!(
-        (refused.code(), oms_runtime::status::reason(&refused)),
-        (tonic::Code::FailedPrecondition, "PLACEMENT_IN_DOUBT".into()),
-        "{refused:?}"
-    );
+    assert_in_doubt(&refused);
     sqlx::raw_sql("SELECT pg_advisory_unlock(4242); DROP TRIGGER confirm_waits ON reservations")
         .execute(&mut inv_db)
         .await
@@ -735,13 +731,7 @@ async fn a_confirmation_whose_answer_was_lost_is_confirmed_again() {
     wait_for(&mut probe, confirmed, 1).await;
     suite.start_again(Service::Inventory).await;
 
-    let routed = until_state(&mut feed, &order.name, OrderState::Routed)
-        .await
-        .order
-        .unwrap();
-    assert!(routed.holds.is_empty(), "{:?}", routed.holds);
-    assert_eq!(routed.lines[0].quantity, 2);
-    assert_eq!(available(&mut stock_c, "A").await, 3);
+    until_routed_with_two(&mut feed, &order.name, &mut stock_c).await;
 }
 
 /// Inventory reserves a new order's stock, but recording it fails. Until
@@ -762,19 +752,9 @@ async fn an_order_whose_reservation_may_be_made_keeps_its_lines() {
     wait_for(&mut inv_db, "SELECT count(*) FROM reservations", 1).await;
     let edit = edit_first_line(&order.name, "more", 3);
     let refused = orders.edit_order_lines(authed(T, edit)).await.unwrap_err();
-    assert_eq!(
-        (refused.code(), oms_runtime::status::reason(&refused)),
-        (tonic::Code::FailedPrecondition, "PLACEMENT_IN_DOUBT".into()),
-        "{refused:?}"
-    );
+    assert_in_doubt(&refused);
     record_again(&mut db, "reserved").await;
-    let routed = until_state(&mut feed, &order.name, OrderState::Routed)
-        .await
-        .order
-        .unwrap();
-    assert!(routed.holds.is_empty(), "{:?}", routed.holds);
-    assert_eq!(routed.lines[0].quantity, 2);
-    assert_eq!(available(&mut stock_c, "A").await, 3);
+    until_routed_with_two(&mut feed, &order.name, &mut stock_c).await;
 }
 
 /// A step that waits (here for its order's lock, which the test holds)
@@ -838,6 +818,33 @@ pub(crate) async fn record_again(db: &mut sqlx::PgConnection, state: &str) {
         .unwrap();
 }
 
+/// Asserts that `refused` is a refusal to change lines while the
+/// order's placement is in doubt.
+pub(crate) fn assert_in_doubt(refused: &tonic::Status) {
+    assert_eq!(
+        (refused.code(), oms_runtime::status::reason(refused)),
+        (tonic::Code::FailedPrecondition, "PLACEMENT_IN_DOUBT".into()),
+        "{refused:?}"
+    );
+}
+
+/// Waits until `order` (2 A of 5) is routed as placed: no hold, its 2
+/// units allocated, 3 left available. Returns it.
+async fn until_routed_with_two(
+    feed: &mut tonic::Streaming<ord::WatchOrderEventsResponse>,
+    order: &str,
+    stock_c: &mut InventoryServiceClient<Channel>,
+) -> ord::Order {
+    let routed = until_state(feed, order, OrderState::Routed)
+        .await
+        .order
+        .unwrap();
+    assert!(routed.holds.is_empty(), "{:?}", routed.holds);
+    assert_eq!(routed.lines[0].quantity, 2);
+    assert_eq!(available(stock_c, "A").await, 3);
+    routed
+}
+
 /// Polls `sql` (a count) on `db` until it gives `want`; fails after 60 s.
 pub(crate) async fn wait_for(db: &mut sqlx::PgConnection, sql: &'static str, want: i64) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -899,13 +906,7 @@ async fn units_of_an_edit_that_failed_go_back_before_the_confirmation() {
     let grow = failed_edit(&suite, &mut orders, &mut stock_c, &order.name).await;
 
     suite.start_again(Service::Routing).await;
-    let routed = until_state(&mut feed, &order.name, OrderState::Routed)
-        .await
-        .order
-        .unwrap();
-    assert!(routed.holds.is_empty(), "{:?}", routed.holds);
-    assert_eq!(routed.lines[0].quantity, 2);
-    assert_eq!(available(&mut stock_c, "A").await, 3);
+    until_routed_with_two(&mut feed, &order.name, &mut stock_c).await;
     // The edit, sent again, is refused (its request now differs from the
     // extension inventory undid: the order is routed) and changes nothing.
     let again = orders.edit_order_lines(authed(T, grow)).await.unwrap_err();
@@ -1022,13 +1023,7 @@ async fn an_order_edited_after_its_plan_is_planned_again() {
         .execute(&mut inv_db)
         .await
         .unwrap();
-    let routed = until_state(&mut feed, &order.name, OrderState::Routed)
-        .await
-        .order
-        .unwrap();
-    assert!(routed.holds.is_empty(), "{:?}", routed.holds);
-    assert_eq!(routed.lines[0].quantity, 2);
-    assert_eq!(available(&mut stock_c, "A").await, 3);
+    let routed = until_routed_with_two(&mut feed, &order.name, &mut stock_c).await;
     // The first plan went back: only the one the order ships by counts
     // against the node's capacity (the first stayed counted).
     let counted = until_counted_plans(&suite, &order.name, 1).await;

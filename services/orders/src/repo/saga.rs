@@ -272,18 +272,7 @@ pub async fn wait(
     why: &str,
     at: DateTime<Utc>,
 ) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE saga_steps SET last_error = $4, next_attempt_time = $5
-         WHERE tenant = $1 AND order_id = $2 AND step = $3",
-    )
-    .bind(&s.tenant)
-    .bind(s.order_id)
-    .bind(&s.step)
-    .bind(why)
-    .bind(at)
-    .execute(tx)
-    .await?;
-    Ok(())
+    reschedule(tx, s, (why, at), false, None).await
 }
 
 /// Retries a step later with a new payload (what the next attempt should
@@ -295,34 +284,40 @@ pub async fn retry_with(
     error: &str,
     at: DateTime<Utc>,
 ) -> sqlx::Result<()> {
-    retry(tx, s, error, at).await?;
-    sqlx::query(
-        "UPDATE saga_steps SET payload = $4 WHERE tenant = $1 AND order_id = $2 AND step = $3",
-    )
-    .bind(&s.tenant)
-    .bind(s.order_id)
-    .bind(&s.step)
-    .bind(payload)
-    .execute(tx)
-    .await?;
-    Ok(())
+    reschedule(tx, s, (error, at), true, Some(payload)).await
 }
 
+/// Retries a failed step at `at`.
 pub async fn retry(
     tx: &mut PgConnection,
     s: &Step,
     error: &str,
     at: DateTime<Utc>,
 ) -> sqlx::Result<()> {
+    reschedule(tx, s, (error, at), true, None).await
+}
+
+/// Makes a step due at `at`, saying why; a failure counts an attempt; a
+/// payload replaces the step's.
+async fn reschedule(
+    tx: &mut PgConnection,
+    s: &Step,
+    (why, at): (&str, DateTime<Utc>),
+    failed: bool,
+    payload: Option<&[u8]>,
+) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE saga_steps SET attempts = attempts + 1, last_error = $4, next_attempt_time = $5
+        "UPDATE saga_steps SET attempts = attempts + $6, last_error = $4,
+             next_attempt_time = $5, payload = COALESCE($7, payload)
          WHERE tenant = $1 AND order_id = $2 AND step = $3",
     )
     .bind(&s.tenant)
     .bind(s.order_id)
     .bind(&s.step)
-    .bind(error)
+    .bind(why)
     .bind(at)
+    .bind(i32::from(failed))
+    .bind(payload)
     .execute(tx)
     .await?;
     Ok(())

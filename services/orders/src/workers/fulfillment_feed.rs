@@ -37,13 +37,6 @@ use uuid::Uuid;
 
 const ACTOR: &str = "system:fulfillment";
 
-/// A follower that fails this soon after it started counts a strike; this
-/// many in a row and the replica gives the tenant's lease up for this many
-/// rounds.
-const QUICK_FAILURE: Duration = Duration::from_secs(30);
-const STRIKES: u32 = 3;
-const BENCHED_ROUNDS: u32 = 5;
-
 /// How far before the last event taken a resync looks: fulfillment's
 /// replicas time reports and events by their own clocks.
 const RESYNC_MARGIN: chrono::Duration = chrono::Duration::minutes(5);
@@ -64,47 +57,24 @@ fn expired(e: &anyhow::Error) -> bool {
 impl FulfillmentFeed {
     /// Keeps one follower per followed tenant whose lease this replica
     /// holds running until `shutdown` (see [`Leases`]); a follower that
-    /// fails is started again from its stored cursor. A tenant whose
-    /// follower keeps failing here at once (this replica cannot reach its
-    /// feed, say) is left to the other replicas for a few rounds.
+    /// fails is started again from its stored cursor.
     pub fn start(self, every: Duration, shutdown: CancellationToken) {
         tokio::spawn(async move {
             let mut leases = Leases::new(self.pool.clone(), feeds::FULFILLMENT);
             // Each follower, with when it started.
             let mut running: HashMap<String, (JoinHandle<()>, Instant)> = HashMap::new();
-            // Followers that failed soon after they started, in a row.
-            let mut strikes: HashMap<String, u32> = HashMap::new();
-            // Rounds a tenant given up is left to the others.
-            let mut benched: HashMap<String, u32> = HashMap::new();
             loop {
-                benched.retain(|_, n| {
-                    *n -= 1;
-                    *n > 0
-                });
                 let ended: Vec<String> = running
                     .iter()
                     .filter(|(_, (h, _))| h.is_finished())
                     .map(|(t, _)| t.clone())
                     .collect();
                 for tenant in ended {
-                    let Some((_, since)) = running.remove(&tenant) else {
-                        continue;
-                    };
-                    let n = strikes.entry(tenant.clone()).or_default();
-                    *n = if since.elapsed() < QUICK_FAILURE {
-                        *n + 1
-                    } else {
-                        0
-                    };
-                    if *n >= STRIKES {
-                        strikes.remove(&tenant);
-                        benched.insert(tenant.clone(), BENCHED_ROUNDS);
-                        if let Err(e) = leases.give_up(&tenant).await {
-                            tracing::warn!(tenant, error = %e, "could not give up a feed lease");
-                        }
+                    if let Some((_, since)) = running.remove(&tenant) {
+                        leases.ended(&tenant, since.elapsed()).await;
                     }
                 }
-                if !leases.alive().await {
+                if !leases.next_round().await {
                     tracing::warn!(
                         "the feed leases' connection broke: their followers stop until the leases are taken again"
                     );
@@ -113,33 +83,19 @@ impl FulfillmentFeed {
                     }
                     running.clear();
                 }
-                let rows = match feeds::followed(&self.pool, feeds::FULFILLMENT).await {
-                    Ok(rows) => rows,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not read the followed feeds");
-                        vec![]
-                    }
-                };
-                let rows: Vec<(String, String)> = rows
-                    .into_iter()
-                    .filter(|(t, _)| !running.contains_key(t) && !benched.contains_key(t))
-                    .collect();
-                let tenants: Vec<String> = rows.iter().map(|(t, _)| t.clone()).collect();
-                // Without leases (their connection cannot be had) every
-                // replica follows every tenant, as each event is claimed
-                // once anyway: slower, never stalled.
-                let held = match leases.take(&tenants).await {
-                    Ok(held) => Some(held),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not take feed leases: following the feeds without them");
-                        None
-                    }
-                };
-                for (tenant, cursor) in rows {
-                    if held.as_ref().is_some_and(|h| !h.contains(&tenant)) {
-                        continue;
-                    }
-                    let Ok(t) = Tenant::parse(&tenant) else {
+                let mut cursors: HashMap<String, String> =
+                    match feeds::followed(&self.pool, feeds::FULFILLMENT).await {
+                        Ok(rows) => rows.into_iter().collect(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not read the followed feeds");
+                            HashMap::new()
+                        }
+                    };
+                cursors.retain(|t, _| !running.contains_key(t));
+                let idle: Vec<String> = cursors.keys().cloned().collect();
+                for tenant in leases.take(idle).await {
+                    let (Ok(t), Some(cursor)) = (Tenant::parse(&tenant), cursors.remove(&tenant))
+                    else {
                         continue;
                     };
                     let me = self.clone();

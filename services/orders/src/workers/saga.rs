@@ -862,8 +862,7 @@ impl Saga {
                 Err(st) => return self.retry_failed(tx, s, &st).await,
             };
             for d in page.decisions.iter().filter(|d| d.release_time.is_none()) {
-                let (_, payload) = unplan_step(&d.name, "order cancelled");
-                let release = ReleaseDecisionRequest::decode(payload.as_slice())?;
+                let release = unplan_request(&d.name, "order cancelled");
                 // Refused: released already under that request id.
                 match routing.release_decision(release).await {
                     Err(st) if !matches!(st.code(), Code::NotFound | Code::InvalidArgument) => {
@@ -1004,12 +1003,19 @@ pub fn unplanned_if_unshipped(o: &oms_proto::orders::Order) -> Option<(String, V
 /// plan will not ship (`reason`).
 pub fn unplan_step(name: &str, reason: &str) -> (String, Vec<u8>) {
     let id = name.trim_start_matches("decisions/");
-    let req = ReleaseDecisionRequest {
+    let req = unplan_request(name, reason);
+    (format!("{}{id}", repo::saga::UNPLAN), req.encode_to_vec())
+}
+
+/// The release of decision `name`, keyed by the decision: however many
+/// steps ask for it, it is given back once.
+fn unplan_request(name: &str, reason: &str) -> ReleaseDecisionRequest {
+    let id = name.trim_start_matches("decisions/");
+    ReleaseDecisionRequest {
         request_id: format!("unplan-{id}"),
         name: name.to_owned(),
         reason: reason.to_owned(),
-    };
-    (format!("{}{id}", repo::saga::UNPLAN), req.encode_to_vec())
+    }
 }
 
 /// Puts a manual hold on an order the saga cannot take further by itself.
