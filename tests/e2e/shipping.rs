@@ -48,6 +48,17 @@ fn warehouse_pacing(
 pub(crate) fn simulated_wms(
     suite: &Suite,
     node: &str,
+    rates: (f64, f64),
+    step: Duration,
+) -> tokio_util::sync::DropGuard {
+    simulated_wms_of(suite, T, node, rates, step)
+}
+
+/// [`simulated_wms`] of `tenant`.
+fn simulated_wms_of(
+    suite: &Suite,
+    tenant: &str,
+    node: &str,
     (reject_rate, short_pick_rate): (f64, f64),
     step: Duration,
 ) -> tokio_util::sync::DropGuard {
@@ -56,7 +67,7 @@ pub(crate) fn simulated_wms(
     tokio::spawn(
         Sim {
             url: format!("http://{}", suite.services[&Service::Fulfillment].addr),
-            tenant: Tenant::parse(T).unwrap(),
+            tenant: Tenant::parse(tenant).unwrap(),
             issuer: TokenIssuer::new(&cfg.auth),
             adapter_id: format!("wms-{node}"),
             nodes: vec![node.into()],
@@ -1355,11 +1366,139 @@ async fn two_orders_replicas_take_each_fulfillment_event_once() {
     assert_eq!(on_hand(&mut stock, "A").await, [("DC1".to_string(), 0)]);
 }
 
+/// Tenants whose fulfillment feeds the lease tests follow.
+const TENANTS: [&str; 4] = ["acme", "beta", "gamma", "delta"];
+
+#[tokio::test]
+async fn orders_replicas_share_the_tenants_feeds_out() {
+    let mut suite = Suite::start().await;
+    let _wms = tenants_followed(&suite).await;
+    let mut db = suite.db.connect("orders").await;
+    until_leases(&mut db, &[4]).await;
+    // A second replica takes half of them; stopped, its half comes back.
+    let second = suite.start_replica(Service::Orders).await;
+    until_leases(&mut db, &[2, 2]).await;
+    second.crash().await;
+    until_leases(&mut db, &[4]).await;
+    // And the feeds are followed: an order of each tenant is delivered.
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    for t in TENANTS {
+        until_delivered_of(&mut orders, t, "after-the-second-stops").await;
+    }
+    // The same when the first one stops instead.
+    let second = suite.start_replica(Service::Orders).await;
+    until_leases(&mut db, &[2, 2]).await;
+    suite.crash(Service::Orders).await;
+    until_leases(&mut db, &[4]).await;
+    let mut orders = OrderServiceClient::new(second.channel());
+    for t in TENANTS {
+        until_delivered_of(&mut orders, t, "after-the-first-stops").await;
+    }
+}
+
+#[tokio::test]
+async fn a_replica_cut_off_from_fulfillment_leaves_its_share_of_the_feeds_to_another() {
+    let suite = Suite::start().await;
+    let _wms = tenants_followed(&suite).await;
+    let mut db = suite.db.connect("orders").await;
+    until_leases(&mut db, &[4]).await;
+    // The second replica is given half of the feeds, and cannot read
+    // them: it gives them up, and the first one takes them beyond its
+    // share, so every tenant's orders are still delivered.
+    let _cut_off = suite
+        .start_replica_cut_off(Service::Orders, Service::Fulfillment)
+        .await;
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    for t in TENANTS {
+        until_delivered_of(&mut orders, t, "while-one-is-cut-off").await;
+    }
+    until_leases(&mut db, &[4]).await;
+}
+
+/// Gives each of [`TENANTS`] stock of A at a node of its own served by a simulated WMS,
+/// and an order delivered through its fulfillment feed (which orders then
+/// follows). Returns the WMSs.
+async fn tenants_followed(suite: &Suite) -> Vec<tokio_util::sync::DropGuard> {
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut wms = Vec::new();
+    for t in TENANTS {
+        let node = format!("DC-{t}");
+        suite.stock_at(t, &node, &[("A", 10)]).await;
+        wms.push(simulated_wms_of(
+            suite,
+            t,
+            &node,
+            (0.0, 0.0),
+            Duration::from_millis(5),
+        ));
+        until_delivered_of(&mut orders, t, "first").await;
+    }
+    wms
+}
+
+/// Waits until the orders replicas hold the leases of the followed
+/// fulfillment feeds as `want` says: how many each holder holds, fewest
+/// first.
+async fn until_leases(db: &mut sqlx::PgConnection, want: &[i64]) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let held: Vec<i64> = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks l
+             JOIN feed_cursors f ON f.source = 'fulfillment'
+              AND ((l.classid::bigint << 32) | l.objid::bigint)
+                  = hashtextextended('follow:fulfillment:' || f.tenant, 0)
+             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+             GROUP BY l.pid ORDER BY 1",
+        )
+        .fetch_all(&mut *db)
+        .await
+        .unwrap();
+        if held == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "leases held {held:?}, not {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Creates an order of 1 A on `orders` and waits until it is delivered.
 async fn until_delivered(orders: &mut OrderServiceClient<Channel>, request_id: &str) {
-    let name = create(orders, request_id, &[("A", 1)]).await.name;
+    until_delivered_of(orders, T, request_id).await
+}
+
+/// [`until_delivered`] for `tenant`.
+async fn until_delivered_of(
+    orders: &mut OrderServiceClient<Channel>,
+    tenant: &str,
+    request_id: &str,
+) {
+    let create = ord::CreateOrderRequest {
+        request_id: request_id.into(),
+        order: Some(crate::placement::order(&[("A", 1)])),
+    };
+    let name = orders
+        .create_order(authed(tenant, create))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap()
+        .name;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while order_of(orders, &name).await.state() != OrderState::Delivered {
+    let state = |o: ord::GetOrderResponse| o.order.unwrap().state();
+    let get = || ord::GetOrderRequest { name: name.clone() };
+    while state(
+        orders
+            .get_order(authed(tenant, get()))
+            .await
+            .unwrap()
+            .into_inner(),
+    ) != OrderState::Delivered
+    {
         assert!(
             std::time::Instant::now() < deadline,
             "{name} never delivered"

@@ -67,9 +67,15 @@ impl Suite {
     /// Gives `tenant` a node `DC1` holding `items` (SKU, units on hand);
     /// returns an inventory client.
     pub async fn stock(&self, tenant: &str, items: &[(&str, i64)]) -> Inventory {
+        self.stock_at(tenant, "DC1", items).await
+    }
+
+    /// [`Suite::stock`] at a node `node_id` (node ids are unique across
+    /// tenants).
+    pub async fn stock_at(&self, tenant: &str, node_id: &str, items: &[(&str, i64)]) -> Inventory {
         let mut c = InventoryServiceClient::new(self.channel(Service::Inventory));
         let node = inv::Node {
-            node_id: "DC1".into(),
+            node_id: node_id.into(),
             kind: NodeKind::Warehouse as i32,
             enabled: true,
             capabilities: Some(inv::NodeCapabilities {
@@ -101,7 +107,7 @@ impl Suite {
             ))
             .await
             .unwrap();
-            receive(&mut c, tenant, sku, *q).await;
+            receive_at(&mut c, tenant, node_id, sku, *q).await;
         }
         c
     }
@@ -118,6 +124,19 @@ impl Suite {
     pub async fn start_replica(&self, s: Service) -> Running {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         start_one(s, listener, &self.db, &self.peers).await
+    }
+
+    /// [`Suite::start_replica`], but the replica cannot reach `peer` (a
+    /// partition between it and one of the services it calls).
+    pub async fn start_replica_cut_off(&self, s: Service, peer: Service) -> Running {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peers: Vec<_> = self
+            .peers
+            .iter()
+            .filter(|(p, _)| *p != peer)
+            .copied()
+            .collect();
+        start_one(s, listener, &self.db, &peers).await
     }
 
     /// Starts a crashed service again on its port and database.
@@ -211,9 +230,14 @@ pub fn rid() -> String {
 
 /// Receives `q` units of `sku` at `DC1`.
 pub async fn receive(c: &mut Inventory, tenant: &str, sku: &str, q: i64) {
+    receive_at(c, tenant, "DC1", sku, q).await
+}
+
+/// Receives `q` units of `sku` at `node`.
+async fn receive_at(c: &mut Inventory, tenant: &str, node: &str, sku: &str, q: i64) {
     let movement = inv::StockMovement {
         kind: inv::MovementKind::Receipt as i32,
-        node_id: "DC1".into(),
+        node_id: node.into(),
         sku: sku.into(),
         quantity: q,
         ..Default::default()

@@ -28,7 +28,7 @@ use oms_proto::inventory::{
 use oms_runtime::time::{from_timestamp, to_timestamp};
 use prost::Message;
 use sqlx::PgPool;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -57,7 +57,8 @@ fn expired(e: &anyhow::Error) -> bool {
 impl FulfillmentFeed {
     /// Keeps one follower per followed tenant whose lease this replica
     /// holds running until `shutdown` (see [`Leases`]); a follower that
-    /// fails is started again from its stored cursor.
+    /// fails is started again from its stored cursor, one whose lease was
+    /// given up to another replica is stopped.
     pub fn start(self, every: Duration, shutdown: CancellationToken) {
         tokio::spawn(async move {
             let mut leases = Leases::new(self.pool.clone(), feeds::FULFILLMENT);
@@ -87,13 +88,24 @@ impl FulfillmentFeed {
                     match feeds::followed(&self.pool, feeds::FULFILLMENT).await {
                         Ok(rows) => rows.into_iter().collect(),
                         Err(e) => {
+                            // Nothing changes this round: shared out over
+                            // no tenants, every lease would go.
                             tracing::warn!(error = %e, "could not read the followed feeds");
-                            HashMap::new()
+                            tokio::select! {
+                                _ = tokio::time::sleep(every) => continue,
+                                _ = shutdown.cancelled() => return,
+                            }
                         }
                     };
-                cursors.retain(|t, _| !running.contains_key(t));
-                let idle: Vec<String> = cursors.keys().cloned().collect();
-                for tenant in leases.take(idle).await {
+                let followed: Vec<String> = cursors.keys().cloned().collect();
+                let busy: HashSet<String> = running.keys().cloned().collect();
+                let changes = leases.balance(followed, &busy).await;
+                for tenant in changes.stop {
+                    if let Some((h, _)) = running.remove(&tenant) {
+                        h.abort();
+                    }
+                }
+                for tenant in changes.start {
                     let (Ok(t), Some(cursor)) = (Tenant::parse(&tenant), cursors.remove(&tenant))
                     else {
                         continue;

@@ -5,6 +5,13 @@
 //! each tenant's feed instead of every replica reading every feed (each
 //! event is still claimed under the cursor's lock, so a lease that changes
 //! hands mid-event applies nothing twice).
+//!
+//! The leases are shared out: on the same connection each replica holds a
+//! shared lock that makes it a member, and takes no more than its share
+//! (the followed tenants over the members, rounded up), giving up what is
+//! beyond it when another replica joins. A tenant no replica took for a
+//! whole round (the one whose share it is gave it up, cut off from its
+//! feed) is rescued by any replica, beyond its share.
 use sqlx::{ConnectOptions, PgConnection, PgPool};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -18,6 +25,18 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 const QUICK_FAILURE: Duration = Duration::from_secs(30);
 const STRIKES: u32 = 3;
 const BENCHED_ROUNDS: u32 = 5;
+/// Rounds a rescued lease is kept beyond the share before it counts as
+/// any other (and may be given up to even the shares out again): the
+/// replica that gave it up may have come back by then.
+const RESCUED_ROUNDS: u32 = 600;
+
+/// What a round changes: the followers to stop (their leases given up or
+/// lost) and the tenants to start following.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub stop: Vec<String>,
+    pub start: Vec<String>,
+}
 
 pub struct Leases {
     pool: PgPool,
@@ -28,6 +47,11 @@ pub struct Leases {
     conn: Option<PgConnection>,
     /// Tenants whose lock this replica holds.
     held: HashSet<String>,
+    /// Of those, the ones taken beyond the share, with the rounds left
+    /// before they count as any other.
+    rescued: HashMap<String, u32>,
+    /// Tenants whose lease nobody held at the last round.
+    free_before: HashSet<String>,
     /// Followers that ended soon after they started, in a row, by tenant.
     strikes: HashMap<String, u32>,
     /// Rounds left before a tenant given up is taken again.
@@ -41,19 +65,19 @@ impl Leases {
             source,
             conn: None,
             held: HashSet::new(),
+            rescued: HashMap::new(),
+            free_before: HashSet::new(),
             strikes: HashMap::new(),
             benched: HashMap::new(),
         }
     }
 
-    /// Starts a round: a tenant given up waits one round less. Whether
-    /// the leases taken so far still hold: false (and none held any more)
-    /// when their connection was lost.
+    /// Starts a round: a tenant given up (or rescued) waits one round
+    /// less. Whether the leases taken so far still hold: false (and none
+    /// held any more) when their connection was lost.
     pub async fn next_round(&mut self) -> bool {
-        self.benched.retain(|_, n| {
-            *n -= 1;
-            *n > 0
-        });
+        count_down(&mut self.benched);
+        count_down(&mut self.rescued);
         let Some(conn) = self.conn.as_mut() else {
             return true;
         };
@@ -65,40 +89,42 @@ impl Leases {
         false
     }
 
-    /// Of `tenants` (none followed here yet), those this replica follows
-    /// now: whose lease it holds or takes (one query for all), leaving out
-    /// those it gave up lately. When the leases' connection cannot be had,
-    /// all of them: every replica then follows every tenant, as each
-    /// event is claimed once anyway (slower, never stalled).
-    pub async fn take(&mut self, tenants: Vec<String>) -> Vec<String> {
-        let tenants: Vec<String> = tenants
+    /// Shares out the leases of `followed` (every tenant with a cursor),
+    /// `running` being those this replica follows now: gives up what is
+    /// beyond its share and takes what it has room for, leaving out the
+    /// tenants it gave up lately. When the leases' connection cannot be
+    /// had, it starts every tenant not running: every replica then
+    /// follows every tenant, as each event is claimed once anyway (slower,
+    /// never stalled).
+    pub async fn balance(&mut self, followed: Vec<String>, running: &HashSet<String>) -> Changes {
+        let followed: Vec<String> = followed
             .into_iter()
             .filter(|t| !self.benched.contains_key(t))
             .collect();
-        let wanted: Vec<String> = tenants
-            .iter()
-            .filter(|t| !self.held.contains(*t))
-            .cloned()
-            .collect();
-        if !wanted.is_empty() {
-            match tokio::time::timeout(TIMEOUT, self.try_locks(&wanted)).await {
-                Ok(Ok(got)) => self.held.extend(got),
-                failed => {
-                    let error = match failed {
-                        Ok(Err(e)) => e.to_string(),
-                        _ => "timed out".to_owned(),
-                    };
-                    tracing::warn!(%error, "could not take feed leases: following the feeds without them");
-                    // Whatever it holds goes with the connection.
-                    self.lost();
-                    return tenants;
-                }
-            }
+        if let Err(error) = self.share_out(&followed).await {
+            tracing::warn!(%error, "could not take feed leases: following the feeds without them");
+            // Whatever it holds goes with the connection.
+            self.lost();
+            let start = followed
+                .into_iter()
+                .filter(|t| !running.contains(t))
+                .collect();
+            return Changes {
+                stop: vec![],
+                start,
+            };
         }
-        tenants
-            .into_iter()
-            .filter(|t| self.held.contains(t))
-            .collect()
+        Changes {
+            stop: running
+                .iter()
+                .filter(|t| !self.held.contains(*t))
+                .cloned()
+                .collect(),
+            start: followed
+                .into_iter()
+                .filter(|t| self.held.contains(t) && !running.contains(t))
+                .collect(),
+        }
     }
 
     /// `tenant`'s follower ended after running for `ran`: after a few
@@ -111,45 +137,148 @@ impl Leases {
         }
         self.strikes.remove(tenant);
         self.benched.insert(tenant.to_owned(), BENCHED_ROUNDS);
-        if !self.held.remove(tenant) {
+        if !self.held.contains(tenant) {
             return;
         }
-        let Some(conn) = self.conn.as_mut() else {
-            return;
-        };
-        let unlock = sqlx::query(
-            "SELECT pg_advisory_unlock(hashtextextended('follow:' || $2 || ':' || $1, 0))",
-        )
-        .bind(tenant)
-        .bind(self.source)
-        .execute(conn);
         // Not given up: the next round finds out whether the connection
         // still holds it.
-        if !matches!(tokio::time::timeout(TIMEOUT, unlock).await, Ok(Ok(_))) {
-            tracing::warn!(tenant, "could not give up a feed lease");
+        if let Err(error) = bounded(self.give_up(&[tenant.to_owned()])).await {
+            tracing::warn!(tenant, %error, "could not give up a feed lease");
         }
     }
 
+    /// One round of [`Leases::balance`], bounded by [`TIMEOUT`] a query.
+    async fn share_out(&mut self, followed: &[String]) -> anyhow::Result<()> {
+        let (members, free) = bounded(self.standing(followed)).await?;
+        let share = followed.len().div_ceil(members.max(1));
+        let mut own: Vec<String> = self
+            .held
+            .iter()
+            .filter(|t| !self.rescued.contains_key(*t))
+            .cloned()
+            .collect();
+        if own.len() > share {
+            own.sort();
+            bounded(self.give_up(&own[share..])).await?;
+        }
+        let room = share.saturating_sub(own.len().min(share));
+        let mut fair = free.to_vec();
+        fair.sort();
+        fair.truncate(room);
+        // Free now and a round ago: no replica with room took it.
+        let stranded: Vec<String> = free
+            .iter()
+            .filter(|t| self.free_before.contains(*t) && !fair.contains(t))
+            .cloned()
+            .collect();
+        let got = bounded(self.try_locks(&fair)).await?;
+        self.held.extend(got);
+        let rescued = bounded(self.try_locks(&stranded)).await?;
+        for t in rescued {
+            tracing::info!(tenant = %t, "rescued a feed lease no other replica took");
+            self.rescued.insert(t.clone(), RESCUED_ROUNDS);
+            self.held.insert(t);
+        }
+        self.free_before = free
+            .into_iter()
+            .filter(|t| !self.held.contains(t))
+            .collect();
+        Ok(())
+    }
+
+    /// The lease connection, taken (and made a member) when there is none.
+    async fn connection(&mut self) -> sqlx::Result<&mut PgConnection> {
+        if self.conn.is_none() {
+            let mut conn = self.pool.connect_options().connect().await?;
+            sqlx::query("SELECT pg_advisory_lock_shared(hashtextextended('follow:' || $1, 0))")
+                .bind(self.source)
+                .execute(&mut conn)
+                .await?;
+            self.conn = Some(conn);
+        }
+        Ok(self.conn.as_mut().expect("connected above"))
+    }
+
+    /// How many replicas share the leases out, and which of `tenants`
+    /// nobody holds.
+    async fn standing(&mut self, tenants: &[String]) -> sqlx::Result<(usize, Vec<String>)> {
+        let source = self.source;
+        let (members, free): (i64, Vec<String>) = sqlx::query_as(
+            "WITH locks AS (
+                 SELECT (classid::bigint << 32) | objid::bigint AS k FROM pg_locks
+                 WHERE locktype = 'advisory' AND objsubid = 1 AND granted
+                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))
+             SELECT (SELECT count(*) FROM locks WHERE k = hashtextextended('follow:' || $2, 0)),
+                    ARRAY(SELECT t FROM unnest($1::text[]) AS t
+                          WHERE hashtextextended('follow:' || $2 || ':' || t, 0)
+                                NOT IN (SELECT k FROM locks))",
+        )
+        .bind(tenants)
+        .bind(source)
+        .fetch_one(self.connection().await?)
+        .await?;
+        Ok((usize::try_from(members).unwrap_or(0), free))
+    }
+
+    /// Takes those of `tenants` whose lease is free; returns them.
     async fn try_locks(&mut self, tenants: &[String]) -> sqlx::Result<Vec<String>> {
-        let conn = match self.conn.as_mut() {
-            Some(c) => c,
-            None => self
-                .conn
-                .insert(self.pool.connect_options().connect().await?),
-        };
+        if tenants.is_empty() {
+            return Ok(vec![]);
+        }
+        let source = self.source;
         sqlx::query_scalar(
             "SELECT t FROM unnest($1::text[]) AS t
              WHERE pg_try_advisory_lock(hashtextextended('follow:' || $2 || ':' || t, 0))",
         )
         .bind(tenants)
-        .bind(self.source)
-        .fetch_all(conn)
+        .bind(source)
+        .fetch_all(self.connection().await?)
         .await
+    }
+
+    /// Gives the leases of `tenants` up.
+    async fn give_up(&mut self, tenants: &[String]) -> sqlx::Result<()> {
+        for t in tenants {
+            self.held.remove(t);
+            self.rescued.remove(t);
+        }
+        let source = self.source;
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(());
+        };
+        sqlx::query(
+            "SELECT pg_advisory_unlock(hashtextextended('follow:' || $2 || ':' || t, 0))
+             FROM unnest($1::text[]) AS t",
+        )
+        .bind(tenants)
+        .bind(source)
+        .execute(conn)
+        .await?;
+        Ok(())
     }
 
     /// Drops the connection, and with it every lease.
     fn lost(&mut self) {
         self.conn = None;
         self.held.clear();
+        self.rescued.clear();
+    }
+}
+
+/// One round less for each; those at none leave.
+fn count_down(rounds: &mut HashMap<String, u32>) {
+    rounds.retain(|_, n| {
+        *n -= 1;
+        *n > 0
+    });
+}
+
+/// `query`, failed when it takes longer than [`TIMEOUT`].
+async fn bounded<T>(
+    query: impl std::future::Future<Output = sqlx::Result<T>>,
+) -> anyhow::Result<T> {
+    match tokio::time::timeout(TIMEOUT, query).await {
+        Ok(r) => Ok(r?),
+        Err(_) => anyhow::bail!("timed out"),
     }
 }
