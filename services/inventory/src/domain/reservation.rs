@@ -26,11 +26,12 @@ impl NewReservation {
     pub fn parse(req: &CreateReservationRequest) -> Result<NewReservation, Violations> {
         let mut v = Violations::new();
         let id = &req.reservation_id;
-        if id.is_empty() || id.len() > 128 || !id.chars().all(|c| c.is_ascii_graphic() && c != '/')
-        {
+        if id.is_empty() {
+            v.add("reservation_id", "is required");
+        } else if id.len() > 128 || !id.chars().all(|c| c.is_ascii_graphic() && c != '/') {
             v.add(
                 "reservation_id",
-                "is required: 1-128 printable characters without spaces or '/'",
+                "must be 1-128 printable ASCII characters without spaces or '/'",
             );
         }
         if req.lines.is_empty() {
@@ -199,6 +200,7 @@ mod tests {
         });
         let err = NewReservation::parse(&r).unwrap_err();
         let f: Vec<_> = err.0.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(err.0[0].description, "is required");
         assert_eq!(
             f,
             [
@@ -210,5 +212,19 @@ mod tests {
                 "ttl"
             ]
         );
+    }
+
+    #[test]
+    fn a_reservation_id_given_but_malformed_says_what_it_must_be() {
+        for id in ["a b", "a/b", &"x".repeat(129)] {
+            let mut r = req();
+            r.reservation_id = id.to_owned();
+            let err = NewReservation::parse(&r).unwrap_err();
+            assert_eq!(err.0[0].field, "reservation_id");
+            assert_eq!(
+                err.0[0].description,
+                "must be 1-128 printable ASCII characters without spaces or '/'"
+            );
+        }
     }
 }
