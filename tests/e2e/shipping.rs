@@ -439,6 +439,81 @@ async fn a_cancel_the_node_refuses_once_packed_leaves_the_order_shipping() {
     assert_eq!(available(&mut stock, "A").await, 3);
 }
 
+/// An order split between two nodes is cancelled after one shipped its
+/// part: the other gives its work up, and the plan stops counting
+/// against that node's capacity, while it still counts at the node that
+/// shipped.
+#[tokio::test]
+async fn a_node_that_gives_its_work_up_at_a_cancel_gets_its_capacity_back() {
+    let suite = Suite::start().await;
+    let mut stock = suite.stock(T, &[("A", 5)]).await;
+    let item = inv::Item {
+        sku: "B".into(),
+        ..Default::default()
+    };
+    let create_item = inv::CreateItemRequest {
+        request_id: "item-B".into(),
+        item: Some(item),
+    };
+    stock.create_item(authed(T, create_item)).await.unwrap();
+    warehouse_with(&mut stock, "DC2", 0, &[("B", 5)]).await;
+    // DC1 ships at once; DC2 takes a minute per stage, so its work sits
+    // there, accepted, when the order is cancelled.
+    let _dc1 = warehouse(&suite, "DC1", 0.0);
+    let _dc2 = warehouse_pacing(&suite, "DC2", 0.0, Duration::from_secs(60));
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = suite.order_events(T).await;
+    let order = create(&mut orders, "split-cancel", &[("A", 1), ("B", 1)]).await;
+    until_state(&mut feed, &order.name, OrderState::PartiallyShipped).await;
+    let cancel = ord::CancelOrderRequest {
+        request_id: "split-cancel-it".into(),
+        name: order.name.clone(),
+        reason: "the rest is not needed".into(),
+    };
+    orders.cancel_order(authed(T, cancel)).await.unwrap();
+    let delivered = until_state(&mut feed, &order.name, OrderState::Delivered)
+        .await
+        .order
+        .unwrap();
+    let b = delivered.lines.iter().find(|l| l.sku == "B").unwrap();
+    assert_eq!((b.quantity_cancelled, b.quantity_shipped), (1, 0));
+    let plans = until_counted_plans(&suite, &order.name, 1).await;
+    assert_eq!(plans, [delivered.routing_decision]);
+    let plan = until_released_at(&suite, &plans[0], &["DC2"]).await;
+    assert!(plan.release_time.is_none(), "DC1 shipped: it counts there");
+}
+
+/// Waits until routing's decision `name` is released at `nodes`; returns
+/// it. Fails after 60 s.
+async fn until_released_at(
+    suite: &Suite,
+    name: &str,
+    nodes: &[&str],
+) -> oms_proto::routing::Decision {
+    use oms_proto::routing::{GetDecisionRequest, routing_service_client::RoutingServiceClient};
+    let mut routing = RoutingServiceClient::new(suite.channel(Service::Routing));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let get = GetDecisionRequest { name: name.into() };
+        let d = routing
+            .get_decision(authed(T, get))
+            .await
+            .unwrap()
+            .into_inner()
+            .decision
+            .unwrap();
+        if d.released_node_ids == nodes {
+            return d;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} released at {:?}, not {nodes:?}",
+            d.released_node_ids
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_fulfillment_order_cancelled_at_its_node_ships_from_another() {
     let suite = Suite::start().await;

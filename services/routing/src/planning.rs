@@ -296,6 +296,9 @@ pub async fn release(
     if req.reason.len() > 500 {
         v.add("reason", "must be at most 500 characters");
     }
+    if req.node_ids.len() > 100 {
+        v.add("node_ids", "at most 100 nodes");
+    }
     let (rid, id) = checked(&req.request_id, id.filter(|_| v.is_empty()).ok_or(v))?;
     let (mut tx, rid) = match r.begin(tenant, rid, "ReleaseDecision", &req).await? {
         Begin::Replay(resp) => return Ok(resp),
@@ -304,11 +307,45 @@ pub async fn release(
     let Some(mut d) = repo::lock_decision(&mut tx, tenant, id).await.map_err(db)? else {
         return Err(status::not_found(DOMAIN, "decision", &req.name));
     };
-    if d.release_time.is_none() {
+    let mut v = Violations::new();
+    for (i, node) in req.node_ids.iter().enumerate() {
+        if !d.assignments.iter().any(|a| a.node_id == *node) {
+            v.add(
+                format!("node_ids[{i}]"),
+                format!("{node} ships nothing of {}", d.name),
+            );
+        }
+    }
+    if !v.is_empty() {
+        return Err(invalid(v));
+    }
+    let changed = if d.release_time.is_some() {
+        false
+    } else if req.node_ids.is_empty() {
         repo::release_load(&mut tx, tenant, repo::Counted::Decision(id))
             .await
             .map_err(db)?;
         d.release_time = Some(to_timestamp(Utc::now()));
+        true
+    } else {
+        // Each node once, those not given back already.
+        let mut nodes: Vec<String> = req
+            .node_ids
+            .iter()
+            .filter(|n| !d.released_node_ids.contains(n))
+            .cloned()
+            .collect();
+        nodes.sort();
+        nodes.dedup();
+        for node in &nodes {
+            repo::release_load(&mut tx, tenant, repo::Counted::DecisionAt(id, node))
+                .await
+                .map_err(db)?;
+        }
+        d.released_node_ids.extend(nodes.iter().cloned());
+        !nodes.is_empty()
+    };
+    if changed {
         d.release_reason = req.reason.clone();
         repo::save_decision(&mut tx, tenant, id, &d)
             .await

@@ -291,6 +291,8 @@ pub async fn add_load(
 pub enum Counted<'a> {
     /// Every node of one decision.
     Decision(Uuid),
+    /// One node of one decision.
+    DecisionAt(Uuid, &'a str),
     /// One node of every decision of an order.
     OrderAt(&'a str, &'a str),
 }
@@ -303,6 +305,7 @@ pub async fn release_load(
 ) -> sqlx::Result<u64> {
     let (decision, order, node) = match which {
         Counted::Decision(id) => (Some(id), None, None),
+        Counted::DecisionAt(id, node) => (Some(id), None, Some(node)),
         Counted::OrderAt(order, node) => (None, Some(order), Some(node)),
     };
     let freed = sqlx::query(
@@ -310,7 +313,8 @@ pub async fn release_load(
              UPDATE decision_load SET released = true
              WHERE tenant = $1 AND NOT released
                AND ($2::uuid IS NULL OR decision_id = $2)
-               AND ($3::text IS NULL OR (order_name = $3 AND node_id = $4))
+               AND ($3::text IS NULL OR order_name = $3)
+               AND ($4::text IS NULL OR node_id = $4)
              RETURNING node_id, day
          ), per_day AS (
              SELECT node_id, day, count(*) AS n FROM freed GROUP BY node_id, day

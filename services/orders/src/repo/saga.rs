@@ -15,6 +15,10 @@ pub const UNPLAN: &str = "unplan:";
 /// The step that gives back every plan routing still counts for a
 /// cancelled order, recorded or not.
 pub const UNPLAN_ALL: &str = "unplan-all";
+/// The step that gives back the node capacity an order's plans count at
+/// the nodes whose work for it ended with nothing shipped (they gave it
+/// up at a cancel, others shipped).
+pub const UNPLAN_IDLE: &str = "unplan-idle";
 /// Prefix of the steps that ask a node to cancel a fulfillment order
 /// (`cancel-work:<fulfillment order id>`).
 pub const CANCEL_WORK: &str = "cancel-work:";

@@ -307,6 +307,14 @@ impl FulfillmentFeed {
                 reroute::step(&o, fo, &back, key)
             };
             repo::saga::enqueue(&mut *tx, tenant, order_id, &step, &payload).await?;
+            // A node that gave all its work up at the cancel ships
+            // nothing of the order: its plan need not count there (a
+            // rerouted node's is given back by the reroute).
+            let shipped_none = fo.lines.iter().all(|l| l.quantity_shipped == 0);
+            if cancelled && fo.state() == FulfillmentState::Cancelled && shipped_none {
+                let idle = repo::saga::UNPLAN_IDLE;
+                repo::saga::enqueue(&mut *tx, tenant, order_id, idle, &[]).await?;
+            }
         }
         let why = format!("{} is {}", fo.name, fo.state().as_str_name());
         follow_work(

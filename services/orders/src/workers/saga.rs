@@ -27,7 +27,8 @@ use oms_proto::inventory::{
 };
 use oms_proto::orders::{Hold, HoldType, OrderHoldPlaced, order_event};
 use oms_proto::routing::{
-    ListDecisionsRequest, PlanOrderRequest, ReleaseDecisionRequest, RoutingLine, RoutingOrder,
+    Decision, ListDecisionsRequest, PlanOrderRequest, ReleaseDecisionRequest, RoutingLine,
+    RoutingOrder,
 };
 use oms_runtime::time::to_timestamp;
 use prost::Message;
@@ -233,7 +234,9 @@ impl Saga {
         } else if s.step.starts_with(repo::saga::REROUTE) {
             self.reroute(tx, tenant, s).await?;
         } else if s.step == repo::saga::UNPLAN_ALL {
-            self.unplan_all(tx, tenant, s).await?;
+            self.unplan_all(tx, tenant, s, Unplan::Whole).await?;
+        } else if s.step == repo::saga::UNPLAN_IDLE {
+            self.unplan_all(tx, tenant, s, Unplan::AtIdleNodes).await?;
         } else if s.step.starts_with(repo::saga::UNPLAN) {
             self.unplan(tx, tenant, s).await?;
         } else if s.step.starts_with(repo::saga::CANCEL_WORK) {
@@ -840,15 +843,21 @@ impl Saga {
     }
 
     /// Gives back the node capacity of every plan routing still counts for
-    /// a cancelled order: the one it recorded, and any that an attempt
-    /// made without recording it (orders stopped after the plan); retried
-    /// until routing answers.
+    /// an order: for a cancelled order, wholly (the plan it recorded, and
+    /// any that an attempt made without recording it: orders stopped
+    /// after the plan); else at the nodes whose work of the plan ended
+    /// with nothing shipped. Retried until routing answers.
     async fn unplan_all(
         &self,
         tx: &mut PgConnection,
         tenant: &Tenant,
         s: &Step,
+        how: Unplan,
     ) -> anyhow::Result<()> {
+        let work = match how {
+            Unplan::Whole => vec![],
+            Unplan::AtIdleNodes => repo::feeds::fulfillments(&mut *tx, tenant, s.order_id).await?,
+        };
         let mut routing = self.peers.routing(tenant);
         let mut page_token = String::new();
         loop {
@@ -862,7 +871,13 @@ impl Saga {
                 Err(st) => return self.retry_failed(tx, s, &st).await,
             };
             for d in page.decisions.iter().filter(|d| d.release_time.is_none()) {
-                let release = unplan_request(&d.name, "order cancelled");
+                let release = match how {
+                    Unplan::Whole => unplan_request(&d.name, "order cancelled"),
+                    Unplan::AtIdleNodes => match idle_nodes(d, &work) {
+                        idle if idle.is_empty() => continue,
+                        idle => unplan_at_request(&d.name, idle),
+                    },
+                };
                 // Refused: released already under that request id.
                 match routing.release_decision(release).await {
                     Err(st) if !matches!(st.code(), Code::NotFound | Code::InvalidArgument) => {
@@ -993,7 +1008,8 @@ pub fn unplan_all_step() -> (String, Vec<u8>) {
 /// For an order cancelled through its nodes (after release) that shipped
 /// nothing: the step that gives its plans' capacity back, as for a cancel
 /// before release (no node shipped any of it). Once anything shipped, the
-/// plan's shipments count.
+/// plan's shipments count, but for the nodes that gave their work up
+/// ([`repo::saga::UNPLAN_IDLE`]).
 pub fn unplanned_if_unshipped(o: &oms_proto::orders::Order) -> Option<(String, Vec<u8>)> {
     let unshipped = o.lines.iter().all(|l| l.quantity_shipped == 0);
     (lifecycle::state(o) == OrderState::Cancelled && unshipped).then(unplan_all_step)
@@ -1015,6 +1031,56 @@ fn unplan_request(name: &str, reason: &str) -> ReleaseDecisionRequest {
         request_id: format!("unplan-{id}"),
         name: name.to_owned(),
         reason: reason.to_owned(),
+        node_ids: vec![],
+    }
+}
+
+/// How much of an order's plans [`Saga::unplan_all`] gives back.
+#[derive(Clone, Copy)]
+enum Unplan {
+    /// All of them: the order is cancelled and shipped nothing.
+    Whole,
+    /// Their shipments at the nodes that gave their work up.
+    AtIdleNodes,
+}
+
+/// The nodes of decision `d` whose work of it (of `work`, the order's)
+/// all ended with nothing shipped, sorted; nodes with no work of it yet
+/// are not among them.
+fn idle_nodes(d: &Decision, work: &[FulfillmentOrder]) -> Vec<String> {
+    let ended = |fo: &FulfillmentOrder| {
+        matches!(
+            fo.state(),
+            FulfillmentState::Cancelled | FulfillmentState::Rejected
+        ) && fo.lines.iter().all(|l| l.quantity_shipped == 0)
+    };
+    let mut idle: Vec<String> = d
+        .assignments
+        .iter()
+        .map(|a| a.node_id.clone())
+        .filter(|n| {
+            let mut at = work
+                .iter()
+                .filter(|fo| fo.decision == d.name && fo.node_id == *n)
+                .peekable();
+            at.peek().is_some() && at.all(ended)
+        })
+        .collect();
+    idle.sort();
+    idle.dedup();
+    idle
+}
+
+/// The release of decision `name` at `nodes` only (sorted), for an order
+/// cancelled after they shipped none of it: keyed by the decision and the
+/// nodes, so a repeat gives nothing back twice.
+fn unplan_at_request(name: &str, nodes: Vec<String>) -> ReleaseDecisionRequest {
+    let id = name.trim_start_matches("decisions/");
+    ReleaseDecisionRequest {
+        request_id: RequestId::derived("unplan", format!("unplan-{id}-at-{}", nodes.join(","))),
+        name: name.to_owned(),
+        reason: "order cancelled; these nodes shipped none of it".to_owned(),
+        node_ids: nodes,
     }
 }
 

@@ -423,6 +423,7 @@ async fn a_released_decision_gives_its_node_capacity_back() {
         request_id: "rel-1".into(),
         name: first.name.clone(),
         reason: "order cancelled".into(),
+        ..Default::default()
     };
     let released = h
         .client
@@ -451,6 +452,7 @@ async fn a_released_decision_gives_its_node_capacity_back() {
                 request_id: "rel-2".into(),
                 name: first.name.clone(),
                 reason: "twice".into(),
+                ..Default::default()
             },
         ))
         .await
@@ -533,7 +535,7 @@ async fn a_released_decision_gives_its_node_capacity_back() {
             ReleaseDecisionRequest {
                 request_id: rid(),
                 name: "decisions/nope".into(),
-                reason: String::new(),
+                ..Default::default()
             },
         ))
         .await
@@ -546,10 +548,112 @@ async fn a_released_decision_gives_its_node_capacity_back() {
             ReleaseDecisionRequest {
                 request_id: rid(),
                 name: first.name.clone(),
-                reason: String::new(),
+                ..Default::default()
             },
         ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn a_decision_released_at_some_nodes_keeps_counting_at_the_others() {
+    let mut h = start().await;
+    // DC-CAP (mugs) and DC-TEA (tea) ship one order a day each; DC-MUC
+    // has mugs too, further away.
+    let mut cap = node("DC-CAP", NodeKind::Warehouse, 52.40, 13.10);
+    cap.daily_capacity = 1;
+    let mut tea = node("DC-TEA", NodeKind::Warehouse, 52.41, 13.11);
+    tea.daily_capacity = 1;
+    for n in [cap, tea, node("DC-MUC", NodeKind::Warehouse, 48.14, 11.58)] {
+        h.inv
+            .create_node(authed(
+                TENANT,
+                inv::CreateNodeRequest {
+                    request_id: rid(),
+                    node: Some(n),
+                },
+            ))
+            .await
+            .unwrap();
+    }
+    for sku in ["MUG", "TEA"] {
+        let item = inv::Item {
+            sku: sku.into(),
+            ..Default::default()
+        };
+        h.inv
+            .create_item(authed(
+                TENANT,
+                inv::CreateItemRequest {
+                    request_id: rid(),
+                    item: Some(item),
+                },
+            ))
+            .await
+            .unwrap();
+    }
+    h.receive("DC-CAP", "MUG", 10).await;
+    h.receive("DC-MUC", "MUG", 10).await;
+    h.receive("DC-TEA", "TEA", 10).await;
+    let first = h.plan(&rid(), order("o1", &[("MUG", 1), ("TEA", 1)])).await;
+    assert_eq!(placed(&first), [at("1", "DC-CAP", 1), at("2", "DC-TEA", 1)]);
+    let release = |request_id: &str, nodes: &[&str]| ReleaseDecisionRequest {
+        request_id: request_id.into(),
+        name: first.name.clone(),
+        reason: "order cancelled; these nodes shipped none of it".into(),
+        node_ids: nodes.iter().map(|n| n.to_string()).collect(),
+    };
+    // A node the decision does not ship from: refused, nothing changed.
+    let err = h
+        .client
+        .release_decision(authed(TENANT, release("at-1", &["DC-MUC"])))
+        .await
+        .unwrap_err();
+    assert_eq!(status::fields(&err), ["node_ids[0]"]);
+
+    // Released at DC-TEA: its capacity is back, DC-CAP's is not.
+    let at_tea = h
+        .client
+        .release_decision(authed(TENANT, release("at-2", &["DC-TEA", "DC-TEA"])))
+        .await
+        .unwrap()
+        .into_inner()
+        .decision
+        .unwrap();
+    assert_eq!(at_tea.released_node_ids, ["DC-TEA"]);
+    assert!(at_tea.release_time.is_none(), "it still counts at DC-CAP");
+    let again = h
+        .client
+        .release_decision(authed(TENANT, release("at-3", &["DC-TEA"])))
+        .await
+        .unwrap()
+        .into_inner()
+        .decision
+        .unwrap();
+    assert_eq!(again, at_tea, "a node given back already changes nothing");
+    let tea_only = h.plan(&rid(), order("o2", &[("TEA", 1)])).await;
+    assert_eq!(placed(&tea_only), [at("1", "DC-TEA", 1)]);
+    let mugs = h.plan(&rid(), order("o3", &[("MUG", 1)])).await;
+    assert_eq!(
+        placed(&mugs),
+        [at("1", "DC-MUC", 1)],
+        "DC-CAP still counts o1"
+    );
+
+    // Released whole: DC-CAP's capacity is back too, and DC-TEA's is not
+    // given back twice (o2 counts there).
+    let whole = h
+        .client
+        .release_decision(authed(TENANT, release("at-4", &[])))
+        .await
+        .unwrap()
+        .into_inner()
+        .decision
+        .unwrap();
+    assert!(whole.release_time.is_some());
+    let mugs = h.plan(&rid(), order("o4", &[("MUG", 1)])).await;
+    assert_eq!(placed(&mugs), [at("1", "DC-CAP", 1)]);
+    let tea_again = h.plan(&rid(), order("o5", &[("TEA", 1)])).await;
+    assert!(placed(&tea_again).is_empty(), "{tea_again:?}");
 }
