@@ -82,42 +82,44 @@ impl Harness {
     /// Berlin and Munich warehouses and a Berlin store, with `stock` as
     /// (node, sku, units).
     pub async fn network(&mut self, stock: &[(&str, &str, i64)]) {
-        for n in [
+        self.create_nodes([
             node("DC-BER", NodeKind::Warehouse, 52.52, 13.40),
             node("DC-MUC", NodeKind::Warehouse, 48.14, 11.58),
             node("STORE-BER", NodeKind::Store, 52.50, 13.42),
-        ] {
-            self.inv
-                .create_node(authed(
-                    TENANT,
-                    inv::CreateNodeRequest {
-                        request_id: rid(),
-                        node: Some(n),
-                    },
-                ))
-                .await
-                .unwrap();
-        }
+        ])
+        .await;
         let mut skus: Vec<&str> = stock.iter().map(|s| s.1).collect();
         skus.sort();
         skus.dedup();
-        for sku in skus {
-            self.inv
-                .create_item(authed(
-                    TENANT,
-                    inv::CreateItemRequest {
-                        request_id: rid(),
-                        item: Some(inv::Item {
-                            sku: sku.into(),
-                            ..Default::default()
-                        }),
-                    },
-                ))
-                .await
-                .unwrap();
-        }
+        self.create_items(&skus).await;
         for (node, sku, q) in stock {
             self.receive(node, sku, *q).await;
+        }
+    }
+
+    /// Creates `nodes` in inventory.
+    pub async fn create_nodes(&mut self, nodes: impl IntoIterator<Item = inv::Node>) {
+        for n in nodes {
+            let create = inv::CreateNodeRequest {
+                request_id: rid(),
+                node: Some(n),
+            };
+            self.inv.create_node(authed(TENANT, create)).await.unwrap();
+        }
+    }
+
+    /// Creates items `skus` in inventory.
+    pub async fn create_items(&mut self, skus: &[&str]) {
+        for sku in skus {
+            let item = inv::Item {
+                sku: sku.to_string(),
+                ..Default::default()
+            };
+            let create = inv::CreateItemRequest {
+                request_id: rid(),
+                item: Some(item),
+            };
+            self.inv.create_item(authed(TENANT, create)).await.unwrap();
         }
     }
 

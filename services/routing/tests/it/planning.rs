@@ -4,7 +4,6 @@ use crate::{TENANT, at, node, order, placed, rid, start};
 use futures::StreamExt;
 use oms_proto::common::DeliveryMethod;
 use oms_proto::common::NodeKind;
-use oms_proto::inventory as inv;
 use oms_proto::routing::{
     ActivateRuleSetRequest, CreateRuleSetRequest, Criterion, DecisionKind, GetDecisionRequest,
     ListDecisionsRequest, NodeFilter, PlanOrderRequest, ReleaseDecisionRequest,
@@ -371,31 +370,9 @@ async fn a_released_decision_gives_its_node_capacity_back() {
     // DC-CAP, nearest to Potsdam, ships one order a day.
     let mut cap = node("DC-CAP", NodeKind::Warehouse, 52.40, 13.10);
     cap.daily_capacity = 1;
-    for n in [cap, node("DC-MUC", NodeKind::Warehouse, 48.14, 11.58)] {
-        h.inv
-            .create_node(authed(
-                TENANT,
-                inv::CreateNodeRequest {
-                    request_id: rid(),
-                    node: Some(n),
-                },
-            ))
-            .await
-            .unwrap();
-    }
-    h.inv
-        .create_item(authed(
-            TENANT,
-            inv::CreateItemRequest {
-                request_id: rid(),
-                item: Some(inv::Item {
-                    sku: "MUG".into(),
-                    ..Default::default()
-                }),
-            },
-        ))
-        .await
-        .unwrap();
+    h.create_nodes([cap, node("DC-MUC", NodeKind::Warehouse, 48.14, 11.58)])
+        .await;
+    h.create_items(&["MUG"]).await;
     h.receive("DC-CAP", "MUG", 10).await;
     h.receive("DC-MUC", "MUG", 10).await;
     let cap_of = |d: &oms_proto::routing::Decision| {
@@ -565,34 +542,9 @@ async fn a_decision_released_at_some_nodes_keeps_counting_at_the_others() {
     cap.daily_capacity = 1;
     let mut tea = node("DC-TEA", NodeKind::Warehouse, 52.41, 13.11);
     tea.daily_capacity = 1;
-    for n in [cap, tea, node("DC-MUC", NodeKind::Warehouse, 48.14, 11.58)] {
-        h.inv
-            .create_node(authed(
-                TENANT,
-                inv::CreateNodeRequest {
-                    request_id: rid(),
-                    node: Some(n),
-                },
-            ))
-            .await
-            .unwrap();
-    }
-    for sku in ["MUG", "TEA"] {
-        let item = inv::Item {
-            sku: sku.into(),
-            ..Default::default()
-        };
-        h.inv
-            .create_item(authed(
-                TENANT,
-                inv::CreateItemRequest {
-                    request_id: rid(),
-                    item: Some(item),
-                },
-            ))
-            .await
-            .unwrap();
-    }
+    h.create_nodes([cap, tea, node("DC-MUC", NodeKind::Warehouse, 48.14, 11.58)])
+        .await;
+    h.create_items(&["MUG", "TEA"]).await;
     h.receive("DC-CAP", "MUG", 10).await;
     h.receive("DC-MUC", "MUG", 10).await;
     h.receive("DC-TEA", "TEA", 10).await;
