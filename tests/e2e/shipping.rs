@@ -1496,6 +1496,42 @@ async fn a_replica_cut_off_from_fulfillment_leaves_its_share_of_the_feeds_to_ano
     until_leases(&mut db, &[4]).await;
 }
 
+#[tokio::test]
+async fn a_replica_whose_lease_connection_breaks_takes_its_share_again() {
+    let suite = Suite::start().await;
+    let _wms = tenants_followed(&suite).await;
+    let _second = suite.start_replica(Service::Orders).await;
+    let mut db = suite.db.connect("orders").await;
+    until_leases(&mut db, &[2, 2]).await;
+    // One replica's lease connection is cut off (a Postgres restart or a
+    // proxy dropping it, say): its leases go with it. It stops its
+    // followers, connects again and takes its share back.
+    let holders = |held: Vec<(i32, i64)>| held.into_iter().map(|(pid, _)| pid).collect::<Vec<_>>();
+    let before = holders(lease_holders(&mut db).await);
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(before[0])
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = holders(lease_holders(&mut db).await);
+        if now.len() == 2 && !now.contains(&before[0]) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "leases held by {now:?}, before {before:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    until_leases(&mut db, &[2, 2]).await;
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    for t in TENANTS {
+        until_delivered_of(&mut orders, t, "after-the-lease-connection-broke").await;
+    }
+}
+
 /// Gives each of [`TENANTS`] stock of A at a node of its own served by a simulated WMS,
 /// and an order delivered through its fulfillment feed (which orders then
 /// follows). Returns the WMSs.
@@ -1523,18 +1559,12 @@ async fn tenants_followed(suite: &Suite) -> Vec<tokio_util::sync::DropGuard> {
 async fn until_leases(db: &mut sqlx::PgConnection, want: &[i64]) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let held: Vec<i64> = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_locks l
-             JOIN feed_cursors f ON f.source = 'fulfillment'
-              AND ((l.classid::bigint << 32) | l.objid::bigint)
-                  = hashtextextended('follow:fulfillment:' || f.tenant, 0)
-             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-             GROUP BY l.pid ORDER BY 1",
-        )
-        .fetch_all(&mut *db)
-        .await
-        .unwrap();
+        let mut held: Vec<i64> = lease_holders(db)
+            .await
+            .into_iter()
+            .map(|(_, n)| n)
+            .collect();
+        held.sort();
         if held == want {
             return;
         }
@@ -1544,6 +1574,23 @@ async fn until_leases(db: &mut sqlx::PgConnection, want: &[i64]) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The sessions holding leases of the followed fulfillment feeds, each
+/// with how many it holds, by pid.
+async fn lease_holders(db: &mut sqlx::PgConnection) -> Vec<(i32, i64)> {
+    sqlx::query_as(
+        "SELECT l.pid, count(*) FROM pg_locks l
+         JOIN feed_cursors f ON f.source = 'fulfillment'
+          AND ((l.classid::bigint << 32) | l.objid::bigint)
+              = hashtextextended('follow:fulfillment:' || f.tenant, 0)
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+         GROUP BY l.pid ORDER BY 1",
+    )
+    .fetch_all(db)
+    .await
+    .unwrap()
 }
 
 /// Creates an order of 1 A on `orders` and waits until it is delivered.
