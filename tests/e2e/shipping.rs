@@ -446,17 +446,7 @@ async fn a_cancel_the_node_refuses_once_packed_leaves_the_order_shipping() {
 #[tokio::test]
 async fn a_node_that_gives_its_work_up_at_a_cancel_gets_its_capacity_back() {
     let suite = Suite::start().await;
-    let mut stock = suite.stock(T, &[("A", 5)]).await;
-    let item = inv::Item {
-        sku: "B".into(),
-        ..Default::default()
-    };
-    let create_item = inv::CreateItemRequest {
-        request_id: "item-B".into(),
-        item: Some(item),
-    };
-    stock.create_item(authed(T, create_item)).await.unwrap();
-    warehouse_with(&mut stock, "DC2", 0, &[("B", 5)]).await;
+    let _stock = split_stock(&suite).await;
     // DC1 ships at once; DC2 takes a minute per stage, so its work sits
     // there, accepted, when the order is cancelled.
     let _dc1 = warehouse(&suite, "DC1", 0.0);
@@ -481,6 +471,19 @@ async fn a_node_that_gives_its_work_up_at_a_cancel_gets_its_capacity_back() {
     assert_eq!(plans, [delivered.routing_decision]);
     let plan = until_released_at(&suite, &plans[0], &["DC2"]).await;
     assert!(plan.release_time.is_none(), "DC1 shipped: it counts there");
+}
+
+/// 5 A only at DC1 and 5 B only at DC2, so an order of both is split
+/// between them; returns an inventory client.
+async fn split_stock(suite: &Suite) -> InventoryServiceClient<Channel> {
+    let mut stock = suite.stock(T, &[("A", 5)]).await;
+    let b = inv::Item {
+        sku: "B".into(),
+        ..Default::default()
+    };
+    oms_e2e::create_item(&mut stock, T, b).await;
+    warehouse_with(&mut stock, "DC2", 0, &[("B", 5)]).await;
+    stock
 }
 
 /// Waits until routing's decision `name` is released at `nodes`; returns
@@ -1060,22 +1063,7 @@ async fn goods_announced_by_a_notice_are_received_by_the_warehouse_and_become_st
 async fn a_partial_plan_ships_what_it_can_and_the_backordered_rest_later() {
     use oms_proto::routing::{self as rt, routing_service_client::RoutingServiceClient};
     let suite = Suite::start().await;
-    // A only at DC1, B only at DC2.
-    let mut stock = suite.stock(T, &[("A", 5)]).await;
-    stock
-        .create_item(authed(
-            T,
-            inv::CreateItemRequest {
-                request_id: "item-b".into(),
-                item: Some(inv::Item {
-                    sku: "B".into(),
-                    ..Default::default()
-                }),
-            },
-        ))
-        .await
-        .unwrap();
-    warehouse_with(&mut stock, "DC2", 0, &[("B", 5)]).await;
+    let mut stock = split_stock(&suite).await;
     // One shipment per plan; what does not fit is backordered, not refused.
     let rule = rt::Rule {
         rule_id: "one-box".into(),
@@ -1223,11 +1211,7 @@ async fn the_warehouse_ships_serial_numbers_it_has_on_hand() {
         serial_tracked: true,
         ..Default::default()
     };
-    let req = inv::CreateItemRequest {
-        request_id: oms_e2e::rid(),
-        item: Some(item),
-    };
-    stock.create_item(authed(T, req)).await.unwrap();
+    oms_e2e::create_item(&mut stock, T, item).await;
     let receipt = inv::StockMovement {
         kind: inv::MovementKind::Receipt as i32,
         node_id: "DC1".into(),
@@ -1297,11 +1281,7 @@ async fn lots_at_dc1(
         min_shelf_life_days: shelf_life,
         ..Default::default()
     };
-    let req = inv::CreateItemRequest {
-        request_id: oms_e2e::rid(),
-        item: Some(item),
-    };
-    stock.create_item(authed(T, req)).await.unwrap();
+    oms_e2e::create_item(stock, T, item).await;
     for (lot, days, units) in lots {
         let receipt = inv::StockMovement {
             kind: inv::MovementKind::Receipt as i32,

@@ -98,15 +98,7 @@ impl Suite {
                 sku: sku.to_string(),
                 ..Default::default()
             };
-            c.create_item(authed(
-                tenant,
-                inv::CreateItemRequest {
-                    request_id: rid(),
-                    item: Some(item),
-                },
-            ))
-            .await
-            .unwrap();
+            create_item(&mut c, tenant, item).await;
             receive_at(&mut c, tenant, node_id, sku, *q).await;
         }
         c
@@ -226,6 +218,15 @@ pub fn pos_submission(
 /// A fresh request id.
 pub fn rid() -> String {
     uuid::Uuid::new_v4().to_string()
+}
+
+/// Creates `item` for `tenant`.
+pub async fn create_item(c: &mut Inventory, tenant: &str, item: inv::Item) {
+    let req = inv::CreateItemRequest {
+        request_id: rid(),
+        item: Some(item),
+    };
+    c.create_item(authed(tenant, req)).await.unwrap();
 }
 
 /// Receives `q` units of `sku` at `DC1`.

@@ -337,13 +337,14 @@ pub async fn release(
             .collect();
         nodes.sort();
         nodes.dedup();
-        for node in &nodes {
-            repo::release_load(&mut tx, tenant, repo::Counted::DecisionAt(id, node))
+        if !nodes.is_empty() {
+            repo::release_load(&mut tx, tenant, repo::Counted::DecisionAt(id, &nodes))
                 .await
                 .map_err(db)?;
         }
-        d.released_node_ids.extend(nodes.iter().cloned());
-        !nodes.is_empty()
+        let changed = !nodes.is_empty();
+        d.released_node_ids.extend(nodes);
+        changed
     };
     if changed {
         d.release_reason = req.reason.clone();

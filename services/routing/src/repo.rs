@@ -291,8 +291,8 @@ pub async fn add_load(
 pub enum Counted<'a> {
     /// Every node of one decision.
     Decision(Uuid),
-    /// One node of one decision.
-    DecisionAt(Uuid, &'a str),
+    /// Some nodes of one decision.
+    DecisionAt(Uuid, &'a [String]),
     /// One node of every decision of an order.
     OrderAt(&'a str, &'a str),
 }
@@ -303,10 +303,10 @@ pub async fn release_load(
     tenant: &Tenant,
     which: Counted<'_>,
 ) -> sqlx::Result<u64> {
-    let (decision, order, node) = match which {
+    let (decision, order, nodes) = match which {
         Counted::Decision(id) => (Some(id), None, None),
-        Counted::DecisionAt(id, node) => (Some(id), None, Some(node)),
-        Counted::OrderAt(order, node) => (None, Some(order), Some(node)),
+        Counted::DecisionAt(id, nodes) => (Some(id), None, Some(nodes.to_vec())),
+        Counted::OrderAt(order, node) => (None, Some(order), Some(vec![node.to_owned()])),
     };
     let freed = sqlx::query(
         "WITH freed AS (
@@ -314,7 +314,7 @@ pub async fn release_load(
              WHERE tenant = $1 AND NOT released
                AND ($2::uuid IS NULL OR decision_id = $2)
                AND ($3::text IS NULL OR order_name = $3)
-               AND ($4::text IS NULL OR node_id = $4)
+               AND ($4::text[] IS NULL OR node_id = ANY($4))
              RETURNING node_id, day
          ), per_day AS (
              SELECT node_id, day, count(*) AS n FROM freed GROUP BY node_id, day
@@ -325,7 +325,7 @@ pub async fn release_load(
     .bind(tenant.as_str())
     .bind(decision)
     .bind(order)
-    .bind(node)
+    .bind(nodes)
     .execute(tx)
     .await?;
     Ok(freed.rows_affected())

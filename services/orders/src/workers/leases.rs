@@ -161,7 +161,8 @@ impl Leases {
             own.sort();
             bounded(self.give_up(&own[share..])).await?;
         }
-        let room = share.saturating_sub(own.len().min(share));
+        // Nothing when it held more (it gave that up above).
+        let room = share.saturating_sub(own.len());
         let mut fair = free.to_vec();
         fair.sort();
         fair.truncate(room);
