@@ -652,6 +652,7 @@ async fn a_channel_watches_what_it_may_sell_in_its_own_skus() {
                     node_ids: vec![],
                     buffer: Some(inv::channel_rule::Buffer::BufferQuantity(units)),
                 }),
+                remove: false,
             },
         )
     };

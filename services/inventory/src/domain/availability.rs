@@ -176,7 +176,9 @@ impl Figures {
         let pool = rule.map(|r| r.node_ids.clone()).unwrap_or_default();
         let mut a = self.pooled(sku, &pool);
         let buffer = match rule.and_then(|r| r.buffer) {
-            Some(Buffer::BufferPercent(p)) => a.available * i64::from(p) / 100,
+            // Rounded up, as the gate does (common.lua): a buffer that
+            // rounded down would hold nothing of the last few units.
+            Some(Buffer::BufferPercent(p)) => (a.available * i64::from(p) + 99) / 100,
             Some(Buffer::BufferQuantity(q)) => q,
             None => 0,
         };
@@ -246,6 +248,16 @@ mod tests {
             buffer: Some(Buffer::BufferPercent(50)),
         };
         assert_eq!(f.for_channel("S", "channels/web", Some(&pct)).available, 2);
+        let small = ChannelRule {
+            buffer: Some(Buffer::BufferPercent(10)),
+            ..pct.clone()
+        };
+        let a = f.for_channel("S", "channels/web", Some(&small));
+        assert_eq!(
+            (a.held_back, a.available),
+            (5 + 1, 3),
+            "10 % of 4 holds 1 back"
+        );
         let qty = ChannelRule {
             channel: "channels/web".into(),
             node_ids: vec!["A".into()],

@@ -774,6 +774,12 @@ pub async fn set_channel_rule(
     );
     for (i, n) in rule.node_ids.iter().enumerate() {
         v.check(format!("rule.node_ids[{i}]"), check_node_id(n));
+        if let Some(first) = rule.node_ids[..i].iter().position(|m| m == n) {
+            v.add(
+                format!("rule.node_ids[{i}]"),
+                format!("repeats node_ids[{first}] ({n})"),
+            );
+        }
     }
     match rule.buffer {
         Some(channel_rule::Buffer::BufferPercent(p)) if !(0..=100).contains(&p) => {
@@ -784,6 +790,12 @@ pub async fn set_channel_rule(
         }
         _ => {}
     }
+    if req.remove && (!rule.node_ids.is_empty() || rule.buffer.is_some()) {
+        v.add(
+            "rule",
+            "must name only its channel when the rule is removed",
+        );
+    }
     v.into_result(())?;
     let (mut tx, rid) = match inv
         .begin(tenant, &req.request_id, "SetChannelRule", &req)
@@ -792,29 +804,36 @@ pub async fn set_channel_rule(
         Begin::Replay(r) => return Ok(r),
         Begin::Tx(tx, rid) => (tx, rid),
     };
-    let known = repo::nodes::visible(&mut *tx, tenant, &rule.node_ids).await?;
-    let mut v = Violations::new();
-    for (i, n) in rule.node_ids.iter().enumerate() {
-        if !known.contains_key(n) {
-            v.add(
-                format!("rule.node_ids[{i}]"),
-                format!("nodes/{n} not found"),
-            );
+    if req.remove {
+        if !repo::rules::remove_channel_rule(&mut tx, tenant, &rule.channel).await? {
+            return Err(Error::not_found(
+                "channel_rule",
+                format!("rule of {}", rule.channel),
+            ));
         }
+    } else {
+        let known = repo::nodes::visible(&mut *tx, tenant, &rule.node_ids).await?;
+        let mut v = Violations::new();
+        for (i, n) in rule.node_ids.iter().enumerate() {
+            if !known.contains_key(n) {
+                v.add(
+                    format!("rule.node_ids[{i}]"),
+                    format!("nodes/{n} not found"),
+                );
+            }
+        }
+        v.into_result(())?;
+        repo::rules::set_channel_rule(&mut tx, tenant, &rule).await?;
     }
-    v.into_result(())?;
-    repo::rules::set_channel_rule(&mut tx, tenant, &rule).await?;
     let kind = inventory_event::Kind::ChannelRuleSet(ChannelRuleSet {
         rule: Some(rule.clone()),
+        removed: req.remove,
     });
     emit(&mut tx, tenant, &rule.channel, rid.as_str(), kind).await?;
-    inv.finish(
-        tx,
-        tenant,
-        &rid,
-        SetChannelRuleResponse { rule: Some(rule) },
-    )
-    .await
+    let resp = SetChannelRuleResponse {
+        rule: (!req.remove).then_some(rule),
+    };
+    inv.finish(tx, tenant, &rid, resp).await
 }
 
 pub async fn list_channel_rules(

@@ -156,6 +156,20 @@ pub async fn set_channel_rule(
     Ok(())
 }
 
+/// Removes a channel's rule; false when it had none.
+pub async fn remove_channel_rule(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    channel: &str,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query("DELETE FROM channel_rules WHERE tenant = $1 AND channel = $2")
+        .bind(tenant.as_str())
+        .bind(channel)
+        .execute(tx)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
 pub async fn channel_rule(
     db: impl PgExecutor<'_>,
     tenant: &Tenant,

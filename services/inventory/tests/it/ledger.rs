@@ -330,6 +330,7 @@ async fn safety_stock_and_channel_rules_hold_stock_back() {
                     node_ids: vec!["DC1".into()],
                     buffer: Some(channel_rule::Buffer::BufferPercent(20)),
                 }),
+                remove: false,
             },
         ))
         .await
@@ -438,6 +439,125 @@ async fn safety_stock_and_channel_rules_hold_stock_back() {
             vec!["node_ids[1]".to_string()]
         )
     );
+}
+
+/// A channel's figure and its feed cursor.
+async fn for_channel(c: &mut Client, channel: &str) -> (Availability, String) {
+    let req = GetAvailabilityRequest {
+        skus: vec!["S".into()],
+        channel: channel.into(),
+        ..Default::default()
+    };
+    let mut got = c
+        .get_availability(authed("acme", req))
+        .await
+        .unwrap()
+        .into_inner();
+    (got.availabilities.remove(0), got.feed_cursor)
+}
+
+#[tokio::test]
+async fn a_channel_buffer_holds_the_last_units_back_and_a_rule_can_be_removed() {
+    let mut h = start().await;
+    node(&mut h.client, "acme", "DC1").await;
+    node(&mut h.client, "acme", "STORE1").await;
+    item(&mut h.client, "acme", "S").await;
+    receive(&mut h.client, "acme", "DC1", "S", 10).await;
+    receive(&mut h.client, "acme", "STORE1", "S", 5).await;
+    let c = &mut h.client;
+    let set = |request_id: &str, node_ids: &[&str], remove: bool| SetChannelRuleRequest {
+        request_id: request_id.into(),
+        rule: Some(ChannelRule {
+            channel: "channels/marketplace".into(),
+            node_ids: node_ids.iter().map(|n| n.to_string()).collect(),
+            buffer: (!remove).then_some(channel_rule::Buffer::BufferPercent(20)),
+        }),
+        remove,
+    };
+    let err = c
+        .set_channel_rule(authed("acme", set("rule-0", &["DC1", "DC1"], false)))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["rule.node_ids[1]"], "{err:?}");
+    c.set_channel_rule(authed("acme", set("rule-1", &["DC1"], false)))
+        .await
+        .unwrap();
+    let via = |id: &str, q: i64| CreateReservationRequest {
+        reservation_id: id.into(),
+        lines: vec![line("S", "", q)],
+        channel: "channels/marketplace".into(),
+        ..Default::default()
+    };
+    c.create_reservation(authed("acme", via("ch-1", 8)))
+        .await
+        .unwrap();
+    // DC1 can promise 2 more: 20 % of 2 is 0.4, and the buffer holds a
+    // whole unit of them back, in the figures and at the gate alike.
+    let (a, cursor) = for_channel(c, "channels/marketplace").await;
+    assert_eq!((a.held_back, a.available), (1, 1));
+    let err = c
+        .create_reservation(authed("acme", via("ch-2", 2)))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "INSUFFICIENT_STOCK");
+    c.create_reservation(authed("acme", via("ch-2", 1)))
+        .await
+        .unwrap();
+
+    let mut feed = c
+        .watch_availability(authed(
+            "acme",
+            WatchAvailabilityRequest {
+                after_cursor: cursor,
+                skus: vec!["S".into()],
+                channel: "channels/marketplace".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let err = c
+        .set_channel_rule(authed("acme", set("rule-2", &["DC1"], true)))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["rule"]);
+    let removed = c
+        .set_channel_rule(authed("acme", set("rule-3", &[], true)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(removed.rule, None);
+    let again = c
+        .set_channel_rule(authed("acme", set("rule-3", &[], true)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again, removed, "a replay answers as the first time");
+    let err = c
+        .set_channel_rule(authed("acme", set("rule-4", &[], true)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let rules = c
+        .list_channel_rules(authed("acme", ListChannelRulesRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .rules;
+    assert!(rules.is_empty(), "{rules:?}");
+
+    // Without its rule the channel sells from every node, nothing held
+    // back: DC1's 1 left and STORE1's 5; its feed says so.
+    let (a, _) = for_channel(c, "channels/marketplace").await;
+    assert_eq!((a.held_back, a.available), (0, 6));
+    loop {
+        let a = feed.message().await.unwrap().unwrap().availability.unwrap();
+        assert_eq!(a.channel, "channels/marketplace");
+        if a.available == 6 {
+            break;
+        }
+        assert_eq!(a.available, 0, "the figure after ch-2: {a:?}");
+    }
 }
 
 #[tokio::test]
@@ -550,6 +670,7 @@ async fn the_availability_feed_follows_changes() {
                     node_ids: vec!["DC1".into()],
                     buffer: Some(channel_rule::Buffer::BufferQuantity(1)),
                 }),
+                remove: false,
             },
         ))
         .await

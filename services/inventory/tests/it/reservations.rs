@@ -936,6 +936,7 @@ async fn a_live_reservation_grows_all_or_nothing_within_its_channel() {
                     node_ids: vec!["DC1".into()],
                     buffer: Some(channel_rule::Buffer::BufferQuantity(2)),
                 }),
+                remove: false,
             },
         ))
         .await

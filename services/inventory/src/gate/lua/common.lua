@@ -89,7 +89,9 @@ local function shortfall(v, akeys, t, limit)
       local p = promisable(v, akey, limit.pool)
       if p < 0 then p = 0 end
       local held_back = limit.buf_qty
-      if limit.buf_pct > 0 then held_back = math.floor(p * limit.buf_pct / 100) end
+      -- Rounded up (as availability.rs): a buffer that rounded down would
+      -- hold nothing back of the last few units, where it matters most.
+      if limit.buf_pct > 0 then held_back = math.floor((p * limit.buf_pct + 99) / 100) end
       local chan = p - held_back
       if chan < want then table.insert(short, {sku = sku, node = '', have = math.max(chan, 0), want = want, channel = true}) end
     end
