@@ -1097,3 +1097,99 @@ pub(crate) async fn until_counted_plans(suite: &Suite, order: &str, want: usize)
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// An order of a channel whose rule keeps it to a pool of nodes is placed
+/// at the pool's nodes, even where a node outside it ranks first, and its
+/// decision says why that node was passed over.
+#[tokio::test]
+async fn an_order_of_a_channel_with_a_pool_ships_from_the_pool() {
+    use oms_proto::routing::{GetDecisionRequest, routing_service_client::RoutingServiceClient};
+    let suite = Suite::start().await;
+    let mut stock = suite.stock(T, &[("A", 5)]).await;
+    // DC2 ranks below DC1 (lower priority), but only DC2 is the web's.
+    crate::shipping::warehouse_with(&mut stock, "DC2", -5, &[("A", 5)]).await;
+    let rule = inv::SetChannelRuleRequest {
+        request_id: "web-pool".into(),
+        rule: Some(inv::ChannelRule {
+            channel: "channels/web".into(),
+            node_ids: vec!["DC2".into()],
+            buffer: None,
+        }),
+        remove: false,
+    };
+    stock.set_channel_rule(authed(T, rule)).await.unwrap();
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = suite.order_events(T).await;
+    let mut web = order(&[("A", 2)]);
+    web.channel = "channels/web".into();
+    let request = ord::CreateOrderRequest {
+        request_id: "web-order".into(),
+        order: Some(web),
+    };
+    let created = orders
+        .create_order(authed(T, request))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    let routed = until_state(&mut feed, &created.name, OrderState::Routed)
+        .await
+        .order
+        .unwrap();
+    assert_eq!(routed.lines[0].sourcing[0].node_id, "DC2");
+    let mut routing = RoutingServiceClient::new(suite.channel(Service::Routing));
+    let get = GetDecisionRequest {
+        name: routed.routing_decision.clone(),
+    };
+    let decision = routing
+        .get_decision(authed(T, get))
+        .await
+        .unwrap()
+        .into_inner()
+        .decision
+        .unwrap();
+    let dc1 = decision
+        .explanation
+        .unwrap()
+        .candidates
+        .into_iter()
+        .find(|c| c.node_id == "DC1")
+        .unwrap();
+    assert_eq!(
+        dc1.rejection_reason,
+        "not in the pool of nodes of the order's channel"
+    );
+
+    // The pool moves to DC1. Routing may still plan by the pool it read a
+    // moment ago; inventory then refuses DC2 and the order is planned
+    // again, not held for review: it ships from DC1.
+    let rule = inv::SetChannelRuleRequest {
+        request_id: "web-pool-moved".into(),
+        rule: Some(inv::ChannelRule {
+            channel: "channels/web".into(),
+            node_ids: vec!["DC1".into()],
+            buffer: None,
+        }),
+        remove: false,
+    };
+    stock.set_channel_rule(authed(T, rule)).await.unwrap();
+    let mut web = order(&[("A", 1)]);
+    web.channel = "channels/web".into();
+    let request = ord::CreateOrderRequest {
+        request_id: "web-order-2".into(),
+        order: Some(web),
+    };
+    let created = orders
+        .create_order(authed(T, request))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    let routed = until_state(&mut feed, &created.name, OrderState::Routed)
+        .await
+        .order
+        .unwrap();
+    assert_eq!(routed.lines[0].sourcing[0].node_id, "DC1");
+}

@@ -1,12 +1,12 @@
-//! What routing learns from inventory: the tenant's nodes (cached for a few
-//! seconds; they change rarely) and live per-node availability (read for
-//! every plan).
+//! What routing learns from inventory: the tenant's nodes and channels'
+//! pools of nodes (cached for a few seconds; they change rarely) and live
+//! per-node availability (read for every plan).
 use crate::engine::model::{Geo, Network, NodeInfo, Stock};
 use chrono::{Offset, TimeZone, Utc};
 use oms_kernel::Tenant;
 use oms_proto::common::NodeKind;
 use oms_proto::inventory::{
-    AvailabilityScope, GetAvailabilityRequest, ListNodesRequest, Node,
+    AvailabilityScope, GetAvailabilityRequest, ListChannelRulesRequest, ListNodesRequest, Node,
     inventory_service_client::InventoryServiceClient,
 };
 use oms_runtime::{auth::TokenIssuer, client::Outbound, status};
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tonic::{Code, Status, transport::Channel};
 
 const DOMAIN: &str = "routing.oms";
-/// How long a tenant's node list is reused.
+/// How long a tenant's node list and pools are reused.
 const NODES_TTL: Duration = Duration::from_secs(5);
 
 pub struct Inventory {
@@ -54,7 +54,7 @@ impl Inventory {
         )
     }
 
-    /// The nodes `tenant` may use.
+    /// The nodes `tenant` may use, with its channels' pools.
     pub async fn network(&self, tenant: &Tenant) -> Result<Arc<Network>, Status> {
         if let Some((at, net)) = self
             .nodes
@@ -84,7 +84,24 @@ impl Inventory {
             }
             token = page.next_page_token;
         }
-        let net = Arc::new(Network::new(nodes));
+        let mut pools = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = client
+                .list_channel_rules(ListChannelRulesRequest {
+                    page_size: 1000,
+                    page_token: token,
+                })
+                .await
+                .map_err(|e| unavailable("list channel rules", &e))?
+                .into_inner();
+            pools.extend(page.rules.into_iter().map(|r| (r.channel, r.node_ids)));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        let net = Arc::new(Network::new(nodes).with_pools(pools));
         self.nodes
             .lock()
             .unwrap_or_else(|e| e.into_inner())

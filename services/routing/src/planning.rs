@@ -92,6 +92,7 @@ impl World {
             used_today: &self.used,
             penalties: &penalties,
             excluded,
+            pool: self.net.pool(&order.channel),
             now_epoch_s: self.now.timestamp(),
         };
         let plan = engine::plan(rules, order, &s);

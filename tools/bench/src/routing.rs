@@ -306,6 +306,7 @@ fn case(world: &World, rules: &RuleSet, lines: usize, millis: u64) -> serde_json
         used_today: &used,
         penalties: &[],
         excluded: &[],
+        pool: None,
         now_epoch_s: NOW,
     };
     let (mut shipments, mut short) = (0usize, 0usize);
@@ -352,6 +353,7 @@ fn gap(rules: &RuleSet, cases: usize) -> serde_json::Value {
             used_today: &used,
             penalties: &[],
             excluded: &[],
+            pool: None,
             now_epoch_s: NOW,
         };
         let p = engine::plan(rules, &o, &s);

@@ -259,7 +259,7 @@ async fn tenant_batch(
             answers.push(Some(Err(v.into())));
             continue;
         }
-        let channel = match &r.channel {
+        let rule = match &r.channel {
             None => None,
             Some(c) => {
                 let name = format!("channels/{c}");
@@ -267,9 +267,15 @@ async fn tenant_batch(
                     let rule = repo::rules::channel_rule(&mut *tx, tenant, &name).await?;
                     rules.insert(name.clone(), rule);
                 }
-                rules[&name].as_ref().map(channel_limit)
+                rules[&name].as_ref()
             }
         };
+        let nodes = r.lines.iter().map(|l| l.node_id.as_str());
+        if let Err(e) = outside_pool("lines", rule, nodes) {
+            answers.push(Some(Err(e)));
+            continue;
+        }
+        let channel = rule.map(channel_limit);
         answers.push(None);
         to_gate.push((
             i,
@@ -504,6 +510,38 @@ fn unknown_lines<'a>(
 }
 
 /// The gate's view of a channel's allocation rule.
+/// Refuses entries (their nodes, in order) at nodes outside the pool of a
+/// channel's rule: units a channel took there would be sold from stock the
+/// rule keeps from it, and its pool would look untouched. A precondition,
+/// not bad input: the rule may change (and routing plans by the rule it
+/// last read), so a caller plans again.
+fn outside_pool<'a>(
+    field: &str,
+    rule: Option<&ChannelRule>,
+    nodes: impl Iterator<Item = &'a str>,
+) -> Result<()> {
+    let Some(rule) = rule.filter(|r| !r.node_ids.is_empty()) else {
+        return Ok(());
+    };
+    let outside: Vec<String> = nodes
+        .enumerate()
+        .filter(|(_, n)| !n.is_empty() && !rule.node_ids.iter().any(|p| p == n))
+        .map(|(i, n)| format!("{field}[{i}].node_id: nodes/{n}"))
+        .collect();
+    if outside.is_empty() {
+        return Ok(());
+    }
+    Err(Error::precondition(
+        "OUTSIDE_CHANNEL_POOL",
+        rule.channel.clone(),
+        format!(
+            "not in the pool of nodes of {}: {}",
+            rule.channel,
+            outside.join(", ")
+        ),
+    ))
+}
+
 fn channel_limit(rule: &ChannelRule) -> ChannelLimit {
     ChannelLimit {
         pool: rule.node_ids.clone(),
@@ -837,6 +875,8 @@ async fn extension_limit(
         return Ok(None);
     }
     let rule = repo::rules::channel_rule(&mut *tx, tenant, &r.channel).await?;
+    let nodes = entries.iter().map(|e| e.node.as_str());
+    outside_pool("lines", rule.as_ref(), nodes)?;
     Ok(rule.as_ref().map(channel_limit))
 }
 
@@ -918,6 +958,11 @@ async fn apply_change(
     let mut skus: Vec<String> = r.lines.iter().map(|l| l.sku.clone()).collect();
     skus.sort();
     skus.dedup();
+    if c.op == Op::Confirm && !r.channel.is_empty() {
+        let rule = repo::rules::channel_rule(&mut *tx, tenant, &r.channel).await?;
+        let nodes = c.entries.iter().map(|e| e.node.as_str());
+        outside_pool("allocations", rule.as_ref(), nodes)?;
+    }
     super::changing_gate();
     let out = if c.op == Op::Extend {
         let limit = extension_limit(tx, tenant, &r, state, &c.entries).await?;

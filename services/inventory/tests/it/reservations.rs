@@ -1089,6 +1089,92 @@ async fn a_live_reservation_grows_all_or_nothing_within_its_channel() {
     assert_eq!((s.on_hand, s.reserved, s.available), (2, 0, 2));
 }
 
+/// A refusal of stock outside the web channel's pool, naming the entry.
+fn outside(err: &tonic::Status, entry: &str) {
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert_eq!(reason(err), "OUTSIDE_CHANNEL_POOL");
+    assert_eq!(
+        err.message(),
+        format!("not in the pool of nodes of channels/web: {entry}")
+    );
+}
+
+/// A channel with a pool takes stock at the pool's nodes only: a line, an
+/// allocation or an added unit at another node is refused and changes
+/// nothing; without its rule the channel takes stock anywhere again.
+#[tokio::test]
+async fn a_channel_takes_stock_only_at_the_nodes_of_its_pool() {
+    let mut h = start().await;
+    stocked(&mut h, &[("S", 10)]).await;
+    node(&mut h.client, "acme", "STORE1").await;
+    receive(&mut h.client, "acme", "STORE1", "S", 5).await;
+    let rule = |request_id: &str, remove: bool| SetChannelRuleRequest {
+        request_id: request_id.into(),
+        rule: Some(ChannelRule {
+            channel: "channels/web".into(),
+            node_ids: if remove { vec![] } else { vec!["DC1".into()] },
+            buffer: None,
+        }),
+        remove,
+    };
+    let c = &mut h.client;
+    c.set_channel_rule(authed("acme", rule("pool", false)))
+        .await
+        .unwrap();
+    let via_web = |id: &str, lines: Vec<ReservationLine>| CreateReservationRequest {
+        reservation_id: id.into(),
+        lines,
+        channel: "channels/web".into(),
+        ..Default::default()
+    };
+    let both = vec![line("S", "DC1", 1), line("S", "STORE1", 1)];
+    let err = c
+        .create_reservation(authed("acme", via_web("r0", both)))
+        .await
+        .unwrap_err();
+    outside(&err, "lines[1].node_id: nodes/STORE1");
+    c.create_reservation(authed("acme", via_web("r1", vec![line("S", "", 3)])))
+        .await
+        .unwrap();
+    let err = confirm(
+        c,
+        "acme",
+        "c0",
+        "r1",
+        &[("S", "DC1", 1), ("S", "STORE1", 2)],
+    )
+    .await
+    .unwrap_err();
+    outside(&err, "allocations[1].node_id: nodes/STORE1");
+    let r = reservation(c, "acme", "r1").await;
+    assert_eq!(r.state, ReservationState::Active as i32);
+    confirm(c, "acme", "c1", "r1", &[("S", "DC1", 3)])
+        .await
+        .unwrap();
+    let err = c
+        .extend_reservation(authed(
+            "acme",
+            extend_request("e0", "r1", &[("S", "STORE1", 1)]),
+        ))
+        .await
+        .unwrap_err();
+    outside(&err, "lines[0].node_id: nodes/STORE1");
+    assert_eq!(available(c, "acme", "S").await.reserved, 3);
+    assert_eq!(held_in_record(&h.db, "acme", "S").await, 3);
+
+    let c = &mut h.client;
+    c.set_channel_rule(authed("acme", rule("no-pool", true)))
+        .await
+        .unwrap();
+    c.extend_reservation(authed(
+        "acme",
+        extend_request("e1", "r1", &[("S", "STORE1", 1)]),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(available(c, "acme", "S").await.reserved, 4);
+}
+
 /// Shipments of lot- and serial-tracked units leave on-hand by lot and
 /// serial number; a shipment of a serial not there changes nothing.
 #[tokio::test]

@@ -333,9 +333,11 @@ impl Saga {
             Ok(_) => {}
             Err(st)
                 if st.code() == Code::FailedPrecondition
-                    && oms_runtime::status::reason(&st) == "INSUFFICIENT_STOCK" =>
+                    && ["INSUFFICIENT_STOCK", "OUTSIDE_CHANNEL_POOL"]
+                        .contains(&oms_runtime::status::reason(&st).as_str()) =>
             {
-                // Stock moved since the plan (nothing was held): plan again.
+                // Stock moved since the plan, or the channel's pool changed
+                // (nothing was held): plan again.
                 repo::saga::enqueue(tx, tenant, s.order_id, &unplan, &unplan_payload).await?;
                 let at = Utc::now() + backoff(s.attempts);
                 repo::saga::retry_with(tx, s, &fresh, st.message(), at).await?;

@@ -482,13 +482,15 @@ impl Saga {
                 repo::saga::done(tx, s).await?;
                 repo::saga::enqueue(tx, tenant, s.order_id, repo::saga::FULFIL, &[]).await?;
             }
-            // Stock moved between the plan and the confirmation; or the
-            // confirmation failed and surely changed nothing. The plan goes
-            // back and the next attempt plans again, for the order as it is
-            // then (the lines may change meanwhile).
+            // Stock moved between the plan and the confirmation, or the
+            // channel's pool changed (routing reads it every few seconds);
+            // or the confirmation failed and surely changed nothing. The
+            // plan goes back and the next attempt plans again, for the order
+            // as it is then (the lines may change meanwhile).
             Err(st)
                 if (st.code() == Code::FailedPrecondition
-                    && oms_runtime::status::reason(&st) == "INSUFFICIENT_STOCK")
+                    && ["INSUFFICIENT_STOCK", "OUTSIDE_CHANNEL_POOL"]
+                        .contains(&oms_runtime::status::reason(&st).as_str()))
                     || (first && changed_nothing(&st) && !refused_for_good(&st)) =>
             {
                 settle_doubt(tx, tenant, s, first).await?;

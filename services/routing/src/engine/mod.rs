@@ -270,7 +270,16 @@ fn attempt(rule: &Rule, t: &Target, store: Option<usize>, s: &Situation) -> Atte
     if let Some(p) = store {
         // What the store holds of each line, whole lines unless the rule
         // spreads lines.
-        let mut run: Vec<i64> = (0..order.skus.len()).map(|k| s.stock.get(k, p)).collect();
+        // A store outside the channel's pool ships none of its own stock:
+        // it only receives what the pool's nodes transfer.
+        let own = |k| {
+            if s.outside_pool(p) {
+                0
+            } else {
+                s.stock.get(k, p)
+            }
+        };
+        let mut run: Vec<i64> = (0..order.skus.len()).map(own).collect();
         let mut take = vec![0i64; need.len()];
         for (l, want) in need.iter().enumerate() {
             let have = run[sku_of[l]];
@@ -544,6 +553,7 @@ pub fn reject_text(r: Reject) -> String {
     match r {
         Reject::Disabled => "disabled".into(),
         Reject::Excluded => "excluded (by the rule, or it just failed this order)".into(),
+        Reject::OutsidePool => "not in the pool of nodes of the order's channel".into(),
         Reject::Kind => "kind not allowed by the rule".into(),
         Reject::CannotShip => "does not ship to customers".into(),
         Reject::NoPickup => "does not take pickups".into(),

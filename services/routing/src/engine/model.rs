@@ -4,6 +4,7 @@
 //! only looked up when a plan is rendered.
 use super::carrier::Unit;
 use oms_proto::common::{DeliveryMethod, NodeKind, ServiceLevel};
+use std::collections::HashMap;
 
 /// A point on earth in degrees.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -51,13 +52,38 @@ pub struct Network {
     pub nodes: Vec<NodeInfo>,
     /// Each node's position for distances (parallel to `nodes`).
     pub units: Vec<Option<Unit>>,
+    /// Channels whose stock comes from a pool of nodes (inventory's
+    /// channel rules): whether each node is in it (parallel to `nodes`).
+    pub pools: HashMap<String, Vec<bool>>,
 }
 
 impl Network {
     pub fn new(mut nodes: Vec<NodeInfo>) -> Self {
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
         let units = nodes.iter().map(|n| n.geo.map(Unit::of)).collect();
-        Network { nodes, units }
+        Network {
+            nodes,
+            units,
+            pools: HashMap::new(),
+        }
+    }
+
+    /// The network with channels' pools of nodes (channel, node ids); an
+    /// empty pool is every node, as in inventory.
+    pub fn with_pools(mut self, pools: impl IntoIterator<Item = (String, Vec<String>)>) -> Self {
+        for (channel, ids) in pools.into_iter().filter(|(_, ids)| !ids.is_empty()) {
+            let mut mask = vec![false; self.nodes.len()];
+            for i in ids.iter().filter_map(|id| self.index_of(id)) {
+                mask[i] = true;
+            }
+            self.pools.insert(channel, mask);
+        }
+        self
+    }
+
+    /// The nodes an order of `channel` may take stock from; None: every node.
+    pub fn pool(&self, channel: &str) -> Option<&[bool]> {
+        self.pools.get(channel).map(Vec::as_slice)
     }
 
     pub fn index_of(&self, id: &str) -> Option<usize> {
@@ -145,8 +171,18 @@ pub struct Situation<'a> {
     pub penalties: &'a [(usize, usize)],
     /// Nodes that must not ship this plan (the node that just failed).
     pub excluded: &'a [usize],
+    /// The order's channel's pool (`Network::pool`): no stock is taken
+    /// outside it. None: every node.
+    pub pool: Option<&'a [bool]>,
     /// Now, seconds since the epoch.
     pub now_epoch_s: i64,
+}
+
+impl Situation<'_> {
+    /// Whether node `i` is outside the order's channel's pool.
+    pub fn outside_pool(&self, i: usize) -> bool {
+        self.pool.is_some_and(|p| !p[i])
+    }
 }
 
 /// Why a node cannot take part under a rule.
@@ -154,6 +190,7 @@ pub struct Situation<'a> {
 pub enum Reject {
     Disabled,
     Excluded,
+    OutsidePool,
     Kind,
     CannotShip,
     NoPickup,

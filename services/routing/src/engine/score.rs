@@ -66,7 +66,8 @@ impl Holding {
 }
 
 /// What each node of the network that may ship holds of `demand`. A node
-/// that is disabled, excluded from this plan or does not ship to customers
+/// that is disabled, excluded from this plan, outside the order's channel's
+/// pool or does not ship to customers
 /// (a store without ship-from-store) is rejected under every rule before
 /// its stock is looked at (`filter`: every plan ships, a pickup order's
 /// shortfall to its store), so it counts as holding nothing: networks of
@@ -87,7 +88,11 @@ pub fn holdings(demand: &[i64], s: &Situation) -> Vec<Holding> {
         .iter()
         .enumerate()
         .map(|(i, node)| {
-            if node.enabled && node.ships_to_customers() && !s.excluded.contains(&i) {
+            if node.enabled
+                && node.ships_to_customers()
+                && !s.excluded.contains(&i)
+                && !s.outside_pool(i)
+            {
                 Holding::of(&demand, &wanted, s.stock.at(i))
             } else {
                 none
@@ -187,6 +192,9 @@ fn filter(
     }
     if s.excluded.contains(&i) || nf.exclude.contains(&node.id) {
         return Some(Reject::Excluded);
+    }
+    if s.outside_pool(i) {
+        return Some(Reject::OutsidePool);
     }
     if t.pickup_store == Some(i) {
         return Some(Reject::PickupStore);

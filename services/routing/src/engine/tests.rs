@@ -123,6 +123,7 @@ struct World {
     used: Vec<i64>,
     penalties: Vec<(usize, usize)>,
     excluded: Vec<usize>,
+    pool: Option<Vec<bool>>,
 }
 
 impl World {
@@ -136,6 +137,7 @@ impl World {
             used,
             penalties: vec![],
             excluded: vec![],
+            pool: None,
         }
     }
 
@@ -146,6 +148,7 @@ impl World {
             used_today: &self.used,
             penalties: &self.penalties,
             excluded: &self.excluded,
+            pool: self.pool.as_deref(),
             now_epoch_s: 1_795_428_000,
         }
     }
@@ -392,6 +395,54 @@ fn a_failed_node_is_excluded_and_a_penalised_one_loses_its_standing() {
     assert_eq!(
         candidate(&d, "DC-BER").rejection_reason,
         "excluded (by the rule, or it just failed this order)"
+    );
+}
+
+#[test]
+fn a_channel_pool_keeps_the_order_to_its_nodes_and_says_why() {
+    let o = order(&[("A", 1)]);
+    let rows = [
+        ("A", "DC-BER", 5),
+        ("A", "DC-MUC", 5),
+        ("A", "STORE-BER", 5),
+    ];
+    let mut w = World::new(&o, &rows);
+    let pools = |web: &[&str]| {
+        network().with_pools([
+            (
+                "channels/web".to_string(),
+                web.iter().map(|n| n.to_string()).collect(),
+            ),
+            ("channels/other".to_string(), vec!["DC-BER".to_string()]),
+        ])
+    };
+    w.net = pools(&["DC-MUC", "STORE-BER"]);
+    w.pool = w.net.pool(&o.channel).map(<[bool]>::to_vec);
+    let d = w.decide(&compile(vec![rule("r")]), &o);
+    assert_eq!(placed(&d), [("1".into(), "DC-MUC".into(), 1)]);
+    let outside = "not in the pool of nodes of the order's channel";
+    assert_eq!(candidate(&d, "DC-BER").rejection_reason, outside);
+
+    // A pickup at a store outside the pool: the store gives none of its
+    // own stock, a node of the pool sends the units there.
+    let mut pickup = o.clone();
+    pickup.delivery = DeliveryMethod::Pickup;
+    pickup.pickup_node_id = "STORE-BER".into();
+    pickup.ship_to_geo = None;
+    w.net = pools(&["DC-MUC"]);
+    w.pool = w.net.pool(&o.channel).map(<[bool]>::to_vec);
+    let d = w.decide(&compile(vec![rule("r")]), &pickup);
+    assert_eq!(placed(&d), [("1".into(), "DC-MUC".into(), 1)]);
+    assert_eq!(d.assignments[0].transfer_to_node_id, "STORE-BER");
+    assert_eq!(candidate(&d, "STORE-BER").rejection_reason, outside);
+
+    // A channel without a pool (or with an empty one) takes every node.
+    assert_eq!(w.net.pool("channels/none"), None);
+    assert_eq!(
+        network()
+            .with_pools([("channels/web".to_string(), vec![])])
+            .pool("channels/web"),
+        None
     );
 }
 
