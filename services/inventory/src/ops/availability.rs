@@ -173,6 +173,7 @@ fn touched(ev: &InventoryEvent, scope: &Scope) -> Touched {
         Some(Kind::SafetyStockSet(e)) => e.skus.clone(),
         Some(Kind::LotExpired(e)) => vec![e.sku.clone()],
         Some(Kind::LotRestored(e)) => vec![e.sku.clone()],
+        Some(Kind::NodeChanged(e)) => e.skus.clone(),
         Some(Kind::ChannelRuleSet(e)) => match (scope, &e.rule) {
             (Scope::Channel(c), Some(rule)) if *c == rule.channel => return Touched::All,
             _ => vec![],

@@ -116,6 +116,21 @@ pub async fn update_node(
             if let Ok(t) = Tenant::parse(&t) {
                 lock::shared(&mut tx, &t).await?;
                 super::reconcile::invalidate(inv, &t).await?;
+                // Each tenant's feeds say which of its figures changed
+                // (channel connectors publish from them).
+                let skus = repo::rules::skus_at(&mut tx, &t, &id).await?;
+                if !skus.is_empty() {
+                    let usable = current.owner_tenant == t.as_str()
+                        || current.shared_with_tenants.iter().any(|s| s == t.as_str());
+                    let changed = NodeChanged {
+                        node_id: id.clone(),
+                        enabled: current.enabled,
+                        usable,
+                        skus,
+                    };
+                    let kind = inventory_event::Kind::NodeChanged(changed);
+                    super::emit(&mut tx, &t, &format!("nodes/{id}"), rid.as_str(), kind).await?;
+                }
             }
         }
     }

@@ -344,6 +344,7 @@ pub fn event_type(kind: &inventory_event::Kind) -> &'static str {
         inventory_event::Kind::ReservationExtended(_) => "ReservationExtended",
         inventory_event::Kind::LotExpired(_) => "LotExpired",
         inventory_event::Kind::LotRestored(_) => "LotRestored",
+        inventory_event::Kind::NodeChanged(_) => "NodeChanged",
     }
 }
 

@@ -560,6 +560,77 @@ async fn a_channel_buffer_holds_the_last_units_back_and_a_rule_can_be_removed() 
     }
 }
 
+/// Reads `feed` until a figure of `available` units; fails after 30 s.
+async fn until_available(feed: &mut tonic::Streaming<WatchAvailabilityResponse>, available: i64) {
+    let wait = async {
+        loop {
+            let a = feed.message().await.unwrap().unwrap().availability.unwrap();
+            if a.available == available {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), wait)
+        .await
+        .unwrap_or_else(|_| panic!("no figure of {available} within 30 s"));
+}
+
+/// A node disabled, enabled or no longer shared changes what its tenants
+/// may promise: each tenant with stock there sees it on its availability
+/// feed, which channel connectors publish from.
+#[tokio::test]
+async fn a_node_disabled_or_unshared_is_a_change_on_every_feed_of_a_tenant_there() {
+    let mut h = start().await;
+    let c = &mut h.client;
+    node_with(c, "threepl", "3PL-1", |n| {
+        n.shared_with_tenants = vec!["acme".into()];
+    })
+    .await;
+    let mut feeds = Vec::new();
+    for (tenant, units) in [("acme", 7), ("threepl", 2)] {
+        item(c, tenant, "S").await;
+        receive(c, tenant, "3PL-1", "S", units).await;
+        let now = availability(c, tenant, "S").await;
+        assert_eq!(now.availabilities[0].available, units);
+        let watch = WatchAvailabilityRequest {
+            after_cursor: now.feed_cursor,
+            skus: vec!["S".into()],
+            ..Default::default()
+        };
+        let feed = c.watch_availability(authed(tenant, watch)).await.unwrap();
+        feeds.push(feed.into_inner());
+    }
+    let update = |enabled: bool, shared: &[&str]| UpdateNodeRequest {
+        request_id: rid(),
+        node: Some(Node {
+            name: "nodes/3PL-1".into(),
+            enabled,
+            shared_with_tenants: shared.iter().map(|t| t.to_string()).collect(),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["enabled".into(), "shared_with_tenants".into()],
+        }),
+    };
+    c.update_node(authed("threepl", update(false, &["acme"])))
+        .await
+        .unwrap();
+    until_available(&mut feeds[0], 0).await;
+    until_available(&mut feeds[1], 0).await;
+    c.update_node(authed("threepl", update(true, &["acme"])))
+        .await
+        .unwrap();
+    until_available(&mut feeds[0], 7).await;
+    until_available(&mut feeds[1], 2).await;
+    // No longer shared with acme: acme's 7 units there are not promised.
+    c.update_node(authed("threepl", update(true, &[])))
+        .await
+        .unwrap();
+    until_available(&mut feeds[0], 0).await;
+    assert_eq!(available(c, "acme", "S").await.available, 0);
+    assert_eq!(available(c, "threepl", "S").await.available, 2);
+}
+
 #[tokio::test]
 async fn the_availability_feed_follows_changes() {
     let mut h = start().await;
