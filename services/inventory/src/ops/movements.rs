@@ -289,7 +289,8 @@ pub async fn transfer(
     v.check("from_node_id", check_node_id(&req.from_node_id));
     v.check("to_node_id", check_node_id(&req.to_node_id));
     v.check("sku", check_sku(&req.sku));
-    if req.from_node_id == req.to_node_id {
+    // Two empty ids are "is required" each, not also the same node.
+    if req.from_node_id == req.to_node_id && !req.to_node_id.is_empty() {
         v.add("to_node_id", "must differ from from_node_id");
     }
     if req.quantity <= 0 {

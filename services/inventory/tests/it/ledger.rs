@@ -77,6 +77,27 @@ async fn the_ledger_derives_on_hand_and_refuses_going_below_zero() {
     .unwrap_err();
     assert_eq!(fields(&err), ["movement.quantity"]);
 
+    // A transfer to where it starts is refused; two missing nodes are
+    // missing, not also the same node.
+    let transfer = |from: &str, to: &str| TransferStockRequest {
+        request_id: rid(),
+        from_node_id: from.into(),
+        to_node_id: to.into(),
+        sku: "SKU-1".into(),
+        quantity: 1,
+        ..Default::default()
+    };
+    let to_itself = transfer("DC1", "DC1");
+    let err = c
+        .transfer_stock(authed("acme", to_itself))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["to_node_id"]);
+    assert!(err.message().contains("must differ"), "{err:?}");
+    let nowhere = transfer("", "");
+    let err = c.transfer_stock(authed("acme", nowhere)).await.unwrap_err();
+    assert_eq!(fields(&err), ["from_node_id", "to_node_id"]);
+
     let t = c
         .transfer_stock(authed(
             "acme",
