@@ -1098,6 +1098,46 @@ pub(crate) async fn until_counted_plans(suite: &Suite, order: &str, want: usize)
     }
 }
 
+/// Keeps `channels/web` to the pool of `nodes`.
+async fn web_pool(stock: &mut InventoryServiceClient<Channel>, request_id: &str, nodes: &[&str]) {
+    let rule = inv::SetChannelRuleRequest {
+        request_id: request_id.into(),
+        rule: Some(inv::ChannelRule {
+            channel: "channels/web".into(),
+            node_ids: nodes.iter().map(|n| n.to_string()).collect(),
+            buffer: None,
+        }),
+        remove: false,
+    };
+    stock.set_channel_rule(authed(T, rule)).await.unwrap();
+}
+
+/// A `channels/web` order of `units` of A, once ROUTED.
+async fn routed_web_order(
+    orders: &mut OrderServiceClient<Channel>,
+    feed: &mut tonic::Streaming<ord::WatchOrderEventsResponse>,
+    request_id: &str,
+    units: i64,
+) -> ord::Order {
+    let mut web = order(&[("A", units)]);
+    web.channel = "channels/web".into();
+    let request = ord::CreateOrderRequest {
+        request_id: request_id.into(),
+        order: Some(web),
+    };
+    let created = orders
+        .create_order(authed(T, request))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    until_state(feed, &created.name, OrderState::Routed)
+        .await
+        .order
+        .unwrap()
+}
+
 /// An order of a channel whose rule keeps it to a pool of nodes is placed
 /// at the pool's nodes, even where a node outside it ranks first, and its
 /// decision says why that node was passed over.
@@ -1108,35 +1148,10 @@ async fn an_order_of_a_channel_with_a_pool_ships_from_the_pool() {
     let mut stock = suite.stock(T, &[("A", 5)]).await;
     // DC2 ranks below DC1 (lower priority), but only DC2 is the web's.
     crate::shipping::warehouse_with(&mut stock, "DC2", -5, &[("A", 5)]).await;
-    let rule = inv::SetChannelRuleRequest {
-        request_id: "web-pool".into(),
-        rule: Some(inv::ChannelRule {
-            channel: "channels/web".into(),
-            node_ids: vec!["DC2".into()],
-            buffer: None,
-        }),
-        remove: false,
-    };
-    stock.set_channel_rule(authed(T, rule)).await.unwrap();
+    web_pool(&mut stock, "web-pool", &["DC2"]).await;
     let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
     let mut feed = suite.order_events(T).await;
-    let mut web = order(&[("A", 2)]);
-    web.channel = "channels/web".into();
-    let request = ord::CreateOrderRequest {
-        request_id: "web-order".into(),
-        order: Some(web),
-    };
-    let created = orders
-        .create_order(authed(T, request))
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap();
-    let routed = until_state(&mut feed, &created.name, OrderState::Routed)
-        .await
-        .order
-        .unwrap();
+    let routed = routed_web_order(&mut orders, &mut feed, "web-order", 2).await;
     assert_eq!(routed.lines[0].sourcing[0].node_id, "DC2");
     let mut routing = RoutingServiceClient::new(suite.channel(Service::Routing));
     let get = GetDecisionRequest {
@@ -1164,32 +1179,7 @@ async fn an_order_of_a_channel_with_a_pool_ships_from_the_pool() {
     // The pool moves to DC1. Routing may still plan by the pool it read a
     // moment ago; inventory then refuses DC2 and the order is planned
     // again, not held for review: it ships from DC1.
-    let rule = inv::SetChannelRuleRequest {
-        request_id: "web-pool-moved".into(),
-        rule: Some(inv::ChannelRule {
-            channel: "channels/web".into(),
-            node_ids: vec!["DC1".into()],
-            buffer: None,
-        }),
-        remove: false,
-    };
-    stock.set_channel_rule(authed(T, rule)).await.unwrap();
-    let mut web = order(&[("A", 1)]);
-    web.channel = "channels/web".into();
-    let request = ord::CreateOrderRequest {
-        request_id: "web-order-2".into(),
-        order: Some(web),
-    };
-    let created = orders
-        .create_order(authed(T, request))
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap();
-    let routed = until_state(&mut feed, &created.name, OrderState::Routed)
-        .await
-        .order
-        .unwrap();
+    web_pool(&mut stock, "web-pool-moved", &["DC1"]).await;
+    let routed = routed_web_order(&mut orders, &mut feed, "web-order-2", 1).await;
     assert_eq!(routed.lines[0].sourcing[0].node_id, "DC1");
 }
