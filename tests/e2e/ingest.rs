@@ -791,6 +791,32 @@ async fn a_channel_watches_what_it_may_sell_in_its_own_skus() {
     assert_eq!(again, after_rule);
     assert_eq!(ids.len(), 5);
 
+    // Its node disabled, the channel has nothing to sell and hears so;
+    // enabled again, the figures come back.
+    for (request_id, enabled, units) in [("dc1-off", false, 0), ("dc1-on", true, 9)] {
+        let update = inv::UpdateNodeRequest {
+            request_id: request_id.into(),
+            node: Some(inv::Node {
+                name: "nodes/DC1".into(),
+                enabled,
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["enabled".into()],
+            }),
+        };
+        stock.update_node(authed(T, update)).await.unwrap();
+        let mut seen = vec![];
+        for _ in 0..after_rule.len() {
+            seen.push(figure(&feed.message().await.unwrap().unwrap()));
+        }
+        let want: Vec<_> = after_rule
+            .iter()
+            .map(|(sku, listed, _)| (sku.clone(), listed.clone(), units))
+            .collect();
+        assert_eq!(seen, want, "{request_id}");
+    }
+
     // A disabled channel sells nothing: its watchers hear so at the next
     // change, and no new watch starts.
     let disable = ing::UpdateChannelRequest {
