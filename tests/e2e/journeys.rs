@@ -3,7 +3,8 @@
 //! whole or by a unit, held and released, or edited by a unit, at a random
 //! step of their journey. Once every order is delivered or cancelled: no
 //! unit is held anywhere, every shipped unit left inventory exactly once,
-//! every order shipped what it kept, and the gate agrees with the record.
+//! every order shipped what it kept, the gate agrees with the record, and
+//! the web channel's orders shipped only from its pool of nodes.
 use crate::placement::{order, until_counted_plans};
 use crate::shipping::{history_of, simulated_wms, warehouse_with, work_of};
 use oms_e2e::Suite;
@@ -31,6 +32,14 @@ const NODES: [(&str, i32, (f64, f64)); 3] = [
     ("DC3", -10, (0.0, 0.0)),
 ];
 const STOCK: i64 = 40;
+/// The web channel's pool: every node but DC1 (DC3 ships whatever DC2
+/// rejects, so its orders finish too).
+const WEB_POOL: [&str; 2] = ["DC2", "DC3"];
+
+/// Whether journey `i` places an order of the web channel.
+fn from_web(i: usize) -> bool {
+    i % 3 == 0
+}
 /// Each stage of a warehouse's work.
 const STEP: Duration = Duration::from_millis(5);
 const ORDERS: usize = 30;
@@ -80,9 +89,13 @@ async fn journey(
     lines: Vec<(&str, i64)>,
     plan: Option<(Action, OrderState)>,
 ) -> String {
+    let mut placed = order(&lines);
+    if from_web(i) {
+        placed.channel = "channels/web".into();
+    }
     let request = ord::CreateOrderRequest {
         request_id: format!("journey-{i}"),
-        order: Some(order(&lines)),
+        order: Some(placed),
     };
     let name = retried(&orders, async |c| {
         c.create_order(authed(T, request.clone())).await
@@ -279,6 +292,16 @@ async fn journeys(crashes: &[(usize, Crash)], replica: bool) {
         }
         warehouses.push(simulated_wms(&suite, node, faults, STEP));
     }
+    let web = inv::SetChannelRuleRequest {
+        request_id: "web-pool".into(),
+        rule: Some(inv::ChannelRule {
+            channel: "channels/web".into(),
+            node_ids: WEB_POOL.iter().map(|n| n.to_string()).collect(),
+            buffer: None,
+        }),
+        remove: false,
+    };
+    stock.set_channel_rule(authed(T, web)).await.unwrap();
     let seed: u64 = std::env::var("JOURNEY_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -438,6 +461,25 @@ async fn journeys(crashes: &[(usize, Crash)], replica: bool) {
             f.name,
             f.order,
             f.state()
+        );
+    }
+
+    // The web channel's work went to its pool only (DC1 ranks first).
+    let web: std::collections::HashSet<&String> = names
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| from_web(*i))
+        .map(|(_, name)| name)
+        .collect();
+    let web_work: Vec<_> = fos.iter().filter(|f| web.contains(&f.order)).collect();
+    assert!(!web_work.is_empty(), "no work of a web order");
+    for f in web_work {
+        assert!(
+            WEB_POOL.contains(&f.node_id.as_str()),
+            "{} of web order {} at {}",
+            f.name,
+            f.order,
+            f.node_id
         );
     }
 
