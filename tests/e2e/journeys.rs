@@ -38,7 +38,7 @@ const WEB_POOL: [&str; 2] = ["DC2", "DC3"];
 
 /// Whether journey `i` places an order of the web channel.
 fn from_web(i: usize) -> bool {
-    i % 3 == 0
+    i.is_multiple_of(3)
 }
 /// Each stage of a warehouse's work.
 const STEP: Duration = Duration::from_millis(5);
