@@ -437,14 +437,14 @@ pub async fn simulate(
             Err(e) => v.0.extend(e.0),
         }
     }
-    let draft = if req.rule_set.is_empty() {
-        None
+    // Unset: the live rule set against itself (what the stock overrides
+    // change).
+    let simulated = if req.rule_set.is_empty() {
+        rulesets::Named::Active
     } else {
-        Some(rulesets::rule_set_id("rule_set", &req.rule_set))
+        v.check("rule_set", rulesets::named(&req.rule_set))
+            .unwrap_or(rulesets::Named::Active)
     };
-    if let Some(Err(e)) = &draft {
-        v.add("rule_set", e.message());
-    }
     if !v.is_empty() {
         return Err(invalid(v));
     }
@@ -462,12 +462,18 @@ pub async fn simulate(
     }
     let (live_name, live) = rulesets::live(r, tenant).await?;
     let live = rules::compile(&live);
-    let (sim_name, sim) = match draft {
-        Some(Ok(id)) => match repo::rule_set(&r.pool, tenant, id).await.map_err(db)? {
-            Some(rs) => (rs.name.clone(), rules::compile(&rs)),
-            None => return Err(status::not_found(DOMAIN, "rule set", &req.rule_set)),
-        },
-        _ => (live_name.clone(), live.clone()),
+    let (sim_name, sim) = match simulated {
+        rulesets::Named::Stored(id) => {
+            match repo::rule_set(&r.pool, tenant, id).await.map_err(db)? {
+                Some(rs) => (rs.name.clone(), rules::compile(&rs)),
+                None => return Err(status::not_found(DOMAIN, "rule set", &req.rule_set)),
+            }
+        }
+        rulesets::Named::Builtin => (
+            rulesets::BUILTIN.to_owned(),
+            rules::compile(&rulesets::builtin()),
+        ),
+        rulesets::Named::Active => (live_name.clone(), live.clone()),
     };
     let mut skus: Vec<String> = orders.iter().flat_map(|o| o.skus.clone()).collect();
     skus.sort();

@@ -14,15 +14,45 @@ use uuid::Uuid;
 /// Name of the rule set used when none is active.
 pub const BUILTIN: &str = "ruleSets/builtin-default";
 
+/// Name of the tenant's live rule set, for reading and simulating.
+pub const ACTIVE: &str = "ruleSets/active";
+
 fn rule_set_uuid(name: &str) -> Result<Uuid, String> {
     let id = parse_name(name, "ruleSets")?;
-    Uuid::parse_str(id).map_err(|_| {
-        format!("{name:?} is not a rule set name (`ruleSets/{{uuid}}` or `ruleSets/active`)")
-    })
+    Uuid::parse_str(id)
+        .map_err(|_| format!("{name:?} is not a rule set name (`ruleSets/{{uuid}}`)"))
 }
 
-pub fn rule_set_id(field: &str, name: &str) -> Result<Uuid, Status> {
-    rule_set_uuid(name).map_err(|e| invalid(Violations::one(field, e)))
+/// A rule set named to be read or simulated.
+pub enum Named {
+    /// The live one (`ruleSets/active`).
+    Active,
+    /// The built-in default (`ruleSets/builtin-default`), which decisions
+    /// name when no rule set was ever activated.
+    Builtin,
+    Stored(Uuid),
+}
+
+/// Reads a rule set name that may also be `ruleSets/active` or the
+/// built-in default's.
+pub fn named(name: &str) -> Result<Named, String> {
+    match name {
+        ACTIVE => Ok(Named::Active),
+        BUILTIN => Ok(Named::Builtin),
+        _ => rule_set_uuid(name).map(Named::Stored).map_err(|_| {
+            format!(
+                "{name:?} is not a rule set name (`ruleSets/{{uuid}}`, `{ACTIVE}` or `{BUILTIN}`)"
+            )
+        }),
+    }
+}
+
+/// The built-in default as a rule set a caller reads.
+pub fn builtin() -> RuleSet {
+    RuleSet {
+        name: BUILTIN.to_owned(),
+        ..rules::builtin_default()
+    }
 }
 
 fn not_found(name: &str) -> Status {
@@ -150,15 +180,15 @@ pub async fn get(
     tenant: &Tenant,
     req: GetRuleSetRequest,
 ) -> Result<GetRuleSetResponse, Status> {
-    let rs = if req.name == "ruleSets/active" {
-        repo::active_rule_set(&r.pool, tenant).await.map_err(db)?
-    } else {
-        let id = rule_set_id("name", &req.name)?;
-        repo::rule_set(&r.pool, tenant, id).await.map_err(db)?
+    let which = named(&req.name).map_err(|e| invalid(Violations::one("name", e)))?;
+    let rs = match which {
+        Named::Active => repo::active_rule_set(&r.pool, tenant).await.map_err(db)?,
+        Named::Builtin => Some(builtin()),
+        Named::Stored(id) => repo::rule_set(&r.pool, tenant, id).await.map_err(db)?,
     };
     match rs {
         Some(rs) => Ok(GetRuleSetResponse { rule_set: Some(rs) }),
-        None if req.name == "ruleSets/active" => Err(status::with_reason(
+        None if req.name == ACTIVE => Err(status::with_reason(
             tonic::Code::NotFound,
             DOMAIN,
             "NO_ACTIVE_RULE_SET",

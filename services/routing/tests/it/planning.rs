@@ -270,6 +270,33 @@ async fn a_draft_is_simulated_against_the_live_rules_before_it_goes_live() {
     assert_eq!(placed(&d), [at("1", "DC-MUC", 1)]);
     assert_eq!(d.rule_set, draft.name);
     assert_eq!(d.rule_id, "no-berlin");
+
+    // The live rule set and the built-in default by name: the default
+    // still ships from Berlin, the live one no longer.
+    let mut simulate = async |rule_set: &str| {
+        let req = SimulateRoutingRequest {
+            rule_set: rule_set.into(),
+            orders: vec![order("new-3", &[("MUG", 1)])],
+            ..Default::default()
+        };
+        h.client.simulate_routing(authed(TENANT, req)).await
+    };
+    let sim = simulate("ruleSets/active").await.unwrap().into_inner();
+    assert_eq!(sim.changed_count, 0);
+    let sim = simulate("ruleSets/builtin-default")
+        .await
+        .unwrap()
+        .into_inner();
+    let simulated = sim.results[0].simulated.as_ref().unwrap();
+    assert_eq!(simulated.rule_set, "ruleSets/builtin-default");
+    assert_eq!(simulated.assignments[0].node_id, "DC-BER");
+    assert_eq!(sim.changed_count, 1);
+    let err = simulate("ruleSets/draft").await.unwrap_err();
+    assert_eq!(status::fields(&err), ["rule_set"]);
+    assert_eq!(
+        err.message(),
+        "1 invalid field(s): rule_set: \"ruleSets/draft\" is not a rule set name (`ruleSets/{uuid}`, `ruleSets/active` or `ruleSets/builtin-default`)"
+    );
 }
 
 #[tokio::test]

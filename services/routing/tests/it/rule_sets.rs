@@ -145,6 +145,21 @@ async fn drafts_change_go_live_and_roll_back() {
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     assert_eq!(status::reason(&err), "NO_ACTIVE_RULE_SET");
+    // The default itself reads by the name decisions give it.
+    let builtin = c
+        .get_rule_set(authed(
+            TENANT,
+            GetRuleSetRequest {
+                name: "ruleSets/builtin-default".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .rule_set
+        .unwrap();
+    assert_eq!(builtin.name, "ruleSets/builtin-default");
+    assert_eq!(builtin.rules[0].rule_id, "default");
 
     let mut patch = v1.clone();
     patch.rules = vec![rule("cheap", Criterion::ShippingCost)];
