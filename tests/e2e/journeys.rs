@@ -5,7 +5,7 @@
 //! unit is held anywhere, every shipped unit left inventory exactly once,
 //! every order shipped what it kept, the gate agrees with the record, and
 //! the web channel's orders shipped only from its pool of nodes.
-use crate::placement::{order, until_counted_plans};
+use crate::placement::{order, until_counted_plans, web_pool};
 use crate::shipping::{history_of, simulated_wms, warehouse_with, work_of};
 use oms_e2e::Suite;
 use oms_proto::fulfillment::{
@@ -292,16 +292,7 @@ async fn journeys(crashes: &[(usize, Crash)], replica: bool) {
         }
         warehouses.push(simulated_wms(&suite, node, faults, STEP));
     }
-    let web = inv::SetChannelRuleRequest {
-        request_id: "web-pool".into(),
-        rule: Some(inv::ChannelRule {
-            channel: "channels/web".into(),
-            node_ids: WEB_POOL.iter().map(|n| n.to_string()).collect(),
-            buffer: None,
-        }),
-        remove: false,
-    };
-    stock.set_channel_rule(authed(T, web)).await.unwrap();
+    web_pool(&mut stock, "web-pool", &WEB_POOL).await;
     let seed: u64 = std::env::var("JOURNEY_SEED")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -340,20 +340,7 @@ async fn orders_are_reserved_backordered_held_and_cancelled_with_their_stock() {
     until_state(&mut feed, &second.name, OrderState::Routed).await;
     // The cancelled order's plan no longer counts against DC1's capacity
     // (its step ran before the backorder's, which was due later).
-    let plan = oms_proto::routing::routing_service_client::RoutingServiceClient::new(
-        suite.channel(Service::Routing),
-    )
-    .get_decision(authed(
-        T,
-        oms_proto::routing::GetDecisionRequest {
-            name: routed.routing_decision.clone(),
-        },
-    ))
-    .await
-    .unwrap()
-    .into_inner()
-    .decision
-    .unwrap();
+    let plan = suite.decision(T, &routed.routing_decision).await;
     assert!(plan.release_time.is_some());
     assert_eq!(plan.release_reason, "order cancelled");
     assert_eq!(
@@ -1099,7 +1086,11 @@ pub(crate) async fn until_counted_plans(suite: &Suite, order: &str, want: usize)
 }
 
 /// Keeps `channels/web` to the pool of `nodes`.
-async fn web_pool(stock: &mut InventoryServiceClient<Channel>, request_id: &str, nodes: &[&str]) {
+pub(crate) async fn web_pool(
+    stock: &mut InventoryServiceClient<Channel>,
+    request_id: &str,
+    nodes: &[&str],
+) {
     let rule = inv::SetChannelRuleRequest {
         request_id: request_id.into(),
         rule: Some(inv::ChannelRule {
@@ -1143,7 +1134,6 @@ async fn routed_web_order(
 /// decision says why that node was passed over.
 #[tokio::test]
 async fn an_order_of_a_channel_with_a_pool_ships_from_the_pool() {
-    use oms_proto::routing::{GetDecisionRequest, routing_service_client::RoutingServiceClient};
     let suite = Suite::start().await;
     let mut stock = suite.stock(T, &[("A", 5)]).await;
     // DC2 ranks below DC1 (lower priority), but only DC2 is the web's.
@@ -1153,17 +1143,7 @@ async fn an_order_of_a_channel_with_a_pool_ships_from_the_pool() {
     let mut feed = suite.order_events(T).await;
     let routed = routed_web_order(&mut orders, &mut feed, "web-order", 2).await;
     assert_eq!(routed.lines[0].sourcing[0].node_id, "DC2");
-    let mut routing = RoutingServiceClient::new(suite.channel(Service::Routing));
-    let get = GetDecisionRequest {
-        name: routed.routing_decision.clone(),
-    };
-    let decision = routing
-        .get_decision(authed(T, get))
-        .await
-        .unwrap()
-        .into_inner()
-        .decision
-        .unwrap();
+    let decision = suite.decision(T, &routed.routing_decision).await;
     let dc1 = decision
         .explanation
         .unwrap()

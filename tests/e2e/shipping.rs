@@ -493,18 +493,9 @@ async fn until_released_at(
     name: &str,
     nodes: &[&str],
 ) -> oms_proto::routing::Decision {
-    use oms_proto::routing::{GetDecisionRequest, routing_service_client::RoutingServiceClient};
-    let mut routing = RoutingServiceClient::new(suite.channel(Service::Routing));
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let get = GetDecisionRequest { name: name.into() };
-        let d = routing
-            .get_decision(authed(T, get))
-            .await
-            .unwrap()
-            .into_inner()
-            .decision
-            .unwrap();
+        let d = suite.decision(T, name).await;
         if d.released_node_ids == nodes {
             return d;
         }

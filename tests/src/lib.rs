@@ -64,6 +64,22 @@ impl Suite {
         .into_inner()
     }
 
+    /// Routing's decision `name` of `tenant`, as GetDecision gives it.
+    pub async fn decision(&self, tenant: &str, name: &str) -> oms_proto::routing::Decision {
+        use oms_proto::routing::{
+            GetDecisionRequest, routing_service_client::RoutingServiceClient,
+        };
+        let mut routing = RoutingServiceClient::new(self.channel(Service::Routing));
+        let get = GetDecisionRequest { name: name.into() };
+        routing
+            .get_decision(authed(tenant, get))
+            .await
+            .unwrap()
+            .into_inner()
+            .decision
+            .unwrap()
+    }
+
     /// Gives `tenant` a node `DC1` holding `items` (SKU, units on hand);
     /// returns an inventory client.
     pub async fn stock(&self, tenant: &str, items: &[(&str, i64)]) -> Inventory {

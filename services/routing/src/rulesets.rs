@@ -65,7 +65,7 @@ pub async fn live(r: &Routing, tenant: &Tenant) -> Result<(String, RuleSet), Sta
     Ok(
         match repo::active_rule_set(&r.pool, tenant).await.map_err(db)? {
             Some(rs) => (rs.name.clone(), rs),
-            None => (BUILTIN.to_owned(), rules::builtin_default()),
+            None => (BUILTIN.to_owned(), builtin()),
         },
     )
 }

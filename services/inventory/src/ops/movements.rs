@@ -773,13 +773,17 @@ pub async fn set_channel_rule(
         "rule.channel",
         oms_kernel::parse_name(&rule.channel, "channels"),
     );
+    // First position of each node (a map: a pool may be long).
+    let mut first = std::collections::HashMap::new();
     for (i, n) in rule.node_ids.iter().enumerate() {
         v.check(format!("rule.node_ids[{i}]"), check_node_id(n));
-        if let Some(first) = rule.node_ids[..i].iter().position(|m| m == n) {
+        if let Some(at) = first.get(n) {
             v.add(
                 format!("rule.node_ids[{i}]"),
-                format!("repeats node_ids[{first}] ({n})"),
+                format!("repeats node_ids[{at}] ({n})"),
             );
+        } else {
+            first.insert(n, i);
         }
     }
     match rule.buffer {

@@ -8,8 +8,8 @@
 //! where it is (RELEASED or PARTIALLY_SHIPPED); its lines' sourcing and
 //! history say what moved and why.
 use super::saga::{
-    Saga, backoff, fresh_lots, fulfillment_orders, lock_for_step, release_request, reservation_id,
-    routing_order, unplan_step,
+    Saga, backoff, fresh_lots, fulfillment_orders, lock_for_step, moved_since_the_plan,
+    release_request, reservation_id, routing_order, unplan_step,
 };
 use crate::changes::{Happened, record};
 use crate::domain::{OrderState, lifecycle};
@@ -331,11 +331,7 @@ impl Saga {
         let mut inventory = self.peers.inventory(tenant);
         match inventory.create_reservation(reserve).await {
             Ok(_) => {}
-            Err(st)
-                if st.code() == Code::FailedPrecondition
-                    && ["INSUFFICIENT_STOCK", "OUTSIDE_CHANNEL_POOL"]
-                        .contains(&oms_runtime::status::reason(&st).as_str()) =>
-            {
+            Err(st) if moved_since_the_plan(&st) => {
                 // Stock moved since the plan, or the channel's pool changed
                 // (nothing was held): plan again.
                 repo::saga::enqueue(tx, tenant, s.order_id, &unplan, &unplan_payload).await?;

@@ -488,9 +488,7 @@ impl Saga {
             // plan goes back and the next attempt plans again, for the order
             // as it is then (the lines may change meanwhile).
             Err(st)
-                if (st.code() == Code::FailedPrecondition
-                    && ["INSUFFICIENT_STOCK", "OUTSIDE_CHANNEL_POOL"]
-                        .contains(&oms_runtime::status::reason(&st).as_str()))
+                if moved_since_the_plan(&st)
                     || (first && changed_nothing(&st) && !refused_for_good(&st)) =>
             {
                 settle_doubt(tx, tenant, s, first).await?;
@@ -1294,6 +1292,15 @@ fn changed_nothing(st: &tonic::Status) -> bool {
 
 /// Whether inventory refused a confirmation for good (a person must look
 /// at the order).
+/// Inventory refused a plan's units because stock, or the channel's pool
+/// (routing reads it every few seconds), moved since the plan: nothing was
+/// held, and planning again is the answer.
+pub(crate) fn moved_since_the_plan(st: &tonic::Status) -> bool {
+    st.code() == Code::FailedPrecondition
+        && ["INSUFFICIENT_STOCK", "OUTSIDE_CHANNEL_POOL"]
+            .contains(&oms_runtime::status::reason(st).as_str())
+}
+
 fn refused_for_good(st: &tonic::Status) -> bool {
     matches!(
         st.code(),

@@ -272,14 +272,10 @@ fn attempt(rule: &Rule, t: &Target, store: Option<usize>, s: &Situation) -> Atte
         // spreads lines.
         // A store outside the channel's pool ships none of its own stock:
         // it only receives what the pool's nodes transfer.
-        let own = |k| {
-            if s.outside_pool(p) {
-                0
-            } else {
-                s.stock.get(k, p)
-            }
-        };
-        let mut run: Vec<i64> = (0..order.skus.len()).map(own).collect();
+        let gives = !s.outside_pool(p);
+        let mut run: Vec<i64> = (0..order.skus.len())
+            .map(|k| if gives { s.stock.get(k, p) } else { 0 })
+            .collect();
         let mut take = vec![0i64; need.len()];
         for (l, want) in need.iter().enumerate() {
             let have = run[sku_of[l]];
