@@ -1,5 +1,7 @@
+use crate::gate::Line;
 use oms_kernel::Violations;
 use oms_proto::inventory::{Item, MovementKind, StockMovement};
+use std::collections::HashMap;
 
 /// Largest single movement; guards against typos like an extra zero row.
 const MAX_UNITS: i64 = 1_000_000_000;
@@ -123,6 +125,40 @@ pub fn check_tracking(
                 format!("{prefix}serial_numbers[{i}]"),
                 format!("{s:?} is given twice"),
             );
+        }
+    }
+    v
+}
+
+/// Checks the entries of a shipment (ConsumeAllocations' `shipped`)
+/// against how their items are tracked, as their movements will be, but
+/// with the request's field paths and before the gate consumes anything.
+/// A serial number ships once per request. A lot named for an item that
+/// is not lot-tracked is ignored (WMSs report one for every item), and
+/// entries of unknown items are left to the reservation's own checks.
+pub fn check_shipped(field: &str, entries: &[Line], items: &HashMap<String, Item>) -> Violations {
+    let mut v = Violations::new();
+    let mut shipped: HashMap<(&str, &str), usize> = HashMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        let Some(item) = items.get(&e.sku) else {
+            continue;
+        };
+        let lot = if item.lot_tracked { e.lot.as_str() } else { "" };
+        let prefix = format!("{field}[{i}].");
+        v.merge(check_tracking(item, lot, "", &e.serials, -e.q, &prefix).into_result(()));
+        if !item.serial_tracked {
+            continue;
+        }
+        for (j, s) in e.serials.iter().enumerate() {
+            match shipped.get(&(e.sku.as_str(), s.as_str())) {
+                Some(&k) if k != i => v.add(
+                    format!("{prefix}serial_numbers[{j}]"),
+                    format!("{s:?} is shipped by {field}[{k}] too"),
+                ),
+                _ => {
+                    shipped.insert((&e.sku, s), i);
+                }
+            }
         }
     }
     v

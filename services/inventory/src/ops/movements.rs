@@ -21,8 +21,7 @@ pub(crate) enum Origin {
     Request,
     /// Allocated units leaving with a shipment: what the node can promise
     /// is unchanged when they leave a lot not expired (the allocation held
-    /// them), and the lot the WMS reported is kept only for lot-tracked
-    /// items (it may report one for any item).
+    /// them).
     Shipment,
 }
 
@@ -53,10 +52,13 @@ pub(crate) async fn apply(
     else {
         return Err(Error::not_found("item", format!("items/{}", m.sku)));
     };
-    if origin == Origin::Shipment && !item.lot_tracked {
+    let kind = MovementKind::try_from(m.kind).unwrap_or_default();
+    // A WMS may report a lot for any item it ships: kept only for
+    // lot-tracked items, whichever call records the shipment (orders
+    // records one by RecordMovement when no reservation held the units).
+    if kind == MovementKind::Shipment && !item.lot_tracked {
         m.lot.clear();
     }
-    let kind = MovementKind::try_from(m.kind).unwrap_or_default();
     let lot = repo::stock::lock_lot(tx, tenant, &m.node_id, &m.sku, &m.lot).await?;
     let old = lot.on_hand;
     // A lot keeps its expiry date: more units of it (a restock, the

@@ -4,6 +4,7 @@
 //! expire).
 use super::movements::Origin;
 use super::{Begin, Inventory, emit, now_ms};
+use crate::domain::movement;
 use crate::domain::reservation::{NewReservation, parse_entries};
 use crate::domain::{check_node_id, check_sku};
 use crate::error::{Error, Result};
@@ -962,6 +963,12 @@ async fn apply_change(
         let rule = repo::rules::channel_rule(&mut *tx, tenant, &r.channel).await?;
         let nodes = c.entries.iter().map(|e| e.node.as_str());
         outside_pool("allocations", rule.as_ref(), nodes)?;
+    }
+    if c.op == Op::Consume {
+        // Refused here, not by the shipment's movements after the gate
+        // consumed the units (which would cost the tenant a rebuild).
+        let items = repo::items::existing(&mut *tx, tenant, &skus).await?;
+        movement::check_shipped("shipped", &c.entries, &items).into_result(())?;
     }
     super::changing_gate();
     let out = if c.op == Op::Extend {

@@ -193,6 +193,26 @@ async fn lot_tracked_items_need_lots() {
     .await
     .unwrap();
     assert_eq!(ok.on_hand_after, 5);
+
+    // An item not kept by lot refuses a lot, except on a shipment: a WMS
+    // reports one for every item it ships, and orders records a shipment
+    // no reservation held any more by this call.
+    item(c, "acme", "PLAIN").await;
+    receive(c, "acme", "DC1", "PLAIN", 3).await;
+    let err = movement(c, "c", MovementKind::Receipt, "DC1", "PLAIN", |m| {
+        m.quantity = 1;
+        m.lot = "L7".into();
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(fields(&err), ["movement.lot"]);
+    let shipped = movement(c, "d", MovementKind::Shipment, "DC1", "PLAIN", |m| {
+        m.quantity = -1;
+        m.lot = "L7".into();
+    })
+    .await
+    .unwrap();
+    assert_eq!((shipped.lot.as_str(), shipped.on_hand_after), ("", 2));
 }
 
 #[tokio::test]

@@ -1193,8 +1193,8 @@ async fn shipments_consume_by_lot_and_serial_number() {
         .unwrap();
     }
     movement(c, &rid(), MovementKind::Receipt, "DC1", "PH", |m| {
-        m.quantity = 3;
-        m.serial_numbers = vec!["X".into(), "Y".into(), "Z".into()];
+        m.quantity = 5;
+        m.serial_numbers = ["V", "W", "X", "Y", "Z"].map(String::from).to_vec();
     })
     .await
     .unwrap();
@@ -1218,6 +1218,38 @@ async fn shipments_consume_by_lot_and_serial_number() {
     let r = ship(c, "plain", vec![shipped("PH", 1, "L9", &["Z"])])
         .await
         .unwrap();
+    assert_eq!(r.state, ReservationState::Consumed as i32);
+
+    // Serial numbers missing, or one unit's given to two entries: bad
+    // input, named by the request's own fields, and nothing consumed.
+    confirmed_at_dc1(c, "pair", "PH", 2).await;
+    let err = ship(c, "pair", vec![shipped("PH", 2, "", &["W"])])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), fields(&err)),
+        (
+            Code::InvalidArgument,
+            vec!["shipped[0].serial_numbers".into()]
+        )
+    );
+    let twice = vec![shipped("PH", 1, "", &["W"]), shipped("PH", 1, "", &["W"])];
+    let err = ship(c, "pair", twice).await.unwrap_err();
+    assert_eq!(
+        (err.code(), fields(&err)),
+        (
+            Code::InvalidArgument,
+            vec!["shipped[1].serial_numbers[0]".into()]
+        )
+    );
+    assert!(
+        err.message().contains("shipped by shipped[0] too"),
+        "{err:?}"
+    );
+    let untouched = reservation(c, "acme", "pair").await;
+    assert_eq!(untouched.lines[0].allocations[0].quantity_consumed, 0);
+    let both = vec![shipped("PH", 1, "", &["W"]), shipped("PH", 1, "", &["Y"])];
+    let r = ship(c, "pair", both).await.unwrap();
     assert_eq!(r.state, ReservationState::Consumed as i32);
 
     // A serial that is not there: refused, nothing consumed, and the
@@ -1247,7 +1279,7 @@ async fn shipments_consume_by_lot_and_serial_number() {
         left.iter()
             .map(|s| s.serial_number.as_str())
             .collect::<Vec<_>>(),
-        ["Y"]
+        ["V"]
     );
     let a = available(c, "acme", "PH").await;
     assert_eq!((a.on_hand, a.reserved, a.available), (1, 0, 1));
