@@ -116,16 +116,37 @@ impl NewReservation {
     }
 }
 
-/// Parses allocations or release / shipment entries of a change request.
-/// `need_node`: every entry must name a node (allocations, shipments).
-pub fn parse_entries(
-    field: &str,
-    entries: &[Allocation],
-    need_node: bool,
-    allow_empty: bool,
-) -> Result<Vec<Line>, Violations> {
+/// What the entries of a change request are for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Entries {
+    /// ConfirmReservation's `allocations`.
+    Allocations,
+    /// ReleaseReservation's `lines`; none releases everything left.
+    Release,
+    /// ConsumeAllocations' `shipped`.
+    Shipped,
+    /// ExtendReservation's `lines`.
+    Extension,
+}
+
+impl Entries {
+    pub fn field(self) -> &'static str {
+        match self {
+            Entries::Allocations => "allocations",
+            Entries::Shipped => "shipped",
+            Entries::Release | Entries::Extension => "lines",
+        }
+    }
+}
+
+/// Parses the allocation entries of a change request. Allocations and
+/// shipments name their node; only shipments name lots and serial numbers
+/// (the units that left), which elsewhere would be silently ignored.
+pub fn parse_entries(kind: Entries, entries: &[Allocation]) -> Result<Vec<Line>, Violations> {
+    let field = kind.field();
+    let need_node = matches!(kind, Entries::Allocations | Entries::Shipped);
     let mut v = Violations::new();
-    if entries.is_empty() && !allow_empty {
+    if entries.is_empty() && kind != Entries::Release {
         v.add(field, "at least one entry is required");
     }
     let mut out = Vec::new();
@@ -139,6 +160,20 @@ pub fn parse_entries(
         }
         if e.quantity <= 0 {
             v.add(format!("{field}[{i}].quantity"), "must be positive");
+        }
+        if kind != Entries::Shipped {
+            if !e.lot.is_empty() {
+                v.add(
+                    format!("{field}[{i}].lot"),
+                    "only shipped units name a lot (ConsumeAllocations)",
+                );
+            }
+            if !e.serial_numbers.is_empty() {
+                v.add(
+                    format!("{field}[{i}].serial_numbers"),
+                    "only shipped units name serial numbers (ConsumeAllocations)",
+                );
+            }
         }
         out.push(Line {
             sku: e.sku.clone(),
@@ -226,5 +261,35 @@ mod tests {
                 "must be 1-128 printable ASCII characters without spaces or '/'"
             );
         }
+    }
+
+    #[test]
+    fn only_shipped_units_name_lots_and_serials() {
+        let entry = Allocation {
+            sku: "S".into(),
+            node_id: "DC1".into(),
+            quantity: 1,
+            lot: "L1".into(),
+            serial_numbers: vec!["X".into()],
+            ..Default::default()
+        };
+        let fields = |kind: Entries| -> Vec<String> {
+            match parse_entries(kind, std::slice::from_ref(&entry)) {
+                Ok(_) => vec![],
+                Err(v) => v.0.into_iter().map(|v| v.field).collect(),
+            }
+        };
+        assert!(fields(Entries::Shipped).is_empty());
+        assert_eq!(
+            fields(Entries::Allocations),
+            ["allocations[0].lot", "allocations[0].serial_numbers"]
+        );
+        assert_eq!(
+            fields(Entries::Release),
+            ["lines[0].lot", "lines[0].serial_numbers"]
+        );
+        assert_eq!(fields(Entries::Extension).len(), 2);
+        assert!(parse_entries(Entries::Release, &[]).is_ok());
+        assert!(parse_entries(Entries::Extension, &[]).is_err());
     }
 }

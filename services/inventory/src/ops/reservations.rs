@@ -5,7 +5,7 @@
 use super::movements::Origin;
 use super::{Begin, Inventory, emit, now_ms};
 use crate::domain::movement;
-use crate::domain::reservation::{NewReservation, parse_entries};
+use crate::domain::reservation::{Entries, NewReservation, parse_entries};
 use crate::domain::{check_node_id, check_sku};
 use crate::error::{Error, Result};
 use crate::gate::{
@@ -715,7 +715,7 @@ pub async fn confirm(
     actor: &str,
     req: ConfirmReservationRequest,
 ) -> Result<ConfirmReservationResponse> {
-    let entries = parse_entries("allocations", &req.allocations, true, false);
+    let entries = parse_entries(Entries::Allocations, &req.allocations);
     let (id, entries) = change_target(&req.request_id, &req.name, entries)?;
     let change = Change {
         op: Op::Confirm,
@@ -745,7 +745,7 @@ pub async fn release(
     actor: &str,
     req: ReleaseReservationRequest,
 ) -> Result<ReleaseReservationResponse> {
-    let entries = parse_entries("lines", &req.lines, false, true);
+    let entries = parse_entries(Entries::Release, &req.lines);
     let (id, entries) = change_target(&req.request_id, &req.name, entries)?;
     let change = Change {
         op: Op::Release,
@@ -775,7 +775,7 @@ pub async fn consume(
     actor: &str,
     req: ConsumeAllocationsRequest,
 ) -> Result<ConsumeAllocationsResponse> {
-    let entries = parse_entries("shipped", &req.shipped, true, false);
+    let entries = parse_entries(Entries::Shipped, &req.shipped);
     let (id, entries) = change_target(&req.request_id, &req.name, entries)?;
     let change = Change {
         op: Op::Consume,
@@ -805,7 +805,7 @@ pub async fn extend(
     actor: &str,
     req: ExtendReservationRequest,
 ) -> Result<ExtendReservationResponse> {
-    let mut entries = parse_entries("lines", &req.lines, false, false);
+    let mut entries = parse_entries(Entries::Extension, &req.lines);
     if req.reason.len() > 500 {
         let mut v = entries.err().unwrap_or_default();
         v.add("reason", "must be at most 500 characters");
@@ -968,7 +968,7 @@ async fn apply_change(
         // Refused here, not by the shipment's movements after the gate
         // consumed the units (which would cost the tenant a rebuild).
         let items = repo::items::existing(&mut *tx, tenant, &skus).await?;
-        movement::check_shipped("shipped", &c.entries, &items).into_result(())?;
+        movement::check_shipped(Entries::Shipped.field(), &c.entries, &items).into_result(())?;
     }
     super::changing_gate();
     let out = if c.op == Op::Extend {
@@ -1178,6 +1178,13 @@ async fn record(
         (Op::Expire, _) => {}
     }
     r.state = state as i32;
+    if matches!(
+        state,
+        ReservationState::Confirmed | ReservationState::Released | ReservationState::Consumed
+    ) {
+        // It no longer expires; an expired one keeps the time it did.
+        r.expire_time = None;
+    }
     r.update_time = Some(to_timestamp(now));
     repo::reservations::save(tx, tenant, r, holds, consumed, now).await?;
     // Shipped units leave on-hand; what the node can promise is unchanged

@@ -606,6 +606,22 @@ async fn confirm_release_and_ship_keep_stock_in_step() {
         Code::NotFound,
         "a foreign reservation does not exist for you"
     );
+    // A lot belongs to shipped units only: a confirmation naming one is
+    // refused, not taken silently as if it pinned the lot.
+    let pinned = ConfirmReservationRequest {
+        request_id: rid(),
+        name: "reservations/r1".into(),
+        allocations: vec![Allocation {
+            lot: "L1".into(),
+            ..shipped("S", 6, "", &[])
+        }],
+    };
+    let err = h
+        .client
+        .confirm_reservation(authed("acme", pinned))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["allocations[0].lot"]);
 
     let r = confirm(
         &mut h.client,
@@ -617,6 +633,10 @@ async fn confirm_release_and_ship_keep_stock_in_step() {
     .await
     .unwrap();
     assert_eq!(r.state, ReservationState::Confirmed as i32);
+    assert_eq!(
+        r.expire_time, None,
+        "a confirmed reservation does not expire"
+    );
     let replay = confirm(
         &mut h.client,
         "acme",
