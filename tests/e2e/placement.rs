@@ -1163,3 +1163,40 @@ async fn an_order_of_a_channel_with_a_pool_ships_from_the_pool() {
     let routed = routed_web_order(&mut orders, &mut feed, "web-order-2", 1).await;
     assert_eq!(routed.lines[0].sourcing[0].node_id, "DC1");
 }
+
+/// A reroute plans inside the channel's pool as it stands when the work
+/// comes back, not as it stood when the order was placed: routing may
+/// still plan by the pool it read a moment ago, inventory then refuses the
+/// node the pool left, and the reroute plans again instead of holding the
+/// order.
+#[tokio::test]
+async fn a_reroute_after_the_pool_changed_ships_from_the_new_pool() {
+    let suite = Suite::start().await;
+    let mut stock = suite.stock(T, &[("A", 5)]).await;
+    // DC1 ranks first, then DC2, then DC3.
+    crate::shipping::warehouse_with(&mut stock, "DC2", -5, &[("A", 5)]).await;
+    crate::shipping::warehouse_with(&mut stock, "DC3", -10, &[("A", 5)]).await;
+    web_pool(&mut stock, "web-pool", &["DC1", "DC2"]).await;
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = suite.order_events(T).await;
+    let routed = routed_web_order(&mut orders, &mut feed, "web-reroute", 2).await;
+    assert_eq!(routed.lines[0].sourcing[0].node_id, "DC1");
+
+    // The pool trades DC2 for DC3 before DC1 (whose WMS connects only now)
+    // rejects the work.
+    web_pool(&mut stock, "web-pool-moved", &["DC1", "DC3"]).await;
+    let _wms: Vec<_> = [("DC1", 1.0), ("DC2", 0.0), ("DC3", 0.0)]
+        .into_iter()
+        .map(|(node, reject)| crate::shipping::warehouse(&suite, node, reject))
+        .collect();
+    let delivered = until_state(&mut feed, &routed.name, OrderState::Delivered)
+        .await
+        .order
+        .unwrap();
+    let sourcing: Vec<(&str, i64)> = delivered.lines[0]
+        .sourcing
+        .iter()
+        .map(|s| (s.node_id.as_str(), s.quantity))
+        .collect();
+    assert_eq!(sourcing, [("DC3", 2)]);
+}
