@@ -36,6 +36,7 @@ pub async fn run(
     let gate = gate::Gate::new(redis.clone(), gate::GateKeys::new(&config.redis.key_prefix));
     oms_runtime::retention::start(&pool, &config, shutdown.clone());
     let waker = FeedWaker::start(&pool, shutdown.clone());
+    ops::movements::start_copying_references(pool.clone(), shutdown.clone());
     let writer = ops::reservations::Writer::start(pool.clone(), gate.clone(), shutdown.clone());
     let inv = Arc::new(ops::Inventory {
         pool: pool.clone(),

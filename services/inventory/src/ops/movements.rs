@@ -9,8 +9,9 @@ use chrono::Utc;
 use oms_kernel::{Paging, RequestId, Tenant, Violation, Violations};
 use oms_proto::inventory::*;
 use oms_runtime::time::to_timestamp;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 use std::collections::BTreeSet;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// Where a movement comes from.
@@ -523,6 +524,9 @@ pub async fn list_movements(
         &req.record_time_from,
         &req.record_time_to,
     );
+    if req.reference.len() > 200 {
+        v.add("reference", "must be at most 200 characters");
+    }
     v.into_result(())?;
     let filter = repo::stock::MovementFilter {
         node_id: (!req.node_id.is_empty()).then(|| req.node_id.clone()),
@@ -530,6 +534,7 @@ pub async fn list_movements(
         lot: (!req.lot.is_empty()).then(|| req.lot.clone()),
         kinds: req.kinds.iter().map(|k| k.to_string()).collect(),
         serial: (!req.serial_number.is_empty()).then(|| req.serial_number.clone()),
+        reference: (!req.reference.is_empty()).then(|| req.reference.clone()),
         recorded: (from, to),
         after: paging.after,
         limit: paging.fetch(),
@@ -858,4 +863,34 @@ pub async fn list_channel_rules(
         rules,
         next_page_token,
     })
+}
+
+/// Copies the references of movements recorded before they were a column
+/// (migration 0011), a batch at a time, until none is left: until then
+/// ListMovements by `reference` misses them. Runs once per start.
+pub fn start_copying_references(pool: PgPool, shutdown: CancellationToken) {
+    const BATCH: i64 = 1000;
+    tokio::spawn(async move {
+        let mut copied = 0;
+        loop {
+            let batch = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                batch = repo::stock::copy_references(&pool, BATCH) => batch,
+            };
+            match batch {
+                Ok(0) => break,
+                Ok(n) => copied += n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "copying the references of older movements; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                    }
+                }
+            }
+        }
+        if copied > 0 {
+            tracing::info!(movements = copied, "references of older movements copied");
+        }
+    });
 }

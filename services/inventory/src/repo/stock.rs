@@ -3,7 +3,7 @@ use chrono::{DateTime, Utc};
 use oms_kernel::Tenant;
 use oms_proto::inventory::{StockLevel, StockMovement};
 use prost::Message;
-use sqlx::{PgConnection, PgExecutor, Postgres, QueryBuilder};
+use sqlx::{PgConnection, PgExecutor, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 /// A lot as the stock table keeps it.
@@ -76,8 +76,8 @@ pub async fn record(
     .execute(&mut *tx)
     .await?;
     sqlx::query(
-        "INSERT INTO movements (movement_id, tenant, node_id, sku, lot, kind, quantity, on_hand_after, record_time, doc)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        "INSERT INTO movements (movement_id, tenant, node_id, sku, lot, kind, quantity, on_hand_after, record_time, doc, reference)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(id)
     .bind(tenant.as_str())
@@ -89,9 +89,38 @@ pub async fn record(
     .bind(m.on_hand_after)
     .bind(now)
     .bind(m.encode_to_vec())
+    .bind(&m.reference)
     .execute(tx)
     .await?;
     Ok(())
+}
+
+/// Copies the reference of up to `limit` movements recorded before it was
+/// a column (migration 0011) from their documents. Returns how many it
+/// copied; 0 once none is left. Replicas may run it at once: each row
+/// gets the same value whoever writes it.
+pub async fn copy_references(db: &PgPool, limit: i64) -> sqlx::Result<u64> {
+    let rows: Vec<(Uuid, Vec<u8>)> =
+        sqlx::query_as("SELECT movement_id, doc FROM movements WHERE reference IS NULL LIMIT $1")
+            .bind(limit)
+            .fetch_all(db)
+            .await?;
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut references = Vec::with_capacity(rows.len());
+    for (id, doc) in rows {
+        ids.push(id);
+        references.push(decode::<StockMovement>(&doc)?.reference);
+    }
+    let done = sqlx::query(
+        "UPDATE movements m SET reference = r.reference
+         FROM unnest($1::uuid[], $2::text[]) AS r(id, reference)
+         WHERE m.movement_id = r.id AND m.reference IS NULL",
+    )
+    .bind(&ids)
+    .bind(&references)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 pub struct MovementFilter {
@@ -100,6 +129,7 @@ pub struct MovementFilter {
     pub lot: Option<String>,
     pub kinds: Vec<String>,
     pub serial: Option<String>,
+    pub reference: Option<String>,
     /// Recorded in `[from, to)`.
     pub recorded: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
     pub after: Option<(DateTime<Utc>, Uuid)>,
@@ -122,6 +152,9 @@ pub async fn movements(
     }
     if let Some(lot) = &f.lot {
         q.push(" AND lot = ").push_bind(lot.clone());
+    }
+    if let Some(r) = &f.reference {
+        q.push(" AND reference = ").push_bind(r.clone());
     }
     if let Some(t) = f.recorded.0 {
         q.push(" AND record_time >= ").push_bind(t);

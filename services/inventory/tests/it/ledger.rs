@@ -1270,3 +1270,64 @@ async fn movements_are_listed_by_lot_and_by_the_period_they_were_recorded_in() {
     let err = list(backwards).await.unwrap_err();
     assert_eq!(fields(&err), ["record_time_to"]);
 }
+
+/// Movements are listed by what caused them (a fulfillment order, an ASN);
+/// those recorded before the reference was a column are found once a
+/// starting service has copied theirs.
+#[tokio::test]
+async fn movements_are_listed_by_their_reference_older_ones_once_copied() {
+    let mut h = start().await;
+    node(&mut h.client, "acme", "DC1").await;
+    item(&mut h.client, "acme", "REF").await;
+    let c = &mut h.client;
+    let mut recorded = vec![];
+    for reference in ["asn-1", "asn-2", "asn-1", ""] {
+        let m = movement(c, &rid(), MovementKind::Receipt, "DC1", "REF", |m| {
+            m.quantity = 1;
+            m.reference = reference.into();
+        })
+        .await
+        .unwrap();
+        recorded.push(m.movement_id);
+    }
+    let of_asn_1 = async |c: &mut Client| -> Vec<String> {
+        let req = ListMovementsRequest {
+            reference: "asn-1".into(),
+            ..Default::default()
+        };
+        let page = c.list_movements(authed("acme", req)).await.unwrap();
+        let page = page.into_inner().movements;
+        page.into_iter().map(|m| m.movement_id).collect()
+    };
+    let expected = [recorded[2].clone(), recorded[0].clone()];
+    assert_eq!(of_asn_1(c).await, expected);
+    let too_long = ListMovementsRequest {
+        reference: "x".repeat(201),
+        ..Default::default()
+    };
+    let err = c
+        .list_movements(authed("acme", too_long))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["reference"]);
+
+    // As if recorded before the column: not found by reference, until a
+    // service starts and copies the references from the documents.
+    let mut db = h.db.connect("inventory").await;
+    sqlx::query("UPDATE movements SET reference = NULL")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(of_asn_1(c).await, Vec::<String>::new());
+    let config = oms_testkit::config_with(Service::Inventory, &h.db, &[], &[]);
+    let _restarted = oms_testkit::spawn(config, oms_inventory::run).await;
+    wait_until(async || of_asn_1(c).await == expected).await;
+    let (left, without): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE reference IS NULL), count(*) FILTER (WHERE reference = '')
+         FROM movements",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!((left, without), (0, 1), "every reference copied");
+}
