@@ -8,6 +8,11 @@ use std::time::Duration;
 pub const DEFAULT_TTL: Duration = Duration::from_secs(15 * 60);
 const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 const MAX_LINES: usize = 200;
+/// Most units of one line or entry: beyond any real order, and far below
+/// where the gate's Lua numbers (doubles) lose integer precision.
+const MAX_UNITS: i64 = 1_000_000;
+/// Most entries of a change request (allocations over many nodes).
+const MAX_ENTRIES: usize = 1000;
 
 /// A parsed CreateReservation request.
 #[derive(Debug, Clone)]
@@ -51,8 +56,11 @@ impl NewReservation {
             }
             if l.quantity <= 0 {
                 v.add(format!("lines[{i}].quantity"), "must be positive");
-            } else if l.quantity > 1_000_000 {
-                v.add(format!("lines[{i}].quantity"), "must be at most 1000000");
+            } else if l.quantity > MAX_UNITS {
+                v.add(
+                    format!("lines[{i}].quantity"),
+                    format!("must be at most {MAX_UNITS}"),
+                );
             }
             lines.push(ReservationLine {
                 sku: l.sku.clone(),
@@ -149,6 +157,9 @@ pub fn parse_entries(kind: Entries, entries: &[Allocation]) -> Result<Vec<Line>,
     if entries.is_empty() && kind != Entries::Release {
         v.add(field, "at least one entry is required");
     }
+    if entries.len() > MAX_ENTRIES {
+        v.add(field, format!("at most {MAX_ENTRIES} entries"));
+    }
     let mut out = Vec::new();
     for (i, e) in entries.iter().enumerate() {
         v.check(format!("{field}[{i}].sku"), super::check_sku(&e.sku));
@@ -160,6 +171,11 @@ pub fn parse_entries(kind: Entries, entries: &[Allocation]) -> Result<Vec<Line>,
         }
         if e.quantity <= 0 {
             v.add(format!("{field}[{i}].quantity"), "must be positive");
+        } else if e.quantity > MAX_UNITS {
+            v.add(
+                format!("{field}[{i}].quantity"),
+                format!("must be at most {MAX_UNITS}"),
+            );
         }
         if kind != Entries::Shipped {
             if !e.lot.is_empty() {
@@ -290,6 +306,15 @@ mod tests {
         );
         assert_eq!(fields(Entries::Extension).len(), 2);
         assert!(parse_entries(Entries::Release, &[]).is_ok());
+        // Beyond what the gate's numbers hold exactly: refused up front
+        // (it answered "unavailable" to an extension of i64::MAX).
+        let huge = Allocation {
+            quantity: i64::MAX,
+            ..Default::default()
+        };
+        let err = parse_entries(Entries::Extension, &[huge]).unwrap_err();
+        let found: Vec<String> = err.0.into_iter().map(|v| v.field).collect();
+        assert_eq!(found, ["lines[0].sku", "lines[0].quantity"]);
         assert!(parse_entries(Entries::Extension, &[]).is_err());
     }
 }

@@ -1025,6 +1025,14 @@ async fn a_live_reservation_grows_all_or_nothing_within_its_channel() {
         .await
         .unwrap_err();
     assert_eq!(fields(&err), ["lines[0].quantity"]);
+    // More than the gate counts exactly: bad input, not "unavailable".
+    let err = extend(extend_request("e3b", "r1", &[("S", "", i64::MAX)]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), fields(&err)),
+        (Code::InvalidArgument, vec!["lines[0].quantity".into()])
+    );
     let err = h
         .client
         .extend_reservation(authed(
