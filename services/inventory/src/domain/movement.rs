@@ -3,8 +3,10 @@ use oms_kernel::Violations;
 use oms_proto::inventory::{Item, MovementKind, StockMovement};
 use std::collections::HashMap;
 
-/// Largest single movement; guards against typos like an extra zero row.
-const MAX_UNITS: i64 = 1_000_000_000;
+/// Largest single movement, count, safety stock or buffer: guards against
+/// typos like an extra zero row, and keeps figures far below where the
+/// gate's Lua numbers (doubles) lose integer precision.
+pub const MAX_UNITS: i64 = 1_000_000_000;
 
 /// How a movement changes on-hand, given the lot's current on-hand: a
 /// cycle count sets it, every other kind adds its signed quantity.
@@ -55,7 +57,10 @@ pub fn parse(m: Option<StockMovement>) -> Result<StockMovement, Violations> {
         v.add("movement.quantity", format!("must be within ±{MAX_UNITS}"));
     }
     if kind == MovementKind::CycleCount && !(0..=MAX_UNITS).contains(&m.counted_quantity) {
-        v.add("movement.counted_quantity", "must be zero or more");
+        v.add(
+            "movement.counted_quantity",
+            format!("must be 0 to {MAX_UNITS}"),
+        );
     }
     if matches!(kind, MovementKind::Adjustment | MovementKind::Damage) && m.reason.trim().is_empty()
     {

@@ -1,5 +1,6 @@
 //! Rows of a stock snapshot: each sets the on-hand of one node, SKU and
 //! lot, as a cycle count.
+use super::movement::MAX_UNITS;
 use super::{check_node_id, check_sku};
 use oms_kernel::{Violation, Violations};
 use oms_proto::inventory::SnapshotRow;
@@ -10,8 +11,8 @@ pub fn check_row(row: &SnapshotRow) -> Option<Violation> {
     let mut v = Violations::new();
     v.check("node_id", check_node_id(&row.node_id));
     v.check("sku", check_sku(&row.sku));
-    if row.on_hand < 0 {
-        v.add("on_hand", "must be zero or more");
+    if !(0..=MAX_UNITS).contains(&row.on_hand) {
+        v.add("on_hand", format!("must be 0 to {MAX_UNITS}"));
     }
     if !row.expiry_date.is_empty() && !oms_kernel::is_date(&row.expiry_date) {
         v.add("expiry_date", "must be YYYY-MM-DD");

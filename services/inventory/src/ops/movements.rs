@@ -601,8 +601,8 @@ pub async fn set_safety(
     if !req.sku.is_empty() {
         v.check("sku", check_sku(&req.sku));
     }
-    if req.quantity < 0 {
-        v.add("quantity", "must be zero or more");
+    if !(0..=movement::MAX_UNITS).contains(&req.quantity) {
+        v.add("quantity", format!("must be 0 to {}", movement::MAX_UNITS));
     }
     if req.remove && req.quantity != 0 {
         v.add("quantity", "must be 0 when the entry is removed");
@@ -797,8 +797,13 @@ pub async fn set_channel_rule(
         Some(channel_rule::Buffer::BufferPercent(p)) if !(0..=100).contains(&p) => {
             v.add("rule.buffer_percent", "must be 0 to 100")
         }
-        Some(channel_rule::Buffer::BufferQuantity(q)) if q < 0 => {
-            v.add("rule.buffer_quantity", "must be zero or more")
+        Some(channel_rule::Buffer::BufferQuantity(q))
+            if !(0..=movement::MAX_UNITS).contains(&q) =>
+        {
+            v.add(
+                "rule.buffer_quantity",
+                format!("must be 0 to {}", movement::MAX_UNITS),
+            )
         }
         _ => {}
     }

@@ -248,6 +248,8 @@ async fn a_snapshot_import_applies_good_rows_and_reports_bad_ones() {
         // Two figures for one SKU at one node (bins, say): neither stands.
         row("DC1", "C", 2),
         row("DC1", "C", 9),
+        // Beyond any count (it reached the gate, which lost track of B).
+        row("DC1", "B", i64::MAX),
     ];
     let resp = h
         .client
@@ -261,7 +263,13 @@ async fn a_snapshot_import_applies_good_rows_and_reports_bad_ones() {
         .iter()
         .map(|e| (e.row_index, e.field.clone()))
         .collect();
-    let want = [(2, "sku"), (3, "on_hand"), (4, "sku"), (5, "sku")];
+    let want = [
+        (2, "sku"),
+        (3, "on_hand"),
+        (4, "sku"),
+        (5, "sku"),
+        (6, "on_hand"),
+    ];
     assert_eq!(bad, want.map(|(i, f)| (i, f.to_string())));
     assert!(
         resp.errors[2]
@@ -350,6 +358,16 @@ async fn safety_stock_and_channel_rules_hold_stock_back() {
         .await
         .unwrap_err();
     assert_eq!(fields(&err), ["quantity"]);
+    // Beyond any stock: bad input (the gate answered "unavailable").
+    let err = h
+        .client
+        .set_safety_stock(authed("acme", safety(i64::MAX, false)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), fields(&err)),
+        (tonic::Code::InvalidArgument, vec!["quantity".to_string()])
+    );
     let removed = h
         .client
         .set_safety_stock(authed("acme", safety(0, true)))
@@ -520,6 +538,13 @@ async fn a_channel_buffer_holds_the_last_units_back_and_a_rule_can_be_removed() 
         .await
         .unwrap_err();
     assert_eq!(fields(&err), ["rule.node_ids[1]"], "{err:?}");
+    let mut beyond = set("rule-0b", &["DC1"], false);
+    beyond.rule.as_mut().unwrap().buffer = Some(channel_rule::Buffer::BufferQuantity(i64::MAX));
+    let err = c
+        .set_channel_rule(authed("acme", beyond))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["rule.buffer_quantity"], "{err:?}");
     c.set_channel_rule(authed("acme", set("rule-1", &["DC1"], false)))
         .await
         .unwrap();
