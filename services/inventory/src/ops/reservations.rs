@@ -745,7 +745,12 @@ pub async fn release(
     actor: &str,
     req: ReleaseReservationRequest,
 ) -> Result<ReleaseReservationResponse> {
-    let entries = parse_entries(Entries::Release, &req.lines);
+    let entries = at_most(
+        parse_entries(Entries::Release, &req.lines),
+        "reason",
+        &req.reason,
+        500,
+    );
     let (id, entries) = change_target(&req.request_id, &req.name, entries)?;
     let change = Change {
         op: Op::Release,
@@ -776,6 +781,7 @@ pub async fn consume(
     req: ConsumeAllocationsRequest,
 ) -> Result<ConsumeAllocationsResponse> {
     let entries = parse_entries(Entries::Shipped, &req.shipped);
+    let entries = at_most(entries, "reference", &req.reference, 200);
     let (id, entries) = change_target(&req.request_id, &req.name, entries)?;
     let change = Change {
         op: Op::Consume,
@@ -805,12 +811,12 @@ pub async fn extend(
     actor: &str,
     req: ExtendReservationRequest,
 ) -> Result<ExtendReservationResponse> {
-    let mut entries = parse_entries(Entries::Extension, &req.lines);
-    if req.reason.len() > 500 {
-        let mut v = entries.err().unwrap_or_default();
-        v.add("reason", "must be at most 500 characters");
-        entries = Err(v);
-    }
+    let entries = at_most(
+        parse_entries(Entries::Extension, &req.lines),
+        "reason",
+        &req.reason,
+        500,
+    );
     let (id, entries) = change_target(&req.request_id, &req.name, entries)?;
     let change = Change {
         op: Op::Extend,
@@ -832,6 +838,22 @@ pub async fn extend(
     Ok(ExtendReservationResponse {
         reservation: Some(r),
     })
+}
+
+/// `entries`, with a violation more when `text` (a reason, a reference,
+/// kept with the record) is longer than `max` bytes.
+fn at_most(
+    entries: std::result::Result<Vec<Line>, Violations>,
+    field: &str,
+    text: &str,
+    max: usize,
+) -> std::result::Result<Vec<Line>, Violations> {
+    if text.len() <= max {
+        return entries;
+    }
+    let mut v = entries.err().unwrap_or_default();
+    v.add(field, format!("must be at most {max} characters"));
+    Err(v)
 }
 
 /// Checks an extension against the record and the catalog: a confirmed

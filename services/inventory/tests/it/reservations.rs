@@ -668,6 +668,16 @@ async fn confirm_release_and_ship_keep_stock_in_step() {
         .unwrap_err();
     assert_eq!(reason(&err), "RELEASE_EXCEEDS_HELD");
     assert_eq!(err.message(), "2 of items/S held at nodes/DC2; 3 asked");
+    let long = ReleaseReservationRequest {
+        reason: "x".repeat(501),
+        ..release("rel0b", 1)
+    };
+    let err = h
+        .client
+        .release_reservation(authed("acme", long))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["reason"]);
     h.client
         .release_reservation(authed("acme", release("rel1", 1)))
         .await
@@ -693,6 +703,16 @@ async fn confirm_release_and_ship_keep_stock_in_step() {
         }],
         reference: "fulfillmentOrders/f1".into(),
     };
+    let long = ConsumeAllocationsRequest {
+        reference: "x".repeat(201),
+        ..ship.clone()
+    };
+    let err = h
+        .client
+        .consume_allocations(authed("acme", long))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["reference"]);
     h.client
         .consume_allocations(authed("acme", ship.clone()))
         .await
