@@ -168,6 +168,12 @@ pub async fn list_nodes(
     if !["", "ship", "pickup", "ship_from_store"].contains(&capability) {
         v.add("capability", "one of ship, pickup, ship_from_store");
     }
+    for (i, k) in req.kinds.iter().enumerate() {
+        use oms_proto::common::NodeKind;
+        if !matches!(NodeKind::try_from(*k), Ok(k) if k != NodeKind::Unspecified) {
+            v.add(format!("kinds[{i}]"), "unknown node kind");
+        }
+    }
     let hash = oms_kernel::fingerprint(&ListNodesRequest {
         page_size: 0,
         page_token: String::new(),
@@ -192,8 +198,11 @@ pub async fn list_nodes(
             limit,
         };
         let batch = repo::nodes::list(&inv.pool, tenant, &filter).await?;
-        let exhausted = (batch.len() as i64) < limit;
-        for n in batch {
+        // More may follow the page when the batch was full or the page
+        // filled before the batch's end.
+        let mut more = batch.len() as i64 == limit;
+        let last = batch.len().saturating_sub(1);
+        for (i, n) in batch.into_iter().enumerate() {
             cursor = Some(n.node_id.clone());
             let caps = n.capabilities.unwrap_or_default();
             let cap_ok = match capability {
@@ -205,12 +214,14 @@ pub async fn list_nodes(
             if cap_ok && (req.region.is_empty() || n.region == req.region) {
                 nodes.push(n);
                 if nodes.len() as i64 == limit {
+                    more |= i < last;
                     break;
                 }
             }
         }
-        if exhausted || nodes.len() as i64 == limit {
-            let next_page_token = match (&cursor, nodes.len() as i64 == limit && !exhausted) {
+        let full = nodes.len() as i64 == limit;
+        if !more || full {
+            let next_page_token = match (&cursor, full && more) {
                 (Some(c), true) => PageToken::encode(c.clone(), hash),
                 _ => String::new(),
             };

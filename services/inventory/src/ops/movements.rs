@@ -527,6 +527,11 @@ pub async fn list_movements(
     if req.reference.len() > 200 {
         v.add("reference", "must be at most 200 characters");
     }
+    for (i, k) in req.kinds.iter().enumerate() {
+        if !matches!(MovementKind::try_from(*k), Ok(k) if k != MovementKind::Unspecified) {
+            v.add(format!("kinds[{i}]"), "unknown movement kind");
+        }
+    }
     v.into_result(())?;
     let filter = repo::stock::MovementFilter {
         node_id: (!req.node_id.is_empty()).then(|| req.node_id.clone()),

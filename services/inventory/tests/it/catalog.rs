@@ -380,3 +380,86 @@ async fn tracking_changes_only_while_an_item_has_no_stock() {
     .unwrap();
     assert_eq!(available(c, "acme", "SKU-1").await.available, 4);
 }
+
+/// ListNodes filters by kind, enabled, region and capability, pages
+/// through what the filters keep without losing a node, and shows a
+/// tenant the nodes shared with it.
+#[tokio::test]
+async fn nodes_are_listed_by_kind_region_and_capability_page_by_page() {
+    let mut h = start().await;
+    let c = &mut h.client;
+    for (id, region, kind, enabled) in [
+        ("LA", "eu", NodeKind::Store, true),
+        ("LB", "eu", NodeKind::Store, true),
+        ("LC", "us", NodeKind::Store, true),
+        ("LD", "eu", NodeKind::Warehouse, false),
+        ("LE", "eu", NodeKind::Store, true),
+    ] {
+        node_with(c, "acme", id, |n| {
+            n.region = region.into();
+            n.kind = kind as i32;
+            n.enabled = enabled;
+            n.capabilities.as_mut().unwrap().pickup = kind == NodeKind::Store;
+        })
+        .await;
+    }
+    node_with(c, "globex", "GX", |n| n.region = "eu".into()).await;
+    node_with(c, "globex", "GS", |n| {
+        n.region = "eu".into();
+        n.shared_with_tenants = vec!["acme".into()];
+    })
+    .await;
+    let mut list =
+        async |tenant: &str, req: ListNodesRequest| -> Result<Vec<String>, tonic::Status> {
+            let mut ids = vec![];
+            let mut req = req;
+            loop {
+                let page = c
+                    .list_nodes(authed(tenant, req.clone()))
+                    .await?
+                    .into_inner();
+                ids.extend(page.nodes.into_iter().map(|n| n.node_id));
+                if page.next_page_token.is_empty() {
+                    return Ok(ids);
+                }
+                req.page_token = page.next_page_token;
+            }
+        };
+    let eu = |page_size: i32| ListNodesRequest {
+        page_size,
+        region: "eu".into(),
+        ..Default::default()
+    };
+    // Four a page: the first batch (GS, LA, LB, LC) gives three, the page
+    // fills at LD before its second batch (LD, LE) ends, and the next page
+    // starts after LD (LE was lost, with no next page).
+    assert_eq!(
+        list("acme", eu(4)).await.unwrap(),
+        ["GS", "LA", "LB", "LD", "LE"]
+    );
+    for size in [1, 2, 3, 100] {
+        assert_eq!(
+            list("acme", eu(size)).await.unwrap().len(),
+            5,
+            "{size} a page"
+        );
+    }
+    let stores = ListNodesRequest {
+        kinds: vec![NodeKind::Store as i32],
+        enabled_only: true,
+        capability: "pickup".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        list("acme", stores).await.unwrap(),
+        ["LA", "LB", "LC", "LE"]
+    );
+    assert_eq!(list("globex", eu(2)).await.unwrap(), ["GS", "GX"]);
+    let bad = ListNodesRequest {
+        kinds: vec![42],
+        capability: "fly".into(),
+        ..Default::default()
+    };
+    let err = list("acme", bad).await.unwrap_err();
+    assert_eq!(fields(&err), ["capability", "kinds[0]"]);
+}

@@ -1335,6 +1335,13 @@ async fn movements_are_listed_by_their_reference_older_ones_once_copied() {
         .await
         .unwrap_err();
     assert_eq!(fields(&err), ["reference"]);
+    // An unknown kind is refused, not an empty list.
+    let unknown = ListMovementsRequest {
+        kinds: vec![MovementKind::Receipt as i32, 42, 0],
+        ..Default::default()
+    };
+    let err = c.list_movements(authed("acme", unknown)).await.unwrap_err();
+    assert_eq!(fields(&err), ["kinds[1]", "kinds[2]"]);
 
     // As if recorded before the column: not found by reference, until a
     // service starts and copies the references from the documents.
