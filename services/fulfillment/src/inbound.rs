@@ -25,6 +25,9 @@ use tonic::Status;
 use uuid::Uuid;
 
 const MAX_LINES: usize = 1000;
+/// Most units of a line: what inventory takes in one movement (sums of
+/// lines stay far from overflowing).
+const MAX_UNITS: i64 = 1_000_000_000;
 
 pub fn asn_id(field: &str, name: &str) -> Result<Uuid, Violations> {
     parse_uuid_name(name, "asns", "an ASN").map_err(|e| Violations::one(field, e))
@@ -50,6 +53,11 @@ fn check_asn(a: &AdvanceShippingNotice) -> Violations {
         }
         if l.quantity <= 0 {
             v.add(format!("asn.lines[{i}].quantity"), "must be positive");
+        } else if l.quantity > MAX_UNITS {
+            v.add(
+                format!("asn.lines[{i}].quantity"),
+                format!("must be at most {MAX_UNITS}"),
+            );
         }
     }
     v
@@ -203,9 +211,13 @@ fn check_receipt(rc: &Receipt, nodes: &[String]) -> Result<(), String> {
         if l.sku.trim().is_empty() {
             return Err(format!("receipt.lines[{i}].sku is required"));
         }
-        if l.quantity < 0 || l.damaged < 0 || l.quantity + l.damaged == 0 {
+        let units = 0..=MAX_UNITS;
+        if !units.contains(&l.quantity)
+            || !units.contains(&l.damaged)
+            || l.quantity + l.damaged == 0
+        {
             return Err(format!(
-                "receipt.lines[{i}]: quantity and damaged are zero or more, not both zero"
+                "receipt.lines[{i}]: quantity and damaged are 0 to {MAX_UNITS}, not both zero"
             ));
         }
     }
@@ -358,5 +370,31 @@ mod tests {
         );
         // Nothing received yet: every line is short.
         assert_eq!(discrepancies(&asn, &[]).len(), 3);
+    }
+
+    #[test]
+    fn lines_beyond_a_movement_are_refused_without_overflowing() {
+        let asn = AdvanceShippingNotice {
+            node_id: "DC1".into(),
+            lines: vec![ExpectedLine {
+                sku: "A".into(),
+                quantity: i64::MAX,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let fields: Vec<String> = check_asn(&asn).0.into_iter().map(|v| v.field).collect();
+        assert_eq!(fields, ["asn.lines[0].quantity"]);
+        let receipt = |l: ReceivedLine| Receipt {
+            receipt_id: "r1".into(),
+            node_id: "DC1".into(),
+            lines: vec![l],
+            ..Default::default()
+        };
+        let nodes = ["DC1".to_string()];
+        assert!(check_receipt(&receipt(line("A", 5, 1)), &nodes).is_ok());
+        // Their sum overflowed before it was compared.
+        let err = check_receipt(&receipt(line("A", i64::MAX, i64::MAX)), &nodes).unwrap_err();
+        assert!(err.contains("0 to 1000000000"), "{err}");
     }
 }
