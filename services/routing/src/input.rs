@@ -9,6 +9,8 @@ use oms_proto::routing::RoutingOrder;
 use std::collections::BTreeSet;
 
 pub const MAX_LINES: usize = 500;
+/// Most units of a line, as orders takes them (the engine sums them).
+const MAX_QUANTITY: i64 = 1_000_000;
 
 /// The engine's order for `o`, or what is wrong with it (fields under
 /// `prefix`).
@@ -70,6 +72,11 @@ pub fn order(o: &RoutingOrder, prefix: &str) -> Result<Order, Violations> {
         }
         if l.quantity <= 0 {
             v.add(format!("{f}.quantity"), "must be positive");
+        } else if l.quantity > MAX_QUANTITY {
+            v.add(
+                format!("{f}.quantity"),
+                format!("must be at most {MAX_QUANTITY}"),
+            );
         }
         let price = l.unit_price.clone().unwrap_or_default();
         if price.amount_minor < 0 {

@@ -148,7 +148,13 @@ impl NewOrder {
                     );
                 }
             }
-            None if v.is_empty() => o.totals = Some(derive_totals(&o.lines, &currency)),
+            None if v.is_empty() => match derive_totals(&o.lines, &currency) {
+                Some(totals) => o.totals = Some(totals),
+                None => v.add(
+                    "order.lines",
+                    "the order's totals (price × quantity, discounts, tax) exceed what an amount holds",
+                ),
+            },
             None => {}
         }
 
@@ -234,26 +240,27 @@ fn time(
 }
 
 /// Totals from the lines when the channel sent none: subtotal is price ×
-/// quantity, total = subtotal − discount + tax (no shipping known).
-fn derive_totals(lines: &[OrderLine], currency: &str) -> OrderTotals {
-    let sum = |f: &dyn Fn(&OrderLine) -> i64| lines.iter().map(f).sum::<i64>();
-    let amount = |m: &Option<Money>| m.as_ref().map_or(0, |m| m.amount_minor);
-    let subtotal = sum(&|l| amount(&l.unit_price).saturating_mul(l.quantity));
+/// quantity, total = subtotal − discount + tax (no shipping known). None
+/// when a figure does not fit an amount (summed wide, so nothing wraps).
+fn derive_totals(lines: &[OrderLine], currency: &str) -> Option<OrderTotals> {
+    let amount = |m: &Option<Money>| i128::from(m.as_ref().map_or(0, |m| m.amount_minor));
+    let sum = |f: &dyn Fn(&OrderLine) -> i128| lines.iter().map(f).sum::<i128>();
+    let subtotal = sum(&|l| amount(&l.unit_price) * i128::from(l.quantity));
     let discount = sum(&|l| amount(&l.discount));
     let tax = sum(&|l| amount(&l.tax));
-    let money = |amount_minor| {
+    let money = |amount_minor: i128| {
         Some(Money {
             currency_code: currency.to_owned(),
-            amount_minor,
+            amount_minor: i64::try_from(amount_minor).ok()?,
         })
     };
-    OrderTotals {
-        subtotal: money(subtotal),
+    Some(OrderTotals {
+        subtotal: Some(money(subtotal)?),
         shipping: money(0),
-        tax: money(tax),
-        discount: money(discount),
-        total: money(subtotal - discount + tax),
-    }
+        tax: Some(money(tax)?),
+        discount: Some(money(discount)?),
+        total: Some(money(subtotal - discount + tax)?),
+    })
 }
 
 #[cfg(test)]
@@ -294,6 +301,21 @@ mod tests {
         let t = n.order.totals.unwrap();
         assert_eq!(t.subtotal.unwrap().amount_minor, 3998);
         assert_eq!(t.total.unwrap().amount_minor, 3998);
+    }
+
+    #[test]
+    fn totals_beyond_an_amount_are_bad_input_not_a_panic() {
+        let mut o = valid();
+        o.lines[0].unit_price = eur(i64::MAX);
+        o.lines.push(o.lines[0].clone());
+        o.lines[1].line_id = "2".into();
+        let fields: Vec<String> = NewOrder::parse(Some(o))
+            .unwrap_err()
+            .0
+            .into_iter()
+            .map(|v| v.field)
+            .collect();
+        assert_eq!(fields, ["order.lines"]);
     }
 
     #[test]

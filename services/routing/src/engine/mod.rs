@@ -423,8 +423,9 @@ fn min_value(
         sol.placed
             .iter()
             .filter(|x| x.node == n)
-            .map(|x| x.quantity * order.lines[x.line].unit_price)
-            .sum()
+            .map(|x| x.quantity.saturating_mul(order.lines[x.line].unit_price))
+            // Compared with a threshold only: a value beyond i64 is large.
+            .fold(0i64, i64::saturating_add)
     };
     let small: Vec<(usize, i64)> = sol
         .used

@@ -139,6 +139,22 @@ async fn bad_orders_get_field_violations_and_short_stock_a_plan_that_says_why() 
         status::fields(&err),
         ["request_id", "order.lines[0].quantity"]
     );
+    // Beyond any order (the engine's sums overflowed and the call died).
+    let err = h
+        .client
+        .plan_order(authed(
+            TENANT,
+            PlanOrderRequest {
+                request_id: rid(),
+                order: Some(order("o-2", &[("MUG", i64::MAX), ("MUG", i64::MAX)])),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status::fields(&err),
+        ["order.lines[0].quantity", "order.lines[1].quantity"]
+    );
     let err = h
         .client
         .release_decision(authed(
