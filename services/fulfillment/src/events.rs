@@ -315,7 +315,9 @@ fn take(
         if l.quantity <= 0 {
             return Err(format!("line {:?}: quantity must be positive", l.line_id));
         }
-        *per_line.entry(l.line_id.as_str()).or_default() += l.quantity;
+        // Saturating: units beyond i64 are beyond what is open anyway.
+        let q = per_line.entry(l.line_id.as_str()).or_default();
+        *q = q.saturating_add(l.quantity);
     }
     for (line, q) in &per_line {
         let Some(fl) = fo.lines.iter().find(|x| x.line_id == *line) else {
@@ -332,4 +334,35 @@ fn take(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oms_proto::fulfillment::{FulfillmentLine, ShippedLine};
+
+    #[test]
+    fn units_reported_beyond_i64_are_refused_not_overflowed() {
+        let mut fo = FulfillmentOrder {
+            name: "fulfillmentOrders/f1".into(),
+            lines: vec![FulfillmentLine {
+                line_id: "1".into(),
+                quantity: 5,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let shipped = |quantity| ShippedLine {
+            line_id: "1".into(),
+            quantity,
+            ..Default::default()
+        };
+        let err = take(&mut fo, &[shipped(i64::MAX), shipped(i64::MAX)], |_, _| {}).unwrap_err();
+        assert!(err.ends_with("5 open"), "{err}");
+        take(&mut fo, &[shipped(2), shipped(3)], |l, q| {
+            l.quantity_shipped += q
+        })
+        .unwrap();
+        assert_eq!(fo.lines[0].quantity_shipped, 5);
+    }
 }

@@ -65,6 +65,9 @@ fn check_new(fo: &FulfillmentOrder) -> Violations {
         }
         if l.quantity <= 0 {
             v.add(format!("{lf}.quantity"), "must be positive");
+        } else if l.quantity > 1_000_000 {
+            // An order line's limit.
+            v.add(format!("{lf}.quantity"), "must be at most 1000000");
         }
         if l.quantity_shipped != 0 {
             v.add(format!("{lf}.quantity_shipped"), "output only; leave it 0");
