@@ -10,7 +10,7 @@ const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 const MAX_LINES: usize = 200;
 /// Most units of one line or entry: beyond any real order, and far below
 /// where the gate's Lua numbers (doubles) lose integer precision.
-const MAX_UNITS: i64 = 1_000_000;
+const MAX_LINE_UNITS: i64 = 1_000_000;
 /// Most entries of a change request (allocations over many nodes).
 const MAX_ENTRIES: usize = 1000;
 
@@ -56,10 +56,10 @@ impl NewReservation {
             }
             if l.quantity <= 0 {
                 v.add(format!("lines[{i}].quantity"), "must be positive");
-            } else if l.quantity > MAX_UNITS {
+            } else if l.quantity > MAX_LINE_UNITS {
                 v.add(
                     format!("lines[{i}].quantity"),
-                    format!("must be at most {MAX_UNITS}"),
+                    format!("must be at most {MAX_LINE_UNITS}"),
                 );
             }
             lines.push(ReservationLine {
@@ -171,10 +171,10 @@ pub fn parse_entries(kind: Entries, entries: &[Allocation]) -> Result<Vec<Line>,
         }
         if e.quantity <= 0 {
             v.add(format!("{field}[{i}].quantity"), "must be positive");
-        } else if e.quantity > MAX_UNITS {
+        } else if e.quantity > MAX_LINE_UNITS {
             v.add(
                 format!("{field}[{i}].quantity"),
-                format!("must be at most {MAX_UNITS}"),
+                format!("must be at most {MAX_LINE_UNITS}"),
             );
         }
         if kind != Entries::Shipped {
