@@ -298,6 +298,14 @@ pub async fn transfer(
     }
     if req.quantity <= 0 {
         v.add("quantity", "must be positive");
+    } else if req.quantity > movement::MAX_UNITS {
+        v.add(
+            "quantity",
+            format!("must be at most {}", movement::MAX_UNITS),
+        );
+    }
+    if req.reason.len() > 500 {
+        v.add("reason", "must be at most 500 characters");
     }
     v.into_result(())?;
     let side = |kind: MovementKind, node: &str, q: i64| StockMovement {
@@ -328,7 +336,8 @@ pub async fn transfer(
             rid.as_str(),
             Origin::Request,
         )
-        .await?;
+        .await
+        .map_err(request_fields)?;
         // The lot arrives with its expiry date.
         let arriving = StockMovement {
             expiry_date: out.movement.expiry_date.clone(),
@@ -343,7 +352,8 @@ pub async fn transfer(
             rid.as_str(),
             Origin::Request,
         )
-        .await?;
+        .await
+        .map_err(request_fields)?;
         let resp = TransferStockResponse {
             transfer_out: Some(out.movement),
             transfer_in: Some(inn.movement),
@@ -477,6 +487,21 @@ async fn shortfalls(
         })
         .filter(|s| s.held_beyond_stock > 0)
         .collect())
+}
+
+/// A transfer's sides are movements, but its request has no `movement`:
+/// their violations name the request's own fields (`lot`, not
+/// `movement.lot`).
+fn request_fields(e: Error) -> Error {
+    match e {
+        Error::Invalid(mut v) => {
+            for x in &mut v.0 {
+                x.field = x.field.trim_start_matches("movement.").to_owned();
+            }
+            Error::Invalid(v)
+        }
+        other => other,
+    }
 }
 
 fn row_error(e: &Error) -> (String, String) {

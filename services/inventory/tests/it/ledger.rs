@@ -193,6 +193,33 @@ async fn lot_tracked_items_need_lots() {
     .await
     .unwrap();
     assert_eq!(ok.on_hand_after, 5);
+    // A transfer names the lot too; its violations name its own fields.
+    node(c, "acme", "DC2").await;
+    let transfer = |lot: &str, quantity: i64| TransferStockRequest {
+        request_id: rid(),
+        from_node_id: "DC1".into(),
+        to_node_id: "DC2".into(),
+        sku: "MILK".into(),
+        lot: lot.into(),
+        quantity,
+        ..Default::default()
+    };
+    let err = c
+        .transfer_stock(authed("acme", transfer("", 1)))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["lot"], "not movement.lot");
+    let err = c
+        .transfer_stock(authed("acme", transfer("L42", i64::MAX)))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["quantity"], "bad input, not short stock");
+    let moved = c
+        .transfer_stock(authed("acme", transfer("L42", 2)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(moved.transfer_in.unwrap().expiry_date, "2027-03-01");
 
     // An item not kept by lot refuses a lot, except on a shipment: a WMS
     // reports one for every item it ships, and orders records a shipment
