@@ -33,7 +33,8 @@ pub async fn run(
     )
     .await?;
     let redis = oms_runtime::redis::connect(&config.redis).await?;
-    let gate = gate::Gate::new(redis.clone(), gate::GateKeys::new(&config.redis.key_prefix));
+    let gate = gate::Gate::new(redis.clone(), gate::GateKeys::new(&config.redis.key_prefix))
+        .with_replicas(config.redis.min_replicas, config.redis.replica_timeout);
     oms_runtime::retention::start(&pool, &config, shutdown.clone());
     let waker = FeedWaker::start(&pool, shutdown.clone());
     ops::movements::start_copying_references(pool.clone(), shutdown.clone());

@@ -89,6 +89,13 @@ pub struct RedisConfig {
     pub cluster_nodes: Vec<String>,
     /// `OMS_REDIS_KEY_PREFIX`: prepended to every key (tests use one per test).
     pub key_prefix: String,
+    /// `OMS_REDIS_MIN_REPLICAS`, default 0: how many replicas of the node
+    /// must have a write (`WAIT`) before a service that asks for it counts
+    /// the write as made; so a failover to one of them loses none of it.
+    pub min_replicas: u32,
+    /// `OMS_REDIS_REPLICA_TIMEOUT_MS`, default 100: how long to wait for
+    /// them before the write counts as failed.
+    pub replica_timeout: Duration,
 }
 
 /// The shared secret that signs and checks bearer tokens (HS256).
@@ -191,6 +198,8 @@ impl Config {
         let redis_url = parse("OMS_REDIS_URL", "redis://127.0.0.1:6379");
         let cluster = parse("OMS_REDIS_CLUSTER_NODES", "");
         let prefix = parse("OMS_REDIS_KEY_PREFIX", "");
+        let replicas = parse("OMS_REDIS_MIN_REPLICAS", "0");
+        let replica_wait = parse("OMS_REDIS_REPLICA_TIMEOUT_MS", "100");
         let secret = get("OMS_AUTH_JWT_SECRET");
         let environment = parse("OMS_ENVIRONMENT", "development");
         let issuer = parse("OMS_AUTH_ISSUER", "oms");
@@ -243,6 +252,13 @@ impl Config {
             "OMS_IDEMPOTENCY_RETENTION_DAYS",
             &request_retention,
             0,
+        );
+        let min_replicas = number::<u32>(&mut errors, "OMS_REDIS_MIN_REPLICAS", &replicas, 0);
+        let replica_timeout = number::<u64>(
+            &mut errors,
+            "OMS_REDIS_REPLICA_TIMEOUT_MS",
+            &replica_wait,
+            1,
         );
         let cluster_nodes: Vec<String> = cluster
             .split(',')
@@ -301,6 +317,8 @@ impl Config {
                 url: redis_url,
                 cluster_nodes,
                 key_prefix: prefix,
+                min_replicas,
+                replica_timeout: Duration::from_millis(replica_timeout),
             },
             auth: AuthConfig {
                 jwt_secret,

@@ -4,7 +4,7 @@
 use crate::config::RedisConfig;
 use redis::{
     Cmd, Pipeline, RedisFuture, Value,
-    aio::{ConnectionLike, ConnectionManager},
+    aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
     cluster::ClusterClient,
     cluster_async::ClusterConnection,
 };
@@ -47,12 +47,51 @@ impl ConnectionLike for RedisConn {
 
 /// Connects to the cluster when `cluster_nodes` is set, else to `url`.
 pub async fn connect(cfg: &RedisConfig) -> anyhow::Result<RedisConn> {
+    // A WAIT for replicas holds its answer up to its timeout: the client
+    // must wait longer than that before it gives the answer up.
+    let response =
+        (cfg.min_replicas > 0).then(|| cfg.replica_timeout + std::time::Duration::from_millis(500));
     if cfg.cluster_nodes.is_empty() {
         let client = redis::Client::open(cfg.url.as_str())?;
-        Ok(RedisConn::Single(ConnectionManager::new(client).await?))
+        let conn = match response {
+            Some(t) => {
+                let config = ConnectionManagerConfig::new().set_response_timeout(Some(t));
+                ConnectionManager::new_with_config(client, config).await?
+            }
+            None => ConnectionManager::new(client).await?,
+        };
+        Ok(RedisConn::Single(conn))
     } else {
-        let client = ClusterClient::new(cfg.cluster_nodes.clone())?;
-        Ok(RedisConn::Cluster(client.get_async_connection().await?))
+        let mut builder = ClusterClient::builder(cfg.cluster_nodes.clone());
+        if let Some(t) = response {
+            builder = builder.response_timeout(t);
+        }
+        Ok(RedisConn::Cluster(
+            builder.build()?.get_async_connection().await?,
+        ))
+    }
+}
+
+/// Waits until `replicas` replicas of the node holding `key` have every
+/// write sent before on this connection (`WAIT`; on a cluster, sent to
+/// that node). Returns how many had them within `timeout`.
+pub async fn wait_for_replicas(
+    conn: &mut RedisConn,
+    key: &str,
+    replicas: u32,
+    timeout: std::time::Duration,
+) -> redis::RedisResult<i64> {
+    let mut wait = redis::cmd("WAIT");
+    wait.arg(replicas)
+        .arg(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
+    match conn {
+        RedisConn::Single(c) => wait.query_async(c).await,
+        RedisConn::Cluster(c) => {
+            use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+            let node = SingleNodeRoutingInfo::SpecificNode(Route::with_key(key, SlotAddr::Master));
+            let acked = c.route_command(wait, RoutingInfo::SingleNode(node)).await?;
+            Ok(redis::from_redis_value(acked)?)
+        }
     }
 }
 

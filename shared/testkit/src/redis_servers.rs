@@ -16,6 +16,10 @@ fn free_port() -> u16 {
 }
 
 fn spawn(port: u16, dir: &std::path::Path, cluster: bool) -> Child {
+    spawn_with(port, dir, cluster, &[])
+}
+
+fn spawn_with(port: u16, dir: &std::path::Path, cluster: bool, extra: &[&str]) -> Child {
     let mut cmd = Command::new("redis-server");
     cmd.args([
         "--port",
@@ -31,6 +35,7 @@ fn spawn(port: u16, dir: &std::path::Path, cluster: bool) -> Child {
     .arg(dir)
     .stdout(Stdio::null())
     .stderr(Stdio::null());
+    cmd.args(extra);
     if cluster {
         cmd.args([
             "--cluster-enabled",
@@ -92,6 +97,26 @@ impl RedisServer {
     /// Runs a redis-cli command against it.
     pub fn cli(&self, args: &[&str]) -> String {
         cli(self.port, args)
+    }
+
+    /// A replica of this server, once it has synced; killed on drop (the
+    /// server then has one replica fewer).
+    pub fn replica(&self) -> RedisServer {
+        let dir = TempDir::new();
+        let port = free_port();
+        let master = self.port.to_string();
+        // Sync at once, not after the 5 s a diskless sync waits for more
+        // replicas by default.
+        self.cli(&["CONFIG", "SET", "repl-diskless-sync-delay", "0"]);
+        let child = spawn_with(port, &dir.0, false, &["--replicaof", "127.0.0.1", &master]);
+        wait_until("replica in sync", || {
+            cli(port, &["INFO", "replication"]).contains("master_link_status:up")
+        });
+        RedisServer {
+            port,
+            child,
+            _dir: dir,
+        }
     }
 }
 

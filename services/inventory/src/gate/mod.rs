@@ -17,6 +17,7 @@ use oms_runtime::redis::RedisConn;
 use redis::Script;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 const COMMON: &str = include_str!("lua/common.lua");
 /// How long the gate keeps a finished (released, expired, consumed)
@@ -34,12 +35,18 @@ pub enum GateError {
     Redis(#[from] redis::RedisError),
     #[error("unexpected gate answer: {0}")]
     Answer(#[from] serde_json::Error),
+    /// Fewer replicas than asked for confirmed the change in time: a
+    /// failover could lose it, so it does not count as made.
+    #[error("{acked} of {wanted} replicas confirmed the change in time")]
+    NotReplicated { acked: i64, wanted: u32 },
 }
 
 #[derive(Clone)]
 pub struct Gate {
     conn: RedisConn,
     pub keys: GateKeys,
+    /// Replicas that must have each change, and how long to wait for them.
+    replicas: Option<(u32, Duration)>,
     reserve: Script,
     change: Script,
     adjust: Script,
@@ -219,6 +226,7 @@ impl Gate {
         Self {
             conn,
             keys,
+            replicas: None,
             reserve: script(include_str!("lua/reserve.lua")),
             change: script(include_str!("lua/change.lua")),
             adjust: script(include_str!("lua/adjust.lua")),
@@ -235,6 +243,37 @@ impl Gate {
         self.conn.clone()
     }
 
+    /// Returns once the replicas asked for have every write made on `conn`
+    /// to the node of the tenant's gate (at once when none are asked for).
+    /// When too few have them in time, the change does not count: an
+    /// error, and the gate's `ready` marker is dropped, so the next change
+    /// rebuilds the gate from the record (a reservation batch that fails
+    /// here leaves grants its record will not have).
+    async fn replicated(&self, conn: &mut RedisConn, ready: &str) -> Result<(), GateError> {
+        let Some((wanted, timeout)) = self.replicas else {
+            return Ok(());
+        };
+        // An error (the connection lost, say) leaves as much unknown.
+        let acked = oms_runtime::redis::wait_for_replicas(conn, ready, wanted, timeout)
+            .await
+            .unwrap_or(0);
+        if acked < i64::from(wanted) {
+            redis::cmd("DEL")
+                .arg(ready)
+                .query_async::<i64>(conn)
+                .await?;
+            return Err(GateError::NotReplicated { acked, wanted });
+        }
+        Ok(())
+    }
+
+    /// Counts a change as made only once `n` replicas have it (none: as
+    /// soon as the node has it).
+    pub fn with_replicas(mut self, n: u32, timeout: Duration) -> Self {
+        self.replicas = (n > 0).then_some((n, timeout));
+        self
+    }
+
     async fn run<T: for<'de> Deserialize<'de>>(
         &self,
         script: &Script,
@@ -248,6 +287,8 @@ impl Gate {
         inv.arg(arg.to_string());
         let mut conn = self.conn.clone();
         let raw: String = inv.invoke_async(&mut conn).await?;
+        // Every script's first key is the gate's ready marker.
+        self.replicated(&mut conn, &keys[0]).await?;
         let env: Envelope<T> = serde_json::from_str(&raw)?;
         match (env.ready, env.body) {
             (true, Some(b)) => Ok(b),
@@ -498,6 +539,8 @@ mod tests {
             url: oms_testkit::redis_url(),
             cluster_nodes: vec![],
             key_prefix: oms_testkit::redis_prefix(),
+            min_replicas: 0,
+            replica_timeout: std::time::Duration::from_millis(100),
         };
         let conn = oms_runtime::redis::connect(&cfg).await.unwrap();
         let gate = Gate::new(conn.clone(), GateKeys::new(&cfg.key_prefix));

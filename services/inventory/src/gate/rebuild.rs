@@ -82,6 +82,7 @@ impl Gate {
         p.set(k.ready(tenant), uuid::Uuid::now_v7().to_string())
             .ignore();
         p.query_async::<()>(&mut conn).await?;
+        self.replicated(&mut conn, &k.ready(tenant)).await?;
         self.rebuilds.add(
             1,
             &[

@@ -710,3 +710,46 @@ async fn paused_disable(
     held.awaited(&h.db).await;
     (held, disable)
 }
+
+/// With `OMS_REDIS_MIN_REPLICAS=1` a gate change counts only once a
+/// replica has it, so a failover to that replica loses no hold: without
+/// one, a reservation is refused `UNAVAILABLE` and holds nothing, in the
+/// record or (once a replica is back and the gate rebuilt) in the gate.
+#[tokio::test]
+async fn with_a_replica_required_a_change_no_replica_has_is_not_made() {
+    let redis = RedisServer::start();
+    let replica = redis.replica();
+    let mut h = start_with(&[
+        ("OMS_REDIS_URL", redis.url()),
+        ("OMS_REDIS_MIN_REPLICAS", "1".into()),
+        // Generous: a loaded test machine answers WAIT late.
+        ("OMS_REDIS_REPLICA_TIMEOUT_MS", "2000".into()),
+    ])
+    .await;
+    stocked(&mut h, &[("A", 5)]).await;
+    let c = &mut h.client;
+    reserve(c, "acme", "r1", vec![line("A", "", 2)])
+        .await
+        .unwrap();
+    drop(replica);
+
+    let err = reserve(c, "acme", "r2", vec![line("A", "", 1)])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert_eq!(
+        held_in_record(&h.db, "acme", "A").await,
+        2,
+        "r2 not recorded"
+    );
+
+    // A replica again: the gate is rebuilt from the record, without the
+    // unit the refused r2 had taken on the node alone, so r3 gets all 3.
+    let _replica = redis.replica();
+    reserve(c, "acme", "r3", vec![line("A", "", 3)])
+        .await
+        .unwrap();
+    let a = available(c, "acme", "A").await;
+    assert_eq!((a.reserved, a.available), (5, 0));
+    assert!(reconcile(c, "acme", true).await.drifts.is_empty());
+}
