@@ -74,21 +74,15 @@ pub(crate) async fn apply(
     } else {
         delta
     };
-    let mut tracking = movement::check_tracking(
-        &item,
-        &m.lot,
-        &m.expiry_date,
-        &m.serial_numbers,
-        units,
-        "movement.",
-    );
+    let mut tracking =
+        movement::check_tracking(&item, &m.lot, &m.expiry_date, &m.serial_numbers, units, "");
     if kind == MovementKind::CycleCount
         && item.serial_tracked
         && !m.serial_numbers.is_empty()
         && m.serial_numbers.len() as i64 != m.counted_quantity
     {
         tracking.add(
-            "movement.serial_numbers",
+            "serial_numbers",
             "a count that lists serial numbers lists one per unit counted",
         );
     }
@@ -271,7 +265,8 @@ pub async fn record(
             rid.as_str(),
             Origin::Request,
         )
-        .await?;
+        .await
+        .map_err(in_movement)?;
         let resp = RecordMovementResponse {
             movement: Some(m.movement),
             held_beyond_stock: m.held_beyond_stock,
@@ -336,8 +331,7 @@ pub async fn transfer(
             rid.as_str(),
             Origin::Request,
         )
-        .await
-        .map_err(request_fields)?;
+        .await?;
         // The lot arrives with its expiry date.
         let arriving = StockMovement {
             expiry_date: out.movement.expiry_date.clone(),
@@ -352,8 +346,7 @@ pub async fn transfer(
             rid.as_str(),
             Origin::Request,
         )
-        .await
-        .map_err(request_fields)?;
+        .await?;
         let resp = TransferStockResponse {
             transfer_out: Some(out.movement),
             transfer_in: Some(inn.movement),
@@ -489,16 +482,14 @@ async fn shortfalls(
         .collect())
 }
 
-/// A transfer's sides are movements, but its request has no `movement`:
-/// their violations name the request's own fields (`lot`, not
-/// `movement.lot`).
-fn request_fields(e: Error) -> Error {
+/// `apply` names a movement's own fields (`lot`), as a transfer or a
+/// snapshot row has them; RecordMovement's are under `movement`.
+fn in_movement(e: Error) -> Error {
     match e {
-        Error::Invalid(mut v) => {
-            for x in &mut v.0 {
-                x.field = x.field.trim_start_matches("movement.").to_owned();
-            }
-            Error::Invalid(v)
+        Error::Invalid(v) => {
+            let mut nested = Violations::new();
+            nested.nest("movement", v);
+            Error::Invalid(nested)
         }
         other => other,
     }
@@ -510,12 +501,7 @@ fn row_error(e: &Error) -> (String, String) {
         Error::NotFound { name, .. } => ("sku".into(), format!("{name} not found")),
         Error::Invalid(v) => {
             v.0.first()
-                .map(|x| {
-                    (
-                        x.field.trim_start_matches("movement.").to_owned(),
-                        x.description.clone(),
-                    )
-                })
+                .map(|x| (x.field.clone(), x.description.clone()))
                 .unwrap_or_default()
         }
         Error::Precondition {

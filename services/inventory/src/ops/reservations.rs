@@ -510,7 +510,6 @@ fn unknown_lines<'a>(
     v
 }
 
-/// The gate's view of a channel's allocation rule.
 /// Refuses entries (their nodes, in order) at nodes outside the pool of a
 /// channel's rule: units a channel took there would be sold from stock the
 /// rule keeps from it, and its pool would look untouched. A precondition,
@@ -543,6 +542,7 @@ fn outside_pool<'a>(
     ))
 }
 
+/// The gate's view of a channel's allocation rule.
 fn channel_limit(rule: &ChannelRule) -> ChannelLimit {
     ChannelLimit {
         pool: rule.node_ids.clone(),

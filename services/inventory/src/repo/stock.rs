@@ -97,8 +97,9 @@ pub async fn record(
 
 /// Copies the reference of up to `limit` movements recorded before it was
 /// a column (migration 0011) from their documents. Returns how many it
-/// copied; 0 once none is left. Replicas may run it at once: each row
-/// gets the same value whoever writes it.
+/// found without one; 0 once none is left (counting those it wrote would
+/// stop early when another replica wrote the same rows first). Replicas
+/// may run it at once: each row gets the same value whoever writes it.
 pub async fn copy_references(db: &PgPool, limit: i64) -> sqlx::Result<u64> {
     let rows: Vec<(Uuid, Vec<u8>)> =
         sqlx::query_as("SELECT movement_id, doc FROM movements WHERE reference IS NULL LIMIT $1")
@@ -111,7 +112,7 @@ pub async fn copy_references(db: &PgPool, limit: i64) -> sqlx::Result<u64> {
         ids.push(id);
         references.push(decode::<StockMovement>(&doc)?.reference);
     }
-    let done = sqlx::query(
+    sqlx::query(
         "UPDATE movements m SET reference = r.reference
          FROM unnest($1::uuid[], $2::text[]) AS r(id, reference)
          WHERE m.movement_id = r.id AND m.reference IS NULL",
@@ -120,7 +121,7 @@ pub async fn copy_references(db: &PgPool, limit: i64) -> sqlx::Result<u64> {
     .bind(&references)
     .execute(db)
     .await?;
-    Ok(done.rows_affected())
+    Ok(ids.len() as u64)
 }
 
 pub struct MovementFilter {

@@ -1290,8 +1290,6 @@ fn changed_nothing(st: &tonic::Status) -> bool {
     false
 }
 
-/// Whether inventory refused a confirmation for good (a person must look
-/// at the order).
 /// Inventory refused a plan's units because stock, or the channel's pool
 /// (routing reads it every few seconds), moved since the plan: nothing was
 /// held, and planning again is the answer.
@@ -1301,6 +1299,8 @@ pub(crate) fn moved_since_the_plan(st: &tonic::Status) -> bool {
             .contains(&oms_runtime::status::reason(st).as_str())
 }
 
+/// Whether inventory refused a confirmation for good (a person must look
+/// at the order).
 fn refused_for_good(st: &tonic::Status) -> bool {
     matches!(
         st.code(),
