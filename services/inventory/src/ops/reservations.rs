@@ -153,37 +153,99 @@ async fn write_batch(
 
 type Answers = HashMap<Tenant, Vec<Result<Reservation>>>;
 
+/// What a batch sent to the gate, for [`unwind`] should the batch fail.
+struct Sent {
+    /// The batch's token in the gate: what it grants or finds granted is
+    /// its own to give back (see `Gate::give_back`).
+    owner: String,
+    /// Reservations the gate may have granted: (tenant, id, SKUs).
+    grants: Vec<(Tenant, String, Vec<String>)>,
+    /// The commit was sent: the record may keep the grants after all.
+    committing: bool,
+}
+
+/// Writes one batch once. When it fails, nothing it may have granted is
+/// left in the gate without a record.
 async fn try_batch(
     pool: &PgPool,
     gate: &Gate,
     known: &KnownItems,
     by_tenant: &BTreeMap<Tenant, Vec<Job>>,
 ) -> Result<Answers, (Option<Tenant>, Error)> {
+    let mut sent = Sent {
+        owner: uuid::Uuid::now_v7().to_string(),
+        grants: Vec::new(),
+        committing: false,
+    };
+    let written = record_batch(pool, gate, known, by_tenant, &mut sent).await;
+    if written.is_err() {
+        unwind(pool, gate, sent).await;
+    }
+    written
+}
+
+/// Undoes in the gate what a failed batch sent it, whether the
+/// gate's answer came or was lost (the script may have run). Before the
+/// commit, the record keeps none of it: every grant the batch still owns
+/// is given back (another batch may have found one since and be recording
+/// it; the gate gives back only its owner's). After a failed commit the
+/// record may keep it all, and where a give-back fails the gate is
+/// unknown: the tenant's gate is dropped, so its next change rebuilds it
+/// from the record, and where Redis cannot be told even that, the sweep
+/// drops it ([`super::reconcile::recover_give_backs`]).
+async fn unwind(pool: &PgPool, gate: &Gate, sent: Sent) {
+    let mut dropped: Vec<Tenant> = Vec::new();
+    for (t, id, skus) in sent.grants {
+        if dropped.contains(&t) {
+            continue;
+        }
+        if sent.committing {
+            dropped.push(t);
+        } else if let Err(e) = gate.give_back(&t, &id, &skus, &sent.owner, now_ms()).await {
+            tracing::warn!(error = %e, tenant = %t, "a failed reservation batch could not give back its grants");
+            dropped.push(t);
+        }
+    }
+    for t in dropped {
+        tracing::warn!(tenant = %t, "a reservation batch failed unsure of its gate; the gate is rebuilt from the record");
+        let Err(e) = gate.invalidate(&t).await else {
+            continue;
+        };
+        let swept = async {
+            let mut c = pool.acquire().await?;
+            repo::give_backs::record(&mut c, &t, uuid::Uuid::now_v7()).await
+        };
+        match swept.await {
+            Ok(()) => {
+                tracing::warn!(error = %e, tenant = %t, "dropping the gate failed; the sweep drops it")
+            }
+            Err(db) => {
+                tracing::error!(error = %e, db = %db, tenant = %t, "dropping the gate failed; Reconcile rebuilds it")
+            }
+        }
+    }
+}
+
+async fn record_batch(
+    pool: &PgPool,
+    gate: &Gate,
+    known: &KnownItems,
+    by_tenant: &BTreeMap<Tenant, Vec<Job>>,
+    sent: &mut Sent,
+) -> Result<Answers, (Option<Tenant>, Error)> {
     let mut tx = pool
         .begin_with(sqlx::AssertSqlSafe(lock::begin_shared(by_tenant.keys())))
         .await
         .map_err(|e| (None, e.into()))?;
     let now = Utc::now();
-    // What this batch grants or finds granted in the gate is its own to
-    // give back (see `Gate::give_back`).
-    let owner = uuid::Uuid::now_v7().to_string();
     let mut answers: Answers = HashMap::new();
-    let mut granted: Vec<(Tenant, String, Vec<String>)> = Vec::new();
     let mut events: Vec<(Tenant, String, Vec<u8>, &TraceContext)> = Vec::new();
     for (t, jobs) in by_tenant {
-        let per = tenant_batch(&mut tx, gate, known, t, jobs, now, &owner)
+        let per = tenant_batch(&mut tx, gate, known, t, jobs, now, sent)
             .await
             .map_err(|e| (Some(t.clone()), e))?;
         let mut out = Vec::with_capacity(per.len());
         for ((answer, grant), job) in per.into_iter().zip(jobs) {
-            // What this batch recorded is given back when the record fails
-            // (a grant it found, too: it owns it now). The gate gives back
-            // only grants this batch still owns: another batch may have
-            // found one since and be recording it.
-            if let (Ok(r), Grant::Fresh | Grant::Recorded) = (&answer, grant) {
-                let skus = r.lines.iter().map(|l| l.sku.clone()).collect();
-                granted.push((t.clone(), r.reservation_id.clone(), skus));
-            }
             if let (Ok(r), Grant::Fresh | Grant::Recorded) = (&answer, grant) {
                 let ev = InventoryEvent {
                     meta: None,
@@ -209,18 +271,11 @@ async fn try_batch(
         .collect();
     let traced: Vec<(&NewEvent, &TraceContext)> =
         new_events.iter().zip(events.iter().map(|e| e.3)).collect();
-    let written = async {
-        outbox::append_traced(&mut tx, &traced).await?;
-        tx.commit().await
-    }
-    .await;
-    if let Err(e) = written {
-        // The gate granted what the record could not keep: give it back.
-        for (t, id, skus) in granted {
-            let _ = gate.give_back(&t, &id, &skus, &owner, now_ms()).await;
-        }
-        return Err((None, e.into()));
-    }
+    outbox::append_traced(&mut tx, &traced)
+        .await
+        .map_err(|e| (None, e.into()))?;
+    sent.committing = true;
+    tx.commit().await.map_err(|e| (None, e.into()))?;
     Ok(answers)
 }
 
@@ -233,7 +288,7 @@ async fn tenant_batch(
     tenant: &Tenant,
     jobs: &[Job],
     now: DateTime<Utc>,
-    owner: &str,
+    sent: &mut Sent,
 ) -> Result<Vec<(Result<Reservation>, Grant)>> {
     let mut skus: Vec<String> = jobs.iter().flat_map(|j| j.res.skus()).collect();
     skus.sort();
@@ -293,7 +348,16 @@ async fn tenant_batch(
     let outcomes = if items.is_empty() {
         vec![]
     } else {
-        gate.reserve(tenant, &items, owner).await?
+        let answer = gate.reserve(tenant, &items, &sent.owner).await;
+        // Granted, or (an answer lost) maybe; a gate that is not ready
+        // refused before it granted anything.
+        if !matches!(answer, Err(GateError::NotReady)) {
+            let ids = to_gate
+                .iter()
+                .map(|(i, it)| (tenant.clone(), it.id.clone(), jobs[*i].res.skus()));
+            sent.grants.extend(ids);
+        }
+        answer?
     };
     // (job, record, holds, expiry, what storing the record makes of it)
     let mut new_rows: Vec<(usize, Reservation, Holds, DateTime<Utc>, Grant)> = Vec::new();
@@ -397,7 +461,7 @@ async fn tenant_batch(
     for i in unneeded {
         let r = &jobs[i].res;
         if let Err(e) = gate
-            .give_back(tenant, &r.id, &r.skus(), owner, now_ms())
+            .give_back(tenant, &r.id, &r.skus(), &sent.owner, now_ms())
             .await
         {
             // Left held until the next reconcile, which finds the gate

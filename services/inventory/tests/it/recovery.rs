@@ -328,6 +328,45 @@ async fn a_release_the_record_did_not_keep_can_be_retried() {
     assert_eq!(available(&mut h.client, "acme", "S").await.available, 3);
 }
 
+/// A reservation batch whose record fails after the gate granted it, in
+/// its rows or in its commit: the units are not left held by a
+/// reservation nobody has, and the id can be reserved again.
+#[tokio::test]
+async fn a_reservation_the_record_did_not_keep_holds_nothing() {
+    let mut h = start().await;
+    stocked(&mut h, &[("S", 3)]).await;
+    // Failing the reservation's row: the batch fails before its commit.
+    injected(
+        &h.db,
+        "INSERT ON reservations",
+        "NEW.reservation_id = 'r1'",
+        "RAISE EXCEPTION 'injected failure';",
+    )
+    .await;
+    let err = reserve(&mut h.client, "acme", "r1", vec![line("S", "", 3)])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    heal(&h.db).await;
+    // Failing its event: the batch fails in its commit.
+    fail_events(&h.db, "StockReserved", "reservations/r2", false).await;
+    let err = reserve(&mut h.client, "acme", "r2", vec![line("S", "", 3)])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    heal(&h.db).await;
+
+    reserve(&mut h.client, "acme", "r3", vec![line("S", "", 2)])
+        .await
+        .unwrap();
+    reserve(&mut h.client, "acme", "r1", vec![line("S", "", 1)])
+        .await
+        .unwrap();
+    assert_eq!(held_in_record(&h.db, "acme", "S").await, 3);
+    let a = available(&mut h.client, "acme", "S").await;
+    assert_eq!((a.on_hand, a.available), (3, 0));
+}
+
 /// Stock a receipt has not recorded yet is not promised: the gate gets it
 /// after the commit, so a receipt that then fails gave nothing away.
 #[tokio::test]
@@ -751,5 +790,38 @@ async fn with_a_replica_required_a_change_no_replica_has_is_not_made() {
         .unwrap();
     let a = available(c, "acme", "A").await;
     assert_eq!((a.reserved, a.available), (5, 0));
+    assert!(reconcile(c, "acme", true).await.drifts.is_empty());
+}
+
+/// A reservation whose gate answer is lost (Redis stalled past the
+/// client's 500 ms; the script runs later) holds nothing once Redis goes
+/// on: the failed batch's give-back follows its script on the connection.
+#[tokio::test]
+async fn a_reservation_whose_gate_answer_was_lost_holds_nothing() {
+    let redis = RedisServer::start();
+    let mut h = start_with(&[("OMS_REDIS_URL", redis.url())]).await;
+    stocked(&mut h, &[("S", 4)]).await;
+    // Loads the script: a script Redis does not know yet is not sent
+    // again once its caller has given up.
+    reserve(&mut h.client, "acme", "r0", vec![line("S", "", 1)])
+        .await
+        .unwrap();
+    // Scripts wait, unanswered, until the test lets Redis go on; each then
+    // runs in the order it came.
+    assert_eq!(
+        redis.cli(&["CLIENT", "PAUSE", "60000", "WRITE"]).trim(),
+        "OK"
+    );
+    let err = reserve(&mut h.client, "acme", "r1", vec![line("S", "", 3)])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert_eq!(redis.cli(&["CLIENT", "UNPAUSE"]).trim(), "OK");
+
+    let c = &mut h.client;
+    reserve(c, "acme", "r2", vec![line("S", "", 3)])
+        .await
+        .unwrap();
+    assert_eq!(held_in_record(&h.db, "acme", "S").await, 4);
     assert!(reconcile(c, "acme", true).await.drifts.is_empty());
 }
