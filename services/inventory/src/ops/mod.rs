@@ -102,7 +102,8 @@ impl Inventory {
             abandoned.0 = None; // the run ended: handled here, not on drop
             // (A gate Redis lost is rebuilt below anyway.)
             if run.unkept() && !matches!(out, Err(Error::Gate(GateError::NotReady))) {
-                run.drop_gate("a gate change was not recorded").await;
+                run.drop_gate_or_sweep("a gate change was not recorded")
+                    .await;
             }
             match out {
                 Err(Error::Gate(GateError::NotReady)) if attempt < 5 => {
@@ -158,17 +159,15 @@ impl Run {
         self.after_commit.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Drops the tenant's gate (its ready marker), so the next change
-    /// rebuilds it from the record. False when Redis could not be told.
+    /// After the run's commit: its row has the sweep drop the gate should
+    /// Redis not be told.
     async fn drop_gate(&self, why: &str) -> bool {
-        tracing::warn!(tenant = %self.tenant, "{why}; the gate is rebuilt from the record");
-        match self.gate.invalidate(&self.tenant).await {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::error!(error = %e, tenant = %self.tenant, "dropping the gate failed; Reconcile rebuilds it");
-                false
-            }
-        }
+        drop_gate(&self.gate, &self.tenant, why).await
+    }
+
+    /// Before, or without, the run's commit: it has no row.
+    async fn drop_gate_or_sweep(&self, why: &str) {
+        drop_gate_or_sweep(&self.pool, &self.gate, &self.tenant, why).await
     }
 
     /// Writes, in the run's transaction, that stock is to be given back
@@ -218,6 +217,34 @@ impl Run {
 /// SKUs and nodes given back by one script at most (an import gives back
 /// thousands).
 const GIVE_BACK_BATCH: usize = 500;
+
+/// Drops the tenant's gate (its ready marker), so the next change rebuilds
+/// it from the record. False when Redis could not be told.
+async fn drop_gate(gate: &Gate, tenant: &Tenant, why: &str) -> bool {
+    tracing::warn!(tenant = %tenant, "{why}; the gate is rebuilt from the record");
+    match gate.invalidate(tenant).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(error = %e, tenant = %tenant, "dropping the gate failed");
+            false
+        }
+    }
+}
+
+/// [`drop_gate`], and where Redis cannot be told, a `gate_give_backs` row
+/// that has the sweep drop it ([`reconcile::recover_give_backs`]).
+pub(crate) async fn drop_gate_or_sweep(pool: &PgPool, gate: &Gate, tenant: &Tenant, why: &str) {
+    if drop_gate(gate, tenant, why).await {
+        return;
+    }
+    let swept = async {
+        let mut c = pool.acquire().await?;
+        repo::give_backs::record(&mut c, tenant, Uuid::now_v7()).await
+    };
+    if let Err(e) = swept.await {
+        tracing::error!(error = %e, tenant = %tenant, "nor could the sweep be told; Reconcile rebuilds the gate");
+    }
+}
 
 /// One change per SKU and node, deltas summed.
 fn merged(changes: Vec<AvailChange>) -> Vec<AvailChange> {
@@ -321,7 +348,7 @@ impl Drop for Unkept {
         };
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
-                run.drop_gate("a gate change was abandoned unrecorded")
+                run.drop_gate_or_sweep("a gate change was abandoned unrecorded")
                     .await
             });
         }

@@ -207,22 +207,8 @@ async fn unwind(pool: &PgPool, gate: &Gate, sent: Sent) {
         }
     }
     for t in dropped {
-        tracing::warn!(tenant = %t, "a reservation batch failed unsure of its gate; the gate is rebuilt from the record");
-        let Err(e) = gate.invalidate(&t).await else {
-            continue;
-        };
-        let swept = async {
-            let mut c = pool.acquire().await?;
-            repo::give_backs::record(&mut c, &t, uuid::Uuid::now_v7()).await
-        };
-        match swept.await {
-            Ok(()) => {
-                tracing::warn!(error = %e, tenant = %t, "dropping the gate failed; the sweep drops it")
-            }
-            Err(db) => {
-                tracing::error!(error = %e, db = %db, tenant = %t, "dropping the gate failed; Reconcile rebuilds it")
-            }
-        }
+        let why = "a reservation batch failed unsure of its gate";
+        super::drop_gate_or_sweep(pool, gate, &t, why).await;
     }
 }
 
