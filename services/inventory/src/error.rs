@@ -50,6 +50,9 @@ impl From<oms_runtime::outbox::FeedError> for Error {
                 after.to_string(),
                 e.to_string(),
             ),
+            FeedError::Ahead { .. } => {
+                Error::Invalid(Violations::one("after_cursor", e.to_string()))
+            }
         }
     }
 }

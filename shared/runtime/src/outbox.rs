@@ -423,6 +423,11 @@ pub enum FeedError {
         "events after cursor {after} are gone (kept for OMS_EVENT_RETENTION_DAYS; deleted up to {horizon}): follow from the start (an empty cursor) or from a newer cursor"
     )]
     Expired { after: Cursor, horizon: Cursor },
+    /// The reader's cursor lies beyond every event the feed has: not one
+    /// this feed handed out (another database's, say). Followed, it would
+    /// skip every event until the feed caught up with it.
+    #[error("{after} is ahead of this feed (whose head is {head}): not a cursor from this feed")]
+    Ahead { after: Cursor, head: Cursor },
 }
 
 /// The `ErrorInfo` reason of a feed refused because the retention deleted
@@ -446,6 +451,10 @@ impl FeedError {
                 CURSOR_EXPIRED,
                 &after.to_string(),
                 &self.to_string(),
+            ),
+            FeedError::Ahead { .. } => crate::status::invalid_argument(
+                domain,
+                &oms_kernel::Violations::one("after_cursor", self.to_string()),
             ),
         }
     }
@@ -592,6 +601,21 @@ pub fn follow(
                                 return Some((Err(e), s));
                             }
                             Ok(None) => {}
+                            Err(e) => return Some((Err(e.into()), s)),
+                        }
+                        // Every cursor the feed hands out lies at or
+                        // before its head (events are read below the
+                        // readers' snapshot xmin, which only grows).
+                        match head(&s.pool).await {
+                            Ok(head) if s.cursor > head => {
+                                s.done = true;
+                                let e = FeedError::Ahead {
+                                    after: s.cursor,
+                                    head,
+                                };
+                                return Some((Err(e), s));
+                            }
+                            Ok(_) => {}
                             Err(e) => return Some((Err(e.into()), s)),
                         }
                     }

@@ -209,4 +209,25 @@ async fn a_bad_cursor_is_invalid() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(fields(&err), ["after_cursor"]);
+
+    // Well formed, but beyond every event: followed, it would skip events
+    // until the feed caught up with it.
+    create(&mut h.client, "acme", "r1", order("C1")).await;
+    let mut feed = h
+        .client
+        .watch_order_events(authed(
+            "acme",
+            WatchOrderEventsRequest {
+                after_cursor: "99999999999.1".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let err = tokio::time::timeout(std::time::Duration::from_secs(30), feed.message())
+        .await
+        .expect("an answer within 30 s")
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert_eq!(fields(&err), ["after_cursor"]);
 }
