@@ -136,9 +136,19 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub fn start() -> RedisCluster {
+        Self::start_with(0)
+    }
+
+    /// Three masters with `replicas` replicas each, in sync.
+    pub fn start_with(replicas: usize) -> RedisCluster {
         let dir = TempDir::new();
-        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let children: Vec<Child> = ports.iter().map(|p| spawn(*p, &dir.0, true)).collect();
+        let ports: Vec<u16> = (0..3 * (1 + replicas)).map(|_| free_port()).collect();
+        // Replicas sync at once, not after the 5 s a diskless sync waits
+        // for more of them by default.
+        let children: Vec<Child> = ports
+            .iter()
+            .map(|p| spawn_with(*p, &dir.0, true, &["--repl-diskless-sync-delay", "0"]))
+            .collect();
         for p in &ports {
             wait_until("cluster node start", || cli(*p, &["PING"]).trim() == "PONG");
         }
@@ -147,7 +157,7 @@ impl RedisCluster {
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .expect("redis-cli is installed");
         assert!(
@@ -159,11 +169,57 @@ impl RedisCluster {
             wait_until("cluster state ok", || {
                 cli(*p, &["CLUSTER", "INFO"]).contains("cluster_state:ok")
             });
+            wait_until("replica in sync", || {
+                let info = cli(*p, &["INFO", "replication"]);
+                info.contains("role:master") || info.contains("master_link_status:up")
+            });
         }
         RedisCluster {
             ports,
             children,
             _dir: dir,
+        }
+    }
+
+    /// Kills the replicas of the master that holds keys tagged `{tag}`.
+    pub fn kill_replicas_of(&mut self, tag: &str) {
+        let slot: u16 = cli(
+            self.ports[0],
+            &["CLUSTER", "KEYSLOT", &format!("{{{tag}}}")],
+        )
+        .trim()
+        .parse()
+        .expect("a slot");
+        // `<id> <ip:port@bus> <flags> <master id or -> ... <slot ranges>`
+        let nodes = cli(self.ports[0], &["CLUSTER", "NODES"]);
+        let rows: Vec<Vec<&str>> = nodes.lines().map(|l| l.split(' ').collect()).collect();
+        let holds = |ranges: &[&str]| {
+            ranges.iter().any(|r| {
+                let (a, b) = r.split_once('-').unwrap_or((r, r));
+                matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if (a..=b).contains(&slot))
+            })
+        };
+        let master: u16 = rows
+            .iter()
+            .find(|r| r.len() > 8 && r[2].contains("master") && holds(&r[8..]))
+            .and_then(|r| r[1].split(['@', ':']).nth(1)?.parse().ok())
+            .expect("a master holds the slot");
+        // The master's own word (gossip may not have told every node yet):
+        // `slave0:ip=127.0.0.1,port=<port>,state=online,...`
+        let info = cli(master, &["INFO", "replication"]);
+        let replicas = info
+            .lines()
+            .filter(|l| l.starts_with("slave"))
+            .filter_map(|l| l.split(',').find_map(|kv| kv.strip_prefix("port=")))
+            .filter_map(|p| p.parse::<u16>().ok());
+        for port in replicas {
+            let i = self
+                .ports
+                .iter()
+                .position(|p| *p == port)
+                .expect("our node");
+            let _ = self.children[i].kill();
+            let _ = self.children[i].wait();
         }
     }
 

@@ -45,3 +45,33 @@ async fn reservations_run_on_a_redis_cluster() {
     let report = reconcile(&mut h.client, "acme", true).await;
     assert!(report.drifts.is_empty(), "{:?}", report.drifts);
 }
+
+/// With `OMS_REDIS_MIN_REPLICAS` on a cluster, a change waits for the
+/// replicas of the master holding the tenant's gate (`WAIT` goes there,
+/// on the connection the script went by): once they are gone, a
+/// reservation is refused and holds nothing, though every other master
+/// still has its replica.
+#[tokio::test]
+async fn on_a_cluster_a_change_waits_for_the_replicas_of_its_gate() {
+    let mut cluster = RedisCluster::start_with(1);
+    let mut h = start_with(&[
+        ("OMS_REDIS_CLUSTER_NODES", cluster.nodes()),
+        ("OMS_REDIS_MIN_REPLICAS", "1".into()),
+        // Generous: a loaded test machine answers WAIT late.
+        ("OMS_REDIS_REPLICA_TIMEOUT_MS", "2000".into()),
+    ])
+    .await;
+    node(&mut h.client, "acme", "DC1").await;
+    item(&mut h.client, "acme", "A").await;
+    receive(&mut h.client, "acme", "DC1", "A", 3).await;
+    reserve(&mut h.client, "acme", "r1", vec![line("A", "", 1)])
+        .await
+        .unwrap();
+
+    cluster.kill_replicas_of("acme");
+    let err = reserve(&mut h.client, "acme", "r2", vec![line("A", "", 1)])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert_eq!(held_in_record(&h.db, "acme", "A").await, 1);
+}
