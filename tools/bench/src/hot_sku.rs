@@ -10,7 +10,7 @@ use crate::load::{self, Outcome};
 use oms_proto::common::NodeKind;
 use oms_proto::inventory::{inventory_service_client::InventoryServiceClient, *};
 use oms_runtime::Service;
-use oms_testkit::{TestDb, authed};
+use oms_testkit::{RedisServer, TestDb, authed};
 use std::sync::Arc;
 use tokio::sync::Mutex;
 use tokio_stream::wrappers::ReceiverStream;
@@ -30,22 +30,33 @@ pub struct Args {
     /// Units on hand; smaller than what the clients ask to check sell-out.
     #[arg(long, default_value_t = 1_000_000)]
     stock: i64,
+    /// Runs the service on a Redis of its own with this many replicas,
+    /// every gate change waiting for all of them (`OMS_REDIS_MIN_REPLICAS`);
+    /// unset, on the shared Redis without waiting. 0 and 1 in turn measure
+    /// what the wait costs.
+    #[arg(long)]
+    redis_replicas: Option<u32>,
 }
 
 const TENANT: &str = "bench";
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let db = TestDb::new().await;
-    let config = oms_testkit::config_with(
-        Service::Inventory,
-        &db,
-        &[],
-        &[
-            ("OMS_LOG", "warn".into()),
-            ("OMS_DATABASE_MAX_CONNECTIONS", "24".into()),
-            ("OMS_SWEEP_INTERVAL_MS", "1000".into()),
-        ],
-    );
+    let mut env = vec![
+        ("OMS_LOG", "warn".to_owned()),
+        ("OMS_DATABASE_MAX_CONNECTIONS", "24".into()),
+        ("OMS_SWEEP_INTERVAL_MS", "1000".into()),
+    ];
+    // Killed when the run ends.
+    let mut redis = vec![];
+    if let Some(n) = args.redis_replicas {
+        let master = RedisServer::start();
+        env.push(("OMS_REDIS_URL", master.url()));
+        env.push(("OMS_REDIS_MIN_REPLICAS", n.to_string()));
+        redis.extend((0..n).map(|_| master.replica()));
+        redis.push(master);
+    }
+    let config = oms_testkit::config_with(Service::Inventory, &db, &[], &env);
     // The service gets its own runtime (threads), as it would in its own
     // process: the load generator's tasks do not queue in front of it.
     let server_rt = load::ServerRuntime::new(2, "oms-inventory")?;
@@ -163,6 +174,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "{}",
         serde_json::json!({
             "scenario": "hot_sku_reserve",
+            "redis_replicas": args.redis_replicas,
             "clients": args.clients,
             "connections": args.connections,
             "seconds": args.seconds,
