@@ -18,6 +18,9 @@ use uuid::Uuid;
 
 /// Most orders one simulation plans.
 const MAX_SIMULATED: usize = 500;
+/// Most stock overrides one simulation takes: each is applied to every
+/// order simulated.
+const MAX_OVERRIDES: usize = 10_000;
 /// Longest penalty a reroute may ask for.
 const MAX_PENALTY: Duration = Duration::days(30);
 
@@ -415,7 +418,18 @@ pub async fn simulate(
             format!("at most {MAX_SIMULATED} orders, given and past together"),
         );
     }
+    if req.stock_overrides.len() > MAX_OVERRIDES {
+        v.add("stock_overrides", format!("at most {MAX_OVERRIDES}"));
+    }
+    // Two figures for one SKU at one node: which one holds is a guess.
+    let mut overridden: HashMap<(&str, &str), usize> = HashMap::new();
     for (i, o) in req.stock_overrides.iter().enumerate() {
+        if let Some(j) = overridden.insert((&o.node_id, &o.sku), i) {
+            v.add(
+                format!("stock_overrides[{i}]"),
+                format!("repeats stock_overrides[{j}] ({} at {})", o.sku, o.node_id),
+            );
+        }
         if o.node_id.is_empty() {
             v.add(format!("stock_overrides[{i}].node_id"), "required");
         }
@@ -479,6 +493,20 @@ pub async fn simulate(
     skus.sort();
     skus.dedup();
     let world = World::gather(r, tenant, &skus).await?;
+    // An override that applies to nothing would read as "no change".
+    for (i, o) in req.stock_overrides.iter().enumerate() {
+        if world.net.index_of(&o.node_id).is_none() {
+            let why = format!("nodes/{} is not a node of the tenant", o.node_id);
+            v.add(format!("stock_overrides[{i}].node_id"), why);
+        }
+        if skus.binary_search(&o.sku).is_err() {
+            let why = format!("{} is on none of the orders simulated", o.sku);
+            v.add(format!("stock_overrides[{i}].sku"), why);
+        }
+    }
+    if !v.is_empty() {
+        return Err(invalid(v));
+    }
     let mut results = Vec::with_capacity(orders.len());
     for order in &orders {
         let live_stock = world.stock(order);

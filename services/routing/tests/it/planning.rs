@@ -263,6 +263,29 @@ async fn a_draft_is_simulated_against_the_live_rules_before_it_goes_live() {
         .unwrap()
         .into_inner();
     assert_eq!(list.decisions.len(), 3);
+    // Overrides that would apply to nothing, or twice, are refused rather
+    // than answered "no change".
+    let over = |node: &str, sku: &str| StockOverride {
+        node_id: node.into(),
+        sku: sku.into(),
+        available: 1,
+    };
+    let mut simulate = async |overrides: Vec<StockOverride>| {
+        let req = SimulateRoutingRequest {
+            orders: vec![order("new-2", &[("MUG", 2)])],
+            stock_overrides: overrides,
+            ..Default::default()
+        };
+        let err = h.client.simulate_routing(authed(TENANT, req)).await;
+        status::fields(&err.unwrap_err())
+    };
+    let twice = vec![over("DC-BER", "MUG"), over("DC-BER", "MUG")];
+    assert_eq!(simulate(twice).await, ["stock_overrides[1]"]);
+    let to_nothing = vec![over("DC-NOPE", "MUG"), over("DC-MUC", "CUP")];
+    assert_eq!(
+        simulate(to_nothing).await,
+        ["stock_overrides[0].node_id", "stock_overrides[1].sku"]
+    );
     // A simulation of nothing is refused rather than answered "no change".
     let err = h
         .client
