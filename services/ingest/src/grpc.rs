@@ -451,17 +451,7 @@ impl IngestService for IngestApi {
             v.add("channel", "is required");
             return Err(invalid(v));
         };
-        let id_ok = !c.channel_id.is_empty()
-            && c.channel_id.len() <= 64
-            && c.channel_id
-                .chars()
-                .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch));
-        if !id_ok {
-            v.add(
-                "channel.channel_id",
-                "must be 1-64 letters, digits, '-', '_' or '.'",
-            );
-        }
+        v.check("channel.channel_id", oms_kernel::check_id(&c.channel_id));
         let kind = ChannelKind::try_from(c.kind).unwrap_or_default();
         if kind == ChannelKind::Unspecified {
             v.add("channel.kind", "choose a channel kind");

@@ -1,6 +1,21 @@
 use crate::Violations;
 use std::fmt;
 
+/// Ids of nodes and channels: 1-64 letters, digits, '-', '_' or '.' (they
+/// become parts of resource names and keys).
+pub fn check_id(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("is required".into());
+    }
+    let ok = s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !ok {
+        return Err("must be 1-64 letters, digits, '-', '_' or '.'".into());
+    }
+    Ok(())
+}
+
 /// A tenant id, as carried by the `tenant` claim of a caller's token:
 /// 1 to 63 characters of `a-z`, `0-9`, `-` and `_`, starting with a letter
 /// or digit. Every row of every service is keyed by it.
@@ -117,6 +132,15 @@ pub fn parse_uuid_name(name: &str, collection: &str, what: &str) -> Result<uuid:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn id_rules() {
+        assert!(check_id("DC-EAST_1.a").is_ok());
+        assert!(check_id(&"a".repeat(64)).is_ok());
+        for bad in ["", "DC 1", "a/b", "bad id!", &"a".repeat(65)] {
+            assert!(check_id(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn tenant_rules() {

@@ -10,20 +10,8 @@ pub fn check_sku(s: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Node ids: 1-64 of letters, digits, '-', '_', '.'.
-pub fn check_node_id(s: &str) -> Result<(), String> {
-    if s.is_empty() {
-        return Err("is required".into());
-    }
-    if s.len() > 64
-        || !s
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
-        return Err("must be 1-64 letters, digits, '-', '_' or '.'".into());
-    }
-    Ok(())
-}
+/// Node ids: as every id of the suite.
+pub use oms_kernel::check_id as check_node_id;
 
 #[cfg(test)]
 mod tests {
@@ -35,7 +23,5 @@ mod tests {
         assert!(check_sku("").is_err());
         assert!(check_sku("a b").is_err());
         assert!(check_sku("a/b").is_err());
-        assert!(check_node_id("DC-EAST_1.a").is_ok());
-        assert!(check_node_id("DC 1").is_err());
     }
 }

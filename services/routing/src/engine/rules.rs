@@ -228,9 +228,10 @@ fn check_node_filter(v: &mut Violations, f: &str, nf: &pb::NodeFilter) {
         }
     }
     for (i, n) in nf.exclude_node_ids.iter().enumerate() {
-        if n.trim().is_empty() {
-            v.add(format!("{f}.exclude_node_ids[{i}]"), "must not be empty");
-        }
+        v.check(
+            format!("{f}.exclude_node_ids[{i}]"),
+            oms_kernel::check_id(n),
+        );
     }
     let kinds: Vec<NodeKind> = nf.kinds.iter().filter_map(|k| known(*k)).collect();
     if nf.require_ship_from_store && !kinds.is_empty() && !kinds.contains(&NodeKind::Store) {
@@ -413,6 +414,7 @@ mod tests {
         });
         b.node_filter = Some(pb::NodeFilter {
             max_distance_km: -5.0,
+            exclude_node_ids: vec!["DC1".into(), "bad id!".into(), String::new()],
             ..Default::default()
         });
         let v = validate(
@@ -428,6 +430,8 @@ mod tests {
                 "rule_set.rules[0].ranking[0].weight",
                 "rule_set.rules[0].split_policy.max_shipments",
                 "rule_set.rules[1].node_filter.max_distance_km",
+                "rule_set.rules[1].node_filter.exclude_node_ids[1]",
+                "rule_set.rules[1].node_filter.exclude_node_ids[2]",
                 "rule_set.rules[1].split_policy.allow_line_split",
                 "rule_set.rules[2].rule_id",
             ]
