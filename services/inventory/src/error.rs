@@ -19,8 +19,10 @@ pub enum Error {
     },
     #[error("{0}")]
     PermissionDenied(String),
+    /// Short of stock, in the network, at nodes, or (a short marked
+    /// `channel`) in the share of `channel` (its name), when one applied.
     #[error("not enough stock")]
-    Insufficient(Vec<Short>),
+    Insufficient { short: Vec<Short>, channel: String },
     /// A dependency failed; the caller may retry.
     #[error("{0}")]
     Unavailable(String),

@@ -31,7 +31,7 @@ pub fn to_status(e: Error) -> Status {
         Error::PermissionDenied(m) => {
             status::with_reason(Code::PermissionDenied, DOMAIN, "NOT_OWNER", m)
         }
-        Error::Insufficient(short) => {
+        Error::Insufficient { short, channel } => {
             let mut d = ErrorDetails::new();
             d.set_error_info(
                 "INSUFFICIENT_STOCK",
@@ -41,7 +41,7 @@ pub fn to_status(e: Error) -> Status {
             let mut lines = Vec::new();
             for s in &short {
                 let subject = match (s.node.is_empty(), s.channel) {
-                    (_, true) => format!("channel/items/{}", s.sku),
+                    (_, true) => format!("{channel}/items/{}", s.sku),
                     (true, false) => format!("items/{}", s.sku),
                     (false, false) => format!("nodes/{}/items/{}", s.node, s.sku),
                 };

@@ -29,7 +29,7 @@ impl Metrics {
     pub fn reservation<T>(&self, tenant: &str, api: Api, answer: &Result<T, Error>) {
         let outcome = match answer {
             Ok(_) => "granted",
-            Err(Error::Insufficient(_)) => "refused",
+            Err(Error::Insufficient { .. }) => "refused",
             Err(Error::Invalid(_)) => "invalid",
             Err(_) => "failed",
         };

@@ -126,6 +126,14 @@ pub fn fields(s: &Status) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The subjects named by a status's `PreconditionFailure` violations.
+pub fn subjects(s: &Status) -> Vec<String> {
+    s.get_error_details()
+        .precondition_failure()
+        .map(|p| p.violations.iter().map(|v| v.subject.clone()).collect())
+        .unwrap_or_default()
+}
+
 /// Displays an error with its sources: `a: b: c`.
 pub struct ErrorChain<'a>(pub &'a dyn std::error::Error);
 

@@ -372,7 +372,9 @@ async fn tenant_batch(
                 continue;
             }
             ReserveOutcome::Short { short } => {
-                answers[*i] = Some(Err(Error::Insufficient(short)));
+                let channel = j.res.channel.as_ref();
+                let channel = channel.map(|c| format!("channels/{c}")).unwrap_or_default();
+                answers[*i] = Some(Err(Error::Insufficient { short, channel }));
                 continue;
             }
         };
@@ -1091,8 +1093,9 @@ async fn apply_change(
             return Err(GateError::NotReady.into());
         }
         "SHORT" => {
-            let s: Vec<Short> = serde_json::from_value(out.detail).map_err(GateError::from)?;
-            return Err(Error::Insufficient(s));
+            let short: Vec<Short> = serde_json::from_value(out.detail).map_err(GateError::from)?;
+            let channel = r.channel.clone();
+            return Err(Error::Insufficient { short, channel });
         }
         "MISMATCH" => {
             let d = out.detail;

@@ -371,7 +371,7 @@ pub async fn stock_levels(c: &mut Client, node: &str, sku: &str) -> Vec<StockLev
     .levels
 }
 
-pub use oms_runtime::status::{fields, reason};
+pub use oms_runtime::status::{fields, reason, subjects};
 
 /// Polls `cond` until it holds; fails the test after 10 s.
 pub async fn wait_until(mut cond: impl AsyncFnMut() -> bool) {

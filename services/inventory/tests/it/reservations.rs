@@ -1008,6 +1008,21 @@ async fn a_live_reservation_grows_all_or_nothing_within_its_channel() {
         .await
         .unwrap_err();
     assert_eq!(reason(&err), "INSUFFICIENT_STOCK", "{err:?}");
+    assert_eq!(subjects(&err), ["channels/web/items/S"]);
+    let err = h
+        .client
+        .create_reservation(authed(
+            "acme",
+            CreateReservationRequest {
+                reservation_id: "r2".into(),
+                lines: vec![line("S", "", 5)],
+                channel: "channels/web".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(subjects(&err), ["channels/web/items/S"], "{err:?}");
     assert_eq!(available(&mut h.client, "acme", "T").await.reserved, 0);
     assert_eq!(held_in_record(&h.db, "acme", "S").await, 4);
 
