@@ -557,6 +557,36 @@ async fn a_channel_is_updated_by_mask_and_a_disabled_one_refuses_payloads() {
             "channel.sku_mappings[0]"
         ]
     );
+    // A channel SKU mapped twice (which item would a line name?), an item
+    // SKU no item can have, node ids that are none, or twice.
+    let map = |c: &str, s: &str| ing::SkuMapping {
+        channel_sku: c.into(),
+        sku: s.into(),
+    };
+    let bad = ingest
+        .update_channel(authed(
+            T,
+            update(
+                "u-bad-2",
+                ing::Channel {
+                    sku_mappings: vec![map("V1", "A"), map("V1", "B"), map("V2", "a b")],
+                    default_node_ids: vec!["DC1".into(), "DC 2".into(), "DC1".into()],
+                    ..Default::default()
+                },
+                &["sku_mappings", "default_node_ids"],
+            ),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        oms_runtime::status::fields(&bad),
+        [
+            "channel.sku_mappings[1].channel_sku",
+            "channel.sku_mappings[2].sku",
+            "channel.default_node_ids[1]",
+            "channel.default_node_ids[2]"
+        ]
+    );
     let req = update(
         "u-1",
         ing::Channel {

@@ -5,7 +5,7 @@ use crate::repo::{AuditRow, Seen};
 use crate::skus::ChannelSkus;
 use crate::submissions::Submissions;
 use crate::{availability, repo, signature};
-use oms_kernel::{RequestId, Tenant, Violations, parse_name};
+use oms_kernel::{RequestId, Tenant, Violations, check_id, check_sku, parse_name};
 use oms_proto::ingest::{ingest_service_server::IngestService, *};
 use oms_proto::inventory::inventory_service_client::InventoryServiceClient;
 use oms_proto::orders::{self as ord, order_service_client::OrderServiceClient};
@@ -17,7 +17,7 @@ use oms_runtime::{
 };
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use tonic::{
     Code, Request, Response, Status, codegen::BoxStream, transport::Channel as GrpcChannel,
 };
@@ -63,15 +63,42 @@ fn check_channel(v: &mut Violations, c: &Channel, secret: &str) {
             "signed channels need their webhook secret",
         );
     }
+    // One item per channel SKU: with two, which one an order line names
+    // would be a guess.
+    let mut mapped: HashMap<&str, usize> = HashMap::new();
     for (i, m) in c.sku_mappings.iter().enumerate() {
         if m.channel_sku.is_empty() || m.sku.is_empty() {
             v.add(
                 format!("channel.sku_mappings[{i}]"),
                 "both channel_sku and sku are required",
             );
+            continue;
+        }
+        if m.channel_sku.len() > MAX_CHANNEL_SKU {
+            let why = format!("at most {MAX_CHANNEL_SKU} bytes");
+            v.add(format!("channel.sku_mappings[{i}].channel_sku"), why);
+        }
+        if let Some(j) = mapped.insert(&m.channel_sku, i) {
+            let why = format!("is mapped by sku_mappings[{j}] too");
+            v.add(format!("channel.sku_mappings[{i}].channel_sku"), why);
+        }
+        v.check(format!("channel.sku_mappings[{i}].sku"), check_sku(&m.sku));
+    }
+    let mut named: HashMap<&str, usize> = HashMap::new();
+    for (i, n) in c.default_node_ids.iter().enumerate() {
+        v.check(format!("channel.default_node_ids[{i}]"), check_id(n));
+        if let Some(j) = named.insert(n, i) {
+            v.add(
+                format!("channel.default_node_ids[{i}]"),
+                format!("repeats default_node_ids[{j}]"),
+            );
         }
     }
 }
+
+/// Longest channel SKU a mapping takes (a marketplace's variant ids are
+/// far shorter).
+const MAX_CHANNEL_SKU: usize = 255;
 
 /// A payload as received, before and after mapping.
 struct Submission<'a> {
@@ -451,7 +478,7 @@ impl IngestService for IngestApi {
             v.add("channel", "is required");
             return Err(invalid(v));
         };
-        v.check("channel.channel_id", oms_kernel::check_id(&c.channel_id));
+        v.check("channel.channel_id", check_id(&c.channel_id));
         let kind = ChannelKind::try_from(c.kind).unwrap_or_default();
         if kind == ChannelKind::Unspecified {
             v.add("channel.kind", "choose a channel kind");

@@ -16,6 +16,18 @@ pub fn check_id(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// SKUs: 1-64 printable ASCII characters without spaces or '/' (they
+/// become parts of Redis keys and resource names).
+pub fn check_sku(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("is required".into());
+    }
+    if s.len() > 64 || !s.chars().all(|c| c.is_ascii_graphic() && c != '/') {
+        return Err("must be 1-64 printable ASCII characters without spaces or '/'".into());
+    }
+    Ok(())
+}
+
 /// A tenant id, as carried by the `tenant` claim of a caller's token:
 /// 1 to 63 characters of `a-z`, `0-9`, `-` and `_`, starting with a letter
 /// or digit. Every row of every service is keyed by it.
@@ -132,6 +144,14 @@ pub fn parse_uuid_name(name: &str, collection: &str, what: &str) -> Result<uuid:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sku_rules() {
+        assert!(check_sku("SKU-1").is_ok());
+        for bad in ["", "a b", "a/b", &"a".repeat(65)] {
+            assert!(check_sku(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn id_rules() {
