@@ -62,11 +62,9 @@ impl NewOrder {
             if !seen.insert(line.line_id.clone()) {
                 v.add(f("line_id"), format!("{:?} appears twice", line.line_id));
             }
-            if line.sku.trim().is_empty() {
-                v.add(f("sku"), "is required");
-            } else if line.sku.len() > 64 {
-                v.add(f("sku"), "must be at most 64 characters");
-            }
+            // As inventory holds items: an order it could never place is
+            // refused here, not put on hold after.
+            v.check(f("sku"), oms_kernel::check_sku(&line.sku));
             if line.quantity <= 0 {
                 v.add(f("quantity"), "must be positive");
             } else if line.quantity > MAX_QUANTITY {
@@ -340,6 +338,17 @@ mod tests {
             "order.ship_to",
         ] {
             assert!(fields.contains(&f), "{f} missing from {fields:?}");
+        }
+    }
+
+    #[test]
+    fn a_sku_no_item_can_have_is_refused() {
+        for bad in ["a b", "a/b", &"S".repeat(65)] {
+            let mut o = valid();
+            o.lines[0].sku = bad.into();
+            let err = NewOrder::parse(Some(o)).unwrap_err();
+            let fields: Vec<_> = err.0.iter().map(|v| v.field.as_str()).collect();
+            assert_eq!(fields, ["order.lines[0].sku"], "{bad}");
         }
     }
 
