@@ -48,9 +48,8 @@ fn check_asn(a: &AdvanceShippingNotice) -> Violations {
         v.add("asn.lines", format!("at most {MAX_LINES} lines"));
     }
     for (i, l) in a.lines.iter().enumerate() {
-        if l.sku.trim().is_empty() {
-            v.add(format!("asn.lines[{i}].sku"), "required");
-        }
+        // Inventory's rule: its receipt is recorded there.
+        v.check(format!("asn.lines[{i}].sku"), oms_kernel::check_sku(&l.sku));
         if l.quantity <= 0 {
             v.add(format!("asn.lines[{i}].quantity"), "must be positive");
         } else if l.quantity > MAX_UNITS {

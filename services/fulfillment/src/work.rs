@@ -60,9 +60,8 @@ fn check_new(fo: &FulfillmentOrder) -> Violations {
         } else if !ids.insert(l.line_id.as_str()) {
             v.add(format!("{lf}.line_id"), "duplicate line id");
         }
-        if l.sku.trim().is_empty() {
-            v.add(format!("{lf}.sku"), "required");
-        }
+        // Inventory's rule: its shipment is recorded there.
+        v.check(format!("{lf}.sku"), oms_kernel::check_sku(&l.sku));
         if l.quantity <= 0 {
             v.add(format!("{lf}.quantity"), "must be positive");
         } else if l.quantity > 1_000_000 {

@@ -67,9 +67,9 @@ pub fn order(o: &RoutingOrder, prefix: &str) -> Result<Order, Violations> {
         } else if !ids.insert(l.line_id.as_str()) {
             v.add(format!("{f}.line_id"), "duplicate line id");
         }
-        if l.sku.trim().is_empty() {
-            v.add(format!("{f}.sku"), "required");
-        }
+        // Inventory refuses any other SKU, which would read as inventory
+        // being unavailable.
+        v.check(format!("{f}.sku"), oms_kernel::check_sku(&l.sku));
         if l.quantity <= 0 {
             v.add(format!("{f}.quantity"), "must be positive");
         } else if l.quantity > MAX_QUANTITY {

@@ -82,7 +82,7 @@ async fn receipts_against_a_notice_are_recorded_once_with_their_discrepancies() 
             CreateAdvanceShippingNoticeRequest {
                 request_id: rid(),
                 asn: Some(AdvanceShippingNotice {
-                    lines: vec![expected("", 0)],
+                    lines: vec![expected("", 0), expected("a/b", 1)],
                     ..Default::default()
                 }),
             },
@@ -92,7 +92,12 @@ async fn receipts_against_a_notice_are_recorded_once_with_their_discrepancies() 
     assert_eq!(bad.code(), Code::InvalidArgument);
     assert_eq!(
         status::fields(&bad),
-        ["asn.node_id", "asn.lines[0].sku", "asn.lines[0].quantity"]
+        [
+            "asn.node_id",
+            "asn.lines[0].sku",
+            "asn.lines[0].quantity",
+            "asn.lines[1].sku"
+        ]
     );
 
     let asn = create_asn(&mut h, "DC1", vec![expected("A", 10), expected("B", 5)]).await;

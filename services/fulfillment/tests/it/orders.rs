@@ -8,7 +8,7 @@ use tonic::Code;
 #[tokio::test]
 async fn bad_fulfillment_orders_get_every_field_violation() {
     let mut h = start().await;
-    let mut fo = new_order("", &[("1", "", 0), ("1", "B", 1), ("3", "C", i64::MAX)]);
+    let mut fo = new_order("", &[("1", "", 0), ("1", "B", 1), ("3", "C D", i64::MAX)]);
     fo.order = "order/1".into();
     fo.lines[1].quantity_shipped = 1;
     fo.lines[1].min_expiry_date = "2027-1-5".into();
@@ -35,6 +35,7 @@ async fn bad_fulfillment_orders_get_every_field_violation() {
             "fulfillment_order.lines[1].min_expiry_date",
             "fulfillment_order.lines[1].quantity_shipped",
             "fulfillment_order.lines[2].quantity",
+            "fulfillment_order.lines[2].sku",
             "fulfillment_order.node_id",
             "fulfillment_order.order",
             "request_id",

@@ -155,6 +155,20 @@ async fn bad_orders_get_field_violations_and_short_stock_a_plan_that_says_why() 
         status::fields(&err),
         ["order.lines[0].quantity", "order.lines[1].quantity"]
     );
+    // A SKU no item can have (inventory refused it, and the plan answered
+    // UNAVAILABLE: retried for ever).
+    let err = h
+        .client
+        .plan_order(authed(
+            TENANT,
+            PlanOrderRequest {
+                request_id: rid(),
+                order: Some(order("o-2", &[("MUG", 1), ("a b", 1)])),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status::fields(&err), ["order.lines[1].sku"], "{err:?}");
     let err = h
         .client
         .release_decision(authed(
