@@ -35,9 +35,7 @@ pub fn asn_id(field: &str, name: &str) -> Result<Uuid, Violations> {
 
 fn check_asn(a: &AdvanceShippingNotice) -> Violations {
     let mut v = Violations::new();
-    if a.node_id.trim().is_empty() {
-        v.add("asn.node_id", "required");
-    }
+    v.check("asn.node_id", oms_kernel::check_id(&a.node_id));
     if a.reference.len() > 200 {
         v.add("asn.reference", "at most 200 characters");
     }

@@ -31,9 +31,7 @@ fn check_new(fo: &FulfillmentOrder) -> Violations {
     let mut v = Violations::new();
     let f = "fulfillment_order";
     v.check(format!("{f}.order"), parse_name(&fo.order, "orders"));
-    if fo.node_id.trim().is_empty() {
-        v.add(format!("{f}.node_id"), "required");
-    }
+    v.check(format!("{f}.node_id"), oms_kernel::check_id(&fo.node_id));
     if !fo.decision.is_empty() {
         v.check(
             format!("{f}.decision"),

@@ -42,6 +42,9 @@ pub fn order(o: &RoutingOrder, prefix: &str) -> Result<Order, Violations> {
             format!("{prefix}.pickup_node_id"),
             "required for DELIVERY_METHOD_PICKUP",
         );
+    } else if !o.pickup_node_id.is_empty() {
+        let id = oms_kernel::check_id(&o.pickup_node_id);
+        v.check(format!("{prefix}.pickup_node_id"), id);
     }
     let ship_to = o.ship_to.clone().unwrap_or_default();
     let geo = ship_to.geo.map(|g| Geo {

@@ -10,6 +10,7 @@ async fn bad_fulfillment_orders_get_every_field_violation() {
     let mut h = start().await;
     let mut fo = new_order("", &[("1", "", 0), ("1", "B", 1), ("3", "C D", i64::MAX)]);
     fo.order = "order/1".into();
+    fo.node_id = "DC 1".into();
     fo.lines[1].quantity_shipped = 1;
     fo.lines[1].min_expiry_date = "2027-1-5".into();
     let err = h

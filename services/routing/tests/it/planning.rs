@@ -169,6 +169,21 @@ async fn bad_orders_get_field_violations_and_short_stock_a_plan_that_says_why() 
         .await
         .unwrap_err();
     assert_eq!(status::fields(&err), ["order.lines[1].sku"], "{err:?}");
+    let mut o = order("o-2", &[("MUG", 1)]);
+    o.delivery_method = DeliveryMethod::Pickup as i32;
+    o.pickup_node_id = "ST 1".into();
+    let err = h
+        .client
+        .plan_order(authed(
+            TENANT,
+            PlanOrderRequest {
+                request_id: rid(),
+                order: Some(o),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status::fields(&err), ["order.pickup_node_id"], "{err:?}");
     let err = h
         .client
         .release_decision(authed(
