@@ -105,85 +105,41 @@ async fn plans_on_live_stock_store_the_decision_and_replay_it() {
 async fn bad_orders_get_field_violations_and_short_stock_a_plan_that_says_why() {
     let mut h = start().await;
     h.network(&[("DC-BER", "MUG", 1)]).await;
+    // The fields a plan of `o` is refused on (with `request_id`, or none).
+    let mut refused = async |request_id: String, o: oms_proto::routing::RoutingOrder| {
+        let req = PlanOrderRequest {
+            request_id,
+            order: Some(o),
+        };
+        let err = h.client.plan_order(authed(TENANT, req)).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        status::fields(&err)
+    };
     let mut o = order("o-2", &[("MUG", 0)]);
     o.delivery_method = DeliveryMethod::Pickup as i32;
-    let err = h
-        .client
-        .plan_order(authed(
-            TENANT,
-            PlanOrderRequest {
-                request_id: rid(),
-                order: Some(o),
-            },
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(
-        status::fields(&err),
+        refused(rid(), o).await,
         ["order.pickup_node_id", "order.lines[0].quantity"]
     );
     // Without a request id, that comes back with the rest.
-    let err = h
-        .client
-        .plan_order(authed(
-            TENANT,
-            PlanOrderRequest {
-                request_id: String::new(),
-                order: Some(order("o-2", &[("MUG", 0)])),
-            },
-        ))
-        .await
-        .unwrap_err();
     assert_eq!(
-        status::fields(&err),
+        refused(String::new(), order("o-2", &[("MUG", 0)])).await,
         ["request_id", "order.lines[0].quantity"]
     );
     // Beyond any order (the engine's sums overflowed and the call died).
-    let err = h
-        .client
-        .plan_order(authed(
-            TENANT,
-            PlanOrderRequest {
-                request_id: rid(),
-                order: Some(order("o-2", &[("MUG", i64::MAX), ("MUG", i64::MAX)])),
-            },
-        ))
-        .await
-        .unwrap_err();
+    let huge = order("o-2", &[("MUG", i64::MAX), ("MUG", i64::MAX)]);
     assert_eq!(
-        status::fields(&err),
+        refused(rid(), huge).await,
         ["order.lines[0].quantity", "order.lines[1].quantity"]
     );
     // A SKU no item can have (inventory refused it, and the plan answered
-    // UNAVAILABLE: retried for ever).
-    let err = h
-        .client
-        .plan_order(authed(
-            TENANT,
-            PlanOrderRequest {
-                request_id: rid(),
-                order: Some(order("o-2", &[("MUG", 1), ("a b", 1)])),
-            },
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(status::fields(&err), ["order.lines[1].sku"], "{err:?}");
-    let mut o = order("o-2", &[("MUG", 1)]);
-    o.delivery_method = DeliveryMethod::Pickup as i32;
-    o.pickup_node_id = "ST 1".into();
-    let err = h
-        .client
-        .plan_order(authed(
-            TENANT,
-            PlanOrderRequest {
-                request_id: rid(),
-                order: Some(o),
-            },
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(status::fields(&err), ["order.pickup_node_id"], "{err:?}");
+    // UNAVAILABLE: retried for ever), a node id no node can have.
+    let odd_sku = order("o-2", &[("MUG", 1), ("a b", 1)]);
+    assert_eq!(refused(rid(), odd_sku).await, ["order.lines[1].sku"]);
+    let mut odd_store = order("o-2", &[("MUG", 1)]);
+    odd_store.delivery_method = DeliveryMethod::Pickup as i32;
+    odd_store.pickup_node_id = "ST 1".into();
+    assert_eq!(refused(rid(), odd_store).await, ["order.pickup_node_id"]);
     let err = h
         .client
         .release_decision(authed(
