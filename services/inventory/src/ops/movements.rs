@@ -538,6 +538,13 @@ pub async fn list_movements(
     if req.reference.len() > 200 {
         v.add("reference", "must be at most 200 characters");
     }
+    // A filter no movement can match is a mistake, not an empty list.
+    if !req.node_id.is_empty() {
+        v.check("node_id", check_node_id(&req.node_id));
+    }
+    if !req.sku.is_empty() {
+        v.check("sku", check_sku(&req.sku));
+    }
     for (i, k) in req.kinds.iter().enumerate() {
         if !matches!(MovementKind::try_from(*k), Ok(k) if k != MovementKind::Unspecified) {
             v.add(format!("kinds[{i}]"), "unknown movement kind");
@@ -584,10 +591,14 @@ pub async fn list_levels(
     if !req.withdraw_before.is_empty() && !oms_kernel::is_date(&req.withdraw_before) {
         v.add("withdraw_before", "must be YYYY-MM-DD");
     }
+    if !req.node_id.is_empty() {
+        v.check("node_id", check_node_id(&req.node_id));
+    }
+    let skus = super::availability::parse_skus(&mut v, &req.skus, false);
     v.into_result(())?;
     let filter = repo::stock::LevelFilter {
         node: (!req.node_id.is_empty()).then_some(req.node_id.as_str()),
-        skus: &req.skus,
+        skus: &skus,
         withdraw_before: (!req.withdraw_before.is_empty()).then_some(req.withdraw_before.as_str()),
     };
     let rows = repo::stock::levels(

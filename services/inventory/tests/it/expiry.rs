@@ -345,6 +345,13 @@ async fn a_minimum_shelf_life_withdraws_lots_that_many_days_early() {
         .await
         .unwrap_err();
     assert_eq!(fields(&err), ["withdraw_before"]);
+    let odd = ListStockLevelsRequest {
+        node_id: "DC 1".into(),
+        skus: vec!["MILK".into(), "a b".into()],
+        ..Default::default()
+    };
+    let err = c.list_stock_levels(authed("acme", odd)).await.unwrap_err();
+    assert_eq!(fields(&err), ["node_id", "skus[1]"]);
 
     // Five days: both come back.
     shelf_life(c, 5).await.unwrap();

@@ -1362,6 +1362,14 @@ async fn movements_are_listed_by_their_reference_older_ones_once_copied() {
         .await
         .unwrap_err();
     assert_eq!(fields(&err), ["reference"]);
+    // So are a node and a SKU no movement can name.
+    let odd = ListMovementsRequest {
+        node_id: "DC 1".into(),
+        sku: "a/b".into(),
+        ..Default::default()
+    };
+    let err = c.list_movements(authed("acme", odd)).await.unwrap_err();
+    assert_eq!(fields(&err), ["node_id", "sku"]);
     // An unknown kind is refused, not an empty list.
     let unknown = ListMovementsRequest {
         kinds: vec![MovementKind::Receipt as i32, 42, 0],
