@@ -41,6 +41,10 @@ impl OrderFilter {
         if !req.channel.is_empty() {
             v.check("channel", oms_kernel::parse_name(&req.channel, "channels"));
         }
+        // A node no node can be is a mistake, not an empty list.
+        if !req.node_id.is_empty() {
+            v.check("node_id", oms_kernel::check_id(&req.node_id));
+        }
         let (from, to) = oms_runtime::time::range(
             &mut v,
             "create_time",
@@ -111,10 +115,11 @@ mod tests {
             page_size: -1,
             states: vec![99],
             channel: "shopify".into(),
+            node_id: "DC 1".into(),
             ..Default::default()
         };
         let err = OrderFilter::parse(&req).unwrap_err();
         let fields: Vec<_> = err.0.iter().map(|v| v.field.as_str()).collect();
-        assert_eq!(fields, ["page_size", "states[0]", "channel"]);
+        assert_eq!(fields, ["page_size", "states[0]", "channel", "node_id"]);
     }
 }
