@@ -95,10 +95,9 @@ fn check_hello(h: &AdapterHello) -> Violations {
     if h.node_ids.len() > MAX_NODES {
         v.add("hello.node_ids", format!("at most {MAX_NODES} nodes"));
     }
+    // A node no node can be would get no command, silently.
     for (i, n) in h.node_ids.iter().enumerate() {
-        if n.trim().is_empty() {
-            v.add(format!("hello.node_ids[{i}]"), "must not be empty");
-        }
+        v.check(format!("hello.node_ids[{i}]"), oms_kernel::check_id(n));
     }
     if h.last_processed_sequence < 0 {
         v.add("hello.last_processed_sequence", "must be zero or more");

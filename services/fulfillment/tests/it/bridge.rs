@@ -305,6 +305,11 @@ async fn events_for_other_nodes_or_tenants_and_bad_hellos_are_refused() {
             "hello.node_ids"
         ]
     );
+    // A node no node can be would never get a command.
+    let err = open(&h, TENANT, hello("a", &["DC1", "DC 2"], 0))
+        .await
+        .unwrap_err();
+    assert_eq!(status::fields(&err), ["hello.node_ids[1]"]);
     let not_hello = ConnectAdapterRequest {
         message: Some(In::Heartbeat(Heartbeat::default())),
     };
