@@ -418,6 +418,7 @@ impl OrderService for OrderApi {
         let r = req.into_inner();
         let mut v = Violations::new();
         let kind = v.merge(hold_type(r.r#type)).unwrap_or_default();
+        check_reason(&mut v, &r.reason);
         call_ids(&r.request_id, &r.name, v).map_err(to_status)?;
         let hold = pb::Hold {
             r#type: kind as i32,
@@ -462,6 +463,7 @@ impl OrderService for OrderApi {
         let r = req.into_inner();
         let mut v = Violations::new();
         let kind = v.merge(hold_type(r.r#type)).unwrap_or_default();
+        check_reason(&mut v, &r.reason);
         call_ids(&r.request_id, &r.name, v).map_err(to_status)?;
         self.mutate(
             &caller,
@@ -512,6 +514,9 @@ impl OrderService for OrderApi {
     ) -> Result<Response<pb::CancelOrderResponse>, Status> {
         let caller = auth::caller(&req)?;
         let r = req.into_inner();
+        let mut v = Violations::new();
+        check_reason(&mut v, &r.reason);
+        call_ids(&r.request_id, &r.name, v).map_err(to_status)?;
         self.cancel(&caller, &r)
             .await
             .map(|o| Response::new(pb::CancelOrderResponse { order: Some(o) }))
@@ -533,6 +538,7 @@ impl OrderService for OrderApi {
                 v.add(format!("lines[{i}].quantity"), "must be positive");
             }
         }
+        check_reason(&mut v, &r.reason);
         call_ids(&r.request_id, &r.name, v).map_err(to_status)?;
         let key = r.request_id.clone();
         self.mutate(
@@ -610,12 +616,16 @@ impl OrderService for OrderApi {
     ) -> Result<Response<pb::UpdateOrderResponse>, Status> {
         let caller = auth::caller(&req)?;
         let r = req.into_inner();
+        let mut v = Violations::new();
+        check_reason(&mut v, &r.reason);
         let Some(patch) = r.order.clone() else {
-            let mut v = Violations::new();
             v.check("request_id", RequestId::parse(&r.request_id));
             v.add("order", "is required");
             return Err(to_status(v.into()));
         };
+        if !v.is_empty() {
+            call_ids(&r.request_id, &patch.name, v).map_err(to_status)?;
+        }
         let paths = r
             .update_mask
             .as_ref()
@@ -668,6 +678,7 @@ impl OrderService for OrderApi {
                 );
             }
         }
+        check_reason(&mut v, &r.reason);
         call_ids(&r.request_id, &r.name, v).map_err(to_status)?;
         self.edit_lines(&caller, &r)
             .await
@@ -843,6 +854,16 @@ fn hold_type(t: i32) -> std::result::Result<pb::HoldType, Violations> {
 /// The request id and order of a custom method's call, checked with what
 /// the caller found wrong with the rest of its body (`body`), so every bad
 /// field comes back in one answer.
+/// Longest reason a change takes: what inventory and routing keep of one
+/// (an edit's reason goes on to inventory with the units it adds).
+const MAX_REASON: usize = 500;
+
+fn check_reason(v: &mut Violations, reason: &str) {
+    if reason.len() > MAX_REASON {
+        v.add("reason", format!("must be at most {MAX_REASON} characters"));
+    }
+}
+
 fn call_ids(request_id: &str, name: &str, body: Violations) -> Result<(RequestId, Uuid)> {
     let mut v = Violations::new();
     let rid = v.check("request_id", RequestId::parse(request_id));

@@ -1,6 +1,7 @@
 use crate::*;
 use oms_proto::orders::{
-    CancelOrderLinesRequest, GetOrderRequest, OrderState, PlaceHoldRequest, UpdateOrderRequest,
+    CancelOrderLinesRequest, CancelOrderRequest, EditOrderLinesRequest, GetOrderRequest,
+    OrderState, PlaceHoldRequest, ReleaseHoldRequest, UpdateOrderRequest,
 };
 use tonic::Code;
 
@@ -190,6 +191,49 @@ async fn bad_orders_get_every_field_violation_and_store_nothing() {
         .await
         .unwrap_err();
     assert_eq!(fields(&err), ["request_id", "name", "lines"]);
+    // A reason beyond what inventory keeps of one (an edit's goes on to
+    // it), on every change that takes one.
+    let long = "r".repeat(501);
+    let c = &mut h.client;
+    let hold = PlaceHoldRequest {
+        reason: long.clone(),
+        ..Default::default()
+    };
+    let err = c.place_hold(authed("acme", hold)).await.unwrap_err();
+    assert_eq!(fields(&err), ["request_id", "name", "type", "reason"]);
+    let release = ReleaseHoldRequest {
+        reason: long.clone(),
+        ..Default::default()
+    };
+    let err = c.release_hold(authed("acme", release)).await.unwrap_err();
+    assert_eq!(fields(&err), ["request_id", "name", "type", "reason"]);
+    let cancel = CancelOrderRequest {
+        reason: long.clone(),
+        ..Default::default()
+    };
+    let err = c.cancel_order(authed("acme", cancel)).await.unwrap_err();
+    assert_eq!(fields(&err), ["request_id", "name", "reason"]);
+    let cancel = CancelOrderLinesRequest {
+        reason: long.clone(),
+        ..Default::default()
+    };
+    let err = c
+        .cancel_order_lines(authed("acme", cancel))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["request_id", "name", "lines", "reason"]);
+    let edit = EditOrderLinesRequest {
+        reason: long.clone(),
+        ..Default::default()
+    };
+    let err = c.edit_order_lines(authed("acme", edit)).await.unwrap_err();
+    assert_eq!(fields(&err), ["request_id", "name", "lines", "reason"]);
+    let update = UpdateOrderRequest {
+        reason: long.clone(),
+        ..Default::default()
+    };
+    let err = c.update_order(authed("acme", update)).await.unwrap_err();
+    assert_eq!(fields(&err), ["reason", "request_id", "order"]);
 
     let mut db = h.db.connect("orders").await;
     let stored: i64 = sqlx::query_scalar(
