@@ -141,11 +141,13 @@ async fn open<Req: prost::Message, Resp: prost::Message + Default>(
     (request, name): (&str, &str),
     method: &str,
     req: &Req,
+    body: Violations,
 ) -> Result<Open<Resp>, Status> {
     let mut v = Violations::new();
     let rid = v.check("request_id", RequestId::parse(request));
     let id = order_id("name", name).map_err(|e| v.0.extend(e.0)).ok();
-    let (Some(rid), Some(id)) = (rid, id) else {
+    v.0.extend(body.0);
+    let (Some(rid), Some(id), true) = (rid, id, v.is_empty()) else {
         return Err(invalid(v));
     };
     let mut tx = match idempotency::begin(&r.pool, DOMAIN, tenant, &rid, method, req).await? {
@@ -170,7 +172,16 @@ pub async fn release(
         rid,
         id,
         mut fo,
-    } = match open(r, tenant, key, "ReleaseFulfillmentOrder", &req).await? {
+    } = match open(
+        r,
+        tenant,
+        key,
+        "ReleaseFulfillmentOrder",
+        &req,
+        Violations::new(),
+    )
+    .await?
+    {
         Open::Replay(resp) => return Ok(resp),
         Open::Started(s) => *s,
     };
@@ -210,18 +221,27 @@ pub async fn release(
     r.finish(tx, tenant, &rid, resp).await
 }
 
+/// Longest reason a cancel takes.
+const MAX_CANCEL_REASON: usize = 1000;
+
 pub async fn cancel(
     r: &Fulfillment,
     tenant: &Tenant,
     req: CancelFulfillmentOrderRequest,
 ) -> Result<CancelFulfillmentOrderResponse, Status> {
     let key = (req.request_id.as_str(), req.name.as_str());
+    let mut v = Violations::new();
+    // Orders sends "order cancelled: " and an order's reason (at most 500).
+    if req.reason.len() > MAX_CANCEL_REASON {
+        let why = format!("must be at most {MAX_CANCEL_REASON} characters");
+        v.add("reason", why);
+    }
     let Started {
         mut tx,
         rid,
         id,
         mut fo,
-    } = match open(r, tenant, key, "CancelFulfillmentOrder", &req).await? {
+    } = match open(r, tenant, key, "CancelFulfillmentOrder", &req, v).await? {
         Open::Replay(resp) => return Ok(resp),
         Open::Started(s) => *s,
     };

@@ -93,6 +93,18 @@ async fn created_released_and_cancelled_once_per_request() {
     // Releasing again (another request) changes nothing.
     assert_eq!(h.release(TENANT, &fo.name).await.state(), S::Released);
 
+    // A reason beyond 1,000 characters is refused, and nothing is asked.
+    let too_long = CancelFulfillmentOrderRequest {
+        request_id: rid(),
+        name: fo.name.clone(),
+        reason: "r".repeat(1001),
+    };
+    let err = h
+        .client
+        .cancel_fulfillment_order(authed(TENANT, too_long))
+        .await
+        .unwrap_err();
+    assert_eq!(status::fields(&err), ["reason"]);
     // Cancelling released work asks the WMS; the state waits for its answer.
     let cancel = CancelFulfillmentOrderRequest {
         request_id: rid(),
