@@ -232,10 +232,7 @@ pub async fn cancel(
     let key = (req.request_id.as_str(), req.name.as_str());
     let mut v = Violations::new();
     // Orders sends "order cancelled: " and an order's reason (at most 500).
-    if req.reason.len() > MAX_CANCEL_REASON {
-        let why = format!("must be at most {MAX_CANCEL_REASON} characters");
-        v.add("reason", why);
-    }
+    v.at_most("reason", &req.reason, MAX_CANCEL_REASON);
     let Started {
         mut tx,
         rid,

@@ -418,7 +418,7 @@ impl OrderService for OrderApi {
         let r = req.into_inner();
         let mut v = Violations::new();
         let kind = v.merge(hold_type(r.r#type)).unwrap_or_default();
-        check_reason(&mut v, &r.reason);
+        v.at_most("reason", &r.reason, MAX_REASON);
         call_ids(&r.request_id, &r.name, v).map_err(to_status)?;
         let hold = pb::Hold {
             r#type: kind as i32,
@@ -463,7 +463,7 @@ impl OrderService for OrderApi {
         let r = req.into_inner();
         let mut v = Violations::new();
         let kind = v.merge(hold_type(r.r#type)).unwrap_or_default();
-        check_reason(&mut v, &r.reason);
+        v.at_most("reason", &r.reason, MAX_REASON);
         call_ids(&r.request_id, &r.name, v).map_err(to_status)?;
         self.mutate(
             &caller,
@@ -515,7 +515,7 @@ impl OrderService for OrderApi {
         let caller = auth::caller(&req)?;
         let r = req.into_inner();
         let mut v = Violations::new();
-        check_reason(&mut v, &r.reason);
+        v.at_most("reason", &r.reason, MAX_REASON);
         call_ids(&r.request_id, &r.name, v).map_err(to_status)?;
         self.cancel(&caller, &r)
             .await
@@ -538,7 +538,7 @@ impl OrderService for OrderApi {
                 v.add(format!("lines[{i}].quantity"), "must be positive");
             }
         }
-        check_reason(&mut v, &r.reason);
+        v.at_most("reason", &r.reason, MAX_REASON);
         call_ids(&r.request_id, &r.name, v).map_err(to_status)?;
         let key = r.request_id.clone();
         self.mutate(
@@ -617,7 +617,7 @@ impl OrderService for OrderApi {
         let caller = auth::caller(&req)?;
         let r = req.into_inner();
         let mut v = Violations::new();
-        check_reason(&mut v, &r.reason);
+        v.at_most("reason", &r.reason, MAX_REASON);
         let Some(patch) = r.order.clone() else {
             v.check("request_id", RequestId::parse(&r.request_id));
             v.add("order", "is required");
@@ -678,7 +678,7 @@ impl OrderService for OrderApi {
                 );
             }
         }
-        check_reason(&mut v, &r.reason);
+        v.at_most("reason", &r.reason, MAX_REASON);
         call_ids(&r.request_id, &r.name, v).map_err(to_status)?;
         self.edit_lines(&caller, &r)
             .await
@@ -857,12 +857,6 @@ fn hold_type(t: i32) -> std::result::Result<pb::HoldType, Violations> {
 /// Longest reason a change takes: what inventory and routing keep of one
 /// (an edit's reason goes on to inventory with the units it adds).
 const MAX_REASON: usize = 500;
-
-fn check_reason(v: &mut Violations, reason: &str) {
-    if reason.len() > MAX_REASON {
-        v.add("reason", format!("must be at most {MAX_REASON} characters"));
-    }
-}
 
 fn call_ids(request_id: &str, name: &str, body: Violations) -> Result<(RequestId, Uuid)> {
     let mut v = Violations::new();

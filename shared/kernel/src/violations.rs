@@ -38,6 +38,14 @@ impl Violations {
         });
     }
 
+    /// A violation of `field` when `text` (a reason, a reference: free text
+    /// a record keeps) is longer than `max` bytes.
+    pub fn at_most(&mut self, field: impl Into<String>, text: &str, max: usize) {
+        if text.len() > max {
+            self.add(field, format!("must be at most {max} characters"));
+        }
+    }
+
     /// Records the error of `result` under `field` and returns its value.
     pub fn check<T, E: std::fmt::Display>(
         &mut self,

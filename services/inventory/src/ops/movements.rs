@@ -299,9 +299,7 @@ pub async fn transfer(
             format!("must be at most {}", movement::MAX_UNITS),
         );
     }
-    if req.reason.len() > 500 {
-        v.add("reason", "must be at most 500 characters");
-    }
+    v.at_most("reason", &req.reason, 500);
     v.into_result(())?;
     let side = |kind: MovementKind, node: &str, q: i64| StockMovement {
         kind: kind as i32,
@@ -535,9 +533,7 @@ pub async fn list_movements(
         &req.record_time_from,
         &req.record_time_to,
     );
-    if req.reference.len() > 200 {
-        v.add("reference", "must be at most 200 characters");
-    }
+    v.at_most("reference", &req.reference, 200);
     // A filter no movement can match is a mistake, not an empty list.
     if !req.node_id.is_empty() {
         v.check("node_id", check_node_id(&req.node_id));

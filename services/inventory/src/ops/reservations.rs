@@ -158,8 +158,9 @@ struct Sent {
     /// The batch's token in the gate: what it grants or finds granted is
     /// its own to give back (see `Gate::give_back`).
     owner: String,
-    /// Reservations the gate may have granted: (tenant, id, SKUs).
-    grants: Vec<(Tenant, String, Vec<String>)>,
+    /// Tenants whose gate the batch's script may have changed: any of
+    /// their jobs may hold a grant.
+    gated: Vec<Tenant>,
     /// The commit was sent: the record may keep the grants after all.
     committing: bool,
 }
@@ -174,12 +175,12 @@ async fn try_batch(
 ) -> Result<Answers, (Option<Tenant>, Error)> {
     let mut sent = Sent {
         owner: uuid::Uuid::now_v7().to_string(),
-        grants: Vec::new(),
+        gated: Vec::new(),
         committing: false,
     };
     let written = record_batch(pool, gate, known, by_tenant, &mut sent).await;
     if written.is_err() {
-        unwind(pool, gate, sent).await;
+        unwind(pool, gate, by_tenant, sent).await;
     }
     written
 }
@@ -188,27 +189,32 @@ async fn try_batch(
 /// gate's answer came or was lost (the script may have run). Before the
 /// commit, the record keeps none of it: every grant the batch still owns
 /// is given back (another batch may have found one since and be recording
-/// it; the gate gives back only its owner's). After a failed commit the
+/// it; the gate gives back only its owner's, so a job it never granted
+/// costs a call, no more). After a failed commit the
 /// record may keep it all, and where a give-back fails the gate is
 /// unknown: the tenant's gate is dropped, so its next change rebuilds it
 /// from the record, and where Redis cannot be told even that, the sweep
 /// drops it ([`super::reconcile::recover_give_backs`]).
-async fn unwind(pool: &PgPool, gate: &Gate, sent: Sent) {
-    let mut dropped: Vec<Tenant> = Vec::new();
-    for (t, id, skus) in sent.grants {
-        if dropped.contains(&t) {
-            continue;
-        }
+async fn unwind(pool: &PgPool, gate: &Gate, by_tenant: &BTreeMap<Tenant, Vec<Job>>, sent: Sent) {
+    let mut dropped: Vec<&Tenant> = Vec::new();
+    for t in &sent.gated {
         if sent.committing {
             dropped.push(t);
-        } else if let Err(e) = gate.give_back(&t, &id, &skus, &sent.owner, now_ms()).await {
-            tracing::warn!(error = %e, tenant = %t, "a failed reservation batch could not give back its grants");
-            dropped.push(t);
+            continue;
+        }
+        for j in by_tenant.get(t).into_iter().flatten() {
+            let (id, skus) = (&j.res.id, j.res.skus());
+            let given = gate.give_back(t, id, &skus, &sent.owner, now_ms());
+            if let Err(e) = given.await {
+                tracing::warn!(error = %e, tenant = %t, "a failed reservation batch could not give back its grants");
+                dropped.push(t);
+                break;
+            }
         }
     }
     for t in dropped {
         let why = "a reservation batch failed unsure of its gate";
-        super::drop_gate_or_sweep(pool, gate, &t, why).await;
+        super::drop_gate_or_sweep(pool, gate, t, why).await;
     }
 }
 
@@ -338,10 +344,7 @@ async fn tenant_batch(
         // Granted, or (an answer lost) maybe; a gate that is not ready
         // refused before it granted anything.
         if !matches!(answer, Err(GateError::NotReady)) {
-            let ids = to_gate
-                .iter()
-                .map(|(i, it)| (tenant.clone(), it.id.clone(), jobs[*i].res.skus()));
-            sent.grants.extend(ids);
+            sent.gated.push(tenant.clone());
         }
         answer?
     };
@@ -904,7 +907,7 @@ fn at_most(
         return entries;
     }
     let mut v = entries.err().unwrap_or_default();
-    v.add(field, format!("must be at most {max} characters"));
+    v.at_most(field, text, max);
     Err(v)
 }
 

@@ -109,8 +109,17 @@ pub async fn copy_references(db: &PgPool, limit: i64) -> sqlx::Result<u64> {
     let mut ids = Vec::with_capacity(rows.len());
     let mut references = Vec::with_capacity(rows.len());
     for (id, doc) in rows {
+        // A document that does not decode has no reference to copy; as an
+        // error it would stop every later batch for good.
+        let reference = match decode::<StockMovement>(&doc) {
+            Ok(m) => m.reference,
+            Err(e) => {
+                tracing::warn!(error = %e, movement = %id, "a movement's document does not decode; no reference copied");
+                String::new()
+            }
+        };
         ids.push(id);
-        references.push(decode::<StockMovement>(&doc)?.reference);
+        references.push(reference);
     }
     sqlx::query(
         "UPDATE movements m SET reference = r.reference
