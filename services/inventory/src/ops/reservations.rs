@@ -158,15 +158,18 @@ struct Sent {
     /// The batch's token in the gate: what it grants or finds granted is
     /// its own to give back (see `Gate::give_back`).
     owner: String,
-    /// Tenants whose gate the batch's script may have changed: any of
-    /// their jobs may hold a grant.
-    gated: Vec<Tenant>,
+    /// Per tenant, the jobs (places in its part of the batch) the gate
+    /// granted afresh: grants no record but this batch's can keep.
+    fresh: Vec<(Tenant, Vec<usize>)>,
+    /// Tenants whose script's answer was lost: it may have run, granting
+    /// or taking over (EXISTS) who knows what.
+    unknown: Vec<Tenant>,
     /// The commit was sent: the record may keep the grants after all.
     committing: bool,
 }
 
-/// Writes one batch once. When it fails, nothing it may have granted is
-/// left in the gate without a record.
+/// Writes one batch once. When it fails, nothing it granted is left in
+/// the gate without a record.
 async fn try_batch(
     pool: &PgPool,
     gate: &Gate,
@@ -175,7 +178,8 @@ async fn try_batch(
 ) -> Result<Answers, (Option<Tenant>, Error)> {
     let mut sent = Sent {
         owner: uuid::Uuid::now_v7().to_string(),
-        gated: Vec::new(),
+        fresh: Vec::new(),
+        unknown: Vec::new(),
         committing: false,
     };
     let written = record_batch(pool, gate, known, by_tenant, &mut sent).await;
@@ -185,24 +189,24 @@ async fn try_batch(
     written
 }
 
-/// Undoes in the gate what a failed batch sent it, whether the
-/// gate's answer came or was lost (the script may have run). Before the
-/// commit, the record keeps none of it: every grant the batch still owns
-/// is given back (another batch may have found one since and be recording
-/// it; the gate gives back only its owner's, so a job it never granted
-/// costs a call, no more). After a failed commit the
-/// record may keep it all, and where a give-back fails the gate is
-/// unknown: the tenant's gate is dropped, so its next change rebuilds it
-/// from the record, and where Redis cannot be told even that, the sweep
-/// drops it ([`super::reconcile::recover_give_backs`]).
+/// Undoes in the gate what a failed batch did to it. Before the commit the
+/// record keeps none of the batch's fresh grants: each is given back (if
+/// the batch still owns it: another may have found it since and be
+/// recording it). A grant the batch only took over (EXISTS) is left: its
+/// record may be another batch's, committed. Where the script's answer was
+/// lost, or the commit failed (it may have taken place), or a give-back
+/// fails, the gate is unknown: the tenant's gate is dropped, so its next
+/// change rebuilds it from the record, and where Redis cannot be told even
+/// that, the sweep drops it ([`super::reconcile::recover_give_backs`]).
 async fn unwind(pool: &PgPool, gate: &Gate, by_tenant: &BTreeMap<Tenant, Vec<Job>>, sent: Sent) {
-    let mut dropped: Vec<&Tenant> = Vec::new();
-    for t in &sent.gated {
+    let mut dropped: Vec<&Tenant> = sent.unknown.iter().collect();
+    for (t, places) in &sent.fresh {
         if sent.committing {
             dropped.push(t);
             continue;
         }
-        for j in by_tenant.get(t).into_iter().flatten() {
+        let jobs = by_tenant.get(t).map(Vec::as_slice).unwrap_or_default();
+        for j in places.iter().filter_map(|i| jobs.get(*i)) {
             let (id, skus) = (&j.res.id, j.res.skus());
             let given = gate.give_back(t, id, &skus, &sent.owner, now_ms());
             if let Err(e) = given.await {
@@ -340,13 +344,25 @@ async fn tenant_batch(
     let outcomes = if items.is_empty() {
         vec![]
     } else {
-        let answer = gate.reserve(tenant, &items, &sent.owner).await;
-        // Granted, or (an answer lost) maybe; a gate that is not ready
-        // refused before it granted anything.
-        if !matches!(answer, Err(GateError::NotReady)) {
-            sent.gated.push(tenant.clone());
+        match gate.reserve(tenant, &items, &sent.owner).await {
+            Ok(outcomes) => {
+                let fresh = to_gate.iter().zip(&outcomes);
+                let fresh: Vec<usize> = fresh
+                    .filter(|(_, o)| matches!(o, ReserveOutcome::Ok))
+                    .map(|((i, _), _)| *i)
+                    .collect();
+                if !fresh.is_empty() {
+                    sent.fresh.push((tenant.clone(), fresh));
+                }
+                outcomes
+            }
+            // Refused before it changed anything.
+            Err(GateError::NotReady) => return Err(GateError::NotReady.into()),
+            Err(e) => {
+                sent.unknown.push(tenant.clone());
+                return Err(e.into());
+            }
         }
-        answer?
     };
     // (job, record, holds, expiry, what storing the record makes of it)
     let mut new_rows: Vec<(usize, Reservation, Holds, DateTime<Utc>, Grant)> = Vec::new();

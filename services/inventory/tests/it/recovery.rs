@@ -846,6 +846,46 @@ async fn with_a_replica_required_a_change_no_replica_has_is_not_made() {
     assert!(reconcile(c, "acme", true).await.drifts.is_empty());
 }
 
+/// A repeat of a recorded reservation in a batch that fails: the gate took
+/// the reservation over (EXISTS) for the batch, but its record is the
+/// first batch's, so its hold stays (given back, the units were promised
+/// twice).
+#[tokio::test]
+async fn a_failed_repeat_of_a_reservation_leaves_its_hold() {
+    let mut h = start().await;
+    stocked(&mut h, &[("S", 3)]).await;
+    reserve(&mut h.client, "acme", "r1", vec![line("S", "", 2)])
+        .await
+        .unwrap();
+    injected(
+        &h.db,
+        "INSERT ON reservations",
+        "NEW.reservation_id = 'r1'",
+        "RAISE EXCEPTION 'injected failure';",
+    )
+    .await;
+    let err = reserve(&mut h.client, "acme", "r1", vec![line("S", "", 2)])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    heal(&h.db).await;
+
+    let err = reserve(&mut h.client, "acme", "r2", vec![line("S", "", 3)])
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "INSUFFICIENT_STOCK", "{err:?}");
+    reserve(&mut h.client, "acme", "r2", vec![line("S", "", 1)])
+        .await
+        .unwrap();
+    assert_eq!(held_in_record(&h.db, "acme", "S").await, 3);
+    assert!(
+        reconcile(&mut h.client, "acme", true)
+            .await
+            .drifts
+            .is_empty()
+    );
+}
+
 /// A reservation whose gate answer is lost (Redis stalled past the
 /// client's 500 ms; the script runs later) holds nothing once Redis goes
 /// on: the failed batch's give-back follows its script on the connection.
