@@ -28,6 +28,15 @@ pub fn check_sku(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Country codes of addresses and routing rules: ISO 3166-1 alpha-2, in
+/// capitals ("DE"), as channels send them and rules compare them.
+pub fn check_country_code(s: &str) -> Result<(), String> {
+    if s.len() != 2 || !s.chars().all(|c| c.is_ascii_uppercase()) {
+        return Err("must be an ISO 3166-1 alpha-2 code such as DE".into());
+    }
+    Ok(())
+}
+
 /// A tenant id, as carried by the `tenant` claim of a caller's token:
 /// 1 to 63 characters of `a-z`, `0-9`, `-` and `_`, starting with a letter
 /// or digit. Every row of every service is keyed by it.
@@ -159,6 +168,14 @@ mod tests {
         assert!(check_id(&"a".repeat(64)).is_ok());
         for bad in ["", "DC 1", "a/b", "bad id!", &"a".repeat(65)] {
             assert!(check_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn country_code_rules() {
+        assert!(check_country_code("DE").is_ok());
+        for bad in ["", "de", "D", "DEU", "D1"] {
+            assert!(check_country_code(bad).is_err(), "{bad}");
         }
     }
 

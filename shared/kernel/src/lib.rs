@@ -9,6 +9,8 @@ mod page;
 mod violations;
 
 pub use dates::is_date;
-pub use ids::{RequestId, Tenant, check_id, check_sku, parse_name, parse_uuid_name};
+pub use ids::{
+    RequestId, Tenant, check_country_code, check_id, check_sku, parse_name, parse_uuid_name,
+};
 pub use page::{PageSize, PageToken, Paging, fingerprint};
 pub use violations::{Violation, Violations};

@@ -8,6 +8,15 @@ use std::collections::HashMap;
 /// gate's Lua numbers (doubles) lose integer precision.
 pub const MAX_UNITS: i64 = 1_000_000_000;
 
+/// What lots and serial numbers must be: printed labels, scanned.
+const LABEL_RULE: &str = "must be 1 to 100 characters, not all spaces, without control characters";
+
+/// A lot or serial number as a label prints it: kept in the record, named
+/// in answers and events, so bounded and free of control characters.
+fn is_label(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 100 && !s.chars().any(char::is_control)
+}
+
 /// How a movement changes on-hand, given the lot's current on-hand: a
 /// cycle count sets it, every other kind adds its signed quantity.
 pub fn delta(m: &StockMovement, on_hand: i64) -> i64 {
@@ -66,12 +75,8 @@ pub fn parse(m: Option<StockMovement>) -> Result<StockMovement, Violations> {
     {
         v.add("movement.reason", "is required for adjustments and damage");
     }
-    if m.reason.len() > 500 || m.reference.len() > 200 {
-        v.add(
-            "movement.reason",
-            "reason at most 500 and reference at most 200 characters",
-        );
-    }
+    v.at_most("movement.reason", &m.reason, 500);
+    v.at_most("movement.reference", &m.reference, 200);
     if !m.expiry_date.is_empty() && !oms_kernel::is_date(&m.expiry_date) {
         v.add("movement.expiry_date", "must be YYYY-MM-DD");
     }
@@ -88,11 +93,13 @@ pub fn check_tracking(
     prefix: &str,
 ) -> Violations {
     let mut v = Violations::new();
-    if item.lot_tracked && lot.is_empty() {
+    if item.lot_tracked && lot.trim().is_empty() {
         v.add(
             format!("{prefix}lot"),
             format!("{} is lot-tracked: name the lot", item.sku),
         );
+    } else if item.lot_tracked && !is_label(lot) {
+        v.add(format!("{prefix}lot"), LABEL_RULE);
     }
     if !item.lot_tracked && !lot.is_empty() {
         v.add(
@@ -116,16 +123,16 @@ pub fn check_tracking(
         );
     }
     // Other items' serial numbers are kept on the movement as they came
-    // (a WMS may report them for any item) and tracked nowhere.
-    let tracked = if item.serial_tracked { serials } else { &[] };
+    // (a WMS may report them for any item, blank ones too) and tracked
+    // nowhere, but what they say follows the same rule.
     let mut seen = std::collections::HashSet::new();
-    for (i, s) in tracked.iter().enumerate() {
-        if s.trim().is_empty() || s.len() > 100 {
-            v.add(
-                format!("{prefix}serial_numbers[{i}]"),
-                "must be 1 to 100 characters",
-            );
-        } else if !seen.insert(s) {
+    for (i, s) in serials.iter().enumerate() {
+        if !item.serial_tracked && s.is_empty() {
+            continue;
+        }
+        if s.trim().is_empty() || !is_label(s) {
+            v.add(format!("{prefix}serial_numbers[{i}]"), LABEL_RULE);
+        } else if item.serial_tracked && !seen.insert(s) {
             v.add(
                 format!("{prefix}serial_numbers[{i}]"),
                 format!("{s:?} is given twice"),

@@ -47,9 +47,23 @@ fn check_fields(v: &mut Violations, node: &Node) {
             "latitude must be within ±90 and longitude within ±180",
         );
     }
+    v.at_most("node.region", &node.region, 64);
+    if let Some(a) = &node.address
+        && !a.country_code.is_empty()
+    {
+        v.check(
+            "node.address.country_code",
+            oms_kernel::check_country_code(&a.country_code),
+        );
+    }
     for (i, t) in node.shared_with_tenants.iter().enumerate() {
         if let Err(e) = Tenant::parse(t) {
             v.add(format!("node.shared_with_tenants[{i}]"), e);
+        } else if let Some(j) = node.shared_with_tenants[..i].iter().position(|u| u == t) {
+            v.add(
+                format!("node.shared_with_tenants[{i}]"),
+                format!("repeats shared_with_tenants[{j}] ({t})"),
+            );
         }
     }
     let caps = node.capabilities.unwrap_or_default();
@@ -116,15 +130,18 @@ pub fn apply_update(current: &mut Node, patch: Node, paths: &[String]) -> Result
             ),
         }
     }
+    // Checked before the owner is dropped from the list, so that a field
+    // path names the entry as the caller sent it.
+    check_fields(&mut v, current);
     let owner = current.owner_tenant.clone();
     current.shared_with_tenants.retain(|t| *t != owner);
-    check_fields(&mut v, current);
     v.into_result(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use oms_proto::common::PostalAddress;
     use oms_proto::inventory::NodeCapabilities;
 
     fn node() -> Node {
@@ -155,6 +172,12 @@ mod tests {
             ship_from_store: true,
             ..Default::default()
         });
+        n.region = "r".repeat(65);
+        n.address = Some(PostalAddress {
+            country_code: "de".into(),
+            ..Default::default()
+        });
+        n.shared_with_tenants = vec!["globex".into(), "acme".into(), "globex".into()];
         let err = parse_new(Some(n), &Tenant::parse("acme").unwrap()).unwrap_err();
         let fields: Vec<_> = err.0.iter().map(|v| v.field.as_str()).collect();
         assert_eq!(
@@ -163,9 +186,21 @@ mod tests {
                 "node.kind",
                 "node.cutoff_local_time",
                 "node.time_zone",
+                "node.region",
+                "node.address.country_code",
+                "node.shared_with_tenants[2]",
                 "node.capabilities.ship_from_store"
             ]
         );
+        // An update names the entry as the caller sent it, owner included.
+        let mut current = node();
+        current.owner_tenant = "acme".into();
+        let patch = Node {
+            shared_with_tenants: vec!["acme".into(), "globex".into(), "globex".into()],
+            ..node()
+        };
+        let err = apply_update(&mut current, patch, &["shared_with_tenants".into()]).unwrap_err();
+        assert_eq!(err.0[0].field, "node.shared_with_tenants[2]");
     }
 
     #[test]

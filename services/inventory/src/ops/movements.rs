@@ -86,6 +86,23 @@ pub(crate) async fn apply(
             "a count that lists serial numbers lists one per unit counted",
         );
     }
+    // A count that finds units of a lot the record has none of brings the
+    // lot in, as a receipt does: without a date it would be promised for
+    // ever.
+    if kind == MovementKind::CycleCount
+        && item.expiry_tracked
+        && old == 0
+        && m.counted_quantity > 0
+        && m.expiry_date.is_empty()
+    {
+        tracking.add(
+            "expiry_date",
+            format!(
+                "{} tracks expiry: a count of a lot with no units on record gives its expiry date",
+                item.sku
+            ),
+        );
+    }
     if !tracking.is_empty() {
         return Err(tracking.into());
     }
@@ -375,6 +392,10 @@ pub async fn import(
     header: SnapshotHeader,
     rows: Vec<SnapshotRow>,
 ) -> Result<ImportStockSnapshotResponse> {
+    // The source is part of every count's reason.
+    let mut v = Violations::new();
+    v.at_most("header.source", &header.source, 200);
+    v.into_result(())?;
     let digest = SnapshotDigest {
         header: Some(header.clone()),
         rows,

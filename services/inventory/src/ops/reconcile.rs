@@ -8,6 +8,7 @@ use crate::gate::{Gate, rebuild::LiveRecord, split_hold};
 use crate::repo::{self, lock};
 use oms_kernel::Tenant;
 use oms_proto::inventory::{Drift, ReconcileRequest, ReconcileResponse};
+use oms_runtime::idempotency::{self, Claim};
 use sqlx::{PgConnection, PgPool};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -74,20 +75,25 @@ pub async fn reconcile(
     tenant: &Tenant,
     req: ReconcileRequest,
 ) -> Result<ReconcileResponse> {
-    oms_kernel::RequestId::parse(&req.request_id)
+    let rid = oms_kernel::RequestId::parse(&req.request_id)
         .map_err(|e| oms_kernel::Violations::one("request_id", e))?;
     let mut tx = inv.pool.begin().await?;
     lock::exclusive(&mut tx, tenant).await?;
+    // A repeat answers what the first run found: running again would
+    // report no drift, as the first run repaired it.
+    if let Claim::Replay(r) = idempotency::claim(&mut tx, tenant, &rid, "Reconcile", &req).await? {
+        return Ok(r);
+    }
     let trigger = (!req.dry_run).then_some("reconcile");
     let (keys_rebuilt, drifts) = rebuild(&mut tx, &inv.gate, tenant, trigger).await?;
-    tx.commit().await?;
     if !drifts.is_empty() {
         tracing::warn!(tenant = %tenant, drifts = drifts.len(), dry_run = req.dry_run, "gate drift found");
     }
-    Ok(ReconcileResponse {
+    let resp = ReconcileResponse {
         keys_rebuilt,
         drifts,
-    })
+    };
+    inv.finish(tx, tenant, &rid, resp).await
 }
 
 /// Computes the gate from the record (under the exclusive lock), compares

@@ -220,6 +220,74 @@ async fn lot_tracked_items_need_lots() {
         .unwrap()
         .into_inner();
     assert_eq!(moved.transfer_in.unwrap().expiry_date, "2027-03-01");
+    // A lot is a label: bounded, without control characters, wherever it
+    // is named.
+    for (i, lot) in ["L".repeat(101), "L\n1".into(), "  ".into()]
+        .into_iter()
+        .enumerate()
+    {
+        let err = movement(
+            c,
+            &format!("e{i}"),
+            MovementKind::Receipt,
+            "DC1",
+            "MILK",
+            |m| {
+                m.quantity = 1;
+                m.lot = lot.clone();
+                m.expiry_date = "2027-03-01".into();
+            },
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(fields(&err), ["movement.lot"], "{lot:?}");
+        let err = c
+            .transfer_stock(authed("acme", transfer(&lot, 1)))
+            .await
+            .unwrap_err();
+        assert_eq!(fields(&err), ["lot"], "{lot:?}");
+    }
+    // A count that finds a lot the record has no units of brings it in
+    // with its date, as a receipt would; a known lot keeps its own.
+    let count = |lot: &'static str, expiry: &'static str| {
+        move |m: &mut StockMovement| {
+            m.counted_quantity = 4;
+            m.lot = lot.into();
+            m.expiry_date = expiry.into();
+        }
+    };
+    let err = movement(
+        c,
+        "f",
+        MovementKind::CycleCount,
+        "DC1",
+        "MILK",
+        count("L43", ""),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(fields(&err), ["movement.expiry_date"]);
+    movement(
+        c,
+        "g",
+        MovementKind::CycleCount,
+        "DC1",
+        "MILK",
+        count("L43", "2027-04-01"),
+    )
+    .await
+    .unwrap();
+    let known = movement(
+        c,
+        "h",
+        MovementKind::CycleCount,
+        "DC1",
+        "MILK",
+        count("L42", ""),
+    )
+    .await
+    .unwrap();
+    assert_eq!(known.expiry_date, "2027-03-01");
 
     // An item not kept by lot refuses a lot, except on a shipment: a WMS
     // reports one for every item it ships, and orders records a shipment
@@ -240,6 +308,15 @@ async fn lot_tracked_items_need_lots() {
     .await
     .unwrap();
     assert_eq!((shipped.lot.as_str(), shipped.on_hand_after), ("", 2));
+    // Its serial numbers are kept as they came, blank ones too, but follow
+    // the label rule.
+    let err = movement(c, "i", MovementKind::Receipt, "DC1", "PLAIN", |m| {
+        m.quantity = 2;
+        m.serial_numbers = vec!["".into(), "S".repeat(101)];
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(fields(&err), ["movement.serial_numbers[1]"]);
 }
 
 #[tokio::test]
@@ -331,6 +408,20 @@ async fn a_snapshot_import_applies_good_rows_and_reports_bad_ones() {
         .movements
         .len();
     assert_eq!(count, 2, "receipt and one count");
+    // The source goes into every count's reason: bounded like one.
+    let long_source = vec![ImportStockSnapshotRequest {
+        part: Some(Part::Header(SnapshotHeader {
+            request_id: rid(),
+            source: "w".repeat(201),
+            count_time: None,
+        })),
+    }];
+    let err = h
+        .client
+        .import_stock_snapshot(authed("acme", tokio_stream::iter(long_source)))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["header.source"]);
 }
 
 #[tokio::test]

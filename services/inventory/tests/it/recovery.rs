@@ -146,9 +146,27 @@ async fn reconcile_reports_drift_and_repairs_it() {
     );
     redis.cli(&["HSET", &key, "n:DC1", "999"]);
 
-    let fixed = reconcile(&mut h.client, "acme", false).await;
+    let repair = ReconcileRequest {
+        request_id: rid(),
+        dry_run: false,
+    };
+    let fixed = h
+        .client
+        .reconcile(authed("acme", repair.clone()))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(fixed.drifts.len(), 1);
     assert_eq!(redis.cli(&["HGET", &key, "n:DC1"]).trim(), "5");
+    // A repeat (a caller retrying after a lost answer) is told what the
+    // first run found, not that the repaired gate has no drift.
+    let again = h
+        .client
+        .reconcile(authed("acme", repair))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again, fixed);
     // The repaired gate refuses what the record cannot give.
     let err = reserve(&mut h.client, "acme", "big", vec![line("S", "", 6)])
         .await

@@ -205,12 +205,10 @@ fn check_address(v: &mut Violations, field: &str, a: &PostalAddress) {
     if a.city.trim().is_empty() {
         v.add(format!("{field}.city"), "is required");
     }
-    if a.country_code.len() != 2 || !a.country_code.chars().all(|c| c.is_ascii_uppercase()) {
-        v.add(
-            format!("{field}.country_code"),
-            "must be an ISO 3166-1 alpha-2 code such as US",
-        );
-    }
+    v.check(
+        format!("{field}.country_code"),
+        oms_kernel::check_country_code(&a.country_code),
+    );
     if let Some(GeoPoint {
         latitude,
         longitude,

@@ -193,12 +193,10 @@ fn check_order_filter(v: &mut Violations, f: &str, of: &pb::OrderFilter) {
         }
     }
     for (i, c) in of.destination_countries.iter().enumerate() {
-        if c.len() != 2 || !c.chars().all(|c| c.is_ascii_uppercase()) {
-            v.add(
-                format!("{f}.destination_countries[{i}]"),
-                "must be an ISO 3166-1 alpha-2 code (\"DE\")",
-            );
-        }
+        v.check(
+            format!("{f}.destination_countries[{i}]"),
+            oms_kernel::check_country_code(c),
+        );
     }
     for (i, r) in of.destination_regions.iter().enumerate() {
         if r.trim().is_empty() {
