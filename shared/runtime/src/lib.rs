@@ -3,12 +3,13 @@
 //! A service's `main.rs` is one call to [`service_main`]; its `lib.rs`
 //! exposes `run(config, listener, shutdown)` and uses the pieces here: the
 //! gRPC [`server`] bootstrap (health, reflection, layers, drain), [`auth`]
-//! (bearer JWT, tenant from the token), [`db`] (its own schema, migrations),
+//! (bearer JWT, tenant from the token), [`address`] checks, [`db`] (its own schema, migrations),
 //! [`batch`] (many requests, one round trip: group commit),
 //! [`redis`], [`idempotency`], the [`outbox`] feed, the [`retention`] of
 //! both, and [`status`] helpers that turn domain errors into rich gRPC
 //! errors.
 
+pub mod address;
 pub mod auth;
 pub mod batch;
 pub mod client;

@@ -39,23 +39,10 @@ fn check_fields(v: &mut Violations, node: &Node) {
             "must be an IANA time zone such as Europe/Berlin or UTC",
         );
     }
-    if let Some(geo) = node.address.as_ref().and_then(|a| a.geo.as_ref())
-        && (!(-90.0..=90.0).contains(&geo.latitude) || !(-180.0..=180.0).contains(&geo.longitude))
-    {
-        v.add(
-            "node.address.geo",
-            "latitude must be within ±90 and longitude within ±180",
-        );
+    if let Some(a) = &node.address {
+        oms_runtime::address::check_form(v, "node.address", a);
     }
     v.at_most("node.region", &node.region, 64);
-    if let Some(a) = &node.address
-        && !a.country_code.is_empty()
-    {
-        v.check(
-            "node.address.country_code",
-            oms_kernel::check_country_code(&a.country_code),
-        );
-    }
     for (i, t) in node.shared_with_tenants.iter().enumerate() {
         if let Err(e) = Tenant::parse(t) {
             v.add(format!("node.shared_with_tenants[{i}]"), e);
@@ -186,8 +173,8 @@ mod tests {
                 "node.kind",
                 "node.cutoff_local_time",
                 "node.time_zone",
-                "node.region",
                 "node.address.country_code",
+                "node.region",
                 "node.shared_with_tenants[2]",
                 "node.capabilities.ship_from_store"
             ]

@@ -1,6 +1,6 @@
 use chrono::{DateTime, Utc};
 use oms_kernel::Violations;
-use oms_proto::common::{DeliveryMethod, GeoPoint, Money, PostalAddress, ServiceLevel};
+use oms_proto::common::{DeliveryMethod, Money, PostalAddress, ServiceLevel};
 use oms_proto::orders::{Order, OrderLine, OrderTotals};
 use oms_runtime::time::from_timestamp;
 use std::collections::HashSet;
@@ -18,6 +18,11 @@ pub struct NewOrder {
     pub order_time: Option<DateTime<Utc>>,
     pub promise_time: Option<DateTime<Utc>>,
 }
+
+/// Longest text of a customer field, as of an address field.
+const MAX_TEXT: usize = oms_runtime::address::MAX_TEXT;
+/// Longest line title (marketplaces allow a few hundred characters).
+const MAX_TITLE: usize = 1000;
 
 impl NewOrder {
     /// Parses the `order` of a CreateOrder request; field paths in the
@@ -65,6 +70,8 @@ impl NewOrder {
             // As inventory holds items: an order it could never place is
             // refused here, not put on hold after.
             v.check(f("sku"), oms_kernel::check_sku(&line.sku));
+            v.at_most(f("channel_sku"), &line.channel_sku, 255);
+            v.at_most(f("title"), &line.title, MAX_TITLE);
             if line.quantity <= 0 {
                 v.add(f("quantity"), "must be positive");
             } else if line.quantity > MAX_QUANTITY {
@@ -107,6 +114,16 @@ impl NewOrder {
         }
         if o.delivery_method == DeliveryMethod::Pickup as i32 && o.pickup_node_id.is_empty() {
             v.add("order.pickup_node_id", "is required for pickup orders");
+        }
+        if let Some(c) = &o.customer {
+            for (name, text) in [
+                ("customer_id", &c.customer_id),
+                ("name", &c.name),
+                ("email", &c.email),
+                ("phone", &c.phone),
+            ] {
+                v.at_most(format!("order.customer.{name}"), text, MAX_TEXT);
+            }
         }
         if ServiceLevel::try_from(o.service_level).is_err() {
             v.add("order.service_level", "unknown service level");
@@ -205,21 +222,10 @@ fn check_address(v: &mut Violations, field: &str, a: &PostalAddress) {
     if a.city.trim().is_empty() {
         v.add(format!("{field}.city"), "is required");
     }
-    v.check(
-        format!("{field}.country_code"),
-        oms_kernel::check_country_code(&a.country_code),
-    );
-    if let Some(GeoPoint {
-        latitude,
-        longitude,
-    }) = a.geo
-        && (!(-90.0..=90.0).contains(&latitude) || !(-180.0..=180.0).contains(&longitude))
-    {
-        v.add(
-            format!("{field}.geo"),
-            "latitude must be within ±90 and longitude within ±180",
-        );
+    if a.country_code.is_empty() {
+        v.add(format!("{field}.country_code"), "is required");
     }
+    oms_runtime::address::check_form(v, field, a);
 }
 
 fn time(
@@ -348,6 +354,40 @@ mod tests {
             let fields: Vec<_> = err.0.iter().map(|v| v.field.as_str()).collect();
             assert_eq!(fields, ["order.lines[0].sku"], "{bad}");
         }
+    }
+
+    #[test]
+    fn free_text_is_bounded() {
+        let long = "x".repeat(501);
+        let mut o = valid();
+        o.lines[0].title = "t".repeat(1001);
+        o.lines[0].channel_sku = "c".repeat(256);
+        let a = o.ship_to.as_mut().unwrap();
+        a.lines = vec!["1 Main St".into(); 11];
+        a.lines[1] = long.clone();
+        a.postal_code = long.clone();
+        o.customer = Some(oms_proto::orders::Customer {
+            email: long.clone(),
+            ..Default::default()
+        });
+        let err = NewOrder::parse(Some(o)).unwrap_err();
+        let fields: Vec<_> = err.0.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "order.lines[0].channel_sku",
+                "order.lines[0].title",
+                "order.ship_to.lines",
+                "order.ship_to.lines[1]",
+                "order.ship_to.postal_code",
+                "order.customer.email",
+            ]
+        );
+        // As long as allowed is accepted.
+        let mut o = valid();
+        o.lines[0].title = "t".repeat(1000);
+        o.ship_to.as_mut().unwrap().city = "x".repeat(500);
+        assert!(NewOrder::parse(Some(o)).is_ok());
     }
 
     #[test]
