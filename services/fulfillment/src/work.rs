@@ -44,6 +44,11 @@ fn check_new(fo: &FulfillmentOrder) -> Violations {
             parse_name(&fo.reservation, "reservations"),
         );
     }
+    // Sent on to the warehouse as orders has it: the same form.
+    if let Some(a) = &fo.ship_to {
+        oms_runtime::address::check_form(&mut v, &format!("{f}.ship_to"), a);
+    }
+    v.at_most(format!("{f}.carrier_service"), &fo.carrier_service, 100);
     if fo.lines.is_empty() {
         v.add(format!("{f}.lines"), "at least one line is required");
     }
@@ -55,6 +60,9 @@ fn check_new(fo: &FulfillmentOrder) -> Violations {
         let lf = format!("{f}.lines[{i}]");
         if l.line_id.trim().is_empty() {
             v.add(format!("{lf}.line_id"), "required");
+        } else if l.line_id.len() > 64 {
+            // An order line's limit.
+            v.add(format!("{lf}.line_id"), "must be at most 64 characters");
         } else if !ids.insert(l.line_id.as_str()) {
             v.add(format!("{lf}.line_id"), "duplicate line id");
         }

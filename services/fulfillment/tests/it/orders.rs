@@ -13,6 +13,13 @@ async fn bad_fulfillment_orders_get_every_field_violation() {
     fo.node_id = "DC 1".into();
     fo.lines[1].quantity_shipped = 1;
     fo.lines[1].min_expiry_date = "2027-1-5".into();
+    fo.lines[2].line_id = "L".repeat(65);
+    fo.carrier_service = "c".repeat(101);
+    fo.ship_to = Some(oms_proto::common::PostalAddress {
+        city: "x".repeat(501),
+        country_code: "de".into(),
+        ..Default::default()
+    });
     let err = h
         .client
         .create_fulfillment_order(authed(
@@ -30,15 +37,19 @@ async fn bad_fulfillment_orders_get_every_field_violation() {
     assert_eq!(
         fields,
         [
+            "fulfillment_order.carrier_service",
             "fulfillment_order.lines[0].quantity",
             "fulfillment_order.lines[0].sku",
             "fulfillment_order.lines[1].line_id",
             "fulfillment_order.lines[1].min_expiry_date",
             "fulfillment_order.lines[1].quantity_shipped",
+            "fulfillment_order.lines[2].line_id",
             "fulfillment_order.lines[2].quantity",
             "fulfillment_order.lines[2].sku",
             "fulfillment_order.node_id",
             "fulfillment_order.order",
+            "fulfillment_order.ship_to.city",
+            "fulfillment_order.ship_to.country_code",
             "request_id",
         ]
     );
