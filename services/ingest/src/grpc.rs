@@ -84,16 +84,10 @@ fn check_channel(v: &mut Violations, c: &Channel, secret: &str) {
         }
         v.check(format!("channel.sku_mappings[{i}].sku"), check_sku(&m.sku));
     }
-    let mut named: HashMap<&str, usize> = HashMap::new();
     for (i, n) in c.default_node_ids.iter().enumerate() {
         v.check(format!("channel.default_node_ids[{i}]"), check_id(n));
-        if let Some(j) = named.insert(n, i) {
-            v.add(
-                format!("channel.default_node_ids[{i}]"),
-                format!("repeats default_node_ids[{j}]"),
-            );
-        }
     }
+    v.no_repeats("channel.default_node_ids", &c.default_node_ids);
 }
 
 /// Longest channel SKU a mapping takes (a marketplace's variant ids are

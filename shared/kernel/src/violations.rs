@@ -46,6 +46,26 @@ impl Violations {
         }
     }
 
+    /// A violation of `field[i]` for each entry of a list that repeats an
+    /// earlier one, naming where it came first: a list that means a set
+    /// (node ids, tenants, countries) says each member once.
+    pub fn no_repeats<S: AsRef<str>>(&mut self, field: &str, items: &[S]) {
+        let list = field.rsplit('.').next().unwrap_or(field);
+        // First position of each entry (a map: a list may be long).
+        let mut first = std::collections::HashMap::new();
+        for (i, s) in items.iter().enumerate() {
+            let s = s.as_ref();
+            if let Some(j) = first.get(s) {
+                self.add(
+                    format!("{field}[{i}]"),
+                    format!("repeats {list}[{j}] ({s})"),
+                );
+            } else {
+                first.insert(s, i);
+            }
+        }
+    }
+
     /// Records the error of `result` under `field` and returns its value.
     pub fn check<T, E: std::fmt::Display>(
         &mut self,

@@ -46,13 +46,9 @@ fn check_fields(v: &mut Violations, node: &Node) {
     for (i, t) in node.shared_with_tenants.iter().enumerate() {
         if let Err(e) = Tenant::parse(t) {
             v.add(format!("node.shared_with_tenants[{i}]"), e);
-        } else if let Some(j) = node.shared_with_tenants[..i].iter().position(|u| u == t) {
-            v.add(
-                format!("node.shared_with_tenants[{i}]"),
-                format!("repeats shared_with_tenants[{j}] ({t})"),
-            );
         }
     }
+    v.no_repeats("node.shared_with_tenants", &node.shared_with_tenants);
     let caps = node.capabilities.unwrap_or_default();
     if caps.ship_from_store && NodeKind::try_from(node.kind) != Ok(NodeKind::Store) {
         v.add(

@@ -824,19 +824,10 @@ pub async fn set_channel_rule(
         "rule.channel",
         oms_kernel::parse_name(&rule.channel, "channels"),
     );
-    // First position of each node (a map: a pool may be long).
-    let mut first = std::collections::HashMap::new();
     for (i, n) in rule.node_ids.iter().enumerate() {
         v.check(format!("rule.node_ids[{i}]"), check_node_id(n));
-        if let Some(at) = first.get(n) {
-            v.add(
-                format!("rule.node_ids[{i}]"),
-                format!("repeats node_ids[{at}] ({n})"),
-            );
-        } else {
-            first.insert(n, i);
-        }
     }
+    v.no_repeats("rule.node_ids", &rule.node_ids);
     match rule.buffer {
         Some(channel_rule::Buffer::BufferPercent(p)) if !(0..=100).contains(&p) => {
             v.add("rule.buffer_percent", "must be 0 to 100")

@@ -135,6 +135,7 @@ pub fn validate(rs: &pb::RuleSet, prefix: &str) -> Violations {
         } else if !ids.insert(r.rule_id.as_str()) {
             v.add(format!("{f}.rule_id"), "duplicate rule id in this rule set");
         }
+        v.at_most(format!("{f}.display_name"), &r.display_name, 200);
         let of = r.order_filter.clone().unwrap_or_default();
         check_order_filter(&mut v, &format!("{f}.order_filter"), &of);
         check_node_filter(
@@ -202,7 +203,19 @@ fn check_order_filter(v: &mut Violations, f: &str, of: &pb::OrderFilter) {
         if r.trim().is_empty() {
             v.add(format!("{f}.destination_regions[{i}]"), "must not be empty");
         }
+        // An address's region is at most as long.
+        v.at_most(
+            format!("{f}.destination_regions[{i}]"),
+            r,
+            oms_runtime::address::MAX_TEXT,
+        );
     }
+    v.no_repeats(&format!("{f}.channels"), &of.channels);
+    v.no_repeats(
+        &format!("{f}.destination_countries"),
+        &of.destination_countries,
+    );
+    v.no_repeats(&format!("{f}.destination_regions"), &of.destination_regions);
 }
 
 fn check_node_filter(v: &mut Violations, f: &str, nf: &pb::NodeFilter) {
@@ -224,6 +237,8 @@ fn check_node_filter(v: &mut Violations, f: &str, nf: &pb::NodeFilter) {
         if r.trim().is_empty() {
             v.add(format!("{f}.regions[{i}]"), "must not be empty");
         }
+        // A node's region is at most as long.
+        v.at_most(format!("{f}.regions[{i}]"), r, 64);
     }
     for (i, n) in nf.exclude_node_ids.iter().enumerate() {
         v.check(
@@ -231,6 +246,8 @@ fn check_node_filter(v: &mut Violations, f: &str, nf: &pb::NodeFilter) {
             oms_kernel::check_id(n),
         );
     }
+    v.no_repeats(&format!("{f}.regions"), &nf.regions);
+    v.no_repeats(&format!("{f}.exclude_node_ids"), &nf.exclude_node_ids);
     let kinds: Vec<NodeKind> = nf.kinds.iter().filter_map(|k| known(*k)).collect();
     if nf.require_ship_from_store && !kinds.is_empty() && !kinds.contains(&NodeKind::Store) {
         v.add(
@@ -479,5 +496,41 @@ mod tests {
             "rule_set",
         );
         assert_eq!(fields(&v), ["rule_set.rules[0].ranking[1].criterion"]);
+    }
+
+    #[test]
+    fn filters_are_sets_of_bounded_values() {
+        let mut r = rule("a");
+        r.display_name = "d".repeat(201);
+        r.order_filter = Some(pb::OrderFilter {
+            channels: vec!["channels/web".into(), "channels/web".into()],
+            destination_countries: vec!["DE".into(), "AT".into(), "DE".into()],
+            destination_regions: vec!["r".repeat(501)],
+            ..Default::default()
+        });
+        r.node_filter = Some(pb::NodeFilter {
+            regions: vec!["r".repeat(65)],
+            exclude_node_ids: vec!["DC1".into(), "DC1".into()],
+            ..Default::default()
+        });
+        let v = validate(
+            &pb::RuleSet {
+                rules: vec![r],
+                ..Default::default()
+            },
+            "rule_set",
+        );
+        assert_eq!(
+            fields(&v),
+            [
+                "rule_set.rules[0].display_name",
+                "rule_set.rules[0].order_filter.destination_regions[0]",
+                "rule_set.rules[0].order_filter.channels[1]",
+                "rule_set.rules[0].order_filter.destination_countries[2]",
+                "rule_set.rules[0].node_filter.regions[0]",
+                "rule_set.rules[0].node_filter.exclude_node_ids[1]",
+            ]
+        );
+        assert_eq!(v.0[3].description, "repeats destination_countries[0] (DE)");
     }
 }
