@@ -51,13 +51,9 @@ pub fn order(o: &RoutingOrder, prefix: &str) -> Result<Order, Violations> {
         lat: g.latitude,
         lon: g.longitude,
     });
-    if let Some(g) = geo
-        && (!(-90.0..=90.0).contains(&g.lat) || !(-180.0..=180.0).contains(&g.lon))
-    {
-        v.add(
-            format!("{prefix}.ship_to.geo"),
-            "latitude -90..90 and longitude -180..180",
-        );
+    // As orders has it: a country code "de" would match no rule's "DE".
+    if let Some(a) = &o.ship_to {
+        oms_runtime::address::check_form(&mut v, &format!("{prefix}.ship_to"), a);
     }
     let mut skus: Vec<String> = Vec::new();
     let mut ids = BTreeSet::new();
@@ -67,6 +63,9 @@ pub fn order(o: &RoutingOrder, prefix: &str) -> Result<Order, Violations> {
         let f = format!("{prefix}.lines[{i}]");
         if l.line_id.is_empty() {
             v.add(format!("{f}.line_id"), "required");
+        } else if l.line_id.len() > 64 {
+            // An order line's limit.
+            v.add(format!("{f}.line_id"), "must be at most 64 characters");
         } else if !ids.insert(l.line_id.as_str()) {
             v.add(format!("{f}.line_id"), "duplicate line id");
         }

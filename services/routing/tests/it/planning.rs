@@ -140,6 +140,20 @@ async fn bad_orders_get_field_violations_and_short_stock_a_plan_that_says_why() 
     odd_store.delivery_method = DeliveryMethod::Pickup as i32;
     odd_store.pickup_node_id = "ST 1".into();
     assert_eq!(refused(rid(), odd_store).await, ["order.pickup_node_id"]);
+    // A ship-to as orders would refuse it: "de" matched no rule's "DE".
+    let mut odd_address = order("o-2", &[("MUG", 1)]);
+    odd_address.lines[0].line_id = "L".repeat(65);
+    let to = odd_address.ship_to.get_or_insert_default();
+    to.country_code = "de".into();
+    to.city = "x".repeat(501);
+    assert_eq!(
+        refused(rid(), odd_address).await,
+        [
+            "order.ship_to.city",
+            "order.ship_to.country_code",
+            "order.lines[0].line_id"
+        ]
+    );
     let err = h
         .client
         .release_decision(authed(
