@@ -48,6 +48,11 @@ fn check_asn(a: &AdvanceShippingNotice) -> Violations {
     for (i, l) in a.lines.iter().enumerate() {
         // Inventory's rule: its receipt is recorded there.
         v.check(format!("asn.lines[{i}].sku"), oms_kernel::check_sku(&l.sku));
+        // Inventory's rule too: the lot is named on the receipt.
+        if !l.lot.is_empty() {
+            let label = oms_kernel::check_label(&l.lot);
+            v.check(format!("asn.lines[{i}].lot"), label);
+        }
         if l.quantity <= 0 {
             v.add(format!("asn.lines[{i}].quantity"), "must be positive");
         } else if l.quantity > MAX_UNITS {

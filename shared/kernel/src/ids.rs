@@ -28,6 +28,18 @@ pub fn check_sku(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Lots and serial numbers, as a label prints them and a scanner reads
+/// them: 1-100 characters, not all spaces, without control characters
+/// (records keep them, answers and events name them).
+pub fn check_label(s: &str) -> Result<(), String> {
+    if s.trim().is_empty() || s.len() > 100 || s.chars().any(char::is_control) {
+        return Err(
+            "must be 1 to 100 characters, not all spaces, without control characters".into(),
+        );
+    }
+    Ok(())
+}
+
 /// Country codes of addresses and routing rules: ISO 3166-1 alpha-2, in
 /// capitals ("DE"), as channels send them and rules compare them.
 pub fn check_country_code(s: &str) -> Result<(), String> {
@@ -168,6 +180,14 @@ mod tests {
         assert!(check_id(&"a".repeat(64)).is_ok());
         for bad in ["", "DC 1", "a/b", "bad id!", &"a".repeat(65)] {
             assert!(check_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn label_rules() {
+        assert!(check_label("LOT 2026/05-A").is_ok());
+        for bad in ["", "  ", "L\n1", &"L".repeat(101)] {
+            assert!(check_label(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -10,7 +10,8 @@ mod violations;
 
 pub use dates::is_date;
 pub use ids::{
-    RequestId, Tenant, check_country_code, check_id, check_sku, parse_name, parse_uuid_name,
+    RequestId, Tenant, check_country_code, check_id, check_label, check_sku, parse_name,
+    parse_uuid_name,
 };
 pub use page::{PageSize, PageToken, Paging, fingerprint};
 pub use violations::{Violation, Violations};

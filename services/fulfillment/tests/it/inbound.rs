@@ -82,7 +82,14 @@ async fn receipts_against_a_notice_are_recorded_once_with_their_discrepancies() 
             CreateAdvanceShippingNoticeRequest {
                 request_id: rid(),
                 asn: Some(AdvanceShippingNotice {
-                    lines: vec![expected("", 0), expected("a/b", 1)],
+                    lines: vec![
+                        expected("", 0),
+                        expected("a/b", 1),
+                        ExpectedLine {
+                            lot: "L".repeat(101),
+                            ..expected("A", 1)
+                        },
+                    ],
                     ..Default::default()
                 }),
             },
@@ -96,7 +103,8 @@ async fn receipts_against_a_notice_are_recorded_once_with_their_discrepancies() 
             "asn.node_id",
             "asn.lines[0].sku",
             "asn.lines[0].quantity",
-            "asn.lines[1].sku"
+            "asn.lines[1].sku",
+            "asn.lines[2].lot"
         ]
     );
 

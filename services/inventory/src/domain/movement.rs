@@ -8,15 +8,6 @@ use std::collections::HashMap;
 /// gate's Lua numbers (doubles) lose integer precision.
 pub const MAX_UNITS: i64 = 1_000_000_000;
 
-/// What lots and serial numbers must be: printed labels, scanned.
-const LABEL_RULE: &str = "must be 1 to 100 characters, not all spaces, without control characters";
-
-/// A lot or serial number as a label prints it: kept in the record, named
-/// in answers and events, so bounded and free of control characters.
-fn is_label(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 100 && !s.chars().any(char::is_control)
-}
-
 /// How a movement changes on-hand, given the lot's current on-hand: a
 /// cycle count sets it, every other kind adds its signed quantity.
 pub fn delta(m: &StockMovement, on_hand: i64) -> i64 {
@@ -98,8 +89,8 @@ pub fn check_tracking(
             format!("{prefix}lot"),
             format!("{} is lot-tracked: name the lot", item.sku),
         );
-    } else if item.lot_tracked && !is_label(lot) {
-        v.add(format!("{prefix}lot"), LABEL_RULE);
+    } else if item.lot_tracked {
+        v.check(format!("{prefix}lot"), oms_kernel::check_label(lot));
     }
     if !item.lot_tracked && !lot.is_empty() {
         v.add(
@@ -130,8 +121,9 @@ pub fn check_tracking(
         if !item.serial_tracked && s.is_empty() {
             continue;
         }
-        if s.trim().is_empty() || !is_label(s) {
-            v.add(format!("{prefix}serial_numbers[{i}]"), LABEL_RULE);
+        let label = oms_kernel::check_label(s);
+        if label.is_err() {
+            v.check(format!("{prefix}serial_numbers[{i}]"), label);
         } else if item.serial_tracked && !seen.insert(s) {
             v.add(
                 format!("{prefix}serial_numbers[{i}]"),
