@@ -14,6 +14,7 @@ use crate::gate::{
 use crate::metrics::Api;
 use crate::repo::{self, lock, reservations::NewRow};
 use chrono::{DateTime, Utc};
+use futures::future::join_all;
 use oms_kernel::{Paging, RequestId, Tenant, Violations, parse_name};
 use oms_proto::inventory::{channel_rule::Buffer, *};
 use oms_runtime::{
@@ -206,14 +207,22 @@ async fn unwind(pool: &PgPool, gate: &Gate, by_tenant: &BTreeMap<Tenant, Vec<Job
             continue;
         }
         let jobs = by_tenant.get(t).map(Vec::as_slice).unwrap_or_default();
-        for j in places.iter().filter_map(|i| jobs.get(*i)) {
-            let (id, skus) = (&j.res.id, j.res.skus());
-            let given = gate.give_back(t, id, &skus, &sent.owner, now_ms());
-            if let Err(e) = given.await {
-                tracing::warn!(error = %e, tenant = %t, "a failed reservation batch could not give back its grants");
-                dropped.push(t);
-                break;
-            }
+        // All at once: the client pipelines them, so a failed batch of 256
+        // waits about one round trip, not 256.
+        let (now, owner) = (now_ms(), &sent.owner);
+        let given = join_all(
+            places
+                .iter()
+                .filter_map(|i| jobs.get(*i))
+                .map(|j| async move {
+                    let skus = j.res.skus();
+                    gate.give_back(t, &j.res.id, &skus, owner, now).await
+                }),
+        )
+        .await;
+        if let Some(Err(e)) = given.into_iter().find(Result::is_err) {
+            tracing::warn!(error = %e, tenant = %t, "a failed reservation batch could not give back its grants");
+            dropped.push(t);
         }
     }
     for t in dropped {
