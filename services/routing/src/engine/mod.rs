@@ -38,10 +38,12 @@ fn mismatch(rule: &Rule, order: &Order) -> Option<String> {
             order.service_level.as_str_name()
         ));
     }
-    if order.priority < rule.min_priority {
+    if let Some(min) = rule.min_priority
+        && order.priority < min
+    {
         return Some(format!(
-            "priority {} is below the rule's minimum {}",
-            order.priority, rule.min_priority
+            "priority {} is below the rule's minimum {min}",
+            order.priority
         ));
     }
     if !rule.countries.is_empty() && !rule.countries.contains(&order.country) {

@@ -16,7 +16,7 @@ pub struct Rule {
     pub channels: Vec<String>,
     pub delivery_methods: Vec<DeliveryMethod>,
     pub service_levels: Vec<ServiceLevel>,
-    pub min_priority: i32,
+    pub min_priority: Option<i32>,
     pub countries: Vec<String>,
     pub regions: Vec<String>,
     pub nodes: NodeFilter,

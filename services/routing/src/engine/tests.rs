@@ -263,6 +263,31 @@ fn order_filters_pick_the_rule() {
 }
 
 #[test]
+fn a_rule_without_a_minimum_priority_takes_orders_below_normal() {
+    let mut o = order(&[("A", 1)]);
+    o.priority = -5;
+    let w = World::new(&o, &[("A", "DC-BER", 5)]);
+    // Before 2026-12-03 an unset minimum read as 0: the built-in default
+    // refused every order below normal priority, which then never routed.
+    let d = w.decide(&rules::compile(&rules::builtin_default()), &o);
+    assert_eq!(placed(&d), [("1".into(), "DC-BER".into(), 1)]);
+    let mut normal = rule("normal-or-higher");
+    normal.order_filter = Some(pb::OrderFilter {
+        min_priority: Some(0),
+        ..Default::default()
+    });
+    let d = w.decide(&compile(vec![normal, rule("rest")]), &o);
+    let rules = &d.explanation.as_ref().unwrap().rules;
+    assert!(
+        rules[0]
+            .reason
+            .contains("priority -5 is below the rule's minimum 0"),
+        "{rules:?}"
+    );
+    assert_eq!(d.rule_id, "rest");
+}
+
+#[test]
 fn no_split_with_partial_backorder_ships_the_most_from_one_node() {
     let o = order(&[("A", 2), ("B", 2)]);
     let w = World::new(&o, &[("A", "DC-BER", 2), ("B", "DC-HAM", 2)]);
