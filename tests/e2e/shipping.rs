@@ -631,7 +631,9 @@ async fn an_order_whose_release_may_be_at_the_node_keeps_its_lines() {
         .order
         .unwrap();
     assert_eq!(released.lines[0].quantity, 2);
-    assert_eq!(work_of(&suite, &order.name).await.len(), 1);
+    let work = work_of(&suite, &order.name).await;
+    assert_eq!(work.len(), 1);
+    assert_eq!(work[0].carrier_service, "", "no service level, none asked");
     let marks: i64 = sqlx::query_scalar("SELECT count(*) FROM saga_steps WHERE step = 'in-doubt'")
         .fetch_one(&mut db)
         .await

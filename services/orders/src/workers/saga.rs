@@ -968,6 +968,20 @@ impl Saga {
 
 /// Whether `fo` is still work a node could give up (not shipped, nor
 /// already ended).
+/// The carrier service a node is asked for: the order's service level
+/// ("next_day"), or none (the node's default) when the order named none.
+/// Before 2026-12-03 it was the enum's name ("service_level_unspecified").
+fn carrier_service(level: i32) -> String {
+    use oms_proto::common::ServiceLevel;
+    match ServiceLevel::try_from(level) {
+        Ok(ServiceLevel::Unspecified) | Err(_) => String::new(),
+        Ok(l) => l
+            .as_str_name()
+            .trim_start_matches("SERVICE_LEVEL_")
+            .to_lowercase(),
+    }
+}
+
 pub fn open_work(fo: &FulfillmentOrder) -> bool {
     !matches!(
         fo.state(),
@@ -1154,12 +1168,7 @@ pub(crate) fn fulfillment_orders(
                             order: o.name.clone(),
                             node_id: src.node_id.clone(),
                             ship_to: o.ship_to.clone(),
-                            carrier_service: oms_proto::common::ServiceLevel::try_from(
-                                o.service_level,
-                            )
-                            .unwrap_or_default()
-                            .as_str_name()
-                            .to_lowercase(),
+                            carrier_service: carrier_service(o.service_level),
                             ship_by_time: o.promise_time,
                             decision: o.routing_decision.clone(),
                             reservation: format!("reservations/{reservation}"),
@@ -1384,7 +1393,16 @@ pub fn release_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use oms_proto::common::ServiceLevel;
     use oms_proto::orders::{LineSourcing, Order, OrderLine};
+
+    #[test]
+    fn a_node_is_asked_for_the_service_level_or_none() {
+        assert_eq!(carrier_service(ServiceLevel::NextDay as i32), "next_day");
+        assert_eq!(carrier_service(ServiceLevel::Standard as i32), "standard");
+        assert_eq!(carrier_service(ServiceLevel::Unspecified as i32), "");
+        assert_eq!(carrier_service(99), "");
+    }
 
     #[test]
     fn each_fulfillment_line_ships_from_lots_its_allocation_allows() {
