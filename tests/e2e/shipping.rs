@@ -1052,6 +1052,99 @@ async fn goods_announced_by_a_notice_are_received_by_the_warehouse_and_become_st
     assert!(got.discrepancies.is_empty(), "{:?}", got.discrepancies);
 }
 
+/// A receipt line inventory refuses (a SKU it does not know) leaves the
+/// receipt's other lines posted, before and after it; the refusal is kept
+/// on the receipt. Before, the lines after it were never posted.
+#[tokio::test]
+async fn a_receipt_line_inventory_refuses_keeps_no_other_line_out_of_stock() {
+    use oms_proto::fulfillment::{self as ful, connect_adapter_request::Message as In};
+    let suite = Suite::start().await;
+    let mut stock = suite.stock(T, &[("A", 1), ("B", 1)]).await;
+    let mut work = FulfillmentServiceClient::new(suite.channel(Service::Fulfillment));
+    let asn = work
+        .create_advance_shipping_notice(authed(
+            T,
+            ful::CreateAdvanceShippingNoticeRequest {
+                request_id: "asn-2".into(),
+                asn: Some(ful::AdvanceShippingNotice {
+                    node_id: "DC1".into(),
+                    lines: vec![ful::ExpectedLine {
+                        sku: "A".into(),
+                        quantity: 2,
+                        lot: String::new(),
+                    }],
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .asn
+        .unwrap();
+    // An adapter of DC1 reports what arrived: A, an unknown SKU, then B.
+    let line = |sku: &str, quantity| ful::ReceivedLine {
+        sku: sku.into(),
+        quantity,
+        ..Default::default()
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let hello = ful::AdapterHello {
+        adapter_id: "manual".into(),
+        node_ids: vec!["DC1".into()],
+        ..Default::default()
+    };
+    let receipt = ful::Receipt {
+        receipt_id: "rc-1".into(),
+        asn: asn.name.clone(),
+        node_id: "DC1".into(),
+        lines: vec![line("A", 2), line("NOPE", 1), line("B", 3)],
+        ..Default::default()
+    };
+    for m in [
+        In::Hello(hello),
+        In::Receipt(ful::ReceiptReported {
+            event_id: "ev-1".into(),
+            receipt: Some(receipt),
+        }),
+    ] {
+        tx.send(ful::ConnectAdapterRequest { message: Some(m) })
+            .await
+            .unwrap();
+    }
+    let _session = work
+        .connect_adapter(authed(T, tokio_stream::wrappers::ReceiverStream::new(rx)))
+        .await
+        .unwrap();
+    let mut db = suite.db.connect("fulfillment").await;
+    wait_for(
+        &mut db,
+        "SELECT count(*) FROM receipts WHERE post_time IS NOT NULL",
+        1,
+    )
+    .await;
+    assert_eq!(on_hand(&mut stock, "A").await, [("DC1".to_string(), 3)]);
+    assert_eq!(on_hand(&mut stock, "B").await, [("DC1".to_string(), 4)]);
+    let got = work
+        .get_advance_shipping_notice(authed(
+            T,
+            ful::GetAdvanceShippingNoticeRequest {
+                name: asn.name.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .asn
+        .unwrap();
+    let error = &got.receipts[0].post_error;
+    assert!(error.starts_with("line 1 (NOPE): "), "{error}");
+    assert!(
+        !error.contains("line 0") && !error.contains("line 2"),
+        "{error}"
+    );
+}
+
 #[tokio::test]
 async fn a_partial_plan_ships_what_it_can_and_the_backordered_rest_later() {
     use oms_proto::routing::{self as rt, routing_service_client::RoutingServiceClient};

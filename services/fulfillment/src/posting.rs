@@ -35,8 +35,9 @@ pub struct Poster {
 /// How posting one receipt ended.
 enum Posted {
     Done,
-    /// Inventory will never take it (unknown SKU or node): recorded on the
-    /// receipt for people to see.
+    /// Inventory will never take these lines (unknown SKU or node), each
+    /// with why; the others are posted. Recorded on the receipt for people
+    /// to see.
     Never(String),
     /// Try again later (inventory unreachable or failing).
     Later(String),
@@ -112,6 +113,9 @@ impl Poster {
         } else {
             rc.asn.clone()
         };
+        // Each line on its own: a line inventory refuses (an unknown SKU)
+        // must not keep the others' goods, which arrived, out of stock.
+        let mut refused = Vec::new();
         for (i, l) in rc.lines.iter().enumerate().filter(|(_, l)| l.quantity > 0) {
             let req = RecordMovementRequest {
                 request_id: RequestId::derived("receipt", format!("receipt:{}:{i}", rc.receipt_id)),
@@ -140,11 +144,15 @@ impl Poster {
                             | Code::PermissionDenied
                     ) =>
                 {
-                    return Posted::Never(format!("line {i} ({}): {}", l.sku, s.message()));
+                    refused.push(format!("line {i} ({}): {}", l.sku, s.message()));
                 }
                 Err(s) => return Posted::Later(s.message().to_owned()),
             }
         }
-        Posted::Done
+        if refused.is_empty() {
+            Posted::Done
+        } else {
+            Posted::Never(refused.join("; "))
+        }
     }
 }

@@ -152,7 +152,7 @@ pub async fn mark_posted(
     now: DateTime<Utc>,
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE receipts SET post_time = CASE WHEN $3::text IS NULL THEN $4 END, post_error = $3
+        "UPDATE receipts SET post_time = $4, post_error = $3
          WHERE tenant = $1 AND receipt_id = $2",
     )
     .bind(tenant.as_str())
