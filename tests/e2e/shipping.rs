@@ -963,6 +963,41 @@ async fn work_under_way_when_fulfillment_crashes_ships_once_it_is_back() {
     assert_eq!(on_hand(&mut stock, "A").await, [("DC1".to_string(), 3)]);
 }
 
+/// Announces `quantity` of `sku` to DC1 by an advance shipping notice.
+async fn announce(
+    work: &mut FulfillmentServiceClient<Channel>,
+    request_id: &str,
+    sku: &str,
+    quantity: i64,
+) -> oms_proto::fulfillment::AdvanceShippingNotice {
+    use oms_proto::fulfillment as ful;
+    let req = ful::CreateAdvanceShippingNoticeRequest {
+        request_id: request_id.into(),
+        asn: Some(ful::AdvanceShippingNotice {
+            node_id: "DC1".into(),
+            reference: "PO-1".into(),
+            lines: vec![ful::ExpectedLine {
+                sku: sku.into(),
+                quantity,
+                lot: String::new(),
+            }],
+            ..Default::default()
+        }),
+    };
+    let created = work.create_advance_shipping_notice(authed(T, req)).await;
+    created.unwrap().into_inner().asn.unwrap()
+}
+
+/// The notice `name` as fulfillment has it now, with its receipts.
+async fn notice(
+    work: &mut FulfillmentServiceClient<Channel>,
+    name: &str,
+) -> oms_proto::fulfillment::AdvanceShippingNotice {
+    let req = oms_proto::fulfillment::GetAdvanceShippingNoticeRequest { name: name.into() };
+    let got = work.get_advance_shipping_notice(authed(T, req)).await;
+    got.unwrap().into_inner().asn.unwrap()
+}
+
 #[tokio::test]
 async fn goods_announced_by_a_notice_are_received_by_the_warehouse_and_become_stock() {
     let suite = Suite::start().await;
@@ -980,28 +1015,7 @@ async fn goods_announced_by_a_notice_are_received_by_the_warehouse_and_become_st
         .into_inner();
     let _wms = warehouse(&suite, "DC1", 0.0);
     let mut work = FulfillmentServiceClient::new(suite.channel(Service::Fulfillment));
-    let asn = work
-        .create_advance_shipping_notice(authed(
-            T,
-            oms_proto::fulfillment::CreateAdvanceShippingNoticeRequest {
-                request_id: "asn-1".into(),
-                asn: Some(oms_proto::fulfillment::AdvanceShippingNotice {
-                    node_id: "DC1".into(),
-                    reference: "PO-1".into(),
-                    lines: vec![oms_proto::fulfillment::ExpectedLine {
-                        sku: "A".into(),
-                        quantity: 7,
-                        lot: String::new(),
-                    }],
-                    ..Default::default()
-                }),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .asn
-        .unwrap();
+    let asn = announce(&mut work, "asn-1", "A", 7).await;
     // The simulator receives the seven units; fulfillment posts them to
     // the ledger, and the availability feed shows them.
     loop {
@@ -1035,18 +1049,7 @@ async fn goods_announced_by_a_notice_are_received_by_the_warehouse_and_become_st
         .map(|m| (m.quantity, m.actor.clone()))
         .collect();
     assert_eq!(receipts, [(7, "service:fulfillment".to_string())]);
-    let got = work
-        .get_advance_shipping_notice(authed(
-            T,
-            oms_proto::fulfillment::GetAdvanceShippingNoticeRequest {
-                name: asn.name.clone(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .asn
-        .unwrap();
+    let got = notice(&mut work, &asn.name).await;
     assert_eq!(got.receipts.len(), 1);
     assert!(got.receipts[0].post_error.is_empty());
     assert!(got.discrepancies.is_empty(), "{:?}", got.discrepancies);
@@ -1061,27 +1064,7 @@ async fn a_receipt_line_inventory_refuses_keeps_no_other_line_out_of_stock() {
     let suite = Suite::start().await;
     let mut stock = suite.stock(T, &[("A", 1), ("B", 1)]).await;
     let mut work = FulfillmentServiceClient::new(suite.channel(Service::Fulfillment));
-    let asn = work
-        .create_advance_shipping_notice(authed(
-            T,
-            ful::CreateAdvanceShippingNoticeRequest {
-                request_id: "asn-2".into(),
-                asn: Some(ful::AdvanceShippingNotice {
-                    node_id: "DC1".into(),
-                    lines: vec![ful::ExpectedLine {
-                        sku: "A".into(),
-                        quantity: 2,
-                        lot: String::new(),
-                    }],
-                    ..Default::default()
-                }),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .asn
-        .unwrap();
+    let asn = announce(&mut work, "asn-2", "A", 2).await;
     // An adapter of DC1 reports what arrived: A, an unknown SKU, then B.
     let line = |sku: &str, quantity| ful::ReceivedLine {
         sku: sku.into(),
@@ -1125,18 +1108,7 @@ async fn a_receipt_line_inventory_refuses_keeps_no_other_line_out_of_stock() {
     .await;
     assert_eq!(on_hand(&mut stock, "A").await, [("DC1".to_string(), 3)]);
     assert_eq!(on_hand(&mut stock, "B").await, [("DC1".to_string(), 4)]);
-    let got = work
-        .get_advance_shipping_notice(authed(
-            T,
-            ful::GetAdvanceShippingNoticeRequest {
-                name: asn.name.clone(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .asn
-        .unwrap();
+    let got = notice(&mut work, &asn.name).await;
     let error = &got.receipts[0].post_error;
     assert!(error.starts_with("line 1 (NOPE): "), "{error}");
     assert!(

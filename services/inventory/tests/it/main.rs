@@ -262,6 +262,32 @@ pub async fn available(c: &mut Client, tenant: &str, sku: &str) -> Availability 
     availability(c, tenant, sku).await.availabilities.remove(0)
 }
 
+/// Streams `n` reservations of one unit of `sku` for acme at once (ids
+/// `{prefix}0`...), as a burst lands in the writer's batches; the status
+/// code each got, in order.
+pub async fn burst(c: &mut Client, prefix: &str, n: usize, sku: &str) -> Vec<i32> {
+    use futures::StreamExt;
+    let msgs: Vec<_> = (0..n)
+        .map(|i| StreamReservationsRequest {
+            reservation: Some(CreateReservationRequest {
+                reservation_id: format!("{prefix}{i}"),
+                lines: vec![line(sku, "", 1)],
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect();
+    let answers = c
+        .stream_reservations(authed("acme", tokio_stream::iter(msgs)))
+        .await
+        .unwrap()
+        .into_inner();
+    answers
+        .map(|a| a.unwrap().status.unwrap_or_default().code)
+        .collect()
+        .await
+}
+
 /// Reconciles the tenant's gate with the record (or only compares).
 pub async fn reconcile(c: &mut Client, tenant: &str, dry_run: bool) -> ReconcileResponse {
     c.reconcile(authed(

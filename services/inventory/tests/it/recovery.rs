@@ -389,7 +389,6 @@ async fn a_reservation_the_record_did_not_keep_holds_nothing() {
 /// once: the stock its reservations did not get is promised again.
 #[tokio::test]
 async fn a_failed_batch_of_many_gives_back_every_grant_it_made() {
-    use futures::StreamExt;
     let mut h = start().await;
     stocked(&mut h, &[("S", 50)]).await;
     injected(
@@ -399,31 +398,13 @@ async fn a_failed_batch_of_many_gives_back_every_grant_it_made() {
         "RAISE EXCEPTION 'injected failure';",
     )
     .await;
-    let burst = (0..50).map(|i| StreamReservationsRequest {
-        reservation: Some(CreateReservationRequest {
-            reservation_id: format!("b{i}"),
-            lines: vec![line("S", "", 1)],
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    let answers: Vec<_> = h
-        .client
-        .stream_reservations(authed("acme", tokio_stream::iter(burst)))
-        .await
-        .unwrap()
-        .into_inner()
-        .collect()
-        .await;
-    let code = |a: &Result<StreamReservationsResponse, tonic::Status>| {
-        a.as_ref().unwrap().status.as_ref().unwrap().code
-    };
-    let granted = answers.iter().filter(|a| code(a) == 0).count() as i64;
-    let failed = answers
+    let codes = burst(&mut h.client, "b", 50, "S").await;
+    let granted = codes.iter().filter(|c| **c == 0).count() as i64;
+    let failed = codes
         .iter()
-        .filter(|a| code(a) == tonic::Code::Unavailable as i32)
+        .filter(|c| **c == tonic::Code::Unavailable as i32)
         .count() as i64;
-    assert_eq!(granted + failed, 50, "{answers:?}");
+    assert_eq!(granted + failed, 50, "{codes:?}");
     assert!(failed > 1, "b7's batch failed with others in it: {failed}");
     heal(&h.db).await;
     assert_eq!(held_in_record(&h.db, "acme", "S").await, granted);
