@@ -1317,6 +1317,125 @@ async fn the_warehouse_ships_serial_numbers_it_has_on_hand() {
     assert_eq!(on_hand(&mut stock, "PHONE").await, [("DC1".to_string(), 1)]);
 }
 
+/// A shipment one of whose entries inventory refuses (a serial number it
+/// does not have at the node) still takes the other entries' units out of
+/// stock. Before 2026-12-03 the whole consume was refused and none left.
+#[tokio::test]
+async fn a_shipped_entry_inventory_refuses_leaves_the_others_consumed() {
+    use oms_proto::fulfillment::{
+        self as ful, connect_adapter_request::Message as In,
+        connect_adapter_response::Message as Out, status_event::Kind,
+    };
+    let suite = Suite::start().await;
+    let mut stock = suite.stock(T, &[("A", 5)]).await;
+    let phone = inv::Item {
+        sku: "PHONE".into(),
+        serial_tracked: true,
+        ..Default::default()
+    };
+    oms_e2e::create_item(&mut stock, T, phone).await;
+    let receipt = inv::StockMovement {
+        kind: inv::MovementKind::Receipt as i32,
+        node_id: "DC1".into(),
+        sku: "PHONE".into(),
+        quantity: 1,
+        serial_numbers: vec!["P1".into()],
+        ..Default::default()
+    };
+    let req = inv::RecordMovementRequest {
+        request_id: oms_e2e::rid(),
+        movement: Some(receipt),
+    };
+    stock.record_movement(authed(T, req)).await.unwrap();
+    // An adapter of DC1 driven by hand.
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let send = async |m: In| {
+        let m = ful::ConnectAdapterRequest { message: Some(m) };
+        tx.send(m).await.unwrap();
+    };
+    send(In::Hello(ful::AdapterHello {
+        adapter_id: "manual".into(),
+        node_ids: vec!["DC1".into()],
+        ..Default::default()
+    }))
+    .await;
+    let mut work = FulfillmentServiceClient::new(suite.channel(Service::Fulfillment));
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let mut from = work
+        .connect_adapter(authed(T, stream))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut next = async || {
+        let m = tokio::time::timeout(Duration::from_secs(30), from.message()).await;
+        m.expect("a message within 30 s")
+            .unwrap()
+            .unwrap()
+            .message
+            .unwrap()
+    };
+    assert!(matches!(next().await, Out::Welcome(_)));
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    create(&mut orders, "two-things", &[("A", 1), ("PHONE", 1)]).await;
+    let (seq, fo) = match next().await {
+        Out::Command(ful::Command {
+            sequence,
+            kind: Some(ful::command::Kind::Release(fo)),
+            ..
+        }) => (sequence, fo),
+        other => panic!("expected the release, got {other:?}"),
+    };
+    send(In::Ack(ful::CommandAck { sequence: seq })).await;
+    let line_of = |sku: &str| {
+        let l = fo.lines.iter().find(|l| l.sku == sku).unwrap();
+        l.line_id.clone()
+    };
+    let shipped = ful::Shipment {
+        carrier: "dhl".into(),
+        tracking_number: "T1".into(),
+        lines: vec![
+            ful::ShippedLine {
+                line_id: line_of("A"),
+                sku: "A".into(),
+                quantity: 1,
+                ..Default::default()
+            },
+            ful::ShippedLine {
+                line_id: line_of("PHONE"),
+                sku: "PHONE".into(),
+                quantity: 1,
+                serial_numbers: vec!["NOT-HERE".into()],
+                ..Default::default()
+            },
+        ],
+        ship_time: None,
+    };
+    send(In::Status(ful::StatusEvent {
+        event_id: "shipped-1".into(),
+        node_id: "DC1".into(),
+        fulfillment_order: fo.name.clone(),
+        occur_time: None,
+        kind: Some(Kind::Shipped(ful::OrderShipped {
+            shipment: Some(shipped),
+        })),
+    }))
+    .await;
+    match next().await {
+        Out::EventAck(a) => assert!(a.accepted, "{a:?}"),
+        other => panic!("expected the event's ack, got {other:?}"),
+    }
+    // A leaves stock; PHONE's serial is not there, so its unit stays.
+    let mut db = suite.db.connect("inventory").await;
+    wait_for(
+        &mut db,
+        "SELECT count(*) FROM movements WHERE sku = 'A' AND quantity < 0",
+        1,
+    )
+    .await;
+    assert_eq!(on_hand(&mut stock, "A").await, [("DC1".to_string(), 4)]);
+    assert_eq!(on_hand(&mut stock, "PHONE").await, [("DC1".to_string(), 1)]);
+}
+
 /// The date `d` days from today (UTC).
 fn in_days(d: i64) -> String {
     (chrono::Utc::now().date_naive() + chrono::Duration::days(d))

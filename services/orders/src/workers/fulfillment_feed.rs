@@ -357,19 +357,51 @@ impl FulfillmentFeed {
             Err(st) if oms_runtime::status::reason(&st) == "RESERVATION_NOT_ACTIVE" => {
                 self.ship_unheld(tenant, fo, total, &shipped).await
             }
+            // One entry inventory refuses (a serial number it does not
+            // have there) refuses the whole request: each entry then goes
+            // on its own, so the others leave stock as they left the node.
+            Err(st) if refused(&st) && shipped.len() > 1 => {
+                tracing::warn!(fulfillment_order = %fo.name, error = %st.message(), "shipment refused whole; consumed entry by entry");
+                self.consume_each(tenant, fo, total, &shipped).await
+            }
             // The record disagrees (nothing allocated there): the shipment
             // stands; say so rather than stall the feed.
-            Err(st)
-                if matches!(
-                    st.code(),
-                    Code::FailedPrecondition | Code::NotFound | Code::InvalidArgument
-                ) =>
-            {
+            Err(st) if refused(&st) => {
                 tracing::warn!(fulfillment_order = %fo.name, error = %st.message(), "shipment not consumed in inventory");
                 Ok(())
             }
             Err(st) => Err(st.into()),
         }
+    }
+
+    /// Consumes each entry of `shipped` by a request of its own (ids as
+    /// the whole's, with the entry's place), leaving out the ones inventory
+    /// refuses, with a warning each.
+    async fn consume_each(
+        &self,
+        tenant: &Tenant,
+        fo: &FulfillmentOrder,
+        total: i64,
+        shipped: &[Allocation],
+    ) -> anyhow::Result<()> {
+        let mut inventory = self.peers.inventory(tenant);
+        for (i, a) in shipped.iter().enumerate() {
+            let req = ConsumeAllocationsRequest {
+                request_id: format!("consume-{}-{total}-{i}", fo.fulfillment_order_id),
+                name: fo.reservation.clone(),
+                shipped: vec![a.clone()],
+                reference: fo.name.clone(),
+            };
+            match inventory.consume_allocations(req).await {
+                Ok(_) => {}
+                Err(st) if refused(&st) => {
+                    tracing::warn!(fulfillment_order = %fo.name, sku = %a.sku, units = a.quantity, error = %st.message(),
+                        "shipped units not consumed in inventory");
+                }
+                Err(st) => return Err(st.into()),
+            }
+        }
+        Ok(())
     }
 
     /// Records units `fo` shipped that no reservation held any more as
@@ -405,12 +437,7 @@ impl FulfillmentFeed {
                     tracing::warn!(fulfillment_order = %fo.name, sku = %a.sku, units = a.quantity, held_beyond_stock = short,
                         "shipped units no reservation held any more; recorded as shipped");
                 }
-                Err(st)
-                    if matches!(
-                        st.code(),
-                        Code::FailedPrecondition | Code::NotFound | Code::InvalidArgument
-                    ) =>
-                {
+                Err(st) if refused(&st) => {
                     tracing::warn!(fulfillment_order = %fo.name, sku = %a.sku, error = %st.message(),
                         "shipped units no reservation held any more, not recorded");
                 }
@@ -419,6 +446,14 @@ impl FulfillmentFeed {
         }
         Ok(())
     }
+}
+
+/// An answer of inventory that the same request will always get.
+fn refused(st: &tonic::Status) -> bool {
+    matches!(
+        st.code(),
+        Code::FailedPrecondition | Code::NotFound | Code::InvalidArgument
+    )
 }
 
 /// What `fo` shipped since `before`, as inventory consumes it: by SKU,
