@@ -1376,7 +1376,8 @@ async fn a_shipped_entry_inventory_refuses_leaves_the_others_consumed() {
     };
     assert!(matches!(next().await, Out::Welcome(_)));
     let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
-    create(&mut orders, "two-things", &[("A", 1), ("PHONE", 1)]).await;
+    let mut feed = suite.order_events(T).await;
+    let order = create(&mut orders, "two-things", &[("A", 1), ("PHONE", 1)]).await;
     let (seq, fo) = match next().await {
         Out::Command(ful::Command {
             sequence,
@@ -1434,6 +1435,23 @@ async fn a_shipped_entry_inventory_refuses_leaves_the_others_consumed() {
     .await;
     assert_eq!(on_hand(&mut stock, "A").await, [("DC1".to_string(), 4)]);
     assert_eq!(on_hand(&mut stock, "PHONE").await, [("DC1".to_string(), 1)]);
+    // The order's history says what stayed, where people look.
+    until_state(&mut feed, &order.name, OrderState::Shipped).await;
+    let req = ord::ListOrderHistoryRequest {
+        name: order.name.clone(),
+        ..Default::default()
+    };
+    let history = orders.list_order_history(authed(T, req)).await.unwrap();
+    let told: Vec<String> = history
+        .into_inner()
+        .changes
+        .into_iter()
+        .map(|c| c.reason)
+        .filter(|r| r.contains("not taken from stock"))
+        .collect();
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(told[0].contains("1 of PHONE: "), "{told:?}");
+    assert!(!told[0].contains(" of A: "), "{told:?}");
 }
 
 /// The date `d` days from today (UTC).

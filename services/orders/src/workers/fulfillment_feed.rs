@@ -271,7 +271,7 @@ impl FulfillmentFeed {
             Put::Stale => return Ok(()),
             Put::Stored(before) => before.map(|b| *b),
         };
-        self.consume(tenant, fo, before.as_ref()).await?;
+        let untaken = self.consume(tenant, fo, before.as_ref()).await?;
         // Work released just before the order's cancel, and reported
         // only after it: CancelOrder could not ask for it, so it is
         // asked now (the order's lock orders the two). So is work of an
@@ -316,7 +316,13 @@ impl FulfillmentFeed {
                 repo::saga::enqueue(&mut *tx, tenant, order_id, idle, &[]).await?;
             }
         }
-        let why = format!("{} is {}", fo.name, fo.state().as_str_name());
+        let mut why = format!("{} is {}", fo.name, fo.state().as_str_name());
+        // Shipped units inventory refused to take from stock: told in the
+        // order's history, where people look, not only in the log.
+        if !untaken.is_empty() {
+            why.push_str("; not taken from stock by inventory: ");
+            why.push_str(&untaken.join("; "));
+        }
         follow_work(
             &mut *tx,
             tenant,
@@ -331,16 +337,17 @@ impl FulfillmentFeed {
 
     /// Consumes in inventory what `fo` shipped since `before`. The request
     /// id is the fulfillment order's with its shipped total, so a replayed
-    /// event consumes nothing twice.
+    /// event consumes nothing twice. Returns what inventory refused to take
+    /// (each with why).
     async fn consume(
         &self,
         tenant: &Tenant,
         fo: &FulfillmentOrder,
         before: Option<&FulfillmentOrder>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Vec<String>> {
         let shipped = shipped_since(fo, before);
         if shipped.is_empty() || fo.reservation.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let total: i64 = fo.lines.iter().map(|l| l.quantity_shipped).sum();
         let req = ConsumeAllocationsRequest {
@@ -350,7 +357,7 @@ impl FulfillmentFeed {
             reference: fo.name.clone(),
         };
         match self.peers.inventory(tenant).consume_allocations(req).await {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(Vec::new()),
             // The reservation ended before the node shipped (its order was
             // cancelled while its release was in doubt) and its units went
             // back to stock: they left all the same.
@@ -368,7 +375,7 @@ impl FulfillmentFeed {
             // stands; say so rather than stall the feed.
             Err(st) if refused(&st) => {
                 tracing::warn!(fulfillment_order = %fo.name, error = %st.message(), "shipment not consumed in inventory");
-                Ok(())
+                Ok(vec![st.message().to_owned()])
             }
             Err(st) => Err(st.into()),
         }
@@ -376,15 +383,16 @@ impl FulfillmentFeed {
 
     /// Consumes each entry of `shipped` by a request of its own (ids as
     /// the whole's, with the entry's place), leaving out the ones inventory
-    /// refuses, with a warning each.
+    /// refuses, with a warning each; returns those.
     async fn consume_each(
         &self,
         tenant: &Tenant,
         fo: &FulfillmentOrder,
         total: i64,
         shipped: &[Allocation],
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Vec<String>> {
         let mut inventory = self.peers.inventory(tenant);
+        let mut untaken = Vec::new();
         for (i, a) in shipped.iter().enumerate() {
             let req = ConsumeAllocationsRequest {
                 request_id: format!("consume-{}-{total}-{i}", fo.fulfillment_order_id),
@@ -397,25 +405,28 @@ impl FulfillmentFeed {
                 Err(st) if refused(&st) => {
                     tracing::warn!(fulfillment_order = %fo.name, sku = %a.sku, units = a.quantity, error = %st.message(),
                         "shipped units not consumed in inventory");
+                    untaken.push(format!("{} of {}: {}", a.quantity, a.sku, st.message()));
                 }
                 Err(st) => return Err(st.into()),
             }
         }
-        Ok(())
+        Ok(untaken)
     }
 
     /// Records units `fo` shipped that no reservation held any more as
     /// shipments at its node, so that stock follows what left (it was
     /// promised again: left on hand, it would be sold twice). Request ids
     /// as the consume's, so a replayed event records nothing twice.
+    /// Returns what inventory refused to record.
     async fn ship_unheld(
         &self,
         tenant: &Tenant,
         fo: &FulfillmentOrder,
         total: i64,
         shipped: &[Allocation],
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Vec<String>> {
         let mut inventory = self.peers.inventory(tenant);
+        let mut untaken = Vec::new();
         for (i, a) in shipped.iter().enumerate() {
             let req = RecordMovementRequest {
                 request_id: format!("ship-unheld-{}-{total}-{i}", fo.fulfillment_order_id),
@@ -440,11 +451,12 @@ impl FulfillmentFeed {
                 Err(st) if refused(&st) => {
                     tracing::warn!(fulfillment_order = %fo.name, sku = %a.sku, error = %st.message(),
                         "shipped units no reservation held any more, not recorded");
+                    untaken.push(format!("{} of {}: {}", a.quantity, a.sku, st.message()));
                 }
                 Err(st) => return Err(st.into()),
             }
         }
-        Ok(())
+        Ok(untaken)
     }
 }
 
