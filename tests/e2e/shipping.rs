@@ -1258,24 +1258,20 @@ async fn two_orders_picked_at_once_take_different_lots() {
     assert_eq!(lots, [("LATER", 0), ("SOON", 0)]);
 }
 
-/// A serial-tracked item ships with a serial number per unit, ones the
-/// warehouse has on hand, and those leave the node in inventory.
-#[tokio::test]
-async fn the_warehouse_ships_serial_numbers_it_has_on_hand() {
-    let suite = Suite::start().await;
-    let mut stock = suite.stock(T, &[]).await;
+/// A serial-tracked item PHONE, its units with `serials` received at DC1.
+async fn phones_at_dc1(stock: &mut InventoryServiceClient<Channel>, serials: &[&str]) {
     let item = inv::Item {
         sku: "PHONE".into(),
         serial_tracked: true,
         ..Default::default()
     };
-    oms_e2e::create_item(&mut stock, T, item).await;
+    oms_e2e::create_item(stock, T, item).await;
     let receipt = inv::StockMovement {
         kind: inv::MovementKind::Receipt as i32,
         node_id: "DC1".into(),
         sku: "PHONE".into(),
-        quantity: 3,
-        serial_numbers: vec!["P1".into(), "P2".into(), "P3".into()],
+        quantity: serials.len() as i64,
+        serial_numbers: serials.iter().map(|s| s.to_string()).collect(),
         ..Default::default()
     };
     let req = inv::RecordMovementRequest {
@@ -1283,6 +1279,15 @@ async fn the_warehouse_ships_serial_numbers_it_has_on_hand() {
         movement: Some(receipt),
     };
     stock.record_movement(authed(T, req)).await.unwrap();
+}
+
+/// A serial-tracked item ships with a serial number per unit, ones the
+/// warehouse has on hand, and those leave the node in inventory.
+#[tokio::test]
+async fn the_warehouse_ships_serial_numbers_it_has_on_hand() {
+    let suite = Suite::start().await;
+    let mut stock = suite.stock(T, &[]).await;
+    phones_at_dc1(&mut stock, &["P1", "P2", "P3"]).await;
     let _wms = warehouse(&suite, "DC1", 0.0);
     let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
     let mut feed = suite.order_events(T).await;
@@ -1328,25 +1333,7 @@ async fn a_shipped_entry_inventory_refuses_leaves_the_others_consumed() {
     };
     let suite = Suite::start().await;
     let mut stock = suite.stock(T, &[("A", 5)]).await;
-    let phone = inv::Item {
-        sku: "PHONE".into(),
-        serial_tracked: true,
-        ..Default::default()
-    };
-    oms_e2e::create_item(&mut stock, T, phone).await;
-    let receipt = inv::StockMovement {
-        kind: inv::MovementKind::Receipt as i32,
-        node_id: "DC1".into(),
-        sku: "PHONE".into(),
-        quantity: 1,
-        serial_numbers: vec!["P1".into()],
-        ..Default::default()
-    };
-    let req = inv::RecordMovementRequest {
-        request_id: oms_e2e::rid(),
-        movement: Some(receipt),
-    };
-    stock.record_movement(authed(T, req)).await.unwrap();
+    phones_at_dc1(&mut stock, &["P1"]).await;
     // An adapter of DC1 driven by hand.
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     let send = async |m: In| {

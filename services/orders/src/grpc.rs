@@ -623,9 +623,7 @@ impl OrderService for OrderApi {
             v.add("order", "is required");
             return Err(to_status(v.into()));
         };
-        if !v.is_empty() {
-            call_ids(&r.request_id, &patch.name, v).map_err(to_status)?;
-        }
+        call_ids(&r.request_id, &patch.name, v).map_err(to_status)?;
         let paths = r
             .update_mask
             .as_ref()

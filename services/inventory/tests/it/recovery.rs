@@ -189,6 +189,14 @@ async fn reconcile_reports_drift_and_repairs_it() {
     assert_eq!(held_in_record(&h.db, "acme", "S").await, 2);
 }
 
+/// Fails the reservation batch that writes the row of reservation `id`,
+/// before its commit (the gate has granted it by then).
+async fn fail_reservation_row(db: &TestDb, id: &str) {
+    let when = format!("NEW.reservation_id = '{id}'");
+    let body = "RAISE EXCEPTION 'injected failure';";
+    injected(db, "INSERT ON reservations", &when, body).await;
+}
+
 /// Fails the inventory record's transaction that writes an outbox event of
 /// `event_type` about `subject`, after its gate change: at once, or (with
 /// `block`) once the test lets go of advisory lock 4242, which it waits on.
@@ -354,13 +362,7 @@ async fn a_reservation_the_record_did_not_keep_holds_nothing() {
     let mut h = start().await;
     stocked(&mut h, &[("S", 3)]).await;
     // Failing the reservation's row: the batch fails before its commit.
-    injected(
-        &h.db,
-        "INSERT ON reservations",
-        "NEW.reservation_id = 'r1'",
-        "RAISE EXCEPTION 'injected failure';",
-    )
-    .await;
+    fail_reservation_row(&h.db, "r1").await;
     let err = reserve(&mut h.client, "acme", "r1", vec![line("S", "", 3)])
         .await
         .unwrap_err();
@@ -391,13 +393,7 @@ async fn a_reservation_the_record_did_not_keep_holds_nothing() {
 async fn a_failed_batch_of_many_gives_back_every_grant_it_made() {
     let mut h = start().await;
     stocked(&mut h, &[("S", 50)]).await;
-    injected(
-        &h.db,
-        "INSERT ON reservations",
-        "NEW.reservation_id = 'b7'",
-        "RAISE EXCEPTION 'injected failure';",
-    )
-    .await;
+    fail_reservation_row(&h.db, "b7").await;
     let codes = burst(&mut h.client, "b", 50, "S").await;
     let granted = codes.iter().filter(|c| **c == 0).count() as i64;
     let failed = codes
@@ -905,13 +901,7 @@ async fn a_failed_repeat_of_a_reservation_leaves_its_hold() {
     reserve(&mut h.client, "acme", "r1", vec![line("S", "", 2)])
         .await
         .unwrap();
-    injected(
-        &h.db,
-        "INSERT ON reservations",
-        "NEW.reservation_id = 'r1'",
-        "RAISE EXCEPTION 'injected failure';",
-    )
-    .await;
+    fail_reservation_row(&h.db, "r1").await;
     let err = reserve(&mut h.client, "acme", "r1", vec![line("S", "", 2)])
         .await
         .unwrap_err();

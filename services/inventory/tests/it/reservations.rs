@@ -981,18 +981,17 @@ async fn a_live_reservation_grows_all_or_nothing_within_its_channel() {
         ))
         .await
         .unwrap();
-    h.client
-        .create_reservation(authed(
-            "acme",
-            CreateReservationRequest {
-                reservation_id: "r1".into(),
-                lines: vec![line("S", "", 4)],
-                channel: "channels/web".into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap();
+    // A reservation of S in the web channel.
+    let web = |id: &str, quantity| {
+        let req = CreateReservationRequest {
+            reservation_id: id.into(),
+            lines: vec![line("S", "", quantity)],
+            channel: "channels/web".into(),
+            ..Default::default()
+        };
+        authed("acme", req)
+    };
+    h.client.create_reservation(web("r1", 4)).await.unwrap();
     let client = h.client.clone();
     let extend = |req: ExtendReservationRequest| {
         let mut c = client.clone();
@@ -1009,19 +1008,7 @@ async fn a_live_reservation_grows_all_or_nothing_within_its_channel() {
         .unwrap_err();
     assert_eq!(reason(&err), "INSUFFICIENT_STOCK", "{err:?}");
     assert_eq!(subjects(&err), ["channels/web/items/S"]);
-    let err = h
-        .client
-        .create_reservation(authed(
-            "acme",
-            CreateReservationRequest {
-                reservation_id: "r2".into(),
-                lines: vec![line("S", "", 5)],
-                channel: "channels/web".into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap_err();
+    let err = h.client.create_reservation(web("r2", 5)).await.unwrap_err();
     assert_eq!(subjects(&err), ["channels/web/items/S"], "{err:?}");
     assert_eq!(available(&mut h.client, "acme", "T").await.reserved, 0);
     assert_eq!(held_in_record(&h.db, "acme", "S").await, 4);

@@ -373,17 +373,14 @@ impl FulfillmentFeed {
             }
             // The record disagrees (nothing allocated there): the shipment
             // stands; say so rather than stall the feed.
-            Err(st) if refused(&st) => {
-                tracing::warn!(fulfillment_order = %fo.name, error = %st.message(), "shipment not consumed in inventory");
-                Ok(vec![st.message().to_owned()])
-            }
+            Err(st) if refused(&st) => Ok(vec![untaken_entry(fo, &shipped[0], &st)]),
             Err(st) => Err(st.into()),
         }
     }
 
     /// Consumes each entry of `shipped` by a request of its own (ids as
-    /// the whole's, with the entry's place), leaving out the ones inventory
-    /// refuses, with a warning each; returns those.
+    /// the whole's, with the entry's place); returns the ones inventory
+    /// refuses.
     async fn consume_each(
         &self,
         tenant: &Tenant,
@@ -400,15 +397,8 @@ impl FulfillmentFeed {
                 shipped: vec![a.clone()],
                 reference: fo.name.clone(),
             };
-            match inventory.consume_allocations(req).await {
-                Ok(_) => {}
-                Err(st) if refused(&st) => {
-                    tracing::warn!(fulfillment_order = %fo.name, sku = %a.sku, units = a.quantity, error = %st.message(),
-                        "shipped units not consumed in inventory");
-                    untaken.push(format!("{} of {}: {}", a.quantity, a.sku, st.message()));
-                }
-                Err(st) => return Err(st.into()),
-            }
+            let answer = inventory.consume_allocations(req).await.map(|_| ());
+            settle(fo, a, answer, &mut untaken)?;
         }
         Ok(untaken)
     }
@@ -442,22 +432,42 @@ impl FulfillmentFeed {
                     ..Default::default()
                 }),
             };
-            match inventory.record_movement(req).await {
-                Ok(r) => {
-                    let short = r.into_inner().held_beyond_stock;
-                    tracing::warn!(fulfillment_order = %fo.name, sku = %a.sku, units = a.quantity, held_beyond_stock = short,
-                        "shipped units no reservation held any more; recorded as shipped");
-                }
-                Err(st) if refused(&st) => {
-                    tracing::warn!(fulfillment_order = %fo.name, sku = %a.sku, error = %st.message(),
-                        "shipped units no reservation held any more, not recorded");
-                    untaken.push(format!("{} of {}: {}", a.quantity, a.sku, st.message()));
-                }
-                Err(st) => return Err(st.into()),
-            }
+            let answer = inventory.record_movement(req).await.map(|r| {
+                let short = r.into_inner().held_beyond_stock;
+                tracing::warn!(fulfillment_order = %fo.name, sku = %a.sku, units = a.quantity, held_beyond_stock = short,
+                    "shipped units no reservation held any more; recorded as shipped");
+            });
+            settle(fo, a, answer, &mut untaken)?;
         }
         Ok(untaken)
     }
+}
+
+/// Takes inventory's answer for one shipped entry: a refusal is added to
+/// `untaken` (with why), a failure that may pass later is passed on (the
+/// event is applied again).
+fn settle(
+    fo: &FulfillmentOrder,
+    a: &Allocation,
+    answer: Result<(), tonic::Status>,
+    untaken: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    match answer {
+        Ok(()) => Ok(()),
+        Err(st) if refused(&st) => {
+            untaken.push(untaken_entry(fo, a, &st));
+            Ok(())
+        }
+        Err(st) => Err(st.into()),
+    }
+}
+
+/// What is told of shipped units inventory refused to take from stock,
+/// with a warning in the log.
+fn untaken_entry(fo: &FulfillmentOrder, a: &Allocation, st: &tonic::Status) -> String {
+    tracing::warn!(fulfillment_order = %fo.name, sku = %a.sku, units = a.quantity, error = %st.message(),
+        "shipped units not taken from stock in inventory");
+    format!("{} of {}: {}", a.quantity, a.sku, st.message())
 }
 
 /// An answer of inventory that the same request will always get.
