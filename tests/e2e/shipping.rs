@@ -5,7 +5,7 @@ use crate::placement::{
     FAIL, available, create, fail_recording, order_of, record_again, until_counted_plans,
     until_released, until_state, wait_for,
 };
-use oms_e2e::Suite;
+use oms_e2e::{Suite, phones_at_dc1};
 use oms_kernel::Tenant;
 use oms_proto::fulfillment::{
     FulfillmentOrder, FulfillmentState, ListFulfillmentOrdersRequest,
@@ -14,6 +14,7 @@ use oms_proto::fulfillment::{
 use oms_proto::inventory::{self as inv, inventory_service_client::InventoryServiceClient};
 use oms_proto::orders::{self as ord, OrderState, order_service_client::OrderServiceClient};
 use oms_runtime::{Config, Service, auth::TokenIssuer};
+use oms_testkit::adapter::{Adapter, shipped_line};
 use oms_testkit::{authed, trigger};
 use oms_wms_sim::Sim;
 use prost::Message as _;
@@ -1071,12 +1072,6 @@ async fn a_receipt_line_inventory_refuses_keeps_no_other_line_out_of_stock() {
         quantity,
         ..Default::default()
     };
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let hello = ful::AdapterHello {
-        adapter_id: "manual".into(),
-        node_ids: vec!["DC1".into()],
-        ..Default::default()
-    };
     let receipt = ful::Receipt {
         receipt_id: "rc-1".into(),
         asn: asn.name.clone(),
@@ -1084,21 +1079,19 @@ async fn a_receipt_line_inventory_refuses_keeps_no_other_line_out_of_stock() {
         lines: vec![line("A", 2), line("NOPE", 1), line("B", 3)],
         ..Default::default()
     };
-    for m in [
-        In::Hello(hello),
-        In::Receipt(ful::ReceiptReported {
-            event_id: "ev-1".into(),
-            receipt: Some(receipt),
-        }),
-    ] {
-        tx.send(ful::ConnectAdapterRequest { message: Some(m) })
-            .await
-            .unwrap();
-    }
-    let _session = work
-        .connect_adapter(authed(T, tokio_stream::wrappers::ReceiverStream::new(rx)))
-        .await
-        .unwrap();
+    let wms = Adapter::connect(
+        &suite.channel(Service::Fulfillment),
+        T,
+        "manual",
+        &["DC1"],
+        0,
+    )
+    .await;
+    wms.send(In::Receipt(ful::ReceiptReported {
+        event_id: "ev-1".into(),
+        receipt: Some(receipt),
+    }))
+    .await;
     let mut db = suite.db.connect("fulfillment").await;
     wait_for(
         &mut db,
@@ -1258,36 +1251,13 @@ async fn two_orders_picked_at_once_take_different_lots() {
     assert_eq!(lots, [("LATER", 0), ("SOON", 0)]);
 }
 
-/// A serial-tracked item PHONE, its units with `serials` received at DC1.
-async fn phones_at_dc1(stock: &mut InventoryServiceClient<Channel>, serials: &[&str]) {
-    let item = inv::Item {
-        sku: "PHONE".into(),
-        serial_tracked: true,
-        ..Default::default()
-    };
-    oms_e2e::create_item(stock, T, item).await;
-    let receipt = inv::StockMovement {
-        kind: inv::MovementKind::Receipt as i32,
-        node_id: "DC1".into(),
-        sku: "PHONE".into(),
-        quantity: serials.len() as i64,
-        serial_numbers: serials.iter().map(|s| s.to_string()).collect(),
-        ..Default::default()
-    };
-    let req = inv::RecordMovementRequest {
-        request_id: oms_e2e::rid(),
-        movement: Some(receipt),
-    };
-    stock.record_movement(authed(T, req)).await.unwrap();
-}
-
 /// A serial-tracked item ships with a serial number per unit, ones the
 /// warehouse has on hand, and those leave the node in inventory.
 #[tokio::test]
 async fn the_warehouse_ships_serial_numbers_it_has_on_hand() {
     let suite = Suite::start().await;
     let mut stock = suite.stock(T, &[]).await;
-    phones_at_dc1(&mut stock, &["P1", "P2", "P3"]).await;
+    phones_at_dc1(&mut stock, T, &["P1", "P2", "P3"]).await;
     let _wms = warehouse(&suite, "DC1", 0.0);
     let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
     let mut feed = suite.order_events(T).await;
@@ -1327,91 +1297,27 @@ async fn the_warehouse_ships_serial_numbers_it_has_on_hand() {
 /// stock. Before 2026-12-03 the whole consume was refused and none left.
 #[tokio::test]
 async fn a_shipped_entry_inventory_refuses_leaves_the_others_consumed() {
-    use oms_proto::fulfillment::{
-        self as ful, connect_adapter_request::Message as In,
-        connect_adapter_response::Message as Out, status_event::Kind,
-    };
     let suite = Suite::start().await;
     let mut stock = suite.stock(T, &[("A", 5)]).await;
-    phones_at_dc1(&mut stock, &["P1"]).await;
-    // An adapter of DC1 driven by hand.
-    let (tx, rx) = tokio::sync::mpsc::channel(8);
-    let send = async |m: In| {
-        let m = ful::ConnectAdapterRequest { message: Some(m) };
-        tx.send(m).await.unwrap();
-    };
-    send(In::Hello(ful::AdapterHello {
-        adapter_id: "manual".into(),
-        node_ids: vec!["DC1".into()],
-        ..Default::default()
-    }))
+    phones_at_dc1(&mut stock, T, &["P1"]).await;
+    let mut wms = Adapter::connect(
+        &suite.channel(Service::Fulfillment),
+        T,
+        "manual",
+        &["DC1"],
+        0,
+    )
     .await;
-    let mut work = FulfillmentServiceClient::new(suite.channel(Service::Fulfillment));
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-    let mut from = work
-        .connect_adapter(authed(T, stream))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut next = async || {
-        let m = tokio::time::timeout(Duration::from_secs(30), from.message()).await;
-        m.expect("a message within 30 s")
-            .unwrap()
-            .unwrap()
-            .message
-            .unwrap()
-    };
-    assert!(matches!(next().await, Out::Welcome(_)));
     let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
     let mut feed = suite.order_events(T).await;
     let order = create(&mut orders, "two-things", &[("A", 1), ("PHONE", 1)]).await;
-    let (seq, fo) = match next().await {
-        Out::Command(ful::Command {
-            sequence,
-            kind: Some(ful::command::Kind::Release(fo)),
-            ..
-        }) => (sequence, fo),
-        other => panic!("expected the release, got {other:?}"),
-    };
-    send(In::Ack(ful::CommandAck { sequence: seq })).await;
-    let line_of = |sku: &str| {
-        let l = fo.lines.iter().find(|l| l.sku == sku).unwrap();
-        l.line_id.clone()
-    };
-    let shipped = ful::Shipment {
-        carrier: "dhl".into(),
-        tracking_number: "T1".into(),
-        lines: vec![
-            ful::ShippedLine {
-                line_id: line_of("A"),
-                sku: "A".into(),
-                quantity: 1,
-                ..Default::default()
-            },
-            ful::ShippedLine {
-                line_id: line_of("PHONE"),
-                sku: "PHONE".into(),
-                quantity: 1,
-                serial_numbers: vec!["NOT-HERE".into()],
-                ..Default::default()
-            },
-        ],
-        ship_time: None,
-    };
-    send(In::Status(ful::StatusEvent {
-        event_id: "shipped-1".into(),
-        node_id: "DC1".into(),
-        fulfillment_order: fo.name.clone(),
-        occur_time: None,
-        kind: Some(Kind::Shipped(ful::OrderShipped {
-            shipment: Some(shipped),
-        })),
-    }))
-    .await;
-    match next().await {
-        Out::EventAck(a) => assert!(a.accepted, "{a:?}"),
-        other => panic!("expected the event's ack, got {other:?}"),
-    }
+    let fo = wms.release_of(&order.name).await;
+    let lines = vec![
+        shipped_line(&fo, "A", 1, &[]),
+        shipped_line(&fo, "PHONE", 1, &["NOT-HERE"]),
+    ];
+    let answer = wms.ship(&fo, "shipped-1", lines).await;
+    assert!(answer.accepted, "{answer:?}");
     // A leaves stock; PHONE's serial is not there, so its unit stays.
     let mut db = suite.db.connect("inventory").await;
     wait_for(

@@ -2,17 +2,21 @@
 //! binary owns the global meter provider (every service in it shares one),
 //! so it holds one test.
 #![allow(clippy::unwrap_used)]
-use oms_e2e::{Suite, next_order_event, pos_submission};
+use oms_e2e::{Suite, next_order_event, phones_at_dc1, pos_submission};
 use oms_proto::ingest::{self as ing, ingest_service_client::IngestServiceClient};
+use oms_proto::inventory as inv;
 use oms_proto::orders::{self as ord, order_service_client::OrderServiceClient};
 use oms_runtime::Service;
+use oms_testkit::adapter::{Adapter, shipped_line};
 use oms_testkit::authed;
 
 /// Orders in by channel: each submission counted once, by what became of
-/// it; the lag of the events a feed reader gets; and a reader refused
-/// because the event retention overtook its cursor.
+/// it; the lag of the events a feed reader gets; a reader refused because
+/// the event retention overtook its cursor; shipped units inventory
+/// refused to take from stock; and a change that left reservations
+/// holding more than a node has.
 #[tokio::test(flavor = "multi_thread")]
-async fn submissions_and_feed_lag_are_measured() {
+async fn submissions_feed_lag_and_stock_trouble_are_measured() {
     let (guard, mut rx) = oms_testkit::otlp::exporting(Service::Ingest).await;
     let suite = Suite::start().await;
     let mut ingest = IngestServiceClient::new(suite.channel(Service::Ingest));
@@ -108,6 +112,85 @@ async fn submissions_and_feed_lag_are_measured() {
         "{refused:?}"
     );
 
+    // A warehouse ships a serial number inventory does not have at the
+    // node: orders counts the unit it could not take from stock.
+    let mut stock = suite.stock("acme", &[("M", 5)]).await;
+    phones_at_dc1(&mut stock, "acme", &["P1"]).await;
+    let mut wms = Adapter::connect(
+        &suite.channel(Service::Fulfillment),
+        "acme",
+        "manual",
+        &["DC1"],
+        0,
+    )
+    .await;
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let order = ord::Order {
+        currency_code: "EUR".into(),
+        lines: [("M", 1), ("PHONE", 1)]
+            .map(|(sku, quantity)| ord::OrderLine {
+                sku: sku.into(),
+                quantity,
+                ..Default::default()
+            })
+            .to_vec(),
+        ship_to: Some(oms_proto::common::PostalAddress {
+            lines: vec!["1 Main St".into()],
+            city: "Lisbon".into(),
+            country_code: "PT".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let req = ord::CreateOrderRequest {
+        request_id: "two-things".into(),
+        order: Some(order),
+    };
+    let order = orders.create_order(authed("acme", req)).await.unwrap();
+    let name = order.into_inner().order.unwrap().name;
+    let mut feed = suite.order_events("acme").await;
+    let fo = wms.release_of(&name).await;
+    let lines = vec![
+        shipped_line(&fo, "M", 1, &[]),
+        shipped_line(&fo, "PHONE", 1, &["NOT-HERE"]),
+    ];
+    assert!(wms.ship(&fo, "shipped-1", lines).await.accepted);
+    // Counted before the change the shipment made to the order commits.
+    loop {
+        let o = next_order_event(&mut feed).await.order.unwrap_or_default();
+        if o.name == name && o.state == ord::OrderState::Shipped as i32 {
+            break;
+        }
+    }
+    // Damage at a node whose stock reservations hold in full.
+    let hold = inv::CreateReservationRequest {
+        reservation_id: "all-of-m".into(),
+        lines: vec![inv::ReservationLine {
+            sku: "M".into(),
+            quantity: 4,
+            node_id: "DC1".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    stock
+        .create_reservation(authed("acme", hold))
+        .await
+        .unwrap();
+    let damage = inv::RecordMovementRequest {
+        request_id: "dropped".into(),
+        movement: Some(inv::StockMovement {
+            kind: inv::MovementKind::Damage as i32,
+            node_id: "DC1".into(),
+            sku: "M".into(),
+            quantity: -1,
+            reason: "dropped".into(),
+            ..Default::default()
+        }),
+    };
+    let answer = stock.record_movement(authed("acme", damage)).await.unwrap();
+    assert_eq!(answer.into_inner().held_beyond_stock, 1);
+
     // Shutdown collects and flushes; it blocks, so off the runtime.
     tokio::task::spawn_blocking(move || guard.shutdown())
         .await
@@ -133,6 +216,20 @@ async fn submissions_and_feed_lag_are_measured() {
     assert_eq!(
         seen.get(&("oms.feed.expired".to_string(), "tenant=acme".to_string()))
             .copied(),
+        Some(1.0),
+        "{seen:#?}"
+    );
+    let at_dc1 = |metric: &str| {
+        seen.get(&(metric.to_string(), "node=DC1,tenant=acme".to_string()))
+            .copied()
+    };
+    assert_eq!(
+        at_dc1("oms.orders.shipped_units_untaken"),
+        Some(1.0),
+        "{seen:#?}"
+    );
+    assert_eq!(
+        at_dc1("oms.inventory.held_beyond_stock"),
         Some(1.0),
         "{seen:#?}"
     );

@@ -269,3 +269,27 @@ async fn receive_at(c: &mut Inventory, tenant: &str, node: &str, sku: &str, q: i
     .await
     .unwrap();
 }
+
+/// A serial-tracked `PHONE` for `tenant`, with one unit per serial number
+/// received at `DC1`.
+pub async fn phones_at_dc1(c: &mut Inventory, tenant: &str, serials: &[&str]) {
+    let item = inv::Item {
+        sku: "PHONE".into(),
+        serial_tracked: true,
+        ..Default::default()
+    };
+    create_item(c, tenant, item).await;
+    let receipt = inv::StockMovement {
+        kind: inv::MovementKind::Receipt as i32,
+        node_id: "DC1".into(),
+        sku: "PHONE".into(),
+        quantity: serials.len() as i64,
+        serial_numbers: serials.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    let req = inv::RecordMovementRequest {
+        request_id: rid(),
+        movement: Some(receipt),
+    };
+    c.record_movement(authed(tenant, req)).await.unwrap();
+}

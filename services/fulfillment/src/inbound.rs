@@ -223,6 +223,9 @@ fn check_receipt(rc: &Receipt, nodes: &[String]) -> Result<(), String> {
             ));
         }
     }
+    // Inventory's rule: it records the receipt as of this time.
+    let received = oms_runtime::time::check_happened(rc.receive_time.as_ref(), chrono::Utc::now());
+    received.map_err(|e| format!("receive_time: {e}"))?;
     if rc.receipt_id.len() > 200 {
         return Err("receipt_id is at most 200 characters".into());
     }

@@ -1,7 +1,8 @@
 //! Business metrics of the inventory service (RED metrics per method come
-//! from oms-runtime): reservations answered, by outcome and by API. A
+//! from oms-runtime): reservations answered, by outcome and by API (a
 //! stream is one RPC to the RED metrics, so only this counts the
-//! reservations made over `StreamReservations` and how many were refused.
+//! reservations made over `StreamReservations` and how many were refused),
+//! and changes that left reservations resting on stock that is not there.
 use crate::error::Error;
 use opentelemetry::{KeyValue, global, metrics::Counter};
 
@@ -13,6 +14,7 @@ pub enum Api {
 
 pub struct Metrics {
     reservations: Counter<u64>,
+    held_beyond_stock: Counter<u64>,
 }
 
 impl Metrics {
@@ -23,7 +25,30 @@ impl Metrics {
                 "New reservations answered, by outcome (granted, refused for stock, invalid, failed) and API (unary, stream)",
             )
             .build();
-        Metrics { reservations }
+        let held_beyond_stock = global::meter("oms-inventory")
+            .u64_counter("oms.inventory.held_beyond_stock")
+            .with_description(
+                "Changes (a lot withdrawn, damage, a count that found fewer, a transfer out) after which reservations hold more units of a SKU at a node than its unexpired stock, by tenant and node",
+            )
+            .build();
+        Metrics {
+            reservations,
+            held_beyond_stock,
+        }
+    }
+
+    /// A change left reservations holding `units` beyond the stock of a
+    /// SKU at `node`: their orders will be short-picked there unless
+    /// someone moves them. Counted per change, not per unit: the same
+    /// shortage is told again by every later change that keeps it.
+    pub fn held_beyond_stock(&self, tenant: &str, node: &str, units: i64) {
+        if units > 0 {
+            let attrs = [
+                KeyValue::new("tenant", tenant.to_owned()),
+                KeyValue::new("node", node.to_owned()),
+            ];
+            self.held_beyond_stock.add(1, &attrs);
+        }
     }
 
     pub fn reservation<T>(&self, tenant: &str, api: Api, answer: &Result<T, Error>) {

@@ -8,6 +8,7 @@ mod domain;
 mod error;
 mod grpc;
 mod intake;
+mod metrics;
 mod repo;
 mod workers;
 
@@ -45,6 +46,7 @@ pub async fn run(
     workers::fulfillment_feed::FulfillmentFeed {
         pool: pool.clone(),
         peers,
+        metrics: metrics::Metrics::new(),
     }
     .start(config.sweep_interval, shutdown.clone());
     let api = grpc::OrderApi::new(pool.clone(), waker, shutdown.clone(), saga);

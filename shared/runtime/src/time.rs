@@ -18,6 +18,28 @@ pub fn from_timestamp(t: &Timestamp) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(t.seconds, t.nanos as u32)
 }
 
+/// How far ahead of the server's clock a reported time may be: the
+/// clocks of warehouses, tills and ERPs drift, but not by a day.
+pub const MAX_AHEAD: chrono::Duration = chrono::Duration::days(1);
+
+/// Why a time something happened (a movement, a count, a receipt) cannot
+/// be taken: not a valid timestamp, or more than [`MAX_AHEAD`] after
+/// `now` (a clock set wrong, a date typed wrong). Unset is fine.
+pub fn check_happened(t: Option<&Timestamp>, now: DateTime<Utc>) -> Result<(), String> {
+    let Some(t) = t else {
+        return Ok(());
+    };
+    match from_timestamp(t) {
+        None => Err("is not a valid timestamp".into()),
+        Some(at) if at > now + MAX_AHEAD => Err(format!(
+            "{} is more than a day after the server's clock ({})",
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
 /// A list filter's time range, `[{name}_from, {name}_to)`, each end
 /// optional; a bad timestamp or an empty range is a violation in `v`.
 pub fn range(
@@ -46,6 +68,24 @@ pub fn range(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_time_that_happened_may_be_a_day_ahead_at_most() {
+        let now = DateTime::from_timestamp(1_000_000, 0).unwrap();
+        let at = |seconds, nanos| Timestamp { seconds, nanos };
+        assert_eq!(check_happened(None, now), Ok(()));
+        assert_eq!(check_happened(Some(&at(0, 0)), now), Ok(()));
+        assert_eq!(
+            check_happened(Some(&at(1_000_000 + 86_400, 0)), now),
+            Ok(())
+        );
+        let ahead = check_happened(Some(&at(1_000_000 + 86_401, 0)), now).unwrap_err();
+        assert!(ahead.contains("more than a day after"), "{ahead}");
+        assert_eq!(
+            check_happened(Some(&at(0, -1)), now),
+            Err("is not a valid timestamp".into())
+        );
+    }
 
     #[test]
     fn a_range_is_checked_end_by_end_and_as_a_whole() {

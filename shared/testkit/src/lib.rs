@@ -364,6 +364,7 @@ fn transient(e: &tonic::Status) -> bool {
     e.code() == tonic::Code::Unavailable || e.source().is_some()
 }
 
+pub mod adapter;
 pub mod otlp;
 mod redis_servers;
 pub use redis_servers::{RedisCluster, RedisServer};

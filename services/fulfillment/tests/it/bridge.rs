@@ -39,7 +39,7 @@ fn shipped(lines: &[(&str, i64)]) -> Ev {
 async fn released_work_reaches_the_adapter_and_its_status_walks_the_order_to_delivered() {
     let mut h = start().await;
     let fo = h.released(TENANT, "DC1").await;
-    let mut a = Adapter::connect(&h, TENANT, "wms-1", &["DC1"], 0).await;
+    let mut a = Adapter::connect(&h.svc.channel(), TENANT, "wms-1", &["DC1"], 0).await;
     assert_eq!(a.welcome.head_sequence, 1);
     let c = a.command().await;
     assert_eq!(c.sequence, 1);
@@ -101,7 +101,7 @@ async fn a_cut_stream_resumes_after_the_last_acknowledged_command() {
     }
     // Work for another node never reaches this adapter.
     h.released(TENANT, "DC9").await;
-    let mut a = Adapter::connect(&h, TENANT, "wms-1", &["DC1"], 0).await;
+    let mut a = Adapter::connect(&h.svc.channel(), TENANT, "wms-1", &["DC1"], 0).await;
     for seq in 1..=5 {
         assert_eq!(a.command().await.sequence, seq);
     }
@@ -113,7 +113,7 @@ async fn a_cut_stream_resumes_after_the_last_acknowledged_command() {
     // Released while no adapter is connected: waits for it.
     names.push(h.released(TENANT, "DC1").await.name);
 
-    let mut a = Adapter::connect(&h, TENANT, "wms-1", &["DC1"], 2).await;
+    let mut a = Adapter::connect(&h.svc.channel(), TENANT, "wms-1", &["DC1"], 2).await;
     let mut got = Vec::new();
     for _ in 0..4 {
         let c = a.command().await;
@@ -156,7 +156,7 @@ async fn an_adapter_that_lags_a_window_gets_nothing_more_until_it_acknowledges()
     for _ in 0..3 {
         h.released(TENANT, "DC1").await;
     }
-    let mut a = Adapter::connect(&h, TENANT, "wms-1", &["DC1"], 0).await;
+    let mut a = Adapter::connect(&h.svc.channel(), TENANT, "wms-1", &["DC1"], 0).await;
     assert_eq!(a.command().await.sequence, 1);
     assert_eq!(a.command().await.sequence, 2);
     // The window is full: the heartbeat's answer comes before command 3.
@@ -174,7 +174,7 @@ async fn unacknowledged_commands_are_sent_again() {
     })
     .await;
     let fo = h.released(TENANT, "DC1").await;
-    let mut a = Adapter::connect(&h, TENANT, "wms-1", &["DC1"], 0).await;
+    let mut a = Adapter::connect(&h.svc.channel(), TENANT, "wms-1", &["DC1"], 0).await;
     let first = a.command().await;
     // Not acknowledged: it comes again, the same command.
     let again = a.command().await;
@@ -194,7 +194,7 @@ async fn a_command_after_a_quiet_spell_is_sent_once() {
         ..BridgeConfig::default()
     })
     .await;
-    let mut a = Adapter::connect(&h, TENANT, "wms-1", &["DC1"], 0).await;
+    let mut a = Adapter::connect(&h.svc.channel(), TENANT, "wms-1", &["DC1"], 0).await;
     // The quiet spell itself: time passing is what is tested here.
     tokio::time::sleep(resend_after * 2).await;
     let first = h.released(TENANT, "DC1").await;
@@ -215,7 +215,7 @@ async fn a_restart_mid_stream_loses_and_repeats_nothing() {
         }
         v
     };
-    let mut a = Adapter::connect(&h, TENANT, "wms-1", &["DC1"], 0).await;
+    let mut a = Adapter::connect(&h.svc.channel(), TENANT, "wms-1", &["DC1"], 0).await;
     for seq in 1..=3 {
         assert_eq!(a.command().await.sequence, seq);
     }
@@ -227,7 +227,7 @@ async fn a_restart_mid_stream_loses_and_repeats_nothing() {
     assert!(ack.accepted);
     h.restart().await;
     // The adapter reconnects to the new process and carries on.
-    let mut a = Adapter::connect(&h, TENANT, "wms-1", &["DC1"], 1).await;
+    let mut a = Adapter::connect(&h.svc.channel(), TENANT, "wms-1", &["DC1"], 1).await;
     assert_eq!(a.command().await.sequence, 2);
     assert_eq!(a.command().await.sequence, 3);
     // It did not see the first answer: it sends the event again.
@@ -252,7 +252,7 @@ async fn events_for_other_nodes_or_tenants_and_bad_hellos_are_refused() {
     let mut h = start().await;
     let mine_elsewhere = h.released(TENANT, "DC2").await;
     let theirs = h.released("other", "DC1").await;
-    let mut a = Adapter::connect(&h, TENANT, "wms-1", &["DC1"], 0).await;
+    let mut a = Adapter::connect(&h.svc.channel(), TENANT, "wms-1", &["DC1"], 0).await;
     let ack = a
         .report(
             "x1",
@@ -293,7 +293,9 @@ async fn events_for_other_nodes_or_tenants_and_bad_hellos_are_refused() {
     );
 
     // A stream must start with a valid hello.
-    let err = open(&h, TENANT, hello("", &[], -1)).await.unwrap_err();
+    let err = open(&h.svc.channel(), TENANT, hello("", &[], -1))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     let mut fields = status::fields(&err);
     fields.sort();
@@ -306,14 +308,14 @@ async fn events_for_other_nodes_or_tenants_and_bad_hellos_are_refused() {
         ]
     );
     // A node no node can be would never get a command.
-    let err = open(&h, TENANT, hello("a", &["DC1", "DC 2"], 0))
+    let err = open(&h.svc.channel(), TENANT, hello("a", &["DC1", "DC 2"], 0))
         .await
         .unwrap_err();
     assert_eq!(status::fields(&err), ["hello.node_ids[1]"]);
     let not_hello = ConnectAdapterRequest {
         message: Some(In::Heartbeat(Heartbeat::default())),
     };
-    let err = open(&h, TENANT, not_hello).await.unwrap_err();
+    let err = open(&h.svc.channel(), TENANT, not_hello).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     // And needs a token.
     let (tx, rx) = tokio::sync::mpsc::channel(1);
@@ -331,7 +333,7 @@ async fn pipelined_events_are_answered_in_order_each_applied_once() {
     let x = h.released(TENANT, "DC1").await.name;
     let y = h.released(TENANT, "DC1").await.name;
     // Both commands were processed before: the stream carries answers only.
-    let mut a = Adapter::connect(&h, TENANT, "wms-1", &["DC1"], 2).await;
+    let mut a = Adapter::connect(&h.svc.channel(), TENANT, "wms-1", &["DC1"], 2).await;
     // Sent back to back without waiting: they arrive together and are
     // applied together, each answered in the order sent.
     let events = [

@@ -114,7 +114,7 @@ async fn receipts_against_a_notice_are_recorded_once_with_their_discrepancies() 
     assert_eq!(asn.discrepancies.len(), 2);
 
     // The node's adapter is told what to expect.
-    let mut a = Adapter::connect(&h, TENANT, "wms-1", &["DC1"], 0).await;
+    let mut a = Adapter::connect(&h.svc.channel(), TENANT, "wms-1", &["DC1"], 0).await;
     let c = a.command().await;
     match &c.kind {
         Some(Cmd::Asn(x)) => assert_eq!((x.name.as_str(), x.lines.len()), (asn.name.as_str(), 2)),
@@ -178,6 +178,16 @@ async fn receipts_against_a_notice_are_recorded_once_with_their_discrepancies() 
     )
     .await;
     assert!(!empty.accepted);
+    // Received days from now: a WMS clock set wrong, which inventory
+    // would refuse to record.
+    let mut ahead = receipt("r5b", "GR-5B", "", "DC1", vec![received("A", 1, 0)]);
+    if let In::Receipt(r) = &mut ahead {
+        let at = chrono::Utc::now() + chrono::Duration::days(3);
+        r.receipt.as_mut().unwrap().receive_time = Some(oms_runtime::time::to_timestamp(at));
+    }
+    let ahead = answer(&mut a, ahead).await;
+    assert!(!ahead.accepted);
+    assert!(ahead.error.contains("receive_time: "), "{}", ahead.error);
     // A receipt without a notice is taken too.
     let blind = answer(
         &mut a,
@@ -314,7 +324,7 @@ async fn messages_reach_the_node_are_delivered_on_acknowledgement_and_read_once(
     assert_eq!(again.name, sent.name);
 
     // The release came first, then the message.
-    let mut a = Adapter::connect(&h, TENANT, "wms-1", &["DC1"], 1).await;
+    let mut a = Adapter::connect(&h.svc.channel(), TENANT, "wms-1", &["DC1"], 1).await;
     let c = a.command().await;
     match &c.kind {
         Some(Cmd::Message(m)) => assert_eq!(m.body, "Fragile: pack the vase in double foam."),
@@ -397,7 +407,7 @@ async fn notes_from_the_warehouse_are_stored_once_for_the_office_to_read() {
     let mut h = start().await;
     let here = h.released(TENANT, "DC1").await;
     let there = h.released(TENANT, "DC2").await;
-    let mut a = Adapter::connect(&h, TENANT, "wms-1", &["DC1"], 2).await;
+    let mut a = Adapter::connect(&h.svc.channel(), TENANT, "wms-1", &["DC1"], 2).await;
     let note = |event: &str, subject: &str, body: &str| {
         In::Note(AdapterNote {
             event_id: event.into(),

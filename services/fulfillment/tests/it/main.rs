@@ -7,17 +7,12 @@ mod inbound;
 mod orders;
 
 use oms_fulfillment::BridgeConfig;
-use oms_proto::fulfillment::{
-    self as pb, ConnectAdapterRequest, ConnectAdapterResponse,
-    connect_adapter_request::Message as In, connect_adapter_response::Message as Out,
-    fulfillment_service_client::FulfillmentServiceClient,
-};
+use oms_proto::fulfillment::{self as pb, fulfillment_service_client::FulfillmentServiceClient};
 use oms_runtime::Service;
+pub use oms_testkit::adapter::{Adapter, hello, open};
 use oms_testkit::{Running, TestDb, authed};
 use std::time::Duration;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Streaming, transport::Channel};
+use tonic::transport::Channel;
 
 pub const TENANT: &str = "acme";
 
@@ -170,116 +165,4 @@ pub fn new_order(node: &str, lines: &[(&str, &str, i64)]) -> pb::FulfillmentOrde
         carrier_service: "dhl_paket".into(),
         ..Default::default()
     }
-}
-
-/// A WMS adapter as a test drives it: what it sends and what it receives.
-pub struct Adapter {
-    tx: mpsc::Sender<ConnectAdapterRequest>,
-    rx: Streaming<ConnectAdapterResponse>,
-    pub welcome: pb::AdapterWelcome,
-}
-
-pub fn hello(id: &str, nodes: &[&str], last: i64) -> ConnectAdapterRequest {
-    ConnectAdapterRequest {
-        message: Some(In::Hello(pb::AdapterHello {
-            adapter_id: id.into(),
-            node_ids: nodes.iter().map(|n| (*n).to_string()).collect(),
-            last_processed_sequence: last,
-            software: "test-adapter/1".into(),
-        })),
-    }
-}
-
-/// Opens a stream whose first message is `first`; the server's answer to
-/// opening it.
-pub async fn open(
-    h: &Harness,
-    tenant: &str,
-    first: ConnectAdapterRequest,
-) -> Result<
-    (
-        mpsc::Sender<ConnectAdapterRequest>,
-        Streaming<ConnectAdapterResponse>,
-    ),
-    tonic::Status,
-> {
-    let (tx, rx) = mpsc::channel(64);
-    tx.send(first).await.unwrap();
-    let mut client = FulfillmentServiceClient::new(h.svc.channel());
-    let resp = client
-        .connect_adapter(authed(tenant, ReceiverStream::new(rx)))
-        .await?;
-    Ok((tx, resp.into_inner()))
-}
-
-impl Adapter {
-    pub async fn connect(
-        h: &Harness,
-        tenant: &str,
-        id: &str,
-        nodes: &[&str],
-        last: i64,
-    ) -> Adapter {
-        let (tx, mut rx) = open(h, tenant, hello(id, nodes, last)).await.unwrap();
-        let welcome = match next(&mut rx).await {
-            Out::Welcome(w) => w,
-            other => panic!("expected welcome, got {other:?}"),
-        };
-        Adapter { tx, rx, welcome }
-    }
-
-    pub async fn send(&self, m: In) {
-        self.tx
-            .send(ConnectAdapterRequest { message: Some(m) })
-            .await
-            .unwrap();
-    }
-
-    pub async fn next(&mut self) -> Out {
-        next(&mut self.rx).await
-    }
-
-    /// The next command (the stream must not carry anything else first).
-    pub async fn command(&mut self) -> pb::Command {
-        match self.next().await {
-            Out::Command(c) => c,
-            other => panic!("expected a command, got {other:?}"),
-        }
-    }
-
-    pub async fn ack(&self, seq: i64) {
-        self.send(In::Ack(pb::CommandAck { sequence: seq })).await;
-    }
-
-    /// Sends a status event and returns its acknowledgement.
-    pub async fn report(
-        &mut self,
-        event_id: &str,
-        node: &str,
-        fo: &str,
-        kind: pb::status_event::Kind,
-    ) -> pb::EventAck {
-        self.send(In::Status(pb::StatusEvent {
-            event_id: event_id.into(),
-            node_id: node.into(),
-            fulfillment_order: fo.into(),
-            occur_time: None,
-            kind: Some(kind),
-        }))
-        .await;
-        match self.next().await {
-            Out::EventAck(a) => a,
-            other => panic!("expected an event ack, got {other:?}"),
-        }
-    }
-}
-
-async fn next(rx: &mut Streaming<ConnectAdapterResponse>) -> Out {
-    tokio::time::timeout(Duration::from_secs(10), rx.message())
-        .await
-        .expect("a message within 10 s")
-        .expect("stream ok")
-        .expect("stream open")
-        .message
-        .expect("message set")
 }

@@ -66,6 +66,8 @@ pub fn parse(m: Option<StockMovement>) -> Result<StockMovement, Violations> {
     {
         v.add("movement.reason", "is required for adjustments and damage");
     }
+    let happened = oms_runtime::time::check_happened(m.occur_time.as_ref(), chrono::Utc::now());
+    v.check("movement.occur_time", happened);
     v.at_most("movement.reason", &m.reason, 500);
     v.at_most("movement.reference", &m.reference, 200);
     if !m.expiry_date.is_empty() && !oms_kernel::is_date(&m.expiry_date) {

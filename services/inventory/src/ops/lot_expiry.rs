@@ -153,7 +153,7 @@ async fn withdrawn(
         let (expiry_date, withdraw_date, on_hand) =
             (l.expiry_date.clone(), l.withdraw_date.clone(), l.on_hand);
         let kind = if l.expired {
-            let held_beyond_stock = held_beyond_stock(&now, tenant, &l.node_id, &l.sku);
+            let held_beyond_stock = held_beyond_stock(inv, &now, tenant, &l.node_id, &l.sku);
             inventory_event::Kind::LotExpired(LotExpired {
                 node_id,
                 sku,
@@ -247,14 +247,21 @@ pub async fn date_allocations(
 }
 
 /// Units reservations hold at a node beyond its unexpired stock, with a
-/// warning in the log when there are any: those reservations rest on stock
-/// that is not there to ship.
-pub(crate) fn held_beyond_stock(f: &Figures, tenant: &Tenant, node: &str, sku: &str) -> i64 {
+/// warning in the log and a count in the metrics when there are any: those
+/// reservations rest on stock that is not there to ship.
+pub(crate) fn held_beyond_stock(
+    inv: &Inventory,
+    f: &Figures,
+    tenant: &Tenant,
+    node: &str,
+    sku: &str,
+) -> i64 {
     let units = f.held_beyond_stock(node, sku);
     if units > 0 {
         tracing::warn!(tenant = %tenant, node, sku, units,
             "reservations hold more than the node's unexpired stock");
     }
+    inv.metrics.held_beyond_stock(tenant.as_str(), node, units);
     units
 }
 

@@ -157,7 +157,7 @@ pub(crate) async fn apply(
     let held_beyond_stock = if change < 0 {
         let skus = std::slice::from_ref(&m.sku);
         let now = super::availability::stock_and_holds(tx, tenant, skus).await?;
-        lot_expiry::held_beyond_stock(&now, tenant, &m.node_id, &m.sku)
+        lot_expiry::held_beyond_stock(inv, &now, tenant, &m.node_id, &m.sku)
     } else {
         0
     };
@@ -395,6 +395,9 @@ pub async fn import(
     // The source is part of every count's reason.
     let mut v = Violations::new();
     v.at_most("header.source", &header.source, 200);
+    // Every count's time.
+    let counted = oms_runtime::time::check_happened(header.count_time.as_ref(), Utc::now());
+    v.check("header.count_time", counted);
     v.into_result(())?;
     let digest = SnapshotDigest {
         header: Some(header.clone()),

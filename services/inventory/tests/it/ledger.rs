@@ -75,7 +75,6 @@ async fn the_ledger_derives_on_hand_and_refuses_going_below_zero() {
     .await
     .unwrap_err();
     assert_eq!(fields(&err), ["movement.quantity"]);
-
     // A transfer to where it starts is refused; two missing nodes are
     // missing, not also the same node.
     let transfer = |from: &str, to: &str| TransferStockRequest {
@@ -156,6 +155,26 @@ async fn the_ledger_derives_on_hand_and_refuses_going_below_zero() {
         .unwrap()
         .into_inner();
     assert_eq!(rest.movements.len(), 3, "receipt, adjustment, count");
+    // When it happened: a time the ledger can show, not days ahead of now
+    // (a WMS whose clock is set wrong), while a day of drift is taken.
+    let at = |seconds: i64, nanos| Some(prost_types::Timestamp { seconds, nanos });
+    let now = chrono::Utc::now().timestamp();
+    for (id, occur_time) in [("m9", at(now + 3 * 86_400, 0)), ("m10", at(now, -1))] {
+        let err = movement(c, id, MovementKind::Receipt, "DC1", "SKU-1", |m| {
+            m.quantity = 1;
+            m.occur_time = occur_time;
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(fields(&err), ["movement.occur_time"], "{err:?}");
+    }
+    let m = movement(c, "m11", MovementKind::Receipt, "DC1", "SKU-1", |m| {
+        m.quantity = 1;
+        m.occur_time = at(now + 3_600, 0);
+    })
+    .await
+    .unwrap();
+    assert_eq!(m.occur_time.unwrap().seconds, now + 3_600);
 }
 
 #[tokio::test]
@@ -421,6 +440,21 @@ async fn a_snapshot_import_applies_good_rows_and_reports_bad_ones() {
         .await
         .unwrap_err();
     assert_eq!(fields(&err), ["header.source"]);
+    // Every count happened at the header's time: not days ahead of now.
+    let ahead = chrono::Utc::now() + chrono::Duration::days(3);
+    let counted_ahead = vec![ImportStockSnapshotRequest {
+        part: Some(Part::Header(SnapshotHeader {
+            request_id: rid(),
+            source: "wms".into(),
+            count_time: Some(oms_runtime::time::to_timestamp(ahead)),
+        })),
+    }];
+    let err = h
+        .client
+        .import_stock_snapshot(authed("acme", tokio_stream::iter(counted_ahead)))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["header.count_time"]);
 }
 
 #[tokio::test]

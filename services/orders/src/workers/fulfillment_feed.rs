@@ -9,6 +9,7 @@
 use crate::changes::{Happened, record};
 use crate::domain::OrderState;
 use crate::domain::lifecycle;
+use crate::metrics::Metrics;
 use crate::repo::{self, feeds, feeds::Put};
 use crate::workers::{
     leases::Leases,
@@ -45,6 +46,14 @@ const RESYNC_MARGIN: chrono::Duration = chrono::Duration::minutes(5);
 pub struct FulfillmentFeed {
     pub pool: PgPool,
     pub peers: Peers,
+    pub metrics: Metrics,
+}
+
+/// Shipped units inventory refused to take from stock.
+struct Untaken {
+    units: i64,
+    /// What the order's history tells of them: units, SKU and why.
+    told: String,
 }
 
 /// Whether the feed refused the stored cursor because the events after it
@@ -320,8 +329,9 @@ impl FulfillmentFeed {
         // Shipped units inventory refused to take from stock: told in the
         // order's history, where people look, not only in the log.
         if !untaken.is_empty() {
+            let told: Vec<&str> = untaken.iter().map(|u| u.told.as_str()).collect();
             why.push_str("; not taken from stock by inventory: ");
-            why.push_str(&untaken.join("; "));
+            why.push_str(&told.join("; "));
         }
         follow_work(
             &mut *tx,
@@ -332,6 +342,11 @@ impl FulfillmentFeed {
             why,
         )
         .await?;
+        // Counted once the event is applied (a failure before this point
+        // applies it again, refusals included), for the alert that asks
+        // someone to take the units from stock by hand.
+        let units = untaken.iter().map(|u| u.units).sum();
+        self.metrics.untaken(tenant.as_str(), &fo.node_id, units);
         Ok(())
     }
 
@@ -344,7 +359,7 @@ impl FulfillmentFeed {
         tenant: &Tenant,
         fo: &FulfillmentOrder,
         before: Option<&FulfillmentOrder>,
-    ) -> anyhow::Result<Vec<String>> {
+    ) -> anyhow::Result<Vec<Untaken>> {
         let shipped = shipped_since(fo, before);
         if shipped.is_empty() || fo.reservation.is_empty() {
             return Ok(Vec::new());
@@ -387,7 +402,7 @@ impl FulfillmentFeed {
         fo: &FulfillmentOrder,
         total: i64,
         shipped: &[Allocation],
-    ) -> anyhow::Result<Vec<String>> {
+    ) -> anyhow::Result<Vec<Untaken>> {
         let mut inventory = self.peers.inventory(tenant);
         let mut untaken = Vec::new();
         for (i, a) in shipped.iter().enumerate() {
@@ -414,7 +429,7 @@ impl FulfillmentFeed {
         fo: &FulfillmentOrder,
         total: i64,
         shipped: &[Allocation],
-    ) -> anyhow::Result<Vec<String>> {
+    ) -> anyhow::Result<Vec<Untaken>> {
         let mut inventory = self.peers.inventory(tenant);
         let mut untaken = Vec::new();
         for (i, a) in shipped.iter().enumerate() {
@@ -450,7 +465,7 @@ fn settle(
     fo: &FulfillmentOrder,
     a: &Allocation,
     answer: Result<(), tonic::Status>,
-    untaken: &mut Vec<String>,
+    untaken: &mut Vec<Untaken>,
 ) -> anyhow::Result<()> {
     match answer {
         Ok(()) => Ok(()),
@@ -462,12 +477,15 @@ fn settle(
     }
 }
 
-/// What is told of shipped units inventory refused to take from stock,
-/// with a warning in the log.
-fn untaken_entry(fo: &FulfillmentOrder, a: &Allocation, st: &tonic::Status) -> String {
+/// Shipped units inventory refused to take from stock, with a warning in
+/// the log.
+fn untaken_entry(fo: &FulfillmentOrder, a: &Allocation, st: &tonic::Status) -> Untaken {
     tracing::warn!(fulfillment_order = %fo.name, sku = %a.sku, units = a.quantity, error = %st.message(),
         "shipped units not taken from stock in inventory");
-    format!("{} of {}: {}", a.quantity, a.sku, st.message())
+    Untaken {
+        units: a.quantity,
+        told: format!("{} of {}: {}", a.quantity, a.sku, st.message()),
+    }
 }
 
 /// An answer of inventory that the same request will always get.

@@ -1,0 +1,38 @@
+//! Business metrics of the orders service (RED metrics per method come
+//! from oms-runtime): shipped units inventory would not take from stock.
+use opentelemetry::{KeyValue, global, metrics::Counter};
+
+#[derive(Clone)]
+pub struct Metrics {
+    untaken: Counter<u64>,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let untaken = global::meter("oms-orders")
+            .u64_counter("oms.orders.shipped_units_untaken")
+            .with_description(
+                "Shipped units inventory refused to take from stock (a serial or lot it does not have at the node, nothing allocated there), by tenant and node: they stay on hand and held until someone consumes them by hand",
+            )
+            .build();
+        Metrics { untaken }
+    }
+
+    /// `units` a node shipped that inventory refused to take from stock.
+    pub fn untaken(&self, tenant: &str, node: &str, units: i64) {
+        let units = u64::try_from(units).unwrap_or(0);
+        if units > 0 {
+            let attrs = [
+                KeyValue::new("tenant", tenant.to_owned()),
+                KeyValue::new("node", node.to_owned()),
+            ];
+            self.untaken.add(units, &attrs);
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
