@@ -1,7 +1,7 @@
 //! Channel payloads from the published samples go in through gRPC and
 //! become reserved orders; a repeated webhook changes nothing; a bad
 //! signature is refused and audited.
-use crate::placement::order_of;
+use crate::placement::{order_of, until_state};
 use oms_e2e::{Suite, next_order_event, pos_submission};
 use oms_proto::ingest::{self as ing, ingest_service_client::IngestServiceClient};
 use oms_proto::orders::{self as ord, OrderState, order_service_client::OrderServiceClient};
@@ -1014,4 +1014,117 @@ async fn each_submitted_order_stays_in_its_submissions_trace() {
         let tp = &trace_of[&a.order];
         assert!(tp.contains(&trace_id(i)), "order {i}: {tp}");
     }
+}
+
+/// A Shopify order refunded or edited in part (API 2026-07: each line's
+/// `current_quantity`, the `current_*` totals) becomes an order of what is
+/// left; a later version that takes lines away cancels their units on
+/// the order, and an earlier one sent again brings none of them back.
+#[tokio::test]
+async fn a_shopify_order_refunded_in_part_ships_only_what_is_left() {
+    let suite = Suite::start().await;
+    // Items without stock: the orders wait, backordered, where the
+    // channel's changes still apply.
+    let mut stock = suite.stock(T, &[]).await;
+    for sku in ["IPOD2008GREEN", "IPOD2008RED", "IPOD2008BLACK"] {
+        let item = oms_proto::inventory::Item {
+            sku: sku.into(),
+            ..Default::default()
+        };
+        oms_e2e::create_item(&mut stock, T, item).await;
+    }
+    let mut ingest = IngestServiceClient::new(suite.channel(Service::Ingest));
+    channel(&mut ingest, "shop", ing::ChannelKind::Shopify, &[]).await;
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = suite.order_events(T).await;
+    let mut submit = async |body: Vec<u8>| {
+        let hook = webhook("shop", "X-Shopify-Hmac-Sha256", body);
+        let r = ingest.submit_channel_payload(authed(T, hook)).await;
+        r.unwrap().into_inner()
+    };
+    // What is left of each line, and the totals, as the order has them.
+    let left = |o: &ord::Order| -> Vec<(String, i64, i64)> {
+        let open = |l: &ord::OrderLine| (l.sku.clone(), l.quantity, l.quantity_cancelled);
+        o.lines.iter().map(open).collect()
+    };
+    let total = |o: &ord::Order| {
+        o.totals
+            .as_ref()
+            .unwrap()
+            .total
+            .as_ref()
+            .unwrap()
+            .amount_minor
+    };
+
+    // The sample: black refunded, green edited away, red left.
+    let sample_2026: serde_json::Value =
+        serde_json::from_slice(&sample("shopify-order-2026-07.json")).unwrap();
+    let first = submit(sample_2026.to_string().into_bytes()).await;
+    assert_eq!(first.outcome, ing::SubmissionOutcome::Created as i32);
+    let o = order_of(&mut orders, &first.order).await;
+    assert_eq!(left(&o), [("IPOD2008RED".to_string(), 1, 0)]);
+    assert_eq!(total(&o), 19965, "current_total_price");
+
+    // The same order as placed, before its refund and edit: another
+    // channel order id, all three lines.
+    let mut placed = sample_2026.clone();
+    placed["id"] = 450789470.into();
+    for li in placed["line_items"].as_array_mut().unwrap() {
+        li["current_quantity"] = 1.into();
+    }
+    for name in [
+        "subtotal_price",
+        "total_tax",
+        "total_discounts",
+        "total_price",
+    ] {
+        placed[format!("current_{name}")] = placed[name].clone();
+    }
+    let created = submit(placed.to_string().into_bytes()).await;
+    let o = order_of(&mut orders, &created.order).await;
+    assert_eq!(o.lines.len(), 3);
+    assert_eq!(total(&o), 59894);
+    until_state(&mut feed, &created.order, OrderState::Backordered).await;
+    // Then the refund and the edit reach the OMS: their units are
+    // cancelled on the order, and the history says why.
+    let mut refunded = sample_2026.clone();
+    refunded["id"] = placed["id"].clone();
+    let update = submit(refunded.to_string().into_bytes()).await;
+    assert_eq!(
+        (update.outcome, update.order.as_str()),
+        (
+            ing::SubmissionOutcome::Updated as i32,
+            created.order.as_str()
+        )
+    );
+    let o = order_of(&mut orders, &created.order).await;
+    let expect = [
+        ("IPOD2008GREEN".to_string(), 1, 1),
+        ("IPOD2008RED".to_string(), 1, 0),
+        ("IPOD2008BLACK".to_string(), 1, 1),
+    ];
+    assert_eq!(left(&o), expect);
+    assert_eq!(o.state, OrderState::Backordered as i32);
+    // The version before the refund, delivered late: nothing comes back.
+    let late = submit(placed.to_string().into_bytes()).await;
+    assert_eq!(late.outcome, ing::SubmissionOutcome::Updated as i32);
+    let o = order_of(&mut orders, &created.order).await;
+    assert_eq!(left(&o), expect);
+    let history = orders
+        .list_order_history(authed(
+            T,
+            ord::ListOrderHistoryRequest {
+                name: created.order.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .changes;
+    let told = history
+        .iter()
+        .filter(|c| c.reason.contains("changed in the channel"));
+    assert_eq!(told.count(), 1, "{history:?}");
 }

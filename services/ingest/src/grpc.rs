@@ -112,6 +112,8 @@ struct Later<'a> {
     was_cancelled: bool,
     /// Whether this version cancels it.
     cancelled: bool,
+    /// What this version says is left of each line ([`Mapped::left`]).
+    left: &'a [(String, i64)],
     body_hash: &'a str,
 }
 
@@ -203,7 +205,7 @@ impl IngestApi {
         let mapped = match (&s.canonical, kind) {
             (Some(order), _) => Mapped {
                 order: order.clone(),
-                cancelled: false,
+                ..Default::default()
             },
             (None, ChannelKind::Shopify | ChannelKind::Woocommerce) => {
                 let header = if kind == ChannelKind::Shopify {
@@ -286,6 +288,7 @@ impl IngestApi {
                     name: &name,
                     was_cancelled: seen.cancelled,
                     cancelled: mapped.cancelled,
+                    left: &mapped.left,
                     body_hash,
                 };
                 self.later_version(tenant, &later, order).await?;
@@ -332,6 +335,7 @@ impl IngestApi {
                             name: &name,
                             was_cancelled: false,
                             cancelled: mapped.cancelled,
+                            left: &mapped.left,
                             body_hash,
                         };
                         self.later_version(tenant, &later, changes).await?;
@@ -357,8 +361,9 @@ impl IngestApi {
     }
 
     /// A later version of a channel order that is already an order: a
-    /// cancellation cancels it, anything else brings its address and
-    /// customer, while the order can still change.
+    /// cancellation cancels it, anything else brings its address,
+    /// customer and what is left of its lines, while the order can still
+    /// change.
     async fn later_version(
         &self,
         tenant: &Tenant,
@@ -390,14 +395,53 @@ impl IngestApi {
             }),
             reason: "updated in the channel".into(),
         };
-        match self.orders_of(tenant).update_order(update).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.code() == Code::FailedPrecondition => {
-                tracing::info!(order = %v.name, "channel update after release not applied: {}", e.message());
-                Ok(())
-            }
-            Err(e) => Err(e),
+        let updated = self.orders_of(tenant).update_order(update).await;
+        not_applied_after_release(v, "update", updated.map(|_| ()))?;
+        self.follow_lines(tenant, v).await
+    }
+
+    /// Brings the order's lines down to what the channel says is left of
+    /// each (refunds and order edits there), while the order can still
+    /// change: a line left with nothing has its open units cancelled, one
+    /// with fewer is edited to them (the rest given back to stock). An edit
+    /// sets a total and a cancel is refused beyond what is open, so two
+    /// versions applied at once never take more than the channel says.
+    async fn follow_lines(&self, tenant: &Tenant, v: &Later<'_>) -> Result<(), Status> {
+        if v.left.is_empty() {
+            return Ok(());
         }
+        let mut orders = self.orders_of(tenant);
+        let get = ord::GetOrderRequest {
+            name: v.name.to_owned(),
+        };
+        let order = orders.get_order(get).await?.into_inner().order;
+        let (edits, cancels) = crate::lines_left::changes(&order.unwrap_or_default(), v.left);
+        let key = |what: &str| {
+            let (channel, coid, hash) = (v.channel_id, v.coid, &v.body_hash[..16]);
+            RequestId::derived(what, format!("{what}:{channel}:{coid}:{hash}"))
+        };
+        let reason = "lines changed in the channel (refund or order edit)";
+        if !edits.is_empty() {
+            let edit = ord::EditOrderLinesRequest {
+                request_id: key("ingest-edit"),
+                name: v.name.to_owned(),
+                lines: edits,
+                reason: reason.into(),
+            };
+            let edited = orders.edit_order_lines(edit).await;
+            not_applied_after_release(v, "line edit", edited.map(|_| ()))?;
+        }
+        if !cancels.is_empty() {
+            let cancel = ord::CancelOrderLinesRequest {
+                request_id: key("ingest-cancel-lines"),
+                name: v.name.to_owned(),
+                lines: cancels,
+                reason: reason.into(),
+            };
+            let cancelled = orders.cancel_order_lines(cancel).await;
+            not_applied_after_release(v, "line cancel", cancelled.map(|_| ()))?;
+        }
+        Ok(())
     }
 
     /// The order a channel order became, asked of the orders service.
@@ -455,6 +499,23 @@ impl IngestApi {
             Err(e) if e.code() == Code::FailedPrecondition => Ok(()),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// A change a later version asked of its order: refused because the order
+/// has gone on (released to its warehouse, stock short for more units) is
+/// told in the log and not applied; the channel order stays accepted.
+fn not_applied_after_release(
+    v: &Later<'_>,
+    what: &str,
+    answer: Result<(), Status>,
+) -> Result<(), Status> {
+    match answer {
+        Err(e) if e.code() == Code::FailedPrecondition => {
+            tracing::info!(order = %v.name, "channel {what} not applied: {}", e.message());
+            Ok(())
+        }
+        other => other,
     }
 }
 

@@ -5,6 +5,7 @@
 mod adapters;
 mod availability;
 mod grpc;
+mod lines_left;
 mod metrics;
 mod order_creator;
 mod repo;

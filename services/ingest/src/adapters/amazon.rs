@@ -129,5 +129,9 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
         promise_time,
         ..Default::default()
     };
-    top.v.into_result(Mapped { order, cancelled })
+    top.v.into_result(Mapped {
+        order,
+        cancelled,
+        ..Default::default()
+    })
 }

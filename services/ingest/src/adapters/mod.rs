@@ -11,11 +11,16 @@ use oms_proto::orders::Order;
 use serde_json::Value;
 
 /// What a payload says about its order.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Mapped {
     pub order: Order,
     /// The channel cancelled the order.
     pub cancelled: bool,
+    /// What the channel says is left of each line (line id, units) after
+    /// refunds and order edits there, lines left with nothing included:
+    /// a later version brings the order's lines to it. Empty when the
+    /// channel does not say (its lines are what was ordered).
+    pub left: Vec<(String, i64)>,
 }
 
 /// Reads fields of a JSON document, collecting every problem with its path.

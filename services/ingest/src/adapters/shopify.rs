@@ -21,13 +21,21 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
             amount_minor: a,
         })
     };
-    let mut lines = Vec::new();
+    // Lines as ordered, and what is left of each after refunds and order
+    // edits (`current_quantity`, API 2023-01 on; older payloads have only
+    // what was ordered).
+    let mut ordered = Vec::new();
+    let mut left = Vec::new();
     for (i, item) in r.array(&["line_items"]).into_iter().enumerate() {
         let mut li = Reader::new(item);
         let idx = i.to_string();
         let sku = li.string(&["sku"], false);
         let variant = li.string(&["variant_id"], false);
         let quantity = li.int(&["quantity"]).unwrap_or(0);
+        let current = match li.at(&["current_quantity"]) {
+            Some(_) => li.int(&["current_quantity"]).unwrap_or(0),
+            None => quantity,
+        };
         let price = li.money(&["price"], &currency);
         let discount = li.money(&["total_discount"], &currency);
         let tax: i64 = li
@@ -37,6 +45,8 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
             .sum();
         if quantity <= 0 {
             li.v.add("body.quantity", "must be positive");
+        } else if !(0..=quantity).contains(&current) {
+            li.v.add("body.current_quantity", "must be 0 to quantity");
         }
         let channel_sku = if sku.is_empty() { variant } else { sku };
         if channel_sku.is_empty() {
@@ -49,7 +59,7 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
                 v.description,
             );
         }
-        lines.push(OrderLine {
+        let line = OrderLine {
             line_id: li_id(item, i),
             sku: channel_sku.clone(),
             channel_sku,
@@ -63,11 +73,28 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
             discount: money(discount),
             tax: money(Some(tax)),
             ..Default::default()
-        });
+        };
+        left.push((line.line_id.clone(), current));
+        ordered.push(line);
     }
-    if lines.is_empty() {
+    if ordered.is_empty() {
         r.v.add("body.line_items", "at least one line item is required");
     }
+    // The order is what is left: lines refunded or edited away in full are
+    // not shipped, the others with their units left (their discount and
+    // tax in proportion). With nothing left at all, it is the order as
+    // placed, cancelled.
+    let nothing_left = left.iter().all(|(_, units)| *units == 0);
+    let lines: Vec<OrderLine> = if nothing_left {
+        ordered
+    } else {
+        ordered
+            .into_iter()
+            .zip(&left)
+            .filter(|(_, (_, units))| *units > 0)
+            .map(|(l, (_, units))| what_is_left(l, *units))
+            .collect()
+    };
     let ship_to = r.at(&["shipping_address"]).map(|a| {
         let mut ar = Reader::new(a);
         let geo = match (
@@ -99,17 +126,29 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
             geo,
         }
     });
+    // Shipping lines removed by an order edit are not charged.
     let shipping: i64 = r
         .array(&["shipping_lines"])
         .iter()
+        .filter(|s| s.get("is_removed").and_then(Value::as_bool) != Some(true))
         .filter_map(|s| Reader::new(s).money(&["price"], &currency))
         .sum();
+    // Totals of what is left (`current_*`) when the payload has them.
+    let mut amount = |name: &str| {
+        let current = format!("current_{name}");
+        let name = if !nothing_left && r.at(&[current.as_str()]).is_some() {
+            current.as_str()
+        } else {
+            name
+        };
+        money(r.money(&[name], &currency))
+    };
     let totals = OrderTotals {
-        subtotal: money(r.money(&["subtotal_price"], &currency)),
+        subtotal: amount("subtotal_price"),
         shipping: money(Some(shipping)),
-        tax: money(r.money(&["total_tax"], &currency)),
-        discount: money(r.money(&["total_discounts"], &currency)),
-        total: money(r.money(&["total_price"], &currency)),
+        tax: amount("total_tax"),
+        discount: amount("total_discounts"),
+        total: amount("total_price"),
     };
     let customer = Customer {
         customer_id: r
@@ -128,7 +167,7 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
         phone: r.string(&["phone"], false),
     };
     let order_time = super::super::time::parse_rfc3339(&r.string(&["created_at"], false));
-    let cancelled = r.at(&["cancelled_at"]).is_some();
+    let cancelled = r.at(&["cancelled_at"]).is_some() || nothing_left;
     let order = Order {
         channel_order_id: id.map(|i| i.to_string()).unwrap_or_default(),
         currency_code: currency.clone(),
@@ -143,7 +182,34 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
             .collect(),
         ..Default::default()
     };
-    r.v.into_result(Mapped { order, cancelled })
+    r.v.into_result(Mapped {
+        order,
+        cancelled,
+        left,
+    })
+}
+
+/// `line` with `units` of its ordered quantity left: its discount and tax
+/// in proportion (rounded down).
+fn what_is_left(line: OrderLine, units: i64) -> OrderLine {
+    if units == line.quantity {
+        return line;
+    }
+    let part = |m: Option<Money>| {
+        m.map(|m| {
+            let share = i128::from(m.amount_minor) * i128::from(units) / i128::from(line.quantity);
+            Money {
+                amount_minor: i64::try_from(share).unwrap_or(m.amount_minor),
+                ..m
+            }
+        })
+    };
+    OrderLine {
+        discount: part(line.discount.clone()),
+        tax: part(line.tax.clone()),
+        quantity: units,
+        ..line
+    }
 }
 
 fn li_id(item: &Value, i: usize) -> String {

@@ -119,5 +119,9 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
         order_time,
         ..Default::default()
     };
-    r.v.into_result(Mapped { order, cancelled })
+    r.v.into_result(Mapped {
+        order,
+        cancelled,
+        ..Default::default()
+    })
 }
