@@ -1128,3 +1128,93 @@ async fn a_shopify_order_refunded_in_part_ships_only_what_is_left() {
         .filter(|c| c.reason.contains("changed in the channel"));
     assert_eq!(told.count(), 1, "{history:?}");
 }
+
+/// An order of Amazon's Orders API v2026-01-01 (`getOrder`: items,
+/// recipient, proceeds and fulfillment in one answer) becomes an order;
+/// a later answer where the buyer cancelled it cancels it.
+#[tokio::test]
+async fn an_amazon_order_of_the_2026_orders_api_becomes_an_order() {
+    let suite = Suite::start().await;
+    let mut stock = suite.stock(T, &[]).await;
+    let item = oms_proto::inventory::Item {
+        sku: "ECHO-DOT-4-BR-PRETO".into(),
+        ..Default::default()
+    };
+    oms_e2e::create_item(&mut stock, T, item).await;
+    let mut ingest = IngestServiceClient::new(suite.channel(Service::Ingest));
+    channel(&mut ingest, "amazon", ing::ChannelKind::AmazonSpApi, &[]).await;
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = suite.order_events(T).await;
+    let mut submit = async |request_id: &str, body: &serde_json::Value| {
+        let req = ing::SubmitChannelPayloadRequest {
+            request_id: request_id.into(),
+            channel: "channels/amazon".into(),
+            body: body.to_string().into_bytes(),
+            headers: Default::default(),
+        };
+        ingest
+            .submit_channel_payload(authed(T, req))
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    let sample: serde_json::Value =
+        serde_json::from_slice(&sample("amazon-sp-api-2026-01-01-getOrder.json")).unwrap();
+    let created = submit("amazon-2026-1", &sample).await;
+    assert_eq!(created.outcome, ing::SubmissionOutcome::Created as i32);
+    let o = order_of(&mut orders, &created.order).await;
+    assert_eq!(o.channel_order_id, "171-9876543-2109876");
+    let l = &o.lines[0];
+    let price = l.unit_price.as_ref().unwrap();
+    assert_eq!(
+        (
+            l.line_id.as_str(),
+            l.sku.as_str(),
+            l.quantity,
+            price.amount_minor,
+            price.currency_code.as_str()
+        ),
+        ("17198765432109", "ECHO-DOT-4-BR-PRETO", 1, 29990, "BRL")
+    );
+    let to = o.ship_to.unwrap();
+    assert_eq!(
+        (
+            to.city.as_str(),
+            to.region.as_str(),
+            to.postal_code.as_str(),
+            to.country_code.as_str()
+        ),
+        ("São Paulo", "SP", "01234-567", "BR")
+    );
+    assert_eq!(to.lines, ["Rua das Flores, 123", "Apartamento 45"]);
+    assert_eq!(o.customer.unwrap().name, "Maria Silva Santos");
+    assert_eq!(o.totals.unwrap().total.unwrap().amount_minor, 29990);
+    assert_eq!(
+        o.service_level,
+        oms_proto::common::ServiceLevel::Standard as i32
+    );
+    let promise = o.promise_time.unwrap();
+    assert_eq!(
+        oms_runtime::time::from_timestamp(&promise)
+            .unwrap()
+            .to_rfc3339(),
+        "2024-12-31T23:59:59+00:00"
+    );
+    until_state(&mut feed, &created.order, OrderState::Backordered).await;
+
+    // The buyer cancels: the next answer has the order cancelled and
+    // nothing left to ship of its item.
+    let mut cancelled = sample.clone();
+    cancelled["order"]["fulfillment"]["fulfillmentStatus"] = "CANCELLED".into();
+    cancelled["order"]["orderItems"][0]["fulfillment"]["quantityUnfulfilled"] = 0.into();
+    let update = submit("amazon-2026-2", &cancelled).await;
+    assert_eq!(
+        (update.outcome, update.order.as_str()),
+        (
+            ing::SubmissionOutcome::Updated as i32,
+            created.order.as_str()
+        )
+    );
+    let o = order_of(&mut orders, &created.order).await;
+    assert_eq!(o.state, OrderState::Cancelled as i32);
+}

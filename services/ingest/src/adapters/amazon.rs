@@ -1,9 +1,10 @@
 //! Amazon Selling Partner API orders. A connector polls SP-API and submits
-//! one body per order with the three answers it fetched:
-//! `{"order": <getOrders Orders[i]>, "items": <getOrderItems payload>,
-//!   "address": <getOrderAddress payload>}` (each may also be the whole
-//! response with its `payload`). Amazon does not sign these; the
-//! connector's bearer token authenticates them.
+//! one body per order. With the Orders API v0, the three answers it
+//! fetched: `{"order": <getOrders Orders[i]>, "items": <getOrderItems
+//! payload>, "address": <getOrderAddress payload>}` (each may also be the
+//! whole response with its `payload`); with v2026-01-01, the `getOrder`
+//! answer as it came ([`super::amazon_2026`]). Amazon does not sign these;
+//! the connector's bearer token authenticates them.
 use super::{Mapped, Reader};
 use oms_kernel::Violations;
 use oms_proto::common::{Money, PostalAddress};
@@ -22,6 +23,9 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
             "is required (an order from getOrders)",
         ));
     };
+    if super::amazon_2026::is_this_version(order) {
+        return super::amazon_2026::map(order);
+    }
     let mut r = Reader::new(order);
     let id = r.string(&["AmazonOrderId"], true);
     let currency = r
@@ -109,6 +113,8 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
     let order_time = super::super::time::parse_rfc3339(&r.string(&["PurchaseDate"], false));
     let promise_time = super::super::time::parse_rfc3339(&r.string(&["LatestDeliveryDate"], false));
     let cancelled = r.string(&["OrderStatus"], false) == "Canceled";
+    let speed = r.string(&["ShipmentServiceLevelCategory"], false);
+    let service_level = super::amazon_2026::service_level(&speed) as i32;
     for v in r.v.0 {
         top.v
             .add(v.field.replacen("body.", "body.order.", 1), v.description);
@@ -127,6 +133,7 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
         }),
         order_time,
         promise_time,
+        service_level,
         ..Default::default()
     };
     top.v.into_result(Mapped {

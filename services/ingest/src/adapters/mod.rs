@@ -1,6 +1,7 @@
 //! Channel payload adapters: each turns a channel's own order format into
 //! the canonical order, naming the JSON path of anything it cannot map.
 pub mod amazon;
+pub mod amazon_2026;
 pub mod money;
 pub mod shopify;
 pub mod trendyol;
