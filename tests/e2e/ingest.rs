@@ -1218,3 +1218,72 @@ async fn an_amazon_order_of_the_2026_orders_api_becomes_an_order() {
     let o = order_of(&mut orders, &created.order).await;
     assert_eq!(o.state, OrderState::Cancelled as i32);
 }
+
+/// A channel order not paid yet (WooCommerce `on-hold`: awaiting a bank
+/// transfer) is created on a payment hold and holds no stock; the paid
+/// version (`processing`) releases it and it is placed.
+#[tokio::test]
+async fn an_unpaid_channel_order_waits_on_hold_until_paid() {
+    let suite = Suite::start().await;
+    stocked(&suite, &["WOO-SINGLE", "Bar3"]).await;
+    let mut ingest = IngestServiceClient::new(suite.channel(Service::Ingest));
+    channel(
+        &mut ingest,
+        "woo",
+        ing::ChannelKind::Woocommerce,
+        &[("woo-93", "WOO-SINGLE")],
+    )
+    .await;
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = suite.order_events(T).await;
+    let paid: serde_json::Value =
+        serde_json::from_slice(&sample("woocommerce-order.json")).unwrap();
+    let mut unpaid = paid.clone();
+    unpaid["status"] = "on-hold".into();
+    let mut submit = async |body: &serde_json::Value| {
+        let hook = webhook(
+            "woo",
+            "X-WC-Webhook-Signature",
+            body.to_string().into_bytes(),
+        );
+        let r = ingest.submit_channel_payload(authed(T, hook)).await;
+        r.unwrap().into_inner()
+    };
+    let created = submit(&unpaid).await;
+    assert_eq!(created.outcome, ing::SubmissionOutcome::Created as i32);
+    let o = order_of(&mut orders, &created.order).await;
+    assert_eq!(o.state, OrderState::OnHold as i32);
+    let holds: Vec<(i32, &str)> = o
+        .holds
+        .iter()
+        .map(|h| (h.r#type, h.reason.as_str()))
+        .collect();
+    assert_eq!(
+        holds,
+        [(
+            ord::HoldType::Payment as i32,
+            "awaiting payment in WooCommerce (status on-hold)"
+        )]
+    );
+    // Nothing reserved while it waits.
+    let mut stock = oms_proto::inventory::inventory_service_client::InventoryServiceClient::new(
+        suite.channel(Service::Inventory),
+    );
+    let req = oms_proto::inventory::ListReservationsRequest {
+        reference: created.order.clone(),
+        ..Default::default()
+    };
+    let held = stock
+        .list_reservations(authed(T, req.clone()))
+        .await
+        .unwrap();
+    assert!(held.into_inner().reservations.is_empty());
+    // Paid: the hold goes and the order is placed.
+    let update = submit(&paid).await;
+    assert_eq!(update.outcome, ing::SubmissionOutcome::Updated as i32);
+    until_state(&mut feed, &created.order, OrderState::Reserved).await;
+    let o = order_of(&mut orders, &created.order).await;
+    assert!(o.holds.is_empty(), "{:?}", o.holds);
+    let held = stock.list_reservations(authed(T, req)).await.unwrap();
+    assert_eq!(held.into_inner().reservations.len(), 1);
+}

@@ -103,6 +103,9 @@ struct Submission<'a> {
     canonical: Option<ord::Order>,
 }
 
+/// Who ingest is to the orders service: the holds it places carry it.
+pub const SUBJECT: &str = "service:ingest";
+
 /// A later version of a channel order that is already the order `name`.
 struct Later<'a> {
     channel_id: &'a str,
@@ -114,6 +117,8 @@ struct Later<'a> {
     cancelled: bool,
     /// What this version says is left of each line ([`Mapped::left`]).
     left: &'a [(String, i64)],
+    /// Whether the channel still awaits its payment.
+    awaiting_payment: bool,
     body_hash: &'a str,
 }
 
@@ -289,6 +294,7 @@ impl IngestApi {
                     was_cancelled: seen.cancelled,
                     cancelled: mapped.cancelled,
                     left: &mapped.left,
+                    awaiting_payment: mapped.awaiting_payment.is_some(),
                     body_hash,
                 };
                 self.later_version(tenant, &later, order).await?;
@@ -297,6 +303,14 @@ impl IngestApi {
             None => {
                 let request_id =
                     RequestId::derived("ingest", format!("ingest:{}:{}", channel.channel_id, coid));
+                // Not paid yet: created on hold, placed once paid.
+                if let Some(reason) = &mapped.awaiting_payment {
+                    order.holds.push(ord::Hold {
+                        r#type: ord::HoldType::Payment as i32,
+                        reason: reason.clone(),
+                        ..Default::default()
+                    });
+                }
                 // Kept for the race below: what a later version changes.
                 let changes = ord::Order {
                     ship_to: order.ship_to.clone(),
@@ -336,6 +350,7 @@ impl IngestApi {
                             was_cancelled: false,
                             cancelled: mapped.cancelled,
                             left: &mapped.left,
+                            awaiting_payment: mapped.awaiting_payment.is_some(),
                             body_hash,
                         };
                         self.later_version(tenant, &later, changes).await?;
@@ -397,7 +412,38 @@ impl IngestApi {
         };
         let updated = self.orders_of(tenant).update_order(update).await;
         not_applied_after_release(v, "update", updated.map(|_| ()))?;
-        self.follow_lines(tenant, v).await
+        if v.left.is_empty() && v.awaiting_payment {
+            return Ok(());
+        }
+        let get = ord::GetOrderRequest {
+            name: v.name.to_owned(),
+        };
+        let got = self.orders_of(tenant).get_order(get).await?.into_inner();
+        let order = got.order.unwrap_or_default();
+        self.follow_lines(tenant, v, &order).await?;
+        if !v.awaiting_payment {
+            self.paid(tenant, v, &order).await?;
+        }
+        Ok(())
+    }
+
+    /// The channel has been paid: the payment hold ingest placed when the
+    /// order came in unpaid is released, and placement starts. A payment
+    /// hold someone else placed stays.
+    async fn paid(&self, tenant: &Tenant, v: &Later<'_>, order: &ord::Order) -> Result<(), Status> {
+        let ours =
+            |h: &ord::Hold| h.r#type == ord::HoldType::Payment as i32 && h.placed_by == SUBJECT;
+        if !order.holds.iter().any(ours) {
+            return Ok(());
+        }
+        let release = ord::ReleaseHoldRequest {
+            request_id: later_request_id("ingest-paid", v),
+            name: v.name.to_owned(),
+            r#type: ord::HoldType::Payment as i32,
+            reason: "paid in the channel".into(),
+        };
+        let released = self.orders_of(tenant).release_hold(release).await;
+        not_applied_after_release(v, "payment", released.map(|_| ()))
     }
 
     /// Brings the order's lines down to what the channel says is left of
@@ -406,20 +452,15 @@ impl IngestApi {
     /// with fewer is edited to them (the rest given back to stock). An edit
     /// sets a total and a cancel is refused beyond what is open, so two
     /// versions applied at once never take more than the channel says.
-    async fn follow_lines(&self, tenant: &Tenant, v: &Later<'_>) -> Result<(), Status> {
-        if v.left.is_empty() {
-            return Ok(());
-        }
+    async fn follow_lines(
+        &self,
+        tenant: &Tenant,
+        v: &Later<'_>,
+        order: &ord::Order,
+    ) -> Result<(), Status> {
         let mut orders = self.orders_of(tenant);
-        let get = ord::GetOrderRequest {
-            name: v.name.to_owned(),
-        };
-        let order = orders.get_order(get).await?.into_inner().order;
-        let (edits, cancels) = crate::lines_left::changes(&order.unwrap_or_default(), v.left);
-        let key = |what: &str| {
-            let (channel, coid, hash) = (v.channel_id, v.coid, &v.body_hash[..16]);
-            RequestId::derived(what, format!("{what}:{channel}:{coid}:{hash}"))
-        };
+        let (edits, cancels) = crate::lines_left::changes(order, v.left);
+        let key = |what: &str| later_request_id(what, v);
         let reason = "lines changed in the channel (refund or order edit)";
         if !edits.is_empty() {
             let edit = ord::EditOrderLinesRequest {
@@ -474,7 +515,7 @@ impl IngestApi {
     {
         OrderServiceClient::with_interceptor(
             self.orders.clone(),
-            Outbound::for_tenant(&self.issuer, tenant, "service:ingest"),
+            Outbound::for_tenant(&self.issuer, tenant, SUBJECT),
         )
     }
 
@@ -500,6 +541,13 @@ impl IngestApi {
             Err(e) => Err(e),
         }
     }
+}
+
+/// The request id of a change `v` asks of its order (`what`), the same
+/// for the same version sent again.
+fn later_request_id(what: &str, v: &Later<'_>) -> String {
+    let (channel, coid, hash) = (v.channel_id, v.coid, &v.body_hash[..16]);
+    RequestId::derived(what, format!("{what}:{channel}:{coid}:{hash}"))
 }
 
 /// A change a later version asked of its order: refused because the order
@@ -813,7 +861,7 @@ impl IngestService for IngestApi {
             submissions: self.submissions.clone(),
             inventory: InventoryServiceClient::with_interceptor(
                 self.inventory.clone(),
-                Outbound::for_tenant(&self.issuer, &caller.tenant, "service:ingest"),
+                Outbound::for_tenant(&self.issuer, &caller.tenant, SUBJECT),
             ),
             tenant: caller.tenant.clone(),
             channel,

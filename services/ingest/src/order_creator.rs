@@ -69,7 +69,7 @@ async fn create_all(
     for (tenant, jobs) in by_tenant {
         let mut client = OrderServiceClient::with_interceptor(
             orders.clone(),
-            Outbound::for_tenant(issuer, &tenant, "service:ingest"),
+            Outbound::for_tenant(issuer, &tenant, crate::grpc::SUBJECT),
         );
         for call in by_size(jobs, |(_, req, _)| req) {
             let mut at = Vec::with_capacity(call.len());

@@ -142,7 +142,7 @@ async fn write_batch(pool: &PgPool, jobs: &[Job]) -> Result<Vec<Result<CreateOrd
         .iter()
         .map(|j| {
             let id = Uuid::now_v7();
-            let order = new_record(&j.new, id, now);
+            let order = new_record(&j.new, id, &j.actor, now);
             (id, CreateOrderResponse { order: Some(order) })
         })
         .collect();
@@ -177,9 +177,11 @@ async fn write_batch(pool: &PgPool, jobs: &[Job]) -> Result<Vec<Result<CreateOrd
     let projections: Vec<(&Tenant, Projection<'_>)> = fresh
         .iter()
         .map(|(i, order, id)| {
+            let state = first_state(order);
             let p = Projection {
                 order_id: *id,
-                state: OrderState::Created,
+                state,
+                held_from: (state == OrderState::OnHold).then_some(OrderState::Created),
                 promise_time: jobs[*i].new.promise_time,
                 create_time: now,
                 doc: order,
@@ -209,14 +211,14 @@ async fn write_batch(pool: &PgPool, jobs: &[Job]) -> Result<Vec<Result<CreateOrd
     idempotency::release_many(&mut tx, &refused).await?;
     let changes: Vec<_> = created
         .iter()
-        .map(|(i, _, id)| {
+        .map(|(i, order, id)| {
             let j = &jobs[*i];
             let c = Change {
                 actor: &j.actor,
                 kind: "OrderCreated",
                 reason: "",
                 from: None,
-                to: Some(OrderState::Created),
+                to: Some(first_state(order)),
                 request_id: j.request_id.as_str(),
             };
             (&j.tenant, *id, c)
@@ -266,16 +268,31 @@ async fn write_batch(pool: &PgPool, jobs: &[Job]) -> Result<Vec<Result<CreateOrd
 }
 
 /// The order of record for a new order: its name, first state and times.
-fn new_record(new: &NewOrder, id: Uuid, now: chrono::DateTime<Utc>) -> pb::Order {
+/// The order as stored: created, or on hold when it came with holds (placed
+/// by `actor` now; placement starts once the last is released).
+fn new_record(new: &NewOrder, id: Uuid, actor: &str, now: chrono::DateTime<Utc>) -> pb::Order {
     let mut order = new.order.clone();
     order.name = format!("orders/{id}");
     order.order_id = id.to_string();
-    order.state = OrderState::Created.to_proto() as i32;
+    order.state = first_state(&order).to_proto() as i32;
+    for h in &mut order.holds {
+        h.placed_by = actor.to_owned();
+        h.place_time = Some(to_timestamp(now));
+    }
     order.create_time = Some(to_timestamp(now));
     order.update_time = Some(to_timestamp(now));
     order.order_time = Some(to_timestamp(new.order_time.unwrap_or(now)));
     order.version = 1;
     order
+}
+
+/// A new order is created, or on hold when it comes with holds.
+fn first_state(order: &pb::Order) -> OrderState {
+    if order.holds.is_empty() {
+        OrderState::Created
+    } else {
+        OrderState::OnHold
+    }
 }
 
 #[cfg(test)]

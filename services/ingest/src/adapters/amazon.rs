@@ -112,7 +112,10 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
     let total = r.money(&["OrderTotal", "Amount"], &currency);
     let order_time = super::super::time::parse_rfc3339(&r.string(&["PurchaseDate"], false));
     let promise_time = super::super::time::parse_rfc3339(&r.string(&["LatestDeliveryDate"], false));
-    let cancelled = r.string(&["OrderStatus"], false) == "Canceled";
+    let status = r.string(&["OrderStatus"], false);
+    let cancelled = status == "Canceled";
+    // Amazon: pending orders must not ship (payment not authorized yet).
+    let awaiting_payment = super::unpaid("Amazon", &status, &["Pending", "PendingAvailability"]);
     let speed = r.string(&["ShipmentServiceLevelCategory"], false);
     let service_level = super::amazon_2026::service_level(&speed) as i32;
     for v in r.v.0 {
@@ -139,6 +142,7 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
     top.v.into_result(Mapped {
         order,
         cancelled,
+        awaiting_payment,
         ..Default::default()
     })
 }

@@ -82,6 +82,8 @@ pub fn map(order: &Value) -> Result<Mapped, Violations> {
     // cancelled.
     let nothing_left = left.iter().all(|(_, units)| *units == 0);
     let cancelled = status == "CANCELLED" || nothing_left;
+    // Pending orders must not ship (payment not authorized yet).
+    let awaiting_payment = super::unpaid("Amazon", &status, &["PENDING", "PENDING_AVAILABILITY"]);
     if !nothing_left {
         lines = lines
             .into_iter()
@@ -162,6 +164,7 @@ pub fn map(order: &Value) -> Result<Mapped, Violations> {
         order,
         cancelled,
         left,
+        awaiting_payment,
     })
 }
 

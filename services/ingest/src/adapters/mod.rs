@@ -22,6 +22,17 @@ pub struct Mapped {
     /// a later version brings the order's lines to it. Empty when the
     /// channel does not say (its lines are what was ordered).
     pub left: Vec<(String, i64)>,
+    /// The channel has not been paid yet (why, for the hold): a new order
+    /// is created on a payment hold, which a later, paid version releases.
+    pub awaiting_payment: Option<String>,
+}
+
+/// Why an order awaits payment in its channel, when `status` is one of
+/// `unpaid`.
+pub fn unpaid(channel: &str, status: &str, unpaid: &[&str]) -> Option<String> {
+    unpaid
+        .contains(&status)
+        .then(|| format!("awaiting payment in {channel} (status {status})"))
 }
 
 /// Reads fields of a JSON document, collecting every problem with its path.

@@ -168,6 +168,16 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
     };
     let order_time = super::super::time::parse_rfc3339(&r.string(&["created_at"], false));
     let cancelled = r.at(&["cancelled_at"]).is_some() || nothing_left;
+    // Pending: a manual payment (bank deposit, money order) not received
+    // yet. Cash on delivery is pending too, and is paid at the door.
+    let cash_on_delivery = r
+        .array(&["payment_gateway_names"])
+        .iter()
+        .filter_map(|g| g.as_str())
+        .any(|g| g.to_ascii_lowercase().contains("cash on delivery"));
+    let financial = r.string(&["financial_status"], false);
+    let awaiting_payment =
+        super::unpaid("Shopify", &financial, &["pending"]).filter(|_| !cash_on_delivery);
     let order = Order {
         channel_order_id: id.map(|i| i.to_string()).unwrap_or_default(),
         currency_code: currency.clone(),
@@ -186,6 +196,7 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
         order,
         cancelled,
         left,
+        awaiting_payment,
     })
 }
 
@@ -216,4 +227,60 @@ fn li_id(item: &Value, i: usize) -> String {
     item.get("id")
         .map(|v| v.to_string())
         .unwrap_or_else(|| (i + 1).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn order(financial_status: &str, gateways: &[&str]) -> Value {
+        json!({
+            "id": 1,
+            "currency": "EUR",
+            "financial_status": financial_status,
+            "payment_gateway_names": gateways,
+            "line_items": [
+                {"id": 11, "sku": "A", "quantity": 4, "current_quantity": 1, "price": "5.00",
+                 "total_discount": "2.00", "tax_lines": [{"price": "3.80"}]},
+                {"id": 12, "sku": "B", "quantity": 1, "current_quantity": 0, "price": "9.00"}
+            ]
+        })
+    }
+
+    #[test]
+    fn what_is_left_of_each_line_is_the_order() {
+        let m = map(&order("partially_refunded", &[])).unwrap();
+        let lines: Vec<(&str, i64)> = m
+            .order
+            .lines
+            .iter()
+            .map(|l| (l.sku.as_str(), l.quantity))
+            .collect();
+        assert_eq!(lines, [("A", 1)]);
+        let a = &m.order.lines[0];
+        let amount = |x: &Option<Money>| x.as_ref().unwrap().amount_minor;
+        assert_eq!((amount(&a.discount), amount(&a.tax)), (50, 95), "a quarter");
+        assert_eq!(m.left, [("11".to_string(), 1), ("12".to_string(), 0)]);
+        assert!(!m.cancelled && m.awaiting_payment.is_none());
+    }
+
+    #[test]
+    fn a_pending_payment_awaits_unless_paid_at_the_door() {
+        let m = map(&order("pending", &["bank_deposit"])).unwrap();
+        let why = m.awaiting_payment.unwrap();
+        assert_eq!(why, "awaiting payment in Shopify (status pending)");
+        let m = map(&order("pending", &["Cash on Delivery (COD)"])).unwrap();
+        assert!(m.awaiting_payment.is_none());
+        let m = map(&order("authorized", &[])).unwrap();
+        assert!(m.awaiting_payment.is_none());
+    }
+
+    #[test]
+    fn more_left_than_ordered_is_refused_on_its_path() {
+        let mut body = order("paid", &[]);
+        body["line_items"][1]["current_quantity"] = 2.into();
+        let v = map(&body).unwrap_err();
+        assert_eq!(v.0[0].field, "body.line_items[1].current_quantity");
+    }
 }

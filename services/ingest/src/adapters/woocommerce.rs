@@ -117,7 +117,11 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
     };
     let created = r.string(&["date_created_gmt"], false);
     let order_time = super::super::time::parse_rfc3339(&format!("{created}Z"));
-    let cancelled = r.string(&["status"], false) == "cancelled";
+    // Pending payment, on hold (awaiting a transfer) and failed payments
+    // are not paid; refunded in full is as cancelled.
+    let status = r.string(&["status"], false);
+    let cancelled = matches!(status.as_str(), "cancelled" | "refunded");
+    let awaiting_payment = super::unpaid("WooCommerce", &status, &["pending", "on-hold", "failed"]);
     let order = Order {
         channel_order_id: id.map(|i| i.to_string()).unwrap_or_default(),
         currency_code: currency.clone(),
@@ -137,6 +141,7 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
     r.v.into_result(Mapped {
         order,
         cancelled,
+        awaiting_payment,
         ..Default::default()
     })
 }

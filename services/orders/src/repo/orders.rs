@@ -10,6 +10,8 @@ use uuid::Uuid;
 pub struct Projection<'a> {
     pub order_id: Uuid,
     pub state: OrderState,
+    /// For an order created on hold: the state its release returns to.
+    pub held_from: Option<OrderState>,
     pub promise_time: Option<DateTime<Utc>>,
     pub create_time: DateTime<Utc>,
     pub doc: &'a Order,
@@ -33,15 +35,20 @@ pub async fn insert_many(
         .map(|(_, p)| p.doc.channel_order_id.as_str())
         .collect();
     let states: Vec<&str> = rows.iter().map(|(_, p)| p.state.as_db()).collect();
+    let held_from: Vec<&str> = rows
+        .iter()
+        .map(|(_, p)| p.held_from.map_or("", |s| s.as_db()))
+        .collect();
     let promises: Vec<Option<DateTime<Utc>>> = rows.iter().map(|(_, p)| p.promise_time).collect();
     let created: Vec<DateTime<Utc>> = rows.iter().map(|(_, p)| p.create_time).collect();
     let docs: Vec<Vec<u8>> = rows.iter().map(|(_, p)| p.doc.encode_to_vec()).collect();
     let inserted: Vec<Uuid> = sqlx::query_scalar(
         "INSERT INTO orders (tenant, order_id, channel, channel_order_id, state, promise_time,
-                             create_time, update_time, version, doc)
-         SELECT t, i, c, co, s, p, ct, ct, 1, d
+                             create_time, update_time, version, doc, held_from)
+         SELECT t, i, c, co, s, p, ct, ct, 1, d, h
          FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[],
-                     $6::timestamptz[], $7::timestamptz[], $8::bytea[]) AS x(t, i, c, co, s, p, ct, d)
+                     $6::timestamptz[], $7::timestamptz[], $8::bytea[], $9::text[])
+              AS x(t, i, c, co, s, p, ct, d, h)
          ON CONFLICT (tenant, channel, channel_order_id) WHERE channel_order_id <> '' DO NOTHING
          RETURNING order_id",
     )
@@ -53,6 +60,7 @@ pub async fn insert_many(
     .bind(&promises)
     .bind(&created)
     .bind(&docs)
+    .bind(&held_from)
     .fetch_all(&mut *tx)
     .await?;
     let inserted: std::collections::HashSet<Uuid> = inserted.into_iter().collect();

@@ -339,3 +339,83 @@ async fn a_batch_answers_each_order_as_create_order_would() {
         .unwrap_err();
     assert_eq!(fields(&err), ["requests"]);
 }
+
+/// An order created with holds (a channel order not paid yet) is stored
+/// on hold, not placed, and goes to placement when the last is released;
+/// a hold of no type, or of a type given twice, is refused.
+#[tokio::test]
+async fn an_order_created_with_holds_waits_for_their_release() {
+    use oms_proto::orders::{Hold, HoldType};
+    let mut h = start().await;
+    let hold = |t: HoldType, reason: &str| Hold {
+        r#type: t as i32,
+        reason: reason.into(),
+        placed_by: "someone else".into(),
+        ..Default::default()
+    };
+    let mut unpaid = order("7001");
+    unpaid.holds = vec![
+        hold(HoldType::Payment, "awaiting payment"),
+        hold(HoldType::Fraud, "review"),
+    ];
+    let o = create(&mut h.client, "acme", "held-1", unpaid).await;
+    assert_eq!(o.state, OrderState::OnHold as i32);
+    let placed: Vec<(i32, &str, &str)> = o
+        .holds
+        .iter()
+        .map(|x| (x.r#type, x.reason.as_str(), x.placed_by.as_str()))
+        .collect();
+    assert_eq!(
+        placed,
+        [
+            (HoldType::Payment as i32, "awaiting payment", "test"),
+            (HoldType::Fraud as i32, "review", "test")
+        ]
+    );
+    assert!(o.holds.iter().all(|x| x.place_time.is_some()));
+    let mut db = h.db.connect("orders").await;
+    let created: (String, String) = sqlx::query_as(
+        "SELECT h.to_state, o.held_from FROM order_history h JOIN orders o USING (order_id)
+         WHERE h.kind = 'OrderCreated'",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(created, ("on_hold".to_string(), "created".to_string()));
+    let mut release = async |t: HoldType| {
+        let req = ReleaseHoldRequest {
+            request_id: format!("release-{}", t as i32),
+            name: o.name.clone(),
+            r#type: t as i32,
+            reason: "cleared".into(),
+        };
+        let r = h.client.release_hold(authed("acme", req)).await.unwrap();
+        r.into_inner().order.unwrap().state
+    };
+    assert_eq!(release(HoldType::Payment).await, OrderState::OnHold as i32);
+    assert_eq!(release(HoldType::Fraud).await, OrderState::Created as i32);
+
+    let mut bad = order("7002");
+    bad.holds = vec![
+        hold(HoldType::Unspecified, ""),
+        hold(HoldType::Manual, "a"),
+        hold(HoldType::Manual, &"b".repeat(501)),
+    ];
+    let req = CreateOrderRequest {
+        request_id: "held-2".into(),
+        order: Some(bad),
+    };
+    let err = h
+        .client
+        .create_order(authed("acme", req))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        fields(&err),
+        [
+            "order.holds[0].type",
+            "order.holds[2].type",
+            "order.holds[2].reason"
+        ]
+    );
+}
