@@ -92,11 +92,7 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
             let mut ar = Reader::new(a);
             PostalAddress {
                 name: ar.string(&["Name"], false),
-                lines: ["AddressLine1", "AddressLine2", "AddressLine3"]
-                    .iter()
-                    .map(|k| ar.string(&[k], false))
-                    .filter(|l| !l.is_empty())
-                    .collect(),
+                lines: ar.street(&["AddressLine1", "AddressLine2", "AddressLine3"]),
                 city: ar.string(&["City"], false),
                 region: ar.string(&["StateOrRegion"], false),
                 postal_code: ar.string(&["PostalCode"], false),
@@ -105,10 +101,7 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
                 ..Default::default()
             }
         });
-    let subtotal: i64 = lines
-        .iter()
-        .map(|l| l.unit_price.as_ref().map_or(0, |m| m.amount_minor) * l.quantity)
-        .sum();
+    let subtotal = super::subtotal(&lines);
     let total = r.money(&["OrderTotal", "Amount"], &currency);
     let order_time = super::super::time::parse_rfc3339(&r.string(&["PurchaseDate"], false));
     let promise_time = super::super::time::parse_rfc3339(&r.string(&["LatestDeliveryDate"], false));

@@ -78,33 +78,18 @@ pub fn map(order: &Value) -> Result<Mapped, Violations> {
         );
     }
     let status = r.string(&["fulfillment", "fulfillmentStatus"], false);
-    // What is left ships; nothing left at all is the order as placed,
-    // cancelled.
-    let nothing_left = left.iter().all(|(_, units)| *units == 0);
+    // What is left ships (each item's proceeds as Amazon states them);
+    // nothing left at all is the order as placed, cancelled.
+    let (lines, nothing_left) = super::what_is_left(lines, &left, false);
     let cancelled = status == "CANCELLED" || nothing_left;
     // Pending orders must not ship (payment not authorized yet).
     let awaiting_payment = super::unpaid("Amazon", &status, &["PENDING", "PENDING_AVAILABILITY"]);
-    if !nothing_left {
-        lines = lines
-            .into_iter()
-            .zip(&left)
-            .filter(|(_, (_, units))| *units > 0)
-            .map(|(l, (_, units))| OrderLine {
-                quantity: *units,
-                ..l
-            })
-            .collect();
-    }
     let ship_to = r.at(&["recipient", "deliveryAddress"]).map(|a| {
         let mut ar = Reader::new(a);
         PostalAddress {
             name: ar.string(&["name"], false),
             company: ar.string(&["companyName"], false),
-            lines: ["addressLine1", "addressLine2", "addressLine3"]
-                .iter()
-                .map(|k| ar.string(&[k], false))
-                .filter(|l| !l.is_empty())
-                .collect(),
+            lines: ar.street(&["addressLine1", "addressLine2", "addressLine3"]),
             city: ar.string(&["city"], false),
             region: ar.string(&["stateOrRegion"], false),
             postal_code: ar.string(&["postalCode"], false),
@@ -118,10 +103,7 @@ pub fn map(order: &Value) -> Result<Mapped, Violations> {
         email: r.string(&["buyer", "buyerEmail"], false),
         ..Default::default()
     };
-    let subtotal: i64 = lines
-        .iter()
-        .map(|l| l.unit_price.as_ref().map_or(0, |m| m.amount_minor) * l.quantity)
-        .sum();
+    let subtotal = super::subtotal(&lines);
     let breakdowns = &["proceeds", "breakdowns"];
     let totals = OrderTotals {
         subtotal: money(subtotal),

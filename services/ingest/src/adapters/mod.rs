@@ -8,7 +8,8 @@ pub mod trendyol;
 pub mod woocommerce;
 
 use oms_kernel::Violations;
-use oms_proto::orders::Order;
+use oms_proto::common::Money;
+use oms_proto::orders::{Order, OrderLine};
 use serde_json::Value;
 
 /// What a payload says about its order.
@@ -25,6 +26,66 @@ pub struct Mapped {
     /// The channel has not been paid yet (why, for the hold): a new order
     /// is created on a payment hold, which a later, paid version releases.
     pub awaiting_payment: Option<String>,
+}
+
+/// Price × quantity over `lines`: the subtotal of channels that send none.
+pub fn subtotal(lines: &[OrderLine]) -> i64 {
+    lines
+        .iter()
+        .map(|l| l.unit_price.as_ref().map_or(0, |m| m.amount_minor) * l.quantity)
+        .sum()
+}
+
+/// The lines of an order as what is left of each (`left`, in the same
+/// order: units per line after refunds, edits and cancellations in the
+/// channel): lines with nothing left go, the others keep their units left
+/// (their discount and tax in proportion when the channel's are for the
+/// units ordered: `in_proportion`). With nothing left at all, the lines as
+/// ordered and `true`: the order as placed, to be cancelled.
+pub fn what_is_left(
+    ordered: Vec<OrderLine>,
+    left: &[(String, i64)],
+    in_proportion: bool,
+) -> (Vec<OrderLine>, bool) {
+    if left.iter().all(|(_, units)| *units == 0) {
+        return (ordered, true);
+    }
+    let lines = ordered
+        .into_iter()
+        .zip(left)
+        .filter(|(_, (_, units))| *units > 0)
+        .map(|(l, (_, units))| match in_proportion {
+            true => part_of(l, *units),
+            false => OrderLine {
+                quantity: *units,
+                ..l
+            },
+        })
+        .collect();
+    (lines, false)
+}
+
+/// `line` with `units` of its ordered quantity: its discount and tax in
+/// proportion (rounded down).
+fn part_of(line: OrderLine, units: i64) -> OrderLine {
+    if units == line.quantity {
+        return line;
+    }
+    let part = |m: Option<Money>| {
+        m.map(|m| {
+            let share = i128::from(m.amount_minor) * i128::from(units) / i128::from(line.quantity);
+            Money {
+                amount_minor: i64::try_from(share).unwrap_or(m.amount_minor),
+                ..m
+            }
+        })
+    };
+    OrderLine {
+        discount: part(line.discount.clone()),
+        tax: part(line.tax.clone()),
+        quantity: units,
+        ..line
+    }
 }
 
 /// Why an order awaits payment in its channel, when `status` is one of
@@ -111,6 +172,15 @@ impl<'a> Reader<'a> {
                 None
             }
         }
+    }
+
+    /// The street lines of an address: the fields named `keys` that are
+    /// not blank, trimmed.
+    pub fn street(&mut self, keys: &[&str]) -> Vec<String> {
+        keys.iter()
+            .map(|k| self.string(&[k], false).trim().to_owned())
+            .filter(|l| !l.is_empty())
+            .collect()
     }
 
     pub fn array(&mut self, path: &[&str]) -> Vec<&'a Value> {

@@ -81,20 +81,10 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
         r.v.add("body.line_items", "at least one line item is required");
     }
     // The order is what is left: lines refunded or edited away in full are
-    // not shipped, the others with their units left (their discount and
-    // tax in proportion). With nothing left at all, it is the order as
-    // placed, cancelled.
-    let nothing_left = left.iter().all(|(_, units)| *units == 0);
-    let lines: Vec<OrderLine> = if nothing_left {
-        ordered
-    } else {
-        ordered
-            .into_iter()
-            .zip(&left)
-            .filter(|(_, (_, units))| *units > 0)
-            .map(|(l, (_, units))| what_is_left(l, *units))
-            .collect()
-    };
+    // not shipped; with nothing left at all, it is the order as placed,
+    // cancelled.
+    // (A line's discount and tax are for the units ordered.)
+    let (lines, nothing_left) = super::what_is_left(ordered, &left, true);
     let ship_to = r.at(&["shipping_address"]).map(|a| {
         let mut ar = Reader::new(a);
         let geo = match (
@@ -110,13 +100,7 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
         PostalAddress {
             name: ar.string(&["name"], false),
             company: ar.string(&["company"], false),
-            lines: [
-                ar.string(&["address1"], false),
-                ar.string(&["address2"], false),
-            ]
-            .into_iter()
-            .filter(|l| !l.is_empty())
-            .collect(),
+            lines: ar.street(&["address1", "address2"]),
             city: ar.string(&["city"], false),
             region: ar.string(&["province_code"], false),
             postal_code: ar.string(&["zip"], false),
@@ -198,29 +182,6 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
         left,
         awaiting_payment,
     })
-}
-
-/// `line` with `units` of its ordered quantity left: its discount and tax
-/// in proportion (rounded down).
-fn what_is_left(line: OrderLine, units: i64) -> OrderLine {
-    if units == line.quantity {
-        return line;
-    }
-    let part = |m: Option<Money>| {
-        m.map(|m| {
-            let share = i128::from(m.amount_minor) * i128::from(units) / i128::from(line.quantity);
-            Money {
-                amount_minor: i64::try_from(share).unwrap_or(m.amount_minor),
-                ..m
-            }
-        })
-    };
-    OrderLine {
-        discount: part(line.discount.clone()),
-        tax: part(line.tax.clone()),
-        quantity: units,
-        ..line
-    }
 }
 
 fn li_id(item: &Value, i: usize) -> String {

@@ -80,13 +80,7 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
             .collect::<Vec<_>>()
             .join(" "),
             company: ar.string(&["company"], false),
-            lines: [
-                ar.string(&["address_1"], false),
-                ar.string(&["address_2"], false),
-            ]
-            .into_iter()
-            .filter(|l| !l.is_empty())
-            .collect(),
+            lines: ar.street(&["address_1", "address_2"]),
             city: ar.string(&["city"], false),
             region: ar.string(&["state"], false),
             postal_code: ar.string(&["postcode"], false),
@@ -98,10 +92,7 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
     let tax = r.money(&["total_tax"], &currency);
     let discount = r.money(&["discount_total"], &currency);
     let total = r.money(&["total"], &currency);
-    let subtotal: i64 = lines
-        .iter()
-        .map(|l| l.unit_price.as_ref().map_or(0, |m| m.amount_minor) * l.quantity)
-        .sum();
+    let subtotal = super::subtotal(&lines);
     let customer = Customer {
         customer_id: r.string(&["customer_id"], false),
         name: [

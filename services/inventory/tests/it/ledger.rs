@@ -426,35 +426,27 @@ async fn a_snapshot_import_applies_good_rows_and_reports_bad_ones() {
         .movements
         .len();
     assert_eq!(count, 2, "receipt and one count");
-    // The source goes into every count's reason: bounded like one.
-    let long_source = vec![ImportStockSnapshotRequest {
-        part: Some(Part::Header(SnapshotHeader {
-            request_id: rid(),
-            source: "w".repeat(201),
-            count_time: None,
-        })),
-    }];
-    let err = h
-        .client
-        .import_stock_snapshot(authed("acme", tokio_stream::iter(long_source)))
-        .await
-        .unwrap_err();
-    assert_eq!(fields(&err), ["header.source"]);
-    // Every count happened at the header's time: not days ahead of now.
-    let ahead = chrono::Utc::now() + chrono::Duration::days(3);
-    let counted_ahead = vec![ImportStockSnapshotRequest {
-        part: Some(Part::Header(SnapshotHeader {
-            request_id: rid(),
-            source: "wms".into(),
-            count_time: Some(oms_runtime::time::to_timestamp(ahead)),
-        })),
-    }];
-    let err = h
-        .client
-        .import_stock_snapshot(authed("acme", tokio_stream::iter(counted_ahead)))
-        .await
-        .unwrap_err();
-    assert_eq!(fields(&err), ["header.count_time"]);
+    // The source goes into every count's reason: bounded like one. Every
+    // count happened at the header's time: not days ahead of now.
+    let ahead = oms_runtime::time::to_timestamp(chrono::Utc::now() + chrono::Duration::days(3));
+    for (source, count_time, field) in [
+        ("w".repeat(201), None, "header.source"),
+        ("wms".to_string(), Some(ahead), "header.count_time"),
+    ] {
+        let header = vec![ImportStockSnapshotRequest {
+            part: Some(Part::Header(SnapshotHeader {
+                request_id: rid(),
+                source,
+                count_time,
+            })),
+        }];
+        let err = h
+            .client
+            .import_stock_snapshot(authed("acme", tokio_stream::iter(header)))
+            .await
+            .unwrap_err();
+        assert_eq!(fields(&err), [field]);
+    }
 }
 
 #[tokio::test]
