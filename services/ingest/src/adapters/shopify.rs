@@ -26,7 +26,13 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
     // what was ordered).
     let mut ordered = Vec::new();
     let mut left = Vec::new();
-    for (i, item) in r.array(&["line_items"]).into_iter().enumerate() {
+    let items = r.array(&["line_items"]);
+    let some_items = !items.is_empty();
+    for (i, item) in items.into_iter().enumerate() {
+        // A digital good or gift card: nothing for a warehouse to ship.
+        if item.get("requires_shipping").and_then(Value::as_bool) == Some(false) {
+            continue;
+        }
         let mut li = Reader::new(item);
         let idx = i.to_string();
         let sku = li.string(&["sku"], false);
@@ -77,8 +83,13 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
         left.push((line.line_id.clone(), current));
         ordered.push(line);
     }
-    if ordered.is_empty() {
+    if !some_items {
         r.v.add("body.line_items", "at least one line item is required");
+    } else if ordered.is_empty() {
+        r.v.add(
+            "body.line_items",
+            "no line item requires shipping (gift cards, digital goods): nothing to fulfil",
+        );
     }
     // The order is what is left: lines refunded or edited away in full are
     // not shipped; with nothing left at all, it is the order as placed,
@@ -235,6 +246,25 @@ mod tests {
         assert!(m.awaiting_payment.is_none());
         let m = map(&order("authorized", &[])).unwrap();
         assert!(m.awaiting_payment.is_none());
+    }
+
+    #[test]
+    fn lines_that_need_no_shipping_are_not_on_the_order() {
+        let mut body = order("paid", &[]);
+        body["line_items"][0]["requires_shipping"] = false.into();
+        body["line_items"][1]["current_quantity"] = 1.into();
+        let m = map(&body).unwrap();
+        let skus: Vec<&str> = m.order.lines.iter().map(|l| l.sku.as_str()).collect();
+        assert_eq!(skus, ["B"]);
+        assert_eq!(m.left, [("12".to_string(), 1)]);
+        body["line_items"][1]["requires_shipping"] = false.into();
+        let v = map(&body).unwrap_err();
+        assert_eq!(v.0[0].field, "body.line_items");
+        assert!(
+            v.0[0]
+                .description
+                .contains("no line item requires shipping")
+        );
     }
 
     #[test]
