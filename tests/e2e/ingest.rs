@@ -1065,6 +1065,8 @@ async fn a_shopify_order_refunded_in_part_ships_only_what_is_left() {
     let o = order_of(&mut orders, &first.order).await;
     assert_eq!(left(&o), [("IPOD2008RED".to_string(), 1, 0)]);
     assert_eq!(total(&o), 19965, "current_total_price");
+    let discount = o.lines[0].discount.as_ref().unwrap().amount_minor;
+    assert_eq!(discount, 333, "its discount_allocations");
 
     // The same order as placed, before its refund and edit: another
     // channel order id, all three lines.

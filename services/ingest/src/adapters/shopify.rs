@@ -43,7 +43,17 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
             None => quantity,
         };
         let price = li.money(&["price"], &currency);
-        let discount = li.money(&["total_discount"], &currency);
+        // Discounts allocated to the line (`total_discount` is their
+        // deprecated sum, 0.00 in current payloads).
+        let allocated: Vec<i64> = li
+            .array(&["discount_allocations"])
+            .iter()
+            .filter_map(|d| Reader::new(d).money(&["amount"], &currency))
+            .collect();
+        let discount = match allocated.is_empty() {
+            true => li.money(&["total_discount"], &currency),
+            false => Some(allocated.iter().sum()),
+        };
         let tax: i64 = li
             .array(&["tax_lines"])
             .iter()
@@ -215,7 +225,8 @@ mod tests {
             "line_items": [
                 {"id": 11, "sku": "A", "quantity": 4, "current_quantity": 1, "price": "5.00",
                  "total_discount": "2.00", "tax_lines": [{"price": "3.80"}]},
-                {"id": 12, "sku": "B", "quantity": 1, "current_quantity": 0, "price": "9.00"}
+                {"id": 12, "sku": "B", "quantity": 1, "current_quantity": 0, "price": "9.00",
+                 "total_discount": "0.00", "discount_allocations": [{"amount": "0.50"}, {"amount": "0.25"}]}
             ]
         })
     }
@@ -256,6 +267,8 @@ mod tests {
         let m = map(&body).unwrap();
         let skus: Vec<&str> = m.order.lines.iter().map(|l| l.sku.as_str()).collect();
         assert_eq!(skus, ["B"]);
+        let discount = m.order.lines[0].discount.as_ref().unwrap().amount_minor;
+        assert_eq!(discount, 75, "its discount allocations");
         assert_eq!(m.left, [("12".to_string(), 1)]);
         body["line_items"][1]["requires_shipping"] = false.into();
         let v = map(&body).unwrap_err();
