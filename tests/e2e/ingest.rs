@@ -1289,3 +1289,86 @@ async fn an_unpaid_channel_order_waits_on_hold_until_paid() {
     let held = stock.list_reservations(authed(T, req)).await.unwrap();
     assert_eq!(held.into_inner().reservations.len(), 1);
 }
+
+/// A Mercado Libre order (the published excerpt) with its shipment, as a
+/// connector fetches them, becomes an order shipped to the buyer's address;
+/// a listing without a seller SKU is found by the channel's mapping; one
+/// not paid yet waits on a payment hold.
+#[tokio::test]
+async fn a_mercado_libre_order_and_its_shipment_become_an_order() {
+    let suite = Suite::start().await;
+    let mut stock = suite.stock(T, &[]).await;
+    let item = oms_proto::inventory::Item {
+        sku: "GALAXY".into(),
+        ..Default::default()
+    };
+    oms_e2e::create_item(&mut stock, T, item).await;
+    let mut ingest = IngestServiceClient::new(suite.channel(Service::Ingest));
+    let mapping = [("MLB12345678", "GALAXY")];
+    channel(
+        &mut ingest,
+        "meli",
+        ing::ChannelKind::MercadoLibre,
+        &mapping,
+    )
+    .await;
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut submit = async |request_id: &str, body: &serde_json::Value| {
+        let req = ing::SubmitChannelPayloadRequest {
+            request_id: request_id.into(),
+            channel: "channels/meli".into(),
+            body: body.to_string().into_bytes(),
+            headers: Default::default(),
+        };
+        ingest.submit_channel_payload(authed(T, req)).await
+    };
+    let json = |name: &str| serde_json::from_slice::<serde_json::Value>(&sample(name)).unwrap();
+    let order = json("mercadolibre-order-excerpt.json");
+    let body = serde_json::json!({
+        "order": order,
+        "shipment": json("mercadolibre-shipment.json"),
+    });
+    let created = submit("meli-1", &body).await.unwrap().into_inner();
+    assert_eq!(created.outcome, ing::SubmissionOutcome::Created as i32);
+    let o = order_of(&mut orders, &created.order).await;
+    assert_eq!(o.channel_order_id, "2000003508419013");
+    let l = &o.lines[0];
+    let price = l.unit_price.as_ref().unwrap().amount_minor;
+    assert_eq!(
+        (l.sku.as_str(), l.channel_sku.as_str(), l.quantity, price),
+        ("GALAXY", "MLB12345678", 1, 49900)
+    );
+    assert_eq!(o.totals.unwrap().total.unwrap().amount_minor, 49900);
+    assert_eq!(o.customer.unwrap().name, "Comprador de testes da Silva");
+    let to = o.ship_to.unwrap();
+    assert_eq!(
+        (
+            to.city.as_str(),
+            to.region.as_str(),
+            to.postal_code.as_str(),
+            to.country_code.as_str()
+        ),
+        ("São Paulo", "SP", "01452000", "BR")
+    );
+    assert_eq!(to.lines, ["Avenida Brigadeiro Faria Lima 1000", "Apto 12"]);
+    assert!(to.geo.is_some());
+    assert!(o.holds.is_empty(), "paid: {:?}", o.holds);
+
+    // Another order, not paid yet: on a payment hold.
+    let mut unpaid = body.clone();
+    unpaid["order"]["id"] = 2000003508419014_i64.into();
+    unpaid["order"]["status"] = "payment_in_process".into();
+    let held = submit("meli-2", &unpaid).await.unwrap().into_inner();
+    let o = order_of(&mut orders, &held.order).await;
+    assert_eq!(o.state, OrderState::OnHold as i32);
+    assert_eq!(o.holds[0].r#type, ord::HoldType::Payment as i32);
+    // The order alone has no address to ship to: orders says so.
+    let mut alone = order.clone();
+    alone["id"] = 2000003508419015_i64.into();
+    let err = submit("meli-3", &alone).await.unwrap_err();
+    let fields = oms_runtime::status::fields(&err);
+    assert!(
+        fields.iter().any(|f| f.starts_with("order.ship_to")),
+        "{err:?}"
+    );
+}

@@ -2,6 +2,7 @@
 //! the canonical order, naming the JSON path of anything it cannot map.
 pub mod amazon;
 pub mod amazon_2026;
+pub mod mercadolibre;
 pub mod money;
 pub mod shopify;
 pub mod trendyol;
