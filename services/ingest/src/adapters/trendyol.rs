@@ -99,10 +99,11 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
         .and_then(Value::as_i64)
         .and_then(chrono::DateTime::from_timestamp_millis)
         .map(oms_runtime::time::to_timestamp);
-    let cancelled = matches!(
-        r.string(&["status"], false).as_str(),
-        "Cancelled" | "UnSupplied"
-    );
+    let status = r.string(&["status"], false);
+    let cancelled = matches!(status.as_str(), "Cancelled" | "UnSupplied");
+    // A package is `Awaiting` until its payment is confirmed; Trendyol
+    // says to do nothing with it until it is `Created`.
+    let awaiting_payment = super::unpaid("Trendyol", &status, &["Awaiting"]);
     let order = Order {
         channel_order_id: id,
         currency_code: currency.clone(),
@@ -122,6 +123,30 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
     r.v.into_result(Mapped {
         order,
         cancelled,
+        awaiting_payment,
         ..Default::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_package_awaiting_its_payment_awaits_it() {
+        let package = |status: &str| {
+            serde_json::json!({
+                "orderNumber": "80869231", "currencyCode": "TRY", "status": status,
+                "lines": [{"id": 1, "merchantSku": "A", "quantity": 1, "price": 10.5}]
+            })
+        };
+        let m = map(&package("Awaiting")).unwrap();
+        assert_eq!(
+            m.awaiting_payment.as_deref(),
+            Some("awaiting payment in Trendyol (status Awaiting)")
+        );
+        let m = map(&package("Created")).unwrap();
+        assert!(m.awaiting_payment.is_none() && !m.cancelled);
+        assert!(map(&package("UnSupplied")).unwrap().cancelled);
+    }
 }
