@@ -1222,8 +1222,9 @@ async fn an_amazon_order_of_the_2026_orders_api_becomes_an_order() {
 }
 
 /// A channel order not paid yet (WooCommerce `on-hold`: awaiting a bank
-/// transfer) is created on a payment hold and holds no stock; the paid
-/// version (`processing`) releases it and it is placed.
+/// transfer) is created on a payment hold: it reserves its stock, so no
+/// other channel sells it meanwhile, and goes no further; the paid version
+/// (`processing`) releases it and it is routed.
 #[tokio::test]
 async fn an_unpaid_channel_order_waits_on_hold_until_paid() {
     let suite = Suite::start().await;
@@ -1267,7 +1268,16 @@ async fn an_unpaid_channel_order_waits_on_hold_until_paid() {
             "awaiting payment in WooCommerce (status on-hold)"
         )]
     );
-    // Nothing reserved while it waits.
+    // Its stock is reserved while it waits, and it stays held.
+    let reserved = loop {
+        let ev = next_order_event(&mut feed).await;
+        let updated = matches!(ev.kind, Some(ord::order_event::Kind::Updated(_)));
+        let o = ev.order.unwrap_or_default();
+        if o.name == created.order && updated {
+            break o;
+        }
+    };
+    assert_eq!(reserved.state, OrderState::OnHold as i32);
     let mut stock = oms_proto::inventory::inventory_service_client::InventoryServiceClient::new(
         suite.channel(Service::Inventory),
     );
@@ -1275,19 +1285,20 @@ async fn an_unpaid_channel_order_waits_on_hold_until_paid() {
         reference: created.order.clone(),
         ..Default::default()
     };
-    let held = stock
-        .list_reservations(authed(T, req.clone()))
-        .await
-        .unwrap();
-    assert!(held.into_inner().reservations.is_empty());
-    // Paid: the hold goes and the order is placed.
+    let states = async |stock: &mut oms_e2e::Inventory| {
+        let held = stock.list_reservations(authed(T, req.clone())).await;
+        let held = held.unwrap().into_inner().reservations;
+        held.iter().map(|r| r.state).collect::<Vec<_>>()
+    };
+    let active = oms_proto::inventory::ReservationState::Active as i32;
+    assert_eq!(states(&mut stock).await, [active]);
+    // Paid: the hold goes and the order is routed from its reservation.
     let update = submit(&paid).await;
     assert_eq!(update.outcome, ing::SubmissionOutcome::Updated as i32);
-    until_state(&mut feed, &created.order, OrderState::Reserved).await;
+    until_state(&mut feed, &created.order, OrderState::Routed).await;
     let o = order_of(&mut orders, &created.order).await;
     assert!(o.holds.is_empty(), "{:?}", o.holds);
-    let held = stock.list_reservations(authed(T, req)).await.unwrap();
-    assert_eq!(held.into_inner().reservations.len(), 1);
+    assert_eq!(states(&mut stock).await.len(), 1, "the same reservation");
 }
 
 /// A Mercado Libre order (the published excerpt) with its shipment, as a

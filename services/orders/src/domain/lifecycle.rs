@@ -235,10 +235,21 @@ pub fn cancel_lines(o: &mut Order, lines: &[LineQuantity]) -> Result<Freed, Refu
 /// The reservation of the open lines succeeded.
 pub fn reserved(o: &mut Order) -> Result<(), Refused> {
     set(o, OrderState::Reserved)?;
+    reserved_on_hold(o);
+    Ok(())
+}
+
+/// Every open unit reserved while the order stays on hold.
+pub fn reserved_on_hold(o: &mut Order) {
     for l in &mut o.lines {
         l.quantity_backordered = 0;
     }
-    Ok(())
+}
+
+/// Whether every hold in force on the order is a payment hold: it keeps
+/// the order from routing and release, not from reserving its stock.
+pub fn awaits_payment_only(o: &Order) -> bool {
+    !o.holds.is_empty() && o.holds.iter().all(|h| h.r#type == HoldType::Payment as i32)
 }
 
 /// Routing placed every open unit: the lines record where from.
@@ -386,6 +397,13 @@ pub fn backordered(o: &mut Order, missing: &[(String, i64)]) -> Result<(), Refus
     if state(o) != OrderState::Backordered {
         set(o, OrderState::Backordered)?;
     }
+    short_on_hold(o, missing);
+    Ok(())
+}
+
+/// The lines' units `missing` (SKU, units) wait for stock, while the order
+/// stays on hold.
+pub fn short_on_hold(o: &mut Order, missing: &[(String, i64)]) {
     for l in &mut o.lines {
         let open = l.quantity - l.quantity_cancelled;
         l.quantity_backordered = missing
@@ -393,7 +411,6 @@ pub fn backordered(o: &mut Order, missing: &[(String, i64)]) -> Result<(), Refus
             .find(|(sku, _)| *sku == l.sku)
             .map_or(0, |(_, m)| (*m).min(open));
     }
-    Ok(())
 }
 
 /// How an order's units are held in inventory, which decides where the

@@ -266,7 +266,20 @@ impl Saga {
             return Ok(());
         };
         let from = lifecycle::state(&o);
-        if !matches!(from, OrderState::Created | OrderState::Backordered) {
+        // A payment hold keeps an order from its warehouse, not from its
+        // stock: it reserves while the payment comes (so other channels
+        // cannot sell those units meanwhile) and stops there.
+        let unpaid = lifecycle::awaits_payment_only(&o)
+            && matches!(
+                held_from,
+                Some(OrderState::Created | OrderState::Backordered)
+            );
+        let placing = if unpaid {
+            held_from.unwrap_or(from)
+        } else {
+            from
+        };
+        if !matches!(placing, OrderState::Created | OrderState::Backordered) {
             // Held or cancelled meanwhile: releasing the hold enqueues it again.
             placement_over(tx, tenant, s, held_from.unwrap_or(from)).await?;
             repo::saga::done(tx, s).await?;
@@ -293,6 +306,17 @@ impl Saga {
         let answer = self.peers.inventory(tenant).create_reservation(req).await;
         settle_doubt(tx, tenant, s, settles(first, &answer)).await?;
         match answer {
+            Ok(_) if unpaid => {
+                // Still on hold: its release goes on to routing.
+                lifecycle::reserved_on_hold(&mut o);
+                let happened = on_hold_placement("stock reserved while the order awaits payment");
+                let held_from = Some(OrderState::Reserved);
+                record(
+                    tx, tenant, s.order_id, &mut o, held_from, from, ACTOR, "", happened,
+                )
+                .await?;
+                repo::saga::done(tx, s).await?;
+            }
             Ok(_) => {
                 lifecycle::reserved(&mut o).map_err(|r| anyhow::anyhow!(r.message))?;
                 let happened =
@@ -311,19 +335,27 @@ impl Saga {
             {
                 let missing = missing_units(&st);
                 let before: Vec<i64> = o.lines.iter().map(|l| l.quantity_backordered).collect();
-                lifecycle::backordered(&mut o, &missing).map_err(|r| anyhow::anyhow!(r.message))?;
+                if unpaid {
+                    lifecycle::short_on_hold(&mut o, &missing);
+                } else {
+                    lifecycle::backordered(&mut o, &missing)
+                        .map_err(|r| anyhow::anyhow!(r.message))?;
+                }
                 let after: Vec<i64> = o.lines.iter().map(|l| l.quantity_backordered).collect();
-                if from != OrderState::Backordered || before != after {
+                if placing != OrderState::Backordered || before != after {
                     let short = missing
                         .iter()
                         .map(|(sku, q)| format!("{sku} ({q} missing)"))
                         .collect::<Vec<_>>()
                         .join(", ");
-                    let happened = Happened::state_changed(
-                        from,
-                        OrderState::Backordered,
-                        format!("short: {short}"),
-                    );
+                    let (happened, held_from) = if unpaid {
+                        let why = format!("short while the order awaits payment: {short}");
+                        (on_hold_placement(&why), Some(OrderState::Backordered))
+                    } else {
+                        let to = OrderState::Backordered;
+                        let why = format!("short: {short}");
+                        (Happened::state_changed(from, to, why), held_from)
+                    };
                     record(
                         tx, tenant, s.order_id, &mut o, held_from, from, ACTOR, "", happened,
                     )
@@ -343,7 +375,7 @@ impl Saga {
             {
                 // Refused for good: a person must look at it.
                 let reason = format!("placement refused by inventory: {}", st.message());
-                hold_for_review(tx, tenant, s.order_id, &mut o, from, reason).await?;
+                hold_for_review(tx, tenant, s.order_id, (&mut o, held_from), from, reason).await?;
                 repo::saga::done(tx, s).await?;
             }
             Err(st) => {
@@ -402,7 +434,8 @@ impl Saga {
                 settle_doubt(tx, tenant, s, changed_nothing(&st) && (first || refused)).await?;
                 if refused {
                     let reason = format!("routing refused the order: {}", st.message());
-                    hold_for_review(tx, tenant, s.order_id, &mut o, from, reason).await?;
+                    hold_for_review(tx, tenant, s.order_id, (&mut o, held_from), from, reason)
+                        .await?;
                     repo::saga::done(tx, s).await?;
                 } else {
                     self.retry_failed(tx, s, &st).await?;
@@ -421,7 +454,7 @@ impl Saga {
             .unwrap_or_default();
         if decision.hold {
             let reason = format!("routing held the order ({}): {summary}", decision.name);
-            hold_for_review(tx, tenant, s.order_id, &mut o, from, reason).await?;
+            hold_for_review(tx, tenant, s.order_id, (&mut o, held_from), from, reason).await?;
             repo::saga::done(tx, s).await?;
             return Ok(());
         }
@@ -502,7 +535,7 @@ impl Saga {
                 let reason = format!("allocation refused by inventory: {}", st.message());
                 let (step, payload) = unplan_step(&decision.name, &reason);
                 repo::saga::enqueue(tx, tenant, s.order_id, &step, &payload).await?;
-                hold_for_review(tx, tenant, s.order_id, &mut o, from, reason).await?;
+                hold_for_review(tx, tenant, s.order_id, (&mut o, held_from), from, reason).await?;
                 repo::saga::done(tx, s).await?;
             }
             Err(st) => {
@@ -628,7 +661,8 @@ impl Saga {
                 settle_doubt(tx, tenant, s, settled).await?;
                 if e.status.code() == Code::InvalidArgument {
                     let reason = format!("fulfillment refused the work: {}", e.status.message());
-                    hold_for_review(tx, tenant, s.order_id, &mut o, from, reason).await?;
+                    hold_for_review(tx, tenant, s.order_id, (&mut o, held_from), from, reason)
+                        .await?;
                     repo::saga::done(tx, s).await?;
                 } else {
                     self.retry_failed(tx, s, &e.status).await?;
@@ -1098,12 +1132,24 @@ fn unplan_at_request(name: &str, nodes: Vec<String>) -> ReleaseDecisionRequest {
     }
 }
 
+/// What placement did for an order on a payment hold (it stays held):
+/// told as an update of its lines.
+fn on_hold_placement(reason: &str) -> Happened {
+    Happened {
+        kind: order_event::Kind::Updated(oms_proto::orders::OrderUpdated {
+            paths: vec!["lines".into()],
+            reason: reason.to_owned(),
+        }),
+        reason: reason.to_owned(),
+    }
+}
+
 /// Puts a manual hold on an order the saga cannot take further by itself.
 async fn hold_for_review(
     tx: &mut PgConnection,
     tenant: &Tenant,
     order_id: uuid::Uuid,
-    o: &mut oms_proto::orders::Order,
+    (o, held_from): (&mut oms_proto::orders::Order, Option<OrderState>),
     from: OrderState,
     reason: String,
 ) -> anyhow::Result<()> {
@@ -1113,14 +1159,20 @@ async fn hold_for_review(
         placed_by: ACTOR.into(),
         place_time: Some(to_timestamp(Utc::now())),
     };
-    if let Ok(Some(h)) = lifecycle::place_hold(o, hold.clone()) {
+    // An order held already (reserving while it awaits payment) keeps
+    // the state its holds return it to.
+    if let Ok(h) = lifecycle::place_hold(o, hold.clone()) {
         let happened = Happened {
             kind: order_event::Kind::HoldPlaced(OrderHoldPlaced {
                 hold: Some(hold.clone()),
             }),
             reason: hold.reason.clone(),
         };
-        record(tx, tenant, order_id, o, Some(h), from, ACTOR, "", happened).await?;
+        let held_from = h.or(held_from);
+        record(
+            tx, tenant, order_id, o, held_from, from, ACTOR, "", happened,
+        )
+        .await?;
     }
     Ok(())
 }
