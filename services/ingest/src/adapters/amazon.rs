@@ -66,13 +66,7 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
         if quantity <= 0 {
             li.v.add("body.QuantityOrdered", "must be positive");
         }
-        for v in li.v.0 {
-            top.v.add(
-                v.field
-                    .replacen("body.", &format!("body.items.OrderItems[{i}]."), 1),
-                v.description,
-            );
-        }
+        top.take(li.v, &format!("items.OrderItems[{i}]"));
         tax_total += tax;
         lines.push(OrderLine {
             line_id,
@@ -111,10 +105,7 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
     let awaiting_payment = super::unpaid("Amazon", &status, &["Pending", "PendingAvailability"]);
     let speed = r.string(&["ShipmentServiceLevelCategory"], false);
     let service_level = super::amazon_2026::service_level(&speed) as i32;
-    for v in r.v.0 {
-        top.v
-            .add(v.field.replacen("body.", "body.order.", 1), v.description);
-    }
+    top.take(r.v, "order");
     let order = Order {
         channel_order_id: id,
         currency_code: currency.clone(),

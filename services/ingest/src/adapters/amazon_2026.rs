@@ -52,12 +52,7 @@ pub fn map(order: &Value) -> Result<Mapped, Violations> {
         if quantity <= 0 {
             li.v.add("body.quantityOrdered", "must be positive");
         }
-        for v in li.v.0 {
-            let field = v
-                .field
-                .replacen("body.", &format!("body.order.orderItems[{i}]."), 1);
-            r.v.add(field, v.description);
-        }
+        r.take(li.v, &format!("order.orderItems[{i}]"));
         left.push((line_id.clone(), units));
         lines.push(OrderLine {
             line_id,

@@ -50,12 +50,7 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
         if quantity <= 0 {
             li.v.add("body.quantity", "must be positive");
         }
-        for v in li.v.0 {
-            let field = v
-                .field
-                .replacen("body.", &format!("body.order_items[{i}]."), 1);
-            r.v.add(field, v.description);
-        }
+        r.take(li.v, &format!("order_items[{i}]"));
         lines.push(OrderLine {
             line_id,
             sku: sku.clone(),

@@ -175,6 +175,15 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Takes the violations `of` a part of the document (a line), their
+    /// paths put under `at` (`line_items[0]`).
+    pub fn take(&mut self, of: Violations, at: &str) {
+        for v in of.0 {
+            let field = v.field.replacen("body.", &format!("body.{at}."), 1);
+            self.v.add(field, v.description);
+        }
+    }
+
     /// The street lines of an address: the fields named `keys` that are
     /// not blank, trimmed.
     pub fn street(&mut self, keys: &[&str]) -> Vec<String> {

@@ -68,13 +68,7 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
         if channel_sku.is_empty() {
             li.v.add("body.sku", "a line needs a sku or a variant_id");
         }
-        for v in li.v.0 {
-            r.v.add(
-                v.field
-                    .replacen("body.", &format!("body.line_items[{idx}]."), 1),
-                v.description,
-            );
-        }
+        r.take(li.v, &format!("line_items[{idx}]"));
         let line = OrderLine {
             line_id: li_id(item, i),
             sku: channel_sku.clone(),

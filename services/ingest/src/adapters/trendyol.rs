@@ -36,12 +36,7 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
         if quantity <= 0 {
             li.v.add("body.quantity", "must be positive");
         }
-        for v in li.v.0 {
-            r.v.add(
-                v.field.replacen("body.", &format!("body.lines[{i}]."), 1),
-                v.description,
-            );
-        }
+        r.take(li.v, &format!("lines[{i}]"));
         lines.push(OrderLine {
             line_id,
             sku: sku.clone(),

@@ -39,13 +39,7 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
         } else {
             format!("woo-{product}")
         };
-        for v in li.v.0 {
-            r.v.add(
-                v.field
-                    .replacen("body.", &format!("body.line_items[{i}]."), 1),
-                v.description,
-            );
-        }
+        r.take(li.v, &format!("line_items[{i}]"));
         lines.push(OrderLine {
             line_id: item
                 .get("id")
