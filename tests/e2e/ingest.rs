@@ -1370,3 +1370,35 @@ async fn a_mercado_libre_order_and_its_shipment_become_an_order() {
         "{err:?}"
     );
 }
+
+/// A canonical order says nothing of its payment: a payment hold its sender
+/// placed stays through a later version (only channel payloads that say
+/// they are paid release ingest's).
+#[tokio::test]
+async fn a_canonical_order_keeps_the_payment_hold_its_sender_placed() {
+    let suite = Suite::start().await;
+    stocked(&suite, &["A"]).await;
+    let mut ingest = IngestServiceClient::new(suite.channel(Service::Ingest));
+    channel(&mut ingest, "pos", ing::ChannelKind::Pos, &[]).await;
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut submit = async |request_id: &str, city: &str| {
+        let mut s = pos_submission(request_id, "till-9", "A", "1 Main St", city);
+        s.order.as_mut().unwrap().holds = vec![ord::Hold {
+            r#type: ord::HoldType::Payment as i32,
+            reason: "card terminal offline".into(),
+            ..Default::default()
+        }];
+        ingest
+            .submit_order(authed(T, s))
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    let first = submit("pos-1", "Lisbon").await;
+    let later = submit("pos-2", "Porto").await;
+    assert_eq!(later.outcome, ing::SubmissionOutcome::Updated as i32);
+    let o = order_of(&mut orders, &first.order).await;
+    assert_eq!(o.ship_to.unwrap().city, "Porto");
+    let holds: Vec<&str> = o.holds.iter().map(|h| h.reason.as_str()).collect();
+    assert_eq!(holds, ["card terminal offline"]);
+}

@@ -117,8 +117,10 @@ struct Later<'a> {
     cancelled: bool,
     /// What this version says is left of each line ([`Mapped::left`]).
     left: &'a [(String, i64)],
-    /// Whether the channel still awaits its payment.
-    awaiting_payment: bool,
+    /// The channel says it has been paid: a channel payload not awaiting
+    /// payment. A canonical order says nothing of it (a payment hold its
+    /// sender placed stays).
+    paid: bool,
     body_hash: &'a str,
 }
 
@@ -261,6 +263,7 @@ impl IngestApi {
                 )));
             }
         };
+        let says_paid = s.canonical.is_none() && mapped.awaiting_payment.is_none();
         let mut order = mapped.order;
         if order.channel_order_id.is_empty() {
             return Err(invalid(Violations::one(
@@ -296,7 +299,7 @@ impl IngestApi {
                     was_cancelled: seen.cancelled,
                     cancelled: mapped.cancelled,
                     left: &mapped.left,
-                    awaiting_payment: mapped.awaiting_payment.is_some(),
+                    paid: says_paid,
                     body_hash,
                 };
                 self.later_version(tenant, &later, order).await?;
@@ -352,7 +355,7 @@ impl IngestApi {
                             was_cancelled: false,
                             cancelled: mapped.cancelled,
                             left: &mapped.left,
-                            awaiting_payment: mapped.awaiting_payment.is_some(),
+                            paid: says_paid,
                             body_hash,
                         };
                         self.later_version(tenant, &later, changes).await?;
@@ -414,7 +417,7 @@ impl IngestApi {
         };
         let updated = self.orders_of(tenant).update_order(update).await;
         not_applied_after_release(v, "update", updated.map(|_| ()))?;
-        if v.left.is_empty() && v.awaiting_payment {
+        if v.left.is_empty() && !v.paid {
             return Ok(());
         }
         let get = ord::GetOrderRequest {
@@ -423,7 +426,7 @@ impl IngestApi {
         let got = self.orders_of(tenant).get_order(get).await?.into_inner();
         let order = got.order.unwrap_or_default();
         self.follow_lines(tenant, v, &order).await?;
-        if !v.awaiting_payment {
+        if v.paid {
             self.paid(tenant, v, &order).await?;
         }
         Ok(())
