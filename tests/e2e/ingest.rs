@@ -1132,6 +1132,12 @@ async fn a_shopify_order_refunded_in_part_ships_only_what_is_left() {
         .iter()
         .filter(|c| c.reason.contains("changed in the channel"));
     assert_eq!(told.count(), 1, "{history:?}");
+    // The versions never changed the address or customer: no update of
+    // nothing in the history.
+    let updates = history
+        .iter()
+        .filter(|c| c.reason == "updated in the channel");
+    assert_eq!(updates.count(), 0, "{history:?}");
 }
 
 /// An order of Amazon's Orders API v2026-01-01 (`getOrder`: items,

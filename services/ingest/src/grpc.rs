@@ -396,38 +396,32 @@ impl IngestApi {
             }
             return Ok(());
         }
-        let update = ord::UpdateOrderRequest {
-            request_id: RequestId::derived(
-                "ingest-update",
-                format!(
-                    "ingest-update:{}:{}:{}",
-                    v.channel_id,
-                    v.coid,
-                    &v.body_hash[..16]
-                ),
-            ),
-            order: Some(ord::Order {
-                name: v.name.to_owned(),
-                ..order
-            }),
-            update_mask: Some(prost_types::FieldMask {
-                paths: vec!["ship_to".into(), "customer".into()],
-            }),
-            reason: "updated in the channel".into(),
-        };
-        let updated = self.orders_of(tenant).update_order(update).await;
-        not_applied_after_release(v, "update", updated.map(|_| ()))?;
-        if v.left.is_empty() && !v.paid {
-            return Ok(());
-        }
         let get = ord::GetOrderRequest {
             name: v.name.to_owned(),
         };
         let got = self.orders_of(tenant).get_order(get).await?.into_inner();
-        let order = got.order.unwrap_or_default();
-        self.follow_lines(tenant, v, &order).await?;
+        let current = got.order.unwrap_or_default();
+        // Only what changed: a shop sends the order again for changes the
+        // OMS does not keep (tags, notes, its payment), which would fill
+        // the order's history and feed with updates of nothing.
+        if current.ship_to != order.ship_to || current.customer != order.customer {
+            let update = ord::UpdateOrderRequest {
+                request_id: later_request_id("ingest-update", v),
+                order: Some(ord::Order {
+                    name: v.name.to_owned(),
+                    ..order
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["ship_to".into(), "customer".into()],
+                }),
+                reason: "updated in the channel".into(),
+            };
+            let updated = self.orders_of(tenant).update_order(update).await;
+            not_applied_after_release(v, "update", updated.map(|_| ()))?;
+        }
+        self.follow_lines(tenant, v, &current).await?;
         if v.paid {
-            self.paid(tenant, v, &order).await?;
+            self.paid(tenant, v, &current).await?;
         }
         Ok(())
     }
