@@ -76,6 +76,20 @@ fn place(a: &oms_proto::common::PostalAddress) -> (&str, &str, &str, &str) {
     )
 }
 
+/// A payload of a channel that does not sign them (polled by a connector).
+fn unsigned(
+    channel: &str,
+    request_id: &str,
+    body: &serde_json::Value,
+) -> ing::SubmitChannelPayloadRequest {
+    ing::SubmitChannelPayloadRequest {
+        request_id: request_id.into(),
+        channel: format!("channels/{channel}"),
+        body: body.to_string().into_bytes(),
+        headers: Default::default(),
+    }
+}
+
 fn uuid_like(body: &[u8]) -> String {
     use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
     format!(
@@ -221,15 +235,7 @@ async fn shopify_and_woocommerce_samples_become_reserved_orders() {
         "address": serde_json::from_slice::<serde_json::Value>(&sample("amazon-sp-api-getOrderAddress.json")).unwrap(),
     });
     let amazon = ingest
-        .submit_channel_payload(authed(
-            T,
-            ing::SubmitChannelPayloadRequest {
-                request_id: "amazon-1".into(),
-                channel: "channels/amazon".into(),
-                body: body.to_string().into_bytes(),
-                headers: Default::default(),
-            },
-        ))
+        .submit_channel_payload(authed(T, unsigned("amazon", "amazon-1", &body)))
         .await
         .unwrap()
         .into_inner();
@@ -1157,12 +1163,7 @@ async fn an_amazon_order_of_the_2026_orders_api_becomes_an_order() {
     let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
     let mut feed = suite.order_events(T).await;
     let mut submit = async |request_id: &str, body: &serde_json::Value| {
-        let req = ing::SubmitChannelPayloadRequest {
-            request_id: request_id.into(),
-            channel: "channels/amazon".into(),
-            body: body.to_string().into_bytes(),
-            headers: Default::default(),
-        };
+        let req = unsigned("amazon", request_id, body);
         ingest
             .submit_channel_payload(authed(T, req))
             .await
@@ -1326,12 +1327,7 @@ async fn a_mercado_libre_order_and_its_shipment_become_an_order() {
     .await;
     let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
     let mut submit = async |request_id: &str, body: &serde_json::Value| {
-        let req = ing::SubmitChannelPayloadRequest {
-            request_id: request_id.into(),
-            channel: "channels/meli".into(),
-            body: body.to_string().into_bytes(),
-            headers: Default::default(),
-        };
+        let req = unsigned("meli", request_id, body);
         ingest.submit_channel_payload(authed(T, req)).await
     };
     let json = |name: &str| serde_json::from_slice::<serde_json::Value>(&sample(name)).unwrap();

@@ -103,6 +103,10 @@ struct Submission<'a> {
     canonical: Option<ord::Order>,
 }
 
+/// The orders service as ingest calls it, with a tenant's token.
+type Orders =
+    OrderServiceClient<tonic::service::interceptor::InterceptedService<GrpcChannel, Outbound>>;
+
 /// Who ingest is to the orders service: the holds it places carry it.
 pub const SUBJECT: &str = "service:ingest";
 
@@ -396,10 +400,12 @@ impl IngestApi {
             }
             return Ok(());
         }
+        // One client (one token) for every call the version makes.
+        let mut orders = self.orders_of(tenant);
         let get = ord::GetOrderRequest {
             name: v.name.to_owned(),
         };
-        let got = self.orders_of(tenant).get_order(get).await?.into_inner();
+        let got = orders.get_order(get).await?.into_inner();
         let current = got.order.unwrap_or_default();
         // Only what changed: a shop sends the order again for changes the
         // OMS does not keep (tags, notes, its payment), which would fill
@@ -416,70 +422,12 @@ impl IngestApi {
                 }),
                 reason: "updated in the channel".into(),
             };
-            let updated = self.orders_of(tenant).update_order(update).await;
+            let updated = orders.update_order(update).await;
             not_applied_after_release(v, "update", updated.map(|_| ()))?;
         }
-        self.follow_lines(tenant, v, &current).await?;
+        follow_lines(&mut orders, v, &current).await?;
         if v.paid {
-            self.paid(tenant, v, &current).await?;
-        }
-        Ok(())
-    }
-
-    /// The channel has been paid: the payment hold ingest placed when the
-    /// order came in unpaid is released, and placement starts. A payment
-    /// hold someone else placed stays.
-    async fn paid(&self, tenant: &Tenant, v: &Later<'_>, order: &ord::Order) -> Result<(), Status> {
-        let ours =
-            |h: &ord::Hold| h.r#type == ord::HoldType::Payment as i32 && h.placed_by == SUBJECT;
-        if !order.holds.iter().any(ours) {
-            return Ok(());
-        }
-        let release = ord::ReleaseHoldRequest {
-            request_id: later_request_id("ingest-paid", v),
-            name: v.name.to_owned(),
-            r#type: ord::HoldType::Payment as i32,
-            reason: "paid in the channel".into(),
-        };
-        let released = self.orders_of(tenant).release_hold(release).await;
-        not_applied_after_release(v, "payment", released.map(|_| ()))
-    }
-
-    /// Brings the order's lines down to what the channel says is left of
-    /// each (refunds and order edits there), while the order can still
-    /// change: a line left with nothing has its open units cancelled, one
-    /// with fewer is edited to them (the rest given back to stock). An edit
-    /// sets a total and a cancel is refused beyond what is open, so two
-    /// versions applied at once never take more than the channel says.
-    async fn follow_lines(
-        &self,
-        tenant: &Tenant,
-        v: &Later<'_>,
-        order: &ord::Order,
-    ) -> Result<(), Status> {
-        let mut orders = self.orders_of(tenant);
-        let (edits, cancels) = crate::lines_left::changes(order, v.left);
-        let key = |what: &str| later_request_id(what, v);
-        let reason = "lines changed in the channel (refund or order edit)";
-        if !edits.is_empty() {
-            let edit = ord::EditOrderLinesRequest {
-                request_id: key("ingest-edit"),
-                name: v.name.to_owned(),
-                lines: edits,
-                reason: reason.into(),
-            };
-            let edited = orders.edit_order_lines(edit).await;
-            not_applied_after_release(v, "line edit", edited.map(|_| ()))?;
-        }
-        if !cancels.is_empty() {
-            let cancel = ord::CancelOrderLinesRequest {
-                request_id: key("ingest-cancel-lines"),
-                name: v.name.to_owned(),
-                lines: cancels,
-                reason: reason.into(),
-            };
-            let cancelled = orders.cancel_order_lines(cancel).await;
-            not_applied_after_release(v, "line cancel", cancelled.map(|_| ()))?;
+            paid(&mut orders, v, &current).await?;
         }
         Ok(())
     }
@@ -507,11 +455,7 @@ impl IngestApi {
     /// The orders service, called with a token of `tenant` (minted here:
     /// only updates and cancellations need it; new orders go through the
     /// batching [`OrderCreator`]).
-    fn orders_of(
-        &self,
-        tenant: &Tenant,
-    ) -> OrderServiceClient<tonic::service::interceptor::InterceptedService<GrpcChannel, Outbound>>
-    {
+    fn orders_of(&self, tenant: &Tenant) -> Orders {
         OrderServiceClient::with_interceptor(
             self.orders.clone(),
             Outbound::for_tenant(&self.issuer, tenant, SUBJECT),
@@ -540,6 +484,61 @@ impl IngestApi {
             Err(e) => Err(e),
         }
     }
+}
+
+/// The channel has been paid: the payment hold ingest placed when the
+/// order came in unpaid is released, and placement starts. A payment
+/// hold someone else placed stays.
+async fn paid(orders: &mut Orders, v: &Later<'_>, order: &ord::Order) -> Result<(), Status> {
+    let ours = |h: &ord::Hold| h.r#type == ord::HoldType::Payment as i32 && h.placed_by == SUBJECT;
+    if !order.holds.iter().any(ours) {
+        return Ok(());
+    }
+    let release = ord::ReleaseHoldRequest {
+        request_id: later_request_id("ingest-paid", v),
+        name: v.name.to_owned(),
+        r#type: ord::HoldType::Payment as i32,
+        reason: "paid in the channel".into(),
+    };
+    let released = orders.release_hold(release).await;
+    not_applied_after_release(v, "payment", released.map(|_| ()))
+}
+
+/// Brings the order's lines down to what the channel says is left of
+/// each (refunds and order edits there), while the order can still
+/// change: a line left with nothing has its open units cancelled, one
+/// with fewer is edited to them (the rest given back to stock). An edit
+/// sets a total and a cancel is refused beyond what is open, so two
+/// versions applied at once never take more than the channel says.
+async fn follow_lines(
+    orders: &mut Orders,
+    v: &Later<'_>,
+    order: &ord::Order,
+) -> Result<(), Status> {
+    let (edits, cancels) = crate::lines_left::changes(order, v.left);
+    let key = |what: &str| later_request_id(what, v);
+    let reason = "lines changed in the channel (refund or order edit)";
+    if !edits.is_empty() {
+        let edit = ord::EditOrderLinesRequest {
+            request_id: key("ingest-edit"),
+            name: v.name.to_owned(),
+            lines: edits,
+            reason: reason.into(),
+        };
+        let edited = orders.edit_order_lines(edit).await;
+        not_applied_after_release(v, "line edit", edited.map(|_| ()))?;
+    }
+    if !cancels.is_empty() {
+        let cancel = ord::CancelOrderLinesRequest {
+            request_id: key("ingest-cancel-lines"),
+            name: v.name.to_owned(),
+            lines: cancels,
+            reason: reason.into(),
+        };
+        let cancelled = orders.cancel_order_lines(cancel).await;
+        not_applied_after_release(v, "line cancel", cancelled.map(|_| ()))?;
+    }
+    Ok(())
 }
 
 /// A payload's body as JSON.

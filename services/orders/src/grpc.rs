@@ -417,8 +417,10 @@ impl OrderService for OrderApi {
         let caller = auth::caller(&req)?;
         let r = req.into_inner();
         let mut v = Violations::new();
-        let kind = v.merge(hold_type(r.r#type)).unwrap_or_default();
-        v.at_most("reason", &r.reason, MAX_REASON);
+        let kind = v
+            .check("type", lifecycle::hold_type(r.r#type))
+            .unwrap_or_default();
+        v.at_most("reason", &r.reason, lifecycle::MAX_REASON);
         call_ids(&r.request_id, &r.name, v).map_err(to_status)?;
         let hold = pb::Hold {
             r#type: kind as i32,
@@ -462,8 +464,10 @@ impl OrderService for OrderApi {
         let caller = auth::caller(&req)?;
         let r = req.into_inner();
         let mut v = Violations::new();
-        let kind = v.merge(hold_type(r.r#type)).unwrap_or_default();
-        v.at_most("reason", &r.reason, MAX_REASON);
+        let kind = v
+            .check("type", lifecycle::hold_type(r.r#type))
+            .unwrap_or_default();
+        v.at_most("reason", &r.reason, lifecycle::MAX_REASON);
         call_ids(&r.request_id, &r.name, v).map_err(to_status)?;
         self.mutate(
             &caller,
@@ -515,7 +519,7 @@ impl OrderService for OrderApi {
         let caller = auth::caller(&req)?;
         let r = req.into_inner();
         let mut v = Violations::new();
-        v.at_most("reason", &r.reason, MAX_REASON);
+        v.at_most("reason", &r.reason, lifecycle::MAX_REASON);
         call_ids(&r.request_id, &r.name, v).map_err(to_status)?;
         self.cancel(&caller, &r)
             .await
@@ -538,7 +542,7 @@ impl OrderService for OrderApi {
                 v.add(format!("lines[{i}].quantity"), "must be positive");
             }
         }
-        v.at_most("reason", &r.reason, MAX_REASON);
+        v.at_most("reason", &r.reason, lifecycle::MAX_REASON);
         call_ids(&r.request_id, &r.name, v).map_err(to_status)?;
         let key = r.request_id.clone();
         self.mutate(
@@ -617,7 +621,7 @@ impl OrderService for OrderApi {
         let caller = auth::caller(&req)?;
         let r = req.into_inner();
         let mut v = Violations::new();
-        v.at_most("reason", &r.reason, MAX_REASON);
+        v.at_most("reason", &r.reason, lifecycle::MAX_REASON);
         let Some(patch) = r.order.clone() else {
             v.check("request_id", RequestId::parse(&r.request_id));
             v.add("order", "is required");
@@ -676,7 +680,7 @@ impl OrderService for OrderApi {
                 );
             }
         }
-        v.at_most("reason", &r.reason, MAX_REASON);
+        v.at_most("reason", &r.reason, lifecycle::MAX_REASON);
         call_ids(&r.request_id, &r.name, v).map_err(to_status)?;
         self.edit_lines(&caller, &r)
             .await
@@ -840,22 +844,9 @@ impl OrderApi {
     }
 }
 
-fn hold_type(t: i32) -> std::result::Result<pb::HoldType, Violations> {
-    match pb::HoldType::try_from(t) {
-        Ok(pb::HoldType::Unspecified) | Err(_) => {
-            Err(Violations::one("type", "choose a hold type"))
-        }
-        Ok(k) => Ok(k),
-    }
-}
-
 /// The request id and order of a custom method's call, checked with what
 /// the caller found wrong with the rest of its body (`body`), so every bad
 /// field comes back in one answer.
-/// Longest reason a change takes: what inventory and routing keep of one
-/// (an edit's reason goes on to inventory with the units it adds).
-const MAX_REASON: usize = 500;
-
 fn call_ids(request_id: &str, name: &str, body: Violations) -> Result<(RequestId, Uuid)> {
     let mut v = Violations::new();
     let rid = v.check("request_id", RequestId::parse(request_id));

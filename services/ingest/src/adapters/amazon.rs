@@ -7,7 +7,7 @@
 //! the connector's bearer token authenticates them.
 use super::{Mapped, Reader};
 use oms_kernel::Violations;
-use oms_proto::common::{Money, PostalAddress};
+use oms_proto::common::PostalAddress;
 use oms_proto::orders::{Order, OrderLine, OrderTotals};
 use serde_json::Value;
 
@@ -31,12 +31,7 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
     let currency = r
         .string(&["OrderTotal", "CurrencyCode"], true)
         .to_uppercase();
-    let money = |a: Option<i64>| {
-        a.map(|a| Money {
-            currency_code: currency.clone(),
-            amount_minor: a,
-        })
-    };
+    let money = super::in_currency(&currency);
     let items_doc = unwrap(top.at(&["items"]));
     let items: Vec<&Value> = items_doc
         .and_then(|d| d.get("OrderItems"))
@@ -50,7 +45,7 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
         );
     }
     let mut lines = Vec::new();
-    let mut tax_total = 0;
+    let mut taxes = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
         let mut li = Reader::new(item);
         let sku = li.string(&["SellerSKU"], true);
@@ -67,7 +62,7 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
             li.v.add("body.QuantityOrdered", "must be positive");
         }
         top.take(li.v, &format!("items.OrderItems[{i}]"));
-        tax_total += tax;
+        taxes.push(tax);
         lines.push(OrderLine {
             line_id,
             sku: sku.clone(),
@@ -95,7 +90,8 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
                 ..Default::default()
             }
         });
-    let subtotal = super::subtotal(&lines);
+    let subtotal = top.fits(super::subtotal(&lines), "items.OrderItems");
+    let tax_total = top.fits(super::sum(taxes), "items.OrderItems");
     let total = r.money(&["OrderTotal", "Amount"], &currency);
     let order_time = super::super::time::parse_rfc3339(&r.string(&["PurchaseDate"], false));
     let promise_time = super::super::time::parse_rfc3339(&r.string(&["LatestDeliveryDate"], false));

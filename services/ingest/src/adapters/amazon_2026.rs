@@ -6,7 +6,7 @@
 //! left of each item after cancellations).
 use super::{Mapped, Reader};
 use oms_kernel::Violations;
-use oms_proto::common::{Money, PostalAddress, ServiceLevel};
+use oms_proto::common::{PostalAddress, ServiceLevel};
 use oms_proto::orders::{Customer, Order, OrderLine, OrderTotals};
 use serde_json::Value;
 
@@ -21,12 +21,7 @@ pub fn map(order: &Value) -> Result<Mapped, Violations> {
     let currency = r
         .string(&["proceeds", "grandTotal", "currencyCode"], true)
         .to_uppercase();
-    let money = |a: i64| {
-        Some(Money {
-            currency_code: currency.clone(),
-            amount_minor: a,
-        })
-    };
+    let money = super::in_currency(&currency);
     let (mut lines, mut left) = (Vec::new(), Vec::new());
     for (i, item) in r.array(&["orderItems"]).into_iter().enumerate() {
         let mut li = Reader::new(item);
@@ -36,9 +31,9 @@ pub fn map(order: &Value) -> Result<Mapped, Violations> {
         // Shipped and still to ship: what cancellations left.
         let units = match li.at(&["fulfillment"]) {
             Some(_) => {
-                let done = optional_int(&mut li, &["fulfillment", "quantityFulfilled"]);
-                let open = optional_int(&mut li, &["fulfillment", "quantityUnfulfilled"]);
-                (done + open).min(quantity)
+                let done = count(&mut li, "quantityFulfilled", quantity);
+                let open = count(&mut li, "quantityUnfulfilled", quantity);
+                done.saturating_add(open).min(quantity)
             }
             None => quantity,
         };
@@ -60,9 +55,9 @@ pub fn map(order: &Value) -> Result<Mapped, Violations> {
             channel_sku: sku,
             title,
             quantity,
-            unit_price: unit_price.and_then(money),
-            discount: money(discount.abs()),
-            tax: money(tax),
+            unit_price: money(unit_price),
+            discount: money(Some(discount.saturating_abs())),
+            tax: money(Some(tax)),
             ..Default::default()
         });
     }
@@ -98,16 +93,15 @@ pub fn map(order: &Value) -> Result<Mapped, Violations> {
         email: r.string(&["buyer", "buyerEmail"], false),
         ..Default::default()
     };
-    let subtotal = super::subtotal(&lines);
+    let subtotal = r.fits(super::subtotal(&lines), "orderItems");
     let breakdowns = &["proceeds", "breakdowns"];
+    let discount = breakdown(&mut r, breakdowns, "DISCOUNT", &currency);
     let totals = OrderTotals {
-        subtotal: money(subtotal),
-        shipping: money(breakdown(&mut r, breakdowns, "SHIPPING", &currency)),
-        tax: money(breakdown(&mut r, breakdowns, "TAX", &currency)),
-        discount: money(breakdown(&mut r, breakdowns, "DISCOUNT", &currency).abs()),
-        total: r
-            .money(&["proceeds", "grandTotal", "amount"], &currency)
-            .and_then(money),
+        subtotal: money(Some(subtotal)),
+        shipping: money(Some(breakdown(&mut r, breakdowns, "SHIPPING", &currency))),
+        tax: money(Some(breakdown(&mut r, breakdowns, "TAX", &currency))),
+        discount: money(Some(discount.saturating_abs())),
+        total: money(r.money(&["proceeds", "grandTotal", "amount"], &currency)),
     };
     let time =
         |r: &mut Reader, path: &[&str]| super::super::time::parse_rfc3339(&r.string(path, false));
@@ -146,22 +140,27 @@ pub fn map(order: &Value) -> Result<Mapped, Violations> {
 }
 
 /// A count that may be absent (0).
-fn optional_int(r: &mut Reader, path: &[&str]) -> i64 {
-    if r.at(path).is_some() {
-        r.int(path).unwrap_or(0)
-    } else {
-        0
+/// An item's fulfillment count (absent: 0), at most what was ordered.
+fn count(r: &mut Reader, name: &str, ordered: i64) -> i64 {
+    let path = ["fulfillment", name];
+    let n = match r.at(&path) {
+        Some(_) => r.int(&path).unwrap_or(0),
+        None => 0,
+    };
+    if !(0..=ordered.max(0)).contains(&n) {
+        r.v.add(
+            format!("body.fulfillment.{name}"),
+            "must be 0 to quantityOrdered",
+        );
+        return 0;
     }
+    n
 }
 
 /// The sum of the `kind` entries of a proceeds breakdown list.
 fn breakdown(r: &mut Reader, path: &[&str], kind: &str, currency: &str) -> i64 {
-    let entries = r.array(path);
-    entries
-        .into_iter()
-        .filter(|b| b.get("type").and_then(Value::as_str) == Some(kind))
-        .filter_map(|b| Reader::new(b).money(&["subtotal", "amount"], currency))
-        .sum()
+    let of_kind = |b: &Value| b.get("type").and_then(Value::as_str) == Some(kind);
+    r.sum_of(path, &["subtotal", "amount"], currency, of_kind)
 }
 
 /// The order's service level from Amazon's shipping speed category.
@@ -220,9 +219,25 @@ mod tests {
         assert_eq!(m.left, [("1".to_string(), 1), ("2".to_string(), 0)]);
         assert!(!m.cancelled);
         let a = &m.order.lines[0];
-        let amount = |x: &Option<Money>| x.as_ref().unwrap().amount_minor;
+        let amount = |x: &Option<oms_proto::common::Money>| x.as_ref().unwrap().amount_minor;
         assert_eq!((amount(&a.tax), amount(&a.discount)), (380, 100));
         assert_eq!(m.order.service_level, ServiceLevel::NextDay as i32);
+    }
+
+    #[test]
+    fn fulfillment_counts_and_sums_beyond_an_amount_are_refused_on_their_path() {
+        let mut bad = item("1", "A", 2, i64::MAX, i64::MAX);
+        bad["product"]["price"]["unitPrice"]["amount"] = "92233720368547758.00".into();
+        let v = map(&order(vec![bad])).unwrap_err();
+        let fields: Vec<&str> = v.0.iter().map(|x| x.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "body.order.orderItems[0].fulfillment.quantityFulfilled",
+                "body.order.orderItems[0].fulfillment.quantityUnfulfilled",
+                "body.order.orderItems"
+            ]
+        );
     }
 
     #[test]

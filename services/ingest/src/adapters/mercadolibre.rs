@@ -7,7 +7,7 @@
 //! the connector's bearer token authenticates it.
 use super::{Mapped, Reader};
 use oms_kernel::Violations;
-use oms_proto::common::{GeoPoint, Money, PostalAddress};
+use oms_proto::common::{GeoPoint, PostalAddress};
 use oms_proto::orders::{Customer, Order, OrderLine, OrderTotals};
 use serde_json::Value;
 
@@ -20,12 +20,7 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
     let mut r = Reader::new(doc);
     let id = r.string(&["id"], true);
     let currency = r.string(&["currency_id"], true).to_uppercase();
-    let money = |a: Option<i64>| {
-        a.map(|a| Money {
-            currency_code: currency.clone(),
-            amount_minor: a,
-        })
-    };
+    let money = super::in_currency(&currency);
     let mut lines = Vec::new();
     for (i, entry) in r.array(&["order_items"]).into_iter().enumerate() {
         let mut li = Reader::new(entry);
@@ -94,7 +89,7 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
     let cancelled = matches!(status.as_str(), "cancelled" | "invalid" | "pending_cancel");
     let total = r.money(&["total_amount"], &currency);
     let order_time = super::super::time::parse_rfc3339(&r.string(&["date_created"], false));
-    let subtotal = super::subtotal(&lines);
+    let subtotal = r.fits(super::subtotal(&lines), "order_items");
     let ship_to = body.get("shipment").map(ship_to);
     let order = Order {
         channel_order_id: id,

@@ -29,12 +29,29 @@ pub struct Mapped {
     pub awaiting_payment: Option<String>,
 }
 
-/// Price × quantity over `lines`: the subtotal of channels that send none.
-pub fn subtotal(lines: &[OrderLine]) -> i64 {
-    lines
-        .iter()
-        .map(|l| l.unit_price.as_ref().map_or(0, |m| m.amount_minor) * l.quantity)
-        .sum()
+/// Amounts in `currency`, as an order's lines and totals carry them.
+pub fn in_currency(currency: &str) -> impl Fn(Option<i64>) -> Option<Money> + '_ {
+    move |amount| {
+        amount.map(|amount_minor| Money {
+            currency_code: currency.to_owned(),
+            amount_minor,
+        })
+    }
+}
+
+/// The sum of amounts; `None` when it does not fit an amount (a payload
+/// may send any amount an i64 holds).
+pub fn sum(amounts: impl IntoIterator<Item = i64>) -> Option<i64> {
+    amounts.into_iter().try_fold(0_i64, i64::checked_add)
+}
+
+/// Price × quantity over `lines`, the subtotal of channels that send none;
+/// `None` when it does not fit an amount.
+pub fn subtotal(lines: &[OrderLine]) -> Option<i64> {
+    lines.iter().try_fold(0_i64, |sum, l| {
+        let price = l.unit_price.as_ref().map_or(0, |m| m.amount_minor);
+        sum.checked_add(price.checked_mul(l.quantity)?)
+    })
 }
 
 /// The lines of an order as what is left of each (`left`, in the same
@@ -69,8 +86,12 @@ pub fn what_is_left(
 /// `line` with `units` of its ordered quantity: its discount and tax in
 /// proportion (rounded down).
 fn part_of(line: OrderLine, units: i64) -> OrderLine {
-    if units == line.quantity {
-        return line;
+    // (A quantity of 0 or less is refused on its path; nothing to share.)
+    if units == line.quantity || line.quantity <= 0 {
+        return OrderLine {
+            quantity: units,
+            ..line
+        };
     }
     let part = |m: Option<Money>| {
         m.map(|m| {
@@ -182,6 +203,36 @@ impl<'a> Reader<'a> {
             let field = v.field.replacen("body.", &format!("body.{at}."), 1);
             self.v.add(field, v.description);
         }
+    }
+
+    /// `amount`, or 0 and a violation of `body.{at}` when it did not fit
+    /// an amount ([`sum`], [`subtotal`]).
+    pub fn fits(&mut self, amount: Option<i64>, at: &str) -> i64 {
+        amount.unwrap_or_else(|| {
+            self.v
+                .add(format!("body.{at}"), "adds up to more than an amount holds");
+            0
+        })
+    }
+
+    /// The sum of the amount at `field` of each entry of the list at
+    /// `list` that `keep` keeps (tax lines, discount allocations, proceeds
+    /// of a kind); 0 and a violation of the list when it does not fit an
+    /// amount. An entry without an amount adds nothing.
+    pub fn sum_of(
+        &mut self,
+        list: &[&str],
+        field: &[&str],
+        currency: &str,
+        keep: impl Fn(&Value) -> bool,
+    ) -> i64 {
+        let amounts: Vec<i64> = self
+            .array(list)
+            .into_iter()
+            .filter(|e| keep(e))
+            .filter_map(|e| Reader::new(e).money(field, currency))
+            .collect();
+        self.fits(sum(amounts), &list.join("."))
     }
 
     /// The street lines of an address: the fields named `keys` that are

@@ -3,7 +3,7 @@
 //! `X-Shopify-Hmac-Sha256` = base64(HMAC-SHA256(secret, body)).
 use super::{Mapped, Reader};
 use oms_kernel::Violations;
-use oms_proto::common::{GeoPoint, Money, PostalAddress};
+use oms_proto::common::{GeoPoint, PostalAddress};
 use oms_proto::orders::{Customer, Order, OrderLine, OrderTotals};
 use serde_json::Value;
 
@@ -15,12 +15,7 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
     let mut r = Reader::new(doc);
     let id = r.int(&["id"]);
     let currency = r.string(&["currency"], true).to_uppercase();
-    let money = |amount: Option<i64>| {
-        amount.map(|a| Money {
-            currency_code: currency.clone(),
-            amount_minor: a,
-        })
-    };
+    let money = super::in_currency(&currency);
     // Lines as ordered, and what is left of each after refunds and order
     // edits (`current_quantity`, API 2023-01 on; older payloads have only
     // what was ordered).
@@ -45,20 +40,12 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
         let price = li.money(&["price"], &currency);
         // Discounts allocated to the line (`total_discount` is their
         // deprecated sum, 0.00 in current payloads).
-        let allocated: Vec<i64> = li
-            .array(&["discount_allocations"])
-            .iter()
-            .filter_map(|d| Reader::new(d).money(&["amount"], &currency))
-            .collect();
-        let discount = match allocated.is_empty() {
+        let allocations = ["discount_allocations"];
+        let discount = match li.array(&allocations).is_empty() {
             true => li.money(&["total_discount"], &currency),
-            false => Some(allocated.iter().sum()),
+            false => Some(li.sum_of(&allocations, &["amount"], &currency, |_| true)),
         };
-        let tax: i64 = li
-            .array(&["tax_lines"])
-            .iter()
-            .filter_map(|t| Reader::new(t).money(&["price"], &currency))
-            .sum();
+        let tax = li.sum_of(&["tax_lines"], &["price"], &currency, |_| true);
         if quantity <= 0 {
             li.v.add("body.quantity", "must be positive");
         } else if !(0..=quantity).contains(&current) {
@@ -126,12 +113,8 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
         }
     });
     // Shipping lines removed by an order edit are not charged.
-    let shipping: i64 = r
-        .array(&["shipping_lines"])
-        .iter()
-        .filter(|s| s.get("is_removed").and_then(Value::as_bool) != Some(true))
-        .filter_map(|s| Reader::new(s).money(&["price"], &currency))
-        .sum();
+    let removed = |s: &Value| s.get("is_removed").and_then(Value::as_bool) == Some(true);
+    let shipping = r.sum_of(&["shipping_lines"], &["price"], &currency, |s| !removed(s));
     // Totals of what is left (`current_*`) when the payload has them.
     let mut amount = |name: &str| {
         let current = format!("current_{name}");
@@ -236,7 +219,7 @@ mod tests {
             .collect();
         assert_eq!(lines, [("A", 1)]);
         let a = &m.order.lines[0];
-        let amount = |x: &Option<Money>| x.as_ref().unwrap().amount_minor;
+        let amount = |x: &Option<oms_proto::common::Money>| x.as_ref().unwrap().amount_minor;
         assert_eq!((amount(&a.discount), amount(&a.tax)), (50, 95), "a quarter");
         assert_eq!(m.left, [("11".to_string(), 1), ("12".to_string(), 0)]);
         assert!(!m.cancelled && m.awaiting_payment.is_none());
@@ -272,6 +255,28 @@ mod tests {
                 .description
                 .contains("no line item requires shipping")
         );
+    }
+
+    #[test]
+    fn amounts_that_add_up_beyond_an_amount_are_refused_on_their_path() {
+        let mut body = order("paid", &[]);
+        let huge = json!({"price": "92233720368547758.00"});
+        body["line_items"][0]["tax_lines"] = json!([huge, huge]);
+        body["shipping_lines"] = json!([huge, huge]);
+        let v = map(&body).unwrap_err();
+        let fields: Vec<&str> = v.0.iter().map(|x| x.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["body.line_items[0].tax_lines", "body.shipping_lines"]
+        );
+    }
+
+    #[test]
+    fn a_line_of_no_units_with_some_left_is_refused_not_divided_by() {
+        let mut body = order("paid", &[]);
+        body["line_items"][0]["quantity"] = 0.into();
+        let v = map(&body).unwrap_err();
+        assert_eq!(v.0[0].field, "body.line_items[0].quantity");
     }
 
     #[test]

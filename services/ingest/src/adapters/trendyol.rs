@@ -4,7 +4,7 @@
 //! connector's bearer token authenticates the submission.
 use super::{Mapped, Reader};
 use oms_kernel::Violations;
-use oms_proto::common::{Money, PostalAddress};
+use oms_proto::common::PostalAddress;
 use oms_proto::orders::{Customer, Order, OrderLine, OrderTotals};
 use serde_json::Value;
 
@@ -13,12 +13,7 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
     let mut r = Reader::new(package);
     let id = r.string(&["orderNumber"], true);
     let currency = r.string(&["currencyCode"], true).to_uppercase();
-    let money = |a: Option<i64>| {
-        a.map(|a| Money {
-            currency_code: currency.clone(),
-            amount_minor: a,
-        })
-    };
+    let money = super::in_currency(&currency);
     let mut lines = Vec::new();
     for (i, item) in r.array(&["lines"]).into_iter().enumerate() {
         let mut li = Reader::new(item);
@@ -53,19 +48,10 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
     }
     let ship_to = r.at(&["shipmentAddress"]).map(|a| {
         let mut ar = Reader::new(a);
-        let district = ar.string(&["district"], false);
         PostalAddress {
             name: ar.string(&["fullName"], false).trim().to_owned(),
             company: ar.string(&["company"], false),
-            lines: [
-                ar.string(&["address1"], false),
-                ar.string(&["address2"], false),
-                district,
-            ]
-            .into_iter()
-            .map(|l| l.trim().to_owned())
-            .filter(|l| !l.is_empty())
-            .collect(),
+            lines: ar.street(&["address1", "address2", "district"]),
             city: ar.string(&["city"], false).trim().to_owned(),
             postal_code: ar.string(&["postalCode"], false),
             country_code: ar.string(&["countryCode"], false),

@@ -2,7 +2,7 @@
 //! `X-WC-Webhook-Signature` = base64(HMAC-SHA256(secret, body)).
 use super::{Mapped, Reader};
 use oms_kernel::Violations;
-use oms_proto::common::{Money, PostalAddress};
+use oms_proto::common::PostalAddress;
 use oms_proto::orders::{Customer, Order, OrderLine, OrderTotals};
 use serde_json::Value;
 
@@ -12,12 +12,7 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
     let mut r = Reader::new(body);
     let id = r.int(&["id"]);
     let currency = r.string(&["currency"], true).to_uppercase();
-    let money = |amount: Option<i64>| {
-        amount.map(|a| Money {
-            currency_code: currency.clone(),
-            amount_minor: a,
-        })
-    };
+    let money = super::in_currency(&currency);
     let mut lines = Vec::new();
     for (i, item) in r.array(&["line_items"]).into_iter().enumerate() {
         let mut li = Reader::new(item);
@@ -31,6 +26,7 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
         if quantity <= 0 {
             li.v.add("body.quantity", "must be positive");
         }
+        let discount = li.fits(subtotal.checked_sub(total), "total");
         // Products without a SKU are known by product (and variation) id.
         let channel_sku = if !sku.is_empty() {
             sku
@@ -54,7 +50,7 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
                 .to_owned(),
             quantity,
             unit_price: money((quantity > 0).then(|| subtotal / quantity)),
-            discount: money(Some(subtotal - total)),
+            discount: money(Some(discount)),
             tax: money(tax),
             ..Default::default()
         });
@@ -86,7 +82,7 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
     let tax = r.money(&["total_tax"], &currency);
     let discount = r.money(&["discount_total"], &currency);
     let total = r.money(&["total"], &currency);
-    let subtotal = super::subtotal(&lines);
+    let subtotal = r.fits(super::subtotal(&lines), "line_items");
     let customer = Customer {
         customer_id: r.string(&["customer_id"], false),
         name: [

@@ -42,6 +42,19 @@ fn set(o: &mut Order, to: OrderState) -> Result<(), Refused> {
     Ok(())
 }
 
+/// Longest reason a change takes (holds, cancels, edits, updates): what
+/// inventory and routing keep of one (an edit's reason goes on to
+/// inventory with the units it adds).
+pub const MAX_REASON: usize = 500;
+
+/// The kind of a hold to place or release: a known one.
+pub fn hold_type(t: i32) -> Result<HoldType, &'static str> {
+    match HoldType::try_from(t) {
+        Ok(HoldType::Unspecified) | Err(_) => Err("choose a hold type"),
+        Ok(k) => Ok(k),
+    }
+}
+
 /// Places a hold. The first hold moves the order to ON_HOLD and returns the
 /// state it was held in; a second hold of another type only adds itself.
 pub fn place_hold(o: &mut Order, hold: Hold) -> Result<Option<OrderState>, Refused> {

@@ -1,7 +1,7 @@
 use chrono::{DateTime, Utc};
 use oms_kernel::Violations;
 use oms_proto::common::{DeliveryMethod, Money, PostalAddress, ServiceLevel};
-use oms_proto::orders::{HoldType, Order, OrderLine, OrderTotals};
+use oms_proto::orders::{Order, OrderLine, OrderTotals};
 use oms_runtime::time::from_timestamp;
 use std::collections::HashSet;
 
@@ -23,8 +23,6 @@ pub struct NewOrder {
 const MAX_TEXT: usize = oms_runtime::address::MAX_TEXT;
 /// Longest line title (marketplaces allow a few hundred characters).
 const MAX_TITLE: usize = 1000;
-/// Longest reason of a hold, as PlaceHold takes it.
-const MAX_HOLD_REASON: usize = 500;
 
 impl NewOrder {
     /// Parses the `order` of a CreateOrder request; field paths in the
@@ -180,14 +178,13 @@ impl NewOrder {
         let mut types = HashSet::new();
         for (i, h) in o.holds.iter_mut().enumerate() {
             let f = |name: &str| format!("order.holds[{i}].{name}");
-            match HoldType::try_from(h.r#type) {
-                Ok(HoldType::Unspecified) | Err(_) => v.add(f("type"), "choose a hold type"),
-                Ok(_) if !types.insert(h.r#type) => {
-                    v.add(f("type"), "an order has at most one hold of each type")
-                }
-                Ok(_) => {}
+            if v.check(f("type"), super::lifecycle::hold_type(h.r#type))
+                .is_some()
+                && !types.insert(h.r#type)
+            {
+                v.add(f("type"), "an order has at most one hold of each type");
             }
-            v.at_most(f("reason"), &h.reason, MAX_HOLD_REASON);
+            v.at_most(f("reason"), &h.reason, super::lifecycle::MAX_REASON);
             h.placed_by.clear();
             h.place_time = None;
         }

@@ -1000,8 +1000,6 @@ impl Saga {
     }
 }
 
-/// Whether `fo` is still work a node could give up (not shipped, nor
-/// already ended).
 /// The carrier service a node is asked for: the order's service level
 /// ("next_day"), or none (the node's default) when the order named none.
 /// Before 2026-12-03 it was the enum's name ("service_level_unspecified").
@@ -1016,6 +1014,8 @@ fn carrier_service(level: i32) -> String {
     }
 }
 
+/// Whether `fo` is still work a node could give up (not shipped, nor
+/// already ended).
 pub fn open_work(fo: &FulfillmentOrder) -> bool {
     !matches!(
         fo.state(),
