@@ -183,7 +183,25 @@ impl InventoryService for InventoryApi {
         &self,
         req: Request<TransferStockRequest>,
     ) -> Result<Response<TransferStockResponse>, Status> {
-        unary!(self, req, ops::movements::transfer, actor)
+        unary!(self, req, ops::transfers::transfer, actor)
+    }
+    async fn receive_transfer(
+        &self,
+        req: Request<ReceiveTransferRequest>,
+    ) -> Result<Response<ReceiveTransferResponse>, Status> {
+        unary!(self, req, ops::transfers::receive, actor)
+    }
+    async fn get_transfer(
+        &self,
+        req: Request<GetTransferRequest>,
+    ) -> Result<Response<GetTransferResponse>, Status> {
+        unary!(self, req, ops::transfers::get)
+    }
+    async fn list_transfers(
+        &self,
+        req: Request<ListTransfersRequest>,
+    ) -> Result<Response<ListTransfersResponse>, Status> {
+        unary!(self, req, ops::transfers::list)
     }
     async fn list_movements(
         &self,

@@ -16,6 +16,9 @@ pub struct Figures {
     pub safety: HashMap<(String, String), i64>,
     /// Enabled nodes the tenant may use.
     pub enabled: HashSet<String>,
+    /// Units on the way by transfers in transit, per (receiving node, sku):
+    /// shown, never promised.
+    pub in_transit: HashMap<(String, String), i64>,
 }
 
 impl Figures {
@@ -32,6 +35,11 @@ impl Figures {
     fn expired_at(&self, node: &str, sku: &str) -> i64 {
         let k = (node.to_owned(), sku.to_owned());
         self.expired.get(&k).copied().unwrap_or(0)
+    }
+
+    fn in_transit_to(&self, node: &str, sku: &str) -> i64 {
+        let k = (node.to_owned(), sku.to_owned());
+        self.in_transit.get(&k).copied().unwrap_or(0)
     }
 
     fn safety_of(&self, node: &str, sku: &str) -> i64 {
@@ -102,9 +110,19 @@ impl Figures {
         f
     }
 
-    /// One figure per node that has the SKU (enabled or in `only`).
+    /// One figure per enabled node that has the SKU or has some on the
+    /// way (all of them, or those in `only`).
     pub fn per_node(&self, sku: &str, only: &[String]) -> Vec<Availability> {
-        self.nodes_of(sku)
+        let mut nodes = self.nodes_of(sku);
+        nodes.extend(
+            self.in_transit
+                .keys()
+                .filter(|(n, s)| s == sku && self.enabled.contains(n))
+                .map(|(n, _)| n.clone()),
+        );
+        nodes.sort();
+        nodes.dedup();
+        nodes
             .into_iter()
             .filter(|n| only.is_empty() || only.contains(n))
             .map(|n| {
@@ -123,6 +141,7 @@ impl Figures {
                 Availability {
                     sku: sku.to_owned(),
                     available: self.promisable_at(&n, sku).max(0),
+                    in_transit: self.in_transit_to(&n, sku),
                     node_id: n,
                     channel: String::new(),
                     on_hand,
@@ -163,6 +182,14 @@ impl Figures {
             promisable += self.promisable_at(n, sku).max(0);
         }
         a.available = (promisable - self.network_held(sku)).max(0);
+        a.in_transit = self
+            .in_transit
+            .iter()
+            .filter(|((n, s), _)| {
+                s == sku && self.enabled.contains(n) && (pool.is_empty() || pool.contains(n))
+            })
+            .map(|(_, q)| q)
+            .sum();
         a
     }
 
@@ -236,6 +263,32 @@ mod tests {
             f.held_beyond_stock("B", "S"),
             0,
             "safety stock is no promise"
+        );
+    }
+
+    #[test]
+    fn units_on_the_way_are_shown_and_never_promised() {
+        let mut f = figures();
+        f.in_transit.insert(("B".into(), "S".into()), 7);
+        f.in_transit.insert(("C".into(), "S".into()), 9);
+        f.in_transit.insert(("OFF".into(), "S".into()), 11);
+        f.enabled.insert("C".into());
+        let a = f.pooled("S", &[]);
+        assert_eq!(
+            (a.in_transit, a.available),
+            (16, 4),
+            "disabled OFF not counted"
+        );
+        assert_eq!(f.pooled("S", &["A".into(), "B".into()]).in_transit, 7);
+        let at_c = f.per_node("S", &["C".into()]);
+        assert_eq!(at_c.len(), 1, "a node with units only on the way is listed");
+        assert_eq!(
+            (at_c[0].on_hand, at_c[0].in_transit, at_c[0].available),
+            (0, 9, 0)
+        );
+        assert!(
+            !f.gate_fields("S").contains_key("n:C"),
+            "nothing to promise at C"
         );
     }
 

@@ -31,9 +31,9 @@ pub fn parse(m: Option<StockMovement>) -> Result<StockMovement, Violations> {
     let q = m.quantity;
     let sign_error = match kind {
         MovementKind::Unspecified => Some("choose a movement kind"),
-        MovementKind::TransferOut | MovementKind::TransferIn => {
-            Some("transfers are recorded with TransferStock, which writes both sides")
-        }
+        MovementKind::TransferOut | MovementKind::TransferIn => Some(
+            "transfers are recorded with TransferStock (and ReceiveTransfer for one in transit)",
+        ),
         MovementKind::Receipt | MovementKind::ReturnRestock if q <= 0 => {
             Some("must be positive for receipts and restocks")
         }

@@ -38,6 +38,9 @@ pub(crate) async fn stock_and_holds(
 async fn figures(inv: &Inventory, tenant: &Tenant, skus: &[String]) -> Result<Figures> {
     let mut f = stock_and_holds(&mut *inv.pool.acquire().await?, tenant, skus).await?;
     f.safety = repo::rules::safety(&inv.pool, tenant, skus).await?;
+    for (node, sku, q) in repo::transfers::on_the_way(&inv.pool, tenant, skus).await? {
+        f.in_transit.insert((node, sku), q);
+    }
     f.enabled = repo::nodes::enabled_ids(&inv.pool, tenant)
         .await?
         .into_iter()
@@ -174,6 +177,7 @@ fn touched(ev: &InventoryEvent, scope: &Scope) -> Touched {
         Some(Kind::LotExpired(e)) => vec![e.sku.clone()],
         Some(Kind::LotRestored(e)) => vec![e.sku.clone()],
         Some(Kind::NodeChanged(e)) => e.skus.clone(),
+        Some(Kind::TransferClosed(e)) => e.transfer.iter().map(|t| t.sku.clone()).collect(),
         Some(Kind::ChannelRuleSet(e)) => match (scope, &e.rule) {
             (Scope::Channel(c), Some(rule)) if *c == rule.channel => return Touched::All,
             _ => vec![],

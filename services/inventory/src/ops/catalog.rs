@@ -323,7 +323,7 @@ async fn refuse_stranding(
         skus: std::slice::from_ref(&after.sku),
         withdraw_before: None,
     };
-    let stranded: Vec<String> = repo::stock::levels(&mut *tx, tenant, &of_item, None, i64::MAX)
+    let mut stranded: Vec<String> = repo::stock::levels(&mut *tx, tenant, &of_item, None, i64::MAX)
         .await?
         .into_iter()
         .filter(|l| l.on_hand != 0 && item::strands(before, after, &l.lot))
@@ -332,6 +332,15 @@ async fn refuse_stranding(
             lot => format!("{} at {} in lot {lot}", l.on_hand, l.node_id),
         })
         .collect();
+    // Units on the way arrive by the item's tracking too.
+    for (lot, units) in repo::transfers::on_the_way_by_lot(&mut *tx, tenant, &after.sku).await? {
+        if item::strands(before, after, &lot) {
+            stranded.push(match lot.as_str() {
+                "" => format!("{units} in transit"),
+                lot => format!("{units} in transit in lot {lot}"),
+            });
+        }
+    }
     if stranded.is_empty() {
         return Ok(());
     }
@@ -339,7 +348,7 @@ async fn refuse_stranding(
         "ITEM_HAS_STOCK",
         after.name.clone(),
         format!(
-            "{} has units on hand ({}) that no movement could reach under the new tracking; count them to zero, change the tracking, then count or receive them again",
+            "{} has units on hand or on the way ({}) that no movement could reach under the new tracking; count them to zero, change the tracking, then count or receive them again",
             after.sku,
             stranded.join(", ")
         ),

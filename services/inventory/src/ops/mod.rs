@@ -9,6 +9,7 @@ pub mod lot_expiry;
 pub mod movements;
 pub mod reconcile;
 pub mod reservations;
+pub mod transfers;
 
 use crate::error::{Error, Result};
 use crate::gate::{AvailChange, Gate, GateError};
@@ -372,6 +373,7 @@ pub fn event_type(kind: &inventory_event::Kind) -> &'static str {
         inventory_event::Kind::LotExpired(_) => "LotExpired",
         inventory_event::Kind::LotRestored(_) => "LotRestored",
         inventory_event::Kind::NodeChanged(_) => "NodeChanged",
+        inventory_event::Kind::TransferClosed(_) => "TransferClosed",
     }
 }
 

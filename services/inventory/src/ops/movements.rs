@@ -1,4 +1,4 @@
-//! The stock ledger: movements, transfers, snapshot imports, levels, and
+//! The stock ledger: movements, snapshot imports, levels, and
 //! the rules that hold stock back (safety stock, channel rules).
 use super::{Begin, Inventory, emit, lot_expiry};
 use crate::domain::{check_node_id, check_sku, expiry, movement, snapshot};
@@ -287,85 +287,6 @@ pub async fn record(
         let resp = RecordMovementResponse {
             movement: Some(m.movement),
             held_beyond_stock: m.held_beyond_stock,
-        };
-        inv.finish(tx, tenant, &rid, resp).await
-    })
-    .await
-}
-
-pub async fn transfer(
-    inv: &Inventory,
-    tenant: &Tenant,
-    actor: &str,
-    req: TransferStockRequest,
-) -> Result<TransferStockResponse> {
-    let mut v = Violations::new();
-    v.check("request_id", RequestId::parse(&req.request_id));
-    v.check("from_node_id", check_node_id(&req.from_node_id));
-    v.check("to_node_id", check_node_id(&req.to_node_id));
-    v.check("sku", check_sku(&req.sku));
-    // Two empty ids are "is required" each, not also the same node.
-    if req.from_node_id == req.to_node_id && !req.to_node_id.is_empty() {
-        v.add("to_node_id", "must differ from from_node_id");
-    }
-    if req.quantity <= 0 {
-        v.add("quantity", "must be positive");
-    } else if req.quantity > movement::MAX_UNITS {
-        v.add(
-            "quantity",
-            format!("must be at most {}", movement::MAX_UNITS),
-        );
-    }
-    v.at_most("reason", &req.reason, 500);
-    v.into_result(())?;
-    let side = |kind: MovementKind, node: &str, q: i64| StockMovement {
-        kind: kind as i32,
-        node_id: node.to_owned(),
-        sku: req.sku.clone(),
-        lot: req.lot.clone(),
-        quantity: q,
-        reason: req.reason.clone(),
-        reference: format!("transfer:{}->{}", req.from_node_id, req.to_node_id),
-        serial_numbers: req.serial_numbers.clone(),
-        ..Default::default()
-    };
-    inv.retrying(tenant, || async {
-        let (mut tx, rid) = match inv
-            .begin(tenant, &req.request_id, "TransferStock", &req)
-            .await?
-        {
-            Begin::Replay(r) => return Ok(r),
-            Begin::Tx(tx, rid) => (tx, rid),
-        };
-        let out = apply(
-            inv,
-            &mut tx,
-            tenant,
-            side(MovementKind::TransferOut, &req.from_node_id, -req.quantity),
-            actor,
-            rid.as_str(),
-            Origin::Request,
-        )
-        .await?;
-        // The lot arrives with its expiry date.
-        let arriving = StockMovement {
-            expiry_date: out.movement.expiry_date.clone(),
-            ..side(MovementKind::TransferIn, &req.to_node_id, req.quantity)
-        };
-        let inn = apply(
-            inv,
-            &mut tx,
-            tenant,
-            arriving,
-            actor,
-            rid.as_str(),
-            Origin::Request,
-        )
-        .await?;
-        let resp = TransferStockResponse {
-            transfer_out: Some(out.movement),
-            transfer_in: Some(inn.movement),
-            held_beyond_stock: out.held_beyond_stock,
         };
         inv.finish(tx, tenant, &rid, resp).await
     })

@@ -7,5 +7,6 @@ pub mod reservations;
 pub mod rules;
 pub mod serials;
 pub mod stock;
+pub mod transfers;
 
 pub(crate) use oms_runtime::db::decode;

@@ -258,6 +258,14 @@ async fn a_missing_request_id_comes_back_with_the_bad_body() {
         "TransferStock",
         fields_of(c.transfer_stock(authed("acme", t)).await),
     ));
+    let r = ReceiveTransferRequest {
+        name: "transfers/T-1".into(),
+        ..Default::default()
+    };
+    got.push((
+        "ReceiveTransfer",
+        fields_of(c.receive_transfer(authed("acme", r)).await),
+    ));
     let s = SetSafetyStockRequest {
         node_id: "DC-1".into(),
         quantity: -1,
@@ -299,6 +307,7 @@ async fn a_missing_request_id_comes_back_with_the_bad_body() {
         ("UpdateItem", &["request_id", "item.name"]),
         ("RecordMovement", &["request_id", "movement.quantity"]),
         ("TransferStock", &["request_id", "quantity"]),
+        ("ReceiveTransfer", &["request_id", "quantity"]),
         ("SetSafetyStock", &["request_id", "quantity"]),
         ("SetChannelRule", &["request_id", "rule"]),
         ("ConfirmReservation", &["request_id", "name", "allocations"]),

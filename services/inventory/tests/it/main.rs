@@ -8,6 +8,7 @@ mod ledger;
 mod recovery;
 mod reservations;
 mod soak;
+mod transfers;
 
 use oms_proto::common::NodeKind;
 use oms_proto::inventory::{inventory_service_client::InventoryServiceClient, *};

@@ -1,0 +1,170 @@
+//! Transfers sent in transit: stock between the movement that took it
+//! from one node and those that bring it to another.
+use super::decode;
+use chrono::{DateTime, Utc};
+use oms_kernel::Tenant;
+use oms_proto::inventory::{Transfer, TransferState};
+use prost::Message;
+use sqlx::{PgConnection, PgExecutor, Postgres, QueryBuilder};
+
+fn id_of(t: &Transfer) -> &str {
+    t.name.trim_start_matches("transfers/")
+}
+
+fn state_of(t: &Transfer) -> &'static str {
+    TransferState::try_from(t.state)
+        .unwrap_or_default()
+        .as_str_name()
+}
+
+/// Stores a new transfer; false when its id is taken.
+pub async fn insert(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    t: &Transfer,
+    now: DateTime<Utc>,
+) -> sqlx::Result<bool> {
+    let n = sqlx::query(
+        "INSERT INTO transfers (tenant, transfer_id, from_node_id, to_node_id, sku, state,
+                                in_transit, doc, create_time, update_time)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) ON CONFLICT DO NOTHING",
+    )
+    .bind(tenant.as_str())
+    .bind(id_of(t))
+    .bind(&t.from_node_id)
+    .bind(&t.to_node_id)
+    .bind(&t.sku)
+    .bind(state_of(t))
+    .bind(t.in_transit)
+    .bind(t.encode_to_vec())
+    .bind(now)
+    .execute(tx)
+    .await?;
+    Ok(n.rows_affected() == 1)
+}
+
+pub async fn update(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    t: &Transfer,
+    now: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE transfers SET state = $3, in_transit = $4, doc = $5, update_time = $6
+         WHERE tenant = $1 AND transfer_id = $2",
+    )
+    .bind(tenant.as_str())
+    .bind(id_of(t))
+    .bind(state_of(t))
+    .bind(t.in_transit)
+    .bind(t.encode_to_vec())
+    .bind(now)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// One transfer of the tenant; `for_update` locks it for the rest of the
+/// transaction (two receipts of one transfer go one after the other).
+pub async fn get(
+    db: impl PgExecutor<'_>,
+    tenant: &Tenant,
+    id: &str,
+    for_update: bool,
+) -> sqlx::Result<Option<Transfer>> {
+    let sql = if for_update {
+        "SELECT doc FROM transfers WHERE tenant = $1 AND transfer_id = $2 FOR UPDATE"
+    } else {
+        "SELECT doc FROM transfers WHERE tenant = $1 AND transfer_id = $2"
+    };
+    let doc: Option<Vec<u8>> = sqlx::query_scalar(sql)
+        .bind(tenant.as_str())
+        .bind(id)
+        .fetch_optional(db)
+        .await?;
+    doc.as_deref().map(decode).transpose()
+}
+
+/// Filters of [`list`].
+pub struct Filter {
+    pub states: Vec<String>,
+    pub from_node: Option<String>,
+    pub to_node: Option<String>,
+    pub sku: Option<String>,
+    pub after: Option<(DateTime<Utc>, String)>,
+    pub limit: i64,
+}
+
+/// Transfers newest first, with the cursor of each.
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    tenant: &Tenant,
+    f: &Filter,
+) -> sqlx::Result<Vec<(DateTime<Utc>, String, Transfer)>> {
+    let mut q: QueryBuilder<Postgres> =
+        QueryBuilder::new("SELECT create_time, transfer_id, doc FROM transfers WHERE tenant = ");
+    q.push_bind(tenant.as_str().to_owned());
+    if !f.states.is_empty() {
+        q.push(" AND state = ANY(")
+            .push_bind(f.states.clone())
+            .push(")");
+    }
+    for (column, value) in [
+        ("from_node_id", &f.from_node),
+        ("to_node_id", &f.to_node),
+        ("sku", &f.sku),
+    ] {
+        if let Some(v) = value {
+            q.push(format!(" AND {column} = ")).push_bind(v.clone());
+        }
+    }
+    if let Some((t, id)) = &f.after {
+        q.push(" AND (create_time, transfer_id) < (")
+            .push_bind(*t)
+            .push(", ")
+            .push_bind(id.clone())
+            .push(")");
+    }
+    q.push(" ORDER BY create_time DESC, transfer_id DESC LIMIT ")
+        .push_bind(f.limit);
+    let rows: Vec<(DateTime<Utc>, String, Vec<u8>)> = q.build_query_as().fetch_all(db).await?;
+    rows.into_iter()
+        .map(|(t, id, d)| decode(&d).map(|x| (t, id, x)))
+        .collect()
+}
+
+/// Units on the way per (receiving node, SKU), for these SKUs.
+pub async fn on_the_way(
+    db: impl PgExecutor<'_>,
+    tenant: &Tenant,
+    skus: &[String],
+) -> sqlx::Result<Vec<(String, String, i64)>> {
+    sqlx::query_as(
+        "SELECT to_node_id, sku, SUM(in_transit)::bigint FROM transfers
+         WHERE tenant = $1 AND sku = ANY($2) AND in_transit > 0
+         GROUP BY to_node_id, sku",
+    )
+    .bind(tenant.as_str())
+    .bind(skus)
+    .fetch_all(db)
+    .await
+}
+
+/// Units of a SKU on the way anywhere, per lot (an item's tracking change
+/// must not strand them).
+pub async fn on_the_way_by_lot(
+    db: impl PgExecutor<'_>,
+    tenant: &Tenant,
+    sku: &str,
+) -> sqlx::Result<Vec<(String, i64)>> {
+    let docs: Vec<Vec<u8>> = sqlx::query_scalar(
+        "SELECT doc FROM transfers WHERE tenant = $1 AND sku = $2 AND in_transit > 0",
+    )
+    .bind(tenant.as_str())
+    .bind(sku)
+    .fetch_all(db)
+    .await?;
+    docs.iter()
+        .map(|d| decode::<Transfer>(d).map(|t| (t.lot, t.in_transit)))
+        .collect()
+}
