@@ -185,6 +185,12 @@ impl InventoryService for InventoryApi {
     ) -> Result<Response<TransferStockResponse>, Status> {
         unary!(self, req, ops::transfers::transfer, actor)
     }
+    async fn send_transfer(
+        &self,
+        req: Request<SendTransferRequest>,
+    ) -> Result<Response<SendTransferResponse>, Status> {
+        unary!(self, req, ops::transfers::send, actor)
+    }
     async fn receive_transfer(
         &self,
         req: Request<ReceiveTransferRequest>,

@@ -177,7 +177,11 @@ fn touched(ev: &InventoryEvent, scope: &Scope) -> Touched {
         Some(Kind::LotExpired(e)) => vec![e.sku.clone()],
         Some(Kind::LotRestored(e)) => vec![e.sku.clone()],
         Some(Kind::NodeChanged(e)) => e.skus.clone(),
-        Some(Kind::TransferClosed(e)) => e.transfer.iter().map(|t| t.sku.clone()).collect(),
+        Some(Kind::TransferClosed(e)) => e
+            .transfer
+            .iter()
+            .flat_map(|t| t.lines.iter().map(|l| l.sku.clone()))
+            .collect(),
         Some(Kind::ChannelRuleSet(e)) => match (scope, &e.rule) {
             (Scope::Channel(c), Some(rule)) if *c == rule.channel => return Touched::All,
             _ => vec![],

@@ -1,8 +1,8 @@
-//! Transfers between nodes: at once (both movements in one transaction),
-//! or in transit (the transfer-out when the stock leaves, a transfer-in
-//! for each delivery that arrives), so that stock on a truck is promised
-//! by neither node.
-use super::movements::{Origin, apply};
+//! Transfers between nodes: at once (both movements in one transaction,
+//! TransferStock), or in transit (SendTransfer records the transfer-outs
+//! when the stock leaves, ReceiveTransfer a transfer-in for each delivery
+//! that arrives), so that stock on a truck is promised by neither node.
+use super::movements::{Applied, Origin, apply};
 use super::{Begin, Inventory, emit};
 use crate::domain::{check_node_id, check_sku, movement};
 use crate::error::{Error, Result};
@@ -11,7 +11,30 @@ use chrono::Utc;
 use oms_kernel::{Paging, RequestId, Tenant, Violations, check_id, parse_name};
 use oms_proto::inventory::*;
 use oms_runtime::time::{check_happened, to_timestamp};
+use prost_types::Timestamp;
+use sqlx::PgConnection;
 use std::collections::HashSet;
+
+/// Lines of a transfer, sent or received at once.
+const MAX_LINES: usize = 200;
+
+/// Checks the two nodes of a transfer.
+fn check_nodes(v: &mut Violations, from: &str, to: &str) {
+    v.check("from_node_id", check_node_id(from));
+    v.check("to_node_id", check_node_id(to));
+    // Two empty ids are "is required" each, not also the same node.
+    if from == to && !to.is_empty() {
+        v.add("to_node_id", "must differ from from_node_id");
+    }
+}
+
+fn check_units(v: &mut Violations, field: String, q: i64) {
+    if q <= 0 {
+        v.add(field, "must be positive");
+    } else if q > movement::MAX_UNITS {
+        v.add(field, format!("must be at most {}", movement::MAX_UNITS));
+    }
+}
 
 pub async fn transfer(
     inv: &Inventory,
@@ -21,35 +44,15 @@ pub async fn transfer(
 ) -> Result<TransferStockResponse> {
     let mut v = Violations::new();
     v.check("request_id", RequestId::parse(&req.request_id));
-    v.check("from_node_id", check_node_id(&req.from_node_id));
-    v.check("to_node_id", check_node_id(&req.to_node_id));
+    check_nodes(&mut v, &req.from_node_id, &req.to_node_id);
     v.check("sku", check_sku(&req.sku));
-    // Two empty ids are "is required" each, not also the same node.
-    if req.from_node_id == req.to_node_id && !req.to_node_id.is_empty() {
-        v.add("to_node_id", "must differ from from_node_id");
-    }
-    if req.quantity <= 0 {
-        v.add("quantity", "must be positive");
-    } else if req.quantity > movement::MAX_UNITS {
-        v.add(
-            "quantity",
-            format!("must be at most {}", movement::MAX_UNITS),
-        );
-    }
-    if req.in_transit || !req.transfer_id.is_empty() {
-        v.check("transfer_id", check_id(&req.transfer_id));
-    }
+    check_units(&mut v, "quantity".into(), req.quantity);
     v.check(
         "occur_time",
         check_happened(req.occur_time.as_ref(), Utc::now()),
     );
     v.at_most("reason", &req.reason, 500);
     v.into_result(())?;
-    let name = format!("transfers/{}", req.transfer_id);
-    let reference = match req.transfer_id.as_str() {
-        "" => format!("transfer:{}->{}", req.from_node_id, req.to_node_id),
-        _ => name.clone(),
-    };
     let side = |kind: MovementKind, node: &str, q: i64| StockMovement {
         kind: kind as i32,
         node_id: node.to_owned(),
@@ -57,7 +60,7 @@ pub async fn transfer(
         lot: req.lot.clone(),
         quantity: q,
         reason: req.reason.clone(),
-        reference: reference.clone(),
+        reference: format!("transfer:{}->{}", req.from_node_id, req.to_node_id),
         serial_numbers: req.serial_numbers.clone(),
         occur_time: req.occur_time,
         ..Default::default()
@@ -70,28 +73,6 @@ pub async fn transfer(
             Begin::Replay(r) => return Ok(r),
             Begin::Tx(tx, rid) => (tx, rid),
         };
-        if req.in_transit {
-            // Checked before the stock leaves, which changes the gate.
-            if repo::transfers::get(&mut *tx, tenant, &req.transfer_id, false)
-                .await?
-                .is_some()
-            {
-                return Err(Error::AlreadyExists {
-                    reason: "TRANSFER_EXISTS",
-                    name: name.clone(),
-                });
-            }
-            // Where stock in transit goes must be there when it leaves.
-            if repo::nodes::get_visible(&mut *tx, tenant, &req.to_node_id)
-                .await?
-                .is_none()
-            {
-                return Err(Error::not_found(
-                    "node",
-                    format!("nodes/{}", req.to_node_id),
-                ));
-            }
-        }
         let out = apply(
             inv,
             &mut tx,
@@ -102,55 +83,198 @@ pub async fn transfer(
             Origin::Request,
         )
         .await?;
-        let mut resp = TransferStockResponse {
+        // The lot arrives with its expiry date.
+        let arriving = StockMovement {
+            expiry_date: out.movement.expiry_date.clone(),
+            ..side(MovementKind::TransferIn, &req.to_node_id, req.quantity)
+        };
+        let inn = apply(
+            inv,
+            &mut tx,
+            tenant,
+            arriving,
+            actor,
+            rid.as_str(),
+            Origin::Request,
+        )
+        .await?;
+        let resp = TransferStockResponse {
+            transfer_out: Some(out.movement),
+            transfer_in: Some(inn.movement),
             held_beyond_stock: out.held_beyond_stock,
+        };
+        inv.finish(tx, tenant, &rid, resp).await
+    })
+    .await
+}
+
+/// Checks the lines of a send or a receipt: SKUs, units, serial numbers
+/// given once, one line per SKU and lot.
+fn check_lines(v: &mut Violations, lines: &[TransferLine]) {
+    if lines.len() > MAX_LINES {
+        v.add("lines", format!("at most {MAX_LINES} lines"));
+    }
+    let mut keys = HashSet::new();
+    let mut serials = HashSet::new();
+    for (i, l) in lines.iter().enumerate() {
+        v.check(format!("lines[{i}].sku"), check_sku(&l.sku));
+        check_units(v, format!("lines[{i}].quantity"), l.quantity);
+        if !keys.insert((&l.sku, &l.lot)) {
+            v.add(
+                format!("lines[{i}]"),
+                "repeats the SKU and lot of an earlier line",
+            );
+        }
+        for (j, s) in l.serial_numbers.iter().enumerate() {
+            if !serials.insert((&l.sku, s)) {
+                v.add(format!("lines[{i}].serial_numbers[{j}]"), "given twice");
+            }
+        }
+    }
+}
+
+/// Applies one movement of a transfer's line, its violations named by the
+/// line (`lines[0].lot`).
+#[allow(clippy::too_many_arguments)]
+async fn move_line(
+    inv: &Inventory,
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    actor: &str,
+    rid: &RequestId,
+    i: usize,
+    m: StockMovement,
+) -> Result<Applied> {
+    apply(inv, tx, tenant, m, actor, rid.as_str(), Origin::Request)
+        .await
+        .map_err(|e| match e {
+            Error::Invalid(v) => {
+                let mut nested = Violations::new();
+                nested.nest(&format!("lines[{i}]"), v);
+                Error::Invalid(nested)
+            }
+            other => other,
+        })
+}
+
+/// A movement of a transfer's line at `node`.
+fn line_movement(
+    kind: MovementKind,
+    t: &Transfer,
+    node: &str,
+    l: &TransferLine,
+    q: i64,
+    occur_time: Option<Timestamp>,
+) -> StockMovement {
+    StockMovement {
+        kind: kind as i32,
+        node_id: node.to_owned(),
+        sku: l.sku.clone(),
+        lot: l.lot.clone(),
+        expiry_date: l.expiry_date.clone(),
+        quantity: q,
+        reason: t.reason.clone(),
+        reference: t.name.clone(),
+        serial_numbers: l.serial_numbers.clone(),
+        occur_time,
+        ..Default::default()
+    }
+}
+
+pub async fn send(
+    inv: &Inventory,
+    tenant: &Tenant,
+    actor: &str,
+    req: SendTransferRequest,
+) -> Result<SendTransferResponse> {
+    let mut v = Violations::new();
+    v.check("request_id", RequestId::parse(&req.request_id));
+    v.check("transfer_id", check_id(&req.transfer_id));
+    check_nodes(&mut v, &req.from_node_id, &req.to_node_id);
+    if req.lines.is_empty() {
+        v.add("lines", "name at least one line");
+    }
+    check_lines(&mut v, &req.lines);
+    v.check(
+        "occur_time",
+        check_happened(req.occur_time.as_ref(), Utc::now()),
+    );
+    v.at_most("reason", &req.reason, 500);
+    v.into_result(())?;
+    inv.retrying(tenant, || async {
+        let (mut tx, rid) = match inv
+            .begin(tenant, &req.request_id, "SendTransfer", &req)
+            .await?
+        {
+            Begin::Replay(r) => return Ok(r),
+            Begin::Tx(tx, rid) => (tx, rid),
+        };
+        let name = format!("transfers/{}", req.transfer_id);
+        // Both checked before the stock leaves, which changes the gate.
+        if repo::transfers::get(&mut *tx, tenant, &req.transfer_id, false)
+            .await?
+            .is_some()
+        {
+            return Err(Error::AlreadyExists {
+                reason: "TRANSFER_EXISTS",
+                name,
+            });
+        }
+        if repo::nodes::get_visible(&mut *tx, tenant, &req.to_node_id)
+            .await?
+            .is_none()
+        {
+            return Err(Error::not_found(
+                "node",
+                format!("nodes/{}", req.to_node_id),
+            ));
+        }
+        let mut t = Transfer {
+            name,
+            from_node_id: req.from_node_id.clone(),
+            to_node_id: req.to_node_id.clone(),
+            state: TransferState::InTransit as i32,
+            reason: req.reason.clone(),
+            actor: actor.to_owned(),
             ..Default::default()
         };
-        if req.in_transit {
-            let m = &out.movement;
-            let t = Transfer {
-                name: name.clone(),
-                from_node_id: req.from_node_id.clone(),
-                to_node_id: req.to_node_id.clone(),
-                sku: req.sku.clone(),
-                lot: m.lot.clone(),
-                expiry_date: m.expiry_date.clone(),
-                quantity: req.quantity,
-                in_transit: req.quantity,
-                serial_numbers: req.serial_numbers.clone(),
-                state: TransferState::InTransit as i32,
-                reason: req.reason.clone(),
-                actor: actor.to_owned(),
-                ship_time: m.occur_time,
-                update_time: m.record_time,
-                ..Default::default()
-            };
-            if !repo::transfers::insert(&mut tx, tenant, &t, Utc::now()).await? {
-                return Err(Error::AlreadyExists {
-                    reason: "TRANSFER_EXISTS",
-                    name: name.clone(),
+        let mut resp = SendTransferResponse::default();
+        for (i, l) in req.lines.iter().enumerate() {
+            let m = line_movement(
+                MovementKind::TransferOut,
+                &t,
+                &req.from_node_id,
+                l,
+                -l.quantity,
+                req.occur_time,
+            );
+            let out = move_line(inv, &mut tx, tenant, actor, &rid, i, m).await?;
+            if out.held_beyond_stock > 0 {
+                resp.shortfalls.push(StockShortfall {
+                    node_id: req.from_node_id.clone(),
+                    sku: l.sku.clone(),
+                    held_beyond_stock: out.held_beyond_stock,
                 });
             }
-            resp.transfer = Some(t);
-        } else {
-            // The lot arrives with its expiry date.
-            let arriving = StockMovement {
+            // The lot travels with its expiry date.
+            t.lines.push(TransferLine {
                 expiry_date: out.movement.expiry_date.clone(),
-                ..side(MovementKind::TransferIn, &req.to_node_id, req.quantity)
-            };
-            let inn = apply(
-                inv,
-                &mut tx,
-                tenant,
-                arriving,
-                actor,
-                rid.as_str(),
-                Origin::Request,
-            )
-            .await?;
-            resp.transfer_in = Some(inn.movement);
+                in_transit: l.quantity,
+                quantity_received: 0,
+                quantity_lost: 0,
+                ..l.clone()
+            });
+            t.ship_time = out.movement.occur_time;
+            t.update_time = out.movement.record_time;
+            resp.transfer_outs.push(out.movement);
         }
-        resp.transfer_out = Some(out.movement);
+        if !repo::transfers::insert(&mut tx, tenant, &t, Utc::now()).await? {
+            return Err(Error::AlreadyExists {
+                reason: "TRANSFER_EXISTS",
+                name: t.name,
+            });
+        }
+        resp.transfer = Some(t);
         inv.finish(tx, tenant, &rid, resp).await
     })
     .await
@@ -168,17 +292,10 @@ pub async fn receive(
         .check("name", parse_name(&req.name, "transfers"))
         .unwrap_or_default()
         .to_owned();
-    if req.quantity < 0 || req.quantity > movement::MAX_UNITS {
-        v.add("quantity", format!("must be 0 to {}", movement::MAX_UNITS));
-    } else if req.quantity == 0 && !req.close {
-        v.add("quantity", "must be positive, or 0 to close the transfer");
+    if req.lines.is_empty() && !req.close {
+        v.add("lines", "name what arrived, or close the transfer");
     }
-    let mut seen = HashSet::new();
-    for (i, s) in req.serial_numbers.iter().enumerate() {
-        if !seen.insert(s) {
-            v.add(format!("serial_numbers[{i}]"), "given twice");
-        }
-    }
+    check_lines(&mut v, &req.lines);
     v.check(
         "occur_time",
         check_happened(req.occur_time.as_ref(), Utc::now()),
@@ -208,41 +325,31 @@ pub async fn receive(
                 ),
             ));
         }
-        if req.quantity > t.in_transit {
-            return Err(Error::precondition(
-                "RECEIPT_EXCEEDS_IN_TRANSIT",
-                t.name.clone(),
-                format!(
-                    "{} of {} on the way by {}; the receipt brings {}",
-                    t.in_transit, t.sku, t.name, req.quantity
-                ),
-            ));
+        let at = arrived_lines(&t, &req.lines)?;
+        let mut resp = ReceiveTransferResponse::default();
+        for (i, (l, &k)) in req.lines.iter().zip(&at).enumerate() {
+            let m = line_movement(
+                MovementKind::TransferIn,
+                &t,
+                &t.to_node_id,
+                &TransferLine {
+                    expiry_date: t.lines[k].expiry_date.clone(),
+                    ..l.clone()
+                },
+                l.quantity,
+                req.occur_time,
+            );
+            let inn = move_line(inv, &mut tx, tenant, actor, &rid, i, m).await?;
+            resp.transfer_ins.push(inn.movement);
+            let line = &mut t.lines[k];
+            line.quantity_received += l.quantity;
+            line.in_transit -= l.quantity;
+            line.serial_numbers
+                .retain(|s| !l.serial_numbers.contains(s));
         }
-        let unsent: Vec<&String> = req
-            .serial_numbers
-            .iter()
-            .filter(|s| !t.serial_numbers.contains(s))
-            .collect();
-        if !unsent.is_empty() {
-            return Err(Error::precondition(
-                "SERIAL_NOT_IN_TRANSIT",
-                t.name.clone(),
-                format!(
-                    "serial numbers not on the way by {}: {}",
-                    t.name,
-                    unsent
-                        .iter()
-                        .take(5)
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ));
-        }
-        let lost = if req.close {
-            t.in_transit - req.quantity
-        } else {
-            0
+        let lost: i64 = match req.close {
+            true => t.lines.iter().map(|l| l.in_transit).sum(),
+            false => 0,
         };
         if lost > 0 && req.reason.trim().is_empty() {
             return Err(Violations::one(
@@ -251,64 +358,88 @@ pub async fn receive(
             )
             .into());
         }
-        let mut resp = ReceiveTransferResponse::default();
-        if req.quantity > 0 {
-            let arriving = StockMovement {
-                kind: MovementKind::TransferIn as i32,
-                node_id: t.to_node_id.clone(),
-                sku: t.sku.clone(),
-                lot: t.lot.clone(),
-                expiry_date: t.expiry_date.clone(),
-                quantity: req.quantity,
-                reason: t.reason.clone(),
-                reference: t.name.clone(),
-                serial_numbers: req.serial_numbers.clone(),
-                occur_time: req.occur_time,
-                ..Default::default()
-            };
-            let m = apply(
-                inv,
-                &mut tx,
-                tenant,
-                arriving,
-                actor,
-                rid.as_str(),
-                Origin::Request,
-            )
-            .await?;
-            resp.transfer_in = Some(m.movement);
+        if req.close {
+            for l in &mut t.lines {
+                l.quantity_lost += l.in_transit;
+                l.in_transit = 0;
+            }
         }
-        let now = Utc::now();
-        t.quantity_received += req.quantity;
-        t.quantity_lost += lost;
-        t.in_transit -= req.quantity + lost;
-        t.serial_numbers.retain(|s| !req.serial_numbers.contains(s));
         if lost > 0 {
             t.close_reason = req.reason.clone();
         }
+        let now = Utc::now();
         t.update_time = Some(to_timestamp(now));
-        if t.in_transit == 0 {
-            t.state = if t.quantity_lost > 0 {
+        if t.lines.iter().all(|l| l.in_transit == 0) {
+            t.state = if lost > 0 || t.lines.iter().any(|l| l.quantity_lost > 0) {
                 TransferState::Closed
             } else {
                 TransferState::Received
             } as i32;
-            emit(
-                &mut tx,
-                tenant,
-                &t.name,
-                rid.as_str(),
-                inventory_event::Kind::TransferClosed(TransferClosed {
-                    transfer: Some(t.clone()),
-                }),
-            )
-            .await?;
+            let closed = TransferClosed {
+                transfer: Some(t.clone()),
+            };
+            let kind = inventory_event::Kind::TransferClosed(closed);
+            emit(&mut tx, tenant, &t.name, rid.as_str(), kind).await?;
         }
         repo::transfers::update(&mut tx, tenant, &t, now).await?;
         resp.transfer = Some(t);
         inv.finish(tx, tenant, &rid, resp).await
     })
     .await
+}
+
+/// The transfer's line each arriving line is (by SKU and lot), once each
+/// is checked against what the line has on the way.
+fn arrived_lines(t: &Transfer, arrived: &[TransferLine]) -> Result<Vec<usize>> {
+    let refuse =
+        |reason, message: String| Err(Error::precondition(reason, t.name.clone(), message));
+    let mut at = Vec::with_capacity(arrived.len());
+    for (i, l) in arrived.iter().enumerate() {
+        let Some(k) = t
+            .lines
+            .iter()
+            .position(|s| s.sku == l.sku && s.lot == l.lot)
+        else {
+            let lot = match l.lot.as_str() {
+                "" => String::new(),
+                lot => format!(" in lot {lot}"),
+            };
+            return refuse(
+                "NOT_IN_TRANSFER",
+                format!("lines[{i}]: {} did not send {}{lot}", t.name, l.sku),
+            );
+        };
+        let sent = &t.lines[k];
+        if l.quantity > sent.in_transit {
+            return refuse(
+                "RECEIPT_EXCEEDS_IN_TRANSIT",
+                format!(
+                    "lines[{i}]: {} of {} on the way by {}; the receipt brings {}",
+                    sent.in_transit, l.sku, t.name, l.quantity
+                ),
+            );
+        }
+        let unsent: Vec<&str> = l
+            .serial_numbers
+            .iter()
+            .filter(|s| !sent.serial_numbers.contains(s))
+            .map(|s| s.as_str())
+            .take(5)
+            .collect();
+        if !unsent.is_empty() {
+            return refuse(
+                "SERIAL_NOT_IN_TRANSIT",
+                format!(
+                    "lines[{i}]: serial numbers of {} not on the way by {}: {}",
+                    l.sku,
+                    t.name,
+                    unsent.join(", ")
+                ),
+            );
+        }
+        at.push(k);
+    }
+    Ok(at)
 }
 
 pub async fn get(
@@ -349,14 +480,14 @@ pub async fn list(
         }
     }
     // A filter no transfer can match is a mistake, not an empty list.
-    let mut filter =
-        |field: &str, value: &str, check: fn(&str) -> std::result::Result<(), String>| {
-            if value.is_empty() {
-                return None;
-            }
-            v.check(field, check(value));
-            Some(value.to_owned())
-        };
+    type Check = fn(&str) -> std::result::Result<(), String>;
+    let mut filter = |field: &str, value: &str, check: Check| {
+        if value.is_empty() {
+            return None;
+        }
+        v.check(field, check(value));
+        Some(value.to_owned())
+    };
     let from_node = filter("from_node_id", &req.from_node_id, check_node_id);
     let to_node = filter("to_node_id", &req.to_node_id, check_node_id);
     let sku = filter("sku", &req.sku, check_sku);

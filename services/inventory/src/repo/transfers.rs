@@ -17,7 +17,7 @@ fn state_of(t: &Transfer) -> &'static str {
         .as_str_name()
 }
 
-/// Stores a new transfer; false when its id is taken.
+/// Stores a new transfer and its lines; false when its id is taken.
 pub async fn insert(
     tx: &mut PgConnection,
     tenant: &Tenant,
@@ -25,24 +25,46 @@ pub async fn insert(
     now: DateTime<Utc>,
 ) -> sqlx::Result<bool> {
     let n = sqlx::query(
-        "INSERT INTO transfers (tenant, transfer_id, from_node_id, to_node_id, sku, state,
-                                in_transit, doc, create_time, update_time)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) ON CONFLICT DO NOTHING",
+        "INSERT INTO transfers (tenant, transfer_id, from_node_id, to_node_id, state, doc,
+                                create_time, update_time)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT DO NOTHING",
     )
     .bind(tenant.as_str())
     .bind(id_of(t))
     .bind(&t.from_node_id)
     .bind(&t.to_node_id)
-    .bind(&t.sku)
     .bind(state_of(t))
-    .bind(t.in_transit)
     .bind(t.encode_to_vec())
     .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    if n.rows_affected() == 0 {
+        return Ok(false);
+    }
+    let skus: Vec<&str> = t.lines.iter().map(|l| l.sku.as_str()).collect();
+    let lots: Vec<&str> = t.lines.iter().map(|l| l.lot.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO transfer_lines (tenant, transfer_id, line, to_node_id, sku, lot, in_transit)
+         SELECT $1, $2, l.n - 1, $3, l.sku, l.lot, l.q
+         FROM UNNEST($4::text[], $5::text[], $6::bigint[]) WITH ORDINALITY AS l(sku, lot, q, n)",
+    )
+    .bind(tenant.as_str())
+    .bind(id_of(t))
+    .bind(&t.to_node_id)
+    .bind(&skus)
+    .bind(&lots)
+    .bind(in_transit(t))
     .execute(tx)
     .await?;
-    Ok(n.rows_affected() == 1)
+    Ok(true)
 }
 
+fn in_transit(t: &Transfer) -> Vec<i64> {
+    t.lines.iter().map(|l| l.in_transit).collect()
+}
+
+/// Stores a transfer after a receipt or close, with what each line still
+/// has on the way.
 pub async fn update(
     tx: &mut PgConnection,
     tenant: &Tenant,
@@ -50,15 +72,24 @@ pub async fn update(
     now: DateTime<Utc>,
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE transfers SET state = $3, in_transit = $4, doc = $5, update_time = $6
+        "UPDATE transfers SET state = $3, doc = $4, update_time = $5
          WHERE tenant = $1 AND transfer_id = $2",
     )
     .bind(tenant.as_str())
     .bind(id_of(t))
     .bind(state_of(t))
-    .bind(t.in_transit)
     .bind(t.encode_to_vec())
     .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE transfer_lines SET in_transit = l.q
+         FROM UNNEST($3::bigint[]) WITH ORDINALITY AS l(q, n)
+         WHERE tenant = $1 AND transfer_id = $2 AND line = l.n - 1",
+    )
+    .bind(tenant.as_str())
+    .bind(id_of(t))
+    .bind(in_transit(t))
     .execute(tx)
     .await?;
     Ok(())
@@ -109,14 +140,17 @@ pub async fn list(
             .push_bind(f.states.clone())
             .push(")");
     }
-    for (column, value) in [
-        ("from_node_id", &f.from_node),
-        ("to_node_id", &f.to_node),
-        ("sku", &f.sku),
-    ] {
+    for (column, value) in [("from_node_id", &f.from_node), ("to_node_id", &f.to_node)] {
         if let Some(v) = value {
             q.push(format!(" AND {column} = ")).push_bind(v.clone());
         }
+    }
+    if let Some(sku) = &f.sku {
+        q.push(" AND transfer_id IN (SELECT transfer_id FROM transfer_lines WHERE tenant = ")
+            .push_bind(tenant.as_str().to_owned())
+            .push(" AND sku = ")
+            .push_bind(sku.clone())
+            .push(")");
     }
     if let Some((t, id)) = &f.after {
         q.push(" AND (create_time, transfer_id) < (")
@@ -140,7 +174,7 @@ pub async fn on_the_way(
     skus: &[String],
 ) -> sqlx::Result<Vec<(String, String, i64)>> {
     sqlx::query_as(
-        "SELECT to_node_id, sku, SUM(in_transit)::bigint FROM transfers
+        "SELECT to_node_id, sku, SUM(in_transit)::bigint FROM transfer_lines
          WHERE tenant = $1 AND sku = ANY($2) AND in_transit > 0
          GROUP BY to_node_id, sku",
     )
@@ -157,14 +191,12 @@ pub async fn on_the_way_by_lot(
     tenant: &Tenant,
     sku: &str,
 ) -> sqlx::Result<Vec<(String, i64)>> {
-    let docs: Vec<Vec<u8>> = sqlx::query_scalar(
-        "SELECT doc FROM transfers WHERE tenant = $1 AND sku = $2 AND in_transit > 0",
+    sqlx::query_as(
+        "SELECT lot, SUM(in_transit)::bigint FROM transfer_lines
+         WHERE tenant = $1 AND sku = $2 AND in_transit > 0 GROUP BY lot ORDER BY lot",
     )
     .bind(tenant.as_str())
     .bind(sku)
     .fetch_all(db)
-    .await?;
-    docs.iter()
-        .map(|d| decode::<Transfer>(d).map(|t| (t.lot, t.in_transit)))
-        .collect()
+    .await
 }

@@ -258,6 +258,20 @@ async fn a_missing_request_id_comes_back_with_the_bad_body() {
         "TransferStock",
         fields_of(c.transfer_stock(authed("acme", t)).await),
     ));
+    let send = SendTransferRequest {
+        transfer_id: "T-1".into(),
+        from_node_id: "DC-1".into(),
+        to_node_id: "DC-2".into(),
+        lines: vec![TransferLine {
+            sku: "SKU-1".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    got.push((
+        "SendTransfer",
+        fields_of(c.send_transfer(authed("acme", send)).await),
+    ));
     let r = ReceiveTransferRequest {
         name: "transfers/T-1".into(),
         ..Default::default()
@@ -307,7 +321,8 @@ async fn a_missing_request_id_comes_back_with_the_bad_body() {
         ("UpdateItem", &["request_id", "item.name"]),
         ("RecordMovement", &["request_id", "movement.quantity"]),
         ("TransferStock", &["request_id", "quantity"]),
-        ("ReceiveTransfer", &["request_id", "quantity"]),
+        ("SendTransfer", &["request_id", "lines[0].quantity"]),
+        ("ReceiveTransfer", &["request_id", "lines"]),
         ("SetSafetyStock", &["request_id", "quantity"]),
         ("SetChannelRule", &["request_id", "rule"]),
         ("ConfirmReservation", &["request_id", "name", "allocations"]),

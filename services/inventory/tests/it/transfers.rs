@@ -3,20 +3,25 @@
 use crate::*;
 use tonic::Code;
 
-fn send(
-    id: &str,
-    sku: &str,
-    q: i64,
-    f: impl FnOnce(&mut TransferStockRequest),
-) -> TransferStockRequest {
-    let mut t = TransferStockRequest {
-        request_id: rid(),
-        transfer_id: id.into(),
-        in_transit: true,
-        from_node_id: "DC1".into(),
-        to_node_id: "STORE1".into(),
+fn tline(sku: &str, q: i64) -> TransferLine {
+    TransferLine {
         sku: sku.into(),
         quantity: q,
+        ..Default::default()
+    }
+}
+
+fn send(
+    id: &str,
+    lines: Vec<TransferLine>,
+    f: impl FnOnce(&mut SendTransferRequest),
+) -> SendTransferRequest {
+    let mut t = SendTransferRequest {
+        request_id: rid(),
+        transfer_id: id.into(),
+        from_node_id: "DC1".into(),
+        to_node_id: "STORE1".into(),
+        lines,
         reason: "store replenishment".into(),
         ..Default::default()
     };
@@ -24,15 +29,24 @@ fn send(
     t
 }
 
+async fn send_transfer(
+    c: &mut Client,
+    r: SendTransferRequest,
+) -> Result<SendTransferResponse, tonic::Status> {
+    c.send_transfer(authed("acme", r))
+        .await
+        .map(|r| r.into_inner())
+}
+
 fn arrival(
     id: &str,
-    q: i64,
+    lines: Vec<TransferLine>,
     f: impl FnOnce(&mut ReceiveTransferRequest),
 ) -> ReceiveTransferRequest {
     let mut r = ReceiveTransferRequest {
         request_id: rid(),
         name: format!("transfers/{id}"),
-        quantity: q,
+        lines,
         ..Default::default()
     };
     f(&mut r);
@@ -46,6 +60,21 @@ async fn receive_transfer(
     c.receive_transfer(authed("acme", r))
         .await
         .map(|r| r.into_inner())
+}
+
+/// (sku, received, lost, in transit) per line.
+fn lines_of(t: &Transfer) -> Vec<(&str, i64, i64, i64)> {
+    t.lines
+        .iter()
+        .map(|l| {
+            (
+                l.sku.as_str(),
+                l.quantity_received,
+                l.quantity_lost,
+                l.in_transit,
+            )
+        })
+        .collect()
 }
 
 /// (on hand, in transit, available) of SKU-1 at the nodes, or the network.
@@ -82,40 +111,42 @@ async fn stock_in_transit_is_promised_by_neither_node_until_it_arrives() {
     node(c, "acme", "DC1").await;
     node(c, "acme", "STORE1").await;
     item(c, "acme", "SKU-1").await;
+    item(c, "acme", "SKU-2").await;
     receive(c, "acme", "DC1", "SKU-1", 10).await;
+    receive(c, "acme", "DC1", "SKU-2", 3).await;
     let mut events = c
         .watch_inventory_events(authed("acme", WatchInventoryEventsRequest::default()))
         .await
         .unwrap()
         .into_inner();
 
-    let req = send("TO-1", "SKU-1", 6, |_| {});
-    let sent = c
-        .transfer_stock(authed("acme", req.clone()))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(sent.transfer_out.as_ref().unwrap().on_hand_after, 4);
+    let req = send("TO-1", vec![tline("SKU-1", 6), tline("SKU-2", 3)], |_| {});
+    let sent = send_transfer(c, req.clone()).await.unwrap();
+    let outs: Vec<(&str, i64, &str)> = sent
+        .transfer_outs
+        .iter()
+        .map(|m| (m.sku.as_str(), m.on_hand_after, m.reference.as_str()))
+        .collect();
     assert_eq!(
-        sent.transfer_out.as_ref().unwrap().reference,
-        "transfers/TO-1"
+        outs,
+        [
+            ("SKU-1", 4, "transfers/TO-1"),
+            ("SKU-2", 0, "transfers/TO-1")
+        ]
     );
-    assert!(sent.transfer_in.is_none(), "nothing arrived yet");
     let t = sent.transfer.clone().unwrap();
     assert_eq!(
-        (t.state(), t.quantity, t.in_transit, t.actor.as_str()),
-        (TransferState::InTransit, 6, 6, "test")
+        (t.state(), t.actor.as_str(), lines_of(&t)),
+        (
+            TransferState::InTransit,
+            "test",
+            vec![("SKU-1", 0, 0, 6), ("SKU-2", 0, 0, 3)]
+        )
     );
     // A replay answers the same; the id once more under another request
     // is refused, and moves nothing.
-    let again = c
-        .transfer_stock(authed("acme", req))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(again, sent);
-    let err = c
-        .transfer_stock(authed("acme", send("TO-1", "SKU-1", 1, |_| {})))
+    assert_eq!(send_transfer(c, req).await.unwrap(), sent);
+    let err = send_transfer(c, send("TO-1", vec![tline("SKU-1", 1)], |_| {}))
         .await
         .unwrap_err();
     assert_eq!(
@@ -137,23 +168,21 @@ async fn stock_in_transit_is_promised_by_neither_node_until_it_arrives() {
     assert_eq!(reason(&err), "INSUFFICIENT_STOCK");
 
     // Part of it arrives; the store promises what arrived.
-    let first = receive_transfer(c, arrival("TO-1", 4, |_| {}))
+    let first = receive_transfer(c, arrival("TO-1", vec![tline("SKU-1", 4)], |_| {}))
         .await
         .unwrap();
-    assert_eq!(first.transfer_in.as_ref().unwrap().on_hand_after, 4);
+    assert_eq!(first.transfer_ins[0].on_hand_after, 4);
     let t = first.transfer.unwrap();
-    assert_eq!(
-        (t.state(), t.quantity_received, t.in_transit),
-        (TransferState::InTransit, 4, 2)
-    );
+    assert_eq!(t.state(), TransferState::InTransit);
+    assert_eq!(lines_of(&t), [("SKU-1", 4, 0, 2), ("SKU-2", 0, 0, 3)]);
     assert_eq!(figures(c, &["STORE1"]).await, [(4, 2, 4)]);
     reserve(c, "acme", "r3", vec![line("SKU-1", "STORE1", 1)])
         .await
         .unwrap();
 
-    // More than is on the way, or a close that loses units without a
-    // reason, changes nothing.
-    let err = receive_transfer(c, arrival("TO-1", 3, |_| {}))
+    // More than is on the way, what was not sent, or a close that loses
+    // units without a reason, changes nothing.
+    let err = receive_transfer(c, arrival("TO-1", vec![tline("SKU-1", 3)], |_| {}))
         .await
         .unwrap_err();
     assert_eq!(
@@ -163,32 +192,37 @@ async fn stock_in_transit_is_promised_by_neither_node_until_it_arrives() {
             "RECEIPT_EXCEEDS_IN_TRANSIT".into()
         )
     );
-    let err = receive_transfer(c, arrival("TO-1", 1, |r| r.close = true))
+    let lot = TransferLine {
+        lot: "L9".into(),
+        ..tline("SKU-2", 1)
+    };
+    let err = receive_transfer(c, arrival("TO-1", vec![tline("SKU-2", 1), lot], |_| {}))
         .await
         .unwrap_err();
+    assert_eq!(reason(&err), "NOT_IN_TRANSFER");
+    assert!(err.message().contains("lines[1]"), "{err:?}");
+    let err = receive_transfer(
+        c,
+        arrival("TO-1", vec![tline("SKU-1", 1)], |r| r.close = true),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(fields(&err), ["reason"]);
     assert_eq!(on_hand(c, "STORE1").await, 4);
 
-    // The last unit arrives broken: one received, one written off.
-    let close = arrival("TO-1", 1, |r| {
+    // The last of SKU-1 arrives, one broken; the SKU-2 carton never does.
+    let close = arrival("TO-1", vec![tline("SKU-1", 1)], |r| {
         r.close = true;
-        r.reason = "one carton crushed on the truck".into();
+        r.reason = "one unit crushed, one carton missing".into();
     });
     let closed = receive_transfer(c, close.clone()).await.unwrap();
     let t = closed.transfer.clone().unwrap();
-    assert_eq!(
-        (
-            t.state(),
-            t.quantity_received,
-            t.quantity_lost,
-            t.in_transit
-        ),
-        (TransferState::Closed, 5, 1, 0)
-    );
-    assert_eq!(t.close_reason, "one carton crushed on the truck");
+    assert_eq!(t.state(), TransferState::Closed);
+    assert_eq!(lines_of(&t), [("SKU-1", 5, 1, 0), ("SKU-2", 0, 3, 0)]);
+    assert_eq!(t.close_reason, "one unit crushed, one carton missing");
     assert_eq!(receive_transfer(c, close).await.unwrap(), closed, "replay");
     assert_eq!(figures(c, &[]).await, [(9, 0, 8)], "9 on hand, 1 held");
-    let err = receive_transfer(c, arrival("TO-1", 1, |_| {}))
+    let err = receive_transfer(c, arrival("TO-1", vec![tline("SKU-1", 1)], |_| {}))
         .await
         .unwrap_err();
     assert_eq!(reason(&err), "TRANSFER_ENDED");
@@ -199,6 +233,7 @@ async fn stock_in_transit_is_promised_by_neither_node_until_it_arrives() {
             "acme",
             ListMovementsRequest {
                 reference: "transfers/TO-1".into(),
+                sku: "SKU-1".into(),
                 ..Default::default()
             },
         ))
@@ -229,12 +264,15 @@ async fn stock_in_transit_is_promised_by_neither_node_until_it_arrives() {
         .unwrap()
         .into_inner();
     assert!(on_the_way.transfers.is_empty());
-    let to_store = c
-        .list_transfers(list(|r| r.to_node_id = "STORE1".into()))
+    let of_sku = c
+        .list_transfers(list(|r| {
+            r.to_node_id = "STORE1".into();
+            r.sku = "SKU-2".into()
+        }))
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(to_store.transfers, std::slice::from_ref(&t));
+    assert_eq!(of_sku.transfers, std::slice::from_ref(&t));
     let got = c
         .get_transfer(authed(
             "acme",
@@ -277,53 +315,74 @@ async fn bad_transfers_and_receipts_are_refused_with_their_fields() {
     node(c, "acme", "STORE1").await;
     node(c, "globex", "G1").await;
     item(c, "acme", "SKU-1").await;
+    item(c, "acme", "SKU-2").await;
     receive(c, "acme", "DC1", "SKU-1", 10).await;
 
-    let err = c
-        .transfer_stock(authed("acme", send("", "SKU-1", 1, |_| {})))
+    let err = send_transfer(c, send("a/b", vec![], |_| {}))
         .await
         .unwrap_err();
-    assert_eq!(fields(&err), ["transfer_id"]);
-    let err = c
-        .transfer_stock(authed("acme", send("a/b", "SKU-1", 1, |_| {})))
-        .await
-        .unwrap_err();
-    assert_eq!(fields(&err), ["transfer_id"]);
+    assert_eq!(fields(&err), ["transfer_id", "lines"]);
+    let twice = send("TO-2", vec![tline("SKU-1", 1), tline("SKU-1", 2)], |_| {});
+    let err = send_transfer(c, twice).await.unwrap_err();
+    assert_eq!(fields(&err), ["lines[1]"]);
     // Nowhere to go (another tenant's node is none of acme's): nothing
     // leaves.
     for to in ["NOWHERE", "G1"] {
-        let err = c
-            .transfer_stock(authed(
-                "acme",
-                send("TO-2", "SKU-1", 1, |t| t.to_node_id = to.into()),
-            ))
-            .await
-            .unwrap_err();
+        let err = send_transfer(
+            c,
+            send("TO-2", vec![tline("SKU-1", 1)], |t| {
+                t.to_node_id = to.into()
+            }),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(
             (err.code(), reason(&err)),
             (Code::NotFound, "NODE_NOT_FOUND".into())
         );
     }
-    assert_eq!(on_hand(c, "DC1").await, 10);
-    let err = c
-        .transfer_stock(authed("acme", send("TO-2", "SKU-1", 11, |_| {})))
-        .await
-        .unwrap_err();
+    // A short second line: the first does not leave either.
+    let short = send("TO-2", vec![tline("SKU-1", 5), tline("SKU-2", 1)], |_| {});
+    let err = send_transfer(c, short).await.unwrap_err();
     assert_eq!(reason(&err), "INSUFFICIENT_ON_HAND");
+    assert_eq!(on_hand(c, "DC1").await, 10);
+    // A line's own violations are named by the line.
+    let with_lot = TransferLine {
+        lot: "L1".into(),
+        ..tline("SKU-1", 1)
+    };
+    let err = send_transfer(c, send("TO-2", vec![tline("SKU-2", 0), with_lot], |_| {}))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["lines[0].quantity"]);
+    let with_lot = TransferLine {
+        lot: "L1".into(),
+        ..tline("SKU-1", 1)
+    };
+    let err = send_transfer(c, send("TO-2", vec![with_lot], |_| {}))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["lines[0].lot"]);
 
-    let err = receive_transfer(c, arrival("TO-2", 1, |r| r.name = "TO-2".into()))
-        .await
-        .unwrap_err();
+    let err = receive_transfer(
+        c,
+        arrival("TO-2", vec![tline("SKU-1", 1)], |r| r.name = "TO-2".into()),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(fields(&err), ["name"]);
-    let err = receive_transfer(c, arrival("TO-2", 0, |_| {}))
+    let err = receive_transfer(c, arrival("TO-2", vec![], |_| {}))
         .await
         .unwrap_err();
-    assert_eq!(fields(&err), ["quantity"]);
-    let err = receive_transfer(c, arrival("TO-2", -1, |r| r.close = true))
-        .await
-        .unwrap_err();
-    assert_eq!(fields(&err), ["quantity"]);
-    let err = receive_transfer(c, arrival("TO-2", 1, |_| {}))
+    assert_eq!(fields(&err), ["lines"]);
+    let err = receive_transfer(
+        c,
+        arrival("TO-2", vec![tline("SKU-1", -1)], |r| r.close = true),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(fields(&err), ["lines[0].quantity"]);
+    let err = receive_transfer(c, arrival("TO-2", vec![tline("SKU-1", 1)], |_| {}))
         .await
         .unwrap_err();
     assert_eq!(
@@ -357,28 +416,26 @@ async fn serial_numbers_and_lots_travel_with_the_transfer() {
     })
     .await
     .unwrap();
-    let serials = ["A", "B", "C"].map(String::from).to_vec();
-    c.transfer_stock(authed(
-        "acme",
-        send("TO-3", "PH", 3, |t| t.serial_numbers = serials),
-    ))
-    .await
-    .unwrap();
+    let phones = |q: i64, serials: &[&str]| TransferLine {
+        serial_numbers: serials.iter().map(|s| s.to_string()).collect(),
+        ..tline("PH", q)
+    };
+    send_transfer(c, send("TO-3", vec![phones(3, &["A", "B", "C"])], |_| {}))
+        .await
+        .unwrap();
     // A serial that was not sent cannot arrive by the transfer.
-    let err = receive_transfer(
-        c,
-        arrival("TO-3", 1, |r| r.serial_numbers = vec!["Z".into()]),
-    )
-    .await
-    .unwrap_err();
+    let err = receive_transfer(c, arrival("TO-3", vec![phones(1, &["Z"])], |_| {}))
+        .await
+        .unwrap_err();
     assert_eq!(reason(&err), "SERIAL_NOT_IN_TRANSIT");
-    let got = receive_transfer(
-        c,
-        arrival("TO-3", 1, |r| r.serial_numbers = vec!["B".into()]),
-    )
-    .await
-    .unwrap();
-    assert_eq!(got.transfer.unwrap().serial_numbers, ["A", "C"]);
+    let err = receive_transfer(c, arrival("TO-3", vec![phones(2, &["B"])], |_| {}))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["lines[0].serial_numbers"]);
+    let got = receive_transfer(c, arrival("TO-3", vec![phones(1, &["B"])], |_| {}))
+        .await
+        .unwrap();
+    assert_eq!(got.transfer.unwrap().lines[0].serial_numbers, ["A", "C"]);
     let where_ = c
         .list_serial_numbers(authed(
             "acme",
@@ -413,12 +470,14 @@ async fn serial_numbers_and_lots_travel_with_the_transfer() {
     })
     .await
     .unwrap();
-    c.transfer_stock(authed(
-        "acme",
-        send("TO-4", "MILK", 5, |t| t.lot = "L1".into()),
-    ))
-    .await
-    .unwrap();
+    let milk = TransferLine {
+        lot: "L1".into(),
+        ..tline("MILK", 5)
+    };
+    let sent = send_transfer(c, send("TO-4", vec![milk.clone()], |_| {}))
+        .await
+        .unwrap();
+    assert_eq!(sent.transfer.unwrap().lines[0].expiry_date, "2099-12-31");
     let err = c
         .update_item(authed(
             "acme",
@@ -438,10 +497,10 @@ async fn serial_numbers_and_lots_travel_with_the_transfer() {
         .unwrap_err();
     assert_eq!(reason(&err), "ITEM_HAS_STOCK");
     assert!(err.message().contains("5 in transit in lot L1"), "{err:?}");
-    let got = receive_transfer(c, arrival("TO-4", 5, |_| {}))
+    let got = receive_transfer(c, arrival("TO-4", vec![milk], |_| {}))
         .await
         .unwrap();
-    let m = got.transfer_in.unwrap();
+    let m = &got.transfer_ins[0];
     assert_eq!(
         (m.lot.as_str(), m.expiry_date.as_str()),
         ("L1", "2099-12-31")
