@@ -5,7 +5,7 @@ use crate::placement::{
     FAIL, available, create, fail_recording, order_of, record_again, until_counted_plans,
     until_released, until_state, wait_for,
 };
-use oms_e2e::{Suite, phones_at_dc1};
+use oms_e2e::{Suite, phones_at_dc1, rid};
 use oms_kernel::Tenant;
 use oms_proto::fulfillment::{
     FulfillmentOrder, FulfillmentState, ListFulfillmentOrdersRequest,
@@ -1108,6 +1108,110 @@ async fn a_receipt_line_inventory_refuses_keeps_no_other_line_out_of_stock() {
         !error.contains("line 0") && !error.contains("line 2"),
         "{error}"
     );
+}
+
+/// Stock sent from DC2 to DC1 in transit, announced to DC1's warehouse by
+/// a notice naming the transfer: the warehouse receives it, fulfillment
+/// posts the receipt as the transfer's delivery, and the units count once
+/// (before, a receipt was new stock, on top of what left DC2).
+#[tokio::test]
+async fn a_transfer_announced_to_the_warehouse_arrives_once() {
+    use oms_proto::fulfillment as ful;
+    let suite = Suite::start().await;
+    let mut stock = suite.stock_at(T, "DC2", &[("A", 4)]).await;
+    suite.stock(T, &[("B", 1)]).await;
+    let send = inv::SendTransferRequest {
+        request_id: "send-1".into(),
+        transfer_id: "TO-9".into(),
+        from_node_id: "DC2".into(),
+        to_node_id: "DC1".into(),
+        lines: vec![inv::TransferLine {
+            sku: "A".into(),
+            quantity: 4,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    stock.send_transfer(authed(T, send)).await.unwrap();
+    let mut events = stock
+        .watch_inventory_events(authed(T, inv::WatchInventoryEventsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut work = FulfillmentServiceClient::new(suite.channel(Service::Fulfillment));
+    let notice_of = |node: &str| ful::CreateAdvanceShippingNoticeRequest {
+        request_id: rid(),
+        asn: Some(ful::AdvanceShippingNotice {
+            node_id: node.into(),
+            transfer: "transfers/TO-9".into(),
+            ..Default::default()
+        }),
+    };
+    // A notice at a node the transfer does not go to is refused.
+    let err = work
+        .create_advance_shipping_notice(authed(T, notice_of("DC2")))
+        .await
+        .unwrap_err();
+    assert_eq!(oms_runtime::status::fields(&err), ["asn.node_id"]);
+    let _wms = warehouse(&suite, "DC1", 0.0);
+    let asn = work
+        .create_advance_shipping_notice(authed(T, notice_of("DC1")))
+        .await
+        .unwrap()
+        .into_inner()
+        .asn
+        .unwrap();
+    let expected: Vec<(&str, i64)> = asn
+        .lines
+        .iter()
+        .map(|l| (l.sku.as_str(), l.quantity))
+        .collect();
+    assert_eq!(expected, [("A", 4)], "what the transfer has on the way");
+    // Bounded: a receipt posted as new stock never ends the transfer.
+    let arrival = async {
+        loop {
+            let ev = events.message().await.unwrap().unwrap().event.unwrap();
+            if let Some(inv::inventory_event::Kind::TransferClosed(e)) = ev.kind {
+                return e.transfer.unwrap();
+            }
+        }
+    };
+    let arrived = tokio::time::timeout(Duration::from_secs(30), arrival)
+        .await
+        .expect("the transfer was not received");
+    assert_eq!(arrived.state(), inv::TransferState::Received);
+    assert_eq!(
+        on_hand(&mut stock, "A").await,
+        [("DC1".to_string(), 4), ("DC2".to_string(), 0)]
+    );
+    let movements = stock
+        .list_movements(authed(
+            T,
+            inv::ListMovementsRequest {
+                sku: "A".into(),
+                node_id: "DC1".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .movements;
+    let moved: Vec<(inv::MovementKind, i64, &str, &str)> = movements
+        .iter()
+        .map(|m| (m.kind(), m.quantity, m.reference.as_str(), m.actor.as_str()))
+        .collect();
+    assert_eq!(
+        moved,
+        [(
+            inv::MovementKind::TransferIn,
+            4,
+            "transfers/TO-9",
+            "service:fulfillment"
+        )]
+    );
+    let got = notice(&mut work, &asn.name).await;
+    assert!(got.receipts[0].post_error.is_empty(), "{:?}", got.receipts);
 }
 
 #[tokio::test]

@@ -8,13 +8,15 @@ use crate::events::{self, Once};
 use crate::repo::{self as commands, inbound as repo};
 use crate::service::{DOMAIN, Fulfillment, db, emit_about, invalid};
 use chrono::Utc;
-use oms_kernel::{Paging, RequestId, Tenant, Violations, parse_uuid_name};
+use oms_kernel::{Paging, RequestId, Tenant, Violations, parse_name, parse_uuid_name};
 use oms_proto::fulfillment::{
     AdvanceShippingNotice, CreateAdvanceShippingNoticeRequest, CreateAdvanceShippingNoticeResponse,
-    Discrepancy, EventAck, GetAdvanceShippingNoticeRequest, GetAdvanceShippingNoticeResponse,
-    ListAdvanceShippingNoticesRequest, ListAdvanceShippingNoticesResponse, Receipt,
-    ReceiptRecorded, ReceiptReported, command, watch_fulfillment_events_response::Kind,
+    Discrepancy, EventAck, ExpectedLine, GetAdvanceShippingNoticeRequest,
+    GetAdvanceShippingNoticeResponse, ListAdvanceShippingNoticesRequest,
+    ListAdvanceShippingNoticesResponse, Receipt, ReceiptRecorded, ReceiptReported, command,
+    watch_fulfillment_events_response::Kind,
 };
+use oms_proto::inventory as inv;
 use oms_runtime::{
     idempotency::{self, Begin},
     status,
@@ -39,8 +41,12 @@ fn check_asn(a: &AdvanceShippingNotice) -> Violations {
     if a.reference.len() > 200 {
         v.add("asn.reference", "at most 200 characters");
     }
-    if a.lines.is_empty() {
+    // A transfer's notice expects what the transfer has on the way.
+    if a.lines.is_empty() && a.transfer.is_empty() {
         v.add("asn.lines", "at least one line is required");
+    }
+    if !a.transfer.is_empty() {
+        v.check("asn.transfer", parse_name(&a.transfer, "transfers"));
     }
     if a.lines.len() > MAX_LINES {
         v.add("asn.lines", format!("at most {MAX_LINES} lines"));
@@ -94,6 +100,9 @@ pub async fn create(
         Begin::Replay(resp) => return Ok(resp),
         Begin::Tx(tx) => tx,
     };
+    if !asn.transfer.is_empty() {
+        expect_transfer(r, tenant, &mut asn).await?;
+    }
     let now = Utc::now();
     let id = Uuid::now_v7();
     asn.name = format!("asns/{id}");
@@ -112,6 +121,51 @@ pub async fn create(
     asn.discrepancies = discrepancies(&asn, &[]);
     let resp = CreateAdvanceShippingNoticeResponse { asn: Some(asn) };
     r.finish(tx, tenant, &rid, resp).await
+}
+
+/// Checks a notice's transfer with inventory: it must be on its way to
+/// the notice's node. A notice without lines expects what the transfer
+/// has on the way.
+async fn expect_transfer(
+    r: &Fulfillment,
+    tenant: &Tenant,
+    asn: &mut AdvanceShippingNotice,
+) -> Result<(), Status> {
+    let req = inv::GetTransferRequest {
+        name: asn.transfer.clone(),
+    };
+    let t = match r.inventory.client(tenant).get_transfer(req).await {
+        Ok(got) => got.into_inner().transfer.unwrap_or_default(),
+        Err(s) if s.code() == tonic::Code::NotFound => {
+            let missing = format!("{} not found", asn.transfer);
+            return Err(invalid(Violations::one("asn.transfer", missing)));
+        }
+        Err(s) => return Err(status::unavailable(DOMAIN, "inventory", &s)),
+    };
+    let mut v = Violations::new();
+    if t.to_node_id != asn.node_id {
+        let goes = format!("{} goes to nodes/{}", t.name, t.to_node_id);
+        v.add("asn.node_id", goes);
+    }
+    if t.state != inv::TransferState::InTransit as i32 {
+        v.add("asn.transfer", format!("{} has nothing on the way", t.name));
+    }
+    if !v.is_empty() {
+        return Err(invalid(v));
+    }
+    if asn.lines.is_empty() {
+        asn.lines = t
+            .lines
+            .iter()
+            .filter(|l| l.in_transit > 0)
+            .map(|l| ExpectedLine {
+                sku: l.sku.clone(),
+                quantity: l.in_transit,
+                lot: l.lot.clone(),
+            })
+            .collect();
+    }
+    Ok(())
 }
 
 /// The notices with their receipts and discrepancies as of now (one query

@@ -13,6 +13,7 @@ mod events;
 mod grpc;
 mod health;
 mod inbound;
+mod inventory;
 mod messages;
 mod posting;
 mod repo;
@@ -59,10 +60,13 @@ pub async fn run_with(
     )
     .await?;
     let posting = Arc::new(Notify::new());
+    let inventory = inventory::Inventory {
+        channel: oms_runtime::client::channel(config.peer_url(Service::Inventory))?,
+        issuer: TokenIssuer::new(&config.auth),
+    };
     posting::Poster {
         pool: pool.clone(),
-        inventory: oms_runtime::client::channel(config.peer_url(Service::Inventory))?,
-        issuer: TokenIssuer::new(&config.auth),
+        inventory: inventory.clone(),
         wake: posting.clone(),
     }
     .start(config.sweep_interval, shutdown.clone());
@@ -73,6 +77,7 @@ pub async fn run_with(
         shutdown: shutdown.clone(),
         bridge,
         posting,
+        inventory,
         health: health::Health::new(),
     });
     GrpcServer::new(&config)

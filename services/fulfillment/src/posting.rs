@@ -4,30 +4,29 @@
 //! loses it. Each line's movement carries a request id derived from the
 //! receipt, so posting twice (a retry, two replicas) records it once.
 //! Damaged units are not stock: they stay on the receipt and in its
-//! discrepancies.
+//! discrepancies. The receipt of a notice that announces a transfer in
+//! transit is that transfer's delivery: its lines are posted by
+//! ReceiveTransfer (what left the sending node arrives), not as new stock.
+use crate::inventory::Inventory;
 use crate::repo::inbound as repo;
 use chrono::Utc;
 use oms_kernel::{RequestId, Tenant};
-use oms_proto::fulfillment::Receipt;
+use oms_proto::fulfillment::{Receipt, ReceivedLine};
 use oms_proto::inventory::{
-    MovementKind, RecordMovementRequest, StockMovement,
-    inventory_service_client::InventoryServiceClient,
+    MovementKind, ReceiveTransferRequest, RecordMovementRequest, StockMovement, TransferLine,
 };
-use oms_runtime::{auth::TokenIssuer, client::Outbound};
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tonic::{Code, transport::Channel};
+use tonic::Code;
 
-const ACTOR: &str = "service:fulfillment";
 const BATCH: i64 = 100;
 
 pub struct Poster {
     pub pool: PgPool,
-    pub inventory: Channel,
-    pub issuer: TokenIssuer,
+    pub inventory: Inventory,
     /// Signalled when a receipt was recorded.
     pub wake: Arc<Notify>,
 }
@@ -104,10 +103,11 @@ impl Poster {
     }
 
     async fn post(&self, tenant: &Tenant, rc: &Receipt) -> Posted {
-        let mut inventory = InventoryServiceClient::with_interceptor(
-            self.inventory.clone(),
-            Outbound::for_tenant(&self.issuer, tenant, ACTOR),
-        );
+        let mut inventory = self.inventory.client(tenant);
+        let transfer = match self.transfer_of(tenant, rc).await {
+            Ok(t) => t,
+            Err(e) => return Posted::Later(e.to_string()),
+        };
         let reference = if rc.asn.is_empty() {
             format!("receipts/{}", rc.receipt_id)
         } else {
@@ -117,24 +117,35 @@ impl Poster {
         // must not keep the others' goods, which arrived, out of stock.
         let mut refused = Vec::new();
         for (i, l) in rc.lines.iter().enumerate().filter(|(_, l)| l.quantity > 0) {
-            let req = RecordMovementRequest {
-                request_id: RequestId::derived("receipt", format!("receipt:{}:{i}", rc.receipt_id)),
-                movement: Some(StockMovement {
-                    kind: MovementKind::Receipt as i32,
-                    node_id: rc.node_id.clone(),
-                    sku: l.sku.clone(),
-                    lot: l.lot.clone(),
-                    expiry_date: l.expiry_date.clone(),
-                    serial_numbers: l.serial_numbers.clone(),
-                    quantity: l.quantity,
-                    reason: "received".into(),
-                    reference: reference.clone(),
-                    occur_time: rc.receive_time,
-                    ..Default::default()
-                }),
+            let request_id =
+                RequestId::derived("receipt", format!("receipt:{}:{i}", rc.receipt_id));
+            let posted = match &transfer {
+                Some(name) => inventory
+                    .receive_transfer(delivery(request_id.clone(), name, rc, l))
+                    .await
+                    .map(drop),
+                None => inventory
+                    .record_movement(RecordMovementRequest {
+                        request_id,
+                        movement: Some(StockMovement {
+                            kind: MovementKind::Receipt as i32,
+                            node_id: rc.node_id.clone(),
+                            sku: l.sku.clone(),
+                            lot: l.lot.clone(),
+                            expiry_date: l.expiry_date.clone(),
+                            serial_numbers: l.serial_numbers.clone(),
+                            quantity: l.quantity,
+                            reason: "received".into(),
+                            reference: reference.clone(),
+                            occur_time: rc.receive_time,
+                            ..Default::default()
+                        }),
+                    })
+                    .await
+                    .map(drop),
             };
-            match inventory.record_movement(req).await {
-                Ok(_) => {}
+            match posted {
+                Ok(()) => {}
                 Err(s)
                     if matches!(
                         s.code(),
@@ -154,5 +165,37 @@ impl Poster {
         } else {
             Posted::Never(refused.join("; "))
         }
+    }
+
+    /// The transfer the receipt's notice announces, if any.
+    async fn transfer_of(&self, tenant: &Tenant, rc: &Receipt) -> sqlx::Result<Option<String>> {
+        let Ok(id) = crate::inbound::asn_id("asn", &rc.asn) else {
+            return Ok(None); // no notice (it was checked when recorded)
+        };
+        let asn = repo::asn(&self.pool, tenant, id, false).await?;
+        Ok(asn.map(|a| a.transfer).filter(|t| !t.is_empty()))
+    }
+}
+
+/// A received line as a delivery of the transfer `name` (its lot's expiry
+/// date is the transfer's, whatever the label said).
+fn delivery(
+    request_id: String,
+    name: &str,
+    rc: &Receipt,
+    l: &ReceivedLine,
+) -> ReceiveTransferRequest {
+    ReceiveTransferRequest {
+        request_id,
+        name: name.to_owned(),
+        lines: vec![TransferLine {
+            sku: l.sku.clone(),
+            lot: l.lot.clone(),
+            quantity: l.quantity,
+            serial_numbers: l.serial_numbers.clone(),
+            ..Default::default()
+        }],
+        occur_time: rc.receive_time,
+        ..Default::default()
     }
 }

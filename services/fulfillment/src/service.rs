@@ -49,6 +49,8 @@ pub struct Fulfillment {
     pub bridge: BridgeConfig,
     /// Wakes the receipt poster (see `posting`).
     pub posting: Arc<Notify>,
+    /// Inventory, asked about the transfers notices announce.
+    pub inventory: crate::inventory::Inventory,
     pub health: crate::health::Health,
 }
 
