@@ -5,18 +5,38 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// A free loopback port at or below 45535 (a cluster bus adds 10000).
-fn free_port() -> u16 {
+/// A port free just now; for a cluster node its bus port (the port +
+/// 10000) too.
+fn free_port(cluster: bool) -> u16 {
     loop {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let p = l.local_addr().unwrap().port();
-        if p <= 45535 {
+        if p <= 45535 && (!cluster || TcpListener::bind(("127.0.0.1", p + 10000)).is_ok()) {
             return p;
         }
     }
 }
 
-fn spawn(port: u16, dir: &std::path::Path, cluster: bool) -> Child {
-    spawn_with(port, dir, cluster, &[])
+/// Starts a redis-server on a free port and waits until it answers. A
+/// port found free may be taken before the server binds it (another
+/// test's connection, another server's bus port): a server that exits
+/// is started again on another port, where before the test failed.
+fn start_node(dir: &std::path::Path, cluster: bool, extra: &[&str]) -> (u16, Child) {
+    for _ in 0..5 {
+        let port = free_port(cluster);
+        let mut child = spawn_with(port, dir, cluster, extra);
+        let mut exited = || matches!(child.try_wait(), Ok(Some(_)));
+        let mut gone = false;
+        wait_until("redis-server start", || {
+            gone = exited();
+            gone || cli(port, &["PING"]).trim() == "PONG"
+        });
+        // A PONG from a server of another test on the port: ours exited.
+        if !gone && !exited() {
+            return (port, child);
+        }
+    }
+    panic!("redis-server did not start on five free ports");
 }
 
 fn spawn_with(port: u16, dir: &std::path::Path, cluster: bool, extra: &[&str]) -> Child {
@@ -78,11 +98,7 @@ pub struct RedisServer {
 impl RedisServer {
     pub fn start() -> RedisServer {
         let dir = TempDir::new();
-        let port = free_port();
-        let child = spawn(port, &dir.0, false);
-        wait_until("redis-server start", || {
-            cli(port, &["PING"]).trim() == "PONG"
-        });
+        let (port, child) = start_node(&dir.0, false, &[]);
         RedisServer {
             port,
             child,
@@ -103,12 +119,11 @@ impl RedisServer {
     /// server then has one replica fewer).
     pub fn replica(&self) -> RedisServer {
         let dir = TempDir::new();
-        let port = free_port();
         let master = self.port.to_string();
         // Sync at once, not after the 5 s a diskless sync waits for more
         // replicas by default.
         self.cli(&["CONFIG", "SET", "repl-diskless-sync-delay", "0"]);
-        let child = spawn_with(port, &dir.0, false, &["--replicaof", "127.0.0.1", &master]);
+        let (port, child) = start_node(&dir.0, false, &["--replicaof", "127.0.0.1", &master]);
         wait_until("replica in sync", || {
             cli(port, &["INFO", "replication"]).contains("master_link_status:up")
         });
@@ -142,16 +157,11 @@ impl RedisCluster {
     /// Three masters with `replicas` replicas each, in sync.
     pub fn start_with(replicas: usize) -> RedisCluster {
         let dir = TempDir::new();
-        let ports: Vec<u16> = (0..3 * (1 + replicas)).map(|_| free_port()).collect();
         // Replicas sync at once, not after the 5 s a diskless sync waits
         // for more of them by default.
-        let children: Vec<Child> = ports
-            .iter()
-            .map(|p| spawn_with(*p, &dir.0, true, &["--repl-diskless-sync-delay", "0"]))
-            .collect();
-        for p in &ports {
-            wait_until("cluster node start", || cli(*p, &["PING"]).trim() == "PONG");
-        }
+        let (ports, children): (Vec<u16>, Vec<Child>) = (0..3 * (1 + replicas))
+            .map(|_| start_node(&dir.0, true, &["--repl-diskless-sync-delay", "0"]))
+            .unzip();
         let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let out = Command::new("redis-cli")
             .arg("--cluster")

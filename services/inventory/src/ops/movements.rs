@@ -428,10 +428,16 @@ async fn shortfalls(
 /// `apply` names a movement's own fields (`lot`), as a transfer or a
 /// snapshot row has them; RecordMovement's are under `movement`.
 fn in_movement(e: Error) -> Error {
+    nested("movement", e)
+}
+
+/// An error about a part of a request: its violations named under
+/// `prefix` (`movement.lot`, `lines[1].lot`).
+pub(crate) fn nested(prefix: &str, e: Error) -> Error {
     match e {
         Error::Invalid(v) => {
             let mut nested = Violations::new();
-            nested.nest("movement", v);
+            nested.nest(prefix, v);
             Error::Invalid(nested)
         }
         other => other,

@@ -2,7 +2,7 @@
 //! TransferStock), or in transit (SendTransfer records the transfer-outs
 //! when the stock leaves, ReceiveTransfer a transfer-in for each delivery
 //! that arrives), so that stock on a truck is promised by neither node.
-use super::movements::{Applied, Origin, apply};
+use super::movements::{Applied, Origin, apply, nested};
 use super::{Begin, Inventory, emit};
 use crate::domain::{check_node_id, check_sku, movement};
 use crate::error::{Error, Result};
@@ -147,14 +147,7 @@ async fn move_line(
 ) -> Result<Applied> {
     apply(inv, tx, tenant, m, actor, rid.as_str(), Origin::Request)
         .await
-        .map_err(|e| match e {
-            Error::Invalid(v) => {
-                let mut nested = Violations::new();
-                nested.nest(&format!("lines[{i}]"), v);
-                Error::Invalid(nested)
-            }
-            other => other,
-        })
+        .map_err(|e| nested(&format!("lines[{i}]"), e))
 }
 
 /// A movement of a transfer's line at `node`.
