@@ -218,7 +218,9 @@ impl<'a> Reader<'a> {
     /// The sum of the amount at `field` of each entry of the list at
     /// `list` that `keep` keeps (tax lines, discount allocations, proceeds
     /// of a kind); 0 and a violation of the list when it does not fit an
-    /// amount. An entry without an amount adds nothing.
+    /// amount. An entry without an amount adds nothing; a malformed one is
+    /// a violation on its path (`tax_lines[1].price`), where before it
+    /// added nothing too, and the order was taken short of that tax.
     pub fn sum_of(
         &mut self,
         list: &[&str],
@@ -226,13 +228,17 @@ impl<'a> Reader<'a> {
         currency: &str,
         keep: impl Fn(&Value) -> bool,
     ) -> i64 {
-        let amounts: Vec<i64> = self
-            .array(list)
-            .into_iter()
-            .filter(|e| keep(e))
-            .filter_map(|e| Reader::new(e).money(field, currency))
-            .collect();
-        self.fits(sum(amounts), &list.join("."))
+        let at = list.join(".");
+        let mut amounts = vec![];
+        for (i, e) in self.array(list).into_iter().enumerate() {
+            if !keep(e) {
+                continue;
+            }
+            let mut entry = Reader::new(e);
+            amounts.extend(entry.money(field, currency));
+            self.take(entry.v, &format!("{at}[{i}]"));
+        }
+        self.fits(sum(amounts), &at)
     }
 
     /// The street lines of an address: the fields named `keys` that are

@@ -272,6 +272,22 @@ mod tests {
     }
 
     #[test]
+    fn a_malformed_amount_in_a_list_is_refused_on_its_path() {
+        let mut body = order("paid", &[]);
+        body["line_items"][0]["tax_lines"] = json!([{"price": "3.80"}, {"price": "3,80"}]);
+        body["shipping_lines"] = json!([{"price": "4.90"}, {"price": true}]);
+        let v = map(&body).unwrap_err();
+        let fields: Vec<&str> = v.0.iter().map(|x| x.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "body.line_items[0].tax_lines[1].price",
+                "body.shipping_lines[1].price"
+            ]
+        );
+    }
+
+    #[test]
     fn a_line_of_no_units_with_some_left_is_refused_not_divided_by() {
         let mut body = order("paid", &[]);
         body["line_items"][0]["quantity"] = 0.into();
