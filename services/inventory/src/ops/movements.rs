@@ -339,7 +339,15 @@ pub async fn import(
         let mut counted: BTreeSet<(String, String)> = BTreeSet::new();
         let checked: Vec<_> = digest.rows.iter().map(snapshot::check_row).collect();
         let repeated = snapshot::repeated(&digest.rows, |i| checked[i].is_none());
-        for (i, row) in digest.rows.iter().enumerate() {
+        // Rows apply in the order of their lots (node, SKU, lot), the order
+        // every change of several lots takes them in
+        // (`repo::stock::lock_for_movements`), so an import never
+        // deadlocks with a shipment or transfer moving the same lots.
+        let mut order: Vec<usize> = (0..digest.rows.len()).collect();
+        let rows = &digest.rows;
+        order.sort_by_key(|&i| (&rows[i].node_id, &rows[i].sku, &rows[i].lot));
+        for i in order {
+            let row = &rows[i];
             let refused = checked[i].clone().or_else(|| {
                 repeated.get(&i).map(|why| Violation {
                     field: "sku".into(),
@@ -396,6 +404,7 @@ pub async fn import(
                 }
             }
         }
+        resp.errors.sort_by_key(|e| e.row_index);
         resp.shortfalls = shortfalls(&mut tx, tenant, &counted).await?;
         inv.finish(tx, tenant, &rid, resp).await
     })

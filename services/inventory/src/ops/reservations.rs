@@ -1293,6 +1293,11 @@ async fn record(
     // Shipped units leave on-hand; what the node can promise is unchanged
     // (the allocation they leave held the same units) unless they leave an
     // expired lot (see `Origin::Shipment`).
+    let lots: Vec<_> = moved
+        .iter()
+        .map(|e| (e.node.as_str(), e.sku.as_str(), e.lot.as_str()))
+        .collect();
+    repo::stock::lock_for_movements(tx, tenant, &lots).await?;
     for e in moved {
         let m = StockMovement {
             kind: MovementKind::Shipment as i32,

@@ -73,6 +73,15 @@ pub async fn transfer(
             Begin::Replay(r) => return Ok(r),
             Begin::Tx(tx, rid) => (tx, rid),
         };
+        let lots = [
+            (
+                req.from_node_id.as_str(),
+                req.sku.as_str(),
+                req.lot.as_str(),
+            ),
+            (req.to_node_id.as_str(), req.sku.as_str(), req.lot.as_str()),
+        ];
+        repo::stock::lock_for_movements(&mut tx, tenant, &lots).await?;
         let out = apply(
             inv,
             &mut tx,
@@ -231,6 +240,12 @@ pub async fn send(
             actor: actor.to_owned(),
             ..Default::default()
         };
+        let lots: Vec<_> = req
+            .lines
+            .iter()
+            .map(|l| (req.from_node_id.as_str(), l.sku.as_str(), l.lot.as_str()))
+            .collect();
+        repo::stock::lock_for_movements(&mut tx, tenant, &lots).await?;
         let mut resp = SendTransferResponse::default();
         for (i, l) in req.lines.iter().enumerate() {
             let m = line_movement(
@@ -319,6 +334,12 @@ pub async fn receive(
             ));
         }
         let at = arrived_lines(&t, &req.lines)?;
+        let lots: Vec<_> = req
+            .lines
+            .iter()
+            .map(|l| (t.to_node_id.as_str(), l.sku.as_str(), l.lot.as_str()))
+            .collect();
+        repo::stock::lock_for_movements(&mut tx, tenant, &lots).await?;
         let mut resp = ReceiveTransferResponse::default();
         for (i, (l, &k)) in req.lines.iter().zip(&at).enumerate() {
             let m = line_movement(

@@ -16,6 +16,80 @@ pub struct Lot {
     pub expired: bool,
 }
 
+/// Locks, before a change makes several movements, the items (key share)
+/// and the lots (`(node, sku, lot)`) they will move, each kind in one
+/// order whatever the request's: two changes moving the same lots in other
+/// orders (two transfer orders leaving one node, two shipments, transfers
+/// both ways between two nodes) would otherwise each hold a lot the other
+/// waits for, a deadlock Postgres ends by failing one of them. Items come
+/// first, as in a single movement and in an item's update. A lot is kept
+/// The order is bytewise (`COLLATE "C"`), as Rust sorts strings, so that a
+/// snapshot import, which applies its rows sorted, takes them in the same
+/// order too. A lot is kept
+/// only for lot-tracked items (what the movement locks: an untracked
+/// item's shipment drops the lot a WMS named; other movements naming one
+/// are refused). The movements lock them again as they go, holding them
+/// already.
+pub async fn lock_for_movements(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    lots: &[(&str, &str, &str)],
+) -> sqlx::Result<()> {
+    let mut skus: Vec<&str> = lots.iter().map(|(_, sku, _)| *sku).collect();
+    skus.sort_unstable();
+    skus.dedup();
+    let docs: Vec<Vec<u8>> = sqlx::query_scalar(
+        "SELECT doc FROM items WHERE tenant = $1 AND sku = ANY($2)
+         ORDER BY sku FOR KEY SHARE",
+    )
+    .bind(tenant.as_str())
+    .bind(&skus)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut lot_tracked = std::collections::HashSet::new();
+    for d in &docs {
+        let item: oms_proto::inventory::Item = decode(d)?;
+        if item.lot_tracked {
+            lot_tracked.insert(item.sku);
+        }
+    }
+    let mut keys: Vec<(&str, &str, &str)> = lots
+        .iter()
+        .map(|&(node, sku, lot)| match lot_tracked.contains(sku) {
+            true => (node, sku, lot),
+            false => (node, sku, ""),
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let nodes: Vec<&str> = keys.iter().map(|k| k.0).collect();
+    let skus: Vec<&str> = keys.iter().map(|k| k.1).collect();
+    let lots: Vec<&str> = keys.iter().map(|k| k.2).collect();
+    sqlx::query(
+        "INSERT INTO stock (tenant, node_id, sku, lot, on_hand)
+         SELECT $1, n, s, l, 0 FROM UNNEST($2::text[], $3::text[], $4::text[]) AS k(n, s, l)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(tenant.as_str())
+    .bind(&nodes)
+    .bind(&skus)
+    .bind(&lots)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        r#"SELECT 1 FROM stock WHERE tenant = $1
+           AND (node_id, sku, lot) IN (SELECT * FROM UNNEST($2::text[], $3::text[], $4::text[]))
+         ORDER BY node_id COLLATE "C", sku COLLATE "C", lot COLLATE "C" FOR UPDATE"#,
+    )
+    .bind(tenant.as_str())
+    .bind(&nodes)
+    .bind(&skus)
+    .bind(&lots)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
 /// One lot, locked for the rest of the transaction; empty when the lot
 /// has never been seen.
 pub async fn lock_lot(
