@@ -96,8 +96,11 @@ pub async fn insert_many(
         .collect();
     // One statement (one round trip) for the rows and the held totals,
     // which count only the holds of the rows stored here.
+    // The totals in key order, bytewise as Rust orders them for every
+    // other writer of totals ([`add_to_totals`]), whatever the database's
+    // collation: concurrent writers lock their rows in one order.
     let stored: Vec<String> = sqlx::query_scalar(
-        "WITH h AS (
+        r#"WITH h AS (
             SELECT r, array_agg(s ORDER BY o) AS skus, array_agg(n ORDER BY o) AS nodes, array_agg(u ORDER BY o) AS units
             FROM UNNEST($8::bigint[], $9::text[], $10::text[], $11::bigint[]) WITH ORDINALITY AS t(r, s, n, u, o)
             GROUP BY r
@@ -111,10 +114,10 @@ pub async fn insert_many(
          ), t AS (
             INSERT INTO held_totals (tenant, sku, node_id, shard, held)
             SELECT $1, x.s, x.n, $12, SUM(x.u) FROM r, UNNEST(r.hold_skus, r.hold_nodes, r.hold_units) AS x(s, n, u)
-            GROUP BY x.s, x.n ORDER BY x.s, x.n
+            GROUP BY x.s, x.n ORDER BY x.s COLLATE "C", x.n COLLATE "C"
             ON CONFLICT (tenant, sku, node_id, shard) DO UPDATE SET held = held_totals.held + EXCLUDED.held
          )
-         SELECT reservation_id FROM r",
+         SELECT reservation_id FROM r"#,
     )
     .bind(tenant.as_str())
     .bind(now)
