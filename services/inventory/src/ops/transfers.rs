@@ -10,7 +10,7 @@ use crate::repo;
 use chrono::Utc;
 use oms_kernel::{Paging, RequestId, Tenant, Violations, check_id, parse_name};
 use oms_proto::inventory::*;
-use oms_runtime::time::{check_happened, to_timestamp};
+use oms_runtime::time::{check_happened, from_timestamp, to_timestamp};
 use prost_types::Timestamp;
 use sqlx::PgConnection;
 use std::collections::HashSet;
@@ -197,10 +197,15 @@ pub async fn send(
         v.add("lines", "name at least one line");
     }
     check_lines(&mut v, &req.lines);
-    v.check(
-        "occur_time",
-        check_happened(req.occur_time.as_ref(), Utc::now()),
-    );
+    let now = Utc::now();
+    v.check("occur_time", check_happened(req.occur_time.as_ref(), now));
+    if let Some(t) = &req.expected_arrival_time {
+        let left = req.occur_time.as_ref().and_then(from_timestamp);
+        v.check(
+            "expected_arrival_time",
+            check_arrival(t, left.unwrap_or(now)),
+        );
+    }
     v.at_most("reason", &req.reason, 500);
     v.into_result(())?;
     inv.retrying(tenant, || async {
@@ -238,6 +243,7 @@ pub async fn send(
             state: TransferState::InTransit as i32,
             reason: req.reason.clone(),
             actor: actor.to_owned(),
+            expected_arrival_time: req.expected_arrival_time,
             ..Default::default()
         };
         let lots: Vec<_> = req
@@ -402,6 +408,18 @@ pub async fn receive(
     .await
 }
 
+/// An expected arrival: at or after the stock left, within a year of it.
+fn check_arrival(t: &Timestamp, left: chrono::DateTime<Utc>) -> std::result::Result<(), String> {
+    match from_timestamp(t) {
+        None => Err("is not a valid timestamp".into()),
+        Some(at) if at < left => Err("is before the stock left".into()),
+        Some(at) if at > left + chrono::Duration::days(365) => {
+            Err("is more than a year after the stock left".into())
+        }
+        Some(_) => Ok(()),
+    }
+}
+
 /// The transfer's line each arriving line is (by SKU and lot), once each
 /// is checked against what the line has on the way.
 fn arrived_lines(t: &Transfer, arrived: &[TransferLine]) -> Result<Vec<usize>> {
@@ -505,12 +523,20 @@ pub async fn list(
     let from_node = filter("from_node_id", &req.from_node_id, check_node_id);
     let to_node = filter("to_node_id", &req.to_node_id, check_node_id);
     let sku = filter("sku", &req.sku, check_sku);
+    let due_before = req.arrival_due_before.as_ref().and_then(|t| {
+        let due = from_timestamp(t);
+        if due.is_none() {
+            v.add("arrival_due_before", "is not a valid timestamp");
+        }
+        due
+    });
     v.into_result(())?;
     let f = repo::transfers::Filter {
         states,
         from_node,
         to_node,
         sku,
+        due_before,
         after: paging.after.clone(),
         limit: paging.fetch(),
     };

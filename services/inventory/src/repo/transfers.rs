@@ -4,6 +4,7 @@ use super::decode;
 use chrono::{DateTime, Utc};
 use oms_kernel::Tenant;
 use oms_proto::inventory::{Transfer, TransferState};
+use oms_runtime::time::from_timestamp;
 use prost::Message;
 use sqlx::{PgConnection, PgExecutor, Postgres, QueryBuilder};
 
@@ -26,8 +27,8 @@ pub async fn insert(
 ) -> sqlx::Result<bool> {
     let n = sqlx::query(
         "INSERT INTO transfers (tenant, transfer_id, from_node_id, to_node_id, state, doc,
-                                create_time, update_time)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT DO NOTHING",
+                                create_time, update_time, expected_arrival)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8) ON CONFLICT DO NOTHING",
     )
     .bind(tenant.as_str())
     .bind(id_of(t))
@@ -36,6 +37,7 @@ pub async fn insert(
     .bind(state_of(t))
     .bind(t.encode_to_vec())
     .bind(now)
+    .bind(t.expected_arrival_time.as_ref().and_then(from_timestamp))
     .execute(&mut *tx)
     .await?;
     if n.rows_affected() == 0 {
@@ -122,6 +124,9 @@ pub struct Filter {
     pub from_node: Option<String>,
     pub to_node: Option<String>,
     pub sku: Option<String>,
+    /// Only those in transit expected before this time, earliest first;
+    /// the cursor is then the expected arrival, not the creation.
+    pub due_before: Option<DateTime<Utc>>,
     pub after: Option<(DateTime<Utc>, String)>,
     pub limit: i64,
 }
@@ -132,8 +137,13 @@ pub async fn list(
     tenant: &Tenant,
     f: &Filter,
 ) -> sqlx::Result<Vec<(DateTime<Utc>, String, Transfer)>> {
-    let mut q: QueryBuilder<Postgres> =
-        QueryBuilder::new("SELECT create_time, transfer_id, doc FROM transfers WHERE tenant = ");
+    let (at, newest_first) = match f.due_before {
+        Some(_) => ("expected_arrival", false),
+        None => ("create_time", true),
+    };
+    let mut q: QueryBuilder<Postgres> = QueryBuilder::new(format!(
+        "SELECT {at}, transfer_id, doc FROM transfers WHERE tenant = "
+    ));
     q.push_bind(tenant.as_str().to_owned());
     if !f.states.is_empty() {
         q.push(" AND state = ANY(")
@@ -152,15 +162,25 @@ pub async fn list(
             .push_bind(sku.clone())
             .push(")");
     }
+    if let Some(due) = f.due_before {
+        q.push(" AND state = 'TRANSFER_STATE_IN_TRANSIT' AND expected_arrival < ")
+            .push_bind(due);
+    }
+    let (after, order) = match newest_first {
+        true => ("<", "DESC"),
+        false => (">", "ASC"),
+    };
     if let Some((t, id)) = &f.after {
-        q.push(" AND (create_time, transfer_id) < (")
+        q.push(format!(" AND ({at}, transfer_id) {after} ("))
             .push_bind(*t)
             .push(", ")
             .push_bind(id.clone())
             .push(")");
     }
-    q.push(" ORDER BY create_time DESC, transfer_id DESC LIMIT ")
-        .push_bind(f.limit);
+    q.push(format!(
+        " ORDER BY {at} {order}, transfer_id {order} LIMIT "
+    ))
+    .push_bind(f.limit);
     let rows: Vec<(DateTime<Utc>, String, Vec<u8>)> = q.build_query_as().fetch_all(db).await?;
     rows.into_iter()
         .map(|(t, id, d)| decode(&d).map(|x| (t, id, x)))

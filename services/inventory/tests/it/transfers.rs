@@ -608,3 +608,83 @@ async fn movements_of_the_same_lots_in_other_orders_all_go() {
     }
     assert!(reconcile(c, "acme", true).await.drifts.is_empty());
 }
+
+/// A transfer may say when it should arrive; the late ones are listed.
+#[tokio::test]
+async fn late_transfers_are_listed_by_their_expected_arrival() {
+    let mut h = start().await;
+    let c = &mut h.client;
+    node(c, "acme", "DC1").await;
+    node(c, "acme", "STORE1").await;
+    item(c, "acme", "SKU-1").await;
+    receive(c, "acme", "DC1", "SKU-1", 10).await;
+    let now = chrono::Utc::now();
+    let ts = |days: i64| {
+        let t = now + chrono::Duration::days(days);
+        prost_types::Timestamp {
+            seconds: t.timestamp(),
+            nanos: 0,
+        }
+    };
+    let sent = |id: &str, left: i64, due: Option<i64>| {
+        send(id, vec![tline("SKU-1", 1)], |t| {
+            t.occur_time = Some(ts(left));
+            t.expected_arrival_time = due.map(ts);
+        })
+    };
+    // Due before it left, or a year after: refused.
+    for due in [-4, 400] {
+        let err = send_transfer(c, sent("TO-X", -3, Some(due)))
+            .await
+            .unwrap_err();
+        assert_eq!(fields(&err), ["expected_arrival_time"], "{due}");
+    }
+    for (id, due) in [
+        ("TO-5", Some(-1)),
+        ("TO-6", Some(2)),
+        ("TO-7", None),
+        ("TO-8", Some(-2)),
+    ] {
+        send_transfer(c, sent(id, -3, due)).await.unwrap();
+    }
+    let late = |c: &mut Client| {
+        let mut c = c.clone();
+        async move {
+            let req = ListTransfersRequest {
+                arrival_due_before: Some(ts(0)),
+                ..Default::default()
+            };
+            let got = c
+                .list_transfers(authed("acme", req))
+                .await
+                .unwrap()
+                .into_inner();
+            got.transfers
+                .into_iter()
+                .map(|t| t.name)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        late(c).await,
+        ["transfers/TO-8", "transfers/TO-5"],
+        "earliest due first"
+    );
+    receive_transfer(c, arrival("TO-8", vec![tline("SKU-1", 1)], |_| {}))
+        .await
+        .unwrap();
+    assert_eq!(late(c).await, ["transfers/TO-5"], "arrived: no longer late");
+    let got = c
+        .get_transfer(authed(
+            "acme",
+            GetTransferRequest {
+                name: "transfers/TO-6".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .transfer
+        .unwrap();
+    assert_eq!(got.expected_arrival_time, Some(ts(2)));
+}
