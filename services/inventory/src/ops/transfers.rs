@@ -254,11 +254,17 @@ pub async fn send(
         repo::stock::lock_for_movements(&mut tx, tenant, &lots).await?;
         let mut resp = SendTransferResponse::default();
         for (i, l) in req.lines.iter().enumerate() {
+            // The lot leaves with its date as the ledger has it: a date sent
+            // here (an output field) would restate the lot's at the node.
+            let leaving = TransferLine {
+                expiry_date: String::new(),
+                ..l.clone()
+            };
             let m = line_movement(
                 MovementKind::TransferOut,
                 &t,
                 &req.from_node_id,
-                l,
+                &leaving,
                 -l.quantity,
                 req.occur_time,
             );

@@ -455,8 +455,11 @@ async fn serial_numbers_and_lots_travel_with_the_transfer() {
     })
     .await
     .unwrap();
+    // (An expiry date sent on the line is output only: the ledger's
+    // stands.)
     let milk = TransferLine {
         lot: "L1".into(),
+        expiry_date: "2000-01-01".into(),
         ..tline("MILK", 5)
     };
     let sent = send_transfer(c, send("TO-4", vec![milk.clone()], |_| {}))
