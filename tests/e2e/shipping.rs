@@ -1214,6 +1214,129 @@ async fn a_transfer_announced_to_the_warehouse_arrives_once() {
     assert!(got.receipts[0].post_error.is_empty(), "{:?}", got.receipts);
 }
 
+/// A warehouse reports part of a transfer damaged on arrival: the whole
+/// transfer arrived (it is received, not left waiting for units that will
+/// never come) and the damaged units are written off at the node.
+#[tokio::test]
+async fn a_transfer_received_with_damage_arrives_whole_and_writes_the_damage_off() {
+    use oms_proto::fulfillment::{self as ful, connect_adapter_request::Message as In};
+    let suite = Suite::start().await;
+    let mut stock = suite.stock_at(T, "DC2", &[("A", 4)]).await;
+    suite.stock(T, &[("B", 1)]).await;
+    let send = inv::SendTransferRequest {
+        request_id: "send-2".into(),
+        transfer_id: "TO-10".into(),
+        from_node_id: "DC2".into(),
+        to_node_id: "DC1".into(),
+        lines: vec![inv::TransferLine {
+            sku: "A".into(),
+            quantity: 4,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    stock.send_transfer(authed(T, send)).await.unwrap();
+    let mut work = FulfillmentServiceClient::new(suite.channel(Service::Fulfillment));
+    let req = ful::CreateAdvanceShippingNoticeRequest {
+        request_id: rid(),
+        asn: Some(ful::AdvanceShippingNotice {
+            node_id: "DC1".into(),
+            transfer: "transfers/TO-10".into(),
+            ..Default::default()
+        }),
+    };
+    let asn = work
+        .create_advance_shipping_notice(authed(T, req))
+        .await
+        .unwrap()
+        .into_inner()
+        .asn
+        .unwrap();
+    let wms = Adapter::connect(
+        &suite.channel(Service::Fulfillment),
+        T,
+        "manual",
+        &["DC1"],
+        0,
+    )
+    .await;
+    let receipt = ful::Receipt {
+        receipt_id: "rc-9".into(),
+        asn: asn.name.clone(),
+        node_id: "DC1".into(),
+        lines: vec![ful::ReceivedLine {
+            sku: "A".into(),
+            quantity: 3,
+            damaged: 1,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    wms.send(In::Receipt(ful::ReceiptReported {
+        event_id: "ev-9".into(),
+        receipt: Some(receipt),
+    }))
+    .await;
+    let mut db = suite.db.connect("fulfillment").await;
+    wait_for(
+        &mut db,
+        "SELECT count(*) FROM receipts WHERE post_time IS NOT NULL",
+        1,
+    )
+    .await;
+    let got = stock
+        .get_transfer(authed(
+            T,
+            inv::GetTransferRequest {
+                name: "transfers/TO-10".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .transfer
+        .unwrap();
+    assert_eq!(got.state(), inv::TransferState::Received);
+    assert_eq!(
+        on_hand(&mut stock, "A").await,
+        [("DC1".to_string(), 3), ("DC2".to_string(), 0)]
+    );
+    let movements = stock
+        .list_movements(authed(
+            T,
+            inv::ListMovementsRequest {
+                sku: "A".into(),
+                node_id: "DC1".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .movements;
+    let moved: Vec<(inv::MovementKind, i64, &str)> = movements
+        .iter()
+        .map(|m| (m.kind(), m.quantity, m.reason.as_str()))
+        .collect();
+    assert_eq!(
+        moved,
+        [
+            (
+                inv::MovementKind::Damage,
+                -1,
+                "damaged on arrival (transfers/TO-10)"
+            ),
+            (inv::MovementKind::TransferIn, 4, ""),
+        ]
+    );
+    let notice = notice(&mut work, &asn.name).await;
+    assert!(
+        notice.receipts[0].post_error.is_empty(),
+        "{:?}",
+        notice.receipts
+    );
+}
+
 #[tokio::test]
 async fn a_partial_plan_ships_what_it_can_and_the_backordered_rest_later() {
     use oms_proto::routing::{self as rt, routing_service_client::RoutingServiceClient};

@@ -116,14 +116,15 @@ impl Poster {
         // Each line on its own: a line inventory refuses (an unknown SKU)
         // must not keep the others' goods, which arrived, out of stock.
         let mut refused = Vec::new();
-        for (i, l) in rc.lines.iter().enumerate().filter(|(_, l)| l.quantity > 0) {
+        // A transfer's damaged units arrived too (see `post_delivery`).
+        let posts = |l: &ReceivedLine| l.quantity > 0 || (transfer.is_some() && l.damaged > 0);
+        for (i, l) in rc.lines.iter().enumerate().filter(|(_, l)| posts(l)) {
             let request_id =
                 RequestId::derived("receipt", format!("receipt:{}:{i}", rc.receipt_id));
             let posted = match &transfer {
-                Some(name) => inventory
-                    .receive_transfer(delivery(request_id.clone(), name, rc, l))
-                    .await
-                    .map(drop),
+                Some(name) => {
+                    post_delivery(&mut inventory, request_id, name, rc, i, &reference).await
+                }
                 None => inventory
                     .record_movement(RecordMovementRequest {
                         request_id,
@@ -177,25 +178,66 @@ impl Poster {
     }
 }
 
-/// A received line as a delivery of the transfer `name` (its lot's expiry
-/// date is the transfer's, whatever the label said).
-fn delivery(
+/// Posts line `i` of a receipt as a delivery of the transfer `name` (its
+/// lot's expiry date is the transfer's, whatever the label said). Damaged
+/// units arrived too: they are received, so the transfer is not left
+/// waiting for them, and written off at once as damage at the node. Not
+/// for a line with serial numbers, which name only its good units: its
+/// damaged units stay on the way until the transfer is closed.
+async fn post_delivery(
+    inventory: &mut crate::inventory::Client,
     request_id: String,
     name: &str,
     rc: &Receipt,
-    l: &ReceivedLine,
-) -> ReceiveTransferRequest {
-    ReceiveTransferRequest {
+    i: usize,
+    reference: &str,
+) -> Result<(), tonic::Status> {
+    let l = &rc.lines[i];
+    let damaged = match l.serial_numbers.is_empty() {
+        true => l.damaged,
+        false => 0,
+    };
+    let arrived = l.quantity + damaged;
+    if arrived == 0 {
+        return Ok(());
+    }
+    let delivery = ReceiveTransferRequest {
         request_id,
         name: name.to_owned(),
         lines: vec![TransferLine {
             sku: l.sku.clone(),
             lot: l.lot.clone(),
-            quantity: l.quantity,
+            quantity: arrived,
             serial_numbers: l.serial_numbers.clone(),
             ..Default::default()
         }],
         occur_time: rc.receive_time,
         ..Default::default()
+    };
+    let got = inventory.receive_transfer(delivery).await?.into_inner();
+    if damaged == 0 {
+        return Ok(());
     }
+    // The lot as the transfer-in recorded it.
+    let lot = got
+        .transfer_ins
+        .first()
+        .map(|m| m.lot.clone())
+        .unwrap_or_default();
+    let key = format!("receipt-damage:{}:{i}", rc.receipt_id);
+    let write_off = RecordMovementRequest {
+        request_id: RequestId::derived("receipt-damage", key),
+        movement: Some(StockMovement {
+            kind: MovementKind::Damage as i32,
+            node_id: rc.node_id.clone(),
+            sku: l.sku.clone(),
+            lot,
+            quantity: -damaged,
+            reason: format!("damaged on arrival ({name})"),
+            reference: reference.to_owned(),
+            occur_time: rc.receive_time,
+            ..Default::default()
+        }),
+    };
+    inventory.record_movement(write_off).await.map(drop)
 }
