@@ -310,14 +310,13 @@ async fn tenant_batch(
     let mut to_gate: Vec<(usize, ReserveItem)> = Vec::new();
     for (i, j) in jobs.iter().enumerate() {
         let r = &j.res;
-        let v = unknown_lines(
-            "lines",
-            r.lines.iter().map(|l| (l.sku.as_str(), l.node_id.as_str())),
-            &items,
-            &nodes,
-        );
-        if !v.is_empty() {
-            answers.push(Some(Err(v.into())));
+        let lines = || r.lines.iter().map(|l| (l.sku.as_str(), l.node_id.as_str()));
+        let checked = unknown_lines("lines", lines(), &items, &nodes)
+            .into_result(())
+            .map_err(Error::from)
+            .and_then(|()| disabled_lines("lines", lines(), &nodes));
+        if let Err(e) = checked {
+            answers.push(Some(Err(e)));
             continue;
         }
         let rule = match &r.channel {
@@ -558,8 +557,36 @@ async fn known_items(
     Ok(known)
 }
 
+/// Refuses lines (`field[i]`: SKU and node) at a disabled node, as a
+/// precondition (`NODE_DISABLED`: the node may be enabled again, and a
+/// caller that planned by it plans again); before 2026-12-04 they were
+/// field violations.
+fn disabled_lines<'a>(
+    field: &str,
+    lines: impl Iterator<Item = (&'a str, &'a str)>,
+    nodes: &HashMap<String, bool>,
+) -> Result<()> {
+    let at_disabled: Vec<(usize, &str)> = lines
+        .enumerate()
+        .filter(|(_, (_, node))| nodes.get(*node) == Some(&false))
+        .map(|(i, (_, node))| (i, node))
+        .collect();
+    let Some((_, first)) = at_disabled.first() else {
+        return Ok(());
+    };
+    let fields: Vec<String> = at_disabled
+        .iter()
+        .map(|(i, node)| format!("{field}[{i}].node_id: nodes/{node}"))
+        .collect();
+    Err(Error::precondition(
+        "NODE_DISABLED",
+        format!("nodes/{first}"),
+        format!("disabled: {}", fields.join(", ")),
+    ))
+}
+
 /// Violations for lines (`field[i]`: SKU and node) naming an unknown SKU
-/// or an unknown or disabled node.
+/// or an unknown node.
 fn unknown_lines<'a>(
     field: &str,
     lines: impl Iterator<Item = (&'a str, &'a str)>,
@@ -580,11 +607,7 @@ fn unknown_lines<'a>(
                 format!("{field}[{i}].node_id"),
                 format!("nodes/{node} not found"),
             ),
-            Some(false) => v.add(
-                format!("{field}[{i}].node_id"),
-                format!("nodes/{node} is disabled"),
-            ),
-            Some(true) => {}
+            Some(_) => {}
         }
     }
     v
@@ -971,9 +994,10 @@ async fn extension_limit(
         .collect();
     let named = entries.iter().map(|e| e.node.clone()).collect();
     let nodes = named_nodes(tx, tenant, named).await?;
-    let lines = entries.iter().map(|e| (e.sku.as_str(), e.node.as_str()));
-    v.0.extend(unknown_lines("lines", lines, &items, &nodes).0);
+    let lines = || entries.iter().map(|e| (e.sku.as_str(), e.node.as_str()));
+    v.0.extend(unknown_lines("lines", lines(), &items, &nodes).0);
     v.into_result(())?;
+    disabled_lines("lines", lines(), &nodes)?;
     if r.channel.is_empty() {
         return Ok(None);
     }

@@ -1373,3 +1373,71 @@ async fn reservations_are_listed_by_what_they_hold_and_where() {
     let err = ids("bad sku", "").await.unwrap_err();
     assert_eq!(fields(&err), ["sku"]);
 }
+
+/// Units asked at a disabled node are refused as a precondition, not as
+/// bad input: the node may be enabled again, and a caller that planned by
+/// it (a checkout reserving at a store) plans again. Unknown SKUs and
+/// nodes stay field violations, and come first.
+#[tokio::test]
+async fn units_at_a_disabled_node_are_a_failed_precondition() {
+    let mut h = start().await;
+    stocked(&mut h, &[("SKU-1", 5)]).await;
+    let c = &mut h.client;
+    node(c, "acme", "DC2").await;
+    receive(c, "acme", "DC2", "SKU-1", 5).await;
+    c.update_node(authed(
+        "acme",
+        UpdateNodeRequest {
+            request_id: rid(),
+            node: Some(Node {
+                name: "nodes/DC2".into(),
+                enabled: false,
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["enabled".into()],
+            }),
+        },
+    ))
+    .await
+    .unwrap();
+    let lines = vec![line("SKU-1", "DC1", 1), line("SKU-1", "DC2", 1)];
+    let err = reserve(c, "acme", "r1", lines).await.unwrap_err();
+    assert_eq!(
+        (err.code(), reason(&err), subjects(&err)),
+        (
+            Code::FailedPrecondition,
+            "NODE_DISABLED".to_string(),
+            vec!["nodes/DC2".to_string()]
+        )
+    );
+    assert!(err.message().contains("lines[1].node_id"), "{err:?}");
+    let lines = vec![line("NOPE", "DC1", 1), line("SKU-1", "DC2", 1)];
+    let err = reserve(c, "acme", "r2", lines).await.unwrap_err();
+    assert_eq!(fields(&err), ["lines[0].sku"]);
+    // An extension at the disabled node likewise.
+    confirmed_at_dc1(c, "r3", "SKU-1", 1).await;
+    let err = c
+        .extend_reservation(authed(
+            "acme",
+            ExtendReservationRequest {
+                request_id: rid(),
+                name: "reservations/r3".into(),
+                lines: vec![Allocation {
+                    sku: "SKU-1".into(),
+                    node_id: "DC2".into(),
+                    quantity: 1,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "NODE_DISABLED");
+    assert_eq!(
+        available(c, "acme", "SKU-1").await.available,
+        4,
+        "nothing else held"
+    );
+}

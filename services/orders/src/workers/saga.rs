@@ -1351,12 +1351,12 @@ fn changed_nothing(st: &tonic::Status) -> bool {
     false
 }
 
-/// Inventory refused a plan's units because stock, or the channel's pool
-/// (routing reads it every few seconds), moved since the plan: nothing was
-/// held, and planning again is the answer.
+/// Inventory refused a plan's units because stock, the channel's pool or
+/// a node's being enabled (routing reads them every few seconds) moved
+/// since the plan: nothing was held, and planning again is the answer.
 pub(crate) fn moved_since_the_plan(st: &tonic::Status) -> bool {
     st.code() == Code::FailedPrecondition
-        && ["INSUFFICIENT_STOCK", "OUTSIDE_CHANNEL_POOL"]
+        && ["INSUFFICIENT_STOCK", "OUTSIDE_CHANNEL_POOL", "NODE_DISABLED"]
             .contains(&oms_runtime::status::reason(st).as_str())
 }
 
