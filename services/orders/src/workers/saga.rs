@@ -1356,8 +1356,12 @@ fn changed_nothing(st: &tonic::Status) -> bool {
 /// since the plan: nothing was held, and planning again is the answer.
 pub(crate) fn moved_since_the_plan(st: &tonic::Status) -> bool {
     st.code() == Code::FailedPrecondition
-        && ["INSUFFICIENT_STOCK", "OUTSIDE_CHANNEL_POOL", "NODE_DISABLED"]
-            .contains(&oms_runtime::status::reason(st).as_str())
+        && [
+            "INSUFFICIENT_STOCK",
+            "OUTSIDE_CHANNEL_POOL",
+            "NODE_DISABLED",
+        ]
+        .contains(&oms_runtime::status::reason(st).as_str())
 }
 
 /// Whether inventory refused a confirmation for good (a person must look
