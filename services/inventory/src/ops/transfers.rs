@@ -282,6 +282,7 @@ pub async fn send(
                 in_transit: l.quantity,
                 quantity_received: 0,
                 quantity_lost: 0,
+                quantity_returned: 0,
                 ..l.clone()
             });
             t.ship_time = out.movement.occur_time;
@@ -346,10 +347,16 @@ pub async fn receive(
             ));
         }
         let at = arrived_lines(&t, &req.lines)?;
+        // Where the units arrive: the receiving node, or back where they
+        // left.
+        let node = match req.back_to_origin {
+            true => t.from_node_id.clone(),
+            false => t.to_node_id.clone(),
+        };
         let lots: Vec<_> = req
             .lines
             .iter()
-            .map(|l| (t.to_node_id.as_str(), l.sku.as_str(), l.lot.as_str()))
+            .map(|l| (node.as_str(), l.sku.as_str(), l.lot.as_str()))
             .collect();
         repo::stock::lock_for_movements(&mut tx, tenant, &lots).await?;
         let mut resp = ReceiveTransferResponse::default();
@@ -357,7 +364,7 @@ pub async fn receive(
             let m = line_movement(
                 MovementKind::TransferIn,
                 &t,
-                &t.to_node_id,
+                &node,
                 &TransferLine {
                     expiry_date: t.lines[k].expiry_date.clone(),
                     ..l.clone()
@@ -368,7 +375,10 @@ pub async fn receive(
             let inn = move_line(inv, &mut tx, tenant, actor, &rid, i, m).await?;
             resp.transfer_ins.push(inn.movement);
             let line = &mut t.lines[k];
-            line.quantity_received += l.quantity;
+            match req.back_to_origin {
+                true => line.quantity_returned += l.quantity,
+                false => line.quantity_received += l.quantity,
+            }
             line.in_transit -= l.quantity;
             line.serial_numbers
                 .retain(|s| !l.serial_numbers.contains(s));
@@ -396,7 +406,9 @@ pub async fn receive(
         let now = Utc::now();
         t.update_time = Some(to_timestamp(now));
         if t.lines.iter().all(|l| l.in_transit == 0) {
-            t.state = if lost > 0 || t.lines.iter().any(|l| l.quantity_lost > 0) {
+            // Received: every unit reached the receiving node.
+            let short = |l: &TransferLine| l.quantity_lost > 0 || l.quantity_returned > 0;
+            t.state = if t.lines.iter().any(short) {
                 TransferState::Closed
             } else {
                 TransferState::Received

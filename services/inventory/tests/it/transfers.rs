@@ -691,3 +691,42 @@ async fn late_transfers_are_listed_by_their_expected_arrival() {
         .unwrap();
     assert_eq!(got.expected_arrival_time, Some(ts(2)));
 }
+
+/// Units that come back to where they left (a delivery refused at the
+/// door) arrive there, by the transfer, and end it as not all received.
+#[tokio::test]
+async fn units_sent_back_arrive_at_the_node_they_left() {
+    let mut h = start().await;
+    let c = &mut h.client;
+    node(c, "acme", "DC1").await;
+    node(c, "acme", "STORE1").await;
+    item(c, "acme", "SKU-1").await;
+    receive(c, "acme", "DC1", "SKU-1", 10).await;
+    send_transfer(c, send("TO-20", vec![tline("SKU-1", 5)], |_| {}))
+        .await
+        .unwrap();
+    receive_transfer(c, arrival("TO-20", vec![tline("SKU-1", 3)], |_| {}))
+        .await
+        .unwrap();
+    let back = arrival("TO-20", vec![tline("SKU-1", 2)], |r| {
+        r.back_to_origin = true
+    });
+    let got = receive_transfer(c, back).await.unwrap();
+    assert_eq!(got.transfer_ins[0].node_id, "DC1");
+    let t = got.transfer.unwrap();
+    let line = &t.lines[0];
+    assert_eq!(
+        (
+            t.state(),
+            line.quantity_received,
+            line.quantity_returned,
+            line.in_transit
+        ),
+        (TransferState::Closed, 3, 2, 0)
+    );
+    assert_eq!(
+        (on_hand(c, "DC1").await, on_hand(c, "STORE1").await),
+        (7, 3)
+    );
+    assert_eq!(figures(c, &[]).await, [(10, 0, 10)]);
+}
