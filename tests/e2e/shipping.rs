@@ -1147,9 +1147,9 @@ async fn a_transfer_announced_to_the_warehouse_arrives_once() {
             ..Default::default()
         }),
     };
-    // A notice at a node the transfer does not go to is refused.
+    // A notice at a node the transfer neither goes to nor left is refused.
     let err = work
-        .create_advance_shipping_notice(authed(T, notice_of("DC2")))
+        .create_advance_shipping_notice(authed(T, notice_of("DC3")))
         .await
         .unwrap_err();
     assert_eq!(oms_runtime::status::fields(&err), ["asn.node_id"]);
@@ -1329,6 +1329,102 @@ async fn a_transfer_received_with_damage_arrives_whole_and_writes_the_damage_off
             (inv::MovementKind::TransferIn, 4, ""),
         ]
     );
+    let notice = notice(&mut work, &asn.name).await;
+    assert!(
+        notice.receipts[0].post_error.is_empty(),
+        "{:?}",
+        notice.receipts
+    );
+}
+
+/// A transfer's units refused at the door come back: a notice at the
+/// sending node names the transfer, and that warehouse's receipt brings
+/// them back by the transfer (before, only the receiving node's notice was
+/// taken, and a plain receipt would have counted them twice).
+#[tokio::test]
+async fn a_transfer_sent_back_is_received_at_its_origin() {
+    use oms_proto::fulfillment::{self as ful, connect_adapter_request::Message as In};
+    let suite = Suite::start().await;
+    let mut stock = suite.stock_at(T, "DC2", &[("A", 4)]).await;
+    suite.stock(T, &[("B", 1)]).await;
+    let send = inv::SendTransferRequest {
+        request_id: "send-3".into(),
+        transfer_id: "TO-11".into(),
+        from_node_id: "DC2".into(),
+        to_node_id: "DC1".into(),
+        lines: vec![inv::TransferLine {
+            sku: "A".into(),
+            quantity: 4,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    stock.send_transfer(authed(T, send)).await.unwrap();
+    let mut work = FulfillmentServiceClient::new(suite.channel(Service::Fulfillment));
+    let req = ful::CreateAdvanceShippingNoticeRequest {
+        request_id: rid(),
+        asn: Some(ful::AdvanceShippingNotice {
+            node_id: "DC2".into(),
+            transfer: "transfers/TO-11".into(),
+            ..Default::default()
+        }),
+    };
+    let asn = work
+        .create_advance_shipping_notice(authed(T, req))
+        .await
+        .unwrap()
+        .into_inner()
+        .asn
+        .unwrap();
+    let wms = Adapter::connect(
+        &suite.channel(Service::Fulfillment),
+        T,
+        "manual",
+        &["DC2"],
+        0,
+    )
+    .await;
+    let receipt = ful::Receipt {
+        receipt_id: "rc-11".into(),
+        asn: asn.name.clone(),
+        node_id: "DC2".into(),
+        lines: vec![ful::ReceivedLine {
+            sku: "A".into(),
+            quantity: 4,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    wms.send(In::Receipt(ful::ReceiptReported {
+        event_id: "ev-11".into(),
+        receipt: Some(receipt),
+    }))
+    .await;
+    let mut db = suite.db.connect("fulfillment").await;
+    wait_for(
+        &mut db,
+        "SELECT count(*) FROM receipts WHERE post_time IS NOT NULL",
+        1,
+    )
+    .await;
+    let got = stock
+        .get_transfer(authed(
+            T,
+            inv::GetTransferRequest {
+                name: "transfers/TO-11".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .transfer
+        .unwrap();
+    let line = &got.lines[0];
+    assert_eq!(
+        (got.state(), line.quantity_received, line.quantity_returned),
+        (inv::TransferState::Closed, 0, 4)
+    );
+    assert_eq!(on_hand(&mut stock, "A").await, [("DC2".to_string(), 4)]);
     let notice = notice(&mut work, &asn.name).await;
     assert!(
         notice.receipts[0].post_error.is_empty(),

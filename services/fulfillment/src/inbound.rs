@@ -124,8 +124,9 @@ pub async fn create(
 }
 
 /// Checks a notice's transfer with inventory: it must be on its way to
-/// the notice's node. A notice without lines expects what the transfer
-/// has on the way.
+/// the notice's node, or back from it (a notice at the sending node
+/// announces units coming back). A notice without lines expects what the
+/// transfer has on the way.
 async fn expect_transfer(
     r: &Fulfillment,
     tenant: &Tenant,
@@ -143,8 +144,12 @@ async fn expect_transfer(
         Err(s) => return Err(status::unavailable(DOMAIN, "inventory", &s)),
     };
     let mut v = Violations::new();
-    if t.to_node_id != asn.node_id {
-        let goes = format!("{} goes to nodes/{}", t.name, t.to_node_id);
+    // At the receiving node, or back at the sending one (a return).
+    if t.to_node_id != asn.node_id && t.from_node_id != asn.node_id {
+        let goes = format!(
+            "{} goes to nodes/{} (or back to nodes/{})",
+            t.name, t.to_node_id, t.from_node_id
+        );
         v.add("asn.node_id", goes);
     }
     if t.state != inv::TransferState::InTransit as i32 {

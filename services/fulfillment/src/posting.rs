@@ -13,7 +13,8 @@ use chrono::Utc;
 use oms_kernel::{RequestId, Tenant};
 use oms_proto::fulfillment::{Receipt, ReceivedLine};
 use oms_proto::inventory::{
-    MovementKind, ReceiveTransferRequest, RecordMovementRequest, StockMovement, TransferLine,
+    GetTransferRequest, MovementKind, ReceiveTransferRequest, RecordMovementRequest, StockMovement,
+    TransferLine,
 };
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -106,7 +107,7 @@ impl Poster {
         let mut inventory = self.inventory.client(tenant);
         let transfer = match self.transfer_of(tenant, rc).await {
             Ok(t) => t,
-            Err(e) => return Posted::Later(e.to_string()),
+            Err(e) => return Posted::Later(e),
         };
         let reference = if rc.asn.is_empty() {
             format!("receipts/{}", rc.receipt_id)
@@ -122,8 +123,12 @@ impl Poster {
             let request_id =
                 RequestId::derived("receipt", format!("receipt:{}:{i}", rc.receipt_id));
             let posted = match &transfer {
-                Some(name) => {
-                    post_delivery(&mut inventory, request_id, name, rc, i, &reference).await
+                Some((name, back)) => {
+                    let to = Delivery {
+                        name: name.as_str(),
+                        back: *back,
+                    };
+                    post_delivery(&mut inventory, request_id, &to, rc, i, &reference).await
                 }
                 None => inventory
                     .record_movement(RecordMovementRequest {
@@ -168,14 +173,41 @@ impl Poster {
         }
     }
 
-    /// The transfer the receipt's notice announces, if any.
-    async fn transfer_of(&self, tenant: &Tenant, rc: &Receipt) -> sqlx::Result<Option<String>> {
+    /// The transfer the receipt's notice announces, if any, and whether the
+    /// receipt is of units come back to its sending node.
+    async fn transfer_of(
+        &self,
+        tenant: &Tenant,
+        rc: &Receipt,
+    ) -> Result<Option<(String, bool)>, String> {
         let Ok(id) = crate::inbound::asn_id("asn", &rc.asn) else {
             return Ok(None); // no notice (it was checked when recorded)
         };
-        let asn = repo::asn(&self.pool, tenant, id, false).await?;
-        Ok(asn.map(|a| a.transfer).filter(|t| !t.is_empty()))
+        let asn = repo::asn(&self.pool, tenant, id, false)
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(name) = asn.map(|a| a.transfer).filter(|t| !t.is_empty()) else {
+            return Ok(None);
+        };
+        let req = GetTransferRequest { name: name.clone() };
+        let back = match self.inventory.client(tenant).get_transfer(req).await {
+            Ok(got) => got
+                .into_inner()
+                .transfer
+                .is_some_and(|t| t.from_node_id == rc.node_id && t.to_node_id != rc.node_id),
+            // Gone: each line's delivery is refused, and says so.
+            Err(s) if s.code() == Code::NotFound => false,
+            Err(s) => return Err(s.message().to_owned()),
+        };
+        Ok(Some((name, back)))
     }
+}
+
+/// A transfer a receipt delivers: `transfers/{id}`, and whether its units
+/// came back to the sending node.
+struct Delivery<'a> {
+    name: &'a str,
+    back: bool,
 }
 
 /// Posts line `i` of a receipt as a delivery of the transfer `name` (its
@@ -187,11 +219,12 @@ impl Poster {
 async fn post_delivery(
     inventory: &mut crate::inventory::Client,
     request_id: String,
-    name: &str,
+    to: &Delivery<'_>,
     rc: &Receipt,
     i: usize,
     reference: &str,
 ) -> Result<(), tonic::Status> {
+    let name = to.name;
     let l = &rc.lines[i];
     let damaged = match l.serial_numbers.is_empty() {
         true => l.damaged,
@@ -212,6 +245,7 @@ async fn post_delivery(
             ..Default::default()
         }],
         occur_time: rc.receive_time,
+        back_to_origin: to.back,
         ..Default::default()
     };
     let got = inventory.receive_transfer(delivery).await?.into_inner();
