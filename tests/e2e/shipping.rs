@@ -5,7 +5,7 @@ use crate::placement::{
     FAIL, available, create, fail_recording, order_of, record_again, until_counted_plans,
     until_released, until_state, wait_for,
 };
-use oms_e2e::{Suite, phones_at_dc1, rid};
+use oms_e2e::{Inventory, Suite, phones_at_dc1, rid};
 use oms_kernel::Tenant;
 use oms_proto::fulfillment::{
     FulfillmentOrder, FulfillmentState, ListFulfillmentOrdersRequest,
@@ -1110,19 +1110,14 @@ async fn a_receipt_line_inventory_refuses_keeps_no_other_line_out_of_stock() {
     );
 }
 
-/// Stock sent from DC2 to DC1 in transit, announced to DC1's warehouse by
-/// a notice naming the transfer: the warehouse receives it, fulfillment
-/// posts the receipt as the transfer's delivery, and the units count once
-/// (before, a receipt was new stock, on top of what left DC2).
-#[tokio::test]
-async fn a_transfer_announced_to_the_warehouse_arrives_once() {
-    use oms_proto::fulfillment as ful;
-    let suite = Suite::start().await;
+/// Four units of A at DC2 sent in transit to DC1 as `transfer_id` (DC1
+/// stocks B only); the inventory client.
+async fn four_a_on_their_way_to_dc1(suite: &Suite, transfer_id: &str) -> Inventory {
     let mut stock = suite.stock_at(T, "DC2", &[("A", 4)]).await;
     suite.stock(T, &[("B", 1)]).await;
     let send = inv::SendTransferRequest {
-        request_id: "send-1".into(),
-        transfer_id: "TO-9".into(),
+        request_id: rid(),
+        transfer_id: transfer_id.into(),
         from_node_id: "DC2".into(),
         to_node_id: "DC1".into(),
         lines: vec![inv::TransferLine {
@@ -1133,33 +1128,106 @@ async fn a_transfer_announced_to_the_warehouse_arrives_once() {
         ..Default::default()
     };
     stock.send_transfer(authed(T, send)).await.unwrap();
+    stock
+}
+
+/// A notice at `node` naming the transfer, without lines.
+async fn transfer_notice(
+    work: &mut FulfillmentServiceClient<Channel>,
+    node: &str,
+    transfer: &str,
+) -> Result<oms_proto::fulfillment::AdvanceShippingNotice, tonic::Status> {
+    use oms_proto::fulfillment as ful;
+    let req = ful::CreateAdvanceShippingNoticeRequest {
+        request_id: rid(),
+        asn: Some(ful::AdvanceShippingNotice {
+            node_id: node.into(),
+            transfer: transfer.into(),
+            ..Default::default()
+        }),
+    };
+    let created = work.create_advance_shipping_notice(authed(T, req)).await;
+    created.map(|r| r.into_inner().asn.unwrap())
+}
+
+/// A hand-driven adapter of `node` reports a receipt against `asn` of A:
+/// `good` and `damaged` units; returns once fulfillment posted it.
+async fn receipt_of_a(suite: &Suite, node: &str, asn: &str, good: i64, damaged: i64) {
+    use oms_proto::fulfillment::{self as ful, connect_adapter_request::Message as In};
+    let wms = Adapter::connect(
+        &suite.channel(Service::Fulfillment),
+        T,
+        "manual",
+        &[node],
+        0,
+    )
+    .await;
+    let receipt = ful::Receipt {
+        receipt_id: format!("rc-{node}"),
+        asn: asn.into(),
+        node_id: node.into(),
+        lines: vec![ful::ReceivedLine {
+            sku: "A".into(),
+            quantity: good,
+            damaged,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    wms.send(In::Receipt(ful::ReceiptReported {
+        event_id: format!("ev-{node}"),
+        receipt: Some(receipt),
+    }))
+    .await;
+    let mut db = suite.db.connect("fulfillment").await;
+    let posted = "SELECT count(*) FROM receipts WHERE post_time IS NOT NULL";
+    wait_for(&mut db, posted, 1).await;
+}
+
+/// The transfer `name` as inventory has it.
+async fn transfer_now(stock: &mut Inventory, name: &str) -> inv::Transfer {
+    let req = inv::GetTransferRequest { name: name.into() };
+    let got = stock.get_transfer(authed(T, req)).await.unwrap();
+    got.into_inner().transfer.unwrap()
+}
+
+/// (kind, quantity, reason) of A's movements at DC1, newest first.
+async fn moves_of_a_at_dc1(stock: &mut Inventory) -> Vec<(inv::MovementKind, i64, String, String)> {
+    let req = inv::ListMovementsRequest {
+        sku: "A".into(),
+        node_id: "DC1".into(),
+        ..Default::default()
+    };
+    let got = stock.list_movements(authed(T, req)).await.unwrap();
+    got.into_inner()
+        .movements
+        .iter()
+        .map(|m| (m.kind(), m.quantity, m.reason.clone(), m.reference.clone()))
+        .collect()
+}
+
+/// Stock sent from DC2 to DC1 in transit, announced to DC1's warehouse by
+/// a notice naming the transfer: the warehouse receives it, fulfillment
+/// posts the receipt as the transfer's delivery, and the units count once
+/// (before, a receipt was new stock, on top of what left DC2).
+#[tokio::test]
+async fn a_transfer_announced_to_the_warehouse_arrives_once() {
+    let suite = Suite::start().await;
+    let mut stock = four_a_on_their_way_to_dc1(&suite, "TO-9").await;
     let mut events = stock
         .watch_inventory_events(authed(T, inv::WatchInventoryEventsRequest::default()))
         .await
         .unwrap()
         .into_inner();
     let mut work = FulfillmentServiceClient::new(suite.channel(Service::Fulfillment));
-    let notice_of = |node: &str| ful::CreateAdvanceShippingNoticeRequest {
-        request_id: rid(),
-        asn: Some(ful::AdvanceShippingNotice {
-            node_id: node.into(),
-            transfer: "transfers/TO-9".into(),
-            ..Default::default()
-        }),
-    };
     // A notice at a node the transfer neither goes to nor left is refused.
-    let err = work
-        .create_advance_shipping_notice(authed(T, notice_of("DC3")))
+    let err = transfer_notice(&mut work, "DC3", "transfers/TO-9")
         .await
         .unwrap_err();
     assert_eq!(oms_runtime::status::fields(&err), ["asn.node_id"]);
     let _wms = warehouse(&suite, "DC1", 0.0);
-    let asn = work
-        .create_advance_shipping_notice(authed(T, notice_of("DC1")))
+    let asn = transfer_notice(&mut work, "DC1", "transfers/TO-9")
         .await
-        .unwrap()
-        .into_inner()
-        .asn
         .unwrap();
     let expected: Vec<(&str, i64)> = asn
         .lines
@@ -1184,30 +1252,13 @@ async fn a_transfer_announced_to_the_warehouse_arrives_once() {
         on_hand(&mut stock, "A").await,
         [("DC1".to_string(), 4), ("DC2".to_string(), 0)]
     );
-    let movements = stock
-        .list_movements(authed(
-            T,
-            inv::ListMovementsRequest {
-                sku: "A".into(),
-                node_id: "DC1".into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .movements;
-    let moved: Vec<(inv::MovementKind, i64, &str, &str)> = movements
-        .iter()
-        .map(|m| (m.kind(), m.quantity, m.reference.as_str(), m.actor.as_str()))
-        .collect();
     assert_eq!(
-        moved,
+        moves_of_a_at_dc1(&mut stock).await,
         [(
             inv::MovementKind::TransferIn,
             4,
-            "transfers/TO-9",
-            "service:fulfillment"
+            String::new(),
+            "transfers/TO-9".to_string()
         )]
     );
     let got = notice(&mut work, &asn.name).await;
@@ -1219,114 +1270,30 @@ async fn a_transfer_announced_to_the_warehouse_arrives_once() {
 /// never come) and the damaged units are written off at the node.
 #[tokio::test]
 async fn a_transfer_received_with_damage_arrives_whole_and_writes_the_damage_off() {
-    use oms_proto::fulfillment::{self as ful, connect_adapter_request::Message as In};
     let suite = Suite::start().await;
-    let mut stock = suite.stock_at(T, "DC2", &[("A", 4)]).await;
-    suite.stock(T, &[("B", 1)]).await;
-    let send = inv::SendTransferRequest {
-        request_id: "send-2".into(),
-        transfer_id: "TO-10".into(),
-        from_node_id: "DC2".into(),
-        to_node_id: "DC1".into(),
-        lines: vec![inv::TransferLine {
-            sku: "A".into(),
-            quantity: 4,
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    stock.send_transfer(authed(T, send)).await.unwrap();
+    let mut stock = four_a_on_their_way_to_dc1(&suite, "TO-10").await;
     let mut work = FulfillmentServiceClient::new(suite.channel(Service::Fulfillment));
-    let req = ful::CreateAdvanceShippingNoticeRequest {
-        request_id: rid(),
-        asn: Some(ful::AdvanceShippingNotice {
-            node_id: "DC1".into(),
-            transfer: "transfers/TO-10".into(),
-            ..Default::default()
-        }),
-    };
-    let asn = work
-        .create_advance_shipping_notice(authed(T, req))
+    let asn = transfer_notice(&mut work, "DC1", "transfers/TO-10")
         .await
-        .unwrap()
-        .into_inner()
-        .asn
         .unwrap();
-    let wms = Adapter::connect(
-        &suite.channel(Service::Fulfillment),
-        T,
-        "manual",
-        &["DC1"],
-        0,
-    )
-    .await;
-    let receipt = ful::Receipt {
-        receipt_id: "rc-9".into(),
-        asn: asn.name.clone(),
-        node_id: "DC1".into(),
-        lines: vec![ful::ReceivedLine {
-            sku: "A".into(),
-            quantity: 3,
-            damaged: 1,
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    wms.send(In::Receipt(ful::ReceiptReported {
-        event_id: "ev-9".into(),
-        receipt: Some(receipt),
-    }))
-    .await;
-    let mut db = suite.db.connect("fulfillment").await;
-    wait_for(
-        &mut db,
-        "SELECT count(*) FROM receipts WHERE post_time IS NOT NULL",
-        1,
-    )
-    .await;
-    let got = stock
-        .get_transfer(authed(
-            T,
-            inv::GetTransferRequest {
-                name: "transfers/TO-10".into(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .transfer
-        .unwrap();
+    receipt_of_a(&suite, "DC1", &asn.name, 3, 1).await;
+    let got = transfer_now(&mut stock, "transfers/TO-10").await;
     assert_eq!(got.state(), inv::TransferState::Received);
     assert_eq!(
         on_hand(&mut stock, "A").await,
         [("DC1".to_string(), 3), ("DC2".to_string(), 0)]
     );
-    let movements = stock
-        .list_movements(authed(
-            T,
-            inv::ListMovementsRequest {
-                sku: "A".into(),
-                node_id: "DC1".into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .movements;
-    let moved: Vec<(inv::MovementKind, i64, &str)> = movements
-        .iter()
-        .map(|m| (m.kind(), m.quantity, m.reason.as_str()))
-        .collect();
+    let damaged = "damaged on arrival (transfers/TO-10)".to_string();
     assert_eq!(
-        moved,
+        moves_of_a_at_dc1(&mut stock).await,
         [
+            (inv::MovementKind::Damage, -1, damaged, asn.name.clone()),
             (
-                inv::MovementKind::Damage,
-                -1,
-                "damaged on arrival (transfers/TO-10)"
+                inv::MovementKind::TransferIn,
+                4,
+                String::new(),
+                "transfers/TO-10".to_string()
             ),
-            (inv::MovementKind::TransferIn, 4, ""),
         ]
     );
     let notice = notice(&mut work, &asn.name).await;
@@ -1343,82 +1310,14 @@ async fn a_transfer_received_with_damage_arrives_whole_and_writes_the_damage_off
 /// taken, and a plain receipt would have counted them twice).
 #[tokio::test]
 async fn a_transfer_sent_back_is_received_at_its_origin() {
-    use oms_proto::fulfillment::{self as ful, connect_adapter_request::Message as In};
     let suite = Suite::start().await;
-    let mut stock = suite.stock_at(T, "DC2", &[("A", 4)]).await;
-    suite.stock(T, &[("B", 1)]).await;
-    let send = inv::SendTransferRequest {
-        request_id: "send-3".into(),
-        transfer_id: "TO-11".into(),
-        from_node_id: "DC2".into(),
-        to_node_id: "DC1".into(),
-        lines: vec![inv::TransferLine {
-            sku: "A".into(),
-            quantity: 4,
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    stock.send_transfer(authed(T, send)).await.unwrap();
+    let mut stock = four_a_on_their_way_to_dc1(&suite, "TO-11").await;
     let mut work = FulfillmentServiceClient::new(suite.channel(Service::Fulfillment));
-    let req = ful::CreateAdvanceShippingNoticeRequest {
-        request_id: rid(),
-        asn: Some(ful::AdvanceShippingNotice {
-            node_id: "DC2".into(),
-            transfer: "transfers/TO-11".into(),
-            ..Default::default()
-        }),
-    };
-    let asn = work
-        .create_advance_shipping_notice(authed(T, req))
+    let asn = transfer_notice(&mut work, "DC2", "transfers/TO-11")
         .await
-        .unwrap()
-        .into_inner()
-        .asn
         .unwrap();
-    let wms = Adapter::connect(
-        &suite.channel(Service::Fulfillment),
-        T,
-        "manual",
-        &["DC2"],
-        0,
-    )
-    .await;
-    let receipt = ful::Receipt {
-        receipt_id: "rc-11".into(),
-        asn: asn.name.clone(),
-        node_id: "DC2".into(),
-        lines: vec![ful::ReceivedLine {
-            sku: "A".into(),
-            quantity: 4,
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    wms.send(In::Receipt(ful::ReceiptReported {
-        event_id: "ev-11".into(),
-        receipt: Some(receipt),
-    }))
-    .await;
-    let mut db = suite.db.connect("fulfillment").await;
-    wait_for(
-        &mut db,
-        "SELECT count(*) FROM receipts WHERE post_time IS NOT NULL",
-        1,
-    )
-    .await;
-    let got = stock
-        .get_transfer(authed(
-            T,
-            inv::GetTransferRequest {
-                name: "transfers/TO-11".into(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .transfer
-        .unwrap();
+    receipt_of_a(&suite, "DC2", &asn.name, 4, 0).await;
+    let got = transfer_now(&mut stock, "transfers/TO-11").await;
     let line = &got.lines[0];
     assert_eq!(
         (got.state(), line.quantity_received, line.quantity_returned),
