@@ -137,11 +137,12 @@ async fn expect_transfer(
     };
     let t = match r.inventory.client(tenant).get_transfer(req).await {
         Ok(got) => got.into_inner().transfer.unwrap_or_default(),
-        Err(s) if s.code() == tonic::Code::NotFound => {
-            let missing = format!("{} not found", asn.transfer);
-            return Err(invalid(Violations::one("asn.transfer", missing)));
+        Err(s) if status::is_server_failure(s.code()) => {
+            return Err(status::unavailable(DOMAIN, "inventory", &s));
         }
-        Err(s) => return Err(status::unavailable(DOMAIN, "inventory", &s)),
+        // Refused (not found, a name inventory does not take): the field
+        // is wrong, as inventory says.
+        Err(s) => return Err(invalid(Violations::one("asn.transfer", s.message()))),
     };
     let mut v = Violations::new();
     // At the receiving node, or back at the sending one (a return).
