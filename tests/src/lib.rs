@@ -1,6 +1,7 @@
 //! The whole suite in one process: every service on its own ephemeral
 //! port, one test database (each service in its own schema), real gRPC
-//! between them.
+//! between them, and one Redis key prefix for all of them (their Redis
+//! outlives a crash, as a real one does).
 #![allow(clippy::unwrap_used)]
 
 use oms_proto::common::NodeKind;
@@ -15,11 +16,15 @@ pub struct Suite {
     pub services: HashMap<Service, Running>,
     pub db: TestDb,
     peers: Vec<(Service, std::net::SocketAddr)>,
+    /// The suite's place in Redis: a service started again or a replica
+    /// finds the gate the others left.
+    redis_prefix: String,
 }
 
 impl Suite {
     pub async fn start() -> Suite {
         let db = TestDb::new().await;
+        let redis_prefix = oms_testkit::redis_prefix();
         let mut listeners = Vec::new();
         for s in Service::ALL {
             listeners.push((s, TcpListener::bind("127.0.0.1:0").await.unwrap()));
@@ -31,8 +36,8 @@ impl Suite {
         // All at once, as `make up` and a rollout start them: their
         // migrations run concurrently in the one database.
         let started = futures::future::join_all(listeners.into_iter().map(|(s, listener)| {
-            let (db, peers) = (&db, &peers);
-            async move { (s, start_one(s, listener, db, peers).await) }
+            let (db, peers, prefix) = (&db, &peers, &redis_prefix);
+            async move { (s, start_one(s, listener, db, peers, prefix).await) }
         }))
         .await;
         let services: HashMap<Service, Running> = started.into_iter().collect();
@@ -40,6 +45,7 @@ impl Suite {
             services,
             db,
             peers,
+            redis_prefix,
         }
     }
 
@@ -131,7 +137,7 @@ impl Suite {
     /// database and peers (as a second pod would be).
     pub async fn start_replica(&self, s: Service) -> Running {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        start_one(s, listener, &self.db, &self.peers).await
+        start_one(s, listener, &self.db, &self.peers, &self.redis_prefix).await
     }
 
     /// [`Suite::start_replica`], but the replica cannot reach `peer` (a
@@ -144,7 +150,7 @@ impl Suite {
             .filter(|(p, _)| *p != peer)
             .copied()
             .collect();
-        start_one(s, listener, &self.db, &peers).await
+        start_one(s, listener, &self.db, &peers, &self.redis_prefix).await
     }
 
     /// Starts a crashed service again on its port and database.
@@ -153,7 +159,7 @@ impl Suite {
         let listener = TcpListener::bind(addr)
             .await
             .expect("the crashed service's port is free");
-        let running = start_one(s, listener, &self.db, &self.peers).await;
+        let running = start_one(s, listener, &self.db, &self.peers, &self.redis_prefix).await;
         self.services.insert(s, running);
     }
 }
@@ -163,8 +169,10 @@ async fn start_one(
     listener: TcpListener,
     db: &TestDb,
     peers: &[(Service, std::net::SocketAddr)],
+    redis_prefix: &str,
 ) -> Running {
-    let config = oms_testkit::config(s, db, peers);
+    let prefix = [("OMS_REDIS_KEY_PREFIX", redis_prefix.to_string())];
+    let config = oms_testkit::config_with(s, db, peers, &prefix);
     match s {
         Service::Ingest => oms_testkit::spawn_isolated(listener, config, oms_ingest::run).await,
         Service::Orders => oms_testkit::spawn_isolated(listener, config, oms_orders::run).await,

@@ -268,8 +268,25 @@ tokio::task_local! {
 /// Says that the running mutation is about to change the gate: called
 /// before the script, so that the change counts as unrecorded until the
 /// transaction commits.
-pub fn changing_gate() {
-    let _ = RUN.try_with(|r| r.unkept.store(true, Ordering::Relaxed));
+pub fn changing_gate() -> GateMark {
+    let was = RUN
+        .try_with(|r| r.unkept.swap(true, Ordering::Relaxed))
+        .unwrap_or(false);
+    GateMark { was }
+}
+
+/// What [`changing_gate`] found before it marked the run.
+pub struct GateMark {
+    was: bool,
+}
+
+impl GateMark {
+    /// The script answered that it changed nothing (a refusal): the run
+    /// is as it was before, so its end need not drop the gate (a rebuild
+    /// of the tenant's whole gate for a refused release).
+    pub fn unchanged(self) {
+        let _ = RUN.try_with(|r| r.unkept.store(self.was, Ordering::Relaxed));
+    }
 }
 
 /// Changes what nodes can promise: decreases now, in the transaction (see

@@ -1096,7 +1096,7 @@ async fn apply_change(
         let items = repo::items::existing(&mut *tx, tenant, &skus).await?;
         movement::check_shipped(Entries::Shipped.field(), &c.entries, &items).into_result(())?;
     }
-    super::changing_gate();
+    let mark = super::changing_gate();
     let out = if c.op == Op::Extend {
         let limit = extension_limit(tx, tenant, &r, state, &c.entries).await?;
         inv.gate
@@ -1109,9 +1109,15 @@ async fn apply_change(
     };
     super::give_back_later(inv, tenant, out.given_back(), out.epoch.clone()).await?;
     let new_state = repo::reservations::state_from(&out.state);
+    // Every answer but these is a refusal the script made before changing
+    // anything (found expired on the way, it expired the reservation).
+    let expired = out.status == "STATE" && new_state == ReservationState::Expired;
+    if out.status != "OK" && !expired {
+        mark.unchanged();
+    }
     match out.status.as_str() {
         "OK" => {}
-        "STATE" if new_state == ReservationState::Expired => {
+        "STATE" if expired => {
             // Found expired on the way: record that, refuse the change.
             let released = record(
                 inv,
@@ -1137,6 +1143,15 @@ async fn apply_change(
                     format!("{name} expired"),
                 ))
             });
+        }
+        "STATE" if new_state != state => {
+            // The gate is ahead of the record: a change of this
+            // reservation reached Redis and its replica died before the
+            // commit (a retry of that change lands here). The record is
+            // the truth: rebuild from it, then retry.
+            tracing::warn!(reservation = %name, gate = %out.state, record = ?state, "the gate and the record disagree on a reservation");
+            super::reconcile::invalidate(inv, tenant).await?;
+            return Err(GateError::NotReady.into());
         }
         "STATE" => return Err(not_live(&name, new_state)),
         "NOT_FOUND" => {

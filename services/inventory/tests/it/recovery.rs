@@ -956,3 +956,141 @@ async fn a_reservation_whose_gate_answer_was_lost_holds_nothing() {
     assert_eq!(held_in_record(&h.db, "acme", "S").await, 4);
     assert!(reconcile(c, "acme", true).await.drifts.is_empty());
 }
+
+/// An inventory replica on a runtime of its own (so it can crash) over
+/// `db` and the Redis keys under `prefix`.
+async fn replica(db: TestDb, prefix: &str) -> Harness {
+    let overrides = [("OMS_REDIS_KEY_PREFIX", prefix.to_string())];
+    let config = oms_testkit::config_with(Service::Inventory, &db, &[], &overrides);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let svc = oms_testkit::spawn_isolated(listener, config, oms_inventory::run).await;
+    let client = Client::new(svc.channel());
+    Harness { db, svc, client }
+}
+
+/// A replica dies while a confirmation's transaction is open, after the
+/// gate confirmed: Redis (which outlives the replica) has the reservation
+/// confirmed, the record has it active. The caller's retry, with the same
+/// request id, reaches another replica and confirms it: it is not refused
+/// as already confirmed (an order would wait on hold for good), and the
+/// gate agrees with the record after.
+#[tokio::test]
+async fn a_confirmation_cut_short_by_a_crash_is_confirmed_by_its_retry() {
+    let prefix = oms_testkit::redis_prefix();
+    let mut h = replica(TestDb::new().await, &prefix).await;
+    stocked(&mut h, &[("S", 3)]).await;
+    reserve(&mut h.client, "acme", "r", vec![line("S", "", 2)])
+        .await
+        .unwrap();
+    let confirm = ConfirmReservationRequest {
+        request_id: "confirm-r".into(),
+        name: "reservations/r".into(),
+        allocations: vec![Allocation {
+            sku: "S".into(),
+            node_id: "DC1".into(),
+            quantity: 2,
+            ..Default::default()
+        }],
+    };
+    pause_events(&h.db, "ReservationConfirmed", "reservations/r").await;
+    let mut held = Held::new(&h.db).await;
+    let call = tokio::spawn({
+        let (mut c, req) = (h.client.clone(), confirm.clone());
+        async move { c.confirm_reservation(authed("acme", req)).await }
+    });
+    held.awaited(&h.db).await;
+    let Harness { db, svc, .. } = h;
+    svc.crash().await;
+    call.await.unwrap().unwrap_err();
+    held.release().await;
+    heal(&db).await;
+
+    let mut h = replica(db, &prefix).await;
+    let r = h
+        .client
+        .confirm_reservation(authed("acme", confirm))
+        .await
+        .unwrap()
+        .into_inner()
+        .reservation
+        .unwrap();
+    assert_eq!(r.state(), ReservationState::Confirmed);
+    assert_eq!(held_in_record(&h.db, "acme", "S").await, 2);
+    assert_eq!(available(&mut h.client, "acme", "S").await.available, 1);
+    let report = reconcile(&mut h.client, "acme", true).await;
+    assert!(report.drifts.is_empty(), "{:?}", report.drifts);
+}
+
+/// The value of acme's ready marker under `prefix` (the gate's epoch: a
+/// rebuild gives it a new one), if there is one.
+async fn epoch(prefix: &str) -> Option<String> {
+    let mut redis = redis::Client::open(oms_testkit::redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::cmd("GET")
+        .arg(format!("{prefix}oms:inventory:{{acme}}:ready"))
+        .query_async(&mut redis)
+        .await
+        .unwrap()
+}
+
+/// Changes the gate refuses (a release of more than is held, allocations
+/// that do not cover the holds, a confirmation of a confirmed
+/// reservation) change nothing there: the gate stays as it is, not
+/// dropped and rebuilt from the record for each of them.
+#[tokio::test]
+async fn a_refused_change_keeps_the_gate() {
+    let prefix = oms_testkit::redis_prefix();
+    let mut h = start_with(&[("OMS_REDIS_KEY_PREFIX", prefix.clone())]).await;
+    stocked(&mut h, &[("S", 3)]).await;
+    reserve(&mut h.client, "acme", "r", vec![line("S", "", 2)])
+        .await
+        .unwrap();
+    let before = epoch(&prefix).await;
+    assert!(before.is_some());
+    let at_dc1 = |q: i64| {
+        vec![Allocation {
+            sku: "S".into(),
+            node_id: "DC1".into(),
+            quantity: q,
+            ..Default::default()
+        }]
+    };
+    let release = ReleaseReservationRequest {
+        request_id: rid(),
+        name: "reservations/r".into(),
+        lines: at_dc1(5),
+        reason: "too many".into(),
+    };
+    let err = h
+        .client
+        .release_reservation(authed("acme", release))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    let confirm = |q: i64| ConfirmReservationRequest {
+        request_id: rid(),
+        name: "reservations/r".into(),
+        allocations: at_dc1(q),
+    };
+    let err = h
+        .client
+        .confirm_reservation(authed("acme", confirm(1)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    h.client
+        .confirm_reservation(authed("acme", confirm(2)))
+        .await
+        .unwrap();
+    let err = h
+        .client
+        .confirm_reservation(authed("acme", confirm(2)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert_eq!(epoch(&prefix).await, before);
+    assert_eq!(available(&mut h.client, "acme", "S").await.available, 1);
+}
