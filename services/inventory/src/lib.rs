@@ -32,6 +32,8 @@ pub async fn run(
         Duration::from_secs(30),
     )
     .await?;
+    // Before any gate change: a replica that dies from now on is found.
+    let replica = ops::replicas::join(&pool).await?;
     let redis = oms_runtime::redis::connect(&config.redis).await?;
     let gate = gate::Gate::new(redis.clone(), gate::GateKeys::new(&config.redis.key_prefix))
         .with_replicas(config.redis.min_replicas, config.redis.replica_timeout);
@@ -47,6 +49,7 @@ pub async fn run(
         writer,
         metrics: metrics::Metrics::new(),
     });
+    ops::replicas::start(inv.clone(), replica, config.sweep_interval);
     ops::reservations::start_sweeper(
         inv.clone(),
         config.sweep_interval,
@@ -56,10 +59,12 @@ pub async fn run(
         grpc::InventoryApi(inv),
         Authenticator::new(&config.auth),
     );
-    GrpcServer::new(&config)
+    let served = GrpcServer::new(&config)
         .with_service(api)
         .with_db(&pool)
         .with_redis(&redis)
         .serve(listener, shutdown)
-        .await
+        .await;
+    ops::replicas::leave(&pool, replica).await;
+    served
 }

@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod lot_expiry;
 pub mod movements;
 pub mod reconcile;
+pub mod replicas;
 pub mod reservations;
 pub mod transfers;
 

@@ -106,3 +106,11 @@ pub async fn list(
     .await?;
     docs.iter().map(|d| decode(d)).collect()
 }
+
+/// Every tenant with an item: those that may have a gate. Read only when
+/// a replica died, so a scan of the key's index is fine.
+pub async fn tenants(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar("SELECT DISTINCT tenant FROM items")
+        .fetch_all(db)
+        .await
+}

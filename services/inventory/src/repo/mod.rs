@@ -3,6 +3,7 @@ pub mod give_backs;
 pub mod items;
 pub mod lock;
 pub mod nodes;
+pub mod replicas;
 pub mod reservations;
 pub mod rules;
 pub mod serials;

@@ -1094,3 +1094,57 @@ async fn a_refused_change_keeps_the_gate() {
     assert_eq!(epoch(&prefix).await, before);
     assert_eq!(available(&mut h.client, "acme", "S").await.available, 1);
 }
+
+/// Replicas that said they are alive and were not found dead.
+async fn replicas(db: &TestDb) -> i64 {
+    let mut c = db.connect("inventory").await;
+    sqlx::query_scalar("SELECT count(*) FROM gate_replicas")
+        .fetch_one(&mut c)
+        .await
+        .unwrap()
+}
+
+/// A replica dies while a new reservation's batch is open, after the gate
+/// granted it: Redis keeps the grant, the record has no reservation, and
+/// no caller retries it. The units would be promised to no one. Another
+/// replica finds the dead one silent, and rebuilds the gate from the
+/// record: the units are promised again, and the dead grant is gone (a
+/// late repeat of it is a new reservation, checked against the stock).
+#[tokio::test]
+async fn units_a_dead_replica_took_come_back() {
+    let prefix = oms_testkit::redis_prefix();
+    let mut h = replica(TestDb::new().await, &prefix).await;
+    stocked(&mut h, &[("S", 3)]).await;
+    injected(
+        &h.db,
+        "INSERT ON reservations",
+        "NEW.reservation_id = 'r1'",
+        WAIT,
+    )
+    .await;
+    let mut held = Held::new(&h.db).await;
+    let call = tokio::spawn({
+        let mut c = h.client.clone();
+        async move { reserve(&mut c, "acme", "r1", vec![line("S", "", 3)]).await }
+    });
+    held.awaited(&h.db).await;
+    let Harness { db, svc, .. } = h;
+    svc.crash().await;
+    call.await.unwrap().unwrap_err();
+    held.release().await;
+    heal(&db).await;
+
+    let mut h = replica(db, &prefix).await;
+    wait_until(async || replicas(&h.db).await == 1).await;
+    reserve(&mut h.client, "acme", "r2", vec![line("S", "", 2)])
+        .await
+        .unwrap();
+    let err = reserve(&mut h.client, "acme", "r1", vec![line("S", "", 3)])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert_eq!(held_in_record(&h.db, "acme", "S").await, 2);
+    assert_eq!(available(&mut h.client, "acme", "S").await.available, 1);
+    let report = reconcile(&mut h.client, "acme", true).await;
+    assert!(report.drifts.is_empty(), "{:?}", report.drifts);
+}
