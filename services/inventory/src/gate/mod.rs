@@ -122,6 +122,15 @@ pub enum ReserveOutcome {
 /// Units per `"<sku>\t<node>"`, as the gate keeps them.
 pub type Holds = BTreeMap<String, i64>;
 
+/// A live reservation as the Postgres record has it, for a change of it:
+/// every SKU it holds, its state (`active`, `confirmed`) and holds.
+pub struct Known<'a> {
+    pub id: &'a str,
+    pub skus: &'a [String],
+    pub state: &'a str,
+    pub holds: &'a Holds,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Op {
@@ -348,16 +357,17 @@ impl Gate {
     /// gate's `epoch`) for the caller to give back once its record of the
     /// change is committed, so they cannot be promised to anyone while
     /// that record may still fail.
+    /// Refused (`DIVERGED`, nothing changed) when the gate's state or
+    /// holds of it are not `known`'s.
     pub async fn change(
         &self,
         tenant: &Tenant,
         op: Op,
-        id: &str,
-        skus: &[String],
+        known: &Known<'_>,
         entries: &[Line],
         now_ms: i64,
     ) -> Result<ChangeOutcome, GateError> {
-        self.run_change(tenant, op, id, skus, entries, None, now_ms)
+        self.run_change(tenant, op, known, entries, None, now_ms)
             .await
     }
 
@@ -375,39 +385,38 @@ impl Gate {
     ) -> Result<ChangeOutcome, GateError> {
         // Not an `Op` of the domain: only the batch writer asks it.
         let op = serde_json::json!("giveback");
-        self.run_change_as(tenant, op, id, skus, &[], None, now_ms, Some(owner))
+        self.run_change_as(tenant, op, id, skus, &[], None, now_ms, Some(owner), None)
             .await
     }
 
     /// Adds `entries` to one live reservation, within the channel's
-    /// `limit` when it has one.
+    /// `limit` when it has one; refused as [`Gate::change`] is.
     pub async fn extend(
         &self,
         tenant: &Tenant,
-        id: &str,
-        skus: &[String],
+        known: &Known<'_>,
         entries: &[Line],
         limit: Option<&ChannelLimit>,
         now_ms: i64,
     ) -> Result<ChangeOutcome, GateError> {
-        self.run_change(tenant, Op::Extend, id, skus, entries, limit, now_ms)
+        self.run_change(tenant, Op::Extend, known, entries, limit, now_ms)
             .await
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn run_change(
         &self,
         tenant: &Tenant,
         op: Op,
-        id: &str,
-        skus: &[String],
+        known: &Known<'_>,
         entries: &[Line],
         limit: Option<&ChannelLimit>,
         now_ms: i64,
     ) -> Result<ChangeOutcome, GateError> {
         let op = serde_json::json!(op);
-        self.run_change_as(tenant, op, id, skus, entries, limit, now_ms, None)
-            .await
+        let expect = serde_json::json!({"s": known.state, "holds": known.holds});
+        #[rustfmt::skip]
+        let out = self.run_change_as(tenant, op, known.id, known.skus, entries, limit, now_ms, None, Some(expect));
+        out.await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -421,6 +430,7 @@ impl Gate {
         limit: Option<&ChannelLimit>,
         now_ms: i64,
         owner: Option<&str>,
+        expect: Option<serde_json::Value>,
     ) -> Result<ChangeOutcome, GateError> {
         let k = &self.keys;
         let mut keys = vec![k.ready(tenant), k.expiry(tenant), k.reservation(tenant, id)];
@@ -438,6 +448,9 @@ impl Gate {
         });
         if let Some(l) = limit {
             arg["limit"] = l.to_json();
+        }
+        if let Some(e) = expect {
+            arg["expect"] = e;
         }
         match owner {
             Some(w) => arg["w"] = w.into(),
@@ -608,8 +621,15 @@ mod tests {
                 .unwrap()
         };
         assert_eq!(ttl(&mut conn).await, -1, "live: no expiry");
+        let holds = Holds::from([("A\t".to_string(), 3)]);
+        let known = Known {
+            id: "r1",
+            skus: &skus,
+            state: "active",
+            holds: &holds,
+        };
         let out = gate
-            .change(&t, Op::Release, "r1", &skus, &[], now)
+            .change(&t, Op::Release, &known, &[], now)
             .await
             .unwrap();
         assert_eq!(

@@ -1072,7 +1072,7 @@ async fn apply_change(
     c: &Change<'_>,
 ) -> Result<Applied> {
     let name = format!("reservations/{}", c.id);
-    let Some((mut r, consumed)) = repo::reservations::lock(tx, tenant, c.id).await? else {
+    let Some((mut r, consumed, holds)) = repo::reservations::lock(tx, tenant, c.id).await? else {
         return Err(Error::not_found("reservation", name));
     };
     let state = ReservationState::try_from(r.state).unwrap_or_default();
@@ -1096,15 +1096,21 @@ async fn apply_change(
         let items = repo::items::existing(&mut *tx, tenant, &skus).await?;
         movement::check_shipped(Entries::Shipped.field(), &c.entries, &items).into_result(())?;
     }
+    let known = gate::Known {
+        id: c.id,
+        skus: &skus,
+        state: repo::reservations::state_db(state),
+        holds: &holds,
+    };
     let mark = super::changing_gate();
     let out = if c.op == Op::Extend {
         let limit = extension_limit(tx, tenant, &r, state, &c.entries).await?;
         inv.gate
-            .extend(tenant, c.id, &skus, &c.entries, limit.as_ref(), now_ms())
+            .extend(tenant, &known, &c.entries, limit.as_ref(), now_ms())
             .await?
     } else {
         inv.gate
-            .change(tenant, c.op, c.id, &skus, &c.entries, now_ms())
+            .change(tenant, c.op, &known, &c.entries, now_ms())
             .await?
     };
     super::give_back_later(inv, tenant, out.given_back(), out.epoch.clone()).await?;
@@ -1144,16 +1150,16 @@ async fn apply_change(
                 ))
             });
         }
-        "STATE" if new_state != state => {
-            // The gate is ahead of the record: a change of this
-            // reservation reached Redis and its replica died before the
-            // commit (a retry of that change lands here). The record is
-            // the truth: rebuild from it, then retry.
+        "STATE" => return Err(not_live(&name, new_state)),
+        "DIVERGED" => {
+            // The gate is ahead of the record: a change of this reservation
+            // reached Redis and its replica died before the commit (the
+            // caller's retry lands here). The record is the truth: rebuild
+            // from it, then try again.
             tracing::warn!(reservation = %name, gate = %out.state, record = ?state, "the gate and the record disagree on a reservation");
             super::reconcile::invalidate(inv, tenant).await?;
             return Err(GateError::NotReady.into());
         }
-        "STATE" => return Err(not_live(&name, new_state)),
         "NOT_FOUND" => {
             // The record is live but Redis lost it: rebuild, then retry.
             super::reconcile::invalidate(inv, tenant).await?;

@@ -141,15 +141,20 @@ pub async fn lock(
     tx: &mut PgConnection,
     tenant: &Tenant,
     id: &str,
-) -> sqlx::Result<Option<(Reservation, bool)>> {
-    let row: Option<(Vec<u8>, bool)> = sqlx::query_as(
-        "SELECT doc, consumed FROM reservations WHERE tenant = $1 AND reservation_id = $2 FOR UPDATE",
+) -> sqlx::Result<Option<(Reservation, bool, Holds)>> {
+    type Row = (Vec<u8>, bool, Vec<String>, Vec<String>, Vec<i64>);
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT doc, consumed, hold_skus, hold_nodes, hold_units
+         FROM reservations WHERE tenant = $1 AND reservation_id = $2 FOR UPDATE",
     )
     .bind(tenant.as_str())
     .bind(id)
     .fetch_optional(tx)
     .await?;
-    row.map(|(d, c)| decode(&d).map(|r| (r, c))).transpose()
+    row.map(|(d, c, skus, nodes, units)| {
+        decode(&d).map(|r| (r, c, holds_from(&skus, &nodes, &units)))
+    })
+    .transpose()
 }
 
 /// Writes a changed reservation with its holds now (units > 0), and adds

@@ -1148,3 +1148,51 @@ async fn units_a_dead_replica_took_come_back() {
     let report = reconcile(&mut h.client, "acme", true).await;
     assert!(report.drifts.is_empty(), "{:?}", report.drifts);
 }
+
+/// A replica dies inside a shipment's transaction (one of two allocated
+/// units), after the gate consumed it: the gate holds one unit, the record
+/// two. The retry, on another replica, ships one unit (not the gate's
+/// last, which would end the reservation consumed with a unit still to
+/// ship and free in the record), and the second shipment ships the other.
+#[tokio::test]
+async fn a_shipment_cut_short_by_a_crash_ships_once_by_its_retry() {
+    let prefix = oms_testkit::redis_prefix();
+    let mut h = replica(TestDb::new().await, &prefix).await;
+    stocked(&mut h, &[("S", 3)]).await;
+    confirmed_at_dc1(&mut h.client, "r", "S", 2).await;
+    let shipment = |request_id: &str| ConsumeAllocationsRequest {
+        request_id: request_id.into(),
+        name: "reservations/r".into(),
+        shipped: vec![shipped("S", 1, "", &[])],
+        reference: "fulfillmentOrders/f1".into(),
+    };
+    pause_events(&h.db, "AllocationsConsumed", "reservations/r").await;
+    let mut held = Held::new(&h.db).await;
+    let call = tokio::spawn({
+        let (mut c, req) = (h.client.clone(), shipment("ship-1"));
+        async move { c.consume_allocations(authed("acme", req)).await }
+    });
+    held.awaited(&h.db).await;
+    let Harness { db, svc, .. } = h;
+    svc.crash().await;
+    call.await.unwrap().unwrap_err();
+    held.release().await;
+    heal(&db).await;
+
+    let mut h = replica(db, &prefix).await;
+    let mut ship = async |request_id: &str| {
+        h.client
+            .consume_allocations(authed("acme", shipment(request_id)))
+            .await
+            .unwrap()
+            .into_inner()
+            .reservation
+            .unwrap()
+    };
+    assert_eq!(ship("ship-1").await.state(), ReservationState::Confirmed);
+    assert_eq!(ship("ship-2").await.state(), ReservationState::Consumed);
+    let a = available(&mut h.client, "acme", "S").await;
+    assert_eq!((a.on_hand, a.available), (1, 1));
+    let report = reconcile(&mut h.client, "acme", true).await;
+    assert!(report.drifts.is_empty(), "{:?}", report.drifts);
+}

@@ -4,11 +4,14 @@
 -- KEYS[1] ready marker, KEYS[2] expiry zset, KEYS[3] reservation record,
 -- KEYS[4..] avail keys, named per SKU in ARGV.
 -- ARGV[1] JSON: { op, id, now, keep_ms, akeys = {sku = key}, entries = [ {sku, node, q} ],
+--   expect = {s, holds} | nil: the reservation as the Postgres record has
+--   it; a record here that differs is ahead of it (a change whose commit
+--   never came, its replica dead) and nothing changes: DIVERGED,
 --   limit = {pool, buf_pct, buf_qty} | nil (extend: the channel's rule),
 --   later = true: units released or expired are not given back here but
 --   returned (`given`), with the gate's epoch, for the caller to give back
 --   after its commit (adjust.lua with the epoch) }
--- Returns JSON { ready, status = OK|NOT_FOUND|STATE|SHORT|TOO_MUCH|MISMATCH, state, holds, detail,
+-- Returns JSON { ready, status = OK|NOT_FOUND|DIVERGED|STATE|SHORT|TOO_MUCH|MISMATCH, state, holds, detail,
 --   given = [ {sku, node, q} ], epoch }
 if redis.call('EXISTS', KEYS[1]) == 0 then return encode({ready = false}) end
 local req = decode(ARGV[1])
@@ -34,6 +37,16 @@ if req.op == 'giveback' then
   redis.call('DEL', KEYS[3])
   redis.call('ZREM', KEYS[2], req.id)
   return encode({ready = true, status = 'OK', state = 'forgotten', holds = {}})
+end
+if req.expect then
+  local function within(a, b)
+    for k, v in pairs(a) do if v > 0 and (b[k] or 0) ~= v then return false end end
+    return true
+  end
+  local e = req.expect
+  if r.s ~= e.s or not within(r.holds, e.holds) or not within(e.holds, r.holds) then
+    return done('DIVERGED')
+  end
 end
 -- A finished reservation's record is kept `keep_ms` (a repeat of its
 -- CreateReservation finds it here), then dropped: past that the Postgres
