@@ -18,6 +18,7 @@ pub mod db;
 pub mod idempotency;
 pub mod metrics;
 pub mod outbox;
+pub mod periodic;
 pub mod redis;
 pub mod retention;
 pub mod server;

@@ -22,14 +22,9 @@ pub fn start(pool: &PgPool, config: &Config, shutdown: CancellationToken) {
         return;
     }
     let pool = pool.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
+    crate::periodic::every(EVERY, shutdown.clone(), move || {
+        let (pool, shutdown) = (pool.clone(), shutdown.clone());
+        async move {
             if let Some(cutoff) = events.and_then(before) {
                 drain("events", &shutdown, || outbox::purge(&pool, cutoff, BATCH)).await;
             }

@@ -38,17 +38,13 @@ pub async fn leave(pool: &PgPool, id: Uuid) {
 
 /// Says `id` is alive every `interval`, and looks for dead replicas.
 pub fn start(inv: Shared, id: Uuid, interval: Duration) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = inv.shutdown.cancelled() => return,
-            }
+    let shutdown = inv.shutdown.clone();
+    oms_runtime::periodic::every(interval, shutdown, move || {
+        let inv = inv.clone();
+        async move {
             if let Err(e) = repo::replicas::seen(&inv.pool, id).await {
                 tracing::warn!(error = %e, "this replica could not say it is alive");
-                continue;
+                return;
             }
             if let Err(e) = after_the_dead(&inv, id, lapse(interval)).await {
                 tracing::warn!(error = %e, "gates a dead replica may have left were not all dropped; retried next sweep");

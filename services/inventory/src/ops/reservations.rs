@@ -1480,14 +1480,10 @@ pub fn start_sweeper(
     interval: std::time::Duration,
     retention: Option<std::time::Duration>,
 ) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = inv.shutdown.cancelled() => return,
-            }
+    let shutdown = inv.shutdown.clone();
+    oms_runtime::periodic::every(interval, shutdown, move || {
+        let inv = inv.clone();
+        async move {
             expire_due(&inv).await;
             super::lot_expiry::expire_due_lots(&inv).await;
             super::reconcile::recover_give_backs(&inv).await;

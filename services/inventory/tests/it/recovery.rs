@@ -968,6 +968,28 @@ async fn replica(db: TestDb, prefix: &str) -> Harness {
     Harness { db, svc, client }
 }
 
+/// With a wait injected in `call`'s transaction (past its gate change):
+/// runs `call`, kills the replica while the transaction waits there, and
+/// starts another over the same database and Redis keys.
+async fn killed_inside<T: Send + 'static>(
+    h: Harness,
+    prefix: &str,
+    call: impl Future<Output = Result<T, tonic::Status>> + Send + 'static,
+) -> Harness {
+    let mut held = Held::new(&h.db).await;
+    let call = tokio::spawn(call);
+    held.awaited(&h.db).await;
+    let Harness { db, svc, .. } = h;
+    svc.crash().await;
+    assert!(
+        call.await.unwrap().is_err(),
+        "the call died with its replica"
+    );
+    held.release().await;
+    heal(&db).await;
+    replica(db, prefix).await
+}
+
 /// A replica dies while a confirmation's transaction is open, after the
 /// gate confirmed: Redis (which outlives the replica) has the reservation
 /// confirmed, the record has it active. The caller's retry, with the same
@@ -993,19 +1015,9 @@ async fn a_confirmation_cut_short_by_a_crash_is_confirmed_by_its_retry() {
         }],
     };
     pause_events(&h.db, "ReservationConfirmed", "reservations/r").await;
-    let mut held = Held::new(&h.db).await;
-    let call = tokio::spawn({
-        let (mut c, req) = (h.client.clone(), confirm.clone());
-        async move { c.confirm_reservation(authed("acme", req)).await }
-    });
-    held.awaited(&h.db).await;
-    let Harness { db, svc, .. } = h;
-    svc.crash().await;
-    call.await.unwrap().unwrap_err();
-    held.release().await;
-    heal(&db).await;
-
-    let mut h = replica(db, &prefix).await;
+    let (mut c, req) = (h.client.clone(), confirm.clone());
+    let call = async move { c.confirm_reservation(authed("acme", req)).await };
+    let mut h = killed_inside(h, &prefix, call).await;
     let r = h
         .client
         .confirm_reservation(authed("acme", confirm))
@@ -1122,19 +1134,9 @@ async fn units_a_dead_replica_took_come_back() {
         WAIT,
     )
     .await;
-    let mut held = Held::new(&h.db).await;
-    let call = tokio::spawn({
-        let mut c = h.client.clone();
-        async move { reserve(&mut c, "acme", "r1", vec![line("S", "", 3)]).await }
-    });
-    held.awaited(&h.db).await;
-    let Harness { db, svc, .. } = h;
-    svc.crash().await;
-    call.await.unwrap().unwrap_err();
-    held.release().await;
-    heal(&db).await;
-
-    let mut h = replica(db, &prefix).await;
+    let mut c = h.client.clone();
+    let call = async move { reserve(&mut c, "acme", "r1", vec![line("S", "", 3)]).await };
+    let mut h = killed_inside(h, &prefix, call).await;
     wait_until(async || replicas(&h.db).await == 1).await;
     reserve(&mut h.client, "acme", "r2", vec![line("S", "", 2)])
         .await
@@ -1167,19 +1169,9 @@ async fn a_shipment_cut_short_by_a_crash_ships_once_by_its_retry() {
         reference: "fulfillmentOrders/f1".into(),
     };
     pause_events(&h.db, "AllocationsConsumed", "reservations/r").await;
-    let mut held = Held::new(&h.db).await;
-    let call = tokio::spawn({
-        let (mut c, req) = (h.client.clone(), shipment("ship-1"));
-        async move { c.consume_allocations(authed("acme", req)).await }
-    });
-    held.awaited(&h.db).await;
-    let Harness { db, svc, .. } = h;
-    svc.crash().await;
-    call.await.unwrap().unwrap_err();
-    held.release().await;
-    heal(&db).await;
-
-    let mut h = replica(db, &prefix).await;
+    let (mut c, req) = (h.client.clone(), shipment("ship-1"));
+    let call = async move { c.consume_allocations(authed("acme", req)).await };
+    let mut h = killed_inside(h, &prefix, call).await;
     let mut ship = async |request_id: &str| {
         h.client
             .consume_allocations(authed("acme", shipment(request_id)))
