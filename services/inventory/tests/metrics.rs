@@ -127,6 +127,28 @@ async fn reservations_are_counted_by_outcome_and_api() {
     let _ = c
         .create_reservation(authed("acme", one("after", "S", 1)))
         .await;
+    // And every gate, once a replica that stopped without a word is found.
+    let mut pg = db.connect("inventory").await;
+    sqlx::query(
+        "INSERT INTO gate_replicas (replica_id, seen_time)
+         VALUES (gen_random_uuid(), now() - interval '1 hour')",
+    )
+    .execute(&mut pg)
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while sqlx::query_scalar::<_, i64>("SELECT count(*) FROM gate_replicas")
+        .fetch_one(&mut pg)
+        .await
+        .unwrap()
+        > 1
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dead replica stays"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 
     // Shutdown collects and flushes; it blocks, so off the runtime.
     tokio::task::spawn_blocking(move || guard.shutdown())
@@ -155,5 +177,6 @@ async fn reservations_are_counted_by_outcome_and_api() {
     };
     assert_eq!(rebuilt("missing"), Some(2.0), "{seen:#?}");
     assert_eq!(rebuilt("reconcile"), Some(1.0));
+    assert_eq!(rebuilt("replica_lost"), Some(1.0));
     svc.stop().await.unwrap();
 }

@@ -110,7 +110,7 @@ impl Inventory {
             match out {
                 Err(Error::Gate(GateError::NotReady)) if attempt < 5 => {
                     attempt += 1;
-                    reconcile::ensure_ready(self, tenant).await?;
+                    reconcile::ensure_ready(self, tenant, "missing").await?;
                 }
                 other => return other,
             }

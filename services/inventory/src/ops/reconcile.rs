@@ -15,16 +15,22 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 /// Most drifts reported by one Reconcile.
 const MAX_DRIFTS: usize = 1000;
 
-/// Rebuilds the gate unless another caller already has.
-pub async fn ensure_ready(inv: &Inventory, tenant: &Tenant) -> Result<()> {
-    ensure_ready_with(&inv.pool, &inv.gate, tenant).await
+/// Rebuilds the gate unless another caller already has; `trigger` says
+/// why it went missing (a metric attribute).
+pub async fn ensure_ready(inv: &Inventory, tenant: &Tenant, trigger: &'static str) -> Result<()> {
+    ensure_ready_with(&inv.pool, &inv.gate, tenant, trigger).await
 }
 
-pub async fn ensure_ready_with(pool: &PgPool, gate: &Gate, tenant: &Tenant) -> Result<()> {
+pub async fn ensure_ready_with(
+    pool: &PgPool,
+    gate: &Gate,
+    tenant: &Tenant,
+    trigger: &'static str,
+) -> Result<()> {
     let mut tx = pool.begin().await?;
     lock::exclusive(&mut tx, tenant).await?;
     if !gate.is_ready(tenant).await? {
-        let drifts = rebuild(&mut tx, gate, tenant, Some("missing")).await?;
+        let drifts = rebuild(&mut tx, gate, tenant, Some(trigger)).await?;
         tracing::warn!(tenant = %tenant, drifts = drifts.1.len(), "reservation gate rebuilt from the record");
     }
     tx.commit().await?;

@@ -71,7 +71,7 @@ async fn after_the_dead(inv: &Shared, me: Uuid, lapse: Duration) -> Result<()> {
         reconcile::invalidate(inv, t).await?;
     }
     for t in &tenants {
-        if let Err(e) = reconcile::ensure_ready(inv, t).await {
+        if let Err(e) = reconcile::ensure_ready(inv, t, "replica_lost").await {
             tracing::warn!(error = %e, tenant = %t, "a gate was not rebuilt; its next change rebuilds it");
         }
     }

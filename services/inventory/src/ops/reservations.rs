@@ -131,7 +131,8 @@ async fn write_batch(
             }
             Err((Some(t), Error::Gate(GateError::NotReady))) if rebuilds < 4 => {
                 rebuilds += 1;
-                if let Err(e) = super::reconcile::ensure_ready_with(pool, gate, &t).await {
+                if let Err(e) = super::reconcile::ensure_ready_with(pool, gate, &t, "missing").await
+                {
                     tracing::error!(error = %e, tenant = %t, "gate rebuild failed");
                 }
             }
