@@ -55,9 +55,12 @@ pub fn start(inv: Shared, id: Uuid, interval: Duration) {
 
 /// Drops every tenant's gate if a replica other than `me` lapsed, rebuilds
 /// them (a tenant whose rebuild fails here is rebuilt by its next change),
-/// then forgets the dead: until then, another replica may do it again.
+/// then forgets the dead. Their rows stay locked meanwhile, so the other
+/// replicas, noticing at the same moment, do not drop the gates again;
+/// should this one fail or die first, another does it all again.
 async fn after_the_dead(inv: &Shared, me: Uuid, lapse: Duration) -> Result<()> {
-    let dead = repo::replicas::lapsed(&inv.pool, me, lapse).await?;
+    let mut tx = inv.pool.begin().await?;
+    let dead = repo::replicas::lapsed(&mut *tx, me, lapse).await?;
     if dead.is_empty() {
         return Ok(());
     }
@@ -75,6 +78,7 @@ async fn after_the_dead(inv: &Shared, me: Uuid, lapse: Duration) -> Result<()> {
             tracing::warn!(error = %e, tenant = %t, "a gate was not rebuilt; its next change rebuilds it");
         }
     }
-    repo::replicas::forget(&inv.pool, &dead).await?;
+    repo::replicas::forget(&mut *tx, &dead).await?;
+    tx.commit().await?;
     Ok(())
 }

@@ -17,11 +17,14 @@ pub async fn seen(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
     Ok(())
 }
 
-/// Replicas other than `me` not seen for `age`.
+/// Replicas other than `me` not seen for `age`, locked until the
+/// transaction ends; those another replica has locked are skipped (it is
+/// seeing to them).
 pub async fn lapsed(db: impl PgExecutor<'_>, me: Uuid, age: Duration) -> sqlx::Result<Vec<Uuid>> {
     sqlx::query_scalar(
         "SELECT replica_id FROM gate_replicas
-         WHERE replica_id <> $1 AND seen_time < now() - make_interval(secs => $2)",
+         WHERE replica_id <> $1 AND seen_time < now() - make_interval(secs => $2)
+         FOR UPDATE SKIP LOCKED",
     )
     .bind(me)
     .bind(age.as_secs_f64())
