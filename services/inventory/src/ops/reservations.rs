@@ -166,6 +166,10 @@ struct Sent {
     /// Tenants whose script's answer was lost: it may have run, granting
     /// or taking over (EXISTS) who knows what.
     unknown: Vec<Tenant>,
+    /// Tenants where the batch took a grant over (EXISTS, active): it owns
+    /// the grant now, and failing, can neither keep it (no record may
+    /// have it) nor give it back (another batch's record may).
+    taken: Vec<Tenant>,
     /// The commit was sent: the record may keep the grants after all.
     committing: bool,
 }
@@ -182,6 +186,7 @@ async fn try_batch(
         owner: uuid::Uuid::now_v7().to_string(),
         fresh: Vec::new(),
         unknown: Vec::new(),
+        taken: Vec::new(),
         committing: false,
     };
     let written = record_batch(pool, gate, known, by_tenant, &mut sent).await;
@@ -194,14 +199,16 @@ async fn try_batch(
 /// Undoes in the gate what a failed batch did to it. Before the commit the
 /// record keeps none of the batch's fresh grants: each is given back (if
 /// the batch still owns it: another may have found it since and be
-/// recording it). A grant the batch only took over (EXISTS) is left: its
-/// record may be another batch's, committed. Where the script's answer was
-/// lost, or the commit failed (it may have taken place), or a give-back
-/// fails, the gate is unknown: the tenant's gate is dropped, so its next
+/// recording it). A grant the batch only took over (EXISTS) cannot be
+/// given back: its record may be another batch's, committed; nor left, as
+/// the batch that granted it may have failed too and left it to this one.
+/// Where the batch took one over, where the script's answer was lost, or
+/// the commit failed (it may have taken place), or a give-back fails, the
+/// gate is unknown: the tenant's gate is dropped, so its next
 /// change rebuilds it from the record, and where Redis cannot be told even
 /// that, the sweep drops it ([`super::reconcile::recover_give_backs`]).
 async fn unwind(pool: &PgPool, gate: &Gate, by_tenant: &BTreeMap<Tenant, Vec<Job>>, sent: Sent) {
-    let mut dropped: Vec<&Tenant> = sent.unknown.iter().collect();
+    let mut dropped: Vec<&Tenant> = sent.unknown.iter().chain(&sent.taken).collect();
     for (t, places) in &sent.fresh {
         if sent.committing {
             dropped.push(t);
@@ -226,6 +233,8 @@ async fn unwind(pool: &PgPool, gate: &Gate, by_tenant: &BTreeMap<Tenant, Vec<Job
             dropped.push(t);
         }
     }
+    dropped.sort();
+    dropped.dedup();
     for t in dropped {
         let why = "a reservation batch failed unsure of its gate";
         super::drop_gate_or_sweep(pool, gate, t, why).await;
@@ -362,6 +371,10 @@ async fn tenant_batch(
                     .collect();
                 if !fresh.is_empty() {
                     sent.fresh.push((tenant.clone(), fresh));
+                }
+                let active = |o: &ReserveOutcome| matches!(o, ReserveOutcome::Exists { state } if state == "active");
+                if outcomes.iter().any(active) {
+                    sent.taken.push(tenant.clone());
                 }
                 outcomes
             }

@@ -250,6 +250,11 @@ impl Held {
 
     /// Until one transaction waits on the lock.
     pub(crate) async fn awaited(&mut self, db: &TestDb) {
+        self.awaited_by(db, 1).await
+    }
+
+    /// Until `n` transactions wait on the lock.
+    pub(crate) async fn awaited_by(&mut self, db: &TestDb, n: i64) {
         let mut watch = db.connect("inventory").await;
         let waiting = "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
             WHERE locktype = 'advisory' AND objid = 4242 AND NOT granted AND a.datname = current_database()";
@@ -258,7 +263,7 @@ impl Held {
                 .fetch_one(&mut watch)
                 .await
                 .unwrap()
-                == 1
+                == n
         })
         .await;
     }
@@ -922,6 +927,47 @@ async fn a_failed_repeat_of_a_reservation_leaves_its_hold() {
             .drifts
             .is_empty()
     );
+}
+
+/// Two batches of the same new reservation fail together: the first was
+/// granted it, the second took the grant over (EXISTS) before the first
+/// could give it back, so the first may not; nor may the second (the
+/// record could have been the first's). Nobody records it: the second
+/// drops the gate, and the units are promised again.
+#[tokio::test]
+async fn a_grant_taken_over_by_a_batch_that_fails_too_holds_nothing() {
+    let mut h = start().await;
+    stocked(&mut h, &[("S", 3)]).await;
+    let body = format!("{WAIT} RAISE EXCEPTION 'injected failure';");
+    injected(
+        &h.db,
+        "INSERT ON reservations",
+        "NEW.reservation_id = 'r1'",
+        &body,
+    )
+    .await;
+    let mut held = Held::new(&h.db).await;
+    let attempt = || {
+        let mut c = h.client.clone();
+        tokio::spawn(async move { reserve(&mut c, "acme", "r1", vec![line("S", "", 2)]).await })
+    };
+    let first = attempt();
+    held.awaited(&h.db).await;
+    let second = attempt();
+    held.awaited_by(&h.db, 2).await;
+    held.release().await;
+    for call in [first, second] {
+        let err = call.await.unwrap().unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    }
+    heal(&h.db).await;
+
+    reserve(&mut h.client, "acme", "r2", vec![line("S", "", 3)])
+        .await
+        .unwrap();
+    assert_eq!(held_in_record(&h.db, "acme", "S").await, 3);
+    let report = reconcile(&mut h.client, "acme", true).await;
+    assert!(report.drifts.is_empty(), "{:?}", report.drifts);
 }
 
 /// A reservation whose gate answer is lost (Redis stalled past the
