@@ -3,8 +3,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Serialize, de::DeserializeOwned};
 
 /// A page size taken from a request: 0 means the default, anything above
-/// the maximum is refused (AIP-158 allows clamping; refusing tells the
-/// caller plainly).
+/// the maximum is the maximum (AIP-158: a generic client asking for a
+/// thousand gets the pages the API gives, not an error), a negative one is
+/// refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PageSize(pub u32);
 
@@ -13,7 +14,7 @@ impl PageSize {
         match requested {
             0 => Ok(Self(default)),
             n if n < 0 => Err("page_size must not be negative".into()),
-            n if n as u32 > max => Err(format!("page_size must be at most {max}")),
+            n if n as u32 > max => Ok(Self(max)),
             n => Ok(Self(n as u32)),
         }
     }
@@ -150,7 +151,8 @@ mod tests {
         assert_eq!(PageSize::parse(0, 50, 500), Ok(PageSize(50)));
         assert_eq!(PageSize::parse(10, 50, 500), Ok(PageSize(10)));
         assert!(PageSize::parse(-1, 50, 500).is_err());
-        assert!(PageSize::parse(501, 50, 500).is_err());
+        assert_eq!(PageSize::parse(501, 50, 500), Ok(PageSize(500)));
+        assert_eq!(PageSize::parse(i32::MAX, 50, 500), Ok(PageSize(500)));
     }
 
     #[test]

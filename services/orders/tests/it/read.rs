@@ -214,13 +214,27 @@ async fn list_filters_and_guards_its_tokens() {
         &mut h,
         "acme",
         ListOrdersRequest {
-            page_size: 501,
+            page_size: -1,
             ..Default::default()
         },
     )
     .await
     .unwrap_err();
     assert_eq!(fields(&err), ["page_size"]);
+    // Above the maximum: the maximum (AIP-158), not an error.
+    let all = list(
+        &mut h,
+        "acme",
+        ListOrdersRequest {
+            page_size: 10_000,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (names, next) = all;
+    assert!(!names.is_empty());
+    assert!(next.is_empty());
 }
 
 #[tokio::test]
