@@ -999,6 +999,13 @@ async fn notice(
     got.unwrap().into_inner().asn.unwrap()
 }
 
+/// Asserts that the first receipt against notice `name` reached inventory
+/// (no posting error).
+async fn first_receipt_posted(work: &mut FulfillmentServiceClient<Channel>, name: &str) {
+    let got = notice(work, name).await;
+    assert!(got.receipts[0].post_error.is_empty(), "{:?}", got.receipts);
+}
+
 #[tokio::test]
 async fn goods_announced_by_a_notice_are_received_by_the_warehouse_and_become_stock() {
     let suite = Suite::start().await;
@@ -1261,8 +1268,7 @@ async fn a_transfer_announced_to_the_warehouse_arrives_once() {
             "transfers/TO-9".to_string()
         )]
     );
-    let got = notice(&mut work, &asn.name).await;
-    assert!(got.receipts[0].post_error.is_empty(), "{:?}", got.receipts);
+    first_receipt_posted(&mut work, &asn.name).await;
 }
 
 /// A warehouse reports part of a transfer damaged on arrival: the whole
@@ -1296,12 +1302,7 @@ async fn a_transfer_received_with_damage_arrives_whole_and_writes_the_damage_off
             ),
         ]
     );
-    let notice = notice(&mut work, &asn.name).await;
-    assert!(
-        notice.receipts[0].post_error.is_empty(),
-        "{:?}",
-        notice.receipts
-    );
+    first_receipt_posted(&mut work, &asn.name).await;
 }
 
 /// A transfer's units refused at the door come back: a notice at the
@@ -1324,12 +1325,7 @@ async fn a_transfer_sent_back_is_received_at_its_origin() {
         (inv::TransferState::Closed, 0, 4)
     );
     assert_eq!(on_hand(&mut stock, "A").await, [("DC2".to_string(), 4)]);
-    let notice = notice(&mut work, &asn.name).await;
-    assert!(
-        notice.receipts[0].post_error.is_empty(),
-        "{:?}",
-        notice.receipts
-    );
+    first_receipt_posted(&mut work, &asn.name).await;
 }
 
 #[tokio::test]

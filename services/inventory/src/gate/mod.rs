@@ -414,9 +414,18 @@ impl Gate {
     ) -> Result<ChangeOutcome, GateError> {
         let op = serde_json::json!(op);
         let expect = serde_json::json!({"s": known.state, "holds": known.holds});
-        #[rustfmt::skip]
-        let out = self.run_change_as(tenant, op, known.id, known.skus, entries, limit, now_ms, None, Some(expect));
-        out.await
+        self.run_change_as(
+            tenant,
+            op,
+            known.id,
+            known.skus,
+            entries,
+            limit,
+            now_ms,
+            None,
+            Some(expect),
+        )
+        .await
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -1165,17 +1165,15 @@ async fn apply_change(
             });
         }
         "STATE" => return Err(not_live(&name, new_state)),
-        "DIVERGED" => {
-            // The gate is ahead of the record: a change of this reservation
-            // reached Redis and its replica died before the commit (the
-            // caller's retry lands here). The record is the truth: rebuild
-            // from it, then try again.
-            tracing::warn!(reservation = %name, gate = %out.state, record = ?state, "the gate and the record disagree on a reservation");
-            super::reconcile::invalidate(inv, tenant).await?;
-            return Err(GateError::NotReady.into());
-        }
-        "NOT_FOUND" => {
-            // The record is live but Redis lost it: rebuild, then retry.
+        // The record is the truth; the gate disagrees with it: rebuild
+        // from it, then try again. DIVERGED: the gate is ahead of the
+        // record (a change of this reservation reached Redis and its
+        // replica died before the commit; the caller's retry lands here).
+        // NOT_FOUND: the record is live but Redis lost it.
+        "DIVERGED" | "NOT_FOUND" => {
+            if out.status == "DIVERGED" {
+                tracing::warn!(reservation = %name, gate = %out.state, record = ?state, "the gate and the record disagree on a reservation");
+            }
             super::reconcile::invalidate(inv, tenant).await?;
             return Err(GateError::NotReady.into());
         }

@@ -22,14 +22,13 @@ pub struct Lot {
 /// orders (two transfer orders leaving one node, two shipments, transfers
 /// both ways between two nodes) would otherwise each hold a lot the other
 /// waits for, a deadlock Postgres ends by failing one of them. Items come
-/// first, as in a single movement and in an item's update. A lot is kept
-/// The order is bytewise (`COLLATE "C"`), as Rust sorts strings, so that a
+/// first, as in a single movement and in an item's update. The order of
+/// lots is bytewise (`COLLATE "C"`), as Rust sorts strings, so that a
 /// snapshot import, which applies its rows sorted, takes them in the same
-/// order too. A lot is kept
-/// only for lot-tracked items (what the movement locks: an untracked
-/// item's shipment drops the lot a WMS named; other movements naming one
-/// are refused). The movements lock them again as they go, holding them
-/// already.
+/// order too. A lot is kept only for lot-tracked items (what the movement
+/// locks: an untracked item's shipment drops the lot a WMS named; other
+/// movements naming one are refused). The movements lock them again as
+/// they go, holding them already.
 pub async fn lock_for_movements(
     tx: &mut PgConnection,
     tenant: &Tenant,

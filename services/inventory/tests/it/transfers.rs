@@ -108,12 +108,7 @@ async fn on_hand(c: &mut Client, node: &str) -> i64 {
 async fn stock_in_transit_is_promised_by_neither_node_until_it_arrives() {
     let mut h = start().await;
     let c = &mut h.client;
-    node(c, "acme", "DC1").await;
-    node(c, "acme", "STORE1").await;
-    item(c, "acme", "SKU-1").await;
-    item(c, "acme", "SKU-2").await;
-    receive(c, "acme", "DC1", "SKU-1", 10).await;
-    receive(c, "acme", "DC1", "SKU-2", 3).await;
+    dc1_and_store1(c, &[("SKU-1", 10), ("SKU-2", 3)]).await;
     let mut events = c
         .watch_inventory_events(authed("acme", WatchInventoryEventsRequest::default()))
         .await
@@ -504,12 +499,7 @@ async fn serial_numbers_and_lots_travel_with_the_transfer() {
 async fn transfers_sent_at_once_with_lines_in_any_order_all_go() {
     let mut h = start().await;
     let c = &mut h.client;
-    node(c, "acme", "DC1").await;
-    node(c, "acme", "STORE1").await;
-    for sku in ["A", "B", "C"] {
-        item(c, "acme", sku).await;
-        receive(c, "acme", "DC1", sku, 100).await;
-    }
+    dc1_and_store1(c, &[("A", 100), ("B", 100), ("C", 100)]).await;
     let sends = (0..24).map(|i| {
         let mut c = c.clone();
         let mut lines = vec![tline("A", 1), tline("B", 1), tline("C", 1)];
@@ -617,10 +607,7 @@ async fn movements_of_the_same_lots_in_other_orders_all_go() {
 async fn late_transfers_are_listed_by_their_expected_arrival() {
     let mut h = start().await;
     let c = &mut h.client;
-    node(c, "acme", "DC1").await;
-    node(c, "acme", "STORE1").await;
-    item(c, "acme", "SKU-1").await;
-    receive(c, "acme", "DC1", "SKU-1", 10).await;
+    dc1_and_store1(c, &[("SKU-1", 10)]).await;
     let now = chrono::Utc::now();
     let ts = |days: i64| {
         let t = now + chrono::Duration::days(days);
@@ -698,10 +685,7 @@ async fn late_transfers_are_listed_by_their_expected_arrival() {
 async fn units_sent_back_arrive_at_the_node_they_left() {
     let mut h = start().await;
     let c = &mut h.client;
-    node(c, "acme", "DC1").await;
-    node(c, "acme", "STORE1").await;
-    item(c, "acme", "SKU-1").await;
-    receive(c, "acme", "DC1", "SKU-1", 10).await;
+    dc1_and_store1(c, &[("SKU-1", 10)]).await;
     send_transfer(c, send("TO-20", vec![tline("SKU-1", 5)], |_| {}))
         .await
         .unwrap();
@@ -729,4 +713,14 @@ async fn units_sent_back_arrive_at_the_node_they_left() {
         (7, 3)
     );
     assert_eq!(figures(c, &[]).await, [(10, 0, 10)]);
+}
+
+/// Acme's DC1 and STORE1, with each of `skus` an item received at DC1.
+async fn dc1_and_store1(c: &mut Client, skus: &[(&str, i64)]) {
+    node(c, "acme", "DC1").await;
+    node(c, "acme", "STORE1").await;
+    for (sku, q) in skus {
+        item(c, "acme", sku).await;
+        receive(c, "acme", "DC1", sku, *q).await;
+    }
 }
