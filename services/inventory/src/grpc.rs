@@ -253,20 +253,20 @@ impl InventoryService for InventoryApi {
                     ));
                 }
             }
-            if rows.len() > ops::movements::MAX_SNAPSHOT_ROWS {
+            if rows.len() > ops::imports::MAX_SNAPSHOT_ROWS {
                 return Err(to_status(
                     Violations::one(
                         "row",
                         format!(
                             "at most {} rows per import",
-                            ops::movements::MAX_SNAPSHOT_ROWS
+                            ops::imports::MAX_SNAPSHOT_ROWS
                         ),
                     )
                     .into(),
                 ));
             }
         }
-        ops::movements::import(&self.0, &caller.tenant, &caller.subject, header, rows)
+        ops::imports::import(&self.0, &caller.tenant, &caller.subject, header, rows)
             .await
             .map(Response::new)
             .map_err(to_status)

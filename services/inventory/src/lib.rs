@@ -54,6 +54,7 @@ pub async fn run(
         inv.clone(),
         config.sweep_interval,
         config.reservation_retention,
+        config.idempotency_retention,
     );
     let api = InventoryServiceServer::with_interceptor(
         grpc::InventoryApi(inv),

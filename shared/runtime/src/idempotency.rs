@@ -90,28 +90,49 @@ pub async fn claim<Req: Message, Resp: Message + Default>(
     if inserted == 1 {
         return Ok(Claim::New);
     }
-    let (stored_method, stored_hash, response): (String, Vec<u8>, Option<Vec<u8>>) =
-        sqlx::query_as(
-            "SELECT method, request_hash, response FROM idempotency
-             WHERE tenant = $1 AND request_id = $2",
-        )
-        .bind(tenant.as_str())
-        .bind(request_id.as_str())
-        .fetch_one(&mut *tx)
-        .await?;
+    match stored(tx, tenant, request_id, method, &hash).await? {
+        Some(r) => Ok(Claim::Replay(r)),
+        // A committed claim always has its response (both are written in
+        // one transaction), so a missing one is a bug worth failing loudly
+        // on.
+        None => Err(IdempotencyError::Db(sqlx::Error::Protocol(
+            "idempotency row without response".into(),
+        ))),
+    }
+}
+
+/// The stored answer of an earlier request with this `request_id`, without
+/// claiming it: `None` when there is none (yet), `Reused` when it was
+/// another request (`hash`: [`request_hash`]). For work committed in
+/// several transactions before its answer is stored with [`claim`] (a
+/// snapshot import), which looks first.
+pub async fn stored<Resp: Message + Default>(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    request_id: &RequestId,
+    method: &str,
+    hash: &[u8],
+) -> Result<Option<Resp>, IdempotencyError> {
+    let row: Option<Stored> = sqlx::query_as(
+        "SELECT method, request_hash, response FROM idempotency
+         WHERE tenant = $1 AND request_id = $2",
+    )
+    .bind(tenant.as_str())
+    .bind(request_id.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((stored_method, stored_hash, response)) = row else {
+        return Ok(None);
+    };
     if stored_method != method || stored_hash != hash {
         return Err(IdempotencyError::Reused {
             method: stored_method,
         });
     }
-    // A committed claim always has its response (both are written in one
-    // transaction), so a missing one is a bug worth failing loudly on.
-    let response = response.ok_or_else(|| {
-        IdempotencyError::Db(sqlx::Error::Protocol(
-            "idempotency row without response".into(),
-        ))
-    })?;
-    Ok(Claim::Replay(Resp::decode(response.as_slice())?))
+    Ok(match response {
+        Some(r) => Some(Resp::decode(r.as_slice())?),
+        None => None,
+    })
 }
 
 /// Stores the response of a claimed request; call it in the claim's

@@ -5,6 +5,7 @@
 //! runs again.
 pub mod availability;
 pub mod catalog;
+pub mod imports;
 pub mod lot_expiry;
 pub mod movements;
 pub mod reconcile;

@@ -1,16 +1,15 @@
-//! The stock ledger: movements, snapshot imports, levels, and
+//! The stock ledger: movements, levels, and
 //! the rules that hold stock back (safety stock, channel rules).
 use super::{Begin, Inventory, emit, lot_expiry};
-use crate::domain::{check_node_id, check_sku, expiry, movement, snapshot};
+use crate::domain::{check_node_id, check_sku, expiry, movement};
 use crate::error::{Error, Result};
 use crate::gate::AvailChange;
 use crate::repo;
 use chrono::Utc;
-use oms_kernel::{Paging, RequestId, Tenant, Violation, Violations};
+use oms_kernel::{Paging, RequestId, Tenant, Violations};
 use oms_proto::inventory::*;
 use oms_runtime::time::to_timestamp;
 use sqlx::{PgConnection, PgPool};
-use std::collections::BTreeSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -293,147 +292,6 @@ pub async fn record(
     .await
 }
 
-/// What an import's `request_id` is claimed with: the whole snapshot.
-#[derive(Clone, PartialEq, prost::Message)]
-struct SnapshotDigest {
-    #[prost(message, optional, tag = "1")]
-    header: Option<SnapshotHeader>,
-    #[prost(message, repeated, tag = "2")]
-    rows: Vec<SnapshotRow>,
-}
-
-pub const MAX_SNAPSHOT_ROWS: usize = 100_000;
-
-/// Applies a snapshot: each valid row is a cycle count; invalid rows are
-/// reported and skipped. One transaction, so a retry replays the result.
-pub async fn import(
-    inv: &Inventory,
-    tenant: &Tenant,
-    actor: &str,
-    header: SnapshotHeader,
-    rows: Vec<SnapshotRow>,
-) -> Result<ImportStockSnapshotResponse> {
-    // The source is part of every count's reason.
-    let mut v = Violations::new();
-    v.at_most("header.source", &header.source, 200);
-    // Every count's time.
-    let counted = oms_runtime::time::check_happened(header.count_time.as_ref(), Utc::now());
-    v.check("header.count_time", counted);
-    v.into_result(())?;
-    let digest = SnapshotDigest {
-        header: Some(header.clone()),
-        rows,
-    };
-    inv.retrying(tenant, || async {
-        let (mut tx, rid) = match inv
-            .begin(tenant, &header.request_id, "ImportStockSnapshot", &digest)
-            .await?
-        {
-            Begin::Replay(r) => return Ok(r),
-            Begin::Tx(tx, rid) => (tx, rid),
-        };
-        let mut resp = ImportStockSnapshotResponse::default();
-        // Where rows counted: a count restates the stock, so it reports
-        // reservations it finds short whether or not it took units (taken
-        // after the last row: another lot's may make up for one).
-        let mut counted: BTreeSet<(String, String)> = BTreeSet::new();
-        let checked: Vec<_> = digest.rows.iter().map(snapshot::check_row).collect();
-        let repeated = snapshot::repeated(&digest.rows, |i| checked[i].is_none());
-        // Rows apply in the order of their lots (node, SKU, lot), the order
-        // every change of several lots takes them in
-        // (`repo::stock::lock_for_movements`), so an import never
-        // deadlocks with a shipment or transfer moving the same lots.
-        let mut order: Vec<usize> = (0..digest.rows.len()).collect();
-        let rows = &digest.rows;
-        order.sort_by_key(|&i| (&rows[i].node_id, &rows[i].sku, &rows[i].lot));
-        for i in order {
-            let row = &rows[i];
-            let refused = checked[i].clone().or_else(|| {
-                repeated.get(&i).map(|why| Violation {
-                    field: "sku".into(),
-                    description: why.clone(),
-                })
-            });
-            if let Some(bad) = refused {
-                resp.errors.push(RowError {
-                    row_index: i as i64,
-                    field: bad.field,
-                    description: bad.description,
-                });
-                continue;
-            }
-            let m = StockMovement {
-                kind: MovementKind::CycleCount as i32,
-                node_id: row.node_id.clone(),
-                sku: row.sku.clone(),
-                lot: row.lot.clone(),
-                expiry_date: row.expiry_date.clone(),
-                counted_quantity: row.on_hand,
-                serial_numbers: row.serial_numbers.clone(),
-                reason: format!("snapshot import from {}", header.source),
-                occur_time: header.count_time,
-                ..Default::default()
-            };
-            // A savepoint per row: a refused row leaves the others applied.
-            let mut sp = sqlx::Connection::begin(&mut *tx).await?;
-            match apply(
-                inv,
-                &mut sp,
-                tenant,
-                m,
-                actor,
-                rid.as_str(),
-                Origin::Request,
-            )
-            .await
-            {
-                Ok(_) => {
-                    sp.commit().await?;
-                    resp.rows_applied += 1;
-                    counted.insert((row.node_id.clone(), row.sku.clone()));
-                }
-                Err(e @ (Error::Gate(_) | Error::Db(_))) => return Err(e),
-                Err(e) => {
-                    sp.rollback().await?;
-                    let (field, description) = row_error(&e);
-                    resp.errors.push(RowError {
-                        row_index: i as i64,
-                        field,
-                        description,
-                    });
-                }
-            }
-        }
-        resp.errors.sort_by_key(|e| e.row_index);
-        resp.shortfalls = shortfalls(&mut tx, tenant, &counted).await?;
-        inv.finish(tx, tenant, &rid, resp).await
-    })
-    .await
-}
-
-/// What reservations hold beyond the stock at each of `at` (node, SKU).
-async fn shortfalls(
-    tx: &mut PgConnection,
-    tenant: &Tenant,
-    at: &BTreeSet<(String, String)>,
-) -> Result<Vec<StockShortfall>> {
-    if at.is_empty() {
-        return Ok(vec![]);
-    }
-    let skus: BTreeSet<&String> = at.iter().map(|(_, sku)| sku).collect();
-    let skus: Vec<String> = skus.into_iter().cloned().collect();
-    let now = super::availability::stock_and_holds(tx, tenant, &skus).await?;
-    Ok(at
-        .iter()
-        .map(|(node, sku)| StockShortfall {
-            node_id: node.clone(),
-            sku: sku.clone(),
-            held_beyond_stock: now.held_beyond_stock(node, sku),
-        })
-        .filter(|s| s.held_beyond_stock > 0)
-        .collect())
-}
-
 /// `apply` names a movement's own fields (`lot`), as a transfer or a
 /// snapshot row has them; RecordMovement's are under `movement`.
 fn in_movement(e: Error) -> Error {
@@ -450,22 +308,6 @@ pub(crate) fn nested(prefix: &str, e: Error) -> Error {
             Error::Invalid(nested)
         }
         other => other,
-    }
-}
-
-fn row_error(e: &Error) -> (String, String) {
-    match e {
-        Error::NotFound { kind: "node", name } => ("node_id".into(), format!("{name} not found")),
-        Error::NotFound { name, .. } => ("sku".into(), format!("{name} not found")),
-        Error::Invalid(v) => {
-            v.0.first()
-                .map(|x| (x.field.clone(), x.description.clone()))
-                .unwrap_or_default()
-        }
-        Error::Precondition {
-            reason, message, ..
-        } if reason.starts_with("SERIAL_") => ("serial_numbers".into(), message.clone()),
-        other => (String::new(), other.to_string()),
     }
 }
 

@@ -1487,10 +1487,14 @@ fn as_allocations(taken: &BTreeMap<String, i64>) -> Vec<Allocation> {
 /// past their expiry date out of availability, rebuilds
 /// gates that lost a give-back ([`super::reconcile::recover_give_backs`]), and
 /// deletes reservations finished longer than `retention` ago (if any).
+/// `retention` keeps finished reservations, `imports_retention` snapshot
+/// imports nobody went on with (the idempotency retention: after it, a
+/// repeat of the request is a new request anyway).
 pub fn start_sweeper(
     inv: super::Shared,
     interval: std::time::Duration,
     retention: Option<std::time::Duration>,
+    imports_retention: Option<std::time::Duration>,
 ) {
     let shutdown = inv.shutdown.clone();
     oms_runtime::periodic::every(interval, shutdown, move || {
@@ -1504,6 +1508,9 @@ pub fn start_sweeper(
             // reservations) goes a batch per sweep.
             if let Some(keep) = retention {
                 purge_finished(&inv, keep).await;
+            }
+            if let Some(keep) = imports_retention {
+                purge_abandoned_imports(&inv, keep).await;
             }
         }
     });
@@ -1529,6 +1536,23 @@ async fn expire_due(inv: &Inventory) {
             Err(e) => {
                 tracing::warn!(error = %e, reservation = %id, "expiry failed; retried next sweep")
             }
+        }
+    }
+}
+
+/// Deletes one batch of snapshot imports left unfinished more than `keep`
+/// ago.
+async fn purge_abandoned_imports(inv: &Inventory, keep: std::time::Duration) {
+    let Some(cutoff) = oms_runtime::retention::before(keep) else {
+        return;
+    };
+    match repo::imports::purge_abandoned(&inv.pool, cutoff, PURGE_BATCH).await {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::info!(deleted = n, before = %cutoff, "abandoned snapshot imports deleted")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "deleting abandoned imports failed; retried next sweep")
         }
     }
 }

@@ -1,5 +1,6 @@
 //! SQL of the inventory service, one module per table group.
 pub mod give_backs;
+pub mod imports;
 pub mod items;
 pub mod lock;
 pub mod nodes;

@@ -449,6 +449,153 @@ async fn a_snapshot_import_applies_good_rows_and_reports_bad_ones() {
     }
 }
 
+/// Lots of one lot-tracked SKU `T` at DC1, counted one unit each, in the
+/// reverse of the order they apply in; row 0 counts an unknown SKU.
+const LOTS: usize = 450;
+
+fn many_lots() -> Vec<SnapshotRow> {
+    let mut rows = vec![SnapshotRow {
+        node_id: "DC1".into(),
+        sku: "NOPE".into(),
+        on_hand: 1,
+        ..Default::default()
+    }];
+    rows.extend((0..LOTS).rev().map(|i| SnapshotRow {
+        node_id: "DC1".into(),
+        sku: "T".into(),
+        lot: format!("L{i:03}"),
+        on_hand: 1,
+        ..Default::default()
+    }));
+    rows
+}
+
+fn snapshot_msgs(request_id: &str, rows: Vec<SnapshotRow>) -> Vec<ImportStockSnapshotRequest> {
+    use import_stock_snapshot_request::Part;
+    let header = Part::Header(SnapshotHeader {
+        request_id: request_id.into(),
+        source: "wms".into(),
+        count_time: None,
+    });
+    std::iter::once(header)
+        .chain(rows.into_iter().map(Part::Row))
+        .map(|part| ImportStockSnapshotRequest { part: Some(part) })
+        .collect()
+}
+
+async fn lots_of_t(h: &mut Harness) {
+    node(&mut h.client, "acme", "DC1").await;
+    tracked_item(&mut h.client, "T", |i| i.lot_tracked = true).await;
+}
+
+/// A large import commits its rows a chunk at a time: a gate rebuild, and
+/// the tenant's reservations waiting for it, or a shipment of its lots,
+/// waits for one chunk, not for the whole import.
+#[tokio::test]
+async fn a_large_snapshot_import_commits_as_it_goes() {
+    use crate::recovery::{Held, WAIT, heal, injected};
+    let mut h = start().await;
+    lots_of_t(&mut h).await;
+    // The import stops at the last lot it applies until the test lets go.
+    injected(&h.db, "INSERT ON movements", "NEW.lot = 'L449'", WAIT).await;
+    let mut held = Held::new(&h.db).await;
+    let call = tokio::spawn({
+        let mut c = h.client.clone();
+        let msgs = snapshot_msgs("big", many_lots());
+        async move {
+            c.import_stock_snapshot(authed("acme", tokio_stream::iter(msgs)))
+                .await
+        }
+    });
+    held.awaited(&h.db).await;
+    let meanwhile = available(&mut h.client, "acme", "T").await.on_hand;
+    assert!(
+        meanwhile > 0 && meanwhile < LOTS as i64,
+        "{meanwhile} on hand while the import goes on"
+    );
+    held.release().await;
+    let resp = call.await.unwrap().unwrap().into_inner();
+    heal(&h.db).await;
+    assert_eq!(resp.rows_applied, LOTS as i64);
+    let bad: Vec<_> = resp
+        .errors
+        .iter()
+        .map(|e| (e.row_index, e.field.as_str()))
+        .collect();
+    assert_eq!(bad, [(0, "sku")]);
+    assert_eq!(
+        available(&mut h.client, "acme", "T").await.on_hand,
+        LOTS as i64
+    );
+}
+
+/// An import cut short (a lost connection, a crash) keeps the chunks it
+/// committed; sent again, it goes on from where it stopped and answers as
+/// if it had run at once.
+#[tokio::test]
+async fn an_import_cut_short_goes_on_when_sent_again() {
+    use crate::recovery::{heal, injected};
+    let mut h = start().await;
+    lots_of_t(&mut h).await;
+    let fail = "RAISE EXCEPTION 'injected failure';";
+    injected(&h.db, "INSERT ON movements", "NEW.lot = 'L449'", fail).await;
+    let msgs = snapshot_msgs("cut", many_lots());
+    let client = h.client.clone();
+    let import = |msgs: Vec<ImportStockSnapshotRequest>| {
+        let mut c = client.clone();
+        async move {
+            c.import_stock_snapshot(authed("acme", tokio_stream::iter(msgs)))
+                .await
+        }
+    };
+    import(msgs.clone()).await.unwrap_err();
+    let kept = available(&mut h.client, "acme", "T").await.on_hand;
+    assert!(
+        kept > 0 && kept < LOTS as i64,
+        "{kept} on hand after the failure"
+    );
+    // Under way, its request_id stays its own.
+    let mut other = many_lots();
+    other[1].on_hand = 2;
+    let err = import(snapshot_msgs("cut", other)).await.unwrap_err();
+    assert_eq!(reason(&err), "REQUEST_ID_REUSED", "{err:?}");
+    heal(&h.db).await;
+    let resp = import(msgs.clone()).await.unwrap().into_inner();
+    assert_eq!(resp.rows_applied, LOTS as i64);
+    assert_eq!(resp.errors.len(), 1);
+    assert_eq!(
+        available(&mut h.client, "acme", "T").await.on_hand,
+        LOTS as i64
+    );
+    // One count per lot: the rows committed before were not applied again.
+    assert_eq!(counts_of_t(&mut h.client).await, LOTS);
+    let again = import(msgs).await.unwrap().into_inner();
+    assert_eq!(again, resp);
+    // Two copies at once take turns: one answer, one count per lot.
+    let twice = snapshot_msgs("twice", many_lots());
+    let (a, b) = tokio::join!(import(twice.clone()), import(twice));
+    let (a, b) = (a.unwrap().into_inner(), b.unwrap().into_inner());
+    assert_eq!((a.rows_applied, &a), (LOTS as i64, &b));
+    assert_eq!(counts_of_t(&mut h.client).await, 2 * LOTS);
+}
+
+/// Movements of SKU `T` (up to 1,000).
+async fn counts_of_t(c: &mut Client) -> usize {
+    c.list_movements(authed(
+        "acme",
+        ListMovementsRequest {
+            sku: "T".into(),
+            page_size: 1000,
+            ..Default::default()
+        },
+    ))
+    .await
+    .unwrap()
+    .into_inner()
+    .movements
+    .len()
+}
+
 #[tokio::test]
 async fn safety_stock_and_channel_rules_hold_stock_back() {
     let mut h = start().await;

@@ -295,7 +295,7 @@ pub(crate) async fn done_or_waiting<T>(db: &TestDb, task: &tokio::task::JoinHand
 }
 
 /// Drops what [`injected`] put in.
-async fn heal(db: &TestDb) {
+pub(crate) async fn heal(db: &TestDb) {
     let mut c = db.connect("inventory").await;
     sqlx::raw_sql("DROP FUNCTION injected() CASCADE")
         .execute(&mut c)

@@ -1,0 +1,315 @@
+//! Stock snapshot imports (`ImportStockSnapshot`): an initial load from a
+//! WMS or ERP, or its periodic count; every valid row is a cycle count,
+//! invalid rows are reported and skipped.
+//!
+//! An import commits its rows a chunk at a time. Each transaction holds
+//! the tenant's gate lock (shared) and its rows' lots until it commits, so
+//! in one transaction a large import (up to 100,000 rows, minutes) would
+//! hold off every gate rebuild of the tenant, and with it every
+//! reservation until the rebuild, and every shipment of its lots. How far
+//! it got is kept (`repo::imports`), so a repeat of the request goes on
+//! from there and ends with the same answer.
+use super::movements::{Origin, apply};
+use super::{Inventory, commit};
+use crate::domain::snapshot;
+use crate::error::{Error, Result};
+use crate::repo::{self, lock};
+use chrono::Utc;
+use oms_kernel::{RequestId, Tenant, Violation, Violations};
+use oms_proto::inventory::*;
+use oms_runtime::idempotency::{self, IdempotencyError};
+use prost::Message;
+use sqlx::PgConnection;
+use std::collections::BTreeSet;
+
+pub const MAX_SNAPSHOT_ROWS: usize = 100_000;
+
+/// Rows applied per transaction: a rebuild or a shipment waits for one
+/// chunk at most (a fraction of a second), not for the import.
+const CHUNK_ROWS: usize = 200;
+
+const METHOD: &str = "ImportStockSnapshot";
+
+/// What an import's `request_id` is claimed with: the whole snapshot.
+#[derive(Clone, PartialEq, prost::Message)]
+struct SnapshotDigest {
+    #[prost(message, optional, tag = "1")]
+    header: Option<SnapshotHeader>,
+    #[prost(message, repeated, tag = "2")]
+    rows: Vec<SnapshotRow>,
+}
+
+/// An import to run: the snapshot, its key, and its rows in the order they
+/// apply, each with why it is refused before it is tried, if it is.
+struct Import<'a> {
+    tenant: &'a Tenant,
+    actor: &'a str,
+    rid: RequestId,
+    hash: Vec<u8>,
+    digest: SnapshotDigest,
+    order: Vec<usize>,
+    refused: Vec<Option<Violation>>,
+}
+
+/// What one transaction of an import came to.
+enum Step {
+    /// The import's answer was stored already (a repeat).
+    Answered(ImportStockSnapshotResponse),
+    /// A chunk committed; more may follow.
+    Chunk,
+    /// Every row is done: the answer is to be stored.
+    AllRows,
+}
+
+pub async fn import(
+    inv: &Inventory,
+    tenant: &Tenant,
+    actor: &str,
+    header: SnapshotHeader,
+    rows: Vec<SnapshotRow>,
+) -> Result<ImportStockSnapshotResponse> {
+    let mut v = Violations::new();
+    let rid = v.check("request_id", RequestId::parse(&header.request_id));
+    // The source is part of every count's reason.
+    v.at_most("header.source", &header.source, 200);
+    // Every count's time.
+    let counted = oms_runtime::time::check_happened(header.count_time.as_ref(), Utc::now());
+    v.check("header.count_time", counted);
+    let (Some(rid), true) = (rid, v.0.is_empty()) else {
+        return Err(v.into());
+    };
+    let refused: Vec<_> = rows.iter().map(snapshot::check_row).collect();
+    let repeated = snapshot::repeated(&rows, |i| refused[i].is_none());
+    let refused = (refused.into_iter().enumerate())
+        .map(|(i, bad)| {
+            bad.or_else(|| {
+                repeated.get(&i).map(|why| Violation {
+                    field: "sku".into(),
+                    description: why.clone(),
+                })
+            })
+        })
+        .collect();
+    // Rows apply in the order of their lots (node, SKU, lot), the order
+    // every change of several lots takes them in
+    // (`repo::stock::lock_for_movements`), so an import never deadlocks
+    // with a shipment or transfer moving the same lots.
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by_key(|&i| (&rows[i].node_id, &rows[i].sku, &rows[i].lot));
+    let digest = SnapshotDigest {
+        header: Some(header),
+        rows,
+    };
+    let import = Import {
+        tenant,
+        actor,
+        rid,
+        hash: idempotency::request_hash(&digest),
+        digest,
+        order,
+        refused,
+    };
+    loop {
+        match inv.retrying(tenant, || import.chunk(inv)).await? {
+            Step::Answered(resp) => return Ok(resp),
+            Step::Chunk => {}
+            Step::AllRows => break,
+        }
+    }
+    inv.retrying(tenant, || import.answer(inv)).await
+}
+
+impl Import<'_> {
+    /// Applies the next chunk of rows in a transaction of its own.
+    async fn chunk(&self, inv: &Inventory) -> Result<Step> {
+        let mut tx = inv.pool.begin().await?;
+        lock::shared(&mut tx, self.tenant).await?;
+        let progress = self.progress(&mut tx).await?;
+        // Looked up after the progress is locked: a copy of this import
+        // that stored the answer (and deleted the progress) meanwhile has
+        // committed by now, and no chunk is applied twice.
+        let answered = idempotency::stored(&mut tx, self.tenant, &self.rid, METHOD, &self.hash);
+        if let Some(resp) = answered.await? {
+            return Ok(Step::Answered(resp));
+        }
+        let Some((done, mut resp)) = progress else {
+            return Err(interrupted(&self.rid));
+        };
+        if done == self.order.len() {
+            return Ok(Step::AllRows);
+        }
+        let end = (done + CHUNK_ROWS).min(self.order.len());
+        for &i in &self.order[done..end] {
+            match &self.refused[i] {
+                Some(bad) => resp.errors.push(row_error(i, bad.clone())),
+                None => match self.apply_row(inv, &mut tx, i).await? {
+                    None => resp.rows_applied += 1,
+                    Some(bad) => resp.errors.push(row_error(i, bad)),
+                },
+            }
+        }
+        repo::imports::save(&mut tx, self.tenant, &self.rid, end, &resp.encode_to_vec()).await?;
+        commit(tx).await?;
+        Ok(Step::Chunk)
+    }
+
+    /// Applies row `i` as a cycle count: `Some(why)` when it is refused,
+    /// having changed nothing.
+    async fn apply_row(
+        &self,
+        inv: &Inventory,
+        tx: &mut PgConnection,
+        i: usize,
+    ) -> Result<Option<Violation>> {
+        let row = &self.digest.rows[i];
+        let header = self.digest.header.as_ref();
+        let m = StockMovement {
+            kind: MovementKind::CycleCount as i32,
+            node_id: row.node_id.clone(),
+            sku: row.sku.clone(),
+            lot: row.lot.clone(),
+            expiry_date: row.expiry_date.clone(),
+            counted_quantity: row.on_hand,
+            serial_numbers: row.serial_numbers.clone(),
+            reason: format!(
+                "snapshot import from {}",
+                header.map_or("", |h| h.source.as_str())
+            ),
+            occur_time: header.and_then(|h| h.count_time),
+            ..Default::default()
+        };
+        // A savepoint per row: a refused row leaves the others applied.
+        let mut sp = sqlx::Connection::begin(&mut *tx).await?;
+        let rid = self.rid.as_str();
+        match apply(
+            inv,
+            &mut sp,
+            self.tenant,
+            m,
+            self.actor,
+            rid,
+            Origin::Request,
+        )
+        .await
+        {
+            Ok(_) => {
+                sp.commit().await?;
+                Ok(None)
+            }
+            Err(e @ (Error::Gate(_) | Error::Db(_))) => Err(e),
+            Err(e) => {
+                sp.rollback().await?;
+                Ok(Some(refusal(&e)))
+            }
+        }
+    }
+
+    /// Stores the answer once every row is done: with what reservations
+    /// hold beyond the stock where rows counted.
+    async fn answer(&self, inv: &Inventory) -> Result<ImportStockSnapshotResponse> {
+        let (mut tx, rid) = match inv
+            .begin(self.tenant, self.rid.as_str(), METHOD, &self.digest)
+            .await?
+        {
+            super::Begin::Replay(r) => return Ok(r),
+            super::Begin::Tx(tx, rid) => (tx, rid),
+        };
+        let Some((done, mut resp)) = self.progress(&mut tx).await? else {
+            return Err(interrupted(&rid));
+        };
+        if done < self.order.len() {
+            return Err(interrupted(&rid));
+        }
+        resp.errors.sort_by_key(|e| e.row_index);
+        // Where rows counted: a count restates the stock, so it reports
+        // reservations it finds short whether or not it took units (taken
+        // after the last row: another lot's may make up for one).
+        let refused: BTreeSet<i64> = resp.errors.iter().map(|e| e.row_index).collect();
+        let counted: BTreeSet<(String, String)> = (self.digest.rows.iter().enumerate())
+            .filter(|(i, _)| !refused.contains(&(*i as i64)))
+            .map(|(_, r)| (r.node_id.clone(), r.sku.clone()))
+            .collect();
+        resp.shortfalls = shortfalls(&mut tx, self.tenant, &counted).await?;
+        repo::imports::forget(&mut tx, self.tenant, &rid).await?;
+        inv.finish(tx, self.tenant, &rid, resp).await
+    }
+
+    /// Rows done so far and the answer so far, locked until `tx` ends;
+    /// `None` when a copy of this import finished it just now.
+    async fn progress(
+        &self,
+        tx: &mut PgConnection,
+    ) -> Result<Option<(usize, ImportStockSnapshotResponse)>> {
+        let empty = ImportStockSnapshotResponse::default().encode_to_vec();
+        let locked = repo::imports::lock(tx, self.tenant, &self.rid, &self.hash, &empty).await?;
+        let Some(p) = locked else {
+            return Ok(None);
+        };
+        if p.hash != self.hash {
+            // Another import under way with this request_id.
+            let method = METHOD.to_owned();
+            return Err(IdempotencyError::Reused { method }.into());
+        }
+        let resp = ImportStockSnapshotResponse::decode(p.answer.as_slice())
+            .map_err(|e| Error::Internal(format!("stored import progress: {e}")))?;
+        Ok(Some((p.rows_done.min(self.order.len()), resp)))
+    }
+}
+
+/// The progress of an import went away before its answer was stored: only
+/// when deleted as abandoned meanwhile. Sent again, it starts anew.
+fn interrupted(rid: &RequestId) -> Error {
+    Error::Unavailable(format!(
+        "the import {} was interrupted; send it again",
+        rid.as_str()
+    ))
+}
+
+fn row_error(i: usize, bad: Violation) -> RowError {
+    RowError {
+        row_index: i as i64,
+        field: bad.field,
+        description: bad.description,
+    }
+}
+
+/// A row's refusal by `apply`, named by the row's own fields.
+fn refusal(e: &Error) -> Violation {
+    let (field, description) = match e {
+        Error::NotFound { kind: "node", name } => ("node_id".into(), format!("{name} not found")),
+        Error::NotFound { name, .. } => ("sku".into(), format!("{name} not found")),
+        Error::Invalid(v) => {
+            v.0.first()
+                .map(|x| (x.field.clone(), x.description.clone()))
+                .unwrap_or_default()
+        }
+        Error::Precondition {
+            reason, message, ..
+        } if reason.starts_with("SERIAL_") => ("serial_numbers".into(), message.clone()),
+        other => (String::new(), other.to_string()),
+    };
+    Violation { field, description }
+}
+
+/// What reservations hold beyond the stock at each of `at` (node, SKU).
+async fn shortfalls(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    at: &BTreeSet<(String, String)>,
+) -> Result<Vec<StockShortfall>> {
+    if at.is_empty() {
+        return Ok(vec![]);
+    }
+    let skus: BTreeSet<&String> = at.iter().map(|(_, sku)| sku).collect();
+    let skus: Vec<String> = skus.into_iter().cloned().collect();
+    let now = super::availability::stock_and_holds(tx, tenant, &skus).await?;
+    Ok(at
+        .iter()
+        .map(|(node, sku)| StockShortfall {
+            node_id: node.clone(),
+            sku: sku.clone(),
+            held_beyond_stock: now.held_beyond_stock(node, sku),
+        })
+        .filter(|s| s.held_beyond_stock > 0)
+        .collect())
+}
