@@ -24,6 +24,9 @@ pub fn channel(url: &str) -> anyhow::Result<Channel> {
         .timeout(CALL_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
+        // Feeds stream small events to the caller: see `crate::http2`.
+        .initial_stream_window_size(crate::http2::STREAM_WINDOW)
+        .initial_connection_window_size(crate::http2::CONNECTION_WINDOW)
         .connect_lazy())
 }
 

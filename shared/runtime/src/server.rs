@@ -152,6 +152,8 @@ impl GrpcServer {
             .load_shed(true)
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .initial_stream_window_size(crate::http2::STREAM_WINDOW)
+            .initial_connection_window_size(crate::http2::CONNECTION_WINDOW)
             .layer(GlobalConcurrencyLimitLayer::new(limit))
             .layer(RedLayer::new(config.service.name()))
             .add_routes(routes.routes())

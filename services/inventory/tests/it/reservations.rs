@@ -279,6 +279,52 @@ async fn a_stream_answers_each_reservation_in_order_as_the_unary_call_would() {
     assert_eq!(err.code(), Code::Unauthenticated);
 }
 
+/// A caller that sends a burst of reservations, each message in a DATA
+/// frame of its own (as grpc-go and grpcurl send them), faster than they
+/// are answered, is slowed by flow control: not cut off. Before, HTTP/2's
+/// guard against floods of small frames (h2 0.4.16 and later) closed the
+/// whole connection (`GOAWAY ENHANCE_YOUR_CALM`) once a few thousand of
+/// them waited to be read.
+#[tokio::test]
+async fn a_burst_of_small_messages_on_a_stream_is_slowed_not_cut_off() {
+    const BURST: usize = 6000;
+    let mut h = start().await;
+    stocked(&mut h, &[("S", BURST as i64)]).await;
+    // Each message is made ready on its own, so each goes in its own frame.
+    let sent = futures::stream::unfold(0, |i| async move {
+        if i == BURST {
+            return None;
+        }
+        tokio::task::yield_now().await;
+        let msg = StreamReservationsRequest {
+            reservation: Some(CreateReservationRequest {
+                reservation_id: format!("b{i}"),
+                lines: vec![line("S", "", 1)],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        Some((msg, i + 1))
+    });
+    let answers: Vec<_> = h
+        .client
+        .stream_reservations(authed("acme", sent))
+        .await
+        .unwrap()
+        .into_inner()
+        .collect()
+        .await;
+    let ok = answers
+        .iter()
+        .filter(|a| matches!(a, Ok(a) if a.status.as_ref().is_some_and(|s| s.code == 0)))
+        .count();
+    let failed = answers
+        .iter()
+        .find_map(|a| a.as_ref().err().map(|e| e.to_string()));
+    assert_eq!((ok, failed), (BURST, None));
+    assert_eq!(held_in_record(&h.db, "acme", "S").await, BURST as i64);
+}
+
 #[tokio::test]
 async fn a_stream_open_at_shutdown_ends_unavailable() {
     let mut h = start().await;
