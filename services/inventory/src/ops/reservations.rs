@@ -1484,12 +1484,11 @@ fn as_allocations(taken: &BTreeMap<String, i64>) -> Vec<Allocation> {
 }
 
 /// Expires due reservations every `interval` until `shutdown`, takes lots
-/// past their expiry date out of availability, rebuilds
-/// gates that lost a give-back ([`super::reconcile::recover_give_backs`]), and
-/// deletes reservations finished longer than `retention` ago (if any).
-/// `retention` keeps finished reservations, `imports_retention` snapshot
-/// imports nobody went on with (the idempotency retention: after it, a
-/// repeat of the request is a new request anyway).
+/// past their expiry date out of availability, rebuilds gates that lost a
+/// give-back ([`super::reconcile::recover_give_backs`]), and deletes
+/// reservations finished longer than `retention` ago and snapshot imports
+/// nobody went on with for `imports_retention` (the idempotency retention:
+/// after it, a repeat of the request is a new request anyway).
 pub fn start_sweeper(
     inv: super::Shared,
     interval: std::time::Duration,
@@ -1519,23 +1518,57 @@ pub fn start_sweeper(
 /// Reservations deleted per sweep at most.
 const PURGE_BATCH: i64 = 1000;
 
+/// Due reservations read at a time.
+const DUE_BATCH: i64 = 500;
+/// Reservations expired at once: each is a transaction of its own (its
+/// row, its holds, its event), so one after the other a sweep returned
+/// about 200 a second, far fewer than a flash sale's abandoned carts.
+const EXPIRING_AT_ONCE: usize = 16;
+
+/// Expires every reservation due, a batch at a time, until none is left or
+/// a batch expires none (the gate or the record failing: the next sweep
+/// tries again).
 async fn expire_due(inv: &Inventory) {
-    let due = match repo::reservations::due(&inv.pool, 200).await {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::warn!(error = %e, "expiry sweep cannot read due reservations");
-            return;
-        }
-    };
-    for (tenant, id) in due {
-        let Ok(tenant) = Tenant::parse(&tenant) else {
-            continue;
-        };
-        match expire(inv, &tenant, &id).await {
-            Ok(()) | Err(Error::Precondition { .. }) | Err(Error::NotFound { .. }) => {}
+    use futures::StreamExt as _;
+    while !inv.shutdown.is_cancelled() {
+        let mut due = match repo::reservations::due(&inv.pool, DUE_BATCH).await {
+            Ok(d) => d,
             Err(e) => {
-                tracing::warn!(error = %e, reservation = %id, "expiry failed; retried next sweep")
+                tracing::warn!(error = %e, "expiry sweep cannot read due reservations");
+                return;
             }
+        };
+        let read = due.len();
+        // Each replica in an order of its own, so that replicas sweeping at
+        // once rarely wait for each other's reservation.
+        due.rotate_left(rand::random_range(0..read.max(1)));
+        // Whether each expired (Ok(true)), or failed.
+        let outcomes: Vec<Result<bool, (String, Error)>> = futures::stream::iter(due)
+            .map(|(tenant, id)| async move {
+                let Ok(tenant) = Tenant::parse(&tenant) else {
+                    return Ok(false);
+                };
+                match expire(inv, &tenant, &id).await {
+                    Ok(()) => Ok(true),
+                    // Changed meanwhile (confirmed, released, expired by
+                    // another replica), or gone.
+                    Err(Error::Precondition { .. }) | Err(Error::NotFound { .. }) => Ok(false),
+                    Err(e) => Err((id, e)),
+                }
+            })
+            .buffer_unordered(EXPIRING_AT_ONCE)
+            .collect()
+            .await;
+        let expired = outcomes.iter().filter(|o| matches!(o, Ok(true))).count();
+        let failed: Vec<_> = outcomes.into_iter().filter_map(Result::err).collect();
+        if let Some((id, e)) = failed.first() {
+            tracing::warn!(error = %e, reservation = %id, failed = failed.len(), "expiries failed; retried next sweep");
+        }
+        // Another batch only after a full one that went well: rows that
+        // stay due (failing, or not yet due by this replica's clock) wait
+        // for the next sweep.
+        if read < DUE_BATCH as usize || !failed.is_empty() || expired == 0 {
+            return;
         }
     }
 }

@@ -986,6 +986,56 @@ async fn a_confirm_after_expiry_is_refused_even_before_the_sweep() {
     assert_eq!(available(&mut h.client, "acme", "S").await.available, 3);
 }
 
+/// A sweep expires every reservation due, however many (a flash sale's
+/// abandoned carts): before, it expired 200, one after the other, and the
+/// rest waited for the next sweeps, their units kept from sale.
+#[tokio::test]
+async fn one_sweep_expires_a_whole_backlog() {
+    const CARTS: usize = 1200;
+    // Sweeps an hour apart: a replica sweeps once when it starts, then not
+    // again within the test.
+    let slow = [("OMS_SWEEP_INTERVAL_MS", "3600000".to_string())];
+    let mut h = start_with(&slow).await;
+    stocked(&mut h, &[("S", CARTS as i64)]).await;
+    let carts = (0..CARTS).map(|i| StreamReservationsRequest {
+        reservation: Some(CreateReservationRequest {
+            reservation_id: format!("cart{i}"),
+            lines: vec![line("S", "", 1)],
+            ttl: Some(prost_types::Duration {
+                seconds: 0,
+                nanos: 100_000_000,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let granted = h
+        .client
+        .stream_reservations(authed("acme", tokio_stream::iter(carts)))
+        .await
+        .unwrap()
+        .into_inner()
+        .filter(|a| std::future::ready(a.as_ref().is_ok_and(|a| a.reservation.is_some())))
+        .count()
+        .await;
+    assert_eq!(granted, CARTS);
+    // The TTL itself must run out: here time passing is what is tested.
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let Harness { db, svc, .. } = h;
+    svc.stop().await.unwrap();
+    let config = oms_testkit::config_with(Service::Inventory, &db, &[], &slow);
+    let svc = oms_testkit::spawn(config, oms_inventory::run).await;
+    let mut c = Client::new(svc.channel());
+    wait_until(async || available(&mut c, "acme", "S").await.available == CARTS as i64).await;
+    let mut conn = db.connect("inventory").await;
+    let expired: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM reservations WHERE state = 'expired'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(expired, CARTS as i64);
+}
+
 fn extend_request(
     request_id: &str,
     id: &str,
