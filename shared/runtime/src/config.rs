@@ -116,7 +116,7 @@ pub const DEV_JWT_SECRET: &str = "oms-local-development-secret-change-me";
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// `OMS_REQUEST_TIMEOUT_MS`, default 30000: unary calls running longer
-    /// are cancelled (streams are not limited).
+    /// are cancelled (streams are not limited: `crate::deadline`).
     pub request_timeout: Duration,
     /// `OMS_CONCURRENCY_LIMIT`, default 1024: requests in flight per
     /// process; beyond it calls are shed with UNAVAILABLE.

@@ -15,6 +15,7 @@ pub mod batch;
 pub mod client;
 pub mod config;
 pub mod db;
+pub mod deadline;
 pub mod http2;
 pub mod idempotency;
 pub mod metrics;

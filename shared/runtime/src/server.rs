@@ -141,13 +141,16 @@ impl GrpcServer {
             shutdown.clone(),
         ));
 
+        let deadline = crate::deadline::DeadlineLayer::new(
+            config.server.request_timeout,
+            &[oms_proto::FILE_DESCRIPTOR_SET],
+        )?;
         let limit = config.server.concurrency_limit;
         let drain = shutdown.clone();
         let reporter = health.clone();
         let drain_names = names.clone();
         let server = tonic::transport::Server::builder()
             .trace_fn(request_span)
-            .timeout(config.server.request_timeout)
             .concurrency_limit_per_connection(limit)
             .load_shed(true)
             .tcp_nodelay(true)
@@ -156,6 +159,7 @@ impl GrpcServer {
             .initial_connection_window_size(crate::http2::CONNECTION_WINDOW)
             .layer(GlobalConcurrencyLimitLayer::new(limit))
             .layer(RedLayer::new(config.service.name()))
+            .layer(deadline)
             .add_routes(routes.routes())
             // `tcp_nodelay` above applies only to listeners tonic binds
             // itself; without it here every response waits out Nagle and

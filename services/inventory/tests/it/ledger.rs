@@ -579,6 +579,47 @@ async fn an_import_cut_short_goes_on_when_sent_again() {
     assert_eq!(counts_of_t(&mut h.client).await, 2 * LOTS);
 }
 
+/// The server's deadline (`OMS_REQUEST_TIMEOUT_MS`) cuts a unary call off,
+/// not a client stream: a large snapshot takes minutes. Before, an import
+/// was cancelled at 30 s whatever its caller's deadline.
+#[tokio::test]
+async fn the_server_deadline_cuts_unary_calls_not_an_import() {
+    use crate::recovery::{Held, WAIT, heal, injected};
+    let mut h = start_with(&[("OMS_REQUEST_TIMEOUT_MS", "300".into())]).await;
+    lots_of_t(&mut h).await;
+    injected(&h.db, "INSERT ON movements", "NEW.lot = 'L449'", WAIT).await;
+    let mut held = Held::new(&h.db).await;
+    let import = tokio::spawn({
+        let mut c = h.client.clone();
+        let msgs = snapshot_msgs("long", many_lots());
+        async move {
+            c.import_stock_snapshot(authed("acme", tokio_stream::iter(msgs)))
+                .await
+        }
+    });
+    held.awaited(&h.db).await;
+    // A receipt of the lot the import holds waits too, until the deadline.
+    let err = movement(
+        &mut h.client,
+        &rid(),
+        MovementKind::Receipt,
+        "DC1",
+        "T",
+        |m| {
+            m.quantity = 1;
+            m.lot = "L449".into();
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::Cancelled, "{err:?}");
+    // The import has waited beyond the deadline as long.
+    held.release().await;
+    let resp = import.await.unwrap().unwrap().into_inner();
+    heal(&h.db).await;
+    assert_eq!(resp.rows_applied, LOTS as i64);
+}
+
 /// Movements of SKU `T` (up to 1,000).
 async fn counts_of_t(c: &mut Client) -> usize {
     c.list_movements(authed(
