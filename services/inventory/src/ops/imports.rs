@@ -18,7 +18,6 @@ use chrono::Utc;
 use oms_kernel::{RequestId, Tenant, Violation, Violations};
 use oms_proto::inventory::*;
 use oms_runtime::idempotency::{self, IdempotencyError};
-use prost::Message;
 use sqlx::PgConnection;
 use std::collections::BTreeSet;
 
@@ -132,23 +131,27 @@ impl Import<'_> {
         if let Some(resp) = answered.await? {
             return Ok(Step::Answered(resp));
         }
-        let Some((done, mut resp)) = progress else {
+        let Some(mut progress) = progress else {
             return Err(interrupted(&self.rid));
         };
+        let done = progress.rows_done;
         if done == self.order.len() {
             return Ok(Step::AllRows);
         }
         let end = (done + CHUNK_ROWS).min(self.order.len());
+        let mut refused = vec![];
         for &i in &self.order[done..end] {
-            match &self.refused[i] {
-                Some(bad) => resp.errors.push(row_error(i, bad.clone())),
-                None => match self.apply_row(inv, &mut tx, i).await? {
-                    None => resp.rows_applied += 1,
-                    Some(bad) => resp.errors.push(row_error(i, bad)),
-                },
+            let bad = match &self.refused[i] {
+                Some(bad) => Some(bad.clone()),
+                None => self.apply_row(inv, &mut tx, i).await?,
+            };
+            match bad {
+                None => progress.rows_applied += 1,
+                Some(bad) => refused.push(row_error(i, bad)),
             }
         }
-        repo::imports::save(&mut tx, self.tenant, &self.rid, end, &resp.encode_to_vec()).await?;
+        progress.rows_done = end;
+        repo::imports::save(&mut tx, self.tenant, &self.rid, &progress, &refused).await?;
         commit(tx).await?;
         Ok(Step::Chunk)
     }
@@ -214,13 +217,17 @@ impl Import<'_> {
             super::Begin::Replay(r) => return Ok(r),
             super::Begin::Tx(tx, rid) => (tx, rid),
         };
-        let Some((done, mut resp)) = self.progress(&mut tx).await? else {
+        let Some(progress) = self.progress(&mut tx).await? else {
             return Err(interrupted(&rid));
         };
-        if done < self.order.len() {
+        if progress.rows_done < self.order.len() {
             return Err(interrupted(&rid));
         }
-        resp.errors.sort_by_key(|e| e.row_index);
+        let mut resp = ImportStockSnapshotResponse {
+            rows_applied: progress.rows_applied,
+            errors: repo::imports::refused(&mut tx, self.tenant, &rid).await?,
+            ..Default::default()
+        };
         // Where rows counted: a count restates the stock, so it reports
         // reservations it finds short whether or not it took units (taken
         // after the last row: another lot's may make up for one).
@@ -234,15 +241,11 @@ impl Import<'_> {
         inv.finish(tx, self.tenant, &rid, resp).await
     }
 
-    /// Rows done so far and the answer so far, locked until `tx` ends;
-    /// `None` when a copy of this import finished it just now.
-    async fn progress(
-        &self,
-        tx: &mut PgConnection,
-    ) -> Result<Option<(usize, ImportStockSnapshotResponse)>> {
-        let empty = ImportStockSnapshotResponse::default().encode_to_vec();
-        let locked = repo::imports::lock(tx, self.tenant, &self.rid, &self.hash, &empty).await?;
-        let Some(p) = locked else {
+    /// How far the import got, locked until `tx` ends; `None` when a copy
+    /// of this import finished it just now.
+    async fn progress(&self, tx: &mut PgConnection) -> Result<Option<repo::imports::Progress>> {
+        let locked = repo::imports::lock(tx, self.tenant, &self.rid, &self.hash).await?;
+        let Some(mut p) = locked else {
             return Ok(None);
         };
         if p.hash != self.hash {
@@ -250,9 +253,8 @@ impl Import<'_> {
             let method = METHOD.to_owned();
             return Err(IdempotencyError::Reused { method }.into());
         }
-        let resp = ImportStockSnapshotResponse::decode(p.answer.as_slice())
-            .map_err(|e| Error::Internal(format!("stored import progress: {e}")))?;
-        Ok(Some((p.rows_done.min(self.order.len()), resp)))
+        p.rows_done = p.rows_done.min(self.order.len());
+        Ok(Some(p))
     }
 }
 

@@ -579,6 +579,41 @@ async fn an_import_cut_short_goes_on_when_sent_again() {
     assert_eq!(counts_of_t(&mut h.client).await, 2 * LOTS);
 }
 
+/// An import nobody sends again is forgotten with the rows it refused, once
+/// the idempotency retention (30 days by default) has passed.
+#[tokio::test]
+async fn an_abandoned_import_is_forgotten_after_the_retention() {
+    use crate::recovery::{heal, injected};
+    let mut h = start().await;
+    lots_of_t(&mut h).await;
+    let fail = "RAISE EXCEPTION 'injected failure';";
+    injected(&h.db, "INSERT ON movements", "NEW.lot = 'L449'", fail).await;
+    let msgs = snapshot_msgs("left", many_lots());
+    h.client
+        .import_stock_snapshot(authed("acme", tokio_stream::iter(msgs)))
+        .await
+        .unwrap_err();
+    heal(&h.db).await;
+    let mut conn = h.db.connect("inventory").await;
+    let kept = "SELECT (SELECT count(*) FROM snapshot_imports) * 10
+        + (SELECT count(*) FROM snapshot_import_errors)";
+    // Its progress, and row 0 refused (an unknown SKU).
+    let now: i64 = sqlx::query_scalar(kept).fetch_one(&mut conn).await.unwrap();
+    assert_eq!(now, 11);
+    sqlx::query("UPDATE snapshot_imports SET update_time = now() - interval '31 days'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    wait_until(async || {
+        sqlx::query_scalar::<_, i64>(kept)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+            == 0
+    })
+    .await;
+}
+
 /// The server's deadline (`OMS_REQUEST_TIMEOUT_MS`) cuts a unary call off,
 /// not a client stream: a large snapshot takes minutes. Before, an import
 /// was cancelled at 30 s whatever its caller's deadline.
