@@ -1,4 +1,5 @@
-//! Inventory use cases. Each mutation is one Postgres transaction that
+//! Inventory use cases. Each mutation (but a snapshot import: one per
+//! chunk of rows, `imports`) is one Postgres transaction that
 //! holds the tenant's gate lock (shared), claims the `request_id`, writes
 //! the record and its outbox event, and changes the Redis gate the same
 //! way; when Redis has lost its data the gate is rebuilt and the use case

@@ -488,25 +488,36 @@ async fn lots_of_t(h: &mut Harness) {
     tracked_item(&mut h.client, "T", |i| i.lot_tracked = true).await;
 }
 
+/// Runs `body` (PL/pgSQL) in the transaction that counts the last lot of
+/// [`many_lots`] to apply (L449).
+async fn at_last_lot(db: &TestDb, body: &str) {
+    crate::recovery::injected(db, "INSERT ON movements", "NEW.lot = 'L449'", body).await
+}
+
+type Imported = Result<tonic::Response<ImportStockSnapshotResponse>, tonic::Status>;
+
+/// Starts importing [`many_lots`] as `request_id`.
+fn importing(c: &Client, request_id: &str) -> tokio::task::JoinHandle<Imported> {
+    let mut c = c.clone();
+    let msgs = snapshot_msgs(request_id, many_lots());
+    tokio::spawn(async move {
+        c.import_stock_snapshot(authed("acme", tokio_stream::iter(msgs)))
+            .await
+    })
+}
+
 /// A large import commits its rows a chunk at a time: a gate rebuild, and
 /// the tenant's reservations waiting for it, or a shipment of its lots,
 /// waits for one chunk, not for the whole import.
 #[tokio::test]
 async fn a_large_snapshot_import_commits_as_it_goes() {
-    use crate::recovery::{Held, WAIT, heal, injected};
+    use crate::recovery::{Held, WAIT, heal};
     let mut h = start().await;
     lots_of_t(&mut h).await;
     // The import stops at the last lot it applies until the test lets go.
-    injected(&h.db, "INSERT ON movements", "NEW.lot = 'L449'", WAIT).await;
+    at_last_lot(&h.db, WAIT).await;
     let mut held = Held::new(&h.db).await;
-    let call = tokio::spawn({
-        let mut c = h.client.clone();
-        let msgs = snapshot_msgs("big", many_lots());
-        async move {
-            c.import_stock_snapshot(authed("acme", tokio_stream::iter(msgs)))
-                .await
-        }
-    });
+    let call = importing(&h.client, "big");
     held.awaited(&h.db).await;
     let meanwhile = available(&mut h.client, "acme", "T").await.on_hand;
     assert!(
@@ -534,11 +545,10 @@ async fn a_large_snapshot_import_commits_as_it_goes() {
 /// if it had run at once.
 #[tokio::test]
 async fn an_import_cut_short_goes_on_when_sent_again() {
-    use crate::recovery::{heal, injected};
+    use crate::recovery::heal;
     let mut h = start().await;
     lots_of_t(&mut h).await;
-    let fail = "RAISE EXCEPTION 'injected failure';";
-    injected(&h.db, "INSERT ON movements", "NEW.lot = 'L449'", fail).await;
+    at_last_lot(&h.db, "RAISE EXCEPTION 'injected failure';").await;
     let msgs = snapshot_msgs("cut", many_lots());
     let client = h.client.clone();
     let import = |msgs: Vec<ImportStockSnapshotRequest>| {
@@ -583,16 +593,11 @@ async fn an_import_cut_short_goes_on_when_sent_again() {
 /// the idempotency retention (30 days by default) has passed.
 #[tokio::test]
 async fn an_abandoned_import_is_forgotten_after_the_retention() {
-    use crate::recovery::{heal, injected};
+    use crate::recovery::heal;
     let mut h = start().await;
     lots_of_t(&mut h).await;
-    let fail = "RAISE EXCEPTION 'injected failure';";
-    injected(&h.db, "INSERT ON movements", "NEW.lot = 'L449'", fail).await;
-    let msgs = snapshot_msgs("left", many_lots());
-    h.client
-        .import_stock_snapshot(authed("acme", tokio_stream::iter(msgs)))
-        .await
-        .unwrap_err();
+    at_last_lot(&h.db, "RAISE EXCEPTION 'injected failure';").await;
+    importing(&h.client, "left").await.unwrap().unwrap_err();
     heal(&h.db).await;
     let mut conn = h.db.connect("inventory").await;
     let kept = "SELECT (SELECT count(*) FROM snapshot_imports) * 10
@@ -619,19 +624,12 @@ async fn an_abandoned_import_is_forgotten_after_the_retention() {
 /// was cancelled at 30 s whatever its caller's deadline.
 #[tokio::test]
 async fn the_server_deadline_cuts_unary_calls_not_an_import() {
-    use crate::recovery::{Held, WAIT, heal, injected};
+    use crate::recovery::{Held, WAIT, heal};
     let mut h = start_with(&[("OMS_REQUEST_TIMEOUT_MS", "300".into())]).await;
     lots_of_t(&mut h).await;
-    injected(&h.db, "INSERT ON movements", "NEW.lot = 'L449'", WAIT).await;
+    at_last_lot(&h.db, WAIT).await;
     let mut held = Held::new(&h.db).await;
-    let import = tokio::spawn({
-        let mut c = h.client.clone();
-        let msgs = snapshot_msgs("long", many_lots());
-        async move {
-            c.import_stock_snapshot(authed("acme", tokio_stream::iter(msgs)))
-                .await
-        }
-    });
+    let import = importing(&h.client, "long");
     held.awaited(&h.db).await;
     // A receipt of the lot the import holds waits too, until the deadline.
     let err = movement(
