@@ -1522,8 +1522,13 @@ const PURGE_BATCH: i64 = 1000;
 const DUE_BATCH: i64 = 500;
 /// Reservations expired at once: each is a transaction of its own (its
 /// row, its holds, its event), so one after the other a sweep returned
-/// about 200 a second, far fewer than a flash sale's abandoned carts.
-const EXPIRING_AT_ONCE: usize = 16;
+/// about 200 a second, far fewer than a flash sale's abandoned carts. At
+/// most 16, and half the pool's connections (5 of the default 10), so an
+/// expiry wave leaves the other half to callers and the reservation
+/// writer.
+fn expiring_at_once(pool: &sqlx::PgPool) -> usize {
+    (pool.options().get_max_connections() as usize / 2).clamp(1, 16)
+}
 
 /// Expires every reservation due, a batch at a time, until none is left or
 /// a batch expires none (the gate or the record failing: the next sweep
@@ -1556,7 +1561,7 @@ async fn expire_due(inv: &Inventory) {
                     Err(e) => Err((id, e)),
                 }
             })
-            .buffer_unordered(EXPIRING_AT_ONCE)
+            .buffer_unordered(expiring_at_once(&inv.pool))
             .collect()
             .await;
         let expired = outcomes.iter().filter(|o| matches!(o, Ok(true))).count();
