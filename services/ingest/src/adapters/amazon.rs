@@ -49,7 +49,7 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
     for (i, item) in items.into_iter().enumerate() {
         let mut li = Reader::new(item);
         let sku = li.string(&["SellerSKU"], true);
-        let quantity = li.int(&["QuantityOrdered"]).unwrap_or(0);
+        let quantity = li.positive(&["QuantityOrdered"]);
         // ItemPrice is the price of all units of the item.
         let price = li.money(&["ItemPrice", "Amount"], &currency).unwrap_or(0);
         let tax = li.money(&["ItemTax", "Amount"], &currency).unwrap_or(0);
@@ -58,9 +58,6 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
             .unwrap_or(0);
         let line_id = li.string(&["OrderItemId"], false);
         let title = li.string(&["Title"], false);
-        if quantity <= 0 {
-            li.v.add("body.QuantityOrdered", "must be positive");
-        }
         top.take(li.v, &format!("items.OrderItems[{i}]"));
         taxes.push(tax);
         lines.push(OrderLine {

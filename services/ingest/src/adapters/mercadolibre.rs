@@ -39,12 +39,9 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
         .into_iter()
         .find(|s| !s.trim().is_empty())
         .unwrap_or_else(|| line_id.clone());
-        let quantity = li.int(&["quantity"]).unwrap_or(0);
+        let quantity = li.positive(&["quantity"]);
         let price = li.money(&["unit_price"], &currency);
         let title = li.string(&["item", "title"], false);
-        if quantity <= 0 {
-            li.v.add("body.quantity", "must be positive");
-        }
         r.take(li.v, &format!("order_items[{i}]"));
         lines.push(OrderLine {
             line_id,

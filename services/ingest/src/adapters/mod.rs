@@ -177,6 +177,19 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A whole number above zero (a line's quantity); 0 when it is not one,
+    /// with one violation saying why.
+    pub fn positive(&mut self, path: &[&str]) -> i64 {
+        match self.int(path) {
+            Some(n) if n > 0 => n,
+            Some(_) => {
+                self.v.add(Self::field(path), "must be positive");
+                0
+            }
+            None => 0,
+        }
+    }
+
     /// An amount in minor units of `currency`.
     pub fn money(&mut self, path: &[&str], currency: &str) -> Option<i64> {
         let text = match self.at(path)? {
@@ -259,5 +272,38 @@ impl<'a> Reader<'a> {
             }
             None => vec![],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Reader;
+    use serde_json::json;
+
+    /// One violation per bad quantity, saying why (a missing one was also
+    /// "must be positive" before).
+    #[test]
+    fn a_quantity_is_a_whole_number_above_zero() {
+        let doc = json!({"a": 2, "b": "3", "c": 0, "d": -1, "e": 1.5});
+        let mut r = Reader::new(&doc);
+        let got: Vec<i64> = ["a", "b", "c", "d", "e", "f"]
+            .iter()
+            .map(|f| r.positive(&[f]))
+            .collect();
+        assert_eq!(got, [2, 3, 0, 0, 0, 0]);
+        let said: Vec<(&str, &str)> =
+            r.v.0
+                .iter()
+                .map(|v| (v.field.as_str(), v.description.as_str()))
+                .collect();
+        assert_eq!(
+            said,
+            [
+                ("body.c", "must be positive"),
+                ("body.d", "must be positive"),
+                ("body.e", "must be a whole number"),
+                ("body.f", "is required")
+            ]
+        );
     }
 }

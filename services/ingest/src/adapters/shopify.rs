@@ -32,7 +32,7 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
         let idx = i.to_string();
         let sku = li.string(&["sku"], false);
         let variant = li.string(&["variant_id"], false);
-        let quantity = li.int(&["quantity"]).unwrap_or(0);
+        let quantity = li.positive(&["quantity"]);
         let current = match li.at(&["current_quantity"]) {
             Some(_) => li.int(&["current_quantity"]).unwrap_or(0),
             None => quantity,
@@ -46,9 +46,7 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
             false => Some(li.sum_of(&allocations, &["amount"], &currency, |_| true)),
         };
         let tax = li.sum_of(&["tax_lines"], &["price"], &currency, |_| true);
-        if quantity <= 0 {
-            li.v.add("body.quantity", "must be positive");
-        } else if !(0..=quantity).contains(&current) {
+        if quantity > 0 && !(0..=quantity).contains(&current) {
             li.v.add("body.current_quantity", "must be 0 to quantity");
         }
         let channel_sku = if sku.is_empty() { variant } else { sku };

@@ -23,14 +23,11 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
         } else {
             merchant_sku
         };
-        let quantity = li.int(&["quantity"]).unwrap_or(0);
+        let quantity = li.positive(&["quantity"]);
         let price = li.money(&["price"], &currency);
         let discount = li.money(&["discount"], &currency);
         let line_id = li.string(&["id"], false);
         let title = li.string(&["productName"], false);
-        if quantity <= 0 {
-            li.v.add("body.quantity", "must be positive");
-        }
         r.take(li.v, &format!("lines[{i}]"));
         lines.push(OrderLine {
             line_id,

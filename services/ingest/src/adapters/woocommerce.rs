@@ -19,13 +19,10 @@ pub fn map(body: &Value) -> Result<Mapped, Violations> {
         let sku = li.string(&["sku"], false);
         let product = li.string(&["product_id"], false);
         let variation = li.string(&["variation_id"], false);
-        let quantity = li.int(&["quantity"]).unwrap_or(0);
+        let quantity = li.positive(&["quantity"]);
         let subtotal = li.money(&["subtotal"], &currency).unwrap_or(0);
         let total = li.money(&["total"], &currency).unwrap_or(0);
         let tax = li.money(&["total_tax"], &currency);
-        if quantity <= 0 {
-            li.v.add("body.quantity", "must be positive");
-        }
         let discount = li.fits(subtotal.checked_sub(total), "total");
         // Products without a SKU are known by product (and variation) id.
         let channel_sku = if !sku.is_empty() {
