@@ -119,7 +119,7 @@ impl Inventory {
     ) -> Result<HashMap<String, Vec<i64>>, Status> {
         let mut table: HashMap<String, Vec<i64>> = HashMap::new();
         let mut client = self.client(tenant);
-        for chunk in skus.chunks(1000) {
+        for chunk in skus.chunks(skus_per_call(net.nodes.len())) {
             let resp = client
                 .get_availability(GetAvailabilityRequest {
                     skus: chunk.to_vec(),
@@ -139,6 +139,19 @@ impl Inventory {
         }
         Ok(table)
     }
+}
+
+/// Figures asked of inventory per call. A node-scope answer has one per
+/// SKU and node with stock, 17 bytes with 4-character ids, up to about 150
+/// with 64-character ones, and a client reads at most 4 MiB of an answer
+/// by default: an order of 200 lines over 1,000 stores, asked at once,
+/// could not be read, and could not be planned.
+const FIGURES_PER_CALL: usize = 20_000;
+
+/// SKUs per availability call over `nodes` nodes (1 to 1,000, inventory's
+/// limit).
+fn skus_per_call(nodes: usize) -> usize {
+    (FIGURES_PER_CALL / nodes.max(1)).clamp(1, 1000)
 }
 
 /// The engine's stock for an order's SKUs, from an availability table.
@@ -205,5 +218,13 @@ mod tests {
         assert_eq!(utc_offset_minutes("UTC"), 0);
         assert_eq!(utc_offset_minutes("Asia/Kolkata"), 330);
         assert_eq!(utc_offset_minutes("Not/AZone"), 0);
+    }
+
+    #[test]
+    fn availability_is_asked_in_answers_a_client_can_read() {
+        assert_eq!(skus_per_call(10), 1000);
+        assert_eq!(skus_per_call(1000), 20);
+        assert_eq!(skus_per_call(200_000), 1);
+        assert_eq!(skus_per_call(0), 1000);
     }
 }
