@@ -19,6 +19,12 @@ pub struct Figures {
     /// Units on the way by transfers in transit, per (receiving node, sku):
     /// shown, never promised.
     pub in_transit: HashMap<(String, String), i64>,
+    /// The nodes with stock or holds of each SKU, built on first use:
+    /// figures are filled, then read. Without it, each SKU's nodes were
+    /// found by scanning every (node, SKU) figure, and a rebuild of 2,000
+    /// SKUs over 102,000 stock rows took 11 s, holding the tenant's
+    /// reservations all along.
+    by_sku: std::sync::OnceLock<HashMap<String, Vec<String>>>,
 }
 
 impl Figures {
@@ -48,22 +54,25 @@ impl Figures {
 
     /// Nodes where the SKU has stock or holds, enabled only.
     fn nodes_of(&self, sku: &str) -> Vec<String> {
-        let mut nodes: Vec<String> = self
-            .on_hand
-            .keys()
-            .filter(|(_, s)| s == sku)
-            .map(|(n, _)| n.clone())
-            .chain(
-                self.held
-                    .keys()
-                    .filter(|(s, n)| s == sku && !n.is_empty())
-                    .map(|(_, n)| n.clone()),
-            )
-            .filter(|n| self.enabled.contains(n))
-            .collect();
-        nodes.sort();
-        nodes.dedup();
+        let by_sku = self.by_sku.get_or_init(|| {
+            let mut by_sku: HashMap<String, Vec<String>> = HashMap::new();
+            let stocked = self.on_hand.keys().map(|(n, s)| (s, n));
+            let held = self.held.keys().filter(|(_, n)| !n.is_empty());
+            for (sku, node) in stocked.chain(held.map(|(s, n)| (s, n))) {
+                by_sku.entry(sku.clone()).or_default().push(node.clone());
+            }
+            for nodes in by_sku.values_mut() {
+                nodes.sort();
+                nodes.dedup();
+            }
+            by_sku
+        });
+        let nodes = by_sku.get(sku).map_or(&[][..], Vec::as_slice);
         nodes
+            .iter()
+            .filter(|n| self.enabled.contains(*n))
+            .cloned()
+            .collect()
     }
 
     /// What a node can still promise of a SKU (negative when over-held).
