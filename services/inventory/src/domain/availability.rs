@@ -131,9 +131,10 @@ impl Figures {
         );
         nodes.sort();
         nodes.dedup();
+        let wanted = among(only);
         nodes
             .into_iter()
-            .filter(|n| only.is_empty() || only.contains(n))
+            .filter(|n| wanted(n))
             .map(|n| {
                 let on_hand = self
                     .on_hand
@@ -164,10 +165,11 @@ impl Figures {
 
     /// The figure over a pool of nodes (every enabled node when empty).
     pub fn pooled(&self, sku: &str, pool: &[String]) -> Availability {
+        let in_pool = among(pool);
         let nodes: Vec<String> = self
             .nodes_of(sku)
             .into_iter()
-            .filter(|n| pool.is_empty() || pool.contains(n))
+            .filter(|n| in_pool(n))
             .collect();
         let mut a = Availability {
             sku: sku.to_owned(),
@@ -194,9 +196,7 @@ impl Figures {
         a.in_transit = self
             .in_transit
             .iter()
-            .filter(|((n, s), _)| {
-                s == sku && self.enabled.contains(n) && (pool.is_empty() || pool.contains(n))
-            })
+            .filter(|((n, s), _)| s == sku && self.enabled.contains(n) && in_pool(n))
             .map(|(_, q)| q)
             .sum();
         a
@@ -209,8 +209,8 @@ impl Figures {
         channel: &str,
         rule: Option<&ChannelRule>,
     ) -> Availability {
-        let pool = rule.map(|r| r.node_ids.clone()).unwrap_or_default();
-        let mut a = self.pooled(sku, &pool);
+        let pool = rule.map_or(&[][..], |r| r.node_ids.as_slice());
+        let mut a = self.pooled(sku, pool);
         let buffer = match rule.and_then(|r| r.buffer) {
             // Rounded up, as the gate does (common.lua): a buffer that
             // rounded down would hold nothing of the last few units.
@@ -223,6 +223,14 @@ impl Figures {
         a.channel = channel.to_owned();
         a
     }
+}
+
+/// Whether a node is one of `nodes` (every node when empty), looked up in
+/// a set: a channel's pool may name hundreds of stores, asked about for
+/// each of up to 1,000 SKUs.
+fn among(nodes: &[String]) -> impl Fn(&str) -> bool + '_ {
+    let set: HashSet<&str> = nodes.iter().map(String::as_str).collect();
+    move |n| set.is_empty() || set.contains(n)
 }
 
 #[cfg(test)]
