@@ -25,6 +25,8 @@ pub struct Figures {
     /// SKUs over 102,000 stock rows took 11 s, holding the tenant's
     /// reservations all along.
     by_sku: std::sync::OnceLock<HashMap<String, Vec<String>>>,
+    /// The nodes each SKU is on its way to, built on first use likewise.
+    arriving_by_sku: std::sync::OnceLock<HashMap<String, Vec<String>>>,
 }
 
 impl Figures {
@@ -55,17 +57,9 @@ impl Figures {
     /// Nodes where the SKU has stock or holds, enabled only.
     fn nodes_of(&self, sku: &str) -> Vec<String> {
         let by_sku = self.by_sku.get_or_init(|| {
-            let mut by_sku: HashMap<String, Vec<String>> = HashMap::new();
             let stocked = self.on_hand.keys().map(|(n, s)| (s, n));
             let held = self.held.keys().filter(|(_, n)| !n.is_empty());
-            for (sku, node) in stocked.chain(held.map(|(s, n)| (s, n))) {
-                by_sku.entry(sku.clone()).or_default().push(node.clone());
-            }
-            for nodes in by_sku.values_mut() {
-                nodes.sort();
-                nodes.dedup();
-            }
-            by_sku
+            nodes_by_sku(stocked.chain(held.map(|(s, n)| (s, n))))
         });
         let nodes = by_sku.get(sku).map_or(&[][..], Vec::as_slice);
         nodes
@@ -73,6 +67,15 @@ impl Figures {
             .filter(|n| self.enabled.contains(*n))
             .cloned()
             .collect()
+    }
+
+    /// Enabled nodes the SKU is on its way to.
+    fn arriving(&self, sku: &str) -> impl Iterator<Item = &String> {
+        let by_sku = self
+            .arriving_by_sku
+            .get_or_init(|| nodes_by_sku(self.in_transit.keys().map(|(n, s)| (s, n))));
+        let nodes = by_sku.get(sku).map_or(&[][..], Vec::as_slice);
+        nodes.iter().filter(|n| self.enabled.contains(*n))
     }
 
     /// What a node can still promise of a SKU (negative when over-held).
@@ -123,12 +126,7 @@ impl Figures {
     /// way (all of them, or those in `only`).
     pub fn per_node(&self, sku: &str, only: &[String]) -> Vec<Availability> {
         let mut nodes = self.nodes_of(sku);
-        nodes.extend(
-            self.in_transit
-                .keys()
-                .filter(|(n, s)| s == sku && self.enabled.contains(n))
-                .map(|(n, _)| n.clone()),
-        );
+        nodes.extend(self.arriving(sku).cloned());
         nodes.sort();
         nodes.dedup();
         let wanted = among(only);
@@ -194,10 +192,9 @@ impl Figures {
         }
         a.available = (promisable - self.network_held(sku)).max(0);
         a.in_transit = self
-            .in_transit
-            .iter()
-            .filter(|((n, s), _)| s == sku && self.enabled.contains(n) && in_pool(n))
-            .map(|(_, q)| q)
+            .arriving(sku)
+            .filter(|n| in_pool(n))
+            .map(|n| self.in_transit_to(n, sku))
             .sum();
         a
     }
@@ -223,6 +220,21 @@ impl Figures {
         a.channel = channel.to_owned();
         a
     }
+}
+
+/// (SKU, node) pairs as each SKU's nodes, sorted, each once.
+fn nodes_by_sku<'a>(
+    pairs: impl Iterator<Item = (&'a String, &'a String)>,
+) -> HashMap<String, Vec<String>> {
+    let mut by_sku: HashMap<String, Vec<String>> = HashMap::new();
+    for (sku, node) in pairs {
+        by_sku.entry(sku.clone()).or_default().push(node.clone());
+    }
+    for nodes in by_sku.values_mut() {
+        nodes.sort();
+        nodes.dedup();
+    }
+    by_sku
 }
 
 /// Whether a node is one of `nodes` (every node when empty), looked up in
