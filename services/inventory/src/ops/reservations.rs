@@ -1506,10 +1506,16 @@ pub fn start_sweeper(
             // index, and a backlog (a first start with years of
             // reservations) goes a batch per sweep.
             if let Some(keep) = retention {
-                purge_finished(&inv, keep).await;
+                purge_old("finished reservations", keep, |cutoff, n| {
+                    repo::reservations::purge_finished(&inv.pool, cutoff, n)
+                })
+                .await;
             }
             if let Some(keep) = imports_retention {
-                purge_abandoned_imports(&inv, keep).await;
+                purge_old("abandoned snapshot imports", keep, |cutoff, n| {
+                    repo::imports::purge_abandoned(&inv.pool, cutoff, n)
+                })
+                .await;
             }
         }
     });
@@ -1578,33 +1584,19 @@ async fn expire_due(inv: &Inventory) {
     }
 }
 
-/// Deletes one batch of snapshot imports left unfinished more than `keep`
-/// ago.
-async fn purge_abandoned_imports(inv: &Inventory, keep: std::time::Duration) {
+/// Deletes one batch of `what` older than `keep` with `purge` (given the
+/// cutoff and the batch size); a failure is retried at the next sweep.
+async fn purge_old<F, Fut>(what: &str, keep: std::time::Duration, purge: F)
+where
+    F: FnOnce(DateTime<Utc>, i64) -> Fut,
+    Fut: std::future::Future<Output = sqlx::Result<u64>>,
+{
     let Some(cutoff) = oms_runtime::retention::before(keep) else {
         return;
     };
-    match repo::imports::purge_abandoned(&inv.pool, cutoff, PURGE_BATCH).await {
+    match purge(cutoff, PURGE_BATCH).await {
         Ok(0) => {}
-        Ok(n) => {
-            tracing::info!(deleted = n, before = %cutoff, "abandoned snapshot imports deleted")
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "deleting abandoned imports failed; retried next sweep")
-        }
-    }
-}
-
-/// Deletes one batch of reservations finished more than `keep` ago.
-async fn purge_finished(inv: &Inventory, keep: std::time::Duration) {
-    let Some(cutoff) = oms_runtime::retention::before(keep) else {
-        return;
-    };
-    match repo::reservations::purge_finished(&inv.pool, cutoff, PURGE_BATCH).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(deleted = n, before = %cutoff, "finished reservations deleted"),
-        Err(e) => {
-            tracing::warn!(error = %e, "deleting finished reservations failed; retried next sweep")
-        }
+        Ok(n) => tracing::info!(deleted = n, before = %cutoff, "{what} deleted"),
+        Err(e) => tracing::warn!(error = %e, "deleting {what} failed; retried next sweep"),
     }
 }

@@ -134,8 +134,8 @@ pub async fn purge_abandoned(
     db: impl sqlx::PgExecutor<'_>,
     cutoff: chrono::DateTime<chrono::Utc>,
     limit: i64,
-) -> sqlx::Result<i64> {
-    sqlx::query_scalar(
+) -> sqlx::Result<u64> {
+    let gone: i64 = sqlx::query_scalar(
         "WITH gone AS (
              DELETE FROM snapshot_imports WHERE ctid = ANY(ARRAY(
                  SELECT ctid FROM snapshot_imports WHERE update_time < $1 LIMIT $2))
@@ -149,5 +149,6 @@ pub async fn purge_abandoned(
     .bind(cutoff)
     .bind(limit)
     .fetch_one(db)
-    .await
+    .await?;
+    Ok(gone.unsigned_abs())
 }
