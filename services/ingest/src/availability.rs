@@ -118,8 +118,9 @@ impl Watch {
                     .get_availability(inv::GetAvailabilityRequest {
                         skus: page.items.into_iter().map(|i| i.sku).collect(),
                         scope: inv::AvailabilityScope::Channel as i32,
-                        node_ids: vec![],
                         channel: self.channel.name.clone(),
+                        // A figure per SKU: a page of items is one page.
+                        ..Default::default()
                     })
                     .await?
                     .into_inner();

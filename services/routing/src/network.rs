@@ -119,40 +119,36 @@ impl Inventory {
     ) -> Result<HashMap<String, Vec<i64>>, Status> {
         let mut table: HashMap<String, Vec<i64>> = HashMap::new();
         let mut client = self.client(tenant);
-        for chunk in skus.chunks(skus_per_call(net.nodes.len())) {
-            let resp = client
-                .get_availability(GetAvailabilityRequest {
-                    skus: chunk.to_vec(),
-                    scope: AvailabilityScope::Node as i32,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| unavailable("report availability", &e))?
-                .into_inner();
-            for a in resp.availabilities {
-                if let Some(n) = net.index_of(&a.node_id) {
-                    table
-                        .entry(a.sku)
-                        .or_insert_with(|| vec![0; net.nodes.len()])[n] = a.available;
+        // Inventory answers at most 1,000 SKUs a call, and a node-scope
+        // answer over many stores in pages.
+        for chunk in skus.chunks(1000) {
+            let mut page_token = String::new();
+            loop {
+                let resp = client
+                    .get_availability(GetAvailabilityRequest {
+                        skus: chunk.to_vec(),
+                        scope: AvailabilityScope::Node as i32,
+                        page_token,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| unavailable("report availability", &e))?
+                    .into_inner();
+                for a in resp.availabilities {
+                    if let Some(n) = net.index_of(&a.node_id) {
+                        table
+                            .entry(a.sku)
+                            .or_insert_with(|| vec![0; net.nodes.len()])[n] = a.available;
+                    }
                 }
+                if resp.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = resp.next_page_token;
             }
         }
         Ok(table)
     }
-}
-
-/// Figures asked of inventory per call. A node-scope answer has one per
-/// SKU and node with stock, 17 bytes with 4-character ids, up to about 150
-/// with 64-character ones, and a client reads at most 4 MiB of an answer
-/// by default: an order of 200 lines over 1,000 stores with 20-character
-/// ids, asked at once, comes by estimate to about 11 MB, which routing
-/// could not read.
-const FIGURES_PER_CALL: usize = 20_000;
-
-/// SKUs per availability call over `nodes` nodes (1 to 1,000, inventory's
-/// limit).
-fn skus_per_call(nodes: usize) -> usize {
-    (FIGURES_PER_CALL / nodes.max(1)).clamp(1, 1000)
 }
 
 /// The engine's stock for an order's SKUs, from an availability table.
@@ -219,13 +215,5 @@ mod tests {
         assert_eq!(utc_offset_minutes("UTC"), 0);
         assert_eq!(utc_offset_minutes("Asia/Kolkata"), 330);
         assert_eq!(utc_offset_minutes("Not/AZone"), 0);
-    }
-
-    #[test]
-    fn availability_is_asked_in_answers_a_client_can_read() {
-        assert_eq!(skus_per_call(10), 1000);
-        assert_eq!(skus_per_call(1000), 20);
-        assert_eq!(skus_per_call(200_000), 1);
-        assert_eq!(skus_per_call(0), 1000);
     }
 }

@@ -828,6 +828,7 @@ async fn safety_stock_and_channel_rules_hold_stock_back() {
             scope: scope as i32,
             node_ids: node_ids.iter().map(|n| n.to_string()).collect(),
             channel: channel.into(),
+            ..Default::default()
         };
         h.client.get_availability(authed("acme", req)).await
     };
@@ -862,6 +863,93 @@ async fn safety_stock_and_channel_rules_hold_stock_back() {
             vec!["node_ids[1]".to_string()]
         )
     );
+}
+
+#[tokio::test]
+async fn availability_comes_in_pages_of_figures() {
+    let mut h = start().await;
+    let c = &mut h.client;
+    for n in ["A", "B", "C"] {
+        node(c, "acme", n).await;
+    }
+    for (i, sku) in ["S1", "S2", "S3", "S4"].into_iter().enumerate() {
+        item(c, "acme", sku).await;
+        for (j, n) in ["A", "B", "C"].into_iter().enumerate() {
+            receive(c, "acme", n, sku, (10 * i + j + 1) as i64).await;
+        }
+    }
+    let skus: Vec<String> = ["S4", "S2", "S1", "S3"].map(String::from).into();
+    // Every page of a request, with the figures' (SKU, node, available).
+    let mut pages = async |scope: AvailabilityScope, page_size: i32| {
+        let (mut pages, mut page_token) = (vec![], String::new());
+        loop {
+            let req = GetAvailabilityRequest {
+                skus: skus.clone(),
+                scope: scope as i32,
+                page_size,
+                page_token,
+                ..Default::default()
+            };
+            let page = c.get_availability(authed("acme", req)).await.unwrap();
+            let page = page.into_inner();
+            let figures: Vec<(String, String, i64)> = (page.availabilities.iter())
+                .map(|a| (a.sku.clone(), a.node_id.clone(), a.available))
+                .collect();
+            pages.push(figures);
+            if page.next_page_token.is_empty() {
+                return pages;
+            }
+            page_token = page.next_page_token;
+        }
+    };
+    let all = pages(AvailabilityScope::Node, 0).await;
+    assert_eq!(all.len(), 1, "12 figures fit the default page");
+    let expected: Vec<(String, String, i64)> = (1..=4)
+        .flat_map(|i| {
+            (["A", "B", "C"].into_iter().enumerate())
+                .map(move |(j, n)| (format!("S{i}"), n.to_string(), 10 * (i - 1) + j as i64 + 1))
+        })
+        .collect();
+    assert_eq!(all[0], expected, "by SKU, then node");
+    // Pages of 5 split S2's nodes; together they are the one answer.
+    let paged = pages(AvailabilityScope::Node, 5).await;
+    assert_eq!(paged.iter().map(Vec::len).collect::<Vec<_>>(), [5, 5, 2]);
+    assert_eq!(paged.concat(), expected);
+    let network = pages(AvailabilityScope::Network, 3).await;
+    assert_eq!(network.iter().map(Vec::len).collect::<Vec<_>>(), [3, 1]);
+    let totals: Vec<i64> = network.concat().iter().map(|f| f.2).collect();
+    assert_eq!(totals, [6, 36, 66, 96]);
+
+    // A token is for the request it came from, and sizes are not negative.
+    let first = GetAvailabilityRequest {
+        skus: skus.clone(),
+        scope: AvailabilityScope::Node as i32,
+        page_size: 5,
+        ..Default::default()
+    };
+    let token = (c.get_availability(authed("acme", first.clone())).await)
+        .unwrap()
+        .into_inner()
+        .next_page_token;
+    let other = GetAvailabilityRequest {
+        skus: vec!["S1".into()],
+        page_token: token,
+        ..first.clone()
+    };
+    let err = c.get_availability(authed("acme", other)).await.unwrap_err();
+    assert_eq!(
+        (err.code(), fields(&err)),
+        (Code::InvalidArgument, vec!["page_token".to_string()])
+    );
+    let negative = GetAvailabilityRequest {
+        page_size: -1,
+        ..first
+    };
+    let err = c
+        .get_availability(authed("acme", negative))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["page_size"]);
 }
 
 /// A channel's figure and its feed cursor.
