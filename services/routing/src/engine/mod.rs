@@ -87,6 +87,17 @@ struct Attempt {
     candidates: Vec<Candidate>,
     /// Why units were left, when they were.
     why: Option<String>,
+    /// Why each line was left short, where its stock says (empty when no
+    /// line was, or the rule's limits say why).
+    lines_why: Vec<Option<String>>,
+}
+
+impl Attempt {
+    /// Why line `l` was left short: its own reason, else the attempt's.
+    fn why_line(&self, l: usize) -> Option<&str> {
+        let own = self.lines_why.get(l).and_then(Option::as_deref);
+        own.or(self.why.as_deref())
+    }
 }
 
 /// Plans `order` under `rules` in `s`.
@@ -115,7 +126,7 @@ pub fn plan(rules: &RuleSet, order: &Order, s: &Situation) -> Plan {
             }
         };
         if let Some(why) = problem {
-            backorder_all(&mut plan, order, &why);
+            backorder_all(&mut plan, order, |_| why.clone());
             plan.shortfall = Some(why);
             return plan;
         }
@@ -179,15 +190,14 @@ pub fn plan(rules: &RuleSet, order: &Order, s: &Situation) -> Plan {
                 matched: true,
                 reason: String::new(),
             });
-            let why = format!(
-                "held: {}",
-                a.why.as_deref().unwrap_or("the rule cannot fill the order")
-            );
+            let held = |why: Option<&str>| {
+                format!("held: {}", why.unwrap_or("the rule cannot fill the order"))
+            };
+            backorder_all(&mut plan, order, |l| held(a.why_line(l)));
+            plan.shortfall = Some(held(a.why.as_deref()));
             plan.rule = Some(ri);
             plan.hold = true;
             plan.candidates = a.candidates;
-            backorder_all(&mut plan, order, &why);
-            plan.shortfall = Some(why);
             return plan;
         }
         plan.rules.push(RuleEval {
@@ -200,28 +210,33 @@ pub fn plan(rules: &RuleSet, order: &Order, s: &Situation) -> Plan {
     let last = last.map(|(ri, a)| {
         a.unwrap_or_else(|| {
             let t = target();
+            // No node holds the whole order: that is each line's reason
+            // too, not the stock the rule then found at no node.
             Attempt {
                 why: Some(NO_WHOLE_NODE.to_owned()),
+                lines_why: vec![],
                 ..attempt(&rules.rules[ri], &t, store, s)
             }
         })
     });
-    let why = match &last {
+    let why = |said: Option<&str>| match &last {
         None => "no rule matches the order".to_owned(),
-        Some(a) => format!(
+        Some(_) => format!(
             "no rule could fill the order; the last said: {}",
-            a.why.as_deref().unwrap_or("short")
+            said.unwrap_or("short")
         ),
     };
+    let said = |l| last.as_ref().and_then(|a| a.why_line(l));
+    backorder_all(&mut plan, order, |l| why(said(l)));
+    plan.shortfall = Some(why(last.as_ref().and_then(|a| a.why.as_deref())));
     if let Some(a) = last {
         plan.candidates = a.candidates;
     }
-    backorder_all(&mut plan, order, &why);
-    plan.shortfall = Some(why);
     plan
 }
 
-fn backorder_all(plan: &mut Plan, order: &Order, why: &str) {
+/// Backorders every line whole, each for the reason `why` gives it.
+fn backorder_all(plan: &mut Plan, order: &Order, why: impl Fn(usize) -> String) {
     plan.assignments.clear();
     plan.backorders = order
         .lines
@@ -230,17 +245,17 @@ fn backorder_all(plan: &mut Plan, order: &Order, why: &str) {
         .map(|(line, l)| Backorder {
             line,
             quantity: l.quantity,
-            reason: why.to_owned(),
+            reason: why(line),
         })
         .collect();
 }
 
-fn accept(plan: &mut Plan, ri: usize, a: Attempt) {
+fn accept(plan: &mut Plan, ri: usize, mut a: Attempt) {
     plan.rule = Some(ri);
     plan.shipments = a.shipments;
     plan.cost = a.cost;
-    plan.candidates = a.candidates;
-    plan.assignments = a.assignments;
+    plan.candidates = std::mem::take(&mut a.candidates);
+    plan.assignments = std::mem::take(&mut a.assignments);
     plan.backorders = a
         .left
         .iter()
@@ -249,7 +264,7 @@ fn accept(plan: &mut Plan, ri: usize, a: Attempt) {
         .map(|(line, q)| Backorder {
             line,
             quantity: *q,
-            reason: a.why.clone().unwrap_or_default(),
+            reason: a.why_line(line).unwrap_or_default().to_owned(),
         })
         .collect();
     if !plan.backorders.is_empty() {
@@ -324,6 +339,7 @@ fn attempt(rule: &Rule, t: &Target, store: Option<usize>, s: &Situation) -> Atte
                 cost: 0.0,
                 candidates,
                 why: None,
+                lines_why: vec![],
             };
         }
         if rule.pickup_fallback == PickupFallback::Fail {
@@ -337,6 +353,7 @@ fn attempt(rule: &Rule, t: &Target, store: Option<usize>, s: &Situation) -> Atte
                     "pickup store {} lacks stock and the rule does not transfer",
                     s.network.nodes[p].id
                 )),
+                lines_why: vec![],
             };
         }
         if from_store {
@@ -387,8 +404,14 @@ fn attempt(rule: &Rule, t: &Target, store: Option<usize>, s: &Situation) -> Atte
         quantity: x.quantity,
         transfer_to,
     }));
+    let mut lines_why = vec![None; order.lines.len()];
     if sol.left.iter().any(|l| *l > 0) && why.is_none() {
-        why = Some(shortfall(rule, order, (&problem, &scored), &sol, s));
+        for (l, w) in lines_why.iter_mut().enumerate() {
+            if sol.left[l] > 0 {
+                *w = line_short(l, rule, order, (&problem, &scored), &sol, s);
+            }
+        }
+        why = Some(shortfall(rule, &lines_why));
     }
     // The pickup store, when it ships its own stock, is a chosen candidate
     // rather than the receiver of the transfer.
@@ -402,6 +425,7 @@ fn attempt(rule: &Rule, t: &Target, store: Option<usize>, s: &Situation) -> Atte
         cost: sol.cost,
         candidates: scored,
         why,
+        lines_why,
     }
 }
 
@@ -449,15 +473,18 @@ fn min_value(
     sol.cost = p.cost_of(&sol.placed, &sol.used);
 }
 
-/// Why units were left unplaced under `rule`. `scored` are every node's
-/// candidates, eligible or set aside.
-fn shortfall(
+/// Why line `l` was left short, when the stock at the eligible nodes says
+/// so: each backordered line names its own SKU (every line of a 200-line
+/// order said the first short line's "of S1" before 2026-12-04). `scored`
+/// are every node's candidates, eligible or set aside.
+fn line_short(
+    l: usize,
     rule: &Rule,
     order: &Order,
     (p, scored): (&solve::Problem, &[Candidate]),
     sol: &solve::Solution,
     s: &Situation,
-) -> String {
+) -> Option<String> {
     // Too little at the eligible nodes: say where the rest is, and why
     // those nodes were set aside (a summary that only said "eligible
     // nodes hold 0" read as "out of stock" when a node's capacity was
@@ -469,34 +496,37 @@ fn shortfall(
             set_aside(sku, scored, s)
         )
     };
-    let short: Vec<usize> = (0..order.lines.len())
-        .filter(|l| sol.left[*l] > 0)
-        .collect();
-    // A SKU no eligible node holds at all.
-    for &l in &short {
-        let sku = order.lines[l].sku;
-        let best = p
-            .cands
-            .iter()
-            .map(|c| p.stock.get(sku, *c))
-            .max()
-            .unwrap_or(0);
-        if best < sol.left[l] && !rule.line_split {
-            let total: i64 = p.cands.iter().map(|c| p.stock.get(sku, *c)).sum();
-            if total < sol.left[l] || best == 0 {
-                return short_of(sku, total, sol.left[l]);
-            }
-            return format!(
-                "no eligible node holds {} of {} (most at one node: {best}) and the rule does not split lines",
-                sol.left[l], order.skus[sku]
-            );
-        }
-        if rule.line_split {
-            let total: i64 = p.cands.iter().map(|c| p.stock.get(sku, *c)).sum();
-            if total < order.lines[l].quantity {
-                return short_of(sku, total, order.lines[l].quantity);
-            }
-        }
+    let sku = order.lines[l].sku;
+    let total: i64 = p.cands.iter().map(|c| p.stock.get(sku, *c)).sum();
+    if rule.line_split {
+        let wanted = order.lines[l].quantity;
+        return (total < wanted).then(|| short_of(sku, total, wanted));
+    }
+    // A SKU no eligible node holds enough of at once.
+    let best = p
+        .cands
+        .iter()
+        .map(|c| p.stock.get(sku, *c))
+        .max()
+        .unwrap_or(0);
+    let left = sol.left[l];
+    if best >= left {
+        return None;
+    }
+    if total < left || best == 0 {
+        return Some(short_of(sku, total, left));
+    }
+    Some(format!(
+        "no eligible node holds {left} of {} (most at one node: {best}) and the rule does not split lines",
+        order.skus[sku]
+    ))
+}
+
+/// Why units were left unplaced under `rule`: the first short line's
+/// stock, or the rule's limits.
+fn shortfall(rule: &Rule, lines_why: &[Option<String>]) -> String {
+    if let Some(why) = lines_why.iter().flatten().next() {
+        return why.clone();
     }
     if rule.max_shipments == 1 {
         return "no single eligible node holds the whole order and the rule does not split".into();

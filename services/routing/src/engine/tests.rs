@@ -552,6 +552,55 @@ fn a_shortfall_names_the_nodes_set_aside_that_hold_the_sku() {
     );
 }
 
+/// Each backordered line says why it is short; the decision's summary is
+/// the first short line's (every line said "of A" before).
+#[test]
+fn each_backordered_line_names_its_own_sku() {
+    let o = order(&[("A", 3), ("B", 2), ("C", 1), ("D", 4)]);
+    let w = World::new(
+        &o,
+        &[
+            ("A", "DC-BER", 1),
+            ("C", "DC-BER", 1),
+            ("D", "DC-HAM", 2),
+            ("D", "DC-MUC", 2),
+        ],
+    );
+    let reasons = |d: &pb::Decision| -> Vec<String> {
+        d.backorders.iter().map(|b| b.reason.clone()).collect()
+    };
+    let mut partial = rule("partial");
+    partial.when_unfillable = UnfillableAction::PartialBackorder as i32;
+    let d = w.decide(&compile(vec![partial]), &o);
+    assert_eq!(
+        reasons(&d),
+        [
+            "eligible nodes hold 1 of A in all, 3 wanted",
+            "eligible nodes hold 0 of B in all, 2 wanted",
+            "no eligible node holds 4 of D (most at one node: 2) and the rule does not split lines",
+        ]
+    );
+    let summary = d.explanation.unwrap().summary;
+    assert!(summary.contains("hold 1 of A"), "{summary}");
+
+    let mut hold = rule("hold");
+    hold.when_unfillable = UnfillableAction::Hold as i32;
+    let d = w.decide(&compile(vec![hold]), &o);
+    let said = reasons(&d);
+    assert_eq!(said[1], "held: eligible nodes hold 0 of B in all, 2 wanted");
+    assert_eq!(
+        said[2], "held: eligible nodes hold 1 of A in all, 3 wanted",
+        "C could ship: the order's reason"
+    );
+
+    let d = w.decide(&compile(vec![rule("next")]), &o);
+    assert_eq!(
+        reasons(&d)[3],
+        "no rule could fill the order; the last said: no eligible node holds 4 of D \
+         (most at one node: 2) and the rule does not split lines"
+    );
+}
+
 #[test]
 fn a_single_shipment_rule_that_falls_through_measures_only_whole_nodes() {
     let o = order(&[("A", 2), ("B", 2)]);
