@@ -4,10 +4,11 @@
 use crate::auth::TokenIssuer;
 use oms_kernel::Tenant;
 use opentelemetry::propagation::Injector;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::{
     Request, Status,
-    metadata::{MetadataKey, MetadataMap, MetadataValue},
+    metadata::{Ascii, MetadataKey, MetadataMap, MetadataValue},
     transport::{Channel, Endpoint},
 };
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -54,15 +55,60 @@ pub fn inject_trace_context(metadata: &mut MetadataMap) {
 /// Interceptor for service-to-service calls on behalf of a tenant.
 #[derive(Clone)]
 pub struct Outbound {
-    bearer: Option<MetadataValue<tonic::metadata::Ascii>>,
+    token: Arc<Token>,
+}
+
+/// How long a minted token is good for.
+const TOKEN_TTL: Duration = Duration::from_secs(300);
+/// A token this close to its expiry is renewed before a call: a call
+/// started with it must still be accepted when it arrives.
+const RENEW_BEFORE: u64 = 60;
+
+/// A tenant's token, minted anew as it nears its expiry. Clients live as
+/// long as what holds them (a WMS adapter's session, a channel's
+/// availability watch): a token minted once when they were made expired
+/// five minutes later, and every call after that was refused
+/// (`TOKEN_EXPIRED`) until the session ended.
+struct Token {
+    issuer: TokenIssuer,
+    tenant: Tenant,
+    subject: String,
+    /// The bearer header and its token's expiry (Unix seconds).
+    current: Mutex<(MetadataValue<Ascii>, u64)>,
+}
+
+impl Token {
+    fn mint(&self, now: u64) -> (MetadataValue<Ascii>, u64) {
+        let token = self.issuer.mint(&self.tenant, &self.subject, TOKEN_TTL);
+        let bearer =
+            MetadataValue::try_from(format!("Bearer {token}")).expect("a JWT is printable ASCII");
+        (bearer, now + TOKEN_TTL.as_secs())
+    }
+
+    /// The header to send now, renewed when the token is about to expire.
+    fn bearer(&self) -> MetadataValue<Ascii> {
+        let now = jsonwebtoken::get_current_timestamp();
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if now + RENEW_BEFORE >= current.1 {
+            *current = self.mint(now);
+        }
+        current.0.clone()
+    }
 }
 
 impl Outbound {
-    /// Calls carrying a short-lived token for `tenant` signed as `subject`.
+    /// Calls carrying a short-lived token for `tenant` signed as `subject`,
+    /// renewed before it expires.
     pub fn for_tenant(issuer: &TokenIssuer, tenant: &Tenant, subject: &str) -> Self {
-        let token = issuer.mint(tenant, subject, Duration::from_secs(300));
+        let token = Token {
+            issuer: issuer.clone(),
+            tenant: tenant.clone(),
+            subject: subject.to_owned(),
+            // Expired: the first call mints.
+            current: Mutex::new((MetadataValue::from_static(""), 0)),
+        };
         Self {
-            bearer: MetadataValue::try_from(format!("Bearer {token}")).ok(),
+            token: Arc::new(token),
         }
     }
 }
@@ -70,9 +116,53 @@ impl Outbound {
 impl tonic::service::Interceptor for Outbound {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
         inject_trace_context(req.metadata_mut());
-        if let Some(b) = &self.bearer {
-            req.metadata_mut().insert("authorization", b.clone());
-        }
+        req.metadata_mut()
+            .insert("authorization", self.token.bearer());
         Ok(req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Authenticator;
+    use crate::config::{AuthConfig, DEV_JWT_SECRET, Secret};
+    use tonic::service::Interceptor as _;
+
+    /// The header a call through `out` carries, authenticated.
+    fn sent(out: &mut Outbound, auth: &Authenticator) -> (String, crate::auth::Caller) {
+        let req = out.call(Request::new(())).unwrap();
+        let header = req.metadata().get("authorization").unwrap();
+        let header = header.to_str().unwrap().to_owned();
+        let caller = auth.authenticate(Some(&header)).unwrap();
+        (header, caller)
+    }
+
+    #[test]
+    fn a_long_lived_client_renews_its_token_before_it_expires() {
+        let cfg = AuthConfig {
+            jwt_secret: Secret::new(DEV_JWT_SECRET),
+            issuer: "oms".into(),
+            audience: "oms".into(),
+        };
+        let auth = Authenticator::new(&cfg);
+        let tenant = Tenant::parse("acme").unwrap();
+        let mut out = Outbound::for_tenant(&TokenIssuer::new(&cfg), &tenant, "adapter:a");
+        let (first, caller) = sent(&mut out, &auth);
+        assert_eq!(
+            (caller.tenant, caller.subject.as_str()),
+            (tenant, "adapter:a")
+        );
+        assert_eq!(sent(&mut out.clone(), &auth).0, first, "kept while fresh");
+
+        // The token a minute from its expiry (as five minutes on): the
+        // next call carries a new one.
+        let now = jsonwebtoken::get_current_timestamp();
+        *out.token.current.lock().unwrap() = (MetadataValue::from_static("Bearer old"), now + 59);
+        let (renewed, _) = sent(&mut out, &auth);
+        assert!(
+            renewed != "Bearer old" && renewed.starts_with("Bearer "),
+            "{renewed}"
+        );
     }
 }
