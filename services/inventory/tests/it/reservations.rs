@@ -1036,6 +1036,87 @@ async fn one_sweep_expires_a_whole_backlog() {
     assert_eq!(expired, CARTS as i64);
 }
 
+/// Replicas that sweep the same backlog at once take turns per
+/// reservation (`FOR UPDATE SKIP LOCKED`): each cart expires once, its unit
+/// goes back once, and the gate agrees with the record.
+#[tokio::test]
+async fn two_replicas_sweeping_one_backlog_expire_each_cart_once() {
+    const CARTS: usize = 600;
+    // One gate (Redis prefix) for every replica, as in a deployment.
+    let slow = [
+        ("OMS_SWEEP_INTERVAL_MS", "3600000".to_string()),
+        ("OMS_REDIS_KEY_PREFIX", oms_testkit::redis_prefix()),
+    ];
+    let mut h = start_with(&slow).await;
+    stocked(&mut h, &[("S", CARTS as i64)]).await;
+    let carts = (0..CARTS).map(|i| StreamReservationsRequest {
+        reservation: Some(CreateReservationRequest {
+            reservation_id: format!("cart{i}"),
+            lines: vec![line("S", "", 1)],
+            ttl: Some(prost_types::Duration {
+                seconds: 0,
+                nanos: 100_000_000,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let answers = h
+        .client
+        .stream_reservations(authed("acme", tokio_stream::iter(carts)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answers.count().await, CARTS);
+    assert_eq!(available(&mut h.client, "acme", "S").await.available, 0);
+    // The TTL itself must run out: here time passing is what is tested.
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let Harness { db, svc, .. } = h;
+    svc.stop().await.unwrap();
+    // Two replicas start together; each sweeps once as it starts.
+    let config = || oms_testkit::config_with(Service::Inventory, &db, &[], &slow);
+    let (a, b) = tokio::join!(
+        oms_testkit::spawn(config(), oms_inventory::run),
+        oms_testkit::spawn(config(), oms_inventory::run)
+    );
+    let mut c = Client::new(a.channel());
+    wait_until(async || available(&mut c, "acme", "S").await.available == CARTS as i64).await;
+    let mut conn = db.connect("inventory").await;
+    let count = async |conn: &mut sqlx::PgConnection, sql: &'static str| -> i64 {
+        sqlx::query_scalar(sql).fetch_one(conn).await.unwrap()
+    };
+    let expired = "SELECT count(*) FROM reservations WHERE state = 'expired'";
+    assert_eq!(count(&mut conn, expired).await, CARTS as i64);
+    let events = "SELECT count(*) FROM outbox WHERE event_type = 'ReservationReleased'";
+    assert_eq!(
+        count(&mut conn, events).await,
+        CARTS as i64,
+        "one event per cart"
+    );
+    // Neither replica gave a unit back twice: the gate grants the stock
+    // and no more, through either replica.
+    let drifts = reconcile(&mut c, "acme", true).await.drifts;
+    assert!(drifts.is_empty(), "{drifts:?}");
+    let mut other = Client::new(b.channel());
+    let all = CreateReservationRequest {
+        reservation_id: "all".into(),
+        lines: vec![line("S", "", CARTS as i64 + 1)],
+        ..Default::default()
+    };
+    let err = other
+        .create_reservation(authed("acme", all.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "INSUFFICIENT_STOCK");
+    let all = CreateReservationRequest {
+        lines: vec![line("S", "", CARTS as i64)],
+        ..all
+    };
+    other.create_reservation(authed("acme", all)).await.unwrap();
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
 fn extend_request(
     request_id: &str,
     id: &str,
