@@ -62,8 +62,8 @@ impl Watch {
             .inventory
             .watch_availability(inv::WatchAvailabilityRequest {
                 after_cursor: after,
-                skus: vec![],
                 channel: self.channel.name.clone(),
+                ..Default::default()
             })
             .await?
             .into_inner();

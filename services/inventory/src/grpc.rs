@@ -363,6 +363,7 @@ impl InventoryService for InventoryApi {
     ) -> Result<Response<BoxStream<WatchAvailabilityResponse>>, Status> {
         let caller = auth::caller(&req)?;
         let feed = ops::availability::watch(self.0.clone(), caller.tenant, req.into_inner())
+            .await
             .map_err(to_status)?;
         Ok(Response::new(Box::pin(feed.map(|r| r.map_err(to_status)))))
     }

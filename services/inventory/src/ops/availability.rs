@@ -10,7 +10,7 @@ use oms_proto::inventory::*;
 use oms_runtime::outbox::{self, Cursor};
 use prost::Message;
 use sqlx::PgConnection;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 const MAX_SKUS: usize = 1000;
 
@@ -235,6 +235,53 @@ fn touched(ev: &InventoryEvent, scope: &Scope) -> Touched {
     })
 }
 
+/// A figure a change may have altered: a SKU's (network or channel
+/// scope), or a SKU's at a node (node scope; `None`: at every node, when
+/// the change does not say which).
+type Key = (String, Option<String>);
+
+/// The SKUs at nodes an inventory event may have changed the node figures
+/// of. Holds not at a node (a network line) change none; a transfer's
+/// shipment changes what its receiver has on the way, which the movement
+/// does not name, so every node of the SKU.
+fn touched_at_nodes(ev: &InventoryEvent) -> Vec<Key> {
+    use inventory_event::Kind;
+    let at = |sku: &str, node: &str| (sku.to_owned(), Some(node.to_owned()));
+    let reservation = |r: &Option<Reservation>| -> Vec<Key> {
+        let lines = r.iter().flat_map(|r| r.lines.iter());
+        (lines.flat_map(|l| {
+            let own = (!l.node_id.is_empty()).then(|| at(&l.sku, &l.node_id));
+            own.into_iter()
+                .chain(l.allocations.iter().map(|a| at(&a.sku, &a.node_id)))
+        }))
+        .collect()
+    };
+    match &ev.kind {
+        Some(Kind::StockMoved(m)) => (m.movement.iter())
+            .map(|m| match MovementKind::try_from(m.kind) {
+                Ok(MovementKind::TransferOut) => (m.sku.clone(), None),
+                _ => at(&m.sku, &m.node_id),
+            })
+            .collect(),
+        Some(Kind::StockReserved(e)) => reservation(&e.reservation),
+        Some(Kind::ReservationConfirmed(e)) => reservation(&e.reservation),
+        Some(Kind::ReservationReleased(e)) => reservation(&e.reservation),
+        Some(Kind::AllocationsConsumed(e)) => reservation(&e.reservation),
+        Some(Kind::ReservationExtended(e)) => reservation(&e.reservation),
+        Some(Kind::SafetyStockSet(e)) => e.skus.iter().map(|s| at(s, &e.node_id)).collect(),
+        Some(Kind::LotExpired(e)) => vec![at(&e.sku, &e.node_id)],
+        Some(Kind::LotRestored(e)) => vec![at(&e.sku, &e.node_id)],
+        Some(Kind::NodeChanged(e)) => e.skus.iter().map(|s| at(s, &e.node_id)).collect(),
+        Some(Kind::TransferClosed(e)) => (e.transfer.iter())
+            .flat_map(|t| {
+                (t.lines.iter())
+                    .flat_map(|l| [at(&l.sku, &t.from_node_id), at(&l.sku, &t.to_node_id)])
+            })
+            .collect(),
+        Some(Kind::ChannelRuleSet(_)) | None => vec![],
+    }
+}
+
 /// The SKUs an event touched, limited to `only` when set, sorted.
 async fn touched_skus(
     inv: &Inventory,
@@ -268,12 +315,12 @@ async fn touched_skus(
 const RUN: usize = 500;
 
 /// The figures a run of changes read together calls for. A figure is
-/// the current one whenever it is read, so it is read once per SKU for the
-/// whole run and sent at the last change of the run that touched the SKU:
-/// a watcher behind a hot SKU (hundreds of reservations per commit) reads
-/// and sends one figure per run, not one per change. Each change's figures
-/// carry, all but the last, the cursor before it, so resuming after any
-/// of them misses none.
+/// the current one whenever it is read, so it is read once per SKU (and
+/// node) for the whole run and sent at the last change of the run that
+/// touched it: a watcher behind a hot SKU (hundreds of reservations per
+/// commit) reads and sends one figure per run, not one per change. Each
+/// change's figures carry, all but the last, the cursor before it, so
+/// resuming after any of them misses none.
 async fn run_figures(
     inv: &Inventory,
     tenant: &Tenant,
@@ -286,40 +333,78 @@ async fn run_figures(
         let row = row?;
         let ev = InventoryEvent::decode(row.payload.as_slice())
             .map_err(|e| crate::error::Error::Internal(e.to_string()))?;
-        let skus = touched_skus(inv, tenant, touched(&ev, scope), only).await?;
-        changes.push((row, skus));
+        let mut keys: Vec<Key> = match scope {
+            Scope::Node(_) => touched_at_nodes(&ev)
+                .into_iter()
+                .filter(|(s, _)| only.is_empty() || only.contains(s))
+                .collect(),
+            _ => (touched_skus(inv, tenant, touched(&ev, scope), only).await?)
+                .into_iter()
+                .map(|s| (s, None))
+                .collect(),
+        };
+        keys.sort();
+        keys.dedup();
+        changes.push((row, keys));
     }
-    let mut last_change: BTreeMap<&str, usize> = BTreeMap::new();
-    for (i, (_, skus)) in changes.iter().enumerate() {
-        for s in skus {
-            last_change.insert(s, i);
+    let mut last_change: BTreeMap<&Key, usize> = BTreeMap::new();
+    for (i, (_, keys)) in changes.iter().enumerate() {
+        for k in keys {
+            last_change.insert(k, i);
         }
     }
-    let skus: Vec<String> = last_change.keys().map(|s| s.to_string()).collect();
-    let mut figures: HashMap<String, Availability> = HashMap::new();
+    let skus: Vec<String> = (last_change.keys().map(|(s, _)| s.clone()))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    // By (SKU, node); the node is empty outside node scope.
+    let mut figures: BTreeMap<(String, String), Availability> = BTreeMap::new();
     for chunk in skus.chunks(MAX_SKUS) {
         for a in compute(inv, tenant, chunk, scope).await? {
-            figures.insert(a.sku.clone(), a);
+            figures.insert((a.sku.clone(), a.node_id.clone()), a);
         }
     }
+    let wanted = |node: &str| match scope {
+        Scope::Node(nodes) => nodes.is_empty() || nodes.iter().any(|n| n == node),
+        _ => true,
+    };
+    let figures_of = |(sku, node): &Key| -> Vec<Availability> {
+        match node {
+            // A node that promises none of the SKU now (disabled, no
+            // longer shared) has no figure: an empty one says so.
+            Some(n) => match figures.get(&(sku.clone(), n.clone())) {
+                Some(a) => vec![a.clone()],
+                None if wanted(n) => vec![Availability {
+                    sku: sku.clone(),
+                    node_id: n.clone(),
+                    ..Default::default()
+                }],
+                None => vec![],
+            },
+            None => (figures.range((sku.clone(), String::new())..))
+                .take_while(|((s, _), _)| s == sku)
+                .map(|(_, a)| a.clone())
+                .collect(),
+        }
+    };
     let mut out = Vec::new();
-    for (i, (row, skus)) in changes.iter().enumerate() {
-        let mine: Vec<&String> = skus
-            .iter()
-            .filter(|s| last_change[s.as_str()] == i)
+    for (i, (row, keys)) in changes.iter().enumerate() {
+        let mine: Vec<Availability> = (keys.iter())
+            .filter(|k| last_change[k] == i)
+            .flat_map(figures_of)
             .collect();
         let meta = row.meta();
         let before = row.cursor.before().to_string();
         let last = mine.len().saturating_sub(1);
-        for (j, sku) in mine.into_iter().enumerate() {
-            let Some(a) = figures.remove(sku) else {
-                continue;
+        for (j, a) in mine.into_iter().enumerate() {
+            // An id of its own per figure, for consumers to deduplicate on.
+            let name = match a.node_id.as_str() {
+                "" => a.sku.clone(),
+                node => format!("{}\n{node}", a.sku),
             };
             out.push(WatchAvailabilityResponse {
                 meta: Some(EventMeta {
-                    // An id of its own per figure, for consumers to
-                    // deduplicate on.
-                    event_id: uuid::Uuid::new_v5(&row.event_id, sku.as_bytes()).to_string(),
+                    event_id: uuid::Uuid::new_v5(&row.event_id, name.as_bytes()).to_string(),
                     cursor: if j == last {
                         meta.cursor.clone()
                     } else {
@@ -336,7 +421,7 @@ async fn run_figures(
 
 /// Follows the inventory feed and answers each run of changes with the
 /// new figure of every SKU they touched (network, or the channel's).
-pub fn watch(
+pub async fn watch(
     inv: super::Shared,
     tenant: Tenant,
     req: WatchAvailabilityRequest,
@@ -346,13 +431,9 @@ pub fn watch(
         .check("after_cursor", Cursor::parse(&req.after_cursor))
         .unwrap_or_default();
     let only = parse_skus(&mut v, &req.skus, false);
-    let scope = if req.channel.is_empty() {
-        Scope::Network
-    } else {
-        v.check("channel", parse_name(&req.channel, "channels"));
-        Scope::Channel(req.channel.clone())
-    };
+    let scope = parse_scope(&mut v, req.scope, &req.node_ids, &req.channel);
     v.into_result(())?;
+    check_nodes(&inv, &tenant, &scope).await?;
     let feed = outbox::follow(
         inv.pool.clone(),
         tenant.clone(),

@@ -1029,6 +1029,7 @@ async fn a_channel_buffer_holds_the_last_units_back_and_a_rule_can_be_removed() 
                 after_cursor: cursor,
                 skus: vec!["S".into()],
                 channel: "channels/marketplace".into(),
+                ..Default::default()
             },
         ))
         .await
@@ -1147,6 +1148,122 @@ async fn a_node_disabled_or_unshared_is_a_change_on_every_feed_of_a_tenant_there
     until_available(&mut feeds[0], 0).await;
     assert_eq!(available(c, "acme", "S").await.available, 0);
     assert_eq!(available(c, "threepl", "S").await.available, 2);
+}
+
+/// A node-scope feed sends the figures at the nodes a change touched,
+/// each with its node: what store-level connectors (pickup, local
+/// listings) publish.
+#[tokio::test]
+async fn a_node_feed_sends_the_figures_at_the_nodes_a_change_touched() {
+    let mut h = start().await;
+    let c = &mut h.client;
+    for n in ["DC1", "STORE1", "STORE2"] {
+        node(c, "acme", n).await;
+    }
+    item(c, "acme", "S").await;
+    item(c, "acme", "T").await;
+    receive(c, "acme", "DC1", "S", 10).await;
+    receive(c, "acme", "STORE1", "S", 5).await;
+    receive(c, "acme", "STORE2", "T", 3).await;
+    let cursor = availability(c, "acme", "S").await.feed_cursor;
+    let watch = |node_ids: &[&str]| WatchAvailabilityRequest {
+        after_cursor: cursor.clone(),
+        scope: AvailabilityScope::Node as i32,
+        node_ids: node_ids.iter().map(|n| n.to_string()).collect(),
+        ..Default::default()
+    };
+    let mut every = (c.watch_availability(authed("acme", watch(&[]))).await)
+        .unwrap()
+        .into_inner();
+    let mut dc1 = (c.watch_availability(authed("acme", watch(&["DC1"]))).await)
+        .unwrap()
+        .into_inner();
+    // The next figure of a feed: (SKU, node, available, in transit).
+    let next = async |feed: &mut tonic::Streaming<WatchAvailabilityResponse>| {
+        let a = feed.message().await.unwrap().unwrap().availability.unwrap();
+        (a.sku, a.node_id, a.available, a.in_transit)
+    };
+    let fig = |sku: &str, node: &str, available: i64, in_transit: i64| {
+        (sku.to_string(), node.to_string(), available, in_transit)
+    };
+
+    receive(c, "acme", "STORE1", "S", 2).await;
+    assert_eq!(
+        next(&mut every).await,
+        fig("S", "STORE1", 7, 0),
+        "the store only"
+    );
+    // A hold not at a node changes no node's figure; one at a node does.
+    let hold = |id: &str, node: &str, q: i64| CreateReservationRequest {
+        reservation_id: id.into(),
+        lines: vec![line("S", node, q)],
+        ..Default::default()
+    };
+    c.create_reservation(authed("acme", hold("net", "", 3)))
+        .await
+        .unwrap();
+    c.create_reservation(authed("acme", hold("at-store", "STORE1", 1)))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut every).await, fig("S", "STORE1", 6, 0));
+    // Confirmed at DC1: the hold reaches DC1.
+    let confirm = ConfirmReservationRequest {
+        request_id: rid(),
+        name: "reservations/net".into(),
+        allocations: vec![Allocation {
+            sku: "S".into(),
+            node_id: "DC1".into(),
+            quantity: 3,
+            ..Default::default()
+        }],
+    };
+    c.confirm_reservation(authed("acme", confirm))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut every).await, fig("S", "DC1", 7, 0));
+    // A transfer's shipment: less at DC1, more on its way to the store.
+    let send = SendTransferRequest {
+        request_id: rid(),
+        transfer_id: "TO-1".into(),
+        from_node_id: "DC1".into(),
+        to_node_id: "STORE1".into(),
+        lines: vec![TransferLine {
+            sku: "S".into(),
+            quantity: 2,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    c.send_transfer(authed("acme", send)).await.unwrap();
+    assert_eq!(next(&mut every).await, fig("S", "DC1", 5, 0));
+    assert_eq!(next(&mut every).await, fig("S", "STORE1", 6, 2));
+    // A node disabled promises nothing: an empty figure says so.
+    let disable = UpdateNodeRequest {
+        request_id: rid(),
+        node: Some(Node {
+            name: "nodes/STORE2".into(),
+            enabled: false,
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["enabled".into()],
+        }),
+    };
+    c.update_node(authed("acme", disable)).await.unwrap();
+    assert_eq!(next(&mut every).await, fig("T", "STORE2", 0, 0));
+
+    // The DC1 feed saw only DC1's changes.
+    assert_eq!(next(&mut dc1).await, fig("S", "DC1", 7, 0));
+    assert_eq!(next(&mut dc1).await, fig("S", "DC1", 5, 0));
+    // Nodes the caller has not got are refused, as by GetAvailability.
+    let err = c
+        .watch_availability(authed("acme", watch(&["DC9"])))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), fields(&err)),
+        (Code::InvalidArgument, vec!["node_ids[0]".to_string()])
+    );
 }
 
 #[tokio::test]
