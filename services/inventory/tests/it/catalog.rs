@@ -138,20 +138,7 @@ async fn a_shared_node_is_visible_but_only_its_owner_changes_it() {
     assert_eq!(hidden.unwrap_err().code(), Code::NotFound);
     let err = h
         .client
-        .update_node(authed(
-            "acme",
-            UpdateNodeRequest {
-                request_id: rid(),
-                node: Some(Node {
-                    name: "nodes/3PL-1".into(),
-                    enabled: false,
-                    ..Default::default()
-                }),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: vec!["enabled".into()],
-                }),
-            },
-        ))
+        .update_node(authed("acme", enabling("3PL-1", false)))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);

@@ -1238,17 +1238,7 @@ async fn a_node_feed_sends_the_figures_at_the_nodes_a_change_touched() {
     assert_eq!(next(&mut every).await, fig("S", "DC1", 5, 0));
     assert_eq!(next(&mut every).await, fig("S", "STORE1", 6, 2));
     // A node disabled promises nothing: an empty figure says so.
-    let disable = UpdateNodeRequest {
-        request_id: rid(),
-        node: Some(Node {
-            name: "nodes/STORE2".into(),
-            enabled: false,
-            ..Default::default()
-        }),
-        update_mask: Some(prost_types::FieldMask {
-            paths: vec!["enabled".into()],
-        }),
-    };
+    let disable = enabling("STORE2", false);
     c.update_node(authed("acme", disable)).await.unwrap();
     assert_eq!(next(&mut every).await, fig("T", "STORE2", 0, 0));
 

@@ -289,6 +289,21 @@ pub async fn burst(c: &mut Client, prefix: &str, n: usize, sku: &str) -> Vec<i32
         .await
 }
 
+/// A request that enables or disables a node, changing nothing else.
+pub fn enabling(node: &str, enabled: bool) -> UpdateNodeRequest {
+    UpdateNodeRequest {
+        request_id: rid(),
+        node: Some(Node {
+            name: format!("nodes/{node}"),
+            enabled,
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["enabled".into()],
+        }),
+    }
+}
+
 /// Reconciles the tenant's gate with the record (or only compares).
 pub async fn reconcile(c: &mut Client, tenant: &str, dry_run: bool) -> ReconcileResponse {
     c.reconcile(authed(

@@ -834,17 +834,7 @@ async fn paused_disable(
     let disable = tokio::spawn({
         let mut c = h.client.clone();
         async move {
-            let req = UpdateNodeRequest {
-                request_id: rid(),
-                node: Some(Node {
-                    name: "nodes/3PL-1".into(),
-                    enabled: false,
-                    ..Default::default()
-                }),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: vec!["enabled".into()],
-                }),
-            };
+            let req = enabling("3PL-1", false);
             c.update_node(authed("threepl", req)).await
         }
     });

@@ -989,15 +989,9 @@ async fn a_confirm_after_expiry_is_refused_even_before_the_sweep() {
 /// A sweep expires every reservation due, however many (a flash sale's
 /// abandoned carts): before, it expired 200, one after the other, and the
 /// rest waited for the next sweeps, their units kept from sale.
-#[tokio::test]
-async fn one_sweep_expires_a_whole_backlog() {
-    const CARTS: usize = 1200;
-    // Sweeps an hour apart: a replica sweeps once when it starts, then not
-    // again within the test.
-    let slow = [("OMS_SWEEP_INTERVAL_MS", "3600000".to_string())];
-    let mut h = start_with(&slow).await;
-    stocked(&mut h, &[("S", CARTS as i64)]).await;
-    let carts = (0..CARTS).map(|i| StreamReservationsRequest {
+/// `n` reservations of one unit of S each, due 100 ms after they are made.
+fn carts_of_one_unit(n: usize) -> impl Iterator<Item = StreamReservationsRequest> {
+    (0..n).map(|i| StreamReservationsRequest {
         reservation: Some(CreateReservationRequest {
             reservation_id: format!("cart{i}"),
             lines: vec![line("S", "", 1)],
@@ -1008,7 +1002,18 @@ async fn one_sweep_expires_a_whole_backlog() {
             ..Default::default()
         }),
         ..Default::default()
-    });
+    })
+}
+
+#[tokio::test]
+async fn one_sweep_expires_a_whole_backlog() {
+    const CARTS: usize = 1200;
+    // Sweeps an hour apart: a replica sweeps once when it starts, then not
+    // again within the test.
+    let slow = [("OMS_SWEEP_INTERVAL_MS", "3600000".to_string())];
+    let mut h = start_with(&slow).await;
+    stocked(&mut h, &[("S", CARTS as i64)]).await;
+    let carts = carts_of_one_unit(CARTS);
     let granted = h
         .client
         .stream_reservations(authed("acme", tokio_stream::iter(carts)))
@@ -1049,18 +1054,7 @@ async fn two_replicas_sweeping_one_backlog_expire_each_cart_once() {
     ];
     let mut h = start_with(&slow).await;
     stocked(&mut h, &[("S", CARTS as i64)]).await;
-    let carts = (0..CARTS).map(|i| StreamReservationsRequest {
-        reservation: Some(CreateReservationRequest {
-            reservation_id: format!("cart{i}"),
-            lines: vec![line("S", "", 1)],
-            ttl: Some(prost_types::Duration {
-                seconds: 0,
-                nanos: 100_000_000,
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    let carts = carts_of_one_unit(CARTS);
     let answers = h
         .client
         .stream_reservations(authed("acme", tokio_stream::iter(carts)))
@@ -1562,22 +1556,9 @@ async fn units_at_a_disabled_node_are_a_failed_precondition() {
     let c = &mut h.client;
     node(c, "acme", "DC2").await;
     receive(c, "acme", "DC2", "SKU-1", 5).await;
-    c.update_node(authed(
-        "acme",
-        UpdateNodeRequest {
-            request_id: rid(),
-            node: Some(Node {
-                name: "nodes/DC2".into(),
-                enabled: false,
-                ..Default::default()
-            }),
-            update_mask: Some(prost_types::FieldMask {
-                paths: vec!["enabled".into()],
-            }),
-        },
-    ))
-    .await
-    .unwrap();
+    c.update_node(authed("acme", enabling("DC2", false)))
+        .await
+        .unwrap();
     let lines = vec![line("SKU-1", "DC1", 1), line("SKU-1", "DC2", 1)];
     let err = reserve(c, "acme", "r1", lines).await.unwrap_err();
     assert_eq!(

@@ -522,17 +522,7 @@ fn refused_as_it_may_be(e: &tonic::Status) {
 
 /// acme enables or disables one of its nodes.
 async fn enable(c: &mut Client, node: &str, enabled: bool) {
-    let req = UpdateNodeRequest {
-        request_id: rid(),
-        node: Some(Node {
-            name: format!("nodes/{node}"),
-            enabled,
-            ..Default::default()
-        }),
-        update_mask: Some(prost_types::FieldMask {
-            paths: vec!["enabled".into()],
-        }),
-    };
+    let req = enabling(node, enabled);
     let n = retried(c, async |c| {
         c.update_node(authed("acme", req.clone())).await
     })
