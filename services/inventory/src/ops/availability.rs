@@ -328,15 +328,23 @@ async fn run_figures(
     only: &[String],
     scope: &Scope,
 ) -> Result<Vec<WatchAvailabilityResponse>> {
+    let wanted = |node: &str| match scope {
+        Scope::Node(nodes) => nodes.is_empty() || nodes.iter().any(|n| n == node),
+        _ => true,
+    };
     let mut changes = Vec::with_capacity(rows.len());
     for row in rows {
         let row = row?;
         let ev = InventoryEvent::decode(row.payload.as_slice())
             .map_err(|e| crate::error::Error::Internal(e.to_string()))?;
         let mut keys: Vec<Key> = match scope {
+            // Only the watcher's SKUs and nodes: the figures of others
+            // are not read.
             Scope::Node(_) => touched_at_nodes(&ev)
                 .into_iter()
-                .filter(|(s, _)| only.is_empty() || only.contains(s))
+                .filter(|(s, n)| {
+                    (only.is_empty() || only.contains(s)) && n.as_deref().is_none_or(wanted)
+                })
                 .collect(),
             _ => (touched_skus(inv, tenant, touched(&ev, scope), only).await?)
                 .into_iter()
@@ -364,22 +372,17 @@ async fn run_figures(
             figures.insert((a.sku.clone(), a.node_id.clone()), a);
         }
     }
-    let wanted = |node: &str| match scope {
-        Scope::Node(nodes) => nodes.is_empty() || nodes.iter().any(|n| n == node),
-        _ => true,
-    };
     let figures_of = |(sku, node): &Key| -> Vec<Availability> {
         match node {
             // A node that promises none of the SKU now (disabled, no
             // longer shared) has no figure: an empty one says so.
             Some(n) => match figures.get(&(sku.clone(), n.clone())) {
                 Some(a) => vec![a.clone()],
-                None if wanted(n) => vec![Availability {
+                None => vec![Availability {
                     sku: sku.clone(),
                     node_id: n.clone(),
                     ..Default::default()
                 }],
-                None => vec![],
             },
             None => (figures.range((sku.clone(), String::new())..))
                 .take_while(|((s, _), _)| s == sku)
