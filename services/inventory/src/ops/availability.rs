@@ -21,22 +21,24 @@ enum Scope {
     Channel(String),
 }
 
-/// On-hand (and its expired part) and holds of these SKUs, as recorded.
+/// On-hand (and its expired part) and holds of these SKUs, as recorded:
+/// at every node, or at `node` only (its holds, not the network's).
 pub(crate) async fn stock_and_holds(
     db: &mut PgConnection,
     tenant: &Tenant,
     skus: &[String],
+    node: Option<&str>,
 ) -> Result<Figures> {
     let mut f = Figures::default();
-    f.add_stock(repo::stock::on_hand(&mut *db, tenant, skus).await?);
-    for (sku, node, q) in repo::reservations::held(&mut *db, tenant, skus).await? {
+    f.add_stock(repo::stock::on_hand(&mut *db, tenant, skus, node).await?);
+    for (sku, node, q) in repo::reservations::held(&mut *db, tenant, skus, node).await? {
         f.held.insert((sku, node), q);
     }
     Ok(f)
 }
 
 async fn figures(inv: &Inventory, tenant: &Tenant, skus: &[String]) -> Result<Figures> {
-    let mut f = stock_and_holds(&mut *inv.pool.acquire().await?, tenant, skus).await?;
+    let mut f = stock_and_holds(&mut *inv.pool.acquire().await?, tenant, skus, None).await?;
     f.safety = repo::rules::safety(&inv.pool, tenant, skus).await?;
     for (node, sku, q) in repo::transfers::on_the_way(&inv.pool, tenant, skus).await? {
         f.in_transit.insert((node, sku), q);

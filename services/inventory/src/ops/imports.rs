@@ -304,7 +304,7 @@ async fn shortfalls(
     }
     let skus: BTreeSet<&String> = at.iter().map(|(_, sku)| sku).collect();
     let skus: Vec<String> = skus.into_iter().cloned().collect();
-    let now = super::availability::stock_and_holds(tx, tenant, &skus).await?;
+    let now = super::availability::stock_and_holds(tx, tenant, &skus, None).await?;
     Ok(at
         .iter()
         .map(|(node, sku)| StockShortfall {

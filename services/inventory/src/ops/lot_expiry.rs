@@ -144,7 +144,7 @@ async fn withdrawn(
         .collect();
     super::adjust_gate(inv, tenant, changes).await?;
     let now = if lots.iter().any(|l| l.expired) {
-        stock_and_holds(tx, tenant, &skus).await?
+        stock_and_holds(tx, tenant, &skus, None).await?
     } else {
         Figures::default()
     };

@@ -114,13 +114,13 @@ async fn rebuild(
 ) -> Result<(i64, Vec<Drift>)> {
     let dry_run = trigger.is_none();
     let mut f = Figures::default();
-    f.add_stock(repo::stock::on_hand(&mut *tx, tenant, &[]).await?);
+    f.add_stock(repo::stock::on_hand(&mut *tx, tenant, &[], None).await?);
     // One read of the live reservations serves both the held figures and
     // the gate's records (it scans the tenant's reservations). The totals
     // are checked against the holds here, and rewritten from them.
     let live = repo::reservations::live(&mut *tx, tenant).await?;
     let exact = held_by_sku_and_node(&live);
-    let mut totals = repo::reservations::held(&mut *tx, tenant, &[]).await?;
+    let mut totals = repo::reservations::held(&mut *tx, tenant, &[], None).await?;
     totals.sort();
     if totals != exact {
         tracing::warn!(tenant = %tenant, dry_run, "held totals differ from the holds");

@@ -370,14 +370,17 @@ pub async fn held(
     db: impl PgExecutor<'_>,
     tenant: &Tenant,
     skus: &[String],
+    node: Option<&str>,
 ) -> sqlx::Result<Vec<(String, String, i64)>> {
     sqlx::query_as(
         "SELECT sku, node_id, SUM(held)::bigint FROM held_totals
          WHERE tenant = $1 AND (cardinality($2::text[]) = 0 OR sku = ANY($2))
+           AND ($3::text IS NULL OR node_id = $3)
          GROUP BY sku, node_id HAVING SUM(held) <> 0",
     )
     .bind(tenant.as_str())
     .bind(skus)
+    .bind(node)
     .fetch_all(db)
     .await
 }
@@ -532,7 +535,7 @@ mod tests {
             s("z", "S", "", 3),
         ];
         assert_eq!(in_view(&mut c).await, expected);
-        let mut totals = held(&mut *c, &t, &[]).await.unwrap();
+        let mut totals = held(&mut *c, &t, &[], None).await.unwrap();
         totals.sort();
         let summed = by_holds(&mut c).await;
         assert_eq!(totals, summed);
@@ -564,7 +567,7 @@ mod tests {
         .unwrap();
         tx.commit().await.unwrap();
         let summed = by_holds(&mut c).await;
-        let mut totals = held(&mut *c, &t, &[]).await.unwrap();
+        let mut totals = held(&mut *c, &t, &[], None).await.unwrap();
         totals.sort();
         assert_eq!(totals, summed);
         assert_eq!(

@@ -95,7 +95,11 @@ pub async fn lock_for_movements(
 }
 
 /// One lot, locked for the rest of the transaction; empty when the lot
-/// has never been seen.
+/// has never been seen. A lot on record takes one round trip (the lock),
+/// a new one two (the lock finds nothing; the insert returns the row it
+/// made, which no one else sees until the commit), a lot another
+/// transaction creates meanwhile three: every movement goes through here,
+/// and round trips are most of a movement's time.
 pub async fn lock_lot(
     tx: &mut PgConnection,
     tenant: &Tenant,
@@ -103,24 +107,35 @@ pub async fn lock_lot(
     sku: &str,
     lot: &str,
 ) -> sqlx::Result<Lot> {
-    sqlx::query(
-        "INSERT INTO stock (tenant, node_id, sku, lot, on_hand) VALUES ($1, $2, $3, $4, 0) ON CONFLICT DO NOTHING",
-    )
-    .bind(tenant.as_str())
-    .bind(node)
-    .bind(sku)
-    .bind(lot)
-    .execute(&mut *tx)
-    .await?;
-    let (on_hand, expiry_date, expired) = sqlx::query_as(
-        "SELECT on_hand, expiry_date, expired FROM stock WHERE tenant = $1 AND node_id = $2 AND sku = $3 AND lot = $4 FOR UPDATE",
-    )
-    .bind(tenant.as_str())
-    .bind(node)
-    .bind(sku)
-    .bind(lot)
-    .fetch_one(tx)
-    .await?;
+    let locked = || {
+        sqlx::query_as(
+            "SELECT on_hand, expiry_date, expired FROM stock
+             WHERE tenant = $1 AND node_id = $2 AND sku = $3 AND lot = $4 FOR UPDATE",
+        )
+        .bind(tenant.as_str())
+        .bind(node)
+        .bind(sku)
+        .bind(lot)
+    };
+    let mut found: Option<(i64, String, bool)> = locked().fetch_optional(&mut *tx).await?;
+    if found.is_none() {
+        found = sqlx::query_as(
+            "INSERT INTO stock (tenant, node_id, sku, lot, on_hand) VALUES ($1, $2, $3, $4, 0)
+             ON CONFLICT DO NOTHING RETURNING on_hand, expiry_date, expired",
+        )
+        .bind(tenant.as_str())
+        .bind(node)
+        .bind(sku)
+        .bind(lot)
+        .fetch_optional(&mut *tx)
+        .await?;
+    }
+    let (on_hand, expiry_date, expired) = match found {
+        Some(row) => row,
+        // Inserted by another transaction since the lock found nothing:
+        // this waits for it, then locks the row.
+        None => locked().fetch_one(tx).await?,
+    };
     Ok(Lot {
         on_hand,
         expiry_date,
@@ -129,7 +144,7 @@ pub async fn lock_lot(
 }
 
 /// Sets the on-hand of a locked lot (and its dates and state, from the
-/// movement) and appends the movement to the ledger.
+/// movement) and appends the movement to the ledger, in one statement.
 pub async fn record(
     tx: &mut PgConnection,
     tenant: &Tenant,
@@ -139,22 +154,12 @@ pub async fn record(
     now: DateTime<Utc>,
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE stock SET on_hand = $5, expiry_date = CASE WHEN $6 = '' THEN expiry_date ELSE $6 END,
-                         expired = $7, withdraw_date = $8
-         WHERE tenant = $1 AND node_id = $2 AND sku = $3 AND lot = $4",
-    )
-    .bind(tenant.as_str())
-    .bind(&m.node_id)
-    .bind(&m.sku)
-    .bind(&m.lot)
-    .bind(m.on_hand_after)
-    .bind(&m.expiry_date)
-    .bind(expired)
-    .bind(withdraw_date)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO movements (movement_id, tenant, node_id, sku, lot, kind, quantity, on_hand_after, record_time, doc, reference)
+        "WITH lot AS (
+           UPDATE stock SET on_hand = $8, expiry_date = CASE WHEN $12 = '' THEN expiry_date ELSE $12 END,
+                            expired = $13, withdraw_date = $14
+           WHERE tenant = $2 AND node_id = $3 AND sku = $4 AND lot = $5
+         )
+         INSERT INTO movements (movement_id, tenant, node_id, sku, lot, kind, quantity, on_hand_after, record_time, doc, reference)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(id)
@@ -168,6 +173,9 @@ pub async fn record(
     .bind(now)
     .bind(m.encode_to_vec())
     .bind(&m.reference)
+    .bind(&m.expiry_date)
+    .bind(expired)
+    .bind(withdraw_date)
     .execute(tx)
     .await?;
     Ok(())
@@ -358,14 +366,18 @@ pub async fn on_hand(
     db: impl PgExecutor<'_>,
     tenant: &Tenant,
     skus: &[String],
+    node: Option<&str>,
 ) -> sqlx::Result<Vec<(String, String, i64, i64)>> {
     sqlx::query_as(
         "SELECT node_id, sku, SUM(on_hand)::bigint, (SUM(on_hand) FILTER (WHERE expired))::bigint
          FROM stock
-         WHERE tenant = $1 AND (cardinality($2::text[]) = 0 OR sku = ANY($2)) GROUP BY node_id, sku",
+         WHERE tenant = $1 AND (cardinality($2::text[]) = 0 OR sku = ANY($2))
+           AND ($3::text IS NULL OR node_id = $3)
+         GROUP BY node_id, sku",
     )
     .bind(tenant.as_str())
     .bind(skus)
+    .bind(node)
     .fetch_all(db)
     .await
     .map(|rows: Vec<(String, String, i64, Option<i64>)>| {
