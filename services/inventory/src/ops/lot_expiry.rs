@@ -144,7 +144,12 @@ async fn withdrawn(
         .collect();
     super::adjust_gate(inv, tenant, changes).await?;
     let now = if lots.iter().any(|l| l.expired) {
-        stock_and_holds(tx, tenant, &skus, None).await?
+        // Lots of one node (a sweep's, by node and date): its figures only.
+        let node = match node_ids.as_slice() {
+            [one] => Some(one.as_str()),
+            _ => None,
+        };
+        stock_and_holds(tx, tenant, &skus, node).await?
     } else {
         Figures::default()
     };
