@@ -989,9 +989,11 @@ async fn a_confirm_after_expiry_is_refused_even_before_the_sweep() {
 /// A sweep expires every reservation due, however many (a flash sale's
 /// abandoned carts): before, it expired 200, one after the other, and the
 /// rest waited for the next sweeps, their units kept from sale.
-/// `n` reservations of one unit of S each, due 100 ms after they are made.
-fn carts_of_one_unit(n: usize) -> impl Iterator<Item = StreamReservationsRequest> {
-    (0..n).map(|i| StreamReservationsRequest {
+/// Stocks `n` units of S and reserves each in a cart of its own over one
+/// stream, due 100 ms later; the carts granted.
+async fn carts_reserved(h: &mut Harness, n: usize) -> usize {
+    stocked(h, &[("S", n as i64)]).await;
+    let carts = (0..n).map(|i| StreamReservationsRequest {
         reservation: Some(CreateReservationRequest {
             reservation_id: format!("cart{i}"),
             lines: vec![line("S", "", 1)],
@@ -1002,7 +1004,15 @@ fn carts_of_one_unit(n: usize) -> impl Iterator<Item = StreamReservationsRequest
             ..Default::default()
         }),
         ..Default::default()
-    })
+    });
+    h.client
+        .stream_reservations(authed("acme", tokio_stream::iter(carts)))
+        .await
+        .unwrap()
+        .into_inner()
+        .filter(|a| std::future::ready(a.as_ref().is_ok_and(|a| a.reservation.is_some())))
+        .count()
+        .await
 }
 
 #[tokio::test]
@@ -1012,18 +1022,7 @@ async fn one_sweep_expires_a_whole_backlog() {
     // again within the test.
     let slow = [("OMS_SWEEP_INTERVAL_MS", "3600000".to_string())];
     let mut h = start_with(&slow).await;
-    stocked(&mut h, &[("S", CARTS as i64)]).await;
-    let carts = carts_of_one_unit(CARTS);
-    let granted = h
-        .client
-        .stream_reservations(authed("acme", tokio_stream::iter(carts)))
-        .await
-        .unwrap()
-        .into_inner()
-        .filter(|a| std::future::ready(a.as_ref().is_ok_and(|a| a.reservation.is_some())))
-        .count()
-        .await;
-    assert_eq!(granted, CARTS);
+    assert_eq!(carts_reserved(&mut h, CARTS).await, CARTS);
     // The TTL itself must run out: here time passing is what is tested.
     tokio::time::sleep(std::time::Duration::from_millis(150)).await;
     let Harness { db, svc, .. } = h;
@@ -1053,15 +1052,7 @@ async fn two_replicas_sweeping_one_backlog_expire_each_cart_once() {
         ("OMS_REDIS_KEY_PREFIX", oms_testkit::redis_prefix()),
     ];
     let mut h = start_with(&slow).await;
-    stocked(&mut h, &[("S", CARTS as i64)]).await;
-    let carts = carts_of_one_unit(CARTS);
-    let answers = h
-        .client
-        .stream_reservations(authed("acme", tokio_stream::iter(carts)))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(answers.count().await, CARTS);
+    assert_eq!(carts_reserved(&mut h, CARTS).await, CARTS);
     assert_eq!(available(&mut h.client, "acme", "S").await.available, 0);
     // The TTL itself must run out: here time passing is what is tested.
     tokio::time::sleep(std::time::Duration::from_millis(150)).await;
