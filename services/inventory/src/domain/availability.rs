@@ -240,7 +240,7 @@ fn nodes_by_sku<'a>(
 /// Whether a node is one of `nodes` (every node when empty), looked up in
 /// a set: a channel's pool may name hundreds of stores, asked about for
 /// each of up to 1,000 SKUs.
-fn among(nodes: &[String]) -> impl Fn(&str) -> bool + '_ {
+pub(crate) fn among(nodes: &[String]) -> impl Fn(&str) -> bool + '_ {
     let set: HashSet<&str> = nodes.iter().map(String::as_str).collect();
     move |n| set.is_empty() || set.contains(n)
 }

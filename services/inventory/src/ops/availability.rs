@@ -1,6 +1,7 @@
 //! Available-to-promise, computed from the record, and its change feed.
 use super::Inventory;
-use crate::domain::{availability::Figures, check_node_id, check_sku};
+use crate::domain::availability::{Figures, among};
+use crate::domain::{check_node_id, check_sku};
 use crate::error::Result;
 use crate::repo;
 use futures::{Stream, StreamExt};
@@ -330,10 +331,10 @@ async fn run_figures(
     only: &[String],
     scope: &Scope,
 ) -> Result<Vec<WatchAvailabilityResponse>> {
-    let wanted = |node: &str| match scope {
-        Scope::Node(nodes) => nodes.is_empty() || nodes.iter().any(|n| n == node),
-        _ => true,
-    };
+    let wanted = among(match scope {
+        Scope::Node(nodes) => nodes,
+        _ => &[],
+    });
     let mut changes = Vec::with_capacity(rows.len());
     for row in rows {
         let row = row?;
@@ -345,7 +346,7 @@ async fn run_figures(
             Scope::Node(_) => touched_at_nodes(&ev)
                 .into_iter()
                 .filter(|(s, n)| {
-                    (only.is_empty() || only.contains(s)) && n.as_deref().is_none_or(wanted)
+                    (only.is_empty() || only.contains(s)) && n.as_deref().is_none_or(&wanted)
                 })
                 .collect(),
             _ => (touched_skus(inv, tenant, touched(&ev, scope), only).await?)
