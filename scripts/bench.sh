@@ -29,6 +29,9 @@ echo "== hot SKU: $CLIENTS clients reserving 1 unit of one SKU through gRPC (${S
 echo "== ingest: $INGEST_CLIENTS clients submitting 3-line orders through ingest -> orders (${SECS}s)"
 "$BIN" ingest --clients "$INGEST_CLIENTS" --seconds "$SECS" | tee .oms/bench-ingest.json
 
+echo "== stock snapshot import: three counts of 200 SKUs at 100 stores through gRPC, one call each"
+"$BIN" import | tee .oms/bench-import.json
+
 echo "== routing: the sourcing engine in-process (10-1,000 nodes x 1/5/20 lines), its gap to the optimum, PlanOrder through gRPC (${SECS}s)"
 "$BIN" routing --seconds "$SECS" | tee .oms/bench-routing.json
 
@@ -68,6 +71,14 @@ steal = i.get("host_steal_share")
 steal = f"   (host steal {steal:.0%})" if steal is not None else ""
 print(f"  {o:,.0f} orders/s   p50 {i['p50_ms']:.2f} ms   p99 {i['p99_ms']:.2f} ms{steal}")
 print(f"  vs pg_order_tps {b['pg_order_tps']:,.0f}/s: {o / b['pg_order_tps']:.2f}x (target >= 1.0x)")
+m = json.load(open(".oms/bench-import.json"))
+print()
+print(f"stock snapshot import through gRPC ({m['nodes']} stores x {m['skus']} SKUs = {m['rows']:,} rows a count, one call each; durable, verified: {m['verified']}):")
+for k, what in (("first", "the first count (every lot new)"),
+                ("unchanged", "the same count again"),
+                ("lowered", "every figure lowered, reservations left short at one store")):
+    r = m[k]["rows_per_s"]
+    print(f"  {what}: {r:,.0f} rows/s ({m[k]['seconds']:.1f} s)   vs pg_order_tps {b['pg_order_tps']:,.0f}/s: {r / b['pg_order_tps']:.2f}x")
 t = json.load(open(".oms/bench-routing.json"))
 print()
 print("routing engine, one core (decisions/s, p50/p99 us; with the rendered explanation after |):")

@@ -7,6 +7,7 @@
 
 mod fulfillment;
 mod hot_sku;
+mod import;
 mod ingest;
 mod load;
 mod routing;
@@ -24,6 +25,9 @@ struct Cli {
 enum Scenario {
     /// Concurrent clients each reserving one unit of one SKU through gRPC.
     HotSku(hot_sku::Args),
+    /// Stock snapshot imports of every SKU at every node: the first count,
+    /// the same again, and one that lowers every figure.
+    Import(import::Args),
     /// Concurrent clients submitting 3-line orders through ingest.
     Ingest(ingest::Args),
     /// Status events through one fulfillment process, and release to
@@ -39,6 +43,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().scenario {
         Scenario::Fulfillment(args) => fulfillment::run(args).await,
         Scenario::HotSku(args) => hot_sku::run(args).await,
+        Scenario::Import(args) => import::run(args).await,
         Scenario::Ingest(args) => ingest::run(args).await,
         Scenario::Routing(args) => routing::run(args).await,
     }

@@ -6,6 +6,7 @@
 //! runs again.
 pub mod availability;
 pub mod catalog;
+mod counts;
 pub mod imports;
 pub mod lot_expiry;
 pub mod movements;
@@ -405,22 +406,31 @@ pub async fn emit(
     request_id: &str,
     kind: inventory_event::Kind,
 ) -> Result<()> {
-    let event_type = event_type(&kind);
-    let payload = InventoryEvent {
-        meta: None,
-        kind: Some(kind),
-    }
-    .encode_to_vec();
-    outbox::append(
-        tx,
-        NewEvent {
+    emit_many(tx, tenant, request_id, vec![(subject.to_owned(), kind)]).await
+}
+
+/// Appends inventory events (subject, kind) in the transaction, in one
+/// statement however many.
+pub async fn emit_many(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    request_id: &str,
+    events: Vec<(String, inventory_event::Kind)>,
+) -> Result<()> {
+    let (subjects, kinds): (Vec<String>, Vec<_>) = events.into_iter().unzip();
+    let events: Vec<NewEvent<'_>> = (subjects.iter().zip(kinds))
+        .map(|(subject, kind)| NewEvent {
             tenant,
-            event_type,
+            event_type: event_type(&kind),
             subject,
             request_id,
-            payload,
-        },
-    )
-    .await?;
+            payload: InventoryEvent {
+                meta: None,
+                kind: Some(kind),
+            }
+            .encode_to_vec(),
+        })
+        .collect();
+    outbox::append_many(tx, &events).await?;
     Ok(())
 }

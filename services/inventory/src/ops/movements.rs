@@ -5,7 +5,7 @@ use crate::domain::{check_node_id, check_sku, expiry, movement};
 use crate::error::{Error, Result};
 use crate::gate::AvailChange;
 use crate::repo;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use oms_kernel::{Paging, RequestId, Tenant, Violations};
 use oms_proto::inventory::*;
 use oms_runtime::time::to_timestamp;
@@ -117,18 +117,16 @@ pub(crate) async fn apply(
         ));
     }
     let now = Utc::now();
-    let id = Uuid::now_v7();
-    m.movement_id = id.to_string();
-    m.quantity = delta;
-    m.on_hand_after = new;
-    m.actor = actor.to_owned();
-    m.record_time = Some(to_timestamp(now));
-    if m.occur_time.is_none() {
-        m.occur_time = m.record_time;
-    }
+    let id = stamp(&mut m, old, delta, actor, now);
     let withdraw = expiry::withdraw_date(&m.lot, &m.expiry_date, item.min_shelf_life_days);
     let expired = expiry::is_expired(&withdraw, &node.time_zone, now);
-    repo::stock::record(tx, tenant, &m, (&withdraw, expired), id, now).await?;
+    let recorded = repo::stock::Recorded {
+        movement: &m,
+        id,
+        withdraw_date: &withdraw,
+        expired,
+    };
+    repo::stock::record(tx, tenant, &[recorded], now).await?;
     if item.serial_tracked && !m.serial_numbers.is_empty() {
         track_serials(tx, tenant, &m, kind, id, now).await?;
     }
@@ -142,43 +140,101 @@ pub(crate) async fn apply(
     if origin == Origin::Shipment {
         change -= delta;
     }
-    if node.enabled && change != 0 {
-        let safety = repo::rules::safety(&mut *tx, tenant, std::slice::from_ref(&m.sku)).await?;
-        let change = AvailChange {
-            sku: m.sku.clone(),
-            node: m.node_id.clone(),
-            delta: change,
-            init: -repo::rules::effective(&safety, &m.node_id, &m.sku),
-        };
-        super::adjust_gate(inv, tenant, vec![change]).await?;
+    if node.enabled {
+        let changes = vec![(m.node_id.clone(), m.sku.clone(), change)];
+        promise(inv, tx, tenant, changes).await?;
     }
     // Promised units taken away may leave reservations without stock.
     let held_beyond_stock = if change < 0 {
-        // Only this node's figures: a SKU stocked at hundreds of stores
-        // read them all for every movement that took units (a count of
-        // 40,000 rows downwards took twice as long as the first count).
         let skus = std::slice::from_ref(&m.sku);
-        let node = Some(m.node_id.as_str());
-        let now = super::availability::stock_and_holds(tx, tenant, skus, node).await?;
-        lot_expiry::held_beyond_stock(inv, &now, tenant, &m.node_id, &m.sku)
+        held_beyond(inv, tx, tenant, &m.node_id, skus).await?[0]
     } else {
         0
     };
-    emit(
-        tx,
-        tenant,
-        &format!("nodes/{}/items/{}", m.node_id, m.sku),
-        request_id,
-        inventory_event::Kind::StockMoved(StockMoved {
-            movement: Some(m.clone()),
-            held_beyond_stock,
-        }),
-    )
-    .await?;
+    let (subject, event) = moved(&m, held_beyond_stock);
+    emit(tx, tenant, &subject, request_id, event).await?;
     Ok(Applied {
         movement: m,
         held_beyond_stock,
     })
+}
+
+/// Stamps a movement as recorded `now` by `actor`, taking its lot's
+/// on-hand from `old` by `delta`: returns its id.
+pub(crate) fn stamp(
+    m: &mut StockMovement,
+    old: i64,
+    delta: i64,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Uuid {
+    let id = Uuid::now_v7();
+    m.movement_id = id.to_string();
+    m.quantity = delta;
+    m.on_hand_after = old + delta;
+    m.actor = actor.to_owned();
+    m.record_time = Some(to_timestamp(now));
+    if m.occur_time.is_none() {
+        m.occur_time = m.record_time;
+    }
+    id
+}
+
+/// Tells the gate how movements changed what enabled nodes can promise:
+/// `(node, sku, units)`, each SKU's first change at a node starting from
+/// its safety stock held back.
+pub(crate) async fn promise(
+    inv: &Inventory,
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    changes: Vec<(String, String, i64)>,
+) -> Result<()> {
+    let changes: Vec<_> = changes.into_iter().filter(|c| c.2 != 0).collect();
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let mut skus: Vec<String> = changes.iter().map(|c| c.1.clone()).collect();
+    skus.sort_unstable();
+    skus.dedup();
+    let safety = repo::rules::safety(&mut *tx, tenant, &skus).await?;
+    let changes = changes
+        .into_iter()
+        .map(|(node, sku, delta)| AvailChange {
+            init: -repo::rules::effective(&safety, &node, &sku),
+            sku,
+            node,
+            delta,
+        })
+        .collect();
+    super::adjust_gate(inv, tenant, changes).await
+}
+
+/// What reservations hold beyond the unexpired stock of each of `skus` at
+/// `node`, after movements that took promised units away.
+pub(crate) async fn held_beyond(
+    inv: &Inventory,
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    node: &str,
+    skus: &[String],
+) -> Result<Vec<i64>> {
+    // Only this node's figures: a SKU stocked at hundreds of stores read
+    // them all for every movement that took units (a count of 40,000 rows
+    // downwards took twice as long as the first count).
+    let now = super::availability::stock_and_holds(tx, tenant, skus, Some(node)).await?;
+    Ok(skus
+        .iter()
+        .map(|sku| lot_expiry::held_beyond_stock(inv, &now, tenant, node, sku))
+        .collect())
+}
+
+/// The event of a recorded movement: its subject and kind.
+pub(crate) fn moved(m: &StockMovement, held_beyond_stock: i64) -> (String, inventory_event::Kind) {
+    let kind = inventory_event::Kind::StockMoved(StockMoved {
+        movement: Some(m.clone()),
+        held_beyond_stock,
+    });
+    (format!("nodes/{}/items/{}", m.node_id, m.sku), kind)
 }
 
 /// Moves a movement's serial numbers: arriving ones must not be on hand

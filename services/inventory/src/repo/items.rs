@@ -90,6 +90,26 @@ pub async fn existing(
         .collect()
 }
 
+/// The items among `skus` that exist, each locked as a movement locks it
+/// (`Lock::Share`), in SKU order as `stock::lock_for_movements` takes
+/// them.
+pub async fn existing_shared(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    skus: &[String],
+) -> sqlx::Result<HashMap<String, Item>> {
+    let docs: Vec<Vec<u8>> = sqlx::query_scalar(
+        "SELECT doc FROM items WHERE tenant = $1 AND sku = ANY($2) ORDER BY sku FOR KEY SHARE",
+    )
+    .bind(tenant.as_str())
+    .bind(skus)
+    .fetch_all(tx)
+    .await?;
+    docs.iter()
+        .map(|d| decode::<Item>(d).map(|i| (i.sku.clone(), i)))
+        .collect()
+}
+
 pub async fn list(
     db: impl PgExecutor<'_>,
     tenant: &Tenant,

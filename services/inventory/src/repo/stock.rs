@@ -4,6 +4,7 @@ use oms_kernel::Tenant;
 use oms_proto::inventory::{StockLevel, StockMovement};
 use prost::Message;
 use sqlx::{PgConnection, PgExecutor, PgPool, Postgres, QueryBuilder};
+use std::collections::HashMap;
 use uuid::Uuid;
 
 /// A lot as the stock table keeps it.
@@ -57,13 +58,28 @@ pub async fn lock_for_movements(
             lot_tracked.insert(item.sku);
         }
     }
-    let mut keys: Vec<(&str, &str, &str)> = lots
+    let keys: Vec<(&str, &str, &str)> = lots
         .iter()
         .map(|&(node, sku, lot)| match lot_tracked.contains(sku) {
             true => (node, sku, lot),
             false => (node, sku, ""),
         })
         .collect();
+    lock_lots(tx, tenant, &keys).await?;
+    Ok(())
+}
+
+/// A lot's key: node, SKU, lot.
+pub type LotKey = (String, String, String);
+
+/// Locks these lots (`(node, sku, lot)`), making those never seen, in
+/// the order `lock_for_movements` gives, and returns them.
+pub async fn lock_lots(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    keys: &[(&str, &str, &str)],
+) -> sqlx::Result<HashMap<LotKey, Lot>> {
+    let mut keys = keys.to_vec();
     keys.sort_unstable();
     keys.dedup();
     let nodes: Vec<&str> = keys.iter().map(|k| k.0).collect();
@@ -80,8 +96,10 @@ pub async fn lock_for_movements(
     .bind(&lots)
     .execute(&mut *tx)
     .await?;
-    sqlx::query(
-        r#"SELECT 1 FROM stock WHERE tenant = $1
+    // Rows are locked as they come out of the sort (the lock sits above
+    // it in the plan), so in this order.
+    let rows: Vec<(String, String, String, i64, String, bool)> = sqlx::query_as(
+        r#"SELECT node_id, sku, lot, on_hand, expiry_date, expired FROM stock WHERE tenant = $1
            AND (node_id, sku, lot) IN (SELECT * FROM UNNEST($2::text[], $3::text[], $4::text[]))
          ORDER BY node_id COLLATE "C", sku COLLATE "C", lot COLLATE "C" FOR UPDATE"#,
     )
@@ -89,9 +107,19 @@ pub async fn lock_for_movements(
     .bind(&nodes)
     .bind(&skus)
     .bind(&lots)
-    .execute(tx)
+    .fetch_all(tx)
     .await?;
-    Ok(())
+    Ok(rows
+        .into_iter()
+        .map(|(node, sku, lot, on_hand, expiry_date, expired)| {
+            let found = Lot {
+                on_hand,
+                expiry_date,
+                expired,
+            };
+            ((node, sku, lot), found)
+        })
+        .collect())
 }
 
 /// One lot, locked for the rest of the transaction; empty when the lot
@@ -143,39 +171,56 @@ pub async fn lock_lot(
     })
 }
 
-/// Sets the on-hand of a locked lot (and its dates and state, from the
-/// movement) and appends the movement to the ledger, in one statement.
+/// A movement to record: with its lot's dates and state after it.
+pub struct Recorded<'a> {
+    pub movement: &'a StockMovement,
+    pub id: Uuid,
+    pub withdraw_date: &'a str,
+    pub expired: bool,
+}
+
+/// Sets the on-hand of locked lots (each once; and their dates and
+/// state, from the movements) and appends the movements to the ledger, in
+/// one statement however many.
 pub async fn record(
     tx: &mut PgConnection,
     tenant: &Tenant,
-    m: &StockMovement,
-    (withdraw_date, expired): (&str, bool),
-    id: Uuid,
+    moved: &[Recorded<'_>],
     now: DateTime<Utc>,
 ) -> sqlx::Result<()> {
+    let m = |f: fn(&StockMovement) -> &str| -> Vec<&str> {
+        moved.iter().map(|r| f(r.movement)).collect()
+    };
     sqlx::query(
-        "WITH lot AS (
-           UPDATE stock SET on_hand = $8, expiry_date = CASE WHEN $12 = '' THEN expiry_date ELSE $12 END,
-                            expired = $13, withdraw_date = $14
-           WHERE tenant = $2 AND node_id = $3 AND sku = $4 AND lot = $5
+        "WITH m AS (
+           SELECT * FROM UNNEST($3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[],
+                                $8::int8[], $9::int8[], $10::bytea[], $11::text[], $12::text[],
+                                $13::bool[], $14::text[])
+             AS m(id, node_id, sku, lot, kind, quantity, on_hand, doc, reference, expiry_date,
+                  expired, withdraw_date)
+         ), lots AS (
+           UPDATE stock s SET on_hand = m.on_hand,
+                              expiry_date = CASE WHEN m.expiry_date = '' THEN s.expiry_date ELSE m.expiry_date END,
+                              expired = m.expired, withdraw_date = m.withdraw_date
+           FROM m WHERE s.tenant = $1 AND s.node_id = m.node_id AND s.sku = m.sku AND s.lot = m.lot
          )
          INSERT INTO movements (movement_id, tenant, node_id, sku, lot, kind, quantity, on_hand_after, record_time, doc, reference)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+         SELECT id, $1, node_id, sku, lot, kind, quantity, on_hand, $2, doc, reference FROM m",
     )
-    .bind(id)
     .bind(tenant.as_str())
-    .bind(&m.node_id)
-    .bind(&m.sku)
-    .bind(&m.lot)
-    .bind(m.kind.to_string())
-    .bind(m.quantity)
-    .bind(m.on_hand_after)
     .bind(now)
-    .bind(m.encode_to_vec())
-    .bind(&m.reference)
-    .bind(&m.expiry_date)
-    .bind(expired)
-    .bind(withdraw_date)
+    .bind(moved.iter().map(|r| r.id).collect::<Vec<_>>())
+    .bind(m(|m| &m.node_id))
+    .bind(m(|m| &m.sku))
+    .bind(m(|m| &m.lot))
+    .bind(moved.iter().map(|r| r.movement.kind.to_string()).collect::<Vec<_>>())
+    .bind(moved.iter().map(|r| r.movement.quantity).collect::<Vec<_>>())
+    .bind(moved.iter().map(|r| r.movement.on_hand_after).collect::<Vec<_>>())
+    .bind(moved.iter().map(|r| r.movement.encode_to_vec()).collect::<Vec<_>>())
+    .bind(m(|m| &m.reference))
+    .bind(m(|m| &m.expiry_date))
+    .bind(moved.iter().map(|r| r.expired).collect::<Vec<_>>())
+    .bind(moved.iter().map(|r| r.withdraw_date).collect::<Vec<_>>())
     .execute(tx)
     .await?;
     Ok(())

@@ -1917,3 +1917,188 @@ async fn movements_are_listed_by_their_reference_older_ones_once_copied() {
     .unwrap();
     assert_eq!((left, without), (0, 1), "every reference copied");
 }
+
+/// An import counts most rows (items that track nothing, at nodes the
+/// tenant may use) a run at a time, and records each as a count of its
+/// own would be: its movement, its event (with what reservations hold
+/// beyond the stock), the gate. Rows of tracked items, of a lot that
+/// carries a date, and refused rows go one by one in between.
+#[tokio::test]
+async fn an_import_counts_plain_rows_at_once_as_it_would_one_by_one() {
+    use MovementKind::{CycleCount, Receipt};
+    let mut h = start().await;
+    let c = &mut h.client;
+    node(c, "acme", "DC1").await;
+    node(c, "acme", "DC2").await;
+    c.update_node(authed("acme", enabling("DC2", false)))
+        .await
+        .unwrap();
+    for sku in ["A", "C", "D"] {
+        item(c, "acme", sku).await;
+    }
+    tracked_item(c, "B", |i| i.lot_tracked = true).await;
+    receive(c, "acme", "DC1", "A", 10).await;
+    // An untracked item may be given a date: its lot keeps it.
+    movement(c, &rid(), Receipt, "DC1", "D", |m| {
+        m.quantity = 4;
+        m.expiry_date = "2030-01-01".into();
+    })
+    .await
+    .unwrap();
+    reserve(c, "acme", "r", vec![line("A", "DC1", 8)])
+        .await
+        .unwrap();
+    let mut feed = c
+        .watch_inventory_events(authed("acme", WatchInventoryEventsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let row = |node: &str, sku: &str, lot: &str, on_hand| SnapshotRow {
+        node_id: node.into(),
+        sku: sku.into(),
+        lot: lot.into(),
+        on_hand,
+        ..Default::default()
+    };
+    let rows = vec![
+        row("DC1", "C", "", 7),
+        row("DC2", "A", "", 5),
+        row("DC1", "B", "L1", 2),
+        row("DC1", "A", "", 3),
+        row("DC9", "A", "", 1),
+        row("DC1", "D", "", 6),
+    ];
+    let resp = import_snapshot(c, rows).await;
+    assert_eq!(resp.rows_applied, 5, "{:?}", resp.errors);
+    let bad: Vec<_> = (resp.errors.iter())
+        .map(|e| (e.row_index, e.field.as_str()))
+        .collect();
+    assert_eq!(bad, [(4, "node_id")]);
+    let short: Vec<_> = (resp.shortfalls.iter())
+        .map(|s| (s.node_id.as_str(), s.sku.as_str(), s.held_beyond_stock))
+        .collect();
+    assert_eq!(short, [("DC1", "A", 5)]);
+    // The ledger: one count per row, as RecordMovement would write it.
+    let counts = c
+        .list_movements(authed(
+            "acme",
+            ListMovementsRequest {
+                kinds: vec![CycleCount as i32],
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .movements;
+    let mut got: Vec<_> = (counts.iter())
+        .map(|m| {
+            let at = (m.node_id.as_str(), m.sku.as_str(), m.lot.as_str());
+            (at, m.quantity, m.on_hand_after, m.expiry_date.as_str())
+        })
+        .collect();
+    got.sort();
+    let want = [
+        (("DC1", "A", ""), -7, 3, ""),
+        (("DC1", "B", "L1"), 2, 2, ""),
+        (("DC1", "C", ""), 7, 7, ""),
+        (("DC1", "D", ""), 2, 6, "2030-01-01"),
+        (("DC2", "A", ""), 5, 5, ""),
+    ];
+    assert_eq!(got, want);
+    for m in &counts {
+        assert_eq!(m.reason, "snapshot import from wms", "{m:?}");
+        assert_eq!(m.counted_quantity, m.on_hand_after, "{m:?}");
+        assert!(!m.actor.is_empty() && m.occur_time.is_some(), "{m:?}");
+    }
+    // One event per count, A's at DC1 saying what the reservation holds
+    // beyond its stock.
+    let mut moved = vec![];
+    while moved.len() < counts.len() {
+        let ev = feed.message().await.unwrap().unwrap().event.unwrap();
+        if let Some(inventory_event::Kind::StockMoved(e)) = ev.kind
+            && let Some(m) = e.movement.filter(|m| m.kind == CycleCount as i32)
+        {
+            moved.push((m.node_id, m.sku, m.quantity, e.held_beyond_stock));
+        }
+    }
+    moved.sort();
+    let held: Vec<_> = (moved.iter())
+        .map(|(n, s, q, h)| (n.as_str(), s.as_str(), *q, *h))
+        .collect();
+    assert_eq!(
+        held,
+        [
+            ("DC1", "A", -7, 5),
+            ("DC1", "B", 2, 0),
+            ("DC1", "C", 7, 0),
+            ("DC1", "D", 2, 0),
+            ("DC2", "A", 5, 0),
+        ]
+    );
+    // The gate agrees with the record: C's seven units and no more, none
+    // of A (DC1's are held, DC2 is disabled).
+    reserve(c, "acme", "c7", vec![line("C", "", 7)])
+        .await
+        .unwrap();
+    for (sku, id) in [("C", "c8"), ("A", "a1")] {
+        let err = reserve(c, "acme", id, vec![line(sku, "", 1)])
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{sku}: {err:?}");
+    }
+    assert_eq!(available(c, "acme", "D").await.available, 6);
+    let report = reconcile(c, "acme", true).await;
+    assert!(report.drifts.is_empty(), "{:?}", report.drifts);
+}
+
+/// A chunk takes up to 1,000 rows, of which up to 200 go one by one: a
+/// large import mixing both applies every row once, and the record and
+/// the figures agree with it.
+#[tokio::test]
+async fn a_large_import_of_plain_and_tracked_rows_applies_each_row_once() {
+    let mut h = start().await;
+    let c = &mut h.client;
+    let nodes: Vec<String> = (0..12).map(|n| format!("N{n:02}")).collect();
+    let skus: Vec<String> = (0..100).map(|k| format!("P{k:03}")).collect();
+    for n in &nodes {
+        node(c, "acme", n).await;
+    }
+    for s in &skus {
+        item(c, "acme", s).await;
+    }
+    tracked_item(c, "T", |i| i.lot_tracked = true).await;
+    // By their order: N00's plain rows, 250 lots of T there, then the
+    // other nodes' plain rows.
+    let mut rows: Vec<SnapshotRow> = (nodes.iter())
+        .flat_map(|n| {
+            skus.iter().map(|s| SnapshotRow {
+                node_id: n.clone(),
+                sku: s.clone(),
+                on_hand: 2,
+                ..Default::default()
+            })
+        })
+        .collect();
+    rows.extend((0..250).map(|l| SnapshotRow {
+        node_id: "N00".into(),
+        sku: "T".into(),
+        lot: format!("L{l:03}"),
+        on_hand: 1,
+        ..Default::default()
+    }));
+    let resp = import_snapshot(c, rows).await;
+    assert_eq!(resp.rows_applied, 1450, "{:?}", resp.errors);
+    let mut db = h.db.connect("inventory").await;
+    let (movements, on_hand): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM movements), (SELECT sum(on_hand)::int8 FROM stock)",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!((movements, on_hand), (1450, 1200 * 2 + 250));
+    assert_eq!(available(c, "acme", "P042").await.available, 24);
+    assert_eq!(available(c, "acme", "T").await.available, 250);
+    let report = reconcile(c, "acme", true).await;
+    assert!(report.drifts.is_empty(), "{:?}", report.drifts);
+}

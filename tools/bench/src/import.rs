@@ -1,0 +1,257 @@
+//! Stock snapshot import: the counts a WMS or ERP sends, through gRPC
+//! into one inventory process. Three counts of every SKU at every node,
+//! each one `ImportStockSnapshot` call, timed:
+//! - the first (the initial load: every row a new lot);
+//! - the same count again (a periodic count that finds nothing changed);
+//! - a count that lowers every figure, with reservations holding units
+//!   at one node, so that rows take promised units away and the answer
+//!   reports what those reservations hold beyond the stock.
+//!
+//! Then verifies the outcome: the on-hand the levels add up to, each
+//! SKU's network availability, and one shortfall per SKU.
+use crate::load;
+use oms_proto::common::NodeKind;
+use oms_proto::inventory::{
+    import_stock_snapshot_request::Part, inventory_service_client::InventoryServiceClient, *,
+};
+use oms_runtime::Service;
+use oms_testkit::{TestDb, authed};
+use std::time::Instant;
+use tonic::transport::Channel;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Nodes (stores) counted.
+    #[arg(long, default_value_t = 100)]
+    nodes: usize,
+    /// SKUs counted at every node.
+    #[arg(long, default_value_t = 200)]
+    skus: usize,
+}
+
+const TENANT: &str = "bench";
+/// Units of each SKU at each node by the first count, and by the last.
+const FIRST: i64 = 100;
+const LOWERED: i64 = 10;
+/// Units a reservation holds of each SKU at the first node: more than the
+/// lowered count leaves there.
+const HELD: i64 = 30;
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let db = TestDb::new().await;
+    let env = [("OMS_LOG", "warn".to_owned())];
+    let config = oms_testkit::config_with(Service::Inventory, &db, &[], &env);
+    let server_rt = load::ServerRuntime::new(2, "oms-inventory")?;
+    let svc = server_rt
+        .spawn(oms_testkit::spawn(config, oms_inventory::run))
+        .await?;
+    // No call timeout: one import of tens of thousands of rows may take
+    // longer than the usual client's.
+    let channel = Channel::from_shared(format!("http://{}", svc.addr))?.connect_lazy();
+    let mut client = InventoryServiceClient::new(channel);
+    let nodes: Vec<String> = (0..args.nodes).map(|n| format!("N{n:04}")).collect();
+    let skus: Vec<String> = (0..args.skus).map(|k| format!("SKU-{k:05}")).collect();
+    catalog(&mut client, &nodes, &skus).await?;
+
+    let first = count(&mut client, "first", &nodes, &skus, FIRST).await?;
+    let unchanged = count(&mut client, "unchanged", &nodes, &skus, FIRST).await?;
+    for sku in &skus {
+        reserve(&mut client, sku, &nodes[0]).await?;
+    }
+    let lowered = count(&mut client, "lowered", &nodes, &skus, LOWERED).await?;
+
+    let rows = (nodes.len() * skus.len()) as i64;
+    let on_hand = on_hand(&mut client).await?;
+    let available = network_available(&mut client, &skus).await?;
+    // Each SKU: the lowered count at every node, less what the reservation
+    // holds at the first node, where it holds more than the count left (the
+    // node promises none, and the shortfall holds no other node's units).
+    let expected_available = (nodes.len() as i64 - 1) * LOWERED;
+    let verified = first.applied == rows
+        && unchanged.applied == rows
+        && lowered.applied == rows
+        && on_hand == rows * LOWERED
+        && available.iter().all(|&a| a == expected_available)
+        && lowered.shortfalls == skus.len()
+        && lowered.held_beyond.iter().all(|&h| h == HELD - LOWERED);
+    println!(
+        "{}",
+        serde_json::json!({
+            "nodes": nodes.len(),
+            "skus": skus.len(),
+            "rows": rows,
+            "first": first.json(),
+            "unchanged": unchanged.json(),
+            "lowered": lowered.json(),
+            "verified": verified,
+        })
+    );
+    anyhow::ensure!(
+        verified,
+        "import outcome wrong: applied {}/{}/{} of {rows}, on hand {on_hand} (expected {}), \
+         availability {:?} (expected {expected_available} each), shortfalls {}",
+        first.applied,
+        unchanged.applied,
+        lowered.applied,
+        rows * LOWERED,
+        available.iter().take(5).collect::<Vec<_>>(),
+        lowered.shortfalls
+    );
+    Ok(())
+}
+
+async fn catalog(
+    client: &mut InventoryServiceClient<Channel>,
+    nodes: &[String],
+    skus: &[String],
+) -> anyhow::Result<()> {
+    for n in nodes {
+        let node = Node {
+            node_id: n.clone(),
+            kind: NodeKind::Store as i32,
+            enabled: true,
+            ..Default::default()
+        };
+        let req = CreateNodeRequest {
+            request_id: format!("node-{n}"),
+            node: Some(node),
+        };
+        client.create_node(authed(TENANT, req)).await?;
+    }
+    for s in skus {
+        let item = Item {
+            sku: s.clone(),
+            ..Default::default()
+        };
+        let req = CreateItemRequest {
+            request_id: format!("item-{s}"),
+            item: Some(item),
+        };
+        client.create_item(authed(TENANT, req)).await?;
+    }
+    Ok(())
+}
+
+/// One import's outcome and time.
+struct Counted {
+    applied: i64,
+    seconds: f64,
+    rows: usize,
+    shortfalls: usize,
+    held_beyond: Vec<i64>,
+}
+
+impl Counted {
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "seconds": self.seconds,
+            "rows_per_s": self.rows as f64 / self.seconds,
+        })
+    }
+}
+
+/// Counts `units` of every SKU at every node in one import.
+async fn count(
+    client: &mut InventoryServiceClient<Channel>,
+    name: &str,
+    nodes: &[String],
+    skus: &[String],
+    units: i64,
+) -> anyhow::Result<Counted> {
+    let header = ImportStockSnapshotRequest {
+        part: Some(Part::Header(SnapshotHeader {
+            request_id: format!("count-{name}"),
+            source: "bench".into(),
+            count_time: None,
+        })),
+    };
+    let rows = nodes.iter().flat_map(|n| {
+        skus.iter().map(move |s| ImportStockSnapshotRequest {
+            part: Some(Part::Row(SnapshotRow {
+                node_id: n.clone(),
+                sku: s.clone(),
+                on_hand: units,
+                ..Default::default()
+            })),
+        })
+    });
+    let msgs: Vec<_> = std::iter::once(header).chain(rows).collect();
+    let started = Instant::now();
+    let resp = client
+        .import_stock_snapshot(authed(TENANT, futures::stream::iter(msgs)))
+        .await?
+        .into_inner();
+    let seconds = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        resp.errors.is_empty(),
+        "{name} count refused rows: {:?}",
+        resp.errors.iter().take(3).collect::<Vec<_>>()
+    );
+    Ok(Counted {
+        applied: resp.rows_applied,
+        seconds,
+        rows: nodes.len() * skus.len(),
+        shortfalls: resp.shortfalls.len(),
+        held_beyond: resp
+            .shortfalls
+            .iter()
+            .map(|s| s.held_beyond_stock)
+            .collect(),
+    })
+}
+
+async fn reserve(
+    client: &mut InventoryServiceClient<Channel>,
+    sku: &str,
+    node: &str,
+) -> anyhow::Result<()> {
+    let req = CreateReservationRequest {
+        reservation_id: format!("hold-{sku}"),
+        lines: vec![ReservationLine {
+            sku: sku.into(),
+            quantity: HELD,
+            node_id: node.into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    client.create_reservation(authed(TENANT, req)).await?;
+    Ok(())
+}
+
+/// The on-hand every level adds up to.
+async fn on_hand(client: &mut InventoryServiceClient<Channel>) -> anyhow::Result<i64> {
+    let mut total = 0;
+    let mut page_token = String::new();
+    loop {
+        let req = ListStockLevelsRequest {
+            page_size: 1000,
+            page_token,
+            ..Default::default()
+        };
+        let resp = client.list_stock_levels(authed(TENANT, req)).await?;
+        let resp = resp.into_inner();
+        total += resp.levels.iter().map(|l| l.on_hand).sum::<i64>();
+        if resp.next_page_token.is_empty() {
+            return Ok(total);
+        }
+        page_token = resp.next_page_token;
+    }
+}
+
+/// Each SKU's network availability.
+async fn network_available(
+    client: &mut InventoryServiceClient<Channel>,
+    skus: &[String],
+) -> anyhow::Result<Vec<i64>> {
+    let mut available = vec![];
+    for chunk in skus.chunks(1000) {
+        let req = GetAvailabilityRequest {
+            skus: chunk.to_vec(),
+            ..Default::default()
+        };
+        let resp = client.get_availability(authed(TENANT, req)).await?;
+        available.extend(resp.into_inner().availabilities.iter().map(|a| a.available));
+    }
+    Ok(available)
+}
