@@ -1,13 +1,14 @@
-//! Cycle counts of many plain lots at once: the lot of an item that
-//! tracks no lots, expiry or serial numbers, at a node the tenant may use.
-//! Most of an import's rows are such counts (a store's or an ERP's whole
-//! stock), and one by one each took about ten round trips to Postgres;
-//! here a run of them takes a handful in all. The rules are
-//! `movements::apply`'s for a count (and use its pieces); a lot that turns
-//! out to carry dates (left by an earlier tracking of the item) is left to
-//! `apply`.
+//! Cycle counts of many lots at once, of items that track no serial
+//! numbers at nodes the tenant may use: nearly every row of an import (a
+//! store's, a warehouse's or an ERP's whole stock). One by one each took
+//! about ten round trips to Postgres; here a run of them takes a handful
+//! in all. The rules are `movements::apply`'s (`movements::ruled`), and so
+//! are the refusals. What reservations hold beyond the stock is read after
+//! the run, once per node and SKU: a SKU's lots counted in one run have
+//! one figure in their events, where one by one each lot's event gave it
+//! before the next lot was counted.
 use super::Inventory;
-use super::movements::{held_beyond, moved, promise, stamp};
+use super::movements::{Origin, Ruled, held_beyond, moved, promise, ruled};
 use crate::error::Result;
 use crate::repo;
 use chrono::Utc;
@@ -16,77 +17,71 @@ use oms_proto::inventory::*;
 use sqlx::PgConnection;
 use std::collections::{BTreeMap, HashMap};
 
-/// A count of a plain lot.
-pub(crate) struct Count<'a> {
-    pub node: &'a str,
-    /// Whether the node is enabled (its stock is promised).
-    pub enabled: bool,
-    pub sku: &'a str,
-    pub counted: i64,
+/// The nodes and items counts are recorded against.
+pub(crate) struct Catalog {
+    pub nodes: HashMap<String, Node>,
+    pub items: HashMap<String, Item>,
 }
 
-/// Records `counts` (each lot once), as `movements::apply` records a
-/// count `like` (reason, time) with each count's node, SKU and figure.
-/// Returns, for each count, whether it was recorded here: one whose lot
-/// carries dates is not, and is to be applied on its own.
+/// Records `counts` (cycle-count movements, each lot once, of items and
+/// nodes in `catalog`, none of a serial-tracked item) by `actor`, as
+/// `movements::apply` would one by one. Returns, for each, `Ok` or why it
+/// was refused, having changed nothing.
 pub(crate) async fn record(
     inv: &Inventory,
     tx: &mut PgConnection,
     tenant: &Tenant,
-    counts: &[Count<'_>],
-    like: &StockMovement,
+    catalog: &Catalog,
+    counts: Vec<StockMovement>,
     actor: &str,
     request_id: &str,
-) -> Result<Vec<bool>> {
-    let keys: Vec<(&str, &str, &str)> = counts.iter().map(|c| (c.node, c.sku, "")).collect();
-    let lots = repo::stock::lock_lots(tx, tenant, &keys).await?;
-    let now = Utc::now();
-    let mut done = Vec::with_capacity(counts.len());
-    let mut recorded = vec![];
-    for c in counts {
-        let lot = lots
-            .get(&(c.node.to_owned(), c.sku.to_owned(), String::new()))
-            .cloned()
-            .unwrap_or_default();
-        let plain = lot.expiry_date.is_empty() && !lot.expired;
-        done.push(plain);
-        if !plain {
-            continue;
-        }
-        let mut m = StockMovement {
-            kind: MovementKind::CycleCount as i32,
-            node_id: c.node.to_owned(),
-            sku: c.sku.to_owned(),
-            counted_quantity: c.counted,
-            ..like.clone()
-        };
-        let id = stamp(&mut m, lot.on_hand, c.counted - lot.on_hand, actor, now);
-        recorded.push((m, id, c.enabled));
-    }
-    if recorded.is_empty() {
-        return Ok(done);
-    }
-    let rows: Vec<_> = (recorded.iter())
-        .map(|(m, id, _)| repo::stock::Recorded {
-            movement: m,
-            id: *id,
-            withdraw_date: "",
-            expired: false,
-        })
+) -> Result<Vec<Result<()>>> {
+    let keys: Vec<(&str, &str, &str)> = (counts.iter())
+        .map(|m| (m.node_id.as_str(), m.sku.as_str(), m.lot.as_str()))
         .collect();
+    let locked = repo::stock::lock_lots(tx, tenant, &keys).await?;
+    let now = Utc::now();
+    let mut outcomes = Vec::with_capacity(counts.len());
+    let mut recorded: Vec<Ruled> = vec![];
+    let mut refused_made = vec![];
+    for m in counts {
+        let key = (m.node_id.clone(), m.sku.clone(), m.lot.clone());
+        let lot = locked.lots.get(&key).cloned().unwrap_or_default();
+        let node = &catalog.nodes[&m.node_id];
+        let item = &catalog.items[&m.sku];
+        match ruled(node, item, &lot, m, Origin::Request, actor, now) {
+            Ok(r) => {
+                recorded.push(r);
+                outcomes.push(Ok(()));
+            }
+            Err(e) => {
+                if let Some(made) = locked.made.get(&key) {
+                    refused_made.push(made);
+                }
+                outcomes.push(Err(e));
+            }
+        }
+    }
+    repo::stock::forget_lots(tx, tenant, &refused_made).await?;
+    if recorded.is_empty() {
+        return Ok(outcomes);
+    }
+    let rows: Vec<_> = recorded.iter().map(Ruled::recorded).collect();
     repo::stock::record(tx, tenant, &rows, now).await?;
-    // A plain lot is never expired: what its node can promise moves with
-    // its units.
     let changes = (recorded.iter())
-        .filter(|(_, _, enabled)| *enabled)
-        .map(|(m, _, _)| (m.node_id.clone(), m.sku.clone(), m.quantity))
+        .filter(|r| catalog.nodes[&r.movement.node_id].enabled)
+        .map(|r| (r.movement.node_id.clone(), r.movement.sku.clone(), r.change))
         .collect();
     promise(inv, tx, tenant, changes).await?;
-    // Units taken away may leave reservations without stock: read once per
-    // node for its SKUs that lost units.
+    // Promised units taken away may leave reservations without stock: read
+    // once per node for its SKUs that lost some.
     let mut lowered: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for (m, _, _) in recorded.iter().filter(|(m, _, _)| m.quantity < 0) {
-        lowered.entry(&m.node_id).or_default().push(m.sku.clone());
+    for r in recorded.iter().filter(|r| r.change < 0) {
+        let skus = lowered.entry(&r.movement.node_id).or_default();
+        // A node's lots of one SKU follow each other.
+        if skus.last() != Some(&r.movement.sku) {
+            skus.push(r.movement.sku.clone());
+        }
     }
     let mut held: HashMap<(&str, &str), i64> = HashMap::new();
     for (node, skus) in &lowered {
@@ -98,11 +93,14 @@ pub(crate) async fn record(
         );
     }
     let events = (recorded.iter())
-        .map(|(m, _, _)| {
+        .map(|r| {
+            let m = &r.movement;
             let beyond = held.get(&(m.node_id.as_str(), m.sku.as_str()));
-            moved(m, beyond.copied().unwrap_or(0))
+            // As one by one: a movement that took no promised units says 0.
+            let beyond = if r.change < 0 { beyond.copied() } else { None };
+            moved(m, beyond.unwrap_or(0))
         })
         .collect();
     super::emit_many(tx, tenant, request_id, events).await?;
-    Ok(done)
+    Ok(outcomes)
 }

@@ -9,7 +9,7 @@
 //! reservation until the rebuild, and every shipment of its lots. How far
 //! it got is kept (`repo::imports`), so a repeat of the request goes on
 //! from there and ends with the same answer.
-use super::counts::{self, Count};
+use super::counts;
 use super::movements::{Origin, apply};
 use super::{Inventory, commit};
 use crate::domain::snapshot;
@@ -20,7 +20,7 @@ use oms_kernel::{RequestId, Tenant, Violation, Violations};
 use oms_proto::inventory::*;
 use oms_runtime::idempotency::{self, IdempotencyError};
 use sqlx::PgConnection;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashSet};
 
 pub const MAX_SNAPSHOT_ROWS: usize = 100_000;
 
@@ -144,33 +144,32 @@ impl Import<'_> {
             return Ok(Step::AllRows);
         }
         let end = (done + CHUNK_ROWS).min(self.order.len());
-        let plain = self.plain(&mut tx, &self.order[done..end]).await?;
+        let (catalog, batched) = self.batched(&mut tx, &self.order[done..end]).await?;
         let mut slow = 0;
         let end = (self.order[done..end].iter())
             .position(|i| {
-                slow += usize::from(!plain.contains_key(i));
+                slow += usize::from(!batched.contains(i));
                 slow > ONE_BY_ONE_ROWS
             })
             .map_or(end, |n| done + n);
         let rows = &self.order[done..end];
         let mut refused = vec![];
-        // Runs of plain counts in one go, the other rows one by one, in
-        // the rows' order (that of their lots).
-        for run in rows.chunk_by(|a, b| plain.contains_key(a) == plain.contains_key(b)) {
-            let mut one_by_one = run.to_vec();
-            if plain.contains_key(&run[0]) {
-                let recorded = self.counts(inv, &mut tx, run, &plain).await?;
-                progress.rows_applied += recorded.iter().filter(|r| **r).count() as i64;
-                one_by_one = (run.iter().zip(recorded))
-                    .filter(|(_, r)| !r)
-                    .map(|(i, _)| *i)
-                    .collect();
-            }
-            for i in one_by_one {
-                let bad = match &self.refused[i] {
-                    Some(bad) => Some(bad.clone()),
-                    None => self.apply_row(inv, &mut tx, i).await?,
-                };
+        // Runs of counts in one go, the other rows one by one, in the
+        // rows' order (that of their lots).
+        for run in rows.chunk_by(|a, b| batched.contains(a) == batched.contains(b)) {
+            let outcomes = if batched.contains(&run[0]) {
+                self.counts(inv, &mut tx, &catalog, run).await?
+            } else {
+                let mut outcomes = Vec::with_capacity(run.len());
+                for &i in run {
+                    outcomes.push(match &self.refused[i] {
+                        Some(bad) => Some(bad.clone()),
+                        None => self.apply_row(inv, &mut tx, i).await?,
+                    });
+                }
+                outcomes
+            };
+            for (&i, bad) in run.iter().zip(outcomes) {
                 match bad {
                     None => progress.rows_applied += 1,
                     Some(bad) => refused.push(row_error(i, bad)),
@@ -183,64 +182,62 @@ impl Import<'_> {
         Ok(Step::Chunk)
     }
 
-    /// Which of `rows` are plain counts (`counts`), each with whether its
-    /// node is enabled: a row not refused already, at a node the tenant
-    /// may use, of an item tracking no lots, expiry or serial numbers, and
-    /// naming none. Their items are locked as their movements lock them.
-    async fn plain(&self, tx: &mut PgConnection, rows: &[usize]) -> Result<HashMap<usize, bool>> {
+    /// Which of `rows` are counted in runs (`counts`), with the nodes and
+    /// items they need: a row not refused already, at a node the tenant
+    /// may use, of an item that tracks no serial numbers. Their items are
+    /// locked as their movements lock them.
+    async fn batched(
+        &self,
+        tx: &mut PgConnection,
+        rows: &[usize],
+    ) -> Result<(counts::Catalog, HashSet<usize>)> {
         let row = |i: usize| &self.digest.rows[i];
-        let candidates: Vec<usize> = (rows.iter().copied())
+        let fit: Vec<usize> = (rows.iter().copied())
             .filter(|&i| self.refused[i].is_none())
-            .filter(|&i| row(i).lot.is_empty() && row(i).expiry_date.is_empty())
-            .filter(|&i| row(i).serial_numbers.is_empty())
             .collect();
         let distinct = |f: fn(&SnapshotRow) -> &String| -> Vec<String> {
-            let set: BTreeSet<&String> = candidates.iter().map(|&i| f(row(i))).collect();
+            let set: BTreeSet<&String> = fit.iter().map(|&i| f(row(i))).collect();
             set.into_iter().cloned().collect()
         };
-        let nodes = repo::nodes::visible(&mut *tx, self.tenant, &distinct(|r| &r.node_id)).await?;
+        let nodes = distinct(|r| &r.node_id);
+        let nodes = repo::nodes::get_visible_many(&mut *tx, self.tenant, &nodes).await?;
         let items = repo::items::existing_shared(tx, self.tenant, &distinct(|r| &r.sku)).await?;
-        let untracked = |sku: &String| {
-            items
-                .get(sku)
-                .is_some_and(|t| !t.lot_tracked && !t.expiry_tracked && !t.serial_tracked)
-        };
-        Ok(candidates
-            .into_iter()
-            .filter(|&i| untracked(&row(i).sku))
-            .filter_map(|i| nodes.get(&row(i).node_id).map(|&enabled| (i, enabled)))
-            .collect())
+        let batched = (fit.into_iter())
+            .filter(|&i| nodes.contains_key(&row(i).node_id))
+            .filter(|&i| items.get(&row(i).sku).is_some_and(|t| !t.serial_tracked))
+            .collect();
+        Ok((counts::Catalog { nodes, items }, batched))
     }
 
-    /// Records a run of plain rows at once (`counts::record`): for each,
-    /// whether it was.
+    /// Records a run of rows as counts at once (`counts::record`): for
+    /// each, why it was refused, if it was.
     async fn counts(
         &self,
         inv: &Inventory,
         tx: &mut PgConnection,
+        catalog: &counts::Catalog,
         run: &[usize],
-        plain: &HashMap<usize, bool>,
-    ) -> Result<Vec<bool>> {
-        let counts: Vec<Count<'_>> = (run.iter())
-            .map(|&i| {
-                let row = &self.digest.rows[i];
-                Count {
-                    node: &row.node_id,
-                    enabled: plain[&i],
-                    sku: &row.sku,
-                    counted: row.on_hand,
-                }
-            })
-            .collect();
-        let like = self.movement_like();
+    ) -> Result<Vec<Option<Violation>>> {
+        let counts = run.iter().map(|&i| self.count(i)).collect();
         let rid = self.rid.as_str();
-        counts::record(inv, tx, self.tenant, &counts, &like, self.actor, rid).await
+        let outcomes = counts::record(inv, tx, self.tenant, catalog, counts, self.actor, rid);
+        Ok((outcomes.await?.into_iter())
+            .map(|o| o.err().map(|e| refusal(&e)))
+            .collect())
     }
 
-    /// What each row's movement has in common: why and when.
-    fn movement_like(&self) -> StockMovement {
+    /// Row `i` as a cycle count.
+    fn count(&self, i: usize) -> StockMovement {
+        let row = &self.digest.rows[i];
         let header = self.digest.header.as_ref();
         StockMovement {
+            kind: MovementKind::CycleCount as i32,
+            node_id: row.node_id.clone(),
+            sku: row.sku.clone(),
+            lot: row.lot.clone(),
+            expiry_date: row.expiry_date.clone(),
+            counted_quantity: row.on_hand,
+            serial_numbers: row.serial_numbers.clone(),
             reason: format!(
                 "snapshot import from {}",
                 header.map_or("", |h| h.source.as_str())
@@ -258,17 +255,7 @@ impl Import<'_> {
         tx: &mut PgConnection,
         i: usize,
     ) -> Result<Option<Violation>> {
-        let row = &self.digest.rows[i];
-        let m = StockMovement {
-            kind: MovementKind::CycleCount as i32,
-            node_id: row.node_id.clone(),
-            sku: row.sku.clone(),
-            lot: row.lot.clone(),
-            expiry_date: row.expiry_date.clone(),
-            counted_quantity: row.on_hand,
-            serial_numbers: row.serial_numbers.clone(),
-            ..self.movement_like()
-        };
+        let m = self.count(i);
         // A savepoint per row: a refused row leaves the others applied.
         let mut sp = sqlx::Connection::begin(&mut *tx).await?;
         let rid = self.rid.as_str();

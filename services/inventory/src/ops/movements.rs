@@ -60,6 +60,68 @@ pub(crate) async fn apply(
         m.lot.clear();
     }
     let lot = repo::stock::lock_lot(tx, tenant, &m.node_id, &m.sku, &m.lot).await?;
+    let now = Utc::now();
+    let r = ruled(&node, &item, &lot, m, origin, actor, now)?;
+    let recorded = r.recorded();
+    repo::stock::record(tx, tenant, &[recorded], now).await?;
+    let m = r.movement;
+    if item.serial_tracked && !m.serial_numbers.is_empty() {
+        track_serials(tx, tenant, &m, kind, r.id, now).await?;
+    }
+    if node.enabled {
+        let changes = vec![(m.node_id.clone(), m.sku.clone(), r.change)];
+        promise(inv, tx, tenant, changes).await?;
+    }
+    // Promised units taken away may leave reservations without stock.
+    let held_beyond_stock = if r.change < 0 {
+        let skus = std::slice::from_ref(&m.sku);
+        held_beyond(inv, tx, tenant, &m.node_id, skus).await?[0]
+    } else {
+        0
+    };
+    let (subject, event) = moved(&m, held_beyond_stock);
+    emit(tx, tenant, &subject, request_id, event).await?;
+    Ok(Applied {
+        movement: m,
+        held_beyond_stock,
+    })
+}
+
+/// A movement as the rules make it of its lot (`ruled`), to record.
+pub(crate) struct Ruled {
+    /// Stamped: id, signed quantity, on-hand after, actor, times.
+    pub movement: StockMovement,
+    pub id: Uuid,
+    /// The lot's withdraw date after it, and whether that has come.
+    pub withdraw_date: String,
+    pub expired: bool,
+    /// How the units the node can promise change.
+    pub change: i64,
+}
+
+impl Ruled {
+    pub fn recorded(&self) -> repo::stock::Recorded<'_> {
+        repo::stock::Recorded {
+            movement: &self.movement,
+            id: self.id,
+            withdraw_date: &self.withdraw_date,
+            expired: self.expired,
+        }
+    }
+}
+
+/// What movement `m` of `item` at `node` does to its locked `lot`, by the
+/// ledger's rules, or why it is refused; recorded `now` by `actor`.
+pub(crate) fn ruled(
+    node: &Node,
+    item: &Item,
+    lot: &repo::stock::Lot,
+    mut m: StockMovement,
+    origin: Origin,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<Ruled> {
+    let kind = MovementKind::try_from(m.kind).unwrap_or_default();
     let old = lot.on_hand;
     // A lot keeps its expiry date: more units of it (a restock, the
     // arriving side of a transfer) need not repeat it.
@@ -74,7 +136,7 @@ pub(crate) async fn apply(
         delta
     };
     let mut tracking =
-        movement::check_tracking(&item, &m.lot, &m.expiry_date, &m.serial_numbers, units, "");
+        movement::check_tracking(item, &m.lot, &m.expiry_date, &m.serial_numbers, units, "");
     if kind == MovementKind::CycleCount
         && item.serial_tracked
         && !m.serial_numbers.is_empty()
@@ -116,20 +178,9 @@ pub(crate) async fn apply(
             ),
         ));
     }
-    let now = Utc::now();
     let id = stamp(&mut m, old, delta, actor, now);
-    let withdraw = expiry::withdraw_date(&m.lot, &m.expiry_date, item.min_shelf_life_days);
-    let expired = expiry::is_expired(&withdraw, &node.time_zone, now);
-    let recorded = repo::stock::Recorded {
-        movement: &m,
-        id,
-        withdraw_date: &withdraw,
-        expired,
-    };
-    repo::stock::record(tx, tenant, &[recorded], now).await?;
-    if item.serial_tracked && !m.serial_numbers.is_empty() {
-        track_serials(tx, tenant, &m, kind, id, now).await?;
-    }
+    let withdraw_date = expiry::withdraw_date(&m.lot, &m.expiry_date, item.min_shelf_life_days);
+    let expired = expiry::is_expired(&withdraw_date, &node.time_zone, now);
     // What the node can promise moves with the lot's units that are not
     // expired. A shipment's units were held by an allocation, whose end
     // gives them back (the consume takes the hold away, not the units):
@@ -140,22 +191,12 @@ pub(crate) async fn apply(
     if origin == Origin::Shipment {
         change -= delta;
     }
-    if node.enabled {
-        let changes = vec![(m.node_id.clone(), m.sku.clone(), change)];
-        promise(inv, tx, tenant, changes).await?;
-    }
-    // Promised units taken away may leave reservations without stock.
-    let held_beyond_stock = if change < 0 {
-        let skus = std::slice::from_ref(&m.sku);
-        held_beyond(inv, tx, tenant, &m.node_id, skus).await?[0]
-    } else {
-        0
-    };
-    let (subject, event) = moved(&m, held_beyond_stock);
-    emit(tx, tenant, &subject, request_id, event).await?;
-    Ok(Applied {
+    Ok(Ruled {
         movement: m,
-        held_beyond_stock,
+        id,
+        withdraw_date,
+        expired,
+        change,
     })
 }
 

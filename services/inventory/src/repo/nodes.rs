@@ -53,6 +53,24 @@ pub async fn get_visible(
     doc.as_deref().map(decode).transpose()
 }
 
+/// The nodes among `ids` the tenant may use (owns, or shares).
+pub async fn get_visible_many(
+    db: impl PgExecutor<'_>,
+    tenant: &Tenant,
+    ids: &[String],
+) -> sqlx::Result<HashMap<String, Node>> {
+    let docs: Vec<Vec<u8>> = sqlx::query_scalar(
+        "SELECT doc FROM nodes WHERE node_id = ANY($2) AND (owner_tenant = $1 OR $1 = ANY(shared_with))",
+    )
+    .bind(tenant.as_str())
+    .bind(ids)
+    .fetch_all(db)
+    .await?;
+    docs.iter()
+        .map(|d| decode::<Node>(d).map(|n| (n.node_id.clone(), n)))
+        .collect()
+}
+
 /// A node the tenant owns, locked for update.
 pub async fn get_owned_for_update(
     tx: &mut PgConnection,

@@ -4,7 +4,7 @@ use oms_kernel::Tenant;
 use oms_proto::inventory::{StockLevel, StockMovement};
 use prost::Message;
 use sqlx::{PgConnection, PgExecutor, PgPool, Postgres, QueryBuilder};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
 /// A lot as the stock table keeps it.
@@ -72,29 +72,38 @@ pub async fn lock_for_movements(
 /// A lot's key: node, SKU, lot.
 pub type LotKey = (String, String, String);
 
+/// Lots locked by [`lock_lots`].
+#[derive(Default)]
+pub struct Locked {
+    pub lots: HashMap<LotKey, Lot>,
+    /// Those it made (never seen before): [`forget_lots`] removes them
+    /// again if nothing is recorded of them.
+    pub made: HashSet<LotKey>,
+}
+
 /// Locks these lots (`(node, sku, lot)`), making those never seen, in
 /// the order `lock_for_movements` gives, and returns them.
 pub async fn lock_lots(
     tx: &mut PgConnection,
     tenant: &Tenant,
     keys: &[(&str, &str, &str)],
-) -> sqlx::Result<HashMap<LotKey, Lot>> {
+) -> sqlx::Result<Locked> {
     let mut keys = keys.to_vec();
     keys.sort_unstable();
     keys.dedup();
     let nodes: Vec<&str> = keys.iter().map(|k| k.0).collect();
     let skus: Vec<&str> = keys.iter().map(|k| k.1).collect();
     let lots: Vec<&str> = keys.iter().map(|k| k.2).collect();
-    sqlx::query(
+    let made: Vec<LotKey> = sqlx::query_as(
         "INSERT INTO stock (tenant, node_id, sku, lot, on_hand)
          SELECT $1, n, s, l, 0 FROM UNNEST($2::text[], $3::text[], $4::text[]) AS k(n, s, l)
-         ON CONFLICT DO NOTHING",
+         ON CONFLICT DO NOTHING RETURNING node_id, sku, lot",
     )
     .bind(tenant.as_str())
     .bind(&nodes)
     .bind(&skus)
     .bind(&lots)
-    .execute(&mut *tx)
+    .fetch_all(&mut *tx)
     .await?;
     // Rows are locked as they come out of the sort (the lock sits above
     // it in the plan), so in this order.
@@ -109,8 +118,7 @@ pub async fn lock_lots(
     .bind(&lots)
     .fetch_all(tx)
     .await?;
-    Ok(rows
-        .into_iter()
+    let lots = (rows.into_iter())
         .map(|(node, sku, lot, on_hand, expiry_date, expired)| {
             let found = Lot {
                 on_hand,
@@ -119,7 +127,34 @@ pub async fn lock_lots(
             };
             ((node, sku, lot), found)
         })
-        .collect())
+        .collect();
+    Ok(Locked {
+        lots,
+        made: made.into_iter().collect(),
+    })
+}
+
+/// Removes lots [`lock_lots`] made in this transaction of which nothing
+/// was recorded (refused movements): as if they had never been asked for.
+pub async fn forget_lots(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    keys: &[&LotKey],
+) -> sqlx::Result<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "DELETE FROM stock WHERE tenant = $1
+           AND (node_id, sku, lot) IN (SELECT * FROM UNNEST($2::text[], $3::text[], $4::text[]))",
+    )
+    .bind(tenant.as_str())
+    .bind(keys.iter().map(|k| k.0.as_str()).collect::<Vec<_>>())
+    .bind(keys.iter().map(|k| k.1.as_str()).collect::<Vec<_>>())
+    .bind(keys.iter().map(|k| k.2.as_str()).collect::<Vec<_>>())
+    .execute(tx)
+    .await?;
+    Ok(())
 }
 
 /// One lot, locked for the rest of the transaction; empty when the lot

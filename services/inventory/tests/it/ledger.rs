@@ -450,8 +450,12 @@ async fn a_snapshot_import_applies_good_rows_and_reports_bad_ones() {
 }
 
 /// Lots of one lot-tracked SKU `T` at DC1, counted one unit each, in the
-/// reverse of the order they apply in; row 0 counts an unknown SKU.
-const LOTS: usize = 450;
+/// reverse of the order they apply in; row 0 counts an unknown SKU. More
+/// than a chunk of rows counted in runs (1,000).
+const LOTS: usize = 1450;
+
+/// The lot of [`many_lots`] that applies last.
+const LAST_LOT: &str = "L1449";
 
 fn many_lots() -> Vec<SnapshotRow> {
     let mut rows = vec![SnapshotRow {
@@ -463,7 +467,7 @@ fn many_lots() -> Vec<SnapshotRow> {
     rows.extend((0..LOTS).rev().map(|i| SnapshotRow {
         node_id: "DC1".into(),
         sku: "T".into(),
-        lot: format!("L{i:03}"),
+        lot: format!("L{i:04}"),
         on_hand: 1,
         ..Default::default()
     }));
@@ -489,9 +493,10 @@ async fn lots_of_t(h: &mut Harness) {
 }
 
 /// Runs `body` (PL/pgSQL) in the transaction that counts the last lot of
-/// [`many_lots`] to apply (L449).
+/// [`many_lots`] to apply ([`LAST_LOT`]).
 async fn at_last_lot(db: &TestDb, body: &str) {
-    crate::recovery::injected(db, "INSERT ON movements", "NEW.lot = 'L449'", body).await
+    let when = format!("NEW.lot = '{LAST_LOT}'");
+    crate::recovery::injected(db, "INSERT ON movements", &when, body).await
 }
 
 type Imported = Result<tonic::Response<ImportStockSnapshotResponse>, tonic::Status>;
@@ -640,7 +645,7 @@ async fn the_server_deadline_cuts_unary_calls_not_an_import() {
         "T",
         |m| {
             m.quantity = 1;
-            m.lot = "L449".into();
+            m.lot = LAST_LOT.into();
         },
     )
     .await
@@ -653,21 +658,24 @@ async fn the_server_deadline_cuts_unary_calls_not_an_import() {
     assert_eq!(resp.rows_applied, LOTS as i64);
 }
 
-/// Movements of SKU `T` (up to 1,000).
+/// Movements of SKU `T`.
 async fn counts_of_t(c: &mut Client) -> usize {
-    c.list_movements(authed(
-        "acme",
-        ListMovementsRequest {
+    let (mut n, mut page_token) = (0, String::new());
+    loop {
+        let req = ListMovementsRequest {
             sku: "T".into(),
             page_size: 1000,
+            page_token,
             ..Default::default()
-        },
-    ))
-    .await
-    .unwrap()
-    .into_inner()
-    .movements
-    .len()
+        };
+        let page = c.list_movements(authed("acme", req)).await.unwrap();
+        let page = page.into_inner();
+        n += page.movements.len();
+        if page.next_page_token.is_empty() {
+            return n;
+        }
+        page_token = page.next_page_token;
+    }
 }
 
 #[tokio::test]
@@ -1918,13 +1926,13 @@ async fn movements_are_listed_by_their_reference_older_ones_once_copied() {
     assert_eq!((left, without), (0, 1), "every reference copied");
 }
 
-/// An import counts most rows (items that track nothing, at nodes the
-/// tenant may use) a run at a time, and records each as a count of its
-/// own would be: its movement, its event (with what reservations hold
-/// beyond the stock), the gate. Rows of tracked items, of a lot that
-/// carries a date, and refused rows go one by one in between.
+/// An import counts most rows (items that track no serial numbers, at
+/// nodes the tenant may use) a run at a time, and records or refuses each
+/// as a count of its own would be: its movement, its event (with what
+/// reservations hold beyond the stock), the gate; a refused row leaves no
+/// lot behind. Other rows go one by one in between.
 #[tokio::test]
-async fn an_import_counts_plain_rows_at_once_as_it_would_one_by_one() {
+async fn an_import_counts_rows_in_runs_as_it_would_one_by_one() {
     use MovementKind::{CycleCount, Receipt};
     let mut h = start().await;
     let c = &mut h.client;
@@ -1937,6 +1945,12 @@ async fn an_import_counts_plain_rows_at_once_as_it_would_one_by_one() {
         item(c, "acme", sku).await;
     }
     tracked_item(c, "B", |i| i.lot_tracked = true).await;
+    tracked_item(c, "E", |i| {
+        i.lot_tracked = true;
+        i.expiry_tracked = true;
+    })
+    .await;
+    tracked_item(c, "F", |i| i.serial_tracked = true).await;
     receive(c, "acme", "DC1", "A", 10).await;
     // An untracked item may be given a date: its lot keeps it.
     movement(c, &rid(), Receipt, "DC1", "D", |m| {
@@ -1967,13 +1981,31 @@ async fn an_import_counts_plain_rows_at_once_as_it_would_one_by_one() {
         row("DC1", "A", "", 3),
         row("DC9", "A", "", 1),
         row("DC1", "D", "", 6),
+        // A new lot of an item that tracks expiry, without its date.
+        row("DC1", "E", "E1", 4),
+        // A lot of an item that tracks none.
+        row("DC1", "C", "X", 1),
+        SnapshotRow {
+            serial_numbers: vec!["SN1".into()],
+            ..row("DC1", "F", "", 1)
+        },
+        SnapshotRow {
+            expiry_date: "2031-01-01".into(),
+            ..row("DC1", "E", "E2", 3)
+        },
     ];
     let resp = import_snapshot(c, rows).await;
-    assert_eq!(resp.rows_applied, 5, "{:?}", resp.errors);
+    assert_eq!(resp.rows_applied, 7, "{:?}", resp.errors);
     let bad: Vec<_> = (resp.errors.iter())
         .map(|e| (e.row_index, e.field.as_str()))
         .collect();
-    assert_eq!(bad, [(4, "node_id")]);
+    assert_eq!(bad, [(4, "node_id"), (6, "expiry_date"), (7, "lot")]);
+    // The refused rows' lots were never made.
+    for (sku, lots) in [("E", ["E2"]), ("C", [""])] {
+        let levels = stock_levels(c, "DC1", sku).await;
+        let got: Vec<_> = levels.iter().map(|l| l.lot.as_str()).collect();
+        assert_eq!(got, lots, "{sku}");
+    }
     let short: Vec<_> = (resp.shortfalls.iter())
         .map(|s| (s.node_id.as_str(), s.sku.as_str(), s.held_beyond_stock))
         .collect();
@@ -2003,6 +2035,8 @@ async fn an_import_counts_plain_rows_at_once_as_it_would_one_by_one() {
         (("DC1", "B", "L1"), 2, 2, ""),
         (("DC1", "C", ""), 7, 7, ""),
         (("DC1", "D", ""), 2, 6, "2030-01-01"),
+        (("DC1", "E", "E2"), 3, 3, "2031-01-01"),
+        (("DC1", "F", ""), 1, 1, ""),
         (("DC2", "A", ""), 5, 5, ""),
     ];
     assert_eq!(got, want);
@@ -2033,6 +2067,8 @@ async fn an_import_counts_plain_rows_at_once_as_it_would_one_by_one() {
             ("DC1", "B", 2, 0),
             ("DC1", "C", 7, 0),
             ("DC1", "D", 2, 0),
+            ("DC1", "E", 3, 0),
+            ("DC1", "F", 1, 0),
             ("DC2", "A", 5, 0),
         ]
     );
@@ -2052,11 +2088,11 @@ async fn an_import_counts_plain_rows_at_once_as_it_would_one_by_one() {
     assert!(report.drifts.is_empty(), "{:?}", report.drifts);
 }
 
-/// A chunk takes up to 1,000 rows, of which up to 200 go one by one: a
-/// large import mixing both applies every row once, and the record and
-/// the figures agree with it.
+/// A chunk takes up to 1,000 rows, of which up to 200 go one by one (a
+/// serial-tracked item's): a large import mixing both applies every row
+/// once, and the record and the figures agree with it.
 #[tokio::test]
-async fn a_large_import_of_plain_and_tracked_rows_applies_each_row_once() {
+async fn a_large_import_of_rows_in_runs_and_one_by_one_applies_each_row_once() {
     let mut h = start().await;
     let c = &mut h.client;
     let nodes: Vec<String> = (0..12).map(|n| format!("N{n:02}")).collect();
@@ -2067,9 +2103,13 @@ async fn a_large_import_of_plain_and_tracked_rows_applies_each_row_once() {
     for s in &skus {
         item(c, "acme", s).await;
     }
-    tracked_item(c, "T", |i| i.lot_tracked = true).await;
-    // By their order: N00's plain rows, 250 lots of T there, then the
-    // other nodes' plain rows.
+    tracked_item(c, "T", |i| {
+        i.lot_tracked = true;
+        i.serial_tracked = true;
+    })
+    .await;
+    // By their order: N00's rows in a run, 250 lots of T there one by one,
+    // then the other nodes' rows in runs.
     let mut rows: Vec<SnapshotRow> = (nodes.iter())
         .flat_map(|n| {
             skus.iter().map(|s| SnapshotRow {
