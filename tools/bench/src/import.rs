@@ -7,6 +7,9 @@
 //!   at one node, so that rows take promised units away and the answer
 //!   reports what those reservations hold beyond the stock.
 //!
+//! With `--lots`, items tracked by lot and expiry date, each row naming a
+//! lot and its date.
+//!
 //! Then verifies the outcome: the on-hand the levels add up to, each
 //! SKU's network availability, and one shortfall per SKU.
 use crate::load;
@@ -27,6 +30,10 @@ pub struct Args {
     /// SKUs counted at every node.
     #[arg(long, default_value_t = 200)]
     skus: usize,
+    /// Items tracked by lot and expiry date: each row names a lot and
+    /// its date.
+    #[arg(long)]
+    lots: bool,
 }
 
 const TENANT: &str = "bench";
@@ -51,14 +58,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut client = InventoryServiceClient::new(channel);
     let nodes: Vec<String> = (0..args.nodes).map(|n| format!("N{n:04}")).collect();
     let skus: Vec<String> = (0..args.skus).map(|k| format!("SKU-{k:05}")).collect();
-    catalog(&mut client, &nodes, &skus).await?;
+    catalog(&mut client, &nodes, &skus, args.lots).await?;
+    let lots = args.lots;
 
-    let first = count(&mut client, "first", &nodes, &skus, FIRST).await?;
-    let unchanged = count(&mut client, "unchanged", &nodes, &skus, FIRST).await?;
+    let first = count(&mut client, "first", &nodes, &skus, FIRST, lots).await?;
+    let unchanged = count(&mut client, "unchanged", &nodes, &skus, FIRST, lots).await?;
     for sku in &skus {
         reserve(&mut client, sku, &nodes[0]).await?;
     }
-    let lowered = count(&mut client, "lowered", &nodes, &skus, LOWERED).await?;
+    let lowered = count(&mut client, "lowered", &nodes, &skus, LOWERED, lots).await?;
 
     let rows = (nodes.len() * skus.len()) as i64;
     let on_hand = on_hand(&mut client).await?;
@@ -80,6 +88,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "nodes": nodes.len(),
             "skus": skus.len(),
             "rows": rows,
+            "lots": lots,
             "first": first.json(),
             "unchanged": unchanged.json(),
             "lowered": lowered.json(),
@@ -104,6 +113,7 @@ async fn catalog(
     client: &mut InventoryServiceClient<Channel>,
     nodes: &[String],
     skus: &[String],
+    lots: bool,
 ) -> anyhow::Result<()> {
     for n in nodes {
         let node = Node {
@@ -121,6 +131,8 @@ async fn catalog(
     for s in skus {
         let item = Item {
             sku: s.clone(),
+            lot_tracked: lots,
+            expiry_tracked: lots,
             ..Default::default()
         };
         let req = CreateItemRequest {
@@ -150,14 +162,20 @@ impl Counted {
     }
 }
 
-/// Counts `units` of every SKU at every node in one import.
+/// Counts `units` of every SKU at every node in one import (of one lot
+/// each, with `lots`).
 async fn count(
     client: &mut InventoryServiceClient<Channel>,
     name: &str,
     nodes: &[String],
     skus: &[String],
     units: i64,
+    lots: bool,
 ) -> anyhow::Result<Counted> {
+    let (lot, expiry_date) = match lots {
+        true => ("LOT-1", "2099-12-31"),
+        false => ("", ""),
+    };
     let header = ImportStockSnapshotRequest {
         part: Some(Part::Header(SnapshotHeader {
             request_id: format!("count-{name}"),
@@ -171,6 +189,8 @@ async fn count(
                 node_id: n.clone(),
                 sku: s.clone(),
                 on_hand: units,
+                lot: lot.into(),
+                expiry_date: expiry_date.into(),
                 ..Default::default()
             })),
         })
