@@ -499,6 +499,20 @@ pub fn follow(
     waker: FeedWaker,
     shutdown: CancellationToken,
 ) -> impl Stream<Item = Result<OutboxRow, FeedError>> + Send + 'static {
+    follow_in_pages(pool, tenant, after, waker, shutdown, 500)
+}
+
+/// [`follow`], reading up to `page` events at once when behind: a reader
+/// that handles a page at a time (one figure per SKU a page touched) makes
+/// fewer, larger pages of a burst.
+pub fn follow_in_pages(
+    pool: PgPool,
+    tenant: Tenant,
+    after: Cursor,
+    waker: FeedWaker,
+    shutdown: CancellationToken,
+    page: i64,
+) -> impl Stream<Item = Result<OutboxRow, FeedError>> + Send + 'static {
     struct State {
         pool: PgPool,
         tenant: Tenant,
@@ -556,7 +570,7 @@ pub fn follow(
         horizon_checked: false,
         expired,
     };
-    futures::stream::unfold(state, |mut s| async move {
+    futures::stream::unfold(state, move |mut s| async move {
         loop {
             if s.done {
                 return None;
@@ -576,7 +590,7 @@ pub fn follow(
             let notified = notified.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            match read_after(&s.pool, &s.tenant, s.cursor, 500).await {
+            match read_after(&s.pool, &s.tenant, s.cursor, page).await {
                 Ok(page) if !page.rows.is_empty() => {
                     // An empty cursor follows from the oldest event kept.
                     if let Some(horizon) = page.overtaken_by

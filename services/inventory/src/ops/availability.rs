@@ -314,8 +314,13 @@ async fn touched_skus(
     Ok(skus)
 }
 
-/// Changes read from the feed at once (at most a page of it).
-const RUN: usize = 500;
+/// Changes read from the feed at once (at most a page of it). A run's
+/// figures are read once, so a watcher behind a burst (an import's 1,000
+/// changes a chunk, each touching a SKU's figure) sends each SKU's figure
+/// once per run: with runs of 500, 80 times for an import of 40,000 rows
+/// over 200 SKUs, and it caught up 14 s after the import ended (under
+/// `make up`).
+const RUN: usize = 5000;
 
 /// The figures a run of changes read together calls for. A figure is
 /// the current one whenever it is read, so it is read once per SKU (and
@@ -440,12 +445,13 @@ pub async fn watch(
     let scope = parse_scope(&mut v, req.scope, &req.node_ids, &req.channel);
     v.into_result(())?;
     check_nodes(&inv, &tenant, &scope).await?;
-    let feed = outbox::follow(
+    let feed = outbox::follow_in_pages(
         inv.pool.clone(),
         tenant.clone(),
         after,
         inv.waker.clone(),
         inv.shutdown.clone(),
+        RUN as i64,
     );
     Ok(feed
         // What the feed has read and not yet handed out: a page of it when
