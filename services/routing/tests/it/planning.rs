@@ -674,3 +674,59 @@ async fn a_decision_released_at_some_nodes_keeps_counting_at_the_others() {
     let tea_again = h.plan(&rid(), order("o5", &[("TEA", 1)])).await;
     assert!(placed(&tea_again).is_empty(), "{tea_again:?}");
 }
+
+/// Inventory answers node-scope availability in pages of 10,000 figures;
+/// a plan reads them all. 20 SKUs at 600 warehouses are 12,000 figures,
+/// and the one node that can ship the last SKU's line is on the second
+/// page.
+#[tokio::test]
+async fn a_plan_reads_every_page_of_availability() {
+    use oms_proto::inventory::{
+        ImportStockSnapshotRequest, SnapshotHeader, SnapshotRow,
+        import_stock_snapshot_request::Part,
+    };
+    let mut h = start().await;
+    let nodes: Vec<String> = (0..600).map(|n| format!("N{n:03}")).collect();
+    h.create_nodes(
+        (nodes.iter().enumerate())
+            .map(|(i, n)| node(n, NodeKind::Warehouse, 52.0 + i as f64 * 0.001, 13.0)),
+    )
+    .await;
+    let skus: Vec<String> = (0..20).map(|k| format!("K{k:02}")).collect();
+    h.create_items(&skus.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
+    // One unit of every SKU everywhere; five of the last SKU at the last
+    // node only.
+    let header = Part::Header(SnapshotHeader {
+        request_id: rid(),
+        source: "wms".into(),
+        count_time: None,
+    });
+    let rows = skus.iter().flat_map(|s| {
+        nodes.iter().map(move |n| {
+            let five = s == "K19" && n == "N599";
+            Part::Row(SnapshotRow {
+                node_id: n.clone(),
+                sku: s.clone(),
+                on_hand: if five { 5 } else { 1 },
+                ..Default::default()
+            })
+        })
+    });
+    let msgs: Vec<_> = (std::iter::once(header).chain(rows))
+        .map(|part| ImportStockSnapshotRequest { part: Some(part) })
+        .collect();
+    let imported = h
+        .inv
+        .import_stock_snapshot(authed(TENANT, futures::stream::iter(msgs)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(imported.rows_applied, 12_000, "{:?}", imported.errors);
+    let mut lines: Vec<(&str, i64)> = skus.iter().map(|s| (s.as_str(), 1)).collect();
+    lines[19].1 = 5;
+    let d = h.plan(&rid(), order("paged", &lines)).await;
+    assert!(d.backorders.is_empty(), "{:?}", d.backorders);
+    let last = placed(&d).into_iter().filter(|(line, _, _)| line == "20");
+    assert_eq!(last.collect::<Vec<_>>(), [at("20", "N599", 5)]);
+}
