@@ -243,6 +243,8 @@ impl Import<'_> {
                 header.map_or("", |h| h.source.as_str())
             ),
             occur_time: header.and_then(|h| h.count_time),
+            // Which import: its counts are listed by it.
+            reference: format!("snapshotImports/{}", self.rid.as_str()),
             ..Default::default()
         }
     }

@@ -2097,6 +2097,21 @@ async fn an_import_counts_rows_in_runs_as_it_would_one_by_one() {
         (("DC2", "A", ""), 5, 5, ""),
     ];
     assert_eq!(got, want);
+    let reference = &counts[0].reference;
+    assert!(reference.starts_with("snapshotImports/"), "{reference}");
+    let of_import = c
+        .list_movements(authed(
+            "acme",
+            ListMovementsRequest {
+                reference: reference.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .movements;
+    assert_eq!(of_import, counts, "the import's counts, by its reference");
     for m in &counts {
         assert_eq!(m.reason, "snapshot import from wms", "{m:?}");
         assert_eq!(m.counted_quantity, m.on_hand_after, "{m:?}");
