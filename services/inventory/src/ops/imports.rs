@@ -25,10 +25,10 @@ use std::collections::{BTreeSet, HashSet};
 pub const MAX_SNAPSHOT_ROWS: usize = 100_000;
 
 /// Rows applied per transaction: a rebuild or a shipment waits for one
-/// chunk at most (a fraction of a second), not for the import. Plain
-/// counts (`counts`) take about 70 µs a row in a release build, other rows
-/// about a millisecond each: a chunk takes up to `CHUNK_ROWS` rows, of
-/// which up to `ONE_BY_ONE_ROWS` are not plain.
+/// chunk at most (a fraction of a second), not for the import. Rows
+/// counted in runs (`counts`) take about 70 µs each in a release build,
+/// rows one by one about a millisecond: a chunk takes up to `CHUNK_ROWS`
+/// rows, of which up to `ONE_BY_ONE_ROWS` go one by one.
 const CHUNK_ROWS: usize = 1000;
 const ONE_BY_ONE_ROWS: usize = 200;
 
@@ -145,41 +145,53 @@ impl Import<'_> {
         }
         let end = (done + CHUNK_ROWS).min(self.order.len());
         let (catalog, batched) = self.batched(&mut tx, &self.order[done..end]).await?;
-        let mut slow = 0;
+        let mut one_by_one = 0;
         let end = (self.order[done..end].iter())
             .position(|i| {
-                slow += usize::from(!batched.contains(i));
-                slow > ONE_BY_ONE_ROWS
+                one_by_one += usize::from(!batched.contains(i));
+                one_by_one > ONE_BY_ONE_ROWS
             })
             .map_or(end, |n| done + n);
         let rows = &self.order[done..end];
+        let outcomes = self.apply_rows(inv, &mut tx, rows, &catalog, &batched);
         let mut refused = vec![];
-        // Runs of counts in one go, the other rows one by one, in the
-        // rows' order (that of their lots).
-        for run in rows.chunk_by(|a, b| batched.contains(a) == batched.contains(b)) {
-            let outcomes = if batched.contains(&run[0]) {
-                self.counts(inv, &mut tx, &catalog, run).await?
-            } else {
-                let mut outcomes = Vec::with_capacity(run.len());
-                for &i in run {
-                    outcomes.push(match &self.refused[i] {
-                        Some(bad) => Some(bad.clone()),
-                        None => self.apply_row(inv, &mut tx, i).await?,
-                    });
-                }
-                outcomes
-            };
-            for (&i, bad) in run.iter().zip(outcomes) {
-                match bad {
-                    None => progress.rows_applied += 1,
-                    Some(bad) => refused.push(row_error(i, bad)),
-                }
+        for (&i, bad) in rows.iter().zip(outcomes.await?) {
+            match bad {
+                None => progress.rows_applied += 1,
+                Some(bad) => refused.push(row_error(i, bad)),
             }
         }
         progress.rows_done = end;
         repo::imports::save(&mut tx, self.tenant, &self.rid, &progress, &refused).await?;
         commit(tx).await?;
         Ok(Step::Chunk)
+    }
+
+    /// Applies `rows` in their order (that of their lots): runs of rows
+    /// in `batched` in one go, the others one by one. For each, why it was
+    /// refused, if it was.
+    async fn apply_rows(
+        &self,
+        inv: &Inventory,
+        tx: &mut PgConnection,
+        rows: &[usize],
+        catalog: &counts::Catalog,
+        batched: &HashSet<usize>,
+    ) -> Result<Vec<Option<Violation>>> {
+        let mut outcomes = Vec::with_capacity(rows.len());
+        for run in rows.chunk_by(|a, b| batched.contains(a) == batched.contains(b)) {
+            if batched.contains(&run[0]) {
+                outcomes.extend(self.counts(inv, tx, catalog, run).await?);
+                continue;
+            }
+            for &i in run {
+                outcomes.push(match &self.refused[i] {
+                    Some(bad) => Some(bad.clone()),
+                    None => self.apply_row(inv, tx, i).await?,
+                });
+            }
+        }
+        Ok(outcomes)
     }
 
     /// Which of `rows` are counted in runs (`counts`), with the nodes and

@@ -1420,6 +1420,33 @@ async fn feed_settled(conn: &mut sqlx::PgConnection) {
     .await;
 }
 
+/// Nodes N00 to N11 and SKUs P000 to P099 of acme: the SKUs.
+async fn grid(c: &mut Client) -> Vec<String> {
+    for n in 0..12 {
+        node(c, "acme", &format!("N{n:02}")).await;
+    }
+    let skus: Vec<String> = (0..100).map(|k| format!("P{k:03}")).collect();
+    for s in &skus {
+        item(c, "acme", s).await;
+    }
+    skus
+}
+
+/// A count of `on_hand` of each of [`grid`]'s SKUs at each of its nodes,
+/// by node: 1,200 rows.
+fn grid_count(skus: &[String], on_hand: i64) -> Vec<SnapshotRow> {
+    (0..12)
+        .flat_map(|n| {
+            skus.iter().map(move |s| SnapshotRow {
+                node_id: format!("N{n:02}"),
+                sku: s.clone(),
+                on_hand,
+                ..Default::default()
+            })
+        })
+        .collect()
+}
+
 /// A watcher behind an import reads its changes 5,000 at a time and sends
 /// each SKU's figure once for them. Before, it read them 500 at a time: a
 /// figure per SKU per 500 changes (an import of 40,000 rows over 200 SKUs
@@ -1428,26 +1455,9 @@ async fn feed_settled(conn: &mut sqlx::PgConnection) {
 async fn a_watcher_behind_an_import_sends_each_figure_once() {
     let mut h = start().await;
     let c = &mut h.client;
-    let nodes: Vec<String> = (0..12).map(|n| format!("N{n:02}")).collect();
-    let skus: Vec<String> = (0..100).map(|k| format!("P{k:03}")).collect();
-    for n in &nodes {
-        node(c, "acme", n).await;
-    }
-    for s in &skus {
-        item(c, "acme", s).await;
-    }
+    let skus = grid(c).await;
     let before = availability(c, "acme", &skus[0]).await.feed_cursor;
-    let rows: Vec<SnapshotRow> = (nodes.iter())
-        .flat_map(|n| {
-            skus.iter().map(|s| SnapshotRow {
-                node_id: n.clone(),
-                sku: s.clone(),
-                on_hand: 3,
-                ..Default::default()
-            })
-        })
-        .collect();
-    let resp = import_snapshot(c, rows).await;
+    let resp = import_snapshot(c, grid_count(&skus, 3)).await;
     assert_eq!(resp.rows_applied, 1200, "{:?}", resp.errors);
     feed_settled(&mut h.db.connect("inventory").await).await;
     let req = WatchAvailabilityRequest {
@@ -2167,14 +2177,7 @@ async fn an_import_counts_rows_in_runs_as_it_would_one_by_one() {
 async fn a_large_import_of_rows_in_runs_and_one_by_one_applies_each_row_once() {
     let mut h = start().await;
     let c = &mut h.client;
-    let nodes: Vec<String> = (0..12).map(|n| format!("N{n:02}")).collect();
-    let skus: Vec<String> = (0..100).map(|k| format!("P{k:03}")).collect();
-    for n in &nodes {
-        node(c, "acme", n).await;
-    }
-    for s in &skus {
-        item(c, "acme", s).await;
-    }
+    let skus = grid(c).await;
     tracked_item(c, "T", |i| {
         i.lot_tracked = true;
         i.serial_tracked = true;
@@ -2182,16 +2185,7 @@ async fn a_large_import_of_rows_in_runs_and_one_by_one_applies_each_row_once() {
     .await;
     // By their order: N00's rows in a run, 250 lots of T there one by one,
     // then the other nodes' rows in runs.
-    let mut rows: Vec<SnapshotRow> = (nodes.iter())
-        .flat_map(|n| {
-            skus.iter().map(|s| SnapshotRow {
-                node_id: n.clone(),
-                sku: s.clone(),
-                on_hand: 2,
-                ..Default::default()
-            })
-        })
-        .collect();
+    let mut rows = grid_count(&skus, 2);
     rows.extend((0..250).map(|l| SnapshotRow {
         node_id: "N00".into(),
         sku: "T".into(),
