@@ -84,14 +84,32 @@ pub fn internal(domain: &str, cause: &dyn std::error::Error) -> Status {
 }
 
 /// Maps a database error: connection trouble is UNAVAILABLE (retryable),
-/// the rest INTERNAL.
+/// and so is a transaction Postgres rolled back to break a deadlock or a
+/// serialization conflict with a concurrent one (reason
+/// `TRANSACTION_CONFLICT`: nothing of it was kept, and its `request_id`
+/// makes the retry safe); the rest INTERNAL.
 pub fn from_db(domain: &str, e: &sqlx::Error) -> Status {
     match e {
         sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
             unavailable(domain, "the database", e)
         }
+        sqlx::Error::Database(d) if is_conflict(d.code().as_deref()) => {
+            tracing::warn!(error = %ErrorChain(e), "transaction rolled back by a conflict");
+            with_reason(
+                Code::Unavailable,
+                domain,
+                "TRANSACTION_CONFLICT",
+                "the change collided with a concurrent one and was rolled back; retry it",
+            )
+        }
         _ => internal(domain, e),
     }
+}
+
+/// Whether a SQLSTATE is a deadlock (40P01) or a serialization failure
+/// (40001): Postgres rolled the transaction back, and it may be retried.
+fn is_conflict(sqlstate: Option<&str>) -> bool {
+    matches!(sqlstate, Some("40P01" | "40001"))
 }
 
 /// Whether a code says the service failed (UNKNOWN, DEADLINE_EXCEEDED,

@@ -2208,3 +2208,53 @@ async fn a_large_import_of_rows_in_runs_and_one_by_one_applies_each_row_once() {
     let report = reconcile(c, "acme", true).await;
     assert!(report.drifts.is_empty(), "{:?}", report.drifts);
 }
+
+/// An import takes its lots in the order every change of several lots
+/// takes them (node, SKU, lot): transfers both ways between two of its
+/// nodes while it runs all go through (no deadlock for Postgres to break),
+/// and the gate agrees with the record after.
+#[tokio::test]
+async fn transfers_while_an_import_counts_their_lots_all_go_through() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut h = start().await;
+    let skus = grid(&mut h.client).await;
+    let resp = import_snapshot(&mut h.client, grid_count(&skus, 50)).await;
+    assert_eq!(resp.rows_applied, 1200);
+    let importing = std::sync::Arc::new(AtomicBool::new(true));
+    // N00 and N09: lots of the import's first chunk.
+    let transfers: Vec<_> = (0..4)
+        .map(|w| {
+            let (mut c, importing) = (h.client.clone(), importing.clone());
+            tokio::spawn(async move {
+                let mut done = 0;
+                while importing.load(Ordering::Relaxed) {
+                    let (from, to) = if (w + done) % 2 == 0 {
+                        ("N00", "N09")
+                    } else {
+                        ("N09", "N00")
+                    };
+                    let req = TransferStockRequest {
+                        request_id: rid(),
+                        from_node_id: from.into(),
+                        to_node_id: to.into(),
+                        sku: format!("P{:03}", (w * 31 + done * 7) % 100),
+                        quantity: 1,
+                        reason: "rebalance".into(),
+                        ..Default::default()
+                    };
+                    c.transfer_stock(authed("acme", req)).await.unwrap();
+                    done += 1;
+                }
+                done
+            })
+        })
+        .collect();
+    let counted = import_snapshot(&mut h.client, grid_count(&skus, 40)).await;
+    importing.store(false, Ordering::Relaxed);
+    assert_eq!(counted.rows_applied, 1200, "{:?}", counted.errors);
+    for t in transfers {
+        assert!(t.await.unwrap() > 0, "a worker transferred nothing");
+    }
+    let report = reconcile(&mut h.client, "acme", true).await;
+    assert!(report.drifts.is_empty(), "{:?}", report.drifts);
+}
