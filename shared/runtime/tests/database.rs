@@ -1,4 +1,7 @@
-//! Database errors as callers get them, from a real Postgres.
+//! Database errors as callers get them, from a real Postgres. A binary of
+//! its own: the test database sets the global subscriber, which the `it`
+//! binary's telemetry test owns.
+#![allow(clippy::unwrap_used)]
 use oms_runtime::status::{from_db, reason};
 use oms_testkit::TestDb;
 use sqlx::{Connection, PgConnection};
