@@ -5,6 +5,7 @@
 //! raw baselines measured in the same run.
 #![allow(clippy::unwrap_used)]
 
+mod expiry;
 mod fulfillment;
 mod hot_sku;
 mod import;
@@ -23,6 +24,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Scenario {
+    /// Abandoned carts: reservations of one unit left to expire, and how
+    /// fast the sweep gives their units back.
+    Expiry(expiry::Args),
     /// Concurrent clients each reserving one unit of one SKU through gRPC.
     HotSku(hot_sku::Args),
     /// Stock snapshot imports of every SKU at every node: the first count,
@@ -41,6 +45,7 @@ enum Scenario {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().scenario {
+        Scenario::Expiry(args) => expiry::run(args).await,
         Scenario::Fulfillment(args) => fulfillment::run(args).await,
         Scenario::HotSku(args) => hot_sku::run(args).await,
         Scenario::Import(args) => import::run(args).await,

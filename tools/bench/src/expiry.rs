@@ -1,0 +1,187 @@
+//! Abandoned carts: N reservations of one unit of one SKU with a short
+//! TTL, none confirmed, as a flash sale leaves them. Reports how fast the
+//! expiry sweep gives their units back: from the moment the first one is
+//! due (none is due before all are made) until the SKU's availability is
+//! whole again, and carts/s over that time. Verifies that every unit came
+//! back and every cart expired.
+use crate::load;
+use futures::StreamExt;
+use oms_proto::common::NodeKind;
+use oms_proto::inventory::{inventory_service_client::InventoryServiceClient, *};
+use oms_runtime::Service;
+use oms_testkit::{TestDb, authed};
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Carts (reservations of one unit each).
+    #[arg(long, default_value_t = 20_000)]
+    carts: usize,
+    /// Clients reserving at once.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+}
+
+const TENANT: &str = "bench";
+/// Each cart's time to live: longer than making all of them takes, so
+/// that the sweep starts on a full backlog.
+const TTL: Duration = Duration::from_secs(10);
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let db = TestDb::new().await;
+    let env = [
+        ("OMS_LOG", "warn".to_owned()),
+        // Expiries run half the pool's connections at once, at most 16.
+        ("OMS_DATABASE_MAX_CONNECTIONS", "32".into()),
+        ("OMS_SWEEP_INTERVAL_MS", "100".into()),
+    ];
+    let config = oms_testkit::config_with(Service::Inventory, &db, &[], &env);
+    let server_rt = load::ServerRuntime::new(2, "oms-inventory")?;
+    let svc = server_rt
+        .spawn(oms_testkit::spawn(config, oms_inventory::run))
+        .await?;
+    let mut client = InventoryServiceClient::new(svc.channel());
+    let stock = args.carts as i64;
+    setup(&mut client, stock).await?;
+
+    let started = Instant::now();
+    let made: Vec<bool> = futures::stream::iter(0..args.carts)
+        .map(|i| {
+            let mut c = client.clone();
+            async move {
+                let req = CreateReservationRequest {
+                    reservation_id: format!("cart-{i}"),
+                    lines: vec![ReservationLine {
+                        sku: "SALE".into(),
+                        quantity: 1,
+                        ..Default::default()
+                    }],
+                    ttl: Some(prost_types::Duration {
+                        seconds: TTL.as_secs() as i64,
+                        nanos: 0,
+                    }),
+                    ..Default::default()
+                };
+                c.create_reservation(authed(TENANT, req)).await.is_ok()
+            }
+        })
+        .buffer_unordered(args.clients)
+        .collect()
+        .await;
+    let reserve_seconds = started.elapsed().as_secs_f64();
+    let granted = made.iter().filter(|ok| **ok).count();
+    anyhow::ensure!(
+        granted == args.carts,
+        "{granted} of {} carts reserved",
+        args.carts
+    );
+    anyhow::ensure!(
+        reserve_seconds < TTL.as_secs_f64(),
+        "making the carts took {reserve_seconds:.1} s, longer than their TTL"
+    );
+    // The first cart is due one TTL after the first was made.
+    let due = started + TTL;
+    tokio::time::sleep_until(due.into()).await;
+    let back = loop {
+        let a = available(&mut client).await?;
+        if a >= stock {
+            break a;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let seconds = due.elapsed().as_secs_f64();
+    // Nothing given back twice: the figure stays whole, no more.
+    let released = released(&mut client, args.carts).await?;
+    let verified = back == stock && released == args.carts;
+    println!(
+        "{}",
+        serde_json::json!({
+            "carts": args.carts,
+            "reserve_seconds": reserve_seconds,
+            "expiry_seconds": seconds,
+            "carts_per_s": args.carts as f64 / seconds,
+            "verified": verified,
+        })
+    );
+    anyhow::ensure!(
+        verified,
+        "availability {back} of {stock}; {released} of {} carts expired",
+        args.carts
+    );
+    Ok(())
+}
+
+async fn setup(
+    client: &mut InventoryServiceClient<tonic::transport::Channel>,
+    stock: i64,
+) -> anyhow::Result<()> {
+    let node = Node {
+        node_id: "DC1".into(),
+        kind: NodeKind::Warehouse as i32,
+        enabled: true,
+        ..Default::default()
+    };
+    let req = CreateNodeRequest {
+        request_id: "n".into(),
+        node: Some(node),
+    };
+    client.create_node(authed(TENANT, req)).await?;
+    let item = Item {
+        sku: "SALE".into(),
+        ..Default::default()
+    };
+    let req = CreateItemRequest {
+        request_id: "i".into(),
+        item: Some(item),
+    };
+    client.create_item(authed(TENANT, req)).await?;
+    let receipt = StockMovement {
+        kind: MovementKind::Receipt as i32,
+        node_id: "DC1".into(),
+        sku: "SALE".into(),
+        quantity: stock,
+        ..Default::default()
+    };
+    let req = RecordMovementRequest {
+        request_id: "r".into(),
+        movement: Some(receipt),
+    };
+    client.record_movement(authed(TENANT, req)).await?;
+    Ok(())
+}
+
+async fn available(
+    client: &mut InventoryServiceClient<tonic::transport::Channel>,
+) -> anyhow::Result<i64> {
+    let req = GetAvailabilityRequest {
+        skus: vec!["SALE".into()],
+        ..Default::default()
+    };
+    let resp = client.get_availability(authed(TENANT, req)).await?;
+    Ok(resp.into_inner().availabilities[0].available)
+}
+
+/// Carts whose reservation ended expired (all of them, or the run is
+/// wrong), counted page by page.
+async fn released(
+    client: &mut InventoryServiceClient<tonic::transport::Channel>,
+    carts: usize,
+) -> anyhow::Result<usize> {
+    let mut n = 0;
+    let mut page_token = String::new();
+    loop {
+        let req = ListReservationsRequest {
+            states: vec![ReservationState::Expired as i32],
+            page_size: 1000,
+            page_token,
+            ..Default::default()
+        };
+        let resp = client.list_reservations(authed(TENANT, req)).await?;
+        let resp = resp.into_inner();
+        n += resp.reservations.len();
+        if resp.next_page_token.is_empty() || n > carts {
+            return Ok(n);
+        }
+        page_token = resp.next_page_token;
+    }
+}
