@@ -9,7 +9,7 @@
 //! before the next lot was counted.
 use super::Inventory;
 use super::movements::{Origin, Ruled, held_beyond, moved, promise, ruled};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::repo;
 use chrono::Utc;
 use oms_kernel::Tenant;
@@ -47,9 +47,14 @@ pub(crate) async fn record(
     for m in counts {
         let key = (m.node_id.clone(), m.sku.clone(), m.lot.clone());
         let lot = locked.lots.get(&key).cloned().unwrap_or_default();
-        let node = &catalog.nodes[&m.node_id];
-        let item = &catalog.items[&m.sku];
-        match ruled(node, item, &lot, m, Origin::Request, actor, now) {
+        // Refused as `apply` refuses them, should a caller pass a count
+        // whose node or item the catalog lacks.
+        let ruling = match (catalog.nodes.get(&m.node_id), catalog.items.get(&m.sku)) {
+            (Some(node), Some(item)) => ruled(node, item, &lot, m, Origin::Request, actor, now),
+            (None, _) => Err(Error::not_found("node", format!("nodes/{}", m.node_id))),
+            (_, None) => Err(Error::not_found("item", format!("items/{}", m.sku))),
+        };
+        match ruling {
             Ok(r) => {
                 recorded.push(r);
                 outcomes.push(Ok(()));
@@ -69,7 +74,7 @@ pub(crate) async fn record(
     let rows: Vec<_> = recorded.iter().map(Ruled::recorded).collect();
     repo::stock::record(tx, tenant, &rows, now).await?;
     let changes = (recorded.iter())
-        .filter(|r| catalog.nodes[&r.movement.node_id].enabled)
+        .filter(|r| (catalog.nodes.get(&r.movement.node_id)).is_some_and(|n| n.enabled))
         .map(|r| (r.movement.node_id.clone(), r.movement.sku.clone(), r.change))
         .collect();
     promise(inv, tx, tenant, changes).await?;
