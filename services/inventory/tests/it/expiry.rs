@@ -24,12 +24,6 @@ async fn lots(c: &mut Client, node: &str, sku: &str) -> Vec<(String, i64, bool)>
         .collect()
 }
 
-/// The gate and the record agree (a Reconcile dry run finds no drift).
-async fn no_drift(c: &mut Client) {
-    let report = reconcile(c, "acme", true).await;
-    assert!(report.drifts.is_empty(), "{:?}", report.drifts);
-}
-
 /// Moves `tenant`'s node `node` to UTC+14: a date that has come there is
 /// a day or two away at UTC-12.
 async fn zone_ahead(c: &mut Client, tenant: &str, node: &str) {

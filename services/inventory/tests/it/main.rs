@@ -318,6 +318,12 @@ pub async fn reconcile(c: &mut Client, tenant: &str, dry_run: bool) -> Reconcile
     .into_inner()
 }
 
+/// The gate and the record agree (a Reconcile dry run finds no drift).
+pub async fn no_drift(c: &mut Client) {
+    let report = reconcile(c, "acme", true).await;
+    assert!(report.drifts.is_empty(), "{:?}", report.drifts);
+}
+
 /// Units held per reservation in the record, summed for a SKU; checks on
 /// the way that the held totals (what availability reads) agree, per node.
 pub async fn held_in_record(db: &TestDb, tenant: &str, sku: &str) -> i64 {
