@@ -4,9 +4,8 @@
 //! due (none is due before all are made) until the SKU's availability is
 //! whole again, and carts/s over that time. Verifies that every unit came
 //! back and every cart expired.
-use crate::load;
+use crate::{load, stock};
 use futures::StreamExt;
-use oms_proto::common::NodeKind;
 use oms_proto::inventory::{inventory_service_client::InventoryServiceClient, *};
 use oms_runtime::Service;
 use oms_testkit::{TestDb, authed};
@@ -42,7 +41,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await?;
     let mut client = InventoryServiceClient::new(svc.channel());
     let stock = args.carts as i64;
-    setup(&mut client, stock).await?;
+    stock::one_sku(&mut client, TENANT, "SALE", stock).await?;
 
     let started = Instant::now();
     let made: Vec<bool> = futures::stream::iter(0..args.carts)
@@ -83,7 +82,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let due = started + TTL;
     tokio::time::sleep_until(due.into()).await;
     let back = loop {
-        let a = available(&mut client).await?;
+        let a = stock::available(&mut client, TENANT, "SALE")
+            .await?
+            .available;
         if a >= stock {
             break a;
         }
@@ -109,56 +110,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args.carts
     );
     Ok(())
-}
-
-async fn setup(
-    client: &mut InventoryServiceClient<tonic::transport::Channel>,
-    stock: i64,
-) -> anyhow::Result<()> {
-    let node = Node {
-        node_id: "DC1".into(),
-        kind: NodeKind::Warehouse as i32,
-        enabled: true,
-        ..Default::default()
-    };
-    let req = CreateNodeRequest {
-        request_id: "n".into(),
-        node: Some(node),
-    };
-    client.create_node(authed(TENANT, req)).await?;
-    let item = Item {
-        sku: "SALE".into(),
-        ..Default::default()
-    };
-    let req = CreateItemRequest {
-        request_id: "i".into(),
-        item: Some(item),
-    };
-    client.create_item(authed(TENANT, req)).await?;
-    let receipt = StockMovement {
-        kind: MovementKind::Receipt as i32,
-        node_id: "DC1".into(),
-        sku: "SALE".into(),
-        quantity: stock,
-        ..Default::default()
-    };
-    let req = RecordMovementRequest {
-        request_id: "r".into(),
-        movement: Some(receipt),
-    };
-    client.record_movement(authed(TENANT, req)).await?;
-    Ok(())
-}
-
-async fn available(
-    client: &mut InventoryServiceClient<tonic::transport::Channel>,
-) -> anyhow::Result<i64> {
-    let req = GetAvailabilityRequest {
-        skus: vec!["SALE".into()],
-        ..Default::default()
-    };
-    let resp = client.get_availability(authed(TENANT, req)).await?;
-    Ok(resp.into_inner().availabilities[0].available)
 }
 
 /// Carts whose reservation ended expired (all of them, or the run is

@@ -7,10 +7,10 @@
 //! ceiling of any unary call on this machine (a no-op through the same
 //! server, clients and connections) to read the figure against.
 use crate::load::{self, Outcome};
-use oms_proto::common::NodeKind;
+use crate::stock;
 use oms_proto::inventory::{inventory_service_client::InventoryServiceClient, *};
 use oms_runtime::Service;
-use oms_testkit::{RedisServer, TestDb, authed};
+use oms_testkit::{RedisServer, TestDb};
 use std::sync::Arc;
 use tokio::sync::Mutex;
 use tokio_stream::wrappers::ReceiverStream;
@@ -64,47 +64,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .spawn(oms_testkit::spawn(config, oms_inventory::run))
         .await?;
     let mut admin = InventoryServiceClient::new(svc.channel());
-    admin
-        .create_node(authed(
-            TENANT,
-            CreateNodeRequest {
-                request_id: "n".into(),
-                node: Some(Node {
-                    node_id: "DC1".into(),
-                    kind: NodeKind::Warehouse as i32,
-                    enabled: true,
-                    ..Default::default()
-                }),
-            },
-        ))
-        .await?;
-    admin
-        .create_item(authed(
-            TENANT,
-            CreateItemRequest {
-                request_id: "i".into(),
-                item: Some(Item {
-                    sku: "HOT".into(),
-                    ..Default::default()
-                }),
-            },
-        ))
-        .await?;
-    admin
-        .record_movement(authed(
-            TENANT,
-            RecordMovementRequest {
-                request_id: "r".into(),
-                movement: Some(StockMovement {
-                    kind: MovementKind::Receipt as i32,
-                    node_id: "DC1".into(),
-                    sku: "HOT".into(),
-                    quantity: args.stock,
-                    ..Default::default()
-                }),
-            },
-        ))
-        .await?;
+    stock::one_sku(&mut admin, TENANT, "HOT", args.stock).await?;
 
     let channels: Vec<_> = (0..args.connections.max(1))
         .map(|_| svc.channel())
@@ -133,18 +93,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // Timed: with every reservation of the run live, the read must not
     // grow with them.
     let read_started = std::time::Instant::now();
-    let avail = admin
-        .get_availability(authed(
-            TENANT,
-            GetAvailabilityRequest {
-                skus: vec!["HOT".into()],
-                ..Default::default()
-            },
-        ))
-        .await?
-        .into_inner()
-        .availabilities
-        .remove(0);
+    let avail = stock::available(&mut admin, TENANT, "HOT").await?;
     let availability_read_ms = read_started.elapsed().as_secs_f64() * 1000.0;
     let oversold = (held - args.stock).max(0);
     let consistent = held == granted as i64 && avail.available == args.stock - held;

@@ -12,6 +12,7 @@ mod import;
 mod ingest;
 mod load;
 mod routing;
+mod stock;
 
 use clap::{Parser, Subcommand};
 

@@ -11,7 +11,7 @@
 //! from there and ends with the same answer.
 use super::counts;
 use super::movements::{Origin, apply};
-use super::{Inventory, commit};
+use super::{Inventory, commit, distinct};
 use crate::domain::snapshot;
 use crate::error::{Error, Result};
 use crate::repo::{self, lock};
@@ -207,13 +207,10 @@ impl Import<'_> {
         let fit: Vec<usize> = (rows.iter().copied())
             .filter(|&i| self.refused[i].is_none())
             .collect();
-        let distinct = |f: fn(&SnapshotRow) -> &String| -> Vec<String> {
-            let set: BTreeSet<&String> = fit.iter().map(|&i| f(row(i))).collect();
-            set.into_iter().cloned().collect()
-        };
-        let nodes = distinct(|r| &r.node_id);
+        let nodes = distinct(fit.iter().map(|&i| &row(i).node_id));
         let nodes = repo::nodes::get_visible_many(&mut *tx, self.tenant, &nodes).await?;
-        let items = repo::items::existing_shared(tx, self.tenant, &distinct(|r| &r.sku)).await?;
+        let skus = distinct(fit.iter().map(|&i| &row(i).sku));
+        let items = repo::items::existing_shared(tx, self.tenant, &skus).await?;
         let batched = (fit.into_iter())
             .filter(|&i| nodes.contains_key(&row(i).node_id))
             .filter(|&i| items.get(&row(i).sku).is_some_and(|t| !t.serial_tracked))

@@ -5,7 +5,7 @@
 //! away. On-hand stays: the units are there until shipped, damaged or
 //! counted away.
 use super::availability::stock_and_holds;
-use super::{Inventory, commit, emit};
+use super::{Inventory, commit, distinct, emit};
 use crate::domain::{availability::Figures, expiry};
 use crate::error::Result;
 use crate::gate::AvailChange;
@@ -268,10 +268,4 @@ pub(crate) fn held_beyond_stock(
     }
     inv.metrics.held_beyond_stock(tenant.as_str(), node, units);
     units
-}
-
-/// Each value once, sorted.
-fn distinct<'a>(values: impl Iterator<Item = &'a String>) -> Vec<String> {
-    let set: BTreeSet<&String> = values.collect();
-    set.into_iter().cloned().collect()
 }

@@ -377,6 +377,12 @@ impl Drop for Unkept {
     }
 }
 
+/// Each value once, sorted.
+pub(crate) fn distinct<'a>(values: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let set: std::collections::BTreeSet<&String> = values.collect();
+    set.into_iter().cloned().collect()
+}
+
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }

@@ -234,9 +234,7 @@ pub(crate) async fn promise(
     if changes.is_empty() {
         return Ok(());
     }
-    let mut skus: Vec<String> = changes.iter().map(|c| c.1.clone()).collect();
-    skus.sort_unstable();
-    skus.dedup();
+    let skus = super::distinct(changes.iter().map(|c| &c.1));
     let safety = repo::rules::safety(&mut *tx, tenant, &skus).await?;
     let changes = changes
         .into_iter()

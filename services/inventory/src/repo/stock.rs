@@ -40,27 +40,14 @@ pub async fn lock_for_movements(
     if lots.len() < 2 {
         return Ok(());
     }
-    let mut skus: Vec<&str> = lots.iter().map(|(_, sku, _)| *sku).collect();
+    let mut skus: Vec<String> = lots.iter().map(|(_, sku, _)| sku.to_string()).collect();
     skus.sort_unstable();
     skus.dedup();
-    let docs: Vec<Vec<u8>> = sqlx::query_scalar(
-        "SELECT doc FROM items WHERE tenant = $1 AND sku = ANY($2)
-         ORDER BY sku FOR KEY SHARE",
-    )
-    .bind(tenant.as_str())
-    .bind(&skus)
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut lot_tracked = std::collections::HashSet::new();
-    for d in &docs {
-        let item: oms_proto::inventory::Item = decode(d)?;
-        if item.lot_tracked {
-            lot_tracked.insert(item.sku);
-        }
-    }
+    let items = super::items::existing_shared(tx, tenant, &skus).await?;
+    let lot_tracked = |sku: &str| items.get(sku).is_some_and(|i| i.lot_tracked);
     let keys: Vec<(&str, &str, &str)> = lots
         .iter()
-        .map(|&(node, sku, lot)| match lot_tracked.contains(sku) {
+        .map(|&(node, sku, lot)| match lot_tracked(sku) {
             true => (node, sku, lot),
             false => (node, sku, ""),
         })
