@@ -30,7 +30,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let db = TestDb::new().await;
     let env = [
         ("OMS_LOG", "warn".to_owned()),
-        // Expiries run half the pool's connections at once, at most 16.
+        // Expiry batches run on half the pool's connections, at most 4.
         ("OMS_DATABASE_MAX_CONNECTIONS", "32".into()),
         ("OMS_SWEEP_INTERVAL_MS", "100".into()),
     ];

@@ -49,6 +49,7 @@ pub struct Gate {
     replicas: Option<(u32, Duration)>,
     reserve: Script,
     change: Script,
+    expire: Script,
     adjust: Script,
     /// Gates rebuilt from the record, by tenant and trigger.
     rebuilds: opentelemetry::metrics::Counter<u64>,
@@ -137,7 +138,6 @@ pub enum Op {
     Confirm,
     Release,
     Consume,
-    Expire,
     Extend,
 }
 
@@ -159,6 +159,33 @@ pub struct ChangeOutcome {
     pub epoch: Option<String>,
 }
 
+/// What [`Gate::expire`] did.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ExpireOutcome {
+    /// `OK`, or why nothing changed: `NOT_FOUND` (the gate lost a live
+    /// reservation), `DIVERGED` (the gate is ahead of the record).
+    pub status: String,
+    /// The reservation that was not found or diverged.
+    #[serde(default)]
+    pub id: String,
+    /// The reservations expired (the others were not due by the gate's
+    /// clock).
+    #[serde(default, deserialize_with = "table")]
+    pub expired: Vec<String>,
+    #[serde(default, deserialize_with = "table")]
+    given: Vec<Given>,
+    #[serde(default)]
+    pub epoch: Option<String>,
+}
+
+impl ExpireOutcome {
+    /// What giving back the expired units changes, as
+    /// [`ChangeOutcome::given_back`].
+    pub fn given_back(&self) -> Vec<AvailChange> {
+        given_back(&self.given)
+    }
+}
+
 /// Units freed at a node, or (no node) in the network.
 #[derive(Debug, Clone, Deserialize)]
 struct Given {
@@ -171,16 +198,20 @@ impl ChangeOutcome {
     /// What giving back the released or expired units changes: a node's
     /// promisable stock, or (no node) the network hold.
     pub fn given_back(&self) -> Vec<AvailChange> {
-        self.given
-            .iter()
-            .map(|l| AvailChange {
-                sku: l.sku.clone(),
-                node: l.node.clone(),
-                delta: if l.node.is_empty() { -l.q } else { l.q },
-                init: 0,
-            })
-            .collect()
+        given_back(&self.given)
     }
+}
+
+fn given_back(given: &[Given]) -> Vec<AvailChange> {
+    given
+        .iter()
+        .map(|l| AvailChange {
+            sku: l.sku.clone(),
+            node: l.node.clone(),
+            delta: if l.node.is_empty() { -l.q } else { l.q },
+            init: 0,
+        })
+        .collect()
 }
 
 // cjson writes an empty table as `{}` whether it stands for a list or a
@@ -238,6 +269,7 @@ impl Gate {
             replicas: None,
             reserve: script(include_str!("lua/reserve.lua")),
             change: script(include_str!("lua/change.lua")),
+            expire: script(include_str!("lua/expire.lua")),
             adjust: script(include_str!("lua/adjust.lua")),
             rebuilds: opentelemetry::global::meter("oms-inventory")
                 .u64_counter("oms.inventory.gate.rebuilds")
@@ -351,8 +383,9 @@ impl Gate {
         Ok(body.results)
     }
 
-    /// Confirms, releases, consumes or expires one reservation. `skus` are
-    /// every SKU the reservation holds. Units a release or expiry frees are
+    /// Confirms, releases or consumes one reservation, or expires it when
+    /// it is found due (`STATE`). `skus` are every SKU the reservation
+    /// holds. Units a release or expiry frees are
     /// not given back here: the outcome lists them (`given_back`, with the
     /// gate's `epoch`) for the caller to give back once its record of the
     /// change is committed, so they cannot be promised to anyone while
@@ -369,6 +402,31 @@ impl Gate {
     ) -> Result<ChangeOutcome, GateError> {
         self.run_change(tenant, op, known, entries, None, now_ms)
             .await
+    }
+
+    /// Expires those of `due` (one tenant's active reservations with their
+    /// holds, as the Postgres record has them) that are due by `now_ms`, in
+    /// one script; their units are not given back here but listed, as
+    /// [`Gate::change`] lists them. Refused whole (`DIVERGED`, `NOT_FOUND`,
+    /// nothing changed) when the gate's state or holds of any of them are
+    /// not the record's.
+    pub async fn expire(
+        &self,
+        tenant: &Tenant,
+        due: &[(&str, &Holds)],
+        now_ms: i64,
+    ) -> Result<ExpireOutcome, GateError> {
+        let k = &self.keys;
+        let mut keys = vec![k.ready(tenant), k.expiry(tenant)];
+        keys.extend(due.iter().map(|(id, _)| k.reservation(tenant, id)));
+        let items: Vec<_> = due
+            .iter()
+            .map(|(id, holds)| serde_json::json!({"id": id, "s": "active", "holds": holds}))
+            .collect();
+        let arg = serde_json::json!({
+            "now": now_ms, "keep_ms": FINISHED_KEPT_MS, "items": items,
+        });
+        self.run(&self.expire, keys, arg).await
     }
 
     /// Gives back a grant of the batch `owner` that the Postgres record

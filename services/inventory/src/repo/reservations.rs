@@ -157,6 +157,57 @@ pub async fn lock(
     .transpose()
 }
 
+/// Locks those of `ids` that are still active and due by the database's
+/// clock, in id order, with their holds; a row another transaction holds
+/// (a confirm, another replica's sweep) is skipped, not waited for.
+pub async fn lock_due(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    ids: &[String],
+) -> sqlx::Result<Vec<(Reservation, Holds)>> {
+    type Row = (Vec<u8>, Vec<String>, Vec<String>, Vec<i64>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT doc, hold_skus, hold_nodes, hold_units FROM reservations
+         WHERE tenant = $1 AND reservation_id = ANY($2) AND state = 'active' AND expire_time <= now()
+         ORDER BY reservation_id FOR UPDATE SKIP LOCKED",
+    )
+    .bind(tenant.as_str())
+    .bind(ids)
+    .fetch_all(tx)
+    .await?;
+    rows.into_iter()
+        .map(|(d, skus, nodes, units)| decode(&d).map(|r| (r, holds_from(&skus, &nodes, &units))))
+        .collect()
+}
+
+/// Writes reservations expired (locked by [`lock_due`]): they hold
+/// nothing now; `freed` is what they held, per SKU and node, which leaves
+/// the totals.
+pub async fn save_expired(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    expired: &[&Reservation],
+    freed: &BTreeMap<(&str, &str), i64>,
+    now: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    let ids: Vec<&str> = expired.iter().map(|r| r.reservation_id.as_str()).collect();
+    let docs: Vec<Vec<u8>> = expired.iter().map(|r| r.encode_to_vec()).collect();
+    sqlx::query(
+        "UPDATE reservations r SET state = 'expired', doc = t.d, update_time = $4,
+                hold_skus = '{}', hold_nodes = '{}', hold_units = '{}'
+         FROM UNNEST($2::text[], $3::bytea[]) AS t(id, d)
+         WHERE r.tenant = $1 AND r.reservation_id = t.id",
+    )
+    .bind(tenant.as_str())
+    .bind(&ids)
+    .bind(&docs)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    let delta = freed.iter().map(|(k, v)| (*k, -v)).collect();
+    add_to_totals(tx, tenant, &delta).await
+}
+
 /// Writes a changed reservation with its holds now (units > 0), and adds
 /// the change of its holds to the totals. The row is locked (`lock`).
 pub async fn save(

@@ -46,6 +46,32 @@ async fn reservations_run_on_a_redis_cluster() {
     assert!(report.drifts.is_empty(), "{:?}", report.drifts);
 }
 
+/// The sweep's expiry script (one per batch of a tenant's carts) on a
+/// cluster: every tenant's carts expire and their units come back.
+#[tokio::test]
+async fn carts_expire_on_a_redis_cluster() {
+    let cluster = RedisCluster::start();
+    let mut h = start_with(&[("OMS_REDIS_CLUSTER_NODES", cluster.nodes())]).await;
+    let tenants = ["acme", "globex", "initech"];
+    for t in tenants {
+        node(&mut h.client, t, &format!("DC-{t}")).await;
+        item(&mut h.client, t, "A").await;
+        receive(&mut h.client, t, &format!("DC-{t}"), "A", 30).await;
+        for i in 0..30 {
+            cart(&mut h.client, t, &format!("c{i}"), vec![line("A", "", 1)]).await;
+        }
+    }
+    for t in tenants {
+        wait_until(async || available(&mut h.client, t, "A").await.available == 30).await;
+        for i in 0..30 {
+            let r = reservation(&mut h.client, t, &format!("c{i}")).await;
+            assert_eq!(r.state(), ReservationState::Expired, "{t} c{i}");
+        }
+        let report = reconcile(&mut h.client, t, true).await;
+        assert!(report.drifts.is_empty(), "{t}: {:?}", report.drifts);
+    }
+}
+
 /// With `OMS_REDIS_MIN_REPLICAS` on a cluster, a change waits for the
 /// replicas of the master holding the tenant's gate (`WAIT` goes there,
 /// on the connection the script went by): once they are gone, a

@@ -403,6 +403,25 @@ pub fn shipped(sku: &str, q: i64, lot: &str, serials: &[&str]) -> Allocation {
     }
 }
 
+/// Reserves a tenant's cart `id` of `lines`, due 100 ms later.
+pub async fn cart(c: &mut Client, tenant: &str, id: &str, lines: Vec<ReservationLine>) {
+    let ttl = prost_types::Duration {
+        seconds: 0,
+        nanos: 100_000_000,
+    };
+    c.create_reservation(authed(
+        tenant,
+        CreateReservationRequest {
+            reservation_id: id.into(),
+            lines,
+            ttl: Some(ttl),
+            ..Default::default()
+        },
+    ))
+    .await
+    .unwrap();
+}
+
 /// acme's stock levels of a SKU (at one node, or every node when empty).
 pub async fn stock_levels(c: &mut Client, node: &str, sku: &str) -> Vec<StockLevel> {
     c.list_stock_levels(authed(

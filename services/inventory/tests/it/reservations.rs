@@ -1025,19 +1025,164 @@ async fn one_sweep_expires_a_whole_backlog() {
     assert_eq!(carts_reserved(&mut h, CARTS).await, CARTS);
     // The TTL itself must run out: here time passing is what is tested.
     tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let mut h = restarted(h, &slow).await;
+    wait_until(async || available(&mut h.client, "acme", "S").await.available == CARTS as i64)
+        .await;
+    assert_eq!(expired_in_record(&h.db).await, CARTS as i64);
+}
+
+/// The service stopped and started again with `overrides`: a replica
+/// sweeps once as it starts.
+async fn restarted(h: Harness, overrides: &[(&str, String)]) -> Harness {
     let Harness { db, svc, .. } = h;
     svc.stop().await.unwrap();
-    let config = oms_testkit::config_with(Service::Inventory, &db, &[], &slow);
+    let config = oms_testkit::config_with(Service::Inventory, &db, &[], overrides);
     let svc = oms_testkit::spawn(config, oms_inventory::run).await;
-    let mut c = Client::new(svc.channel());
-    wait_until(async || available(&mut c, "acme", "S").await.available == CARTS as i64).await;
+    let client = Client::new(svc.channel());
+    Harness { db, svc, client }
+}
+
+async fn expired_in_record(db: &oms_testkit::TestDb) -> i64 {
     let mut conn = db.connect("inventory").await;
-    let expired: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM reservations WHERE state = 'expired'")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
-    assert_eq!(expired, CARTS as i64);
+    sqlx::query_scalar("SELECT count(*) FROM reservations WHERE state = 'expired'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// Carts of every shape expire a batch at a time (`expire_many`): more
+/// than one batch; lines in the network and at nodes, of several SKUs. A
+/// cart confirmed before the sweep is kept. Each expired cart released
+/// every line, its units came back where they were held, and the gate
+/// agrees with the record.
+#[tokio::test]
+async fn expiry_batches_free_every_hold_of_every_cart_and_nothing_else() {
+    const CARTS: usize = 250;
+    let slow = [
+        ("OMS_SWEEP_INTERVAL_MS", "3600000".to_string()),
+        // The gate the carts were reserved in, after the restart too.
+        ("OMS_REDIS_KEY_PREFIX", oms_testkit::redis_prefix()),
+    ];
+    let mut h = start_with(&slow).await;
+    stocked(&mut h, &[("S", 1000), ("T", 1000)]).await;
+    node(&mut h.client, "acme", "DC2").await;
+    receive(&mut h.client, "acme", "DC2", "T", 500).await;
+    for i in 0..CARTS {
+        let lines = match i % 3 {
+            0 => vec![line("S", "", 1)],
+            1 => vec![line("S", "DC1", 2), line("T", "", 1)],
+            _ => vec![line("T", "DC2", 1), line("T", "", 1), line("S", "", 1)],
+        };
+        cart(&mut h.client, "acme", &format!("cart{i}"), lines).await;
+    }
+    confirmed_at_dc1(&mut h.client, "kept", "S", 2).await;
+    let t_held: i64 = (0..CARTS).map(|i| [0, 1, 2][i % 3]).sum();
+    assert_eq!(
+        available(&mut h.client, "acme", "T").await.available,
+        1500 - t_held
+    );
+    // The TTL itself must run out: here time passing is what is tested.
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let mut h = restarted(h, &slow).await;
+    wait_until(async || expired_in_record(&h.db).await == CARTS as i64).await;
+    for i in 0..CARTS {
+        let r = reservation(&mut h.client, "acme", &format!("cart{i}")).await;
+        assert_eq!(r.state(), ReservationState::Expired, "cart{i}");
+        assert!(
+            r.lines.iter().all(|l| l.quantity_released == l.quantity),
+            "cart{i}: {:?}",
+            r.lines
+        );
+        assert!(r.expire_time.is_some(), "an expired cart keeps its time");
+    }
+    let kept = reservation(&mut h.client, "acme", "kept").await;
+    assert_eq!(kept.state(), ReservationState::Confirmed);
+    assert_eq!(held_in_record(&h.db, "acme", "S").await, 2);
+    assert_eq!(held_in_record(&h.db, "acme", "T").await, 0);
+    assert_eq!(available(&mut h.client, "acme", "S").await.available, 998);
+    assert_eq!(available(&mut h.client, "acme", "T").await.available, 1500);
+    no_drift(&mut h.client).await;
+    // The units held at DC2 came back to DC2.
+    reserve(
+        &mut h.client,
+        "acme",
+        "all-dc2",
+        vec![line("T", "DC2", 500)],
+    )
+    .await
+    .unwrap();
+    let mut conn = h.db.connect("inventory").await;
+    let events: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM outbox WHERE event_type = 'ReservationReleased' AND subject LIKE 'reservations/cart%'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(events, CARTS as i64, "one event per cart");
+}
+
+/// A batch the gate disagrees with changes nothing; the gate is rebuilt
+/// from the record and the batch then expires every cart. Five carts,
+/// whose gate records `tamper` changes before the sweep.
+async fn expired_after_a_rebuild(tamper: impl FnOnce(&oms_testkit::RedisServer)) {
+    let redis = oms_testkit::RedisServer::start();
+    let slow = [
+        ("OMS_SWEEP_INTERVAL_MS", "3600000".to_string()),
+        ("OMS_REDIS_URL", redis.url()),
+        // The gate the carts were reserved in, after the restart too.
+        ("OMS_REDIS_KEY_PREFIX", oms_testkit::redis_prefix()),
+    ];
+    let mut h = start_with(&slow).await;
+    stocked(&mut h, &[("S", 10)]).await;
+    for i in 0..5 {
+        cart(
+            &mut h.client,
+            "acme",
+            &format!("cart{i}"),
+            vec![line("S", "", 1)],
+        )
+        .await;
+    }
+    tamper(&redis);
+    // The TTL itself must run out: here time passing is what is tested.
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let mut h = restarted(h, &slow).await;
+    wait_until(async || expired_in_record(&h.db).await == 5).await;
+    assert_eq!(available(&mut h.client, "acme", "S").await.available, 10);
+    assert_eq!(held_in_record(&h.db, "acme", "S").await, 0);
+    no_drift(&mut h.client).await;
+}
+
+fn gate_record(redis: &oms_testkit::RedisServer, id: &str) -> String {
+    let key = redis.cli(&["--scan", "--pattern", &format!("*res:{id}")]);
+    key.trim().to_owned()
+}
+
+#[tokio::test]
+async fn an_expiry_batch_with_a_cart_the_gate_lost_waits_for_a_rebuild() {
+    expired_after_a_rebuild(|redis| {
+        assert_eq!(
+            redis.cli(&["DEL", &gate_record(redis, "cart3")]).trim(),
+            "1"
+        );
+    })
+    .await;
+}
+
+/// The gate holds a cart as released though the record has it active (a
+/// release whose commit never came): the gate is ahead of the record.
+#[tokio::test]
+async fn an_expiry_batch_with_a_cart_the_gate_is_ahead_on_waits_for_a_rebuild() {
+    expired_after_a_rebuild(|redis| {
+        let key = gate_record(redis, "cart3");
+        let record = redis.cli(&["GET", &key]);
+        let released = record
+            .trim()
+            .replace(r#""s":"active""#, r#""s":"released""#);
+        assert_ne!(released, record.trim());
+        assert_eq!(redis.cli(&["SET", &key, &released]).trim(), "OK");
+    })
+    .await;
 }
 
 /// Replicas that sweep the same backlog at once take turns per

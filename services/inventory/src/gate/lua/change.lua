@@ -1,4 +1,4 @@
--- Changes one reservation: confirm, release, consume, expire or extend;
+-- Changes one reservation: confirm, release, consume or extend;
 -- or gives back a grant the Postgres record does not keep (giveback, with
 -- the batch's token `w`).
 -- KEYS[1] ready marker, KEYS[2] expiry zset, KEYS[3] reservation record,
@@ -38,16 +38,7 @@ if req.op == 'giveback' then
   redis.call('ZREM', KEYS[2], req.id)
   return encode({ready = true, status = 'OK', state = 'forgotten', holds = {}})
 end
-if req.expect then
-  local function within(a, b)
-    for k, v in pairs(a) do if v > 0 and (b[k] or 0) ~= v then return false end end
-    return true
-  end
-  local e = req.expect
-  if r.s ~= e.s or not within(r.holds, e.holds) or not within(e.holds, r.holds) then
-    return done('DIVERGED')
-  end
-end
+if req.expect and not as_recorded(r, req.expect) then return done('DIVERGED') end
 -- A finished reservation's record is kept `keep_ms` (a repeat of its
 -- CreateReservation finds it here), then dropped: past that the Postgres
 -- record answers repeats, and Redis does not grow with every reservation
@@ -70,14 +61,10 @@ if r.s == 'active' and tonumber(req.now) >= tonumber(r.e) then
     if v > 0 then local sku, node = split(k); give(sku, node, v) end
   end
   r.holds = {}; finish(true)
-  if req.op == 'expire' then return done('OK') end
   return done('STATE')
 end
 
-if req.op == 'expire' then
-  return done('STATE')
-
-elseif req.op == 'confirm' then
+if req.op == 'confirm' then
   if r.s ~= 'active' then return done('STATE') end
   -- Allocations per SKU must cover exactly what is held, and a hold at a
   -- node must be allocated at that node.

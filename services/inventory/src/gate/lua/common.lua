@@ -112,3 +112,13 @@ local function restore(holds, akeys)
     if v > 0 then local sku, node = split(k); give_back(akeys[sku], node, v) end
   end
 end
+-- Whether a reservation's gate record `r` is as the Postgres record `e`
+-- ({s, holds}) has it; one that differs is ahead of the record (a change
+-- whose commit never came, its replica dead).
+local function as_recorded(r, e)
+  local function within(a, b)
+    for k, v in pairs(a) do if v > 0 and (b[k] or 0) ~= v then return false end end
+    return true
+  end
+  return r.s == e.s and within(r.holds, e.holds) and within(e.holds, r.holds)
+end
