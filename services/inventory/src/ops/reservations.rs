@@ -1572,12 +1572,12 @@ pub fn start_sweeper(
 const PURGE_BATCH: i64 = 1000;
 
 /// Due reservations read at a time.
-const DUE_BATCH: i64 = 500;
+const DUE_BATCH: i64 = 1000;
 /// Reservations of one tenant expired in one transaction and one gate
 /// script ([`expire_many`]) at most: one transaction each returned about
 /// 1,300 carts a second (release build, `oms-bench expiry`), a flash
 /// sale's 100,000 abandoned carts in over a minute.
-const EXPIRE_BATCH: usize = 100;
+const EXPIRE_BATCH: usize = 250;
 /// Batches expired at once: at most 4, and half the pool's connections (5
 /// of the default 10), so an expiry wave leaves the other half to callers
 /// and the reservation writer.

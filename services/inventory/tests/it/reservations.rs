@@ -1057,7 +1057,7 @@ async fn expired_in_record(db: &oms_testkit::TestDb) -> i64 {
 /// agrees with the record.
 #[tokio::test]
 async fn expiry_batches_free_every_hold_of_every_cart_and_nothing_else() {
-    const CARTS: usize = 250;
+    const CARTS: usize = 300;
     let slow = [
         ("OMS_SWEEP_INTERVAL_MS", "3600000".to_string()),
         // The gate the carts were reserved in, after the restart too.
