@@ -1018,9 +1018,7 @@ async fn carts_reserved(h: &mut Harness, n: usize) -> usize {
 #[tokio::test]
 async fn one_sweep_expires_a_whole_backlog() {
     const CARTS: usize = 1200;
-    // Sweeps an hour apart: a replica sweeps once when it starts, then not
-    // again within the test.
-    let slow = [("OMS_SWEEP_INTERVAL_MS", "3600000".to_string())];
+    let slow = sweeping_once_per_start();
     let mut h = start_with(&slow).await;
     assert_eq!(carts_reserved(&mut h, CARTS).await, CARTS);
     // The TTL itself must run out: here time passing is what is tested.
@@ -1029,6 +1027,16 @@ async fn one_sweep_expires_a_whole_backlog() {
     wait_until(async || available(&mut h.client, "acme", "S").await.available == CARTS as i64)
         .await;
     assert_eq!(expired_in_record(&h.db).await, CARTS as i64);
+}
+
+/// Sweeps an hour apart (a replica sweeps once as it starts, then not
+/// again within a test), and one gate (Redis key prefix) for every replica
+/// and restart, as in a deployment.
+fn sweeping_once_per_start() -> Vec<(&'static str, String)> {
+    vec![
+        ("OMS_SWEEP_INTERVAL_MS", "3600000".into()),
+        ("OMS_REDIS_KEY_PREFIX", oms_testkit::redis_prefix()),
+    ]
 }
 
 /// The service stopped and started again with `overrides`: a replica
@@ -1058,11 +1066,7 @@ async fn expired_in_record(db: &oms_testkit::TestDb) -> i64 {
 #[tokio::test]
 async fn expiry_batches_free_every_hold_of_every_cart_and_nothing_else() {
     const CARTS: usize = 300;
-    let slow = [
-        ("OMS_SWEEP_INTERVAL_MS", "3600000".to_string()),
-        // The gate the carts were reserved in, after the restart too.
-        ("OMS_REDIS_KEY_PREFIX", oms_testkit::redis_prefix()),
-    ];
+    let slow = sweeping_once_per_start();
     let mut h = start_with(&slow).await;
     stocked(&mut h, &[("S", 1000), ("T", 1000)]).await;
     node(&mut h.client, "acme", "DC2").await;
@@ -1126,12 +1130,8 @@ async fn expiry_batches_free_every_hold_of_every_cart_and_nothing_else() {
 /// whose gate records `tamper` changes before the sweep.
 async fn expired_after_a_rebuild(tamper: impl FnOnce(&oms_testkit::RedisServer)) {
     let redis = oms_testkit::RedisServer::start();
-    let slow = [
-        ("OMS_SWEEP_INTERVAL_MS", "3600000".to_string()),
-        ("OMS_REDIS_URL", redis.url()),
-        // The gate the carts were reserved in, after the restart too.
-        ("OMS_REDIS_KEY_PREFIX", oms_testkit::redis_prefix()),
-    ];
+    let mut slow = sweeping_once_per_start();
+    slow.push(("OMS_REDIS_URL", redis.url()));
     let mut h = start_with(&slow).await;
     stocked(&mut h, &[("S", 10)]).await;
     for i in 0..5 {
@@ -1191,11 +1191,7 @@ async fn an_expiry_batch_with_a_cart_the_gate_is_ahead_on_waits_for_a_rebuild() 
 #[tokio::test]
 async fn two_replicas_sweeping_one_backlog_expire_each_cart_once() {
     const CARTS: usize = 600;
-    // One gate (Redis prefix) for every replica, as in a deployment.
-    let slow = [
-        ("OMS_SWEEP_INTERVAL_MS", "3600000".to_string()),
-        ("OMS_REDIS_KEY_PREFIX", oms_testkit::redis_prefix()),
-    ];
+    let slow = sweeping_once_per_start();
     let mut h = start_with(&slow).await;
     assert_eq!(carts_reserved(&mut h, CARTS).await, CARTS);
     assert_eq!(available(&mut h.client, "acme", "S").await.available, 0);
