@@ -18,7 +18,8 @@ mon = root / "k8s/components/monitoring"
 # Instruments in the code: name, kind, unit.
 make = re.compile(
     r'\.(u64_counter|f64_counter|u64_histogram|f64_histogram|'
-    r'u64_observable_gauge|i64_observable_gauge|f64_observable_gauge)\(\s*"([a-z0-9_.]+)"\s*\)'
+    r'u64_observable_gauge|i64_observable_gauge|f64_observable_gauge|'
+    r'u64_gauge|i64_gauge|f64_gauge)\(\s*"([a-z0-9_.]+)"\s*\)'
     r'(?P<rest>(?:\s*\.with_[a-z_]+\((?:[^()]|\([^()]*\))*\))*)',
     re.S,
 )

@@ -2,9 +2,13 @@
 //! from oms-runtime): reservations answered, by outcome and by API (a
 //! stream is one RPC to the RED metrics, so only this counts the
 //! reservations made over `StreamReservations` and how many were refused),
-//! and changes that left reservations resting on stock that is not there.
+//! changes that left reservations resting on stock that is not there, and
+//! how the expiry sweep keeps up (carts expired, the oldest one due).
 use crate::error::Error;
-use opentelemetry::{KeyValue, global, metrics::Counter};
+use opentelemetry::{
+    KeyValue, global,
+    metrics::{Counter, Gauge},
+};
 
 #[derive(Clone, Copy)]
 pub enum Api {
@@ -15,6 +19,8 @@ pub enum Api {
 pub struct Metrics {
     reservations: Counter<u64>,
     held_beyond_stock: Counter<u64>,
+    expired: Counter<u64>,
+    expiry_lag: Gauge<f64>,
 }
 
 impl Metrics {
@@ -31,10 +37,36 @@ impl Metrics {
                 "Changes (a lot withdrawn, damage, a count that found fewer, a transfer out) after which reservations hold more units of a SKU at a node than its unexpired stock, by tenant and node",
             )
             .build();
+        let expired = global::meter("oms-inventory")
+            .u64_counter("oms.inventory.reservations.expired")
+            .with_description(
+                "Reservations the expiry sweep expired (their units back to sale), by tenant",
+            )
+            .build();
+        let expiry_lag = global::meter("oms-inventory")
+            .f64_gauge("oms.inventory.expiry.lag")
+            .with_unit("s")
+            .with_description(
+                "After each expiry sweep of this replica: how long the oldest reservation still due has been due (0: none); units it holds are kept from sale",
+            )
+            .build();
         Metrics {
             reservations,
             held_beyond_stock,
+            expired,
+            expiry_lag,
         }
+    }
+
+    pub fn expired(&self, tenant: &str, n: usize) {
+        if n > 0 {
+            self.expired
+                .add(n as u64, &[KeyValue::new("tenant", tenant.to_owned())]);
+        }
+    }
+
+    pub fn expiry_lag(&self, seconds: f64) {
+        self.expiry_lag.record(seconds.max(0.0), &[]);
     }
 
     /// A change left reservations holding `units` beyond the stock of a

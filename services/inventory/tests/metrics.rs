@@ -20,6 +20,56 @@ fn one(id: &str, sku: &str, q: i64) -> CreateReservationRequest {
     }
 }
 
+/// A node `node` of `tenant` with one unit of `sku` received there.
+async fn stocked(
+    c: &mut InventoryServiceClient<tonic::transport::Channel>,
+    tenant: &str,
+    node: &str,
+    sku: &str,
+) {
+    c.create_node(authed(
+        tenant,
+        CreateNodeRequest {
+            request_id: format!("n-{node}"),
+            node: Some(Node {
+                node_id: node.into(),
+                kind: NodeKind::Warehouse as i32,
+                enabled: true,
+                ..Default::default()
+            }),
+        },
+    ))
+    .await
+    .unwrap();
+    c.create_item(authed(
+        tenant,
+        CreateItemRequest {
+            request_id: format!("i-{sku}"),
+            item: Some(Item {
+                sku: sku.into(),
+                ..Default::default()
+            }),
+        },
+    ))
+    .await
+    .unwrap();
+    c.record_movement(authed(
+        tenant,
+        RecordMovementRequest {
+            request_id: format!("m-{node}-{sku}"),
+            movement: Some(StockMovement {
+                kind: MovementKind::Receipt as i32,
+                node_id: node.into(),
+                sku: sku.into(),
+                quantity: 1,
+                ..Default::default()
+            }),
+        },
+    ))
+    .await
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn reservations_are_counted_by_outcome_and_api() {
     let (guard, mut rx) = oms_testkit::otlp::exporting(Service::Inventory).await;
@@ -150,6 +200,49 @@ async fn reservations_are_counted_by_outcome_and_api() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 
+    // Expiry: acme's cart expires; globex's cannot (its row refuses the
+    // change), so after the sweep that expired acme's (due later) it is
+    // still due: the lag the sweep reports.
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_stuck() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF NEW.reservation_id = 'stuck' AND NEW.state = 'expired' THEN
+             RAISE EXCEPTION 'injected: this reservation cannot expire';
+           END IF;
+           RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse_stuck BEFORE UPDATE ON reservations
+           FOR EACH ROW EXECUTE FUNCTION refuse_stuck();",
+    )
+    .execute(&mut pg)
+    .await
+    .unwrap();
+    stocked(&mut c, "globex", "DC-G", "S").await;
+    stocked(&mut c, "acme", "DC-T", "T").await;
+    for (tenant, id, sku) in [("globex", "stuck", "S"), ("acme", "cart", "T")] {
+        let mut r = one(id, sku, 1);
+        r.ttl = Some(prost_types::Duration {
+            seconds: 0,
+            nanos: 100_000_000,
+        });
+        c.create_reservation(authed(tenant, r)).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while sqlx::query_scalar::<_, String>(
+        "SELECT state FROM reservations WHERE reservation_id = 'cart'",
+    )
+    .fetch_one(&mut pg)
+    .await
+    .unwrap()
+        != "expired"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cart never expired"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
     // Shutdown collects and flushes; it blocks, so off the runtime.
     tokio::task::spawn_blocking(move || guard.shutdown())
         .await
@@ -159,9 +252,10 @@ async fn reservations_are_counted_by_outcome_and_api() {
         seen.get(&("oms.inventory.reservations".to_string(), attrs.to_string()))
             .copied()
     };
+    // Three above, and the cart.
     assert_eq!(
         get("api=unary,outcome=granted,tenant=acme"),
-        Some(3.0),
+        Some(4.0),
         "{seen:#?}"
     );
     assert_eq!(get("api=unary,outcome=refused,tenant=acme"), Some(1.0));
@@ -178,5 +272,18 @@ async fn reservations_are_counted_by_outcome_and_api() {
     assert_eq!(rebuilt("missing"), Some(2.0), "{seen:#?}");
     assert_eq!(rebuilt("reconcile"), Some(1.0));
     assert_eq!(rebuilt("replica_lost"), Some(1.0));
+    let expired = |tenant: &str| {
+        seen.get(&(
+            "oms.inventory.reservations.expired".to_string(),
+            format!("tenant={tenant}"),
+        ))
+        .copied()
+    };
+    assert_eq!(expired("acme"), Some(1.0), "{seen:#?}");
+    assert_eq!(expired("globex"), None);
+    let lag = seen
+        .get(&("oms.inventory.expiry.lag".to_string(), String::new()))
+        .copied();
+    assert!(lag.is_some_and(|s| s > 0.0), "{lag:?}");
     svc.stop().await.unwrap();
 }

@@ -1547,6 +1547,12 @@ pub fn start_sweeper(
         let inv = inv.clone();
         async move {
             expire_due(&inv).await;
+            // What is still due now waits for the next sweep: alerted on
+            // when it grows (expiries failing keep carts' units from sale).
+            match repo::reservations::oldest_due(&inv.pool).await {
+                Ok(lag) => inv.metrics.expiry_lag(lag),
+                Err(e) => tracing::warn!(error = %e, "the expiry sweep's lag is unknown"),
+            }
             super::lot_expiry::expire_due_lots(&inv).await;
             super::reconcile::recover_give_backs(&inv).await;
             // Every sweep: with nothing old enough it is one probe of an
@@ -1617,18 +1623,20 @@ async fn expire_due(inv: &Inventory) {
             })
             .collect();
         // How many each batch expired, or why it failed.
-        let outcomes: Vec<Result<usize, (String, Error)>> = futures::stream::iter(batches)
+        let outcomes: Vec<(usize, Option<(String, Error)>)> = futures::stream::iter(batches)
             .map(|(tenant, ids)| async move {
                 let Ok(t) = Tenant::parse(&tenant) else {
-                    return Ok(0);
+                    return (0, None);
                 };
-                expire_many(inv, &t, &ids).await.map_err(|e| (tenant, e))
+                let (expired, failed) = expire_batch(inv, &t, &ids).await;
+                inv.metrics.expired(&tenant, expired);
+                (expired, failed.map(|e| (tenant, e)))
             })
             .buffer_unordered(expiring_at_once(&inv.pool))
             .collect()
             .await;
-        let expired: usize = outcomes.iter().filter_map(|o| o.as_ref().ok()).sum();
-        let failed: Vec<_> = outcomes.into_iter().filter_map(Result::err).collect();
+        let expired: usize = outcomes.iter().map(|(n, _)| n).sum();
+        let failed: Vec<_> = outcomes.into_iter().filter_map(|(_, f)| f).collect();
         if let Some((tenant, e)) = failed.first() {
             tracing::warn!(error = %e, tenant = %tenant, failed = failed.len(), "expiries failed; retried next sweep");
         }
@@ -1639,6 +1647,30 @@ async fn expire_due(inv: &Inventory) {
             return;
         }
     }
+}
+
+/// Expires a batch ([`expire_many`]); should it fail, each of its
+/// reservations on its own, so that one that cannot expire (its row
+/// refused by the database, say) keeps none of the others from expiring.
+/// How many expired, and the first failure.
+async fn expire_batch(inv: &Inventory, tenant: &Tenant, ids: &[String]) -> (usize, Option<Error>) {
+    let e = match expire_many(inv, tenant, ids).await {
+        Ok(n) => return (n, None),
+        Err(e) if ids.len() == 1 => return (0, Some(e)),
+        Err(e) => e,
+    };
+    tracing::warn!(error = %e, tenant = %tenant, reservations = ids.len(), "an expiry batch failed; its reservations expire one by one");
+    let mut expired = 0;
+    let mut failed = None;
+    for id in ids {
+        match expire_many(inv, tenant, std::slice::from_ref(id)).await {
+            Ok(n) => expired += n,
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    (expired, failed)
 }
 
 /// Deletes one batch of `what` older than `keep` with `purge` (given the

@@ -350,6 +350,17 @@ pub async fn due(db: impl PgExecutor<'_>, limit: i64) -> sqlx::Result<Vec<(Strin
     .await
 }
 
+/// How long the oldest active reservation past its expiry has been due,
+/// in seconds (0 when none is).
+pub async fn oldest_due(db: impl PgExecutor<'_>) -> sqlx::Result<f64> {
+    sqlx::query_scalar(
+        "SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(expire_time))::float8, 0)
+         FROM reservations WHERE state = 'active' AND expire_time <= now()",
+    )
+    .fetch_one(db)
+    .await
+}
+
 /// Deletes up to `limit` reservations that finished (released, expired,
 /// consumed) before `cutoff`, oldest first; how many it deleted. Rows
 /// another sweeper is deleting are skipped, not waited for. A finished

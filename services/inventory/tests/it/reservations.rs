@@ -1125,6 +1125,55 @@ async fn expiry_batches_free_every_hold_of_every_cart_and_nothing_else() {
     assert_eq!(events, CARTS as i64, "one event per cart");
 }
 
+/// A reservation that cannot expire (the database refuses its row: here a
+/// trigger) fails its batch; the batch's other carts then expire one by
+/// one, and it alone stays active, its unit held.
+#[tokio::test]
+async fn a_cart_that_cannot_expire_keeps_no_other_from_expiring() {
+    let slow = sweeping_once_per_start();
+    let mut h = start_with(&slow).await;
+    stocked(&mut h, &[("S", 10)]).await;
+    let mut conn = h.db.connect("inventory").await;
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_cart2() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF NEW.reservation_id = 'cart2' AND NEW.state = 'expired' THEN
+             RAISE EXCEPTION 'injected: this reservation cannot expire';
+           END IF;
+           RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse_cart2 BEFORE UPDATE ON reservations
+           FOR EACH ROW EXECUTE FUNCTION refuse_cart2();",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    for i in 0..5 {
+        cart(
+            &mut h.client,
+            "acme",
+            &format!("cart{i}"),
+            vec![line("S", "", 1)],
+        )
+        .await;
+    }
+    // The TTL itself must run out: here time passing is what is tested.
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let mut h = restarted(h, &slow).await;
+    wait_until(async || expired_in_record(&h.db).await == 4).await;
+    let stuck = reservation(&mut h.client, "acme", "cart2").await;
+    assert_eq!(stuck.state(), ReservationState::Active);
+    assert_eq!(held_in_record(&h.db, "acme", "S").await, 1);
+    // The gate holds that unit and no other.
+    let err = reserve(&mut h.client, "acme", "ten", vec![line("S", "", 10)])
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "INSUFFICIENT_STOCK");
+    reserve(&mut h.client, "acme", "nine", vec![line("S", "", 9)])
+        .await
+        .unwrap();
+}
+
 /// A batch the gate disagrees with changes nothing; the gate is rebuilt
 /// from the record and the batch then expires every cart. Five carts,
 /// whose gate records `tamper` changes before the sweep.
