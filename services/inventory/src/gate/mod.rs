@@ -168,8 +168,7 @@ pub struct ExpireOutcome {
     /// The reservation that was not found or diverged.
     #[serde(default)]
     pub id: String,
-    /// The reservations expired (the others were not due by the gate's
-    /// clock).
+    /// The reservations expired (those not due by `now_ms` are not).
     #[serde(default, deserialize_with = "table")]
     pub expired: Vec<String>,
     #[serde(default, deserialize_with = "table")]

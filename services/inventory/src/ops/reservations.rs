@@ -24,7 +24,7 @@ use oms_runtime::{
 };
 use prost::Message;
 use sqlx::PgPool;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -1065,12 +1065,34 @@ pub async fn expire_many(inv: &Inventory, tenant: &Tenant, ids: &[String]) -> Re
         if due.is_empty() {
             return Ok(0);
         }
+        // Due by the database's clock, for the record and the gate alike
+        // (the gate keeps the record's expiry): the gate expires exactly
+        // these, so they are written first. What the database refuses
+        // then fails the batch before the gate is changed, not after (a
+        // gate changed for nothing is rebuilt).
+        let now = repo::reservations::transaction_time(&mut tx).await?;
+        for (r, _) in &mut due {
+            expire_lines(r);
+            r.state = ReservationState::Expired as i32;
+            r.update_time = Some(to_timestamp(now));
+        }
+        let mut freed: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+        for (k, units) in due.iter().flat_map(|(_, holds)| holds) {
+            *freed.entry(gate::split_hold(k)).or_default() += units;
+        }
+        let records: Vec<&Reservation> = due.iter().map(|(r, _)| r).collect();
+        repo::reservations::save_expired(&mut tx, tenant, &records, &freed, now).await?;
+        let events = records
+            .iter()
+            .map(|r| (r.name.clone(), expired_event(r)))
+            .collect();
+        super::emit_many(&mut tx, tenant, "", events).await?;
         let known: Vec<(&str, &Holds)> = due
             .iter()
             .map(|(r, holds)| (r.reservation_id.as_str(), holds))
             .collect();
         let mark = super::changing_gate();
-        let out = inv.gate.expire(tenant, &known, now_ms()).await?;
+        let out = inv.gate.expire(tenant, &known, now.timestamp_millis()).await?;
         match out.status.as_str() {
             "OK" => {}
             // As for one reservation (`apply_change`): rebuild the gate
@@ -1091,27 +1113,16 @@ pub async fn expire_many(inv: &Inventory, tenant: &Tenant, ids: &[String]) -> Re
                 .into());
             }
         }
+        if out.expired.len() != records.len() {
+            // The gate changed some: the run's end drops it.
+            return Err(GateError::Answer(serde::de::Error::custom(format!(
+                "the gate expired {} of {} reservations due",
+                out.expired.len(),
+                records.len()
+            )))
+            .into());
+        }
         super::give_back_later(inv, tenant, out.given_back(), out.epoch.clone()).await?;
-        // The others are not due by this replica's clock yet.
-        let expired: HashSet<&str> = out.expired.iter().map(String::as_str).collect();
-        due.retain(|(r, _)| expired.contains(r.reservation_id.as_str()));
-        let now = Utc::now();
-        for (r, _) in &mut due {
-            expire_lines(r);
-            r.state = ReservationState::Expired as i32;
-            r.update_time = Some(to_timestamp(now));
-        }
-        let mut freed: BTreeMap<(&str, &str), i64> = BTreeMap::new();
-        for (k, units) in due.iter().flat_map(|(_, holds)| holds) {
-            *freed.entry(gate::split_hold(k)).or_default() += units;
-        }
-        let records: Vec<&Reservation> = due.iter().map(|(r, _)| r).collect();
-        repo::reservations::save_expired(&mut tx, tenant, &records, &freed, now).await?;
-        let events = records
-            .iter()
-            .map(|r| (r.name.clone(), expired_event(r)))
-            .collect();
-        super::emit_many(&mut tx, tenant, "", events).await?;
         super::commit(tx).await?;
         Ok(records.len())
     })

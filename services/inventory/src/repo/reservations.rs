@@ -180,6 +180,12 @@ pub async fn lock_due(
         .collect()
 }
 
+/// The transaction's clock (`now()`: its start), which [`lock_due`] found
+/// them due by.
+pub async fn transaction_time(tx: &mut PgConnection) -> sqlx::Result<DateTime<Utc>> {
+    sqlx::query_scalar("SELECT now()").fetch_one(tx).await
+}
+
 /// Writes reservations expired (locked by [`lock_due`]): they hold
 /// nothing now; `freed` is what they held, per SKU and node, which leaves
 /// the totals.

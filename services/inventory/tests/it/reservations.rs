@@ -1157,12 +1157,16 @@ async fn a_cart_that_cannot_expire_keeps_no_other_from_expiring() {
         )
         .await;
     }
+    let epoch = gate_epoch(&slow).await;
     // The TTL itself must run out: here time passing is what is tested.
     tokio::time::sleep(std::time::Duration::from_millis(150)).await;
     let mut h = restarted(h, &slow).await;
     wait_until(async || expired_in_record(&h.db).await == 4).await;
     let stuck = reservation(&mut h.client, "acme", "cart2").await;
     assert_eq!(stuck.state(), ReservationState::Active);
+    // Refused before the gate was changed: the gate was not dropped (and
+    // rebuilt at every sweep).
+    assert_eq!(gate_epoch(&slow).await, epoch);
     assert_eq!(held_in_record(&h.db, "acme", "S").await, 1);
     // The gate holds that unit and no other.
     let err = reserve(&mut h.client, "acme", "ten", vec![line("S", "", 10)])
@@ -1172,6 +1176,26 @@ async fn a_cart_that_cannot_expire_keeps_no_other_from_expiring() {
     reserve(&mut h.client, "acme", "nine", vec![line("S", "", 9)])
         .await
         .unwrap();
+}
+
+/// acme's gate epoch (its ready marker, new at every rebuild) in the
+/// shared Redis, under the key prefix of `config`.
+async fn gate_epoch(config: &[(&str, String)]) -> Option<String> {
+    let prefix = &config
+        .iter()
+        .find(|(k, _)| *k == "OMS_REDIS_KEY_PREFIX")
+        .unwrap()
+        .1;
+    let mut redis = redis::Client::open(oms_testkit::redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::cmd("GET")
+        .arg(format!("{prefix}oms:inventory:{{acme}}:ready"))
+        .query_async(&mut redis)
+        .await
+        .unwrap()
 }
 
 /// A batch the gate disagrees with changes nothing; the gate is rebuilt

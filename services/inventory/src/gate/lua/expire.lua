@@ -4,7 +4,7 @@
 -- KEYS[1] ready marker, KEYS[2] expiry zset, KEYS[2 + i] the record of
 -- items[i]. No avail key: nothing is given back here.
 -- ARGV[1] JSON: { now, keep_ms, items = [ {id, s, holds} ]: each as the
---   Postgres record has it }
+--   Postgres record has it, and due by `now` there }
 -- Returns JSON { ready, status = OK|NOT_FOUND|DIVERGED, id (the first not
 --   found or ahead of its record), expired = [id], given = [ {sku, node, q} ],
 --   epoch }. Units expired are not given back here (as change.lua's
@@ -24,7 +24,7 @@ end
 local expired, given = {}, {}
 for i, it in ipairs(req.items) do
   local r = records[i]
-  -- Due by this replica's clock too (the record's was the database's).
+  -- Due by `now` (the caller's: the database's, which found them due).
   if r.s == 'active' and tonumber(req.now) >= tonumber(r.e) then
     for k, v in pairs(r.holds) do
       if v > 0 then local sku, node = split(k); table.insert(given, {sku = sku, node = node, q = v}) end
