@@ -20,12 +20,13 @@ fn one(id: &str, sku: &str, q: i64) -> CreateReservationRequest {
     }
 }
 
-/// A node `node` of `tenant` with one unit of `sku` received there.
+/// A node `node` of `tenant` with `q` units of `sku` received there.
 async fn stocked(
     c: &mut InventoryServiceClient<tonic::transport::Channel>,
     tenant: &str,
     node: &str,
     sku: &str,
+    q: i64,
 ) {
     c.create_node(authed(
         tenant,
@@ -61,7 +62,7 @@ async fn stocked(
                 kind: MovementKind::Receipt as i32,
                 node_id: node.into(),
                 sku: sku.into(),
-                quantity: 1,
+                quantity: q,
                 ..Default::default()
             }),
         },
@@ -87,47 +88,7 @@ async fn reservations_are_counted_by_outcome_and_api() {
     )
     .await;
     let mut c = InventoryServiceClient::new(svc.channel());
-    c.create_node(authed(
-        "acme",
-        CreateNodeRequest {
-            request_id: "n".into(),
-            node: Some(Node {
-                node_id: "DC1".into(),
-                kind: NodeKind::Warehouse as i32,
-                enabled: true,
-                ..Default::default()
-            }),
-        },
-    ))
-    .await
-    .unwrap();
-    c.create_item(authed(
-        "acme",
-        CreateItemRequest {
-            request_id: "i".into(),
-            item: Some(Item {
-                sku: "S".into(),
-                ..Default::default()
-            }),
-        },
-    ))
-    .await
-    .unwrap();
-    c.record_movement(authed(
-        "acme",
-        RecordMovementRequest {
-            request_id: "m".into(),
-            movement: Some(StockMovement {
-                kind: MovementKind::Receipt as i32,
-                node_id: "DC1".into(),
-                sku: "S".into(),
-                quantity: 3,
-                ..Default::default()
-            }),
-        },
-    ))
-    .await
-    .unwrap();
+    stocked(&mut c, "acme", "DC1", "S", 3).await;
     // Unary: granted twice (a repeat is answered too), refused once;
     // granted once more below, after the gate went missing.
     for r in [one("u1", "S", 1), one("u1", "S", 1), one("u2", "S", 5)] {
@@ -203,22 +164,16 @@ async fn reservations_are_counted_by_outcome_and_api() {
     // Expiry: acme's cart expires; globex's cannot (its row refuses the
     // change), so after the sweep that expired acme's (due later) it is
     // still due: the lag the sweep reports.
-    sqlx::raw_sql(
-        "CREATE FUNCTION refuse_stuck() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-           IF NEW.reservation_id = 'stuck' AND NEW.state = 'expired' THEN
-             RAISE EXCEPTION 'injected: this reservation cannot expire';
-           END IF;
-           RETURN NEW;
-         END $$;
-         CREATE TRIGGER refuse_stuck BEFORE UPDATE ON reservations
-           FOR EACH ROW EXECUTE FUNCTION refuse_stuck();",
+    oms_testkit::trigger(
+        &mut pg,
+        "refuse_stuck",
+        "UPDATE ON reservations",
+        "NEW.reservation_id = 'stuck' AND NEW.state = 'expired'",
+        "RAISE EXCEPTION 'injected: this reservation cannot expire';",
     )
-    .execute(&mut pg)
-    .await
-    .unwrap();
-    stocked(&mut c, "globex", "DC-G", "S").await;
-    stocked(&mut c, "acme", "DC-T", "T").await;
+    .await;
+    stocked(&mut c, "globex", "DC-G", "S", 1).await;
+    stocked(&mut c, "acme", "DC-T", "T", 1).await;
     for (tenant, id, sku) in [("globex", "stuck", "S"), ("acme", "cart", "T")] {
         let mut r = one(id, sku, 1);
         r.ttl = Some(prost_types::Duration {

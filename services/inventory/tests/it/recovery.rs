@@ -1071,7 +1071,7 @@ async fn a_confirmation_cut_short_by_a_crash_is_confirmed_by_its_retry() {
 
 /// The value of acme's ready marker under `prefix` (the gate's epoch: a
 /// rebuild gives it a new one), if there is one.
-async fn epoch(prefix: &str) -> Option<String> {
+pub(crate) async fn epoch(prefix: &str) -> Option<String> {
     let mut redis = redis::Client::open(oms_testkit::redis_url())
         .unwrap()
         .get_multiplexed_async_connection()

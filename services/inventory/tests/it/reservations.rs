@@ -1133,21 +1133,9 @@ async fn a_cart_that_cannot_expire_keeps_no_other_from_expiring() {
     let slow = sweeping_once_per_start();
     let mut h = start_with(&slow).await;
     stocked(&mut h, &[("S", 10)]).await;
-    let mut conn = h.db.connect("inventory").await;
-    sqlx::raw_sql(
-        "CREATE FUNCTION refuse_cart2() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-           IF NEW.reservation_id = 'cart2' AND NEW.state = 'expired' THEN
-             RAISE EXCEPTION 'injected: this reservation cannot expire';
-           END IF;
-           RETURN NEW;
-         END $$;
-         CREATE TRIGGER refuse_cart2 BEFORE UPDATE ON reservations
-           FOR EACH ROW EXECUTE FUNCTION refuse_cart2();",
-    )
-    .execute(&mut conn)
-    .await
-    .unwrap();
+    let when = "NEW.reservation_id = 'cart2' AND NEW.state = 'expired'";
+    let body = "RAISE EXCEPTION 'injected: this reservation cannot expire';";
+    crate::recovery::injected(&h.db, "UPDATE ON reservations", when, body).await;
     for i in 0..5 {
         cart(
             &mut h.client,
@@ -1178,24 +1166,10 @@ async fn a_cart_that_cannot_expire_keeps_no_other_from_expiring() {
         .unwrap();
 }
 
-/// acme's gate epoch (its ready marker, new at every rebuild) in the
-/// shared Redis, under the key prefix of `config`.
+/// acme's gate epoch under the Redis key prefix of `config`.
 async fn gate_epoch(config: &[(&str, String)]) -> Option<String> {
-    let prefix = &config
-        .iter()
-        .find(|(k, _)| *k == "OMS_REDIS_KEY_PREFIX")
-        .unwrap()
-        .1;
-    let mut redis = redis::Client::open(oms_testkit::redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    redis::cmd("GET")
-        .arg(format!("{prefix}oms:inventory:{{acme}}:ready"))
-        .query_async(&mut redis)
-        .await
-        .unwrap()
+    let prefix = config.iter().find(|(k, _)| *k == "OMS_REDIS_KEY_PREFIX");
+    crate::recovery::epoch(&prefix.unwrap().1).await
 }
 
 /// A batch the gate disagrees with changes nothing; the gate is rebuilt
