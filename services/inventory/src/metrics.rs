@@ -25,25 +25,26 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let reservations = global::meter("oms-inventory")
+        let meter = global::meter("oms-inventory");
+        let reservations = meter
             .u64_counter("oms.inventory.reservations")
             .with_description(
                 "New reservations answered, by outcome (granted, refused for stock, invalid, failed) and API (unary, stream)",
             )
             .build();
-        let held_beyond_stock = global::meter("oms-inventory")
+        let held_beyond_stock = meter
             .u64_counter("oms.inventory.held_beyond_stock")
             .with_description(
                 "Changes (a lot withdrawn, damage, a count that found fewer, a transfer out) after which reservations hold more units of a SKU at a node than its unexpired stock, by tenant and node",
             )
             .build();
-        let expired = global::meter("oms-inventory")
+        let expired = meter
             .u64_counter("oms.inventory.reservations.expired")
             .with_description(
                 "Reservations the expiry sweep expired (their units back to sale), by tenant",
             )
             .build();
-        let expiry_lag = global::meter("oms-inventory")
+        let expiry_lag = meter
             .f64_gauge("oms.inventory.expiry.lag")
             .with_unit("s")
             .with_description(

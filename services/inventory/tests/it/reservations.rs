@@ -1136,15 +1136,7 @@ async fn a_cart_that_cannot_expire_keeps_no_other_from_expiring() {
     let when = "NEW.reservation_id = 'cart2' AND NEW.state = 'expired'";
     let body = "RAISE EXCEPTION 'injected: this reservation cannot expire';";
     crate::recovery::injected(&h.db, "UPDATE ON reservations", when, body).await;
-    for i in 0..5 {
-        cart(
-            &mut h.client,
-            "acme",
-            &format!("cart{i}"),
-            vec![line("S", "", 1)],
-        )
-        .await;
-    }
+    five_carts(&mut h.client).await;
     let epoch = gate_epoch(&slow).await;
     // The TTL itself must run out: here time passing is what is tested.
     tokio::time::sleep(std::time::Duration::from_millis(150)).await;
@@ -1166,6 +1158,13 @@ async fn a_cart_that_cannot_expire_keeps_no_other_from_expiring() {
         .unwrap();
 }
 
+/// acme's carts `cart0`..`cart4`, one unit of S each, due 100 ms later.
+async fn five_carts(c: &mut Client) {
+    for i in 0..5 {
+        cart(c, "acme", &format!("cart{i}"), vec![line("S", "", 1)]).await;
+    }
+}
+
 /// acme's gate epoch under the Redis key prefix of `config`.
 async fn gate_epoch(config: &[(&str, String)]) -> Option<String> {
     let prefix = config.iter().find(|(k, _)| *k == "OMS_REDIS_KEY_PREFIX");
@@ -1181,15 +1180,7 @@ async fn expired_after_a_rebuild(tamper: impl FnOnce(&oms_testkit::RedisServer))
     slow.push(("OMS_REDIS_URL", redis.url()));
     let mut h = start_with(&slow).await;
     stocked(&mut h, &[("S", 10)]).await;
-    for i in 0..5 {
-        cart(
-            &mut h.client,
-            "acme",
-            &format!("cart{i}"),
-            vec![line("S", "", 1)],
-        )
-        .await;
-    }
+    five_carts(&mut h.client).await;
     tamper(&redis);
     // The TTL itself must run out: here time passing is what is tested.
     tokio::time::sleep(std::time::Duration::from_millis(150)).await;
