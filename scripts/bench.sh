@@ -28,6 +28,8 @@ echo "== hot SKU: $CLIENTS clients reserving 1 unit of one SKU through gRPC (${S
 
 echo "== expiry: 20,000 abandoned carts (one unit each, all due at once) given back by the expiry sweep"
 "$BIN" expiry | tee .oms/bench-expiry.json
+echo "== expiry during a sale: the same, with 32 clients reserving the SKU meanwhile"
+"$BIN" expiry --buyers 32 | tee .oms/bench-expiry-sale.json
 
 echo "== ingest: $INGEST_CLIENTS clients submitting 3-line orders through ingest -> orders (${SECS}s)"
 "$BIN" ingest --clients "$INGEST_CLIENTS" --seconds "$SECS" | tee .oms/bench-ingest.json
@@ -71,6 +73,12 @@ print()
 print(f"abandoned carts given back by the expiry sweep ({x['carts']:,} reservations of one unit, made in {x['reserve_seconds']:.1f} s, all due at once; verified: {x['verified']}):")
 print(f"  {x['carts_per_s']:,.0f} carts/s ({x['expiry_seconds']:.1f} s from their due moment to availability whole)"
       f"   vs pg_order_tps {b['pg_order_tps']:,.0f}/s: {x['carts_per_s'] / b['pg_order_tps']:.2f}x")
+x = json.load(open(".oms/bench-expiry-sale.json"))
+y = x["buyers"]
+print(f"  the same during a sale ({y['clients']} clients reserving the SKU one unit at a time; verified: {x['verified']}): {x['carts_per_s']:,.0f} carts/s")
+for k, what in (("while_carts_wait", "while the carts wait"), ("while_carts_expire", "while they expire")):
+    w = y[k]
+    print(f"    buyers {what}: {w['calls']:,} reservations   p50 {w['p50_ms']:.2f} ms   p99 {w['p99_ms']:.2f} ms   max {w['max_ms']:.1f} ms")
 i = json.load(open(".oms/bench-ingest.json"))
 o = i["orders_per_s"]
 print()
