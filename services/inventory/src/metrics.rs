@@ -9,6 +9,8 @@ use opentelemetry::{
     KeyValue, global,
     metrics::{Counter, Gauge},
 };
+use std::collections::BTreeSet;
+use std::sync::Mutex;
 
 #[derive(Clone, Copy)]
 pub enum Api {
@@ -21,6 +23,9 @@ pub struct Metrics {
     held_beyond_stock: Counter<u64>,
     expired: Counter<u64>,
     expiry_lag: Gauge<f64>,
+    /// Tenants the last sweep reported a lag for: set to 0 once they have
+    /// none (a gauge keeps a tenant's last figure until told otherwise).
+    lagging: Mutex<BTreeSet<String>>,
 }
 
 impl Metrics {
@@ -48,7 +53,7 @@ impl Metrics {
             .f64_gauge("oms.inventory.expiry.lag")
             .with_unit("s")
             .with_description(
-                "After each expiry sweep of this replica: how long the oldest reservation still due has been due (0: none); units it holds are kept from sale",
+                "After each expiry sweep of this replica, by tenant: how long the tenant's oldest reservation still due has been due (0: none since it lagged); units it holds are kept from sale",
             )
             .build();
         Metrics {
@@ -56,6 +61,7 @@ impl Metrics {
             held_beyond_stock,
             expired,
             expiry_lag,
+            lagging: Mutex::default(),
         }
     }
 
@@ -66,8 +72,17 @@ impl Metrics {
         }
     }
 
-    pub fn expiry_lag(&self, seconds: f64) {
-        self.expiry_lag.record(seconds.max(0.0), &[]);
+    /// The lag of each tenant with reservations still due after a sweep
+    /// (see [`lag_points`]).
+    pub fn expiry_lag(&self, lags: &[(String, f64)]) {
+        let points = {
+            let mut lagging = self.lagging.lock().unwrap_or_else(|e| e.into_inner());
+            lag_points(&mut lagging, lags)
+        };
+        for (tenant, seconds) in points {
+            self.expiry_lag
+                .record(seconds, &[KeyValue::new("tenant", tenant)]);
+        }
     }
 
     /// A change left reservations holding `units` beyond the stock of a
@@ -106,8 +121,44 @@ impl Metrics {
     }
 }
 
+/// What the lag gauge records after a sweep: each tenant's lag, and 0 for
+/// the tenants that lagged after the sweep before and have nothing due
+/// now; `lagging` becomes the tenants that lag now.
+fn lag_points(lagging: &mut BTreeSet<String>, lags: &[(String, f64)]) -> Vec<(String, f64)> {
+    let now: BTreeSet<String> = lags.iter().map(|(t, _)| t.clone()).collect();
+    let caught_up: Vec<(String, f64)> =
+        lagging.difference(&now).map(|t| (t.clone(), 0.0)).collect();
+    *lagging = now;
+    let lags = lags.iter().map(|(t, s)| (t.clone(), s.max(0.0)));
+    lags.chain(caught_up).collect()
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tenant_that_caught_up_is_set_to_zero_once() {
+        let mut lagging = BTreeSet::new();
+        let lag = |t: &str, s: f64| (t.to_owned(), s);
+        let first = lag_points(&mut lagging, &[lag("acme", 3.0), lag("globex", 70.0)]);
+        assert_eq!(first, [lag("acme", 3.0), lag("globex", 70.0)]);
+        // acme caught up: told 0; globex still lags.
+        let second = lag_points(&mut lagging, &[lag("globex", 71.0)]);
+        assert_eq!(second, [lag("globex", 71.0), lag("acme", 0.0)]);
+        // Nothing due: globex told 0, acme not again.
+        assert_eq!(lag_points(&mut lagging, &[]), [lag("globex", 0.0)]);
+        assert!(lag_points(&mut lagging, &[]).is_empty());
+        // A clock step makes no negative lag.
+        assert_eq!(
+            lag_points(&mut lagging, &[lag("acme", -0.2)]),
+            [lag("acme", 0.0)]
+        );
     }
 }

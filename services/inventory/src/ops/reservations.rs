@@ -1561,7 +1561,7 @@ pub fn start_sweeper(
             // What is still due now waits for the next sweep: alerted on
             // when it grows (expiries failing keep carts' units from sale).
             match repo::reservations::oldest_due(&inv.pool).await {
-                Ok(lag) => inv.metrics.expiry_lag(lag),
+                Ok(lags) => inv.metrics.expiry_lag(&lags),
                 Err(e) => tracing::warn!(error = %e, "the expiry sweep's lag is unknown"),
             }
             super::lot_expiry::expire_due_lots(&inv).await;

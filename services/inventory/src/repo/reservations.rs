@@ -356,14 +356,16 @@ pub async fn due(db: impl PgExecutor<'_>, limit: i64) -> sqlx::Result<Vec<(Strin
     .await
 }
 
-/// How long the oldest active reservation past its expiry has been due,
-/// in seconds (0 when none is).
-pub async fn oldest_due(db: impl PgExecutor<'_>) -> sqlx::Result<f64> {
-    sqlx::query_scalar(
-        "SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(expire_time))::float8, 0)
-         FROM reservations WHERE state = 'active' AND expire_time <= now()",
+/// Per tenant with any, how long its oldest active reservation past its
+/// expiry has been due, in seconds. Reads every due reservation (an index
+/// range): none while the sweep keeps up, a backlog only while it lasts.
+pub async fn oldest_due(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<(String, f64)>> {
+    sqlx::query_as(
+        "SELECT tenant, EXTRACT(EPOCH FROM now() - min(expire_time))::float8
+         FROM reservations WHERE state = 'active' AND expire_time <= now()
+         GROUP BY tenant",
     )
-    .fetch_one(db)
+    .fetch_all(db)
     .await
 }
 
