@@ -52,7 +52,15 @@ pub async fn transfer(
         check_happened(req.occur_time.as_ref(), Utc::now()),
     );
     v.at_most("reason", &req.reason, 500);
+    v.at_most("reference", &req.reference, 200);
     v.into_result(())?;
+    // Both legs name the transfer: the caller's document, or the request
+    // (before, `transfer:{from}->{to}`, which every transfer between the
+    // two nodes shared).
+    let reference = match req.reference.as_str() {
+        "" => format!("stockTransfers/{}", req.request_id),
+        given => given.to_owned(),
+    };
     let side = |kind: MovementKind, node: &str, q: i64| StockMovement {
         kind: kind as i32,
         node_id: node.to_owned(),
@@ -60,7 +68,7 @@ pub async fn transfer(
         lot: req.lot.clone(),
         quantity: q,
         reason: req.reason.clone(),
-        reference: format!("transfer:{}->{}", req.from_node_id, req.to_node_id),
+        reference: reference.clone(),
         serial_numbers: req.serial_numbers.clone(),
         occur_time: req.occur_time,
         ..Default::default()

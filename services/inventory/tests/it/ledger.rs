@@ -155,6 +155,38 @@ async fn the_ledger_derives_on_hand_and_refuses_going_below_zero() {
         .unwrap()
         .into_inner();
     assert_eq!(rest.movements.len(), 3, "receipt, adjustment, count");
+    // Each transfer's two legs, and only they, carry its reference: the
+    // request's, or the caller's document.
+    let again = |request_id: &str, reference: &str| TransferStockRequest {
+        request_id: request_id.into(),
+        reference: reference.into(),
+        ..transfer("DC1", "DC2")
+    };
+    for req in [again("t2", ""), again("t3", "replenishment/R-7")] {
+        c.transfer_stock(authed("acme", req)).await.unwrap();
+    }
+    let legs = async |c: &mut Client, reference: &str| -> Vec<(String, i64)> {
+        let req = ListMovementsRequest {
+            reference: reference.into(),
+            ..Default::default()
+        };
+        let page = c.list_movements(authed("acme", req)).await.unwrap();
+        let page = page.into_inner().movements;
+        page.iter()
+            .map(|m| (m.node_id.clone(), m.quantity))
+            .collect()
+    };
+    let both = [("DC2".to_string(), 1), ("DC1".to_string(), -1)];
+    let first = [("DC2".to_string(), 4), ("DC1".to_string(), -4)];
+    assert_eq!(legs(c, "stockTransfers/t1").await, first);
+    assert_eq!(legs(c, "stockTransfers/t2").await, both);
+    assert_eq!(legs(c, "replenishment/R-7").await, both);
+    let long = TransferStockRequest {
+        reference: "R".repeat(201),
+        ..transfer("DC1", "DC2")
+    };
+    let err = c.transfer_stock(authed("acme", long)).await.unwrap_err();
+    assert_eq!(fields(&err), ["reference"]);
     // When it happened: a time the ledger can show, not days ahead of now
     // (a WMS whose clock is set wrong), while a day of drift is taken.
     let at = |seconds: i64, nanos| Some(prost_types::Timestamp { seconds, nanos });
