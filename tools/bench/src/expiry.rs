@@ -74,17 +74,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     return false; // reported below: making them took too long
                 }
                 let req = CreateReservationRequest {
-                    reservation_id: format!("cart-{i}"),
-                    lines: vec![ReservationLine {
-                        sku: "SALE".into(),
-                        quantity: 1,
-                        ..Default::default()
-                    }],
                     ttl: Some(prost_types::Duration {
                         seconds: left.as_secs() as i64,
                         nanos: (left.subsec_millis() * 1_000_000) as i32,
                     }),
-                    ..Default::default()
+                    ..stock::one_unit("SALE", format!("cart-{i}"))
                 };
                 c.create_reservation(authed(TENANT, req)).await.is_ok()
             }
@@ -191,15 +185,7 @@ impl Buyers {
                         if window == DONE {
                             break;
                         }
-                        let req = CreateReservationRequest {
-                            reservation_id: format!("buyer-{c}-{n}"),
-                            lines: vec![ReservationLine {
-                                sku: "SALE".into(),
-                                quantity: 1,
-                                ..Default::default()
-                            }],
-                            ..Default::default()
-                        };
+                        let req = stock::one_unit("SALE", format!("buyer-{c}-{n}"));
                         let t = Instant::now();
                         match client.create_reservation(authed(TENANT, req)).await {
                             Ok(_) => {

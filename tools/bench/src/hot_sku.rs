@@ -76,7 +76,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         &token,
         &args,
         Code::FailedPrecondition,
-        |c, n| one_unit(format!("s{c}-{n}")),
+        |c, n| stock::one_unit("HOT", format!("s{c}-{n}")),
     )
     .await;
     let granted = unary.ok + stream.ok;
@@ -154,7 +154,7 @@ async fn unary_phase(channels: &[Channel], token: &str, args: &Args) -> load::Re
         let token = token.to_owned();
         move |n| {
             let mut client = client.clone();
-            let req = load::with_token(one_unit(format!("u{c}-{n}")), &token);
+            let req = load::with_token(stock::one_unit("HOT", format!("u{c}-{n}")), &token);
             async move {
                 match client.create_reservation(req).await {
                     Ok(_) => Outcome::Ok,
@@ -220,18 +220,6 @@ async fn stream_phase(
         }
     })
     .await
-}
-
-fn one_unit(reservation_id: String) -> CreateReservationRequest {
-    CreateReservationRequest {
-        reservation_id,
-        lines: vec![ReservationLine {
-            sku: "HOT".into(),
-            quantity: 1,
-            ..Default::default()
-        }],
-        ..Default::default()
-    }
 }
 
 /// Calls/s of the cheapest unary call the same server answers (the health

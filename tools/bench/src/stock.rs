@@ -47,6 +47,19 @@ pub async fn one_sku(
     Ok(())
 }
 
+/// A reservation of one unit of `sku`, with the service's default TTL.
+pub fn one_unit(sku: &str, reservation_id: String) -> CreateReservationRequest {
+    CreateReservationRequest {
+        reservation_id,
+        lines: vec![ReservationLine {
+            sku: sku.into(),
+            quantity: 1,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
 /// `sku`'s network availability for `tenant`.
 pub async fn available(
     client: &mut InventoryServiceClient<Channel>,

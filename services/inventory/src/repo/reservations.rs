@@ -358,7 +358,9 @@ pub async fn due(db: impl PgExecutor<'_>, limit: i64) -> sqlx::Result<Vec<(Strin
 
 /// Per tenant with any, how long its oldest active reservation past its
 /// expiry has been due, in seconds. Reads every due reservation (an index
-/// range): none while the sweep keeps up, a backlog only while it lasts.
+/// range): none while the sweep keeps up, a backlog only while it lasts
+/// (100,000 due of 20 tenants: 21 ms, against 0.5 ms for the oldest of
+/// all, psql 2026-12-04).
 pub async fn oldest_due(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<(String, f64)>> {
     sqlx::query_as(
         "SELECT tenant, EXTRACT(EPOCH FROM now() - min(expire_time))::float8
