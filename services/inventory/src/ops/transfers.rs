@@ -47,10 +47,8 @@ pub async fn transfer(
     check_nodes(&mut v, &req.from_node_id, &req.to_node_id);
     v.check("sku", check_sku(&req.sku));
     check_units(&mut v, "quantity".into(), req.quantity);
-    v.check(
-        "occur_time",
-        check_happened(req.occur_time.as_ref(), Utc::now()),
-    );
+    let now = Utc::now();
+    v.check("occur_time", check_happened(req.occur_time.as_ref(), now));
     v.at_most("reason", &req.reason, 500);
     v.at_most("reference", &req.reference, 200);
     v.into_result(())?;
@@ -70,7 +68,9 @@ pub async fn transfer(
         reason: req.reason.clone(),
         reference: reference.clone(),
         serial_numbers: req.serial_numbers.clone(),
-        occur_time: req.occur_time,
+        // One moment for both legs: left and arrived at once (each
+        // recorded at its own time, a few ms apart, before 2026-12-04).
+        occur_time: req.occur_time.or(Some(to_timestamp(now))),
         ..Default::default()
     };
     inv.retrying(tenant, || async {

@@ -112,8 +112,11 @@ async fn the_ledger_derives_on_hand_and_refuses_going_below_zero() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(t.transfer_out.unwrap().on_hand_after, 5);
-    assert_eq!(t.transfer_in.unwrap().on_hand_after, 4);
+    let (out, arrived) = (t.transfer_out.unwrap(), t.transfer_in.unwrap());
+    assert_eq!((out.on_hand_after, arrived.on_hand_after), (5, 4));
+    // Both legs of an instant transfer happened at one moment.
+    assert!(out.occur_time.is_some());
+    assert_eq!(out.occur_time, arrived.occur_time);
 
     let levels = stock_levels(c, "", "SKU-1").await;
     let on_hand: Vec<(String, i64)> = levels
