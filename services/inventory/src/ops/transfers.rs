@@ -216,6 +216,8 @@ pub async fn send(
     }
     v.at_most("reason", &req.reason, 500);
     v.into_result(())?;
+    // Every line leaves at one moment, the transfer's ship time.
+    let left = req.occur_time.or(Some(to_timestamp(now)));
     inv.retrying(tenant, || async {
         let (mut tx, rid) = match inv
             .begin(tenant, &req.request_id, "SendTransfer", &req)
@@ -274,7 +276,7 @@ pub async fn send(
                 &req.from_node_id,
                 &leaving,
                 -l.quantity,
-                req.occur_time,
+                left,
             );
             let out = move_line(inv, &mut tx, tenant, actor, &rid, i, m).await?;
             if out.held_beyond_stock > 0 {
@@ -325,12 +327,12 @@ pub async fn receive(
         v.add("lines", "name what arrived, or close the transfer");
     }
     check_lines(&mut v, &req.lines);
-    v.check(
-        "occur_time",
-        check_happened(req.occur_time.as_ref(), Utc::now()),
-    );
+    let now = Utc::now();
+    v.check("occur_time", check_happened(req.occur_time.as_ref(), now));
     v.at_most("reason", &req.reason, 500);
     v.into_result(())?;
+    // Every line of a delivery arrives at one moment.
+    let arrived = req.occur_time.or(Some(to_timestamp(now)));
     inv.retrying(tenant, || async {
         let (mut tx, rid) = match inv
             .begin(tenant, &req.request_id, "ReceiveTransfer", &req)
@@ -378,7 +380,7 @@ pub async fn receive(
                     ..l.clone()
                 },
                 l.quantity,
-                req.occur_time,
+                arrived,
             );
             let inn = move_line(inv, &mut tx, tenant, actor, &rid, i, m).await?;
             resp.transfer_ins.push(inn.movement);

@@ -130,6 +130,10 @@ async fn stock_in_transit_is_promised_by_neither_node_until_it_arrives() {
         ]
     );
     let t = sent.transfer.clone().unwrap();
+    // Every line left at one moment: the transfer's ship time.
+    let left: Vec<_> = sent.transfer_outs.iter().map(|m| m.occur_time).collect();
+    assert!(t.ship_time.is_some());
+    assert_eq!(left, [t.ship_time, t.ship_time]);
     assert_eq!(
         (t.state(), t.actor.as_str(), lines_of(&t)),
         (
@@ -489,6 +493,32 @@ async fn serial_numbers_and_lots_travel_with_the_transfer() {
         ("L1", "2099-12-31")
     );
     assert_eq!(got.transfer.unwrap().state(), TransferState::Received);
+
+    // Every line of one delivery arrived at one moment.
+    movement(c, &rid(), MovementKind::Receipt, "STORE1", "PH", |m| {
+        m.quantity = 1;
+        m.serial_numbers = vec!["D".into()];
+    })
+    .await
+    .unwrap();
+    let lines = vec![
+        phones(1, &["D"]),
+        TransferLine {
+            lot: "L1".into(),
+            ..tline("MILK", 2)
+        },
+    ];
+    let back = send("TO-5", lines.clone(), |r| {
+        r.from_node_id = "STORE1".into();
+        r.to_node_id = "DC1".into();
+    });
+    send_transfer(c, back).await.unwrap();
+    let got = receive_transfer(c, arrival("TO-5", lines, |_| {}))
+        .await
+        .unwrap();
+    let arrived: Vec<_> = got.transfer_ins.iter().map(|m| m.occur_time).collect();
+    assert!(arrived[0].is_some());
+    assert_eq!(arrived, [arrived[0], arrived[0]]);
 }
 
 /// Transfers leaving one node at once, their lines in any order, all go:
