@@ -1433,6 +1433,8 @@ async fn record(
                 c.reference.to_owned()
             },
             reason: "shipment of allocated units".into(),
+            // One shipment: every line left at one moment.
+            occur_time: Some(to_timestamp(now)),
             ..Default::default()
         };
         super::movements::apply(inv, tx, tenant, m, actor, request_id, Origin::Shipment).await?;

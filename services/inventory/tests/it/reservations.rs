@@ -1478,6 +1478,21 @@ async fn a_live_reservation_grows_all_or_nothing_within_its_channel() {
     assert_eq!(shipped.state, ReservationState::Consumed as i32);
     let s = available(&mut h.client, "acme", "S").await;
     assert_eq!((s.on_hand, s.reserved, s.available), (2, 0, 2));
+    // One shipment: both lines left at one moment.
+    let req = ListMovementsRequest {
+        reference: "fulfillmentOrders/f1".into(),
+        ..Default::default()
+    };
+    let moves = h.client.list_movements(authed("acme", req)).await.unwrap();
+    let left: Vec<_> = moves
+        .into_inner()
+        .movements
+        .iter()
+        .map(|m| (m.quantity, m.occur_time))
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left[0].1.is_some());
+    assert_eq!(left[0].1, left[1].1, "{left:?}");
 }
 
 /// A refusal of stock outside the web channel's pool, naming the entry.
