@@ -140,7 +140,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
     anyhow::ensure!(
         verified,
-        "availability {back} of {} ; {released} of {} carts expired; {} buyers' calls failed",
+        "availability {back} of {}; {released} of {} carts expired; {} buyers' calls failed",
         stock - bought.granted,
         args.carts,
         bought.failed
