@@ -203,10 +203,9 @@ async fn reservations_are_counted_by_outcome_and_api() {
         .await
         .unwrap();
     let seen = oms_testkit::otlp::points(&mut rx);
-    let get = |attrs: &str| {
-        seen.get(&("oms.inventory.reservations".to_string(), attrs.to_string()))
-            .copied()
-    };
+    let point =
+        |metric: &str, attrs: &str| seen.get(&(metric.to_string(), attrs.to_string())).copied();
+    let get = |attrs: &str| point("oms.inventory.reservations", attrs);
     // Three above, and the cart.
     assert_eq!(
         get("api=unary,outcome=granted,tenant=acme"),
@@ -218,31 +217,19 @@ async fn reservations_are_counted_by_outcome_and_api() {
     assert_eq!(get("api=stream,outcome=invalid,tenant=acme"), Some(2.0));
     assert_eq!(get("api=stream,outcome=refused,tenant=acme"), Some(1.0));
     let rebuilt = |trigger: &str| {
-        seen.get(&(
-            "oms.inventory.gate.rebuilds".to_string(),
-            format!("tenant=acme,trigger={trigger}"),
-        ))
-        .copied()
+        point(
+            "oms.inventory.gate.rebuilds",
+            &format!("tenant=acme,trigger={trigger}"),
+        )
     };
     assert_eq!(rebuilt("missing"), Some(2.0), "{seen:#?}");
     assert_eq!(rebuilt("reconcile"), Some(1.0));
     assert_eq!(rebuilt("replica_lost"), Some(1.0));
-    let expired = |tenant: &str| {
-        seen.get(&(
-            "oms.inventory.reservations.expired".to_string(),
-            format!("tenant={tenant}"),
-        ))
-        .copied()
-    };
+    let of_tenant = |metric: &str, tenant: &str| point(metric, &format!("tenant={tenant}"));
+    let expired = |tenant: &str| of_tenant("oms.inventory.reservations.expired", tenant);
     assert_eq!(expired("acme"), Some(1.0), "{seen:#?}");
     assert_eq!(expired("globex"), None);
-    let lag = |tenant: &str| {
-        seen.get(&(
-            "oms.inventory.expiry.lag".to_string(),
-            format!("tenant={tenant}"),
-        ))
-        .copied()
-    };
+    let lag = |tenant: &str| of_tenant("oms.inventory.expiry.lag", tenant);
     // The stuck cart's tenant lags, by name; acme's expired.
     assert!(lag("globex").is_some_and(|s| s > 0.0), "{seen:#?}");
     assert_eq!(lag("acme").unwrap_or(0.0), 0.0);

@@ -1061,16 +1061,15 @@ pub async fn expire_many(inv: &Inventory, tenant: &Tenant, ids: &[String]) -> Re
     inv.retrying(tenant, || async {
         let mut tx = inv.pool.begin().await?;
         lock::shared(&mut tx, tenant).await?;
-        let mut due = repo::reservations::lock_due(&mut tx, tenant, ids).await?;
-        if due.is_empty() {
+        let Some((now, mut due)) = repo::reservations::lock_due(&mut tx, tenant, ids).await?
+        else {
             return Ok(0);
-        }
-        // Due by the database's clock, for the record and the gate alike
-        // (the gate keeps the record's expiry): the gate expires exactly
-        // these, so they are written first. What the database refuses
-        // then fails the batch before the gate is changed, not after (a
-        // gate changed for nothing is rebuilt).
-        let now = repo::reservations::transaction_time(&mut tx).await?;
+        };
+        // Due by the database's clock (`now`), for the record and the gate
+        // alike (the gate keeps the record's expiry): the gate expires
+        // exactly these, so they are written first. What the database
+        // refuses then fails the batch before the gate is changed, not
+        // after (a gate changed for nothing is rebuilt).
         for (r, _) in &mut due {
             expire_lines(r);
             r.state = ReservationState::Expired as i32;
@@ -1662,14 +1661,14 @@ async fn expire_due(inv: &Inventory) {
     }
 }
 
-/// Expires a batch ([`expire_many`]); should it fail, each of its
-/// reservations on its own, so that one that cannot expire (its row
-/// refused by the database, say) keeps none of the others from expiring.
-/// How many expired, and the first failure.
+/// Expires a batch ([`expire_many`]); should it fail for what may be one
+/// reservation's fault, each of its reservations on its own, so that one
+/// that cannot expire (its row refused by the database, say) keeps none of
+/// the others from expiring. How many expired, and the first failure.
 async fn expire_batch(inv: &Inventory, tenant: &Tenant, ids: &[String]) -> (usize, Option<Error>) {
     let e = match expire_many(inv, tenant, ids).await {
         Ok(n) => return (n, None),
-        Err(e) if ids.len() == 1 => return (0, Some(e)),
+        Err(e) if ids.len() == 1 || !one_reservations_fault(&e) => return (0, Some(e)),
         Err(e) => e,
     };
     tracing::warn!(error = %e, tenant = %tenant, reservations = ids.len(), "an expiry batch failed; its reservations expire one by one");
@@ -1686,6 +1685,18 @@ async fn expire_batch(inv: &Inventory, tenant: &Tenant, ids: &[String]) -> (usiz
     (expired, failed)
 }
 
+/// Whether a failed batch may owe it to one of its reservations: the
+/// database refused a row, or a record does not decode. A failing Redis
+/// or Postgres connection is not: each of the batch's reservations would
+/// meet it again, one after the other (250 timeouts in a row), so the
+/// batch waits for the next sweep instead.
+fn one_reservations_fault(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Db(sqlx::Error::Database(_) | sqlx::Error::Decode(_))
+    )
+}
+
 /// Deletes one batch of `what` older than `keep` with `purge` (given the
 /// cutoff and the batch size); a failure is retried at the next sweep.
 async fn purge_old<F, Fut>(what: &str, keep: std::time::Duration, purge: F)
@@ -1700,5 +1711,27 @@ where
         Ok(0) => {}
         Ok(n) => tracing::info!(deleted = n, before = %cutoff, "{what} deleted"),
         Err(e) => tracing::warn!(error = %e, "deleting {what} failed; retried next sweep"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_refused_or_unreadable_row_sends_a_batch_one_by_one() {
+        let decode = sqlx::Error::Decode("not a reservation".into());
+        assert!(one_reservations_fault(&Error::Db(decode)));
+        for infra in [
+            Error::Db(sqlx::Error::PoolTimedOut),
+            Error::Gate(GateError::NotReady),
+            Error::Gate(GateError::NotReplicated {
+                acked: 0,
+                wanted: 1,
+            }),
+            Error::Unavailable("redis".into()),
+        ] {
+            assert!(!one_reservations_fault(&infra), "{infra:?}");
+        }
     }
 }

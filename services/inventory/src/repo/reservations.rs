@@ -159,15 +159,17 @@ pub async fn lock(
 
 /// Locks those of `ids` that are still active and due by the database's
 /// clock, in id order, with their holds; a row another transaction holds
-/// (a confirm, another replica's sweep) is skipped, not waited for.
+/// (a confirm, another replica's sweep) is skipped, not waited for. With
+/// them, that clock (`now()`: the transaction's start) they were found due
+/// by; `None` when none is.
 pub async fn lock_due(
     tx: &mut PgConnection,
     tenant: &Tenant,
     ids: &[String],
-) -> sqlx::Result<Vec<(Reservation, Holds)>> {
-    type Row = (Vec<u8>, Vec<String>, Vec<String>, Vec<i64>);
+) -> sqlx::Result<Option<(DateTime<Utc>, Vec<(Reservation, Holds)>)>> {
+    type Row = (Vec<u8>, Vec<String>, Vec<String>, Vec<i64>, DateTime<Utc>);
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT doc, hold_skus, hold_nodes, hold_units FROM reservations
+        "SELECT doc, hold_skus, hold_nodes, hold_units, now() FROM reservations
          WHERE tenant = $1 AND reservation_id = ANY($2) AND state = 'active' AND expire_time <= now()
          ORDER BY reservation_id FOR UPDATE SKIP LOCKED",
     )
@@ -175,15 +177,16 @@ pub async fn lock_due(
     .bind(ids)
     .fetch_all(tx)
     .await?;
-    rows.into_iter()
-        .map(|(d, skus, nodes, units)| decode(&d).map(|r| (r, holds_from(&skus, &nodes, &units))))
-        .collect()
-}
-
-/// The transaction's clock (`now()`: its start), which [`lock_due`] found
-/// them due by.
-pub async fn transaction_time(tx: &mut PgConnection) -> sqlx::Result<DateTime<Utc>> {
-    sqlx::query_scalar("SELECT now()").fetch_one(tx).await
+    let Some(now) = rows.first().map(|r| r.4) else {
+        return Ok(None);
+    };
+    let due = rows
+        .into_iter()
+        .map(|(d, skus, nodes, units, _)| {
+            decode(&d).map(|r| (r, holds_from(&skus, &nodes, &units)))
+        })
+        .collect::<sqlx::Result<_>>()?;
+    Ok(Some((now, due)))
 }
 
 /// Writes reservations expired (locked by [`lock_due`]): they hold
