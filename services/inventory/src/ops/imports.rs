@@ -153,6 +153,16 @@ impl Import<'_> {
             })
             .map_or(end, |n| done + n);
         let rows = &self.order[done..end];
+        // Every SKU's lock at its node before any lot's, as a change of
+        // several lots takes them (`repo::stock::lock_lots`): the rows
+        // below lock their lots a run or a row at a time.
+        let mut tracked: Vec<(&str, &str)> = (rows.iter())
+            .map(|&i| &self.digest.rows[i])
+            .filter(|r| !r.lot.is_empty())
+            .map(|r| (r.node_id.as_str(), r.sku.as_str()))
+            .collect();
+        tracked.dedup();
+        lock::stock_at(&mut tx, self.tenant, &tracked).await?;
         let outcomes = self.apply_rows(inv, &mut tx, rows, &catalog, &batched);
         let mut refused = vec![];
         for (&i, bad) in rows.iter().zip(outcomes.await?) {

@@ -38,6 +38,45 @@ pub async fn safety_at(tx: &mut PgConnection, tenant: &Tenant, node: &str) -> sq
     Ok(())
 }
 
+/// The advisory lock key of tenant `$1`'s stock of SKU `s` at node `n`
+/// (a macro: statements are literals, see `concat!`).
+macro_rules! stock_key {
+    () => {
+        "hashtextextended('oms.inventory.stock:' || $1 || '/' || n || '/' || s, 0)"
+    };
+}
+pub(crate) use stock_key;
+
+/// Serializes the movements of each of `stock` (node, SKU) that touch
+/// different lots: each movement reads the node's other lots of the SKU to
+/// say what reservations hold beyond them, so it must read them after the
+/// one before has committed, which no lot's row lock orders. Taken before
+/// the lots' row locks, in one order (bytewise, as the lots), so two
+/// movements never wait for each other. Only lot-tracked stock needs it:
+/// an untracked SKU has one row per node, which its row lock orders.
+pub async fn stock_at(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    stock: &[(&str, &str)],
+) -> sqlx::Result<()> {
+    if stock.is_empty() {
+        return Ok(());
+    }
+    let (nodes, skus): (Vec<&str>, Vec<&str>) = stock.iter().copied().unzip();
+    // A volatile function in the select list runs after the sort.
+    sqlx::query(concat!(
+        "SELECT pg_advisory_xact_lock(",
+        stock_key!(),
+        r#") FROM UNNEST($2::text[], $3::text[]) AS k(n, s) ORDER BY n COLLATE "C", s COLLATE "C""#
+    ))
+    .bind(tenant.as_str())
+    .bind(&nodes)
+    .bind(&skus)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
 /// `BEGIN` plus the shared gate locks of `tenants`, to send in one round
 /// trip (`Pool::begin_with`). Tenant ids are `[a-z0-9_-]` (checked when the
 /// token is read), so they embed safely.

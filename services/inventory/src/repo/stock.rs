@@ -69,7 +69,8 @@ pub struct Locked {
 }
 
 /// Locks these lots (`(node, sku, lot)`), making those never seen, in
-/// the order `lock_for_movements` gives, and returns them.
+/// the order `lock_for_movements` gives, after the locks of their SKUs at
+/// their nodes ([`super::lock::stock_at`]), and returns them.
 pub async fn lock_lots(
     tx: &mut PgConnection,
     tenant: &Tenant,
@@ -78,6 +79,12 @@ pub async fn lock_lots(
     let mut keys = keys.to_vec();
     keys.sort_unstable();
     keys.dedup();
+    let mut tracked: Vec<(&str, &str)> = (keys.iter())
+        .filter(|k| !k.2.is_empty())
+        .map(|k| (k.0, k.1))
+        .collect();
+    tracked.dedup();
+    super::lock::stock_at(tx, tenant, &tracked).await?;
     let nodes: Vec<&str> = keys.iter().map(|k| k.0).collect();
     let skus: Vec<&str> = keys.iter().map(|k| k.1).collect();
     let lots: Vec<&str> = keys.iter().map(|k| k.2).collect();
@@ -149,7 +156,9 @@ pub async fn forget_lots(
 /// a new one two (the lock finds nothing; the insert returns the row it
 /// made, which no one else sees until the commit), a lot another
 /// transaction creates meanwhile three: every movement goes through here,
-/// and round trips are most of a movement's time.
+/// and round trips are most of a movement's time. A lot (of a lot-tracked
+/// item) takes one more first: its SKU's lock at the node
+/// ([`super::lock::stock_at`]).
 pub async fn lock_lot(
     tx: &mut PgConnection,
     tenant: &Tenant,
@@ -157,6 +166,9 @@ pub async fn lock_lot(
     sku: &str,
     lot: &str,
 ) -> sqlx::Result<Lot> {
+    if !lot.is_empty() {
+        super::lock::stock_at(tx, tenant, &[(node, sku)]).await?;
+    }
     let locked = || {
         sqlx::query_as(
             "SELECT on_hand, expiry_date, expired FROM stock
@@ -473,9 +485,11 @@ pub async fn dated_up_to(
 /// Marks the tenant's lots at these (node, withdraw date) pairs expired, at
 /// most `limit` of them; returns those it marked (each lot once: another
 /// sweep or a movement that got there first has changed the row). Lots
-/// another transaction holds are skipped (the next sweep takes them), so
-/// the sweep never waits on a row, nor deadlocks with a movement or an
-/// item update.
+/// another transaction holds are skipped (the next sweep takes them), as
+/// are lots of a SKU a movement is changing at the node (its
+/// [`super::lock::stock_at`] lock: each reads the other's lots to say what
+/// reservations hold beyond them), so the sweep never waits on a row or a
+/// lock, nor deadlocks with a movement or an item update.
 pub async fn mark_expired(
     tx: &mut PgConnection,
     tenant: &Tenant,
@@ -484,19 +498,24 @@ pub async fn mark_expired(
 ) -> sqlx::Result<Vec<StockLevel>> {
     let (nodes, dates): (Vec<&str>, Vec<&str>) =
         due.iter().map(|(n, d)| (n.as_str(), d.as_str())).unzip();
-    let rows: Vec<(String, String, String, String, i64, String)> = sqlx::query_as(
+    let rows: Vec<(String, String, String, String, i64, String)> = sqlx::query_as(concat!(
         "WITH due AS (
             SELECT s2.node_id, s2.sku, s2.lot FROM stock s2
             JOIN UNNEST($2::text[], $3::text[]) AS d(n, w) ON s2.node_id = d.n AND s2.withdraw_date = d.w
             WHERE s2.tenant = $1 AND NOT s2.expired
             ORDER BY s2.node_id, s2.sku, s2.lot LIMIT $4
             FOR UPDATE OF s2 SKIP LOCKED
+         ), free AS (
+            SELECT n AS node_id, s AS sku, l AS lot FROM due AS d(n, s, l)
+            WHERE pg_try_advisory_xact_lock(",
+        super::lock::stock_key!(),
+        ")
          )
-         UPDATE stock s SET expired = true FROM due
+         UPDATE stock s SET expired = true FROM free AS due
          WHERE s.tenant = $1 AND s.node_id = due.node_id AND s.sku = due.sku AND s.lot = due.lot
            AND NOT s.expired AND (s.node_id, s.withdraw_date) IN (SELECT * FROM UNNEST($2::text[], $3::text[]))
          RETURNING s.node_id, s.sku, s.lot, s.expiry_date, s.on_hand, s.withdraw_date",
-    )
+    ))
     .bind(tenant.as_str())
     .bind(&nodes)
     .bind(&dates)

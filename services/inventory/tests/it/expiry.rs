@@ -476,6 +476,108 @@ async fn a_confirmation_names_the_earliest_expiry_to_ship() {
     assert_eq!(allocation(c, "milk").await, later);
 }
 
+/// A node `W-{tenant}` at UTC-12 with 4 units of MILK in lot L1, dated
+/// today at UTC+14: due once the node moves there (`zone_ahead`).
+async fn milk_due_ahead(c: &mut Client, tenant: &str) {
+    node_with(c, tenant, &format!("W-{tenant}"), |n| {
+        n.time_zone = "Etc/GMT+12".into()
+    })
+    .await;
+    let mut item = Item {
+        sku: "MILK".into(),
+        ..Default::default()
+    };
+    milk(&mut item);
+    let req = CreateItemRequest {
+        request_id: rid(),
+        item: Some(item),
+    };
+    c.create_item(authed(tenant, req)).await.unwrap();
+    let receipt = StockMovement {
+        kind: MovementKind::Receipt as i32,
+        node_id: format!("W-{tenant}"),
+        sku: "MILK".into(),
+        lot: "L1".into(),
+        expiry_date: today_ahead(),
+        quantity: 4,
+        ..Default::default()
+    };
+    let req = RecordMovementRequest {
+        request_id: rid(),
+        movement: Some(receipt),
+    };
+    c.record_movement(authed(tenant, req)).await.unwrap();
+}
+
+/// Whether every lot of `tenant`'s MILK is expired, read from the record
+/// (a feed waits for a paused transaction).
+async fn all_expired(c: &mut Client, tenant: &str) -> bool {
+    let req = ListStockLevelsRequest {
+        skus: vec!["MILK".into()],
+        ..Default::default()
+    };
+    let levels = c.list_stock_levels(authed(tenant, req)).await.unwrap();
+    levels.into_inner().levels.iter().all(|l| l.expired)
+}
+
+/// A lot that comes due while a movement of another lot of its SKU at its
+/// node is under way is skipped by the sweep (the movement holds the
+/// SKU's lock there), and expires once the movement has committed: its
+/// `LotExpired` then says what reservations hold beyond the stock the
+/// movement left. Before 2026-12-04 the two ran at once, each reading the
+/// other's lot as it was before, and the expiry said 2 where 3 were short.
+#[tokio::test]
+async fn the_sweep_expires_a_lot_after_a_movement_of_another_lot_of_its_sku() {
+    let mut h = start().await;
+    let c = &mut h.client;
+    for tenant in ["acme", "zeta"] {
+        milk_due_ahead(c, tenant).await;
+    }
+    receive_lot(c, "W-acme", "MILK", "L2", &in_days(400), 4).await;
+    reserve(c, "acme", "r", vec![line("MILK", "W-acme", 6)])
+        .await
+        .unwrap();
+    let mut acme = c
+        .watch_inventory_events(authed("acme", WatchInventoryEventsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    // A count of L2 that finds one unit fewer pauses before its commit.
+    let mut held = movements_paused_before_commit(&h.db).await;
+    let count = tokio::spawn({
+        let mut c = c.clone();
+        let m = StockMovement {
+            kind: MovementKind::CycleCount as i32,
+            node_id: "W-acme".into(),
+            sku: "MILK".into(),
+            lot: "L2".into(),
+            counted_quantity: 3,
+            ..Default::default()
+        };
+        let req = RecordMovementRequest {
+            request_id: rid(),
+            movement: Some(m),
+        };
+        async move { c.record_movement(authed("acme", req)).await }
+    });
+    held.awaited(&h.db).await;
+    zone_ahead(c, "acme", "W-acme").await;
+    zone_ahead(c, "zeta", "W-zeta").await;
+    // The sweep takes acme before zeta: it has passed L1 by.
+    wait_until(async || all_expired(&mut c.clone(), "zeta").await).await;
+    let now = lots(c, "W-acme", "MILK").await;
+    let l1 = ("L1".to_owned(), 4, false);
+    assert_eq!(now, [l1, ("L2".to_owned(), 4, false)]);
+    held.release().await;
+    let counted = count.await.unwrap().unwrap().into_inner();
+    assert_eq!(counted.held_beyond_stock, 0, "7 left for 6 held");
+    let expired = next_lot_expired(&mut acme).await;
+    assert_eq!(expired.lot, "L1");
+    assert_eq!(expired.held_beyond_stock, 3, "3 left for 6 held");
+    assert_eq!(available(c, "acme", "MILK").await.available, 0);
+    no_drift(c).await;
+}
+
 /// A lot a transaction holds (a count paused before its commit) is skipped
 /// by the sweep, not waited for: another tenant's lots expire meanwhile
 /// (without the skip, the sweep waited on the row, and every tenant after
@@ -484,36 +586,8 @@ async fn a_confirmation_names_the_earliest_expiry_to_ship() {
 async fn the_sweep_does_not_wait_on_a_lot_in_use() {
     let mut h = start().await;
     let c = &mut h.client;
-    let date = today_ahead();
     for tenant in ["acme", "zeta"] {
-        node_with(c, tenant, &format!("W-{tenant}"), |n| {
-            n.time_zone = "Etc/GMT+12".into()
-        })
-        .await;
-        let mut item = Item {
-            sku: "MILK".into(),
-            ..Default::default()
-        };
-        milk(&mut item);
-        let req = CreateItemRequest {
-            request_id: rid(),
-            item: Some(item),
-        };
-        c.create_item(authed(tenant, req)).await.unwrap();
-        let receipt = StockMovement {
-            kind: MovementKind::Receipt as i32,
-            node_id: format!("W-{tenant}"),
-            sku: "MILK".into(),
-            lot: "L1".into(),
-            expiry_date: date.clone(),
-            quantity: 4,
-            ..Default::default()
-        };
-        let req = RecordMovementRequest {
-            request_id: rid(),
-            movement: Some(receipt),
-        };
-        c.record_movement(authed(tenant, req)).await.unwrap();
+        milk_due_ahead(c, tenant).await;
     }
     let mut acme = c
         .watch_inventory_events(authed("acme", WatchInventoryEventsRequest::default()))
@@ -543,21 +617,7 @@ async fn the_sweep_does_not_wait_on_a_lot_in_use() {
     // The date comes at both nodes; the sweep takes acme first.
     zone_ahead(c, "acme", "W-acme").await;
     zone_ahead(c, "zeta", "W-zeta").await;
-    // (Read from the record: a feed waits for the paused transaction.)
-    let zeta = c.clone();
-    let zeta_expired = async || {
-        let req = ListStockLevelsRequest {
-            skus: vec!["MILK".into()],
-            ..Default::default()
-        };
-        let levels = zeta
-            .clone()
-            .list_stock_levels(authed("zeta", req))
-            .await
-            .unwrap();
-        levels.into_inner().levels.iter().all(|l| l.expired)
-    };
-    wait_until(zeta_expired).await;
+    wait_until(async || all_expired(&mut c.clone(), "zeta").await).await;
     held.release().await;
     count.await.unwrap().unwrap();
     let ours = next_lot_expired(&mut acme).await;
@@ -656,6 +716,60 @@ async fn a_movement_that_leaves_reservations_without_stock_says_so() {
     assert_eq!(short, [("DC1", "T", 1)]);
     let again = import_snapshot(c, vec![row("DC1", "T", 0)]).await;
     assert_eq!(again.shortfalls, imported.shortfalls);
+}
+
+/// Two movements that take units from different lots of one SKU at one
+/// node at once: the second reads the first's lot as it is after it, so
+/// between them they say what reservations hold beyond the stock. Before
+/// 2026-12-04 each read the other's lot as it was before, and both said
+/// 0 while the two together left the holds a unit short.
+#[tokio::test]
+async fn movements_of_two_lots_at_once_say_what_they_leave_short_between_them() {
+    use super::recovery::{Held, WAIT, done_or_waiting, heal, injected};
+    let mut h = start().await;
+    let c = &mut h.client;
+    node(c, "acme", "DC1").await;
+    tracked_item(c, "LOT", |i| i.lot_tracked = true).await;
+    receive_lot(c, "DC1", "LOT", "A", "", 5).await;
+    receive_lot(c, "DC1", "LOT", "B", "", 5).await;
+    reserve(c, "acme", "r", vec![line("LOT", "DC1", 7)])
+        .await
+        .unwrap();
+    let damage = |request_id: &str, lot: &str| {
+        let movement = StockMovement {
+            kind: MovementKind::Damage as i32,
+            node_id: "DC1".into(),
+            sku: "LOT".into(),
+            lot: lot.to_owned(),
+            quantity: -2,
+            reason: "crushed".into(),
+            ..Default::default()
+        };
+        let req = RecordMovementRequest {
+            request_id: request_id.to_owned(),
+            movement: Some(movement),
+        };
+        let mut c = h.client.clone();
+        tokio::spawn(async move {
+            let answer = c.record_movement(authed("acme", req)).await.unwrap();
+            answer.into_inner().held_beyond_stock
+        })
+    };
+    // The first pauses just before its commit (its answer is stored with
+    // its request id), having left 8 for the 7 held.
+    let when = "NEW.method LIKE '%RecordMovement' AND NEW.request_id = 'first'";
+    injected(&h.db, "UPDATE ON idempotency", when, WAIT).await;
+    let mut held = Held::new(&h.db).await;
+    let first = damage("first", "A");
+    held.awaited(&h.db).await;
+    let second = damage("second", "B");
+    done_or_waiting(&h.db, &second).await;
+    held.release().await;
+    assert_eq!(first.await.unwrap(), 0, "8 left for 7 held");
+    assert_eq!(second.await.unwrap(), 1, "6 left for 7 held");
+    heal(&h.db).await;
+    let a = available(&mut h.client, "acme", "LOT").await;
+    assert_eq!((a.on_hand, a.reserved), (6, 7));
 }
 
 /// Makes each `RecordMovement` wait just before its commit (its answer is
