@@ -51,8 +51,8 @@ pub(crate) use stock_key;
 /// different lots: each movement reads the node's other lots of the SKU to
 /// say what reservations hold beyond them, so it must read them after the
 /// one before has committed, which no lot's row lock orders. Taken before
-/// the lots' row locks, in one order (bytewise, as the lots), so two
-/// movements never wait for each other. Only lot-tracked stock needs it:
+/// the lots' row locks, in one order (bytewise, as the lots), so no two
+/// movements wait for each other in a cycle. Only lot-tracked stock needs it:
 /// an untracked SKU has one row per node, which its row lock orders.
 pub async fn stock_at(
     tx: &mut PgConnection,

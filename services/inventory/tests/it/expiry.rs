@@ -520,6 +520,45 @@ async fn all_expired(c: &mut Client, tenant: &str) -> bool {
     levels.into_inner().levels.iter().all(|l| l.expired)
 }
 
+/// acme's count of `counted` units in `lot` of MILK at W-acme, paused
+/// before its commit until the returned lock is let go.
+async fn count_paused(
+    db: &oms_testkit::TestDb,
+    c: &Client,
+    lot: &str,
+    counted: i64,
+) -> (
+    super::recovery::Held,
+    tokio::task::JoinHandle<Result<tonic::Response<RecordMovementResponse>, tonic::Status>>,
+) {
+    let mut held = movements_paused_before_commit(db).await;
+    let m = StockMovement {
+        kind: MovementKind::CycleCount as i32,
+        node_id: "W-acme".into(),
+        sku: "MILK".into(),
+        lot: lot.into(),
+        counted_quantity: counted,
+        ..Default::default()
+    };
+    let req = RecordMovementRequest {
+        request_id: rid(),
+        movement: Some(m),
+    };
+    let mut c = c.clone();
+    let count = tokio::spawn(async move { c.record_movement(authed("acme", req)).await });
+    held.awaited(db).await;
+    (held, count)
+}
+
+/// Brings the date of acme's and zeta's L1 (`milk_due_ahead`), then waits
+/// for the sweep to expire zeta's: it takes acme before zeta, so it has
+/// been through acme's lots by then.
+async fn due_and_swept(c: &mut Client) {
+    zone_ahead(c, "acme", "W-acme").await;
+    zone_ahead(c, "zeta", "W-zeta").await;
+    wait_until(async || all_expired(&mut c.clone(), "zeta").await).await;
+}
+
 /// A lot that comes due while a movement of another lot of its SKU at its
 /// node is under way is skipped by the sweep (the movement holds the
 /// SKU's lock there), and expires once the movement has committed: its
@@ -543,28 +582,9 @@ async fn the_sweep_expires_a_lot_after_a_movement_of_another_lot_of_its_sku() {
         .unwrap()
         .into_inner();
     // A count of L2 that finds one unit fewer pauses before its commit.
-    let mut held = movements_paused_before_commit(&h.db).await;
-    let count = tokio::spawn({
-        let mut c = c.clone();
-        let m = StockMovement {
-            kind: MovementKind::CycleCount as i32,
-            node_id: "W-acme".into(),
-            sku: "MILK".into(),
-            lot: "L2".into(),
-            counted_quantity: 3,
-            ..Default::default()
-        };
-        let req = RecordMovementRequest {
-            request_id: rid(),
-            movement: Some(m),
-        };
-        async move { c.record_movement(authed("acme", req)).await }
-    });
-    held.awaited(&h.db).await;
-    zone_ahead(c, "acme", "W-acme").await;
-    zone_ahead(c, "zeta", "W-zeta").await;
-    // The sweep takes acme before zeta: it has passed L1 by.
-    wait_until(async || all_expired(&mut c.clone(), "zeta").await).await;
+    let (held, count) = count_paused(&h.db, c, "L2", 3).await;
+    // The sweep has passed L1 by.
+    due_and_swept(c).await;
     let now = lots(c, "W-acme", "MILK").await;
     let l1 = ("L1".to_owned(), 4, false);
     assert_eq!(now, [l1, ("L2".to_owned(), 4, false)]);
@@ -595,29 +615,8 @@ async fn the_sweep_does_not_wait_on_a_lot_in_use() {
         .unwrap()
         .into_inner();
     // acme's count of its lot pauses before its commit, holding the lot.
-    let mut held = movements_paused_before_commit(&h.db).await;
-    let count = tokio::spawn({
-        let mut c = c.clone();
-        async move {
-            movement(
-                &mut c,
-                &rid(),
-                MovementKind::CycleCount,
-                "W-acme",
-                "MILK",
-                |m| {
-                    m.lot = "L1".into();
-                    m.counted_quantity = 4;
-                },
-            )
-            .await
-        }
-    });
-    held.awaited(&h.db).await;
-    // The date comes at both nodes; the sweep takes acme first.
-    zone_ahead(c, "acme", "W-acme").await;
-    zone_ahead(c, "zeta", "W-zeta").await;
-    wait_until(async || all_expired(&mut c.clone(), "zeta").await).await;
+    let (held, count) = count_paused(&h.db, c, "L1", 4).await;
+    due_and_swept(c).await;
     held.release().await;
     count.await.unwrap().unwrap();
     let ours = next_lot_expired(&mut acme).await;
