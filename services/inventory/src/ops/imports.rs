@@ -19,6 +19,8 @@ use chrono::Utc;
 use oms_kernel::{RequestId, Tenant, Violation, Violations};
 use oms_proto::inventory::*;
 use oms_runtime::idempotency::{self, IdempotencyError};
+use oms_runtime::time::to_timestamp;
+use prost_types::Timestamp;
 use sqlx::PgConnection;
 use std::collections::{BTreeSet, HashSet};
 
@@ -163,7 +165,12 @@ impl Import<'_> {
             .collect();
         tracked.dedup();
         lock::stock_at(&mut tx, self.tenant, &tracked).await?;
-        let outcomes = self.apply_rows(inv, &mut tx, rows, &catalog, &batched);
+        // Every count at one moment: the snapshot's, else when the import
+        // began (kept with its progress, so a resumed import keeps it).
+        let header = self.digest.header.as_ref();
+        let counted = (header.and_then(|h| h.count_time))
+            .unwrap_or_else(|| to_timestamp(progress.start_time));
+        let outcomes = self.apply_rows(inv, &mut tx, rows, counted, &catalog, &batched);
         let mut refused = vec![];
         for (&i, bad) in rows.iter().zip(outcomes.await?) {
             match bad {
@@ -185,19 +192,20 @@ impl Import<'_> {
         inv: &Inventory,
         tx: &mut PgConnection,
         rows: &[usize],
+        counted: Timestamp,
         catalog: &counts::Catalog,
         batched: &HashSet<usize>,
     ) -> Result<Vec<Option<Violation>>> {
         let mut outcomes = Vec::with_capacity(rows.len());
         for run in rows.chunk_by(|a, b| batched.contains(a) == batched.contains(b)) {
             if batched.contains(&run[0]) {
-                outcomes.extend(self.counts(inv, tx, catalog, run).await?);
+                outcomes.extend(self.counts(inv, tx, catalog, run, counted).await?);
                 continue;
             }
             for &i in run {
                 outcomes.push(match &self.refused[i] {
                     Some(bad) => Some(bad.clone()),
-                    None => self.apply_row(inv, tx, i).await?,
+                    None => self.apply_row(inv, tx, i, counted).await?,
                 });
             }
         }
@@ -236,8 +244,9 @@ impl Import<'_> {
         tx: &mut PgConnection,
         catalog: &counts::Catalog,
         run: &[usize],
+        counted: Timestamp,
     ) -> Result<Vec<Option<Violation>>> {
-        let counts = run.iter().map(|&i| self.count(i)).collect();
+        let counts = run.iter().map(|&i| self.count(i, counted)).collect();
         let rid = self.rid.as_str();
         let outcomes = counts::record(inv, tx, self.tenant, catalog, counts, self.actor, rid);
         Ok((outcomes.await?.into_iter())
@@ -245,8 +254,8 @@ impl Import<'_> {
             .collect())
     }
 
-    /// Row `i` as a cycle count.
-    fn count(&self, i: usize) -> StockMovement {
+    /// Row `i` as a cycle count made at `counted`.
+    fn count(&self, i: usize, counted: Timestamp) -> StockMovement {
         let row = &self.digest.rows[i];
         let header = self.digest.header.as_ref();
         StockMovement {
@@ -261,7 +270,7 @@ impl Import<'_> {
                 "snapshot import from {}",
                 header.map_or("", |h| h.source.as_str())
             ),
-            occur_time: header.and_then(|h| h.count_time),
+            occur_time: Some(counted),
             // Which import: its counts are listed by it.
             reference: format!("snapshotImports/{}", self.rid.as_str()),
             ..Default::default()
@@ -275,8 +284,9 @@ impl Import<'_> {
         inv: &Inventory,
         tx: &mut PgConnection,
         i: usize,
+        counted: Timestamp,
     ) -> Result<Option<Violation>> {
-        let m = self.count(i);
+        let m = self.count(i, counted);
         // A savepoint per row: a refused row leaves the others applied.
         let mut sp = sqlx::Connection::begin(&mut *tx).await?;
         let rid = self.rid.as_str();

@@ -1,15 +1,17 @@
 //! Snapshot imports under way (migrations 0015, 0016): how far each got,
 //! and the rows it refused so far.
+use chrono::{DateTime, Utc};
 use oms_kernel::{RequestId, Tenant};
 use oms_proto::inventory::RowError;
 use sqlx::PgConnection;
 
 /// An import's progress: rows done (in the order rows apply), rows
-/// applied among them.
+/// applied among them, and when its first chunk began.
 pub struct Progress {
     pub hash: Vec<u8>,
     pub rows_done: usize,
     pub rows_applied: i64,
+    pub start_time: DateTime<Utc>,
 }
 
 /// The progress of the import `request_id`, started with `hash` when new,
@@ -31,19 +33,22 @@ pub async fn lock(
     .bind(hash)
     .execute(&mut *tx)
     .await?;
-    let row: Option<(Vec<u8>, i32, i64)> = sqlx::query_as(
-        "SELECT request_hash, rows_done, rows_applied FROM snapshot_imports
+    let row: Option<(Vec<u8>, i32, i64, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT request_hash, rows_done, rows_applied, start_time FROM snapshot_imports
          WHERE tenant = $1 AND request_id = $2 FOR UPDATE",
     )
     .bind(tenant.as_str())
     .bind(request_id.as_str())
     .fetch_optional(&mut *tx)
     .await?;
-    Ok(row.map(|(hash, rows_done, rows_applied)| Progress {
-        hash,
-        rows_done: usize::try_from(rows_done).unwrap_or(0),
-        rows_applied,
-    }))
+    Ok(
+        row.map(|(hash, rows_done, rows_applied, start_time)| Progress {
+            hash,
+            rows_done: usize::try_from(rows_done).unwrap_or(0),
+            rows_applied,
+            start_time,
+        }),
+    )
 }
 
 /// Records a chunk: the progress after it and the rows it refused.

@@ -618,7 +618,14 @@ async fn an_import_cut_short_goes_on_when_sent_again() {
         LOTS as i64
     );
     // One count per lot: the rows committed before were not applied again.
-    assert_eq!(counts_of_t(&mut h.client).await, LOTS);
+    let counted = counts_of_t(&mut h.client).await;
+    assert_eq!(counted.len(), LOTS);
+    // All at one moment, the snapshot having none: when the import began,
+    // kept across the cut (before 2026-12-04 each count took its own).
+    let moments: std::collections::BTreeSet<_> = (counted.iter())
+        .map(|m| m.occur_time.map(|t| (t.seconds, t.nanos)))
+        .collect();
+    assert_eq!(moments.len(), 1, "{moments:?}");
     let again = import(msgs).await.unwrap().into_inner();
     assert_eq!(again, resp);
     // Two copies at once take turns: one answer, one count per lot.
@@ -626,7 +633,7 @@ async fn an_import_cut_short_goes_on_when_sent_again() {
     let (a, b) = tokio::join!(import(twice.clone()), import(twice));
     let (a, b) = (a.unwrap().into_inner(), b.unwrap().into_inner());
     assert_eq!((a.rows_applied, &a), (LOTS as i64, &b));
-    assert_eq!(counts_of_t(&mut h.client).await, 2 * LOTS);
+    assert_eq!(counts_of_t(&mut h.client).await.len(), 2 * LOTS);
 }
 
 /// An import nobody sends again is forgotten with the rows it refused, once
@@ -694,8 +701,9 @@ async fn the_server_deadline_cuts_unary_calls_not_an_import() {
 }
 
 /// Movements of SKU `T`.
-async fn counts_of_t(c: &mut Client) -> usize {
-    let (mut n, mut page_token) = (0, String::new());
+/// Every movement of SKU T.
+async fn counts_of_t(c: &mut Client) -> Vec<StockMovement> {
+    let (mut all, mut page_token) = (vec![], String::new());
     loop {
         let req = ListMovementsRequest {
             sku: "T".into(),
@@ -705,9 +713,9 @@ async fn counts_of_t(c: &mut Client) -> usize {
         };
         let page = c.list_movements(authed("acme", req)).await.unwrap();
         let page = page.into_inner();
-        n += page.movements.len();
+        all.extend(page.movements);
         if page.next_page_token.is_empty() {
-            return n;
+            return all;
         }
         page_token = page.next_page_token;
     }
