@@ -155,21 +155,8 @@ impl Import<'_> {
             })
             .map_or(end, |n| done + n);
         let rows = &self.order[done..end];
-        // Every SKU's lock at its node before any lot's, as a change of
-        // several lots takes them (`repo::stock::lock_lots`): the rows
-        // below lock their lots a run or a row at a time.
-        let mut tracked: Vec<(&str, &str)> = (rows.iter())
-            .map(|&i| &self.digest.rows[i])
-            .filter(|r| !r.lot.is_empty())
-            .map(|r| (r.node_id.as_str(), r.sku.as_str()))
-            .collect();
-        tracked.dedup();
-        lock::stock_at(&mut tx, self.tenant, &tracked).await?;
-        // Every count at one moment: the snapshot's, else when the import
-        // began (kept with its progress, so a resumed import keeps it).
-        let header = self.digest.header.as_ref();
-        let counted = (header.and_then(|h| h.count_time))
-            .unwrap_or_else(|| to_timestamp(progress.start_time));
+        self.lock_lots_skus(&mut tx, rows).await?;
+        let counted = self.counted(&progress);
         let outcomes = self.apply_rows(inv, &mut tx, rows, counted, &catalog, &batched);
         let mut refused = vec![];
         for (&i, bad) in rows.iter().zip(outcomes.await?) {
@@ -182,6 +169,28 @@ impl Import<'_> {
         repo::imports::save(&mut tx, self.tenant, &self.rid, &progress, &refused).await?;
         commit(tx).await?;
         Ok(Step::Chunk)
+    }
+
+    /// Takes the locks of the SKUs of `rows` with lots at their nodes, all
+    /// before any lot's, as a change of several lots takes them
+    /// (`repo::stock::lock_lots`): the rows lock their lots a run or a row
+    /// at a time.
+    async fn lock_lots_skus(&self, tx: &mut PgConnection, rows: &[usize]) -> Result<()> {
+        let mut tracked: Vec<(&str, &str)> = (rows.iter())
+            .filter(|&&i| self.refused[i].is_none())
+            .map(|&i| &self.digest.rows[i])
+            .filter(|r| !r.lot.is_empty())
+            .map(|r| (r.node_id.as_str(), r.sku.as_str()))
+            .collect();
+        tracked.dedup();
+        Ok(lock::stock_at(tx, self.tenant, &tracked).await?)
+    }
+
+    /// The one moment of every count: the snapshot's, else when the import
+    /// began (kept with its progress, so a resumed import keeps it).
+    fn counted(&self, progress: &repo::imports::Progress) -> Timestamp {
+        let header = self.digest.header.as_ref();
+        (header.and_then(|h| h.count_time)).unwrap_or_else(|| to_timestamp(progress.start_time))
     }
 
     /// Applies `rows` in their order (that of their lots): runs of rows

@@ -563,8 +563,9 @@ async fn due_and_swept(c: &mut Client) {
 /// node is under way is skipped by the sweep (the movement holds the
 /// SKU's lock there), and expires once the movement has committed: its
 /// `LotExpired` then says what reservations hold beyond the stock the
-/// movement left. Before 2026-12-04 the two ran at once, each reading the
-/// other's lot as it was before, and the expiry said 2 where 3 were short.
+/// movement left. Before 2026-12-04 the sweep expired it meanwhile (the
+/// test fails there), each reading the other's lot as it was before, so
+/// the expiry could say 2 where 3 were short.
 #[tokio::test]
 async fn the_sweep_expires_a_lot_after_a_movement_of_another_lot_of_its_sku() {
     let mut h = start().await;
