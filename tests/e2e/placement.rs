@@ -1200,3 +1200,88 @@ async fn a_reroute_after_the_pool_changed_ships_from_the_new_pool() {
         .collect();
     assert_eq!(sourcing, [("DC3", 2)]);
 }
+
+/// An order whose reservation expired before it was confirmed (held 7
+/// days unconfirmed; here its time is brought forward in inventory's
+/// record) is placed again under a new reservation once its payment hold
+/// goes, and routed. Before 2026-12-04 it went on hold for review ("is
+/// expired"), and every release of that hold met the same refusal.
+#[tokio::test]
+async fn an_order_whose_reservation_expired_is_reserved_again() {
+    let suite = Suite::start().await;
+    let mut stock_c = suite.stock(T, &[("A", 5)]).await;
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = suite.order_events(T).await;
+    let mut unpaid = order(&[("A", 2)]);
+    unpaid.holds = vec![ord::Hold {
+        r#type: ord::HoldType::Payment as i32,
+        reason: "awaiting payment".into(),
+        ..Default::default()
+    }];
+    let req = ord::CreateOrderRequest {
+        request_id: "unpaid".into(),
+        order: Some(unpaid),
+    };
+    let created = orders.create_order(authed(T, req)).await.unwrap();
+    let created = created.into_inner().order.unwrap();
+    let first = format!("reservations/order-{}", created.order_id);
+    assert_eq!(created.reservation, first);
+    // Reserved while the payment comes; then its time passes.
+    let mut db = suite.db.connect("inventory").await;
+    let active = "SELECT count(*) FROM reservations WHERE state = 'active'";
+    wait_for(&mut db, active, 1).await;
+    sqlx::query("UPDATE reservations SET expire_time = now() - interval '1 minute'")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let expired = "SELECT count(*) FROM reservations WHERE state = 'expired'";
+    wait_for(&mut db, expired, 1).await;
+    assert_eq!(available(&mut stock_c, "A").await, 5, "its units went back");
+    // Paid.
+    let paid = ord::ReleaseHoldRequest {
+        request_id: "paid".into(),
+        name: created.name.clone(),
+        r#type: ord::HoldType::Payment as i32,
+        reason: "paid".into(),
+    };
+    orders.release_hold(authed(T, paid)).await.unwrap();
+    // Routed, or (before) held for review: whichever comes first.
+    let placed = loop {
+        let ev = next_order_event(&mut feed).await;
+        let o = ev.order.unwrap_or_default();
+        let manual = ord::HoldType::Manual as i32;
+        if o.name == created.name
+            && (o.state == OrderState::Routed as i32 || o.holds.iter().any(|h| h.r#type == manual))
+        {
+            break o;
+        }
+    };
+    assert_eq!(
+        placed.state,
+        OrderState::Routed as i32,
+        "{:?}",
+        placed.holds
+    );
+    assert_eq!(placed.reservation, format!("{first}-2"));
+    let held = |name: &str| inv::GetReservationRequest { name: name.into() };
+    let again = stock_c
+        .get_reservation(authed(T, held(&placed.reservation)))
+        .await;
+    let again = again.unwrap().into_inner().reservation.unwrap();
+    assert_eq!(again.state, inv::ReservationState::Confirmed as i32);
+    assert_eq!(available(&mut stock_c, "A").await, 3);
+    let history = orders
+        .list_order_history(authed(
+            T,
+            ord::ListOrderHistoryRequest {
+                name: created.name.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let why = format!("{first} expired unconfirmed: reserving again as {first}-2");
+    let said = history.changes.iter().any(|e| e.reason == why);
+    assert!(said, "{:?}", history.changes);
+}

@@ -565,8 +565,14 @@ impl OrderService for OrderApi {
                     steps.push(saga::unplan_all_step());
                 }
                 if reserved {
-                    let release = saga::release_request(id, &key, &cancelled, "lines cancelled")
-                        .encode_to_vec();
+                    let release = saga::release_request(
+                        &saga::reservation_name(o),
+                        id,
+                        &key,
+                        &cancelled,
+                        "lines cancelled",
+                    )
+                    .encode_to_vec();
                     steps.push((format!("{}{key}", crate::repo::saga::RELEASE), release));
                 }
                 Ok(Outcome {
@@ -713,7 +719,14 @@ impl OrderApi {
             lifecycle::cancel(&mut m.order).map_err(Error::Refused)?;
             m.held_from = None;
             // Whatever was reserved goes back (a release of nothing is a no-op).
-            let release = saga::release_request(m.id, key, &[], "order cancelled").encode_to_vec();
+            let release = saga::release_request(
+                &saga::reservation_name(&m.order),
+                m.id,
+                key,
+                &[],
+                "order cancelled",
+            )
+            .encode_to_vec();
             let mut steps = vec![(format!("{}{key}", crate::repo::saga::RELEASE), release)];
             // Its plans will not ship: their node capacity goes back, with
             // any plan the order did not record (an attempt that stopped
@@ -804,7 +817,7 @@ impl OrderApi {
             // Under the order's lock: the saga cannot confirm or release
             // the reservation meanwhile. The request id is the edit's, so a
             // retried edit replays the extension instead of repeating it.
-            let extend = saga::extend_request(m.id, &r.request_id, &edit.added, &r.reason);
+            let extend = saga::extend_request(&m.order, &r.request_id, &edit.added, &r.reason);
             self.saga
                 .extend_for_edit(
                     &mut m.tx,
@@ -820,8 +833,14 @@ impl OrderApi {
         if !edit.freed.is_empty() && held != lifecycle::Held::Nothing {
             steps.push((
                 format!("{}{}", crate::repo::saga::RELEASE, r.request_id),
-                saga::release_request(m.id, &r.request_id, &edit.freed, "lines edited")
-                    .encode_to_vec(),
+                saga::release_request(
+                    &saga::reservation_name(&m.order),
+                    m.id,
+                    &r.request_id,
+                    &edit.freed,
+                    "lines edited",
+                )
+                .encode_to_vec(),
             ));
         }
         if held == lifecycle::Held::Nothing

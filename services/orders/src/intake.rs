@@ -275,6 +275,10 @@ fn new_record(new: &NewOrder, id: Uuid, actor: &str, now: chrono::DateTime<Utc>)
     order.name = format!("orders/{id}");
     order.order_id = id.to_string();
     order.state = first_state(&order).to_proto() as i32;
+    // Output only: what a caller sent there is not kept.
+    order.routing_decision.clear();
+    order.cancel_requested = false;
+    order.reservation = format!("reservations/{}", crate::workers::saga::reservation_id(id));
     for h in &mut order.holds {
         h.placed_by = actor.to_owned();
         h.place_time = Some(to_timestamp(now));

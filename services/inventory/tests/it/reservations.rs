@@ -864,7 +864,7 @@ async fn an_unconfirmed_reservation_expires_and_its_stock_returns() {
     )
     .await
     .unwrap_err();
-    assert_eq!(reason(&err), "RESERVATION_NOT_ACTIVE");
+    assert_eq!(reason(&err), "RESERVATION_EXPIRED");
 }
 
 #[tokio::test]

@@ -252,6 +252,14 @@ pub fn reserved(o: &mut Order) -> Result<(), Refused> {
     Ok(())
 }
 
+/// Its reservation expired before it was confirmed (its units went
+/// back): the order is placed again, under `reservation`.
+pub fn reservation_expired(o: &mut Order, reservation: String) -> Result<(), Refused> {
+    set(o, OrderState::Created)?;
+    o.reservation = reservation;
+    Ok(())
+}
+
 /// Every open unit reserved while the order stays on hold.
 pub fn reserved_on_hold(o: &mut Order) {
     for l in &mut o.lines {

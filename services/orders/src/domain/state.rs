@@ -43,6 +43,8 @@ impl OrderState {
                 | (Created, Reserved | Backordered)
                 | (Backordered, Reserved)
                 | (Reserved, Routed)
+                // Its reservation expired unconfirmed: placed again.
+                | (Reserved, Created)
                 | (Routed, Released)
                 | (Released, PartiallyShipped | Shipped)
                 | (PartiallyShipped, Shipped)

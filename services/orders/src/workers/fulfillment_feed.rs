@@ -306,8 +306,8 @@ impl FulfillmentFeed {
                     .map(|(_, sku, q)| (sku.clone(), fo.node_id.clone(), *q))
                     .collect();
                 let key = format!("cancelled-{}-{key}", fo.fulfillment_order_id);
-                let mut release = release_request(order_id, &key, &units, "order cancelled");
-                release.name = fo.reservation.clone();
+                let release =
+                    release_request(&fo.reservation, order_id, &key, &units, "order cancelled");
                 (
                     format!("{}{key}", crate::repo::saga::RELEASE),
                     release.encode_to_vec(),
@@ -374,9 +374,12 @@ impl FulfillmentFeed {
         match self.peers.inventory(tenant).consume_allocations(req).await {
             Ok(_) => Ok(Vec::new()),
             // The reservation ended before the node shipped (its order was
-            // cancelled while its release was in doubt) and its units went
-            // back to stock: they left all the same.
-            Err(st) if oms_runtime::status::reason(&st) == "RESERVATION_NOT_ACTIVE" => {
+            // cancelled while its release was in doubt, or it expired) and
+            // its units went back to stock: they left all the same.
+            Err(st)
+                if ["RESERVATION_NOT_ACTIVE", "RESERVATION_EXPIRED"]
+                    .contains(&oms_runtime::status::reason(&st).as_str()) =>
+            {
                 self.ship_unheld(tenant, fo, total, &shipped).await
             }
             // One entry inventory refuses (a serial number it does not

@@ -9,7 +9,7 @@
 //! history say what moved and why.
 use super::saga::{
     Saga, backoff, fresh_lots, fulfillment_orders, lock_for_step, moved_since_the_plan,
-    release_request, reservation_id, routing_order, unplan_step,
+    release_request, reservation_id, reservation_name, routing_order, unplan_step,
 };
 use crate::changes::{Happened, record};
 use crate::domain::{OrderState, lifecycle};
@@ -192,7 +192,8 @@ impl Saga {
             .map(|l| (l.sku.clone(), failed.clone(), l.quantity))
             .collect();
         let reason = format!("{failed} gave the units back");
-        let mut give_back = release_request(s.order_id, &key, &units, &reason);
+        let mut give_back =
+            release_request(&reservation_name(&o), s.order_id, &key, &units, &reason);
         // They are held by that fulfillment order's reservation: the
         // order's, or a reroute's when the node took over rerouted work.
         if let Some(name) = failed_fulfillment(&key)

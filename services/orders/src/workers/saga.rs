@@ -74,6 +74,29 @@ pub fn reservation_id(order_id: uuid::Uuid) -> String {
     format!("order-{order_id}")
 }
 
+/// The reservation holding `o`'s units (`Order.reservation`; an order
+/// stored before 2026-12-04 has none: its first, `order-{id}`).
+pub fn reservation_name(o: &oms_proto::orders::Order) -> String {
+    if o.reservation.is_empty() {
+        format!("reservations/order-{}", o.order_id)
+    } else {
+        o.reservation.clone()
+    }
+}
+
+/// The reservation to place `o` under once its current one expired
+/// unconfirmed: `order-{id}-{n}`, `n` from 2. A reservation id is never
+/// used twice (inventory answers a repeat with the first result: expired).
+fn next_reservation(o: &oms_proto::orders::Order) -> String {
+    let first = format!("reservations/order-{}", o.order_id);
+    let current = reservation_name(o);
+    let n = (current.strip_prefix(&first))
+        .and_then(|rest| rest.strip_prefix('-'))
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or(1);
+    format!("{first}-{}", n + 1)
+}
+
 /// A `route` step with a plan key of its own (its payload). Routing is
 /// asked for plan `route-<order>-<key>-v<order version>` and the plan
 /// confirmed with the decision's id, so a retry after a lost answer (a crash, a timeout, a
@@ -293,8 +316,9 @@ impl Saga {
                 ..Default::default()
             })
             .collect();
+        let name = reservation_name(&o);
         let req = CreateReservationRequest {
-            reservation_id: reservation_id(s.order_id),
+            reservation_id: name.trim_start_matches("reservations/").to_owned(),
             lines,
             ttl: prost_types::Duration::try_from(RESERVATION_TTL).ok(),
             reference: o.name.clone(),
@@ -493,7 +517,7 @@ impl Saga {
         }
         let confirm = ConfirmReservationRequest {
             request_id: format!("confirm-{}", decision.decision_id),
-            name: format!("reservations/{}", reservation_id(s.order_id)),
+            name: reservation_name(&o),
             allocations,
         };
         // The mark (above) holds the lines while the confirmation too is in
@@ -529,6 +553,27 @@ impl Saga {
                 repo::saga::enqueue(tx, tenant, s.order_id, &step, &payload).await?;
                 self.retry_failed_with(tx, s, &st, Some(&new_plan_key()))
                     .await?;
+            }
+            // Held unconfirmed past its time (the order on hold, or waiting
+            // for a plan, for RESERVATION_TTL): its units went back. The
+            // plan goes back and the order is placed again under a new
+            // reservation (before 2026-12-04 it went on hold for review,
+            // and every release of that hold met the same refusal).
+            Err(st) if reservation_expired(&st) => {
+                settle_doubt(tx, tenant, s, first && changed_nothing(&st)).await?;
+                let (step, payload) = unplan_step(&decision.name, "reservation expired");
+                repo::saga::enqueue(tx, tenant, s.order_id, &step, &payload).await?;
+                let (expired, next) = (reservation_name(&o), next_reservation(&o));
+                lifecycle::reservation_expired(&mut o, next.clone())
+                    .map_err(|r| anyhow::anyhow!(r.message))?;
+                let why = format!("{expired} expired unconfirmed: reserving again as {next}");
+                let happened = Happened::state_changed(from, OrderState::Created, why);
+                record(
+                    tx, tenant, s.order_id, &mut o, held_from, from, ACTOR, "", happened,
+                )
+                .await?;
+                repo::saga::done(tx, s).await?;
+                repo::saga::enqueue(tx, tenant, s.order_id, repo::saga::RESERVE, &[]).await?;
             }
             Err(st) if refused_for_good(&st) => {
                 settle_doubt(tx, tenant, s, first && changed_nothing(&st)).await?;
@@ -586,7 +631,7 @@ impl Saga {
             .collect();
         let key = format!("backorder-{}", decision.decision_id);
         let reason = format!("backordered by {}", decision.name);
-        let give_back = release_request(s.order_id, &key, &units, &reason);
+        let give_back = release_request(&reservation_name(o), s.order_id, &key, &units, &reason);
         if let Err(st) = self
             .peers
             .inventory(tenant)
@@ -634,10 +679,10 @@ impl Saga {
             .next()
             .unwrap_or_default()
             .to_owned();
-        let reservation = reservation_id(s.order_id);
         let held = GetReservationRequest {
-            name: format!("reservations/{reservation}"),
+            name: reservation_name(&o),
         };
+        let reservation = held.name.trim_start_matches("reservations/").to_owned();
         let fresh = match self.peers.inventory(tenant).get_reservation(held).await {
             Ok(r) => fresh_lots(r.into_inner().reservation.as_ref()),
             Err(st) => {
@@ -832,6 +877,7 @@ impl Saga {
         s: &Step,
     ) -> anyhow::Result<()> {
         let extend = ExtendReservationRequest::decode(s.payload.as_slice())?;
+        let name = extend.name.clone();
         let mut inventory = self.peers.inventory(tenant);
         let lines: Vec<(String, String, i64)> = extend
             .lines
@@ -851,7 +897,7 @@ impl Saga {
             }
             Err(st) => return self.retry_failed(tx, s, &st).await,
         }
-        let release = release_request(s.order_id, &s.step, &lines, "edit not recorded");
+        let release = release_request(&name, s.order_id, &s.step, &lines, "edit not recorded");
         match inventory.release_reservation(release).await {
             // The step is kept, retired: a late retry of the edit must not
             // count on units given back (see `grpc::edit_lines`).
@@ -1364,6 +1410,13 @@ pub(crate) fn moved_since_the_plan(st: &tonic::Status) -> bool {
         .contains(&oms_runtime::status::reason(st).as_str())
 }
 
+/// Whether inventory refused a change because the reservation expired
+/// before it was confirmed.
+fn reservation_expired(st: &tonic::Status) -> bool {
+    st.code() == Code::FailedPrecondition
+        && oms_runtime::status::reason(st) == "RESERVATION_EXPIRED"
+}
+
 /// Whether inventory refused a confirmation for good (a person must look
 /// at the order).
 fn refused_for_good(st: &tonic::Status) -> bool {
@@ -1405,14 +1458,15 @@ fn missing_units(st: &tonic::Status) -> Vec<(String, i64)> {
 /// The request that adds units (SKU, node, units) to an order's
 /// reservation, keyed by the edit that needs them.
 pub fn extend_request(
-    order_id: uuid::Uuid,
+    o: &oms_proto::orders::Order,
     key: &str,
     lines: &[(String, String, i64)],
     reason: &str,
 ) -> ExtendReservationRequest {
+    let order_id = &o.order_id;
     ExtendReservationRequest {
         request_id: RequestId::derived("extend", format!("extend-{order_id}-{key}")),
-        name: format!("reservations/{}", reservation_id(order_id)),
+        name: reservation_name(o),
         lines: allocations(lines),
         reason: reason.to_owned(),
     }
@@ -1430,9 +1484,10 @@ fn allocations(lines: &[(String, String, i64)]) -> Vec<Allocation> {
         .collect()
 }
 
-/// The request that gives back (some of) an order's reservation: units
-/// per (SKU, node); none gives back everything.
+/// The request that gives back (some of) reservation `name` of order
+/// `order_id`: units per (SKU, node); none gives back everything.
 pub fn release_request(
+    name: &str,
     order_id: uuid::Uuid,
     key: &str,
     lines: &[(String, String, i64)],
@@ -1440,7 +1495,7 @@ pub fn release_request(
 ) -> ReleaseReservationRequest {
     ReleaseReservationRequest {
         request_id: RequestId::derived("release", format!("release-{order_id}-{key}")),
-        name: format!("reservations/{}", reservation_id(order_id)),
+        name: name.to_owned(),
         lines: allocations(lines),
         reason: reason.to_owned(),
     }

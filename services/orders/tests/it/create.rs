@@ -8,9 +8,20 @@ use tonic::Code;
 #[tokio::test]
 async fn created_order_is_stored_with_its_event_and_history() {
     let mut h = start().await;
-    let o = create(&mut h.client, "acme", "req-1", order("1001")).await;
+    // Output-only fields a caller sends are not kept (before 2026-12-04 a
+    // routing decision and a cancel request were).
+    let mut sent = order("1001");
+    sent.routing_decision = "decisions/forged".into();
+    sent.cancel_requested = true;
+    sent.reservation = "reservations/other".into();
+    let o = create(&mut h.client, "acme", "req-1", sent).await;
     assert!(o.name.starts_with("orders/"));
     assert_eq!(o.state, OrderState::Created as i32);
+    assert_eq!(
+        (o.routing_decision.as_str(), o.cancel_requested),
+        ("", false)
+    );
+    assert_eq!(o.reservation, format!("reservations/order-{}", o.order_id));
     assert_eq!(o.lines[0].line_id, "1");
     assert_eq!(o.lines[1].line_id, "2");
     assert_eq!(o.totals.as_ref().unwrap().total, eur(2 * 1250 + 999));

@@ -517,9 +517,17 @@ async fn apply_change(
     Ok(Applied::Done(r))
 }
 
+/// A change refused because the reservation ended: `RESERVATION_EXPIRED`
+/// when it expired (as when it is found past its time before the sweep;
+/// `RESERVATION_NOT_ACTIVE` before 2026-12-04), `RESERVATION_NOT_ACTIVE`
+/// otherwise.
 fn not_live(name: &str, state: ReservationState) -> Error {
     let s = repo::reservations::state_db(state);
-    Error::precondition("RESERVATION_NOT_ACTIVE", name, format!("{name} is {s}"))
+    let reason = match state {
+        ReservationState::Expired => "RESERVATION_EXPIRED",
+        _ => "RESERVATION_NOT_ACTIVE",
+    };
+    Error::precondition(reason, name, format!("{name} is {s}"))
 }
 
 /// Writes a changed reservation: its document, holds, event, and for
