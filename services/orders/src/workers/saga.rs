@@ -84,6 +84,15 @@ pub fn reservation_name(o: &oms_proto::orders::Order) -> String {
     }
 }
 
+/// The id of the reservation holding `o`'s units: [`reservation_name`]
+/// without its collection.
+fn reservation_id_of(o: &oms_proto::orders::Order) -> String {
+    let name = reservation_name(o);
+    name.strip_prefix("reservations/")
+        .unwrap_or(&name)
+        .to_owned()
+}
+
 /// The reservation to place `o` under once its current one expired
 /// unconfirmed: `order-{id}-{n}`, `n` from 2. A reservation id is never
 /// used twice (inventory answers a repeat with the first result: expired).
@@ -316,9 +325,8 @@ impl Saga {
                 ..Default::default()
             })
             .collect();
-        let name = reservation_name(&o);
         let req = CreateReservationRequest {
-            reservation_id: name.trim_start_matches("reservations/").to_owned(),
+            reservation_id: reservation_id_of(&o),
             lines,
             ttl: prost_types::Duration::try_from(RESERVATION_TTL).ok(),
             reference: o.name.clone(),
@@ -679,10 +687,10 @@ impl Saga {
             .next()
             .unwrap_or_default()
             .to_owned();
+        let reservation = reservation_id_of(&o);
         let held = GetReservationRequest {
-            name: reservation_name(&o),
+            name: format!("reservations/{reservation}"),
         };
-        let reservation = held.name.trim_start_matches("reservations/").to_owned();
         let fresh = match self.peers.inventory(tenant).get_reservation(held).await {
             Ok(r) => fresh_lots(r.into_inner().reservation.as_ref()),
             Err(st) => {
