@@ -1270,18 +1270,8 @@ async fn an_order_whose_reservation_expired_is_reserved_again() {
     let again = again.unwrap().into_inner().reservation.unwrap();
     assert_eq!(again.state, inv::ReservationState::Confirmed as i32);
     assert_eq!(available(&mut stock_c, "A").await, 3);
-    let history = orders
-        .list_order_history(authed(
-            T,
-            ord::ListOrderHistoryRequest {
-                name: created.name.clone(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let history = crate::shipping::history_of(&mut orders, &created.name).await;
     let why = format!("{first} expired unconfirmed: reserving again as {first}-2");
-    let said = history.changes.iter().any(|e| e.reason == why);
-    assert!(said, "{:?}", history.changes);
+    let said = history.iter().any(|e| e.reason == why);
+    assert!(said, "{history:?}");
 }

@@ -577,11 +577,7 @@ async fn the_sweep_expires_a_lot_after_a_movement_of_another_lot_of_its_sku() {
     reserve(c, "acme", "r", vec![line("MILK", "W-acme", 6)])
         .await
         .unwrap();
-    let mut acme = c
-        .watch_inventory_events(authed("acme", WatchInventoryEventsRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut acme = acme_events(c).await;
     // A count of L2 that finds one unit fewer pauses before its commit.
     let (held, count) = count_paused(&h.db, c, "L2", 3).await;
     // The sweep has passed L1 by.
@@ -610,11 +606,7 @@ async fn the_sweep_does_not_wait_on_a_lot_in_use() {
     for tenant in ["acme", "zeta"] {
         milk_due_ahead(c, tenant).await;
     }
-    let mut acme = c
-        .watch_inventory_events(authed("acme", WatchInventoryEventsRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut acme = acme_events(c).await;
     // acme's count of its lot pauses before its commit, holding the lot.
     let (held, count) = count_paused(&h.db, c, "L1", 4).await;
     due_and_swept(c).await;

@@ -2308,7 +2308,6 @@ async fn transfers_while_an_import_counts_their_lots_all_go_through() {
 /// movements. Prints its seed (`LOTS_SEED=…` replays the choices).
 #[tokio::test]
 async fn lots_moved_at_once_by_many_callers_never_deadlock() {
-    use import_stock_snapshot_request::Part;
     use rand::{Rng, SeedableRng, rngs::StdRng, seq::IndexedRandom};
     const NODES: [&str; 2] = ["DC1", "DC2"];
     const SKUS: [&str; 2] = ["P", "Q"];
@@ -2363,27 +2362,19 @@ async fn lots_moved_at_once_by_many_callers_never_deadlock() {
                         c.transfer_stock(authed("acme", req)).await.map(drop)
                     }
                     _ => {
-                        let header = Part::Header(SnapshotHeader {
-                            request_id: rid(),
-                            source: "wms".into(),
-                            count_time: None,
-                        });
                         // Up to three lots, each named once.
                         let lots: std::collections::BTreeSet<_> =
                             (0..3).map(|_| pick(&mut rng)).collect();
-                        let rows = lots.into_iter().map(|(node, sku, lot)| {
-                            Part::Row(SnapshotRow {
+                        let rows = (lots.into_iter())
+                            .map(|(node, sku, lot)| SnapshotRow {
                                 node_id: node.into(),
                                 sku: sku.into(),
                                 lot: lot.into(),
                                 on_hand: rng.random_range(0..10),
                                 ..Default::default()
                             })
-                        });
-                        let msgs: Vec<_> = (std::iter::once(header).chain(rows))
-                            .map(|part| ImportStockSnapshotRequest { part: Some(part) })
                             .collect();
-                        let stream = tokio_stream::iter(msgs);
+                        let stream = tokio_stream::iter(snapshot_msgs(&rid(), rows));
                         c.import_stock_snapshot(authed("acme", stream))
                             .await
                             .map(drop)

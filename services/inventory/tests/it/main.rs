@@ -448,3 +448,11 @@ pub async fn wait_until(mut cond: impl AsyncFnMut() -> bool) {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+/// acme's inventory feed from the start.
+pub async fn acme_events(c: &mut Client) -> tonic::Streaming<WatchInventoryEventsResponse> {
+    c.watch_inventory_events(authed("acme", WatchInventoryEventsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+}

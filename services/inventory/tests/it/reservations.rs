@@ -819,14 +819,6 @@ fn short_lived(id: &str, units: i64) -> CreateReservationRequest {
     }
 }
 
-/// acme's inventory feed from the start.
-async fn acme_events(c: &mut Client) -> tonic::Streaming<WatchInventoryEventsResponse> {
-    c.watch_inventory_events(authed("acme", WatchInventoryEventsRequest::default()))
-        .await
-        .unwrap()
-        .into_inner()
-}
-
 /// Follows the inventory feed to the next reservation released because it
 /// expired; that reservation.
 async fn until_expired(feed: &mut tonic::Streaming<WatchInventoryEventsResponse>) -> Reservation {
