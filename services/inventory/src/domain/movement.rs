@@ -12,7 +12,8 @@ pub const MAX_UNITS: i64 = 1_000_000_000;
 /// cycle count sets it, every other kind adds its signed quantity.
 pub fn delta(m: &StockMovement, on_hand: i64) -> i64 {
     match MovementKind::try_from(m.kind) {
-        Ok(MovementKind::CycleCount) => m.counted_quantity - on_hand,
+        // parse() requires the count; none would change nothing.
+        Ok(MovementKind::CycleCount) => m.counted_quantity.unwrap_or(on_hand) - on_hand,
         _ => m.quantity,
     }
 }
@@ -56,11 +57,20 @@ pub fn parse(m: Option<StockMovement>) -> Result<StockMovement, Violations> {
     if q.abs() > MAX_UNITS {
         v.add("movement.quantity", format!("must be within ±{MAX_UNITS}"));
     }
-    if kind == MovementKind::CycleCount && !(0..=MAX_UNITS).contains(&m.counted_quantity) {
-        v.add(
-            "movement.counted_quantity",
-            format!("must be 0 to {MAX_UNITS}"),
-        );
+    if kind == MovementKind::CycleCount {
+        match m.counted_quantity {
+            // Without this a count that only set `quantity` (output only
+            // for counts) was taken as a count of zero and emptied the node.
+            None => v.add(
+                "movement.counted_quantity",
+                "is required for cycle counts: the counted on-hand (0 counts the stock out)",
+            ),
+            Some(c) if !(0..=MAX_UNITS).contains(&c) => v.add(
+                "movement.counted_quantity",
+                format!("must be 0 to {MAX_UNITS}"),
+            ),
+            Some(_) => {}
+        }
     }
     if matches!(kind, MovementKind::Adjustment | MovementKind::Damage) && m.reason.trim().is_empty()
     {
@@ -200,10 +210,21 @@ mod tests {
     #[test]
     fn cycle_counts_set_on_hand() {
         let mut cc = m(MovementKind::CycleCount, 0).unwrap();
-        cc.counted_quantity = 7;
+        cc.counted_quantity = Some(7);
         let n = parse(Some(cc)).unwrap();
         assert_eq!(delta(&n, 10), -3);
         assert_eq!(delta(&n, 2), 5);
+    }
+
+    #[test]
+    fn a_cycle_count_names_its_count() {
+        // `quantity` is output only for counts: sent alone, it is no count.
+        let only_quantity = parse(m(MovementKind::CycleCount, -3)).unwrap_err();
+        assert_eq!(only_quantity.0.len(), 1, "{only_quantity:?}");
+        assert_eq!(only_quantity.0[0].field, "movement.counted_quantity");
+        let mut zero = m(MovementKind::CycleCount, 0).unwrap();
+        zero.counted_quantity = Some(0);
+        assert_eq!(delta(&parse(Some(zero)).unwrap(), 4), -4);
     }
 
     #[test]

@@ -273,7 +273,7 @@ impl Import<'_> {
             sku: row.sku.clone(),
             lot: row.lot.clone(),
             expiry_date: row.expiry_date.clone(),
-            counted_quantity: row.on_hand,
+            counted_quantity: Some(row.on_hand),
             serial_numbers: row.serial_numbers.clone(),
             reason: format!(
                 "snapshot import from {}",

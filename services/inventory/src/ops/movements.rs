@@ -140,7 +140,7 @@ pub(crate) fn ruled(
     if kind == MovementKind::CycleCount
         && item.serial_tracked
         && !m.serial_numbers.is_empty()
-        && m.serial_numbers.len() as i64 != m.counted_quantity
+        && Some(m.serial_numbers.len() as i64) != m.counted_quantity
     {
         tracking.add(
             "serial_numbers",
@@ -153,7 +153,7 @@ pub(crate) fn ruled(
     if kind == MovementKind::CycleCount
         && item.expiry_tracked
         && old == 0
-        && m.counted_quantity > 0
+        && m.counted_quantity > Some(0)
         && m.expiry_date.is_empty()
     {
         tracking.add(

@@ -377,7 +377,7 @@ async fn tracking_changes_only_while_an_item_has_no_stock() {
     assert!(!unchanged.lot_tracked);
     // Counted to zero, the item takes the change, and its units come back in lots.
     movement(c, &rid(), CycleCount, "DC-1", "SKU-1", |m| {
-        m.counted_quantity = 0
+        m.counted_quantity = Some(0)
     })
     .await
     .unwrap();

@@ -110,7 +110,7 @@ async fn a_lot_past_its_date_is_on_hand_but_never_promised() {
     movement(c, &rid(), MovementKind::CycleCount, "DC1", "MILK", |m| {
         m.lot = "OLD".into();
         m.expiry_date = "2099-01-01".into();
-        m.counted_quantity = 6;
+        m.counted_quantity = Some(6);
     })
     .await
     .unwrap();
@@ -185,7 +185,7 @@ async fn shipping_from_an_expired_lot_frees_what_its_allocation_held() {
     movement(c, &rid(), MovementKind::CycleCount, "DC1", "MILK", |m| {
         m.lot = "OLD".into();
         m.expiry_date = "2000-01-01".into();
-        m.counted_quantity = 2;
+        m.counted_quantity = Some(2);
     })
     .await
     .unwrap();
@@ -537,7 +537,7 @@ async fn count_paused(
         node_id: "W-acme".into(),
         sku: "MILK".into(),
         lot: lot.into(),
-        counted_quantity: counted,
+        counted_quantity: Some(counted),
         ..Default::default()
     };
     let req = RecordMovementRequest {

@@ -30,7 +30,7 @@ async fn the_ledger_derives_on_hand_and_refuses_going_below_zero() {
     .unwrap();
     assert_eq!(adj.on_hand_after, 7);
     let count = movement(c, "m3", MovementKind::CycleCount, "DC1", "SKU-1", |m| {
-        m.counted_quantity = 9
+        m.counted_quantity = Some(9)
     })
     .await
     .unwrap();
@@ -51,6 +51,14 @@ async fn the_ledger_derives_on_hand_and_refuses_going_below_zero() {
     .await
     .unwrap_err();
     assert_eq!(fields(&err), ["movement.reason"]);
+    // A count that gives only `quantity` (output only for counts) is no
+    // count of zero: it is refused and the 9 stay.
+    let err = movement(c, "m5b", MovementKind::CycleCount, "DC1", "SKU-1", |m| {
+        m.quantity = -3
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(fields(&err), ["movement.counted_quantity"]);
     let err = movement(c, "m6", MovementKind::Receipt, "DC1", "NOPE", |m| {
         m.quantity = 1
     })
@@ -304,7 +312,7 @@ async fn lot_tracked_items_need_lots() {
     // with its date, as a receipt would; a known lot keeps its own.
     let count = |lot: &'static str, expiry: &'static str| {
         move |m: &mut StockMovement| {
-            m.counted_quantity = 4;
+            m.counted_quantity = Some(4);
             m.lot = lot.into();
             m.expiry_date = expiry.into();
         }
@@ -1691,7 +1699,7 @@ pub async fn serial_move(
     movement(c, &rid(), kind, node, "PH", |m| {
         m.quantity = q;
         if kind == MovementKind::CycleCount {
-            m.counted_quantity = q;
+            m.counted_quantity = Some(q);
         }
         m.serial_numbers = serials.iter().map(|s| s.to_string()).collect();
     })
@@ -2167,7 +2175,7 @@ async fn an_import_counts_rows_in_runs_as_it_would_one_by_one() {
     assert_eq!(of_import, counts, "the import's counts, by its reference");
     for m in &counts {
         assert_eq!(m.reason, "snapshot import from wms", "{m:?}");
-        assert_eq!(m.counted_quantity, m.on_hand_after, "{m:?}");
+        assert_eq!(m.counted_quantity, Some(m.on_hand_after), "{m:?}");
         assert!(!m.actor.is_empty() && m.occur_time.is_some(), "{m:?}");
     }
     // One event per count, A's at DC1 saying what the reservation holds
