@@ -16,6 +16,16 @@ pub fn parse_new(node: Option<Node>, owner: &Tenant) -> Result<Node, Violations>
     v.into_result(node)
 }
 
+/// A node as `tenant` may see it. A depositor the node is shared with
+/// sees itself alone among the tenants it is shared with: the depositors
+/// of a 3PL warehouse do not learn of each other.
+pub fn seen_by(mut node: Node, tenant: &Tenant) -> Node {
+    if node.owner_tenant != tenant.as_str() {
+        node.shared_with_tenants.retain(|t| t == tenant.as_str());
+    }
+    node
+}
+
 fn check_fields(v: &mut Violations, node: &Node) {
     match NodeKind::try_from(node.kind) {
         Ok(NodeKind::Unspecified) | Err(_) => v.add("node.kind", "choose a node kind"),

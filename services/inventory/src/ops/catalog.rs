@@ -153,7 +153,9 @@ pub async fn get_node(
     let id = name_id("name", &req.name, "nodes")?;
     repo::nodes::get_visible(&inv.pool, tenant, id)
         .await?
-        .map(|n| GetNodeResponse { node: Some(n) })
+        .map(|n| GetNodeResponse {
+            node: Some(node::seen_by(n, tenant)),
+        })
         .ok_or_else(|| Error::not_found("node", req.name.clone()))
 }
 
@@ -212,7 +214,7 @@ pub async fn list_nodes(
                 _ => true,
             };
             if cap_ok && (req.region.is_empty() || n.region == req.region) {
-                nodes.push(n);
+                nodes.push(node::seen_by(n, tenant));
                 if nodes.len() as i64 == limit {
                     more |= i < last;
                     break;

@@ -113,28 +113,36 @@ async fn a_shared_node_is_visible_but_only_its_owner_changes_it() {
     let mut h = start().await;
     node_with(&mut h.client, "threepl", "3PL-1", |n| {
         n.kind = NodeKind::ThirdPartyWarehouse as i32;
-        n.shared_with_tenants = vec!["acme".into()];
+        n.shared_with_tenants = vec!["acme".into(), "initech".into()];
     })
     .await;
-    let seen = h
-        .client
-        .get_node(authed(
-            "acme",
+    let client = h.client.clone();
+    let get = |tenant: &str| {
+        let mut c = client.clone();
+        let req = authed(
+            tenant,
             GetNodeRequest {
                 name: "nodes/3PL-1".into(),
             },
-        ))
-        .await;
-    assert!(seen.is_ok());
-    let hidden = h
+        );
+        async move { c.get_node(req).await.map(|r| r.into_inner().node.unwrap()) }
+    };
+    // A depositor sees itself alone among those the node is shared with,
+    // in a get and in a list; the owner sees them all.
+    assert_eq!(get("acme").await.unwrap().shared_with_tenants, ["acme"]);
+    let listed = h
         .client
-        .get_node(authed(
-            "globex",
-            GetNodeRequest {
-                name: "nodes/3PL-1".into(),
-            },
-        ))
-        .await;
+        .list_nodes(authed("acme", ListNodesRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .nodes;
+    assert_eq!(listed[0].shared_with_tenants, ["acme"]);
+    assert_eq!(
+        get("threepl").await.unwrap().shared_with_tenants,
+        ["acme", "initech"]
+    );
+    let hidden = get("globex").await;
     assert_eq!(hidden.unwrap_err().code(), Code::NotFound);
     let err = h
         .client
