@@ -1204,8 +1204,9 @@ async fn a_reroute_after_the_pool_changed_ships_from_the_new_pool() {
 /// An order whose reservation expired before it was confirmed (held 7
 /// days unconfirmed; here its time is brought forward in inventory's
 /// record) is placed again under a new reservation once its payment hold
-/// goes, and routed. Before 2026-12-04 it went on hold for review ("is
-/// expired"), and every release of that hold met the same refusal.
+/// goes, and routed, with the lines edited meanwhile. Before 2026-12-04
+/// it went on hold for review ("is expired"), and every release of that
+/// hold met the same refusal; the edit was refused.
 #[tokio::test]
 async fn an_order_whose_reservation_expired_is_reserved_again() {
     let suite = Suite::start().await;
@@ -1237,6 +1238,10 @@ async fn an_order_whose_reservation_expired_is_reserved_again() {
     let expired = "SELECT count(*) FROM reservations WHERE state = 'expired'";
     wait_for(&mut db, expired, 1).await;
     assert_eq!(available(&mut stock_c, "A").await, 5, "its units went back");
+    // One unit more meanwhile: recorded with nothing to extend (before, it
+    // was refused RESERVATION_EXPIRED), and reserved with the rest below.
+    let more = edit_first_line(&created.name, "one-more", 3);
+    orders.edit_order_lines(authed(T, more)).await.unwrap();
     // Paid.
     let paid = ord::ReleaseHoldRequest {
         request_id: "paid".into(),
@@ -1269,7 +1274,7 @@ async fn an_order_whose_reservation_expired_is_reserved_again() {
         .await;
     let again = again.unwrap().into_inner().reservation.unwrap();
     assert_eq!(again.state, inv::ReservationState::Confirmed as i32);
-    assert_eq!(available(&mut stock_c, "A").await, 3);
+    assert_eq!(available(&mut stock_c, "A").await, 2, "the 3 units edited");
     let history = crate::shipping::history_of(&mut orders, &created.name).await;
     let why = format!("{first} expired unconfirmed: reserving again as {first}-2");
     let said = history.iter().any(|e| e.reason == why);

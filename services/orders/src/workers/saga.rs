@@ -817,7 +817,8 @@ impl Saga {
     /// undo step, written and committed before inventory is asked, takes
     /// them back unless `tx` removes it. An edit whose earlier attempt was
     /// undone is refused (`EDIT_GIVEN_UP`): its extension would only
-    /// replay now, holding nothing.
+    /// replay now, holding nothing. A reservation that expired unconfirmed
+    /// is not extended: the order is reserved again as a whole.
     /// `side` commits on its own; the caller took it before locking the
     /// order (see `tick`).
     #[allow(clippy::too_many_arguments)]
@@ -850,6 +851,14 @@ impl Saga {
         {
             // Refused: nothing was added, nothing to take back. (After a
             // timeout it may have been: the step stays for that.)
+            if reservation_expired(&st) {
+                // The reservation expired unconfirmed (an order held past
+                // its TTL): the route step reserves the order again, with
+                // the edited lines, so the edit needs no extension.
+                // Refusing it left the order uneditable until then.
+                repo::saga::take(&mut *side, tenant, order_id, &undo).await?;
+                return Ok(());
+            }
             if matches!(
                 st.code(),
                 Code::FailedPrecondition | Code::InvalidArgument | Code::NotFound
