@@ -1201,18 +1201,14 @@ async fn a_reroute_after_the_pool_changed_ships_from_the_new_pool() {
     assert_eq!(sourcing, [("DC3", 2)]);
 }
 
-/// An order whose reservation expired before it was confirmed (held 7
-/// days unconfirmed; here its time is brought forward in inventory's
-/// record) is placed again under a new reservation once its payment hold
-/// goes, and routed, with the lines edited meanwhile. Before 2026-12-04
-/// it went on hold for review ("is expired"), and every release of that
-/// hold met the same refusal; the edit was refused.
-#[tokio::test]
-async fn an_order_whose_reservation_expired_is_reserved_again() {
-    let suite = Suite::start().await;
-    let mut stock_c = suite.stock(T, &[("A", 5)]).await;
-    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
-    let mut feed = suite.order_events(T).await;
+/// An order created on a payment hold, reserved while the payment comes,
+/// whose reservation then expires (its time brought forward in inventory's
+/// record): returns the order and its first reservation's name.
+async fn unpaid_order_whose_reservation_expired(
+    suite: &Suite,
+    orders: &mut OrderServiceClient<Channel>,
+    stock_c: &mut InventoryServiceClient<Channel>,
+) -> (ord::Order, String) {
     let mut unpaid = order(&[("A", 2)]);
     unpaid.holds = vec![ord::Hold {
         r#type: ord::HoldType::Payment as i32,
@@ -1237,19 +1233,41 @@ async fn an_order_whose_reservation_expired_is_reserved_again() {
         .unwrap();
     let expired = "SELECT count(*) FROM reservations WHERE state = 'expired'";
     wait_for(&mut db, expired, 1).await;
-    assert_eq!(available(&mut stock_c, "A").await, 5, "its units went back");
-    // One unit more meanwhile: recorded with nothing to extend (before, it
-    // was refused RESERVATION_EXPIRED), and reserved with the rest below.
-    let more = edit_first_line(&created.name, "one-more", 3);
-    orders.edit_order_lines(authed(T, more)).await.unwrap();
-    // Paid.
+    assert_eq!(available(stock_c, "A").await, 5, "its units went back");
+    (created, first)
+}
+
+/// Releases the payment hold of `order`.
+async fn paid(orders: &mut OrderServiceClient<Channel>, order: &str) {
     let paid = ord::ReleaseHoldRequest {
         request_id: "paid".into(),
-        name: created.name.clone(),
+        name: order.into(),
         r#type: ord::HoldType::Payment as i32,
         reason: "paid".into(),
     };
     orders.release_hold(authed(T, paid)).await.unwrap();
+}
+
+/// An order whose reservation expired before it was confirmed (held 7
+/// days unconfirmed; here its time is brought forward in inventory's
+/// record, and the order learns of it when its payment hold goes) is
+/// placed again under a new reservation, and routed, with the lines
+/// edited meanwhile. Before 2026-12-04 it went on hold for review ("is
+/// expired"), and every release of that hold met the same refusal; the
+/// edit was refused.
+#[tokio::test]
+async fn an_order_whose_reservation_expired_is_reserved_again() {
+    let suite = Suite::start().await;
+    let mut stock_c = suite.stock(T, &[("A", 5)]).await;
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = suite.order_events(T).await;
+    let (created, first) =
+        unpaid_order_whose_reservation_expired(&suite, &mut orders, &mut stock_c).await;
+    // One unit more meanwhile: recorded with nothing to extend (before, it
+    // was refused RESERVATION_EXPIRED), and reserved with the rest below.
+    let more = edit_first_line(&created.name, "one-more", 3);
+    orders.edit_order_lines(authed(T, more)).await.unwrap();
+    paid(&mut orders, &created.name).await;
     // Routed, or (before) held for review: whichever comes first.
     let placed = loop {
         let ev = next_order_event(&mut feed).await;
@@ -1279,4 +1297,51 @@ async fn an_order_whose_reservation_expired_is_reserved_again() {
     let why = format!("{first} expired unconfirmed: reserving again as {first}-2");
     let said = history.iter().any(|e| e.reason == why);
     assert!(said, "{history:?}");
+}
+
+/// An order on hold whose reservation expires says so then, not when its
+/// hold goes (before 2026-12-04 its history was silent until then): the
+/// units went back, and it reserves again under the next name once paid.
+#[tokio::test]
+async fn a_held_order_says_when_its_reservation_expired() {
+    let suite = Suite::start().await;
+    let mut stock_c = suite.stock(T, &[("A", 5)]).await;
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = suite.order_events(T).await;
+    let (created, first) =
+        unpaid_order_whose_reservation_expired(&suite, &mut orders, &mut stock_c).await;
+    // The watch waits for the reservation's end, 7 days on: brought
+    // forward as the reservation's was.
+    let mut db = suite.db.connect("orders").await;
+    let watch = "SELECT count(*) FROM saga_steps WHERE step = 'held-expiry'";
+    wait_for(&mut db, watch, 1).await;
+    sqlx::query("UPDATE saga_steps SET next_attempt_time = now() WHERE step = 'held-expiry'")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let told = loop {
+        let ev = next_order_event(&mut feed).await;
+        if let Some(ord::order_event::Kind::Updated(u)) = &ev.kind
+            && u.paths == ["reservation"]
+        {
+            break ev.order.unwrap_or_default();
+        }
+    };
+    assert_eq!(told.state, OrderState::OnHold as i32);
+    assert_eq!(told.reservation, format!("{first}-2"));
+    let history = crate::shipping::history_of(&mut orders, &created.name).await;
+    let why = format!(
+        "{first} expired unconfirmed while the order was on hold: its units went back to \
+         stock; it reserves again as {first}-2 once its holds go"
+    );
+    assert!(history.iter().any(|e| e.reason == why), "{history:?}");
+    paid(&mut orders, &created.name).await;
+    until_state(&mut feed, &created.name, OrderState::Routed).await;
+    let held = inv::GetReservationRequest {
+        name: told.reservation.clone(),
+    };
+    let again = stock_c.get_reservation(authed(T, held)).await.unwrap();
+    let again = again.into_inner().reservation.unwrap();
+    assert_eq!(again.state, inv::ReservationState::Confirmed as i32);
+    assert_eq!(available(&mut stock_c, "A").await, 3);
 }

@@ -436,10 +436,15 @@ impl OrderService for OrderApi {
             &r.name,
             false,
             |o, held_from, _| {
+                let mut steps = vec![];
                 if let Some(from) =
                     lifecycle::place_hold(o, hold.clone()).map_err(Error::Refused)?
                 {
                     *held_from = Some(from);
+                    // Its reservation may expire unconfirmed while held.
+                    if from == OrderState::Reserved {
+                        steps.push((crate::repo::saga::HELD_EXPIRY.to_owned(), vec![]));
+                    }
                 }
                 Ok(Outcome {
                     happened: Happened {
@@ -448,7 +453,7 @@ impl OrderService for OrderApi {
                         }),
                         reason: r.reason.clone(),
                     },
-                    steps: vec![],
+                    steps,
                 })
             },
         )

@@ -29,6 +29,9 @@ pub const RELEASE: &str = "release:";
 /// reservation when the edit was not recorded (`undo-extend:<edit request
 /// id>`).
 pub const UNDO_EXTEND: &str = "undo-extend:";
+/// The step that watches the unconfirmed reservation of an order held
+/// while RESERVED, and says when it expired (see `workers::held_expiry`).
+pub const HELD_EXPIRY: &str = "held-expiry";
 /// A mark, never due, that a placement step's call may have changed its
 /// peer without the step being recorded: the `reserve` step's reservation
 /// (inventory), the `route` step's plan (routing) and confirmation

@@ -1,5 +1,6 @@
 //! Background work of the orders service.
 pub mod fulfillment_feed;
+pub mod held_expiry;
 pub mod leases;
 pub mod peers;
 pub mod reroute;

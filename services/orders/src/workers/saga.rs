@@ -96,7 +96,7 @@ fn reservation_id_of(o: &oms_proto::orders::Order) -> String {
 /// The reservation to place `o` under once its current one expired
 /// unconfirmed: `order-{id}-{n}`, `n` from 2. A reservation id is never
 /// used twice (inventory answers a repeat with the first result: expired).
-fn next_reservation(o: &oms_proto::orders::Order) -> String {
+pub(crate) fn next_reservation(o: &oms_proto::orders::Order) -> String {
     let first = format!("reservations/order-{}", o.order_id);
     let current = reservation_name(o);
     let n = (current.strip_prefix(&first))
@@ -277,6 +277,8 @@ impl Saga {
             self.undo_extend(tx, tenant, s).await?;
         } else if s.step.starts_with(repo::saga::RELEASE) {
             self.release(tx, tenant, s).await?;
+        } else if s.step == repo::saga::HELD_EXPIRY {
+            self.held_expiry(tx, tenant, s).await?;
         } else {
             // Written by a newer version during a rollout: left for
             // it, not dropped.
@@ -348,6 +350,8 @@ impl Saga {
                 )
                 .await?;
                 repo::saga::done(tx, s).await?;
+                let expires = Utc::now() + RESERVATION_TTL;
+                super::held_expiry::watch(tx, tenant, s.order_id, expires).await?;
             }
             Ok(_) => {
                 lifecycle::reserved(&mut o).map_err(|r| anyhow::anyhow!(r.message))?;
@@ -1236,6 +1240,9 @@ async fn hold_for_review(
             tx, tenant, order_id, o, held_from, from, ACTOR, "", happened,
         )
         .await?;
+        if held_from == Some(OrderState::Reserved) {
+            super::held_expiry::watch(tx, tenant, order_id, Utc::now()).await?;
+        }
     }
     Ok(())
 }
