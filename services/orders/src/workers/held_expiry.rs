@@ -8,7 +8,7 @@
 //! when its holds go. Before 2026-12-04 nothing was said until the hold
 //! went (the route step then found the expiry). An order not on hold needs
 //! no watch: its route step finds the expiry itself.
-use super::saga::{Saga, lock_for_step, next_reservation, reservation_name};
+use super::saga::{ACTOR, Saga, lock_for_step, next_reservation, reservation_name};
 use crate::changes::{Happened, record};
 use crate::domain::{OrderState, lifecycle};
 use crate::repo::{self, saga::Step};
@@ -20,8 +20,6 @@ use oms_runtime::time::from_timestamp;
 use sqlx::PgConnection;
 use tonic::Code;
 use uuid::Uuid;
-
-const ACTOR: &str = "system:placement";
 
 /// How long after its expiry time the reservation is looked at: inventory's
 /// sweep gives the units back within seconds of it.

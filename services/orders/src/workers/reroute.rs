@@ -8,7 +8,7 @@
 //! where it is (RELEASED or PARTIALLY_SHIPPED); its lines' sourcing and
 //! history say what moved and why.
 use super::saga::{
-    Saga, backoff, fresh_lots, fulfillment_orders, lock_for_step, moved_since_the_plan,
+    ACTOR, Saga, backoff, fresh_lots, fulfillment_orders, lock_for_step, moved_since_the_plan,
     release_request, reservation_id, reservation_name, routing_order, unplan_step,
 };
 use crate::changes::{Happened, record};
@@ -27,7 +27,6 @@ use sqlx::PgConnection;
 use std::time::Duration;
 use tonic::Code;
 
-const ACTOR: &str = "system:placement";
 /// How long units re-reserved at the new nodes are held before confirmation.
 const REROUTE_HOLD: Duration = Duration::from_secs(15 * 60);
 

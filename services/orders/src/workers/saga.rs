@@ -40,7 +40,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic_types::StatusExt;
 
-const ACTOR: &str = "system:placement";
+/// Who the placement saga's changes are by, in orders' histories.
+pub(crate) const ACTOR: &str = "system:placement";
 
 /// Locks the step's order, or settles the step without it: a missing order
 /// ends the step, a busy one (a request is changing it) comes back shortly.
