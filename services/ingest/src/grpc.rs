@@ -144,7 +144,10 @@ impl IngestApi {
                 DOMAIN,
                 "CHANNEL_DISABLED",
                 s.channel,
-                "the channel is disabled",
+                // A channel is created disabled unless `enabled` is set:
+                // say how to turn it on.
+                "the channel is disabled: enable it with UpdateChannel (`enabled`, update_mask \
+                 `enabled`); a channel created without `enabled: true` starts disabled",
             ));
         }
         let payload_id = uuid::Uuid::now_v7();
