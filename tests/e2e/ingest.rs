@@ -857,11 +857,12 @@ async fn a_channel_watches_what_it_may_sell_in_its_own_skus() {
     }
 
     // A disabled channel sells nothing: its watchers hear so at the next
-    // change, and no new watch starts.
+    // change, and no new watch starts. (Named by its id: its name may be
+    // left empty in an update.)
     let disable = ing::UpdateChannelRequest {
         request_id: "disable".into(),
         channel: Some(ing::Channel {
-            name: "channels/shop".into(),
+            channel_id: "shop".into(),
             enabled: false,
             ..Default::default()
         }),

@@ -632,10 +632,13 @@ impl IngestService for IngestApi {
         let mut v = Violations::new();
         let rid = v.check("request_id", RequestId::parse(&r.request_id));
         let patch = r.channel.clone().unwrap_or_default();
-        let id = parse_name(&patch.name, "channels")
-            .map(str::to_owned)
-            .map_err(|e| v.add("channel.name", e))
-            .ok();
+        let fields = ("channel.name", "channel.channel_id");
+        let id = v.merge(oms_kernel::target_id(
+            &patch.name,
+            &patch.channel_id,
+            "channels",
+            fields,
+        ));
         let paths = r.update_mask.clone().unwrap_or_default().paths;
         if paths.is_empty() {
             v.add("update_mask", "name at least one field");

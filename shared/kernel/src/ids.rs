@@ -155,6 +155,34 @@ pub fn parse_name<'a>(name: &'a str, collection: &str) -> Result<&'a str, String
     }
 }
 
+/// The id of the resource an update names: by its `name`
+/// (`collection/{id}`), or, `name` left empty, by its own id field (as its
+/// create took it: a caller reading `name` as set by the service sends
+/// only that). Both given, they must agree. `fields` are the two fields'
+/// paths for the violations (`("node.name", "node.node_id")`).
+pub fn target_id(
+    name: &str,
+    id: &str,
+    collection: &str,
+    (name_field, id_field): (&str, &str),
+) -> Result<String, Violations> {
+    match (name, id) {
+        ("", "") => Err(Violations::one(
+            name_field,
+            format!("is required: {collection}/{{id}} (or give {id_field})"),
+        )),
+        ("", id) => Ok(id.to_owned()),
+        (name, id) => match parse_name(name, collection) {
+            Err(e) => Err(Violations::one(name_field, e)),
+            Ok(named) if !id.is_empty() && id != named => Err(Violations::one(
+                id_field,
+                format!("is {id:?}, but {name_field} names {name}"),
+            )),
+            Ok(named) => Ok(named.to_owned()),
+        },
+    }
+}
+
 /// The UUID of a resource name `collection/{uuid}`; `what` names the
 /// resource in the error ("a fulfillment order").
 pub fn parse_uuid_name(name: &str, collection: &str, what: &str) -> Result<uuid::Uuid, String> {
@@ -165,6 +193,21 @@ pub fn parse_uuid_name(name: &str, collection: &str, what: &str) -> Result<uuid:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_update_names_its_target_by_name_or_by_id() {
+        let f = ("node.name", "node.node_id");
+        assert_eq!(target_id("nodes/DC1", "", "nodes", f).unwrap(), "DC1");
+        assert_eq!(target_id("", "DC1", "nodes", f).unwrap(), "DC1");
+        assert_eq!(target_id("nodes/DC1", "DC1", "nodes", f).unwrap(), "DC1");
+        let field = |r: Result<String, Violations>| r.unwrap_err().0[0].field.clone();
+        assert_eq!(
+            field(target_id("nodes/DC1", "DC2", "nodes", f)),
+            "node.node_id"
+        );
+        assert_eq!(field(target_id("DC1", "", "nodes", f)), "node.name");
+        assert_eq!(field(target_id("", "", "nodes", f)), "node.name");
+    }
 
     #[test]
     fn sku_rules() {

@@ -4,7 +4,9 @@ use crate::domain::{item, node};
 use crate::error::{Error, Result};
 use crate::repo::{self, lock};
 use chrono::Utc;
-use oms_kernel::{PageSize, PageToken, Paging, RequestId, Tenant, Violations, parse_name};
+use oms_kernel::{
+    PageSize, PageToken, Paging, RequestId, Tenant, Violations, parse_name, target_id,
+};
 use oms_proto::inventory::*;
 use oms_runtime::time::to_timestamp;
 
@@ -13,17 +15,19 @@ fn mask(m: &Option<prost_types::FieldMask>) -> Vec<String> {
 }
 
 /// The id an update names in `{field}.name`, checked with the request id.
+/// The id an update names (see [`target_id`]).
 fn patch_target(
     request_id: &str,
-    name: Option<&String>,
-    field: &str,
+    target: Option<(&str, &str)>,
+    (field, id_field): (&str, &str),
     collection: &str,
 ) -> Result<String> {
-    let target = match name {
+    let target = match target {
         None => Err(Violations::one(field, "is required")),
-        Some(name) => parse_name(name, collection)
-            .map(str::to_owned)
-            .map_err(|e| Violations::one(format!("{field}.name"), e)),
+        Some((name, id)) => {
+            let fields = (&*format!("{field}.name"), &*format!("{field}.{id_field}"));
+            target_id(name, id, collection, fields)
+        }
     };
     Ok(RequestId::checked_with(request_id, target)?.1)
 }
@@ -67,11 +71,13 @@ pub async fn update_node(
 ) -> Result<UpdateNodeResponse> {
     let id = patch_target(
         &req.request_id,
-        req.node.as_ref().map(|n| &n.name),
-        "node",
+        req.node
+            .as_ref()
+            .map(|n| (n.name.as_str(), n.node_id.as_str())),
+        ("node", "node_id"),
         "nodes",
     )?;
-    let patch = req.node.clone().unwrap_or_default(); // there is one: it has a name
+    let patch = req.node.clone().unwrap_or_default(); // there is one: it names its target
     let paths = mask(&req.update_mask);
     let (mut tx, rid) = match inv
         .begin(tenant, &req.request_id, "UpdateNode", &req)
@@ -268,11 +274,11 @@ pub async fn update_item(
 ) -> Result<UpdateItemResponse> {
     let sku = patch_target(
         &req.request_id,
-        req.item.as_ref().map(|i| &i.name),
-        "item",
+        req.item.as_ref().map(|i| (i.name.as_str(), i.sku.as_str())),
+        ("item", "sku"),
         "items",
     )?;
-    let patch = req.item.clone().unwrap_or_default(); // there is one: it has a name
+    let patch = req.item.clone().unwrap_or_default(); // there is one: it names its target
     let paths = mask(&req.update_mask);
     inv.retrying(tenant, || async {
         let (mut tx, rid) = match inv

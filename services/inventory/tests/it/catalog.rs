@@ -85,6 +85,26 @@ async fn nodes_and_items_round_trip_and_refuse_bad_input() {
         .unwrap();
     assert_eq!(updated.daily_capacity, 800);
     assert_eq!(updated.display_name, n.display_name);
+    // A node is named by its id too (`name` reads as output only), but
+    // not by two that disagree.
+    let by_id = |name: &str, node_id: &str| UpdateNodeRequest {
+        node: Some(Node {
+            name: name.into(),
+            node_id: node_id.into(),
+            enabled: false,
+            ..Default::default()
+        }),
+        ..enabling("DC-1", false)
+    };
+    let off = h
+        .client
+        .update_node(authed("acme", by_id("", "DC-1")))
+        .await
+        .unwrap();
+    assert!(!off.into_inner().node.unwrap().enabled);
+    let both = by_id("nodes/DC-1", "DC-2");
+    let err = h.client.update_node(authed("acme", both)).await;
+    assert_eq!(fields(&err.unwrap_err()), ["node.node_id"]);
 
     item(&mut h.client, "acme", "SKU-1").await;
     let err = h
