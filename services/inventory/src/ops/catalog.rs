@@ -14,8 +14,8 @@ fn mask(m: &Option<prost_types::FieldMask>) -> Vec<String> {
     m.as_ref().map(|m| m.paths.clone()).unwrap_or_default()
 }
 
-/// The id an update names in `{field}.name`, checked with the request id.
-/// The id an update names (see [`target_id`]).
+/// The id an update names in `{field}.name` or `{field}.{id_field}` (see
+/// [`target_id`]), checked with the request id.
 fn patch_target(
     request_id: &str,
     target: Option<(&str, &str)>,
