@@ -1201,14 +1201,25 @@ async fn a_reroute_after_the_pool_changed_ships_from_the_new_pool() {
     assert_eq!(sourcing, [("DC3", 2)]);
 }
 
-/// An order created on a payment hold, reserved while the payment comes,
-/// whose reservation then expires (its time brought forward in inventory's
-/// record): returns the order and its first reservation's name.
-async fn unpaid_order_whose_reservation_expired(
-    suite: &Suite,
-    orders: &mut OrderServiceClient<Channel>,
-    stock_c: &mut InventoryServiceClient<Channel>,
-) -> (ord::Order, String) {
+/// A suite with an order created on a payment hold, reserved while the
+/// payment comes, whose reservation then expired (its time brought
+/// forward in inventory's record).
+struct ExpiredUnpaid {
+    suite: Suite,
+    stock_c: InventoryServiceClient<Channel>,
+    orders: OrderServiceClient<Channel>,
+    /// The tenant's order feed, from before the order.
+    feed: tonic::Streaming<ord::WatchOrderEventsResponse>,
+    created: ord::Order,
+    /// The name of the order's first reservation (the expired one).
+    first: String,
+}
+
+async fn unpaid_order_whose_reservation_expired() -> ExpiredUnpaid {
+    let suite = Suite::start().await;
+    let mut stock_c = suite.stock(T, &[("A", 5)]).await;
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let feed = suite.order_events(T).await;
     let mut unpaid = order(&[("A", 2)]);
     unpaid.holds = vec![ord::Hold {
         r#type: ord::HoldType::Payment as i32,
@@ -1233,8 +1244,15 @@ async fn unpaid_order_whose_reservation_expired(
         .unwrap();
     let expired = "SELECT count(*) FROM reservations WHERE state = 'expired'";
     wait_for(&mut db, expired, 1).await;
-    assert_eq!(available(stock_c, "A").await, 5, "its units went back");
-    (created, first)
+    assert_eq!(available(&mut stock_c, "A").await, 5, "its units went back");
+    ExpiredUnpaid {
+        suite,
+        stock_c,
+        orders,
+        feed,
+        created,
+        first,
+    }
 }
 
 /// Releases the payment hold of `order`.
@@ -1257,12 +1275,14 @@ async fn paid(orders: &mut OrderServiceClient<Channel>, order: &str) {
 /// edit was refused.
 #[tokio::test]
 async fn an_order_whose_reservation_expired_is_reserved_again() {
-    let suite = Suite::start().await;
-    let mut stock_c = suite.stock(T, &[("A", 5)]).await;
-    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
-    let mut feed = suite.order_events(T).await;
-    let (created, first) =
-        unpaid_order_whose_reservation_expired(&suite, &mut orders, &mut stock_c).await;
+    let ExpiredUnpaid {
+        suite: _suite,
+        mut stock_c,
+        mut orders,
+        mut feed,
+        created,
+        first,
+    } = unpaid_order_whose_reservation_expired().await;
     // One unit more meanwhile: recorded with nothing to extend (before, it
     // was refused RESERVATION_EXPIRED), and reserved with the rest below.
     let more = edit_first_line(&created.name, "one-more", 3);
@@ -1304,12 +1324,14 @@ async fn an_order_whose_reservation_expired_is_reserved_again() {
 /// units went back, and it reserves again under the next name once paid.
 #[tokio::test]
 async fn a_held_order_says_when_its_reservation_expired() {
-    let suite = Suite::start().await;
-    let mut stock_c = suite.stock(T, &[("A", 5)]).await;
-    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
-    let mut feed = suite.order_events(T).await;
-    let (created, first) =
-        unpaid_order_whose_reservation_expired(&suite, &mut orders, &mut stock_c).await;
+    let ExpiredUnpaid {
+        suite,
+        mut stock_c,
+        mut orders,
+        mut feed,
+        created,
+        first,
+    } = unpaid_order_whose_reservation_expired().await;
     // The watch waits for the reservation's end, 7 days on: brought
     // forward as the reservation's was.
     let mut db = suite.db.connect("orders").await;
