@@ -1328,12 +1328,10 @@ async fn a_transfer_sent_back_is_received_at_its_origin() {
     first_receipt_posted(&mut work, &asn.name).await;
 }
 
-#[tokio::test]
-async fn a_partial_plan_ships_what_it_can_and_the_backordered_rest_later() {
+/// One shipment per plan, by node priority, doing `when_unfillable` when
+/// one shipment cannot carry the order: made the tenant's active rule set.
+async fn one_box_rules(suite: &Suite, when_unfillable: oms_proto::routing::UnfillableAction) {
     use oms_proto::routing::{self as rt, routing_service_client::RoutingServiceClient};
-    let suite = Suite::start().await;
-    let mut stock = split_stock(&suite).await;
-    // One shipment per plan; what does not fit is backordered, not refused.
     let rule = rt::Rule {
         rule_id: "one-box".into(),
         ranking: vec![rt::RankingCriterion {
@@ -1345,7 +1343,7 @@ async fn a_partial_plan_ships_what_it_can_and_the_backordered_rest_later() {
             max_shipments: 1,
             ..Default::default()
         }),
-        when_unfillable: rt::UnfillableAction::PartialBackorder as i32,
+        when_unfillable: when_unfillable as i32,
         ..Default::default()
     };
     let mut routing = RoutingServiceClient::new(suite.channel(Service::Routing));
@@ -1376,6 +1374,18 @@ async fn a_partial_plan_ships_what_it_can_and_the_backordered_rest_later() {
         ))
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_partial_plan_ships_what_it_can_and_the_backordered_rest_later() {
+    let suite = Suite::start().await;
+    let mut stock = split_stock(&suite).await;
+    // One shipment per plan; what does not fit is backordered, not refused.
+    one_box_rules(
+        &suite,
+        oms_proto::routing::UnfillableAction::PartialBackorder,
+    )
+    .await;
     let _dc1 = warehouse(&suite, "DC1", 0.0);
     let _dc2 = warehouse(&suite, "DC2", 0.0);
     let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
@@ -1405,6 +1415,27 @@ async fn a_partial_plan_ships_what_it_can_and_the_backordered_rest_later() {
     assert_eq!(on_hand(&mut stock, "B").await, [("DC2".to_string(), 3)]);
     assert_eq!(available(&mut stock, "A").await, 4);
     assert_history(&mut orders, &order.name, "backordered units placed").await;
+}
+
+/// An order routing holds while it is reserved (its rule cannot fill it
+/// and says hold) has its reservation watched: the `held-expiry` step
+/// reads the reservation and waits for its end, 7 days on, to say then
+/// whether it expired (see `a_held_order_says_when_its_reservation_expired`).
+#[tokio::test]
+async fn an_order_routing_holds_has_its_reservation_watched() {
+    let suite = Suite::start().await;
+    let _stock = split_stock(&suite).await;
+    one_box_rules(&suite, oms_proto::routing::UnfillableAction::Hold).await;
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = suite.order_events(T).await;
+    let order = create(&mut orders, "held-1", &[("A", 1), ("B", 2)]).await;
+    let held = until_state(&mut feed, &order.name, OrderState::OnHold).await;
+    let reason = &held.order.unwrap().holds[0].reason;
+    assert!(reason.starts_with("routing held the order"), "{reason}");
+    let mut db = suite.db.connect("orders").await;
+    let waiting = "SELECT count(*) FROM saga_steps WHERE step = 'held-expiry'
+                   AND next_attempt_time > now() + interval '6 days'";
+    wait_for(&mut db, waiting, 1).await;
 }
 
 /// An item kept in lots with 30 days of minimum shelf life: the release
