@@ -498,6 +498,7 @@ async fn units_of_an_edit_that_was_not_recorded_go_back_to_inventory() {
             ..Default::default()
         }],
         reason: "customer call".into(),
+        ttl: None,
     };
     stock_c
         .extend_reservation(authed(T, extend.clone()))

@@ -7,6 +7,14 @@ use std::time::Duration;
 
 pub const DEFAULT_TTL: Duration = Duration::from_secs(15 * 60);
 const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A reservation's time to live, as a create or a renewal gives it.
+pub fn check_ttl(d: &prost_types::Duration) -> Result<Duration, &'static str> {
+    Duration::try_from(*d)
+        .ok()
+        .filter(|t| *t >= Duration::from_millis(100) && *t <= MAX_TTL)
+        .ok_or("must be between 100ms and 7 days")
+}
 const MAX_LINES: usize = 200;
 /// Most units of one line or entry: beyond any real order, and far below
 /// where the gate's Lua numbers (doubles) lose integer precision.
@@ -73,15 +81,7 @@ impl NewReservation {
         let ttl = match &req.ttl {
             None => DEFAULT_TTL,
             Some(d) if d.seconds == 0 && d.nanos == 0 => DEFAULT_TTL,
-            Some(d) => {
-                let ttl = Duration::try_from(*d)
-                    .ok()
-                    .filter(|t| *t >= Duration::from_millis(100) && *t <= MAX_TTL);
-                if ttl.is_none() {
-                    v.add("ttl", "must be between 100ms and 7 days");
-                }
-                ttl.unwrap_or(DEFAULT_TTL)
-            }
+            Some(d) => v.check("ttl", check_ttl(d)).unwrap_or(DEFAULT_TTL),
         };
         let channel = if req.channel.is_empty() {
             None

@@ -399,7 +399,7 @@ impl Gate {
         entries: &[Line],
         now_ms: i64,
     ) -> Result<ChangeOutcome, GateError> {
-        self.run_change(tenant, op, known, entries, None, now_ms)
+        self.run_change(tenant, op, known, entries, None, None, now_ms)
             .await
     }
 
@@ -442,24 +442,30 @@ impl Gate {
     ) -> Result<ChangeOutcome, GateError> {
         // Not an `Op` of the domain: only the batch writer asks it.
         let op = serde_json::json!("giveback");
-        self.run_change_as(tenant, op, id, skus, &[], None, now_ms, Some(owner), None)
+        let extra = serde_json::json!({});
+        self.run_change_as(tenant, op, id, skus, &[], now_ms, Some(owner), extra)
             .await
     }
 
     /// Adds `entries` to one live reservation, within the channel's
     /// `limit` when it has one; refused as [`Gate::change`] is.
+    /// Adds `entries` to a live reservation and, with `renew` (ms since the
+    /// epoch), makes it the active reservation's new expiry.
+    #[allow(clippy::too_many_arguments)]
     pub async fn extend(
         &self,
         tenant: &Tenant,
         known: &Known<'_>,
         entries: &[Line],
         limit: Option<&ChannelLimit>,
+        renew: Option<i64>,
         now_ms: i64,
     ) -> Result<ChangeOutcome, GateError> {
-        self.run_change(tenant, Op::Extend, known, entries, limit, now_ms)
+        self.run_change(tenant, Op::Extend, known, entries, limit, renew, now_ms)
             .await
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn run_change(
         &self,
         tenant: &Tenant,
@@ -467,20 +473,20 @@ impl Gate {
         known: &Known<'_>,
         entries: &[Line],
         limit: Option<&ChannelLimit>,
+        renew: Option<i64>,
         now_ms: i64,
     ) -> Result<ChangeOutcome, GateError> {
         let op = serde_json::json!(op);
         let expect = serde_json::json!({"s": known.state, "holds": known.holds});
+        let mut extra = serde_json::json!({"expect": expect});
+        if let Some(l) = limit {
+            extra["limit"] = l.to_json();
+        }
+        if let Some(e) = renew {
+            extra["renew"] = e.into();
+        }
         self.run_change_as(
-            tenant,
-            op,
-            known.id,
-            known.skus,
-            entries,
-            limit,
-            now_ms,
-            None,
-            Some(expect),
+            tenant, op, known.id, known.skus, entries, now_ms, None, extra,
         )
         .await
     }
@@ -493,10 +499,10 @@ impl Gate {
         id: &str,
         skus: &[String],
         entries: &[Line],
-        limit: Option<&ChannelLimit>,
         now_ms: i64,
         owner: Option<&str>,
-        expect: Option<serde_json::Value>,
+        // More of the script's argument: `expect`, `limit`, `renew`.
+        extra: serde_json::Value,
     ) -> Result<ChangeOutcome, GateError> {
         let k = &self.keys;
         let mut keys = vec![k.ready(tenant), k.expiry(tenant), k.reservation(tenant, id)];
@@ -512,11 +518,8 @@ impl Gate {
             "op": op, "id": id, "now": now_ms, "akeys": akeys, "entries": entries,
             "keep_ms": FINISHED_KEPT_MS,
         });
-        if let Some(l) = limit {
-            arg["limit"] = l.to_json();
-        }
-        if let Some(e) = expect {
-            arg["expect"] = e;
+        if let (Some(arg), serde_json::Value::Object(extra)) = (arg.as_object_mut(), extra) {
+            arg.extend(extra);
         }
         match owner {
             Some(w) => arg["w"] = w.into(),

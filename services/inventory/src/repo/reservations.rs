@@ -3,6 +3,7 @@ use crate::gate::{Holds, hold_key, rebuild::LiveRecord, split_hold};
 use chrono::{DateTime, Utc};
 use oms_kernel::Tenant;
 use oms_proto::inventory::{Reservation, ReservationState};
+use oms_runtime::time::from_timestamp;
 use prost::Message;
 use sqlx::{PgConnection, PgExecutor, Postgres, QueryBuilder};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -237,7 +238,8 @@ pub async fn save(
             WHERE tenant = $1 AND reservation_id = $2
          )
          UPDATE reservations SET state = $3, consumed = $4, doc = $5, update_time = $6,
-                hold_skus = $7, hold_nodes = $8, hold_units = $9
+                hold_skus = $7, hold_nodes = $8, hold_units = $9,
+                expire_time = COALESCE($10, reservations.expire_time)
          FROM old WHERE tenant = $1 AND reservation_id = $2
          RETURNING old.hold_skus, old.hold_nodes, old.hold_units",
     )
@@ -250,6 +252,10 @@ pub async fn save(
     .bind(&skus)
     .bind(&nodes)
     .bind(&units)
+    // A renewal's new expiry (the sweep reads the column); a reservation
+    // that no longer expires has none in its document and keeps the
+    // column as it was.
+    .bind(r.expire_time.as_ref().and_then(from_timestamp))
     .fetch_one(&mut *tx)
     .await?;
     let mut delta: BTreeMap<(&str, &str), i64> = BTreeMap::new();

@@ -859,6 +859,107 @@ async fn an_unconfirmed_reservation_expires_and_its_stock_returns() {
     assert_eq!(reason(&err), "RESERVATION_EXPIRED");
 }
 
+/// A renewal (`ExtendReservation` with a `ttl`, no lines): an active
+/// reservation then expires `ttl` from now, later or sooner, in the record
+/// and the gate alike; a confirmed one refuses it.
+#[tokio::test]
+async fn an_active_reservation_is_renewed_by_a_ttl() {
+    let mut h = start().await;
+    stocked(&mut h, &[("S", 3)]).await;
+    let mut feed = acme_events(&mut h.client).await;
+    reserve(&mut h.client, "acme", "cart", vec![line("S", "", 2)])
+        .await
+        .unwrap();
+    let made = reservation(&mut h.client, "acme", "cart").await;
+    let renew = |rid: &str, ttl: std::time::Duration| ExtendReservationRequest {
+        ttl: prost_types::Duration::try_from(ttl).ok(),
+        ..extend_request(rid, "cart", &[])
+    };
+    let day = std::time::Duration::from_secs(24 * 3600);
+    let longer = h
+        .client
+        .extend_reservation(authed("acme", renew("r1", day)));
+    let longer = longer.await.unwrap().into_inner().reservation.unwrap();
+    // A day from the renewal, not from when it would have expired.
+    let made_at = made.create_time.unwrap().seconds;
+    let renewed_to = longer.expire_time.unwrap().seconds - made_at;
+    assert!(
+        (24 * 3600..24 * 3600 + 60).contains(&renewed_to),
+        "{longer:?}"
+    );
+    assert_eq!(longer.lines, made.lines, "nothing added");
+    assert_eq!(reservation(&mut h.client, "acme", "cart").await, longer);
+    assert!(
+        reconcile(&mut h.client, "acme", true)
+            .await
+            .drifts
+            .is_empty()
+    );
+    // Bad input: a ttl out of bounds, and neither lines nor a ttl.
+    let err = h
+        .client
+        .extend_reservation(authed("acme", renew("r2", day * 8)))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["ttl"]);
+    let err = h
+        .client
+        .extend_reservation(authed("acme", extend_request("r3", "cart", &[])))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["lines"]);
+    // Sooner: the sweep expires it then, and its units come back.
+    let soon = std::time::Duration::from_millis(200);
+    h.client
+        .extend_reservation(authed("acme", renew("r4", soon)))
+        .await
+        .unwrap();
+    assert_eq!(until_expired(&mut feed).await.reservation_id, "cart");
+    assert_eq!(available(&mut h.client, "acme", "S").await.available, 3);
+    let err = h
+        .client
+        .extend_reservation(authed("acme", renew("r5", day)))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "RESERVATION_EXPIRED");
+    // Renewed before its 2 s were up, a cart outlives them, in the record
+    // (the sweep) and in the gate (which refuses changes of a reservation
+    // past its time) alike: it is confirmed after they passed.
+    let short = CreateReservationRequest {
+        ttl: Some(prost_types::Duration {
+            seconds: 2,
+            nanos: 0,
+        }),
+        ..short_lived("order", 1)
+    };
+    let short = h.client.create_reservation(authed("acme", short)).await;
+    let short = short.unwrap().into_inner().reservation.unwrap();
+    let renewed = ExtendReservationRequest {
+        ttl: prost_types::Duration::try_from(day).ok(),
+        ..extend_request("r6", "order", &[])
+    };
+    h.client
+        .extend_reservation(authed("acme", renewed))
+        .await
+        .unwrap();
+    let was_due = short.expire_time.unwrap();
+    let past = |t: &prost_types::Timestamp| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        now.unwrap().as_secs_f64() > t.seconds as f64 + f64::from(t.nanos) / 1e9 + 0.2
+    };
+    wait_until(async || past(&was_due)).await;
+    confirm(&mut h.client, "acme", "c1", "order", &[("S", "DC1", 1)])
+        .await
+        .unwrap();
+    // Confirmed, it does not expire: nothing to renew.
+    let confirmed = ExtendReservationRequest {
+        ttl: prost_types::Duration::try_from(day).ok(),
+        ..extend_request("r7", "order", &[])
+    };
+    let err = h.client.extend_reservation(authed("acme", confirmed));
+    assert_eq!(reason(&err.await.unwrap_err()), "RESERVATION_CONFIRMED");
+}
+
 #[tokio::test]
 async fn the_sweep_deletes_reservations_finished_longer_ago_than_the_retention() {
     let mut h = start_with(&[("OMS_RESERVATION_RETENTION_DAYS", "1".into())]).await;
@@ -1291,6 +1392,7 @@ fn extend_request(
             })
             .collect(),
         reason: "order edited".into(),
+        ttl: None,
     }
 }
 

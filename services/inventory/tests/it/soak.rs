@@ -352,16 +352,32 @@ impl Worker {
         } else {
             String::new()
         };
-        let req = ExtendReservationRequest {
-            request_id: rid(),
-            name: r.name.clone(),
-            lines: vec![Allocation {
+        // A short-lived one is renewed now and then, with or without more
+        // units, to as short a time (a long-lived one would then expire
+        // within the run, which the checks do not expect of it).
+        let renew = r.state() == ReservationState::Active
+            && self.short.contains(&r.reservation_id)
+            && self.rng.random_bool(0.5);
+        let ttl = renew.then(|| prost_types::Duration {
+            seconds: 0,
+            nanos: self.rng.random_range(300..1500) * 1_000_000,
+        });
+        let lines = if renew && self.rng.random_bool(0.5) {
+            vec![]
+        } else {
+            vec![Allocation {
                 sku: SKUS.choose(&mut self.rng).unwrap().to_string(),
                 node_id: node,
                 quantity: self.rng.random_range(1..=2),
                 ..Default::default()
-            }],
+            }]
+        };
+        let req = ExtendReservationRequest {
+            request_id: rid(),
+            name: r.name.clone(),
+            lines,
             reason: "one more".into(),
+            ttl,
         };
         match retried(&self.c, async |c| {
             c.extend_reservation(authed(self.tenant, req.clone())).await

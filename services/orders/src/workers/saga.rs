@@ -1494,6 +1494,8 @@ pub fn extend_request(
         name: reservation_name(o),
         lines: allocations(lines),
         reason: reason.to_owned(),
+        // The reservation keeps its time.
+        ttl: None,
     }
 }
 

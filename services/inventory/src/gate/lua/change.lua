@@ -8,6 +8,7 @@
 --   it; a record here that differs is ahead of it (a change whose commit
 --   never came, its replica dead) and nothing changes: DIVERGED,
 --   limit = {pool, buf_pct, buf_qty} | nil (extend: the channel's rule),
+--   renew = ms | nil (extend: the active reservation's new expiry),
 --   later = true: units released or expired are not given back here but
 --   returned (`given`), with the gate's epoch, for the caller to give back
 --   after its commit (adjust.lua with the epoch) }
@@ -145,12 +146,17 @@ elseif req.op == 'extend' then
   local v = view()
   local short = shortfall(v, akeys, t, req.limit)
   if #short > 0 then return done('SHORT', short) end
+  if req.renew and r.s ~= 'active' then return done('STATE') end
   for hk, q in pairs(t.holds) do
     local sku, node = split(hk)
     take_hold(v, akeys[sku], node, q)
     r.holds[hk] = (r.holds[hk] or 0) + q
   end
   v.flush()
+  if req.renew then
+    r.e = req.renew
+    redis.call('ZADD', KEYS[2], req.renew, req.id)
+  end
   finish(false); return done('OK', t.holds)
 end
 return done('STATE', 'unknown op')

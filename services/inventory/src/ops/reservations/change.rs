@@ -3,7 +3,7 @@
 use super::lines::*;
 use super::place;
 use crate::domain::movement;
-use crate::domain::reservation::{Entries, parse_entries};
+use crate::domain::reservation::{Entries, check_ttl, parse_entries};
 use crate::error::{Error, Result};
 use crate::gate::{self, ChannelLimit, GateError, Holds, Line, Op, Short};
 use crate::ops::movements::Origin;
@@ -40,6 +40,9 @@ pub struct Change<'a> {
     pub entries: Vec<Line>,
     pub reason: &'a str,
     pub reference: &'a str,
+    /// An extension's new expiry (ms since the epoch): the reservation is
+    /// renewed to it.
+    pub renew: Option<i64>,
 }
 
 pub async fn confirm(
@@ -56,6 +59,7 @@ pub async fn confirm(
         entries,
         reason: "",
         reference: "",
+        renew: None,
     };
     let r = idempotent_change(
         inv,
@@ -91,6 +95,7 @@ pub async fn release(
         entries,
         reason: &req.reason,
         reference: "",
+        renew: None,
     };
     let r = idempotent_change(
         inv,
@@ -122,6 +127,7 @@ pub async fn consume(
         entries,
         reason: "",
         reference: &req.reference,
+        renew: None,
     };
     let r = idempotent_change(
         inv,
@@ -144,19 +150,32 @@ pub async fn extend(
     actor: &str,
     req: ExtendReservationRequest,
 ) -> Result<ExtendReservationResponse> {
-    let entries = at_most(
-        parse_entries(Entries::Extension, &req.lines),
-        "reason",
-        &req.reason,
-        500,
-    );
+    // A renewal alone (a `ttl`, no lines) adds nothing.
+    let entries = match (&req.ttl, req.lines.is_empty()) {
+        (Some(_), true) => Ok(vec![]),
+        _ => parse_entries(Entries::Extension, &req.lines),
+    };
+    let ttl = req.ttl.as_ref().map(check_ttl).transpose();
+    let entries = match (entries, ttl) {
+        (Ok(e), Ok(_)) => Ok(e),
+        (e, t) => {
+            let mut v = e.err().unwrap_or_default();
+            if let Err(why) = t {
+                v.add("ttl", why);
+            }
+            Err(v)
+        }
+    };
+    let entries = at_most(entries, "reason", &req.reason, 500);
     let (id, entries) = change_target(&req.request_id, &req.name, entries)?;
+    let renew = req.ttl.as_ref().and_then(|d| check_ttl(d).ok());
     let change = Change {
         op: Op::Extend,
         id,
         entries,
         reason: &req.reason,
         reference: "",
+        renew: renew.map(|ttl| now_ms() + ttl.as_millis() as i64),
     };
     let r = idempotent_change(
         inv,
@@ -406,9 +425,23 @@ async fn apply_change(
     };
     let mark = crate::ops::changing_gate();
     let out = if c.op == Op::Extend {
+        if c.renew.is_some() && state == ReservationState::Confirmed {
+            return Err(Error::precondition(
+                "RESERVATION_CONFIRMED",
+                name.clone(),
+                format!("{name} is confirmed: it no longer expires, so there is no ttl to renew"),
+            ));
+        }
         let limit = extension_limit(tx, tenant, &r, state, &c.entries).await?;
         inv.gate
-            .extend(tenant, &known, &c.entries, limit.as_ref(), now_ms())
+            .extend(
+                tenant,
+                &known,
+                &c.entries,
+                limit.as_ref(),
+                c.renew,
+                now_ms(),
+            )
             .await?
     } else {
         inv.gate
@@ -611,6 +644,9 @@ async fn record(
             for (k, q) in taken {
                 let (sku, node) = gate::split_hold(k);
                 extend_lines(r, sku, node, *q, state == ReservationState::Confirmed);
+            }
+            if let Some(ms) = c.renew {
+                r.expire_time = chrono::DateTime::from_timestamp_millis(ms).map(to_timestamp);
             }
         }
     }
