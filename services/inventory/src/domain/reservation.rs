@@ -7,6 +7,13 @@ use std::time::Duration;
 
 pub const DEFAULT_TTL: Duration = Duration::from_secs(15 * 60);
 const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+const MAX_LINES: usize = 200;
+/// Most units of one line or entry: beyond any real order, and far below
+/// where the gate's Lua numbers (doubles) lose integer precision.
+const MAX_LINE_UNITS: i64 = 1_000_000;
+
+/// Most entries of a change request (allocations over many nodes).
+const MAX_ENTRIES: usize = 1000;
 
 /// A reservation's time to live, as a create or a renewal gives it.
 pub fn check_ttl(d: &prost_types::Duration) -> Result<Duration, &'static str> {
@@ -15,12 +22,6 @@ pub fn check_ttl(d: &prost_types::Duration) -> Result<Duration, &'static str> {
         .filter(|t| *t >= Duration::from_millis(100) && *t <= MAX_TTL)
         .ok_or("must be between 100ms and 7 days")
 }
-const MAX_LINES: usize = 200;
-/// Most units of one line or entry: beyond any real order, and far below
-/// where the gate's Lua numbers (doubles) lose integer precision.
-const MAX_LINE_UNITS: i64 = 1_000_000;
-/// Most entries of a change request (allocations over many nodes).
-const MAX_ENTRIES: usize = 1000;
 
 /// A parsed CreateReservation request.
 #[derive(Debug, Clone)]

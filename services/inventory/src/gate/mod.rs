@@ -448,9 +448,9 @@ impl Gate {
     }
 
     /// Adds `entries` to one live reservation, within the channel's
-    /// `limit` when it has one; refused as [`Gate::change`] is.
-    /// Adds `entries` to a live reservation and, with `renew` (ms since the
-    /// epoch), makes it the active reservation's new expiry.
+    /// `limit` when it has one, and with `renew` (ms since the epoch)
+    /// makes that the active reservation's new expiry; refused as
+    /// [`Gate::change`] is.
     #[allow(clippy::too_many_arguments)]
     pub async fn extend(
         &self,

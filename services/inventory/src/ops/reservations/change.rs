@@ -150,32 +150,30 @@ pub async fn extend(
     actor: &str,
     req: ExtendReservationRequest,
 ) -> Result<ExtendReservationResponse> {
+    let mut v = Violations::new();
+    let ttl = (req.ttl.as_ref()).and_then(|d| v.check("ttl", check_ttl(d)));
     // A renewal alone (a `ttl`, no lines) adds nothing.
     let entries = match (&req.ttl, req.lines.is_empty()) {
         (Some(_), true) => Ok(vec![]),
         _ => parse_entries(Entries::Extension, &req.lines),
     };
-    let ttl = req.ttl.as_ref().map(check_ttl).transpose();
-    let entries = match (entries, ttl) {
-        (Ok(e), Ok(_)) => Ok(e),
-        (e, t) => {
-            let mut v = e.err().unwrap_or_default();
-            if let Err(why) = t {
-                v.add("ttl", why);
-            }
-            Err(v)
+    let entries = match entries {
+        Ok(e) if v.is_empty() => Ok(e),
+        e => {
+            let mut all = e.err().unwrap_or_default();
+            all.0.extend(v.0);
+            Err(all)
         }
     };
     let entries = at_most(entries, "reason", &req.reason, 500);
     let (id, entries) = change_target(&req.request_id, &req.name, entries)?;
-    let renew = req.ttl.as_ref().and_then(|d| check_ttl(d).ok());
     let change = Change {
         op: Op::Extend,
         id,
         entries,
         reason: &req.reason,
         reference: "",
-        renew: renew.map(|ttl| now_ms() + ttl.as_millis() as i64),
+        renew: ttl.map(|ttl| now_ms() + ttl.as_millis() as i64),
     };
     let r = idempotent_change(
         inv,
