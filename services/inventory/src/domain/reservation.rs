@@ -155,8 +155,11 @@ pub fn parse_entries(kind: Entries, entries: &[Allocation]) -> Result<Vec<Line>,
     let field = kind.field();
     let need_node = matches!(kind, Entries::Allocations | Entries::Shipped);
     let mut v = Violations::new();
-    if entries.is_empty() && kind != Entries::Release {
-        v.add(field, "at least one entry is required");
+    match kind {
+        _ if !entries.is_empty() => {}
+        Entries::Release => {}
+        Entries::Extension => v.add(field, "at least one entry is required (or a ttl, to renew)"),
+        _ => v.add(field, "at least one entry is required"),
     }
     if entries.len() > MAX_ENTRIES {
         v.add(field, format!("at most {MAX_ENTRIES} entries"));
