@@ -1202,6 +1202,13 @@ async fn a_reroute_after_the_pool_changed_ships_from_the_new_pool() {
     assert_eq!(sourcing, [("DC3", 2)]);
 }
 
+/// Waits until `rows` counts one row, then brings its time forward by
+/// `forward` (a test's stand-in for days passing).
+async fn bring_forward(db: &mut sqlx::PgConnection, rows: &'static str, forward: &'static str) {
+    wait_for(db, rows, 1).await;
+    sqlx::query(forward).execute(db).await.unwrap();
+}
+
 /// A suite with an order created on a payment hold, reserved while the
 /// payment comes, whose reservation then expired (its time brought
 /// forward in inventory's record).
@@ -1237,12 +1244,12 @@ async fn unpaid_order_whose_reservation_expired() -> ExpiredUnpaid {
     assert_eq!(created.reservation, first);
     // Reserved while the payment comes; then its time passes.
     let mut db = suite.db.connect("inventory").await;
-    let active = "SELECT count(*) FROM reservations WHERE state = 'active'";
-    wait_for(&mut db, active, 1).await;
-    sqlx::query("UPDATE reservations SET expire_time = now() - interval '1 minute'")
-        .execute(&mut db)
-        .await
-        .unwrap();
+    bring_forward(
+        &mut db,
+        "SELECT count(*) FROM reservations WHERE state = 'active'",
+        "UPDATE reservations SET expire_time = now() - interval '1 minute'",
+    )
+    .await;
     let expired = "SELECT count(*) FROM reservations WHERE state = 'expired'";
     wait_for(&mut db, expired, 1).await;
     assert_eq!(available(&mut stock_c, "A").await, 5, "its units went back");
@@ -1336,12 +1343,12 @@ async fn a_held_order_says_when_its_reservation_expired() {
     // The watch waits for the reservation's end, 7 days on: brought
     // forward as the reservation's was.
     let mut db = suite.db.connect("orders").await;
-    let watch = "SELECT count(*) FROM saga_steps WHERE step = 'held-expiry'";
-    wait_for(&mut db, watch, 1).await;
-    sqlx::query("UPDATE saga_steps SET next_attempt_time = now() WHERE step = 'held-expiry'")
-        .execute(&mut db)
-        .await
-        .unwrap();
+    bring_forward(
+        &mut db,
+        "SELECT count(*) FROM saga_steps WHERE step = 'held-expiry'",
+        "UPDATE saga_steps SET next_attempt_time = now() WHERE step = 'held-expiry'",
+    )
+    .await;
     let told = loop {
         let ev = next_order_event(&mut feed).await;
         if let Some(ord::order_event::Kind::Updated(u)) = &ev.kind

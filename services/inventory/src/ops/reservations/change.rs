@@ -45,6 +45,21 @@ pub struct Change<'a> {
     pub renew: Option<i64>,
 }
 
+impl<'a> Change<'a> {
+    /// A change with no reason, reference or renewal (a caller sets those
+    /// it has).
+    fn new(op: Op, id: &'a str, entries: Vec<Line>) -> Self {
+        Change {
+            op,
+            id,
+            entries,
+            reason: "",
+            reference: "",
+            renew: None,
+        }
+    }
+}
+
 pub async fn confirm(
     inv: &Inventory,
     tenant: &Tenant,
@@ -53,14 +68,7 @@ pub async fn confirm(
 ) -> Result<ConfirmReservationResponse> {
     let entries = parse_entries(Entries::Allocations, &req.allocations);
     let (id, entries) = change_target(&req.request_id, &req.name, entries)?;
-    let change = Change {
-        op: Op::Confirm,
-        id,
-        entries,
-        reason: "",
-        reference: "",
-        renew: None,
-    };
+    let change = Change::new(Op::Confirm, id, entries);
     let r = idempotent_change(
         inv,
         tenant,
@@ -90,12 +98,8 @@ pub async fn release(
     );
     let (id, entries) = change_target(&req.request_id, &req.name, entries)?;
     let change = Change {
-        op: Op::Release,
-        id,
-        entries,
         reason: &req.reason,
-        reference: "",
-        renew: None,
+        ..Change::new(Op::Release, id, entries)
     };
     let r = idempotent_change(
         inv,
@@ -122,12 +126,8 @@ pub async fn consume(
     let entries = at_most(entries, "reference", &req.reference, 200);
     let (id, entries) = change_target(&req.request_id, &req.name, entries)?;
     let change = Change {
-        op: Op::Consume,
-        id,
-        entries,
-        reason: "",
         reference: &req.reference,
-        renew: None,
+        ..Change::new(Op::Consume, id, entries)
     };
     let r = idempotent_change(
         inv,
@@ -150,30 +150,20 @@ pub async fn extend(
     actor: &str,
     req: ExtendReservationRequest,
 ) -> Result<ExtendReservationResponse> {
-    let mut v = Violations::new();
-    let ttl = (req.ttl.as_ref()).and_then(|d| v.check("ttl", check_ttl(d)));
     // A renewal alone (a `ttl`, no lines) adds nothing.
-    let entries = match (&req.ttl, req.lines.is_empty()) {
+    let mut v = Violations::new();
+    let entries = v.merge(match (&req.ttl, req.lines.is_empty()) {
         (Some(_), true) => Ok(vec![]),
         _ => parse_entries(Entries::Extension, &req.lines),
-    };
-    let entries = match entries {
-        Ok(e) if v.is_empty() => Ok(e),
-        e => {
-            let mut all = e.err().unwrap_or_default();
-            all.0.extend(v.0);
-            Err(all)
-        }
-    };
+    });
+    let ttl = (req.ttl.as_ref()).and_then(|d| v.check("ttl", check_ttl(d)));
+    let entries = v.into_result(entries.unwrap_or_default());
     let entries = at_most(entries, "reason", &req.reason, 500);
     let (id, entries) = change_target(&req.request_id, &req.name, entries)?;
     let change = Change {
-        op: Op::Extend,
-        id,
-        entries,
         reason: &req.reason,
-        reference: "",
         renew: ttl.map(|ttl| now_ms() + ttl.as_millis() as i64),
+        ..Change::new(Op::Extend, id, entries)
     };
     let r = idempotent_change(
         inv,
