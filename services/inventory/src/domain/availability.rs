@@ -123,17 +123,30 @@ impl Figures {
     }
 
     /// One figure per enabled node that has the SKU or has some on the
-    /// way (all of them, or those in `only`).
+    /// way; or, for nodes named in `only`, one per node named, so that an
+    /// answer never leaves a node out: a named node that cannot promise
+    /// the SKU (disabled, or with none of it) gets an empty figure, as the
+    /// feed sends for it.
     pub fn per_node(&self, sku: &str, only: &[String]) -> Vec<Availability> {
-        let mut nodes = self.nodes_of(sku);
-        nodes.extend(self.arriving(sku).cloned());
+        let mut nodes = if only.is_empty() {
+            let mut all = self.nodes_of(sku);
+            all.extend(self.arriving(sku).cloned());
+            all
+        } else {
+            only.to_vec()
+        };
         nodes.sort();
         nodes.dedup();
-        let wanted = among(only);
         nodes
             .into_iter()
-            .filter(|n| wanted(n))
             .map(|n| {
+                if !self.enabled.contains(&n) {
+                    return Availability {
+                        sku: sku.to_owned(),
+                        node_id: n,
+                        ..Default::default()
+                    };
+                }
                 let on_hand = self
                     .on_hand
                     .get(&(n.clone(), sku.to_owned()))
@@ -319,6 +332,28 @@ mod tests {
             !f.gate_fields("S").contains_key("n:C"),
             "nothing to promise at C"
         );
+    }
+
+    #[test]
+    fn a_named_node_always_has_a_figure() {
+        let mut f = figures();
+        f.enabled.insert("C".into());
+        let every: Vec<String> = (f.per_node("S", &[]).into_iter())
+            .map(|a| a.node_id)
+            .collect();
+        assert_eq!(every, ["A", "B"], "unnamed: the enabled nodes with stock");
+        let named = ["OFF", "A", "C", "A"].map(String::from);
+        let named = f.per_node("S", &named);
+        let got: Vec<(&str, i64, i64)> = (named.iter())
+            .map(|a| (a.node_id.as_str(), a.on_hand, a.available))
+            .collect();
+        assert_eq!(got, [("A", 10, 6), ("C", 0, 0), ("OFF", 0, 0)]);
+        let empty = Availability {
+            sku: "S".into(),
+            node_id: "OFF".into(),
+            ..Default::default()
+        };
+        assert_eq!(named[2], empty, "disabled: its 50 promised nowhere");
     }
 
     #[test]

@@ -1306,6 +1306,25 @@ async fn a_node_feed_sends_the_figures_at_the_nodes_a_change_touched() {
     let disable = enabling("STORE2", false);
     c.update_node(authed("acme", disable)).await.unwrap();
     assert_eq!(next(&mut every).await, fig("T", "STORE2", 0, 0));
+    // GetAvailability gives the same empty figure for it, and one for a
+    // named node with none of the SKU: a node asked for is never left out.
+    let named = GetAvailabilityRequest {
+        skus: vec!["T".into()],
+        node_ids: vec!["STORE2".into(), "STORE1".into()],
+        ..Default::default()
+    };
+    let got = (c.get_availability(authed("acme", named)).await).unwrap();
+    let got: Vec<_> = (got.into_inner().availabilities.into_iter())
+        .map(|a| (a.node_id.clone(), a.on_hand, a.available, a))
+        .collect();
+    assert_eq!(
+        got.iter()
+            .map(|g| (g.0.as_str(), g.1, g.2))
+            .collect::<Vec<_>>(),
+        [("STORE1", 0, 0), ("STORE2", 0, 0)],
+        "by node, the disabled store's 3 units promised nowhere"
+    );
+    assert_eq!(got[1].3.sku, "T");
 
     // The DC1 feed saw only DC1's changes.
     assert_eq!(next(&mut dc1).await, fig("S", "DC1", 7, 0));
