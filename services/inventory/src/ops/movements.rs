@@ -65,7 +65,7 @@ pub(crate) async fn apply(
     let recorded = r.recorded();
     repo::stock::record(tx, tenant, &[recorded], now).await?;
     let m = r.movement;
-    if item.serial_tracked && !m.serial_numbers.is_empty() {
+    if item.serial_tracked && (!m.serial_numbers.is_empty() || kind == MovementKind::CycleCount) {
         track_serials(tx, tenant, &m, kind, r.id, now).await?;
     }
     if node.enabled {
@@ -296,6 +296,9 @@ async fn track_serials(
         movement: id,
         now,
     };
+    if kind == MovementKind::CycleCount && m.serial_numbers.is_empty() {
+        return count_unlisted(tx, tenant, m, &moved).await;
+    }
     let arriving = kind == MovementKind::CycleCount || m.quantity > 0;
     let mut counted_out = vec![];
     let refused = if kind == MovementKind::CycleCount {
@@ -344,15 +347,61 @@ async fn track_serials(
                 "serial numbers of items/{} not on hand at nodes/{}{}: {}{more}",
                 m.sku,
                 m.node_id,
-                if m.lot.is_empty() {
-                    String::new()
-                } else {
-                    format!(" in lot {}", m.lot)
-                },
+                in_lot(&m.lot),
                 said.join(", ")
             ),
         )
     })
+}
+
+/// A count of a serial-tracked item that names no serial numbers. To 0,
+/// every serial on hand there has left. To at least as many units as
+/// serials recorded there, they stay (the other units have no record, as
+/// stock received before serials were kept). To fewer, which units left
+/// is not known: the count is refused, where before it kept every serial
+/// on hand, and a unit that had left could never be received or
+/// returned again ("already on hand").
+async fn count_unlisted(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    m: &StockMovement,
+    moved: &repo::serials::Moved<'_>,
+) -> Result<()> {
+    use repo::serials;
+    let counted = m.counted_quantity.unwrap_or_default();
+    if counted == 0 {
+        let gone = serials::count_out_unlisted(tx, tenant, moved).await?;
+        serials::record_history(tx, tenant, &m.sku, &gone, moved.movement).await?;
+        return Ok(());
+    }
+    let there = serials::on_hand_at(&mut *tx, tenant, &m.sku, &m.node_id, &m.lot).await?;
+    if there.len() as i64 <= counted {
+        return Ok(());
+    }
+    let more = match there.len() {
+        n if n > 5 => format!(" and {} more", n - 5),
+        _ => String::new(),
+    };
+    Err(Error::precondition(
+        "SERIAL_NUMBERS_NOT_COUNTED",
+        format!("items/{}", m.sku),
+        format!(
+            "{} serial numbers of items/{} are on hand at nodes/{}{} ({}{more}): a count of {counted} lists the ones it found",
+            there.len(),
+            m.sku,
+            m.node_id,
+            in_lot(&m.lot),
+            there[..there.len().min(5)].join(", "),
+        ),
+    ))
+}
+
+/// " in lot L" for a lot, nothing without one.
+fn in_lot(lot: &str) -> String {
+    match lot {
+        "" => String::new(),
+        lot => format!(" in lot {lot}"),
+    }
 }
 
 pub async fn record(

@@ -72,6 +72,26 @@ pub async fn count_out_unlisted(
     Ok(run(tx, with(q, tenant, m)).await?.into_iter().collect())
 }
 
+/// The serials on hand at a node, in a lot, by serial.
+pub async fn on_hand_at(
+    db: impl PgExecutor<'_>,
+    tenant: &Tenant,
+    sku: &str,
+    node: &str,
+    lot: &str,
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "SELECT serial FROM serials
+         WHERE tenant = $1 AND node_id = $2 AND sku = $3 AND lot = $4 ORDER BY serial",
+    )
+    .bind(tenant.as_str())
+    .bind(node)
+    .bind(sku)
+    .bind(lot)
+    .fetch_all(db)
+    .await
+}
+
 /// Adds a movement to the history of the serials it moved.
 pub async fn record_history(
     tx: &mut PgConnection,

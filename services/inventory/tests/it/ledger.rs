@@ -1923,6 +1923,45 @@ async fn serial_numbers_follow_their_units() {
         .map(|l| (l.node_id.clone(), l.on_hand))
         .collect();
     assert_eq!(on_hand, [("DC1".to_string(), 2), ("DC2".to_string(), 1)]);
+
+    // A count that names no serials: to fewer units than serials recorded
+    // there, which left is not known, so it is refused (before, B and D
+    // both stayed on hand with one unit counted, and the one that had
+    // left could never arrive anywhere again).
+    let err = serial_move(c, CycleCount, "DC1", 1, &[]).await.unwrap_err();
+    assert_eq!(
+        (err.code(), reason(&err)),
+        (
+            Code::FailedPrecondition,
+            "SERIAL_NUMBERS_NOT_COUNTED".into()
+        )
+    );
+    assert!(err.message().contains("(B, D)"), "{err:?}");
+    // To as many or more (units without records), they stay.
+    let more = serial_move(c, CycleCount, "DC1", 3, &[]).await.unwrap();
+    assert_eq!(more.on_hand_after, 3);
+    assert_eq!(
+        serials(c, "DC1", false).await,
+        at(&[("B", "DC1"), ("D", "DC1")])
+    );
+    // To none, they have all left, and may arrive again.
+    serial_move(c, CycleCount, "DC1", 0, &[]).await.unwrap();
+    assert_eq!(serials(c, "DC1", false).await, at(&[]));
+    serial_move(c, ReturnRestock, "DC2", 1, &["D"])
+        .await
+        .unwrap();
+    assert_eq!(
+        serials(c, "", false).await,
+        at(&[("D", "DC2"), ("E", "DC2")])
+    );
+    // A snapshot row without serials is such a count: its error is the row's.
+    let short = SnapshotRow {
+        on_hand: 1,
+        ..row("DC2", &[])
+    };
+    let resp = import_snapshot(c, vec![short]).await;
+    assert_eq!(resp.rows_applied, 0);
+    assert_eq!(resp.errors[0].field, "serial_numbers", "{resp:?}");
 }
 
 /// The ledger of one lot, or of one period: a period's list stays the
