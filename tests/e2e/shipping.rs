@@ -1438,6 +1438,67 @@ async fn an_order_routing_holds_has_its_reservation_watched() {
     wait_for(&mut db, waiting, 1).await;
 }
 
+/// A reserved order routing cannot place (one box, its lines at two
+/// warehouses) says so in its history and feed, once for its reason however
+/// often it is planned again, and ships once stock lets one node take it.
+#[tokio::test]
+async fn an_order_routing_cannot_place_yet_says_why_once() {
+    let suite = Suite::start().await;
+    let mut stock = split_stock(&suite).await;
+    one_box_rules(&suite, oms_proto::routing::UnfillableAction::NextRule).await;
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = suite.order_events(T).await;
+    let order = create(&mut orders, "two-boxes", &[("A", 1), ("B", 2)]).await;
+    let deferred = loop {
+        let ev = oms_e2e::next_order_event(&mut feed).await;
+        if let Some(ord::order_event::Kind::RoutingDeferred(d)) = ev.kind {
+            assert_eq!(ev.order.unwrap().state(), OrderState::Reserved);
+            break d;
+        }
+    };
+    assert!(
+        deferred.reason.contains("no rule could fill"),
+        "{deferred:?}"
+    );
+    let decision = suite.decision(T, &deferred.decision).await;
+    assert!(decision.assignments.is_empty(), "{decision:?}");
+    let next = deferred.next_plan_time.unwrap().seconds;
+    assert!(next > chrono::Utc::now().timestamp() + 10, "{next}");
+
+    // Planned again twice, for the same reason: still one line.
+    let mut db = suite.db.connect("orders").await;
+    for tried in [
+        "SELECT count(*) FROM saga_steps WHERE step = 'route' AND attempts = 2",
+        "SELECT count(*) FROM saga_steps WHERE step = 'route' AND attempts = 3",
+    ] {
+        sqlx::query("UPDATE saga_steps SET next_attempt_time = now() WHERE step = 'route'")
+            .execute(&mut db)
+            .await
+            .unwrap();
+        wait_for(&mut db, tried, 1).await;
+    }
+    let lines: Vec<(String, String)> = sqlx::query_as(
+        "SELECT kind, reason FROM order_history WHERE kind = 'OrderRoutingDeferred'",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].1.contains(&deferred.decision), "{lines:?}");
+
+    // Two B arrive at DC1: one box can take the order now.
+    oms_e2e::receive(&mut stock, T, "B", 2).await;
+    sqlx::query("UPDATE saga_steps SET next_attempt_time = now() WHERE step = 'route'")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let routed = until_state(&mut feed, &order.name, OrderState::Routed).await;
+    let sourcing: Vec<&str> = (routed.order.as_ref().unwrap().lines.iter())
+        .flat_map(|l| l.sourcing.iter().map(|s| s.node_id.as_str()))
+        .collect();
+    assert_eq!(sourcing, ["DC1", "DC1"]);
+}
+
 /// An item kept in lots with 30 days of minimum shelf life: the release
 /// names the earliest expiry the warehouse may ship, and the warehouse
 /// ships from the lot inventory promised, not from the older one inventory

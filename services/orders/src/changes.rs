@@ -29,7 +29,7 @@ impl Happened {
         }
     }
 
-    fn event_type(&self) -> &'static str {
+    pub fn event_type(&self) -> &'static str {
         match self.kind {
             order_event::Kind::Created(_) => "OrderCreated",
             order_event::Kind::StateChanged(_) => "OrderStateChanged",
@@ -37,6 +37,7 @@ impl Happened {
             order_event::Kind::HoldReleased(_) => "OrderHoldReleased",
             order_event::Kind::LinesCancelled(_) => "OrderLinesCancelled",
             order_event::Kind::Updated(_) => "OrderUpdated",
+            order_event::Kind::RoutingDeferred(_) => "OrderRoutingDeferred",
         }
     }
 }
@@ -55,6 +56,26 @@ pub async fn record(
     happened: Happened,
 ) -> sqlx::Result<()> {
     repo::orders::save(tx, tenant, order_id, order, held_from, Utc::now()).await?;
+    tell(
+        tx, tenant, order_id, order, from, actor, request_id, happened,
+    )
+    .await
+}
+
+/// Records what happened to `order` (in state `from` before it) in its
+/// history and feed, without saving it: for facts that change nothing of
+/// the order itself.
+#[allow(clippy::too_many_arguments)]
+pub async fn tell(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    order_id: Uuid,
+    order: &Order,
+    from: OrderState,
+    actor: &str,
+    request_id: &str,
+    happened: Happened,
+) -> sqlx::Result<()> {
     let to = lifecycle::state(order);
     let kind = happened.event_type();
     let change = Change {

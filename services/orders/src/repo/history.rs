@@ -67,6 +67,22 @@ pub async fn record_many<'c>(
     Ok(())
 }
 
+/// The kind and reason of the order's latest change.
+pub async fn latest(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    order_id: Uuid,
+) -> sqlx::Result<Option<(String, String)>> {
+    sqlx::query_as(
+        "SELECT kind, reason FROM order_history WHERE tenant = $1 AND order_id = $2
+         ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(tenant.as_str())
+    .bind(order_id)
+    .fetch_optional(tx)
+    .await
+}
+
 /// A stored change.
 pub struct Row {
     pub seq: i64,

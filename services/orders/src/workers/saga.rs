@@ -11,7 +11,7 @@
 //! again later, a plan that holds puts a manual hold), and `release:<key>`
 //! (give stock back after a cancellation; retried until inventory
 //! confirms).
-use crate::changes::{Happened, record};
+use crate::changes::{Happened, record, tell};
 use crate::domain::{OrderState, lifecycle};
 use crate::repo::{self, orders::TryLock, saga::Step};
 use crate::workers::peers::Peers;
@@ -25,7 +25,7 @@ use oms_proto::inventory::{
     Allocation, ConfirmReservationRequest, CreateReservationRequest, ExtendReservationRequest,
     GetReservationRequest, ReleaseReservationRequest, Reservation, ReservationLine,
 };
-use oms_proto::orders::{Hold, HoldType, OrderHoldPlaced, order_event};
+use oms_proto::orders::{Hold, HoldType, OrderHoldPlaced, OrderRoutingDeferred, order_event};
 use oms_proto::routing::{
     Decision, ListDecisionsRequest, PlanOrderRequest, ReleaseDecisionRequest, RoutingLine,
     RoutingOrder,
@@ -510,7 +510,9 @@ impl Saga {
             let wait = Duration::from_secs(30 * (1 + s.attempts.min(9) as u64));
             let why = format!("not fully routable ({}): {summary}", decision.name);
             tracing::info!(order = %o.name, %why, "routing again later");
-            repo::saga::retry_with(tx, s, &new_plan_key(), &why, Utc::now() + wait).await?;
+            let next = Utc::now() + wait;
+            tell_deferred(tx, tenant, s.order_id, &o, &decision.name, &summary, next).await?;
+            repo::saga::retry_with(tx, s, &new_plan_key(), &why, next).await?;
             return Ok(());
         }
         let mut allocations: Vec<Allocation> = Vec::new();
@@ -1210,6 +1212,38 @@ fn on_hold_placement(reason: &str) -> Happened {
         }),
         reason: reason.to_owned(),
     }
+}
+
+/// Tells the order's history and feed that routing could not place it in
+/// full (`decision`, said by `summary`) and when it is planned next; only
+/// when the reason is new, so that an order waiting days for a node that
+/// ships has one line a reason, not one per attempt.
+async fn tell_deferred(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    order_id: uuid::Uuid,
+    o: &oms_proto::orders::Order,
+    decision: &str,
+    summary: &str,
+    next: chrono::DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let said = format!("): {summary}");
+    let happened = Happened {
+        kind: order_event::Kind::RoutingDeferred(OrderRoutingDeferred {
+            decision: decision.to_owned(),
+            reason: summary.to_owned(),
+            next_plan_time: Some(to_timestamp(next)),
+        }),
+        reason: format!("not placed in full yet, planned again later ({decision}{said}"),
+    };
+    let latest = repo::history::latest(tx, tenant, order_id).await?;
+    let kind = happened.event_type();
+    if latest.is_some_and(|(k, reason)| k == kind && reason.ends_with(&said)) {
+        return Ok(());
+    }
+    let state = lifecycle::state(o);
+    tell(tx, tenant, order_id, o, state, ACTOR, "", happened).await?;
+    Ok(())
 }
 
 /// Puts a manual hold on an order the saga cannot take further by itself.
