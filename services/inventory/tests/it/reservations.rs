@@ -668,6 +668,18 @@ async fn confirm_release_and_ship_keep_stock_in_step() {
         .await
         .unwrap_err();
     assert_eq!(fields(&err), ["allocations[0].lot"]);
+    // Nothing ships before it is confirmed.
+    let early = ConsumeAllocationsRequest {
+        request_id: rid(),
+        name: "reservations/r1".into(),
+        shipped: vec![shipped("S", 1, "", &[])],
+        reference: "fulfillmentOrders/f0".into(),
+    };
+    let err = (h.client.consume_allocations(authed("acme", early)).await).unwrap_err();
+    assert_eq!(
+        (err.code(), reason(&err)),
+        (Code::FailedPrecondition, "RESERVATION_NOT_CONFIRMED".into())
+    );
 
     let r = confirm(
         &mut h.client,

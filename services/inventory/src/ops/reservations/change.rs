@@ -391,6 +391,17 @@ async fn apply_change(
     ) {
         return Err(not_live(&name, state));
     }
+    if c.op == Op::Consume && state == ReservationState::Active {
+        // Before, the gate's answer said "… is active" under the reason
+        // RESERVATION_NOT_ACTIVE.
+        return Err(Error::precondition(
+            "RESERVATION_NOT_CONFIRMED",
+            name.clone(),
+            format!(
+                "{name} is active, not confirmed: only allocations ship; confirm it at its nodes first (ConfirmReservation)"
+            ),
+        ));
+    }
     let mut skus: Vec<String> = r.lines.iter().map(|l| l.sku.clone()).collect();
     skus.sort();
     skus.dedup();
