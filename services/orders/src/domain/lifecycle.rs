@@ -423,14 +423,22 @@ pub fn backordered(o: &mut Order, missing: &[(String, i64)]) -> Result<(), Refus
 }
 
 /// The lines' units `missing` (SKU, units) wait for stock, while the order
-/// stays on hold.
+/// stays on hold. A SKU on several lines is missing from the last lines
+/// first, so the earlier ones are served first; before, each of its lines
+/// waited for the whole figure, and an order with two lines of a SKU one
+/// unit short showed two units backordered.
 pub fn short_on_hold(o: &mut Order, missing: &[(String, i64)]) {
-    for l in &mut o.lines {
+    let mut left: Vec<(String, i64)> = missing.to_vec();
+    for l in o.lines.iter_mut().rev() {
         let open = l.quantity - l.quantity_cancelled;
-        l.quantity_backordered = missing
-            .iter()
-            .find(|(sku, _)| *sku == l.sku)
-            .map_or(0, |(_, m)| (*m).min(open));
+        l.quantity_backordered = match left.iter_mut().find(|(sku, _)| *sku == l.sku) {
+            Some((_, m)) => {
+                let here = (*m).min(open);
+                *m -= here;
+                here
+            }
+            None => 0,
+        };
     }
 }
 
@@ -876,5 +884,27 @@ mod tests {
         reserved(&mut o).unwrap();
         assert_eq!(o.lines[0].quantity_backordered, 0);
         assert!(cancel(&mut o).is_ok());
+    }
+
+    #[test]
+    fn a_sku_on_two_lines_is_short_once() {
+        let mut o = order();
+        let more_a = OrderLine {
+            line_id: "3".into(),
+            sku: "A".into(),
+            quantity: 3,
+            ..Default::default()
+        };
+        o.lines.push(more_a);
+        let short = |o: &mut Order, a: i64| {
+            short_on_hold(o, &[("A".into(), a)]);
+            o.lines
+                .iter()
+                .map(|l| l.quantity_backordered)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(short(&mut o, 1), [0, 0, 1], "the last line waits");
+        assert_eq!(short(&mut o, 4), [1, 0, 3]);
+        assert_eq!(short(&mut o, 9), [2, 0, 3], "no more than ordered");
     }
 }

@@ -1493,25 +1493,33 @@ pub(crate) fn backoff(attempts: i32) -> chrono::Duration {
 }
 
 /// Units missing per SKU, from inventory's PreconditionFailure violations
-/// (`items/SKU-1`: "3 available, 5 requested").
+/// (`items/SKU-1`: "3 available, 5 requested"), in the order inventory
+/// named them. A SKU short in the network and in the channel's pool too
+/// (`channels/web/items/SKU-1`) is missing the larger figure: before, it
+/// was listed twice ("short: B (1 missing), B (1 missing)").
 fn missing_units(st: &tonic::Status) -> Vec<(String, i64)> {
     let details = st.get_error_details();
     let Some(pf) = details.precondition_failure() else {
         return vec![];
     };
-    pf.violations
-        .iter()
-        .filter_map(|v| {
-            let sku = v.subject.rsplit('/').next()?.to_owned();
-            let mut nums = v
-                .description
-                .split(|c: char| !c.is_ascii_digit())
-                .filter(|s| !s.is_empty());
-            let have: i64 = nums.next()?.parse().ok()?;
-            let want: i64 = nums.next()?.parse().ok()?;
-            Some((sku, (want - have).max(0)))
-        })
-        .collect()
+    let mut missing: Vec<(String, i64)> = Vec::new();
+    for v in &pf.violations {
+        let Some(sku) = v.subject.rsplit('/').next() else {
+            continue;
+        };
+        let mut nums = (v.description.split(|c: char| !c.is_ascii_digit()))
+            .filter(|s| !s.is_empty())
+            .map(str::parse::<i64>);
+        let (Some(Ok(have)), Some(Ok(want))) = (nums.next(), nums.next()) else {
+            continue;
+        };
+        let units = (want - have).max(0);
+        match missing.iter_mut().find(|(s, _)| s == sku) {
+            Some((_, m)) => *m = (*m).max(units),
+            None => missing.push((sku.to_owned(), units)),
+        }
+    }
+    missing
 }
 
 /// The request that adds units (SKU, node, units) to an order's
@@ -1567,6 +1575,27 @@ mod tests {
     use super::*;
     use oms_proto::common::ServiceLevel;
     use oms_proto::orders::{LineSourcing, Order, OrderLine};
+
+    #[test]
+    fn a_sku_short_in_the_network_and_its_pool_is_missing_once() {
+        use tonic_types::{ErrorDetails, PreconditionViolation};
+        let short = |subject: &str, description: &str| PreconditionViolation {
+            r#type: "INSUFFICIENT_STOCK".into(),
+            subject: subject.into(),
+            description: description.into(),
+        };
+        let st = tonic::Status::with_error_details(
+            Code::FailedPrecondition,
+            "not enough stock",
+            ErrorDetails::with_precondition_failure(vec![
+                short("channels/web/items/P", "0 available, 2 requested"),
+                short("items/M", "1 available, 2 requested"),
+                short("channels/web/items/M", "0 available, 2 requested"),
+                short("items/X", "garbled"),
+            ]),
+        );
+        assert_eq!(missing_units(&st), [("P".into(), 2), ("M".into(), 2)]);
+    }
 
     #[test]
     fn a_node_is_asked_for_the_service_level_or_none() {
