@@ -127,6 +127,10 @@ fn summary(
 ) -> String {
     let by = rule.map(|r| format!("rule {r:?}: ")).unwrap_or_default();
     let short: i64 = plan.backorders.iter().map(|b| b.quantity).sum();
+    let backordered = match short {
+        1 => "1 unit backordered".to_owned(),
+        n => format!("{n} units backordered"),
+    };
     if plan.hold {
         return format!(
             "{by}order held; {}",
@@ -137,7 +141,7 @@ fn summary(
     }
     if assignments.is_empty() {
         return format!(
-            "{by}nothing placed; {short} units backordered: {}",
+            "{by}nothing placed; {backordered}: {}",
             plan.shortfall.as_deref().unwrap_or("no stock")
         );
     }
@@ -153,7 +157,7 @@ fn summary(
     let mut s = format!("{by}{ships}{transfer}; cost {:.3}", plan.cost);
     if short > 0 {
         s.push_str(&format!(
-            "; {short} units backordered: {}",
+            "; {backordered}: {}",
             plan.shortfall.as_deref().unwrap_or("short")
         ));
     }
