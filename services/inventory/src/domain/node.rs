@@ -84,6 +84,9 @@ pub const UPDATABLE: &[&str] = &[
     "kind",
     "address",
     "capabilities",
+    "capabilities.ship",
+    "capabilities.pickup",
+    "capabilities.ship_from_store",
     "daily_capacity",
     "cutoff_local_time",
     "time_zone",
@@ -99,8 +102,18 @@ pub fn apply_update(current: &mut Node, patch: Node, paths: &[String]) -> Result
     if paths.is_empty() {
         v.add("update_mask", "name at least one field");
     }
+    let given = patch.capabilities.unwrap_or_default();
     for p in paths {
+        // One capability may change alone: before, only the whole
+        // `capabilities` could, and turning pickup on meant sending ship
+        // and ship_from_store again or losing them.
+        let caps = &mut current.capabilities;
         match p.as_str() {
+            "capabilities.ship" => caps.get_or_insert_default().ship = given.ship,
+            "capabilities.pickup" => caps.get_or_insert_default().pickup = given.pickup,
+            "capabilities.ship_from_store" => {
+                caps.get_or_insert_default().ship_from_store = given.ship_from_store
+            }
             "display_name" => current.display_name = patch.display_name.clone(),
             "kind" => current.kind = patch.kind,
             "address" => current.address = patch.address.clone(),
@@ -209,5 +222,30 @@ mod tests {
         assert_eq!(current.display_name, "");
         let err = apply_update(&mut current, node(), &["node_id".into()]).unwrap_err();
         assert_eq!(err.0[0].field, "update_mask");
+    }
+
+    #[test]
+    fn one_capability_changes_alone() {
+        let caps = |ship, pickup, ship_from_store| {
+            Some(NodeCapabilities {
+                ship,
+                pickup,
+                ship_from_store,
+            })
+        };
+        let mut current = Node {
+            kind: NodeKind::Store as i32,
+            capabilities: caps(true, false, true),
+            ..node()
+        };
+        let patch = Node {
+            capabilities: caps(false, true, false),
+            ..node()
+        };
+        apply_update(&mut current, patch, &["capabilities.pickup".into()]).unwrap();
+        assert_eq!(current.capabilities, caps(true, true, true));
+        let mut bare = node();
+        apply_update(&mut bare, node(), &["enabled".into()]).unwrap();
+        assert_eq!(bare.capabilities, None, "untouched unless named");
     }
 }
