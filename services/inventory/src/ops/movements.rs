@@ -374,24 +374,23 @@ async fn count_unlisted(
         serials::record_history(tx, tenant, &m.sku, &gone, moved.movement).await?;
         return Ok(());
     }
-    let there = serials::on_hand_at(&mut *tx, tenant, &m.sku, &m.node_id, &m.lot).await?;
-    if there.len() as i64 <= counted {
+    let (there, first) = serials::on_hand_at(&mut *tx, tenant, &m.sku, &m.node_id, &m.lot).await?;
+    if there <= counted {
         return Ok(());
     }
-    let more = match there.len() {
-        n if n > 5 => format!(" and {} more", n - 5),
-        _ => String::new(),
+    let more = match there - first.len() as i64 {
+        0 => String::new(),
+        n => format!(" and {n} more"),
     };
     Err(Error::precondition(
         "SERIAL_NUMBERS_NOT_COUNTED",
         format!("items/{}", m.sku),
         format!(
-            "{} serial numbers of items/{} are on hand at nodes/{}{} ({}{more}): a count of {counted} lists the ones it found",
-            there.len(),
+            "{there} serial numbers of items/{} are on hand at nodes/{}{} ({}{more}): a count of {counted} lists the ones it found",
             m.sku,
             m.node_id,
             in_lot(&m.lot),
-            there[..there.len().min(5)].join(", "),
+            first.join(", "),
         ),
     ))
 }

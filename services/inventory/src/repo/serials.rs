@@ -72,24 +72,27 @@ pub async fn count_out_unlisted(
     Ok(run(tx, with(q, tenant, m)).await?.into_iter().collect())
 }
 
-/// The serials on hand at a node, in a lot, by serial.
+/// How many serials are on hand at a node, in a lot, and the first five
+/// of them by serial (for a message).
 pub async fn on_hand_at(
     db: impl PgExecutor<'_>,
     tenant: &Tenant,
     sku: &str,
     node: &str,
     lot: &str,
-) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar(
-        "SELECT serial FROM serials
-         WHERE tenant = $1 AND node_id = $2 AND sku = $3 AND lot = $4 ORDER BY serial",
+) -> sqlx::Result<(i64, Vec<String>)> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT serial, count(*) OVER () FROM serials
+         WHERE tenant = $1 AND node_id = $2 AND sku = $3 AND lot = $4 ORDER BY serial LIMIT 5",
     )
     .bind(tenant.as_str())
     .bind(node)
     .bind(sku)
     .bind(lot)
     .fetch_all(db)
-    .await
+    .await?;
+    let n = rows.first().map_or(0, |(_, n)| *n);
+    Ok((n, rows.into_iter().map(|(s, _)| s).collect()))
 }
 
 /// Adds a movement to the history of the serials it moved.

@@ -1217,7 +1217,7 @@ fn on_hold_placement(reason: &str) -> Happened {
 /// Tells the order's history and feed that routing could not place it in
 /// full (`decision`, said by `summary`) and when it is planned next; only
 /// when the reason is new, so that an order waiting days for a node that
-/// ships has one line a reason, not one per attempt.
+/// ships gets one line per reason, not one per attempt.
 async fn tell_deferred(
     tx: &mut PgConnection,
     tenant: &Tenant,
