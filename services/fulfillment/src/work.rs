@@ -77,9 +77,10 @@ fn check_new(fo: &FulfillmentOrder) -> Violations {
         if l.quantity_shipped != 0 {
             v.add(format!("{lf}.quantity_shipped"), "output only; leave it 0");
         }
-        if !l.min_expiry_date.is_empty() && !oms_kernel::is_date(&l.min_expiry_date) {
-            v.add(format!("{lf}.min_expiry_date"), "must be YYYY-MM-DD");
-        }
+        v.check(
+            format!("{lf}.min_expiry_date"),
+            oms_kernel::check_date(&l.min_expiry_date),
+        );
     }
     v
 }

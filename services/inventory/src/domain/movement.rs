@@ -80,9 +80,10 @@ pub fn parse(m: Option<StockMovement>) -> Result<StockMovement, Violations> {
     v.check("movement.occur_time", happened);
     v.at_most("movement.reason", &m.reason, 500);
     v.at_most("movement.reference", &m.reference, 200);
-    if !m.expiry_date.is_empty() && !oms_kernel::is_date(&m.expiry_date) {
-        v.add("movement.expiry_date", "must be YYYY-MM-DD");
-    }
+    v.check(
+        "movement.expiry_date",
+        oms_kernel::check_date(&m.expiry_date),
+    );
     v.into_result(m)
 }
 

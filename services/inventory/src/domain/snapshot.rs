@@ -14,9 +14,7 @@ pub fn check_row(row: &SnapshotRow) -> Option<Violation> {
     if !(0..=MAX_UNITS).contains(&row.on_hand) {
         v.add("on_hand", format!("must be 0 to {MAX_UNITS}"));
     }
-    if !row.expiry_date.is_empty() && !oms_kernel::is_date(&row.expiry_date) {
-        v.add("expiry_date", "must be YYYY-MM-DD");
-    }
+    v.check("expiry_date", oms_kernel::check_date(&row.expiry_date));
     v.0.into_iter().next()
 }
 

@@ -533,9 +533,10 @@ pub async fn list_levels(
         (100, 1000),
         hash,
     );
-    if !req.withdraw_before.is_empty() && !oms_kernel::is_date(&req.withdraw_before) {
-        v.add("withdraw_before", "must be YYYY-MM-DD");
-    }
+    v.check(
+        "withdraw_before",
+        oms_kernel::check_date(&req.withdraw_before),
+    );
     if !req.node_id.is_empty() {
         v.check("node_id", check_node_id(&req.node_id));
     }
