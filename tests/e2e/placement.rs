@@ -608,6 +608,32 @@ async fn reserved_with_routing_down(request_id: &str, units: i64) -> Reserved {
     }
 }
 
+/// An order put on hold while it waits for routing (RESERVED) has its
+/// unconfirmed reservation watched: `PlaceHold` schedules the held-expiry
+/// step, which reads the reservation's 7-day expiry and waits for it.
+#[tokio::test]
+async fn an_order_held_while_reserved_has_its_reservation_watched() {
+    let Reserved {
+        suite,
+        mut orders,
+        mut feed,
+        order,
+        ..
+    } = reserved_with_routing_down("held-reserved", 1).await;
+    let hold = ord::PlaceHoldRequest {
+        request_id: "fraud-check".into(),
+        name: order.name.clone(),
+        r#type: ord::HoldType::Fraud as i32,
+        reason: "review".into(),
+    };
+    orders.place_hold(authed(T, hold)).await.unwrap();
+    until_state(&mut feed, &order.name, OrderState::OnHold).await;
+    let mut db = suite.db.connect("orders").await;
+    let waiting = "SELECT count(*) FROM saga_steps WHERE step = 'held-expiry'
+                   AND next_attempt_time > now() + interval '6 days'";
+    wait_for(&mut db, waiting, 1).await;
+}
+
 /// Units cancelled while an order waits for routing are given back before
 /// its reservation is confirmed: confirming first would allocate fewer
 /// units than the reservation holds, which inventory refuses (the order
