@@ -632,6 +632,16 @@ async fn an_order_held_while_reserved_has_its_reservation_watched() {
     let waiting = "SELECT count(*) FROM saga_steps WHERE step = 'held-expiry'
                    AND next_attempt_time > now() + interval '6 days'";
     wait_for(&mut db, waiting, 1).await;
+    // Released, the order waits for routing again; the watch ends.
+    let release = ord::ReleaseHoldRequest {
+        request_id: "fraud-cleared".into(),
+        name: order.name.clone(),
+        r#type: ord::HoldType::Fraud as i32,
+        reason: "fine".into(),
+    };
+    orders.release_hold(authed(T, release)).await.unwrap();
+    let watches = "SELECT count(*) FROM saga_steps WHERE step = 'held-expiry'";
+    wait_for(&mut db, watches, 0).await;
 }
 
 /// Units cancelled while an order waits for routing are given back before

@@ -493,6 +493,10 @@ impl OrderService for OrderApi {
                     }
                     if back_to == OrderState::Reserved {
                         steps.push(crate::workers::saga::route_step());
+                        // Its reservation's watch, made due, ends now
+                        // (the order is no longer held) rather than
+                        // lingering until the reservation's expiry.
+                        steps.push((crate::repo::saga::HELD_EXPIRY.to_owned(), vec![]));
                     }
                     // A fulfil step that found the order held ended; the
                     // order would stay ROUTED.
