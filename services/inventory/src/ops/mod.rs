@@ -387,6 +387,45 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// Every inventory event type, as [`event_type`] names them.
+pub const EVENT_TYPES: [&str; 12] = [
+    "StockMoved",
+    "StockReserved",
+    "ReservationConfirmed",
+    "ReservationReleased",
+    "AllocationsConsumed",
+    "SafetyStockSet",
+    "ChannelRuleSet",
+    "ReservationExtended",
+    "LotExpired",
+    "LotRestored",
+    "NodeChanged",
+    "TransferClosed",
+];
+
+/// The event types a watcher asked for (empty: all), each a known one.
+pub fn wanted_event_types(
+    asked: &[String],
+) -> std::result::Result<std::collections::HashSet<&'static str>, crate::error::Error> {
+    let mut v = oms_kernel::Violations::new();
+    let mut wanted = std::collections::HashSet::new();
+    for (i, t) in asked.iter().enumerate() {
+        match EVENT_TYPES.iter().find(|k| **k == t.as_str()) {
+            Some(k) => {
+                wanted.insert(*k);
+            }
+            None => v.add(
+                format!("event_types[{i}]"),
+                format!(
+                    "unknown event type {t:?}; known: {}",
+                    EVENT_TYPES.join(", ")
+                ),
+            ),
+        }
+    }
+    Ok(v.into_result(wanted)?)
+}
+
 pub fn event_type(kind: &inventory_event::Kind) -> &'static str {
     match kind {
         inventory_event::Kind::StockMoved(_) => "StockMoved",
@@ -439,4 +478,33 @@ pub async fn emit_many(
         .collect();
     outbox::append_many(tx, &events).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oms_proto::inventory::*;
+
+    #[test]
+    fn every_event_type_is_known_to_the_feed_filter() {
+        use inventory_event::Kind;
+        let kinds = [
+            Kind::StockMoved(StockMoved::default()),
+            Kind::StockReserved(StockReserved::default()),
+            Kind::ReservationConfirmed(ReservationConfirmed::default()),
+            Kind::ReservationReleased(ReservationReleased::default()),
+            Kind::AllocationsConsumed(AllocationsConsumed::default()),
+            Kind::SafetyStockSet(SafetyStockSet::default()),
+            Kind::ChannelRuleSet(ChannelRuleSet::default()),
+            Kind::ReservationExtended(ReservationExtended::default()),
+            Kind::LotExpired(LotExpired::default()),
+            Kind::LotRestored(LotRestored::default()),
+            Kind::NodeChanged(NodeChanged::default()),
+            Kind::TransferClosed(TransferClosed::default()),
+        ];
+        let named: Vec<&str> = kinds.iter().map(event_type).collect();
+        assert_eq!(named, EVENT_TYPES);
+        assert!(wanted_event_types(&["LotExpired".into()]).is_ok());
+        assert!(wanted_event_types(&["lotexpired".into()]).is_err());
+    }
 }

@@ -1338,6 +1338,70 @@ async fn a_node_feed_sends_the_figures_at_the_nodes_a_change_touched() {
     );
 }
 
+/// A connector that wants stock movements is not sent every reservation
+/// of a sale: the event feed takes the types wanted.
+#[tokio::test]
+async fn the_event_feed_sends_only_the_types_asked_for() {
+    use inventory_event::Kind;
+    let mut h = start().await;
+    let c = &mut h.client;
+    node(c, "acme", "DC1").await;
+    item(c, "acme", "S").await;
+    receive(c, "acme", "DC1", "S", 5).await;
+    reserve(c, "acme", "r1", vec![line("S", "", 1)])
+        .await
+        .unwrap();
+    receive(c, "acme", "DC1", "S", 2).await;
+    let release = ReleaseReservationRequest {
+        request_id: rid(),
+        name: "reservations/r1".into(),
+        ..Default::default()
+    };
+    c.release_reservation(authed("acme", release))
+        .await
+        .unwrap();
+    let watch = |after: &str, types: &[&str]| WatchInventoryEventsRequest {
+        after_cursor: after.into(),
+        event_types: types.iter().map(|t| t.to_string()).collect(),
+    };
+    let mut feed = (c.watch_inventory_events(authed(
+        "acme",
+        watch("", &["StockMoved", "ReservationReleased"]),
+    )))
+    .await
+    .unwrap()
+    .into_inner();
+    let mut got = vec![];
+    for _ in 0..3 {
+        got.push(feed.message().await.unwrap().unwrap().event.unwrap());
+    }
+    let kinds: Vec<&str> = (got.iter())
+        .map(|e| match e.kind.as_ref().unwrap() {
+            Kind::StockMoved(_) => "moved",
+            Kind::ReservationReleased(_) => "released",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(kinds, ["moved", "moved", "released"]);
+    // Resumed after the first, the types asked for follow it.
+    let first = got[0].meta.as_ref().unwrap().cursor.clone();
+    let mut again = (c.watch_inventory_events(authed("acme", watch(&first, &["StockMoved"]))))
+        .await
+        .unwrap()
+        .into_inner();
+    let next = again.message().await.unwrap().unwrap().event.unwrap();
+    assert_eq!(next.meta, got[1].meta);
+
+    let err = c
+        .watch_inventory_events(authed("acme", watch("", &["StockMoved", "Moved"])))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), fields(&err)),
+        (Code::InvalidArgument, vec!["event_types[1]".to_string()])
+    );
+}
+
 #[tokio::test]
 async fn the_availability_feed_follows_changes() {
     let mut h = start().await;
