@@ -404,15 +404,13 @@ pub const EVENT_TYPES: [&str; 12] = [
 ];
 
 /// The event types a watcher asked for (empty: all), each a known one.
-pub fn wanted_event_types(
-    asked: &[String],
-) -> std::result::Result<std::collections::HashSet<&'static str>, crate::error::Error> {
-    let mut v = oms_kernel::Violations::new();
+pub fn wanted_event_types(asked: &[String]) -> Result<std::collections::HashSet<&'static str>> {
+    let mut v = Violations::new();
     let mut wanted = std::collections::HashSet::new();
     for (i, t) in asked.iter().enumerate() {
-        match EVENT_TYPES.iter().find(|k| **k == t.as_str()) {
+        match EVENT_TYPES.into_iter().find(|k| k == t) {
             Some(k) => {
-                wanted.insert(*k);
+                wanted.insert(k);
             }
             None => v.add(
                 format!("event_types[{i}]"),

@@ -7,7 +7,8 @@
 //! from CREATED under its next reservation name, so that it reserves again
 //! when its holds go. Before 2026-12-04 nothing was said until the hold
 //! went (the route step then found the expiry). An order not on hold needs
-//! no watch: its route step finds the expiry itself.
+//! no watch: its route step finds the expiry itself, so releasing the hold
+//! makes the watch due, and it ends.
 use super::saga::{ACTOR, Saga, lock_for_step, next_reservation, reservation_name};
 use crate::changes::{Happened, record};
 use crate::domain::{OrderState, lifecycle};
