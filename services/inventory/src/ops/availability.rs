@@ -373,11 +373,22 @@ async fn run_figures(
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    // By (SKU, node); the node is empty outside node scope.
+    // By (SKU, node); the node is empty outside node scope. In node scope,
+    // the figures of the nodes with the SKU (or some on the way) among the
+    // watcher's: a node named that has none of it gets a figure when a
+    // change names it (the empty one below), not at every transfer of the
+    // SKU between other nodes (GetAvailability gives one for every node
+    // named).
+    let with_the_sku = match scope {
+        Scope::Node(_) => &Scope::Node(vec![]),
+        other => other,
+    };
     let mut figures: BTreeMap<(String, String), Availability> = BTreeMap::new();
     for chunk in skus.chunks(MAX_SKUS) {
-        for a in compute(inv, tenant, chunk, scope).await? {
-            figures.insert((a.sku.clone(), a.node_id.clone()), a);
+        for a in compute(inv, tenant, chunk, with_the_sku).await? {
+            if wanted(&a.node_id) {
+                figures.insert((a.sku.clone(), a.node_id.clone()), a);
+            }
         }
     }
     let figures_of = |(sku, node): &Key| -> Vec<Availability> {

@@ -1237,6 +1237,11 @@ async fn a_node_feed_sends_the_figures_at_the_nodes_a_change_touched() {
     let mut dc1 = (c.watch_availability(authed("acme", watch(&["DC1"]))).await)
         .unwrap()
         .into_inner();
+    let mut store2 = (c
+        .watch_availability(authed("acme", watch(&["STORE2"])))
+        .await)
+        .unwrap()
+        .into_inner();
     // The next figure of a feed: (SKU, node, available, in transit). A
     // feed from a cursor may repeat changes the figures read with it
     // showed already (the stock received above): those are skipped.
@@ -1327,6 +1332,9 @@ async fn a_node_feed_sends_the_figures_at_the_nodes_a_change_touched() {
     // The DC1 feed saw only DC1's changes.
     assert_eq!(next(&mut dc1).await, fig("S", "DC1", 7, 0));
     assert_eq!(next(&mut dc1).await, fig("S", "DC1", 5, 0));
+    // STORE2, which has no S, was sent nothing of the transfer of S
+    // between the others: its first figure is its own change.
+    assert_eq!(next(&mut store2).await, fig("T", "STORE2", 0, 0));
     // Nodes the caller has not got are refused, as by GetAvailability.
     let err = c
         .watch_availability(authed("acme", watch(&["DC9"])))
