@@ -13,8 +13,8 @@ use oms_testkit::authed;
 /// Orders in by channel: each submission counted once, by what became of
 /// it; the lag of the events a feed reader gets; a reader refused because
 /// the event retention overtook its cursor; shipped units inventory
-/// refused to take from stock; and a change that left reservations
-/// holding more than a node has.
+/// refused to take from stock; a change that left reservations holding
+/// more than a node has; and an order routing could not place.
 #[tokio::test(flavor = "multi_thread")]
 async fn submissions_feed_lag_and_stock_trouble_are_measured() {
     let (guard, mut rx) = oms_testkit::otlp::exporting(Service::Ingest).await;
@@ -142,6 +142,7 @@ async fn submissions_feed_lag_and_stock_trouble_are_measured() {
         }),
         ..Default::default()
     };
+    let template = order.clone();
     let req = ord::CreateOrderRequest {
         request_id: "two-things".into(),
         order: Some(order),
@@ -191,6 +192,51 @@ async fn submissions_feed_lag_and_stock_trouble_are_measured() {
     let answer = stock.record_movement(authed("acme", damage)).await.unwrap();
     assert_eq!(answer.into_inner().held_beyond_stock, 1);
 
+    // An order only a warehouse that does not ship could take: routing
+    // cannot place it, and says so once.
+    let back = inv::Node {
+        node_id: "BACK".into(),
+        kind: oms_proto::common::NodeKind::Warehouse as i32,
+        enabled: true,
+        ..Default::default()
+    };
+    let node = inv::CreateNodeRequest {
+        request_id: "back".into(),
+        node: Some(back),
+    };
+    stock.create_node(authed("acme", node)).await.unwrap();
+    let z = inv::Item {
+        sku: "Z".into(),
+        ..Default::default()
+    };
+    oms_e2e::create_item(&mut stock, "acme", z).await;
+    let receipt = inv::RecordMovementRequest {
+        request_id: "z-in".into(),
+        movement: Some(inv::StockMovement {
+            kind: inv::MovementKind::Receipt as i32,
+            node_id: "BACK".into(),
+            sku: "Z".into(),
+            quantity: 1,
+            ..Default::default()
+        }),
+    };
+    stock
+        .record_movement(authed("acme", receipt))
+        .await
+        .unwrap();
+    let mut z_order = template.clone();
+    z_order.lines.truncate(1);
+    z_order.lines[0].sku = "Z".into();
+    let req = ord::CreateOrderRequest {
+        request_id: "z-order".into(),
+        order: Some(z_order),
+    };
+    orders.create_order(authed("acme", req)).await.unwrap();
+    while !matches!(
+        next_order_event(&mut feed).await.kind,
+        Some(ord::order_event::Kind::RoutingDeferred(_))
+    ) {}
+
     // Shutdown collects and flushes; it blocks, so off the runtime.
     tokio::task::spawn_blocking(move || guard.shutdown())
         .await
@@ -230,6 +276,12 @@ async fn submissions_feed_lag_and_stock_trouble_are_measured() {
     );
     assert_eq!(
         at_dc1("oms.inventory.held_beyond_stock"),
+        Some(1.0),
+        "{seen:#?}"
+    );
+    let by_tenant = |metric: &str| seen.get(&(metric.to_string(), "tenant=acme".to_string()));
+    assert_eq!(
+        by_tenant("oms.orders.routing_deferred").copied(),
         Some(1.0),
         "{seen:#?}"
     );

@@ -41,12 +41,13 @@ pub async fn run(
         fulfillment: channel(oms_runtime::Service::Fulfillment)?,
         issuer: oms_runtime::auth::TokenIssuer::new(&config.auth),
     };
-    let saga = workers::saga::Saga::new(pool.clone(), peers.clone());
+    let metrics = metrics::Metrics::new();
+    let saga = workers::saga::Saga::new(pool.clone(), peers.clone(), metrics.clone());
     saga.clone().start(config.sweep_interval, shutdown.clone());
     workers::fulfillment_feed::FulfillmentFeed {
         pool: pool.clone(),
         peers,
-        metrics: metrics::Metrics::new(),
+        metrics,
     }
     .start(config.sweep_interval, shutdown.clone());
     let api = grpc::OrderApi::new(pool.clone(), waker, shutdown.clone(), saga);

@@ -1,10 +1,12 @@
 //! Business metrics of the orders service (RED metrics per method come
-//! from oms-runtime): shipped units inventory would not take from stock.
+//! from oms-runtime): shipped units inventory would not take from stock,
+//! and reserved orders routing could not place.
 use opentelemetry::{KeyValue, global, metrics::Counter};
 
 #[derive(Clone)]
 pub struct Metrics {
     untaken: Counter<u64>,
+    deferred: Counter<u64>,
 }
 
 impl Metrics {
@@ -15,7 +17,19 @@ impl Metrics {
                 "Shipped units inventory refused to take from stock (a serial or lot it does not have at the node, nothing allocated there), by tenant and node: they stay on hand and held until someone consumes them by hand",
             )
             .build();
-        Metrics { untaken }
+        let deferred = global::meter("oms-orders")
+            .u64_counter("oms.orders.routing_deferred")
+            .with_description(
+                "Reserved orders routing could not place in full yet, by tenant, counted once per reason (each OrderRoutingDeferred event): a node set aside (a capability, capacity, a rule) leaves them waiting, their units held",
+            )
+            .build();
+        Metrics { untaken, deferred }
+    }
+
+    /// A reserved order routing could not place, for a new reason.
+    pub fn deferred(&self, tenant: &str) {
+        self.deferred
+            .add(1, &[KeyValue::new("tenant", tenant.to_owned())]);
     }
 
     /// `units` a node shipped that inventory refused to take from stock.

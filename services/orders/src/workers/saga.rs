@@ -138,6 +138,7 @@ fn plan_request_id(s: &Step, version: i64) -> String {
 pub struct Saga {
     pub(crate) pool: PgPool,
     pub(crate) peers: Peers,
+    metrics: crate::metrics::Metrics,
     wake: Arc<Notify>,
     /// Set when a step's peer was down during the current tick.
     peer_down: Arc<AtomicBool>,
@@ -156,10 +157,11 @@ const UNDO_EXTENSION_AFTER: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
 const MAX_PAUSE: Duration = Duration::from_secs(30);
 
 impl Saga {
-    pub fn new(pool: PgPool, peers: Peers) -> Self {
+    pub fn new(pool: PgPool, peers: Peers, metrics: crate::metrics::Metrics) -> Self {
         Self {
             pool,
             peers,
+            metrics,
             wake: Arc::new(Notify::new()),
             peer_down: Arc::new(AtomicBool::new(false)),
         }
@@ -511,7 +513,9 @@ impl Saga {
             let why = format!("not fully routable ({}): {summary}", decision.name);
             tracing::info!(order = %o.name, %why, "routing again later");
             let next = Utc::now() + wait;
-            tell_deferred(tx, tenant, s.order_id, &o, &decision.name, &summary, next).await?;
+            if tell_deferred(tx, tenant, s.order_id, &o, &decision.name, &summary, next).await? {
+                self.metrics.deferred(tenant.as_str());
+            }
             repo::saga::retry_with(tx, s, &new_plan_key(), &why, next).await?;
             return Ok(());
         }
@@ -1217,7 +1221,7 @@ fn on_hold_placement(reason: &str) -> Happened {
 /// Tells the order's history and feed that routing could not place it in
 /// full (`decision`, said by `summary`) and when it is planned next; only
 /// when the reason is new, so that an order waiting days for a node that
-/// ships gets one line per reason, not one per attempt.
+/// ships gets one line per reason, not one per attempt. Whether it told.
 async fn tell_deferred(
     tx: &mut PgConnection,
     tenant: &Tenant,
@@ -1226,7 +1230,7 @@ async fn tell_deferred(
     decision: &str,
     summary: &str,
     next: chrono::DateTime<Utc>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let said = format!("): {summary}");
     let happened = Happened {
         kind: order_event::Kind::RoutingDeferred(OrderRoutingDeferred {
@@ -1239,11 +1243,11 @@ async fn tell_deferred(
     let latest = repo::history::latest(tx, tenant, order_id).await?;
     let kind = happened.event_type();
     if latest.is_some_and(|(k, reason)| k == kind && reason.ends_with(&said)) {
-        return Ok(());
+        return Ok(false);
     }
     let state = lifecycle::state(o);
     tell(tx, tenant, order_id, o, state, ACTOR, "", happened).await?;
-    Ok(())
+    Ok(true)
 }
 
 /// Puts a manual hold on an order the saga cannot take further by itself.
