@@ -54,14 +54,16 @@ impl Inventory {
         )
     }
 
-    /// The nodes `tenant` may use, with its channels' pools.
-    pub async fn network(&self, tenant: &Tenant) -> Result<Arc<Network>, Status> {
+    /// The nodes `tenant` may use, with its channels' pools: as read in
+    /// the last `NODES_TTL`, or read now when `fresh`.
+    pub async fn network(&self, tenant: &Tenant, fresh: bool) -> Result<Arc<Network>, Status> {
         if let Some((at, net)) = self
             .nodes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(tenant.as_str())
             && at.elapsed() < NODES_TTL
+            && !fresh
         {
             return Ok(net.clone());
         }
@@ -110,14 +112,16 @@ impl Inventory {
     }
 
     /// Live availability of `skus` at every node of `net`: per SKU, units
-    /// per node index.
+    /// per node index; and whether inventory named a node `net` does not
+    /// have (one created or enabled since `net` was read).
     pub async fn availability(
         &self,
         tenant: &Tenant,
         net: &Network,
         skus: &[String],
-    ) -> Result<HashMap<String, Vec<i64>>, Status> {
+    ) -> Result<(HashMap<String, Vec<i64>>, bool), Status> {
         let mut table: HashMap<String, Vec<i64>> = HashMap::new();
+        let mut unknown = false;
         let mut client = self.client(tenant);
         // Inventory answers at most 1,000 SKUs a call, and a node-scope
         // answer over many stores in pages.
@@ -135,10 +139,13 @@ impl Inventory {
                     .map_err(|e| unavailable("report availability", &e))?
                     .into_inner();
                 for a in resp.availabilities {
-                    if let Some(n) = net.index_of(&a.node_id) {
-                        table
-                            .entry(a.sku)
-                            .or_insert_with(|| vec![0; net.nodes.len()])[n] = a.available;
+                    match net.index_of(&a.node_id) {
+                        Some(n) => {
+                            table
+                                .entry(a.sku)
+                                .or_insert_with(|| vec![0; net.nodes.len()])[n] = a.available
+                        }
+                        None => unknown = true,
                     }
                 }
                 if resp.next_page_token.is_empty() {
@@ -147,7 +154,7 @@ impl Inventory {
                 page_token = resp.next_page_token;
             }
         }
-        Ok(table)
+        Ok((table, unknown))
     }
 }
 

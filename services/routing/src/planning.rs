@@ -37,8 +37,16 @@ struct World {
 impl World {
     async fn gather(r: &Routing, tenant: &Tenant, skus: &[String]) -> Result<World, Status> {
         let now = Utc::now();
-        let net = r.inventory.network(tenant).await?;
-        let availability = r.inventory.availability(tenant, &net, skus).await?;
+        let mut net = r.inventory.network(tenant, false).await?;
+        let (mut availability, stale) = r.inventory.availability(tenant, &net, skus).await?;
+        if stale {
+            // Stock at a node created (or enabled) since the network was
+            // read: read it again rather than plan without that node (the
+            // order waited for the next plan, 30 s, with "eligible nodes
+            // hold 0").
+            net = r.inventory.network(tenant, true).await?;
+            (availability, _) = r.inventory.availability(tenant, &net, skus).await?;
+        }
         let ids: Vec<String> = net.nodes.iter().map(|n| n.id.clone()).collect();
         let days: Vec<NaiveDate> = net
             .nodes

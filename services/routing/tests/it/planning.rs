@@ -101,6 +101,23 @@ async fn plans_on_live_stock_store_the_decision_and_replay_it() {
     }
 }
 
+/// A warehouse created since routing last read the network (it keeps it
+/// 5 s) is planned with at once: inventory names it with its stock, and
+/// routing reads the network again instead of planning without it.
+#[tokio::test]
+async fn a_node_created_since_the_network_was_read_is_planned_with() {
+    let mut h = start().await;
+    h.network(&[("DC-BER", "MUG", 1)]).await;
+    let first = h.plan(&rid(), order("o-1", &[("MUG", 1)])).await;
+    assert_eq!(placed(&first), [at("1", "DC-BER", 1)]);
+    h.create_nodes([node("DC-HAM", NodeKind::Warehouse, 53.55, 9.99)])
+        .await;
+    h.create_items(&["TEA"]).await;
+    h.receive("DC-HAM", "TEA", 2).await;
+    let d = h.plan(&rid(), order("o-2", &[("TEA", 1)])).await;
+    assert_eq!(placed(&d), [at("1", "DC-HAM", 1)], "{:?}", d.explanation);
+}
+
 #[tokio::test]
 async fn bad_orders_get_field_violations_and_short_stock_a_plan_that_says_why() {
     let mut h = start().await;
