@@ -39,7 +39,11 @@ fn subject(name: &str) -> Result<Subject, String> {
     } else if name.starts_with("receipts/") {
         parse_name(name, "receipts").map(|id| Subject::Receipt(id.to_owned()))
     } else {
-        Err("`fulfillmentOrders/{id}`, `asns/{id}` or `receipts/{id}`".into())
+        // Before 2026-12-05 the error was the list alone, which read as
+        // nothing a caller could act on.
+        Err(format!(
+            "names what the message is about, and so the node it goes to: `fulfillmentOrders/{{id}}`, `asns/{{id}}` or `receipts/{{id}}`; got {name:?}"
+        ))
     }
 }
 

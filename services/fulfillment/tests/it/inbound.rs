@@ -277,6 +277,11 @@ async fn messages_reach_the_node_are_delivered_on_acknowledgement_and_read_once(
         .await
         .unwrap_err();
     assert_eq!(status::fields(&bad), ["message.body", "message.subject"]);
+    assert!(
+        bad.message().contains("names what the message is about"),
+        "{}",
+        bad.message()
+    );
     let missing = h
         .client
         .send_message(authed(
