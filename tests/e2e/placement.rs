@@ -554,13 +554,10 @@ async fn units_of_an_edit_that_was_not_recorded_go_back_to_inventory() {
 #[tokio::test]
 async fn a_routed_order_released_from_hold_goes_to_fulfillment() {
     let (mut suite, _, mut orders, order) = routed_with_fulfillment_down("held-1").await;
-    let hold = |request_id: &str| ord::PlaceHoldRequest {
-        request_id: request_id.into(),
-        name: order.name.clone(),
-        r#type: ord::HoldType::Fraud as i32,
-        reason: "review".into(),
-    };
-    orders.place_hold(authed(T, hold("h1"))).await.unwrap();
+    orders
+        .place_hold(authed(T, fraud_hold(&order.name, "h1")))
+        .await
+        .unwrap();
     // What the fulfil step does when it finds the order held: it ends.
     let id = order.name.trim_start_matches("orders/");
     let pool = suite.db.pool("orders", None).await;
@@ -569,16 +566,31 @@ async fn a_routed_order_released_from_hold_goes_to_fulfillment() {
         .execute(&pool)
         .await
         .unwrap();
-    let release = ord::ReleaseHoldRequest {
-        request_id: "h2".into(),
-        name: order.name.clone(),
-        r#type: ord::HoldType::Fraud as i32,
-        reason: "ok".into(),
-    };
+    let release = fraud_cleared(&order.name, "h2");
     orders.release_hold(authed(T, release)).await.unwrap();
     suite.start_again(Service::Fulfillment).await;
     let mut feed = suite.order_events(T).await;
     until_state(&mut feed, &order.name, OrderState::Released).await;
+}
+
+/// A fraud hold on `order`, for review.
+fn fraud_hold(order: &str, request_id: &str) -> ord::PlaceHoldRequest {
+    ord::PlaceHoldRequest {
+        request_id: request_id.into(),
+        name: order.into(),
+        r#type: ord::HoldType::Fraud as i32,
+        reason: "review".into(),
+    }
+}
+
+/// The release of `order`'s fraud hold.
+fn fraud_cleared(order: &str, request_id: &str) -> ord::ReleaseHoldRequest {
+    ord::ReleaseHoldRequest {
+        request_id: request_id.into(),
+        name: order.into(),
+        r#type: ord::HoldType::Fraud as i32,
+        reason: "cleared".into(),
+    }
 }
 
 /// A suite with 5 A at DC1 and routing down, and an order of `units` A
@@ -620,12 +632,7 @@ async fn an_order_held_while_reserved_has_its_reservation_watched() {
         order,
         ..
     } = reserved_with_routing_down("held-reserved", 1).await;
-    let hold = ord::PlaceHoldRequest {
-        request_id: "fraud-check".into(),
-        name: order.name.clone(),
-        r#type: ord::HoldType::Fraud as i32,
-        reason: "review".into(),
-    };
+    let hold = fraud_hold(&order.name, "fraud-check");
     orders.place_hold(authed(T, hold)).await.unwrap();
     until_state(&mut feed, &order.name, OrderState::OnHold).await;
     let mut db = suite.db.connect("orders").await;
@@ -633,12 +640,7 @@ async fn an_order_held_while_reserved_has_its_reservation_watched() {
                    AND next_attempt_time > now() + interval '6 days'";
     wait_for(&mut db, waiting, 1).await;
     // Released, the order waits for routing again; the watch ends.
-    let release = ord::ReleaseHoldRequest {
-        request_id: "fraud-cleared".into(),
-        name: order.name.clone(),
-        r#type: ord::HoldType::Fraud as i32,
-        reason: "fine".into(),
-    };
+    let release = fraud_cleared(&order.name, "fraud-cleared");
     orders.release_hold(authed(T, release)).await.unwrap();
     let watches = "SELECT count(*) FROM saga_steps WHERE step = 'held-expiry'";
     wait_for(&mut db, watches, 0).await;

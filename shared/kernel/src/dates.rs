@@ -2,12 +2,12 @@
 
 /// A date exactly as `YYYY-MM-DD` (stored dates are compared as text, so
 /// `2026-1-5` is refused).
-pub fn is_date(s: &str) -> bool {
+fn is_date(s: &str) -> bool {
     chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
         .is_ok_and(|d| d.format("%Y-%m-%d").to_string() == s)
 }
 
-/// A date given as text: empty (none given) or a date as [`is_date`]
+/// A date given as text: empty (none given) or a date as `is_date`
 /// takes it. The error tells a shape it cannot read from a day the
 /// calendar does not have (`2026-02-30`), which before both read "must be
 /// YYYY-MM-DD".

@@ -8,7 +8,7 @@ mod ids;
 mod page;
 mod violations;
 
-pub use dates::{check_date, is_date};
+pub use dates::check_date;
 pub use ids::{
     RequestId, Tenant, check_country_code, check_id, check_label, check_sku, parse_name,
     parse_uuid_name, target_id,

@@ -141,11 +141,7 @@ impl Figures {
             .into_iter()
             .map(|n| {
                 if !self.enabled.contains(&n) {
-                    return Availability {
-                        sku: sku.to_owned(),
-                        node_id: n,
-                        ..Default::default()
-                    };
+                    return empty_at(sku, &n);
                 }
                 let on_hand = self
                     .on_hand
@@ -253,6 +249,16 @@ fn nodes_by_sku<'a>(
 /// Whether a node is one of `nodes` (every node when empty), looked up in
 /// a set: a channel's pool may name hundreds of stores, asked about for
 /// each of up to 1,000 SKUs.
+/// The figure of a node that can promise none of a SKU (disabled, no
+/// longer shared, or without it): every count 0.
+pub(crate) fn empty_at(sku: &str, node: &str) -> Availability {
+    Availability {
+        sku: sku.to_owned(),
+        node_id: node.to_owned(),
+        ..Default::default()
+    }
+}
+
 pub(crate) fn among(nodes: &[String]) -> impl Fn(&str) -> bool + '_ {
     let set: HashSet<&str> = nodes.iter().map(String::as_str).collect();
     move |n| set.is_empty() || set.contains(n)

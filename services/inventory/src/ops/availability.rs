@@ -1,6 +1,6 @@
 //! Available-to-promise, computed from the record, and its change feed.
 use super::Inventory;
-use crate::domain::availability::{Figures, among};
+use crate::domain::availability::{Figures, among, empty_at};
 use crate::domain::{check_node_id, check_sku};
 use crate::error::Result;
 use crate::repo;
@@ -397,11 +397,7 @@ async fn run_figures(
             // longer shared) has no figure: an empty one says so.
             Some(n) => match figures.get(&(sku.clone(), n.clone())) {
                 Some(a) => vec![a.clone()],
-                None => vec![Availability {
-                    sku: sku.clone(),
-                    node_id: n.clone(),
-                    ..Default::default()
-                }],
+                None => vec![empty_at(sku, n)],
             },
             None => (figures.range((sku.clone(), String::new())..))
                 .take_while(|((s, _), _)| s == sku)
