@@ -1,6 +1,6 @@
 //! The placement saga across orders and inventory: reserve, backorder,
 //! cancel with compensation, holds, and a crash in the middle.
-use oms_e2e::{Suite, next_order_event, receive};
+use oms_e2e::{Suite, next_order_event, receive, rid};
 use oms_proto::common::{Money, PostalAddress};
 use oms_proto::inventory::{self as inv, inventory_service_client::InventoryServiceClient};
 use oms_proto::orders::{self as ord, OrderState, order_service_client::OrderServiceClient};
@@ -378,6 +378,77 @@ async fn orders_are_reserved_backordered_held_and_cancelled_with_their_stock() {
         ]
     );
     assert_eq!(counts.total, 2);
+}
+
+/// Whether the `reserve` step of order `name` still waits out its
+/// backoff (set an hour ahead by the test), i.e. was not woken.
+async fn still_waiting(db: &mut sqlx::PgConnection, name: &str) -> bool {
+    sqlx::query_scalar(
+        "SELECT next_attempt_time > now() + interval '30 minutes' FROM saga_steps
+         WHERE order_id = $1::uuid AND step = 'reserve'",
+    )
+    .bind(name.trim_start_matches("orders/"))
+    .fetch_one(db)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn backordered_orders_are_woken_by_stock_that_comes_oldest_first() {
+    let suite = Suite::start().await;
+    let mut stock_c = suite.stock(T, &[("A", 1)]).await;
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = suite.order_events(T).await;
+    // A cart holds the one A there is.
+    let cart = inv::CreateReservationRequest {
+        reservation_id: "cart".into(),
+        lines: vec![inv::ReservationLine {
+            sku: "A".into(),
+            quantity: 1,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    stock_c.create_reservation(authed(T, cart)).await.unwrap();
+    let mut names = Vec::new();
+    for (id, q) in [("w1", 2), ("w2", 1), ("w3", 1)] {
+        let o = create(&mut orders, id, &[("A", q)]).await;
+        until_state(&mut feed, &o.name, OrderState::Backordered).await;
+        names.push(o.name);
+    }
+    // Their backoff is put an hour off: only stock that comes wakes them.
+    let mut db = suite.db.connect("orders").await;
+    sqlx::query("UPDATE saga_steps SET next_attempt_time = now() + interval '1 hour' WHERE step = 'reserve'")
+        .execute(&mut db)
+        .await
+        .unwrap();
+
+    // Two units come: the oldest order takes both, the others wait on.
+    receive(&mut stock_c, T, "A", 2).await;
+    until_state(&mut feed, &names[0], OrderState::Reserved).await;
+    assert!(still_waiting(&mut db, &names[1]).await);
+    assert!(still_waiting(&mut db, &names[2]).await);
+    let waits: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM stock_waits WHERE order_id = $1::uuid")
+            .bind(names[0].trim_start_matches("orders/"))
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(waits, 0, "a placed order waits for nothing");
+
+    // The cart gives its unit back: the next order in line takes it.
+    let release = inv::ReleaseReservationRequest {
+        request_id: rid(),
+        name: "reservations/cart".into(),
+        reason: "abandoned".into(),
+        ..Default::default()
+    };
+    stock_c
+        .release_reservation(authed(T, release))
+        .await
+        .unwrap();
+    until_state(&mut feed, &names[1], OrderState::Reserved).await;
+    assert!(still_waiting(&mut db, &names[2]).await);
 }
 
 #[tokio::test]

@@ -46,8 +46,14 @@ pub async fn run(
     saga.clone().start(config.sweep_interval, shutdown.clone());
     workers::fulfillment_feed::FulfillmentFeed {
         pool: pool.clone(),
-        peers,
+        peers: peers.clone(),
         metrics,
+    }
+    .start(config.sweep_interval, shutdown.clone());
+    workers::stock_feed::StockFeed {
+        pool: pool.clone(),
+        peers,
+        saga: saga.clone(),
     }
     .start(config.sweep_interval, shutdown.clone());
     let api = grpc::OrderApi::new(pool.clone(), waker, shutdown.clone(), saga);

@@ -10,6 +10,9 @@ use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 pub const FULFILLMENT: &str = "fulfillment";
+/// Inventory's feed, followed for stock that may let waiting steps go
+/// (see `workers::stock_feed`).
+pub const INVENTORY: &str = "inventory";
 
 /// Starts following `source` for `tenant` (from the beginning) unless it
 /// is followed already.

@@ -3,3 +3,4 @@ pub mod feeds;
 pub mod history;
 pub mod orders;
 pub mod saga;
+pub mod stock_waits;

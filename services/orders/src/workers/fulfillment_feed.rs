@@ -12,7 +12,7 @@ use crate::domain::lifecycle;
 use crate::metrics::Metrics;
 use crate::repo::{self, feeds, feeds::Put};
 use crate::workers::{
-    leases::Leases,
+    followers,
     peers::Peers,
     reroute,
     saga::{cancel_work_step, open_work, release_request},
@@ -29,9 +29,7 @@ use oms_proto::inventory::{
 use oms_runtime::time::{from_timestamp, to_timestamp};
 use prost::Message;
 use sqlx::PgPool;
-use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
-use tokio::task::JoinHandle;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use uuid::Uuid;
@@ -64,77 +62,19 @@ fn expired(e: &anyhow::Error) -> bool {
 }
 
 impl FulfillmentFeed {
-    /// Keeps one follower per followed tenant whose lease this replica
-    /// holds running until `shutdown` (see [`Leases`]); a follower that
-    /// fails is started again from its stored cursor, one whose lease was
-    /// given up to another replica is stopped.
+    /// Follows every followed tenant's feed (see [`followers::supervise`]).
     pub fn start(self, every: Duration, shutdown: CancellationToken) {
-        tokio::spawn(async move {
-            let mut leases = Leases::new(self.pool.clone(), feeds::FULFILLMENT);
-            // Each follower, with when it started.
-            let mut running: HashMap<String, (JoinHandle<()>, Instant)> = HashMap::new();
-            loop {
-                let ended: Vec<String> = running
-                    .iter()
-                    .filter(|(_, (h, _))| h.is_finished())
-                    .map(|(t, _)| t.clone())
-                    .collect();
-                for tenant in ended {
-                    if let Some((_, since)) = running.remove(&tenant) {
-                        leases.ended(&tenant, since.elapsed()).await;
-                    }
-                }
-                if !leases.next_round().await {
-                    tracing::warn!(
-                        "the feed leases' connection broke: their followers stop until the leases are taken again"
-                    );
-                    for (h, _) in running.values() {
-                        h.abort();
-                    }
-                    running.clear();
-                }
-                let mut cursors: HashMap<String, String> =
-                    match feeds::followed(&self.pool, feeds::FULFILLMENT).await {
-                        Ok(rows) => rows.into_iter().collect(),
-                        Err(e) => {
-                            // Nothing changes this round: shared out over
-                            // no tenants, every lease would go.
-                            tracing::warn!(error = %e, "could not read the followed feeds");
-                            tokio::select! {
-                                _ = tokio::time::sleep(every) => continue,
-                                _ = shutdown.cancelled() => return,
-                            }
-                        }
-                    };
-                let followed: Vec<String> = cursors.keys().cloned().collect();
-                let busy: HashSet<String> = running.keys().cloned().collect();
-                let changes = leases.balance(followed, &busy).await;
-                for tenant in changes.stop {
-                    if let Some((h, _)) = running.remove(&tenant) {
-                        h.abort();
-                    }
-                }
-                for tenant in changes.start {
-                    let (Ok(t), Some(cursor)) = (Tenant::parse(&tenant), cursors.remove(&tenant))
-                    else {
-                        continue;
-                    };
-                    let me = self.clone();
-                    let stop = shutdown.clone();
-                    let follower = tokio::spawn(async move {
-                        tokio::select! {
-                            _ = me.follow_or_resync(&t, cursor) => {}
-                            _ = stop.cancelled() => {}
-                        }
-                    });
-                    running.insert(tenant, (follower, Instant::now()));
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(every) => {}
-                    _ = shutdown.cancelled() => return,
-                }
-            }
-        });
+        let pool = self.pool.clone();
+        followers::supervise(
+            pool,
+            feeds::FULFILLMENT,
+            every,
+            shutdown,
+            move |t, cursor| {
+                let me = self.clone();
+                async move { me.follow_or_resync(&t, cursor).await }
+            },
+        );
     }
 
     /// Follows `tenant`'s feed from `cursor` until it breaks; resyncs from

@@ -9,7 +9,7 @@
 //! history say what moved and why.
 use super::saga::{
     ACTOR, Saga, backoff, fresh_lots, fulfillment_orders, lock_for_step, moved_since_the_plan,
-    release_request, reservation_id, reservation_name, routing_order, unplan_step,
+    release_request, reservation_id, reservation_name, routing_order, unplan_step, wait_for_stock,
 };
 use crate::changes::{Happened, record};
 use crate::domain::{OrderState, lifecycle};
@@ -293,6 +293,13 @@ impl Saga {
             );
             tracing::info!(order = %o.name, %why, "rerouting again later");
             repo::saga::enqueue(tx, tenant, s.order_id, &unplan, &unplan_payload).await?;
+            if !decision.backorders.is_empty() {
+                // Short of stock (not of capacity): stock that comes
+                // wakes it.
+                let wanted: Vec<(String, i64)> =
+                    lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect();
+                wait_for_stock(tx, tenant, s, &o, &wanted).await?;
+            }
             repo::saga::retry_with(tx, s, &fresh, &why, Utc::now() + wait).await?;
             return Ok(());
         }

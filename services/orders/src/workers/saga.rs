@@ -400,7 +400,17 @@ impl Saga {
                     )
                     .await?;
                 }
-                let wait = Duration::from_secs(5 * (1 + s.attempts.min(11) as u64));
+                // Stock that comes wakes the order (oldest first) through
+                // the inventory feed, so its backoff (5 s, then 5 s longer
+                // at each attempt, up to 5 minutes; 1 minute before the
+                // feed woke orders) is for what the feed does not say.
+                let wanted: Vec<(String, i64)> = lifecycle::open_quantity(&o)
+                    .into_iter()
+                    .filter(|(_, sku, _)| missing.iter().any(|(m, _)| m == sku))
+                    .map(|(_, sku, q)| (sku, q))
+                    .collect();
+                wait_for_stock(tx, tenant, s, &o, &wanted).await?;
+                let wait = Duration::from_secs(5 * (1 + s.attempts.min(59) as u64));
                 repo::saga::retry(tx, s, "insufficient stock", Utc::now() + wait).await?;
             }
             Err(st)
@@ -1487,6 +1497,26 @@ fn refused_for_good(st: &tonic::Status) -> bool {
         st.code(),
         Code::InvalidArgument | Code::NotFound | Code::FailedPrecondition
     )
+}
+
+/// Says that step `s` of order `o` waits for `wanted` (units per SKU,
+/// all it asks of each SKU missing), and follows the tenant's inventory
+/// feed so that stock coming wakes it (see `workers::stock_feed`).
+pub(crate) async fn wait_for_stock(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    s: &Step,
+    o: &oms_proto::orders::Order,
+    wanted: &[(String, i64)],
+) -> anyhow::Result<()> {
+    let since = o
+        .create_time
+        .as_ref()
+        .and_then(oms_runtime::time::from_timestamp)
+        .unwrap_or_else(Utc::now);
+    repo::stock_waits::wait_for(tx, tenant, (s.order_id, &s.step), since, wanted).await?;
+    repo::feeds::follow(&mut *tx, repo::feeds::INVENTORY, tenant).await?;
+    Ok(())
 }
 
 pub(crate) fn backoff(attempts: i32) -> chrono::Duration {

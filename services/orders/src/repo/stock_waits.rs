@@ -1,0 +1,134 @@
+//! Steps waiting for stock, and what each needs (`stock_waits`; a row goes
+//! with its step).
+use chrono::{DateTime, Utc};
+use oms_kernel::Tenant;
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+/// A step waiting for stock.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Waiter {
+    pub order_id: Uuid,
+    pub step: String,
+    /// Its turn (the order's creation).
+    pub since: DateTime<Utc>,
+    /// Units per SKU it asks for.
+    pub needs: Vec<(String, i64)>,
+}
+
+/// Says that the step `step` of the order waits for `needs` (units per
+/// SKU), replacing what it waited for before.
+pub async fn wait_for(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    (order_id, step): (Uuid, &str),
+    since: DateTime<Utc>,
+    needs: &[(String, i64)],
+) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM stock_waits WHERE tenant = $1 AND order_id = $2 AND step = $3")
+        .bind(tenant.as_str())
+        .bind(order_id)
+        .bind(step)
+        .execute(&mut *tx)
+        .await?;
+    let (skus, wanted): (Vec<&str>, Vec<i64>) = needs.iter().map(|(s, q)| (s.as_str(), *q)).unzip();
+    sqlx::query(
+        "INSERT INTO stock_waits (tenant, order_id, step, sku, wanted, since)
+         SELECT $1, $2, $3, sku, sum(wanted), $6
+         FROM unnest($4::text[], $5::bigint[]) AS n(sku, wanted) GROUP BY sku",
+    )
+    .bind(tenant.as_str())
+    .bind(order_id)
+    .bind(step)
+    .bind(&skus)
+    .bind(&wanted)
+    .bind(since)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// SKUs the tenant's steps wait for (at most `limit`).
+pub async fn skus(
+    ex: impl PgExecutor<'_>,
+    tenant: &Tenant,
+    limit: i64,
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar("SELECT DISTINCT sku FROM stock_waits WHERE tenant = $1 LIMIT $2")
+        .bind(tenant.as_str())
+        .bind(limit)
+        .fetch_all(ex)
+        .await
+}
+
+/// The oldest `limit` steps waiting for any of `skus` and not due yet,
+/// after the waiter `after` (a page's last), with all they need, oldest
+/// first.
+pub async fn waiting(
+    ex: impl PgExecutor<'_>,
+    tenant: &Tenant,
+    skus: &[String],
+    after: Option<&Waiter>,
+    limit: i64,
+) -> sqlx::Result<Vec<Waiter>> {
+    let rows: Vec<(Uuid, String, DateTime<Utc>, String, i64)> = sqlx::query_as(
+        "WITH w AS (
+           SELECT DISTINCT ON (w.since, w.order_id, w.step) w.order_id, w.step, w.since
+           FROM stock_waits w
+           JOIN saga_steps s USING (tenant, order_id, step)
+           WHERE w.tenant = $1 AND w.sku = ANY($2)
+             AND s.next_attempt_time > now() AND s.next_attempt_time <> 'infinity'
+             AND ($4::timestamptz IS NULL OR (w.since, w.order_id, w.step) > ($4, $5, $6))
+           ORDER BY w.since, w.order_id, w.step
+           LIMIT $3
+         )
+         SELECT w.order_id, w.step, w.since, n.sku, n.wanted
+         FROM w JOIN stock_waits n ON n.tenant = $1 AND n.order_id = w.order_id AND n.step = w.step
+         ORDER BY w.since, w.order_id, w.step, n.sku",
+    )
+    .bind(tenant.as_str())
+    .bind(skus)
+    .bind(limit)
+    .bind(after.map(|w| w.since))
+    .bind(after.map(|w| w.order_id))
+    .bind(after.map(|w| w.step.as_str()))
+    .fetch_all(ex)
+    .await?;
+    let mut out: Vec<Waiter> = Vec::new();
+    for (order_id, step, since, sku, wanted) in rows {
+        match out.last_mut() {
+            Some(w) if w.order_id == order_id && w.step == step => w.needs.push((sku, wanted)),
+            _ => out.push(Waiter {
+                order_id,
+                step,
+                since,
+                needs: vec![(sku, wanted)],
+            }),
+        }
+    }
+    Ok(out)
+}
+
+/// Makes the steps due now, in the order given (the saga takes due steps
+/// by their time, so the first is tried first); a step due already, or
+/// retired, stays as it is. Returns how many it woke.
+pub async fn wake(
+    ex: impl PgExecutor<'_>,
+    tenant: &Tenant,
+    steps: &[(Uuid, String)],
+) -> sqlx::Result<u64> {
+    let (orders, names): (Vec<Uuid>, Vec<&str>) =
+        steps.iter().map(|(o, s)| (*o, s.as_str())).unzip();
+    let done = sqlx::query(
+        "UPDATE saga_steps s SET next_attempt_time = now() + make_interval(secs => w.turn / 1e6)
+         FROM unnest($2::uuid[], $3::text[]) WITH ORDINALITY AS w(order_id, step, turn)
+         WHERE s.tenant = $1 AND s.order_id = w.order_id AND s.step = w.step
+           AND s.next_attempt_time > now() AND s.next_attempt_time <> 'infinity'",
+    )
+    .bind(tenant.as_str())
+    .bind(&orders)
+    .bind(&names)
+    .execute(ex)
+    .await?;
+    Ok(done.rows_affected())
+}

@@ -1,0 +1,332 @@
+//! Wakes the steps waiting for stock (backordered orders, rests and
+//! reroutes no node could take) when stock may have come: follows each
+//! tenant's inventory feed, only the events that can raise availability
+//! (receipts, returns, counts, releases and expiries of reservations,
+//! restored lots, enabled nodes, lowered safety stock or channel rules),
+//! and after each run of them asks inventory for the network availability
+//! of the SKUs waited for and wakes, oldest order first, every waiting
+//! step whose units it covers (first fit: an order too large for what
+//! came keeps its turn, one behind it that fits goes now). A step woken
+//! for nothing (a channel's pool smaller than the network, a node routing
+//! cannot use) fails its attempt and waits again; each step's own backoff
+//! stays the safety net for what the feed does not say (and while the
+//! feed is down).
+use crate::repo::{feeds, stock_waits, stock_waits::Waiter};
+use crate::workers::{followers, peers::Peers, saga::Saga};
+use futures::{FutureExt, StreamExt};
+use oms_kernel::Tenant;
+use oms_proto::inventory::{
+    AvailabilityScope, GetAvailabilityRequest, InventoryEvent, WatchInventoryEventsRequest,
+    inventory_event::Kind,
+};
+use sqlx::PgPool;
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// The inventory events that can raise availability.
+const SUPPLY: [&str; 6] = [
+    "StockMoved",
+    "ReservationReleased",
+    "LotRestored",
+    "NodeChanged",
+    "SafetyStockSet",
+    "ChannelRuleSet",
+];
+
+/// Events taken in one run (those already arrived, up to this many).
+const RUN: usize = 1000;
+
+/// Waiting steps weighed per run, and SKUs per availability call.
+const BATCH: usize = 1000;
+
+#[derive(Clone)]
+pub struct StockFeed {
+    pub pool: PgPool,
+    pub peers: Peers,
+    pub saga: Saga,
+}
+
+/// SKUs whose availability a run of events may have raised.
+#[derive(Debug, Default, PartialEq)]
+enum Raised {
+    #[default]
+    Nothing,
+    Skus(BTreeSet<String>),
+    /// A change of a rule over many SKUs (a node's default safety stock,
+    /// a channel's pool): every SKU waited for.
+    All,
+}
+
+impl Raised {
+    fn add(&mut self, ev: &InventoryEvent) {
+        let skus: Vec<String> = match &ev.kind {
+            Some(Kind::StockMoved(m)) => m
+                .movement
+                .iter()
+                .filter(|m| m.quantity > 0)
+                .map(|m| m.sku.clone())
+                .collect(),
+            Some(Kind::ReservationReleased(r)) => {
+                r.released.iter().map(|a| a.sku.clone()).collect()
+            }
+            Some(Kind::LotRestored(l)) => vec![l.sku.clone()],
+            Some(Kind::NodeChanged(n)) if n.enabled && n.usable => n.skus.clone(),
+            Some(Kind::SafetyStockSet(s)) if !s.sku.is_empty() => vec![s.sku.clone()],
+            Some(Kind::SafetyStockSet(_) | Kind::ChannelRuleSet(_)) => {
+                *self = Raised::All;
+                return;
+            }
+            _ => return,
+        };
+        match self {
+            Raised::All => {}
+            Raised::Skus(set) => set.extend(skus),
+            Raised::Nothing if skus.is_empty() => {}
+            Raised::Nothing => *self = Raised::Skus(skus.into_iter().collect()),
+        }
+    }
+}
+
+/// The waiting steps to wake, oldest first: each whose every SKU's units
+/// fit in what is `left` (taken from it) once the older ones woken took
+/// theirs.
+fn first_fit(waiters: &[Waiter], left: &mut HashMap<String, i64>) -> Vec<(Uuid, String)> {
+    let mut woken = Vec::new();
+    for w in waiters {
+        let fits = w
+            .needs
+            .iter()
+            .all(|(sku, q)| left.get(sku).copied().unwrap_or(0) >= *q);
+        if !fits {
+            continue;
+        }
+        for (sku, q) in &w.needs {
+            *left.entry(sku.clone()).or_default() -= q;
+        }
+        woken.push((w.order_id, w.step.clone()));
+    }
+    woken
+}
+
+impl StockFeed {
+    /// Follows the inventory feed of every tenant with steps that waited
+    /// for stock (see [`followers::supervise`]).
+    pub fn start(self, every: Duration, shutdown: CancellationToken) {
+        let pool = self.pool.clone();
+        followers::supervise(pool, feeds::INVENTORY, every, shutdown, move |t, cursor| {
+            let me = self.clone();
+            async move {
+                if let Err(e) = me.follow(&t, cursor).await {
+                    tracing::warn!(tenant = %t, error = %e, "inventory feed broke; resuming from the stored cursor");
+                }
+            }
+        });
+    }
+
+    /// Follows `tenant`'s feed from `cursor` (empty: from the oldest event
+    /// kept, which only weighs the waiting steps once more). When the
+    /// events after the cursor are gone, it starts from the oldest kept
+    /// and weighs every waiting step.
+    async fn follow(&self, tenant: &Tenant, cursor: String) -> anyhow::Result<()> {
+        let mut inventory = self.peers.inventory(tenant);
+        let watch = |after_cursor: String| WatchInventoryEventsRequest {
+            after_cursor,
+            event_types: SUPPLY.iter().map(|t| t.to_string()).collect(),
+        };
+        let (mut feed, mut raised) = match inventory.watch_inventory_events(watch(cursor)).await {
+            Ok(feed) => (feed.into_inner(), Raised::Nothing),
+            Err(st) if oms_runtime::outbox::is_cursor_expired(&st) => {
+                let feed = inventory
+                    .watch_inventory_events(watch(String::new()))
+                    .await?;
+                (feed.into_inner(), Raised::All)
+            }
+            Err(st) => return Err(st.into()),
+        };
+        while let Some(first) = feed.next().await {
+            let mut last = first?;
+            raised.add(last.event.as_ref().unwrap_or(&InventoryEvent::default()));
+            // The events already here join the run: one availability call
+            // and one commit for a wave of expired carts.
+            for _ in 1..RUN {
+                match feed.next().now_or_never() {
+                    Some(Some(ev)) => {
+                        last = ev?;
+                        raised.add(last.event.as_ref().unwrap_or(&InventoryEvent::default()));
+                    }
+                    _ => break,
+                }
+            }
+            let cursor = last
+                .event
+                .and_then(|e| e.meta)
+                .map(|m| m.cursor)
+                .unwrap_or_default();
+            self.settle(tenant, std::mem::take(&mut raised), &cursor)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Wakes what the run of events up to `cursor` lets go, and moves the
+    /// cursor past it.
+    async fn settle(&self, tenant: &Tenant, raised: Raised, cursor: &str) -> anyhow::Result<()> {
+        let skus: Vec<String> = match raised {
+            Raised::Nothing => vec![],
+            Raised::Skus(set) => set.into_iter().collect(),
+            Raised::All => stock_waits::skus(&self.pool, tenant, BATCH as i64).await?,
+        };
+        // Page by page, oldest first, while stock is left to give out.
+        let (mut woken, mut left, mut after) = (vec![], HashMap::new(), None);
+        while !skus.is_empty() {
+            let page =
+                stock_waits::waiting(&self.pool, tenant, &skus, after.as_ref(), BATCH as i64)
+                    .await?;
+            self.available(tenant, &page, &mut left).await?;
+            woken.extend(first_fit(&page, &mut left));
+            let more = left.values().any(|q| *q > 0);
+            match page.into_iter().last() {
+                Some(last) if more => after = Some(last),
+                _ => break,
+            }
+        }
+        let mut tx = self.pool.begin().await?;
+        if !feeds::claim(&mut tx, feeds::INVENTORY, tenant, cursor).await? {
+            return Ok(());
+        }
+        let n = stock_waits::wake(&mut *tx, tenant, &woken).await?;
+        feeds::advance(&mut tx, feeds::INVENTORY, tenant, cursor, None).await?;
+        tx.commit().await?;
+        if n > 0 {
+            tracing::info!(tenant = %tenant, steps = n, "stock came: woke the steps it covers");
+            self.saga.wake();
+        }
+        Ok(())
+    }
+
+    /// Adds to `left` the network availability of every SKU the waiters
+    /// need that it has not got (what older waiters left of the others).
+    async fn available(
+        &self,
+        tenant: &Tenant,
+        waiters: &[Waiter],
+        left: &mut HashMap<String, i64>,
+    ) -> anyhow::Result<()> {
+        let skus: BTreeSet<&String> = waiters
+            .iter()
+            .flat_map(|w| w.needs.iter().map(|(s, _)| s))
+            .filter(|s| !left.contains_key(*s))
+            .collect();
+        let skus: Vec<String> = skus.into_iter().cloned().collect();
+        let mut inventory = self.peers.inventory(tenant);
+        for chunk in skus.chunks(BATCH) {
+            let answer = inventory
+                .get_availability(GetAvailabilityRequest {
+                    skus: chunk.to_vec(),
+                    scope: AvailabilityScope::Network as i32,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            for a in answer.availabilities {
+                left.insert(a.sku, a.available);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+    use oms_proto::inventory::{
+        Allocation, ChannelRuleSet, MovementKind, NodeChanged, ReservationReleased, StockMoved,
+        StockMovement,
+    };
+
+    fn waiter(n: u128, needs: &[(&str, i64)]) -> Waiter {
+        Waiter {
+            order_id: Uuid::from_u128(n),
+            step: "reserve".into(),
+            since: Utc.timestamp_opt(n as i64, 0).unwrap(),
+            needs: needs.iter().map(|(s, q)| (s.to_string(), *q)).collect(),
+        }
+    }
+
+    fn ids(woken: &[(Uuid, String)]) -> Vec<u128> {
+        woken.iter().map(|(o, _)| o.as_u128()).collect()
+    }
+
+    #[test]
+    fn the_oldest_orders_that_fit_are_woken() {
+        let waiters = [
+            waiter(1, &[("A", 5)]),
+            waiter(2, &[("A", 1)]),
+            waiter(3, &[("A", 2)]),
+            waiter(4, &[("A", 1), ("B", 1)]),
+            waiter(5, &[("A", 1)]),
+        ];
+        let mut left = HashMap::from([("A".to_string(), 3)]);
+        // 1 wants more than came and keeps its turn; 2 and 3 take the
+        // three units; 4 misses B; nothing is left for 5.
+        assert_eq!(ids(&first_fit(&waiters, &mut left)), [2, 3]);
+        assert_eq!(left["A"], 0);
+        let mut left = HashMap::from([("A".to_string(), 6), ("B".to_string(), 1)]);
+        assert_eq!(ids(&first_fit(&waiters, &mut left)), [1, 2]);
+        // What the first page left goes on to the next.
+        assert!(first_fit(&[waiter(6, &[("A", 1)])], &mut left).is_empty());
+        assert!(first_fit(&waiters, &mut HashMap::new()).is_empty());
+    }
+
+    fn event(kind: Kind) -> InventoryEvent {
+        InventoryEvent {
+            kind: Some(kind),
+            ..Default::default()
+        }
+    }
+
+    fn moved(sku: &str, kind: MovementKind, quantity: i64) -> InventoryEvent {
+        event(Kind::StockMoved(StockMoved {
+            movement: Some(StockMovement {
+                sku: sku.into(),
+                kind: kind as i32,
+                quantity,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
+    #[test]
+    fn only_what_can_raise_availability_counts() {
+        let mut raised = Raised::default();
+        raised.add(&moved("SHIPPED", MovementKind::Shipment, -1));
+        raised.add(&event(Kind::NodeChanged(NodeChanged {
+            enabled: false,
+            usable: true,
+            skus: vec!["DISABLED".into()],
+            ..Default::default()
+        })));
+        assert_eq!(raised, Raised::Nothing);
+        raised.add(&moved("RECEIVED", MovementKind::Receipt, 4));
+        raised.add(&moved("CONFIRMED", MovementKind::CycleCount, 0));
+        raised.add(&moved("COUNTED", MovementKind::CycleCount, 2));
+        raised.add(&event(Kind::ReservationReleased(ReservationReleased {
+            released: vec![Allocation {
+                sku: "RELEASED".into(),
+                quantity: 1,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })));
+        let skus = |s: &[&str]| Raised::Skus(s.iter().map(|s| s.to_string()).collect());
+        assert_eq!(raised, skus(&["COUNTED", "RECEIVED", "RELEASED"]));
+        raised.add(&event(Kind::ChannelRuleSet(ChannelRuleSet::default())));
+        assert_eq!(raised, Raised::All);
+        raised.add(&moved("RECEIVED", MovementKind::Receipt, 4));
+        assert_eq!(raised, Raised::All);
+    }
+}
