@@ -1440,7 +1440,8 @@ async fn an_order_routing_holds_has_its_reservation_watched() {
 
 /// A reserved order routing cannot place (one box, its lines at two
 /// warehouses) says so in its history and feed, once for its reason however
-/// often it is planned again, and ships once stock lets one node take it.
+/// often it is planned again, and is planned again as soon as stock lets
+/// one node take it.
 #[tokio::test]
 async fn an_order_routing_cannot_place_yet_says_why_once() {
     let suite = Suite::start().await;
@@ -1486,12 +1487,15 @@ async fn an_order_routing_cannot_place_yet_says_why_once() {
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].1.contains(&deferred.decision), "{lines:?}");
 
-    // Two B arrive at DC1: one box can take the order now.
+    // Two B arrive at DC1: one box can take the order now. Its next plan
+    // is an hour off: the receipt wakes it.
+    sqlx::query(
+        "UPDATE saga_steps SET next_attempt_time = now() + interval '1 hour' WHERE step = 'route'",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
     oms_e2e::receive(&mut stock, T, "B", 2).await;
-    sqlx::query("UPDATE saga_steps SET next_attempt_time = now() WHERE step = 'route'")
-        .execute(&mut db)
-        .await
-        .unwrap();
     let routed = until_state(&mut feed, &order.name, OrderState::Routed).await;
     let sourcing: Vec<&str> = (routed.order.as_ref().unwrap().lines.iter())
         .flat_map(|l| l.sourcing.iter().map(|s| s.node_id.as_str()))

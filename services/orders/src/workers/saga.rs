@@ -526,6 +526,18 @@ impl Saga {
             if tell_deferred(tx, tenant, s.order_id, &o, &decision.name, &summary, next).await? {
                 self.metrics.deferred(tenant.as_str());
             }
+            if !decision.backorders.is_empty() {
+                // Short at the nodes it may use (its units are held in the
+                // network already, so it asks no more of it): stock that
+                // comes anywhere of those SKUs plans it again.
+                let wanted: Vec<(String, i64)> = decision
+                    .backorders
+                    .iter()
+                    .filter_map(|b| o.lines.iter().find(|l| l.line_id == b.line_id))
+                    .map(|l| (l.sku.clone(), 0))
+                    .collect();
+                wait_for_stock(tx, tenant, s, &o, &wanted).await?;
+            }
             repo::saga::retry_with(tx, s, &new_plan_key(), &why, next).await?;
             return Ok(());
         }
