@@ -451,6 +451,56 @@ async fn backordered_orders_are_woken_by_stock_that_comes_oldest_first() {
     assert!(still_waiting(&mut db, &names[2]).await);
 }
 
+/// A backordered order of a channel kept to a pool of nodes is woken by
+/// stock its channel may sell, not by stock elsewhere: a receipt outside
+/// the pool goes to the younger order of no channel.
+#[tokio::test]
+async fn a_backordered_order_waits_for_its_channels_share() {
+    let suite = Suite::start().await;
+    let mut stock_c = suite.stock(T, &[]).await;
+    suite.stock_at(T, "DC2", &[]).await;
+    oms_e2e::create_item(
+        &mut stock_c,
+        T,
+        inv::Item {
+            sku: "A".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    web_pool(&mut stock_c, "web-dc2", &["DC2"]).await;
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = suite.order_events(T).await;
+    let mut web = order(&[("A", 1)]);
+    web.channel = "channels/web".into();
+    let web = orders
+        .create_order(authed(
+            T,
+            ord::CreateOrderRequest {
+                request_id: "web-1".into(),
+                order: Some(web),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    until_state(&mut feed, &web.name, OrderState::Backordered).await;
+    let plain = create(&mut orders, "plain-1", &[("A", 1)]).await;
+    until_state(&mut feed, &plain.name, OrderState::Backordered).await;
+    let mut db = suite.db.connect("orders").await;
+    sqlx::query("UPDATE saga_steps SET next_attempt_time = now() + interval '1 hour' WHERE step = 'reserve'")
+        .execute(&mut db)
+        .await
+        .unwrap();
+
+    // A unit at DC1, outside the web's pool.
+    receive(&mut stock_c, T, "A", 1).await;
+    until_state(&mut feed, &plain.name, OrderState::Reserved).await;
+    assert!(still_waiting(&mut db, &web.name).await);
+}
+
 #[tokio::test]
 async fn a_crash_in_the_middle_of_placements_places_every_order_exactly_once() {
     let mut suite = Suite::start().await;

@@ -12,17 +12,20 @@ pub struct Waiter {
     pub step: String,
     /// Its turn (the order's creation).
     pub since: DateTime<Utc>,
+    /// The order's sales channel (empty: none).
+    pub channel: String,
     /// Units per SKU it asks for.
     pub needs: Vec<(String, i64)>,
 }
 
-/// Says that the step `step` of the order waits for `needs` (units per
-/// SKU), replacing what it waited for before.
+/// Says that the step `step` of the order (created `since`, sold in
+/// `channel`) waits for `needs` (units per SKU), replacing what it waited
+/// for before.
 pub async fn wait_for(
     tx: &mut PgConnection,
     tenant: &Tenant,
     (order_id, step): (Uuid, &str),
-    since: DateTime<Utc>,
+    (since, channel): (DateTime<Utc>, &str),
     needs: &[(String, i64)],
 ) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM stock_waits WHERE tenant = $1 AND order_id = $2 AND step = $3")
@@ -33,8 +36,8 @@ pub async fn wait_for(
         .await?;
     let (skus, wanted): (Vec<&str>, Vec<i64>) = needs.iter().map(|(s, q)| (s.as_str(), *q)).unzip();
     sqlx::query(
-        "INSERT INTO stock_waits (tenant, order_id, step, sku, wanted, since)
-         SELECT $1, $2, $3, sku, sum(wanted), $6
+        "INSERT INTO stock_waits (tenant, order_id, step, sku, wanted, since, channel)
+         SELECT $1, $2, $3, sku, sum(wanted), $6, $7
          FROM unnest($4::text[], $5::bigint[]) AS n(sku, wanted) GROUP BY sku",
     )
     .bind(tenant.as_str())
@@ -43,6 +46,7 @@ pub async fn wait_for(
     .bind(&skus)
     .bind(&wanted)
     .bind(since)
+    .bind(channel)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -71,7 +75,7 @@ pub async fn waiting(
     after: Option<&Waiter>,
     limit: i64,
 ) -> sqlx::Result<Vec<Waiter>> {
-    let rows: Vec<(Uuid, String, DateTime<Utc>, String, i64)> = sqlx::query_as(
+    let rows: Vec<(Uuid, String, DateTime<Utc>, String, String, i64)> = sqlx::query_as(
         "WITH w AS (
            SELECT DISTINCT ON (w.since, w.order_id, w.step) w.order_id, w.step, w.since
            FROM stock_waits w
@@ -82,7 +86,7 @@ pub async fn waiting(
            ORDER BY w.since, w.order_id, w.step
            LIMIT $3
          )
-         SELECT w.order_id, w.step, w.since, n.sku, n.wanted
+         SELECT w.order_id, w.step, w.since, n.channel, n.sku, n.wanted
          FROM w JOIN stock_waits n ON n.tenant = $1 AND n.order_id = w.order_id AND n.step = w.step
          ORDER BY w.since, w.order_id, w.step, n.sku",
     )
@@ -95,13 +99,14 @@ pub async fn waiting(
     .fetch_all(ex)
     .await?;
     let mut out: Vec<Waiter> = Vec::new();
-    for (order_id, step, since, sku, wanted) in rows {
+    for (order_id, step, since, channel, sku, wanted) in rows {
         match out.last_mut() {
             Some(w) if w.order_id == order_id && w.step == step => w.needs.push((sku, wanted)),
             _ => out.push(Waiter {
                 order_id,
                 step,
                 since,
+                channel,
                 needs: vec![(sku, wanted)],
             }),
         }

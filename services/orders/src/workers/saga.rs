@@ -1526,7 +1526,8 @@ pub(crate) async fn wait_for_stock(
         .as_ref()
         .and_then(oms_runtime::time::from_timestamp)
         .unwrap_or_else(Utc::now);
-    repo::stock_waits::wait_for(tx, tenant, (s.order_id, &s.step), since, wanted).await?;
+    let turn = (since, o.channel.as_str());
+    repo::stock_waits::wait_for(tx, tenant, (s.order_id, &s.step), turn, wanted).await?;
     repo::feeds::follow(&mut *tx, repo::feeds::INVENTORY, tenant).await?;
     Ok(())
 }

@@ -89,21 +89,38 @@ impl Raised {
     }
 }
 
+/// What is left to give out: units per SKU of the network (channel `""`)
+/// and of each waiting order's channel.
+type Left = HashMap<(String, String), i64>;
+
+fn left_of(left: &Left, channel: &str, sku: &str) -> i64 {
+    left.get(&(channel.to_owned(), sku.to_owned()))
+        .copied()
+        .unwrap_or(0)
+}
+
 /// The waiting steps to wake, oldest first: each whose every SKU's units
-/// fit in what is `left` (taken from it) once the older ones woken took
-/// theirs.
-fn first_fit(waiters: &[Waiter], left: &mut HashMap<String, i64>) -> Vec<(Uuid, String)> {
+/// fit in what is `left` (taken from it) of the network and of its
+/// channel once the older ones woken took theirs.
+fn first_fit(waiters: &[Waiter], left: &mut Left) -> Vec<(Uuid, String)> {
     let mut woken = Vec::new();
     for w in waiters {
-        let fits = w
-            .needs
-            .iter()
-            .all(|(sku, q)| left.get(sku).copied().unwrap_or(0) >= *q);
+        let mut scopes = vec![""];
+        if !w.channel.is_empty() {
+            scopes.push(&w.channel);
+        }
+        let fits = w.needs.iter().all(|(sku, q)| {
+            scopes
+                .iter()
+                .all(|channel| left_of(left, channel, sku) >= *q)
+        });
         if !fits {
             continue;
         }
         for (sku, q) in &w.needs {
-            *left.entry(sku.clone()).or_default() -= q;
+            for channel in &scopes {
+                *left.entry((channel.to_string(), sku.clone())).or_default() -= q;
+            }
         }
         woken.push((w.order_id, w.step.clone()));
     }
@@ -186,7 +203,7 @@ impl StockFeed {
                     .await?;
             self.available(tenant, &page, &mut left).await?;
             woken.extend(first_fit(&page, &mut left));
-            let more = left.values().any(|q| *q > 0);
+            let more = left.iter().any(|((c, _), q)| c.is_empty() && *q > 0);
             match page.into_iter().last() {
                 Some(last) if more => after = Some(last),
                 _ => break,
@@ -206,32 +223,48 @@ impl StockFeed {
         Ok(())
     }
 
-    /// Adds to `left` the network availability of every SKU the waiters
-    /// need that it has not got (what older waiters left of the others).
+    /// Adds to `left` the availability of every SKU the waiters need, in
+    /// the network and in each of their channels, that it has not got
+    /// (what older waiters left of the others).
     async fn available(
         &self,
         tenant: &Tenant,
         waiters: &[Waiter],
-        left: &mut HashMap<String, i64>,
+        left: &mut Left,
     ) -> anyhow::Result<()> {
-        let skus: BTreeSet<&String> = waiters
+        let wanted: BTreeSet<(&str, &str)> = waiters
             .iter()
-            .flat_map(|w| w.needs.iter().map(|(s, _)| s))
-            .filter(|s| !left.contains_key(*s))
+            .flat_map(|w| {
+                w.needs
+                    .iter()
+                    .flat_map(|(sku, _)| [("", sku.as_str()), (w.channel.as_str(), sku.as_str())])
+            })
+            .filter(|(c, s)| !left.contains_key(&(c.to_string(), s.to_string())))
             .collect();
-        let skus: Vec<String> = skus.into_iter().cloned().collect();
+        let mut by_channel: HashMap<&str, Vec<String>> = HashMap::new();
+        for (channel, sku) in wanted {
+            by_channel.entry(channel).or_default().push(sku.to_owned());
+        }
         let mut inventory = self.peers.inventory(tenant);
-        for chunk in skus.chunks(BATCH) {
-            let answer = inventory
-                .get_availability(GetAvailabilityRequest {
-                    skus: chunk.to_vec(),
-                    scope: AvailabilityScope::Network as i32,
-                    ..Default::default()
-                })
-                .await?
-                .into_inner();
-            for a in answer.availabilities {
-                left.insert(a.sku, a.available);
+        for (channel, skus) in by_channel {
+            let scope = if channel.is_empty() {
+                AvailabilityScope::Network
+            } else {
+                AvailabilityScope::Channel
+            };
+            for chunk in skus.chunks(BATCH) {
+                let answer = inventory
+                    .get_availability(GetAvailabilityRequest {
+                        skus: chunk.to_vec(),
+                        scope: scope as i32,
+                        channel: channel.to_owned(),
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                for a in answer.availabilities {
+                    left.insert((channel.to_owned(), a.sku), a.available);
+                }
             }
         }
         Ok(())
@@ -252,8 +285,16 @@ mod tests {
             order_id: Uuid::from_u128(n),
             step: "reserve".into(),
             since: Utc.timestamp_opt(n as i64, 0).unwrap(),
+            channel: String::new(),
             needs: needs.iter().map(|(s, q)| (s.to_string(), *q)).collect(),
         }
+    }
+
+    fn left(figures: &[(&str, &str, i64)]) -> Left {
+        figures
+            .iter()
+            .map(|(c, s, q)| ((c.to_string(), s.to_string()), *q))
+            .collect()
     }
 
     fn ids(woken: &[(Uuid, String)]) -> Vec<u128> {
@@ -269,16 +310,32 @@ mod tests {
             waiter(4, &[("A", 1), ("B", 1)]),
             waiter(5, &[("A", 1)]),
         ];
-        let mut left = HashMap::from([("A".to_string(), 3)]);
+        let mut three = left(&[("", "A", 3)]);
         // 1 wants more than came and keeps its turn; 2 and 3 take the
         // three units; 4 misses B; nothing is left for 5.
-        assert_eq!(ids(&first_fit(&waiters, &mut left)), [2, 3]);
-        assert_eq!(left["A"], 0);
-        let mut left = HashMap::from([("A".to_string(), 6), ("B".to_string(), 1)]);
-        assert_eq!(ids(&first_fit(&waiters, &mut left)), [1, 2]);
+        assert_eq!(ids(&first_fit(&waiters, &mut three)), [2, 3]);
+        assert_eq!(left_of(&three, "", "A"), 0);
+        let mut six = left(&[("", "A", 6), ("", "B", 1)]);
+        assert_eq!(ids(&first_fit(&waiters, &mut six)), [1, 2]);
         // What the first page left goes on to the next.
-        assert!(first_fit(&[waiter(6, &[("A", 1)])], &mut left).is_empty());
-        assert!(first_fit(&waiters, &mut HashMap::new()).is_empty());
+        assert!(first_fit(&[waiter(6, &[("A", 1)])], &mut six).is_empty());
+        assert!(first_fit(&waiters, &mut Left::new()).is_empty());
+    }
+
+    #[test]
+    fn an_order_waits_for_its_channels_share_too() {
+        let web = |n, q| Waiter {
+            channel: "channels/web".into(),
+            ..waiter(n, &[("A", q)])
+        };
+        let waiters = [web(1, 2), web(2, 1), waiter(3, &[("A", 2)])];
+        // The web's pool has one unit of the network's three: the oldest
+        // web order waits, the next takes it, the order of no channel the
+        // other two.
+        let mut left = left(&[("", "A", 3), ("channels/web", "A", 1)]);
+        assert_eq!(ids(&first_fit(&waiters, &mut left)), [2, 3]);
+        assert_eq!(left_of(&left, "", "A"), 0);
+        assert_eq!(left_of(&left, "channels/web", "A"), 0);
     }
 
     fn event(kind: Kind) -> InventoryEvent {
