@@ -65,9 +65,10 @@ pub async fn skus(
         .await
 }
 
-/// The oldest `limit` steps waiting for any of `skus` and not due yet,
-/// after the waiter `after` (a page's last), with all they need, oldest
-/// first.
+/// The oldest `limit` steps waiting for any of `skus`, after the waiter
+/// `after` (a page's last), with all they need, oldest first. Steps due
+/// already (woken by an earlier run, their attempt not made yet) are
+/// among them: the stock they will take is not there for the others.
 pub async fn waiting(
     ex: impl PgExecutor<'_>,
     tenant: &Tenant,
@@ -81,7 +82,7 @@ pub async fn waiting(
            FROM stock_waits w
            JOIN saga_steps s USING (tenant, order_id, step)
            WHERE w.tenant = $1 AND w.sku = ANY($2)
-             AND s.next_attempt_time > now() AND s.next_attempt_time <> 'infinity'
+             AND s.next_attempt_time <> 'infinity'
              AND ($4::timestamptz IS NULL OR (w.since, w.order_id, w.step) > ($4, $5, $6))
            ORDER BY w.since, w.order_id, w.step
            LIMIT $3

@@ -101,7 +101,10 @@ fn left_of(left: &Left, channel: &str, sku: &str) -> i64 {
 
 /// The waiting steps to wake, oldest first: each whose every SKU's units
 /// fit in what is `left` (taken from it) of the network and of its
-/// channel once the older ones woken took theirs.
+/// channel once the older ones woken took theirs. (A step due already
+/// is woken again for nothing: [`stock_waits::wake`] leaves it as it is,
+/// but the stock it will take is counted, so a run during a wave of
+/// releases does not wake others for the units an earlier run gave it.)
 fn first_fit(waiters: &[Waiter], left: &mut Left) -> Vec<(Uuid, String)> {
     let mut woken = Vec::new();
     for w in waiters {
