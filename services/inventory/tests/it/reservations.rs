@@ -834,12 +834,19 @@ fn short_lived(id: &str, units: i64) -> CreateReservationRequest {
 /// Follows the inventory feed to the next reservation released because it
 /// expired; that reservation.
 async fn until_expired(feed: &mut tonic::Streaming<WatchInventoryEventsResponse>) -> Reservation {
+    until_expiry(feed).await.reservation.unwrap()
+}
+
+/// Follows the inventory feed to the next expiry's event.
+async fn until_expiry(
+    feed: &mut tonic::Streaming<WatchInventoryEventsResponse>,
+) -> ReservationReleased {
     loop {
         let ev = feed.message().await.unwrap().unwrap().event.unwrap();
         if let Some(inventory_event::Kind::ReservationReleased(r)) = ev.kind
             && r.reason == "expired"
         {
-            return r.reservation.unwrap();
+            return r;
         }
     }
 }
@@ -854,7 +861,13 @@ async fn an_unconfirmed_reservation_expires_and_its_stock_returns() {
         .await
         .unwrap();
     assert_eq!(available(&mut h.client, "acme", "S").await.available, 0);
-    let expired = until_expired(&mut feed).await;
+    let event = until_expiry(&mut feed).await;
+    // It says what came back (before 2026-12-05 `released` was empty).
+    let released: Vec<(&str, &str, i64)> = (event.released.iter())
+        .map(|a| (a.sku.as_str(), a.node_id.as_str(), a.quantity))
+        .collect();
+    assert_eq!(released, [("S", "", 3)]);
+    let expired = event.reservation.unwrap();
     assert_eq!(expired.reservation_id, "short-lived");
     assert_eq!(expired.state, ReservationState::Expired as i32);
     assert_eq!(available(&mut h.client, "acme", "S").await.available, 3);

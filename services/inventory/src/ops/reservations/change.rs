@@ -293,8 +293,9 @@ pub(super) async fn expire_many(inv: &Inventory, tenant: &Tenant, ids: &[String]
         // exactly these, so they are written first. What the database
         // refuses then fails the batch before the gate is changed, not
         // after (a gate changed for nothing is rebuilt).
+        let mut released = Vec::with_capacity(due.len());
         for (r, _) in &mut due {
-            expire_lines(r);
+            released.push(expire_lines(r));
             r.state = ReservationState::Expired as i32;
             r.update_time = Some(to_timestamp(now));
         }
@@ -306,7 +307,8 @@ pub(super) async fn expire_many(inv: &Inventory, tenant: &Tenant, ids: &[String]
         repo::reservations::save_expired(&mut tx, tenant, &records, &freed, now).await?;
         let events = records
             .iter()
-            .map(|r| (r.name.clone(), expired_event(r)))
+            .zip(released)
+            .map(|(r, units)| (r.name.clone(), expired_event(r, units)))
             .collect();
         crate::ops::emit_many(&mut tx, tenant, "", events).await?;
         let known: Vec<(&str, &Holds)> = due
@@ -351,17 +353,28 @@ pub(super) async fn expire_many(inv: &Inventory, tenant: &Tenant, ids: &[String]
     .await
 }
 
-/// An expired reservation's lines: each released whole.
-fn expire_lines(r: &mut Reservation) {
+/// An expired reservation's lines: each released whole. Returns the
+/// units they held, per SKU and node (none: the network), which the
+/// expiry gives back.
+fn expire_lines(r: &mut Reservation) -> Vec<Allocation> {
+    let mut freed: BTreeMap<String, i64> = BTreeMap::new();
     for l in &mut r.lines {
+        let held = l.quantity - l.quantity_released;
+        if held > 0 {
+            *freed.entry(gate::hold_key(&l.sku, &l.node_id)).or_default() += held;
+        }
         l.quantity_released = l.quantity;
     }
+    as_allocations(&freed)
 }
 
-fn expired_event(r: &Reservation) -> inventory_event::Kind {
+/// The event of an expiry that gave back `released`. (Before 2026-12-05
+/// its `released` was empty, so a follower of the feed learnt of no unit
+/// coming back.)
+fn expired_event(r: &Reservation, released: Vec<Allocation>) -> inventory_event::Kind {
     inventory_event::Kind::ReservationReleased(ReservationReleased {
         reservation: Some(r.clone()),
-        released: vec![],
+        released,
         reason: "expired".into(),
     })
 }
@@ -580,8 +593,9 @@ async fn record(
 ) -> Result<()> {
     let now = Utc::now();
     let mut moved: Vec<&Line> = Vec::new();
+    let mut expired = Vec::new();
     match (c.op, state) {
-        (_, ReservationState::Expired) => expire_lines(r),
+        (_, ReservationState::Expired) => expired = expire_lines(r),
         (Op::Confirm, _) => {
             for e in &c.entries {
                 allocate(&mut r.lines, e);
@@ -689,7 +703,7 @@ async fn record(
             .await?;
     }
     let kind = match (c.op, state) {
-        (_, ReservationState::Expired) => expired_event(r),
+        (_, ReservationState::Expired) => expired_event(r, expired),
         (Op::Confirm, _) => inventory_event::Kind::ReservationConfirmed(ReservationConfirmed {
             reservation: Some(r.clone()),
         }),
