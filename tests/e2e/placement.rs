@@ -436,15 +436,20 @@ async fn backordered_orders_are_woken_by_stock_that_comes_oldest_first() {
             .unwrap();
     assert_eq!(waits, 0, "a placed order waits for nothing");
 
-    // The cart gives its unit back: the next order in line takes it.
-    let release = inv::ReleaseReservationRequest {
+    // The cart is abandoned (its expiry brought to now) and its unit comes
+    // back: the next order in line takes it. (Before 2026-12-05 the
+    // expiry's event named no units, and nothing woke.)
+    let abandon = inv::ExtendReservationRequest {
         request_id: rid(),
         name: "reservations/cart".into(),
-        reason: "abandoned".into(),
+        ttl: Some(prost_types::Duration {
+            seconds: 0,
+            nanos: 100_000_000,
+        }),
         ..Default::default()
     };
     stock_c
-        .release_reservation(authed(T, release))
+        .extend_reservation(authed(T, abandon))
         .await
         .unwrap();
     until_state(&mut feed, &names[1], OrderState::Reserved).await;
