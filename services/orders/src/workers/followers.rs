@@ -92,3 +92,31 @@ pub fn supervise<F, Fut>(
         }
     });
 }
+
+/// Whether a feed refused the stored cursor because the events after it
+/// are gone (retrying from it cannot succeed).
+pub fn cursor_expired(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<tonic::Status>()
+        .is_some_and(oms_runtime::outbox::is_cursor_expired)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_a_refused_cursor_counts_as_expired() {
+        let err = |s: tonic::Status| anyhow::Error::from(s);
+        // As the feed answers it (oms_runtime::outbox::FeedError::status).
+        assert!(super::cursor_expired(&err(
+            oms_runtime::status::failed_precondition(
+                "fulfillment.oms",
+                oms_runtime::outbox::CURSOR_EXPIRED,
+                "1.2",
+                "events after cursor 1.2 are gone",
+            )
+        )));
+        assert!(!super::cursor_expired(&err(tonic::Status::unavailable(
+            "down"
+        ))));
+        assert!(!super::cursor_expired(&anyhow::anyhow!("database")));
+    }
+}

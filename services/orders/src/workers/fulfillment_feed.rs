@@ -54,13 +54,6 @@ struct Untaken {
     told: String,
 }
 
-/// Whether the feed refused the stored cursor because the events after it
-/// are gone (retrying from it cannot succeed).
-fn expired(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<tonic::Status>()
-        .is_some_and(oms_runtime::outbox::is_cursor_expired)
-}
-
 impl FulfillmentFeed {
     /// Follows every followed tenant's feed (see [`followers::supervise`]).
     pub fn start(self, every: Duration, shutdown: CancellationToken) {
@@ -85,7 +78,7 @@ impl FulfillmentFeed {
     /// it to where it is now.
     async fn follow_or_resync(&self, tenant: &Tenant, cursor: String) {
         match self.follow(tenant, cursor).await {
-            Err(e) if expired(&e) => {
+            Err(e) if followers::cursor_expired(&e) => {
                 tracing::warn!(tenant = %tenant, error = %e, "fulfillment events were deleted before this service read them (OMS_EVENT_RETENTION_DAYS): resyncing from the fulfillment orders");
                 match self.resync(tenant).await {
                     Ok(n) => {
@@ -569,22 +562,6 @@ pub(crate) fn progress(work: &[FulfillmentOrder]) -> Vec<(String, lifecycle::Lin
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn only_a_refused_cursor_counts_as_expired() {
-        let err = |s: tonic::Status| anyhow::Error::from(s);
-        // As the feed answers it (oms_runtime::outbox::FeedError::status).
-        assert!(super::expired(&err(
-            oms_runtime::status::failed_precondition(
-                "fulfillment.oms",
-                oms_runtime::outbox::CURSOR_EXPIRED,
-                "1.2",
-                "events after cursor 1.2 are gone",
-            )
-        )));
-        assert!(!super::expired(&err(tonic::Status::unavailable("down"))));
-        assert!(!super::expired(&anyhow::anyhow!("database")));
-    }
-
     use oms_proto::fulfillment::{FulfillmentLine, FulfillmentOrder, Shipment, ShippedLine};
 
     fn fo(shipped: &[(&str, i64)], shipments: Vec<Vec<ShippedLine>>) -> FulfillmentOrder {

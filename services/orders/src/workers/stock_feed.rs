@@ -150,21 +150,26 @@ impl StockFeed {
     /// events after the cursor are gone, it starts from the oldest kept
     /// and weighs every waiting step.
     async fn follow(&self, tenant: &Tenant, cursor: String) -> anyhow::Result<()> {
-        let mut inventory = self.peers.inventory(tenant);
-        let watch = |after_cursor: String| WatchInventoryEventsRequest {
-            after_cursor,
+        match self.run(tenant, cursor, Raised::Nothing).await {
+            Err(e) if followers::cursor_expired(&e) => {
+                tracing::warn!(tenant = %tenant, error = %e, "inventory events were deleted before this service read them: weighing every step waiting for stock");
+                self.run(tenant, String::new(), Raised::All).await
+            }
+            other => other,
+        }
+    }
+
+    /// Takes the feed after `cursor` a run of events at a time, the first
+    /// run with what is `raised` already.
+    async fn run(&self, tenant: &Tenant, cursor: String, mut raised: Raised) -> anyhow::Result<()> {
+        let watch = WatchInventoryEventsRequest {
+            after_cursor: cursor,
             event_types: SUPPLY.iter().map(|t| t.to_string()).collect(),
         };
-        let (mut feed, mut raised) = match inventory.watch_inventory_events(watch(cursor)).await {
-            Ok(feed) => (feed.into_inner(), Raised::Nothing),
-            Err(st) if oms_runtime::outbox::is_cursor_expired(&st) => {
-                let feed = inventory
-                    .watch_inventory_events(watch(String::new()))
-                    .await?;
-                (feed.into_inner(), Raised::All)
-            }
-            Err(st) => return Err(st.into()),
-        };
+        let mut feed = (self.peers.inventory(tenant))
+            .watch_inventory_events(watch)
+            .await?
+            .into_inner();
         while let Some(first) = feed.next().await {
             let mut last = first?;
             raised.add(last.event.as_ref().unwrap_or(&InventoryEvent::default()));
@@ -179,11 +184,9 @@ impl StockFeed {
                     _ => break,
                 }
             }
-            let cursor = last
-                .event
-                .and_then(|e| e.meta)
-                .map(|m| m.cursor)
-                .unwrap_or_default();
+            let Some(cursor) = last.event.and_then(|e| e.meta).map(|m| m.cursor) else {
+                continue;
+            };
             self.settle(tenant, std::mem::take(&mut raised), &cursor)
                 .await?;
         }
