@@ -380,6 +380,29 @@ async fn orders_are_reserved_backordered_held_and_cancelled_with_their_stock() {
     assert_eq!(counts.total, 2);
 }
 
+/// ListBackorderDemand for `skus`, all pages.
+async fn demand(c: &mut OrderServiceClient<Channel>, skus: &[&str]) -> Vec<ord::BackorderDemand> {
+    let mut all = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let req = ord::ListBackorderDemandRequest {
+            skus: skus.iter().map(|s| s.to_string()).collect(),
+            page_size: 1,
+            page_token,
+        };
+        let page = c
+            .list_backorder_demand(authed(T, req))
+            .await
+            .unwrap()
+            .into_inner();
+        all.extend(page.demand);
+        if page.next_page_token.is_empty() {
+            return all;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
 /// Whether the `reserve` step of order `name` still waits out its
 /// backoff (set an hour ahead by the test), i.e. was not woken.
 async fn still_waiting(db: &mut sqlx::PgConnection, name: &str) -> bool {
@@ -416,6 +439,25 @@ async fn backordered_orders_are_woken_by_stock_that_comes_oldest_first() {
         until_state(&mut feed, &o.name, OrderState::Backordered).await;
         names.push(o.name);
     }
+    // What they wait for, as a buyer reads it: 3 orders asking 4 units,
+    // the oldest first served.
+    let a = demand(&mut orders, &[]).await;
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!((a[0].sku.as_str(), a[0].orders, a[0].units), ("A", 3, 4));
+    let first = order_of(&mut orders, &names[0]).await;
+    // (Kept to the microsecond, as Postgres keeps time.)
+    let micros = |t: Option<prost_types::Timestamp>| t.map(|t| (t.seconds, t.nanos / 1000));
+    assert_eq!(micros(a[0].oldest_order_time), micros(first.create_time));
+    assert!(demand(&mut orders, &["B"]).await.is_empty());
+    let twice = ord::ListBackorderDemandRequest {
+        skus: vec!["A".into(), "A".into()],
+        ..Default::default()
+    };
+    let err = orders
+        .list_backorder_demand(authed(T, twice))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
     // Their backoff is put an hour off: only stock that comes wakes them.
     let mut db = suite.db.connect("orders").await;
     sqlx::query("UPDATE saga_steps SET next_attempt_time = now() + interval '1 hour' WHERE step = 'reserve'")
@@ -435,6 +477,8 @@ async fn backordered_orders_are_woken_by_stock_that_comes_oldest_first() {
             .await
             .unwrap();
     assert_eq!(waits, 0, "a placed order waits for nothing");
+    let a = demand(&mut orders, &["A"]).await;
+    assert_eq!((a[0].orders, a[0].units), (2, 2), "{a:?}");
 
     // The cart is abandoned (its expiry brought to now) and its unit comes
     // back: the next order in line takes it. (Before 2026-12-05 the
@@ -504,6 +548,16 @@ async fn a_backordered_order_waits_for_its_channels_share() {
     receive(&mut stock_c, T, "A", 1).await;
     until_state(&mut feed, &plain.name, OrderState::Reserved).await;
     assert!(still_waiting(&mut db, &web.name).await);
+    let a = demand(&mut orders, &["A"]).await;
+    assert_eq!((a[0].orders, a[0].units), (1, 1), "{a:?}");
+    // A cancelled order asks for nothing more.
+    let cancel = ord::CancelOrderRequest {
+        request_id: "web-1-cancel".into(),
+        name: web.name.clone(),
+        reason: "customer".into(),
+    };
+    orders.cancel_order(authed(T, cancel)).await.unwrap();
+    assert!(demand(&mut orders, &["A"]).await.is_empty());
 }
 
 #[tokio::test]

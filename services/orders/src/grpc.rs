@@ -629,6 +629,59 @@ impl OrderService for OrderApi {
         counts.sort_by_key(|c| c.state);
         Ok(Response::new(pb::CountOrdersResponse { counts, total }))
     }
+    async fn list_backorder_demand(
+        &self,
+        req: Request<pb::ListBackorderDemandRequest>,
+    ) -> Result<Response<pb::ListBackorderDemandResponse>, Status> {
+        let caller = auth::caller(&req)?;
+        let req = req.into_inner();
+        let mut v = Violations::new();
+        if req.skus.len() > 1000 {
+            v.add("skus", format!("at most 1000 SKUs, not {}", req.skus.len()));
+        }
+        for (i, sku) in req.skus.iter().enumerate() {
+            v.check(format!("skus[{i}]"), oms_kernel::check_sku(sku));
+        }
+        v.no_repeats("skus", &req.skus);
+        let filters = pb::ListBackorderDemandRequest {
+            skus: req.skus.clone(),
+            ..Default::default()
+        };
+        let paging = oms_kernel::Paging::<String>::parse(
+            &mut v,
+            req.page_size,
+            &req.page_token,
+            (100, 1000),
+            oms_kernel::fingerprint(&filters),
+        );
+        if !v.is_empty() {
+            return Err(to_status(v.into()));
+        }
+        let skus = (!req.skus.is_empty()).then_some(req.skus.as_slice());
+        let rows = repo::stock_waits::demand(
+            &self.pool,
+            &caller.tenant,
+            skus,
+            paging.after.as_deref(),
+            paging.fetch(),
+        )
+        .await
+        .map_err(|e| to_status(e.into()))?;
+        let (rows, next_page_token) = paging.page(rows, |r| r.0.clone());
+        let demand = rows
+            .into_iter()
+            .map(|(sku, orders, units, oldest)| pb::BackorderDemand {
+                sku,
+                orders,
+                units,
+                oldest_order_time: Some(to_timestamp(oldest)),
+            })
+            .collect();
+        Ok(Response::new(pb::ListBackorderDemandResponse {
+            demand,
+            next_page_token,
+        }))
+    }
     async fn update_order(
         &self,
         req: Request<pb::UpdateOrderRequest>,

@@ -138,3 +138,33 @@ pub async fn wake(
     .await?;
     Ok(done.rows_affected())
 }
+
+/// What the orders waiting for each SKU's stock ask for (SKU, orders,
+/// units, the oldest's creation), by SKU, after `after`: only waits that
+/// ask the network for units (not a deferred plan's), of steps still to
+/// run, of orders not cancelled.
+pub async fn demand(
+    ex: impl PgExecutor<'_>,
+    tenant: &Tenant,
+    skus: Option<&[String]>,
+    after: Option<&str>,
+    limit: i64,
+) -> sqlx::Result<Vec<(String, i64, i64, DateTime<Utc>)>> {
+    sqlx::query_as(
+        "SELECT w.sku, count(DISTINCT w.order_id), sum(w.wanted)::bigint, min(w.since)
+         FROM stock_waits w
+         JOIN saga_steps s USING (tenant, order_id, step)
+         JOIN orders o USING (tenant, order_id)
+         WHERE w.tenant = $1 AND w.wanted > 0 AND s.next_attempt_time <> 'infinity'
+           AND o.state <> 'cancelled'
+           AND ($2::text[] IS NULL OR w.sku = ANY($2))
+           AND ($3::text IS NULL OR w.sku > $3)
+         GROUP BY w.sku ORDER BY w.sku LIMIT $4",
+    )
+    .bind(tenant.as_str())
+    .bind(skus)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(ex)
+    .await
+}
