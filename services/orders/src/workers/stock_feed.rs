@@ -53,7 +53,13 @@ pub struct StockFeed {
 enum Raised {
     #[default]
     Nothing,
-    Skus(BTreeSet<String>),
+    Skus {
+        raised: BTreeSet<String>,
+        /// Those of them with stock newly promised at a node (received,
+        /// counted up, restored, a node enabled), not only units given
+        /// back to the network.
+        arrived: BTreeSet<String>,
+    },
     /// A change of a rule over many SKUs (a node's default safety stock,
     /// a channel's pool): every SKU waited for.
     All,
@@ -61,30 +67,50 @@ enum Raised {
 
 impl Raised {
     fn add(&mut self, ev: &InventoryEvent) {
-        let skus: Vec<String> = match &ev.kind {
-            Some(Kind::StockMoved(m)) => m
-                .movement
-                .iter()
-                .filter(|m| m.quantity > 0)
-                .map(|m| m.sku.clone())
-                .collect(),
+        let (skus, arrival): (Vec<String>, bool) = match &ev.kind {
+            Some(Kind::StockMoved(m)) => (
+                m.movement
+                    .iter()
+                    .filter(|m| m.quantity > 0)
+                    .map(|m| m.sku.clone())
+                    .collect(),
+                true,
+            ),
             Some(Kind::ReservationReleased(r)) => {
-                r.released.iter().map(|a| a.sku.clone()).collect()
+                (r.released.iter().map(|a| a.sku.clone()).collect(), false)
             }
-            Some(Kind::LotRestored(l)) => vec![l.sku.clone()],
-            Some(Kind::NodeChanged(n)) if n.enabled && n.usable => n.skus.clone(),
-            Some(Kind::SafetyStockSet(s)) if !s.sku.is_empty() => vec![s.sku.clone()],
+            Some(Kind::LotRestored(l)) => (vec![l.sku.clone()], true),
+            Some(Kind::NodeChanged(n)) if n.enabled && n.usable => (n.skus.clone(), true),
+            Some(Kind::SafetyStockSet(s)) if !s.sku.is_empty() => (vec![s.sku.clone()], false),
             Some(Kind::SafetyStockSet(_) | Kind::ChannelRuleSet(_)) => {
                 *self = Raised::All;
                 return;
             }
             _ => return,
         };
+        if skus.is_empty() || *self == Raised::All {
+            return;
+        }
+        if *self == Raised::Nothing {
+            *self = Raised::Skus {
+                raised: BTreeSet::new(),
+                arrived: BTreeSet::new(),
+            };
+        }
+        if let Raised::Skus { raised, arrived } = self {
+            if arrival {
+                arrived.extend(skus.iter().cloned());
+            }
+            raised.extend(skus);
+        }
+    }
+
+    /// Whether stock of `sku` arrived at a node in the run.
+    fn arrived(&self, sku: &str) -> bool {
         match self {
-            Raised::All => {}
-            Raised::Skus(set) => set.extend(skus),
-            Raised::Nothing if skus.is_empty() => {}
-            Raised::Nothing => *self = Raised::Skus(skus.into_iter().collect()),
+            Raised::Nothing => false,
+            Raised::Skus { arrived, .. } => arrived.contains(sku),
+            Raised::All => true,
         }
     }
 }
@@ -105,9 +131,22 @@ fn left_of(left: &Left, channel: &str, sku: &str) -> i64 {
 /// is woken again for nothing: [`stock_waits::wake`] leaves it as it is,
 /// but the stock it will take is counted, so a run during a wave of
 /// releases does not wake others for the units an earlier run gave it.)
-fn first_fit(waiters: &[Waiter], left: &mut Left) -> Vec<(Uuid, String)> {
+/// A plan that asks the network for nothing (its units are held; it
+/// waits for stock at a node it may use) is woken only when stock of one
+/// of its SKUs `arrived` at a node: units given back to the network, a
+/// cart's, come often and rarely change where stock is, and each wake
+/// costs a plan.
+fn first_fit(
+    waiters: &[Waiter],
+    left: &mut Left,
+    arrived: impl Fn(&str) -> bool,
+) -> Vec<(Uuid, String)> {
     let mut woken = Vec::new();
     for w in waiters {
+        let plan = w.needs.iter().all(|(_, q)| *q == 0);
+        if plan && !w.needs.iter().any(|(sku, _)| arrived(sku)) {
+            continue;
+        }
         let mut scopes = vec![""];
         if !w.channel.is_empty() {
             scopes.push(&w.channel);
@@ -196,9 +235,9 @@ impl StockFeed {
     /// Wakes what the run of events up to `cursor` lets go, and moves the
     /// cursor past it.
     async fn settle(&self, tenant: &Tenant, raised: Raised, cursor: &str) -> anyhow::Result<()> {
-        let skus: Vec<String> = match raised {
+        let skus: Vec<String> = match &raised {
             Raised::Nothing => vec![],
-            Raised::Skus(set) => set.into_iter().collect(),
+            Raised::Skus { raised, .. } => raised.iter().cloned().collect(),
             Raised::All => stock_waits::skus(&self.pool, tenant, BATCH as i64).await?,
         };
         // Page by page, oldest first, while stock is left to give out.
@@ -208,7 +247,7 @@ impl StockFeed {
                 stock_waits::waiting(&self.pool, tenant, &skus, after.as_ref(), BATCH as i64)
                     .await?;
             self.available(tenant, &page, &mut left).await?;
-            woken.extend(first_fit(&page, &mut left));
+            woken.extend(first_fit(&page, &mut left, |sku| raised.arrived(sku)));
             let more = left.iter().any(|((c, _), q)| c.is_empty() && *q > 0);
             match page.into_iter().last() {
                 Some(last) if more => after = Some(last),
@@ -319,13 +358,25 @@ mod tests {
         let mut three = left(&[("", "A", 3)]);
         // 1 wants more than came and keeps its turn; 2 and 3 take the
         // three units; 4 misses B; nothing is left for 5.
-        assert_eq!(ids(&first_fit(&waiters, &mut three)), [2, 3]);
+        assert_eq!(ids(&first_fit(&waiters, &mut three, |_| false)), [2, 3]);
         assert_eq!(left_of(&three, "", "A"), 0);
         let mut six = left(&[("", "A", 6), ("", "B", 1)]);
-        assert_eq!(ids(&first_fit(&waiters, &mut six)), [1, 2]);
+        assert_eq!(ids(&first_fit(&waiters, &mut six, |_| false)), [1, 2]);
         // What the first page left goes on to the next.
-        assert!(first_fit(&[waiter(6, &[("A", 1)])], &mut six).is_empty());
-        assert!(first_fit(&waiters, &mut Left::new()).is_empty());
+        assert!(first_fit(&[waiter(6, &[("A", 1)])], &mut six, |_| false).is_empty());
+        assert!(first_fit(&waiters, &mut Left::new(), |_| false).is_empty());
+    }
+
+    #[test]
+    fn a_deferred_plan_wakes_only_when_stock_arrives_at_a_node() {
+        // Its units are held: it asks for none, and takes none from others.
+        let plan = waiter(1, &[("A", 0)]);
+        let waiters = [plan, waiter(2, &[("A", 1)])];
+        let mut left = left(&[("", "A", 1)]);
+        // Units given back (a cart's): the backorder only.
+        assert_eq!(ids(&first_fit(&waiters, &mut left.clone(), |_| false)), [2]);
+        // Units received: both.
+        assert_eq!(ids(&first_fit(&waiters, &mut left, |s| s == "A")), [1, 2]);
     }
 
     #[test]
@@ -339,7 +390,7 @@ mod tests {
         // web order waits, the next takes it, the order of no channel the
         // other two.
         let mut left = left(&[("", "A", 3), ("channels/web", "A", 1)]);
-        assert_eq!(ids(&first_fit(&waiters, &mut left)), [2, 3]);
+        assert_eq!(ids(&first_fit(&waiters, &mut left, |_| false)), [2, 3]);
         assert_eq!(left_of(&left, "", "A"), 0);
         assert_eq!(left_of(&left, "channels/web", "A"), 0);
     }
@@ -385,8 +436,15 @@ mod tests {
             }],
             ..Default::default()
         })));
-        let skus = |s: &[&str]| Raised::Skus(s.iter().map(|s| s.to_string()).collect());
-        assert_eq!(raised, skus(&["COUNTED", "RECEIVED", "RELEASED"]));
+        let set = |s: &[&str]| s.iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            raised,
+            Raised::Skus {
+                raised: set(&["COUNTED", "RECEIVED", "RELEASED"]),
+                arrived: set(&["COUNTED", "RECEIVED"]),
+            }
+        );
+        assert!(raised.arrived("RECEIVED") && !raised.arrived("RELEASED"));
         raised.add(&event(Kind::ChannelRuleSet(ChannelRuleSet::default())));
         assert_eq!(raised, Raised::All);
         raised.add(&moved("RECEIVED", MovementKind::Receipt, 4));
