@@ -11,7 +11,7 @@
 //! cannot use) fails its attempt and waits again; each step's own backoff
 //! stays the safety net for what the feed does not say (and while the
 //! feed is down).
-use crate::repo::{feeds, stock_waits, stock_waits::Waiter};
+use crate::repo::{self, feeds, stock_waits, stock_waits::Waiter};
 use crate::workers::{followers, peers::Peers, saga::Saga};
 use futures::{FutureExt, StreamExt};
 use oms_kernel::Tenant;
@@ -131,11 +131,12 @@ fn left_of(left: &Left, channel: &str, sku: &str) -> i64 {
 /// is woken again for nothing: [`stock_waits::wake`] leaves it as it is,
 /// but the stock it will take is counted, so a run during a wave of
 /// releases does not wake others for the units an earlier run gave it.)
-/// A plan that asks the network for nothing (its units are held; it
-/// waits for stock at a node it may use) is woken only when stock of one
-/// of its SKUs `arrived` at a node: units given back to the network, a
-/// cart's, come often and rarely change where stock is, and each wake
-/// costs a plan.
+/// A step that plans (a deferred route, a rest, a reroute: it waits for
+/// stock at a node it may use, not only in the network) is woken only
+/// when stock of one of its SKUs `arrived` at a node: units given back to
+/// the network, a cart's, come often and rarely change where stock is,
+/// and each wake costs a plan. Only a backorder's `reserve` is woken by
+/// those.
 fn first_fit(
     waiters: &[Waiter],
     left: &mut Left,
@@ -143,7 +144,7 @@ fn first_fit(
 ) -> Vec<(Uuid, String)> {
     let mut woken = Vec::new();
     for w in waiters {
-        let plan = w.needs.iter().all(|(_, q)| *q == 0);
+        let plan = w.step != repo::saga::RESERVE;
         if plan && !w.needs.iter().any(|(sku, _)| arrived(sku)) {
             continue;
         }
@@ -368,9 +369,12 @@ mod tests {
     }
 
     #[test]
-    fn a_deferred_plan_wakes_only_when_stock_arrives_at_a_node() {
-        // Its units are held: it asks for none, and takes none from others.
-        let plan = waiter(1, &[("A", 0)]);
+    fn a_plan_wakes_only_when_stock_arrives_at_a_node() {
+        // A deferred route's units are held: it asks for none.
+        let plan = Waiter {
+            step: "route".into(),
+            ..waiter(1, &[("A", 0)])
+        };
         let waiters = [plan, waiter(2, &[("A", 1)])];
         let mut left = left(&[("", "A", 1)]);
         // Units given back (a cart's): the backorder only.
