@@ -449,15 +449,16 @@ async fn backordered_orders_are_woken_by_stock_that_comes_oldest_first() {
     let micros = |t: Option<prost_types::Timestamp>| t.map(|t| (t.seconds, t.nanos / 1000));
     assert_eq!(micros(a[0].oldest_order_time), micros(first.create_time));
     assert!(demand(&mut orders, &["B"]).await.is_empty());
-    let twice = ord::ListBackorderDemandRequest {
-        skus: vec!["A".into(), "A".into()],
+    let bad = ord::ListBackorderDemandRequest {
+        skus: vec!["A".into(), "A B".into()],
         ..Default::default()
     };
     let err = orders
-        .list_backorder_demand(authed(T, twice))
+        .list_backorder_demand(authed(T, bad))
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("skus[1]"), "{err:?}");
     // Their backoff is put an hour off: only stock that comes wakes them.
     let mut db = suite.db.connect("orders").await;
     sqlx::query("UPDATE saga_steps SET next_attempt_time = now() + interval '1 hour' WHERE step = 'reserve'")

@@ -636,15 +636,9 @@ impl OrderService for OrderApi {
         let caller = auth::caller(&req)?;
         let req = req.into_inner();
         let mut v = Violations::new();
-        if req.skus.len() > 1000 {
-            v.add("skus", format!("at most 1000 SKUs, not {}", req.skus.len()));
-        }
-        for (i, sku) in req.skus.iter().enumerate() {
-            v.check(format!("skus[{i}]"), oms_kernel::check_sku(sku));
-        }
-        v.no_repeats("skus", &req.skus);
+        let skus = oms_kernel::parse_skus(&mut v, "skus", &req.skus, (false, 1000));
         let filters = pb::ListBackorderDemandRequest {
-            skus: req.skus.clone(),
+            skus: skus.clone(),
             ..Default::default()
         };
         let paging = oms_kernel::Paging::<String>::parse(
@@ -657,7 +651,7 @@ impl OrderService for OrderApi {
         if !v.is_empty() {
             return Err(to_status(v.into()));
         }
-        let skus = (!req.skus.is_empty()).then_some(req.skus.as_slice());
+        let skus = (!skus.is_empty()).then_some(skus.as_slice());
         let rows = repo::stock_waits::demand(
             &self.pool,
             &caller.tenant,

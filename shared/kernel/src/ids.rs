@@ -28,6 +28,30 @@ pub fn check_sku(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A list of SKUs of a request (a filter or the SKUs asked about): each
+/// checked, at most `max` (problems go to `v` under `field`); sorted, each
+/// once. `required`: at least one.
+pub fn parse_skus(
+    v: &mut Violations,
+    field: &str,
+    skus: &[String],
+    (required, max): (bool, usize),
+) -> Vec<String> {
+    if required && skus.is_empty() {
+        v.add(field, "name at least one SKU");
+    }
+    if skus.len() > max {
+        v.add(field, format!("at most {max} per call"));
+    }
+    for (i, s) in skus.iter().enumerate() {
+        v.check(format!("{field}[{i}]"), check_sku(s));
+    }
+    let mut out = skus.to_vec();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// Lots and serial numbers, as a label prints them and a scanner reads
 /// them: 1-100 characters, not all spaces, without control characters
 /// (records keep them, answers and events name them).

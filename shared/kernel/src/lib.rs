@@ -11,7 +11,7 @@ mod violations;
 pub use dates::check_date;
 pub use ids::{
     RequestId, Tenant, check_country_code, check_id, check_label, check_sku, parse_name,
-    parse_uuid_name, target_id,
+    parse_skus, parse_uuid_name, target_id,
 };
 pub use page::{PageSize, PageToken, Paging, fingerprint};
 pub use violations::{Violation, Violations};

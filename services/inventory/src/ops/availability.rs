@@ -1,7 +1,7 @@
 //! Available-to-promise, computed from the record, and its change feed.
 use super::Inventory;
 use crate::domain::availability::{Figures, among, empty_at};
-use crate::domain::{check_node_id, check_sku};
+use crate::domain::check_node_id;
 use crate::error::Result;
 use crate::repo;
 use futures::{Stream, StreamExt};
@@ -122,19 +122,7 @@ async fn check_nodes(inv: &Inventory, tenant: &Tenant, scope: &Scope) -> Result<
 }
 
 pub(super) fn parse_skus(v: &mut Violations, skus: &[String], required: bool) -> Vec<String> {
-    if required && skus.is_empty() {
-        v.add("skus", "name at least one SKU");
-    }
-    if skus.len() > MAX_SKUS {
-        v.add("skus", format!("at most {MAX_SKUS} per call"));
-    }
-    for (i, s) in skus.iter().enumerate() {
-        v.check(format!("skus[{i}]"), check_sku(s));
-    }
-    let mut out = skus.to_vec();
-    out.sort();
-    out.dedup();
-    out
+    oms_kernel::parse_skus(v, "skus", skus, (required, MAX_SKUS))
 }
 
 /// Figures per `GetAvailability` page (default, most): a node-scope answer
