@@ -499,6 +499,14 @@ async fn backordered_orders_are_woken_by_stock_that_comes_oldest_first() {
         .unwrap();
     until_state(&mut feed, &names[1], OrderState::Reserved).await;
     assert!(still_waiting(&mut db, &names[2]).await);
+    // A cancelled order asks for nothing more.
+    let cancel = ord::CancelOrderRequest {
+        request_id: "w3-cancel".into(),
+        name: names[2].clone(),
+        reason: "customer".into(),
+    };
+    orders.cancel_order(authed(T, cancel)).await.unwrap();
+    assert!(demand(&mut orders, &["A"]).await.is_empty());
 }
 
 /// A backordered order of a channel kept to a pool of nodes is woken by
@@ -551,13 +559,29 @@ async fn a_backordered_order_waits_for_its_channels_share() {
     assert!(still_waiting(&mut db, &web.name).await);
     let a = demand(&mut orders, &["A"]).await;
     assert_eq!((a[0].orders, a[0].units), (1, 1), "{a:?}");
-    // A cancelled order asks for nothing more.
-    let cancel = ord::CancelOrderRequest {
-        request_id: "web-1-cancel".into(),
-        name: web.name.clone(),
-        reason: "customer".into(),
+
+    // Another unit at DC1, outside the pool: weighed (the feed's cursor
+    // moves past it), it wakes nobody. Then the web's pool grows to take
+    // DC1 in: a rule over all SKUs weighs every waiting order, and the web
+    // order goes.
+    let cursor = || {
+        sqlx::query_scalar::<_, String>(
+            "SELECT cursor FROM feed_cursors WHERE source = 'inventory'",
+        )
     };
-    orders.cancel_order(authed(T, cancel)).await.unwrap();
+    let before = cursor().fetch_one(&mut db).await.unwrap();
+    receive(&mut stock_c, T, "A", 1).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while cursor().fetch_one(&mut db).await.unwrap() == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the receipt was never weighed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(still_waiting(&mut db, &web.name).await);
+    web_pool(&mut stock_c, "web-dc1-dc2", &["DC1", "DC2"]).await;
+    until_state(&mut feed, &web.name, OrderState::Reserved).await;
     assert!(demand(&mut orders, &["A"]).await.is_empty());
 }
 

@@ -52,27 +52,15 @@ pub async fn wait_for(
     Ok(())
 }
 
-/// SKUs the tenant's steps wait for (at most `limit`).
-pub async fn skus(
-    ex: impl PgExecutor<'_>,
-    tenant: &Tenant,
-    limit: i64,
-) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar("SELECT DISTINCT sku FROM stock_waits WHERE tenant = $1 LIMIT $2")
-        .bind(tenant.as_str())
-        .bind(limit)
-        .fetch_all(ex)
-        .await
-}
-
-/// The oldest `limit` steps waiting for any of `skus`, after the waiter
+/// The oldest `limit` steps waiting for any of `skus` (`None`: any SKU),
+/// after the waiter
 /// `after` (a page's last), with all they need, oldest first. Steps due
 /// already (woken by an earlier run, their attempt not made yet) are
 /// among them: the stock they will take is not there for the others.
 pub async fn waiting(
     ex: impl PgExecutor<'_>,
     tenant: &Tenant,
-    skus: &[String],
+    skus: Option<&[String]>,
     after: Option<&Waiter>,
     limit: i64,
 ) -> sqlx::Result<Vec<Waiter>> {
@@ -81,7 +69,7 @@ pub async fn waiting(
            SELECT DISTINCT ON (w.since, w.order_id, w.step) w.order_id, w.step, w.since
            FROM stock_waits w
            JOIN saga_steps s USING (tenant, order_id, step)
-           WHERE w.tenant = $1 AND w.sku = ANY($2)
+           WHERE w.tenant = $1 AND ($2::text[] IS NULL OR w.sku = ANY($2))
              AND s.next_attempt_time <> 'infinity'
              AND ($4::timestamptz IS NULL OR (w.since, w.order_id, w.step) > ($4, $5, $6))
            ORDER BY w.since, w.order_id, w.step

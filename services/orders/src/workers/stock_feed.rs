@@ -236,17 +236,22 @@ impl StockFeed {
     /// Wakes what the run of events up to `cursor` lets go, and moves the
     /// cursor past it.
     async fn settle(&self, tenant: &Tenant, raised: Raised, cursor: &str) -> anyhow::Result<()> {
-        let skus: Vec<String> = match &raised {
-            Raised::Nothing => vec![],
-            Raised::Skus { raised, .. } => raised.iter().cloned().collect(),
-            Raised::All => stock_waits::skus(&self.pool, tenant, BATCH as i64).await?,
+        let skus: Option<Vec<String>> = match &raised {
+            Raised::Nothing => Some(vec![]),
+            Raised::Skus { raised, .. } => Some(raised.iter().cloned().collect()),
+            Raised::All => None,
         };
         // Page by page, oldest first, while stock is left to give out.
         let (mut woken, mut left, mut after) = (vec![], HashMap::new(), None);
-        while !skus.is_empty() {
-            let page =
-                stock_waits::waiting(&self.pool, tenant, &skus, after.as_ref(), BATCH as i64)
-                    .await?;
+        while skus.as_ref().is_none_or(|s| !s.is_empty()) {
+            let page = stock_waits::waiting(
+                &self.pool,
+                tenant,
+                skus.as_deref(),
+                after.as_ref(),
+                BATCH as i64,
+            )
+            .await?;
             self.available(tenant, &page, &mut left).await?;
             woken.extend(first_fit(&page, &mut left, |sku| raised.arrived(sku)));
             let more = left.iter().any(|((c, _), q)| c.is_empty() && *q > 0);
