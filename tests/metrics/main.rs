@@ -237,6 +237,47 @@ async fn submissions_feed_lag_and_stock_trouble_are_measured() {
         Some(ord::order_event::Kind::RoutingDeferred(_))
     ) {}
 
+    // A backorder of W, placed when W comes. (Orders now follows acme's
+    // inventory feed from its oldest event: Z's receipt there wakes the
+    // deferred Z order once too, as stock that arrived at a node.)
+    let w = inv::Item {
+        sku: "W".into(),
+        ..Default::default()
+    };
+    oms_e2e::create_item(&mut stock, "acme", w).await;
+    let mut w_order = template.clone();
+    w_order.lines.truncate(1);
+    w_order.lines[0].sku = "W".into();
+    let req = ord::CreateOrderRequest {
+        request_id: "w-order".into(),
+        order: Some(w_order),
+    };
+    let w_name = orders
+        .create_order(authed("acme", req))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap()
+        .name;
+    let until = |state: ord::OrderState| {
+        let name = w_name.clone();
+        move |o: &ord::Order| o.name == name && o.state == state as i32
+    };
+    let backordered = until(ord::OrderState::Backordered);
+    while !next_order_event(&mut feed)
+        .await
+        .order
+        .is_some_and(|o| backordered(&o))
+    {}
+    oms_e2e::receive(&mut stock, "acme", "W", 1).await;
+    let reserved = until(ord::OrderState::Reserved);
+    while !next_order_event(&mut feed)
+        .await
+        .order
+        .is_some_and(|o| reserved(&o))
+    {}
+
     // Shutdown collects and flushes; it blocks, so off the runtime.
     tokio::task::spawn_blocking(move || guard.shutdown())
         .await
@@ -283,6 +324,12 @@ async fn submissions_feed_lag_and_stock_trouble_are_measured() {
     assert_eq!(
         by_tenant("oms.orders.routing_deferred").copied(),
         Some(1.0),
+        "{seen:#?}"
+    );
+    // The Z order (by Z's receipt) and the W order.
+    assert_eq!(
+        by_tenant("oms.orders.stock_wakes").copied(),
+        Some(2.0),
         "{seen:#?}"
     );
 }

@@ -47,13 +47,14 @@ pub async fn run(
     workers::fulfillment_feed::FulfillmentFeed {
         pool: pool.clone(),
         peers: peers.clone(),
-        metrics,
+        metrics: metrics.clone(),
     }
     .start(config.sweep_interval, shutdown.clone());
     workers::stock_feed::StockFeed {
         pool: pool.clone(),
         peers,
         saga: saga.clone(),
+        metrics,
     }
     .start(config.sweep_interval, shutdown.clone());
     let api = grpc::OrderApi::new(pool.clone(), waker, shutdown.clone(), saga);

@@ -1,12 +1,14 @@
 //! Business metrics of the orders service (RED metrics per method come
 //! from oms-runtime): shipped units inventory would not take from stock,
-//! and reserved orders routing could not place.
+//! reserved orders routing could not place, and steps woken when stock
+//! they waited for came.
 use opentelemetry::{KeyValue, global, metrics::Counter};
 
 #[derive(Clone)]
 pub struct Metrics {
     untaken: Counter<u64>,
     deferred: Counter<u64>,
+    woken: Counter<u64>,
 }
 
 impl Metrics {
@@ -23,7 +25,25 @@ impl Metrics {
                 "Reserved orders routing could not place in full yet, by tenant, counted once per reason (each OrderRoutingDeferred event): a node set aside (a capability, capacity, a rule) leaves them waiting, their units held",
             )
             .build();
-        Metrics { untaken, deferred }
+        let woken = global::meter("oms-orders")
+            .u64_counter("oms.orders.stock_wakes")
+            .with_description(
+                "Steps waiting for stock (backordered orders, rests and reroutes short of stock, plans deferred for want of it) woken because stock came, by tenant: the inventory feed reaching orders; none while orders backorder means they wait out their backoff",
+            )
+            .build();
+        Metrics {
+            untaken,
+            deferred,
+            woken,
+        }
+    }
+
+    /// `steps` waiting for stock were woken because stock came.
+    pub fn woken(&self, tenant: &str, steps: u64) {
+        if steps > 0 {
+            self.woken
+                .add(steps, &[KeyValue::new("tenant", tenant.to_owned())]);
+        }
     }
 
     /// A reserved order routing could not place, for a new reason.

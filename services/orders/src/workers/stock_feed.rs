@@ -11,6 +11,7 @@
 //! cannot use) fails its attempt and waits again; each step's own backoff
 //! stays the safety net for what the feed does not say (and while the
 //! feed is down).
+use crate::metrics::Metrics;
 use crate::repo::{self, feeds, stock_waits, stock_waits::Waiter};
 use crate::workers::{followers, peers::Peers, saga::Saga};
 use futures::{FutureExt, StreamExt};
@@ -46,6 +47,7 @@ pub struct StockFeed {
     pub pool: PgPool,
     pub peers: Peers,
     pub saga: Saga,
+    pub metrics: Metrics,
 }
 
 /// SKUs whose availability a run of events may have raised.
@@ -269,6 +271,7 @@ impl StockFeed {
         tx.commit().await?;
         if n > 0 {
             tracing::info!(tenant = %tenant, steps = n, "stock came: woke the steps it covers");
+            self.metrics.woken(tenant.as_str(), n);
             self.saga.wake();
         }
         Ok(())
