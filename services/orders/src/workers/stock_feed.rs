@@ -1,16 +1,18 @@
-//! Wakes the steps waiting for stock (backordered orders, rests and
-//! reroutes no node could take) when stock may have come: follows each
-//! tenant's inventory feed, only the events that can raise availability
-//! (receipts, returns, counts, releases and expiries of reservations,
-//! restored lots, enabled nodes, lowered safety stock or channel rules),
-//! and after each run of them asks inventory for the network availability
-//! of the SKUs waited for and wakes, oldest order first, every waiting
-//! step whose units it covers (first fit: an order too large for what
-//! came keeps its turn, one behind it that fits goes now). A step woken
-//! for nothing (a channel's pool smaller than the network, a node routing
-//! cannot use) fails its attempt and waits again; each step's own backoff
-//! stays the safety net for what the feed does not say (and while the
-//! feed is down).
+//! Wakes the steps waiting for stock (backordered orders; rests, reroutes
+//! and deferred plans short of stock) when stock may have come: follows
+//! each tenant's inventory feed, only the events that can raise
+//! availability (receipts, returns, counts, releases and expiries of
+//! reservations, restored lots, enabled nodes, lowered safety stock or
+//! channel rules), and after each run of them asks inventory for the
+//! availability of the SKUs waited for, in the network and in the waiting
+//! orders' channels, and wakes, oldest order first, every waiting step
+//! whose units it covers (first fit: an order too large for what came
+//! keeps its turn, one behind it that fits goes now). Steps that plan wake
+//! only for stock that arrived at a node (see [`first_fit`]). A step woken
+//! for nothing (another order took the units first, a node routing cannot
+//! use) fails its attempt and waits again; each step's own backoff stays
+//! the safety net for what the feed does not say (and while the feed is
+//! down).
 use crate::metrics::Metrics;
 use crate::repo::{self, feeds, stock_waits, stock_waits::Waiter};
 use crate::workers::{followers, peers::Peers, saga::Saga};
@@ -39,7 +41,7 @@ const SUPPLY: [&str; 6] = [
 /// Events taken in one run (those already arrived, up to this many).
 const RUN: usize = 1000;
 
-/// Waiting steps weighed per run, and SKUs per availability call.
+/// Waiting steps weighed per page, and SKUs per availability call.
 const BATCH: usize = 1000;
 
 #[derive(Clone)]
