@@ -67,30 +67,7 @@ pub async fn order_of(c: &mut OrderServiceClient<Channel>, name: &str) -> ord::O
         .unwrap()
 }
 
-/// Follows the order feed until `name` reaches `state`; returns that event.
-pub async fn until_state(
-    feed: &mut tonic::Streaming<ord::WatchOrderEventsResponse>,
-    name: &str,
-    state: OrderState,
-) -> ord::OrderEvent {
-    // A bound, so that an order that never gets there fails the test
-    // instead of hanging the run.
-    let wait = async {
-        loop {
-            let ev = next_order_event(feed).await;
-            if ev
-                .order
-                .as_ref()
-                .is_some_and(|o| o.name == name && o.state == state as i32)
-            {
-                return ev;
-            }
-        }
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(120), wait)
-        .await
-        .unwrap_or_else(|_| panic!("{name} did not reach {state:?} within 120 s"))
-}
+pub use oms_e2e::until_state;
 
 /// Follows inventory's feed until a reservation released units for
 /// `reason` (saga steps give stock back after the change that asked).

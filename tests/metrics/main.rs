@@ -260,23 +260,9 @@ async fn submissions_feed_lag_and_stock_trouble_are_measured() {
         .order
         .unwrap()
         .name;
-    let until = |state: ord::OrderState| {
-        let name = w_name.clone();
-        move |o: &ord::Order| o.name == name && o.state == state as i32
-    };
-    let backordered = until(ord::OrderState::Backordered);
-    while !next_order_event(&mut feed)
-        .await
-        .order
-        .is_some_and(|o| backordered(&o))
-    {}
+    oms_e2e::until_state(&mut feed, &w_name, ord::OrderState::Backordered).await;
     oms_e2e::receive(&mut stock, "acme", "W", 1).await;
-    let reserved = until(ord::OrderState::Reserved);
-    while !next_order_event(&mut feed)
-        .await
-        .order
-        .is_some_and(|o| reserved(&o))
-    {}
+    oms_e2e::until_state(&mut feed, &w_name, ord::OrderState::Reserved).await;
 
     // Shutdown collects and flushes; it blocks, so off the runtime.
     tokio::task::spawn_blocking(move || guard.shutdown())

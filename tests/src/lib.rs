@@ -207,6 +207,31 @@ pub async fn next_order_event(
         .unwrap()
 }
 
+/// Follows the order feed until `name` reaches `state`; returns that event.
+pub async fn until_state(
+    feed: &mut tonic::Streaming<oms_proto::orders::WatchOrderEventsResponse>,
+    name: &str,
+    state: oms_proto::orders::OrderState,
+) -> oms_proto::orders::OrderEvent {
+    // A bound, so that an order that never gets there fails the test
+    // instead of hanging the run.
+    let wait = async {
+        loop {
+            let ev = next_order_event(feed).await;
+            if ev
+                .order
+                .as_ref()
+                .is_some_and(|o| o.name == name && o.state == state as i32)
+            {
+                return ev;
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(120), wait)
+        .await
+        .unwrap_or_else(|_| panic!("{name} did not reach {state:?} within 120 s"))
+}
+
 /// SubmitOrder of a one-unit order of `sku` from the channel
 /// `channels/pos`, shipped to `street`, `city`, Portugal.
 pub fn pos_submission(

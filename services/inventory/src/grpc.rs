@@ -411,22 +411,16 @@ impl InventoryService for InventoryApi {
         let inv = &self.0;
         let wanted =
             crate::ops::wanted_event_types(&req.get_ref().event_types).map_err(to_status)?;
-        let feed = outbox::watch::<InventoryEvent>(
+        // A connector that wants stock movements only is not sent a
+        // sale's reservations (the others are passed over undecoded).
+        let feed = outbox::watch_only::<InventoryEvent>(
             inv.pool.clone(),
             caller.tenant,
             &req.get_ref().after_cursor,
-            inv.waker.clone(),
-            inv.shutdown.clone(),
+            (inv.waker.clone(), inv.shutdown.clone()),
             DOMAIN,
+            wanted,
         )?
-        // The other types are read and passed over: a connector that
-        // wants stock movements only is not sent a sale's reservations.
-        .filter(move |e| {
-            let kind = e.as_ref().ok().and_then(|(ev, _)| ev.kind.as_ref());
-            let keep = kind
-                .is_none_or(|k| wanted.is_empty() || wanted.contains(crate::ops::event_type(k)));
-            std::future::ready(keep)
-        })
         .map(|e| {
             e.map(|(mut event, meta): (InventoryEvent, _)| {
                 event.meta = Some(meta);

@@ -14,7 +14,11 @@ use opentelemetry::{
     metrics::{Counter, Histogram},
 };
 use sqlx::{PgConnection, PgPool};
-use std::{collections::HashMap, collections::VecDeque, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    sync::Arc,
+    time::Duration,
+};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -659,18 +663,47 @@ pub fn watch<T: prost::Message + Default + 'static>(
     domain: &'static str,
 ) -> Result<impl Stream<Item = Result<(T, EventMeta), tonic::Status>> + Send + 'static, tonic::Status>
 {
+    watch_only(
+        pool,
+        tenant,
+        after_cursor,
+        (waker, shutdown),
+        domain,
+        HashSet::new(),
+    )
+}
+
+/// [`watch`], sending only the events whose type is one of `types` (every
+/// event when empty): the others are passed over by their stored type,
+/// before they are decoded. Each event sent carries its own cursor, so a
+/// reader resuming after it skips the others again.
+pub fn watch_only<T: prost::Message + Default + 'static>(
+    pool: PgPool,
+    tenant: Tenant,
+    after_cursor: &str,
+    (waker, shutdown): (FeedWaker, CancellationToken),
+    domain: &'static str,
+    types: HashSet<&'static str>,
+) -> Result<impl Stream<Item = Result<(T, EventMeta), tonic::Status>> + Send + 'static, tonic::Status>
+{
     use futures::StreamExt as _;
     let after = Cursor::parse(after_cursor).map_err(|e| {
         crate::status::invalid_argument(domain, &oms_kernel::Violations::one("after_cursor", e))
     })?;
-    Ok(
-        follow(pool, tenant, after, waker, shutdown).map(move |row| {
+    Ok(follow(pool, tenant, after, waker, shutdown)
+        .filter(move |row| {
+            let wanted = match row {
+                Ok(r) => types.is_empty() || types.contains(r.event_type.as_str()),
+                Err(_) => true,
+            };
+            std::future::ready(wanted)
+        })
+        .map(move |row| {
             let row = row.map_err(|e| e.status(domain))?;
             let event = T::decode(row.payload.as_slice())
                 .map_err(|e| crate::status::internal(domain, &e))?;
             Ok((event, row.meta()))
-        }),
-    )
+        }))
 }
 
 #[cfg(test)]

@@ -246,9 +246,6 @@ fn nodes_by_sku<'a>(
     by_sku
 }
 
-/// Whether a node is one of `nodes` (every node when empty), looked up in
-/// a set: a channel's pool may name hundreds of stores, asked about for
-/// each of up to 1,000 SKUs.
 /// The figure of a node that can promise none of a SKU (disabled, no
 /// longer shared, or without it): every count 0.
 pub(crate) fn empty_at(sku: &str, node: &str) -> Availability {
@@ -259,6 +256,9 @@ pub(crate) fn empty_at(sku: &str, node: &str) -> Availability {
     }
 }
 
+/// Whether a node is one of `nodes` (every node when empty), looked up in
+/// a set: a channel's pool may name hundreds of stores, asked about for
+/// each of up to 1,000 SKUs.
 pub(crate) fn among(nodes: &[String]) -> impl Fn(&str) -> bool + '_ {
     let set: HashSet<&str> = nodes.iter().map(String::as_str).collect();
     move |n| set.is_empty() || set.contains(n)

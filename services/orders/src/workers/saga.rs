@@ -528,8 +528,8 @@ impl Saga {
             }
             if !decision.backorders.is_empty() {
                 // Short at the nodes it may use (its units are held in the
-                // network already, so it asks no more of it): stock that
-                // comes anywhere of those SKUs plans it again.
+                // network already, so it asks no more of it): stock of
+                // those SKUs arriving at a node plans it again.
                 let wanted: Vec<(String, i64)> = decision
                     .backorders
                     .iter()
