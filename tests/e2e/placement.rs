@@ -438,10 +438,7 @@ async fn backordered_orders_are_woken_by_stock_that_comes_oldest_first() {
     assert!(err.message().contains("skus[1]"), "{err:?}");
     // Their backoff is put an hour off: only stock that comes wakes them.
     let mut db = suite.db.connect("orders").await;
-    sqlx::query("UPDATE saga_steps SET next_attempt_time = now() + interval '1 hour' WHERE step = 'reserve'")
-        .execute(&mut db)
-        .await
-        .unwrap();
+    backoffs_an_hour_off(&mut db).await;
 
     // Two units come: the oldest order takes both, the others wait on.
     receive(&mut stock_c, T, "A", 2).await;
@@ -525,10 +522,7 @@ async fn a_backordered_order_waits_for_its_channels_share() {
     let plain = create(&mut orders, "plain-1", &[("A", 1)]).await;
     until_state(&mut feed, &plain.name, OrderState::Backordered).await;
     let mut db = suite.db.connect("orders").await;
-    sqlx::query("UPDATE saga_steps SET next_attempt_time = now() + interval '1 hour' WHERE step = 'reserve'")
-        .execute(&mut db)
-        .await
-        .unwrap();
+    backoffs_an_hour_off(&mut db).await;
 
     // A unit at DC1, outside the web's pool.
     receive(&mut stock_c, T, "A", 1).await;
@@ -560,6 +554,125 @@ async fn a_backordered_order_waits_for_its_channels_share() {
     web_pool(&mut stock_c, "web-dc1-dc2", &["DC1", "DC2"]).await;
     until_state(&mut feed, &web.name, OrderState::Reserved).await;
     assert!(demand(&mut orders, &["A"]).await.is_empty());
+}
+
+/// Puts every backordered order's backoff an hour off: from then on only
+/// a wake (stock that comes) or a change of the order tries it again.
+async fn backoffs_an_hour_off(db: &mut sqlx::PgConnection) {
+    sqlx::query("UPDATE saga_steps SET next_attempt_time = now() + interval '1 hour' WHERE step = 'reserve'")
+        .execute(db)
+        .await
+        .unwrap();
+}
+
+/// An order on hold waits for its release, not for stock: the unit that
+/// comes goes to the younger order behind it, and the held one is out of
+/// the demand until its hold goes, when it takes its place in line again.
+/// Before 2026-12-05 the held order's wait was counted first, so the
+/// unit woke nobody who could take it (the held order's attempt stopped
+/// at its hold) and the younger order waited out its backoff.
+#[tokio::test]
+async fn a_held_backorder_keeps_no_stock_from_the_orders_behind_it() {
+    let suite = Suite::start().await;
+    let mut stock_c = suite.stock(T, &[]).await;
+    let a = inv::Item {
+        sku: "A".into(),
+        ..Default::default()
+    };
+    oms_e2e::create_item(&mut stock_c, T, a).await;
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = suite.order_events(T).await;
+    let older = create(&mut orders, "held-1", &[("A", 1)]).await;
+    until_state(&mut feed, &older.name, OrderState::Backordered).await;
+    let younger = create(&mut orders, "held-2", &[("A", 1)]).await;
+    until_state(&mut feed, &younger.name, OrderState::Backordered).await;
+    let mut db = suite.db.connect("orders").await;
+    backoffs_an_hour_off(&mut db).await;
+    let hold = fraud_hold(&older.name, "held-1-hold");
+    orders.place_hold(authed(T, hold)).await.unwrap();
+    let a = demand(&mut orders, &["A"]).await;
+    assert_eq!((a[0].orders, a[0].units), (1, 1), "{a:?}");
+
+    receive(&mut stock_c, T, "A", 1).await;
+    until_state(&mut feed, &younger.name, OrderState::Reserved).await;
+    assert!(demand(&mut orders, &["A"]).await.is_empty());
+
+    // Released, the older order is placed again: the next unit is its.
+    let cleared = fraud_cleared(&older.name, "held-1-cleared");
+    orders.release_hold(authed(T, cleared)).await.unwrap();
+    until_state(&mut feed, &older.name, OrderState::Backordered).await;
+    receive(&mut stock_c, T, "A", 1).await;
+    until_state(&mut feed, &older.name, OrderState::Reserved).await;
+}
+
+/// A backordered order whose short line is cancelled reserves the rest
+/// at once. Before 2026-12-05 it waited for its backoff (up to 5
+/// minutes) or for stock of the SKU it no longer wanted.
+#[tokio::test]
+async fn a_backorder_whose_short_line_is_cancelled_reserves_the_rest() {
+    let suite = Suite::start().await;
+    let mut stock_c = suite.stock(T, &[("A", 1)]).await;
+    let b = inv::Item {
+        sku: "B".into(),
+        ..Default::default()
+    };
+    oms_e2e::create_item(&mut stock_c, T, b).await;
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = suite.order_events(T).await;
+    let o = create(&mut orders, "short-b", &[("B", 1), ("A", 1)]).await;
+    until_state(&mut feed, &o.name, OrderState::Backordered).await;
+    let mut db = suite.db.connect("orders").await;
+    backoffs_an_hour_off(&mut db).await;
+    let cancel = cancel_first_line(&o.name, "short-b-cancel", 1);
+    orders.cancel_order_lines(authed(T, cancel)).await.unwrap();
+    until_state(&mut feed, &o.name, OrderState::Reserved).await;
+    assert_eq!(available(&mut stock_c, "A").await, 0);
+    assert!(demand(&mut orders, &[]).await.is_empty());
+}
+
+/// An order held for payment and for review reserves its stock once the
+/// review hold goes and only the payment is awaited, as an order held for
+/// payment alone does. Before 2026-12-05 it reserved nothing until it was
+/// paid.
+#[tokio::test]
+async fn an_order_left_awaiting_payment_only_reserves() {
+    let suite = Suite::start().await;
+    let mut stock_c = suite.stock(T, &[("A", 5)]).await;
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = suite.order_events(T).await;
+    let mut held = order(&[("A", 2)]);
+    held.holds = [ord::HoldType::Payment, ord::HoldType::Fraud]
+        .into_iter()
+        .map(|t| ord::Hold {
+            r#type: t as i32,
+            reason: "on arrival".into(),
+            ..Default::default()
+        })
+        .collect();
+    let req = ord::CreateOrderRequest {
+        request_id: "two-holds".into(),
+        order: Some(held),
+    };
+    let o = orders.create_order(authed(T, req)).await.unwrap();
+    let o = o.into_inner().order.unwrap();
+    let cleared = fraud_cleared(&o.name, "two-holds-cleared");
+    orders.release_hold(authed(T, cleared)).await.unwrap();
+    loop {
+        let ev = next_order_event(&mut feed).await;
+        let reason = match &ev.kind {
+            Some(ord::order_event::Kind::Updated(u)) => u.reason.as_str(),
+            _ => "",
+        };
+        if ev.order.is_some_and(|x| x.name == o.name) && reason.contains("awaits payment") {
+            assert_eq!(reason, "stock reserved while the order awaits payment");
+            break;
+        }
+    }
+    assert_eq!(available(&mut stock_c, "A").await, 3);
+    assert_eq!(
+        order_of(&mut orders, &o.name).await.state,
+        OrderState::OnHold as i32
+    );
 }
 
 #[tokio::test]

@@ -56,6 +56,13 @@ pub async fn record(
     happened: Happened,
 ) -> sqlx::Result<()> {
     repo::orders::save(tx, tenant, order_id, order, held_from, Utc::now()).await?;
+    if lifecycle::takes_no_stock(order) {
+        // Its waits would be woken by stock it cannot take, and the stock
+        // counted for it would wake none of the orders behind it. Its step
+        // writes them again when it runs after the hold's release, at the
+        // order's turn (its creation) as before.
+        repo::stock_waits::forget(tx, tenant, order_id).await?;
+    }
     tell(
         tx, tenant, order_id, order, from, actor, request_id, happened,
     )

@@ -503,6 +503,13 @@ impl OrderService for OrderApi {
                     if back_to == OrderState::Routed {
                         steps.push((crate::repo::saga::FULFIL.to_owned(), vec![]));
                     }
+                } else if lifecycle::awaits_payment_only(o)
+                    && matches!(back_to, OrderState::Created | OrderState::Backordered)
+                {
+                    // Only its payment is awaited now, which keeps it from
+                    // its warehouse, not from its stock: it reserves (the
+                    // other hold stopped its placement).
+                    steps.push((crate::repo::saga::RESERVE.to_owned(), vec![]));
                 }
                 Ok(Outcome {
                     happened: Happened {
@@ -562,16 +569,21 @@ impl OrderService for OrderApi {
             &r.name,
             true,
             |o, held_from, id| {
-                let reserved =
-                    matches!(
-                        lifecycle::state(o),
-                        OrderState::Reserved | OrderState::Routed
-                    ) || matches!(held_from, Some(OrderState::Reserved | OrderState::Routed));
+                let before = lifecycle::state(o);
+                let reserved = matches!(before, OrderState::Reserved | OrderState::Routed)
+                    || matches!(held_from, Some(OrderState::Reserved | OrderState::Routed));
                 let cancelled = lifecycle::cancel_lines(o, &r.lines).map_err(Error::Refused)?;
                 let mut steps = vec![];
                 if lifecycle::state(o) == OrderState::Cancelled {
                     *held_from = None;
                     steps.push(saga::unplan_all_step());
+                } else if matches!(before, OrderState::Created | OrderState::Backordered) {
+                    // Placement looks again with what is left, as after an
+                    // edit: a backordered order whose short line went may
+                    // reserve the rest now (before, it waited for its
+                    // backoff, up to 5 minutes, or for stock of the SKU it
+                    // no longer wanted).
+                    steps.push((crate::repo::saga::RESERVE.to_owned(), vec![]));
                 }
                 if reserved {
                     let release = saga::release_request(

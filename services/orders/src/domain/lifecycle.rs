@@ -273,6 +273,16 @@ pub fn awaits_payment_only(o: &Order) -> bool {
     !o.holds.is_empty() && o.holds.iter().all(|h| h.r#type == HoldType::Payment as i32)
 }
 
+/// Whether the order takes no stock as it stands: cancelled, or on hold
+/// for anything but its payment (until the hold is released).
+pub fn takes_no_stock(o: &Order) -> bool {
+    match state(o) {
+        OrderState::Cancelled => true,
+        OrderState::OnHold => !awaits_payment_only(o),
+        _ => false,
+    }
+}
+
 /// Routing placed every open unit: the lines record where from.
 pub fn routed(o: &mut Order, d: &oms_proto::routing::Decision) -> Result<(), Refused> {
     set(o, OrderState::Routed)?;

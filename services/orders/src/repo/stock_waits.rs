@@ -52,6 +52,16 @@ pub async fn wait_for(
     Ok(())
 }
 
+/// Drops every wait of the order (it takes no stock now).
+pub async fn forget(tx: &mut PgConnection, tenant: &Tenant, order_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM stock_waits WHERE tenant = $1 AND order_id = $2")
+        .bind(tenant.as_str())
+        .bind(order_id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
 /// The oldest `limit` steps waiting for any of `skus` (`None`: any SKU),
 /// after the waiter
 /// `after` (a page's last), with all they need, oldest first. Steps due
