@@ -565,14 +565,17 @@ async fn backoffs_an_hour_off(db: &mut sqlx::PgConnection) {
         .unwrap();
 }
 
-/// An order on hold waits for its release, not for stock: the unit that
-/// comes goes to the younger order behind it, and the held one is out of
-/// the demand until its hold goes, when it takes its place in line again.
-/// Before 2026-12-05 the held order's wait was counted first, so the
-/// unit woke nobody who could take it (the held order's attempt stopped
-/// at its hold) and the younger order waited out its backoff.
-#[tokio::test]
-async fn a_held_backorder_keeps_no_stock_from_the_orders_behind_it() {
+/// A suite whose item A has no stock, with its clients and order feed,
+/// and an order for one A, backordered.
+struct SoldOut {
+    suite: Suite,
+    stock_c: InventoryServiceClient<Channel>,
+    orders: OrderServiceClient<Channel>,
+    feed: tonic::Streaming<ord::WatchOrderEventsResponse>,
+    older: ord::Order,
+}
+
+async fn sold_out(request_id: &str) -> SoldOut {
     let suite = Suite::start().await;
     let mut stock_c = suite.stock(T, &[]).await;
     let a = inv::Item {
@@ -582,8 +585,32 @@ async fn a_held_backorder_keeps_no_stock_from_the_orders_behind_it() {
     oms_e2e::create_item(&mut stock_c, T, a).await;
     let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
     let mut feed = suite.order_events(T).await;
-    let older = create(&mut orders, "held-1", &[("A", 1)]).await;
+    let older = create(&mut orders, request_id, &[("A", 1)]).await;
     until_state(&mut feed, &older.name, OrderState::Backordered).await;
+    SoldOut {
+        suite,
+        stock_c,
+        orders,
+        feed,
+        older,
+    }
+}
+
+/// An order on hold waits for its release, not for stock: the unit that
+/// comes goes to the younger order behind it, and the held one is out of
+/// the demand until its hold goes, when it takes its place in line again.
+/// Before 2026-12-05 the held order's wait was counted first, so the
+/// unit woke nobody who could take it (the held order's attempt stopped
+/// at its hold) and the younger order waited out its backoff.
+#[tokio::test]
+async fn a_held_backorder_keeps_no_stock_from_the_orders_behind_it() {
+    let SoldOut {
+        suite,
+        mut stock_c,
+        mut orders,
+        mut feed,
+        older,
+    } = sold_out("held-1").await;
     let younger = create(&mut orders, "held-2", &[("A", 1)]).await;
     until_state(&mut feed, &younger.name, OrderState::Backordered).await;
     let mut db = suite.db.connect("orders").await;
@@ -603,6 +630,43 @@ async fn a_held_backorder_keeps_no_stock_from_the_orders_behind_it() {
     until_state(&mut feed, &older.name, OrderState::Backordered).await;
     receive(&mut stock_c, T, "A", 1).await;
     until_state(&mut feed, &older.name, OrderState::Reserved).await;
+}
+
+/// A new order does not take the units an older backorder waits for: it
+/// waits behind it, and hands them to it. The feed's wake is kept off
+/// here (its lock held) so the new order comes first, as one made in the
+/// instant between a receipt and the wake would. Before 2026-12-05 the
+/// new order reserved the unit and the older one waited on.
+#[tokio::test]
+async fn a_new_order_waits_behind_older_backorders() {
+    let mut s = sold_out("line-1").await;
+    let mut db = s.suite.db.connect("orders").await;
+    backoffs_an_hour_off(&mut db).await;
+    // The feed follower takes this lock to wake anyone (repo::feeds::claim).
+    let mut wake_off = sqlx::Connection::begin(&mut db).await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("feed:inventory:{T}"))
+        .execute(&mut *wake_off)
+        .await
+        .unwrap();
+    receive(&mut s.stock_c, T, "A", 1).await;
+    let newer = create(&mut s.orders, "line-2", &[("A", 1)]).await;
+    let ev = until_state(&mut s.feed, &newer.name, OrderState::Backordered).await;
+    let reason = match ev.kind {
+        Some(ord::order_event::Kind::StateChanged(c)) => c.reason,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        reason,
+        "short: A (1 missing); older orders waiting for it come first"
+    );
+    // The older order was handed the unit, with the feed's wake still off.
+    until_state(&mut s.feed, &s.older.name, OrderState::Reserved).await;
+    wake_off.rollback().await.unwrap();
+    let a = demand(&mut s.orders, &["A"]).await;
+    assert_eq!((a[0].orders, a[0].units), (1, 1), "{a:?}");
+    receive(&mut s.stock_c, T, "A", 1).await;
+    until_state(&mut s.feed, &newer.name, OrderState::Reserved).await;
 }
 
 /// A backordered order whose short line is cancelled reserves the rest

@@ -5,6 +5,9 @@ use oms_kernel::Tenant;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
+/// An order's place in the line for stock: its creation, then its id.
+pub type Turn = (DateTime<Utc>, Uuid);
+
 /// A step waiting for stock.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Waiter {
@@ -63,15 +66,15 @@ pub async fn forget(tx: &mut PgConnection, tenant: &Tenant, order_id: Uuid) -> s
 }
 
 /// The oldest `limit` steps waiting for any of `skus` (`None`: any SKU),
-/// after the waiter
-/// `after` (a page's last), with all they need, oldest first. Steps due
-/// already (woken by an earlier run, their attempt not made yet) are
-/// among them: the stock they will take is not there for the others.
+/// after the waiter `after` (a page's last) and older than the turn
+/// `before` (an order's creation and id) when given, with all they need,
+/// oldest first. Steps due already (woken by an earlier run, their
+/// attempt not made yet) are among them: the stock they will take is not
+/// there for the others.
 pub async fn waiting(
     ex: impl PgExecutor<'_>,
     tenant: &Tenant,
-    skus: Option<&[String]>,
-    after: Option<&Waiter>,
+    (skus, after, before): (Option<&[String]>, Option<&Waiter>, Option<Turn>),
     limit: i64,
 ) -> sqlx::Result<Vec<Waiter>> {
     let rows: Vec<(Uuid, String, DateTime<Utc>, String, String, i64)> = sqlx::query_as(
@@ -82,6 +85,7 @@ pub async fn waiting(
            WHERE w.tenant = $1 AND ($2::text[] IS NULL OR w.sku = ANY($2))
              AND s.next_attempt_time <> 'infinity'
              AND ($4::timestamptz IS NULL OR (w.since, w.order_id, w.step) > ($4, $5, $6))
+             AND ($7::timestamptz IS NULL OR (w.since, w.order_id) < ($7, $8))
            ORDER BY w.since, w.order_id, w.step
            LIMIT $3
          )
@@ -95,6 +99,8 @@ pub async fn waiting(
     .bind(after.map(|w| w.since))
     .bind(after.map(|w| w.order_id))
     .bind(after.map(|w| w.step.as_str()))
+    .bind(before.map(|(since, _)| since))
+    .bind(before.map(|(_, order_id)| order_id))
     .fetch_all(ex)
     .await?;
     let mut out: Vec<Waiter> = Vec::new();
@@ -115,20 +121,34 @@ pub async fn waiting(
 
 /// Makes the steps due now, in the order given (the saga takes due steps
 /// by their time, so the first is tried first); a step due already, or
-/// retired, stays as it is. Returns how many it woke.
+/// retired, stays as it is. With `pass_locked`, a step another
+/// transaction has locked (a saga replica running it now) stays as it is
+/// too, rather than waited for: a wake from inside a saga step must not
+/// wait on another replica's batch. Returns how many it woke.
 pub async fn wake(
     ex: impl PgExecutor<'_>,
     tenant: &Tenant,
     steps: &[(Uuid, String)],
+    pass_locked: bool,
 ) -> sqlx::Result<u64> {
+    if steps.is_empty() {
+        return Ok(0);
+    }
     let (orders, names): (Vec<Uuid>, Vec<&str>) =
         steps.iter().map(|(o, s)| (*o, s.as_str())).unzip();
-    let done = sqlx::query(
-        "UPDATE saga_steps s SET next_attempt_time = now() + make_interval(secs => w.turn / 1e6)
-         FROM unnest($2::uuid[], $3::text[]) WITH ORDINALITY AS w(order_id, step, turn)
-         WHERE s.tenant = $1 AND s.order_id = w.order_id AND s.step = w.step
-           AND s.next_attempt_time > now() AND s.next_attempt_time <> 'infinity'",
-    )
+    let locked = if pass_locked { "SKIP LOCKED" } else { "" };
+    // Safe: the only text put in is one of two literals.
+    let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "WITH w AS (
+           SELECT s.order_id, s.step, w.turn
+           FROM unnest($2::uuid[], $3::text[]) WITH ORDINALITY AS w(order_id, step, turn)
+           JOIN saga_steps s ON s.tenant = $1 AND s.order_id = w.order_id AND s.step = w.step
+           WHERE s.next_attempt_time > now() AND s.next_attempt_time <> 'infinity'
+           FOR UPDATE OF s {locked}
+         )
+         UPDATE saga_steps s SET next_attempt_time = now() + make_interval(secs => w.turn / 1e6)
+         FROM w WHERE s.tenant = $1 AND s.order_id = w.order_id AND s.step = w.step",
+    )))
     .bind(tenant.as_str())
     .bind(&orders)
     .bind(&names)

@@ -7,3 +7,4 @@ pub mod peers;
 pub mod reroute;
 pub mod saga;
 pub mod stock_feed;
+pub mod stock_line;

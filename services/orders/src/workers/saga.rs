@@ -13,8 +13,9 @@
 //! confirms).
 use crate::changes::{Happened, record, tell};
 use crate::domain::{OrderState, lifecycle};
+use crate::repo::stock_waits::Waiter;
 use crate::repo::{self, orders::TryLock, saga::Step};
-use crate::workers::peers::Peers;
+use crate::workers::{peers::Peers, stock_line};
 use chrono::Utc;
 use oms_kernel::{RequestId, Tenant};
 use oms_proto::fulfillment::{
@@ -322,7 +323,7 @@ impl Saga {
             repo::saga::done(tx, s).await?;
             return Ok(());
         }
-        let lines = lifecycle::open_quantity(&o)
+        let lines: Vec<ReservationLine> = lifecycle::open_quantity(&o)
             .into_iter()
             .map(|(_, sku, q)| ReservationLine {
                 sku,
@@ -330,6 +331,33 @@ impl Saga {
                 ..Default::default()
             })
             .collect();
+        // Older orders waiting for these SKUs go first: the units they
+        // wait for are theirs (a woken step retried early, a new order
+        // made in the instant before a wake, would take them).
+        let me = Waiter {
+            order_id: s.order_id,
+            step: s.step.clone(),
+            since: order_turn(&o),
+            channel: o.channel.clone(),
+            needs: units_per_sku(&lines),
+        };
+        let mut behind = stock_line::behind_older(tx, &self.peers, tenant, &me).await?;
+        if !behind.is_empty()
+            && repo::saga::exists(tx, tenant, s.order_id, repo::saga::IN_DOUBT).await?
+        {
+            // An earlier attempt may have reserved the units already: the
+            // same request's answer from inventory settles it.
+            behind.clear();
+        }
+        if !behind.is_empty() {
+            let short = Short {
+                missing: behind,
+                behind_older: true,
+            };
+            self.backorder(tx, tenant, s, (&mut o, held_from), unpaid, short)
+                .await?;
+            return Ok(());
+        }
         let req = CreateReservationRequest {
             reservation_id: reservation_id_of(&o),
             lines,
@@ -372,46 +400,12 @@ impl Saga {
                 if st.code() == Code::FailedPrecondition
                     && oms_runtime::status::reason(&st) == "INSUFFICIENT_STOCK" =>
             {
-                let missing = missing_units(&st);
-                let before: Vec<i64> = o.lines.iter().map(|l| l.quantity_backordered).collect();
-                if unpaid {
-                    lifecycle::short_on_hold(&mut o, &missing);
-                } else {
-                    lifecycle::backordered(&mut o, &missing)
-                        .map_err(|r| anyhow::anyhow!(r.message))?;
-                }
-                let after: Vec<i64> = o.lines.iter().map(|l| l.quantity_backordered).collect();
-                if placing != OrderState::Backordered || before != after {
-                    let short = missing
-                        .iter()
-                        .map(|(sku, q)| format!("{sku} ({q} missing)"))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    let (happened, held_from) = if unpaid {
-                        let why = format!("short while the order awaits payment: {short}");
-                        (on_hold_placement(&why), Some(OrderState::Backordered))
-                    } else {
-                        let to = OrderState::Backordered;
-                        let why = format!("short: {short}");
-                        (Happened::state_changed(from, to, why), held_from)
-                    };
-                    record(
-                        tx, tenant, s.order_id, &mut o, held_from, from, ACTOR, "", happened,
-                    )
+                let short = Short {
+                    missing: missing_units(&st),
+                    behind_older: false,
+                };
+                self.backorder(tx, tenant, s, (&mut o, held_from), unpaid, short)
                     .await?;
-                }
-                // Stock that comes wakes the order (oldest first) through
-                // the inventory feed, so its backoff (5 s, then 5 s longer
-                // at each attempt, up to 5 minutes; 1 minute before the
-                // feed woke orders) is for what the feed does not say.
-                let wanted: Vec<(String, i64)> = lifecycle::open_quantity(&o)
-                    .into_iter()
-                    .filter(|(_, sku, _)| missing.iter().any(|(m, _)| m == sku))
-                    .map(|(_, sku, q)| (sku, q))
-                    .collect();
-                wait_for_stock(tx, tenant, s, &o, &wanted).await?;
-                let wait = Duration::from_secs(5 * (1 + s.attempts.min(59) as u64));
-                repo::saga::retry(tx, s, "insufficient stock", Utc::now() + wait).await?;
             }
             Err(st)
                 if matches!(
@@ -1511,6 +1505,79 @@ fn refused_for_good(st: &tonic::Status) -> bool {
     )
 }
 
+/// Why a reservation attempt came back short: the units missing per SKU,
+/// and whether they are there but older orders waiting for them come
+/// first.
+struct Short {
+    missing: Vec<(String, i64)>,
+    behind_older: bool,
+}
+
+impl Saga {
+    /// Records that the order (locked, held from `held_from`) is short of
+    /// `short`, backordered (or short while it awaits payment), and has
+    /// its step wait for the stock.
+    async fn backorder(
+        &self,
+        tx: &mut PgConnection,
+        tenant: &Tenant,
+        s: &Step,
+        (o, held_from): (&mut oms_proto::orders::Order, Option<OrderState>),
+        unpaid: bool,
+        short: Short,
+    ) -> anyhow::Result<()> {
+        let from = lifecycle::state(o);
+        let placing = if unpaid {
+            held_from.unwrap_or(from)
+        } else {
+            from
+        };
+        let missing = short.missing;
+        let before: Vec<i64> = o.lines.iter().map(|l| l.quantity_backordered).collect();
+        if unpaid {
+            lifecycle::short_on_hold(o, &missing);
+        } else {
+            lifecycle::backordered(o, &missing).map_err(|r| anyhow::anyhow!(r.message))?;
+        }
+        let after: Vec<i64> = o.lines.iter().map(|l| l.quantity_backordered).collect();
+        if placing != OrderState::Backordered || before != after {
+            let mut what = missing
+                .iter()
+                .map(|(sku, q)| format!("{sku} ({q} missing)"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            if short.behind_older {
+                what.push_str("; older orders waiting for it come first");
+            }
+            let (happened, held_from) = if unpaid {
+                let why = format!("short while the order awaits payment: {what}");
+                (on_hold_placement(&why), Some(OrderState::Backordered))
+            } else {
+                let to = OrderState::Backordered;
+                let why = format!("short: {what}");
+                (Happened::state_changed(from, to, why), held_from)
+            };
+            record(
+                tx, tenant, s.order_id, o, held_from, from, ACTOR, "", happened,
+            )
+            .await?;
+        }
+        // Stock that comes wakes the order (oldest first) through the
+        // inventory feed, so its backoff (5 s, then 5 s longer at each
+        // attempt, up to 5 minutes; 1 minute before the feed woke orders)
+        // is for what the feed does not say.
+        let wanted: Vec<(String, i64)> = lifecycle::open_quantity(o)
+            .into_iter()
+            .filter(|(_, sku, _)| missing.iter().any(|(m, _)| m == sku))
+            .map(|(_, sku, q)| (sku, q))
+            .collect();
+        wait_for_stock(tx, tenant, s, o, &wanted).await?;
+        let wait = Duration::from_secs(5 * (1 + s.attempts.min(59) as u64));
+        repo::saga::retry(tx, s, "insufficient stock", Utc::now() + wait).await?;
+        Ok(())
+    }
+}
+
 /// Says that step `s` of order `o` waits for `wanted` (units per SKU,
 /// all it asks of each SKU missing), and follows the tenant's inventory
 /// feed so that stock coming wakes it (see `workers::stock_feed`).
@@ -1521,15 +1588,30 @@ pub(crate) async fn wait_for_stock(
     o: &oms_proto::orders::Order,
     wanted: &[(String, i64)],
 ) -> anyhow::Result<()> {
-    let since = o
-        .create_time
-        .as_ref()
-        .and_then(oms_runtime::time::from_timestamp)
-        .unwrap_or_else(Utc::now);
-    let turn = (since, o.channel.as_str());
+    let turn = (order_turn(o), o.channel.as_str());
     repo::stock_waits::wait_for(tx, tenant, (s.order_id, &s.step), turn, wanted).await?;
     repo::feeds::follow(&mut *tx, repo::feeds::INVENTORY, tenant).await?;
     Ok(())
+}
+
+/// An order's turn among those waiting for stock: its creation.
+fn order_turn(o: &oms_proto::orders::Order) -> chrono::DateTime<Utc> {
+    o.create_time
+        .as_ref()
+        .and_then(oms_runtime::time::from_timestamp)
+        .unwrap_or_else(Utc::now)
+}
+
+/// Units per SKU of a reservation's lines.
+fn units_per_sku(lines: &[ReservationLine]) -> Vec<(String, i64)> {
+    let mut units: Vec<(String, i64)> = Vec::new();
+    for l in lines {
+        match units.iter_mut().find(|(sku, _)| *sku == l.sku) {
+            Some((_, q)) => *q += l.quantity,
+            None => units.push((l.sku.clone(), l.quantity)),
+        }
+    }
+    units
 }
 
 pub(crate) fn backoff(attempts: i32) -> chrono::Duration {
