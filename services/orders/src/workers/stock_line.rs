@@ -133,15 +133,12 @@ pub(crate) async fn behind_older(
         // orders waiting and more coming.
         return Ok(vec![]);
     }
-    // Plans waiting for units count (they are given the stock they fit)
-    // but only backorders are woken here: a plan wakes for stock that
-    // arrives at a node.
-    let woken = give_out(db, peers, tenant, (Some(&skus), turn), &mut left, |_| true).await?;
-    let backorders: Vec<(Uuid, String)> = woken
-        .into_iter()
-        .filter(|(_, step)| step == repo::saga::RESERVE)
-        .collect();
-    stock_waits::wake(&mut *db, tenant, &backorders, true).await?;
+    // Only older backorders go first, as with units the feed sees given
+    // back: a plan waiting (a rest, a reroute) is woken by stock arriving
+    // at a node, so an order yielding to one would leave the units idle
+    // until the plan's backoff.
+    let woken = give_out(db, peers, tenant, (Some(&skus), turn), &mut left, |_| false).await?;
+    stock_waits::wake(&mut *db, tenant, &woken, true).await?;
     Ok(missing(me, &left))
 }
 
