@@ -65,6 +65,31 @@ pub async fn forget(tx: &mut PgConnection, tenant: &Tenant, order_id: Uuid) -> s
     Ok(())
 }
 
+/// Whether a backorder (a `reserve` step) of an order older than `turn`
+/// waits for any of `skus`: one index probe, stopping at the first.
+pub async fn backorders_before(
+    ex: impl PgExecutor<'_>,
+    tenant: &Tenant,
+    skus: &[String],
+    (since, order_id): Turn,
+) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (
+           SELECT 1 FROM stock_waits w
+           JOIN saga_steps s USING (tenant, order_id, step)
+           WHERE w.tenant = $1 AND w.sku = ANY($2) AND w.step = $5
+             AND (w.since, w.order_id) < ($3, $4)
+             AND s.next_attempt_time <> 'infinity')",
+    )
+    .bind(tenant.as_str())
+    .bind(skus)
+    .bind(since)
+    .bind(order_id)
+    .bind(crate::repo::saga::RESERVE)
+    .fetch_one(ex)
+    .await
+}
+
 /// The oldest `limit` steps waiting for any of `skus` (`None`: any SKU),
 /// after the waiter `after` (a page's last) and older than the turn
 /// `before` (an order's creation and id) when given, with all they need,

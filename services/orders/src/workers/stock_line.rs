@@ -104,11 +104,12 @@ pub(crate) async fn give_out(
 }
 
 /// What `me` (an order's reservation attempt) misses, per SKU, once the
-/// older orders waiting for its SKUs have taken what is available
+/// older backorders waiting for its SKUs have taken what is available
 /// (empty: it may go; so too when it is short anyway, which the
-/// reservation's refusal says better). The older backorders the stock covers are made
-/// due, as the feed would have: their turn comes first. A step locked
-/// meanwhile (another replica runs it now) is left as it is.
+/// reservation's refusal says better). The older backorders the stock
+/// covers are made due, as the feed would have: their turn comes first.
+/// A step locked meanwhile (another replica runs it now) is left as it
+/// is.
 pub(crate) async fn behind_older(
     db: &mut PgConnection,
     peers: &Peers,
@@ -116,13 +117,10 @@ pub(crate) async fn behind_older(
     me: &Waiter,
 ) -> anyhow::Result<Vec<(String, i64)>> {
     let skus: Vec<String> = me.needs.iter().map(|(s, _)| s.clone()).collect();
-    let turn = Some((me.since, me.order_id));
+    let turn = (me.since, me.order_id);
     // The common case, nobody older waiting for these SKUs, costs this
     // read only.
-    if stock_waits::waiting(&mut *db, tenant, (Some(&skus), None, turn), 1)
-        .await?
-        .is_empty()
-    {
+    if !stock_waits::backorders_before(&mut *db, tenant, &skus, turn).await? {
         return Ok(vec![]);
     }
     let mut left = Left::new();
@@ -137,7 +135,15 @@ pub(crate) async fn behind_older(
     // back: a plan waiting (a rest, a reroute) is woken by stock arriving
     // at a node, so an order yielding to one would leave the units idle
     // until the plan's backoff.
-    let woken = give_out(db, peers, tenant, (Some(&skus), turn), &mut left, |_| false).await?;
+    let woken = give_out(
+        db,
+        peers,
+        tenant,
+        (Some(&skus), Some(turn)),
+        &mut left,
+        |_| false,
+    )
+    .await?;
     stock_waits::wake(&mut *db, tenant, &woken, true).await?;
     Ok(missing(me, &left))
 }
