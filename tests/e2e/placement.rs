@@ -669,6 +669,48 @@ async fn a_new_order_waits_behind_older_backorders() {
     until_state(&mut s.feed, &newer.name, OrderState::Reserved).await;
 }
 
+/// Orders follows a tenant's inventory feed from where the feed stands
+/// at its first backorder (after weighing the waiting orders once), not
+/// from the oldest event kept: the receipt before it is not read. Before
+/// 2026-12-05 the first follow read every event inventory keeps (a month
+/// of a busy tenant's), and no backorder woke until it was through.
+#[tokio::test]
+async fn the_stock_feed_is_followed_from_where_it_stands() {
+    let suite = Suite::start().await;
+    let mut stock_c = suite.stock(T, &[("A", 1)]).await;
+    let moved = inv::WatchInventoryEventsRequest {
+        event_types: vec!["StockMoved".into()],
+        ..Default::default()
+    };
+    let mut events = stock_c
+        .watch_inventory_events(authed(T, moved))
+        .await
+        .unwrap()
+        .into_inner();
+    let receipt = events.message().await.unwrap().unwrap().event.unwrap();
+    let receipt = receipt.meta.unwrap().cursor;
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = suite.order_events(T).await;
+    let o = create(&mut orders, "two-a", &[("A", 2)]).await;
+    until_state(&mut feed, &o.name, OrderState::Backordered).await;
+    let mut db = suite.db.connect("orders").await;
+    let stored = "SELECT count(*) FROM feed_cursors WHERE source = 'inventory' AND cursor <> ''";
+    wait_for(&mut db, stored, 1).await;
+    let cursor: String =
+        sqlx::query_scalar("SELECT cursor FROM feed_cursors WHERE source = 'inventory'")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    let at = |c: &str| -> (u64, i64) {
+        let (txid, id) = c.split_once('.').unwrap();
+        (txid.parse().unwrap(), id.parse().unwrap())
+    };
+    assert!(at(&cursor) > at(&receipt), "{cursor} after {receipt}");
+    // It follows on from there: the next unit places the order.
+    receive(&mut stock_c, T, "A", 1).await;
+    until_state(&mut feed, &o.name, OrderState::Reserved).await;
+}
+
 /// A backordered order whose short line is cancelled reserves the rest
 /// at once. Before 2026-12-05 it waited for its backoff (up to 5
 /// minutes) or for stock of the SKU it no longer wanted.

@@ -238,8 +238,8 @@ async fn submissions_feed_lag_and_stock_trouble_are_measured() {
     ) {}
 
     // A backorder of W, placed when W comes. (Orders now follows acme's
-    // inventory feed from its oldest event: Z's receipt there wakes the
-    // deferred Z order once too, as stock that arrived at a node.)
+    // inventory feed, from its head, after weighing every waiting step
+    // once: that wakes the deferred Z order once too.)
     let w = inv::Item {
         sku: "W".into(),
         ..Default::default()
@@ -312,7 +312,7 @@ async fn submissions_feed_lag_and_stock_trouble_are_measured() {
         Some(1.0),
         "{seen:#?}"
     );
-    // The Z order (by Z's receipt) and the W order.
+    // The Z order (by the first weighing) and the W order.
     assert_eq!(
         by_tenant("oms.orders.stock_wakes").copied(),
         Some(2.0),

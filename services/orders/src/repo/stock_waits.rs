@@ -55,6 +55,14 @@ pub async fn wait_for(
     Ok(())
 }
 
+/// A SKU some step of the tenant waits for, if any.
+pub async fn any_sku(ex: impl PgExecutor<'_>, tenant: &Tenant) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("SELECT sku FROM stock_waits WHERE tenant = $1 LIMIT 1")
+        .bind(tenant.as_str())
+        .fetch_optional(ex)
+        .await
+}
+
 /// Drops every wait of the order (it takes no stock now).
 pub async fn forget(tx: &mut PgConnection, tenant: &Tenant, order_id: Uuid) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM stock_waits WHERE tenant = $1 AND order_id = $2")

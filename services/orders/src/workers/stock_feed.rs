@@ -19,7 +19,9 @@ use crate::workers::stock_line::{self, Left};
 use crate::workers::{followers, peers::Peers, saga::Saga};
 use futures::{FutureExt, StreamExt};
 use oms_kernel::Tenant;
-use oms_proto::inventory::{InventoryEvent, WatchInventoryEventsRequest, inventory_event::Kind};
+use oms_proto::inventory::{
+    GetAvailabilityRequest, InventoryEvent, WatchInventoryEventsRequest, inventory_event::Kind,
+};
 use sqlx::PgPool;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -128,23 +130,57 @@ impl StockFeed {
         });
     }
 
-    /// Follows `tenant`'s feed from `cursor` (empty: from the oldest event
-    /// kept, which only weighs the waiting steps once more). When the
-    /// events after the cursor are gone, it starts from the oldest kept
-    /// and weighs every waiting step.
+    /// Follows `tenant`'s feed from `cursor`; without one (the tenant's
+    /// first wait), or when the events after it are gone, from the feed's
+    /// head (see [`StockFeed::start_at_head`]).
     async fn follow(&self, tenant: &Tenant, cursor: String) -> anyhow::Result<()> {
-        match self.run(tenant, cursor, Raised::Nothing).await {
+        let cursor = if cursor.is_empty() {
+            match self.start_at_head(tenant).await? {
+                Some(head) => head,
+                None => return Ok(()),
+            }
+        } else {
+            cursor
+        };
+        match self.run(tenant, cursor).await {
             Err(e) if followers::cursor_expired(&e) => {
                 tracing::warn!(tenant = %tenant, error = %e, "inventory events were deleted before this service read them: weighing every step waiting for stock");
-                self.run(tenant, String::new(), Raised::All).await
+                match self.start_at_head(tenant).await? {
+                    Some(head) => self.run(tenant, head).await,
+                    None => Ok(()),
+                }
             }
             other => other,
         }
     }
 
-    /// Takes the feed after `cursor` a run of events at a time, the first
-    /// run with what is `raised` already.
-    async fn run(&self, tenant: &Tenant, cursor: String, mut raised: Raised) -> anyhow::Result<()> {
+    /// Weighs every step waiting for stock against the availability read
+    /// after the feed's head, and stores the head as the cursor, to follow
+    /// on from there; `None` while nothing waits. Before 2026-12-05 a
+    /// tenant's first follow (and one after its cursor's events were
+    /// deleted) read every event inventory keeps (a month of a busy
+    /// tenant's, all types, passed over in inventory after they were read),
+    /// its wakes held up until it was through; the weighing covers what
+    /// happened before the head.
+    async fn start_at_head(&self, tenant: &Tenant) -> anyhow::Result<Option<String>> {
+        let Some(sku) = stock_waits::any_sku(&self.pool, tenant).await? else {
+            return Ok(None);
+        };
+        let head = (self.peers.inventory(tenant))
+            .get_availability(GetAvailabilityRequest {
+                skus: vec![sku],
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .feed_cursor;
+        self.settle(tenant, Raised::All, &head).await?;
+        Ok(Some(head))
+    }
+
+    /// Takes the feed after `cursor` a run of events at a time.
+    async fn run(&self, tenant: &Tenant, cursor: String) -> anyhow::Result<()> {
+        let mut raised = Raised::Nothing;
         let watch = WatchInventoryEventsRequest {
             after_cursor: cursor,
             event_types: SUPPLY.iter().map(|t| t.to_string()).collect(),
