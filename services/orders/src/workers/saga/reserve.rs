@@ -52,7 +52,15 @@ impl Saga {
             channel: o.channel.clone(),
             needs: units_per_sku(&lines),
         };
-        let mut behind = stock_line::behind_older(tx, &self.peers, tenant, &me).await?;
+        let mut behind = match stock_line::behind_older(tx, &self.peers, tenant, &me).await {
+            Ok(behind) => behind,
+            // Inventory did not answer the availability read: retried as
+            // the reservation would be (its breaker included).
+            Err(e) => match e.downcast::<tonic::Status>() {
+                Ok(st) => return self.retry_failed(tx, s, &st).await,
+                Err(e) => return Err(e),
+            },
+        };
         if !behind.is_empty()
             && repo::saga::exists(tx, tenant, s.order_id, repo::saga::IN_DOUBT).await?
         {
