@@ -74,7 +74,9 @@ pub async fn forget(tx: &mut PgConnection, tenant: &Tenant, order_id: Uuid) -> s
 }
 
 /// Whether a backorder (a `reserve` step) of an order older than `turn`
-/// waits for any of `skus`: one index probe, stopping at the first.
+/// waits for any of `skus`: one index probe, stopping at the first. (The
+/// order itself never counts, whatever the precision its creation time
+/// was kept to: Postgres keeps microseconds.)
 pub async fn backorders_before(
     ex: impl PgExecutor<'_>,
     tenant: &Tenant,
@@ -86,7 +88,7 @@ pub async fn backorders_before(
            SELECT 1 FROM stock_waits w
            JOIN saga_steps s USING (tenant, order_id, step)
            WHERE w.tenant = $1 AND w.sku = ANY($2) AND w.step = $5
-             AND (w.since, w.order_id) < ($3, $4)
+             AND (w.since, w.order_id) < ($3, $4) AND w.order_id <> $4
              AND s.next_attempt_time <> 'infinity')",
     )
     .bind(tenant.as_str())
@@ -118,7 +120,7 @@ pub async fn waiting(
            WHERE w.tenant = $1 AND ($2::text[] IS NULL OR w.sku = ANY($2))
              AND s.next_attempt_time <> 'infinity'
              AND ($4::timestamptz IS NULL OR (w.since, w.order_id, w.step) > ($4, $5, $6))
-             AND ($7::timestamptz IS NULL OR (w.since, w.order_id) < ($7, $8))
+             AND ($7::timestamptz IS NULL OR ((w.since, w.order_id) < ($7, $8) AND w.order_id <> $8))
            ORDER BY w.since, w.order_id, w.step
            LIMIT $3
          )
