@@ -382,6 +382,29 @@ async fn demand(c: &mut OrderServiceClient<Channel>, skus: &[&str]) -> Vec<ord::
 
 /// Whether the `reserve` step of order `name` still waits out its
 /// backoff (set an hour ahead by the test), i.e. was not woken.
+/// The orders waiting for `sku`, in their turn, read in pages of two.
+async fn queue(c: &mut OrderServiceClient<Channel>, sku: &str) -> Vec<ord::BackorderQueueEntry> {
+    let mut all = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let req = ord::ListBackorderQueueRequest {
+            sku: sku.into(),
+            page_size: 2,
+            page_token,
+        };
+        let page = c
+            .list_backorder_queue(authed(T, req))
+            .await
+            .unwrap()
+            .into_inner();
+        all.extend(page.entries);
+        if page.next_page_token.is_empty() {
+            return all;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
 async fn still_waiting(db: &mut sqlx::PgConnection, name: &str) -> bool {
     sqlx::query_scalar(
         "SELECT next_attempt_time > now() + interval '30 minutes' FROM saga_steps
@@ -426,6 +449,31 @@ async fn backordered_orders_are_woken_by_stock_that_comes_oldest_first() {
     let micros = |t: Option<prost_types::Timestamp>| t.map(|t| (t.seconds, t.nanos / 1000));
     assert_eq!(micros(a[0].oldest_order_time), micros(first.create_time));
     assert!(demand(&mut orders, &["B"]).await.is_empty());
+    // Where each stands in line (pages of two).
+    let line = queue(&mut orders, "A").await;
+    let at: Vec<_> = line
+        .iter()
+        .map(|e| (e.order.as_str(), e.units, e.orders_ahead, e.units_ahead))
+        .collect();
+    assert_eq!(
+        at,
+        [
+            (names[0].as_str(), 2, 0, 0),
+            (names[1].as_str(), 1, 1, 2),
+            (names[2].as_str(), 1, 2, 3)
+        ]
+    );
+    assert_eq!(micros(line[0].create_time), micros(first.create_time));
+    let bad = ord::ListBackorderQueueRequest {
+        sku: "A B".into(),
+        ..Default::default()
+    };
+    let err = orders
+        .list_backorder_queue(authed(T, bad))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("sku"), "{err:?}");
     let bad = ord::ListBackorderDemandRequest {
         skus: vec!["A".into(), "A B".into()],
         ..Default::default()

@@ -10,7 +10,7 @@ use crate::workers::fulfillment_feed;
 use crate::workers::saga::{self, Saga};
 use chrono::Utc;
 use futures::StreamExt as _;
-use oms_kernel::{RequestId, Violations, parse_name, parse_uuid_name};
+use oms_kernel::{Paging, RequestId, Violations, parse_name, parse_uuid_name};
 use oms_proto::orders::{
     self as pb, CreateOrderRequest, CreateOrderResponse, GetOrderRequest, GetOrderResponse,
     ListOrderHistoryRequest, ListOrderHistoryResponse, ListOrdersRequest, ListOrdersResponse,
@@ -198,6 +198,22 @@ impl OrderApi {
         }
         Ok(order)
     }
+}
+
+/// The paging of a backorder list (pages of 100 unless asked, at most
+/// 1,000) bound to its `filters`, once the request's other violations `v`
+/// are none.
+fn backorder_paging<K: serde::Serialize + serde::de::DeserializeOwned>(
+    mut v: Violations,
+    (page_size, page_token): (i32, &str),
+    filters: &impl prost::Message,
+) -> std::result::Result<Paging<K>, Status> {
+    let hash = oms_kernel::fingerprint(filters);
+    let paging = Paging::parse(&mut v, page_size, page_token, (100, 1000), hash);
+    if !v.is_empty() {
+        return Err(to_status(v.into()));
+    }
+    Ok(paging)
 }
 
 fn order_id(field: &str, name: &str) -> Result<Uuid> {
@@ -641,6 +657,51 @@ impl OrderService for OrderApi {
         counts.sort_by_key(|c| c.state);
         Ok(Response::new(pb::CountOrdersResponse { counts, total }))
     }
+    async fn list_backorder_queue(
+        &self,
+        req: Request<pb::ListBackorderQueueRequest>,
+    ) -> Result<Response<pb::ListBackorderQueueResponse>, Status> {
+        let caller = auth::caller(&req)?;
+        let req = req.into_inner();
+        let mut v = Violations::new();
+        v.check("sku", oms_kernel::check_sku(&req.sku));
+        let sku = req.sku.clone();
+        let filters = pb::ListBackorderQueueRequest {
+            sku: sku.clone(),
+            ..Default::default()
+        };
+        // A page ends at an order's turn: its creation (in microseconds,
+        // as kept) and id.
+        let paging: Paging<(i64, String)> =
+            backorder_paging(v, (req.page_size, &req.page_token), &filters)?;
+        let after = paging.after.as_ref().and_then(|(micros, id)| {
+            let since = chrono::DateTime::from_timestamp_micros(*micros)?;
+            Some((since, id.parse().ok()?))
+        });
+        let rows =
+            repo::stock_waits::queue(&self.pool, &caller.tenant, &sku, after, paging.fetch())
+                .await
+                .map_err(|e| to_status(e.into()))?;
+        let (rows, next_page_token) = paging.page(rows, |r| {
+            (r.since.timestamp_micros(), r.order_id.to_string())
+        });
+        let entries = rows
+            .into_iter()
+            .map(|r| pb::BackorderQueueEntry {
+                order: format!("orders/{}", r.order_id),
+                channel: r.channel,
+                units: r.units,
+                create_time: Some(to_timestamp(r.since)),
+                orders_ahead: r.orders_ahead,
+                units_ahead: r.units_ahead,
+            })
+            .collect();
+        Ok(Response::new(pb::ListBackorderQueueResponse {
+            entries,
+            next_page_token,
+        }))
+    }
+
     async fn list_backorder_demand(
         &self,
         req: Request<pb::ListBackorderDemandRequest>,
@@ -653,16 +714,8 @@ impl OrderService for OrderApi {
             skus: skus.clone(),
             ..Default::default()
         };
-        let paging = oms_kernel::Paging::<String>::parse(
-            &mut v,
-            req.page_size,
-            &req.page_token,
-            (100, 1000),
-            oms_kernel::fingerprint(&filters),
-        );
-        if !v.is_empty() {
-            return Err(to_status(v.into()));
-        }
+        let paging: Paging<String> =
+            backorder_paging(v, (req.page_size, &req.page_token), &filters)?;
         let skus = (!skus.is_empty()).then_some(skus.as_slice());
         let rows = repo::stock_waits::demand(
             &self.pool,

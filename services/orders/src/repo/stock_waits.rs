@@ -221,3 +221,53 @@ pub async fn demand(
     .fetch_all(ex)
     .await
 }
+
+/// An order waiting for a SKU's stock and its place in line.
+#[derive(Debug, sqlx::FromRow)]
+pub struct InLine {
+    pub order_id: Uuid,
+    pub since: DateTime<Utc>,
+    pub channel: String,
+    pub units: i64,
+    pub orders_ahead: i64,
+    pub units_ahead: i64,
+}
+
+/// The orders waiting for `sku`'s stock (the same as [`demand`] counts)
+/// in their turn, after the turn `after`, with what the orders before
+/// each ask for.
+pub async fn queue(
+    ex: impl PgExecutor<'_>,
+    tenant: &Tenant,
+    sku: &str,
+    after: Option<Turn>,
+    limit: i64,
+) -> sqlx::Result<Vec<InLine>> {
+    sqlx::query_as(
+        "WITH q AS (
+           SELECT w.order_id, min(w.since) AS since, max(w.channel) AS channel,
+                  sum(w.wanted)::bigint AS units
+           FROM stock_waits w
+           JOIN saga_steps s USING (tenant, order_id, step)
+           JOIN orders o USING (tenant, order_id)
+           WHERE w.tenant = $1 AND w.sku = $2 AND w.wanted > 0
+             AND s.next_attempt_time <> 'infinity' AND o.state <> 'cancelled'
+           GROUP BY w.order_id
+         ), r AS (
+           SELECT order_id, since, channel, units,
+                  row_number() OVER turn - 1 AS orders_ahead,
+                  (coalesce(sum(units) OVER turn, 0) - units)::bigint AS units_ahead
+           FROM q WINDOW turn AS (ORDER BY since, order_id)
+         )
+         SELECT * FROM r
+         WHERE $3::timestamptz IS NULL OR (since, order_id) > ($3, $4)
+         ORDER BY since, order_id LIMIT $5",
+    )
+    .bind(tenant.as_str())
+    .bind(sku)
+    .bind(after.map(|(since, _)| since))
+    .bind(after.map(|(_, order_id)| order_id))
+    .bind(limit)
+    .fetch_all(ex)
+    .await
+}
