@@ -391,6 +391,7 @@ async fn queue(c: &mut OrderServiceClient<Channel>, sku: &str) -> Vec<ord::Backo
             sku: sku.into(),
             page_size: 2,
             page_token,
+            ..Default::default()
         };
         let page = c
             .list_backorder_queue(authed(T, req))
@@ -464,8 +465,17 @@ async fn backordered_orders_are_woken_by_stock_that_comes_oldest_first() {
         ]
     );
     assert_eq!(micros(line[0].create_time), micros(first.create_time));
+    // One order's place alone.
+    let one = ord::ListBackorderQueueRequest {
+        sku: "A".into(),
+        order: names[2].clone(),
+        ..Default::default()
+    };
+    let one = orders.list_backorder_queue(authed(T, one)).await.unwrap();
+    assert_eq!(one.into_inner().entries, line[2..]);
     let bad = ord::ListBackorderQueueRequest {
         sku: "A B".into(),
+        order: "orders/nope".into(),
         ..Default::default()
     };
     let err = orders
@@ -473,7 +483,14 @@ async fn backordered_orders_are_woken_by_stock_that_comes_oldest_first() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
-    assert!(err.message().contains("sku"), "{err:?}");
+    use tonic_types::StatusExt;
+    let fields = err.get_error_details().bad_request().map(|b| {
+        b.field_violations
+            .iter()
+            .map(|f| f.field.clone())
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(fields, Some(vec!["sku".to_string(), "order".to_string()]));
     let bad = ord::ListBackorderDemandRequest {
         skus: vec!["A".into(), "A B".into()],
         ..Default::default()

@@ -665,9 +665,14 @@ impl OrderService for OrderApi {
         let req = req.into_inner();
         let mut v = Violations::new();
         v.check("sku", oms_kernel::check_sku(&req.sku));
+        let order = match req.order.as_str() {
+            "" => None,
+            name => v.check("order", parse_uuid_name(name, "orders", "an order")),
+        };
         let sku = req.sku.clone();
         let filters = pb::ListBackorderQueueRequest {
             sku: sku.clone(),
+            order: req.order.clone(),
             ..Default::default()
         };
         // A page ends at an order's turn: its creation (in microseconds,
@@ -678,10 +683,15 @@ impl OrderService for OrderApi {
             let since = chrono::DateTime::from_timestamp_micros(*micros)?;
             Some((since, id.parse().ok()?))
         });
-        let rows =
-            repo::stock_waits::queue(&self.pool, &caller.tenant, &sku, after, paging.fetch())
-                .await
-                .map_err(|e| to_status(e.into()))?;
+        let rows = repo::stock_waits::queue(
+            &self.pool,
+            &caller.tenant,
+            (&sku, order),
+            after,
+            paging.fetch(),
+        )
+        .await
+        .map_err(|e| to_status(e.into()))?;
         let (rows, next_page_token) = paging.page(rows, |r| {
             (r.since.timestamp_micros(), r.order_id.to_string())
         });

@@ -235,11 +235,11 @@ pub struct InLine {
 
 /// The orders waiting for `sku`'s stock (the same as [`demand`] counts)
 /// in their turn, after the turn `after`, with what the orders before
-/// each ask for.
+/// each ask for; only `order`, when given.
 pub async fn queue(
     ex: impl PgExecutor<'_>,
     tenant: &Tenant,
-    sku: &str,
+    (sku, order): (&str, Option<Uuid>),
     after: Option<Turn>,
     limit: i64,
 ) -> sqlx::Result<Vec<InLine>> {
@@ -260,7 +260,8 @@ pub async fn queue(
            FROM q WINDOW turn AS (ORDER BY since, order_id)
          )
          SELECT * FROM r
-         WHERE $3::timestamptz IS NULL OR (since, order_id) > ($3, $4)
+         WHERE ($3::timestamptz IS NULL OR (since, order_id) > ($3, $4))
+           AND ($6::uuid IS NULL OR order_id = $6)
          ORDER BY since, order_id LIMIT $5",
     )
     .bind(tenant.as_str())
@@ -268,6 +269,7 @@ pub async fn queue(
     .bind(after.map(|(since, _)| since))
     .bind(after.map(|(_, order_id)| order_id))
     .bind(limit)
+    .bind(order)
     .fetch_all(ex)
     .await
 }
