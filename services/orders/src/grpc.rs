@@ -675,26 +675,19 @@ impl OrderService for OrderApi {
             order: req.order.clone(),
             ..Default::default()
         };
-        // A page ends at an order's turn: its creation (in microseconds,
-        // as kept) and id.
-        let paging: Paging<(i64, String)> =
+        // A page ends at an order's turn.
+        let paging: Paging<repo::stock_waits::Turn> =
             backorder_paging(v, (req.page_size, &req.page_token), &filters)?;
-        let after = paging.after.as_ref().and_then(|(micros, id)| {
-            let since = chrono::DateTime::from_timestamp_micros(*micros)?;
-            Some((since, id.parse().ok()?))
-        });
         let rows = repo::stock_waits::queue(
             &self.pool,
             &caller.tenant,
             (&sku, order),
-            after,
+            paging.after,
             paging.fetch(),
         )
         .await
         .map_err(|e| to_status(e.into()))?;
-        let (rows, next_page_token) = paging.page(rows, |r| {
-            (r.since.timestamp_micros(), r.order_id.to_string())
-        });
+        let (rows, next_page_token) = paging.page(rows, |r| (r.since, r.order_id));
         let entries = rows
             .into_iter()
             .map(|r| pb::BackorderQueueEntry {

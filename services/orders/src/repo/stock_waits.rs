@@ -193,9 +193,8 @@ pub async fn wake(
 }
 
 /// What the orders waiting for each SKU's stock ask for (SKU, orders,
-/// units, the oldest's creation), by SKU, after `after`: only waits that
-/// ask the network for units (not a deferred plan's), of steps still to
-/// run, of orders not cancelled.
+/// units, the oldest's creation), by SKU, after `after` (the waits of the
+/// view `stock_demand`).
 pub async fn demand(
     ex: impl PgExecutor<'_>,
     tenant: &Tenant,
@@ -204,15 +203,12 @@ pub async fn demand(
     limit: i64,
 ) -> sqlx::Result<Vec<(String, i64, i64, DateTime<Utc>)>> {
     sqlx::query_as(
-        "SELECT w.sku, count(DISTINCT w.order_id), sum(w.wanted)::bigint, min(w.since)
-         FROM stock_waits w
-         JOIN saga_steps s USING (tenant, order_id, step)
-         JOIN orders o USING (tenant, order_id)
-         WHERE w.tenant = $1 AND w.wanted > 0 AND s.next_attempt_time <> 'infinity'
-           AND o.state <> 'cancelled'
-           AND ($2::text[] IS NULL OR w.sku = ANY($2))
-           AND ($3::text IS NULL OR w.sku > $3)
-         GROUP BY w.sku ORDER BY w.sku LIMIT $4",
+        "SELECT sku, count(DISTINCT order_id), sum(wanted)::bigint, min(since)
+         FROM stock_demand
+         WHERE tenant = $1
+           AND ($2::text[] IS NULL OR sku = ANY($2))
+           AND ($3::text IS NULL OR sku > $3)
+         GROUP BY sku ORDER BY sku LIMIT $4",
     )
     .bind(tenant.as_str())
     .bind(skus)
@@ -245,14 +241,11 @@ pub async fn queue(
 ) -> sqlx::Result<Vec<InLine>> {
     sqlx::query_as(
         "WITH q AS (
-           SELECT w.order_id, min(w.since) AS since, max(w.channel) AS channel,
-                  sum(w.wanted)::bigint AS units
-           FROM stock_waits w
-           JOIN saga_steps s USING (tenant, order_id, step)
-           JOIN orders o USING (tenant, order_id)
-           WHERE w.tenant = $1 AND w.sku = $2 AND w.wanted > 0
-             AND s.next_attempt_time <> 'infinity' AND o.state <> 'cancelled'
-           GROUP BY w.order_id
+           SELECT order_id, min(since) AS since, max(channel) AS channel,
+                  sum(wanted)::bigint AS units
+           FROM stock_demand
+           WHERE tenant = $1 AND sku = $2
+           GROUP BY order_id
          ), r AS (
            SELECT order_id, since, channel, units,
                   row_number() OVER turn - 1 AS orders_ahead,

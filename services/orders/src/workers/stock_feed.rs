@@ -132,39 +132,33 @@ impl StockFeed {
 
     /// Follows `tenant`'s feed from `cursor`; without one (the tenant's
     /// first wait), or when the events after it are gone, from the feed's
-    /// head (see [`StockFeed::start_at_head`]).
+    /// head (see [`StockFeed::follow_from_head`]).
     async fn follow(&self, tenant: &Tenant, cursor: String) -> anyhow::Result<()> {
-        let cursor = if cursor.is_empty() {
-            match self.start_at_head(tenant).await? {
-                Some(head) => head,
-                None => return Ok(()),
-            }
+        let followed = if cursor.is_empty() {
+            self.follow_from_head(tenant).await
         } else {
-            cursor
+            self.run(tenant, cursor).await
         };
-        match self.run(tenant, cursor).await {
+        match followed {
             Err(e) if followers::cursor_expired(&e) => {
                 tracing::warn!(tenant = %tenant, error = %e, "inventory events were deleted before this service read them: weighing every step waiting for stock");
-                match self.start_at_head(tenant).await? {
-                    Some(head) => self.run(tenant, head).await,
-                    None => Ok(()),
-                }
+                self.follow_from_head(tenant).await
             }
             other => other,
         }
     }
 
     /// Weighs every step waiting for stock against the availability read
-    /// after the feed's head, and stores the head as the cursor, to follow
-    /// on from there; `None` while nothing waits. Before 2026-12-05 a
+    /// after the feed's head, stores the head as the cursor and follows on
+    /// from there (nothing while nothing waits). Before 2026-12-05 a
     /// tenant's first follow (and one after its cursor's events were
     /// deleted) read every event inventory keeps (a month of a busy
     /// tenant's, all types, passed over in inventory after they were read),
     /// its wakes held up until it was through; the weighing covers what
     /// happened before the head.
-    async fn start_at_head(&self, tenant: &Tenant) -> anyhow::Result<Option<String>> {
+    async fn follow_from_head(&self, tenant: &Tenant) -> anyhow::Result<()> {
         let Some(sku) = stock_waits::any_sku(&self.pool, tenant).await? else {
-            return Ok(None);
+            return Ok(());
         };
         let head = (self.peers.inventory(tenant))
             .get_availability(GetAvailabilityRequest {
@@ -175,7 +169,7 @@ impl StockFeed {
             .into_inner()
             .feed_cursor;
         self.settle(tenant, Raised::All, &head).await?;
-        Ok(Some(head))
+        self.run(tenant, head).await
     }
 
     /// Takes the feed after `cursor` a run of events at a time.

@@ -49,21 +49,12 @@ pub(crate) fn first_fit(
         if plan && !w.needs.iter().any(|(sku, _)| arrived(sku)) {
             continue;
         }
-        let mut scopes = vec![""];
-        if !w.channel.is_empty() {
-            scopes.push(&w.channel);
-        }
-        let fits = w.needs.iter().all(|(sku, q)| {
-            scopes
-                .iter()
-                .all(|channel| left_of(left, channel, sku) >= *q)
-        });
-        if !fits {
+        if !missing(w, left).is_empty() {
             continue;
         }
         for (sku, q) in &w.needs {
-            for channel in &scopes {
-                *left.entry((channel.to_string(), sku.clone())).or_default() -= q;
+            for channel in scopes(w) {
+                *left.entry((channel.to_owned(), sku.clone())).or_default() -= q;
             }
         }
         woken.push((w.order_id, w.step.clone()));
@@ -148,15 +139,17 @@ pub(crate) async fn behind_older(
     Ok(missing(me, &left))
 }
 
-/// Units `w` needs beyond what is `left` of the network and its channel.
+/// Where `w` takes stock from: the network (`""`) and its channel.
+fn scopes(w: &Waiter) -> impl Iterator<Item = &str> {
+    std::iter::once("").chain((!w.channel.is_empty()).then_some(w.channel.as_str()))
+}
+
+/// Units `w` needs beyond what is `left` in each of its [`scopes`].
 fn missing(w: &Waiter, left: &Left) -> Vec<(String, i64)> {
     w.needs
         .iter()
         .filter_map(|(sku, q)| {
-            let mut have = left_of(left, "", sku);
-            if !w.channel.is_empty() {
-                have = have.min(left_of(left, &w.channel, sku));
-            }
+            let have = scopes(w).map(|c| left_of(left, c, sku)).min()?;
             (have < *q).then(|| (sku.clone(), q - have.max(0)))
         })
         .collect()
@@ -176,7 +169,7 @@ async fn available(
         .flat_map(|w| {
             w.needs
                 .iter()
-                .flat_map(|(sku, _)| [("", sku.as_str()), (w.channel.as_str(), sku.as_str())])
+                .flat_map(move |(sku, _)| scopes(w).map(move |c| (c, sku.as_str())))
         })
         .filter(|(c, s)| !left.contains_key(&(c.to_string(), s.to_string())))
         .collect();

@@ -42,40 +42,39 @@ impl Saga {
                 ..Default::default()
             })
             .collect();
+        // As for the confirmation and the release: a reservation this
+        // attempt leaves unrecorded holds the lines as they are.
+        let first = doubt(side, tenant, s).await?;
         // Older orders waiting for these SKUs go first: the units they
         // wait for are theirs (a woken step retried early, a new order
-        // made in the instant before a wake, would take them).
-        let me = Waiter {
-            order_id: s.order_id,
-            step: s.step.clone(),
-            since: order_turn(&o),
-            channel: o.channel.clone(),
-            needs: units_per_sku(&lines),
-        };
-        let mut behind = match stock_line::behind_older(tx, &self.peers, tenant, &me).await {
-            Ok(behind) => behind,
-            // Inventory did not answer the availability read: retried as
-            // the reservation would be (its breaker included).
-            Err(e) => match e.downcast::<tonic::Status>() {
-                Ok(st) => return self.retry_failed(tx, s, &st).await,
-                Err(e) => return Err(e),
-            },
-        };
-        if !behind.is_empty()
-            && repo::saga::exists(tx, tenant, s.order_id, repo::saga::IN_DOUBT).await?
-        {
-            // An earlier attempt may have reserved the units already: the
-            // same request's answer from inventory settles it.
-            behind.clear();
-        }
-        if !behind.is_empty() {
-            let short = Short {
-                missing: behind,
-                behind_older: true,
+        // made in the instant before a wake, would take them). Not when
+        // an earlier attempt may have reserved already (`first` false):
+        // the same request's answer from inventory settles that.
+        if first {
+            let me = Waiter {
+                order_id: s.order_id,
+                step: s.step.clone(),
+                since: order_turn(&o),
+                channel: o.channel.clone(),
+                needs: units_per_sku(&lines),
             };
-            self.backorder(tx, tenant, s, (&mut o, held_from), unpaid, short)
-                .await?;
-            return Ok(());
+            let behind = stock_line::behind_older(tx, &self.peers, tenant, &me).await;
+            if !matches!(&behind, Ok(missing) if missing.is_empty()) {
+                // This attempt ends here, having asked inventory for nothing.
+                settle_doubt(tx, tenant, s, true).await?;
+                let missing = match behind {
+                    Ok(missing) => missing,
+                    // The availability read was not answered: retried as
+                    // the reservation would be (its breaker included).
+                    Err(e) => return self.retry_failed(tx, s, &e.downcast()?).await,
+                };
+                let short = Short {
+                    missing,
+                    behind_older: true,
+                };
+                let held = (&mut o, held_from);
+                return self.backorder(tx, tenant, s, held, unpaid, short).await;
+            }
         }
         let req = CreateReservationRequest {
             reservation_id: reservation_id_of(&o),
@@ -84,9 +83,6 @@ impl Saga {
             reference: o.name.clone(),
             channel: o.channel.clone(),
         };
-        // As for the confirmation and the release: a reservation this
-        // attempt leaves unrecorded holds the lines as they are.
-        let first = doubt(side, tenant, s).await?;
         let answer = self.peers.inventory(tenant).create_reservation(req).await;
         settle_doubt(tx, tenant, s, settles(first, &answer)).await?;
         match answer {
