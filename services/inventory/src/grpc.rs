@@ -397,6 +397,12 @@ impl InventoryService for InventoryApi {
     ) -> Result<Response<ListChannelRulesResponse>, Status> {
         unary!(self, req, ops::movements::list_channel_rules)
     }
+    async fn set_backorder_demand(
+        &self,
+        req: Request<SetBackorderDemandRequest>,
+    ) -> Result<Response<SetBackorderDemandResponse>, Status> {
+        unary!(self, req, ops::backorders::set)
+    }
     async fn reconcile(
         &self,
         req: Request<ReconcileRequest>,

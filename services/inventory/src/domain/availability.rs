@@ -19,6 +19,10 @@ pub struct Figures {
     /// Units on the way by transfers in transit, per (receiving node, sku):
     /// shown, never promised.
     pub in_transit: HashMap<(String, String), i64>,
+    /// Units backorders ask for per (sku, channel; '' = orders of no
+    /// channel), and per SKU in all: kept out of published figures.
+    backordered: HashMap<(String, String), i64>,
+    backordered_total: HashMap<String, i64>,
     /// The nodes with stock or holds of each SKU, built on first use:
     /// figures are filled, then read. Without it, each SKU's nodes were
     /// found by scanning every (node, SKU) figure, and a rebuild of 2,000
@@ -38,6 +42,19 @@ impl Figures {
             }
             self.on_hand.insert((node, sku), q);
         }
+    }
+
+    /// Adds what backorders ask for, as `repo::backorders::of` reads it.
+    pub fn add_backorders(&mut self, rows: Vec<(String, String, i64)>) {
+        for (sku, channel, q) in rows {
+            *self.backordered_total.entry(sku.clone()).or_default() += q;
+            self.backordered.insert((sku, channel), q);
+        }
+    }
+
+    fn backordered_in(&self, sku: &str, channel: &str) -> i64 {
+        let k = (sku.to_owned(), channel.to_owned());
+        self.backordered.get(&k).copied().unwrap_or(0)
     }
 
     fn expired_at(&self, node: &str, sku: &str) -> i64 {
@@ -165,6 +182,7 @@ impl Figures {
                     reserved,
                     held_back,
                     expired,
+                    backordered: 0,
                 }
             })
             .collect()
@@ -208,12 +226,27 @@ impl Figures {
         a
     }
 
-    /// What a channel may sell: its pool, minus its buffer.
+    /// What the network may still sell: every node's, less what
+    /// backorders ask for (unless `before_backorders`).
+    pub fn for_network(&self, sku: &str, before_backorders: bool) -> Availability {
+        let mut a = self.pooled(sku, &[]);
+        a.backordered = self.backordered_total.get(sku).copied().unwrap_or(0);
+        if !before_backorders {
+            a.available = (a.available - a.backordered).max(0);
+        }
+        a
+    }
+
+    /// What a channel may sell: its pool, minus its buffer, minus what its
+    /// own backorders and those of no channel ask for (unless
+    /// `before_backorders`), and never more than the network may still
+    /// sell (other channels' backorders may wait for the same nodes).
     pub fn for_channel(
         &self,
         sku: &str,
         channel: &str,
         rule: Option<&ChannelRule>,
+        before_backorders: bool,
     ) -> Availability {
         let pool = rule.map_or(&[][..], |r| r.node_ids.as_slice());
         let mut a = self.pooled(sku, pool);
@@ -227,6 +260,11 @@ impl Figures {
         a.held_back += buffer;
         a.available = (a.available - buffer).max(0);
         a.channel = channel.to_owned();
+        a.backordered = self.backordered_in(sku, channel) + self.backordered_in(sku, "");
+        if !before_backorders {
+            let network = self.for_network(sku, false).available;
+            a.available = (a.available - a.backordered).max(0).min(network);
+        }
         a
     }
 }
@@ -370,12 +408,16 @@ mod tests {
             node_ids: vec![],
             buffer: Some(Buffer::BufferPercent(50)),
         };
-        assert_eq!(f.for_channel("S", "channels/web", Some(&pct)).available, 2);
+        assert_eq!(
+            f.for_channel("S", "channels/web", Some(&pct), false)
+                .available,
+            2
+        );
         let small = ChannelRule {
             buffer: Some(Buffer::BufferPercent(10)),
             ..pct.clone()
         };
-        let a = f.for_channel("S", "channels/web", Some(&small));
+        let a = f.for_channel("S", "channels/web", Some(&small), false);
         assert_eq!(
             (a.held_back, a.available),
             (5 + 1, 3),
@@ -386,7 +428,55 @@ mod tests {
             node_ids: vec!["A".into()],
             buffer: Some(Buffer::BufferQuantity(1)),
         };
-        assert_eq!(f.for_channel("S", "channels/web", Some(&qty)).available, 3);
-        assert_eq!(f.for_channel("S", "channels/web", None).available, 4);
+        assert_eq!(
+            f.for_channel("S", "channels/web", Some(&qty), false)
+                .available,
+            3
+        );
+        assert_eq!(f.for_channel("S", "channels/web", None, false).available, 4);
+    }
+
+    #[test]
+    fn published_figures_keep_what_backorders_ask_for() {
+        let mut f = figures();
+        // Network: 4 promisable (see above).
+        f.add_backorders(vec![
+            ("S".into(), "channels/web".into(), 1),
+            ("S".into(), String::new(), 2),
+        ]);
+        let a = f.for_network("S", false);
+        assert_eq!((a.backordered, a.available), (3, 1));
+        assert_eq!(f.for_network("S", true).available, 4, "before backorders");
+        let pool_a = ChannelRule {
+            channel: "channels/web".into(),
+            node_ids: vec!["A".into()],
+            buffer: None,
+        };
+        // Web's pool A: 6 less the network's 2 held = 4, less its own 1
+        // and the 2 of no channel = 1; the network has 1 left too.
+        let web = f.for_channel("S", "channels/web", Some(&pool_a), false);
+        assert_eq!((web.backordered, web.available), (3, 1));
+        let shop = ChannelRule {
+            channel: "channels/shop".into(),
+            ..pool_a.clone()
+        };
+        let shop = f.for_channel("S", "channels/shop", Some(&shop), false);
+        assert_eq!(
+            (shop.backordered, shop.available),
+            (2, 1),
+            "web's 1 via the network"
+        );
+        f.add_backorders(vec![("S".into(), String::new(), 9)]);
+        assert_eq!(f.for_network("S", false).available, 0, "never below zero");
+        assert_eq!(
+            f.for_channel("S", "channels/web", Some(&pool_a), true)
+                .available,
+            4
+        );
+        assert_eq!(
+            f.per_node("S", &["A".into()])[0].backordered,
+            0,
+            "nodes: none"
+        );
     }
 }

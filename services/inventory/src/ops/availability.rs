@@ -40,6 +40,7 @@ pub(crate) async fn stock_and_holds(
 
 async fn figures(inv: &Inventory, tenant: &Tenant, skus: &[String]) -> Result<Figures> {
     let mut f = stock_and_holds(&mut *inv.pool.acquire().await?, tenant, skus, None).await?;
+    f.add_backorders(repo::backorders::of(&inv.pool, tenant, skus).await?);
     f.safety = repo::rules::safety(&inv.pool, tenant, skus).await?;
     for (node, sku, q) in repo::transfers::on_the_way(&inv.pool, tenant, skus).await? {
         f.in_transit.insert((node, sku), q);
@@ -56,6 +57,7 @@ async fn compute(
     tenant: &Tenant,
     skus: &[String],
     scope: &Scope,
+    before_backorders: bool,
 ) -> Result<Vec<Availability>> {
     let f = figures(inv, tenant, skus).await?;
     let rule = match scope {
@@ -65,9 +67,9 @@ async fn compute(
     Ok(skus
         .iter()
         .flat_map(|sku| match scope {
-            Scope::Network => vec![f.pooled(sku, &[])],
+            Scope::Network => vec![f.for_network(sku, before_backorders)],
             Scope::Node(only) => f.per_node(sku, only),
-            Scope::Channel(c) => vec![f.for_channel(sku, c, rule.as_ref())],
+            Scope::Channel(c) => vec![f.for_channel(sku, c, rule.as_ref(), before_backorders)],
         })
         .collect())
 }
@@ -171,7 +173,7 @@ pub async fn get(
         let n = n.clamp(1, rest.len());
         let (now, later) = rest.split_at(n);
         rows.extend(
-            compute(inv, tenant, now, &scope)
+            compute(inv, tenant, now, &scope, req.before_backorders)
                 .await?
                 .into_iter()
                 .filter(past),
@@ -218,6 +220,10 @@ fn touched(ev: &InventoryEvent, scope: &Scope) -> Touched {
             .iter()
             .flat_map(|t| t.lines.iter().map(|l| l.sku.clone()))
             .collect(),
+        Some(Kind::BackorderDemandSet(e)) => match scope {
+            Scope::Node(_) => vec![],
+            _ => e.skus.clone(),
+        },
         Some(Kind::ChannelRuleSet(e)) => match (scope, &e.rule) {
             (Scope::Channel(c), Some(rule)) if *c == rule.channel => return Touched::All,
             _ => vec![],
@@ -269,7 +275,8 @@ fn touched_at_nodes(ev: &InventoryEvent) -> Vec<Key> {
                     .flat_map(|l| [at(&l.sku, &t.from_node_id), at(&l.sku, &t.to_node_id)])
             })
             .collect(),
-        Some(Kind::ChannelRuleSet(_)) | None => vec![],
+        // Demand is no node's: node figures leave it out.
+        Some(Kind::ChannelRuleSet(_) | Kind::BackorderDemandSet(_)) | None => vec![],
     }
 }
 
@@ -373,7 +380,7 @@ async fn run_figures(
     };
     let mut figures: BTreeMap<(String, String), Availability> = BTreeMap::new();
     for chunk in skus.chunks(MAX_SKUS) {
-        for a in compute(inv, tenant, chunk, with_the_sku).await? {
+        for a in compute(inv, tenant, chunk, with_the_sku, false).await? {
             if wanted(&a.node_id) {
                 figures.insert((a.sku.clone(), a.node_id.clone()), a);
             }

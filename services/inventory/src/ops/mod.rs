@@ -5,6 +5,7 @@
 //! way; when Redis has lost its data the gate is rebuilt and the use case
 //! runs again.
 pub mod availability;
+pub mod backorders;
 pub mod catalog;
 mod counts;
 pub mod imports;
@@ -388,7 +389,7 @@ pub fn now_ms() -> i64 {
 }
 
 /// Every inventory event type, as [`event_type`] names them.
-pub const EVENT_TYPES: [&str; 12] = [
+pub const EVENT_TYPES: [&str; 13] = [
     "StockMoved",
     "StockReserved",
     "ReservationConfirmed",
@@ -401,6 +402,7 @@ pub const EVENT_TYPES: [&str; 12] = [
     "LotRestored",
     "NodeChanged",
     "TransferClosed",
+    "BackorderDemandSet",
 ];
 
 /// The event types a watcher asked for (empty: all), each a known one.
@@ -438,6 +440,7 @@ pub fn event_type(kind: &inventory_event::Kind) -> &'static str {
         inventory_event::Kind::LotRestored(_) => "LotRestored",
         inventory_event::Kind::NodeChanged(_) => "NodeChanged",
         inventory_event::Kind::TransferClosed(_) => "TransferClosed",
+        inventory_event::Kind::BackorderDemandSet(_) => "BackorderDemandSet",
     }
 }
 
@@ -499,6 +502,7 @@ mod tests {
             Kind::LotRestored(LotRestored::default()),
             Kind::NodeChanged(NodeChanged::default()),
             Kind::TransferClosed(TransferClosed::default()),
+            Kind::BackorderDemandSet(BackorderDemandSet::default()),
         ];
         let named: Vec<&str> = kinds.iter().map(event_type).collect();
         assert_eq!(named, EVENT_TYPES);

@@ -1,4 +1,5 @@
 //! SQL of the inventory service, one module per table group.
+pub mod backorders;
 pub mod give_backs;
 pub mod imports;
 pub mod items;

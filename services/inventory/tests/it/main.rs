@@ -1,6 +1,7 @@
 //! Inventory through real gRPC against real Postgres and Redis.
 #![allow(clippy::unwrap_used)]
 
+mod backorders;
 mod catalog;
 mod cluster;
 mod expiry;

@@ -1,0 +1,59 @@
+//! What backorders ask for (`backorder_demand`), as orders last said.
+use oms_kernel::Tenant;
+use oms_proto::inventory::BackorderDemandFigure;
+use sqlx::{PgConnection, PgExecutor};
+
+/// Stores the figures newer than the revision stored for each; returns
+/// those stored (an older or repeated revision stores nothing).
+pub async fn set(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    figures: &[BackorderDemandFigure],
+    revision: i64,
+) -> sqlx::Result<Vec<BackorderDemandFigure>> {
+    let skus: Vec<&str> = figures.iter().map(|f| f.sku.as_str()).collect();
+    let channels: Vec<&str> = figures.iter().map(|f| f.channel.as_str()).collect();
+    let units: Vec<i64> = figures.iter().map(|f| f.units).collect();
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "INSERT INTO backorder_demand (tenant, sku, channel, units, revision)
+         SELECT $1, sku, channel, units, $5
+         FROM unnest($2::text[], $3::text[], $4::bigint[]) AS g(sku, channel, units)
+         ON CONFLICT (tenant, sku, channel) DO UPDATE
+         SET units = excluded.units, revision = excluded.revision, update_time = now()
+         WHERE backorder_demand.revision < excluded.revision
+         RETURNING sku, channel, units",
+    )
+    .bind(tenant.as_str())
+    .bind(&skus)
+    .bind(&channels)
+    .bind(&units)
+    .bind(revision)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut stored: Vec<BackorderDemandFigure> = rows
+        .into_iter()
+        .map(|(sku, channel, units)| BackorderDemandFigure {
+            sku,
+            channel,
+            units,
+        })
+        .collect();
+    stored.sort_by(|a, b| (&a.sku, &a.channel).cmp(&(&b.sku, &b.channel)));
+    Ok(stored)
+}
+
+/// The demand of these SKUs: (sku, channel, units), none of 0.
+pub async fn of(
+    db: impl PgExecutor<'_>,
+    tenant: &Tenant,
+    skus: &[String],
+) -> sqlx::Result<Vec<(String, String, i64)>> {
+    sqlx::query_as(
+        "SELECT sku, channel, units FROM backorder_demand
+         WHERE tenant = $1 AND sku = ANY($2) AND units > 0",
+    )
+    .bind(tenant.as_str())
+    .bind(skus)
+    .fetch_all(db)
+    .await
+}
