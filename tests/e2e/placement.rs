@@ -707,13 +707,7 @@ async fn a_new_order_waits_behind_older_backorders() {
     let mut s = sold_out("line-1").await;
     let mut db = s.suite.db.connect("orders").await;
     backoffs_an_hour_off(&mut db).await;
-    // The feed follower takes this lock to wake anyone (repo::feeds::claim).
-    let mut wake_off = sqlx::Connection::begin(&mut db).await.unwrap();
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(format!("feed:inventory:{T}"))
-        .execute(&mut *wake_off)
-        .await
-        .unwrap();
+    let wake_off = wake_off(&mut db).await;
     receive(&mut s.stock_c, T, "A", 1).await;
     let newer = create(&mut s.orders, "line-2", &[("A", 1)]).await;
     let ev = until_state(&mut s.feed, &newer.name, OrderState::Backordered).await;
@@ -732,6 +726,111 @@ async fn a_new_order_waits_behind_older_backorders() {
     assert_eq!((a[0].orders, a[0].units), (1, 1), "{a:?}");
     receive(&mut s.stock_c, T, "A", 1).await;
     until_state(&mut s.feed, &newer.name, OrderState::Reserved).await;
+}
+
+/// Availability published while orders wait for stock keeps their units:
+/// after a receipt, the network's figure (what channels publish) shows
+/// only what the backorders leave, before and after they reserve. The
+/// feed's wake is kept off at first (its lock held), as in the seconds
+/// between a receipt and the wake. Before 2026-12-05 the figure showed
+/// every unit received until the backorders had them.
+#[tokio::test]
+async fn published_availability_keeps_what_backorders_wait_for() {
+    let mut s = sold_out("kept-1").await;
+    let second = create(&mut s.orders, "kept-2", &[("A", 1)]).await;
+    until_state(&mut s.feed, &second.name, OrderState::Backordered).await;
+    let mut db = s.suite.db.connect("orders").await;
+    backoffs_an_hour_off(&mut db).await;
+    // Orders tells inventory what its backorders ask for.
+    let before = until_figure(&mut s.stock_c, |a| a.backordered == 2).await;
+    assert_eq!(before.availabilities[0].available, 0);
+    let watch = inv::WatchAvailabilityRequest {
+        after_cursor: before.feed_cursor,
+        skus: vec!["A".into()],
+        ..Default::default()
+    };
+    let mut published = (s.stock_c.watch_availability(authed(T, watch)).await)
+        .unwrap()
+        .into_inner();
+    let wake_off = wake_off(&mut db).await;
+    receive(&mut s.stock_c, T, "A", 3).await;
+    let a = published
+        .message()
+        .await
+        .unwrap()
+        .unwrap()
+        .availability
+        .unwrap();
+    assert_eq!((a.on_hand, a.backordered, a.available), (3, 2, 1));
+    let gross = (s.stock_c.get_availability(authed(
+        T,
+        inv::GetAvailabilityRequest {
+            skus: vec!["A".into()],
+            before_backorders: true,
+            ..Default::default()
+        },
+    )))
+    .await
+    .unwrap()
+    .into_inner();
+    assert_eq!(
+        gross.availabilities[0].available, 3,
+        "what a reservation could take"
+    );
+    wake_off.rollback().await.unwrap();
+    until_state(&mut s.feed, &s.older.name, OrderState::Reserved).await;
+    // Every figure from there on shows the one unit left, until orders
+    // says that nothing waits any more.
+    loop {
+        let a = published
+            .message()
+            .await
+            .unwrap()
+            .unwrap()
+            .availability
+            .unwrap();
+        assert!(a.available <= 1, "{a:?}");
+        if a.backordered == 0 {
+            assert_eq!((a.reserved, a.available), (2, 1));
+            break;
+        }
+    }
+}
+
+/// Keeps the stock feed's wake off until the transaction is rolled back:
+/// the feed follower takes this lock to wake anyone (repo::feeds::claim).
+async fn wake_off(db: &mut sqlx::PgConnection) -> sqlx::Transaction<'_, sqlx::Postgres> {
+    let mut tx = sqlx::Connection::begin(db).await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("feed:inventory:{T}"))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx
+}
+
+/// GetAvailability of A in the network, read until `ok` holds of it.
+async fn until_figure(
+    c: &mut InventoryServiceClient<Channel>,
+    ok: impl Fn(&inv::Availability) -> bool,
+) -> inv::GetAvailabilityResponse {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let req = inv::GetAvailabilityRequest {
+            skus: vec!["A".into()],
+            ..Default::default()
+        };
+        let got = c
+            .get_availability(authed(T, req))
+            .await
+            .unwrap()
+            .into_inner();
+        if ok(&got.availabilities[0]) {
+            return got;
+        }
+        assert!(std::time::Instant::now() < deadline, "{got:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// Orders follows a tenant's inventory feed from where the feed stands

@@ -50,6 +50,11 @@ pub async fn run(
         metrics: metrics.clone(),
     }
     .start(config.sweep_interval, shutdown.clone());
+    workers::demand_publisher::DemandPublisher {
+        pool: pool.clone(),
+        peers: peers.clone(),
+    }
+    .start(shutdown.clone());
     workers::stock_feed::StockFeed {
         pool: pool.clone(),
         peers,

@@ -2,5 +2,6 @@
 pub mod feeds;
 pub mod history;
 pub mod orders;
+pub mod published_demand;
 pub mod saga;
 pub mod stock_waits;

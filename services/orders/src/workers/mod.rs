@@ -1,4 +1,5 @@
 //! Background work of the orders service.
+pub mod demand_publisher;
 pub mod followers;
 pub mod fulfillment_feed;
 pub mod held_expiry;

@@ -190,6 +190,9 @@ async fn available(
                     skus: chunk.to_vec(),
                     scope: scope as i32,
                     channel: channel.to_owned(),
+                    // What could be reserved now: the backorders' own
+                    // demand is what is handed out here.
+                    before_backorders: true,
                     ..Default::default()
                 })
                 .await?
