@@ -41,6 +41,10 @@ fn check(req: &SetBackorderDemandRequest) -> Result<()> {
     if req.revision < 1 {
         v.add("revision", "must be 1 or more");
     }
+    let name = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    if req.source.is_empty() || req.source.len() > 64 || !req.source.chars().all(name) {
+        v.add("source", "1 to 64 letters, digits, '-' or '_'");
+    }
     Ok(v.into_result(())?)
 }
 
@@ -58,7 +62,8 @@ pub async fn set(
             Begin::Replay(r) => return Ok(r),
             Begin::Tx(tx, rid) => (tx, rid),
         };
-        let stored = repo::backorders::set(&mut tx, tenant, &req.demand, req.revision).await?;
+        let by = (req.source.as_str(), req.revision);
+        let stored = repo::backorders::set(&mut tx, tenant, by, &req.demand).await?;
         let mut skus: Vec<String> = stored.iter().map(|f| f.sku.clone()).collect();
         skus.dedup();
         if !stored.is_empty() {
@@ -68,6 +73,7 @@ pub async fn set(
                 demand: stored,
                 revision: req.revision,
                 skus: skus.clone(),
+                source: req.source.clone(),
             };
             let kind = inventory_event::Kind::BackorderDemandSet(set);
             emit(&mut tx, tenant, "backorder-demand", rid.as_str(), kind).await?;

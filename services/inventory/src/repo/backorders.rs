@@ -8,17 +8,17 @@ use sqlx::{PgConnection, PgExecutor};
 pub async fn set(
     tx: &mut PgConnection,
     tenant: &Tenant,
+    (source, revision): (&str, i64),
     figures: &[BackorderDemandFigure],
-    revision: i64,
 ) -> sqlx::Result<Vec<BackorderDemandFigure>> {
     let skus: Vec<&str> = figures.iter().map(|f| f.sku.as_str()).collect();
     let channels: Vec<&str> = figures.iter().map(|f| f.channel.as_str()).collect();
     let units: Vec<i64> = figures.iter().map(|f| f.units).collect();
     let rows: Vec<(String, String, i64)> = sqlx::query_as(
-        "INSERT INTO backorder_demand (tenant, sku, channel, units, revision)
-         SELECT $1, sku, channel, units, $5
+        "INSERT INTO backorder_demand (tenant, sku, channel, units, revision, source)
+         SELECT $1, sku, channel, units, $5, $6
          FROM unnest($2::text[], $3::text[], $4::bigint[]) AS g(sku, channel, units)
-         ON CONFLICT (tenant, sku, channel) DO UPDATE
+         ON CONFLICT (tenant, sku, channel, source) DO UPDATE
          SET units = excluded.units, revision = excluded.revision, update_time = now()
          WHERE backorder_demand.revision < excluded.revision
          RETURNING sku, channel, units",
@@ -28,6 +28,7 @@ pub async fn set(
     .bind(&channels)
     .bind(&units)
     .bind(revision)
+    .bind(source)
     .fetch_all(&mut *tx)
     .await?;
     let mut stored: Vec<BackorderDemandFigure> = rows
@@ -42,15 +43,16 @@ pub async fn set(
     Ok(stored)
 }
 
-/// The demand of these SKUs: (sku, channel, units), none of 0.
+/// The demand of these SKUs, every source's summed: (sku, channel,
+/// units), none of 0.
 pub async fn of(
     db: impl PgExecutor<'_>,
     tenant: &Tenant,
     skus: &[String],
 ) -> sqlx::Result<Vec<(String, String, i64)>> {
     sqlx::query_as(
-        "SELECT sku, channel, units FROM backorder_demand
-         WHERE tenant = $1 AND sku = ANY($2) AND units > 0",
+        "SELECT sku, channel, sum(units)::bigint FROM backorder_demand
+         WHERE tenant = $1 AND sku = ANY($2) AND units > 0 GROUP BY sku, channel",
     )
     .bind(tenant.as_str())
     .bind(skus)

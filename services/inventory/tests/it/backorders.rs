@@ -20,6 +20,7 @@ fn demand(
         request_id: request_id.into(),
         demand: f,
         revision,
+        source: "orders".into(),
     }
 }
 
@@ -117,6 +118,19 @@ async fn published_availability_keeps_what_backorders_ask_for() {
     c.set_backorder_demand(authed("acme", newer)).await.unwrap();
     let seen = feed.message().await.unwrap().unwrap().availability.unwrap();
     assert_eq!((seen.backordered, seen.available), (1, 4));
+    // Another source's figures are its own, revisions and all, and add up.
+    let erp = SetBackorderDemandRequest {
+        source: "erp".into(),
+        ..demand(&rid(), 1, vec![figure("S", "", 2)])
+    };
+    let erp = c.set_backorder_demand(authed("acme", erp)).await.unwrap();
+    assert_eq!(
+        erp.into_inner().changed_skus,
+        ["S"],
+        "orders' revision 3 aside"
+    );
+    let seen = feed.message().await.unwrap().unwrap().availability.unwrap();
+    assert_eq!((seen.backordered, seen.available), (3, 2));
 
     // The gate is not the publication: a reservation may still take all 5
     // (orders keeps its own backorders' turn).
@@ -124,7 +138,7 @@ async fn published_availability_keeps_what_backorders_ask_for() {
     assert!(r.is_ok(), "{r:?}");
     // Another tenant's demand is its own.
     let other = figures(c, Network, "", false).await;
-    assert_eq!(other.backordered, 1);
+    assert_eq!(other.backordered, 3);
     item(c, "globex", "S").await;
     let theirs = c
         .get_availability(authed(
@@ -144,7 +158,7 @@ async fn published_availability_keeps_what_backorders_ask_for() {
 async fn bad_backorder_demand_is_refused_field_by_field() {
     let mut h = start().await;
     let c = &mut h.client;
-    let bad = demand(
+    let mut bad = demand(
         "",
         0,
         vec![
@@ -153,6 +167,7 @@ async fn bad_backorder_demand_is_refused_field_by_field() {
             figure("S", "", 1),
         ],
     );
+    bad.source = "no spaces".into();
     let err = c
         .set_backorder_demand(authed("acme", bad))
         .await
@@ -166,7 +181,8 @@ async fn bad_backorder_demand_is_refused_field_by_field() {
             "demand[1].sku",
             "demand[1].channel",
             "demand[2]",
-            "revision"
+            "revision",
+            "source"
         ]
     );
     let none = demand(&rid(), 1, vec![]);

@@ -24,6 +24,8 @@ const CHANNEL: &str = "stock_demand";
 const BACKSTOP: Duration = Duration::from_secs(5);
 /// Figures per call (inventory takes up to 1,000).
 const BATCH: i64 = 1000;
+/// The figures' source in inventory: orders' own, beside any other's.
+const SOURCE: &str = "orders";
 /// How long inventory may take to answer.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -104,6 +106,7 @@ impl DemandPublisher {
                 request_id: uuid::Uuid::now_v7().to_string(),
                 demand: changed.iter().map(figure).collect(),
                 revision: published_demand::next_revision(&mut *tx).await?,
+                source: SOURCE.into(),
             };
             let mut inventory = self.peers.inventory(tenant);
             tokio::time::timeout(CALL_TIMEOUT, inventory.set_backorder_demand(req)).await??;
