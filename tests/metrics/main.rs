@@ -237,6 +237,13 @@ async fn submissions_feed_lag_and_stock_trouble_are_measured() {
         Some(ord::order_event::Kind::RoutingDeferred(_))
     ) {}
 
+    // Inventory refuses what backorders ask for (a failing trigger): each
+    // attempt to tell it is counted.
+    let mut inventory_db = suite.db.connect("inventory").await;
+    let on = "INSERT ON backorder_demand";
+    let refuse = "RAISE EXCEPTION 'injected';";
+    oms_testkit::trigger(&mut inventory_db, "demand_refused", on, "true", refuse).await;
+
     // A backorder of W, placed when W comes. (Orders now follows acme's
     // inventory feed, from its head, after weighing every waiting step
     // once: that wakes the deferred Z order once too.)
@@ -261,6 +268,23 @@ async fn submissions_feed_lag_and_stock_trouble_are_measured() {
         .unwrap()
         .name;
     oms_e2e::until_state(&mut feed, &w_name, ord::OrderState::Backordered).await;
+    // A second attempt to publish W's demand began (a revision is taken
+    // even by an attempt that fails): the first had failed.
+    let mut orders_db = suite.db.connect("orders").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let taken: i64 = sqlx::query_scalar(
+            "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM published_demand_revision",
+        )
+        .fetch_one(&mut orders_db)
+        .await
+        .unwrap();
+        if taken >= 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{taken} attempts");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     oms_e2e::receive(&mut stock, "acme", "W", 1).await;
     oms_e2e::until_state(&mut feed, &w_name, ord::OrderState::Reserved).await;
 
@@ -312,6 +336,8 @@ async fn submissions_feed_lag_and_stock_trouble_are_measured() {
         Some(1.0),
         "{seen:#?}"
     );
+    let failed = by_tenant("oms.orders.demand_publish_failures").copied();
+    assert!(failed.is_some_and(|n| n >= 1.0), "{seen:#?}");
     // The Z order (by the first weighing) and the W order.
     assert_eq!(
         by_tenant("oms.orders.stock_wakes").copied(),

@@ -53,6 +53,7 @@ pub async fn run(
     workers::demand_publisher::DemandPublisher {
         pool: pool.clone(),
         peers: peers.clone(),
+        metrics: metrics.clone(),
     }
     .start(shutdown.clone());
     workers::stock_feed::StockFeed {

@@ -1,7 +1,7 @@
 //! Business metrics of the orders service (RED metrics per method come
 //! from oms-runtime): shipped units inventory would not take from stock,
-//! reserved orders routing could not place, and steps woken when stock
-//! they waited for came.
+//! reserved orders routing could not place, steps woken when stock
+//! they waited for came, and backorder demand inventory was not told.
 use opentelemetry::{KeyValue, global, metrics::Counter};
 
 #[derive(Clone)]
@@ -9,6 +9,7 @@ pub struct Metrics {
     untaken: Counter<u64>,
     deferred: Counter<u64>,
     woken: Counter<u64>,
+    unpublished: Counter<u64>,
 }
 
 impl Metrics {
@@ -31,10 +32,17 @@ impl Metrics {
                 "Steps waiting for stock (backordered orders, rests and reroutes short of stock, plans deferred for want of it) woken because stock came, by tenant: the inventory feed reaching orders; none while orders backorder means they wait out their backoff",
             )
             .build();
+        let unpublished = global::meter("oms-orders")
+            .u64_counter("oms.orders.demand_publish_failures")
+            .with_description(
+                "Attempts to tell inventory what backorders ask for that failed, by tenant (inventory down or refusing, the database): until one succeeds, published availability shows units the backorders will take, or keeps units for orders no longer waiting",
+            )
+            .build();
         Metrics {
             untaken,
             deferred,
             woken,
+            unpublished,
         }
     }
 
@@ -44,6 +52,12 @@ impl Metrics {
             self.woken
                 .add(steps, &[KeyValue::new("tenant", tenant.to_owned())]);
         }
+    }
+
+    /// Telling inventory a tenant's backorder demand failed.
+    pub fn unpublished(&self, tenant: &str) {
+        self.unpublished
+            .add(1, &[KeyValue::new("tenant", tenant.to_owned())]);
     }
 
     /// A reserved order routing could not place, for a new reason.

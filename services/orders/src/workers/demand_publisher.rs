@@ -8,6 +8,7 @@
 //! an older figure. Woken by the waits' trigger (`stock_demand`
 //! notifications), and every few seconds for what no wait records (an
 //! order cancelled or a step parked while its waits stay).
+use crate::metrics::Metrics;
 use crate::repo::published_demand::{self, Demand};
 use crate::workers::peers::Peers;
 use futures::FutureExt;
@@ -33,6 +34,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct DemandPublisher {
     pub pool: PgPool,
     pub peers: Peers,
+    pub metrics: Metrics,
 }
 
 impl DemandPublisher {
@@ -90,6 +92,7 @@ impl DemandPublisher {
         for tenant in tenants.iter().filter_map(|t| Tenant::parse(t).ok()) {
             if let Err(e) = self.publish_tenant(&tenant).await {
                 tracing::warn!(tenant = %tenant, error = %e, "could not publish the stock demand");
+                self.metrics.unpublished(tenant.as_str());
             }
         }
     }
