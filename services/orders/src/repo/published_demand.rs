@@ -34,22 +34,30 @@ pub async fn take_turn(tx: &mut PgConnection, tenant: &Tenant) -> sqlx::Result<(
 }
 
 /// Up to `limit` figures whose demand now differs from the published one
-/// (0 where none waits any more), by SKU and channel.
+/// (0 where none waits any more), by SKU and channel; of `skus` only when
+/// given. Planned for each call's own values (not a prepared generic
+/// plan): with SKUs it reads their waits by index, without it every wait
+/// of the tenant.
 pub async fn unpublished(
     ex: impl PgExecutor<'_>,
     tenant: &Tenant,
+    skus: Option<&[String]>,
     limit: i64,
 ) -> sqlx::Result<Vec<Demand>> {
     sqlx::query_as(
         "SELECT sku, channel, coalesce(d.units, 0)::bigint AS units
          FROM (SELECT sku, channel, sum(wanted)::bigint AS units FROM stock_demand
-               WHERE tenant = $1 GROUP BY sku, channel) d
-         FULL JOIN (SELECT sku, channel, units FROM published_demand WHERE tenant = $1) p
+               WHERE tenant = $1 AND ($2::text[] IS NULL OR sku = ANY($2))
+               GROUP BY sku, channel) d
+         FULL JOIN (SELECT sku, channel, units FROM published_demand
+                    WHERE tenant = $1 AND ($2::text[] IS NULL OR sku = ANY($2))) p
          USING (sku, channel)
          WHERE coalesce(d.units, 0) <> coalesce(p.units, 0)
-         ORDER BY sku, channel LIMIT $2",
+         ORDER BY sku, channel LIMIT $3",
     )
+    .persistent(false)
     .bind(tenant.as_str())
+    .bind(skus)
     .bind(limit)
     .fetch_all(ex)
     .await
