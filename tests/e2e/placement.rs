@@ -792,6 +792,38 @@ async fn published_availability_keeps_what_backorders_wait_for() {
     }
 }
 
+/// Two orders replicas publish what backorders ask for in turn:
+/// backorders made, then cancelled, through both at once leave inventory
+/// with what the waits ask for (figures under rising revisions taken in
+/// turn, so neither replica sets the other's back).
+#[tokio::test]
+async fn replicas_publish_backorder_demand_in_turn() {
+    let mut s = sold_out("turn-0").await;
+    let second = s.suite.start_replica(Service::Orders).await;
+    let clients = [s.orders.clone(), OrderServiceClient::new(second.channel())];
+    let made = futures::future::join_all((1..=20).map(|i| {
+        let mut c = clients[i % 2].clone();
+        async move { create(&mut c, &format!("turn-{i}"), &[("A", 1)]).await }
+    }))
+    .await;
+    until_figure(&mut s.stock_c, |a| a.backordered == 21).await;
+    futures::future::join_all(made.iter().take(10).enumerate().map(|(i, o)| {
+        let mut c = clients[i % 2].clone();
+        let cancel = ord::CancelOrderRequest {
+            request_id: format!("turn-cancel-{i}"),
+            name: o.name.clone(),
+            reason: "customer".into(),
+        };
+        async move { c.cancel_order(authed(T, cancel)).await.unwrap() }
+    }))
+    .await;
+    until_figure(&mut s.stock_c, |a| a.backordered == 11).await;
+    // And orders remembers as published what inventory was told.
+    let mut db = s.suite.db.connect("orders").await;
+    let published = "SELECT coalesce(sum(units), 0)::bigint FROM published_demand WHERE sku = 'A'";
+    wait_for(&mut db, published, 11).await;
+}
+
 async fn next_figure(
     feed: &mut tonic::Streaming<inv::WatchAvailabilityResponse>,
 ) -> inv::Availability {
