@@ -667,6 +667,78 @@ fn figures(expected: &[(&str, &str, i64)]) -> Vec<(String, String, i64)> {
         .collect()
 }
 
+/// A channel's feed (what a connector publishes to its shop) never shows
+/// the units backorders wait for: with two orders waiting for A and the
+/// stock feed's wake held off (as in the moment between a receipt and the
+/// wake), a receipt of 3 shows 1. Before 2026-12-05 it showed 3 until the
+/// backorders had them.
+#[tokio::test]
+async fn a_channel_never_shows_what_backorders_wait_for() {
+    use crate::placement::{create, until_figure, wake_off};
+    use oms_proto::inventory as inv;
+    let suite = Suite::start().await;
+    let mut stock = suite.stock(T, &[]).await;
+    let a = inv::Item {
+        sku: "A".into(),
+        ..Default::default()
+    };
+    oms_e2e::create_item(&mut stock, T, a).await;
+    let mut ingest = IngestServiceClient::new(suite.channel(Service::Ingest));
+    channel(
+        &mut ingest,
+        "shop",
+        ing::ChannelKind::Shopify,
+        &[("SHOP-A", "A")],
+    )
+    .await;
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut events = suite.order_events(T).await;
+    for id in ["waits-1", "waits-2"] {
+        let o = create(&mut orders, id, &[("A", 1)]).await;
+        until_state(&mut events, &o.name, OrderState::Backordered).await;
+    }
+    until_figure(&mut stock, |a| a.backordered == 2).await;
+    let watch = ing::WatchChannelAvailabilityRequest {
+        channel: "channels/shop".into(),
+        after_cursor: String::new(),
+    };
+    let mut feed = (ingest.watch_channel_availability(authed(T, watch)).await)
+        .unwrap()
+        .into_inner();
+    // The current figures (under the item's SKU and the listing's): 0.
+    let mut now = vec![];
+    while now.len() < 2 {
+        now.push(figure(&feed.message().await.unwrap().unwrap()));
+    }
+    assert_eq!(now, figures(&[("A", "A", 0), ("A", "SHOP-A", 0)]));
+    let mut db = suite.db.connect("orders").await;
+    let wake_off = wake_off(&mut db).await;
+    let receipt = inv::StockMovement {
+        kind: inv::MovementKind::Receipt as i32,
+        node_id: "DC1".into(),
+        sku: "A".into(),
+        quantity: 3,
+        ..Default::default()
+    };
+    let req = inv::RecordMovementRequest {
+        request_id: "receipt-a".into(),
+        movement: Some(receipt),
+    };
+    stock.record_movement(authed(T, req)).await.unwrap();
+    let shown = loop {
+        let m = feed.message().await.unwrap().unwrap();
+        if m.meta.as_ref().unwrap().request_id == "receipt-a" && m.channel_sku == "SHOP-A" {
+            break figure(&m);
+        }
+    };
+    assert_eq!(shown, figures(&[("A", "SHOP-A", 1)])[0]);
+    wake_off.rollback().await.unwrap();
+    until_figure(&mut stock, |a| {
+        (a.reserved, a.backordered, a.available) == (2, 0, 1)
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_channel_watches_what_it_may_sell_in_its_own_skus() {
     use oms_proto::inventory as inv;

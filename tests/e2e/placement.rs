@@ -833,7 +833,7 @@ async fn next_figure(
 
 /// Keeps the stock feed's wake off until the transaction is rolled back:
 /// the feed follower takes this lock to wake anyone (repo::feeds::claim).
-async fn wake_off(db: &mut sqlx::PgConnection) -> sqlx::Transaction<'_, sqlx::Postgres> {
+pub(crate) async fn wake_off(db: &mut sqlx::PgConnection) -> sqlx::Transaction<'_, sqlx::Postgres> {
     let mut tx = sqlx::Connection::begin(db).await.unwrap();
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
         .bind(format!("feed:inventory:{T}"))
@@ -844,7 +844,7 @@ async fn wake_off(db: &mut sqlx::PgConnection) -> sqlx::Transaction<'_, sqlx::Po
 }
 
 /// GetAvailability of A in the network, read until `ok` holds of it.
-async fn until_figure(
+pub(crate) async fn until_figure(
     c: &mut InventoryServiceClient<Channel>,
     ok: impl Fn(&inv::Availability) -> bool,
 ) -> inv::GetAvailabilityResponse {
