@@ -1,7 +1,8 @@
 //! Available-to-promise from the record: on-hand, safety stock and holds.
 //! The Redis gate keeps the same figures incrementally; `gate_fields` is
 //! what a rebuild writes, so both sides share one definition.
-use oms_proto::inventory::{Availability, ChannelRule, channel_rule::Buffer};
+use chrono::{DateTime, Utc};
+use oms_proto::inventory::{Arrival, Availability, ChannelRule, channel_rule::Buffer};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 #[derive(Debug, Default)]
@@ -19,6 +20,9 @@ pub struct Figures {
     /// Units on the way by transfers in transit, per (receiving node, sku):
     /// shown, never promised.
     pub in_transit: HashMap<(String, String), i64>,
+    /// The same units per (receiving node, sku), by expected arrival
+    /// (None: not said).
+    arrivals: HashMap<(String, String), Vec<(Option<DateTime<Utc>>, i64)>>,
     /// Units backorders ask for per (sku, channel; '' = orders of no
     /// channel), and per SKU in all: kept out of published figures.
     backordered: HashMap<(String, String), i64>,
@@ -42,6 +46,33 @@ impl Figures {
             }
             self.on_hand.insert((node, sku), q);
         }
+    }
+
+    /// Adds units on the way, as `repo::transfers::on_the_way` reads them.
+    pub fn add_on_the_way(&mut self, rows: Vec<(String, String, Option<DateTime<Utc>>, i64)>) {
+        for (node, sku, at, q) in rows {
+            let k = (node, sku);
+            *self.in_transit.entry(k.clone()).or_default() += q;
+            self.arrivals.entry(k).or_default().push((at, q));
+        }
+    }
+
+    /// The units on the way to `nodes`, by expected arrival: soonest
+    /// first, those of no time said last.
+    fn arrivals_at<'a>(&self, nodes: impl Iterator<Item = &'a String>, sku: &str) -> Vec<Arrival> {
+        let mut by_time: BTreeMap<(bool, Option<DateTime<Utc>>), i64> = BTreeMap::new();
+        for n in nodes {
+            let k = (n.clone(), sku.to_owned());
+            for (at, q) in self.arrivals.get(&k).map_or(&[][..], Vec::as_slice) {
+                *by_time.entry((at.is_none(), *at)).or_default() += q;
+            }
+        }
+        (by_time.into_iter())
+            .map(|((_, at), units)| Arrival {
+                expected_arrival_time: at.map(oms_runtime::time::to_timestamp),
+                units,
+            })
+            .collect()
     }
 
     /// Adds what backorders ask for, as `repo::backorders::of` reads it.
@@ -172,6 +203,7 @@ impl Figures {
                     .unwrap_or(0);
                 let held_back = self.safety_of(&n, sku);
                 let expired = self.expired_at(&n, sku);
+                let arrivals = self.arrivals_at(std::iter::once(&n), sku);
                 Availability {
                     sku: sku.to_owned(),
                     available: self.promisable_at(&n, sku).max(0),
@@ -183,6 +215,7 @@ impl Figures {
                     held_back,
                     expired,
                     backordered: 0,
+                    arrivals,
                 }
             })
             .collect()
@@ -223,6 +256,7 @@ impl Figures {
             .filter(|n| in_pool(n))
             .map(|n| self.in_transit_to(n, sku))
             .sum();
+        a.arrivals = self.arrivals_at(self.arriving(sku).filter(|n| in_pool(n)), sku);
         a
     }
 
@@ -305,6 +339,7 @@ pub(crate) fn among(nodes: &[String]) -> impl Fn(&str) -> bool + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::TimeZone;
 
     fn figures() -> Figures {
         let mut f = Figures::default();
@@ -355,9 +390,13 @@ mod tests {
     #[test]
     fn units_on_the_way_are_shown_and_never_promised() {
         let mut f = figures();
-        f.in_transit.insert(("B".into(), "S".into()), 7);
-        f.in_transit.insert(("C".into(), "S".into()), 9);
-        f.in_transit.insert(("OFF".into(), "S".into()), 11);
+        let day = |d: u32| Some(Utc.with_ymd_and_hms(2026, 12, d, 0, 0, 0).unwrap());
+        f.add_on_the_way(vec![
+            ("B".into(), "S".into(), day(9), 4),
+            ("B".into(), "S".into(), None, 3),
+            ("C".into(), "S".into(), day(7), 9),
+            ("OFF".into(), "S".into(), day(1), 11),
+        ]);
         f.enabled.insert("C".into());
         let a = f.pooled("S", &[]);
         assert_eq!(
@@ -366,6 +405,18 @@ mod tests {
             "disabled OFF not counted"
         );
         assert_eq!(f.pooled("S", &["A".into(), "B".into()]).in_transit, 7);
+        // What comes when: soonest first, no time said last, OFF's none.
+        let when = |a: &Availability| -> Vec<(Option<i64>, i64)> {
+            (a.arrivals.iter())
+                .map(|x| (x.expected_arrival_time.as_ref().map(|t| t.seconds), x.units))
+                .collect()
+        };
+        let ts = |d: u32| day(d).map(|t| t.timestamp());
+        assert_eq!(when(&a), [(ts(7), 9), (ts(9), 4), (None, 3)]);
+        assert_eq!(
+            when(&f.per_node("S", &["B".into()])[0]),
+            [(ts(9), 4), (None, 3)]
+        );
         let at_c = f.per_node("S", &["C".into()]);
         assert_eq!(at_c.len(), 1, "a node with units only on the way is listed");
         assert_eq!(

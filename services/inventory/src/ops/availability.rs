@@ -42,9 +42,7 @@ async fn figures(inv: &Inventory, tenant: &Tenant, skus: &[String]) -> Result<Fi
     let mut f = stock_and_holds(&mut *inv.pool.acquire().await?, tenant, skus, None).await?;
     f.add_backorders(repo::backorders::of(&inv.pool, tenant, skus).await?);
     f.safety = repo::rules::safety(&inv.pool, tenant, skus).await?;
-    for (node, sku, q) in repo::transfers::on_the_way(&inv.pool, tenant, skus).await? {
-        f.in_transit.insert((node, sku), q);
-    }
+    f.add_on_the_way(repo::transfers::on_the_way(&inv.pool, tenant, skus).await?);
     f.enabled = repo::nodes::enabled_ids(&inv.pool, tenant)
         .await?
         .into_iter()

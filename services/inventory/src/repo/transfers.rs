@@ -187,16 +187,18 @@ pub async fn list(
         .collect()
 }
 
-/// Units on the way per (receiving node, SKU), for these SKUs.
+/// Units on the way per (receiving node, SKU) and expected arrival (as
+/// the transfer was sent; None: not said), for these SKUs.
 pub async fn on_the_way(
     db: impl PgExecutor<'_>,
     tenant: &Tenant,
     skus: &[String],
-) -> sqlx::Result<Vec<(String, String, i64)>> {
+) -> sqlx::Result<Vec<(String, String, Option<DateTime<Utc>>, i64)>> {
     sqlx::query_as(
-        "SELECT to_node_id, sku, SUM(in_transit)::bigint FROM transfer_lines
-         WHERE tenant = $1 AND sku = ANY($2) AND in_transit > 0
-         GROUP BY to_node_id, sku",
+        "SELECT l.to_node_id, l.sku, t.expected_arrival, SUM(l.in_transit)::bigint
+         FROM transfer_lines l JOIN transfers t USING (tenant, transfer_id)
+         WHERE l.tenant = $1 AND l.sku = ANY($2) AND l.in_transit > 0
+         GROUP BY l.to_node_id, l.sku, t.expected_arrival",
     )
     .bind(tenant.as_str())
     .bind(skus)

@@ -694,6 +694,13 @@ async fn late_transfers_are_listed_by_their_expected_arrival() {
         .await
         .unwrap();
     assert_eq!(late(c).await, ["transfers/TO-5"], "arrived: no longer late");
+    // What comes when, in availability: the late one first, no time last.
+    let a = available(c, "acme", "SKU-1").await;
+    let when: Vec<(Option<prost_types::Timestamp>, i64)> = (a.arrivals.iter())
+        .map(|x| (x.expected_arrival_time, x.units))
+        .collect();
+    assert_eq!(when, [(Some(ts(-1)), 1), (Some(ts(2)), 1), (None, 1)]);
+    assert_eq!(a.in_transit, 3);
     let got = c
         .get_transfer(authed(
             "acme",
