@@ -5,6 +5,9 @@ use chrono::{DateTime, Utc};
 use oms_proto::inventory::{Arrival, Availability, ChannelRule, channel_rule::Buffer};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+/// Units due at one time (None: not said).
+type Due = (Option<DateTime<Utc>>, i64);
+
 #[derive(Debug, Default)]
 pub struct Figures {
     /// On-hand per (node, sku).
@@ -22,7 +25,7 @@ pub struct Figures {
     pub in_transit: HashMap<(String, String), i64>,
     /// The same units per (receiving node, sku), by expected arrival
     /// (None: not said).
-    arrivals: HashMap<(String, String), Vec<(Option<DateTime<Utc>>, i64)>>,
+    arrivals: HashMap<(String, String), Vec<Due>>,
     /// Units backorders ask for per (sku, channel; '' = orders of no
     /// channel), and per SKU in all: kept out of published figures.
     backordered: HashMap<(String, String), i64>,
