@@ -406,6 +406,71 @@ async fn queue(c: &mut OrderServiceClient<Channel>, sku: &str) -> Vec<ord::Backo
     }
 }
 
+/// Each order in line is told when the stock it waits for is due: units
+/// on their way by a transfer go to the orders in their turn; the one
+/// they do not reach has no time. Before 2026-12-05 the line said how many
+/// units came before an order, not when stock would come.
+#[tokio::test]
+async fn a_backorder_is_told_when_its_stock_is_due() {
+    let suite = Suite::start().await;
+    let mut stock_c = suite.stock(T, &[]).await;
+    let a = inv::Item {
+        sku: "A".into(),
+        ..Default::default()
+    };
+    oms_e2e::create_item(&mut stock_c, T, a).await;
+    let store = inv::Node {
+        node_id: "STORE1".into(),
+        kind: oms_proto::common::NodeKind::Store as i32,
+        enabled: true,
+        ..Default::default()
+    };
+    let store = inv::CreateNodeRequest {
+        request_id: rid(),
+        node: Some(store),
+    };
+    stock_c.create_node(authed(T, store)).await.unwrap();
+    // Three units leave DC1 for STORE1, due in two days.
+    receive(&mut stock_c, T, "A", 3).await;
+    let due = prost_types::Timestamp {
+        seconds: (chrono::Utc::now() + chrono::Duration::days(2)).timestamp(),
+        nanos: 0,
+    };
+    let sent = inv::SendTransferRequest {
+        request_id: rid(),
+        transfer_id: "TO-1".into(),
+        from_node_id: "DC1".into(),
+        to_node_id: "STORE1".into(),
+        lines: vec![inv::TransferLine {
+            sku: "A".into(),
+            quantity: 3,
+            ..Default::default()
+        }],
+        expected_arrival_time: Some(due),
+        ..Default::default()
+    };
+    stock_c.send_transfer(authed(T, sent)).await.unwrap();
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = suite.order_events(T).await;
+    for (id, q) in [("d1", 2), ("d2", 1), ("d3", 1)] {
+        let o = create(&mut orders, id, &[("A", q)]).await;
+        until_state(&mut feed, &o.name, OrderState::Backordered).await;
+    }
+    let line = queue(&mut orders, "A").await;
+    let told: Vec<_> = (line.iter())
+        .map(|e| (e.units_ahead, e.stock_due_time, e.covered_now))
+        .collect();
+    assert_eq!(
+        told,
+        [
+            (0, Some(due), false),
+            (2, Some(due), false),
+            (3, None, false)
+        ],
+        "the 3 coming cover the first two"
+    );
+}
+
 async fn still_waiting(db: &mut sqlx::PgConnection, name: &str) -> bool {
     sqlx::query_scalar(
         "SELECT next_attempt_time > now() + interval '30 minutes' FROM saga_steps

@@ -2,6 +2,7 @@
 //! their idempotency record, history and outbox event, and is the only
 //! place errors become gRPC statuses.
 use crate::changes::{Happened, record};
+use crate::domain::stock_due::{self, Due};
 use crate::domain::{OrderFilter, OrderState, lifecycle};
 use crate::error::{Error, Result};
 use crate::intake::Intake;
@@ -26,6 +27,7 @@ use oms_runtime::{
 };
 use prost::Message;
 use sqlx::PgPool;
+use std::collections::{BTreeSet, HashMap};
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Response, Status, codegen::BoxStream};
 use uuid::Uuid;
@@ -104,6 +106,42 @@ impl OrderApi {
             saga,
             intake,
         }
+    }
+
+    /// `sku`'s figure in the scope a waiting order of `channel` takes its
+    /// stock from (the network with no channel), before any backorder's:
+    /// what is available now and what is on the way, by arrival.
+    async fn stock_of(
+        &self,
+        tenant: &oms_kernel::Tenant,
+        sku: &str,
+        channel: &str,
+    ) -> std::result::Result<oms_proto::inventory::Availability, Status> {
+        use oms_proto::inventory::{AvailabilityScope, GetAvailabilityRequest};
+        let scope = match channel {
+            "" => AvailabilityScope::Network,
+            _ => AvailabilityScope::Channel,
+        };
+        let req = GetAvailabilityRequest {
+            skus: vec![sku.to_owned()],
+            scope: scope as i32,
+            channel: channel.to_owned(),
+            before_backorders: true,
+            ..Default::default()
+        };
+        let answer = (self
+            .saga
+            .peers
+            .inventory(tenant)
+            .get_availability(req)
+            .await)
+            .map_err(|e| status::unavailable(DOMAIN, "inventory (when stock is due)", &e))?;
+        Ok(answer
+            .into_inner()
+            .availabilities
+            .into_iter()
+            .next()
+            .unwrap_or_default())
     }
 
     /// Runs a custom method: claims the request id, locks the order, lets
@@ -688,15 +726,30 @@ impl OrderService for OrderApi {
         .await
         .map_err(|e| to_status(e.into()))?;
         let (rows, next_page_token) = paging.page(rows, |r| (r.since, r.order_id));
+        let channels: BTreeSet<&str> = rows.iter().map(|r| r.channel.as_str()).collect();
+        let mut stock = HashMap::new();
+        for channel in channels {
+            let figure = self.stock_of(&caller.tenant, &sku, channel).await?;
+            stock.insert(channel.to_owned(), figure);
+        }
         let entries = rows
             .into_iter()
-            .map(|r| pb::BackorderQueueEntry {
-                order: format!("orders/{}", r.order_id),
-                channel: r.channel,
-                units: r.units,
-                create_time: Some(to_timestamp(r.since)),
-                orders_ahead: r.orders_ahead,
-                units_ahead: r.units_ahead,
+            .map(|r| {
+                let a = stock.get(&r.channel).cloned().unwrap_or_default();
+                let due = stock_due::due(a.available, &a.arrivals, r.units_ahead, r.units);
+                pb::BackorderQueueEntry {
+                    order: format!("orders/{}", r.order_id),
+                    units: r.units,
+                    create_time: Some(to_timestamp(r.since)),
+                    orders_ahead: r.orders_ahead,
+                    units_ahead: r.units_ahead,
+                    covered_now: due == Due::Now,
+                    stock_due_time: match due {
+                        Due::At(t) => Some(t),
+                        _ => None,
+                    },
+                    channel: r.channel,
+                }
             })
             .collect();
         Ok(Response::new(pb::ListBackorderQueueResponse {

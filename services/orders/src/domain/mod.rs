@@ -5,6 +5,7 @@ mod filter;
 pub mod lifecycle;
 mod new_order;
 mod state;
+pub mod stock_due;
 
 pub use filter::OrderFilter;
 pub use new_order::NewOrder;
