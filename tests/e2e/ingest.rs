@@ -674,15 +674,9 @@ fn figures(expected: &[(&str, &str, i64)]) -> Vec<(String, String, i64)> {
 /// backorders had them.
 #[tokio::test]
 async fn a_channel_never_shows_what_backorders_wait_for() {
-    use crate::placement::{create, until_figure, wake_off};
+    use crate::placement::{create, none_of_a, until_figure, wake_off};
     use oms_proto::inventory as inv;
-    let suite = Suite::start().await;
-    let mut stock = suite.stock(T, &[]).await;
-    let a = inv::Item {
-        sku: "A".into(),
-        ..Default::default()
-    };
-    oms_e2e::create_item(&mut stock, T, a).await;
+    let (suite, mut stock) = none_of_a().await;
     let mut ingest = IngestServiceClient::new(suite.channel(Service::Ingest));
     channel(
         &mut ingest,

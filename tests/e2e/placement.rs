@@ -412,13 +412,7 @@ async fn queue(c: &mut OrderServiceClient<Channel>, sku: &str) -> Vec<ord::Backo
 /// units came before an order, not when stock would come.
 #[tokio::test]
 async fn a_backorder_is_told_when_its_stock_is_due() {
-    let suite = Suite::start().await;
-    let mut stock_c = suite.stock(T, &[]).await;
-    let a = inv::Item {
-        sku: "A".into(),
-        ..Default::default()
-    };
-    oms_e2e::create_item(&mut stock_c, T, a).await;
+    let (suite, mut stock_c) = none_of_a().await;
     let store = inv::Node {
         node_id: "STORE1".into(),
         kind: oms_proto::common::NodeKind::Store as i32,
@@ -697,6 +691,18 @@ async fn backoffs_an_hour_off(db: &mut sqlx::PgConnection) {
 
 /// A suite whose item A has no stock, with its clients and order feed,
 /// and an order for one A, backordered.
+/// A suite whose item A has no stock (at DC1), with its inventory client.
+pub(crate) async fn none_of_a() -> (Suite, InventoryServiceClient<Channel>) {
+    let suite = Suite::start().await;
+    let mut stock_c = suite.stock(T, &[]).await;
+    let a = inv::Item {
+        sku: "A".into(),
+        ..Default::default()
+    };
+    oms_e2e::create_item(&mut stock_c, T, a).await;
+    (suite, stock_c)
+}
+
 struct SoldOut {
     suite: Suite,
     stock_c: InventoryServiceClient<Channel>,
@@ -706,13 +712,7 @@ struct SoldOut {
 }
 
 async fn sold_out(request_id: &str) -> SoldOut {
-    let suite = Suite::start().await;
-    let mut stock_c = suite.stock(T, &[]).await;
-    let a = inv::Item {
-        sku: "A".into(),
-        ..Default::default()
-    };
-    oms_e2e::create_item(&mut stock_c, T, a).await;
+    let (suite, stock_c) = none_of_a().await;
     let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
     let mut feed = suite.order_events(T).await;
     let older = create(&mut orders, request_id, &[("A", 1)]).await;
