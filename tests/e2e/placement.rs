@@ -889,6 +889,46 @@ async fn replicas_publish_backorder_demand_in_turn() {
     wait_for(&mut db, published, 11).await;
 }
 
+/// A publisher that starts states all the demand again, whatever
+/// drifted: figures of orders' source set by hand in inventory (as after
+/// inventory's database was restored) are set right, and those of SKUs
+/// nothing waits for are zeroed. Before, only what changed in orders was
+/// sent, so a drift stayed until the SKU's waits changed.
+#[tokio::test]
+async fn a_starting_publisher_sets_drifted_demand_right() {
+    let mut s = sold_out("drift-1").await;
+    until_figure(&mut s.stock_c, |a| a.backordered == 1).await;
+    let figure = |sku: &str, units| inv::BackorderDemandFigure {
+        sku: sku.into(),
+        channel: String::new(),
+        units,
+    };
+    let drift = inv::SetBackorderDemandRequest {
+        request_id: rid(),
+        demand: vec![figure("A", 50), figure("B", 7)],
+        revision: chrono::Utc::now().timestamp_micros(),
+        source: "orders".into(),
+        complete: false,
+    };
+    s.stock_c
+        .set_backorder_demand(authed(T, drift))
+        .await
+        .unwrap();
+    until_figure(&mut s.stock_c, |a| a.backordered == 50).await;
+    let _second = s.suite.start_replica(Service::Orders).await;
+    until_figure(&mut s.stock_c, |a| a.backordered == 1).await;
+    let b = inv::GetAvailabilityRequest {
+        skus: vec!["B".into()],
+        ..Default::default()
+    };
+    let b = s.stock_c.get_availability(authed(T, b)).await.unwrap();
+    assert_eq!(
+        b.into_inner().availabilities[0].backordered,
+        0,
+        "zeroed with A's"
+    );
+}
+
 async fn next_figure(
     feed: &mut tonic::Streaming<inv::WatchAvailabilityResponse>,
 ) -> inv::Availability {

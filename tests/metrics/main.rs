@@ -239,9 +239,14 @@ async fn submissions_feed_lag_and_stock_trouble_are_measured() {
 
     // Inventory refuses what backorders ask for (a failing trigger): each
     // attempt to tell it is counted.
+    // (A sequence counts the attempts: nextval outlives the rollback.)
     let mut inventory_db = suite.db.connect("inventory").await;
+    sqlx::query("CREATE SEQUENCE demand_attempts")
+        .execute(&mut inventory_db)
+        .await
+        .unwrap();
     let on = "INSERT ON backorder_demand";
-    let refuse = "RAISE EXCEPTION 'injected';";
+    let refuse = "PERFORM nextval('demand_attempts'); RAISE EXCEPTION 'injected';";
     oms_testkit::trigger(&mut inventory_db, "demand_refused", on, "true", refuse).await;
 
     // A backorder of W, placed when W comes. (Orders now follows acme's
@@ -268,15 +273,14 @@ async fn submissions_feed_lag_and_stock_trouble_are_measured() {
         .unwrap()
         .name;
     oms_e2e::until_state(&mut feed, &w_name, ord::OrderState::Backordered).await;
-    // A second attempt to publish W's demand began (a revision is taken
-    // even by an attempt that fails): the first had failed.
-    let mut orders_db = suite.db.connect("orders").await;
+    // Inventory refused W's demand twice: the first refusal had reached
+    // orders before its second attempt.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let taken: i64 = sqlx::query_scalar(
-            "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM published_demand_revision",
+            "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM demand_attempts",
         )
-        .fetch_one(&mut orders_db)
+        .fetch_one(&mut inventory_db)
         .await
         .unwrap();
         if taken >= 2 {

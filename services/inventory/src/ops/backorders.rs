@@ -16,8 +16,11 @@ const MAX_FIGURES: usize = 1000;
 fn check(req: &SetBackorderDemandRequest) -> Result<()> {
     let mut v = Violations::new();
     v.check("request_id", RequestId::parse(&req.request_id));
-    if req.demand.is_empty() || req.demand.len() > MAX_FIGURES {
-        v.add("demand", format!("1 to {MAX_FIGURES} figures"));
+    if (req.demand.is_empty() && !req.complete) || req.demand.len() > MAX_FIGURES {
+        v.add(
+            "demand",
+            format!("1 to {MAX_FIGURES} figures (none only when complete)"),
+        );
     }
     let mut seen = HashSet::new();
     for (i, f) in req.demand.iter().enumerate() {
@@ -63,7 +66,11 @@ pub async fn set(
             Begin::Tx(tx, rid) => (tx, rid),
         };
         let by = (req.source.as_str(), req.revision);
-        let stored = repo::backorders::set(&mut tx, tenant, by, &req.demand).await?;
+        let mut stored = repo::backorders::set(&mut tx, tenant, by, &req.demand).await?;
+        if req.complete {
+            stored.extend(repo::backorders::zero_the_rest(&mut tx, tenant, by).await?);
+            stored.sort_by(|a, b| (&a.sku, &a.channel).cmp(&(&b.sku, &b.channel)));
+        }
         let mut skus: Vec<String> = stored.iter().map(|f| f.sku.clone()).collect();
         skus.dedup();
         if !stored.is_empty() {

@@ -43,6 +43,37 @@ pub async fn set(
     Ok(stored)
 }
 
+/// Sets to 0 every figure of `source` stored below `revision` (the rest
+/// of a full statement made at `revision`); returns those that had units.
+pub async fn zero_the_rest(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    (source, revision): (&str, i64),
+) -> sqlx::Result<Vec<BackorderDemandFigure>> {
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "UPDATE backorder_demand d SET units = 0, revision = $3, update_time = now()
+         FROM backorder_demand was
+         WHERE d.tenant = $1 AND d.source = $2 AND d.revision < $3
+           AND was.tenant = d.tenant AND was.sku = d.sku AND was.channel = d.channel
+           AND was.source = d.source
+         RETURNING d.sku, d.channel, was.units",
+    )
+    .bind(tenant.as_str())
+    .bind(source)
+    .bind(revision)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter(|(_, _, had)| *had > 0)
+        .map(|(sku, channel, _)| BackorderDemandFigure {
+            sku,
+            channel,
+            units: 0,
+        })
+        .collect())
+}
+
 /// The demand of these SKUs, every source's summed: (sku, channel,
 /// units), none of 0.
 pub async fn of(

@@ -21,6 +21,7 @@ fn demand(
         demand: f,
         revision,
         source: "orders".into(),
+        complete: false,
     }
 }
 
@@ -152,6 +153,27 @@ async fn published_availability_keeps_what_backorders_ask_for() {
         .unwrap()
         .into_inner();
     assert_eq!(theirs.availabilities[0].backordered, 0);
+
+    // A full statement sets what it names and zeroes the rest of its
+    // source (orders' web figure), whatever drift there was; erp's stays.
+    let full = SetBackorderDemandRequest {
+        complete: true,
+        ..demand(&rid(), 10, vec![figure("S", "", 4)])
+    };
+    let full = c.set_backorder_demand(authed("acme", full)).await.unwrap();
+    assert_eq!(full.into_inner().changed_skus, ["S"]);
+    assert_eq!(figures(c, Network, "", false).await.backordered, 4 + 2);
+    assert_eq!(figures(c, Channel, web, false).await.backordered, 4 + 2);
+    let late = demand(&rid(), 9, vec![figure("S", web, 5)]);
+    let late = c.set_backorder_demand(authed("acme", late)).await.unwrap();
+    assert!(late.into_inner().changed_skus.is_empty(), "zeroed at 10");
+    // Nothing waits any more: an empty full statement.
+    let none = SetBackorderDemandRequest {
+        complete: true,
+        ..demand(&rid(), 11, vec![])
+    };
+    c.set_backorder_demand(authed("acme", none)).await.unwrap();
+    assert_eq!(figures(c, Network, "", false).await.backordered, 2, "erp's");
 }
 
 #[tokio::test]

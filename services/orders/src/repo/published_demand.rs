@@ -63,9 +63,36 @@ pub async fn unpublished(
     .await
 }
 
-/// The next revision (rising across replicas: taken in turn).
+/// What the orders waiting for stock ask for now, every figure of the
+/// tenant (none of 0), by SKU and channel.
+pub async fn current(ex: impl PgExecutor<'_>, tenant: &Tenant) -> sqlx::Result<Vec<Demand>> {
+    sqlx::query_as(
+        "SELECT sku, channel, sum(wanted)::bigint AS units FROM stock_demand
+         WHERE tenant = $1 GROUP BY sku, channel ORDER BY sku, channel",
+    )
+    .bind(tenant.as_str())
+    .fetch_all(ex)
+    .await
+}
+
+/// Remembers `figures` as all that was published for the tenant.
+pub async fn replace(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    figures: &[Demand],
+) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM published_demand WHERE tenant = $1")
+        .bind(tenant.as_str())
+        .execute(&mut *tx)
+        .await?;
+    published(tx, tenant, figures).await
+}
+
+/// The next revision: the database's clock in microseconds, rising for
+/// a tenant since its publishers take turns (a sequence would start again
+/// below inventory's figures if orders' database were restored).
 pub async fn next_revision(ex: impl PgExecutor<'_>) -> sqlx::Result<i64> {
-    sqlx::query_scalar("SELECT nextval('published_demand_revision')")
+    sqlx::query_scalar("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint")
         .fetch_one(ex)
         .await
 }

@@ -8,7 +8,9 @@
 //! an older figure. Woken by the waits' triggers, whose notifications name
 //! the tenants' SKUs that changed (only those are summed again), and every
 //! few seconds for everything: what no wait records (an order cancelled or
-//! a step parked while its waits stay), and notifications lost.
+//! a step parked while its waits stay), and notifications lost. At start
+//! and every 10 minutes it states each tenant's whole demand instead
+//! (`complete`), which sets right any drift between the two.
 use crate::metrics::Metrics;
 use crate::repo::published_demand::{self, Demand};
 use crate::workers::peers::Peers;
@@ -30,6 +32,10 @@ const BACKSTOP: Duration = Duration::from_secs(10);
 /// The least time between looks: a burst of backorders (a notification
 /// each) is weighed a few times a second, not once per order.
 const MIN_GAP: Duration = Duration::from_millis(200);
+/// How often each tenant's whole demand is stated to inventory (and at
+/// start): whatever drifted between the two (inventory's database
+/// restored, a figure set by hand under this source) is set right.
+const RESYNC: Duration = Duration::from_secs(600);
 /// How soon what failed is tried again.
 const RETRY: Duration = Duration::from_secs(1);
 /// Figures per call (inventory takes up to 1,000).
@@ -96,14 +102,21 @@ impl DemandPublisher {
 
     async fn run(self, shutdown: CancellationToken) {
         let mut listener: Option<PgListener> = None;
-        let mut next = Look::Everything;
+        let mut next = Look::Nothing;
+        let mut stated: Option<tokio::time::Instant> = None;
         loop {
             if listener.is_none() {
                 listener = self.listen().await;
             }
             let look = tokio::time::Instant::now();
-            let failed = self.publish(std::mem::take(&mut next)).await;
-            next.merge(failed);
+            if stated.is_none_or(|at| at.elapsed() >= RESYNC) {
+                stated = Some(look);
+                // Covers every change so far; what fails, the diff retries.
+                next = self.state_all().await;
+            } else {
+                let failed = self.publish(std::mem::take(&mut next)).await;
+                next.merge(failed);
+            }
             let idle = if next == Look::Nothing {
                 BACKSTOP
             } else {
@@ -183,6 +196,55 @@ impl DemandPublisher {
         failed
     }
 
+    /// States every tenant's whole demand; returns what to look at again
+    /// (everything, when some tenant failed).
+    async fn state_all(&self) -> Look {
+        let tenants = match published_demand::tenants(&self.pool).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the tenants with stock demand");
+                return Look::Everything;
+            }
+        };
+        let mut next = Look::Nothing;
+        for tenant in tenants.iter().filter_map(|t| Tenant::parse(t).ok()) {
+            if let Err(e) = self.state_tenant(&tenant).await {
+                tracing::warn!(tenant = %tenant, error = %e, "could not state the stock demand");
+                self.metrics.unpublished(tenant.as_str());
+                next = Look::Everything;
+            }
+        }
+        next
+    }
+
+    /// Tells inventory all the tenant's demand at one revision, the last
+    /// call `complete` (inventory zeroes the rest of orders' figures).
+    async fn state_tenant(&self, tenant: &Tenant) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        published_demand::take_turn(&mut tx, tenant).await?;
+        let now = published_demand::current(&mut *tx, tenant).await?;
+        let revision = published_demand::next_revision(&mut *tx).await?;
+        let mut chunks: Vec<&[Demand]> = now.chunks(BATCH as usize).collect();
+        if chunks.is_empty() {
+            chunks.push(&[]);
+        }
+        let last = chunks.len() - 1;
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            let req = SetBackorderDemandRequest {
+                request_id: uuid::Uuid::now_v7().to_string(),
+                demand: chunk.iter().map(figure).collect(),
+                revision,
+                source: SOURCE.into(),
+                complete: i == last,
+            };
+            let mut inventory = self.peers.inventory(tenant);
+            tokio::time::timeout(CALL_TIMEOUT, inventory.set_backorder_demand(req)).await??;
+        }
+        published_demand::replace(&mut tx, tenant, &now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn publish_tenant(&self, tenant: &Tenant, skus: Option<&[String]>) -> anyhow::Result<()> {
         loop {
             let mut tx = self.pool.begin().await?;
@@ -196,6 +258,7 @@ impl DemandPublisher {
                 demand: changed.iter().map(figure).collect(),
                 revision: published_demand::next_revision(&mut *tx).await?,
                 source: SOURCE.into(),
+                complete: false,
             };
             let mut inventory = self.peers.inventory(tenant);
             tokio::time::timeout(CALL_TIMEOUT, inventory.set_backorder_demand(req)).await??;
