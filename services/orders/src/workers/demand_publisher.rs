@@ -36,7 +36,7 @@ const MIN_GAP: Duration = Duration::from_millis(200);
 /// start): whatever drifted between the two (inventory's database
 /// restored, a figure set by hand under this source) is set right.
 const RESYNC: Duration = Duration::from_secs(600);
-/// How soon what failed is tried again.
+/// How soon SKUs whose figures failed are tried again.
 const RETRY: Duration = Duration::from_secs(1);
 /// Figures per call (inventory takes up to 1,000).
 const BATCH: i64 = 1000;
@@ -117,10 +117,11 @@ impl DemandPublisher {
                 let failed = self.publish(std::mem::take(&mut next)).await;
                 next.merge(failed);
             }
-            let idle = if next == Look::Nothing {
-                BACKSTOP
-            } else {
-                RETRY
+            // SKUs that failed are tried again soon; a whole look that
+            // failed (each sums every wait) at the backstop's pace.
+            let idle = match next {
+                Look::Skus(_) => RETRY,
+                _ => BACKSTOP,
             };
             let woken = async {
                 match listener.as_mut() {
@@ -145,10 +146,9 @@ impl DemandPublisher {
                     }
                 },
                 // Nothing failed: everything; otherwise what failed.
-                _ = tokio::time::sleep(idle) => next.merge(match next {
-                    Look::Nothing => Look::Everything,
-                    _ => Look::Nothing,
-                }),
+                _ = tokio::time::sleep(idle) => if next == Look::Nothing {
+                    next = Look::Everything;
+                },
                 _ = shutdown.cancelled() => return,
             }
         }
