@@ -205,6 +205,7 @@ fn messages(
             }),
             sku: figure.sku.clone(),
             available: figure.available,
+            restock_time: figure.restock_time,
             channel_sku,
         })
         .collect()

@@ -219,6 +219,7 @@ impl Figures {
                     expired,
                     backordered: 0,
                     arrivals,
+                    restock_time: None,
                 }
             })
             .collect()
@@ -268,6 +269,7 @@ impl Figures {
     pub fn for_network(&self, sku: &str, before_backorders: bool) -> Availability {
         let mut a = self.pooled(sku, &[]);
         a.backordered = self.backordered_total.get(sku).copied().unwrap_or(0);
+        a.restock_time = restock(a.available, a.backordered, &a.arrivals);
         if !before_backorders {
             a.available = (a.available - a.backordered).max(0);
         }
@@ -298,12 +300,57 @@ impl Figures {
         a.available = (a.available - buffer).max(0);
         a.channel = channel.to_owned();
         a.backordered = self.backordered_in(sku, channel) + self.backordered_in(sku, "");
+        let network = self.for_network(sku, false);
+        // It sells when its pool has units beyond its backorders and the
+        // network beyond all of them: the later of the two dates.
+        let own = restock(a.available, a.backordered, &a.arrivals);
+        a.restock_time = match (a.available > a.backordered, network.available > 0) {
+            (true, true) => None,
+            (true, false) => network.restock_time,
+            (false, true) => own,
+            (false, false) => later(own, network.restock_time),
+        };
         if !before_backorders {
-            let network = self.for_network(sku, false).available;
-            a.available = (a.available - a.backordered).max(0).min(network);
+            a.available = (a.available - a.backordered).max(0).min(network.available);
         }
         a
     }
+}
+
+/// When units are sellable again for a figure with `promisable` units
+/// (before backorders), `backordered` asked for, and `arrivals` to come
+/// (soonest first, those of no time last): the arrival that brings the
+/// first unit beyond the backorders. None when some are sellable now, or
+/// no arrival with a time said reaches that far.
+fn restock(
+    promisable: i64,
+    backordered: i64,
+    arrivals: &[Arrival],
+) -> Option<prost_types::Timestamp> {
+    let mut short = backordered - promisable.max(0) + 1;
+    if short <= 0 {
+        return None;
+    }
+    for a in arrivals {
+        short -= a.units;
+        if short <= 0 {
+            return a.expected_arrival_time;
+        }
+    }
+    None
+}
+
+/// The later of two times; None when either is unknown.
+fn later(
+    a: Option<prost_types::Timestamp>,
+    b: Option<prost_types::Timestamp>,
+) -> Option<prost_types::Timestamp> {
+    let (a, b) = (a?, b?);
+    Some(if (a.seconds, a.nanos) >= (b.seconds, b.nanos) {
+        a
+    } else {
+        b
+    })
 }
 
 /// (SKU, node) pairs as each SKU's nodes, sorted, each once.
@@ -532,5 +579,39 @@ mod tests {
             0,
             "nodes: none"
         );
+    }
+
+    #[test]
+    fn a_sold_out_figure_says_when_units_are_sellable_again() {
+        let mut f = figures();
+        // 4 promisable in the network; 5 asked for by backorders.
+        f.add_backorders(vec![("S".into(), String::new(), 5)]);
+        let day = |d: u32| Some(Utc.with_ymd_and_hms(2026, 12, d, 0, 0, 0).unwrap());
+        f.add_on_the_way(vec![
+            ("B".into(), "S".into(), day(9), 1),
+            ("B".into(), "S".into(), day(11), 1),
+        ]);
+        let secs = |a: &Availability| a.restock_time.map(|t| t.seconds);
+        let ts = |d: u32| day(d).map(|t| t.timestamp());
+        // The 9th brings the 5th unit the backorders take; the 11th one more.
+        assert_eq!(secs(&f.for_network("S", false)), ts(11));
+        let pool_a = ChannelRule {
+            channel: "channels/web".into(),
+            node_ids: vec!["A".into()],
+            buffer: None,
+        };
+        // Nothing comes to A: the web pool has no date.
+        assert_eq!(
+            secs(&f.for_channel("S", "channels/web", Some(&pool_a), false)),
+            None
+        );
+        assert_eq!(
+            secs(&f.for_channel("S", "channels/shop", None, false)),
+            ts(11)
+        );
+        let mut g = figures();
+        g.add_backorders(vec![("S".into(), String::new(), 1)]);
+        assert_eq!(secs(&g.for_network("S", false)), None, "units sellable now");
+        assert_eq!(g.for_network("S", false).available, 3);
     }
 }

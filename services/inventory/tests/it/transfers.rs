@@ -701,6 +701,29 @@ async fn late_transfers_are_listed_by_their_expected_arrival() {
         .collect();
     assert_eq!(when, [(Some(ts(-1)), 1), (Some(ts(2)), 1), (None, 1)]);
     assert_eq!(a.in_transit, 3);
+    // Sold out to backorders, a figure says when units are sellable again:
+    // with 7 on hand and 7, 8 or 9 asked for, the first, second or third
+    // arrival (the third said no time).
+    let mut restock = async |revision: i64, units: i64| {
+        let req = SetBackorderDemandRequest {
+            request_id: rid(),
+            demand: vec![BackorderDemandFigure {
+                sku: "SKU-1".into(),
+                channel: String::new(),
+                units,
+            }],
+            revision,
+            source: "orders".into(),
+            complete: false,
+        };
+        c.set_backorder_demand(authed("acme", req)).await.unwrap();
+        let a = available(c, "acme", "SKU-1").await;
+        (a.available, a.restock_time)
+    };
+    assert_eq!(restock(1, 7).await, (0, Some(ts(-1))), "late");
+    assert_eq!(restock(2, 8).await, (0, Some(ts(2))));
+    assert_eq!(restock(3, 9).await, (0, None));
+    assert_eq!(restock(4, 6).await, (1, None), "sellable now");
     let got = c
         .get_transfer(authed(
             "acme",
