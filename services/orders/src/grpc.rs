@@ -7,8 +7,8 @@ use crate::domain::{OrderFilter, OrderState, lifecycle};
 use crate::error::{Error, Result};
 use crate::intake::Intake;
 use crate::repo;
-use crate::workers::fulfillment_feed;
 use crate::workers::saga::{self, Saga};
+use crate::workers::{fulfillment_feed, stock_line};
 use chrono::Utc;
 use futures::StreamExt as _;
 use oms_kernel::{Paging, RequestId, Violations, parse_name, parse_uuid_name};
@@ -106,42 +106,6 @@ impl OrderApi {
             saga,
             intake,
         }
-    }
-
-    /// `sku`'s figure in the scope a waiting order of `channel` takes its
-    /// stock from (the network with no channel), before any backorder's:
-    /// what is available now and what is on the way, by arrival.
-    async fn stock_of(
-        &self,
-        tenant: &oms_kernel::Tenant,
-        sku: &str,
-        channel: &str,
-    ) -> std::result::Result<oms_proto::inventory::Availability, Status> {
-        use oms_proto::inventory::{AvailabilityScope, GetAvailabilityRequest};
-        let scope = match channel {
-            "" => AvailabilityScope::Network,
-            _ => AvailabilityScope::Channel,
-        };
-        let req = GetAvailabilityRequest {
-            skus: vec![sku.to_owned()],
-            scope: scope as i32,
-            channel: channel.to_owned(),
-            before_backorders: true,
-            ..Default::default()
-        };
-        let answer = (self
-            .saga
-            .peers
-            .inventory(tenant)
-            .get_availability(req)
-            .await)
-            .map_err(|e| status::unavailable(DOMAIN, "inventory (when stock is due)", &e))?;
-        Ok(answer
-            .into_inner()
-            .availabilities
-            .into_iter()
-            .next()
-            .unwrap_or_default())
     }
 
     /// Runs a custom method: claims the request id, locks the order, lets
@@ -726,16 +690,29 @@ impl OrderService for OrderApi {
         .await
         .map_err(|e| to_status(e.into()))?;
         let (rows, next_page_token) = paging.page(rows, |r| (r.since, r.order_id));
+        // What is available and on the way where each order takes its
+        // stock from (its channel's share, or the network).
         let channels: BTreeSet<&str> = rows.iter().map(|r| r.channel.as_str()).collect();
         let mut stock = HashMap::new();
         for channel in channels {
-            let figure = self.stock_of(&caller.tenant, &sku, channel).await?;
-            stock.insert(channel.to_owned(), figure);
+            let read = stock_line::before_backorders(
+                &self.saga.peers,
+                &caller.tenant,
+                channel,
+                vec![sku.clone()],
+            );
+            let figure = read
+                .await
+                .map_err(|e| status::unavailable(DOMAIN, "inventory (when stock is due)", &e))?;
+            stock.insert(
+                channel.to_owned(),
+                figure.into_iter().next().unwrap_or_default(),
+            );
         }
         let entries = rows
             .into_iter()
             .map(|r| {
-                let a = stock.get(&r.channel).cloned().unwrap_or_default();
+                let a = &stock[&r.channel];
                 let due = stock_due::due(a.available, &a.arrivals, r.units_ahead, r.units);
                 pb::BackorderQueueEntry {
                     order: format!("orders/{}", r.order_id),

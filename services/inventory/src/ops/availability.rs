@@ -38,9 +38,18 @@ pub(crate) async fn stock_and_holds(
     Ok(f)
 }
 
-async fn figures(inv: &Inventory, tenant: &Tenant, skus: &[String]) -> Result<Figures> {
+async fn figures(
+    inv: &Inventory,
+    tenant: &Tenant,
+    skus: &[String],
+    scope: &Scope,
+) -> Result<Figures> {
     let mut f = stock_and_holds(&mut *inv.pool.acquire().await?, tenant, skus, None).await?;
-    f.add_backorders(repo::backorders::of(&inv.pool, tenant, skus).await?);
+    // Node figures leave backorders out: routing reads them at every plan,
+    // and need not pay for the query.
+    if !matches!(scope, Scope::Node(_)) {
+        f.add_backorders(repo::backorders::of(&inv.pool, tenant, skus).await?);
+    }
     f.safety = repo::rules::safety(&inv.pool, tenant, skus).await?;
     f.add_on_the_way(repo::transfers::on_the_way(&inv.pool, tenant, skus).await?);
     f.enabled = repo::nodes::enabled_ids(&inv.pool, tenant)
@@ -57,7 +66,7 @@ async fn compute(
     scope: &Scope,
     before_backorders: bool,
 ) -> Result<Vec<Availability>> {
-    let f = figures(inv, tenant, skus).await?;
+    let f = figures(inv, tenant, skus, scope).await?;
     let rule = match scope {
         Scope::Channel(c) => repo::rules::channel_rule(&inv.pool, tenant, c).await?,
         _ => None,

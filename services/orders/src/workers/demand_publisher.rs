@@ -171,12 +171,9 @@ impl DemandPublisher {
             Look::Skus(named) => (named.into_iter())
                 .map(|(t, skus)| (t, Some(skus.into_iter().collect())))
                 .collect(),
-            Look::Everything => match published_demand::tenants(&self.pool).await {
-                Ok(all) => all.into_iter().map(|t| (t, None)).collect(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not read the tenants with stock demand");
-                    return Look::Everything;
-                }
+            Look::Everything => match self.tenants().await {
+                Some(all) => all.into_iter().map(|t| (t, None)).collect(),
+                None => return Look::Everything,
             },
         };
         let mut failed = Look::Nothing;
@@ -199,12 +196,8 @@ impl DemandPublisher {
     /// States every tenant's whole demand; returns what to look at again
     /// (everything, when some tenant failed).
     async fn state_all(&self) -> Look {
-        let tenants = match published_demand::tenants(&self.pool).await {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not read the tenants with stock demand");
-                return Look::Everything;
-            }
+        let Some(tenants) = self.tenants().await else {
+            return Look::Everything;
         };
         let mut next = Look::Nothing;
         for tenant in tenants.iter().filter_map(|t| Tenant::parse(t).ok()) {
@@ -230,15 +223,7 @@ impl DemandPublisher {
         }
         let last = chunks.len() - 1;
         for (i, chunk) in chunks.into_iter().enumerate() {
-            let req = SetBackorderDemandRequest {
-                request_id: uuid::Uuid::now_v7().to_string(),
-                demand: chunk.iter().map(figure).collect(),
-                revision,
-                source: SOURCE.into(),
-                complete: i == last,
-            };
-            let mut inventory = self.peers.inventory(tenant);
-            tokio::time::timeout(CALL_TIMEOUT, inventory.set_backorder_demand(req)).await??;
+            self.send(tenant, chunk, revision, i == last).await?;
         }
         published_demand::replace(&mut tx, tenant, &now).await?;
         tx.commit().await?;
@@ -253,15 +238,8 @@ impl DemandPublisher {
             if changed.is_empty() {
                 return Ok(());
             }
-            let req = SetBackorderDemandRequest {
-                request_id: uuid::Uuid::now_v7().to_string(),
-                demand: changed.iter().map(figure).collect(),
-                revision: published_demand::next_revision(&mut *tx).await?,
-                source: SOURCE.into(),
-                complete: false,
-            };
-            let mut inventory = self.peers.inventory(tenant);
-            tokio::time::timeout(CALL_TIMEOUT, inventory.set_backorder_demand(req)).await??;
+            let revision = published_demand::next_revision(&mut *tx).await?;
+            self.send(tenant, &changed, revision, false).await?;
             published_demand::published(&mut tx, tenant, &changed).await?;
             tx.commit().await?;
             tracing::debug!(tenant = %tenant, figures = changed.len(), "published stock demand");
@@ -272,11 +250,43 @@ impl DemandPublisher {
     }
 }
 
-fn figure(d: &Demand) -> BackorderDemandFigure {
-    BackorderDemandFigure {
-        sku: d.sku.clone(),
-        channel: d.channel.clone(),
-        units: d.units,
+impl DemandPublisher {
+    /// The tenants with waits or demand published; None (logged) when
+    /// they cannot be read.
+    async fn tenants(&self) -> Option<Vec<String>> {
+        published_demand::tenants(&self.pool)
+            .await
+            .inspect_err(
+                |e| tracing::warn!(error = %e, "could not read the tenants with stock demand"),
+            )
+            .ok()
+    }
+
+    /// Tells inventory `figures` under orders' source at `revision`.
+    async fn send(
+        &self,
+        tenant: &Tenant,
+        figures: &[Demand],
+        revision: i64,
+        complete: bool,
+    ) -> anyhow::Result<()> {
+        let req = SetBackorderDemandRequest {
+            request_id: uuid::Uuid::now_v7().to_string(),
+            demand: figures
+                .iter()
+                .map(|d| BackorderDemandFigure {
+                    sku: d.sku.clone(),
+                    channel: d.channel.clone(),
+                    units: d.units,
+                })
+                .collect(),
+            revision,
+            source: SOURCE.into(),
+            complete,
+        };
+        let mut inventory = self.peers.inventory(tenant);
+        tokio::time::timeout(CALL_TIMEOUT, inventory.set_backorder_demand(req)).await??;
+        Ok(())
     }
 }
 

@@ -8,7 +8,7 @@
 use crate::repo::{self, stock_waits, stock_waits::Turn, stock_waits::Waiter};
 use crate::workers::peers::Peers;
 use oms_kernel::Tenant;
-use oms_proto::inventory::{AvailabilityScope, GetAvailabilityRequest};
+use oms_proto::inventory::{Availability, AvailabilityScope, GetAvailabilityRequest};
 use sqlx::PgConnection;
 use std::collections::{BTreeSet, HashMap};
 use uuid::Uuid;
@@ -177,32 +177,39 @@ async fn available(
     for (channel, sku) in wanted {
         by_channel.entry(channel).or_default().push(sku.to_owned());
     }
-    let mut inventory = peers.inventory(tenant);
     for (channel, skus) in by_channel {
-        let scope = if channel.is_empty() {
-            AvailabilityScope::Network
-        } else {
-            AvailabilityScope::Channel
-        };
         for chunk in skus.chunks(BATCH) {
-            let answer = inventory
-                .get_availability(GetAvailabilityRequest {
-                    skus: chunk.to_vec(),
-                    scope: scope as i32,
-                    channel: channel.to_owned(),
-                    // What could be reserved now: the backorders' own
-                    // demand is what is handed out here.
-                    before_backorders: true,
-                    ..Default::default()
-                })
-                .await?
-                .into_inner();
-            for a in answer.availabilities {
+            for a in before_backorders(peers, tenant, channel, chunk.to_vec()).await? {
                 left.insert((channel.to_owned(), a.sku), a.available);
             }
         }
     }
     Ok(())
+}
+
+/// What inventory says of `skus` (at most 1,000) where an order of
+/// `channel` takes its stock from (the network when empty, else the
+/// channel's share), before any backorder's demand is taken out: what a
+/// reservation could take now, and what is on the way.
+pub(crate) async fn before_backorders(
+    peers: &Peers,
+    tenant: &Tenant,
+    channel: &str,
+    skus: Vec<String>,
+) -> Result<Vec<Availability>, tonic::Status> {
+    let scope = match channel {
+        "" => AvailabilityScope::Network,
+        _ => AvailabilityScope::Channel,
+    };
+    let req = GetAvailabilityRequest {
+        skus,
+        scope: scope as i32,
+        channel: channel.to_owned(),
+        before_backorders: true,
+        ..Default::default()
+    };
+    let answer = peers.inventory(tenant).get_availability(req).await?;
+    Ok(answer.into_inner().availabilities)
 }
 
 #[cfg(test)]
