@@ -45,7 +45,11 @@ pub fn to_status(e: Error) -> Status {
                     (true, false) => format!("items/{}", s.sku),
                     (false, false) => format!("nodes/{}/items/{}", s.node, s.sku),
                 };
-                let what = format!("{} available, {} requested", s.have.max(0), s.want);
+                let mut what = format!("{} available, {} requested", s.have.max(0), s.want);
+                if s.kept > 0 {
+                    // After the two figures: orders reads those first.
+                    what += &format!(" ({} kept for waiting backorders)", s.kept);
+                }
                 lines.push(format!("{subject}: {what}"));
                 d.add_precondition_failure_violation("INSUFFICIENT_STOCK", subject, what);
             }

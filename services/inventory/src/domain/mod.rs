@@ -8,4 +8,4 @@ pub mod node;
 pub mod reservation;
 pub mod snapshot;
 
-pub use ids::{check_node_id, check_sku};
+pub use ids::{check_node_id, check_sku, check_source};

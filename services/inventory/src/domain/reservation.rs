@@ -32,6 +32,8 @@ pub struct NewReservation {
     pub reference: String,
     /// Channel id (without `channels/`), when the channel's rule applies.
     pub channel: Option<String>,
+    /// The backorder source it is for (`backorders_of`); empty: none.
+    pub backorders_of: String,
     /// Fingerprint of the request: a reused id with another request is refused.
     pub request_hash: String,
 }
@@ -93,6 +95,9 @@ impl NewReservation {
         if req.reference.len() > 200 {
             v.add("reference", "must be at most 200 characters");
         }
+        if !req.backorders_of.is_empty() {
+            v.check("backorders_of", super::check_source(&req.backorders_of));
+        }
         let request_hash = hex::encode(&Sha256::digest(req.encode_to_vec())[..16]);
         v.into_result(NewReservation {
             id: id.clone(),
@@ -100,6 +105,7 @@ impl NewReservation {
             ttl,
             reference: req.reference.clone(),
             channel,
+            backorders_of: req.backorders_of.clone(),
             request_hash,
         })
     }

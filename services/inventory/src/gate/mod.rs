@@ -77,12 +77,33 @@ pub struct ChannelLimit {
     pub buffer_quantity: i64,
 }
 
-impl ChannelLimit {
-    /// As the scripts read it: `{pool, buf_pct, buf_qty}`.
+/// What a reservation must leave to others: its channel's share when the
+/// channel has a rule, and what the backorders of every source but the
+/// one it is for ask for: in the network, and in that share (the
+/// channel's own and those of no channel), as published availability
+/// keeps them.
+#[derive(Debug, Clone, Default)]
+pub struct Leave {
+    pub rule: Option<ChannelLimit>,
+    /// `channels/{id}`, or empty.
+    pub channel: String,
+    /// The backorder source the reservation is for; empty: none.
+    pub backorders_of: String,
+}
+
+impl Leave {
+    /// As the scripts read it: `{pool, buf_pct, buf_qty}` of the rule
+    /// (none: no share to check), `chan`, `bo`.
     fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "pool": self.pool, "buf_pct": self.buffer_percent, "buf_qty": self.buffer_quantity,
-        })
+        let mut j = match &self.rule {
+            Some(r) => serde_json::json!({
+                "pool": r.pool, "buf_pct": r.buffer_percent, "buf_qty": r.buffer_quantity,
+            }),
+            None => serde_json::json!({}),
+        };
+        j["chan"] = self.channel.clone().into();
+        j["bo"] = self.backorders_of.clone().into();
+        j
     }
 }
 
@@ -91,7 +112,7 @@ pub struct ReserveItem {
     pub request_hash: String,
     pub expire_ms: i64,
     pub lines: Vec<Line>,
-    pub channel: Option<ChannelLimit>,
+    pub leave: Leave,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -102,6 +123,9 @@ pub struct Short {
     pub want: i64,
     #[serde(default)]
     pub channel: bool,
+    /// Units of it kept for backorders (`have` is after them).
+    #[serde(default)]
+    pub kept: i64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -204,11 +228,13 @@ impl ChangeOutcome {
 fn given_back(given: &[Given]) -> Vec<AvailChange> {
     given
         .iter()
-        .map(|l| AvailChange {
-            sku: l.sku.clone(),
-            node: l.node.clone(),
-            delta: if l.node.is_empty() { -l.q } else { l.q },
-            init: 0,
+        .map(|l| {
+            AvailChange::stock(
+                &l.sku,
+                &l.node,
+                if l.node.is_empty() { -l.q } else { l.q },
+                0,
+            )
         })
         .collect()
 }
@@ -227,16 +253,51 @@ where
     }
 }
 
-/// A change of promisable stock at a node, or (no node) of the units held
-/// in the network, `nh` (a give-back lowers it).
+/// A change of one of a SKU's gate figures (`field`): promisable stock at
+/// a node, the units held in the network (`nh`: a give-back lowers it),
+/// or the units a source's backorders ask for.
 #[derive(Debug, Clone)]
 pub struct AvailChange {
     pub sku: String,
-    pub node: String,
+    pub field: String,
     pub delta: i64,
-    /// Starting value when the gate has never seen this SKU at this node:
+    /// Starting value when the gate has never seen this field: a node's
     /// minus its safety stock.
     pub init: i64,
+}
+
+impl AvailChange {
+    /// Of promisable stock at `node`, or (`node` empty) of the network
+    /// hold.
+    pub fn stock(sku: &str, node: &str, delta: i64, init: i64) -> Self {
+        let field = match node {
+            "" => "nh".to_owned(),
+            n => format!("n:{n}"),
+        };
+        AvailChange {
+            sku: sku.to_owned(),
+            field,
+            delta,
+            init,
+        }
+    }
+
+    /// Of the units the backorders of `source` sold in `channel` (empty:
+    /// of no channel) ask for.
+    pub fn demand(sku: &str, source: &str, channel: &str, delta: i64) -> Self {
+        AvailChange {
+            sku: sku.to_owned(),
+            field: demand_field(source, channel),
+            delta,
+            init: 0,
+        }
+    }
+}
+
+/// The gate's field of the units the backorders of `source` sold in
+/// `channel` ask for (sources hold no ':').
+pub fn demand_field(source: &str, channel: &str) -> String {
+    format!("b:{source}:{channel}")
 }
 
 #[derive(Deserialize)]
@@ -363,11 +424,9 @@ impl Gate {
                 let mut item = serde_json::json!({
                     "id": it.id, "h": it.request_hash, "e": it.expire_ms, "lines": it.lines,
                 });
-                if let Some(c) = &it.channel {
-                    // The item doubles as the limit the script checks.
-                    for (k, v) in c.to_json().as_object().into_iter().flatten() {
-                        item[k] = v.clone();
-                    }
+                // The item doubles as the limit the script checks.
+                for (k, v) in it.leave.to_json().as_object().into_iter().flatten() {
+                    item[k] = v.clone();
                 }
                 item
             })
@@ -447,8 +506,8 @@ impl Gate {
             .await
     }
 
-    /// Adds `entries` to one live reservation, within the channel's
-    /// `limit` when it has one, and with `renew` (ms since the epoch)
+    /// Adds `entries` to one live reservation, leaving what it must
+    /// `leave` to others, and with `renew` (ms since the epoch)
     /// makes that the active reservation's new expiry; refused as
     /// [`Gate::change`] is.
     #[allow(clippy::too_many_arguments)]
@@ -457,11 +516,12 @@ impl Gate {
         tenant: &Tenant,
         known: &Known<'_>,
         entries: &[Line],
-        limit: Option<&ChannelLimit>,
+        leave: &Leave,
         renew: Option<i64>,
         now_ms: i64,
     ) -> Result<ChangeOutcome, GateError> {
-        self.run_change(tenant, Op::Extend, known, entries, limit, renew, now_ms)
+        let leave = Some(leave);
+        self.run_change(tenant, Op::Extend, known, entries, leave, renew, now_ms)
             .await
     }
 
@@ -472,14 +532,14 @@ impl Gate {
         op: Op,
         known: &Known<'_>,
         entries: &[Line],
-        limit: Option<&ChannelLimit>,
+        leave: Option<&Leave>,
         renew: Option<i64>,
         now_ms: i64,
     ) -> Result<ChangeOutcome, GateError> {
         let op = serde_json::json!(op);
         let expect = serde_json::json!({"s": known.state, "holds": known.holds});
         let mut extra = serde_json::json!({"expect": expect});
-        if let Some(l) = limit {
+        if let Some(l) = leave {
             extra["limit"] = l.to_json();
         }
         if let Some(e) = renew {
@@ -574,7 +634,7 @@ impl Gate {
             let a = k.avail(tenant, &c.sku);
             keys.push(a.clone());
             list.push(
-                serde_json::json!({"akey": a, "node": c.node, "delta": c.delta, "init": c.init}),
+                serde_json::json!({"akey": a, "f": c.field, "delta": c.delta, "init": c.init}),
             );
         }
         #[derive(Deserialize)]
@@ -662,7 +722,7 @@ mod tests {
                 lot: String::new(),
                 serials: vec![],
             }],
-            channel: None,
+            leave: Leave::default(),
         };
         let reserve =
             async |owner: &str| gate.reserve(&t, &[item()], owner).await.unwrap().remove(0);
@@ -734,12 +794,7 @@ mod tests {
     #[tokio::test]
     async fn a_change_applied_after_its_commit_is_skipped_by_a_newer_gate() {
         let (gate, mut conn, t) = gate().await;
-        let change = [AvailChange {
-            sku: "A".into(),
-            node: "DC1".into(),
-            delta: 5,
-            init: 0,
-        }];
+        let change = [AvailChange::stock("A", "DC1", 5, 0)];
         let dc1 = async || {
             gate.read(&t, &["A".into()]).await.unwrap()["A"]
                 .get("n:DC1")

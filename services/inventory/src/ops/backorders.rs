@@ -1,11 +1,14 @@
 //! SetBackorderDemand: what orders waiting for stock ask for, which
-//! published availability keeps for them. Orders owns its backorders; it
-//! says what they ask for here because availability is computed here, and
-//! a channel that published the units they wait for would sell them again.
+//! published availability and the reservation gate keep for them. Orders
+//! owns its backorders; it says what they ask for here because
+//! availability is computed and reservations granted here: a channel that
+//! published the units they wait for, or a cart that took them, would sell
+//! them again.
 use super::{Begin, Inventory, emit};
-use crate::domain::{check_sku, movement::MAX_UNITS};
+use crate::domain::{check_sku, check_source, movement::MAX_UNITS};
 use crate::error::Result;
-use crate::repo;
+use crate::gate::AvailChange;
+use crate::repo::{self, backorders::Stored, lock};
 use oms_kernel::{RequestId, Tenant, Violations, parse_name};
 use oms_proto::inventory::*;
 use std::collections::HashSet;
@@ -44,10 +47,7 @@ fn check(req: &SetBackorderDemandRequest) -> Result<()> {
     if req.revision < 1 {
         v.add("revision", "must be 1 or more");
     }
-    let name = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
-    if req.source.is_empty() || req.source.len() > 64 || !req.source.chars().all(name) {
-        v.add("source", "1 to 64 letters, digits, '-' or '_'");
-    }
+    v.check("source", check_source(&req.source));
     Ok(v.into_result(())?)
 }
 
@@ -66,18 +66,21 @@ pub async fn set(
             Begin::Tx(tx, rid) => (tx, rid),
         };
         let by = (req.source.as_str(), req.revision);
+        lock::backorder_demand(&mut tx, tenant, &req.source).await?;
         let mut stored = repo::backorders::set(&mut tx, tenant, by, &req.demand).await?;
         if req.complete {
             stored.extend(repo::backorders::zero_the_rest(&mut tx, tenant, by).await?);
-            stored.sort_by(|a, b| (&a.sku, &a.channel).cmp(&(&b.sku, &b.channel)));
+            stored.sort_by(|a, b| {
+                (&a.figure.sku, &a.figure.channel).cmp(&(&b.figure.sku, &b.figure.channel))
+            });
         }
-        let mut skus: Vec<String> = stored.iter().map(|f| f.sku.clone()).collect();
+        keep_in_gate(inv, tenant, &req.source, &stored).await?;
+        let demand: Vec<BackorderDemandFigure> = stored.into_iter().map(|s| s.figure).collect();
+        let mut skus: Vec<String> = demand.iter().map(|f| f.sku.clone()).collect();
         skus.dedup();
-        if !stored.is_empty() {
-            // The gate is untouched: a backorder reserves like any order,
-            // and orders keeps its line among its own.
+        if !demand.is_empty() {
             let set = BackorderDemandSet {
-                demand: stored,
+                demand,
                 revision: req.revision,
                 skus: skus.clone(),
                 source: req.source.clone(),
@@ -89,4 +92,29 @@ pub async fn set(
         inv.finish(tx, tenant, &rid, resp).await
     })
     .await
+}
+
+/// Has the gate keep what `stored` changed for reservations not made for
+/// `source`'s backorders: more demand at once, in the transaction (it
+/// takes units away from them, as a hold does); less after the commit (it
+/// gives units back, which the record must have first).
+async fn keep_in_gate(
+    inv: &Inventory,
+    tenant: &Tenant,
+    source: &str,
+    stored: &[Stored],
+) -> Result<()> {
+    let (more, less): (Vec<_>, Vec<_>) = stored
+        .iter()
+        .filter(|s| s.figure.units != s.was)
+        .map(|s| {
+            let f = &s.figure;
+            AvailChange::demand(&f.sku, source, &f.channel, f.units - s.was)
+        })
+        .partition(|c| c.delta > 0);
+    if !more.is_empty() {
+        super::changing_gate();
+        inv.gate.adjust(tenant, &more).await?;
+    }
+    super::give_back_later(inv, tenant, less, None).await
 }

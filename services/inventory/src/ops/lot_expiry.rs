@@ -135,11 +135,10 @@ async fn withdrawn(
     let changes: Vec<AvailChange> = lots
         .iter()
         .filter(|l| l.on_hand != 0 && enabled.get(&l.node_id) == Some(&true))
-        .map(|l| AvailChange {
-            sku: l.sku.clone(),
-            node: l.node_id.clone(),
-            delta: if l.expired { -l.on_hand } else { l.on_hand },
-            init: -repo::rules::effective(&safety, &l.node_id, &l.sku),
+        .map(|l| {
+            let delta = if l.expired { -l.on_hand } else { l.on_hand };
+            let init = -repo::rules::effective(&safety, &l.node_id, &l.sku);
+            AvailChange::stock(&l.sku, &l.node_id, delta, init)
         })
         .collect();
     super::adjust_gate(inv, tenant, changes).await?;

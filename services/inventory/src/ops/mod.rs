@@ -252,11 +252,11 @@ pub(crate) async fn drop_gate_or_sweep(pool: &PgPool, gate: &Gate, tenant: &Tena
     }
 }
 
-/// One change per SKU and node, deltas summed.
+/// One change per SKU and field, deltas summed.
 fn merged(changes: Vec<AvailChange>) -> Vec<AvailChange> {
     let mut by_key: std::collections::BTreeMap<(String, String), AvailChange> = Default::default();
     for c in changes {
-        match by_key.entry((c.sku.clone(), c.node.clone())) {
+        match by_key.entry((c.sku.clone(), c.field.clone())) {
             std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().delta += c.delta,
             std::collections::btree_map::Entry::Vacant(e) => {
                 e.insert(c);

@@ -238,11 +238,9 @@ pub(crate) async fn promise(
     let safety = repo::rules::safety(&mut *tx, tenant, &skus).await?;
     let changes = changes
         .into_iter()
-        .map(|(node, sku, delta)| AvailChange {
-            init: -repo::rules::effective(&safety, &node, &sku),
-            sku,
-            node,
-            delta,
+        .map(|(node, sku, delta)| {
+            let init = -repo::rules::effective(&safety, &node, &sku);
+            AvailChange::stock(&sku, &node, delta, init)
         })
         .collect();
     super::adjust_gate(inv, tenant, changes).await
@@ -628,12 +626,7 @@ pub async fn set_safety(
                 .filter_map(|sku| {
                     let old = repo::rules::effective(&before, &req.node_id, &sku);
                     let new = repo::rules::effective(&after, &req.node_id, &sku);
-                    (old != new).then(|| AvailChange {
-                        node: req.node_id.clone(),
-                        delta: old - new,
-                        init: -old,
-                        sku,
-                    })
+                    (old != new).then(|| AvailChange::stock(&sku, &req.node_id, old - new, -old))
                 })
                 .collect();
             changed = changes.iter().map(|c| c.sku.clone()).collect();

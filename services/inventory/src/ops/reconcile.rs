@@ -4,7 +4,7 @@
 use super::Inventory;
 use crate::domain::availability::Figures;
 use crate::error::Result;
-use crate::gate::{Gate, rebuild::LiveRecord, split_hold};
+use crate::gate::{Gate, demand_field, rebuild::LiveRecord, split_hold};
 use crate::repo::{self, lock};
 use oms_kernel::Tenant;
 use oms_proto::inventory::{Drift, ReconcileRequest, ReconcileResponse};
@@ -142,9 +142,13 @@ async fn rebuild(
         .map(|(_, s)| s.clone())
         .chain(f.held.keys().map(|(s, _)| s.clone()))
         .collect();
-    let expected: BTreeMap<String, BTreeMap<String, i64>> =
+    let mut expected: BTreeMap<String, BTreeMap<String, i64>> =
         skus.iter().map(|s| (s.clone(), f.gate_fields(s))).collect();
-    let sku_list: Vec<String> = skus.into_iter().collect();
+    for (sku, source, channel, units) in repo::backorders::all_by_source(&mut *tx, tenant).await? {
+        let fields = expected.entry(sku).or_default();
+        fields.insert(demand_field(&source, &channel), units);
+    }
+    let sku_list: Vec<String> = expected.keys().cloned().collect();
     let current = gate.read(tenant, &sku_list).await?;
     let drifts = compare(&expected, &current);
     if let Some(trigger) = trigger {
@@ -189,6 +193,7 @@ fn compare(
                     gate_value: have.unwrap_or(-1),
                     record_value: want.unwrap_or(0),
                     gate_missing: have.is_none(),
+                    field: name.clone(),
                 });
                 if out.len() >= MAX_DRIFTS {
                     return out;

@@ -3,25 +3,42 @@ use oms_kernel::Tenant;
 use oms_proto::inventory::BackorderDemandFigure;
 use sqlx::{PgConnection, PgExecutor};
 
+/// A figure stored, with the units it had before (0: new).
+pub struct Stored {
+    pub figure: BackorderDemandFigure,
+    pub was: i64,
+}
+
 /// Stores the figures newer than the revision stored for each; returns
-/// those stored (an older or repeated revision stores nothing).
+/// those stored (an older or repeated revision stores nothing), sorted.
+/// The caller holds the source's lock ([`crate::repo::lock::backorder_demand`]),
+/// so what they had is what the last setting left.
 pub async fn set(
     tx: &mut PgConnection,
     tenant: &Tenant,
     (source, revision): (&str, i64),
     figures: &[BackorderDemandFigure],
-) -> sqlx::Result<Vec<BackorderDemandFigure>> {
+) -> sqlx::Result<Vec<Stored>> {
     let skus: Vec<&str> = figures.iter().map(|f| f.sku.as_str()).collect();
     let channels: Vec<&str> = figures.iter().map(|f| f.channel.as_str()).collect();
     let units: Vec<i64> = figures.iter().map(|f| f.units).collect();
-    let rows: Vec<(String, String, i64)> = sqlx::query_as(
-        "INSERT INTO backorder_demand (tenant, sku, channel, units, revision, source)
-         SELECT $1, sku, channel, units, $5, $6
-         FROM unnest($2::text[], $3::text[], $4::bigint[]) AS g(sku, channel, units)
-         ON CONFLICT (tenant, sku, channel, source) DO UPDATE
-         SET units = excluded.units, revision = excluded.revision, update_time = now()
-         WHERE backorder_demand.revision < excluded.revision
-         RETURNING sku, channel, units",
+    // Every part of the statement reads the table as it was before it.
+    let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
+        "WITH g AS (
+           SELECT * FROM unnest($2::text[], $3::text[], $4::bigint[]) AS g(sku, channel, units)
+         ), was AS (
+           SELECT d.sku, d.channel, d.units FROM backorder_demand d JOIN g USING (sku, channel)
+           WHERE d.tenant = $1 AND d.source = $6
+         ), stored AS (
+           INSERT INTO backorder_demand (tenant, sku, channel, units, revision, source)
+           SELECT $1, sku, channel, units, $5, $6 FROM g
+           ON CONFLICT (tenant, sku, channel, source) DO UPDATE
+           SET units = excluded.units, revision = excluded.revision, update_time = now()
+           WHERE backorder_demand.revision < excluded.revision
+           RETURNING sku, channel, units
+         )
+         SELECT s.sku, s.channel, s.units, coalesce(was.units, 0)
+         FROM stored s LEFT JOIN was USING (sku, channel)",
     )
     .bind(tenant.as_str())
     .bind(&skus)
@@ -31,15 +48,20 @@ pub async fn set(
     .bind(source)
     .fetch_all(&mut *tx)
     .await?;
-    let mut stored: Vec<BackorderDemandFigure> = rows
+    let mut stored: Vec<Stored> = rows
         .into_iter()
-        .map(|(sku, channel, units)| BackorderDemandFigure {
-            sku,
-            channel,
-            units,
+        .map(|(sku, channel, units, was)| Stored {
+            figure: BackorderDemandFigure {
+                sku,
+                channel,
+                units,
+            },
+            was,
         })
         .collect();
-    stored.sort_by(|a, b| (&a.sku, &a.channel).cmp(&(&b.sku, &b.channel)));
+    stored.sort_by(|a, b| {
+        (&a.figure.sku, &a.figure.channel).cmp(&(&b.figure.sku, &b.figure.channel))
+    });
     Ok(stored)
 }
 
@@ -49,7 +71,7 @@ pub async fn zero_the_rest(
     tx: &mut PgConnection,
     tenant: &Tenant,
     (source, revision): (&str, i64),
-) -> sqlx::Result<Vec<BackorderDemandFigure>> {
+) -> sqlx::Result<Vec<Stored>> {
     let rows: Vec<(String, String, i64)> = sqlx::query_as(
         "UPDATE backorder_demand d SET units = 0, revision = $3, update_time = now()
          FROM backorder_demand was
@@ -66,12 +88,30 @@ pub async fn zero_the_rest(
     Ok(rows
         .into_iter()
         .filter(|(_, _, had)| *had > 0)
-        .map(|(sku, channel, _)| BackorderDemandFigure {
-            sku,
-            channel,
-            units: 0,
+        .map(|(sku, channel, was)| Stored {
+            figure: BackorderDemandFigure {
+                sku,
+                channel,
+                units: 0,
+            },
+            was,
         })
         .collect())
+}
+
+/// Every figure, per source: (sku, source, channel, units), as the gate
+/// keeps them (those of 0 too: a rebuild rewrites their SKUs' figures).
+pub async fn all_by_source(
+    db: impl PgExecutor<'_>,
+    tenant: &Tenant,
+) -> sqlx::Result<Vec<(String, String, String, i64)>> {
+    sqlx::query_as(
+        "SELECT sku, source, channel, units FROM backorder_demand
+         WHERE tenant = $1",
+    )
+    .bind(tenant.as_str())
+    .fetch_all(db)
+    .await
 }
 
 /// The demand of these SKUs, every source's summed: (sku, channel,

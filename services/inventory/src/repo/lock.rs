@@ -90,3 +90,20 @@ pub fn begin_shared<'a>(tenants: impl IntoIterator<Item = &'a Tenant>) -> String
     }
     sql
 }
+
+/// Serializes one backorder source's demand settings of a tenant: each
+/// gives the gate the difference it makes to the figures stored, so each
+/// must read them after the one before has committed (a figure new to
+/// both has no row yet for a row lock to order).
+pub async fn backorder_demand(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    source: &str,
+) -> sqlx::Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('oms.inventory.demand:' || $1 || '/' || $2, 0))")
+        .bind(tenant.as_str())
+        .bind(source)
+        .execute(tx)
+        .await?;
+    Ok(())
+}

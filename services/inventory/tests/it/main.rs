@@ -457,3 +457,30 @@ pub async fn acme_events(c: &mut Client) -> tonic::Streaming<WatchInventoryEvent
         .unwrap()
         .into_inner()
 }
+
+/// An ExtendReservation adding (sku, node, units) to reservation `id`.
+pub fn extend_request(
+    request_id: &str,
+    id: &str,
+    lines: &[(&str, &str, i64)],
+) -> ExtendReservationRequest {
+    ExtendReservationRequest {
+        request_id: request_id.into(),
+        name: format!("reservations/{id}"),
+        lines: allocations(lines),
+        reason: "order edited".into(),
+        ttl: None,
+    }
+}
+
+/// Allocations of (sku, node, units).
+pub fn allocations(of: &[(&str, &str, i64)]) -> Vec<Allocation> {
+    of.iter()
+        .map(|(s, n, q)| Allocation {
+            sku: s.to_string(),
+            node_id: n.to_string(),
+            quantity: *q,
+            ..Default::default()
+        })
+        .collect()
+}

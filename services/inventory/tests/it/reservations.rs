@@ -442,15 +442,7 @@ async fn confirm(
         ConfirmReservationRequest {
             request_id: request_id.into(),
             name: format!("reservations/{id}"),
-            allocations: allocs
-                .iter()
-                .map(|(s, n, q)| Allocation {
-                    sku: s.to_string(),
-                    node_id: n.to_string(),
-                    quantity: *q,
-                    ..Default::default()
-                })
-                .collect(),
+            allocations: allocations(allocs),
         },
     ))
     .await
@@ -1397,28 +1389,6 @@ async fn two_replicas_sweeping_one_backlog_expire_each_cart_once() {
     other.create_reservation(authed("acme", all)).await.unwrap();
     a.stop().await.unwrap();
     b.stop().await.unwrap();
-}
-
-fn extend_request(
-    request_id: &str,
-    id: &str,
-    lines: &[(&str, &str, i64)],
-) -> ExtendReservationRequest {
-    ExtendReservationRequest {
-        request_id: request_id.into(),
-        name: format!("reservations/{id}"),
-        lines: lines
-            .iter()
-            .map(|(s, n, q)| Allocation {
-                sku: s.to_string(),
-                node_id: n.to_string(),
-                quantity: *q,
-                ..Default::default()
-            })
-            .collect(),
-        reason: "order edited".into(),
-        ttl: None,
-    }
 }
 
 #[tokio::test]

@@ -43,7 +43,10 @@ const BATCH: i64 = 1000;
 /// How long inventory may take to answer.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// The figures' source in inventory: orders' own, beside any other's.
-const SOURCE: &str = "orders";
+/// Orders' reservations name it (`backorders_of`): the gate keeps its
+/// backorders' units from others, not from its own orders, which the
+/// line (`stock_line`) orders among themselves.
+pub(crate) const SOURCE: &str = "orders";
 
 #[derive(Clone)]
 pub struct DemandPublisher {

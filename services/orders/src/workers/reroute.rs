@@ -320,6 +320,7 @@ impl Saga {
             ttl: prost_types::Duration::try_from(REROUTE_HOLD).ok(),
             reference: o.name.clone(),
             channel: o.channel.clone(),
+            backorders_of: crate::workers::demand_publisher::SOURCE.to_owned(),
         };
         let confirm = ConfirmReservationRequest {
             request_id: format!("confirm-{}", decision.decision_id),

@@ -1,6 +1,7 @@
--- Applies changes of a node's promisable stock (movements, safety stock).
+-- Applies changes of a SKU's figures: a node's promisable stock
+-- (movements, safety stock), the network hold, backorder demand.
 -- KEYS[1] ready marker, KEYS[2..] avail keys.
--- ARGV[1] JSON: { changes = [ {akey, node, delta, init} ], epoch }: a
+-- ARGV[1] JSON: { changes = [ {akey, f, delta, init} ], epoch }: a
 -- field seen for the first time starts at `init` (minus the safety
 -- stock). With `epoch` (the ready marker's value when the change was
 -- recorded), nothing is applied if the gate was rebuilt since: the
@@ -11,8 +12,7 @@ if req.epoch and redis.call('GET', KEYS[1]) ~= req.epoch then
   return encode({ready = true, applied = false})
 end
 for _, c in ipairs(req.changes) do
-  -- No node: the network hold (units given back lower it).
-  local f = c.node == '' and 'nh' or nodefield(c.node)
+  local f = c.f
   if redis.call('HEXISTS', c.akey, f) == 0 then redis.call('HSET', c.akey, f, c.init) end
   if c.delta ~= 0 then redis.call('HINCRBY', c.akey, f, c.delta) end
 end

@@ -7,7 +7,8 @@
 --   expect = {s, holds} | nil: the reservation as the Postgres record has
 --   it; a record here that differs is ahead of it (a change whose commit
 --   never came, its replica dead) and nothing changes: DIVERGED,
---   limit = {pool, buf_pct, buf_qty} | nil (extend: the channel's rule),
+--   limit = {pool, buf_pct, buf_qty, chan, bo} (extend: what it must leave,
+--   as common.lua's shortfall reads it),
 --   renew = ms | nil (extend: the active reservation's new expiry),
 --   later = true: units released or expired are not given back here but
 --   returned (`given`), with the gate's epoch, for the caller to give back

@@ -4,7 +4,10 @@
 -- avail hash per SKU:
 --   n:<node> = on-hand - safety stock - held at that enabled node (may be < 0)
 --   nh       = units held anywhere in the network, not yet at a node
--- Network promisable = sum over nodes of max(0, n:<node>) - nh.
+--   b:<source>:<channel> = units the backorders of a source (sold in that
+--              channel; '' = of no channel) ask for (SetBackorderDemand)
+-- Network promisable = sum over nodes of max(0, n:<node>) - nh; a
+-- reservation not for a source's backorders must leave theirs.
 -- reservation record (JSON string): s = state, h = request hash,
 --   e = expiry (ms), c = 1 once anything was consumed,
 --   holds = { "<sku>\t<node>" = units } (node '' = anywhere, before confirm).
@@ -75,25 +78,46 @@ local function tally(lines)
   end
   return {per_sku = per_sku, at_node = at_node, skus = skus, holds = holds}
 end
--- What the network, a channel's pool and buffer (`limit`: {pool, buf_pct,
--- buf_qty} or nil) and each named node cannot give of a tally: a list of
--- {sku, node, have, want, channel?}; empty when everything fits. Reads
--- through the view `v`.
+-- Units backorders ask for of a SKU that a reservation for the
+-- backorders of `mine` ('' = none) must leave: every other source's, in
+-- all and in `channel`'s share (its own and those of no channel).
+local function kept(v, akey, mine, channel)
+  local all, share = 0, 0
+  for f, n in pairs(v.get(akey)) do
+    if n > 0 and string.sub(f, 1, 2) == 'b:' then
+      local i = string.find(f, ':', 3, true)
+      local c = string.sub(f, i + 1)
+      if string.sub(f, 3, i - 1) ~= mine then
+        all = all + n
+        if c == '' or c == channel then share = share + n end
+      end
+    end
+  end
+  return all, share
+end
+-- What the network, a channel's pool and buffer, and each named node
+-- cannot give of a tally, after the units kept for backorders: a list of
+-- {sku, node, have, want, channel?, kept}; empty when everything fits.
+-- `limit` (or nil: nothing to leave) is {pool, buf_pct, buf_qty} of the
+-- channel's rule (no pool: none), `chan` its name, `bo` the backorder
+-- source the reservation is for. Reads through the view `v`.
 local function shortfall(v, akeys, t, limit)
   local short = {}
+  limit = limit or {}
   for _, sku in ipairs(t.skus) do
     local akey, want = akeys[sku], t.per_sku[sku]
-    local have = promisable(v, akey, nil)
-    if have < want then table.insert(short, {sku = sku, node = '', have = have, want = want}) end
-    if limit and limit.pool then
+    local all, share = kept(v, akey, limit.bo or '', limit.chan or '')
+    local have = promisable(v, akey, nil) - all
+    if have < want then table.insert(short, {sku = sku, node = '', have = have, want = want, kept = all}) end
+    if limit.pool then
       local p = promisable(v, akey, limit.pool)
       if p < 0 then p = 0 end
       local held_back = limit.buf_qty
       -- Rounded up (as availability.rs): a buffer that rounded down would
       -- hold nothing back of the last few units, where it matters most.
       if limit.buf_pct > 0 then held_back = math.floor((p * limit.buf_pct + 99) / 100) end
-      local chan = p - held_back
-      if chan < want then table.insert(short, {sku = sku, node = '', have = math.max(chan, 0), want = want, channel = true}) end
+      local chan = p - held_back - share
+      if chan < want then table.insert(short, {sku = sku, node = '', have = math.max(chan, 0), want = want, channel = true, kept = share}) end
     end
     for node, q in pairs(t.at_node[sku]) do
       local h = v.get(akey)[nodefield(node)] or 0

@@ -2,7 +2,8 @@
 -- KEYS[1] ready marker, KEYS[2] expiry zset, KEYS[2 + i] item i's record,
 -- then every avail key of `akeys`.
 -- ARGV[1] JSON: { w, akeys = {sku = key}, items = [ { id, h, e,
---   lines = [ {sku, node, q} ], pool = [node] | nil, buf_pct, buf_qty } ] }
+--   lines = [ {sku, node, q} ], pool = [node] | nil, buf_pct, buf_qty, chan, bo } ] }
+--   (the item doubles as the limit common.lua's shortfall reads)
 --   w: the writing batch's token. A record granted here, or found here
 --   active (EXISTS), is owned by this batch from now on: only its owner
 --   may give it back when its Postgres record fails (change.lua,

@@ -5,7 +5,7 @@ use super::place;
 use crate::domain::movement;
 use crate::domain::reservation::{Entries, check_ttl, parse_entries};
 use crate::error::{Error, Result};
-use crate::gate::{self, ChannelLimit, GateError, Holds, Line, Op, Short};
+use crate::gate::{self, GateError, Holds, Line, Op, Short};
 use crate::ops::movements::Origin;
 use crate::ops::{Begin, Inventory, emit, now_ms};
 use crate::repo::{self, lock};
@@ -198,14 +198,15 @@ fn at_most(
 
 /// Checks an extension against the record and the catalog: a confirmed
 /// reservation takes units at named nodes only (they are allocated at
-/// once), SKUs and nodes must exist. Returns the channel's limit.
+/// once), SKUs and nodes must exist. Returns what it must leave to
+/// others: its channel's share, other backorders' units.
 async fn extension_limit(
     tx: &mut sqlx::PgConnection,
     tenant: &Tenant,
     r: &Reservation,
     state: ReservationState,
     entries: &[Line],
-) -> Result<Option<ChannelLimit>> {
+) -> Result<gate::Leave> {
     let mut v = Violations::new();
     if state == ReservationState::Confirmed {
         for (i, e) in entries
@@ -235,13 +236,18 @@ async fn extension_limit(
     v.0.extend(unknown_lines("lines", lines(), &items, &nodes).0);
     v.into_result(())?;
     disabled_lines("lines", lines(), &nodes)?;
-    if r.channel.is_empty() {
-        return Ok(None);
+    let mut leave = gate::Leave {
+        channel: r.channel.clone(),
+        backorders_of: r.backorders_of.clone(),
+        rule: None,
+    };
+    if !r.channel.is_empty() {
+        let rule = repo::rules::channel_rule(&mut *tx, tenant, &r.channel).await?;
+        let nodes = entries.iter().map(|e| e.node.as_str());
+        outside_pool("lines", rule.as_ref(), nodes)?;
+        leave.rule = rule.as_ref().map(channel_limit);
     }
-    let rule = repo::rules::channel_rule(&mut *tx, tenant, &r.channel).await?;
-    let nodes = entries.iter().map(|e| e.node.as_str());
-    outside_pool("lines", rule.as_ref(), nodes)?;
-    Ok(rule.as_ref().map(channel_limit))
+    Ok(leave)
 }
 
 async fn idempotent_change<Req: Message>(
@@ -444,16 +450,9 @@ async fn apply_change(
                 format!("{name} is confirmed: it no longer expires, so there is no ttl to renew"),
             ));
         }
-        let limit = extension_limit(tx, tenant, &r, state, &c.entries).await?;
+        let leave = extension_limit(tx, tenant, &r, state, &c.entries).await?;
         inv.gate
-            .extend(
-                tenant,
-                &known,
-                &c.entries,
-                limit.as_ref(),
-                c.renew,
-                now_ms(),
-            )
+            .extend(tenant, &known, &c.entries, &leave, c.renew, now_ms())
             .await?
     } else {
         inv.gate

@@ -341,7 +341,13 @@ async fn tenant_batch(
             answers.push(Some(Err(e)));
             continue;
         }
-        let channel = rule.map(channel_limit);
+        let leave = gate::Leave {
+            rule: rule.map(channel_limit),
+            channel: (r.channel.as_ref())
+                .map(|c| format!("channels/{c}"))
+                .unwrap_or_default(),
+            backorders_of: r.backorders_of.clone(),
+        };
         answers.push(None);
         to_gate.push((
             i,
@@ -350,7 +356,7 @@ async fn tenant_batch(
                 request_hash: r.request_hash.clone(),
                 expire_ms: now.timestamp_millis() + r.ttl.as_millis() as i64,
                 lines: r.gate_lines(),
-                channel,
+                leave,
             },
         ));
     }
@@ -558,7 +564,7 @@ impl ReserveItem {
             request_hash: self.request_hash.clone(),
             expire_ms: self.expire_ms,
             lines: self.lines.clone(),
-            channel: self.channel.clone(),
+            leave: self.leave.clone(),
         }
     }
 }
@@ -595,5 +601,6 @@ fn new_reservation(r: &NewReservation, now: DateTime<Utc>, expire: DateTime<Utc>
         expire_time: Some(to_timestamp(expire)),
         create_time: Some(to_timestamp(now)),
         update_time: Some(to_timestamp(now)),
+        backorders_of: r.backorders_of.clone(),
     }
 }

@@ -82,6 +82,8 @@ impl Saga {
             ttl: prost_types::Duration::try_from(RESERVATION_TTL).ok(),
             reference: o.name.clone(),
             channel: o.channel.clone(),
+            // The units its backorders wait for are its to give out.
+            backorders_of: crate::workers::demand_publisher::SOURCE.to_owned(),
         };
         let answer = self.peers.inventory(tenant).create_reservation(req).await;
         settle_doubt(tx, tenant, s, settles(first, &answer)).await?;
