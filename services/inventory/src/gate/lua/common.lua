@@ -24,13 +24,17 @@ local function total(holds) local n = 0; for _, v in pairs(holds) do n = n + v e
 -- of one hot SKU costs one HGETALL and one HINCRBY, not one of each per
 -- reservation.
 local function view()
-  local v = {hashes = {}, deltas = {}}
+  -- demand[akey]: the hash has backorder demand fields (most have none).
+  local v = {hashes = {}, deltas = {}, demand = {}, kept = {}}
   function v.get(akey)
     local h = v.hashes[akey]
     if not h then
       h = {}
       local flat = redis.call('HGETALL', akey)
-      for i = 1, #flat, 2 do h[flat[i]] = tonumber(flat[i + 1]) end
+      for i = 1, #flat, 2 do
+        h[flat[i]] = tonumber(flat[i + 1])
+        if string.sub(flat[i], 1, 2) == 'b:' then v.demand[akey] = true end
+      end
       v.hashes[akey] = h
       v.deltas[akey] = {}
     end
@@ -81,7 +85,14 @@ end
 -- Units backorders ask for of a SKU that a reservation for the
 -- backorders of `mine` ('' = none) must leave: every other source's, in
 -- all and in `channel`'s share (its own and those of no channel).
+-- Read once per SKU, source and channel in a script: a batch changes no
+-- demand.
 local function kept(v, akey, mine, channel)
+  v.get(akey)
+  if not v.demand[akey] then return 0, 0 end
+  local memo = akey .. '\0' .. mine .. '\0' .. channel
+  local got = v.kept[memo]
+  if got then return got[1], got[2] end
   local all, share = 0, 0
   for f, n in pairs(v.get(akey)) do
     if n > 0 and string.sub(f, 1, 2) == 'b:' then
@@ -93,6 +104,7 @@ local function kept(v, akey, mine, channel)
       end
     end
   end
+  v.kept[memo] = {all, share}
   return all, share
 end
 -- What the network, a channel's pool and buffer, and each named node
