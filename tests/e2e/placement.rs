@@ -884,6 +884,50 @@ async fn published_availability_keeps_what_backorders_wait_for() {
     }
 }
 
+/// Another source's backorders (an ERP's, set in inventory) keep their
+/// units from orders' too: a unit that comes while they ask for it
+/// leaves orders' backorder waiting, told it is not covered; when they
+/// ask for none any more, the feed wakes orders' backorder for it (its
+/// backoff put an hour off).
+#[tokio::test]
+async fn another_sources_backorders_keep_their_units_from_orders() {
+    let mut s = sold_out("erp-1").await;
+    let erp = |request_id: &str, revision, units| {
+        let demand = vec![inv::BackorderDemandFigure {
+            sku: "A".into(),
+            channel: String::new(),
+            units,
+        }];
+        let source = "erp".into();
+        let request_id = request_id.into();
+        let set = inv::SetBackorderDemandRequest {
+            request_id,
+            demand,
+            revision,
+            source,
+            complete: false,
+        };
+        authed(T, set)
+    };
+    s.stock_c
+        .set_backorder_demand(erp("erp-demand-1", 1, 1))
+        .await
+        .unwrap();
+    let mut db = s.suite.db.connect("orders").await;
+    backoffs_an_hour_off(&mut db).await;
+    receive(&mut s.stock_c, T, "A", 1).await;
+    let line = queue(&mut s.orders, "A").await;
+    assert_eq!(line.len(), 1);
+    assert!(!line[0].covered_now, "erp's unit: {line:?}");
+    let waiting = order_of(&mut s.orders, &s.older.name).await;
+    assert_eq!(waiting.state, OrderState::Backordered as i32);
+    s.stock_c
+        .set_backorder_demand(erp("erp-demand-2", 2, 0))
+        .await
+        .unwrap();
+    until_state(&mut s.feed, &s.older.name, OrderState::Reserved).await;
+}
+
 /// Two orders replicas publish what backorders ask for in turn:
 /// backorders made, then cancelled, through both at once leave inventory
 /// with what the waits ask for (figures under rising revisions taken in

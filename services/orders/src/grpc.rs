@@ -695,7 +695,7 @@ impl OrderService for OrderApi {
         let channels: BTreeSet<&str> = rows.iter().map(|r| r.channel.as_str()).collect();
         let mut stock = HashMap::new();
         for channel in channels {
-            let read = stock_line::before_backorders(
+            let read = stock_line::before_own_backorders(
                 &self.saga.peers,
                 &caller.tenant,
                 channel,

@@ -1,7 +1,7 @@
 //! Available-to-promise, computed from the record, and its change feed.
 use super::Inventory;
 use crate::domain::availability::{Figures, among, empty_at};
-use crate::domain::check_node_id;
+use crate::domain::{check_node_id, check_source};
 use crate::error::Result;
 use crate::repo;
 use futures::{Stream, StreamExt};
@@ -38,17 +38,27 @@ pub(crate) async fn stock_and_holds(
     Ok(f)
 }
 
+/// Which backorders a figure keeps units for.
+#[derive(Clone, Copy, Default)]
+struct Kept<'a> {
+    /// Counted, not taken out of `available`.
+    before: bool,
+    /// A source whose own are not counted (empty: none).
+    except: &'a str,
+}
+
 async fn figures(
     inv: &Inventory,
     tenant: &Tenant,
     skus: &[String],
     scope: &Scope,
+    except: &str,
 ) -> Result<Figures> {
     let mut f = stock_and_holds(&mut *inv.pool.acquire().await?, tenant, skus, None).await?;
     // Node figures leave backorders out: routing reads them at every plan,
     // and need not pay for the query.
     if !matches!(scope, Scope::Node(_)) {
-        f.add_backorders(repo::backorders::of(&inv.pool, tenant, skus).await?);
+        f.add_backorders(repo::backorders::of(&inv.pool, tenant, skus, except).await?);
     }
     f.safety = repo::rules::safety(&inv.pool, tenant, skus).await?;
     f.add_on_the_way(repo::transfers::on_the_way(&inv.pool, tenant, skus).await?);
@@ -64,9 +74,10 @@ async fn compute(
     tenant: &Tenant,
     skus: &[String],
     scope: &Scope,
-    before_backorders: bool,
+    kept: Kept<'_>,
 ) -> Result<Vec<Availability>> {
-    let f = figures(inv, tenant, skus, scope).await?;
+    let f = figures(inv, tenant, skus, scope, kept.except).await?;
+    let before_backorders = kept.before;
     let rule = match scope {
         Scope::Channel(c) => repo::rules::channel_rule(&inv.pool, tenant, c).await?,
         _ => None,
@@ -152,6 +163,13 @@ pub async fn get(
     let mut v = Violations::new();
     let skus = parse_skus(&mut v, &req.skus, true);
     let scope = parse_scope(&mut v, req.scope, &req.node_ids, &req.channel);
+    if !req.backorders_of.is_empty() {
+        v.check("backorders_of", check_source(&req.backorders_of));
+    }
+    let kept = Kept {
+        before: req.before_backorders,
+        except: &req.backorders_of,
+    };
     let filters = oms_kernel::fingerprint(&GetAvailabilityRequest {
         page_size: 0,
         page_token: String::new(),
@@ -180,7 +198,7 @@ pub async fn get(
         let n = n.clamp(1, rest.len());
         let (now, later) = rest.split_at(n);
         rows.extend(
-            compute(inv, tenant, now, &scope, req.before_backorders)
+            compute(inv, tenant, now, &scope, kept)
                 .await?
                 .into_iter()
                 .filter(past),
@@ -387,7 +405,7 @@ async fn run_figures(
     };
     let mut figures: BTreeMap<(String, String), Availability> = BTreeMap::new();
     for chunk in skus.chunks(MAX_SKUS) {
-        for a in compute(inv, tenant, chunk, with_the_sku, false).await? {
+        for a in compute(inv, tenant, chunk, with_the_sku, Kept::default()).await? {
             if wanted(&a.node_id) {
                 figures.insert((a.sku.clone(), a.node_id.clone()), a);
             }

@@ -114,19 +114,22 @@ pub async fn all_by_source(
     .await
 }
 
-/// The demand of these SKUs, every source's summed: (sku, channel,
-/// units), none of 0.
+/// The demand of these SKUs, every source's but `except`'s summed: (sku,
+/// channel, units), none of 0.
 pub async fn of(
     db: impl PgExecutor<'_>,
     tenant: &Tenant,
     skus: &[String],
+    except: &str,
 ) -> sqlx::Result<Vec<(String, String, i64)>> {
     sqlx::query_as(
         "SELECT sku, channel, sum(units)::bigint FROM backorder_demand
-         WHERE tenant = $1 AND sku = ANY($2) AND units > 0 GROUP BY sku, channel",
+         WHERE tenant = $1 AND sku = ANY($2) AND units > 0 AND source <> $3
+         GROUP BY sku, channel",
     )
     .bind(tenant.as_str())
     .bind(skus)
+    .bind(except)
     .fetch_all(db)
     .await
 }

@@ -238,6 +238,19 @@ async fn the_gate_keeps_what_backorders_ask_for() {
     };
     c.set_backorder_demand(authed("acme", erp)).await.unwrap();
     assert_eq!(available(c, "acme", "S").await.available, 10 - 6);
+    // What orders' own reservations may take: erp's unit left out, in the
+    // network and in the web's share (DC1's 6).
+    for (channel, want) in [("", 9), (web, 5)] {
+        let read = GetAvailabilityRequest {
+            skus: vec!["S".into()],
+            channel: channel.into(),
+            backorders_of: "orders".into(),
+            ..Default::default()
+        };
+        let a = c.get_availability(authed("acme", read)).await.unwrap();
+        let a = &a.into_inner().availabilities[0];
+        assert_eq!((a.backordered, a.available), (1, want), "{channel}");
+    }
 
     // A cart gets the 4 the network has beyond the 6 asked for.
     let err = reserve(c, "acme", "cart-0", vec![line("S", "", 5)]).await;
@@ -339,6 +352,13 @@ async fn the_gate_keeps_what_backorders_ask_for() {
 
     let bad = for_backorders("no:colons", "bad", 1);
     let err = c.create_reservation(authed("acme", bad)).await.unwrap_err();
+    assert_eq!(fields(&err), ["backorders_of"]);
+    let bad = GetAvailabilityRequest {
+        skus: vec!["S".into()],
+        backorders_of: "no:colons".into(),
+        ..Default::default()
+    };
+    let err = c.get_availability(authed("acme", bad)).await.unwrap_err();
     assert_eq!(fields(&err), ["backorders_of"]);
 }
 

@@ -3,7 +3,7 @@
 //! each tenant's inventory feed, only the events that can raise
 //! availability (receipts, returns, counts, releases and expiries of
 //! reservations, restored lots, enabled nodes, lowered safety stock or
-//! channel rules), and after each run of them asks inventory for the
+//! channel rules, less demand of another source's backorders), and after each run of them asks inventory for the
 //! availability of the SKUs waited for, in the network and in the waiting
 //! orders' channels, and wakes, oldest order first, every waiting step
 //! whose units it covers (first fit: an order too large for what came
@@ -16,7 +16,7 @@
 use crate::metrics::Metrics;
 use crate::repo::{feeds, stock_waits};
 use crate::workers::stock_line::{self, Left};
-use crate::workers::{followers, peers::Peers, saga::Saga};
+use crate::workers::{demand_publisher, followers, peers::Peers, saga::Saga};
 use futures::{FutureExt, StreamExt};
 use oms_kernel::Tenant;
 use oms_proto::inventory::{
@@ -28,13 +28,14 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// The inventory events that can raise availability.
-const SUPPLY: [&str; 6] = [
+const SUPPLY: [&str; 7] = [
     "StockMoved",
     "ReservationReleased",
     "LotRestored",
     "NodeChanged",
     "SafetyStockSet",
     "ChannelRuleSet",
+    "BackorderDemandSet",
 ];
 
 /// Events taken in one run (those already arrived, up to this many).
@@ -82,6 +83,12 @@ impl Raised {
             Some(Kind::LotRestored(l)) => (vec![l.sku.clone()], true),
             Some(Kind::NodeChanged(n)) if n.enabled && n.usable => (n.skus.clone(), true),
             Some(Kind::SafetyStockSet(s)) if !s.sku.is_empty() => (vec![s.sku.clone()], false),
+            // Another source's backorders may ask for less: the units the
+            // gate kept for them are orders' to take. (Its own figures
+            // change nothing orders' reservations may take.)
+            Some(Kind::BackorderDemandSet(d)) if d.source != demand_publisher::SOURCE => {
+                (d.skus.clone(), false)
+            }
             Some(Kind::SafetyStockSet(_) | Kind::ChannelRuleSet(_)) => {
                 *self = Raised::All;
                 return;
@@ -245,8 +252,8 @@ impl StockFeed {
 mod tests {
     use super::*;
     use oms_proto::inventory::{
-        Allocation, ChannelRuleSet, MovementKind, NodeChanged, ReservationReleased, StockMoved,
-        StockMovement,
+        Allocation, BackorderDemandSet, ChannelRuleSet, MovementKind, NodeChanged,
+        ReservationReleased, StockMoved, StockMovement,
     };
 
     fn event(kind: Kind) -> InventoryEvent {
@@ -278,8 +285,17 @@ mod tests {
             skus: vec!["DISABLED".into()],
             ..Default::default()
         })));
+        let demand = |source: &str| {
+            event(Kind::BackorderDemandSet(BackorderDemandSet {
+                skus: vec![format!("{source}-DEMAND")],
+                source: source.into(),
+                ..Default::default()
+            }))
+        };
+        raised.add(&demand("orders"));
         assert_eq!(raised, Raised::Nothing);
         raised.add(&moved("RECEIVED", MovementKind::Receipt, 4));
+        raised.add(&demand("erp"));
         raised.add(&moved("CONFIRMED", MovementKind::CycleCount, 0));
         raised.add(&moved("COUNTED", MovementKind::CycleCount, 2));
         raised.add(&event(Kind::ReservationReleased(ReservationReleased {
@@ -294,7 +310,7 @@ mod tests {
         assert_eq!(
             raised,
             Raised::Skus {
-                raised: set(&["COUNTED", "RECEIVED", "RELEASED"]),
+                raised: set(&["COUNTED", "RECEIVED", "RELEASED", "erp-DEMAND"]),
                 arrived: set(&["COUNTED", "RECEIVED"]),
             }
         );

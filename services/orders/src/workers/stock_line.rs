@@ -179,7 +179,7 @@ async fn available(
     }
     for (channel, skus) in by_channel {
         for chunk in skus.chunks(BATCH) {
-            for a in before_backorders(peers, tenant, channel, chunk.to_vec()).await? {
+            for a in before_own_backorders(peers, tenant, channel, chunk.to_vec()).await? {
                 left.insert((channel.to_owned(), a.sku), a.available);
             }
         }
@@ -189,9 +189,10 @@ async fn available(
 
 /// What inventory says of `skus` (at most 1,000) where an order of
 /// `channel` takes its stock from (the network when empty, else the
-/// channel's share), before any backorder's demand is taken out: what a
-/// reservation could take now, and what is on the way.
-pub(crate) async fn before_backorders(
+/// channel's share), before orders' own backorders' demand is taken out
+/// (another source's is: the gate keeps those units from orders too):
+/// what an order's reservation could take now, and what is on the way.
+pub(crate) async fn before_own_backorders(
     peers: &Peers,
     tenant: &Tenant,
     channel: &str,
@@ -205,7 +206,7 @@ pub(crate) async fn before_backorders(
         skus,
         scope: scope as i32,
         channel: channel.to_owned(),
-        before_backorders: true,
+        backorders_of: crate::workers::demand_publisher::SOURCE.to_owned(),
         ..Default::default()
     };
     let answer = peers.inventory(tenant).get_availability(req).await?;
