@@ -77,7 +77,6 @@ async fn compute(
     kept: Kept<'_>,
 ) -> Result<Vec<Availability>> {
     let f = figures(inv, tenant, skus, scope, kept.except).await?;
-    let before_backorders = kept.before;
     let rule = match scope {
         Scope::Channel(c) => repo::rules::channel_rule(&inv.pool, tenant, c).await?,
         _ => None,
@@ -85,9 +84,9 @@ async fn compute(
     Ok(skus
         .iter()
         .flat_map(|sku| match scope {
-            Scope::Network => vec![f.for_network(sku, before_backorders)],
+            Scope::Network => vec![f.for_network(sku, kept.before)],
             Scope::Node(only) => f.per_node(sku, only),
-            Scope::Channel(c) => vec![f.for_channel(sku, c, rule.as_ref(), before_backorders)],
+            Scope::Channel(c) => vec![f.for_channel(sku, c, rule.as_ref(), kept.before)],
         })
         .collect())
 }

@@ -70,9 +70,7 @@ pub async fn set(
         let mut stored = repo::backorders::set(&mut tx, tenant, by, &req.demand).await?;
         if req.complete {
             stored.extend(repo::backorders::zero_the_rest(&mut tx, tenant, by).await?);
-            stored.sort_by(|a, b| {
-                (&a.figure.sku, &a.figure.channel).cmp(&(&b.figure.sku, &b.figure.channel))
-            });
+            repo::backorders::sort(&mut stored);
         }
         keep_in_gate(inv, tenant, &req.source, &stored).await?;
         let demand: Vec<BackorderDemandFigure> = stored.into_iter().map(|s| s.figure).collect();

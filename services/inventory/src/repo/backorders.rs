@@ -9,6 +9,13 @@ pub struct Stored {
     pub was: i64,
 }
 
+/// Sorts figures by SKU, then channel.
+pub fn sort(stored: &mut [Stored]) {
+    stored.sort_by(|a, b| {
+        (&a.figure.sku, &a.figure.channel).cmp(&(&b.figure.sku, &b.figure.channel))
+    });
+}
+
 /// Stores the figures newer than the revision stored for each; returns
 /// those stored (an older or repeated revision stores nothing), sorted.
 /// The caller holds the source's lock ([`crate::repo::lock::backorder_demand`]),
@@ -59,9 +66,7 @@ pub async fn set(
             was,
         })
         .collect();
-    stored.sort_by(|a, b| {
-        (&a.figure.sku, &a.figure.channel).cmp(&(&b.figure.sku, &b.figure.channel))
-    });
+    sort(&mut stored);
     Ok(stored)
 }
 

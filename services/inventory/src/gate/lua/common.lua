@@ -88,13 +88,13 @@ end
 -- Read once per SKU, source and channel in a script: a batch changes no
 -- demand.
 local function kept(v, akey, mine, channel)
-  v.get(akey)
+  local h = v.get(akey)
   if not v.demand[akey] then return 0, 0 end
   local memo = akey .. '\0' .. mine .. '\0' .. channel
   local got = v.kept[memo]
   if got then return got[1], got[2] end
   local all, share = 0, 0
-  for f, n in pairs(v.get(akey)) do
+  for f, n in pairs(h) do
     if n > 0 and string.sub(f, 1, 2) == 'b:' then
       local i = string.find(f, ':', 3, true)
       local c = string.sub(f, i + 1)
