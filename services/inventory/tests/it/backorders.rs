@@ -330,6 +330,21 @@ async fn the_gate_keeps_what_backorders_ask_for() {
     assert_eq!(d, [("b:erp:", "", 0, 1)]);
     reconcile(c, "acme", false).await;
     assert_eq!(redis.cli(&["HGET", key, "b:erp:"]).trim(), "1");
+    // A field the service never writes (no second ':') neither fails the
+    // SKU's reservations nor counts; Reconcile drops it.
+    redis.cli(&["HSET", key, "b:bogus", "5"]);
+    let err = reserve(c, "acme", "cart-4", vec![line("S", "", 1)]).await;
+    assert_eq!(
+        shorts(&err.unwrap_err()),
+        short(
+            "items/S",
+            "0 available, 1 requested (6 kept for waiting backorders)"
+        )
+    );
+    let d = reconcile(c, "acme", false).await.drifts;
+    let d: Vec<_> = d.iter().map(|d| (d.field.as_str(), d.gate_value)).collect();
+    assert_eq!(d, [("b:bogus", 5)]);
+    assert_eq!(redis.cli(&["HEXISTS", key, "b:bogus"]).trim(), "0");
 
     // Less demand gives its units back: nothing waits any more, and a
     // cart takes the last unit.

@@ -95,8 +95,11 @@ local function kept(v, akey, mine, channel)
   if got then return got[1], got[2] end
   local all, share = 0, 0
   for f, n in pairs(h) do
-    if n > 0 and string.sub(f, 1, 2) == 'b:' then
-      local i = string.find(f, ':', 3, true)
+    -- (A field without its second ':' was not written by the service;
+    -- Reconcile reports and drops it. It must not fail every reservation
+    -- of the SKU meanwhile.)
+    local i = n > 0 and string.sub(f, 1, 2) == 'b:' and string.find(f, ':', 3, true)
+    if i then
       local c = string.sub(f, i + 1)
       if string.sub(f, 3, i - 1) ~= mine then
         all = all + n
