@@ -13,7 +13,8 @@ pub enum Due {
     Unknown,
 }
 
-/// `available`: units available now (before any backorder's); `arrivals`:
+/// `available`: units available now to orders' reservations (before its
+/// own backorders' demand, after other sources'); `arrivals`:
 /// units on the way, soonest first, those of no time said last; `ahead`:
 /// units the orders before it ask for; `units`: its own.
 pub fn due(available: i64, arrivals: &[Arrival], ahead: i64, units: i64) -> Due {
