@@ -1,6 +1,6 @@
 //! The placement saga across orders and inventory: reserve, backorder,
 //! cancel with compensation, holds, and a crash in the middle.
-use oms_e2e::{Suite, next_order_event, receive, rid};
+use oms_e2e::{Suite, next_order_event, receive, rid, until_all};
 use oms_proto::common::{Money, PostalAddress};
 use oms_proto::inventory::{self as inv, inventory_service_client::InventoryServiceClient};
 use oms_proto::orders::{self as ord, OrderState, order_service_client::OrderServiceClient};
@@ -870,8 +870,8 @@ async fn published_availability_keeps_what_backorders_wait_for() {
         .await
         .unwrap();
     wake_off.rollback().await.unwrap();
-    until_state(&mut s.feed, &s.older.name, OrderState::Reserved).await;
-    until_state(&mut s.feed, &second.name, OrderState::Reserved).await;
+    let both = [s.older.name.as_str(), second.name.as_str()];
+    until_all(&mut s.feed, &both, OrderState::Reserved).await;
     // Every figure from the cart's on shows nothing left, until orders
     // says that nothing waits any more.
     loop {

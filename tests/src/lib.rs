@@ -232,6 +232,27 @@ pub async fn until_state(
         .unwrap_or_else(|_| panic!("{name} did not reach {state:?} within 120 s"))
 }
 
+/// Waits until every order of `names` reaches `state`, in whatever order
+/// the feed tells them (orders woken together may commit either way).
+pub async fn until_all(
+    feed: &mut tonic::Streaming<oms_proto::orders::WatchOrderEventsResponse>,
+    names: &[&str],
+    state: oms_proto::orders::OrderState,
+) {
+    let mut left: std::collections::BTreeSet<&str> = names.iter().copied().collect();
+    let wait = async {
+        while !left.is_empty() {
+            let ev = next_order_event(feed).await;
+            if let Some(o) = ev.order.as_ref().filter(|o| o.state == state as i32) {
+                left.remove(o.name.as_str());
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(120), wait)
+        .await
+        .unwrap_or_else(|_| panic!("{names:?} did not all reach {state:?} within 120 s"))
+}
+
 /// SubmitOrder of a one-unit order of `sku` from the channel
 /// `channels/pos`, shipped to `street`, `city`, Portugal.
 pub fn pos_submission(
