@@ -42,6 +42,40 @@ async fn reservations_run_on_a_redis_cluster() {
             .unwrap();
         assert_eq!(available(&mut h.client, t, "A").await.available, 0);
     }
+    // Backorder demand set on the cluster is kept from a cart, not from a
+    // reservation for its source.
+    item(&mut h.client, "acme", "D").await;
+    receive(&mut h.client, "acme", "DC1", "D", 2).await;
+    let demand = SetBackorderDemandRequest {
+        request_id: rid(),
+        demand: vec![BackorderDemandFigure {
+            sku: "D".into(),
+            channel: String::new(),
+            units: 1,
+        }],
+        revision: 1,
+        source: "orders".into(),
+        complete: false,
+    };
+    h.client
+        .set_backorder_demand(authed("acme", demand))
+        .await
+        .unwrap();
+    let err = reserve(&mut h.client, "acme", "d-cart", vec![line("D", "", 2)]).await;
+    assert_eq!(err.unwrap_err().code(), tonic::Code::FailedPrecondition);
+    reserve(&mut h.client, "acme", "d-cart-1", vec![line("D", "", 1)])
+        .await
+        .unwrap();
+    let mine = CreateReservationRequest {
+        reservation_id: "d-order".into(),
+        lines: vec![line("D", "", 1)],
+        backorders_of: "orders".into(),
+        ..Default::default()
+    };
+    h.client
+        .create_reservation(authed("acme", mine))
+        .await
+        .unwrap();
     let report = reconcile(&mut h.client, "acme", true).await;
     assert!(report.drifts.is_empty(), "{:?}", report.drifts);
 }
