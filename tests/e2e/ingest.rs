@@ -738,38 +738,9 @@ async fn a_channel_never_shows_what_backorders_wait_for() {
 /// channel's figure is 0 with that date.
 #[tokio::test]
 async fn a_sold_out_listing_says_when_it_is_back_in_stock() {
-    use crate::placement::{create, none_of_a, until_figure};
-    use oms_proto::inventory as inv;
+    use crate::placement::{create, none_of_a, on_their_way_to_a_store, until_figure};
     let (suite, mut stock) = none_of_a().await;
-    let store = inv::CreateNodeRequest {
-        request_id: "store".into(),
-        node: Some(inv::Node {
-            node_id: "STORE1".into(),
-            kind: oms_proto::common::NodeKind::Store as i32,
-            enabled: true,
-            ..Default::default()
-        }),
-    };
-    stock.create_node(authed(T, store)).await.unwrap();
-    oms_e2e::receive(&mut stock, T, "A", 2).await;
-    let due = prost_types::Timestamp {
-        seconds: (chrono::Utc::now() + chrono::Duration::days(2)).timestamp(),
-        nanos: 0,
-    };
-    let sent = inv::SendTransferRequest {
-        request_id: "to-1".into(),
-        transfer_id: "TO-1".into(),
-        from_node_id: "DC1".into(),
-        to_node_id: "STORE1".into(),
-        lines: vec![inv::TransferLine {
-            sku: "A".into(),
-            quantity: 2,
-            ..Default::default()
-        }],
-        expected_arrival_time: Some(due),
-        ..Default::default()
-    };
-    stock.send_transfer(authed(T, sent)).await.unwrap();
+    let due = on_their_way_to_a_store(&mut stock, 2).await;
     let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
     let mut events = suite.order_events(T).await;
     let o = create(&mut orders, "waits-1", &[("A", 1)]).await;

@@ -413,37 +413,8 @@ async fn queue(c: &mut OrderServiceClient<Channel>, sku: &str) -> Vec<ord::Backo
 #[tokio::test]
 async fn a_backorder_is_told_when_its_stock_is_due() {
     let (suite, mut stock_c) = none_of_a().await;
-    let store = inv::Node {
-        node_id: "STORE1".into(),
-        kind: oms_proto::common::NodeKind::Store as i32,
-        enabled: true,
-        ..Default::default()
-    };
-    let store = inv::CreateNodeRequest {
-        request_id: rid(),
-        node: Some(store),
-    };
-    stock_c.create_node(authed(T, store)).await.unwrap();
     // Three units leave DC1 for STORE1, due in two days.
-    receive(&mut stock_c, T, "A", 3).await;
-    let due = prost_types::Timestamp {
-        seconds: (chrono::Utc::now() + chrono::Duration::days(2)).timestamp(),
-        nanos: 0,
-    };
-    let sent = inv::SendTransferRequest {
-        request_id: rid(),
-        transfer_id: "TO-1".into(),
-        from_node_id: "DC1".into(),
-        to_node_id: "STORE1".into(),
-        lines: vec![inv::TransferLine {
-            sku: "A".into(),
-            quantity: 3,
-            ..Default::default()
-        }],
-        expected_arrival_time: Some(due),
-        ..Default::default()
-    };
-    stock_c.send_transfer(authed(T, sent)).await.unwrap();
+    let due = on_their_way_to_a_store(&mut stock_c, 3).await;
     let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
     let mut feed = suite.order_events(T).await;
     for (id, q) in [("d1", 2), ("d2", 1), ("d3", 1)] {
@@ -463,6 +434,45 @@ async fn a_backorder_is_told_when_its_stock_is_due() {
         ],
         "the 3 coming cover the first two"
     );
+}
+
+/// Receives `units` of A at DC1 and sends them to a new node STORE1 by a
+/// transfer due in two days; the time it is due.
+pub(crate) async fn on_their_way_to_a_store(
+    stock_c: &mut InventoryServiceClient<Channel>,
+    units: i64,
+) -> prost_types::Timestamp {
+    let store = inv::Node {
+        node_id: "STORE1".into(),
+        kind: oms_proto::common::NodeKind::Store as i32,
+        enabled: true,
+        ..Default::default()
+    };
+    let store = inv::CreateNodeRequest {
+        request_id: rid(),
+        node: Some(store),
+    };
+    stock_c.create_node(authed(T, store)).await.unwrap();
+    receive(stock_c, T, "A", units).await;
+    let due = prost_types::Timestamp {
+        seconds: (chrono::Utc::now() + chrono::Duration::days(2)).timestamp(),
+        nanos: 0,
+    };
+    let sent = inv::SendTransferRequest {
+        request_id: rid(),
+        transfer_id: "TO-1".into(),
+        from_node_id: "DC1".into(),
+        to_node_id: "STORE1".into(),
+        lines: vec![inv::TransferLine {
+            sku: "A".into(),
+            quantity: units,
+            ..Default::default()
+        }],
+        expected_arrival_time: Some(due),
+        ..Default::default()
+    };
+    stock_c.send_transfer(authed(T, sent)).await.unwrap();
+    due
 }
 
 async fn still_waiting(db: &mut sqlx::PgConnection, name: &str) -> bool {

@@ -30,12 +30,7 @@ pub async fn exclusive(tx: &mut PgConnection, tenant: &Tenant) -> sqlx::Result<(
 /// them after the one before has committed (a node default and a SKU's own
 /// figure are different rows, which no row lock orders).
 pub async fn safety_at(tx: &mut PgConnection, tenant: &Tenant, node: &str) -> sqlx::Result<()> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('oms.inventory.safety:' || $1 || '/' || $2, 0))")
-        .bind(tenant.as_str())
-        .bind(node)
-        .execute(tx)
-        .await?;
-    Ok(())
+    exclusive_on(tx, format!("oms.inventory.safety:{tenant}/{node}")).await
 }
 
 /// The advisory lock key of tenant `$1`'s stock of SKU `s` at node `n`
@@ -100,9 +95,13 @@ pub async fn backorder_demand(
     tenant: &Tenant,
     source: &str,
 ) -> sqlx::Result<()> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('oms.inventory.demand:' || $1 || '/' || $2, 0))")
-        .bind(tenant.as_str())
-        .bind(source)
+    exclusive_on(tx, format!("oms.inventory.demand:{tenant}/{source}")).await
+}
+
+/// The transaction's exclusive advisory lock on `key`.
+async fn exclusive_on(tx: &mut PgConnection, key: String) -> sqlx::Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(key)
         .execute(tx)
         .await?;
     Ok(())
