@@ -22,7 +22,7 @@ async fn stocked(suite: &Suite, skus: &[&str]) {
     suite.stock(T, &items).await;
 }
 
-async fn channel(
+pub(crate) async fn channel(
     c: &mut IngestServiceClient<tonic::transport::Channel>,
     id: &str,
     kind: ing::ChannelKind,

@@ -6,3 +6,4 @@ mod journeys;
 mod placement;
 mod platform;
 mod shipping;
+mod tls;

@@ -67,7 +67,7 @@ fn simulated_wms_of(
     let stop = CancellationToken::new();
     tokio::spawn(
         Sim {
-            url: format!("http://{}", suite.services[&Service::Fulfillment].addr),
+            url: suite.services[&Service::Fulfillment].url(),
             tenant: Tenant::parse(tenant).unwrap(),
             issuer: TokenIssuer::new(&cfg.auth),
             adapter_id: format!("wms-{node}"),
@@ -76,10 +76,10 @@ fn simulated_wms_of(
             reject_rate,
             short_pick_rate,
             seed: 1,
-            inventory_url: Some(format!(
-                "http://{}",
-                suite.services[&Service::Inventory].addr
-            )),
+            inventory_url: Some(suite.services[&Service::Inventory].url()),
+            // Over TLS, the adapter shows fulfillment's certificate: one of
+            // the CA's, which is all the services ask of a caller.
+            tls: suite.services[&Service::Fulfillment].tls.clone(),
         }
         .run(stop.clone()),
     );

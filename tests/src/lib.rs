@@ -8,6 +8,7 @@ use oms_proto::common::NodeKind;
 use oms_proto::inventory::{self as inv, inventory_service_client::InventoryServiceClient};
 use oms_runtime::Service;
 use oms_testkit::authed;
+use oms_testkit::pki::Pki;
 use oms_testkit::{Running, TestDb};
 use std::collections::HashMap;
 use tokio::net::TcpListener;
@@ -19,10 +20,23 @@ pub struct Suite {
     /// The suite's place in Redis: a service started again or a replica
     /// finds the gate the others left.
     redis_prefix: String,
+    /// The CA of a suite that runs over mutual TLS.
+    pki: Option<Pki>,
 }
 
 impl Suite {
     pub async fn start() -> Suite {
+        Suite::start_with(None).await
+    }
+
+    /// The suite over mutual TLS, as in production: each service serves its
+    /// own certificate of one CA, calls its peers over `https://` with it,
+    /// and asks every caller for one (`OMS_TLS_CLIENT_AUTH` `required`).
+    pub async fn start_over_tls() -> Suite {
+        Suite::start_with(Some(Pki::new("OMS test CA"))).await
+    }
+
+    async fn start_with(pki: Option<Pki>) -> Suite {
         let db = TestDb::new().await;
         let redis_prefix = oms_testkit::redis_prefix();
         let mut listeners = Vec::new();
@@ -36,8 +50,8 @@ impl Suite {
         // All at once, as `make up` and a rollout start them: their
         // migrations run concurrently in the one database.
         let started = futures::future::join_all(listeners.into_iter().map(|(s, listener)| {
-            let (db, peers, prefix) = (&db, &peers, &redis_prefix);
-            async move { (s, start_one(s, listener, db, peers, prefix).await) }
+            let (db, peers, prefix, pki) = (&db, &peers, &redis_prefix, pki.as_ref());
+            async move { (s, start_one(s, listener, db, peers, prefix, pki).await) }
         }))
         .await;
         let services: HashMap<Service, Running> = started.into_iter().collect();
@@ -46,11 +60,17 @@ impl Suite {
             db,
             peers,
             redis_prefix,
+            pki,
         }
     }
 
     pub fn channel(&self, s: Service) -> tonic::transport::Channel {
         self.services[&s].channel()
+    }
+
+    /// The CA of a suite started with [`Suite::start_over_tls`].
+    pub fn pki(&self) -> Option<&Pki> {
+        self.pki.as_ref()
     }
 
     /// The orders feed of `tenant`, from its start.
@@ -137,7 +157,15 @@ impl Suite {
     /// database and peers (as a second pod would be).
     pub async fn start_replica(&self, s: Service) -> Running {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        start_one(s, listener, &self.db, &self.peers, &self.redis_prefix).await
+        start_one(
+            s,
+            listener,
+            &self.db,
+            &self.peers,
+            &self.redis_prefix,
+            self.pki.as_ref(),
+        )
+        .await
     }
 
     /// [`Suite::start_replica`], but the replica cannot reach `peer` (a
@@ -150,7 +178,15 @@ impl Suite {
             .filter(|(p, _)| *p != peer)
             .copied()
             .collect();
-        start_one(s, listener, &self.db, &peers, &self.redis_prefix).await
+        start_one(
+            s,
+            listener,
+            &self.db,
+            &peers,
+            &self.redis_prefix,
+            self.pki.as_ref(),
+        )
+        .await
     }
 
     /// Starts a crashed service again on its port and database.
@@ -159,7 +195,15 @@ impl Suite {
         let listener = TcpListener::bind(addr)
             .await
             .expect("the crashed service's port is free");
-        let running = start_one(s, listener, &self.db, &self.peers, &self.redis_prefix).await;
+        let running = start_one(
+            s,
+            listener,
+            &self.db,
+            &self.peers,
+            &self.redis_prefix,
+            self.pki.as_ref(),
+        )
+        .await;
         self.services.insert(s, running);
     }
 }
@@ -170,9 +214,13 @@ async fn start_one(
     db: &TestDb,
     peers: &[(Service, std::net::SocketAddr)],
     redis_prefix: &str,
+    pki: Option<&Pki>,
 ) -> Running {
-    let prefix = [("OMS_REDIS_KEY_PREFIX", redis_prefix.to_string())];
-    let config = oms_testkit::config_with(s, db, peers, &prefix);
+    let mut overrides = vec![("OMS_REDIS_KEY_PREFIX", redis_prefix.to_string())];
+    if let Some(pki) = pki {
+        overrides.extend(pki.service_env(s.name()));
+    }
+    let config = oms_testkit::config_with(s, db, peers, &overrides);
     match s {
         Service::Ingest => oms_testkit::spawn_isolated(listener, config, oms_ingest::run).await,
         Service::Orders => oms_testkit::spawn_isolated(listener, config, oms_orders::run).await,

@@ -61,7 +61,7 @@ pub async fn run_with(
     .await?;
     let posting = Arc::new(Notify::new());
     let inventory = inventory::Inventory {
-        channel: oms_runtime::client::channel(config.peer_url(Service::Inventory))?,
+        channel: oms_runtime::client::peer(&config, Service::Inventory)?,
         issuer: TokenIssuer::new(&config.auth),
     };
     posting::Poster {

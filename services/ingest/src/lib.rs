@@ -35,7 +35,7 @@ pub async fn run(
     )
     .await?;
     oms_runtime::retention::start(&pool, &config, shutdown.clone());
-    let orders = oms_runtime::client::channel(config.peer_url(Service::Orders))?;
+    let orders = oms_runtime::client::peer(&config, Service::Orders)?;
     let api = grpc::IngestApi {
         pool: pool.clone(),
         submissions: submissions::Submissions::start(&pool, &shutdown),
@@ -45,7 +45,7 @@ pub async fn run(
             &shutdown,
         ),
         orders,
-        inventory: oms_runtime::client::channel(config.peer_url(Service::Inventory))?,
+        inventory: oms_runtime::client::peer(&config, Service::Inventory)?,
         issuer: TokenIssuer::new(&config.auth),
         metrics: metrics::Metrics::new(),
         shutdown: shutdown.clone(),

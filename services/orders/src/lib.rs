@@ -34,7 +34,7 @@ pub async fn run(
     .await?;
     oms_runtime::retention::start(&pool, &config, shutdown.clone());
     let waker = FeedWaker::start(&pool, shutdown.clone());
-    let channel = |s| oms_runtime::client::channel(config.peer_url(s));
+    let channel = |s| oms_runtime::client::peer(&config, s);
     let peers = workers::peers::Peers {
         inventory: channel(oms_runtime::Service::Inventory)?,
         routing: channel(oms_runtime::Service::Routing)?,

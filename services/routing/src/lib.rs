@@ -36,7 +36,7 @@ pub async fn run(
     )
     .await?;
     let inventory = network::Inventory::new(
-        oms_runtime::client::channel(config.peer_url(Service::Inventory))?,
+        oms_runtime::client::peer(&config, Service::Inventory)?,
         TokenIssuer::new(&config.auth),
     );
     oms_runtime::retention::start(&pool, &config, shutdown.clone());

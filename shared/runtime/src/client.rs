@@ -17,10 +17,23 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 /// caller's transaction (the saga's, ingest's) forever.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A channel to a peer service, over TLS when its URL is `https://` (the
+/// configuration makes sure it then has a CA to check the peer by).
+pub fn peer(config: &crate::Config, service: crate::Service) -> anyhow::Result<Channel> {
+    channel(config.peer_url(service), config.tls.as_ref())
+}
+
 /// A channel that connects on first use and reconnects by itself; unary
-/// calls on it time out after [`CALL_TIMEOUT`].
-pub fn channel(url: &str) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(url.to_owned())?
+/// calls on it time out after [`CALL_TIMEOUT`]. An `https://` URL is
+/// called with `tls`: the peer's certificate checked against its CA, and
+/// this side's certificate presented (mutual TLS).
+pub fn channel(url: &str, tls: Option<&crate::tls::TlsConfig>) -> anyhow::Result<Channel> {
+    let mut endpoint = Endpoint::from_shared(url.to_owned())?;
+    if url.starts_with("https://") {
+        let tls = tls.ok_or_else(|| anyhow::anyhow!("{url}: https needs a TLS configuration"))?;
+        endpoint = endpoint.tls_config(tls.client())?;
+    }
+    Ok(endpoint
         .connect_timeout(Duration::from_secs(5))
         .timeout(CALL_TIMEOUT)
         .tcp_nodelay(true)

@@ -174,6 +174,15 @@ pub struct Config {
     /// `OMS_<SERVICE>_URL` for every service, default
     /// `http://127.0.0.1:<its port>`: where this service calls its peers.
     pub peers: Vec<(Service, String)>,
+    /// `OMS_TLS_*`: TLS on the gRPC port and to `https://` peers.
+    pub tls: Option<crate::tls::TlsConfig>,
+    /// `OMS_TLS_OFFLOADED=true`: a service mesh (Linkerd, Istio) encrypts
+    /// and authenticates the pod's traffic, so production may run without
+    /// `OMS_TLS_*`.
+    pub tls_offloaded: bool,
+    /// `OMS_HEALTH_LISTEN_ADDR`: a second, plaintext port that serves only
+    /// `grpc.health.v1`, for probes that cannot speak TLS (the kubelet's).
+    pub health_listen_addr: Option<SocketAddr>,
 }
 
 impl Config {
@@ -215,15 +224,24 @@ impl Config {
         let filter = get("OMS_LOG")
             .or_else(|| get("RUST_LOG"))
             .unwrap_or_else(|| "info,sqlx::postgres::notice=warn".into());
+        let tls = crate::tls::TlsConfig::from_lookup(&get, &mut errors);
+        // With a CA to check them by, peers are called over TLS by default
+        // (they serve it as this service does).
+        let scheme = match &tls {
+            Some(t) if t.has_ca() => "https",
+            _ => "http",
+        };
         let peers: Vec<(Service, String)> = Service::ALL
             .iter()
             .map(|s| {
                 let key = format!("{}_URL", s.env_prefix());
-                let url =
-                    get(&key).unwrap_or_else(|| format!("http://127.0.0.1:{}", s.default_port()));
+                let url = get(&key)
+                    .unwrap_or_else(|| format!("{scheme}://127.0.0.1:{}", s.default_port()));
                 (*s, url)
             })
             .collect();
+        let offloaded = parse("OMS_TLS_OFFLOADED", "false");
+        let health_listen = get("OMS_HEALTH_LISTEN_ADDR");
 
         let listen_addr = listen
             .parse::<SocketAddr>()
@@ -301,7 +319,34 @@ impl Config {
                     s.env_prefix()
                 ));
             }
+            if url.starts_with("https://") && !tls.as_ref().is_some_and(|t| t.has_ca()) {
+                errors.push(format!(
+                    "{}_URL={url:?}: an https:// peer needs OMS_TLS_CA_FILE to check its certificate",
+                    s.env_prefix()
+                ));
+            }
         }
+        let tls_offloaded = match offloaded.as_str() {
+            "true" => true,
+            "false" => false,
+            other => {
+                errors.push(format!("OMS_TLS_OFFLOADED={other:?}: use true or false"));
+                false
+            }
+        };
+        let serves_tls = tls.as_ref().is_some_and(|t| t.serves_tls());
+        if environment == "production" && !serves_tls && !tls_offloaded {
+            errors.push(
+                "OMS_ENVIRONMENT=production needs TLS: set OMS_TLS_CERT_FILE, OMS_TLS_KEY_FILE and OMS_TLS_CA_FILE, \
+                 or OMS_TLS_OFFLOADED=true when a service mesh encrypts the pod's traffic"
+                    .into(),
+            );
+        }
+        let health_listen_addr = health_listen.and_then(|a| {
+            a.parse::<SocketAddr>()
+                .map_err(|e| errors.push(format!("OMS_HEALTH_LISTEN_ADDR={a:?}: {e}")))
+                .ok()
+        });
         if !errors.is_empty() {
             return Err(ConfigError(errors));
         }
@@ -340,6 +385,9 @@ impl Config {
             event_retention: days(event_days),
             idempotency_retention: days(request_days),
             peers,
+            tls,
+            tls_offloaded,
+            health_listen_addr,
         })
     }
 

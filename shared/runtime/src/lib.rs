@@ -6,7 +6,7 @@
 //! (bearer JWT, tenant from the token), [`address`] checks, [`db`] (its own schema, migrations),
 //! [`batch`] (many requests, one round trip: group commit),
 //! [`redis`], [`idempotency`], the [`outbox`] feed, the [`retention`] of
-//! both, and [`status`] helpers that turn domain errors into rich gRPC
+//! both, [`tls`] (mutual TLS between services), and [`status`] helpers that turn domain errors into rich gRPC
 //! errors.
 
 pub mod address;
@@ -28,6 +28,7 @@ pub mod shutdown;
 pub mod status;
 pub mod telemetry;
 pub mod time;
+pub mod tls;
 
 pub use config::{Config, Service};
 

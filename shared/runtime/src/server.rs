@@ -12,7 +12,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 use tonic::{body::Body, server::NamedService, service::RoutesBuilder};
-use tonic_health::{ServingStatus, server::HealthReporter};
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::{
+    ServingStatus,
+    server::{HealthReporter, HealthService},
+};
 use tower::{Service, limit::GlobalConcurrencyLimitLayer};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
@@ -62,6 +66,8 @@ impl<S, B> GrpcService<B> for S where
 pub struct GrpcServer {
     config: Config,
     routes: RoutesBuilder,
+    /// Also served alone on `OMS_HEALTH_LISTEN_ADDR`.
+    health_service: HealthGrpc,
     names: Vec<&'static str>,
     health: HealthReporter,
     db: Option<PgPool>,
@@ -70,12 +76,14 @@ pub struct GrpcServer {
 
 impl GrpcServer {
     pub fn new(config: &Config) -> Self {
-        let (health, health_service) = tonic_health::server::health_reporter();
+        let health = HealthReporter::new();
+        let health_service = HealthServer::new(HealthService::from_health_reporter(health.clone()));
         let mut routes = RoutesBuilder::default();
-        routes.add_service(health_service);
+        routes.add_service(health_service.clone());
         Self {
             config: config.clone(),
             routes,
+            health_service,
             names: Vec::new(),
             health,
             db: None,
@@ -112,6 +120,7 @@ impl GrpcServer {
         let GrpcServer {
             config,
             mut routes,
+            health_service,
             names,
             health,
             db,
@@ -149,7 +158,19 @@ impl GrpcServer {
         let drain = shutdown.clone();
         let reporter = health.clone();
         let drain_names = names.clone();
-        let server = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = config.tls.as_ref().and_then(|t| t.server()) {
+            builder = builder.tls_config(tls)?;
+        }
+        let health_port = match config.health_listen_addr {
+            Some(addr) => Some(tokio::spawn(serve_health(
+                TcpListener::bind(addr).await?,
+                health_service.clone(),
+                shutdown.clone(),
+            ))),
+            None => None,
+        };
+        let server = builder
             .trace_fn(request_span)
             .concurrency_limit_per_connection(limit)
             .load_shed(true)
@@ -186,10 +207,31 @@ impl GrpcServer {
             }
         };
         watcher.abort();
+        if let Some(h) = health_port {
+            h.abort();
+        }
         result??;
         tracing::info!(service, "stopped");
         Ok(())
     }
+}
+
+type HealthGrpc = HealthServer<HealthService>;
+
+/// The health service alone, in plaintext, for probes that cannot speak
+/// TLS (the kubelet's gRPC probe); it reports what the main port does.
+async fn serve_health(
+    listener: TcpListener,
+    health: HealthGrpc,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    tonic::transport::Server::builder()
+        .add_service(health)
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown.cancelled_owned(),
+        )
+        .await
 }
 
 async fn set_all(health: &HealthReporter, names: &[&'static str], status: ServingStatus) {

@@ -16,6 +16,8 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, transport::Channel};
 
+pub mod pki;
+
 fn admin_url() -> String {
     std::env::var("OMS_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
@@ -134,6 +136,12 @@ pub fn config_with(
 ) -> Config {
     let prefix = redis_prefix();
     let redis = redis_url();
+    // Peers serve TLS when the test gives this one a CA to check them by.
+    let scheme = if overrides.iter().any(|(k, _)| *k == "OMS_TLS_CA_FILE") {
+        "https"
+    } else {
+        "http"
+    };
     Config::from_lookup(service, |key| {
         if let Some((_, v)) = overrides.iter().find(|(k, _)| *k == key) {
             return Some(v.clone());
@@ -152,7 +160,7 @@ pub fn config_with(
                 peers
                     .iter()
                     .find(|(s, _)| format!("OMS_{}_URL", s.name().to_uppercase()) == k)
-                    .map(|(_, a)| format!("http://{a}"))
+                    .map(|(_, a)| format!("{scheme}://{a}"))
                     .unwrap_or_else(|| "http://127.0.0.1:9".into()),
             ),
             _ => None,
@@ -168,12 +176,21 @@ pub struct Running {
     pub handle: JoinHandle<anyhow::Result<()>>,
     /// The service's own runtime, when started with [`spawn_isolated`].
     runtime: Option<tokio::runtime::Runtime>,
+    /// The service's TLS, when it serves TLS: the tests' channels call it
+    /// as its peers do, with its own certificate.
+    pub tls: Option<oms_runtime::tls::TlsConfig>,
 }
 
 impl Running {
+    /// Where the service is: `https://` when it serves TLS.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
     /// A channel to the service.
     pub fn channel(&self) -> Channel {
-        oms_runtime::client::channel(&format!("http://{}", self.addr)).unwrap()
+        oms_runtime::client::channel(&self.url(), self.tls.as_ref()).unwrap()
     }
 
     /// Stops the service (as SIGTERM would) and waits until it has drained.
@@ -223,6 +240,7 @@ where
         .unwrap();
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
+    let tls = serves_tls(&config);
     let handle = rt.spawn(async move {
         let listener = TcpListener::from_std(std_listener)?;
         run(config, listener, token).await
@@ -232,6 +250,7 @@ where
         shutdown,
         handle,
         runtime: Some(rt),
+        tls,
     };
     wait_serving(&running).await;
     running
@@ -257,15 +276,22 @@ where
 {
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
+    let tls = serves_tls(&config);
     let handle = tokio::spawn(run(config, listener, shutdown.clone()));
     let running = Running {
         addr,
         shutdown,
         handle,
         runtime: None,
+        tls,
     };
     wait_serving(&running).await;
     running
+}
+
+/// The service's TLS when it serves TLS.
+fn serves_tls(config: &Config) -> Option<oms_runtime::tls::TlsConfig> {
+    config.tls.clone().filter(|t| t.serves_tls())
 }
 
 async fn wait_serving(r: &Running) {

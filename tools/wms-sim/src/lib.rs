@@ -65,6 +65,9 @@ pub struct Sim {
     /// The inventory service, to pick lots from (none: ship lines as
     /// released, without lots).
     pub inventory_url: Option<String>,
+    /// For `https://` URLs: the CA to check the services by, and the
+    /// adapter's own certificate when they ask for one (`OMS_TLS_*`).
+    pub tls: Option<oms_runtime::tls::TlsConfig>,
 }
 
 /// How far the simulator got with a fulfillment order.
@@ -242,7 +245,10 @@ impl Sim {
             &self.tenant,
             &format!("adapter:{}", self.adapter_id),
         );
-        let client = InventoryServiceClient::with_interceptor(client::channel(url)?, auth);
+        let client = InventoryServiceClient::with_interceptor(
+            client::channel(url, self.tls.as_ref())?,
+            auth,
+        );
         Ok(Some(Picker(client)))
     }
 
@@ -252,7 +258,7 @@ impl Sim {
         last: &mut i64,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
-        let channel = client::channel(&self.url)?;
+        let channel = client::channel(&self.url, self.tls.as_ref())?;
         let mut client = FulfillmentServiceClient::with_interceptor(
             channel,
             Outbound::for_tenant(
@@ -804,6 +810,7 @@ mod tests {
             short_pick_rate: 0.0,
             seed: 1,
             inventory_url: None,
+            tls: None,
         };
         let shared = Shared::new(1);
         let fo = FulfillmentOrder {

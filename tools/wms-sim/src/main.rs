@@ -82,6 +82,7 @@ async fn main() -> anyhow::Result<()> {
             short_pick_rate: args.short_pick_rate,
             seed: args.seed,
             inventory_url: Some(args.inventory_url.clone()).filter(|u| !u.is_empty()),
+            tls: config.tls.clone(),
         };
         tasks.push(tokio::spawn(sim.run(shutdown.clone())));
     }

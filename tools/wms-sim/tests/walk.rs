@@ -50,6 +50,7 @@ async fn world(reject_rate: f64, short_pick_rate: f64) -> World {
         short_pick_rate,
         seed: 7,
         inventory_url: None,
+        tls: None,
     };
     let stop = CancellationToken::new();
     tokio::spawn(sim.run(stop.clone()));

@@ -1,5 +1,7 @@
-//! Runtime pieces against real peers: an in-process OTLP collector, Redis.
+//! Runtime pieces against real peers: an in-process OTLP collector, Redis;
+//! TLS settings with a test CA's certificates.
 #![allow(clippy::unwrap_used)]
 
 mod redis;
 mod telemetry;
+mod tls;

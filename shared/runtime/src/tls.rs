@@ -1,0 +1,201 @@
+//! TLS on the gRPC port and on calls to peers: mutual TLS between the
+//! services in production, as the design asks (callers still authenticate
+//! with their bearer token on top of it).
+//!
+//! The files are read and checked once, at start, with the rest of the
+//! configuration, so that a wrong path or a key that does not match its
+//! certificate stops the service with every problem listed instead of
+//! failing the first handshake.
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use std::fmt;
+use std::time::Duration;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+
+/// Whether callers must show a certificate the CA signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// Every connection must present one (mutual TLS): callers without a
+    /// certificate of the CA cannot even open a connection.
+    Required,
+    /// A certificate, when presented, must be the CA's; callers without one
+    /// connect and authenticate with their bearer token only (channel
+    /// connectors and WMS adapters outside the cluster).
+    Optional,
+    /// Certificates are not asked for.
+    None,
+}
+
+/// The service's TLS material (`OMS_TLS_*`), read at start.
+#[derive(Clone)]
+pub struct TlsConfig {
+    /// `OMS_TLS_CERT_FILE` and `OMS_TLS_KEY_FILE` (PEM): served on the gRPC
+    /// port, and presented to the peers this service calls over https.
+    identity: Option<(Vec<u8>, crate::config::Secret)>,
+    /// `OMS_TLS_CA_FILE` (PEM, one or more certificates): what peers' server
+    /// certificates and callers' client certificates are checked against.
+    ca: Option<Vec<u8>>,
+    /// `OMS_TLS_CLIENT_AUTH`: `required` (the default when a CA is given),
+    /// `optional` or `none`.
+    pub client_auth: ClientAuth,
+}
+
+impl fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("serves_tls", &self.identity.is_some())
+            .field("has_ca", &self.ca.is_some())
+            .field("client_auth", &self.client_auth)
+            .finish()
+    }
+}
+
+/// A TLS handshake that has not finished by then is dropped, so a client
+/// that connects and says nothing holds no more than a socket for a while.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl TlsConfig {
+    /// Reads `OMS_TLS_*` through `get`; `None` when none is set. Problems
+    /// are pushed to `errors`.
+    pub(crate) fn from_lookup(
+        get: &impl Fn(&str) -> Option<String>,
+        errors: &mut Vec<String>,
+    ) -> Option<TlsConfig> {
+        let (cert, key, ca, auth) = (
+            get("OMS_TLS_CERT_FILE"),
+            get("OMS_TLS_KEY_FILE"),
+            get("OMS_TLS_CA_FILE"),
+            get("OMS_TLS_CLIENT_AUTH"),
+        );
+        if cert.is_none() && key.is_none() && ca.is_none() {
+            if let Some(a) = auth {
+                errors.push(format!(
+                    "OMS_TLS_CLIENT_AUTH={a:?} needs OMS_TLS_CERT_FILE, OMS_TLS_KEY_FILE and OMS_TLS_CA_FILE"
+                ));
+            }
+            return None;
+        }
+        let identity = match (cert, key) {
+            (Some(cert), Some(key)) => {
+                let cert = read(errors, "OMS_TLS_CERT_FILE", &cert, certificates);
+                let key = read(errors, "OMS_TLS_KEY_FILE", &key, private_key);
+                cert.zip(key)
+                    .map(|(c, k)| (c, crate::config::Secret::new(String::from_utf8_lossy(&k))))
+            }
+            (None, None) => None,
+            _ => {
+                errors.push("OMS_TLS_CERT_FILE and OMS_TLS_KEY_FILE go together".into());
+                None
+            }
+        };
+        let ca = ca.and_then(|ca| read(errors, "OMS_TLS_CA_FILE", &ca, certificates));
+        let client_auth = match auth.as_deref() {
+            None if ca.is_some() => ClientAuth::Required,
+            None | Some("none") => ClientAuth::None,
+            Some("required") => ClientAuth::Required,
+            Some("optional") => ClientAuth::Optional,
+            Some(other) => {
+                errors.push(format!(
+                    "OMS_TLS_CLIENT_AUTH={other:?}: use required, optional or none"
+                ));
+                ClientAuth::None
+            }
+        };
+        let tls = TlsConfig {
+            identity,
+            ca,
+            client_auth,
+        };
+        if tls.client_auth != ClientAuth::None && tls.ca.is_none() {
+            errors.push(
+                "OMS_TLS_CLIENT_AUTH checks client certificates against OMS_TLS_CA_FILE, which is not set"
+                    .into(),
+            );
+        }
+        // The same check tonic makes when the server starts: a key that is
+        // not the certificate's is found now, with the other problems.
+        if let Some(server) = tls.server()
+            && let Err(e) = tonic::transport::Server::builder().tls_config(server)
+        {
+            errors.push(format!(
+                "OMS_TLS_CERT_FILE / OMS_TLS_KEY_FILE cannot serve TLS: {e}"
+            ));
+        }
+        Some(tls)
+    }
+
+    /// Whether the gRPC port serves TLS (a certificate and key are set).
+    pub fn serves_tls(&self) -> bool {
+        self.identity.is_some()
+    }
+
+    /// The server side: this service's certificate, and the callers'
+    /// certificates checked as `client_auth` says.
+    pub fn server(&self) -> Option<ServerTlsConfig> {
+        let (cert, key) = self.identity.as_ref()?;
+        let mut config = ServerTlsConfig::new()
+            .identity(Identity::from_pem(cert, key.expose()))
+            .timeout(HANDSHAKE_TIMEOUT);
+        if let (Some(ca), true) = (&self.ca, self.client_auth != ClientAuth::None) {
+            config = config
+                .client_ca_root(Certificate::from_pem(ca))
+                .client_auth_optional(self.client_auth == ClientAuth::Optional);
+        }
+        Some(config)
+    }
+
+    /// The client side, for an `https://` peer: the peer's certificate is
+    /// checked against the CA (and its name against the URL's host), and
+    /// this service's certificate is presented when it has one.
+    pub fn client(&self) -> ClientTlsConfig {
+        let mut config = ClientTlsConfig::new().timeout(HANDSHAKE_TIMEOUT);
+        if let Some(ca) = &self.ca {
+            config = config.ca_certificate(Certificate::from_pem(ca));
+        }
+        if let Some((cert, key)) = &self.identity {
+            config = config.identity(Identity::from_pem(cert, key.expose()));
+        }
+        config
+    }
+
+    /// Whether `https://` peers can be checked (a CA is set).
+    pub fn has_ca(&self) -> bool {
+        self.ca.is_some()
+    }
+}
+
+/// Reads a PEM file and checks it with `check`; `None` (and an error
+/// naming the variable) when either fails.
+fn read(
+    errors: &mut Vec<String>,
+    key: &str,
+    path: &str,
+    check: fn(&[u8]) -> Result<(), String>,
+) -> Option<Vec<u8>> {
+    let problem = match std::fs::read(path) {
+        Ok(pem) => match check(&pem) {
+            Ok(()) => return Some(pem),
+            Err(e) => e,
+        },
+        Err(e) => e.to_string(),
+    };
+    errors.push(format!("{key}={path:?}: {problem}"));
+    None
+}
+
+fn certificates(pem: &[u8]) -> Result<(), String> {
+    let mut count = 0;
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        cert.map_err(|e| format!("not a PEM certificate: {e}"))?;
+        count += 1;
+    }
+    if count == 0 {
+        return Err("holds no PEM certificate".into());
+    }
+    Ok(())
+}
+
+fn private_key(pem: &[u8]) -> Result<(), String> {
+    PrivateKeyDer::from_pem_slice(pem)
+        .map(|_| ())
+        .map_err(|e| format!("holds no PEM private key: {e}"))
+}
