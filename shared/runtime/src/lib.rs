@@ -64,9 +64,13 @@ where
     let listener = TcpListener::bind(config.listen_addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen_addr))?;
+    let tls = config.tls.as_ref();
     tracing::info!(
         service = service.name(),
         addr = %listener.local_addr()?,
+        tls = tls.is_some_and(|t| t.serves_tls()),
+        client_auth = ?tls.map(|t| t.client_auth),
+        health_addr = ?config.health_listen_addr,
         "listening"
     );
     let shutdown = shutdown::on_signal();

@@ -220,18 +220,26 @@ type HealthGrpc = HealthServer<HealthService>;
 
 /// The health service alone, in plaintext, for probes that cannot speak
 /// TLS (the kubelet's gRPC probe); it reports what the main port does.
+/// Reflection lists it alone, so grpcurl can call it there too.
 async fn serve_health(
     listener: TcpListener,
     health: HealthGrpc,
     shutdown: CancellationToken,
-) -> Result<(), tonic::transport::Error> {
-    tonic::transport::Server::builder()
+) -> anyhow::Result<()> {
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("grpc.health.v1.Health")
+    };
+    Ok(tonic::transport::Server::builder()
         .add_service(health)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown.cancelled_owned(),
         )
-        .await
+        .await?)
 }
 
 async fn set_all(health: &HealthReporter, names: &[&'static str], status: ServingStatus) {
