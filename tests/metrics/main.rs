@@ -2,6 +2,7 @@
 //! binary owns the global meter provider (every service in it shares one),
 //! so it holds one test.
 #![allow(clippy::unwrap_used)]
+use chrono::Datelike as _;
 use oms_e2e::{Suite, next_order_event, phones_at_dc1, pos_submission};
 use oms_proto::ingest::{self as ing, ingest_service_client::IngestServiceClient};
 use oms_proto::inventory as inv;
@@ -14,7 +15,8 @@ use oms_testkit::authed;
 /// it; the lag of the events a feed reader gets; a reader refused because
 /// the event retention overtook its cursor; shipped units inventory
 /// refused to take from stock; a change that left reservations holding
-/// more than a node has; and an order routing could not place.
+/// more than a node has; an order routing could not place; and the time
+/// left on a served TLS certificate.
 #[tokio::test(flavor = "multi_thread")]
 async fn submissions_feed_lag_and_stock_trouble_are_measured() {
     let (guard, mut rx) = oms_testkit::otlp::exporting(Service::Ingest).await;
@@ -292,6 +294,23 @@ async fn submissions_feed_lag_and_stock_trouble_are_measured() {
     oms_e2e::receive(&mut stock, "acme", "W", 1).await;
     oms_e2e::until_state(&mut feed, &w_name, ord::OrderState::Reserved).await;
 
+    // A service over TLS tells how long its certificate has left (the
+    // suite's own serve none): one expiring at the start of the day 30
+    // days from now.
+    let pki = oms_testkit::pki::Pki::new("OMS test CA");
+    let due = chrono::Utc::now() + chrono::Duration::days(30);
+    let (y, m, d) = (due.year(), due.month() as u8, due.day() as u8);
+    let issued = pki.issue_until("routing", Some((y, m, d)));
+    let path = oms_testkit::pki::path;
+    let tls_vars = [
+        ("OMS_TLS_CERT_FILE", path(&issued.cert)),
+        ("OMS_TLS_KEY_FILE", path(&issued.key)),
+        ("OMS_TLS_CA_FILE", path(&pki.ca)),
+    ];
+    let routing_db = oms_testkit::TestDb::new().await;
+    let config = oms_testkit::config_with(Service::Routing, &routing_db, &[], &tls_vars);
+    let _routing = oms_testkit::spawn(config, oms_routing::run).await;
+
     // Shutdown collects and flushes; it blocks, so off the runtime.
     tokio::task::spawn_blocking(move || guard.shutdown())
         .await
@@ -309,6 +328,14 @@ async fn submissions_feed_lag_and_stock_trouble_are_measured() {
     assert_eq!(get("updated"), Some(1.0));
     assert_eq!(get("rejected"), Some(1.0));
     assert_eq!(get("failed"), None);
+    let left = seen
+        .get(&("oms.tls.certificate.expiry".to_string(), String::new()))
+        .copied()
+        .unwrap_or_default();
+    assert!(
+        (29.0 * 86_400.0..30.0 * 86_400.0).contains(&left),
+        "{left} s left, {seen:#?}"
+    );
     let delivered = seen
         .get(&("oms.feed.lag".to_string(), "tenant=acme".to_string()))
         .copied()

@@ -1,6 +1,7 @@
 //! RED metrics per gRPC method: `rpc.server.duration` (histogram, seconds)
 //! labelled with `rpc.method` and `rpc.grpc.status_code`, exported through
-//! the global meter provider (OTLP when configured).
+//! the global meter provider (OTLP when configured); and the time left on
+//! the TLS certificate a service serves.
 use futures::future::BoxFuture;
 use opentelemetry::{KeyValue, global, metrics::Histogram};
 use std::{
@@ -87,4 +88,22 @@ where
             res
         })
     }
+}
+
+/// `oms.tls.certificate.expiry`: seconds until the certificate the service
+/// serves expires, observed while the returned gauge lives.
+pub fn certificate_expiry(
+    service: &'static str,
+    tls: crate::tls::TlsConfig,
+) -> opentelemetry::metrics::ObservableGauge<f64> {
+    global::meter(service)
+        .f64_observable_gauge("oms.tls.certificate.expiry")
+        .with_unit("s")
+        .with_description("Time until the TLS certificate this service serves expires")
+        .with_callback(move |o| {
+            if let Some(left) = tls.expires_in() {
+                o.observe(left, &[]);
+            }
+        })
+        .build()
 }

@@ -159,6 +159,16 @@ impl GrpcServer {
         let reporter = health.clone();
         let drain_names = names.clone();
         let mut builder = tonic::transport::Server::builder();
+        let served_tls = config.tls.clone().filter(|t| t.serves_tls());
+        let _certificate_expiry = served_tls.map(|t| {
+            if let Some(left) = t.expires_in().filter(|s| *s < RENEW_WARNING) {
+                tracing::warn!(
+                    days = left / 86_400.0,
+                    "the TLS certificate served expires soon; restart after its renewal"
+                );
+            }
+            crate::metrics::certificate_expiry(service, t)
+        });
         if let Some(tls) = config.tls.as_ref().and_then(|t| t.server()) {
             builder = builder.tls_config(tls)?;
         }
@@ -217,6 +227,10 @@ impl GrpcServer {
 }
 
 type HealthGrpc = HealthServer<HealthService>;
+
+/// A certificate served with less than this left (seconds) is warned of
+/// at start, as the alert rules do.
+const RENEW_WARNING: f64 = 7.0 * 86_400.0;
 
 /// The health service alone, in plaintext, for probes that cannot speak
 /// TLS (the kubelet's gRPC probe); it reports what the main port does.

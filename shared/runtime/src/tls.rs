@@ -31,6 +31,8 @@ pub struct TlsConfig {
     /// `OMS_TLS_CERT_FILE` and `OMS_TLS_KEY_FILE` (PEM): served on the gRPC
     /// port, and presented to the peers this service calls over https.
     identity: Option<(Vec<u8>, crate::config::Secret)>,
+    /// When the served certificate expires (Unix seconds).
+    not_after: Option<i64>,
     /// `OMS_TLS_CA_FILE` (PEM, one or more certificates): what peers' server
     /// certificates and callers' client certificates are checked against.
     ca: Option<Vec<u8>>,
@@ -87,6 +89,13 @@ impl TlsConfig {
                 None
             }
         };
+        let not_after = identity.as_ref().and_then(|(cert, _)| expiry(cert));
+        if let Some(t) = not_after.filter(|t| *t <= chrono::Utc::now().timestamp()) {
+            let when = chrono::DateTime::from_timestamp(t, 0).unwrap_or_default();
+            errors.push(format!(
+                "OMS_TLS_CERT_FILE: the certificate expired at {when}"
+            ));
+        }
         let ca = ca.and_then(|ca| read(errors, "OMS_TLS_CA_FILE", &ca, certificates));
         let client_auth = match auth.as_deref() {
             None if ca.is_some() => ClientAuth::Required,
@@ -102,6 +111,7 @@ impl TlsConfig {
         };
         let tls = TlsConfig {
             identity,
+            not_after,
             ca,
             client_auth,
         };
@@ -157,6 +167,14 @@ impl TlsConfig {
         config
     }
 
+    /// Seconds until the served certificate expires (negative once it
+    /// has): the files are read at start, so a pod that was not restarted
+    /// after a renewal shows here before its callers are refused.
+    pub fn expires_in(&self) -> Option<f64> {
+        let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+        self.not_after.map(|t| t as f64 - now)
+    }
+
     /// Whether `https://` peers can be checked (a CA is set).
     pub fn has_ca(&self) -> bool {
         self.ca.is_some()
@@ -180,6 +198,14 @@ fn read(
     };
     errors.push(format!("{key}={path:?}: {problem}"));
     None
+}
+
+/// When the first certificate of `pem` (the service's own, before any
+/// chain) expires.
+fn expiry(pem: &[u8]) -> Option<i64> {
+    let der = CertificateDer::pem_slice_iter(pem).next()?.ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+    Some(cert.validity().not_after.timestamp())
 }
 
 fn certificates(pem: &[u8]) -> Result<(), String> {

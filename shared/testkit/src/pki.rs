@@ -38,8 +38,17 @@ impl Pki {
     /// A certificate for `127.0.0.1` and `localhost`, good for serving and
     /// for calling (a service does both), signed by this CA.
     pub fn issue(&self, name: &str) -> Issued {
+        self.issue_until(name, None)
+    }
+
+    /// [`Pki::issue`], expiring at the start of the day `(year, month,
+    /// day)` (UTC) when given.
+    pub fn issue_until(&self, name: &str, until: Option<(i32, u8, u8)>) -> Issued {
         let mut params =
             CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        if let Some((y, m, d)) = until {
+            params.not_after = rcgen::date_time_ymd(y, m, d);
+        }
         params.distinguished_name.push(DnType::CommonName, name);
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,

@@ -71,6 +71,15 @@ fn tls_problems_are_reported_at_start() {
     for n in named {
         assert!(p.iter().any(|e| e.contains(n)), "{n} not in {p:?}");
     }
+    // A certificate past its expiry.
+    let expired = pki.issue_until("old", Some((2020, 1, 1)));
+    let (cert, key) = (path(&expired.cert), path(&expired.key));
+    let p = problems(&[
+        ("OMS_TLS_CERT_FILE", &cert),
+        ("OMS_TLS_KEY_FILE", &key),
+        ("OMS_TLS_CA_FILE", &ca),
+    ]);
+    assert!(p[0].contains("expired at 2020-01-01"), "{p:?}");
     // An https peer needs a CA to check it by.
     let p = problems(&[("OMS_INVENTORY_URL", "https://inventory:50053")]);
     assert!(p[0].contains("needs OMS_TLS_CA_FILE"), "{p:?}");
