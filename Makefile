@@ -2,10 +2,13 @@
 SHELL := /bin/bash
 BUF := .oms/tools/node_modules/.bin/buf
 
-.PHONY: up down test lint fmt deps tools bench k8s-check
+.PHONY: up down test lint fmt deps tools bench k8s-check certs
 
-up: ## build and run all eight services with Postgres and Redis
+up: ## build and run all eight services with Postgres and Redis (TLS=1: over mutual TLS)
 	@bash scripts/up.sh
+
+certs: ## a local CA and certificates under .oms/tls, for `make up TLS=1`
+	@bash scripts/dev-certs.sh
 
 down: ## stop what `make up` started
 	@bash scripts/down.sh

@@ -21,6 +21,20 @@ echo "building the services..."
 cargo build --quiet --bins
 BIN="${CARGO_TARGET_DIR:-target}/debug"
 
+# TLS=1: mutual TLS as in production, with a local CA's certificates
+# (scripts/dev-certs.sh); peers are then called over https://.
+GRPCURL_TLS=(-plaintext)
+SCHEME=http
+if [ -n "${TLS:-}" ] && [ "${TLS}" != 0 ]; then
+  bash scripts/dev-certs.sh
+  export OMS_TLS_CERT_FILE=$PWD/$STATE/tls/service.crt OMS_TLS_KEY_FILE=$PWD/$STATE/tls/service.key
+  export OMS_TLS_CA_FILE=$PWD/$STATE/tls/ca.crt
+  GRPCURL_TLS=(-cacert "$STATE/tls/ca.crt" -cert "$STATE/tls/client.crt" -key "$STATE/tls/client.key")
+  SCHEME=https
+fi
+export OMS_WMS_SIM_URL=${OMS_WMS_SIM_URL:-$SCHEME://127.0.0.1:50055}
+export OMS_WMS_SIM_INVENTORY_URL=${OMS_WMS_SIM_INVENTORY_URL:-$SCHEME://127.0.0.1:50053}
+
 export OMS_DATABASE_URL=${OMS_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/oms}
 export OMS_LOG_FORMAT=${OMS_LOG_FORMAT:-pretty}
 export OMS_LOG=${OMS_LOG:-info,sqlx::postgres::notice=warn}
@@ -56,7 +70,7 @@ for i in "${!services[@]}"; do
   port=$((50051 + i))
   for _ in $(seq 1 240); do
     if command -v "$GRPCURL" >/dev/null 2>&1; then
-      "$GRPCURL" -plaintext -max-time 1 "127.0.0.1:$port" grpc.health.v1.Health/Check 2>/dev/null | grep -q SERVING && break
+      "$GRPCURL" "${GRPCURL_TLS[@]}" -max-time 1 "127.0.0.1:$port" grpc.health.v1.Health/Check 2>/dev/null | grep -q SERVING && break
     else
       (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
     fi
@@ -85,8 +99,8 @@ The OMS is up:
 
 Call one (from another shell):
   TOKEN=\$(cargo run -q -p oms-cli -- token --tenant acme)
-  $GRPCURL -plaintext 127.0.0.1:50052 list
-  $GRPCURL -plaintext -H "authorization: Bearer \$TOKEN" -d '{"page_size": 10}' \\
+  $GRPCURL ${GRPCURL_TLS[*]} 127.0.0.1:50052 list
+  $GRPCURL ${GRPCURL_TLS[*]} -H "authorization: Bearer \$TOKEN" -d '{"page_size": 10}' \\
       127.0.0.1:50052 oms.orders.v1.OrderService/ListOrders
 
 Ctrl-C (or 'make down') stops everything.
