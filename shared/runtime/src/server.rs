@@ -159,25 +159,17 @@ impl GrpcServer {
         let reporter = health.clone();
         let drain_names = names.clone();
         let mut builder = tonic::transport::Server::builder();
-        let served_tls = config.tls.clone().filter(|t| t.serves_tls());
-        let _certificate_expiry = served_tls.map(|t| {
-            if let Some(left) = t.expires_in().filter(|s| *s < RENEW_WARNING) {
-                tracing::warn!(
-                    days = left / 86_400.0,
-                    "the TLS certificate served expires soon; restart after its renewal"
-                );
-            }
-            crate::metrics::certificate_expiry(service, t)
-        });
+        let _certificate_expiry = config.tls.clone().and_then(|t| t.watch_expiry(service));
         if let Some(tls) = config.tls.as_ref().and_then(|t| t.server()) {
             builder = builder.tls_config(tls)?;
         }
         let health_port = match config.health_listen_addr {
-            Some(addr) => Some(tokio::spawn(serve_health(
-                TcpListener::bind(addr).await?,
-                health_service.clone(),
-                shutdown.clone(),
-            ))),
+            Some(addr) => {
+                let listener = TcpListener::bind(addr).await.map_err(|e| {
+                    anyhow::anyhow!("cannot listen on {addr} (OMS_HEALTH_LISTEN_ADDR): {e}")
+                })?;
+                Some(tokio::spawn(serve_health(listener, health_service.clone())))
+            }
             None => None,
         };
         let server = builder
@@ -228,18 +220,11 @@ impl GrpcServer {
 
 type HealthGrpc = HealthServer<HealthService>;
 
-/// A certificate served with less than this left (seconds) is warned of
-/// at start, as the alert rules do.
-const RENEW_WARNING: f64 = 7.0 * 86_400.0;
-
 /// The health service alone, in plaintext, for probes that cannot speak
-/// TLS (the kubelet's gRPC probe); it reports what the main port does.
+/// TLS (the kubelet's gRPC probe); it reports what the main port does,
+/// NOT_SERVING while that drains too, until the server stops it.
 /// Reflection lists it alone, so grpcurl can call it there too.
-async fn serve_health(
-    listener: TcpListener,
-    health: HealthGrpc,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+async fn serve_health(listener: TcpListener, health: HealthGrpc) -> anyhow::Result<()> {
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -249,10 +234,7 @@ async fn serve_health(
         .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown.cancelled_owned(),
-        )
+        .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true)))
         .await?)
 }
 

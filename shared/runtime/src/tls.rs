@@ -55,6 +55,10 @@ impl fmt::Debug for TlsConfig {
 /// that connects and says nothing holds no more than a socket for a while.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A served certificate with less than this left (seconds) is warned of at
+/// start.
+const RENEW_WARNING: f64 = 7.0 * 86_400.0;
+
 impl TlsConfig {
     /// Reads `OMS_TLS_*` through `get`; `None` when none is set. Problems
     /// are pushed to `errors`.
@@ -173,6 +177,23 @@ impl TlsConfig {
     pub fn expires_in(&self) -> Option<f64> {
         let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
         self.not_after.map(|t| t as f64 - now)
+    }
+
+    /// While the returned gauge lives, `oms.tls.certificate.expiry` tells
+    /// the time left on the certificate served (none when it serves none);
+    /// less than a week left is warned of now, as the alert rules do.
+    pub fn watch_expiry(
+        self,
+        service: &'static str,
+    ) -> Option<opentelemetry::metrics::ObservableGauge<f64>> {
+        let left = self.expires_in()?;
+        if left < RENEW_WARNING {
+            tracing::warn!(
+                days = left / 86_400.0,
+                "the TLS certificate served expires soon; restart after its renewal"
+            );
+        }
+        Some(crate::metrics::certificate_expiry(service, self))
     }
 
     /// Whether `https://` peers can be checked (a CA is set).
