@@ -141,6 +141,10 @@ pub struct LogConfig {
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`: when set, traces and metrics are
     /// exported there over OTLP/gRPC.
     pub otlp_endpoint: Option<String>,
+    /// For an `https://` endpoint: `OTEL_EXPORTER_OTLP_CERTIFICATE` (a CA
+    /// trusted besides the public ones) and a client certificate
+    /// (`OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE`, `..._CLIENT_KEY`).
+    pub otlp_tls: Option<crate::tls::TlsConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -225,6 +229,7 @@ impl Config {
             .or_else(|| get("RUST_LOG"))
             .unwrap_or_else(|| "info,sqlx::postgres::notice=warn".into());
         let tls = crate::tls::TlsConfig::from_lookup(&get, &mut errors);
+        let otlp_tls = crate::tls::TlsConfig::otlp_from_lookup(&get, &mut errors);
         // With a CA to check them by, peers are called over TLS by default
         // (they serve it as this service does).
         let scheme = match &tls {
@@ -379,6 +384,7 @@ impl Config {
                 format,
                 filter,
                 otlp_endpoint: get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+                otlp_tls,
             },
             sweep_interval: Duration::from_millis(sweep_interval),
             reservation_retention: days(retention_days),

@@ -7,7 +7,7 @@
 //! standard `OTEL_*` variables.
 use crate::config::{LogConfig, LogFormat};
 use opentelemetry::{global, trace::TracerProvider as _};
-use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_otlp::{WithExportConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::{
     Resource, metrics::SdkMeterProvider, propagation::TraceContextPropagator,
     trace::SdkTracerProvider,
@@ -43,6 +43,15 @@ fn resource(service: &str) -> Resource {
     }
 }
 
+/// An `https://` collector is checked against the public CAs (a hosted
+/// backend) and `OTEL_EXPORTER_OTLP_CERTIFICATE` (one of your own). Before
+/// 2026-12-05 such an endpoint stopped the service at start ("uses HTTPS
+/// but no TLS feature is enabled").
+fn otlp_tls(log: &LogConfig) -> tonic::transport::ClientTlsConfig {
+    let own = log.otlp_tls.as_ref().map(|t| t.client());
+    own.unwrap_or_default().with_webpki_roots()
+}
+
 /// Installs the global subscriber, tracer and meter providers and the W3C
 /// trace-context propagator.
 pub fn init(service: &str, log: &LogConfig) -> anyhow::Result<TelemetryGuard> {
@@ -51,15 +60,18 @@ pub fn init(service: &str, log: &LogConfig) -> anyhow::Result<TelemetryGuard> {
     let mut tracer = SdkTracerProvider::builder().with_resource(resource.clone());
     let mut meter = None;
     if let Some(endpoint) = &log.otlp_endpoint {
-        let spans = opentelemetry_otlp::SpanExporter::builder()
+        let mut spans = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
-            .with_endpoint(endpoint)
-            .build()?;
-        tracer = tracer.with_batch_exporter(spans);
-        let metrics = opentelemetry_otlp::MetricExporter::builder()
+            .with_endpoint(endpoint);
+        let mut metrics = opentelemetry_otlp::MetricExporter::builder()
             .with_tonic()
-            .with_endpoint(endpoint)
-            .build()?;
+            .with_endpoint(endpoint);
+        if endpoint.starts_with("https://") {
+            spans = spans.with_tls_config(otlp_tls(log));
+            metrics = metrics.with_tls_config(otlp_tls(log));
+        }
+        tracer = tracer.with_batch_exporter(spans.build()?);
+        let metrics = metrics.build()?;
         let provider = SdkMeterProvider::builder()
             .with_resource(resource)
             .with_periodic_exporter(metrics)

@@ -6,6 +6,7 @@
 //! configuration, so that a wrong path or a key that does not match its
 //! certificate stops the service with every problem listed instead of
 //! failing the first handshake.
+use crate::config::Secret;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use std::fmt;
 use std::time::Duration;
@@ -30,7 +31,7 @@ pub enum ClientAuth {
 pub struct TlsConfig {
     /// `OMS_TLS_CERT_FILE` and `OMS_TLS_KEY_FILE` (PEM): served on the gRPC
     /// port, and presented to the peers this service calls over https.
-    identity: Option<(Vec<u8>, crate::config::Secret)>,
+    identity: Option<(Vec<u8>, Secret)>,
     /// When the served certificate expires (Unix seconds).
     not_after: Option<i64>,
     /// `OMS_TLS_CA_FILE` (PEM, one or more certificates): what peers' server
@@ -66,41 +67,15 @@ impl TlsConfig {
         get: &impl Fn(&str) -> Option<String>,
         errors: &mut Vec<String>,
     ) -> Option<TlsConfig> {
-        let (cert, key, ca, auth) = (
-            get("OMS_TLS_CERT_FILE"),
-            get("OMS_TLS_KEY_FILE"),
-            get("OMS_TLS_CA_FILE"),
-            get("OMS_TLS_CLIENT_AUTH"),
-        );
-        if cert.is_none() && key.is_none() && ca.is_none() {
+        let auth = get("OMS_TLS_CLIENT_AUTH");
+        let Some((identity, not_after, ca)) = material(get, errors, SERVICE_FILES) else {
             if let Some(a) = auth {
                 errors.push(format!(
                     "OMS_TLS_CLIENT_AUTH={a:?} needs OMS_TLS_CERT_FILE, OMS_TLS_KEY_FILE and OMS_TLS_CA_FILE"
                 ));
             }
             return None;
-        }
-        let identity = match (cert, key) {
-            (Some(cert), Some(key)) => {
-                let cert = read(errors, "OMS_TLS_CERT_FILE", &cert, certificates);
-                let key = read(errors, "OMS_TLS_KEY_FILE", &key, private_key);
-                cert.zip(key)
-                    .map(|(c, k)| (c, crate::config::Secret::new(String::from_utf8_lossy(&k))))
-            }
-            (None, None) => None,
-            _ => {
-                errors.push("OMS_TLS_CERT_FILE and OMS_TLS_KEY_FILE go together".into());
-                None
-            }
         };
-        let not_after = identity.as_ref().and_then(|(cert, _)| expiry(cert));
-        if let Some(t) = not_after.filter(|t| *t <= chrono::Utc::now().timestamp()) {
-            let when = chrono::DateTime::from_timestamp(t, 0).unwrap_or_default();
-            errors.push(format!(
-                "OMS_TLS_CERT_FILE: the certificate expired at {when}"
-            ));
-        }
-        let ca = ca.and_then(|ca| read(errors, "OMS_TLS_CA_FILE", &ca, certificates));
         let client_auth = match auth.as_deref() {
             None if ca.is_some() => ClientAuth::Required,
             None | Some("none") => ClientAuth::None,
@@ -135,6 +110,24 @@ impl TlsConfig {
             ));
         }
         Some(tls)
+    }
+
+    /// What an `https://` OTLP collector is called with: the standard
+    /// `OTEL_EXPORTER_OTLP_CERTIFICATE` (a CA to trust besides the public
+    /// ones), `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE` and
+    /// `OTEL_EXPORTER_OTLP_CLIENT_KEY` (a client certificate, when the
+    /// collector asks for one); `None` when none is set.
+    pub(crate) fn otlp_from_lookup(
+        get: &impl Fn(&str) -> Option<String>,
+        errors: &mut Vec<String>,
+    ) -> Option<TlsConfig> {
+        let (identity, not_after, ca) = material(get, errors, OTLP_FILES)?;
+        Some(TlsConfig {
+            identity,
+            not_after,
+            ca,
+            client_auth: ClientAuth::None,
+        })
     }
 
     /// Whether the gRPC port serves TLS (a certificate and key are set).
@@ -200,6 +193,59 @@ impl TlsConfig {
     pub fn has_ca(&self) -> bool {
         self.ca.is_some()
     }
+}
+
+/// The variables naming a certificate, its key and a CA.
+struct Files {
+    cert: &'static str,
+    key: &'static str,
+    ca: &'static str,
+}
+
+const SERVICE_FILES: Files = Files {
+    cert: "OMS_TLS_CERT_FILE",
+    key: "OMS_TLS_KEY_FILE",
+    ca: "OMS_TLS_CA_FILE",
+};
+
+const OTLP_FILES: Files = Files {
+    cert: "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+    key: "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+    ca: "OTEL_EXPORTER_OTLP_CERTIFICATE",
+};
+
+/// A certificate with its key (and its expiry), and a CA, read from the
+/// files `names` point to; `None` when none is set.
+#[allow(clippy::type_complexity)]
+fn material(
+    get: &impl Fn(&str) -> Option<String>,
+    errors: &mut Vec<String>,
+    names: Files,
+) -> Option<(Option<(Vec<u8>, Secret)>, Option<i64>, Option<Vec<u8>>)> {
+    let (cert, key, ca) = (get(names.cert), get(names.key), get(names.ca));
+    if cert.is_none() && key.is_none() && ca.is_none() {
+        return None;
+    }
+    let identity = match (cert, key) {
+        (Some(cert), Some(key)) => {
+            let cert = read(errors, names.cert, &cert, certificates);
+            let key = read(errors, names.key, &key, private_key);
+            cert.zip(key)
+                .map(|(c, k)| (c, Secret::new(String::from_utf8_lossy(&k))))
+        }
+        (None, None) => None,
+        _ => {
+            errors.push(format!("{} and {} go together", names.cert, names.key));
+            None
+        }
+    };
+    let not_after = identity.as_ref().and_then(|(cert, _)| expiry(cert));
+    if let Some(t) = not_after.filter(|t| *t <= chrono::Utc::now().timestamp()) {
+        let when = chrono::DateTime::from_timestamp(t, 0).unwrap_or_default();
+        errors.push(format!("{}: the certificate expired at {when}", names.cert));
+    }
+    let ca = ca.and_then(|ca| read(errors, names.ca, &ca, certificates));
+    Some((identity, not_after, ca))
 }
 
 /// Reads a PEM file and checks it with `check`; `None` (and an error

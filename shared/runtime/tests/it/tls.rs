@@ -83,6 +83,18 @@ fn tls_problems_are_reported_at_start() {
     // An https peer needs a CA to check it by.
     let p = problems(&[("OMS_INVENTORY_URL", "https://inventory:50053")]);
     assert!(p[0].contains("needs OMS_TLS_CA_FILE"), "{p:?}");
+    // The OTLP exporter's files are checked the same way.
+    let p = problems(&[
+        ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", &cert_a),
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent-ca.crt"),
+    ]);
+    let named = [
+        "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY go together",
+        "OTEL_EXPORTER_OTLP_CERTIFICATE=\"/nonexistent-ca.crt\"",
+    ];
+    for n in named {
+        assert!(p.iter().any(|e| e.contains(n)), "{n} not in {p:?}");
+    }
     // Client certificates need a CA to check them by.
     let p = problems(&[("OMS_TLS_CLIENT_AUTH", "required")]);
     assert!(p[0].contains("OMS_TLS_CLIENT_AUTH"), "{p:?}");
