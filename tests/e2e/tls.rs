@@ -51,10 +51,7 @@ async fn a_channel_order_ships_with_every_call_over_mutual_tls() {
 
 /// A channel to `url` from a client that `vars` configure (`OMS_TLS_*`).
 fn channel_as(url: &str, vars: &[(&str, String)]) -> tonic::transport::Channel {
-    let config = Config::from_lookup(Service::Orders, |k| {
-        vars.iter().find(|(v, _)| *v == k).map(|(_, x)| x.clone())
-    })
-    .unwrap();
+    let config = Config::from_pairs(Service::Orders, vars).unwrap();
     oms_runtime::client::channel(url, config.tls.as_ref()).unwrap()
 }
 

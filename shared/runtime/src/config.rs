@@ -397,6 +397,20 @@ impl Config {
         })
     }
 
+    /// From `pairs` alone (tests, tools): every variable not among them
+    /// takes its default.
+    pub fn from_pairs<V: AsRef<str>>(
+        service: Service,
+        pairs: &[(&str, V)],
+    ) -> Result<Config, ConfigError> {
+        Self::from_lookup(service, |k| {
+            pairs
+                .iter()
+                .find(|(p, _)| *p == k)
+                .map(|(_, v)| v.as_ref().to_owned())
+        })
+    }
+
     /// Where to reach a peer service.
     pub fn peer_url(&self, service: Service) -> &str {
         self.peers

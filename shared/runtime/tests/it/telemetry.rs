@@ -56,10 +56,7 @@ async fn spans_are_exported_over_otlp_with_the_service_name() {
         ),
         ("OTEL_EXPORTER_OTLP_CLIENT_KEY", path(&exporter.key)),
     ];
-    let config = Config::from_lookup(Service::Inventory, |k| {
-        vars.iter().find(|(v, _)| *v == k).map(|(_, x)| x.clone())
-    })
-    .unwrap();
+    let config = Config::from_pairs(Service::Inventory, &vars).unwrap();
     let guard = oms_runtime::telemetry::init("inventory", &config.log).unwrap();
     {
         let span = tracing::info_span!("reserve-stock", sku = "SKU-1");

@@ -2,31 +2,22 @@
 //! with certificates of a test CA.
 use oms_runtime::{Config, Service};
 use oms_testkit::pki::{Pki, path};
-use std::collections::HashMap;
-
-fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-    let map: HashMap<String, String> = pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    move |k| map.get(k).cloned()
-}
 
 #[test]
 fn production_needs_tls_or_a_mesh_that_gives_it() {
     let secret = ("OMS_AUTH_JWT_SECRET", "0123456789abcdef0123456789abcdef");
     let prod = ("OMS_ENVIRONMENT", "production");
-    let err = Config::from_lookup(Service::Orders, lookup(&[prod, secret])).unwrap_err();
+    let err = Config::from_pairs(Service::Orders, &[prod, secret]).unwrap_err();
     assert!(err.to_string().contains("needs TLS"), "{err}");
     let meshed = [prod, secret, ("OMS_TLS_OFFLOADED", "true")];
-    let c = Config::from_lookup(Service::Orders, lookup(&meshed)).unwrap();
+    let c = Config::from_pairs(Service::Orders, &meshed).unwrap();
     assert!(c.tls.is_none() && c.tls_offloaded);
 
     let pki = Pki::new("test CA");
     let vars: Vec<(&str, String)> = pki.service_env("orders");
     let mut all: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     all.extend([prod, secret]);
-    let c = Config::from_lookup(Service::Orders, lookup(&all)).unwrap();
+    let c = Config::from_pairs(Service::Orders, &all).unwrap();
     let tls = c.tls.as_ref().unwrap();
     assert!(tls.serves_tls());
     assert_eq!(tls.client_auth, oms_runtime::tls::ClientAuth::Required);
@@ -41,11 +32,8 @@ fn tls_problems_are_reported_at_start() {
     let (a, b) = (pki.issue("a"), pki.issue("b"));
     let (cert_a, key_b) = (path(&a.cert), path(&b.key));
     let ca = path(&pki.ca);
-    let problems = |pairs: &[(&str, &str)]| {
-        Config::from_lookup(Service::Orders, lookup(pairs))
-            .unwrap_err()
-            .0
-    };
+    let problems =
+        |pairs: &[(&str, &str)]| Config::from_pairs(Service::Orders, pairs).unwrap_err().0;
     // A key that is not the certificate's.
     let p = problems(&[
         ("OMS_TLS_CERT_FILE", &cert_a),
