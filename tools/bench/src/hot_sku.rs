@@ -36,6 +36,11 @@ pub struct Args {
     /// what the wait costs.
     #[arg(long)]
     redis_replicas: Option<u32>,
+    /// Serves over mutual TLS (a test CA's certificates, every client
+    /// showing one), as production does: run with and without it to read
+    /// what TLS costs.
+    #[arg(long)]
+    tls: bool,
 }
 
 const TENANT: &str = "bench";
@@ -55,6 +60,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         env.push(("OMS_REDIS_MIN_REPLICAS", n.to_string()));
         redis.extend((0..n).map(|_| master.replica()));
         redis.push(master);
+    }
+    // Kept until the run ends: its directory holds the certificates.
+    let pki = args.tls.then(|| oms_testkit::pki::Pki::new("bench CA"));
+    if let Some(pki) = &pki {
+        env.extend(pki.service_env("inventory"));
     }
     let config = oms_testkit::config_with(Service::Inventory, &db, &[], &env);
     // The service gets its own runtime (threads), as it would in its own
@@ -124,6 +134,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         serde_json::json!({
             "scenario": "hot_sku_reserve",
             "redis_replicas": args.redis_replicas,
+            "tls": args.tls,
             "clients": args.clients,
             "connections": args.connections,
             "seconds": args.seconds,
