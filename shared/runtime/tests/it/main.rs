@@ -2,6 +2,7 @@
 //! TLS settings with a test CA's certificates.
 #![allow(clippy::unwrap_used)]
 
+mod health_port;
 mod redis;
 mod telemetry;
 mod tls;
