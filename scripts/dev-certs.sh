@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # `make up TLS=1` and `make certs`: a local CA under .oms/tls, a certificate
 # the services share on this machine (localhost, 127.0.0.1) and one for you
-# (grpcurl). Made once; delete .oms/tls to make new ones. Never for
-# production: there each service has its own (see the README).
+# (grpcurl). Never for production: there each service has its own (see
+# the README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR=.oms/tls
-[ -s "$DIR/client.key" ] && exit 0
 command -v openssl >/dev/null || { echo "openssl is needed (apt-get install openssl)" >&2; exit 1; }
+# Made again when missing or within a day of expiring (they last 90 days;
+# an expired one would stop the services at start).
+if [ -s "$DIR/client.key" ] && openssl x509 -checkend 86400 -noout -in "$DIR/service.crt" >/dev/null 2>&1 \
+  && openssl x509 -checkend 86400 -noout -in "$DIR/client.crt" >/dev/null 2>&1; then
+  exit 0
+fi
+rm -rf "$DIR"
 mkdir -p "$DIR"
 ec() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
 ec "$DIR/ca.key"

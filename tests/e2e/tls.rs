@@ -3,6 +3,7 @@
 //! and refuses connections that show none of the CA's.
 use crate::ingest::channel;
 use crate::placement::{available, until_state};
+use crate::platform::reflected_services;
 use crate::shipping::warehouse;
 use oms_e2e::{Suite, pos_submission};
 use oms_proto::ingest::{self as ing, ingest_service_client::IngestServiceClient};
@@ -180,30 +181,4 @@ async fn optional_client_certificates_and_a_plaintext_health_port() {
     // The main port serves no plaintext.
     let plain_main = channel_as(&format!("http://{}", routing.addr), &[]);
     assert!(list(plain_main).await.is_err());
-}
-
-/// What reflection (v1) lists at `channel`.
-async fn reflected_services(channel: tonic::transport::Channel) -> Vec<String> {
-    use futures::StreamExt as _;
-    use tonic_reflection::pb::v1::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-    };
-    let list = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let answer = ServerReflectionClient::new(channel)
-        .server_reflection_info(tokio_stream::iter(vec![list]))
-        .await
-        .unwrap()
-        .into_inner()
-        .next()
-        .await
-        .unwrap()
-        .unwrap();
-    match answer.message_response.unwrap() {
-        MessageResponse::ListServicesResponse(l) => l.service.into_iter().map(|s| s.name).collect(),
-        other => panic!("{other:?}"),
-    }
 }

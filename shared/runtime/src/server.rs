@@ -141,15 +141,6 @@ impl GrpcServer {
         routes.add_service(reflection().build_v1()?);
         routes.add_service(reflection().build_v1alpha()?);
 
-        set_all(&health, &names, ServingStatus::Serving).await;
-        let watcher = tokio::spawn(watch_dependencies(
-            health.clone(),
-            names.clone(),
-            db,
-            redis,
-            shutdown.clone(),
-        ));
-
         let deadline = crate::deadline::DeadlineLayer::new(
             config.server.request_timeout,
             &[oms_proto::FILE_DESCRIPTOR_SET],
@@ -172,6 +163,16 @@ impl GrpcServer {
             }
             None => None,
         };
+        // Only now, with every fallible step of the start behind: a start
+        // that fails leaves no watcher running.
+        set_all(&health, &names, ServingStatus::Serving).await;
+        let watcher = tokio::spawn(watch_dependencies(
+            health.clone(),
+            names.clone(),
+            db,
+            redis,
+            shutdown.clone(),
+        ));
         let server = builder
             .trace_fn(request_span)
             .concurrency_limit_per_connection(limit)

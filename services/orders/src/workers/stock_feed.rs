@@ -3,9 +3,10 @@
 //! each tenant's inventory feed, only the events that can raise
 //! availability (receipts, returns, counts, releases and expiries of
 //! reservations, restored lots, enabled nodes, lowered safety stock or
-//! channel rules, less demand of another source's backorders), and after each run of them asks inventory for the
-//! availability of the SKUs waited for, in the network and in the waiting
-//! orders' channels, and wakes, oldest order first, every waiting step
+//! channel rules, less demand of another source's backorders), and after
+//! each run of them asks inventory for the availability of the SKUs
+//! waited for, in the network and in the waiting orders' channels, and
+//! wakes, oldest order first, every waiting step
 //! whose units it covers (first fit: an order too large for what came
 //! keeps its turn, one behind it that fits goes now). Steps that plan wake
 //! only for stock that arrived at a node (see [`stock_line::first_fit`]). A step woken
