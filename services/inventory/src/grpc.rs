@@ -407,6 +407,18 @@ impl InventoryService for InventoryApi {
     ) -> Result<Response<SetBackorderDemandResponse>, Status> {
         unary!(self, req, ops::backorders::set)
     }
+    async fn set_expected_inbound(
+        &self,
+        req: Request<SetExpectedInboundRequest>,
+    ) -> Result<Response<SetExpectedInboundResponse>, Status> {
+        unary!(self, req, ops::inbound::set)
+    }
+    async fn list_expected_inbounds(
+        &self,
+        req: Request<ListExpectedInboundsRequest>,
+    ) -> Result<Response<ListExpectedInboundsResponse>, Status> {
+        unary!(self, req, ops::inbound::list)
+    }
     async fn reconcile(
         &self,
         req: Request<ReconcileRequest>,

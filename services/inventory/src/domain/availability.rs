@@ -23,7 +23,10 @@ pub struct Figures {
     /// Units on the way by transfers in transit, per (receiving node, sku):
     /// shown, never promised.
     pub in_transit: HashMap<(String, String), i64>,
-    /// The same units per (receiving node, sku), by expected arrival
+    /// Units inbound deliveries still bring, per (receiving node, sku):
+    /// shown, never promised.
+    pub inbound: HashMap<(String, String), i64>,
+    /// The units of both per (receiving node, sku), by expected arrival
     /// (None: not said).
     arrivals: HashMap<(String, String), Vec<Due>>,
     /// Units backorders ask for per (sku, channel; '' = orders of no
@@ -56,6 +59,19 @@ impl Figures {
         for (node, sku, at, q) in rows {
             let k = (node, sku);
             *self.in_transit.entry(k.clone()).or_default() += q;
+            self.arrivals.entry(k).or_default().push((at, q));
+        }
+    }
+
+    /// Adds units inbound deliveries bring, as `repo::inbound::expected`
+    /// reads them.
+    pub fn add_expected_inbound(
+        &mut self,
+        rows: Vec<(String, String, Option<DateTime<Utc>>, i64)>,
+    ) {
+        for (node, sku, at, q) in rows {
+            let k = (node, sku);
+            *self.inbound.entry(k.clone()).or_default() += q;
             self.arrivals.entry(k).or_default().push((at, q));
         }
     }
@@ -101,6 +117,11 @@ impl Figures {
         self.in_transit.get(&k).copied().unwrap_or(0)
     }
 
+    fn inbound_to(&self, node: &str, sku: &str) -> i64 {
+        let k = (node.to_owned(), sku.to_owned());
+        self.inbound.get(&k).copied().unwrap_or(0)
+    }
+
     fn safety_of(&self, node: &str, sku: &str) -> i64 {
         crate::repo::rules::effective(&self.safety, node, sku)
     }
@@ -120,11 +141,11 @@ impl Figures {
             .collect()
     }
 
-    /// Enabled nodes the SKU is on its way to.
+    /// Enabled nodes the SKU is on its way to (by transfer or delivery).
     fn arriving(&self, sku: &str) -> impl Iterator<Item = &String> {
         let by_sku = self
             .arriving_by_sku
-            .get_or_init(|| nodes_by_sku(self.in_transit.keys().map(|(n, s)| (s, n))));
+            .get_or_init(|| nodes_by_sku(self.arrivals.keys().map(|(n, s)| (s, n))));
         let nodes = by_sku.get(sku).map_or(&[][..], Vec::as_slice);
         nodes.iter().filter(|n| self.enabled.contains(*n))
     }
@@ -211,6 +232,7 @@ impl Figures {
                     sku: sku.to_owned(),
                     available: self.promisable_at(&n, sku).max(0),
                     in_transit: self.in_transit_to(&n, sku),
+                    expected_inbound: self.inbound_to(&n, sku),
                     node_id: n,
                     channel: String::new(),
                     on_hand,
@@ -259,6 +281,9 @@ impl Figures {
             .arriving(sku)
             .filter(|n| in_pool(n))
             .map(|n| self.in_transit_to(n, sku))
+            .sum();
+        a.expected_inbound = (self.arriving(sku).filter(|n| in_pool(n)))
+            .map(|n| self.inbound_to(n, sku))
             .sum();
         a.arrivals = self.arrivals_at(self.arriving(sku).filter(|n| in_pool(n)), sku);
         a

@@ -62,6 +62,7 @@ async fn figures(
     }
     f.safety = repo::rules::safety(&inv.pool, tenant, skus).await?;
     f.add_on_the_way(repo::transfers::on_the_way(&inv.pool, tenant, skus).await?);
+    f.add_expected_inbound(repo::inbound::expected(&inv.pool, tenant, skus).await?);
     f.enabled = repo::nodes::enabled_ids(&inv.pool, tenant)
         .await?
         .into_iter()
@@ -248,6 +249,7 @@ fn touched(ev: &InventoryEvent, scope: &Scope) -> Touched {
             Scope::Node(_) => vec![],
             _ => e.skus.clone(),
         },
+        Some(Kind::ExpectedInboundSet(e)) => e.skus.clone(),
         Some(Kind::ChannelRuleSet(e)) => match (scope, &e.rule) {
             (Scope::Channel(c), Some(rule)) if *c == rule.channel => return Touched::All,
             _ => vec![],
@@ -299,6 +301,15 @@ fn touched_at_nodes(ev: &InventoryEvent) -> Vec<Key> {
                     .flat_map(|l| [at(&l.sku, &t.from_node_id), at(&l.sku, &t.to_node_id)])
             })
             .collect(),
+        Some(Kind::ExpectedInboundSet(e)) => {
+            let nodes = e.inbound.iter().map(|i| i.node_id.as_str());
+            let nodes: Vec<&str> = (nodes.chain(Some(e.previous_node_id.as_str())))
+                .filter(|n| !n.is_empty())
+                .collect();
+            (e.skus.iter())
+                .flat_map(|s| nodes.iter().map(move |n| at(s, n)))
+                .collect()
+        }
         // Demand is no node's: node figures leave it out.
         Some(Kind::ChannelRuleSet(_) | Kind::BackorderDemandSet(_)) | None => vec![],
     }

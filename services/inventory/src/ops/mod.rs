@@ -9,6 +9,7 @@ pub mod backorders;
 pub mod catalog;
 mod counts;
 pub mod imports;
+pub mod inbound;
 pub mod lot_expiry;
 pub mod movements;
 pub mod reconcile;
@@ -389,7 +390,7 @@ pub fn now_ms() -> i64 {
 }
 
 /// Every inventory event type, as [`event_type`] names them.
-pub const EVENT_TYPES: [&str; 13] = [
+pub const EVENT_TYPES: [&str; 14] = [
     "StockMoved",
     "StockReserved",
     "ReservationConfirmed",
@@ -403,6 +404,7 @@ pub const EVENT_TYPES: [&str; 13] = [
     "NodeChanged",
     "TransferClosed",
     "BackorderDemandSet",
+    "ExpectedInboundSet",
 ];
 
 /// The event types a watcher asked for (empty: all), each a known one.
@@ -441,6 +443,7 @@ pub fn event_type(kind: &inventory_event::Kind) -> &'static str {
         inventory_event::Kind::NodeChanged(_) => "NodeChanged",
         inventory_event::Kind::TransferClosed(_) => "TransferClosed",
         inventory_event::Kind::BackorderDemandSet(_) => "BackorderDemandSet",
+        inventory_event::Kind::ExpectedInboundSet(_) => "ExpectedInboundSet",
     }
 }
 
@@ -503,6 +506,7 @@ mod tests {
             Kind::NodeChanged(NodeChanged::default()),
             Kind::TransferClosed(TransferClosed::default()),
             Kind::BackorderDemandSet(BackorderDemandSet::default()),
+            Kind::ExpectedInboundSet(ExpectedInboundSet::default()),
         ];
         let named: Vec<&str> = kinds.iter().map(event_type).collect();
         assert_eq!(named, EVENT_TYPES);

@@ -98,6 +98,22 @@ pub async fn backorder_demand(
     exclusive_on(tx, format!("oms.inventory.demand:{tenant}/{source}")).await
 }
 
+/// Serializes the settings of one inbound delivery: each compares what
+/// it sets with what the one before stored (a delivery new to both has no
+/// row yet for a row lock to order).
+pub async fn expected_inbound(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    source: &str,
+    inbound_id: &str,
+) -> sqlx::Result<()> {
+    exclusive_on(
+        tx,
+        format!("oms.inventory.inbound:{tenant}/{source}/{inbound_id}"),
+    )
+    .await
+}
+
 /// The transaction's exclusive advisory lock on `key`.
 async fn exclusive_on(tx: &mut PgConnection, key: String) -> sqlx::Result<()> {
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")

@@ -2,6 +2,7 @@
 pub mod backorders;
 pub mod give_backs;
 pub mod imports;
+pub mod inbound;
 pub mod items;
 pub mod lock;
 pub mod nodes;

@@ -5,6 +5,7 @@ mod backorders;
 mod catalog;
 mod cluster;
 mod expiry;
+mod inbound;
 mod ledger;
 mod recovery;
 mod reservations;
