@@ -1117,6 +1117,97 @@ async fn a_receipt_line_inventory_refuses_keeps_no_other_line_out_of_stock() {
     );
 }
 
+/// On hand, expected inbound and its arrivals of `sku` in the network.
+async fn inbound_of(
+    stock: &mut Inventory,
+    sku: &str,
+) -> (i64, i64, Vec<(Option<prost_types::Timestamp>, i64)>) {
+    let req = inv::GetAvailabilityRequest {
+        skus: vec![sku.into()],
+        ..Default::default()
+    };
+    let got = stock.get_availability(authed(T, req)).await.unwrap();
+    let a = got.into_inner().availabilities.remove(0);
+    let arrivals = (a.arrivals.iter())
+        .map(|x| (x.expected_arrival_time, x.units))
+        .collect();
+    (a.on_hand, a.expected_inbound, arrivals)
+}
+
+/// What a notice still brings is expected inbound in inventory: shown by
+/// its expected time and never promised, less what each receipt brought,
+/// nothing once closed. A SKU inventory does not know is named on the
+/// notice and keeps no other line out.
+#[tokio::test]
+async fn what_a_notice_still_brings_is_expected_inbound_until_received_or_closed() {
+    use oms_proto::fulfillment as ful;
+    let suite = Suite::start().await;
+    let mut stock = suite.stock(T, &[("A", 1), ("B", 1)]).await;
+    let mut work = FulfillmentServiceClient::new(suite.channel(Service::Fulfillment));
+    let due = chrono::Utc::now() + chrono::Duration::days(2);
+    let due = Some(prost_types::Timestamp {
+        seconds: due.timestamp(),
+        nanos: 0,
+    });
+    let line = |sku: &str, quantity| ful::ExpectedLine {
+        sku: sku.into(),
+        quantity,
+        lot: String::new(),
+    };
+    let req = ful::CreateAdvanceShippingNoticeRequest {
+        request_id: rid(),
+        asn: Some(ful::AdvanceShippingNotice {
+            node_id: "DC1".into(),
+            reference: "PO-7".into(),
+            expected_time: due,
+            lines: vec![line("A", 10), line("NOPE", 3), line("B", 4)],
+            ..Default::default()
+        }),
+    };
+    let created = work.create_advance_shipping_notice(authed(T, req)).await;
+    let asn = created.unwrap().into_inner().asn.unwrap();
+    let mut db = suite.db.connect("fulfillment").await;
+    let told = "SELECT count(*) FROM asns WHERE inbound_posted = inbound_revision";
+    wait_for(&mut db, told, 1).await;
+    assert_eq!(inbound_of(&mut stock, "A").await, (1, 10, vec![(due, 10)]));
+    assert_eq!(inbound_of(&mut stock, "B").await, (1, 4, vec![(due, 4)]));
+    assert_eq!(available(&mut stock, "A").await, 1, "never promised");
+    let got = notice(&mut work, &asn.name).await;
+    assert_eq!(got.inbound_error, "NOPE: items/NOPE not found");
+    assert!(got.inbound_post_time.is_some());
+
+    // 6 good and 1 damaged arrive: 3 still come.
+    receipt_of_a(&suite, "DC1", &asn.name, 6, 1).await;
+    wait_for(&mut db, told, 1).await;
+    assert_eq!(inbound_of(&mut stock, "A").await, (7, 3, vec![(due, 3)]));
+
+    // Closed: nothing more comes. A replay answers as the first time; a
+    // second close is refused.
+    let close = ful::CloseAdvanceShippingNoticeRequest {
+        request_id: rid(),
+        name: asn.name.clone(),
+    };
+    let closed = work
+        .close_advance_shipping_notice(authed(T, close.clone()))
+        .await;
+    let closed = closed.unwrap().into_inner().asn.unwrap();
+    assert!(closed.close_time.is_some());
+    assert_eq!(closed.receipts.len(), 1);
+    let again = work
+        .close_advance_shipping_notice(authed(T, close.clone()))
+        .await;
+    assert_eq!(again.unwrap().into_inner().asn.unwrap(), closed);
+    let twice = ful::CloseAdvanceShippingNoticeRequest {
+        request_id: rid(),
+        ..close
+    };
+    let err = (work.close_advance_shipping_notice(authed(T, twice)).await).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    wait_for(&mut db, told, 1).await;
+    assert_eq!(inbound_of(&mut stock, "A").await, (7, 0, vec![]));
+    assert_eq!(inbound_of(&mut stock, "B").await, (1, 0, vec![]));
+}
+
 /// Four units of A at DC2 sent in transit to DC1 as `transfer_id` (DC1
 /// stocks B only); the inventory client.
 async fn four_a_on_their_way_to_dc1(suite: &Suite, transfer_id: &str) -> Inventory {
@@ -1269,6 +1360,12 @@ async fn a_transfer_announced_to_the_warehouse_arrives_once() {
         )]
     );
     first_receipt_posted(&mut work, &asn.name).await;
+    // Its units were in transit, never told to inventory as expected
+    // inbound besides.
+    let mut db = suite.db.connect("fulfillment").await;
+    let settled = "SELECT count(*) FROM asns WHERE inbound_posted = inbound_revision";
+    wait_for(&mut db, settled, 1).await;
+    assert_eq!(notice(&mut work, &asn.name).await.inbound_post_time, None);
 }
 
 /// A warehouse reports part of a transfer damaged on arrival: the whole

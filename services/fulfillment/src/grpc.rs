@@ -96,6 +96,12 @@ impl FulfillmentService for FulfillmentApi {
     ) -> Result<Response<CreateAdvanceShippingNoticeResponse>, Status> {
         unary!(self, req, inbound::create)
     }
+    async fn close_advance_shipping_notice(
+        &self,
+        req: Request<CloseAdvanceShippingNoticeRequest>,
+    ) -> Result<Response<CloseAdvanceShippingNoticeResponse>, Status> {
+        unary!(self, req, inbound::close)
+    }
     async fn get_advance_shipping_notice(
         &self,
         req: Request<GetAdvanceShippingNoticeRequest>,

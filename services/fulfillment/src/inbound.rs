@@ -10,11 +10,11 @@ use crate::service::{DOMAIN, Fulfillment, db, emit_about, invalid};
 use chrono::Utc;
 use oms_kernel::{Paging, RequestId, Tenant, Violations, parse_name, parse_uuid_name};
 use oms_proto::fulfillment::{
-    AdvanceShippingNotice, CreateAdvanceShippingNoticeRequest, CreateAdvanceShippingNoticeResponse,
-    Discrepancy, EventAck, ExpectedLine, GetAdvanceShippingNoticeRequest,
-    GetAdvanceShippingNoticeResponse, ListAdvanceShippingNoticesRequest,
-    ListAdvanceShippingNoticesResponse, Receipt, ReceiptRecorded, ReceiptReported, command,
-    watch_fulfillment_events_response::Kind,
+    AdvanceShippingNotice, CloseAdvanceShippingNoticeRequest, CloseAdvanceShippingNoticeResponse,
+    CreateAdvanceShippingNoticeRequest, CreateAdvanceShippingNoticeResponse, Discrepancy, EventAck,
+    ExpectedLine, GetAdvanceShippingNoticeRequest, GetAdvanceShippingNoticeResponse,
+    ListAdvanceShippingNoticesRequest, ListAdvanceShippingNoticesResponse, Receipt,
+    ReceiptRecorded, ReceiptReported, command, watch_fulfillment_events_response::Kind,
 };
 use oms_proto::inventory as inv;
 use oms_runtime::{
@@ -120,7 +120,65 @@ pub async fn create(
         .map_err(db)?;
     asn.discrepancies = discrepancies(&asn, &[]);
     let resp = CreateAdvanceShippingNoticeResponse { asn: Some(asn) };
-    r.finish(tx, tenant, &rid, resp).await
+    let resp = r.finish(tx, tenant, &rid, resp).await?;
+    // Inventory is told what it brings.
+    r.posting.notify_one();
+    Ok(resp)
+}
+
+/// Closes an open notice: inventory is told that nothing more of it comes.
+pub async fn close(
+    r: &Fulfillment,
+    tenant: &Tenant,
+    req: CloseAdvanceShippingNoticeRequest,
+) -> Result<CloseAdvanceShippingNoticeResponse, Status> {
+    let mut v = Violations::new();
+    let rid = v.check("request_id", RequestId::parse(&req.request_id));
+    let id = asn_id("name", &req.name).map_err(|e| v.0.extend(e.0)).ok();
+    let (Some(rid), Some(id), true) = (rid, id, v.is_empty()) else {
+        return Err(invalid(v));
+    };
+    let mut tx = match idempotency::begin(
+        &r.pool,
+        DOMAIN,
+        tenant,
+        &rid,
+        "CloseAdvanceShippingNotice",
+        &req,
+    )
+    .await?
+    {
+        Begin::Replay(resp) => return Ok(resp),
+        Begin::Tx(tx) => tx,
+    };
+    let Some(asn) = repo::asn(&mut *tx, tenant, id, true).await.map_err(db)? else {
+        return Err(status::not_found(DOMAIN, "ASN", &req.name));
+    };
+    if !repo::close(&mut *tx, tenant, id, Utc::now())
+        .await
+        .map_err(db)?
+    {
+        let why = format!("{} was closed already", asn.name);
+        return Err(status::failed_precondition(
+            DOMAIN,
+            "ASN_CLOSED",
+            &asn.name,
+            &why,
+        ));
+    }
+    let asn = repo::asn(&mut *tx, tenant, id, false).await.map_err(db)?;
+    let mut receipts = repo::receipts_of(&mut *tx, tenant, &[id])
+        .await
+        .map_err(db)?;
+    let asn = asn.map(|mut a| {
+        a.receipts = receipts.remove(&id).unwrap_or_default();
+        a.discrepancies = discrepancies(&a, &a.receipts);
+        a
+    });
+    let resp = CloseAdvanceShippingNoticeResponse { asn };
+    let resp = r.finish(tx, tenant, &rid, resp).await?;
+    r.posting.notify_one();
+    Ok(resp)
 }
 
 /// Checks a notice's transfer with inventory: it must be on its way to
@@ -364,6 +422,10 @@ async fn record(
     }
     let (subject, discrepancies) = match &asn {
         Some((id, a)) => {
+            // What it still brings changed: inventory is told again.
+            repo::bump_inbound(&mut *tx, tenant, *id)
+                .await
+                .map_err(db)?;
             let mut receipts = repo::receipts_of(&mut *tx, tenant, &[*id])
                 .await
                 .map_err(db)?;

@@ -10,6 +10,7 @@
 //! `grpc` the API edge.
 mod bridge;
 mod events;
+mod expected_inbound;
 mod grpc;
 mod health;
 mod inbound;

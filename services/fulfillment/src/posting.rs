@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
-const BATCH: i64 = 100;
+pub(crate) const BATCH: i64 = 100;
 
 pub struct Poster {
     pub pool: PgPool,
@@ -49,21 +49,10 @@ impl Poster {
     pub fn start(self, every: Duration, shutdown: CancellationToken) {
         tokio::spawn(async move {
             loop {
-                let more = match repo::to_post(&self.pool, BATCH).await {
-                    Ok(receipts) => {
-                        let full = receipts.len() as i64 == BATCH;
-                        let mut settled = false;
-                        for (tenant, rc) in receipts {
-                            settled |= self.post_one(&tenant, &rc).await;
-                        }
-                        // A full batch that moved: the next one is waiting.
-                        full && settled
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not read receipts to post");
-                        false
-                    }
-                };
+                // Receipts first: units a receipt brings are then counted
+                // on hand before they stop being expected, never neither.
+                let receipts = self.post_receipts().await;
+                let more = self.post_expected_inbound().await || receipts;
                 if more {
                     continue;
                 }
@@ -74,6 +63,25 @@ impl Poster {
                 }
             }
         });
+    }
+
+    /// Posts a batch of receipts; true when a full batch moved (the next
+    /// one is waiting).
+    async fn post_receipts(&self) -> bool {
+        match repo::to_post(&self.pool, BATCH).await {
+            Ok(receipts) => {
+                let full = receipts.len() as i64 == BATCH;
+                let mut settled = false;
+                for (tenant, rc) in receipts {
+                    settled |= self.post_one(&tenant, &rc).await;
+                }
+                full && settled
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read receipts to post");
+                false
+            }
+        }
     }
 
     /// Posts one receipt; true when it is settled (posted or never

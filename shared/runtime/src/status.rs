@@ -136,6 +136,12 @@ pub fn reason(s: &Status) -> String {
         .unwrap_or_default()
 }
 
+/// The resource a NOT_FOUND status names (`ResourceInfo.resource_name`,
+/// as [`not_found`] sets it), such as `items/SKU-1`.
+pub fn resource_name(s: &Status) -> Option<String> {
+    (s.get_error_details().resource_info()).map(|r| r.resource_name.clone())
+}
+
 /// The fields named by a status's `BadRequest` violations.
 pub fn fields(s: &Status) -> Vec<String> {
     s.get_error_details()

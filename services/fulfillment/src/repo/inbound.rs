@@ -28,6 +28,39 @@ pub async fn insert_asn(
     Ok(())
 }
 
+/// A notice's row: its document and what the table keeps beside it.
+type AsnRow = (
+    Vec<u8>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    Option<String>,
+);
+
+/// An [`AsnRow`] with the notice's id first.
+type ListedRow = (
+    Uuid,
+    Vec<u8>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    Option<String>,
+);
+
+/// The columns of an [`AsnRow`] (a macro: statements are literals, see
+/// `concat!`).
+macro_rules! asn_columns {
+    () => {
+        "doc, close_time, inbound_post_time, inbound_error"
+    };
+}
+
+fn asn_of((doc, closed, told, error): AsnRow) -> sqlx::Result<AdvanceShippingNotice> {
+    let mut asn: AdvanceShippingNotice = decode(&doc)?;
+    asn.close_time = closed.map(to_timestamp);
+    asn.inbound_post_time = told.map(to_timestamp);
+    asn.inbound_error = error.unwrap_or_default();
+    Ok(asn)
+}
+
 /// A notice, locked for the transaction when `lock` (receipts against it
 /// are recorded one at a time, so each sees the ones before it).
 pub async fn asn(
@@ -37,16 +70,24 @@ pub async fn asn(
     lock: bool,
 ) -> sqlx::Result<Option<AdvanceShippingNotice>> {
     let sql = if lock {
-        "SELECT doc FROM asns WHERE tenant = $1 AND id = $2 FOR UPDATE"
+        concat!(
+            "SELECT ",
+            asn_columns!(),
+            " FROM asns WHERE tenant = $1 AND id = $2 FOR UPDATE"
+        )
     } else {
-        "SELECT doc FROM asns WHERE tenant = $1 AND id = $2"
+        concat!(
+            "SELECT ",
+            asn_columns!(),
+            " FROM asns WHERE tenant = $1 AND id = $2"
+        )
     };
-    let doc: Option<Vec<u8>> = sqlx::query_scalar(sql)
+    let row: Option<AsnRow> = sqlx::query_as(sql)
         .bind(tenant.as_str())
         .bind(id)
         .fetch_optional(ex)
         .await?;
-    doc.map(|d| decode(&d)).transpose()
+    row.map(asn_of).transpose()
 }
 
 /// Newest first, at `node` when given.
@@ -57,11 +98,13 @@ pub async fn list_asns(
     before: Option<Uuid>,
     limit: i64,
 ) -> sqlx::Result<Vec<(Uuid, AdvanceShippingNotice)>> {
-    let rows: Vec<(Uuid, Vec<u8>)> = sqlx::query_as(
-        "SELECT id, doc FROM asns
+    let rows: Vec<ListedRow> = sqlx::query_as(concat!(
+        "SELECT id, ",
+        asn_columns!(),
+        " FROM asns
          WHERE tenant = $1 AND ($2 = '' OR node_id = $2) AND id < $3
-         ORDER BY id DESC LIMIT $4",
-    )
+         ORDER BY id DESC LIMIT $4"
+    ))
     .bind(tenant.as_str())
     .bind(node)
     .bind(before.unwrap_or(Uuid::max()))
@@ -69,8 +112,80 @@ pub async fn list_asns(
     .fetch_all(ex)
     .await?;
     rows.into_iter()
-        .map(|(id, d)| Ok((id, decode(&d)?)))
+        .map(|(id, doc, closed, told, error)| Ok((id, asn_of((doc, closed, told, error))?)))
         .collect()
+}
+
+/// Counts a change to what a notice still brings (a receipt against it),
+/// so that inventory is told again.
+pub async fn bump_inbound(ex: impl PgExecutor<'_>, tenant: &Tenant, id: Uuid) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE asns SET inbound_revision = inbound_revision + 1 WHERE tenant = $1 AND id = $2",
+    )
+    .bind(tenant.as_str())
+    .bind(id)
+    .execute(ex)
+    .await?;
+    Ok(())
+}
+
+/// Closes an open notice (a change to what it brings, as in
+/// [`bump_inbound`]); false when it was closed already.
+pub async fn close(
+    ex: impl PgExecutor<'_>,
+    tenant: &Tenant,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE asns SET close_time = $3, inbound_revision = inbound_revision + 1
+         WHERE tenant = $1 AND id = $2 AND close_time IS NULL",
+    )
+    .bind(tenant.as_str())
+    .bind(id)
+    .bind(now)
+    .execute(ex)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Notices of any tenant whose latest change inventory was not told yet,
+/// oldest first: (tenant, id, revision).
+pub async fn inbound_to_post(
+    ex: impl PgExecutor<'_>,
+    limit: i64,
+) -> sqlx::Result<Vec<(String, Uuid, i64)>> {
+    sqlx::query_as(
+        "SELECT tenant, id, inbound_revision FROM asns
+         WHERE inbound_posted < inbound_revision ORDER BY create_time LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(ex)
+    .await
+}
+
+/// Records that inventory was told revision `revision` of a notice, with
+/// the lines it did not take (`error`), at `now` (None: nothing to tell,
+/// a transfer's notice); a later revision told already stands.
+pub async fn mark_inbound_posted(
+    ex: impl PgExecutor<'_>,
+    tenant: &Tenant,
+    (id, revision): (Uuid, i64),
+    error: Option<&str>,
+    now: Option<DateTime<Utc>>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE asns SET inbound_posted = $3, inbound_error = $4, inbound_post_time = $5
+         WHERE tenant = $1 AND id = $2 AND inbound_posted < $3",
+    )
+    .bind(tenant.as_str())
+    .bind(id)
+    .bind(revision)
+    .bind(error)
+    .bind(now)
+    .execute(ex)
+    .await?;
+    Ok(())
 }
 
 /// Stores a receipt; false when its id was taken already.

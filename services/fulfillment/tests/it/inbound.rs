@@ -258,6 +258,65 @@ async fn receipts_against_a_notice_are_recorded_once_with_their_discrepancies() 
     );
 }
 
+/// A closed notice expects nothing more, yet a receipt against it is
+/// still taken (what arrived, arrived); bad and unknown names are refused.
+#[tokio::test]
+async fn a_closed_notice_still_takes_receipts() {
+    let mut h = start().await;
+    let close = |request_id: &str, name: &str| CloseAdvanceShippingNoticeRequest {
+        request_id: request_id.into(),
+        name: name.into(),
+    };
+    let bad = (h.client)
+        .close_advance_shipping_notice(authed(TENANT, close("", "asns/x")))
+        .await
+        .unwrap_err();
+    assert_eq!(status::fields(&bad), ["request_id", "name"]);
+    let unknown = format!("asns/{}", uuid::Uuid::now_v7());
+    let gone = (h.client)
+        .close_advance_shipping_notice(authed(TENANT, close(&rid(), &unknown)))
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+    let asn = create_asn(&mut h, "DC1", vec![expected("A", 10)]).await;
+    assert_eq!(asn.close_time, None);
+    let closed = (h.client)
+        .close_advance_shipping_notice(authed(TENANT, close(&rid(), &asn.name)))
+        .await
+        .unwrap()
+        .into_inner()
+        .asn
+        .unwrap();
+    assert!(closed.close_time.is_some());
+    let mut a = Adapter::connect(&h.svc.channel(), TENANT, "wms-1", &["DC1"], 0).await;
+    assert!(matches!(a.command().await.kind, Some(Cmd::Asn(_))));
+    let late = receipt(
+        "ev-late",
+        "rc-late",
+        &asn.name,
+        "DC1",
+        vec![received("A", 4, 0)],
+    );
+    assert!(answer(&mut a, late).await.accepted);
+    let got = (h.client)
+        .get_advance_shipping_notice(authed(
+            TENANT,
+            GetAdvanceShippingNoticeRequest {
+                name: asn.name.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .asn
+        .unwrap();
+    assert_eq!(got.close_time, closed.close_time);
+    let short: Vec<(i64, i64)> = (got.discrepancies.iter())
+        .map(|d| (d.expected, d.received))
+        .collect();
+    assert_eq!((got.receipts.len(), short), (1, vec![(10, 4)]));
+}
+
 #[tokio::test]
 async fn messages_reach_the_node_are_delivered_on_acknowledgement_and_read_once() {
     let mut h = start().await;
