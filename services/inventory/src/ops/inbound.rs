@@ -10,7 +10,7 @@ use super::{Begin, Inventory, emit};
 use crate::domain::{check_node_id, check_sku, check_source, movement::MAX_UNITS};
 use crate::error::{Error, Result};
 use crate::repo::{self, lock};
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use oms_kernel::{Paging, RequestId, Tenant, Violations};
 use oms_proto::inventory::*;
 use oms_runtime::time::from_timestamp;
@@ -88,7 +88,9 @@ pub async fn set(
     if let Some(missing) = skus.iter().find(|s| !items.contains_key(*s)) {
         return Err(Error::not_found("item", format!("items/{missing}")));
     }
-    let now = Utc::now();
+    // As Postgres keeps it (microseconds), so the answer and a later list
+    // say the same time.
+    let now = Utc::now().trunc_subsecs(6);
     let after = ExpectedInbound {
         source: req.source.clone(),
         inbound_id: req.inbound_id.clone(),
