@@ -28,20 +28,49 @@ pub fn peer(config: &crate::Config, service: crate::Service) -> anyhow::Result<C
 /// called with `tls`: the peer's certificate checked against its CA, and
 /// this side's certificate presented (mutual TLS).
 pub fn channel(url: &str, tls: Option<&crate::tls::TlsConfig>) -> anyhow::Result<Channel> {
-    let mut endpoint = Endpoint::from_shared(url.to_owned())?;
-    if url.starts_with("https://") {
-        let tls = tls.ok_or_else(|| anyhow::anyhow!("{url}: https needs a TLS configuration"))?;
-        endpoint = endpoint.tls_config(tls.client())?;
+    let https = url.starts_with("https://");
+    let tls = match (https, tls) {
+        (false, _) => None,
+        (true, Some(tls)) => tls.peer_client(),
+        (true, None) => None,
+    };
+    if https && tls.is_none() {
+        anyhow::bail!("{url}: https needs a TLS configuration");
     }
-    Ok(endpoint
+    // An https URL is dialled as http with the port it means, through a
+    // connector that speaks TLS itself (`tls_live`: renewed files are used
+    // without a restart); tonic would refuse https without its own TLS.
+    let url = match https {
+        true => plain_url(url)?,
+        false => url.to_owned(),
+    };
+    let endpoint = Endpoint::from_shared(url)?
         .connect_timeout(Duration::from_secs(5))
         .timeout(CALL_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
         // Feeds stream small events to the caller: see `crate::http2`.
         .initial_stream_window_size(crate::http2::STREAM_WINDOW)
-        .initial_connection_window_size(crate::http2::CONNECTION_WINDOW)
-        .connect_lazy())
+        .initial_connection_window_size(crate::http2::CONNECTION_WINDOW);
+    Ok(match tls {
+        Some(config) => endpoint.connect_with_connector_lazy(tower::service_fn(move |uri| {
+            crate::tls_live::connect(uri, config.clone())
+        })),
+        None => endpoint.connect_lazy(),
+    })
+}
+
+/// `https://host[:port]/…` as `http://host:port/…`, the port said (443
+/// when the URL says none).
+fn plain_url(url: &str) -> anyhow::Result<String> {
+    let uri: http::Uri = url.parse()?;
+    let host = uri
+        .host()
+        .ok_or_else(|| anyhow::anyhow!("{url}: no host"))?;
+    let port = uri.port_u16().unwrap_or(443);
+    let path = uri.path_and_query().map_or("", |p| p.as_str());
+    let path = if path == "/" { "" } else { path };
+    Ok(format!("http://{host}:{port}{path}"))
 }
 
 struct MetadataInjector<'a>(&'a mut MetadataMap);

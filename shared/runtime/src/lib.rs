@@ -29,6 +29,7 @@ pub mod status;
 pub mod telemetry;
 pub mod time;
 pub mod tls;
+pub mod tls_live;
 
 pub use config::{Config, Service};
 

@@ -149,11 +149,9 @@ impl GrpcServer {
         let drain = shutdown.clone();
         let reporter = health.clone();
         let drain_names = names.clone();
-        let mut builder = tonic::transport::Server::builder();
-        let _certificate_expiry = config.tls.clone().and_then(|t| t.watch_expiry(service));
-        if let Some(tls) = config.tls.as_ref().and_then(|t| t.server()) {
-            builder = builder.tls_config(tls)?;
-        }
+        let builder = tonic::transport::Server::builder();
+        let _tls_watch = config.tls.clone().map(|t| t.watch(service));
+        let tls = config.tls.as_ref().and_then(|t| t.server());
         let health_port = match config.health_listen_addr {
             Some(addr) => {
                 let listener = TcpListener::bind(addr).await.map_err(|e| {
@@ -184,17 +182,25 @@ impl GrpcServer {
             .layer(GlobalConcurrencyLimitLayer::new(limit))
             .layer(RedLayer::new(config.service.name()))
             .layer(deadline)
-            .add_routes(routes.routes())
-            // `tcp_nodelay` above applies only to listeners tonic binds
-            // itself; without it here every response waits out Nagle and
-            // the peer's delayed ACK (~40 ms).
-            .serve_with_incoming_shutdown(
-                TcpIncoming::from(listener).with_nodelay(Some(true)),
-                async move {
-                    drain.cancelled().await;
-                    set_all(&reporter, &drain_names, ServingStatus::NotServing).await;
-                },
-            );
+            .add_routes(routes.routes());
+        let drained = async move {
+            drain.cancelled().await;
+            set_all(&reporter, &drain_names, ServingStatus::NotServing).await;
+        };
+        // `tcp_nodelay` above applies only to listeners tonic binds itself;
+        // without it here every response waits out Nagle and the peer's
+        // delayed ACK (~40 ms).
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let server: futures::future::BoxFuture<'static, Result<(), tonic::transport::Error>> =
+            match tls {
+                // TLS accepted here, not by tonic, so that renewed files are
+                // used without a restart (`tls_live`).
+                Some(tls) => {
+                    let incoming = crate::tls_live::accept(incoming, tls);
+                    Box::pin(server.serve_with_incoming_shutdown(incoming, drained))
+                }
+                None => Box::pin(server.serve_with_incoming_shutdown(incoming, drained)),
+            };
         let mut server = tokio::spawn(server);
         let result = tokio::select! {
             r = &mut server => r,

@@ -2,15 +2,19 @@
 //! services in production, as the design asks (callers still authenticate
 //! with their bearer token on top of it).
 //!
-//! The files are read and checked once, at start, with the rest of the
+//! The files are read and checked at start, with the rest of the
 //! configuration, so that a wrong path or a key that does not match its
 //! certificate stops the service with every problem listed instead of
-//! failing the first handshake.
+//! failing the first handshake; then read again every
+//! `OMS_TLS_RELOAD_INTERVAL_S` (default 60), so that a renewed certificate
+//! or CA is used without a restart (see `tls_live`).
 use crate::config::Secret;
+use crate::tls_live::{HANDSHAKE_TIMEOUT, Live, Pem};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 /// Whether callers must show a certificate the CA signed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +44,13 @@ pub struct TlsConfig {
     /// `OMS_TLS_CLIENT_AUTH`: `required` (the default when a CA is given),
     /// `optional` or `none`.
     pub client_auth: ClientAuth,
+    /// What the service's handshakes use, read again while it runs; none
+    /// for the OTLP exporter's material, which is read once.
+    live: Option<Arc<Live>>,
+    /// The variables naming the files, to read them again.
+    paths: Vec<(&'static str, String)>,
+    /// `OMS_TLS_RELOAD_INTERVAL_S`: how often the files are read again.
+    pub reload_every: Duration,
 }
 
 impl fmt::Debug for TlsConfig {
@@ -52,9 +63,8 @@ impl fmt::Debug for TlsConfig {
     }
 }
 
-/// A TLS handshake that has not finished by then is dropped, so a client
-/// that connects and says nothing holds no more than a socket for a while.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const CANNOT_SERVE: &str =
+    "OMS_TLS_CERT_FILE / OMS_TLS_KEY_FILE / OMS_TLS_CA_FILE cannot serve TLS";
 
 /// A served certificate with less than this left (seconds) is warned of at
 /// start.
@@ -88,11 +98,29 @@ impl TlsConfig {
                 ClientAuth::None
             }
         };
-        let tls = TlsConfig {
+        let paths: Vec<(&'static str, String)> =
+            [SERVICE_FILES.cert, SERVICE_FILES.key, SERVICE_FILES.ca]
+                .into_iter()
+                .filter_map(|k| get(k).map(|v| (k, v)))
+                .collect();
+        let reload = get("OMS_TLS_RELOAD_INTERVAL_S").unwrap_or_else(|| "60".into());
+        let reload_every = match reload.parse::<u64>() {
+            Ok(s) if s >= 1 => Duration::from_secs(s),
+            _ => {
+                errors.push(format!(
+                    "OMS_TLS_RELOAD_INTERVAL_S={reload:?}: a whole number of seconds, 1 or more"
+                ));
+                Duration::from_secs(60)
+            }
+        };
+        let mut tls = TlsConfig {
             identity,
             not_after,
             ca,
             client_auth,
+            live: None,
+            paths,
+            reload_every,
         };
         if tls.client_auth != ClientAuth::None && tls.ca.is_none() {
             errors.push(
@@ -100,16 +128,48 @@ impl TlsConfig {
                     .into(),
             );
         }
-        // The same check tonic makes when the server starts: a key that is
-        // not the certificate's is found now, with the other problems.
-        if let Some(server) = tls.server()
-            && let Err(e) = tonic::transport::Server::builder().tls_config(server)
-        {
-            errors.push(format!(
-                "OMS_TLS_CERT_FILE / OMS_TLS_KEY_FILE cannot serve TLS: {e}"
-            ));
+        // A key that is not the certificate's is found now, with the other
+        // problems, rather than at the first handshake.
+        match Live::new(tls.pem(), tls.not_after, tls.client_auth) {
+            Ok(live) => tls.live = Some(Arc::new(live)),
+            Err(e) => errors.push(format!("{CANNOT_SERVE}: {e}")),
         }
         Some(tls)
+    }
+
+    fn pem(&self) -> Pem {
+        Pem {
+            identity: (self.identity.as_ref())
+                .map(|(cert, key)| (cert.clone(), key.expose().as_bytes().to_vec())),
+            ca: self.ca.clone(),
+        }
+    }
+
+    /// Reads the files again and uses them for new handshakes when they
+    /// changed; true when they did. Files that cannot be used (half
+    /// written, a key of another certificate, an expired certificate)
+    /// change nothing and say why: what is in use stays.
+    pub fn reload(&self) -> Result<bool, String> {
+        let Some(live) = &self.live else {
+            return Ok(false);
+        };
+        let get = |k: &str| {
+            self.paths
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.clone())
+        };
+        let mut errors = vec![];
+        let read = material(&get, &mut errors, SERVICE_FILES);
+        let Some((identity, not_after, ca)) = read.filter(|_| errors.is_empty()) else {
+            return Err(errors.join("; "));
+        };
+        let pem = Pem {
+            identity: identity.map(|(cert, key)| (cert, key.expose().as_bytes().to_vec())),
+            ca,
+        };
+        live.replace(pem, not_after)
+            .map_err(|e| format!("{}: {e}", CANNOT_SERVE))
     }
 
     /// What an `https://` OTLP collector is called with: the standard
@@ -127,6 +187,9 @@ impl TlsConfig {
             not_after,
             ca,
             client_auth: ClientAuth::None,
+            live: None,
+            paths: vec![],
+            reload_every: Duration::MAX,
         })
     }
 
@@ -135,24 +198,24 @@ impl TlsConfig {
         self.identity.is_some()
     }
 
-    /// The server side: this service's certificate, and the callers'
-    /// certificates checked as `client_auth` says.
-    pub fn server(&self) -> Option<ServerTlsConfig> {
-        let (cert, key) = self.identity.as_ref()?;
-        let mut config = ServerTlsConfig::new()
-            .identity(Identity::from_pem(cert, key.expose()))
-            .timeout(HANDSHAKE_TIMEOUT);
-        if let (Some(ca), true) = (&self.ca, self.client_auth != ClientAuth::None) {
-            config = config
-                .client_ca_root(Certificate::from_pem(ca))
-                .client_auth_optional(self.client_auth == ClientAuth::Optional);
-        }
-        Some(config)
+    /// The server side, read again while the service runs: this service's
+    /// certificate, and the callers' certificates checked as
+    /// `client_auth` says; none when it serves no TLS.
+    pub fn server(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.identity.as_ref()?;
+        Some(self.live.as_ref()?.server_config())
     }
 
-    /// The client side, for an `https://` peer: the peer's certificate is
-    /// checked against the CA (and its name against the URL's host), and
-    /// this service's certificate is presented when it has one.
+    /// The side of calls to `https://` peers, read again while the service
+    /// runs: the peer's certificate checked against the CA (and its name
+    /// against the URL's host), this service's certificate presented when
+    /// it has one.
+    pub fn peer_client(&self) -> Option<Arc<rustls::ClientConfig>> {
+        Some(self.live.as_ref()?.client_config())
+    }
+
+    /// tonic's client side, read once: for the OTLP exporter, which builds
+    /// its own channel.
     pub fn client(&self) -> ClientTlsConfig {
         let mut config = ClientTlsConfig::new().timeout(HANDSHAKE_TIMEOUT);
         if let Some(ca) = &self.ca {
@@ -165,33 +228,79 @@ impl TlsConfig {
     }
 
     /// Seconds until the served certificate expires (negative once it
-    /// has): the files are read at start, so a pod that was not restarted
-    /// after a renewal shows here before its callers are refused.
+    /// has), the one in use now: a renewal the files never got (a stuck
+    /// cert-manager, a Secret not mounted) shows here before callers are
+    /// refused.
     pub fn expires_in(&self) -> Option<f64> {
         let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
-        self.not_after.map(|t| t as f64 - now)
+        let not_after = match &self.live {
+            Some(live) => live.not_after(),
+            None => self.not_after,
+        };
+        not_after.map(|t| t as f64 - now)
     }
 
-    /// While the returned gauge lives, `oms.tls.certificate.expiry` tells
-    /// the time left on the certificate served (none when it serves none);
-    /// less than a week left is warned of now, as the alert rules do.
-    pub fn watch_expiry(
-        self,
-        service: &'static str,
-    ) -> Option<opentelemetry::metrics::ObservableGauge<f64>> {
-        let left = self.expires_in()?;
-        if left < RENEW_WARNING {
-            tracing::warn!(
-                days = left / 86_400.0,
-                "the TLS certificate served expires soon; restart after its renewal"
-            );
+    /// While the returned watch lives, the files are read again every
+    /// `reload_every` (a change is logged, a file that cannot be used is
+    /// warned of and the material in use kept), and
+    /// `oms.tls.certificate.expiry` tells the time left on the certificate
+    /// served (none when it serves none); less than a week left is warned
+    /// of now, as the alert rules do.
+    pub fn watch(self, service: &'static str) -> TlsWatch {
+        let reloads = self.live.is_some().then(|| {
+            let tls = self.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(tls.reload_every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    match tls.reload() {
+                        Ok(false) => {}
+                        Ok(true) => tracing::info!(
+                            days_left = tls.expires_in().map(|s| s / 86_400.0),
+                            "TLS files changed: new connections use them"
+                        ),
+                        Err(e) => tracing::warn!(
+                            error = %e,
+                            "TLS files changed but cannot be used; the ones in use stay"
+                        ),
+                    }
+                }
+            })
+        });
+        let gauge = self.expires_in().map(|left| {
+            if left < RENEW_WARNING {
+                tracing::warn!(
+                    days = left / 86_400.0,
+                    "the TLS certificate served expires soon; renew it"
+                );
+            }
+            crate::metrics::certificate_expiry(service, self)
+        });
+        TlsWatch {
+            reloads,
+            _gauge: gauge,
         }
-        Some(crate::metrics::certificate_expiry(service, self))
     }
 
     /// Whether `https://` peers can be checked (a CA is set).
     pub fn has_ca(&self) -> bool {
         self.ca.is_some()
+    }
+}
+
+/// Reads the TLS files again and reports their expiry until dropped.
+pub struct TlsWatch {
+    reloads: Option<tokio::task::JoinHandle<()>>,
+    _gauge: Option<opentelemetry::metrics::ObservableGauge<f64>>,
+}
+
+impl Drop for TlsWatch {
+    fn drop(&mut self) {
+        if let Some(task) = &self.reloads {
+            task.abort();
+        }
     }
 }
 

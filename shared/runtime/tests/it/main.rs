@@ -6,3 +6,4 @@ mod health_port;
 mod redis;
 mod telemetry;
 mod tls;
+mod tls_reload;
