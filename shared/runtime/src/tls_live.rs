@@ -309,7 +309,10 @@ pub fn accept(
                     None => return,
                     Some(Ok(tcp)) => tcp,
                     Some(Err(e)) => {
-                        tracing::debug!(error = %e, "could not accept a connection");
+                        // Out of file descriptors, say: pause rather than
+                        // spin on the same error.
+                        tracing::warn!(error = %e, "could not accept a connection");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
                 },
