@@ -106,6 +106,14 @@ impl Poster {
             Ok(mut r) => r.remove(&id).unwrap_or_default(),
             Err(e) => return Told::Later(e.to_string()),
         };
+        // A receipt's units stop being expected only once they are on hand
+        // (or refused for good): never counted neither way meanwhile.
+        if receipts
+            .iter()
+            .any(|r| r.post_time.is_none() && r.post_error.is_empty())
+        {
+            return Told::Later("a receipt against it is not posted yet".into());
+        }
         let mut lines = still_expected(&asn, &receipts);
         let mut refused = vec![];
         let mut inventory = self.inventory.client(tenant);

@@ -7,7 +7,7 @@
 use crate::events::{self, Once};
 use crate::repo::{self as commands, inbound as repo};
 use crate::service::{DOMAIN, Fulfillment, db, emit_about, invalid};
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use oms_kernel::{Paging, RequestId, Tenant, Violations, parse_name, parse_uuid_name};
 use oms_proto::fulfillment::{
     AdvanceShippingNotice, CloseAdvanceShippingNoticeRequest, CloseAdvanceShippingNoticeResponse,
@@ -151,30 +151,18 @@ pub async fn close(
         Begin::Replay(resp) => return Ok(resp),
         Begin::Tx(tx) => tx,
     };
-    let Some(asn) = repo::asn(&mut *tx, tenant, id, true).await.map_err(db)? else {
+    let Some(mut asn) = repo::asn(&mut *tx, tenant, id, true).await.map_err(db)? else {
         return Err(status::not_found(DOMAIN, "ASN", &req.name));
     };
-    if !repo::close(&mut *tx, tenant, id, Utc::now())
-        .await
-        .map_err(db)?
-    {
+    // As Postgres keeps it, so this answer and a later read agree.
+    let now = Utc::now().trunc_subsecs(6);
+    if !repo::close(&mut *tx, tenant, id, now).await.map_err(db)? {
         let why = format!("{} was closed already", asn.name);
-        return Err(status::failed_precondition(
-            DOMAIN,
-            "ASN_CLOSED",
-            &asn.name,
-            &why,
-        ));
+        let closed = status::failed_precondition(DOMAIN, "ASN_CLOSED", &asn.name, &why);
+        return Err(closed);
     }
-    let asn = repo::asn(&mut *tx, tenant, id, false).await.map_err(db)?;
-    let mut receipts = repo::receipts_of(&mut *tx, tenant, &[id])
-        .await
-        .map_err(db)?;
-    let asn = asn.map(|mut a| {
-        a.receipts = receipts.remove(&id).unwrap_or_default();
-        a.discrepancies = discrepancies(&a, &a.receipts);
-        a
-    });
+    asn.close_time = Some(to_timestamp(now));
+    let asn = complete(r, tenant, vec![(id, asn)]).await?.pop();
     let resp = CloseAdvanceShippingNoticeResponse { asn };
     let resp = r.finish(tx, tenant, &rid, resp).await?;
     r.posting.notify_one();

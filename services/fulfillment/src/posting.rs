@@ -49,8 +49,8 @@ impl Poster {
     pub fn start(self, every: Duration, shutdown: CancellationToken) {
         tokio::spawn(async move {
             loop {
-                // Receipts first: units a receipt brings are then counted
-                // on hand before they stop being expected, never neither.
+                // Receipts first: a notice is told what it still brings
+                // only once its receipts are posted (`expected_inbound`).
                 let receipts = self.post_receipts().await;
                 let more = self.post_expected_inbound().await || receipts;
                 if more {

@@ -138,11 +138,7 @@ impl TlsConfig {
     }
 
     fn pem(&self) -> Pem {
-        Pem {
-            identity: (self.identity.as_ref())
-                .map(|(cert, key)| (cert.clone(), key.expose().as_bytes().to_vec())),
-            ca: self.ca.clone(),
-        }
+        pem_of(self.identity.clone(), self.ca.clone())
     }
 
     /// Reads the files again and uses them for new handshakes when they
@@ -164,11 +160,7 @@ impl TlsConfig {
         let Some((identity, not_after, ca)) = read.filter(|_| errors.is_empty()) else {
             return Err(errors.join("; "));
         };
-        let pem = Pem {
-            identity: identity.map(|(cert, key)| (cert, key.expose().as_bytes().to_vec())),
-            ca,
-        };
-        live.replace(pem, not_after)
+        live.replace(pem_of(identity, ca), not_after)
             .map_err(|e| format!("{}: {e}", CANNOT_SERVE))
     }
 
@@ -288,6 +280,12 @@ impl TlsConfig {
     pub fn has_ca(&self) -> bool {
         self.ca.is_some()
     }
+}
+
+/// The files' contents as `tls_live` takes them.
+fn pem_of(identity: Option<(Vec<u8>, Secret)>, ca: Option<Vec<u8>>) -> Pem {
+    let identity = identity.map(|(cert, key)| (cert, key.expose().as_bytes().to_vec()));
+    Pem { identity, ca }
 }
 
 /// Reads the TLS files again and reports their expiry until dropped.

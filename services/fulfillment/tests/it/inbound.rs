@@ -72,6 +72,16 @@ async fn create_asn(
         .unwrap()
 }
 
+/// The notice `name` as stored now, with its receipts.
+async fn asn_now(h: &mut Harness, name: &str) -> AdvanceShippingNotice {
+    let req = GetAdvanceShippingNoticeRequest { name: name.into() };
+    let got = h
+        .client
+        .get_advance_shipping_notice(authed(TENANT, req))
+        .await;
+    got.unwrap().into_inner().asn.unwrap()
+}
+
 #[tokio::test]
 async fn receipts_against_a_notice_are_recorded_once_with_their_discrepancies() {
     let mut h = start().await;
@@ -196,19 +206,7 @@ async fn receipts_against_a_notice_are_recorded_once_with_their_discrepancies() 
     .await;
     assert!(blind.accepted, "{}", blind.error);
 
-    let got = h
-        .client
-        .get_advance_shipping_notice(authed(
-            TENANT,
-            GetAdvanceShippingNoticeRequest {
-                name: asn.name.clone(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .asn
-        .unwrap();
+    let got = asn_now(&mut h, &asn.name).await;
     assert_eq!(got.receipts.len(), 1);
     assert_eq!(got.receipts[0].receipt_id, "GR-1");
     // Inventory is unreachable in this test: not posted, not failed.
@@ -298,18 +296,7 @@ async fn a_closed_notice_still_takes_receipts() {
         vec![received("A", 4, 0)],
     );
     assert!(answer(&mut a, late).await.accepted);
-    let got = (h.client)
-        .get_advance_shipping_notice(authed(
-            TENANT,
-            GetAdvanceShippingNoticeRequest {
-                name: asn.name.clone(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .asn
-        .unwrap();
+    let got = asn_now(&mut h, &asn.name).await;
     assert_eq!(got.close_time, closed.close_time);
     let short: Vec<(i64, i64)> = (got.discrepancies.iter())
         .map(|d| (d.expected, d.received))
