@@ -436,6 +436,53 @@ async fn a_backorder_is_told_when_its_stock_is_due() {
     );
 }
 
+/// A supplier's delivery tells the line too: an advance shipping notice
+/// of 2 A due in three days (no warehouse has received it) reaches the
+/// first order in line, not the second. Fulfillment tells inventory what
+/// the notice brings; orders reads it in inventory's arrivals.
+#[tokio::test]
+async fn a_backorder_is_told_when_a_suppliers_delivery_brings_its_stock() {
+    use oms_proto::fulfillment as ful;
+    let (suite, _stock_c) = none_of_a().await;
+    let due = prost_types::Timestamp {
+        seconds: (chrono::Utc::now() + chrono::Duration::days(3)).timestamp(),
+        nanos: 0,
+    };
+    let notice = ful::CreateAdvanceShippingNoticeRequest {
+        request_id: rid(),
+        asn: Some(ful::AdvanceShippingNotice {
+            node_id: "DC1".into(),
+            reference: "PO-1".into(),
+            expected_time: Some(due),
+            lines: vec![ful::ExpectedLine {
+                sku: "A".into(),
+                quantity: 2,
+                lot: String::new(),
+            }],
+            ..Default::default()
+        }),
+    };
+    let channel = suite.channel(Service::Fulfillment);
+    let mut work = ful::fulfillment_service_client::FulfillmentServiceClient::new(channel);
+    work.create_advance_shipping_notice(authed(T, notice))
+        .await
+        .unwrap();
+    let mut db = suite.db.connect("fulfillment").await;
+    let told = "SELECT count(*) FROM asns WHERE inbound_post_time IS NOT NULL";
+    wait_for(&mut db, told, 1).await;
+    let mut orders = OrderServiceClient::new(suite.channel(Service::Orders));
+    let mut feed = suite.order_events(T).await;
+    for id in ["s1", "s2"] {
+        let o = create(&mut orders, id, &[("A", 2)]).await;
+        until_state(&mut feed, &o.name, OrderState::Backordered).await;
+    }
+    let line = queue(&mut orders, "A").await;
+    let told: Vec<_> = (line.iter())
+        .map(|e| (e.units_ahead, e.stock_due_time))
+        .collect();
+    assert_eq!(told, [(0, Some(due)), (2, None)]);
+}
+
 /// Receives `units` of A at DC1 and sends them to a new node STORE1 by a
 /// transfer due in two days; the time it is due.
 pub(crate) async fn on_their_way_to_a_store(
