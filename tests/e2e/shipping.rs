@@ -1137,7 +1137,7 @@ async fn inbound_of(
 /// What a notice still brings is expected inbound in inventory: shown by
 /// its expected time and never promised, less what each receipt brought,
 /// nothing once closed. A SKU inventory does not know is named on the
-/// notice and keeps no other line out.
+/// notice and keeps no other line out, and counts once it is an item.
 #[tokio::test]
 async fn what_a_notice_still_brings_is_expected_inbound_until_received_or_closed() {
     use oms_proto::fulfillment as ful;
@@ -1175,6 +1175,20 @@ async fn what_a_notice_still_brings_is_expected_inbound_until_received_or_closed
     let got = notice(&mut work, &asn.name).await;
     assert_eq!(got.inbound_error, "NOPE: items/NOPE not found");
     assert!(got.inbound_post_time.is_some());
+    // NOPE becomes an item: the notice is told again a while later (ten
+    // minutes; set back here), and its units count.
+    let nope = inv::Item {
+        sku: "NOPE".into(),
+        ..Default::default()
+    };
+    oms_e2e::create_item(&mut stock, T, nope).await;
+    sqlx::query("UPDATE asns SET inbound_post_time = now() - interval '1 hour'")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let clean = "SELECT count(*) FROM asns WHERE inbound_posted = inbound_revision AND inbound_error IS NULL";
+    wait_for(&mut db, clean, 1).await;
+    assert_eq!(inbound_of(&mut stock, "NOPE").await, (0, 3, vec![(due, 3)]));
 
     // 6 good and 1 damaged arrive: 3 still come.
     receipt_of_a(&suite, "DC1", &asn.name, 6, 1).await;

@@ -20,6 +20,10 @@ use uuid::Uuid;
 /// The source inventory keeps these figures under.
 const SOURCE: &str = "fulfillment";
 
+/// How long after inventory refused lines of an open notice (a SKU or node
+/// it did not know) the notice is told again, in case they exist now.
+const RETELL_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// What a notice still brings per SKU: expected less arrived (good or
 /// damaged: a damaged unit came, and will not come again), never below
 /// zero; nothing once closed.
@@ -59,6 +63,9 @@ impl Poster {
     /// Tells inventory of a batch of changed notices; true when a full
     /// batch moved (the next one is waiting).
     pub(crate) async fn post_expected_inbound(&self) -> bool {
+        if let Err(e) = repo::retell_refused(&self.pool, RETELL_AFTER).await {
+            tracing::warn!(error = %e, "could not mark refused notices to tell again");
+        }
         let changed = match repo::inbound_to_post(&self.pool, BATCH).await {
             Ok(changed) => changed,
             Err(e) => {

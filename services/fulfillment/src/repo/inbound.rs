@@ -164,6 +164,25 @@ pub async fn inbound_to_post(
     .await
 }
 
+/// Counts a change to the open notices inventory refused lines of when it
+/// was last told, more than `after` ago, so that they are told again: an
+/// item or node created since is then counted.
+pub async fn retell_refused(
+    ex: impl PgExecutor<'_>,
+    after: std::time::Duration,
+) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "UPDATE asns SET inbound_revision = inbound_revision + 1
+         WHERE inbound_error IS NOT NULL AND close_time IS NULL
+           AND inbound_posted = inbound_revision
+           AND inbound_post_time < now() - make_interval(secs => $1)",
+    )
+    .bind(after.as_secs_f64())
+    .execute(ex)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Records that inventory was told revision `revision` of a notice, with
 /// the lines it did not take (`error`), at `now` (None: nothing to tell,
 /// a transfer's notice); a later revision told already stands.
