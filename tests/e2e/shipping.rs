@@ -1222,6 +1222,75 @@ async fn what_a_notice_still_brings_is_expected_inbound_until_received_or_closed
     assert_eq!(inbound_of(&mut stock, "B").await, (1, 0, vec![]));
 }
 
+/// A notice is told what a receipt brought only once the receipt's units
+/// are on hand: while inventory fails to record them (a fault injected
+/// into its movements), the notice still counts all it announced, rather
+/// than the units that came counting nowhere.
+#[tokio::test]
+async fn a_notice_is_told_of_a_receipt_only_once_its_units_are_on_hand() {
+    use oms_proto::fulfillment::{self as ful, connect_adapter_request::Message as In};
+    let suite = Suite::start().await;
+    let mut stock = suite.stock(T, &[("A", 1), ("B", 1)]).await;
+    let mut work = FulfillmentServiceClient::new(suite.channel(Service::Fulfillment));
+    let asn = announce(&mut work, &rid(), "A", 10).await;
+    let mut db = suite.db.connect("fulfillment").await;
+    let told = "SELECT count(*) FROM asns WHERE inbound_posted = inbound_revision";
+    wait_for(&mut db, told, 1).await;
+    let mut held = suite.db.connect("inventory").await;
+    trigger(
+        &mut held,
+        "hold_a",
+        "INSERT ON movements",
+        "NEW.sku = 'A'",
+        FAIL,
+    )
+    .await;
+    // Six A arrive; inventory cannot record them.
+    let wms = Adapter::connect(
+        &suite.channel(Service::Fulfillment),
+        T,
+        "manual",
+        &["DC1"],
+        0,
+    )
+    .await;
+    let receipt = ful::Receipt {
+        receipt_id: "rc-1".into(),
+        asn: asn.name.clone(),
+        node_id: "DC1".into(),
+        lines: vec![ful::ReceivedLine {
+            sku: "A".into(),
+            quantity: 6,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    wms.send(In::Receipt(ful::ReceiptReported {
+        event_id: "ev-1".into(),
+        receipt: Some(receipt),
+    }))
+    .await;
+    wait_for(&mut db, "SELECT count(*) FROM receipts", 1).await;
+    // A later notice is told after this one, in the poster's order: once
+    // it is, this one's turn came and went.
+    announce(&mut work, &rid(), "B", 4).await;
+    wait_for(&mut db, told, 1).await;
+    assert_eq!(inbound_of(&mut stock, "A").await.0, 1, "not on hand yet");
+    assert_eq!(
+        inbound_of(&mut stock, "A").await.1,
+        10,
+        "all still expected"
+    );
+    // Recorded at last: on hand, and no longer expected.
+    sqlx::raw_sql("DROP TRIGGER hold_a ON movements")
+        .execute(&mut held)
+        .await
+        .unwrap();
+    wait_for(&mut db, told, 2).await;
+    let (on_hand, expected, _) = inbound_of(&mut stock, "A").await;
+    assert_eq!((on_hand, expected), (7, 4));
+}
+
 /// Four units of A at DC2 sent in transit to DC1 as `transfer_id` (DC1
 /// stocks B only); the inventory client.
 async fn four_a_on_their_way_to_dc1(suite: &Suite, transfer_id: &str) -> Inventory {
