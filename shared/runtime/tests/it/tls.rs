@@ -48,9 +48,11 @@ fn tls_problems_are_reported_at_start() {
         ("OMS_TLS_CLIENT_AUTH", "sometimes"),
         ("OMS_TLS_OFFLOADED", "yes"),
         ("OMS_HEALTH_LISTEN_ADDR", "nowhere"),
+        ("OMS_TLS_RELOAD_INTERVAL_S", "0"),
     ]);
     let named = [
         "OMS_TLS_CERT_FILE and OMS_TLS_KEY_FILE go together",
+        "OMS_TLS_RELOAD_INTERVAL_S=\"0\"",
         "OMS_TLS_CA_FILE=",
         "OMS_TLS_CLIENT_AUTH=\"sometimes\"",
         "OMS_TLS_OFFLOADED=\"yes\"",
