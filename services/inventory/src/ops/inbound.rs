@@ -153,6 +153,10 @@ pub async fn list(
     if !req.node_id.is_empty() {
         v.check("node_id", check_node_id(&req.node_id));
     }
+    let due_before = req.arrival_due_before.as_ref().map(from_timestamp);
+    if due_before == Some(None) {
+        v.add("arrival_due_before", "is not a valid timestamp");
+    }
     let hash = oms_kernel::fingerprint(&ListExpectedInboundsRequest {
         page_size: 0,
         page_token: String::new(),
@@ -167,7 +171,7 @@ pub async fn list(
     );
     v.into_result(())?;
     let mut db = inv.pool.acquire().await?;
-    let filter = (req.sku.as_str(), req.node_id.as_str());
+    let filter = (req.sku.as_str(), req.node_id.as_str(), due_before.flatten());
     let rows = repo::inbound::list(
         &mut db,
         tenant,

@@ -158,11 +158,12 @@ pub async fn expected(
 }
 
 /// A page of deliveries that still bring units, by (source, id) after
-/// `after`, of `sku` and to `node` when not empty.
+/// `after`, of `sku` and to `node` when not empty, expected before
+/// `due_before` when given.
 pub async fn list(
     db: &mut PgConnection,
     tenant: &Tenant,
-    (sku, node): (&str, &str),
+    (sku, node, due_before): (&str, &str, Option<DateTime<Utc>>),
     after: Option<&(String, String)>,
     limit: i64,
 ) -> sqlx::Result<Vec<ExpectedInbound>> {
@@ -171,6 +172,7 @@ pub async fn list(
         header!(),
         " h WHERE tenant = $1 AND (source, inbound_id) > ($2, $3)
            AND ($4 = '' OR node_id = $4)
+           AND ($7::timestamptz IS NULL OR expected_arrival < $7)
            AND EXISTS (SELECT 1 FROM expected_inbound_lines l
                        WHERE l.tenant = h.tenant AND l.source = h.source
                          AND l.inbound_id = h.inbound_id AND ($5 = '' OR l.sku = $5))
@@ -182,6 +184,7 @@ pub async fn list(
     .bind(node)
     .bind(sku)
     .bind(limit)
+    .bind(due_before)
     .fetch_all(&mut *db)
     .await?;
     with_lines(db, tenant, headers).await

@@ -198,6 +198,16 @@ async fn inbound_deliveries_are_shown_by_arrival_and_never_promised() {
         ]
     );
     assert_eq!(listed(c, "", "DC2").await.len(), 1);
+    // Due before a time (now: the late ones): B said no time.
+    let due = ListExpectedInboundsRequest {
+        arrival_due_before: Some(ts(4)),
+        ..Default::default()
+    };
+    let due = c.list_expected_inbounds(authed("acme", due)).await.unwrap();
+    let ids: Vec<String> = (due.into_inner().inbounds.into_iter())
+        .map(|i| i.inbound_id)
+        .collect();
+    assert_eq!(ids, ["asns/A"]);
 
     // Closed: nothing more comes; it leaves the figures and the list.
     let closed = set(c, "acme", expect("asns/A", "DC1", 3, Some(3), &[]))
@@ -269,6 +279,19 @@ async fn bad_expected_inbound_is_refused_with_its_fields() {
         (err.code(), err.message()),
         (Code::NotFound, "items/NOPE not found")
     );
+    let bad_list = ListExpectedInboundsRequest {
+        sku: "a b".into(),
+        arrival_due_before: Some(prost_types::Timestamp {
+            seconds: 0,
+            nanos: -1,
+        }),
+        ..Default::default()
+    };
+    let err = c
+        .list_expected_inbounds(authed("acme", bad_list))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["sku", "arrival_due_before"]);
     // Nothing was stored: revision 1 still sets it.
     let ok = expect("asns/X", "DC1", 1, None, &[("SKU-1", 1)]);
     assert_eq!(set(c, "acme", ok).await.unwrap().changed_skus, ["SKU-1"]);
