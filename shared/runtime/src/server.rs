@@ -149,7 +149,6 @@ impl GrpcServer {
         let drain = shutdown.clone();
         let reporter = health.clone();
         let drain_names = names.clone();
-        let builder = tonic::transport::Server::builder();
         let _tls_watch = config.tls.clone().map(|t| t.watch(service));
         let tls = config.tls.as_ref().and_then(|t| t.server());
         let health_port = match config.health_listen_addr {
@@ -171,7 +170,7 @@ impl GrpcServer {
             redis,
             shutdown.clone(),
         ));
-        let server = builder
+        let server = tonic::transport::Server::builder()
             .trace_fn(request_span)
             .concurrency_limit_per_connection(limit)
             .load_shed(true)

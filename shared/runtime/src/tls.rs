@@ -36,8 +36,6 @@ pub struct TlsConfig {
     /// `OMS_TLS_CERT_FILE` and `OMS_TLS_KEY_FILE` (PEM): served on the gRPC
     /// port, and presented to the peers this service calls over https.
     identity: Option<(Vec<u8>, Secret)>,
-    /// When the served certificate expires (Unix seconds).
-    not_after: Option<i64>,
     /// `OMS_TLS_CA_FILE` (PEM, one or more certificates): what peers' server
     /// certificates and callers' client certificates are checked against.
     ca: Option<Vec<u8>>,
@@ -46,11 +44,17 @@ pub struct TlsConfig {
     pub client_auth: ClientAuth,
     /// What the service's handshakes use, read again while it runs; none
     /// for the OTLP exporter's material, which is read once.
-    live: Option<Arc<Live>>,
-    /// The variables naming the files, to read them again.
+    live: Option<Reloading>,
+}
+
+/// The service's material in use, and where and how often to read it again.
+#[derive(Clone)]
+struct Reloading {
+    live: Arc<Live>,
+    /// The variables naming the files.
     paths: Vec<(&'static str, String)>,
-    /// `OMS_TLS_RELOAD_INTERVAL_S`: how often the files are read again.
-    pub reload_every: Duration,
+    /// `OMS_TLS_RELOAD_INTERVAL_S`.
+    every: Duration,
 }
 
 impl fmt::Debug for TlsConfig {
@@ -65,6 +69,10 @@ impl fmt::Debug for TlsConfig {
 
 const CANNOT_SERVE: &str =
     "OMS_TLS_CERT_FILE / OMS_TLS_KEY_FILE / OMS_TLS_CA_FILE cannot serve TLS";
+
+/// The longest `OMS_TLS_RELOAD_INTERVAL_S`: a day (a renewal comes weeks
+/// ahead; and a timer of ~2^64 s would overflow).
+const MAX_RELOAD_INTERVAL_S: u64 = 86_400;
 
 /// A served certificate with less than this left (seconds) is warned of at
 /// start.
@@ -104,23 +112,20 @@ impl TlsConfig {
                 .filter_map(|k| get(k).map(|v| (k, v)))
                 .collect();
         let reload = get("OMS_TLS_RELOAD_INTERVAL_S").unwrap_or_else(|| "60".into());
-        let reload_every = match reload.parse::<u64>() {
-            Ok(s) if s >= 1 => Duration::from_secs(s),
+        let every = match reload.parse::<u64>() {
+            Ok(s) if (1..=MAX_RELOAD_INTERVAL_S).contains(&s) => Duration::from_secs(s),
             _ => {
                 errors.push(format!(
-                    "OMS_TLS_RELOAD_INTERVAL_S={reload:?}: a whole number of seconds, 1 or more"
+                    "OMS_TLS_RELOAD_INTERVAL_S={reload:?}: a whole number of seconds, 1 to {MAX_RELOAD_INTERVAL_S}"
                 ));
                 Duration::from_secs(60)
             }
         };
         let mut tls = TlsConfig {
             identity,
-            not_after,
             ca,
             client_auth,
             live: None,
-            paths,
-            reload_every,
         };
         if tls.client_auth != ClientAuth::None && tls.ca.is_none() {
             errors.push(
@@ -130,15 +135,15 @@ impl TlsConfig {
         }
         // A key that is not the certificate's is found now, with the other
         // problems, rather than at the first handshake.
-        match Live::new(tls.pem(), tls.not_after, tls.client_auth) {
-            Ok(live) => tls.live = Some(Arc::new(live)),
+        let pem = pem_of(tls.identity.clone(), tls.ca.clone());
+        match Live::new(pem, not_after, tls.client_auth) {
+            Ok(live) => {
+                let live = Arc::new(live);
+                tls.live = Some(Reloading { live, paths, every });
+            }
             Err(e) => errors.push(format!("{CANNOT_SERVE}: {e}")),
         }
         Some(tls)
-    }
-
-    fn pem(&self) -> Pem {
-        pem_of(self.identity.clone(), self.ca.clone())
     }
 
     /// Reads the files again and uses them for new handshakes when they
@@ -146,15 +151,10 @@ impl TlsConfig {
     /// written, a key of another certificate, an expired certificate)
     /// change nothing and say why: what is in use stays.
     pub fn reload(&self) -> Result<bool, String> {
-        let Some(live) = &self.live else {
+        let Some(Reloading { live, paths, .. }) = &self.live else {
             return Ok(false);
         };
-        let get = |k: &str| {
-            self.paths
-                .iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| v.clone())
-        };
+        let get = |k: &str| paths.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
         let mut errors = vec![];
         let read = material(&get, &mut errors, SERVICE_FILES);
         let Some((identity, not_after, ca)) = read.filter(|_| errors.is_empty()) else {
@@ -173,15 +173,12 @@ impl TlsConfig {
         get: &impl Fn(&str) -> Option<String>,
         errors: &mut Vec<String>,
     ) -> Option<TlsConfig> {
-        let (identity, not_after, ca) = material(get, errors, OTLP_FILES)?;
+        let (identity, _, ca) = material(get, errors, OTLP_FILES)?;
         Some(TlsConfig {
             identity,
-            not_after,
             ca,
             client_auth: ClientAuth::None,
             live: None,
-            paths: vec![],
-            reload_every: Duration::MAX,
         })
     }
 
@@ -195,7 +192,7 @@ impl TlsConfig {
     /// `client_auth` says; none when it serves no TLS.
     pub fn server(&self) -> Option<Arc<rustls::ServerConfig>> {
         self.identity.as_ref()?;
-        Some(self.live.as_ref()?.server_config())
+        Some(self.live.as_ref()?.live.server_config())
     }
 
     /// The side of calls to `https://` peers, read again while the service
@@ -203,7 +200,7 @@ impl TlsConfig {
     /// against the URL's host), this service's certificate presented when
     /// it has one.
     pub fn peer_client(&self) -> Option<Arc<rustls::ClientConfig>> {
-        Some(self.live.as_ref()?.client_config())
+        Some(self.live.as_ref()?.live.client_config())
     }
 
     /// tonic's client side, read once: for the OTLP exporter, which builds
@@ -225,24 +222,21 @@ impl TlsConfig {
     /// refused.
     pub fn expires_in(&self) -> Option<f64> {
         let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
-        let not_after = match &self.live {
-            Some(live) => live.not_after(),
-            None => self.not_after,
-        };
+        let not_after = self.live.as_ref()?.live.not_after();
         not_after.map(|t| t as f64 - now)
     }
 
     /// While the returned watch lives, the files are read again every
-    /// `reload_every` (a change is logged, a file that cannot be used is
+    /// `OMS_TLS_RELOAD_INTERVAL_S` (a change is logged, a file that cannot be used is
     /// warned of and the material in use kept), and
     /// `oms.tls.certificate.expiry` tells the time left on the certificate
     /// served (none when it serves none); less than a week left is warned
     /// of now, as the alert rules do.
     pub fn watch(self, service: &'static str) -> TlsWatch {
-        let reloads = self.live.is_some().then(|| {
-            let tls = self.clone();
+        let reloads = self.live.as_ref().map(|r| {
+            let (tls, every) = (self.clone(), r.every);
             tokio::spawn(async move {
-                let mut tick = tokio::time::interval(tls.reload_every);
+                let mut tick = tokio::time::interval(every);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 tick.tick().await;
                 loop {

@@ -25,7 +25,7 @@ pub struct Figures {
     pub in_transit: HashMap<(String, String), i64>,
     /// Units inbound deliveries still bring, per (receiving node, sku):
     /// shown, never promised.
-    pub inbound: HashMap<(String, String), i64>,
+    inbound: HashMap<(String, String), i64>,
     /// The units of both per (receiving node, sku), by expected arrival
     /// (None: not said).
     arrivals: HashMap<(String, String), Vec<Due>>,

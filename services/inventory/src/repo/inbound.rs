@@ -5,6 +5,7 @@ use oms_kernel::Tenant;
 use oms_proto::inventory::{ExpectedInbound, InboundLine};
 use oms_runtime::time::{from_timestamp, to_timestamp};
 use sqlx::{PgConnection, PgExecutor};
+use std::collections::HashMap;
 
 type Header = (
     String,
@@ -41,16 +42,22 @@ async fn with_lines(
     .bind(&ids)
     .fetch_all(&mut *db)
     .await?;
+    // Each delivery's lines, in SKU order: one pass, not a scan of every
+    // line per delivery (a page of 1,000 deliveries of 1,000 lines each).
+    let mut by_delivery: HashMap<(String, String), Vec<InboundLine>> = HashMap::new();
+    for (source, inbound_id, sku, units) in lines {
+        let line = InboundLine { sku, units };
+        by_delivery
+            .entry((source, inbound_id))
+            .or_default()
+            .push(line);
+    }
     Ok(headers
         .into_iter()
         .map(|(source, inbound_id, node_id, at, revision, updated)| {
-            let lines = (lines.iter())
-                .filter(|l| l.0 == source && l.1 == inbound_id)
-                .map(|l| InboundLine {
-                    sku: l.2.clone(),
-                    units: l.3,
-                })
-                .collect();
+            let key = (source, inbound_id);
+            let lines = by_delivery.remove(&key).unwrap_or_default();
+            let (source, inbound_id) = key;
             ExpectedInbound {
                 source,
                 inbound_id,
