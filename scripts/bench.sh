@@ -37,6 +37,9 @@ echo "== ingest: $INGEST_CLIENTS clients submitting 3-line orders through ingest
 echo "== stock snapshot import: three counts of 200 SKUs at 100 stores through gRPC, one call each"
 "$BIN" import | tee .oms/bench-import.json
 
+echo "== gate recovery: Reconcile and the rebuild after Redis lost its data, 2,000 SKUs at 50 nodes with 20,000 live reservations"
+"$BIN" rebuild | tee .oms/bench-rebuild.json
+
 echo "== routing: the sourcing engine in-process (10-1,000 nodes x 1/5/20 lines), its gap to the optimum, PlanOrder through gRPC (${SECS}s)"
 "$BIN" routing --seconds "$SECS" | tee .oms/bench-routing.json
 
@@ -95,6 +98,15 @@ for k, what in (("first", "the first count (every lot new)"),
                 ("lowered", "every figure lowered, reservations left short at one store")):
     r = m[k]["rows_per_s"]
     print(f"  {what}: {r:,.0f} rows/s ({m[k]['seconds']:.1f} s)   vs pg_order_tps {b['pg_order_tps']:,.0f}/s: {r / b['pg_order_tps']:.2f}x")
+g = json.load(open(".oms/bench-rebuild.json"))
+fl = g["raw_floor_seconds"]
+print()
+print(f"reservation gate recovery ({g['skus']:,} SKUs x {g['nodes']} nodes = {g['stock_rows']:,} stock rows, {g['reservations']:,} live reservations; verified: {g['verified']}):")
+print(f"  raw floor (plain queries of those rows, their figures and records written in one Redis pipeline): {fl * 1000:.0f} ms")
+for k, what in (("reconcile_dry_run_seconds", "Reconcile dry run (compare only)"),
+                ("first_reservation_after_loss_seconds", "first reservation after FLUSHALL (waits for the rebuild)"),
+                ("reconcile_seconds", "Reconcile (rebuild and compare)")):
+    print(f"  {what}: {g[k] * 1000:.0f} ms = {g[k] / fl:.1f}x the floor")
 t = json.load(open(".oms/bench-routing.json"))
 print()
 print("routing engine, one core (decisions/s, p50/p99 us; with the rendered explanation after |):")

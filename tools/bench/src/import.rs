@@ -12,11 +12,8 @@
 //!
 //! Then verifies the outcome: the on-hand the levels add up to, each
 //! SKU's network availability, and one shortfall per SKU.
-use crate::load;
-use oms_proto::common::NodeKind;
-use oms_proto::inventory::{
-    import_stock_snapshot_request::Part, inventory_service_client::InventoryServiceClient, *,
-};
+use crate::{load, stock};
+use oms_proto::inventory::{inventory_service_client::InventoryServiceClient, *};
 use oms_runtime::Service;
 use oms_testkit::{TestDb, authed};
 use std::time::Instant;
@@ -58,7 +55,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut client = InventoryServiceClient::new(channel);
     let nodes: Vec<String> = (0..args.nodes).map(|n| format!("N{n:04}")).collect();
     let skus: Vec<String> = (0..args.skus).map(|k| format!("SKU-{k:05}")).collect();
-    catalog(&mut client, &nodes, &skus, args.lots).await?;
+    stock::catalog(&mut client, TENANT, &nodes, &skus, args.lots).await?;
     let lots = args.lots;
 
     let first = count(&mut client, "first", &nodes, &skus, FIRST, lots).await?;
@@ -70,7 +67,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let rows = (nodes.len() * skus.len()) as i64;
     let on_hand = on_hand(&mut client).await?;
-    let available = network_available(&mut client, &skus).await?;
+    let available = stock::network_available(&mut client, TENANT, &skus).await?;
     // Each SKU: the lowered count at every node, less what the reservation
     // holds at the first node, where it holds more than the count left (the
     // node promises none, and the shortfall holds no other node's units).
@@ -109,41 +106,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn catalog(
-    client: &mut InventoryServiceClient<Channel>,
-    nodes: &[String],
-    skus: &[String],
-    lots: bool,
-) -> anyhow::Result<()> {
-    for n in nodes {
-        let node = Node {
-            node_id: n.clone(),
-            kind: NodeKind::Store as i32,
-            enabled: true,
-            ..Default::default()
-        };
-        let req = CreateNodeRequest {
-            request_id: format!("node-{n}"),
-            node: Some(node),
-        };
-        client.create_node(authed(TENANT, req)).await?;
-    }
-    for s in skus {
-        let item = Item {
-            sku: s.clone(),
-            lot_tracked: lots,
-            expiry_tracked: lots,
-            ..Default::default()
-        };
-        let req = CreateItemRequest {
-            request_id: format!("item-{s}"),
-            item: Some(item),
-        };
-        client.create_item(authed(TENANT, req)).await?;
-    }
-    Ok(())
-}
-
 /// One import's outcome and time.
 struct Counted {
     applied: i64,
@@ -176,26 +138,14 @@ async fn count(
         true => ("LOT-1", "2099-12-31"),
         false => ("", ""),
     };
-    let header = ImportStockSnapshotRequest {
-        part: Some(Part::Header(SnapshotHeader {
-            request_id: format!("count-{name}"),
-            source: "bench".into(),
-            count_time: None,
-        })),
-    };
-    let rows = nodes.iter().flat_map(|n| {
-        skus.iter().map(move |s| ImportStockSnapshotRequest {
-            part: Some(Part::Row(SnapshotRow {
-                node_id: n.clone(),
-                sku: s.clone(),
-                on_hand: units,
-                lot: lot.into(),
-                expiry_date: expiry_date.into(),
-                ..Default::default()
-            })),
-        })
-    });
-    let msgs: Vec<_> = std::iter::once(header).chain(rows).collect();
+    let msgs = stock::count_messages(
+        &format!("count-{name}"),
+        nodes,
+        skus,
+        units,
+        lot,
+        expiry_date,
+    );
     let started = Instant::now();
     let resp = client
         .import_stock_snapshot(authed(TENANT, futures::stream::iter(msgs)))
@@ -257,21 +207,4 @@ async fn on_hand(client: &mut InventoryServiceClient<Channel>) -> anyhow::Result
         }
         page_token = resp.next_page_token;
     }
-}
-
-/// Each SKU's network availability.
-async fn network_available(
-    client: &mut InventoryServiceClient<Channel>,
-    skus: &[String],
-) -> anyhow::Result<Vec<i64>> {
-    let mut available = vec![];
-    for chunk in skus.chunks(1000) {
-        let req = GetAvailabilityRequest {
-            skus: chunk.to_vec(),
-            ..Default::default()
-        };
-        let resp = client.get_availability(authed(TENANT, req)).await?;
-        available.extend(resp.into_inner().availabilities.iter().map(|a| a.available));
-    }
-    Ok(available)
 }

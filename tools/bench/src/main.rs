@@ -11,6 +11,7 @@ mod hot_sku;
 mod import;
 mod ingest;
 mod load;
+mod rebuild;
 mod routing;
 mod stock;
 
@@ -38,6 +39,10 @@ enum Scenario {
     /// Status events through one fulfillment process, and release to
     /// adapter acknowledgement.
     Fulfillment(fulfillment::Args),
+    /// Recovery of the reservation gate: Reconcile, and the rebuild after
+    /// Redis lost its data, for a tenant with much stock and many
+    /// reservations, beside a raw floor.
+    Rebuild(rebuild::Args),
     /// The sourcing engine in-process over 10 to 1,000 nodes, its gap to
     /// the optimum, and PlanOrder through gRPC.
     Routing(routing::Args),
@@ -51,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::HotSku(args) => hot_sku::run(args).await,
         Scenario::Import(args) => import::run(args).await,
         Scenario::Ingest(args) => ingest::run(args).await,
+        Scenario::Rebuild(args) => rebuild::run(args).await,
         Scenario::Routing(args) => routing::run(args).await,
     }
 }

@@ -1,7 +1,9 @@
 //! What the reservation scenarios start from: one SKU in stock at one
 //! warehouse, and its network availability.
 use oms_proto::common::NodeKind;
-use oms_proto::inventory::{inventory_service_client::InventoryServiceClient, *};
+use oms_proto::inventory::{
+    import_stock_snapshot_request::Part, inventory_service_client::InventoryServiceClient, *,
+};
 use oms_testkit::authed;
 use tonic::transport::Channel;
 
@@ -74,4 +76,91 @@ pub async fn available(
     let mut figures = resp.into_inner().availabilities;
     anyhow::ensure!(figures.len() == 1, "{} figures of {sku}", figures.len());
     Ok(figures.remove(0))
+}
+
+/// Nodes (stores) and items (tracked by lot and expiry with `lots`).
+pub async fn catalog(
+    client: &mut InventoryServiceClient<Channel>,
+    tenant: &str,
+    nodes: &[String],
+    skus: &[String],
+    lots: bool,
+) -> anyhow::Result<()> {
+    for n in nodes {
+        let node = Node {
+            node_id: n.clone(),
+            kind: NodeKind::Store as i32,
+            enabled: true,
+            ..Default::default()
+        };
+        let req = CreateNodeRequest {
+            request_id: format!("node-{n}"),
+            node: Some(node),
+        };
+        client.create_node(authed(tenant, req)).await?;
+    }
+    for s in skus {
+        let item = Item {
+            sku: s.clone(),
+            lot_tracked: lots,
+            expiry_tracked: lots,
+            ..Default::default()
+        };
+        let req = CreateItemRequest {
+            request_id: format!("item-{s}"),
+            item: Some(item),
+        };
+        client.create_item(authed(tenant, req)).await?;
+    }
+    Ok(())
+}
+
+/// Each SKU's network availability, in `skus`' order.
+pub async fn network_available(
+    client: &mut InventoryServiceClient<Channel>,
+    tenant: &str,
+    skus: &[String],
+) -> anyhow::Result<Vec<i64>> {
+    let mut available = vec![];
+    for chunk in skus.chunks(1000) {
+        let req = GetAvailabilityRequest {
+            skus: chunk.to_vec(),
+            ..Default::default()
+        };
+        let resp = client.get_availability(authed(tenant, req)).await?;
+        available.extend(resp.into_inner().availabilities.iter().map(|a| a.available));
+    }
+    Ok(available)
+}
+
+/// One snapshot count of `units` of every SKU at every node (of `lot`,
+/// expiring `expiry_date`, when not empty): a header, then the rows.
+pub fn count_messages(
+    request_id: &str,
+    nodes: &[String],
+    skus: &[String],
+    units: i64,
+    lot: &str,
+    expiry_date: &str,
+) -> Vec<ImportStockSnapshotRequest> {
+    let header = ImportStockSnapshotRequest {
+        part: Some(Part::Header(SnapshotHeader {
+            request_id: request_id.into(),
+            source: "bench".into(),
+            count_time: None,
+        })),
+    };
+    let rows = nodes.iter().flat_map(|n| {
+        skus.iter().map(move |s| ImportStockSnapshotRequest {
+            part: Some(Part::Row(SnapshotRow {
+                node_id: n.clone(),
+                sku: s.clone(),
+                on_hand: units,
+                lot: lot.into(),
+                expiry_date: expiry_date.into(),
+                ..Default::default()
+            })),
+        })
+    });
+    std::iter::once(header).chain(rows).collect()
 }

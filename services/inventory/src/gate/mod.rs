@@ -25,6 +25,9 @@ const COMMON: &str = include_str!("lua/common.lua");
 /// CreateReservation are answered here, short enough that Redis holds
 /// about an hour of reservations rather than every one ever made.
 const FINISHED_KEPT_MS: i64 = 60 * 60 * 1000;
+/// SKUs whose figures one pipelined read asks for: few round trips, and
+/// no answer of more than a few hundred kilobytes held at once.
+const READ_CHUNK: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GateError {
@@ -657,12 +660,17 @@ impl Gate {
     ) -> Result<HashMap<String, HashMap<String, i64>>, GateError> {
         let mut out = HashMap::new();
         let mut conn = self.conn.clone();
-        for sku in skus {
-            let v: HashMap<String, i64> = redis::cmd("HGETALL")
-                .arg(self.keys.avail(tenant, sku))
-                .query_async(&mut conn)
-                .await?;
-            out.insert(sku.clone(), v);
+        // Pipelined, a chunk at a time: a round trip per SKU made a
+        // rebuild, which every change of the tenant waits for, grow with
+        // the round trips (a tenant's keys share a slot, so a pipeline
+        // goes to one node of a cluster).
+        for chunk in skus.chunks(READ_CHUNK) {
+            let mut p = redis::pipe();
+            for sku in chunk {
+                p.hgetall(self.keys.avail(tenant, sku));
+            }
+            let figures: Vec<HashMap<String, i64>> = p.query_async(&mut conn).await?;
+            out.extend(chunk.iter().cloned().zip(figures));
         }
         Ok(out)
     }

@@ -14,6 +14,9 @@ pub struct LiveRecord {
     pub holds: Holds,
 }
 
+/// Keys, records or expiry entries one command of a rebuild names.
+const CHUNK: usize = 1000;
+
 impl Gate {
     pub async fn is_ready(&self, tenant: &Tenant) -> Result<bool, GateError> {
         let mut c = self.conn();
@@ -52,30 +55,49 @@ impl Gate {
             .query_async(&mut conn)
             .await?;
         let live_ids: HashSet<&str> = live.iter().map(|l| l.id.as_str()).collect();
+        // Many keys or members per command: a command per key and
+        // reservation (tens of thousands for a large tenant) made this
+        // the longest part of a rebuild, which the tenant's changes wait
+        // for. A tenant's keys share a slot, so each command may name many.
         let mut p = redis::pipe();
         p.atomic();
-        for (sku, f) in fields {
-            let key = k.avail(tenant, sku);
-            p.del(&key).ignore();
+        let avail: Vec<String> = fields.keys().map(|sku| k.avail(tenant, sku)).collect();
+        for chunk in avail.chunks(CHUNK) {
+            p.del(chunk).ignore();
+        }
+        for (key, f) in avail.iter().zip(fields.values()) {
             let pairs: Vec<(&String, &i64)> = f.iter().collect();
             if !pairs.is_empty() {
-                p.hset_multiple(&key, &pairs).ignore();
+                p.hset_multiple(key, &pairs).ignore();
             }
         }
         p.del(k.expiry(tenant)).ignore();
-        for id in old.iter().filter(|id| !live_ids.contains(id.as_str())) {
-            p.del(k.reservation(tenant, id)).ignore();
+        let dropped: Vec<String> = (old.iter())
+            .filter(|id| !live_ids.contains(id.as_str()))
+            .map(|id| k.reservation(tenant, id))
+            .collect();
+        for chunk in dropped.chunks(CHUNK) {
+            p.del(chunk).ignore();
         }
-        for l in live {
-            let rec = serde_json::json!({
-                "s": l.state, "h": l.request_hash, "e": l.expire_ms,
-                "c": if l.consumed { 1 } else { 0 }, "holds": l.holds,
-            });
-            p.set(k.reservation(tenant, &l.id), rec.to_string())
-                .ignore();
-            if l.state == "active" {
-                p.zadd(k.expiry(tenant), &l.id, l.expire_ms).ignore();
-            }
+        let records: Vec<(String, String)> = live
+            .iter()
+            .map(|l| {
+                let rec = serde_json::json!({
+                    "s": l.state, "h": l.request_hash, "e": l.expire_ms,
+                    "c": if l.consumed { 1 } else { 0 }, "holds": l.holds,
+                });
+                (k.reservation(tenant, &l.id), rec.to_string())
+            })
+            .collect();
+        for chunk in records.chunks(CHUNK) {
+            p.mset(chunk).ignore();
+        }
+        let expiring: Vec<(i64, &str)> = (live.iter())
+            .filter(|l| l.state == "active")
+            .map(|l| (l.expire_ms, l.id.as_str()))
+            .collect();
+        for chunk in expiring.chunks(CHUNK) {
+            p.zadd_multiple(k.expiry(tenant), chunk).ignore();
         }
         // A new epoch: changes recorded before this rebuild and applied
         // after it (Gate::adjust_at) are in the figures already.

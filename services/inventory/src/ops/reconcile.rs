@@ -7,12 +7,12 @@ use crate::error::Result;
 use crate::gate::{Gate, demand_field, rebuild::LiveRecord, split_hold};
 use crate::repo::{self, lock};
 use oms_kernel::Tenant;
-use oms_proto::inventory::{Drift, ReconcileRequest, ReconcileResponse};
+use oms_proto::inventory::{Drift, HeldTotalDrift, ReconcileRequest, ReconcileResponse};
 use oms_runtime::idempotency::{self, Claim};
 use sqlx::{PgConnection, PgPool};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-/// Most drifts reported by one Reconcile.
+/// Most drifts of each kind listed by one Reconcile (all are counted).
 const MAX_DRIFTS: usize = 1000;
 
 /// Rebuilds the gate unless another caller already has; `trigger` says
@@ -30,8 +30,13 @@ pub async fn ensure_ready_with(
     let mut tx = pool.begin().await?;
     lock::exclusive(&mut tx, tenant).await?;
     if !gate.is_ready(tenant).await? {
-        let drifts = rebuild(&mut tx, gate, tenant, Some(trigger)).await?;
-        tracing::warn!(tenant = %tenant, drifts = drifts.1.len(), "reservation gate rebuilt from the record");
+        let found = rebuild(&mut tx, gate, tenant, Some(trigger)).await?;
+        tracing::warn!(
+            tenant = %tenant,
+            drifts = found.drift_count,
+            held_total_drifts = found.held_total_drift_count,
+            "reservation gate rebuilt from the record"
+        );
     }
     tx.commit().await?;
     Ok(())
@@ -91,19 +96,22 @@ pub async fn reconcile(
         return Ok(r);
     }
     let trigger = (!req.dry_run).then_some("reconcile");
-    let (keys_rebuilt, drifts) = rebuild(&mut tx, &inv.gate, tenant, trigger).await?;
-    if !drifts.is_empty() {
-        tracing::warn!(tenant = %tenant, drifts = drifts.len(), dry_run = req.dry_run, "gate drift found");
+    let found = rebuild(&mut tx, &inv.gate, tenant, trigger).await?;
+    if found.drift_count > 0 || found.held_total_drift_count > 0 {
+        tracing::warn!(
+            tenant = %tenant,
+            drifts = found.drift_count,
+            held_total_drifts = found.held_total_drift_count,
+            dry_run = req.dry_run,
+            "gate drift found"
+        );
     }
-    let resp = ReconcileResponse {
-        keys_rebuilt,
-        drifts,
-    };
-    inv.finish(tx, tenant, &rid, resp).await
+    inv.finish(tx, tenant, &rid, found).await
 }
 
 /// Computes the gate from the record (under the exclusive lock), compares
-/// it with Redis and, unless `dry_run`, installs it.
+/// it with Redis and the held totals with the holds and, unless a dry
+/// run, installs the gate and rewrites the totals; answers what it found.
 /// `trigger` names why the gate is installed (a metric attribute); `None`
 /// is a dry run, which only compares.
 async fn rebuild(
@@ -111,7 +119,7 @@ async fn rebuild(
     gate: &Gate,
     tenant: &Tenant,
     trigger: Option<&'static str>,
-) -> Result<(i64, Vec<Drift>)> {
+) -> Result<ReconcileResponse> {
     let dry_run = trigger.is_none();
     let mut f = Figures::default();
     f.add_stock(repo::stock::on_hand(&mut *tx, tenant, &[], None).await?);
@@ -122,9 +130,8 @@ async fn rebuild(
     let exact = held_by_sku_and_node(&live);
     let mut totals = repo::reservations::held(&mut *tx, tenant, &[], None).await?;
     totals.sort();
-    if totals != exact {
-        tracing::warn!(tenant = %tenant, dry_run, "held totals differ from the holds");
-    }
+    let (held_total_drifts, held_total_drift_count) =
+        capped(compare_totals(&totals, &exact).into_iter(), |d| d);
     if !dry_run {
         repo::reservations::reset_totals(&mut *tx, tenant, &exact).await?;
     }
@@ -150,14 +157,62 @@ async fn rebuild(
     }
     let sku_list: Vec<String> = expected.keys().cloned().collect();
     let current = gate.read(tenant, &sku_list).await?;
-    let drifts = compare(&expected, &current);
+    let (drifts, drift_count) = capped(compare(&expected, &current), drift);
     if let Some(trigger) = trigger {
         gate.install(tenant, &expected, &live, trigger).await?;
         // Every give-back on its way is in what was just installed.
         repo::give_backs::counted(&mut *tx, tenant).await?;
     }
-    let rebuilt = if dry_run { 0 } else { expected.len() as i64 };
-    Ok((rebuilt, drifts))
+    Ok(ReconcileResponse {
+        keys_rebuilt: if dry_run { 0 } else { expected.len() as i64 },
+        drifts,
+        skus_checked: expected.len() as i64,
+        reservations_checked: live.len() as i64,
+        drift_count,
+        held_total_drifts,
+        held_total_drift_count,
+    })
+}
+
+/// The first [`MAX_DRIFTS`] of `all`, as `listed`, and how many there
+/// were.
+fn capped<T, D>(all: impl Iterator<Item = T>, listed: impl Fn(T) -> D) -> (Vec<D>, i64) {
+    let mut out = Vec::new();
+    let mut count = 0;
+    for d in all {
+        if out.len() < MAX_DRIFTS {
+            out.push(listed(d));
+        }
+        count += 1;
+    }
+    (out, count)
+}
+
+/// Where the held totals (`totals`) differ from what the holds add up to
+/// (`exact`); both as `repo::reservations::held` reads them: sorted by SKU
+/// and node, zeros left out.
+fn compare_totals(
+    totals: &[(String, String, i64)],
+    exact: &[(String, String, i64)],
+) -> Vec<HeldTotalDrift> {
+    let key = |(sku, node, _): &(String, String, i64)| (sku.clone(), node.clone());
+    let said: BTreeMap<_, i64> = totals.iter().map(|t| (key(t), t.2)).collect();
+    let held: BTreeMap<_, i64> = exact.iter().map(|t| (key(t), t.2)).collect();
+    let keys: BTreeSet<&(String, String)> = said.keys().chain(held.keys()).collect();
+    keys.into_iter()
+        .filter_map(|k| {
+            let (total, holds) = (
+                said.get(k).copied().unwrap_or(0),
+                held.get(k).copied().unwrap_or(0),
+            );
+            (total != holds).then(|| HeldTotalDrift {
+                sku: k.0.clone(),
+                node_id: k.1.clone(),
+                total,
+                holds,
+            })
+        })
+        .collect()
 }
 
 /// Units held per (sku, node) by `live`, in key order, zeros left out (as
@@ -173,33 +228,72 @@ fn held_by_sku_and_node(live: &[LiveRecord]) -> Vec<(String, String, i64)> {
         .collect()
 }
 
-fn compare(
-    expected: &BTreeMap<String, BTreeMap<String, i64>>,
-    current: &HashMap<String, HashMap<String, i64>>,
-) -> Vec<Drift> {
-    let empty = HashMap::new();
-    let mut out = Vec::new();
-    for (sku, fields) in expected {
-        let cur = current.get(sku).unwrap_or(&empty);
-        let names: BTreeSet<&String> = fields.keys().chain(cur.keys()).collect();
-        for name in names {
+/// Where the gate differs from the record, lazily (after a loss, every
+/// figure does): (sku, field, the record's figure, the gate's).
+fn compare<'a>(
+    expected: &'a BTreeMap<String, BTreeMap<String, i64>>,
+    current: &'a HashMap<String, HashMap<String, i64>>,
+) -> impl Iterator<Item = (&'a str, &'a str, Option<i64>, Option<i64>)> {
+    expected.iter().flat_map(move |(sku, fields)| {
+        let cur = current.get(sku);
+        let names: BTreeSet<&String> = fields
+            .keys()
+            .chain(cur.into_iter().flat_map(|c| c.keys()))
+            .collect();
+        names.into_iter().filter_map(move |name| {
             let want = fields.get(name).copied();
-            let have = cur.get(name).copied();
+            let have = cur.and_then(|c| c.get(name)).copied();
             // A missing zero is no drift.
-            if want.unwrap_or(0) != have.unwrap_or(0) {
-                out.push(Drift {
-                    sku: sku.clone(),
-                    node_id: name.strip_prefix("n:").unwrap_or("").to_owned(),
-                    gate_value: have.unwrap_or(-1),
-                    record_value: want.unwrap_or(0),
-                    gate_missing: have.is_none(),
-                    field: name.clone(),
-                });
-                if out.len() >= MAX_DRIFTS {
-                    return out;
-                }
-            }
-        }
+            (want.unwrap_or(0) != have.unwrap_or(0)).then_some((
+                sku.as_str(),
+                name.as_str(),
+                want,
+                have,
+            ))
+        })
+    })
+}
+
+fn drift((sku, field, want, have): (&str, &str, Option<i64>, Option<i64>)) -> Drift {
+    Drift {
+        sku: sku.to_owned(),
+        node_id: field.strip_prefix("n:").unwrap_or("").to_owned(),
+        gate_value: have.unwrap_or(-1),
+        record_value: want.unwrap_or(0),
+        gate_missing: have.is_none(),
+        field: field.to_owned(),
     }
-    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_drift_is_counted_and_the_first_thousand_listed() {
+        let (listed, count) = capped(0..2500, |i| i * 2);
+        assert_eq!((listed.len(), count), (MAX_DRIFTS, 2500));
+        assert_eq!((listed[0], listed[MAX_DRIFTS - 1]), (0, 1998));
+    }
+
+    #[test]
+    fn held_totals_are_compared_with_the_holds_both_ways() {
+        let row = |sku: &str, node: &str, q| (sku.to_owned(), node.to_owned(), q);
+        let totals = [row("A", "", 5), row("A", "DC1", 2), row("B", "DC1", 1)];
+        let exact = [row("A", "", 5), row("A", "DC1", 3), row("C", "", 4)];
+        let d: Vec<_> = compare_totals(&totals, &exact)
+            .into_iter()
+            .map(|d| (d.sku, d.node_id, d.total, d.holds))
+            .collect();
+        let want =
+            |sku: &str, node: &str, total, holds| (sku.to_owned(), node.to_owned(), total, holds);
+        assert_eq!(
+            d,
+            [
+                want("A", "DC1", 2, 3),
+                want("B", "DC1", 1, 0),
+                want("C", "", 0, 4)
+            ]
+        );
+    }
 }

@@ -119,6 +119,7 @@ async fn reconcile_reports_drift_and_repairs_it() {
     let dry = reconcile(&mut h.client, "acme", true).await;
     assert_eq!(dry.keys_rebuilt, 0);
     assert_eq!(dry.drifts.len(), 1);
+    assert_eq!((dry.drift_count, dry.skus_checked), (1, 1));
     let d = &dry.drifts[0];
     assert_eq!(
         (
@@ -184,9 +185,26 @@ async fn reconcile_reports_drift_and_repairs_it() {
         .await
         .unwrap();
     assert!(available(&mut h.client, "acme", "S").await.available < 3);
-    reconcile(&mut h.client, "acme", false).await;
+    let said: i64 = sqlx::query_scalar(
+        "SELECT SUM(held)::bigint FROM held_totals WHERE tenant = 'acme' AND sku = 'S'",
+    )
+    .fetch_one(&mut c)
+    .await
+    .unwrap();
+    // Reported, by a dry run too, with what the totals said and what the
+    // holds add up to.
+    for dry_run in [true, false] {
+        let r = reconcile(&mut h.client, "acme", dry_run).await;
+        let d: Vec<_> = (r.held_total_drifts.iter())
+            .map(|d| (d.sku.as_str(), d.node_id.as_str(), d.total, d.holds))
+            .collect();
+        assert_eq!(d, [("S", "", said, 2)], "dry run {dry_run}");
+        assert_eq!((r.held_total_drift_count, r.reservations_checked), (1, 1));
+    }
     assert_eq!(available(&mut h.client, "acme", "S").await.available, 3);
     assert_eq!(held_in_record(&h.db, "acme", "S").await, 2);
+    let r = reconcile(&mut h.client, "acme", true).await;
+    assert_eq!(r.held_total_drift_count, 0, "{r:?}");
 }
 
 /// Fails the reservation batch that writes the row of reservation `id`,
