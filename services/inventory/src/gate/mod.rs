@@ -244,7 +244,7 @@ fn given_back(given: &[Given]) -> Vec<AvailChange> {
 
 // cjson writes an empty table as `{}` whether it stands for a list or a
 // map (and a map may come as `[]`): an empty one is the default.
-fn table<'de, D, T>(d: D) -> Result<T, D::Error>
+pub(crate) fn table<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: serde::de::DeserializeOwned + Default,

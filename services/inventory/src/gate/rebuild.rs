@@ -1,8 +1,10 @@
 //! Writing a whole tenant's gate at once (after Redis lost its data, or on
 //! Reconcile), atomically, ready marker last.
-use super::{Gate, GateError, Holds};
+use super::{Gate, GateError, Holds, table};
 use oms_kernel::Tenant;
-use std::collections::{BTreeMap, HashSet};
+use oms_proto::inventory::ReservationDrift;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// A live reservation as the gate keeps it.
 pub struct LiveRecord {
@@ -114,4 +116,113 @@ impl Gate {
         );
         Ok(())
     }
+
+    /// Where the gate's reservation records and expiry schedule differ
+    /// from the record's live reservations (`live`), by id. A record the
+    /// gate cannot read counts as missing.
+    pub async fn reservation_drifts(
+        &self,
+        tenant: &Tenant,
+        live: &[LiveRecord],
+    ) -> Result<Vec<ReservationDrift>, GateError> {
+        let k = &self.keys;
+        let mut conn = self.conn();
+        let mut kept: Vec<Option<Kept>> = Vec::with_capacity(live.len());
+        for chunk in live.chunks(CHUNK) {
+            let keys: Vec<String> = chunk.iter().map(|l| k.reservation(tenant, &l.id)).collect();
+            let raw: Vec<Option<String>> =
+                redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
+            kept.extend(
+                raw.into_iter()
+                    .map(|r| r.and_then(|r| serde_json::from_str(&r).ok())),
+            );
+        }
+        let scheduled: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(k.expiry(tenant))
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await?;
+        let mut scheduled: HashMap<String, i64> = scheduled
+            .into_iter()
+            .map(|(id, at)| (id, at as i64))
+            .collect();
+        let mut out: Vec<ReservationDrift> = live
+            .iter()
+            .zip(kept)
+            .filter_map(|(l, kept)| differences(l, kept.as_ref(), scheduled.remove(&l.id)))
+            .collect();
+        // What is left is scheduled to expire though the record holds it
+        // no longer live (live ones were taken out above).
+        out.extend(scheduled.into_keys().map(|id| ReservationDrift {
+            reservation_id: id,
+            differences: vec!["expiry_schedule".into()],
+            ..Default::default()
+        }));
+        out.sort_by(|a, b| a.reservation_id.cmp(&b.reservation_id));
+        Ok(out)
+    }
+}
+
+/// A reservation's record as the gate keeps it (common.lua).
+#[derive(Deserialize)]
+struct Kept {
+    s: String,
+    #[serde(default)]
+    h: String,
+    /// Milliseconds; cjson may write a number with a fraction or exponent.
+    #[serde(default)]
+    e: f64,
+    #[serde(default)]
+    c: i64,
+    #[serde(default, deserialize_with = "table")]
+    holds: Holds,
+}
+
+/// How the gate's record of `l` (`kept`) and its expiry entry
+/// (`scheduled`) differ from the record; `None` when they agree.
+fn differences(
+    l: &LiveRecord,
+    kept: Option<&Kept>,
+    scheduled: Option<i64>,
+) -> Option<ReservationDrift> {
+    let active = l.state == "active";
+    let mut d = vec![];
+    match kept {
+        None => d.push("missing"),
+        Some(r) => {
+            let checks = [
+                (r.s != l.state, "state"),
+                (nonzero(&r.holds) != nonzero(&l.holds), "holds"),
+                (active && r.e as i64 != l.expire_ms, "expire_time"),
+                ((r.c == 1) != l.consumed, "consumed"),
+                (r.h != l.request_hash, "request_hash"),
+            ];
+            d.extend(
+                checks
+                    .iter()
+                    .filter(|(differs, _)| *differs)
+                    .map(|(_, what)| *what),
+            );
+        }
+    }
+    if scheduled != active.then_some(l.expire_ms) {
+        d.push("expiry_schedule");
+    }
+    (!d.is_empty()).then(|| ReservationDrift {
+        reservation_id: l.id.clone(),
+        record_state: l.state.clone(),
+        gate_state: kept.map(|r| r.s.clone()).unwrap_or_default(),
+        differences: d.into_iter().map(str::to_owned).collect(),
+    })
+}
+
+/// Holds without the lines released to nothing (the gate keeps those
+/// until the reservation finishes).
+fn nonzero(h: &Holds) -> BTreeMap<&str, i64> {
+    h.iter()
+        .filter(|(_, u)| **u != 0)
+        .map(|(k, u)| (k.as_str(), *u))
+        .collect()
 }

@@ -35,6 +35,7 @@ pub async fn ensure_ready_with(
             tenant = %tenant,
             drifts = found.drift_count,
             held_total_drifts = found.held_total_drift_count,
+            reservation_drifts = found.reservation_drift_count,
             "reservation gate rebuilt from the record"
         );
     }
@@ -97,11 +98,15 @@ pub async fn reconcile(
     }
     let trigger = (!req.dry_run).then_some("reconcile");
     let found = rebuild(&mut tx, &inv.gate, tenant, trigger).await?;
-    if found.drift_count > 0 || found.held_total_drift_count > 0 {
+    if found.drift_count > 0
+        || found.held_total_drift_count > 0
+        || found.reservation_drift_count > 0
+    {
         tracing::warn!(
             tenant = %tenant,
             drifts = found.drift_count,
             held_total_drifts = found.held_total_drift_count,
+            reservation_drifts = found.reservation_drift_count,
             dry_run = req.dry_run,
             "gate drift found"
         );
@@ -158,6 +163,10 @@ async fn rebuild(
     let sku_list: Vec<String> = expected.keys().cloned().collect();
     let current = gate.read(tenant, &sku_list).await?;
     let (drifts, drift_count) = capped(compare(&expected, &current), drift);
+    let (reservation_drifts, reservation_drift_count) = capped(
+        gate.reservation_drifts(tenant, &live).await?.into_iter(),
+        |d| d,
+    );
     if let Some(trigger) = trigger {
         gate.install(tenant, &expected, &live, trigger).await?;
         // Every give-back on its way is in what was just installed.
@@ -171,6 +180,8 @@ async fn rebuild(
         drift_count,
         held_total_drifts,
         held_total_drift_count,
+        reservation_drifts,
+        reservation_drift_count,
     })
 }
 

@@ -98,7 +98,7 @@ async fn flushall_in_a_reservation_storm_oversells_nothing_and_loses_nothing() {
 
     // Gate and record agree.
     let report = reconcile(&mut h.client, "acme", true).await;
-    assert!(report.drifts.is_empty(), "{:?}", report.drifts);
+    assert_clean(&report, "acme");
 }
 
 #[tokio::test]
@@ -205,6 +205,71 @@ async fn reconcile_reports_drift_and_repairs_it() {
     assert_eq!(held_in_record(&h.db, "acme", "S").await, 2);
     let r = reconcile(&mut h.client, "acme", true).await;
     assert_eq!(r.held_total_drift_count, 0, "{r:?}");
+}
+
+/// The gate's record of each live reservation (what its changes and
+/// repeats are checked against) and its expiry schedule are compared with
+/// the record too: each kind of difference is named, and Reconcile
+/// rewrites them.
+#[tokio::test]
+async fn reconcile_reports_reservation_records_that_drifted() {
+    let redis = RedisServer::start();
+    let mut h = start_with(&[("OMS_REDIS_URL", redis.url())]).await;
+    let c = &mut h.client;
+    node(c, "acme", "DC1").await;
+    item(c, "acme", "S").await;
+    receive(c, "acme", "DC1", "S", 10).await;
+    for id in ["a", "c"] {
+        reserve(c, "acme", id, vec![line("S", "", 1)])
+            .await
+            .unwrap();
+    }
+    confirmed_at_dc1(c, "b", "S", 2).await;
+    let key = |pattern: &str| {
+        let keys = redis.cli(&["--scan", "--pattern", pattern]);
+        keys.lines()
+            .next()
+            .expect("the gate has the key")
+            .to_owned()
+    };
+    // a: its record lost; b: holds it does not have; c: expires at
+    // another time; and a reservation the record never had is scheduled.
+    redis.cli(&["DEL", &key("*res:a")]);
+    let b = key("*res:b");
+    let mut rec: serde_json::Value = serde_json::from_str(redis.cli(&["GET", &b]).trim()).unwrap();
+    rec["holds"] = serde_json::json!({"S\tDC1": 5});
+    redis.cli(&["SET", &b, &rec.to_string()]);
+    // (Far off, so that the sweep never finds them due.)
+    let expiry = key("*expiry");
+    redis.cli(&["ZADD", &expiry, "XX", "99999999999999", "c"]);
+    redis.cli(&["ZADD", &expiry, "99999999999999", "ghost"]);
+
+    let want = [
+        ("a", "active", "", vec!["missing"]),
+        ("b", "confirmed", "confirmed", vec!["holds"]),
+        ("c", "active", "active", vec!["expiry_schedule"]),
+        ("ghost", "", "", vec!["expiry_schedule"]),
+    ];
+    for dry_run in [true, false] {
+        let r = reconcile(c, "acme", dry_run).await;
+        let got: Vec<_> = (r.reservation_drifts.iter())
+            .map(|d| {
+                let what: Vec<&str> = d.differences.iter().map(String::as_str).collect();
+                (
+                    d.reservation_id.as_str(),
+                    d.record_state.as_str(),
+                    d.gate_state.as_str(),
+                    what,
+                )
+            })
+            .collect();
+        assert_eq!(got, want, "dry run {dry_run}");
+        assert_eq!((r.reservation_drift_count, r.reservations_checked), (4, 3));
+    }
+    assert_clean(&reconcile(c, "acme", true).await, "after the repair");
+    // The rewritten records serve changes: a's release gives its unit back.
+    release_all(c, "a").await.unwrap();
+    assert_eq!(available(c, "acme", "S").await.available, 10 - 1 - 2);
 }
 
 /// Fails the reservation batch that writes the row of reservation `id`,
@@ -975,7 +1040,7 @@ async fn a_grant_taken_over_by_a_batch_that_fails_too_holds_nothing() {
         .unwrap();
     assert_eq!(held_in_record(&h.db, "acme", "S").await, 3);
     let report = reconcile(&mut h.client, "acme", true).await;
-    assert!(report.drifts.is_empty(), "{:?}", report.drifts);
+    assert_clean(&report, "acme");
 }
 
 /// A reservation whose gate answer is lost (Redis stalled past the
@@ -1084,7 +1149,7 @@ async fn a_confirmation_cut_short_by_a_crash_is_confirmed_by_its_retry() {
     assert_eq!(held_in_record(&h.db, "acme", "S").await, 2);
     assert_eq!(available(&mut h.client, "acme", "S").await.available, 1);
     let report = reconcile(&mut h.client, "acme", true).await;
-    assert!(report.drifts.is_empty(), "{:?}", report.drifts);
+    assert_clean(&report, "acme");
 }
 
 /// The value of acme's ready marker under `prefix` (the gate's epoch: a
@@ -1202,7 +1267,7 @@ async fn units_a_dead_replica_took_come_back() {
     assert_eq!(held_in_record(&h.db, "acme", "S").await, 2);
     assert_eq!(available(&mut h.client, "acme", "S").await.available, 1);
     let report = reconcile(&mut h.client, "acme", true).await;
-    assert!(report.drifts.is_empty(), "{:?}", report.drifts);
+    assert_clean(&report, "acme");
 }
 
 /// A replica dies inside a shipment's transaction (one of two allocated
@@ -1240,5 +1305,5 @@ async fn a_shipment_cut_short_by_a_crash_ships_once_by_its_retry() {
     let a = available(&mut h.client, "acme", "S").await;
     assert_eq!((a.on_hand, a.available), (1, 1));
     let report = reconcile(&mut h.client, "acme", true).await;
-    assert!(report.drifts.is_empty(), "{:?}", report.drifts);
+    assert_clean(&report, "acme");
 }

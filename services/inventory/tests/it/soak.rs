@@ -632,7 +632,7 @@ async fn agrees(h: &mut Harness, tenant: &str, nodes: &[&str], told: &Told) {
         assert_eq!(held_in_record(&h.db, tenant, sku).await, reserved);
     }
     let report = reconcile(&mut h.client, tenant, true).await;
-    assert!(report.drifts.is_empty(), "{tenant}: {:?}", report.drifts);
+    assert_clean(&report, tenant);
 }
 
 #[tokio::test]
