@@ -1160,7 +1160,12 @@ async fn what_a_notice_still_brings_is_expected_inbound_until_received_or_closed
             node_id: "DC1".into(),
             reference: "PO-7".into(),
             expected_time: due,
-            lines: vec![line("A", 10), line("NOPE", 3), line("B", 4)],
+            lines: vec![
+                line("A", 10),
+                line("NOPE", 3),
+                line("ZILCH", 2),
+                line("B", 4),
+            ],
             ..Default::default()
         }),
     };
@@ -1173,15 +1178,20 @@ async fn what_a_notice_still_brings_is_expected_inbound_until_received_or_closed
     assert_eq!(inbound_of(&mut stock, "B").await, (1, 4, vec![(due, 4)]));
     assert_eq!(available(&mut stock, "A").await, 1, "never promised");
     let got = notice(&mut work, &asn.name).await;
-    assert_eq!(got.inbound_error, "NOPE: items/NOPE not found");
+    assert_eq!(
+        got.inbound_error,
+        "NOPE: items/NOPE not found; ZILCH: items/ZILCH not found"
+    );
     assert!(got.inbound_post_time.is_some());
-    // NOPE becomes an item: the notice is told again a while later (ten
-    // minutes; set back here), and its units count.
-    let nope = inv::Item {
-        sku: "NOPE".into(),
-        ..Default::default()
-    };
-    oms_e2e::create_item(&mut stock, T, nope).await;
+    // NOPE and ZILCH become items: the notice is told again a while later
+    // (ten minutes; set back here), and their units count.
+    for sku in ["NOPE", "ZILCH"] {
+        let item = inv::Item {
+            sku: sku.into(),
+            ..Default::default()
+        };
+        oms_e2e::create_item(&mut stock, T, item).await;
+    }
     sqlx::query("UPDATE asns SET inbound_post_time = now() - interval '1 hour'")
         .execute(&mut db)
         .await
@@ -1189,6 +1199,10 @@ async fn what_a_notice_still_brings_is_expected_inbound_until_received_or_closed
     let clean = "SELECT count(*) FROM asns WHERE inbound_posted = inbound_revision AND inbound_error IS NULL";
     wait_for(&mut db, clean, 1).await;
     assert_eq!(inbound_of(&mut stock, "NOPE").await, (0, 3, vec![(due, 3)]));
+    assert_eq!(
+        inbound_of(&mut stock, "ZILCH").await,
+        (0, 2, vec![(due, 2)])
+    );
 
     // 6 good and 1 damaged arrive: 3 still come.
     receipt_of_a(&suite, "DC1", &asn.name, 6, 1).await;

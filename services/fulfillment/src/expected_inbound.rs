@@ -140,13 +140,21 @@ impl Poster {
                 Ok(_) => return Told::Done(refused),
                 Err(s) => s,
             };
-            let unknown = oms_runtime::status::resource_name(&s)
-                .and_then(|name| name.strip_prefix("items/").map(str::to_owned))
-                .filter(|sku| lines.iter().any(|l| l.sku == *sku));
-            match (s.code(), unknown) {
-                (Code::NotFound, Some(sku)) => {
-                    lines.retain(|l| l.sku != sku);
-                    refused.push(format!("{sku}: {}", s.message()));
+            // Inventory names every unknown SKU (before 2026-12-05, only
+            // the first: then one is dropped per call).
+            let unknown: Vec<String> = (oms_runtime::status::resource_names(&s).iter())
+                .filter_map(|name| name.strip_prefix("items/"))
+                .filter(|sku| lines.iter().any(|l| l.sku == *sku))
+                .map(str::to_owned)
+                .collect();
+            match (s.code(), unknown.is_empty()) {
+                (Code::NotFound, false) => {
+                    lines.retain(|l| !unknown.contains(&l.sku));
+                    refused.extend(
+                        unknown
+                            .iter()
+                            .map(|sku| format!("{sku}: items/{sku} not found")),
+                    );
                 }
                 (
                     Code::InvalidArgument

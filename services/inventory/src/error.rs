@@ -7,8 +7,12 @@ use oms_runtime::idempotency::IdempotencyError;
 pub enum Error {
     #[error(transparent)]
     Invalid(#[from] Violations),
-    #[error("{name} not found")]
-    NotFound { kind: &'static str, name: String },
+    /// Resources of one kind a request names (its unknown SKUs, say).
+    #[error("{} not found", names.join(", "))]
+    NotFound {
+        kind: &'static str,
+        names: Vec<String>,
+    },
     #[error("{name} already exists")]
     AlreadyExists { reason: &'static str, name: String },
     #[error("{message}")]
@@ -63,8 +67,13 @@ impl Error {
     pub fn not_found(kind: &'static str, name: impl Into<String>) -> Self {
         Error::NotFound {
             kind,
-            name: name.into(),
+            names: vec![name.into()],
         }
+    }
+
+    /// Every one of `names` (not empty) not found.
+    pub fn not_found_all(kind: &'static str, names: Vec<String>) -> Self {
+        Error::NotFound { kind, names }
     }
 
     pub fn precondition(

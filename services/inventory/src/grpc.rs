@@ -21,7 +21,7 @@ pub struct InventoryApi(pub Shared);
 pub fn to_status(e: Error) -> Status {
     match e {
         Error::Invalid(v) => status::invalid_argument(DOMAIN, &v),
-        Error::NotFound { kind, name } => status::not_found(DOMAIN, kind, &name),
+        Error::NotFound { kind, names } => status::not_found_all(DOMAIN, kind, &names),
         Error::AlreadyExists { reason, name } => status::already_exists(DOMAIN, reason, &name),
         Error::Precondition {
             reason,

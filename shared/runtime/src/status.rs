@@ -41,6 +41,28 @@ pub fn not_found(domain: &str, resource_type: &str, name: &str) -> Status {
     Status::with_error_details(Code::NotFound, format!("{name} not found"), d)
 }
 
+/// NOT_FOUND for several resources of one type a request names (the
+/// unknown SKUs of its lines): one `ResourceInfo` each, so that a caller
+/// learns of every one at once.
+pub fn not_found_all(domain: &str, resource_type: &str, names: &[String]) -> Status {
+    use tonic_types::{ErrorDetail, ErrorInfo, ResourceInfo};
+    if let [name] = names {
+        return not_found(domain, resource_type, name);
+    }
+    let reason = format!("{}_NOT_FOUND", resource_type.to_uppercase());
+    let info = ErrorInfo::new(reason, domain, HashMap::<String, String>::new());
+    let details = std::iter::once(ErrorDetail::from(info)).chain(names.iter().map(|name| {
+        ErrorDetail::from(ResourceInfo::new(
+            resource_type,
+            name,
+            "",
+            "does not exist or belongs to another tenant",
+        ))
+    }));
+    let message = format!("{} not found", names.join(", "));
+    Status::with_error_details_vec(Code::NotFound, message, details.collect::<Vec<_>>())
+}
+
 /// FAILED_PRECONDITION: the request is valid but the resource's state
 /// forbids it (an illegal state move, a confirm of an expired reservation).
 pub fn failed_precondition(domain: &str, reason: &str, subject: &str, message: &str) -> Status {
@@ -136,10 +158,15 @@ pub fn reason(s: &Status) -> String {
         .unwrap_or_default()
 }
 
-/// The resource a NOT_FOUND status names (`ResourceInfo.resource_name`,
-/// as [`not_found`] sets it), such as `items/SKU-1`.
-pub fn resource_name(s: &Status) -> Option<String> {
-    (s.get_error_details().resource_info()).map(|r| r.resource_name.clone())
+/// The resources a NOT_FOUND status names (`ResourceInfo.resource_name`,
+/// as [`not_found`] and [`not_found_all`] set them), such as `items/SKU-1`.
+pub fn resource_names(s: &Status) -> Vec<String> {
+    (s.get_error_details_vec().into_iter())
+        .filter_map(|d| match d {
+            tonic_types::ErrorDetail::ResourceInfo(r) => Some(r.resource_name),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The fields named by a status's `BadRequest` violations.

@@ -393,8 +393,8 @@ fn row_error(i: usize, bad: Violation) -> RowError {
 /// A row's refusal by `apply`, named by the row's own fields.
 fn refusal(e: &Error) -> Violation {
     let (field, description) = match e {
-        Error::NotFound { kind: "node", name } => ("node_id".into(), format!("{name} not found")),
-        Error::NotFound { name, .. } => ("sku".into(), format!("{name} not found")),
+        e @ Error::NotFound { kind: "node", .. } => ("node_id".into(), e.to_string()),
+        e @ Error::NotFound { .. } => ("sku".into(), e.to_string()),
         Error::Invalid(v) => {
             v.0.first()
                 .map(|x| (x.field.clone(), x.description.clone()))

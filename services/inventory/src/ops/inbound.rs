@@ -85,8 +85,12 @@ pub async fn set(
     lines.sort_by(|a, b| a.sku.cmp(&b.sku));
     let skus: Vec<String> = lines.iter().map(|l| l.sku.clone()).collect();
     let items = repo::items::existing(&mut *tx, tenant, &skus).await?;
-    if let Some(missing) = skus.iter().find(|s| !items.contains_key(*s)) {
-        return Err(Error::not_found("item", format!("items/{missing}")));
+    let missing: Vec<String> = (skus.iter())
+        .filter(|s| !items.contains_key(*s))
+        .map(|s| format!("items/{s}"))
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::not_found_all("item", missing));
     }
     // As Postgres keeps it (microseconds), so the answer and a later list
     // say the same time.

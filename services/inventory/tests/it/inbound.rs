@@ -279,6 +279,21 @@ async fn bad_expected_inbound_is_refused_with_its_fields() {
         (err.code(), err.message()),
         (Code::NotFound, "items/NOPE not found")
     );
+    assert_eq!(resource_names(&err), ["items/NOPE"]);
+    // Every unknown SKU is named at once, each in a ResourceInfo.
+    let lines = [("NOPE", 2), ("SKU-1", 1), ("ZILCH", 1)];
+    let err = set(c, "acme", expect("asns/X", "DC1", 1, None, &lines))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message(), reason(&err).as_str()),
+        (
+            Code::NotFound,
+            "items/NOPE, items/ZILCH not found",
+            "ITEM_NOT_FOUND"
+        )
+    );
+    assert_eq!(resource_names(&err), ["items/NOPE", "items/ZILCH"]);
     let bad_list = ListExpectedInboundsRequest {
         sku: "a b".into(),
         arrival_due_before: Some(prost_types::Timestamp {

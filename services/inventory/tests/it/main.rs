@@ -451,7 +451,7 @@ pub async fn stock_levels(c: &mut Client, node: &str, sku: &str) -> Vec<StockLev
     .levels
 }
 
-pub use oms_runtime::status::{fields, reason, subjects};
+pub use oms_runtime::status::{fields, reason, resource_names, subjects};
 
 /// Polls `cond` until it holds; fails the test after 10 s.
 pub async fn wait_until(mut cond: impl AsyncFnMut() -> bool) {
