@@ -29,14 +29,13 @@ pub fn peer(config: &crate::Config, service: crate::Service) -> anyhow::Result<C
 /// this side's certificate presented (mutual TLS).
 pub fn channel(url: &str, tls: Option<&crate::tls::TlsConfig>) -> anyhow::Result<Channel> {
     let https = url.starts_with("https://");
-    let tls = match (https, tls) {
-        (false, _) => None,
-        (true, Some(tls)) => tls.peer_client(),
-        (true, None) => None,
+    let tls = match https {
+        true => Some(
+            (tls.and_then(|t| t.peer_client()))
+                .ok_or_else(|| anyhow::anyhow!("{url}: https needs a TLS configuration"))?,
+        ),
+        false => None,
     };
-    if https && tls.is_none() {
-        anyhow::bail!("{url}: https needs a TLS configuration");
-    }
     // An https URL is dialled as http with the port it means, through a
     // connector that speaks TLS itself (`tls_live`: renewed files are used
     // without a restart); tonic would refuse https without its own TLS.

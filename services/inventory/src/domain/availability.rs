@@ -43,6 +43,24 @@ pub struct Figures {
     arriving_by_sku: std::sync::OnceLock<HashMap<String, Vec<String>>>,
 }
 
+/// Units on their way to a node: (receiving node, sku, expected arrival
+/// (None: not said), units).
+pub type Arriving = (String, String, Option<DateTime<Utc>>, i64);
+
+/// Adds `rows` to the units on their way per (node, sku) in `total`
+/// (transfers' or deliveries'), and to the arrivals of both.
+fn add_arriving(
+    total: &mut HashMap<(String, String), i64>,
+    arrivals: &mut HashMap<(String, String), Vec<Due>>,
+    rows: Vec<Arriving>,
+) {
+    for (node, sku, at, q) in rows {
+        let k = (node, sku);
+        *total.entry(k.clone()).or_default() += q;
+        arrivals.entry(k).or_default().push((at, q));
+    }
+}
+
 impl Figures {
     /// Adds stock rows as `repo::stock::on_hand` reads them.
     pub fn add_stock(&mut self, rows: Vec<(String, String, i64, i64)>) {
@@ -55,25 +73,14 @@ impl Figures {
     }
 
     /// Adds units on the way, as `repo::transfers::on_the_way` reads them.
-    pub fn add_on_the_way(&mut self, rows: Vec<(String, String, Option<DateTime<Utc>>, i64)>) {
-        for (node, sku, at, q) in rows {
-            let k = (node, sku);
-            *self.in_transit.entry(k.clone()).or_default() += q;
-            self.arrivals.entry(k).or_default().push((at, q));
-        }
+    pub fn add_on_the_way(&mut self, rows: Vec<Arriving>) {
+        add_arriving(&mut self.in_transit, &mut self.arrivals, rows);
     }
 
     /// Adds units inbound deliveries bring, as `repo::inbound::expected`
     /// reads them.
-    pub fn add_expected_inbound(
-        &mut self,
-        rows: Vec<(String, String, Option<DateTime<Utc>>, i64)>,
-    ) {
-        for (node, sku, at, q) in rows {
-            let k = (node, sku);
-            *self.inbound.entry(k.clone()).or_default() += q;
-            self.arrivals.entry(k).or_default().push((at, q));
-        }
+    pub fn add_expected_inbound(&mut self, rows: Vec<Arriving>) {
+        add_arriving(&mut self.inbound, &mut self.arrivals, rows);
     }
 
     /// The units on the way to `nodes`, by expected arrival: soonest

@@ -39,23 +39,34 @@ impl Gate {
         Ok(())
     }
 
+    /// The gate's expiry schedule: reservation id -> when it expires (ms).
+    pub async fn schedule(&self, tenant: &Tenant) -> Result<HashMap<String, i64>, GateError> {
+        let scheduled: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(self.keys.expiry(tenant))
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(&mut self.conn())
+            .await?;
+        Ok((scheduled.into_iter())
+            .map(|(id, at)| (id, at as i64))
+            .collect())
+    }
+
     /// Replaces the tenant's figures and reservation records. Records of
-    /// reservations the record does not know as live are dropped.
+    /// reservations the record does not know as live are dropped (those
+    /// `scheduled`, as [`Gate::schedule`] read it under the same lock).
     pub async fn install(
         &self,
         tenant: &Tenant,
         fields: &BTreeMap<String, BTreeMap<String, i64>>,
         live: &[LiveRecord],
+        scheduled: &HashMap<String, i64>,
         trigger: &'static str,
     ) -> Result<(), GateError> {
         let k = &self.keys;
         let mut conn = self.conn();
-        let old: Vec<String> = redis::cmd("ZRANGE")
-            .arg(k.expiry(tenant))
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut conn)
-            .await?;
+        let old = scheduled.keys();
         let live_ids: HashSet<&str> = live.iter().map(|l| l.id.as_str()).collect();
         // Many keys or members per command: a command per key and
         // reservation (tens of thousands for a large tenant) made this
@@ -74,7 +85,7 @@ impl Gate {
             }
         }
         p.del(k.expiry(tenant)).ignore();
-        let dropped: Vec<String> = (old.iter())
+        let dropped: Vec<String> = old
             .filter(|id| !live_ids.contains(id.as_str()))
             .map(|id| k.reservation(tenant, id))
             .collect();
@@ -117,13 +128,15 @@ impl Gate {
         Ok(())
     }
 
-    /// Where the gate's reservation records and expiry schedule differ
-    /// from the record's live reservations (`live`), by id. A record the
-    /// gate cannot read counts as missing.
+    /// Where the gate's reservation records and expiry schedule
+    /// (`scheduled`, as [`Gate::schedule`] read it) differ from the
+    /// record's live reservations (`live`), by id. A record the gate
+    /// cannot read counts as missing.
     pub async fn reservation_drifts(
         &self,
         tenant: &Tenant,
         live: &[LiveRecord],
+        scheduled: &HashMap<String, i64>,
     ) -> Result<Vec<ReservationDrift>, GateError> {
         let k = &self.keys;
         let mut conn = self.conn();
@@ -137,26 +150,18 @@ impl Gate {
                     .map(|r| r.and_then(|r| serde_json::from_str(&r).ok())),
             );
         }
-        let scheduled: Vec<(String, f64)> = redis::cmd("ZRANGE")
-            .arg(k.expiry(tenant))
-            .arg(0)
-            .arg(-1)
-            .arg("WITHSCORES")
-            .query_async(&mut conn)
-            .await?;
-        let mut scheduled: HashMap<String, i64> = scheduled
-            .into_iter()
-            .map(|(id, at)| (id, at as i64))
-            .collect();
         let mut out: Vec<ReservationDrift> = live
             .iter()
             .zip(kept)
-            .filter_map(|(l, kept)| differences(l, kept.as_ref(), scheduled.remove(&l.id)))
+            .filter_map(|(l, kept)| differences(l, kept.as_ref(), scheduled.get(&l.id).copied()))
             .collect();
-        // What is left is scheduled to expire though the record holds it
-        // no longer live (live ones were taken out above).
-        out.extend(scheduled.into_keys().map(|id| ReservationDrift {
-            reservation_id: id,
+        // Scheduled to expire though the record holds it no longer live.
+        let live_ids: HashSet<&str> = live.iter().map(|l| l.id.as_str()).collect();
+        let ghosts = scheduled
+            .keys()
+            .filter(|id| !live_ids.contains(id.as_str()));
+        out.extend(ghosts.map(|id| ReservationDrift {
+            reservation_id: id.clone(),
             differences: vec!["expiry_schedule".into()],
             ..Default::default()
         }));

@@ -163,12 +163,14 @@ async fn rebuild(
     let sku_list: Vec<String> = expected.keys().cloned().collect();
     let current = gate.read(tenant, &sku_list).await?;
     let (drifts, drift_count) = capped(compare(&expected, &current), drift);
+    let scheduled = gate.schedule(tenant).await?;
     let (reservation_drifts, reservation_drift_count) = capped(
-        gate.reservation_drifts(tenant, &live).await?.into_iter(),
+        (gate.reservation_drifts(tenant, &live, &scheduled).await?).into_iter(),
         |d| d,
     );
     if let Some(trigger) = trigger {
-        gate.install(tenant, &expected, &live, trigger).await?;
+        gate.install(tenant, &expected, &live, &scheduled, trigger)
+            .await?;
         // Every give-back on its way is in what was just installed.
         repo::give_backs::counted(&mut *tx, tenant).await?;
     }

@@ -151,7 +151,7 @@ pub async fn expected(
     db: impl PgExecutor<'_>,
     tenant: &Tenant,
     skus: &[String],
-) -> sqlx::Result<Vec<(String, String, Option<DateTime<Utc>>, i64)>> {
+) -> sqlx::Result<Vec<crate::domain::availability::Arriving>> {
     sqlx::query_as(
         "SELECT h.node_id, l.sku, h.expected_arrival, SUM(l.units)::bigint
          FROM expected_inbound_lines l JOIN expected_inbounds h USING (tenant, source, inbound_id)

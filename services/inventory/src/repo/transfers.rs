@@ -193,7 +193,7 @@ pub async fn on_the_way(
     db: impl PgExecutor<'_>,
     tenant: &Tenant,
     skus: &[String],
-) -> sqlx::Result<Vec<(String, String, Option<DateTime<Utc>>, i64)>> {
+) -> sqlx::Result<Vec<crate::domain::availability::Arriving>> {
     sqlx::query_as(
         "SELECT l.to_node_id, l.sku, t.expected_arrival, SUM(l.in_transit)::bigint
          FROM transfer_lines l JOIN transfers t USING (tenant, transfer_id)
