@@ -53,6 +53,8 @@ fn spawn_with(port: u16, dir: &std::path::Path, cluster: bool, extra: &[&str]) -
     ])
     .arg("--dir")
     .arg(dir)
+    // DEBUG RELOAD (RedisServer::back_to_save), from loopback only.
+    .args(["--enable-debug-command", "local"])
     .stdout(Stdio::null())
     .stderr(Stdio::null());
     cmd.args(extra);
@@ -113,6 +115,14 @@ impl RedisServer {
     /// Runs a redis-cli command against it.
     pub fn cli(&self, args: &[&str]) -> String {
         cli(self.port, args)
+    }
+
+    /// Takes the server back to what it last saved (`SAVE`), its clients
+    /// still connected: it has none of the changes made since, as after
+    /// a failover to a replica that lagged (which a cluster client follows
+    /// without an error) or a restart from an older snapshot.
+    pub fn back_to_save(&self) {
+        assert_eq!(self.cli(&["DEBUG", "RELOAD", "NOSAVE"]).trim(), "OK");
     }
 
     /// A replica of this server, once it has synced; killed on drop (the

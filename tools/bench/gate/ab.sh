@@ -37,8 +37,11 @@ for i in range(400):
     ids = [f"{tag}-{i}-{j}" for j in range(128)]
     items = [{"id": r, "h": "x", "e": 9999999999999, "lines": [{"sku": "S", "node": "", "q": 1}],
               "chan": "", "bo": ""} for r in ids]
-    keys = ["{t}ready", "{t}expiry"] + ["{t}r:" + r for r in ids] + [akey]
-    resp("EVALSHA", sha, len(keys), *keys, json.dumps({"w": "ab", "akeys": {"S": akey}, "items": items}))
+    # The writes hash last, and the writer's count: a revision from
+    # before 2026-12-05 19:00 ignores both.
+    keys = ["{t}ready", "{t}expiry"] + ["{t}r:" + r for r in ids] + [akey, "{t}writes"]
+    wr = {"id": "ab", "ep": "x", "n": i}
+    resp("EVALSHA", sha, len(keys), *keys, json.dumps({"w": "ab", "akeys": {"S": akey}, "items": items, "wr": wr}))
 sys.stdout.write("".join(out))
 PY
 }

@@ -14,6 +14,10 @@ impl GateKeys {
     pub fn ready(&self, t: &Tenant) -> String {
         self.0.key(t.as_str(), "ready")
     }
+    /// Each writer's count of its scripts in the current epoch (writes.rs).
+    pub fn writes(&self, t: &Tenant) -> String {
+        self.0.key(t.as_str(), "writes")
+    }
     pub fn expiry(&self, t: &Tenant) -> String {
         self.0.key(t.as_str(), "expiry")
     }

@@ -9,6 +9,7 @@
 //! script refuse with `NotReady` until the gate is rebuilt.
 mod keys;
 pub mod rebuild;
+mod writes;
 
 pub use keys::GateKeys;
 
@@ -56,6 +57,10 @@ pub struct Gate {
     adjust: Script,
     /// Gates rebuilt from the record, by tenant and trigger.
     rebuilds: opentelemetry::metrics::Counter<u64>,
+    /// What this replica's changes were answered (writes.rs).
+    writes: writes::Writes,
+    /// Gates found to have lost changes they had answered.
+    lost: opentelemetry::metrics::Counter<u64>,
 }
 
 /// One line to hold: units of a SKU anywhere (`node` empty) or at a node.
@@ -306,6 +311,13 @@ pub fn demand_field(source: &str, channel: &str) -> String {
 #[derive(Deserialize)]
 struct Envelope<T> {
     ready: bool,
+    /// The script found that the gate lost changes (writes.rs) and
+    /// dropped it.
+    #[serde(default)]
+    lost: bool,
+    /// The writer's count of the tenant's gate, and its epoch.
+    #[serde(default)]
+    wr: Option<writes::Wrote>,
     #[serde(flatten)]
     body: Option<T>,
 }
@@ -338,6 +350,13 @@ impl Gate {
                 .u64_counter("oms.inventory.gate.rebuilds")
                 .with_description(
                     "Reservation gates rebuilt from the record, by tenant and trigger (missing: Redis lost it or a change the record did not keep dropped it; reconcile)",
+                )
+                .build(),
+            writes: writes::Writes::new(),
+            lost: opentelemetry::global::meter("oms-inventory")
+                .u64_counter("oms.inventory.gate.lost_writes")
+                .with_description(
+                    "Reservation gates found to lack changes Redis had answered (a failover to a replica that lagged, a restart from an older snapshot), by tenant and who found it (change, sweep); each is rebuilt from the record",
                 )
                 .build(),
         }
@@ -378,12 +397,17 @@ impl Gate {
         self
     }
 
+    /// Runs one of the tenant's gate scripts: `keys` (the ready marker
+    /// first) and then the writes hash, `arg` and this writer's `wr`.
     async fn run<T: for<'de> Deserialize<'de>>(
         &self,
+        tenant: &Tenant,
         script: &Script,
-        keys: Vec<String>,
-        arg: serde_json::Value,
+        mut keys: Vec<String>,
+        mut arg: serde_json::Value,
     ) -> Result<T, GateError> {
+        keys.push(self.keys.writes(tenant));
+        arg["wr"] = self.writes.arg(tenant);
         let mut inv = script.prepare_invoke();
         for k in &keys {
             inv.key(k);
@@ -391,9 +415,14 @@ impl Gate {
         inv.arg(arg.to_string());
         let mut conn = self.conn.clone();
         let raw: String = inv.invoke_async(&mut conn).await?;
-        // Every script's first key is the gate's ready marker.
         self.replicated(&mut conn, &keys[0]).await?;
         let env: Envelope<T> = serde_json::from_str(&raw)?;
+        if env.lost {
+            self.lost_writes(tenant, "change");
+        }
+        if let Some(wrote) = env.wr {
+            self.writes.answered(tenant, wrote);
+        }
         match (env.ready, env.body) {
             (true, Some(b)) => Ok(b),
             (false, _) => Err(GateError::NotReady),
@@ -436,6 +465,7 @@ impl Gate {
             .collect();
         let body: ReserveBody = self
             .run(
+                tenant,
                 &self.reserve,
                 keys,
                 serde_json::json!({ "w": owner, "akeys": akeys, "items": json_items }),
@@ -487,7 +517,7 @@ impl Gate {
         let arg = serde_json::json!({
             "now": now_ms, "keep_ms": FINISHED_KEPT_MS, "items": items,
         });
-        self.run(&self.expire, keys, arg).await
+        self.run(tenant, &self.expire, keys, arg).await
     }
 
     /// Gives back a grant of the batch `owner` that the Postgres record
@@ -588,7 +618,7 @@ impl Gate {
             Some(w) => arg["w"] = w.into(),
             None => arg["later"] = true.into(),
         }
-        self.run(&self.change, keys, arg).await
+        self.run(tenant, &self.change, keys, arg).await
     }
 
     /// Applies changes of promisable stock.
@@ -648,7 +678,7 @@ impl Gate {
             Some(e) => serde_json::json!({ "changes": list, "epoch": e }),
             None => serde_json::json!({ "changes": list }),
         };
-        let out: Applied = self.run(&self.adjust, keys, arg).await?;
+        let out: Applied = self.run(tenant, &self.adjust, keys, arg).await?;
         Ok(out.applied)
     }
 
@@ -795,6 +825,109 @@ mod tests {
             "the repeat kept the expiry: {kept} ms"
         );
         assert_eq!(held().await, 0);
+    }
+
+    /// Sets the gate up at epoch e1, with 10 units of SKU A at DC1.
+    async fn ready_with_a(gate: &Gate, conn: &mut RedisConn, t: &Tenant) {
+        redis::pipe()
+            .set(gate.keys.ready(t), "e1")
+            .hset(gate.keys.avail(t, "A"), "n:DC1", 10)
+            .query_async::<()>(conn)
+            .await
+            .unwrap();
+    }
+
+    /// A reservation of `q` units of A as `id`.
+    fn cart(id: &str, q: i64) -> ReserveItem {
+        ReserveItem {
+            id: id.into(),
+            request_hash: id.into(),
+            expire_ms: chrono::Utc::now().timestamp_millis() + 60_000,
+            lines: vec![Line {
+                sku: "A".into(),
+                node: String::new(),
+                q,
+                lot: String::new(),
+                serials: vec![],
+            }],
+            leave: Leave::default(),
+        }
+    }
+
+    /// Redis lost a change it had answered this writer (the count of its
+    /// scripts went back, as a failover to a replica that lagged leaves
+    /// it): the next script changes nothing and drops the gate. A rebuilt
+    /// gate (a new epoch, counts afresh) is not taken for one that lost.
+    #[tokio::test]
+    async fn a_gate_behind_what_it_answered_is_dropped_by_the_next_change() {
+        let (gate, mut conn, t) = gate().await;
+        ready_with_a(&gate, &mut conn, &t).await;
+        let reserve = async |id: &str| gate.reserve(&t, &[cart(id, 2)], "w").await;
+        assert!(matches!(
+            reserve("r1").await.unwrap()[0],
+            ReserveOutcome::Ok
+        ));
+        assert!(matches!(
+            reserve("r2").await.unwrap()[0],
+            ReserveOutcome::Ok
+        ));
+        let writes = gate.keys.writes(&t);
+        let id = gate.writes.id.to_string();
+        redis::cmd("HINCRBY")
+            .arg(&writes)
+            .arg(&id)
+            .arg(-1)
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
+        assert!(matches!(reserve("r3").await, Err(GateError::NotReady)));
+        assert_eq!(gate.epoch(&t).await.unwrap(), None, "the gate is dropped");
+        let r3: Option<String> = redis::cmd("GET")
+            .arg(gate.keys.reservation(&t, "r3"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(r3, None, "nothing changed");
+        // Rebuilt: a new epoch whose counts start again.
+        redis::pipe()
+            .set(gate.keys.ready(&t), "e2")
+            .del(&writes)
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
+        assert!(matches!(
+            reserve("r3").await.unwrap()[0],
+            ReserveOutcome::Ok
+        ));
+        assert!(matches!(
+            reserve("r4").await.unwrap()[0],
+            ReserveOutcome::Ok
+        ));
+        assert_eq!(gate.epoch(&t).await.unwrap().as_deref(), Some("e2"));
+    }
+
+    /// The sweep finds the loss without a change: a writer that makes no
+    /// more changes of the tenant, while other replicas make theirs.
+    #[tokio::test]
+    async fn the_sweep_finds_a_gate_behind_what_it_answered() {
+        let (gate, mut conn, t) = gate().await;
+        ready_with_a(&gate, &mut conn, &t).await;
+        let out = gate.reserve(&t, &[cart("r1", 3)], "w").await.unwrap();
+        assert!(matches!(out[0], ReserveOutcome::Ok));
+        assert!(gate.find_lost_writes().await.unwrap().is_empty());
+        assert_eq!(gate.epoch(&t).await.unwrap().as_deref(), Some("e1"));
+        redis::cmd("HDEL")
+            .arg(gate.keys.writes(&t))
+            .arg(gate.writes.id.to_string())
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(
+            gate.find_lost_writes().await.unwrap(),
+            std::slice::from_ref(&t)
+        );
+        assert_eq!(gate.epoch(&t).await.unwrap(), None, "the gate is dropped");
+        assert!(gate.find_lost_writes().await.unwrap().is_empty());
     }
 
     /// Stock given back after a commit reaches the gate only if no rebuild

@@ -85,6 +85,8 @@ impl Gate {
             }
         }
         p.del(k.expiry(tenant)).ignore();
+        // Counts of the old epoch (writes.rs): each writer counts afresh.
+        p.del(k.writes(tenant)).ignore();
         let dropped: Vec<String> = old
             .filter(|id| !live_ids.contains(id.as_str()))
             .map(|id| k.reservation(tenant, id))

@@ -968,6 +968,92 @@ async fn with_a_replica_required_a_change_no_replica_has_is_not_made() {
     assert!(reconcile(c, "acme", true).await.drifts.is_empty());
 }
 
+/// Redis comes back without the last changes it answered, its `ready`
+/// marker still there and the service's connection to it open: as after
+/// a failover to a replica that lagged (Redis replicates asynchronously;
+/// a cluster client follows the failover without an error) or a restart
+/// from an older snapshot; here a reload of a `SAVE` made between two
+/// reservations. The gate then
+/// holds 4 of the 10 units the record holds, and would promise the other
+/// 6 again. The replica that made the lost change finds it gone (the
+/// count of its changes in the gate is behind what it was answered), so
+/// the gate is rebuilt from the record before anything is promised.
+#[tokio::test]
+async fn a_gate_that_lost_changes_it_answered_is_rebuilt_before_it_promises() {
+    let redis = RedisServer::start();
+    let mut h = start_with(&[("OMS_REDIS_URL", redis.url())]).await;
+    stocked(&mut h, &[("S", 10)]).await;
+    let c = &mut h.client;
+    reserve(c, "acme", "r1", vec![line("S", "", 4)])
+        .await
+        .unwrap();
+    assert_eq!(redis.cli(&["SAVE"]).trim(), "OK");
+    reserve(c, "acme", "r2", vec![line("S", "", 6)])
+        .await
+        .unwrap();
+    redis.back_to_save();
+    let held: i64 = redis
+        .cli(&["EVAL", "local t = 0 for _, k in ipairs(redis.call('KEYS', '*avail:S')) do t = t + tonumber(redis.call('HGET', k, 'nh') or 0) end return t", "0"])
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(held, 4, "the gate came back without r2");
+
+    let err = reserve(c, "acme", "r3", vec![line("S", "", 1)])
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "INSUFFICIENT_STOCK", "{err:?}");
+    assert_eq!(held_in_record(&h.db, "acme", "S").await, 10);
+    let report = reconcile(c, "acme", true).await;
+    assert_clean(&report, "acme");
+    // r2 is whole in the gate again: released, its units are promised.
+    release_all(c, "r2").await.unwrap();
+    reserve(c, "acme", "r4", vec![line("S", "", 6)])
+        .await
+        .unwrap();
+}
+
+/// The same loss when the replica that made the lost change makes no more
+/// changes of the tenant while another replica sells: the first finds the
+/// loss in its sweep and rebuilds the gate, so the other is refused too.
+#[tokio::test]
+async fn a_replica_that_changes_nothing_more_finds_its_lost_changes_in_its_sweep() {
+    let redis = RedisServer::start();
+    let overrides = [("OMS_REDIS_URL", redis.url())];
+    let mut a = start_with(&overrides).await;
+    stocked(&mut a, &[("S", 10)]).await;
+    reserve(&mut a.client, "acme", "r1", vec![line("S", "", 4)])
+        .await
+        .unwrap();
+    assert_eq!(redis.cli(&["SAVE"]).trim(), "OK");
+    reserve(&mut a.client, "acme", "r2", vec![line("S", "", 6)])
+        .await
+        .unwrap();
+    let config = oms_testkit::config_with(Service::Inventory, &a.db, &[], &overrides);
+    let b = oms_testkit::spawn(config, oms_inventory::run).await;
+    let ready = redis.cli(&["KEYS", "*ready"]).trim().to_owned();
+    let epoch = redis.cli(&["GET", &ready]);
+    redis.back_to_save();
+    assert_eq!(
+        redis.cli(&["GET", &ready]),
+        epoch,
+        "the old gate, as it was"
+    );
+    // A's sweep drops the gate and rebuilds it: a new epoch.
+    wait_until(async || {
+        let now = redis.cli(&["GET", &ready]);
+        !now.trim().is_empty() && now != epoch
+    })
+    .await;
+    let mut other = Client::new(b.channel());
+    let err = reserve(&mut other, "acme", "r3", vec![line("S", "", 1)])
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "INSUFFICIENT_STOCK", "{err:?}");
+    let report = reconcile(&mut other, "acme", true).await;
+    assert_clean(&report, "acme");
+}
+
 /// A repeat of a recorded reservation in a batch that fails: the gate took
 /// the reservation over (EXISTS) for the batch, but its record is the
 /// first batch's, so its hold stays (given back, the units were promised

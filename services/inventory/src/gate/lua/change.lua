@@ -2,7 +2,8 @@
 -- or gives back a grant the Postgres record does not keep (giveback, with
 -- the batch's token `w`).
 -- KEYS[1] ready marker, KEYS[2] expiry zset, KEYS[3] reservation record,
--- KEYS[4..] avail keys, named per SKU in ARGV.
+-- KEYS[4..] avail keys, named per SKU in ARGV, the last key the writes
+-- hash (common.lua's `open`; `wr` in ARGV and in the answer).
 -- ARGV[1] JSON: { op, id, now, keep_ms, akeys = {sku = key}, entries = [ {sku, node, q} ],
 --   expect = {s, holds} | nil: the reservation as the Postgres record has
 --   it; a record here that differs is ahead of it (a change whose commit
@@ -15,10 +16,10 @@
 --   after its commit (adjust.lua with the epoch) }
 -- Returns JSON { ready, status = OK|NOT_FOUND|DIVERGED|STATE|SHORT|TOO_MUCH|MISMATCH, state, holds, detail,
 --   given = [ {sku, node, q} ], epoch }
-if redis.call('EXISTS', KEYS[1]) == 0 then return encode({ready = false}) end
 local req = decode(ARGV[1])
+if not open(req.wr) then return closed() end
 local raw = redis.call('GET', KEYS[3])
-if not raw then return encode({ready = true, status = 'NOT_FOUND'}) end
+if not raw then return answer({ready = true, status = 'NOT_FOUND'}) end
 local r = decode(raw)
 local akeys = req.akeys
 local given = {}
@@ -27,7 +28,7 @@ local function give(sku, node, units)
   else give_back(akeys[sku], node, units) end
 end
 local function done(status, detail)
-  return encode({ready = true, status = status, state = r.s, holds = r.holds, consumed = r.c, detail = detail,
+  return answer({ready = true, status = status, state = r.s, holds = r.holds, consumed = r.c, detail = detail,
     given = given, epoch = redis.call('GET', KEYS[1])})
 end
 -- A grant the record does not keep goes back whole and is forgotten (a
@@ -38,7 +39,7 @@ if req.op == 'giveback' then
   restore(r.holds, akeys)
   redis.call('DEL', KEYS[3])
   redis.call('ZREM', KEYS[2], req.id)
-  return encode({ready = true, status = 'OK', state = 'forgotten', holds = {}})
+  return answer({ready = true, status = 'OK', state = 'forgotten', holds = {}})
 end
 if req.expect and not as_recorded(r, req.expect) then return done('DIVERGED') end
 -- A finished reservation's record is kept `keep_ms` (a repeat of its

@@ -17,6 +17,34 @@ local function split(k) local i = string.find(k, '\t', 1, true); return string.s
 local function field(akey, f) return tonumber(redis.call('HGET', akey, f) or '0') end
 local function nodefield(node) return 'n:' .. node end
 local function total(holds) local n = 0; for _, v in pairs(holds) do n = n + v end; return n end
+-- Changes this writer was answered are still here. Every script counts
+-- its writer's (a service replica's) runs in the tenant's `writes` hash,
+-- the script's last key, and answers the count with the gate's epoch
+-- (`wr`); the writer sends back the highest count it was answered in that
+-- epoch (`req.wr` = {id, ep, n}). Redis never answers a count twice, so a
+-- count not above it in the same epoch means Redis lost changes it had
+-- answered: a failover to a replica that lagged, a restart from an older
+-- snapshot. Then the gate is dropped, nothing is changed, and the caller
+-- rebuilds the gate from the record before anything more is promised.
+local WROTE, LOST = nil, false
+local function open(wr)
+  local ep = redis.call('GET', KEYS[1])
+  if not ep then return false end
+  if wr then
+    local n = redis.call('HINCRBY', KEYS[#KEYS], wr.id, 1)
+    if wr.ep == ep and wr.n and n <= wr.n then
+      redis.call('DEL', KEYS[1])
+      LOST = true
+      return false
+    end
+    WROTE = {ep = ep, n = n}
+  end
+  return true
+end
+-- A script's answer once the gate is open, with the writer's count.
+local function answer(t) t.wr = WROTE; return encode(t) end
+-- The answer of a script that found the gate missing or dropped it.
+local function closed() return encode({ready = false, lost = LOST}) end
 -- A script's view of the avail hashes it touches: each is read once (the
 -- first time it is asked about), takes change the view at once (so later
 -- checks in the same script see them), and `flush`, called once at the

@@ -2,7 +2,8 @@
 -- in the record, in one script (a flash sale's abandoned carts expire in
 -- batches, not one script and transaction each).
 -- KEYS[1] ready marker, KEYS[2] expiry zset, KEYS[2 + i] the record of
--- items[i]. No avail key: nothing is given back here.
+-- items[i], the last key the writes hash (common.lua's `open`). No avail
+-- key: nothing is given back here.
 -- ARGV[1] JSON: { now, keep_ms, items = [ {id, s, holds} ]: each as the
 --   Postgres record has it, and due by `now` there }
 -- Returns JSON { ready, status = OK|NOT_FOUND|DIVERGED, id (the first not
@@ -11,14 +12,14 @@
 --   `later`): the caller gives them back after its commit.
 -- Nothing changes unless the gate has every record as Postgres does: the
 -- caller rebuilds the gate from the record first, as for change.lua.
-if redis.call('EXISTS', KEYS[1]) == 0 then return encode({ready = false}) end
 local req = decode(ARGV[1])
+if not open(req.wr) then return closed() end
 local records = {}
 for i, it in ipairs(req.items) do
   local raw = redis.call('GET', KEYS[2 + i])
-  if not raw then return encode({ready = true, status = 'NOT_FOUND', id = it.id}) end
+  if not raw then return answer({ready = true, status = 'NOT_FOUND', id = it.id}) end
   local r = decode(raw)
-  if not as_recorded(r, it) then return encode({ready = true, status = 'DIVERGED', id = it.id, state = r.s}) end
+  if not as_recorded(r, it) then return answer({ready = true, status = 'DIVERGED', id = it.id, state = r.s}) end
   records[i] = r
 end
 local expired, given = {}, {}
@@ -35,4 +36,4 @@ for i, it in ipairs(req.items) do
     table.insert(expired, it.id)
   end
 end
-return encode({ready = true, status = 'OK', expired = expired, given = given, epoch = redis.call('GET', KEYS[1])})
+return answer({ready = true, status = 'OK', expired = expired, given = given, epoch = redis.call('GET', KEYS[1])})

@@ -1,6 +1,7 @@
 -- Reserves a batch of reservations of one tenant; each is all-or-nothing.
 -- KEYS[1] ready marker, KEYS[2] expiry zset, KEYS[2 + i] item i's record,
--- then every avail key of `akeys`.
+-- then every avail key of `akeys`, the last key the writes hash
+-- (common.lua's `open`; `wr` in ARGV and in the answer).
 -- ARGV[1] JSON: { w, akeys = {sku = key}, items = [ { id, h, e,
 --   lines = [ {sku, node, q} ], pool = [node] | nil, buf_pct, buf_qty, chan, bo } ] }
 --   (the item doubles as the limit common.lua's shortfall reads)
@@ -12,8 +13,8 @@
 -- Changes are written once at the end (one HINCRBY per changed field, one
 -- MSET, one ZADD), whatever the batch's size (`unpack` takes a few
 -- thousand values: the writer's batches are at most 256).
-if redis.call('EXISTS', KEYS[1]) == 0 then return encode({ready = false}) end
 local req = decode(ARGV[1])
+if not open(req.wr) then return closed() end
 local akeys = req.akeys
 local v = view()
 local out, written, sets, expiries = {}, {}, {}, {}
@@ -58,4 +59,4 @@ end
 v.flush()
 if #sets > 0 then redis.call('MSET', unpack(sets)) end
 if #expiries > 0 then redis.call('ZADD', KEYS[2], unpack(expiries)) end
-return encode({ready = true, results = out})
+return answer({ready = true, results = out})

@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 
 /// Expires due reservations every `interval` until `shutdown`, takes lots
 /// past their expiry date out of availability, rebuilds gates that lost a
-/// give-back ([`crate::ops::reconcile::recover_give_backs`]), and deletes
+/// give-back ([`crate::ops::reconcile::recover_give_backs`]) or changes
+/// Redis had answered ([`crate::ops::reconcile::recover_lost_writes`]),
+/// and deletes
 /// reservations finished longer than `retention` ago and snapshot imports
 /// nobody went on with for `imports_retention` (the idempotency retention:
 /// after it, a repeat of the request is a new request anyway).
@@ -33,6 +35,7 @@ pub fn start_sweeper(
             }
             crate::ops::lot_expiry::expire_due_lots(&inv).await;
             crate::ops::reconcile::recover_give_backs(&inv).await;
+            crate::ops::reconcile::recover_lost_writes(&inv).await;
             // Every sweep: with nothing old enough it is one probe of an
             // index, and a backlog (a first start with years of
             // reservations) goes a batch per sweep.

@@ -1,0 +1,157 @@
+//! Changes Redis answered and then lost. Redis replicates asynchronously:
+//! a failover to a replica that lagged, or a restart from an older
+//! snapshot, brings back a gate that lacks the last changes made to it,
+//! with its `ready` marker still there. Nothing else would tell: the gate
+//! would promise again the units those changes held.
+//!
+//! So every gate script counts the runs of its writer (this replica) in
+//! the tenant's `writes` hash and answers the count with the gate's epoch;
+//! the writer sends back the highest count it was answered in that epoch,
+//! and a script that counts no higher drops the gate (common.lua's
+//! `open`). The writer's next change finds that out; a writer that makes
+//! none finds it through [`Gate::find_lost_writes`], which the sweep runs.
+//! Other replicas' changes meanwhile run on the old gate: that window is
+//! what `OMS_REDIS_MIN_REPLICAS` closes.
+use super::{Gate, GateError};
+use oms_kernel::Tenant;
+use redis::Script;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long after this replica's last change of a tenant's gate the sweep
+/// still checks that Redis has it: replication lags milliseconds, and a
+/// failover takes seconds to be decided.
+const CHECKED_FOR: Duration = Duration::from_secs(60);
+
+/// What a script answers of its writer's count (`wr`).
+#[derive(Debug, Clone, Deserialize)]
+pub(super) struct Wrote {
+    ep: String,
+    n: i64,
+}
+
+struct Seen {
+    wrote: Wrote,
+    at: Instant,
+}
+
+/// This replica's id in the writes hashes, and the highest count each
+/// tenant's gate answered it, with that gate's epoch.
+#[derive(Clone)]
+pub(super) struct Writes {
+    pub(super) id: Arc<str>,
+    seen: Arc<Mutex<HashMap<Tenant, Seen>>>,
+    check: Arc<Script>,
+}
+
+impl Writes {
+    pub(super) fn new() -> Self {
+        Self {
+            id: uuid::Uuid::now_v7().simple().to_string().into(),
+            seen: Arc::default(),
+            check: Arc::new(Script::new(CHECK)),
+        }
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<Tenant, Seen>> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The `wr` a script is sent: this writer, and what it was last
+    /// answered of the tenant's gate (nothing yet: only counted).
+    pub(super) fn arg(&self, tenant: &Tenant) -> serde_json::Value {
+        match self.seen().get(tenant) {
+            Some(s) => serde_json::json!({"id": &*self.id, "ep": s.wrote.ep, "n": s.wrote.n}),
+            None => serde_json::json!({ "id": &*self.id }),
+        }
+    }
+
+    /// A script answered `wrote`. Answers may arrive out of order (scripts
+    /// run at once on several tasks): the highest count of an epoch is
+    /// kept, and an answer of another epoch (the gate rebuilt, or one
+    /// answered before the rebuild arriving late) replaces it, which at
+    /// worst skips the check of the next script.
+    pub(super) fn answered(&self, tenant: &Tenant, wrote: Wrote) {
+        let mut seen = self.seen();
+        let at = Instant::now();
+        match seen.get_mut(tenant) {
+            Some(s) if s.wrote.ep == wrote.ep => {
+                s.wrote.n = s.wrote.n.max(wrote.n);
+                s.at = at;
+            }
+            _ => {
+                seen.insert(tenant.clone(), Seen { wrote, at });
+            }
+        }
+    }
+
+    /// The gate was dropped: what it answered no longer counts.
+    pub(super) fn forget(&self, tenant: &Tenant) {
+        self.seen().remove(tenant);
+    }
+
+    /// The tenants changed in the last [`CHECKED_FOR`], with what their
+    /// gates answered; the others are forgotten.
+    fn recent(&self) -> Vec<(Tenant, Wrote)> {
+        let mut seen = self.seen();
+        seen.retain(|_, s| s.at.elapsed() < CHECKED_FOR);
+        (seen.iter())
+            .map(|(t, s)| (t.clone(), s.wrote.clone()))
+            .collect()
+    }
+}
+
+/// KEYS[1] ready marker, KEYS[2] writes hash; ARGV[1] writer id, ARGV[2]
+/// epoch, ARGV[3] the count answered. The count only grows while the
+/// epoch stays, so one below what was answered means changes were lost:
+/// the gate is dropped. Answers 1 when it was.
+const CHECK: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[2] then return 0 end
+local n = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+if n < tonumber(ARGV[3]) then redis.call('DEL', KEYS[1]); return 1 end
+return 0
+";
+
+impl Gate {
+    /// The tenants whose gates lost changes this replica made in the last
+    /// minute (the gate is dropped: rebuild it), checked without changing
+    /// anything.
+    pub async fn find_lost_writes(&self) -> Result<Vec<Tenant>, GateError> {
+        let mut lost = Vec::new();
+        for (tenant, wrote) in self.writes.recent() {
+            let k = &self.keys;
+            let dropped: i64 = (self.writes.check.key(k.ready(&tenant)))
+                .key(k.writes(&tenant))
+                .arg(&*self.writes.id)
+                .arg(&wrote.ep)
+                .arg(wrote.n)
+                .invoke_async(&mut self.conn())
+                .await?;
+            if dropped == 1 {
+                self.lost_writes(&tenant, "sweep");
+                lost.push(tenant);
+            }
+        }
+        Ok(lost)
+    }
+
+    /// Redis lost changes of `tenant`'s gate it had answered; `found_by`
+    /// a change of this replica or its sweep.
+    pub(super) fn lost_writes(&self, tenant: &Tenant, found_by: &'static str) {
+        self.writes.forget(tenant);
+        tracing::warn!(
+            tenant = %tenant,
+            found_by,
+            "Redis lost changes of the reservation gate it had answered (a failover to a replica that lagged, or a restart from an older snapshot); the gate is rebuilt from the record"
+        );
+        self.lost.add(
+            1,
+            &[
+                opentelemetry::KeyValue::new("tenant", tenant.as_str().to_owned()),
+                opentelemetry::KeyValue::new("found_by", found_by),
+            ],
+        );
+    }
+}
