@@ -904,6 +904,15 @@ mod tests {
             ReserveOutcome::Ok
         ));
         assert_eq!(gate.epoch(&t).await.unwrap().as_deref(), Some("e2"));
+        // Redis lost that rebuild: the gate is back at e1.
+        redis::cmd("SET")
+            .arg(gate.keys.ready(&t))
+            .arg("e1")
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
+        assert!(matches!(reserve("r5").await, Err(GateError::NotReady)));
+        assert_eq!(gate.epoch(&t).await.unwrap(), None, "the gate is dropped");
     }
 
     /// The sweep finds the loss without a change: a writer that makes no
@@ -928,6 +937,28 @@ mod tests {
         );
         assert_eq!(gate.epoch(&t).await.unwrap(), None, "the gate is dropped");
         assert!(gate.find_lost_writes().await.unwrap().is_empty());
+
+        // Rebuilt twice (e2, e3), then back at e2: a rebuild lost.
+        for (ep, id) in [("e2", "r2"), ("e3", "r3")] {
+            redis::cmd("SET")
+                .arg(gate.keys.ready(&t))
+                .arg(ep)
+                .query_async::<()>(&mut conn)
+                .await
+                .unwrap();
+            let out = gate.reserve(&t, &[cart(id, 1)], "w").await.unwrap();
+            assert!(matches!(out[0], ReserveOutcome::Ok));
+        }
+        assert!(gate.find_lost_writes().await.unwrap().is_empty());
+        redis::cmd("SET")
+            .arg(gate.keys.ready(&t))
+            .arg("e2")
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
+        let lost = gate.find_lost_writes().await.unwrap();
+        assert_eq!(lost, std::slice::from_ref(&t), "the epoch before");
+        assert_eq!(gate.epoch(&t).await.unwrap(), None, "the gate is dropped");
     }
 
     /// Stock given back after a commit reaches the gate only if no rebuild

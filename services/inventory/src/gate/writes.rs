@@ -6,8 +6,9 @@
 //!
 //! So every gate script counts the runs of its writer (this replica) in
 //! the tenant's `writes` hash and answers the count with the gate's epoch;
-//! the writer sends back the highest count it was answered in that epoch,
-//! and a script that counts no higher drops the gate (common.lua's
+//! the writer sends back the highest count it was answered in that epoch
+//! and the epoch before it, and a script that counts no higher, or finds
+//! the epoch before (Redis lost a rebuild), drops the gate (common.lua's
 //! `open`). The writer's next change finds that out; a writer that makes
 //! none finds it through [`Gate::find_lost_writes`], which the sweep runs.
 //! Other replicas' changes meanwhile run on the old gate: that window is
@@ -34,6 +35,9 @@ pub(super) struct Wrote {
 
 struct Seen {
     wrote: Wrote,
+    /// The epoch before `wrote.ep`: Redis never goes back to it unless it
+    /// lost the rebuild that ended it.
+    prev: Option<String>,
     at: Instant,
 }
 
@@ -63,16 +67,21 @@ impl Writes {
     /// answered of the tenant's gate (nothing yet: only counted).
     pub(super) fn arg(&self, tenant: &Tenant) -> serde_json::Value {
         match self.seen().get(tenant) {
-            Some(s) => serde_json::json!({"id": &*self.id, "ep": s.wrote.ep, "n": s.wrote.n}),
+            Some(s) => serde_json::json!({
+                "id": &*self.id, "ep": s.wrote.ep, "n": s.wrote.n, "prev": s.prev,
+            }),
             None => serde_json::json!({ "id": &*self.id }),
         }
     }
 
     /// A script answered `wrote`. Answers may arrive out of order (scripts
     /// run at once on several tasks): the highest count of an epoch is
-    /// kept, and an answer of another epoch (the gate rebuilt, or one
-    /// answered before the rebuild arriving late) replaces it, which at
-    /// worst skips the check of the next script.
+    /// kept; an answer of the epoch before (sent before the rebuild,
+    /// arriving late) changes nothing; one of another epoch is the gate
+    /// rebuilt, and the epoch it had becomes the one Redis must not go back
+    /// to. (An answer late by two rebuilds would make the next script take
+    /// the current epoch for a lost one: a needless rebuild, nothing
+    /// promised wrongly.)
     pub(super) fn answered(&self, tenant: &Tenant, wrote: Wrote) {
         let mut seen = self.seen();
         let at = Instant::now();
@@ -81,34 +90,44 @@ impl Writes {
                 s.wrote.n = s.wrote.n.max(wrote.n);
                 s.at = at;
             }
-            _ => {
-                seen.insert(tenant.clone(), Seen { wrote, at });
+            Some(s) if s.prev.as_ref() == Some(&wrote.ep) => {}
+            Some(s) => {
+                s.prev = Some(std::mem::replace(&mut s.wrote, wrote).ep);
+                s.at = at;
+            }
+            None => {
+                let prev = None;
+                seen.insert(tenant.clone(), Seen { wrote, prev, at });
             }
         }
     }
 
-    /// The gate was dropped: what it answered no longer counts.
-    pub(super) fn forget(&self, tenant: &Tenant) {
-        self.seen().remove(tenant);
-    }
-
     /// The tenants changed in the last [`CHECKED_FOR`], with what their
     /// gates answered; the others are forgotten.
-    fn recent(&self) -> Vec<(Tenant, Wrote)> {
+    fn recent(&self) -> Vec<(Tenant, Wrote, String)> {
         let mut seen = self.seen();
         seen.retain(|_, s| s.at.elapsed() < CHECKED_FOR);
         (seen.iter())
-            .map(|(t, s)| (t.clone(), s.wrote.clone()))
+            .map(|(t, s)| {
+                (
+                    t.clone(),
+                    s.wrote.clone(),
+                    s.prev.clone().unwrap_or_default(),
+                )
+            })
             .collect()
     }
 }
 
 /// KEYS[1] ready marker, KEYS[2] writes hash; ARGV[1] writer id, ARGV[2]
-/// epoch, ARGV[3] the count answered. The count only grows while the
-/// epoch stays, so one below what was answered means changes were lost:
-/// the gate is dropped. Answers 1 when it was.
+/// epoch, ARGV[3] the count answered, ARGV[4] the epoch before (or '').
+/// The count only grows while the epoch stays, so one below what was
+/// answered means changes were lost, as does the epoch before: the gate
+/// is dropped. Answers 1 when it was.
 const CHECK: &str = r"
-if redis.call('GET', KEYS[1]) ~= ARGV[2] then return 0 end
+local ep = redis.call('GET', KEYS[1])
+if ep and ep == ARGV[4] then redis.call('DEL', KEYS[1]); return 1 end
+if ep ~= ARGV[2] then return 0 end
 local n = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 if n < tonumber(ARGV[3]) then redis.call('DEL', KEYS[1]); return 1 end
 return 0
@@ -120,13 +139,14 @@ impl Gate {
     /// anything.
     pub async fn find_lost_writes(&self) -> Result<Vec<Tenant>, GateError> {
         let mut lost = Vec::new();
-        for (tenant, wrote) in self.writes.recent() {
+        for (tenant, wrote, prev) in self.writes.recent() {
             let k = &self.keys;
             let dropped: i64 = (self.writes.check.key(k.ready(&tenant)))
                 .key(k.writes(&tenant))
                 .arg(&*self.writes.id)
                 .arg(&wrote.ep)
                 .arg(wrote.n)
+                .arg(prev)
                 .invoke_async(&mut self.conn())
                 .await?;
             if dropped == 1 {
@@ -139,8 +159,9 @@ impl Gate {
 
     /// Redis lost changes of `tenant`'s gate it had answered; `found_by`
     /// a change of this replica or its sweep.
+    /// (What this replica was answered stays: the rebuild's epoch replaces
+    /// it, and the lost epoch becomes the one Redis must not go back to.)
     pub(super) fn lost_writes(&self, tenant: &Tenant, found_by: &'static str) {
-        self.writes.forget(tenant);
         tracing::warn!(
             tenant = %tenant,
             found_by,

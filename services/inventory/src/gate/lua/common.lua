@@ -21,18 +21,20 @@ local function total(holds) local n = 0; for _, v in pairs(holds) do n = n + v e
 -- its writer's (a service replica's) runs in the tenant's `writes` hash,
 -- the script's last key, and answers the count with the gate's epoch
 -- (`wr`); the writer sends back the highest count it was answered in that
--- epoch (`req.wr` = {id, ep, n}). Redis never answers a count twice, so a
--- count not above it in the same epoch means Redis lost changes it had
--- answered: a failover to a replica that lagged, a restart from an older
--- snapshot. Then the gate is dropped, nothing is changed, and the caller
--- rebuilds the gate from the record before anything more is promised.
+-- epoch, and the epoch before it (`req.wr` = {id, ep, n, prev}). Redis
+-- never answers a count twice, nor goes back to an epoch a rebuild ended,
+-- so a count not above it in the same epoch, or the epoch before, means
+-- Redis lost changes it had answered: a failover to a replica that
+-- lagged, a restart from an older snapshot. Then the gate is dropped,
+-- nothing is changed, and the caller rebuilds the gate from the record
+-- before anything more is promised.
 local WROTE, LOST = nil, false
 local function open(wr)
   local ep = redis.call('GET', KEYS[1])
   if not ep then return false end
   if wr then
     local n = redis.call('HINCRBY', KEYS[#KEYS], wr.id, 1)
-    if wr.ep == ep and wr.n and n <= wr.n then
+    if wr.prev == ep or (wr.ep == ep and wr.n and n <= wr.n) then
       redis.call('DEL', KEYS[1])
       LOST = true
       return false
