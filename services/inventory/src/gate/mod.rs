@@ -735,12 +735,7 @@ mod tests {
     #[tokio::test]
     async fn only_the_batch_that_owns_a_grant_gives_it_back() {
         let (gate, mut conn, t) = gate().await;
-        redis::cmd("SET")
-            .arg(gate.keys.ready(&t))
-            .arg(1)
-            .query_async::<()>(&mut conn)
-            .await
-            .unwrap();
+        set_epoch(&gate, &mut conn, &t, "1").await;
         redis::cmd("HSET")
             .arg(gate.keys.avail(&t, "A"))
             .arg("n:DC1")
@@ -827,6 +822,16 @@ mod tests {
         assert_eq!(held().await, 0);
     }
 
+    /// Sets the gate's epoch (its ready marker), as a rebuild does.
+    async fn set_epoch(gate: &Gate, conn: &mut RedisConn, t: &Tenant, epoch: &str) {
+        redis::cmd("SET")
+            .arg(gate.keys.ready(t))
+            .arg(epoch)
+            .query_async::<()>(conn)
+            .await
+            .unwrap();
+    }
+
     /// Sets the gate up at epoch e1, with 10 units of SKU A at DC1.
     async fn ready_with_a(gate: &Gate, conn: &mut RedisConn, t: &Tenant) {
         redis::pipe()
@@ -905,12 +910,7 @@ mod tests {
         ));
         assert_eq!(gate.epoch(&t).await.unwrap().as_deref(), Some("e2"));
         // Redis lost that rebuild: the gate is back at e1.
-        redis::cmd("SET")
-            .arg(gate.keys.ready(&t))
-            .arg("e1")
-            .query_async::<()>(&mut conn)
-            .await
-            .unwrap();
+        set_epoch(&gate, &mut conn, &t, "e1").await;
         assert!(matches!(reserve("r5").await, Err(GateError::NotReady)));
         assert_eq!(gate.epoch(&t).await.unwrap(), None, "the gate is dropped");
     }
@@ -940,22 +940,12 @@ mod tests {
 
         // Rebuilt twice (e2, e3), then back at e2: a rebuild lost.
         for (ep, id) in [("e2", "r2"), ("e3", "r3")] {
-            redis::cmd("SET")
-                .arg(gate.keys.ready(&t))
-                .arg(ep)
-                .query_async::<()>(&mut conn)
-                .await
-                .unwrap();
+            set_epoch(&gate, &mut conn, &t, ep).await;
             let out = gate.reserve(&t, &[cart(id, 1)], "w").await.unwrap();
             assert!(matches!(out[0], ReserveOutcome::Ok));
         }
         assert!(gate.find_lost_writes().await.unwrap().is_empty());
-        redis::cmd("SET")
-            .arg(gate.keys.ready(&t))
-            .arg("e2")
-            .query_async::<()>(&mut conn)
-            .await
-            .unwrap();
+        set_epoch(&gate, &mut conn, &t, "e2").await;
         let lost = gate.find_lost_writes().await.unwrap();
         assert_eq!(lost, std::slice::from_ref(&t), "the epoch before");
         assert_eq!(gate.epoch(&t).await.unwrap(), None, "the gate is dropped");
@@ -973,12 +963,7 @@ mod tests {
                 .copied()
         };
         assert!(!gate.adjust_at(&t, &change, "e1").await.unwrap(), "no gate");
-        redis::cmd("SET")
-            .arg(gate.keys.ready(&t))
-            .arg("e2")
-            .query_async::<()>(&mut conn)
-            .await
-            .unwrap();
+        set_epoch(&gate, &mut conn, &t, "e2").await;
         assert_eq!(gate.epoch(&t).await.unwrap().as_deref(), Some("e2"));
         assert!(
             !gate.adjust_at(&t, &change, "e1").await.unwrap(),
