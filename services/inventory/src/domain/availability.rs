@@ -1,6 +1,7 @@
 //! Available-to-promise from the record: on-hand, safety stock and holds.
 //! The Redis gate keeps the same figures incrementally; `gate_fields` is
 //! what a rebuild writes, so both sides share one definition.
+use super::pairs::{PairMap, figure, find};
 use chrono::{DateTime, Utc};
 use oms_proto::inventory::{Arrival, Availability, ChannelRule, channel_rule::Buffer};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -11,27 +12,27 @@ type Due = (Option<DateTime<Utc>>, i64);
 #[derive(Debug, Default)]
 pub struct Figures {
     /// On-hand per (node, sku).
-    pub on_hand: HashMap<(String, String), i64>,
+    pub on_hand: PairMap<i64>,
     /// The part of it in expired lots, per (node, sku): never promised.
-    pub expired: HashMap<(String, String), i64>,
+    pub expired: PairMap<i64>,
     /// Held per (sku, node); node '' = held anywhere in the network.
-    pub held: HashMap<(String, String), i64>,
+    pub held: PairMap<i64>,
     /// Safety stock per (node, sku); sku '' = node default.
-    pub safety: HashMap<(String, String), i64>,
+    pub safety: PairMap<i64>,
     /// Enabled nodes the tenant may use.
     pub enabled: HashSet<String>,
     /// Units on the way by transfers in transit, per (receiving node, sku):
     /// shown, never promised.
-    pub in_transit: HashMap<(String, String), i64>,
+    pub in_transit: PairMap<i64>,
     /// Units inbound deliveries still bring, per (receiving node, sku):
     /// shown, never promised.
-    inbound: HashMap<(String, String), i64>,
+    inbound: PairMap<i64>,
     /// The units of both per (receiving node, sku), by expected arrival
     /// (None: not said).
-    arrivals: HashMap<(String, String), Vec<Due>>,
+    arrivals: PairMap<Vec<Due>>,
     /// Units backorders ask for per (sku, channel; '' = orders of no
     /// channel), and per SKU in all: kept out of published figures.
-    backordered: HashMap<(String, String), i64>,
+    backordered: PairMap<i64>,
     backordered_total: HashMap<String, i64>,
     /// The nodes with stock or holds of each SKU, built on first use:
     /// figures are filled, then read. Without it, each SKU's nodes were
@@ -49,11 +50,7 @@ pub type Arriving = (String, String, Option<DateTime<Utc>>, i64);
 
 /// Adds `rows` to the units on their way per (node, sku) in `total`
 /// (transfers' or deliveries'), and to the arrivals of both.
-fn add_arriving(
-    total: &mut HashMap<(String, String), i64>,
-    arrivals: &mut HashMap<(String, String), Vec<Due>>,
-    rows: Vec<Arriving>,
-) {
+fn add_arriving(total: &mut PairMap<i64>, arrivals: &mut PairMap<Vec<Due>>, rows: Vec<Arriving>) {
     for (node, sku, at, q) in rows {
         let k = (node, sku);
         *total.entry(k.clone()).or_default() += q;
@@ -62,13 +59,16 @@ fn add_arriving(
 }
 
 impl Figures {
-    /// Adds stock rows as `repo::stock::on_hand` reads them.
+    /// Adds stock rows as `repo::stock::on_hand` reads them: (node, sku,
+    /// on hand, of it expired), one per lot, summed per node and SKU.
     pub fn add_stock(&mut self, rows: Vec<(String, String, i64, i64)>) {
         for (node, sku, q, expired) in rows {
             if expired != 0 {
-                self.expired.insert((node.clone(), sku.clone()), expired);
+                *(self.expired)
+                    .entry((node.clone(), sku.clone()))
+                    .or_default() += expired;
             }
-            self.on_hand.insert((node, sku), q);
+            *self.on_hand.entry((node, sku)).or_default() += q;
         }
     }
 
@@ -88,8 +88,7 @@ impl Figures {
     fn arrivals_at<'a>(&self, nodes: impl Iterator<Item = &'a String>, sku: &str) -> Vec<Arrival> {
         let mut by_time: BTreeMap<(bool, Option<DateTime<Utc>>), i64> = BTreeMap::new();
         for n in nodes {
-            let k = (n.clone(), sku.to_owned());
-            for (at, q) in self.arrivals.get(&k).map_or(&[][..], Vec::as_slice) {
+            for (at, q) in find(&self.arrivals, n, sku).map_or(&[][..], Vec::as_slice) {
                 *by_time.entry((at.is_none(), *at)).or_default() += q;
             }
         }
@@ -110,23 +109,19 @@ impl Figures {
     }
 
     fn backordered_in(&self, sku: &str, channel: &str) -> i64 {
-        let k = (sku.to_owned(), channel.to_owned());
-        self.backordered.get(&k).copied().unwrap_or(0)
+        figure(&self.backordered, sku, channel)
     }
 
     fn expired_at(&self, node: &str, sku: &str) -> i64 {
-        let k = (node.to_owned(), sku.to_owned());
-        self.expired.get(&k).copied().unwrap_or(0)
+        figure(&self.expired, node, sku)
     }
 
     fn in_transit_to(&self, node: &str, sku: &str) -> i64 {
-        let k = (node.to_owned(), sku.to_owned());
-        self.in_transit.get(&k).copied().unwrap_or(0)
+        figure(&self.in_transit, node, sku)
     }
 
     fn inbound_to(&self, node: &str, sku: &str) -> i64 {
-        let k = (node.to_owned(), sku.to_owned());
-        self.inbound.get(&k).copied().unwrap_or(0)
+        figure(&self.inbound, node, sku)
     }
 
     fn safety_of(&self, node: &str, sku: &str) -> i64 {
@@ -134,18 +129,14 @@ impl Figures {
     }
 
     /// Nodes where the SKU has stock or holds, enabled only.
-    fn nodes_of(&self, sku: &str) -> Vec<String> {
+    fn nodes_of(&self, sku: &str) -> Vec<&String> {
         let by_sku = self.by_sku.get_or_init(|| {
             let stocked = self.on_hand.keys().map(|(n, s)| (s, n));
             let held = self.held.keys().filter(|(_, n)| !n.is_empty());
             nodes_by_sku(stocked.chain(held.map(|(s, n)| (s, n))))
         });
         let nodes = by_sku.get(sku).map_or(&[][..], Vec::as_slice);
-        nodes
-            .iter()
-            .filter(|n| self.enabled.contains(*n))
-            .cloned()
-            .collect()
+        nodes.iter().filter(|n| self.enabled.contains(*n)).collect()
     }
 
     /// Enabled nodes the SKU is on its way to (by transfer or delivery).
@@ -159,35 +150,21 @@ impl Figures {
 
     /// What a node can still promise of a SKU (negative when over-held).
     pub fn promisable_at(&self, node: &str, sku: &str) -> i64 {
-        let k = (node.to_owned(), sku.to_owned());
-        self.on_hand.get(&k).copied().unwrap_or(0)
+        figure(&self.on_hand, node, sku)
             - self.expired_at(node, sku)
             - self.safety_of(node, sku)
-            - self
-                .held
-                .get(&(sku.to_owned(), node.to_owned()))
-                .copied()
-                .unwrap_or(0)
+            - figure(&self.held, sku, node)
     }
 
     /// Units held at a node beyond its unexpired stock (safety stock
     /// aside: it is no promise); 0 when the stock covers them.
     pub fn held_beyond_stock(&self, node: &str, sku: &str) -> i64 {
-        let k = (node.to_owned(), sku.to_owned());
-        let stock = self.on_hand.get(&k).copied().unwrap_or(0) - self.expired_at(node, sku);
-        let held = self
-            .held
-            .get(&(sku.to_owned(), node.to_owned()))
-            .copied()
-            .unwrap_or(0);
-        (held - stock).max(0)
+        let stock = figure(&self.on_hand, node, sku) - self.expired_at(node, sku);
+        (figure(&self.held, sku, node) - stock).max(0)
     }
 
     fn network_held(&self, sku: &str) -> i64 {
-        self.held
-            .get(&(sku.to_owned(), String::new()))
-            .copied()
-            .unwrap_or(0)
+        figure(&self.held, sku, "")
     }
 
     /// The gate's hash for a SKU: `n:<node>` per enabled node, `nh`.
@@ -195,7 +172,7 @@ impl Figures {
         let mut f: BTreeMap<String, i64> = self
             .nodes_of(sku)
             .into_iter()
-            .map(|n| (format!("n:{n}"), self.promisable_at(&n, sku)))
+            .map(|n| (format!("n:{n}"), self.promisable_at(n, sku)))
             .collect();
         f.insert("nh".into(), self.network_held(sku));
         f
@@ -208,7 +185,7 @@ impl Figures {
     /// feed sends for it.
     pub fn per_node(&self, sku: &str, only: &[String]) -> Vec<Availability> {
         let mut nodes = if only.is_empty() {
-            let mut all = self.nodes_of(sku);
+            let mut all: Vec<String> = self.nodes_of(sku).into_iter().cloned().collect();
             all.extend(self.arriving(sku).cloned());
             all
         } else {
@@ -222,16 +199,8 @@ impl Figures {
                 if !self.enabled.contains(&n) {
                     return empty_at(sku, &n);
                 }
-                let on_hand = self
-                    .on_hand
-                    .get(&(n.clone(), sku.to_owned()))
-                    .copied()
-                    .unwrap_or(0);
-                let reserved = self
-                    .held
-                    .get(&(sku.to_owned(), n.clone()))
-                    .copied()
-                    .unwrap_or(0);
+                let on_hand = figure(&self.on_hand, &n, sku);
+                let reserved = figure(&self.held, sku, &n);
                 let held_back = self.safety_of(&n, sku);
                 let expired = self.expired_at(&n, sku);
                 let arrivals = self.arrivals_at(std::iter::once(&n), sku);
@@ -257,7 +226,7 @@ impl Figures {
     /// The figure over a pool of nodes (every enabled node when empty).
     pub fn pooled(&self, sku: &str, pool: &[String]) -> Availability {
         let in_pool = among(pool);
-        let nodes: Vec<String> = self
+        let nodes: Vec<&String> = self
             .nodes_of(sku)
             .into_iter()
             .filter(|n| in_pool(n))
@@ -269,16 +238,8 @@ impl Figures {
         };
         let mut promisable = 0;
         for n in &nodes {
-            a.on_hand += self
-                .on_hand
-                .get(&(n.clone(), sku.to_owned()))
-                .copied()
-                .unwrap_or(0);
-            a.reserved += self
-                .held
-                .get(&(sku.to_owned(), n.clone()))
-                .copied()
-                .unwrap_or(0);
+            a.on_hand += figure(&self.on_hand, n, sku);
+            a.reserved += figure(&self.held, sku, n);
             a.held_back += self.safety_of(n, sku);
             a.expired += self.expired_at(n, sku);
             promisable += self.promisable_at(n, sku).max(0);
@@ -453,8 +414,13 @@ mod tests {
     #[test]
     fn expired_lots_are_on_hand_but_never_promised() {
         let mut f = figures();
-        // A has 10 on hand, 7 of them in expired lots: 3 - 4 held = -1.
-        f.add_stock(vec![("A".into(), "S".into(), 10, 7)]);
+        // A has 10 on hand in two lots, the 7 of one expired: 3 - 4 held
+        // = -1.
+        f.on_hand.remove(&("A".into(), "S".into()));
+        f.add_stock(vec![
+            ("A".into(), "S".into(), 3, 0),
+            ("A".into(), "S".into(), 7, 7),
+        ]);
         let a = f.pooled("S", &[]);
         assert_eq!((a.on_hand, a.expired), (13, 7));
         assert_eq!(a.available, 0, "A over-held counts 0, B -2 counts 0");

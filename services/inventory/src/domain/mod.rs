@@ -5,6 +5,7 @@ pub mod ids;
 pub mod item;
 pub mod movement;
 pub mod node;
+pub mod pairs;
 pub mod reservation;
 pub mod snapshot;
 

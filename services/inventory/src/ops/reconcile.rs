@@ -11,9 +11,31 @@ use oms_proto::inventory::{Drift, HeldTotalDrift, ReconcileRequest, ReconcileRes
 use oms_runtime::idempotency::{self, Claim};
 use sqlx::{PgConnection, PgPool};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
 
 /// Most drifts of each kind listed by one Reconcile (all are counted).
 const MAX_DRIFTS: usize = 1000;
+
+/// Logs at `level` what a rebuild or a comparison (`found`) found and read,
+/// and how long its parts took (`took`): the tenant's changes waited for
+/// all of it. `field` is one more field, by its variable's name.
+macro_rules! said {
+    ($level:ident, $tenant:expr, $found:expr, $took:expr, $msg:literal, $field:ident) => {
+        tracing::$level!(
+            tenant = %$tenant,
+            $field,
+            drifts = $found.drift_count,
+            held_total_drifts = $found.held_total_drift_count,
+            reservation_drifts = $found.reservation_drift_count,
+            skus = $found.skus_checked,
+            reservations = $found.reservations_checked,
+            record_ms = $took.record.as_millis() as u64,
+            compare_ms = $took.compare.as_millis() as u64,
+            install_ms = $took.install.as_millis() as u64,
+            $msg
+        )
+    };
+}
 
 /// Rebuilds the gate unless another caller already has; `trigger` says
 /// why it went missing (a metric attribute).
@@ -30,13 +52,14 @@ pub async fn ensure_ready_with(
     let mut tx = pool.begin().await?;
     lock::exclusive(&mut tx, tenant).await?;
     if !gate.is_ready(tenant).await? {
-        let found = rebuild(&mut tx, gate, tenant, Some(trigger)).await?;
-        tracing::warn!(
-            tenant = %tenant,
-            drifts = found.drift_count,
-            held_total_drifts = found.held_total_drift_count,
-            reservation_drifts = found.reservation_drift_count,
-            "reservation gate rebuilt from the record"
+        let (found, took) = rebuild(&mut tx, gate, tenant, Some(trigger)).await?;
+        said!(
+            warn,
+            tenant,
+            found,
+            took,
+            "reservation gate rebuilt from the record",
+            trigger
         );
     }
     tx.commit().await?;
@@ -52,7 +75,7 @@ pub async fn invalidate(inv: &Inventory, tenant: &Tenant) -> Result<()> {
 /// A give-back whose row is this old never arrived: its replica stopped
 /// between the commit and the gate, or could reach neither Redis nor
 /// Postgres since. Far above the milliseconds one takes.
-const GIVE_BACK_LOST_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+const GIVE_BACK_LOST_AFTER: Duration = Duration::from_secs(60);
 
 /// Drops the gate of every tenant with a give-back that never arrived, so
 /// its next change rebuilds the gate from the record (which has the
@@ -115,18 +138,21 @@ pub async fn reconcile(
         return Ok(r);
     }
     let trigger = (!req.dry_run).then_some("reconcile");
-    let found = rebuild(&mut tx, &inv.gate, tenant, trigger).await?;
-    if found.drift_count > 0
+    let (found, took) = rebuild(&mut tx, &inv.gate, tenant, trigger).await?;
+    let drifted = found.drift_count > 0
         || found.held_total_drift_count > 0
-        || found.reservation_drift_count > 0
-    {
-        tracing::warn!(
-            tenant = %tenant,
-            drifts = found.drift_count,
-            held_total_drifts = found.held_total_drift_count,
-            reservation_drifts = found.reservation_drift_count,
-            dry_run = req.dry_run,
-            "gate drift found"
+        || found.reservation_drift_count > 0;
+    let dry_run = req.dry_run;
+    if drifted {
+        said!(warn, tenant, found, took, "gate drift found", dry_run);
+    } else {
+        said!(
+            info,
+            tenant,
+            found,
+            took,
+            "gate reconciled: no drift",
+            dry_run
         );
     }
     inv.finish(tx, tenant, &rid, found).await
@@ -136,14 +162,16 @@ pub async fn reconcile(
 /// it with Redis and the held totals with the holds and, unless a dry
 /// run, installs the gate and rewrites the totals; answers what it found.
 /// `trigger` names why the gate is installed (a metric attribute); `None`
-/// is a dry run, which only compares.
+/// is a dry run, which only compares. Also answers how long each part
+/// took, which the tenant's changes waited for.
 async fn rebuild(
     tx: &mut PgConnection,
     gate: &Gate,
     tenant: &Tenant,
     trigger: Option<&'static str>,
-) -> Result<ReconcileResponse> {
+) -> Result<(ReconcileResponse, Took)> {
     let dry_run = trigger.is_none();
+    let start = Instant::now();
     let mut f = Figures::default();
     f.add_stock(repo::stock::on_hand(&mut *tx, tenant, &[], None).await?);
     // One read of the live reservations serves both the held figures and
@@ -179,6 +207,7 @@ async fn rebuild(
         fields.insert(demand_field(&source, &channel), units);
     }
     let sku_list: Vec<String> = expected.keys().cloned().collect();
+    let read = Instant::now();
     let current = gate.read(tenant, &sku_list).await?;
     let (drifts, drift_count) = capped(compare(&expected, &current), drift);
     let scheduled = gate.schedule(tenant).await?;
@@ -186,13 +215,19 @@ async fn rebuild(
         (gate.reservation_drifts(tenant, &live, &scheduled).await?).into_iter(),
         |d| d,
     );
+    let compared = Instant::now();
     if let Some(trigger) = trigger {
         gate.install(tenant, &expected, &live, &scheduled, trigger)
             .await?;
         // Every give-back on its way is in what was just installed.
         repo::give_backs::counted(&mut *tx, tenant).await?;
     }
-    Ok(ReconcileResponse {
+    let took = Took {
+        record: read - start,
+        compare: compared - read,
+        install: compared.elapsed(),
+    };
+    let found = ReconcileResponse {
         keys_rebuilt: if dry_run { 0 } else { expected.len() as i64 },
         drifts,
         skus_checked: expected.len() as i64,
@@ -202,7 +237,16 @@ async fn rebuild(
         held_total_drift_count,
         reservation_drifts,
         reservation_drift_count,
-    })
+    };
+    Ok((found, took))
+}
+
+/// How long the parts of a rebuild took: reading the record and computing
+/// the gate from it, reading Redis's gate and comparing, installing.
+struct Took {
+    record: Duration,
+    compare: Duration,
+    install: Duration,
 }
 
 /// The first [`MAX_DRIFTS`] of `all`, as `listed`, and how many there

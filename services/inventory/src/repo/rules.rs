@@ -1,16 +1,16 @@
 use super::decode;
+use crate::domain::pairs::{PairMap, find};
 use oms_kernel::Tenant;
 use oms_proto::inventory::{ChannelRule, SafetyStock};
 use prost::Message;
 use sqlx::{PgConnection, PgExecutor};
-use std::collections::HashMap;
 
 /// Safety stock rows (node, sku; sku '' = node default) for some SKUs.
 pub async fn safety(
     db: impl PgExecutor<'_>,
     tenant: &Tenant,
     skus: &[String],
-) -> sqlx::Result<HashMap<(String, String), i64>> {
+) -> sqlx::Result<PairMap<i64>> {
     let rows: Vec<(String, String, i64)> = sqlx::query_as(
         "SELECT node_id, sku, quantity FROM safety_stock
          WHERE tenant = $1 AND (sku = '' OR cardinality($2::text[]) = 0 OR sku = ANY($2))",
@@ -58,10 +58,9 @@ pub async fn list_safety(
 }
 
 /// The safety stock in force for a SKU at a node.
-pub fn effective(safety: &HashMap<(String, String), i64>, node: &str, sku: &str) -> i64 {
-    safety
-        .get(&(node.to_owned(), sku.to_owned()))
-        .or_else(|| safety.get(&(node.to_owned(), String::new())))
+pub fn effective(safety: &PairMap<i64>, node: &str, sku: &str) -> i64 {
+    find(safety, node, sku)
+        .or_else(|| find(safety, node, ""))
         .copied()
         .unwrap_or(0)
 }
@@ -73,7 +72,7 @@ pub async fn safety_at(
     tenant: &Tenant,
     node: &str,
     sku: Option<&str>,
-) -> sqlx::Result<HashMap<(String, String), i64>> {
+) -> sqlx::Result<PairMap<i64>> {
     let rows: Vec<(String, i64)> = sqlx::query_as(
         "SELECT sku, quantity FROM safety_stock
          WHERE tenant = $1 AND node_id = $2 AND ($3::text IS NULL OR sku = '' OR sku = $3)",
