@@ -341,6 +341,35 @@ async fn submissions_feed_lag_and_stock_trouble_are_measured() {
         .copied()
         .unwrap_or(0.0);
     assert!(delivered >= 2.0, "{seen:#?}");
+    // Buckets in seconds, fine around the alert's minute: every lag here
+    // is under it.
+    let lag_le = |bound: &str| {
+        seen.get(&(
+            format!("oms.feed.lag@le={bound}"),
+            "tenant=acme".to_string(),
+        ))
+        .copied()
+    };
+    assert_eq!(lag_le("60"), Some(delivered), "{seen:#?}");
+    assert!(lag_le("1").is_some(), "{seen:#?}");
+    // Call durations likewise: the slow-calls alert's second is a bound
+    // (the SDK's default bounds, made for milliseconds, put every call
+    // under 5 s in one bucket).
+    let submit = "rpc.grpc.status_code=0,rpc.method=/oms.ingest.v1.IngestService/SubmitOrder";
+    let calls = |name: &str| seen.get(&(name.to_string(), submit.to_string())).copied();
+    let answered = calls("rpc.server.duration").unwrap_or(0.0);
+    assert!(answered >= 4.0, "{seen:#?}");
+    assert!(calls("rpc.server.duration@le=1").is_some(), "{seen:#?}");
+    assert_eq!(calls("rpc.server.duration@le=10"), Some(answered));
+    // The gate of acme was built at its first change, and timed.
+    let first = "tenant=acme,trigger=missing";
+    let rebuilds = |name: &str| seen.get(&(name.to_string(), first.to_string())).copied();
+    let timed = rebuilds("oms.inventory.gate.rebuild.duration").unwrap_or(0.0);
+    assert!(timed >= 1.0, "{seen:#?}");
+    assert_eq!(
+        rebuilds("oms.inventory.gate.rebuild.duration@le=60"),
+        Some(timed)
+    );
     assert_eq!(
         seen.get(&("oms.feed.expired".to_string(), "tenant=acme".to_string()))
             .copied(),

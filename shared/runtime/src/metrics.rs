@@ -10,6 +10,16 @@ use std::{
 };
 use tower::{Layer, Service};
 
+/// Bucket bounds of call durations, in seconds: those the OpenTelemetry
+/// semantic conventions advise for request durations. Without them the
+/// SDK's defaults (0, 5, 10, 25 … 10,000, made for milliseconds) put
+/// every call under 5 s in one bucket, so a p99 computed from them was
+/// about 4.95 s whatever the calls took (and the slow-calls alert, at 1 s,
+/// fired for every method with traffic).
+pub const DURATION_BOUNDS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
 #[derive(Clone)]
 pub struct RedLayer {
     duration: Histogram<f64>,
@@ -23,6 +33,7 @@ impl RedLayer {
                 .f64_histogram("rpc.server.duration")
                 .with_unit("s")
                 .with_description("gRPC server call duration")
+                .with_boundaries(DURATION_BOUNDS.to_vec())
                 .build(),
         }
     }

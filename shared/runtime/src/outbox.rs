@@ -438,6 +438,14 @@ pub enum FeedError {
 /// events after its cursor.
 pub const CURSOR_EXPIRED: &str = "CURSOR_EXPIRED";
 
+/// Bucket bounds of feed lag, in seconds: from the 50 ms a reader waits
+/// between reads to an hour, fine around the minute the lag alert
+/// watches. The SDK's defaults (0, 5, 10 … 10,000, made for milliseconds)
+/// put every lag under 5 s in one bucket.
+const LAG_BOUNDS: [f64; 14] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0,
+];
+
 /// Whether a feed's status says its cursor expired: resuming from that
 /// cursor cannot succeed.
 pub fn is_cursor_expired(status: &tonic::Status) -> bool {
@@ -551,6 +559,7 @@ pub fn follow_in_pages(
         .with_description(
             "Time from an event's commit to its delivery to a feed reader (Watch...Events), by tenant: how far readers are behind",
         )
+        .with_boundaries(LAG_BOUNDS.to_vec())
         .build();
     // A reader that gets this missed events for good: it must be resynced
     // (an alert rule watches it; nothing else shows a reader stuck on it).

@@ -80,6 +80,9 @@ pub async fn exporting(
 
 /// Every data point received so far: (metric, its attributes sorted and
 /// joined as `k=v,k=v`) -> value; a later export overrides an earlier one.
+/// A histogram's point is its count of values, and each of its buckets is
+/// a point too, as Prometheus has it: `<metric>@le=<bound>` -> the count
+/// of values at or under the bound.
 pub fn points(
     rx: &mut mpsc::UnboundedReceiver<ExportMetricsServiceRequest>,
 ) -> BTreeMap<(String, String), f64> {
@@ -91,10 +94,16 @@ pub fn points(
             .flat_map(|r| &r.scope_metrics)
             .flat_map(|s| &s.metrics)
         {
-            // A histogram's point is its count of recorded values.
             if let Some(Data::Histogram(h)) = &m.data {
                 for dp in &h.data_points {
-                    out.insert((m.name.clone(), joined(&dp.attributes)), dp.count as f64);
+                    let attrs = joined(&dp.attributes);
+                    out.insert((m.name.clone(), attrs.clone()), dp.count as f64);
+                    let mut below = 0;
+                    for (bound, n) in dp.explicit_bounds.iter().zip(&dp.bucket_counts) {
+                        below += n;
+                        let name = format!("{}@le={bound}", m.name);
+                        out.insert((name, attrs.clone()), below as f64);
+                    }
                 }
                 continue;
             }

@@ -61,6 +61,8 @@ pub struct Gate {
     writes: writes::Writes,
     /// Gates found to have lost changes they had answered.
     lost: opentelemetry::metrics::Counter<u64>,
+    /// How long rebuilds and comparisons took, by trigger.
+    rebuild_time: opentelemetry::metrics::Histogram<f64>,
 }
 
 /// One line to hold: units of a SKU anywhere (`node` empty) or at a node.
@@ -359,7 +361,29 @@ impl Gate {
                     "Reservation gates found to lack changes Redis had answered (a failover to a replica that lagged, a restart from an older snapshot), by tenant and who found it (change, sweep); each is rebuilt from the record",
                 )
                 .build(),
+            rebuild_time: opentelemetry::global::meter("oms-inventory")
+                .f64_histogram("oms.inventory.gate.rebuild.duration")
+                .with_unit("s")
+                .with_description(
+                    "How long a rebuild of a tenant's reservation gate (or a Reconcile dry run's comparison) took, by tenant and trigger: the tenant's changes wait for it",
+                )
+                .with_boundaries(vec![
+                    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                ])
+                .build(),
         }
+    }
+
+    /// A rebuild (or, `trigger` `dry_run`, a comparison) of the tenant's
+    /// gate took `took`.
+    pub fn rebuilt_in(&self, tenant: &Tenant, trigger: &'static str, took: Duration) {
+        self.rebuild_time.record(
+            took.as_secs_f64(),
+            &[
+                opentelemetry::KeyValue::new("tenant", tenant.as_str().to_owned()),
+                opentelemetry::KeyValue::new("trigger", trigger),
+            ],
+        );
     }
 
     pub fn conn(&self) -> RedisConn {

@@ -227,6 +227,7 @@ async fn rebuild(
         compare: compared - read,
         install: compared.elapsed(),
     };
+    gate.rebuilt_in(tenant, trigger.unwrap_or("dry_run"), start.elapsed());
     let found = ReconcileResponse {
         keys_rebuilt: if dry_run { 0 } else { expected.len() as i64 },
         drifts,
