@@ -25,6 +25,8 @@ use std::time::{Duration, Instant};
 /// still checks that Redis has it: replication lags milliseconds, and a
 /// failover takes seconds to be decided.
 const CHECKED_FOR: Duration = Duration::from_secs(60);
+/// Gates the sweep checks at once.
+const CHECKS_AT_ONCE: usize = 16;
 
 /// What a script answers of its writer's count (`wr`).
 #[derive(Debug, Clone, Deserialize)]
@@ -134,27 +136,37 @@ return 0
 ";
 
 impl Gate {
-    /// The tenants whose gates lost changes this replica made in the last
-    /// minute (the gate is dropped: rebuild it), checked without changing
-    /// anything.
-    pub async fn find_lost_writes(&self) -> Result<Vec<Tenant>, GateError> {
-        let mut lost = Vec::new();
-        for (tenant, wrote, prev) in self.writes.recent() {
-            let k = &self.keys;
-            let dropped: i64 = (self.writes.check.key(k.ready(&tenant)))
-                .key(k.writes(&tenant))
-                .arg(&*self.writes.id)
-                .arg(&wrote.ep)
-                .arg(wrote.n)
-                .arg(prev)
-                .invoke_async(&mut self.conn())
-                .await?;
-            if dropped == 1 {
-                self.lost_writes(&tenant, "sweep");
-                lost.push(tenant);
-            }
-        }
-        Ok(lost)
+    /// Checks, without changing anything, the gate of each tenant this
+    /// replica changed in the last minute: those that lost changes it
+    /// made are dropped (rebuild them), or the check failed. Several at
+    /// once: a replica may have changed many tenants' gates, and the sweep
+    /// waits for this.
+    pub async fn find_lost_writes(&self) -> Vec<Result<Tenant, GateError>> {
+        use futures::StreamExt as _;
+        let checks = self
+            .writes
+            .recent()
+            .into_iter()
+            .map(|(tenant, wrote, prev)| async move {
+                let k = &self.keys;
+                let dropped: i64 = (self.writes.check.key(k.ready(&tenant)))
+                    .key(k.writes(&tenant))
+                    .arg(&*self.writes.id)
+                    .arg(&wrote.ep)
+                    .arg(wrote.n)
+                    .arg(prev)
+                    .invoke_async(&mut self.conn())
+                    .await?;
+                if dropped == 1 {
+                    self.lost_writes(&tenant, "sweep");
+                }
+                Ok((dropped == 1).then_some(tenant))
+            });
+        let found: Vec<Result<Option<Tenant>, GateError>> = futures::stream::iter(checks)
+            .buffer_unordered(CHECKS_AT_ONCE)
+            .collect()
+            .await;
+        found.into_iter().filter_map(Result::transpose).collect()
     }
 
     /// Redis lost changes of `tenant`'s gate it had answered; `found_by`

@@ -109,14 +109,14 @@ pub async fn recover_give_backs(inv: &Inventory) {
 /// ([`Gate::find_lost_writes`]): run by the sweep, so that a replica that
 /// makes no more changes of a tenant still finds the loss within a sweep.
 pub async fn recover_lost_writes(inv: &Inventory) {
-    let lost = match inv.gate.find_lost_writes().await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::warn!(error = %e, "the sweep cannot check that Redis kept the gate's changes");
-            return;
-        }
-    };
-    for t in lost {
+    for found in inv.gate.find_lost_writes().await {
+        let t = match found {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "the sweep cannot check that Redis kept the gate's changes");
+                continue;
+            }
+        };
         if let Err(e) = ensure_ready(inv, &t, "lost_writes").await {
             tracing::warn!(error = %e, tenant = %t, "a gate was not rebuilt; its next change rebuilds it");
         }
