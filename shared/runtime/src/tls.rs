@@ -241,7 +241,11 @@ impl TlsConfig {
                 tick.tick().await;
                 loop {
                     tick.tick().await;
-                    match tls.reload() {
+                    // File reads block: off the runtime's workers (a slow
+                    // volume would stall the calls they serve).
+                    let again = tls.clone();
+                    let reloaded = tokio::task::spawn_blocking(move || again.reload()).await;
+                    match reloaded.unwrap_or_else(|e| Err(e.to_string())) {
                         Ok(false) => {}
                         Ok(true) => tracing::info!(
                             days_left = tls.expires_in().map(|s| s / 86_400.0),
