@@ -30,15 +30,7 @@ pub fn invalid_argument_because(domain: &str, reason: &str, violations: &Violati
 
 /// NOT_FOUND for a resource (`order`, `orders/123`); reason `ORDER_NOT_FOUND`.
 pub fn not_found(domain: &str, resource_type: &str, name: &str) -> Status {
-    let reason = format!("{}_NOT_FOUND", resource_type.to_uppercase());
-    let mut d = info(&reason, domain);
-    d.set_resource_info(
-        resource_type,
-        name,
-        "",
-        "does not exist or belongs to another tenant",
-    );
-    Status::with_error_details(Code::NotFound, format!("{name} not found"), d)
+    not_found_all(domain, resource_type, &[name.to_owned()])
 }
 
 /// NOT_FOUND for several resources of one type a request names (the
@@ -46,9 +38,6 @@ pub fn not_found(domain: &str, resource_type: &str, name: &str) -> Status {
 /// learns of every one at once.
 pub fn not_found_all(domain: &str, resource_type: &str, names: &[String]) -> Status {
     use tonic_types::{ErrorDetail, ErrorInfo, ResourceInfo};
-    if let [name] = names {
-        return not_found(domain, resource_type, name);
-    }
     let reason = format!("{}_NOT_FOUND", resource_type.to_uppercase());
     let info = ErrorInfo::new(reason, domain, HashMap::<String, String>::new());
     let details = std::iter::once(ErrorDetail::from(info)).chain(names.iter().map(|name| {

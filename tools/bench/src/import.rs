@@ -12,9 +12,8 @@
 //!
 //! Then verifies the outcome: the on-hand the levels add up to, each
 //! SKU's network availability, and one shortfall per SKU.
-use crate::{load, stock};
+use crate::stock;
 use oms_proto::inventory::{inventory_service_client::InventoryServiceClient, *};
-use oms_runtime::Service;
 use oms_testkit::{TestDb, authed};
 use std::time::Instant;
 use tonic::transport::Channel;
@@ -43,18 +42,9 @@ const HELD: i64 = 30;
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let db = TestDb::new().await;
-    let env = [("OMS_LOG", "warn".to_owned())];
-    let config = oms_testkit::config_with(Service::Inventory, &db, &[], &env);
-    let server_rt = load::ServerRuntime::new(2, "oms-inventory")?;
-    let svc = server_rt
-        .spawn(oms_testkit::spawn(config, oms_inventory::run))
-        .await?;
-    // No call timeout: one import of tens of thousands of rows may take
-    // longer than the usual client's.
-    let channel = Channel::from_shared(format!("http://{}", svc.addr))?.connect_lazy();
-    let mut client = InventoryServiceClient::new(channel);
-    let nodes: Vec<String> = (0..args.nodes).map(|n| format!("N{n:04}")).collect();
-    let skus: Vec<String> = (0..args.skus).map(|k| format!("SKU-{k:05}")).collect();
+    let inv = stock::inventory(&db, &[("OMS_LOG", "warn".to_owned())]).await?;
+    let mut client = InventoryServiceClient::new(inv.channel.clone());
+    let (nodes, skus) = stock::names(args.nodes, args.skus);
     stock::catalog(&mut client, TENANT, &nodes, &skus, args.lots).await?;
     let lots = args.lots;
 

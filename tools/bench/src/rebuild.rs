@@ -12,9 +12,8 @@
 //! many hash fields and records to Redis in one pipeline, the least any
 //! rebuild from this record does. Verifies that the rebuilt gate has no
 //! drift and every SKU's availability is its stock less what is held.
-use crate::{load, stock};
+use crate::stock;
 use oms_proto::inventory::{inventory_service_client::InventoryServiceClient, *};
-use oms_runtime::Service;
 use oms_testkit::{RedisServer, TestDb, authed};
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -47,17 +46,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ("OMS_REDIS_URL", redis.url()),
         ("OMS_DATABASE_MAX_CONNECTIONS", "16".into()),
     ];
-    let config = oms_testkit::config_with(Service::Inventory, &db, &[], &env);
-    let server_rt = load::ServerRuntime::new(2, "oms-inventory")?;
-    let svc = server_rt
-        .spawn(oms_testkit::spawn(config, oms_inventory::run))
-        .await?;
-    // No call timeout: a rebuild of a large tenant may take longer than
-    // the usual client's.
-    let channel = Channel::from_shared(format!("http://{}", svc.addr))?.connect_lazy();
+    let inv = stock::inventory(&db, &env).await?;
+    let channel = inv.channel.clone();
     let mut client = InventoryServiceClient::new(channel.clone());
-    let nodes: Vec<String> = (0..args.nodes).map(|n| format!("N{n:04}")).collect();
-    let skus: Vec<String> = (0..args.skus).map(|k| format!("SKU-{k:05}")).collect();
+    let (nodes, skus) = stock::names(args.nodes, args.skus);
     stocked(&mut client, &nodes, &skus).await?;
     let held = reserve(&channel, &skus, args.reservations).await?;
 

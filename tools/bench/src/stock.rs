@@ -1,11 +1,43 @@
-//! What the reservation scenarios start from: one SKU in stock at one
-//! warehouse, and its network availability.
+//! What the stock scenarios start from: an inventory service of their
+//! own, one SKU in stock at one warehouse or a catalog of SKUs at many
+//! nodes, and network availability.
 use oms_proto::common::NodeKind;
 use oms_proto::inventory::{
     import_stock_snapshot_request::Part, inventory_service_client::InventoryServiceClient, *,
 };
-use oms_testkit::authed;
+use oms_testkit::{Running, TestDb, authed};
 use tonic::transport::Channel;
+
+/// An inventory service over `db` with `env` set, on a runtime of its own
+/// (two workers), and a channel to it with no call timeout: one import or
+/// rebuild of a large tenant may take longer than the usual client's.
+/// The service stops, then its runtime, when this is dropped.
+pub struct Inventory {
+    pub channel: Channel,
+    _svc: Running,
+    _rt: crate::load::ServerRuntime,
+}
+
+pub async fn inventory(db: &TestDb, env: &[(&str, String)]) -> anyhow::Result<Inventory> {
+    let config = oms_testkit::config_with(oms_runtime::Service::Inventory, db, &[], env);
+    let rt = crate::load::ServerRuntime::new(2, "oms-inventory")?;
+    let svc = rt
+        .spawn(oms_testkit::spawn(config, oms_inventory::run))
+        .await?;
+    let channel = Channel::from_shared(format!("http://{}", svc.addr))?.connect_lazy();
+    Ok(Inventory {
+        channel,
+        _svc: svc,
+        _rt: rt,
+    })
+}
+
+/// The names of a catalog of `nodes` nodes and `skus` SKUs.
+pub fn names(nodes: usize, skus: usize) -> (Vec<String>, Vec<String>) {
+    let nodes = (0..nodes).map(|n| format!("N{n:04}")).collect();
+    let skus = (0..skus).map(|k| format!("SKU-{k:05}")).collect();
+    (nodes, skus)
+}
 
 /// Warehouse DC1 with `units` of `sku` received there, for `tenant`.
 pub async fn one_sku(

@@ -9,13 +9,13 @@
 //! the writer sends back the highest count it was answered in that epoch
 //! and the epoch before it, and a script that counts no higher, or finds
 //! the epoch before (Redis lost a rebuild), drops the gate (common.lua's
-//! `open`). The writer's next change finds that out; a writer that makes
-//! none finds it through [`Gate::find_lost_writes`], which the sweep runs.
+//! `behind`, which `open` runs in every script). The writer's next change
+//! finds that out; a writer that makes none finds it through
+//! [`Gate::find_lost_writes`] (check.lua), which the sweep runs.
 //! Other replicas' changes meanwhile run on the old gate: that window is
 //! what `OMS_REDIS_MIN_REPLICAS` closes.
 use super::{Gate, GateError};
 use oms_kernel::Tenant;
-use redis::Script;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -29,7 +29,7 @@ const CHECKED_FOR: Duration = Duration::from_secs(60);
 const CHECKS_AT_ONCE: usize = 16;
 
 /// What a script answers of its writer's count (`wr`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Deserialize)]
 pub(super) struct Wrote {
     ep: String,
     n: i64,
@@ -49,7 +49,6 @@ struct Seen {
 pub(super) struct Writes {
     pub(super) id: Arc<str>,
     seen: Arc<Mutex<HashMap<Tenant, Seen>>>,
-    check: Arc<Script>,
 }
 
 impl Writes {
@@ -57,7 +56,6 @@ impl Writes {
         Self {
             id: uuid::Uuid::now_v7().simple().to_string().into(),
             seen: Arc::default(),
-            check: Arc::new(Script::new(CHECK)),
         }
     }
 
@@ -68,7 +66,11 @@ impl Writes {
     /// The `wr` a script is sent: this writer, and what it was last
     /// answered of the tenant's gate (nothing yet: only counted).
     pub(super) fn arg(&self, tenant: &Tenant) -> serde_json::Value {
-        match self.seen().get(tenant) {
+        self.wr(self.seen().get(tenant))
+    }
+
+    fn wr(&self, seen: Option<&Seen>) -> serde_json::Value {
+        match seen {
             Some(s) => serde_json::json!({
                 "id": &*self.id, "ep": s.wrote.ep, "n": s.wrote.n, "prev": s.prev,
             }),
@@ -104,36 +106,16 @@ impl Writes {
         }
     }
 
-    /// The tenants changed in the last [`CHECKED_FOR`], with what their
-    /// gates answered; the others are forgotten.
-    fn recent(&self) -> Vec<(Tenant, Wrote, String)> {
+    /// The tenants changed in the last [`CHECKED_FOR`], with the `wr` of
+    /// each (what its gate answered); the others are forgotten.
+    fn recent(&self) -> Vec<(Tenant, serde_json::Value)> {
         let mut seen = self.seen();
         seen.retain(|_, s| s.at.elapsed() < CHECKED_FOR);
         (seen.iter())
-            .map(|(t, s)| {
-                (
-                    t.clone(),
-                    s.wrote.clone(),
-                    s.prev.clone().unwrap_or_default(),
-                )
-            })
+            .map(|(t, s)| (t.clone(), self.wr(Some(s))))
             .collect()
     }
 }
-
-/// KEYS[1] ready marker, KEYS[2] writes hash; ARGV[1] writer id, ARGV[2]
-/// epoch, ARGV[3] the count answered, ARGV[4] the epoch before (or '').
-/// The count only grows while the epoch stays, so one below what was
-/// answered means changes were lost, as does the epoch before: the gate
-/// is dropped. Answers 1 when it was.
-const CHECK: &str = r"
-local ep = redis.call('GET', KEYS[1])
-if ep and ep == ARGV[4] then redis.call('DEL', KEYS[1]); return 1 end
-if ep ~= ARGV[2] then return 0 end
-local n = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-if n < tonumber(ARGV[3]) then redis.call('DEL', KEYS[1]); return 1 end
-return 0
-";
 
 impl Gate {
     /// Checks, without changing anything, the gate of each tenant this
@@ -147,14 +129,11 @@ impl Gate {
             .writes
             .recent()
             .into_iter()
-            .map(|(tenant, wrote, prev)| async move {
+            .map(|(tenant, wr)| async move {
                 let k = &self.keys;
-                let dropped: i64 = (self.writes.check.key(k.ready(&tenant)))
+                let dropped: i64 = (self.check.key(k.ready(&tenant)))
                     .key(k.writes(&tenant))
-                    .arg(&*self.writes.id)
-                    .arg(&wrote.ep)
-                    .arg(wrote.n)
-                    .arg(prev)
+                    .arg(serde_json::json!({ "wr": wr }).to_string())
                     .invoke_async(&mut self.conn())
                     .await?;
                 if dropped == 1 {

@@ -215,10 +215,8 @@ async fn reconcile_reports_drift_and_repairs_it() {
 async fn reconcile_reports_reservation_records_that_drifted() {
     let redis = RedisServer::start();
     let mut h = start_with(&[("OMS_REDIS_URL", redis.url())]).await;
+    stocked(&mut h, &[("S", 10)]).await;
     let c = &mut h.client;
-    node(c, "acme", "DC1").await;
-    item(c, "acme", "S").await;
-    receive(c, "acme", "DC1", "S", 10).await;
     for id in ["a", "c"] {
         reserve(c, "acme", id, vec![line("S", "", 1)])
             .await

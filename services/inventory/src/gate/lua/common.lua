@@ -27,14 +27,19 @@ local function total(holds) local n = 0; for _, v in pairs(holds) do n = n + v e
 -- Redis lost changes it had answered: a failover to a replica that
 -- lagged, a restart from an older snapshot. Then the gate is dropped,
 -- nothing is changed, and the caller rebuilds the gate from the record
--- before anything more is promised.
+-- before anything more is promised. `behind` says so, the gate being at
+-- epoch `ep` and the writer's count `n` before this script; `open` counts
+-- and checks, check.lua (the sweep's) only checks.
+local function behind(wr, ep, n)
+  return wr.prev == ep or (wr.ep == ep and wr.n ~= nil and n < wr.n)
+end
 local WROTE, LOST = nil, false
 local function open(wr)
   local ep = redis.call('GET', KEYS[1])
   if not ep then return false end
   if wr then
     local n = redis.call('HINCRBY', KEYS[#KEYS], wr.id, 1)
-    if wr.prev == ep or (wr.ep == ep and wr.n and n <= wr.n) then
+    if behind(wr, ep, n - 1) then
       redis.call('DEL', KEYS[1])
       LOST = true
       return false
